@@ -1,0 +1,69 @@
+// Helpers for cetus-cli subcommands.
+#include "cli_util.h"
+
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace cetus::cli {
+
+Device parse_device(const std::string& name) {
+    if (name == "auto") return Device::Auto;
+    if (name == "cpu") return Device::Cpu;
+    if (name == "cuda" || name == "gpu") return Device::Cuda;
+    throw Error(ErrorCode::BadRequest, "unknown device \"" + name + "\" (auto, cpu or cuda)");
+}
+
+std::vector<int32_t> parse_ids(const std::string& text) {
+    std::vector<int32_t> ids;
+    std::string item;
+    std::istringstream in(text);
+    while (std::getline(in, item, ',')) {
+        size_t b = item.find_first_not_of(" \t\n"), e = item.find_last_not_of(" \t\n");
+        if (b == std::string::npos) throw Error(ErrorCode::BadRequest, "empty id in \"" + text + "\"");
+        item = item.substr(b, e - b + 1);
+        try {
+            size_t used = 0;
+            long long v = std::stoll(item, &used);
+            if (used != item.size() || v < INT32_MIN || v > INT32_MAX) throw std::invalid_argument(item);
+            ids.push_back(int32_t(v));
+        } catch (const std::exception&) {
+            throw Error(ErrorCode::BadRequest, "\"" + item + "\" is not a token id");
+        }
+    }
+    if (ids.empty()) throw Error(ErrorCode::BadRequest, "no token ids given");
+    return ids;
+}
+
+std::unique_ptr<Engine> load_engine(const std::string& model_dir, const std::string& device, int threads,
+                                    int64_t max_context) {
+    EngineOptions o;
+    o.model_dir = model_dir;
+    o.device = parse_device(device);
+    o.n_threads = threads;
+    o.max_context = max_context;
+    LoadProgress p;
+    p.report = [](float f, const std::string& stage) {
+        if (auto l = spdlog::get("cli")) l->debug("loading {:3.0f}%: {}", f * 100.0f, stage);
+    };
+    return Engine::load(o, p);
+}
+
+uint64_t peak_rss_bytes() {
+    std::ifstream in("/proc/self/status");
+    std::string line;
+    while (std::getline(in, line))
+        if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+    return 0;
+}
+
+std::string default_fixtures_dir() {
+    // Next to the binary's source tree in a build, or the repository root on the GPU machine.
+    for (const std::string& c : {std::string(CETUS_SOURCE_DIR) + "/tests/data/golden", std::string("tests/data/golden")})
+        if (std::filesystem::is_directory(c)) return c;
+    return "tests/data/golden";
+}
+
+}  // namespace cetus::cli

@@ -1,0 +1,20 @@
+// Small helpers shared by cetus-cli subcommands: device names, id lists,
+// engine loading with progress on stderr, and peak-memory readings.
+#pragma once
+
+#include "cetus/engine.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace cetus::cli {
+
+Device parse_device(const std::string& name);  // auto | cpu | cuda
+std::vector<int32_t> parse_ids(const std::string& text);  // "1,2,3" (spaces allowed)
+std::unique_ptr<Engine> load_engine(const std::string& model_dir, const std::string& device, int threads,
+                                    int64_t max_context);
+uint64_t peak_rss_bytes();  // VmHWM of this process
+std::string default_fixtures_dir();
+
+}  // namespace cetus::cli

@@ -1,0 +1,49 @@
+// cetus-cli selftest: the conformance suite over the committed fixtures, for
+// any backend. Exit code 1 when any check fails.
+#include "cli_util.h"
+#include "commands.h"
+
+#include "cetus/selftest.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+
+namespace cetus::cli {
+
+void add_selftest_command(CLI::App& app) {
+    auto* cmd = app.add_subcommand("selftest", "Run the conformance suite over the golden fixtures");
+    struct Opts {
+        std::string device = "cpu", fixtures, only;
+        bool json = false;
+    };
+    auto o = std::make_shared<Opts>();
+    cmd->add_option("--device", o->device, "cpu or cuda");
+    cmd->add_option("--fixtures", o->fixtures, "Folder of fixture cases (default: tests/data/golden)");
+    cmd->add_option("--case", o->only, "Run one case only");
+    cmd->add_flag("--json", o->json, "JSON output");
+    cmd->callback([o] {
+        SelftestOptions so;
+        so.device = parse_device(o->device);
+        so.fixtures_dir = o->fixtures.empty() ? default_fixtures_dir() : o->fixtures;
+        so.only = o->only;
+        auto results = run_selftest(so);
+        int failed = 0;
+        nlohmann::json j = nlohmann::json::array();
+        for (const auto& r : results) {
+            failed += r.passed ? 0 : 1;
+            if (o->json) {
+                j.push_back({{"case", r.fixture}, {"check", r.check}, {"passed", r.passed}, {"error", r.error},
+                             {"tolerance", r.tolerance}, {"detail", r.detail}});
+            } else {
+                std::printf("%-4s %-16s %-52s err %.3g (tol %.3g) %s\n", r.passed ? "ok" : "FAIL", r.fixture.c_str(),
+                            r.check.c_str(), r.error, r.tolerance, r.detail.c_str());
+            }
+        }
+        if (o->json) std::printf("%s\n", j.dump(1).c_str());
+        std::fprintf(stderr, "selftest (%s): %zu checks, %d failed\n", o->device.c_str(), results.size(), failed);
+        if (failed) throw CLI::RuntimeError(1);
+    });
+}
+
+}  // namespace cetus::cli

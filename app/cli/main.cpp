@@ -1,0 +1,47 @@
+// cetus-cli: the Qt-free command line. Logs go to stderr; results to stdout.
+// Every cetus::Error ends here as a one-line message and exit code 1.
+#include "commands.h"
+
+#include "cetus/error.h"
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <exception>
+
+int main(int argc, char** argv) {
+    auto sink = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
+    for (const char* name : {"engine", "storage", "cli"}) {
+        auto logger = std::make_shared<spdlog::logger>(name, sink);
+        logger->set_level(spdlog::level::info);
+        spdlog::register_logger(logger);
+    }
+
+    CLI::App app{"Cetus command line: inspect, run and benchmark DeepSeek-architecture models"};
+    app.require_subcommand(1);
+    app.set_version_flag("--version", std::string("cetus-cli ") + CETUS_VERSION);
+    bool verbose = false;
+    app.add_flag("-v,--verbose", verbose, "Debug logging");
+    app.parse_complete_callback([&] {
+        if (verbose) spdlog::apply_all([](auto l) { l->set_level(spdlog::level::debug); });
+    });
+
+    cetus::cli::add_info_command(app);
+    cetus::cli::add_logits_command(app);
+    cetus::cli::add_selftest_command(app);
+    cetus::cli::add_bench_command(app);
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e);
+    } catch (const cetus::Error& e) {
+        std::fprintf(stderr, "error: %s\n", e.what());
+        return 1;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "error: %s\n", e.what());
+        return 1;
+    }
+    return 0;
+}

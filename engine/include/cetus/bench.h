@@ -1,0 +1,28 @@
+// Speed and memory benchmarks of the forward pass (prefill and decode), run by
+// `cetus-cli bench`. Medians over repeats after a discarded warm-up.
+#pragma once
+
+#include "cetus/engine.h"
+
+#include <cstdint>
+
+namespace cetus {
+
+struct BenchOptions {
+    int64_t n_prompt = 128;
+    int64_t n_gen = 32;
+    int repeats = 3;  // after one warm-up
+    uint64_t seed = 7;
+};
+
+struct BenchResult {
+    double prefill_tokens_per_s = 0.0;  // median
+    double decode_tokens_per_s = 0.0;   // median
+    double prefill_ms = 0.0, decode_ms_per_token = 0.0;
+    uint64_t kv_cache_bytes = 0;  // held after prompt + generation
+    int repeats = 0;
+};
+
+BenchResult run_bench(Engine& engine, const BenchOptions& options);
+
+}  // namespace cetus

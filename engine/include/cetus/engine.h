@@ -1,0 +1,93 @@
+// The engine's public API: load a DeepSeek-family model folder (or build a
+// random model of a published shape for benchmarks), describe it, and run it.
+// Thread-safety: an Engine is used by one thread at a time (the app's worker).
+// Errors: every function here throws cetus::Error (see error.h).
+#pragma once
+
+#include "cetus/error.h"
+
+#include <atomic>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace cetus {
+
+enum class Device { Auto, Cpu, Cuda };
+
+struct EngineOptions {
+    std::filesystem::path model_dir;
+    Device device = Device::Auto;
+    int n_threads = 0;            // 0: OpenMP's default
+    int64_t max_context = 4096;   // latent-cache capacity in tokens (capped by the model)
+};
+
+struct LoadProgress {
+    std::function<void(float fraction, const std::string& stage)> report;  // may be empty
+    const std::atomic<bool>* cancel = nullptr;  // set to stop loading: load throws Error(Cancelled)
+};
+
+struct ModelInfo {
+    std::string name;          // folder name or preset
+    std::string model_type;    // deepseek_v2 | deepseek_v3
+    std::string routing;       // e.g. "sigmoid, noaux_tc, 8 groups (top 4)"
+    std::string weight_dtype;  // e.g. "BF16", "FP8 e4m3 128x128 + BF16"
+    std::string backend;       // "cpu"
+    int64_t n_layers = 0, n_moe_layers = 0, first_k_dense_replace = 0, n_mtp_layers = 0;
+    int64_t hidden_size = 0, n_heads = 0, vocab_size = 0;
+    int64_t q_lora_rank = 0, kv_lora_rank = 0, qk_nope_head_dim = 0, qk_rope_head_dim = 0, v_head_dim = 0;
+    int64_t n_routed_experts = 0, n_shared_experts = 0, n_active_experts = 0;
+    int64_t max_position_embeddings = 0, context_length = 0;
+    uint64_t n_params_total = 0, n_params_active = 0, n_params_mtp = 0, weight_bytes = 0;
+    // Cache bytes per token at 2 bytes per element (BF16), all main layers:
+    // MLA (d_c + d_r), standard multi-head attention (2 n_h d_h) and GQA with
+    // 8 KV heads (2 * 8 * d_h), d_h = v_head_dim.
+    uint64_t kv_bytes_per_token_mla = 0, kv_bytes_per_token_mha = 0, kv_bytes_per_token_gqa8 = 0;
+    uint64_t kv_bytes_per_token_held = 0;  // what this backend actually stores per token
+    int64_t bos_token_id = -1, eos_token_id = -1;
+};
+
+// Options of a random model of a named shape, built in memory (benchmarks).
+struct RandomModelOptions {
+    std::string preset;          // tiny | medium-cpu | v2-lite | v3-layers
+    std::string dtype = "bf16";  // bf16 | fp8
+    int64_t n_layers = 0;        // 0: the preset's own count
+    uint64_t seed = 1;
+};
+std::vector<std::string> random_model_presets();
+
+class Model;
+class KvCache;
+
+class Engine {
+public:
+    static std::unique_ptr<Engine> load(const EngineOptions& options, const LoadProgress& progress = {});
+    static std::unique_ptr<Engine> create_random(const RandomModelOptions& random, const EngineOptions& options);
+    ~Engine();
+    Engine(const Engine&) = delete;
+    Engine& operator=(const Engine&) = delete;
+
+    const ModelInfo& info() const { return m_info; }
+
+    // Logits of every position of ids, from an empty cache: [ids.size() x vocab], row-major.
+    // Throws BadRequest for ids out of the vocabulary, ContextOverflow past the context.
+    std::vector<float> logits(std::span<const int32_t> ids);
+
+    // Low-level access for the generator, tests and benchmarks (engine-internal types).
+    Model& model() { return *m_model; }
+    KvCache& cache() { return *m_cache; }
+
+private:
+    Engine() = default;
+    void finish_init(const std::string& name);
+
+    std::unique_ptr<Model> m_model;
+    std::unique_ptr<KvCache> m_cache;
+    ModelInfo m_info;
+};
+
+}  // namespace cetus

@@ -1,0 +1,150 @@
+// Engine: loading (config, weights, model, cache), the model summary the UI and
+// CLI show, and request validation before anything reaches the forward pass.
+#include "cetus/engine.h"
+
+#include "config.h"
+#include "kv_cache.h"
+#include "log.h"
+#include "model.h"
+
+#include <omp.h>
+
+#include <algorithm>
+
+namespace cetus {
+
+Engine::~Engine() = default;
+
+namespace {
+
+void check_cancel(const LoadProgress& p) {
+    if (p.cancel && p.cancel->load()) throw Error(ErrorCode::Cancelled, "loading cancelled");
+}
+void report(const LoadProgress& p, float f, const std::string& stage) {
+    if (p.report) p.report(f, stage);
+}
+
+std::string describe_dtypes(const WeightStore& store) {
+    uint64_t bytes[16] = {};
+    for (const auto& [name, t] : store.tensors()) bytes[int(t.dtype) & 15] += t.n_bytes;
+    std::string s;
+    for (Dtype d : {Dtype::F8_E4M3, Dtype::BF16, Dtype::F16, Dtype::F32}) {
+        if (!bytes[int(d)]) continue;
+        if (!s.empty()) s += " + ";
+        s += d == Dtype::F8_E4M3 ? "FP8 e4m3 (128x128 blocks)" : dtype_name(d);
+    }
+    return s;
+}
+
+}  // namespace
+
+void Engine::finish_init(const std::string& name) {
+    const ModelConfig& c = m_model->config();
+    ModelInfo& i = m_info;
+    i.name = name;
+    i.model_type = c.model_type;
+    i.backend = "cpu";
+    i.n_layers = c.num_hidden_layers;
+    i.n_moe_layers = c.n_moe_layers();
+    i.first_k_dense_replace = c.first_k_dense_replace;
+    i.n_mtp_layers = m_model->n_mtp();
+    i.hidden_size = c.hidden_size;
+    i.n_heads = c.num_attention_heads;
+    i.vocab_size = c.vocab_size;
+    i.q_lora_rank = c.q_lora_rank;
+    i.kv_lora_rank = c.kv_lora_rank;
+    i.qk_nope_head_dim = c.qk_nope_head_dim;
+    i.qk_rope_head_dim = c.qk_rope_head_dim;
+    i.v_head_dim = c.v_head_dim;
+    i.n_routed_experts = c.n_routed_experts;
+    i.n_shared_experts = c.n_shared_experts;
+    i.n_active_experts = c.num_experts_per_tok;
+    i.max_position_embeddings = c.max_position_embeddings;
+    i.context_length = m_cache->capacity();
+    i.n_params_total = m_model->n_params_main();
+    i.n_params_active = m_model->n_params_active();
+    i.n_params_mtp = m_model->n_params_mtp();
+    i.weight_bytes = m_model->weight_bytes();
+    i.weight_dtype = describe_dtypes(m_model->store());
+    const uint64_t L = uint64_t(c.num_hidden_layers), d_h = uint64_t(c.v_head_dim);
+    i.kv_bytes_per_token_mla = L * uint64_t(c.kv_lora_rank + c.qk_rope_head_dim) * 2;
+    i.kv_bytes_per_token_mha = L * 2 * uint64_t(c.num_attention_heads) * d_h * 2;
+    i.kv_bytes_per_token_gqa8 = L * 2 * 8 * d_h * 2;
+    i.kv_bytes_per_token_held = m_cache->bytes_per_token();
+    i.bos_token_id = c.bos_token_id;
+    i.eos_token_id = c.eos_token_id;
+    if (c.n_routed_experts > 0) {
+        const char* m = c.topk_method == TopkMethod::NoauxTc ? "noaux_tc"
+                        : c.topk_method == TopkMethod::GroupLimitedGreedy ? "group_limited_greedy" : "greedy";
+        i.routing = std::string(c.scoring_func == ScoringFunc::Sigmoid ? "sigmoid" : "softmax") + ", " + m;
+        if (c.n_group > 1) i.routing += ", " + std::to_string(c.n_group) + " groups (top " + std::to_string(c.topk_group) + ")";
+    } else {
+        i.routing = "dense";
+    }
+    engine_log().info("loaded {}: {} layers ({} MoE, {} MTP), {:.2f} B params ({:.2f} B active), {}, backend cpu, "
+                      "{} threads, context {}",
+                      name, i.n_layers, i.n_moe_layers, i.n_mtp_layers, double(i.n_params_total) / 1e9,
+                      double(i.n_params_active) / 1e9, i.weight_dtype, omp_get_max_threads(), i.context_length);
+}
+
+static void select_device(const EngineOptions& o) {
+    if (o.device == Device::Cuda)
+        throw Error(ErrorCode::Device, "--device cuda: this build has no CUDA backend yet; use --device cpu");
+    if (o.device == Device::Auto) engine_log().info("device auto: using the CPU backend");
+    if (o.n_threads > 0) omp_set_num_threads(o.n_threads);
+}
+
+std::unique_ptr<Engine> Engine::load(const EngineOptions& o, const LoadProgress& progress) {
+    select_device(o);
+    if (o.max_context < 1) throw Error(ErrorCode::BadRequest, "max_context must be at least 1");
+    report(progress, 0.0f, "reading config");
+    ModelConfig config = load_config(o.model_dir);
+    check_cancel(progress);
+    report(progress, 0.1f, "mapping weights");
+    auto store = std::make_unique<WeightStore>(o.model_dir);
+    check_cancel(progress);
+    report(progress, 0.4f, "checking tensors");
+    std::unique_ptr<Engine> e(new Engine());
+    e->m_model = std::make_unique<Model>(std::move(config), std::move(store));
+    check_cancel(progress);
+    report(progress, 0.9f, "allocating cache");
+    const int64_t ctx = std::min<int64_t>(o.max_context, e->m_model->config().max_position_embeddings);
+    e->m_cache = std::make_unique<KvCache>(e->m_model->make_cache(ctx));
+    e->finish_init(o.model_dir.filename().empty() ? o.model_dir.parent_path().filename().string()
+                                                  : o.model_dir.filename().string());
+    report(progress, 1.0f, "ready");
+    return e;
+}
+
+std::unique_ptr<Model> build_random_model(const RandomModelOptions& r);  // random_model.cpp
+
+std::unique_ptr<Engine> Engine::create_random(const RandomModelOptions& r, const EngineOptions& o) {
+    select_device(o);
+    std::unique_ptr<Engine> e(new Engine());
+    e->m_model = build_random_model(r);
+    const int64_t ctx = std::min<int64_t>(o.max_context, e->m_model->config().max_position_embeddings);
+    e->m_cache = std::make_unique<KvCache>(e->m_model->make_cache(ctx));
+    e->finish_init("random " + r.preset);
+    return e;
+}
+
+std::vector<float> Engine::logits(std::span<const int32_t> ids) {
+    const ModelConfig& c = m_model->config();
+    if (ids.empty()) throw Error(ErrorCode::BadRequest, "no token ids given");
+    if (int64_t(ids.size()) > m_cache->capacity())
+        throw Error(ErrorCode::ContextOverflow, std::to_string(ids.size()) + " tokens exceed the context of " +
+                                                    std::to_string(m_cache->capacity()) + " by " +
+                                                    std::to_string(int64_t(ids.size()) - m_cache->capacity()));
+    for (size_t i = 0; i < ids.size(); ++i)
+        if (ids[i] < 0 || ids[i] >= c.vocab_size)
+            throw Error(ErrorCode::BadRequest, "token id " + std::to_string(ids[i]) + " at position " +
+                                                   std::to_string(i) + " is outside the vocabulary (" +
+                                                   std::to_string(c.vocab_size) + ")");
+    m_cache->clear();
+    ForwardOptions opt;
+    ForwardOutput out;
+    m_model->forward(ids.data(), int64_t(ids.size()), 0, *m_cache, opt, out);
+    return std::move(out.logits);
+}
+
+}  // namespace cetus

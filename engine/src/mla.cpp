@@ -1,0 +1,109 @@
+// MLA on the CPU. The absorbed form computes, per head, q_abs = W_UK^T q_nope
+// (d_c wide), scores against the cached latent, ctx = sum p * c_kv, and
+// O = W_UV ctx; the naive form expands K and V from the latent with kv_b_proj.
+// Both give the same numbers up to rounding; the scale is 1/sqrt(d_n + d_r)
+// times the YaRN mscale^2 in both.
+#include "mla.h"
+
+#include "cpu/ops.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace cetus {
+
+using cpu::dot;
+
+void mla_forward(const ModelConfig& c, const Rope& rope, const AttentionWeights& w, const float* a,
+                 int64_t T, int64_t start_pos, float* cache, int64_t cw, float* out, bool absorbed) {
+    const int64_t H = c.hidden_size, n_h = c.num_attention_heads;
+    const int64_t d_n = c.qk_nope_head_dim, d_r = c.qk_rope_head_dim, d_v = c.v_head_dim;
+    const int64_t d_qk = d_n + d_r, d_c = c.kv_lora_rank;
+    const float scale = float(c.softmax_scale());
+
+    // Queries.
+    std::vector<float> q(static_cast<size_t>(T * n_h * d_qk));  // [T, n_h, d_qk]
+    if (c.q_lora_rank > 0) {
+        const int64_t d_q = c.q_lora_rank;
+        std::vector<float> cq(static_cast<size_t>(T * d_q));  // [T, d_q]
+        cpu::matmul(a, T, w.q_a_proj, cq.data());
+        cpu::rmsnorm_rows(cq.data(), w.q_a_layernorm.data(), k_latent_norm_eps, T, d_q, cq.data());
+        cpu::matmul(cq.data(), T, w.q_b_proj, q.data());
+    } else {
+        cpu::matmul(a, T, w.q_proj, q.data());
+    }
+
+    // Latent and shared rotary key, straight into the cache.
+    std::vector<float> kv(static_cast<size_t>(T * (d_c + d_r)));  // [T, d_c + d_r]
+    cpu::matmul(a, T, w.kv_a_proj_with_mqa, kv.data());
+    std::vector<float> cs(static_cast<size_t>(T * d_r));  // [T, d_r] cos/sin pairs
+    for (int64_t t = 0; t < T; ++t) {
+        rope.angles(start_pos + t, cs.data() + t * d_r);
+        float* row = cache + (start_pos + t) * cw;  // [d_c + d_r]
+        cpu::rmsnorm(kv.data() + t * (d_c + d_r), w.kv_a_layernorm.data(), k_latent_norm_eps, d_c, row);
+        std::copy_n(kv.data() + t * (d_c + d_r) + d_c, d_r, row + d_c);
+        rope.apply(row + d_c, cs.data() + t * d_r);
+        for (int64_t h = 0; h < n_h; ++h) rope.apply(q.data() + (t * n_h + h) * d_qk + d_n, cs.data() + t * d_r);
+    }
+
+    std::vector<float> o(static_cast<size_t>(T * n_h * d_v));  // [T, n_h, d_v]
+    const int64_t n_ctx = start_pos + T;
+    if (absorbed) {
+#pragma omp parallel
+        {
+            std::vector<float> wb(static_cast<size_t>((d_n + d_v) * d_c));  // this head's kv_b rows, fp32
+            std::vector<float> q_abs(static_cast<size_t>(d_c)), ctx(static_cast<size_t>(d_c)), p(static_cast<size_t>(n_ctx));
+#pragma omp for schedule(static)
+            for (int64_t h = 0; h < n_h; ++h) {
+                for (int64_t j = 0; j < d_n + d_v; ++j) w.kv_b_proj.row_to_f32(h * (d_n + d_v) + j, wb.data() + j * d_c);
+                const float* w_uk = wb.data();             // [d_n, d_c]
+                const float* w_uv = wb.data() + d_n * d_c;  // [d_v, d_c]
+                for (int64_t t = 0; t < T; ++t) {
+                    const float* qh = q.data() + (t * n_h + h) * d_qk;  // [d_qk]
+                    std::fill(q_abs.begin(), q_abs.end(), 0.0f);
+                    for (int64_t j = 0; j < d_n; ++j) cpu::axpy(qh[j], w_uk + j * d_c, q_abs.data(), d_c);
+                    const int64_t n_s = start_pos + t + 1;  // causal
+                    for (int64_t s = 0; s < n_s; ++s) {
+                        const float* row = cache + s * cw;
+                        p[size_t(s)] = (dot(q_abs.data(), row, d_c) + dot(qh + d_n, row + d_c, d_r)) * scale;
+                    }
+                    cpu::softmax(p.data(), n_s);
+                    std::fill(ctx.begin(), ctx.end(), 0.0f);
+                    for (int64_t s = 0; s < n_s; ++s) cpu::axpy(p[size_t(s)], cache + s * cw, ctx.data(), d_c);
+                    float* oh = o.data() + (t * n_h + h) * d_v;
+                    for (int64_t j = 0; j < d_v; ++j) oh[j] = dot(w_uv + j * d_c, ctx.data(), d_c);
+                }
+            }
+        }
+    } else {
+        // Expand keys and values for every cached position: [n_ctx, n_h, d_n + d_v].
+        std::vector<float> u(static_cast<size_t>(n_ctx * n_h * (d_n + d_v)));
+        cpu::matmul_strided(cache, cw, n_ctx, w.kv_b_proj, u.data(), n_h * (d_n + d_v));
+#pragma omp parallel
+        {
+            std::vector<float> p(static_cast<size_t>(n_ctx));
+#pragma omp for collapse(2) schedule(static)
+            for (int64_t t = 0; t < T; ++t) {
+                for (int64_t h = 0; h < n_h; ++h) {
+                    const float* qh = q.data() + (t * n_h + h) * d_qk;
+                    const int64_t n_s = start_pos + t + 1;
+                    for (int64_t s = 0; s < n_s; ++s) {
+                        const float* k_nope = u.data() + (s * n_h + h) * (d_n + d_v);
+                        const float* k_pe = cache + s * cw + d_c;
+                        p[size_t(s)] = (dot(qh, k_nope, d_n) + dot(qh + d_n, k_pe, d_r)) * scale;
+                    }
+                    cpu::softmax(p.data(), n_s);
+                    float* oh = o.data() + (t * n_h + h) * d_v;
+                    std::fill(oh, oh + d_v, 0.0f);
+                    for (int64_t s = 0; s < n_s; ++s)
+                        cpu::axpy(p[size_t(s)], u.data() + (s * n_h + h) * (d_n + d_v) + d_n, oh, d_v);
+                }
+            }
+        }
+    }
+    cpu::matmul(o.data(), T, w.o_proj, out);  // [T, H]
+    (void)H;
+}
+
+}  // namespace cetus

@@ -1,0 +1,24 @@
+// Multi-head latent attention (architecture doc section 5): queries (with or
+// without q-LoRA), the latent c_kv and the rotated shared key k_pe written to
+// the cache, then attention either in the weight-absorbed form (decode and
+// short chunks) or the naive expanded form (long prefill chunks).
+#pragma once
+
+#include "config.h"
+#include "model.h"
+#include "rope.h"
+
+namespace cetus {
+
+// The eps of q_a_layernorm and kv_a_layernorm: transformers builds both with
+// its default 1e-6 whatever rms_norm_eps says (doc section 1.1).
+inline constexpr float k_latent_norm_eps = 1e-6f;
+
+// a: [T, H] normalised input; tokens at positions start_pos + t.
+// cache: rows [capacity, d_c + d_r] of this layer; rows start_pos .. start_pos+T-1 are written.
+// out: [T, H].
+void mla_forward(const ModelConfig& c, const Rope& rope, const AttentionWeights& w, const float* a,
+                 int64_t n_tokens, int64_t start_pos, float* cache, int64_t cache_width, float* out,
+                 bool absorbed);
+
+}  // namespace cetus

@@ -1,0 +1,121 @@
+// The model: weights of every layer checked against the config at load, and the
+// forward pass of the main model (embedding, decoder blocks, final norm, head)
+// and of the MTP modules. Backends' numerics follow the CPU code here.
+#pragma once
+
+#include "config.h"
+#include "kv_cache.h"
+#include "rope.h"
+#include "weights.h"
+
+#include <memory>
+#include <vector>
+
+namespace cetus {
+
+struct MlpWeights {  // SwiGLU: down(silu(gate x) * up x)
+    Matrix gate, up, down;
+};
+
+struct AttentionWeights {
+    Matrix q_proj;  // when q_lora_rank is null
+    Matrix q_a_proj, q_b_proj;
+    std::vector<float> q_a_layernorm;
+    Matrix kv_a_proj_with_mqa, kv_b_proj, o_proj;
+    std::vector<float> kv_a_layernorm;
+};
+
+struct MoeWeights {
+    Matrix gate;                                // router [E, H]
+    std::vector<float> e_score_correction_bias;  // [E] or empty
+    std::vector<MlpWeights> experts;
+    MlpWeights shared;
+    bool has_shared = false;
+};
+
+struct LayerWeights {
+    std::vector<float> input_layernorm, post_attention_layernorm;
+    AttentionWeights attn;
+    bool is_moe = false;
+    MlpWeights mlp;
+    MoeWeights moe;
+};
+
+struct MtpWeights {
+    Matrix embed_tokens;  // own copy or the main embedding
+    std::vector<float> enorm, hnorm, shared_head_norm;
+    Matrix eh_proj;           // [H, 2H]: columns 0..H-1 take the normed embedding
+    Matrix shared_head_head;  // own copy or lm_head
+    LayerWeights block;
+};
+
+// Per token, per MoE layer: the chosen experts (ascending id) and gate weights.
+struct RoutingRecord {
+    int64_t n_moe_layers = 0, top_k = 0;
+    std::vector<int32_t> ids;    // [n_tokens, n_moe_layers, top_k]
+    std::vector<float> weights;  // same layout
+};
+
+struct ForwardOptions {
+    bool all_logits = true;       // false: only the last token's logits
+    bool want_hidden = false;     // post-norm hidden states (MTP input)
+    bool want_routing = false;
+    int64_t absorb_max_tokens = 16;  // chunks up to this use the absorbed form
+};
+
+struct ForwardOutput {
+    std::vector<float> logits;  // [n_rows, vocab]
+    std::vector<float> hidden;  // [n_tokens, hidden] after model.norm
+    RoutingRecord routing;
+};
+
+class Model {
+public:
+    // Validates every tensor against the config. Throws Error.
+    Model(ModelConfig config, std::unique_ptr<WeightStore> store);
+
+    const ModelConfig& config() const { return m_config; }
+    const WeightStore& store() const { return *m_store; }
+    int64_t n_mtp() const { return int64_t(m_mtp.size()); }
+
+    KvCache make_cache(int64_t capacity) const;
+
+    // Main model over ids at positions start_pos .. start_pos+T-1; writes those
+    // cache rows and sets cache.n_tokens = start_pos + T.
+    void forward(const int32_t* ids, int64_t n_tokens, int64_t start_pos, KvCache& cache,
+                 const ForwardOptions& opt, ForwardOutput& out) const;
+
+    // MTP module k over entries (hidden[i], next_ids[i]) at positions start_pos + i.
+    // hidden is the main model's post-norm state; logits [T, vocab]; out_hidden
+    // (optional) is the module's output after shared_head.norm, for chained drafts.
+    void mtp_forward(int64_t k, const float* hidden, const int32_t* next_ids, int64_t n_tokens,
+                     int64_t start_pos, KvCache& cache, std::vector<float>& logits,
+                     std::vector<float>* out_hidden) const;
+
+    // Parameter counts from the tensor shapes (MTP counted separately).
+    uint64_t n_params_main() const { return m_params_main; }
+    uint64_t n_params_active() const { return m_params_active; }
+    uint64_t n_params_mtp() const { return m_params_mtp; }
+    uint64_t weight_bytes() const { return m_weight_bytes; }
+
+    // Exposed for tests: one decoder block, in place on x [T, H].
+    void block_forward(const LayerWeights& lw, int64_t cache_layer, float* x, int64_t n_tokens,
+                       int64_t start_pos, KvCache& cache, int32_t* route_ids, float* route_w,
+                       int64_t route_stride, bool absorbed) const;
+
+private:
+    LayerWeights load_layer(int64_t l);
+    MlpWeights load_mlp(const std::string& prefix, int64_t inner);
+    void count_params();
+
+    ModelConfig m_config;
+    std::unique_ptr<WeightStore> m_store;
+    Rope m_rope;
+    Matrix m_embed, m_lm_head;
+    std::vector<float> m_norm;
+    std::vector<LayerWeights> m_layers;
+    std::vector<MtpWeights> m_mtp;
+    uint64_t m_params_main = 0, m_params_active = 0, m_params_mtp = 0, m_weight_bytes = 0;
+};
+
+}  // namespace cetus

@@ -1,0 +1,243 @@
+// Random models of published shapes, built in memory for benchmarks: the
+// config of a preset plus weights drawn from a fast seeded generator (BF16, or
+// FP8 e4m3 with 128x128 block scales). Numbers mean nothing; shapes and
+// memory traffic match the real models.
+#include "cetus/engine.h"
+
+#include "config.h"
+#include "log.h"
+#include "model.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <fstream>
+
+namespace cetus {
+namespace {
+
+struct Preset {
+    const char* name;
+    const char* config;
+    const char* note;
+};
+
+// Shapes from the architecture doc: 9.1 tiny-v3-mtp, 9.4 medium-cpu, 1.2 V2-Lite and V3.
+const Preset k_presets[] = {
+    {"tiny", R"({"model_type":"deepseek_v3","vocab_size":2048,"hidden_size":128,"intermediate_size":256,
+      "moe_intermediate_size":64,"num_hidden_layers":4,"num_attention_heads":4,"q_lora_rank":64,"kv_lora_rank":64,
+      "qk_nope_head_dim":32,"qk_rope_head_dim":16,"v_head_dim":32,"n_routed_experts":16,"n_shared_experts":1,
+      "num_experts_per_tok":4,"n_group":4,"topk_group":2,"topk_method":"noaux_tc","scoring_func":"sigmoid",
+      "norm_topk_prob":true,"routed_scaling_factor":2.5,"first_k_dense_replace":1,"num_nextn_predict_layers":1,
+      "rope_theta":10000.0,"max_position_embeddings":512,"rope_scaling":{"type":"yarn","factor":4.0,
+      "original_max_position_embeddings":128,"beta_fast":32,"beta_slow":1,"mscale":1.0,"mscale_all_dim":0.707},
+      "rms_norm_eps":1e-6,"bos_token_id":0,"eos_token_id":1})",
+     "tiny-v3-mtp, every V3 feature, 3 M parameters"},
+    {"medium-cpu", R"({"model_type":"deepseek_v3","vocab_size":32000,"hidden_size":768,"intermediate_size":2048,
+      "moe_intermediate_size":384,"num_hidden_layers":8,"num_attention_heads":12,"q_lora_rank":256,"kv_lora_rank":192,
+      "qk_nope_head_dim":64,"qk_rope_head_dim":32,"v_head_dim":64,"n_routed_experts":32,"n_shared_experts":1,
+      "num_experts_per_tok":4,"n_group":4,"topk_group":2,"topk_method":"noaux_tc","scoring_func":"sigmoid",
+      "norm_topk_prob":true,"routed_scaling_factor":2.5,"first_k_dense_replace":1,"num_nextn_predict_layers":1,
+      "rope_theta":10000.0,"max_position_embeddings":16384,"rope_scaling":{"type":"yarn","factor":4.0,
+      "original_max_position_embeddings":4096,"beta_fast":32,"beta_slow":1,"mscale":1.0,"mscale_all_dim":1.0},
+      "rms_norm_eps":1e-6,"bos_token_id":0,"eos_token_id":1})",
+     "271 M parameters, 97 M active"},
+    {"v2-lite", R"({"model_type":"deepseek_v2","vocab_size":102400,"hidden_size":2048,"intermediate_size":10944,
+      "moe_intermediate_size":1408,"num_hidden_layers":27,"num_attention_heads":16,"q_lora_rank":null,
+      "kv_lora_rank":512,"qk_nope_head_dim":128,"qk_rope_head_dim":64,"v_head_dim":128,"n_routed_experts":64,
+      "n_shared_experts":2,"num_experts_per_tok":6,"n_group":1,"topk_group":1,"topk_method":"greedy",
+      "scoring_func":"softmax","norm_topk_prob":false,"routed_scaling_factor":1.0,"first_k_dense_replace":1,
+      "rope_theta":10000,"max_position_embeddings":163840,"rope_scaling":{"type":"yarn","factor":40,
+      "original_max_position_embeddings":4096,"beta_fast":32,"beta_slow":1,"mscale":0.707,"mscale_all_dim":0.707},
+      "rms_norm_eps":1e-6,"bos_token_id":100000,"eos_token_id":100001})",
+     "DeepSeek-V2-Lite shapes, 15.7 B parameters"},
+    {"v3-layers", R"({"model_type":"deepseek_v3","vocab_size":129280,"hidden_size":7168,"intermediate_size":18432,
+      "moe_intermediate_size":2048,"num_hidden_layers":4,"num_attention_heads":128,"q_lora_rank":1536,
+      "kv_lora_rank":512,"qk_nope_head_dim":128,"qk_rope_head_dim":64,"v_head_dim":128,"n_routed_experts":256,
+      "n_shared_experts":1,"num_experts_per_tok":8,"n_group":8,"topk_group":4,"topk_method":"noaux_tc",
+      "scoring_func":"sigmoid","norm_topk_prob":true,"routed_scaling_factor":2.5,"first_k_dense_replace":3,
+      "rope_theta":10000,"max_position_embeddings":163840,"rope_scaling":{"type":"yarn","factor":40,
+      "original_max_position_embeddings":4096,"beta_fast":32,"beta_slow":1,"mscale":1.0,"mscale_all_dim":1.0},
+      "rms_norm_eps":1e-6,"bos_token_id":0,"eos_token_id":1})",
+     "the first 4 layers of DeepSeek-V3 (3 dense + 1 MoE)"},
+};
+
+uint64_t splitmix(uint64_t& s) {
+    uint64_t z = (s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+class Builder {
+public:
+    Builder(WeightStore& store, bool fp8, uint64_t seed) : m_store(store), m_fp8(fp8), m_seed(seed) {}
+
+    // Uniform with standard deviation std (BF16), or random e4m3 codes with block scales.
+    void matrix(const std::string& name, int64_t rows, int64_t cols, bool quantisable = true) {
+        const float std_dev = 1.0f / std::sqrt(float(cols));
+        const uint64_t seed = m_seed ^ std::hash<std::string>{}(name);
+        if (m_fp8 && quantisable) {
+            std::vector<std::byte> q(static_cast<size_t>(rows * cols));
+#pragma omp parallel for schedule(static)
+            for (int64_t r = 0; r < rows; ++r) {
+                uint64_t s = seed + uint64_t(r) * 0x2545F4914F6CDD1Dull;
+                for (int64_t c = 0; c < cols; c += 8) {
+                    uint64_t bits = splitmix(s);
+                    for (int64_t k = 0; k < 8 && c + k < cols; ++k) {
+                        // exponent 4..10, random mantissa and sign: |x| in [2^-3, 2^4), never NaN
+                        uint8_t b = uint8_t(bits >> (8 * k));
+                        uint8_t e = uint8_t(4 + (b >> 3) % 7);
+                        q[size_t(r * cols + c + k)] = std::byte(uint8_t((b & 0x80) | (e << 3) | (b & 7)));
+                    }
+                }
+            }
+            const int64_t sr = (rows + 127) / 128, sc = (cols + 127) / 128;
+            std::vector<std::byte> s(static_cast<size_t>(sr * sc * 4));
+            const float scale = std_dev / 4.0f;  // typical |code| is a few units
+            for (int64_t i = 0; i < sr * sc; ++i) std::memcpy(s.data() + 4 * i, &scale, 4);
+            m_store.add_owned(name, Dtype::F8_E4M3, {rows, cols}, std::move(q));
+            m_store.add_owned(name + "_scale_inv", Dtype::F32, {sr, sc}, std::move(s));
+            return;
+        }
+        std::vector<std::byte> w(static_cast<size_t>(rows * cols * 2));
+        const float a = std_dev * std::sqrt(3.0f);
+#pragma omp parallel for schedule(static)
+        for (int64_t r = 0; r < rows; ++r) {
+            uint64_t s = seed + uint64_t(r) * 0x2545F4914F6CDD1Dull;
+            for (int64_t c = 0; c < cols; ++c) {
+                float u = float(splitmix(s) >> 40) * (1.0f / 16777216.0f);  // [0, 1)
+                uint16_t h = f32_to_bf16((2.0f * u - 1.0f) * a);
+                std::memcpy(w.data() + 2 * (r * cols + c), &h, 2);
+            }
+        }
+        m_store.add_owned(name, Dtype::BF16, {rows, cols}, std::move(w));
+    }
+    void vector(const std::string& name, int64_t n, float base, float jitter) {
+        std::vector<std::byte> v(static_cast<size_t>(n * 4));
+        uint64_t s = m_seed ^ std::hash<std::string>{}(name);
+        for (int64_t i = 0; i < n; ++i) {
+            float u = float(splitmix(s) >> 40) * (1.0f / 16777216.0f);
+            float x = base + jitter * (2.0f * u - 1.0f);
+            std::memcpy(v.data() + 4 * i, &x, 4);
+        }
+        m_store.add_owned(name, Dtype::F32, {n}, std::move(v));
+    }
+
+private:
+    WeightStore& m_store;
+    bool m_fp8;
+    uint64_t m_seed;
+};
+
+uint64_t estimate_bytes(const ModelConfig& c, bool fp8) {
+    const uint64_t H = uint64_t(c.hidden_size), n_h = uint64_t(c.num_attention_heads);
+    const double q = fp8 ? 1.0 : 2.0;
+    double attn = (c.q_lora_rank ? double(c.q_lora_rank) * H + double(c.q_lora_rank) * n_h * c.qk_head_dim()
+                                 : double(n_h) * c.qk_head_dim() * H) +
+                  double(c.kv_lora_rank + c.qk_rope_head_dim) * H +
+                  double(n_h) * (c.qk_nope_head_dim + c.v_head_dim) * c.kv_lora_rank + double(H) * n_h * c.v_head_dim;
+    double total = 2.0 * 2.0 * double(c.vocab_size) * H;
+    for (int64_t l = 0; l < c.num_hidden_layers + c.num_nextn_predict_layers; ++l) {
+        double mlp = c.is_moe_layer(l) ? 3.0 * H * c.moe_intermediate_size * (c.n_routed_experts + c.n_shared_experts)
+                                       : 3.0 * H * c.intermediate_size;
+        total += (attn + mlp) * q;
+    }
+    return uint64_t(total);
+}
+
+uint64_t available_memory() {
+    std::ifstream in("/proc/meminfo");
+    std::string key;
+    uint64_t kb = 0;
+    std::string unit;
+    while (in >> key >> kb >> unit)
+        if (key == "MemAvailable:") return kb * 1024;
+    return 0;
+}
+
+}  // namespace
+
+std::vector<std::string> random_model_presets() {
+    std::vector<std::string> out;
+    for (const auto& p : k_presets) out.push_back(p.name);
+    return out;
+}
+
+std::unique_ptr<Model> build_random_model(const RandomModelOptions& r) {
+    const Preset* preset = nullptr;
+    for (const auto& p : k_presets)
+        if (r.preset == p.name) preset = &p;
+    if (!preset) {
+        std::string names;
+        for (const auto& p : k_presets) names += std::string(names.empty() ? "" : ", ") + p.name;
+        throw Error(ErrorCode::BadRequest, "unknown random-model preset \"" + r.preset + "\" (known: " + names + ")");
+    }
+    if (r.dtype != "bf16" && r.dtype != "fp8")
+        throw Error(ErrorCode::BadRequest, "random-model dtype must be bf16 or fp8, not \"" + r.dtype + "\"");
+    auto j = nlohmann::json::parse(preset->config);
+    if (r.n_layers > 0) j["num_hidden_layers"] = r.n_layers;
+    ModelConfig c = parse_config(j.dump(), std::string("preset ") + preset->name);
+    const bool fp8 = r.dtype == "fp8";
+    const uint64_t need = estimate_bytes(c, fp8), avail = available_memory();
+    if (avail && need > avail * 9 / 10)
+        throw Error(ErrorCode::OutOfMemory,
+                    "random " + r.preset + " (" + r.dtype + ") needs about " + std::to_string(need >> 20) +
+                        " MiB but only " + std::to_string(avail >> 20) +
+                        " MiB are available; try --dtype fp8 or fewer --layers");
+    engine_log().info("building random {} ({}, {}): about {} MiB", r.preset, preset->note, r.dtype, need >> 20);
+
+    auto store = std::make_unique<WeightStore>();
+    Builder b(*store, fp8, r.seed);
+    const int64_t H = c.hidden_size, V = c.vocab_size, n_h = c.num_attention_heads;
+    b.matrix("model.embed_tokens.weight", V, H, false);
+    b.vector("model.norm.weight", H, 1.0f, 0.2f);
+    b.matrix("lm_head.weight", V, H, false);
+    for (int64_t l = 0; l < c.num_hidden_layers + c.num_nextn_predict_layers; ++l) {
+        const std::string p = "model.layers." + std::to_string(l) + ".";
+        b.vector(p + "input_layernorm.weight", H, 1.0f, 0.2f);
+        b.vector(p + "post_attention_layernorm.weight", H, 1.0f, 0.2f);
+        if (c.q_lora_rank) {
+            b.matrix(p + "self_attn.q_a_proj.weight", c.q_lora_rank, H);
+            b.vector(p + "self_attn.q_a_layernorm.weight", c.q_lora_rank, 1.0f, 0.2f);
+            b.matrix(p + "self_attn.q_b_proj.weight", n_h * c.qk_head_dim(), c.q_lora_rank);
+        } else {
+            b.matrix(p + "self_attn.q_proj.weight", n_h * c.qk_head_dim(), H);
+        }
+        b.matrix(p + "self_attn.kv_a_proj_with_mqa.weight", c.kv_lora_rank + c.qk_rope_head_dim, H);
+        b.vector(p + "self_attn.kv_a_layernorm.weight", c.kv_lora_rank, 1.0f, 0.2f);
+        b.matrix(p + "self_attn.kv_b_proj.weight", n_h * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank);
+        b.matrix(p + "self_attn.o_proj.weight", H, n_h * c.v_head_dim);
+        if (!c.is_moe_layer(l)) {
+            b.matrix(p + "mlp.gate_proj.weight", c.intermediate_size, H);
+            b.matrix(p + "mlp.up_proj.weight", c.intermediate_size, H);
+            b.matrix(p + "mlp.down_proj.weight", H, c.intermediate_size);
+        } else {
+            const int64_t I = c.moe_intermediate_size;
+            b.matrix(p + "mlp.gate.weight", c.n_routed_experts, H, false);
+            if (c.topk_method == TopkMethod::NoauxTc)
+                b.vector(p + "mlp.gate.e_score_correction_bias", c.n_routed_experts, 0.0f, 0.1f);
+            for (int64_t e = 0; e < c.n_routed_experts; ++e) {
+                const std::string ep = p + "mlp.experts." + std::to_string(e) + ".";
+                b.matrix(ep + "gate_proj.weight", I, H);
+                b.matrix(ep + "up_proj.weight", I, H);
+                b.matrix(ep + "down_proj.weight", H, I);
+            }
+            if (c.n_shared_experts) {
+                const int64_t Is = I * c.n_shared_experts;
+                b.matrix(p + "mlp.shared_experts.gate_proj.weight", Is, H);
+                b.matrix(p + "mlp.shared_experts.up_proj.weight", Is, H);
+                b.matrix(p + "mlp.shared_experts.down_proj.weight", H, Is);
+            }
+        }
+        if (l >= c.num_hidden_layers) {  // MTP extras; embedding and head shared with the main model
+            b.vector(p + "enorm.weight", H, 1.0f, 0.2f);
+            b.vector(p + "hnorm.weight", H, 1.0f, 0.2f);
+            b.matrix(p + "eh_proj.weight", H, 2 * H, false);
+            b.vector(p + "shared_head.norm.weight", H, 1.0f, 0.2f);
+        }
+    }
+    return std::make_unique<Model>(std::move(c), std::move(store));
+}
+
+}  // namespace cetus

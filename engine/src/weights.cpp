@@ -1,0 +1,224 @@
+// Opening model folders and handing out checked views of their tensors.
+#include "weights.h"
+
+#include "cetus/error.h"
+#include "json_util.h"
+#include "log.h"
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+namespace cetus {
+
+void Matrix::row_to_f32(int64_t r, float* out) const {
+    const int64_t n = cols;
+    switch (dtype) {
+    case Dtype::F32: {
+        const float* src = static_cast<const float*>(data) + r * n;
+        std::copy(src, src + n, out);
+        break;
+    }
+    case Dtype::BF16: {
+        const uint16_t* src = static_cast<const uint16_t*>(data) + r * n;
+#pragma omp simd
+        for (int64_t i = 0; i < n; ++i) {
+            uint32_t bits = uint32_t(src[i]) << 16;
+            std::memcpy(&out[i], &bits, 4);
+        }
+        break;
+    }
+    case Dtype::F16: {
+        const uint16_t* src = static_cast<const uint16_t*>(data) + r * n;
+        for (int64_t i = 0; i < n; ++i) out[i] = k_f16_table[src[i]];
+        break;
+    }
+    case Dtype::F8_E4M3: {
+        const uint8_t* src = static_cast<const uint8_t*>(data) + r * n;
+        const float* srow = scale_inv + (r / 128) * scale_cols;
+        for (int64_t b = 0; b < n; b += 128) {
+            const float s = srow[b / 128];
+            const int64_t e = std::min<int64_t>(n, b + 128);
+            for (int64_t i = b; i < e; ++i) out[i] = k_fp8_e4m3_table[src[i]] * s;
+        }
+        break;
+    }
+    default:
+        break;  // rejected at load
+    }
+}
+
+uint64_t Matrix::n_bytes() const {
+    uint64_t b = uint64_t(n_elements()) * dtype_size(dtype);
+    if (dtype == Dtype::F8_E4M3) b += uint64_t((rows + 127) / 128 * scale_cols) * 4;
+    return b;
+}
+
+namespace {
+
+std::string read_text(const std::filesystem::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    if (!in) throw Error(ErrorCode::Io, p.string() + ": cannot open");
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+}  // namespace
+
+WeightStore::WeightStore(const std::filesystem::path& dir) : m_source(dir.string()) {
+    auto index = dir / "model.safetensors.index.json";
+    auto single = dir / "model.safetensors";
+    if (std::filesystem::exists(index)) {
+        auto j = parse_json_strict(read_text(index), index.string());
+        if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
+            throw Error(ErrorCode::BadFormat, index.string() + ": no \"weight_map\" object");
+        std::map<std::string, std::vector<std::string>> by_file;
+        for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
+            if (!it->is_string()) throw Error(ErrorCode::BadFormat, index.string() + ": weight_map values must be file names");
+            std::string f = it->get<std::string>();
+            // Shard names are plain file names inside the folder; anything else
+            // could point the loader anywhere on disk.
+            if (f.empty() || f.find('/') != std::string::npos || f.find('\\') != std::string::npos || f == "." || f == "..")
+                throw Error(ErrorCode::BadFormat, index.string() + ": shard name \"" + f + "\" is not a plain file name");
+            by_file[f].push_back(it.key());
+        }
+        if (by_file.empty()) throw Error(ErrorCode::BadFormat, index.string() + ": weight_map is empty");
+        for (const auto& [file, names] : by_file) add_file(dir / file, &names);
+    } else if (std::filesystem::exists(single)) {
+        add_file(single, nullptr);
+    } else {
+        // Some folders hold a single file with another name.
+        std::vector<std::filesystem::path> found;
+        std::error_code ec;
+        for (const auto& e : std::filesystem::directory_iterator(dir, ec))
+            if (e.path().extension() == ".safetensors") found.push_back(e.path());
+        if (found.empty())
+            throw Error(ErrorCode::Io, dir.string() + ": no model.safetensors or model.safetensors.index.json");
+        std::sort(found.begin(), found.end());
+        for (const auto& f : found) add_file(f, nullptr);
+    }
+}
+
+void WeightStore::add_file(const std::filesystem::path& path, const std::vector<std::string>* only) {
+    auto file = std::make_unique<SafetensorsFile>(path);
+    std::set<std::string> wanted;
+    if (only) wanted.insert(only->begin(), only->end());
+    for (const auto& t : file->tensors()) {
+        if (only && !wanted.count(t.name)) continue;
+        if (!m_tensors.emplace(t.name, t).second)
+            throw Error(ErrorCode::BadFormat, path.string() + ": tensor \"" + t.name + "\" appears in more than one file");
+        wanted.erase(t.name);
+    }
+    if (only && !wanted.empty())
+        throw Error(ErrorCode::MissingTensor, path.string() + ": tensor \"" + *wanted.begin() +
+                                                  "\" listed in the index is not in this file");
+    m_files.push_back(std::move(file));
+}
+
+const TensorInfo& WeightStore::tensor(const std::string& name) const {
+    auto it = m_tensors.find(name);
+    if (it == m_tensors.end()) throw Error(ErrorCode::MissingTensor, m_source + ": missing tensor \"" + name + "\"");
+    m_used[name] = true;
+    return it->second;
+}
+
+const void* WeightStore::aligned_data(const TensorInfo& t) {
+    size_t align = dtype_size(t.dtype);
+    if (reinterpret_cast<uintptr_t>(t.data) % align == 0) return t.data;
+    // The format does not promise alignment; copy the rare misaligned tensor.
+    auto buf = std::make_unique<std::vector<std::byte>>(t.n_bytes + 8);
+    std::byte* p = buf->data();
+    while (reinterpret_cast<uintptr_t>(p) % align) ++p;
+    std::memcpy(p, t.data, t.n_bytes);
+    m_owned.push_back(std::move(buf));
+    return p;
+}
+
+const float* WeightStore::scales_for(const std::string& weight_name, int64_t rows, int64_t cols) {
+    std::string sname = weight_name + "_scale_inv";
+    if (!has(sname))
+        throw Error(ErrorCode::MissingTensor, m_source + ": FP8 tensor \"" + weight_name + "\" has no \"" + sname + "\"");
+    const TensorInfo& s = tensor(sname);
+    const int64_t sr = (rows + 127) / 128, sc = (cols + 127) / 128;
+    if (s.dtype != Dtype::F32 && s.dtype != Dtype::BF16)
+        throw Error(ErrorCode::BadTensor, s.file + ": \"" + sname + "\" must be F32, file has " + dtype_name(s.dtype));
+    if (s.shape != std::vector<int64_t>{sr, sc})
+        throw Error(ErrorCode::BadTensor, s.file + ": \"" + sname + "\": expected [" + std::to_string(sr) + ", " +
+                                              std::to_string(sc) + "] for 128x128 blocks, file has " + s.shape_string());
+    auto v = std::make_unique<std::vector<float>>(static_cast<size_t>(sr * sc));
+    for (int64_t i = 0; i < sr * sc; ++i) {
+        if (s.dtype == Dtype::F32) std::memcpy(&(*v)[i], s.data + 4 * i, 4);
+        else {
+            uint16_t h;
+            std::memcpy(&h, s.data + 2 * i, 2);
+            (*v)[i] = bf16_to_f32(h);
+        }
+    }
+    m_scales.push_back(std::move(v));
+    return m_scales.back()->data();
+}
+
+Matrix WeightStore::matrix(const std::string& name, int64_t rows, int64_t cols) {
+    const TensorInfo& t = tensor(name);
+    if (!dtype_is_float_weight(t.dtype))
+        throw Error(ErrorCode::BadTensor, t.file + ": \"" + name + "\" has unsupported dtype " + dtype_name(t.dtype));
+    if (t.shape != std::vector<int64_t>{rows, cols})
+        throw Error(ErrorCode::BadTensor, t.file + ": \"" + name + "\": expected [" + std::to_string(rows) + ", " +
+                                              std::to_string(cols) + "], file has " + t.shape_string());
+    Matrix m;
+    m.dtype = t.dtype;
+    m.rows = rows;
+    m.cols = cols;
+    m.data = aligned_data(t);
+    if (t.dtype == Dtype::F8_E4M3) {
+        std::string base = name;
+        m.scale_inv = scales_for(base, rows, cols);
+        m.scale_cols = (cols + 127) / 128;
+    }
+    return m;
+}
+
+std::vector<float> WeightStore::vector(const std::string& name, int64_t n) {
+    const TensorInfo& t = tensor(name);
+    if (t.dtype != Dtype::F32 && t.dtype != Dtype::BF16 && t.dtype != Dtype::F16)
+        throw Error(ErrorCode::BadTensor, t.file + ": \"" + name + "\" has unsupported dtype " + dtype_name(t.dtype));
+    if (t.shape != std::vector<int64_t>{n})
+        throw Error(ErrorCode::BadTensor, t.file + ": \"" + name + "\": expected [" + std::to_string(n) +
+                                              "], file has " + t.shape_string());
+    Matrix m{t.dtype, 1, n, aligned_data(t), nullptr, 0};
+    std::vector<float> out(static_cast<size_t>(n));
+    m.row_to_f32(0, out.data());
+    return out;
+}
+
+void WeightStore::add_owned(const std::string& name, Dtype dtype, std::vector<int64_t> shape, std::vector<std::byte> bytes) {
+    auto buf = std::make_unique<std::vector<std::byte>>(std::move(bytes));
+    TensorInfo t;
+    t.name = name;
+    t.dtype = dtype;
+    t.shape = std::move(shape);
+    t.data = buf->data();
+    t.n_bytes = buf->size();
+    t.file = "(generated)";
+    m_owned.push_back(std::move(buf));
+    m_tensors[name] = std::move(t);
+}
+
+std::vector<std::string> WeightStore::unused_names() const {
+    std::vector<std::string> out;
+    for (const auto& [name, t] : m_tensors)
+        if (!m_used.count(name)) out.push_back(name);
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+uint64_t WeightStore::total_bytes() const {
+    uint64_t b = 0;
+    for (const auto& [name, t] : m_tensors) b += t.n_bytes;
+    return b;
+}
+
+}  // namespace cetus

@@ -1,0 +1,71 @@
+// WeightStore: every tensor of a model folder (one safetensors file or shards
+// listed in model.safetensors.index.json), looked up by exact checkpoint name
+// with dtype and shape checks. Matrix: a 2-D weight used in place from the
+// map (F32/BF16/F16) or with its FP8 128x128 block scales.
+#pragma once
+
+#include "dtype.h"
+#include "safetensors.h"
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace cetus {
+
+struct Matrix {
+    Dtype dtype = Dtype::F32;
+    int64_t rows = 0, cols = 0;
+    const void* data = nullptr;  // row-major [rows, cols], aligned to the element size
+    // FP8 only: scale_inv[(r / 128) * scale_cols + c / 128] multiplies element (r, c).
+    const float* scale_inv = nullptr;
+    int64_t scale_cols = 0;
+
+    // Writes row r as float32 into out[cols].
+    void row_to_f32(int64_t r, float* out) const;
+    int64_t n_elements() const { return rows * cols; }
+    uint64_t n_bytes() const;  // weight bytes (and scales) read by one full pass
+};
+
+class WeightStore {
+public:
+    // Opens the safetensors file(s) of a model folder. Throws Error.
+    explicit WeightStore(const std::filesystem::path& model_dir);
+    // An empty store the caller fills with owned tensors (random models, tests).
+    WeightStore() = default;
+
+    bool has(const std::string& name) const { return m_tensors.count(name) > 0; }
+    const TensorInfo& tensor(const std::string& name) const;  // throws MissingTensor
+
+    // Checks dtype is a float weight type and shape == [rows, cols]; resolves FP8 scales.
+    Matrix matrix(const std::string& name, int64_t rows, int64_t cols);
+    // 1-D tensor of length n, converted to float32 (norm weights, biases).
+    std::vector<float> vector(const std::string& name, int64_t n);
+
+    // Adds a tensor whose bytes the store owns (used by the random-model builder).
+    void add_owned(const std::string& name, Dtype dtype, std::vector<int64_t> shape, std::vector<std::byte> bytes);
+
+    // Names never looked up by the loader (reported as a warning).
+    std::vector<std::string> unused_names() const;
+    uint64_t total_bytes() const;
+    const std::unordered_map<std::string, TensorInfo>& tensors() const { return m_tensors; }
+    const std::string& source() const { return m_source; }
+
+private:
+    void add_file(const std::filesystem::path& path, const std::vector<std::string>* only);
+    const float* scales_for(const std::string& weight_name, int64_t rows, int64_t cols);
+    const void* aligned_data(const TensorInfo& t);
+
+    std::string m_source;
+    std::vector<std::unique_ptr<SafetensorsFile>> m_files;
+    std::unordered_map<std::string, TensorInfo> m_tensors;
+    mutable std::unordered_map<std::string, bool> m_used;
+    std::vector<std::unique_ptr<std::vector<std::byte>>> m_owned;   // owned tensor bytes
+    std::vector<std::unique_ptr<std::vector<float>>> m_scales;      // aligned FP8 scales
+};
+
+}  // namespace cetus
