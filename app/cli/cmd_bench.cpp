@@ -10,6 +10,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cstdio>
 
 namespace cetus::cli {
@@ -19,7 +20,9 @@ void add_bench_command(CLI::App& app) {
     struct Opts {
         std::string model, random, device = "cpu", dtype = "bf16";
         int64_t prompt = 128, gen = 32, layers = 0;
-        int repeat = 3, threads = 0;
+        int repeat = 3, threads = 0, draft = 1;
+        std::string mtp, text_file;
+        bool tokenizer = false;
         bool json = false;
     };
     auto o = std::make_shared<Opts>();
@@ -33,8 +36,19 @@ void add_bench_command(CLI::App& app) {
     cmd->add_option("--gen", o->gen, "Generated tokens");
     cmd->add_option("--repeat", o->repeat, "Measured repeats after one warm-up (median reported)");
     cmd->add_option("--threads", o->threads, "CPU threads (default: all)");
+    cmd->add_option("--mtp", o->mtp, "Greedy generation with MTP drafts: on, off, or both (side by side)")
+        ->check(CLI::IsMember({"on", "off", "both"}));
+    cmd->add_option("--draft", o->draft, "Draft tokens per step with --mtp");
+    cmd->add_flag("--tokenizer", o->tokenizer, "Benchmark the tokenizer of --model on --text-file (MB/s)");
+    cmd->add_option("--text-file", o->text_file, "Text for --tokenizer");
     cmd->add_flag("--json", o->json, "JSON output");
     cmd->callback([o] {
+        if (o->tokenizer) {
+            if (o->model.empty() || o->text_file.empty())
+                throw Error(ErrorCode::BadRequest, "bench --tokenizer needs --model DIR and --text-file F");
+            if (int rc = run_tokenizer_bench(o->model, o->text_file, o->json); rc != 0) throw CLI::RuntimeError(rc);
+            return;
+        }
         const int64_t ctx = o->prompt + o->gen;
         std::unique_ptr<Engine> e;
         if (!o->random.empty()) {
@@ -55,8 +69,41 @@ void add_bench_command(CLI::App& app) {
         bo.n_prompt = o->prompt;
         bo.n_gen = o->gen;
         bo.repeats = o->repeat;
-        BenchResult r = run_bench(*e, bo);
         const ModelInfo& i = e->info();
+        if (!o->mtp.empty()) {
+            auto one = [&](bool on) {
+                GenerationBenchResult g = run_generation_bench(*e, bo, on, o->draft);
+                return nlohmann::json{{"mtp", on},
+                                      {"n_draft", g.n_draft},
+                                      {"prefill_tokens_per_s", g.prefill_tokens_per_s},
+                                      {"decode_tokens_per_s", g.decode_tokens_per_s},
+                                      {"acceptance_rate", g.acceptance_rate},
+                                      {"mean_accepted_length", g.mean_accepted_length},
+                                      {"generated_tokens", g.generated_tokens}};
+            };
+            nlohmann::json j = {{"model", i.name}, {"backend", i.backend}, {"threads", omp_get_max_threads()},
+                                {"mtp_layers", i.n_mtp_layers}, {"prompt_tokens", o->prompt},
+                                {"gen_tokens", o->gen}, {"repeats", o->repeat}};
+            if (o->mtp == "off" || o->mtp == "both") j["mtp_off"] = one(false);
+            if (o->mtp == "on" || o->mtp == "both") j["mtp_on"] = one(true);
+            if (o->mtp == "both")
+                j["speedup"] = j["mtp_on"]["decode_tokens_per_s"].get<double>() /
+                               std::max(1e-9, j["mtp_off"]["decode_tokens_per_s"].get<double>());
+            j["peak_rss_bytes"] = peak_rss_bytes();
+            if (o->json) {
+                std::printf("%s\n", j.dump(2).c_str());
+            } else {
+                for (const char* k : {"mtp_off", "mtp_on"})
+                    if (j.contains(k))
+                        std::printf("%s: decode %.2f tok/s, acceptance %.1f%%, %.2f tokens per step\n", k,
+                                    j[k]["decode_tokens_per_s"].get<double>(),
+                                    100 * j[k]["acceptance_rate"].get<double>(),
+                                    j[k]["mean_accepted_length"].get<double>());
+                if (j.contains("speedup")) std::printf("speedup %.2fx\n", j["speedup"].get<double>());
+            }
+            return;
+        }
+        BenchResult r = run_bench(*e, bo);
         nlohmann::json j = {{"model", i.name},
                             {"backend", i.backend},
                             {"threads", omp_get_max_threads()},

@@ -4,11 +4,21 @@
 
 #include <CLI/CLI.hpp>
 
+#include <string>
+
 namespace cetus::cli {
 
 void add_info_command(CLI::App& app);
 void add_logits_command(CLI::App& app);
 void add_selftest_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
+void add_history_command(CLI::App& app);
+void add_chat_command(CLI::App& app);     // needs storage: CETUS_HAVE_STORAGE  // needs storage: CETUS_HAVE_STORAGE
+void add_generate_command(CLI::App& app);
+void add_tokenize_commands(CLI::App& app);  // tokenize, detokenize (cmd_tokenize.cpp)
+
+// `bench --tokenizer`: encode throughput of DIR's tokenizer on the bytes of text_file,
+// printed as text or JSON; returns the exit code. Throws cetus::Error on bad input.
+int run_tokenizer_bench(const std::string& model_dir, const std::string& text_file, bool json);
 
 }  // namespace cetus::cli

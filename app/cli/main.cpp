@@ -31,6 +31,12 @@ int main(int argc, char** argv) {
     cetus::cli::add_logits_command(app);
     cetus::cli::add_selftest_command(app);
     cetus::cli::add_bench_command(app);
+#ifdef CETUS_HAVE_STORAGE
+    cetus::cli::add_history_command(app);
+    cetus::cli::add_chat_command(app);
+#endif
+    cetus::cli::add_generate_command(app);
+    cetus::cli::add_tokenize_commands(app);
 
     try {
         app.parse(argc, argv);

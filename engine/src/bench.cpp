@@ -58,6 +58,42 @@ BenchResult run_bench(Engine& engine, const BenchOptions& o) {
         res.decode_tokens_per_s = double(o.n_gen) / median(decode_s);
     }
     res.kv_cache_bytes = cache.used_bytes();
+    engine.reset_cache();  // the generator's prefix bookkeeping no longer matches the cache
+    return res;
+}
+
+GenerationBenchResult run_generation_bench(Engine& engine, const BenchOptions& o, bool mtp, int32_t n_draft) {
+    const ModelConfig& c = engine.model().config();
+    std::mt19937_64 rng(o.seed);
+    const int64_t n_valid = engine.tokenizer() ? std::min<int64_t>(engine.tokenizer()->vocab_size(), c.vocab_size)
+                                               : c.vocab_size;
+    std::uniform_int_distribution<int32_t> dist(2, int32_t(n_valid - 1));
+    GenerateRequest req;
+    req.prompt_ids.resize(static_cast<size_t>(o.n_prompt));
+    for (auto& t : req.prompt_ids) t = dist(rng);
+    req.sampling.temperature = 0.0f;
+    req.max_new_tokens = int32_t(std::max<int64_t>(o.n_gen, 1));
+    req.mtp = mtp;
+    req.n_draft = n_draft;
+    std::vector<double> prefill, decode;
+    GenerationBenchResult res;
+    res.mtp = mtp;
+    res.n_draft = n_draft;
+    for (int r = 0; r <= o.repeats; ++r) {
+        engine.reset_cache();
+        GenerateResult g = engine.generate(req);
+        if (r == 0) continue;
+        prefill.push_back(g.stats.prefill_tokens_per_s);
+        decode.push_back(g.stats.decode_tokens_per_s);
+        res.acceptance_rate = g.stats.acceptance_rate();
+        res.mean_accepted_length = g.stats.mean_accepted_length();
+        res.generated_tokens = g.stats.generated_tokens;
+    }
+    engine.reset_cache();
+    std::sort(prefill.begin(), prefill.end());
+    std::sort(decode.begin(), decode.end());
+    res.prefill_tokens_per_s = prefill[prefill.size() / 2];
+    res.decode_tokens_per_s = decode[decode.size() / 2];
     return res;
 }
 

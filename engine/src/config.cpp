@@ -226,6 +226,8 @@ ModelConfig parse_config(const std::string& text, const std::string& source) {
         Reader rr(rp, source + " (rope_parameters)");
         c.rope_theta = rr.number_or("rope_theta", c.rope_theta, 1e-3, 1e12);
     }
+    // YaRN divides by log(rope_theta), and a base <= 1 has no decaying frequencies.
+    if (c.rope_theta <= 1.0) rd.fail("rope_theta", "must be greater than 1");
     c.rope_interleave = rd.boolean_or("rope_interleave", true);
     c.rms_norm_eps = rd.number_or("rms_norm_eps", 1e-6, 0.0, 1.0);
     c.max_position_embeddings = rd.integer_or("max_position_embeddings", 4096, 1, k_max_positions);

@@ -3,6 +3,7 @@
 #include "cetus/engine.h"
 
 #include "config.h"
+#include "generator.h"
 #include "kv_cache.h"
 #include "log.h"
 #include "model.h"
@@ -14,6 +15,16 @@
 namespace cetus {
 
 Engine::~Engine() = default;
+
+GenerateResult Engine::generate(const GenerateRequest& request, const TokenSink& sink) {
+    return m_generator->run(request, sink);
+}
+
+int64_t Engine::count_tokens(const GenerateRequest& request) const {
+    return int64_t(m_generator->prompt_ids(request).size());
+}
+
+void Engine::reset_cache() { m_generator->reset(); }
 
 namespace {
 
@@ -73,6 +84,12 @@ void Engine::finish_init(const std::string& name) {
     i.kv_bytes_per_token_held = m_cache->bytes_per_token();
     i.bos_token_id = c.bos_token_id;
     i.eos_token_id = c.eos_token_id;
+    if (m_tokenizer) {
+        i.chat_template = chat_family_name(m_tokenizer->chat_template().family);
+        if (m_tokenizer->bos_id() >= 0) i.bos_token_id = m_tokenizer->bos_id();
+        if (m_tokenizer->eos_id() >= 0) i.eos_token_id = m_tokenizer->eos_id();
+    }
+    m_generator = std::make_unique<Generator>(*m_model, *m_cache, tokenizer());
     if (c.n_routed_experts > 0) {
         const char* m = c.topk_method == TopkMethod::NoauxTc ? "noaux_tc"
                         : c.topk_method == TopkMethod::GroupLimitedGreedy ? "group_limited_greedy" : "greedy";
@@ -107,6 +124,10 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions& o, const LoadProgress&
     std::unique_ptr<Engine> e(new Engine());
     e->m_model = std::make_unique<Model>(std::move(config), std::move(store));
     check_cancel(progress);
+    if (std::filesystem::exists(o.model_dir / "tokenizer.json")) {
+        report(progress, 0.85f, "reading tokenizer");
+        e->m_tokenizer = Tokenizer::load(o.model_dir);
+    }
     report(progress, 0.9f, "allocating cache");
     const int64_t ctx = std::min<int64_t>(o.max_context, e->m_model->config().max_position_embeddings);
     e->m_cache = std::make_unique<KvCache>(e->m_model->make_cache(ctx));
@@ -140,7 +161,7 @@ std::vector<float> Engine::logits(std::span<const int32_t> ids) {
             throw Error(ErrorCode::BadRequest, "token id " + std::to_string(ids[i]) + " at position " +
                                                    std::to_string(i) + " is outside the vocabulary (" +
                                                    std::to_string(c.vocab_size) + ")");
-    m_cache->clear();
+    m_generator->reset();
     ForwardOptions opt;
     ForwardOutput out;
     m_model->forward(ids.data(), int64_t(ids.size()), 0, *m_cache, opt, out);

@@ -24,6 +24,10 @@ nlohmann::json parse_json_strict(const std::string& text, const std::string& sou
         }
         return true;
     };
+    // nlohmann stops reading at a NUL byte and accepts whatever came before, so
+    // "{}\0<anything>" would pass; raw NUL is never valid JSON text.
+    if (auto nul = text.find('\0'); nul != std::string::npos)
+        throw Error(ErrorCode::BadFormat, source + ": invalid JSON: NUL byte at offset " + std::to_string(nul));
     nlohmann::json j;
     try {
         j = nlohmann::json::parse(text, callback, /*allow_exceptions=*/true);

@@ -64,9 +64,13 @@ LayerWeights Model::load_layer(int64_t l) {
         const TensorInfo& dn = m_store->tensor(p + "mlp.experts.down_proj");
         if (gu.shape != std::vector<int64_t>{E, 2 * I, H} || dn.shape != std::vector<int64_t>{E, H, I} ||
             gu.dtype != dn.dtype || (gu.dtype != Dtype::F32 && gu.dtype != Dtype::BF16 && gu.dtype != Dtype::F16))
-            throw Error(ErrorCode::BadTensor, gu.file + ": fused experts of layer " + std::to_string(l) +
-                                                  ": expected " + "[" + std::to_string(E) + ", " + std::to_string(2 * I) +
-                                                  ", " + std::to_string(H) + "] and [E, H, I] in F32/BF16/F16");
+            throw Error(ErrorCode::BadTensor,
+                        gu.file + ": fused experts of layer " + std::to_string(l) + ": \"" + fused + "\" and \"" +
+                            p + "mlp.experts.down_proj\": expected [" + std::to_string(E) + ", " +
+                            std::to_string(2 * I) + ", " + std::to_string(H) + "] and [" + std::to_string(E) + ", " +
+                            std::to_string(H) + ", " + std::to_string(I) + "] of one dtype in F32/BF16/F16, file has " +
+                            gu.shape_string() + " " + dtype_name(gu.dtype) + " and " + dn.shape_string() + " " +
+                            dtype_name(dn.dtype));
         const size_t es = dtype_size(gu.dtype);
         for (int64_t e = 0; e < E; ++e) {
             const std::byte* g0 = gu.data + size_t(e * 2 * I * H) * es;

@@ -25,4 +25,15 @@ struct BenchResult {
 
 BenchResult run_bench(Engine& engine, const BenchOptions& options);
 
+// Greedy generation through Engine::generate (prefill + decode, with or without
+// MTP drafts) on a random prompt; medians over repeats after a warm-up.
+struct GenerationBenchResult {
+    bool mtp = false;
+    int32_t n_draft = 1;
+    double prefill_tokens_per_s = 0.0, decode_tokens_per_s = 0.0;
+    double acceptance_rate = 0.0, mean_accepted_length = 0.0;
+    int64_t generated_tokens = 0;
+};
+GenerationBenchResult run_generation_bench(Engine& engine, const BenchOptions& options, bool mtp, int32_t n_draft);
+
 }  // namespace cetus

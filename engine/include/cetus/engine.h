@@ -5,12 +5,15 @@
 #pragma once
 
 #include "cetus/error.h"
+#include "cetus/generate.h"
+#include "cetus/tokenizer.h"
 
 #include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -49,6 +52,7 @@ struct ModelInfo {
     uint64_t kv_bytes_per_token_mla = 0, kv_bytes_per_token_mha = 0, kv_bytes_per_token_gqa8 = 0;
     uint64_t kv_bytes_per_token_held = 0;  // what this backend actually stores per token
     int64_t bos_token_id = -1, eos_token_id = -1;
+    std::string chat_template;  // detected family, e.g. "deepseek-v3"; empty without a tokenizer
 };
 
 // Options of a random model of a named shape, built in memory (benchmarks).
@@ -77,7 +81,20 @@ public:
     // Throws BadRequest for ids out of the vocabulary, ContextOverflow past the context.
     std::vector<float> logits(std::span<const int32_t> ids);
 
-    // Low-level access for the generator, tests and benchmarks (engine-internal types).
+    // Renders, tokenizes, reuses the cached prefix of the previous request, then
+    // decodes (with MTP drafts when requested and available), calling sink for
+    // every accepted token. Blocking; returns on finish, stop or cancel.
+    // Throws BadRequest / ContextOverflow (with the overflow size) before any work.
+    GenerateResult generate(const GenerateRequest& request, const TokenSink& sink = {});
+    // Prompt length of a request after template and tokenizer.
+    int64_t count_tokens(const GenerateRequest& request) const;
+    // Forget the cached prefix.
+    void reset_cache();
+
+    // The model folder's tokenizer; null when it has no tokenizer.json (random models).
+    const Tokenizer* tokenizer() const { return m_tokenizer ? &*m_tokenizer : nullptr; }
+
+    // Low-level access for tests and benchmarks (engine-internal types).
     Model& model() { return *m_model; }
     KvCache& cache() { return *m_cache; }
 
@@ -87,6 +104,8 @@ private:
 
     std::unique_ptr<Model> m_model;
     std::unique_ptr<KvCache> m_cache;
+    std::optional<Tokenizer> m_tokenizer;
+    std::unique_ptr<class Generator> m_generator;
     ModelInfo m_info;
 };
 

@@ -1,0 +1,153 @@
+// cetus-cli chat: a terminal chat over the same SQLite database as the app, so
+// conversations made here appear there and the other way round. Each answer is
+// checkpointed about once a second while it streams and stored with its
+// statistics and routing trace at the end.
+#include "cli_util.h"
+#include "commands.h"
+
+#include "cetus/storage/store.h"
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+
+namespace cetus::cli {
+
+nlohmann::json summary_json(const GenerateResult& r);  // cmd_generate.cpp
+
+namespace {
+
+std::vector<ChatMessage> active_messages(storage::Store& store, int64_t conversation_id, int64_t& last_id) {
+    auto tree = store.open_conversation(conversation_id);
+    std::vector<ChatMessage> out;
+    if (!tree.conversation.system_prompt.empty()) out.push_back({"system", tree.conversation.system_prompt});
+    last_id = 0;
+    for (int64_t id : tree.active_path) {
+        for (const auto& m : tree.messages)
+            if (m.id == id) {
+                if (m.role != storage::Role::Tool) out.push_back({storage::role_name(m.role), m.content});
+                last_id = m.id;
+            }
+    }
+    return out;
+}
+
+}  // namespace
+
+void add_chat_command(CLI::App& app) {
+    auto* cmd = app.add_subcommand("chat", "Chat in the terminal; the conversation is saved in the app's database");
+    struct Opts {
+        std::string model, db, system, device = "auto", mtp = "on";
+        int64_t conversation = 0, context = 4096;
+        float temperature = 0.7f, top_p = 1.0f;
+        int max_tokens = 512, threads = 0;
+        uint64_t seed = 0;
+    };
+    auto o = std::make_shared<Opts>();
+    cmd->add_option("--model", o->model, "Model folder")->required();
+    cmd->add_option("--db", o->db, "Conversation database (the app's history.db)")->required();
+    cmd->add_option("--conversation", o->conversation, "Continue this conversation id (default: a new one)");
+    cmd->add_option("--system", o->system, "System prompt of a new conversation");
+    cmd->add_option("--temperature", o->temperature, "0 = greedy");
+    cmd->add_option("--top-p", o->top_p, "Nucleus sampling threshold");
+    cmd->add_option("--seed", o->seed, "Random seed");
+    cmd->add_option("--max-tokens", o->max_tokens, "Most tokens per answer");
+    cmd->add_option("--mtp", o->mtp, "on or off")->check(CLI::IsMember({"on", "off"}));
+    cmd->add_option("--device", o->device, "auto, cpu or cuda");
+    cmd->add_option("--threads", o->threads, "CPU threads");
+    cmd->add_option("--context", o->context, "Context length (tokens)");
+    cmd->callback([o] {
+        auto engine = load_engine(o->model, o->device, o->threads, o->context);
+        storage::Store store = storage::Store::open(o->db);
+        int64_t conv = o->conversation;
+        if (conv == 0) {
+            storage::NewConversation nc;
+            nc.model = engine->info().name;
+            nc.system_prompt = o->system;
+            nc.sampling_json = nlohmann::json{{"temperature", o->temperature}, {"top_p", o->top_p}}.dump();
+            conv = store.create_conversation(nc);
+        }
+        int64_t last = 0;
+        std::vector<ChatMessage> history = active_messages(store, conv, last);
+        std::fprintf(stderr, "conversation %lld in %s; an empty line or end of input quits\n", (long long)conv,
+                     o->db.c_str());
+        std::string line;
+        while (true) {
+            std::fprintf(stderr, "\n> ");
+            if (!std::getline(std::cin, line) || line.empty()) break;
+            storage::NewMessage user;
+            user.conversation_id = conv;
+            if (last) user.parent_id = last;
+            user.role = storage::Role::User;
+            user.content = line;
+            const int64_t user_id = store.add_message(user);
+            history.push_back({"user", line});
+            storage::NewMessage answer;
+            answer.conversation_id = conv;
+            answer.parent_id = user_id;
+            answer.role = storage::Role::Assistant;
+            answer.state = storage::MessageState::Streaming;
+            const int64_t answer_id = store.add_message(answer);
+
+            GenerateRequest req;
+            req.messages = history;
+            req.sampling.temperature = o->temperature;
+            req.sampling.top_p = o->top_p;
+            req.sampling.seed = o->seed;
+            req.max_new_tokens = o->max_tokens;
+            req.mtp = o->mtp == "on";
+            std::string text;
+            storage::RoutingTrace trace;
+            trace.first_layer = int(engine->info().first_k_dense_replace);
+            auto last_save = std::chrono::steady_clock::now();
+            GenerateResult r;
+            try {
+                r = engine->generate(req, [&](const TokenEvent& ev) {
+                    std::fwrite(ev.text.data(), 1, ev.text.size(), stdout);
+                    std::fflush(stdout);
+                    text += ev.text;
+                    if (!ev.expert_ids.empty()) {
+                        trace.n_layers = ev.n_moe_layers;
+                        trace.top_k = ev.top_k;
+                        std::vector<uint16_t> ids(ev.expert_ids.begin(), ev.expert_ids.end());
+                        trace.append_token(ids, ev.expert_weights);
+                    }
+                    auto now = std::chrono::steady_clock::now();
+                    if (now - last_save > std::chrono::seconds(1)) {
+                        store.checkpoint_message(answer_id, text);
+                        last_save = now;
+                    }
+                });
+            } catch (const Error& e) {
+                store.finish_message(answer_id, text, storage::MessageState::Error,
+                                     nlohmann::json{{"error", e.what()}}.dump());
+                std::fprintf(stderr, "\nerror: %s\n", e.what());
+                history.pop_back();
+                last = answer_id;
+                continue;
+            }
+            nlohmann::json s = summary_json(r);
+            nlohmann::json stats = {{"n_prompt_tokens", r.stats.prompt_tokens},
+                                    {"n_generated_tokens", r.stats.generated_tokens},
+                                    {"prefill_tokens_per_s", r.stats.prefill_tokens_per_s},
+                                    {"decode_tokens_per_s", r.stats.decode_tokens_per_s},
+                                    {"n_draft_proposed", r.stats.drafts_proposed},
+                                    {"n_draft_accepted", r.stats.drafts_accepted},
+                                    {"kv_cache_bytes", r.stats.kv_bytes_used},
+                                    {"reused_prefix_tokens", r.stats.reused_prefix_tokens},
+                                    {"finish", s["finish_reason"]}};
+            store.finish_message(answer_id, r.text, storage::MessageState::Complete, stats.dump());
+            if (trace.n_layers > 0) store.set_routing_trace(answer_id, trace);
+            history.push_back({"assistant", r.text});
+            last = answer_id;
+            std::fprintf(stderr, "\n[%lld tokens, %.1f tok/s%s]\n", (long long)r.stats.generated_tokens,
+                         r.stats.decode_tokens_per_s,
+                         r.mtp_used ? (", MTP " + std::to_string(int(100 * r.stats.acceptance_rate())) + "% accepted").c_str()
+                                    : "");
+        }
+    });
+}
+
+}  // namespace cetus::cli

@@ -1,0 +1,110 @@
+// cetus-cli generate: one chat turn rendered with the model's template, the
+// answer streamed to stdout (logs on stderr); --json prints one object per
+// token and a summary line.
+#include "cli_util.h"
+#include "commands.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+
+namespace cetus::cli {
+
+nlohmann::json summary_json(const GenerateResult& r) {
+    const auto& s = r.stats;
+    return {{"text", r.text},
+            {"finish_reason", finish_reason_name(r.finish)},
+            {"n_tokens", s.generated_tokens},
+            {"prompt_tokens", s.prompt_tokens},
+            {"reused_prefix_tokens", s.reused_prefix_tokens},
+            {"prefill_tokens_per_s", s.prefill_tokens_per_s},
+            {"decode_tokens_per_s", s.decode_tokens_per_s},
+            {"mtp", r.mtp_used},
+            {"drafts_proposed", s.drafts_proposed},
+            {"drafts_accepted", s.drafts_accepted},
+            {"acceptance_rate", s.acceptance_rate()},
+            {"mean_accepted_length", s.mean_accepted_length()},
+            {"kv_cache_bytes", s.kv_bytes_used},
+            {"kv_cache_capacity_bytes", s.kv_bytes_capacity},
+            {"tokens_cached", s.tokens_cached}};
+}
+
+void add_generate_command(CLI::App& app) {
+    auto* cmd = app.add_subcommand("generate", "Answer one prompt with the model's chat template, streaming");
+    struct Opts {
+        std::string model, prompt, system, device = "auto", mtp = "on", ids;
+        float temperature = 0.7f, top_p = 1.0f, min_p = 0.0f, repetition_penalty = 1.0f;
+        int top_k = 0, max_tokens = 256, draft = 1, threads = 0;
+        int64_t context = 4096;
+        uint64_t seed = 0;
+        std::vector<std::string> stop;
+        bool json = false;
+    };
+    auto o = std::make_shared<Opts>();
+    cmd->add_option("--model", o->model, "Model folder")->required();
+    auto* prompt = cmd->add_option("--prompt", o->prompt, "User message");
+    cmd->add_option("--ids", o->ids, "Raw prompt token ids instead of a chat prompt (no template)")->excludes(prompt);
+    cmd->add_option("--system", o->system, "System prompt");
+    cmd->add_option("--temperature", o->temperature, "0 = greedy");
+    cmd->add_option("--top-p", o->top_p, "Nucleus sampling threshold");
+    cmd->add_option("--top-k", o->top_k, "Keep the k most likely tokens (0 = off)");
+    cmd->add_option("--min-p", o->min_p, "Drop tokens below min-p times the best (0 = off)");
+    cmd->add_option("--repeat-penalty", o->repetition_penalty, "Repetition penalty (1 = off)");
+    cmd->add_option("--seed", o->seed, "Random seed");
+    cmd->add_option("--max-tokens", o->max_tokens, "Most tokens to generate");
+    cmd->add_option("--stop", o->stop, "Stop string (repeatable)");
+    cmd->add_option("--mtp", o->mtp, "MTP speculative decoding: on or off")->check(CLI::IsMember({"on", "off"}));
+    cmd->add_option("--draft", o->draft, "Draft tokens per step");
+    cmd->add_option("--device", o->device, "auto, cpu or cuda");
+    cmd->add_option("--threads", o->threads, "CPU threads");
+    cmd->add_option("--context", o->context, "Context length (tokens)");
+    cmd->add_flag("--json", o->json, "One JSON object per token, then a summary line");
+    cmd->callback([o] {
+        auto e = load_engine(o->model, o->device, o->threads, o->context);
+        GenerateRequest req;
+        if (!o->ids.empty()) {
+            req.prompt_ids = parse_ids(o->ids);
+        } else {
+            if (o->prompt.empty()) throw Error(ErrorCode::BadRequest, "generate needs --prompt TEXT (or --ids)");
+            if (!o->system.empty()) req.messages.push_back({"system", o->system});
+            req.messages.push_back({"user", o->prompt});
+        }
+        req.sampling = {o->temperature, o->top_p, o->top_k, o->min_p, o->repetition_penalty, o->seed};
+        req.max_new_tokens = o->max_tokens;
+        req.stop = o->stop;
+        req.mtp = o->mtp == "on";
+        req.n_draft = o->draft;
+        const bool json = o->json;
+        GenerateResult r = e->generate(req, [json](const TokenEvent& ev) {
+            if (!json) {
+                std::fwrite(ev.text.data(), 1, ev.text.size(), stdout);
+                std::fflush(stdout);
+                return;
+            }
+            nlohmann::json routing = nlohmann::json::array();
+            for (int32_t l = 0; l < ev.n_moe_layers && !ev.expert_ids.empty(); ++l) {
+                auto ids = nlohmann::json::array(), w = nlohmann::json::array();
+                for (int32_t k = 0; k < ev.top_k; ++k) {
+                    ids.push_back(ev.expert_ids[size_t(l * ev.top_k + k)]);
+                    w.push_back(ev.expert_weights[size_t(l * ev.top_k + k)]);
+                }
+                routing.push_back({{"experts", ids}, {"weights", w}});
+            }
+            nlohmann::json j = {{"id", ev.id}, {"text", std::string(ev.text)}, {"drafted", ev.drafted},
+                                {"routing", routing}};
+            std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+        });
+        if (json) {
+            std::printf("%s\n", summary_json(r).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+        } else {
+            std::printf("\n");
+            std::fprintf(stderr, "[%lld tokens, %s; prefill %.1f tok/s, decode %.1f tok/s%s]\n",
+                         (long long)r.stats.generated_tokens, finish_reason_name(r.finish),
+                         r.stats.prefill_tokens_per_s, r.stats.decode_tokens_per_s,
+                         r.mtp_used ? (", MTP acceptance " + std::to_string(int(100 * r.stats.acceptance_rate())) + "%").c_str()
+                                    : (", " + r.mtp_note).c_str());
+        }
+    });
+}
+
+}  // namespace cetus::cli

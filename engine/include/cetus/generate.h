@@ -1,0 +1,76 @@
+// A generation request and what it reports: text pieces (complete UTF-8 only),
+// each token's routing, and running statistics for the app's panels.
+#pragma once
+
+#include "cetus/sampling.h"
+#include "cetus/tokenizer.h"
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace cetus {
+
+struct GenerateRequest {
+    std::vector<ChatMessage> messages;  // rendered with the model's chat template...
+    std::vector<int32_t> prompt_ids;    // ...or, when messages is empty, these ids as they are
+    SamplingParams sampling;
+    int32_t max_new_tokens = 512;
+    std::vector<std::string> stop;      // stop strings; the text ends before the first match
+    bool mtp = true;                    // speculative decoding with the model's MTP module(s)
+    int32_t n_draft = 1;                // draft tokens per step (1..8); > 1 chains the module
+    const std::atomic<bool>* cancel = nullptr;  // checked once per step
+};
+
+enum class FinishReason { Eos, Stop, Length, ContextFull, Cancelled };
+const char* finish_reason_name(FinishReason r) noexcept;
+
+struct GenerationStats {
+    int64_t prompt_tokens = 0;
+    int64_t reused_prefix_tokens = 0;  // prompt tokens whose cache entries were reused
+    int64_t generated_tokens = 0;
+    int64_t verify_steps = 0;          // main-model decode forwards (one per step, with or without drafts)
+    int64_t drafts_proposed = 0, drafts_accepted = 0;
+    uint64_t kv_bytes_used = 0, kv_bytes_capacity = 0;
+    int64_t tokens_cached = 0;
+    double prefill_tokens_per_s = 0.0, decode_tokens_per_s = 0.0;
+    double prefill_ms = 0.0, decode_ms = 0.0;
+
+    double acceptance_rate() const { return drafts_proposed ? double(drafts_accepted) / double(drafts_proposed) : 0.0; }
+    // Tokens committed per main-model step (1 without speculation).
+    double mean_accepted_length() const { return verify_steps ? double(generated_tokens - 1) / double(verify_steps) : 0.0; }
+};
+
+// One accepted token. Spans point into the generator's buffers and are valid
+// only during the callback. The routing is that of the forward pass whose
+// logits produced this token: for every MoE layer, the chosen experts
+// (ascending) and their gate weights, [n_moe_layers x top_k].
+struct TokenEvent {
+    int32_t id = 0;
+    std::string_view text;  // complete UTF-8 (empty while a character or a possible stop string is pending)
+    bool drafted = false;   // an accepted MTP draft
+    int32_t n_moe_layers = 0, top_k = 0;
+    std::span<const int32_t> expert_ids;
+    std::span<const float> expert_weights;
+    const GenerationStats* stats = nullptr;
+};
+
+struct GenerateResult {
+    std::string text;
+    std::vector<int32_t> ids;  // generated ids, without the end-of-sequence token
+    FinishReason finish = FinishReason::Length;
+    GenerationStats stats;
+    bool mtp_used = false;
+    std::string mtp_note;  // why speculation was off, when it was
+    // Per MoE layer and routed expert, how often it was chosen for this answer's tokens.
+    int32_t n_moe_layers = 0, n_routed_experts = 0;
+    std::vector<int64_t> expert_counts;  // [n_moe_layers x n_routed_experts]
+};
+
+using TokenSink = std::function<void(const TokenEvent&)>;
+
+}  // namespace cetus

@@ -1,0 +1,369 @@
+// Generation loop. Greedy output with MTP on is token-for-token identical to
+// MTP off: every token's logits are computed by the same per-row arithmetic in
+// a batch of one or in a verify batch (see cpu/ops.h), and the accept rule for
+// greedy is exact match. With sampling, drafts are drawn from the MTP's
+// processed distribution q and accepted with min(1, p/q), else replaced from
+// normalise(max(0, p - q)) (Leviathan et al.), which leaves the output
+// distribution that of plain sampling.
+#include "generator.h"
+
+#include "cetus/error.h"
+#include "log.h"
+#include "sampler.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+
+namespace cetus {
+
+const char* finish_reason_name(FinishReason r) noexcept {
+    switch (r) {
+    case FinishReason::Eos: return "eos";
+    case FinishReason::Stop: return "stop";
+    case FinishReason::Length: return "length";
+    case FinishReason::ContextFull: return "context_full";
+    case FinishReason::Cancelled: return "cancelled";
+    }
+    return "?";
+}
+
+namespace {
+using clock_type = std::chrono::steady_clock;
+constexpr int64_t k_prefill_chunk = 256;
+double seconds_since(clock_type::time_point t) { return std::chrono::duration<double>(clock_type::now() - t).count(); }
+}  // namespace
+
+Generator::Generator(const Model& model, KvCache& cache, const Tokenizer* tokenizer)
+    : m_model(model), m_cache(cache), m_tokenizer(tokenizer),
+      m_hidden(static_cast<size_t>(cache.capacity() * model.config().hidden_size)) {}
+
+void Generator::reset() {
+    m_cached_ids.clear();
+    m_mtp_valid = 0;
+    m_cache.clear();
+}
+
+std::vector<int32_t> Generator::prompt_ids(const GenerateRequest& r) const {
+    if (r.messages.empty()) return r.prompt_ids;
+    if (!m_tokenizer)
+        throw Error(ErrorCode::BadRequest, "this model folder has no tokenizer.json, so chat messages cannot be "
+                                           "tokenized; pass token ids instead");
+    return m_tokenizer->encode(m_tokenizer->apply_chat_template(r.messages, true), true);
+}
+
+// The state of one request.
+struct Generator::Run {
+    Generator& g;
+    const GenerateRequest& req;
+    const TokenSink& sink;
+    const ModelConfig& c;
+    Sampler sampler;
+    GenerateResult res;
+    std::vector<int32_t> history;  // prompt + emitted tokens (repetition penalty)
+    std::optional<StreamDetokenizer> detok;
+    std::string text;       // all text so far (before stop-string truncation)
+    size_t emitted = 0;     // bytes of text handed to the sink
+    size_t max_stop = 0;
+    bool done = false;
+    int64_t max_new = 0;
+    int64_t n_moe = 0, top_k = 0;
+    int32_t eos = -1;
+
+    Run(Generator& gen, const GenerateRequest& r, const TokenSink& s)
+        : g(gen), req(r), sink(s), c(gen.m_model.config()),
+          sampler(r.sampling, c.vocab_size,
+                  gen.m_tokenizer ? std::min<int64_t>(gen.m_tokenizer->vocab_size(), c.vocab_size) : c.vocab_size) {
+        n_moe = c.n_moe_layers();
+        top_k = c.num_experts_per_tok;
+        res.n_moe_layers = int32_t(n_moe);
+        res.n_routed_experts = int32_t(c.n_routed_experts);
+        res.expert_counts.assign(static_cast<size_t>(n_moe * c.n_routed_experts), 0);
+        for (const auto& s : req.stop) max_stop = std::max(max_stop, s.size());
+        if (g.m_tokenizer) {
+            detok.emplace(*g.m_tokenizer, true);
+            eos = g.m_tokenizer->eos_id();
+        }
+        if (eos < 0) eos = int32_t(c.eos_token_id);
+    }
+
+    void update_cache_stats() {
+        res.stats.tokens_cached = g.m_cache.n_tokens;
+        res.stats.kv_bytes_used = g.m_cache.used_bytes();
+        res.stats.kv_bytes_capacity = g.m_cache.capacity_bytes();
+    }
+
+    // Hands one accepted token to the sink; routing rows of `fo` row `row`.
+    void emit(int32_t id, bool drafted, const ForwardOutput& fo, int64_t row) {
+        if (done) return;
+        res.stats.generated_tokens++;
+        const int32_t* ri = nullptr;
+        const float* rw = nullptr;
+        if (!fo.routing.ids.empty()) {
+            ri = fo.routing.ids.data() + row * n_moe * top_k;
+            rw = fo.routing.weights.data() + row * n_moe * top_k;
+            for (int64_t l = 0; l < n_moe; ++l)
+                for (int64_t k = 0; k < top_k; ++k) {
+                    int32_t e = ri[l * top_k + k];
+                    if (e >= 0) res.expert_counts[size_t(l * c.n_routed_experts + e)]++;
+                }
+        }
+        const size_t start = emitted;
+        FinishReason finish = FinishReason::Length;
+        if (id == eos) {
+            done = true;
+            finish = FinishReason::Eos;
+        } else {
+            history.push_back(id);
+            res.ids.push_back(id);
+            if (detok) text += detok->push(id);
+            release(false, finish);
+            if (!done && int64_t(res.ids.size()) >= max_new) {
+                done = true;
+                // The context, not max_new_tokens, ended the answer.
+                finish = max_new < req.max_new_tokens ? FinishReason::ContextFull : FinishReason::Length;
+            }
+        }
+        if (done) {
+            res.finish = finish;
+            if (finish != FinishReason::Stop) release(true, finish);
+        }
+        // Everything released by this token (text may have grown, so view it only now).
+        const std::string_view piece(text.data() + start, emitted - start);
+        update_cache_stats();
+        if (sink) {
+            TokenEvent ev;
+            ev.id = id;
+            ev.text = piece;
+            ev.drafted = drafted;
+            ev.n_moe_layers = int32_t(n_moe);
+            ev.top_k = int32_t(top_k);
+            if (ri) {
+                ev.expert_ids = {ri, size_t(n_moe * top_k)};
+                ev.expert_weights = {rw, size_t(n_moe * top_k)};
+            }
+            ev.stats = &res.stats;
+            sink(ev);
+        }
+    }
+
+    // Text that can be shown now: nothing that could still become a stop string.
+    std::string_view release(bool final, FinishReason& finish) {
+        if (final && detok) text += detok->flush();
+        size_t from = emitted > max_stop ? emitted - max_stop : 0;
+        for (const auto& s : req.stop) {
+            if (s.empty()) continue;
+            size_t pos = text.find(s, from);
+            if (pos != std::string::npos) {
+                text.resize(pos);
+                done = true;
+                finish = FinishReason::Stop;
+                res.finish = finish;
+            }
+        }
+        size_t safe = text.size();
+        if (!done && !final) {
+            for (const auto& s : req.stop)
+                for (size_t k = std::min(s.size() - 1, text.size()); k > 0; --k)
+                    if (text.compare(text.size() - k, k, s, 0, k) == 0) {
+                        safe = std::min(safe, text.size() - k);
+                        break;
+                    }
+        }
+        safe = std::max(safe, emitted);
+        std::string_view out(text.data() + emitted, safe - emitted);
+        emitted = safe;
+        return out;
+    }
+};
+
+GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink) {
+    const ModelConfig& c = m_model.config();
+    const int64_t H = c.hidden_size, cap = m_cache.capacity();
+    std::vector<int32_t> ids = prompt_ids(req);
+    const int64_t n = int64_t(ids.size());
+    if (n == 0) throw Error(ErrorCode::BadRequest, "empty prompt");
+    for (int32_t id : ids)
+        if (id < 0 || id >= c.vocab_size)
+            throw Error(ErrorCode::BadRequest, "prompt token id " + std::to_string(id) + " is outside the vocabulary");
+    if (n >= cap)
+        throw Error(ErrorCode::ContextOverflow, "the prompt has " + std::to_string(n) + " tokens and exceeds the context of " +
+                                                    std::to_string(cap) + " by " + std::to_string(n - cap + 1) +
+                                                    " (one position is needed for the answer)");
+    if (req.max_new_tokens < 1) throw Error(ErrorCode::BadRequest, "max_new_tokens must be at least 1");
+    if (req.n_draft < 1 || req.n_draft > 8) throw Error(ErrorCode::BadRequest, "n_draft must be between 1 and 8");
+    if (req.sampling.temperature < 0 || req.sampling.top_p <= 0 || req.sampling.top_p > 1 || req.sampling.min_p < 0 ||
+        req.sampling.min_p > 1 || req.sampling.top_k < 0 || req.sampling.repetition_penalty <= 0)
+        throw Error(ErrorCode::BadRequest, "sampling parameters out of range (temperature >= 0, 0 < top_p <= 1, "
+                                           "0 <= min_p <= 1, top_k >= 0, repetition_penalty > 0)");
+
+    Run r(*this, req, sink);
+    r.history = ids;
+    r.max_new = std::min<int64_t>(req.max_new_tokens, cap - n + 1);
+    r.res.stats.prompt_tokens = n;
+    const bool use_mtp = req.mtp && m_model.n_mtp() > 0;
+    r.res.mtp_used = use_mtp;
+    if (req.mtp && m_model.n_mtp() == 0) r.res.mtp_note = "this model has no MTP layers; decoding plainly";
+    else if (!req.mtp) r.res.mtp_note = "MTP switched off";
+
+    // Prefix reuse: keep cache rows of the longest common prefix (at least one
+    // token is recomputed to get fresh logits).
+    int64_t p = 0;
+    while (p < int64_t(m_cached_ids.size()) && p < n && m_cached_ids[size_t(p)] == ids[size_t(p)]) ++p;
+    if (p == n) --p;
+    m_cached_ids.resize(size_t(p));
+    m_mtp_valid = std::min<int64_t>(m_mtp_valid, std::max<int64_t>(p - 1, 0));
+    r.res.stats.reused_prefix_tokens = p;
+
+    auto cancelled = [&] { return req.cancel && req.cancel->load(std::memory_order_relaxed); };
+    auto t0 = clock_type::now();
+    ForwardOptions fo;
+    fo.all_logits = false;
+    fo.want_hidden = true;
+    fo.want_routing = true;
+    ForwardOutput out;
+    for (int64_t s = p; s < n; s += k_prefill_chunk) {
+        if (cancelled()) {
+            m_cache.n_tokens = int64_t(m_cached_ids.size());
+            r.res.finish = FinishReason::Cancelled;
+            return std::move(r.res);
+        }
+        const int64_t T = std::min(k_prefill_chunk, n - s);
+        m_model.forward(ids.data() + s, T, s, m_cache, fo, out);
+        std::copy(out.hidden.begin(), out.hidden.end(), m_hidden.begin() + s * H);
+        m_cached_ids.insert(m_cached_ids.end(), ids.begin() + s, ids.begin() + s + T);
+    }
+    r.res.stats.prefill_ms = seconds_since(t0) * 1e3;
+    r.res.stats.prefill_tokens_per_s = double(n - p) / std::max(seconds_since(t0), 1e-9);
+
+    // First token from the last prompt position.
+    auto pick = [&](const float* logits, std::vector<float>& probs) {
+        if (r.sampler.greedy()) return r.sampler.argmax(logits, r.history);
+        r.sampler.distribution(logits, r.history, probs);
+        return r.sampler.sample(probs);
+    };
+    std::vector<float> probs, target;
+    int32_t pending = pick(out.logits.data(), probs);
+    ForwardOutput first_routing = std::move(out);
+    r.emit(pending, false, first_routing, int64_t(first_routing.routing.ids.size()) / std::max<int64_t>(1, r.n_moe * r.top_k) - 1);
+
+    auto t_decode = clock_type::now();
+    ForwardOptions vo;
+    vo.all_logits = true;
+    vo.want_hidden = true;
+    vo.want_routing = true;
+    std::vector<float> mtp_logits, mtp_hidden, entry_hidden;
+    std::vector<std::vector<float>> q(size_t(req.n_draft));
+    std::vector<int32_t> batch, drafts, seen, next_ids;  // reused every step
+    while (!r.done) {
+        if (cancelled()) {
+            r.res.finish = FinishReason::Cancelled;
+            r.done = true;
+            break;
+        }
+        const int64_t cur = int64_t(m_cached_ids.size());  // position of `pending`
+        if (cur >= cap) {
+            r.res.finish = FinishReason::ContextFull;
+            r.done = true;
+            break;
+        }
+        int64_t D = use_mtp ? std::min<int64_t>(req.n_draft, cap - 1 - cur) : 0;
+        D = std::min<int64_t>(D, r.max_new - int64_t(r.res.ids.size()) - 1);  // no drafts past the budget
+        drafts.clear();
+        if (D > 0) {
+            // Bring the MTP cache up to date: entries (h_j, id_{j+1}) for j < cur, the
+            // last pairing h_{cur-1} with `pending`; its output drafts position cur+1.
+            const int64_t from = m_mtp_valid, T = cur - from;
+            next_ids.assign(m_cached_ids.begin() + from + 1, m_cached_ids.end());
+            next_ids.push_back(pending);
+            for (int64_t s = 0; s < T; s += k_prefill_chunk) {
+                const int64_t Tc = std::min(k_prefill_chunk, T - s);
+                m_model.mtp_forward(0, m_hidden.data() + (from + s) * H, next_ids.data() + s, Tc, from + s, m_cache,
+                                    mtp_logits, &mtp_hidden);
+            }
+            m_mtp_valid = cur;
+            const int64_t V = c.vocab_size;
+            const float* ql = mtp_logits.data() + (int64_t(mtp_logits.size()) / V - 1) * V;
+            entry_hidden.assign(mtp_hidden.end() - H, mtp_hidden.end());
+            seen.assign(r.history.begin(), r.history.end());
+            seen.push_back(pending);
+            for (int64_t j = 0; j < D; ++j) {
+                int32_t d;
+                if (r.sampler.greedy()) {
+                    d = r.sampler.argmax(ql, seen);
+                } else {
+                    r.sampler.distribution(ql, seen, q[size_t(j)]);
+                    d = r.sampler.sample(q[size_t(j)]);
+                }
+                drafts.push_back(d);
+                seen.push_back(d);
+                if (j + 1 < D) {  // chain: the module's own normed output stands in for h
+                    const int64_t k = std::min<int64_t>(j + 1, m_model.n_mtp() - 1);
+                    m_model.mtp_forward(k, entry_hidden.data(), &d, 1, cur + j, m_cache, mtp_logits, &mtp_hidden);
+                    ql = mtp_logits.data();
+                    entry_hidden = mtp_hidden;
+                }
+            }
+            r.res.stats.drafts_proposed += D;
+        }
+        batch.assign(1, pending);
+        batch.insert(batch.end(), drafts.begin(), drafts.end());
+        m_model.forward(batch.data(), int64_t(batch.size()), cur, m_cache, vo, out);
+        r.res.stats.verify_steps++;
+        const int64_t V = c.vocab_size;
+        // Accept drafts in order.
+        int64_t a = 0;
+        int32_t next = -1;
+        seen.assign(r.history.begin(), r.history.end());
+        seen.push_back(pending);
+        for (; a < D; ++a) {
+            const float* row = out.logits.data() + a * V;
+            const int32_t d = drafts[size_t(a)];
+            if (r.sampler.greedy()) {
+                int32_t t = r.sampler.argmax(row, seen);
+                if (t != d) {
+                    next = t;
+                    break;
+                }
+            } else {
+                r.sampler.distribution(row, seen, target);
+                int32_t rep = r.sampler.accept_or_replace(target, q[size_t(a)], d);
+                if (rep >= 0) {
+                    next = rep;
+                    break;
+                }
+            }
+            seen.push_back(d);
+        }
+        if (next < 0) next = pick(out.logits.data() + a * V, probs);  // all accepted (or no drafts): bonus token
+        r.res.stats.drafts_accepted += a;
+        // Commit: pending and the accepted drafts stay in the cache, the rest is truncated.
+        m_cache.n_tokens = cur + a + 1;
+        m_cached_ids.push_back(pending);
+        m_cached_ids.insert(m_cached_ids.end(), drafts.begin(), drafts.begin() + a);
+        std::copy(out.hidden.begin(), out.hidden.begin() + (a + 1) * H, m_hidden.begin() + cur * H);
+        if (m_mtp_valid > cur) m_mtp_valid = cur;
+        for (int64_t j = 0; j < a && !r.done; ++j) r.emit(drafts[size_t(j)], true, out, j);
+        if (!r.done) r.emit(next, false, out, a);
+        pending = next;
+        const double dt = seconds_since(t_decode);
+        r.res.stats.decode_ms = dt * 1e3;
+        r.res.stats.decode_tokens_per_s = double(r.res.stats.generated_tokens - 1) / std::max(dt, 1e-9);
+    }
+    if (r.res.finish == FinishReason::Cancelled || r.res.finish == FinishReason::ContextFull) {
+        FinishReason f = r.res.finish;
+        std::string_view rest = r.release(true, f);
+        if (sink && !rest.empty()) {
+            TokenEvent ev;
+            ev.id = -1;
+            ev.text = rest;
+            ev.stats = &r.res.stats;
+            sink(ev);
+        }
+    }
+    r.update_cache_stats();
+    r.res.text = r.text;
+    return std::move(r.res);
+}
+
+}  // namespace cetus

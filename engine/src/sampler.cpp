@@ -1,0 +1,126 @@
+// Processing order as llama.cpp and transformers apply it: repetition penalty on
+// raw logits, then temperature, then top-k, top-p (nucleus) and min-p on the
+// softmax, renormalised.
+#include "sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+namespace cetus {
+
+Sampler::Sampler(const SamplingParams& p, int64_t vocab, int64_t n_valid)
+    : m_params(p), m_vocab(vocab), m_n_valid(std::clamp<int64_t>(n_valid, 1, vocab)), m_rng(p.seed),
+      m_seen_mark(static_cast<size_t>(vocab), 0) {}
+
+double Sampler::uniform() { return double(m_rng() >> 11) * (1.0 / 9007199254740992.0); }
+
+void Sampler::penalise(std::vector<float>& x, std::span<const int32_t> seen) {
+    if (m_params.repetition_penalty == 1.0f) return;
+    const float r = m_params.repetition_penalty;
+    std::vector<uint8_t>& mark = m_seen_mark;
+    for (int32_t id : seen) {
+        if (id < 0 || id >= m_vocab || mark[size_t(id)]) continue;
+        mark[size_t(id)] = 1;
+        float& v = x[size_t(id)];
+        v = v > 0 ? v / r : v * r;
+    }
+    for (int32_t id : seen)
+        if (id >= 0 && id < m_vocab) mark[size_t(id)] = 0;
+}
+
+int32_t Sampler::argmax(const float* logits, std::span<const int32_t> seen) {
+    m_work.assign(logits, logits + m_n_valid);
+    m_work.resize(size_t(m_vocab), -std::numeric_limits<float>::infinity());
+    penalise(m_work, seen);
+    return int32_t(std::max_element(m_work.begin(), m_work.begin() + m_n_valid) - m_work.begin());
+}
+
+void Sampler::distribution(const float* logits, std::span<const int32_t> seen, std::vector<float>& probs) {
+    probs.assign(size_t(m_vocab), 0.0f);
+    if (greedy()) {
+        probs[size_t(argmax(logits, seen))] = 1.0f;
+        return;
+    }
+    m_work.assign(logits, logits + m_vocab);
+    penalise(m_work, seen);
+    const float inv_t = 1.0f / m_params.temperature;
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int64_t i = 0; i < m_n_valid; ++i) mx = std::max(mx, m_work[size_t(i)]);
+    // Candidates sorted by probability (descending, ties by id) for the truncations.
+    m_order.resize(size_t(m_n_valid));
+    std::iota(m_order.begin(), m_order.end(), 0);
+    double sum = 0.0;
+    for (int64_t i = 0; i < m_n_valid; ++i) {
+        float e = std::exp((m_work[size_t(i)] - mx) * inv_t);
+        m_work[size_t(i)] = e;
+        sum += e;
+    }
+    int64_t keep = m_n_valid;
+    auto by_prob = [&](int32_t a, int32_t b) {
+        return m_work[size_t(a)] > m_work[size_t(b)] || (m_work[size_t(a)] == m_work[size_t(b)] && a < b);
+    };
+    if (m_params.top_k > 0 && m_params.top_k < keep) keep = m_params.top_k;
+    const bool need_sort = keep < m_n_valid || m_params.top_p < 1.0f || m_params.min_p > 0.0f;
+    if (need_sort) {
+        if (keep < m_n_valid) std::partial_sort(m_order.begin(), m_order.begin() + keep, m_order.end(), by_prob);
+        else std::sort(m_order.begin(), m_order.end(), by_prob);
+    }
+    if (m_params.top_p < 1.0f) {
+        double kept_sum = 0.0;
+        for (int64_t i = 0; i < keep; ++i) kept_sum += m_work[size_t(m_order[size_t(i)])];
+        double acc = 0.0;
+        int64_t n = 0;
+        while (n < keep) {  // smallest prefix whose mass reaches top_p (at least one token)
+            acc += m_work[size_t(m_order[size_t(n)])] / kept_sum;
+            ++n;
+            if (acc >= double(m_params.top_p)) break;
+        }
+        keep = n;
+    }
+    if (m_params.min_p > 0.0f && keep > 0) {
+        const float floor_p = m_params.min_p * m_work[size_t(m_order[0])];
+        int64_t n = 1;
+        while (n < keep && m_work[size_t(m_order[size_t(n)])] >= floor_p) ++n;
+        keep = n;
+    }
+    double z = 0.0;
+    if (need_sort) {
+        for (int64_t i = 0; i < keep; ++i) z += m_work[size_t(m_order[size_t(i)])];
+        for (int64_t i = 0; i < keep; ++i) probs[size_t(m_order[size_t(i)])] = float(m_work[size_t(m_order[size_t(i)])] / z);
+    } else {
+        for (int64_t i = 0; i < m_n_valid; ++i) probs[size_t(i)] = float(m_work[size_t(i)] / sum);
+    }
+}
+
+int32_t Sampler::sample(const std::vector<float>& probs) {
+    double total = 0.0;
+    for (float p : probs) total += p;
+    double r = uniform() * total, acc = 0.0;
+    int32_t last = -1;
+    for (size_t i = 0; i < probs.size(); ++i) {
+        if (probs[i] <= 0.0f) continue;
+        acc += probs[i];
+        last = int32_t(i);
+        if (r < acc) return int32_t(i);
+    }
+    return last < 0 ? 0 : last;
+}
+
+int32_t Sampler::accept_or_replace(const std::vector<float>& p, const std::vector<float>& q, int32_t d) {
+    const double pd = p[size_t(d)], qd = q[size_t(d)];
+    if (qd > 0.0 && uniform() < std::min(1.0, pd / qd)) return -1;
+    std::vector<float>& residual = m_work;
+    residual.assign(p.size(), 0.0f);
+    double z = 0.0;
+    for (size_t i = 0; i < p.size(); ++i) {
+        float v = std::max(0.0f, p[i] - q[i]);
+        residual[i] = v;
+        z += v;
+    }
+    if (z <= 0.0) return sample(p);  // p == q up to rounding: any draw from p is exact
+    return sample(residual);
+}
+
+}  // namespace cetus

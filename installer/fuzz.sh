@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets in the asan preset (clang, ASan + UBSan) and runs
+# each for FUZZ_SECONDS (default 60) over a scratch copy of its seed corpus in
+# tests/fuzz/corpus/, so the committed seeds stay as they are. Any crash,
+# sanitizer report, leak, timeout or out-of-memory fails the script; the
+# reproducing inputs are kept in build-asan/fuzz-findings/.
+# FUZZ_TIMEOUT (default 60) is the per-input limit in seconds; it is generous
+# because a target's one-time setup (e.g. loading the real tokenizer, ~15 s
+# under ASan) counts against the first input unless done in LLVMFuzzerInitialize.
+# Usage: installer/fuzz.sh [target ...]   (default: every fuzz target)
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+seconds="${FUZZ_SECONDS:-60}"
+timeout="${FUZZ_TIMEOUT:-60}"
+
+targets=("$@")
+if [ ${#targets[@]} -eq 0 ]; then
+    targets=(fuzz_safetensors fuzz_config)
+    for t in fuzz_tokenizer_load fuzz_tokenizer_encode; do
+        [ -f "tests/fuzz/$t.cpp" ] && targets+=("$t")
+    done
+fi
+
+cmake --preset asan
+cmake --build --preset asan --target "${targets[@]}"
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/cetus-fuzz.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+findings="$root/build-asan/fuzz-findings"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}"
+
+failed=()
+for t in "${targets[@]}"; do
+    name="${t#fuzz_}"
+    corpus="$work/$t/corpus"
+    mkdir -p "$corpus"
+    for seeds in "tests/fuzz/corpus/$name" "tests/fuzz/corpus/${name%%_*}"; do
+        if [ -d "$seeds" ]; then
+            cp -R "$seeds/." "$corpus/"
+            break
+        fi
+    done
+    args=(-max_total_time="$seconds" -timeout="$timeout" -rss_limit_mb=4096 -print_final_stats=1
+          -artifact_prefix="$work/$t/")
+    for dict in "tests/fuzz/$name.dict" "tests/fuzz/${name%%_*}.dict"; do
+        if [ -f "$dict" ]; then
+            args+=(-dict="$dict")
+            break
+        fi
+    done
+    echo "== $t: ${seconds}s over $(find "$corpus" -type f | wc -l) seed files"
+    log="$work/$t/log"
+    rc=0
+    "build-asan/tests/fuzz/$t" "${args[@]}" "$corpus" >"$log" 2>&1 || rc=$?
+    grep -E '^stat::number_of_executed_units|^stat::peak_rss_mb|DONE' "$log" || true
+    shopt -s nullglob
+    artifacts=("$work/$t"/crash-* "$work/$t"/leak-* "$work/$t"/timeout-* "$work/$t"/oom-*)
+    shopt -u nullglob
+    if [ "$rc" -ne 0 ] || [ ${#artifacts[@]} -gt 0 ]; then
+        mkdir -p "$findings"
+        cp "$log" "$findings/$t.log"
+        [ ${#artifacts[@]} -gt 0 ] && cp "${artifacts[@]}" "$findings/"
+        echo "!! $t failed (exit $rc); log and inputs in $findings" >&2
+        tail -n 40 "$log" >&2
+        failed+=("$t")
+    fi
+done
+
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "fuzzing found problems in: ${failed[*]}" >&2
+    exit 1
+fi
+echo "fuzzing: no findings in ${targets[*]}"

@@ -1,0 +1,296 @@
+// Generation on the golden fixture models (ids only; they have no tokenizer):
+// MTP greedy equals plain greedy token for token, sampled MTP keeps the output
+// distribution (chi-square), prefix reuse, cancellation, context limits.
+#include "cetus/engine.h"
+#include "safetensors.h"
+
+#include <QtTest>
+
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <map>
+
+namespace {
+
+std::string fixture(const char* name) { return std::string(CETUS_TEST_DATA) + "/golden/" + name; }
+
+std::unique_ptr<cetus::Engine> load(const std::string& dir, int64_t ctx = 256) {
+    cetus::EngineOptions o;
+    o.model_dir = dir;
+    o.device = cetus::Device::Cpu;
+    o.max_context = ctx;
+    return cetus::Engine::load(o);
+}
+
+std::vector<int32_t> golden_ids(const std::string& dir, int k, const char* what = "ids") {
+    cetus::SafetensorsFile f(dir + "/golden.safetensors");
+    for (const auto& t : f.tensors())
+        if (t.name == "prompt." + std::to_string(k) + "." + what) {
+            std::vector<int32_t> v(size_t(t.n_elements()));
+            std::memcpy(v.data(), t.data, t.n_bytes);
+            return v;
+        }
+    return {};
+}
+
+cetus::GenerateRequest greedy(const std::vector<int32_t>& ids, int n, bool mtp, int draft = 1) {
+    cetus::GenerateRequest r;
+    r.prompt_ids = ids;
+    r.sampling.temperature = 0.0f;
+    r.max_new_tokens = n;
+    r.mtp = mtp;
+    r.n_draft = draft;
+    return r;
+}
+
+// Two-sample chi-square homogeneity statistic over categories with enough counts,
+// turned into a z-score by the Wilson-Hilferty approximation. Reject at z > 3.09
+// (one-sided alpha = 0.001).
+double chi_square_z(const std::map<int32_t, int>& a, const std::map<int32_t, int>& b, int n) {
+    std::map<int32_t, std::pair<int, int>> cells;
+    for (auto [k, v] : a) cells[k].first += v;
+    for (auto [k, v] : b) cells[k].second += v;
+    std::pair<int, int> pooled{0, 0};
+    std::vector<std::pair<int, int>> rows;
+    for (auto [k, c] : cells) {
+        if (c.first + c.second < 10) {  // expected count per sample >= 5
+            pooled.first += c.first;
+            pooled.second += c.second;
+        } else {
+            rows.push_back(c);
+        }
+    }
+    if (pooled.first + pooled.second > 0) rows.push_back(pooled);
+    double x2 = 0;
+    for (auto [x, y] : rows) {
+        double e = (x + y) / 2.0;  // equal sample sizes
+        x2 += (x - e) * (x - e) / e + (y - e) * (y - e) / e;
+    }
+    const double k = double(rows.size() - 1);
+    if (k < 1) return 0;
+    (void)n;
+    return (std::cbrt(x2 / k) - (1 - 2 / (9 * k))) / std::sqrt(2 / (9 * k));
+}
+
+}  // namespace
+
+class TestGenerator : public QObject {
+    Q_OBJECT
+private slots:
+    void greedyMtpEqualsPlain_data() {
+        QTest::addColumn<QString>("name");
+        for (const char* c : {"v2-greedy", "v2-group", "v3-noaux", "v3-bf16", "v3-fp8", "v3-nointerleave"})
+            QTest::newRow(c) << QString(c);
+    }
+    void greedyMtpEqualsPlain() {
+        QFETCH(QString, name);
+        const std::string dir = fixture(name.toUtf8().constData());
+        auto e = load(dir);
+        for (int k = 0; k < 3; ++k) {
+            auto ids = golden_ids(dir, k);
+            auto want = golden_ids(dir, k, "greedy");
+            e->reset_cache();
+            auto plain = e->generate(greedy(ids, 40, false));
+            QVERIFY(plain.ids.size() >= want.size());  // may end early at the end-of-sequence id
+            // The first 16 tokens are transformers' own greedy continuation.
+            QVERIFY(std::equal(want.begin(), want.end(), plain.ids.begin()));
+            for (int draft : {1, 2, 3}) {
+                e->reset_cache();
+                auto spec = e->generate(greedy(ids, 40, true, draft));
+                QVERIFY(spec.mtp_used);
+                QCOMPARE(spec.ids, plain.ids);
+                QVERIFY(spec.stats.drafts_proposed > 0);
+                QVERIFY(spec.stats.verify_steps <= plain.stats.verify_steps);
+            }
+        }
+    }
+
+    void sampledMtpKeepsDistribution() {
+        const std::string dir = fixture("v3-noaux");
+        auto e = load(dir);
+        auto ids = golden_ids(dir, 1);
+        const int n = 1500;
+        int64_t proposed = 0;
+        using Counts = std::pair<std::map<int32_t, int>, std::map<int32_t, int>>;
+        auto draw = [&](bool mtp, float temperature) -> Counts {
+            std::map<int32_t, int> second, third;
+            for (int s = 0; s < n; ++s) {
+                cetus::GenerateRequest r;
+                r.prompt_ids = ids;
+                r.sampling.temperature = temperature;
+                r.sampling.top_k = 12;
+                r.sampling.seed = uint64_t(s) * 7919 + (mtp ? 1 : 2);
+                r.max_new_tokens = 3;
+                r.mtp = mtp;
+                auto res = e->generate(r);
+                // -1 stands for "ended before" (end-of-sequence drawn earlier).
+                second[res.ids.size() > 1 ? res.ids[1] : -1]++;
+                third[res.ids.size() > 2 ? res.ids[2] : -1]++;
+                proposed += res.stats.drafts_proposed;
+            }
+            return {second, third};
+        };
+        auto plain = draw(false, 1.0f);
+        QCOMPARE(proposed, int64_t(0));
+        auto spec = draw(true, 1.0f);
+        QVERIFY(proposed > 0);
+        const double z2 = chi_square_z(plain.first, spec.first, n), z3 = chi_square_z(plain.second, spec.second, n);
+        qInfo("MTP vs plain sampling: chi-square z = %.2f (2nd token), %.2f (3rd token); reject above 3.09", z2, z3);
+        QVERIFY2(z2 < 3.09 && z3 < 3.09, "sampled MTP output differs in distribution from plain sampling");
+        // The test has power: a visibly different sampler (temperature 0.6) is rejected.
+        auto cooler = draw(false, 0.6f);
+        const double zc = chi_square_z(plain.second, cooler.second, n);
+        qInfo("temperature 1.0 vs 0.6: z = %.2f", zc);
+        QVERIFY(zc > 3.09);
+    }
+
+    void prefixIsReused() {
+        const std::string dir = fixture("v3-noaux");
+        auto e = load(dir);
+        auto ids = golden_ids(dir, 1);
+        auto first = e->generate(greedy(ids, 8, true));
+        QCOMPARE(first.stats.reused_prefix_tokens, int64_t(0));
+        // The next turn: prompt + answer + new tokens.
+        std::vector<int32_t> next = ids;
+        next.insert(next.end(), first.ids.begin(), first.ids.end());
+        next.insert(next.end(), {5, 6, 7});
+        auto second = e->generate(greedy(next, 8, true));
+        QVERIFY2(second.stats.reused_prefix_tokens >= int64_t(ids.size() + first.ids.size() - 1),
+                 qPrintable(QString::number(second.stats.reused_prefix_tokens)));
+        auto fresh = load(dir)->generate(greedy(next, 8, true));
+        QCOMPARE(second.ids, fresh.ids);
+        // Regenerate: the same prompt again reuses all but the last token.
+        auto again = e->generate(greedy(next, 8, false));
+        QCOMPARE(again.stats.reused_prefix_tokens, int64_t(next.size() - 1));
+        QCOMPARE(again.ids, fresh.ids);
+    }
+
+    void cancelWithinOneStep() {
+        const std::string dir = fixture("v3-noaux");
+        auto e = load(dir);
+        auto ids = golden_ids(dir, 2);
+        std::atomic<bool> cancel{false};
+        auto req = greedy(ids, 100, true, 2);
+        req.cancel = &cancel;
+        int64_t seen = 0;
+        auto r = e->generate(req, [&](const cetus::TokenEvent& ev) {
+            if (ev.id >= 0 && ++seen == 3) cancel = true;
+        });
+        QCOMPARE(r.finish, cetus::FinishReason::Cancelled);
+        QVERIFY2(r.stats.generated_tokens <= 3 + 3, "more than one step after the cancel");  // one step: <= draft + 1
+        // Still usable, and consistent with a fresh engine.
+        auto after = e->generate(greedy(ids, 12, true));
+        auto fresh = load(dir)->generate(greedy(ids, 12, true));
+        QCOMPARE(after.ids, fresh.ids);
+    }
+
+    void limits() {
+        const std::string dir = fixture("v3-noaux");
+        auto e = load(dir, 16);
+        std::vector<int32_t> ids(20, 7);
+        try {
+            e->generate(greedy(ids, 4, false));
+            QFAIL("no error for a prompt past the context");
+        } catch (const cetus::Error& err) {
+            QCOMPARE(err.code(), cetus::ErrorCode::ContextOverflow);
+            QVERIFY2(QString(err.what()).contains("by 5"), err.what());
+        }
+        auto r = e->generate(greedy(std::vector<int32_t>(10, 7), 100, true));
+        QCOMPARE(r.finish, cetus::FinishReason::ContextFull);
+        QCOMPARE(r.stats.tokens_cached, int64_t(16));
+        auto m = e->generate(greedy(std::vector<int32_t>(4, 9), 3, true));
+        QCOMPARE(m.finish, cetus::FinishReason::Length);
+        QCOMPARE(m.ids.size(), size_t(3));
+        std::vector<int32_t> bad{1, 2, 100000};
+        QVERIFY_THROWS_EXCEPTION(cetus::Error, e->generate(greedy(bad, 3, false)));
+    }
+
+    void routingAndStatsPerToken() {
+        const std::string dir = fixture("v3-noaux");
+        auto e = load(dir);
+        auto ids = golden_ids(dir, 0);
+        int events = 0;
+        int64_t total = 0;
+        auto r = e->generate(greedy(ids, 10, true), [&](const cetus::TokenEvent& ev) {
+            ++events;
+            QCOMPARE(ev.n_moe_layers, 2);
+            QCOMPARE(ev.top_k, 4);
+            QCOMPARE(ev.expert_ids.size(), size_t(8));
+            for (int32_t x : ev.expert_ids) QVERIFY(x >= 0 && x < 16);
+            QVERIFY(ev.stats && ev.stats->kv_bytes_used > 0);
+        });
+        QCOMPARE(events, 10);
+        for (int64_t c : r.expert_counts) total += c;
+        QCOMPARE(total, int64_t(10 * 2 * 4));
+        QCOMPARE(r.stats.tokens_cached, int64_t(ids.size() + 9));
+        QVERIFY(r.stats.kv_bytes_used == uint64_t(r.stats.tokens_cached) * e->info().kv_bytes_per_token_held);
+    }
+
+    void textStreamsAndStopStrings() {
+        // The tiny model with a byte-level tokenizer (tests/data/ui): chat template,
+        // complete UTF-8 pieces, and stop strings cut the text before the match.
+        QTemporaryDir tmp;
+        const std::string g = fixture("v3-noaux"), t = std::string(CETUS_TEST_DATA) + "/ui", d = tmp.path().toStdString();
+        for (const char* f : {"config.json", "model.safetensors"}) std::filesystem::copy(g + "/" + f, d + "/" + f);
+        for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) std::filesystem::copy(t + "/" + f, d + "/" + f);
+        auto e = load(d);
+        cetus::GenerateRequest r;
+        r.messages = {{"system", "Be brief."}, {"user", "Hello"}};
+        r.sampling.temperature = 0.0f;
+        r.max_new_tokens = 48;
+        std::string streamed;
+        bool valid_utf8 = true;
+        auto collect = [&](const cetus::TokenEvent& ev) {
+            const QByteArray bytes(ev.text.data(), qsizetype(ev.text.size()));
+            valid_utf8 &= QString::fromUtf8(bytes).toUtf8() == bytes;  // complete, valid UTF-8 only
+            streamed += ev.text;
+        };
+        // A user message whose greedy answer is long enough to cut (random model).
+        cetus::GenerateResult plain;
+        for (const char* q : {"Hello", "Tell me more", "Why?", "abc", "What is MLA?"}) {
+            r.messages.back().content = q;
+            streamed.clear();
+            plain = e->generate(r, collect);
+            if (plain.text.size() >= 6) break;
+        }
+        QVERIFY(valid_utf8);
+        QCOMPARE(streamed, plain.text);
+        QVERIFY(e->count_tokens(r) > 10);
+        QVERIFY2(plain.text.size() >= 6, plain.text.c_str());
+        // Stop at a string taken from the middle of the greedy answer.
+        const std::string stop = plain.text.substr(plain.text.size() / 2, 2);
+        const size_t cut = plain.text.find(stop);
+        r.stop = {stop};
+        for (bool mtp : {false, true}) {
+            r.mtp = mtp;
+            std::string s2;
+            auto stopped = e->generate(r, [&](const cetus::TokenEvent& ev) { s2 += ev.text; });
+            QCOMPARE(stopped.finish, cetus::FinishReason::Stop);
+            QCOMPARE(stopped.text, plain.text.substr(0, cut));
+            QCOMPARE(s2, stopped.text);
+            QVERIFY(stopped.stats.reused_prefix_tokens > 0);  // same prompt: all but one token reused
+        }
+    }
+
+    void modelWithoutMtpRunsPlainly() {
+        QTemporaryDir tmp;
+        const std::string src = fixture("v2-greedy"), dst = tmp.path().toStdString();
+        std::filesystem::copy(src + "/model.safetensors", dst + "/model.safetensors");
+        std::ifstream in(src + "/config.json");
+        std::string cfg((std::istreambuf_iterator<char>(in)), {});
+        auto pos = cfg.find("\"num_nextn_predict_layers\": 1");
+        QVERIFY(pos != std::string::npos);
+        cfg.replace(pos, 29, "\"num_nextn_predict_layers\": 0");
+        std::ofstream(dst + "/config.json") << cfg;
+        auto e = load(dst);
+        QCOMPARE(e->info().n_mtp_layers, int64_t(0));
+        auto r = e->generate(greedy(golden_ids(src, 0), 6, true));
+        QVERIFY(!r.mtp_used);
+        QVERIFY(QString::fromStdString(r.mtp_note).contains("no MTP"));
+        QCOMPARE(r.stats.drafts_proposed, int64_t(0));
+    }
+};
+
+QTEST_GUILESS_MAIN(TestGenerator)
+#include "test_generator.moc"

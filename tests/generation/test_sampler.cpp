@@ -1,0 +1,128 @@
+// The sampler on tiny distributions whose answers can be worked out by hand,
+// and the speculative accept/replace rule against its closed form.
+#include "sampler.h"
+
+#include <QtTest>
+
+#include <cmath>
+#include <vector>
+
+namespace {
+std::vector<float> logits_of(const std::vector<double>& p) {
+    std::vector<float> l;
+    for (double x : p) l.push_back(float(std::log(x)));
+    return l;
+}
+}  // namespace
+
+class TestSampler : public QObject {
+    Q_OBJECT
+private slots:
+    void temperatureOneIsSoftmax() {
+        cetus::SamplingParams sp;
+        sp.temperature = 1.0f;
+        cetus::Sampler s(sp, 4, 4);
+        auto l = logits_of({0.1, 0.2, 0.3, 0.4});
+        std::vector<float> p;
+        s.distribution(l.data(), {}, p);
+        QVERIFY(std::fabs(p[0] - 0.1f) < 1e-6f && std::fabs(p[3] - 0.4f) < 1e-6f);
+    }
+
+    void temperatureSharpens() {
+        cetus::SamplingParams sp;
+        sp.temperature = 0.5f;  // p_i^2 / sum p^2
+        cetus::Sampler s(sp, 2, 2);
+        auto l = logits_of({0.25, 0.75});
+        std::vector<float> p;
+        s.distribution(l.data(), {}, p);
+        QVERIFY(std::fabs(p[1] - 0.9f) < 1e-6f);
+    }
+
+    void topKTopPMinP() {
+        auto l = logits_of({0.05, 0.15, 0.3, 0.5});
+        std::vector<float> p;
+        cetus::SamplingParams sp;
+        sp.temperature = 1.0f;
+        sp.top_k = 2;
+        cetus::Sampler k(sp, 4, 4);
+        k.distribution(l.data(), {}, p);
+        QVERIFY(p[0] == 0 && p[1] == 0 && std::fabs(p[2] - 0.375f) < 1e-6f && std::fabs(p[3] - 0.625f) < 1e-6f);
+
+        sp.top_k = 0;
+        sp.top_p = 0.75f;  // 0.5 < 0.75 <= 0.8: keeps {3, 2}
+        cetus::Sampler tp(sp, 4, 4);
+        tp.distribution(l.data(), {}, p);
+        QVERIFY(p[1] == 0 && std::fabs(p[2] - 0.375f) < 1e-6f);
+
+        sp.top_p = 1.0f;
+        sp.min_p = 0.25f;  // floor 0.125: drops 0.05 only
+        cetus::Sampler mp(sp, 4, 4);
+        mp.distribution(l.data(), {}, p);
+        QVERIFY(p[0] == 0 && std::fabs(p[1] - 0.15f / 0.95f) < 1e-6f);
+    }
+
+    void repetitionPenaltyAndVocabMask() {
+        cetus::SamplingParams sp;
+        sp.temperature = 0.0f;
+        sp.repetition_penalty = 2.0f;
+        cetus::Sampler s(sp, 4, 3);  // id 3 lies past the tokenizer: never chosen
+        std::vector<float> l{1.0f, 1.5f, -1.0f, 9.0f};
+        const int32_t seen[] = {1};
+        QCOMPARE(s.argmax(l.data(), {}), 1);
+        QCOMPARE(s.argmax(l.data(), seen), 0);  // 1.5 / 2 = 0.75 < 1.0
+        std::vector<float> neg{-1.0f, -0.6f, -3.0f, 0.0f};
+        QCOMPARE(s.argmax(neg.data(), seen), 0);  // -0.6 * 2 = -1.2 < -1.0
+    }
+
+    void seedsRepeat() {
+        cetus::SamplingParams sp;
+        sp.temperature = 1.0f;
+        sp.seed = 42;
+        auto l = logits_of({0.25, 0.25, 0.25, 0.25});
+        std::vector<float> p;
+        cetus::Sampler a(sp, 4, 4), b(sp, 4, 4);
+        a.distribution(l.data(), {}, p);
+        for (int i = 0; i < 100; ++i) QCOMPARE(a.sample(p), b.sample(p));
+    }
+
+    void samplingFrequencies() {
+        // 200k draws from (0.1, 0.2, 0.3, 0.4): each frequency within 5 standard deviations.
+        cetus::SamplingParams sp;
+        sp.temperature = 1.0f;
+        sp.seed = 3;
+        cetus::Sampler s(sp, 4, 4);
+        auto l = logits_of({0.1, 0.2, 0.3, 0.4});
+        std::vector<float> p;
+        s.distribution(l.data(), {}, p);
+        const int n = 200000;
+        int count[4] = {};
+        for (int i = 0; i < n; ++i) count[s.sample(p)]++;
+        for (int i = 0; i < 4; ++i) {
+            double expect = n * 0.1 * (i + 1), sd = std::sqrt(n * 0.1 * (i + 1) * (1 - 0.1 * (i + 1)));
+            QVERIFY2(std::fabs(count[i] - expect) < 5 * sd, qPrintable(QString::number(count[i])));
+        }
+    }
+
+    void speculativeRuleKeepsTargetDistribution() {
+        // Draft q, target p: P(output = x) = q(x) min(1, p/q) + P(reject) * residual(x) = p(x).
+        cetus::SamplingParams sp;
+        sp.temperature = 1.0f;
+        sp.seed = 11;
+        cetus::Sampler s(sp, 3, 3);
+        std::vector<float> p{0.5f, 0.3f, 0.2f}, q{0.2f, 0.2f, 0.6f};
+        const int n = 300000;
+        int count[3] = {};
+        for (int i = 0; i < n; ++i) {
+            int32_t d = s.sample(q);
+            int32_t r = s.accept_or_replace(p, q, d);
+            count[r < 0 ? d : r]++;
+        }
+        for (int i = 0; i < 3; ++i) {
+            double expect = n * p[i], sd = std::sqrt(n * p[i] * (1 - p[i]));
+            QVERIFY2(std::fabs(count[i] - expect) < 5 * sd, qPrintable(QString::number(count[i])));
+        }
+    }
+};
+
+QTEST_GUILESS_MAIN(TestSampler)
+#include "test_sampler.moc"
