@@ -1,0 +1,120 @@
+// A scripted GenerationService for UI tests: "loads" instantly, streams a fixed answer
+// word by word on a timer (one batch per word), honours stop, and fails on request.
+#pragma once
+
+#include <cetus/ui/generation_service.h>
+
+#include <QTimer>
+
+namespace cetus::ui::test {
+
+class FakeGenerationService : public GenerationService {
+    Q_OBJECT
+public:
+    QString answer = QStringLiteral("Hello **world**, here is code:\n\n```cpp\nint x = 1;\n```\n\nand the end.");
+    int interval_ms = 5;
+    QString fail_with;  // non-empty: the next request fails after its first word
+    GenerationParams last_params;
+
+    void loadModel(const LoadRequest& r) override {
+        m_loading = true;
+        QTimer::singleShot(0, this, [this, r] {
+            m_loading = false;
+            if (r.model_dir.contains(QStringLiteral("bad"))) {
+                emit loadFailed(QStringLiteral("%1/config.json: cannot open").arg(r.model_dir), false);
+                return;
+            }
+            m_has_model = true;
+            ModelDescription m;
+            m.model_dir = r.model_dir;
+            m.name = QStringLiteral("fake-moe");
+            m.model_type = QStringLiteral("deepseek_v3");
+            m.backend = QStringLiteral("cpu");
+            m.n_layers = 5;
+            m.n_moe_layers = 4;
+            m.first_k_dense_replace = 1;
+            m.n_routed_experts = 16;
+            m.n_shared_experts = 1;
+            m.n_active_experts = 2;
+            m.context_length = 1024;
+            m.kv_bytes_per_token_mla = m.kv_bytes_per_token_held = 576 * 2 * 5;
+            m.kv_bytes_per_token_mha = 2 * 16 * 128 * 2 * 5;
+            m.kv_bytes_per_token_gqa8 = 2 * 8 * 128 * 2 * 5;
+            emit modelLoaded(m);
+        });
+    }
+    void cancelLoad() override {}
+    bool isLoading() const override { return m_loading; }
+    bool hasModel() const override { return m_has_model; }
+
+    quint64 generate(const GenerationParams& params) override {
+        last_params = params;
+        const quint64 id = ++m_next;
+        m_running = id;
+        m_words = answer.split(QLatin1Char(' '));
+        m_pos = 0;
+        m_stats = StepStats{};
+        m_stats.prompt_tokens = 12;
+        m_timer.disconnect();
+        m_timer.setInterval(interval_ms);
+        connect(&m_timer, &QTimer::timeout, this, [this, id] { step(id); });
+        m_timer.start();
+        return id;
+    }
+    void stop(quint64 id) override {
+        if (id == m_running) m_stop = true;
+    }
+    bool isGenerating() const override { return m_running != 0; }
+    int chunksSent() const { return m_chunks; }
+
+private:
+    void step(quint64 id) {
+        GenerationOutcome o;
+        o.request_id = id;
+        if (m_stop || m_pos >= m_words.size() || (!fail_with.isEmpty() && m_pos == 1)) {
+            m_timer.stop();
+            o.finish = m_stop ? FinishKind::Cancelled : !fail_with.isEmpty() ? FinishKind::Error : FinishKind::Eos;
+            o.error = fail_with;
+            o.stats = m_stats;
+            fail_with.clear();
+            m_stop = false;
+            m_running = 0;
+            emit generationFinished(o);
+            return;
+        }
+        GenerationChunk c;
+        c.request_id = id;
+        const QString space = m_pos ? QStringLiteral(" ") : QString();
+        c.text = space + m_words[m_pos];
+        ++m_pos;
+        c.token_text_ends = {int(c.text.size())};
+        c.drafted = {m_pos % 2 == 0};
+        c.routing.n_layers = 4;
+        c.routing.top_k = 2;
+        c.routing.first_layer = 1;
+        for (int l = 0; l < 4; ++l) {
+            c.routing.expert_ids.insert(c.routing.expert_ids.end(), {(l + m_pos) % 16, (l * 3 + 5) % 16});
+            c.routing.weights.insert(c.routing.weights.end(), {0.7f, 0.3f});
+        }
+        m_stats.generated_tokens = m_pos;
+        m_stats.verify_steps = (m_pos + 1) / 2;
+        m_stats.drafts_proposed = m_stats.verify_steps;
+        m_stats.drafts_accepted = m_pos / 2;
+        m_stats.tokens_cached = m_stats.prompt_tokens + m_pos;
+        m_stats.kv_bytes_used = quint64(m_stats.tokens_cached) * 576 * 2 * 5;
+        m_stats.decode_tokens_per_s = 123.4;
+        m_stats.prefill_tokens_per_s = 456.7;
+        c.stats = m_stats;
+        ++m_chunks;
+        emit generationChunk(c);
+    }
+
+    QTimer m_timer;
+    QStringList m_words;
+    int m_pos = 0, m_chunks = 0;
+    quint64 m_next = 0, m_running = 0;
+    bool m_stop = false, m_loading = false, m_has_model = false;
+    StepStats m_stats;
+};
+
+}  // namespace cetus::ui::test

@@ -1,0 +1,183 @@
+// The main window against a scripted GenerationService and an in-memory store: the
+// no-model state, Enter / Shift+Enter, streaming into the last message, Markdown and
+// code copy buttons, Stop, inline errors, the panels, and the conversation list model.
+#include "fake_generation_service.h"
+
+#include <cetus/ui/chat_view.h>
+#include <cetus/ui/conversation_list_model.h>
+#include <cetus/ui/main_window.h>
+#include <cetus/ui/panels.h>
+#include <cetus/ui/sqlite_history_store.h>
+
+#include <QAbstractItemModelTester>
+#include <QApplication>
+#include <QClipboard>
+#include <QLabel>
+#include <QPushButton>
+#include <QSettings>
+#include <QSignalSpy>
+#include <QStandardPaths>
+#include <QTest>
+#include <QToolButton>
+
+using namespace cetus::ui;
+using cetus::ui::test::FakeGenerationService;
+
+class TestMainWindow : public QObject {
+    Q_OBJECT
+
+private slots:
+    void init();
+    void cleanup();
+    void noModelRefusesToSend();
+    void badFolderKeepsWorking();
+    void streamsIntoTheLastMessage();
+    void stopEndsTheAnswer();
+    void errorsShowInline();
+    void panelsReceiveData();
+    void listModelGroupsByDay();
+
+private:
+    void loadFake();
+    std::unique_ptr<SqliteHistoryStore> m_store;
+    std::unique_ptr<FakeGenerationService> m_service;
+    std::unique_ptr<MainWindow> m_window;
+};
+
+void TestMainWindow::init() {
+    QStandardPaths::setTestModeEnabled(true);
+    QCoreApplication::setOrganizationName(QStringLiteral("CetusTest"));
+    QCoreApplication::setApplicationName(QStringLiteral("cetus-fake"));
+    QSettings().clear();
+    m_store = SqliteHistoryStore::openInMemory();
+    m_service = std::make_unique<FakeGenerationService>();
+    m_window = std::make_unique<MainWindow>(*m_store, *m_service);
+    m_window->resize(1200, 800);
+    m_window->show();
+    QVERIFY(QTest::qWaitForWindowExposed(m_window.get()));
+}
+
+void TestMainWindow::cleanup() {
+    m_window.reset();
+    m_service.reset();
+    m_store.reset();
+}
+
+void TestMainWindow::loadFake() {
+    QSignalSpy loaded(m_service.get(), &GenerationService::modelLoaded);
+    m_window->openModel(QStringLiteral("/models/fake"));
+    QVERIFY(loaded.wait(2000));
+}
+
+void TestMainWindow::noModelRefusesToSend() {
+    QVERIFY(!m_window->sendButton()->isEnabled());
+    QTest::keyClicks(m_window->composer(), QStringLiteral("hi"));
+    QTest::keyClick(m_window->composer(), Qt::Key_Return);
+    QVERIFY(!m_window->controller().isGenerating());
+    QCOMPARE(m_window->composer()->toPlainText(), QStringLiteral("hi"));  // kept, not lost
+    QVERIFY(m_window->banner()->isVisible());
+    QVERIFY(m_window->banner()->text().contains(QStringLiteral("Open a model")));
+    QVERIFY(m_store->listConversations().empty());
+}
+
+void TestMainWindow::badFolderKeepsWorking() {
+    QSignalSpy failed(m_service.get(), &GenerationService::loadFailed);
+    m_window->openModel(QStringLiteral("/models/bad"));
+    QVERIFY(failed.wait(2000));
+    QVERIFY(m_window->banner()->text().contains(QStringLiteral("config.json")));
+    loadFake();
+    QVERIFY(m_window->sendButton()->isEnabled());
+    QVERIFY(!m_window->banner()->isVisible());
+}
+
+void TestMainWindow::streamsIntoTheLastMessage() {
+    loadFake();
+    QSignalSpy chunks(m_service.get(), &GenerationService::generationChunk);
+    QTest::keyClicks(m_window->composer(), QStringLiteral("Show me code"));
+    QTest::keyClick(m_window->composer(), Qt::Key_Return);
+    QVERIFY(m_window->controller().isGenerating());
+    QVERIFY(chunks.wait(2000));
+    QVERIFY(QTest::qWaitFor([&] { return !m_window->controller().isGenerating(); }, 5000));
+    const auto ws = m_window->chatView()->messageWidgets();
+    QCOMPARE(ws.size(), 2);
+    QCOMPARE(ws[1]->view()->source(), m_service->answer);
+    // Markdown rendered: the bold markers are gone from the visible text.
+    QVERIFY(!ws[1]->view()->toPlainText().contains(QStringLiteral("**")));
+    QVERIFY(ws[1]->view()->toPlainText().contains(QStringLiteral("int x = 1;")));
+    auto* copy_code = ws[1]->findChild<QToolButton*>(QStringLiteral("copyCodeButton"));
+    QVERIFY(copy_code);
+    QTest::mouseClick(copy_code, Qt::LeftButton);
+    QCOMPARE(QApplication::clipboard()->text(), QStringLiteral("int x = 1;"));
+    QVERIFY(ws[1]->findChild<QLabel*>(QStringLiteral("statsLabel"))->text().contains(QStringLiteral("tok/s")));
+    // The request carried the user's turn.
+    QCOMPARE(m_service->last_params.turns.back().content, QStringLiteral("Show me code"));
+}
+
+void TestMainWindow::stopEndsTheAnswer() {
+    loadFake();
+    m_service->interval_ms = 50;
+    QSignalSpy chunks(m_service.get(), &GenerationService::generationChunk);
+    QVERIFY(m_window->controller().send(QStringLiteral("long one")));
+    QVERIFY(chunks.wait(2000));
+    QVERIFY(m_window->stopButton()->isVisible());
+    QTest::mouseClick(m_window->stopButton(), Qt::LeftButton);
+    QVERIFY(QTest::qWaitFor([&] { return !m_window->controller().isGenerating(); }, 2000));
+    const auto& last = m_window->controller().messages().back();
+    QCOMPARE(last.record.status, MessageStatus::Complete);
+    QVERIFY(last.record.content.size() < m_service->answer.size());
+    QVERIFY(last.stats_line.contains(QStringLiteral("stopped")));
+    QVERIFY(m_window->sendButton()->isVisible());
+}
+
+void TestMainWindow::errorsShowInline() {
+    loadFake();
+    m_service->fail_with = QStringLiteral("out of GPU memory");
+    QVERIFY(m_window->controller().send(QStringLiteral("boom")));
+    QVERIFY(QTest::qWaitFor([&] { return !m_window->controller().isGenerating(); }, 2000));
+    const auto ws = m_window->chatView()->messageWidgets();
+    auto* err = ws.back()->findChild<QLabel*>(QStringLiteral("errorLabel"));
+    QVERIFY(err);
+    QVERIFY(err->text().contains(QStringLiteral("out of GPU memory")));
+    QCOMPARE(m_window->controller().messages().back().record.status, MessageStatus::Error);
+    QTest::qWait(50);
+    m_window->grab().save(QStringLiteral(CETUS_TEST_BUILD_DIR "/ui-fake-error.png"));
+}
+
+void TestMainWindow::panelsReceiveData() {
+    loadFake();
+    QVERIFY(m_window->controller().send(QStringLiteral("panels")));
+    QVERIFY(QTest::qWaitFor([&] { return !m_window->controller().isGenerating(); }, 5000));
+    QVERIFY(m_window->kvPanel()->summary().contains(QStringLiteral("7.1× what MLA holds")));
+    QCOMPARE(m_window->expertPanel()->heatmap()->total(), qint64(m_service->chunksSent() * 8));
+    QVERIFY(m_window->speculativePanel()->summary().contains(QStringLiteral("accepted")));
+    QTest::mouseClick(m_window->chatView()->messageWidgets().back()->view()->viewport(), Qt::LeftButton, {}, QPoint(4, 8));
+    QVERIFY(m_window->routingPanel()->title().startsWith(QStringLiteral("Token 1")));
+    QCOMPARE(m_window->routingPanel()->bars()->routing().n_layers, 4);
+    QTest::qWait(50);  // let the layouts settle before the screenshot
+    m_window->grab().save(QStringLiteral(CETUS_TEST_BUILD_DIR "/ui-fake-panels.png"));
+}
+
+void TestMainWindow::listModelGroupsByDay() {
+    ConversationListModel model;
+    QAbstractItemModelTester tester(&model, QAbstractItemModelTester::FailureReportingMode::QtTest);
+    const QDateTime now = QDateTime::currentDateTime();
+    const qint64 day = 24 * 3600 * 1000;
+    model.setConversations({{1, "old", false, now.toMSecsSinceEpoch() - 40 * day, 2},
+                            {2, "today", false, now.toMSecsSinceEpoch(), 2},
+                            {3, "pinned", true, now.toMSecsSinceEpoch() - 3 * day, 2},
+                            {4, "yesterday", false, now.toMSecsSinceEpoch() - day, 2}},
+                           now);
+    QStringList rows;
+    for (int i = 0; i < model.rowCount(); ++i) rows << model.index(i).data(Qt::EditRole).toString();
+    QCOMPARE(rows.mid(0, 6), (QStringList{"Pinned", "pinned", "Today", "today", "Yesterday", "yesterday"}));
+    QCOMPARE(rows.size(), 8);
+    QVERIFY(!(model.flags(model.index(0)) & Qt::ItemIsSelectable));
+    QSignalSpy rename(&model, &ConversationListModel::renameRequested);
+    QVERIFY(model.setData(model.index(3), QStringLiteral("renamed"), Qt::EditRole));
+    QCOMPARE(rename.count(), 1);
+    QCOMPARE(rename.at(0).at(0).toLongLong(), 2);
+    QVERIFY(!model.setData(model.index(0), QStringLiteral("header"), Qt::EditRole));
+}
+
+QTEST_MAIN(TestMainWindow)
+#include "test_main_window.moc"

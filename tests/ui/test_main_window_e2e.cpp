@@ -1,0 +1,369 @@
+// End to end: the real main window, the real engine worker on the tiny random golden
+// model (tests/data/golden/v3-noaux plus the byte-level tokenizer in tests/data/ui) and
+// a real SQLite file. Sends, streams, stops, regenerates, edits and resends, renames,
+// searches, deletes, restarts on the same database; checks the panels and token routing;
+// saves screenshots of the main states into the build folder.
+#include <cetus/ui/chat_view.h>
+#include <cetus/ui/conversation_list_model.h>
+#include <cetus/ui/engine_service.h>
+#include <cetus/ui/main_window.h>
+#include <cetus/ui/panels.h>
+#include <cetus/ui/sqlite_history_store.h>
+
+#include <QAbstractItemModelTester>
+#include <QComboBox>
+#include <QElapsedTimer>
+#include <QLabel>
+#include <QLineEdit>
+#include <QListView>
+#include <QListWidget>
+#include <QPushButton>
+#include <QSettings>
+#include <QSignalSpy>
+#include <QStandardPaths>
+#include <QTemporaryDir>
+#include <QTest>
+#include <QTimer>
+#include <QToolButton>
+
+using namespace cetus::ui;
+
+class TestMainWindowE2e : public QObject {
+    Q_OBJECT
+
+private slots:
+    void initTestCase();
+    void emptyStateWithoutModel();
+    void loadModelAndRejectBadFolder();
+    void sendStreamsAndPersists();
+    void stopWithinAStep();
+    void measureEventLoopStall();
+    void regenerateKeepsBranches();
+    void editAndResendKeepsBranches();
+    void panelsAndTokenRouting();
+    void renameSearchDelete();
+    void restartFindsHistory();
+    void cleanupTestCase();
+
+private:
+    void makeWindow();
+    void destroyWindow();
+    bool waitFinished(int timeout_ms = 60000);
+    void shot(const QString& name);
+    QList<MessageWidget*> widgets() { return m_window->chatView()->messageWidgets(); }
+
+    QTemporaryDir m_dir;
+    QString m_model_dir, m_db;
+    std::unique_ptr<SqliteHistoryStore> m_store;
+    std::unique_ptr<EngineGenerationService> m_service;
+    std::unique_ptr<MainWindow> m_window;
+};
+
+void TestMainWindowE2e::initTestCase() {
+    QStandardPaths::setTestModeEnabled(true);
+    QCoreApplication::setOrganizationName(QStringLiteral("CetusTest"));
+    QCoreApplication::setApplicationName(QStringLiteral("cetus-e2e"));
+    QSettings().clear();
+    QVERIFY(m_dir.isValid());
+    m_model_dir = m_dir.filePath(QStringLiteral("tiny-v3"));
+    QVERIFY(QDir().mkpath(m_model_dir));
+    const QString golden = QStringLiteral(CETUS_TEST_DATA "/golden/v3-noaux/");
+    const QString tok = QStringLiteral(CETUS_TEST_DATA "/ui/");
+    QVERIFY(QFile::copy(golden + "config.json", m_model_dir + "/config.json"));
+    QVERIFY(QFile::copy(golden + "model.safetensors", m_model_dir + "/model.safetensors"));
+    QVERIFY(QFile::copy(tok + "tokenizer.json", m_model_dir + "/tokenizer.json"));
+    QVERIFY(QFile::copy(tok + "tokenizer_config.json", m_model_dir + "/tokenizer_config.json"));
+    m_db = m_dir.filePath(QStringLiteral("conversations.sqlite3"));
+    makeWindow();
+}
+
+void TestMainWindowE2e::makeWindow() {
+    QString notice, error;
+    m_store = SqliteHistoryStore::open(m_db, &notice, &error);
+    QVERIFY2(m_store, qPrintable(error));
+    m_service = std::make_unique<EngineGenerationService>();
+    m_window = std::make_unique<MainWindow>(*m_store, *m_service);
+    m_window->setConfirmHandler([](const QString&) { return true; });
+    ConversationSettings defaults;
+    defaults.sampling.temperature = 0.8;
+    defaults.sampling.seed = 7;
+    defaults.sampling.max_new_tokens = 40;
+    m_window->controller().setDefaultSettings(defaults);
+    m_window->resize(1400, 900);
+    m_window->show();
+    QVERIFY(QTest::qWaitForWindowExposed(m_window.get()));
+}
+
+void TestMainWindowE2e::destroyWindow() {
+    m_window.reset();
+    m_service.reset();  // cancel, quit, wait
+    m_store.reset();
+}
+
+bool TestMainWindowE2e::waitFinished(int timeout_ms) {
+    return QTest::qWaitFor([this] { return !m_window->controller().isGenerating(); }, timeout_ms);
+}
+
+void TestMainWindowE2e::shot(const QString& name) {
+    QCoreApplication::processEvents();
+    const QString file = QStringLiteral(CETUS_TEST_BUILD_DIR "/ui-%1.png").arg(name);
+    QVERIFY2(m_window->grab().save(file), qPrintable(file));
+}
+
+void TestMainWindowE2e::cleanupTestCase() { destroyWindow(); }
+
+void TestMainWindowE2e::emptyStateWithoutModel() {
+    auto* label = m_window->findChild<QLabel*>(QStringLiteral("emptyStateLabel"));
+    QVERIFY(label && label->isVisible());
+    QVERIFY(label->text().contains(QStringLiteral("No model loaded")));
+    QVERIFY(m_window->findChild<QPushButton*>(QStringLiteral("openModelButton"))->isVisible());
+    QVERIFY(!m_window->sendButton()->isEnabled());
+    QCOMPARE(m_window->windowTitle(), QStringLiteral("Cetus"));
+    shot(QStringLiteral("01-no-model"));
+}
+
+void TestMainWindowE2e::loadModelAndRejectBadFolder() {
+    QSignalSpy loaded(m_service.get(), &GenerationService::modelLoaded);
+    m_window->openModel(m_model_dir);
+    QVERIFY(m_window->loadBar()->isVisible());
+    QVERIFY(loaded.wait(60000));
+    QVERIFY(!m_window->loadBar()->isVisible());
+    QVERIFY(m_window->sendButton()->isEnabled());
+    QCOMPARE(QSettings().value(QStringLiteral("model/lastDir")).toString(), m_model_dir);
+    QVERIFY(m_window->modelPanel()->text().contains(QStringLiteral("deepseek_v3")));
+
+    // A folder that is not a model: a clear message, and the model stays loaded.
+    QSignalSpy failed(m_service.get(), &GenerationService::loadFailed);
+    m_window->openModel(m_dir.filePath(QStringLiteral("not-a-model")));
+    QVERIFY(failed.wait(30000));
+    QVERIFY(m_window->banner()->isVisible());
+    QVERIFY2(m_window->banner()->text().contains(QStringLiteral("previous model stays loaded")), qPrintable(m_window->banner()->text()));
+    QVERIFY(m_service->hasModel());
+    QCOMPARE(QSettings().value(QStringLiteral("model/lastDir")).toString(), m_model_dir);
+    shot(QStringLiteral("02-bad-folder"));
+}
+
+void TestMainWindowE2e::sendStreamsAndPersists() {
+    QSignalSpy chunks(m_service.get(), &GenerationService::generationChunk);
+    QTest::keyClicks(m_window->composer(), QStringLiteral("Hello whale"));
+    QTest::keyClick(m_window->composer(), Qt::Key_Return, Qt::ShiftModifier);  // a line break, not a send
+    QVERIFY(!m_window->controller().isGenerating());
+    QTest::keyClicks(m_window->composer(), QStringLiteral("tell me about experts"));
+    QTest::keyClick(m_window->composer(), Qt::Key_Return);
+    QVERIFY(m_window->controller().isGenerating());
+    QVERIFY(m_window->composer()->toPlainText().isEmpty());
+    QVERIFY(m_window->stopButton()->isVisible());
+    QVERIFY(waitFinished());
+    QVERIFY(chunks.count() >= 1);
+    const auto& msgs = m_window->controller().messages();
+    QCOMPARE(msgs.size(), size_t(2));
+    QCOMPARE(msgs[0].record.content, QStringLiteral("Hello whale\ntell me about experts"));
+    QCOMPARE(msgs[1].record.status, MessageStatus::Complete);
+    QVERIFY(!msgs[1].token_text_ends.empty());
+    QVERIFY(m_window->windowTitle().startsWith(QStringLiteral("Hello whale")));
+    QCOMPARE(widgets().size(), 2);
+    QVERIFY(!widgets()[1]->findChild<QLabel*>(QStringLiteral("statsLabel"))->text().isEmpty());
+    // Persisted: the store has the conversation with both messages and a routing trace.
+    const auto list = m_store->listConversations();
+    QCOMPARE(list.size(), size_t(1));
+    const auto conv = m_store->openConversation(list[0].id);
+    QVERIFY(conv);
+    QCOMPARE(conv->messages.size(), size_t(2));
+    QVERIFY(conv->messages[1].has_routing_trace);
+    shot(QStringLiteral("03-answered"));
+}
+
+void TestMainWindowE2e::stopWithinAStep() {
+    m_window->controller().setDebugTokenDelayMs(40);
+    auto s = m_window->controller().settings();
+    QSignalSpy chunks(m_service.get(), &GenerationService::generationChunk);
+    QSignalSpy finished(m_service.get(), &GenerationService::generationFinished);
+    QVERIFY(m_window->controller().send(QStringLiteral("Count slowly")));
+    QVERIFY(chunks.wait(20000));
+    shot(QStringLiteral("04-streaming"));
+    QElapsedTimer t;
+    t.start();
+    QTest::mouseClick(m_window->stopButton(), Qt::LeftButton);
+    QVERIFY(finished.wait(5000));
+    const qint64 stop_ms = t.elapsed();
+    const auto outcome = finished.last().at(0).value<GenerationOutcome>();
+    QCOMPARE(outcome.finish, FinishKind::Cancelled);
+    QVERIFY2(stop_ms < 2000, qPrintable(QString::number(stop_ms)));
+    qInfo("stop took %lld ms (one step = 40 ms debug delay + compute)", stop_ms);
+    QVERIFY(outcome.stats.generated_tokens < 40);
+    m_window->controller().setDebugTokenDelayMs(0);
+    const auto& last = m_window->controller().messages().back();
+    QCOMPARE(last.record.status, MessageStatus::Complete);
+    QVERIFY(last.stats_line.contains(QStringLiteral("stopped")));
+    Q_UNUSED(s);
+}
+
+// The longest gap between ticks of a 1 ms timer on the GUI thread while answers stream.
+void TestMainWindowE2e::measureEventLoopStall() {
+    auto defaults = m_window->controller().settings();
+    QElapsedTimer clock;
+    qint64 last = 0, worst = 0;
+    QTimer tick;
+    tick.setInterval(1);
+    connect(&tick, &QTimer::timeout, this, [&] {
+        const qint64 now = clock.elapsed();
+        worst = std::max(worst, now - last);
+        last = now;
+    });
+    int n_chunks = 0;
+    auto c = connect(m_service.get(), &GenerationService::generationChunk, this, [&] { ++n_chunks; });
+    m_window->controller().setDebugTokenDelayMs(5);  // ~200 tok/s: a steady stream of batches
+    clock.start();
+    tick.start();
+    QElapsedTimer run;
+    run.start();
+    QVERIFY(m_window->controller().send(QStringLiteral("Go on")));
+    QVERIFY(waitFinished());
+    tick.stop();
+    disconnect(c);
+    m_window->controller().setDebugTokenDelayMs(0);
+    const double seconds = double(run.elapsed()) / 1000.0;
+    qInfo("event-loop stall: longest gap %lld ms over %.2f s of generation; %d batches (%.1f per s)", worst, seconds,
+          n_chunks, n_chunks / std::max(seconds, 1e-3));
+    QVERIFY(n_chunks / std::max(seconds, 1e-3) <= 40.0);  // batching holds (~30/s)
+}
+
+void TestMainWindowE2e::regenerateKeepsBranches() {
+    const auto before = m_window->controller().messages();
+    auto* regen = widgets().back()->findChild<QToolButton*>(QStringLiteral("regenerateButton"));
+    QVERIFY(regen && regen->isEnabled());
+    QTest::mouseClick(regen, Qt::LeftButton);
+    QVERIFY(m_window->controller().isGenerating());
+    QVERIFY(waitFinished());
+    const auto& after = m_window->controller().messages();
+    QCOMPARE(after.size(), before.size());
+    QCOMPARE(after.back().branch_count, 2);
+    QCOMPARE(after.back().branch_index, 1);
+    auto* label = widgets().back()->findChild<QLabel*>(QStringLiteral("branchLabel"));
+    QVERIFY(label);
+    QCOMPARE(label->text(), QStringLiteral("2/2"));
+    // Back to the first version and forward again.
+    QTest::mouseClick(widgets().back()->findChild<QToolButton*>(QStringLiteral("previousBranch")), Qt::LeftButton);
+    QCOMPARE(m_window->controller().messages().back().branch_index, 0);
+    QCOMPARE(m_window->controller().messages().back().record.id, before.back().record.id);
+    QTest::mouseClick(widgets().back()->findChild<QToolButton*>(QStringLiteral("nextBranch")), Qt::LeftButton);
+    QCOMPARE(m_window->controller().messages().back().branch_index, 1);
+}
+
+void TestMainWindowE2e::editAndResendKeepsBranches() {
+    const int n = int(widgets().size());
+    MessageWidget* user = widgets()[n - 2];
+    QTest::mouseClick(user->findChild<QToolButton*>(QStringLiteral("editButton")), Qt::LeftButton);
+    auto* editor = user->findChild<QPlainTextEdit*>(QStringLiteral("editEditor"));
+    QVERIFY(editor && editor->isVisible());
+    editor->setPlainText(QStringLiteral("Go on, edited"));
+    QTest::mouseClick(user->findChild<QPushButton*>(QStringLiteral("resendButton")), Qt::LeftButton);
+    QVERIFY(waitFinished());
+    const auto& msgs = m_window->controller().messages();
+    QCOMPARE(msgs[msgs.size() - 2].record.content, QStringLiteral("Go on, edited"));
+    QCOMPARE(msgs[msgs.size() - 2].branch_count, 2);
+    QCOMPARE(msgs.back().record.status, MessageStatus::Complete);
+    shot(QStringLiteral("05-branches"));
+}
+
+void TestMainWindowE2e::panelsAndTokenRouting() {
+    QVERIFY2(m_window->kvPanel()->summary().contains(QStringLiteral("tokens in cache")), qPrintable(m_window->kvPanel()->summary()));
+    QCOMPARE(m_window->kvPanel()->pointsShown(), 1);
+    QVERIFY(m_window->expertPanel()->heatmap()->total() > 0);
+    QVERIFY(m_window->speculativePanel()->pointsShown() > 0);
+    QVERIFY(m_window->speculativePanel()->summary().contains(QStringLiteral("decode")));
+
+    // Click the first character of the last answer: its token's routing appears.
+    MarkdownView* view = widgets().back()->view();
+    QVERIFY(!view->source().isEmpty());
+    QTest::mouseClick(view->viewport(), Qt::LeftButton, {}, QPoint(6, 8));
+    QVERIFY2(m_window->routingPanel()->title().startsWith(QStringLiteral("Token")), qPrintable(m_window->routingPanel()->title()));
+    const RoutingData& r = m_window->routingPanel()->bars()->routing();
+    QCOMPARE(r.n_layers, 2);  // 3 layers, the first dense
+    QCOMPARE(r.top_k, 4);
+    QCOMPARE(r.first_layer, 1);
+    QCOMPARE(r.expert_ids.size(), size_t(8));
+    shot(QStringLiteral("06-token-routing"));
+
+    // The same for an answer loaded from history (stored trace): open it afresh.
+    const qint64 id = *m_window->controller().currentConversation();
+    m_window->controller().newConversation();
+    m_window->routingPanel()->clear();
+    m_window->controller().openConversation(id);
+    QTest::mouseClick(widgets().back()->view()->viewport(), Qt::LeftButton, {}, QPoint(6, 8));
+    QVERIFY(m_window->routingPanel()->title().startsWith(QStringLiteral("Token 1")));
+    QCOMPARE(m_window->routingPanel()->bars()->routing().expert_ids.size(), size_t(8));
+    QVERIFY(m_window->expertPanel()->heatmap()->total() == 0);  // "this answer": none streaming
+    m_window->findChild<QComboBox*>(QStringLiteral("expertScope"))->setCurrentIndex(1);
+    QVERIFY(m_window->expertPanel()->heatmap()->total() > 0);  // the conversation, from traces
+    shot(QStringLiteral("07-history-conversation-experts"));
+}
+
+void TestMainWindowE2e::renameSearchDelete() {
+    QAbstractItemModelTester tester(m_window->conversationModel(), QAbstractItemModelTester::FailureReportingMode::QtTest);
+    const qint64 id = *m_window->controller().currentConversation();
+    ConversationListModel* model = m_window->conversationModel();
+    const int row = model->rowOf(id);
+    QVERIFY(row > 0);  // below its day header
+    QVERIFY(model->data(model->index(row - 1), ConversationListModel::IsHeaderRole).toBool());
+    QCOMPARE(model->data(model->index(row - 1), Qt::DisplayRole).toString(), QStringLiteral("Today"));
+    QVERIFY(model->setData(model->index(model->rowOf(id)), QStringLiteral("Whale talk"), Qt::EditRole));
+    QCOMPARE(m_store->openConversation(id)->title, QStringLiteral("Whale talk"));
+    QCOMPARE(m_window->windowTitle(), QStringLiteral("Whale talk — Cetus"));
+
+    // Search across all messages, with highlighted snippets.
+    QTest::keyClicks(m_window->searchField(), QStringLiteral("experts"));
+    QListWidget* results = m_window->searchResults();
+    QVERIFY(results->isVisible());
+    QVERIFY(results->count() >= 1);
+    auto* hit = qobject_cast<QLabel*>(results->itemWidget(results->item(0)));
+    QVERIFY(hit);
+    QVERIFY2(hit->text().contains(QStringLiteral("<b>experts</b>")), qPrintable(hit->text()));
+    shot(QStringLiteral("08-search"));
+    m_window->searchField()->clear();
+    QVERIFY(m_window->conversationList()->isVisible());
+
+    // Pin, then a second conversation, then delete it (confirmation answered yes).
+    m_window->controller().setPinned(id, true);
+    QCOMPARE(model->data(model->index(0), Qt::DisplayRole).toString(), QStringLiteral("Pinned"));
+    m_window->controller().newConversation();
+    QVERIFY(m_window->controller().send(QStringLiteral("Temporary")));
+    QVERIFY(waitFinished());
+    const qint64 temp = *m_window->controller().currentConversation();
+    QCOMPARE(m_store->listConversations().size(), size_t(2));
+    shot(QStringLiteral("09-two-conversations"));
+    m_window->deleteConversation(temp);
+    QCOMPARE(m_store->listConversations().size(), size_t(1));
+    QCOMPARE(model->rowOf(temp), -1);
+    QVERIFY(!m_window->controller().currentConversation());
+    m_window->controller().openConversation(id);
+
+    // Export both ways.
+    QVERIFY(m_window->exportConversation(m_dir.filePath(QStringLiteral("c.json")), false));
+    QVERIFY(m_window->exportConversation(m_dir.filePath(QStringLiteral("c.md")), true));
+    QFile md(m_dir.filePath(QStringLiteral("c.md")));
+    QVERIFY(md.open(QIODevice::ReadOnly));
+    QVERIFY(md.readAll().contains("Whale talk"));
+}
+
+void TestMainWindowE2e::restartFindsHistory() {
+    const qint64 id = *m_window->controller().currentConversation();
+    const size_t n_messages = m_window->controller().messages().size();
+    m_window->close();
+    destroyWindow();
+    makeWindow();
+    QCOMPARE(m_window->conversationModel()->rowOf(id), 1);  // under "Pinned"
+    m_window->restoreLastConversation();
+    QCOMPARE(m_window->controller().currentConversation().value_or(-1), id);
+    QCOMPARE(m_window->controller().messages().size(), n_messages);
+    QCOMPARE(m_window->windowTitle(), QStringLiteral("Whale talk — Cetus"));
+    QSignalSpy loaded(m_service.get(), &GenerationService::modelLoaded);
+    QVERIFY(m_window->restoreLastModel());
+    QVERIFY(loaded.wait(60000));
+    m_window->findChild<QComboBox*>(QStringLiteral("expertScope"))->setCurrentIndex(1);
+    QVERIFY(m_window->expertPanel()->heatmap()->total() > 0);  // from the stored traces
+    shot(QStringLiteral("10-after-restart"));
+}
+
+QTEST_MAIN(TestMainWindowE2e)
+#include "test_main_window_e2e.moc"

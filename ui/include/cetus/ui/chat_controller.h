@@ -1,0 +1,114 @@
+// The chat controller: the one place that turns user actions (send, stop, regenerate,
+// edit and resend, switch branch, open/rename/pin/delete) into HistoryStore writes and
+// GenerationService requests, and the services' answers into signals for the views.
+// Lives on the GUI thread; knows no widget, no engine and no storage type.
+#pragma once
+
+#include "cetus/ui/generation_service.h"
+#include "cetus/ui/history_store.h"
+
+#include <QElapsedTimer>
+#include <QObject>
+
+#include <optional>
+#include <vector>
+
+namespace cetus::ui {
+
+// A message as the chat view shows it: where it sits among its siblings, and, for an
+// answer, where each generated token's text ends (for clicks on tokens).
+struct DisplayMessage {
+    MessageRecord record;
+    int branch_index = 0, branch_count = 1;
+    std::vector<int> token_text_ends;
+    QString error;        // for MessageStatus::Error
+    QString stats_line;   // "42 tokens · 18.3 tok/s · MTP 71 % accepted"
+};
+
+struct ConversationSettings {
+    QString system_prompt;
+    SamplingSettings sampling;
+};
+
+class ChatController : public QObject {
+    Q_OBJECT
+public:
+    ChatController(HistoryStore& store, GenerationService& service, QObject* parent = nullptr);
+
+    HistoryStore& store() { return m_store; }
+    GenerationService& service() { return m_service; }
+
+    std::optional<qint64> currentConversation() const { return m_conversation ? std::optional<qint64>(m_conversation->id) : std::nullopt; }
+    QString currentTitle() const { return m_conversation ? m_conversation->title : QString(); }
+    const std::vector<DisplayMessage>& messages() const { return m_display; }
+    bool isGenerating() const { return m_request_id != 0; }
+    std::optional<ModelDescription> model() const { return m_model; }
+    ConversationSettings settings() const;
+    // Counts [n_moe_layers x n_routed_experts] of the streaming/last answer, and of the conversation.
+    const std::vector<qint64>& answerExpertCounts() const { return m_answer_counts; }
+    std::vector<qint64> conversationExpertCounts() const;
+    const std::vector<StepStats>& answerStatsHistory() const { return m_stats_history; }
+
+    void setDefaultSettings(const ConversationSettings& s) { m_defaults = s; }
+    void setDebugTokenDelayMs(int ms) { m_debug_delay_ms = ms; }
+
+public slots:
+    void newConversation();
+    void openConversation(qint64 id);
+    bool send(const QString& text);
+    void stop();
+    void regenerate(qint64 assistant_message_id);
+    void editAndResend(qint64 user_message_id, const QString& text);
+    void switchBranch(qint64 message_id, int delta);
+    void renameConversation(qint64 id, const QString& title);
+    void setPinned(qint64 id, bool pinned);
+    void deleteConversation(qint64 id);
+    void applySettings(const cetus::ui::ConversationSettings& s);
+    void selectToken(qint64 message_id, int text_offset);
+
+signals:
+    void conversationListChanged();
+    void conversationChanged();                       // rebuild the whole chat view
+    void streamUpdated(qint64 message_id, const QString& text);
+    void generationStateChanged(bool generating);
+    void statsUpdated(const cetus::ui::StepStats& stats);
+    void expertCountsChanged();
+    void tokenSelected(const QString& label, const cetus::ui::RoutingData& token_routing);
+    void errorOccurred(const QString& message);
+    void modelChanged();
+
+private:
+    void onModelLoaded(const ModelDescription& m);
+    void onChunk(const GenerationChunk& chunk);
+    void onFinished(const GenerationOutcome& outcome);
+    void reload(std::optional<qint64> id);
+    void rebuildDisplay();
+    void startAnswer(qint64 assistant_id);
+    std::vector<ChatTurn> turnsBefore(qint64 message_id) const;
+    const MessageRecord* find(qint64 id) const;
+    QString statsJson(const GenerationOutcome& o) const;
+    void addCounts(std::vector<qint64>& counts, const RoutingData& r) const;
+
+    HistoryStore& m_store;
+    GenerationService& m_service;
+    std::optional<ConversationRecord> m_conversation;
+    std::vector<DisplayMessage> m_display;
+    std::optional<ModelDescription> m_model;
+    ConversationSettings m_defaults;
+    int m_debug_delay_ms = 0;
+
+    // The answer being generated.
+    quint64 m_request_id = 0;
+    qint64 m_answer_id = 0;
+    QString m_answer_text;
+    std::vector<int> m_answer_ends;
+    RoutingData m_answer_routing;
+    StepStats m_answer_stats;
+    std::vector<StepStats> m_stats_history;
+    std::vector<qint64> m_answer_counts;
+    QElapsedTimer m_since_checkpoint;
+    std::vector<qint64> m_history_counts;  // expert counts of the conversation's stored answers
+};
+
+}  // namespace cetus::ui
+

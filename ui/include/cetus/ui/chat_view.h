@@ -1,0 +1,90 @@
+// The chat column: one MessageWidget per message of the active branch, Markdown
+// rendered by Qt (QTextDocument::setMarkdown), the streaming answer updated in place.
+#pragma once
+
+#include "cetus/ui/chat_controller.h"
+
+#include <QScrollArea>
+#include <QTextBrowser>
+
+class QLabel;
+class QPlainTextEdit;
+class QPushButton;
+class QToolButton;
+class QVBoxLayout;
+
+namespace cetus::ui {
+
+// A read-only Markdown view as tall as its text; a click reports the offset into the
+// Markdown source of the character under the mouse.
+class MarkdownView : public QTextBrowser {
+    Q_OBJECT
+public:
+    explicit MarkdownView(QWidget* parent = nullptr);
+    void setSource(const QString& markdown, bool plain);
+    const QString& source() const { return m_source; }
+    int sourceOffsetAt(const QPoint& pos) const;
+
+signals:
+    void clickedAt(int source_offset);
+
+protected:
+    void resizeEvent(QResizeEvent* e) override;
+    void mouseReleaseEvent(QMouseEvent* e) override;
+
+private:
+    void fitHeight();
+    QString m_source;
+};
+
+class MessageWidget : public QFrame {
+    Q_OBJECT
+public:
+    explicit MessageWidget(const DisplayMessage& message, bool streaming, QWidget* parent = nullptr);
+    qint64 messageId() const { return m_id; }
+    void setStreamingText(const QString& text);
+    MarkdownView* view() const { return m_view; }
+
+signals:
+    void regenerateRequested(qint64 id);
+    void editRequested(qint64 id, const QString& text);
+    void branchRequested(qint64 id, int delta);
+    void tokenClicked(qint64 id, int offset);
+
+private:
+    void startEdit();
+    void updateCodeButtons(const QString& text);
+
+    qint64 m_id = 0;
+    MarkdownView* m_view = nullptr;
+    QPlainTextEdit* m_editor = nullptr;
+    QWidget* m_edit_bar = nullptr;
+    QWidget* m_code_bar = nullptr;
+    int m_n_code_blocks = -1;
+};
+
+class ChatView : public QScrollArea {
+    Q_OBJECT
+public:
+    explicit ChatView(QWidget* parent = nullptr);
+    void setMessages(const std::vector<DisplayMessage>& messages, bool streaming_last);
+    void updateStreaming(qint64 message_id, const QString& text);
+    QList<MessageWidget*> messageWidgets() const;
+
+signals:
+    void regenerateRequested(qint64 id);
+    void editRequested(qint64 id, const QString& text);
+    void branchRequested(qint64 id, int delta);
+    void tokenClicked(qint64 id, int offset);
+
+private:
+    void scrollToEndIfFollowing(bool following);
+    QWidget* m_content = nullptr;
+    QVBoxLayout* m_layout = nullptr;
+    QList<MessageWidget*> m_widgets;  // in display order
+};
+
+// Fenced code blocks of a Markdown text (the copy buttons' contents).
+QStringList fencedCodeBlocks(const QString& markdown);
+
+}  // namespace cetus::ui

@@ -1,0 +1,39 @@
+// The UI's one door to the engine. The real implementation runs the engine on a worker
+// thread (engine_service.h); tests substitute a fake. Every call returns at once and
+// every result arrives later as a signal on the GUI thread, carrying plain values.
+#pragma once
+
+#include "cetus/ui/types.h"
+
+#include <QObject>
+
+namespace cetus::ui {
+
+class GenerationService : public QObject {
+    Q_OBJECT
+public:
+    using QObject::QObject;
+    ~GenerationService() override = default;
+
+    // Starts loading a model folder; the current model stays until the new one is in.
+    virtual void loadModel(const LoadRequest& request) = 0;
+    virtual void cancelLoad() = 0;
+    virtual bool isLoading() const = 0;
+    virtual bool hasModel() const = 0;
+
+    // Starts an answer; returns its request id (> 0). At most one runs at a time:
+    // a second call while one runs is refused with generationFinished(Error).
+    virtual quint64 generate(const GenerationParams& params) = 0;
+    // Asks the running request to stop; it finishes with FinishKind::Cancelled within one step.
+    virtual void stop(quint64 request_id) = 0;
+    virtual bool isGenerating() const = 0;
+
+signals:
+    void loadProgress(double fraction, const QString& stage);
+    void modelLoaded(const cetus::ui::ModelDescription& model);
+    void loadFailed(const QString& message, bool cancelled);
+    void generationChunk(const cetus::ui::GenerationChunk& chunk);
+    void generationFinished(const cetus::ui::GenerationOutcome& outcome);
+};
+
+}  // namespace cetus::ui

@@ -1,0 +1,55 @@
+// The UI's one door to the conversation database. Calls are synchronous and made on
+// the GUI thread only at message boundaries (plus a checkpoint about once a second).
+// Failures never throw: a call returns false / nullopt / empty and emits storageError.
+#pragma once
+
+#include "cetus/ui/types.h"
+
+#include <QObject>
+
+#include <optional>
+#include <vector>
+
+namespace cetus::ui {
+
+class HistoryStore : public QObject {
+    Q_OBJECT
+public:
+    using QObject::QObject;
+    ~HistoryStore() override = default;
+
+    virtual std::vector<ConversationSummaryRecord> listConversations() = 0;
+    virtual std::optional<qint64> createConversation(const QString& model, const QString& system_prompt,
+                                                     const QString& sampling_json) = 0;
+    virtual std::optional<ConversationRecord> openConversation(qint64 id) = 0;
+    virtual bool renameConversation(qint64 id, const QString& title) = 0;
+    virtual bool setPinned(qint64 id, bool pinned) = 0;
+    virtual bool deleteConversation(qint64 id) = 0;
+    virtual bool setSettings(qint64 id, const QString& model, const QString& system_prompt,
+                             const QString& sampling_json) = 0;
+    virtual bool setActiveMessage(qint64 conversation_id, qint64 message_id) = 0;
+
+    virtual std::optional<qint64> addMessage(qint64 conversation_id, std::optional<qint64> parent_id,
+                                             ChatRole role, const QString& content, MessageStatus status) = 0;
+    // A sibling of message_id (same parent and role), the old branch kept.
+    virtual std::optional<qint64> branchAt(qint64 message_id, const QString& content, MessageStatus status) = 0;
+    virtual bool checkpointMessage(qint64 message_id, const QString& content) = 0;
+    virtual bool finishMessage(qint64 message_id, const QString& content, MessageStatus status,
+                               const QString& stats_json) = 0;
+    virtual bool setRoutingTrace(qint64 message_id, const RoutingData& trace) = 0;
+    virtual std::optional<RoutingData> routingTrace(qint64 message_id) = 0;
+
+    virtual std::vector<SearchResult> search(const QString& text) = 0;
+    virtual bool exportJson(const QString& file, std::optional<qint64> conversation_id) = 0;
+    virtual bool exportMarkdown(const QString& file, qint64 conversation_id) = 0;
+    // Number of conversations imported, or nullopt on failure (nothing imported).
+    virtual std::optional<int> importJson(const QString& file) = 0;
+
+    // A description of the database for the About box and the log ("file", "in memory").
+    virtual QString location() const = 0;
+
+signals:
+    void storageError(const QString& message);
+};
+
+}  // namespace cetus::ui

@@ -1,0 +1,127 @@
+// The main window: conversation list and search on the left, the chat and composer in
+// the middle, the inspector docks on the right, the model loading bar at the bottom.
+// It wires widgets to the ChatController and the GenerationService's load signals.
+#pragma once
+
+#include "cetus/ui/chat_controller.h"
+
+#include <QMainWindow>
+#include <QPlainTextEdit>
+
+#include <functional>
+#include <memory>
+
+class QLabel;
+class QLineEdit;
+class QListView;
+class QListWidget;
+class QProgressBar;
+class QPushButton;
+class QStackedWidget;
+class QActionGroup;
+
+namespace cetus::ui {
+
+class ChatView;
+class ConversationListModel;
+class ExpertPanel;
+class KvCachePanel;
+class ModelPanel;
+class RoutingPanel;
+class SpeculativePanel;
+
+// Enter sends, Shift+Enter breaks the line.
+class Composer : public QPlainTextEdit {
+    Q_OBJECT
+public:
+    using QPlainTextEdit::QPlainTextEdit;
+signals:
+    void submitted();
+protected:
+    void keyPressEvent(QKeyEvent* e) override;
+};
+
+class MainWindow : public QMainWindow {
+    Q_OBJECT
+public:
+    MainWindow(HistoryStore& store, GenerationService& service, QWidget* parent = nullptr);
+    ~MainWindow() override;
+
+    // Loads a model folder with the device chosen in the Model menu.
+    void openModel(const QString& dir);
+    // The last model (QSettings) if any; returns whether a load started.
+    bool restoreLastModel();
+    void restoreLastConversation();
+    // Replaces the confirmation dialog (tests).
+    void setConfirmHandler(std::function<bool(const QString&)> confirm) { m_confirm = std::move(confirm); }
+    bool exportConversation(const QString& file, bool markdown);
+    bool importConversations(const QString& file);
+    void deleteConversation(qint64 id);
+
+    ChatController& controller() { return *m_controller; }
+    ChatView* chatView() const { return m_chat; }
+    Composer* composer() const { return m_composer; }
+    QPushButton* sendButton() const { return m_send; }
+    QPushButton* stopButton() const { return m_stop; }
+    QListView* conversationList() const { return m_list; }
+    ConversationListModel* conversationModel() const { return m_list_model; }
+    QLineEdit* searchField() const { return m_search; }
+    QListWidget* searchResults() const { return m_results; }
+    KvCachePanel* kvPanel() const { return m_kv; }
+    ExpertPanel* expertPanel() const { return m_experts; }
+    RoutingPanel* routingPanel() const { return m_routing; }
+    SpeculativePanel* speculativePanel() const { return m_spec; }
+    ModelPanel* modelPanel() const { return m_model_panel; }
+    QLabel* banner() const { return m_banner; }
+    QWidget* loadBar() const { return m_load_bar; }
+
+protected:
+    void closeEvent(QCloseEvent* e) override;
+
+private:
+    void buildMenus();
+    QWidget* buildLeft();
+    QWidget* buildCenter();
+    void buildDocks();
+    void refreshList();
+    void refreshChat();
+    void refreshTitle();
+    void refreshEnabled();
+    void refreshExperts();
+    void showBanner(const QString& text, bool error);
+    void runSearch();
+    void editSettings();
+    void showAbout();
+    void chooseAndOpenModel();
+    std::optional<qint64> selectedConversation() const;
+
+    std::unique_ptr<ChatController> m_controller;
+    GenerationService& m_service;
+    ConversationListModel* m_list_model = nullptr;
+    QListView* m_list = nullptr;
+    QListWidget* m_results = nullptr;
+    QStackedWidget* m_left_stack = nullptr;
+    QLineEdit* m_search = nullptr;
+    QStackedWidget* m_center_stack = nullptr;
+    QLabel* m_empty_label = nullptr;
+    QPushButton* m_empty_open = nullptr;
+    ChatView* m_chat = nullptr;
+    Composer* m_composer = nullptr;
+    QPushButton* m_send = nullptr;
+    QPushButton* m_stop = nullptr;
+    QLabel* m_banner = nullptr;
+    QWidget* m_load_bar = nullptr;
+    QProgressBar* m_progress = nullptr;
+    QLabel* m_load_label = nullptr;
+    QLabel* m_model_status = nullptr;
+    KvCachePanel* m_kv = nullptr;
+    ExpertPanel* m_experts = nullptr;
+    RoutingPanel* m_routing = nullptr;
+    SpeculativePanel* m_spec = nullptr;
+    ModelPanel* m_model_panel = nullptr;
+    QActionGroup* m_device_group = nullptr;
+    std::function<bool(const QString&)> m_confirm;
+    QString m_loading_dir;
+};
+
+}  // namespace cetus::ui

@@ -1,0 +1,147 @@
+// The inspector's live panels (docked on the right): KV cache against standard
+// attention, the layers x experts heatmap, one token's routing, speculative decoding
+// and throughput, and the model's description. They only display what they are given.
+#pragma once
+
+#include "cetus/ui/types.h"
+
+#include <QWidget>
+
+#include <optional>
+
+class QChart;
+class QChartView;
+class QComboBox;
+class QLabel;
+class QLineSeries;
+class QScatterSeries;
+class QValueAxis;
+
+namespace cetus::ui {
+
+QString formatBytes(double bytes);
+QString formatCount(double n);  // 1.2 B, 37 M, 640 K
+
+class KvCachePanel : public QWidget {
+    Q_OBJECT
+public:
+    explicit KvCachePanel(QWidget* parent = nullptr);
+    void setModel(const std::optional<ModelDescription>& model);
+    void setStats(const StepStats& stats);
+    QString summary() const;
+    int pointsShown() const;
+
+private:
+    std::optional<ModelDescription> m_model;
+    double m_unit = 1024.0;
+    QChart* m_chart = nullptr;
+    QChartView* m_view = nullptr;
+    QLineSeries* m_mla = nullptr;
+    QLineSeries* m_mha = nullptr;
+    QLineSeries* m_gqa = nullptr;
+    QScatterSeries* m_now = nullptr;
+    QValueAxis* m_x = nullptr;
+    QValueAxis* m_y = nullptr;
+    QLabel* m_label = nullptr;
+};
+
+class ExpertHeatmap : public QWidget {
+    Q_OBJECT
+public:
+    explicit ExpertHeatmap(QWidget* parent = nullptr);
+    void setData(int n_layers, int n_experts, int n_shared, int first_layer, std::vector<qint64> counts);
+    qint64 total() const;
+    QSize sizeHint() const override;
+    QSize minimumSizeHint() const override { return {160, 80}; }
+    static QColor colorFor(double t);  // 0..1 -> a perceptually ordered dark-to-bright scale
+
+protected:
+    void paintEvent(QPaintEvent*) override;
+    bool event(QEvent* e) override;
+
+private:
+    QRectF cellArea() const;
+    int m_layers = 0, m_experts = 0, m_shared = 0, m_first = 0;
+    std::vector<qint64> m_counts;
+};
+
+class ExpertPanel : public QWidget {
+    Q_OBJECT
+public:
+    explicit ExpertPanel(QWidget* parent = nullptr);
+    void setModel(const std::optional<ModelDescription>& model);
+    void setCounts(const std::vector<qint64>& answer, const std::vector<qint64>& conversation);
+    bool showsConversation() const;
+    ExpertHeatmap* heatmap() const { return m_map; }
+
+signals:
+    void scopeChanged();
+
+private:
+    std::optional<ModelDescription> m_model;
+    QComboBox* m_scope = nullptr;
+    ExpertHeatmap* m_map = nullptr;
+    QLabel* m_label = nullptr;
+};
+
+class RoutingBars : public QWidget {
+    Q_OBJECT
+public:
+    explicit RoutingBars(QWidget* parent = nullptr);
+    void setRouting(const RoutingData& one_token);
+    const RoutingData& routing() const { return m_r; }
+    QSize sizeHint() const override;
+
+protected:
+    void paintEvent(QPaintEvent*) override;
+
+private:
+    RoutingData m_r;
+};
+
+class RoutingPanel : public QWidget {
+    Q_OBJECT
+public:
+    explicit RoutingPanel(QWidget* parent = nullptr);
+    void showToken(const QString& label, const RoutingData& one_token);
+    void clear();
+    RoutingBars* bars() const { return m_bars; }
+    QString title() const;
+
+private:
+    QLabel* m_label = nullptr;
+    RoutingBars* m_bars = nullptr;
+};
+
+class SpeculativePanel : public QWidget {
+    Q_OBJECT
+public:
+    explicit SpeculativePanel(QWidget* parent = nullptr);
+    void setModel(const std::optional<ModelDescription>& model);
+    void setHistory(const std::vector<StepStats>& history);
+    QString summary() const;
+    int pointsShown() const;
+
+private:
+    std::optional<ModelDescription> m_model;
+    QChart* m_chart = nullptr;
+    QLineSeries* m_accept = nullptr;
+    QLineSeries* m_per_step = nullptr;
+    QValueAxis* m_x = nullptr;
+    QValueAxis* m_y_rate = nullptr;
+    QValueAxis* m_y_steps = nullptr;
+    QLabel* m_label = nullptr;
+};
+
+class ModelPanel : public QWidget {
+    Q_OBJECT
+public:
+    explicit ModelPanel(QWidget* parent = nullptr);
+    void setModel(const std::optional<ModelDescription>& model);
+    QString text() const;
+
+private:
+    QLabel* m_label = nullptr;
+};
+
+}  // namespace cetus::ui

@@ -1,0 +1,162 @@
+// Plain value types that cross the ui library's two interfaces (GenerationService,
+// HistoryStore) and the worker thread. No engine or storage types appear here, so
+// widgets, the controller and test fakes never include those libraries.
+#pragma once
+
+#include <QMetaType>
+#include <QString>
+
+#include <cstdint>
+#include <memory>
+#include <atomic>
+#include <optional>
+#include <vector>
+
+namespace cetus::ui {
+
+enum class DeviceChoice { Auto, Cpu, Gpu };
+
+struct LoadRequest {
+    QString model_dir;
+    DeviceChoice device = DeviceChoice::Auto;
+    int n_threads = 0;
+    qint64 max_context = 4096;
+};
+
+// What the panels and the About box show about the loaded model.
+struct ModelDescription {
+    QString model_dir;
+    QString name, model_type, routing, weight_dtype, backend, chat_template;
+    qint64 n_layers = 0, n_moe_layers = 0, first_k_dense_replace = 0, n_mtp_layers = 0;
+    qint64 n_routed_experts = 0, n_shared_experts = 0, n_active_experts = 0;
+    qint64 context_length = 0;
+    quint64 n_params_total = 0, n_params_active = 0, weight_bytes = 0;
+    quint64 kv_bytes_per_token_mla = 0, kv_bytes_per_token_mha = 0, kv_bytes_per_token_gqa8 = 0;
+    quint64 kv_bytes_per_token_held = 0;
+};
+
+struct ChatTurn {
+    QString role;  // "system", "user", "assistant"
+    QString content;
+};
+
+struct SamplingSettings {
+    double temperature = 0.7;
+    double top_p = 1.0;
+    int top_k = 0;
+    double min_p = 0.0;
+    double repetition_penalty = 1.0;
+    int max_new_tokens = 512;
+    bool mtp = true;
+    int n_draft = 1;
+    quint64 seed = 0;
+};
+
+struct GenerationParams {
+    std::vector<ChatTurn> turns;
+    SamplingSettings sampling;
+    int debug_token_delay_ms = 0;  // tests only: slows the worker down so Stop can be exercised
+};
+
+// Running statistics of one answer (a copy of the engine's, per batch).
+struct StepStats {
+    qint64 prompt_tokens = 0, reused_prefix_tokens = 0, generated_tokens = 0, verify_steps = 0;
+    qint64 drafts_proposed = 0, drafts_accepted = 0, tokens_cached = 0;
+    quint64 kv_bytes_used = 0, kv_bytes_capacity = 0;
+    double prefill_tokens_per_s = 0, decode_tokens_per_s = 0;
+
+    double acceptanceRate() const { return drafts_proposed ? double(drafts_accepted) / double(drafts_proposed) : 0.0; }
+    double tokensPerStep() const { return verify_steps ? double(generated_tokens - 1) / double(verify_steps) : 0.0; }
+};
+
+// Routing of a run of tokens, token-major: entry (t, layer, k) at (t * n_layers + layer) * top_k + k.
+struct RoutingData {
+    int n_layers = 0, top_k = 0, first_layer = 0;
+    std::vector<int32_t> expert_ids;
+    std::vector<float> weights;
+
+    size_t nTokens() const {
+        const size_t per = size_t(n_layers) * size_t(top_k);
+        return per ? expert_ids.size() / per : 0;
+    }
+    void append(const RoutingData& more) {
+        if (n_layers == 0) { n_layers = more.n_layers; top_k = more.top_k; first_layer = more.first_layer; }
+        expert_ids.insert(expert_ids.end(), more.expert_ids.begin(), more.expert_ids.end());
+        weights.insert(weights.end(), more.weights.begin(), more.weights.end());
+    }
+};
+
+// One batch of accepted tokens: at most ~30 of these reach the GUI thread per second.
+struct GenerationChunk {
+    quint64 request_id = 0;
+    QString text;                      // complete UTF-8 of these tokens, concatenated
+    std::vector<int> token_text_ends;  // per token: length (UTF-16) of `text` up to its end
+    std::vector<bool> drafted;
+    RoutingData routing;               // rows for these tokens (empty for dense models)
+    StepStats stats;                   // as of the last token of the batch
+};
+
+enum class FinishKind { Eos, Stop, Length, ContextFull, Cancelled, Error };
+
+struct GenerationOutcome {
+    quint64 request_id = 0;
+    FinishKind finish = FinishKind::Eos;
+    QString error;  // for Error: what went wrong, in words
+    StepStats stats;
+    bool mtp_used = false;
+    QString mtp_note;
+    int n_moe_layers = 0, n_routed_experts = 0;
+    std::vector<qint64> expert_counts;  // [n_moe_layers x n_routed_experts]
+    qint64 elapsed_ms = 0;
+};
+
+// ---- history ----
+
+enum class ChatRole { System, User, Assistant };
+enum class MessageStatus { Streaming, Complete, Interrupted, Error };
+
+struct MessageRecord {
+    qint64 id = 0;
+    std::optional<qint64> parent_id;
+    ChatRole role = ChatRole::User;
+    QString content;
+    MessageStatus status = MessageStatus::Complete;
+    QString stats_json;
+    qint64 created_ms = 0;
+    bool has_routing_trace = false;
+};
+
+struct ConversationSummaryRecord {
+    qint64 id = 0;
+    QString title;
+    bool pinned = false;
+    qint64 updated_ms = 0;
+    qint64 n_messages = 0;
+};
+
+struct ConversationRecord {
+    qint64 id = 0;
+    QString title, model, system_prompt, sampling_json;
+    bool pinned = false;
+    std::vector<MessageRecord> messages;  // every branch, parents first
+    std::vector<qint64> active_path;      // root to the leaf shown
+};
+
+struct SearchResult {
+    qint64 conversation_id = 0, message_id = 0;
+    QString conversation_title;
+    QString snippet_html;  // escaped text with <b> around the matches
+};
+
+QString finishKindName(FinishKind kind);
+
+}  // namespace cetus::ui
+
+Q_DECLARE_METATYPE(cetus::ui::LoadRequest)
+Q_DECLARE_METATYPE(cetus::ui::ModelDescription)
+Q_DECLARE_METATYPE(cetus::ui::GenerationParams)
+Q_DECLARE_METATYPE(cetus::ui::GenerationChunk)
+Q_DECLARE_METATYPE(cetus::ui::GenerationOutcome)
+Q_DECLARE_METATYPE(cetus::ui::StepStats)
+Q_DECLARE_METATYPE(cetus::ui::RoutingData)
+Q_DECLARE_METATYPE(std::shared_ptr<std::atomic<bool>>)

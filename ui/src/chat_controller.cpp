@@ -1,0 +1,409 @@
+// The chat controller: user actions become storage writes (one per message boundary,
+// plus a checkpoint of the streaming answer about once a second) and engine requests.
+#include "cetus/ui/chat_controller.h"
+
+#include "log.h"
+
+#include <QJsonArray>
+#include <QJsonDocument>
+#include <QJsonObject>
+
+#include <algorithm>
+
+namespace cetus::ui {
+
+namespace {
+
+constexpr qint64 k_checkpoint_ms = 1000;
+
+QString roleName(ChatRole r) {
+    switch (r) {
+    case ChatRole::System: return QStringLiteral("system");
+    case ChatRole::User: return QStringLiteral("user");
+    case ChatRole::Assistant: return QStringLiteral("assistant");
+    }
+    return QStringLiteral("user");
+}
+
+QJsonObject samplingToJson(const SamplingSettings& s) {
+    return QJsonObject{{"temperature", s.temperature}, {"top_p", s.top_p},          {"top_k", s.top_k},
+                       {"min_p", s.min_p},             {"repetition_penalty", s.repetition_penalty},
+                       {"max_new_tokens", s.max_new_tokens}, {"mtp", s.mtp},       {"n_draft", s.n_draft}};
+}
+
+SamplingSettings samplingFromJson(const QString& text, const SamplingSettings& defaults) {
+    SamplingSettings s = defaults;
+    const QJsonObject o = QJsonDocument::fromJson(text.toUtf8()).object();
+    s.temperature = o.value("temperature").toDouble(s.temperature);
+    s.top_p = o.value("top_p").toDouble(s.top_p);
+    s.top_k = o.value("top_k").toInt(s.top_k);
+    s.min_p = o.value("min_p").toDouble(s.min_p);
+    s.repetition_penalty = o.value("repetition_penalty").toDouble(s.repetition_penalty);
+    s.max_new_tokens = o.value("max_new_tokens").toInt(s.max_new_tokens);
+    s.mtp = o.value("mtp").toBool(s.mtp);
+    s.n_draft = o.value("n_draft").toInt(s.n_draft);
+    return s;
+}
+
+QString statsLine(const QJsonObject& o) {
+    QStringList parts;
+    const int n = o.value("n_generated_tokens").toInt();
+    if (n > 0) parts << ChatController::tr("%n token(s)", nullptr, n);
+    if (const double tps = o.value("decode_tokens_per_s").toDouble(); tps > 0) parts << QStringLiteral("%1 tok/s").arg(tps, 0, 'f', 1);
+    if (const int p = o.value("n_draft_proposed").toInt(); p > 0) {
+        parts << ChatController::tr("MTP %1 % accepted").arg(100.0 * o.value("n_draft_accepted").toDouble() / p, 0, 'f', 0);
+    }
+    const QString finish = o.value("finish").toString();
+    if (finish == QLatin1String("stopped")) parts << ChatController::tr("stopped");
+    else if (finish == QLatin1String("length")) parts << ChatController::tr("length limit");
+    else if (finish == QLatin1String("context_full")) parts << ChatController::tr("context full");
+    return parts.join(QStringLiteral(" · "));
+}
+
+}  // namespace
+
+QString finishKindName(FinishKind kind) {
+    switch (kind) {
+    case FinishKind::Eos: return QStringLiteral("eos");
+    case FinishKind::Stop: return QStringLiteral("stop");
+    case FinishKind::Length: return QStringLiteral("length");
+    case FinishKind::ContextFull: return QStringLiteral("context_full");
+    case FinishKind::Cancelled: return QStringLiteral("stopped");
+    case FinishKind::Error: return QStringLiteral("error");
+    }
+    return {};
+}
+
+ChatController::ChatController(HistoryStore& store, GenerationService& service, QObject* parent)
+    : QObject(parent), m_store(store), m_service(service) {
+    connect(&m_service, &GenerationService::modelLoaded, this, &ChatController::onModelLoaded);
+    connect(&m_service, &GenerationService::generationChunk, this, &ChatController::onChunk);
+    connect(&m_service, &GenerationService::generationFinished, this, &ChatController::onFinished);
+    connect(&m_store, &HistoryStore::storageError, this, &ChatController::errorOccurred);
+}
+
+ConversationSettings ChatController::settings() const {
+    if (!m_conversation) return m_defaults;
+    return {m_conversation->system_prompt, samplingFromJson(m_conversation->sampling_json, m_defaults.sampling)};
+}
+
+void ChatController::onModelLoaded(const ModelDescription& m) {
+    m_model = m;
+    // Counts are sized by the model's expert count, so the stored answers' are redone.
+    m_history_counts.clear();
+    for (const auto& d : m_display) {
+        if (!d.record.has_routing_trace || (d.record.id == m_answer_id && isGenerating())) continue;
+        if (const auto r = m_store.routingTrace(d.record.id)) addCounts(m_history_counts, *r);
+    }
+    emit modelChanged();
+    emit expertCountsChanged();
+}
+
+const MessageRecord* ChatController::find(qint64 id) const {
+    if (!m_conversation) return nullptr;
+    for (const auto& m : m_conversation->messages)
+        if (m.id == id) return &m;
+    return nullptr;
+}
+
+void ChatController::newConversation() {
+    if (isGenerating()) stop();
+    m_conversation.reset();
+    m_history_counts.clear();
+    m_answer_counts.clear();
+    m_stats_history.clear();
+    rebuildDisplay();
+    emit conversationChanged();
+    emit expertCountsChanged();
+}
+
+void ChatController::openConversation(qint64 id) {
+    if (m_conversation && m_conversation->id == id) return;
+    if (isGenerating()) stop();
+    reload(id);
+    // Expert counts of the stored answers, from their routing traces.
+    m_history_counts.clear();
+    m_answer_counts.clear();
+    m_stats_history.clear();
+    for (const auto& d : m_display) {
+        if (!d.record.has_routing_trace) continue;
+        if (const auto r = m_store.routingTrace(d.record.id)) addCounts(m_history_counts, *r);
+    }
+    emit conversationChanged();
+    emit expertCountsChanged();
+}
+
+void ChatController::reload(std::optional<qint64> id) {
+    m_conversation.reset();
+    if (id) m_conversation = m_store.openConversation(*id);
+    rebuildDisplay();
+}
+
+void ChatController::rebuildDisplay() {
+    m_display.clear();
+    if (!m_conversation) return;
+    for (qint64 id : m_conversation->active_path) {
+        const MessageRecord* m = find(id);
+        if (!m) continue;
+        DisplayMessage d;
+        d.record = *m;
+        std::vector<qint64> siblings;
+        for (const auto& o : m_conversation->messages)
+            if (o.parent_id == m->parent_id) siblings.push_back(o.id);
+        d.branch_count = int(siblings.size());
+        d.branch_index = int(std::find(siblings.begin(), siblings.end(), id) - siblings.begin());
+        const QJsonObject stats = QJsonDocument::fromJson(m->stats_json.toUtf8()).object();
+        for (const auto& v : stats.value("token_text_ends").toArray()) d.token_text_ends.push_back(v.toInt());
+        d.error = stats.value("error").toString();
+        d.stats_line = statsLine(stats);
+        if (id == m_answer_id && isGenerating()) {
+            d.record.content = m_answer_text;
+            d.token_text_ends = m_answer_ends;
+        }
+        m_display.push_back(std::move(d));
+    }
+}
+
+std::vector<ChatTurn> ChatController::turnsBefore(qint64 message_id) const {
+    std::vector<ChatTurn> turns;
+    if (!m_conversation) return turns;
+    if (!m_conversation->system_prompt.trimmed().isEmpty()) turns.push_back({QStringLiteral("system"), m_conversation->system_prompt});
+    for (qint64 id : m_conversation->active_path) {
+        if (id == message_id) break;
+        const MessageRecord* m = find(id);
+        if (!m || (m->role == ChatRole::Assistant && m->content.isEmpty())) continue;
+        turns.push_back({roleName(m->role), m->content});
+    }
+    return turns;
+}
+
+bool ChatController::send(const QString& raw) {
+    const QString text = raw.trimmed();
+    if (text.isEmpty() || isGenerating()) return false;
+    if (!m_service.hasModel()) {
+        emit errorOccurred(tr("No model is loaded. Open a model folder first (File → Open model…)."));
+        return false;
+    }
+    if (!m_conversation) {
+        const auto id = m_store.createConversation(m_model ? m_model->name : QString(), m_defaults.system_prompt,
+                                                   QString::fromUtf8(QJsonDocument(samplingToJson(m_defaults.sampling)).toJson(QJsonDocument::Compact)));
+        if (!id) return false;
+        reload(*id);
+        if (!m_conversation) return false;
+    }
+    std::optional<qint64> parent;
+    if (!m_conversation->active_path.empty()) parent = m_conversation->active_path.back();
+    const auto user_id = m_store.addMessage(m_conversation->id, parent, ChatRole::User, text, MessageStatus::Complete);
+    if (!user_id) return false;
+    const auto answer_id = m_store.addMessage(m_conversation->id, *user_id, ChatRole::Assistant, QString(), MessageStatus::Streaming);
+    if (!answer_id) return false;
+    startAnswer(*answer_id);
+    return true;
+}
+
+void ChatController::regenerate(qint64 assistant_message_id) {
+    if (isGenerating() || !m_conversation || !m_service.hasModel()) return;
+    const auto id = m_store.branchAt(assistant_message_id, QString(), MessageStatus::Streaming);
+    if (id) startAnswer(*id);
+}
+
+void ChatController::editAndResend(qint64 user_message_id, const QString& text) {
+    if (isGenerating() || !m_conversation || text.trimmed().isEmpty() || !m_service.hasModel()) return;
+    const auto user_id = m_store.branchAt(user_message_id, text.trimmed(), MessageStatus::Complete);
+    if (!user_id) return;
+    const auto answer_id = m_store.addMessage(m_conversation->id, *user_id, ChatRole::Assistant, QString(), MessageStatus::Streaming);
+    if (answer_id) startAnswer(*answer_id);
+}
+
+void ChatController::startAnswer(qint64 assistant_id) {
+    const qint64 conversation_id = m_conversation->id;
+    m_answer_id = assistant_id;
+    m_answer_text.clear();
+    m_answer_ends.clear();
+    m_answer_routing = RoutingData{};
+    m_answer_stats = StepStats{};
+    m_stats_history.clear();
+    m_answer_counts.clear();
+    reload(conversation_id);
+    GenerationParams params;
+    params.turns = turnsBefore(assistant_id);
+    params.sampling = settings().sampling;
+    params.debug_token_delay_ms = m_debug_delay_ms;
+    m_request_id = m_service.generate(params);
+    m_since_checkpoint.start();
+    rebuildDisplay();
+    emit conversationListChanged();
+    emit conversationChanged();
+    emit generationStateChanged(true);
+    emit expertCountsChanged();
+}
+
+void ChatController::stop() {
+    if (m_request_id) m_service.stop(m_request_id);
+}
+
+void ChatController::addCounts(std::vector<qint64>& counts, const RoutingData& r) const {
+    if (!m_model || r.n_layers == 0) return;
+    const qint64 n_experts = m_model->n_routed_experts;
+    const size_t size = size_t(r.n_layers) * size_t(n_experts);
+    if (counts.size() != size) counts.assign(size, 0);
+    for (size_t i = 0; i < r.expert_ids.size(); ++i) {
+        const size_t layer = (i / size_t(r.top_k)) % size_t(r.n_layers);
+        const int32_t e = r.expert_ids[i];
+        if (e >= 0 && e < n_experts) counts[layer * size_t(n_experts) + size_t(e)]++;
+    }
+}
+
+std::vector<qint64> ChatController::conversationExpertCounts() const {
+    std::vector<qint64> all = m_history_counts;
+    if (all.empty()) return m_answer_counts;
+    if (all.size() == m_answer_counts.size())
+        for (size_t i = 0; i < all.size(); ++i) all[i] += m_answer_counts[i];
+    return all;
+}
+
+void ChatController::onChunk(const GenerationChunk& chunk) {
+    if (chunk.request_id != m_request_id) return;
+    const int base = int(m_answer_text.size());
+    m_answer_text += chunk.text;
+    for (int e : chunk.token_text_ends) m_answer_ends.push_back(base + e);
+    if (chunk.routing.n_layers > 0) {
+        m_answer_routing.append(chunk.routing);
+        addCounts(m_answer_counts, chunk.routing);
+        emit expertCountsChanged();
+    }
+    m_answer_stats = chunk.stats;
+    m_stats_history.push_back(chunk.stats);
+    if (!m_display.empty() && m_display.back().record.id == m_answer_id) {
+        m_display.back().record.content = m_answer_text;
+        m_display.back().token_text_ends = m_answer_ends;
+    }
+    emit streamUpdated(m_answer_id, m_answer_text);
+    emit statsUpdated(chunk.stats);
+    if (m_since_checkpoint.elapsed() >= k_checkpoint_ms) {
+        m_store.checkpointMessage(m_answer_id, m_answer_text);
+        m_since_checkpoint.restart();
+    }
+}
+
+QString ChatController::statsJson(const GenerationOutcome& o) const {
+    QJsonObject j{{"n_prompt_tokens", o.stats.prompt_tokens},
+                  {"n_generated_tokens", o.stats.generated_tokens},
+                  {"prefill_tokens_per_s", o.stats.prefill_tokens_per_s},
+                  {"decode_tokens_per_s", o.stats.decode_tokens_per_s},
+                  {"n_draft_proposed", o.stats.drafts_proposed},
+                  {"n_draft_accepted", o.stats.drafts_accepted},
+                  {"kv_cache_bytes", qint64(o.stats.kv_bytes_used)},
+                  {"finish", finishKindName(o.finish)},
+                  {"elapsed_ms", o.elapsed_ms}};
+    if (m_model) j.insert("model", m_model->name);
+    if (!o.error.isEmpty()) j.insert("error", o.error);
+    if (!o.mtp_note.isEmpty()) j.insert("mtp_note", o.mtp_note);
+    QJsonArray ends;
+    for (int e : m_answer_ends) ends.append(e);
+    j.insert("token_text_ends", ends);
+    return QString::fromUtf8(QJsonDocument(j).toJson(QJsonDocument::Compact));
+}
+
+void ChatController::onFinished(const GenerationOutcome& outcome) {
+    if (outcome.request_id != m_request_id) {
+        if (outcome.finish == FinishKind::Error) emit errorOccurred(outcome.error);
+        return;
+    }
+    const MessageStatus status = outcome.finish == FinishKind::Error ? MessageStatus::Error : MessageStatus::Complete;
+    if (outcome.n_moe_layers > 0 && !outcome.expert_counts.empty()) m_answer_counts = outcome.expert_counts;
+    if (outcome.finish != FinishKind::Error) {
+        m_answer_stats = outcome.stats;
+        emit statsUpdated(outcome.stats);
+    }
+    if (m_answer_routing.nTokens() > 0) m_store.setRoutingTrace(m_answer_id, m_answer_routing);
+    m_store.finishMessage(m_answer_id, m_answer_text, status, statsJson(outcome));
+    if (outcome.finish == FinishKind::Error) logger()->warn("answer {} failed: {}", m_answer_id, outcome.error.toStdString());
+    m_request_id = 0;
+    if (m_conversation) reload(m_conversation->id);
+    emit conversationListChanged();
+    emit conversationChanged();
+    emit generationStateChanged(false);
+    emit expertCountsChanged();
+}
+
+void ChatController::switchBranch(qint64 message_id, int delta) {
+    if (!m_conversation || isGenerating()) return;
+    const MessageRecord* m = find(message_id);
+    if (!m) return;
+    std::vector<qint64> siblings;
+    for (const auto& o : m_conversation->messages)
+        if (o.parent_id == m->parent_id) siblings.push_back(o.id);
+    const auto at = std::find(siblings.begin(), siblings.end(), message_id) - siblings.begin();
+    const qint64 target = at + delta;
+    if (target < 0 || target >= qint64(siblings.size())) return;
+    // Follow the newest child down to a leaf: that branch's latest state.
+    qint64 leaf = siblings[size_t(target)];
+    for (bool descended = true; descended;) {
+        descended = false;
+        for (auto it = m_conversation->messages.rbegin(); it != m_conversation->messages.rend(); ++it) {
+            if (it->parent_id == leaf) { leaf = it->id; descended = true; break; }
+        }
+    }
+    if (m_store.setActiveMessage(m_conversation->id, leaf)) {
+        reload(m_conversation->id);
+        emit conversationChanged();
+    }
+}
+
+void ChatController::renameConversation(qint64 id, const QString& title) {
+    if (title.trimmed().isEmpty()) return;
+    if (m_store.renameConversation(id, title.trimmed())) {
+        if (m_conversation && m_conversation->id == id) m_conversation->title = title.trimmed();
+        emit conversationListChanged();
+        emit conversationChanged();
+    }
+}
+
+void ChatController::setPinned(qint64 id, bool pinned) {
+    if (m_store.setPinned(id, pinned)) emit conversationListChanged();
+}
+
+void ChatController::deleteConversation(qint64 id) {
+    if (m_conversation && m_conversation->id == id) {
+        if (isGenerating()) return;
+        newConversation();
+    }
+    if (m_store.deleteConversation(id)) emit conversationListChanged();
+}
+
+void ChatController::applySettings(const ConversationSettings& s) {
+    m_defaults = s;
+    if (!m_conversation) return;
+    const QString json = QString::fromUtf8(QJsonDocument(samplingToJson(s.sampling)).toJson(QJsonDocument::Compact));
+    if (m_store.setSettings(m_conversation->id, m_conversation->model, s.system_prompt, json)) {
+        m_conversation->system_prompt = s.system_prompt;
+        m_conversation->sampling_json = json;
+    }
+}
+
+void ChatController::selectToken(qint64 message_id, int text_offset) {
+    const DisplayMessage* d = nullptr;
+    for (const auto& m : m_display)
+        if (m.record.id == message_id) d = &m;
+    if (!d || d->record.role != ChatRole::Assistant || d->token_text_ends.empty()) return;
+    const auto& ends = d->token_text_ends;
+    const size_t t = size_t(std::upper_bound(ends.begin(), ends.end(), text_offset) - ends.begin());
+    if (t >= ends.size()) return;
+    RoutingData all;
+    if (message_id == m_answer_id && (isGenerating() || m_answer_routing.nTokens() > 0)) all = m_answer_routing;
+    else if (const auto r = m_store.routingTrace(message_id)) all = *r;
+    if (t >= all.nTokens()) return;
+    RoutingData one;
+    one.n_layers = all.n_layers;
+    one.top_k = all.top_k;
+    one.first_layer = all.first_layer;
+    const size_t per = size_t(all.n_layers) * size_t(all.top_k);
+    one.expert_ids.assign(all.expert_ids.begin() + long(t * per), all.expert_ids.begin() + long((t + 1) * per));
+    one.weights.assign(all.weights.begin() + long(t * per), all.weights.begin() + long((t + 1) * per));
+    const int begin = t == 0 ? 0 : ends[t - 1];
+    const QString piece = d->record.content.mid(begin, ends[t] - begin);
+    emit tokenSelected(tr("Token %1 “%2”: experts and gate weights").arg(t + 1).arg(piece), one);
+}
+
+}  // namespace cetus::ui

@@ -1,0 +1,294 @@
+// The chat column. Each message is a MessageWidget: a header (who, branch switcher,
+// statistics), the Markdown body, inline errors and the actions (copy, regenerate,
+// edit and resend, copy code). The streaming answer re-renders at most ~30 times/s,
+// because that is how often the controller hears from the worker.
+#include "cetus/ui/chat_view.h"
+
+#include <QAbstractTextDocumentLayout>
+#include <QApplication>
+#include <QClipboard>
+#include <QHBoxLayout>
+#include <QLabel>
+#include <QMouseEvent>
+#include <QPlainTextEdit>
+#include <QPushButton>
+#include <QRegularExpression>
+#include <QScrollBar>
+#include <QTextBlock>
+#include <QToolButton>
+#include <QVBoxLayout>
+
+namespace cetus::ui {
+
+QStringList fencedCodeBlocks(const QString& markdown) {
+    QStringList blocks;
+    static const QRegularExpression fence(QStringLiteral("(?:^|\\n)(```|~~~)[^\\n]*\\n(.*?)(?:\\n\\1|$)"),
+                                          QRegularExpression::DotMatchesEverythingOption);
+    auto it = fence.globalMatch(markdown);
+    while (it.hasNext()) blocks << it.next().captured(2);
+    return blocks;
+}
+
+MarkdownView::MarkdownView(QWidget* parent) : QTextBrowser(parent) {
+    setOpenExternalLinks(true);
+    setVerticalScrollBarPolicy(Qt::ScrollBarAlwaysOff);
+    setHorizontalScrollBarPolicy(Qt::ScrollBarAlwaysOff);
+    setFrameShape(QFrame::NoFrame);
+    setSizePolicy(QSizePolicy::Expanding, QSizePolicy::Fixed);
+    viewport()->setAutoFillBackground(false);
+    viewport()->setCursor(Qt::IBeamCursor);
+}
+
+void MarkdownView::setSource(const QString& markdown, bool plain) {
+    m_source = markdown;
+    if (plain) {
+        setPlainText(markdown);
+    } else {
+        setMarkdown(markdown);
+        // Shade code blocks; Qt's importer already sets them in the fixed-pitch font.
+        const QColor shade = palette().color(QPalette::AlternateBase);
+        QTextCursor c(document());
+        for (QTextBlock b = document()->begin(); b.isValid(); b = b.next()) {
+            const QTextBlockFormat f = b.blockFormat();
+            if (f.hasProperty(QTextFormat::BlockCodeFence) || f.hasProperty(QTextFormat::BlockCodeLanguage)) {
+                QTextBlockFormat nf = f;
+                nf.setBackground(shade);
+                c.setPosition(b.position());
+                c.setBlockFormat(nf);
+            }
+        }
+    }
+    fitHeight();
+}
+
+void MarkdownView::fitHeight() {
+    document()->setTextWidth(viewport()->width() > 0 ? viewport()->width() : 600);
+    const int h = int(std::ceil(document()->size().height())) + 2 * frameWidth() + 2;
+    if (h != height()) setFixedHeight(h);
+}
+
+void MarkdownView::resizeEvent(QResizeEvent* e) {
+    QTextBrowser::resizeEvent(e);
+    fitHeight();
+}
+
+// The rendered text drops Markdown syntax but keeps the order of everything else, so a
+// greedy walk along the source finds the source character of each rendered one.
+int MarkdownView::sourceOffsetAt(const QPoint& pos) const {
+    const int doc_pos = cursorForPosition(pos).position();
+    const QString plain = document()->toPlainText();
+    int s = 0;
+    for (int p = 0; p < plain.size() && s < m_source.size(); ++p) {
+        const QChar c = plain.at(p);
+        int t = s;
+        while (t < m_source.size() && !(m_source.at(t) == c || (c.isSpace() && m_source.at(t).isSpace()))) ++t;
+        if (t == m_source.size()) continue;  // rendered-only character (a list number)
+        if (p == doc_pos) return t;
+        s = t + 1;
+    }
+    return std::max(0, std::min(s, int(m_source.size()) - 1));
+}
+
+void MarkdownView::mouseReleaseEvent(QMouseEvent* e) {
+    QTextBrowser::mouseReleaseEvent(e);
+    if (e->button() == Qt::LeftButton && !textCursor().hasSelection()) emit clickedAt(sourceOffsetAt(e->pos()));
+}
+
+MessageWidget::MessageWidget(const DisplayMessage& d, bool streaming, QWidget* parent)
+    : QFrame(parent), m_id(d.record.id) {
+    const bool assistant = d.record.role == ChatRole::Assistant;
+    setObjectName(assistant ? QStringLiteral("assistantMessage") : QStringLiteral("userMessage"));
+    setFrameShape(QFrame::StyledPanel);
+    setAutoFillBackground(true);
+    QPalette pal = palette();
+    pal.setColor(QPalette::Window, assistant ? pal.color(QPalette::Base) : pal.color(QPalette::AlternateBase));
+    setPalette(pal);
+    auto* layout = new QVBoxLayout(this);
+    layout->setContentsMargins(10, 6, 10, 6);
+    layout->setSpacing(4);
+
+    auto* header = new QHBoxLayout;
+    auto* who = new QLabel(QStringLiteral("<b>%1</b>").arg(assistant ? tr("Cetus") : tr("You")));
+    header->addWidget(who);
+    if (d.branch_count > 1) {
+        auto* prev = new QToolButton;
+        prev->setObjectName(QStringLiteral("previousBranch"));
+        prev->setText(QStringLiteral("‹"));
+        prev->setToolTip(tr("Previous version"));
+        prev->setEnabled(d.branch_index > 0 && !streaming);
+        auto* next = new QToolButton;
+        next->setObjectName(QStringLiteral("nextBranch"));
+        next->setText(QStringLiteral("›"));
+        next->setToolTip(tr("Next version"));
+        next->setEnabled(d.branch_index + 1 < d.branch_count && !streaming);
+        auto* where = new QLabel(QStringLiteral("%1/%2").arg(d.branch_index + 1).arg(d.branch_count));
+        where->setObjectName(QStringLiteral("branchLabel"));
+        header->addWidget(prev);
+        header->addWidget(where);
+        header->addWidget(next);
+        connect(prev, &QToolButton::clicked, this, [this] { emit branchRequested(m_id, -1); });
+        connect(next, &QToolButton::clicked, this, [this] { emit branchRequested(m_id, +1); });
+    }
+    header->addStretch();
+    auto* stats = new QLabel(streaming ? tr("generating…") : d.stats_line);
+    stats->setObjectName(QStringLiteral("statsLabel"));
+    stats->setEnabled(false);
+    header->addWidget(stats);
+    layout->addLayout(header);
+
+    m_view = new MarkdownView;
+    m_view->setObjectName(QStringLiteral("messageText"));
+    m_view->setSource(d.record.content, !assistant);
+    layout->addWidget(m_view);
+    connect(m_view, &MarkdownView::clickedAt, this, [this](int off) { emit tokenClicked(m_id, off); });
+
+    QString problem;
+    if (d.record.status == MessageStatus::Error) problem = tr("Error: %1").arg(d.error.isEmpty() ? tr("generation failed") : d.error);
+    else if (d.record.status == MessageStatus::Interrupted) problem = tr("This answer was interrupted before it finished.");
+    if (!problem.isEmpty()) {
+        auto* err = new QLabel(problem);
+        err->setObjectName(QStringLiteral("errorLabel"));
+        err->setWordWrap(true);
+        err->setTextInteractionFlags(Qt::TextSelectableByMouse);
+        err->setStyleSheet(QStringLiteral("color: #c0392b;"));
+        layout->addWidget(err);
+    }
+
+    m_code_bar = new QWidget;
+    m_code_bar->setLayout(new QHBoxLayout);
+    m_code_bar->layout()->setContentsMargins(0, 0, 0, 0);
+    layout->addWidget(m_code_bar);
+    updateCodeButtons(d.record.content);
+
+    m_editor = new QPlainTextEdit;
+    m_editor->setObjectName(QStringLiteral("editEditor"));
+    m_editor->hide();
+    layout->addWidget(m_editor);
+    m_edit_bar = new QWidget;
+    auto* edit_layout = new QHBoxLayout(m_edit_bar);
+    edit_layout->setContentsMargins(0, 0, 0, 0);
+    edit_layout->addStretch();
+    auto* cancel = new QPushButton(tr("Cancel"));
+    auto* resend = new QPushButton(tr("Save && send"));
+    resend->setObjectName(QStringLiteral("resendButton"));
+    edit_layout->addWidget(cancel);
+    edit_layout->addWidget(resend);
+    m_edit_bar->hide();
+    layout->addWidget(m_edit_bar);
+    connect(cancel, &QPushButton::clicked, this, [this] {
+        m_editor->hide();
+        m_edit_bar->hide();
+        m_view->show();
+    });
+    connect(resend, &QPushButton::clicked, this, [this] { emit editRequested(m_id, m_editor->toPlainText()); });
+
+    auto* actions = new QHBoxLayout;
+    actions->addStretch();
+    auto* copy = new QToolButton;
+    copy->setObjectName(QStringLiteral("copyButton"));
+    copy->setText(tr("Copy"));
+    copy->setAutoRaise(true);
+    connect(copy, &QToolButton::clicked, this, [this] { QApplication::clipboard()->setText(m_view->source()); });
+    actions->addWidget(copy);
+    if (assistant) {
+        auto* regen = new QToolButton;
+        regen->setObjectName(QStringLiteral("regenerateButton"));
+        regen->setText(tr("Regenerate"));
+        regen->setAutoRaise(true);
+        regen->setEnabled(!streaming);
+        connect(regen, &QToolButton::clicked, this, [this] { emit regenerateRequested(m_id); });
+        actions->addWidget(regen);
+    } else {
+        auto* edit = new QToolButton;
+        edit->setObjectName(QStringLiteral("editButton"));
+        edit->setText(tr("Edit"));
+        edit->setAutoRaise(true);
+        edit->setEnabled(!streaming);
+        connect(edit, &QToolButton::clicked, this, &MessageWidget::startEdit);
+        actions->addWidget(edit);
+    }
+    layout->addLayout(actions);
+}
+
+void MessageWidget::startEdit() {
+    m_editor->setPlainText(m_view->source());
+    m_editor->setFixedHeight(std::max(60, m_view->height() + 20));
+    m_view->hide();
+    m_editor->show();
+    m_edit_bar->show();
+    m_editor->setFocus();
+}
+
+void MessageWidget::updateCodeButtons(const QString& text) {
+    const QStringList blocks = fencedCodeBlocks(text);
+    if (int(blocks.size()) == m_n_code_blocks) return;
+    m_n_code_blocks = int(blocks.size());
+    qDeleteAll(m_code_bar->findChildren<QToolButton*>(QString(), Qt::FindDirectChildrenOnly));
+    for (int i = 0; i < blocks.size(); ++i) {
+        auto* b = new QToolButton(m_code_bar);
+        b->setObjectName(QStringLiteral("copyCodeButton"));
+        b->setText(blocks.size() == 1 ? tr("Copy code") : tr("Copy code %1").arg(i + 1));
+        connect(b, &QToolButton::clicked, this, [this, i] {
+            const QStringList now = fencedCodeBlocks(m_view->source());
+            if (i < now.size()) QApplication::clipboard()->setText(now.at(i));
+        });
+        m_code_bar->layout()->addWidget(b);
+    }
+    m_code_bar->setVisible(!blocks.isEmpty());
+}
+
+void MessageWidget::setStreamingText(const QString& text) {
+    m_view->setSource(text, false);
+    updateCodeButtons(text);
+}
+
+ChatView::ChatView(QWidget* parent) : QScrollArea(parent) {
+    setWidgetResizable(true);
+    setHorizontalScrollBarPolicy(Qt::ScrollBarAlwaysOff);
+    m_content = new QWidget;
+    m_layout = new QVBoxLayout(m_content);
+    m_layout->setContentsMargins(12, 12, 12, 12);
+    m_layout->setSpacing(10);
+    m_layout->addStretch();
+    setWidget(m_content);
+}
+
+QList<MessageWidget*> ChatView::messageWidgets() const { return m_widgets; }
+
+void ChatView::setMessages(const std::vector<DisplayMessage>& messages, bool streaming_last) {
+    // deleteLater: the request may come from a button inside one of these widgets.
+    for (MessageWidget* w : std::as_const(m_widgets)) {
+        m_layout->removeWidget(w);
+        w->hide();
+        w->deleteLater();
+    }
+    m_widgets.clear();
+    for (size_t i = 0; i < messages.size(); ++i) {
+        auto* w = new MessageWidget(messages[i], streaming_last && i + 1 == messages.size(), m_content);
+        m_layout->insertWidget(m_layout->count() - 1, w);
+        m_widgets.append(w);
+        w->show();  // now, not when the layout gets round to it: tests and focus need it at once
+        connect(w, &MessageWidget::regenerateRequested, this, &ChatView::regenerateRequested);
+        connect(w, &MessageWidget::editRequested, this, &ChatView::editRequested);
+        connect(w, &MessageWidget::branchRequested, this, &ChatView::branchRequested);
+        connect(w, &MessageWidget::tokenClicked, this, &ChatView::tokenClicked);
+    }
+    scrollToEndIfFollowing(true);
+}
+
+void ChatView::updateStreaming(qint64 message_id, const QString& text) {
+    const auto widgets = messageWidgets();
+    if (widgets.isEmpty() || widgets.back()->messageId() != message_id) return;
+    QScrollBar* bar = verticalScrollBar();
+    const bool following = bar->value() >= bar->maximum() - 40;
+    widgets.back()->setStreamingText(text);
+    scrollToEndIfFollowing(following);
+}
+
+void ChatView::scrollToEndIfFollowing(bool following) {
+    if (!following) return;
+    // After the layout has taken the new heights into account.
+    QMetaObject::invokeMethod(this, [this] { verticalScrollBar()->setValue(verticalScrollBar()->maximum()); }, Qt::QueuedConnection);
+}
+
+}  // namespace cetus::ui

@@ -1,0 +1,164 @@
+// KV cache panel: bytes the MLA cache holds against the tokens in it, beside the lines
+// standard multi-head attention and GQA-8 would need for the same model, plus the
+// compression ratio in words. Lines are straight (bytes/token x tokens), so two points
+// each suffice; the dot is the live cache.
+#include "cetus/ui/panels.h"
+
+#include <QChart>
+#include <QChartView>
+#include <QLabel>
+#include <QLineSeries>
+#include <QScatterSeries>
+#include <QValueAxis>
+#include <QVBoxLayout>
+
+#include <algorithm>
+
+namespace cetus::ui {
+
+QString formatBytes(double b) {
+    const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int u = 0;
+    while (b >= 1024.0 && u < 4) { b /= 1024.0; ++u; }
+    return QStringLiteral("%1 %2").arg(b, 0, 'f', u == 0 ? 0 : (b < 10 ? 2 : 1)).arg(QLatin1String(units[u]));
+}
+
+QString formatCount(double n) {
+    if (n >= 1e9) return QStringLiteral("%1 B").arg(n / 1e9, 0, 'f', 1);
+    if (n >= 1e6) return QStringLiteral("%1 M").arg(n / 1e6, 0, 'f', 1);
+    if (n >= 1e3) return QStringLiteral("%1 K").arg(n / 1e3, 0, 'f', 1);
+    return QString::number(qint64(n));
+}
+
+KvCachePanel::KvCachePanel(QWidget* parent) : QWidget(parent) {
+    auto* layout = new QVBoxLayout(this);
+    layout->setContentsMargins(4, 4, 4, 4);
+    m_chart = new QChart;
+    m_chart->setMargins(QMargins(2, 2, 2, 2));
+    m_chart->legend()->setAlignment(Qt::AlignBottom);
+    m_mla = new QLineSeries;
+    m_mla->setName(tr("MLA (held)"));
+    m_mha = new QLineSeries;
+    m_mha->setName(tr("Multi-head attention"));
+    m_gqa = new QLineSeries;
+    m_gqa->setName(tr("GQA-8"));
+    m_now = new QScatterSeries;
+    m_now->setName(tr("now"));
+    m_now->setMarkerSize(9);
+    for (auto* s : {static_cast<QXYSeries*>(m_mla), static_cast<QXYSeries*>(m_mha), static_cast<QXYSeries*>(m_gqa), static_cast<QXYSeries*>(m_now)})
+        m_chart->addSeries(s);
+    QPen dashed = m_mha->pen();
+    dashed.setStyle(Qt::DashLine);
+    m_mha->setPen(dashed);
+    m_x = new QValueAxis;
+    m_x->setTitleText(tr("tokens in cache"));
+    m_x->setLabelFormat(QStringLiteral("%d"));
+    m_y = new QValueAxis;
+    m_chart->addAxis(m_x, Qt::AlignBottom);
+    m_chart->addAxis(m_y, Qt::AlignLeft);
+    for (auto* s : m_chart->series()) {
+        s->attachAxis(m_x);
+        s->attachAxis(m_y);
+    }
+    m_view = new QChartView(m_chart);
+    m_view->setRenderHint(QPainter::Antialiasing);
+    m_view->setMinimumHeight(180);
+    layout->addWidget(m_view, 1);
+    m_label = new QLabel;
+    m_label->setObjectName(QStringLiteral("kvSummary"));
+    m_label->setWordWrap(true);
+    layout->addWidget(m_label);
+    setModel(std::nullopt);
+}
+
+void KvCachePanel::setModel(const std::optional<ModelDescription>& model) {
+    m_model = model;
+    m_mla->clear();
+    m_mha->clear();
+    m_gqa->clear();
+    m_now->clear();
+    if (!model || model->context_length <= 0) {
+        m_chart->setTitle(tr("KV cache"));
+        m_label->setText(tr("Load a model to see its cache against standard attention."));
+        m_x->setRange(0, 1);
+        m_y->setRange(0, 1);
+        return;
+    }
+    const double n = double(model->context_length);
+    const double held = double(model->kv_bytes_per_token_held ? model->kv_bytes_per_token_held : model->kv_bytes_per_token_mla);
+    const double top = std::max({double(model->kv_bytes_per_token_mha), double(model->kv_bytes_per_token_gqa8), held}) * n;
+    m_unit = top >= 1024.0 * 1024.0 * 1024.0 ? 1024.0 * 1024.0 * 1024.0 : top >= 1024.0 * 1024.0 ? 1024.0 * 1024.0 : 1024.0;
+    const QString unit = m_unit >= 1024.0 * 1024.0 * 1024.0 ? QStringLiteral("GiB") : m_unit >= 1024.0 * 1024.0 ? QStringLiteral("MiB") : QStringLiteral("KiB");
+    m_mla->append(0, 0);
+    m_mla->append(n, held * n / m_unit);
+    m_mha->append(0, 0);
+    m_mha->append(n, double(model->kv_bytes_per_token_mha) * n / m_unit);
+    m_gqa->append(0, 0);
+    m_gqa->append(n, double(model->kv_bytes_per_token_gqa8) * n / m_unit);
+    m_x->setRange(0, n);
+    m_y->setRange(0, std::max(1e-9, top / m_unit) * 1.05);
+    m_y->setTitleText(unit);
+    m_chart->setTitle(tr("KV cache, %1 per token").arg(formatBytes(held)));
+    setStats(StepStats{});
+}
+
+void KvCachePanel::setStats(const StepStats& s) {
+    if (!m_model) return;
+    const double held_per = double(m_model->kv_bytes_per_token_held ? m_model->kv_bytes_per_token_held : m_model->kv_bytes_per_token_mla);
+    const double tokens = double(s.tokens_cached);
+    const double used = s.kv_bytes_used ? double(s.kv_bytes_used) : held_per * tokens;
+    m_now->clear();
+    m_now->append(tokens, used / m_unit);
+    const double mha = double(m_model->kv_bytes_per_token_mha) * tokens;
+    const double gqa = double(m_model->kv_bytes_per_token_gqa8) * tokens;
+    const double ratio_mha = held_per > 0 ? double(m_model->kv_bytes_per_token_mha) / held_per : 0;
+    const double ratio_gqa = held_per > 0 ? double(m_model->kv_bytes_per_token_gqa8) / held_per : 0;
+    auto compare = [](double ratio) {
+        return ratio >= 1.0 ? tr("%1× what MLA holds").arg(ratio, 0, 'f', 1)
+                            : tr("only %1× of what MLA holds: this model has very few heads").arg(ratio, 0, 'f', 1);
+    };
+    m_label->setText(tr("%1 tokens in cache hold %2. Standard multi-head attention would need %3 (%4); GQA-8 %5 (%6).")
+                         .arg(s.tokens_cached)
+                         .arg(formatBytes(used), formatBytes(mha), compare(ratio_mha), formatBytes(gqa), compare(ratio_gqa)));
+}
+
+QString KvCachePanel::summary() const { return m_label->text(); }
+int KvCachePanel::pointsShown() const { return int(m_now->count()); }
+
+ModelPanel::ModelPanel(QWidget* parent) : QWidget(parent) {
+    auto* layout = new QVBoxLayout(this);
+    m_label = new QLabel;
+    m_label->setObjectName(QStringLiteral("modelInfo"));
+    m_label->setWordWrap(true);
+    m_label->setTextInteractionFlags(Qt::TextSelectableByMouse);
+    m_label->setAlignment(Qt::AlignTop | Qt::AlignLeft);
+    layout->addWidget(m_label);
+    layout->addStretch();
+    setModel(std::nullopt);
+}
+
+void ModelPanel::setModel(const std::optional<ModelDescription>& m) {
+    if (!m) {
+        m_label->setText(tr("No model loaded. Use <b>File → Open model…</b> to pick a model folder."));
+        return;
+    }
+    QString rows;
+    auto row = [&rows](const QString& k, const QString& v) { rows += QStringLiteral("<tr><td><b>%1</b></td><td>%2</td></tr>").arg(k, v.toHtmlEscaped()); };
+    row(tr("Model"), m->name);
+    row(tr("Architecture"), m->model_type);
+    row(tr("Parameters"), tr("%1 total, %2 active per token").arg(formatCount(double(m->n_params_total)), formatCount(double(m->n_params_active))));
+    row(tr("Layers"), tr("%1 (%2 dense, %3 MoE)").arg(m->n_layers).arg(m->first_k_dense_replace).arg(m->n_moe_layers));
+    row(tr("Experts"), tr("%1 routed + %2 shared, %3 per token").arg(m->n_routed_experts).arg(m->n_shared_experts).arg(m->n_active_experts));
+    row(tr("Routing"), m->routing);
+    row(tr("MTP layers"), QString::number(m->n_mtp_layers));
+    row(tr("Context"), tr("%1 tokens").arg(m->context_length));
+    row(tr("Weights"), tr("%1, %2").arg(m->weight_dtype, formatBytes(double(m->weight_bytes))));
+    row(tr("Backend"), m->backend);
+    row(tr("Chat template"), m->chat_template);
+    row(tr("Folder"), m->model_dir);
+    m_label->setText(QStringLiteral("<table cellspacing=3>%1</table>").arg(rows));
+}
+
+QString ModelPanel::text() const { return m_label->text(); }
+
+}  // namespace cetus::ui

@@ -1,0 +1,588 @@
+// The main window: layout, menus and shortcuts, and the wiring between widgets, the
+// ChatController and the model-loading signals. No engine or storage type appears here.
+#include "cetus/ui/main_window.h"
+
+#include "cetus/ui/app_icon.h"
+#include "cetus/ui/chat_view.h"
+#include "cetus/ui/conversation_list_model.h"
+#include "cetus/ui/panels.h"
+#include "log.h"
+
+#include <QAction>
+#include <QActionGroup>
+#include <QApplication>
+#include <QCheckBox>
+#include <QCloseEvent>
+#include <QDesktopServices>
+#include <QDialog>
+#include <QDialogButtonBox>
+#include <QDir>
+#include <QDockWidget>
+#include <QDoubleSpinBox>
+#include <QFileDialog>
+#include <QFormLayout>
+#include <QHBoxLayout>
+#include <QKeyEvent>
+#include <QLabel>
+#include <QLineEdit>
+#include <QListView>
+#include <QListWidget>
+#include <QMenu>
+#include <QMenuBar>
+#include <QMessageBox>
+#include <QProgressBar>
+#include <QPushButton>
+#include <QSettings>
+#include <QSpinBox>
+#include <QSplitter>
+#include <QStackedWidget>
+#include <QStandardPaths>
+#include <QStatusBar>
+#include <QUrl>
+#include <QVBoxLayout>
+
+namespace cetus::ui {
+
+void Composer::keyPressEvent(QKeyEvent* e) {
+    if ((e->key() == Qt::Key_Return || e->key() == Qt::Key_Enter) && !(e->modifiers() & Qt::ShiftModifier)) {
+        emit submitted();
+        return;
+    }
+    QPlainTextEdit::keyPressEvent(e);
+}
+
+MainWindow::MainWindow(HistoryStore& store, GenerationService& service, QWidget* parent)
+    : QMainWindow(parent), m_controller(std::make_unique<ChatController>(store, service)), m_service(service) {
+    setObjectName(QStringLiteral("mainWindow"));
+    setWindowIcon(appIcon());
+    m_confirm = [this](const QString& question) {
+        return QMessageBox::question(this, tr("Cetus"), question, QMessageBox::Yes | QMessageBox::Cancel) == QMessageBox::Yes;
+    };
+    auto* split = new QSplitter;
+    split->addWidget(buildLeft());
+    split->addWidget(buildCenter());
+    split->setStretchFactor(0, 0);
+    split->setStretchFactor(1, 1);
+    split->setSizes({260, 700});
+    setCentralWidget(split);
+    buildDocks();
+    buildMenus();
+
+    m_load_bar = new QWidget;
+    auto* lb = new QHBoxLayout(m_load_bar);
+    lb->setContentsMargins(0, 0, 0, 0);
+    m_load_label = new QLabel;
+    m_progress = new QProgressBar;
+    m_progress->setRange(0, 1000);
+    m_progress->setMaximumWidth(220);
+    auto* cancel = new QPushButton(tr("Cancel"));
+    cancel->setObjectName(QStringLiteral("cancelLoadButton"));
+    lb->addWidget(m_load_label);
+    lb->addWidget(m_progress);
+    lb->addWidget(cancel);
+    m_load_bar->hide();
+    m_model_status = new QLabel(tr("No model"));
+    statusBar()->addWidget(m_load_bar);
+    statusBar()->addPermanentWidget(m_model_status);
+    connect(cancel, &QPushButton::clicked, &m_service, &GenerationService::cancelLoad);
+
+    connect(&m_service, &GenerationService::loadProgress, this, [this](double f, const QString& stage) {
+        m_progress->setValue(int(f * 1000));
+        m_load_label->setText(tr("Loading %1: %2").arg(QFileInfo(m_loading_dir).fileName(), stage));
+    });
+    connect(&m_service, &GenerationService::modelLoaded, this, [this](const ModelDescription& m) {
+        m_load_bar->hide();
+        QSettings().setValue(QStringLiteral("model/lastDir"), m.model_dir);
+        m_model_status->setText(tr("%1 · %2").arg(m.name, m.backend));
+        showBanner(QString(), false);
+        statusBar()->showMessage(tr("Loaded %1").arg(m.name), 5000);
+    });
+    connect(&m_service, &GenerationService::loadFailed, this, [this](const QString& message, bool cancelled) {
+        m_load_bar->hide();
+        if (cancelled) statusBar()->showMessage(tr("Loading cancelled."), 5000);
+        else showBanner(tr("Could not load %1: %2%3").arg(m_loading_dir, message,
+                                                           m_service.hasModel() ? tr(" The previous model stays loaded.") : QString()), true);
+        refreshEnabled();
+    });
+    connect(m_controller.get(), &ChatController::modelChanged, this, [this] {
+        const auto m = m_controller->model();
+        m_kv->setModel(m);
+        m_experts->setModel(m);
+        m_spec->setModel(m);
+        m_model_panel->setModel(m);
+        m_routing->clear();
+        refreshExperts();
+        refreshEnabled();
+        refreshChat();
+    });
+    connect(m_controller.get(), &ChatController::conversationListChanged, this, &MainWindow::refreshList);
+    connect(m_controller.get(), &ChatController::conversationChanged, this, [this] {
+        if (!m_controller->isGenerating()) showBanner(QString(), false);
+        refreshChat();
+        refreshTitle();
+        const auto id = m_controller->currentConversation();
+        if (id) QSettings().setValue(QStringLiteral("chat/lastConversation"), *id);
+        const int row = id ? m_list_model->rowOf(*id) : -1;
+        m_list->setCurrentIndex(row >= 0 ? m_list_model->index(row) : QModelIndex());
+    });
+    connect(m_controller.get(), &ChatController::streamUpdated, m_chat, &ChatView::updateStreaming);
+    connect(m_controller.get(), &ChatController::generationStateChanged, this, [this](bool) { refreshEnabled(); });
+    connect(m_controller.get(), &ChatController::statsUpdated, this, [this](const StepStats& s) {
+        m_kv->setStats(s);
+        m_spec->setHistory(m_controller->answerStatsHistory());
+    });
+    connect(m_controller.get(), &ChatController::expertCountsChanged, this, &MainWindow::refreshExperts);
+    connect(m_experts, &ExpertPanel::scopeChanged, this, &MainWindow::refreshExperts);
+    connect(m_controller.get(), &ChatController::tokenSelected, this, [this](const QString& label, const RoutingData& r) {
+        m_routing->showToken(label, r);
+        if (auto* dock = qobject_cast<QDockWidget*>(m_routing->parentWidget())) dock->raise();
+    });
+    connect(m_controller.get(), &ChatController::errorOccurred, this, [this](const QString& e) { showBanner(e, true); });
+
+    connect(m_chat, &ChatView::regenerateRequested, m_controller.get(), &ChatController::regenerate);
+    connect(m_chat, &ChatView::editRequested, m_controller.get(), &ChatController::editAndResend);
+    connect(m_chat, &ChatView::branchRequested, m_controller.get(), &ChatController::switchBranch);
+    connect(m_chat, &ChatView::tokenClicked, m_controller.get(), &ChatController::selectToken);
+    connect(m_list_model, &ConversationListModel::renameRequested, m_controller.get(), &ChatController::renameConversation);
+
+    QSettings settings;
+    restoreGeometry(settings.value(QStringLiteral("window/geometry")).toByteArray());
+    restoreState(settings.value(QStringLiteral("window/state")).toByteArray());
+    if (!settings.contains(QStringLiteral("window/geometry"))) resize(1400, 900);
+    refreshList();
+    refreshChat();
+    refreshTitle();
+    refreshEnabled();
+}
+
+MainWindow::~MainWindow() {
+    if (m_controller->isGenerating()) m_controller->stop();
+}
+
+void MainWindow::closeEvent(QCloseEvent* e) {
+    QSettings settings;
+    settings.setValue(QStringLiteral("window/geometry"), saveGeometry());
+    settings.setValue(QStringLiteral("window/state"), saveState());
+    if (m_controller->isGenerating()) m_controller->stop();
+    QMainWindow::closeEvent(e);
+}
+
+QWidget* MainWindow::buildLeft() {
+    auto* left = new QWidget;
+    auto* layout = new QVBoxLayout(left);
+    layout->setContentsMargins(6, 6, 0, 6);
+    auto* new_chat = new QPushButton(tr("New chat"));
+    new_chat->setObjectName(QStringLiteral("newChatButton"));
+    connect(new_chat, &QPushButton::clicked, m_controller.get(), &ChatController::newConversation);
+    layout->addWidget(new_chat);
+    m_search = new QLineEdit;
+    m_search->setObjectName(QStringLiteral("searchField"));
+    m_search->setPlaceholderText(tr("Search all messages (Ctrl+K)"));
+    m_search->setClearButtonEnabled(true);
+    layout->addWidget(m_search);
+    m_left_stack = new QStackedWidget;
+    m_list_model = new ConversationListModel(this);
+    m_list = new QListView;
+    m_list->setObjectName(QStringLiteral("conversationList"));
+    m_list->setModel(m_list_model);
+    m_list->setEditTriggers(QAbstractItemView::EditKeyPressed | QAbstractItemView::SelectedClicked);
+    m_list->setContextMenuPolicy(Qt::CustomContextMenu);
+    m_left_stack->addWidget(m_list);
+    m_results = new QListWidget;
+    m_results->setObjectName(QStringLiteral("searchResults"));
+    m_results->setWordWrap(true);
+    m_left_stack->addWidget(m_results);
+    layout->addWidget(m_left_stack, 1);
+
+    connect(m_list, &QListView::clicked, this, [this](const QModelIndex& i) {
+        const QVariant id = i.data(ConversationListModel::IdRole);
+        if (id.isValid()) m_controller->openConversation(id.toLongLong());
+    });
+    connect(m_list, &QListView::customContextMenuRequested, this, [this](const QPoint& pos) {
+        const QModelIndex i = m_list->indexAt(pos);
+        const QVariant id = i.data(ConversationListModel::IdRole);
+        if (!id.isValid()) return;
+        QMenu menu;
+        menu.addAction(tr("Rename"), this, [this, i] { m_list->edit(i); });
+        const bool pinned = i.data(ConversationListModel::PinnedRole).toBool();
+        menu.addAction(pinned ? tr("Unpin") : tr("Pin"), this, [this, id, pinned] { m_controller->setPinned(id.toLongLong(), !pinned); });
+        menu.addAction(tr("Delete…"), this, [this, id] { deleteConversation(id.toLongLong()); });
+        menu.exec(m_list->viewport()->mapToGlobal(pos));
+    });
+    connect(m_search, &QLineEdit::textChanged, this, &MainWindow::runSearch);
+    connect(m_results, &QListWidget::itemActivated, this, [this](QListWidgetItem* item) {
+        m_controller->openConversation(item->data(Qt::UserRole).toLongLong());
+    });
+    connect(m_results, &QListWidget::itemClicked, this, [this](QListWidgetItem* item) {
+        m_controller->openConversation(item->data(Qt::UserRole).toLongLong());
+    });
+    return left;
+}
+
+QWidget* MainWindow::buildCenter() {
+    auto* center = new QWidget;
+    auto* layout = new QVBoxLayout(center);
+    layout->setContentsMargins(0, 6, 6, 6);
+    m_banner = new QLabel;
+    m_banner->setObjectName(QStringLiteral("banner"));
+    m_banner->setWordWrap(true);
+    m_banner->setTextInteractionFlags(Qt::TextSelectableByMouse);
+    m_banner->hide();
+    layout->addWidget(m_banner);
+    m_center_stack = new QStackedWidget;
+    auto* empty = new QWidget;
+    auto* el = new QVBoxLayout(empty);
+    el->addStretch();
+    auto* logo = new QLabel;
+    logo->setPixmap(appIcon().pixmap(96, 96));
+    logo->setAlignment(Qt::AlignCenter);
+    el->addWidget(logo);
+    m_empty_label = new QLabel;
+    m_empty_label->setObjectName(QStringLiteral("emptyStateLabel"));
+    m_empty_label->setAlignment(Qt::AlignCenter);
+    m_empty_label->setWordWrap(true);
+    el->addWidget(m_empty_label);
+    m_empty_open = new QPushButton(tr("Open a model folder…"));
+    m_empty_open->setObjectName(QStringLiteral("openModelButton"));
+    auto* row = new QHBoxLayout;
+    row->addStretch();
+    row->addWidget(m_empty_open);
+    row->addStretch();
+    el->addLayout(row);
+    el->addStretch();
+    connect(m_empty_open, &QPushButton::clicked, this, &MainWindow::chooseAndOpenModel);
+    m_center_stack->addWidget(empty);
+    m_chat = new ChatView;
+    m_chat->setObjectName(QStringLiteral("chatView"));
+    m_center_stack->addWidget(m_chat);
+    layout->addWidget(m_center_stack, 1);
+
+    auto* composer_row = new QHBoxLayout;
+    m_composer = new Composer;
+    m_composer->setObjectName(QStringLiteral("composer"));
+    m_composer->setPlaceholderText(tr("Message Cetus (Enter sends, Shift+Enter breaks the line)"));
+    m_composer->setFixedHeight(72);
+    composer_row->addWidget(m_composer, 1);
+    auto* buttons = new QVBoxLayout;
+    m_send = new QPushButton(tr("Send"));
+    m_send->setObjectName(QStringLiteral("sendButton"));
+    m_send->setDefault(true);
+    m_stop = new QPushButton(tr("Stop"));
+    m_stop->setObjectName(QStringLiteral("stopButton"));
+    buttons->addWidget(m_send);
+    buttons->addWidget(m_stop);
+    composer_row->addLayout(buttons);
+    layout->addLayout(composer_row);
+    auto send = [this] {
+        if (m_controller->send(m_composer->toPlainText())) {
+            m_composer->clear();
+            showBanner(QString(), false);
+        }
+    };
+    connect(m_composer, &Composer::submitted, this, send);
+    connect(m_send, &QPushButton::clicked, this, send);
+    connect(m_stop, &QPushButton::clicked, m_controller.get(), &ChatController::stop);
+    return center;
+}
+
+void MainWindow::buildDocks() {
+    auto dock = [this](const QString& title, const QString& name, QWidget* w) {
+        auto* d = new QDockWidget(title, this);
+        d->setObjectName(name);
+        d->setWidget(w);
+        d->setAllowedAreas(Qt::LeftDockWidgetArea | Qt::RightDockWidgetArea | Qt::BottomDockWidgetArea);
+        addDockWidget(Qt::RightDockWidgetArea, d);
+        return d;
+    };
+    m_kv = new KvCachePanel;
+    m_experts = new ExpertPanel;
+    m_routing = new RoutingPanel;
+    m_spec = new SpeculativePanel;
+    m_model_panel = new ModelPanel;
+    auto* kv = dock(tr("KV cache"), QStringLiteral("kvDock"), m_kv);
+    auto* model = dock(tr("Model"), QStringLiteral("modelDock"), m_model_panel);
+    dock(tr("Experts"), QStringLiteral("expertsDock"), m_experts);
+    auto* routing = dock(tr("Routing"), QStringLiteral("routingDock"), m_routing);
+    auto* spec = dock(tr("Speculative decoding"), QStringLiteral("speculativeDock"), m_spec);
+    tabifyDockWidget(kv, model);
+    tabifyDockWidget(routing, spec);
+    kv->raise();
+    routing->raise();
+}
+
+void MainWindow::buildMenus() {
+    QMenu* file = menuBar()->addMenu(tr("&File"));
+    file->addAction(tr("&New conversation"), QKeySequence::New, m_controller.get(), &ChatController::newConversation);
+    file->addAction(tr("&Open model…"), QKeySequence::Open, this, &MainWindow::chooseAndOpenModel);
+    file->addSeparator();
+    file->addAction(tr("&Import conversations…"), this, [this] {
+        const QString f = QFileDialog::getOpenFileName(this, tr("Import conversations"), QString(), tr("Cetus JSON (*.json)"));
+        if (!f.isEmpty()) importConversations(f);
+    });
+    file->addAction(tr("Export conversation as &JSON…"), this, [this] {
+        const QString f = QFileDialog::getSaveFileName(this, tr("Export conversation"), m_controller->currentTitle() + QStringLiteral(".json"), tr("JSON (*.json)"));
+        if (!f.isEmpty()) exportConversation(f, false);
+    });
+    file->addAction(tr("Export conversation as &Markdown…"), this, [this] {
+        const QString f = QFileDialog::getSaveFileName(this, tr("Export conversation"), m_controller->currentTitle() + QStringLiteral(".md"), tr("Markdown (*.md)"));
+        if (!f.isEmpty()) exportConversation(f, true);
+    });
+    file->addAction(tr("Export &all conversations…"), this, [this] {
+        const QString f = QFileDialog::getSaveFileName(this, tr("Export all conversations"), QStringLiteral("cetus-conversations.json"), tr("JSON (*.json)"));
+        if (!f.isEmpty() && m_controller->store().exportJson(f, std::nullopt)) statusBar()->showMessage(tr("Exported to %1").arg(f), 5000);
+    });
+    file->addSeparator();
+    file->addAction(tr("&Quit"), QKeySequence::Quit, this, &QWidget::close);
+
+    QMenu* chat = menuBar()->addMenu(tr("&Conversation"));
+    QAction* find = chat->addAction(tr("&Search…"), this, [this] { m_search->setFocus(); m_search->selectAll(); });
+    find->setShortcuts({QKeySequence::Find, QKeySequence(Qt::CTRL | Qt::Key_K)});
+    chat->addAction(tr("&Rename"), QKeySequence(Qt::Key_F2), this, [this] {
+        if (const auto id = m_controller->currentConversation()) {
+            const int row = m_list_model->rowOf(*id);
+            if (row >= 0) m_list->edit(m_list_model->index(row));
+        }
+    });
+    chat->addAction(tr("&Pin / unpin"), this, [this] {
+        if (const auto id = m_controller->currentConversation()) {
+            const int row = m_list_model->rowOf(*id);
+            m_controller->setPinned(*id, row >= 0 && !m_list_model->index(row).data(ConversationListModel::PinnedRole).toBool());
+        }
+    });
+    chat->addAction(tr("&Delete…"), this, [this] {
+        if (const auto id = m_controller->currentConversation()) deleteConversation(*id);
+    });
+    chat->addSeparator();
+    chat->addAction(tr("S&ettings (system prompt, sampling)…"), this, &MainWindow::editSettings);
+
+    QMenu* model = menuBar()->addMenu(tr("&Model"));
+    model->addAction(tr("&Open model folder…"), this, &MainWindow::chooseAndOpenModel);
+    QMenu* device = model->addMenu(tr("&Device"));
+    m_device_group = new QActionGroup(this);
+    const QString saved = QSettings().value(QStringLiteral("model/device"), QStringLiteral("auto")).toString();
+    for (const auto& [key, label] : {std::pair{QStringLiteral("auto"), tr("&Auto")}, std::pair{QStringLiteral("cpu"), tr("&CPU")},
+                                     std::pair{QStringLiteral("gpu"), tr("&GPU (CUDA)")}}) {
+        QAction* a = device->addAction(label);
+        a->setCheckable(true);
+        a->setData(key);
+        a->setChecked(key == saved);
+        m_device_group->addAction(a);
+    }
+    connect(m_device_group, &QActionGroup::triggered, this, [this](QAction* a) {
+        QSettings().setValue(QStringLiteral("model/device"), a->data().toString());
+        statusBar()->showMessage(tr("The device applies the next time a model is loaded."), 5000);
+    });
+
+    QMenu* view = menuBar()->addMenu(tr("&View"));
+    for (QDockWidget* d : findChildren<QDockWidget*>()) view->addAction(d->toggleViewAction());
+
+    QMenu* help = menuBar()->addMenu(tr("&Help"));
+    help->addAction(tr("Open &log folder"), this, [] {
+        const QString dir = QStandardPaths::writableLocation(QStandardPaths::AppDataLocation) + QStringLiteral("/logs");
+        QDir().mkpath(dir);
+        QDesktopServices::openUrl(QUrl::fromLocalFile(dir));
+    });
+    help->addAction(tr("&About Cetus"), this, &MainWindow::showAbout);
+}
+
+void MainWindow::chooseAndOpenModel() {
+    const QString dir = QFileDialog::getExistingDirectory(this, tr("Open a model folder"),
+                                                          QSettings().value(QStringLiteral("model/lastDir")).toString());
+    if (!dir.isEmpty()) openModel(dir);
+}
+
+void MainWindow::openModel(const QString& dir) {
+    LoadRequest r;
+    r.model_dir = dir;
+    const QString device = m_device_group && m_device_group->checkedAction() ? m_device_group->checkedAction()->data().toString() : QStringLiteral("auto");
+    r.device = device == QLatin1String("cpu") ? DeviceChoice::Cpu : device == QLatin1String("gpu") ? DeviceChoice::Gpu : DeviceChoice::Auto;
+    m_loading_dir = dir;
+    m_progress->setValue(0);
+    m_load_label->setText(tr("Loading %1…").arg(QFileInfo(dir).fileName()));
+    m_load_bar->show();
+    logger()->info("loading model {}", dir.toStdString());
+    m_service.loadModel(r);
+    refreshEnabled();
+}
+
+bool MainWindow::restoreLastModel() {
+    const QString dir = QSettings().value(QStringLiteral("model/lastDir")).toString();
+    if (dir.isEmpty() || !QFileInfo(dir).isDir()) return false;
+    openModel(dir);
+    return true;
+}
+
+void MainWindow::restoreLastConversation() {
+    const QVariant id = QSettings().value(QStringLiteral("chat/lastConversation"));
+    if (id.isValid() && m_list_model->rowOf(id.toLongLong()) >= 0) m_controller->openConversation(id.toLongLong());
+}
+
+void MainWindow::deleteConversation(qint64 id) {
+    const int row = m_list_model->rowOf(id);
+    const QString title = row >= 0 ? m_list_model->index(row).data(Qt::EditRole).toString() : QString();
+    if (!m_confirm(tr("Delete “%1” with all its messages? This cannot be undone.").arg(title))) return;
+    m_controller->deleteConversation(id);
+}
+
+bool MainWindow::exportConversation(const QString& file, bool markdown) {
+    const auto id = m_controller->currentConversation();
+    if (!id) return false;
+    const bool ok = markdown ? m_controller->store().exportMarkdown(file, *id) : m_controller->store().exportJson(file, *id);
+    if (ok) statusBar()->showMessage(tr("Exported to %1").arg(file), 5000);
+    return ok;
+}
+
+bool MainWindow::importConversations(const QString& file) {
+    const auto n = m_controller->store().importJson(file);
+    if (!n) return false;
+    statusBar()->showMessage(tr("Imported %n conversation(s).", nullptr, *n), 5000);
+    refreshList();
+    return true;
+}
+
+void MainWindow::refreshList() {
+    const auto current = m_controller->currentConversation();
+    m_list_model->setConversations(m_controller->store().listConversations());
+    if (current) {
+        const int row = m_list_model->rowOf(*current);
+        if (row >= 0) m_list->setCurrentIndex(m_list_model->index(row));
+    }
+    if (!m_search->text().isEmpty()) runSearch();
+}
+
+void MainWindow::refreshChat() {
+    const bool has_messages = !m_controller->messages().empty();
+    if (!m_service.hasModel() && !has_messages) {
+        m_empty_label->setText(m_service.isLoading() ? tr("<h3>Loading the model…</h3>")
+                                                     : tr("<h3>No model loaded</h3>Open a DeepSeek-architecture model folder "
+                                                          "(config.json, *.safetensors, tokenizer.json) to start chatting."));
+        m_empty_open->setVisible(!m_service.isLoading());
+        m_center_stack->setCurrentIndex(0);
+        return;
+    }
+    if (!has_messages) {
+        const auto m = m_controller->model();
+        m_empty_label->setText(tr("<h3>Start a conversation</h3>Type a message below%1.")
+                                   .arg(m ? tr(" to chat with %1").arg(m->name.toHtmlEscaped()) : QString()));
+        m_empty_open->setVisible(false);
+        m_center_stack->setCurrentIndex(0);
+        return;
+    }
+    m_center_stack->setCurrentIndex(1);
+    m_chat->setMessages(m_controller->messages(), m_controller->isGenerating());
+}
+
+void MainWindow::refreshTitle() {
+    const QString title = m_controller->currentTitle();
+    setWindowTitle(title.isEmpty() ? tr("Cetus") : tr("%1 — Cetus").arg(title));
+}
+
+void MainWindow::refreshEnabled() {
+    const bool generating = m_controller->isGenerating();
+    const bool can_send = m_service.hasModel() && !generating;
+    m_send->setEnabled(can_send);
+    m_send->setToolTip(m_service.hasModel() ? QString() : tr("Open a model first (File → Open model…)"));
+    m_stop->setEnabled(generating);
+    m_stop->setVisible(generating);
+    m_send->setVisible(!generating);
+    if (!m_controller->currentConversation()) refreshChat();
+}
+
+void MainWindow::refreshExperts() {
+    m_experts->setCounts(m_controller->answerExpertCounts(), m_controller->conversationExpertCounts());
+}
+
+void MainWindow::showBanner(const QString& text, bool error) {
+    m_banner->setVisible(!text.isEmpty());
+    m_banner->setText(text);
+    m_banner->setStyleSheet(error ? QStringLiteral("QLabel { background: #fdecea; color: #8a1f11; border: 1px solid #e6b0aa; padding: 6px; border-radius: 4px; }")
+                                  : QStringLiteral("QLabel { padding: 6px; }"));
+    if (error) logger()->warn("shown to the user: {}", text.toStdString());
+}
+
+void MainWindow::runSearch() {
+    const QString text = m_search->text().trimmed();
+    if (text.isEmpty()) {
+        m_left_stack->setCurrentIndex(0);
+        return;
+    }
+    m_results->clear();
+    const auto hits = m_controller->store().search(text);
+    for (const SearchResult& h : hits) {
+        auto* item = new QListWidgetItem(m_results);
+        item->setData(Qt::UserRole, h.conversation_id);
+        auto* label = new QLabel(QStringLiteral("<b>%1</b><br><span>%2</span>").arg(h.conversation_title.toHtmlEscaped(), h.snippet_html));
+        label->setObjectName(QStringLiteral("searchHit"));
+        label->setWordWrap(true);
+        label->setContentsMargins(4, 3, 4, 3);
+        label->setAttribute(Qt::WA_TransparentForMouseEvents);
+        item->setSizeHint(QSize(200, label->heightForWidth(m_results->viewport()->width() - 8) + 8));
+        m_results->setItemWidget(item, label);
+    }
+    if (hits.empty()) {
+        auto* item = new QListWidgetItem(tr("No messages match “%1”.").arg(text), m_results);
+        item->setFlags(Qt::NoItemFlags);
+    }
+    m_left_stack->setCurrentIndex(1);
+}
+
+void MainWindow::editSettings() {
+    const ConversationSettings s = m_controller->settings();
+    QDialog dialog(this);
+    dialog.setWindowTitle(tr("Conversation settings"));
+    auto* form = new QFormLayout(&dialog);
+    auto* system = new QPlainTextEdit(s.system_prompt);
+    auto* temperature = new QDoubleSpinBox;
+    temperature->setRange(0, 2);
+    temperature->setSingleStep(0.05);
+    temperature->setValue(s.sampling.temperature);
+    auto* top_p = new QDoubleSpinBox;
+    top_p->setRange(0.01, 1);
+    top_p->setSingleStep(0.05);
+    top_p->setValue(s.sampling.top_p);
+    auto* top_k = new QSpinBox;
+    top_k->setRange(0, 1000);
+    top_k->setValue(s.sampling.top_k);
+    auto* max_tokens = new QSpinBox;
+    max_tokens->setRange(1, 32768);
+    max_tokens->setValue(s.sampling.max_new_tokens);
+    auto* mtp = new QCheckBox(tr("Speculative decoding with the model's MTP module"));
+    mtp->setChecked(s.sampling.mtp);
+    form->addRow(tr("System prompt"), system);
+    form->addRow(tr("Temperature (0 = greedy)"), temperature);
+    form->addRow(tr("Top-p"), top_p);
+    form->addRow(tr("Top-k (0 = off)"), top_k);
+    form->addRow(tr("Max new tokens"), max_tokens);
+    form->addRow(QString(), mtp);
+    auto* box = new QDialogButtonBox(QDialogButtonBox::Ok | QDialogButtonBox::Cancel);
+    form->addRow(box);
+    connect(box, &QDialogButtonBox::accepted, &dialog, &QDialog::accept);
+    connect(box, &QDialogButtonBox::rejected, &dialog, &QDialog::reject);
+    if (dialog.exec() != QDialog::Accepted) return;
+    ConversationSettings n = s;
+    n.system_prompt = system->toPlainText();
+    n.sampling.temperature = temperature->value();
+    n.sampling.top_p = top_p->value();
+    n.sampling.top_k = top_k->value();
+    n.sampling.max_new_tokens = max_tokens->value();
+    n.sampling.mtp = mtp->isChecked();
+    m_controller->applySettings(n);
+}
+
+void MainWindow::showAbout() {
+    const auto m = m_controller->model();
+    QMessageBox::about(this, tr("About Cetus"),
+                       tr("<h3>Cetus %1</h3><p>A desktop chat app for DeepSeek-architecture models, with a built-in engine "
+                          "(MLA, DeepSeekMoE, MTP speculative decoding).</p>"
+                          "<p>Qt %2<br>Backend: %3<br>Model: %4<br>Conversations: %5</p>")
+                           .arg(QStringLiteral(CETUS_VERSION), QString::fromLatin1(qVersion()),
+                                m ? m->backend : tr("none loaded"), m ? m->name.toHtmlEscaped() : tr("none"),
+                                m_controller->store().location().toHtmlEscaped()));
+}
+
+std::optional<qint64> MainWindow::selectedConversation() const {
+    const QVariant id = m_list->currentIndex().data(ConversationListModel::IdRole);
+    return id.isValid() ? std::optional<qint64>(id.toLongLong()) : std::nullopt;
+}
+
+}  // namespace cetus::ui
