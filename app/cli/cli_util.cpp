@@ -1,6 +1,8 @@
 // Helpers for cetus-cli subcommands.
 #include "cli_util.h"
 
+#include "model_paths.h"
+
 #include <spdlog/spdlog.h>
 
 #include <filesystem>
@@ -64,6 +66,16 @@ std::string default_fixtures_dir() {
     for (const std::string& c : {std::string(CETUS_SOURCE_DIR) + "/tests/data/golden", std::string("tests/data/golden")})
         if (std::filesystem::is_directory(c)) return c;
     return "tests/data/golden";
+}
+
+std::string model_or_bundled(const std::string& given) {
+    if (!given.empty()) return given;
+    std::string dir = app::find_bundled_model();
+    if (dir.empty())
+        throw Error(ErrorCode::BadRequest, "no --model given and no bundled model found (looked in " +
+                                               app::bundled_model_roots_text() + ")");
+    if (auto l = spdlog::get("cli")) l->info("using the bundled model {}", dir);
+    return dir;
 }
 
 }  // namespace cetus::cli

@@ -16,5 +16,7 @@ std::unique_ptr<Engine> load_engine(const std::string& model_dir, const std::str
                                     int64_t max_context);
 uint64_t peak_rss_bytes();  // VmHWM of this process
 std::string default_fixtures_dir();
+// `given` when not empty, else the bundled demo model (app/common/model_paths.h); throws when there is none.
+std::string model_or_bundled(const std::string& given);
 
 }  // namespace cetus::cli

@@ -46,7 +46,7 @@ void add_chat_command(CLI::App& app) {
         uint64_t seed = 0;
     };
     auto o = std::make_shared<Opts>();
-    cmd->add_option("--model", o->model, "Model folder")->required();
+    cmd->add_option("--model", o->model, "Model folder (default: the bundled model)");
     cmd->add_option("--db", o->db, "Conversation database (the app's history.db)")->required();
     cmd->add_option("--conversation", o->conversation, "Continue this conversation id (default: a new one)");
     cmd->add_option("--system", o->system, "System prompt of a new conversation");
@@ -59,7 +59,7 @@ void add_chat_command(CLI::App& app) {
     cmd->add_option("--threads", o->threads, "CPU threads");
     cmd->add_option("--context", o->context, "Context length (tokens)");
     cmd->callback([o] {
-        auto engine = load_engine(o->model, o->device, o->threads, o->context);
+        auto engine = load_engine(model_or_bundled(o->model), o->device, o->threads, o->context);
         storage::Store store = storage::Store::open(o->db);
         int64_t conv = o->conversation;
         if (conv == 0) {

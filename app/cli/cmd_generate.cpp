@@ -41,7 +41,7 @@ void add_generate_command(CLI::App& app) {
         bool json = false;
     };
     auto o = std::make_shared<Opts>();
-    cmd->add_option("--model", o->model, "Model folder")->required();
+    cmd->add_option("--model", o->model, "Model folder (default: the bundled model)");
     auto* prompt = cmd->add_option("--prompt", o->prompt, "User message");
     cmd->add_option("--ids", o->ids, "Raw prompt token ids instead of a chat prompt (no template)")->excludes(prompt);
     cmd->add_option("--system", o->system, "System prompt");
@@ -60,7 +60,7 @@ void add_generate_command(CLI::App& app) {
     cmd->add_option("--context", o->context, "Context length (tokens)");
     cmd->add_flag("--json", o->json, "One JSON object per token, then a summary line");
     cmd->callback([o] {
-        auto e = load_engine(o->model, o->device, o->threads, o->context);
+        auto e = load_engine(model_or_bundled(o->model), o->device, o->threads, o->context);
         GenerateRequest req;
         if (!o->ids.empty()) {
             req.prompt_ids = parse_ids(o->ids);

@@ -55,7 +55,7 @@ void add_info_command(CLI::App& app) {
         bool json = false;
     };
     auto o = std::make_shared<Opts>();
-    auto* m = cmd->add_option("--model", o->model, "Model folder (config.json + safetensors)");
+    auto* m = cmd->add_option("--model", o->model, "Model folder (config.json + safetensors; default: the bundled model)");
     cmd->add_option("--random-model", o->random, "A random model preset instead of a folder")->excludes(m);
     cmd->add_option("--device", o->device, "auto, cpu or cuda");
     cmd->add_flag("--json", o->json, "JSON output");
@@ -66,8 +66,7 @@ void add_info_command(CLI::App& app) {
             eo.device = parse_device(o->device);
             e = Engine::create_random({o->random}, eo);
         } else {
-            if (o->model.empty()) throw Error(ErrorCode::BadRequest, "info needs --model DIR or --random-model PRESET");
-            e = load_engine(o->model, o->device, 0, 4096);
+            e = load_engine(model_or_bundled(o->model), o->device, 0, 4096);
         }
         const ModelInfo& i = e->info();
         if (o->json) {

@@ -1,5 +1,6 @@
 // cetus-cli: the Qt-free command line. Logs go to stderr; results to stdout.
 // Every cetus::Error ends here as a one-line message and exit code 1.
+#include "omp_env.h"
 #include "commands.h"
 
 #include "cetus/error.h"
@@ -11,6 +12,7 @@
 #include <exception>
 
 int main(int argc, char** argv) {
+    cetus::app::ensure_passive_omp_wait(argv);
     auto sink = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
     for (const char* name : {"engine", "storage", "cli"}) {
         auto logger = std::make_shared<spdlog::logger>(name, sink);

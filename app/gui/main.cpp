@@ -1,10 +1,14 @@
 // The cetus GUI main: logging (rotating file in the app data folder, plus stderr),
 // --version, QApplication; everything else is the ui library's runApp.
+#include "omp_env.h"
 #include <cetus/ui/app.h>
 #include <cetus/ui/app_icon.h>
 
+#include "model_paths.h"
+
 #include <QApplication>
 #include <QCommandLineParser>
+#include <QSettings>
 
 #include <spdlog/sinks/rotating_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -34,9 +38,25 @@ void setUpLogging() {
     spdlog::flush_every(std::chrono::seconds(2));
 }
 
+// First start: when no model was ever opened (the window remembers the last one in
+// model/lastDir and reopens it at start), point it at the bundled demo model so a new
+// user can chat at once. A model the user chose is never replaced.
+void preferBundledModel() {
+    QSettings settings;
+    if (!settings.value(QStringLiteral("model/lastDir")).toString().isEmpty()) return;
+    const std::string dir = cetus::app::find_bundled_model();
+    if (dir.empty()) {
+        spdlog::get("ui")->info("no bundled model found (looked in {})", cetus::app::bundled_model_roots_text());
+        return;
+    }
+    spdlog::get("ui")->info("first start: opening the bundled model {}", dir);
+    settings.setValue(QStringLiteral("model/lastDir"), QString::fromStdString(dir));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+    cetus::app::ensure_passive_omp_wait(argv);
     // Before QApplication, so --version works without a display (CI, packaging checks).
     for (int i = 1; i < argc; ++i) {
         if (std::strcmp(argv[i], "--version") == 0 || std::strcmp(argv[i], "-v") == 0) {
@@ -60,6 +80,7 @@ int main(int argc, char** argv) {
     try {
         setUpLogging();
         spdlog::get("ui")->info("Cetus {} starting (Qt {})", CETUS_VERSION, qVersion());
+        preferBundledModel();
         return cetus::ui::runApp(app);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "cetus: fatal: %s\n", e.what());
