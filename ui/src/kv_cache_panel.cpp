@@ -71,6 +71,14 @@ KvCachePanel::KvCachePanel(QWidget* parent) : QWidget(parent) {
     setModel(std::nullopt);
 }
 
+// The engine's cache may use another element size than the BF16 figures of the
+// model description (the CPU backend holds fp32) and also holds the MTP layers;
+// the comparison lines are scaled the same way, so the ratios are like for like.
+static double precisionFactor(const ModelDescription& m) {
+    if (!m.kv_bytes_per_token_held || !m.kv_bytes_per_token_mla) return 1.0;
+    return double(m.kv_bytes_per_token_held) / double(m.kv_bytes_per_token_mla);
+}
+
 void KvCachePanel::setModel(const std::optional<ModelDescription>& model) {
     m_model = model;
     m_mla->clear();
@@ -86,15 +94,16 @@ void KvCachePanel::setModel(const std::optional<ModelDescription>& model) {
     }
     const double n = double(model->context_length);
     const double held = double(model->kv_bytes_per_token_held ? model->kv_bytes_per_token_held : model->kv_bytes_per_token_mla);
-    const double top = std::max({double(model->kv_bytes_per_token_mha), double(model->kv_bytes_per_token_gqa8), held}) * n;
+    const double f = precisionFactor(*model);
+    const double top = std::max({double(model->kv_bytes_per_token_mha) * f, double(model->kv_bytes_per_token_gqa8) * f, held}) * n;
     m_unit = top >= 1024.0 * 1024.0 * 1024.0 ? 1024.0 * 1024.0 * 1024.0 : top >= 1024.0 * 1024.0 ? 1024.0 * 1024.0 : 1024.0;
     const QString unit = m_unit >= 1024.0 * 1024.0 * 1024.0 ? QStringLiteral("GiB") : m_unit >= 1024.0 * 1024.0 ? QStringLiteral("MiB") : QStringLiteral("KiB");
     m_mla->append(0, 0);
     m_mla->append(n, held * n / m_unit);
     m_mha->append(0, 0);
-    m_mha->append(n, double(model->kv_bytes_per_token_mha) * n / m_unit);
+    m_mha->append(n, double(model->kv_bytes_per_token_mha) * f * n / m_unit);
     m_gqa->append(0, 0);
-    m_gqa->append(n, double(model->kv_bytes_per_token_gqa8) * n / m_unit);
+    m_gqa->append(n, double(model->kv_bytes_per_token_gqa8) * f * n / m_unit);
     m_x->setRange(0, n);
     m_y->setRange(0, std::max(1e-9, top / m_unit) * 1.05);
     m_y->setTitleText(unit);
@@ -109,10 +118,11 @@ void KvCachePanel::setStats(const StepStats& s) {
     const double used = s.kv_bytes_used ? double(s.kv_bytes_used) : held_per * tokens;
     m_now->clear();
     m_now->append(tokens, used / m_unit);
-    const double mha = double(m_model->kv_bytes_per_token_mha) * tokens;
-    const double gqa = double(m_model->kv_bytes_per_token_gqa8) * tokens;
-    const double ratio_mha = held_per > 0 ? double(m_model->kv_bytes_per_token_mha) / held_per : 0;
-    const double ratio_gqa = held_per > 0 ? double(m_model->kv_bytes_per_token_gqa8) / held_per : 0;
+    const double f = precisionFactor(*m_model);
+    const double mha = double(m_model->kv_bytes_per_token_mha) * f * tokens;
+    const double gqa = double(m_model->kv_bytes_per_token_gqa8) * f * tokens;
+    const double ratio_mha = held_per > 0 ? double(m_model->kv_bytes_per_token_mha) * f / held_per : 0;
+    const double ratio_gqa = held_per > 0 ? double(m_model->kv_bytes_per_token_gqa8) * f / held_per : 0;
     auto compare = [](double ratio) {
         return ratio >= 1.0 ? tr("%1× what MLA holds").arg(ratio, 0, 'f', 1)
                             : tr("only %1× of what MLA holds: this model has very few heads").arg(ratio, 0, 'f', 1);
