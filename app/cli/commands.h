@@ -16,6 +16,7 @@ void add_history_command(CLI::App& app);
 void add_chat_command(CLI::App& app);     // needs storage: CETUS_HAVE_STORAGE  // needs storage: CETUS_HAVE_STORAGE
 void add_generate_command(CLI::App& app);
 void add_tokenize_commands(CLI::App& app);  // tokenize, detokenize (cmd_tokenize.cpp)
+void add_serve_command(CLI::App& app);      // needs cpp-httplib: CETUS_HAVE_HTTPLIB
 
 // `bench --tokenizer`: encode throughput of DIR's tokenizer on the bytes of text_file,
 // printed as text or JSON; returns the exit code. Throws cetus::Error on bad input.

@@ -39,6 +39,9 @@ int main(int argc, char** argv) {
 #endif
     cetus::cli::add_generate_command(app);
     cetus::cli::add_tokenize_commands(app);
+#ifdef CETUS_HAVE_HTTPLIB
+    cetus::cli::add_serve_command(app);
+#endif
 
     try {
         app.parse(argc, argv);

@@ -1,0 +1,74 @@
+// The OpenAI-compatible protocol of `cetus-cli serve`, without any networking:
+// parsing a /v1/chat/completions body into an engine request (or an OpenAI-style
+// error), and building the JSON the server sends back (whole completions,
+// chat.completion.chunk objects, usage, the `cetus` extension, error objects).
+#pragma once
+
+#include "cetus/generate.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace cetus::cli::serve {
+
+// An error as OpenAI reports it: HTTP status and {"error": {message, type, param, code}}.
+struct ApiError {
+    int status = 400;
+    std::string message;
+    std::string type = "invalid_request_error";
+    std::string param;  // empty: null
+    std::string code;   // empty: null
+};
+nlohmann::json error_json(const ApiError& e);
+
+// What a chat completion request asks for, checked and ready for the engine.
+struct ChatRequest {
+    GenerateRequest gen;  // messages, sampling, stop, max_new_tokens (cancel set by the server)
+    bool max_tokens_given = false;
+    bool stream = false;
+    bool include_usage = false;          // stream_options.include_usage
+    bool cetus_routing = false;          // "cetus": {"routing": true}
+    bool cetus_stats = false;            // "cetus": {"stats": true}
+};
+
+// Parses and validates a request body for the model `model_id`. Returns the request or
+// the error to send (400 malformed JSON or fields, 404 unknown model).
+struct ParseResult {
+    std::optional<ChatRequest> request;
+    ApiError error;
+};
+ParseResult parse_chat_request(const std::string& body, const std::string& model_id, uint64_t random_seed);
+
+// "stop" for Eos/Stop, "length" for Length/ContextFull, "cancelled" otherwise.
+const char* openai_finish_reason(FinishReason r) noexcept;
+
+nlohmann::json usage_json(const GenerationStats& s);
+nlohmann::json stats_json(const GenerationStats& s);
+// routing [n_moe_layers][top_k] expert ids and weights of one token event.
+nlohmann::json routing_ids_json(int32_t n_layers, int32_t top_k, const std::vector<int32_t>& ids);
+nlohmann::json routing_weights_json(int32_t n_layers, int32_t top_k, const std::vector<float>& weights);
+
+// The fixed part of every response object of one request.
+struct ResponseHeader {
+    std::string id;       // chatcmpl-...
+    int64_t created = 0;  // unix seconds
+    std::string model;
+};
+// A chat.completion.chunk with one choice; delta and finish_reason as given (null when empty).
+nlohmann::json chunk_json(const ResponseHeader& h, nlohmann::json delta, const char* finish_reason);
+// The usage-only final chunk (choices empty).
+nlohmann::json usage_chunk_json(const ResponseHeader& h, const GenerationStats& s);
+// A whole chat.completion.
+nlohmann::json completion_json(const ResponseHeader& h, const std::string& text, FinishReason finish,
+                               const GenerationStats& s);
+nlohmann::json models_json(const std::string& model_id, int64_t created);
+nlohmann::json model_json(const std::string& model_id, int64_t created);
+
+// JSON text for the wire: invalid UTF-8 replaced, never throws.
+std::string dump(const nlohmann::json& j);
+
+}  // namespace cetus::cli::serve
