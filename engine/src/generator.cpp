@@ -36,7 +36,8 @@ double seconds_since(clock_type::time_point t) { return std::chrono::duration<do
 
 Generator::Generator(const Model& model, KvCache& cache, const Tokenizer* tokenizer)
     : m_model(model), m_cache(cache), m_tokenizer(tokenizer),
-      m_hidden(static_cast<size_t>(cache.capacity() * model.config().hidden_size)) {}
+      // Hidden states are kept only for the MTP module's inputs.
+      m_hidden(model.n_mtp() > 0 ? static_cast<size_t>(cache.capacity() * model.config().hidden_size) : 0) {}
 
 void Generator::reset() {
     m_cached_ids.clear();
@@ -230,7 +231,7 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
         }
         const int64_t T = std::min(k_prefill_chunk, n - s);
         m_model.forward(ids.data() + s, T, s, m_cache, fo, out);
-        std::copy(out.hidden.begin(), out.hidden.end(), m_hidden.begin() + s * H);
+        if (!m_hidden.empty()) std::copy(out.hidden.begin(), out.hidden.end(), m_hidden.begin() + s * H);
         m_cached_ids.insert(m_cached_ids.end(), ids.begin() + s, ids.begin() + s + T);
     }
     r.res.stats.prefill_ms = seconds_since(t0) * 1e3;
@@ -341,7 +342,7 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
         m_cache.n_tokens = cur + a + 1;
         m_cached_ids.push_back(pending);
         m_cached_ids.insert(m_cached_ids.end(), drafts.begin(), drafts.begin() + a);
-        std::copy(out.hidden.begin(), out.hidden.begin() + (a + 1) * H, m_hidden.begin() + cur * H);
+        if (!m_hidden.empty()) std::copy(out.hidden.begin(), out.hidden.begin() + (a + 1) * H, m_hidden.begin() + cur * H);
         if (m_mtp_valid > cur) m_mtp_valid = cur;
         for (int64_t j = 0; j < a && !r.done; ++j) r.emit(drafts[size_t(j)], true, out, j);
         if (!r.done) r.emit(next, false, out, a);
