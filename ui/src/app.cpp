@@ -3,6 +3,7 @@
 
 #include "cetus/ui/engine_service.h"
 #include "cetus/ui/main_window.h"
+#include "cetus/ui/remote_service.h"
 #include "cetus/ui/sqlite_history_store.h"
 #include "log.h"
 
@@ -41,7 +42,9 @@ int runApp(QApplication& app) {
         return 1;
     }
     logger()->info("conversations in {}", db.toStdString());
-    EngineGenerationService service;
+    EngineGenerationService engine;
+    RemoteGenerationService remote;
+    SwitchingGenerationService service(engine, remote);  // Model → Remote endpoint… / Use local model
     MainWindow window(*store, service);
     window.show();
     if (!notice.isEmpty()) QTimer::singleShot(0, &window, [&window, notice] { QMessageBox::information(&window, QObject::tr("Cetus"), notice); });

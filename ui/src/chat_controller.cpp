@@ -156,8 +156,10 @@ void ChatController::rebuildDisplay() {
         for (const auto& v : stats.value("token_text_ends").toArray()) d.token_text_ends.push_back(v.toInt());
         d.error = stats.value("error").toString();
         d.stats_line = statsLine(stats);
+        d.reasoning = stats.value("reasoning").toString();
         if (id == m_answer_id && isGenerating()) {
             d.record.content = m_answer_text;
+            d.reasoning = m_answer_reasoning;
             d.token_text_ends = m_answer_ends;
         }
         m_display.push_back(std::move(d));
@@ -167,12 +169,14 @@ void ChatController::rebuildDisplay() {
 std::vector<ChatTurn> ChatController::turnsBefore(qint64 message_id) const {
     std::vector<ChatTurn> turns;
     if (!m_conversation) return turns;
-    if (!m_conversation->system_prompt.trimmed().isEmpty()) turns.push_back({QStringLiteral("system"), m_conversation->system_prompt});
+    if (!m_conversation->system_prompt.trimmed().isEmpty()) turns.push_back({QStringLiteral("system"), m_conversation->system_prompt, {}});
     for (qint64 id : m_conversation->active_path) {
         if (id == message_id) break;
         const MessageRecord* m = find(id);
         if (!m || (m->role == ChatRole::Assistant && m->content.isEmpty())) continue;
-        turns.push_back({roleName(m->role), m->content});
+        ChatTurn t{roleName(m->role), m->content, {}};
+        if (m->role == ChatRole::Assistant) t.reasoning = QJsonDocument::fromJson(m->stats_json.toUtf8()).object().value("reasoning").toString();
+        turns.push_back(std::move(t));
     }
     return turns;
 }
@@ -219,6 +223,7 @@ void ChatController::startAnswer(qint64 assistant_id) {
     const qint64 conversation_id = m_conversation->id;
     m_answer_id = assistant_id;
     m_answer_text.clear();
+    m_answer_reasoning.clear();
     m_answer_ends.clear();
     m_answer_routing = RoutingData{};
     m_answer_stats = StepStats{};
@@ -278,6 +283,11 @@ void ChatController::onChunk(const GenerationChunk& chunk) {
         m_display.back().record.content = m_answer_text;
         m_display.back().token_text_ends = m_answer_ends;
     }
+    if (!chunk.reasoning.isEmpty()) {
+        m_answer_reasoning += chunk.reasoning;
+        if (!m_display.empty() && m_display.back().record.id == m_answer_id) m_display.back().reasoning = m_answer_reasoning;
+        emit reasoningUpdated(m_answer_id, m_answer_reasoning);
+    }
     emit streamUpdated(m_answer_id, m_answer_text);
     emit statsUpdated(chunk.stats);
     if (m_since_checkpoint.elapsed() >= k_checkpoint_ms) {
@@ -299,6 +309,7 @@ QString ChatController::statsJson(const GenerationOutcome& o) const {
     if (m_model) j.insert("model", m_model->name);
     if (!o.error.isEmpty()) j.insert("error", o.error);
     if (!o.mtp_note.isEmpty()) j.insert("mtp_note", o.mtp_note);
+    if (!m_answer_reasoning.isEmpty()) j.insert("reasoning", m_answer_reasoning);
     QJsonArray ends;
     for (int e : m_answer_ends) ends.append(e);
     j.insert("token_text_ends", ends);

@@ -136,6 +136,26 @@ MessageWidget::MessageWidget(const DisplayMessage& d, bool streaming, QWidget* p
     header->addWidget(stats);
     layout->addLayout(header);
 
+    m_reasoning_toggle = new QToolButton;
+    m_reasoning_toggle->setObjectName(QStringLiteral("reasoningToggle"));
+    m_reasoning_toggle->setCheckable(true);
+    m_reasoning_toggle->setAutoRaise(true);
+    m_reasoning_toggle->setToolButtonStyle(Qt::ToolButtonTextOnly);
+    m_reasoning = new QLabel;
+    m_reasoning->setObjectName(QStringLiteral("reasoningText"));
+    m_reasoning->setWordWrap(true);
+    m_reasoning->setTextFormat(Qt::PlainText);
+    m_reasoning->setTextInteractionFlags(Qt::TextSelectableByMouse);
+    m_reasoning->setStyleSheet(QStringLiteral("QLabel { color: palette(mid); border-left: 3px solid palette(mid); padding-left: 6px; }"));
+    m_reasoning->hide();
+    layout->addWidget(m_reasoning_toggle);
+    layout->addWidget(m_reasoning);
+    connect(m_reasoning_toggle, &QToolButton::toggled, this, [this](bool open) {
+        m_reasoning->setVisible(open);
+        setStreamingReasoning(m_reasoning->text());
+    });
+    setStreamingReasoning(d.reasoning);
+
     m_view = new MarkdownView;
     m_view->setObjectName(QStringLiteral("messageText"));
     m_view->setSource(d.record.content, !assistant);
@@ -237,6 +257,14 @@ void MessageWidget::updateCodeButtons(const QString& text) {
     m_code_bar->setVisible(!blocks.isEmpty());
 }
 
+void MessageWidget::setStreamingReasoning(const QString& reasoning) {
+    m_reasoning->setText(reasoning);
+    const int n_words = int(reasoning.split(QRegularExpression(QStringLiteral("\\s+")), Qt::SkipEmptyParts).size());
+    m_reasoning_toggle->setText((m_reasoning_toggle->isChecked() ? QStringLiteral("▾ ") : QStringLiteral("▸ ")) +
+                                tr("Reasoning (%n word(s))", nullptr, n_words));
+    m_reasoning_toggle->setVisible(!reasoning.isEmpty());
+}
+
 void MessageWidget::setStreamingText(const QString& text) {
     m_view->setSource(text, false);
     updateCodeButtons(text);
@@ -283,6 +311,11 @@ void ChatView::updateStreaming(qint64 message_id, const QString& text) {
     const bool following = bar->value() >= bar->maximum() - 40;
     widgets.back()->setStreamingText(text);
     scrollToEndIfFollowing(following);
+}
+
+void ChatView::updateReasoning(qint64 message_id, const QString& reasoning) {
+    const auto widgets = messageWidgets();
+    if (!widgets.isEmpty() && widgets.back()->messageId() == message_id) widgets.back()->setStreamingReasoning(reasoning);
 }
 
 void ChatView::scrollToEndIfFollowing(bool following) {

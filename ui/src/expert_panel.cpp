@@ -151,7 +151,10 @@ bool ExpertPanel::showsConversation() const { return m_scope->currentIndex() == 
 void ExpertPanel::setCounts(const std::vector<qint64>& answer, const std::vector<qint64>& conversation) {
     if (!m_model || m_model->n_moe_layers == 0) {
         m_map->setData(0, 0, 0, 0, {});
-        m_label->setText(m_model ? tr("This model has no MoE layers.") : QString());
+        m_label->setText(!m_model ? QString()
+                         : m_model->remote_reports_routing ? tr("The remote Cetus server reports expert routing; the map appears after its first answer.")
+                         : m_model->remote ? tr("A remote engine does not report expert routing; this panel shows the local engine only.")
+                                           : tr("This model has no MoE layers."));
         return;
     }
     m_map->setData(int(m_model->n_moe_layers), int(m_model->n_routed_experts), int(m_model->n_shared_experts),

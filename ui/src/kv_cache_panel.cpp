@@ -87,7 +87,10 @@ void KvCachePanel::setModel(const std::optional<ModelDescription>& model) {
     m_now->clear();
     if (!model || model->context_length <= 0) {
         m_chart->setTitle(tr("KV cache"));
-        m_label->setText(tr("Load a model to see its cache against standard attention."));
+        m_label->setText(!model ? tr("Load a model to see its cache against standard attention.")
+                         : model->remote_reports_routing ? tr("The remote Cetus server reports its cache use while it answers.")
+                         : model->remote ? tr("A remote engine does not report its KV cache; this panel shows the local engine only.")
+                                         : tr("Load a model to see its cache against standard attention."));
         m_x->setRange(0, 1);
         m_y->setRange(0, 1);
         return;
@@ -113,6 +116,12 @@ void KvCachePanel::setModel(const std::optional<ModelDescription>& model) {
 
 void KvCachePanel::setStats(const StepStats& s) {
     if (!m_model) return;
+    if (m_model->remote) {  // no per-token figures of the remote model: the served numbers only
+        if (m_model->remote_reports_routing && s.tokens_cached > 0)
+            m_label->setText(tr("Remote Cetus server: %1 tokens in cache hold %2 of %3.")
+                                 .arg(s.tokens_cached).arg(formatBytes(double(s.kv_bytes_used)), formatBytes(double(s.kv_bytes_capacity))));
+        return;
+    }
     const double held_per = double(m_model->kv_bytes_per_token_held ? m_model->kv_bytes_per_token_held : m_model->kv_bytes_per_token_mla);
     const double tokens = double(s.tokens_cached);
     const double used = s.kv_bytes_used ? double(s.kv_bytes_used) : held_per * tokens;
@@ -155,6 +164,15 @@ void ModelPanel::setModel(const std::optional<ModelDescription>& m) {
     QString rows;
     auto row = [&rows](const QString& k, const QString& v) { rows += QStringLiteral("<tr><td><b>%1</b></td><td>%2</td></tr>").arg(k, v.toHtmlEscaped()); };
     row(tr("Model"), m->name);
+    if (m->remote) {
+        row(tr("Endpoint"), m->model_dir);
+        row(tr("Engine"), m->backend);
+        if (m->n_moe_layers > 0) row(tr("Experts"), tr("%1 MoE layers of %2 routed experts, %3 per token").arg(m->n_moe_layers).arg(m->n_routed_experts).arg(m->n_active_experts));
+        m_label->setText(QStringLiteral("<table cellspacing=3>%1</table><p>%2</p>")
+                             .arg(rows, m->remote_reports_routing ? tr("A Cetus server: routing and statistics come with every token.")
+                                                                  : tr("A remote engine describes only its model's name.")));
+        return;
+    }
     row(tr("Architecture"), m->model_type);
     row(tr("Parameters"), tr("%1 total, %2 active per token").arg(formatCount(double(m->n_params_total)), formatCount(double(m->n_params_active))));
     row(tr("Layers"), tr("%1 (%2 dense, %3 MoE)").arg(m->n_layers).arg(m->first_k_dense_replace).arg(m->n_moe_layers));

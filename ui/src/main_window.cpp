@@ -5,6 +5,7 @@
 #include "cetus/ui/app_icon.h"
 #include "cetus/ui/chat_view.h"
 #include "cetus/ui/conversation_list_model.h"
+#include "cetus/ui/endpoint_dialog.h"
 #include "cetus/ui/panels.h"
 #include "log.h"
 
@@ -52,7 +53,8 @@ void Composer::keyPressEvent(QKeyEvent* e) {
 }
 
 MainWindow::MainWindow(HistoryStore& store, GenerationService& service, QWidget* parent)
-    : QMainWindow(parent), m_controller(std::make_unique<ChatController>(store, service)), m_service(service) {
+    : QMainWindow(parent), m_controller(std::make_unique<ChatController>(store, service)), m_service(service),
+      m_switch(qobject_cast<SwitchingGenerationService*>(&service)) {
     setObjectName(QStringLiteral("mainWindow"));
     setWindowIcon(appIcon());
     m_confirm = [this](const QString& question) {
@@ -92,10 +94,18 @@ MainWindow::MainWindow(HistoryStore& store, GenerationService& service, QWidget*
     });
     connect(&m_service, &GenerationService::modelLoaded, this, [this](const ModelDescription& m) {
         m_load_bar->hide();
-        QSettings().setValue(QStringLiteral("model/lastDir"), m.model_dir);
-        m_model_status->setText(tr("%1 · %2").arg(m.name, m.backend));
+        if (m.remote) {
+            m_model_status->setText(tr("Remote: %1 @ %2").arg(m.name, QUrl(m.model_dir).authority()));
+            m_model_status->setToolTip(tr("%1 at %2 (%3)").arg(m.name, m.model_dir, m.backend));
+            statusBar()->showMessage(tr("Connected to %1").arg(m.model_dir), 5000);
+        } else {
+            QSettings().setValue(QStringLiteral("model/lastDir"), m.model_dir);
+            if (m_switch) rememberActiveEndpoint(std::nullopt);
+            m_model_status->setText(tr("Local: %1 · %2").arg(m.name, m.backend));
+            m_model_status->setToolTip(m.model_dir);
+            statusBar()->showMessage(tr("Loaded %1").arg(m.name), 5000);
+        }
         showBanner(QString(), false);
-        statusBar()->showMessage(tr("Loaded %1").arg(m.name), 5000);
     });
     connect(&m_service, &GenerationService::loadFailed, this, [this](const QString& message, bool cancelled) {
         m_load_bar->hide();
@@ -126,6 +136,13 @@ MainWindow::MainWindow(HistoryStore& store, GenerationService& service, QWidget*
         m_list->setCurrentIndex(row >= 0 ? m_list_model->index(row) : QModelIndex());
     });
     connect(m_controller.get(), &ChatController::streamUpdated, m_chat, &ChatView::updateStreaming);
+    connect(m_controller.get(), &ChatController::reasoningUpdated, m_chat, &ChatView::updateReasoning);
+    if (m_switch) {
+        connect(m_switch, &SwitchingGenerationService::activeChanged, this, [this](bool remote) {
+            if (!remote && !m_service.hasModel()) m_model_status->setText(tr("Local: no model"));
+            refreshEnabled();
+        });
+    }
     connect(m_controller.get(), &ChatController::generationStateChanged, this, [this](bool) { refreshEnabled(); });
     connect(m_controller.get(), &ChatController::statsUpdated, this, [this](const StepStats& s) {
         m_kv->setStats(s);
@@ -372,6 +389,13 @@ void MainWindow::buildMenus() {
         QSettings().setValue(QStringLiteral("model/device"), a->data().toString());
         statusBar()->showMessage(tr("The device applies the next time a model is loaded."), 5000);
     });
+    if (m_switch) {
+        model->addSeparator();
+        QAction* remote = model->addAction(tr("&Remote endpoint…"), this, &MainWindow::chooseEndpoint);
+        remote->setObjectName(QStringLiteral("remoteEndpointAction"));
+        QAction* local = model->addAction(tr("Use &local model"), this, &MainWindow::useLocalModel);
+        local->setObjectName(QStringLiteral("useLocalAction"));
+    }
 
     QMenu* view = menuBar()->addMenu(tr("&View"));
     for (QDockWidget* d : findChildren<QDockWidget*>()) view->addAction(d->toggleViewAction());
@@ -405,7 +429,38 @@ void MainWindow::openModel(const QString& dir) {
     refreshEnabled();
 }
 
+void MainWindow::chooseEndpoint() {
+    if (!m_switch) return;
+    EndpointDialog dialog(m_switch->remote(), this);
+    if (m_switch->remoteActive()) dialog.setEndpoint(m_switch->remote().endpoint());
+    if (dialog.exec() == QDialog::Accepted) connectEndpoint(dialog.endpoint());
+}
+
+bool MainWindow::connectEndpoint(const RemoteEndpoint& endpoint) {
+    if (!m_switch) return false;
+    rememberActiveEndpoint(endpoint);
+    m_loading_dir = endpoint.url(QString()).toString(QUrl::RemoveUserInfo);
+    m_progress->setValue(0);
+    m_load_label->setText(tr("Connecting to %1…").arg(endpoint.label()));
+    m_load_bar->show();
+    m_model_status->setText(tr("Remote: connecting to %1…").arg(endpoint.label()));
+    logger()->info("connecting to remote endpoint {}", m_loading_dir.toStdString());
+    m_switch->useRemote(endpoint);
+    refreshEnabled();
+    return true;
+}
+
+void MainWindow::useLocalModel() {
+    if (!m_switch || !m_switch->remoteActive()) return;
+    rememberActiveEndpoint(std::nullopt);
+    m_switch->useLocal();
+    if (!m_service.hasModel() && !restoreLastModel()) chooseAndOpenModel();
+}
+
 bool MainWindow::restoreLastModel() {
+    if (m_switch && !m_switch->remoteActive()) {
+        if (const auto e = activeEndpoint()) return connectEndpoint(*e);
+    }
     const QString dir = QSettings().value(QStringLiteral("model/lastDir")).toString();
     if (dir.isEmpty() || !QFileInfo(dir).isDir()) return false;
     openModel(dir);

@@ -82,7 +82,11 @@ void SpeculativePanel::setHistory(const std::vector<StepStats>& history) {
     } else {
         lines << tr("Statistics appear while the model answers.");
     }
-    if (m_model) {
+    if (m_model && m_model->remote && !m_model->remote_reports_routing) {
+        lines << tr("A remote engine reports no speculative decoding statistics; the speeds above are measured by the app.");
+    } else if (m_model && m_model->remote) {
+        lines << tr("Device: %1 (%2)").arg(m_model->backend, m_model->model_dir.toHtmlEscaped());
+    } else if (m_model) {
         lines << tr("Device: %1 · memory: %2 weights + %3 KV cache capacity")
                      .arg(m_model->backend, formatBytes(double(m_model->weight_bytes)),
                           formatBytes(history.empty() ? 0.0 : double(history.back().kv_bytes_capacity)));

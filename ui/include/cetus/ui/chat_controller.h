@@ -23,6 +23,7 @@ struct DisplayMessage {
     std::vector<int> token_text_ends;
     QString error;        // for MessageStatus::Error
     QString stats_line;   // "42 tokens · 18.3 tok/s · MTP 71 % accepted"
+    QString reasoning;    // an R1-style model's reasoning, shown collapsed above the answer
 };
 
 struct ConversationSettings {
@@ -70,6 +71,7 @@ signals:
     void conversationListChanged();
     void conversationChanged();                       // rebuild the whole chat view
     void streamUpdated(qint64 message_id, const QString& text);
+    void reasoningUpdated(qint64 message_id, const QString& reasoning);
     void generationStateChanged(bool generating);
     void statsUpdated(const cetus::ui::StepStats& stats);
     void expertCountsChanged();
@@ -101,6 +103,7 @@ private:
     quint64 m_request_id = 0;
     qint64 m_answer_id = 0;
     QString m_answer_text;
+    QString m_answer_reasoning;
     std::vector<int> m_answer_ends;
     RoutingData m_answer_routing;
     StepStats m_answer_stats;

@@ -43,7 +43,11 @@ public:
     explicit MessageWidget(const DisplayMessage& message, bool streaming, QWidget* parent = nullptr);
     qint64 messageId() const { return m_id; }
     void setStreamingText(const QString& text);
+    void setStreamingReasoning(const QString& reasoning);
     MarkdownView* view() const { return m_view; }
+    // The reasoning of R1-style models: a collapsed toggle above the answer.
+    QToolButton* reasoningToggle() const { return m_reasoning_toggle; }
+    QLabel* reasoningText() const { return m_reasoning; }
 
 signals:
     void regenerateRequested(qint64 id);
@@ -57,6 +61,8 @@ private:
 
     qint64 m_id = 0;
     MarkdownView* m_view = nullptr;
+    QToolButton* m_reasoning_toggle = nullptr;
+    QLabel* m_reasoning = nullptr;
     QPlainTextEdit* m_editor = nullptr;
     QWidget* m_edit_bar = nullptr;
     QWidget* m_code_bar = nullptr;
@@ -69,6 +75,7 @@ public:
     explicit ChatView(QWidget* parent = nullptr);
     void setMessages(const std::vector<DisplayMessage>& messages, bool streaming_last);
     void updateStreaming(qint64 message_id, const QString& text);
+    void updateReasoning(qint64 message_id, const QString& reasoning);
     QList<MessageWidget*> messageWidgets() const;
 
 signals:

@@ -29,6 +29,8 @@ class KvCachePanel;
 class ModelPanel;
 class RoutingPanel;
 class SpeculativePanel;
+class SwitchingGenerationService;
+struct RemoteEndpoint;
 
 // Enter sends, Shift+Enter breaks the line.
 class Composer : public QPlainTextEdit {
@@ -49,8 +51,14 @@ public:
 
     // Loads a model folder with the device chosen in the Model menu.
     void openModel(const QString& dir);
-    // The last model (QSettings) if any; returns whether a load started.
+    // The last model or remote endpoint (QSettings) if any; returns whether a load started.
     bool restoreLastModel();
+    // Remote endpoints: available when the service given is a SwitchingGenerationService
+    // (the Model menu then has "Remote endpoint…" and "Use local model").
+    bool connectEndpoint(const RemoteEndpoint& endpoint);
+    void useLocalModel();
+    void chooseEndpoint();
+    QLabel* modelStatus() const { return m_model_status; }
     void restoreLastConversation();
     // Replaces the confirmation dialog (tests).
     void setConfirmHandler(std::function<bool(const QString&)> confirm) { m_confirm = std::move(confirm); }
@@ -122,6 +130,7 @@ private:
     QActionGroup* m_device_group = nullptr;
     std::function<bool(const QString&)> m_confirm;
     QString m_loading_dir;
+    SwitchingGenerationService* m_switch = nullptr;  // null: local engine only
 };
 
 }  // namespace cetus::ui

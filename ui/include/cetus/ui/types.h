@@ -33,11 +33,16 @@ struct ModelDescription {
     quint64 n_params_total = 0, n_params_active = 0, weight_bytes = 0;
     quint64 kv_bytes_per_token_mla = 0, kv_bytes_per_token_mha = 0, kv_bytes_per_token_gqa8 = 0;
     quint64 kv_bytes_per_token_held = 0;
+    // A remote endpoint (remote_service.h): model_dir holds its base URL, backend says
+    // "remote"; only a Cetus server reports routing and statistics (its `cetus` extension).
+    bool remote = false;
+    bool remote_reports_routing = false;
 };
 
 struct ChatTurn {
     QString role;  // "system", "user", "assistant"
     QString content;
+    QString reasoning;  // an answer's reasoning (R1-style remote models), sent back only if asked
 };
 
 struct SamplingSettings {
@@ -94,6 +99,7 @@ struct GenerationChunk {
     std::vector<bool> drafted;
     RoutingData routing;               // rows for these tokens (empty for dense models)
     StepStats stats;                   // as of the last token of the batch
+    QString reasoning;                 // reasoning text of R1-style remote models (before the answer)
 };
 
 enum class FinishKind { Eos, Stop, Length, ContextFull, Cancelled, Error };

@@ -1,0 +1,424 @@
+// The app's remote engine client (RemoteGenerationService) against a real
+// `cetus-cli serve` process on the tiny golden model (no mock): models list, a streamed
+// answer equal to the server's own non-streamed one at temperature 0, stop (the server
+// logs the cancel and serves the next request), bearer auth with and without a key, and
+// the real main window chatting with the endpoint, its panels fed by the `cetus`
+// extension. The lenient stream parsers are checked on canned byte streams.
+#include "cetus/ui/chat_view.h"
+#include "cetus/ui/endpoint_dialog.h"
+#include "cetus/ui/engine_service.h"
+#include "cetus/ui/main_window.h"
+#include "cetus/ui/panels.h"
+#include "cetus/ui/remote_service.h"
+#include "cetus/ui/sqlite_history_store.h"
+
+#include <QComboBox>
+#include <QJsonArray>
+#include <QJsonDocument>
+#include <QJsonObject>
+#include <QLabel>
+#include <QLineEdit>
+#include <QPushButton>
+#include <QNetworkAccessManager>
+#include <QNetworkReply>
+#include <QProcess>
+#include <QRegularExpression>
+#include <QSettings>
+#include <QSignalSpy>
+#include <QStandardPaths>
+#include <QTemporaryDir>
+#include <QTest>
+#include <QToolButton>
+
+#include <memory>
+
+using namespace cetus::ui;
+
+namespace {
+
+// `cetus-cli serve --port 0` on a copy of the golden tiny model; the port comes from stderr.
+class Server {
+public:
+    explicit Server(const QStringList& extra = {}) {
+        const QString dir = m_tmp.filePath(QStringLiteral("v3-tiny"));
+        QDir().mkpath(dir);
+        const QString g = QStringLiteral(CETUS_TEST_DATA "/golden/v3-noaux/"), t = QStringLiteral(CETUS_TEST_DATA "/ui/");
+        for (const char* f : {"config.json", "model.safetensors"}) QFile::copy(g + f, dir + "/" + f);
+        for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) QFile::copy(t + f, dir + "/" + f);
+        QObject::connect(&m_proc, &QProcess::readyReadStandardError, [this] { m_log += m_proc.readAllStandardError(); });
+        m_proc.start(QStringLiteral(CETUS_CLI_BINARY),
+                     QStringList{"serve", "--model", dir, "--port", "0", "--threads", "1", "--context", "256"} + extra);
+        static const QRegularExpression re(QStringLiteral("listening on (http://127\\.0\\.0\\.1:\\d+)"));
+        (void)QTest::qWaitFor([&] {
+            const auto m = re.match(QString::fromUtf8(m_log));
+            if (m.hasMatch()) m_base = m.captured(1) + QStringLiteral("/v1");
+            return m.hasMatch() || m_proc.state() == QProcess::NotRunning;
+        }, 60000);
+    }
+    ~Server() {
+        m_proc.terminate();
+        if (!m_proc.waitForFinished(10000)) m_proc.kill();
+    }
+    bool ok() const { return !m_base.isEmpty(); }
+    QString base() const { return m_base; }
+    QByteArray log() { QCoreApplication::processEvents(); return m_log; }
+    bool running() const { return m_proc.state() == QProcess::Running; }
+
+private:
+    QTemporaryDir m_tmp;
+    QProcess m_proc;
+    QByteArray m_log;
+    QString m_base;
+};
+
+struct Collected {
+    QString text, reasoning;
+    std::vector<GenerationChunk> chunks;
+    std::optional<GenerationOutcome> outcome;
+};
+
+void collect(RemoteGenerationService& s, Collected& c) {
+    QObject::connect(&s, &GenerationService::generationChunk, &s, [&c](const GenerationChunk& k) {
+        c.text += k.text;
+        c.reasoning += k.reasoning;
+        c.chunks.push_back(k);
+    });
+    QObject::connect(&s, &GenerationService::generationFinished, &s, [&c](const GenerationOutcome& o) { c.outcome = o; });
+}
+
+GenerationParams params(const QString& prompt, int max_tokens) {
+    GenerationParams p;
+    p.turns = {{QStringLiteral("user"), prompt, {}}};
+    p.sampling.temperature = 0;
+    p.sampling.max_new_tokens = max_tokens;
+    p.sampling.seed = 1;
+    return p;
+}
+
+}  // namespace
+
+class TestRemoteService : public QObject {
+    Q_OBJECT
+
+private slots:
+    void initTestCase();
+    // canned byte streams
+    void sseSplitAcrossPackets();
+    void chunkChoicesNullAndUsageOnly();
+    void chunkReasoningFields();
+    void chunkErrorObjectAndCetus();
+    void endpointUrls();
+    // against the real server
+    void listModels();
+    void streamEqualsNonStreamed();
+    void stopClosesTheConnection();
+    void authWithAndWithoutKey();
+    void mainWindowChatsWithEndpoint();
+
+private:
+    QTemporaryDir m_dir;
+};
+
+void TestRemoteService::initTestCase() {
+    QStandardPaths::setTestModeEnabled(true);
+    QCoreApplication::setOrganizationName(QStringLiteral("CetusTest"));
+    QCoreApplication::setApplicationName(QStringLiteral("cetus-remote"));
+    QSettings().clear();
+    QVERIFY(m_dir.isValid());
+}
+
+void TestRemoteService::sseSplitAcrossPackets() {
+    const QByteArray stream =
+        ": keep-alive\r\n\r\n"
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hel\"}}]}\r\n\r\n"
+        "event: message\n"
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo ☃\"}}]}\n\n"
+        ": keep-alive\n\n"
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2}}\n"  // no blank line
+        "data: [DONE]\n\n";
+    // Every split point, one byte at a time included.
+    for (int step : {1, 2, 3, 7, 64, int(stream.size())}) {
+        SseParser p;
+        std::vector<QByteArray> got;
+        for (qsizetype i = 0; i < stream.size(); i += step)
+            for (auto& x : p.feed(stream.mid(i, step))) got.push_back(x);
+        for (auto& x : p.finish()) got.push_back(x);
+        QCOMPARE(int(got.size()), 4);
+        QCOMPARE(parseChatChunk(got[0]).content, QStringLiteral("Hel"));
+        QCOMPARE(parseChatChunk(got[1]).content, QStringLiteral("lo ☃"));
+        QCOMPARE(*parseChatChunk(got[2]).completion_tokens, qint64(2));
+        QCOMPARE(got[3], QByteArray("[DONE]"));
+    }
+    // A multi-line data field (delivered once its JSON is complete), a last line without its newline.
+    SseParser p;
+    const auto multi = p.feed("data: {\"a\":\ndata: 1}\n");
+    QCOMPARE(int(multi.size()), 1);
+    QCOMPARE(QJsonDocument::fromJson(multi[0]).object().value("a").toInt(), 1);
+    QVERIFY(p.feed("data: [DO").empty());
+    QVERIFY(p.feed("NE]").empty());
+    const auto last = p.finish();
+    QCOMPARE(int(last.size()), 1);
+    QCOMPARE(last[0], QByteArray("[DONE]"));
+}
+
+void TestRemoteService::chunkChoicesNullAndUsageOnly() {
+    RemoteDelta d = parseChatChunk(R"({"id":"x","choices":null,"usage":{"prompt_tokens":7,"completion_tokens":3}})");
+    QVERIFY(d.valid);
+    QVERIFY(d.content.isEmpty());
+    QCOMPARE(*d.prompt_tokens, qint64(7));
+    QCOMPARE(*d.completion_tokens, qint64(3));
+    d = parseChatChunk(R"({"choices":[{"index":0,"delta":{}}]})");  // no finish_reason at all
+    QVERIFY(d.valid && d.finish_reason.isEmpty() && !d.prompt_tokens);
+    d = parseChatChunk(R"({"choices":[{"index":0,"delta":{"content":null},"finish_reason":"length"}],"usage":null})");
+    QCOMPARE(d.finish_reason, QStringLiteral("length"));
+    QVERIFY(!parseChatChunk("not json").valid);
+}
+
+void TestRemoteService::chunkReasoningFields() {
+    QCOMPARE(parseChatChunk(R"({"choices":[{"delta":{"reasoning_content":"think","content":null}}]})").reasoning, QStringLiteral("think"));
+    QCOMPARE(parseChatChunk(R"({"choices":[{"delta":{"reasoning":"ponder"}}]})").reasoning, QStringLiteral("ponder"));
+    const RemoteDelta both = parseChatChunk(R"({"choices":[{"delta":{"reasoning_content":"a","content":"b"}}]})");
+    QCOMPARE(both.reasoning, QStringLiteral("a"));
+    QCOMPARE(both.content, QStringLiteral("b"));
+    // A whole (non-streamed) answer reads the same way.
+    QCOMPARE(parseChatChunk(R"({"choices":[{"message":{"content":"whole","reasoning_content":"r"},"finish_reason":"stop"}]})").content, QStringLiteral("whole"));
+}
+
+void TestRemoteService::chunkErrorObjectAndCetus() {
+    QCOMPARE(parseChatChunk(R"({"error":{"message":"bad key","type":"invalid_request_error","code":"invalid_api_key"}})").error,
+             QStringLiteral("bad key (invalid_api_key)"));
+    QCOMPARE(parseChatChunk(R"({"error":"overloaded"})").error, QStringLiteral("overloaded"));
+    const RemoteDelta d = parseChatChunk(R"({"choices":[{"delta":{"content":" the"}}],"cetus":{"id":279,"drafted":false,
+        "routing":[[3,17],[5,9]],"weights":[[0.6,0.4],[0.7,0.3]],"stats":{"generated_tokens":4,"kv_cache_bytes":5120,"tokens_cached":13}}})");
+    QVERIFY(d.has_cetus && d.cetus_token);
+    QCOMPARE(d.routing.n_layers, 2);
+    QCOMPARE(d.routing.top_k, 2);
+    QCOMPARE(d.routing.expert_ids, (std::vector<int32_t>{3, 17, 5, 9}));
+    QCOMPARE(d.stats->generated_tokens, qint64(4));
+    QCOMPARE(d.stats->kv_bytes_used, quint64(5120));
+}
+
+void TestRemoteService::endpointUrls() {
+    RemoteEndpoint e;
+    e.base_url = QStringLiteral("http://h:8000");
+    QCOMPARE(e.url("/models").toString(), QStringLiteral("http://h:8000/v1/models"));
+    e.base_url = QStringLiteral("http://h:8000/v1/");
+    QCOMPARE(e.url("/chat/completions").toString(), QStringLiteral("http://h:8000/v1/chat/completions"));
+    e.base_url = QStringLiteral("https://api.example.com/openai/v1");
+    QCOMPARE(e.url("/models").toString(), QStringLiteral("https://api.example.com/openai/v1/models"));
+}
+
+void TestRemoteService::listModels() {
+    Server server;
+    QVERIFY2(server.ok(), server.log().constData());
+    RemoteGenerationService s;
+    QSignalSpy listed(&s, &RemoteGenerationService::modelsListed);
+    RemoteEndpoint e{server.base(), {}, {}, false};
+    s.listModels(e);
+    QVERIFY(listed.wait(10000));
+    QCOMPARE(listed.at(0).at(0).toStringList(), QStringList{QStringLiteral("v3-tiny")});
+    QVERIFY(listed.at(0).at(1).toBool());  // owned_by "cetus"
+    QVERIFY(listed.at(0).at(2).toString().isEmpty());
+    // Nothing listens: a clear error.
+    s.listModels(RemoteEndpoint{QStringLiteral("http://127.0.0.1:1/v1"), {}, {}, false});
+    QVERIFY(listed.wait(10000));
+    QVERIFY2(listed.at(1).at(2).toString().contains(QStringLiteral("Cannot reach")), qPrintable(listed.at(1).at(2).toString()));
+    // An unknown model fails the "load" with the list of what is there.
+    s.setEndpoint(RemoteEndpoint{server.base(), {}, QStringLiteral("nope"), false});
+    QSignalSpy failed(&s, &GenerationService::loadFailed);
+    s.loadModel({});
+    QVERIFY(failed.wait(10000));
+    QVERIFY(failed.at(0).at(0).toString().contains(QStringLiteral("v3-tiny")));
+    QVERIFY(!s.hasModel());
+}
+
+void TestRemoteService::streamEqualsNonStreamed() {
+    Server server;
+    QVERIFY2(server.ok(), server.log().constData());
+    RemoteGenerationService s;
+    s.setEndpoint(RemoteEndpoint{server.base(), {}, QStringLiteral("v3-tiny"), false});
+    QSignalSpy loaded(&s, &GenerationService::modelLoaded);
+    s.loadModel({});
+    QVERIFY(loaded.wait(10000));
+    const auto m = loaded.at(0).at(0).value<ModelDescription>();
+    QVERIFY(m.remote && m.remote_reports_routing);
+    QVERIFY(s.isCetusServer());
+
+    // The server's own non-streamed answer, by plain HTTP.
+    QNetworkAccessManager nam;
+    QNetworkRequest r(QUrl(server.base() + "/chat/completions"));
+    r.setHeader(QNetworkRequest::ContentTypeHeader, "application/json");
+    const QJsonObject body{{"model", "v3-tiny"}, {"temperature", 0}, {"max_tokens", 24}, {"seed", 1},
+                           {"messages", QJsonArray{QJsonObject{{"role", "user"}, {"content", "Hello there"}}}}};
+    QNetworkReply* whole = nam.post(r, QJsonDocument(body).toJson());
+    QVERIFY(QTest::qWaitFor([&] { return whole->isFinished(); }, 30000));
+    const QJsonObject wj = QJsonDocument::fromJson(whole->readAll().trimmed()).object();
+    whole->deleteLater();
+    const QString expected = wj["choices"].toArray().at(0).toObject()["message"].toObject()["content"].toString();
+    QVERIFY(!expected.isEmpty());
+
+    Collected c;
+    collect(s, c);
+    const quint64 id = s.generate(params(QStringLiteral("Hello there"), 24));
+    QVERIFY(s.isGenerating());
+    QVERIFY(QTest::qWaitFor([&] { return c.outcome.has_value(); }, 30000));
+    QCOMPARE(c.outcome->request_id, id);
+    QVERIFY2(c.outcome->finish != FinishKind::Error, qPrintable(c.outcome->error));
+    QCOMPARE(c.text, expected);
+    QCOMPARE(c.outcome->stats.generated_tokens, qint64(wj["usage"].toObject()["completion_tokens"].toInt()));
+    // The cetus extension: one routing row per token, MoE shape and expert counts at the end.
+    RoutingData all;
+    size_t n_ends = 0;
+    for (const auto& k : c.chunks) {
+        all.append(k.routing);
+        n_ends += k.token_text_ends.size();
+    }
+    QCOMPARE(all.nTokens(), n_ends);
+    QVERIFY(all.n_layers > 0);
+    QVERIFY(c.outcome->n_moe_layers > 0 && c.outcome->n_routed_experts > 0);
+    QCOMPARE(int(c.outcome->expert_counts.size()), c.outcome->n_moe_layers * c.outcome->n_routed_experts);
+    QVERIFY(c.chunks.size() < 40);  // batched, not one signal per token
+}
+
+void TestRemoteService::stopClosesTheConnection() {
+    Server server({"--debug-token-delay-ms", "100"});
+    QVERIFY2(server.ok(), server.log().constData());
+    RemoteGenerationService s;
+    s.setEndpoint(RemoteEndpoint{server.base(), {}, QStringLiteral("v3-tiny"), false});
+    QSignalSpy loaded(&s, &GenerationService::modelLoaded);
+    s.loadModel({});
+    QVERIFY(loaded.wait(10000));
+    Collected c;
+    collect(s, c);
+    const quint64 id = s.generate(params(QStringLiteral("abc"), 200));
+    QVERIFY(QTest::qWaitFor([&] { return !c.text.isEmpty(); }, 30000));
+    s.stop(id);
+    QVERIFY(!s.isGenerating());
+    QVERIFY(QTest::qWaitFor([&] { return c.outcome.has_value(); }, 5000));
+    QCOMPARE(c.outcome->finish, FinishKind::Cancelled);
+    QVERIFY2(QTest::qWaitFor([&] { return server.log().contains("cancelled after"); }, 5000), server.log().constData());
+    // The server serves the next request at once.
+    Collected next;
+    RemoteGenerationService s2;
+    s2.setEndpoint(s.endpoint());
+    QSignalSpy loaded2(&s2, &GenerationService::modelLoaded);
+    s2.loadModel({});
+    QVERIFY(loaded2.wait(10000));
+    collect(s2, next);
+    s2.generate(params(QStringLiteral("abc"), 3));
+    QVERIFY(QTest::qWaitFor([&] { return next.outcome.has_value(); }, 10000));
+    QCOMPARE(next.outcome->finish, FinishKind::Length);
+    QCOMPARE(next.outcome->stats.generated_tokens, qint64(3));
+}
+
+void TestRemoteService::authWithAndWithoutKey() {
+    Server server({"--api-key", "sekrit"});
+    QVERIFY2(server.ok(), server.log().constData());
+    RemoteGenerationService s;
+    QSignalSpy listed(&s, &RemoteGenerationService::modelsListed);
+    s.listModels(RemoteEndpoint{server.base(), {}, {}, false});
+    QVERIFY(listed.wait(10000));
+    const QString error = listed.at(0).at(2).toString();
+    QVERIFY2(error.contains(QStringLiteral("401")) && error.contains(QStringLiteral("API key")), qPrintable(error));
+    s.listModels(RemoteEndpoint{server.base(), QStringLiteral("wrong"), {}, false});
+    QVERIFY(listed.wait(10000));
+    QVERIFY(listed.at(1).at(2).toString().contains(QStringLiteral("401")));
+    s.listModels(RemoteEndpoint{server.base(), QStringLiteral("sekrit"), {}, false});
+    QVERIFY(listed.wait(10000));
+    QCOMPARE(listed.at(2).at(0).toStringList(), QStringList{QStringLiteral("v3-tiny")});
+    // With the key: an answer.
+    s.setEndpoint(RemoteEndpoint{server.base(), QStringLiteral("sekrit"), QStringLiteral("v3-tiny"), false});
+    QSignalSpy loaded(&s, &GenerationService::modelLoaded);
+    s.loadModel({});
+    QVERIFY(loaded.wait(10000));
+    Collected c;
+    collect(s, c);
+    s.generate(params(QStringLiteral("hi"), 4));
+    QVERIFY(QTest::qWaitFor([&] { return c.outcome.has_value(); }, 10000));
+    QVERIFY2(c.outcome->finish != FinishKind::Error, qPrintable(c.outcome->error));
+    QVERIFY(!c.text.isEmpty());
+}
+
+void TestRemoteService::mainWindowChatsWithEndpoint() {
+    Server server({"--debug-token-delay-ms", "30"});  // slow enough for Stop to land mid-answer
+    QVERIFY2(server.ok(), server.log().constData());
+    QString notice, error;
+    auto store = SqliteHistoryStore::open(m_dir.filePath(QStringLiteral("conversations.sqlite3")), &notice, &error);
+    QVERIFY2(store, qPrintable(error));
+    EngineGenerationService engine;
+    RemoteGenerationService remote;
+    SwitchingGenerationService service(engine, remote);
+    MainWindow window(*store, service);
+    ConversationSettings defaults;
+    defaults.sampling.temperature = 0;
+    defaults.sampling.max_new_tokens = 30;
+    window.controller().setDefaultSettings(defaults);
+    window.resize(1400, 900);
+    window.show();
+    QVERIFY(QTest::qWaitForWindowExposed(&window));
+
+    // The dialog lists the endpoint's models.
+    {
+        EndpointDialog dialog(remote, &window);
+        dialog.urlField()->setText(server.base());
+        dialog.fetchModels();
+        QVERIFY(QTest::qWaitFor([&] { return dialog.modelBox()->count() > 0; }, 10000));
+        QCOMPARE(dialog.modelBox()->currentText(), QStringLiteral("v3-tiny"));
+        QVERIFY(dialog.statusLabel()->text().contains(QStringLiteral("Cetus server")));
+        QVERIFY(window.connectEndpoint(dialog.endpoint()));
+    }
+    QVERIFY(QTest::qWaitFor([&] { return service.hasModel(); }, 10000));
+    QVERIFY(service.remoteActive());
+    QVERIFY2(window.modelStatus()->text().startsWith(QStringLiteral("Remote: v3-tiny @ 127.0.0.1:")), qPrintable(window.modelStatus()->text()));
+    QVERIFY(activeEndpoint().has_value());  // remembered
+    QCOMPARE(activeEndpoint()->model, QStringLiteral("v3-tiny"));
+
+    QVERIFY(window.controller().send(QStringLiteral("Hello there")));
+    QVERIFY(QTest::qWaitFor([&] { return !window.controller().isGenerating(); }, 30000));
+    const auto& msgs = window.controller().messages();
+    QCOMPARE(int(msgs.size()), 2);
+    QCOMPARE(msgs.back().record.status, MessageStatus::Complete);
+    QVERIFY(!msgs.back().record.content.isEmpty());
+    // Persisted in the same database.
+    const auto conv = store->openConversation(*window.controller().currentConversation());
+    QVERIFY(conv && conv->messages.size() == 2);
+    QCOMPARE(conv->messages.back().content, msgs.back().record.content);
+    QVERIFY(conv->messages.back().has_routing_trace);
+    // The panels got the routing and the statistics through the cetus extension.
+    QVERIFY(window.expertPanel()->heatmap()->total() > 0);
+    QVERIFY2(window.kvPanel()->summary().contains(QStringLiteral("Remote Cetus server")), qPrintable(window.kvPanel()->summary()));
+    window.controller().selectToken(msgs.back().record.id, 0);
+    QVERIFY(window.routingPanel()->bars()->routing().n_layers > 0);
+
+    // Stop mid-answer from the window: the answer keeps its text, marked stopped.
+    QVERIFY(window.controller().send(QStringLiteral("Tell me more")));
+    QVERIFY(QTest::qWaitFor([&] { return !window.controller().messages().back().record.content.isEmpty() || !window.controller().isGenerating(); }, 30000));
+    window.stopButton()->click();
+    QVERIFY(QTest::qWaitFor([&] { return !window.controller().isGenerating(); }, 5000));
+    QCOMPARE(window.controller().messages().back().record.status, MessageStatus::Complete);
+    QVERIFY2(window.controller().messages().back().stats_line.contains(QStringLiteral("stopped")),
+             qPrintable(window.controller().messages().back().stats_line));
+    QVERIFY(QTest::qWaitFor([&] { return server.log().contains("cancelled after"); }, 5000));
+
+    const QString file = QStringLiteral(CETUS_TEST_BUILD_DIR "/ui-remote-endpoint.png");
+    QCoreApplication::processEvents();
+    QVERIFY(window.grab().save(file));
+
+    // A plain remote engine (no cetus extension) says so in the panels.
+    ModelDescription plain;
+    plain.remote = true;
+    plain.name = QStringLiteral("deepseek-r1");
+    window.kvPanel()->setModel(plain);
+    window.expertPanel()->setModel(plain);
+    QVERIFY(window.kvPanel()->summary().contains(QStringLiteral("does not report")));
+
+    // Back to the local engine: the status bar says so.
+    remote.disconnect(&window);
+    rememberActiveEndpoint(std::nullopt);
+    service.useLocal();
+    QVERIFY(!service.remoteActive());
+    QVERIFY(window.modelStatus()->text().startsWith(QStringLiteral("Local")));
+}
+
+QTEST_MAIN(TestRemoteService)
+#include "test_remote_service.moc"
