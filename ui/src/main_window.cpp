@@ -1,5 +1,6 @@
 // The main window: layout, menus and shortcuts, and the wiring between widgets, the
 // ChatController and the model-loading signals. No engine or storage type appears here.
+#include "cetus/ui/local_server.h"
 #include "cetus/ui/main_window.h"
 
 #include "cetus/ui/app_icon.h"
@@ -29,6 +30,7 @@
 #include <QListView>
 #include <QListWidget>
 #include <QMenu>
+#include <QSignalBlocker>
 #include <QMenuBar>
 #include <QMessageBox>
 #include <QProgressBar>
@@ -396,6 +398,34 @@ void MainWindow::buildMenus() {
         QAction* local = model->addAction(tr("Use &local model"), this, &MainWindow::useLocalModel);
         local->setObjectName(QStringLiteral("useLocalAction"));
     }
+
+    model->addSeparator();
+    m_server = new LocalServer(this);
+    m_serve_action = model->addAction(tr("&Serve this model on localhost (OpenAI API)"));
+    m_serve_action->setCheckable(true);
+    m_serve_action->setToolTip(tr("Runs cetus-cli serve on 127.0.0.1 over the loaded model folder; it loads its own copy"));
+    connect(m_serve_action, &QAction::toggled, this, [this](bool on) {
+        if (!on) {
+            m_server->stop();
+            return;
+        }
+        const auto m = m_controller->model();
+        if (!m || m->remote || m->model_dir.isEmpty()) {
+            showBanner(tr("Load a local model first, then serve it."), true);
+            QSignalBlocker block(m_serve_action);
+            m_serve_action->setChecked(false);
+            return;
+        }
+        m_server->start(m->model_dir, QSettings().value(QStringLiteral("server/port"), 8765).toInt());
+    });
+    connect(m_server, &LocalServer::started, this, [this](const QString& url) {
+        showBanner(tr("Serving the model at %1 (OpenAI API, this computer only).").arg(url), false);
+    });
+    connect(m_server, &LocalServer::failed, this, [this](const QString& message) {
+        showBanner(message, true);
+        QSignalBlocker block(m_serve_action);
+        m_serve_action->setChecked(false);
+    });
 
     QMenu* view = menuBar()->addMenu(tr("&View"));
     for (QDockWidget* d : findChildren<QDockWidget*>()) view->addAction(d->toggleViewAction());

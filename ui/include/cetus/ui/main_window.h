@@ -82,6 +82,9 @@ public:
     ModelPanel* modelPanel() const { return m_model_panel; }
     QLabel* banner() const { return m_banner; }
     QWidget* loadBar() const { return m_load_bar; }
+    // Model > "Serve this model on localhost": off by default.
+    QAction* serveAction() const { return m_serve_action; }
+    class LocalServer* localServer() const { return m_server; }
 
 protected:
     void closeEvent(QCloseEvent* e) override;
@@ -103,6 +106,8 @@ private:
     void chooseAndOpenModel();
     std::optional<qint64> selectedConversation() const;
 
+    class LocalServer* m_server = nullptr;
+    QAction* m_serve_action = nullptr;
     std::unique_ptr<ChatController> m_controller;
     GenerationService& m_service;
     ConversationListModel* m_list_model = nullptr;
