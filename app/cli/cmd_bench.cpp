@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <fstream>
 
 namespace cetus::cli {
 
@@ -21,7 +22,7 @@ void add_bench_command(CLI::App& app) {
         std::string model, random, device = "cpu", dtype = "bf16";
         int64_t prompt = 128, gen = 32, layers = 0;
         int repeat = 3, threads = 0, draft = 1;
-        std::string mtp, text_file;
+        std::string mtp, text_file, prompts_file;
         bool tokenizer = false;
         bool json = false;
     };
@@ -39,6 +40,9 @@ void add_bench_command(CLI::App& app) {
     cmd->add_option("--mtp", o->mtp, "Greedy generation with MTP drafts: on, off, or both (side by side)")
         ->check(CLI::IsMember({"on", "off", "both"}));
     cmd->add_option("--draft", o->draft, "Draft tokens per step with --mtp");
+    cmd->add_option("--prompts-file", o->prompts_file,
+                    "With --mtp: user messages, one per line (default: built-in questions when the model has a "
+                    "tokenizer, else --prompt random ids)");
     cmd->add_flag("--tokenizer", o->tokenizer, "Benchmark the tokenizer of --model on --text-file (MB/s)");
     cmd->add_option("--text-file", o->text_file, "Text for --tokenizer");
     cmd->add_flag("--json", o->json, "JSON output");
@@ -71,6 +75,14 @@ void add_bench_command(CLI::App& app) {
         bo.repeats = o->repeat;
         const ModelInfo& i = e->info();
         if (!o->mtp.empty()) {
+            if (!o->prompts_file.empty()) {
+                std::ifstream in(o->prompts_file);
+                if (!in) throw Error(ErrorCode::Io, o->prompts_file + ": cannot open");
+                for (std::string line; std::getline(in, line);)
+                    if (!line.empty()) bo.chat_prompts.push_back(line);
+            } else if (e->tokenizer()) {
+                bo.chat_prompts = default_bench_prompts();
+            }
             auto one = [&](bool on) {
                 GenerationBenchResult g = run_generation_bench(*e, bo, on, o->draft);
                 return nlohmann::json{{"mtp", on},
@@ -82,6 +94,7 @@ void add_bench_command(CLI::App& app) {
                                       {"generated_tokens", g.generated_tokens}};
             };
             nlohmann::json j = {{"model", i.name}, {"backend", i.backend}, {"threads", omp_get_max_threads()},
+                                {"chat_prompts", bo.chat_prompts.size()},
                                 {"mtp_layers", i.n_mtp_layers}, {"prompt_tokens", o->prompt},
                                 {"gen_tokens", o->gen}, {"repeats", o->repeat}};
             if (o->mtp == "off" || o->mtp == "both") j["mtp_off"] = one(false);

@@ -62,32 +62,64 @@ BenchResult run_bench(Engine& engine, const BenchOptions& o) {
     return res;
 }
 
+std::vector<std::string> default_bench_prompts() {
+    return {"Hello! Who are you?", "What does the word generous mean?", "Give me an example sentence with the word river.",
+            "What is the opposite of ancient?", "Tell me something about the sea.", "How are you today?",
+            "What is a synonym for quick?", "Can you help me with a question about words?"};
+}
+
 GenerationBenchResult run_generation_bench(Engine& engine, const BenchOptions& o, bool mtp, int32_t n_draft) {
     const ModelConfig& c = engine.model().config();
-    std::mt19937_64 rng(o.seed);
-    const int64_t n_valid = engine.tokenizer() ? std::min<int64_t>(engine.tokenizer()->vocab_size(), c.vocab_size)
-                                               : c.vocab_size;
-    std::uniform_int_distribution<int32_t> dist(2, int32_t(n_valid - 1));
-    GenerateRequest req;
-    req.prompt_ids.resize(static_cast<size_t>(o.n_prompt));
-    for (auto& t : req.prompt_ids) t = dist(rng);
-    req.sampling.temperature = 0.0f;
-    req.max_new_tokens = int32_t(std::max<int64_t>(o.n_gen, 1));
-    req.mtp = mtp;
-    req.n_draft = n_draft;
+    std::vector<GenerateRequest> requests;
+    auto base = [&] {
+        GenerateRequest r;
+        r.sampling.temperature = 0.0f;
+        r.max_new_tokens = int32_t(std::max<int64_t>(o.n_gen, 1));
+        r.mtp = mtp;
+        r.n_draft = n_draft;
+        return r;
+    };
+    if (!o.chat_prompts.empty() && engine.tokenizer()) {
+        for (const auto& p : o.chat_prompts) {
+            GenerateRequest r = base();
+            r.messages = {{"user", p}};
+            requests.push_back(std::move(r));
+        }
+    } else {
+        std::mt19937_64 rng(o.seed);
+        const int64_t n_valid = engine.tokenizer() ? std::min<int64_t>(engine.tokenizer()->vocab_size(), c.vocab_size)
+                                                   : c.vocab_size;
+        std::uniform_int_distribution<int32_t> dist(2, int32_t(n_valid - 1));
+        GenerateRequest r = base();
+        r.prompt_ids.resize(static_cast<size_t>(o.n_prompt));
+        for (auto& t : r.prompt_ids) t = dist(rng);
+        requests.push_back(std::move(r));
+    }
     std::vector<double> prefill, decode;
     GenerationBenchResult res;
     res.mtp = mtp;
     res.n_draft = n_draft;
-    for (int r = 0; r <= o.repeats; ++r) {
-        engine.reset_cache();
-        GenerateResult g = engine.generate(req);
-        if (r == 0) continue;
-        prefill.push_back(g.stats.prefill_tokens_per_s);
-        decode.push_back(g.stats.decode_tokens_per_s);
-        res.acceptance_rate = g.stats.acceptance_rate();
-        res.mean_accepted_length = g.stats.mean_accepted_length();
-        res.generated_tokens = g.stats.generated_tokens;
+    for (int rep = 0; rep <= o.repeats; ++rep) {
+        double prefill_tokens = 0, prefill_s = 0, decode_tokens = 0, decode_s = 0;
+        int64_t proposed = 0, accepted = 0, steps = 0, generated = 0;
+        for (const auto& req : requests) {
+            engine.reset_cache();
+            GenerateResult g = engine.generate(req);
+            prefill_tokens += double(g.stats.prompt_tokens);
+            prefill_s += g.stats.prefill_ms / 1e3;
+            decode_tokens += double(g.stats.generated_tokens - 1);
+            decode_s += g.stats.decode_ms / 1e3;
+            proposed += g.stats.drafts_proposed;
+            accepted += g.stats.drafts_accepted;
+            steps += g.stats.verify_steps;
+            generated += g.stats.generated_tokens;
+        }
+        if (rep == 0) continue;  // warm-up
+        prefill.push_back(prefill_tokens / std::max(prefill_s, 1e-9));
+        decode.push_back(decode_tokens / std::max(decode_s, 1e-9));
+        res.acceptance_rate = proposed ? double(accepted) / double(proposed) : 0.0;
+        res.mean_accepted_length = steps ? decode_tokens / double(steps) : 0.0;
+        res.generated_tokens = generated;
     }
     engine.reset_cache();
     std::sort(prefill.begin(), prefill.end());

@@ -99,6 +99,7 @@ void run_case(const std::filesystem::path& dir, Device device, std::vector<Check
     const std::string name = dir.filename().string();
     Runner r(out, name);
     double tol = 1e-4;
+    std::filesystem::path model_dir = dir;  // a manifest may point at a model kept elsewhere
     Golden g;
     std::unique_ptr<Engine> engine;
     try {
@@ -109,11 +110,12 @@ void run_case(const std::filesystem::path& dir, Device device, std::vector<Check
             ss << in.rdbuf();
             auto j = parse_json_strict(ss.str(), manifest.string());
             if (j.contains("tolerance") && j["tolerance"].is_number()) tol = j["tolerance"].get<double>();
+            if (j.contains("model_dir") && j["model_dir"].is_string()) model_dir = dir / j["model_dir"].get<std::string>();
         }
         g.file = std::make_unique<SafetensorsFile>(dir / "golden.safetensors");
         for (const auto& t : g.file->tensors()) g.by_name[t.name] = &t;
         EngineOptions o;
-        o.model_dir = dir;
+        o.model_dir = model_dir;
         o.device = device;
         o.max_context = 512;
         engine = Engine::load(o);

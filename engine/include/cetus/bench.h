@@ -5,6 +5,8 @@
 #include "cetus/engine.h"
 
 #include <cstdint>
+#include <string>
+#include <vector>
 
 namespace cetus {
 
@@ -13,7 +15,13 @@ struct BenchOptions {
     int64_t n_gen = 32;
     int repeats = 3;  // after one warm-up
     uint64_t seed = 7;
+    // Generation bench: user messages rendered with the model's chat template (needs a
+    // tokenizer); empty: n_prompt random ids. Figures are summed over all prompts.
+    std::vector<std::string> chat_prompts;
 };
+
+// A few everyday questions for the generation bench on chat models.
+std::vector<std::string> default_bench_prompts();
 
 struct BenchResult {
     double prefill_tokens_per_s = 0.0;  // median
