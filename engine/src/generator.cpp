@@ -238,13 +238,13 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
     r.res.stats.prefill_tokens_per_s = double(n - p) / std::max(seconds_since(t0), 1e-9);
 
     // First token from the last prompt position.
-    auto pick = [&](const float* logits, std::vector<float>& probs) {
-        if (r.sampler.greedy()) return r.sampler.argmax(logits, r.history);
-        r.sampler.distribution(logits, r.history, probs);
+    auto pick = [&](const float* logits, std::vector<float>& probs, std::span<const int32_t> more) {
+        if (r.sampler.greedy()) return r.sampler.argmax(logits, r.history, more);
+        r.sampler.distribution(logits, r.history, probs, more);
         return r.sampler.sample(probs);
     };
     std::vector<float> probs, target;
-    int32_t pending = pick(out.logits.data(), probs);
+    int32_t pending = pick(out.logits.data(), probs, {});
     ForwardOutput first_routing = std::move(out);
     r.emit(pending, false, first_routing, int64_t(first_routing.routing.ids.size()) / std::max<int64_t>(1, r.n_moe * r.top_k) - 1);
 
@@ -255,7 +255,7 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
     vo.want_routing = true;
     std::vector<float> mtp_logits, mtp_hidden, entry_hidden;
     std::vector<std::vector<float>> q(size_t(req.n_draft));
-    std::vector<int32_t> batch, drafts, seen, next_ids;  // reused every step
+    std::vector<int32_t> batch, drafts, tail, next_ids;  // reused every step; tail: ids after the history
     while (!r.done) {
         if (cancelled()) {
             r.res.finish = FinishReason::Cancelled;
@@ -286,18 +286,17 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
             const int64_t V = c.vocab_size;
             const float* ql = mtp_logits.data() + (int64_t(mtp_logits.size()) / V - 1) * V;
             entry_hidden.assign(mtp_hidden.end() - H, mtp_hidden.end());
-            seen.assign(r.history.begin(), r.history.end());
-            seen.push_back(pending);
+            tail.assign(1, pending);
             for (int64_t j = 0; j < D; ++j) {
                 int32_t d;
                 if (r.sampler.greedy()) {
-                    d = r.sampler.argmax(ql, seen);
+                    d = r.sampler.argmax(ql, r.history, tail);
                 } else {
-                    r.sampler.distribution(ql, seen, q[size_t(j)]);
+                    r.sampler.distribution(ql, r.history, q[size_t(j)], tail);
                     d = r.sampler.sample(q[size_t(j)]);
                 }
                 drafts.push_back(d);
-                seen.push_back(d);
+                tail.push_back(d);
                 if (j + 1 < D) {  // chain: the module's own normed output stands in for h
                     const int64_t k = std::min<int64_t>(j + 1, m_model.n_mtp() - 1);
                     m_model.mtp_forward(k, entry_hidden.data(), &d, 1, cur + j, m_cache, mtp_logits, &mtp_hidden);
@@ -315,28 +314,28 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
         // Accept drafts in order.
         int64_t a = 0;
         int32_t next = -1;
-        seen.assign(r.history.begin(), r.history.end());
-        seen.push_back(pending);
+        tail.assign(1, pending);
         for (; a < D; ++a) {
             const float* row = out.logits.data() + a * V;
             const int32_t d = drafts[size_t(a)];
             if (r.sampler.greedy()) {
-                int32_t t = r.sampler.argmax(row, seen);
+                int32_t t = r.sampler.argmax(row, r.history, tail);
                 if (t != d) {
                     next = t;
                     break;
                 }
             } else {
-                r.sampler.distribution(row, seen, target);
+                r.sampler.distribution(row, r.history, target, tail);
                 int32_t rep = r.sampler.accept_or_replace(target, q[size_t(a)], d);
                 if (rep >= 0) {
                     next = rep;
                     break;
                 }
             }
-            seen.push_back(d);
+            tail.push_back(d);
         }
-        if (next < 0) next = pick(out.logits.data() + a * V, probs);  // all accepted (or no drafts): bonus token
+        // All accepted (or no drafts): the bonus token, penalised for pending and the drafts too.
+        if (next < 0) next = pick(out.logits.data() + a * V, probs, tail);
         r.res.stats.drafts_accepted += a;
         // Commit: pending and the accepted drafts stay in the cache, the rest is truncated.
         m_cache.n_tokens = cur + a + 1;

@@ -16,35 +16,40 @@ Sampler::Sampler(const SamplingParams& p, int64_t vocab, int64_t n_valid)
 
 double Sampler::uniform() { return double(m_rng() >> 11) * (1.0 / 9007199254740992.0); }
 
-void Sampler::penalise(std::vector<float>& x, std::span<const int32_t> seen) {
+void Sampler::penalise(std::vector<float>& x, std::span<const int32_t> seen, std::span<const int32_t> more) {
     if (m_params.repetition_penalty == 1.0f) return;
     const float r = m_params.repetition_penalty;
     std::vector<uint8_t>& mark = m_seen_mark;
-    for (int32_t id : seen) {
-        if (id < 0 || id >= m_vocab || mark[size_t(id)]) continue;
-        mark[size_t(id)] = 1;
-        float& v = x[size_t(id)];
-        v = v > 0 ? v / r : v * r;
-    }
-    for (int32_t id : seen)
-        if (id >= 0 && id < m_vocab) mark[size_t(id)] = 0;
+    for (auto ids : {seen, more})
+        for (int32_t id : ids) {
+            if (id < 0 || id >= m_vocab || mark[size_t(id)]) continue;
+            mark[size_t(id)] = 1;
+            float& v = x[size_t(id)];
+            v = v > 0 ? v / r : v * r;
+        }
+    for (auto ids : {seen, more})
+        for (int32_t id : ids)
+            if (id >= 0 && id < m_vocab) mark[size_t(id)] = 0;
 }
 
-int32_t Sampler::argmax(const float* logits, std::span<const int32_t> seen) {
+int32_t Sampler::argmax(const float* logits, std::span<const int32_t> seen, std::span<const int32_t> more) {
+    if (m_params.repetition_penalty == 1.0f)  // nothing to change: no copy on the decode path
+        return int32_t(std::max_element(logits, logits + m_n_valid) - logits);
     m_work.assign(logits, logits + m_n_valid);
     m_work.resize(size_t(m_vocab), -std::numeric_limits<float>::infinity());
-    penalise(m_work, seen);
+    penalise(m_work, seen, more);
     return int32_t(std::max_element(m_work.begin(), m_work.begin() + m_n_valid) - m_work.begin());
 }
 
-void Sampler::distribution(const float* logits, std::span<const int32_t> seen, std::vector<float>& probs) {
+void Sampler::distribution(const float* logits, std::span<const int32_t> seen, std::vector<float>& probs,
+                           std::span<const int32_t> more) {
     probs.assign(size_t(m_vocab), 0.0f);
     if (greedy()) {
-        probs[size_t(argmax(logits, seen))] = 1.0f;
+        probs[size_t(argmax(logits, seen, more))] = 1.0f;
         return;
     }
     m_work.assign(logits, logits + m_vocab);
-    penalise(m_work, seen);
+    penalise(m_work, seen, more);
     const float inv_t = 1.0f / m_params.temperature;
     float mx = -std::numeric_limits<float>::infinity();
     for (int64_t i = 0; i < m_n_valid; ++i) mx = std::max(mx, m_work[size_t(i)]);

@@ -20,10 +20,12 @@ public:
     bool greedy() const { return m_params.temperature <= 0.0f; }
 
     // Processed distribution of one row of logits into probs[vocab] (zeros outside
-    // the kept set). `seen` are the ids the repetition penalty applies to.
-    void distribution(const float* logits, std::span<const int32_t> seen, std::vector<float>& probs);
+    // the kept set). The repetition penalty applies to the ids in `seen` and `more`
+    // (two spans, so a caller can add a few pending tokens without copying its history).
+    void distribution(const float* logits, std::span<const int32_t> seen, std::vector<float>& probs,
+                      std::span<const int32_t> more = {});
     // Argmax after the repetition penalty and the vocabulary mask (greedy mode).
-    int32_t argmax(const float* logits, std::span<const int32_t> seen);
+    int32_t argmax(const float* logits, std::span<const int32_t> seen, std::span<const int32_t> more = {});
 
     int32_t sample(const std::vector<float>& probs);  // draw from a distribution
     double uniform();                                  // in [0, 1)
@@ -34,7 +36,7 @@ public:
     int32_t accept_or_replace(const std::vector<float>& p, const std::vector<float>& q, int32_t draft);
 
 private:
-    void penalise(std::vector<float>& x, std::span<const int32_t> seen);
+    void penalise(std::vector<float>& x, std::span<const int32_t> seen, std::span<const int32_t> more);
 
     SamplingParams m_params;
     int64_t m_vocab, m_n_valid;

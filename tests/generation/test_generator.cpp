@@ -134,6 +134,32 @@ private slots:
         QVERIFY(accepted > 0);  // a trained MTP module does get drafts accepted
     }
 
+    void greedyMtpEqualsPlainWithRepetitionPenalty() {
+        // The bonus token after accepted drafts must see them in its penalty set, as plain
+        // decoding does; the trained model accepts most drafts, so that path runs often.
+        const std::string dir = std::string(CETUS_SOURCE_DIR) + "/resources/models/cetus-demo";
+        if (!std::filesystem::exists(dir + "/config.json")) QSKIP("no bundled model in this tree");
+        auto e = load(dir, 512);
+        for (const char* q : {"Who are you?", "What can you do?", "What is the weather today?"}) {
+            cetus::GenerateRequest req;
+            req.messages = {{"user", q}};
+            req.sampling.temperature = 0.0f;
+            req.sampling.repetition_penalty = 1.3f;
+            req.max_new_tokens = 64;
+            req.mtp = false;
+            e->reset_cache();
+            auto plain = e->generate(req);
+            for (int draft : {1, 3}) {
+                req.mtp = true;
+                req.n_draft = draft;
+                e->reset_cache();
+                auto spec = e->generate(req);
+                QVERIFY(spec.stats.drafts_accepted > 0);
+                QCOMPARE(spec.ids, plain.ids);
+            }
+        }
+    }
+
     void sampledMtpKeepsDistribution() {
         const std::string dir = fixture("v3-noaux");
         auto e = load(dir);
