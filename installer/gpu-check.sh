@@ -1,26 +1,76 @@
 #!/usr/bin/env bash
 # The GPU check (docs: gpu-checks.md), run on the GPU machine from the repository
-# root with the Qt-free build-gpu/ folder carried over:
+# root with the Qt-free build-gpu/ folder (cetus-cli + libcetus-cuda.so) carried over:
 #   cmake --preset gpu-check && cmake --build --preset gpu-check    # on a development machine
-#   installer/gpu-check.sh                                            # on the GPU machine
-# Results go to $OUT (the device tool's output folder) or gpu-out/.
+#   installer/gpu-check.sh [quick|full]                               # on the GPU machine
+# Every step has its own time limit so one hang cannot eat the session; results go
+# to $OUT (the device tool's output folder) or gpu-out/, a summary to stdout.
+#   quick: conformance (fixtures + CUDA vs CPU on small random shapes), memcheck on
+#          one fixture, V2-Lite decode/prefill bench, MTP bench on the demo model.
+#   full:  adds the four-layer V3 comparison and an Nsight Compute profile of decode.
 set -uo pipefail
+mode="${1:-quick}"
 out="${OUT:-gpu-out}"
 mkdir -p "$out"
 cli=build-gpu/cetus-cli
+export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export OMP_WAIT_POLICY=PASSIVE
 demo=$(ls -d resources/models/*/ 2>/dev/null | head -1)
-{ nvidia-smi; nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv; } > "$out/gpu.txt" 2>&1
+step() {  # step NAME SECONDS COMMAND... : stdout to $out/NAME.out, stderr to $out/NAME.log
+    local name=$1 limit=$2; shift 2
+    local t0=$SECONDS
+    timeout "$limit" "$@" > "$out/$name.out" 2> "$out/$name.log"
+    local rc=$?
+    echo "== $name: exit $rc in $((SECONDS - t0)) s"
+    tail -2 "$out/$name.log"
+    return 0
+}
+{ nvidia-smi; nvidia-smi --query-gpu=name,memory.total,clocks.max.memory,driver_version --format=csv; } > "$out/gpu.txt" 2>&1
+head -15 "$out/gpu.txt"
 "$cli" --version > "$out/version.txt" 2>&1
-"$cli" selftest --device cuda --json > "$out/selftest-cuda.json" 2> "$out/selftest-cuda.log"
-echo "selftest cuda: exit $?"; tail -1 "$out/selftest-cuda.log"
-"$cli" selftest --device cpu > "$out/selftest-cpu.log" 2>&1
-echo "selftest cpu: exit $?"; tail -1 "$out/selftest-cpu.log"
-for dev in cuda cpu; do
-    "$cli" bench --device "$dev" --random-model v2-lite --prompt 512 --gen 64 --json > "$out/bench-v2lite-$dev.json" 2> "$out/bench-v2lite-$dev.log"
-    echo "bench v2-lite $dev: exit $?"
+step info-cuda 60 "$cli" info --device cuda --model tests/data/golden/v3-noaux
+compare=small
+[ "$mode" = full ] && compare=full
+step selftest-cuda 300 "$cli" selftest --device cuda --compare "$compare" --json
+python3 - "$out/selftest-cuda.out" <<'PY' || true
+import json, sys
+try:
+    rows = json.load(open(sys.argv[1]))
+except Exception as e:
+    print("selftest output unreadable:", e); sys.exit()
+bad = [r for r in rows if not r["passed"]]
+print(f"selftest cuda: {len(rows)} checks, {len(bad)} failed")
+for r in bad[:40]:
+    print(f"  FAIL {r['case']} / {r['check']}: err {r['error']:.3g} tol {r['tolerance']:.3g} {r['detail'][:200]}")
+worst = {}
+for r in rows:
+    if r["passed"] and r["tolerance"] > 0:
+        k = (r["case"].split(" ")[0], r["check"].split(":")[0] if ":" in r["check"] else "fixture")
+        worst[k] = max(worst.get(k, 0), r["error"])
+for k, v in sorted(worst.items()):
+    print(f"  worst {k[0]} {k[1]}: {v:.3g}")
+PY
+if command -v compute-sanitizer >/dev/null; then
+    step memcheck 180 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 \
+        "$cli" selftest --device cuda --case v3-fp8
+    grep -E "ERROR SUMMARY|Invalid|out of bounds" "$out/memcheck.out" | head -5
+fi
+step bench-v2lite-cuda 240 "$cli" bench --device cuda --random-model v2-lite --prompt 512 --gen 128 --json
+step bench-v2lite-fp8-cuda 240 "$cli" bench --device cuda --random-model v2-lite --dtype fp8 --prompt 512 --gen 128 --json
+for f in bench-v2lite-cuda bench-v2lite-fp8-cuda; do
+    python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print(sys.argv[1].split('/')[-1], {k: j.get(k) for k in ['device','prefill_tokens_per_s','decode_tokens_per_s','decode_bandwidth_gbs','device_copy_bandwidth_gbs','bandwidth_fraction','prefill_tflops','device_peak_bf16_tflops','compute_fraction']})" "$out/$f.out" 2>/dev/null || echo "$f: no JSON"
 done
 if [ -n "$demo" ]; then
-    "$cli" bench --device auto --model "$demo" --prompt 64 --gen 128 --mtp both --json > "$out/bench-mtp.json" 2> "$out/bench-mtp.log"
-    echo "bench mtp ($demo): exit $?"
+    step bench-mtp-cuda 120 "$cli" bench --device cuda --model "$demo" --gen 64 --mtp both --repeat 2 --json
+    step bench-mtp-cpu 120 "$cli" bench --device cpu --model "$demo" --gen 64 --mtp both --repeat 2 --json
+    for f in bench-mtp-cuda bench-mtp-cpu; do
+        python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print(sys.argv[1].split('/')[-1], 'speedup', j.get('speedup'), 'acceptance', j.get('mtp_on',{}).get('acceptance_rate'), 'decode off/on', j.get('mtp_off',{}).get('decode_tokens_per_s'), j.get('mtp_on',{}).get('decode_tokens_per_s'))" "$out/$f.out" 2>/dev/null || echo "$f: no JSON"
+    done
+fi
+if [ "$mode" = full ] && command -v ncu >/dev/null; then
+    step ncu-decode 240 ncu --set basic --launch-skip 200 --launch-count 60 -o "$out/decode" \
+        "$cli" bench --device cuda --random-model v2-lite --layers 4 --prompt 64 --gen 8
+    ncu --import "$out/decode.ncu-rep" --page raw --csv \
+        --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed > "$out/ncu-summary.csv" 2>/dev/null
 fi
 exit 0

@@ -93,7 +93,8 @@ void add_bench_command(CLI::App& app) {
                                       {"mean_accepted_length", g.mean_accepted_length},
                                       {"generated_tokens", g.generated_tokens}};
             };
-            nlohmann::json j = {{"model", i.name}, {"backend", i.backend}, {"threads", omp_get_max_threads()},
+            nlohmann::json j = {{"model", i.name}, {"backend", i.backend}, {"device", i.device},
+                                {"threads", omp_get_max_threads()},
                                 {"chat_prompts", bo.chat_prompts.size()},
                                 {"mtp_layers", i.n_mtp_layers}, {"prompt_tokens", o->prompt},
                                 {"gen_tokens", o->gen}, {"repeats", o->repeat}};
@@ -119,6 +120,7 @@ void add_bench_command(CLI::App& app) {
         BenchResult r = run_bench(*e, bo);
         nlohmann::json j = {{"model", i.name},
                             {"backend", i.backend},
+                            {"device", i.device},
                             {"threads", omp_get_max_threads()},
                             {"weights", i.weight_dtype},
                             {"shape", {{"layers", i.n_layers}, {"hidden", i.hidden_size}, {"heads", i.n_heads},
@@ -132,6 +134,14 @@ void add_bench_command(CLI::App& app) {
                             {"prefill_ms", r.prefill_ms},
                             {"decode_ms_per_token", r.decode_ms_per_token},
                             {"kv_cache_bytes", r.kv_cache_bytes},
+                            {"decode_bytes_per_token", r.decode_bytes_per_token},
+                            {"decode_bandwidth_gbs", r.decode_bandwidth_gbs},
+                            {"device_copy_bandwidth_gbs", r.device_copy_bandwidth_gbs},
+                            {"bandwidth_fraction", r.bandwidth_fraction},
+                            {"prefill_flops_per_token", r.prefill_flops_per_token},
+                            {"prefill_tflops", r.prefill_tflops},
+                            {"device_peak_bf16_tflops", r.device_peak_tflops},
+                            {"compute_fraction", r.compute_fraction},
                             {"peak_rss_bytes", peak_rss_bytes()}};
         if (o->json) {
             std::printf("%s\n", j.dump(2).c_str());
@@ -139,6 +149,14 @@ void add_bench_command(CLI::App& app) {
             std::printf("%s on %s: prefill %.1f tok/s (%lld tokens), decode %.2f tok/s, peak RSS %.0f MiB\n",
                         i.name.c_str(), i.backend.c_str(), r.prefill_tokens_per_s, (long long)o->prompt,
                         r.decode_tokens_per_s, double(peak_rss_bytes()) / 1048576.0);
+            std::printf("decode reads %.1f MiB per token: %.1f GB/s", r.decode_bytes_per_token / 1048576.0,
+                        r.decode_bandwidth_gbs);
+            if (r.bandwidth_fraction > 0)
+                std::printf(" = %.1f%% of the measured %.0f GB/s", 100 * r.bandwidth_fraction, r.device_copy_bandwidth_gbs);
+            std::printf("; prefill %.2f TFLOP/s", r.prefill_tflops);
+            if (r.compute_fraction > 0)
+                std::printf(" = %.1f%% of the measured bf16 peak %.0f TFLOP/s", 100 * r.compute_fraction, r.device_peak_tflops);
+            std::printf("\n");
         }
     });
 }

@@ -13,6 +13,7 @@ static nlohmann::json info_json(const ModelInfo& i) {
     return {{"name", i.name},
             {"model_type", i.model_type},
             {"backend", i.backend},
+            {"device", i.device},
             {"weights", i.weight_dtype},
             {"layers", i.n_layers},
             {"moe_layers", i.n_moe_layers},

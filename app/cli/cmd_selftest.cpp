@@ -14,19 +14,23 @@ namespace cetus::cli {
 void add_selftest_command(CLI::App& app) {
     auto* cmd = app.add_subcommand("selftest", "Run the conformance suite over the golden fixtures");
     struct Opts {
-        std::string device = "cpu", fixtures, only;
+        std::string device = "cpu", fixtures, only, compare = "small";
         bool json = false;
     };
     auto o = std::make_shared<Opts>();
     cmd->add_option("--device", o->device, "cpu or cuda");
     cmd->add_option("--fixtures", o->fixtures, "Folder of fixture cases (default: tests/data/golden)");
     cmd->add_option("--case", o->only, "Run one case only");
+    cmd->add_option("--compare", o->compare, "With --device cuda: CUDA vs CPU on random models: none, small or full")
+        ->check(CLI::IsMember({"none", "small", "full"}))
+        ->capture_default_str();
     cmd->add_flag("--json", o->json, "JSON output");
     cmd->callback([o] {
         SelftestOptions so;
         so.device = parse_device(o->device);
         so.fixtures_dir = o->fixtures.empty() ? default_fixtures_dir() : o->fixtures;
         so.only = o->only;
+        so.compare = o->compare;
         auto results = run_selftest(so);
         int failed = 0;
         nlohmann::json j = nlohmann::json::array();

@@ -3,7 +3,7 @@
 // each fed the argmax of the previous step.
 #include "cetus/bench.h"
 
-#include "kv_cache.h"
+#include "backend.h"
 #include "model.h"
 
 #include <algorithm>
@@ -12,15 +12,62 @@
 
 namespace cetus {
 
+namespace {
+
+uint64_t mlp_bytes(const MlpWeights& w) { return w.gate.n_bytes() + w.up.n_bytes() + w.down.n_bytes(); }
+int64_t mlp_elements(const MlpWeights& w) { return w.gate.n_elements() + w.up.n_elements() + w.down.n_elements(); }
+
+// Bytes and multiply-add elements of the weights one token reads in the main model.
+struct TokenWeights {
+    double bytes = 0, elements = 0;
+};
+
+TokenWeights token_weights(const Model& m) {
+    const ModelConfig& c = m.config();
+    TokenWeights t;
+    auto add = [&](const Matrix& w) {
+        t.bytes += double(w.n_bytes());
+        t.elements += double(w.n_elements());
+    };
+    add(m.lm_head());
+    t.bytes += double(m.embed().n_bytes()) / double(std::max<int64_t>(1, m.embed().rows));  // one row
+    for (const LayerWeights& l : m.layers()) {
+        const AttentionWeights& a = l.attn;
+        for (const Matrix* w : {&a.q_proj, &a.q_a_proj, &a.q_b_proj, &a.kv_a_proj_with_mqa, &a.kv_b_proj, &a.o_proj})
+            if (w->data) add(*w);
+        if (!l.is_moe) {
+            t.bytes += double(mlp_bytes(l.mlp));
+            t.elements += double(mlp_elements(l.mlp));
+            continue;
+        }
+        add(l.moe.gate);
+        if (l.moe.has_shared) {
+            t.bytes += double(mlp_bytes(l.moe.shared));
+            t.elements += double(mlp_elements(l.moe.shared));
+        }
+        double eb = 0, ee = 0;
+        for (const MlpWeights& e : l.moe.experts) {
+            eb += double(mlp_bytes(e));
+            ee += double(mlp_elements(e));
+        }
+        const double share = double(c.num_experts_per_tok) / double(std::max<size_t>(1, l.moe.experts.size()));
+        t.bytes += eb * share;
+        t.elements += ee * share;
+    }
+    return t;
+}
+
+}  // namespace
+
 BenchResult run_bench(Engine& engine, const BenchOptions& o) {
     Model& model = engine.model();
-    KvCache& cache = engine.cache();
+    Backend& backend = engine.backend();
     const ModelConfig& c = model.config();
     if (o.n_prompt < 1 || o.n_gen < 0 || o.repeats < 1)
         throw Error(ErrorCode::BadRequest, "bench needs --prompt >= 1, --gen >= 0, --repeat >= 1");
-    if (o.n_prompt + o.n_gen > cache.capacity())
+    if (o.n_prompt + o.n_gen > backend.capacity())
         throw Error(ErrorCode::ContextOverflow, "prompt + gen = " + std::to_string(o.n_prompt + o.n_gen) +
-                                                    " exceeds the context of " + std::to_string(cache.capacity()));
+                                                    " exceeds the context of " + std::to_string(backend.capacity()));
     std::mt19937_64 rng(o.seed);
     std::uniform_int_distribution<int32_t> dist(0, int32_t(c.vocab_size - 1));
     std::vector<int32_t> prompt(static_cast<size_t>(o.n_prompt));
@@ -32,13 +79,13 @@ BenchResult run_bench(Engine& engine, const BenchOptions& o) {
     last.all_logits = false;
     ForwardOutput out;
     for (int r = 0; r <= o.repeats; ++r) {  // r == 0 is the warm-up
-        cache.clear();
+        backend.clear();
         auto t0 = clock::now();
-        model.forward(prompt.data(), o.n_prompt, 0, cache, last, out);
+        backend.forward(prompt.data(), o.n_prompt, 0, last, out);
         auto t1 = clock::now();
         for (int64_t g = 0; g < o.n_gen; ++g) {
             int32_t next = int32_t(std::max_element(out.logits.begin(), out.logits.end()) - out.logits.begin());
-            model.forward(&next, 1, o.n_prompt + g, cache, last, out);
+            backend.forward(&next, 1, o.n_prompt + g, last, out);
         }
         auto t2 = clock::now();
         if (r == 0) continue;
@@ -57,7 +104,27 @@ BenchResult run_bench(Engine& engine, const BenchOptions& o) {
         res.decode_ms_per_token = median(decode_s) * 1e3 / double(o.n_gen);
         res.decode_tokens_per_s = double(o.n_gen) / median(decode_s);
     }
-    res.kv_cache_bytes = cache.used_bytes();
+    res.kv_cache_bytes = backend.kv_used_bytes();
+
+    const TokenWeights tw = token_weights(model);
+    const double L = double(c.num_hidden_layers), row = double(c.kv_lora_rank + c.qk_rope_head_dim);
+    const double row_bytes = double(backend.kv_bytes_per_token()) /
+                             double(c.num_hidden_layers + c.num_nextn_predict_layers);  // one layer's row
+    const double mean_decode_ctx = double(o.n_prompt) + double(std::max<int64_t>(o.n_gen - 1, 0)) / 2.0 + 1.0;
+    res.decode_bytes_per_token = tw.bytes + L * mean_decode_ctx * row_bytes;
+    if (res.decode_ms_per_token > 0) res.decode_bandwidth_gbs = res.decode_bytes_per_token / res.decode_ms_per_token / 1e6;
+    res.device_copy_bandwidth_gbs = backend.copy_bandwidth_gbs();
+    if (res.device_copy_bandwidth_gbs > 0) res.bandwidth_fraction = res.decode_bandwidth_gbs / res.device_copy_bandwidth_gbs;
+    // Absorbed attention per token and head: q_abs (d_n x d_c), scores over the
+    // latent row (d_c + d_r) and the context sum (d_c) per cached position, W_UV (d_v x d_c).
+    const double n_h = double(c.num_attention_heads), d_c = double(c.kv_lora_rank);
+    const double mean_prefill_ctx = (double(o.n_prompt) + 1.0) / 2.0;
+    const double attn = 2.0 * L * n_h *
+                        (double(c.qk_nope_head_dim) * d_c + mean_prefill_ctx * (row + d_c) + double(c.v_head_dim) * d_c);
+    res.prefill_flops_per_token = 2.0 * tw.elements + attn;
+    res.prefill_tflops = res.prefill_flops_per_token * res.prefill_tokens_per_s / 1e12;
+    res.device_peak_tflops = backend.peak_bf16_tflops();
+    if (res.device_peak_tflops > 0) res.compute_fraction = res.prefill_tflops / res.device_peak_tflops;
     engine.reset_cache();  // the generator's prefix bookkeeping no longer matches the cache
     return res;
 }

@@ -2,7 +2,9 @@
 // CLI show, and request validation before anything reaches the forward pass.
 #include "cetus/engine.h"
 
+#include "backend.h"
 #include "config.h"
+#include "cuda_loader.h"
 #include "generator.h"
 #include "kv_cache.h"
 #include "log.h"
@@ -54,7 +56,8 @@ void Engine::finish_init(const std::string& name) {
     ModelInfo& i = m_info;
     i.name = name;
     i.model_type = c.model_type;
-    i.backend = "cpu";
+    i.backend = m_backend->name();
+    i.device = m_backend->description();
     i.n_layers = c.num_hidden_layers;
     i.n_moe_layers = c.n_moe_layers();
     i.first_k_dense_replace = c.first_k_dense_replace;
@@ -71,7 +74,7 @@ void Engine::finish_init(const std::string& name) {
     i.n_shared_experts = c.n_shared_experts;
     i.n_active_experts = c.num_experts_per_tok;
     i.max_position_embeddings = c.max_position_embeddings;
-    i.context_length = m_cache->capacity();
+    i.context_length = m_backend->capacity();
     i.n_params_total = m_model->n_params_main();
     i.n_params_active = m_model->n_params_active();
     i.n_params_mtp = m_model->n_params_mtp();
@@ -81,7 +84,7 @@ void Engine::finish_init(const std::string& name) {
     i.kv_bytes_per_token_mla = L * uint64_t(c.kv_lora_rank + c.qk_rope_head_dim) * 2;
     i.kv_bytes_per_token_mha = L * 2 * uint64_t(c.num_attention_heads) * d_h * 2;
     i.kv_bytes_per_token_gqa8 = L * 2 * 8 * d_h * 2;
-    i.kv_bytes_per_token_held = m_cache->bytes_per_token();
+    i.kv_bytes_per_token_held = m_backend->kv_bytes_per_token();
     i.bos_token_id = c.bos_token_id;
     i.eos_token_id = c.eos_token_id;
     if (m_tokenizer) {
@@ -89,7 +92,7 @@ void Engine::finish_init(const std::string& name) {
         if (m_tokenizer->bos_id() >= 0) i.bos_token_id = m_tokenizer->bos_id();
         if (m_tokenizer->eos_id() >= 0) i.eos_token_id = m_tokenizer->eos_id();
     }
-    m_generator = std::make_unique<Generator>(*m_model, *m_cache, tokenizer());
+    m_generator = std::make_unique<Generator>(*m_model, *m_backend, tokenizer());
     if (c.n_routed_experts > 0) {
         const char* m = c.topk_method == TopkMethod::NoauxTc ? "noaux_tc"
                         : c.topk_method == TopkMethod::GroupLimitedGreedy ? "group_limited_greedy" : "greedy";
@@ -98,22 +101,45 @@ void Engine::finish_init(const std::string& name) {
     } else {
         i.routing = "dense";
     }
-    engine_log().info("loaded {}: {} layers ({} MoE, {} MTP), {:.2f} B params ({:.2f} B active), {}, backend cpu, "
-                      "{} threads, context {}",
+    engine_log().info("loaded {}: {} layers ({} MoE, {} MTP), {:.2f} B params ({:.2f} B active), {}, backend {} "
+                      "({}), context {}",
                       name, i.n_layers, i.n_moe_layers, i.n_mtp_layers, double(i.n_params_total) / 1e9,
-                      double(i.n_params_active) / 1e9, i.weight_dtype, omp_get_max_threads(), i.context_length);
+                      double(i.n_params_active) / 1e9, i.weight_dtype, i.backend, i.device, i.context_length);
 }
 
-static void select_device(const EngineOptions& o) {
-    if (o.device == Device::Cuda)
-        throw Error(ErrorCode::Device, "--device cuda: this build has no CUDA backend yet; use --device cpu");
-    if (o.device == Device::Auto) engine_log().info("device auto: using the CPU backend");
+std::string CpuBackend::description() const { return std::to_string(omp_get_max_threads()) + " threads"; }
+
+// Decides before anything is read whether the CUDA backend will be tried.
+static bool select_device(const EngineOptions& o) {
     if (o.n_threads > 0) omp_set_num_threads(o.n_threads);
+    if (o.device == Device::Cpu) return false;
+    const CudaProbe probe = probe_cuda();
+    if (o.device == Device::Cuda) {
+        if (!probe.usable) throw Error(ErrorCode::Device, "--device cuda: " + probe.text);
+        return true;
+    }
+    if (!probe.usable) engine_log().info("device auto: using the CPU backend ({})", probe.text);
+    return probe.usable;
+}
+
+void Engine::make_backend(const EngineOptions& o, bool use_cuda, const LoadProgress& progress) {
+    const int64_t ctx = std::min<int64_t>(o.max_context, m_model->config().max_position_embeddings);
+    if (use_cuda) {
+        try {
+            m_backend = create_cuda_backend(*m_model, ctx, progress);
+            return;
+        } catch (const Error& e) {
+            // Auto falls back when the model does not fit; an explicit request reports it.
+            if (o.device == Device::Cuda || e.code() != ErrorCode::OutOfMemory) throw;
+            engine_log().warn("device auto: {}; using the CPU backend", e.what());
+        }
+    }
+    m_backend = std::make_unique<CpuBackend>(*m_model, ctx);
 }
 
 std::unique_ptr<Engine> Engine::load(const EngineOptions& o, const LoadProgress& progress) {
-    select_device(o);
     if (o.max_context < 1) throw Error(ErrorCode::BadRequest, "max_context must be at least 1");
+    const bool use_cuda = select_device(o);
     report(progress, 0.0f, "reading config");
     ModelConfig config = load_config(o.model_dir);
     check_cancel(progress);
@@ -128,9 +154,11 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions& o, const LoadProgress&
         report(progress, 0.85f, "reading tokenizer");
         e->m_tokenizer = Tokenizer::load(o.model_dir);
     }
-    report(progress, 0.9f, "allocating cache");
-    const int64_t ctx = std::min<int64_t>(o.max_context, e->m_model->config().max_position_embeddings);
-    e->m_cache = std::make_unique<KvCache>(e->m_model->make_cache(ctx));
+    report(progress, 0.9f, use_cuda ? "uploading weights" : "allocating cache");
+    LoadProgress upload = progress;  // the upload's own fractions map to 0.9 .. 1.0
+    if (progress.report)
+        upload.report = [&progress](float f, const std::string& stage) { progress.report(0.9f + 0.1f * f, stage); };
+    e->make_backend(o, use_cuda, upload);
     e->finish_init(o.model_dir.filename().empty() ? o.model_dir.parent_path().filename().string()
                                                   : o.model_dir.filename().string());
     report(progress, 1.0f, "ready");
@@ -140,11 +168,10 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions& o, const LoadProgress&
 std::unique_ptr<Model> build_random_model(const RandomModelOptions& r);  // random_model.cpp
 
 std::unique_ptr<Engine> Engine::create_random(const RandomModelOptions& r, const EngineOptions& o) {
-    select_device(o);
+    const bool use_cuda = select_device(o);
     std::unique_ptr<Engine> e(new Engine());
     e->m_model = build_random_model(r);
-    const int64_t ctx = std::min<int64_t>(o.max_context, e->m_model->config().max_position_embeddings);
-    e->m_cache = std::make_unique<KvCache>(e->m_model->make_cache(ctx));
+    e->make_backend(o, use_cuda, {});
     e->finish_init("random " + r.preset);
     return e;
 }
@@ -152,10 +179,10 @@ std::unique_ptr<Engine> Engine::create_random(const RandomModelOptions& r, const
 std::vector<float> Engine::logits(std::span<const int32_t> ids) {
     const ModelConfig& c = m_model->config();
     if (ids.empty()) throw Error(ErrorCode::BadRequest, "no token ids given");
-    if (int64_t(ids.size()) > m_cache->capacity())
+    const int64_t cap = m_backend->capacity();
+    if (int64_t(ids.size()) > cap)
         throw Error(ErrorCode::ContextOverflow, std::to_string(ids.size()) + " tokens exceed the context of " +
-                                                    std::to_string(m_cache->capacity()) + " by " +
-                                                    std::to_string(int64_t(ids.size()) - m_cache->capacity()));
+                                                    std::to_string(cap) + " by " + std::to_string(int64_t(ids.size()) - cap));
     for (size_t i = 0; i < ids.size(); ++i)
         if (ids[i] < 0 || ids[i] >= c.vocab_size)
             throw Error(ErrorCode::BadRequest, "token id " + std::to_string(ids[i]) + " at position " +
@@ -164,7 +191,7 @@ std::vector<float> Engine::logits(std::span<const int32_t> ids) {
     m_generator->reset();
     ForwardOptions opt;
     ForwardOutput out;
-    m_model->forward(ids.data(), int64_t(ids.size()), 0, *m_cache, opt, out);
+    m_backend->forward(ids.data(), int64_t(ids.size()), 0, opt, out);
     return std::move(out.logits);
 }
 

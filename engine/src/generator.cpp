@@ -34,15 +34,15 @@ constexpr int64_t k_prefill_chunk = 256;
 double seconds_since(clock_type::time_point t) { return std::chrono::duration<double>(clock_type::now() - t).count(); }
 }  // namespace
 
-Generator::Generator(const Model& model, KvCache& cache, const Tokenizer* tokenizer)
-    : m_model(model), m_cache(cache), m_tokenizer(tokenizer),
+Generator::Generator(const Model& model, Backend& backend, const Tokenizer* tokenizer)
+    : m_model(model), m_backend(backend), m_tokenizer(tokenizer),
       // Hidden states are kept only for the MTP module's inputs.
-      m_hidden(model.n_mtp() > 0 ? static_cast<size_t>(cache.capacity() * model.config().hidden_size) : 0) {}
+      m_hidden(model.n_mtp() > 0 ? static_cast<size_t>(backend.capacity() * model.config().hidden_size) : 0) {}
 
 void Generator::reset() {
     m_cached_ids.clear();
     m_mtp_valid = 0;
-    m_cache.clear();
+    m_backend.clear();
 }
 
 std::vector<int32_t> Generator::prompt_ids(const GenerateRequest& r) const {
@@ -89,9 +89,9 @@ struct Generator::Run {
     }
 
     void update_cache_stats() {
-        res.stats.tokens_cached = g.m_cache.n_tokens;
-        res.stats.kv_bytes_used = g.m_cache.used_bytes();
-        res.stats.kv_bytes_capacity = g.m_cache.capacity_bytes();
+        res.stats.tokens_cached = g.m_backend.n_tokens();
+        res.stats.kv_bytes_used = g.m_backend.kv_used_bytes();
+        res.stats.kv_bytes_capacity = g.m_backend.kv_capacity_bytes();
     }
 
     // Hands one accepted token to the sink; routing rows of `fo` row `row`.
@@ -180,7 +180,7 @@ struct Generator::Run {
 
 GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink) {
     const ModelConfig& c = m_model.config();
-    const int64_t H = c.hidden_size, cap = m_cache.capacity();
+    const int64_t H = c.hidden_size, cap = m_backend.capacity();
     std::vector<int32_t> ids = prompt_ids(req);
     const int64_t n = int64_t(ids.size());
     if (n == 0) throw Error(ErrorCode::BadRequest, "empty prompt");
@@ -225,12 +225,12 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
     ForwardOutput out;
     for (int64_t s = p; s < n; s += k_prefill_chunk) {
         if (cancelled()) {
-            m_cache.n_tokens = int64_t(m_cached_ids.size());
+            m_backend.truncate(int64_t(m_cached_ids.size()));
             r.res.finish = FinishReason::Cancelled;
             return std::move(r.res);
         }
         const int64_t T = std::min(k_prefill_chunk, n - s);
-        m_model.forward(ids.data() + s, T, s, m_cache, fo, out);
+        m_backend.forward(ids.data() + s, T, s, fo, out);
         if (!m_hidden.empty()) std::copy(out.hidden.begin(), out.hidden.end(), m_hidden.begin() + s * H);
         m_cached_ids.insert(m_cached_ids.end(), ids.begin() + s, ids.begin() + s + T);
     }
@@ -279,8 +279,8 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
             next_ids.push_back(pending);
             for (int64_t s = 0; s < T; s += k_prefill_chunk) {
                 const int64_t Tc = std::min(k_prefill_chunk, T - s);
-                m_model.mtp_forward(0, m_hidden.data() + (from + s) * H, next_ids.data() + s, Tc, from + s, m_cache,
-                                    mtp_logits, &mtp_hidden);
+                m_backend.mtp_forward(0, m_hidden.data() + (from + s) * H, next_ids.data() + s, Tc, from + s,
+                                      mtp_logits, &mtp_hidden);
             }
             m_mtp_valid = cur;
             const int64_t V = c.vocab_size;
@@ -299,7 +299,7 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
                 tail.push_back(d);
                 if (j + 1 < D) {  // chain: the module's own normed output stands in for h
                     const int64_t k = std::min<int64_t>(j + 1, m_model.n_mtp() - 1);
-                    m_model.mtp_forward(k, entry_hidden.data(), &d, 1, cur + j, m_cache, mtp_logits, &mtp_hidden);
+                    m_backend.mtp_forward(k, entry_hidden.data(), &d, 1, cur + j, mtp_logits, &mtp_hidden);
                     ql = mtp_logits.data();
                     entry_hidden = mtp_hidden;
                 }
@@ -308,7 +308,7 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
         }
         batch.assign(1, pending);
         batch.insert(batch.end(), drafts.begin(), drafts.end());
-        m_model.forward(batch.data(), int64_t(batch.size()), cur, m_cache, vo, out);
+        m_backend.forward(batch.data(), int64_t(batch.size()), cur, vo, out);
         r.res.stats.verify_steps++;
         const int64_t V = c.vocab_size;
         // Accept drafts in order.
@@ -338,7 +338,7 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
         if (next < 0) next = pick(out.logits.data() + a * V, probs, tail);
         r.res.stats.drafts_accepted += a;
         // Commit: pending and the accepted drafts stay in the cache, the rest is truncated.
-        m_cache.n_tokens = cur + a + 1;
+        m_backend.truncate(cur + a + 1);
         m_cached_ids.push_back(pending);
         m_cached_ids.insert(m_cached_ids.end(), drafts.begin(), drafts.begin() + a);
         if (!m_hidden.empty()) std::copy(out.hidden.begin(), out.hidden.begin() + (a + 1) * H, m_hidden.begin() + cur * H);

@@ -6,6 +6,7 @@
 
 #include "cetus/generate.h"
 #include "cetus/tokenizer.h"
+#include "backend.h"
 #include "model.h"
 
 #include <optional>
@@ -14,7 +15,7 @@ namespace cetus {
 
 class Generator {
 public:
-    Generator(const Model& model, KvCache& cache, const Tokenizer* tokenizer);
+    Generator(const Model& model, Backend& backend, const Tokenizer* tokenizer);
 
     // Throws Error(BadRequest | ContextOverflow) for invalid requests before any work.
     GenerateResult run(const GenerateRequest& request, const TokenSink& sink);
@@ -27,8 +28,8 @@ public:
 
 private:
     struct Run;
-    const Model& m_model;
-    KvCache& m_cache;
+    const Model& m_model;  // config and MTP count; the forward passes run on m_backend
+    Backend& m_backend;
     const Tokenizer* m_tokenizer;
     std::vector<int32_t> m_cached_ids;  // ids whose main-cache rows are valid, in order
     int64_t m_mtp_valid = 0;            // MTP cache rows valid: entry j = (h_j, id j+1)

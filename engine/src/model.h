@@ -92,6 +92,14 @@ public:
                      int64_t start_pos, KvCache& cache, std::vector<float>& logits,
                      std::vector<float>* out_hidden) const;
 
+    // The weights as loaded (read by other backends to upload them).
+    const Matrix& embed() const { return m_embed; }
+    const Matrix& lm_head() const { return m_lm_head; }
+    const std::vector<float>& final_norm() const { return m_norm; }
+    const std::vector<LayerWeights>& layers() const { return m_layers; }
+    const std::vector<MtpWeights>& mtp_weights() const { return m_mtp; }
+    const Rope& rope() const { return m_rope; }
+
     // Parameter counts from the tensor shapes (MTP counted separately).
     uint64_t n_params_main() const { return m_params_main; }
     uint64_t n_params_active() const { return m_params_active; }

@@ -27,7 +27,8 @@ ModelDescription describe(const cetus::ModelInfo& i, const QString& dir) {
     d.model_type = QString::fromStdString(i.model_type);
     d.routing = QString::fromStdString(i.routing);
     d.weight_dtype = QString::fromStdString(i.weight_dtype);
-    d.backend = QString::fromStdString(i.backend);
+    // "cpu (2 threads)", "cuda (NVIDIA H200, sm_90, ...)".
+    d.backend = QString::fromStdString(i.device.empty() ? i.backend : i.backend + " (" + i.device + ")");
     d.chat_template = QString::fromStdString(i.chat_template);
     d.n_layers = i.n_layers;
     d.n_moe_layers = i.n_moe_layers;

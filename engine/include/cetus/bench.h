@@ -29,6 +29,17 @@ struct BenchResult {
     double prefill_ms = 0.0, decode_ms_per_token = 0.0;
     uint64_t kv_cache_bytes = 0;  // held after prompt + generation
     int repeats = 0;
+    // Decode against the memory-bandwidth limit: bytes one decode step must read
+    // (weights of the main model a token touches, top-k experts counted at their
+    // mean size, plus the latent cache up to the mean decode position), those
+    // bytes over the median time per token, and that over the device's measured
+    // copy bandwidth (0 when the backend does not measure it).
+    double decode_bytes_per_token = 0.0, decode_bandwidth_gbs = 0.0;
+    double device_copy_bandwidth_gbs = 0.0, bandwidth_fraction = 0.0;
+    // Prefill against compute: matrix-multiply and attention FLOPs per prompt
+    // token, achieved TFLOP/s, and the fraction of the measured bf16 peak.
+    double prefill_flops_per_token = 0.0, prefill_tflops = 0.0;
+    double device_peak_tflops = 0.0, compute_fraction = 0.0;
 };
 
 BenchResult run_bench(Engine& engine, const BenchOptions& options);

@@ -24,6 +24,8 @@ enum class Device { Auto, Cpu, Cuda };
 
 struct EngineOptions {
     std::filesystem::path model_dir;
+    // Auto: the GPU when the CUDA plug-in finds one and the model fits, else the
+    // CPU (with a log line saying why). Cuda: the GPU or an Error(Device).
     Device device = Device::Auto;
     int n_threads = 0;            // 0: OpenMP's default
     int64_t max_context = 4096;   // latent-cache capacity in tokens (capped by the model)
@@ -39,7 +41,8 @@ struct ModelInfo {
     std::string model_type;    // deepseek_v2 | deepseek_v3
     std::string routing;       // e.g. "sigmoid, noaux_tc, 8 groups (top 4)"
     std::string weight_dtype;  // e.g. "BF16", "FP8 e4m3 128x128 + BF16"
-    std::string backend;       // "cpu"
+    std::string backend;       // "cpu" | "cuda"
+    std::string device;        // e.g. "16 threads" or "NVIDIA H200, sm_90, 139.8 GiB, CUDA 13.0"
     int64_t n_layers = 0, n_moe_layers = 0, first_k_dense_replace = 0, n_mtp_layers = 0;
     int64_t hidden_size = 0, n_heads = 0, vocab_size = 0;
     int64_t q_lora_rank = 0, kv_lora_rank = 0, qk_nope_head_dim = 0, qk_rope_head_dim = 0, v_head_dim = 0;
@@ -65,7 +68,7 @@ struct RandomModelOptions {
 std::vector<std::string> random_model_presets();
 
 class Model;
-class KvCache;
+class Backend;
 
 class Engine {
 public:
@@ -96,14 +99,15 @@ public:
 
     // Low-level access for tests and benchmarks (engine-internal types).
     Model& model() { return *m_model; }
-    KvCache& cache() { return *m_cache; }
+    Backend& backend() { return *m_backend; }
 
 private:
     Engine() = default;
     void finish_init(const std::string& name);
+    void make_backend(const EngineOptions& options, bool use_cuda, const LoadProgress& progress);
 
     std::unique_ptr<Model> m_model;
-    std::unique_ptr<KvCache> m_cache;
+    std::unique_ptr<Backend> m_backend;
     std::optional<Tokenizer> m_tokenizer;
     std::unique_ptr<class Generator> m_generator;
     ModelInfo m_info;

@@ -26,8 +26,23 @@ struct SelftestOptions {
     std::filesystem::path fixtures_dir;  // holds one folder per case
     Device device = Device::Cpu;
     std::string only;                    // run only this case (empty: all)
+    // With device Cuda: also compare the CUDA backend with the CPU backend on
+    // random models. "small": tiny (BF16, FP8), medium-cpu, two layers of
+    // DeepSeek-V2-Lite and one V3 layer (FP8); "full" adds four V3 layers with
+    // their 256-expert MoE; "none" skips the comparison.
+    std::string compare = "small";
 };
 
+// Checks and tolerances. Fixtures: logits, hidden states and router weights
+// within `tolerance` of the largest reference value (1e-4 unless the case's
+// manifest says otherwise), identical argmax, router ids and greedy
+// continuations. The CUDA backend runs the fixtures in its exact mode
+// (CETUS_CUDA_EXACT=1: every product in fp32), so the same bounds apply.
+// CUDA vs CPU on random models: the exact mode within 1e-4 with identical
+// router ids and greedy output (and MTP on == off); the default fast mode,
+// whose prefill products round activations to bf16 (relative error up to
+// 2^-9 per element), within 2e-2 with at most 1% of router choices differing.
+//
 // Runs every case; never throws for a failed comparison (that is a failed
 // check), but a fixture that cannot be read is reported as a failed check too.
 std::vector<CheckResult> run_selftest(const SelftestOptions& options);

@@ -1,0 +1,284 @@
+// Absorbed multi-head latent attention (mla.cpp, absorbed branch): the query
+// absorption q_abs = W_UK^T q_nope, then flash-decoding over the latent cache.
+// One block takes one token, eight heads and one split of the cached rows; a
+// tile of rows is staged in shared memory once and read by all eight heads;
+// each warp keeps its head's online softmax (running max, sum and context) in
+// registers. For decode and verify batches (up to k_split_max_tokens tokens)
+// each token's rows are split across blocks so a single token still fills the
+// GPU; a second kernel merges the splits. A token's split boundaries depend
+// only on its own position, never on the batch it is in, so a token gets
+// bit-identical attention in a batch of one (plain decode) or in an MTP verify
+// batch: greedy output is the same with MTP on and off. Prefill chunks (more
+// tokens) have blocks enough and take each token's rows in one block.
+#include "cuda_util.h"
+#include "device_math.cuh"
+
+#include <algorithm>
+
+namespace cetus::cuda {
+namespace {
+
+constexpr int k_heads_per_block = 8;  // one warp per head
+constexpr int k_tile_rows = 32;       // cache rows staged per step
+constexpr int k_score_rows = 8;       // scores held in registers at a time
+constexpr int k_latent_per_lane = int(k_attention_max_latent / 32);
+constexpr int k_rope_per_lane = int(k_attention_max_rope / 32);
+constexpr int k_split_max_tokens = 16;  // batches up to this size split per token
+constexpr int k_split_cap = 32;         // splits per token
+constexpr int k_split_min_rows = 64;    // rows per split before the cap is reached
+constexpr int k_absorb_threads = 128;
+constexpr int k_absorb_tokens = 8;
+
+__host__ __device__ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// How a token that sees n_rows cache rows is split: rows per split (a multiple
+// of the tile) and the number of non-empty splits. A function of n_rows only.
+struct SplitPlan {
+    int64_t rows, count;
+};
+__host__ __device__ inline SplitPlan split_plan(int64_t n_rows, bool split) {
+    if (!split) return {n_rows, 1};
+    const int64_t want = min(int64_t(k_split_cap), ceil_div(n_rows, k_split_min_rows));
+    const int64_t rows = ceil_div(ceil_div(n_rows, want), k_tile_rows) * k_tile_rows;
+    return {rows, ceil_div(n_rows, rows)};
+}
+
+// Column c of W_UK_h for 8 tokens per thread: the same j order as the CPU's axpy loop.
+template <DeviceDtype DT>
+__global__ void __launch_bounds__(k_absorb_threads)
+    absorb_q_kernel(DeviceMatrix kv_b, const float* __restrict__ q, int64_t n, MlaShape m,
+                    float* __restrict__ q_abs) {
+    extern __shared__ float q_nope[];  // [k_absorb_tokens, d_n]
+    const int64_t h = blockIdx.y, t0 = int64_t(blockIdx.z) * k_absorb_tokens;
+    const int nt = int(min(int64_t(k_absorb_tokens), n - t0));
+    const int64_t d_qk = m.d_n + m.d_r;
+    for (int64_t i = threadIdx.x; i < nt * m.d_n; i += blockDim.x)
+        q_nope[i] = q[((t0 + i / m.d_n) * m.n_h + h) * d_qk + i % m.d_n];
+    __syncthreads();
+    const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (c >= m.d_c) return;
+    const int64_t row0 = h * (m.d_n + m.d_v);
+    float acc[k_absorb_tokens] = {};
+#pragma unroll 4
+    for (int64_t j = 0; j < m.d_n; ++j) {
+        const float w = load_elem<DT>(kv_b, row0 + j, c);
+#pragma unroll
+        for (int t = 0; t < k_absorb_tokens; ++t)
+            if (t < nt) acc[t] = fmaf(q_nope[t * m.d_n + j], w, acc[t]);
+    }
+#pragma unroll
+    for (int t = 0; t < k_absorb_tokens; ++t)
+        if (t < nt) q_abs[((t0 + t) * m.n_h + h) * m.d_c + c] = acc[t];
+}
+
+struct AttentionLaunch {
+    const float* q_abs;  // [n, n_h, d_c]
+    const float* q;      // [n, n_h, d_n + d_r]
+    const float* cache;  // [capacity, d_c + d_r]
+    float* ctx;          // [n, n_h, d_c] (one split)
+    float* part_acc;     // [n_split, n, n_h, d_c] (several splits)
+    float* part_ml;      // [n_split, n, n_h, 2]
+    int64_t n, start_pos;
+    MlaShape m;
+    float scale;
+    int n_split;  // grid size along the splits: the most any token of the batch uses
+    bool split;   // per-token splitting (decode and verify batches)
+};
+
+// Two blocks per multiprocessor (at most 128 registers a thread): one stages its
+// tile while the other computes.
+__global__ void __launch_bounds__(32 * k_heads_per_block, 2) mla_attention_kernel(AttentionLaunch a) {
+    extern __shared__ float4 attention_smem[];  // float4: the tile copy below stores 16 bytes at a time
+    float* tile = reinterpret_cast<float*>(attention_smem);  // [k_tile_rows, d_c + d_r]
+    const MlaShape& m = a.m;
+    const int lane = threadIdx.x & 31;
+    const int64_t h = int64_t(blockIdx.y) * k_heads_per_block + (threadIdx.x >> 5);
+    const int64_t t = blockIdx.z;
+    const bool active = h < m.n_h;
+    const int64_t width = m.d_c + m.d_r, d_qk = m.d_n + m.d_r;
+    // Causal: token t sees rows 0 .. start_pos + t; this block takes [s0, s1) of them.
+    const int64_t n_rows = a.start_pos + t + 1;
+    const SplitPlan plan = split_plan(n_rows, a.split);
+    if (int64_t(blockIdx.x) >= plan.count) return;  // the whole block: this token needs fewer splits
+    const int64_t s0 = int64_t(blockIdx.x) * plan.rows;
+    const int64_t s1 = min(s0 + plan.rows, n_rows);
+
+    // Lane l holds channels l, l + 32, ... of q_abs, q_pe and the context.
+    float qc[k_latent_per_lane], acc[k_latent_per_lane], qr[k_rope_per_lane];
+#pragma unroll
+    for (int i = 0; i < k_latent_per_lane; ++i) {
+        const int64_t c = lane + 32 * i;
+        qc[i] = active && c < m.d_c ? a.q_abs[(t * m.n_h + h) * m.d_c + c] : 0.0f;
+        acc[i] = 0.0f;
+    }
+#pragma unroll
+    for (int i = 0; i < k_rope_per_lane; ++i) {
+        const int64_t c = lane + 32 * i;
+        qr[i] = active && c < m.d_r ? a.q[(t * m.n_h + h) * d_qk + m.d_n + c] : 0.0f;
+    }
+    float run_max = -INFINITY, run_sum = 0.0f;
+
+    for (int64_t base = s0; base < s1; base += k_tile_rows) {
+        const int rows = int(min(int64_t(k_tile_rows), s1 - base));
+        __syncthreads();  // every warp is done with the previous tile
+        const float* src = a.cache + base * width;
+        const int64_t count = rows * width;
+        if (width % 4 == 0) {
+            for (int64_t i = threadIdx.x; i < count / 4; i += blockDim.x)
+                reinterpret_cast<float4*>(tile)[i] = reinterpret_cast<const float4*>(src)[i];
+        } else {
+            for (int64_t i = threadIdx.x; i < count; i += blockDim.x) tile[i] = src[i];
+        }
+        __syncthreads();
+        if (!active) continue;
+
+        // Rows in groups of k_score_rows: the scores of one group stay in
+        // registers, then the running softmax takes them in.
+        for (int g0 = 0; g0 < rows; g0 += k_score_rows) {
+            float score[k_score_rows];
+            float group_max = -INFINITY;
+#pragma unroll
+            for (int r = 0; r < k_score_rows; ++r) {
+                score[r] = -INFINITY;
+                if (g0 + r < rows) {  // the same for the whole block: no divergence around the shuffles
+                    const float* row = tile + (g0 + r) * width;
+                    float part = 0.0f;
+#pragma unroll
+                    for (int i = 0; i < k_latent_per_lane; ++i)
+                        if (lane + 32 * i < m.d_c) part = fmaf(qc[i], row[lane + 32 * i], part);
+#pragma unroll
+                    for (int i = 0; i < k_rope_per_lane; ++i)
+                        if (lane + 32 * i < m.d_r) part = fmaf(qr[i], row[m.d_c + lane + 32 * i], part);
+                    score[r] = warp_sum(part) * a.scale;
+                    group_max = fmaxf(group_max, score[r]);
+                }
+            }
+            const float new_max = fmaxf(run_max, group_max);
+            const float correction = expf(run_max - new_max);  // 0 for the first group (run_max = -inf)
+            run_sum *= correction;
+#pragma unroll
+            for (int i = 0; i < k_latent_per_lane; ++i) acc[i] *= correction;
+#pragma unroll
+            for (int r = 0; r < k_score_rows; ++r) {
+                if (g0 + r < rows) {
+                    const float p = expf(score[r] - new_max);
+                    run_sum += p;
+                    const float* row = tile + (g0 + r) * width;
+#pragma unroll
+                    for (int i = 0; i < k_latent_per_lane; ++i)
+                        if (lane + 32 * i < m.d_c) acc[i] = fmaf(p, row[lane + 32 * i], acc[i]);
+                }
+            }
+            run_max = new_max;
+        }
+    }
+    if (!active) return;
+
+    if (a.n_split == 1) {
+        const float inv = 1.0f / run_sum;  // cpu::softmax multiplies by the reciprocal too
+        float* out = a.ctx + (t * m.n_h + h) * m.d_c;
+#pragma unroll
+        for (int i = 0; i < k_latent_per_lane; ++i)
+            if (lane + 32 * i < m.d_c) out[lane + 32 * i] = acc[i] * inv;
+    } else {
+        const int64_t part = (int64_t(blockIdx.x) * a.n + t) * m.n_h + h;
+        float* out = a.part_acc + part * m.d_c;
+#pragma unroll
+        for (int i = 0; i < k_latent_per_lane; ++i)
+            if (lane + 32 * i < m.d_c) out[lane + 32 * i] = acc[i];
+        if (lane == 0) {
+            a.part_ml[2 * part] = run_max;
+            a.part_ml[2 * part + 1] = run_sum;
+        }
+    }
+}
+
+// Log-sum-exp merge of the splits of one (token, head), in split order; the
+// token's own plan says how many it has (every one holds at least one row).
+__global__ void attention_merge_kernel(AttentionLaunch a) {
+    __shared__ float weight[k_split_cap];
+    __shared__ float inv_total;
+    const MlaShape& m = a.m;
+    const int64_t h = blockIdx.x, t = blockIdx.y;
+    const int n_split = int(split_plan(a.start_pos + t + 1, a.split).count);
+    if (threadIdx.x == 0) {
+        float max_all = -INFINITY;
+        for (int sp = 0; sp < n_split; ++sp)
+            max_all = fmaxf(max_all, a.part_ml[2 * ((sp * a.n + t) * m.n_h + h)]);
+        float total = 0.0f;
+        for (int sp = 0; sp < n_split; ++sp) {
+            const int64_t part = (sp * a.n + t) * m.n_h + h;
+            weight[sp] = expf(a.part_ml[2 * part] - max_all);
+            total += a.part_ml[2 * part + 1] * weight[sp];
+        }
+        inv_total = 1.0f / total;
+    }
+    __syncthreads();
+    for (int64_t c = threadIdx.x; c < m.d_c; c += blockDim.x) {
+        float v = 0.0f;
+        for (int sp = 0; sp < n_split; ++sp)
+            v = fmaf(a.part_acc[((sp * a.n + t) * m.n_h + h) * m.d_c + c], weight[sp], v);
+        a.ctx[(t * m.n_h + h) * m.d_c + c] = v * inv_total;
+    }
+}
+
+size_t tile_bytes(int64_t width) { return size_t(k_tile_rows) * size_t(width) * sizeof(float); }
+
+}  // namespace
+
+void launch_absorb_q(const DeviceMatrix& kv_b, const float* q, int64_t n, const MlaShape& m, float* q_abs,
+                     cudaStream_t s) {
+    if (n <= 0) return;
+    const dim3 grid(unsigned(ceil_div(m.d_c, k_absorb_threads)), unsigned(m.n_h),
+                    unsigned(ceil_div(n, k_absorb_tokens)));
+    const size_t shared = size_t(k_absorb_tokens * m.d_n) * sizeof(float);
+    switch (kv_b.dtype) {
+    case DeviceDtype::F32:
+        absorb_q_kernel<DeviceDtype::F32><<<grid, k_absorb_threads, shared, s>>>(kv_b, q, n, m, q_abs);
+        break;
+    case DeviceDtype::BF16:
+        absorb_q_kernel<DeviceDtype::BF16><<<grid, k_absorb_threads, shared, s>>>(kv_b, q, n, m, q_abs);
+        break;
+    case DeviceDtype::F8_E4M3:
+        absorb_q_kernel<DeviceDtype::F8_E4M3><<<grid, k_absorb_threads, shared, s>>>(kv_b, q, n, m, q_abs);
+        break;
+    }
+    CETUS_CUDA_LAUNCHED("absorb_q_kernel");
+}
+
+bool setup_attention(int64_t cache_width, size_t max_shared_per_block) {
+    const size_t bytes = tile_bytes(cache_width);
+    if (bytes > max_shared_per_block) return false;
+    CETUS_CUDA(cudaFuncSetAttribute(mla_attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+    return true;
+}
+
+// Splits are used for batches of up to k_split_max_tokens tokens, each with at
+// most k_split_cap of them.
+int64_t attention_max_parts(int64_t, int) { return int64_t(k_split_max_tokens) * k_split_cap; }
+
+void launch_mla_attention(const float* q_abs, const float* q, const float* cache, int64_t n, int64_t start_pos,
+                          const MlaShape& m, float scale, int, const AttentionPartials& parts, float* ctx,
+                          cudaStream_t s) {
+    if (n <= 0) return;
+    const int64_t n_groups = ceil_div(m.n_h, k_heads_per_block);
+    const bool split = n <= k_split_max_tokens;
+    // The grid covers the token with the most splits (not always the last one:
+    // the rows per split are rounded up to whole tiles, so the count is not
+    // monotonic in the number of rows).
+    int64_t n_split = 1;
+    for (int64_t t = 0; split && t < n; ++t) n_split = std::max(n_split, split_plan(start_pos + t + 1, split).count);
+    if (n * n_split > parts.max_parts)
+        throw Error(ErrorCode::Device, "attention partial buffers too small (internal error)");
+
+    AttentionLaunch a{q_abs, q, cache, ctx, parts.acc, parts.ml, n, start_pos, m, scale, int(n_split), split};
+    const dim3 grid{unsigned(n_split), unsigned(n_groups), unsigned(n)};
+    mla_attention_kernel<<<grid, 32 * k_heads_per_block, tile_bytes(m.d_c + m.d_r), s>>>(a);
+    CETUS_CUDA_LAUNCHED("mla_attention_kernel");
+    if (n_split > 1) {
+        attention_merge_kernel<<<dim3(unsigned(m.n_h), unsigned(n)), 128, 0, s>>>(a);
+        CETUS_CUDA_LAUNCHED("attention_merge_kernel");
+    }
+}
+
+}  // namespace cetus::cuda

@@ -1,0 +1,704 @@
+// The CUDA backend (libcetus-cuda.so): the model's forward passes on one GPU,
+// mirroring model.cpp, mla.cpp (absorbed form), moe.cpp and mtp.cpp step by
+// step, with the latent cache [layer][capacity][d_c + d_r] in fp32 on the device.
+// All work of a call runs on the backend's stream: inputs are copied in, the
+// results out, with one synchronisation per chunk of up to 256 tokens (one per
+// call for the generator's prefill chunks and decode steps).
+//
+// Precision: fp32 activations and fp32 accumulation in every own kernel, so
+// results differ from the CPU only by summation order (~1e-6 relative) and by
+// expf against std::exp. Products over more than 16 tokens go through cuBLAS
+// with activations rounded to bf16 (FP8 weights expanded to bf16), which is
+// within bf16 tolerance; CETUS_CUDA_EXACT=1 (read at creation) sends every
+// product through the fp32 kernels. Router logits always take the fp32 kernel.
+// CETUS_CUDA_SYNC=1 waits after every launch so a kernel fault names its kernel.
+//
+// Not in this version: CUDA graphs for the decode step, sampling on the
+// device, an asynchronous routing trace, FP8 tensor-core GEMMs (FP8 weights
+// are expanded to bf16 for long chunks), a bf16 cache.
+#include "cuda_plugin.h"
+#include "cuda_util.h"
+#include "device_weights.h"
+#include "gemm.h"
+#include "kernels.h"
+#include "mla.h"
+
+#include "cetus/error.h"
+
+#include <cublas_v2.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <string>
+#include <vector>
+
+namespace cetus::cuda {
+namespace {
+
+constexpr int64_t k_chunk_tokens = 256;            // tokens per pass through the model
+constexpr size_t k_cublas_workspace_bytes = size_t(32) << 20;
+constexpr size_t k_reserved_bytes = size_t(256) << 20;  // cuBLAS and runtime allocations of their own
+
+double gib(size_t bytes) { return double(bytes) / double(size_t(1) << 30); }
+
+std::string fixed1(double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1f", v);
+    return buf;
+}
+
+std::string cuda_version(int v) { return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10); }
+
+int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+struct DeviceInfo {
+    std::string name;
+    int major = 0, minor = 0, n_sm = 0, runtime_version = 0;
+    size_t total_bytes = 0, max_shared_optin = 0;
+};
+
+DeviceInfo query_device(int device) {
+    cudaDeviceProp p;
+    CETUS_CUDA(cudaGetDeviceProperties(&p, device));
+    DeviceInfo d;
+    d.name = p.name;
+    d.major = p.major;
+    d.minor = p.minor;
+    d.n_sm = p.multiProcessorCount;
+    d.total_bytes = p.totalGlobalMem;
+    d.max_shared_optin = p.sharedMemPerBlockOptin;
+    CETUS_CUDA(cudaRuntimeGetVersion(&d.runtime_version));
+    return d;
+}
+
+// Widest input and largest FP8 matrix among the products that may take cuBLAS
+// (everything but the experts, the router and the embeddings' gathers).
+struct GemmExtent {
+    int64_t max_cols = 0;
+    size_t fp8_elems = 0;
+    void add(const Matrix& m) {
+        max_cols = std::max(max_cols, m.cols);
+        if (m.dtype == Dtype::F8_E4M3) fp8_elems = std::max(fp8_elems, size_t(m.rows * round_up(m.cols, 16)));
+    }
+    void add(const MlpWeights& w) {
+        add(w.gate);
+        add(w.up);
+        add(w.down);
+    }
+    void add(const LayerWeights& lw, bool q_lora) {
+        const AttentionWeights& a = lw.attn;
+        if (q_lora) {
+            add(a.q_a_proj);
+            add(a.q_b_proj);
+        } else {
+            add(a.q_proj);
+        }
+        add(a.kv_a_proj_with_mqa);
+        add(a.kv_b_proj);
+        add(a.o_proj);
+        if (!lw.is_moe) add(lw.mlp);
+        else if (lw.moe.has_shared) add(lw.moe.shared);
+    }
+};
+
+class CudaBackend final : public Backend {
+public:
+    explicit CudaBackend(const CudaBackendArgs& args);
+    ~CudaBackend() override;
+    CudaBackend(const CudaBackend&) = delete;
+    CudaBackend& operator=(const CudaBackend&) = delete;
+
+    std::string name() const override { return "cuda"; }
+    std::string description() const override;
+    int64_t capacity() const override { return m_capacity; }
+    int64_t n_tokens() const override { return m_n_tokens; }
+    void truncate(int64_t n) override {
+        m_n_tokens = n;
+        if (m_n_mtp_tokens > n) m_n_mtp_tokens = n;
+    }
+    uint64_t kv_bytes_per_token() const override {
+        return uint64_t(m_n_cache_layers * (m_config.kv_lora_rank + m_config.qk_rope_head_dim)) * sizeof(float);
+    }
+    void forward(const int32_t* ids, int64_t T, int64_t start_pos, const ForwardOptions& opt,
+                 ForwardOutput& out) override;
+    void mtp_forward(int64_t k, const float* hidden, const int32_t* next_ids, int64_t T, int64_t start_pos,
+                     std::vector<float>& logits, std::vector<float>* out_hidden) override;
+    double copy_bandwidth_gbs() override;
+    double peak_bf16_tflops() override;
+
+private:
+    // Device work buffers for one chunk of m_chunk tokens.
+    struct Scratch {
+        int32_t* ids;
+        float* hidden_in;  // [chunk, H] MTP input
+        float *x, *a, *r, *hn;  // [chunk, H] residual, normed input, branch output, final norm
+        float* cat;        // [chunk, 2H] MTP: [enorm(embedding) ; hnorm(hidden)]
+        float* cq;         // [chunk, q_lora_rank]
+        float* q;          // [chunk, n_h, d_n + d_r]
+        float* kv;         // [chunk, d_c + d_r]
+        float *q_abs, *ctx;  // [chunk, n_h, d_c]
+        float* o;          // [chunk, n_h, d_v]
+        AttentionPartials parts;
+        float *g, *u;      // [chunk, widest dense or shared MLP]
+        float* z;          // [chunk, E] router logits
+        int32_t* route_ids;  // [chunk, max(n_moe, 1), K]
+        float* route_w;
+        ExpertPairs pairs;
+        float* h;           // [chunk * K, moe_intermediate_size]
+        float* y;           // [chunk * K, H]
+        float* shared_out;  // [chunk, H]
+        float* logits;      // [chunk, V]
+        Gemm::Scratch gemm;
+    };
+    // Pinned host buffers for the copies in and out.
+    struct Staging {
+        int32_t* ids;       // [chunk]
+        float* hidden_in;   // [chunk, H]
+        float* logits;      // [chunk, V]
+        float* hidden_out;  // [chunk, H]
+        int32_t* route_ids;  // [chunk, n_moe * K]
+        float* route_w;
+    };
+
+    Scratch carve_scratch(Carver& c) const;
+    Staging carve_staging(Carver& c) const;
+    void check_span(int64_t T, int64_t start_pos) const;
+    float* cache_rows(int64_t layer) const {
+        return reinterpret_cast<float*>(m_cache.get()) +
+               layer * m_capacity * (m_config.kv_lora_rank + m_config.qk_rope_head_dim);
+    }
+    void to_host(void* dst, const void* src, size_t bytes) {
+        CETUS_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, m_stream.get()));
+    }
+    void to_device(void* dst, const void* src, size_t bytes) {
+        CETUS_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, m_stream.get()));
+    }
+
+    void block(const DeviceLayer& l, int64_t cache_layer, int64_t n, int64_t pos, int32_t* route_ids,
+               float* route_w, int64_t route_stride);
+    void attention(const DeviceLayer& l, int64_t cache_layer, int64_t n, int64_t pos);
+    void moe(const DeviceLayer& l, int64_t n, int32_t* route_ids, float* route_w, int64_t route_stride);
+    void mlp(const DeviceMlp& w, const float* in, int64_t n, float* out);
+
+    const ModelConfig& m_config;
+    int m_device;
+    DeviceInfo m_info;
+    int64_t m_capacity, m_chunk, m_n_moe, m_n_cache_layers, m_mlp_width, m_max_parts;
+    int64_t m_n_tokens = 0, m_n_mtp_tokens = 0;
+    bool m_interleave, m_exact;
+    float m_scale;
+    MlaShape m_shape;
+    RouteParams m_route;
+    GemmExtent m_extent;
+
+    Stream m_stream;
+    DeviceWeights m_weights;
+    DeviceBuffer m_cache;
+    DeviceBuffer m_scratch_memory;
+    Scratch m_s{};
+    PinnedBuffer m_staging_memory;
+    Staging m_h{};
+    std::unique_ptr<Gemm> m_gemm;
+    double m_copy_gbs = -1.0, m_peak_tflops = -1.0;  // measured on first request
+};
+
+// Times `run` (enqueued on s) after one warm-up call, over `reps` calls; seconds per call.
+template <class F>
+double time_on_stream(cudaStream_t s, int reps, F&& run) {
+    struct Timer {  // two timing events, destroyed on every path
+        cudaEvent_t a = nullptr, b = nullptr;
+        ~Timer() {
+            if (a) cudaEventDestroy(a);
+            if (b) cudaEventDestroy(b);
+        }
+    } tm;
+    CETUS_CUDA(cudaEventCreate(&tm.a));
+    CETUS_CUDA(cudaEventCreate(&tm.b));
+    run();
+    CETUS_CUDA(cudaEventRecord(tm.a, s));
+    for (int i = 0; i < reps; ++i) run();
+    CETUS_CUDA(cudaEventRecord(tm.b, s));
+    CETUS_CUDA(cudaEventSynchronize(tm.b));
+    float ms = 0.0f;
+    CETUS_CUDA(cudaEventElapsedTime(&ms, tm.a, tm.b));
+    return double(ms) / 1e3 / reps;
+}
+
+CudaBackend::CudaBackend(const CudaBackendArgs& args)
+    : m_config(args.model->config()), m_device(args.device), m_capacity(args.capacity),
+      m_chunk(std::min(k_chunk_tokens, args.capacity)), m_n_moe(args.n_moe_layers),
+      m_n_cache_layers(m_config.num_hidden_layers + m_config.num_nextn_predict_layers),
+      m_interleave(args.rope_interleave), m_scale(args.softmax_scale) {
+    const ModelConfig& c = m_config;
+    const Model& model = *args.model;
+    CETUS_CUDA(cudaSetDevice(m_device));
+    m_info = query_device(m_device);
+    const char* exact = std::getenv("CETUS_CUDA_EXACT");
+    m_exact = exact && std::string(exact) == "1";
+
+    // What the kernels hold in registers and shared memory.
+    const int64_t width = c.kv_lora_rank + c.qk_rope_head_dim;
+    if (c.kv_lora_rank > k_attention_max_latent || c.qk_rope_head_dim > k_attention_max_rope)
+        throw Error(ErrorCode::Unsupported, "CUDA backend: kv_lora_rank " + std::to_string(c.kv_lora_rank) +
+                                                " / qk_rope_head_dim " + std::to_string(c.qk_rope_head_dim) +
+                                                " exceed the attention kernel's " +
+                                                std::to_string(k_attention_max_latent) + " / " +
+                                                std::to_string(k_attention_max_rope));
+    if (c.qk_nope_head_dim * 8 * 4 > 48 * 1024)
+        throw Error(ErrorCode::Unsupported, "CUDA backend: qk_nope_head_dim " + std::to_string(c.qk_nope_head_dim) +
+                                                " is too wide for the query absorption kernel");
+    const int64_t E = c.n_routed_experts, K = c.num_experts_per_tok;
+    if (E > 0 && (E > k_max_experts || K > k_max_top_k || 4 * (2 * E + 3 * c.n_group + K) * 4 > 48 * 1024))
+        throw Error(ErrorCode::Unsupported, "CUDA backend: " + std::to_string(E) + " routed experts, top " +
+                                                std::to_string(K) + ", " + std::to_string(c.n_group) +
+                                                " groups exceed the routing kernel (at most " +
+                                                std::to_string(k_max_experts) + " experts, top " +
+                                                std::to_string(k_max_top_k) + ")");
+    if (!setup_attention(width, m_info.max_shared_optin))
+        throw Error(ErrorCode::Unsupported, "CUDA backend: a cache row of " + std::to_string(width) +
+                                                " floats needs more shared memory than " + m_info.name + " has");
+
+    m_shape = MlaShape{c.num_attention_heads, c.qk_nope_head_dim, c.qk_rope_head_dim, c.v_head_dim, c.kv_lora_rank};
+    m_route.n_experts = int32_t(E);
+    m_route.top_k = int32_t(K);
+    m_route.n_group = int32_t(c.n_group);
+    m_route.topk_group = int32_t(c.topk_group);
+    m_route.method = c.topk_method == TopkMethod::Greedy ? 0 : c.topk_method == TopkMethod::GroupLimitedGreedy ? 1 : 2;
+    m_route.sigmoid = c.scoring_func == ScoringFunc::Sigmoid;
+    m_route.normalise = c.norm_topk_prob && K > 1;
+    m_route.scaling = float(c.routed_scaling_factor);
+    m_mlp_width = std::max(c.intermediate_size, c.moe_intermediate_size * c.n_shared_experts);
+    m_max_parts = attention_max_parts(c.num_attention_heads, m_info.n_sm);
+    for (const LayerWeights& lw : model.layers()) m_extent.add(lw, c.q_lora_rank > 0);
+    m_extent.add(model.lm_head());
+    for (const MtpWeights& m : model.mtp_weights()) {
+        m_extent.add(m.block, c.q_lora_rank > 0);
+        m_extent.add(m.eh_proj);
+        m_extent.add(m.shared_head_head);
+    }
+
+    // Everything is measured before anything is allocated.
+    const size_t weight_bytes = device_weight_bytes(model, m_capacity);
+    const size_t cache_bytes = size_t(m_n_cache_layers) * size_t(m_capacity) * size_t(width) * sizeof(float);
+    Carver measure;
+    carve_scratch(measure);
+    const size_t scratch_bytes = measure.bytes();
+    size_t free_bytes = 0, total_bytes = 0;
+    CETUS_CUDA(cudaMemGetInfo(&free_bytes, &total_bytes));
+    const size_t need = weight_bytes + cache_bytes + scratch_bytes + k_reserved_bytes;
+    if (need > free_bytes)
+        throw Error(ErrorCode::OutOfMemory,
+                    "needs " + fixed1(gib(need)) + " GiB of GPU memory for weights + cache (weights " +
+                        fixed1(gib(weight_bytes)) + ", cache of " + std::to_string(m_capacity) + " tokens " +
+                        fixed1(gib(cache_bytes)) + ", work buffers " + fixed1(gib(scratch_bytes)) + "), " +
+                        m_info.name + " has " + fixed1(gib(free_bytes)) + " GiB free");
+
+    m_stream = Stream::create();
+    UploadOptions up;
+    up.stream = m_stream.get();
+    up.progress = args.progress;
+    up.cancel = args.cancel;
+    up.stage = "uploading weights to " + m_info.name;
+    m_weights = upload_weights(model, args.rope_table, m_capacity, up);
+
+    m_cache = DeviceBuffer(cache_bytes);
+    m_scratch_memory = DeviceBuffer(scratch_bytes);
+    Carver scratch(m_scratch_memory.get());
+    m_s = carve_scratch(scratch);
+    Carver staging_measure;
+    carve_staging(staging_measure);
+    m_staging_memory = PinnedBuffer(staging_measure.bytes());
+    Carver staging(m_staging_memory.get());
+    m_h = carve_staging(staging);
+    m_gemm = std::make_unique<Gemm>(m_stream.get(), m_exact, m_s.gemm);
+    // Zeroed like the CPU's cache; rows past n_tokens are never read.
+    CETUS_CUDA(cudaMemsetAsync(m_cache.get(), 0, cache_bytes, m_stream.get()));
+    CETUS_CUDA(cudaStreamSynchronize(m_stream.get()));
+
+    if (args.log)
+        args.log(0, m_info.name + " (sm_" + std::to_string(m_info.major) + std::to_string(m_info.minor) +
+                        "): weights " + fixed1(gib(weight_bytes)) + " GiB on the device, latent cache " +
+                        fixed1(gib(cache_bytes)) + " GiB for " + std::to_string(m_capacity) + " tokens, work buffers " +
+                        fixed1(gib(scratch_bytes)) + " GiB" + (m_exact ? ", exact fp32 products" : ""));
+}
+
+CudaBackend::~CudaBackend() {
+    // Kernels still in flight may use the buffers freed by the members' destructors.
+    if (cudaSetDevice(m_device) == cudaSuccess && m_stream.get()) cudaStreamSynchronize(m_stream.get());
+}
+
+CudaBackend::Scratch CudaBackend::carve_scratch(Carver& cv) const {
+    const ModelConfig& c = m_config;
+    const int64_t n = m_chunk, H = c.hidden_size, K = c.num_experts_per_tok, E = c.n_routed_experts;
+    const int64_t n_h = c.num_attention_heads, d_qk = c.qk_head_dim();
+    const int64_t slots = std::max<int64_t>(m_n_moe, 1) * K;
+    const auto f = [&](int64_t count) { return cv.take<float>(size_t(count)); };
+    const auto i = [&](int64_t count) { return cv.take<int32_t>(size_t(count)); };
+    Scratch s;
+    s.ids = i(n);
+    s.hidden_in = f(n * H);
+    s.x = f(n * H);
+    s.a = f(n * H);
+    s.r = f(n * H);
+    s.hn = f(n * H);
+    s.cat = f(c.num_nextn_predict_layers > 0 ? n * 2 * H : 0);
+    s.cq = f(n * c.q_lora_rank);
+    s.q = f(n * n_h * d_qk);
+    s.kv = f(n * (c.kv_lora_rank + c.qk_rope_head_dim));
+    s.q_abs = f(n * n_h * c.kv_lora_rank);
+    s.ctx = f(n * n_h * c.kv_lora_rank);
+    s.o = f(n * n_h * c.v_head_dim);
+    s.parts.acc = f(m_max_parts * n_h * c.kv_lora_rank);
+    s.parts.ml = f(m_max_parts * n_h * 2);
+    s.parts.max_parts = m_max_parts;
+    s.g = f(n * m_mlp_width);
+    s.u = f(n * m_mlp_width);
+    s.z = f(n * E);
+    s.route_ids = i(n * slots);
+    s.route_w = f(n * slots);
+    s.pairs.counts = i(E);
+    s.pairs.offsets = i(E);
+    s.pairs.active = i(E);
+    s.pairs.n_active = i(1);
+    s.pairs.list = i(n * K);
+    s.h = f(n * K * c.moe_intermediate_size);
+    s.y = f(n * K * H);
+    s.shared_out = f(n * H);
+    s.logits = f(n * c.vocab_size);
+    if (!m_exact) {
+        s.gemm.act_elems = size_t(n * std::max({round_up(m_extent.max_cols, 8), n_h * d_qk, n_h * c.kv_lora_rank}));
+        s.gemm.act_bf16 = cv.take<uint16_t>(s.gemm.act_elems);
+        s.gemm.weight_elems = m_extent.fp8_elems;
+        s.gemm.weight_bf16 = cv.take<uint16_t>(s.gemm.weight_elems);
+        s.gemm.workspace_bytes = k_cublas_workspace_bytes;
+        s.gemm.workspace = cv.take<char>(k_cublas_workspace_bytes);
+    }
+    return s;
+}
+
+CudaBackend::Staging CudaBackend::carve_staging(Carver& cv) const {
+    const int64_t n = m_chunk, H = m_config.hidden_size, slots = m_n_moe * m_config.num_experts_per_tok;
+    Staging h;
+    h.ids = cv.take<int32_t>(size_t(n));
+    h.hidden_in = cv.take<float>(size_t(n * H));
+    h.logits = cv.take<float>(size_t(n * m_config.vocab_size));
+    h.hidden_out = cv.take<float>(size_t(n * H));
+    h.route_ids = cv.take<int32_t>(size_t(n * slots));
+    h.route_w = cv.take<float>(size_t(n * slots));
+    return h;
+}
+
+std::string CudaBackend::description() const {
+    size_t free_bytes = 0, total_bytes = m_info.total_bytes;
+    std::string memory = fixed1(gib(total_bytes)) + " GiB";
+    if (cudaSetDevice(m_device) == cudaSuccess && cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess)
+        memory = fixed1(gib(free_bytes)) + "/" + fixed1(gib(total_bytes)) + " GiB free";
+    return m_info.name + ", sm_" + std::to_string(m_info.major) + std::to_string(m_info.minor) + ", " + memory +
+           ", CUDA " + cuda_version(m_info.runtime_version);
+}
+
+void CudaBackend::check_span(int64_t T, int64_t start_pos) const {
+    if (T < 1 || start_pos < 0 || start_pos + T > m_capacity)
+        throw Error(ErrorCode::BadRequest, "CUDA backend: positions " + std::to_string(start_pos) + " .. " +
+                                               std::to_string(start_pos + T - 1) + " outside the cache of " +
+                                               std::to_string(m_capacity) + " tokens");
+}
+
+void CudaBackend::forward(const int32_t* ids, int64_t T, int64_t start_pos, const ForwardOptions& opt,
+                          ForwardOutput& out) {
+    check_span(T, start_pos);
+    if (start_pos > m_n_tokens)
+        throw Error(ErrorCode::BadRequest, "CUDA backend: start position " + std::to_string(start_pos) +
+                                               " beyond the " + std::to_string(m_n_tokens) + " cached tokens");
+    CETUS_CUDA(cudaSetDevice(m_device));
+    const ModelConfig& c = m_config;
+    const int64_t H = c.hidden_size, V = c.vocab_size, K = c.num_experts_per_tok;
+    const int64_t slots = m_n_moe * K;  // routing entries per token
+    const float eps = float(c.rms_norm_eps);
+    cudaStream_t s = m_stream.get();
+
+    RoutingRecord& rr = out.routing;
+    rr.n_moe_layers = m_n_moe;
+    rr.top_k = K;
+    if (opt.want_routing) {
+        rr.ids.assign(static_cast<size_t>(T * slots), -1);
+        rr.weights.assign(static_cast<size_t>(T * slots), 0.0f);
+    } else {
+        rr.ids.clear();
+        rr.weights.clear();
+    }
+    out.logits.resize(static_cast<size_t>((opt.all_logits ? T : 1) * V));
+    std::vector<float> hidden(static_cast<size_t>(opt.want_hidden ? T * H : 0));  // [T, H] after model.norm
+
+    for (int64_t t0 = 0; t0 < T; t0 += m_chunk) {
+        const int64_t n = std::min(m_chunk, T - t0), pos = start_pos + t0;
+        std::memcpy(m_h.ids, ids + t0, size_t(n) * sizeof(int32_t));
+        to_device(m_s.ids, m_h.ids, size_t(n) * sizeof(int32_t));
+        launch_embed(m_weights.embed, m_s.ids, n, m_s.x, s);  // [n, H]
+        int64_t moe_index = 0;
+        for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+            const DeviceLayer& layer = m_weights.layers[size_t(l)];
+            // Routing lands in the trace buffer [n, n_moe, K] at this layer's slot.
+            int32_t* ri = layer.is_moe ? m_s.route_ids + moe_index * K : nullptr;
+            float* rw = layer.is_moe ? m_s.route_w + moe_index * K : nullptr;
+            block(layer, l, n, pos, ri, rw, slots);
+            moe_index += layer.is_moe ? 1 : 0;
+        }
+        launch_rmsnorm(m_s.x, H, m_weights.final_norm, eps, n, H, m_s.hn, H, s);  // [n, H]
+
+        // Logits of every row, or of the request's last row only.
+        const int64_t first = opt.all_logits ? 0 : n - 1;
+        const int64_t rows = opt.all_logits ? n : (t0 + n == T ? 1 : 0);
+        if (rows > 0) {
+            m_gemm->matmul(m_weights.lm_head, m_s.hn + first * H, H, rows, m_s.logits, V);  // [rows, V]
+            to_host(m_h.logits, m_s.logits, size_t(rows * V) * sizeof(float));
+        }
+        if (opt.want_hidden) to_host(m_h.hidden_out, m_s.hn, size_t(n * H) * sizeof(float));
+        if (opt.want_routing && slots > 0) {
+            to_host(m_h.route_ids, m_s.route_ids, size_t(n * slots) * sizeof(int32_t));
+            to_host(m_h.route_w, m_s.route_w, size_t(n * slots) * sizeof(float));
+        }
+        CETUS_CUDA(cudaStreamSynchronize(s));
+        if (rows > 0)
+            std::memcpy(out.logits.data() + (opt.all_logits ? t0 * V : 0), m_h.logits,
+                        size_t(rows * V) * sizeof(float));
+        if (opt.want_hidden) std::memcpy(hidden.data() + t0 * H, m_h.hidden_out, size_t(n * H) * sizeof(float));
+        if (opt.want_routing && slots > 0) {
+            std::memcpy(rr.ids.data() + t0 * slots, m_h.route_ids, size_t(n * slots) * sizeof(int32_t));
+            std::memcpy(rr.weights.data() + t0 * slots, m_h.route_w, size_t(n * slots) * sizeof(float));
+        }
+    }
+    m_n_tokens = start_pos + T;
+    if (opt.want_hidden) out.hidden = std::move(hidden);
+}
+
+void CudaBackend::mtp_forward(int64_t k, const float* hidden, const int32_t* next_ids, int64_t T, int64_t start_pos,
+                              std::vector<float>& logits, std::vector<float>* out_hidden) {
+    if (k < 0 || k >= int64_t(m_weights.mtp.size()))
+        throw Error(ErrorCode::BadRequest, "CUDA backend: no MTP module " + std::to_string(k));
+    check_span(T, start_pos);
+    CETUS_CUDA(cudaSetDevice(m_device));
+    const ModelConfig& c = m_config;
+    const DeviceMtp& m = m_weights.mtp[size_t(k)];
+    const int64_t H = c.hidden_size, V = c.vocab_size, K = c.num_experts_per_tok;
+    const float eps = float(c.rms_norm_eps);
+    cudaStream_t s = m_stream.get();
+
+    logits.resize(static_cast<size_t>(T * V));
+    std::vector<float> y(static_cast<size_t>(out_hidden ? T * H : 0));  // [T, H] after shared_head.norm
+    for (int64_t t0 = 0; t0 < T; t0 += m_chunk) {
+        const int64_t n = std::min(m_chunk, T - t0), pos = start_pos + t0;
+        std::memcpy(m_h.ids, next_ids + t0, size_t(n) * sizeof(int32_t));
+        std::memcpy(m_h.hidden_in, hidden + t0 * H, size_t(n * H) * sizeof(float));
+        to_device(m_s.ids, m_h.ids, size_t(n) * sizeof(int32_t));
+        to_device(m_s.hidden_in, m_h.hidden_in, size_t(n * H) * sizeof(float));
+        // cat = [enorm(embed(next_id)) ; hnorm(hidden)]: the embedding first.
+        launch_embed(m.embed, m_s.ids, n, m_s.a, s);                                   // [n, H]
+        launch_rmsnorm(m_s.a, H, m.enorm, eps, n, H, m_s.cat, 2 * H, s);               // [n, 2H] left half
+        launch_rmsnorm(m_s.hidden_in, H, m.hnorm, eps, n, H, m_s.cat + H, 2 * H, s);  // [n, 2H] right half
+        m_gemm->matmul(m.eh_proj, m_s.cat, 2 * H, n, m_s.x, H);                        // [n, H]
+        // The MTP block's routing is not reported: slot 0 of the trace buffer, stride K.
+        block(m.block, c.num_hidden_layers + k, n, pos, m_s.route_ids, m_s.route_w, K);
+        launch_rmsnorm(m_s.x, H, m.head_norm, eps, n, H, m_s.hn, H, s);  // [n, H]
+        m_gemm->matmul(m.head, m_s.hn, H, n, m_s.logits, V);              // [n, V]
+        to_host(m_h.logits, m_s.logits, size_t(n * V) * sizeof(float));
+        if (out_hidden) to_host(m_h.hidden_out, m_s.hn, size_t(n * H) * sizeof(float));
+        CETUS_CUDA(cudaStreamSynchronize(s));
+        std::memcpy(logits.data() + t0 * V, m_h.logits, size_t(n * V) * sizeof(float));
+        if (out_hidden) std::memcpy(y.data() + t0 * H, m_h.hidden_out, size_t(n * H) * sizeof(float));
+    }
+    m_n_mtp_tokens = start_pos + T;
+    if (out_hidden) *out_hidden = std::move(y);
+}
+
+// Device-to-device copies of 1 GiB (bytes read + written per second), the way
+// the memory-bandwidth figure of a card is usually measured. 0 when the memory
+// for the test is not free.
+double CudaBackend::copy_bandwidth_gbs() {
+    if (m_copy_gbs >= 0) return m_copy_gbs;
+    m_copy_gbs = 0;
+    CETUS_CUDA(cudaSetDevice(m_device));
+    const size_t bytes = size_t(1) << 30;
+    size_t free_bytes = 0, total = 0;
+    CETUS_CUDA(cudaMemGetInfo(&free_bytes, &total));
+    if (free_bytes < 2 * bytes + k_reserved_bytes) return m_copy_gbs;
+    DeviceBuffer src(bytes), dst(bytes);
+    cudaStream_t s = m_stream.get();
+    CETUS_CUDA(cudaMemsetAsync(src.get(), 1, bytes, s));
+    const double sec = time_on_stream(s, 10, [&] {
+        CETUS_CUDA(cudaMemcpyAsync(dst.get(), src.get(), bytes, cudaMemcpyDeviceToDevice, s));
+    });
+    m_copy_gbs = 2.0 * double(bytes) / sec / 1e9;
+    return m_copy_gbs;
+}
+
+// A square bf16 GEMM (8192^3, fp32 accumulation, bf16 out) through cuBLAS: the
+// dense tensor-core throughput prefill is compared with. 0 when memory is short.
+double CudaBackend::peak_bf16_tflops() {
+    if (m_peak_tflops >= 0) return m_peak_tflops;
+    m_peak_tflops = 0;
+    CETUS_CUDA(cudaSetDevice(m_device));
+    const int n = 8192;
+    const size_t bytes = size_t(n) * n * 2;
+    size_t free_bytes = 0, total = 0;
+    CETUS_CUDA(cudaMemGetInfo(&free_bytes, &total));
+    if (free_bytes < 3 * bytes + k_cublas_workspace_bytes + k_reserved_bytes) return m_peak_tflops;
+    DeviceBuffer a(bytes), b(bytes), c(bytes), ws(k_cublas_workspace_bytes);
+    cudaStream_t s = m_stream.get();
+    // Non-zero operands (0x3c3c = bf16 0.0115): tensor cores draw less power on zeros.
+    CETUS_CUDA(cudaMemsetAsync(a.get(), 0x3c, bytes, s));
+    CETUS_CUDA(cudaMemsetAsync(b.get(), 0x3c, bytes, s));
+    cublasHandle_t h = nullptr;
+    if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) return m_peak_tflops;
+    const float one = 1.0f, zero = 0.0f;
+    bool ok = cublasSetStream(h, s) == CUBLAS_STATUS_SUCCESS &&
+              cublasSetWorkspace(h, ws.get(), k_cublas_workspace_bytes) == CUBLAS_STATUS_SUCCESS;
+    double sec = 0;
+    if (ok) {
+        try {
+            sec = time_on_stream(s, 10, [&] {
+                ok = ok && cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, a.get(), CUDA_R_16BF, n, b.get(),
+                                        CUDA_R_16BF, n, &zero, c.get(), CUDA_R_16BF, n, CUBLAS_COMPUTE_32F,
+                                        CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS;
+            });
+        } catch (...) {
+            cublasDestroy(h);
+            throw;
+        }
+    }
+    cublasDestroy(h);
+    if (ok && sec > 0) m_peak_tflops = 2.0 * double(n) * n * n / sec / 1e12;
+    return m_peak_tflops;
+}
+
+// block_forward: x += mla(rmsnorm(x)); x += mlp_or_moe(rmsnorm(x)).
+void CudaBackend::block(const DeviceLayer& l, int64_t cache_layer, int64_t n, int64_t pos, int32_t* route_ids,
+                        float* route_w, int64_t route_stride) {
+    const int64_t H = m_config.hidden_size;
+    const float eps = float(m_config.rms_norm_eps);
+    cudaStream_t s = m_stream.get();
+    launch_rmsnorm(m_s.x, H, l.input_norm, eps, n, H, m_s.a, H, s);  // [n, H]
+    attention(l, cache_layer, n, pos);                               // r: [n, H]
+    launch_add_rmsnorm(m_s.x, m_s.r, l.post_norm, eps, n, H, m_s.a, s);
+    if (l.is_moe) {
+        moe(l, n, route_ids, route_w, route_stride);  // adds into x
+    } else {
+        mlp(l.mlp, m_s.a, n, m_s.r);  // [n, H]
+        launch_add(m_s.x, m_s.r, n * H, s);
+    }
+}
+
+// mla_forward, absorbed: a -> r.
+void CudaBackend::attention(const DeviceLayer& l, int64_t cache_layer, int64_t n, int64_t pos) {
+    const ModelConfig& c = m_config;
+    const MlaShape& m = m_shape;
+    const int64_t H = c.hidden_size, d_q = c.q_lora_rank, d_qk = m.d_n + m.d_r;
+    cudaStream_t s = m_stream.get();
+    Gemm& gemm = *m_gemm;
+    if (l.q_lora) {
+        gemm.matmul(l.q_a, m_s.a, H, n, m_s.cq, d_q);                                            // [n, d_q]
+        launch_rmsnorm(m_s.cq, d_q, l.q_a_norm, k_latent_norm_eps, n, d_q, m_s.cq, d_q, s);
+        gemm.matmul(l.q_b, m_s.cq, d_q, n, m_s.q, m.n_h * d_qk);                                 // [n, n_h, d_qk]
+    } else {
+        gemm.matmul(l.q_proj, m_s.a, H, n, m_s.q, m.n_h * d_qk);  // [n, n_h, d_qk]
+    }
+    gemm.matmul(l.kv_a, m_s.a, H, n, m_s.kv, m.d_c + m.d_r);  // [n, d_c + d_r]
+    float* cache = cache_rows(cache_layer);
+    launch_latent_cache(m_s.kv, n, l.kv_a_norm, k_latent_norm_eps, m_weights.rope_table, m_interleave, pos, m.d_c,
+                        m.d_r, cache, s);
+    launch_rope_q(m_s.q, n, m.n_h, m.d_n, m.d_r, m_weights.rope_table, m_interleave, pos, s);
+    gemm.absorb_q(l.kv_b, m_s.q, n, m, m_s.q_abs);  // [n, n_h, d_c]
+    launch_mla_attention(m_s.q_abs, m_s.q, cache, n, pos, m, m_scale, m_info.n_sm, m_s.parts, m_s.ctx, s);
+    gemm.absorb_v(l.kv_b, m_s.ctx, n, m, m_s.o);                  // [n, n_h, d_v]
+    gemm.matmul(l.o, m_s.o, m.n_h * m.d_v, n, m_s.r, H);          // [n, H]
+}
+
+// moe_forward: x += sum_k w_k expert_k(a) + shared(a), all on the device.
+void CudaBackend::moe(const DeviceLayer& l, int64_t n, int32_t* route_ids, float* route_w, int64_t route_stride) {
+    const ModelConfig& c = m_config;
+    const int64_t H = c.hidden_size, E = c.n_routed_experts;
+    const int32_t K = int32_t(c.num_experts_per_tok);
+    cudaStream_t s = m_stream.get();
+    m_gemm->matmul_fp32(l.router, m_s.a, H, n, m_s.z, E);  // [n, E]
+    RouteParams p = m_route;
+    p.bias = l.bias;
+    launch_route(m_s.z, n, p, route_ids, route_w, route_stride, s);
+    launch_group_pairs(route_ids, route_stride, n, K, int32_t(E), m_s.pairs, s);
+    launch_experts_gate_up(l.experts, m_s.pairs, m_s.a, n, K, H, int32_t(E), m_s.h, s);  // [n * K, I]
+    launch_experts_down(l.experts, m_s.pairs, m_s.h, n, K, H, int32_t(E), m_s.y, s);     // [n * K, H]
+    if (l.has_shared) mlp(l.shared, m_s.a, n, m_s.shared_out);                           // [n, H]
+    launch_moe_combine(m_s.x, m_s.y, route_w, route_stride, l.has_shared ? m_s.shared_out : nullptr, n, K, H, s);
+}
+
+// mlp_forward: out = down(silu(gate in) * up in).
+void CudaBackend::mlp(const DeviceMlp& w, const float* in, int64_t n, float* out) {
+    const int64_t H = m_config.hidden_size, I = w.gate.rows;
+    m_gemm->matmul(w.gate, in, H, n, m_s.g, I);  // [n, I]
+    m_gemm->matmul(w.up, in, H, n, m_s.u, I);    // [n, I]
+    launch_silu_mul(m_s.g, m_s.u, n * I, m_stream.get());
+    m_gemm->matmul(w.down, m_s.g, I, n, out, H);  // [n, H]
+}
+
+}  // namespace
+}  // namespace cetus::cuda
+
+extern "C" __attribute__((visibility("default"))) int cetus_cuda_abi() { return cetus::k_cuda_plugin_abi; }
+
+extern "C" __attribute__((visibility("default"))) int cetus_cuda_probe(char* text, size_t text_len) {
+    const auto write = [&](const std::string& s) {
+        if (text && text_len > 0) std::snprintf(text, text_len, "%s", s.c_str());
+    };
+    try {
+        int count = 0;
+        const cudaError_t e = cudaGetDeviceCount(&count);
+        if (e == cudaErrorNoDevice || (e == cudaSuccess && count == 0)) {
+            write("no CUDA device");
+            return 0;
+        }
+        if (e == cudaErrorInsufficientDriver) {  // also what a machine without libcuda reports
+            write("no NVIDIA driver for CUDA " + cetus::cuda::cuda_version(CUDART_VERSION) +
+                  " (none installed, or an older one)");
+            return 0;
+        }
+        if (e != cudaSuccess) {
+            write(std::string("CUDA unavailable: ") + cudaGetErrorString(e));
+            return 0;
+        }
+        cudaDeviceProp p;
+        int driver = 0, runtime = 0;
+        if (cudaGetDeviceProperties(&p, 0) != cudaSuccess || cudaDriverGetVersion(&driver) != cudaSuccess ||
+            cudaRuntimeGetVersion(&runtime) != cudaSuccess) {
+            write(std::string("CUDA device 0 cannot be queried: ") + cudaGetErrorString(cudaGetLastError()));
+            return 0;
+        }
+        write(std::string(p.name) + ", sm_" + std::to_string(p.major) + std::to_string(p.minor) + ", " +
+              cetus::cuda::fixed1(cetus::cuda::gib(p.totalGlobalMem)) + " GiB, driver " +
+              cetus::cuda::cuda_version(driver) + ", runtime " + cetus::cuda::cuda_version(runtime) +
+              (count > 1 ? ", " + std::to_string(count) + " devices" : ""));
+        return count;
+    } catch (...) {  // std::string allocation; the contract says never throw
+        write("CUDA probe failed");
+        return 0;
+    }
+}
+
+extern "C" __attribute__((visibility("default"))) cetus::Backend* cetus_cuda_create(
+    const cetus::CudaBackendArgs* args) {
+    using cetus::Error;
+    using cetus::ErrorCode;
+    if (!args || args->abi != cetus::k_cuda_plugin_abi || args->sizeof_model != sizeof(cetus::Model) ||
+        args->sizeof_layer != sizeof(cetus::LayerWeights) || args->sizeof_config != sizeof(cetus::ModelConfig))
+        throw Error(ErrorCode::Unsupported, "plug-in built from a different tree");
+    if (!args->model || !args->rope_table || args->capacity < 1)
+        throw Error(ErrorCode::Unsupported,
+                    "CUDA backend: model, rope table and a capacity of at least 1 are required");
+    try {
+        return new cetus::cuda::CudaBackend(*args);
+    } catch (const std::bad_alloc&) {
+        throw Error(ErrorCode::OutOfMemory, "CUDA backend: out of host memory while loading");
+    }
+}

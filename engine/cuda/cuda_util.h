@@ -1,0 +1,179 @@
+// Error checks and RAII owners for the CUDA plug-in. Every runtime call goes
+// through CETUS_CUDA and every kernel launch is followed by CETUS_CUDA_LAUNCHED,
+// so a failure surfaces as cetus::Error(Device) naming the call and its place
+// (OutOfMemory for a failed allocation); owners free on every path, so a throw
+// never leaves device memory behind.
+#pragma once
+
+#include "cetus/error.h"
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <utility>
+
+namespace cetus::cuda {
+
+[[noreturn]] inline void throw_cuda(cudaError_t e, const char* what, const char* file, int line) {
+    const char* base = std::strrchr(file, '/');
+    // An allocation failure keeps its own code so the engine can offer the CPU instead.
+    throw Error(e == cudaErrorMemoryAllocation ? ErrorCode::OutOfMemory : ErrorCode::Device,
+                std::string(what) + " failed (" + (base ? base + 1 : file) + ":" + std::to_string(line) +
+                    "): " + cudaGetErrorString(e));
+}
+
+inline void check_cuda(cudaError_t e, const char* what, const char* file, int line) {
+    if (e != cudaSuccess) throw_cuda(e, what, file, line);
+}
+
+// CETUS_CUDA_SYNC=1 (read once): wait for every kernel right after its launch,
+// so a fault inside a kernel is reported against that kernel. For debugging only.
+inline bool sync_each_launch() {
+    static const bool on = [] {
+        const char* e = std::getenv("CETUS_CUDA_SYNC");
+        return e && std::strcmp(e, "1") == 0;
+    }();
+    return on;
+}
+
+inline void check_launch(const char* what, const char* file, int line) {
+    check_cuda(cudaGetLastError(), what, file, line);
+    if (sync_each_launch()) check_cuda(cudaDeviceSynchronize(), what, file, line);
+}
+
+}  // namespace cetus::cuda
+
+#define CETUS_CUDA(call) ::cetus::cuda::check_cuda((call), #call, __FILE__, __LINE__)
+#define CETUS_CUDA_LAUNCHED(kernel) ::cetus::cuda::check_launch("launch of " kernel, __FILE__, __LINE__)
+
+namespace cetus::cuda {
+
+// Device memory from cudaMalloc.
+class DeviceBuffer {
+public:
+    DeviceBuffer() = default;
+    explicit DeviceBuffer(size_t bytes) : m_bytes(bytes) {
+        if (bytes) CETUS_CUDA(cudaMalloc(&m_ptr, bytes));
+    }
+    ~DeviceBuffer() {
+        if (m_ptr) cudaFree(m_ptr);
+    }
+    DeviceBuffer(DeviceBuffer&& o) noexcept
+        : m_ptr(std::exchange(o.m_ptr, nullptr)), m_bytes(std::exchange(o.m_bytes, 0)) {}
+    DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+        std::swap(m_ptr, o.m_ptr);
+        std::swap(m_bytes, o.m_bytes);
+        return *this;
+    }
+    DeviceBuffer(const DeviceBuffer&) = delete;
+    DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+
+    char* get() const { return static_cast<char*>(m_ptr); }
+    size_t bytes() const { return m_bytes; }
+
+private:
+    void* m_ptr = nullptr;
+    size_t m_bytes = 0;
+};
+
+// Page-locked host memory (staging for asynchronous copies).
+class PinnedBuffer {
+public:
+    PinnedBuffer() = default;
+    explicit PinnedBuffer(size_t bytes) : m_bytes(bytes) {
+        if (bytes) CETUS_CUDA(cudaHostAlloc(&m_ptr, bytes, cudaHostAllocDefault));
+    }
+    ~PinnedBuffer() {
+        if (m_ptr) cudaFreeHost(m_ptr);
+    }
+    PinnedBuffer(PinnedBuffer&& o) noexcept
+        : m_ptr(std::exchange(o.m_ptr, nullptr)), m_bytes(std::exchange(o.m_bytes, 0)) {}
+    PinnedBuffer& operator=(PinnedBuffer&& o) noexcept {
+        std::swap(m_ptr, o.m_ptr);
+        std::swap(m_bytes, o.m_bytes);
+        return *this;
+    }
+    PinnedBuffer(const PinnedBuffer&) = delete;
+    PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+
+    char* get() const { return static_cast<char*>(m_ptr); }
+    size_t bytes() const { return m_bytes; }
+
+private:
+    void* m_ptr = nullptr;
+    size_t m_bytes = 0;
+};
+
+class Stream {
+public:
+    Stream() = default;
+    static Stream create() {
+        Stream s;
+        CETUS_CUDA(cudaStreamCreateWithFlags(&s.m_stream, cudaStreamNonBlocking));
+        return s;
+    }
+    ~Stream() {
+        if (m_stream) cudaStreamDestroy(m_stream);
+    }
+    Stream(Stream&& o) noexcept : m_stream(std::exchange(o.m_stream, nullptr)) {}
+    Stream& operator=(Stream&& o) noexcept {
+        std::swap(m_stream, o.m_stream);
+        return *this;
+    }
+    Stream(const Stream&) = delete;
+    Stream& operator=(const Stream&) = delete;
+
+    cudaStream_t get() const { return m_stream; }
+
+private:
+    cudaStream_t m_stream = nullptr;
+};
+
+class Event {
+public:
+    Event() = default;
+    static Event create() {
+        Event e;
+        CETUS_CUDA(cudaEventCreateWithFlags(&e.m_event, cudaEventDisableTiming));
+        return e;
+    }
+    ~Event() {
+        if (m_event) cudaEventDestroy(m_event);
+    }
+    Event(Event&& o) noexcept : m_event(std::exchange(o.m_event, nullptr)) {}
+    Event& operator=(Event&& o) noexcept {
+        std::swap(m_event, o.m_event);
+        return *this;
+    }
+    Event(const Event&) = delete;
+    Event& operator=(const Event&) = delete;
+
+    cudaEvent_t get() const { return m_event; }
+
+private:
+    cudaEvent_t m_event = nullptr;
+};
+
+// Hands out aligned pieces of one allocation. Run once without a base to
+// measure, then again over the allocation: the same calls give the same layout.
+class Carver {
+public:
+    explicit Carver(char* base = nullptr) : m_base(base) {}
+    template <class T>
+    T* take(size_t count) {
+        m_offset = (m_offset + 255) / 256 * 256;
+        T* p = m_base ? reinterpret_cast<T*>(m_base + m_offset) : nullptr;
+        m_offset += count * sizeof(T);
+        return p;
+    }
+    size_t bytes() const { return m_offset; }
+
+private:
+    char* m_base;
+    size_t m_offset = 0;
+};
+
+}  // namespace cetus::cuda

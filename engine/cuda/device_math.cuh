@@ -1,0 +1,164 @@
+// Device helpers shared by the kernels: weight element decoding exactly as
+// dtype.cpp and Matrix::row_to_f32 (bf16 = bits << 16, e4m3fn through the
+// exact fp8 -> half conversion, FP8 times its block scale in fp32), warp and
+// block reductions, and the warp-per-row dot product of the matmul kernels.
+#pragma once
+
+#include "kernels.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+
+namespace cetus::cuda {
+
+inline constexpr unsigned k_full_mask = 0xffffffffu;
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(k_full_mask, v, off);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(k_full_mask, v, off));
+    return v;
+}
+
+// Sum over the block (blockDim.x a multiple of 32); every thread gets the total.
+// scratch: 32 floats of shared memory, free for reuse once this returns.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();  // an earlier call may still be reading scratch
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    return warp_sum(lane < n_warps ? scratch[lane] : 0.0f);
+}
+
+__device__ __forceinline__ float bf16_bits_to_f32(uint32_t bits) { return __uint_as_float(bits << 16); }
+
+// e4m3fn: every value is exact in half precision, 0x7f/0xff decode to NaN.
+__device__ __forceinline__ float fp8_e4m3_to_f32(uint8_t b) {
+    return __half2float(__half(__nv_cvt_fp8_to_halfraw(b, __NV_E4M3)));
+}
+
+template <DeviceDtype DT>
+__device__ __forceinline__ float load_elem(const DeviceMatrix& m, int64_t r, int64_t c) {
+    const int64_t i = r * m.ld + c;
+    if constexpr (DT == DeviceDtype::F32) {
+        return static_cast<const float*>(m.data)[i];
+    } else if constexpr (DT == DeviceDtype::BF16) {
+        return bf16_bits_to_f32(static_cast<const uint16_t*>(m.data)[i]);
+    } else {
+        return fp8_e4m3_to_f32(static_cast<const uint8_t*>(m.data)[i]) *
+               m.scale_inv[(r / 128) * m.scale_cols + c / 128];
+    }
+}
+
+// Elements in one 16-byte load of a weight row.
+template <DeviceDtype DT>
+inline constexpr int k_vec_elems = DT == DeviceDtype::F32 ? 4 : DT == DeviceDtype::BF16 ? 8 : 16;
+template <DeviceDtype DT>
+inline constexpr int k_elem_bytes = 16 / k_vec_elems<DT>;
+
+template <DeviceDtype DT>
+__device__ __forceinline__ void decode16(const uint4& raw, float* out) {
+    const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        if constexpr (DT == DeviceDtype::F32) {
+            out[i] = __uint_as_float(words[i]);
+        } else if constexpr (DT == DeviceDtype::BF16) {  // little endian: the low half is the first element
+            out[2 * i] = __uint_as_float(words[i] << 16);
+            out[2 * i + 1] = __uint_as_float(words[i] & 0xffff0000u);
+        } else {  // the low byte of each pair is the first element
+            const float2 lo = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(
+                static_cast<__nv_fp8x2_storage_t>(words[i] & 0xffffu), __NV_E4M3)));
+            const float2 hi = __half22float2(
+                __half2(__nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(words[i] >> 16), __NV_E4M3)));
+            out[4 * i] = lo.x;
+            out[4 * i + 1] = lo.y;
+            out[4 * i + 2] = hi.x;
+            out[4 * i + 3] = hi.y;
+        }
+    }
+}
+
+// N consecutive activations; kVec: p is 16-byte aligned (N a multiple of 4).
+template <int N, bool kVec>
+__device__ __forceinline__ void load_x(const float* p, float* out) {
+    if constexpr (kVec) {
+#pragma unroll
+        for (int i = 0; i < N / 4; ++i) {
+            const float4 v = *reinterpret_cast<const float4*>(p + 4 * i);
+            out[4 * i] = v.x;
+            out[4 * i + 1] = v.y;
+            out[4 * i + 2] = v.z;
+            out[4 * i + 3] = v.w;
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < N; ++i) out[i] = p[i];
+    }
+}
+
+// acc[j] = sum_c W[row, c] * xs[j][c] for the first n (<= NT) tokens, called by a
+// whole warp; every lane gets the sums. Each lane reads 16-byte pieces of the row
+// (lane, lane + 32, ...), so the warp streams 512 contiguous bytes per step and
+// each weight byte is read once for all NT tokens. kXVec: every xs[j] is 16-byte aligned.
+template <DeviceDtype DT, int NT, bool kXVec>
+__device__ __forceinline__ void warp_row_dot(const DeviceMatrix& w, int64_t row, const float* const (&xs)[NT], int n,
+                                             float (&acc)[NT]) {
+    constexpr int kVec = k_vec_elems<DT>;
+    const int lane = threadIdx.x & 31;
+    const uint4* wrow = reinterpret_cast<const uint4*>(static_cast<const char*>(w.data) +
+                                                       row * w.ld * int64_t(k_elem_bytes<DT>));
+    const float* srow = DT == DeviceDtype::F8_E4M3 ? w.scale_inv + (row / 128) * w.scale_cols : nullptr;
+    const int64_t n_full = w.cols / kVec;
+#pragma unroll 2
+    for (int64_t v = lane; v < n_full; v += 32) {
+        float wf[kVec];
+        decode16<DT>(__ldg(wrow + v), wf);
+        if constexpr (DT == DeviceDtype::F8_E4M3) {
+            // A 16-element piece never straddles a 128-column scale block.
+            const float s = srow[(v * kVec) / 128];
+#pragma unroll
+            for (int i = 0; i < kVec; ++i) wf[i] *= s;
+        }
+#pragma unroll
+        for (int j = 0; j < NT; ++j) {
+            if (j < n) {
+                float xv[kVec];
+                load_x<kVec, kXVec>(xs[j] + v * kVec, xv);
+#pragma unroll
+                for (int i = 0; i < kVec; ++i) acc[j] = fmaf(wf[i], xv[i], acc[j]);
+            }
+        }
+    }
+    // The row's last partial piece: the padding up to ld is loaded but never used.
+    const int64_t rem = w.cols - n_full * kVec;
+    if (rem > 0 && lane == int(n_full % 32)) {
+        float wf[kVec];
+        decode16<DT>(__ldg(wrow + n_full), wf);
+        if constexpr (DT == DeviceDtype::F8_E4M3) {
+            const float s = srow[(n_full * kVec) / 128];
+#pragma unroll
+            for (int i = 0; i < kVec; ++i) wf[i] *= s;
+        }
+        const int64_t c0 = n_full * kVec;
+#pragma unroll
+        for (int j = 0; j < NT; ++j) {
+            if (j < n) {
+#pragma unroll
+                for (int i = 0; i < kVec; ++i)
+                    if (i < rem) acc[j] = fmaf(wf[i], xs[j][c0 + i], acc[j]);
+            }
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < NT; ++j) acc[j] = warp_sum(acc[j]);
+}
+
+}  // namespace cetus::cuda

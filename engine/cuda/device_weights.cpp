@@ -1,0 +1,320 @@
+// The layout is computed twice by the same code: once without memory to
+// measure it, then over the real allocation, collecting one copy job per
+// tensor. The jobs run through two pinned 64 MiB staging buffers: while the
+// GPU copies one, the host fills the other from the (mmap'd) checkpoint.
+#include "device_weights.h"
+
+#include "cetus/error.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <deque>
+#include <limits>
+#include <map>
+#include <tuple>
+
+namespace cetus::cuda {
+namespace {
+
+// IEEE half to float as dtype.cpp decodes it (exact).
+float half_to_float(uint16_t h) {
+    const int sign = (h >> 15) & 1, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+    float v;
+    if (exp == 0) v = std::ldexp(float(man), -24);
+    else if (exp == 31) v = man ? std::numeric_limits<float>::quiet_NaN() : std::numeric_limits<float>::infinity();
+    else v = std::ldexp(float(man | 0x400), exp - 25);
+    return sign ? -v : v;
+}
+
+// One host tensor region to copy: n_rows rows of src_row_bytes, to rows dst_pitch apart.
+struct CopyJob {
+    char* dst;
+    size_t dst_pitch;
+    const void* src;
+    size_t src_row_bytes;
+    size_t n_rows;
+    bool widen_f16;  // F16 source written as F32
+    size_t staged_row_bytes() const { return widen_f16 ? src_row_bytes * 2 : src_row_bytes; }
+};
+
+class Layout {
+public:
+    Layout(const ModelConfig& c, char* base) : m_config(c), m_carver(base) {}
+
+    size_t bytes() const { return m_carver.bytes(); }
+    std::vector<CopyJob>& jobs() { return m_jobs; }
+
+    const float* floats(const float* p, size_t n) {
+        if (n == 0) return nullptr;
+        float* d = m_carver.take<float>(n);
+        m_jobs.push_back({reinterpret_cast<char*>(d), n * 4, p, n * 4, 1, false});
+        return d;
+    }
+    const float* vector(const std::vector<float>& v) { return floats(v.data(), v.size()); }
+
+    DeviceMatrix matrix(const Matrix& m) {
+        const Key key{m.data, int(m.dtype), m.rows, m.cols};
+        if (auto it = m_seen.find(key); it != m_seen.end()) return it->second;
+        DeviceMatrix d;
+        d.rows = m.rows;
+        d.cols = m.cols;
+        size_t host_bytes = 0, dev_bytes = 0;  // per element
+        switch (m.dtype) {
+        case Dtype::F32:
+            d.dtype = DeviceDtype::F32;
+            host_bytes = dev_bytes = 4;
+            break;
+        case Dtype::F16:  // widened: every half is exact in fp32
+            d.dtype = DeviceDtype::F32;
+            host_bytes = 2;
+            dev_bytes = 4;
+            break;
+        case Dtype::BF16:
+            d.dtype = DeviceDtype::BF16;
+            host_bytes = dev_bytes = 2;
+            break;
+        case Dtype::F8_E4M3:
+            d.dtype = DeviceDtype::F8_E4M3;
+            host_bytes = dev_bytes = 1;
+            break;
+        default:
+            throw Error(ErrorCode::Unsupported, "CUDA backend: a " + std::to_string(m.rows) + " x " +
+                                                    std::to_string(m.cols) + " weight has a dtype it cannot hold");
+        }
+        d.ld = (m.cols * int64_t(dev_bytes) + 15) / 16 * 16 / int64_t(dev_bytes);
+        char* p = m_carver.take<char>(size_t(m.rows) * size_t(d.ld) * dev_bytes);
+        d.data = p;
+        m_jobs.push_back({p, size_t(d.ld) * dev_bytes, m.data, size_t(m.cols) * host_bytes, size_t(m.rows),
+                          m.dtype == Dtype::F16});
+        if (m.dtype == Dtype::F8_E4M3) {
+            if (!m.scale_inv || m.scale_cols < (m.cols + 127) / 128)
+                throw Error(ErrorCode::Unsupported, "CUDA backend: an FP8 weight without its block scales");
+            d.scale_cols = m.scale_cols;
+            d.scale_inv = floats(m.scale_inv, size_t((m.rows + 127) / 128 * m.scale_cols));
+        }
+        m_seen.emplace(key, d);
+        return d;
+    }
+
+    DeviceMlp mlp(const MlpWeights& w) { return {matrix(w.gate), matrix(w.up), matrix(w.down)}; }
+
+    DeviceLayer layer(const LayerWeights& lw, int64_t index) {
+        DeviceLayer d;
+        d.input_norm = vector(lw.input_layernorm);
+        d.post_norm = vector(lw.post_attention_layernorm);
+        const AttentionWeights& a = lw.attn;
+        d.q_lora = m_config.q_lora_rank > 0;
+        if (d.q_lora) {
+            d.q_a = matrix(a.q_a_proj);
+            d.q_a_norm = vector(a.q_a_layernorm);
+            d.q_b = matrix(a.q_b_proj);
+        } else {
+            d.q_proj = matrix(a.q_proj);
+        }
+        d.kv_a = matrix(a.kv_a_proj_with_mqa);
+        d.kv_a_norm = vector(a.kv_a_layernorm);
+        d.kv_b = matrix(a.kv_b_proj);
+        d.o = matrix(a.o_proj);
+        d.is_moe = lw.is_moe;
+        if (!lw.is_moe) {
+            d.mlp = mlp(lw.mlp);
+            return d;
+        }
+        const MoeWeights& m = lw.moe;
+        d.router = matrix(m.gate);
+        d.bias = vector(m.e_score_correction_bias);
+        const size_t E = m.experts.size();
+        std::vector<DeviceMatrix> table(3 * E);  // gate [E], up [E], down [E]
+        for (size_t e = 0; e < E; ++e) {
+            table[e] = matrix(m.experts[e].gate);
+            table[E + e] = matrix(m.experts[e].up);
+            table[2 * E + e] = matrix(m.experts[e].down);
+            // The grouped kernels are compiled per dtype: one for gate/up, one for down.
+            if (table[e].dtype != table[0].dtype || table[E + e].dtype != table[0].dtype ||
+                table[2 * E + e].dtype != table[2 * E].dtype)
+                throw Error(ErrorCode::Unsupported, "CUDA backend: layer " + std::to_string(index) +
+                                                        " mixes weight dtypes across its experts");
+        }
+        const DeviceDtype gate_up_dtype = E ? table[0].dtype : DeviceDtype::F32;
+        const DeviceDtype down_dtype = E ? table[2 * E].dtype : DeviceDtype::F32;
+        const DeviceMatrix* t = descriptors(std::move(table));
+        d.experts = DeviceExperts{t, t + E, t + 2 * E, gate_up_dtype, down_dtype, m_config.moe_intermediate_size};
+        d.has_shared = m.has_shared;
+        if (m.has_shared) d.shared = mlp(m.shared);
+        return d;
+    }
+
+private:
+    // Copies of descriptor tables stay here until the upload has staged them.
+    const DeviceMatrix* descriptors(std::vector<DeviceMatrix> table) {
+        m_tables.push_back(std::move(table));
+        const std::vector<DeviceMatrix>& t = m_tables.back();
+        DeviceMatrix* d = m_carver.take<DeviceMatrix>(t.size());
+        const size_t n = t.size() * sizeof(DeviceMatrix);
+        m_jobs.push_back({reinterpret_cast<char*>(d), n, t.data(), n, 1, false});
+        return d;
+    }
+
+    using Key = std::tuple<const void*, int, int64_t, int64_t>;
+    const ModelConfig& m_config;
+    Carver m_carver;
+    std::map<Key, DeviceMatrix> m_seen;
+    std::deque<std::vector<DeviceMatrix>> m_tables;
+    std::vector<CopyJob> m_jobs;
+};
+
+// Lays out the whole model (main layers, then MTP modules, then the rope table).
+DeviceWeights lay_out(const Model& model, const float* rope_table, int64_t capacity, Layout& l) {
+    const ModelConfig& c = model.config();
+    DeviceWeights w;
+    w.embed = l.matrix(model.embed());
+    w.lm_head = l.matrix(model.lm_head());
+    w.final_norm = l.vector(model.final_norm());
+    for (size_t i = 0; i < model.layers().size(); ++i) w.layers.push_back(l.layer(model.layers()[i], int64_t(i)));
+    for (size_t k = 0; k < model.mtp_weights().size(); ++k) {
+        const MtpWeights& m = model.mtp_weights()[k];
+        DeviceMtp d;
+        d.embed = l.matrix(m.embed_tokens);
+        d.enorm = l.vector(m.enorm);
+        d.hnorm = l.vector(m.hnorm);
+        d.eh_proj = l.matrix(m.eh_proj);
+        d.head_norm = l.vector(m.shared_head_norm);
+        d.head = l.matrix(m.shared_head_head);
+        d.block = l.layer(m.block, c.num_hidden_layers + int64_t(k));
+        w.mtp.push_back(d);
+    }
+    w.rope_table = l.floats(rope_table, size_t(capacity * c.qk_rope_head_dim));
+    return w;
+}
+
+// Double-buffered staging: jobs are cut into pieces that fit the free part of
+// the current buffer (contiguous regions anywhere, padded or widened rows at
+// row boundaries); a full buffer is handed to the GPU and the host moves to
+// the other one once the GPU has finished reading it.
+class Uploader {
+public:
+    static constexpr size_t k_buffer_bytes = size_t(64) << 20;
+
+    Uploader(const UploadOptions& o, size_t total_bytes) : m_o(o), m_total(std::max<size_t>(total_bytes, 1)) {
+        for (int i = 0; i < 2; ++i) {
+            m_buffer[i] = PinnedBuffer(k_buffer_bytes);
+            m_free[i] = Event::create();
+        }
+    }
+    // Copies in flight may still read the staging buffers.
+    ~Uploader() { cudaStreamSynchronize(m_o.stream); }
+    Uploader(const Uploader&) = delete;
+    Uploader& operator=(const Uploader&) = delete;
+
+    void run(const std::vector<CopyJob>& jobs) {
+        report(0.0f);
+        for (const CopyJob& j : jobs) copy(j);
+        CETUS_CUDA(cudaStreamSynchronize(m_o.stream));
+        report(1.0f);
+    }
+
+private:
+    void copy(const CopyJob& j) {
+        if (!j.widen_f16 && j.dst_pitch == j.src_row_bytes) {
+            copy_bytes(j.dst, static_cast<const char*>(j.src), j.n_rows * j.src_row_bytes);
+            return;
+        }
+        // Padded or widened rows: whole rows per piece.
+        const size_t row = j.staged_row_bytes();
+        if (row > k_buffer_bytes)
+            throw Error(ErrorCode::Unsupported, "CUDA backend: a weight row of " + std::to_string(row) +
+                                                    " bytes exceeds the staging buffer");
+        for (size_t r0 = 0; r0 < j.n_rows;) {
+            if (m_o.cancel && m_o.cancel->load()) throw Error(ErrorCode::Cancelled, "loading cancelled");
+            size_t n = std::min(j.n_rows - r0, (k_buffer_bytes - m_used) / row);
+            if (n == 0) {
+                next_buffer();
+                continue;
+            }
+            char* stage = m_buffer[m_current].get() + m_used;
+            const char* src = static_cast<const char*>(j.src) + r0 * j.src_row_bytes;
+            if (j.widen_f16) {
+                const size_t count = n * j.src_row_bytes / 2;
+                for (size_t i = 0; i < count; ++i) {
+                    uint16_t h;
+                    std::memcpy(&h, src + 2 * i, 2);
+                    const float f = half_to_float(h);
+                    std::memcpy(stage + 4 * i, &f, 4);
+                }
+            } else {
+                std::memcpy(stage, src, n * row);
+            }
+            CETUS_CUDA(cudaMemcpy2DAsync(j.dst + r0 * j.dst_pitch, j.dst_pitch, stage, row, row, n,
+                                         cudaMemcpyHostToDevice, m_o.stream));
+            m_used += n * row;
+            r0 += n;
+            m_done += n * j.src_row_bytes;
+            report(float(double(m_done) / double(m_total)));
+        }
+    }
+
+    // A contiguous region, cut anywhere.
+    void copy_bytes(char* dst, const char* src, size_t bytes) {
+        for (size_t done = 0; done < bytes;) {
+            if (m_o.cancel && m_o.cancel->load()) throw Error(ErrorCode::Cancelled, "loading cancelled");
+            if (m_used == k_buffer_bytes) next_buffer();
+            const size_t n = std::min(bytes - done, k_buffer_bytes - m_used);
+            char* stage = m_buffer[m_current].get() + m_used;
+            std::memcpy(stage, src + done, n);
+            CETUS_CUDA(cudaMemcpyAsync(dst + done, stage, n, cudaMemcpyHostToDevice, m_o.stream));
+            m_used += n;
+            done += n;
+            m_done += n;
+            report(float(double(m_done) / double(m_total)));
+        }
+    }
+
+    void next_buffer() {
+        CETUS_CUDA(cudaEventRecord(m_free[m_current].get(), m_o.stream));
+        m_current ^= 1;
+        CETUS_CUDA(cudaEventSynchronize(m_free[m_current].get()));  // a never-recorded event is complete
+        m_used = 0;
+    }
+
+    void report(float fraction) {
+        if (!m_o.progress || (fraction < m_last_report + 0.02f && fraction < 1.0f)) return;
+        m_last_report = fraction;
+        m_o.progress(fraction, m_o.stage);
+    }
+
+    const UploadOptions& m_o;
+    size_t m_total, m_done = 0, m_used = 0;
+    PinnedBuffer m_buffer[2];
+    Event m_free[2];
+    int m_current = 0;
+    float m_last_report = -1.0f;
+};
+
+}  // namespace
+
+size_t device_weight_bytes(const Model& model, int64_t capacity) {
+    Layout measure(model.config(), nullptr);
+    lay_out(model, nullptr, capacity, measure);
+    return measure.bytes();
+}
+
+DeviceWeights upload_weights(const Model& model, const float* rope_table, int64_t capacity, const UploadOptions& o) {
+    Layout measure(model.config(), nullptr);
+    lay_out(model, rope_table, capacity, measure);
+    DeviceBuffer memory(measure.bytes());
+    // Row padding is never read, but zeroed all the same so the allocation holds no stale data.
+    CETUS_CUDA(cudaMemsetAsync(memory.get(), 0, memory.bytes(), o.stream));
+    Layout layout(model.config(), memory.get());
+    DeviceWeights w = lay_out(model, rope_table, capacity, layout);
+    size_t total = 0;
+    for (const CopyJob& j : layout.jobs()) total += j.n_rows * j.src_row_bytes;
+    {
+        Uploader up(o, total);
+        up.run(layout.jobs());
+    }
+    w.memory = std::move(memory);
+    return w;
+}
+
+}  // namespace cetus::cuda

@@ -1,0 +1,148 @@
+// The device side of the CUDA backend: weight descriptors and the launchers of
+// every kernel (defined in the .cu files of this folder). Launchers enqueue on
+// the given stream, check the launch and never synchronise. Shapes follow the
+// CPU reference: activations are fp32 row-major [n_tokens, width].
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace cetus::cuda {
+
+// Weight element types kept on the device; F16 checkpoints are widened to F32 at upload.
+enum class DeviceDtype : int32_t { F32, BF16, F8_E4M3 };
+
+// A 2-D weight [rows, cols] in device memory. Rows are ld elements apart, ld
+// being cols rounded up to 16 bytes, so every row starts 16-byte aligned.
+// FP8: element (r, c) is multiplied by scale_inv[(r / 128) * scale_cols + c / 128].
+struct DeviceMatrix {
+    DeviceDtype dtype = DeviceDtype::F32;
+    int64_t rows = 0, cols = 0, ld = 0;
+    const void* data = nullptr;
+    const float* scale_inv = nullptr;
+    int64_t scale_cols = 0;
+};
+
+// A matrix-vector product over groups of rows, for the per-head products of
+// absorbed attention: group g uses weight rows w_row0 + g * w_row_step + [0, rows),
+// input x + g * x_step and output y + g * y_step. A plain product is one group.
+struct RowGroups {
+    int64_t n_groups = 1;
+    int64_t rows = 0;
+    int64_t w_row0 = 0, w_row_step = 0;
+    int64_t x_step = 0, y_step = 0;
+};
+
+// ---- kernels.cu: gathers, norms, rotary, elementwise ----
+
+// out[t, :] = embedding row ids[t] as fp32.  out: [n, m.cols]
+void launch_embed(const DeviceMatrix& m, const int32_t* ids, int64_t n, float* out, cudaStream_t s);
+// out[t, :] = rmsnorm(x[t, :]) exactly as cpu::rmsnorm; out may alias x.
+void launch_rmsnorm(const float* x, int64_t ldx, const float* w, float eps, int64_t n_rows, int64_t n,
+                    float* out, int64_t ldo, cudaStream_t s);
+// x += r, then out = rmsnorm(x): the residual add of block_forward fused with the next norm.
+void launch_add_rmsnorm(float* x, const float* r, const float* w, float eps, int64_t n_rows, int64_t n,
+                        float* out, cudaStream_t s);
+// x[i] += r[i]
+void launch_add(float* x, const float* r, int64_t count, cudaStream_t s);
+// g[i] = silu(g[i]) * u[i]
+void launch_silu_mul(float* g, const float* u, int64_t count, cudaStream_t s);
+// Cache rows start_pos + t of one layer: [rmsnorm(kv[t, :d_c]) ; rope(kv[t, d_c:])].
+// kv: [n, d_c + d_r]; cache: the layer's rows [capacity, d_c + d_r]; rope_table: [capacity, d_r].
+void launch_latent_cache(const float* kv, int64_t n, const float* norm_w, float eps, const float* rope_table,
+                         bool interleave, int64_t start_pos, int64_t d_c, int64_t d_r, float* cache, cudaStream_t s);
+// Rotates the rope part q[t, h, d_n:] of every head in place.  q: [n, n_h, d_n + d_r]
+void launch_rope_q(float* q, int64_t n, int64_t n_h, int64_t d_n, int64_t d_r, const float* rope_table,
+                   bool interleave, int64_t start_pos, cudaStream_t s);
+// out[r, c] = bf16(x[r, c]) rounded to nearest even.
+void launch_to_bf16(const float* x, int64_t ldx, int64_t n_rows, int64_t cols, uint16_t* out, int64_t ldo,
+                    cudaStream_t s);
+
+// ---- matmul.cu ----
+
+// y[t, g * y_step + r] = sum_c W[w_row0 + g * w_row_step + r, c] * x[t, g * x_step + c], fp32
+// accumulation, one warp per output row and up to 8 tokens per pass over the weights.
+void launch_matvec(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy,
+                   const RowGroups& g, cudaStream_t s);
+// out[r, c] = bf16(fp8(r, c) * scale) with out's rows w.ld apart.
+void launch_dequant_fp8(const DeviceMatrix& w, uint16_t* out, cudaStream_t s);
+
+// ---- attention.cu: absorbed multi-head latent attention ----
+
+struct MlaShape {
+    int64_t n_h = 0, d_n = 0, d_r = 0, d_v = 0, d_c = 0;
+};
+
+// q_abs[t, h, :] = W_UK_h^T q[t, h, :d_n], W_UK_h = rows h * (d_n + d_v) + [0, d_n) of kv_b.
+// q: [n, n_h, d_n + d_r]; q_abs: [n, n_h, d_c]
+void launch_absorb_q(const DeviceMatrix& kv_b, const float* q, int64_t n, const MlaShape& m, float* q_abs,
+                     cudaStream_t s);
+
+struct AttentionPartials {
+    float* acc = nullptr;  // [max_parts, n_h, d_c] unnormalised context of one split
+    float* ml = nullptr;   // [max_parts, n_h, 2] running max and sum of one split
+    int64_t max_parts = 0;  // (token, split) pairs the buffers hold
+};
+
+// Largest latent width and rope width the attention kernel holds in registers.
+inline constexpr int64_t k_attention_max_latent = 512, k_attention_max_rope = 64;
+// Allows the attention kernel its shared memory for this cache row width; false
+// when the device cannot give that much.
+bool setup_attention(int64_t cache_width, size_t max_shared_per_block);
+// Sizes AttentionPartials::max_parts for a device with n_sm multiprocessors.
+int64_t attention_max_parts(int64_t n_h, int n_sm);
+// ctx[t, h, :] = sum_s softmax_s((q_abs . c_s + q_pe . kpe_s) * scale) c_s over cache rows
+// s <= start_pos + t.  q: [n, n_h, d_n + d_r] (rotated); cache: the layer's rows.
+void launch_mla_attention(const float* q_abs, const float* q, const float* cache, int64_t n, int64_t start_pos,
+                          const MlaShape& m, float scale, int n_sm, const AttentionPartials& parts, float* ctx,
+                          cudaStream_t s);
+
+// ---- moe.cu: routing and grouped experts ----
+
+struct RouteParams {
+    int32_t n_experts = 0, top_k = 0, n_group = 1, topk_group = 1;
+    int32_t method = 0;  // 0 greedy, 1 group_limited_greedy, 2 noaux_tc
+    bool sigmoid = false;
+    bool normalise = false;  // norm_topk_prob && top_k > 1
+    float scaling = 1.0f;
+    const float* bias = nullptr;  // e_score_correction_bias [E] or null
+};
+// Largest expert count and top_k the routing kernels handle.
+inline constexpr int64_t k_max_experts = 1024, k_max_top_k = 32;
+
+// route_token for every token: z [n, E] router logits; ids/weights [n, stride], top_k at offset 0.
+void launch_route(const float* z, int64_t n, const RouteParams& p, int32_t* ids, float* weights, int64_t stride,
+                  cudaStream_t s);
+
+// (token, slot) pairs p = t * top_k + k grouped by expert, built on the device.
+struct ExpertPairs {
+    int32_t* counts = nullptr;   // [E] pairs per expert
+    int32_t* offsets = nullptr;  // [E] first entry of each expert in list
+    int32_t* active = nullptr;   // [E] experts with pairs, ascending; n_active[0] of them
+    int32_t* n_active = nullptr;
+    int32_t* list = nullptr;     // [n * top_k] pair indices, by expert then ascending
+};
+void launch_group_pairs(const int32_t* ids, int64_t stride, int64_t n, int32_t top_k, int32_t n_experts,
+                        const ExpertPairs& pairs, cudaStream_t s);
+
+// Per-expert descriptors of one MoE layer in device memory: gate[E], up[E], down[E].
+struct DeviceExperts {
+    const DeviceMatrix* gate = nullptr;
+    const DeviceMatrix* up = nullptr;
+    const DeviceMatrix* down = nullptr;
+    DeviceDtype gate_up_dtype = DeviceDtype::F32, down_dtype = DeviceDtype::F32;
+    int64_t inter = 0;  // moe_intermediate_size
+};
+// h[p, :] = silu(gate_e x[t]) * up_e x[t] for every pair p = (t, k) routed to expert e.
+// x: [n, hidden]; h: [n * top_k, inter]
+void launch_experts_gate_up(const DeviceExperts& e, const ExpertPairs& pairs, const float* x, int64_t n,
+                            int32_t top_k, int64_t hidden, int32_t n_experts, float* h, cudaStream_t s);
+// y[p, :] = down_e h[p, :].  y: [n * top_k, hidden]
+void launch_experts_down(const DeviceExperts& e, const ExpertPairs& pairs, const float* h, int64_t n,
+                         int32_t top_k, int64_t hidden, int32_t n_experts, float* y, cudaStream_t s);
+// x[t, :] += (sum_k weights[t, k] * y[t * top_k + k, :]) + shared[t, :] (shared may be null).
+void launch_moe_combine(float* x, const float* y, const float* weights, int64_t stride, const float* shared,
+                        int64_t n, int32_t top_k, int64_t hidden, cudaStream_t s);
+
+}  // namespace cetus::cuda

@@ -1,0 +1,97 @@
+// The fp32 matrix-vector kernel behind every product with few tokens (decode,
+// MTP drafts, CETUS_CUDA_EXACT): one warp per output row, the weight row read
+// once per 8 tokens, fp32 accumulation. Also the FP8 -> bf16 expansion that
+// feeds cuBLAS for longer chunks (gemm.cpp).
+#include "cuda_util.h"
+#include "device_math.cuh"
+
+#include <algorithm>
+
+namespace cetus::cuda {
+namespace {
+
+constexpr int k_rows_per_block = 8;  // one warp per row
+constexpr int k_tokens_per_pass = 8;
+
+template <DeviceDtype DT, int NT, bool kXVec>
+__global__ void __launch_bounds__(32 * k_rows_per_block)
+    matvec_kernel(DeviceMatrix w, const float* __restrict__ x, int64_t ldx, int n, float* __restrict__ y,
+                  int64_t ldy, RowGroups g) {
+    const int64_t r = int64_t(blockIdx.x) * k_rows_per_block + (threadIdx.x >> 5);
+    if (r >= g.rows) return;
+    const int64_t grp = blockIdx.y;
+    const float* xs[NT];
+#pragma unroll
+    for (int j = 0; j < NT; ++j) xs[j] = x + j * ldx + grp * g.x_step;
+    float acc[NT] = {};
+    warp_row_dot<DT, NT, kXVec>(w, g.w_row0 + grp * g.w_row_step + r, xs, n, acc);
+    if ((threadIdx.x & 31) == 0) {
+#pragma unroll
+        for (int j = 0; j < NT; ++j)
+            if (j < n) y[j * ldy + grp * g.y_step + r] = acc[j];
+    }
+}
+
+template <DeviceDtype DT, int NT, bool kXVec>
+void launch_pass(const DeviceMatrix& w, const float* x, int64_t ldx, int n, float* y, int64_t ldy,
+                 const RowGroups& g, cudaStream_t s) {
+    const dim3 grid(unsigned((g.rows + k_rows_per_block - 1) / k_rows_per_block), unsigned(g.n_groups));
+    matvec_kernel<DT, NT, kXVec><<<grid, 32 * k_rows_per_block, 0, s>>>(w, x, ldx, n, y, ldy, g);
+    CETUS_CUDA_LAUNCHED("matvec_kernel");
+}
+
+// The smallest compiled token count that covers n.
+template <DeviceDtype DT, bool kXVec>
+void launch_tokens(const DeviceMatrix& w, const float* x, int64_t ldx, int n, float* y, int64_t ldy,
+                   const RowGroups& g, cudaStream_t s) {
+    if (n == 1) launch_pass<DT, 1, kXVec>(w, x, ldx, n, y, ldy, g, s);
+    else if (n == 2) launch_pass<DT, 2, kXVec>(w, x, ldx, n, y, ldy, g, s);
+    else if (n <= 4) launch_pass<DT, 4, kXVec>(w, x, ldx, n, y, ldy, g, s);
+    else launch_pass<DT, 8, kXVec>(w, x, ldx, n, y, ldy, g, s);
+}
+
+template <DeviceDtype DT>
+void launch_dtype(const DeviceMatrix& w, const float* x, int64_t ldx, int n, float* y, int64_t ldy,
+                  const RowGroups& g, bool x_vec, cudaStream_t s) {
+    if (x_vec) launch_tokens<DT, true>(w, x, ldx, n, y, ldy, g, s);
+    else launch_tokens<DT, false>(w, x, ldx, n, y, ldy, g, s);
+}
+
+__global__ void dequant_fp8_kernel(DeviceMatrix w, uint16_t* __restrict__ out) {
+    const int64_t total = w.rows * w.cols;
+    for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+        const int64_t r = i / w.cols, c = i % w.cols;
+        out[r * w.ld + c] = __bfloat16_as_ushort(__float2bfloat16_rn(load_elem<DeviceDtype::F8_E4M3>(w, r, c)));
+    }
+}
+
+}  // namespace
+
+void launch_matvec(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy,
+                   const RowGroups& g, cudaStream_t s) {
+    if (n <= 0 || g.rows <= 0) return;
+    if (g.n_groups < 1 || g.n_groups > 65535)
+        throw Error(ErrorCode::Unsupported, "matvec: " + std::to_string(g.n_groups) + " row groups");
+    // float4 loads of x need every token's row (and group offset) 16-byte aligned.
+    const bool x_vec = ldx % 4 == 0 && g.x_step % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+    for (int64_t t0 = 0; t0 < n; t0 += k_tokens_per_pass) {
+        const int nt = int(std::min<int64_t>(k_tokens_per_pass, n - t0));
+        const float* xt = x + t0 * ldx;
+        float* yt = y + t0 * ldy;
+        switch (w.dtype) {
+        case DeviceDtype::F32: launch_dtype<DeviceDtype::F32>(w, xt, ldx, nt, yt, ldy, g, x_vec, s); break;
+        case DeviceDtype::BF16: launch_dtype<DeviceDtype::BF16>(w, xt, ldx, nt, yt, ldy, g, x_vec, s); break;
+        case DeviceDtype::F8_E4M3: launch_dtype<DeviceDtype::F8_E4M3>(w, xt, ldx, nt, yt, ldy, g, x_vec, s); break;
+        }
+    }
+}
+
+void launch_dequant_fp8(const DeviceMatrix& w, uint16_t* out, cudaStream_t s) {
+    const int64_t total = w.rows * w.cols;
+    if (total <= 0) return;
+    const unsigned blocks = unsigned(std::min<int64_t>((total + 255) / 256, 65536));
+    dequant_fp8_kernel<<<blocks, 256, 0, s>>>(w, out);
+    CETUS_CUDA_LAUNCHED("dequant_fp8_kernel");
+}
+
+}  // namespace cetus::cuda

@@ -1,0 +1,83 @@
+// Device selection and the CUDA plug-in. Without a GPU (development and CI
+// machines) this checks that the plug-in, when built, loads and answers the
+// probe with a reason, that --device cuda is a clear error and that auto falls
+// back to the CPU. With a GPU it runs the conformance suite on the CUDA backend
+// (fixtures in exact mode, CUDA against CPU on random models).
+#include "cetus/engine.h"
+#include "cetus/selftest.h"
+#include "cuda_loader.h"
+
+#include <QtTest>
+
+#include <filesystem>
+
+namespace {
+std::filesystem::path fixture_model() { return std::filesystem::path(CETUS_TEST_DATA) / "golden" / "v3-noaux"; }
+}  // namespace
+
+class TestCudaBackend : public QObject {
+    Q_OBJECT
+private slots:
+    void pluginLoadsWhenBuilt() {
+#ifdef CETUS_CUDA_PLUGIN_EXPECTED
+        QVERIFY2(std::filesystem::exists(CETUS_CUDA_PLUGIN_EXPECTED), CETUS_CUDA_PLUGIN_EXPECTED);
+        const cetus::CudaProbe p = cetus::probe_cuda();
+        // Loaded (symbols and ABI version accepted) whether or not a GPU is present.
+        QVERIFY2(!p.plugin.empty(), p.text.c_str());
+        QVERIFY2(!p.text.empty(), "the probe must describe the device or say why there is none");
+        qInfo("plug-in %s: %s", p.plugin.c_str(), p.text.c_str());
+#else
+        QSKIP("built without the CUDA toolkit (CETUS_CUDA=OFF or no nvcc): no plug-in to load");
+#endif
+    }
+
+    void cudaWithoutGpuIsAClearError() {
+        const cetus::CudaProbe p = cetus::probe_cuda();
+        if (p.usable) QSKIP("a GPU is present");
+        cetus::EngineOptions o;
+        o.model_dir = fixture_model();
+        o.device = cetus::Device::Cuda;
+        try {
+            cetus::Engine::load(o);
+            QFAIL("--device cuda loaded without a usable GPU");
+        } catch (const cetus::Error& e) {
+            QCOMPARE(e.code(), cetus::ErrorCode::Device);
+            QVERIFY2(QString(e.what()).startsWith("--device cuda: "), e.what());
+            QVERIFY2(QString(e.what()).contains(QString::fromStdString(p.text)), e.what());
+        }
+    }
+
+    void autoTakesTheGpuOrFallsBack() {
+        const bool gpu = cetus::probe_cuda().usable;
+        cetus::EngineOptions o;
+        o.model_dir = fixture_model();
+        o.device = cetus::Device::Auto;
+        o.max_context = 64;
+        auto e = cetus::Engine::load(o);
+        QCOMPARE(QString::fromStdString(e->info().backend), QString(gpu ? "cuda" : "cpu"));
+        QVERIFY(!e->info().device.empty());
+        // Either way the model answers.
+        const std::vector<int32_t> ids = {1, 2, 3};
+        QCOMPARE(e->logits(ids).size(), size_t(3 * e->info().vocab_size));
+    }
+
+    void gpuConformance() {
+        const cetus::CudaProbe p = cetus::probe_cuda();
+        if (!p.usable) QSKIP(qPrintable("no usable GPU: " + QString::fromStdString(p.text)));
+        cetus::SelftestOptions o;
+        o.fixtures_dir = std::string(CETUS_TEST_DATA) + "/golden";
+        o.device = cetus::Device::Cuda;
+        o.compare = "small";
+        int failed = 0;
+        for (const auto& r : cetus::run_selftest(o))
+            if (!r.passed) {
+                ++failed;
+                qWarning("%s / %s: error %.3g > tolerance %.3g %s", r.fixture.c_str(), r.check.c_str(), r.error,
+                         r.tolerance, r.detail.c_str());
+            }
+        QCOMPARE(failed, 0);
+    }
+};
+
+QTEST_GUILESS_MAIN(TestCudaBackend)
+#include "test_cuda_backend.moc"
