@@ -13,7 +13,7 @@
    chat prompts; max |difference| relative to max |logit|, and argmax agreement.
 6. Loss curves (train_log.jsonl -> loss_curves.png) when --train-log is given.
 
-    python3 evaluate.py --model DIR [--cli build/cetus-cli] [--heldout F] [--train-log F]
+    python3 evaluate.py --model DIR [--cli build/cetus-cli] [--heldout F] [--train-log F [F_SFT]]
 Writes DIR/recipe/eval_results.json (or --out).
 """
 from __future__ import annotations
@@ -141,26 +141,39 @@ def parity(cli, model_dir, tok, prompts):
     return out
 
 
-def plot(train_log, png):
+def plot(train_logs, png):
+    """Loss and expert load over training tokens; a second log (the chat stage) continues
+    the first one's token axis, with a line where it starts."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    rows = [json.loads(l) for l in open(train_log)]
-    st = [r for r in rows if r.get("event") == "step"]
-    if [r for r in rows if r.get("event") == "start"].__len__() > 1:  # resumed/appended logs
-        st = st[[i for i, r in enumerate(st) if r["step"] == 10][-1]:]
+    st, starts, offset, stage_at = [], [], 0.0, []
+    for k, path in enumerate(train_logs):
+        rows = [json.loads(l) for l in open(path)]
+        steps = [r for r in rows if r.get("event") == "step"]
+        if len([r for r in rows if r.get("event") == "start"]) > 1:  # resumed/appended logs
+            steps = steps[[i for i, r in enumerate(steps) if r["step"] == 10][-1]:]
+        if k:
+            stage_at.append(offset)
+        st += [dict(r, tokens=r["tokens"] + offset) for r in steps]
+        offset = st[-1]["tokens"]
+        starts.append([r for r in rows if r.get("event") == "start"][-1])
     tk = [r["tokens"] / 1e6 for r in st]
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
     ax[0].plot(tk, [r["loss"] for r in st], label="main loss (assistant tokens + plain text)")
     ax[0].plot(tk, [r["mtp_loss"] for r in st], label="MTP loss (depth 1)")
     ax[0].set_xlabel("training tokens (M)"); ax[0].set_ylabel("cross-entropy (nats)")
-    ax[0].set_ylim(0, max(6, min(r["loss"] for r in st) + 3)); ax[0].legend(); ax[0].grid(alpha=.3)
-    start = [r for r in rows if r.get("event") == "start"][-1]
-    mtp_name = f"layer{start['config']['num_hidden_layers']}"
+    ax[0].set_ylim(0, max(6, min(r["loss"] for r in st) + 3)); ax[0].grid(alpha=.3)
+    mtp_name = f"layer{starts[0]['config']['num_hidden_layers']}"
     for n in st[0]["load_max_over_mean"]:
         ax[1].plot(tk, [r["load_max_over_mean"][n] for r in st],
                    label=n + (" (MTP)" if n == mtp_name else ""))
     ax[1].axhline(1.5, color="k", ls="--", lw=.8, label="bar 1.5")
+    for x in stage_at:
+        for a in ax:
+            a.axvline(x / 1e6, color="grey", ls=":", lw=1)
+        ax[0].text(x / 1e6, 5.6, " chat stage", color="grey")
+    ax[0].legend()
     ax[1].set_xlabel("training tokens (M)"); ax[1].set_ylabel("expert load max/mean (per 10 steps)")
     ax[1].set_ylim(1, 4); ax[1].legend(); ax[1].grid(alpha=.3)
     fig.tight_layout(); fig.savefig(png, dpi=90)
@@ -171,7 +184,7 @@ def main():
     ap.add_argument("--model", default=str(HERE.parent))
     ap.add_argument("--cli", default=str(REPO / "build" / "cetus-cli"))
     ap.add_argument("--heldout", default=os.path.expanduser("~/.cache/cetus-recipe/corpus/heldout.jsonl"))
-    ap.add_argument("--train-log")
+    ap.add_argument("--train-log", nargs="+", help="stage 1 log, then the chat stage's log if any")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--n-heldout", type=int, default=150)
     ap.add_argument("--out")

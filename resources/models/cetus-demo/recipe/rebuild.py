@@ -2,7 +2,7 @@
 """Rebuild the Cetus demo model from nothing: corpus -> tokenizer -> training -> model folder
 -> evaluation. One command; see README.md.
 
-    python3 resources/models/cetus-demo/recipe/rebuild.py --budget-minutes 35
+    python3 resources/models/cetus-demo/recipe/rebuild.py --budget-minutes 40 --sft-minutes 30
     python3 resources/models/cetus-demo/recipe/rebuild.py --budget-minutes 4 --device cuda \
         --preset gpu --vocab 8192 --scale 10 --seq 512 --batch 128 --skip-eval
 
@@ -32,7 +32,9 @@ def run(*a):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--budget-minutes", type=float, default=35)
+    ap.add_argument("--budget-minutes", type=float, default=35, help="stage 1: the whole corpus")
+    ap.add_argument("--sft-minutes", type=float, default=30,
+                    help="stage 2: chats only, every source equally often (0: skip)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--preset", default="cpu", help="cpu | cpu-large | gpu | auto")
     ap.add_argument("--work", default=os.path.expanduser("~/.cache/cetus-recipe"))
@@ -60,17 +62,33 @@ def main():
     if args.device:
         t += ["--device", args.device]
     run(*t)
+    final = runs / "final"
+    if args.sft_minutes > 0:
+        # Stage 2: chat fine-tuning from stage 1's weights, task-balanced, with the
+        # bias balancing running again (and frozen at the end) on chat traffic.
+        sft = work / (runs.name + "-sft")
+        s = ["train.py", "--corpus", corpus / "train.jsonl", "--heldout", corpus / "heldout.jsonl",
+             "--tokenizer", tokdir / "tokenizer.json", "--out", sft, "--budget-minutes", args.sft_minutes,
+             "--init-from", final, "--chats-only", "--balance-sources", "--lr", "5e-4", "--warmup", "20",
+             "--seq", args.seq, "--batch", args.batch, "--threads", args.threads]
+        if args.device:
+            s += ["--device", args.device]
+        run(*s)
+        final = sft / "final"
     md = Path(args.model_dir)
     md.mkdir(parents=True, exist_ok=True)
     for f in ("config.json", "model.safetensors", "generation_config.json"):
-        shutil.copyfile(runs / "final" / f, md / f)
+        shutil.copyfile(final / f, md / f)
     for f in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copyfile(tokdir / f, md / f)
+    logs = [runs / "train_log.jsonl"] + ([final.parent / "train_log.jsonl"] if final.parent != runs else [])
     if md == HERE.parent:
-        shutil.copyfile(runs / "train_log.jsonl", md / "recipe" / "train_log.jsonl")
+        shutil.copyfile(logs[0], md / "recipe" / "train_log.jsonl")
+        if len(logs) > 1:
+            shutil.copyfile(logs[1], md / "recipe" / "train_log_sft.jsonl")
     if not args.skip_eval:
         run("evaluate.py", "--model", md, "--heldout", corpus / "heldout.jsonl",
-            "--train-log", runs / "train_log.jsonl", "--threads", args.threads)
+            "--train-log", *logs, "--threads", args.threads)
 
 
 if __name__ == "__main__":

@@ -74,6 +74,20 @@ def encode_rows(path, tok, max_rows=None, max_len=None):
     return out
 
 
+def balanced(docs, rng):
+    """Equal rows per source: the mean source size, drawn without replacement where a source
+    has enough rows, with replacement otherwise."""
+    by = {}
+    for d in docs:
+        by.setdefault(d[2], []).append(d)
+    n = len(docs) // len(by)
+    out = []
+    for src in sorted(by):
+        rows = by[src]
+        out += rng.sample(rows, n) if len(rows) >= n else [rng.choice(rows) for _ in range(n)]
+    return out
+
+
 def pack(docs, seq, rng):
     """Greedy packing of shuffled documents into rows of `seq` tokens (pad id 2, no loss)."""
     order = list(range(len(docs)))
@@ -173,6 +187,13 @@ def main():
                     help="auto preset: largest one whose projected tokens >= this x params")
     ap.add_argument("--checkpoint-minutes", type=float, default=5)
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--init-from", help="stage 2: start from this model folder (config.json + "
+                    "model.safetensors of an earlier run) instead of random weights")
+    ap.add_argument("--chats-only", action="store_true",
+                    help="train on chat rows only (drop plain_* text): the chat fine-tuning stage")
+    ap.add_argument("--balance-sources", action="store_true",
+                    help="every epoch draws the same number of rows from each source (task-balanced "
+                         "mixture, as the held-out set and users see it)")
     args = ap.parse_args()
     t_start = time.time()
     torch.set_num_threads(args.threads)
@@ -201,13 +222,25 @@ def main():
             chosen, tps = (p, cfg), r
     preset, cfg = chosen
     cfg["vocab_size"] = V
+    if args.init_from:
+        cfg = json.loads((Path(args.init_from) / "config.json").read_text())
+        cfg.pop("torch_dtype", None)
+        preset = "init:" + str(args.init_from)
     docs = encode_rows(args.corpus, tok, max_len=args.seq)
+    if args.chats_only:
+        docs = [d for d in docs if not d[2].startswith("plain")]
     n_tok = sum(len(d[0]) for d in docs)
     n_tgt = sum(sum(d[1]) for d in docs)
     emit({"event": "corpus", "docs": len(docs), "tokens": n_tok, "target_tokens": n_tgt})
     rng = random.Random(args.seed)
     torch.manual_seed(args.seed)
-    model = DeepseekV3(cfg, max_pos=max(args.seq, 1024)).to(dev)
+    model = DeepseekV3(cfg, max_pos=max(args.seq, 1024))
+    if args.init_from:
+        from safetensors.torch import load_file
+        sd = {k: v.float() for k, v in load_file(str(Path(args.init_from) / "model.safetensors")).items()}
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+        assert not missing and not unexpected, (missing, unexpected)
+    model = model.to(dev)
     npar = sum(p.numel() for p in model.parameters())
     emit({"event": "start", "preset": preset, "params_unique": npar, "config": cfg,
           "measured_tokens_per_s": round(tps), "budget_s": budget_s})
@@ -228,7 +261,8 @@ def main():
     last_ckpt = time.time()
     done = False
     while not done:
-        ids_all, mk_all, pos_all, doc_all = pack(docs, args.seq, rng)
+        ids_all, mk_all, pos_all, doc_all = pack(balanced(docs, rng) if args.balance_sources else docs,
+                                                 args.seq, rng)
         epoch += 1
         perm = torch.randperm(len(ids_all))
         for b0 in range(0, len(perm) - args.batch + 1, args.batch):
