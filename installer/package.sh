@@ -34,6 +34,11 @@ else
 fi
 targets=(cetus-cli)
 grep -q '^CETUS_QT:BOOL=ON' "$build/CMakeCache.txt" && targets+=(cetus)
+cuda_plugin=0
+if cmake --build "$build" --target help | grep -q '^cetus-cuda:'; then
+    targets+=(cetus-cuda)
+    cuda_plugin=1
+fi
 cmake --build "$build" --target "${targets[@]}"
 
 rm -rf "$build/packages"
@@ -79,6 +84,17 @@ done
 run() { (cd "$scratch" && env -u LD_LIBRARY_PATH -u CETUS_MODELS_DIR "$@"); }
 echo "== installed cetus-cli --version"
 run "$usr/bin/cetus-cli" --version
+
+if [ "$cuda_plugin" = 1 ]; then
+    echo "== installed CUDA plug-in: found and loaded by the installed cetus-cli"
+    [ -f "$usr/lib/cetus/libcetus-cuda.so" ] || fail "missing /usr/lib/cetus/libcetus-cuda.so"
+    run "$usr/bin/cetus-cli" info --device auto --model "$root/tests/data/golden/v3-noaux" >/dev/null 2>"$scratch/cuda.log" \
+        || { cat "$scratch/cuda.log"; fail "cetus-cli info --device auto"; }
+    grep -E "CUDA plug-in|device auto|backend" "$scratch/cuda.log" | cut -c1-200
+    # The installed copy was loaded, and answered with a device or the reason there is none.
+    grep -qF "CUDA plug-in: $usr/bin/../lib/cetus/libcetus-cuda.so" "$scratch/cuda.log" \
+        || fail "the installed plug-in was not the one loaded"
+fi
 
 model=""
 if [ -d "$usr/share/cetus/models" ]; then

@@ -1,5 +1,6 @@
 # Install rules and CPack: a .deb (Debian 12) and a relocatable .tar.gz holding
 #   bin/cetus, bin/cetus-cli
+#   lib/cetus/libcetus-cuda.so          the CUDA plug-in, when the toolkit was found
 #   share/cetus/models/<name>/          every resources/models/<name>/ with a config.json (not its recipe/)
 #   share/applications/cetus.desktop, share/icons/hicolor/scalable/apps/cetus.svg
 #   share/metainfo/io.cetus.Cetus.metainfo.xml
@@ -17,6 +18,14 @@ set(CMAKE_INSTALL_DEFAULT_DIRECTORY_PERMISSIONS
     OWNER_READ OWNER_WRITE OWNER_EXECUTE GROUP_READ GROUP_EXECUTE WORLD_READ WORLD_EXECUTE)
 
 install(TARGETS cetus-cli RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+if(TARGET cetus-cuda)
+    # The CUDA plug-in: private, loaded at run time from <bindir>/../lib/cetus. It needs the
+    # CUDA 13 cuBLAS libraries (NVIDIA's packages, not Debian's), found through its RUNPATH
+    # (the toolkit's lib64) or the loader's paths; without them the engine says so and uses the CPU.
+    install(TARGETS cetus-cuda LIBRARY DESTINATION lib/cetus)
+    # dpkg-shlibdeps must see cuBLAS to read the plug-in; no package provides it, so no Depends.
+    set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS_PRIVATE_DIRS "${CUDAToolkit_LIBRARY_DIR}")
+endif()
 if(TARGET cetus)
     install(TARGETS cetus RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
     install(FILES ${PROJECT_SOURCE_DIR}/resources/cetus.desktop
@@ -77,7 +86,8 @@ set(CPACK_PACKAGE_DESCRIPTION
 "Cetus is a desktop chat application (Qt 6) with its own engine for the
 DeepSeek model family (DeepSeek-V2, V2-Lite, V3, R1, Moonlight): multi-head
 latent attention, DeepSeekMoE routing and multi-token-prediction speculative
-decoding, on the CPU. Live panels show the compressed KV cache, the experts
+decoding, on the CPU or (with NVIDIA's CUDA 13 libraries) an NVIDIA GPU.
+Live panels show the compressed KV cache, the experts
 used and each token's routing. A small demo model of the DeepSeek-V3
 architecture is included; cetus-cli inspects, runs and benchmarks models
 from the command line.")

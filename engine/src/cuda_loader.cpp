@@ -72,6 +72,7 @@ const Plugin& plugin() {
             }
             p.handle = h;  // never closed: backends' code lives in it
             p.path = path.string();
+            engine_log().info("CUDA plug-in: {}", p.path);
             return;
         }
         p.error = "this build has no CUDA plug-in (libcetus-cuda.so not found; looked in " + tried + ")";
