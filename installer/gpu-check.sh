@@ -32,6 +32,7 @@ step info-cuda 60 "$cli" info --device cuda --model tests/data/golden/v3-noaux
 compare=small
 [ "$mode" = full ] && compare=full
 step selftest-cuda 300 "$cli" selftest --device cuda --compare "$compare" --json
+grep -h "graphs off" "$out/selftest-cuda.log" | head -3
 python3 - "$out/selftest-cuda.out" <<'PY' || true
 import json, sys
 try:
@@ -57,7 +58,8 @@ if command -v compute-sanitizer >/dev/null; then
 fi
 step bench-v2lite-cuda 240 "$cli" bench --device cuda --random-model v2-lite --prompt 512 --gen 128 --json
 step bench-v2lite-fp8-cuda 240 "$cli" bench --device cuda --random-model v2-lite --dtype fp8 --prompt 512 --gen 128 --json
-for f in bench-v2lite-cuda bench-v2lite-fp8-cuda; do
+step bench-v2lite-fp8-nographs 240 env CETUS_CUDA_GRAPHS=0 "$cli" bench --device cuda --random-model v2-lite --dtype fp8 --prompt 512 --gen 128 --json
+for f in bench-v2lite-cuda bench-v2lite-fp8-cuda bench-v2lite-fp8-nographs; do
     python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print(sys.argv[1].split('/')[-1], {k: j.get(k) for k in ['device','prefill_tokens_per_s','decode_tokens_per_s','decode_bandwidth_gbs','device_copy_bandwidth_gbs','bandwidth_fraction','prefill_tflops','device_peak_bf16_tflops','compute_fraction']})" "$out/$f.out" 2>/dev/null || echo "$f: no JSON"
 done
 if [ -n "$demo" ]; then

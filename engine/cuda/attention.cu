@@ -8,8 +8,11 @@
 // GPU; a second kernel merges the splits. A token's split boundaries depend
 // only on its own position, never on the batch it is in, so a token gets
 // bit-identical attention in a batch of one (plain decode) or in an MTP verify
-// batch: greedy output is the same with MTP on and off. Prefill chunks (more
-// tokens) have blocks enough and take each token's rows in one block.
+// batch: greedy output is the same with MTP on and off. The position comes
+// from device memory and such a batch always launches k_split_cap splits per
+// token plus the merge, so the launch is the same at every position (a CUDA
+// graph replays it). Prefill chunks (more tokens) have blocks enough and take
+// each token's rows in one block.
 #include "cuda_util.h"
 #include "device_math.cuh"
 
@@ -75,14 +78,14 @@ struct AttentionLaunch {
     const float* q_abs;  // [n, n_h, d_c]
     const float* q;      // [n, n_h, d_n + d_r]
     const float* cache;  // [capacity, d_c + d_r]
-    float* ctx;          // [n, n_h, d_c] (one split)
-    float* part_acc;     // [n_split, n, n_h, d_c] (several splits)
-    float* part_ml;      // [n_split, n, n_h, 2]
-    int64_t n, start_pos;
+    float* ctx;          // [n, n_h, d_c]: written here (no split) or by the merge
+    float* part_acc;     // [k_split_cap, n, n_h, d_c] (split)
+    float* part_ml;      // [k_split_cap, n, n_h, 2]
+    int64_t n;
+    const int64_t* start_pos;  // device scalar: token t is at position *start_pos + t
     MlaShape m;
     float scale;
-    int n_split;  // grid size along the splits: the most any token of the batch uses
-    bool split;   // per-token splitting (decode and verify batches)
+    bool split;  // per-token splitting (decode and verify batches)
 };
 
 // Two blocks per multiprocessor (at most 128 registers a thread): one stages its
@@ -97,7 +100,7 @@ __global__ void __launch_bounds__(32 * k_heads_per_block, 2) mla_attention_kerne
     const bool active = h < m.n_h;
     const int64_t width = m.d_c + m.d_r, d_qk = m.d_n + m.d_r;
     // Causal: token t sees rows 0 .. start_pos + t; this block takes [s0, s1) of them.
-    const int64_t n_rows = a.start_pos + t + 1;
+    const int64_t n_rows = *a.start_pos + t + 1;
     const SplitPlan plan = split_plan(n_rows, a.split);
     if (int64_t(blockIdx.x) >= plan.count) return;  // the whole block: this token needs fewer splits
     const int64_t s0 = int64_t(blockIdx.x) * plan.rows;
@@ -174,7 +177,7 @@ __global__ void __launch_bounds__(32 * k_heads_per_block, 2) mla_attention_kerne
     }
     if (!active) return;
 
-    if (a.n_split == 1) {
+    if (!a.split) {
         const float inv = 1.0f / run_sum;  // cpu::softmax multiplies by the reciprocal too
         float* out = a.ctx + (t * m.n_h + h) * m.d_c;
 #pragma unroll
@@ -195,12 +198,15 @@ __global__ void __launch_bounds__(32 * k_heads_per_block, 2) mla_attention_kerne
 
 // Log-sum-exp merge of the splits of one (token, head), in split order; the
 // token's own plan says how many it has (every one holds at least one row).
+// With one split the weight is expf(0) = 1 and the total is that split's sum,
+// so the context is acc * (1 / sum), bit for bit what the single-block path
+// writes.
 __global__ void attention_merge_kernel(AttentionLaunch a) {
     __shared__ float weight[k_split_cap];
     __shared__ float inv_total;
     const MlaShape& m = a.m;
     const int64_t h = blockIdx.x, t = blockIdx.y;
-    const int n_split = int(split_plan(a.start_pos + t + 1, a.split).count);
+    const int n_split = int(split_plan(*a.start_pos + t + 1, a.split).count);
     if (threadIdx.x == 0) {
         float max_all = -INFINITY;
         for (int sp = 0; sp < n_split; ++sp)
@@ -215,8 +221,9 @@ __global__ void attention_merge_kernel(AttentionLaunch a) {
     }
     __syncthreads();
     for (int64_t c = threadIdx.x; c < m.d_c; c += blockDim.x) {
-        float v = 0.0f;
-        for (int sp = 0; sp < n_split; ++sp)
+        // The first term as a plain product (fmaf(x, w, 0) would turn a -0 into +0).
+        float v = a.part_acc[(t * m.n_h + h) * m.d_c + c] * weight[0];
+        for (int sp = 1; sp < n_split; ++sp)
             v = fmaf(a.part_acc[((sp * a.n + t) * m.n_h + h) * m.d_c + c], weight[sp], v);
         a.ctx[(t * m.n_h + h) * m.d_c + c] = v * inv_total;
     }
@@ -257,25 +264,25 @@ bool setup_attention(int64_t cache_width, size_t max_shared_per_block) {
 // most k_split_cap of them.
 int64_t attention_max_parts(int64_t, int) { return int64_t(k_split_max_tokens) * k_split_cap; }
 
-void launch_mla_attention(const float* q_abs, const float* q, const float* cache, int64_t n, int64_t start_pos,
-                          const MlaShape& m, float scale, int, const AttentionPartials& parts, float* ctx,
-                          cudaStream_t s) {
+void launch_mla_attention(const float* q_abs, const float* q, const float* cache, int64_t n,
+                          const int64_t* start_pos, const MlaShape& m, float scale, int,
+                          const AttentionPartials& parts, float* ctx, cudaStream_t s) {
     if (n <= 0) return;
     const int64_t n_groups = ceil_div(m.n_h, k_heads_per_block);
     const bool split = n <= k_split_max_tokens;
-    // The grid covers the token with the most splits (not always the last one:
-    // the rows per split are rounded up to whole tiles, so the count is not
-    // monotonic in the number of rows).
-    int64_t n_split = 1;
-    for (int64_t t = 0; split && t < n; ++t) n_split = std::max(n_split, split_plan(start_pos + t + 1, split).count);
-    if (n * n_split > parts.max_parts)
+    // A split batch launches every split a token can have (split_plan never
+    // gives more than k_split_cap) whatever the position, which the host does
+    // not read: blocks past a token's own count return at once, and the merge
+    // always runs, reading only the token's own splits.
+    const int64_t n_split = split ? k_split_cap : 1;
+    if (split && n * n_split > parts.max_parts)
         throw Error(ErrorCode::Device, "attention partial buffers too small (internal error)");
 
-    AttentionLaunch a{q_abs, q, cache, ctx, parts.acc, parts.ml, n, start_pos, m, scale, int(n_split), split};
+    AttentionLaunch a{q_abs, q, cache, ctx, parts.acc, parts.ml, n, start_pos, m, scale, split};
     const dim3 grid{unsigned(n_split), unsigned(n_groups), unsigned(n)};
     mla_attention_kernel<<<grid, 32 * k_heads_per_block, tile_bytes(m.d_c + m.d_r), s>>>(a);
     CETUS_CUDA_LAUNCHED("mla_attention_kernel");
-    if (n_split > 1) {
+    if (split) {
         attention_merge_kernel<<<dim3(unsigned(m.n_h), unsigned(n)), 128, 0, s>>>(a);
         CETUS_CUDA_LAUNCHED("attention_merge_kernel");
     }

@@ -13,9 +13,13 @@
 // product through the fp32 kernels. Router logits always take the fp32 kernel.
 // CETUS_CUDA_SYNC=1 waits after every launch so a kernel fault names its kernel.
 //
-// Not in this version: CUDA graphs for the decode step, sampling on the
-// device, an asynchronous routing trace, FP8 tensor-core GEMMs (FP8 weights
-// are expanded to bf16 for long chunks), a bf16 cache.
+// Calls of up to 16 tokens (decode, MTP drafts and verify) replay as CUDA graphs, captured at
+// the second call of a shape; CETUS_CUDA_GRAPHS=0, CETUS_CUDA_SYNC=1 or a failed capture launch
+// kernel by kernel instead, with identical results.
+//
+// Not in this version: sampling on the device, an asynchronous routing trace,
+// FP8 tensor-core GEMMs (FP8 weights are expanded to bf16 for long chunks), a
+// bf16 cache.
 #include "cuda_plugin.h"
 #include "cuda_util.h"
 #include "device_weights.h"
@@ -31,6 +35,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
+#include <functional>
 #include <memory>
 #include <new>
 #include <string>
@@ -42,6 +48,10 @@ namespace {
 constexpr int64_t k_chunk_tokens = 256;            // tokens per pass through the model
 constexpr size_t k_cublas_workspace_bytes = size_t(32) << 20;
 constexpr size_t k_reserved_bytes = size_t(256) << 20;  // cuBLAS and runtime allocations of their own
+// Calls up to this many tokens replay as CUDA graphs: they take only the own
+// fp32 kernels (cuBLAS, which allocates and may synchronise, is never captured).
+constexpr int64_t k_graph_max_tokens = Gemm::k_max_small_tokens;
+constexpr size_t k_max_graphs = 64;  // keys remembered (seen or captured); later ones run directly
 
 double gib(size_t bytes) { return double(bytes) / double(size_t(1) << 30); }
 
@@ -105,6 +115,15 @@ struct GemmExtent {
     }
 };
 
+// Everything that changes the work a forward or MTP call enqueues, besides the
+// inputs in the staging buffers: the key of a captured graph.
+struct GraphKey {
+    int64_t module = -1;  // -1 the main model, k MTP module k
+    int64_t n_tokens = 0;
+    bool all_logits = false, want_hidden = false, want_routing = false;
+    bool operator==(const GraphKey&) const = default;
+};
+
 class CudaBackend final : public Backend {
 public:
     explicit CudaBackend(const CudaBackendArgs& args);
@@ -133,6 +152,7 @@ public:
 private:
     // Device work buffers for one chunk of m_chunk tokens.
     struct Scratch {
+        int64_t* start_pos;  // position of the chunk's first token (read by rope, cache write, attention)
         int32_t* ids;
         float* hidden_in;  // [chunk, H] MTP input
         float *x, *a, *r, *hn;  // [chunk, H] residual, normed input, branch output, final norm
@@ -154,8 +174,10 @@ private:
         float* logits;      // [chunk, V]
         Gemm::Scratch gemm;
     };
-    // Pinned host buffers for the copies in and out.
+    // Pinned host buffers for the copies in and out. A replayed graph's copies
+    // read and write these same addresses, so the inputs go here before a launch.
     struct Staging {
+        int64_t* start_pos;
         int32_t* ids;       // [chunk]
         float* hidden_in;   // [chunk, H]
         float* logits;      // [chunk, V]
@@ -178,9 +200,19 @@ private:
         CETUS_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, m_stream.get()));
     }
 
-    void block(const DeviceLayer& l, int64_t cache_layer, int64_t n, int64_t pos, int32_t* route_ids,
-               float* route_w, int64_t route_stride);
-    void attention(const DeviceLayer& l, int64_t cache_layer, int64_t n, int64_t pos);
+    // One chunk's work from the staging buffers in to the staging buffers out,
+    // enqueued on the stream (directly or into a capture).
+    void enqueue_forward(int64_t n, int64_t logit_rows, const ForwardOptions& opt);
+    void enqueue_mtp(int64_t k, int64_t n, bool want_hidden);
+    // Enqueues `enqueue` as a replayed graph when the key allows it, directly otherwise.
+    void run(const GraphKey& key, const std::function<void()>& enqueue);
+    // Captures and instantiates `enqueue`; empty (and graphs off) on any failure.
+    GraphExec capture(const std::function<void()>& enqueue);
+    void disable_graphs(const std::string& why);
+
+    void block(const DeviceLayer& l, int64_t cache_layer, int64_t n, int32_t* route_ids, float* route_w,
+               int64_t route_stride);
+    void attention(const DeviceLayer& l, int64_t cache_layer, int64_t n);
     void moe(const DeviceLayer& l, int64_t n, int32_t* route_ids, float* route_w, int64_t route_stride);
     void mlp(const DeviceMlp& w, const float* in, int64_t n, float* out);
 
@@ -204,6 +236,16 @@ private:
     Staging m_h{};
     std::unique_ptr<Gemm> m_gemm;
     double m_copy_gbs = -1.0, m_peak_tflops = -1.0;  // measured on first request
+    std::function<void(int, const std::string&)> m_log;  // may be empty
+
+    // Graph replay (declared last: the executables go before the stream and buffers).
+    struct CachedGraph {
+        GraphKey key;
+        GraphExec exec;  // empty: seen once, captured at the next call
+    };
+    bool m_graphs = false;
+    std::string m_graphs_off;  // why replay is off
+    std::vector<CachedGraph> m_graph_cache;
 };
 
 // Times `run` (enqueued on s) after one warm-up call, over `reps` calls; seconds per call.
@@ -232,13 +274,19 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
     : m_config(args.model->config()), m_device(args.device), m_capacity(args.capacity),
       m_chunk(std::min(k_chunk_tokens, args.capacity)), m_n_moe(args.n_moe_layers),
       m_n_cache_layers(m_config.num_hidden_layers + m_config.num_nextn_predict_layers),
-      m_interleave(args.rope_interleave), m_scale(args.softmax_scale) {
+      m_interleave(args.rope_interleave), m_scale(args.softmax_scale), m_log(args.log) {
     const ModelConfig& c = m_config;
     const Model& model = *args.model;
     CETUS_CUDA(cudaSetDevice(m_device));
     m_info = query_device(m_device);
     const char* exact = std::getenv("CETUS_CUDA_EXACT");
     m_exact = exact && std::string(exact) == "1";
+    // Synchronising after each launch is illegal while capturing.
+    const char* graphs = std::getenv("CETUS_CUDA_GRAPHS");
+    m_graphs_off = graphs && std::string(graphs) == "0" ? "CETUS_CUDA_GRAPHS=0"
+                   : sync_each_launch()                  ? "CETUS_CUDA_SYNC=1"
+                                                         : "";
+    m_graphs = m_graphs_off.empty();
 
     // What the kernels hold in registers and shared memory.
     const int64_t width = c.kv_lora_rank + c.qk_rope_head_dim;
@@ -323,7 +371,8 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
         args.log(0, m_info.name + " (sm_" + std::to_string(m_info.major) + std::to_string(m_info.minor) +
                         "): weights " + fixed1(gib(weight_bytes)) + " GiB on the device, latent cache " +
                         fixed1(gib(cache_bytes)) + " GiB for " + std::to_string(m_capacity) + " tokens, work buffers " +
-                        fixed1(gib(scratch_bytes)) + " GiB" + (m_exact ? ", exact fp32 products" : ""));
+                        fixed1(gib(scratch_bytes)) + " GiB" + (m_exact ? ", exact fp32 products" : "") +
+                        (m_graphs ? ", decode steps as CUDA graphs" : ", CUDA graphs off (" + m_graphs_off + ")"));
 }
 
 CudaBackend::~CudaBackend() {
@@ -339,6 +388,7 @@ CudaBackend::Scratch CudaBackend::carve_scratch(Carver& cv) const {
     const auto f = [&](int64_t count) { return cv.take<float>(size_t(count)); };
     const auto i = [&](int64_t count) { return cv.take<int32_t>(size_t(count)); };
     Scratch s;
+    s.start_pos = cv.take<int64_t>(1);
     s.ids = i(n);
     s.hidden_in = f(n * H);
     s.x = f(n * H);
@@ -383,6 +433,7 @@ CudaBackend::Scratch CudaBackend::carve_scratch(Carver& cv) const {
 CudaBackend::Staging CudaBackend::carve_staging(Carver& cv) const {
     const int64_t n = m_chunk, H = m_config.hidden_size, slots = m_n_moe * m_config.num_experts_per_tok;
     Staging h;
+    h.start_pos = cv.take<int64_t>(1);
     h.ids = cv.take<int32_t>(size_t(n));
     h.hidden_in = cv.take<float>(size_t(n * H));
     h.logits = cv.take<float>(size_t(n * m_config.vocab_size));
@@ -398,7 +449,8 @@ std::string CudaBackend::description() const {
     if (cudaSetDevice(m_device) == cudaSuccess && cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess)
         memory = fixed1(gib(free_bytes)) + "/" + fixed1(gib(total_bytes)) + " GiB free";
     return m_info.name + ", sm_" + std::to_string(m_info.major) + std::to_string(m_info.minor) + ", " + memory +
-           ", CUDA " + cuda_version(m_info.runtime_version);
+           ", CUDA " + cuda_version(m_info.runtime_version) +
+           (m_graphs ? ", decode graphs" : ", decode graphs off (" + m_graphs_off + ")");
 }
 
 void CudaBackend::check_span(int64_t T, int64_t start_pos) const {
@@ -418,8 +470,6 @@ void CudaBackend::forward(const int32_t* ids, int64_t T, int64_t start_pos, cons
     const ModelConfig& c = m_config;
     const int64_t H = c.hidden_size, V = c.vocab_size, K = c.num_experts_per_tok;
     const int64_t slots = m_n_moe * K;  // routing entries per token
-    const float eps = float(c.rms_norm_eps);
-    cudaStream_t s = m_stream.get();
 
     RoutingRecord& rr = out.routing;
     rr.n_moe_layers = m_n_moe;
@@ -435,34 +485,16 @@ void CudaBackend::forward(const int32_t* ids, int64_t T, int64_t start_pos, cons
     std::vector<float> hidden(static_cast<size_t>(opt.want_hidden ? T * H : 0));  // [T, H] after model.norm
 
     for (int64_t t0 = 0; t0 < T; t0 += m_chunk) {
-        const int64_t n = std::min(m_chunk, T - t0), pos = start_pos + t0;
-        std::memcpy(m_h.ids, ids + t0, size_t(n) * sizeof(int32_t));
-        to_device(m_s.ids, m_h.ids, size_t(n) * sizeof(int32_t));
-        launch_embed(m_weights.embed, m_s.ids, n, m_s.x, s);  // [n, H]
-        int64_t moe_index = 0;
-        for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-            const DeviceLayer& layer = m_weights.layers[size_t(l)];
-            // Routing lands in the trace buffer [n, n_moe, K] at this layer's slot.
-            int32_t* ri = layer.is_moe ? m_s.route_ids + moe_index * K : nullptr;
-            float* rw = layer.is_moe ? m_s.route_w + moe_index * K : nullptr;
-            block(layer, l, n, pos, ri, rw, slots);
-            moe_index += layer.is_moe ? 1 : 0;
-        }
-        launch_rmsnorm(m_s.x, H, m_weights.final_norm, eps, n, H, m_s.hn, H, s);  // [n, H]
-
+        const int64_t n = std::min(m_chunk, T - t0);
         // Logits of every row, or of the request's last row only.
-        const int64_t first = opt.all_logits ? 0 : n - 1;
         const int64_t rows = opt.all_logits ? n : (t0 + n == T ? 1 : 0);
-        if (rows > 0) {
-            m_gemm->matmul(m_weights.lm_head, m_s.hn + first * H, H, rows, m_s.logits, V);  // [rows, V]
-            to_host(m_h.logits, m_s.logits, size_t(rows * V) * sizeof(float));
-        }
-        if (opt.want_hidden) to_host(m_h.hidden_out, m_s.hn, size_t(n * H) * sizeof(float));
-        if (opt.want_routing && slots > 0) {
-            to_host(m_h.route_ids, m_s.route_ids, size_t(n * slots) * sizeof(int32_t));
-            to_host(m_h.route_w, m_s.route_w, size_t(n * slots) * sizeof(float));
-        }
-        CETUS_CUDA(cudaStreamSynchronize(s));
+        // The previous chunk has finished: the staging buffers are free.
+        *m_h.start_pos = start_pos + t0;
+        std::memcpy(m_h.ids, ids + t0, size_t(n) * sizeof(int32_t));
+        // Only calls of up to k_graph_max_tokens replay; they are one chunk (n == T).
+        const GraphKey key{-1, T, opt.all_logits, opt.want_hidden, opt.want_routing};
+        run(key, [&] { enqueue_forward(n, rows, opt); });
+        CETUS_CUDA(cudaStreamSynchronize(m_stream.get()));
         if (rows > 0)
             std::memcpy(out.logits.data() + (opt.all_logits ? t0 * V : 0), m_h.logits,
                         size_t(rows * V) * sizeof(float));
@@ -476,43 +508,166 @@ void CudaBackend::forward(const int32_t* ids, int64_t T, int64_t start_pos, cons
     if (opt.want_hidden) out.hidden = std::move(hidden);
 }
 
+// ids and position from staging -> embedding -> layers -> final norm -> logits
+// of logit_rows rows (all n, or the last one), hidden states and routing to staging.
+void CudaBackend::enqueue_forward(int64_t n, int64_t logit_rows, const ForwardOptions& opt) {
+    const ModelConfig& c = m_config;
+    const int64_t H = c.hidden_size, V = c.vocab_size, K = c.num_experts_per_tok;
+    const int64_t slots = m_n_moe * K;
+    const float eps = float(c.rms_norm_eps);
+    cudaStream_t s = m_stream.get();
+    to_device(m_s.start_pos, m_h.start_pos, sizeof(int64_t));
+    to_device(m_s.ids, m_h.ids, size_t(n) * sizeof(int32_t));
+    launch_embed(m_weights.embed, m_s.ids, n, m_s.x, s);  // [n, H]
+    int64_t moe_index = 0;
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+        const DeviceLayer& layer = m_weights.layers[size_t(l)];
+        // Routing lands in the trace buffer [n, n_moe, K] at this layer's slot.
+        int32_t* ri = layer.is_moe ? m_s.route_ids + moe_index * K : nullptr;
+        float* rw = layer.is_moe ? m_s.route_w + moe_index * K : nullptr;
+        block(layer, l, n, ri, rw, slots);
+        moe_index += layer.is_moe ? 1 : 0;
+    }
+    launch_rmsnorm(m_s.x, H, m_weights.final_norm, eps, n, H, m_s.hn, H, s);  // [n, H]
+    if (logit_rows > 0) {
+        const int64_t first = n - logit_rows;
+        m_gemm->matmul(m_weights.lm_head, m_s.hn + first * H, H, logit_rows, m_s.logits, V);  // [rows, V]
+        to_host(m_h.logits, m_s.logits, size_t(logit_rows * V) * sizeof(float));
+    }
+    if (opt.want_hidden) to_host(m_h.hidden_out, m_s.hn, size_t(n * H) * sizeof(float));
+    if (opt.want_routing && slots > 0) {
+        to_host(m_h.route_ids, m_s.route_ids, size_t(n * slots) * sizeof(int32_t));
+        to_host(m_h.route_w, m_s.route_w, size_t(n * slots) * sizeof(float));
+    }
+}
+
 void CudaBackend::mtp_forward(int64_t k, const float* hidden, const int32_t* next_ids, int64_t T, int64_t start_pos,
                               std::vector<float>& logits, std::vector<float>* out_hidden) {
     if (k < 0 || k >= int64_t(m_weights.mtp.size()))
         throw Error(ErrorCode::BadRequest, "CUDA backend: no MTP module " + std::to_string(k));
     check_span(T, start_pos);
     CETUS_CUDA(cudaSetDevice(m_device));
+    const int64_t H = m_config.hidden_size, V = m_config.vocab_size;
+    const bool want_hidden = out_hidden != nullptr;
+
+    logits.resize(static_cast<size_t>(T * V));
+    std::vector<float> y(static_cast<size_t>(want_hidden ? T * H : 0));  // [T, H] after shared_head.norm
+    for (int64_t t0 = 0; t0 < T; t0 += m_chunk) {
+        const int64_t n = std::min(m_chunk, T - t0);
+        *m_h.start_pos = start_pos + t0;
+        std::memcpy(m_h.ids, next_ids + t0, size_t(n) * sizeof(int32_t));
+        std::memcpy(m_h.hidden_in, hidden + t0 * H, size_t(n * H) * sizeof(float));
+        const GraphKey key{k, T, false, want_hidden, false};
+        run(key, [&] { enqueue_mtp(k, n, want_hidden); });
+        CETUS_CUDA(cudaStreamSynchronize(m_stream.get()));
+        std::memcpy(logits.data() + t0 * V, m_h.logits, size_t(n * V) * sizeof(float));
+        if (want_hidden) std::memcpy(y.data() + t0 * H, m_h.hidden_out, size_t(n * H) * sizeof(float));
+    }
+    m_n_mtp_tokens = start_pos + T;
+    if (out_hidden) *out_hidden = std::move(y);
+}
+
+// ids, hidden and position from staging -> MTP module k -> logits (and its
+// post-norm hidden states) to staging.
+void CudaBackend::enqueue_mtp(int64_t k, int64_t n, bool want_hidden) {
     const ModelConfig& c = m_config;
     const DeviceMtp& m = m_weights.mtp[size_t(k)];
     const int64_t H = c.hidden_size, V = c.vocab_size, K = c.num_experts_per_tok;
     const float eps = float(c.rms_norm_eps);
     cudaStream_t s = m_stream.get();
+    to_device(m_s.start_pos, m_h.start_pos, sizeof(int64_t));
+    to_device(m_s.ids, m_h.ids, size_t(n) * sizeof(int32_t));
+    to_device(m_s.hidden_in, m_h.hidden_in, size_t(n * H) * sizeof(float));
+    // cat = [enorm(embed(next_id)) ; hnorm(hidden)]: the embedding first.
+    launch_embed(m.embed, m_s.ids, n, m_s.a, s);                                   // [n, H]
+    launch_rmsnorm(m_s.a, H, m.enorm, eps, n, H, m_s.cat, 2 * H, s);               // [n, 2H] left half
+    launch_rmsnorm(m_s.hidden_in, H, m.hnorm, eps, n, H, m_s.cat + H, 2 * H, s);  // [n, 2H] right half
+    m_gemm->matmul(m.eh_proj, m_s.cat, 2 * H, n, m_s.x, H);                        // [n, H]
+    // The MTP block's routing is not reported: slot 0 of the trace buffer, stride K.
+    block(m.block, c.num_hidden_layers + k, n, m_s.route_ids, m_s.route_w, K);
+    launch_rmsnorm(m_s.x, H, m.head_norm, eps, n, H, m_s.hn, H, s);  // [n, H]
+    m_gemm->matmul(m.head, m_s.hn, H, n, m_s.logits, V);              // [n, V]
+    to_host(m_h.logits, m_s.logits, size_t(n * V) * sizeof(float));
+    if (want_hidden) to_host(m_h.hidden_out, m_s.hn, size_t(n * H) * sizeof(float));
+}
 
-    logits.resize(static_cast<size_t>(T * V));
-    std::vector<float> y(static_cast<size_t>(out_hidden ? T * H : 0));  // [T, H] after shared_head.norm
-    for (int64_t t0 = 0; t0 < T; t0 += m_chunk) {
-        const int64_t n = std::min(m_chunk, T - t0), pos = start_pos + t0;
-        std::memcpy(m_h.ids, next_ids + t0, size_t(n) * sizeof(int32_t));
-        std::memcpy(m_h.hidden_in, hidden + t0 * H, size_t(n * H) * sizeof(float));
-        to_device(m_s.ids, m_h.ids, size_t(n) * sizeof(int32_t));
-        to_device(m_s.hidden_in, m_h.hidden_in, size_t(n * H) * sizeof(float));
-        // cat = [enorm(embed(next_id)) ; hnorm(hidden)]: the embedding first.
-        launch_embed(m.embed, m_s.ids, n, m_s.a, s);                                   // [n, H]
-        launch_rmsnorm(m_s.a, H, m.enorm, eps, n, H, m_s.cat, 2 * H, s);               // [n, 2H] left half
-        launch_rmsnorm(m_s.hidden_in, H, m.hnorm, eps, n, H, m_s.cat + H, 2 * H, s);  // [n, 2H] right half
-        m_gemm->matmul(m.eh_proj, m_s.cat, 2 * H, n, m_s.x, H);                        // [n, H]
-        // The MTP block's routing is not reported: slot 0 of the trace buffer, stride K.
-        block(m.block, c.num_hidden_layers + k, n, pos, m_s.route_ids, m_s.route_w, K);
-        launch_rmsnorm(m_s.x, H, m.head_norm, eps, n, H, m_s.hn, H, s);  // [n, H]
-        m_gemm->matmul(m.head, m_s.hn, H, n, m_s.logits, V);              // [n, V]
-        to_host(m_h.logits, m_s.logits, size_t(n * V) * sizeof(float));
-        if (out_hidden) to_host(m_h.hidden_out, m_s.hn, size_t(n * H) * sizeof(float));
-        CETUS_CUDA(cudaStreamSynchronize(s));
-        std::memcpy(logits.data() + t0 * V, m_h.logits, size_t(n * V) * sizeof(float));
-        if (out_hidden) std::memcpy(y.data() + t0 * H, m_h.hidden_out, size_t(n * H) * sizeof(float));
+// Calls of one key repeat the same launches with the same arguments (the
+// position and the inputs are read from the staging buffers), so the first
+// call runs directly, the second is captured and every later one replays it.
+// Running the first directly also loads every kernel before any capture and
+// keeps one-off shapes (short prompts) from paying for a capture.
+void CudaBackend::run(const GraphKey& key, const std::function<void()>& enqueue) {
+    if (!m_graphs || key.n_tokens > k_graph_max_tokens) {
+        enqueue();
+        return;
     }
-    m_n_mtp_tokens = start_pos + T;
-    if (out_hidden) *out_hidden = std::move(y);
+    auto it = std::find_if(m_graph_cache.begin(), m_graph_cache.end(),
+                           [&](const CachedGraph& g) { return g.key == key; });
+    if (it == m_graph_cache.end()) {
+        if (m_graph_cache.size() < k_max_graphs) m_graph_cache.push_back(CachedGraph{key, GraphExec{}});
+        enqueue();
+        return;
+    }
+    if (!it->exec.get()) {
+        GraphExec exec = capture(enqueue);
+        if (!exec.get()) {  // graphs are off from now on; nothing of this call has run yet
+            enqueue();
+            return;
+        }
+        it->exec = std::move(exec);
+    }
+    CETUS_CUDA(cudaGraphLaunch(it->exec.get(), m_stream.get()));
+}
+
+GraphExec CudaBackend::capture(const std::function<void()>& enqueue) {
+    cudaStream_t s = m_stream.get();
+    std::string failure;
+    cudaError_t e = cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal);
+    if (e != cudaSuccess) {
+        failure = std::string("cudaStreamBeginCapture: ") + cudaGetErrorString(e);
+    } else {
+        try {
+            enqueue();
+        } catch (const std::exception& ex) {  // a check inside the capture; the direct run repeats a real one
+            failure = ex.what();
+        } catch (...) {
+            failure = "unknown exception while capturing";
+        }
+        // Always ended, so the stream leaves capture mode whatever happened above.
+        cudaGraph_t raw = nullptr;
+        e = cudaStreamEndCapture(s, &raw);
+        const Graph graph(raw);
+        if (failure.empty() && e != cudaSuccess)
+            failure = std::string("cudaStreamEndCapture: ") + cudaGetErrorString(e);
+        if (failure.empty() && !graph.get()) failure = "cudaStreamEndCapture gave no graph";
+        if (failure.empty()) {
+            cudaGraphExec_t exec = nullptr;
+            e = cudaGraphInstantiate(&exec, graph.get(), 0);
+            if (e == cudaSuccess) return GraphExec(exec);
+            failure = std::string("cudaGraphInstantiate: ") + cudaGetErrorString(e);
+        }
+    }
+    disable_graphs(failure);
+    return GraphExec{};
+}
+
+// Once, after a failed capture. A sticky device error (a faulted kernel) is not
+// cleared by cudaGetLastError and surfaces here or in the direct run.
+void CudaBackend::disable_graphs(const std::string& why) {
+    m_graphs = false;
+    m_graphs_off = "a capture failed";
+    if (m_log) {
+        try {
+            m_log(1, "CUDA graphs off for this model: " + why + "; decode steps launch kernel by kernel");
+        } catch (...) {  // a failing log sink must not fail the step that falls back
+        }
+    }
+    (void)cudaGetLastError();  // the failed capture's error must not surface at the next launch check
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    CETUS_CUDA(cudaStreamIsCapturing(m_stream.get(), &status));
+    if (status != cudaStreamCaptureStatusNone)
+        throw Error(ErrorCode::Device, "CUDA backend: the stream is still capturing after a failed capture (" +
+                                           why + ")");
 }
 
 // Device-to-device copies of 1 GiB (bytes read + written per second), the way
@@ -576,13 +731,13 @@ double CudaBackend::peak_bf16_tflops() {
 }
 
 // block_forward: x += mla(rmsnorm(x)); x += mlp_or_moe(rmsnorm(x)).
-void CudaBackend::block(const DeviceLayer& l, int64_t cache_layer, int64_t n, int64_t pos, int32_t* route_ids,
-                        float* route_w, int64_t route_stride) {
+void CudaBackend::block(const DeviceLayer& l, int64_t cache_layer, int64_t n, int32_t* route_ids, float* route_w,
+                        int64_t route_stride) {
     const int64_t H = m_config.hidden_size;
     const float eps = float(m_config.rms_norm_eps);
     cudaStream_t s = m_stream.get();
     launch_rmsnorm(m_s.x, H, l.input_norm, eps, n, H, m_s.a, H, s);  // [n, H]
-    attention(l, cache_layer, n, pos);                               // r: [n, H]
+    attention(l, cache_layer, n);                                    // r: [n, H]
     launch_add_rmsnorm(m_s.x, m_s.r, l.post_norm, eps, n, H, m_s.a, s);
     if (l.is_moe) {
         moe(l, n, route_ids, route_w, route_stride);  // adds into x
@@ -592,8 +747,8 @@ void CudaBackend::block(const DeviceLayer& l, int64_t cache_layer, int64_t n, in
     }
 }
 
-// mla_forward, absorbed: a -> r.
-void CudaBackend::attention(const DeviceLayer& l, int64_t cache_layer, int64_t n, int64_t pos) {
+// mla_forward, absorbed: a -> r, at the positions in m_s.start_pos.
+void CudaBackend::attention(const DeviceLayer& l, int64_t cache_layer, int64_t n) {
     const ModelConfig& c = m_config;
     const MlaShape& m = m_shape;
     const int64_t H = c.hidden_size, d_q = c.q_lora_rank, d_qk = m.d_n + m.d_r;
@@ -608,11 +763,11 @@ void CudaBackend::attention(const DeviceLayer& l, int64_t cache_layer, int64_t n
     }
     gemm.matmul(l.kv_a, m_s.a, H, n, m_s.kv, m.d_c + m.d_r);  // [n, d_c + d_r]
     float* cache = cache_rows(cache_layer);
-    launch_latent_cache(m_s.kv, n, l.kv_a_norm, k_latent_norm_eps, m_weights.rope_table, m_interleave, pos, m.d_c,
-                        m.d_r, cache, s);
-    launch_rope_q(m_s.q, n, m.n_h, m.d_n, m.d_r, m_weights.rope_table, m_interleave, pos, s);
+    launch_latent_cache(m_s.kv, n, l.kv_a_norm, k_latent_norm_eps, m_weights.rope_table, m_interleave, m_s.start_pos,
+                        m.d_c, m.d_r, cache, s);
+    launch_rope_q(m_s.q, n, m.n_h, m.d_n, m.d_r, m_weights.rope_table, m_interleave, m_s.start_pos, s);
     gemm.absorb_q(l.kv_b, m_s.q, n, m, m_s.q_abs);  // [n, n_h, d_c]
-    launch_mla_attention(m_s.q_abs, m_s.q, cache, n, pos, m, m_scale, m_info.n_sm, m_s.parts, m_s.ctx, s);
+    launch_mla_attention(m_s.q_abs, m_s.q, cache, n, m_s.start_pos, m, m_scale, m_info.n_sm, m_s.parts, m_s.ctx, s);
     gemm.absorb_v(l.kv_b, m_s.ctx, n, m, m_s.o);                  // [n, n_h, d_v]
     gemm.matmul(l.o, m_s.o, m.n_h * m.d_v, n, m_s.r, H);          // [n, H]
 }

@@ -157,6 +157,49 @@ private:
     cudaEvent_t m_event = nullptr;
 };
 
+// A captured graph (cudaStreamEndCapture) and its executable instance.
+class Graph {
+public:
+    Graph() = default;
+    explicit Graph(cudaGraph_t g) : m_graph(g) {}
+    ~Graph() {
+        if (m_graph) cudaGraphDestroy(m_graph);
+    }
+    Graph(Graph&& o) noexcept : m_graph(std::exchange(o.m_graph, nullptr)) {}
+    Graph& operator=(Graph&& o) noexcept {
+        std::swap(m_graph, o.m_graph);
+        return *this;
+    }
+    Graph(const Graph&) = delete;
+    Graph& operator=(const Graph&) = delete;
+
+    cudaGraph_t get() const { return m_graph; }
+
+private:
+    cudaGraph_t m_graph = nullptr;
+};
+
+class GraphExec {
+public:
+    GraphExec() = default;
+    explicit GraphExec(cudaGraphExec_t g) : m_exec(g) {}
+    ~GraphExec() {
+        if (m_exec) cudaGraphExecDestroy(m_exec);
+    }
+    GraphExec(GraphExec&& o) noexcept : m_exec(std::exchange(o.m_exec, nullptr)) {}
+    GraphExec& operator=(GraphExec&& o) noexcept {
+        std::swap(m_exec, o.m_exec);
+        return *this;
+    }
+    GraphExec(const GraphExec&) = delete;
+    GraphExec& operator=(const GraphExec&) = delete;
+
+    cudaGraphExec_t get() const { return m_exec; }
+
+private:
+    cudaGraphExec_t m_exec = nullptr;
+};
+
 // Hands out aligned pieces of one allocation. Run once without a base to
 // measure, then again over the allocation: the same calls give the same layout.
 class Carver {

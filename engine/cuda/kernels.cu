@@ -76,26 +76,26 @@ __device__ __forceinline__ void rope_pair(const float* in, float* out, const flo
 
 __global__ void __launch_bounds__(k_row_threads)
     latent_cache_kernel(const float* __restrict__ kv, const float* __restrict__ norm_w, float eps,
-                        const float* __restrict__ rope_table, bool interleave, int64_t start_pos, int64_t d_c,
-                        int64_t d_r, float* __restrict__ cache) {
+                        const float* __restrict__ rope_table, bool interleave,
+                        const int64_t* __restrict__ start_pos, int64_t d_c, int64_t d_r, float* __restrict__ cache) {
     __shared__ float scratch[32];
-    const int64_t t = blockIdx.x, width = d_c + d_r;
+    const int64_t t = blockIdx.x, width = d_c + d_r, pos = *start_pos + t;
     const float* in = kv + t * width;                // [d_c + d_r]
-    float* row = cache + (start_pos + t) * width;   // [d_c + d_r]
+    float* row = cache + pos * width;               // [d_c + d_r]
     float ss = 0.0f;
     for (int64_t i = threadIdx.x; i < d_c; i += blockDim.x) ss = fmaf(in[i], in[i], ss);
     const float r = rms_scale(block_sum(ss, scratch), d_c, eps);
     for (int64_t i = threadIdx.x; i < d_c; i += blockDim.x) row[i] = norm_w[i] * (in[i] * r);
-    const float* cs = rope_table + (start_pos + t) * d_r;
+    const float* cs = rope_table + pos * d_r;
     const int64_t half = d_r / 2;
     for (int64_t i = threadIdx.x; i < half; i += blockDim.x) rope_pair(in + d_c, row + d_c, cs, i, half, interleave);
 }
 
 __global__ void __launch_bounds__(k_row_threads)
     rope_q_kernel(float* __restrict__ q, int64_t n_h, int64_t d_n, int64_t d_r, const float* __restrict__ rope_table,
-                  bool interleave, int64_t start_pos) {
+                  bool interleave, const int64_t* __restrict__ start_pos) {
     const int64_t t = blockIdx.x, half = d_r / 2, d_qk = d_n + d_r;
-    const float* cs = rope_table + (start_pos + t) * d_r;
+    const float* cs = rope_table + (*start_pos + t) * d_r;
     for (int64_t k = threadIdx.x; k < n_h * half; k += blockDim.x) {
         float* qh = q + (t * n_h + k / half) * d_qk + d_n;  // [d_r]
         rope_pair(qh, qh, cs, k % half, half, interleave);
@@ -165,7 +165,8 @@ void launch_silu_mul(float* g, const float* u, int64_t count, cudaStream_t s) {
 }
 
 void launch_latent_cache(const float* kv, int64_t n, const float* norm_w, float eps, const float* rope_table,
-                         bool interleave, int64_t start_pos, int64_t d_c, int64_t d_r, float* cache, cudaStream_t s) {
+                         bool interleave, const int64_t* start_pos, int64_t d_c, int64_t d_r, float* cache,
+                         cudaStream_t s) {
     if (n <= 0) return;
     latent_cache_kernel<<<unsigned(n), k_row_threads, 0, s>>>(kv, norm_w, eps, rope_table, interleave, start_pos, d_c,
                                                                d_r, cache);
@@ -173,7 +174,7 @@ void launch_latent_cache(const float* kv, int64_t n, const float* norm_w, float 
 }
 
 void launch_rope_q(float* q, int64_t n, int64_t n_h, int64_t d_n, int64_t d_r, const float* rope_table,
-                   bool interleave, int64_t start_pos, cudaStream_t s) {
+                   bool interleave, const int64_t* start_pos, cudaStream_t s) {
     if (n <= 0) return;
     rope_q_kernel<<<unsigned(n), k_row_threads, 0, s>>>(q, n_h, d_n, d_r, rope_table, interleave, start_pos);
     CETUS_CUDA_LAUNCHED("rope_q_kernel");

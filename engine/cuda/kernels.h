@@ -48,13 +48,20 @@ void launch_add_rmsnorm(float* x, const float* r, const float* w, float eps, int
 void launch_add(float* x, const float* r, int64_t count, cudaStream_t s);
 // g[i] = silu(g[i]) * u[i]
 void launch_silu_mul(float* g, const float* u, int64_t count, cudaStream_t s);
-// Cache rows start_pos + t of one layer: [rmsnorm(kv[t, :d_c]) ; rope(kv[t, d_c:])].
+// The kernels that depend on the position read it from device memory
+// (start_pos: one int64 the caller copies in before the launches), so the
+// launches themselves do not change from step to step and a captured graph
+// replays at any position.
+//
+// Cache rows *start_pos + t of one layer: [rmsnorm(kv[t, :d_c]) ; rope(kv[t, d_c:])].
 // kv: [n, d_c + d_r]; cache: the layer's rows [capacity, d_c + d_r]; rope_table: [capacity, d_r].
 void launch_latent_cache(const float* kv, int64_t n, const float* norm_w, float eps, const float* rope_table,
-                         bool interleave, int64_t start_pos, int64_t d_c, int64_t d_r, float* cache, cudaStream_t s);
-// Rotates the rope part q[t, h, d_n:] of every head in place.  q: [n, n_h, d_n + d_r]
+                         bool interleave, const int64_t* start_pos, int64_t d_c, int64_t d_r, float* cache,
+                         cudaStream_t s);
+// Rotates the rope part q[t, h, d_n:] of every head in place, at position *start_pos + t.
+// q: [n, n_h, d_n + d_r]
 void launch_rope_q(float* q, int64_t n, int64_t n_h, int64_t d_n, int64_t d_r, const float* rope_table,
-                   bool interleave, int64_t start_pos, cudaStream_t s);
+                   bool interleave, const int64_t* start_pos, cudaStream_t s);
 // out[r, c] = bf16(x[r, c]) rounded to nearest even.
 void launch_to_bf16(const float* x, int64_t ldx, int64_t n_rows, int64_t cols, uint16_t* out, int64_t ldo,
                     cudaStream_t s);
@@ -93,10 +100,11 @@ bool setup_attention(int64_t cache_width, size_t max_shared_per_block);
 // Sizes AttentionPartials::max_parts for a device with n_sm multiprocessors.
 int64_t attention_max_parts(int64_t n_h, int n_sm);
 // ctx[t, h, :] = sum_s softmax_s((q_abs . c_s + q_pe . kpe_s) * scale) c_s over cache rows
-// s <= start_pos + t.  q: [n, n_h, d_n + d_r] (rotated); cache: the layer's rows.
-void launch_mla_attention(const float* q_abs, const float* q, const float* cache, int64_t n, int64_t start_pos,
-                          const MlaShape& m, float scale, int n_sm, const AttentionPartials& parts, float* ctx,
-                          cudaStream_t s);
+// s <= *start_pos + t.  q: [n, n_h, d_n + d_r] (rotated); cache: the layer's rows. The
+// launch (grid, arguments) depends on n only, never on the position.
+void launch_mla_attention(const float* q_abs, const float* q, const float* cache, int64_t n,
+                          const int64_t* start_pos, const MlaShape& m, float scale, int n_sm,
+                          const AttentionPartials& parts, float* ctx, cudaStream_t s);
 
 // ---- moe.cu: routing and grouped experts ----
 

@@ -34,7 +34,8 @@ struct CudaBackendArgs {
 
     std::function<void(float fraction, const std::string& stage)> progress;  // may be empty
     const std::atomic<bool>* cancel = nullptr;  // loading throws Error(Cancelled) when set
-    std::function<void(int level, const std::string& message)> log;         // 0 info, 1 warn; may be empty
+    // 0 info, 1 warn; may be empty. Kept and called for the backend's whole life.
+    std::function<void(int level, const std::string& message)> log;
 };
 
 }  // namespace cetus
