@@ -115,7 +115,7 @@ static bool select_device(const EngineOptions& o) {
     if (o.device == Device::Cpu) return false;
     const CudaProbe probe = probe_cuda();
     if (o.device == Device::Cuda) {
-        if (!probe.usable) throw Error(ErrorCode::Device, "--device cuda: " + probe.text);
+        if (!probe.usable) throw Error(ErrorCode::Device, "no usable GPU for the CUDA backend: " + probe.text);
         return true;
     }
     if (!probe.usable) engine_log().info("device auto: using the CPU backend ({})", probe.text);

@@ -42,7 +42,7 @@ private slots:
             QFAIL("--device cuda loaded without a usable GPU");
         } catch (const cetus::Error& e) {
             QCOMPARE(e.code(), cetus::ErrorCode::Device);
-            QVERIFY2(QString(e.what()).startsWith("--device cuda: "), e.what());
+            QVERIFY2(QString(e.what()).startsWith("no usable GPU for the CUDA backend: "), e.what());
             QVERIFY2(QString(e.what()).contains(QString::fromStdString(p.text)), e.what());
         }
     }

@@ -15,13 +15,19 @@ public:
     int interval_ms = 5;
     QString fail_with;  // non-empty: the next request fails after its first word
     GenerationParams last_params;
+    DeviceChoice last_device = DeviceChoice::Auto;
 
     void loadModel(const LoadRequest& r) override {
         m_loading = true;
+        last_device = r.device;
         QTimer::singleShot(0, this, [this, r] {
             m_loading = false;
             if (r.model_dir.contains(QStringLiteral("bad"))) {
                 emit loadFailed(QStringLiteral("%1/config.json: cannot open").arg(r.model_dir), false);
+                return;
+            }
+            if (r.device == DeviceChoice::Gpu) {  // as on a machine without a GPU
+                emit loadFailed(QStringLiteral("no usable GPU for the CUDA backend: no NVIDIA driver for CUDA 13.0"), false);
                 return;
             }
             m_has_model = true;

@@ -31,6 +31,7 @@ private slots:
     void cleanup();
     void noModelRefusesToSend();
     void badFolderKeepsWorking();
+    void gpuFailureOffersTheCpu();
     void streamsIntoTheLastMessage();
     void stopEndsTheAnswer();
     void errorsShowInline();
@@ -88,6 +89,38 @@ void TestMainWindow::badFolderKeepsWorking() {
     loadFake();
     QVERIFY(m_window->sendButton()->isEnabled());
     QVERIFY(!m_window->banner()->isVisible());
+}
+
+void TestMainWindow::gpuFailureOffersTheCpu() {
+    // The device menu says GPU (a saved choice); loading fails as it does without a GPU.
+    m_window.reset();
+    QSettings().setValue(QStringLiteral("model/device"), QStringLiteral("gpu"));
+    m_window = std::make_unique<MainWindow>(*m_store, *m_service);
+    m_window->show();
+    QVERIFY(QTest::qWaitForWindowExposed(m_window.get()));
+    QVERIFY(!m_window->cpuFallbackButton()->isVisible());
+    QSignalSpy failed(m_service.get(), &GenerationService::loadFailed);
+    m_window->openModel(QStringLiteral("/models/fake"));
+    QVERIFY(failed.wait(2000));
+    QCOMPARE(m_service->last_device, DeviceChoice::Gpu);
+    QVERIFY(m_window->banner()->text().contains(QStringLiteral("NVIDIA driver")));
+    QVERIFY(m_window->cpuFallbackButton()->isVisible());
+    m_window->resize(1200, 800);
+    QTest::qWait(50);
+    m_window->grab().save(QStringLiteral(CETUS_TEST_BUILD_DIR "/ui-fake-gpu-failed.png"));
+    // One click loads the same folder on the CPU; the saved choice stays GPU.
+    QSignalSpy loaded(m_service.get(), &GenerationService::modelLoaded);
+    QTest::mouseClick(m_window->cpuFallbackButton(), Qt::LeftButton);
+    QVERIFY(loaded.wait(2000));
+    QCOMPARE(m_service->last_device, DeviceChoice::Cpu);
+    QVERIFY(!m_window->cpuFallbackButton()->isVisible());
+    QVERIFY(!m_window->banner()->isVisible());
+    QVERIFY(m_window->sendButton()->isEnabled());
+    QCOMPARE(QSettings().value(QStringLiteral("model/device")).toString(), QStringLiteral("gpu"));
+    // Failures on the CPU or in auto mode offer nothing.
+    m_window->openModel(QStringLiteral("/models/bad"), DeviceChoice::Cpu);
+    QVERIFY(failed.wait(2000));
+    QVERIFY(!m_window->cpuFallbackButton()->isVisible());
 }
 
 void TestMainWindow::streamsIntoTheLastMessage() {

@@ -114,6 +114,8 @@ MainWindow::MainWindow(HistoryStore& store, GenerationService& service, QWidget*
         if (cancelled) statusBar()->showMessage(tr("Loading cancelled."), 5000);
         else showBanner(tr("Could not load %1: %2%3").arg(m_loading_dir, message,
                                                            m_service.hasModel() ? tr(" The previous model stays loaded.") : QString()), true);
+        // No GPU, no driver, or not enough GPU memory: the CPU can still run it.
+        m_cpu_fallback->setVisible(!cancelled && m_loading_device == DeviceChoice::Gpu);
         refreshEnabled();
     });
     connect(m_controller.get(), &ChatController::modelChanged, this, [this] {
@@ -248,6 +250,11 @@ QWidget* MainWindow::buildCenter() {
     m_banner->setTextInteractionFlags(Qt::TextSelectableByMouse);
     m_banner->hide();
     layout->addWidget(m_banner);
+    m_cpu_fallback = new QPushButton(tr("Load it on the CPU instead"));
+    m_cpu_fallback->setObjectName(QStringLiteral("cpuFallback"));
+    m_cpu_fallback->hide();
+    connect(m_cpu_fallback, &QPushButton::clicked, this, [this] { openModel(m_loading_dir, DeviceChoice::Cpu); });
+    layout->addWidget(m_cpu_fallback, 0, Qt::AlignLeft);
     m_center_stack = new QStackedWidget;
     auto* empty = new QWidget;
     auto* el = new QVBoxLayout(empty);
@@ -446,11 +453,19 @@ void MainWindow::chooseAndOpenModel() {
 }
 
 void MainWindow::openModel(const QString& dir) {
+    const QString device = m_device_group && m_device_group->checkedAction() ? m_device_group->checkedAction()->data().toString() : QStringLiteral("auto");
+    openModel(dir, device == QLatin1String("cpu")   ? DeviceChoice::Cpu
+                   : device == QLatin1String("gpu") ? DeviceChoice::Gpu
+                                                    : DeviceChoice::Auto);
+}
+
+void MainWindow::openModel(const QString& dir, DeviceChoice device) {
     LoadRequest r;
     r.model_dir = dir;
-    const QString device = m_device_group && m_device_group->checkedAction() ? m_device_group->checkedAction()->data().toString() : QStringLiteral("auto");
-    r.device = device == QLatin1String("cpu") ? DeviceChoice::Cpu : device == QLatin1String("gpu") ? DeviceChoice::Gpu : DeviceChoice::Auto;
+    r.device = device;
     m_loading_dir = dir;
+    m_loading_device = device;
+    m_cpu_fallback->hide();
     m_progress->setValue(0);
     m_load_label->setText(tr("Loading %1…").arg(QFileInfo(dir).fileName()));
     m_load_bar->show();
@@ -579,6 +594,7 @@ void MainWindow::refreshExperts() {
 
 void MainWindow::showBanner(const QString& text, bool error) {
     m_banner->setVisible(!text.isEmpty());
+    if (text.isEmpty()) m_cpu_fallback->hide();
     m_banner->setText(text);
     m_banner->setStyleSheet(error ? QStringLiteral("QLabel { background: #fdecea; color: #8a1f11; border: 1px solid #e6b0aa; padding: 6px; border-radius: 4px; }")
                                   : QStringLiteral("QLabel { padding: 6px; }"));

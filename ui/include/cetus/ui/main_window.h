@@ -50,7 +50,8 @@ public:
     ~MainWindow() override;
 
     // Loads a model folder with the device chosen in the Model menu.
-    void openModel(const QString& dir);
+    void openModel(const QString& dir);  // on the device chosen in Model > Device
+    void openModel(const QString& dir, DeviceChoice device);
     // The last model or remote endpoint (QSettings) if any; returns whether a load started.
     bool restoreLastModel();
     // Remote endpoints: available when the service given is a SwitchingGenerationService
@@ -81,6 +82,8 @@ public:
     SpeculativePanel* speculativePanel() const { return m_spec; }
     ModelPanel* modelPanel() const { return m_model_panel; }
     QLabel* banner() const { return m_banner; }
+    // Shown after a model failed to load on the GPU: loads it on the CPU instead.
+    QPushButton* cpuFallbackButton() const { return m_cpu_fallback; }
     QWidget* loadBar() const { return m_load_bar; }
     // Model > "Serve this model on localhost": off by default.
     QAction* serveAction() const { return m_serve_action; }
@@ -123,6 +126,8 @@ private:
     QPushButton* m_send = nullptr;
     QPushButton* m_stop = nullptr;
     QLabel* m_banner = nullptr;
+    QPushButton* m_cpu_fallback = nullptr;
+    DeviceChoice m_loading_device = DeviceChoice::Auto;
     QWidget* m_load_bar = nullptr;
     QProgressBar* m_progress = nullptr;
     QLabel* m_load_label = nullptr;
