@@ -2,14 +2,18 @@
 # The GPU check (docs: gpu-checks.md), run on the GPU machine from the repository
 # root with the Qt-free build-gpu/ folder (cetus-cli + libcetus-cuda.so) carried over:
 #   cmake --preset gpu-check && cmake --build --preset gpu-check    # on a development machine
-#   installer/gpu-check.sh [quick|full]                               # on the GPU machine
-# Every step has its own time limit so one hang cannot eat the session; results go
-# to $OUT (the device tool's output folder) or gpu-out/, a summary to stdout.
-#   quick: conformance (fixtures + CUDA vs CPU on small random shapes), memcheck on
-#          one fixture, V2-Lite decode/prefill bench, MTP bench on the demo model.
-#   full:  adds the four-layer V3 comparison and an Nsight Compute profile of decode.
+#   installer/gpu-check.sh conformance                                # on the GPU machine, then
+#   installer/gpu-check.sh bench
+# Each mode fits one device call (under 10 minutes; every step has its own time
+# limit so one hang cannot eat the session). Results go to $OUT (the device tool's
+# output folder) or gpu-out/, a summary to stdout.
+#   conformance (~4 min): GPU facts, info, selftest (fixtures in exact mode + CUDA vs CPU
+#                on small random shapes, graphs vs direct launches), memcheck on one fixture.
+#   bench (~5 min): V2-Lite BF16 and FP8 decode/prefill with their fractions of the
+#                measured limits, FP8 without CUDA graphs, MTP on the demo model (GPU, CPU).
+#   full: the four-layer V3 comparison and an Nsight Compute profile of decode.
 set -uo pipefail
-mode="${1:-quick}"
+mode="${1:-conformance}"
 out="${OUT:-gpu-out}"
 mkdir -p "$out"
 cli=build-gpu/cetus-cli
@@ -22,18 +26,11 @@ step() {  # step NAME SECONDS COMMAND... : stdout to $out/NAME.out, stderr to $o
     timeout "$limit" "$@" > "$out/$name.out" 2> "$out/$name.log"
     local rc=$?
     echo "== $name: exit $rc in $((SECONDS - t0)) s"
-    tail -2 "$out/$name.log"
+    tail -2 "$out/$name.log" | cut -c1-300
     return 0
 }
-{ nvidia-smi; nvidia-smi --query-gpu=name,memory.total,clocks.max.memory,driver_version --format=csv; } > "$out/gpu.txt" 2>&1
-head -15 "$out/gpu.txt"
-"$cli" --version > "$out/version.txt" 2>&1
-step info-cuda 60 "$cli" info --device cuda --model tests/data/golden/v3-noaux
-compare=small
-[ "$mode" = full ] && compare=full
-step selftest-cuda 300 "$cli" selftest --device cuda --compare "$compare" --json
-grep -h "graphs off" "$out/selftest-cuda.log" | head -3
-python3 - "$out/selftest-cuda.out" <<'PY' || true
+summarise_selftest() {
+    python3 - "$1" <<'PY' || true
 import json, sys
 try:
     rows = json.load(open(sys.argv[1]))
@@ -51,28 +48,54 @@ for r in rows:
 for k, v in sorted(worst.items()):
     print(f"  worst {k[0]} {k[1]}: {v:.3g}")
 PY
-if command -v compute-sanitizer >/dev/null; then
-    step memcheck 180 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 \
-        "$cli" selftest --device cuda --case v3-fp8
-    grep -E "ERROR SUMMARY|Invalid|out of bounds" "$out/memcheck.out" | head -5
-fi
-step bench-v2lite-cuda 240 "$cli" bench --device cuda --random-model v2-lite --prompt 512 --gen 128 --json
-step bench-v2lite-fp8-cuda 240 "$cli" bench --device cuda --random-model v2-lite --dtype fp8 --prompt 512 --gen 128 --json
-step bench-v2lite-fp8-nographs 240 env CETUS_CUDA_GRAPHS=0 "$cli" bench --device cuda --random-model v2-lite --dtype fp8 --prompt 512 --gen 128 --json
-for f in bench-v2lite-cuda bench-v2lite-fp8-cuda bench-v2lite-fp8-nographs; do
-    python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print(sys.argv[1].split('/')[-1], {k: j.get(k) for k in ['device','prefill_tokens_per_s','decode_tokens_per_s','decode_bandwidth_gbs','device_copy_bandwidth_gbs','bandwidth_fraction','prefill_tflops','device_peak_bf16_tflops','compute_fraction']})" "$out/$f.out" 2>/dev/null || echo "$f: no JSON"
-done
-if [ -n "$demo" ]; then
-    step bench-mtp-cuda 120 "$cli" bench --device cuda --model "$demo" --gen 64 --mtp both --repeat 2 --json
-    step bench-mtp-cpu 120 "$cli" bench --device cpu --model "$demo" --gen 64 --mtp both --repeat 2 --json
-    for f in bench-mtp-cuda bench-mtp-cpu; do
-        python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print(sys.argv[1].split('/')[-1], 'speedup', j.get('speedup'), 'acceptance', j.get('mtp_on',{}).get('acceptance_rate'), 'decode off/on', j.get('mtp_off',{}).get('decode_tokens_per_s'), j.get('mtp_on',{}).get('decode_tokens_per_s'))" "$out/$f.out" 2>/dev/null || echo "$f: no JSON"
+}
+summarise_bench() {
+    for f in "$@"; do
+        python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print(sys.argv[1].split('/')[-1], {k: j.get(k) for k in ['device','prefill_tokens_per_s','decode_tokens_per_s','decode_bytes_per_token','decode_bandwidth_gbs','device_copy_bandwidth_gbs','bandwidth_fraction','prefill_tflops','device_peak_bf16_tflops','compute_fraction']})" "$out/$f.out" 2>/dev/null || echo "$f: no JSON"
     done
-fi
-if [ "$mode" = full ] && command -v ncu >/dev/null; then
-    step ncu-decode 240 ncu --set basic --launch-skip 200 --launch-count 60 -o "$out/decode" \
-        "$cli" bench --device cuda --random-model v2-lite --layers 4 --prompt 64 --gen 8
-    ncu --import "$out/decode.ncu-rep" --page raw --csv \
-        --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed > "$out/ncu-summary.csv" 2>/dev/null
-fi
+}
+
+case "$mode" in
+conformance)
+    { nvidia-smi; nvidia-smi --query-gpu=name,memory.total,clocks.max.memory,driver_version --format=csv; } > "$out/gpu.txt" 2>&1
+    head -15 "$out/gpu.txt"
+    "$cli" --version > "$out/version.txt" 2>&1
+    step info-cuda 60 "$cli" info --device cuda --model tests/data/golden/v3-noaux
+    step selftest-cuda 300 "$cli" selftest --device cuda --compare small --json
+    summarise_selftest "$out/selftest-cuda.out"
+    grep -h "graphs off" "$out/selftest-cuda.log" | head -3
+    if command -v compute-sanitizer >/dev/null; then
+        step memcheck 150 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 \
+            "$cli" selftest --device cuda --case v3-fp8
+        grep -E "ERROR SUMMARY|Invalid|out of bounds" "$out/memcheck.out" | head -5
+    fi
+    ;;
+bench)
+    step bench-v2lite-cuda 170 "$cli" bench --device cuda --random-model v2-lite --prompt 512 --gen 128 --json
+    step bench-v2lite-fp8-cuda 130 "$cli" bench --device cuda --random-model v2-lite --dtype fp8 --prompt 512 --gen 64 --json
+    step bench-v2lite-fp8-nographs 110 env CETUS_CUDA_GRAPHS=0 "$cli" bench --device cuda --random-model v2-lite --dtype fp8 --prompt 64 --gen 32 --json
+    summarise_bench bench-v2lite-cuda bench-v2lite-fp8-cuda bench-v2lite-fp8-nographs
+    if [ -n "$demo" ]; then
+        step bench-mtp-cuda 60 "$cli" bench --device cuda --model "$demo" --gen 64 --mtp both --repeat 2 --json
+        step bench-mtp-cpu 60 "$cli" bench --device cpu --threads 1 --model "$demo" --gen 64 --mtp both --repeat 2 --json
+        for f in bench-mtp-cuda bench-mtp-cpu; do
+            python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print(sys.argv[1].split('/')[-1], 'speedup', j.get('speedup'), 'acceptance', j.get('mtp_on',{}).get('acceptance_rate'), 'decode off/on', j.get('mtp_off',{}).get('decode_tokens_per_s'), j.get('mtp_on',{}).get('decode_tokens_per_s'))" "$out/$f.out" 2>/dev/null || echo "$f: no JSON"
+        done
+    fi
+    ;;
+full)
+    step selftest-cuda-full 500 "$cli" selftest --device cuda --compare full --json
+    summarise_selftest "$out/selftest-cuda-full.out"
+    if command -v ncu >/dev/null; then
+        step ncu-decode 240 ncu --set basic --launch-skip 200 --launch-count 60 -o "$out/decode" \
+            env CETUS_CUDA_GRAPHS=0 "$cli" bench --device cuda --random-model v2-lite --layers 4 --prompt 64 --gen 8
+        ncu --import "$out/decode.ncu-rep" --page raw --csv \
+            --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed > "$out/ncu-summary.csv" 2>/dev/null
+    fi
+    ;;
+*)
+    echo "usage: installer/gpu-check.sh conformance|bench|full" >&2
+    exit 2
+    ;;
+esac
 exit 0

@@ -206,6 +206,7 @@ private:
     void enqueue_mtp(int64_t k, int64_t n, bool want_hidden);
     // Enqueues `enqueue` as a replayed graph when the key allows it, directly otherwise.
     void run(const GraphKey& key, const std::function<void()>& enqueue);
+    void run_and_wait(const GraphKey& key, const std::function<void()>& enqueue);
     // Captures and instantiates `enqueue`; empty (and graphs off) on any failure.
     GraphExec capture(const std::function<void()>& enqueue);
     void disable_graphs(const std::string& why);
@@ -493,8 +494,7 @@ void CudaBackend::forward(const int32_t* ids, int64_t T, int64_t start_pos, cons
         std::memcpy(m_h.ids, ids + t0, size_t(n) * sizeof(int32_t));
         // Only calls of up to k_graph_max_tokens replay; they are one chunk (n == T).
         const GraphKey key{-1, T, opt.all_logits, opt.want_hidden, opt.want_routing};
-        run(key, [&] { enqueue_forward(n, rows, opt); });
-        CETUS_CUDA(cudaStreamSynchronize(m_stream.get()));
+        run_and_wait(key, [&] { enqueue_forward(n, rows, opt); });
         if (rows > 0)
             std::memcpy(out.logits.data() + (opt.all_logits ? t0 * V : 0), m_h.logits,
                         size_t(rows * V) * sizeof(float));
@@ -558,8 +558,7 @@ void CudaBackend::mtp_forward(int64_t k, const float* hidden, const int32_t* nex
         std::memcpy(m_h.ids, next_ids + t0, size_t(n) * sizeof(int32_t));
         std::memcpy(m_h.hidden_in, hidden + t0 * H, size_t(n * H) * sizeof(float));
         const GraphKey key{k, T, false, want_hidden, false};
-        run(key, [&] { enqueue_mtp(k, n, want_hidden); });
-        CETUS_CUDA(cudaStreamSynchronize(m_stream.get()));
+        run_and_wait(key, [&] { enqueue_mtp(k, n, want_hidden); });
         std::memcpy(logits.data() + t0 * V, m_h.logits, size_t(n * V) * sizeof(float));
         if (want_hidden) std::memcpy(y.data() + t0 * H, m_h.hidden_out, size_t(n * H) * sizeof(float));
     }
@@ -616,7 +615,25 @@ void CudaBackend::run(const GraphKey& key, const std::function<void()>& enqueue)
         }
         it->exec = std::move(exec);
     }
-    CETUS_CUDA(cudaGraphLaunch(it->exec.get(), m_stream.get()));
+    if (const cudaError_t e = cudaGraphLaunch(it->exec.get(), m_stream.get()); e != cudaSuccess) {
+        // A failed launch enqueued nothing: drop graphs and run the call directly
+        // (a sticky device fault surfaces there as the real error).
+        it->exec = GraphExec{};
+        disable_graphs(std::string("cudaGraphLaunch: ") + cudaGetErrorString(e));
+        enqueue();
+    }
+}
+
+// run() and the wait for its results. On an error, work already queued is
+// waited for too, so the next call can reuse the staging buffers.
+void CudaBackend::run_and_wait(const GraphKey& key, const std::function<void()>& enqueue) {
+    try {
+        run(key, enqueue);
+    } catch (...) {
+        (void)cudaStreamSynchronize(m_stream.get());
+        throw;
+    }
+    CETUS_CUDA(cudaStreamSynchronize(m_stream.get()));
 }
 
 GraphExec CudaBackend::capture(const std::function<void()>& enqueue) {

@@ -352,6 +352,18 @@ void compare_backends(const RandomModelOptions& ro, std::vector<CheckResult>& ou
                 if (differ == 0) r.close(tag + "router gate weights", got.prefill.routing.weights, ref.prefill.routing.weights, m.tol, 0);
             }
             if (std::string(m.name) == "exact") {
+                // Decode steps replay CUDA graphs (step 1 runs directly, step 2 is
+                // captured, 3-8 replay): the same bits as launching kernel by kernel.
+                std::unique_ptr<Backend> direct;
+                {
+                    EnvGuard env("CETUS_CUDA_EXACT", m.env);
+                    EnvGuard graphs("CETUS_CUDA_GRAPHS", "0");
+                    direct = create_cuda_backend(*model, cap, {});
+                }
+                const Pass d = run_script(*direct, *model, prompt, steps, &ref.prefill.hidden);
+                direct.reset();
+                r.check(tag + "CUDA graphs == direct launches (bit for bit)", d.decode == got.decode && d.mtp == got.mtp,
+                        0, 0, d.decode == got.decode ? "MTP logits differ" : "decode logits differ");
                 const auto g_off = greedy(*model, *gpu, prompt, false);
                 r.check(tag + "greedy generation == CPU", g_off == cpu_greedy, 0, 0,
                         std::to_string(g_off.size()) + " vs " + std::to_string(cpu_greedy.size()) + " tokens");
