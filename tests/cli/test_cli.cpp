@@ -16,14 +16,18 @@ QString model_dir(const QTemporaryDir& tmp) {
     return tmp.path();
 }
 
-QByteArray run(const QStringList& args, const QByteArray& input = {}, int* code = nullptr) {
+QByteArray run(const QStringList& args, const QByteArray& input = {}, int* code = nullptr,
+               const QProcessEnvironment& env = QProcessEnvironment::systemEnvironment(), QByteArray* err = nullptr) {
     QProcess p;
+    p.setProcessEnvironment(env);
     p.start(QStringLiteral(CETUS_CLI_BINARY), args);
     p.write(input);
     p.closeWriteChannel();
     if (!p.waitForFinished(120000)) qWarning("cetus-cli timed out");
     if (code) *code = p.exitCode();
-    if (p.exitCode() != 0) qWarning("%s", p.readAllStandardError().constData());
+    const QByteArray e = p.readAllStandardError();
+    if (err) *err = e;
+    else if (p.exitCode() != 0) qWarning("%s", e.constData());
     return p.readAllStandardOutput();
 }
 
@@ -32,6 +36,37 @@ QByteArray run(const QStringList& args, const QByteArray& input = {}, int* code 
 class TestCli : public QObject {
     Q_OBJECT
 private slots:
+    // A damaged or foreign file where the CUDA plug-in should be: --device cuda says
+    // which file and what is wrong; auto runs on the CPU and says why.
+    void badCudaPluginIsReported() {
+        QTemporaryDir tmp;
+        const QString junk = tmp.filePath(QStringLiteral("libcetus-cuda.so"));
+        QFile f(junk);
+        QVERIFY(f.open(QIODevice::WriteOnly));
+        f.write("\x7f" "ELF but not really a shared object");
+        f.close();
+        const QString m = QStringLiteral(CETUS_TEST_DATA "/golden/v3-noaux");
+        struct Case {
+            QString plugin, want;
+        };
+        const QString libm = QStringLiteral("/lib/x86_64-linux-gnu/libm.so.6");
+        QList<Case> cases = {{junk, QStringLiteral("cannot be loaded")}};
+        if (QFile::exists(libm)) cases.append({libm, QStringLiteral("is not a CUDA plug-in")});
+        for (const Case& c : cases) {
+            QProcessEnvironment env = QProcessEnvironment::systemEnvironment();
+            env.insert(QStringLiteral("CETUS_CUDA_PLUGIN"), c.plugin);
+            int code = 0;
+            QByteArray err;
+            run({"info", "--model", m, "--device", "cuda"}, {}, &code, env, &err);
+            QVERIFY2(code != 0, err.constData());
+            QVERIFY2(err.contains(c.plugin.toUtf8()) && err.contains(c.want.toUtf8()), err.constData());
+            const QByteArray out = run({"info", "--model", m, "--device", "auto"}, {}, &code, env, &err);
+            QCOMPARE(code, 0);
+            QVERIFY2(err.contains("using the CPU backend") && err.contains(c.want.toUtf8()), err.constData());
+            QVERIFY(out.contains("v3-noaux"));
+        }
+    }
+
     void generateJson() {
         QTemporaryDir tmp;
         const QString m = model_dir(tmp);
