@@ -4,6 +4,8 @@
 
 #include "cetus/engine.h"
 
+#include <nlohmann/json.hpp>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -18,5 +20,9 @@ uint64_t peak_rss_bytes();  // VmHWM of this process
 std::string default_fixtures_dir();
 // `given` when not empty, else the bundled demo model (app/common/model_paths.h); throws when there is none.
 std::string model_or_bundled(const std::string& given);
+
+// A generation's statistics as JSON (serve's "stats" object, generate's and chat's
+// summaries): tokens, speeds, MTP drafts and acceptance, cache bytes.
+nlohmann::json stats_json(const GenerationStats& s);
 
 }  // namespace cetus::cli

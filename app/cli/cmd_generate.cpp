@@ -10,23 +10,15 @@
 
 namespace cetus::cli {
 
+// The summary line: the answer and how it ended, then the statistics (n_tokens
+// repeats generated_tokens under the name the summary has always used).
 nlohmann::json summary_json(const GenerateResult& r) {
-    const auto& s = r.stats;
-    return {{"text", r.text},
-            {"finish_reason", finish_reason_name(r.finish)},
-            {"n_tokens", s.generated_tokens},
-            {"prompt_tokens", s.prompt_tokens},
-            {"reused_prefix_tokens", s.reused_prefix_tokens},
-            {"prefill_tokens_per_s", s.prefill_tokens_per_s},
-            {"decode_tokens_per_s", s.decode_tokens_per_s},
-            {"mtp", r.mtp_used},
-            {"drafts_proposed", s.drafts_proposed},
-            {"drafts_accepted", s.drafts_accepted},
-            {"acceptance_rate", s.acceptance_rate()},
-            {"mean_accepted_length", s.mean_accepted_length()},
-            {"kv_cache_bytes", s.kv_bytes_used},
-            {"kv_cache_capacity_bytes", s.kv_bytes_capacity},
-            {"tokens_cached", s.tokens_cached}};
+    nlohmann::json j = {{"text", r.text},
+                        {"finish_reason", finish_reason_name(r.finish)},
+                        {"n_tokens", r.stats.generated_tokens},
+                        {"mtp", r.mtp_used}};
+    j.update(stats_json(r.stats));
+    return j;
 }
 
 void add_generate_command(CLI::App& app) {

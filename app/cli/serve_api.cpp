@@ -206,24 +206,6 @@ json usage_json(const GenerationStats& s) {
             {"total_tokens", s.prompt_tokens + s.generated_tokens}};
 }
 
-json stats_json(const GenerationStats& s) {
-    return {{"prompt_tokens", s.prompt_tokens},
-            {"reused_prefix_tokens", s.reused_prefix_tokens},
-            {"generated_tokens", s.generated_tokens},
-            {"verify_steps", s.verify_steps},
-            {"drafts_proposed", s.drafts_proposed},
-            {"drafts_accepted", s.drafts_accepted},
-            {"acceptance_rate", s.acceptance_rate()},
-            {"mean_accepted_length", s.mean_accepted_length()},
-            {"kv_cache_bytes", s.kv_bytes_used},
-            {"kv_cache_capacity_bytes", s.kv_bytes_capacity},
-            {"tokens_cached", s.tokens_cached},
-            {"prefill_tokens_per_s", s.prefill_tokens_per_s},
-            {"decode_tokens_per_s", s.decode_tokens_per_s},
-            {"prefill_ms", s.prefill_ms},
-            {"decode_ms", s.decode_ms}};
-}
-
 json routing_ids_json(int32_t n_layers, int32_t top_k, const std::vector<int32_t>& ids) {
     json out = json::array();
     for (int32_t l = 0; l < n_layers && ids.size() >= size_t(n_layers) * size_t(top_k); ++l)

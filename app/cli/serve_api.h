@@ -5,6 +5,7 @@
 #pragma once
 
 #include "cetus/generate.h"
+#include "cli_util.h"
 
 #include <nlohmann/json.hpp>
 
@@ -47,7 +48,6 @@ ParseResult parse_chat_request(const std::string& body, const std::string& model
 const char* openai_finish_reason(FinishReason r) noexcept;
 
 nlohmann::json usage_json(const GenerationStats& s);
-nlohmann::json stats_json(const GenerationStats& s);
 // routing [n_moe_layers][top_k] expert ids and weights of one token event.
 nlohmann::json routing_ids_json(int32_t n_layers, int32_t top_k, const std::vector<int32_t>& ids);
 nlohmann::json routing_weights_json(int32_t n_layers, int32_t top_k, const std::vector<float>& weights);
