@@ -1,7 +1,7 @@
 // Backend: where the model's forward passes run and where its latent cache
 // lives. The generator, the benchmarks and the conformance suite talk to a
 // Backend only; the CPU backend (Model + KvCache in host memory) is the
-// reference, the CUDA backend (engine/cuda, a plug-in loaded at run time)
+// reference, the CUDA backend (engine/src/cuda, a plug-in loaded at run time)
 // follows it.
 #pragma once
 

@@ -70,11 +70,7 @@ void EngineGenerationService::cancelLoad() {
 quint64 EngineGenerationService::generate(const GenerationParams& params) {
     const quint64 id = m_next_id++;
     if (m_running_id != 0) {
-        GenerationOutcome refused;
-        refused.request_id = id;
-        refused.finish = FinishKind::Error;
-        refused.error = tr("Another answer is still being generated.");
-        QMetaObject::invokeMethod(this, [this, refused] { emit generationFinished(refused); }, Qt::QueuedConnection);
+        refuseWhileBusy(id);
         return id;
     }
     m_running_id = id;

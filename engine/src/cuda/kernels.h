@@ -34,7 +34,8 @@ struct RowGroups {
     int64_t x_step = 0, y_step = 0;
 };
 
-// ---- kernels.cu: gathers, norms, rotary, elementwise ----
+// ---- gathers, norms, rotary, elementwise: embed.cu, rmsnorm.cu, add_rmsnorm.cu, add.cu,
+//      silu_mul.cu, latent_cache.cu, rope_q.cu, to_bf16.cu ----
 
 // out[t, :] = embedding row ids[t] as fp32.  out: [n, m.cols]
 void launch_embed(const DeviceMatrix& m, const int32_t* ids, int64_t n, float* out, cudaStream_t s);
@@ -66,7 +67,7 @@ void launch_rope_q(float* q, int64_t n, int64_t n_h, int64_t d_n, int64_t d_r, c
 void launch_to_bf16(const float* x, int64_t ldx, int64_t n_rows, int64_t cols, uint16_t* out, int64_t ldo,
                     cudaStream_t s);
 
-// ---- matmul.cu ----
+// ---- matrix products: matvec.cu, dequant_fp8.cu ----
 
 // y[t, g * y_step + r] = sum_c W[w_row0 + g * w_row_step + r, c] * x[t, g * x_step + c], fp32
 // accumulation, one warp per output row and up to 8 tokens per pass over the weights.
@@ -75,7 +76,7 @@ void launch_matvec(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n
 // out[r, c] = bf16(fp8(r, c) * scale) with out's rows w.ld apart.
 void launch_dequant_fp8(const DeviceMatrix& w, uint16_t* out, cudaStream_t s);
 
-// ---- attention.cu: absorbed multi-head latent attention ----
+// ---- absorbed multi-head latent attention: absorb_q.cu, mla_attention.cu ----
 
 struct MlaShape {
     int64_t n_h = 0, d_n = 0, d_r = 0, d_v = 0, d_c = 0;
@@ -106,7 +107,8 @@ void launch_mla_attention(const float* q_abs, const float* q, const float* cache
                           const int64_t* start_pos, const MlaShape& m, float scale, int n_sm,
                           const AttentionPartials& parts, float* ctx, cudaStream_t s);
 
-// ---- moe.cu: routing and grouped experts ----
+// ---- routing and grouped experts: moe_route.cu, moe_group_pairs.cu, moe_experts.cu,
+//      moe_combine.cu ----
 
 struct RouteParams {
     int32_t n_experts = 0, top_k = 0, n_group = 1, topk_group = 1;

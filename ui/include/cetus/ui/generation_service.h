@@ -34,6 +34,17 @@ signals:
     void loadFailed(const QString& message, bool cancelled);
     void generationChunk(const cetus::ui::GenerationChunk& chunk);
     void generationFinished(const cetus::ui::GenerationOutcome& outcome);
+
+protected:
+    // Refuses request `id` because another one runs: generationFinished(Error), queued
+    // so the caller sees it after generate() has returned the id.
+    void refuseWhileBusy(quint64 id) {
+        GenerationOutcome refused;
+        refused.request_id = id;
+        refused.finish = FinishKind::Error;
+        refused.error = tr("Another answer is still being generated.");
+        QMetaObject::invokeMethod(this, [this, refused] { emit generationFinished(refused); }, Qt::QueuedConnection);
+    }
 };
 
 }  // namespace cetus::ui

@@ -1,7 +1,8 @@
 // The fp32 matrix-vector kernel behind every product with few tokens (decode,
-// MTP drafts, CETUS_CUDA_EXACT): one warp per output row, the weight row read
-// once per 8 tokens, fp32 accumulation. Also the FP8 -> bf16 expansion that
-// feeds cuBLAS for longer chunks (gemm.cpp).
+// MTP drafts, CETUS_CUDA_EXACT), over groups of rows: cpu::matmul and
+// cpu::matmul_strided (cpu/ops.cpp) up to summation order. One warp per output
+// row, 8 rows per block, grid.y the row group; the weight row is read once per
+// 8 tokens, fp32 accumulation.
 #include "cuda_util.h"
 #include "device_math.cuh"
 
@@ -57,14 +58,6 @@ void launch_dtype(const DeviceMatrix& w, const float* x, int64_t ldx, int n, flo
     else launch_tokens<DT, false>(w, x, ldx, n, y, ldy, g, s);
 }
 
-__global__ void dequant_fp8_kernel(DeviceMatrix w, uint16_t* __restrict__ out) {
-    const int64_t total = w.rows * w.cols;
-    for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
-        const int64_t r = i / w.cols, c = i % w.cols;
-        out[r * w.ld + c] = __bfloat16_as_ushort(__float2bfloat16_rn(load_elem<DeviceDtype::F8_E4M3>(w, r, c)));
-    }
-}
-
 }  // namespace
 
 void launch_matvec(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy,
@@ -84,14 +77,6 @@ void launch_matvec(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n
         case DeviceDtype::F8_E4M3: launch_dtype<DeviceDtype::F8_E4M3>(w, xt, ldx, nt, yt, ldy, g, x_vec, s); break;
         }
     }
-}
-
-void launch_dequant_fp8(const DeviceMatrix& w, uint16_t* out, cudaStream_t s) {
-    const int64_t total = w.rows * w.cols;
-    if (total <= 0) return;
-    const unsigned blocks = unsigned(std::min<int64_t>((total + 255) / 256, 65536));
-    dequant_fp8_kernel<<<blocks, 256, 0, s>>>(w, out);
-    CETUS_CUDA_LAUNCHED("dequant_fp8_kernel");
 }
 
 }  // namespace cetus::cuda

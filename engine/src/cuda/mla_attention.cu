@@ -1,5 +1,12 @@
-// Absorbed multi-head latent attention (mla.cpp, absorbed branch): the query
-// absorption q_abs = W_UK^T q_nope, then flash-decoding over the latent cache.
+// Absorbed multi-head latent attention (mla.cpp, mla_forward's absorbed
+// branch): flash-decoding of softmax((q_abs . c_s + q_pe . kpe_s) * scale)
+// over the latent cache, plus the log-sum-exp merge of per-token splits.
+// Grid (splits, n_h / 8 rounded up, tokens) of 256 threads, one warp per
+// head; the merge takes one block of 128 per (head, token).
+#include "cuda_util.h"
+#include "device_math.cuh"
+#include "launch_util.cuh"
+
 // One block takes one token, eight heads and one split of the cached rows; a
 // tile of rows is staged in shared memory once and read by all eight heads;
 // each warp keeps its head's online softmax (running max, sum and context) in
@@ -13,10 +20,6 @@
 // token plus the merge, so the launch is the same at every position (a CUDA
 // graph replays it). Prefill chunks (more tokens) have blocks enough and take
 // each token's rows in one block.
-#include "cuda_util.h"
-#include "device_math.cuh"
-
-#include <algorithm>
 
 namespace cetus::cuda {
 namespace {
@@ -29,10 +32,6 @@ constexpr int k_rope_per_lane = int(k_attention_max_rope / 32);
 constexpr int k_split_max_tokens = 16;  // batches up to this size split per token
 constexpr int k_split_cap = 32;         // splits per token
 constexpr int k_split_min_rows = 64;    // rows per split before the cap is reached
-constexpr int k_absorb_threads = 128;
-constexpr int k_absorb_tokens = 8;
-
-__host__ __device__ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // How a token that sees n_rows cache rows is split: rows per split (a multiple
 // of the tile) and the number of non-empty splits. A function of n_rows only.
@@ -44,34 +43,6 @@ __host__ __device__ inline SplitPlan split_plan(int64_t n_rows, bool split) {
     const int64_t want = min(int64_t(k_split_cap), ceil_div(n_rows, k_split_min_rows));
     const int64_t rows = ceil_div(ceil_div(n_rows, want), k_tile_rows) * k_tile_rows;
     return {rows, ceil_div(n_rows, rows)};
-}
-
-// Column c of W_UK_h for 8 tokens per thread: the same j order as the CPU's axpy loop.
-template <DeviceDtype DT>
-__global__ void __launch_bounds__(k_absorb_threads)
-    absorb_q_kernel(DeviceMatrix kv_b, const float* __restrict__ q, int64_t n, MlaShape m,
-                    float* __restrict__ q_abs) {
-    extern __shared__ float q_nope[];  // [k_absorb_tokens, d_n]
-    const int64_t h = blockIdx.y, t0 = int64_t(blockIdx.z) * k_absorb_tokens;
-    const int nt = int(min(int64_t(k_absorb_tokens), n - t0));
-    const int64_t d_qk = m.d_n + m.d_r;
-    for (int64_t i = threadIdx.x; i < nt * m.d_n; i += blockDim.x)
-        q_nope[i] = q[((t0 + i / m.d_n) * m.n_h + h) * d_qk + i % m.d_n];
-    __syncthreads();
-    const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (c >= m.d_c) return;
-    const int64_t row0 = h * (m.d_n + m.d_v);
-    float acc[k_absorb_tokens] = {};
-#pragma unroll 4
-    for (int64_t j = 0; j < m.d_n; ++j) {
-        const float w = load_elem<DT>(kv_b, row0 + j, c);
-#pragma unroll
-        for (int t = 0; t < k_absorb_tokens; ++t)
-            if (t < nt) acc[t] = fmaf(q_nope[t * m.d_n + j], w, acc[t]);
-    }
-#pragma unroll
-    for (int t = 0; t < k_absorb_tokens; ++t)
-        if (t < nt) q_abs[((t0 + t) * m.n_h + h) * m.d_c + c] = acc[t];
 }
 
 struct AttentionLaunch {
@@ -232,26 +203,6 @@ __global__ void attention_merge_kernel(AttentionLaunch a) {
 size_t tile_bytes(int64_t width) { return size_t(k_tile_rows) * size_t(width) * sizeof(float); }
 
 }  // namespace
-
-void launch_absorb_q(const DeviceMatrix& kv_b, const float* q, int64_t n, const MlaShape& m, float* q_abs,
-                     cudaStream_t s) {
-    if (n <= 0) return;
-    const dim3 grid(unsigned(ceil_div(m.d_c, k_absorb_threads)), unsigned(m.n_h),
-                    unsigned(ceil_div(n, k_absorb_tokens)));
-    const size_t shared = size_t(k_absorb_tokens * m.d_n) * sizeof(float);
-    switch (kv_b.dtype) {
-    case DeviceDtype::F32:
-        absorb_q_kernel<DeviceDtype::F32><<<grid, k_absorb_threads, shared, s>>>(kv_b, q, n, m, q_abs);
-        break;
-    case DeviceDtype::BF16:
-        absorb_q_kernel<DeviceDtype::BF16><<<grid, k_absorb_threads, shared, s>>>(kv_b, q, n, m, q_abs);
-        break;
-    case DeviceDtype::F8_E4M3:
-        absorb_q_kernel<DeviceDtype::F8_E4M3><<<grid, k_absorb_threads, shared, s>>>(kv_b, q, n, m, q_abs);
-        break;
-    }
-    CETUS_CUDA_LAUNCHED("absorb_q_kernel");
-}
 
 bool setup_attention(int64_t cache_width, size_t max_shared_per_block) {
     const size_t bytes = tile_bytes(cache_width);

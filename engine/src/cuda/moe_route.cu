@@ -1,0 +1,200 @@
+// The MoE gate: route_token (moe.cpp) for every token, sigmoid or softmax
+// scores, the correction bias, group top-k and top-k with the CPU's tie rules;
+// ids and weights stay on the device. One warp per token, 4 tokens per block,
+// per-warp scratch in dynamic shared memory.
+#include "cuda_util.h"
+#include "device_math.cuh"
+
+#include <climits>
+
+namespace cetus::cuda {
+namespace {
+
+constexpr int k_route_warps = 4;  // tokens per block
+
+// std::partial_sort(order, order + keep, order + len, score[x] > score[y]) as
+// libstdc++ implements it (heap select), so equal group scores keep the same
+// groups as on the CPU. Only the kept set matters, so the final sort_heap is left out.
+__device__ void push_heap(int* a, int hole, int top, int value, const float* score) {
+    int parent = (hole - 1) / 2;
+    while (hole > top && score[a[parent]] > score[value]) {
+        a[hole] = a[parent];
+        hole = parent;
+        parent = (hole - 1) / 2;
+    }
+    a[hole] = value;
+}
+
+__device__ void adjust_heap(int* a, int hole, int len, int value, const float* score) {
+    const int top = hole;
+    int child = hole;
+    while (child < (len - 1) / 2) {
+        child = 2 * (child + 1);
+        if (score[a[child]] > score[a[child - 1]]) child--;
+        a[hole] = a[child];
+        hole = child;
+    }
+    if ((len & 1) == 0 && child == (len - 2) / 2) {
+        child = 2 * (child + 1);
+        a[hole] = a[child - 1];
+        hole = child - 1;
+    }
+    push_heap(a, hole, top, value, score);
+}
+
+__device__ void heap_select(int* a, int middle, int len, const float* score) {
+    if (middle <= 0) return;
+    if (middle >= 2) {
+        for (int parent = (middle - 2) / 2;; --parent) {
+            adjust_heap(a, parent, middle, a[parent], score);
+            if (parent == 0) break;
+        }
+    }
+    for (int i = middle; i < len; ++i) {
+        if (score[a[i]] > score[a[0]]) {  // __pop_heap(first, middle, i)
+            const int value = a[i];
+            a[i] = a[0];
+            adjust_heap(a, 0, middle, value, score);
+        }
+    }
+}
+
+// The CPU's expert order: higher choice first, equal choices by lower id.
+__device__ __forceinline__ bool better(float c, int id, float best_c, int best_id) {
+    return c > best_c || (c == best_c && id < best_id);
+}
+
+// One warp per token; per-warp shared memory: scores [E], choice [E], group
+// scores [G], group order [G], kept flags [G], chosen ids [K].
+__global__ void __launch_bounds__(32 * k_route_warps)
+    route_kernel(const float* __restrict__ z, int64_t n, RouteParams p, int32_t* __restrict__ ids,
+                 float* __restrict__ weights, int64_t stride) {
+    extern __shared__ float route_smem[];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int64_t t = int64_t(blockIdx.x) * k_route_warps + warp;
+    if (t >= n) return;  // the kernel synchronises warps only
+    const int E = p.n_experts, G = p.n_group, K = p.top_k;
+    float* s = route_smem + int64_t(warp) * (2 * E + 3 * G + K);
+    float* choice = s + E;
+    float* group_score = choice + E;
+    int* group_order = reinterpret_cast<int*>(group_score + G);
+    int* group_kept = group_order + G;
+    int* chosen = group_kept + G;
+    const float* zt = z + t * E;  // [E]
+
+    if (p.sigmoid) {
+        for (int e = lane; e < E; e += 32) s[e] = 1.0f / (1.0f + expf(-zt[e]));
+    } else {  // cpu::softmax: max, exp, the sum in index order, times the reciprocal
+        float mx = -INFINITY;
+        for (int e = lane; e < E; e += 32) mx = fmaxf(mx, zt[e]);
+        mx = warp_max(mx);
+        for (int e = lane; e < E; e += 32) s[e] = expf(zt[e] - mx);
+        __syncwarp();
+        float inv = 0.0f;
+        if (lane == 0) {
+            float sum = 0.0f;
+            for (int e = 0; e < E; ++e) sum += s[e];
+            inv = 1.0f / sum;
+        }
+        inv = __shfl_sync(k_full_mask, inv, 0);
+        __syncwarp();  // lane 0 has read every score before any is scaled
+        for (int e = lane; e < E; e += 32) s[e] *= inv;
+    }
+    for (int e = lane; e < E; e += 32) choice[e] = s[e] + (p.bias ? p.bias[e] : 0.0f);
+    __syncwarp();
+
+    if (p.method != 0 && G > 1) {
+        const int per = E / G;
+        for (int g = lane; g < G; g += 32) {
+            const float* cg = choice + g * per;
+            if (p.method == 2) {  // noaux_tc: sum of the two best
+                float a = -INFINITY, b = -INFINITY;
+                for (int i = 0; i < per; ++i) {
+                    if (cg[i] > a) {
+                        b = a;
+                        a = cg[i];
+                    } else if (cg[i] > b) {
+                        b = cg[i];
+                    }
+                }
+                group_score[g] = a + b;
+            } else {  // group_limited_greedy: the best (std::max_element)
+                float best = cg[0];
+                for (int i = 1; i < per; ++i)
+                    if (best < cg[i]) best = cg[i];
+                group_score[g] = best;
+            }
+        }
+        __syncwarp();
+        if (lane == 0) {
+            for (int g = 0; g < G; ++g) {
+                group_order[g] = g;
+                group_kept[g] = 0;
+            }
+            heap_select(group_order, p.topk_group, G, group_score);
+            for (int i = 0; i < p.topk_group; ++i) group_kept[group_order[i]] = 1;
+        }
+        __syncwarp();
+        for (int e = lane; e < E; e += 32)
+            if (!group_kept[e / per]) choice[e] = -INFINITY;
+        __syncwarp();
+    }
+
+    // Top K by (choice desc, id asc): K rounds of a warp arg-max; lane l owns
+    // experts l, l + 32, ... and marks the ones already taken in a bit mask.
+    uint32_t taken = 0;
+    for (int k = 0; k < K; ++k) {
+        float best_c = -INFINITY;
+        int best_id = INT_MAX;
+        for (int i = 0, e = lane; e < E; ++i, e += 32)
+            if (!((taken >> i) & 1u) && better(choice[e], e, best_c, best_id)) {
+                best_c = choice[e];
+                best_id = e;
+            }
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) {
+            const float oc = __shfl_xor_sync(k_full_mask, best_c, off);
+            const int oid = __shfl_xor_sync(k_full_mask, best_id, off);
+            if (better(oc, oid, best_c, best_id)) {
+                best_c = oc;
+                best_id = oid;
+            }
+        }
+        // best_id stays INT_MAX only if NaN choices left fewer than K candidates;
+        // expert 0 then stands in, keeping every index in range.
+        if (best_id >= E) best_id = 0;
+        else if ((best_id & 31) == lane) taken |= 1u << (best_id >> 5);
+        if (lane == 0) chosen[k] = best_id;
+    }
+    __syncwarp();
+    if (lane == 0) {
+        for (int k = 1; k < K; ++k) {  // ids ascending
+            const int v = chosen[k];
+            int j = k;
+            for (; j > 0 && chosen[j - 1] > v; --j) chosen[j] = chosen[j - 1];
+            chosen[j] = v;
+        }
+        float sum = 0.0f;
+        for (int k = 0; k < K; ++k) sum += s[chosen[k]];  // unbiased scores
+        for (int k = 0; k < K; ++k) {
+            float w = s[chosen[k]];
+            if (p.normalise) w /= (sum + 1e-20f);
+            w *= p.scaling;
+            ids[t * stride + k] = chosen[k];
+            weights[t * stride + k] = w;
+        }
+    }
+}
+
+}  // namespace
+
+void launch_route(const float* z, int64_t n, const RouteParams& p, int32_t* ids, float* weights, int64_t stride,
+                  cudaStream_t s) {
+    if (n <= 0) return;
+    const size_t shared = size_t(k_route_warps) * size_t(2 * p.n_experts + 3 * p.n_group + p.top_k) * 4;
+    route_kernel<<<unsigned((n + k_route_warps - 1) / k_route_warps), 32 * k_route_warps, shared, s>>>(
+        z, n, p, ids, weights, stride);
+    CETUS_CUDA_LAUNCHED("route_kernel");
+}
+
+}  // namespace cetus::cuda
