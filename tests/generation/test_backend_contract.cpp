@@ -1,0 +1,139 @@
+// The generator against the Backend contract the CUDA backend enforces: every
+// forward starts at or before the cached length, positions stay inside the
+// cache, truncation only shortens, MTP rows are written contiguously. A
+// checking wrapper around the CPU backend records every violation while real
+// requests run (chats with MTP, follow-up turns reusing the prefix, regenerate,
+// sampling with several drafts, a full context, a cancelled answer), so a
+// generator change that would make the GPU throw fails here, without a GPU.
+#include "backend.h"
+#include "generator.h"
+
+#include "cetus/engine.h"
+#include "cetus/tokenizer.h"
+
+#include <QtTest>
+
+#include <atomic>
+
+namespace {
+
+class CheckingBackend final : public cetus::Backend {
+public:
+    CheckingBackend(const cetus::Model& model, int64_t capacity) : m_inner(model, capacity) {}
+
+    QStringList violations;
+    int n_forward = 0, n_mtp = 0, n_truncate = 0;
+
+    std::string name() const override { return m_inner.name(); }
+    std::string description() const override { return m_inner.description(); }
+    int64_t capacity() const override { return m_inner.capacity(); }
+    int64_t n_tokens() const override { return m_inner.n_tokens(); }
+    uint64_t kv_bytes_per_token() const override { return m_inner.kv_bytes_per_token(); }
+
+    void truncate(int64_t n) override {
+        ++n_truncate;
+        if (n < 0 || n > m_inner.n_tokens())
+            violations << QStringLiteral("truncate(%1) with %2 cached").arg(n).arg(m_inner.n_tokens());
+        m_inner.truncate(n);
+        m_mtp_rows = std::min(m_mtp_rows, n);
+    }
+    void forward(const int32_t* ids, int64_t T, int64_t start, const cetus::ForwardOptions& opt,
+                 cetus::ForwardOutput& out) override {
+        ++n_forward;
+        span("forward", T, start);
+        if (start > m_inner.n_tokens())
+            violations << QStringLiteral("forward at %1 with only %2 cached").arg(start).arg(m_inner.n_tokens());
+        m_inner.forward(ids, T, start, opt, out);
+        if (m_inner.n_tokens() != start + T) violations << QStringLiteral("n_tokens not start + T after forward");
+    }
+    void mtp_forward(int64_t k, const float* hidden, const int32_t* next_ids, int64_t T, int64_t start,
+                     std::vector<float>& logits, std::vector<float>* out_hidden) override {
+        ++n_mtp;
+        span("mtp_forward", T, start);
+        // The module attends to its own rows 0 .. start-1: they must all have been written.
+        if (start > m_mtp_rows)
+            violations << QStringLiteral("mtp_forward at %1 with only %2 MTP rows written").arg(start).arg(m_mtp_rows);
+        m_inner.mtp_forward(k, hidden, next_ids, T, start, logits, out_hidden);
+        m_mtp_rows = start + T;
+    }
+
+private:
+    void span(const char* what, int64_t T, int64_t start) {
+        if (T < 1 || start < 0 || start + T > m_inner.capacity())
+            violations << QStringLiteral("%1(T=%2, start=%3) outside the cache of %4").arg(what).arg(T).arg(start).arg(m_inner.capacity());
+    }
+    cetus::CpuBackend m_inner;
+    int64_t m_mtp_rows = 0;
+};
+
+cetus::GenerateRequest chat(std::vector<cetus::ChatMessage> messages, bool mtp, float temperature = 0.0f,
+                            int max_new = 24, int draft = 1) {
+    cetus::GenerateRequest r;
+    r.messages = std::move(messages);
+    r.sampling.temperature = temperature;
+    r.sampling.seed = 7;
+    r.max_new_tokens = max_new;
+    r.mtp = mtp;
+    r.n_draft = draft;
+    return r;
+}
+
+}  // namespace
+
+class TestBackendContract : public QObject {
+    Q_OBJECT
+private slots:
+    void generatorKeepsTheContract() {
+        cetus::EngineOptions o;
+        o.model_dir = std::string(CETUS_SOURCE_DIR) + "/resources/models/cetus-demo";
+        o.device = cetus::Device::Cpu;
+        o.max_context = 160;
+        auto engine = cetus::Engine::load(o);
+        QVERIFY(engine->tokenizer());
+        QVERIFY(engine->model().n_mtp() > 0);
+        CheckingBackend backend(engine->model(), 160);
+        cetus::Generator g(engine->model(), backend, engine->tokenizer());
+
+        // A chat with MTP, its follow-up turn (prefix reuse), and a regenerate.
+        std::vector<cetus::ChatMessage> turn = {{"user", "Hello"}};
+        auto r1 = g.run(chat(turn, true), {});
+        QVERIFY(r1.mtp_used);
+        turn.push_back({"assistant", r1.text});
+        turn.push_back({"user", "What is the capital of France?"});
+        auto r2 = g.run(chat(turn, true), {});
+        QVERIFY(r2.stats.reused_prefix_tokens > 0);
+        g.run(chat(turn, true), {});  // regenerate: all but one prompt token reused
+        // Sampling with three drafts, then plain decoding on the same cache.
+        g.run(chat(turn, true, 0.9f, 40, 3), {});
+        g.run(chat(turn, false), {});
+        // Cancelled after a few tokens, then a new request.
+        std::atomic<bool> cancel{false};
+        auto req = chat({{"user", "Tell me something about the sea."}}, true, 0.8f, 60, 2);
+        req.cancel = &cancel;
+        int seen = 0;
+        auto r3 = g.run(req, [&](const cetus::TokenEvent&) {
+            if (++seen == 3) cancel = true;
+        });
+        QCOMPARE(r3.finish, cetus::FinishReason::Cancelled);
+        g.run(chat({{"user", "Hi"}}, true), {});
+        // Running into the end of the context, with drafts.
+        std::vector<cetus::ChatMessage> longer;
+        for (int i = 0; i < 4; ++i) {
+            longer.push_back({"user", "Use the word river in a sentence."});
+            longer.push_back({"assistant", "Here is an example: \"The river was navigable for 50 miles.\""});
+        }
+        longer.push_back({"user", "Spell the word cat."});
+        const int64_t n_prompt = engine->count_tokens(chat(longer, true));
+        QVERIFY2(n_prompt > 100 && n_prompt < 150, qPrintable(QString::number(n_prompt)));
+        auto r4 = g.run(chat(longer, true, 0.9f, 200, 3), {});
+        QVERIFY(r4.finish == cetus::FinishReason::ContextFull || r4.finish == cetus::FinishReason::Eos ||
+                r4.finish == cetus::FinishReason::Stop);
+
+        QVERIFY(backend.n_forward > 10 && backend.n_mtp > 5 && backend.n_truncate > 3);
+        if (!backend.violations.isEmpty()) qWarning("%s", qPrintable(backend.violations.join(QLatin1Char('\n'))));
+        QCOMPARE(backend.violations.size(), 0);
+    }
+};
+
+QTEST_GUILESS_MAIN(TestBackendContract)
+#include "test_backend_contract.moc"
