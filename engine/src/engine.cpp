@@ -129,9 +129,11 @@ void Engine::make_backend(const EngineOptions& o, bool use_cuda, const LoadProgr
             m_backend = create_cuda_backend(*m_model, ctx, progress);
             return;
         } catch (const Error& e) {
-            // Auto falls back when the model does not fit; an explicit request reports it.
-            if (o.device == Device::Cuda || e.code() != ErrorCode::OutOfMemory) throw;
-            engine_log().warn("device auto: {}; using the CPU backend", e.what());
+            // Auto falls back whenever the GPU cannot take the model (too little memory,
+            // a shape the kernels do not support, a device failure); an explicit request
+            // reports it, and a cancelled load stays cancelled.
+            if (o.device == Device::Cuda || e.code() == ErrorCode::Cancelled) throw;
+            engine_log().warn("device auto: the GPU cannot run this model ({}); using the CPU backend", e.what());
         }
     }
     m_backend = std::make_unique<CpuBackend>(*m_model, ctx);

@@ -24,8 +24,9 @@ enum class Device { Auto, Cpu, Cuda };
 
 struct EngineOptions {
     std::filesystem::path model_dir;
-    // Auto: the GPU when the CUDA plug-in finds one and the model fits, else the
-    // CPU (with a log line saying why). Cuda: the GPU or an Error(Device).
+    // Auto: the GPU when the CUDA plug-in finds one and the backend takes the model
+    // (memory, supported shapes), else the CPU with a log line saying why. Cuda: the
+    // GPU or an Error (Device, OutOfMemory with needed and free bytes, Unsupported).
     Device device = Device::Auto;
     int n_threads = 0;            // 0: OpenMP's default
     int64_t max_context = 4096;   // latent-cache capacity in tokens (capped by the model)
