@@ -49,10 +49,12 @@ PRESETS = {
     # ~9 M params: a longer CPU run or a small GPU run
     "cpu-large": base_config(hidden_size=256, intermediate_size=640, moe_intermediate_size=128,
                              num_hidden_layers=5, q_lora_rank=128, kv_lora_rank=96),
-    # ~18 M params, 8k vocab: the H200 model of doc §7.2 (b) (≈36 MB bf16)
-    "gpu": base_config(vocab_size=8192, hidden_size=320, intermediate_size=864,
-                       moe_intermediate_size=160, num_hidden_layers=8, num_attention_heads=5,
-                       num_key_value_heads=5, q_lora_rank=160, kv_lora_rank=96,
+    # ~15 M params, 8k vocab: the GPU model of doc §7.2 (b), sized so the stored file (with the
+    # MTP layer's own copies of embedding and head, as V3 stores them) is 38 MB in bf16, under
+    # the 40 MB the bundled model may take.
+    "gpu": base_config(vocab_size=8192, hidden_size=256, intermediate_size=640,
+                       moe_intermediate_size=112, num_hidden_layers=6, num_attention_heads=5,
+                       num_key_value_heads=5, q_lora_rank=128, kv_lora_rank=64,
                        qk_nope_head_dim=48, qk_rope_head_dim=16, v_head_dim=48,
                        n_routed_experts=16, num_experts_per_tok=2, n_group=4, topk_group=2),
 }
