@@ -36,6 +36,31 @@ QByteArray run(const QStringList& args, const QByteArray& input = {}, int* code 
 class TestCli : public QObject {
     Q_OBJECT
 private slots:
+    // The bench's limit figures against the model's own description: bytes read per
+    // decode token = BF16 active weights (one embedding row, not the table) + the
+    // latent cache up to the mean decode position; the fraction is that rate over the
+    // measured copy bandwidth.
+    void benchReportsItsLimits() {
+        int code = 0;
+        const auto info = nlohmann::json::parse(run({"info", "--random-model", "tiny", "--json"}, {}, &code));
+        QCOMPARE(code, 0);
+        const auto b = nlohmann::json::parse(
+            run({"bench", "--random-model", "tiny", "--prompt", "32", "--gen", "9", "--json", "--repeat", "1"}, {}, &code));
+        QCOMPARE(code, 0);
+        const double V = info["vocab_size"], H = info["hidden_size"], L = info["layers"];
+        const double active = info["params_active"];
+        const double row_bytes = double(info["kv_bytes_per_token"]["held"]) / (L + double(info["mtp_layers"]));
+        const double want = 2.0 * (active - V * H + H) + L * (32 + 4 + 1) * row_bytes;
+        const double got = b["decode_bytes_per_token"];
+        // Norm weights and correction biases are F32 (counted as 2 bytes in `want`): a few KiB.
+        QVERIFY2(std::abs(got - want) / want < 0.02, qPrintable(QStringLiteral("%1 vs %2").arg(got).arg(want)));
+        const double gbs = b["decode_bandwidth_gbs"], copy = b["device_copy_bandwidth_gbs"];
+        QVERIFY(copy > 0.1);
+        QVERIFY(std::abs(gbs - got * double(b["decode_tokens_per_s"]) / 1e9) / gbs < 1e-6);
+        QVERIFY(std::abs(double(b["bandwidth_fraction"]) - gbs / copy) < 1e-9);
+        QVERIFY(double(b["prefill_flops_per_token"]) > 2.0 * (active - V * H));
+    }
+
     // A damaged or foreign file where the CUDA plug-in should be: --device cuda says
     // which file and what is wrong; auto runs on the CPU and says why.
     void badCudaPluginIsReported() {
