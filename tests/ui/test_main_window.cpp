@@ -13,6 +13,9 @@
 #include <QApplication>
 #include <QClipboard>
 #include <QLabel>
+#include <QLineEdit>
+#include <QScrollBar>
+#include <QListWidget>
 #include <QPushButton>
 #include <QSettings>
 #include <QSignalSpy>
@@ -37,6 +40,7 @@ private slots:
     void errorsShowInline();
     void panelsReceiveData();
     void listModelGroupsByDay();
+    void searchHitShowsItsMessage();
 
 private:
     void loadFake();
@@ -210,6 +214,68 @@ void TestMainWindow::listModelGroupsByDay() {
     QCOMPARE(rename.count(), 1);
     QCOMPARE(rename.at(0).at(0).toLongLong(), 2);
     QVERIFY(!model.setData(model.index(0), QStringLiteral("header"), Qt::EditRole));
+}
+
+void TestMainWindow::searchHitShowsItsMessage() {
+    // A long conversation (the view starts at its end) whose second turn was answered
+    // twice; the first answer, now on an inactive branch, holds the searched word.
+    const QString filler = QStringLiteral("A long answer line about nothing in particular.\n\n").repeated(12);
+    const qint64 c = *m_store->createConversation(QStringLiteral("fake"), QString(), QStringLiteral("{}"));
+    std::optional<qint64> parent;
+    qint64 early_answer = 0, old_answer = 0;
+    for (int turn = 0; turn < 8; ++turn) {
+        parent = m_store->addMessage(c, parent, ChatRole::User, QStringLiteral("Question %1").arg(turn), MessageStatus::Complete);
+        const QString answer = (turn == 1 ? QStringLiteral("The early answer mentions xylophones. ") : QString()) + filler;
+        parent = m_store->addMessage(c, parent, ChatRole::Assistant, answer, MessageStatus::Complete);
+        if (turn == 1) early_answer = *parent;
+    }
+    // A second answer to question 7 replaces the first (kept on its branch).
+    const auto list = m_store->openConversation(c)->active_path;
+    old_answer = list.back();
+    QVERIFY(m_store->finishMessage(old_answer, QStringLiteral("The old answer talks about quinces. ") + filler,
+                                   MessageStatus::Complete, QStringLiteral("{}")));
+    const qint64 new_answer = *m_store->branchAt(old_answer, QStringLiteral("The new answer.") + filler, MessageStatus::Complete);
+    QVERIFY(m_store->setActiveMessage(c, new_answer));
+    m_window->openModel(QStringLiteral("/models/fake"));
+    QVERIFY(QTest::qWaitFor([&] { return m_service->hasModel(); }, 2000));
+
+    auto click_hit = [&](const QString& word) {
+        QLineEdit* search = nullptr;
+        for (QLineEdit* e : m_window->findChildren<QLineEdit*>())
+            if (e->placeholderText().startsWith(QStringLiteral("Search"))) search = e;
+        QVERIFY(search);
+        search->setText(word);
+        QListWidget* results = m_window->searchResults();
+        QVERIFY(QTest::qWaitFor([&] { return results->count() > 0 && (results->item(0)->flags() & Qt::ItemIsEnabled); }, 2000));
+        QTest::mouseClick(results->viewport(), Qt::LeftButton, {}, results->visualItemRect(results->item(0)).center());
+    };
+    auto visible = [&](qint64 id) {
+        for (MessageWidget* w : m_window->chatView()->messageWidgets())
+            if (w->messageId() == id) {
+                const QRect r(w->mapTo(m_window->chatView()->viewport(), QPoint(0, 0)), w->size());
+                return m_window->chatView()->viewport()->rect().intersects(r);
+            }
+        return false;
+    };
+    // On the shown path, far above the end: scrolled into sight and marked.
+    click_hit(QStringLiteral("xylophones"));
+    QCOMPARE(m_window->controller().currentConversation().value_or(0), c);
+    QVERIFY(QTest::qWaitFor([&] { return visible(early_answer); }, 2000));
+    QCOMPARE(m_window->chatView()->markedMessage(), early_answer);
+    // Once the views have their real heights (the content is then far taller than the view).
+    QVERIFY(QTest::qWaitFor([&] {
+        return m_window->chatView()->verticalScrollBar()->maximum() > m_window->chatView()->viewport()->height() &&
+               visible(early_answer);
+    }, 3000));
+    QVERIFY(!visible(new_answer));
+    // On the other branch: the branch is switched, then the message shown.
+    m_window->chatView()->verticalScrollBar()->setValue(0);
+    click_hit(QStringLiteral("quinces"));
+    QVERIFY(QTest::qWaitFor([&] { return visible(old_answer); }, 3000));
+    const auto& shown = m_window->controller().messages();
+    QVERIFY(std::any_of(shown.begin(), shown.end(), [&](const DisplayMessage& d) { return d.record.id == old_answer; }));
+    QVERIFY(std::none_of(shown.begin(), shown.end(), [&](const DisplayMessage& d) { return d.record.id == new_answer; }));
+    QCOMPARE(m_window->chatView()->markedMessage(), old_answer);
 }
 
 QTEST_MAIN(TestMainWindow)

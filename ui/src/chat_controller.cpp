@@ -133,6 +133,32 @@ void ChatController::openConversation(qint64 id) {
     emit expertCountsChanged();
 }
 
+void ChatController::revealMessage(qint64 conversation_id, qint64 message_id) {
+    openConversation(conversation_id);
+    if (!m_conversation || m_conversation->id != conversation_id) return;
+    const auto shown = [&] {
+        return std::any_of(m_display.begin(), m_display.end(), [&](const DisplayMessage& d) { return d.record.id == message_id; });
+    };
+    if (!shown() && !isGenerating() && find(message_id)) {
+        // Another branch: follow the newest child down to that branch's latest state.
+        qint64 leaf = message_id;
+        for (bool descended = true; descended;) {
+            descended = false;
+            for (auto it = m_conversation->messages.rbegin(); it != m_conversation->messages.rend(); ++it)
+                if (it->parent_id == leaf) {
+                    leaf = it->id;
+                    descended = true;
+                    break;
+                }
+        }
+        if (m_store.setActiveMessage(conversation_id, leaf)) {
+            reload(conversation_id);
+            emit conversationChanged();
+        }
+    }
+    if (shown()) emit messageRevealed(message_id);
+}
+
 void ChatController::reload(std::optional<qint64> id) {
     m_conversation.reset();
     if (id) m_conversation = m_store.openConversation(*id);

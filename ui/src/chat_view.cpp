@@ -13,7 +13,9 @@
 #include <QPlainTextEdit>
 #include <QPushButton>
 #include <QRegularExpression>
+#include <QPointer>
 #include <QScrollBar>
+#include <QTimer>
 #include <QTextBlock>
 #include <QToolButton>
 #include <QVBoxLayout>
@@ -316,6 +318,30 @@ void ChatView::updateStreaming(qint64 message_id, const QString& text) {
 void ChatView::updateReasoning(qint64 message_id, const QString& reasoning) {
     const auto widgets = messageWidgets();
     if (!widgets.isEmpty() && widgets.back()->messageId() == message_id) widgets.back()->setStreamingReasoning(reasoning);
+}
+
+void ChatView::revealMessage(qint64 message_id) {
+    MessageWidget* target = nullptr;
+    for (MessageWidget* w : std::as_const(m_widgets))
+        if (w->messageId() == message_id) target = w;
+    if (!target) return;
+    m_marked = message_id;
+    target->setStyleSheet(QStringLiteral("#%1 { border: 2px solid palette(highlight); border-radius: 6px; }").arg(target->objectName()));
+    // After any queued scroll to the end (setMessages), and again whenever the scroll
+    // range changes during the next second: new Markdown views get their real heights
+    // only once laid out, which moves the message down.
+    QPointer<MessageWidget> guard(target);
+    const auto scroll = [this, guard] {
+        if (guard) ensureWidgetVisible(guard, 0, 40);
+    };
+    QTimer::singleShot(0, this, scroll);
+    auto* follow = new QObject(this);
+    connect(verticalScrollBar(), &QScrollBar::rangeChanged, follow, scroll);
+    QTimer::singleShot(1000, follow, &QObject::deleteLater);
+    QTimer::singleShot(2500, this, [this, guard, message_id] {
+        if (guard) guard->setStyleSheet(QString());
+        if (m_marked == message_id) m_marked = 0;
+    });
 }
 
 void ChatView::scrollToEndIfFollowing(bool following) {

@@ -164,6 +164,7 @@ MainWindow::MainWindow(HistoryStore& store, GenerationService& service, QWidget*
     connect(m_chat, &ChatView::editRequested, m_controller.get(), &ChatController::editAndResend);
     connect(m_chat, &ChatView::branchRequested, m_controller.get(), &ChatController::switchBranch);
     connect(m_chat, &ChatView::tokenClicked, m_controller.get(), &ChatController::selectToken);
+    connect(m_controller.get(), &ChatController::messageRevealed, m_chat, &ChatView::revealMessage);
     connect(m_list_model, &ConversationListModel::renameRequested, m_controller.get(), &ChatController::renameConversation);
 
     QSettings settings;
@@ -231,12 +232,12 @@ QWidget* MainWindow::buildLeft() {
         menu.exec(m_list->viewport()->mapToGlobal(pos));
     });
     connect(m_search, &QLineEdit::textChanged, this, &MainWindow::runSearch);
-    connect(m_results, &QListWidget::itemActivated, this, [this](QListWidgetItem* item) {
-        m_controller->openConversation(item->data(Qt::UserRole).toLongLong());
-    });
-    connect(m_results, &QListWidget::itemClicked, this, [this](QListWidgetItem* item) {
-        m_controller->openConversation(item->data(Qt::UserRole).toLongLong());
-    });
+    // A search hit opens its conversation at the matching message (on its branch).
+    const auto open_hit = [this](QListWidgetItem* item) {
+        m_controller->revealMessage(item->data(Qt::UserRole).toLongLong(), item->data(Qt::UserRole + 1).toLongLong());
+    };
+    connect(m_results, &QListWidget::itemActivated, this, open_hit);
+    connect(m_results, &QListWidget::itemClicked, this, open_hit);
     return left;
 }
 
@@ -612,6 +613,7 @@ void MainWindow::runSearch() {
     for (const SearchResult& h : hits) {
         auto* item = new QListWidgetItem(m_results);
         item->setData(Qt::UserRole, h.conversation_id);
+        item->setData(Qt::UserRole + 1, h.message_id);
         auto* label = new QLabel(QStringLiteral("<b>%1</b><br><span>%2</span>").arg(h.conversation_title.toHtmlEscaped(), h.snippet_html));
         label->setObjectName(QStringLiteral("searchHit"));
         label->setWordWrap(true);

@@ -56,6 +56,10 @@ public:
 public slots:
     void newConversation();
     void openConversation(qint64 id);
+    // Opens the conversation of a message (a search hit) with the message on the shown
+    // path, switching to its branch (that branch's latest state) when it is on another
+    // one, then asks the view to bring it into sight (messageRevealed).
+    void revealMessage(qint64 conversation_id, qint64 message_id);
     bool send(const QString& text);
     void stop();
     void regenerate(qint64 assistant_message_id);
@@ -70,6 +74,7 @@ public slots:
 signals:
     void conversationListChanged();
     void conversationChanged();                       // rebuild the whole chat view
+    void messageRevealed(qint64 message_id);          // scroll to it and mark it for a moment
     void streamUpdated(qint64 message_id, const QString& text);
     void reasoningUpdated(qint64 message_id, const QString& reasoning);
     void generationStateChanged(bool generating);

@@ -77,6 +77,9 @@ public:
     void updateStreaming(qint64 message_id, const QString& text);
     void updateReasoning(qint64 message_id, const QString& reasoning);
     QList<MessageWidget*> messageWidgets() const;
+    // Scrolls the message into sight and marks it for a moment (a search hit).
+    void revealMessage(qint64 message_id);
+    qint64 markedMessage() const { return m_marked; }
 
 signals:
     void regenerateRequested(qint64 id);
@@ -86,6 +89,7 @@ signals:
 
 private:
     void scrollToEndIfFollowing(bool following);
+    qint64 m_marked = 0;
     QWidget* m_content = nullptr;
     QVBoxLayout* m_layout = nullptr;
     QList<MessageWidget*> m_widgets;  // in display order
