@@ -133,6 +133,20 @@ void ChatController::openConversation(qint64 id) {
     emit expertCountsChanged();
 }
 
+// The newest child, followed down to a leaf: the latest state of the branch through `id`.
+qint64 ChatController::latestLeaf(qint64 id) const {
+    for (bool descended = true; descended;) {
+        descended = false;
+        for (auto it = m_conversation->messages.rbegin(); it != m_conversation->messages.rend(); ++it)
+            if (it->parent_id == id) {
+                id = it->id;
+                descended = true;
+                break;
+            }
+    }
+    return id;
+}
+
 void ChatController::revealMessage(qint64 conversation_id, qint64 message_id) {
     openConversation(conversation_id);
     if (!m_conversation || m_conversation->id != conversation_id) return;
@@ -140,18 +154,7 @@ void ChatController::revealMessage(qint64 conversation_id, qint64 message_id) {
         return std::any_of(m_display.begin(), m_display.end(), [&](const DisplayMessage& d) { return d.record.id == message_id; });
     };
     if (!shown() && !isGenerating() && find(message_id)) {
-        // Another branch: follow the newest child down to that branch's latest state.
-        qint64 leaf = message_id;
-        for (bool descended = true; descended;) {
-            descended = false;
-            for (auto it = m_conversation->messages.rbegin(); it != m_conversation->messages.rend(); ++it)
-                if (it->parent_id == leaf) {
-                    leaf = it->id;
-                    descended = true;
-                    break;
-                }
-        }
-        if (m_store.setActiveMessage(conversation_id, leaf)) {
+        if (m_store.setActiveMessage(conversation_id, latestLeaf(message_id))) {  // another branch
             reload(conversation_id);
             emit conversationChanged();
         }
@@ -374,15 +377,7 @@ void ChatController::switchBranch(qint64 message_id, int delta) {
     const auto at = std::find(siblings.begin(), siblings.end(), message_id) - siblings.begin();
     const qint64 target = at + delta;
     if (target < 0 || target >= qint64(siblings.size())) return;
-    // Follow the newest child down to a leaf: that branch's latest state.
-    qint64 leaf = siblings[size_t(target)];
-    for (bool descended = true; descended;) {
-        descended = false;
-        for (auto it = m_conversation->messages.rbegin(); it != m_conversation->messages.rend(); ++it) {
-            if (it->parent_id == leaf) { leaf = it->id; descended = true; break; }
-        }
-    }
-    if (m_store.setActiveMessage(m_conversation->id, leaf)) {
+    if (m_store.setActiveMessage(m_conversation->id, latestLeaf(siblings[size_t(target)]))) {
         reload(m_conversation->id);
         emit conversationChanged();
     }

@@ -93,6 +93,7 @@ private:
     void startAnswer(qint64 assistant_id);
     std::vector<ChatTurn> turnsBefore(qint64 message_id) const;
     const MessageRecord* find(qint64 id) const;
+    qint64 latestLeaf(qint64 id) const;
     QString statsJson(const GenerationOutcome& o) const;
     void addCounts(std::vector<qint64>& counts, const RoutingData& r) const;
 
