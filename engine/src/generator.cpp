@@ -234,6 +234,19 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
         if (!m_hidden.empty()) std::copy(out.hidden.begin(), out.hidden.end(), m_hidden.begin() + s * H);
         m_cached_ids.insert(m_cached_ids.end(), ids.begin() + s, ids.begin() + s + T);
     }
+    // The MTP module over the prompt too (entries (h_j, id_{j+1}) for j < n - 1), so that
+    // prefill time holds all the prompt's work and decode time only the answer's. The
+    // entry of the last prompt position needs the first answer token: first decode step.
+    std::vector<float> mtp_logits, mtp_hidden;
+    if (use_mtp && m_mtp_valid < n - 1) {
+        const int64_t from = m_mtp_valid, T = n - 1 - from;
+        for (int64_t s = 0; s < T; s += k_prefill_chunk) {
+            const int64_t Tc = std::min(k_prefill_chunk, T - s);
+            m_backend.mtp_forward(0, m_hidden.data() + (from + s) * H, m_cached_ids.data() + from + s + 1, Tc,
+                                  from + s, mtp_logits, &mtp_hidden);
+        }
+        m_mtp_valid = n - 1;
+    }
     r.res.stats.prefill_ms = seconds_since(t0) * 1e3;
     r.res.stats.prefill_tokens_per_s = double(n - p) / std::max(seconds_since(t0), 1e-9);
 
@@ -253,7 +266,7 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
     vo.all_logits = true;
     vo.want_hidden = true;
     vo.want_routing = true;
-    std::vector<float> mtp_logits, mtp_hidden, entry_hidden;
+    std::vector<float> entry_hidden;
     std::vector<std::vector<float>> q(size_t(req.n_draft));
     std::vector<int32_t> batch, drafts, tail, next_ids;  // reused every step; tail: ids after the history
     while (!r.done) {
