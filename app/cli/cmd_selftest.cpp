@@ -21,8 +21,8 @@ void add_selftest_command(CLI::App& app) {
     cmd->add_option("--device", o->device, "cpu or cuda");
     cmd->add_option("--fixtures", o->fixtures, "Folder of fixture cases (default: tests/data/golden)");
     cmd->add_option("--case", o->only, "Run one case only");
-    cmd->add_option("--compare", o->compare, "With --device cuda: CUDA vs CPU on random models: none, small or full")
-        ->check(CLI::IsMember({"none", "small", "full"}))
+    cmd->add_option("--compare", o->compare, "With --device cuda: CUDA vs CPU on random models: none, tiny, small or full")
+        ->check(CLI::IsMember({"none", "tiny", "small", "full"}))
         ->capture_default_str();
     cmd->add_flag("--json", o->json, "JSON output");
     cmd->callback([o] {

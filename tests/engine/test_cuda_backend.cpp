@@ -61,6 +61,35 @@ private slots:
         QCOMPARE(e->logits(ids).size(), size_t(3 * e->info().vocab_size));
     }
 
+    // The CUDA-vs-CPU harness with a second CPU backend standing in for the GPU: every
+    // check must pass (a check that cannot pass would waste the scarce GPU runs).
+    void comparisonHarnessPassesWithTheCpuStandingIn() {
+        qputenv("CETUS_SELFTEST_CUDA_STANDIN", "cpu");
+        cetus::SelftestOptions o;
+        o.fixtures_dir = std::string(CETUS_TEST_DATA) + "/golden";
+        o.device = cetus::Device::Cuda;
+        o.compare = "tiny";
+        const auto results = cetus::run_selftest(o);
+        qunsetenv("CETUS_SELFTEST_CUDA_STANDIN");
+        QSet<QString> checks;
+        int failed = 0;
+        for (const auto& r : results) {
+            checks.insert(QString::fromStdString(r.check));
+            if (!r.passed) {
+                ++failed;
+                qWarning("%s / %s: %.3g > %.3g %s", r.fixture.c_str(), r.check.c_str(), r.error, r.tolerance,
+                         r.detail.c_str());
+            }
+        }
+        QCOMPARE(failed, 0);
+        for (const char* c : {"exact: prefill logits", "fast: decode logits (8 steps)", "exact: MTP logits",
+                              "exact: router expert ids", "exact: 300-token prompt, then decode",
+                              "exact: CUDA graphs == direct launches (bit for bit)", "exact: greedy generation == CPU",
+                              "exact: greedy MTP on == off"})
+            QVERIFY2(checks.contains(QString::fromLatin1(c)), c);
+        QCOMPARE(results.size(), size_t(2 * checks.size()));  // tiny in BF16 and FP8, the same checks
+    }
+
     void gpuConformance() {
         const cetus::CudaProbe p = cetus::probe_cuda();
         if (!p.usable) QSKIP(qPrintable("no usable GPU: " + QString::fromStdString(p.text)));

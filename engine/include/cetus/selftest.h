@@ -27,9 +27,11 @@ struct SelftestOptions {
     Device device = Device::Cpu;
     std::string only;                    // run only this case (empty: all)
     // With device Cuda: also compare the CUDA backend with the CPU backend on
-    // random models. "small": tiny (BF16, FP8), medium-cpu, two layers of
-    // DeepSeek-V2-Lite and one V3 layer (FP8); "full" adds four V3 layers with
-    // their 256-expert MoE; "none" skips the comparison.
+    // random models. "tiny": the tiny preset in BF16 and FP8 (with a prompt longer
+    // than one chunk); "small": also medium-cpu, two layers of DeepSeek-V2-Lite and
+    // one V3 layer (FP8); "full" adds four V3 layers with their 256-expert MoE;
+    // "none" skips the comparison. CETUS_SELFTEST_CUDA_STANDIN=cpu compares a second
+    // CPU backend instead (no fixtures): the harness checking itself without a GPU.
     std::string compare = "small";
 };
 
