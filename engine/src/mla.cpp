@@ -50,7 +50,9 @@ void mla_forward(const ModelConfig& c, const Rope& rope, const AttentionWeights&
     std::vector<float> o(static_cast<size_t>(T * n_h * d_v));  // [T, n_h, d_v]
     const int64_t n_ctx = start_pos + T;
     if (absorbed) {
-#pragma omp parallel
+        // Per head: the absorption (d_qk x d_c), and scores and context over the cache.
+        const int64_t macs = T * n_h * (d_c * (d_n + d_v) + n_ctx * (2 * d_c + d_r));
+#pragma omp parallel if (macs >= cpu::k_parallel_min_macs && n_h > 1)
         {
             std::vector<float> wb(static_cast<size_t>((d_n + d_v) * d_c));  // this head's kv_b rows, fp32
             std::vector<float> q_abs(static_cast<size_t>(d_c)), ctx(static_cast<size_t>(d_c)), p(static_cast<size_t>(n_ctx));
@@ -80,7 +82,7 @@ void mla_forward(const ModelConfig& c, const Rope& rope, const AttentionWeights&
         // Expand keys and values for every cached position: [n_ctx, n_h, d_n + d_v].
         std::vector<float> u(static_cast<size_t>(n_ctx * n_h * (d_n + d_v)));
         cpu::matmul_strided(cache, cw, n_ctx, w.kv_b_proj, u.data(), n_h * (d_n + d_v));
-#pragma omp parallel
+#pragma omp parallel if (T * n_h * n_ctx * (d_qk + d_v) >= cpu::k_parallel_min_macs)
         {
             std::vector<float> p(static_cast<size_t>(n_ctx));
 #pragma omp for collapse(2) schedule(static)

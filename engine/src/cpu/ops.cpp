@@ -75,8 +75,10 @@ void block_product(const float* x, int64_t ldx, int64_t n_tokens, const float* w
 void matmul_strided(const float* x, int64_t ldx, int64_t n_tokens, const Matrix& w, float* y, int64_t ldy) {
     const int64_t rows = w.rows, cols = w.cols;
     const int64_t n_blocks = (rows + k_row_block - 1) / k_row_block;
-    // Small products run on the calling thread: a parallel region costs more than they do.
-    const bool parallel = rows * cols * n_tokens >= (int64_t(1) << 15) && n_blocks > 1;
+    // Small products run on the calling thread: waking the pool for a parallel region
+    // (the mains make OpenMP's idle threads sleep) costs tens of microseconds, more than
+    // a product of fewer than ~2^20 multiply-adds takes on one core.
+    const bool parallel = rows * cols * n_tokens >= k_parallel_min_macs && n_blocks > 1;
 #pragma omp parallel if (parallel)
     {
         std::vector<float> buf(static_cast<size_t>(k_row_block * cols));

@@ -11,6 +11,9 @@
 
 namespace cetus::cpu {
 
+// Multiply-adds below which an operation stays on the calling thread (see matmul_strided).
+inline constexpr int64_t k_parallel_min_macs = int64_t(1) << 20;
+
 inline float dot(const float* a, const float* b, int64_t n) {
     float acc = 0.0f;
 #pragma omp simd reduction(+ : acc)
