@@ -59,10 +59,7 @@ public:
     std::string description() const override;
     int64_t capacity() const override { return m_cache.capacity(); }
     int64_t n_tokens() const override { return m_cache.n_tokens; }
-    void truncate(int64_t n) override {
-        m_cache.n_tokens = n;
-        if (m_cache.n_mtp_tokens > n) m_cache.n_mtp_tokens = n;
-    }
+    void truncate(int64_t n) override { m_cache.n_tokens = n; }
     uint64_t kv_bytes_per_token() const override { return m_cache.bytes_per_token(); }
     void forward(const int32_t* ids, int64_t T, int64_t start_pos, const ForwardOptions& opt,
                  ForwardOutput& out) override {

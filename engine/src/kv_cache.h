@@ -23,14 +23,13 @@ public:
     int64_t n_layers() const { return m_n_layers; }
     int64_t kv_lora_rank() const { return m_kv_lora_rank; }
 
-    // Tokens held by the main model layers; the MTP layers keep their own count.
+    // Tokens held by the main model layers (the generator tracks the MTP layers' rows).
     int64_t n_tokens = 0;
-    int64_t n_mtp_tokens = 0;
 
     uint64_t bytes_per_token() const { return uint64_t(m_n_layers * m_width) * sizeof(float); }
     uint64_t capacity_bytes() const { return m_data.size() * sizeof(float); }
     uint64_t used_bytes() const { return uint64_t(n_tokens) * bytes_per_token(); }
-    void clear() { n_tokens = n_mtp_tokens = 0; }
+    void clear() { n_tokens = 0; }
 
 private:
     int64_t m_n_layers = 0, m_capacity = 0, m_width = 0, m_kv_lora_rank = 0;

@@ -23,7 +23,6 @@ void Model::mtp_forward(int64_t k, const float* hidden, const int32_t* next_ids,
     cpu::matmul(cat.data(), T, m.eh_proj, x.data());
     block_forward(m.block, c.num_hidden_layers + k, x.data(), T, start_pos, cache, nullptr, nullptr, 0,
                   T <= 16);
-    cache.n_mtp_tokens = start_pos + T;
     std::vector<float> y(static_cast<size_t>(T * H));  // [T, H] after shared_head.norm
     cpu::rmsnorm_rows(x.data(), m.shared_head_norm.data(), eps, T, H, y.data());
     logits.resize(static_cast<size_t>(T * V));

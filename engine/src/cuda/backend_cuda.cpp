@@ -135,10 +135,7 @@ public:
     std::string description() const override;
     int64_t capacity() const override { return m_capacity; }
     int64_t n_tokens() const override { return m_n_tokens; }
-    void truncate(int64_t n) override {
-        m_n_tokens = n;
-        if (m_n_mtp_tokens > n) m_n_mtp_tokens = n;
-    }
+    void truncate(int64_t n) override { m_n_tokens = n; }
     uint64_t kv_bytes_per_token() const override {
         return uint64_t(m_n_cache_layers * (m_config.kv_lora_rank + m_config.qk_rope_head_dim)) * sizeof(float);
     }
@@ -221,7 +218,7 @@ private:
     int m_device;
     DeviceInfo m_info;
     int64_t m_capacity, m_chunk, m_n_moe, m_n_cache_layers, m_mlp_width, m_max_parts;
-    int64_t m_n_tokens = 0, m_n_mtp_tokens = 0;
+    int64_t m_n_tokens = 0;
     bool m_interleave, m_exact;
     float m_scale;
     MlaShape m_shape;
@@ -562,7 +559,6 @@ void CudaBackend::mtp_forward(int64_t k, const float* hidden, const int32_t* nex
         std::memcpy(logits.data() + t0 * V, m_h.logits, size_t(n * V) * sizeof(float));
         if (want_hidden) std::memcpy(y.data() + t0 * H, m_h.hidden_out, size_t(n * H) * sizeof(float));
     }
-    m_n_mtp_tokens = start_pos + T;
     if (out_hidden) *out_hidden = std::move(y);
 }
 
