@@ -44,6 +44,33 @@ cetus::GenerateRequest greedy(const std::vector<int32_t>& ids, int n, bool mtp, 
     return r;
 }
 
+// Greedy chat answers decoded plainly and with MTP drafts (each draft count), with a
+// repetition penalty: one pair of results per (prompt, draft count).
+struct MtpRun {
+    cetus::GenerateResult plain, spec;
+};
+std::vector<MtpRun> mtp_against_plain(cetus::Engine& e, std::initializer_list<const char*> prompts, float penalty,
+                                      std::initializer_list<int> drafts) {
+    std::vector<MtpRun> runs;
+    for (const char* q : prompts) {
+        cetus::GenerateRequest r;
+        r.messages = {{"user", q}};
+        r.sampling.temperature = 0.0f;
+        r.sampling.repetition_penalty = penalty;
+        r.max_new_tokens = 64;
+        r.mtp = false;
+        e.reset_cache();
+        const cetus::GenerateResult plain = e.generate(r);
+        for (int draft : drafts) {
+            r.mtp = true;
+            r.n_draft = draft;
+            e.reset_cache();
+            runs.push_back({plain, e.generate(r)});
+        }
+    }
+    return runs;
+}
+
 // Two-sample chi-square homogeneity statistic over categories with enough counts,
 // turned into a z-score by the Wilson-Hilferty approximation. Reject at z > 3.09
 // (one-sided alpha = 0.001).
@@ -112,24 +139,13 @@ private slots:
         if (!std::filesystem::exists(dir + "/config.json")) QSKIP("no bundled model in this tree");
         auto e = load(dir, 512);
         int64_t accepted = 0;
-        for (const char* q : {"Hello! Who are you?", "What does the word generous mean?", "What is the weather today?",
-                              "What is the opposite of ancient?"}) {
-            cetus::GenerateRequest r;
-            r.messages = {{"user", q}};
-            r.sampling.temperature = 0.0f;
-            r.max_new_tokens = 64;
-            r.mtp = false;
-            e->reset_cache();
-            auto plain = e->generate(r);
-            for (int draft : {1, 2}) {
-                r.mtp = true;
-                r.n_draft = draft;
-                e->reset_cache();
-                auto spec = e->generate(r);
-                QCOMPARE(spec.ids, plain.ids);
-                QCOMPARE(spec.text, plain.text);
-                accepted += spec.stats.drafts_accepted;
-            }
+        for (const MtpRun& run : mtp_against_plain(*e,
+                                                   {"Hello! Who are you?", "What does the word generous mean?",
+                                                    "What is the weather today?", "What is the opposite of ancient?"},
+                                                   1.0f, {1, 2})) {
+            QCOMPARE(run.spec.ids, run.plain.ids);
+            QCOMPARE(run.spec.text, run.plain.text);
+            accepted += run.spec.stats.drafts_accepted;
         }
         QVERIFY(accepted > 0);  // a trained MTP module does get drafts accepted
     }
@@ -140,23 +156,10 @@ private slots:
         const std::string dir = std::string(CETUS_SOURCE_DIR) + "/resources/models/cetus-demo";
         if (!std::filesystem::exists(dir + "/config.json")) QSKIP("no bundled model in this tree");
         auto e = load(dir, 512);
-        for (const char* q : {"Who are you?", "What can you do?", "What is the weather today?"}) {
-            cetus::GenerateRequest req;
-            req.messages = {{"user", q}};
-            req.sampling.temperature = 0.0f;
-            req.sampling.repetition_penalty = 1.3f;
-            req.max_new_tokens = 64;
-            req.mtp = false;
-            e->reset_cache();
-            auto plain = e->generate(req);
-            for (int draft : {1, 3}) {
-                req.mtp = true;
-                req.n_draft = draft;
-                e->reset_cache();
-                auto spec = e->generate(req);
-                QVERIFY(spec.stats.drafts_accepted > 0);
-                QCOMPARE(spec.ids, plain.ids);
-            }
+        for (const MtpRun& run :
+             mtp_against_plain(*e, {"Who are you?", "What can you do?", "What is the weather today?"}, 1.3f, {1, 3})) {
+            QVERIFY(run.spec.stats.drafts_accepted > 0);
+            QCOMPARE(run.spec.ids, run.plain.ids);
         }
     }
 

@@ -5,6 +5,8 @@
 #include <cetus/ui/main_window.h>
 #include <cetus/ui/sqlite_history_store.h>
 
+#include "stall_meter.h"
+
 #include <QElapsedTimer>
 #include <QSettings>
 #include <QSignalSpy>
@@ -44,30 +46,19 @@ private slots:
         defaults.sampling.max_new_tokens = 64;
         window.controller().setDefaultSettings(defaults);
 
-        QElapsedTimer clock;
-        qint64 last = 0, worst = 0;
-        QTimer tick;
-        tick.setInterval(1);
-        connect(&tick, &QTimer::timeout, this, [&] {
-            const qint64 now = clock.elapsed();
-            worst = std::max(worst, now - last);
-            last = now;
-        });
+        cetus::ui::test::StallMeter meter;
         int batches = 0;
         connect(&service, &GenerationService::generationChunk, this, [&] { ++batches; });
-        clock.start();
-        tick.start();
-        QElapsedTimer run;
-        run.start();
+        meter.start();
         for (const char* q : {"Hello!", "Who are you?", "What is the weather today?", "What does generous mean?"}) {
             QVERIFY(window.controller().send(QString::fromUtf8(q)));
             QVERIFY(QTest::qWaitFor([&] { return !window.controller().isGenerating(); }, 60000));
         }
-        tick.stop();
-        const double s = double(run.elapsed()) / 1000.0;
+        meter.stop();
+        const double s = meter.seconds();
         qInfo("{\"bench\":\"ui_event_loop_stall\",\"model\":\"cetus-demo\",\"longest_gap_ms\":%lld,"
               "\"seconds\":%.2f,\"batches\":%d,\"batches_per_s\":%.1f}",
-              worst, s, batches, batches / std::max(s, 1e-3));
+              meter.longestGapMs(), s, batches, batches / std::max(s, 1e-3));
     }
 };
 

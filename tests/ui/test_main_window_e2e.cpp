@@ -10,6 +10,8 @@
 #include <cetus/ui/panels.h>
 #include <cetus/ui/sqlite_history_store.h>
 
+#include "stall_meter.h"
+
 #include <QAbstractItemModelTester>
 #include <QComboBox>
 #include <QElapsedTimer>
@@ -201,29 +203,18 @@ void TestMainWindowE2e::stopWithinAStep() {
 // The longest gap between ticks of a 1 ms timer on the GUI thread while answers stream.
 void TestMainWindowE2e::measureEventLoopStall() {
     auto defaults = m_window->controller().settings();
-    QElapsedTimer clock;
-    qint64 last = 0, worst = 0;
-    QTimer tick;
-    tick.setInterval(1);
-    connect(&tick, &QTimer::timeout, this, [&] {
-        const qint64 now = clock.elapsed();
-        worst = std::max(worst, now - last);
-        last = now;
-    });
+    test::StallMeter meter;
     int n_chunks = 0;
     auto c = connect(m_service.get(), &GenerationService::generationChunk, this, [&] { ++n_chunks; });
     m_window->controller().setDebugTokenDelayMs(5);  // ~200 tok/s: a steady stream of batches
-    clock.start();
-    tick.start();
-    QElapsedTimer run;
-    run.start();
+    meter.start();
     QVERIFY(m_window->controller().send(QStringLiteral("Go on")));
     QVERIFY(waitFinished());
-    tick.stop();
+    meter.stop();
     disconnect(c);
     m_window->controller().setDebugTokenDelayMs(0);
-    const double seconds = double(run.elapsed()) / 1000.0;
-    qInfo("event-loop stall: longest gap %lld ms over %.2f s of generation; %d batches (%.1f per s)", worst, seconds,
+    const double seconds = meter.seconds();
+    qInfo("event-loop stall: longest gap %lld ms over %.2f s of generation; %d batches (%.1f per s)", meter.longestGapMs(), seconds,
           n_chunks, n_chunks / std::max(seconds, 1e-3));
     QVERIFY(n_chunks / std::max(seconds, 1e-3) <= 40.0);  // batching holds (~30/s)
 }

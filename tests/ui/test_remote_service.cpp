@@ -31,6 +31,7 @@
 #include <QToolButton>
 
 #include <memory>
+#include <optional>
 
 using namespace cetus::ui;
 
@@ -70,6 +71,16 @@ private:
     QByteArray m_log;
     QString m_base;
 };
+
+// Points the service at an endpoint and "loads" it: the model it describes, or
+// nothing when loading did not finish.
+std::optional<ModelDescription> connectTo(RemoteGenerationService& s, const RemoteEndpoint& endpoint) {
+    s.setEndpoint(endpoint);
+    QSignalSpy loaded(&s, &GenerationService::modelLoaded);
+    s.loadModel({});
+    if (!loaded.wait(10000)) return std::nullopt;
+    return loaded.at(0).at(0).value<ModelDescription>();
+}
 
 struct Collected {
     QString text, reasoning;
@@ -236,12 +247,9 @@ void TestRemoteService::streamEqualsNonStreamed() {
     Server server;
     QVERIFY2(server.ok(), server.log().constData());
     RemoteGenerationService s;
-    s.setEndpoint(RemoteEndpoint{server.base(), {}, QStringLiteral("v3-tiny"), false});
-    QSignalSpy loaded(&s, &GenerationService::modelLoaded);
-    s.loadModel({});
-    QVERIFY(loaded.wait(10000));
-    const auto m = loaded.at(0).at(0).value<ModelDescription>();
-    QVERIFY(m.remote && m.remote_reports_routing);
+    const auto m = connectTo(s, RemoteEndpoint{server.base(), {}, QStringLiteral("v3-tiny"), false});
+    QVERIFY(m);
+    QVERIFY(m->remote && m->remote_reports_routing);
     QVERIFY(s.isCetusServer());
 
     // The server's own non-streamed answer, by plain HTTP.
@@ -284,10 +292,7 @@ void TestRemoteService::stopClosesTheConnection() {
     Server server({"--debug-token-delay-ms", "100"});
     QVERIFY2(server.ok(), server.log().constData());
     RemoteGenerationService s;
-    s.setEndpoint(RemoteEndpoint{server.base(), {}, QStringLiteral("v3-tiny"), false});
-    QSignalSpy loaded(&s, &GenerationService::modelLoaded);
-    s.loadModel({});
-    QVERIFY(loaded.wait(10000));
+    QVERIFY(connectTo(s, RemoteEndpoint{server.base(), {}, QStringLiteral("v3-tiny"), false}));
     Collected c;
     collect(s, c);
     const quint64 id = s.generate(params(QStringLiteral("abc"), 200));
@@ -300,10 +305,7 @@ void TestRemoteService::stopClosesTheConnection() {
     // The server serves the next request at once.
     Collected next;
     RemoteGenerationService s2;
-    s2.setEndpoint(s.endpoint());
-    QSignalSpy loaded2(&s2, &GenerationService::modelLoaded);
-    s2.loadModel({});
-    QVERIFY(loaded2.wait(10000));
+    QVERIFY(connectTo(s2, s.endpoint()));
     collect(s2, next);
     s2.generate(params(QStringLiteral("abc"), 3));
     QVERIFY(QTest::qWaitFor([&] { return next.outcome.has_value(); }, 10000));
@@ -327,10 +329,7 @@ void TestRemoteService::authWithAndWithoutKey() {
     QVERIFY(listed.wait(10000));
     QCOMPARE(listed.at(2).at(0).toStringList(), QStringList{QStringLiteral("v3-tiny")});
     // With the key: an answer.
-    s.setEndpoint(RemoteEndpoint{server.base(), QStringLiteral("sekrit"), QStringLiteral("v3-tiny"), false});
-    QSignalSpy loaded(&s, &GenerationService::modelLoaded);
-    s.loadModel({});
-    QVERIFY(loaded.wait(10000));
+    QVERIFY(connectTo(s, RemoteEndpoint{server.base(), QStringLiteral("sekrit"), QStringLiteral("v3-tiny"), false}));
     Collected c;
     collect(s, c);
     s.generate(params(QStringLiteral("hi"), 4));
