@@ -249,22 +249,18 @@ private:
 // Times `run` (enqueued on s) after one warm-up call, over `reps` calls; seconds per call.
 template <class F>
 double time_on_stream(cudaStream_t s, int reps, F&& run) {
-    struct Timer {  // two timing events, destroyed on every path
-        cudaEvent_t a = nullptr, b = nullptr;
-        ~Timer() {
-            if (a) cudaEventDestroy(a);
-            if (b) cudaEventDestroy(b);
-        }
-    } tm;
-    CETUS_CUDA(cudaEventCreate(&tm.a));
-    CETUS_CUDA(cudaEventCreate(&tm.b));
+    cudaEvent_t raw_a = nullptr, raw_b = nullptr;
+    CETUS_CUDA(cudaEventCreate(&raw_a));  // timing events
+    const Event a(raw_a);
+    CETUS_CUDA(cudaEventCreate(&raw_b));
+    const Event b(raw_b);
     run();
-    CETUS_CUDA(cudaEventRecord(tm.a, s));
+    CETUS_CUDA(cudaEventRecord(a.get(), s));
     for (int i = 0; i < reps; ++i) run();
-    CETUS_CUDA(cudaEventRecord(tm.b, s));
-    CETUS_CUDA(cudaEventSynchronize(tm.b));
+    CETUS_CUDA(cudaEventRecord(b.get(), s));
+    CETUS_CUDA(cudaEventSynchronize(b.get()));
     float ms = 0.0f;
-    CETUS_CUDA(cudaEventElapsedTime(&ms, tm.a, tm.b));
+    CETUS_CUDA(cudaEventElapsedTime(&ms, a.get(), b.get()));
     return double(ms) / 1e3 / reps;
 }
 
@@ -343,7 +339,7 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
                         fixed1(gib(cache_bytes)) + ", work buffers " + fixed1(gib(scratch_bytes)) + "), " +
                         m_info.name + " has " + fixed1(gib(free_bytes)) + " GiB free");
 
-    m_stream = Stream::create();
+    m_stream = make_stream();
     UploadOptions up;
     up.stream = m_stream.get();
     up.progress = args.progress;

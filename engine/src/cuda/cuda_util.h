@@ -107,98 +107,46 @@ private:
     size_t m_bytes = 0;
 };
 
-class Stream {
+// Owner of one CUDA handle, destroyed with `Destroy` when the owner goes; move-only.
+template <class H, cudaError_t (*Destroy)(H)>
+class Handle {
 public:
-    Stream() = default;
-    static Stream create() {
-        Stream s;
-        CETUS_CUDA(cudaStreamCreateWithFlags(&s.m_stream, cudaStreamNonBlocking));
-        return s;
+    Handle() = default;
+    explicit Handle(H h) : m_handle(h) {}
+    ~Handle() {
+        if (m_handle) Destroy(m_handle);
     }
-    ~Stream() {
-        if (m_stream) cudaStreamDestroy(m_stream);
-    }
-    Stream(Stream&& o) noexcept : m_stream(std::exchange(o.m_stream, nullptr)) {}
-    Stream& operator=(Stream&& o) noexcept {
-        std::swap(m_stream, o.m_stream);
+    Handle(Handle&& o) noexcept : m_handle(std::exchange(o.m_handle, nullptr)) {}
+    Handle& operator=(Handle&& o) noexcept {
+        std::swap(m_handle, o.m_handle);
         return *this;
     }
-    Stream(const Stream&) = delete;
-    Stream& operator=(const Stream&) = delete;
+    Handle(const Handle&) = delete;
+    Handle& operator=(const Handle&) = delete;
 
-    cudaStream_t get() const { return m_stream; }
-
-private:
-    cudaStream_t m_stream = nullptr;
-};
-
-class Event {
-public:
-    Event() = default;
-    static Event create() {
-        Event e;
-        CETUS_CUDA(cudaEventCreateWithFlags(&e.m_event, cudaEventDisableTiming));
-        return e;
-    }
-    ~Event() {
-        if (m_event) cudaEventDestroy(m_event);
-    }
-    Event(Event&& o) noexcept : m_event(std::exchange(o.m_event, nullptr)) {}
-    Event& operator=(Event&& o) noexcept {
-        std::swap(m_event, o.m_event);
-        return *this;
-    }
-    Event(const Event&) = delete;
-    Event& operator=(const Event&) = delete;
-
-    cudaEvent_t get() const { return m_event; }
+    H get() const { return m_handle; }
 
 private:
-    cudaEvent_t m_event = nullptr;
+    H m_handle = nullptr;
 };
 
+using Stream = Handle<cudaStream_t, cudaStreamDestroy>;
+using Event = Handle<cudaEvent_t, cudaEventDestroy>;
 // A captured graph (cudaStreamEndCapture) and its executable instance.
-class Graph {
-public:
-    Graph() = default;
-    explicit Graph(cudaGraph_t g) : m_graph(g) {}
-    ~Graph() {
-        if (m_graph) cudaGraphDestroy(m_graph);
-    }
-    Graph(Graph&& o) noexcept : m_graph(std::exchange(o.m_graph, nullptr)) {}
-    Graph& operator=(Graph&& o) noexcept {
-        std::swap(m_graph, o.m_graph);
-        return *this;
-    }
-    Graph(const Graph&) = delete;
-    Graph& operator=(const Graph&) = delete;
+using Graph = Handle<cudaGraph_t, cudaGraphDestroy>;
+using GraphExec = Handle<cudaGraphExec_t, cudaGraphExecDestroy>;
 
-    cudaGraph_t get() const { return m_graph; }
+inline Stream make_stream() {
+    cudaStream_t s = nullptr;
+    CETUS_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    return Stream(s);
+}
 
-private:
-    cudaGraph_t m_graph = nullptr;
-};
-
-class GraphExec {
-public:
-    GraphExec() = default;
-    explicit GraphExec(cudaGraphExec_t g) : m_exec(g) {}
-    ~GraphExec() {
-        if (m_exec) cudaGraphExecDestroy(m_exec);
-    }
-    GraphExec(GraphExec&& o) noexcept : m_exec(std::exchange(o.m_exec, nullptr)) {}
-    GraphExec& operator=(GraphExec&& o) noexcept {
-        std::swap(m_exec, o.m_exec);
-        return *this;
-    }
-    GraphExec(const GraphExec&) = delete;
-    GraphExec& operator=(const GraphExec&) = delete;
-
-    cudaGraphExec_t get() const { return m_exec; }
-
-private:
-    cudaGraphExec_t m_exec = nullptr;
-};
+inline Event make_event() {  // for ordering only: no timing
+    cudaEvent_t e = nullptr;
+    CETUS_CUDA(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    return Event(e);
+}
 
 // Hands out aligned pieces of one allocation. Run once without a base to
 // measure, then again over the allocation: the same calls give the same layout.

@@ -199,7 +199,7 @@ public:
     Uploader(const UploadOptions& o, size_t total_bytes) : m_o(o), m_total(std::max<size_t>(total_bytes, 1)) {
         for (int i = 0; i < 2; ++i) {
             m_buffer[i] = PinnedBuffer(k_buffer_bytes);
-            m_free[i] = Event::create();
+            m_free[i] = make_event();
         }
     }
     // Copies in flight may still read the staging buffers.
