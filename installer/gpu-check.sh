@@ -7,9 +7,9 @@
 # Each mode fits one device call (under 10 minutes; every step has its own time
 # limit so one hang cannot eat the session). Results go to $OUT (the device tool's
 # output folder) or gpu-out/, a summary to stdout.
-#   conformance (~4 min): GPU facts, info, selftest (fixtures in exact mode + CUDA vs CPU
+#   conformance (~4 min, estimated): GPU facts, info, selftest (fixtures in exact mode + CUDA vs CPU
 #                on small random shapes, graphs vs direct launches), memcheck on one fixture.
-#   bench (~5 min): V2-Lite BF16 and FP8 decode/prefill with their fractions of the
+#   bench (~5 min, estimated): V2-Lite BF16 and FP8 decode/prefill with their fractions of the
 #                measured limits, FP8 without CUDA graphs, MTP on the demo model (GPU, CPU).
 #   full: the four-layer V3 comparison and an Nsight Compute profile of decode.
 set -uo pipefail
