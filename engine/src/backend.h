@@ -5,7 +5,9 @@
 // follows it.
 #pragma once
 
+#include "cetus/error.h"
 #include "model.h"
+#include "sampler.h"
 
 #include <cstdint>
 #include <memory>
@@ -39,9 +41,34 @@ public:
 
     // MTP module k over (hidden[i], next_ids[i]) at positions start_pos + i, with
     // hidden the main model's post-norm states in host memory [T, H]. Same
-    // contract as Model::mtp_forward.
+    // contract as Model::mtp_forward. With MtpLogits::None no logits are
+    // computed (the module's pass over a prompt only fills its cache).
     virtual void mtp_forward(int64_t k, const float* hidden, const int32_t* next_ids, int64_t n_tokens,
-                             int64_t start_pos, std::vector<float>& logits, std::vector<float>* out_hidden) = 0;
+                             int64_t start_pos, MtpLogits logits_to, std::vector<float>& logits,
+                             std::vector<float>* out_hidden) = 0;
+
+    // Token choice where the logits are (sampling on the device). The rows are
+    // those of the last forward() or mtp_forward() call (its last chunk of up to
+    // 256 tokens, or its one row when only the last token's logits were asked
+    // for); they stay valid until the next call, whether or not they were
+    // copied to the host, and choosing leaves them unchanged. Same results as
+    // choose_rows / verify_rows in sampler.h up to float rounding.
+    virtual bool samples_on_device() const { return false; }
+    // Rows row0 .. row0 + n - 1 -> ids (n <= k_max_choice_rows). When sampling,
+    // u holds one random number per row, and with q_slot >= 0 the processed
+    // distributions are kept as draft distributions q_slot .. q_slot + n - 1
+    // (< k_max_choice_rows) for verify().
+    // (Defined here, not out of line: the CUDA plug-in derives from Backend
+    // without linking the engine.)
+    virtual void choose(int64_t, int64_t, const ChoiceSpec&, const double*, int64_t, int32_t*) {
+        throw Error(ErrorCode::Unsupported, name() + " backend: no sampling on the device");
+    }
+    // verify_rows over rows 0 .. D of the last forward() with the draft
+    // distributions in slots 0 .. D - 1 (sampling only; u holds D + 1 numbers).
+    virtual VerifyResult verify(const ChoiceSpec&, const int32_t*, int64_t, const double*) {
+        throw Error(ErrorCode::Unsupported, name() + " backend: no sampling on the device");
+    }
+    static constexpr int64_t k_max_choice_rows = 16;
 
     // Measured limits of the device for the benchmarks' "fraction of the limit"
     // figures (0: not measured by this backend): copy bandwidth (bytes read +
@@ -62,21 +89,31 @@ public:
     void truncate(int64_t n) override { m_cache.n_tokens = n; }
     uint64_t kv_bytes_per_token() const override { return m_cache.bytes_per_token(); }
     void forward(const int32_t* ids, int64_t T, int64_t start_pos, const ForwardOptions& opt,
-                 ForwardOutput& out) override {
-        m_model.forward(ids, T, start_pos, m_cache, opt, out);
-    }
+                 ForwardOutput& out) override;
     void mtp_forward(int64_t k, const float* hidden, const int32_t* next_ids, int64_t T, int64_t start_pos,
-                     std::vector<float>& logits, std::vector<float>* out_hidden) override {
-        m_model.mtp_forward(k, hidden, next_ids, T, start_pos, m_cache, logits, out_hidden);
-    }
+                     MtpLogits logits_to, std::vector<float>& logits, std::vector<float>* out_hidden) override;
     // Threaded copies of 256 MiB (bytes read + written per second), measured once.
     double copy_bandwidth_gbs() override;
     KvCache& cache() { return m_cache; }
 
+    // Choices "on the device" computed on the host from logits the backend keeps:
+    // the generator's device-sampling path, run without a GPU (tests, and the
+    // CPU stand-in of the CUDA conformance harness).
+    void set_device_sampling(bool on) { m_device_sampling = on; }
+    bool samples_on_device() const override { return m_device_sampling; }
+    void choose(int64_t row0, int64_t n, const ChoiceSpec& spec, const double* u, int64_t q_slot,
+                int32_t* ids) override;
+    VerifyResult verify(const ChoiceSpec& spec, const int32_t* drafts, int64_t D, const double* u) override;
+
 private:
+    const float* kept_rows(int64_t row0, int64_t n) const;
+
     const Model& m_model;
     KvCache m_cache;
     double m_copy_gbs = -1.0;
+    bool m_device_sampling = false;
+    std::vector<float> m_kept;  // [rows, vocab]: the last call's logits (device sampling)
+    std::vector<std::vector<float>> m_q = std::vector<std::vector<float>>(size_t(k_max_choice_rows));
 };
 
 }  // namespace cetus

@@ -108,24 +108,6 @@ void Engine::finish_init(const std::string& name) {
                       double(i.n_params_active) / 1e9, i.weight_dtype, i.backend, i.device, i.context_length);
 }
 
-std::string CpuBackend::description() const { return std::to_string(omp_get_max_threads()) + " threads"; }
-
-double CpuBackend::copy_bandwidth_gbs() {
-    if (m_copy_gbs >= 0) return m_copy_gbs;
-    const size_t n = size_t(64) << 20;  // floats: 256 MiB, far beyond the caches
-    std::vector<float> src(n, 1.0f), dst(n, 0.0f);
-    double best = 0;
-    for (int rep = 0; rep < 4; ++rep) {  // the best of four: the first touches the pages
-        const auto t0 = std::chrono::steady_clock::now();
-#pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < int64_t(n); ++i) dst[size_t(i)] = src[size_t(i)];
-        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        best = std::max(best, 2.0 * double(n * sizeof(float)) / s / 1e9);
-    }
-    m_copy_gbs = dst[n / 2] == 1.0f ? best : 0.0;  // the copy is used, so it is not optimised away
-    return m_copy_gbs;
-}
-
 // Decides before anything is read whether the CUDA backend will be tried.
 static bool select_device(const EngineOptions& o) {
     if (o.n_threads > 0) omp_set_num_threads(o.n_threads);

@@ -178,6 +178,40 @@ struct Generator::Run {
     }
 };
 
+// Token choices: on the backend's device when it samples there (the logits
+// never leave it), otherwise on the host from the rows the last call copied
+// back. Both take the same random numbers in the same order: one per sampled
+// row, and for a verify batch as many as verify_uniforms_used says (peeked
+// first, since only the device knows where the first rejection falls).
+struct Choices {
+    Backend& backend;
+    Sampler& sampler;
+    const bool device;
+    const int64_t V;
+    const float* host_rows = nullptr;  // the last call's logits on the host
+    std::vector<std::vector<float>> q = std::vector<std::vector<float>>(size_t(Backend::k_max_choice_rows));
+    std::vector<double> u = {};
+
+    // Rows row0 .. row0 + n - 1 of the last call; with q_slot >= 0 the processed
+    // distributions are kept as drafts' q (sampling).
+    void choose(int64_t row0, int64_t n, const ChoiceSpec& spec, int64_t q_slot, int32_t* ids) {
+        u.assign(size_t(n), 0.0);
+        if (!sampler.greedy())
+            for (double& x : u) x = sampler.uniform();
+        if (device) backend.choose(row0, n, spec, u.data(), q_slot, ids);
+        else choose_rows(sampler, host_rows + row0 * V, V, n, spec, u.data(), q_slot >= 0 ? &q[size_t(q_slot)] : nullptr, ids);
+    }
+    // Drafts 0 .. D - 1 (distributions in q slots 0 .. D - 1) against rows 0 .. D.
+    VerifyResult verify(const ChoiceSpec& spec, const int32_t* drafts, int64_t D) {
+        u.resize(size_t(D + 1));
+        sampler.peek_uniforms(D + 1, u.data());
+        const VerifyResult r = device ? backend.verify(spec, drafts, D, u.data())
+                                      : verify_rows(sampler, host_rows, V, spec, q.data(), drafts, D, u.data());
+        sampler.skip_uniforms(verify_uniforms_used(r, D));
+        return r;
+    }
+};
+
 GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink) {
     const ModelConfig& c = m_model.config();
     const int64_t H = c.hidden_size, cap = m_backend.capacity();
@@ -217,11 +251,19 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
     r.res.stats.reused_prefix_tokens = p;
 
     auto cancelled = [&] { return req.cancel && req.cancel->load(std::memory_order_relaxed); };
+    const bool on_device = m_backend.samples_on_device();
+    const MtpLogits mtp_to = on_device ? MtpLogits::Keep : MtpLogits::Host;
+    Choices choices{m_backend, r.sampler, on_device, c.vocab_size};
+    // The ids a row penalises: the history, and tail[0, tail_first + row).
+    auto spec = [&](std::span<const int32_t> tail, int64_t tail_first) {
+        return ChoiceSpec{req.sampling, r.sampler.n_valid(), r.history, tail, tail_first};
+    };
     auto t0 = clock_type::now();
     ForwardOptions fo;
     fo.all_logits = false;
     fo.want_hidden = true;
     fo.want_routing = true;
+    fo.logits_to_host = !on_device;
     ForwardOutput out;
     for (int64_t s = p; s < n; s += k_prefill_chunk) {
         if (cancelled()) {
@@ -234,30 +276,28 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
         if (!m_hidden.empty()) std::copy(out.hidden.begin(), out.hidden.end(), m_hidden.begin() + s * H);
         m_cached_ids.insert(m_cached_ids.end(), ids.begin() + s, ids.begin() + s + T);
     }
+    // First token from the last prompt position (before the MTP module's call
+    // below replaces the rows a device keeps).
+    choices.host_rows = out.logits.data();
+    int32_t pending = -1;
+    choices.choose(0, 1, spec({}, 0), -1, &pending);
     // The MTP module over the prompt too (entries (h_j, id_{j+1}) for j < n - 1), so that
     // prefill time holds all the prompt's work and decode time only the answer's. The
     // entry of the last prompt position needs the first answer token: first decode step.
+    // No logits: the pass only fills the module's cache.
     std::vector<float> mtp_logits, mtp_hidden;
     if (use_mtp && m_mtp_valid < n - 1) {
         const int64_t from = m_mtp_valid, T = n - 1 - from;
         for (int64_t s = 0; s < T; s += k_prefill_chunk) {
             const int64_t Tc = std::min(k_prefill_chunk, T - s);
             m_backend.mtp_forward(0, m_hidden.data() + (from + s) * H, m_cached_ids.data() + from + s + 1, Tc,
-                                  from + s, mtp_logits, &mtp_hidden);
+                                  from + s, MtpLogits::None, mtp_logits, nullptr);
         }
         m_mtp_valid = n - 1;
     }
     r.res.stats.prefill_ms = seconds_since(t0) * 1e3;
     r.res.stats.prefill_tokens_per_s = double(n - p) / std::max(seconds_since(t0), 1e-9);
 
-    // First token from the last prompt position.
-    auto pick = [&](const float* logits, std::vector<float>& probs, std::span<const int32_t> more) {
-        if (r.sampler.greedy()) return r.sampler.argmax(logits, r.history, more);
-        r.sampler.distribution(logits, r.history, probs, more);
-        return r.sampler.sample(probs);
-    };
-    std::vector<float> probs, target;
-    int32_t pending = pick(out.logits.data(), probs, {});
     ForwardOutput first_routing = std::move(out);
     r.emit(pending, false, first_routing, int64_t(first_routing.routing.ids.size()) / std::max<int64_t>(1, r.n_moe * r.top_k) - 1);
 
@@ -266,9 +306,9 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
     vo.all_logits = true;
     vo.want_hidden = true;
     vo.want_routing = true;
+    vo.logits_to_host = !on_device;
     std::vector<float> entry_hidden;
-    std::vector<std::vector<float>> q(size_t(req.n_draft));
-    std::vector<int32_t> batch, drafts, tail, next_ids;  // reused every step; tail: ids after the history
+    std::vector<int32_t> batch, drafts, tail, next_ids, greedy_ids;  // reused every step; tail: ids after the history
     while (!r.done) {
         if (cancelled()) {
             r.res.finish = FinishReason::Cancelled;
@@ -284,36 +324,34 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
         int64_t D = use_mtp ? std::min<int64_t>(req.n_draft, cap - 1 - cur) : 0;
         D = std::min<int64_t>(D, r.max_new - int64_t(r.res.ids.size()) - 1);  // no drafts past the budget
         drafts.clear();
+        tail.assign(1, pending);
         if (D > 0) {
             // Bring the MTP cache up to date: entries (h_j, id_{j+1}) for j < cur, the
             // last pairing h_{cur-1} with `pending`; its output drafts position cur+1.
             const int64_t from = m_mtp_valid, T = cur - from;
             next_ids.assign(m_cached_ids.begin() + from + 1, m_cached_ids.end());
             next_ids.push_back(pending);
+            int64_t row = 0;  // the last row of the last call
             for (int64_t s = 0; s < T; s += k_prefill_chunk) {
                 const int64_t Tc = std::min(k_prefill_chunk, T - s);
-                m_backend.mtp_forward(0, m_hidden.data() + (from + s) * H, next_ids.data() + s, Tc, from + s,
+                m_backend.mtp_forward(0, m_hidden.data() + (from + s) * H, next_ids.data() + s, Tc, from + s, mtp_to,
                                       mtp_logits, &mtp_hidden);
+                row = Tc - 1;
             }
             m_mtp_valid = cur;
-            const int64_t V = c.vocab_size;
-            const float* ql = mtp_logits.data() + (int64_t(mtp_logits.size()) / V - 1) * V;
+            choices.host_rows = mtp_logits.data();
             entry_hidden.assign(mtp_hidden.end() - H, mtp_hidden.end());
-            tail.assign(1, pending);
             for (int64_t j = 0; j < D; ++j) {
-                int32_t d;
-                if (r.sampler.greedy()) {
-                    d = r.sampler.argmax(ql, r.history, tail);
-                } else {
-                    r.sampler.distribution(ql, r.history, q[size_t(j)], tail);
-                    d = r.sampler.sample(q[size_t(j)]);
-                }
+                // Draft j penalises the pending token and the drafts before it.
+                int32_t d = -1;
+                choices.choose(row, 1, spec(tail, int64_t(tail.size())), r.sampler.greedy() ? -1 : j, &d);
                 drafts.push_back(d);
                 tail.push_back(d);
                 if (j + 1 < D) {  // chain: the module's own normed output stands in for h
                     const int64_t k = std::min<int64_t>(j + 1, m_model.n_mtp() - 1);
-                    m_backend.mtp_forward(k, entry_hidden.data(), &d, 1, cur + j, mtp_logits, &mtp_hidden);
-                    ql = mtp_logits.data();
+                    m_backend.mtp_forward(k, entry_hidden.data(), &d, 1, cur + j, mtp_to, mtp_logits, &mtp_hidden);
+                    choices.host_rows = mtp_logits.data();
+                    row = 0;
                     entry_hidden = mtp_hidden;
                 }
             }
@@ -322,33 +360,22 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
         batch.assign(1, pending);
         batch.insert(batch.end(), drafts.begin(), drafts.end());
         m_backend.forward(batch.data(), int64_t(batch.size()), cur, vo, out);
+        choices.host_rows = out.logits.data();
         r.res.stats.verify_steps++;
-        const int64_t V = c.vocab_size;
-        // Accept drafts in order.
+        // Accept drafts in order; row a penalises the pending token and drafts 0 .. a - 1
+        // (tail = batch). With none left to check, row a gives the bonus token.
         int64_t a = 0;
         int32_t next = -1;
-        tail.assign(1, pending);
-        for (; a < D; ++a) {
-            const float* row = out.logits.data() + a * V;
-            const int32_t d = drafts[size_t(a)];
-            if (r.sampler.greedy()) {
-                int32_t t = r.sampler.argmax(row, r.history, tail);
-                if (t != d) {
-                    next = t;
-                    break;
-                }
-            } else {
-                r.sampler.distribution(row, r.history, target, tail);
-                int32_t rep = r.sampler.accept_or_replace(target, q[size_t(a)], d);
-                if (rep >= 0) {
-                    next = rep;
-                    break;
-                }
-            }
-            tail.push_back(d);
+        if (r.sampler.greedy()) {
+            greedy_ids.resize(size_t(D + 1));
+            choices.choose(0, D + 1, spec(batch, 1), -1, greedy_ids.data());
+            while (a < D && greedy_ids[size_t(a)] == drafts[size_t(a)]) ++a;
+            next = greedy_ids[size_t(a)];
+        } else {
+            const VerifyResult v = choices.verify(spec(batch, 1), drafts.data(), D);
+            a = v.accepted;
+            next = v.next;
         }
-        // All accepted (or no drafts): the bonus token, penalised for pending and the drafts too.
-        if (next < 0) next = pick(out.logits.data() + a * V, probs, tail);
         r.res.stats.drafts_accepted += a;
         // Commit: pending and the accepted drafts stay in the cache, the rest is truncated.
         m_backend.truncate(cur + a + 1);

@@ -58,10 +58,15 @@ struct RoutingRecord {
 
 struct ForwardOptions {
     bool all_logits = true;       // false: only the last token's logits
+    bool logits_to_host = true;   // false: out.logits stays empty; the rows stay with the backend (Backend::choose)
     bool want_hidden = false;     // post-norm hidden states (MTP input)
     bool want_routing = false;
     int64_t absorb_max_tokens = 16;  // chunks up to this use the absorbed form
 };
+
+// Where the MTP module's logits go: nowhere (not computed), kept by the backend
+// for Backend::choose, or also copied to the host.
+enum class MtpLogits { None, Keep, Host };
 
 struct ForwardOutput {
     std::vector<float> logits;  // [n_rows, vocab]
@@ -86,10 +91,11 @@ public:
                  const ForwardOptions& opt, ForwardOutput& out) const;
 
     // MTP module k over entries (hidden[i], next_ids[i]) at positions start_pos + i.
-    // hidden is the main model's post-norm state; logits [T, vocab]; out_hidden
+    // hidden is the main model's post-norm state; logits [T, vocab] (nullptr: not
+    // computed, the pass only fills the module's cache); out_hidden
     // (optional) is the module's output after shared_head.norm, for chained drafts.
     void mtp_forward(int64_t k, const float* hidden, const int32_t* next_ids, int64_t n_tokens,
-                     int64_t start_pos, KvCache& cache, std::vector<float>& logits,
+                     int64_t start_pos, KvCache& cache, std::vector<float>* logits,
                      std::vector<float>* out_hidden) const;
 
     // The weights as loaded (read by other backends to upload them).

@@ -8,7 +8,7 @@
 namespace cetus {
 
 void Model::mtp_forward(int64_t k, const float* hidden, const int32_t* next_ids, int64_t T, int64_t start_pos,
-                        KvCache& cache, std::vector<float>& logits, std::vector<float>* out_hidden) const {
+                        KvCache& cache, std::vector<float>* logits, std::vector<float>* out_hidden) const {
     const ModelConfig& c = m_config;
     const MtpWeights& m = m_mtp[size_t(k)];
     const int64_t H = c.hidden_size, V = c.vocab_size;
@@ -25,8 +25,10 @@ void Model::mtp_forward(int64_t k, const float* hidden, const int32_t* next_ids,
                   T <= 16);
     std::vector<float> y(static_cast<size_t>(T * H));  // [T, H] after shared_head.norm
     cpu::rmsnorm_rows(x.data(), m.shared_head_norm.data(), eps, T, H, y.data());
-    logits.resize(static_cast<size_t>(T * V));
-    cpu::matmul(y.data(), T, m.shared_head_head, logits.data());  // [T, V]
+    if (logits) {
+        logits->resize(static_cast<size_t>(T * V));
+        cpu::matmul(y.data(), T, m.shared_head_head, logits->data());  // [T, V]
+    }
     if (out_hidden) *out_hidden = std::move(y);
 }
 

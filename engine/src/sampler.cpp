@@ -14,7 +14,18 @@ Sampler::Sampler(const SamplingParams& p, int64_t vocab, int64_t n_valid)
     : m_params(p), m_vocab(vocab), m_n_valid(std::clamp<int64_t>(n_valid, 1, vocab)), m_rng(p.seed),
       m_seen_mark(static_cast<size_t>(vocab), 0) {}
 
-double Sampler::uniform() { return double(m_rng() >> 11) * (1.0 / 9007199254740992.0); }
+namespace {
+double to_unit(uint64_t bits) { return double(bits >> 11) * (1.0 / 9007199254740992.0); }
+}  // namespace
+
+double Sampler::uniform() { return to_unit(m_rng()); }
+
+void Sampler::peek_uniforms(int64_t n, double* out) const {
+    std::mt19937_64 copy = m_rng;
+    for (int64_t i = 0; i < n; ++i) out[i] = to_unit(copy());
+}
+
+void Sampler::skip_uniforms(int64_t n) { m_rng.discard(static_cast<unsigned long long>(std::max<int64_t>(n, 0))); }
 
 void Sampler::penalise(std::vector<float>& x, std::span<const int32_t> seen, std::span<const int32_t> more) {
     if (m_params.repetition_penalty == 1.0f) return;
@@ -99,10 +110,10 @@ void Sampler::distribution(const float* logits, std::span<const int32_t> seen, s
     }
 }
 
-int32_t Sampler::sample(const std::vector<float>& probs) {
+int32_t Sampler::draw(const std::vector<float>& probs, double u) {
     double total = 0.0;
     for (float p : probs) total += p;
-    double r = uniform() * total, acc = 0.0;
+    double r = u * total, acc = 0.0;
     int32_t last = -1;
     for (size_t i = 0; i < probs.size(); ++i) {
         if (probs[i] <= 0.0f) continue;
@@ -113,9 +124,10 @@ int32_t Sampler::sample(const std::vector<float>& probs) {
     return last < 0 ? 0 : last;
 }
 
-int32_t Sampler::accept_or_replace(const std::vector<float>& p, const std::vector<float>& q, int32_t d) {
+int32_t Sampler::accept_or_replace(const std::vector<float>& p, const std::vector<float>& q, int32_t d,
+                                   double u_accept, double u_draw) {
     const double pd = p[size_t(d)], qd = q[size_t(d)];
-    if (qd > 0.0 && uniform() < std::min(1.0, pd / qd)) return -1;
+    if (qd > 0.0 && u_accept < std::min(1.0, pd / qd)) return -1;
     std::vector<float>& residual = m_work;
     residual.assign(p.size(), 0.0f);
     double z = 0.0;
@@ -124,8 +136,41 @@ int32_t Sampler::accept_or_replace(const std::vector<float>& p, const std::vecto
         residual[i] = v;
         z += v;
     }
-    if (z <= 0.0) return sample(p);  // p == q up to rounding: any draw from p is exact
-    return sample(residual);
+    if (z <= 0.0) return draw(p, u_draw);  // p == q up to rounding: any draw from p is exact
+    return draw(residual, u_draw);
+}
+
+void choose_rows(Sampler& math, const float* logits, int64_t V, int64_t n, const ChoiceSpec& spec,
+                 const double* u, std::vector<float>* q, int32_t* ids) {
+    std::vector<float> probs;
+    for (int64_t r = 0; r < n; ++r) {
+        const float* row = logits + r * V;
+        const auto more = spec.tail.first(size_t(std::min<int64_t>(spec.tail_first + r, int64_t(spec.tail.size()))));
+        if (math.greedy()) {
+            ids[r] = math.argmax(row, spec.history, more);
+            continue;
+        }
+        std::vector<float>& p = q ? q[r] : probs;
+        math.distribution(row, spec.history, p, more);
+        ids[r] = Sampler::draw(p, u[r]);
+    }
+}
+
+VerifyResult verify_rows(Sampler& math, const float* logits, int64_t V, const ChoiceSpec& spec,
+                         const std::vector<float>* q, const int32_t* drafts, int64_t D, const double* u) {
+    std::vector<float> p;
+    auto target = [&](int64_t a) {
+        const auto more =
+            spec.tail.first(size_t(std::min<int64_t>(spec.tail_first + a, int64_t(spec.tail.size()))));
+        math.distribution(logits + a * V, spec.history, p, more);
+    };
+    for (int64_t a = 0; a < D; ++a) {
+        target(a);
+        const int32_t rep = math.accept_or_replace(p, q[a], drafts[a], u[a], u[a + 1]);
+        if (rep >= 0) return {a, rep};
+    }
+    target(D);
+    return {D, Sampler::draw(p, u[D])};
 }
 
 }  // namespace cetus

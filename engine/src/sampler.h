@@ -27,13 +27,25 @@ public:
     // Argmax after the repetition penalty and the vocabulary mask (greedy mode).
     int32_t argmax(const float* logits, std::span<const int32_t> seen, std::span<const int32_t> more = {});
 
-    int32_t sample(const std::vector<float>& probs);  // draw from a distribution
-    double uniform();                                  // in [0, 1)
+    int32_t sample(const std::vector<float>& probs) { return draw(probs, uniform()); }
+    // The first id whose running sum of probs (in id order) exceeds u * sum(probs);
+    // ids with zero probability are never drawn.
+    static int32_t draw(const std::vector<float>& probs, double u);
 
-    // Speculative rule for one draft: accept d with probability min(1, p(d)/q(d));
-    // on rejection the replacement is drawn from normalise(max(0, p - q)).
+    // The generator's random numbers, in [0, 1). peek_uniforms gives the next n
+    // without consuming them (for a device that decides how many it used).
+    double uniform();
+    void peek_uniforms(int64_t n, double* out) const;
+    void skip_uniforms(int64_t n);
+
+    // Speculative rule for one draft: accept d when u_accept < min(1, p(d)/q(d));
+    // on rejection the replacement is drawn with u_draw from normalise(max(0, p - q)).
     // Returns -1 when accepted, otherwise the replacement id.
-    int32_t accept_or_replace(const std::vector<float>& p, const std::vector<float>& q, int32_t draft);
+    int32_t accept_or_replace(const std::vector<float>& p, const std::vector<float>& q, int32_t draft,
+                              double u_accept, double u_draw);
+
+    const SamplingParams& params() const { return m_params; }
+    int64_t n_valid() const { return m_n_valid; }
 
 private:
     void penalise(std::vector<float>& x, std::span<const int32_t> seen, std::span<const int32_t> more);
@@ -45,5 +57,42 @@ private:
     std::vector<int32_t> m_order;
     std::vector<uint8_t> m_seen_mark;
 };
+
+}  // namespace cetus
+
+namespace cetus {
+
+// A batch of token choices over rows of logits, as Backend::choose and
+// Backend::verify take it (and choose_rows / verify_rows compute it on the host).
+// Row r penalises the ids of `history` and tail[0, tail_first + r): in a verify
+// batch row r follows the pending token and the drafts before draft r.
+struct ChoiceSpec {
+    SamplingParams params;
+    int64_t n_valid = 0;  // ids >= n_valid are never chosen
+    std::span<const int32_t> history;
+    std::span<const int32_t> tail;
+    int64_t tail_first = 0;
+};
+
+struct VerifyResult {
+    int64_t accepted = 0;  // drafts accepted
+    int32_t next = -1;     // the replacement of the first rejected draft, or the bonus token
+};
+
+// Host reference of the choices (the CPU path, and the yardstick for a device's):
+// row r of logits [n, vocab] -> ids[r]: the argmax when greedy, otherwise a draw
+// with u[r] from the processed distribution, stored in q[r] when q is given.
+void choose_rows(Sampler& math, const float* logits, int64_t vocab, int64_t n, const ChoiceSpec& spec,
+                 const double* u, std::vector<float>* q, int32_t* ids);
+// Speculative verification (sampling) of drafts[0, D) with draft distributions
+// q[0, D) against target rows 0 .. D of logits: draft a is accepted with u[a];
+// the first rejected draft a is replaced by a draw with u[a + 1]; when all are
+// accepted the bonus token is drawn from row D with u[D]. Uses accepted + 2
+// random numbers after a rejection, D + 1 otherwise.
+VerifyResult verify_rows(Sampler& math, const float* logits, int64_t vocab, const ChoiceSpec& spec,
+                         const std::vector<float>* q, const int32_t* drafts, int64_t D, const double* u);
+inline int64_t verify_uniforms_used(const VerifyResult& r, int64_t D) {
+    return r.accepted < D ? r.accepted + 2 : D + 1;
+}
 
 }  // namespace cetus

@@ -215,7 +215,7 @@ void run_case(const std::filesystem::path& dir, Device device, std::vector<Check
 
             if (g.has(p + "mtp_logits") && model.n_mtp() > 0 && T > 1) {
                 std::vector<float> mtp;
-                backend.mtp_forward(0, prefill.hidden.data(), ids.data() + 1, T - 1, 0, mtp, nullptr);
+                backend.mtp_forward(0, prefill.hidden.data(), ids.data() + 1, T - 1, 0, MtpLogits::Host, mtp, nullptr);
                 r.close(tag + "MTP logits", mtp, g.f32(p + "mtp_logits"), tol, V);
             }
 
@@ -284,7 +284,7 @@ Pass run_script(Backend& b, const Model& model, const std::vector<int32_t>& prom
     // module alone) or from this backend's own.
     if (model.n_mtp() > 0) {
         const float* h = mtp_hidden ? mtp_hidden->data() : p.prefill.hidden.data();
-        b.mtp_forward(0, h, prompt.data() + 1, int64_t(prompt.size()) - 1, 0, p.mtp, nullptr);
+        b.mtp_forward(0, h, prompt.data() + 1, int64_t(prompt.size()) - 1, 0, MtpLogits::Host, p.mtp, nullptr);
     }
     return p;
 }
@@ -308,9 +308,127 @@ bool cpu_stands_in() {
     return e && std::string(e) == "cpu";
 }
 
+// Sampling on the device unless CETUS_CUDA_SAMPLING=host (read at creation;
+// the stand-in emulates the device's choices on the host).
 std::unique_ptr<Backend> compared_backend(const Model& model, int64_t capacity) {
-    if (cpu_stands_in()) return std::make_unique<CpuBackend>(model, capacity);
+    if (cpu_stands_in()) {
+        auto b = std::make_unique<CpuBackend>(model, capacity);
+        const char* e = std::getenv("CETUS_CUDA_SAMPLING");
+        b->set_device_sampling(!(e && std::string(e) == "host"));
+        return b;
+    }
     return create_cuda_backend(model, capacity, {});
+}
+
+std::vector<int32_t> sampled(const Model& model, Backend& b, const std::vector<int32_t>& prompt, uint64_t seed) {
+    Generator g(model, b, nullptr);
+    GenerateRequest req;
+    req.prompt_ids = prompt;
+    req.sampling.temperature = 0.9f;
+    req.sampling.top_p = 0.95f;
+    req.sampling.repetition_penalty = 1.1f;
+    req.sampling.seed = seed;
+    req.max_new_tokens = 24;
+    req.mtp = true;
+    req.n_draft = 3;
+    return g.run(req, {}).ids;
+}
+
+// The device's token choices against the host reference (choose_rows,
+// verify_rows) on the very rows it holds, copied back: the same inputs, so only
+// float rounding of the processed distributions can move a draw across a
+// boundary (about one draw in a million); the bound allows a few.
+void compare_choices(Runner& r, const std::string& tag, Backend& b, const Model& model,
+                     const std::vector<int32_t>& prompt, const std::vector<int32_t>& steps) {
+    const int64_t V = model.config().vocab_size, D = int64_t(steps.size()) - 1;
+    ForwardOptions fo;
+    fo.want_hidden = false;
+    ForwardOutput o;
+    b.clear();
+    b.forward(prompt.data(), int64_t(prompt.size()), 0, fo, o);
+    b.forward(steps.data(), D + 1, int64_t(prompt.size()), fo, o);  // rows 0 .. D stay on the device
+    std::mt19937_64 rng(1234);
+    std::uniform_real_distribution<double> unit(0.0, 1.0);
+    struct Params {
+        const char* name;
+        float t, top_p, min_p, penalty;
+        int32_t top_k;
+    };
+    const Params sets[] = {{"greedy", 0.0f, 1.0f, 0.0f, 1.0f, 0},    {"greedy, penalty 1.3", 0.0f, 1.0f, 0.0f, 1.3f, 0},
+                           {"temperature 0.8", 0.8f, 1.0f, 0.0f, 1.0f, 0}, {"top-k 20", 1.0f, 1.0f, 0.0f, 1.0f, 20},
+                           {"top-p 0.9", 0.7f, 0.9f, 0.0f, 1.0f, 0},     {"min-p 0.05", 1.0f, 1.0f, 0.05f, 1.0f, 0},
+                           {"all + penalty", 1.1f, 0.8f, 0.02f, 1.2f, 50}};
+    int64_t draws = 0, differ = 0;
+    std::string first;
+    for (const Params& ps : sets) {
+        ChoiceSpec spec;
+        spec.params.temperature = ps.t;
+        spec.params.top_p = ps.top_p;
+        spec.params.min_p = ps.min_p;
+        spec.params.repetition_penalty = ps.penalty;
+        spec.params.top_k = ps.top_k;
+        spec.n_valid = V - 3;  // the last ids lie past a tokenizer's vocabulary: never chosen
+        spec.history = prompt;
+        spec.tail = steps;
+        spec.tail_first = 1;
+        Sampler host(spec.params, V, spec.n_valid);
+        for (int rep = 0; rep < (ps.t > 0 ? 40 : 1); ++rep) {
+            std::vector<double> u(size_t(D + 1));
+            for (double& x : u) x = unit(rng);
+            std::vector<int32_t> got(size_t(D + 1)), want(size_t(D + 1));
+            b.choose(0, D + 1, spec, u.data(), -1, got.data());
+            choose_rows(host, o.logits.data(), V, D + 1, spec, u.data(), nullptr, want.data());
+            for (int64_t i = 0; i <= D; ++i) {
+                ++draws;
+                if (got[size_t(i)] != want[size_t(i)]) {
+                    ++differ;
+                    if (first.empty())
+                        first = std::string(ps.name) + " row " + std::to_string(i) + ": " +
+                                std::to_string(got[size_t(i)]) + " vs " + std::to_string(want[size_t(i)]);
+                }
+            }
+        }
+    }
+    r.check(tag + "device token choices == host (7 sampling settings)", differ <= std::max<int64_t>(1, draws / 500),
+            double(differ), double(std::max<int64_t>(1, draws / 500)),
+            std::to_string(differ) + " of " + std::to_string(draws) + " differ" + (first.empty() ? "" : "; " + first));
+
+    // Speculative verification: drafts and their q from rows 0 .. D - 1 under one
+    // setting, targets from rows 0 .. D under another.
+    ChoiceSpec qs, ps;
+    qs.params.temperature = 1.3f;
+    qs.n_valid = ps.n_valid = V;
+    qs.history = ps.history = prompt;
+    qs.tail = ps.tail = steps;
+    qs.tail_first = ps.tail_first = 1;
+    ps.params.temperature = 0.7f;
+    ps.params.top_p = 0.9f;
+    ps.params.repetition_penalty = 1.2f;
+    Sampler qh(qs.params, V, V), ph(ps.params, V, V);
+    int64_t trials = 0, mismatched = 0, rejected = 0;
+    std::string detail;
+    for (int rep = 0; rep < 60; ++rep) {
+        std::vector<double> u(size_t(D + 1));
+        for (double& x : u) x = unit(rng);
+        std::vector<int32_t> drafts(static_cast<size_t>(D)), host_drafts(static_cast<size_t>(D));
+        std::vector<std::vector<float>> q(static_cast<size_t>(D));
+        b.choose(0, D, qs, u.data(), 0, drafts.data());
+        choose_rows(qh, o.logits.data(), V, D, qs, u.data(), q.data(), host_drafts.data());
+        for (double& x : u) x = unit(rng);
+        const VerifyResult got = b.verify(ps, drafts.data(), D, u.data());
+        const VerifyResult want = verify_rows(ph, o.logits.data(), V, ps, q.data(), drafts.data(), D, u.data());
+        ++trials;
+        rejected += want.accepted < D;
+        if (got.accepted != want.accepted || got.next != want.next) {
+            ++mismatched;
+            if (detail.empty())
+                detail = "accepted " + std::to_string(got.accepted) + " next " + std::to_string(got.next) + " vs " +
+                         std::to_string(want.accepted) + " / " + std::to_string(want.next);
+        }
+    }
+    r.check(tag + "device speculative verify == host", mismatched <= 1, double(mismatched), 1,
+            std::to_string(mismatched) + " of " + std::to_string(trials) + " differ, " + std::to_string(rejected) +
+                " with a rejection" + (detail.empty() ? "" : "; " + detail));
 }
 
 void compare_backends(const RandomModelOptions& ro, std::vector<CheckResult>& out) {
@@ -389,13 +507,34 @@ void compare_backends(const RandomModelOptions& ro, std::vector<CheckResult>& ou
                 const Pass d = run_script(*direct, *model, prompt, steps, &ref.prefill.hidden);
                 direct.reset();
                 r.check(tag + "CUDA graphs == direct launches (bit for bit)", d.decode == got.decode && d.mtp == got.mtp,
-                        0, 0, d.decode == got.decode ? "MTP logits differ" : "decode logits differ");
+                        0, 0, d.decode != got.decode ? "decode logits differ" : d.mtp != got.mtp ? "MTP logits differ" : "");
                 const auto g_off = greedy(*model, *gpu, prompt, false);
                 r.check(tag + "greedy generation == CPU", g_off == cpu_greedy, 0, 0,
                         std::to_string(g_off.size()) + " vs " + std::to_string(cpu_greedy.size()) + " tokens");
                 if (model->n_mtp() > 0) {
                     const auto g_on = greedy(*model, *gpu, prompt, true);
                     r.check(tag + "greedy MTP on == off", g_on == g_off, 0, 0, "");
+                }
+                if (gpu->samples_on_device()) {
+                    std::vector<int32_t> batch(5);
+                    for (auto& t : batch) t = dist(rng);
+                    compare_choices(r, tag, *gpu, *model, prompt, batch);
+                    if (model->n_mtp() > 0) {
+                        // Sampled generation with drafts, choices on the device vs on the host.
+                        std::unique_ptr<Backend> host_choices;
+                        {
+                            EnvGuard env("CETUS_CUDA_EXACT", m.env);
+                            EnvGuard sampling("CETUS_CUDA_SAMPLING", "host");
+                            host_choices = compared_backend(*model, cap);
+                        }
+                        int same = 0;
+                        for (uint64_t seed : {1u, 2u, 3u})
+                            same += sampled(*model, *gpu, prompt, seed) == sampled(*model, *host_choices, prompt, seed);
+                        r.check(tag + "sampled generation with MTP, device == host choices (3 seeds)", same == 3,
+                                3 - same, 0, std::to_string(same) + " of 3 identical");
+                    }
+                } else {
+                    r.check(tag + "token choices on the device", false, 0, 0, "the backend does not sample on the device");
                 }
             }
         } catch (const std::exception& e) {

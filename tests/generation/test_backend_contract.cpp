@@ -9,10 +9,12 @@
 #include "generator.h"
 
 #include "cetus/engine.h"
+#include "cetus/error.h"
 #include "cetus/tokenizer.h"
 
 #include <QtTest>
 
+#include <algorithm>
 #include <atomic>
 
 namespace {
@@ -47,15 +49,41 @@ public:
         if (m_inner.n_tokens() != start + T) violations << QStringLiteral("n_tokens not start + T after forward");
     }
     void mtp_forward(int64_t k, const float* hidden, const int32_t* next_ids, int64_t T, int64_t start,
-                     std::vector<float>& logits, std::vector<float>* out_hidden) override {
+                     cetus::MtpLogits to, std::vector<float>& logits, std::vector<float>* out_hidden) override {
         ++n_mtp;
         span("mtp_forward", T, start);
         // The module attends to its own rows 0 .. start-1: they must all have been written.
         if (start > m_mtp_rows)
             violations << QStringLiteral("mtp_forward at %1 with only %2 MTP rows written").arg(start).arg(m_mtp_rows);
-        m_inner.mtp_forward(k, hidden, next_ids, T, start, logits, out_hidden);
+        m_inner.mtp_forward(k, hidden, next_ids, T, start, to, logits, out_hidden);
         m_mtp_rows = start + T;
     }
+
+    // Sampling on the "device": the CPU backend's host emulation, its row and
+    // slot checks turned into recorded violations.
+    void set_device_sampling(bool on) { m_inner.set_device_sampling(on); }
+    bool samples_on_device() const override { return m_inner.samples_on_device(); }
+    void choose(int64_t row0, int64_t n, const cetus::ChoiceSpec& spec, const double* u, int64_t q_slot,
+                int32_t* ids) override {
+        ++n_choose;
+        try {
+            m_inner.choose(row0, n, spec, u, q_slot, ids);
+        } catch (const cetus::Error& e) {
+            violations << QString::fromStdString(e.what());
+            std::fill(ids, ids + n, 0);
+        }
+    }
+    cetus::VerifyResult verify(const cetus::ChoiceSpec& spec, const int32_t* drafts, int64_t D,
+                               const double* u) override {
+        ++n_verify;
+        try {
+            return m_inner.verify(spec, drafts, D, u);
+        } catch (const cetus::Error& e) {
+            violations << QString::fromStdString(e.what());
+            return {0, 0};
+        }
+    }
+    int n_choose = 0, n_verify = 0;
 
 private:
     void span(const char* what, int64_t T, int64_t start) {
@@ -83,7 +111,17 @@ cetus::GenerateRequest chat(std::vector<cetus::ChatMessage> messages, bool mtp, 
 class TestBackendContract : public QObject {
     Q_OBJECT
 private slots:
+    void generatorKeepsTheContract_data() {
+        QTest::addColumn<bool>("device");
+        QTest::newRow("host sampling") << false;
+        QTest::newRow("device sampling") << true;
+    }
+
+    // Both paths keep the contract; the device path (logits kept by the backend,
+    // choices asked of it) gives exactly the host path's tokens.
     void generatorKeepsTheContract() {
+        QFETCH(bool, device);
+        static QStringList host_outputs;
         cetus::EngineOptions o;
         o.model_dir = std::string(CETUS_SOURCE_DIR) + "/resources/models/cetus-demo";
         o.device = cetus::Device::Cpu;
@@ -92,30 +130,54 @@ private slots:
         QVERIFY(engine->tokenizer());
         QVERIFY(engine->model().n_mtp() > 0);
         CheckingBackend backend(engine->model(), 160);
+        backend.set_device_sampling(device);
         cetus::Generator g(engine->model(), backend, engine->tokenizer());
+        QStringList outputs;
+        auto record = [&](const cetus::GenerateResult& r) {
+            QStringList ids;
+            for (int32_t id : r.ids) ids << QString::number(id);
+            outputs << ids.join(QLatin1Char(' ')) + QStringLiteral(" / %1 of %2 drafts")
+                                                        .arg(r.stats.drafts_accepted)
+                                                        .arg(r.stats.drafts_proposed);
+            return r;
+        };
 
         // A chat with MTP, its follow-up turn (prefix reuse), and a regenerate.
         std::vector<cetus::ChatMessage> turn = {{"user", "Hello"}};
-        auto r1 = g.run(chat(turn, true), {});
+        auto r1 = record(g.run(chat(turn, true), {}));
         QVERIFY(r1.mtp_used);
         turn.push_back({"assistant", r1.text});
         turn.push_back({"user", "What is the capital of France?"});
-        auto r2 = g.run(chat(turn, true), {});
+        auto r2 = record(g.run(chat(turn, true), {}));
         QVERIFY(r2.stats.reused_prefix_tokens > 0);
-        g.run(chat(turn, true), {});  // regenerate: all but one prompt token reused
+        record(g.run(chat(turn, true), {}));  // regenerate: all but one prompt token reused
         // Sampling with three drafts, then plain decoding on the same cache.
-        g.run(chat(turn, true, 0.9f, 40, 3), {});
-        g.run(chat(turn, false), {});
+        record(g.run(chat(turn, true, 0.9f, 40, 3), {}));
+        record(g.run(chat(turn, false), {}));
+        // Sampling with every truncation and a repetition penalty, drafts and none;
+        // greedy with a penalty.
+        for (bool mtp : {true, false}) {
+            auto req = chat(turn, mtp, 1.2f, 40, 4);
+            req.sampling.top_k = 40;
+            req.sampling.top_p = 0.9f;
+            req.sampling.min_p = 0.02f;
+            req.sampling.repetition_penalty = 1.3f;
+            req.sampling.seed = 99;
+            record(g.run(req, {}));
+        }
+        auto penalised = chat(turn, true, 0.0f, 40, 3);
+        penalised.sampling.repetition_penalty = 1.5f;
+        record(g.run(penalised, {}));
         // Cancelled after a few tokens, then a new request.
         std::atomic<bool> cancel{false};
         auto req = chat({{"user", "Tell me something about the sea."}}, true, 0.8f, 60, 2);
         req.cancel = &cancel;
         int seen = 0;
-        auto r3 = g.run(req, [&](const cetus::TokenEvent&) {
+        auto r3 = record(g.run(req, [&](const cetus::TokenEvent&) {
             if (++seen == 3) cancel = true;
-        });
+        }));
         QCOMPARE(r3.finish, cetus::FinishReason::Cancelled);
-        g.run(chat({{"user", "Hi"}}, true), {});
+        record(g.run(chat({{"user", "Hi"}}, true), {}));
         // Running into the end of the context, with drafts.
         std::vector<cetus::ChatMessage> longer;
         for (int i = 0; i < 4; ++i) {
@@ -125,13 +187,21 @@ private slots:
         longer.push_back({"user", "Spell the word cat."});
         const int64_t n_prompt = engine->count_tokens(chat(longer, true));
         QVERIFY2(n_prompt > 100 && n_prompt < 150, qPrintable(QString::number(n_prompt)));
-        auto r4 = g.run(chat(longer, true, 0.9f, 200, 3), {});
+        auto r4 = record(g.run(chat(longer, true, 0.9f, 200, 3), {}));
         QVERIFY(r4.finish == cetus::FinishReason::ContextFull || r4.finish == cetus::FinishReason::Eos ||
                 r4.finish == cetus::FinishReason::Stop);
 
         QVERIFY(backend.n_forward > 10 && backend.n_mtp > 5 && backend.n_truncate > 3);
+        if (device) QVERIFY(backend.n_choose > 20 && backend.n_verify > 10);
+        else QCOMPARE(backend.n_choose + backend.n_verify, 0);
         if (!backend.violations.isEmpty()) qWarning("%s", qPrintable(backend.violations.join(QLatin1Char('\n'))));
         QCOMPARE(backend.violations.size(), 0);
+        if (!device) {
+            host_outputs = outputs;
+        } else {
+            QCOMPARE(outputs.size(), host_outputs.size());
+            for (qsizetype i = 0; i < outputs.size(); ++i) QCOMPARE(outputs[i], host_outputs[i]);
+        }
     }
 };
 

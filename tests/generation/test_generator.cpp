@@ -138,7 +138,7 @@ private slots:
         const std::string dir = std::string(CETUS_SOURCE_DIR) + "/resources/models/cetus-demo";
         if (!std::filesystem::exists(dir + "/config.json")) QSKIP("no bundled model in this tree");
         auto e = load(dir, 512);
-        int64_t accepted = 0;
+        int64_t accepted = 0, proposed = 0;
         for (const MtpRun& run : mtp_against_plain(*e,
                                                    {"Hello! Who are you?", "What does the word generous mean?",
                                                     "What is the weather today?", "What is the opposite of ancient?"},
@@ -146,8 +146,11 @@ private slots:
             QCOMPARE(run.spec.ids, run.plain.ids);
             QCOMPARE(run.spec.text, run.plain.text);
             accepted += run.spec.stats.drafts_accepted;
+            proposed += run.spec.stats.drafts_proposed;
         }
-        QVERIFY(accepted > 0);  // a trained MTP module does get drafts accepted
+        // The trained module's drafts are mostly right (81% in the bench); drafts
+        // taken from the wrong position or row would be mostly wrong.
+        QVERIFY2(accepted * 2 > proposed, qPrintable(QStringLiteral("%1 of %2 accepted").arg(accepted).arg(proposed)));
     }
 
     void greedyMtpEqualsPlainWithRepetitionPenalty() {

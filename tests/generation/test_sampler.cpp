@@ -4,7 +4,10 @@
 
 #include <QtTest>
 
+#include <algorithm>
 #include <cmath>
+#include <random>
+#include <span>
 #include <vector>
 
 namespace {
@@ -114,13 +117,86 @@ private slots:
         int count[3] = {};
         for (int i = 0; i < n; ++i) {
             int32_t d = s.sample(q);
-            int32_t r = s.accept_or_replace(p, q, d);
+            const double ua = s.uniform(), ud = s.uniform();
+            int32_t r = s.accept_or_replace(p, q, d, ua, ud);
             count[r < 0 ? d : r]++;
         }
         for (int i = 0; i < 3; ++i) {
             double expect = n * p[i], sd = std::sqrt(n * p[i] * (1 - p[i]));
             QVERIFY2(std::fabs(count[i] - expect) < 5 * sd, qPrintable(QString::number(count[i])));
         }
+    }
+
+    void peekedUniformsAreTheNextOnes() {
+        cetus::SamplingParams sp;
+        sp.seed = 5;
+        cetus::Sampler a(sp, 4, 4), b(sp, 4, 4);
+        double peeked[5];
+        a.peek_uniforms(5, peeked);
+        for (double u : peeked) QCOMPARE(a.uniform(), u);  // peeking consumed nothing
+        b.skip_uniforms(5);
+        QCOMPARE(b.uniform(), a.uniform());
+    }
+
+    // verify_rows against the rule applied draft by draft with uniforms taken as
+    // they are needed (the way a host loop would): same outcome, same count used.
+    void verifyRowsMatchesTheSequentialRule() {
+        const int64_t V = 6, D = 3;
+        cetus::SamplingParams sp;
+        sp.temperature = 0.9f;
+        sp.top_p = 0.9f;
+        sp.repetition_penalty = 1.3f;
+        std::mt19937 gen(7);
+        std::normal_distribution<float> nd(0.0f, 1.5f);
+        int rejections = 0;
+        for (int trial = 0; trial < 400; ++trial) {
+            sp.seed = uint64_t(trial);
+            std::vector<float> target(size_t((D + 1) * V)), draft_logits(size_t(D * V));
+            for (float& x : draft_logits) x = nd(gen);
+            for (float& x : target) x = nd(gen);
+            for (int64_t i = 0; i < D * V; ++i)  // targets near the drafts: acceptances and rejections both common
+                target[size_t(i)] = draft_logits[size_t(i)] + 0.3f * target[size_t(i)];
+            const std::vector<int32_t> history{1, 4};
+            cetus::Sampler s(sp, V, V), ref(sp, V, V);
+            // Drafts from q, each penalising the pending token (2) and the drafts before it.
+            std::vector<int32_t> tail{2};
+            std::vector<std::vector<float>> q(D);
+            std::vector<int32_t> drafts;
+            for (int64_t j = 0; j < D; ++j) {
+                ref.distribution(draft_logits.data() + j * V, history, q[size_t(j)], tail);
+                drafts.push_back(ref.sample(q[size_t(j)]));
+                tail.push_back(drafts.back());
+            }
+            s.skip_uniforms(D);
+            // Sequential reference.
+            int64_t a = 0;
+            int32_t next = -1;
+            std::vector<float> p;
+            for (; a < D; ++a) {
+                ref.distribution(target.data() + a * V, history, p, std::span(tail).first(size_t(a + 1)));
+                const double ua = ref.uniform();
+                const int32_t d = drafts[size_t(a)];
+                const double pd = p[size_t(d)], qd = q[size_t(a)][size_t(d)];
+                if (qd > 0 && ua < std::min(1.0, pd / qd)) continue;  // accepted: one number used
+                next = ref.accept_or_replace(p, q[size_t(a)], d, ua, ref.uniform());
+                QVERIFY(next >= 0);
+                break;
+            }
+            if (next < 0) {
+                ref.distribution(target.data() + D * V, history, p, tail);
+                next = ref.sample(p);
+            }
+            cetus::ChoiceSpec spec{sp, V, history, tail, 1};
+            double u[D + 1];
+            s.peek_uniforms(D + 1, u);
+            const cetus::VerifyResult got = cetus::verify_rows(s, target.data(), V, spec, q.data(), drafts.data(), D, u);
+            s.skip_uniforms(cetus::verify_uniforms_used(got, D));
+            QCOMPARE(got.accepted, a);
+            QCOMPARE(got.next, next);
+            QCOMPARE(s.uniform(), ref.uniform());  // the same count of numbers used
+            rejections += a < D ? 1 : 0;
+        }
+        QVERIFY2(rejections > 50 && rejections < 350, qPrintable(QString::number(rejections)));  // both branches were taken often
     }
 };
 

@@ -17,9 +17,13 @@
 // the second call of a shape; CETUS_CUDA_GRAPHS=0, CETUS_CUDA_SYNC=1 or a failed capture launch
 // kernel by kernel instead, with identical results.
 //
-// Not in this version: sampling on the device, an asynchronous routing trace,
-// FP8 tensor-core GEMMs (FP8 weights are expanded to bf16 for long chunks), a
-// bf16 cache.
+// Token choices (greedy and sampled, with the drafts' verification) run on the
+// device over the logits the last call left there (choice_*.cu); only the chosen
+// ids come back. CETUS_CUDA_SAMPLING=host (read at creation) copies the logits
+// back and leaves the choices to the host instead.
+//
+// Not in this version: FP8 tensor-core GEMMs (FP8 weights are expanded to bf16
+// for long chunks), a bf16 cache.
 #include "cuda_plugin.h"
 #include "cuda_util.h"
 #include "device_weights.h"
@@ -121,6 +125,7 @@ struct GraphKey {
     int64_t module = -1;  // -1 the main model, k MTP module k
     int64_t n_tokens = 0;
     bool all_logits = false, want_hidden = false, want_routing = false;
+    bool logits_to_host = true;
     bool operator==(const GraphKey&) const = default;
 };
 
@@ -142,7 +147,11 @@ public:
     void forward(const int32_t* ids, int64_t T, int64_t start_pos, const ForwardOptions& opt,
                  ForwardOutput& out) override;
     void mtp_forward(int64_t k, const float* hidden, const int32_t* next_ids, int64_t T, int64_t start_pos,
-                     std::vector<float>& logits, std::vector<float>* out_hidden) override;
+                     MtpLogits logits_to, std::vector<float>& logits, std::vector<float>* out_hidden) override;
+    bool samples_on_device() const override { return m_device_sampling; }
+    void choose(int64_t row0, int64_t n, const ChoiceSpec& spec, const double* u, int64_t q_slot,
+                int32_t* ids) override;
+    VerifyResult verify(const ChoiceSpec& spec, const int32_t* drafts, int64_t D, const double* u) override;
     double copy_bandwidth_gbs() override;
     double peak_bf16_tflops() override;
 
@@ -170,6 +179,15 @@ private:
         float* shared_out;  // [chunk, H]
         float* logits;      // [chunk, V]
         Gemm::Scratch gemm;
+        // Token choice over up to k_max_choice_rows rows.
+        ChoiceBuffers choice;
+        float* choice_probs;  // [rows, V] processed distributions (verify: the targets)
+        float* choice_q;      // [rows, V] the drafts' distributions, by slot
+        int32_t* choice_history;  // [capacity] ids penalised in every row
+        int32_t* choice_tail;     // [2 * rows]
+        double* choice_u;         // [rows + 1]
+        int32_t* choice_drafts;   // [rows]
+        int32_t* choice_out;      // [rows]
     };
     // Pinned host buffers for the copies in and out. A replayed graph's copies
     // read and write these same addresses, so the inputs go here before a launch.
@@ -181,6 +199,11 @@ private:
         float* hidden_out;  // [chunk, H]
         int32_t* route_ids;  // [chunk, n_moe * K]
         float* route_w;
+        int32_t* choice_history;  // [capacity]
+        int32_t* choice_tail;     // [2 * rows]
+        double* choice_u;         // [rows + 1]
+        int32_t* choice_drafts;   // [rows]
+        int32_t* choice_out;      // [rows]
     };
 
     Scratch carve_scratch(Carver& c) const;
@@ -200,7 +223,11 @@ private:
     // One chunk's work from the staging buffers in to the staging buffers out,
     // enqueued on the stream (directly or into a capture).
     void enqueue_forward(int64_t n, int64_t logit_rows, const ForwardOptions& opt);
-    void enqueue_mtp(int64_t k, int64_t n, bool want_hidden);
+    void enqueue_mtp(int64_t k, int64_t n, bool want_hidden, MtpLogits logits_to);
+    // Token choice: checks and uploads a request's inputs, runs `enqueue`, waits.
+    ChoiceParams choice_params(const ChoiceSpec& spec, int64_t rows) const;
+    void upload_choice_inputs(const ChoiceSpec& spec, const double* u, int64_t n_u, const int32_t* drafts,
+                              int64_t n_drafts);
     // Enqueues `enqueue` as a replayed graph when the key allows it, directly otherwise.
     void run(const GraphKey& key, const std::function<void()>& enqueue);
     void run_and_wait(const GraphKey& key, const std::function<void()>& enqueue);
@@ -219,7 +246,9 @@ private:
     DeviceInfo m_info;
     int64_t m_capacity, m_chunk, m_n_moe, m_n_cache_layers, m_mlp_width, m_max_parts;
     int64_t m_n_tokens = 0;
-    bool m_interleave, m_exact;
+    int64_t m_logit_rows = 0;  // rows of the last call's logits in m_s.logits
+    bool m_interleave, m_exact, m_device_sampling = true;
+    std::vector<int32_t> m_history_on_device;  // what m_s.choice_history holds
     float m_scale;
     MlaShape m_shape;
     RouteParams m_route;
@@ -281,6 +310,8 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
                    : sync_each_launch()                  ? "CETUS_CUDA_SYNC=1"
                                                          : "";
     m_graphs = m_graphs_off.empty();
+    const char* sampling = std::getenv("CETUS_CUDA_SAMPLING");
+    m_device_sampling = !(sampling && std::string(sampling) == "host");
 
     // What the kernels hold in registers and shared memory.
     const int64_t width = c.kv_lora_rank + c.qk_rope_head_dim;
@@ -357,6 +388,7 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
     Carver staging(m_staging_memory.get());
     m_h = carve_staging(staging);
     m_gemm = std::make_unique<Gemm>(m_stream.get(), m_exact, m_s.gemm);
+    launch_choice_init(m_s.choice, c.vocab_size, m_stream.get());
     // Zeroed like the CPU's cache; rows past n_tokens are never read.
     CETUS_CUDA(cudaMemsetAsync(m_cache.get(), 0, cache_bytes, m_stream.get()));
     CETUS_CUDA(cudaStreamSynchronize(m_stream.get()));
@@ -413,6 +445,24 @@ CudaBackend::Scratch CudaBackend::carve_scratch(Carver& cv) const {
     s.y = f(n * K * H);
     s.shared_out = f(n * H);
     s.logits = f(n * c.vocab_size);
+    const int64_t R = k_max_choice_rows, V = c.vocab_size;
+    s.choice.rows = R;
+    s.choice.work = f(R * V);
+    s.choice.marks = cv.take<uint32_t>(size_t(R * V));
+    s.choice.sort_keys = f(R * V);
+    s.choice.sort_ids = i(R * V);
+    s.choice.iota = i(R * V);
+    s.choice.seg_begin = i(R);
+    s.choice.seg_end = i(R);
+    s.choice.sort_temp_bytes = choice_sort_temp_bytes(R, V);
+    s.choice.sort_temp = cv.take<char>(s.choice.sort_temp_bytes);
+    s.choice_probs = f(R * V);
+    s.choice_q = f(R * V);
+    s.choice_history = i(m_capacity);
+    s.choice_tail = i(2 * R);
+    s.choice_u = cv.take<double>(size_t(R + 1));
+    s.choice_drafts = i(R);
+    s.choice_out = i(R);
     if (!m_exact) {
         s.gemm.act_elems = size_t(n * std::max({round_up(m_extent.max_cols, 8), n_h * d_qk, n_h * c.kv_lora_rank}));
         s.gemm.act_bf16 = cv.take<uint16_t>(s.gemm.act_elems);
@@ -434,6 +484,12 @@ CudaBackend::Staging CudaBackend::carve_staging(Carver& cv) const {
     h.hidden_out = cv.take<float>(size_t(n * H));
     h.route_ids = cv.take<int32_t>(size_t(n * slots));
     h.route_w = cv.take<float>(size_t(n * slots));
+    const int64_t R = k_max_choice_rows;
+    h.choice_history = cv.take<int32_t>(size_t(m_capacity));
+    h.choice_tail = cv.take<int32_t>(size_t(2 * R));
+    h.choice_u = cv.take<double>(size_t(R + 1));
+    h.choice_drafts = cv.take<int32_t>(size_t(R));
+    h.choice_out = cv.take<int32_t>(size_t(R));
     return h;
 }
 
@@ -475,7 +531,9 @@ void CudaBackend::forward(const int32_t* ids, int64_t T, int64_t start_pos, cons
         rr.ids.clear();
         rr.weights.clear();
     }
-    out.logits.resize(static_cast<size_t>((opt.all_logits ? T : 1) * V));
+    if (opt.logits_to_host) out.logits.resize(static_cast<size_t>((opt.all_logits ? T : 1) * V));
+    else out.logits.clear();
+    m_logit_rows = 0;  // until this call's last chunk has run
     std::vector<float> hidden(static_cast<size_t>(opt.want_hidden ? T * H : 0));  // [T, H] after model.norm
 
     for (int64_t t0 = 0; t0 < T; t0 += m_chunk) {
@@ -486,9 +544,10 @@ void CudaBackend::forward(const int32_t* ids, int64_t T, int64_t start_pos, cons
         *m_h.start_pos = start_pos + t0;
         std::memcpy(m_h.ids, ids + t0, size_t(n) * sizeof(int32_t));
         // Only calls of up to k_graph_max_tokens replay; they are one chunk (n == T).
-        const GraphKey key{-1, T, opt.all_logits, opt.want_hidden, opt.want_routing};
+        const GraphKey key{-1, T, opt.all_logits, opt.want_hidden, opt.want_routing, opt.logits_to_host};
         run_and_wait(key, [&] { enqueue_forward(n, rows, opt); });
-        if (rows > 0)
+        m_logit_rows = rows;
+        if (rows > 0 && opt.logits_to_host)
             std::memcpy(out.logits.data() + (opt.all_logits ? t0 * V : 0), m_h.logits,
                         size_t(rows * V) * sizeof(float));
         if (opt.want_hidden) std::memcpy(hidden.data() + t0 * H, m_h.hidden_out, size_t(n * H) * sizeof(float));
@@ -525,7 +584,7 @@ void CudaBackend::enqueue_forward(int64_t n, int64_t logit_rows, const ForwardOp
     if (logit_rows > 0) {
         const int64_t first = n - logit_rows;
         m_gemm->matmul(m_weights.lm_head, m_s.hn + first * H, H, logit_rows, m_s.logits, V);  // [rows, V]
-        to_host(m_h.logits, m_s.logits, size_t(logit_rows * V) * sizeof(float));
+        if (opt.logits_to_host) to_host(m_h.logits, m_s.logits, size_t(logit_rows * V) * sizeof(float));
     }
     if (opt.want_hidden) to_host(m_h.hidden_out, m_s.hn, size_t(n * H) * sizeof(float));
     if (opt.want_routing && slots > 0) {
@@ -535,7 +594,7 @@ void CudaBackend::enqueue_forward(int64_t n, int64_t logit_rows, const ForwardOp
 }
 
 void CudaBackend::mtp_forward(int64_t k, const float* hidden, const int32_t* next_ids, int64_t T, int64_t start_pos,
-                              std::vector<float>& logits, std::vector<float>* out_hidden) {
+                              MtpLogits logits_to, std::vector<float>& logits, std::vector<float>* out_hidden) {
     if (k < 0 || k >= int64_t(m_weights.mtp.size()))
         throw Error(ErrorCode::BadRequest, "CUDA backend: no MTP module " + std::to_string(k));
     check_span(T, start_pos);
@@ -543,16 +602,20 @@ void CudaBackend::mtp_forward(int64_t k, const float* hidden, const int32_t* nex
     const int64_t H = m_config.hidden_size, V = m_config.vocab_size;
     const bool want_hidden = out_hidden != nullptr;
 
-    logits.resize(static_cast<size_t>(T * V));
+    const bool to_host = logits_to == MtpLogits::Host;
+    if (to_host) logits.resize(static_cast<size_t>(T * V));
+    else logits.clear();
+    m_logit_rows = 0;
     std::vector<float> y(static_cast<size_t>(want_hidden ? T * H : 0));  // [T, H] after shared_head.norm
     for (int64_t t0 = 0; t0 < T; t0 += m_chunk) {
         const int64_t n = std::min(m_chunk, T - t0);
         *m_h.start_pos = start_pos + t0;
         std::memcpy(m_h.ids, next_ids + t0, size_t(n) * sizeof(int32_t));
         std::memcpy(m_h.hidden_in, hidden + t0 * H, size_t(n * H) * sizeof(float));
-        const GraphKey key{k, T, false, want_hidden, false};
-        run_and_wait(key, [&] { enqueue_mtp(k, n, want_hidden); });
-        std::memcpy(logits.data() + t0 * V, m_h.logits, size_t(n * V) * sizeof(float));
+        const GraphKey key{k, T, logits_to != MtpLogits::None, want_hidden, false, to_host};
+        run_and_wait(key, [&] { enqueue_mtp(k, n, want_hidden, logits_to); });
+        m_logit_rows = logits_to == MtpLogits::None ? 0 : n;
+        if (to_host) std::memcpy(logits.data() + t0 * V, m_h.logits, size_t(n * V) * sizeof(float));
         if (want_hidden) std::memcpy(y.data() + t0 * H, m_h.hidden_out, size_t(n * H) * sizeof(float));
     }
     if (out_hidden) *out_hidden = std::move(y);
@@ -560,7 +623,7 @@ void CudaBackend::mtp_forward(int64_t k, const float* hidden, const int32_t* nex
 
 // ids, hidden and position from staging -> MTP module k -> logits (and its
 // post-norm hidden states) to staging.
-void CudaBackend::enqueue_mtp(int64_t k, int64_t n, bool want_hidden) {
+void CudaBackend::enqueue_mtp(int64_t k, int64_t n, bool want_hidden, MtpLogits logits_to) {
     const ModelConfig& c = m_config;
     const DeviceMtp& m = m_weights.mtp[size_t(k)];
     const int64_t H = c.hidden_size, V = c.vocab_size, K = c.num_experts_per_tok;
@@ -577,8 +640,8 @@ void CudaBackend::enqueue_mtp(int64_t k, int64_t n, bool want_hidden) {
     // The MTP block's routing is not reported: slot 0 of the trace buffer, stride K.
     block(m.block, c.num_hidden_layers + k, n, m_s.route_ids, m_s.route_w, K);
     launch_rmsnorm(m_s.x, H, m.head_norm, eps, n, H, m_s.hn, H, s);  // [n, H]
-    m_gemm->matmul(m.head, m_s.hn, H, n, m_s.logits, V);              // [n, V]
-    to_host(m_h.logits, m_s.logits, size_t(n * V) * sizeof(float));
+    if (logits_to != MtpLogits::None) m_gemm->matmul(m.head, m_s.hn, H, n, m_s.logits, V);  // [n, V]
+    if (logits_to == MtpLogits::Host) to_host(m_h.logits, m_s.logits, size_t(n * V) * sizeof(float));
     if (want_hidden) to_host(m_h.hidden_out, m_s.hn, size_t(n * H) * sizeof(float));
 }
 
@@ -682,6 +745,126 @@ void CudaBackend::disable_graphs(const std::string& why) {
 // Device-to-device copies of 1 GiB (bytes read + written per second), the way
 // the memory-bandwidth figure of a card is usually measured. 0 when the memory
 // for the test is not free.
+// ---- token choice on the device ----
+
+ChoiceParams CudaBackend::choice_params(const ChoiceSpec& spec, int64_t rows) const {
+    const int64_t V = m_config.vocab_size;
+    if (rows < 1 || rows > k_max_choice_rows || rows > m_logit_rows)
+        throw Error(ErrorCode::BadRequest, "CUDA backend: token choice over " + std::to_string(rows) +
+                                               " rows, the last call left " + std::to_string(m_logit_rows) +
+                                               " rows of logits (at most " + std::to_string(k_max_choice_rows) + ")");
+    if (int64_t(spec.history.size()) > m_capacity || int64_t(spec.tail.size()) > 2 * k_max_choice_rows)
+        throw Error(ErrorCode::BadRequest, "CUDA backend: token choice with " + std::to_string(spec.history.size()) +
+                                               " history and " + std::to_string(spec.tail.size()) +
+                                               " tail ids (at most " + std::to_string(m_capacity) + " and " +
+                                               std::to_string(2 * k_max_choice_rows) + ")");
+    ChoiceParams p;
+    p.temperature = spec.params.temperature;
+    p.top_p = spec.params.top_p;
+    p.min_p = spec.params.min_p;
+    p.penalty = spec.params.repetition_penalty;
+    p.top_k = spec.params.top_k;
+    p.vocab = V;
+    p.n_valid = std::clamp<int64_t>(spec.n_valid, 1, V);
+    return p;
+}
+
+// The penalised ids (the history only where it changed since the last call:
+// within a request it only grows), the random numbers and the drafts, through
+// the pinned staging buffers. The stream is idle (every call ends waiting), so
+// the staging buffers are free.
+void CudaBackend::upload_choice_inputs(const ChoiceSpec& spec, const double* u, int64_t n_u, const int32_t* drafts,
+                                       int64_t n_drafts) {
+    if (spec.params.repetition_penalty != 1.0f) {
+        const size_t n = spec.history.size();
+        size_t same = 0;
+        while (same < n && same < m_history_on_device.size() && m_history_on_device[same] == spec.history[same])
+            ++same;
+        if (same < n) {
+            m_history_on_device.clear();  // unknown until the copy below has run
+            std::memcpy(m_h.choice_history + same, spec.history.data() + same, (n - same) * sizeof(int32_t));
+            to_device(m_s.choice_history + same, m_h.choice_history + same, (n - same) * sizeof(int32_t));
+        }
+        if (!spec.tail.empty()) {
+            std::memcpy(m_h.choice_tail, spec.tail.data(), spec.tail.size() * sizeof(int32_t));
+            to_device(m_s.choice_tail, m_h.choice_tail, spec.tail.size() * sizeof(int32_t));
+        }
+    }
+    if (n_u > 0) {
+        std::memcpy(m_h.choice_u, u, size_t(n_u) * sizeof(double));
+        to_device(m_s.choice_u, m_h.choice_u, size_t(n_u) * sizeof(double));
+    }
+    if (n_drafts > 0) {
+        std::memcpy(m_h.choice_drafts, drafts, size_t(n_drafts) * sizeof(int32_t));
+        to_device(m_s.choice_drafts, m_h.choice_drafts, size_t(n_drafts) * sizeof(int32_t));
+    }
+}
+
+void CudaBackend::choose(int64_t row0, int64_t n, const ChoiceSpec& spec, const double* u, int64_t q_slot,
+                         int32_t* ids) {
+    if (row0 < 0) throw Error(ErrorCode::BadRequest, "CUDA backend: token choice from row " + std::to_string(row0));
+    const ChoiceParams p = choice_params(spec, row0 + n);
+    const bool greedy = spec.params.temperature <= 0.0f;
+    if (q_slot >= 0 && q_slot + n > k_max_choice_rows)
+        throw Error(ErrorCode::BadRequest, "CUDA backend: draft slots " + std::to_string(q_slot) + " .. " +
+                                               std::to_string(q_slot + n - 1) + " past " +
+                                               std::to_string(k_max_choice_rows));
+    CETUS_CUDA(cudaSetDevice(m_device));
+    cudaStream_t s = m_stream.get();
+    const int64_t V = p.vocab;
+    const bool penalise = p.penalty != 1.0f;
+    try {
+        upload_choice_inputs(spec, u, greedy ? 0 : n, nullptr, 0);
+        launch_choice_penalise(m_s.logits + row0 * V, n, p, m_s.choice_history,
+                               penalise ? int64_t(spec.history.size()) : 0, m_s.choice_tail,
+                               penalise ? int64_t(spec.tail.size()) : 0, spec.tail_first, m_s.choice, s);
+        if (greedy) {
+            launch_choice_argmax(n, p, m_s.choice, m_s.choice_out, s);
+        } else {
+            float* probs = q_slot >= 0 ? m_s.choice_q + q_slot * V : m_s.choice_probs;
+            launch_choice_distribution(n, p, m_s.choice, probs, s);
+            launch_choice_draw(probs, n, V, m_s.choice_u, m_s.choice_out, s);
+        }
+        to_host(m_h.choice_out, m_s.choice_out, size_t(n) * sizeof(int32_t));
+    } catch (...) {
+        (void)cudaStreamSynchronize(s);
+        throw;
+    }
+    CETUS_CUDA(cudaStreamSynchronize(s));
+    if (penalise) m_history_on_device.assign(spec.history.begin(), spec.history.end());
+    std::memcpy(ids, m_h.choice_out, size_t(n) * sizeof(int32_t));
+}
+
+VerifyResult CudaBackend::verify(const ChoiceSpec& spec, const int32_t* drafts, int64_t D, const double* u) {
+    if (D < 0) throw Error(ErrorCode::BadRequest, "CUDA backend: verify of " + std::to_string(D) + " drafts");
+    const ChoiceParams p = choice_params(spec, D + 1);
+    if (spec.params.temperature <= 0.0f)
+        throw Error(ErrorCode::BadRequest, "CUDA backend: verify is for sampling; greedy drafts are checked by choose");
+    for (int64_t a = 0; a < D; ++a)
+        if (drafts[a] < 0 || drafts[a] >= p.vocab)
+            throw Error(ErrorCode::BadRequest, "CUDA backend: draft id " + std::to_string(drafts[a]) +
+                                                   " outside the vocabulary");
+    CETUS_CUDA(cudaSetDevice(m_device));
+    cudaStream_t s = m_stream.get();
+    const bool penalise = p.penalty != 1.0f;
+    try {
+        upload_choice_inputs(spec, u, D + 1, drafts, D);
+        launch_choice_penalise(m_s.logits, D + 1, p, m_s.choice_history, penalise ? int64_t(spec.history.size()) : 0,
+                               m_s.choice_tail, penalise ? int64_t(spec.tail.size()) : 0, spec.tail_first,
+                               m_s.choice, s);
+        launch_choice_distribution(D + 1, p, m_s.choice, m_s.choice_probs, s);
+        launch_choice_verify(m_s.choice_probs, m_s.choice_q, m_s.choice_drafts, D, p.vocab, m_s.choice_u,
+                             m_s.choice_out, s);
+        to_host(m_h.choice_out, m_s.choice_out, 2 * sizeof(int32_t));
+    } catch (...) {
+        (void)cudaStreamSynchronize(s);
+        throw;
+    }
+    CETUS_CUDA(cudaStreamSynchronize(s));
+    if (penalise) m_history_on_device.assign(spec.history.begin(), spec.history.end());
+    return {m_h.choice_out[0], m_h.choice_out[1]};
+}
+
 double CudaBackend::copy_bandwidth_gbs() {
     if (m_copy_gbs >= 0) return m_copy_gbs;
     m_copy_gbs = 0;

@@ -155,4 +155,49 @@ void launch_experts_down(const DeviceExperts& e, const ExpertPairs& pairs, const
 void launch_moe_combine(float* x, const float* y, const float* weights, int64_t stride, const float* shared,
                         int64_t n, int32_t top_k, int64_t hidden, cudaStream_t s);
 
+// ---- token choice (sampler.cpp's choose_rows / verify_rows on the device):
+//      choice_penalise.cu, choice_argmax.cu, choice_distribution.cu, choice_draw.cu,
+//      choice_verify.cu. One block per row of the vocabulary. ----
+
+struct ChoiceParams {
+    float temperature = 0.0f, top_p = 1.0f, min_p = 0.0f, penalty = 1.0f;
+    int32_t top_k = 0;
+    int64_t vocab = 0, n_valid = 0;  // ids >= n_valid are never chosen
+};
+// Work space for up to `rows` rows of `vocab` entries.
+struct ChoiceBuffers {
+    float* work = nullptr;        // [rows, V] penalised logits, then exp((x - max) / T)
+    uint32_t* marks = nullptr;    // [rows, V] all zero between calls
+    float* sort_keys = nullptr;   // [rows, V]
+    int32_t* sort_ids = nullptr;  // [rows, V]
+    int32_t* iota = nullptr;      // [rows, V] i % V (launch_choice_init)
+    int32_t* seg_begin = nullptr;  // [rows]
+    int32_t* seg_end = nullptr;    // [rows]
+    void* sort_temp = nullptr;
+    size_t sort_temp_bytes = 0;
+    int64_t rows = 0;
+};
+// Bytes of CUB's sort work space for `rows` rows of `vocab` entries.
+size_t choice_sort_temp_bytes(int64_t rows, int64_t vocab);
+// Fills iota and clears marks (once, after allocation).
+void launch_choice_init(const ChoiceBuffers& b, int64_t vocab, cudaStream_t s);
+// work[r] = logits[r] with the repetition penalty on the ids of history and of
+// tail[0, tail_first + r), each id once (x > 0 ? x / penalty : x * penalty).
+void launch_choice_penalise(const float* logits, int64_t n, const ChoiceParams& p, const int32_t* history,
+                            int64_t n_history, const int32_t* tail, int64_t n_tail, int64_t tail_first,
+                            const ChoiceBuffers& b, cudaStream_t s);
+// ids[r] = the first id of the largest work[r, 0 .. n_valid).
+void launch_choice_argmax(int64_t n, const ChoiceParams& p, const ChoiceBuffers& b, int32_t* ids, cudaStream_t s);
+// probs[r] = Sampler::distribution of work[r] (temperature, then top-k, top-p and
+// min-p over candidates sorted by probability, ties by id); work is overwritten.
+void launch_choice_distribution(int64_t n, const ChoiceParams& p, const ChoiceBuffers& b, float* probs,
+                                cudaStream_t s);
+// ids[r] = Sampler::draw(probs[r], u[r]).
+void launch_choice_draw(const float* probs, int64_t n, int64_t vocab, const double* u, int32_t* ids,
+                        cudaStream_t s);
+// verify_rows: targets p [D + 1, V], draft distributions q [D, V], drafts [D],
+// u [D + 1] -> out = {accepted, next}. One block.
+void launch_choice_verify(const float* p, const float* q, const int32_t* drafts, int64_t D, int64_t vocab,
+                          const double* u, int32_t* out, cudaStream_t s);
+
 }  // namespace cetus::cuda

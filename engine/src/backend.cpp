@@ -1,0 +1,92 @@
+// The CPU backend's calls that are more than a forward to Model.
+#include "backend.h"
+
+#include "cetus/error.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+
+namespace cetus {
+
+namespace {
+// Rows of a call's last chunk of 256 tokens (what a device keeps).
+int64_t last_chunk_rows(int64_t rows) { return rows - (rows - 1) / 256 * 256; }
+}  // namespace
+
+std::string CpuBackend::description() const { return std::to_string(omp_get_max_threads()) + " threads"; }
+
+double CpuBackend::copy_bandwidth_gbs() {
+    if (m_copy_gbs >= 0) return m_copy_gbs;
+    const size_t n = size_t(64) << 20;  // floats: 256 MiB, far beyond the caches
+    std::vector<float> src(n, 1.0f), dst(n, 0.0f);
+    double best = 0;
+    for (int rep = 0; rep < 4; ++rep) {  // the best of four: the first touches the pages
+        const auto t0 = std::chrono::steady_clock::now();
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < int64_t(n); ++i) dst[size_t(i)] = src[size_t(i)];
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        best = std::max(best, 2.0 * double(n * sizeof(float)) / s / 1e9);
+    }
+    m_copy_gbs = dst[n / 2] == 1.0f ? best : 0.0;  // the copy is used, so it is not optimised away
+    return m_copy_gbs;
+}
+
+void CpuBackend::forward(const int32_t* ids, int64_t T, int64_t start_pos, const ForwardOptions& opt,
+                         ForwardOutput& out) {
+    m_model.forward(ids, T, start_pos, m_cache, opt, out);
+    if (!m_device_sampling) {
+        m_kept.clear();
+        return;
+    }
+    // Like a device: the last chunk's rows (or the one row) stay for choose().
+    const int64_t V = m_model.config().vocab_size;
+    const int64_t keep = last_chunk_rows(int64_t(out.logits.size()) / V);
+    m_kept.assign(out.logits.end() - keep * V, out.logits.end());
+    if (!opt.logits_to_host) out.logits.clear();
+}
+
+void CpuBackend::mtp_forward(int64_t k, const float* hidden, const int32_t* next_ids, int64_t T,
+                             int64_t start_pos, MtpLogits logits_to, std::vector<float>& logits,
+                             std::vector<float>* out_hidden) {
+    m_kept.clear();
+    if (logits_to == MtpLogits::None) {
+        m_model.mtp_forward(k, hidden, next_ids, T, start_pos, m_cache, nullptr, out_hidden);
+        logits.clear();
+        return;
+    }
+    m_model.mtp_forward(k, hidden, next_ids, T, start_pos, m_cache, &logits, out_hidden);
+    if (!m_device_sampling) return;
+    const int64_t V = m_model.config().vocab_size, keep = last_chunk_rows(T);
+    m_kept.assign(logits.end() - keep * V, logits.end());
+    if (logits_to == MtpLogits::Keep) logits.clear();
+}
+
+const float* CpuBackend::kept_rows(int64_t row0, int64_t n) const {
+    const int64_t V = m_model.config().vocab_size, rows = int64_t(m_kept.size()) / V;
+    if (!m_device_sampling) throw Error(ErrorCode::Unsupported, "cpu backend: device sampling is off");
+    if (row0 < 0 || n < 1 || n > k_max_choice_rows || row0 + n > rows)
+        throw Error(ErrorCode::BadRequest, "cpu backend: choice of rows " + std::to_string(row0) + " .. " +
+                                               std::to_string(row0 + n - 1) + " of the " + std::to_string(rows) +
+                                               " rows of the last call");
+    return m_kept.data() + row0 * V;
+}
+
+void CpuBackend::choose(int64_t row0, int64_t n, const ChoiceSpec& spec, const double* u, int64_t q_slot,
+                        int32_t* ids) {
+    const float* rows = kept_rows(row0, n);
+    if (q_slot >= 0 && q_slot + n > k_max_choice_rows)
+        throw Error(ErrorCode::BadRequest, "cpu backend: draft slots past " + std::to_string(k_max_choice_rows));
+    Sampler math(spec.params, m_model.config().vocab_size, spec.n_valid);
+    choose_rows(math, rows, m_model.config().vocab_size, n, spec, u, q_slot >= 0 ? &m_q[size_t(q_slot)] : nullptr,
+                ids);
+}
+
+VerifyResult CpuBackend::verify(const ChoiceSpec& spec, const int32_t* drafts, int64_t D, const double* u) {
+    const float* rows = kept_rows(0, D + 1);
+    Sampler math(spec.params, m_model.config().vocab_size, spec.n_valid);
+    return verify_rows(math, rows, m_model.config().vocab_size, spec, m_q.data(), drafts, D, u);
+}
+
+}  // namespace cetus
