@@ -8,10 +8,12 @@
 # limit so one hang cannot eat the session). Results go to $OUT (the device tool's
 # output folder) or gpu-out/, a summary to stdout.
 #   conformance (~4 min, estimated): GPU facts, info, selftest (fixtures in exact mode + CUDA vs CPU
-#                on small random shapes, graphs vs direct launches), memcheck on one fixture.
+#                on small random shapes, graphs vs direct launches, token choices), memcheck on the
+#                tiny comparison.
 #   bench (~5 min, estimated): V2-Lite BF16 and FP8 decode/prefill with their fractions of the
 #                measured limits, FP8 without CUDA graphs, MTP on the demo model (GPU, CPU).
-#   full: the four-layer V3 comparison and an Nsight Compute profile of decode.
+#   full: the four-layer V3 comparison, racecheck on the tiny comparison and an Nsight Compute
+#         profile of decode.
 set -uo pipefail
 mode="${1:-conformance}"
 out="${OUT:-gpu-out}"
@@ -65,8 +67,10 @@ conformance)
     summarise_selftest "$out/selftest-cuda.out"
     grep -h "graphs off" "$out/selftest-cuda.log" | head -3
     if command -v compute-sanitizer >/dev/null; then
+        # The tiny comparison covers every kernel: BF16 and FP8, graphs, two-chunk
+        # prompts, the token-choice kernels.
         step memcheck 150 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 \
-            "$cli" selftest --device cuda --case v3-fp8
+            "$cli" selftest --device cuda --compare tiny --compare-only
         grep -E "ERROR SUMMARY|Invalid|out of bounds" "$out/memcheck.out" | head -5
     fi
     ;;
@@ -84,8 +88,13 @@ bench)
     fi
     ;;
 full)
-    step selftest-cuda-full 500 "$cli" selftest --device cuda --compare full --json
+    step selftest-cuda-full 400 "$cli" selftest --device cuda --compare full --json
     summarise_selftest "$out/selftest-cuda-full.out"
+    if command -v compute-sanitizer >/dev/null; then  # shared-memory races (block reductions, tiles)
+        step racecheck 120 compute-sanitizer --tool racecheck --error-exitcode 9 \
+            "$cli" selftest --device cuda --compare tiny --compare-only
+        grep -E "ERROR SUMMARY|hazard" "$out/racecheck.out" | head -5
+    fi
     if command -v ncu >/dev/null; then
         step ncu-decode 240 ncu --set basic --launch-skip 200 --launch-count 60 -o "$out/decode" \
             env CETUS_CUDA_GRAPHS=0 "$cli" bench --device cuda --random-model v2-lite --layers 4 --prompt 64 --gen 8

@@ -15,7 +15,7 @@ void add_selftest_command(CLI::App& app) {
     auto* cmd = app.add_subcommand("selftest", "Run the conformance suite over the golden fixtures");
     struct Opts {
         std::string device = "cpu", fixtures, only, compare = "small";
-        bool json = false;
+        bool json = false, compare_only = false;
     };
     auto o = std::make_shared<Opts>();
     cmd->add_option("--device", o->device, "cpu or cuda");
@@ -24,6 +24,7 @@ void add_selftest_command(CLI::App& app) {
     cmd->add_option("--compare", o->compare, "With --device cuda: CUDA vs CPU on random models: none, tiny, small or full")
         ->check(CLI::IsMember({"none", "tiny", "small", "full"}))
         ->capture_default_str();
+    cmd->add_flag("--compare-only", o->compare_only, "With --device cuda: the comparison only, no fixtures");
     cmd->add_flag("--json", o->json, "JSON output");
     cmd->callback([o] {
         SelftestOptions so;
@@ -31,6 +32,7 @@ void add_selftest_command(CLI::App& app) {
         so.fixtures_dir = o->fixtures.empty() ? default_fixtures_dir() : o->fixtures;
         so.only = o->only;
         so.compare = o->compare;
+        so.compare_only = o->compare_only;
         auto results = run_selftest(so);
         int failed = 0;
         nlohmann::json j = nlohmann::json::array();

@@ -1,6 +1,7 @@
 // Prefill: one forward over n_prompt random ids (only the last logits, as a
 // generator does). Decode: n_gen single-token forwards through the cache,
-// each fed the argmax of the previous step.
+// each fed the argmax of the previous step, taken where the generator takes it
+// (on the device when the backend chooses there, so the logits stay put).
 #include "cetus/bench.h"
 
 #include "backend.h"
@@ -77,6 +78,10 @@ BenchResult run_bench(Engine& engine, const BenchOptions& o) {
     std::vector<double> prefill_s, decode_s;
     ForwardOptions last;
     last.all_logits = false;
+    last.logits_to_host = !backend.samples_on_device();
+    ChoiceSpec greedy;
+    greedy.params.temperature = 0.0f;
+    greedy.n_valid = c.vocab_size;
     ForwardOutput out;
     for (int r = 0; r <= o.repeats; ++r) {  // r == 0 is the warm-up
         backend.clear();
@@ -84,7 +89,9 @@ BenchResult run_bench(Engine& engine, const BenchOptions& o) {
         backend.forward(prompt.data(), o.n_prompt, 0, last, out);
         auto t1 = clock::now();
         for (int64_t g = 0; g < o.n_gen; ++g) {
-            int32_t next = int32_t(std::max_element(out.logits.begin(), out.logits.end()) - out.logits.begin());
+            int32_t next = 0;
+            if (last.logits_to_host) next = int32_t(std::max_element(out.logits.begin(), out.logits.end()) - out.logits.begin());
+            else backend.choose(0, 1, greedy, nullptr, -1, &next);
             backend.forward(&next, 1, o.n_prompt + g, last, out);
         }
         auto t2 = clock::now();

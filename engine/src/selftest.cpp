@@ -550,7 +550,7 @@ std::vector<CheckResult> run_selftest(const SelftestOptions& o) {
     const bool cuda = o.device == Device::Cuda;
     // With the CPU standing in for the GPU only the comparison harness runs: the
     // fixtures need the real device.
-    if (!(cuda && cpu_stands_in())) {
+    if (!(cuda && (cpu_stands_in() || o.compare_only))) {
         std::vector<std::filesystem::path> cases;
         std::error_code ec;
         for (const auto& e : std::filesystem::directory_iterator(o.fixtures_dir, ec))
@@ -570,6 +570,13 @@ std::vector<CheckResult> run_selftest(const SelftestOptions& o) {
         std::optional<EnvGuard> exact;
         if (cuda) exact.emplace("CETUS_CUDA_EXACT", "1");
         for (const auto& dir : cases) run_case(dir, o.device, out);
+    }
+    if (cuda && o.compare_only && !cpu_stands_in()) {
+        const CudaProbe probe = probe_cuda();
+        if (!probe.usable) {
+            out.push_back({"", "cuda device", false, 0, 0, probe.text});
+            return out;
+        }
     }
     if (o.device == Device::Cuda && o.compare != "none" && o.only.empty()) {
         std::vector<RandomModelOptions> shapes = {{"tiny", "bf16", 0, 1}, {"tiny", "fp8", 0, 2}};

@@ -33,6 +33,7 @@ struct SelftestOptions {
     // "none" skips the comparison. CETUS_SELFTEST_CUDA_STANDIN=cpu compares a second
     // CPU backend instead (no fixtures): the harness checking itself without a GPU.
     std::string compare = "small";
+    bool compare_only = false;  // skip the fixtures (e.g. the comparison under compute-sanitizer)
 };
 
 // Checks and tolerances. Fixtures: logits, hidden states and router weights
