@@ -225,7 +225,8 @@ private:
     void enqueue_forward(int64_t n, int64_t logit_rows, const ForwardOptions& opt);
     void enqueue_mtp(int64_t k, int64_t n, bool want_hidden, MtpLogits logits_to);
     // Token choice: checks and uploads a request's inputs, runs `enqueue`, waits.
-    ChoiceParams choice_params(const ChoiceSpec& spec, int64_t rows) const;
+    ChoiceParams choice_params(const ChoiceSpec& spec, int64_t row0, int64_t n) const;
+    void note_history_uploaded(const ChoiceSpec& spec);
     void upload_choice_inputs(const ChoiceSpec& spec, const double* u, int64_t n_u, const int32_t* drafts,
                               int64_t n_drafts);
     // Enqueues `enqueue` as a replayed graph when the key allows it, directly otherwise.
@@ -533,7 +534,6 @@ void CudaBackend::forward(const int32_t* ids, int64_t T, int64_t start_pos, cons
     }
     if (opt.logits_to_host) out.logits.resize(static_cast<size_t>((opt.all_logits ? T : 1) * V));
     else out.logits.clear();
-    m_logit_rows = 0;  // until this call's last chunk has run
     std::vector<float> hidden(static_cast<size_t>(opt.want_hidden ? T * H : 0));  // [T, H] after model.norm
 
     for (int64_t t0 = 0; t0 < T; t0 += m_chunk) {
@@ -545,6 +545,7 @@ void CudaBackend::forward(const int32_t* ids, int64_t T, int64_t start_pos, cons
         std::memcpy(m_h.ids, ids + t0, size_t(n) * sizeof(int32_t));
         // Only calls of up to k_graph_max_tokens replay; they are one chunk (n == T).
         const GraphKey key{-1, T, opt.all_logits, opt.want_hidden, opt.want_routing, opt.logits_to_host};
+        m_logit_rows = 0;  // the buffer is rewritten from here on
         run_and_wait(key, [&] { enqueue_forward(n, rows, opt); });
         m_logit_rows = rows;
         if (rows > 0 && opt.logits_to_host)
@@ -605,7 +606,6 @@ void CudaBackend::mtp_forward(int64_t k, const float* hidden, const int32_t* nex
     const bool to_host = logits_to == MtpLogits::Host;
     if (to_host) logits.resize(static_cast<size_t>(T * V));
     else logits.clear();
-    m_logit_rows = 0;
     std::vector<float> y(static_cast<size_t>(want_hidden ? T * H : 0));  // [T, H] after shared_head.norm
     for (int64_t t0 = 0; t0 < T; t0 += m_chunk) {
         const int64_t n = std::min(m_chunk, T - t0);
@@ -613,6 +613,7 @@ void CudaBackend::mtp_forward(int64_t k, const float* hidden, const int32_t* nex
         std::memcpy(m_h.ids, next_ids + t0, size_t(n) * sizeof(int32_t));
         std::memcpy(m_h.hidden_in, hidden + t0 * H, size_t(n * H) * sizeof(float));
         const GraphKey key{k, T, logits_to != MtpLogits::None, want_hidden, false, to_host};
+        m_logit_rows = 0;
         run_and_wait(key, [&] { enqueue_mtp(k, n, want_hidden, logits_to); });
         m_logit_rows = logits_to == MtpLogits::None ? 0 : n;
         if (to_host) std::memcpy(logits.data() + t0 * V, m_h.logits, size_t(n * V) * sizeof(float));
@@ -742,17 +743,16 @@ void CudaBackend::disable_graphs(const std::string& why) {
                                            why + ")");
 }
 
-// Device-to-device copies of 1 GiB (bytes read + written per second), the way
-// the memory-bandwidth figure of a card is usually measured. 0 when the memory
-// for the test is not free.
 // ---- token choice on the device ----
 
-ChoiceParams CudaBackend::choice_params(const ChoiceSpec& spec, int64_t rows) const {
+// Rows row0 .. row0 + n - 1 of the last call's logits, n <= k_max_choice_rows.
+ChoiceParams CudaBackend::choice_params(const ChoiceSpec& spec, int64_t row0, int64_t n) const {
     const int64_t V = m_config.vocab_size;
-    if (rows < 1 || rows > k_max_choice_rows || rows > m_logit_rows)
-        throw Error(ErrorCode::BadRequest, "CUDA backend: token choice over " + std::to_string(rows) +
-                                               " rows, the last call left " + std::to_string(m_logit_rows) +
-                                               " rows of logits (at most " + std::to_string(k_max_choice_rows) + ")");
+    if (row0 < 0 || n < 1 || n > k_max_choice_rows || row0 + n > m_logit_rows)
+        throw Error(ErrorCode::BadRequest, "CUDA backend: token choice over rows " + std::to_string(row0) + " .. " +
+                                               std::to_string(row0 + n - 1) + ", the last call left " +
+                                               std::to_string(m_logit_rows) + " rows of logits (at most " +
+                                               std::to_string(k_max_choice_rows) + " at a time)");
     if (int64_t(spec.history.size()) > m_capacity || int64_t(spec.tail.size()) > 2 * k_max_choice_rows)
         throw Error(ErrorCode::BadRequest, "CUDA backend: token choice with " + std::to_string(spec.history.size()) +
                                                " history and " + std::to_string(spec.tail.size()) +
@@ -777,11 +777,13 @@ void CudaBackend::upload_choice_inputs(const ChoiceSpec& spec, const double* u, 
                                        int64_t n_drafts) {
     if (spec.params.repetition_penalty != 1.0f) {
         const size_t n = spec.history.size();
-        size_t same = 0;
-        while (same < n && same < m_history_on_device.size() && m_history_on_device[same] == spec.history[same])
-            ++same;
+        const size_t common = std::min(n, m_history_on_device.size());
+        const size_t same = size_t(std::mismatch(spec.history.begin(), spec.history.begin() + ptrdiff_t(common),
+                                                 m_history_on_device.begin())
+                                       .first -
+                                   spec.history.begin());
+        m_history_on_device.resize(same);  // what stays valid whatever happens to the copy below
         if (same < n) {
-            m_history_on_device.clear();  // unknown until the copy below has run
             std::memcpy(m_h.choice_history + same, spec.history.data() + same, (n - same) * sizeof(int32_t));
             to_device(m_s.choice_history + same, m_h.choice_history + same, (n - same) * sizeof(int32_t));
         }
@@ -800,10 +802,16 @@ void CudaBackend::upload_choice_inputs(const ChoiceSpec& spec, const double* u, 
     }
 }
 
+// After a successful upload: the device holds the whole history (the mirror
+// holds its unchanged prefix; append the rest).
+void CudaBackend::note_history_uploaded(const ChoiceSpec& spec) {
+    const size_t have = m_history_on_device.size();
+    m_history_on_device.insert(m_history_on_device.end(), spec.history.begin() + ptrdiff_t(have), spec.history.end());
+}
+
 void CudaBackend::choose(int64_t row0, int64_t n, const ChoiceSpec& spec, const double* u, int64_t q_slot,
                          int32_t* ids) {
-    if (row0 < 0) throw Error(ErrorCode::BadRequest, "CUDA backend: token choice from row " + std::to_string(row0));
-    const ChoiceParams p = choice_params(spec, row0 + n);
+    const ChoiceParams p = choice_params(spec, row0, n);
     const bool greedy = spec.params.temperature <= 0.0f;
     if (q_slot >= 0 && q_slot + n > k_max_choice_rows)
         throw Error(ErrorCode::BadRequest, "CUDA backend: draft slots " + std::to_string(q_slot) + " .. " +
@@ -831,13 +839,13 @@ void CudaBackend::choose(int64_t row0, int64_t n, const ChoiceSpec& spec, const 
         throw;
     }
     CETUS_CUDA(cudaStreamSynchronize(s));
-    if (penalise) m_history_on_device.assign(spec.history.begin(), spec.history.end());
+    if (penalise) note_history_uploaded(spec);
     std::memcpy(ids, m_h.choice_out, size_t(n) * sizeof(int32_t));
 }
 
 VerifyResult CudaBackend::verify(const ChoiceSpec& spec, const int32_t* drafts, int64_t D, const double* u) {
     if (D < 0) throw Error(ErrorCode::BadRequest, "CUDA backend: verify of " + std::to_string(D) + " drafts");
-    const ChoiceParams p = choice_params(spec, D + 1);
+    const ChoiceParams p = choice_params(spec, 0, D + 1);
     if (spec.params.temperature <= 0.0f)
         throw Error(ErrorCode::BadRequest, "CUDA backend: verify is for sampling; greedy drafts are checked by choose");
     for (int64_t a = 0; a < D; ++a)
@@ -861,10 +869,13 @@ VerifyResult CudaBackend::verify(const ChoiceSpec& spec, const int32_t* drafts, 
         throw;
     }
     CETUS_CUDA(cudaStreamSynchronize(s));
-    if (penalise) m_history_on_device.assign(spec.history.begin(), spec.history.end());
+    if (penalise) note_history_uploaded(spec);
     return {m_h.choice_out[0], m_h.choice_out[1]};
 }
 
+// Device-to-device copies of 1 GiB (bytes read + written per second), the way
+// the memory-bandwidth figure of a card is usually measured. 0 when the memory
+// for the test is not free.
 double CudaBackend::copy_bandwidth_gbs() {
     if (m_copy_gbs >= 0) return m_copy_gbs;
     m_copy_gbs = 0;

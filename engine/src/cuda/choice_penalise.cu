@@ -10,7 +10,7 @@
 namespace cetus::cuda {
 namespace {
 
-__global__ void choice_penalise_kernel(const float* logits, ChoiceParams p, const int32_t* history,
+__global__ void __launch_bounds__(1024) choice_penalise_kernel(const float* logits, ChoiceParams p, const int32_t* history,
                                        int64_t n_history, const int32_t* tail, int64_t n_tail, int64_t tail_first,
                                        float* work, uint32_t* marks) {
     const int64_t r = blockIdx.x, V = p.vocab;
