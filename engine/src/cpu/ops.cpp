@@ -1,6 +1,12 @@
-// matmul converts a block of weight rows to fp32 once (bf16/f16/fp8 are read
-// in place from the map) and reuses it for every token of the batch.
+// matmul reads F32 weights in place, BF16 weights in place for small batches
+// (decode, MTP drafts and verify: no conversion buffer, half the bytes), and
+// otherwise converts a block of weight rows to fp32 once (bf16/f16/fp8 are read
+// from the map) and reuses it for every token of the batch.
 #include "cpu/ops.h"
+
+// The 32-byte vectors below never cross a call boundary (everything on them is
+// inlined into the per-ISA clones), so GCC's note about their ABI does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
 
 #include <algorithm>
 #include <cstring>
@@ -12,35 +18,68 @@ namespace {
 constexpr int64_t k_row_block = 8;
 
 // Register-tiled dot products. Every output element is reduced the same way
-// whatever the tile it falls in: lane sums over k in steps of the vector width,
-// a fixed pairwise horizontal sum, then the scalar tail in order. So a token's result
-// is bit-identical in a batch of one (decode) or many (prefill, MTP verify).
-// The lane count follows the widest vector unit the build targets.
-#if defined(__AVX__)
+// whatever the tile it falls in and wherever its weights come from: lane sums
+// over k in steps of 8, a fixed pairwise horizontal sum, then the scalar tail
+// in order. So a token's result is bit-identical in a batch of one (decode) or
+// many (prefill, MTP verify). Vectors are 8 floats in every build; the kernels
+// below are compiled for x86-64-v4, v3 and the baseline and picked at load time
+// (target_clones), with the same results on each (no contraction to FMA: the
+// engine builds with -ffp-contract=off).
 constexpr int k_lanes = 8;
 typedef float v8 __attribute__((vector_size(32)));
-inline float hsum(v8 v) { return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7])); }
-#else
-constexpr int k_lanes = 4;
-typedef float v8 __attribute__((vector_size(16)));
-inline float hsum(v8 v) { return (v[0] + v[2]) + (v[1] + v[3]); }
-#endif
+typedef uint16_t u16x8 __attribute__((vector_size(16)));
+typedef uint16_t u16x16 __attribute__((vector_size(32)));
+#define CETUS_INLINE inline __attribute__((always_inline))
+CETUS_INLINE float hsum(v8 v) { return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7])); }
 
-inline v8 load8(const float* p) {
+// Weight rows as fp32 (a converted block) or read in place as bf16.
+struct F32Rows {
+    const float* w;
+    int64_t ld;
+    CETUS_INLINE v8 load8(int64_t r, int64_t k) const {
+        v8 v;
+        std::memcpy(&v, w + r * ld + k, sizeof v);
+        return v;
+    }
+    CETUS_INLINE float at(int64_t r, int64_t k) const { return w[r * ld + k]; }
+    CETUS_INLINE F32Rows from(int64_t r0) const { return {w + r0 * ld, ld}; }
+};
+struct Bf16Rows {
+    const uint16_t* w;
+    int64_t ld;
+    CETUS_INLINE v8 load8(int64_t r, int64_t k) const {
+        // bf16 -> f32 is the bits in the upper half: interleave zeros below them.
+        u16x8 h;
+        std::memcpy(&h, w + r * ld + k, sizeof h);
+        const u16x16 bits = __builtin_shufflevector(u16x8{}, h, 0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
+        v8 v;
+        std::memcpy(&v, &bits, sizeof v);
+        return v;
+    }
+    CETUS_INLINE float at(int64_t r, int64_t k) const {
+        const uint32_t bits = uint32_t(w[r * ld + k]) << 16;
+        float f;
+        std::memcpy(&f, &bits, 4);
+        return f;
+    }
+    CETUS_INLINE Bf16Rows from(int64_t r0) const { return {w + r0 * ld, ld}; }
+};
+
+CETUS_INLINE v8 load8(const float* p) {
     v8 v;
     std::memcpy(&v, p, sizeof v);
     return v;
 }
 
-template <int TT, int RR>
-inline void tile(const float* x, int64_t ldx, const float* w, int64_t cols, float* y, int64_t ldy) {
+template <int TT, int RR, class W>
+CETUS_INLINE void tile(const float* x, int64_t ldx, const W& w, int64_t cols, float* y, int64_t ldy) {
     v8 acc[TT][RR];
     for (int t = 0; t < TT; ++t)
         for (int r = 0; r < RR; ++r) acc[t][r] = v8{};
     const int64_t n8 = cols - cols % k_lanes;
     for (int64_t k = 0; k < n8; k += k_lanes) {
         v8 wv[RR];
-        for (int r = 0; r < RR; ++r) wv[r] = load8(w + r * cols + k);
+        for (int r = 0; r < RR; ++r) wv[r] = w.load8(r, k);
         for (int t = 0; t < TT; ++t) {
             const v8 xv = load8(x + t * ldx + k);
             for (int r = 0; r < RR; ++r) acc[t][r] += xv * wv[r];
@@ -49,26 +88,47 @@ inline void tile(const float* x, int64_t ldx, const float* w, int64_t cols, floa
     for (int t = 0; t < TT; ++t)
         for (int r = 0; r < RR; ++r) {
             float s = hsum(acc[t][r]);
-            for (int64_t k = n8; k < cols; ++k) s += x[t * ldx + k] * w[r * cols + k];
+            for (int64_t k = n8; k < cols; ++k) s += x[t * ldx + k] * w.at(r, k);
             y[t * ldy + r] = s;
         }
 }
 
-// y[t, r0 + r] for all tokens and the rows of one converted block.
-void block_product(const float* x, int64_t ldx, int64_t n_tokens, const float* wb, int64_t n_rows, int64_t cols,
-                   float* y, int64_t ldy) {
+// y[t, r] for all tokens and n_rows weight rows.
+template <class W>
+CETUS_INLINE void block_product(const float* x, int64_t ldx, int64_t n_tokens, const W& w, int64_t n_rows, int64_t cols,
+                          float* y, int64_t ldy) {
     int64_t t = 0;
     for (; t + 2 <= n_tokens; t += 2) {
         int64_t r = 0;
-        for (; r + 4 <= n_rows; r += 4) tile<2, 4>(x + t * ldx, ldx, wb + r * cols, cols, y + t * ldy + r, ldy);
-        for (; r < n_rows; ++r) tile<2, 1>(x + t * ldx, ldx, wb + r * cols, cols, y + t * ldy + r, ldy);
+        for (; r + 4 <= n_rows; r += 4) tile<2, 4>(x + t * ldx, ldx, w.from(r), cols, y + t * ldy + r, ldy);
+        for (; r < n_rows; ++r) tile<2, 1>(x + t * ldx, ldx, w.from(r), cols, y + t * ldy + r, ldy);
     }
     for (; t < n_tokens; ++t) {
         int64_t r = 0;
-        for (; r + 4 <= n_rows; r += 4) tile<1, 4>(x + t * ldx, ldx, wb + r * cols, cols, y + t * ldy + r, ldy);
-        for (; r < n_rows; ++r) tile<1, 1>(x + t * ldx, ldx, wb + r * cols, cols, y + t * ldy + r, ldy);
+        for (; r + 4 <= n_rows; r += 4) tile<1, 4>(x + t * ldx, ldx, w.from(r), cols, y + t * ldy + r, ldy);
+        for (; r < n_rows; ++r) tile<1, 1>(x + t * ldx, ldx, w.from(r), cols, y + t * ldy + r, ldy);
     }
 }
+
+#if defined(__x86_64__) && !defined(__AVX__)
+#define CETUS_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else  // other machines, or a build tuned for this one (CETUS_NATIVE): one version
+#define CETUS_CPU_CLONES
+#endif
+
+CETUS_CPU_CLONES void product_f32(const float* x, int64_t ldx, int64_t n_tokens, const float* w, int64_t n_rows,
+                                  int64_t cols, float* y, int64_t ldy) {
+    block_product(x, ldx, n_tokens, F32Rows{w, cols}, n_rows, cols, y, ldy);
+}
+
+CETUS_CPU_CLONES void product_bf16(const float* x, int64_t ldx, int64_t n_tokens, const uint16_t* w, int64_t n_rows,
+                                   int64_t cols, float* y, int64_t ldy) {
+    block_product(x, ldx, n_tokens, Bf16Rows{w, cols}, n_rows, cols, y, ldy);
+}
+
+// Batches up to this size read bf16 weights in place; larger ones convert a
+// block of rows once and reuse it for every token.
+constexpr int64_t k_direct_bf16_tokens = 4;
 
 }  // namespace
 
@@ -81,12 +141,20 @@ void matmul_strided(const float* x, int64_t ldx, int64_t n_tokens, const Matrix&
     const bool parallel = rows * cols * n_tokens >= k_parallel_min_macs && n_blocks > 1;
 #pragma omp parallel if (parallel)
     {
-        std::vector<float> buf(static_cast<size_t>(k_row_block * cols));
+        const bool direct = w.dtype == Dtype::F32 || (w.dtype == Dtype::BF16 && n_tokens <= k_direct_bf16_tokens);
+        std::vector<float> buf(direct ? 0 : static_cast<size_t>(k_row_block * cols));
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < n_blocks; ++b) {
             const int64_t r0 = b * k_row_block, r1 = std::min(rows, r0 + k_row_block);
-            for (int64_t r = r0; r < r1; ++r) w.row_to_f32(r, buf.data() + (r - r0) * cols);
-            block_product(x, ldx, n_tokens, buf.data(), r1 - r0, cols, y + r0, ldy);
+            if (w.dtype == Dtype::F32 && direct) {
+                product_f32(x, ldx, n_tokens, static_cast<const float*>(w.data) + r0 * cols, r1 - r0, cols, y + r0, ldy);
+            } else if (direct) {
+                product_bf16(x, ldx, n_tokens, static_cast<const uint16_t*>(w.data) + r0 * cols, r1 - r0, cols, y + r0,
+                             ldy);
+            } else {
+                for (int64_t r = r0; r < r1; ++r) w.row_to_f32(r, buf.data() + (r - r0) * cols);
+                product_f32(x, ldx, n_tokens, buf.data(), r1 - r0, cols, y + r0, ldy);
+            }
         }
     }
 }
