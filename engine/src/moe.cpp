@@ -91,28 +91,54 @@ void moe_forward(const ModelConfig& c, const MoeWeights& w, const float* x, int6
     // Group (token, slot) pairs by expert.
     std::vector<std::vector<int64_t>> slots(static_cast<size_t>(E));
     for (int64_t i = 0; i < T * K; ++i) slots[size_t(ids[size_t(i)])].push_back(i);
+    std::vector<int64_t> active;
+    int64_t largest = 0;  // pairs of the busiest expert
+    for (int64_t e = 0; e < E; ++e)
+        if (!slots[size_t(e)].empty()) {
+            active.push_back(e);
+            largest = std::max<int64_t>(largest, int64_t(slots[size_t(e)].size()));
+        }
     std::vector<float> y(static_cast<size_t>(T * K * H));  // [T, K, H] expert outputs
-    std::vector<float> xe, ye;
-    for (int64_t e = 0; e < E; ++e) {
+    auto run_expert = [&](int64_t e, std::vector<float>& xe, std::vector<float>& ye) {
         const auto& sl = slots[size_t(e)];
-        if (sl.empty()) continue;
         const int64_t n = int64_t(sl.size());
         xe.resize(static_cast<size_t>(n * H));
         ye.resize(static_cast<size_t>(n * H));
         for (int64_t i = 0; i < n; ++i) std::copy_n(x + (sl[size_t(i)] / K) * H, H, xe.data() + i * H);
         mlp_forward(w.experts[size_t(e)], xe.data(), n, ye.data());
         for (int64_t i = 0; i < n; ++i) std::copy_n(ye.data() + i * H, H, y.data() + sl[size_t(i)] * H);
+    };
+    std::vector<float> sh(w.has_shared ? static_cast<size_t>(T * H) : 0);
+    // Decode-sized batches: each expert's products are too small to share out
+    // (cpu::k_parallel_min_macs), so the experts themselves (and the shared
+    // expert) go to the threads, one parallel region per layer, when together
+    // they are worth waking the threads for. Each expert is computed the same
+    // way either way, and the sums below keep their order.
+    const int64_t inter = w.experts.empty() ? 0 : w.experts[0].gate.rows;
+    const int64_t n_tasks = int64_t(active.size()) + (w.has_shared ? 1 : 0);
+    const int64_t total_macs = 3 * H * (T * K * inter + (w.has_shared ? T * w.shared.gate.rows : 0));
+    if (largest * inter * H < cpu::k_parallel_min_macs && total_macs >= cpu::k_parallel_min_macs && n_tasks > 1) {
+#pragma omp parallel
+        {
+            std::vector<float> xe, ye;
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t i = 0; i < n_tasks; ++i) {
+                if (i < int64_t(active.size())) run_expert(active[size_t(i)], xe, ye);
+                else mlp_forward(w.shared, x, T, sh.data());
+            }
+        }
+    } else {
+        std::vector<float> xe, ye;
+        for (int64_t e : active) run_expert(e, xe, ye);
+        if (w.has_shared) mlp_forward(w.shared, x, T, sh.data());
     }
     for (int64_t t = 0; t < T; ++t) {
         float* ot = out + t * H;
         std::fill(ot, ot + H, 0.0f);
         for (int64_t k = 0; k < K; ++k) cpu::axpy(gw[size_t(t * K + k)], y.data() + (t * K + k) * H, ot, H);
     }
-    if (w.has_shared) {
-        std::vector<float> sh(static_cast<size_t>(T * H));
-        mlp_forward(w.shared, x, T, sh.data());
+    if (w.has_shared)
         for (int64_t i = 0; i < T * H; ++i) out[i] += sh[size_t(i)];
-    }
     if (route_ids) {
         for (int64_t t = 0; t < T; ++t) {
             std::copy_n(ids.data() + t * K, K, route_ids + t * route_stride);
