@@ -1,8 +1,12 @@
-// matmul reads F32 weights in place, BF16 weights in place for small batches
-// (decode, MTP drafts and verify: no conversion buffer, half the bytes), and
-// otherwise converts a block of weight rows to fp32 once (bf16/f16/fp8 are read
-// from the map) and reuses it for every token of the batch.
+// matmul reads F32 weights in place, BF16 and FP8 weights in place for small
+// batches (decode, MTP drafts and verify: decoded in registers, no conversion
+// buffer), and otherwise converts a block of weight rows to fp32 once (from the
+// map, vectorised for BF16 and FP8) and reuses it for every token of the batch.
 #include "cpu/ops.h"
+
+#include "dtype.h"
+
+#include <immintrin.h>
 
 // The 32-byte vectors below never cross a call boundary (everything on them is
 // inlined into the per-ISA clones), so GCC's note about their ABI does not apply.
@@ -29,6 +33,7 @@ constexpr int k_lanes = 8;
 typedef float v8 __attribute__((vector_size(32)));
 typedef uint16_t u16x8 __attribute__((vector_size(16)));
 typedef uint16_t u16x16 __attribute__((vector_size(32)));
+typedef uint32_t u32x8 __attribute__((vector_size(32)));
 #define CETUS_INLINE inline __attribute__((always_inline))
 CETUS_INLINE float hsum(v8 v) { return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7])); }
 
@@ -64,6 +69,56 @@ struct Bf16Rows {
     }
     CETUS_INLINE Bf16Rows from(int64_t r0) const { return {w + r0 * ld, ld}; }
 };
+
+// e4m3fn -> f32 exactly as k_fp8_e4m3_table: normal values rebuilt from their
+// bits, subnormals m * 2^-9, S.1111.111 NaN. AVX2 only (byte widening has no
+// portable vector form GCC compiles well); other machines convert rows with
+// Matrix::row_to_f32.
+__attribute__((target("avx2"))) inline v8 fp8_e4m3_to_f32x8(const uint8_t* p) {
+    const __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+    const __m256i e = _mm256_and_si256(_mm256_srli_epi32(b, 3), _mm256_set1_epi32(15));
+    const __m256i m = _mm256_and_si256(b, _mm256_set1_epi32(7));
+    const __m256i normal =
+        _mm256_or_si256(_mm256_slli_epi32(_mm256_add_epi32(e, _mm256_set1_epi32(120)), 23), _mm256_slli_epi32(m, 20));
+    const __m256i sub = _mm256_castps_si256(_mm256_mul_ps(_mm256_cvtepi32_ps(m), _mm256_set1_ps(0x1p-9f)));
+    __m256i bits = _mm256_blendv_epi8(normal, sub, _mm256_cmpeq_epi32(e, _mm256_setzero_si256()));
+    const __m256i nan = _mm256_cmpeq_epi32(_mm256_and_si256(b, _mm256_set1_epi32(0x7f)), _mm256_set1_epi32(0x7f));
+    bits = _mm256_blendv_epi8(bits, _mm256_set1_epi32(0x7fc00000), nan);
+    bits = _mm256_or_si256(bits, _mm256_slli_epi32(_mm256_and_si256(b, _mm256_set1_epi32(0x80)), 24));
+    const __m256 f = _mm256_castsi256_ps(bits);
+    v8 v;
+    std::memcpy(&v, &f, sizeof v);
+    return v;
+}
+
+// FP8 rows with their 128x128 block scales; row0 is the first row's index in the matrix.
+struct Fp8Rows {
+    const uint8_t* w;
+    int64_t ld;
+    const float* scale_inv;
+    int64_t scale_cols, row0;
+    CETUS_INLINE float scale(int64_t r, int64_t k) const { return scale_inv[((row0 + r) / 128) * scale_cols + k / 128]; }
+    // Not always_inline: it is inlined where the AVX2 callers below flatten the
+    // generic tiles (GCC checks targets at each inlining step).
+    __attribute__((target("avx2"))) inline v8 load8(int64_t r, int64_t k) const {  // k % 8: one scale block
+        return fp8_e4m3_to_f32x8(w + r * ld + k) * scale(r, k);
+    }
+    CETUS_INLINE float at(int64_t r, int64_t k) const { return k_fp8_e4m3_table[w[r * ld + k]] * scale(r, k); }
+    CETUS_INLINE Fp8Rows from(int64_t r0) const { return {w + r0 * ld, ld, scale_inv, scale_cols, row0 + r0}; }
+};
+
+// Rows [r0, r1) of w as fp32 into out ([r1 - r0, cols]), the values of Matrix::row_to_f32.
+template <class W>
+CETUS_INLINE void convert_rows(const W& w, int64_t n_rows, int64_t cols, float* out) {
+    const int64_t n8 = cols - cols % k_lanes;
+    for (int64_t r = 0; r < n_rows; ++r) {
+        for (int64_t k = 0; k < n8; k += k_lanes) {
+            const v8 v = w.load8(r, k);
+            std::memcpy(out + r * cols + k, &v, sizeof v);
+        }
+        for (int64_t k = n8; k < cols; ++k) out[r * cols + k] = w.at(r, k);
+    }
+}
 
 CETUS_INLINE v8 load8(const float* p) {
     v8 v;
@@ -126,9 +181,27 @@ CETUS_CPU_CLONES void product_bf16(const float* x, int64_t ldx, int64_t n_tokens
     block_product(x, ldx, n_tokens, Bf16Rows{w, cols}, n_rows, cols, y, ldy);
 }
 
-// Batches up to this size read bf16 weights in place; larger ones convert a
-// block of rows once and reuse it for every token.
-constexpr int64_t k_direct_bf16_tokens = 4;
+__attribute__((target("avx2"), flatten)) void product_fp8(const float* x, int64_t ldx, int64_t n_tokens, const Fp8Rows& w,
+                                                 int64_t n_rows, int64_t cols, float* y, int64_t ldy) {
+    block_product(x, ldx, n_tokens, w, n_rows, cols, y, ldy);
+}
+
+CETUS_CPU_CLONES void convert_bf16(const uint16_t* w, int64_t n_rows, int64_t cols, float* out) {
+    convert_rows(Bf16Rows{w, cols}, n_rows, cols, out);
+}
+
+__attribute__((target("avx2"), flatten)) void convert_fp8(const Fp8Rows& w, int64_t n_rows, int64_t cols, float* out) {
+    convert_rows(w, n_rows, cols, out);
+}
+
+bool has_avx2() {
+    static const bool yes = __builtin_cpu_supports("avx2");
+    return yes;
+}
+
+// Batches up to this size read BF16 and FP8 weights in place; larger ones
+// convert a block of rows once and reuse it for every token.
+constexpr int64_t k_direct_tokens = 4;
 
 }  // namespace
 
@@ -141,19 +214,27 @@ void matmul_strided(const float* x, int64_t ldx, int64_t n_tokens, const Matrix&
     const bool parallel = rows * cols * n_tokens >= k_parallel_min_macs && n_blocks > 1;
 #pragma omp parallel if (parallel)
     {
-        const bool direct = w.dtype == Dtype::F32 || (w.dtype == Dtype::BF16 && n_tokens <= k_direct_bf16_tokens);
+        const bool small = n_tokens <= k_direct_tokens;
+        const bool fp8_vector = w.dtype == Dtype::F8_E4M3 && has_avx2();
+        const bool direct = w.dtype == Dtype::F32 || ((w.dtype == Dtype::BF16 || fp8_vector) && small);
         std::vector<float> buf(direct ? 0 : static_cast<size_t>(k_row_block * cols));
+        const Fp8Rows fp8{static_cast<const uint8_t*>(w.data), cols, w.scale_inv, w.scale_cols, 0};
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < n_blocks; ++b) {
             const int64_t r0 = b * k_row_block, r1 = std::min(rows, r0 + k_row_block);
-            if (w.dtype == Dtype::F32 && direct) {
-                product_f32(x, ldx, n_tokens, static_cast<const float*>(w.data) + r0 * cols, r1 - r0, cols, y + r0, ldy);
+            float* yb = y + r0;
+            if (w.dtype == Dtype::F32) {
+                product_f32(x, ldx, n_tokens, static_cast<const float*>(w.data) + r0 * cols, r1 - r0, cols, yb, ldy);
+            } else if (direct && w.dtype == Dtype::BF16) {
+                product_bf16(x, ldx, n_tokens, static_cast<const uint16_t*>(w.data) + r0 * cols, r1 - r0, cols, yb, ldy);
             } else if (direct) {
-                product_bf16(x, ldx, n_tokens, static_cast<const uint16_t*>(w.data) + r0 * cols, r1 - r0, cols, y + r0,
-                             ldy);
+                product_fp8(x, ldx, n_tokens, fp8.from(r0), r1 - r0, cols, yb, ldy);
             } else {
-                for (int64_t r = r0; r < r1; ++r) w.row_to_f32(r, buf.data() + (r - r0) * cols);
-                product_f32(x, ldx, n_tokens, buf.data(), r1 - r0, cols, y + r0, ldy);
+                if (w.dtype == Dtype::BF16) convert_bf16(static_cast<const uint16_t*>(w.data) + r0 * cols, r1 - r0, cols, buf.data());
+                else if (fp8_vector) convert_fp8(fp8.from(r0), r1 - r0, cols, buf.data());
+                else
+                    for (int64_t r = r0; r < r1; ++r) w.row_to_f32(r, buf.data() + (r - r0) * cols);
+                product_f32(x, ldx, n_tokens, buf.data(), r1 - r0, cols, yb, ldy);
             }
         }
     }

@@ -1,0 +1,154 @@
+// cpu::matmul over every weight type against a double-precision reference built
+// from Matrix::row_to_f32 (the decoding the loaders define), and the property
+// the generator relies on: a token's output is bit-identical whatever the
+// batch it is in, whichever path (weights decoded in registers for small
+// batches, a converted block of rows for larger ones) computes it. The FP8
+// matrix holds every byte value (NaN patterns aside) and spans several scale
+// blocks; the width leaves a tail past the 8-float vectors.
+#include "cpu/ops.h"
+#include "dtype.h"
+#include "weights.h"
+
+#include <QtTest>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+namespace {
+
+struct TestMatrix {
+    cetus::Matrix m;
+    std::vector<uint8_t> bytes;
+    std::vector<float> scales;
+};
+
+TestMatrix make(cetus::Dtype dt, int64_t rows, int64_t cols, std::mt19937& gen) {
+    TestMatrix t;
+    t.m.dtype = dt;
+    t.m.rows = rows;
+    t.m.cols = cols;
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    const int64_t n = rows * cols;
+    switch (dt) {
+    case cetus::Dtype::F32: {
+        t.bytes.resize(size_t(n) * 4);
+        for (int64_t i = 0; i < n; ++i) {
+            const float v = nd(gen);
+            std::memcpy(t.bytes.data() + i * 4, &v, 4);
+        }
+        break;
+    }
+    case cetus::Dtype::BF16:
+    case cetus::Dtype::F16: {
+        t.bytes.resize(size_t(n) * 2);
+        for (int64_t i = 0; i < n; ++i) {
+            const float v = nd(gen);
+            uint16_t h = cetus::f32_to_bf16(v);
+            if (dt == cetus::Dtype::F16) {  // a finite half: sign, exponent 1..29, any mantissa
+                h = uint16_t((gen() & 0x8000u) | ((1u + gen() % 29u) << 10) | (gen() & 0x3ffu));
+            }
+            std::memcpy(t.bytes.data() + i * 2, &h, 2);
+        }
+        break;
+    }
+    case cetus::Dtype::F8_E4M3: {
+        t.bytes.resize(size_t(n));
+        for (int64_t i = 0; i < n; ++i) {
+            uint8_t b = uint8_t(i % 256);  // every value, then shuffled below
+            if ((b & 0x7f) == 0x7f) b = uint8_t(b ^ 0x01);  // no NaN
+            t.bytes[size_t(i)] = b;
+        }
+        std::shuffle(t.bytes.begin(), t.bytes.end(), gen);
+        t.m.scale_cols = (cols + 127) / 128;
+        t.scales.resize(size_t((rows + 127) / 128 * t.m.scale_cols));
+        std::uniform_real_distribution<float> ud(0.001f, 0.01f);
+        for (float& s : t.scales) s = ud(gen);
+        t.m.scale_inv = t.scales.data();
+        break;
+    }
+    default:
+        break;
+    }
+    t.m.data = t.bytes.data();
+    return t;
+}
+
+}  // namespace
+
+class TestCpuOps : public QObject {
+    Q_OBJECT
+private slots:
+    void matmulEveryTypeAndBatch_data() {
+        QTest::addColumn<int>("dtype");
+        QTest::newRow("f32") << int(cetus::Dtype::F32);
+        QTest::newRow("bf16") << int(cetus::Dtype::BF16);
+        QTest::newRow("f16") << int(cetus::Dtype::F16);
+        QTest::newRow("fp8 e4m3") << int(cetus::Dtype::F8_E4M3);
+    }
+
+    void matmulEveryTypeAndBatch() {
+        QFETCH(int, dtype);
+        std::mt19937 gen(uint32_t(dtype) + 5);
+        // 300 rows: three FP8 scale-block rows (the last partial) and a partial
+        // row block of 8; 270 columns: three scale blocks and a tail of 6.
+        const int64_t rows = 300, cols = 270, max_tokens = 17;
+        TestMatrix t = make(cetus::Dtype(dtype), rows, cols, gen);
+        std::vector<float> wf(size_t(rows * cols));
+        for (int64_t r = 0; r < rows; ++r) t.m.row_to_f32(r, wf.data() + r * cols);
+        std::normal_distribution<float> nd(0.0f, 1.0f);
+        std::vector<float> x(size_t(max_tokens * cols));
+        for (float& v : x) v = nd(gen);
+
+        // One-hot inputs pick single weights out exactly: the decoded values
+        // themselves, in-place (1 token) and converted (9 tokens), tail included.
+        const int64_t picks[9] = {0, 1, 7, 8, 127, 128, 200, 264, 269};
+        std::vector<float> onehot(size_t(9 * cols), 0.0f), picked(size_t(9 * rows));
+        for (int i = 0; i < 9; ++i) onehot[size_t(i * cols + picks[i])] = 1.0f;
+        for (int n : {1, 9}) {
+            for (int i = 0; i < 9; i += n) cetus::cpu::matmul(onehot.data() + i * cols, n, t.m, picked.data() + i * rows);
+            for (int i = 0; i < 9; ++i)
+                for (int64_t r = 0; r < rows; ++r)
+                    if (!(picked[size_t(i * rows + r)] == wf[size_t(r * cols + picks[i])]))
+                        QFAIL(qPrintable(QStringLiteral("batch %1: weight (%2, %3) reads %4, decodes to %5")
+                                             .arg(n)
+                                             .arg(r)
+                                             .arg(picks[i])
+                                             .arg(double(picked[size_t(i * rows + r)]), 0, 'g', 9)
+                                             .arg(double(wf[size_t(r * cols + picks[i])]), 0, 'g', 9)));
+        }
+
+        // One token at a time (the decode path) against the reference.
+        std::vector<float> single(size_t(max_tokens * rows));
+        for (int64_t t0 = 0; t0 < max_tokens; ++t0) cetus::cpu::matmul(x.data() + t0 * cols, 1, t.m, single.data() + t0 * rows);
+        double worst = 0.0;
+        for (int64_t t0 = 0; t0 < max_tokens; ++t0)
+            for (int64_t r = 0; r < rows; ++r) {
+                double ref = 0.0, mag = 0.0;
+                for (int64_t k = 0; k < cols; ++k) {
+                    ref += double(x[size_t(t0 * cols + k)]) * double(wf[size_t(r * cols + k)]);
+                    mag += std::fabs(double(x[size_t(t0 * cols + k)]) * double(wf[size_t(r * cols + k)]));
+                }
+                worst = std::max(worst, std::fabs(double(single[size_t(t0 * rows + r)]) - ref) / (mag + 1e-30));
+            }
+        QVERIFY2(worst < 1e-5, qPrintable(QString::number(worst)));  // fp32 sums of 270 terms
+
+        // Every batch size gives each token the same bits.
+        for (int64_t n : {2, 3, 4, 5, 8, 17}) {
+            std::vector<float> batch(size_t(n * rows));
+            cetus::cpu::matmul(x.data(), n, t.m, batch.data());
+            for (int64_t i = 0; i < n * rows; ++i)
+                if (std::memcmp(&batch[size_t(i)], &single[size_t(i)], 4) != 0)
+                    QFAIL(qPrintable(QStringLiteral("batch of %1: token %2 row %3: %4 vs %5")
+                                         .arg(n)
+                                         .arg(i / rows)
+                                         .arg(i % rows)
+                                         .arg(double(batch[size_t(i)]), 0, 'g', 9)
+                                         .arg(double(single[size_t(i)]), 0, 'g', 9)));
+        }
+    }
+};
+
+QTEST_GUILESS_MAIN(TestCpuOps)
+#include "test_cpu_ops.moc"
