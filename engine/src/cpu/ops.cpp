@@ -70,6 +70,14 @@ struct Bf16Rows {
     CETUS_INLINE Bf16Rows from(int64_t r0) const { return {w + r0 * ld, ld}; }
 };
 
+// The FP8 kernels below need GCC on x86-64 (clang rejects the generic tiles
+// calling an AVX2 loader before flattening); other builds convert FP8 rows
+// with Matrix::row_to_f32.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define CETUS_FP8_AVX2 1
+#endif
+
+#ifdef CETUS_FP8_AVX2
 // e4m3fn -> f32 exactly as k_fp8_e4m3_table: normal values rebuilt from their
 // bits, subnormals m * 2^-9, S.1111.111 NaN. AVX2 only (byte widening has no
 // portable vector form GCC compiles well); other machines convert rows with
@@ -106,6 +114,8 @@ struct Fp8Rows {
     CETUS_INLINE float at(int64_t r, int64_t k) const { return k_fp8_e4m3_table[w[r * ld + k]] * scale(r, k); }
     CETUS_INLINE Fp8Rows from(int64_t r0) const { return {w + r0 * ld, ld, scale_inv, scale_cols, row0 + r0}; }
 };
+
+#endif  // CETUS_FP8_AVX2
 
 // Rows [r0, r1) of w as fp32 into out ([r1 - r0, cols]), the values of Matrix::row_to_f32.
 template <class W>
@@ -181,13 +191,14 @@ CETUS_CPU_CLONES void product_bf16(const float* x, int64_t ldx, int64_t n_tokens
     block_product(x, ldx, n_tokens, Bf16Rows{w, cols}, n_rows, cols, y, ldy);
 }
 
+CETUS_CPU_CLONES void convert_bf16(const uint16_t* w, int64_t n_rows, int64_t cols, float* out) {
+    convert_rows(Bf16Rows{w, cols}, n_rows, cols, out);
+}
+
+#ifdef CETUS_FP8_AVX2
 __attribute__((target("avx2"), flatten)) void product_fp8(const float* x, int64_t ldx, int64_t n_tokens, const Fp8Rows& w,
                                                  int64_t n_rows, int64_t cols, float* y, int64_t ldy) {
     block_product(x, ldx, n_tokens, w, n_rows, cols, y, ldy);
-}
-
-CETUS_CPU_CLONES void convert_bf16(const uint16_t* w, int64_t n_rows, int64_t cols, float* out) {
-    convert_rows(Bf16Rows{w, cols}, n_rows, cols, out);
 }
 
 __attribute__((target("avx2"), flatten)) void convert_fp8(const Fp8Rows& w, int64_t n_rows, int64_t cols, float* out) {
@@ -198,6 +209,9 @@ bool has_avx2() {
     static const bool yes = __builtin_cpu_supports("avx2");
     return yes;
 }
+#else
+bool has_avx2() { return false; }
+#endif
 
 // Batches up to this size read BF16 and FP8 weights in place; larger ones
 // convert a block of rows once and reuse it for every token.
@@ -218,7 +232,9 @@ void matmul_strided(const float* x, int64_t ldx, int64_t n_tokens, const Matrix&
         const bool fp8_vector = w.dtype == Dtype::F8_E4M3 && has_avx2();
         const bool direct = w.dtype == Dtype::F32 || ((w.dtype == Dtype::BF16 || fp8_vector) && small);
         std::vector<float> buf(direct ? 0 : static_cast<size_t>(k_row_block * cols));
+#ifdef CETUS_FP8_AVX2
         const Fp8Rows fp8{static_cast<const uint8_t*>(w.data), cols, w.scale_inv, w.scale_cols, 0};
+#endif
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < n_blocks; ++b) {
             const int64_t r0 = b * k_row_block, r1 = std::min(rows, r0 + k_row_block);
@@ -227,11 +243,15 @@ void matmul_strided(const float* x, int64_t ldx, int64_t n_tokens, const Matrix&
                 product_f32(x, ldx, n_tokens, static_cast<const float*>(w.data) + r0 * cols, r1 - r0, cols, yb, ldy);
             } else if (direct && w.dtype == Dtype::BF16) {
                 product_bf16(x, ldx, n_tokens, static_cast<const uint16_t*>(w.data) + r0 * cols, r1 - r0, cols, yb, ldy);
+#ifdef CETUS_FP8_AVX2
             } else if (direct) {
                 product_fp8(x, ldx, n_tokens, fp8.from(r0), r1 - r0, cols, yb, ldy);
+            } else if (fp8_vector) {
+                convert_fp8(fp8.from(r0), r1 - r0, cols, buf.data());
+                product_f32(x, ldx, n_tokens, buf.data(), r1 - r0, cols, yb, ldy);
+#endif
             } else {
                 if (w.dtype == Dtype::BF16) convert_bf16(static_cast<const uint16_t*>(w.data) + r0 * cols, r1 - r0, cols, buf.data());
-                else if (fp8_vector) convert_fp8(fp8.from(r0), r1 - r0, cols, buf.data());
                 else
                     for (int64_t r = r0; r < r1; ++r) w.row_to_f32(r, buf.data() + (r - r0) * cols);
                 product_f32(x, ldx, n_tokens, buf.data(), r1 - r0, cols, yb, ldy);
