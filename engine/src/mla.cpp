@@ -82,26 +82,30 @@ void mla_forward(const ModelConfig& c, const Rope& rope, const AttentionWeights&
         // Expand keys and values for every cached position: [n_ctx, n_h, d_n + d_v].
         std::vector<float> u(static_cast<size_t>(n_ctx * n_h * (d_n + d_v)));
         cpu::matmul_strided(cache, cw, n_ctx, w.kv_b_proj, u.data(), n_h * (d_n + d_v));
-#pragma omp parallel if (T * n_h * n_ctx * (d_qk + d_v) >= cpu::k_parallel_min_macs)
-        {
-            std::vector<float> p(static_cast<size_t>(n_ctx));
-#pragma omp for collapse(2) schedule(static)
-            for (int64_t t = 0; t < T; ++t) {
-                for (int64_t h = 0; h < n_h; ++h) {
-                    const float* qh = q.data() + (t * n_h + h) * d_qk;
-                    const int64_t n_s = start_pos + t + 1;
-                    for (int64_t s = 0; s < n_s; ++s) {
-                        const float* k_nope = u.data() + (s * n_h + h) * (d_n + d_v);
-                        const float* k_pe = cache + s * cw + d_c;
-                        p[size_t(s)] = (dot(qh, k_nope, d_n) + dot(qh + d_n, k_pe, d_r)) * scale;
-                    }
-                    cpu::softmax(p.data(), n_s);
-                    float* oh = o.data() + (t * n_h + h) * d_v;
-                    std::fill(oh, oh + d_v, 0.0f);
-                    for (int64_t s = 0; s < n_s; ++s)
-                        cpu::axpy(p[size_t(s)], u.data() + (s * n_h + h) * (d_n + d_v) + d_n, oh, d_v);
-                }
+        // Per head, as two products over the whole chunk: scores = [q_nope ; q_pe] [k_nope ; k_pe]^T
+        // ([T, n_ctx]), causal mask, softmax, then o = P V. The head's keys [n_ctx, d_qk] and
+        // transposed values [d_v, n_ctx] are gathered first, so both products read contiguous
+        // rows (cpu::matmul's weight layout).
+        std::vector<float> k(static_cast<size_t>(n_ctx * d_qk)), vt(static_cast<size_t>(d_v * n_ctx));
+        std::vector<float> p(static_cast<size_t>(T * n_ctx));
+        const cpu::F32View keys{k.data(), n_ctx, d_qk}, values{vt.data(), d_v, n_ctx};
+        for (int64_t h = 0; h < n_h; ++h) {
+            for (int64_t s = 0; s < n_ctx; ++s) {
+                const float* us = u.data() + (s * n_h + h) * (d_n + d_v);
+                std::copy_n(us, d_n, k.data() + s * d_qk);
+                std::copy_n(cache + s * cw + d_c, d_r, k.data() + s * d_qk + d_n);
+                for (int64_t j = 0; j < d_v; ++j) vt[size_t(j * n_ctx + s)] = us[d_n + j];
             }
+            cpu::matmul_strided(q.data() + h * d_qk, n_h * d_qk, T, keys.matrix(), p.data(), n_ctx);
+#pragma omp parallel for if (T * n_ctx >= cpu::k_parallel_min_macs / 16) schedule(static)
+            for (int64_t t = 0; t < T; ++t) {
+                float* pt = p.data() + t * n_ctx;
+                const int64_t n_s = start_pos + t + 1;  // causal
+                for (int64_t s = 0; s < n_s; ++s) pt[s] *= scale;
+                cpu::softmax(pt, n_s);
+                std::fill(pt + n_s, pt + n_ctx, 0.0f);
+            }
+            cpu::matmul_strided(p.data(), n_ctx, T, values.matrix(), o.data() + h * d_v, n_h * d_v);
         }
     }
     cpu::matmul(o.data(), T, w.o_proj, out);  // [T, H]

@@ -29,6 +29,20 @@ inline void axpy(float a, const float* x, float* y, int64_t n) {
 
 inline float silu(float z) { return z / (1.0f + std::exp(-z)); }
 
+// An fp32 matrix [rows, cols] in caller-owned memory, as a Matrix for matmul.
+struct F32View {
+    const float* data;
+    int64_t rows, cols;
+    Matrix matrix() const {
+        Matrix m;
+        m.dtype = Dtype::F32;
+        m.rows = rows;
+        m.cols = cols;
+        m.data = data;
+        return m;
+    }
+};
+
 // y[t, r] = sum_c x[t, c] * W[r, c]   x: [n_tokens, W.cols] (row stride ldx), y: [n_tokens, W.rows] (stride ldy)
 void matmul(const float* x, int64_t n_tokens, const Matrix& w, float* y);
 void matmul_strided(const float* x, int64_t ldx, int64_t n_tokens, const Matrix& w, float* y, int64_t ldy);
