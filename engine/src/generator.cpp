@@ -261,7 +261,7 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
     auto t0 = clock_type::now();
     ForwardOptions fo;
     fo.all_logits = false;
-    fo.want_hidden = true;
+    fo.want_hidden = !m_hidden.empty();  // kept for the MTP module only
     fo.want_routing = true;
     fo.logits_to_host = !on_device;
     ForwardOutput out;
@@ -304,7 +304,7 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
     auto t_decode = clock_type::now();
     ForwardOptions vo;
     vo.all_logits = true;
-    vo.want_hidden = true;
+    vo.want_hidden = !m_hidden.empty();
     vo.want_routing = true;
     vo.logits_to_host = !on_device;
     std::vector<float> entry_hidden;

@@ -2,6 +2,9 @@
 // cpu::axpy loop of mla_forward's absorbed branch (mla.cpp) in the same j
 // order. Grid (d_c / 128, n_h, n / 8), rounded up, of 128 threads: one column
 // of W_UK_h per thread for 8 tokens, their q_nope staged in shared memory.
+// The block's 128 columns of W_UK_h are staged in shared memory 64 rows at a
+// time with 16-byte loads all issued at once (a column walk in global memory
+// would wait for one load per row), then read in the same j order.
 #include "cuda_util.h"
 #include "device_math.cuh"
 #include "launch_util.cuh"
@@ -11,30 +14,56 @@ namespace {
 
 constexpr int k_absorb_threads = 128;
 constexpr int k_absorb_tokens = 8;
+constexpr int k_absorb_rows = 64;  // rows of W_UK_h staged at a time
 
 // Column c of W_UK_h for 8 tokens per thread: the same j order as the CPU's axpy loop.
 template <DeviceDtype DT>
 __global__ void __launch_bounds__(k_absorb_threads)
     absorb_q_kernel(DeviceMatrix kv_b, const float* __restrict__ q, int64_t n, MlaShape m,
                     float* __restrict__ q_abs) {
-    extern __shared__ float q_nope[];  // [k_absorb_tokens, d_n]
+    constexpr int kBytes = k_elem_bytes<DT>;
+    constexpr int kRowBytes = k_absorb_threads * kBytes;  // one staged row: the block's columns
+    __shared__ uint4 tile[k_absorb_rows * kRowBytes / 16];
+    __shared__ float q_nope[k_absorb_tokens * k_absorb_max_nope];  // [k_absorb_tokens, d_n]
     const int64_t h = blockIdx.y, t0 = int64_t(blockIdx.z) * k_absorb_tokens;
     const int nt = int(min(int64_t(k_absorb_tokens), n - t0));
     const int64_t d_qk = m.d_n + m.d_r;
     for (int64_t i = threadIdx.x; i < nt * m.d_n; i += blockDim.x)
         q_nope[i] = q[((t0 + i / m.d_n) * m.n_h + h) * d_qk + i % m.d_n];
-    __syncthreads();
-    const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (c >= m.d_c) return;
+    const int64_t c0 = int64_t(blockIdx.x) * k_absorb_threads, c = c0 + threadIdx.x;
     const int64_t row0 = h * (m.d_n + m.d_v);
+    const char* base = static_cast<const char*>(kv_b.data);
+    const unsigned char* tile_bytes = reinterpret_cast<const unsigned char*>(tile);
     float acc[k_absorb_tokens] = {};
-#pragma unroll 4
-    for (int64_t j = 0; j < m.d_n; ++j) {
-        const float w = load_elem<DT>(kv_b, row0 + j, c);
+    for (int64_t j0 = 0; j0 < m.d_n; j0 += k_absorb_rows) {
+        const int rows = int(min(int64_t(k_absorb_rows), m.d_n - j0));
+        __syncthreads();  // q_nope is staged; the previous rows are consumed
+        // A 16-byte piece starting below cols lies inside the row's padded length ld.
+        for (int i = threadIdx.x; i < rows * (kRowBytes / 16); i += blockDim.x) {
+            const int r = i / (kRowBytes / 16), v = i % (kRowBytes / 16);
+            const int64_t col = c0 + int64_t(v) * (16 / kBytes);
+            tile[i] = col < kv_b.cols ? __ldg(reinterpret_cast<const uint4*>(base + ((row0 + j0 + r) * kv_b.ld + col) * kBytes))
+                                      : make_uint4(0, 0, 0, 0);
+        }
+        __syncthreads();
+        if (c >= m.d_c) continue;
+        for (int r = 0; r < rows; ++r) {
+            const unsigned char* e = tile_bytes + r * kRowBytes + threadIdx.x * kBytes;
+            float w;
+            if constexpr (DT == DeviceDtype::F32) {
+                w = *reinterpret_cast<const float*>(e);
+            } else if constexpr (DT == DeviceDtype::BF16) {
+                w = bf16_bits_to_f32(*reinterpret_cast<const uint16_t*>(e));
+            } else {
+                w = fp8_e4m3_to_f32(*e) * kv_b.scale_inv[((row0 + j0 + r) / 128) * kv_b.scale_cols + c / 128];
+            }
+            const int64_t j = j0 + r;
 #pragma unroll
-        for (int t = 0; t < k_absorb_tokens; ++t)
-            if (t < nt) acc[t] = fmaf(q_nope[t * m.d_n + j], w, acc[t]);
+            for (int t = 0; t < k_absorb_tokens; ++t)
+                if (t < nt) acc[t] = fmaf(q_nope[t * m.d_n + j], w, acc[t]);
+        }
     }
+    if (c >= m.d_c) return;
 #pragma unroll
     for (int t = 0; t < k_absorb_tokens; ++t)
         if (t < nt) q_abs[((t0 + t) * m.n_h + h) * m.d_c + c] = acc[t];
@@ -47,16 +76,18 @@ void launch_absorb_q(const DeviceMatrix& kv_b, const float* q, int64_t n, const 
     if (n <= 0) return;
     const dim3 grid(unsigned(ceil_div(m.d_c, k_absorb_threads)), unsigned(m.n_h),
                     unsigned(ceil_div(n, k_absorb_tokens)));
-    const size_t shared = size_t(k_absorb_tokens * m.d_n) * sizeof(float);
+    if (m.d_n > k_absorb_max_nope)
+        throw Error(ErrorCode::Unsupported, "query absorption: qk_nope_head_dim " + std::to_string(m.d_n) +
+                                                " above the kernel's " + std::to_string(k_absorb_max_nope));
     switch (kv_b.dtype) {
     case DeviceDtype::F32:
-        absorb_q_kernel<DeviceDtype::F32><<<grid, k_absorb_threads, shared, s>>>(kv_b, q, n, m, q_abs);
+        absorb_q_kernel<DeviceDtype::F32><<<grid, k_absorb_threads, 0, s>>>(kv_b, q, n, m, q_abs);
         break;
     case DeviceDtype::BF16:
-        absorb_q_kernel<DeviceDtype::BF16><<<grid, k_absorb_threads, shared, s>>>(kv_b, q, n, m, q_abs);
+        absorb_q_kernel<DeviceDtype::BF16><<<grid, k_absorb_threads, 0, s>>>(kv_b, q, n, m, q_abs);
         break;
     case DeviceDtype::F8_E4M3:
-        absorb_q_kernel<DeviceDtype::F8_E4M3><<<grid, k_absorb_threads, shared, s>>>(kv_b, q, n, m, q_abs);
+        absorb_q_kernel<DeviceDtype::F8_E4M3><<<grid, k_absorb_threads, 0, s>>>(kv_b, q, n, m, q_abs);
         break;
     }
     CETUS_CUDA_LAUNCHED("absorb_q_kernel");

@@ -322,9 +322,10 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
                                                 " exceed the attention kernel's " +
                                                 std::to_string(k_attention_max_latent) + " / " +
                                                 std::to_string(k_attention_max_rope));
-    if (c.qk_nope_head_dim * 8 * 4 > 48 * 1024)
+    if (c.qk_nope_head_dim > k_absorb_max_nope)
         throw Error(ErrorCode::Unsupported, "CUDA backend: qk_nope_head_dim " + std::to_string(c.qk_nope_head_dim) +
-                                                " is too wide for the query absorption kernel");
+                                                " is wider than the query absorption kernel's " +
+                                                std::to_string(k_absorb_max_nope));
     const int64_t E = c.n_routed_experts, K = c.num_experts_per_tok;
     if (E > 0 && (E > k_max_experts || K > k_max_top_k || 4 * (2 * E + 3 * c.n_group + K) * 4 > 48 * 1024))
         throw Error(ErrorCode::Unsupported, "CUDA backend: " + std::to_string(E) + " routed experts, top " +
@@ -457,6 +458,7 @@ CudaBackend::Scratch CudaBackend::carve_scratch(Carver& cv) const {
     s.choice.seg_end = i(R);
     s.choice.sort_temp_bytes = choice_sort_temp_bytes(R, V);
     s.choice.sort_temp = cv.take<char>(s.choice.sort_temp_bytes);
+    s.choice.argmax_partial = cv.take<char>(choice_argmax_partial_bytes(R));
     s.choice_probs = f(R * V);
     s.choice_q = f(R * V);
     s.choice_history = i(m_capacity);
@@ -823,14 +825,18 @@ void CudaBackend::choose(int64_t row0, int64_t n, const ChoiceSpec& spec, const 
     const bool penalise = p.penalty != 1.0f;
     try {
         upload_choice_inputs(spec, u, greedy ? 0 : n, nullptr, 0);
-        launch_choice_penalise(m_s.logits + row0 * V, n, p, m_s.choice_history,
-                               penalise ? int64_t(spec.history.size()) : 0, m_s.choice_tail,
-                               penalise ? int64_t(spec.tail.size()) : 0, spec.tail_first, m_s.choice, s);
+        // Without a penalty the logits are read in place.
+        const float* rows = m_s.logits + row0 * V;
+        if (penalise) {
+            launch_choice_penalise(rows, n, p, m_s.choice_history, int64_t(spec.history.size()), m_s.choice_tail,
+                                   int64_t(spec.tail.size()), spec.tail_first, m_s.choice, s);
+            rows = m_s.choice.work;
+        }
         if (greedy) {
-            launch_choice_argmax(n, p, m_s.choice, m_s.choice_out, s);
+            launch_choice_argmax(rows, n, p, m_s.choice, m_s.choice_out, s);
         } else {
             float* probs = q_slot >= 0 ? m_s.choice_q + q_slot * V : m_s.choice_probs;
-            launch_choice_distribution(n, p, m_s.choice, probs, s);
+            launch_choice_distribution(rows, n, p, m_s.choice, probs, s);
             launch_choice_draw(probs, n, V, m_s.choice_u, m_s.choice_out, s);
         }
         to_host(m_h.choice_out, m_s.choice_out, size_t(n) * sizeof(int32_t));
@@ -857,10 +863,13 @@ VerifyResult CudaBackend::verify(const ChoiceSpec& spec, const int32_t* drafts, 
     const bool penalise = p.penalty != 1.0f;
     try {
         upload_choice_inputs(spec, u, D + 1, drafts, D);
-        launch_choice_penalise(m_s.logits, D + 1, p, m_s.choice_history, penalise ? int64_t(spec.history.size()) : 0,
-                               m_s.choice_tail, penalise ? int64_t(spec.tail.size()) : 0, spec.tail_first,
-                               m_s.choice, s);
-        launch_choice_distribution(D + 1, p, m_s.choice, m_s.choice_probs, s);
+        const float* rows = m_s.logits;
+        if (penalise) {
+            launch_choice_penalise(rows, D + 1, p, m_s.choice_history, int64_t(spec.history.size()), m_s.choice_tail,
+                                   int64_t(spec.tail.size()), spec.tail_first, m_s.choice, s);
+            rows = m_s.choice.work;
+        }
+        launch_choice_distribution(rows, D + 1, p, m_s.choice, m_s.choice_probs, s);
         launch_choice_verify(m_s.choice_probs, m_s.choice_q, m_s.choice_drafts, D, p.vocab, m_s.choice_u,
                              m_s.choice_out, s);
         to_host(m_h.choice_out, m_s.choice_out, 2 * sizeof(int32_t));

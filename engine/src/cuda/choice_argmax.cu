@@ -1,11 +1,16 @@
-// Token choice, greedy: the argmax of each work row over [0, n_valid), the
-// first id among equal maxima (std::max_element, as Sampler::argmax).
+// Token choice, greedy: the argmax of each row over [0, n_valid), the first id
+// among equal maxima (std::max_element, as Sampler::argmax). 32 blocks share a
+// row (ascending slices), each writes its best; one warp per row merges them in
+// slice order, so the result does not depend on timing.
 #include "choice_util.cuh"
 #include "cuda_util.h"
 #include "kernels.h"
 
 namespace cetus::cuda {
 namespace {
+
+constexpr int k_argmax_blocks = 32;  // per row; one warp merges them
+constexpr int k_argmax_threads = 256;
 
 struct Best {
     float v;
@@ -17,26 +22,51 @@ struct BetterOf {
     }
 };
 
-__global__ void __launch_bounds__(k_choice_threads) choice_argmax_kernel(ChoiceParams p, const float* work,
-                                                                         int32_t* ids) {
-    __shared__ cub::BlockReduce<Best, k_choice_threads>::TempStorage temp;
-    const int64_t r = blockIdx.x;
-    const float* w = work + r * p.vocab;
+__global__ void __launch_bounds__(k_argmax_threads)
+    choice_argmax_partial_kernel(const float* src, ChoiceParams p, Best* partial) {
+    __shared__ cub::BlockReduce<Best, k_argmax_threads>::TempStorage temp;
+    const int64_t r = blockIdx.y, b = blockIdx.x;
+    const int64_t slice = ceil_div(p.n_valid, int64_t(k_argmax_blocks));
+    const int64_t i0 = b * slice, i1 = min(p.n_valid, i0 + slice);
+    const float* w = src + r * p.vocab;
     Best best{-INFINITY, k_no_index};
-    for (int64_t i = threadIdx.x; i < p.n_valid; i += blockDim.x) {  // ascending: a thread keeps its first maximum
+#pragma unroll 4
+    for (int64_t i = i0 + threadIdx.x; i < i1; i += blockDim.x) {  // ascending: a thread keeps its first maximum
         const float x = w[i];
         if (best.i == k_no_index || x > best.v) best = Best{x, i};
     }
-    const Best all = cub::BlockReduce<Best, k_choice_threads>(temp).Reduce(best, BetterOf{});
-    if (threadIdx.x == 0) ids[r] = int32_t(all.i == k_no_index ? 0 : all.i);
+    const Best all = cub::BlockReduce<Best, k_argmax_threads>(temp).Reduce(best, BetterOf{});
+    if (threadIdx.x == 0) partial[r * k_argmax_blocks + b] = all;
+}
+
+__global__ void choice_argmax_merge_kernel(const Best* partial, int32_t* ids) {
+    const int64_t r = blockIdx.x;
+    Best best = partial[r * k_argmax_blocks + threadIdx.x];
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) {
+        Best other;
+        other.v = __shfl_xor_sync(0xffffffffu, best.v, off);
+        other.i = __shfl_xor_sync(0xffffffffu, best.i, off);
+        best = BetterOf{}(best, other);
+    }
+    if (threadIdx.x == 0) ids[r] = int32_t(best.i == k_no_index ? 0 : best.i);
 }
 
 }  // namespace
 
-void launch_choice_argmax(int64_t n, const ChoiceParams& p, const ChoiceBuffers& b, int32_t* ids, cudaStream_t s) {
+size_t choice_argmax_partial_bytes(int64_t rows) { return size_t(rows * k_argmax_blocks) * sizeof(Best); }
+
+void launch_choice_argmax(const float* src, int64_t n, const ChoiceParams& p, const ChoiceBuffers& b, int32_t* ids,
+                          cudaStream_t s) {
     if (n <= 0) return;
-    choice_argmax_kernel<<<unsigned(n), k_choice_threads, 0, s>>>(p, b.work, ids);
-    CETUS_CUDA_LAUNCHED("choice_argmax_kernel");
+    static_assert(k_argmax_blocks == 32, "one lane per partial in the merge");
+    ChoiceParams q = p;
+    q.n_valid = std::clamp<int64_t>(p.n_valid, 1, p.vocab);
+    Best* partial = static_cast<Best*>(b.argmax_partial);
+    choice_argmax_partial_kernel<<<dim3(k_argmax_blocks, unsigned(n)), k_argmax_threads, 0, s>>>(src, q, partial);
+    CETUS_CUDA_LAUNCHED("choice_argmax_partial_kernel");
+    choice_argmax_merge_kernel<<<unsigned(n), 32, 0, s>>>(partial, ids);
+    CETUS_CUDA_LAUNCHED("choice_argmax_merge_kernel");
 }
 
 }  // namespace cetus::cuda

@@ -21,18 +21,19 @@ bool truncates(const ChoiceParams& p) {
 }
 
 __global__ void __launch_bounds__(k_choice_threads)
-    choice_softmax_kernel(ChoiceParams p, float* work, float* probs, bool truncate, int32_t* seg_begin,
-                          int32_t* seg_end) {
+    choice_softmax_kernel(const float* src, ChoiceParams p, float* work, float* probs, bool truncate,
+                          int32_t* seg_begin, int32_t* seg_end) {
     __shared__ ChoiceShared sh;
     const int64_t r = blockIdx.x, V = p.vocab, n_valid = p.n_valid;
+    const float* x = src + r * V;
     float* w = work + r * V;
     float mx = -INFINITY;
-    for (int64_t i = threadIdx.x; i < n_valid; i += blockDim.x) mx = fmaxf(mx, w[i]);
+    for (int64_t i = threadIdx.x; i < n_valid; i += blockDim.x) mx = fmaxf(mx, x[i]);
     mx = block_all_max(mx, sh);
     const float inv_t = 1.0f / p.temperature;
     double part = 0.0;
-    for (int64_t i = threadIdx.x; i < V; i += blockDim.x) {
-        const float e = i < n_valid ? expf((w[i] - mx) * inv_t) : 0.0f;
+    for (int64_t i = threadIdx.x; i < V; i += blockDim.x) {  // each thread reads x[i] before writing w[i]
+        const float e = i < n_valid ? expf((x[i] - mx) * inv_t) : 0.0f;
         w[i] = e;
         part += e;
     }
@@ -110,13 +111,13 @@ size_t choice_sort_temp_bytes(int64_t rows, int64_t vocab) {
     return bytes;
 }
 
-void launch_choice_distribution(int64_t n, const ChoiceParams& p, const ChoiceBuffers& b, float* probs,
-                                cudaStream_t s) {
+void launch_choice_distribution(const float* src, int64_t n, const ChoiceParams& p, const ChoiceBuffers& b,
+                                float* probs, cudaStream_t s) {
     if (n <= 0) return;
     ChoiceParams q = p;
     q.n_valid = std::clamp<int64_t>(p.n_valid, 1, p.vocab);
     const bool truncate = truncates(q);
-    choice_softmax_kernel<<<unsigned(n), k_choice_threads, 0, s>>>(q, b.work, probs, truncate, b.seg_begin,
+    choice_softmax_kernel<<<unsigned(n), k_choice_threads, 0, s>>>(src, q, b.work, probs, truncate, b.seg_begin,
                                                                    b.seg_end);
     CETUS_CUDA_LAUNCHED("choice_softmax_kernel");
     if (!truncate) return;

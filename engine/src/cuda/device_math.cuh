@@ -108,6 +108,8 @@ __device__ __forceinline__ void load_x(const float* p, float* out) {
 // whole warp; every lane gets the sums. Each lane reads 16-byte pieces of the row
 // (lane, lane + 32, ...), so the warp streams 512 contiguous bytes per step and
 // each weight byte is read once for all NT tokens. kXVec: every xs[j] is 16-byte aligned.
+// Unrolled 4 deep so a lane has several weight loads in flight (a 2048-wide bf16
+// row is 8 pieces per lane); the multiply-adds keep their order.
 template <DeviceDtype DT, int NT, bool kXVec>
 __device__ __forceinline__ void warp_row_dot(const DeviceMatrix& w, int64_t row, const float* const (&xs)[NT], int n,
                                              float (&acc)[NT]) {
@@ -117,7 +119,7 @@ __device__ __forceinline__ void warp_row_dot(const DeviceMatrix& w, int64_t row,
                                                        row * w.ld * int64_t(k_elem_bytes<DT>));
     const float* srow = DT == DeviceDtype::F8_E4M3 ? w.scale_inv + (row / 128) * w.scale_cols : nullptr;
     const int64_t n_full = w.cols / kVec;
-#pragma unroll 2
+#pragma unroll 4
     for (int64_t v = lane; v < n_full; v += 32) {
         float wf[kVec];
         decode16<DT>(__ldg(wrow + v), wf);

@@ -82,6 +82,7 @@ struct MlaShape {
     int64_t n_h = 0, d_n = 0, d_r = 0, d_v = 0, d_c = 0;
 };
 
+inline constexpr int64_t k_absorb_max_nope = 128;  // widest qk_nope_head_dim of launch_absorb_q
 // q_abs[t, h, :] = W_UK_h^T q[t, h, :d_n], W_UK_h = rows h * (d_n + d_v) + [0, d_n) of kv_b.
 // q: [n, n_h, d_n + d_r]; q_abs: [n, n_h, d_c]
 void launch_absorb_q(const DeviceMatrix& kv_b, const float* q, int64_t n, const MlaShape& m, float* q_abs,
@@ -175,23 +176,29 @@ struct ChoiceBuffers {
     int32_t* seg_end = nullptr;    // [rows]
     void* sort_temp = nullptr;
     size_t sort_temp_bytes = 0;
+    void* argmax_partial = nullptr;  // choice_argmax_partial_bytes(rows)
     int64_t rows = 0;
 };
+size_t choice_argmax_partial_bytes(int64_t rows);
 // Bytes of CUB's sort work space for `rows` rows of `vocab` entries.
 size_t choice_sort_temp_bytes(int64_t rows, int64_t vocab);
 // Fills iota and clears marks (once, after allocation).
 void launch_choice_init(const ChoiceBuffers& b, int64_t vocab, cudaStream_t s);
 // work[r] = logits[r] with the repetition penalty on the ids of history and of
 // tail[0, tail_first + r), each id once (x > 0 ? x / penalty : x * penalty).
+// Without a penalty the steps below read the logits themselves instead.
 void launch_choice_penalise(const float* logits, int64_t n, const ChoiceParams& p, const int32_t* history,
                             int64_t n_history, const int32_t* tail, int64_t n_tail, int64_t tail_first,
                             const ChoiceBuffers& b, cudaStream_t s);
-// ids[r] = the first id of the largest work[r, 0 .. n_valid).
-void launch_choice_argmax(int64_t n, const ChoiceParams& p, const ChoiceBuffers& b, int32_t* ids, cudaStream_t s);
-// probs[r] = Sampler::distribution of work[r] (temperature, then top-k, top-p and
-// min-p over candidates sorted by probability, ties by id); work is overwritten.
-void launch_choice_distribution(int64_t n, const ChoiceParams& p, const ChoiceBuffers& b, float* probs,
-                                cudaStream_t s);
+// ids[r] = the first id of the largest src[r, 0 .. n_valid) (src: [n, V], the
+// penalised work rows or the logits); 32 blocks per row, then one warp merges.
+void launch_choice_argmax(const float* src, int64_t n, const ChoiceParams& p, const ChoiceBuffers& b, int32_t* ids,
+                          cudaStream_t s);
+// probs[r] = Sampler::distribution of src[r] (temperature, then top-k, top-p and
+// min-p over candidates sorted by probability, ties by id); work is overwritten
+// (src may be work).
+void launch_choice_distribution(const float* src, int64_t n, const ChoiceParams& p, const ChoiceBuffers& b,
+                                float* probs, cudaStream_t s);
 // ids[r] = Sampler::draw(probs[r], u[r]).
 void launch_choice_draw(const float* probs, int64_t n, int64_t vocab, const double* u, int32_t* ids,
                         cudaStream_t s);
