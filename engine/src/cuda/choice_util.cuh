@@ -44,34 +44,23 @@ struct ChoiceShared {
     int64_t i;
 };
 
-// Reductions over the block; every thread gets the result. Each ends with a
-// barrier, so the temporary storage is free for the next call.
-__device__ double block_all_sum(double v, ChoiceShared& sh) {
-    const double r = cub::BlockReduce<double, k_choice_threads>(sh.temp.sum).Reduce(v, SumDouble{});
-    if (threadIdx.x == 0) sh.d = r;
+// Reductions over the block; every thread gets the result (thread 0's, passed
+// through `slot`). Each ends with a barrier, so the temporary storage is free
+// for the next call.
+template <class T, class Op>
+__device__ T block_all(T v, Op op, typename cub::BlockReduce<T, k_choice_threads>::TempStorage& temp, T& slot) {
+    const T r = cub::BlockReduce<T, k_choice_threads>(temp).Reduce(v, op);
+    if (threadIdx.x == 0) slot = r;
     __syncthreads();
-    const double out = sh.d;
-    __syncthreads();
-    return out;
-}
-
-__device__ float block_all_max(float v, ChoiceShared& sh) {
-    const float r = cub::BlockReduce<float, k_choice_threads>(sh.temp.max).Reduce(v, MaxFloat{});
-    if (threadIdx.x == 0) sh.f = r;
-    __syncthreads();
-    const float out = sh.f;
+    const T out = slot;
     __syncthreads();
     return out;
 }
-
+__device__ double block_all_sum(double v, ChoiceShared& sh) { return block_all(v, SumDouble{}, sh.temp.sum, sh.d); }
+__device__ float block_all_max(float v, ChoiceShared& sh) { return block_all(v, MaxFloat{}, sh.temp.max, sh.f); }
 template <class Op>
 __device__ int64_t block_all_index(int64_t v, Op op, ChoiceShared& sh) {
-    const int64_t r = cub::BlockReduce<int64_t, k_choice_threads>(sh.temp.index).Reduce(v, op);
-    if (threadIdx.x == 0) sh.i = r;
-    __syncthreads();
-    const int64_t out = sh.i;
-    __syncthreads();
-    return out;
+    return block_all(v, op, sh.temp.index, sh.i);
 }
 
 __device__ double block_exclusive_sum(double v, ChoiceShared& sh) {
