@@ -2,6 +2,7 @@
 # The GPU check (docs: gpu-checks.md), run on the GPU machine from the repository
 # root with the Qt-free build-gpu/ folder (cetus-cli + libcetus-cuda.so) carried over:
 #   cmake --preset gpu-check && cmake --build --preset gpu-check    # on a development machine
+#   installer/gpu-check.sh pack                                       # optional: carry gpu-carry/ (13 MB)
 #   installer/gpu-check.sh conformance                                # on the GPU machine, then
 #   installer/gpu-check.sh bench
 # Each mode fits one device call (under 10 minutes; every step has its own time
@@ -19,6 +20,9 @@ mode="${1:-conformance}"
 out="${OUT:-gpu-out}"
 mkdir -p "$out"
 cli=build-gpu/cetus-cli
+# `pack` (here, after the build) copies the two binaries into gpu-carry/ (13 MB
+# instead of the 55 MB build folder); carry that and the checks use it.
+[ -x gpu-carry/cetus-cli ] && [ ! build-gpu/cetus-cli -nt gpu-carry/cetus-cli ] && cli=gpu-carry/cetus-cli
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export OMP_WAIT_POLICY=PASSIVE
 demo=$(ls -d resources/models/*/ 2>/dev/null | head -1)
@@ -58,6 +62,12 @@ summarise_bench() {
 }
 
 case "$mode" in
+pack)
+    mkdir -p gpu-carry
+    cp build-gpu/cetus-cli build-gpu/libcetus-cuda.so gpu-carry/
+    du -sh gpu-carry
+    exit 0
+    ;;
 conformance)
     { nvidia-smi; nvidia-smi --query-gpu=name,memory.total,clocks.max.memory,driver_version --format=csv; } > "$out/gpu.txt" 2>&1
     head -15 "$out/gpu.txt"
@@ -103,7 +113,7 @@ full)
     fi
     ;;
 *)
-    echo "usage: installer/gpu-check.sh conformance|bench|full" >&2
+    echo "usage: installer/gpu-check.sh pack|conformance|bench|full" >&2
     exit 2
     ;;
 esac
