@@ -3,11 +3,13 @@
 // order. Grid (d_c / 128, n_h, n / 8), rounded up, of 128 threads: one column
 // of W_UK_h per thread for 8 tokens, their q_nope staged in shared memory.
 // The block's 128 columns of W_UK_h are staged in shared memory 64 rows at a
-// time with 16-byte loads all issued at once (a column walk in global memory
-// would wait for one load per row), then read in the same j order.
+// time with asynchronous 16-byte copies all in flight at once (a column walk in
+// global memory waits for one load per row), then read in the same j order.
 #include "cuda_util.h"
 #include "device_math.cuh"
 #include "launch_util.cuh"
+
+#include <cuda_pipeline.h>
 
 namespace cetus::cuda {
 namespace {
@@ -38,13 +40,19 @@ __global__ void __launch_bounds__(k_absorb_threads)
     for (int64_t j0 = 0; j0 < m.d_n; j0 += k_absorb_rows) {
         const int rows = int(min(int64_t(k_absorb_rows), m.d_n - j0));
         __syncthreads();  // q_nope is staged; the previous rows are consumed
-        // A 16-byte piece starting below cols lies inside the row's padded length ld.
-        for (int i = threadIdx.x; i < rows * (kRowBytes / 16); i += blockDim.x) {
-            const int r = i / (kRowBytes / 16), v = i % (kRowBytes / 16);
-            const int64_t col = c0 + int64_t(v) * (16 / kBytes);
-            tile[i] = col < kv_b.cols ? __ldg(reinterpret_cast<const uint4*>(base + ((row0 + j0 + r) * kv_b.ld + col) * kBytes))
-                                      : make_uint4(0, 0, 0, 0);
+        // Asynchronous 16-byte copies straight into shared memory (cp.async), all in
+        // flight together; a piece starting at or past cols is zero-filled instead
+        // (one starting below cols lies inside the row's padded length ld).
+        constexpr int kPerRow = kRowBytes / 16;
+        for (int i = threadIdx.x; i < rows * kPerRow; i += k_absorb_threads) {
+            const int r = i / kPerRow;
+            const int64_t col = c0 + int64_t(i % kPerRow) * (16 / kBytes);
+            const bool inside = col < kv_b.cols;
+            const char* src = inside ? base + ((row0 + j0 + r) * kv_b.ld + col) * kBytes : base;
+            __pipeline_memcpy_async(&tile[i], src, 16, inside ? 0 : 16);
         }
+        __pipeline_commit();
+        __pipeline_wait_prior(0);
         __syncthreads();
         if (c >= m.d_c) continue;
         for (int r = 0; r < rows; ++r) {

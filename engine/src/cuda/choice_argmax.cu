@@ -1,7 +1,8 @@
 // Token choice, greedy: the argmax of each row over [0, n_valid), the first id
 // among equal maxima (std::max_element, as Sampler::argmax). 32 blocks share a
-// row (ascending slices), each writes its best; one warp per row merges them in
-// slice order, so the result does not depend on timing.
+// row (ascending slices), each writes its best; one warp per row merges them
+// with a butterfly under a total order (value descending, then id ascending),
+// so the result does not depend on timing or merge order.
 #include "choice_util.cuh"
 #include "cuda_util.h"
 #include "kernels.h"

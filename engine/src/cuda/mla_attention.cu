@@ -7,6 +7,8 @@
 #include "device_math.cuh"
 #include "launch_util.cuh"
 
+#include <cuda_pipeline.h>
+
 // One block takes one token, eight heads and one split of the cached rows; a
 // tile of rows is staged in shared memory once and read by all eight heads;
 // each warp keeps its head's online softmax (running max, sum and context) in
@@ -32,7 +34,6 @@ constexpr int k_rope_per_lane = int(k_attention_max_rope / 32);
 constexpr int k_split_max_tokens = 16;  // batches up to this size split per token
 constexpr int k_split_cap = 32;         // splits per token
 constexpr int k_split_min_rows = 32;    // rows per split (one tile) before the cap is reached
-constexpr int k_copy_batch = 6;         // 16-byte loads per thread in flight while staging a tile
 
 // How a token that sees n_rows cache rows is split: rows per split (a multiple
 // of the tile) and the number of non-empty splits. A function of n_rows only.
@@ -99,25 +100,13 @@ __global__ void __launch_bounds__(32 * k_heads_per_block, 2) mla_attention_kerne
         const float* src = a.cache + base * width;
         const int64_t count = rows * width;
         if (width % 4 == 0) {
-            // A batch of 16-byte loads per thread into registers first, then the
-            // stores: the loads are in flight together (a tile of 576-wide rows is 18
-            // loads per thread; copied one by one each would wait for the last).
+            // Asynchronous 16-byte copies straight into shared memory (cp.async): a
+            // tile of 576-wide rows is 18 per thread, all in flight together.
             const float4* src4 = reinterpret_cast<const float4*>(src);
             float4* tile4 = reinterpret_cast<float4*>(tile);
-            const int64_t n4 = count / 4;
-            for (int64_t i0 = threadIdx.x; i0 < n4; i0 += k_copy_batch * int64_t(blockDim.x)) {
-                float4 v[k_copy_batch];
-#pragma unroll
-                for (int k = 0; k < k_copy_batch; ++k) {
-                    const int64_t i = i0 + k * int64_t(blockDim.x);
-                    if (i < n4) v[k] = src4[i];
-                }
-#pragma unroll
-                for (int k = 0; k < k_copy_batch; ++k) {
-                    const int64_t i = i0 + k * int64_t(blockDim.x);
-                    if (i < n4) tile4[i] = v[k];
-                }
-            }
+            for (int64_t i = threadIdx.x; i < count / 4; i += blockDim.x) __pipeline_memcpy_async(tile4 + i, src4 + i, 16);
+            __pipeline_commit();
+            __pipeline_wait_prior(0);
         } else {
             for (int64_t i = threadIdx.x; i < count; i += blockDim.x) tile[i] = src[i];
         }
