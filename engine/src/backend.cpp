@@ -36,6 +36,14 @@ double CpuBackend::copy_bandwidth_gbs() {
 void CpuBackend::forward(const int32_t* ids, int64_t T, int64_t start_pos, const ForwardOptions& opt,
                          ForwardOutput& out) {
     m_model.forward(ids, T, start_pos, m_cache, opt, out);
+    out.argmax.clear();
+    if (opt.argmax_n_valid > 0) {
+        const int64_t V = m_model.config().vocab_size, n_valid = std::min(opt.argmax_n_valid, V);
+        for (size_t r = 0; r * size_t(V) < out.logits.size(); ++r) {
+            const float* row = out.logits.data() + r * size_t(V);
+            out.argmax.push_back(int32_t(std::max_element(row, row + n_valid) - row));
+        }
+    }
     if (!m_device_sampling) {
         m_kept.clear();
         return;

@@ -35,7 +35,9 @@ public:
 
     // Main model over ids at positions start_pos .. start_pos+T-1 (start_pos <=
     // n_tokens(), start_pos + T <= capacity()); writes those cache rows and sets
-    // n_tokens() = start_pos + T. Same contract as Model::forward.
+    // n_tokens() = start_pos + T. Same contract as Model::forward, plus
+    // ForwardOptions::argmax_n_valid (the CUDA backend takes it for calls of up
+    // to k_max_choice_rows logit rows, inside the step's graph).
     virtual void forward(const int32_t* ids, int64_t n_tokens, int64_t start_pos, const ForwardOptions& opt,
                          ForwardOutput& out) = 0;
 

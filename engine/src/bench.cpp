@@ -79,9 +79,7 @@ BenchResult run_bench(Engine& engine, const BenchOptions& o) {
     ForwardOptions last;
     last.all_logits = false;
     last.logits_to_host = !backend.samples_on_device();
-    ChoiceSpec greedy;
-    greedy.params.temperature = 0.0f;
-    greedy.n_valid = c.vocab_size;
+    last.argmax_n_valid = c.vocab_size;  // taken where the logits are, as the generator does
     ForwardOutput out;
     for (int r = 0; r <= o.repeats; ++r) {  // r == 0 is the warm-up
         backend.clear();
@@ -89,9 +87,7 @@ BenchResult run_bench(Engine& engine, const BenchOptions& o) {
         backend.forward(prompt.data(), o.n_prompt, 0, last, out);
         auto t1 = clock::now();
         for (int64_t g = 0; g < o.n_gen; ++g) {
-            int32_t next = 0;
-            if (last.logits_to_host) next = int32_t(std::max_element(out.logits.begin(), out.logits.end()) - out.logits.begin());
-            else backend.choose(0, 1, greedy, nullptr, -1, &next);
+            int32_t next = out.argmax.at(0);
             backend.forward(&next, 1, o.n_prompt + g, last, out);
         }
         auto t2 = clock::now();

@@ -259,11 +259,15 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
         return ChoiceSpec{req.sampling, r.sampler.n_valid(), r.history, tail, tail_first};
     };
     auto t0 = clock_type::now();
+    // Greedy without a penalty: the argmax comes with the forward pass itself
+    // (on a GPU inside the step's graph, no second round trip).
+    const bool fused_argmax = r.sampler.greedy() && req.sampling.repetition_penalty == 1.0f;
     ForwardOptions fo;
     fo.all_logits = false;
     fo.want_hidden = !m_hidden.empty();  // kept for the MTP module only
     fo.want_routing = true;
     fo.logits_to_host = !on_device;
+    fo.argmax_n_valid = fused_argmax ? r.sampler.n_valid() : 0;
     ForwardOutput out;
     for (int64_t s = p; s < n; s += k_prefill_chunk) {
         if (cancelled()) {
@@ -280,7 +284,8 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
     // below replaces the rows a device keeps).
     choices.host_rows = out.logits.data();
     int32_t pending = -1;
-    choices.choose(0, 1, spec({}, 0), -1, &pending);
+    if (fused_argmax) pending = out.argmax.at(0);
+    else choices.choose(0, 1, spec({}, 0), -1, &pending);
     // The MTP module over the prompt too (entries (h_j, id_{j+1}) for j < n - 1), so that
     // prefill time holds all the prompt's work and decode time only the answer's. The
     // entry of the last prompt position needs the first answer token: first decode step.
@@ -307,6 +312,7 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
     vo.want_hidden = !m_hidden.empty();
     vo.want_routing = true;
     vo.logits_to_host = !on_device;
+    vo.argmax_n_valid = fo.argmax_n_valid;
     std::vector<float> entry_hidden;
     std::vector<int32_t> batch, drafts, tail, next_ids, greedy_ids;  // reused every step; tail: ids after the history
     while (!r.done) {
@@ -368,7 +374,8 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
         int32_t next = -1;
         if (r.sampler.greedy()) {
             greedy_ids.resize(size_t(D + 1));
-            choices.choose(0, D + 1, spec(batch, 1), -1, greedy_ids.data());
+            if (fused_argmax) greedy_ids.assign(out.argmax.begin(), out.argmax.end());
+            else choices.choose(0, D + 1, spec(batch, 1), -1, greedy_ids.data());
             while (a < D && greedy_ids[size_t(a)] == drafts[size_t(a)]) ++a;
             next = greedy_ids[size_t(a)];
         } else {

@@ -59,6 +59,9 @@ struct RoutingRecord {
 struct ForwardOptions {
     bool all_logits = true;       // false: only the last token's logits
     bool logits_to_host = true;   // false: out.logits stays empty; the rows stay with the backend (Backend::choose)
+    // > 0: out.argmax[r] = the first id of the largest of logits row r over [0, argmax_n_valid)
+    // (greedy without a penalty, taken where the logits are, in the same pass).
+    int64_t argmax_n_valid = 0;
     bool want_hidden = false;     // post-norm hidden states (MTP input)
     bool want_routing = false;
     int64_t absorb_max_tokens = 16;  // chunks up to this use the absorbed form
@@ -72,6 +75,7 @@ struct ForwardOutput {
     std::vector<float> logits;  // [n_rows, vocab]
     std::vector<float> hidden;  // [n_tokens, hidden] after model.norm
     RoutingRecord routing;
+    std::vector<int32_t> argmax;  // [n_rows] with ForwardOptions::argmax_n_valid
 };
 
 class Model {

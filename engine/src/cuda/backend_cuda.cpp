@@ -126,6 +126,7 @@ struct GraphKey {
     int64_t n_tokens = 0;
     bool all_logits = false, want_hidden = false, want_routing = false;
     bool logits_to_host = true;
+    int64_t argmax_n_valid = 0;
     bool operator==(const GraphKey&) const = default;
 };
 
@@ -188,6 +189,7 @@ private:
         double* choice_u;         // [rows + 1]
         int32_t* choice_drafts;   // [rows]
         int32_t* choice_out;      // [rows]
+        int32_t* argmax_ids;      // [rows] the forward's fused argmax
     };
     // Pinned host buffers for the copies in and out. A replayed graph's copies
     // read and write these same addresses, so the inputs go here before a launch.
@@ -204,6 +206,7 @@ private:
         double* choice_u;         // [rows + 1]
         int32_t* choice_drafts;   // [rows]
         int32_t* choice_out;      // [rows]
+        int32_t* argmax_ids;      // [rows]
     };
 
     Scratch carve_scratch(Carver& c) const;
@@ -466,6 +469,7 @@ CudaBackend::Scratch CudaBackend::carve_scratch(Carver& cv) const {
     s.choice_u = cv.take<double>(size_t(R + 1));
     s.choice_drafts = i(R);
     s.choice_out = i(R);
+    s.argmax_ids = i(R);
     if (!m_exact) {
         s.gemm.act_elems = size_t(n * std::max({round_up(m_extent.max_cols, 8), n_h * d_qk, n_h * c.kv_lora_rank}));
         s.gemm.act_bf16 = cv.take<uint16_t>(s.gemm.act_elems);
@@ -493,6 +497,7 @@ CudaBackend::Staging CudaBackend::carve_staging(Carver& cv) const {
     h.choice_u = cv.take<double>(size_t(R + 1));
     h.choice_drafts = cv.take<int32_t>(size_t(R));
     h.choice_out = cv.take<int32_t>(size_t(R));
+    h.argmax_ids = cv.take<int32_t>(size_t(R));
     return h;
 }
 
@@ -536,6 +541,10 @@ void CudaBackend::forward(const int32_t* ids, int64_t T, int64_t start_pos, cons
     }
     if (opt.logits_to_host) out.logits.resize(static_cast<size_t>((opt.all_logits ? T : 1) * V));
     else out.logits.clear();
+    out.argmax.clear();
+    if (opt.argmax_n_valid > 0 && (opt.all_logits ? T : 1) > k_max_choice_rows)
+        throw Error(ErrorCode::BadRequest, "CUDA backend: a fused argmax over " + std::to_string(opt.all_logits ? T : 1) +
+                                               " rows (at most " + std::to_string(k_max_choice_rows) + ")");
     std::vector<float> hidden(static_cast<size_t>(opt.want_hidden ? T * H : 0));  // [T, H] after model.norm
 
     for (int64_t t0 = 0; t0 < T; t0 += m_chunk) {
@@ -546,10 +555,12 @@ void CudaBackend::forward(const int32_t* ids, int64_t T, int64_t start_pos, cons
         *m_h.start_pos = start_pos + t0;
         std::memcpy(m_h.ids, ids + t0, size_t(n) * sizeof(int32_t));
         // Only calls of up to k_graph_max_tokens replay; they are one chunk (n == T).
-        const GraphKey key{-1, T, opt.all_logits, opt.want_hidden, opt.want_routing, opt.logits_to_host};
+        const GraphKey key{-1, T, opt.all_logits, opt.want_hidden, opt.want_routing, opt.logits_to_host,
+                           opt.argmax_n_valid};
         m_logit_rows = 0;  // the buffer is rewritten from here on
         run_and_wait(key, [&] { enqueue_forward(n, rows, opt); });
         m_logit_rows = rows;
+        if (rows > 0 && opt.argmax_n_valid > 0) out.argmax.assign(m_h.argmax_ids, m_h.argmax_ids + rows);
         if (rows > 0 && opt.logits_to_host)
             std::memcpy(out.logits.data() + (opt.all_logits ? t0 * V : 0), m_h.logits,
                         size_t(rows * V) * sizeof(float));
@@ -588,6 +599,13 @@ void CudaBackend::enqueue_forward(int64_t n, int64_t logit_rows, const ForwardOp
         const int64_t first = n - logit_rows;
         m_gemm->matmul(m_weights.lm_head, m_s.hn + first * H, H, logit_rows, m_s.logits, V);  // [rows, V]
         if (opt.logits_to_host) to_host(m_h.logits, m_s.logits, size_t(logit_rows * V) * sizeof(float));
+        if (opt.argmax_n_valid > 0) {  // greedy without a penalty, inside the step (and its graph)
+            ChoiceParams p;
+            p.vocab = V;
+            p.n_valid = std::clamp<int64_t>(opt.argmax_n_valid, 1, V);
+            launch_choice_argmax(m_s.logits, logit_rows, p, m_s.choice, m_s.argmax_ids, s);
+            to_host(m_h.argmax_ids, m_s.argmax_ids, size_t(logit_rows) * sizeof(int32_t));
+        }
     }
     if (opt.want_hidden) to_host(m_h.hidden_out, m_s.hn, size_t(n * H) * sizeof(float));
     if (opt.want_routing && slots > 0) {
@@ -614,7 +632,7 @@ void CudaBackend::mtp_forward(int64_t k, const float* hidden, const int32_t* nex
         *m_h.start_pos = start_pos + t0;
         std::memcpy(m_h.ids, next_ids + t0, size_t(n) * sizeof(int32_t));
         std::memcpy(m_h.hidden_in, hidden + t0 * H, size_t(n * H) * sizeof(float));
-        const GraphKey key{k, T, logits_to != MtpLogits::None, want_hidden, false, to_host};
+        const GraphKey key{k, T, logits_to != MtpLogits::None, want_hidden, false, to_host, 0};
         m_logit_rows = 0;
         run_and_wait(key, [&] { enqueue_mtp(k, n, want_hidden, logits_to); });
         m_logit_rows = logits_to == MtpLogits::None ? 0 : n;
