@@ -109,18 +109,20 @@ __device__ __forceinline__ void load_x(const float* p, float* out) {
 // (lane, lane + 32, ...), so the warp streams 512 contiguous bytes per step and
 // each weight byte is read once for all NT tokens. kXVec: every xs[j] is 16-byte aligned.
 // Unrolled 4 deep so a lane has several weight loads in flight (a 2048-wide bf16
-// row is 8 pieces per lane); the multiply-adds keep their order.
-template <DeviceDtype DT, int NT, bool kXVec>
+// row is 8 pieces per lane); the multiply-adds keep their order. With kSplit > 1
+// the row is shared by kSplit warps (part = 0 .. kSplit - 1): this warp takes
+// pieces part * 32 + lane, stepping 32 * kSplit, and returns its partial sums.
+template <DeviceDtype DT, int NT, bool kXVec, int kSplit = 1>
 __device__ __forceinline__ void warp_row_dot(const DeviceMatrix& w, int64_t row, const float* const (&xs)[NT], int n,
-                                             float (&acc)[NT]) {
+                                             float (&acc)[NT], int part = 0) {
     constexpr int kVec = k_vec_elems<DT>;
-    const int lane = threadIdx.x & 31;
+    const int lane = threadIdx.x & 31, first = part * 32 + lane;
     const uint4* wrow = reinterpret_cast<const uint4*>(static_cast<const char*>(w.data) +
                                                        row * w.ld * int64_t(k_elem_bytes<DT>));
     const float* srow = DT == DeviceDtype::F8_E4M3 ? w.scale_inv + (row / 128) * w.scale_cols : nullptr;
     const int64_t n_full = w.cols / kVec;
 #pragma unroll 4
-    for (int64_t v = lane; v < n_full; v += 32) {
+    for (int64_t v = first; v < n_full; v += 32 * kSplit) {
         float wf[kVec];
         decode16<DT>(__ldg(wrow + v), wf);
         if constexpr (DT == DeviceDtype::F8_E4M3) {
@@ -141,7 +143,7 @@ __device__ __forceinline__ void warp_row_dot(const DeviceMatrix& w, int64_t row,
     }
     // The row's last partial piece: the padding up to ld is loaded but never used.
     const int64_t rem = w.cols - n_full * kVec;
-    if (rem > 0 && lane == int(n_full % 32)) {
+    if (rem > 0 && first == int(n_full % (32 * kSplit))) {
         float wf[kVec];
         decode16<DT>(__ldg(wrow + n_full), wf);
         if constexpr (DT == DeviceDtype::F8_E4M3) {

@@ -1,8 +1,8 @@
 // The fp32 matrix-vector kernel behind every product with few tokens (decode,
 // MTP drafts, CETUS_CUDA_EXACT), over groups of rows: cpu::matmul and
 // cpu::matmul_strided (cpu/ops.cpp) up to summation order. One warp per output
-// row, 8 rows per block, grid.y the row group; the weight row is read once per
-// 8 tokens, fp32 accumulation.
+// row (four for narrow matrices), 8 warps per block, grid.y the row group; the
+// weight row is read once per 8 tokens, fp32 accumulation.
 #include "cuda_util.h"
 #include "device_math.cuh"
 
@@ -11,21 +11,48 @@
 namespace cetus::cuda {
 namespace {
 
-constexpr int k_rows_per_block = 8;  // one warp per row
+constexpr int k_warps_per_block = 8;
 constexpr int k_tokens_per_pass = 8;
+// Narrow products (fewer rows than this) give each row k_narrow_split warps, so
+// small matrices (the MLA latent projection, the router) still spread over the
+// GPU. The choice depends on the matrix only, never on the token count, so a
+// token's sums are the same in a batch of one or in a verify batch.
+constexpr int64_t k_narrow_rows = 2048;
+constexpr int k_narrow_split = 4;
 
-template <DeviceDtype DT, int NT, bool kXVec>
-__global__ void __launch_bounds__(32 * k_rows_per_block)
+// kSplit warps per output row, k_warps_per_block / kSplit rows per block. With
+// kSplit > 1 the warps' partial sums are added in warp order.
+template <DeviceDtype DT, int NT, bool kXVec, int kSplit>
+__global__ void __launch_bounds__(32 * k_warps_per_block)
     matvec_kernel(DeviceMatrix w, const float* __restrict__ x, int64_t ldx, int n, float* __restrict__ y,
                   int64_t ldy, RowGroups g) {
-    const int64_t r = int64_t(blockIdx.x) * k_rows_per_block + (threadIdx.x >> 5);
-    if (r >= g.rows) return;
+    constexpr int kRows = k_warps_per_block / kSplit;
+    __shared__ float partial[kSplit > 1 ? k_warps_per_block * NT : 1];
+    const int warp = threadIdx.x >> 5, part = warp % kSplit;
+    const int64_t r = int64_t(blockIdx.x) * kRows + warp / kSplit;
+    const bool active = r < g.rows;
+    if (kSplit == 1 && !active) return;
     const int64_t grp = blockIdx.y;
     const float* xs[NT];
 #pragma unroll
     for (int j = 0; j < NT; ++j) xs[j] = x + j * ldx + grp * g.x_step;
     float acc[NT] = {};
-    warp_row_dot<DT, NT, kXVec>(w, g.w_row0 + grp * g.w_row_step + r, xs, n, acc);
+    if (active) warp_row_dot<DT, NT, kXVec, kSplit>(w, g.w_row0 + grp * g.w_row_step + r, xs, n, acc, part);
+    if constexpr (kSplit > 1) {
+        if ((threadIdx.x & 31) == 0) {
+#pragma unroll
+            for (int j = 0; j < NT; ++j) partial[warp * NT + j] = acc[j];
+        }
+        __syncthreads();
+        if (!active || part != 0) return;
+#pragma unroll
+        for (int j = 0; j < NT; ++j) {
+            float sum = partial[warp * NT + j];
+#pragma unroll
+            for (int k = 1; k < kSplit; ++k) sum += partial[(warp + k) * NT + j];
+            acc[j] = sum;
+        }
+    }
     if ((threadIdx.x & 31) == 0) {
 #pragma unroll
         for (int j = 0; j < NT; ++j)
@@ -36,8 +63,14 @@ __global__ void __launch_bounds__(32 * k_rows_per_block)
 template <DeviceDtype DT, int NT, bool kXVec>
 void launch_pass(const DeviceMatrix& w, const float* x, int64_t ldx, int n, float* y, int64_t ldy,
                  const RowGroups& g, cudaStream_t s) {
-    const dim3 grid(unsigned((g.rows + k_rows_per_block - 1) / k_rows_per_block), unsigned(g.n_groups));
-    matvec_kernel<DT, NT, kXVec><<<grid, 32 * k_rows_per_block, 0, s>>>(w, x, ldx, n, y, ldy, g);
+    if (g.rows < k_narrow_rows) {
+        constexpr int kRows = k_warps_per_block / k_narrow_split;
+        const dim3 grid(unsigned((g.rows + kRows - 1) / kRows), unsigned(g.n_groups));
+        matvec_kernel<DT, NT, kXVec, k_narrow_split><<<grid, 32 * k_warps_per_block, 0, s>>>(w, x, ldx, n, y, ldy, g);
+    } else {
+        const dim3 grid(unsigned((g.rows + k_warps_per_block - 1) / k_warps_per_block), unsigned(g.n_groups));
+        matvec_kernel<DT, NT, kXVec, 1><<<grid, 32 * k_warps_per_block, 0, s>>>(w, x, ldx, n, y, ldy, g);
+    }
     CETUS_CUDA_LAUNCHED("matvec_kernel");
 }
 
