@@ -284,7 +284,7 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
     // below replaces the rows a device keeps).
     choices.host_rows = out.logits.data();
     int32_t pending = -1;
-    if (fused_argmax) pending = out.argmax.at(0);
+    if (fused_argmax && out.argmax.size() == 1) pending = out.argmax[0];
     else choices.choose(0, 1, spec({}, 0), -1, &pending);
     // The MTP module over the prompt too (entries (h_j, id_{j+1}) for j < n - 1), so that
     // prefill time holds all the prompt's work and decode time only the answer's. The
@@ -374,7 +374,7 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
         int32_t next = -1;
         if (r.sampler.greedy()) {
             greedy_ids.resize(size_t(D + 1));
-            if (fused_argmax) greedy_ids.assign(out.argmax.begin(), out.argmax.end());
+            if (fused_argmax && out.argmax.size() == size_t(D + 1)) greedy_ids.assign(out.argmax.begin(), out.argmax.end());
             else choices.choose(0, D + 1, spec(batch, 1), -1, greedy_ids.data());
             while (a < D && greedy_ids[size_t(a)] == drafts[size_t(a)]) ++a;
             next = greedy_ids[size_t(a)];

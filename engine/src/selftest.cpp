@@ -343,10 +343,18 @@ void compare_choices(Runner& r, const std::string& tag, Backend& b, const Model&
     const int64_t V = model.config().vocab_size, D = int64_t(steps.size()) - 1;
     ForwardOptions fo;
     fo.want_hidden = false;
+    fo.argmax_n_valid = V - 3;  // the fused greedy argmax of the step, checked below
     ForwardOutput o;
     b.clear();
     b.forward(prompt.data(), int64_t(prompt.size()), 0, fo, o);
     b.forward(steps.data(), D + 1, int64_t(prompt.size()), fo, o);  // rows 0 .. D stay on the device
+    int64_t fused_differ = o.argmax.size() == size_t(D + 1) ? 0 : D + 1;
+    for (int64_t i = 0; i <= D && fused_differ == 0; ++i) {
+        const float* row = o.logits.data() + i * V;
+        fused_differ += o.argmax[size_t(i)] != int32_t(std::max_element(row, row + V - 3) - row);
+    }
+    r.check(tag + "fused greedy argmax of a verify batch == host", fused_differ == 0, double(fused_differ), 0,
+            std::to_string(o.argmax.size()) + " ids for " + std::to_string(D + 1) + " rows");
     std::mt19937_64 rng(1234);
     std::uniform_real_distribution<double> unit(0.0, 1.0);
     struct Params {
