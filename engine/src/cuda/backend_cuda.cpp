@@ -994,8 +994,7 @@ void CudaBackend::attention(const DeviceLayer& l, int64_t cache_layer, int64_t n
     gemm.matmul(l.kv_a, m_s.a, H, n, m_s.kv, m.d_c + m.d_r);  // [n, d_c + d_r]
     float* cache = cache_rows(cache_layer);
     launch_latent_cache(m_s.kv, n, l.kv_a_norm, k_latent_norm_eps, m_weights.rope_table, m_interleave, m_s.start_pos,
-                        m.d_c, m.d_r, cache, s);
-    launch_rope_q(m_s.q, n, m.n_h, m.d_n, m.d_r, m_weights.rope_table, m_interleave, m_s.start_pos, s);
+                        m.d_c, m.d_r, cache, m_s.q, m.n_h, m.d_n, s);  // and the queries' rope
     gemm.absorb_q(l.kv_b, m_s.q, n, m, m_s.q_abs);  // [n, n_h, d_c]
     launch_mla_attention(m_s.q_abs, m_s.q, cache, n, m_s.start_pos, m, m_scale, m_info.n_sm, m_s.parts, m_s.ctx, s);
     gemm.absorb_v(l.kv_b, m_s.ctx, n, m, m_s.o);                  // [n, n_h, d_v]

@@ -35,7 +35,7 @@ struct RowGroups {
 };
 
 // ---- gathers, norms, rotary, elementwise: embed.cu, rmsnorm.cu, add_rmsnorm.cu, add.cu,
-//      silu_mul.cu, latent_cache.cu, rope_q.cu, to_bf16.cu ----
+//      silu_mul.cu, latent_cache.cu, to_bf16.cu ----
 
 // out[t, :] = embedding row ids[t] as fp32.  out: [n, m.cols]
 void launch_embed(const DeviceMatrix& m, const int32_t* ids, int64_t n, float* out, cudaStream_t s);
@@ -54,15 +54,13 @@ void launch_silu_mul(float* g, const float* u, int64_t count, cudaStream_t s);
 // launches themselves do not change from step to step and a captured graph
 // replays at any position.
 //
-// Cache rows *start_pos + t of one layer: [rmsnorm(kv[t, :d_c]) ; rope(kv[t, d_c:])].
-// kv: [n, d_c + d_r]; cache: the layer's rows [capacity, d_c + d_r]; rope_table: [capacity, d_r].
-void launch_latent_cache(const float* kv, int64_t n, const float* norm_w, float eps, const float* rope_table,
-                         bool interleave, const int64_t* start_pos, int64_t d_c, int64_t d_r, float* cache,
-                         cudaStream_t s);
-// Rotates the rope part q[t, h, d_n:] of every head in place, at position *start_pos + t.
+// Cache rows *start_pos + t of one layer: [rmsnorm(kv[t, :d_c]) ; rope(kv[t, d_c:])], and
+// the rope part q[t, h, d_n:] of every head rotated in place at the same position.
+// kv: [n, d_c + d_r]; cache: the layer's rows [capacity, d_c + d_r]; rope_table: [capacity, d_r];
 // q: [n, n_h, d_n + d_r]
-void launch_rope_q(float* q, int64_t n, int64_t n_h, int64_t d_n, int64_t d_r, const float* rope_table,
-                   bool interleave, const int64_t* start_pos, cudaStream_t s);
+void launch_latent_cache(const float* kv, int64_t n, const float* norm_w, float eps, const float* rope_table,
+                         bool interleave, const int64_t* start_pos, int64_t d_c, int64_t d_r, float* cache, float* q,
+                         int64_t n_h, int64_t d_n, cudaStream_t s);
 // out[r, c] = bf16(x[r, c]) rounded to nearest even.
 void launch_to_bf16(const float* x, int64_t ldx, int64_t n_rows, int64_t cols, uint16_t* out, int64_t ldo,
                     cudaStream_t s);
