@@ -13,6 +13,16 @@ namespace cetus {
 namespace {
 // Rows of a call's last chunk of 256 tokens (what a device keeps).
 int64_t last_chunk_rows(int64_t rows) { return rows - (rows - 1) / 256 * 256; }
+
+// The first id of the largest of each row over [0, n_valid) (n_valid > 0).
+void append_argmax(const std::vector<float>& logits, int64_t V, int64_t n_valid, std::vector<int32_t>& out) {
+    if (n_valid <= 0) return;
+    n_valid = std::min(n_valid, V);
+    for (size_t r = 0; (r + 1) * size_t(V) <= logits.size(); ++r) {
+        const float* row = logits.data() + r * size_t(V);
+        out.push_back(int32_t(std::max_element(row, row + n_valid) - row));
+    }
+}
 }  // namespace
 
 std::string CpuBackend::description() const { return std::to_string(omp_get_max_threads()) + " threads"; }
@@ -37,13 +47,7 @@ void CpuBackend::forward(const int32_t* ids, int64_t T, int64_t start_pos, const
                          ForwardOutput& out) {
     m_model.forward(ids, T, start_pos, m_cache, opt, out);
     out.argmax.clear();
-    if (opt.argmax_n_valid > 0) {
-        const int64_t V = m_model.config().vocab_size, n_valid = std::min(opt.argmax_n_valid, V);
-        for (size_t r = 0; r * size_t(V) < out.logits.size(); ++r) {
-            const float* row = out.logits.data() + r * size_t(V);
-            out.argmax.push_back(int32_t(std::max_element(row, row + n_valid) - row));
-        }
-    }
+    append_argmax(out.logits, m_model.config().vocab_size, opt.argmax_n_valid, out.argmax);
     if (!m_device_sampling) {
         m_kept.clear();
         return;
@@ -56,19 +60,23 @@ void CpuBackend::forward(const int32_t* ids, int64_t T, int64_t start_pos, const
 }
 
 void CpuBackend::mtp_forward(int64_t k, const float* hidden, const int32_t* next_ids, int64_t T,
-                             int64_t start_pos, MtpLogits logits_to, std::vector<float>& logits,
-                             std::vector<float>* out_hidden) {
+                             int64_t start_pos, const MtpOptions& opt, MtpOutput& out) {
     m_kept.clear();
-    if (logits_to == MtpLogits::None) {
+    out.argmax.clear();
+    std::vector<float>* out_hidden = opt.want_hidden ? &out.hidden : nullptr;
+    if (!opt.want_hidden) out.hidden.clear();
+    if (opt.logits == MtpLogits::None) {
         m_model.mtp_forward(k, hidden, next_ids, T, start_pos, m_cache, nullptr, out_hidden);
-        logits.clear();
+        out.logits.clear();
         return;
     }
-    m_model.mtp_forward(k, hidden, next_ids, T, start_pos, m_cache, &logits, out_hidden);
+    m_model.mtp_forward(k, hidden, next_ids, T, start_pos, m_cache, &out.logits, out_hidden);
+    const int64_t V = m_model.config().vocab_size;
+    append_argmax(out.logits, V, opt.argmax_n_valid, out.argmax);
     if (!m_device_sampling) return;
-    const int64_t V = m_model.config().vocab_size, keep = last_chunk_rows(T);
-    m_kept.assign(logits.end() - keep * V, logits.end());
-    if (logits_to == MtpLogits::Keep) logits.clear();
+    const int64_t keep = last_chunk_rows(T);
+    m_kept.assign(out.logits.end() - keep * V, out.logits.end());
+    if (opt.logits == MtpLogits::Keep) out.logits.clear();
 }
 
 const float* CpuBackend::kept_rows(int64_t row0, int64_t n) const {

@@ -46,8 +46,7 @@ public:
     // contract as Model::mtp_forward. With MtpLogits::None no logits are
     // computed (the module's pass over a prompt only fills its cache).
     virtual void mtp_forward(int64_t k, const float* hidden, const int32_t* next_ids, int64_t n_tokens,
-                             int64_t start_pos, MtpLogits logits_to, std::vector<float>& logits,
-                             std::vector<float>* out_hidden) = 0;
+                             int64_t start_pos, const MtpOptions& opt, MtpOutput& out) = 0;
 
     // Token choice where the logits are (sampling on the device). The rows are
     // those of the last forward() or mtp_forward() call (its last chunk of up to
@@ -93,7 +92,7 @@ public:
     void forward(const int32_t* ids, int64_t T, int64_t start_pos, const ForwardOptions& opt,
                  ForwardOutput& out) override;
     void mtp_forward(int64_t k, const float* hidden, const int32_t* next_ids, int64_t T, int64_t start_pos,
-                     MtpLogits logits_to, std::vector<float>& logits, std::vector<float>* out_hidden) override;
+                     const MtpOptions& opt, MtpOutput& out) override;
     // Threaded copies of 256 MiB (bytes read + written per second), measured once.
     double copy_bandwidth_gbs() override;
     KvCache& cache() { return m_cache; }

@@ -252,7 +252,6 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
 
     auto cancelled = [&] { return req.cancel && req.cancel->load(std::memory_order_relaxed); };
     const bool on_device = m_backend.samples_on_device();
-    const MtpLogits mtp_to = on_device ? MtpLogits::Keep : MtpLogits::Host;
     Choices choices{m_backend, r.sampler, on_device, c.vocab_size};
     // The ids a row penalises: the history, and tail[0, tail_first + row).
     auto spec = [&](std::span<const int32_t> tail, int64_t tail_first) {
@@ -290,13 +289,15 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
     // prefill time holds all the prompt's work and decode time only the answer's. The
     // entry of the last prompt position needs the first answer token: first decode step.
     // No logits: the pass only fills the module's cache.
-    std::vector<float> mtp_logits, mtp_hidden;
+    MtpOutput mo;
     if (use_mtp && m_mtp_valid < n - 1) {
         const int64_t from = m_mtp_valid, T = n - 1 - from;
+        MtpOptions fill;
+        fill.logits = MtpLogits::None;
         for (int64_t s = 0; s < T; s += k_prefill_chunk) {
             const int64_t Tc = std::min(k_prefill_chunk, T - s);
             m_backend.mtp_forward(0, m_hidden.data() + (from + s) * H, m_cached_ids.data() + from + s + 1, Tc,
-                                  from + s, MtpLogits::None, mtp_logits, nullptr);
+                                  from + s, fill, mo);
         }
         m_mtp_valid = n - 1;
     }
@@ -313,6 +314,12 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
     vo.want_routing = true;
     vo.logits_to_host = !on_device;
     vo.argmax_n_valid = fo.argmax_n_valid;
+    // Drafts: the module's logits stay where they are computed; greedy drafts come
+    // with the call's own argmax.
+    MtpOptions mopt;
+    mopt.logits = on_device ? MtpLogits::Keep : MtpLogits::Host;
+    mopt.want_hidden = true;
+    mopt.argmax_n_valid = fo.argmax_n_valid;
     std::vector<float> entry_hidden;
     std::vector<int32_t> batch, drafts, tail, next_ids, greedy_ids;  // reused every step; tail: ids after the history
     while (!r.done) {
@@ -340,25 +347,27 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
             int64_t row = 0;  // the last row of the last call
             for (int64_t s = 0; s < T; s += k_prefill_chunk) {
                 const int64_t Tc = std::min(k_prefill_chunk, T - s);
-                m_backend.mtp_forward(0, m_hidden.data() + (from + s) * H, next_ids.data() + s, Tc, from + s, mtp_to,
-                                      mtp_logits, &mtp_hidden);
+                MtpOptions o = mopt;
+                if (Tc > Backend::k_max_choice_rows) o.argmax_n_valid = 0;  // a long catch-up: choose() below
+                m_backend.mtp_forward(0, m_hidden.data() + (from + s) * H, next_ids.data() + s, Tc, from + s, o, mo);
                 row = Tc - 1;
             }
             m_mtp_valid = cur;
-            choices.host_rows = mtp_logits.data();
-            entry_hidden.assign(mtp_hidden.end() - H, mtp_hidden.end());
+            choices.host_rows = mo.logits.data();
+            entry_hidden.assign(mo.hidden.end() - H, mo.hidden.end());
             for (int64_t j = 0; j < D; ++j) {
                 // Draft j penalises the pending token and the drafts before it.
                 int32_t d = -1;
-                choices.choose(row, 1, spec(tail, int64_t(tail.size())), r.sampler.greedy() ? -1 : j, &d);
+                if (fused_argmax && int64_t(mo.argmax.size()) > row) d = mo.argmax[size_t(row)];
+                else choices.choose(row, 1, spec(tail, int64_t(tail.size())), r.sampler.greedy() ? -1 : j, &d);
                 drafts.push_back(d);
                 tail.push_back(d);
                 if (j + 1 < D) {  // chain: the module's own normed output stands in for h
                     const int64_t k = std::min<int64_t>(j + 1, m_model.n_mtp() - 1);
-                    m_backend.mtp_forward(k, entry_hidden.data(), &d, 1, cur + j, mtp_to, mtp_logits, &mtp_hidden);
-                    choices.host_rows = mtp_logits.data();
+                    m_backend.mtp_forward(k, entry_hidden.data(), &d, 1, cur + j, mopt, mo);
+                    choices.host_rows = mo.logits.data();
                     row = 0;
-                    entry_hidden = mtp_hidden;
+                    entry_hidden = mo.hidden;
                 }
             }
             r.res.stats.drafts_proposed += D;

@@ -71,6 +71,18 @@ struct ForwardOptions {
 // for Backend::choose, or also copied to the host.
 enum class MtpLogits { None, Keep, Host };
 
+struct MtpOptions {
+    MtpLogits logits = MtpLogits::Host;
+    bool want_hidden = false;     // the module's output after shared_head.norm (chained drafts)
+    int64_t argmax_n_valid = 0;   // > 0: out.argmax as for ForwardOptions (rows of the logits)
+};
+
+struct MtpOutput {
+    std::vector<float> logits;    // [T, vocab] with MtpLogits::Host
+    std::vector<float> hidden;    // [T, hidden] with want_hidden
+    std::vector<int32_t> argmax;  // [T] with argmax_n_valid
+};
+
 struct ForwardOutput {
     std::vector<float> logits;  // [n_rows, vocab]
     std::vector<float> hidden;  // [n_tokens, hidden] after model.norm

@@ -214,9 +214,9 @@ void run_case(const std::filesystem::path& dir, Device device, std::vector<Check
             r.close(tag + "decode through cache vs prefill", stepwise, prefill.logits, tol, V);
 
             if (g.has(p + "mtp_logits") && model.n_mtp() > 0 && T > 1) {
-                std::vector<float> mtp;
-                backend.mtp_forward(0, prefill.hidden.data(), ids.data() + 1, T - 1, 0, MtpLogits::Host, mtp, nullptr);
-                r.close(tag + "MTP logits", mtp, g.f32(p + "mtp_logits"), tol, V);
+                MtpOutput mtp;
+                backend.mtp_forward(0, prefill.hidden.data(), ids.data() + 1, T - 1, 0, MtpOptions{}, mtp);
+                r.close(tag + "MTP logits", mtp.logits, g.f32(p + "mtp_logits"), tol, V);
             }
 
             if (g.has(p + "greedy")) {
@@ -284,7 +284,9 @@ Pass run_script(Backend& b, const Model& model, const std::vector<int32_t>& prom
     // module alone) or from this backend's own.
     if (model.n_mtp() > 0) {
         const float* h = mtp_hidden ? mtp_hidden->data() : p.prefill.hidden.data();
-        b.mtp_forward(0, h, prompt.data() + 1, int64_t(prompt.size()) - 1, 0, MtpLogits::Host, p.mtp, nullptr);
+        MtpOutput mo;
+        b.mtp_forward(0, h, prompt.data() + 1, int64_t(prompt.size()) - 1, 0, MtpOptions{}, mo);
+        p.mtp = std::move(mo.logits);
     }
     return p;
 }

@@ -49,13 +49,13 @@ public:
         if (m_inner.n_tokens() != start + T) violations << QStringLiteral("n_tokens not start + T after forward");
     }
     void mtp_forward(int64_t k, const float* hidden, const int32_t* next_ids, int64_t T, int64_t start,
-                     cetus::MtpLogits to, std::vector<float>& logits, std::vector<float>* out_hidden) override {
+                     const cetus::MtpOptions& opt, cetus::MtpOutput& out) override {
         ++n_mtp;
         span("mtp_forward", T, start);
         // The module attends to its own rows 0 .. start-1: they must all have been written.
         if (start > m_mtp_rows)
             violations << QStringLiteral("mtp_forward at %1 with only %2 MTP rows written").arg(start).arg(m_mtp_rows);
-        m_inner.mtp_forward(k, hidden, next_ids, T, start, to, logits, out_hidden);
+        m_inner.mtp_forward(k, hidden, next_ids, T, start, opt, out);
         m_mtp_rows = start + T;
     }
 

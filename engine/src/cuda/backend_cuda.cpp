@@ -148,7 +148,7 @@ public:
     void forward(const int32_t* ids, int64_t T, int64_t start_pos, const ForwardOptions& opt,
                  ForwardOutput& out) override;
     void mtp_forward(int64_t k, const float* hidden, const int32_t* next_ids, int64_t T, int64_t start_pos,
-                     MtpLogits logits_to, std::vector<float>& logits, std::vector<float>* out_hidden) override;
+                     const MtpOptions& opt, MtpOutput& out) override;
     bool samples_on_device() const override { return m_device_sampling; }
     void choose(int64_t row0, int64_t n, const ChoiceSpec& spec, const double* u, int64_t q_slot,
                 int32_t* ids) override;
@@ -226,7 +226,9 @@ private:
     // One chunk's work from the staging buffers in to the staging buffers out,
     // enqueued on the stream (directly or into a capture).
     void enqueue_forward(int64_t n, int64_t logit_rows, const ForwardOptions& opt);
-    void enqueue_mtp(int64_t k, int64_t n, bool want_hidden, MtpLogits logits_to);
+    void enqueue_mtp(int64_t k, int64_t n, bool want_hidden, MtpLogits logits_to, int64_t argmax_n_valid);
+    // The argmax of `rows` rows of m_s.logits over [0, n_valid) into m_h.argmax_ids.
+    void enqueue_argmax(int64_t rows, int64_t n_valid);
     // Token choice: checks and uploads a request's inputs, runs `enqueue`, waits.
     ChoiceParams choice_params(const ChoiceSpec& spec, int64_t row0, int64_t n) const;
     void note_history_uploaded(const ChoiceSpec& spec);
@@ -599,13 +601,7 @@ void CudaBackend::enqueue_forward(int64_t n, int64_t logit_rows, const ForwardOp
         const int64_t first = n - logit_rows;
         m_gemm->matmul(m_weights.lm_head, m_s.hn + first * H, H, logit_rows, m_s.logits, V);  // [rows, V]
         if (opt.logits_to_host) to_host(m_h.logits, m_s.logits, size_t(logit_rows * V) * sizeof(float));
-        if (opt.argmax_n_valid > 0) {  // greedy without a penalty, inside the step (and its graph)
-            ChoiceParams p;
-            p.vocab = V;
-            p.n_valid = std::clamp<int64_t>(opt.argmax_n_valid, 1, V);
-            launch_choice_argmax(m_s.logits, logit_rows, p, m_s.choice, m_s.argmax_ids, s);
-            to_host(m_h.argmax_ids, m_s.argmax_ids, size_t(logit_rows) * sizeof(int32_t));
-        }
+        if (opt.argmax_n_valid > 0) enqueue_argmax(logit_rows, opt.argmax_n_valid);  // inside the step (and its graph)
     }
     if (opt.want_hidden) to_host(m_h.hidden_out, m_s.hn, size_t(n * H) * sizeof(float));
     if (opt.want_routing && slots > 0) {
@@ -615,36 +611,39 @@ void CudaBackend::enqueue_forward(int64_t n, int64_t logit_rows, const ForwardOp
 }
 
 void CudaBackend::mtp_forward(int64_t k, const float* hidden, const int32_t* next_ids, int64_t T, int64_t start_pos,
-                              MtpLogits logits_to, std::vector<float>& logits, std::vector<float>* out_hidden) {
+                              const MtpOptions& opt, MtpOutput& out) {
     if (k < 0 || k >= int64_t(m_weights.mtp.size()))
         throw Error(ErrorCode::BadRequest, "CUDA backend: no MTP module " + std::to_string(k));
     check_span(T, start_pos);
     CETUS_CUDA(cudaSetDevice(m_device));
     const int64_t H = m_config.hidden_size, V = m_config.vocab_size;
-    const bool want_hidden = out_hidden != nullptr;
-
-    const bool to_host = logits_to == MtpLogits::Host;
-    if (to_host) logits.resize(static_cast<size_t>(T * V));
-    else logits.clear();
-    std::vector<float> y(static_cast<size_t>(want_hidden ? T * H : 0));  // [T, H] after shared_head.norm
+    const bool to_host = opt.logits == MtpLogits::Host;
+    const int64_t argmax_n_valid = opt.logits == MtpLogits::None ? 0 : opt.argmax_n_valid;
+    if (argmax_n_valid > 0 && std::min(m_chunk, T) > k_max_choice_rows)
+        throw Error(ErrorCode::BadRequest, "CUDA backend: a fused argmax over " + std::to_string(std::min(m_chunk, T)) +
+                                               " rows (at most " + std::to_string(k_max_choice_rows) + ")");
+    if (to_host) out.logits.resize(static_cast<size_t>(T * V));
+    else out.logits.clear();
+    out.hidden.resize(static_cast<size_t>(opt.want_hidden ? T * H : 0));  // [T, H] after shared_head.norm
+    out.argmax.clear();
     for (int64_t t0 = 0; t0 < T; t0 += m_chunk) {
         const int64_t n = std::min(m_chunk, T - t0);
         *m_h.start_pos = start_pos + t0;
         std::memcpy(m_h.ids, next_ids + t0, size_t(n) * sizeof(int32_t));
         std::memcpy(m_h.hidden_in, hidden + t0 * H, size_t(n * H) * sizeof(float));
-        const GraphKey key{k, T, logits_to != MtpLogits::None, want_hidden, false, to_host, 0};
+        const GraphKey key{k, T, opt.logits != MtpLogits::None, opt.want_hidden, false, to_host, argmax_n_valid};
         m_logit_rows = 0;
-        run_and_wait(key, [&] { enqueue_mtp(k, n, want_hidden, logits_to); });
-        m_logit_rows = logits_to == MtpLogits::None ? 0 : n;
-        if (to_host) std::memcpy(logits.data() + t0 * V, m_h.logits, size_t(n * V) * sizeof(float));
-        if (want_hidden) std::memcpy(y.data() + t0 * H, m_h.hidden_out, size_t(n * H) * sizeof(float));
+        run_and_wait(key, [&] { enqueue_mtp(k, n, opt.want_hidden, opt.logits, argmax_n_valid); });
+        m_logit_rows = opt.logits == MtpLogits::None ? 0 : n;
+        if (to_host) std::memcpy(out.logits.data() + t0 * V, m_h.logits, size_t(n * V) * sizeof(float));
+        if (opt.want_hidden) std::memcpy(out.hidden.data() + t0 * H, m_h.hidden_out, size_t(n * H) * sizeof(float));
+        if (argmax_n_valid > 0) out.argmax.assign(m_h.argmax_ids, m_h.argmax_ids + n);  // the last chunk's rows
     }
-    if (out_hidden) *out_hidden = std::move(y);
 }
 
 // ids, hidden and position from staging -> MTP module k -> logits (and its
 // post-norm hidden states) to staging.
-void CudaBackend::enqueue_mtp(int64_t k, int64_t n, bool want_hidden, MtpLogits logits_to) {
+void CudaBackend::enqueue_mtp(int64_t k, int64_t n, bool want_hidden, MtpLogits logits_to, int64_t argmax_n_valid) {
     const ModelConfig& c = m_config;
     const DeviceMtp& m = m_weights.mtp[size_t(k)];
     const int64_t H = c.hidden_size, V = c.vocab_size, K = c.num_experts_per_tok;
@@ -663,7 +662,16 @@ void CudaBackend::enqueue_mtp(int64_t k, int64_t n, bool want_hidden, MtpLogits 
     launch_rmsnorm(m_s.x, H, m.head_norm, eps, n, H, m_s.hn, H, s);  // [n, H]
     if (logits_to != MtpLogits::None) m_gemm->matmul(m.head, m_s.hn, H, n, m_s.logits, V);  // [n, V]
     if (logits_to == MtpLogits::Host) to_host(m_h.logits, m_s.logits, size_t(n * V) * sizeof(float));
+    if (argmax_n_valid > 0) enqueue_argmax(n, argmax_n_valid);
     if (want_hidden) to_host(m_h.hidden_out, m_s.hn, size_t(n * H) * sizeof(float));
+}
+
+void CudaBackend::enqueue_argmax(int64_t rows, int64_t n_valid) {
+    ChoiceParams p;
+    p.vocab = m_config.vocab_size;
+    p.n_valid = std::clamp<int64_t>(n_valid, 1, p.vocab);
+    launch_choice_argmax(m_s.logits, rows, p, m_s.choice, m_s.argmax_ids, m_stream.get());
+    to_host(m_h.argmax_ids, m_s.argmax_ids, size_t(rows) * sizeof(int32_t));
 }
 
 // Calls of one key repeat the same launches with the same arguments (the
