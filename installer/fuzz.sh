@@ -7,6 +7,10 @@
 # FUZZ_TIMEOUT (default 60) is the per-input limit in seconds; it is generous
 # because a target's one-time setup (e.g. loading the real tokenizer, ~15 s
 # under ASan) counts against the first input unless done in LLVMFuzzerInitialize.
+# With the default targets it also runs the engine end to end under the same
+# sanitizers (cetus-cli from the asan tree): the conformance fixtures, the
+# CUDA comparison harness with the CPU standing in for the GPU (token choice on
+# the "device" included) and a sampled MTP generation; any report fails.
 # Usage: installer/fuzz.sh [target ...]   (default: every fuzz target)
 set -euo pipefail
 
@@ -16,7 +20,9 @@ seconds="${FUZZ_SECONDS:-60}"
 timeout="${FUZZ_TIMEOUT:-60}"
 
 targets=("$@")
+engine_checks=0
 if [ ${#targets[@]} -eq 0 ]; then
+    engine_checks=1
     targets=(fuzz_safetensors fuzz_config)
     for t in fuzz_tokenizer_load fuzz_tokenizer_encode; do
         [ -f "tests/fuzz/$t.cpp" ] && targets+=("$t")
@@ -68,8 +74,33 @@ for t in "${targets[@]}"; do
     fi
 done
 
+if [ "$engine_checks" = 1 ]; then
+    cmake --build --preset asan --target cetus-cli
+    cli=build-asan/cetus-cli
+    run_checked() {  # name, command...: a failed check or any sanitizer report fails the step
+        local name=$1 rc=0
+        shift
+        echo "== sanitized engine: $name"
+        "$@" >"$work/engine-$name.log" 2>&1 || rc=$?
+        grep -E 'checks, [0-9]+ failed|tokens, ' "$work/engine-$name.log" | tail -n 1 || true
+        if [ "$rc" -ne 0 ] || grep -qE 'runtime error|AddressSanitizer|LeakSanitizer' "$work/engine-$name.log"; then
+            mkdir -p "$findings"
+            cp "$work/engine-$name.log" "$findings/engine-$name.log"
+            echo "!! sanitized engine run '$name' failed (exit $rc); log in $findings" >&2
+            tail -n 40 "$work/engine-$name.log" >&2
+            failed+=("engine-$name")
+        fi
+    }
+    run_checked selftest "$cli" selftest
+    run_checked device-path env CETUS_SELFTEST_CUDA_STANDIN=cpu "$cli" selftest --device cuda --compare tiny
+    run_checked sampled-mtp "$cli" generate --temperature 0.9 --top-p 0.9 --top-k 40 --min-p 0.02 \
+        --repeat-penalty 1.2 --seed 5 --mtp on --draft 3 --prompt "Tell me about the sea."
+fi
+
 if [ ${#failed[@]} -gt 0 ]; then
     echo "fuzzing found problems in: ${failed[*]}" >&2
     exit 1
 fi
 echo "fuzzing: no findings in ${targets[*]}"
+[ "$engine_checks" = 1 ] && echo "sanitized engine runs: clean"
+exit 0
