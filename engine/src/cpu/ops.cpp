@@ -6,8 +6,6 @@
 
 #include "dtype.h"
 
-#include <immintrin.h>
-
 // The 32-byte vectors below never cross a call boundary (everything on them is
 // inlined into the per-ISA clones), so GCC's note about their ABI does not apply.
 #pragma GCC diagnostic ignored "-Wpsabi"
@@ -75,6 +73,7 @@ struct Bf16Rows {
 // with Matrix::row_to_f32.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define CETUS_FP8_AVX2 1
+#include <immintrin.h>
 #endif
 
 #ifdef CETUS_FP8_AVX2
