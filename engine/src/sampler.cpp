@@ -142,7 +142,7 @@ int32_t Sampler::accept_or_replace(const std::vector<float>& p, const std::vecto
 
 void choose_rows(Sampler& math, const float* logits, int64_t V, int64_t n, const ChoiceSpec& spec,
                  const double* u, std::vector<float>* q, int32_t* ids) {
-    std::vector<float> probs;
+    std::vector<float>& probs = math.m_row;
     for (int64_t r = 0; r < n; ++r) {
         const float* row = logits + r * V;
         const auto more = spec.tail.first(size_t(std::min<int64_t>(spec.tail_first + r, int64_t(spec.tail.size()))));
@@ -158,7 +158,7 @@ void choose_rows(Sampler& math, const float* logits, int64_t V, int64_t n, const
 
 VerifyResult verify_rows(Sampler& math, const float* logits, int64_t V, const ChoiceSpec& spec,
                          const std::vector<float>* q, const int32_t* drafts, int64_t D, const double* u) {
-    std::vector<float> p;
+    std::vector<float>& p = math.m_row;
     auto target = [&](int64_t a) {
         const auto more =
             spec.tail.first(size_t(std::min<int64_t>(spec.tail_first + a, int64_t(spec.tail.size()))));

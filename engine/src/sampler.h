@@ -13,6 +13,23 @@
 
 namespace cetus {
 
+// A batch of token choices over rows of logits, as Backend::choose and
+// Backend::verify take it (and choose_rows / verify_rows compute it on the host).
+// Row r penalises the ids of `history` and tail[0, tail_first + r): in a verify
+// batch row r follows the pending token and the drafts before draft r.
+struct ChoiceSpec {
+    SamplingParams params;
+    int64_t n_valid = 0;  // ids >= n_valid are never chosen
+    std::span<const int32_t> history;
+    std::span<const int32_t> tail;
+    int64_t tail_first = 0;
+};
+
+struct VerifyResult {
+    int64_t accepted = 0;  // drafts accepted
+    int32_t next = -1;     // the replacement of the first rejected draft, or the bonus token
+};
+
 class Sampler {
 public:
     Sampler(const SamplingParams& params, int64_t vocab_size, int64_t n_valid);
@@ -56,28 +73,17 @@ private:
     std::vector<float> m_work;
     std::vector<int32_t> m_order;
     std::vector<uint8_t> m_seen_mark;
+    std::vector<float> m_row;  // a row's distribution in choose_rows / verify_rows, kept between steps
+
+    friend void choose_rows(Sampler&, const float*, int64_t, int64_t, const ChoiceSpec&, const double*,
+                            std::vector<float>*, int32_t*);
+    friend VerifyResult verify_rows(Sampler&, const float*, int64_t, const ChoiceSpec&, const std::vector<float>*,
+                                    const int32_t*, int64_t, const double*);
 };
 
 }  // namespace cetus
 
 namespace cetus {
-
-// A batch of token choices over rows of logits, as Backend::choose and
-// Backend::verify take it (and choose_rows / verify_rows compute it on the host).
-// Row r penalises the ids of `history` and tail[0, tail_first + r): in a verify
-// batch row r follows the pending token and the drafts before draft r.
-struct ChoiceSpec {
-    SamplingParams params;
-    int64_t n_valid = 0;  // ids >= n_valid are never chosen
-    std::span<const int32_t> history;
-    std::span<const int32_t> tail;
-    int64_t tail_first = 0;
-};
-
-struct VerifyResult {
-    int64_t accepted = 0;  // drafts accepted
-    int32_t next = -1;     // the replacement of the first rejected draft, or the bonus token
-};
 
 // Host reference of the choices (the CPU path, and the yardstick for a device's):
 // row r of logits [n, vocab] -> ids[r]: the argmax when greedy, otherwise a draw
