@@ -232,6 +232,9 @@ private:
     // Token choice: checks and uploads a request's inputs, runs `enqueue`, waits.
     ChoiceParams choice_params(const ChoiceSpec& spec, int64_t row0, int64_t n) const;
     void note_history_uploaded(const ChoiceSpec& spec);
+    void run_choice(const ChoiceSpec& spec, const ChoiceParams& p, int64_t row0, int64_t n, const double* u,
+                    int64_t n_u, const int32_t* drafts, int64_t n_drafts, int64_t n_out,
+                    const std::function<void(const float*)>& enqueue);
     void upload_choice_inputs(const ChoiceSpec& spec, const double* u, int64_t n_u, const int32_t* drafts,
                               int64_t n_drafts);
     // Enqueues `enqueue` as a replayed graph when the key allows it, directly otherwise.
@@ -837,6 +840,33 @@ void CudaBackend::note_history_uploaded(const ChoiceSpec& spec) {
     m_history_on_device.insert(m_history_on_device.end(), spec.history.begin() + ptrdiff_t(have), spec.history.end());
 }
 
+// One token-choice step: the inputs up, the rows row0 .. row0 + n - 1 penalised
+// into the work rows when the spec has a penalty (read in place otherwise),
+// `enqueue` on them, n_out ids of m_s.choice_out back to m_h.choice_out, wait.
+void CudaBackend::run_choice(const ChoiceSpec& spec, const ChoiceParams& p, int64_t row0, int64_t n, const double* u,
+                             int64_t n_u, const int32_t* drafts, int64_t n_drafts, int64_t n_out,
+                             const std::function<void(const float*)>& enqueue) {
+    CETUS_CUDA(cudaSetDevice(m_device));
+    cudaStream_t s = m_stream.get();
+    const bool penalise = p.penalty != 1.0f;
+    try {
+        upload_choice_inputs(spec, u, n_u, drafts, n_drafts);
+        const float* rows = m_s.logits + row0 * p.vocab;
+        if (penalise) {
+            launch_choice_penalise(rows, n, p, m_s.choice_history, int64_t(spec.history.size()), m_s.choice_tail,
+                                   int64_t(spec.tail.size()), spec.tail_first, m_s.choice, s);
+            rows = m_s.choice.work;
+        }
+        enqueue(rows);
+        to_host(m_h.choice_out, m_s.choice_out, size_t(n_out) * sizeof(int32_t));
+    } catch (...) {
+        (void)cudaStreamSynchronize(s);
+        throw;
+    }
+    CETUS_CUDA(cudaStreamSynchronize(s));
+    if (penalise) note_history_uploaded(spec);
+}
+
 void CudaBackend::choose(int64_t row0, int64_t n, const ChoiceSpec& spec, const double* u, int64_t q_slot,
                          int32_t* ids) {
     const ChoiceParams p = choice_params(spec, row0, n);
@@ -845,33 +875,16 @@ void CudaBackend::choose(int64_t row0, int64_t n, const ChoiceSpec& spec, const 
         throw Error(ErrorCode::BadRequest, "CUDA backend: draft slots " + std::to_string(q_slot) + " .. " +
                                                std::to_string(q_slot + n - 1) + " past " +
                                                std::to_string(k_max_choice_rows));
-    CETUS_CUDA(cudaSetDevice(m_device));
     cudaStream_t s = m_stream.get();
-    const int64_t V = p.vocab;
-    const bool penalise = p.penalty != 1.0f;
-    try {
-        upload_choice_inputs(spec, u, greedy ? 0 : n, nullptr, 0);
-        // Without a penalty the logits are read in place.
-        const float* rows = m_s.logits + row0 * V;
-        if (penalise) {
-            launch_choice_penalise(rows, n, p, m_s.choice_history, int64_t(spec.history.size()), m_s.choice_tail,
-                                   int64_t(spec.tail.size()), spec.tail_first, m_s.choice, s);
-            rows = m_s.choice.work;
-        }
+    run_choice(spec, p, row0, n, u, greedy ? 0 : n, nullptr, 0, n, [&](const float* rows) {
         if (greedy) {
             launch_choice_argmax(rows, n, p, m_s.choice, m_s.choice_out, s);
-        } else {
-            float* probs = q_slot >= 0 ? m_s.choice_q + q_slot * V : m_s.choice_probs;
-            launch_choice_distribution(rows, n, p, m_s.choice, probs, s);
-            launch_choice_draw(probs, n, V, m_s.choice_u, m_s.choice_out, s);
+            return;
         }
-        to_host(m_h.choice_out, m_s.choice_out, size_t(n) * sizeof(int32_t));
-    } catch (...) {
-        (void)cudaStreamSynchronize(s);
-        throw;
-    }
-    CETUS_CUDA(cudaStreamSynchronize(s));
-    if (penalise) note_history_uploaded(spec);
+        float* probs = q_slot >= 0 ? m_s.choice_q + q_slot * p.vocab : m_s.choice_probs;
+        launch_choice_distribution(rows, n, p, m_s.choice, probs, s);
+        launch_choice_draw(probs, n, p.vocab, m_s.choice_u, m_s.choice_out, s);
+    });
     std::memcpy(ids, m_h.choice_out, size_t(n) * sizeof(int32_t));
 }
 
@@ -884,27 +897,12 @@ VerifyResult CudaBackend::verify(const ChoiceSpec& spec, const int32_t* drafts, 
         if (drafts[a] < 0 || drafts[a] >= p.vocab)
             throw Error(ErrorCode::BadRequest, "CUDA backend: draft id " + std::to_string(drafts[a]) +
                                                    " outside the vocabulary");
-    CETUS_CUDA(cudaSetDevice(m_device));
     cudaStream_t s = m_stream.get();
-    const bool penalise = p.penalty != 1.0f;
-    try {
-        upload_choice_inputs(spec, u, D + 1, drafts, D);
-        const float* rows = m_s.logits;
-        if (penalise) {
-            launch_choice_penalise(rows, D + 1, p, m_s.choice_history, int64_t(spec.history.size()), m_s.choice_tail,
-                                   int64_t(spec.tail.size()), spec.tail_first, m_s.choice, s);
-            rows = m_s.choice.work;
-        }
+    run_choice(spec, p, 0, D + 1, u, D + 1, drafts, D, 2, [&](const float* rows) {
         launch_choice_distribution(rows, D + 1, p, m_s.choice, m_s.choice_probs, s);
         launch_choice_verify(m_s.choice_probs, m_s.choice_q, m_s.choice_drafts, D, p.vocab, m_s.choice_u,
                              m_s.choice_out, s);
-        to_host(m_h.choice_out, m_s.choice_out, 2 * sizeof(int32_t));
-    } catch (...) {
-        (void)cudaStreamSynchronize(s);
-        throw;
-    }
-    CETUS_CUDA(cudaStreamSynchronize(s));
-    if (penalise) note_history_uploaded(spec);
+    });
     return {m_h.choice_out[0], m_h.choice_out[1]};
 }
 

@@ -51,25 +51,35 @@ inline void check_launch(const char* what, const char* file, int line) {
 
 namespace cetus::cuda {
 
-// Device memory from cudaMalloc.
-class DeviceBuffer {
+// Owner of a block of CUDA memory: device memory (cudaMalloc) or page-locked
+// host memory for asynchronous copies (cudaHostAlloc); move-only.
+struct DeviceMemory {
+    static cudaError_t allocate(void** p, size_t bytes) { return cudaMalloc(p, bytes); }
+    static void release(void* p) { cudaFree(p); }
+};
+struct PinnedMemory {
+    static cudaError_t allocate(void** p, size_t bytes) { return cudaHostAlloc(p, bytes, cudaHostAllocDefault); }
+    static void release(void* p) { cudaFreeHost(p); }
+};
+
+template <class Kind>
+class Memory {
 public:
-    DeviceBuffer() = default;
-    explicit DeviceBuffer(size_t bytes) : m_bytes(bytes) {
-        if (bytes) CETUS_CUDA(cudaMalloc(&m_ptr, bytes));
+    Memory() = default;
+    explicit Memory(size_t bytes) : m_bytes(bytes) {
+        if (bytes) CETUS_CUDA(Kind::allocate(&m_ptr, bytes));
     }
-    ~DeviceBuffer() {
-        if (m_ptr) cudaFree(m_ptr);
+    ~Memory() {
+        if (m_ptr) Kind::release(m_ptr);
     }
-    DeviceBuffer(DeviceBuffer&& o) noexcept
-        : m_ptr(std::exchange(o.m_ptr, nullptr)), m_bytes(std::exchange(o.m_bytes, 0)) {}
-    DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    Memory(Memory&& o) noexcept : m_ptr(std::exchange(o.m_ptr, nullptr)), m_bytes(std::exchange(o.m_bytes, 0)) {}
+    Memory& operator=(Memory&& o) noexcept {
         std::swap(m_ptr, o.m_ptr);
         std::swap(m_bytes, o.m_bytes);
         return *this;
     }
-    DeviceBuffer(const DeviceBuffer&) = delete;
-    DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+    Memory(const Memory&) = delete;
+    Memory& operator=(const Memory&) = delete;
 
     char* get() const { return static_cast<char*>(m_ptr); }
     size_t bytes() const { return m_bytes; }
@@ -78,34 +88,8 @@ private:
     void* m_ptr = nullptr;
     size_t m_bytes = 0;
 };
-
-// Page-locked host memory (staging for asynchronous copies).
-class PinnedBuffer {
-public:
-    PinnedBuffer() = default;
-    explicit PinnedBuffer(size_t bytes) : m_bytes(bytes) {
-        if (bytes) CETUS_CUDA(cudaHostAlloc(&m_ptr, bytes, cudaHostAllocDefault));
-    }
-    ~PinnedBuffer() {
-        if (m_ptr) cudaFreeHost(m_ptr);
-    }
-    PinnedBuffer(PinnedBuffer&& o) noexcept
-        : m_ptr(std::exchange(o.m_ptr, nullptr)), m_bytes(std::exchange(o.m_bytes, 0)) {}
-    PinnedBuffer& operator=(PinnedBuffer&& o) noexcept {
-        std::swap(m_ptr, o.m_ptr);
-        std::swap(m_bytes, o.m_bytes);
-        return *this;
-    }
-    PinnedBuffer(const PinnedBuffer&) = delete;
-    PinnedBuffer& operator=(const PinnedBuffer&) = delete;
-
-    char* get() const { return static_cast<char*>(m_ptr); }
-    size_t bytes() const { return m_bytes; }
-
-private:
-    void* m_ptr = nullptr;
-    size_t m_bytes = 0;
-};
+using DeviceBuffer = Memory<DeviceMemory>;
+using PinnedBuffer = Memory<PinnedMemory>;
 
 // Owner of one CUDA handle, destroyed with `Destroy` when the owner goes; move-only.
 template <class H, cudaError_t (*Destroy)(H)>

@@ -104,6 +104,19 @@ __device__ __forceinline__ void load_x(const float* p, float* out) {
     }
 }
 
+// Piece v (16 bytes) of a weight row as floats; FP8 times its block scale (srow:
+// the row's scales). A piece never straddles a 128-column scale block.
+template <DeviceDtype DT>
+__device__ __forceinline__ void load_piece(const uint4* wrow, const float* srow, int64_t v,
+                                           float (&wf)[k_vec_elems<DT>]) {
+    decode16<DT>(__ldg(wrow + v), wf);
+    if constexpr (DT == DeviceDtype::F8_E4M3) {
+        const float s = srow[(v * k_vec_elems<DT>) / 128];
+#pragma unroll
+        for (int i = 0; i < k_vec_elems<DT>; ++i) wf[i] *= s;
+    }
+}
+
 // acc[j] = sum_c W[row, c] * xs[j][c] for the first n (<= NT) tokens, called by a
 // whole warp; every lane gets the sums. Each lane reads 16-byte pieces of the row
 // (lane, lane + 32, ...), so the warp streams 512 contiguous bytes per step and
@@ -124,13 +137,7 @@ __device__ __forceinline__ void warp_row_dot(const DeviceMatrix& w, int64_t row,
 #pragma unroll 4
     for (int64_t v = first; v < n_full; v += 32 * kSplit) {
         float wf[kVec];
-        decode16<DT>(__ldg(wrow + v), wf);
-        if constexpr (DT == DeviceDtype::F8_E4M3) {
-            // A 16-element piece never straddles a 128-column scale block.
-            const float s = srow[(v * kVec) / 128];
-#pragma unroll
-            for (int i = 0; i < kVec; ++i) wf[i] *= s;
-        }
+        load_piece<DT>(wrow, srow, v, wf);
 #pragma unroll
         for (int j = 0; j < NT; ++j) {
             if (j < n) {
@@ -145,12 +152,7 @@ __device__ __forceinline__ void warp_row_dot(const DeviceMatrix& w, int64_t row,
     const int64_t rem = w.cols - n_full * kVec;
     if (rem > 0 && first == int(n_full % (32 * kSplit))) {
         float wf[kVec];
-        decode16<DT>(__ldg(wrow + n_full), wf);
-        if constexpr (DT == DeviceDtype::F8_E4M3) {
-            const float s = srow[(n_full * kVec) / 128];
-#pragma unroll
-            for (int i = 0; i < kVec; ++i) wf[i] *= s;
-        }
+        load_piece<DT>(wrow, srow, n_full, wf);
         const int64_t c0 = n_full * kVec;
 #pragma unroll
         for (int j = 0; j < NT; ++j) {
