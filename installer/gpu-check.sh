@@ -2,7 +2,7 @@
 # The GPU check (docs: gpu-checks.md), run on the GPU machine from the repository
 # root with the Qt-free build-gpu/ folder (cetus-cli + libcetus-cuda.so) carried over:
 #   cmake --preset gpu-check && cmake --build --preset gpu-check    # on a development machine
-#   installer/gpu-check.sh pack                                       # optional: carry gpu-carry/ (13 MB)
+#   installer/gpu-check.sh pack                                       # optional: carry gpu-carry/ (15 MB)
 #   installer/gpu-check.sh conformance                                # on the GPU machine, then
 #   installer/gpu-check.sh bench
 # Each mode fits one device call (under 10 minutes; every step has its own time
@@ -20,8 +20,8 @@ mode="${1:-conformance}"
 out="${OUT:-gpu-out}"
 mkdir -p "$out"
 cli=build-gpu/cetus-cli
-# `pack` (here, after the build) copies the two binaries into gpu-carry/ (13 MB
-# instead of the 55 MB build folder); carry that and the checks use it.
+# `pack` (here, after the build) copies the two binaries into gpu-carry/ (15 MB
+# instead of the 59 MB build folder); carry that and the checks use it.
 [ -x gpu-carry/cetus-cli ] && [ ! build-gpu/cetus-cli -nt gpu-carry/cetus-cli ] && cli=gpu-carry/cetus-cli
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export OMP_WAIT_POLICY=PASSIVE
