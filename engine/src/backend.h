@@ -76,6 +76,11 @@ public:
     // written per second, GB/s) and dense bf16 matrix-multiply throughput (TFLOP/s).
     virtual double copy_bandwidth_gbs() { return 0.0; }
     virtual double peak_bf16_tflops() { return 0.0; }
+
+    // Tokens per forward() call that use the backend best when no logits but the
+    // last row's are asked for (prompt prefill, the MTP module's pass over a
+    // prompt). Calls may be of any length; this is where splitting them costs nothing.
+    virtual int64_t prefill_chunk() const { return 256; }
 };
 
 // The CPU backend: the model's own forward pass over a host cache.

@@ -30,6 +30,7 @@ const char* finish_reason_name(FinishReason r) noexcept {
 
 namespace {
 using clock_type = std::chrono::steady_clock;
+// Tokens per MTP call whose logits are used: a backend keeps the rows of its last 256.
 constexpr int64_t k_prefill_chunk = 256;
 double seconds_since(clock_type::time_point t) { return std::chrono::duration<double>(clock_type::now() - t).count(); }
 }  // namespace
@@ -268,13 +269,15 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
     fo.logits_to_host = !on_device;
     fo.argmax_n_valid = fused_argmax ? r.sampler.n_valid() : 0;
     ForwardOutput out;
-    for (int64_t s = p; s < n; s += k_prefill_chunk) {
+    // The backend's own pass length (the CUDA backend reads each expert's weights once per pass).
+    const int64_t prefill_chunk = std::max<int64_t>(1, m_backend.prefill_chunk());
+    for (int64_t s = p; s < n; s += prefill_chunk) {
         if (cancelled()) {
             m_backend.truncate(int64_t(m_cached_ids.size()));
             r.res.finish = FinishReason::Cancelled;
             return std::move(r.res);
         }
-        const int64_t T = std::min(k_prefill_chunk, n - s);
+        const int64_t T = std::min(prefill_chunk, n - s);
         m_backend.forward(ids.data() + s, T, s, fo, out);
         if (!m_hidden.empty()) std::copy(out.hidden.begin(), out.hidden.end(), m_hidden.begin() + s * H);
         m_cached_ids.insert(m_cached_ids.end(), ids.begin() + s, ids.begin() + s + T);
@@ -294,8 +297,8 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
         const int64_t from = m_mtp_valid, T = n - 1 - from;
         MtpOptions fill;
         fill.logits = MtpLogits::None;
-        for (int64_t s = 0; s < T; s += k_prefill_chunk) {
-            const int64_t Tc = std::min(k_prefill_chunk, T - s);
+        for (int64_t s = 0; s < T; s += prefill_chunk) {
+            const int64_t Tc = std::min(prefill_chunk, T - s);
             m_backend.mtp_forward(0, m_hidden.data() + (from + s) * H, m_cached_ids.data() + from + s + 1, Tc,
                                   from + s, fill, mo);
         }

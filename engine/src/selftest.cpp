@@ -504,6 +504,19 @@ void compare_backends(const RandomModelOptions& ro, std::vector<CheckResult>& ou
                 r.close(tag + "300-token prompt logits", lg.prefill.logits, lr.prefill.logits, m.tol, V);
                 r.close(tag + "300-token prompt, then decode", lg.decode, lr.decode, m.tol, V);
                 if (model->n_mtp() > 0) r.close(tag + "300-token prompt MTP logits", lg.mtp, lr.mtp, m.tol, V);
+                // The generator's prefill: the last row's logits only, so the GPU takes
+                // the whole prompt in one pass of up to 1024 tokens (prefill_chunk()).
+                ForwardOptions last;
+                last.all_logits = false;
+                last.want_hidden = true;
+                ForwardOutput one;
+                gpu->clear();
+                gpu->forward(lp.data(), int64_t(lp.size()), 0, last, one);
+                const std::vector<float> want_last(lr.prefill.logits.end() - V, lr.prefill.logits.end());
+                r.close(tag + "300-token prompt as one pass (" + std::to_string(gpu->prefill_chunk()) +
+                            "-token passes): last logits",
+                        one.logits, want_last, m.tol, V);
+                r.close(tag + "300-token prompt as one pass: final hidden", one.hidden, lr.prefill.hidden, m.tol, H);
             }
             if (std::string(m.name) == "exact") {
                 // Decode steps replay CUDA graphs (step 1 runs directly, step 2 is

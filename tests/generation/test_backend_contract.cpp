@@ -29,6 +29,11 @@ public:
     std::string name() const override { return m_inner.name(); }
     std::string description() const override { return m_inner.description(); }
     int64_t capacity() const override { return m_inner.capacity(); }
+    // A pass length other than the CPU's 256, as the CUDA backend's (1024, or less by memory).
+    int64_t prefill_chunk_override = 0;
+    int64_t prefill_chunk() const override {
+        return prefill_chunk_override > 0 ? prefill_chunk_override : m_inner.prefill_chunk();
+    }
     int64_t n_tokens() const override { return m_inner.n_tokens(); }
     uint64_t kv_bytes_per_token() const override { return m_inner.kv_bytes_per_token(); }
 
@@ -113,14 +118,18 @@ class TestBackendContract : public QObject {
 private slots:
     void generatorKeepsTheContract_data() {
         QTest::addColumn<bool>("device");
-        QTest::newRow("host sampling") << false;
-        QTest::newRow("device sampling") << true;
+        QTest::addColumn<int>("prefill_chunk");
+        QTest::newRow("host sampling") << false << 0;
+        QTest::newRow("device sampling") << true << 0;
+        QTest::newRow("device sampling, prefill passes of 37 tokens") << true << 37;
     }
 
     // Both paths keep the contract; the device path (logits kept by the backend,
-    // choices asked of it) gives exactly the host path's tokens.
+    // choices asked of it) gives exactly the host path's tokens, also when the
+    // backend asks for prompt passes of another length than the CPU's 256.
     void generatorKeepsTheContract() {
         QFETCH(bool, device);
+        QFETCH(int, prefill_chunk);
         static QStringList host_outputs;
         cetus::EngineOptions o;
         o.model_dir = std::string(CETUS_SOURCE_DIR) + "/resources/models/cetus-demo";
@@ -131,6 +140,7 @@ private slots:
         QVERIFY(engine->model().n_mtp() > 0);
         CheckingBackend backend(engine->model(), 160);
         backend.set_device_sampling(device);
+        backend.prefill_chunk_override = prefill_chunk;
         cetus::Generator g(engine->model(), backend, engine->tokenizer());
         QStringList outputs;
         auto record = [&](const cetus::GenerateResult& r) {

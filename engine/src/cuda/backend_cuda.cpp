@@ -2,15 +2,19 @@
 // mirroring model.cpp, mla.cpp (absorbed form), moe.cpp and mtp.cpp step by
 // step, with the latent cache [layer][capacity][d_c + d_r] in fp32 on the device.
 // All work of a call runs on the backend's stream: inputs are copied in, the
-// results out, with one synchronisation per chunk of up to 256 tokens (one per
-// call for the generator's prefill chunks and decode steps).
+// results out, with one synchronisation per chunk of up to 1024 tokens (256 when
+// every row's logits come back or memory is short; one per call for the
+// generator's prefill chunks and decode steps).
 //
 // Precision: fp32 activations and fp32 accumulation in every own kernel, so
 // results differ from the CPU only by summation order (~1e-6 relative) and by
 // expf against std::exp. Products over more than 16 tokens go through cuBLAS
 // with activations rounded to bf16 (FP8 weights expanded to bf16), which is
-// within bf16 tolerance; CETUS_CUDA_EXACT=1 (read at creation) sends every
-// product through the fp32 kernels. Router logits always take the fp32 kernel.
+// within bf16 tolerance; the routed experts of such chunks take the grouped
+// tensor-core kernel at the same precision (moe_experts_mma.cu; BF16 and FP8
+// experts; CETUS_CUDA_EXPERT_MMA=0 keeps them on the fp32 kernel).
+// CETUS_CUDA_EXACT=1 (read at creation) sends every product through the fp32
+// kernels. Router logits always take the fp32 kernel.
 // CETUS_CUDA_SYNC=1 waits after every launch so a kernel fault names its kernel.
 //
 // Calls of up to 16 tokens (decode, MTP drafts and verify) replay as CUDA graphs, captured at
@@ -49,7 +53,15 @@
 namespace cetus::cuda {
 namespace {
 
-constexpr int64_t k_chunk_tokens = 256;            // tokens per pass through the model
+// Tokens per pass through the model: long passes read each routed expert's
+// weights once for more tokens (at 256 tokens V2-Lite's 64 experts each get ~24
+// pairs, and a prefill chunk is bound by reading the weights; at 1024, ~96), so
+// prompts go through in passes of up to 1024 tokens when the work buffers fit,
+// else 256. Passes that return the logits of every row stay at 256 rows.
+constexpr int64_t k_chunk_tokens = 1024, k_small_chunk_tokens = 256;
+constexpr int64_t k_logit_chunk_tokens = 256;
+// launch_group_pairs holds a chunk's pairs and two ints per expert in 48 KiB of shared memory.
+constexpr int64_t k_group_pairs_ints = 48 * 1024 / 4;
 constexpr size_t k_cublas_workspace_bytes = size_t(32) << 20;
 constexpr size_t k_reserved_bytes = size_t(256) << 20;  // cuBLAS and runtime allocations of their own
 // Calls up to this many tokens replay as CUDA graphs: they take only the own
@@ -140,6 +152,7 @@ public:
     std::string name() const override { return "cuda"; }
     std::string description() const override;
     int64_t capacity() const override { return m_capacity; }
+    int64_t prefill_chunk() const override { return m_chunk; }
     int64_t n_tokens() const override { return m_n_tokens; }
     void truncate(int64_t n) override { m_n_tokens = n; }
     uint64_t kv_bytes_per_token() const override {
@@ -253,10 +266,10 @@ private:
     const ModelConfig& m_config;
     int m_device;
     DeviceInfo m_info;
-    int64_t m_capacity, m_chunk, m_n_moe, m_n_cache_layers, m_mlp_width, m_max_parts;
+    int64_t m_capacity, m_chunk, m_logit_chunk = 0, m_n_moe, m_n_cache_layers, m_mlp_width, m_max_parts;
     int64_t m_n_tokens = 0;
     int64_t m_logit_rows = 0;  // rows of the last call's logits in m_s.logits
-    bool m_interleave, m_exact, m_device_sampling = true;
+    bool m_interleave, m_exact, m_expert_mma = true, m_device_sampling = true;
     std::vector<int32_t> m_history_on_device;  // what m_s.choice_history holds
     float m_scale;
     MlaShape m_shape;
@@ -319,6 +332,8 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
                    : sync_each_launch()                  ? "CETUS_CUDA_SYNC=1"
                                                          : "";
     m_graphs = m_graphs_off.empty();
+    const char* expert_mma = std::getenv("CETUS_CUDA_EXPERT_MMA");
+    m_expert_mma = !m_exact && !(expert_mma && std::string(expert_mma) == "0");
     const char* sampling = std::getenv("CETUS_CUDA_SAMPLING");
     m_device_sampling = !(sampling && std::string(sampling) == "host");
 
@@ -345,6 +360,9 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
         throw Error(ErrorCode::Unsupported, "CUDA backend: a cache row of " + std::to_string(width) +
                                                 " floats needs more shared memory than " + m_info.name + " has");
 
+    if (K > 0) m_chunk = std::min(m_chunk, std::max<int64_t>(1, (k_group_pairs_ints - 2 * E) / K));
+    m_logit_chunk = std::min(m_chunk, k_logit_chunk_tokens);
+
     m_shape = MlaShape{c.num_attention_heads, c.qk_nope_head_dim, c.qk_rope_head_dim, c.v_head_dim, c.kv_lora_rank};
     m_route.n_experts = int32_t(E);
     m_route.top_k = int32_t(K);
@@ -369,10 +387,17 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
     const size_t cache_bytes = size_t(m_n_cache_layers) * size_t(m_capacity) * size_t(width) * sizeof(float);
     Carver measure;
     carve_scratch(measure);
-    const size_t scratch_bytes = measure.bytes();
+    size_t scratch_bytes = measure.bytes();
     size_t free_bytes = 0, total_bytes = 0;
     CETUS_CUDA(cudaMemGetInfo(&free_bytes, &total_bytes));
-    const size_t need = weight_bytes + cache_bytes + scratch_bytes + k_reserved_bytes;
+    size_t need = weight_bytes + cache_bytes + scratch_bytes + k_reserved_bytes;
+    if (need > free_bytes && m_chunk > k_small_chunk_tokens) {  // shorter passes before giving up
+        m_chunk = k_small_chunk_tokens;
+        Carver small;
+        carve_scratch(small);
+        scratch_bytes = small.bytes();
+        need = weight_bytes + cache_bytes + scratch_bytes + k_reserved_bytes;
+    }
     if (need > free_bytes)
         throw Error(ErrorCode::OutOfMemory,
                     "needs " + fixed1(gib(need)) + " GiB of GPU memory for weights + cache (weights " +
@@ -451,10 +476,12 @@ CudaBackend::Scratch CudaBackend::carve_scratch(Carver& cv) const {
     s.pairs.active = i(E);
     s.pairs.n_active = i(1);
     s.pairs.list = i(n * K);
+    s.pairs.tiles = i(2 * expert_tiles_bound(n, K, E));
+    s.pairs.n_tiles = i(1);
     s.h = f(n * K * c.moe_intermediate_size);
     s.y = f(n * K * H);
     s.shared_out = f(n * H);
-    s.logits = f(n * c.vocab_size);
+    s.logits = f(m_logit_chunk * c.vocab_size);
     const int64_t R = k_max_choice_rows, V = c.vocab_size;
     s.choice.rows = R;
     s.choice.work = f(R * V);
@@ -492,7 +519,7 @@ CudaBackend::Staging CudaBackend::carve_staging(Carver& cv) const {
     h.start_pos = cv.take<int64_t>(1);
     h.ids = cv.take<int32_t>(size_t(n));
     h.hidden_in = cv.take<float>(size_t(n * H));
-    h.logits = cv.take<float>(size_t(n * m_config.vocab_size));
+    h.logits = cv.take<float>(size_t(m_logit_chunk * m_config.vocab_size));
     h.hidden_out = cv.take<float>(size_t(n * H));
     h.route_ids = cv.take<int32_t>(size_t(n * slots));
     h.route_w = cv.take<float>(size_t(n * slots));
@@ -552,8 +579,9 @@ void CudaBackend::forward(const int32_t* ids, int64_t T, int64_t start_pos, cons
                                                " rows (at most " + std::to_string(k_max_choice_rows) + ")");
     std::vector<float> hidden(static_cast<size_t>(opt.want_hidden ? T * H : 0));  // [T, H] after model.norm
 
-    for (int64_t t0 = 0; t0 < T; t0 += m_chunk) {
-        const int64_t n = std::min(m_chunk, T - t0);
+    const int64_t chunk = opt.all_logits ? m_logit_chunk : m_chunk;  // the logit buffers hold m_logit_chunk rows
+    for (int64_t t0 = 0; t0 < T; t0 += chunk) {
+        const int64_t n = std::min(chunk, T - t0);
         // Logits of every row, or of the request's last row only.
         const int64_t rows = opt.all_logits ? n : (t0 + n == T ? 1 : 0);
         // The previous chunk has finished: the staging buffers are free.
@@ -622,15 +650,16 @@ void CudaBackend::mtp_forward(int64_t k, const float* hidden, const int32_t* nex
     const int64_t H = m_config.hidden_size, V = m_config.vocab_size;
     const bool to_host = opt.logits == MtpLogits::Host;
     const int64_t argmax_n_valid = opt.logits == MtpLogits::None ? 0 : opt.argmax_n_valid;
-    if (argmax_n_valid > 0 && std::min(m_chunk, T) > k_max_choice_rows)
-        throw Error(ErrorCode::BadRequest, "CUDA backend: a fused argmax over " + std::to_string(std::min(m_chunk, T)) +
+    const int64_t chunk = opt.logits == MtpLogits::None ? m_chunk : m_logit_chunk;
+    if (argmax_n_valid > 0 && std::min(chunk, T) > k_max_choice_rows)
+        throw Error(ErrorCode::BadRequest, "CUDA backend: a fused argmax over " + std::to_string(std::min(chunk, T)) +
                                                " rows (at most " + std::to_string(k_max_choice_rows) + ")");
     if (to_host) out.logits.resize(static_cast<size_t>(T * V));
     else out.logits.clear();
     out.hidden.resize(static_cast<size_t>(opt.want_hidden ? T * H : 0));  // [T, H] after shared_head.norm
     out.argmax.clear();
-    for (int64_t t0 = 0; t0 < T; t0 += m_chunk) {
-        const int64_t n = std::min(m_chunk, T - t0);
+    for (int64_t t0 = 0; t0 < T; t0 += chunk) {
+        const int64_t n = std::min(chunk, T - t0);
         *m_h.start_pos = start_pos + t0;
         std::memcpy(m_h.ids, next_ids + t0, size_t(n) * sizeof(int32_t));
         std::memcpy(m_h.hidden_in, hidden + t0 * H, size_t(n * H) * sizeof(float));
@@ -1018,8 +1047,16 @@ void CudaBackend::moe(const DeviceLayer& l, int64_t n, int32_t* route_ids, float
     p.bias = l.bias;
     launch_route(m_s.z, n, p, route_ids, route_w, route_stride, s);
     launch_group_pairs(route_ids, route_stride, n, K, int32_t(E), m_s.pairs, s);
-    launch_experts_gate_up(l.experts, m_s.pairs, m_s.a, n, K, H, int32_t(E), m_s.h, s);  // [n * K, I]
-    launch_experts_down(l.experts, m_s.pairs, m_s.h, n, K, H, int32_t(E), m_s.y, s);     // [n * K, H]
+    // Prefill chunks on the tensor cores (decode steps stay on the fp32 kernel, which reads each weight once).
+    const bool mma = m_expert_mma && n > Gemm::k_max_small_tokens;
+    if (mma && l.experts.gate_up_dtype != DeviceDtype::F32)
+        launch_experts_gate_up_mma(l.experts, m_s.pairs, m_s.a, n, K, H, int32_t(E), m_s.h, s);  // [n * K, I]
+    else
+        launch_experts_gate_up(l.experts, m_s.pairs, m_s.a, n, K, H, int32_t(E), m_s.h, s);
+    if (mma && l.experts.down_dtype != DeviceDtype::F32)
+        launch_experts_down_mma(l.experts, m_s.pairs, m_s.h, n, K, H, int32_t(E), m_s.y, s);  // [n * K, H]
+    else
+        launch_experts_down(l.experts, m_s.pairs, m_s.h, n, K, H, int32_t(E), m_s.y, s);
     if (l.has_shared) mlp(l.shared, m_s.a, n, m_s.shared_out);                           // [n, H]
     launch_moe_combine(m_s.x, m_s.y, route_w, route_stride, l.has_shared ? m_s.shared_out : nullptr, n, K, H, s);
 }

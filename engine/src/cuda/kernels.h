@@ -131,7 +131,17 @@ struct ExpertPairs {
     int32_t* active = nullptr;   // [E] experts with pairs, ascending; n_active[0] of them
     int32_t* n_active = nullptr;
     int32_t* list = nullptr;     // [n * top_k] pair indices, by expert then ascending
+    // Tiles of up to k_expert_tile_pairs pairs of one expert for the tensor-core
+    // kernels: [expert, first pair within the expert's list] each, by expert.
+    int32_t* tiles = nullptr;    // [expert_tiles_bound(n, top_k, E), 2]
+    int32_t* n_tiles = nullptr;
 };
+inline constexpr int64_t k_expert_tile_pairs = 64;
+// Tiles an n-token chunk can need: sum over experts of ceil(count / 64) <= pairs / 64 + active experts.
+inline int64_t expert_tiles_bound(int64_t n, int64_t top_k, int64_t n_experts) {
+    const int64_t pairs = n * top_k;
+    return pairs / k_expert_tile_pairs + (n_experts < pairs ? n_experts : pairs) + 1;
+}
 void launch_group_pairs(const int32_t* ids, int64_t stride, int64_t n, int32_t top_k, int32_t n_experts,
                         const ExpertPairs& pairs, cudaStream_t s);
 
@@ -150,6 +160,13 @@ void launch_experts_gate_up(const DeviceExperts& e, const ExpertPairs& pairs, co
 // y[p, :] = down_e h[p, :].  y: [n * top_k, hidden]
 void launch_experts_down(const DeviceExperts& e, const ExpertPairs& pairs, const float* h, int64_t n,
                          int32_t top_k, int64_t hidden, int32_t n_experts, float* y, cudaStream_t s);
+// The same two products on the tensor cores (moe_experts_mma.cu, prefill chunks):
+// bf16 operands (activations rounded, FP8 times its scale rounded), fp32
+// accumulation, over ExpertPairs::tiles. BF16 and FP8 weights only.
+void launch_experts_gate_up_mma(const DeviceExperts& e, const ExpertPairs& pairs, const float* x, int64_t n,
+                                int32_t top_k, int64_t hidden, int32_t n_experts, float* h, cudaStream_t s);
+void launch_experts_down_mma(const DeviceExperts& e, const ExpertPairs& pairs, const float* h, int64_t n,
+                             int32_t top_k, int64_t hidden, int32_t n_experts, float* y, cudaStream_t s);
 // x[t, :] += (sum_k weights[t, k] * y[t * top_k + k, :]) + shared[t, :] (shared may be null).
 void launch_moe_combine(float* x, const float* y, const float* weights, int64_t stride, const float* shared,
                         int64_t n, int32_t top_k, int64_t hidden, cudaStream_t s);

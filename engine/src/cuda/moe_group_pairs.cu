@@ -10,7 +10,7 @@ namespace {
 constexpr int k_pair_threads = 256;
 
 // Counting sort of the pairs by expert in one block: counts by shared atomics,
-// offsets by a serial scan, then each expert's thread lists its pairs in
+// offsets (and the tensor-core kernels' tiles) by a serial scan, then each expert's thread lists its pairs in
 // ascending pair order (deterministic).
 __global__ void __launch_bounds__(k_pair_threads)
     group_pairs_kernel(const int32_t* __restrict__ ids, int64_t stride, int n_pairs, int K, int E, ExpertPairs out) {
@@ -24,15 +24,21 @@ __global__ void __launch_bounds__(k_pair_threads)
     for (int p = threadIdx.x; p < n_pairs; p += blockDim.x) atomicAdd(&count[expert_of[p]], 1);
     __syncthreads();
     if (threadIdx.x == 0) {
-        int running = 0, n_active = 0;
+        int running = 0, n_active = 0, n_tiles = 0;
         for (int e = 0; e < E; ++e) {
             offset[e] = running;
             out.offsets[e] = running;
             out.counts[e] = count[e];
             running += count[e];
             if (count[e] > 0) out.active[n_active++] = e;
+            for (int m0 = 0; m0 < count[e]; m0 += int(k_expert_tile_pairs)) {
+                out.tiles[2 * n_tiles] = e;
+                out.tiles[2 * n_tiles + 1] = m0;
+                ++n_tiles;
+            }
         }
         *out.n_active = n_active;
+        *out.n_tiles = n_tiles;
     }
     __syncthreads();
     for (int e = threadIdx.x; e < E; e += blockDim.x) {
