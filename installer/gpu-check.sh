@@ -12,7 +12,8 @@
 #                on small random shapes, graphs vs direct launches, token choices), memcheck on the
 #                tiny comparison.
 #   bench (~5 min, estimated): V2-Lite BF16 and FP8 decode/prefill with their fractions of the
-#                measured limits, FP8 without CUDA graphs, MTP on the demo model (GPU, CPU).
+#                measured limits, FP8 without CUDA graphs, a 2048-token prefill with the
+#                tensor-core experts and attention and without, MTP on the demo model (GPU, CPU).
 #   full: the four-layer V3 comparison, racecheck on the tiny comparison and an Nsight Compute
 #         profile of decode.
 set -uo pipefail
@@ -88,7 +89,12 @@ bench)
     step bench-v2lite-cuda 170 "$cli" bench --device cuda --random-model v2-lite --prompt 512 --gen 128 --json
     step bench-v2lite-fp8-cuda 130 "$cli" bench --device cuda --random-model v2-lite --dtype fp8 --prompt 512 --gen 64 --json
     step bench-v2lite-fp8-nographs 110 env CETUS_CUDA_GRAPHS=0 "$cli" bench --device cuda --random-model v2-lite --dtype fp8 --prompt 64 --gen 32 --json
-    summarise_bench bench-v2lite-cuda bench-v2lite-fp8-cuda bench-v2lite-fp8-nographs
+    # Prefill of a long prompt, the tensor-core experts and attention against the fp32 kernels (A/B, one run each).
+    step bench-prefill-2048 60 "$cli" bench --device cuda --random-model v2-lite --layers 4 --prompt 2048 --gen 0 --json
+    step bench-prefill-2048-fp32 90 env CETUS_CUDA_EXPERT_MMA=0 CETUS_CUDA_ATTENTION_GEMM=0 \
+        "$cli" bench --device cuda --random-model v2-lite --layers 4 --prompt 2048 --gen 0 --json
+    summarise_bench bench-v2lite-cuda bench-v2lite-fp8-cuda bench-v2lite-fp8-nographs bench-prefill-2048 \
+        bench-prefill-2048-fp32
     if [ -n "$demo" ]; then
         step bench-mtp-cuda 60 "$cli" bench --device cuda --model "$demo" --gen 64 --mtp both --repeat 2 --json
         step bench-mtp-cpu 60 "$cli" bench --device cpu --threads 1 --model "$demo" --gen 64 --mtp both --repeat 2 --json

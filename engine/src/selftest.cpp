@@ -517,6 +517,19 @@ void compare_backends(const RandomModelOptions& ro, std::vector<CheckResult>& ou
                             "-token passes): last logits",
                         one.logits, want_last, m.tol, V);
                 r.close(tag + "300-token prompt as one pass: final hidden", one.hidden, lr.prefill.hidden, m.tol, H);
+                if (std::string(m.name) == "fast") {
+                    // Prefill attention's score batch cut to ~1000 entries: one head and a few
+                    // queries per batch, positions past the first pass (the other runs hold all heads).
+                    std::unique_ptr<Backend> blocked;
+                    {
+                        EnvGuard env("CETUS_CUDA_EXACT", m.env);
+                        EnvGuard batch("CETUS_CUDA_ATTENTION_BATCH", "1000");
+                        blocked = compared_backend(*model, cap);
+                    }
+                    const Pass lb = run_script(*blocked, *model, lp, ls, &lr.prefill.hidden);
+                    r.close(tag + "300-token prompt, attention in blocks of a few queries", lb.prefill.logits,
+                            lr.prefill.logits, m.tol, V);
+                }
             }
             if (std::string(m.name) == "exact") {
                 // Decode steps replay CUDA graphs (step 1 runs directly, step 2 is

@@ -12,7 +12,9 @@
 // with activations rounded to bf16 (FP8 weights expanded to bf16), which is
 // within bf16 tolerance; the routed experts of such chunks take the grouped
 // tensor-core kernel at the same precision (moe_experts_mma.cu; BF16 and FP8
-// experts; CETUS_CUDA_EXPERT_MMA=0 keeps them on the fp32 kernel).
+// experts; CETUS_CUDA_EXPERT_MMA=0 keeps them on the fp32 kernel), and their
+// attention runs as TF32 GEMMs with a causal softmax between them (Gemm::mla_prefill;
+// CETUS_CUDA_ATTENTION_GEMM=0 keeps the flash-decoding kernel).
 // CETUS_CUDA_EXACT=1 (read at creation) sends every product through the fp32
 // kernels. Router logits always take the fp32 kernel.
 // CETUS_CUDA_SYNC=1 waits after every launch so a kernel fault names its kernel.
@@ -269,7 +271,8 @@ private:
     int64_t m_capacity, m_chunk, m_logit_chunk = 0, m_n_moe, m_n_cache_layers, m_mlp_width, m_max_parts;
     int64_t m_n_tokens = 0;
     int64_t m_logit_rows = 0;  // rows of the last call's logits in m_s.logits
-    bool m_interleave, m_exact, m_expert_mma = true, m_device_sampling = true;
+    int64_t m_attn_batch_elems = int64_t(Gemm::k_attn_batch_elems);
+    bool m_interleave, m_exact, m_expert_mma = true, m_attention_gemm = true, m_device_sampling = true;
     std::vector<int32_t> m_history_on_device;  // what m_s.choice_history holds
     float m_scale;
     MlaShape m_shape;
@@ -333,7 +336,16 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
                                                          : "";
     m_graphs = m_graphs_off.empty();
     const char* expert_mma = std::getenv("CETUS_CUDA_EXPERT_MMA");
-    m_expert_mma = !m_exact && !(expert_mma && std::string(expert_mma) == "0");
+    // Both need bf16 tensor cores (sm_80 and later).
+    m_expert_mma = !m_exact && m_info.major >= 8 && !(expert_mma && std::string(expert_mma) == "0");
+    const char* attention_gemm = std::getenv("CETUS_CUDA_ATTENTION_GEMM");
+    m_attention_gemm = !m_exact && m_info.major >= 8 && !(attention_gemm && std::string(attention_gemm) == "0");
+    // The selftest shrinks the score batch to run mla_prefill's head and query blocks
+    // (never below one full row of the cache).
+    if (const char* batch = std::getenv("CETUS_CUDA_ATTENTION_BATCH")) {
+        const long long v = std::atoll(batch);
+        if (v > 0) m_attn_batch_elems = std::max<int64_t>(v, (m_capacity + 7) / 8 * 8);
+    }
     const char* sampling = std::getenv("CETUS_CUDA_SAMPLING");
     m_device_sampling = !(sampling && std::string(sampling) == "host");
 
@@ -391,12 +403,21 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
     size_t free_bytes = 0, total_bytes = 0;
     CETUS_CUDA(cudaMemGetInfo(&free_bytes, &total_bytes));
     size_t need = weight_bytes + cache_bytes + scratch_bytes + k_reserved_bytes;
-    if (need > free_bytes && m_chunk > k_small_chunk_tokens) {  // shorter passes before giving up
-        m_chunk = k_small_chunk_tokens;
-        Carver small;
-        carve_scratch(small);
-        scratch_bytes = small.bytes();
+    // Short of memory: shorter passes, then prefill attention on the flash-decoding
+    // kernel (no score buffer), before giving up.
+    const auto remeasure = [&] {
+        Carver again;
+        carve_scratch(again);
+        scratch_bytes = again.bytes();
         need = weight_bytes + cache_bytes + scratch_bytes + k_reserved_bytes;
+    };
+    if (need > free_bytes && m_chunk > k_small_chunk_tokens) {
+        m_chunk = k_small_chunk_tokens;
+        remeasure();
+    }
+    if (need > free_bytes && m_attention_gemm) {
+        m_attention_gemm = false;
+        remeasure();
     }
     if (need > free_bytes)
         throw Error(ErrorCode::OutOfMemory,
@@ -509,6 +530,12 @@ CudaBackend::Scratch CudaBackend::carve_scratch(Carver& cv) const {
         s.gemm.weight_bf16 = cv.take<uint16_t>(s.gemm.weight_elems);
         s.gemm.workspace_bytes = k_cublas_workspace_bytes;
         s.gemm.workspace = cv.take<char>(k_cublas_workspace_bytes);
+        if (m_attention_gemm) {
+            // All heads of a whole chunk at full context when that is less than the batch.
+            s.gemm.attn_batch_elems = size_t(
+                std::min<int64_t>(m_attn_batch_elems, n_h * n * ((m_capacity + 7) / 8 * 8)));
+            s.gemm.attn_scores = f(int64_t(s.gemm.attn_batch_elems));
+        }
     }
     return s;
 }
@@ -1019,19 +1046,23 @@ void CudaBackend::attention(const DeviceLayer& l, int64_t cache_layer, int64_t n
     const int64_t H = c.hidden_size, d_q = c.q_lora_rank, d_qk = m.d_n + m.d_r;
     cudaStream_t s = m_stream.get();
     Gemm& gemm = *m_gemm;
+    // The two projections of the normed input share one launch in decode.
     if (l.q_lora) {
-        gemm.matmul(l.q_a, m_s.a, H, n, m_s.cq, d_q);                                            // [n, d_q]
+        gemm.matmul_pair(l.q_a, m_s.cq, d_q, l.kv_a, m_s.kv, m.d_c + m.d_r, m_s.a, H, n);  // [n, d_q], [n, d_c + d_r]
         launch_rmsnorm(m_s.cq, d_q, l.q_a_norm, k_latent_norm_eps, n, d_q, m_s.cq, d_q, s);
-        gemm.matmul(l.q_b, m_s.cq, d_q, n, m_s.q, m.n_h * d_qk);                                 // [n, n_h, d_qk]
+        gemm.matmul(l.q_b, m_s.cq, d_q, n, m_s.q, m.n_h * d_qk);  // [n, n_h, d_qk]
     } else {
-        gemm.matmul(l.q_proj, m_s.a, H, n, m_s.q, m.n_h * d_qk);  // [n, n_h, d_qk]
+        gemm.matmul_pair(l.q_proj, m_s.q, m.n_h * d_qk, l.kv_a, m_s.kv, m.d_c + m.d_r, m_s.a, H, n);
     }
-    gemm.matmul(l.kv_a, m_s.a, H, n, m_s.kv, m.d_c + m.d_r);  // [n, d_c + d_r]
     float* cache = cache_rows(cache_layer);
     launch_latent_cache(m_s.kv, n, l.kv_a_norm, k_latent_norm_eps, m_weights.rope_table, m_interleave, m_s.start_pos,
                         m.d_c, m.d_r, cache, m_s.q, m.n_h, m.d_n, s);  // and the queries' rope
     gemm.absorb_q(l.kv_b, m_s.q, n, m, m_s.q_abs);  // [n, n_h, d_c]
-    launch_mla_attention(m_s.q_abs, m_s.q, cache, n, m_s.start_pos, m, m_scale, m_info.n_sm, m_s.parts, m_s.ctx, s);
+    if (gemm.prefill_attention(n))  // prefill chunks on the tensor cores; the host knows their position
+        gemm.mla_prefill(m_s.q_abs, m_s.q, cache, n, *m_h.start_pos, m, m_scale, m_s.ctx);
+    else
+        launch_mla_attention(m_s.q_abs, m_s.q, cache, n, m_s.start_pos, m, m_scale, m_info.n_sm, m_s.parts, m_s.ctx,
+                             s);
     gemm.absorb_v(l.kv_b, m_s.ctx, n, m, m_s.o);                  // [n, n_h, d_v]
     gemm.matmul(l.o, m_s.o, m.n_h * m.d_v, n, m_s.r, H);          // [n, H]
 }
@@ -1064,10 +1095,8 @@ void CudaBackend::moe(const DeviceLayer& l, int64_t n, int32_t* route_ids, float
 // mlp_forward: out = down(silu(gate in) * up in).
 void CudaBackend::mlp(const DeviceMlp& w, const float* in, int64_t n, float* out) {
     const int64_t H = m_config.hidden_size, I = w.gate.rows;
-    m_gemm->matmul(w.gate, in, H, n, m_s.g, I);  // [n, I]
-    m_gemm->matmul(w.up, in, H, n, m_s.u, I);    // [n, I]
-    launch_silu_mul(m_s.g, m_s.u, n * I, m_stream.get());
-    m_gemm->matmul(w.down, m_s.g, I, n, out, H);  // [n, H]
+    m_gemm->matmul_gate_up(w.gate, w.up, in, H, n, m_s.g, m_s.u, I);  // [n, I] (one launch in decode)
+    m_gemm->matmul(w.down, m_s.g, I, n, out, H);                       // [n, H]
 }
 
 }  // namespace

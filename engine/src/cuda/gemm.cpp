@@ -7,6 +7,7 @@
 
 #include <cublas_v2.h>
 
+#include <algorithm>
 #include <string>
 
 namespace cetus::cuda {
@@ -87,6 +88,33 @@ void Gemm::matmul(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n,
                               CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
+void Gemm::matmul_pair(const DeviceMatrix& w1, float* y1, int64_t ldy1, const DeviceMatrix& w2, float* y2,
+                       int64_t ldy2, const float* x, int64_t ldx, int64_t n) {
+    if (n <= 0) return;
+    if (small(n) && matvec_fusable(w1, w2)) {
+        launch_matvec_pair(w1, y1, ldy1, w2, y2, ldy2, x, ldx, n, m_stream);
+        return;
+    }
+    matmul(w1, x, ldx, n, y1, ldy1);
+    matmul(w2, x, ldx, n, y2, ldy2);
+}
+
+void Gemm::matmul_gate_up(const DeviceMatrix& gate, const DeviceMatrix& up, const float* x, int64_t ldx, int64_t n,
+                          float* g, float* u, int64_t ldg) {
+    if (n <= 0) return;
+    if (small(n) && matvec_fusable(gate, up) && gate.rows == up.rows) {
+        launch_matvec_gate_up(gate, up, x, ldx, n, g, ldg, m_stream);
+        return;
+    }
+    matmul(gate, x, ldx, n, g, ldg);
+    matmul(up, x, ldx, n, u, ldg);
+    if (ldg == gate.rows) {
+        launch_silu_mul(g, u, n * gate.rows, m_stream);
+        return;
+    }
+    for (int64_t t = 0; t < n; ++t) launch_silu_mul(g + t * ldg, u + t * ldg, gate.rows, m_stream);
+}
+
 // Per head h (batch entry): q_abs_h^T (d_c x n) = W_UK_h^T (d_c x d_n, the
 // row-major rows read column-major, no transpose) times q_nope_h^T (d_n x n).
 void Gemm::absorb_q(const DeviceMatrix& kv_b, const float* q, int64_t n, const MlaShape& m, float* q_abs) {
@@ -135,6 +163,49 @@ void Gemm::absorb_v(const DeviceMatrix& kv_b, const float* ctx, int64_t n, const
                                             wb + first_v, CUDA_R_16BF, int(kv_b.ld), stride_w, cb, CUDA_R_16BF,
                                             int(m.n_h * m.d_c), m.d_c, &zero, o, CUDA_R_32F, int(m.n_h * m.d_v),
                                             m.d_v, int(m.n_h), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+// Per batch of heads h0 .. h0 + gb - 1 and queries t0 .. t0 + nb - 1 (as many
+// as the score buffer holds), with w = start + t0 + nb cache rows visible to the
+// last of them, on TF32 tensor cores straight from the fp32 buffers:
+//   scores_h^T (w x nb, ld) = scale c (w x d_c: the row-major cache read column-major,
+//       transposed) q_abs_h^T (d_c x nb, rows n_h * d_c apart)
+//       + scale k_pe (w x d_r) q_pe_h^T (d_r x nb, rows n_h * (d_n + d_r) apart),
+//   probs = causal softmax of the scores, in place,
+//   ctx_h^T (d_c x nb, rows n_h * d_c apart) = c^T (d_c x w) probs_h^T (w x nb).
+void Gemm::mla_prefill(const float* q_abs, const float* q, const float* cache, int64_t n, int64_t start,
+                       const MlaShape& m, float scale, float* ctx) {
+    if (n <= 0) return;
+    const int64_t W = m.d_c + m.d_r, d_qk = m.d_n + m.d_r, rows = start + n;
+    const int64_t ld_max = round_up(rows, 8);
+    const int64_t budget = int64_t(m_scratch.attn_batch_elems);
+    if (budget < ld_max) scratch_overflow("attention score");
+    float* scores = m_scratch.attn_scores;
+    // Whole heads (all n queries) when they fit, else query blocks of one head.
+    const int64_t tq = std::min(n, budget / ld_max);
+    const int64_t g = tq == n ? std::clamp<int64_t>(budget / (n * ld_max), 1, m.n_h) : 1;
+    const float one = 1.0f, zero = 0.0f;
+    const auto tf32 = CUBLAS_COMPUTE_32F_FAST_TF32;
+    for (int64_t h0 = 0; h0 < m.n_h; h0 += g) {
+        const int64_t gb = std::min(g, m.n_h - h0);
+        for (int64_t t0 = 0; t0 < n; t0 += tq) {
+            const int64_t nb = std::min(tq, n - t0), w = start + t0 + nb, ld = round_up(w, 8);
+            const int64_t first = t0 * m.n_h + h0;  // (token t0, head h0)
+            CETUS_CUBLAS(cublasGemmStridedBatchedEx(
+                m_handle, CUBLAS_OP_T, CUBLAS_OP_N, int(w), int(nb), int(m.d_c), &scale, cache, CUDA_R_32F, int(W), 0,
+                q_abs + first * m.d_c, CUDA_R_32F, int(m.n_h * m.d_c), m.d_c, &zero, scores, CUDA_R_32F, int(ld),
+                nb * ld, int(gb), tf32, CUBLAS_GEMM_DEFAULT));
+            CETUS_CUBLAS(cublasGemmStridedBatchedEx(
+                m_handle, CUBLAS_OP_T, CUBLAS_OP_N, int(w), int(nb), int(m.d_r), &scale, cache + m.d_c, CUDA_R_32F,
+                int(W), 0, q + first * d_qk + m.d_n, CUDA_R_32F, int(m.n_h * d_qk), d_qk, &one, scores, CUDA_R_32F,
+                int(ld), nb * ld, int(gb), tf32, CUBLAS_GEMM_DEFAULT));
+            launch_prefill_softmax(scores, gb * nb, nb, ld, w, start + t0 + 1, m_stream);
+            CETUS_CUBLAS(cublasGemmStridedBatchedEx(
+                m_handle, CUBLAS_OP_N, CUBLAS_OP_N, int(m.d_c), int(nb), int(w), &one, cache, CUDA_R_32F, int(W), 0,
+                scores, CUDA_R_32F, int(ld), nb * ld, &zero, ctx + first * m.d_c, CUDA_R_32F, int(m.n_h * m.d_c),
+                m.d_c, int(gb), tf32, CUBLAS_GEMM_DEFAULT));
+        }
+    }
 }
 
 }  // namespace cetus::cuda

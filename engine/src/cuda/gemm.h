@@ -2,7 +2,7 @@
 // k_max_small_tokens tokens (and always under CETUS_CUDA_EXACT=1), cuBLAS for
 // longer chunks: bf16 tensor-core GEMMs with fp32 accumulation on activations
 // rounded to bf16 (FP8 weights expanded to bf16 first), plain fp32 SGEMM
-// (no TF32) for F32 weights.
+// (no TF32) for F32 weights; and prefill attention as bf16 GEMMs.
 #pragma once
 
 #include "kernels.h"
@@ -26,7 +26,12 @@ public:
         size_t weight_elems = 0;
         void* workspace = nullptr;  // cuBLAS workspace
         size_t workspace_bytes = 0;
+        // Prefill attention (mla_prefill): one batch of scores, then probabilities in place.
+        float* attn_scores = nullptr;
+        size_t attn_batch_elems = 0;
     };
+    // Scores held at once by mla_prefill (128 MiB).
+    static constexpr size_t k_attn_batch_elems = size_t(32) << 20;
 
     Gemm(cudaStream_t stream, bool exact, const Scratch& scratch);
     ~Gemm();
@@ -37,12 +42,31 @@ public:
 
     // y[t, r] = sum_c W[r, c] x[t, c] for n tokens.  x: [n, ldx]; y: [n, ldy]
     void matmul(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy);
+    // y1 = W1 x and y2 = W2 x (one launch on the fp32 kernel when the matrices allow).
+    void matmul_pair(const DeviceMatrix& w1, float* y1, int64_t ldy1, const DeviceMatrix& w2, float* y2, int64_t ldy2,
+                     const float* x, int64_t ldx, int64_t n);
+    // g = silu(gate x) * (up x), [n, gate.rows] with rows ldg apart; u: scratch of the same
+    // shape for the unfused path (cuBLAS, or matrices that cannot share a launch).
+    void matmul_gate_up(const DeviceMatrix& gate, const DeviceMatrix& up, const float* x, int64_t ldx, int64_t n,
+                        float* g, float* u, int64_t ldg);
     // The same with the fp32 kernel whatever n (router logits: routing choices follow fp32 inputs).
     void matmul_fp32(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy);
     // q_abs[t, h, :] = W_UK_h^T q_nope[t, h].  q: [n, n_h, d_n + d_r]; q_abs: [n, n_h, d_c]
     void absorb_q(const DeviceMatrix& kv_b, const float* q, int64_t n, const MlaShape& m, float* q_abs);
     // o[t, h, :] = W_UV_h ctx[t, h].  ctx: [n, n_h, d_c]; o: [n, n_h, d_v]
     void absorb_v(const DeviceMatrix& kv_b, const float* ctx, int64_t n, const MlaShape& m, float* o);
+
+    // Prefill attention in the absorbed form on TF32 tensor cores (fp32 operands
+    // rounded to 10-bit mantissas, fp32 accumulation), for chunks past
+    // k_max_small_tokens outside exact mode: per head, scores = scale (q_abs c^T +
+    // q_pe k_pe^T) over cache rows 0 .. start + n - 1, causal softmax, ctx = P c.
+    // The same result as launch_mla_attention within TF32 rounding; q: [n, n_h,
+    // d_n + d_r] rotated, q_abs: [n, n_h, d_c], cache: the layer's rows [capacity,
+    // d_c + d_r] (rows up to start + n - 1 written), ctx: [n, n_h, d_c]. start: the
+    // chunk's first position (host).
+    void mla_prefill(const float* q_abs, const float* q, const float* cache, int64_t n, int64_t start,
+                     const MlaShape& m, float scale, float* ctx);
+    bool prefill_attention(int64_t n) const { return !small(n) && m_scratch.attn_batch_elems > 0; }
 
 private:
     bool small(int64_t n) const { return m_exact || n <= k_max_small_tokens; }

@@ -71,6 +71,16 @@ void launch_to_bf16(const float* x, int64_t ldx, int64_t n_rows, int64_t cols, u
 // accumulation, one warp per output row and up to 8 tokens per pass over the weights.
 void launch_matvec(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy,
                    const RowGroups& g, cudaStream_t s);
+// Whether two matrices can share a fused launch (same type and width).
+bool matvec_fusable(const DeviceMatrix& a, const DeviceMatrix& b);
+// y[t, r] = silu(gate[r] . x[t]) * (up[r] . x[t]): launch_matvec twice and
+// launch_silu_mul in one launch with the same sums (gate and up fusable, same rows).
+void launch_matvec_gate_up(const DeviceMatrix& gate, const DeviceMatrix& up, const float* x, int64_t ldx, int64_t n,
+                           float* y, int64_t ldy, cudaStream_t s);
+// y1 = W1 x and y2 = W2 x in one launch (W1, W2 fusable). A row's warps depend on
+// W1.rows + W2.rows, so its sums may differ in order from a launch of its matrix alone.
+void launch_matvec_pair(const DeviceMatrix& w1, float* y1, int64_t ldy1, const DeviceMatrix& w2, float* y2,
+                        int64_t ldy2, const float* x, int64_t ldx, int64_t n, cudaStream_t s);
 // out[r, c] = bf16(fp8(r, c) * scale) with out's rows w.ld apart.
 void launch_dequant_fp8(const DeviceMatrix& w, uint16_t* out, cudaStream_t s);
 
@@ -94,6 +104,10 @@ struct AttentionPartials {
 
 // Largest latent width and rope width the attention kernel holds in registers.
 inline constexpr int64_t k_attention_max_latent = 512, k_attention_max_rope = 64;
+// s[r, c] = softmax of s[r, 0 .. len_r) in place for c < len_r, 0 for len_r <= c < width,
+// with len_r = min(width, first_len + r % rows_per_head); rows ld apart (mla_prefill_softmax.cu).
+void launch_prefill_softmax(float* s, int64_t n_rows, int64_t rows_per_head, int64_t ld, int64_t width,
+                            int64_t first_len, cudaStream_t stream);
 // Allows the attention kernel its shared memory for this cache row width; false
 // when the device cannot give that much.
 bool setup_attention(int64_t cache_width, size_t max_shared_per_block);

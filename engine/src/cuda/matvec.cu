@@ -2,7 +2,9 @@
 // MTP drafts, CETUS_CUDA_EXACT), over groups of rows: cpu::matmul and
 // cpu::matmul_strided (cpu/ops.cpp) up to summation order. One warp per output
 // row (four for narrow matrices), 8 warps per block, grid.y the row group; the
-// weight row is read once per 8 tokens, fp32 accumulation.
+// weight row is read once per 8 tokens, fp32 accumulation. Fused forms save
+// decode launches: an MLP's gate and up with the SwiGLU, and two products of one
+// input (the attention's query and latent projections).
 #include "cuda_util.h"
 #include "device_math.cuh"
 
@@ -20,14 +22,31 @@ constexpr int k_tokens_per_pass = 8;
 constexpr int64_t k_narrow_rows = 2048;
 constexpr int k_narrow_split = 4;
 
+// What one launch computes: a plain product over row groups, silu(W x) * (W2 x)
+// (an MLP's gate and up with its SwiGLU, as launch_silu_mul), or two products of
+// the same input (rows [0, W.rows) from W into y, the rest from W2 into y2).
+enum class Fuse { None, GateUp, Pair };
+
+struct MatvecArgs {
+    DeviceMatrix w, w2;
+    const float* x;
+    int64_t ldx;
+    int n;
+    float* y;
+    int64_t ldy;
+    float* y2;
+    int64_t ldy2;
+    RowGroups g;  // g.rows: every output row of the launch
+};
+
 // kSplit warps per output row, k_warps_per_block / kSplit rows per block. With
 // kSplit > 1 the warps' partial sums are added in warp order.
-template <DeviceDtype DT, int NT, bool kXVec, int kSplit>
-__global__ void __launch_bounds__(32 * k_warps_per_block)
-    matvec_kernel(DeviceMatrix w, const float* __restrict__ x, int64_t ldx, int n, float* __restrict__ y,
-                  int64_t ldy, RowGroups g) {
+template <DeviceDtype DT, int NT, bool kXVec, int kSplit, Fuse kFuse>
+__global__ void __launch_bounds__(32 * k_warps_per_block) matvec_kernel(MatvecArgs a) {
     constexpr int kRows = k_warps_per_block / kSplit;
-    __shared__ float partial[kSplit > 1 ? k_warps_per_block * NT : 1];
+    constexpr int kAcc = kFuse == Fuse::GateUp ? 2 : 1;
+    __shared__ float partial[kSplit > 1 ? k_warps_per_block * NT * kAcc : 1];
+    const RowGroups& g = a.g;
     const int warp = threadIdx.x >> 5, part = warp % kSplit;
     const int64_t r = int64_t(blockIdx.x) * kRows + warp / kSplit;
     const bool active = r < g.rows;
@@ -35,60 +54,102 @@ __global__ void __launch_bounds__(32 * k_warps_per_block)
     const int64_t grp = blockIdx.y;
     const float* xs[NT];
 #pragma unroll
-    for (int j = 0; j < NT; ++j) xs[j] = x + j * ldx + grp * g.x_step;
-    float acc[NT] = {};
-    if (active) warp_row_dot<DT, NT, kXVec, kSplit>(w, g.w_row0 + grp * g.w_row_step + r, xs, n, acc, part);
+    for (int j = 0; j < NT; ++j) xs[j] = a.x + j * a.ldx + grp * g.x_step;
+    float acc[kAcc][NT] = {};
+    if (active) {
+        if constexpr (kFuse == Fuse::Pair) {
+            if (r < a.w.rows) warp_row_dot<DT, NT, kXVec, kSplit>(a.w, r, xs, a.n, acc[0], part);
+            else warp_row_dot<DT, NT, kXVec, kSplit>(a.w2, r - a.w.rows, xs, a.n, acc[0], part);
+        } else {
+            warp_row_dot<DT, NT, kXVec, kSplit>(a.w, g.w_row0 + grp * g.w_row_step + r, xs, a.n, acc[0], part);
+            if constexpr (kFuse == Fuse::GateUp) warp_row_dot<DT, NT, kXVec, kSplit>(a.w2, r, xs, a.n, acc[1], part);
+        }
+    }
     if constexpr (kSplit > 1) {
         if ((threadIdx.x & 31) == 0) {
 #pragma unroll
-            for (int j = 0; j < NT; ++j) partial[warp * NT + j] = acc[j];
+            for (int m = 0; m < kAcc; ++m)
+#pragma unroll
+                for (int j = 0; j < NT; ++j) partial[(m * k_warps_per_block + warp) * NT + j] = acc[m][j];
         }
         __syncthreads();
         if (!active || part != 0) return;
 #pragma unroll
-        for (int j = 0; j < NT; ++j) {
-            float sum = partial[warp * NT + j];
+        for (int m = 0; m < kAcc; ++m)
 #pragma unroll
-            for (int k = 1; k < kSplit; ++k) sum += partial[(warp + k) * NT + j];
-            acc[j] = sum;
-        }
+            for (int j = 0; j < NT; ++j) {
+                float sum = partial[(m * k_warps_per_block + warp) * NT + j];
+#pragma unroll
+                for (int k = 1; k < kSplit; ++k) sum += partial[(m * k_warps_per_block + warp + k) * NT + j];
+                acc[m][j] = sum;
+            }
     }
     if ((threadIdx.x & 31) == 0) {
 #pragma unroll
-        for (int j = 0; j < NT; ++j)
-            if (j < n) y[j * ldy + grp * g.y_step + r] = acc[j];
+        for (int j = 0; j < NT; ++j) {
+            if (j >= a.n) continue;
+            if constexpr (kFuse == Fuse::GateUp) {
+                const float z = acc[0][j];
+                a.y[j * a.ldy + r] = z / (1.0f + expf(-z)) * acc[kAcc - 1][j];  // silu(gate) * up
+            } else if constexpr (kFuse == Fuse::Pair) {
+                if (r < a.w.rows) a.y[j * a.ldy + r] = acc[0][j];
+                else a.y2[j * a.ldy2 + (r - a.w.rows)] = acc[0][j];
+            } else {
+                a.y[j * a.ldy + grp * g.y_step + r] = acc[0][j];
+            }
+        }
     }
 }
 
-template <DeviceDtype DT, int NT, bool kXVec>
-void launch_pass(const DeviceMatrix& w, const float* x, int64_t ldx, int n, float* y, int64_t ldy,
-                 const RowGroups& g, cudaStream_t s) {
-    if (g.rows < k_narrow_rows) {
+template <DeviceDtype DT, int NT, bool kXVec, Fuse kFuse>
+void launch_pass(const MatvecArgs& a, cudaStream_t s) {
+    if (a.g.rows < k_narrow_rows) {
         constexpr int kRows = k_warps_per_block / k_narrow_split;
-        const dim3 grid(unsigned((g.rows + kRows - 1) / kRows), unsigned(g.n_groups));
-        matvec_kernel<DT, NT, kXVec, k_narrow_split><<<grid, 32 * k_warps_per_block, 0, s>>>(w, x, ldx, n, y, ldy, g);
+        const dim3 grid(unsigned((a.g.rows + kRows - 1) / kRows), unsigned(a.g.n_groups));
+        matvec_kernel<DT, NT, kXVec, k_narrow_split, kFuse><<<grid, 32 * k_warps_per_block, 0, s>>>(a);
     } else {
-        const dim3 grid(unsigned((g.rows + k_warps_per_block - 1) / k_warps_per_block), unsigned(g.n_groups));
-        matvec_kernel<DT, NT, kXVec, 1><<<grid, 32 * k_warps_per_block, 0, s>>>(w, x, ldx, n, y, ldy, g);
+        const dim3 grid(unsigned((a.g.rows + k_warps_per_block - 1) / k_warps_per_block), unsigned(a.g.n_groups));
+        matvec_kernel<DT, NT, kXVec, 1, kFuse><<<grid, 32 * k_warps_per_block, 0, s>>>(a);
     }
     CETUS_CUDA_LAUNCHED("matvec_kernel");
 }
 
-// The smallest compiled token count that covers n.
-template <DeviceDtype DT, bool kXVec>
-void launch_tokens(const DeviceMatrix& w, const float* x, int64_t ldx, int n, float* y, int64_t ldy,
-                   const RowGroups& g, cudaStream_t s) {
-    if (n == 1) launch_pass<DT, 1, kXVec>(w, x, ldx, n, y, ldy, g, s);
-    else if (n == 2) launch_pass<DT, 2, kXVec>(w, x, ldx, n, y, ldy, g, s);
-    else if (n <= 4) launch_pass<DT, 4, kXVec>(w, x, ldx, n, y, ldy, g, s);
-    else launch_pass<DT, 8, kXVec>(w, x, ldx, n, y, ldy, g, s);
+// The smallest compiled token count that covers a.n.
+template <DeviceDtype DT, bool kXVec, Fuse kFuse>
+void launch_tokens(const MatvecArgs& a, cudaStream_t s) {
+    if (a.n == 1) launch_pass<DT, 1, kXVec, kFuse>(a, s);
+    else if (a.n == 2) launch_pass<DT, 2, kXVec, kFuse>(a, s);
+    else if (a.n <= 4) launch_pass<DT, 4, kXVec, kFuse>(a, s);
+    else launch_pass<DT, 8, kXVec, kFuse>(a, s);
 }
 
-template <DeviceDtype DT>
-void launch_dtype(const DeviceMatrix& w, const float* x, int64_t ldx, int n, float* y, int64_t ldy,
-                  const RowGroups& g, bool x_vec, cudaStream_t s) {
-    if (x_vec) launch_tokens<DT, true>(w, x, ldx, n, y, ldy, g, s);
-    else launch_tokens<DT, false>(w, x, ldx, n, y, ldy, g, s);
+template <DeviceDtype DT, Fuse kFuse>
+void launch_dtype(const MatvecArgs& a, bool x_vec, cudaStream_t s) {
+    if (x_vec) launch_tokens<DT, true, kFuse>(a, s);
+    else launch_tokens<DT, false, kFuse>(a, s);
+}
+
+// a over n tokens in passes of k_tokens_per_pass (a.n, a.x, a.y, a.y2 set per pass).
+template <Fuse kFuse>
+void launch_all(MatvecArgs a, int64_t n, cudaStream_t s) {
+    if (a.g.n_groups < 1 || a.g.n_groups > 65535)
+        throw Error(ErrorCode::Unsupported, "matvec: " + std::to_string(a.g.n_groups) + " row groups");
+    // float4 loads of x need every token's row (and group offset) 16-byte aligned.
+    const bool x_vec = a.ldx % 4 == 0 && a.g.x_step % 4 == 0 && reinterpret_cast<uintptr_t>(a.x) % 16 == 0;
+    const float* x = a.x;
+    float* y = a.y;
+    float* y2 = a.y2;
+    for (int64_t t0 = 0; t0 < n; t0 += k_tokens_per_pass) {
+        a.n = int(std::min<int64_t>(k_tokens_per_pass, n - t0));
+        a.x = x + t0 * a.ldx;
+        a.y = y + t0 * a.ldy;
+        a.y2 = y2 ? y2 + t0 * a.ldy2 : nullptr;
+        switch (a.w.dtype) {
+        case DeviceDtype::F32: launch_dtype<DeviceDtype::F32, kFuse>(a, x_vec, s); break;
+        case DeviceDtype::BF16: launch_dtype<DeviceDtype::BF16, kFuse>(a, x_vec, s); break;
+        case DeviceDtype::F8_E4M3: launch_dtype<DeviceDtype::F8_E4M3, kFuse>(a, x_vec, s); break;
+        }
+    }
 }
 
 }  // namespace
@@ -96,20 +157,29 @@ void launch_dtype(const DeviceMatrix& w, const float* x, int64_t ldx, int n, flo
 void launch_matvec(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy,
                    const RowGroups& g, cudaStream_t s) {
     if (n <= 0 || g.rows <= 0) return;
-    if (g.n_groups < 1 || g.n_groups > 65535)
-        throw Error(ErrorCode::Unsupported, "matvec: " + std::to_string(g.n_groups) + " row groups");
-    // float4 loads of x need every token's row (and group offset) 16-byte aligned.
-    const bool x_vec = ldx % 4 == 0 && g.x_step % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
-    for (int64_t t0 = 0; t0 < n; t0 += k_tokens_per_pass) {
-        const int nt = int(std::min<int64_t>(k_tokens_per_pass, n - t0));
-        const float* xt = x + t0 * ldx;
-        float* yt = y + t0 * ldy;
-        switch (w.dtype) {
-        case DeviceDtype::F32: launch_dtype<DeviceDtype::F32>(w, xt, ldx, nt, yt, ldy, g, x_vec, s); break;
-        case DeviceDtype::BF16: launch_dtype<DeviceDtype::BF16>(w, xt, ldx, nt, yt, ldy, g, x_vec, s); break;
-        case DeviceDtype::F8_E4M3: launch_dtype<DeviceDtype::F8_E4M3>(w, xt, ldx, nt, yt, ldy, g, x_vec, s); break;
-        }
-    }
+    launch_all<Fuse::None>(MatvecArgs{w, DeviceMatrix{}, x, ldx, 0, y, ldy, nullptr, 0, g}, n, s);
+}
+
+bool matvec_fusable(const DeviceMatrix& a, const DeviceMatrix& b) {
+    return a.dtype == b.dtype && a.cols == b.cols;
+}
+
+void launch_matvec_gate_up(const DeviceMatrix& gate, const DeviceMatrix& up, const float* x, int64_t ldx, int64_t n,
+                           float* y, int64_t ldy, cudaStream_t s) {
+    if (n <= 0 || gate.rows <= 0) return;
+    if (!matvec_fusable(gate, up) || gate.rows != up.rows)
+        throw Error(ErrorCode::Device, "matvec: gate and up of different shapes or types (internal error)");
+    launch_all<Fuse::GateUp>(MatvecArgs{gate, up, x, ldx, 0, y, ldy, nullptr, 0, RowGroups{1, gate.rows, 0, 0, 0, 0}},
+                             n, s);
+}
+
+void launch_matvec_pair(const DeviceMatrix& w1, float* y1, int64_t ldy1, const DeviceMatrix& w2, float* y2,
+                        int64_t ldy2, const float* x, int64_t ldx, int64_t n, cudaStream_t s) {
+    if (n <= 0) return;
+    if (!matvec_fusable(w1, w2))
+        throw Error(ErrorCode::Device, "matvec: a pair of different widths or types (internal error)");
+    launch_all<Fuse::Pair>(
+        MatvecArgs{w1, w2, x, ldx, 0, y1, ldy1, y2, ldy2, RowGroups{1, w1.rows + w2.rows, 0, 0, 0, 0}}, n, s);
 }
 
 }  // namespace cetus::cuda

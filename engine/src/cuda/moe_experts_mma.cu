@@ -153,6 +153,7 @@ __device__ __forceinline__ void store_b(Stage<kMats>& st, int m, int64_t k0, int
 
 template <DeviceDtype DT, bool kGateUp, bool kXVec>
 __global__ void __launch_bounds__(kThreads) experts_mma_kernel(MmaLaunch a) {
+#if __CUDA_ARCH__ >= 800  // bf16 WMMA; the backend takes the fp32 kernel on older GPUs
     constexpr int kMats = kGateUp ? 2 : 1;
     if (int(blockIdx.y) >= *a.pairs.n_tiles) return;
     __shared__ __align__(128) unsigned char raw[sizeof(TileSmem<kMats>)];
@@ -256,6 +257,9 @@ __global__ void __launch_bounds__(kThreads) experts_mma_kernel(MmaLaunch a) {
         const int r = idx / kBN, c = idx % kBN;
         if (r < np && row0 + c < a.rows) a.out[int64_t(dst[r]) * a.rows + row0 + c] = sm.c[r][c];
     }
+#else
+    __trap();
+#endif
 }
 
 template <DeviceDtype DT, bool kGateUp>

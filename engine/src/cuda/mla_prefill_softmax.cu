@@ -1,0 +1,45 @@
+// The causal softmax of prefill attention on the tensor cores (Gemm::mla_prefill,
+// gemm.cpp): one block of 256 threads per row of scores, the row's maximum and
+// sum over the positions it may see, probabilities in place, zero past the
+// row's position.
+#include "cuda_util.h"
+#include "device_math.cuh"
+
+namespace cetus::cuda {
+namespace {
+
+constexpr int k_softmax_threads = 256;
+
+__global__ void __launch_bounds__(k_softmax_threads)
+    prefill_softmax_kernel(float* __restrict__ scores, int64_t rows_per_head, int64_t ld, int64_t width,
+                           int64_t first_len) {
+    __shared__ float scratch[32];
+    const int64_t row = blockIdx.x;
+    // Query i of the block sees positions 0 .. first_len - 1 + i.
+    const int64_t len = min(width, first_len + row % rows_per_head);
+    float* s = scores + row * ld;
+    float mx = -INFINITY;
+    for (int64_t c = threadIdx.x; c < len; c += blockDim.x) mx = fmaxf(mx, s[c]);
+    mx = warp_max(mx);
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = mx;
+    __syncthreads();
+    mx = warp_max(int(threadIdx.x & 31) < int(blockDim.x >> 5) ? scratch[threadIdx.x & 31] : -INFINITY);
+    float sum = 0.0f;
+    for (int64_t c = threadIdx.x; c < len; c += blockDim.x) sum += expf(s[c] - mx);
+    sum = block_sum(sum, scratch);
+    const float inv = 1.0f / sum;
+    for (int64_t c = threadIdx.x; c < width; c += blockDim.x)
+        s[c] = c < len ? expf(s[c] - mx) * inv : 0.0f;  // each thread rewrites only what it reads
+}
+
+}  // namespace
+
+void launch_prefill_softmax(float* s, int64_t n_rows, int64_t rows_per_head, int64_t ld, int64_t width,
+                            int64_t first_len, cudaStream_t stream) {
+    if (n_rows <= 0) return;
+    prefill_softmax_kernel<<<unsigned(n_rows), k_softmax_threads, 0, stream>>>(s, rows_per_head, ld, width, first_len);
+    CETUS_CUDA_LAUNCHED("prefill_softmax_kernel");
+}
+
+}  // namespace cetus::cuda
