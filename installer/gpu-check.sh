@@ -29,6 +29,10 @@ export OMP_WAIT_POLICY=PASSIVE
 demo=$(ls -d resources/models/*/ 2>/dev/null | head -1)
 step() {  # step NAME SECONDS COMMAND... : stdout to $out/NAME.out, stderr to $out/NAME.log
     local name=$1 limit=$2; shift 2
+    if [ $((SECONDS + limit)) -gt 580 ]; then  # one device call is 600 s: skip rather than be cut off
+        echo "== $name: skipped (${SECONDS} s used, needs up to $limit s)"
+        return 0
+    fi
     local t0=$SECONDS
     timeout "$limit" "$@" > "$out/$name.out" 2> "$out/$name.log"
     local rc=$?
@@ -77,6 +81,16 @@ conformance)
     step selftest-cuda 300 "$cli" selftest --device cuda --compare small --json
     summarise_selftest "$out/selftest-cuda.out"
     grep -h "graphs off" "$out/selftest-cuda.log" | head -3
+    # On failures, the tiny comparison again with one path switched off at a time,
+    # so one call already says which kernel family is at fault.
+    if python3 -c "import json,sys; sys.exit(0 if any(not r['passed'] for r in json.load(open(sys.argv[1]))) else 1)" \
+        "$out/selftest-cuda.out" 2>/dev/null; then
+        for sw in CETUS_CUDA_EXPERT_MMA=0 CETUS_CUDA_ATTENTION_GEMM=0 CETUS_CUDA_GRAPHS=0 CETUS_CUDA_SAMPLING=host; do
+            step "bisect-${sw%%=*}" 45 env "$sw" "$cli" selftest --device cuda --compare tiny --compare-only --json
+            python3 -c "import json,sys; rows=json.load(open(sys.argv[1])); bad=[r['case']+' / '+r['check'] for r in rows if not r['passed']]; print('  with', sys.argv[2], len(rows), 'checks,', len(bad), 'failed:', '; '.join(bad[:6]))" \
+                "$out/bisect-${sw%%=*}.out" "$sw" 2>/dev/null || echo "  with $sw: no JSON"
+        done
+    fi
     if command -v compute-sanitizer >/dev/null; then
         # The tiny comparison covers every kernel: BF16 and FP8, graphs, two-chunk
         # prompts, the token-choice kernels.
