@@ -77,8 +77,9 @@ bool matvec_fusable(const DeviceMatrix& a, const DeviceMatrix& b);
 // launch_silu_mul in one launch with the same sums (gate and up fusable, same rows).
 void launch_matvec_gate_up(const DeviceMatrix& gate, const DeviceMatrix& up, const float* x, int64_t ldx, int64_t n,
                            float* y, int64_t ldy, cudaStream_t s);
-// y1 = W1 x and y2 = W2 x in one launch (W1, W2 fusable). A row's warps depend on
-// W1.rows + W2.rows, so its sums may differ in order from a launch of its matrix alone.
+// y1 = W1 x and y2 = W2 x in one launch (W1, W2 fusable; y1, y2 distinct). Four
+// warps per row when either matrix is narrow, so a row's sums may differ in order
+// from a launch of its matrix alone (a function of the two matrices only).
 void launch_matvec_pair(const DeviceMatrix& w1, float* y1, int64_t ldy1, const DeviceMatrix& w2, float* y2,
                         int64_t ldy2, const float* x, int64_t ldx, int64_t n, cudaStream_t s);
 // out[r, c] = bf16(fp8(r, c) * scale) with out's rows w.ld apart.

@@ -41,8 +41,10 @@ struct MatvecArgs {
 
 // kSplit warps per output row, k_warps_per_block / kSplit rows per block. With
 // kSplit > 1 the warps' partial sums are added in warp order.
+// x, y and y2 also come as separate restricted parameters: loads of x take the read-only path.
 template <DeviceDtype DT, int NT, bool kXVec, int kSplit, Fuse kFuse>
-__global__ void __launch_bounds__(32 * k_warps_per_block) matvec_kernel(MatvecArgs a) {
+__global__ void __launch_bounds__(32 * k_warps_per_block)
+    matvec_kernel(MatvecArgs a, const float* __restrict__ x, float* __restrict__ y, float* __restrict__ y2) {
     constexpr int kRows = k_warps_per_block / kSplit;
     constexpr int kAcc = kFuse == Fuse::GateUp ? 2 : 1;
     __shared__ float partial[kSplit > 1 ? k_warps_per_block * NT * kAcc : 1];
@@ -54,7 +56,7 @@ __global__ void __launch_bounds__(32 * k_warps_per_block) matvec_kernel(MatvecAr
     const int64_t grp = blockIdx.y;
     const float* xs[NT];
 #pragma unroll
-    for (int j = 0; j < NT; ++j) xs[j] = a.x + j * a.ldx + grp * g.x_step;
+    for (int j = 0; j < NT; ++j) xs[j] = x + j * a.ldx + grp * g.x_step;
     float acc[kAcc][NT] = {};
     if (active) {
         if constexpr (kFuse == Fuse::Pair) {
@@ -90,12 +92,12 @@ __global__ void __launch_bounds__(32 * k_warps_per_block) matvec_kernel(MatvecAr
             if (j >= a.n) continue;
             if constexpr (kFuse == Fuse::GateUp) {
                 const float z = acc[0][j];
-                a.y[j * a.ldy + r] = z / (1.0f + expf(-z)) * acc[kAcc - 1][j];  // silu(gate) * up
+                y[j * a.ldy + r] = z / (1.0f + expf(-z)) * acc[kAcc - 1][j];  // silu(gate) * up
             } else if constexpr (kFuse == Fuse::Pair) {
-                if (r < a.w.rows) a.y[j * a.ldy + r] = acc[0][j];
-                else a.y2[j * a.ldy2 + (r - a.w.rows)] = acc[0][j];
+                if (r < a.w.rows) y[j * a.ldy + r] = acc[0][j];
+                else y2[j * a.ldy2 + (r - a.w.rows)] = acc[0][j];
             } else {
-                a.y[j * a.ldy + grp * g.y_step + r] = acc[0][j];
+                y[j * a.ldy + grp * g.y_step + r] = acc[0][j];
             }
         }
     }
@@ -103,13 +105,15 @@ __global__ void __launch_bounds__(32 * k_warps_per_block) matvec_kernel(MatvecAr
 
 template <DeviceDtype DT, int NT, bool kXVec, Fuse kFuse>
 void launch_pass(const MatvecArgs& a, cudaStream_t s) {
-    if (a.g.rows < k_narrow_rows) {
+    // A pair is narrow when one of its matrices is (V3's q_a and kv_a: 1536 and 576 rows).
+    const int64_t split_rows = kFuse == Fuse::Pair ? std::min(a.w.rows, a.w2.rows) : a.g.rows;
+    if (split_rows < k_narrow_rows) {
         constexpr int kRows = k_warps_per_block / k_narrow_split;
         const dim3 grid(unsigned((a.g.rows + kRows - 1) / kRows), unsigned(a.g.n_groups));
-        matvec_kernel<DT, NT, kXVec, k_narrow_split, kFuse><<<grid, 32 * k_warps_per_block, 0, s>>>(a);
+        matvec_kernel<DT, NT, kXVec, k_narrow_split, kFuse><<<grid, 32 * k_warps_per_block, 0, s>>>(a, a.x, a.y, a.y2);
     } else {
         const dim3 grid(unsigned((a.g.rows + k_warps_per_block - 1) / k_warps_per_block), unsigned(a.g.n_groups));
-        matvec_kernel<DT, NT, kXVec, 1, kFuse><<<grid, 32 * k_warps_per_block, 0, s>>>(a);
+        matvec_kernel<DT, NT, kXVec, 1, kFuse><<<grid, 32 * k_warps_per_block, 0, s>>>(a, a.x, a.y, a.y2);
     }
     CETUS_CUDA_LAUNCHED("matvec_kernel");
 }
@@ -175,7 +179,7 @@ void launch_matvec_gate_up(const DeviceMatrix& gate, const DeviceMatrix& up, con
 
 void launch_matvec_pair(const DeviceMatrix& w1, float* y1, int64_t ldy1, const DeviceMatrix& w2, float* y2,
                         int64_t ldy2, const float* x, int64_t ldx, int64_t n, cudaStream_t s) {
-    if (n <= 0) return;
+    if (n <= 0 || w1.rows + w2.rows <= 0) return;
     if (!matvec_fusable(w1, w2))
         throw Error(ErrorCode::Device, "matvec: a pair of different widths or types (internal error)");
     launch_all<Fuse::Pair>(
