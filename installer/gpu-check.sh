@@ -24,7 +24,7 @@ cli=build-gpu/cetus-cli
 # `pack` (here, after the build) copies the two binaries into gpu-carry/ (15 MB
 # instead of the 59 MB build folder); carry that and the checks use it.
 [ -x gpu-carry/cetus-cli ] && [ ! build-gpu/cetus-cli -nt gpu-carry/cetus-cli ] && cli=gpu-carry/cetus-cli
-export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}:$PWD/gpu-carry"
 export OMP_WAIT_POLICY=PASSIVE
 demo=$(ls -d resources/models/*/ 2>/dev/null | head -1)
 step() {  # step NAME SECONDS COMMAND... : stdout to $out/NAME.out, stderr to $out/NAME.log
@@ -70,6 +70,8 @@ case "$mode" in
 pack)
     mkdir -p gpu-carry
     cp build-gpu/cetus-cli build-gpu/libcetus-cuda.so gpu-carry/
+    # The OpenMP runtime it was linked with too, in case the GPU image has none (LD_LIBRARY_PATH below).
+    cp "$(ldd build-gpu/cetus-cli | awk '/libgomp/ {print $3}')" gpu-carry/ 2>/dev/null || true
     du -sh gpu-carry
     exit 0
     ;;
