@@ -259,10 +259,14 @@ private:
     GraphExec capture(const std::function<void()>& enqueue);
     void disable_graphs(const std::string& why);
 
+    // One decoder block on x, with a = input_norm(x) on entry; its last residual
+    // add is fused with the norm that follows it: out = next_norm(x) (the next
+    // block's input norm into a, or the final norm into hn).
     void block(const DeviceLayer& l, int64_t cache_layer, int64_t n, int32_t* route_ids, float* route_w,
-               int64_t route_stride);
+               int64_t route_stride, const float* next_norm, float* out);
     void attention(const DeviceLayer& l, int64_t cache_layer, int64_t n);
-    void moe(const DeviceLayer& l, int64_t n, int32_t* route_ids, float* route_w, int64_t route_stride);
+    void moe(const DeviceLayer& l, int64_t n, int32_t* route_ids, float* route_w, int64_t route_stride,
+             const float* next_norm, float* out);
     void mlp(const DeviceMlp& w, const float* in, int64_t n, float* out);
 
     const ModelConfig& m_config;
@@ -645,16 +649,20 @@ void CudaBackend::enqueue_forward(int64_t n, int64_t logit_rows, const ForwardOp
     to_device(m_s.start_pos, m_h.start_pos, sizeof(int64_t));
     to_device(m_s.ids, m_h.ids, size_t(n) * sizeof(int32_t));
     launch_embed(m_weights.embed, m_s.ids, n, m_s.x, s);  // [n, H]
+    const int64_t L = c.num_hidden_layers;
+    launch_rmsnorm(m_s.x, H, m_weights.layers[0].input_norm, eps, n, H, m_s.a, H, s);  // [n, H]
     int64_t moe_index = 0;
-    for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    for (int64_t l = 0; l < L; ++l) {
         const DeviceLayer& layer = m_weights.layers[size_t(l)];
         // Routing lands in the trace buffer [n, n_moe, K] at this layer's slot.
         int32_t* ri = layer.is_moe ? m_s.route_ids + moe_index * K : nullptr;
         float* rw = layer.is_moe ? m_s.route_w + moe_index * K : nullptr;
-        block(layer, l, n, ri, rw, slots);
+        // Each block ends with the next one's input norm; the last with the final norm into hn.
+        const bool last = l + 1 == L;
+        block(layer, l, n, ri, rw, slots, last ? m_weights.final_norm : m_weights.layers[size_t(l + 1)].input_norm,
+              last ? m_s.hn : m_s.a);
         moe_index += layer.is_moe ? 1 : 0;
     }
-    launch_rmsnorm(m_s.x, H, m_weights.final_norm, eps, n, H, m_s.hn, H, s);  // [n, H]
     if (logit_rows > 0) {
         const int64_t first = n - logit_rows;
         m_gemm->matmul(m_weights.lm_head, m_s.hn + first * H, H, logit_rows, m_s.logits, V);  // [rows, V]
@@ -717,8 +725,8 @@ void CudaBackend::enqueue_mtp(int64_t k, int64_t n, bool want_hidden, MtpLogits 
     launch_rmsnorm(m_s.hidden_in, H, m.hnorm, eps, n, H, m_s.cat + H, 2 * H, s);  // [n, 2H] right half
     m_gemm->matmul(m.eh_proj, m_s.cat, 2 * H, n, m_s.x, H);                        // [n, H]
     // The MTP block's routing is not reported: slot 0 of the trace buffer, stride K.
-    block(m.block, c.num_hidden_layers + k, n, m_s.route_ids, m_s.route_w, K);
-    launch_rmsnorm(m_s.x, H, m.head_norm, eps, n, H, m_s.hn, H, s);  // [n, H]
+    launch_rmsnorm(m_s.x, H, m.block.input_norm, eps, n, H, m_s.a, H, s);  // [n, H]
+    block(m.block, c.num_hidden_layers + k, n, m_s.route_ids, m_s.route_w, K, m.head_norm, m_s.hn);  // hn: [n, H]
     if (logits_to != MtpLogits::None) m_gemm->matmul(m.head, m_s.hn, H, n, m_s.logits, V);  // [n, V]
     if (logits_to == MtpLogits::Host) to_host(m_h.logits, m_s.logits, size_t(n * V) * sizeof(float));
     if (argmax_n_valid > 0) enqueue_argmax(n, argmax_n_valid);
@@ -1024,18 +1032,17 @@ double CudaBackend::peak_bf16_tflops() {
 
 // block_forward: x += mla(rmsnorm(x)); x += mlp_or_moe(rmsnorm(x)).
 void CudaBackend::block(const DeviceLayer& l, int64_t cache_layer, int64_t n, int32_t* route_ids, float* route_w,
-                        int64_t route_stride) {
+                        int64_t route_stride, const float* next_norm, float* out) {
     const int64_t H = m_config.hidden_size;
     const float eps = float(m_config.rms_norm_eps);
     cudaStream_t s = m_stream.get();
-    launch_rmsnorm(m_s.x, H, l.input_norm, eps, n, H, m_s.a, H, s);  // [n, H]
-    attention(l, cache_layer, n);                                    // r: [n, H]
+    attention(l, cache_layer, n);  // a -> r: [n, H]
     launch_add_rmsnorm(m_s.x, m_s.r, l.post_norm, eps, n, H, m_s.a, s);
     if (l.is_moe) {
-        moe(l, n, route_ids, route_w, route_stride);  // adds into x
+        moe(l, n, route_ids, route_w, route_stride, next_norm, out);  // adds into x, then out = next_norm(x)
     } else {
-        mlp(l.mlp, m_s.a, n, m_s.r);  // [n, H]
-        launch_add(m_s.x, m_s.r, n * H, s);
+        mlp(l.mlp, m_s.a, n, m_s.r);                                   // [n, H]
+        launch_add_rmsnorm(m_s.x, m_s.r, next_norm, eps, n, H, out, s);  // x += r, out = next_norm(x)
     }
 }
 
@@ -1068,7 +1075,8 @@ void CudaBackend::attention(const DeviceLayer& l, int64_t cache_layer, int64_t n
 }
 
 // moe_forward: x += sum_k w_k expert_k(a) + shared(a), all on the device.
-void CudaBackend::moe(const DeviceLayer& l, int64_t n, int32_t* route_ids, float* route_w, int64_t route_stride) {
+void CudaBackend::moe(const DeviceLayer& l, int64_t n, int32_t* route_ids, float* route_w, int64_t route_stride,
+                      const float* next_norm, float* out) {
     const ModelConfig& c = m_config;
     const int64_t H = c.hidden_size, E = c.n_routed_experts;
     const int32_t K = int32_t(c.num_experts_per_tok);
@@ -1089,14 +1097,15 @@ void CudaBackend::moe(const DeviceLayer& l, int64_t n, int32_t* route_ids, float
     else
         launch_experts_down(l.experts, m_s.pairs, m_s.h, n, K, H, int32_t(E), m_s.y, s);
     if (l.has_shared) mlp(l.shared, m_s.a, n, m_s.shared_out);                           // [n, H]
-    launch_moe_combine(m_s.x, m_s.y, route_w, route_stride, l.has_shared ? m_s.shared_out : nullptr, n, K, H, s);
+    launch_moe_combine(m_s.x, m_s.y, route_w, route_stride, l.has_shared ? m_s.shared_out : nullptr, n, K, H,
+                       next_norm, float(c.rms_norm_eps), out, s);
 }
 
 // mlp_forward: out = down(silu(gate in) * up in).
 void CudaBackend::mlp(const DeviceMlp& w, const float* in, int64_t n, float* out) {
     const int64_t H = m_config.hidden_size, I = w.gate.rows;
-    m_gemm->matmul_gate_up(w.gate, w.up, in, H, n, m_s.g, m_s.u, I);  // [n, I] (one launch in decode)
-    m_gemm->matmul(w.down, m_s.g, I, n, out, H);                       // [n, H]
+    m_gemm->matmul_gate_up(w.gate, w.up, in, H, n, m_s.g, m_s.u);  // [n, I] (one launch in decode)
+    m_gemm->matmul(w.down, m_s.g, I, n, out, H);                    // [n, H]
 }
 
 }  // namespace

@@ -100,19 +100,16 @@ void Gemm::matmul_pair(const DeviceMatrix& w1, float* y1, int64_t ldy1, const De
 }
 
 void Gemm::matmul_gate_up(const DeviceMatrix& gate, const DeviceMatrix& up, const float* x, int64_t ldx, int64_t n,
-                          float* g, float* u, int64_t ldg) {
+                          float* g, float* u) {
     if (n <= 0) return;
-    if (small(n) && matvec_fusable(gate, up) && gate.rows == up.rows) {
-        launch_matvec_gate_up(gate, up, x, ldx, n, g, ldg, m_stream);
+    const int64_t I = gate.rows;
+    if (small(n) && matvec_fusable(gate, up) && I == up.rows) {
+        launch_matvec_gate_up(gate, up, x, ldx, n, g, I, m_stream);
         return;
     }
-    matmul(gate, x, ldx, n, g, ldg);
-    matmul(up, x, ldx, n, u, ldg);
-    if (ldg == gate.rows) {
-        launch_silu_mul(g, u, n * gate.rows, m_stream);
-        return;
-    }
-    for (int64_t t = 0; t < n; ++t) launch_silu_mul(g + t * ldg, u + t * ldg, gate.rows, m_stream);
+    matmul(gate, x, ldx, n, g, I);
+    matmul(up, x, ldx, n, u, I);
+    launch_silu_mul(g, u, n * I, m_stream);
 }
 
 // Per head h (batch entry): q_abs_h^T (d_c x n) = W_UK_h^T (d_c x d_n, the

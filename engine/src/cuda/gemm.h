@@ -45,10 +45,10 @@ public:
     // y1 = W1 x and y2 = W2 x (one launch on the fp32 kernel when the matrices allow).
     void matmul_pair(const DeviceMatrix& w1, float* y1, int64_t ldy1, const DeviceMatrix& w2, float* y2, int64_t ldy2,
                      const float* x, int64_t ldx, int64_t n);
-    // g = silu(gate x) * (up x), [n, gate.rows] with rows ldg apart; u: scratch of the same
-    // shape for the unfused path (cuBLAS, or matrices that cannot share a launch).
+    // g = silu(gate x) * (up x), [n, gate.rows]; u: scratch of the same shape for the
+    // unfused path (cuBLAS, or matrices that cannot share a launch).
     void matmul_gate_up(const DeviceMatrix& gate, const DeviceMatrix& up, const float* x, int64_t ldx, int64_t n,
-                        float* g, float* u, int64_t ldg);
+                        float* g, float* u);
     // The same with the fp32 kernel whatever n (router logits: routing choices follow fp32 inputs).
     void matmul_fp32(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy);
     // q_abs[t, h, :] = W_UK_h^T q_nope[t, h].  q: [n, n_h, d_n + d_r]; q_abs: [n, n_h, d_c]

@@ -34,7 +34,7 @@ struct RowGroups {
     int64_t x_step = 0, y_step = 0;
 };
 
-// ---- gathers, norms, rotary, elementwise: embed.cu, rmsnorm.cu, add_rmsnorm.cu, add.cu,
+// ---- gathers, norms, rotary, elementwise: embed.cu, rmsnorm.cu, add_rmsnorm.cu,
 //      silu_mul.cu, latent_cache.cu, to_bf16.cu ----
 
 // out[t, :] = embedding row ids[t] as fp32.  out: [n, m.cols]
@@ -45,8 +45,6 @@ void launch_rmsnorm(const float* x, int64_t ldx, const float* w, float eps, int6
 // x += r, then out = rmsnorm(x): the residual add of block_forward fused with the next norm.
 void launch_add_rmsnorm(float* x, const float* r, const float* w, float eps, int64_t n_rows, int64_t n,
                         float* out, cudaStream_t s);
-// x[i] += r[i]
-void launch_add(float* x, const float* r, int64_t count, cudaStream_t s);
 // g[i] = silu(g[i]) * u[i]
 void launch_silu_mul(float* g, const float* u, int64_t count, cudaStream_t s);
 // The kernels that depend on the position read it from device memory
@@ -182,9 +180,12 @@ void launch_experts_gate_up_mma(const DeviceExperts& e, const ExpertPairs& pairs
                                 int32_t top_k, int64_t hidden, int32_t n_experts, float* h, cudaStream_t s);
 void launch_experts_down_mma(const DeviceExperts& e, const ExpertPairs& pairs, const float* h, int64_t n,
                              int32_t top_k, int64_t hidden, int32_t n_experts, float* y, cudaStream_t s);
-// x[t, :] += (sum_k weights[t, k] * y[t * top_k + k, :]) + shared[t, :] (shared may be null).
+// x[t, :] += (sum_k weights[t, k] * y[t * top_k + k, :]) + shared[t, :] (shared may be null),
+// then out[t, :] = rmsnorm(x[t, :]) with norm_w (the next block's input norm or the
+// final norm; as launch_rmsnorm, bit for bit).
 void launch_moe_combine(float* x, const float* y, const float* weights, int64_t stride, const float* shared,
-                        int64_t n, int32_t top_k, int64_t hidden, cudaStream_t s);
+                        int64_t n, int32_t top_k, int64_t hidden, const float* norm_w, float eps, float* out,
+                        cudaStream_t s);
 
 // ---- token choice (sampler.cpp's choose_rows / verify_rows on the device):
 //      choice_penalise.cu, choice_argmax.cu, choice_distribution.cu, choice_draw.cu,

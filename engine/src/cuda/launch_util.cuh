@@ -1,5 +1,5 @@
 // File-local launch helpers shared by several kernel files: the grid of the
-// grid-stride elementwise kernels (add, silu_mul, to_bf16) and the rounded-up
+// grid-stride elementwise kernels (silu_mul, to_bf16) and the rounded-up
 // division of the MLA launches (absorb_q, mla_attention). Internal linkage, as
 // when they lived in one file: each .cu gets its own copy.
 #pragma once
