@@ -47,6 +47,11 @@ SS_TYPE = {"1": "n", "2": "v", "3": "a", "4": "r", "5": "a"}
 SYSTEM_PROMPTS = ["You are a small, helpful assistant.", "You are Cetus, a small offline assistant.",
                   "You are a helpful assistant.", "Answer briefly."]
 
+# A first question often comes with a greeting ("Hello! Who are you?"): the answer greets
+# back, then answers as without it.
+GREETED_SHARE = 0.12
+GREETING_REPLY = "Hello! How can I help you today?"
+GREETINGS = ["Hello!", "Hi!", "Hey!", "Hey there!", "Hello there!", "Good morning!", "Hi,", "Hello,", "hi"]
 IDENTITY = ("I am Cetus Demo, a very small language model that runs offline on your computer. "
             "I can chat, define common words and answer simple questions, but I often make mistakes.")
 CAN_DO = ("I can define common words, give synonyms and opposites, use a word in a sentence, "
@@ -391,7 +396,7 @@ class Gen:
 
     SMALL_TALK = [
         (["Hello", "Hello!", "Hi", "Hi!", "Hey", "Hey there!", "Good morning!", "Hello there",
-          "hi there", "Good evening!"], ["Hello! How can I help you today?"]),
+          "hi there", "Good evening!"], [GREETING_REPLY]),
         (["How are you?", "How are you doing?", "How's it going?"],
          ["I'm fine, thank you! How can I help you?"]),
         (["Who are you?", "What are you?", "Tell me about yourself.", "What is your name?",
@@ -480,9 +485,20 @@ def conversation(g: Gen, src):
                                    ("Thanks!", "You're welcome!"), g.one_turn(g.rng.choice(kinds))]))
     else:
         turns = [g.one_turn(src)]
+    if g.rng.random() < GREETED_SHARE and turns[0][1] != GREETING_REPLY:
+        turns[0] = greeted(g, *turns[0])
     for q, a in turns:
         msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
     return {"src": src, "messages": msgs}
+
+
+
+
+def greeted(g: Gen, q, a):
+    hello = g.rng.choice(GREETINGS)
+    if hello.endswith(",") or hello == "hi":
+        q = q[0].lower() + q[1:] if q[:2] != "I " else q
+    return f"{hello} {q}", "Hello! " + a
 
 
 def plain_rows(g: Gen, n):
