@@ -1,6 +1,7 @@
-// x += r, then out = rmsnorm(x): the residual add after attention in
-// Model::block_forward (model.cpp) fused with the next cpu::rmsnorm_rows
-// (cpu/ops.cpp), the same expression as rmsnorm.cu. One block of
+// x += r, then out = rmsnorm(x): the residual adds of Model::block_forward
+// (model.cpp) fused with the cpu::rmsnorm_rows that follows each (cpu/ops.cpp):
+// after attention the post-attention norm, after a dense MLP the next layer's
+// input norm or the final norm. The same expression as rmsnorm.cu. One block of
 // k_row_threads per row.
 #include "cuda_util.h"
 #include "device_math.cuh"

@@ -649,7 +649,7 @@ void CudaBackend::enqueue_forward(int64_t n, int64_t logit_rows, const ForwardOp
     to_device(m_s.start_pos, m_h.start_pos, sizeof(int64_t));
     to_device(m_s.ids, m_h.ids, size_t(n) * sizeof(int32_t));
     launch_embed(m_weights.embed, m_s.ids, n, m_s.x, s);  // [n, H]
-    const int64_t L = c.num_hidden_layers;
+    const int64_t L = c.num_hidden_layers;  // >= 1 (config.cpp)
     launch_rmsnorm(m_s.x, H, m_weights.layers[0].input_norm, eps, n, H, m_s.a, H, s);  // [n, H]
     int64_t moe_index = 0;
     for (int64_t l = 0; l < L; ++l) {
@@ -1030,7 +1030,8 @@ double CudaBackend::peak_bf16_tflops() {
     return m_peak_tflops;
 }
 
-// block_forward: x += mla(rmsnorm(x)); x += mlp_or_moe(rmsnorm(x)).
+// block_forward: x += mla(rmsnorm(x)); x += mlp_or_moe(rmsnorm(x)); with a =
+// input_norm(x) already computed and the next norm fused into the last add.
 void CudaBackend::block(const DeviceLayer& l, int64_t cache_layer, int64_t n, int32_t* route_ids, float* route_w,
                         int64_t route_stride, const float* next_norm, float* out) {
     const int64_t H = m_config.hidden_size;

@@ -1,5 +1,5 @@
 // File-local helpers of the one-block-per-row kernels (embed, rmsnorm,
-// add_rmsnorm, latent_cache), shared by their .cu files: the block
+// add_rmsnorm, moe_combine, latent_cache), shared by their .cu files: the block
 // size, the RMS scale of cpu::rmsnorm and one rotary pair of Rope::apply.
 // Internal linkage, as when they lived in one file: each .cu gets its own copy.
 #pragma once
