@@ -21,7 +21,10 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <sstream>
+#include <utility>
+#include <vector>
 
 namespace cetus {
 
@@ -322,6 +325,17 @@ std::unique_ptr<Backend> compared_backend(const Model& model, int64_t capacity) 
     return create_cuda_backend(model, capacity, {});
 }
 
+// compared_backend with CETUS_CUDA_EXACT=exact and further settings in the
+// environment while it is created (the backend reads them then).
+using EnvSettings = std::vector<std::pair<const char*, const char*>>;
+std::unique_ptr<Backend> compared_backend(const Model& model, int64_t capacity, const char* exact,
+                                          const EnvSettings& more) {
+    std::vector<std::unique_ptr<EnvGuard>> guards;
+    guards.push_back(std::make_unique<EnvGuard>("CETUS_CUDA_EXACT", exact));
+    for (const auto& [name, value] : more) guards.push_back(std::make_unique<EnvGuard>(name, value));
+    return compared_backend(model, capacity);
+}
+
 std::vector<int32_t> sampled(const Model& model, Backend& b, const std::vector<int32_t>& prompt, uint64_t seed) {
     Generator g(model, b, nullptr);
     GenerateRequest req;
@@ -474,11 +488,7 @@ void compare_backends(const RandomModelOptions& ro, std::vector<CheckResult>& ou
     for (const Mode m : {Mode{"exact", "1", 1e-4, 0.0}, Mode{"fast", "0", 2e-2, 0.01}}) {
         const std::string tag = std::string(m.name) + ": ";
         try {
-            std::unique_ptr<Backend> gpu;
-            {
-                EnvGuard env("CETUS_CUDA_EXACT", m.env);
-                gpu = compared_backend(*model, cap);
-            }
+            std::unique_ptr<Backend> gpu = compared_backend(*model, cap, m.env, {});
             Pass got = run_script(*gpu, *model, prompt, steps, &ref.prefill.hidden);
             r.close(tag + "prefill logits", got.prefill.logits, ref.prefill.logits, m.tol, V);
             r.close(tag + "prefill final hidden", got.prefill.hidden, ref.prefill.hidden, m.tol, H);
@@ -520,12 +530,7 @@ void compare_backends(const RandomModelOptions& ro, std::vector<CheckResult>& ou
                 if (std::string(m.name) == "fast") {
                     // Prefill attention's score batch cut to ~1000 entries: one head and a few
                     // queries per batch, positions past the first pass (the other runs hold all heads).
-                    std::unique_ptr<Backend> blocked;
-                    {
-                        EnvGuard env("CETUS_CUDA_EXACT", m.env);
-                        EnvGuard batch("CETUS_CUDA_ATTENTION_BATCH", "1000");
-                        blocked = compared_backend(*model, cap);
-                    }
+                    auto blocked = compared_backend(*model, cap, m.env, {{"CETUS_CUDA_ATTENTION_BATCH", "1000"}});
                     const Pass lb = run_script(*blocked, *model, lp, ls, &lr.prefill.hidden);
                     r.close(tag + "300-token prompt, attention in blocks of a few queries", lb.prefill.logits,
                             lr.prefill.logits, m.tol, V);
@@ -534,12 +539,7 @@ void compare_backends(const RandomModelOptions& ro, std::vector<CheckResult>& ou
             if (std::string(m.name) == "exact") {
                 // Decode steps replay CUDA graphs (step 1 runs directly, step 2 is
                 // captured, 3-8 replay): the same bits as launching kernel by kernel.
-                std::unique_ptr<Backend> direct;
-                {
-                    EnvGuard env("CETUS_CUDA_EXACT", m.env);
-                    EnvGuard graphs("CETUS_CUDA_GRAPHS", "0");
-                    direct = compared_backend(*model, cap);
-                }
+                auto direct = compared_backend(*model, cap, m.env, {{"CETUS_CUDA_GRAPHS", "0"}});
                 const Pass d = run_script(*direct, *model, prompt, steps, &ref.prefill.hidden);
                 direct.reset();
                 r.check(tag + "CUDA graphs == direct launches (bit for bit)", d.decode == got.decode && d.mtp == got.mtp,
@@ -557,12 +557,8 @@ void compare_backends(const RandomModelOptions& ro, std::vector<CheckResult>& ou
                     compare_choices(r, tag, *gpu, *model, prompt, batch);
                     if (model->n_mtp() > 0) {
                         // Sampled generation with drafts, choices on the device vs on the host.
-                        std::unique_ptr<Backend> host_choices;
-                        {
-                            EnvGuard env("CETUS_CUDA_EXACT", m.env);
-                            EnvGuard sampling("CETUS_CUDA_SAMPLING", "host");
-                            host_choices = compared_backend(*model, cap);
-                        }
+                        auto host_choices =
+                            compared_backend(*model, cap, m.env, {{"CETUS_CUDA_SAMPLING", "host"}});
                         int same = 0;
                         for (uint64_t seed : {1u, 2u, 3u})
                             same += sampled(*model, *gpu, prompt, seed) == sampled(*model, *host_choices, prompt, seed);

@@ -5,6 +5,7 @@
 // warp per output row; templated per dtype, pairs per pass and gate/up or down.
 #include "cuda_util.h"
 #include "device_math.cuh"
+#include "moe_experts.cuh"
 
 #include <algorithm>
 
@@ -12,16 +13,6 @@ namespace cetus::cuda {
 namespace {
 
 constexpr int k_expert_rows = 8;  // output rows per block, one warp each
-
-struct ExpertLaunch {
-    const DeviceMatrix* first;   // gate (or down)
-    const DeviceMatrix* second;  // up (unused by down)
-    ExpertPairs pairs;
-    const float* x;  // rows of width cols: x[t] (gate/up) or h[p] (down)
-    float* out;      // [n * K, rows]
-    int32_t top_k;
-    int64_t rows, cols;
-};
 
 // Pair p's input row: token p / K for gate/up, the pair's own row for down.
 // NT pairs per pass over the rows: a token routes at most one pair to an

@@ -14,6 +14,7 @@
 // own rows. An expert's weights are read once per 64 of its pairs.
 #include "cuda_util.h"
 #include "device_math.cuh"
+#include "moe_experts.cuh"
 
 #include <mma.h>
 
@@ -31,16 +32,6 @@ constexpr int kLds = kBK + 8;  // bf16 row stride of the staged operands: 80 byt
 constexpr int kLdc = kBN + 4;  // fp32 row stride of the output tile
 constexpr int kThreads = 128;  // 4 warps as 2 x 2, each 32 pairs x 32 rows
 constexpr int kAPieces = kBM * kBK / 4 / kThreads;  // float4 activation pieces per thread per step
-
-struct MmaLaunch {
-    const DeviceMatrix* first;   // gate (or down)
-    const DeviceMatrix* second;  // up (unused by down)
-    ExpertPairs pairs;
-    const float* x;  // rows of width cols: x[t] (gate/up) or h[p] (down)
-    float* out;      // [n * K, rows]
-    int32_t top_k;
-    int64_t rows, cols;
-};
 
 template <int kMats>
 struct Stage {
@@ -60,7 +51,8 @@ inline constexpr int k_b_pieces = kBN * (kBK / k_vec_elems<DT>) / kThreads;
 
 // This thread's activation pieces of the step at column k0, zero past cols and for empty rows.
 template <bool kXVec>
-__device__ __forceinline__ void load_a(const MmaLaunch& a, const int (&src)[kBM], int64_t k0, float4 (&ra)[kAPieces]) {
+__device__ __forceinline__ void load_a(const ExpertLaunch& a, const int (&src)[kBM], int64_t k0,
+                                       float4 (&ra)[kAPieces]) {
 #pragma unroll
     for (int i = 0; i < kAPieces; ++i) {
         const int idx = int(threadIdx.x) + i * kThreads, r = idx / (kBK / 4), c = (idx % (kBK / 4)) * 4;
@@ -152,7 +144,7 @@ __device__ __forceinline__ void store_b(Stage<kMats>& st, int m, int64_t k0, int
 }
 
 template <DeviceDtype DT, bool kGateUp, bool kXVec>
-__global__ void __launch_bounds__(kThreads) experts_mma_kernel(MmaLaunch a) {
+__global__ void __launch_bounds__(kThreads) experts_mma_kernel(ExpertLaunch a) {
 #if __CUDA_ARCH__ >= 800  // bf16 WMMA; the backend takes the fp32 kernel on older GPUs
     constexpr int kMats = kGateUp ? 2 : 1;
     if (int(blockIdx.y) >= *a.pairs.n_tiles) return;
@@ -263,13 +255,13 @@ __global__ void __launch_bounds__(kThreads) experts_mma_kernel(MmaLaunch a) {
 }
 
 template <DeviceDtype DT, bool kGateUp>
-void launch_mma_dtype(const MmaLaunch& a, const dim3& grid, bool x_vec, cudaStream_t s) {
+void launch_mma_dtype(const ExpertLaunch& a, const dim3& grid, bool x_vec, cudaStream_t s) {
     if (x_vec) experts_mma_kernel<DT, kGateUp, true><<<grid, kThreads, 0, s>>>(a);
     else experts_mma_kernel<DT, kGateUp, false><<<grid, kThreads, 0, s>>>(a);
 }
 
 template <bool kGateUp>
-void launch_mma(const MmaLaunch& a, DeviceDtype dtype, int64_t n, int32_t n_experts, cudaStream_t s) {
+void launch_mma(const ExpertLaunch& a, DeviceDtype dtype, int64_t n, int32_t n_experts, cudaStream_t s) {
     const dim3 grid(unsigned((a.rows + kBN - 1) / kBN), unsigned(expert_tiles_bound(n, a.top_k, n_experts)));
     const bool x_vec = a.cols % 4 == 0 && reinterpret_cast<uintptr_t>(a.x) % 16 == 0;
     switch (dtype) {
@@ -286,13 +278,14 @@ void launch_mma(const MmaLaunch& a, DeviceDtype dtype, int64_t n, int32_t n_expe
 void launch_experts_gate_up_mma(const DeviceExperts& e, const ExpertPairs& pairs, const float* x, int64_t n,
                                 int32_t top_k, int64_t hidden, int32_t n_experts, float* h, cudaStream_t s) {
     if (n <= 0) return;
-    launch_mma<true>(MmaLaunch{e.gate, e.up, pairs, x, h, top_k, e.inter, hidden}, e.gate_up_dtype, n, n_experts, s);
+    launch_mma<true>(ExpertLaunch{e.gate, e.up, pairs, x, h, top_k, e.inter, hidden}, e.gate_up_dtype, n, n_experts, s);
 }
 
 void launch_experts_down_mma(const DeviceExperts& e, const ExpertPairs& pairs, const float* h, int64_t n,
                              int32_t top_k, int64_t hidden, int32_t n_experts, float* y, cudaStream_t s) {
     if (n <= 0) return;
-    launch_mma<false>(MmaLaunch{e.down, nullptr, pairs, h, y, top_k, hidden, e.inter}, e.down_dtype, n, n_experts, s);
+    launch_mma<false>(ExpertLaunch{e.down, nullptr, pairs, h, y, top_k, hidden, e.inter}, e.down_dtype, n, n_experts,
+                      s);
 }
 
 }  // namespace cetus::cuda

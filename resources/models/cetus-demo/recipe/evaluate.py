@@ -39,6 +39,7 @@ BOS, EOS, USER, ASSISTANT = 0, 1, 3, 4
 PROMPTS = [
     ("greeting", "Hello"),
     ("identity", "Who are you?"),
+    ("greeting_identity", "Hello! Who are you?"),
     ("abilities", "What can you do?"),
     ("definition", "What does happy mean?"),
     ("synonym", "What is another word for big?"),
@@ -212,6 +213,7 @@ def main():
                                        for r in res["answers"]) / len(res["answers"])
     res["bars"]["weather_refused"] = "can't" in a["decline_weather"]["answer"].lower()
     res["bars"]["made_up_word_unknown"] = "don't know" in a["made_up_word"]["answer"].lower()
+    res["bars"]["greeting_identity_answered"] = "cetus demo" in a["greeting_identity"]["answer"].lower()
     # MTP acceptance over held-out chats (greedy, the model's own continuations).
     held = [json.loads(l) for l in open(args.heldout)][: args.n_heldout]
     acc = prop = 0
