@@ -170,10 +170,10 @@ def plot(train_logs, png):
         ax[1].plot(tk, [r["load_max_over_mean"][n] for r in st],
                    label=n + (" (MTP)" if n == mtp_name else ""))
     ax[1].axhline(1.5, color="k", ls="--", lw=.8, label="bar 1.5")
-    for x in stage_at:
+    for i, x in enumerate(stage_at):
         for a in ax:
             a.axvline(x / 1e6, color="grey", ls=":", lw=1)
-        ax[0].text(x / 1e6, 5.6, " chat stage", color="grey")
+        ax[0].text(x / 1e6, 5.6 - 0.4 * i, " chat stage" + (f" {i + 1}" if i else ""), color="grey")
     ax[0].legend()
     ax[1].set_xlabel("training tokens (M)"); ax[1].set_ylabel("expert load max/mean (per 10 steps)")
     ax[1].set_ylim(1, 4); ax[1].legend(); ax[1].grid(alpha=.3)
