@@ -66,6 +66,36 @@ summarise_bench() {
     done
 }
 
+figures_table() {  # the bench figures as README table rows, to $out/figures.md and stdout
+    python3 - "$out" "$@" <<'PY' || true
+import datetime, json, os, subprocess, sys
+out, names = sys.argv[1], sys.argv[2:]
+try:
+    gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                         capture_output=True, text=True).stdout.strip()
+except OSError:
+    gpu = "?"
+rows = [f"Measured {datetime.date.today()} on {gpu} (`installer/gpu-check.sh bench`):", "",
+        "| run | prefill tok/s | prefill TFLOP/s (of peak) | decode tok/s | decode GB/s (of copy bandwidth) |",
+        "|---|---|---|---|---|"]
+for n in names:
+    try:
+        j = json.load(open(os.path.join(out, n + ".out")))
+    except Exception:
+        rows.append(f"| {n} | no result | | | |")
+        continue
+    f = lambda k, d=0: j.get(k) or 0
+    rows.append(f"| {n}: {j.get('model')} {j.get('weights')}, prompt {j.get('prompt_tokens')}, "
+                f"{j.get('gen_tokens')} generated | {f('prefill_tokens_per_s'):,.0f} | "
+                f"{f('prefill_tflops'):.1f} ({100 * f('compute_fraction'):.0f}% of {f('device_peak_bf16_tflops'):.0f}) | "
+                f"{f('decode_tokens_per_s'):,.1f} | {f('decode_bandwidth_gbs'):,.0f} "
+                f"({100 * f('bandwidth_fraction'):.0f}% of {f('device_copy_bandwidth_gbs'):,.0f}) |")
+text = "\n".join(rows) + "\n"
+open(os.path.join(out, "figures.md"), "w").write(text)
+print(text)
+PY
+}
+
 case "$mode" in
 pack)
     mkdir -p gpu-carry
@@ -110,6 +140,8 @@ bench)
     step bench-prefill-2048-fp32 90 env CETUS_CUDA_EXPERT_MMA=0 CETUS_CUDA_ATTENTION_GEMM=0 \
         "$cli" bench --device cuda --random-model v2-lite --layers 4 --prompt 2048 --gen 0 --json
     summarise_bench bench-v2lite-cuda bench-v2lite-fp8-cuda bench-v2lite-fp8-nographs bench-prefill-2048 \
+        bench-prefill-2048-fp32
+    figures_table bench-v2lite-cuda bench-v2lite-fp8-cuda bench-v2lite-fp8-nographs bench-prefill-2048 \
         bench-prefill-2048-fp32
     if [ -n "$demo" ]; then
         step bench-mtp-cuda 60 "$cli" bench --device cuda --model "$demo" --gen 64 --mtp both --repeat 2 --json
