@@ -2,18 +2,21 @@
 # The GPU check (docs: gpu-checks.md), run on the GPU machine from the repository
 # root with the Qt-free build-gpu/ folder (cetus-cli + libcetus-cuda.so) carried over:
 #   cmake --preset gpu-check && cmake --build --preset gpu-check    # on a development machine
-#   installer/gpu-check.sh pack                                       # optional: carry gpu-carry/ (15 MB)
+#   installer/gpu-check.sh pack                                       # carry gpu-carry/ (17 MB)
 #   installer/gpu-check.sh conformance                                # on the GPU machine, then
 #   installer/gpu-check.sh bench
 # Each mode fits one device call (under 10 minutes; every step has its own time
 # limit so one hang cannot eat the session). Results go to $OUT (the device tool's
 # output folder) or gpu-out/, a summary to stdout.
 #   conformance (~4 min, estimated): GPU facts, info, selftest (fixtures in exact mode + CUDA vs CPU
-#                on small random shapes, graphs vs direct launches, token choices), memcheck on the
-#                tiny comparison.
-#   bench (~5 min, estimated): V2-Lite BF16 and FP8 decode/prefill with their fractions of the
-#                measured limits, FP8 without CUDA graphs, a 2048-token prefill with the
-#                tensor-core experts and attention and without, MTP on the demo model (GPU, CPU).
+#                on small random shapes, graphs vs direct launches, token choices), the tiny comparison
+#                with programmatic dependent launch, a bisect of the fast paths on failures, memcheck
+#                on the tiny comparison.
+#   bench (~5-7 min, estimated): V2-Lite BF16 (with and without programmatic dependent
+#                launch) and FP8 decode/prefill with their fractions of the measured limits, FP8
+#                without CUDA graphs, a 2048-token prefill with the tensor-core experts and
+#                attention and without, MTP on the demo model (GPU, CPU); figures.md holds the
+#                README rows.
 #   full: the four-layer V3 comparison, racecheck on the tiny comparison and an Nsight Compute
 #         profile of decode.
 set -uo pipefail
@@ -113,6 +116,9 @@ conformance)
     step selftest-cuda 300 "$cli" selftest --device cuda --compare small --json
     summarise_selftest "$out/selftest-cuda.out"
     grep -h "graphs off" "$out/selftest-cuda.log" | head -3
+    # Programmatic dependent launch (an experiment, off by default): the tiny comparison with it on.
+    step selftest-pdl 60 env CETUS_CUDA_PDL=1 "$cli" selftest --device cuda --compare tiny --compare-only --json
+    summarise_selftest "$out/selftest-pdl.out"
     # On failures, the tiny comparison again with one path switched off at a time,
     # so one call already says which kernel family is at fault.
     if python3 -c "import json,sys; sys.exit(0 if any(not r['passed'] for r in json.load(open(sys.argv[1]))) else 1)" \
@@ -133,16 +139,18 @@ conformance)
     ;;
 bench)
     step bench-v2lite-cuda 170 "$cli" bench --device cuda --random-model v2-lite --prompt 512 --gen 128 --json
+    # Programmatic dependent launch against the run above (same command, side by side).
+    step bench-v2lite-pdl 170 env CETUS_CUDA_PDL=1 "$cli" bench --device cuda --random-model v2-lite --prompt 512 --gen 128 --json
     step bench-v2lite-fp8-cuda 130 "$cli" bench --device cuda --random-model v2-lite --dtype fp8 --prompt 512 --gen 64 --json
     step bench-v2lite-fp8-nographs 110 env CETUS_CUDA_GRAPHS=0 "$cli" bench --device cuda --random-model v2-lite --dtype fp8 --prompt 64 --gen 32 --json
     # Prefill of a long prompt, the tensor-core experts and attention against the fp32 kernels (A/B, one run each).
     step bench-prefill-2048 60 "$cli" bench --device cuda --random-model v2-lite --layers 4 --prompt 2048 --gen 0 --json
     step bench-prefill-2048-fp32 90 env CETUS_CUDA_EXPERT_MMA=0 CETUS_CUDA_ATTENTION_GEMM=0 \
         "$cli" bench --device cuda --random-model v2-lite --layers 4 --prompt 2048 --gen 0 --json
-    summarise_bench bench-v2lite-cuda bench-v2lite-fp8-cuda bench-v2lite-fp8-nographs bench-prefill-2048 \
-        bench-prefill-2048-fp32
-    figures_table bench-v2lite-cuda bench-v2lite-fp8-cuda bench-v2lite-fp8-nographs bench-prefill-2048 \
-        bench-prefill-2048-fp32
+    summarise_bench bench-v2lite-cuda bench-v2lite-pdl bench-v2lite-fp8-cuda bench-v2lite-fp8-nographs \
+        bench-prefill-2048 bench-prefill-2048-fp32
+    figures_table bench-v2lite-cuda bench-v2lite-pdl bench-v2lite-fp8-cuda bench-v2lite-fp8-nographs \
+        bench-prefill-2048 bench-prefill-2048-fp32
     if [ -n "$demo" ]; then
         step bench-mtp-cuda 60 "$cli" bench --device cuda --model "$demo" --gen 64 --mtp both --repeat 2 --json
         step bench-mtp-cpu 60 "$cli" bench --device cpu --threads 1 --model "$demo" --gen 64 --mtp both --repeat 2 --json

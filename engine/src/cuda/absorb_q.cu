@@ -7,6 +7,7 @@
 // global memory waits for one load per row), then read in the same j order.
 #include "cuda_util.h"
 #include "device_math.cuh"
+#include "pdl.cuh"
 #include "launch_util.cuh"
 
 #include <cuda_pipeline.h>
@@ -23,6 +24,8 @@ template <DeviceDtype DT>
 __global__ void __launch_bounds__(k_absorb_threads)
     absorb_q_kernel(DeviceMatrix kv_b, const float* __restrict__ q, int64_t n, MlaShape m,
                     float* __restrict__ q_abs) {
+    pdl_wait();  // first: see pdl.cuh
+    pdl_trigger();
     constexpr int kBytes = k_elem_bytes<DT>;
     constexpr int kRowBytes = k_absorb_threads * kBytes;  // one staged row: the block's columns
     __shared__ uint4 tile[k_absorb_rows * kRowBytes / 16];
@@ -89,13 +92,13 @@ void launch_absorb_q(const DeviceMatrix& kv_b, const float* q, int64_t n, const 
                                                 " above the kernel's " + std::to_string(k_absorb_max_nope));
     switch (kv_b.dtype) {
     case DeviceDtype::F32:
-        absorb_q_kernel<DeviceDtype::F32><<<grid, k_absorb_threads, 0, s>>>(kv_b, q, n, m, q_abs);
+        launch_pdl(absorb_q_kernel<DeviceDtype::F32>, grid, k_absorb_threads, 0, s, kv_b, q, n, m, q_abs);
         break;
     case DeviceDtype::BF16:
-        absorb_q_kernel<DeviceDtype::BF16><<<grid, k_absorb_threads, 0, s>>>(kv_b, q, n, m, q_abs);
+        launch_pdl(absorb_q_kernel<DeviceDtype::BF16>, grid, k_absorb_threads, 0, s, kv_b, q, n, m, q_abs);
         break;
     case DeviceDtype::F8_E4M3:
-        absorb_q_kernel<DeviceDtype::F8_E4M3><<<grid, k_absorb_threads, 0, s>>>(kv_b, q, n, m, q_abs);
+        launch_pdl(absorb_q_kernel<DeviceDtype::F8_E4M3>, grid, k_absorb_threads, 0, s, kv_b, q, n, m, q_abs);
         break;
     }
     CETUS_CUDA_LAUNCHED("absorb_q_kernel");

@@ -5,6 +5,7 @@
 // k_row_threads per row.
 #include "cuda_util.h"
 #include "device_math.cuh"
+#include "pdl.cuh"
 #include "row_kernels.cuh"
 
 namespace cetus::cuda {
@@ -13,6 +14,8 @@ namespace {
 __global__ void __launch_bounds__(k_row_threads)
     add_rmsnorm_kernel(float* __restrict__ x, const float* __restrict__ r, const float* __restrict__ w, float eps,
                        int64_t n, float* __restrict__ out) {
+    pdl_wait();  // first: see pdl.cuh
+    pdl_trigger();
     __shared__ float scratch[32];
     float* xr = x + int64_t(blockIdx.x) * n;
     const float* rr = r + int64_t(blockIdx.x) * n;
@@ -32,7 +35,7 @@ __global__ void __launch_bounds__(k_row_threads)
 void launch_add_rmsnorm(float* x, const float* r, const float* w, float eps, int64_t n_rows, int64_t n, float* out,
                         cudaStream_t s) {
     if (n_rows <= 0) return;
-    add_rmsnorm_kernel<<<unsigned(n_rows), k_row_threads, 0, s>>>(x, r, w, eps, n, out);
+    launch_pdl(add_rmsnorm_kernel, unsigned(n_rows), k_row_threads, 0, s, x, r, w, eps, n, out);
     CETUS_CUDA_LAUNCHED("add_rmsnorm_kernel");
 }
 

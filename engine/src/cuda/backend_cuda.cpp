@@ -276,7 +276,7 @@ private:
     int64_t m_n_tokens = 0;
     int64_t m_logit_rows = 0;  // rows of the last call's logits in m_s.logits
     int64_t m_attn_batch_elems = int64_t(Gemm::k_attn_batch_elems);
-    bool m_interleave, m_exact, m_expert_mma = true, m_attention_gemm = true, m_device_sampling = true;
+    bool m_interleave, m_exact, m_expert_mma = true, m_attention_gemm = true, m_pdl = false, m_device_sampling = true;
     std::vector<int32_t> m_history_on_device;  // what m_s.choice_history holds
     float m_scale;
     MlaShape m_shape;
@@ -350,6 +350,10 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
         const long long v = std::atoll(batch);
         if (v > 0) m_attn_batch_elems = std::max<int64_t>(v, (m_capacity + 7) / 8 * 8);
     }
+    // Programmatic dependent launch: an experiment, off unless asked for (Hopper and later).
+    const char* pdl = std::getenv("CETUS_CUDA_PDL");
+    m_pdl = m_info.major >= 9 && pdl && std::string(pdl) == "1";
+    set_programmatic_launch(m_pdl);
     const char* sampling = std::getenv("CETUS_CUDA_SAMPLING");
     m_device_sampling = !(sampling && std::string(sampling) == "host");
 
@@ -458,7 +462,8 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
                         "): weights " + fixed1(gib(weight_bytes)) + " GiB on the device, latent cache " +
                         fixed1(gib(cache_bytes)) + " GiB for " + std::to_string(m_capacity) + " tokens, work buffers " +
                         fixed1(gib(scratch_bytes)) + " GiB" + (m_exact ? ", exact fp32 products" : "") +
-                        (m_graphs ? ", decode steps as CUDA graphs" : ", CUDA graphs off (" + m_graphs_off + ")"));
+                        (m_graphs ? ", decode steps as CUDA graphs" : ", CUDA graphs off (" + m_graphs_off + ")") +
+                        (m_pdl ? ", programmatic dependent launch" : ""));
 }
 
 CudaBackend::~CudaBackend() {

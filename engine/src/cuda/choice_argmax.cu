@@ -6,6 +6,7 @@
 #include "choice_util.cuh"
 #include "cuda_util.h"
 #include "kernels.h"
+#include "pdl.cuh"
 
 namespace cetus::cuda {
 namespace {
@@ -25,6 +26,8 @@ struct BetterOf {
 
 __global__ void __launch_bounds__(k_argmax_threads)
     choice_argmax_partial_kernel(const float* src, ChoiceParams p, Best* partial) {
+    pdl_wait();  // first: see pdl.cuh
+    pdl_trigger();
     __shared__ cub::BlockReduce<Best, k_argmax_threads>::TempStorage temp;
     const int64_t r = blockIdx.y, b = blockIdx.x;
     const int64_t slice = ceil_div(p.n_valid, int64_t(k_argmax_blocks));
@@ -41,6 +44,8 @@ __global__ void __launch_bounds__(k_argmax_threads)
 }
 
 __global__ void choice_argmax_merge_kernel(const Best* partial, int32_t* ids) {
+    pdl_wait();  // first: see pdl.cuh
+    pdl_trigger();
     const int64_t r = blockIdx.x;
     Best best = partial[r * k_argmax_blocks + threadIdx.x];
 #pragma unroll
@@ -64,9 +69,9 @@ void launch_choice_argmax(const float* src, int64_t n, const ChoiceParams& p, co
     ChoiceParams q = p;
     q.n_valid = std::clamp<int64_t>(p.n_valid, 1, p.vocab);
     Best* partial = static_cast<Best*>(b.argmax_partial);
-    choice_argmax_partial_kernel<<<dim3(k_argmax_blocks, unsigned(n)), k_argmax_threads, 0, s>>>(src, q, partial);
+    launch_pdl(choice_argmax_partial_kernel, dim3(k_argmax_blocks, unsigned(n)), k_argmax_threads, 0, s, src, q, partial);
     CETUS_CUDA_LAUNCHED("choice_argmax_partial_kernel");
-    choice_argmax_merge_kernel<<<unsigned(n), 32, 0, s>>>(partial, ids);
+    launch_pdl(choice_argmax_merge_kernel, unsigned(n), 32, 0, s, partial, ids);
     CETUS_CUDA_LAUNCHED("choice_argmax_merge_kernel");
 }
 

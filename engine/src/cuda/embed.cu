@@ -4,6 +4,7 @@
 // in weights.cpp). One block of k_row_threads per token.
 #include "cuda_util.h"
 #include "device_math.cuh"
+#include "pdl.cuh"
 #include "row_kernels.cuh"
 
 namespace cetus::cuda {
@@ -11,6 +12,8 @@ namespace {
 
 template <DeviceDtype DT>
 __global__ void embed_kernel(DeviceMatrix m, const int32_t* __restrict__ ids, float* __restrict__ out) {
+    pdl_wait();  // first: see pdl.cuh
+    pdl_trigger();
     const int64_t t = blockIdx.x, row = ids[t];
     for (int64_t c = threadIdx.x; c < m.cols; c += blockDim.x) out[t * m.cols + c] = load_elem<DT>(m, row, c);
 }
@@ -20,10 +23,10 @@ __global__ void embed_kernel(DeviceMatrix m, const int32_t* __restrict__ ids, fl
 void launch_embed(const DeviceMatrix& m, const int32_t* ids, int64_t n, float* out, cudaStream_t s) {
     if (n <= 0) return;
     switch (m.dtype) {
-    case DeviceDtype::F32: embed_kernel<DeviceDtype::F32><<<unsigned(n), k_row_threads, 0, s>>>(m, ids, out); break;
-    case DeviceDtype::BF16: embed_kernel<DeviceDtype::BF16><<<unsigned(n), k_row_threads, 0, s>>>(m, ids, out); break;
+    case DeviceDtype::F32: launch_pdl(embed_kernel<DeviceDtype::F32>, unsigned(n), k_row_threads, 0, s, m, ids, out); break;
+    case DeviceDtype::BF16: launch_pdl(embed_kernel<DeviceDtype::BF16>, unsigned(n), k_row_threads, 0, s, m, ids, out); break;
     case DeviceDtype::F8_E4M3:
-        embed_kernel<DeviceDtype::F8_E4M3><<<unsigned(n), k_row_threads, 0, s>>>(m, ids, out);
+        launch_pdl(embed_kernel<DeviceDtype::F8_E4M3>, unsigned(n), k_row_threads, 0, s, m, ids, out);
         break;
     }
     CETUS_CUDA_LAUNCHED("embed_kernel");

@@ -34,6 +34,11 @@ struct RowGroups {
     int64_t x_step = 0, y_step = 0;
 };
 
+// Programmatic dependent launch of the decode step's kernels (pdl.cuh; sm_90,
+// CETUS_CUDA_PDL=1): process-wide, set by the backend at creation.
+void set_programmatic_launch(bool on);
+bool programmatic_launch();
+
 // ---- gathers, norms, rotary, elementwise: embed.cu, rmsnorm.cu, add_rmsnorm.cu,
 //      silu_mul.cu, latent_cache.cu, to_bf16.cu ----
 

@@ -6,6 +6,7 @@
 // k_row_threads per token.
 #include "cuda_util.h"
 #include "device_math.cuh"
+#include "pdl.cuh"
 #include "row_kernels.cuh"
 
 namespace cetus::cuda {
@@ -16,6 +17,8 @@ __global__ void __launch_bounds__(k_row_threads)
                         const float* __restrict__ rope_table, bool interleave,
                         const int64_t* __restrict__ start_pos, int64_t d_c, int64_t d_r, float* __restrict__ cache,
                         float* __restrict__ q, int64_t n_h, int64_t d_n) {
+    pdl_wait();  // first: see pdl.cuh
+    pdl_trigger();
     __shared__ float scratch[32];
     const int64_t t = blockIdx.x, width = d_c + d_r, pos = *start_pos + t;
     const float* in = kv + t * width;                // [d_c + d_r]
@@ -40,7 +43,7 @@ void launch_latent_cache(const float* kv, int64_t n, const float* norm_w, float 
                          bool interleave, const int64_t* start_pos, int64_t d_c, int64_t d_r, float* cache, float* q,
                          int64_t n_h, int64_t d_n, cudaStream_t s) {
     if (n <= 0) return;
-    latent_cache_kernel<<<unsigned(n), k_row_threads, 0, s>>>(kv, norm_w, eps, rope_table, interleave, start_pos, d_c,
+    launch_pdl(latent_cache_kernel, unsigned(n), k_row_threads, 0, s, kv, norm_w, eps, rope_table, interleave, start_pos, d_c,
                                                                d_r, cache, q, n_h, d_n);
     CETUS_CUDA_LAUNCHED("latent_cache_kernel");
 }

@@ -7,6 +7,7 @@
 // input (the attention's query and latent projections).
 #include "cuda_util.h"
 #include "device_math.cuh"
+#include "pdl.cuh"
 
 #include <algorithm>
 
@@ -45,6 +46,8 @@ struct MatvecArgs {
 template <DeviceDtype DT, int NT, bool kXVec, int kSplit, Fuse kFuse>
 __global__ void __launch_bounds__(32 * k_warps_per_block)
     matvec_kernel(MatvecArgs a, const float* __restrict__ x, float* __restrict__ y, float* __restrict__ y2) {
+    pdl_wait();  // first: see pdl.cuh
+    pdl_trigger();
     constexpr int kRows = k_warps_per_block / kSplit;
     constexpr int kAcc = kFuse == Fuse::GateUp ? 2 : 1;
     __shared__ float partial[kSplit > 1 ? k_warps_per_block * NT * kAcc : 1];
@@ -110,10 +113,10 @@ void launch_pass(const MatvecArgs& a, cudaStream_t s) {
     if (split_rows < k_narrow_rows) {
         constexpr int kRows = k_warps_per_block / k_narrow_split;
         const dim3 grid(unsigned((a.g.rows + kRows - 1) / kRows), unsigned(a.g.n_groups));
-        matvec_kernel<DT, NT, kXVec, k_narrow_split, kFuse><<<grid, 32 * k_warps_per_block, 0, s>>>(a, a.x, a.y, a.y2);
+        launch_pdl(matvec_kernel<DT, NT, kXVec, k_narrow_split, kFuse>, grid, 32 * k_warps_per_block, 0, s, a, a.x, a.y, a.y2);
     } else {
         const dim3 grid(unsigned((a.g.rows + k_warps_per_block - 1) / k_warps_per_block), unsigned(a.g.n_groups));
-        matvec_kernel<DT, NT, kXVec, 1, kFuse><<<grid, 32 * k_warps_per_block, 0, s>>>(a, a.x, a.y, a.y2);
+        launch_pdl(matvec_kernel<DT, NT, kXVec, 1, kFuse>, grid, 32 * k_warps_per_block, 0, s, a, a.x, a.y, a.y2);
     }
     CETUS_CUDA_LAUNCHED("matvec_kernel");
 }

@@ -5,6 +5,7 @@
 // head; the merge takes one block of 128 per (head, token).
 #include "cuda_util.h"
 #include "device_math.cuh"
+#include "pdl.cuh"
 #include "launch_util.cuh"
 
 #include <cuda_pipeline.h>
@@ -64,6 +65,8 @@ struct AttentionLaunch {
 // Two blocks per multiprocessor (at most 128 registers a thread): one stages its
 // tile while the other computes.
 __global__ void __launch_bounds__(32 * k_heads_per_block, 2) mla_attention_kernel(AttentionLaunch a) {
+    pdl_wait();  // first: see pdl.cuh
+    pdl_trigger();
     extern __shared__ float4 attention_smem[];  // float4: the tile copy below stores 16 bytes at a time
     float* tile = reinterpret_cast<float*>(attention_smem);  // [k_tile_rows, d_c + d_r]
     const MlaShape& m = a.m;
@@ -180,6 +183,8 @@ __global__ void __launch_bounds__(32 * k_heads_per_block, 2) mla_attention_kerne
 // so the context is acc * (1 / sum), bit for bit what the single-block path
 // writes.
 __global__ void attention_merge_kernel(AttentionLaunch a) {
+    pdl_wait();  // first: see pdl.cuh
+    pdl_trigger();
     __shared__ float weight[k_split_cap];
     __shared__ float inv_total;
     const MlaShape& m = a.m;
@@ -238,10 +243,10 @@ void launch_mla_attention(const float* q_abs, const float* q, const float* cache
 
     AttentionLaunch a{q_abs, q, cache, ctx, parts.acc, parts.ml, n, start_pos, m, scale, split};
     const dim3 grid{unsigned(n_split), unsigned(n_groups), unsigned(n)};
-    mla_attention_kernel<<<grid, 32 * k_heads_per_block, tile_bytes(m.d_c + m.d_r), s>>>(a);
+    launch_pdl(mla_attention_kernel, grid, 32 * k_heads_per_block, tile_bytes(m.d_c + m.d_r), s, a);
     CETUS_CUDA_LAUNCHED("mla_attention_kernel");
     if (split) {
-        attention_merge_kernel<<<dim3(unsigned(m.n_h), unsigned(n)), 128, 0, s>>>(a);
+        launch_pdl(attention_merge_kernel, dim3(unsigned(m.n_h), unsigned(n)), 128, 0, s, a);
         CETUS_CUDA_LAUNCHED("attention_merge_kernel");
     }
 }

@@ -5,6 +5,7 @@
 // order, so the same bits as a separate launch). One block of k_row_threads per token.
 #include "cuda_util.h"
 #include "device_math.cuh"
+#include "pdl.cuh"
 #include "row_kernels.cuh"
 
 namespace cetus::cuda {
@@ -17,6 +18,8 @@ __global__ void __launch_bounds__(k_row_threads)
     moe_combine_kernel(float* __restrict__ x, const float* __restrict__ y, const float* __restrict__ weights,
                        int64_t stride, const float* __restrict__ shared, int32_t K, int64_t hidden,
                        const float* __restrict__ norm_w, float eps, float* __restrict__ out) {
+    pdl_wait();  // first: see pdl.cuh
+    pdl_trigger();
     __shared__ float scratch[32];
     const int64_t t = blockIdx.x;
     float* xr = x + t * hidden;
@@ -40,7 +43,7 @@ void launch_moe_combine(float* x, const float* y, const float* weights, int64_t 
                         int64_t n, int32_t top_k, int64_t hidden, const float* norm_w, float eps, float* out,
                         cudaStream_t s) {
     if (n <= 0) return;
-    moe_combine_kernel<<<unsigned(n), k_row_threads, 0, s>>>(x, y, weights, stride, shared, top_k, hidden, norm_w,
+    launch_pdl(moe_combine_kernel, unsigned(n), k_row_threads, 0, s, x, y, weights, stride, shared, top_k, hidden, norm_w,
                                                              eps, out);
     CETUS_CUDA_LAUNCHED("moe_combine_kernel");
 }

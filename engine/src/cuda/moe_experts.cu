@@ -5,6 +5,7 @@
 // warp per output row; templated per dtype, pairs per pass and gate/up or down.
 #include "cuda_util.h"
 #include "device_math.cuh"
+#include "pdl.cuh"
 #include "moe_experts.cuh"
 
 #include <algorithm>
@@ -20,6 +21,8 @@ constexpr int k_expert_rows = 8;  // output rows per block, one warp each
 // few registers; more pairs take several passes.
 template <DeviceDtype DT, int NT, bool kXVec, bool kGateUp>
 __global__ void __launch_bounds__(32 * k_expert_rows) experts_kernel(ExpertLaunch a) {
+    pdl_wait();  // first: see pdl.cuh
+    pdl_trigger();
     if (int(blockIdx.y) >= *a.pairs.n_active) return;
     const int e = a.pairs.active[blockIdx.y];
     const int64_t row = int64_t(blockIdx.x) * k_expert_rows + (threadIdx.x >> 5);
@@ -54,8 +57,8 @@ __global__ void __launch_bounds__(32 * k_expert_rows) experts_kernel(ExpertLaunc
 
 template <DeviceDtype DT, int NT, bool kGateUp>
 void launch_experts_nt(const ExpertLaunch& a, const dim3& grid, bool x_vec, cudaStream_t s) {
-    if (x_vec) experts_kernel<DT, NT, true, kGateUp><<<grid, 32 * k_expert_rows, 0, s>>>(a);
-    else experts_kernel<DT, NT, false, kGateUp><<<grid, 32 * k_expert_rows, 0, s>>>(a);
+    if (x_vec) launch_pdl(experts_kernel<DT, NT, true, kGateUp>, grid, 32 * k_expert_rows, 0, s, a);
+    else launch_pdl(experts_kernel<DT, NT, false, kGateUp>, grid, 32 * k_expert_rows, 0, s, a);
 }
 
 template <DeviceDtype DT, bool kGateUp>

@@ -3,6 +3,7 @@
 // block of 256 threads, deterministic.
 #include "cuda_util.h"
 #include "device_math.cuh"
+#include "pdl.cuh"
 
 namespace cetus::cuda {
 namespace {
@@ -14,6 +15,8 @@ constexpr int k_pair_threads = 256;
 // ascending pair order (deterministic).
 __global__ void __launch_bounds__(k_pair_threads)
     group_pairs_kernel(const int32_t* __restrict__ ids, int64_t stride, int n_pairs, int K, int E, ExpertPairs out) {
+    pdl_wait();  // first: see pdl.cuh
+    pdl_trigger();
     extern __shared__ int pair_smem[];
     int* expert_of = pair_smem;        // [n_pairs]
     int* count = expert_of + n_pairs;  // [E]
@@ -56,7 +59,7 @@ void launch_group_pairs(const int32_t* ids, int64_t stride, int64_t n, int32_t t
     if (n <= 0) return;
     const int n_pairs = int(n * top_k);
     const size_t shared = size_t(n_pairs + 2 * n_experts) * sizeof(int);
-    group_pairs_kernel<<<1, k_pair_threads, shared, s>>>(ids, stride, n_pairs, top_k, n_experts, pairs);
+    launch_pdl(group_pairs_kernel, 1, k_pair_threads, shared, s, ids, stride, n_pairs, top_k, n_experts, pairs);
     CETUS_CUDA_LAUNCHED("group_pairs_kernel");
 }
 

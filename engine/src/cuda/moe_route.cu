@@ -4,6 +4,7 @@
 // per-warp scratch in dynamic shared memory.
 #include "cuda_util.h"
 #include "device_math.cuh"
+#include "pdl.cuh"
 
 #include <climits>
 
@@ -69,6 +70,8 @@ __device__ __forceinline__ bool better(float c, int id, float best_c, int best_i
 __global__ void __launch_bounds__(32 * k_route_warps)
     route_kernel(const float* __restrict__ z, int64_t n, RouteParams p, int32_t* __restrict__ ids,
                  float* __restrict__ weights, int64_t stride) {
+    pdl_wait();  // first: see pdl.cuh
+    pdl_trigger();
     extern __shared__ float route_smem[];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int64_t t = int64_t(blockIdx.x) * k_route_warps + warp;
@@ -192,7 +195,7 @@ void launch_route(const float* z, int64_t n, const RouteParams& p, int32_t* ids,
                   cudaStream_t s) {
     if (n <= 0) return;
     const size_t shared = size_t(k_route_warps) * size_t(2 * p.n_experts + 3 * p.n_group + p.top_k) * 4;
-    route_kernel<<<unsigned((n + k_route_warps - 1) / k_route_warps), 32 * k_route_warps, shared, s>>>(
+    launch_pdl(route_kernel, unsigned((n + k_route_warps - 1) / k_route_warps), 32 * k_route_warps, shared, s, 
         z, n, p, ids, weights, stride);
     CETUS_CUDA_LAUNCHED("route_kernel");
 }

@@ -3,6 +3,7 @@
 // cpu::rmsnorm_rows. One block of k_row_threads per row, rows ldx/ldo apart.
 #include "cuda_util.h"
 #include "device_math.cuh"
+#include "pdl.cuh"
 #include "row_kernels.cuh"
 
 namespace cetus::cuda {
@@ -12,6 +13,8 @@ namespace {
 __global__ void __launch_bounds__(k_row_threads)
     rmsnorm_kernel(const float* x, int64_t ldx, const float* __restrict__ w, float eps, int64_t n, float* out,
                    int64_t ldo) {
+    pdl_wait();  // first: see pdl.cuh
+    pdl_trigger();
     __shared__ float scratch[32];
     const float* xr = x + int64_t(blockIdx.x) * ldx;
     float* o = out + int64_t(blockIdx.x) * ldo;
@@ -26,7 +29,7 @@ __global__ void __launch_bounds__(k_row_threads)
 void launch_rmsnorm(const float* x, int64_t ldx, const float* w, float eps, int64_t n_rows, int64_t n, float* out,
                     int64_t ldo, cudaStream_t s) {
     if (n_rows <= 0) return;
-    rmsnorm_kernel<<<unsigned(n_rows), k_row_threads, 0, s>>>(x, ldx, w, eps, n, out, ldo);
+    launch_pdl(rmsnorm_kernel, unsigned(n_rows), k_row_threads, 0, s, x, ldx, w, eps, n, out, ldo);
     CETUS_CUDA_LAUNCHED("rmsnorm_kernel");
 }
 

@@ -1,0 +1,53 @@
+// Programmatic dependent launch (Hopper, sm_90) for the kernels of a decode
+// step, an experiment switched on with CETUS_CUDA_PDL=1: such a kernel is
+// launched with programmatic stream serialization, so its launch and block
+// scheduling overlap the end of the kernel before it instead of following it.
+// Every kernel launched through launch_pdl calls pdl_wait() as its very first
+// statement (before any memory access or early return): it returns once the
+// previous kernel has completed and its writes are visible, and at once when the
+// kernel was launched without the attribute. pdl_trigger() then lets the next
+// kernel be scheduled. Waiting first keeps every dependency of the stream order:
+// a kernel completes only after its predecessor has.
+#pragma once
+
+#include "cuda_util.h"
+
+#include "kernels.h"
+
+#include <utility>
+
+namespace cetus::cuda {
+
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// kernel<<<grid, block, smem, s>>>(args...), with the programmatic attribute when switched on.
+template <typename... Params, typename... Args>
+void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, Args&&... args) {
+    if (!programmatic_launch()) {
+        kernel<<<grid, block, smem, s>>>(std::forward<Args>(args)...);
+        return;
+    }
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    CETUS_CUDA(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+}
+
+}  // namespace cetus::cuda
