@@ -576,7 +576,10 @@ std::string CudaBackend::description() const {
         memory = fixed1(gib(free_bytes)) + "/" + fixed1(gib(total_bytes)) + " GiB free";
     return m_info.name + ", sm_" + std::to_string(m_info.major) + std::to_string(m_info.minor) + ", " + memory +
            ", CUDA " + cuda_version(m_info.runtime_version) +
-           (m_graphs ? ", decode graphs" : ", decode graphs off (" + m_graphs_off + ")");
+           (m_graphs ? ", decode graphs" : ", decode graphs off (" + m_graphs_off + ")") +
+           (m_pdl ? ", programmatic dependent launch" : "") + (m_exact ? ", exact fp32 products" : "") +
+           (!m_exact && !m_expert_mma ? ", prefill experts on fp32 kernels" : "") +
+           (!m_exact && !m_attention_gemm ? ", prefill attention on the flash-decoding kernel" : "");
 }
 
 void CudaBackend::check_span(int64_t T, int64_t start_pos) const {
