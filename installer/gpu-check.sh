@@ -119,6 +119,7 @@ conformance)
     # Programmatic dependent launch (an experiment, off by default): the tiny comparison with it on.
     step selftest-pdl 60 env CETUS_CUDA_PDL=1 "$cli" selftest --device cuda --compare tiny --compare-only --json
     summarise_selftest "$out/selftest-pdl.out"
+    grep -h "graphs off\|capture" "$out/selftest-pdl.log" | head -3  # PDL must run inside the graphs too
     # On failures, the tiny comparison again with one path switched off at a time,
     # so one call already says which kernel family is at fault.
     if python3 -c "import json,sys; sys.exit(0 if any(not r['passed'] for r in json.load(open(sys.argv[1]))) else 1)" \

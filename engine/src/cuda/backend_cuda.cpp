@@ -352,7 +352,7 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
     }
     // Programmatic dependent launch: an experiment, off unless asked for (Hopper and later).
     const char* pdl = std::getenv("CETUS_CUDA_PDL");
-    m_pdl = m_info.major >= 9 && pdl && std::string(pdl) == "1";
+    m_pdl = m_info.major >= 9 && pdl && std::string(pdl) == "1" && programmatic_launch_compiled();
     set_programmatic_launch(m_pdl);
     const char* sampling = std::getenv("CETUS_CUDA_SAMPLING");
     m_device_sampling = !(sampling && std::string(sampling) == "host");
@@ -577,7 +577,8 @@ std::string CudaBackend::description() const {
     return m_info.name + ", sm_" + std::to_string(m_info.major) + std::to_string(m_info.minor) + ", " + memory +
            ", CUDA " + cuda_version(m_info.runtime_version) +
            (m_graphs ? ", decode graphs" : ", decode graphs off (" + m_graphs_off + ")") +
-           (m_pdl ? ", programmatic dependent launch" : "") + (m_exact ? ", exact fp32 products" : "") +
+           (programmatic_launch() ? ", programmatic dependent launch" : "") +
+           (m_exact ? ", exact fp32 products" : "") +
            (!m_exact && !m_expert_mma ? ", prefill experts on fp32 kernels" : "") +
            (!m_exact && !m_attention_gemm ? ", prefill attention on the flash-decoding kernel" : "");
 }

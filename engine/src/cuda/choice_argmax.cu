@@ -69,7 +69,8 @@ void launch_choice_argmax(const float* src, int64_t n, const ChoiceParams& p, co
     ChoiceParams q = p;
     q.n_valid = std::clamp<int64_t>(p.n_valid, 1, p.vocab);
     Best* partial = static_cast<Best*>(b.argmax_partial);
-    launch_pdl(choice_argmax_partial_kernel, dim3(k_argmax_blocks, unsigned(n)), k_argmax_threads, 0, s, src, q, partial);
+    launch_pdl(choice_argmax_partial_kernel, dim3(k_argmax_blocks, unsigned(n)), k_argmax_threads, 0, s, src, q,
+               partial);
     CETUS_CUDA_LAUNCHED("choice_argmax_partial_kernel");
     launch_pdl(choice_argmax_merge_kernel, unsigned(n), 32, 0, s, partial, ids);
     CETUS_CUDA_LAUNCHED("choice_argmax_merge_kernel");

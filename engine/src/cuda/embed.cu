@@ -23,8 +23,12 @@ __global__ void embed_kernel(DeviceMatrix m, const int32_t* __restrict__ ids, fl
 void launch_embed(const DeviceMatrix& m, const int32_t* ids, int64_t n, float* out, cudaStream_t s) {
     if (n <= 0) return;
     switch (m.dtype) {
-    case DeviceDtype::F32: launch_pdl(embed_kernel<DeviceDtype::F32>, unsigned(n), k_row_threads, 0, s, m, ids, out); break;
-    case DeviceDtype::BF16: launch_pdl(embed_kernel<DeviceDtype::BF16>, unsigned(n), k_row_threads, 0, s, m, ids, out); break;
+    case DeviceDtype::F32:
+        launch_pdl(embed_kernel<DeviceDtype::F32>, unsigned(n), k_row_threads, 0, s, m, ids, out);
+        break;
+    case DeviceDtype::BF16:
+        launch_pdl(embed_kernel<DeviceDtype::BF16>, unsigned(n), k_row_threads, 0, s, m, ids, out);
+        break;
     case DeviceDtype::F8_E4M3:
         launch_pdl(embed_kernel<DeviceDtype::F8_E4M3>, unsigned(n), k_row_threads, 0, s, m, ids, out);
         break;

@@ -38,6 +38,9 @@ struct RowGroups {
 // CETUS_CUDA_PDL=1): process-wide, set by the backend at creation.
 void set_programmatic_launch(bool on);
 bool programmatic_launch();
+// Whether the kernels run sm_90 machine code on this device (not older code or PTX
+// compiled for an earlier architecture, where the waits are left out).
+bool programmatic_launch_compiled();
 
 // ---- gathers, norms, rotary, elementwise: embed.cu, rmsnorm.cu, add_rmsnorm.cu,
 //      silu_mul.cu, latent_cache.cu, to_bf16.cu ----

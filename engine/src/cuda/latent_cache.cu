@@ -43,8 +43,8 @@ void launch_latent_cache(const float* kv, int64_t n, const float* norm_w, float 
                          bool interleave, const int64_t* start_pos, int64_t d_c, int64_t d_r, float* cache, float* q,
                          int64_t n_h, int64_t d_n, cudaStream_t s) {
     if (n <= 0) return;
-    launch_pdl(latent_cache_kernel, unsigned(n), k_row_threads, 0, s, kv, norm_w, eps, rope_table, interleave, start_pos, d_c,
-                                                               d_r, cache, q, n_h, d_n);
+    launch_pdl(latent_cache_kernel, unsigned(n), k_row_threads, 0, s, kv, norm_w, eps, rope_table, interleave,
+               start_pos, d_c, d_r, cache, q, n_h, d_n);
     CETUS_CUDA_LAUNCHED("latent_cache_kernel");
 }
 

@@ -113,7 +113,8 @@ void launch_pass(const MatvecArgs& a, cudaStream_t s) {
     if (split_rows < k_narrow_rows) {
         constexpr int kRows = k_warps_per_block / k_narrow_split;
         const dim3 grid(unsigned((a.g.rows + kRows - 1) / kRows), unsigned(a.g.n_groups));
-        launch_pdl(matvec_kernel<DT, NT, kXVec, k_narrow_split, kFuse>, grid, 32 * k_warps_per_block, 0, s, a, a.x, a.y, a.y2);
+        launch_pdl(matvec_kernel<DT, NT, kXVec, k_narrow_split, kFuse>, grid, 32 * k_warps_per_block, 0, s, a, a.x, a.y,
+                   a.y2);
     } else {
         const dim3 grid(unsigned((a.g.rows + k_warps_per_block - 1) / k_warps_per_block), unsigned(a.g.n_groups));
         launch_pdl(matvec_kernel<DT, NT, kXVec, 1, kFuse>, grid, 32 * k_warps_per_block, 0, s, a, a.x, a.y, a.y2);

@@ -43,8 +43,8 @@ void launch_moe_combine(float* x, const float* y, const float* weights, int64_t 
                         int64_t n, int32_t top_k, int64_t hidden, const float* norm_w, float eps, float* out,
                         cudaStream_t s) {
     if (n <= 0) return;
-    launch_pdl(moe_combine_kernel, unsigned(n), k_row_threads, 0, s, x, y, weights, stride, shared, top_k, hidden, norm_w,
-                                                             eps, out);
+    launch_pdl(moe_combine_kernel, unsigned(n), k_row_threads, 0, s, x, y, weights, stride, shared, top_k, hidden,
+               norm_w, eps, out);
     CETUS_CUDA_LAUNCHED("moe_combine_kernel");
 }
 

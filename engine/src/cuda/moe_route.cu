@@ -195,7 +195,7 @@ void launch_route(const float* z, int64_t n, const RouteParams& p, int32_t* ids,
                   cudaStream_t s) {
     if (n <= 0) return;
     const size_t shared = size_t(k_route_warps) * size_t(2 * p.n_experts + 3 * p.n_group + p.top_k) * 4;
-    launch_pdl(route_kernel, unsigned((n + k_route_warps - 1) / k_route_warps), 32 * k_route_warps, shared, s, 
+    launch_pdl(route_kernel, unsigned((n + k_route_warps - 1) / k_route_warps), 32 * k_route_warps, shared, s,
         z, n, p, ids, weights, stride);
     CETUS_CUDA_LAUNCHED("route_kernel");
 }

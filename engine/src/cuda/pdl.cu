@@ -1,6 +1,8 @@
 // The switch of programmatic dependent launch (pdl.cuh), set by the backend.
 #include "kernels.h"
 
+#include <cuda_runtime.h>
+
 #include <atomic>
 
 namespace cetus::cuda {
@@ -8,7 +10,20 @@ namespace {
 std::atomic<bool> g_programmatic{false};
 }  // namespace
 
+// Compiled like every kernel: its machine code is sm_90's (with the griddepcontrol
+// instructions) only when the build included that architecture.
+__global__ void pdl_probe_kernel() {}
+
 void set_programmatic_launch(bool on) { g_programmatic.store(on, std::memory_order_relaxed); }
 bool programmatic_launch() { return g_programmatic.load(std::memory_order_relaxed); }
+
+bool programmatic_launch_compiled() {
+    cudaFuncAttributes fa{};
+    if (cudaFuncGetAttributes(&fa, pdl_probe_kernel) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return false;
+    }
+    return fa.binaryVersion >= 90;
+}
 
 }  // namespace cetus::cuda

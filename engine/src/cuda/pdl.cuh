@@ -1,5 +1,6 @@
-// Programmatic dependent launch (Hopper, sm_90) for the kernels of a decode
-// step, an experiment switched on with CETUS_CUDA_PDL=1: such a kernel is
+// Programmatic dependent launch (Hopper, sm_90) for the own kernels of the
+// forward pass (all a decode step is made of; cuBLAS, CUB and the prefill-only
+// kernels launch plainly), an experiment switched on with CETUS_CUDA_PDL=1: such a kernel is
 // launched with programmatic stream serialization, so its launch and block
 // scheduling overlap the end of the kernel before it instead of following it.
 // Every kernel launched through launch_pdl calls pdl_wait() as its very first
@@ -37,7 +38,7 @@ void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, c
         kernel<<<grid, block, smem, s>>>(std::forward<Args>(args)...);
         return;
     }
-    cudaLaunchAttribute attr[1];
+    cudaLaunchAttribute attr[1]{};
     attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr[0].val.programmaticStreamSerializationAllowed = 1;
     cudaLaunchConfig_t cfg{};
@@ -47,7 +48,12 @@ void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, c
     cfg.stream = s;
     cfg.attrs = attr;
     cfg.numAttrs = 1;
-    CETUS_CUDA(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+    if (cudaLaunchKernelEx(&cfg, kernel, args...) == cudaSuccess) return;
+    // Refused (a device or driver without it): clear the error, switch it off for
+    // good and launch plainly; the caller's CETUS_CUDA_LAUNCHED checks that launch.
+    (void)cudaGetLastError();
+    set_programmatic_launch(false);
+    kernel<<<grid, block, smem, s>>>(std::forward<Args>(args)...);
 }
 
 }  // namespace cetus::cuda
