@@ -112,6 +112,8 @@ conformance)
     { nvidia-smi; nvidia-smi --query-gpu=name,memory.total,clocks.max.memory,driver_version --format=csv; } > "$out/gpu.txt" 2>&1
     head -15 "$out/gpu.txt"
     "$cli" --version > "$out/version.txt" 2>&1
+    # Libraries the plug-in and the CLI resolve here (a "not found" explains a failed load at once).
+    ldd "$(dirname "$cli")/libcetus-cuda.so" "$cli" 2>&1 | grep -E "not found|cublas|gomp|:$" | tee "$out/ldd.txt"
     step info-cuda 60 "$cli" info --device cuda --model tests/data/golden/v3-noaux
     step selftest-cuda 300 "$cli" selftest --device cuda --compare small --json
     summarise_selftest "$out/selftest-cuda.out"
