@@ -1094,8 +1094,12 @@ void CudaBackend::moe(const DeviceLayer& l, int64_t n, int32_t* route_ids, float
     m_gemm->matmul_fp32(l.router, m_s.a, H, n, m_s.z, E);  // [n, E]
     RouteParams p = m_route;
     p.bias = l.bias;
-    launch_route(m_s.z, n, p, route_ids, route_w, route_stride, s);
-    launch_group_pairs(route_ids, route_stride, n, K, int32_t(E), m_s.pairs, s);
+    if (route_group_fits(n, p)) {  // decode and verify batches: one launch
+        launch_route_group(m_s.z, n, p, route_ids, route_w, route_stride, m_s.pairs, s);
+    } else {
+        launch_route(m_s.z, n, p, route_ids, route_w, route_stride, s);
+        launch_group_pairs(route_ids, route_stride, n, K, int32_t(E), m_s.pairs, s);
+    }
     // Prefill chunks on the tensor cores (decode steps stay on the fp32 kernel, which reads each weight once).
     const bool mma = m_expert_mma && n > Gemm::k_max_small_tokens;
     if (mma && l.experts.gate_up_dtype != DeviceDtype::F32)

@@ -165,6 +165,12 @@ inline int64_t expert_tiles_bound(int64_t n, int64_t top_k, int64_t n_experts) {
 }
 void launch_group_pairs(const int32_t* ids, int64_t stride, int64_t n, int32_t top_k, int32_t n_experts,
                         const ExpertPairs& pairs, cudaStream_t s);
+// launch_route then launch_group_pairs in one launch (one block), for batches of up
+// to k_route_group_max_tokens tokens whose scratch fits route_group_fits; the same results.
+inline constexpr int64_t k_route_group_max_tokens = 16;
+bool route_group_fits(int64_t n, const RouteParams& p);
+void launch_route_group(const float* z, int64_t n, const RouteParams& p, int32_t* ids, float* weights,
+                        int64_t stride, const ExpertPairs& pairs, cudaStream_t s);
 
 // Per-expert descriptors of one MoE layer in device memory: gate[E], up[E], down[E].
 struct DeviceExperts {

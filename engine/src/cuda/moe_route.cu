@@ -1,9 +1,11 @@
 // The MoE gate: route_token (moe.cpp) for every token, sigmoid or softmax
 // scores, the correction bias, group top-k and top-k with the CPU's tie rules;
 // ids and weights stay on the device. One warp per token, 4 tokens per block,
-// per-warp scratch in dynamic shared memory.
+// per-warp scratch in dynamic shared memory; for small batches one block routes
+// every token and then groups the pairs (moe_group_pairs.cuh) in the same launch.
 #include "cuda_util.h"
 #include "device_math.cuh"
+#include "moe_group_pairs.cuh"
 #include "pdl.cuh"
 
 #include <climits>
@@ -65,19 +67,12 @@ __device__ __forceinline__ bool better(float c, int id, float best_c, int best_i
     return c > best_c || (c == best_c && id < best_id);
 }
 
-// One warp per token; per-warp shared memory: scores [E], choice [E], group
-// scores [G], group order [G], kept flags [G], chosen ids [K].
-__global__ void __launch_bounds__(32 * k_route_warps)
-    route_kernel(const float* __restrict__ z, int64_t n, RouteParams p, int32_t* __restrict__ ids,
-                 float* __restrict__ weights, int64_t stride) {
-    pdl_wait();  // first: see pdl.cuh
-    pdl_trigger();
-    extern __shared__ float route_smem[];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int64_t t = int64_t(blockIdx.x) * k_route_warps + warp;
-    if (t >= n) return;  // the kernel synchronises warps only
+// route_token for token t by one warp; s: the warp's shared memory, scores [E],
+// choice [E], group scores [G], group order [G], kept flags [G], chosen ids [K].
+__device__ void route_one(const float* __restrict__ z, int64_t t, const RouteParams& p, float* s, int32_t* ids,
+                          float* __restrict__ weights, int64_t stride) {
+    const int lane = threadIdx.x & 31;
     const int E = p.n_experts, G = p.n_group, K = p.top_k;
-    float* s = route_smem + int64_t(warp) * (2 * E + 3 * G + K);
     float* choice = s + E;
     float* group_score = choice + E;
     int* group_order = reinterpret_cast<int*>(group_score + G);
@@ -187,6 +182,39 @@ __global__ void __launch_bounds__(32 * k_route_warps)
             weights[t * stride + k] = w;
         }
     }
+    __syncwarp();  // lane 0 has read s before the warp's next token overwrites it
+}
+
+__host__ __device__ inline int64_t route_warp_floats(const RouteParams& p) { return 2 * p.n_experts + 3 * p.n_group + p.top_k; }
+
+// One warp per token, k_route_warps tokens per block.
+__global__ void __launch_bounds__(32 * k_route_warps)
+    route_kernel(const float* __restrict__ z, int64_t n, RouteParams p, int32_t* __restrict__ ids,
+                 float* __restrict__ weights, int64_t stride) {
+    pdl_wait();  // first: see pdl.cuh
+    pdl_trigger();
+    extern __shared__ float route_smem[];
+    const int warp = threadIdx.x >> 5;
+    const int64_t t = int64_t(blockIdx.x) * k_route_warps + warp;
+    if (t >= n) return;  // the kernel synchronises warps only
+    route_one(z, t, p, route_smem + int64_t(warp) * route_warp_floats(p), ids, weights, stride);
+}
+
+// Small batches (decode, verify): the routes of all n tokens by the warps of one
+// block, then the pairs grouped by the same block (launch_group_pairs' code), in
+// one launch instead of two.
+__global__ void __launch_bounds__(k_group_threads)
+    route_group_kernel(const float* __restrict__ z, int64_t n, RouteParams p, int32_t* ids,
+                       float* __restrict__ weights, int64_t stride, ExpertPairs pairs) {
+    pdl_wait();  // first: see pdl.cuh
+    pdl_trigger();
+    extern __shared__ float route_smem[];
+    const int warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+    float* mine = route_smem + int64_t(warp) * route_warp_floats(p);
+    for (int64_t t = warp; t < n; t += n_warps) route_one(z, t, p, mine, ids, weights, stride);
+    __syncthreads();  // the block's global writes of ids are visible to the block
+    group_pairs_block(ids, stride, int(n * p.top_k), p.top_k, p.n_experts, pairs,
+                      reinterpret_cast<int*>(route_smem + int64_t(n_warps) * route_warp_floats(p)));
 }
 
 }  // namespace
@@ -194,10 +222,30 @@ __global__ void __launch_bounds__(32 * k_route_warps)
 void launch_route(const float* z, int64_t n, const RouteParams& p, int32_t* ids, float* weights, int64_t stride,
                   cudaStream_t s) {
     if (n <= 0) return;
-    const size_t shared = size_t(k_route_warps) * size_t(2 * p.n_experts + 3 * p.n_group + p.top_k) * 4;
-    launch_pdl(route_kernel, unsigned((n + k_route_warps - 1) / k_route_warps), 32 * k_route_warps, shared, s,
-        z, n, p, ids, weights, stride);
+    const size_t shared = size_t(k_route_warps) * size_t(route_warp_floats(p)) * 4;
+    launch_pdl(route_kernel, unsigned((n + k_route_warps - 1) / k_route_warps), 32 * k_route_warps, shared, s, z, n, p,
+               ids, weights, stride);
     CETUS_CUDA_LAUNCHED("route_kernel");
+}
+
+namespace {
+size_t route_group_shared(int64_t n, const RouteParams& p) {
+    return (size_t(k_group_threads / 32) * size_t(route_warp_floats(p)) + size_t(n * p.top_k + 2 * p.n_experts)) * 4;
+}
+}  // namespace
+
+bool route_group_fits(int64_t n, const RouteParams& p) {
+    return n > 0 && n <= k_route_group_max_tokens && route_group_shared(n, p) <= 48 * 1024;
+}
+
+void launch_route_group(const float* z, int64_t n, const RouteParams& p, int32_t* ids, float* weights,
+                        int64_t stride, const ExpertPairs& pairs, cudaStream_t s) {
+    if (n <= 0) return;
+    if (!route_group_fits(n, p))
+        throw Error(ErrorCode::Device, "route_group: " + std::to_string(n) + " tokens do not fit (internal error)");
+    launch_pdl(route_group_kernel, 1, k_group_threads, route_group_shared(n, p), s, z, n, p, ids, weights, stride,
+               pairs);
+    CETUS_CUDA_LAUNCHED("route_group_kernel");
 }
 
 }  // namespace cetus::cuda
