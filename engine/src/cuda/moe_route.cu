@@ -209,7 +209,8 @@ __global__ void __launch_bounds__(k_group_threads)
     pdl_wait();  // first: see pdl.cuh
     pdl_trigger();
     extern __shared__ float route_smem[];
-    const int warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+    constexpr int n_warps = k_group_threads / 32;  // as route_group_shared sizes the scratch
+    const int warp = threadIdx.x >> 5;
     float* mine = route_smem + int64_t(warp) * route_warp_floats(p);
     for (int64_t t = warp; t < n; t += n_warps) route_one(z, t, p, mine, ids, weights, stride);
     __syncthreads();  // the block's global writes of ids are visible to the block
