@@ -11,8 +11,11 @@
 namespace cetus {
 
 namespace {
-// Rows of a call's last chunk of 256 tokens (what a device keeps).
-int64_t last_chunk_rows(int64_t rows) { return rows - (rows - 1) / 256 * 256; }
+// Rows of a call's last chunk of logit rows (what a device keeps).
+int64_t last_chunk_rows(int64_t rows) {
+    constexpr int64_t c = Backend::k_logit_chunk_rows;
+    return rows - (rows - 1) / c * c;
+}
 
 // The first id of the largest of each row over [0, n_valid) (n_valid > 0).
 void append_argmax(const std::vector<float>& logits, int64_t V, int64_t n_valid, std::vector<int32_t>& out) {

@@ -70,6 +70,9 @@ public:
         throw Error(ErrorCode::Unsupported, name() + " backend: no sampling on the device");
     }
     static constexpr int64_t k_max_choice_rows = 16;
+    // A call that returns every row's logits leaves its last chunk of this many rows
+    // for choose() (the CUDA backend's logit buffers hold that many).
+    static constexpr int64_t k_logit_chunk_rows = 256;
 
     // Measured limits of the device for the benchmarks' "fraction of the limit"
     // figures (0: not measured by this backend): copy bandwidth (bytes read +

@@ -30,8 +30,8 @@ const char* finish_reason_name(FinishReason r) noexcept {
 
 namespace {
 using clock_type = std::chrono::steady_clock;
-// Tokens per MTP call whose logits are used: a backend keeps the rows of its last 256.
-constexpr int64_t k_prefill_chunk = 256;
+// Tokens per MTP call whose logits are used: a backend keeps only its last chunk of rows.
+constexpr int64_t k_logit_chunk = Backend::k_logit_chunk_rows;
 double seconds_since(clock_type::time_point t) { return std::chrono::duration<double>(clock_type::now() - t).count(); }
 }  // namespace
 
@@ -348,8 +348,8 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
             next_ids.assign(m_cached_ids.begin() + from + 1, m_cached_ids.end());
             next_ids.push_back(pending);
             int64_t row = 0;  // the last row of the last call
-            for (int64_t s = 0; s < T; s += k_prefill_chunk) {
-                const int64_t Tc = std::min(k_prefill_chunk, T - s);
+            for (int64_t s = 0; s < T; s += k_logit_chunk) {
+                const int64_t Tc = std::min(k_logit_chunk, T - s);
                 MtpOptions o = mopt;
                 if (Tc > Backend::k_max_choice_rows) o.argmax_n_valid = 0;  // a long catch-up: choose() below
                 m_backend.mtp_forward(0, m_hidden.data() + (from + s) * H, next_ids.data() + s, Tc, from + s, o, mo);

@@ -61,7 +61,7 @@ namespace {
 // prompts go through in passes of up to 1024 tokens when the work buffers fit,
 // else 256. Passes that return the logits of every row stay at 256 rows.
 constexpr int64_t k_chunk_tokens = 1024, k_small_chunk_tokens = 256;
-constexpr int64_t k_logit_chunk_tokens = 256;
+constexpr int64_t k_logit_chunk_tokens = Backend::k_logit_chunk_rows;
 // launch_group_pairs holds a chunk's pairs and two ints per expert in 48 KiB of shared memory.
 constexpr int64_t k_group_pairs_ints = 48 * 1024 / 4;
 constexpr size_t k_cublas_workspace_bytes = size_t(32) << 20;
@@ -276,7 +276,7 @@ private:
     int64_t m_n_tokens = 0;
     int64_t m_logit_rows = 0;  // rows of the last call's logits in m_s.logits
     int64_t m_attn_batch_elems = int64_t(Gemm::k_attn_batch_elems);
-    bool m_interleave, m_exact, m_expert_mma = true, m_attention_gemm = true, m_pdl = false, m_device_sampling = true;
+    bool m_interleave, m_exact, m_expert_mma = true, m_attention_gemm = true, m_device_sampling = true;
     std::vector<int32_t> m_history_on_device;  // what m_s.choice_history holds
     float m_scale;
     MlaShape m_shape;
@@ -331,31 +331,24 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
     const Model& model = *args.model;
     CETUS_CUDA(cudaSetDevice(m_device));
     m_info = query_device(m_device);
-    const char* exact = std::getenv("CETUS_CUDA_EXACT");
-    m_exact = exact && std::string(exact) == "1";
+    m_exact = env_is("CETUS_CUDA_EXACT", "1");
     // Synchronising after each launch is illegal while capturing.
-    const char* graphs = std::getenv("CETUS_CUDA_GRAPHS");
-    m_graphs_off = graphs && std::string(graphs) == "0" ? "CETUS_CUDA_GRAPHS=0"
-                   : sync_each_launch()                  ? "CETUS_CUDA_SYNC=1"
-                                                         : "";
+    m_graphs_off = env_is("CETUS_CUDA_GRAPHS", "0") ? "CETUS_CUDA_GRAPHS=0"
+                   : sync_each_launch()              ? "CETUS_CUDA_SYNC=1"
+                                                     : "";
     m_graphs = m_graphs_off.empty();
-    const char* expert_mma = std::getenv("CETUS_CUDA_EXPERT_MMA");
     // Both need bf16 tensor cores (sm_80 and later).
-    m_expert_mma = !m_exact && m_info.major >= 8 && !(expert_mma && std::string(expert_mma) == "0");
-    const char* attention_gemm = std::getenv("CETUS_CUDA_ATTENTION_GEMM");
-    m_attention_gemm = !m_exact && m_info.major >= 8 && !(attention_gemm && std::string(attention_gemm) == "0");
+    m_expert_mma = !m_exact && m_info.major >= 8 && !env_is("CETUS_CUDA_EXPERT_MMA", "0");
+    m_attention_gemm = !m_exact && m_info.major >= 8 && !env_is("CETUS_CUDA_ATTENTION_GEMM", "0");
     // The selftest shrinks the score batch to run mla_prefill's head and query blocks
     // (never below one full row of the cache).
     if (const char* batch = std::getenv("CETUS_CUDA_ATTENTION_BATCH")) {
         const long long v = std::atoll(batch);
-        if (v > 0) m_attn_batch_elems = std::max<int64_t>(v, (m_capacity + 7) / 8 * 8);
+        if (v > 0) m_attn_batch_elems = std::max<int64_t>(v, round_up(m_capacity, 8));
     }
     // Programmatic dependent launch: an experiment, off unless asked for (Hopper and later).
-    const char* pdl = std::getenv("CETUS_CUDA_PDL");
-    m_pdl = m_info.major >= 9 && pdl && std::string(pdl) == "1" && programmatic_launch_compiled();
-    set_programmatic_launch(m_pdl);
-    const char* sampling = std::getenv("CETUS_CUDA_SAMPLING");
-    m_device_sampling = !(sampling && std::string(sampling) == "host");
+    set_programmatic_launch(m_info.major >= 9 && env_is("CETUS_CUDA_PDL", "1") && programmatic_launch_compiled());
+    m_device_sampling = !env_is("CETUS_CUDA_SAMPLING", "host");
 
     // What the kernels hold in registers and shared memory.
     const int64_t width = c.kv_lora_rank + c.qk_rope_head_dim;
@@ -463,7 +456,7 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
                         fixed1(gib(cache_bytes)) + " GiB for " + std::to_string(m_capacity) + " tokens, work buffers " +
                         fixed1(gib(scratch_bytes)) + " GiB" + (m_exact ? ", exact fp32 products" : "") +
                         (m_graphs ? ", decode steps as CUDA graphs" : ", CUDA graphs off (" + m_graphs_off + ")") +
-                        (m_pdl ? ", programmatic dependent launch" : ""));
+                        (programmatic_launch() ? ", programmatic dependent launch" : ""));
 }
 
 CudaBackend::~CudaBackend() {
@@ -542,7 +535,7 @@ CudaBackend::Scratch CudaBackend::carve_scratch(Carver& cv) const {
         if (m_attention_gemm) {
             // All heads of a whole chunk at full context when that is less than the batch.
             s.gemm.attn_batch_elems = size_t(
-                std::min<int64_t>(m_attn_batch_elems, n_h * n * ((m_capacity + 7) / 8 * 8)));
+                std::min<int64_t>(m_attn_batch_elems, n_h * n * round_up(m_capacity, 8)));
             s.gemm.attn_scores = f(int64_t(s.gemm.attn_batch_elems));
         }
     }
@@ -1102,14 +1095,8 @@ void CudaBackend::moe(const DeviceLayer& l, int64_t n, int32_t* route_ids, float
     }
     // Prefill chunks on the tensor cores (decode steps stay on the fp32 kernel, which reads each weight once).
     const bool mma = m_expert_mma && n > Gemm::k_max_small_tokens;
-    if (mma && l.experts.gate_up_dtype != DeviceDtype::F32)
-        launch_experts_gate_up_mma(l.experts, m_s.pairs, m_s.a, n, K, H, int32_t(E), m_s.h, s);  // [n * K, I]
-    else
-        launch_experts_gate_up(l.experts, m_s.pairs, m_s.a, n, K, H, int32_t(E), m_s.h, s);
-    if (mma && l.experts.down_dtype != DeviceDtype::F32)
-        launch_experts_down_mma(l.experts, m_s.pairs, m_s.h, n, K, H, int32_t(E), m_s.y, s);  // [n * K, H]
-    else
-        launch_experts_down(l.experts, m_s.pairs, m_s.h, n, K, H, int32_t(E), m_s.y, s);
+    launch_experts_gate_up(l.experts, m_s.pairs, m_s.a, n, K, H, int32_t(E), m_s.h, mma, s);  // [n * K, I]
+    launch_experts_down(l.experts, m_s.pairs, m_s.h, n, K, H, int32_t(E), m_s.y, mma, s);     // [n * K, H]
     if (l.has_shared) mlp(l.shared, m_s.a, n, m_s.shared_out);                           // [n, H]
     launch_moe_combine(m_s.x, m_s.y, route_w, route_stride, l.has_shared ? m_s.shared_out : nullptr, n, K, H,
                        next_norm, float(c.rms_norm_eps), out, s);

@@ -29,13 +29,17 @@ inline void check_cuda(cudaError_t e, const char* what, const char* file, int li
     if (e != cudaSuccess) throw_cuda(e, what, file, line);
 }
 
+// Whether the environment variable `name` is set to exactly `value` (the
+// backend's CETUS_CUDA_* switches).
+inline bool env_is(const char* name, const char* value) {
+    const char* e = std::getenv(name);
+    return e && std::strcmp(e, value) == 0;
+}
+
 // CETUS_CUDA_SYNC=1 (read once): wait for every kernel right after its launch,
 // so a fault inside a kernel is reported against that kernel. For debugging only.
 inline bool sync_each_launch() {
-    static const bool on = [] {
-        const char* e = std::getenv("CETUS_CUDA_SYNC");
-        return e && std::strcmp(e, "1") == 0;
-    }();
+    static const bool on = env_is("CETUS_CUDA_SYNC", "1");
     return on;
 }
 

@@ -180,20 +180,19 @@ struct DeviceExperts {
     DeviceDtype gate_up_dtype = DeviceDtype::F32, down_dtype = DeviceDtype::F32;
     int64_t inter = 0;  // moe_intermediate_size
 };
+// With tensor_cores (prefill chunks, sm_80+), BF16 and FP8 experts take the grouped
+// tensor-core kernel (moe_experts_mma.cu: bf16 operands, activations rounded and FP8
+// times its scale rounded, fp32 accumulation, over ExpertPairs::tiles); otherwise,
+// and for F32 weights, the fp32 kernel (moe_experts.cu).
 // h[p, :] = silu(gate_e x[t]) * up_e x[t] for every pair p = (t, k) routed to expert e.
 // x: [n, hidden]; h: [n * top_k, inter]
 void launch_experts_gate_up(const DeviceExperts& e, const ExpertPairs& pairs, const float* x, int64_t n,
-                            int32_t top_k, int64_t hidden, int32_t n_experts, float* h, cudaStream_t s);
+                            int32_t top_k, int64_t hidden, int32_t n_experts, float* h, bool tensor_cores,
+                            cudaStream_t s);
 // y[p, :] = down_e h[p, :].  y: [n * top_k, hidden]
 void launch_experts_down(const DeviceExperts& e, const ExpertPairs& pairs, const float* h, int64_t n,
-                         int32_t top_k, int64_t hidden, int32_t n_experts, float* y, cudaStream_t s);
-// The same two products on the tensor cores (moe_experts_mma.cu, prefill chunks):
-// bf16 operands (activations rounded, FP8 times its scale rounded), fp32
-// accumulation, over ExpertPairs::tiles. BF16 and FP8 weights only.
-void launch_experts_gate_up_mma(const DeviceExperts& e, const ExpertPairs& pairs, const float* x, int64_t n,
-                                int32_t top_k, int64_t hidden, int32_t n_experts, float* h, cudaStream_t s);
-void launch_experts_down_mma(const DeviceExperts& e, const ExpertPairs& pairs, const float* h, int64_t n,
-                             int32_t top_k, int64_t hidden, int32_t n_experts, float* y, cudaStream_t s);
+                         int32_t top_k, int64_t hidden, int32_t n_experts, float* y, bool tensor_cores,
+                         cudaStream_t s);
 // x[t, :] += (sum_k weights[t, k] * y[t * top_k + k, :]) + shared[t, :] (shared may be null),
 // then out[t, :] = rmsnorm(x[t, :]) with norm_w (the next block's input norm or the
 // final norm; as launch_rmsnorm, bit for bit).

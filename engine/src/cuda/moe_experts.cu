@@ -86,17 +86,25 @@ void launch_experts(const ExpertLaunch& a, DeviceDtype dtype, int64_t n, int32_t
 }  // namespace
 
 void launch_experts_gate_up(const DeviceExperts& e, const ExpertPairs& pairs, const float* x, int64_t n,
-                            int32_t top_k, int64_t hidden, int32_t n_experts, float* h, cudaStream_t s) {
+                            int32_t top_k, int64_t hidden, int32_t n_experts, float* h, bool tensor_cores,
+                            cudaStream_t s) {
     if (n <= 0) return;
-    launch_experts<true>(ExpertLaunch{e.gate, e.up, pairs, x, h, top_k, e.inter, hidden}, e.gate_up_dtype, n,
-                         n_experts, s);
+    const ExpertLaunch a{e.gate, e.up, pairs, x, h, top_k, e.inter, hidden};
+    if (tensor_cores && e.gate_up_dtype != DeviceDtype::F32)
+        launch_experts_mma(a, true, e.gate_up_dtype, n, n_experts, s);
+    else
+        launch_experts<true>(a, e.gate_up_dtype, n, n_experts, s);
 }
 
 void launch_experts_down(const DeviceExperts& e, const ExpertPairs& pairs, const float* h, int64_t n,
-                         int32_t top_k, int64_t hidden, int32_t n_experts, float* y, cudaStream_t s) {
+                         int32_t top_k, int64_t hidden, int32_t n_experts, float* y, bool tensor_cores,
+                         cudaStream_t s) {
     if (n <= 0) return;
-    launch_experts<false>(ExpertLaunch{e.down, nullptr, pairs, h, y, top_k, hidden, e.inter}, e.down_dtype, n,
-                          n_experts, s);
+    const ExpertLaunch a{e.down, nullptr, pairs, h, y, top_k, hidden, e.inter};
+    if (tensor_cores && e.down_dtype != DeviceDtype::F32)
+        launch_experts_mma(a, false, e.down_dtype, n, n_experts, s);
+    else
+        launch_experts<false>(a, e.down_dtype, n, n_experts, s);
 }
 
 }  // namespace cetus::cuda

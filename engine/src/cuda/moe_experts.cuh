@@ -16,4 +16,9 @@ struct ExpertLaunch {
     int64_t rows, cols;
 };
 
+// The tensor-core kernel of moe_experts_mma.cu over a's pairs (gate and up with
+// SwiGLU, or down); BF16 or FP8 weights.
+void launch_experts_mma(const ExpertLaunch& a, bool gate_up, DeviceDtype dtype, int64_t n, int32_t n_experts,
+                        cudaStream_t s);
+
 }  // namespace cetus::cuda

@@ -275,17 +275,11 @@ void launch_mma(const ExpertLaunch& a, DeviceDtype dtype, int64_t n, int32_t n_e
 
 }  // namespace
 
-void launch_experts_gate_up_mma(const DeviceExperts& e, const ExpertPairs& pairs, const float* x, int64_t n,
-                                int32_t top_k, int64_t hidden, int32_t n_experts, float* h, cudaStream_t s) {
+void launch_experts_mma(const ExpertLaunch& a, bool gate_up, DeviceDtype dtype, int64_t n, int32_t n_experts,
+                        cudaStream_t s) {
     if (n <= 0) return;
-    launch_mma<true>(ExpertLaunch{e.gate, e.up, pairs, x, h, top_k, e.inter, hidden}, e.gate_up_dtype, n, n_experts, s);
-}
-
-void launch_experts_down_mma(const DeviceExperts& e, const ExpertPairs& pairs, const float* h, int64_t n,
-                             int32_t top_k, int64_t hidden, int32_t n_experts, float* y, cudaStream_t s) {
-    if (n <= 0) return;
-    launch_mma<false>(ExpertLaunch{e.down, nullptr, pairs, h, y, top_k, hidden, e.inter}, e.down_dtype, n, n_experts,
-                      s);
+    if (gate_up) launch_mma<true>(a, dtype, n, n_experts, s);
+    else launch_mma<false>(a, dtype, n, n_experts, s);
 }
 
 }  // namespace cetus::cuda
