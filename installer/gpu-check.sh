@@ -3,17 +3,20 @@
 # root with the Qt-free build-gpu/ folder (cetus-cli + libcetus-cuda.so) carried over:
 #   cmake --preset gpu-check && cmake --build --preset gpu-check    # on a development machine
 #   installer/gpu-check.sh pack                                       # carry gpu-carry/ (17 MB)
-#   installer/gpu-check.sh conformance                                # on the GPU machine, then
-#   installer/gpu-check.sh bench
+#   installer/gpu-check.sh all                                        # on the GPU machine: one call
+# or, when the machine stays for a second call, `conformance` then `bench`.
 # Each mode fits one device call (under 10 minutes; every step has its own time
-# limit so one hang cannot eat the session). Results go to $OUT (the device tool's
-# output folder) or gpu-out/, a summary to stdout.
+# limit so one hang cannot eat the session). Results go to gpu-out/ and, packed, to $OUT
+# (the device tool's output folder); a summary to stdout.
+#   all: within one call (580 s), most important first: facts, selftest (and the bisect on
+#        failures), the bench figures (V2-Lite decode and prefill, MTP), memcheck, the
+#        selftest with programmatic dependent launch, the bench comparisons.
 #   conformance (~4 min, estimated): GPU facts, info, selftest (fixtures in exact mode + CUDA vs CPU
 #                on small random shapes, graphs vs direct launches, token choices), the tiny comparison
 #                with programmatic dependent launch, a bisect of the fast paths on failures, memcheck
 #                on the tiny comparison.
-#   bench (~5-7 min, estimated): V2-Lite BF16 (with and without programmatic dependent
-#                launch) and FP8 decode/prefill with their fractions of the measured limits, FP8
+#   bench (~5-7 min, estimated): V2-Lite BF16 (as built, without the decode fusions, with
+#                programmatic dependent launch) and FP8 decode/prefill with their fractions of the measured limits, FP8
 #                without CUDA graphs, a 2048-token prefill with the tensor-core experts and
 #                attention and without, MTP on the demo model (GPU, CPU); figures.md holds the
 #                README rows.
@@ -21,8 +24,11 @@
 #         profile of decode.
 set -uo pipefail
 mode="${1:-conformance}"
-out="${OUT:-gpu-out}"
-mkdir -p "$out"
+# Each step's output goes to gpu-out/; at the end the whole folder is packed into
+# $OUT/gpu-check.tar.gz beside figures.md and summary.txt (the device tool brings
+# back at most 8 files from $OUT), and the summary is also printed.
+out=gpu-out
+rm -rf "$out" && mkdir -p "$out"
 cli=build-gpu/cetus-cli
 # `pack` (here, after the build) copies the two binaries and the OpenMP runtime into
 # gpu-carry/ (17 MB instead of the 62 MiB build folder); carry that and the checks use it.
@@ -30,12 +36,17 @@ cli=build-gpu/cetus-cli
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}:$PWD/gpu-carry"
 export OMP_WAIT_POLICY=PASSIVE
 demo=$(ls -d resources/models/*/ 2>/dev/null | head -1)
+budget=${GPU_CHECK_BUDGET:-580}  # one device call is 600 s: steps end before it does
 step() {  # step NAME SECONDS COMMAND... : stdout to $out/NAME.out, stderr to $out/NAME.log
     local name=$1 limit=$2; shift 2
-    if [ $((SECONDS + limit)) -gt 580 ]; then  # one device call is 600 s: skip rather than be cut off
+    local left=$((budget - SECONDS))
+    # A step gets what is left of the call when that is less than its own limit,
+    # and is skipped when that is under half its limit (and so likely to be cut off).
+    if [ $((2 * left)) -lt "$limit" ]; then
         echo "== $name: skipped (${SECONDS} s used, needs up to $limit s)"
         return 0
     fi
+    [ "$left" -lt "$limit" ] && limit=$left
     local t0=$SECONDS
     timeout "$limit" "$@" > "$out/$name.out" 2> "$out/$name.log"
     local rc=$?
@@ -78,7 +89,7 @@ try:
                          capture_output=True, text=True).stdout.strip()
 except OSError:
     gpu = "?"
-rows = [f"Measured {datetime.date.today()} on {gpu} (`installer/gpu-check.sh bench`):", "",
+rows = [f"Measured {datetime.date.today()} on {gpu} (`installer/gpu-check.sh`):", "",
         "| run | prefill tok/s | prefill TFLOP/s (of peak) | decode tok/s | decode GB/s (of copy bandwidth) |",
         "|---|---|---|---|---|"]
 for n in names:
@@ -99,16 +110,8 @@ print(text)
 PY
 }
 
-case "$mode" in
-pack)
-    mkdir -p gpu-carry
-    cp build-gpu/cetus-cli build-gpu/libcetus-cuda.so gpu-carry/
-    # The OpenMP runtime it was linked with too, in case the GPU image has none (LD_LIBRARY_PATH below).
-    cp "$(ldd build-gpu/cetus-cli | awk '/libgomp/ {print $3}')" gpu-carry/ 2>/dev/null || true
-    du -sh gpu-carry
-    exit 0
-    ;;
-conformance)
+# GPU facts, the libraries resolved, info and the selftest with the CUDA-vs-CPU comparison.
+gpu_facts_and_selftest() {
     { nvidia-smi; nvidia-smi --query-gpu=name,memory.total,clocks.max.memory,driver_version --format=csv; } > "$out/gpu.txt" 2>&1
     head -15 "$out/gpu.txt"
     "$cli" --version > "$out/version.txt" 2>&1
@@ -118,20 +121,29 @@ conformance)
     step selftest-cuda 300 "$cli" selftest --device cuda --compare small --json
     summarise_selftest "$out/selftest-cuda.out"
     grep -h "graphs off" "$out/selftest-cuda.log" | head -3
+}
+
+selftest_pdl() {
     # Programmatic dependent launch (an experiment, off by default): the tiny comparison with it on.
     step selftest-pdl 60 env CETUS_CUDA_PDL=1 "$cli" selftest --device cuda --compare tiny --compare-only --json
     summarise_selftest "$out/selftest-pdl.out"
     grep -h "graphs off\|capture" "$out/selftest-pdl.log" | head -3  # PDL must run inside the graphs too
+}
+
+bisect_on_failures() {
     # On failures, the tiny comparison again with one path switched off at a time,
     # so one call already says which kernel family is at fault.
     if python3 -c "import json,sys; sys.exit(0 if any(not r['passed'] for r in json.load(open(sys.argv[1]))) else 1)" \
         "$out/selftest-cuda.out" 2>/dev/null; then
-        for sw in CETUS_CUDA_EXPERT_MMA=0 CETUS_CUDA_ATTENTION_GEMM=0 CETUS_CUDA_GRAPHS=0 CETUS_CUDA_SAMPLING=host; do
+        for sw in CETUS_CUDA_FUSE=0 CETUS_CUDA_EXPERT_MMA=0 CETUS_CUDA_ATTENTION_GEMM=0 CETUS_CUDA_GRAPHS=0 CETUS_CUDA_SAMPLING=host; do
             step "bisect-${sw%%=*}" 45 env "$sw" "$cli" selftest --device cuda --compare tiny --compare-only --json
             python3 -c "import json,sys; rows=json.load(open(sys.argv[1])); bad=[r['case']+' / '+r['check'] for r in rows if not r['passed']]; print('  with', sys.argv[2], len(rows), 'checks,', len(bad), 'failed:', '; '.join(bad[:6]))" \
                 "$out/bisect-${sw%%=*}.out" "$sw" 2>/dev/null || echo "  with $sw: no JSON"
         done
     fi
+}
+
+memcheck() {
     if command -v compute-sanitizer >/dev/null; then
         # The tiny comparison covers every kernel: BF16 and FP8, graphs, two-chunk
         # prompts, the token-choice kernels.
@@ -139,21 +151,14 @@ conformance)
             "$cli" selftest --device cuda --compare tiny --compare-only
         grep -E "ERROR SUMMARY|Invalid|out of bounds" "$out/memcheck.out" | head -5
     fi
-    ;;
-bench)
+}
+# The figures: V2-Lite decode and prefill, MTP on the demo model.
+bench_figures() {
+    # The figures first (V2-Lite decode and prefill, MTP on the demo model),
+    # then the side-by-side comparisons, so a slow step skips the least important.
     step bench-v2lite-cuda 170 "$cli" bench --device cuda --random-model v2-lite --prompt 512 --gen 128 --json
-    # Programmatic dependent launch against the run above (same command, side by side).
-    step bench-v2lite-pdl 170 env CETUS_CUDA_PDL=1 "$cli" bench --device cuda --random-model v2-lite --prompt 512 --gen 128 --json
-    step bench-v2lite-fp8-cuda 130 "$cli" bench --device cuda --random-model v2-lite --dtype fp8 --prompt 512 --gen 64 --json
-    step bench-v2lite-fp8-nographs 110 env CETUS_CUDA_GRAPHS=0 "$cli" bench --device cuda --random-model v2-lite --dtype fp8 --prompt 64 --gen 32 --json
-    # Prefill of a long prompt, the tensor-core experts and attention against the fp32 kernels (A/B, one run each).
+    # Prefill of a long prompt (4 layers), later against the fp32 kernels.
     step bench-prefill-2048 60 "$cli" bench --device cuda --random-model v2-lite --layers 4 --prompt 2048 --gen 0 --json
-    step bench-prefill-2048-fp32 90 env CETUS_CUDA_EXPERT_MMA=0 CETUS_CUDA_ATTENTION_GEMM=0 \
-        "$cli" bench --device cuda --random-model v2-lite --layers 4 --prompt 2048 --gen 0 --json
-    summarise_bench bench-v2lite-cuda bench-v2lite-pdl bench-v2lite-fp8-cuda bench-v2lite-fp8-nographs \
-        bench-prefill-2048 bench-prefill-2048-fp32
-    figures_table bench-v2lite-cuda bench-v2lite-pdl bench-v2lite-fp8-cuda bench-v2lite-fp8-nographs \
-        bench-prefill-2048 bench-prefill-2048-fp32
     if [ -n "$demo" ]; then
         step bench-mtp-cuda 60 "$cli" bench --device cuda --model "$demo" --gen 64 --mtp both --repeat 2 --json
         step bench-mtp-cpu 60 "$cli" bench --device cpu --threads 1 --model "$demo" --gen 64 --mtp both --repeat 2 --json
@@ -161,6 +166,50 @@ bench)
             python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print(sys.argv[1].split('/')[-1], 'speedup', j.get('speedup'), 'acceptance', j.get('mtp_on',{}).get('acceptance_rate'), 'decode off/on', j.get('mtp_off',{}).get('decode_tokens_per_s'), j.get('mtp_on',{}).get('decode_tokens_per_s'))" "$out/$f.out" 2>/dev/null || echo "$f: no JSON"
         done
     fi
+}
+# Side-by-side runs of the switches, then every bench run as README rows.
+bench_comparisons() {
+    # Side by side with the first run (same command): without the decode fusions of
+    # the shared experts and the router (CETUS_CUDA_FUSE=0), then with programmatic
+    # dependent launch.
+    step bench-v2lite-nofuse 150 env CETUS_CUDA_FUSE=0 "$cli" bench --device cuda --random-model v2-lite --prompt 512 --gen 128 --json
+    step bench-v2lite-pdl 150 env CETUS_CUDA_PDL=1 "$cli" bench --device cuda --random-model v2-lite --prompt 512 --gen 128 --json
+    step bench-prefill-2048-fp32 90 env CETUS_CUDA_EXPERT_MMA=0 CETUS_CUDA_ATTENTION_GEMM=0 \
+        "$cli" bench --device cuda --random-model v2-lite --layers 4 --prompt 2048 --gen 0 --json
+    step bench-v2lite-fp8-cuda 130 "$cli" bench --device cuda --random-model v2-lite --dtype fp8 --prompt 512 --gen 64 --json
+    step bench-v2lite-fp8-nographs 110 env CETUS_CUDA_GRAPHS=0 "$cli" bench --device cuda --random-model v2-lite --dtype fp8 --prompt 64 --gen 32 --json
+    runs="bench-v2lite-cuda bench-v2lite-nofuse bench-v2lite-pdl bench-prefill-2048 bench-prefill-2048-fp32"
+    runs="$runs bench-v2lite-fp8-cuda bench-v2lite-fp8-nographs"
+    summarise_bench $runs
+    figures_table $runs
+}
+
+run_mode() {
+case "$1" in
+pack)
+    mkdir -p gpu-carry
+    cp build-gpu/cetus-cli build-gpu/libcetus-cuda.so gpu-carry/
+    # The OpenMP runtime it was linked with too, in case the GPU image has none (LD_LIBRARY_PATH below).
+    cp "$(ldd build-gpu/cetus-cli | awk '/libgomp/ {print $3}')" gpu-carry/ 2>/dev/null || true
+    du -sh gpu-carry
+    ;;
+all)  # the first call of a GPU session: what matters most first, within one device call
+    gpu_facts_and_selftest
+    bisect_on_failures
+    bench_figures
+    memcheck
+    selftest_pdl
+    bench_comparisons
+    ;;
+conformance)
+    gpu_facts_and_selftest
+    selftest_pdl
+    bisect_on_failures
+    memcheck
+    ;;
+bench)
+    bench_figures
+    bench_comparisons
     ;;
 full)
     step selftest-cuda-full 400 "$cli" selftest --device cuda --compare full --json
@@ -178,8 +227,17 @@ full)
     fi
     ;;
 *)
-    echo "usage: installer/gpu-check.sh pack|conformance|bench|full" >&2
-    exit 2
+    echo "usage: installer/gpu-check.sh pack|all|conformance|bench|full" >&2
+    return 2
     ;;
 esac
-exit 0
+}
+
+run_mode "$mode" 2>&1 | tee "$out/summary.txt"
+rc=$?
+if [ -n "${OUT:-}" ] && [ "$mode" != pack ]; then
+    tar -czf "$OUT/gpu-check.tar.gz" -C "$out" .
+    cp "$out/summary.txt" "$OUT/"
+    [ -f "$out/figures.md" ] && cp "$out/figures.md" "$OUT/"
+fi
+exit $rc

@@ -187,6 +187,7 @@ private:
         AttentionPartials parts;
         float *g, *u;      // [chunk, widest dense or shared MLP]
         float* z;          // [chunk, E] router logits
+        uint32_t* route_done;  // launch_router_route_group's counter (zero between launches)
         int32_t* route_ids;  // [chunk, max(n_moe, 1), K]
         float* route_w;
         ExpertPairs pairs;
@@ -277,6 +278,7 @@ private:
     int64_t m_logit_rows = 0;  // rows of the last call's logits in m_s.logits
     int64_t m_attn_batch_elems = int64_t(Gemm::k_attn_batch_elems);
     bool m_interleave, m_exact, m_expert_mma = true, m_attention_gemm = true, m_device_sampling = true;
+    bool m_fuse = true;  // the decode fusions that change which kernel computes a sum (CETUS_CUDA_FUSE=0: off)
     std::vector<int32_t> m_history_on_device;  // what m_s.choice_history holds
     float m_scale;
     MlaShape m_shape;
@@ -349,6 +351,7 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
     // Programmatic dependent launch: an experiment, off unless asked for (Hopper and later).
     set_programmatic_launch(m_info.major >= 9 && env_is("CETUS_CUDA_PDL", "1") && programmatic_launch_compiled());
     m_device_sampling = !env_is("CETUS_CUDA_SAMPLING", "host");
+    m_fuse = !env_is("CETUS_CUDA_FUSE", "0");
 
     // What the kernels hold in registers and shared memory.
     const int64_t width = c.kv_lora_rank + c.qk_rope_head_dim;
@@ -446,6 +449,7 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
     m_h = carve_staging(staging);
     m_gemm = std::make_unique<Gemm>(m_stream.get(), m_exact, m_s.gemm);
     launch_choice_init(m_s.choice, c.vocab_size, m_stream.get());
+    CETUS_CUDA(cudaMemsetAsync(m_s.route_done, 0, sizeof(uint32_t), m_stream.get()));
     // Zeroed like the CPU's cache; rows past n_tokens are never read.
     CETUS_CUDA(cudaMemsetAsync(m_cache.get(), 0, cache_bytes, m_stream.get()));
     CETUS_CUDA(cudaStreamSynchronize(m_stream.get()));
@@ -492,6 +496,7 @@ CudaBackend::Scratch CudaBackend::carve_scratch(Carver& cv) const {
     s.g = f(n * m_mlp_width);
     s.u = f(n * m_mlp_width);
     s.z = f(n * E);
+    s.route_done = cv.take<uint32_t>(1);
     s.route_ids = i(n * slots);
     s.route_w = f(n * slots);
     s.pairs.counts = i(E);
@@ -573,7 +578,8 @@ std::string CudaBackend::description() const {
            (programmatic_launch() ? ", programmatic dependent launch" : "") +
            (m_exact ? ", exact fp32 products" : "") +
            (!m_exact && !m_expert_mma ? ", prefill experts on fp32 kernels" : "") +
-           (!m_exact && !m_attention_gemm ? ", prefill attention on the flash-decoding kernel" : "");
+           (!m_exact && !m_attention_gemm ? ", prefill attention on the flash-decoding kernel" : "") +
+           (!m_fuse ? ", decode fusions off" : "");
 }
 
 void CudaBackend::check_span(int64_t T, int64_t start_pos) const {
@@ -1084,20 +1090,31 @@ void CudaBackend::moe(const DeviceLayer& l, int64_t n, int32_t* route_ids, float
     const int64_t H = c.hidden_size, E = c.n_routed_experts;
     const int32_t K = int32_t(c.num_experts_per_tok);
     cudaStream_t s = m_stream.get();
-    m_gemm->matmul_fp32(l.router, m_s.a, H, n, m_s.z, E);  // [n, E]
     RouteParams p = m_route;
     p.bias = l.bias;
-    if (route_group_fits(n, p)) {  // decode and verify batches: one launch
-        launch_route_group(m_s.z, n, p, route_ids, route_w, route_stride, m_s.pairs, s);
+    if (m_fuse && router_route_group_fits(n, p, l.router)) {  // decode and verify batches: one launch
+        launch_router_route_group(l.router, m_s.a, H, n, m_s.z, p, route_ids, route_w, route_stride, m_s.pairs,
+                                  m_s.route_done, s);
     } else {
-        launch_route(m_s.z, n, p, route_ids, route_w, route_stride, s);
-        launch_group_pairs(route_ids, route_stride, n, K, int32_t(E), m_s.pairs, s);
+        m_gemm->matmul_fp32(l.router, m_s.a, H, n, m_s.z, E);  // [n, E]
+        if (route_group_fits(n, p)) {
+            launch_route_group(m_s.z, n, p, route_ids, route_w, route_stride, m_s.pairs, s);
+        } else {
+            launch_route(m_s.z, n, p, route_ids, route_w, route_stride, s);
+            launch_group_pairs(route_ids, route_stride, n, K, int32_t(E), m_s.pairs, s);
+        }
     }
     // Prefill chunks on the tensor cores (decode steps stay on the fp32 kernel, which reads each weight once).
     const bool mma = m_expert_mma && n > Gemm::k_max_small_tokens;
-    launch_experts_gate_up(l.experts, m_s.pairs, m_s.a, n, K, H, int32_t(E), m_s.h, mma, s);  // [n * K, I]
-    launch_experts_down(l.experts, m_s.pairs, m_s.h, n, K, H, int32_t(E), m_s.y, mma, s);     // [n * K, H]
-    if (l.has_shared) mlp(l.shared, m_s.a, n, m_s.shared_out);                           // [n, H]
+    // Decode and verify batches (every batch in exact mode, so a token's sums never
+    // depend on its batch): the shared experts join the routed experts' two launches.
+    const bool fuse_shared = l.has_shared && !mma && m_fuse && (n <= Gemm::k_max_small_tokens || m_exact) &&
+                             experts_shared_fusable(l.experts, l.shared.gate, l.shared.up, l.shared.down, H);
+    const SharedExpertLaunch shared{l.shared.gate, l.shared.up, l.shared.down, m_s.g, m_s.shared_out};
+    const SharedExpertLaunch* with = fuse_shared ? &shared : nullptr;
+    launch_experts_gate_up(l.experts, m_s.pairs, m_s.a, n, K, H, int32_t(E), m_s.h, mma, with, s);  // [n * K, I]
+    launch_experts_down(l.experts, m_s.pairs, m_s.h, n, K, H, int32_t(E), m_s.y, mma, with, s);     // [n * K, H]
+    if (l.has_shared && !fuse_shared) mlp(l.shared, m_s.a, n, m_s.shared_out);                 // [n, H]
     launch_moe_combine(m_s.x, m_s.y, route_w, route_stride, l.has_shared ? m_s.shared_out : nullptr, n, K, H,
                        next_norm, float(c.rms_norm_eps), out, s);
 }

@@ -73,6 +73,10 @@ void launch_to_bf16(const float* x, int64_t ldx, int64_t n_rows, int64_t cols, u
 
 // ---- matrix products: matvec.cu, dequant_fp8.cu ----
 
+// Products of fewer rows than k_matvec_narrow_rows give each row k_matvec_narrow_split
+// warps (partial sums added in warp order), so small matrices still spread over the GPU.
+inline constexpr int64_t k_matvec_narrow_rows = 2048;
+inline constexpr int k_matvec_narrow_split = 4;
 // y[t, g * y_step + r] = sum_c W[w_row0 + g * w_row_step + r, c] * x[t, g * x_step + c], fp32
 // accumulation, one warp per output row and up to 8 tokens per pass over the weights.
 void launch_matvec(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy,
@@ -171,6 +175,13 @@ inline constexpr int64_t k_route_group_max_tokens = 16;
 bool route_group_fits(int64_t n, const RouteParams& p);
 void launch_route_group(const float* z, int64_t n, const RouteParams& p, int32_t* ids, float* weights,
                         int64_t stride, const ExpertPairs& pairs, cudaStream_t s);
+// z = x router^T (launch_matvec's sums) and launch_route_group in one launch: the
+// last block to finish its rows of z routes and groups. done: a counter in device
+// memory, zero before the first launch; the kernel leaves it at zero.
+bool router_route_group_fits(int64_t n, const RouteParams& p, const DeviceMatrix& router);
+void launch_router_route_group(const DeviceMatrix& router, const float* x, int64_t ldx, int64_t n, float* z,
+                               const RouteParams& p, int32_t* ids, float* weights, int64_t stride,
+                               const ExpertPairs& pairs, uint32_t* done, cudaStream_t s);
 
 // Per-expert descriptors of one MoE layer in device memory: gate[E], up[E], down[E].
 struct DeviceExperts {
@@ -180,19 +191,33 @@ struct DeviceExperts {
     DeviceDtype gate_up_dtype = DeviceDtype::F32, down_dtype = DeviceDtype::F32;
     int64_t inter = 0;  // moe_intermediate_size
 };
+// A MoE layer's shared experts (one MLP) computed in the routed experts' launches
+// (the fp32 kernel: decode and verify batches): h[t, :] = silu(gate x[t]) * up x[t]
+// in the gate/up launch, out[t, :] = down h[t, :] in the down launch, with the
+// same sums as launch_matvec of one warp per row.
+struct SharedExpertLaunch {
+    DeviceMatrix gate, up, down;
+    float* h = nullptr;    // [n, gate.rows]
+    float* out = nullptr;  // [n, down.rows]
+};
+// Whether the shared MLP can join e's fp32 launches: the same weight types as the
+// routed experts, gate and up alike, of width hidden, down back to hidden.
+bool experts_shared_fusable(const DeviceExperts& e, const DeviceMatrix& gate, const DeviceMatrix& up,
+                            const DeviceMatrix& down, int64_t hidden);
 // With tensor_cores (prefill chunks, sm_80+), BF16 and FP8 experts take the grouped
 // tensor-core kernel (moe_experts_mma.cu: bf16 operands, activations rounded and FP8
 // times its scale rounded, fp32 accumulation, over ExpertPairs::tiles); otherwise,
 // and for F32 weights, the fp32 kernel (moe_experts.cu).
 // h[p, :] = silu(gate_e x[t]) * up_e x[t] for every pair p = (t, k) routed to expert e.
-// x: [n, hidden]; h: [n * top_k, inter]
+// x: [n, hidden]; h: [n * top_k, inter]. shared (or null; not with tensor_cores):
+// the shared experts' gate/up of x in the same launch.
 void launch_experts_gate_up(const DeviceExperts& e, const ExpertPairs& pairs, const float* x, int64_t n,
                             int32_t top_k, int64_t hidden, int32_t n_experts, float* h, bool tensor_cores,
-                            cudaStream_t s);
-// y[p, :] = down_e h[p, :].  y: [n * top_k, hidden]
+                            const SharedExpertLaunch* shared, cudaStream_t s);
+// y[p, :] = down_e h[p, :].  y: [n * top_k, hidden]. shared: its down of shared->h.
 void launch_experts_down(const DeviceExperts& e, const ExpertPairs& pairs, const float* h, int64_t n,
                          int32_t top_k, int64_t hidden, int32_t n_experts, float* y, bool tensor_cores,
-                         cudaStream_t s);
+                         const SharedExpertLaunch* shared, cudaStream_t s);
 // x[t, :] += (sum_k weights[t, k] * y[t * top_k + k, :]) + shared[t, :] (shared may be null),
 // then out[t, :] = rmsnorm(x[t, :]) with norm_w (the next block's input norm or the
 // final norm; as launch_rmsnorm, bit for bit).

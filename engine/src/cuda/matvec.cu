@@ -16,12 +16,12 @@ namespace {
 
 constexpr int k_warps_per_block = 8;
 constexpr int k_tokens_per_pass = 8;
-// Narrow products (fewer rows than this) give each row k_narrow_split warps, so
+// Narrow products (k_matvec_narrow_rows, kernels.h) give each row several warps, so
 // small matrices (the MLA latent projection, the router) still spread over the
 // GPU. The choice depends on the matrix only, never on the token count, so a
 // token's sums are the same in a batch of one or in a verify batch.
-constexpr int64_t k_narrow_rows = 2048;
-constexpr int k_narrow_split = 4;
+constexpr int64_t k_narrow_rows = k_matvec_narrow_rows;
+constexpr int k_narrow_split = k_matvec_narrow_split;
 
 // What one launch computes: a plain product over row groups, silu(W x) * (W2 x)
 // (an MLP's gate and up with its SwiGLU, as launch_silu_mul), or two products of

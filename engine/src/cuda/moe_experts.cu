@@ -1,8 +1,11 @@
 // The routed experts as grouped warp-per-row products: silu(gate x) * up x,
 // then down, for the pairs of every active expert, as moe_forward runs
 // mlp_forward per expert batch (moe.cpp); each expert's weight rows are read
-// once per 8 of its pairs. Grid (rows / 8 rounded up, active experts), one
-// warp per output row; templated per dtype, pairs per pass and gate/up or down.
+// once per 8 of its pairs. Grid (rows / 8 rounded up, shared slots + active
+// experts), one warp per output row; templated per dtype, pairs per pass and
+// gate/up or down. The shared experts can ride along in the same launches
+// (decode: two launches fewer per MoE layer, and their weights stream beside
+// the routed ones').
 #include "cuda_util.h"
 #include "device_math.cuh"
 #include "pdl.cuh"
@@ -15,33 +18,26 @@ namespace {
 
 constexpr int k_expert_rows = 8;  // output rows per block, one warp each
 
-// Pair p's input row: token p / K for gate/up, the pair's own row for down.
-// NT pairs per pass over the rows: a token routes at most one pair to an
-// expert, so NT >= min(n, 8) covers the decode case in a single pass with
-// few registers; more pairs take several passes.
-template <DeviceDtype DT, int NT, bool kXVec, bool kGateUp>
-__global__ void __launch_bounds__(32 * k_expert_rows) experts_kernel(ExpertLaunch a) {
-    pdl_wait();  // first: see pdl.cuh
-    pdl_trigger();
-    if (int(blockIdx.y) >= *a.pairs.n_active) return;
-    const int e = a.pairs.active[blockIdx.y];
-    const int64_t row = int64_t(blockIdx.x) * k_expert_rows + (threadIdx.x >> 5);
-    if (row >= a.rows) return;
-    const DeviceMatrix w1 = a.first[e];
-    const int count = a.pairs.counts[e], first = a.pairs.offsets[e];
+// Row `row` of w1 (and w2 for gate/up with SwiGLU) for `count` pairs, NT at a
+// time: pair_at(i) is the i-th pair, x_of(p) its input row and out_of(p) where
+// its result goes. NT >= min(n, 8) covers the decode case in a single pass with
+// few registers; more pairs take several passes. A pair's sum does not depend on
+// NT or on the other pairs.
+template <DeviceDtype DT, int NT, bool kXVec, bool kGateUp, class PairAt, class InputOf, class OutputOf>
+__device__ __forceinline__ void rows_for_pairs(const DeviceMatrix& w1, const DeviceMatrix& w2, int64_t row, int count,
+                                               PairAt pair_at, InputOf x_of, OutputOf out_of) {
     for (int c0 = 0; c0 < count; c0 += NT) {
         const int np = min(NT, count - c0);
         int pair[NT];
         const float* xs[NT];
 #pragma unroll
         for (int j = 0; j < NT; ++j) {
-            pair[j] = j < np ? a.pairs.list[first + c0 + j] : 0;
-            xs[j] = a.x + int64_t(kGateUp ? pair[j] / a.top_k : pair[j]) * a.cols;
+            pair[j] = j < np ? pair_at(c0 + j) : 0;
+            xs[j] = x_of(pair[j]);
         }
         float v1[NT] = {};
         warp_row_dot<DT, NT, kXVec>(w1, row, xs, np, v1);
         if constexpr (kGateUp) {
-            const DeviceMatrix w2 = a.second[e];
             float v2[NT] = {};
             warp_row_dot<DT, NT, kXVec>(w2, row, xs, np, v2);
 #pragma unroll
@@ -50,9 +46,52 @@ __global__ void __launch_bounds__(32 * k_expert_rows) experts_kernel(ExpertLaunc
         if ((threadIdx.x & 31) == 0) {
 #pragma unroll
             for (int j = 0; j < NT; ++j)
-                if (j < np) a.out[int64_t(pair[j]) * a.rows + row] = v1[j];
+                if (j < np) *out_of(pair[j]) = v1[j];
         }
     }
+}
+
+// Shared blocks (the first s_slots of grid.y, scheduled first: their rows can be
+// the longest): every token through the shared MLP's rows, split into slots of
+// gridDim.x * k_expert_rows rows. Routed blocks: the rest of grid.y indexes the
+// active experts (blocks past the active count return at once); pair p's input
+// row is token p / K for gate/up, the pair's own row for down (a token routes at
+// most one pair to an expert). Both take the same code below (one inlined copy).
+template <DeviceDtype DT, int NT, bool kXVec, bool kGateUp>
+__global__ void __launch_bounds__(32 * k_expert_rows) experts_kernel(ExpertLaunch a) {
+    pdl_wait();  // first: see pdl.cuh
+    pdl_trigger();
+    const int warp = threadIdx.x >> 5;
+    // The launch's fields are read where they are used (kernel parameters, not registers
+    // held across the products); only the weights and the block's pair list are kept.
+    const bool shared = int(blockIdx.y) < a.s_slots;
+    DeviceMatrix w1, w2;
+    int64_t row;
+    int count;
+    const int32_t* list = nullptr;  // the expert's pairs
+    if (shared) {
+        row = (int64_t(blockIdx.y) * gridDim.x + blockIdx.x) * k_expert_rows + warp;
+        if (row >= a.s_rows) return;
+        w1 = a.s_first;
+        w2 = a.s_second;
+        count = a.n_tokens;
+    } else {
+        const int slot = int(blockIdx.y) - a.s_slots;
+        if (slot >= *a.pairs.n_active) return;
+        const int e = a.pairs.active[slot];
+        row = int64_t(blockIdx.x) * k_expert_rows + warp;
+        if (row >= a.rows) return;
+        w1 = a.first[e];
+        w2 = kGateUp ? a.second[e] : w1;
+        count = a.pairs.counts[e];
+        list = a.pairs.list + a.pairs.offsets[e];
+    }
+    rows_for_pairs<DT, NT, kXVec, kGateUp>(
+        w1, w2, row, count, [&](int i) { return shared ? i : list[i]; },
+        [&](int p) {
+            return shared ? a.s_x + int64_t(p) * a.s_cols : a.x + int64_t(kGateUp ? p / a.top_k : p) * a.cols;
+        },
+        [&](int p) { return shared ? a.s_out + int64_t(p) * a.s_rows + row : a.out + int64_t(p) * a.rows + row; });
 }
 
 template <DeviceDtype DT, int NT, bool kGateUp>
@@ -71,10 +110,14 @@ void launch_experts_dtype(const ExpertLaunch& a, const dim3& grid, bool x_vec, i
 
 template <bool kGateUp>
 void launch_experts(const ExpertLaunch& a, DeviceDtype dtype, int64_t n, int32_t n_experts, cudaStream_t s) {
-    // Blocks past the active count return at once; at most min(E, n * K) experts are active.
+    // Blocks past the active count return at once; at most min(E, n * K) experts are
+    // active. The shared experts' slots come before them.
     const dim3 grid(unsigned((a.rows + k_expert_rows - 1) / k_expert_rows),
-                    unsigned(std::min<int64_t>(n_experts, n * a.top_k)));
-    const bool x_vec = a.cols % 4 == 0 && reinterpret_cast<uintptr_t>(a.x) % 16 == 0;
+                    unsigned(std::min<int64_t>(n_experts, n * a.top_k) + a.s_slots));
+    const auto aligned = [](const float* x, int64_t cols) {
+        return cols % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+    };
+    const bool x_vec = aligned(a.x, a.cols) && (a.s_slots == 0 || aligned(a.s_x, a.s_cols));
     switch (dtype) {
     case DeviceDtype::F32: launch_experts_dtype<DeviceDtype::F32, kGateUp>(a, grid, x_vec, n, s); break;
     case DeviceDtype::BF16: launch_experts_dtype<DeviceDtype::BF16, kGateUp>(a, grid, x_vec, n, s); break;
@@ -85,26 +128,55 @@ void launch_experts(const ExpertLaunch& a, DeviceDtype dtype, int64_t n, int32_t
 
 }  // namespace
 
+bool experts_shared_fusable(const DeviceExperts& e, const DeviceMatrix& gate, const DeviceMatrix& up,
+                            const DeviceMatrix& down, int64_t hidden) {
+    return gate.dtype == e.gate_up_dtype && up.dtype == e.gate_up_dtype && down.dtype == e.down_dtype &&
+           gate.rows == up.rows && gate.cols == hidden && up.cols == hidden && down.rows == hidden &&
+           down.cols == gate.rows && gate.rows > 0;
+}
+
+namespace {
+// a with the shared experts' part: w1/w2 over x [n, cols] into out [n, w1.rows].
+void add_shared(ExpertLaunch& a, const DeviceMatrix& w1, const DeviceMatrix& w2, const float* x, float* out,
+                int64_t n) {
+    const int64_t rows_per_slot = ((a.rows + k_expert_rows - 1) / k_expert_rows) * k_expert_rows;
+    a.s_first = w1;
+    a.s_second = w2;
+    a.s_x = x;
+    a.s_out = out;
+    a.s_rows = w1.rows;
+    a.s_cols = w1.cols;
+    a.s_slots = int32_t((w1.rows + rows_per_slot - 1) / rows_per_slot);
+    a.n_tokens = int32_t(n);
+}
+}  // namespace
+
 void launch_experts_gate_up(const DeviceExperts& e, const ExpertPairs& pairs, const float* x, int64_t n,
                             int32_t top_k, int64_t hidden, int32_t n_experts, float* h, bool tensor_cores,
-                            cudaStream_t s) {
+                            const SharedExpertLaunch* shared, cudaStream_t s) {
     if (n <= 0) return;
-    const ExpertLaunch a{e.gate, e.up, pairs, x, h, top_k, e.inter, hidden};
-    if (tensor_cores && e.gate_up_dtype != DeviceDtype::F32)
+    ExpertLaunch a{e.gate, e.up, pairs, x, h, top_k, e.inter, hidden};
+    if (tensor_cores && e.gate_up_dtype != DeviceDtype::F32) {
+        if (shared) throw Error(ErrorCode::Device, "experts: shared experts on the tensor-core kernel (internal error)");
         launch_experts_mma(a, true, e.gate_up_dtype, n, n_experts, s);
-    else
-        launch_experts<true>(a, e.gate_up_dtype, n, n_experts, s);
+        return;
+    }
+    if (shared) add_shared(a, shared->gate, shared->up, x, shared->h, n);
+    launch_experts<true>(a, e.gate_up_dtype, n, n_experts, s);
 }
 
 void launch_experts_down(const DeviceExperts& e, const ExpertPairs& pairs, const float* h, int64_t n,
                          int32_t top_k, int64_t hidden, int32_t n_experts, float* y, bool tensor_cores,
-                         cudaStream_t s) {
+                         const SharedExpertLaunch* shared, cudaStream_t s) {
     if (n <= 0) return;
-    const ExpertLaunch a{e.down, nullptr, pairs, h, y, top_k, hidden, e.inter};
-    if (tensor_cores && e.down_dtype != DeviceDtype::F32)
+    ExpertLaunch a{e.down, nullptr, pairs, h, y, top_k, hidden, e.inter};
+    if (tensor_cores && e.down_dtype != DeviceDtype::F32) {
+        if (shared) throw Error(ErrorCode::Device, "experts: shared experts on the tensor-core kernel (internal error)");
         launch_experts_mma(a, false, e.down_dtype, n, n_experts, s);
-    else
-        launch_experts<false>(a, e.down_dtype, n, n_experts, s);
+        return;
+    }
+    if (shared) add_shared(a, shared->down, shared->down, shared->h, shared->out, n);
+    launch_experts<false>(a, e.down_dtype, n, n_experts, s);
 }
 
 }  // namespace cetus::cuda

@@ -14,6 +14,14 @@ struct ExpertLaunch {
     float* out;      // [n * K, rows]
     int32_t top_k;
     int64_t rows, cols;
+    // The shared experts in the same launch (fp32 kernel only; s_slots > 0): the
+    // first s_slots rows of blocks of the grid take rows of s_first (and s_second)
+    // for every one of the n_tokens rows of s_x, into s_out [n_tokens, s_rows].
+    DeviceMatrix s_first{}, s_second{};
+    const float* s_x = nullptr;
+    float* s_out = nullptr;
+    int64_t s_rows = 0, s_cols = 0;
+    int32_t s_slots = 0, n_tokens = 0;
 };
 
 // The tensor-core kernel of moe_experts_mma.cu over a's pairs (gate and up with

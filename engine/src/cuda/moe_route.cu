@@ -218,6 +218,105 @@ __global__ void __launch_bounds__(k_group_threads)
                       reinterpret_cast<int*>(route_smem + int64_t(n_warps) * route_warp_floats(p)));
 }
 
+// The router product with the routing and grouping of small batches: z = x W^T
+// with launch_matvec's sums for a narrow matrix (k_router_split warps per row,
+// partials added in warp order: the same bits), each block taking
+// k_router_rows_per_block rows for every token; the last block to finish copies z
+// into shared memory and runs route_group_kernel's code on it. done: a counter
+// in device memory, zero before the launch and left at zero (graphs replay it).
+constexpr int k_router_split = k_matvec_narrow_split;
+constexpr int k_router_rows_per_block = k_group_threads / 32 / k_router_split;
+
+template <DeviceDtype DT, int NT, bool kXVec>
+__global__ void __launch_bounds__(k_group_threads)
+    router_route_group_kernel(DeviceMatrix w, const float* __restrict__ x, int64_t ldx, int64_t n, float* z,
+                              RouteParams p, int32_t* ids, float* __restrict__ weights, int64_t stride,
+                              ExpertPairs pairs, uint32_t* done) {
+    pdl_wait();  // first: see pdl.cuh
+    pdl_trigger();
+    constexpr int n_warps = k_group_threads / 32;
+    __shared__ float partial[n_warps * NT];
+    __shared__ bool last;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, part = warp % k_router_split;
+    const int64_t r = int64_t(blockIdx.x) * k_router_rows_per_block + warp / k_router_split;
+    const bool active = r < w.rows;
+    const int E = p.n_experts;
+    for (int64_t t0 = 0; t0 < n; t0 += NT) {
+        const int nt = int(min(int64_t(NT), n - t0));
+        const float* xs[NT];
+#pragma unroll
+        for (int j = 0; j < NT; ++j) xs[j] = x + (t0 + j) * ldx;
+        float acc[NT] = {};
+        if (active) warp_row_dot<DT, NT, kXVec, k_router_split>(w, r, xs, nt, acc, part);
+        if (lane == 0) {
+#pragma unroll
+            for (int j = 0; j < NT; ++j) partial[warp * NT + j] = acc[j];
+        }
+        __syncthreads();
+        if (active && part == 0 && lane == 0) {
+            for (int j = 0; j < nt; ++j) {
+                float sum = partial[warp * NT + j];
+#pragma unroll
+                for (int k = 1; k < k_router_split; ++k) sum += partial[(warp + k) * NT + j];
+                z[(t0 + j) * E + r] = sum;
+            }
+        }
+        __syncthreads();  // partial is reused by the next tokens
+    }
+    // The block's rows of z (ordered before thread 0 by the barrier) are visible to
+    // the whole device before it counts itself done (cooperative groups' grid sync
+    // does the same).
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        __threadfence();
+        last = atomicAdd(done, 1u) == gridDim.x - 1;
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    extern __shared__ float route_smem[];
+    float* zs = route_smem;  // [n, E]: every block's rows, read from L2 (not this SM's L1)
+    for (int64_t i = threadIdx.x; i < n * E; i += blockDim.x) zs[i] = __ldcg(z + i);
+    __syncthreads();
+    float* scratch = zs + n * E;
+    float* mine = scratch + int64_t(warp) * route_warp_floats(p);
+    for (int64_t t = warp; t < n; t += n_warps) route_one(zs, t, p, mine, ids, weights, stride);
+    __syncthreads();  // the block's global writes of ids are visible to the block
+    group_pairs_block(ids, stride, int(n * p.top_k), p.top_k, E, pairs,
+                      reinterpret_cast<int*>(scratch + int64_t(n_warps) * route_warp_floats(p)));
+    if (threadIdx.x == 0) *done = 0;  // every other block has counted itself already
+}
+
+template <DeviceDtype DT, bool kXVec>
+void launch_router_tokens(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n, float* z,
+                          const RouteParams& p, int32_t* ids, float* weights, int64_t stride,
+                          const ExpertPairs& pairs, uint32_t* done, size_t shared, cudaStream_t s) {
+    const unsigned grid = unsigned((w.rows + k_router_rows_per_block - 1) / k_router_rows_per_block);
+    // The smallest compiled token count per pass that covers n (up to 8; more take passes of 8).
+    if (n == 1)
+        launch_pdl(router_route_group_kernel<DT, 1, kXVec>, grid, k_group_threads, shared, s, w, x, ldx, n, z, p, ids,
+                   weights, stride, pairs, done);
+    else if (n == 2)
+        launch_pdl(router_route_group_kernel<DT, 2, kXVec>, grid, k_group_threads, shared, s, w, x, ldx, n, z, p, ids,
+                   weights, stride, pairs, done);
+    else if (n <= 4)
+        launch_pdl(router_route_group_kernel<DT, 4, kXVec>, grid, k_group_threads, shared, s, w, x, ldx, n, z, p, ids,
+                   weights, stride, pairs, done);
+    else
+        launch_pdl(router_route_group_kernel<DT, 8, kXVec>, grid, k_group_threads, shared, s, w, x, ldx, n, z, p, ids,
+                   weights, stride, pairs, done);
+}
+
+template <DeviceDtype DT>
+void launch_router_dtype(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n, float* z,
+                         const RouteParams& p, int32_t* ids, float* weights, int64_t stride, const ExpertPairs& pairs,
+                         uint32_t* done, size_t shared, cudaStream_t s) {
+    if (ldx % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0)
+        launch_router_tokens<DT, true>(w, x, ldx, n, z, p, ids, weights, stride, pairs, done, shared, s);
+    else
+        launch_router_tokens<DT, false>(w, x, ldx, n, z, p, ids, weights, stride, pairs, done, shared, s);
+}
+
 }  // namespace
 
 void launch_route(const float* z, int64_t n, const RouteParams& p, int32_t* ids, float* weights, int64_t stride,
@@ -247,6 +346,36 @@ void launch_route_group(const float* z, int64_t n, const RouteParams& p, int32_t
     launch_pdl(route_group_kernel, 1, k_group_threads, route_group_shared(n, p), s, z, n, p, ids, weights, stride,
                pairs);
     CETUS_CUDA_LAUNCHED("route_group_kernel");
+}
+
+// 48 KiB of shared memory less the kernel's static arrays (partial sums, the flag).
+constexpr size_t k_router_dynamic_max = 48 * 1024 - 512;
+
+bool router_route_group_fits(int64_t n, const RouteParams& p, const DeviceMatrix& router) {
+    return route_group_fits(n, p) && router.rows == p.n_experts && router.rows < k_matvec_narrow_rows &&
+           route_group_shared(n, p) + size_t(n * p.n_experts) * 4 <= k_router_dynamic_max;
+}
+
+void launch_router_route_group(const DeviceMatrix& router, const float* x, int64_t ldx, int64_t n, float* z,
+                               const RouteParams& p, int32_t* ids, float* weights, int64_t stride,
+                               const ExpertPairs& pairs, uint32_t* done, cudaStream_t s) {
+    if (n <= 0) return;
+    if (!router_route_group_fits(n, p, router))
+        throw Error(ErrorCode::Device, "router_route_group: " + std::to_string(n) + " tokens do not fit (internal error)");
+    const size_t shared = route_group_shared(n, p) + size_t(n * p.n_experts) * 4;
+    switch (router.dtype) {
+    case DeviceDtype::F32:
+        launch_router_dtype<DeviceDtype::F32>(router, x, ldx, n, z, p, ids, weights, stride, pairs, done, shared, s);
+        break;
+    case DeviceDtype::BF16:
+        launch_router_dtype<DeviceDtype::BF16>(router, x, ldx, n, z, p, ids, weights, stride, pairs, done, shared, s);
+        break;
+    case DeviceDtype::F8_E4M3:
+        launch_router_dtype<DeviceDtype::F8_E4M3>(router, x, ldx, n, z, p, ids, weights, stride, pairs, done, shared,
+                                                  s);
+        break;
+    }
+    CETUS_CUDA_LAUNCHED("router_route_group_kernel");
 }
 
 }  // namespace cetus::cuda
