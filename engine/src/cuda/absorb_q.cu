@@ -1,13 +1,15 @@
 // MLA query absorption: q_abs[t, h, :] = W_UK_h^T q[t, h, :d_n], the per-head
 // cpu::axpy loop of mla_forward's absorbed branch (mla.cpp) in the same j
 // order. Grid (d_c / 128, n_h, n / 8), rounded up, of 128 threads: one column
-// of W_UK_h per thread for 8 tokens, their q_nope staged in shared memory.
+// of W_UK_h per thread for 8 tokens, their q_nope staged in shared memory; in
+// decode one more row of blocks writes the latent cache (launch_absorb_q_latent).
 // The block's 128 columns of W_UK_h are staged in shared memory 64 rows at a
 // time with asynchronous 16-byte copies all in flight at once (a column walk in
 // global memory waits for one load per row), then read in the same j order.
 #include "cuda_util.h"
 #include "device_math.cuh"
 #include "pdl.cuh"
+#include "latent_cache.cuh"
 #include "launch_util.cuh"
 
 #include <cuda_pipeline.h>
@@ -20,18 +22,29 @@ constexpr int k_absorb_tokens = 8;
 constexpr int k_absorb_rows = 64;  // rows of W_UK_h staged at a time
 
 // Column c of W_UK_h for 8 tokens per thread: the same j order as the CPU's axpy loop.
-template <DeviceDtype DT>
+// kLatent: blocks (0, n_h, z) also write the latent cache rows of their tokens and
+// rotate the queries' rope parts (latent_cache_token); the other blocks read only
+// the nope parts of q.
+template <DeviceDtype DT, bool kLatent>
 __global__ void __launch_bounds__(k_absorb_threads)
     absorb_q_kernel(DeviceMatrix kv_b, const float* __restrict__ q, int64_t n, MlaShape m,
-                    float* __restrict__ q_abs) {
+                    float* __restrict__ q_abs, LatentCacheArgs latent) {
     pdl_wait();  // first: see pdl.cuh
     pdl_trigger();
+    const int64_t h = blockIdx.y, t0 = int64_t(blockIdx.z) * k_absorb_tokens;
+    const int nt = int(min(int64_t(k_absorb_tokens), n - t0));
+    if constexpr (kLatent) {
+        if (h == m.n_h) {
+            if (blockIdx.x != 0) return;  // the whole block
+            __shared__ float scratch[32];
+            for (int t = 0; t < nt; ++t) latent_cache_token(latent, t0 + t, scratch);
+            return;
+        }
+    }
     constexpr int kBytes = k_elem_bytes<DT>;
     constexpr int kRowBytes = k_absorb_threads * kBytes;  // one staged row: the block's columns
     __shared__ uint4 tile[k_absorb_rows * kRowBytes / 16];
     __shared__ float q_nope[k_absorb_tokens * k_absorb_max_nope];  // [k_absorb_tokens, d_n]
-    const int64_t h = blockIdx.y, t0 = int64_t(blockIdx.z) * k_absorb_tokens;
-    const int nt = int(min(int64_t(k_absorb_tokens), n - t0));
     const int64_t d_qk = m.d_n + m.d_r;
     for (int64_t i = threadIdx.x; i < nt * m.d_n; i += blockDim.x)
         q_nope[i] = q[((t0 + i / m.d_n) * m.n_h + h) * d_qk + i % m.d_n];
@@ -82,26 +95,42 @@ __global__ void __launch_bounds__(k_absorb_threads)
 
 }  // namespace
 
-void launch_absorb_q(const DeviceMatrix& kv_b, const float* q, int64_t n, const MlaShape& m, float* q_abs,
-                     cudaStream_t s) {
+namespace {
+template <bool kLatent>
+void launch_absorb(const DeviceMatrix& kv_b, const float* q, int64_t n, const MlaShape& m, float* q_abs,
+                   const LatentCacheArgs& latent, cudaStream_t s) {
     if (n <= 0) return;
-    const dim3 grid(unsigned(ceil_div(m.d_c, k_absorb_threads)), unsigned(m.n_h),
+    const dim3 grid(unsigned(ceil_div(m.d_c, k_absorb_threads)), unsigned(m.n_h + (kLatent ? 1 : 0)),
                     unsigned(ceil_div(n, k_absorb_tokens)));
     if (m.d_n > k_absorb_max_nope)
         throw Error(ErrorCode::Unsupported, "query absorption: qk_nope_head_dim " + std::to_string(m.d_n) +
                                                 " above the kernel's " + std::to_string(k_absorb_max_nope));
     switch (kv_b.dtype) {
     case DeviceDtype::F32:
-        launch_pdl(absorb_q_kernel<DeviceDtype::F32>, grid, k_absorb_threads, 0, s, kv_b, q, n, m, q_abs);
+        launch_pdl(absorb_q_kernel<DeviceDtype::F32, kLatent>, grid, k_absorb_threads, 0, s, kv_b, q, n, m, q_abs,
+                   latent);
         break;
     case DeviceDtype::BF16:
-        launch_pdl(absorb_q_kernel<DeviceDtype::BF16>, grid, k_absorb_threads, 0, s, kv_b, q, n, m, q_abs);
+        launch_pdl(absorb_q_kernel<DeviceDtype::BF16, kLatent>, grid, k_absorb_threads, 0, s, kv_b, q, n, m, q_abs,
+                   latent);
         break;
     case DeviceDtype::F8_E4M3:
-        launch_pdl(absorb_q_kernel<DeviceDtype::F8_E4M3>, grid, k_absorb_threads, 0, s, kv_b, q, n, m, q_abs);
+        launch_pdl(absorb_q_kernel<DeviceDtype::F8_E4M3, kLatent>, grid, k_absorb_threads, 0, s, kv_b, q, n, m,
+                   q_abs, latent);
         break;
     }
     CETUS_CUDA_LAUNCHED("absorb_q_kernel");
+}
+}  // namespace
+
+void launch_absorb_q(const DeviceMatrix& kv_b, const float* q, int64_t n, const MlaShape& m, float* q_abs,
+                     cudaStream_t s) {
+    launch_absorb<false>(kv_b, q, n, m, q_abs, LatentCacheArgs{}, s);
+}
+
+void launch_absorb_q_latent(const DeviceMatrix& kv_b, const float* q, int64_t n, const MlaShape& m, float* q_abs,
+                            const LatentCacheArgs& latent, cudaStream_t s) {
+    launch_absorb<true>(kv_b, q, n, m, q_abs, latent, s);
 }
 
 }  // namespace cetus::cuda

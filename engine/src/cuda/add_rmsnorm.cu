@@ -2,7 +2,8 @@
 // (model.cpp) fused with the cpu::rmsnorm_rows that follows each (cpu/ops.cpp):
 // after attention the post-attention norm, after a dense MLP the next layer's
 // input norm or the final norm. The same expression as rmsnorm.cu. One block of
-// k_row_threads per row.
+// k_row_threads per row (add_rmsnorm_row, row_kernels.cuh; decode batches do the
+// same in the last block of the preceding product, launch_matvec_add_rmsnorm).
 #include "cuda_util.h"
 #include "device_math.cuh"
 #include "pdl.cuh"
@@ -12,22 +13,11 @@ namespace cetus::cuda {
 namespace {
 
 __global__ void __launch_bounds__(k_row_threads)
-    add_rmsnorm_kernel(float* __restrict__ x, const float* __restrict__ r, const float* __restrict__ w, float eps,
-                       int64_t n, float* __restrict__ out) {
+    add_rmsnorm_kernel(float* x, const float* r, const float* w, float eps, int64_t n, float* out) {
     pdl_wait();  // first: see pdl.cuh
     pdl_trigger();
     __shared__ float scratch[32];
-    float* xr = x + int64_t(blockIdx.x) * n;
-    const float* rr = r + int64_t(blockIdx.x) * n;
-    float* o = out + int64_t(blockIdx.x) * n;
-    float ss = 0.0f;
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-        const float v = xr[i] + rr[i];
-        xr[i] = v;
-        ss = fmaf(v, v, ss);
-    }
-    const float s = rms_scale(block_sum(ss, scratch), n, eps);
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) o[i] = w[i] * (xr[i] * s);
+    add_rmsnorm_row(x, r, w, eps, n, out, blockIdx.x, scratch);
 }
 
 }  // namespace

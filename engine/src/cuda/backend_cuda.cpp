@@ -187,7 +187,7 @@ private:
         AttentionPartials parts;
         float *g, *u;      // [chunk, widest dense or shared MLP]
         float* z;          // [chunk, E] router logits
-        uint32_t* route_done;  // launch_router_route_group's counter (zero between launches)
+        uint32_t* grid_done;  // the fused launches' last-block counter (zero between launches; last_block.cuh)
         int32_t* route_ids;  // [chunk, max(n_moe, 1), K]
         float* route_w;
         ExpertPairs pairs;
@@ -449,7 +449,7 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
     m_h = carve_staging(staging);
     m_gemm = std::make_unique<Gemm>(m_stream.get(), m_exact, m_s.gemm);
     launch_choice_init(m_s.choice, c.vocab_size, m_stream.get());
-    CETUS_CUDA(cudaMemsetAsync(m_s.route_done, 0, sizeof(uint32_t), m_stream.get()));
+    CETUS_CUDA(cudaMemsetAsync(m_s.grid_done, 0, sizeof(uint32_t), m_stream.get()));
     // Zeroed like the CPU's cache; rows past n_tokens are never read.
     CETUS_CUDA(cudaMemsetAsync(m_cache.get(), 0, cache_bytes, m_stream.get()));
     CETUS_CUDA(cudaStreamSynchronize(m_stream.get()));
@@ -496,7 +496,7 @@ CudaBackend::Scratch CudaBackend::carve_scratch(Carver& cv) const {
     s.g = f(n * m_mlp_width);
     s.u = f(n * m_mlp_width);
     s.z = f(n * E);
-    s.route_done = cv.take<uint32_t>(1);
+    s.grid_done = cv.take<uint32_t>(1);
     s.route_ids = i(n * slots);
     s.route_w = f(n * slots);
     s.pairs.counts = i(E);
@@ -1044,18 +1044,20 @@ void CudaBackend::block(const DeviceLayer& l, int64_t cache_layer, int64_t n, in
                         int64_t route_stride, const float* next_norm, float* out) {
     const int64_t H = m_config.hidden_size;
     const float eps = float(m_config.rms_norm_eps);
-    cudaStream_t s = m_stream.get();
-    attention(l, cache_layer, n);  // a -> r: [n, H]
-    launch_add_rmsnorm(m_s.x, m_s.r, l.post_norm, eps, n, H, m_s.a, s);
+    uint32_t* fused = m_fuse ? m_s.grid_done : nullptr;  // decode: the residual adds in the products' launches
+    attention(l, cache_layer, n);  // a -> o: [n, n_h * d_v]
+    // The output projection (o -> r), x += r and a = post_norm(x).
+    m_gemm->matmul_add_rmsnorm(l.o, m_s.o, m_shape.n_h * m_shape.d_v, n, m_s.r, m_s.x, l.post_norm, eps, m_s.a, fused);
     if (l.is_moe) {
         moe(l, n, route_ids, route_w, route_stride, next_norm, out);  // adds into x, then out = next_norm(x)
-    } else {
-        mlp(l.mlp, m_s.a, n, m_s.r);                                   // [n, H]
-        launch_add_rmsnorm(m_s.x, m_s.r, next_norm, eps, n, H, out, s);  // x += r, out = next_norm(x)
+    } else {  // mlp_forward, then x += r and out = next_norm(x)
+        const DeviceMlp& w = l.mlp;
+        m_gemm->matmul_gate_up(w.gate, w.up, m_s.a, H, n, m_s.g, m_s.u);  // [n, I]
+        m_gemm->matmul_add_rmsnorm(w.down, m_s.g, w.gate.rows, n, m_s.r, m_s.x, next_norm, eps, out, fused);
     }
 }
 
-// mla_forward, absorbed: a -> r, at the positions in m_s.start_pos.
+// mla_forward, absorbed, up to the heads' outputs: a -> o, at the positions in m_s.start_pos.
 void CudaBackend::attention(const DeviceLayer& l, int64_t cache_layer, int64_t n) {
     const ModelConfig& c = m_config;
     const MlaShape& m = m_shape;
@@ -1071,16 +1073,16 @@ void CudaBackend::attention(const DeviceLayer& l, int64_t cache_layer, int64_t n
         gemm.matmul_pair(l.q_proj, m_s.q, m.n_h * d_qk, l.kv_a, m_s.kv, m.d_c + m.d_r, m_s.a, H, n);
     }
     float* cache = cache_rows(cache_layer);
-    launch_latent_cache(m_s.kv, n, l.kv_a_norm, k_latent_norm_eps, m_weights.rope_table, m_interleave, m_s.start_pos,
-                        m.d_c, m.d_r, cache, m_s.q, m.n_h, m.d_n, s);  // and the queries' rope
-    gemm.absorb_q(l.kv_b, m_s.q, n, m, m_s.q_abs);  // [n, n_h, d_c]
+    // The cache rows and the queries' rope, and q_abs [n, n_h, d_c] (one launch in decode).
+    const LatentCacheArgs latent{m_s.kv, l.kv_a_norm, k_latent_norm_eps, m_weights.rope_table, m_interleave,
+                                 m_s.start_pos, m.d_c, m.d_r, cache, m_s.q, m.n_h, m.d_n};
+    gemm.latent_cache_absorb_q(latent, m_fuse, l.kv_b, m_s.q, n, m, m_s.q_abs);
     if (gemm.prefill_attention(n))  // prefill chunks on the tensor cores; the host knows their position
         gemm.mla_prefill(m_s.q_abs, m_s.q, cache, n, *m_h.start_pos, m, m_scale, m_s.ctx);
     else
         launch_mla_attention(m_s.q_abs, m_s.q, cache, n, m_s.start_pos, m, m_scale, m_info.n_sm, m_s.parts, m_s.ctx,
                              s);
-    gemm.absorb_v(l.kv_b, m_s.ctx, n, m, m_s.o);                  // [n, n_h, d_v]
-    gemm.matmul(l.o, m_s.o, m.n_h * m.d_v, n, m_s.r, H);          // [n, H]
+    gemm.absorb_v(l.kv_b, m_s.ctx, n, m, m_s.o);  // [n, n_h, d_v]; block() projects it back to H
 }
 
 // moe_forward: x += sum_k w_k expert_k(a) + shared(a), all on the device.
@@ -1094,7 +1096,7 @@ void CudaBackend::moe(const DeviceLayer& l, int64_t n, int32_t* route_ids, float
     p.bias = l.bias;
     if (m_fuse && router_route_group_fits(n, p, l.router)) {  // decode and verify batches: one launch
         launch_router_route_group(l.router, m_s.a, H, n, m_s.z, p, route_ids, route_w, route_stride, m_s.pairs,
-                                  m_s.route_done, s);
+                                  m_s.grid_done, s);
     } else {
         m_gemm->matmul_fp32(l.router, m_s.a, H, n, m_s.z, E);  // [n, E]
         if (route_group_fits(n, p)) {
@@ -1112,11 +1114,15 @@ void CudaBackend::moe(const DeviceLayer& l, int64_t n, int32_t* route_ids, float
                              experts_shared_fusable(l.experts, l.shared.gate, l.shared.up, l.shared.down, H);
     const SharedExpertLaunch shared{l.shared.gate, l.shared.up, l.shared.down, m_s.g, m_s.shared_out};
     const SharedExpertLaunch* with = fuse_shared ? &shared : nullptr;
+    if (l.has_shared && !fuse_shared) mlp(l.shared, m_s.a, n, m_s.shared_out);  // [n, H]
+    // The combine: by the down launch's last block for decode batches (the same bits).
+    const MoeCombine combine{m_s.x,     route_w, route_stride, l.has_shared ? m_s.shared_out : nullptr,
+                             next_norm, float(c.rms_norm_eps), out, m_s.grid_done};
+    const bool fuse_combine = !mma && m_fuse && n <= k_combine_fused_max_tokens;
     launch_experts_gate_up(l.experts, m_s.pairs, m_s.a, n, K, H, int32_t(E), m_s.h, mma, with, s);  // [n * K, I]
-    launch_experts_down(l.experts, m_s.pairs, m_s.h, n, K, H, int32_t(E), m_s.y, mma, with, s);     // [n * K, H]
-    if (l.has_shared && !fuse_shared) mlp(l.shared, m_s.a, n, m_s.shared_out);                 // [n, H]
-    launch_moe_combine(m_s.x, m_s.y, route_w, route_stride, l.has_shared ? m_s.shared_out : nullptr, n, K, H,
-                       next_norm, float(c.rms_norm_eps), out, s);
+    launch_experts_down(l.experts, m_s.pairs, m_s.h, n, K, H, int32_t(E), m_s.y, mma, with,
+                        fuse_combine ? &combine : nullptr, s);  // [n * K, H]
+    if (!fuse_combine) launch_moe_combine(combine, m_s.y, n, K, H, s);
 }
 
 // mlp_forward: out = down(silu(gate in) * up in).

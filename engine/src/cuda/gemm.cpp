@@ -68,6 +68,17 @@ void Gemm::matmul_fp32(const DeviceMatrix& w, const float* x, int64_t ldx, int64
     launch_matvec(w, x, ldx, n, y, ldy, RowGroups{1, w.rows, 0, 0, 0, 0}, m_stream);
 }
 
+void Gemm::matmul_add_rmsnorm(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n, float* y, float* resid,
+                              const float* norm_w, float eps, float* out, uint32_t* done) {
+    if (n <= 0) return;
+    if (done && small(n) && n <= k_add_norm_fused_max_tokens) {
+        launch_matvec_add_rmsnorm(w, x, ldx, n, y, resid, norm_w, eps, out, done, m_stream);
+        return;
+    }
+    matmul(w, x, ldx, n, y, w.rows);
+    launch_add_rmsnorm(resid, y, norm_w, eps, n, w.rows, out, m_stream);
+}
+
 void Gemm::matmul(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy) {
     if (n <= 0) return;
     if (small(n)) {
@@ -114,6 +125,17 @@ void Gemm::matmul_gate_up(const DeviceMatrix& gate, const DeviceMatrix& up, cons
 
 // Per head h (batch entry): q_abs_h^T (d_c x n) = W_UK_h^T (d_c x d_n, the
 // row-major rows read column-major, no transpose) times q_nope_h^T (d_n x n).
+void Gemm::latent_cache_absorb_q(const LatentCacheArgs& latent, bool fuse, const DeviceMatrix& kv_b, const float* q,
+                                 int64_t n, const MlaShape& m, float* q_abs) {
+    if (n <= 0) return;
+    if (fuse && small(n)) {
+        launch_absorb_q_latent(kv_b, q, n, m, q_abs, latent, m_stream);
+        return;
+    }
+    launch_latent_cache(latent, n, m_stream);
+    absorb_q(kv_b, q, n, m, q_abs);
+}
+
 void Gemm::absorb_q(const DeviceMatrix& kv_b, const float* q, int64_t n, const MlaShape& m, float* q_abs) {
     if (n <= 0) return;
     if (small(n)) {

@@ -42,6 +42,11 @@ public:
 
     // y[t, r] = sum_c W[r, c] x[t, c] for n tokens.  x: [n, ldx]; y: [n, ldy]
     void matmul(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy);
+    // y = W x, then resid += y and out = rmsnorm(resid) with norm_w (launch_add_rmsnorm).
+    // Up to k_add_norm_fused_max_tokens tokens with a counter (done, last_block.cuh):
+    // one launch of the fp32 kernel whose last block adds and normalises, the same bits.
+    void matmul_add_rmsnorm(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n, float* y, float* resid,
+                            const float* norm_w, float eps, float* out, uint32_t* done);
     // y1 = W1 x and y2 = W2 x (one launch on the fp32 kernel when the matrices allow).
     void matmul_pair(const DeviceMatrix& w1, float* y1, int64_t ldy1, const DeviceMatrix& w2, float* y2, int64_t ldy2,
                      const float* x, int64_t ldx, int64_t n);
@@ -53,6 +58,10 @@ public:
     void matmul_fp32(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy);
     // q_abs[t, h, :] = W_UK_h^T q_nope[t, h].  q: [n, n_h, d_n + d_r]; q_abs: [n, n_h, d_c]
     void absorb_q(const DeviceMatrix& kv_b, const float* q, int64_t n, const MlaShape& m, float* q_abs);
+    // launch_latent_cache(latent, n), then absorb_q: one launch on the fp32 kernel with
+    // fuse (launch_absorb_q_latent), else two.
+    void latent_cache_absorb_q(const LatentCacheArgs& latent, bool fuse, const DeviceMatrix& kv_b, const float* q,
+                               int64_t n, const MlaShape& m, float* q_abs);
     // o[t, h, :] = W_UV_h ctx[t, h].  ctx: [n, n_h, d_c]; o: [n, n_h, d_v]
     void absorb_v(const DeviceMatrix& kv_b, const float* ctx, int64_t n, const MlaShape& m, float* o);
 

@@ -62,11 +62,19 @@ void launch_silu_mul(float* g, const float* u, int64_t count, cudaStream_t s);
 //
 // Cache rows *start_pos + t of one layer: [rmsnorm(kv[t, :d_c]) ; rope(kv[t, d_c:])], and
 // the rope part q[t, h, d_n:] of every head rotated in place at the same position.
-// kv: [n, d_c + d_r]; cache: the layer's rows [capacity, d_c + d_r]; rope_table: [capacity, d_r];
-// q: [n, n_h, d_n + d_r]
-void launch_latent_cache(const float* kv, int64_t n, const float* norm_w, float eps, const float* rope_table,
-                         bool interleave, const int64_t* start_pos, int64_t d_c, int64_t d_r, float* cache, float* q,
-                         int64_t n_h, int64_t d_n, cudaStream_t s);
+struct LatentCacheArgs {
+    const float* kv = nullptr;  // [n, d_c + d_r]
+    const float* norm_w = nullptr;
+    float eps = 0.0f;
+    const float* rope_table = nullptr;  // [capacity, d_r]
+    bool interleave = false;
+    const int64_t* start_pos = nullptr;
+    int64_t d_c = 0, d_r = 0;
+    float* cache = nullptr;  // the layer's rows [capacity, d_c + d_r]
+    float* q = nullptr;      // [n, n_h, d_n + d_r]
+    int64_t n_h = 0, d_n = 0;
+};
+void launch_latent_cache(const LatentCacheArgs& a, int64_t n, cudaStream_t s);
 // out[r, c] = bf16(x[r, c]) rounded to nearest even.
 void launch_to_bf16(const float* x, int64_t ldx, int64_t n_rows, int64_t cols, uint16_t* out, int64_t ldo,
                     cudaStream_t s);
@@ -87,6 +95,13 @@ bool matvec_fusable(const DeviceMatrix& a, const DeviceMatrix& b);
 // launch_silu_mul in one launch with the same sums (gate and up fusable, same rows).
 void launch_matvec_gate_up(const DeviceMatrix& gate, const DeviceMatrix& up, const float* x, int64_t ldx, int64_t n,
                            float* y, int64_t ldy, cudaStream_t s);
+// y = W x (y: [n, w.rows]), then launch_add_rmsnorm(resid, y, norm_w, eps, n, w.rows, out)
+// by the launch's last block, bit for bit: for decode batches of up to
+// k_add_norm_fused_max_tokens tokens. done: a counter as in last_block.cuh.
+inline constexpr int64_t k_add_norm_fused_max_tokens = 4;
+void launch_matvec_add_rmsnorm(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n, float* y,
+                               float* resid, const float* norm_w, float eps, float* out, uint32_t* done,
+                               cudaStream_t s);
 // y1 = W1 x and y2 = W2 x in one launch (W1, W2 fusable; y1, y2 distinct). Four
 // warps per row when either matrix is narrow, so a row's sums may differ in order
 // from a launch of its matrix alone (a function of the two matrices only).
@@ -106,6 +121,12 @@ inline constexpr int64_t k_absorb_max_nope = 128;  // widest qk_nope_head_dim of
 // q: [n, n_h, d_n + d_r]; q_abs: [n, n_h, d_c]
 void launch_absorb_q(const DeviceMatrix& kv_b, const float* q, int64_t n, const MlaShape& m, float* q_abs,
                      cudaStream_t s);
+// launch_latent_cache(latent, n) and launch_absorb_q in one launch (decode batches):
+// extra blocks write the cache rows and rotate q's rope parts while the others
+// read q's nope parts. The latent's norm sums in a block of 128 threads, so its
+// bits may differ from launch_latent_cache's (a function of the token alone).
+void launch_absorb_q_latent(const DeviceMatrix& kv_b, const float* q, int64_t n, const MlaShape& m, float* q_abs,
+                            const LatentCacheArgs& latent, cudaStream_t s);
 
 struct AttentionPartials {
     float* acc = nullptr;  // [max_parts, n_h, d_c] unnormalised context of one split
@@ -191,6 +212,21 @@ struct DeviceExperts {
     DeviceDtype gate_up_dtype = DeviceDtype::F32, down_dtype = DeviceDtype::F32;
     int64_t inter = 0;  // moe_intermediate_size
 };
+// The end of a MoE layer (launch_moe_combine): x += the routed experts' weighted
+// outputs + shared, then out = rmsnorm(x) with norm_w.
+struct MoeCombine {
+    float* x = nullptr;              // [n, hidden] the residual stream
+    const float* weights = nullptr;  // [n, stride] gate weights, top_k at offset 0
+    int64_t stride = 0;
+    const float* shared = nullptr;  // [n, hidden] or null
+    const float* norm_w = nullptr;
+    float eps = 0.0f;
+    float* out = nullptr;     // [n, hidden]
+    uint32_t* done = nullptr;  // the fused form's counter (last_block.cuh)
+};
+// Batches up to this size run the combine in the expert down launch's last block
+// (one block then adds every token's rows).
+inline constexpr int64_t k_combine_fused_max_tokens = 4;
 // A MoE layer's shared experts (one MLP) computed in the routed experts' launches
 // (the fp32 kernel: decode and verify batches): h[t, :] = silu(gate x[t]) * up x[t]
 // in the gate/up launch, out[t, :] = down h[t, :] in the down launch, with the
@@ -215,14 +251,15 @@ void launch_experts_gate_up(const DeviceExperts& e, const ExpertPairs& pairs, co
                             int32_t top_k, int64_t hidden, int32_t n_experts, float* h, bool tensor_cores,
                             const SharedExpertLaunch* shared, cudaStream_t s);
 // y[p, :] = down_e h[p, :].  y: [n * top_k, hidden]. shared: its down of shared->h.
+// combine (or null; not with tensor_cores, at most k_combine_fused_max_tokens
+// tokens): launch_moe_combine of y by the launch's last block, bit for bit.
 void launch_experts_down(const DeviceExperts& e, const ExpertPairs& pairs, const float* h, int64_t n,
                          int32_t top_k, int64_t hidden, int32_t n_experts, float* y, bool tensor_cores,
-                         const SharedExpertLaunch* shared, cudaStream_t s);
+                         const SharedExpertLaunch* shared, const MoeCombine* combine, cudaStream_t s);
 // x[t, :] += (sum_k weights[t, k] * y[t * top_k + k, :]) + shared[t, :] (shared may be null),
 // then out[t, :] = rmsnorm(x[t, :]) with norm_w (the next block's input norm or the
 // final norm; as launch_rmsnorm, bit for bit).
-void launch_moe_combine(float* x, const float* y, const float* weights, int64_t stride, const float* shared,
-                        int64_t n, int32_t top_k, int64_t hidden, const float* norm_w, float eps, float* out,
+void launch_moe_combine(const MoeCombine& c, const float* y, int64_t n, int32_t top_k, int64_t hidden,
                         cudaStream_t s);
 
 // ---- token choice (sampler.cpp's choose_rows / verify_rows on the device):

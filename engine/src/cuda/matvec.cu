@@ -7,7 +7,9 @@
 // input (the attention's query and latent projections).
 #include "cuda_util.h"
 #include "device_math.cuh"
+#include "last_block.cuh"
 #include "pdl.cuh"
+#include "row_kernels.cuh"
 
 #include <algorithm>
 
@@ -26,7 +28,9 @@ constexpr int k_narrow_split = k_matvec_narrow_split;
 // What one launch computes: a plain product over row groups, silu(W x) * (W2 x)
 // (an MLP's gate and up with its SwiGLU, as launch_silu_mul), or two products of
 // the same input (rows [0, W.rows) from W into y, the rest from W2 into y2).
-enum class Fuse { None, GateUp, Pair };
+// AddNorm: a plain product (one group) whose last block then runs launch_add_rmsnorm
+// on its output (last_block.cuh), so no block may leave early.
+enum class Fuse { None, GateUp, Pair, AddNorm };
 
 struct MatvecArgs {
     DeviceMatrix w, w2;
@@ -38,6 +42,12 @@ struct MatvecArgs {
     float* y2;
     int64_t ldy2;
     RowGroups g;  // g.rows: every output row of the launch
+    // AddNorm: resid[t] += y[t], then norm_out[t] = rmsnorm(resid[t]) with norm_w.
+    float* resid = nullptr;
+    const float* norm_w = nullptr;
+    float eps = 0.0f;
+    float* norm_out = nullptr;
+    uint32_t* done = nullptr;
 };
 
 // kSplit warps per output row, k_warps_per_block / kSplit rows per block. With
@@ -55,7 +65,9 @@ __global__ void __launch_bounds__(32 * k_warps_per_block)
     const int warp = threadIdx.x >> 5, part = warp % kSplit;
     const int64_t r = int64_t(blockIdx.x) * kRows + warp / kSplit;
     const bool active = r < g.rows;
-    if (kSplit == 1 && !active) return;
+    if constexpr (kFuse != Fuse::AddNorm) {
+        if (kSplit == 1 && !active) return;
+    }
     const int64_t grp = blockIdx.y;
     const float* xs[NT];
 #pragma unroll
@@ -78,7 +90,9 @@ __global__ void __launch_bounds__(32 * k_warps_per_block)
                 for (int j = 0; j < NT; ++j) partial[(m * k_warps_per_block + warp) * NT + j] = acc[m][j];
         }
         __syncthreads();
-        if (!active || part != 0) return;
+        if constexpr (kFuse != Fuse::AddNorm) {
+            if (!active || part != 0) return;
+        }
 #pragma unroll
         for (int m = 0; m < kAcc; ++m)
 #pragma unroll
@@ -89,7 +103,9 @@ __global__ void __launch_bounds__(32 * k_warps_per_block)
                 acc[m][j] = sum;
             }
     }
-    if ((threadIdx.x & 31) == 0) {
+    // Only AddNorm gets here with rows of other warps' parts or past the end.
+    const bool store = active && (kSplit == 1 || part == 0);
+    if (store && (threadIdx.x & 31) == 0) {
 #pragma unroll
         for (int j = 0; j < NT; ++j) {
             if (j >= a.n) continue;
@@ -102,6 +118,13 @@ __global__ void __launch_bounds__(32 * k_warps_per_block)
             } else {
                 y[j * a.ldy + grp * g.y_step + r] = acc[0][j];
             }
+        }
+    }
+    if constexpr (kFuse == Fuse::AddNorm) {
+        static_assert(32 * k_warps_per_block == k_row_threads, "add_rmsnorm_row needs a block of k_row_threads");
+        if (last_block_arrived(a.done)) {
+            __shared__ float scratch[32];
+            for (int t = 0; t < a.n; ++t) add_rmsnorm_row(a.resid, y, a.norm_w, a.eps, g.rows, a.norm_out, t, scratch);
         }
     }
 }
@@ -166,6 +189,22 @@ void launch_matvec(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n
                    const RowGroups& g, cudaStream_t s) {
     if (n <= 0 || g.rows <= 0) return;
     launch_all<Fuse::None>(MatvecArgs{w, DeviceMatrix{}, x, ldx, 0, y, ldy, nullptr, 0, g}, n, s);
+}
+
+void launch_matvec_add_rmsnorm(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n, float* y,
+                               float* resid, const float* norm_w, float eps, float* out, uint32_t* done,
+                               cudaStream_t s) {
+    if (n <= 0 || w.rows <= 0) return;
+    if (n > k_add_norm_fused_max_tokens || !done)
+        throw Error(ErrorCode::Device, "matvec: the fused residual add and norm of " + std::to_string(n) +
+                                           " tokens (internal error)");
+    MatvecArgs a{w, DeviceMatrix{}, x, ldx, 0, y, w.rows, nullptr, 0, RowGroups{1, w.rows, 0, 0, 0, 0}};
+    a.resid = resid;
+    a.norm_w = norm_w;
+    a.eps = eps;
+    a.norm_out = out;
+    a.done = done;
+    launch_all<Fuse::AddNorm>(a, n, s);
 }
 
 bool matvec_fusable(const DeviceMatrix& a, const DeviceMatrix& b) {

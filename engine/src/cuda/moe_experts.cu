@@ -8,8 +8,10 @@
 // the routed ones').
 #include "cuda_util.h"
 #include "device_math.cuh"
-#include "pdl.cuh"
+#include "last_block.cuh"
+#include "moe_combine.cuh"
 #include "moe_experts.cuh"
+#include "pdl.cuh"
 
 #include <algorithm>
 
@@ -57,8 +59,11 @@ __device__ __forceinline__ void rows_for_pairs(const DeviceMatrix& w1, const Dev
 // active experts (blocks past the active count return at once); pair p's input
 // row is token p / K for gate/up, the pair's own row for down (a token routes at
 // most one pair to an expert). Both take the same code below (one inlined copy).
-template <DeviceDtype DT, int NT, bool kXVec, bool kGateUp>
+// kCombine (down only): every block takes part in last_block_arrived, so no block
+// returns early; the last one runs the MoE combine for every token.
+template <DeviceDtype DT, int NT, bool kXVec, bool kGateUp, bool kCombine>
 __global__ void __launch_bounds__(32 * k_expert_rows) experts_kernel(ExpertLaunch a) {
+    static_assert(!kCombine || 32 * k_expert_rows == k_row_threads, "combine_row needs a block of k_row_threads");
     pdl_wait();  // first: see pdl.cuh
     pdl_trigger();
     const int warp = threadIdx.x >> 5;
@@ -66,38 +71,64 @@ __global__ void __launch_bounds__(32 * k_expert_rows) experts_kernel(ExpertLaunc
     // held across the products); only the weights and the block's pair list are kept.
     const bool shared = int(blockIdx.y) < a.s_slots;
     DeviceMatrix w1, w2;
-    int64_t row;
-    int count;
+    int64_t row = 0;
+    int count = 0;
     const int32_t* list = nullptr;  // the expert's pairs
+    bool work;
     if (shared) {
         row = (int64_t(blockIdx.y) * gridDim.x + blockIdx.x) * k_expert_rows + warp;
-        if (row >= a.s_rows) return;
-        w1 = a.s_first;
-        w2 = a.s_second;
-        count = a.n_tokens;
+        work = row < a.s_rows;
+        if (work) {
+            w1 = a.s_first;
+            w2 = a.s_second;
+            count = a.n_tokens;
+        }
     } else {
         const int slot = int(blockIdx.y) - a.s_slots;
-        if (slot >= *a.pairs.n_active) return;
-        const int e = a.pairs.active[slot];
-        row = int64_t(blockIdx.x) * k_expert_rows + warp;
-        if (row >= a.rows) return;
-        w1 = a.first[e];
-        w2 = kGateUp ? a.second[e] : w1;
-        count = a.pairs.counts[e];
-        list = a.pairs.list + a.pairs.offsets[e];
+        work = slot < *a.pairs.n_active;
+        if (work) {
+            const int e = a.pairs.active[slot];
+            row = int64_t(blockIdx.x) * k_expert_rows + warp;
+            work = row < a.rows;
+            if (work) {
+                w1 = a.first[e];
+                w2 = kGateUp ? a.second[e] : w1;
+                count = a.pairs.counts[e];
+                list = a.pairs.list + a.pairs.offsets[e];
+            }
+        }
     }
-    rows_for_pairs<DT, NT, kXVec, kGateUp>(
-        w1, w2, row, count, [&](int i) { return shared ? i : list[i]; },
-        [&](int p) {
-            return shared ? a.s_x + int64_t(p) * a.s_cols : a.x + int64_t(kGateUp ? p / a.top_k : p) * a.cols;
-        },
-        [&](int p) { return shared ? a.s_out + int64_t(p) * a.s_rows + row : a.out + int64_t(p) * a.rows + row; });
+    if constexpr (!kCombine) {
+        if (!work) return;
+    }
+    if (work) {
+        rows_for_pairs<DT, NT, kXVec, kGateUp>(
+            w1, w2, row, count, [&](int i) { return shared ? i : list[i]; },
+            [&](int p) {
+                return shared ? a.s_x + int64_t(p) * a.s_cols : a.x + int64_t(kGateUp ? p / a.top_k : p) * a.cols;
+            },
+            [&](int p) { return shared ? a.s_out + int64_t(p) * a.s_rows + row : a.out + int64_t(p) * a.rows + row; });
+    }
+    if constexpr (kCombine) {
+        if (last_block_arrived(a.combine.done)) {
+            __shared__ float scratch[32];
+            for (int64_t t = 0; t < a.n_tokens; ++t) combine_row(a.combine, t, a.out, a.top_k, a.rows, scratch);
+        }
+    }
 }
 
 template <DeviceDtype DT, int NT, bool kGateUp>
 void launch_experts_nt(const ExpertLaunch& a, const dim3& grid, bool x_vec, cudaStream_t s) {
-    if (x_vec) launch_pdl(experts_kernel<DT, NT, true, kGateUp>, grid, 32 * k_expert_rows, 0, s, a);
-    else launch_pdl(experts_kernel<DT, NT, false, kGateUp>, grid, 32 * k_expert_rows, 0, s, a);
+    constexpr int threads = 32 * k_expert_rows;
+    if constexpr (!kGateUp) {
+        if (a.combine.done) {
+            if (x_vec) launch_pdl(experts_kernel<DT, NT, true, false, true>, grid, threads, 0, s, a);
+            else launch_pdl(experts_kernel<DT, NT, false, false, true>, grid, threads, 0, s, a);
+            return;
+        }
+    }
+    if (x_vec) launch_pdl(experts_kernel<DT, NT, true, kGateUp, false>, grid, threads, 0, s, a);
+    else launch_pdl(experts_kernel<DT, NT, false, kGateUp, false>, grid, threads, 0, s, a);
 }
 
 template <DeviceDtype DT, bool kGateUp>
@@ -137,8 +168,7 @@ bool experts_shared_fusable(const DeviceExperts& e, const DeviceMatrix& gate, co
 
 namespace {
 // a with the shared experts' part: w1/w2 over x [n, cols] into out [n, w1.rows].
-void add_shared(ExpertLaunch& a, const DeviceMatrix& w1, const DeviceMatrix& w2, const float* x, float* out,
-                int64_t n) {
+void add_shared(ExpertLaunch& a, const DeviceMatrix& w1, const DeviceMatrix& w2, const float* x, float* out) {
     const int64_t rows_per_slot = ((a.rows + k_expert_rows - 1) / k_expert_rows) * k_expert_rows;
     a.s_first = w1;
     a.s_second = w2;
@@ -147,7 +177,6 @@ void add_shared(ExpertLaunch& a, const DeviceMatrix& w1, const DeviceMatrix& w2,
     a.s_rows = w1.rows;
     a.s_cols = w1.cols;
     a.s_slots = int32_t((w1.rows + rows_per_slot - 1) / rows_per_slot);
-    a.n_tokens = int32_t(n);
 }
 }  // namespace
 
@@ -156,26 +185,34 @@ void launch_experts_gate_up(const DeviceExperts& e, const ExpertPairs& pairs, co
                             const SharedExpertLaunch* shared, cudaStream_t s) {
     if (n <= 0) return;
     ExpertLaunch a{e.gate, e.up, pairs, x, h, top_k, e.inter, hidden};
+    a.n_tokens = int32_t(n);
     if (tensor_cores && e.gate_up_dtype != DeviceDtype::F32) {
         if (shared) throw Error(ErrorCode::Device, "experts: shared experts on the tensor-core kernel (internal error)");
         launch_experts_mma(a, true, e.gate_up_dtype, n, n_experts, s);
         return;
     }
-    if (shared) add_shared(a, shared->gate, shared->up, x, shared->h, n);
+    if (shared) add_shared(a, shared->gate, shared->up, x, shared->h);
     launch_experts<true>(a, e.gate_up_dtype, n, n_experts, s);
 }
 
 void launch_experts_down(const DeviceExperts& e, const ExpertPairs& pairs, const float* h, int64_t n,
                          int32_t top_k, int64_t hidden, int32_t n_experts, float* y, bool tensor_cores,
-                         const SharedExpertLaunch* shared, cudaStream_t s) {
+                         const SharedExpertLaunch* shared, const MoeCombine* combine, cudaStream_t s) {
     if (n <= 0) return;
     ExpertLaunch a{e.down, nullptr, pairs, h, y, top_k, hidden, e.inter};
+    a.n_tokens = int32_t(n);
     if (tensor_cores && e.down_dtype != DeviceDtype::F32) {
-        if (shared) throw Error(ErrorCode::Device, "experts: shared experts on the tensor-core kernel (internal error)");
+        if (shared || combine)
+            throw Error(ErrorCode::Device, "experts: a fused part on the tensor-core kernel (internal error)");
         launch_experts_mma(a, false, e.down_dtype, n, n_experts, s);
         return;
     }
-    if (shared) add_shared(a, shared->down, shared->down, shared->h, shared->out, n);
+    if (combine) {
+        if (n > k_combine_fused_max_tokens || !combine->done)
+            throw Error(ErrorCode::Device, "experts: the fused combine of " + std::to_string(n) + " tokens (internal error)");
+        a.combine = *combine;
+    }
+    if (shared) add_shared(a, shared->down, shared->down, shared->h, shared->out);
     launch_experts<false>(a, e.down_dtype, n, n_experts, s);
 }
 

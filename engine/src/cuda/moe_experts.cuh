@@ -21,7 +21,10 @@ struct ExpertLaunch {
     const float* s_x = nullptr;
     float* s_out = nullptr;
     int64_t s_rows = 0, s_cols = 0;
-    int32_t s_slots = 0, n_tokens = 0;
+    int32_t s_slots = 0;
+    int32_t n_tokens = 0;  // tokens of the launch
+    // The MoE combine by the last block (down launches of the fp32 kernel; combine.done set).
+    MoeCombine combine{};
 };
 
 // The tensor-core kernel of moe_experts_mma.cu over a's pairs (gate and up with

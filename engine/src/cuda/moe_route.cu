@@ -5,6 +5,7 @@
 // every token and then groups the pairs (moe_group_pairs.cuh) in the same launch.
 #include "cuda_util.h"
 #include "device_math.cuh"
+#include "last_block.cuh"
 #include "moe_group_pairs.cuh"
 #include "pdl.cuh"
 
@@ -222,8 +223,7 @@ __global__ void __launch_bounds__(k_group_threads)
 // with launch_matvec's sums for a narrow matrix (k_router_split warps per row,
 // partials added in warp order: the same bits), each block taking
 // k_router_rows_per_block rows for every token; the last block to finish copies z
-// into shared memory and runs route_group_kernel's code on it. done: a counter
-// in device memory, zero before the launch and left at zero (graphs replay it).
+// into shared memory and runs route_group_kernel's code on it (last_block.cuh).
 constexpr int k_router_split = k_matvec_narrow_split;
 constexpr int k_router_rows_per_block = k_group_threads / 32 / k_router_split;
 
@@ -236,7 +236,6 @@ __global__ void __launch_bounds__(k_group_threads)
     pdl_trigger();
     constexpr int n_warps = k_group_threads / 32;
     __shared__ float partial[n_warps * NT];
-    __shared__ bool last;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, part = warp % k_router_split;
     const int64_t r = int64_t(blockIdx.x) * k_router_rows_per_block + warp / k_router_split;
     const bool active = r < w.rows;
@@ -263,17 +262,7 @@ __global__ void __launch_bounds__(k_group_threads)
         }
         __syncthreads();  // partial is reused by the next tokens
     }
-    // The block's rows of z (ordered before thread 0 by the barrier) are visible to
-    // the whole device before it counts itself done (cooperative groups' grid sync
-    // does the same).
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        __threadfence();
-        last = atomicAdd(done, 1u) == gridDim.x - 1;
-    }
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
+    if (!last_block_arrived(done)) return;
     extern __shared__ float route_smem[];
     float* zs = route_smem;  // [n, E]: every block's rows, read from L2 (not this SM's L1)
     for (int64_t i = threadIdx.x; i < n * E; i += blockDim.x) zs[i] = __ldcg(z + i);
@@ -284,7 +273,6 @@ __global__ void __launch_bounds__(k_group_threads)
     __syncthreads();  // the block's global writes of ids are visible to the block
     group_pairs_block(ids, stride, int(n * p.top_k), p.top_k, E, pairs,
                       reinterpret_cast<int*>(scratch + int64_t(n_warps) * route_warp_floats(p)));
-    if (threadIdx.x == 0) *done = 0;  // every other block has counted itself already
 }
 
 template <DeviceDtype DT, bool kXVec>

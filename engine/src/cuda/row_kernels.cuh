@@ -1,8 +1,11 @@
 // File-local helpers of the one-block-per-row kernels (embed, rmsnorm,
 // add_rmsnorm, moe_combine, latent_cache), shared by their .cu files: the block
-// size, the RMS scale of cpu::rmsnorm and one rotary pair of Rope::apply.
+// size, the RMS scale of cpu::rmsnorm, one rotary pair of Rope::apply and one row
+// of add_rmsnorm (also the last block of the fused matvec launch).
 // Internal linkage, as when they lived in one file: each .cu gets its own copy.
 #pragma once
+
+#include "device_math.cuh"
 
 #include <cstdint>
 
@@ -30,6 +33,24 @@ __device__ __forceinline__ void rope_pair(const float* in, float* out, const flo
         out[i] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
         out[i + half] = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
     }
+}
+
+// Row t of launch_add_rmsnorm: x[t] += r[t], then out[t] = rmsnorm(x[t]) with w;
+// a block of k_row_threads. r is read through L2 (__ldcg): in the fused matvec
+// launch other blocks of the same launch wrote it.
+__device__ __forceinline__ void add_rmsnorm_row(float* x, const float* r, const float* w, float eps, int64_t n,
+                                                float* out, int64_t t, float* scratch) {
+    float* xr = x + t * n;
+    const float* rr = r + t * n;
+    float* o = out + t * n;
+    float ss = 0.0f;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+        const float v = xr[i] + __ldcg(rr + i);
+        xr[i] = v;
+        ss = fmaf(v, v, ss);
+    }
+    const float s = rms_scale(block_sum(ss, scratch), n, eps);
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) o[i] = w[i] * (xr[i] * s);
 }
 
 }  // namespace
