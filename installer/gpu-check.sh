@@ -2,7 +2,7 @@
 # The GPU check (docs: gpu-checks.md), run on the GPU machine from the repository
 # root with the Qt-free build-gpu/ folder (cetus-cli + libcetus-cuda.so) carried over:
 #   cmake --preset gpu-check && cmake --build --preset gpu-check    # on a development machine
-#   installer/gpu-check.sh pack                                       # carry gpu-carry/ (17 MB)
+#   installer/gpu-check.sh pack                                       # carry gpu-carry/ (25 MB)
 #   installer/gpu-check.sh all                                        # on the GPU machine: one call
 # or, when the machine stays for a second call, `conformance` then `bench`.
 # Each mode fits one device call (under 10 minutes; every step has its own time
@@ -31,7 +31,7 @@ out=gpu-out
 rm -rf "$out" && mkdir -p "$out"
 cli=build-gpu/cetus-cli
 # `pack` (here, after the build) copies the two binaries and the OpenMP runtime into
-# gpu-carry/ (17 MB instead of the 62 MiB build folder); carry that and the checks use it.
+# gpu-carry/ (25 MB instead of the 78 MiB build folder); carry that and the checks use it.
 [ -x gpu-carry/cetus-cli ] && [ ! build-gpu/cetus-cli -nt gpu-carry/cetus-cli ] && cli=gpu-carry/cetus-cli
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}:$PWD/gpu-carry"
 export OMP_WAIT_POLICY=PASSIVE
@@ -169,9 +169,8 @@ bench_figures() {
 }
 # Side-by-side runs of the switches, then every bench run as README rows.
 bench_comparisons() {
-    # Side by side with the first run (same command): without the decode fusions of
-    # the shared experts and the router (CETUS_CUDA_FUSE=0), then with programmatic
-    # dependent launch.
+    # Side by side with the first run (same command): without the decode fusions
+    # (CETUS_CUDA_FUSE=0), then with programmatic dependent launch.
     step bench-v2lite-nofuse 150 env CETUS_CUDA_FUSE=0 "$cli" bench --device cuda --random-model v2-lite --prompt 512 --gen 128 --json
     step bench-v2lite-pdl 150 env CETUS_CUDA_PDL=1 "$cli" bench --device cuda --random-model v2-lite --prompt 512 --gen 128 --json
     step bench-prefill-2048-fp32 90 env CETUS_CUDA_EXPERT_MMA=0 CETUS_CUDA_ATTENTION_GEMM=0 \

@@ -123,8 +123,6 @@ void Gemm::matmul_gate_up(const DeviceMatrix& gate, const DeviceMatrix& up, cons
     launch_silu_mul(g, u, n * I, m_stream);
 }
 
-// Per head h (batch entry): q_abs_h^T (d_c x n) = W_UK_h^T (d_c x d_n, the
-// row-major rows read column-major, no transpose) times q_nope_h^T (d_n x n).
 void Gemm::latent_cache_absorb_q(const LatentCacheArgs& latent, bool fuse, const DeviceMatrix& kv_b, const float* q,
                                  int64_t n, const MlaShape& m, float* q_abs) {
     if (n <= 0) return;
@@ -136,6 +134,8 @@ void Gemm::latent_cache_absorb_q(const LatentCacheArgs& latent, bool fuse, const
     absorb_q(kv_b, q, n, m, q_abs);
 }
 
+// Per head h (batch entry): q_abs_h^T (d_c x n) = W_UK_h^T (d_c x d_n, the
+// row-major rows read column-major, no transpose) times q_nope_h^T (d_n x n).
 void Gemm::absorb_q(const DeviceMatrix& kv_b, const float* q, int64_t n, const MlaShape& m, float* q_abs) {
     if (n <= 0) return;
     if (small(n)) {

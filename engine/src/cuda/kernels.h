@@ -98,7 +98,7 @@ void launch_matvec_gate_up(const DeviceMatrix& gate, const DeviceMatrix& up, con
 // y = W x (y: [n, w.rows]), then launch_add_rmsnorm(resid, y, norm_w, eps, n, w.rows, out)
 // by the launch's last block, bit for bit: for decode batches of up to
 // k_add_norm_fused_max_tokens tokens. done: a counter as in last_block.cuh.
-inline constexpr int64_t k_add_norm_fused_max_tokens = 4;
+inline constexpr int64_t k_add_norm_fused_max_tokens = 2;
 void launch_matvec_add_rmsnorm(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n, float* y,
                                float* resid, const float* norm_w, float eps, float* out, uint32_t* done,
                                cudaStream_t s);
@@ -121,7 +121,8 @@ inline constexpr int64_t k_absorb_max_nope = 128;  // widest qk_nope_head_dim of
 // q: [n, n_h, d_n + d_r]; q_abs: [n, n_h, d_c]
 void launch_absorb_q(const DeviceMatrix& kv_b, const float* q, int64_t n, const MlaShape& m, float* q_abs,
                      cudaStream_t s);
-// launch_latent_cache(latent, n) and launch_absorb_q in one launch (decode batches):
+// launch_latent_cache(latent, n) and launch_absorb_q in one launch (the fp32 path:
+// decode and verify batches, every batch in exact mode):
 // extra blocks write the cache rows and rotate q's rope parts while the others
 // read q's nope parts. The latent's norm sums in a block of 128 threads, so its
 // bits may differ from launch_latent_cache's (a function of the token alone).
@@ -225,12 +226,14 @@ struct MoeCombine {
     uint32_t* done = nullptr;  // the fused form's counter (last_block.cuh)
 };
 // Batches up to this size run the combine in the expert down launch's last block
-// (one block then adds every token's rows).
-inline constexpr int64_t k_combine_fused_max_tokens = 4;
+// (one block then adds every token's rows: for more tokens the separate launch's
+// block per token is likely faster). MTP's default verify batch is 2 tokens.
+inline constexpr int64_t k_combine_fused_max_tokens = 2;
 // A MoE layer's shared experts (one MLP) computed in the routed experts' launches
 // (the fp32 kernel: decode and verify batches): h[t, :] = silu(gate x[t]) * up x[t]
-// in the gate/up launch, out[t, :] = down h[t, :] in the down launch, with the
-// same sums as launch_matvec of one warp per row.
+// in the gate/up launch, out[t, :] = down h[t, :] in the down launch, one warp per
+// row (launch_matvec's sums for matrices of at least k_matvec_narrow_rows rows; it
+// splits narrower ones over four warps).
 struct SharedExpertLaunch {
     DeviceMatrix gate, up, down;
     float* h = nullptr;    // [n, gate.rows]

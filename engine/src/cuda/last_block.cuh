@@ -19,7 +19,10 @@ __device__ __forceinline__ bool last_block_arrived(uint32_t* counter) {
         __threadfence();
         const uint32_t blocks = gridDim.x * gridDim.y * gridDim.z;
         last = atomicAdd(counter, 1u) == blocks - 1;
-        if (last) *counter = 0;  // every block has arrived
+        if (last) {
+            __threadfence();  // the other blocks' writes before the reads below (as grid sync does)
+            *counter = 0;     // every block has arrived
+        }
     }
     __syncthreads();
     if (last) __threadfence();

@@ -93,17 +93,18 @@ __global__ void __launch_bounds__(32 * k_warps_per_block)
         if constexpr (kFuse != Fuse::AddNorm) {
             if (!active || part != 0) return;
         }
+        if (active && part == 0) {  // (only AddNorm gets here with other parts or rows past the end)
 #pragma unroll
-        for (int m = 0; m < kAcc; ++m)
+            for (int m = 0; m < kAcc; ++m)
 #pragma unroll
-            for (int j = 0; j < NT; ++j) {
-                float sum = partial[(m * k_warps_per_block + warp) * NT + j];
+                for (int j = 0; j < NT; ++j) {
+                    float sum = partial[(m * k_warps_per_block + warp) * NT + j];
 #pragma unroll
-                for (int k = 1; k < kSplit; ++k) sum += partial[(m * k_warps_per_block + warp + k) * NT + j];
-                acc[m][j] = sum;
-            }
+                    for (int k = 1; k < kSplit; ++k) sum += partial[(m * k_warps_per_block + warp + k) * NT + j];
+                    acc[m][j] = sum;
+                }
+        }
     }
-    // Only AddNorm gets here with rows of other warps' parts or past the end.
     const bool store = active && (kSplit == 1 || part == 0);
     if (store && (threadIdx.x & 31) == 0) {
 #pragma unroll
@@ -148,8 +149,10 @@ void launch_pass(const MatvecArgs& a, cudaStream_t s) {
 // The smallest compiled token count that covers a.n.
 template <DeviceDtype DT, bool kXVec, Fuse kFuse>
 void launch_tokens(const MatvecArgs& a, cudaStream_t s) {
+    static_assert(kFuse != Fuse::AddNorm || k_add_norm_fused_max_tokens <= 2, "AddNorm is compiled for 1 and 2 tokens");
     if (a.n == 1) launch_pass<DT, 1, kXVec, kFuse>(a, s);
     else if (a.n == 2) launch_pass<DT, 2, kXVec, kFuse>(a, s);
+    else if constexpr (kFuse == Fuse::AddNorm) throw Error(ErrorCode::Device, "matvec: AddNorm of more than 2 tokens");
     else if (a.n <= 4) launch_pass<DT, 4, kXVec, kFuse>(a, s);
     else launch_pass<DT, 8, kXVec, kFuse>(a, s);
 }
@@ -195,6 +198,7 @@ void launch_matvec_add_rmsnorm(const DeviceMatrix& w, const float* x, int64_t ld
                                float* resid, const float* norm_w, float eps, float* out, uint32_t* done,
                                cudaStream_t s) {
     if (n <= 0 || w.rows <= 0) return;
+    static_assert(k_add_norm_fused_max_tokens <= k_tokens_per_pass, "the fused form runs in one pass");
     if (n > k_add_norm_fused_max_tokens || !done)
         throw Error(ErrorCode::Device, "matvec: the fused residual add and norm of " + std::to_string(n) +
                                            " tokens (internal error)");

@@ -120,7 +120,8 @@ __global__ void __launch_bounds__(32 * k_expert_rows) experts_kernel(ExpertLaunc
 template <DeviceDtype DT, int NT, bool kGateUp>
 void launch_experts_nt(const ExpertLaunch& a, const dim3& grid, bool x_vec, cudaStream_t s) {
     constexpr int threads = 32 * k_expert_rows;
-    if constexpr (!kGateUp) {
+    static_assert(k_combine_fused_max_tokens <= 2, "the fused combine is compiled for 1 and 2 tokens");
+    if constexpr (!kGateUp && NT <= 2) {
         if (a.combine.done) {
             if (x_vec) launch_pdl(experts_kernel<DT, NT, true, false, true>, grid, threads, 0, s, a);
             else launch_pdl(experts_kernel<DT, NT, false, false, true>, grid, threads, 0, s, a);
