@@ -40,12 +40,13 @@ std::vector<int32_t> parse_ids(const std::string& text) {
 }
 
 std::unique_ptr<Engine> load_engine(const std::string& model_dir, const std::string& device, int threads,
-                                    int64_t max_context) {
+                                    int64_t max_context, bool fp8_on_load) {
     EngineOptions o;
     o.model_dir = model_dir;
     o.device = parse_device(device);
     o.n_threads = threads;
     o.max_context = max_context;
+    o.fp8_on_load = fp8_on_load;
     LoadProgress p;
     p.report = [](float f, const std::string& stage) {
         if (auto l = spdlog::get("cli")) l->debug("loading {:3.0f}%: {}", f * 100.0f, stage);

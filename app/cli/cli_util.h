@@ -15,7 +15,7 @@ namespace cetus::cli {
 Device parse_device(const std::string& name);  // auto | cpu | cuda
 std::vector<int32_t> parse_ids(const std::string& text);  // "1,2,3" (spaces allowed)
 std::unique_ptr<Engine> load_engine(const std::string& model_dir, const std::string& device, int threads,
-                                    int64_t max_context);
+                                    int64_t max_context, bool fp8_on_load = false);
 uint64_t peak_rss_bytes();  // VmHWM of this process
 std::string default_fixtures_dir();
 // `given` when not empty, else the bundled demo model (app/common/model_paths.h); throws when there is none.

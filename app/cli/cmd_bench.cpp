@@ -19,6 +19,7 @@ namespace cetus::cli {
 void add_bench_command(CLI::App& app) {
     auto* cmd = app.add_subcommand("bench", "Benchmark prefill and decode (JSON with --json)");
     struct Opts {
+        bool fp8 = false;
         std::string model, random, device = "cpu", dtype = "bf16";
         int64_t prompt = 128, gen = 32, layers = 0;
         int repeat = 3, threads = 0, draft = 1;
@@ -33,6 +34,8 @@ void add_bench_command(CLI::App& app) {
     cmd->add_option("--dtype", o->dtype, "Random model weights: bf16 or fp8");
     cmd->add_option("--layers", o->layers, "Random model: override the number of layers");
     cmd->add_option("--device", o->device, "auto, cpu or cuda");
+    cmd->add_flag("--fp8", o->fp8,
+                  "Quantise a BF16/F16/F32 checkpoint's linear layers to FP8 while loading (about half the memory)");
     cmd->add_option("--prompt", o->prompt, "Prompt tokens");
     cmd->add_option("--gen", o->gen, "Generated tokens");
     cmd->add_option("--repeat", o->repeat, "Measured repeats after one warm-up (median reported)");
@@ -67,7 +70,7 @@ void add_bench_command(CLI::App& app) {
             e = Engine::create_random(ro, eo);
         } else {
             if (o->model.empty()) throw Error(ErrorCode::BadRequest, "bench needs --model DIR or --random-model PRESET");
-            e = load_engine(o->model, o->device, o->threads, ctx);
+            e = load_engine(o->model, o->device, o->threads, ctx, o->fp8);
         }
         BenchOptions bo;
         bo.n_prompt = o->prompt;

@@ -24,6 +24,7 @@ nlohmann::json summary_json(const GenerateResult& r) {
 void add_generate_command(CLI::App& app) {
     auto* cmd = app.add_subcommand("generate", "Answer one prompt with the model's chat template, streaming");
     struct Opts {
+        bool fp8 = false;
         std::string model, prompt, system, device = "auto", mtp = "on", ids;
         float temperature = 0.7f, top_p = 1.0f, min_p = 0.0f, repetition_penalty = 1.0f;
         int top_k = 0, max_tokens = 256, draft = 1, threads = 0;
@@ -48,11 +49,13 @@ void add_generate_command(CLI::App& app) {
     cmd->add_option("--mtp", o->mtp, "MTP speculative decoding: on or off")->check(CLI::IsMember({"on", "off"}));
     cmd->add_option("--draft", o->draft, "Draft tokens per step");
     cmd->add_option("--device", o->device, "auto, cpu or cuda");
+    cmd->add_flag("--fp8", o->fp8,
+                  "Quantise a BF16/F16/F32 checkpoint's linear layers to FP8 while loading (about half the memory)");
     cmd->add_option("--threads", o->threads, "CPU threads");
     cmd->add_option("--context", o->context, "Context length (tokens)");
     cmd->add_flag("--json", o->json, "One JSON object per token, then a summary line");
     cmd->callback([o] {
-        auto e = load_engine(model_or_bundled(o->model), o->device, o->threads, o->context);
+        auto e = load_engine(model_or_bundled(o->model), o->device, o->threads, o->context, o->fp8);
         GenerateRequest req;
         if (!o->ids.empty()) {
             req.prompt_ids = parse_ids(o->ids);

@@ -52,6 +52,7 @@ static std::string human(double bytes) {
 void add_info_command(CLI::App& app) {
     auto* cmd = app.add_subcommand("info", "Describe a model: architecture, experts, parameters, KV cache per token");
     struct Opts {
+        bool fp8 = false;
         std::string model, random, device = "cpu";
         bool json = false;
     };
@@ -59,6 +60,8 @@ void add_info_command(CLI::App& app) {
     auto* m = cmd->add_option("--model", o->model, "Model folder (config.json + safetensors; default: the bundled model)");
     cmd->add_option("--random-model", o->random, "A random model preset instead of a folder")->excludes(m);
     cmd->add_option("--device", o->device, "auto, cpu or cuda");
+    cmd->add_flag("--fp8", o->fp8,
+                  "Quantise a BF16/F16/F32 checkpoint's linear layers to FP8 while loading (about half the memory)");
     cmd->add_flag("--json", o->json, "JSON output");
     cmd->callback([o] {
         std::unique_ptr<Engine> e;
@@ -67,7 +70,7 @@ void add_info_command(CLI::App& app) {
             eo.device = parse_device(o->device);
             e = Engine::create_random({o->random}, eo);
         } else {
-            e = load_engine(model_or_bundled(o->model), o->device, 0, 4096);
+            e = load_engine(model_or_bundled(o->model), o->device, 0, 4096, o->fp8);
         }
         const ModelInfo& i = e->info();
         if (o->json) {

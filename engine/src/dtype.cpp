@@ -78,19 +78,23 @@ bool dtype_is_float_weight(Dtype d) noexcept {
 }
 
 uint8_t f32_to_fp8_e4m3(float f) {
-    if (std::isnan(f)) return 0x7f;
-    uint8_t best = 0;
-    float best_err = std::numeric_limits<float>::infinity();
-    uint8_t sign = f < 0 ? 0x80 : 0;
-    float a = std::fabs(f);
-    for (uint8_t b = 0; b < 0x7f; ++b) {  // 0x7f is NaN
-        float err = std::fabs(k_fp8_e4m3_table[b] - a);
-        if (err < best_err) {
-            best_err = err;
-            best = b;
-        }
+    uint32_t bits;
+    std::memcpy(&bits, &f, 4);
+    const uint8_t sign = uint8_t((bits >> 24) & 0x80u);
+    bits &= 0x7fffffffu;
+    if (bits > 0x7f800000u) return uint8_t(sign | 0x7f);  // NaN
+    float a;
+    std::memcpy(&a, &bits, 4);
+    // 448 is the largest finite value; from the midpoint to the next step (480) up: 448.
+    if (a >= 464.0f) return uint8_t(sign | 0x7e);
+    if (a < 0.015625f) {  // below 2^-6: subnormals, steps of 2^-9 (8 steps reach the first normal)
+        return uint8_t(sign | uint8_t(std::nearbyint(a * 512.0f)));  // ties to even (default rounding)
     }
-    return uint8_t(best | sign);
+    // Normal: three mantissa bits, rounded to nearest even on the float's bits; a carry
+    // into the exponent is the right result (the next binade's first value).
+    bits += 0x7ffffu + ((bits >> 20) & 1u);
+    const uint32_t e = (bits >> 23) - 127 + 7, m = (bits >> 20) & 7u;
+    return uint8_t(sign | (e << 3) | m);
 }
 
 }  // namespace cetus

@@ -37,7 +37,8 @@ extern const float* const k_fp8_e4m3_table;  // 256 entries
 
 inline float f16_to_f32(uint16_t v) { return k_f16_table[v]; }
 inline float fp8_e4m3_to_f32(uint8_t v) { return k_fp8_e4m3_table[v]; }
-// Nearest e4m3 value (saturating at +-448), used to build FP8 test models.
+// The nearest e4m3 value, ties to even (as PyTorch's float8_e4m3fn cast), saturating
+// at +-448; NaN gives NaN (FP8 on load, test models).
 uint8_t f32_to_fp8_e4m3(float f);
 
 }  // namespace cetus

@@ -47,7 +47,17 @@ std::string describe_dtypes(const WeightStore& store) {
         if (!s.empty()) s += " + ";
         s += d == Dtype::F8_E4M3 ? "FP8 e4m3 (128x128 blocks)" : dtype_name(d);
     }
+    bool generated = false;  // quantised on load (WeightStore::add_fp8)
+    for (const auto& [name, t] : store.tensors()) generated |= t.dtype == Dtype::F8_E4M3 && t.file == "(generated)";
+    if (generated && store.fp8_on_load()) s += ", FP8 quantised on load";
     return s;
+}
+
+// Whether FP8 on load would shrink the model: BF16/F16/F32 expert or MLP weights.
+bool has_wide_linear_weights(const Model& m) {
+    for (const auto& [name, t] : m.store().tensors())
+        if (name.ends_with("down_proj.weight") && t.dtype != Dtype::F8_E4M3) return true;
+    return false;
 }
 
 }  // namespace
@@ -131,8 +141,12 @@ void Engine::make_backend(const EngineOptions& o, bool use_cuda, const LoadProgr
             // Auto falls back whenever the GPU cannot take the model (too little memory,
             // a shape the kernels do not support, a device failure); an explicit request
             // reports it, and a cancelled load stays cancelled.
-            if (o.device == Device::Cuda || e.code() == ErrorCode::Cancelled) throw;
-            engine_log().warn("device auto: the GPU cannot run this model ({}); using the CPU backend", e.what());
+            if (e.code() == ErrorCode::Cancelled) throw;
+            std::string why = e.what();
+            if (e.code() == ErrorCode::OutOfMemory && !o.fp8_on_load && has_wide_linear_weights(*m_model))
+                why += "; FP8 weights need about half the memory (cetus-cli --fp8, or Model > FP8 weights in the app)";
+            if (o.device == Device::Cuda) throw Error(e.code(), why);
+            engine_log().warn("device auto: the GPU cannot run this model ({}); using the CPU backend", why);
         }
     }
     m_backend = std::make_unique<CpuBackend>(*m_model, ctx);
@@ -146,8 +160,9 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions& o, const LoadProgress&
     check_cancel(progress);
     report(progress, 0.1f, "mapping weights");
     auto store = std::make_unique<WeightStore>(o.model_dir);
+    store->set_fp8_on_load(o.fp8_on_load);
     check_cancel(progress);
-    report(progress, 0.4f, "checking tensors");
+    report(progress, 0.4f, o.fp8_on_load ? "checking tensors, quantising to FP8" : "checking tensors");
     std::unique_ptr<Engine> e(new Engine());
     e->m_model = std::make_unique<Model>(std::move(config), std::move(store));
     check_cancel(progress);

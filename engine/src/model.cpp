@@ -19,8 +19,9 @@ std::string layer_prefix(int64_t l) { return "model.layers." + std::to_string(l)
 
 MlpWeights Model::load_mlp(const std::string& p, int64_t inner) {
     const int64_t H = m_config.hidden_size;
-    return {m_store->matrix(p + "gate_proj.weight", inner, H), m_store->matrix(p + "up_proj.weight", inner, H),
-            m_store->matrix(p + "down_proj.weight", H, inner)};
+    return {m_store->matrix(p + "gate_proj.weight", inner, H, true),
+            m_store->matrix(p + "up_proj.weight", inner, H, true),
+            m_store->matrix(p + "down_proj.weight", H, inner, true)};
 }
 
 LayerWeights Model::load_layer(int64_t l) {
@@ -33,16 +34,18 @@ LayerWeights Model::load_layer(int64_t l) {
     AttentionWeights& a = lw.attn;
     const std::string ap = p + "self_attn.";
     if (c.q_lora_rank > 0) {
-        a.q_a_proj = m_store->matrix(ap + "q_a_proj.weight", c.q_lora_rank, H);
+        a.q_a_proj = m_store->matrix(ap + "q_a_proj.weight", c.q_lora_rank, H, true);
         a.q_a_layernorm = m_store->vector(ap + "q_a_layernorm.weight", c.q_lora_rank);
-        a.q_b_proj = m_store->matrix(ap + "q_b_proj.weight", n_h * c.qk_head_dim(), c.q_lora_rank);
+        a.q_b_proj = m_store->matrix(ap + "q_b_proj.weight", n_h * c.qk_head_dim(), c.q_lora_rank, true);
     } else {
-        a.q_proj = m_store->matrix(ap + "q_proj.weight", n_h * c.qk_head_dim(), H);
+        a.q_proj = m_store->matrix(ap + "q_proj.weight", n_h * c.qk_head_dim(), H, true);
     }
-    a.kv_a_proj_with_mqa = m_store->matrix(ap + "kv_a_proj_with_mqa.weight", c.kv_lora_rank + c.qk_rope_head_dim, H);
+    a.kv_a_proj_with_mqa =
+        m_store->matrix(ap + "kv_a_proj_with_mqa.weight", c.kv_lora_rank + c.qk_rope_head_dim, H, true);
     a.kv_a_layernorm = m_store->vector(ap + "kv_a_layernorm.weight", c.kv_lora_rank);
-    a.kv_b_proj = m_store->matrix(ap + "kv_b_proj.weight", n_h * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank);
-    a.o_proj = m_store->matrix(ap + "o_proj.weight", H, n_h * c.v_head_dim);
+    a.kv_b_proj =
+        m_store->matrix(ap + "kv_b_proj.weight", n_h * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank, true);
+    a.o_proj = m_store->matrix(ap + "o_proj.weight", H, n_h * c.v_head_dim, true);
 
     // MTP blocks follow the same rule as main layers (V3: layer 61 >= 3 is MoE).
     lw.is_moe = c.is_moe_layer(l);
@@ -80,7 +83,17 @@ LayerWeights Model::load_layer(int64_t l) {
             ew.down = Matrix{dn.dtype, H, I, dn.data + size_t(e * H * I) * es, nullptr, 0};
             if (reinterpret_cast<uintptr_t>(g0) % es || reinterpret_cast<uintptr_t>(ew.down.data) % es)
                 throw Error(ErrorCode::Unsupported, gu.file + ": misaligned fused expert tensors");
+            if (m_store->fp8_on_load()) {  // per expert, named as in the unfused layout
+                const std::string ep = p + "mlp.experts." + std::to_string(e) + ".";
+                ew.gate = m_store->add_fp8(ep + "gate_proj.weight", ew.gate);
+                ew.up = m_store->add_fp8(ep + "up_proj.weight", ew.up);
+                ew.down = m_store->add_fp8(ep + "down_proj.weight", ew.down);
+            }
             m.experts.push_back(ew);
+        }
+        if (m_store->fp8_on_load()) {  // replaced by the experts' own FP8 tensors
+            m_store->drop(fused);
+            m_store->drop(p + "mlp.experts.down_proj");
         }
     } else {
         m.experts.reserve(static_cast<size_t>(E));

@@ -6,6 +6,7 @@
 #include "log.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <set>
@@ -161,7 +162,7 @@ const float* WeightStore::scales_for(const std::string& weight_name, int64_t row
     return m_scales.back()->data();
 }
 
-Matrix WeightStore::matrix(const std::string& name, int64_t rows, int64_t cols) {
+Matrix WeightStore::matrix(const std::string& name, int64_t rows, int64_t cols, bool quantise) {
     const TensorInfo& t = tensor(name);
     if (!dtype_is_float_weight(t.dtype))
         throw Error(ErrorCode::BadTensor, t.file + ": \"" + name + "\" has unsupported dtype " + dtype_name(t.dtype));
@@ -177,8 +178,65 @@ Matrix WeightStore::matrix(const std::string& name, int64_t rows, int64_t cols) 
         std::string base = name;
         m.scale_inv = scales_for(base, rows, cols);
         m.scale_cols = (cols + 127) / 128;
+    } else if (quantise && m_fp8_on_load) {
+        return add_fp8(name, m);
     }
     return m;
+}
+
+namespace {
+
+// Element (r, c) of an F32/BF16/F16 matrix as float.
+float element(const Matrix& m, int64_t r, int64_t c) {
+    const int64_t i = r * m.cols + c;
+    switch (m.dtype) {
+    case Dtype::BF16: return bf16_to_f32(static_cast<const uint16_t*>(m.data)[i]);
+    case Dtype::F16: return f16_to_f32(static_cast<const uint16_t*>(m.data)[i]);
+    default: return static_cast<const float*>(m.data)[i];
+    }
+}
+
+}  // namespace
+
+Matrix WeightStore::add_fp8(const std::string& name, const Matrix& m) {
+    if (m.dtype != Dtype::F32 && m.dtype != Dtype::BF16 && m.dtype != Dtype::F16)
+        throw Error(ErrorCode::BadTensor, m_source + ": \"" + name + "\" cannot be quantised from " + dtype_name(m.dtype));
+    const int64_t rows = m.rows, cols = m.cols, sr = (rows + 127) / 128, sc = (cols + 127) / 128;
+    std::vector<std::byte> codes(static_cast<size_t>(rows * cols));
+    std::vector<float> scales(static_cast<size_t>(sr * sc));
+    bool finite = true;
+    // One 128x128 block per iteration: its largest magnitude, then its codes.
+#pragma omp parallel for schedule(dynamic, 4) reduction(&& : finite)
+    for (int64_t b = 0; b < sr * sc; ++b) {
+        const int64_t r0 = b / sc * 128, c0 = b % sc * 128;
+        const int64_t r1 = std::min(rows, r0 + 128), c1 = std::min(cols, c0 + 128);
+        float amax = 0.0f;
+        for (int64_t r = r0; r < r1; ++r)
+            for (int64_t c = c0; c < c1; ++c) {
+                const float v = std::fabs(element(m, r, c));
+                finite = finite && std::isfinite(v);
+                amax = std::max(amax, v);
+            }
+        const float scale = amax > 0.0f && std::isfinite(amax) ? amax / 448.0f : 1.0f;
+        scales[size_t(b)] = scale;
+        for (int64_t r = r0; r < r1; ++r)
+            for (int64_t c = c0; c < c1; ++c)
+                codes[size_t(r * cols + c)] = std::byte(f32_to_fp8_e4m3(element(m, r, c) / scale));
+    }
+    if (!finite)
+        throw Error(ErrorCode::BadTensor, m_source + ": \"" + name +
+                                              "\" holds infinite or NaN values, which FP8 cannot represent; load "
+                                              "the checkpoint's own weights instead");
+    std::vector<std::byte> scale_bytes(scales.size() * 4);
+    std::memcpy(scale_bytes.data(), scales.data(), scale_bytes.size());
+    add_owned(name, Dtype::F8_E4M3, {rows, cols}, std::move(codes));
+    add_owned(name + "_scale_inv", Dtype::F32, {sr, sc}, std::move(scale_bytes));
+    return matrix(name, rows, cols);
+}
+
+void WeightStore::drop(const std::string& name) {
+    m_tensors.erase(name);
+    m_used.erase(name);
 }
 
 std::vector<float> WeightStore::vector(const std::string& name, int64_t n) {

@@ -42,7 +42,20 @@ public:
     const TensorInfo& tensor(const std::string& name) const;  // throws MissingTensor
 
     // Checks dtype is a float weight type and shape == [rows, cols]; resolves FP8 scales.
-    Matrix matrix(const std::string& name, int64_t rows, int64_t cols);
+    // With quantise (the linear layers DeepSeek-V3's FP8 release stores as FP8) and
+    // FP8 on load switched on, an F32/BF16/F16 matrix is replaced by its FP8 form (add_fp8).
+    Matrix matrix(const std::string& name, int64_t rows, int64_t cols, bool quantise = false);
+    // FP8 on load: quantise the linear layers of F32/BF16/F16 checkpoints (half the
+    // memory of BF16, and half the bytes a decode step reads).
+    void set_fp8_on_load(bool on) { m_fp8_on_load = on; }
+    bool fp8_on_load() const { return m_fp8_on_load; }
+    // m (F32, BF16 or F16) as FP8 e4m3 with 128x128 block scales, the format of
+    // DeepSeek-V3's FP8 checkpoints: scale_inv = amax(block) / 448 (1 for an all-zero
+    // block), code = e4m3(x / scale_inv) rounded to nearest even. Stored as the owned
+    // tensors `name` and `name`_scale_inv (replacing a tensor of that name) and returned.
+    Matrix add_fp8(const std::string& name, const Matrix& m);
+    // Forgets a tensor (fused expert tensors once add_fp8 has replaced them per expert).
+    void drop(const std::string& name);
     // 1-D tensor of length n, converted to float32 (norm weights, biases).
     std::vector<float> vector(const std::string& name, int64_t n);
 
@@ -66,6 +79,7 @@ private:
     mutable std::unordered_map<std::string, bool> m_used;
     std::vector<std::unique_ptr<std::vector<std::byte>>> m_owned;   // owned tensor bytes
     std::vector<std::unique_ptr<std::vector<float>>> m_scales;      // aligned FP8 scales
+    bool m_fp8_on_load = false;
 };
 
 }  // namespace cetus

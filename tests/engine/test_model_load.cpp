@@ -12,6 +12,9 @@
 
 #include <QtTest>
 
+#include <cstring>
+#include <limits>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -38,13 +41,14 @@ struct Outcome {
     std::string foreign;
 };
 
-Outcome load(const fs::path& dir, int64_t max_context = 4096) {
+Outcome load(const fs::path& dir, int64_t max_context = 4096, bool fp8_on_load = false) {
     Outcome o;
     try {
         cetus::EngineOptions opt;
         opt.model_dir = dir;
         opt.device = cetus::Device::Cpu;
         opt.max_context = max_context;
+        opt.fp8_on_load = fp8_on_load;
         o.engine = cetus::Engine::load(opt);
     } catch (const cetus::Error& e) {
         o.code = e.code();
@@ -436,6 +440,35 @@ class TestModelLoad : public QObject {
         Outcome o = load(dir);
         QVERIFY2(o.engine, o.message.c_str());
         QCOMPARE(o.engine->logits(k_ids), reference_logits());
+    }
+
+    // FP8 on load quantises fused experts per expert, as the per-expert layout: the same
+    // logits from both layouts (F32 weights here; torch's reference: test_fp8_on_load).
+    void fp8OnLoadFusedExperts() {
+        const fs::path plain = fresh_dir(), fused = fresh_dir();
+        Tensors ts = tiny_tensors(tiny_config());
+        write_model(plain, tiny_config(), ts);
+        fuse_experts(ts, 1, 4, 8, 16);
+        write_model(fused, tiny_config(), ts);
+        Outcome a = load(plain, 4096, true), b = load(fused, 4096, true);
+        QVERIFY2(a.engine, a.message.c_str());
+        QVERIFY2(b.engine, b.message.c_str());
+        QVERIFY(QString::fromStdString(b.engine->info().weight_dtype).contains("FP8 quantised on load"));
+        QCOMPARE(b.engine->info().weight_bytes, a.engine->info().weight_bytes);
+        const std::vector<float> la = a.engine->logits(k_ids);
+        QCOMPARE(b.engine->logits(k_ids), la);
+        QVERIFY(la != reference_logits());
+    }
+
+    // A weight FP8 cannot hold: a clear error naming the tensor, not NaN logits.
+    void fp8OnLoadRejectsInfinity() {
+        const fs::path dir = fresh_dir();
+        Tensors ts = tiny_tensors(tiny_config());
+        const std::string name = layer(1) + "self_attn.o_proj.weight";
+        const float inf = std::numeric_limits<float>::infinity();
+        std::memcpy(ts[name].bytes.data() + 4 * 5, &inf, 4);
+        write_model(dir, tiny_config(), ts);
+        EXPECT_FAILURE(load(dir, 4096, true), ErrorCode::BadTensor, QString::fromStdString(name), "infinite");
     }
 
     void fp8WeightsLoad() {

@@ -16,10 +16,12 @@ public:
     QString fail_with;  // non-empty: the next request fails after its first word
     GenerationParams last_params;
     DeviceChoice last_device = DeviceChoice::Auto;
+    bool last_fp8 = false;
 
     void loadModel(const LoadRequest& r) override {
         m_loading = true;
         last_device = r.device;
+        last_fp8 = r.fp8_on_load;
         QTimer::singleShot(0, this, [this, r] {
             m_loading = false;
             if (r.model_dir.contains(QStringLiteral("bad"))) {

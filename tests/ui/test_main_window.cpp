@@ -35,6 +35,7 @@ private slots:
     void noModelRefusesToSend();
     void badFolderKeepsWorking();
     void gpuFailureOffersTheCpu();
+    void fp8WeightsOption();
     void streamsIntoTheLastMessage();
     void stopEndsTheAnswer();
     void errorsShowInline();
@@ -125,6 +126,28 @@ void TestMainWindow::gpuFailureOffersTheCpu() {
     m_window->openModel(QStringLiteral("/models/bad"), DeviceChoice::Cpu);
     QVERIFY(failed.wait(2000));
     QVERIFY(!m_window->cpuFallbackButton()->isVisible());
+}
+
+void TestMainWindow::fp8WeightsOption() {
+    // Model > FP8 weights: off at first, saved when toggled, sent with the next load.
+    auto* action = m_window->findChild<QAction*>(QStringLiteral("fp8WeightsAction"));
+    QVERIFY(action);
+    QVERIFY(action->isCheckable());
+    QVERIFY(!action->isChecked());
+    QSignalSpy loaded(m_service.get(), &GenerationService::modelLoaded);
+    m_window->openModel(QStringLiteral("/models/fake"));
+    QVERIFY(loaded.wait(2000));
+    QVERIFY(!m_service->last_fp8);
+    action->trigger();
+    QVERIFY(QSettings().value(QStringLiteral("model/fp8")).toBool());
+    m_window->openModel(QStringLiteral("/models/fake"));
+    QVERIFY(loaded.wait(2000));
+    QVERIFY(m_service->last_fp8);
+    // A new window starts from the saved choice.
+    m_window.reset();
+    m_window = std::make_unique<MainWindow>(*m_store, *m_service);
+    QVERIFY(m_window->findChild<QAction*>(QStringLiteral("fp8WeightsAction"))->isChecked());
+    QSettings().remove(QStringLiteral("model/fp8"));
 }
 
 void TestMainWindow::streamsIntoTheLastMessage() {

@@ -117,6 +117,7 @@ void EngineWorker::load(const LoadRequest& request, std::shared_ptr<std::atomic<
                                                            : cetus::Device::Auto;
     options.n_threads = request.n_threads;
     options.max_context = request.max_context;
+    options.fp8_on_load = request.fp8_on_load;
     auto last = Clock::now() - std::chrono::seconds(1);
     cetus::LoadProgress progress;
     progress.cancel = cancel.get();

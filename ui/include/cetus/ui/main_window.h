@@ -138,6 +138,7 @@ private:
     SpeculativePanel* m_spec = nullptr;
     ModelPanel* m_model_panel = nullptr;
     QActionGroup* m_device_group = nullptr;
+    QAction* m_fp8_action = nullptr;  // Model > FP8 weights (saved as model/fp8)
     std::function<bool(const QString&)> m_confirm;
     QString m_loading_dir;
     SwitchingGenerationService* m_switch = nullptr;  // null: local engine only

@@ -21,6 +21,7 @@ struct LoadRequest {
     DeviceChoice device = DeviceChoice::Auto;
     int n_threads = 0;
     qint64 max_context = 4096;
+    bool fp8_on_load = false;  // quantise BF16/F16/F32 linear layers to FP8 (EngineOptions)
 };
 
 // What the panels and the About box show about the loaded model.
