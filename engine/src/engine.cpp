@@ -161,8 +161,13 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions& o, const LoadProgress&
     report(progress, 0.1f, "mapping weights");
     auto store = std::make_unique<WeightStore>(o.model_dir);
     store->set_fp8_on_load(o.fp8_on_load);
+    if (o.fp8_on_load)  // reads every projection: progress, and cancellable between matrices
+        store->set_fp8_progress([&progress](double f) {
+            report(progress, 0.4f + 0.45f * float(f), "quantising weights to FP8");
+            check_cancel(progress);
+        });
     check_cancel(progress);
-    report(progress, 0.4f, o.fp8_on_load ? "checking tensors, quantising to FP8" : "checking tensors");
+    report(progress, 0.4f, "checking tensors");
     std::unique_ptr<Engine> e(new Engine());
     e->m_model = std::make_unique<Model>(std::move(config), std::move(store));
     check_cancel(progress);

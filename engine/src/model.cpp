@@ -133,6 +133,7 @@ Model::Model(ModelConfig config, std::unique_ptr<WeightStore> store)
         m.block = load_layer(l);
         m_mtp.push_back(std::move(m));
     }
+    m_store->set_fp8_progress({});  // loading's progress reporting ends here
     for (const auto& name : m_store->unused_names()) {
         if (name.find("rotary_emb.inv_freq") != std::string::npos) continue;
         engine_log().warn("{}: tensor \"{}\" is not used by this configuration", m_store->source(), name);

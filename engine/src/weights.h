@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -48,6 +49,9 @@ public:
     // FP8 on load: quantise the linear layers of F32/BF16/F16 checkpoints (half the
     // memory of BF16, and half the bytes a decode step reads).
     void set_fp8_on_load(bool on) { m_fp8_on_load = on; }
+    // Called after each quantised matrix with the share of the checkpoint's wide
+    // (F32/BF16/F16) projection bytes done so far; may throw (a cancelled load).
+    void set_fp8_progress(std::function<void(double)> f) { m_fp8_progress = std::move(f); }
     bool fp8_on_load() const { return m_fp8_on_load; }
     // m (F32, BF16 or F16) as FP8 e4m3 with 128x128 block scales, the format of
     // DeepSeek-V3's FP8 checkpoints: scale_inv = amax(block) / 448 (1 for an all-zero
@@ -80,6 +84,8 @@ private:
     std::vector<std::unique_ptr<std::vector<std::byte>>> m_owned;   // owned tensor bytes
     std::vector<std::unique_ptr<std::vector<float>>> m_scales;      // aligned FP8 scales
     bool m_fp8_on_load = false;
+    std::function<void(double)> m_fp8_progress;
+    uint64_t m_fp8_done = 0, m_fp8_total = 0;  // source bytes quantised, and of all wide projections
 };
 
 }  // namespace cetus

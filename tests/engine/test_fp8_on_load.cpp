@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <atomic>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -122,6 +123,32 @@ private slots:
                 QVERIFY2(std::fabs(rq[size_t(c)] - rb[size_t(c)]) <= bound, qPrintable(QString("(%1, %2)").arg(r).arg(c)));
             }
         }
+    }
+
+    // Quantising reports progress and can be cancelled between matrices.
+    void progressAndCancel() {
+        cetus::EngineOptions o;
+        o.model_dir = k_bf16;
+        o.device = cetus::Device::Cpu;
+        o.max_context = 64;
+        o.fp8_on_load = true;
+        std::atomic<bool> cancel{false};
+        std::vector<float> seen;
+        cetus::LoadProgress p;
+        p.cancel = &cancel;
+        p.report = [&](float f, const std::string& stage) {
+            if (stage != "quantising weights to FP8") return;
+            seen.push_back(f);
+            if (seen.size() == 3) cancel = true;
+        };
+        try {
+            cetus::Engine::load(o, p);
+            QFAIL("loading went on after the cancel");
+        } catch (const cetus::Error& e) {
+            QCOMPARE(e.code(), cetus::ErrorCode::Cancelled);
+        }
+        QCOMPARE(seen.size(), size_t(3));
+        QVERIFY(seen[0] > 0.4f && seen[0] < seen[1] && seen[1] < seen[2] && seen[2] <= 0.85f);
     }
 
     // An FP8 checkpoint is used as it is: the same tensors and logits with the option on.
