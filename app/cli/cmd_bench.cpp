@@ -59,6 +59,8 @@ void add_bench_command(CLI::App& app) {
         const int64_t ctx = o->prompt + o->gen;
         std::unique_ptr<Engine> e;
         if (!o->random.empty()) {
+            if (o->fp8)
+                throw Error(ErrorCode::BadRequest, "--fp8 quantises a checkpoint (--model); random models take --dtype fp8");
             EngineOptions eo;
             eo.device = parse_device(o->device);
             eo.n_threads = o->threads;

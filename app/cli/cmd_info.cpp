@@ -66,6 +66,7 @@ void add_info_command(CLI::App& app) {
     cmd->callback([o] {
         std::unique_ptr<Engine> e;
         if (!o->random.empty()) {
+            if (o->fp8) throw Error(ErrorCode::BadRequest, "--fp8 quantises a checkpoint (--model), not a random model");
             EngineOptions eo;
             eo.device = parse_device(o->device);
             e = Engine::create_random({o->random}, eo);

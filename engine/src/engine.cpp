@@ -56,7 +56,8 @@ std::string describe_dtypes(const WeightStore& store) {
 // Whether FP8 on load would shrink the model: BF16/F16/F32 expert or MLP weights.
 bool has_wide_linear_weights(const Model& m) {
     for (const auto& [name, t] : m.store().tensors())
-        if (name.ends_with("down_proj.weight") && t.dtype != Dtype::F8_E4M3) return true;
+        if ((name.ends_with("down_proj.weight") || name.ends_with("experts.down_proj")) && t.dtype != Dtype::F8_E4M3)
+            return true;
     return false;
 }
 
@@ -143,7 +144,8 @@ void Engine::make_backend(const EngineOptions& o, bool use_cuda, const LoadProgr
             // reports it, and a cancelled load stays cancelled.
             if (e.code() == ErrorCode::Cancelled) throw;
             std::string why = e.what();
-            if (e.code() == ErrorCode::OutOfMemory && !o.fp8_on_load && has_wide_linear_weights(*m_model))
+            const bool gpu_memory = why.find("of GPU memory") != std::string::npos;  // not host memory
+            if (e.code() == ErrorCode::OutOfMemory && gpu_memory && !o.fp8_on_load && has_wide_linear_weights(*m_model))
                 why += "; FP8 weights need about half the memory (cetus-cli --fp8, or Model > FP8 weights in the app)";
             if (o.device == Device::Cuda) throw Error(e.code(), why);
             engine_log().warn("device auto: the GPU cannot run this model ({}); using the CPU backend", why);

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <set>
 #include <sstream>
 
@@ -217,7 +218,9 @@ Matrix WeightStore::add_fp8(const std::string& name, const Matrix& m) {
                 finite = finite && std::isfinite(v);
                 amax = std::max(amax, v);
             }
-        const float scale = amax > 0.0f && std::isfinite(amax) ? amax / 448.0f : 1.0f;
+        // (A block of F32 values under ~6e-43 would get scale 0: the smallest normal instead.)
+        const float scale =
+            amax > 0.0f && std::isfinite(amax) ? std::max(amax / 448.0f, std::numeric_limits<float>::min()) : 1.0f;
         scales[size_t(b)] = scale;
         for (int64_t r = r0; r < r1; ++r)
             for (int64_t c = c0; c < c1; ++c)
@@ -232,7 +235,7 @@ Matrix WeightStore::add_fp8(const std::string& name, const Matrix& m) {
     if (m_fp8_progress && m_fp8_total == 0) {
         for (const auto& [n, t] : m_tensors)
             if ((t.dtype == Dtype::F32 || t.dtype == Dtype::BF16 || t.dtype == Dtype::F16) &&
-                n.find("_proj") != std::string::npos)
+                n.find("_proj") != std::string::npos && !n.ends_with("eh_proj.weight"))
                 m_fp8_total += t.n_bytes;
     }
     m_fp8_done += uint64_t(rows * cols) * dtype_size(m.dtype);

@@ -88,6 +88,38 @@ private slots:
         QTest::newRow("fp8 e4m3") << int(cetus::Dtype::F8_E4M3);
     }
 
+    // Every finite e4m3 code read through the products, in place (one token) and
+    // converted (a batch), scale 1: exactly the table's value; a NaN code gives NaN.
+    void fp8EveryCode() {
+        std::vector<uint8_t> codes(256);
+        for (int i = 0; i < 256; ++i) codes[size_t(i)] = (i & 0x7f) == 0x7f ? 0 : uint8_t(i);
+        const float scale[2] = {1.0f, 1.0f};  // two column blocks
+        cetus::Matrix m{cetus::Dtype::F8_E4M3, 1, 256, codes.data(), scale, 2};
+        std::vector<float> eye(size_t(256 * 256), 0.0f), y(256);
+        for (int i = 0; i < 256; ++i) eye[size_t(i * 256 + i)] = 1.0f;
+        for (int n : {1, 256}) {
+            for (int i = 0; i < 256; i += n) cetus::cpu::matmul(eye.data() + i * 256, n, m, y.data() + i);
+            for (int i = 0; i < 256; ++i) {
+                const float want = cetus::fp8_e4m3_to_f32(codes[size_t(i)]);
+                QVERIFY2(y[size_t(i)] == want, qPrintable(QStringLiteral("batch %1: code 0x%2 reads %3, table %4")
+                                                              .arg(n)
+                                                              .arg(i, 2, 16, QLatin1Char('0'))
+                                                              .arg(double(y[size_t(i)]))
+                                                              .arg(double(want))));
+            }
+        }
+        for (uint8_t nan_code : {uint8_t(0x7f), uint8_t(0xff)}) {
+            std::vector<uint8_t> row(16, 0x38);  // 1.0
+            row[5] = nan_code;
+            cetus::Matrix w{cetus::Dtype::F8_E4M3, 1, 16, row.data(), scale, 1};
+            for (int n : {1, 8}) {
+                std::vector<float> x(static_cast<size_t>(n * 16), 1.0f), out(static_cast<size_t>(n));
+                cetus::cpu::matmul(x.data(), n, w, out.data());
+                QVERIFY(std::isnan(out[0]));
+            }
+        }
+    }
+
     void matmulEveryTypeAndBatch() {
         QFETCH(int, dtype);
         std::mt19937 gen(uint32_t(dtype) + 5);

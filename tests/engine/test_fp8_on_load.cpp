@@ -1,7 +1,8 @@
-// FP8 on load (EngineOptions::fp8_on_load) against PyTorch: the e4m3 encoder against
-// torch's float8_e4m3fn cast, and the v3-bf16 golden checkpoint quantised by the
-// engine against the same checkpoint quantised by tests/golden/make_fp8_on_load.py
-// (tensors byte for byte, then logits bit for bit); an FP8 checkpoint stays as it is.
+// FP8 on load (EngineOptions::fp8_on_load) against PyTorch (tests/golden/
+// make_fp8_on_load.py): the e4m3 encoder against torch's float8_e4m3fn cast, matrices
+// of many blocks, and the v3-bf16 golden checkpoint quantised by the engine against
+// the same checkpoint quantised by torch (every tensor byte for byte; the logits then
+// equal those of the torch-quantised checkpoint); an FP8 checkpoint stays as it is.
 #include "cetus/engine.h"
 #include "cetus/error.h"
 #include "config.h"
@@ -68,6 +69,24 @@ private slots:
         QCOMPARE(cetus::f32_to_fp8_e4m3(1e30f), uint8_t(0x7e));
         QCOMPARE(cetus::f32_to_fp8_e4m3(-1e30f), uint8_t(0xfe));
         QCOMPARE(cetus::f32_to_fp8_e4m3(std::nanf("")) & 0x7f, 0x7f);
+    }
+
+    // Matrices of many and partial blocks, an all-zero block and tiny values: codes and
+    // scales exactly torch's.
+    void matricesMatchTorch() {
+        cetus::WeightStore store(k_data / "fp8-on-load/matrices");
+        store.set_fp8_on_load(true);
+        for (const std::string name : {"a", "b", "c", "d"}) {
+            const cetus::TensorInfo& w = store.tensor(name);
+            const int64_t rows = w.shape[0], cols = w.shape[1];
+            const cetus::Matrix m = store.matrix(name, rows, cols, true);
+            QCOMPARE(m.dtype, cetus::Dtype::F8_E4M3);
+            const cetus::TensorInfo& q = store.tensor(name + ".q");
+            const cetus::TensorInfo& sc = store.tensor(name + ".s");
+            QVERIFY2(std::memcmp(m.data, q.data, size_t(rows * cols)) == 0, name.c_str());
+            QCOMPARE(m.scale_cols, sc.shape[1]);
+            QVERIFY2(std::memcmp(m.scale_inv, sc.data, sc.n_bytes) == 0, name.c_str());
+        }
     }
 
     // Every tensor of the reference: FP8 ones byte for byte with their scales, the

@@ -10,6 +10,9 @@ PyTorch alone (not needed to run the tests):
   that release is: per 128x128 block scale_inv = amax / 448 in float32 (1 for an all-zero
   block), codes = (w / scale_inv).to(torch.float8_e4m3fn). Everything else is copied.
   The engine quantising v3-bf16 on load must give exactly these tensors.
+- tests/data/fp8-on-load/matrices/: BF16 matrices of many and partial blocks (260x400,
+  129x1, 1x129, 256x256 with an all-zero block and tiny values) with torch's codes and
+  scales for each (`name`, `name.q`, `name.s`).
 - tests/data/fp8-on-load/e4m3_cases.json: float32 values (as bit patterns) and the code
   torch's float8_e4m3fn cast gives each (round to nearest even): every code's value,
   every midpoint between neighbours and its float neighbours, subnormals, random values.
@@ -65,6 +68,25 @@ def checkpoint():
     (dst / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
 
 
+def matrices():
+    """BF16 matrices with many and partial blocks (and one zero block, and rows of
+    tiny values) next to torch's quantisation of each: <name>, <name>.q, <name>.s."""
+    g = torch.Generator().manual_seed(9)
+    out = {}
+    for name, (r, c) in {"a": (260, 400), "b": (129, 1), "c": (1, 129), "d": (256, 256)}.items():
+        w = (torch.randn(r, c, generator=g) * torch.exp2(torch.randint(-8, 4, (r, 1), generator=g))).to(torch.bfloat16)
+        if name == "d":
+            w[:128, 128:256] = 0  # an all-zero block: scale 1
+            w[128:, :128] *= 1e-30  # tiny values: subnormal codes and small scales
+        q, s = quantise(w)
+        out[name] = w.contiguous()
+        out[name + ".q"] = q
+        out[name + ".s"] = s
+    dst = OUT / "matrices"
+    dst.mkdir(parents=True, exist_ok=True)
+    save_file(out, dst / "model.safetensors", metadata={"format": "pt"})
+
+
 def bits(x: float) -> int:
     return struct.unpack("<I", struct.pack("<f", x))[0]
 
@@ -97,5 +119,6 @@ def encoder_cases():
 if __name__ == "__main__":
     OUT.mkdir(parents=True, exist_ok=True)
     checkpoint()
+    matrices()
     encoder_cases()
     print("wrote", OUT)

@@ -77,22 +77,20 @@ struct Bf16Rows {
 #endif
 
 #ifdef CETUS_FP8_AVX2
-// e4m3fn -> f32 exactly as k_fp8_e4m3_table: normal values rebuilt from their
-// bits, subnormals m * 2^-9, S.1111.111 NaN. AVX2 only (byte widening has no
-// portable vector form GCC compiles well); other machines convert rows with
-// Matrix::row_to_f32.
-__attribute__((target("avx2"))) inline v8 fp8_e4m3_to_f32x8(const uint8_t* p) {
-    const __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-    const __m256i e = _mm256_and_si256(_mm256_srli_epi32(b, 3), _mm256_set1_epi32(15));
-    const __m256i m = _mm256_and_si256(b, _mm256_set1_epi32(7));
-    const __m256i normal =
-        _mm256_or_si256(_mm256_slli_epi32(_mm256_add_epi32(e, _mm256_set1_epi32(120)), 23), _mm256_slli_epi32(m, 20));
-    const __m256i sub = _mm256_castps_si256(_mm256_mul_ps(_mm256_cvtepi32_ps(m), _mm256_set1_ps(0x1p-9f)));
-    __m256i bits = _mm256_blendv_epi8(normal, sub, _mm256_cmpeq_epi32(e, _mm256_setzero_si256()));
-    const __m256i nan = _mm256_cmpeq_epi32(_mm256_and_si256(b, _mm256_set1_epi32(0x7f)), _mm256_set1_epi32(0x7f));
-    bits = _mm256_blendv_epi8(bits, _mm256_set1_epi32(0x7fc00000), nan);
-    bits = _mm256_or_si256(bits, _mm256_slli_epi32(_mm256_and_si256(b, _mm256_set1_epi32(0x80)), 24));
-    const __m256 f = _mm256_castsi256_ps(bits);
+// e4m3fn -> f32 exactly as k_fp8_e4m3_table, through the half-float converter:
+// the code's low seven bits shifted left by 7 are a half float whose exponent and
+// mantissa fields are the code's (0.eeee.mmm0000000), worth 2^-8 of the e4m3 value
+// for normal codes (bias 15 against 7) and subnormal ones alike (m 2^-17 against
+// m 2^-9); times 256 (exact) it is the value. The sign moves to bit 15, and
+// S.1111.111 is NaN. AVX2 with F16C only (byte widening has no portable vector
+// form GCC compiles well); other machines convert rows with Matrix::row_to_f32.
+__attribute__((target("avx2,f16c"))) inline v8 fp8_e4m3_to_f32x8(const uint8_t* p) {
+    const __m128i b = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));  // 8 x u16
+    const __m128i mag = _mm_and_si128(b, _mm_set1_epi16(0x7f));
+    const __m128i half = _mm_or_si128(_mm_slli_epi16(mag, 7), _mm_slli_epi16(_mm_and_si128(b, _mm_set1_epi16(0x80)), 8));
+    __m256 f = _mm256_mul_ps(_mm256_cvtph_ps(half), _mm256_set1_ps(256.0f));
+    const __m256i nan = _mm256_cvtepi16_epi32(_mm_cmpeq_epi16(mag, _mm_set1_epi16(0x7f)));
+    f = _mm256_blendv_ps(f, _mm256_set1_ps(__builtin_nanf("")), _mm256_castsi256_ps(nan));
     v8 v;
     std::memcpy(&v, &f, sizeof v);
     return v;
@@ -107,7 +105,7 @@ struct Fp8Rows {
     CETUS_INLINE float scale(int64_t r, int64_t k) const { return scale_inv[((row0 + r) / 128) * scale_cols + k / 128]; }
     // Not always_inline: it is inlined where the AVX2 callers below flatten the
     // generic tiles (GCC checks targets at each inlining step).
-    __attribute__((target("avx2"))) inline v8 load8(int64_t r, int64_t k) const {  // k % 8: one scale block
+    __attribute__((target("avx2,f16c"))) inline v8 load8(int64_t r, int64_t k) const {  // k % 8: one scale block
         return fp8_e4m3_to_f32x8(w + r * ld + k) * scale(r, k);
     }
     CETUS_INLINE float at(int64_t r, int64_t k) const { return k_fp8_e4m3_table[w[r * ld + k]] * scale(r, k); }
@@ -195,17 +193,17 @@ CETUS_CPU_CLONES void convert_bf16(const uint16_t* w, int64_t n_rows, int64_t co
 }
 
 #ifdef CETUS_FP8_AVX2
-__attribute__((target("avx2"), flatten)) void product_fp8(const float* x, int64_t ldx, int64_t n_tokens, const Fp8Rows& w,
+__attribute__((target("avx2,f16c"), flatten)) void product_fp8(const float* x, int64_t ldx, int64_t n_tokens, const Fp8Rows& w,
                                                  int64_t n_rows, int64_t cols, float* y, int64_t ldy) {
     block_product(x, ldx, n_tokens, w, n_rows, cols, y, ldy);
 }
 
-__attribute__((target("avx2"), flatten)) void convert_fp8(const Fp8Rows& w, int64_t n_rows, int64_t cols, float* out) {
+__attribute__((target("avx2,f16c"), flatten)) void convert_fp8(const Fp8Rows& w, int64_t n_rows, int64_t cols, float* out) {
     convert_rows(w, n_rows, cols, out);
 }
 
-bool has_avx2() {
-    static const bool yes = __builtin_cpu_supports("avx2");
+bool has_avx2() {  // and F16C (every AVX2 processor has it; the FP8 loader uses both)
+    static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
     return yes;
 }
 #else
