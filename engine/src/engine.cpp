@@ -137,6 +137,9 @@ void Engine::make_backend(const EngineOptions& o, bool use_cuda, const LoadProgr
     if (use_cuda) {
         try {
             m_backend = create_cuda_backend(*m_model, ctx, progress);
+            // The GPU holds its own copy: bytes the host owns (FP8 on load, random
+            // weights) are freed; a memory-mapped checkpoint costs only page cache.
+            m_model->release_host_weights();
             return;
         } catch (const Error& e) {
             // Auto falls back whenever the GPU cannot take the model (too little memory,

@@ -184,8 +184,20 @@ void Model::block_forward(const LayerWeights& lw, int64_t cache_layer, float* x,
     for (int64_t i = 0; i < T * H; ++i) x[i] += r[size_t(i)];
 }
 
+void Model::release_host_weights() {
+    m_store->release_owned();
+    m_host_released = true;
+}
+
+void Model::check_host_weights() const {
+    if (m_host_released)
+        throw Error(ErrorCode::Device, m_store->source() + ": the host copy of the weights was freed after the upload "
+                                                           "to the GPU; the CPU path cannot run this model");
+}
+
 void Model::forward(const int32_t* ids, int64_t T, int64_t start_pos, KvCache& cache, const ForwardOptions& opt,
                     ForwardOutput& out) const {
+    check_host_weights();
     const ModelConfig& c = m_config;
     const int64_t H = c.hidden_size, V = c.vocab_size;
     // Preconditions checked by the callers (Engine validates requests).

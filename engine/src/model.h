@@ -114,6 +114,12 @@ public:
                      int64_t start_pos, KvCache& cache, std::vector<float>* logits,
                      std::vector<float>* out_hidden) const;
 
+    // Frees the weight bytes the store owns (FP8 on load, random models) once a GPU
+    // backend has its own copy; forward() and mtp_forward() then throw. Metadata
+    // (config, parameter and byte counts, dtypes) stays.
+    void release_host_weights();
+    bool host_weights_released() const { return m_host_released; }
+
     // The weights as loaded (read by other backends to upload them).
     const Matrix& embed() const { return m_embed; }
     const Matrix& lm_head() const { return m_lm_head; }
@@ -138,8 +144,11 @@ private:
     MlpWeights load_mlp(const std::string& prefix, int64_t inner);
     void count_params();
 
+    void check_host_weights() const;
+
     ModelConfig m_config;
     std::unique_ptr<WeightStore> m_store;
+    bool m_host_released = false;
     Rope m_rope;
     Matrix m_embed, m_lm_head;
     std::vector<float> m_norm;

@@ -9,6 +9,7 @@ namespace cetus {
 
 void Model::mtp_forward(int64_t k, const float* hidden, const int32_t* next_ids, int64_t T, int64_t start_pos,
                         KvCache& cache, std::vector<float>* logits, std::vector<float>* out_hidden) const {
+    check_host_weights();
     const ModelConfig& c = m_config;
     const MtpWeights& m = m_mtp[size_t(k)];
     const int64_t H = c.hidden_size, V = c.vocab_size;

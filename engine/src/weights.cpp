@@ -246,6 +246,15 @@ Matrix WeightStore::add_fp8(const std::string& name, const Matrix& m) {
     return q;
 }
 
+void WeightStore::release_owned() {
+    std::set<const std::byte*> owned;
+    for (const auto& b : m_owned) owned.insert(b->data());
+    for (auto& [name, t] : m_tensors)
+        if (owned.count(t.data)) t.data = nullptr;
+    m_owned.clear();
+    m_owned.shrink_to_fit();
+}
+
 void WeightStore::drop(const std::string& name) {
     m_tensors.erase(name);
     m_used.erase(name);

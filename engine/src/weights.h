@@ -60,6 +60,9 @@ public:
     Matrix add_fp8(const std::string& name, const Matrix& m);
     // Forgets a tensor (fused expert tensors once add_fp8 has replaced them per expert).
     void drop(const std::string& name);
+    // Frees the bytes of owned tensors (generated or copied); their entries stay with
+    // a null data pointer (names, types, shapes and sizes are still reported).
+    void release_owned();
     // 1-D tensor of length n, converted to float32 (norm weights, biases).
     std::vector<float> vector(const std::string& name, int64_t n);
 

@@ -7,6 +7,7 @@
 #include "cetus/error.h"
 #include "config.h"
 #include "dtype.h"
+#include "kv_cache.h"
 #include "model.h"
 #include "weights.h"
 
@@ -168,6 +169,34 @@ private slots:
         }
         QCOMPARE(seen.size(), size_t(3));
         QVERIFY(seen[0] > 0.4f && seen[0] < seen[1] && seen[1] < seen[2] && seen[2] <= 0.85f);
+    }
+
+    // After a GPU upload the engine frees the host's quantised bytes: the CPU path then
+    // refuses clearly; names, types and sizes stay.
+    void releasedHostWeights() {
+        auto m = model(k_bf16, true);
+        const uint64_t bytes = m->weight_bytes();
+        const size_t n_tensors = m->store().tensors().size();
+        cetus::KvCache cache = m->make_cache(16);
+        cetus::ForwardOptions fo;
+        cetus::ForwardOutput out;
+        m->forward(k_ids.data(), 4, 0, cache, fo, out);  // works before
+        m->release_host_weights();
+        QVERIFY(m->host_weights_released());
+        QCOMPARE(m->weight_bytes(), bytes);
+        QCOMPARE(m->store().tensors().size(), n_tensors);
+        QCOMPARE(m->store().total_bytes(), bytes);
+        const auto& t = m->store().tensor("model.layers.0.self_attn.o_proj.weight");
+        QCOMPARE(t.dtype, cetus::Dtype::F8_E4M3);
+        QVERIFY(t.data == nullptr);
+        QVERIFY(m->store().tensor("model.embed_tokens.weight").data != nullptr);  // mapped, not owned
+        try {
+            m->forward(k_ids.data(), 4, 0, cache, fo, out);
+            QFAIL("forward ran on freed weights");
+        } catch (const cetus::Error& e) {
+            QCOMPARE(e.code(), cetus::ErrorCode::Device);
+            QVERIFY(QString(e.what()).contains("freed"));
+        }
     }
 
     // An FP8 checkpoint is used as it is: the same tensors and logits with the option on.
