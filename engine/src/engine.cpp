@@ -149,6 +149,7 @@ void Engine::make_backend(const EngineOptions& o, bool use_cuda, const LoadProgr
             std::string why = e.what();
             const bool gpu_memory = why.find("of GPU memory") != std::string::npos;  // not host memory
             if (e.code() == ErrorCode::OutOfMemory && gpu_memory && !o.fp8_on_load && has_wide_linear_weights(*m_model))
+                // (The app matches "FP8 weights need about half the memory" to offer a retry.)
                 why += "; FP8 weights need about half the memory (cetus-cli --fp8, or Model > FP8 weights in the app)";
             if (o.device == Device::Cuda) throw Error(e.code(), why);
             engine_log().warn("device auto: the GPU cannot run this model ({}); using the CPU backend", why);

@@ -28,7 +28,14 @@ public:
                 emit loadFailed(QStringLiteral("%1/config.json: cannot open").arg(r.model_dir), false);
                 return;
             }
-            if (r.device == DeviceChoice::Gpu) {  // as on a machine without a GPU
+            if (r.model_dir.contains(QStringLiteral("big")) && r.device == DeviceChoice::Gpu && !r.fp8_on_load) {
+                emit loadFailed(QStringLiteral("needs 31.4 GiB of GPU memory for weights + cache, GPU has 22.1 GiB "
+                                               "free; FP8 weights need about half the memory (cetus-cli --fp8, or "
+                                               "Model > FP8 weights in the app)"),
+                                false);
+                return;
+            }
+            if (r.device == DeviceChoice::Gpu && !r.model_dir.contains(QStringLiteral("big"))) {  // as without a GPU
                 emit loadFailed(QStringLiteral("no usable GPU for the CUDA backend: no NVIDIA driver for CUDA 13.0"), false);
                 return;
             }

@@ -36,6 +36,7 @@ private slots:
     void badFolderKeepsWorking();
     void gpuFailureOffersTheCpu();
     void fp8WeightsOption();
+    void gpuOutOfMemoryOffersFp8();
     void streamsIntoTheLastMessage();
     void stopEndsTheAnswer();
     void errorsShowInline();
@@ -147,6 +148,39 @@ void TestMainWindow::fp8WeightsOption() {
     m_window.reset();
     m_window = std::make_unique<MainWindow>(*m_store, *m_service);
     QVERIFY(m_window->findChild<QAction*>(QStringLiteral("fp8WeightsAction"))->isChecked());
+    QSettings().remove(QStringLiteral("model/fp8"));
+}
+
+void TestMainWindow::gpuOutOfMemoryOffersFp8() {
+    // The GPU lacks memory for a BF16 model: the error names FP8, and one click
+    // reloads the same folder on the same device with FP8 weights (then remembered).
+    m_window.reset();
+    QSettings().setValue(QStringLiteral("model/device"), QStringLiteral("gpu"));
+    m_window = std::make_unique<MainWindow>(*m_store, *m_service);
+    m_window->show();
+    QVERIFY(QTest::qWaitForWindowExposed(m_window.get()));
+    QSignalSpy failed(m_service.get(), &GenerationService::loadFailed);
+    m_window->openModel(QStringLiteral("/models/big"));
+    QVERIFY(failed.wait(2000));
+    QVERIFY(m_window->banner()->text().contains(QStringLiteral("GPU memory")));
+    QVERIFY(m_window->fp8RetryButton()->isVisible());
+    QVERIFY(m_window->cpuFallbackButton()->isVisible());
+    m_window->resize(1200, 800);
+    QTest::qWait(50);
+    m_window->grab().save(QStringLiteral(CETUS_TEST_BUILD_DIR "/ui-fake-gpu-out-of-memory.png"));
+    QSignalSpy loaded(m_service.get(), &GenerationService::modelLoaded);
+    QTest::mouseClick(m_window->fp8RetryButton(), Qt::LeftButton);
+    QVERIFY(loaded.wait(2000));
+    QVERIFY(m_service->last_fp8);
+    QCOMPARE(m_service->last_device, DeviceChoice::Gpu);
+    QVERIFY(!m_window->fp8RetryButton()->isVisible());
+    QVERIFY(!m_window->banner()->isVisible());
+    QVERIFY(QSettings().value(QStringLiteral("model/fp8")).toBool());
+    QVERIFY(m_window->findChild<QAction*>(QStringLiteral("fp8WeightsAction"))->isChecked());
+    // Other failures do not offer it.
+    m_window->openModel(QStringLiteral("/models/bad"));
+    QVERIFY(failed.wait(2000));
+    QVERIFY(!m_window->fp8RetryButton()->isVisible());
     QSettings().remove(QStringLiteral("model/fp8"));
 }
 

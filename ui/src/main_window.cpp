@@ -116,6 +116,10 @@ MainWindow::MainWindow(HistoryStore& store, GenerationService& service, QWidget*
                                                            m_service.hasModel() ? tr(" The previous model stays loaded.") : QString()), true);
         // No GPU, no driver, or not enough GPU memory: the CPU can still run it.
         m_cpu_fallback->setVisible(!cancelled && m_loading_device == DeviceChoice::Gpu);
+        // Too little GPU memory for a BF16 model: the engine's error says FP8 would
+        // need about half (engine.cpp, Engine::make_backend); one click retries so.
+        m_fp8_retry->setVisible(!cancelled && !m_fp8_action->isChecked() &&
+                                message.contains(QLatin1String("FP8 weights need about half the memory")));
         refreshEnabled();
     });
     connect(m_controller.get(), &ChatController::modelChanged, this, [this] {
@@ -255,7 +259,18 @@ QWidget* MainWindow::buildCenter() {
     m_cpu_fallback->setObjectName(QStringLiteral("cpuFallback"));
     m_cpu_fallback->hide();
     connect(m_cpu_fallback, &QPushButton::clicked, this, [this] { openModel(m_loading_dir, DeviceChoice::Cpu); });
-    layout->addWidget(m_cpu_fallback, 0, Qt::AlignLeft);
+    m_fp8_retry = new QPushButton(tr("Load it with FP8 weights (half the memory)"));
+    m_fp8_retry->setObjectName(QStringLiteral("fp8Retry"));
+    m_fp8_retry->hide();
+    connect(m_fp8_retry, &QPushButton::clicked, this, [this] {
+        m_fp8_action->setChecked(true);  // saved, as if chosen in the Model menu
+        openModel(m_loading_dir, m_loading_device);
+    });
+    auto* retry_row = new QHBoxLayout;
+    retry_row->addWidget(m_fp8_retry);
+    retry_row->addWidget(m_cpu_fallback);
+    retry_row->addStretch();
+    layout->addLayout(retry_row);
     m_center_stack = new QStackedWidget;
     auto* empty = new QWidget;
     auto* el = new QVBoxLayout(empty);
@@ -480,6 +495,7 @@ void MainWindow::openModel(const QString& dir, DeviceChoice device) {
     m_loading_dir = dir;
     m_loading_device = device;
     m_cpu_fallback->hide();
+    m_fp8_retry->hide();
     m_progress->setValue(0);
     m_load_label->setText(tr("Loading %1…").arg(QFileInfo(dir).fileName()));
     m_load_bar->show();
@@ -608,7 +624,10 @@ void MainWindow::refreshExperts() {
 
 void MainWindow::showBanner(const QString& text, bool error) {
     m_banner->setVisible(!text.isEmpty());
-    if (text.isEmpty()) m_cpu_fallback->hide();
+    if (text.isEmpty()) {
+        m_cpu_fallback->hide();
+        m_fp8_retry->hide();
+    }
     m_banner->setText(text);
     m_banner->setStyleSheet(error ? QStringLiteral("QLabel { background: #fdecea; color: #8a1f11; border: 1px solid #e6b0aa; padding: 6px; border-radius: 4px; }")
                                   : QStringLiteral("QLabel { padding: 6px; }"));

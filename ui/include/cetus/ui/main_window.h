@@ -84,6 +84,7 @@ public:
     QLabel* banner() const { return m_banner; }
     // Shown after a model failed to load on the GPU: loads it on the CPU instead.
     QPushButton* cpuFallbackButton() const { return m_cpu_fallback; }
+    QPushButton* fp8RetryButton() const { return m_fp8_retry; }
     QWidget* loadBar() const { return m_load_bar; }
     // Model > "Serve this model on localhost": off by default.
     QAction* serveAction() const { return m_serve_action; }
@@ -127,6 +128,7 @@ private:
     QPushButton* m_stop = nullptr;
     QLabel* m_banner = nullptr;
     QPushButton* m_cpu_fallback = nullptr;
+    QPushButton* m_fp8_retry = nullptr;  // shown when the GPU lacks memory for a BF16 model
     DeviceChoice m_loading_device = DeviceChoice::Auto;
     QWidget* m_load_bar = nullptr;
     QProgressBar* m_progress = nullptr;
