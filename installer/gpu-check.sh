@@ -10,7 +10,8 @@
 # (the device tool's output folder); a summary to stdout.
 #   all: within one call (580 s), most important first: facts, selftest (and the bisect on
 #        failures), the bench figures (V2-Lite decode and prefill, MTP), memcheck, the
-#        selftest with programmatic dependent launch, the bench comparisons.
+#        selftest with programmatic dependent launch, the bench comparisons, and with the
+#        time left an Nsight Compute profile of decode (kernels by share of time).
 #   conformance (~4 min, estimated): GPU facts, info, selftest (fixtures in exact mode + CUDA vs CPU
 #                on small random shapes, graphs vs direct launches, token choices), the tiny comparison
 #                with programmatic dependent launch, a bisect of the fast paths on failures, memcheck
@@ -183,6 +184,42 @@ bench_comparisons() {
     figures_table $runs
 }
 
+# An Nsight Compute profile of decode kernels (4 V2-Lite layers, launched directly):
+# per kernel its time and DRAM throughput as a share of peak, the slowest first.
+ncu_decode() {
+    command -v ncu >/dev/null || return 0
+    step ncu-decode "$1" ncu --set basic --launch-skip 200 --launch-count 60 -o "$out/decode" \
+        env CETUS_CUDA_GRAPHS=0 "$cli" bench --device cuda --random-model v2-lite --layers 4 --prompt 64 --gen 8
+    [ -f "$out/decode.ncu-rep" ] || return 0
+    ncu --import "$out/decode.ncu-rep" --page raw --csv \
+        --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed > "$out/ncu-summary.csv" 2>/dev/null
+    python3 - "$out/ncu-summary.csv" <<'PY' || true
+import csv, sys
+rows = list(csv.reader(open(sys.argv[1])))
+if len(rows) < 3:
+    sys.exit()
+head = rows[0]
+k = head.index("Kernel Name") if "Kernel Name" in head else 4
+t = next(i for i, h in enumerate(head) if h.startswith("gpu__time_duration"))
+d = next(i for i, h in enumerate(head) if h.startswith("dram__throughput"))
+agg = {}
+for r in rows[2:]:
+    try:
+        name = r[k].replace("(anonymous namespace)::", "").replace("cetus::cuda::", "").replace("void ", "")
+        name = (name[:name.index(">(") + 1] if ">(" in name else name.split("(")[0]).replace("DeviceDtype", "")[:48]
+        a = agg.setdefault(name, [0, 0.0, 0.0])
+        a[0] += 1
+        a[1] += float(r[t].replace(",", ""))
+        a[2] += float(r[d].replace(",", ""))
+    except (ValueError, IndexError):
+        pass
+total = sum(a[1] for a in agg.values()) or 1
+print("ncu decode: kernel, launches, share of time, mean time, mean DRAM % of peak")
+for name, (n, time, dram) in sorted(agg.items(), key=lambda x: -x[1][1])[:12]:
+    print(f"  {name:48} {n:3} {100 * time / total:5.1f}% {time / n:9.0f} {dram / n:5.1f}")
+PY
+}
+
 run_mode() {
 case "$1" in
 pack)
@@ -199,6 +236,7 @@ all)  # the first call of a GPU session: what matters most first, within one dev
     memcheck
     selftest_pdl
     bench_comparisons
+    ncu_decode 150  # when time is left: what limits decode
     ;;
 conformance)
     gpu_facts_and_selftest
@@ -218,12 +256,7 @@ full)
             "$cli" selftest --device cuda --compare tiny --compare-only
         grep -E "ERROR SUMMARY|hazard" "$out/racecheck.out" | head -5
     fi
-    if command -v ncu >/dev/null; then
-        step ncu-decode 240 ncu --set basic --launch-skip 200 --launch-count 60 -o "$out/decode" \
-            env CETUS_CUDA_GRAPHS=0 "$cli" bench --device cuda --random-model v2-lite --layers 4 --prompt 64 --gen 8
-        ncu --import "$out/decode.ncu-rep" --page raw --csv \
-            --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed > "$out/ncu-summary.csv" 2>/dev/null
-    fi
+    ncu_decode 240
     ;;
 *)
     echo "usage: installer/gpu-check.sh pack|all|conformance|bench|full" >&2
