@@ -187,14 +187,40 @@ Matrix WeightStore::matrix(const std::string& name, int64_t rows, int64_t cols, 
 
 namespace {
 
-// Element (r, c) of an F32/BF16/F16 matrix as float.
-float element(const Matrix& m, int64_t r, int64_t c) {
-    const int64_t i = r * m.cols + c;
-    switch (m.dtype) {
-    case Dtype::BF16: return bf16_to_f32(static_cast<const uint16_t*>(m.data)[i]);
-    case Dtype::F16: return f16_to_f32(static_cast<const uint16_t*>(m.data)[i]);
-    default: return static_cast<const float*>(m.data)[i];
+// Element i of an F32/BF16/F16 weight as float (the dtype fixed per instantiation).
+template <Dtype D>
+float element(const void* data, int64_t i) {
+    if constexpr (D == Dtype::BF16) return bf16_to_f32(static_cast<const uint16_t*>(data)[i]);
+    else if constexpr (D == Dtype::F16) return f16_to_f32(static_cast<const uint16_t*>(data)[i]);
+    else return static_cast<const float*>(data)[i];
+}
+
+// add_fp8's blocks: codes and scales; false when a value is infinite or NaN.
+template <Dtype D>
+bool quantise_blocks(const Matrix& m, std::byte* codes, float* scales) {
+    const int64_t rows = m.rows, cols = m.cols, sr = (rows + 127) / 128, sc = (cols + 127) / 128;
+    bool finite = true;
+    // One 128x128 block per iteration: its largest magnitude, then its codes.
+#pragma omp parallel for schedule(dynamic, 4) reduction(&& : finite)
+    for (int64_t b = 0; b < sr * sc; ++b) {
+        const int64_t r0 = b / sc * 128, c0 = b % sc * 128;
+        const int64_t r1 = std::min(rows, r0 + 128), c1 = std::min(cols, c0 + 128);
+        float amax = 0.0f;
+        for (int64_t r = r0; r < r1; ++r)
+            for (int64_t c = c0; c < c1; ++c) {
+                const float v = std::fabs(element<D>(m.data, r * cols + c));
+                finite = finite && std::isfinite(v);
+                amax = std::max(amax, v);
+            }
+        // (A block of F32 values under ~6e-43 would get scale 0: the smallest normal instead.)
+        const float scale =
+            amax > 0.0f && std::isfinite(amax) ? std::max(amax / 448.0f, std::numeric_limits<float>::min()) : 1.0f;
+        scales[b] = scale;
+        for (int64_t r = r0; r < r1; ++r)
+            for (int64_t c = c0; c < c1; ++c)
+                codes[r * cols + c] = std::byte(f32_to_fp8_e4m3(element<D>(m.data, r * cols + c) / scale));
     }
+    return finite;
 }
 
 }  // namespace
@@ -205,27 +231,9 @@ Matrix WeightStore::add_fp8(const std::string& name, const Matrix& m) {
     const int64_t rows = m.rows, cols = m.cols, sr = (rows + 127) / 128, sc = (cols + 127) / 128;
     std::vector<std::byte> codes(static_cast<size_t>(rows * cols));
     std::vector<float> scales(static_cast<size_t>(sr * sc));
-    bool finite = true;
-    // One 128x128 block per iteration: its largest magnitude, then its codes.
-#pragma omp parallel for schedule(dynamic, 4) reduction(&& : finite)
-    for (int64_t b = 0; b < sr * sc; ++b) {
-        const int64_t r0 = b / sc * 128, c0 = b % sc * 128;
-        const int64_t r1 = std::min(rows, r0 + 128), c1 = std::min(cols, c0 + 128);
-        float amax = 0.0f;
-        for (int64_t r = r0; r < r1; ++r)
-            for (int64_t c = c0; c < c1; ++c) {
-                const float v = std::fabs(element(m, r, c));
-                finite = finite && std::isfinite(v);
-                amax = std::max(amax, v);
-            }
-        // (A block of F32 values under ~6e-43 would get scale 0: the smallest normal instead.)
-        const float scale =
-            amax > 0.0f && std::isfinite(amax) ? std::max(amax / 448.0f, std::numeric_limits<float>::min()) : 1.0f;
-        scales[size_t(b)] = scale;
-        for (int64_t r = r0; r < r1; ++r)
-            for (int64_t c = c0; c < c1; ++c)
-                codes[size_t(r * cols + c)] = std::byte(f32_to_fp8_e4m3(element(m, r, c) / scale));
-    }
+    const bool finite = m.dtype == Dtype::BF16  ? quantise_blocks<Dtype::BF16>(m, codes.data(), scales.data())
+                        : m.dtype == Dtype::F16 ? quantise_blocks<Dtype::F16>(m, codes.data(), scales.data())
+                                                : quantise_blocks<Dtype::F32>(m, codes.data(), scales.data());
     if (!finite)
         throw Error(ErrorCode::BadTensor, m_source + ": \"" + name +
                                               "\" holds infinite or NaN values, which FP8 cannot represent; load "
