@@ -10,6 +10,7 @@
 #include <cstring>
 #include <fstream>
 #include <limits>
+#include <new>
 #include <set>
 #include <sstream>
 
@@ -229,8 +230,15 @@ Matrix WeightStore::add_fp8(const std::string& name, const Matrix& m) {
     if (m.dtype != Dtype::F32 && m.dtype != Dtype::BF16 && m.dtype != Dtype::F16)
         throw Error(ErrorCode::BadTensor, m_source + ": \"" + name + "\" cannot be quantised from " + dtype_name(m.dtype));
     const int64_t rows = m.rows, cols = m.cols, sr = (rows + 127) / 128, sc = (cols + 127) / 128;
-    std::vector<std::byte> codes(static_cast<size_t>(rows * cols));
-    std::vector<float> scales(static_cast<size_t>(sr * sc));
+    std::vector<std::byte> codes;
+    std::vector<float> scales;
+    try {
+        codes.resize(static_cast<size_t>(rows * cols));
+        scales.resize(static_cast<size_t>(sr * sc));
+    } catch (const std::bad_alloc&) {
+        throw Error(ErrorCode::OutOfMemory, m_source + ": not enough host memory to quantise \"" + name + "\" to FP8 (" +
+                                                std::to_string(rows * cols >> 20) + " MiB)");
+    }
     const bool finite = m.dtype == Dtype::BF16  ? quantise_blocks<Dtype::BF16>(m, codes.data(), scales.data())
                         : m.dtype == Dtype::F16 ? quantise_blocks<Dtype::F16>(m, codes.data(), scales.data())
                                                 : quantise_blocks<Dtype::F32>(m, codes.data(), scales.data());
