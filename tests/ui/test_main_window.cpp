@@ -46,6 +46,10 @@ private slots:
 
 private:
     void loadFake();
+    // A new window started with the Model > Device choice saved as `device`.
+    bool reopenWithDevice(const QString& device);
+    // The window at 1200x800, its layouts settled, saved to the build folder as `file`.
+    void screenshot(const char* file);
     std::unique_ptr<SqliteHistoryStore> m_store;
     std::unique_ptr<FakeGenerationService> m_service;
     std::unique_ptr<MainWindow> m_window;
@@ -62,6 +66,20 @@ void TestMainWindow::init() {
     m_window->resize(1200, 800);
     m_window->show();
     QVERIFY(QTest::qWaitForWindowExposed(m_window.get()));
+}
+
+bool TestMainWindow::reopenWithDevice(const QString& device) {
+    m_window.reset();
+    QSettings().setValue(QStringLiteral("model/device"), device);
+    m_window = std::make_unique<MainWindow>(*m_store, *m_service);
+    m_window->show();
+    return QTest::qWaitForWindowExposed(m_window.get());
+}
+
+void TestMainWindow::screenshot(const char* file) {
+    m_window->resize(1200, 800);
+    QTest::qWait(50);
+    m_window->grab().save(QStringLiteral(CETUS_TEST_BUILD_DIR "/") + QLatin1String(file));
 }
 
 void TestMainWindow::cleanup() {
@@ -99,11 +117,7 @@ void TestMainWindow::badFolderKeepsWorking() {
 
 void TestMainWindow::gpuFailureOffersTheCpu() {
     // The device menu says GPU (a saved choice); loading fails as it does without a GPU.
-    m_window.reset();
-    QSettings().setValue(QStringLiteral("model/device"), QStringLiteral("gpu"));
-    m_window = std::make_unique<MainWindow>(*m_store, *m_service);
-    m_window->show();
-    QVERIFY(QTest::qWaitForWindowExposed(m_window.get()));
+    QVERIFY(reopenWithDevice(QStringLiteral("gpu")));
     QVERIFY(!m_window->cpuFallbackButton()->isVisible());
     QSignalSpy failed(m_service.get(), &GenerationService::loadFailed);
     m_window->openModel(QStringLiteral("/models/fake"));
@@ -111,9 +125,7 @@ void TestMainWindow::gpuFailureOffersTheCpu() {
     QCOMPARE(m_service->last_device, DeviceChoice::Gpu);
     QVERIFY(m_window->banner()->text().contains(QStringLiteral("NVIDIA driver")));
     QVERIFY(m_window->cpuFallbackButton()->isVisible());
-    m_window->resize(1200, 800);
-    QTest::qWait(50);
-    m_window->grab().save(QStringLiteral(CETUS_TEST_BUILD_DIR "/ui-fake-gpu-failed.png"));
+    screenshot("ui-fake-gpu-failed.png");
     // One click loads the same folder on the CPU; the saved choice stays GPU.
     QSignalSpy loaded(m_service.get(), &GenerationService::modelLoaded);
     QTest::mouseClick(m_window->cpuFallbackButton(), Qt::LeftButton);
@@ -154,20 +166,14 @@ void TestMainWindow::fp8WeightsOption() {
 void TestMainWindow::gpuOutOfMemoryOffersFp8() {
     // The GPU lacks memory for a BF16 model: the error names FP8, and one click
     // reloads the same folder on the same device with FP8 weights (then remembered).
-    m_window.reset();
-    QSettings().setValue(QStringLiteral("model/device"), QStringLiteral("gpu"));
-    m_window = std::make_unique<MainWindow>(*m_store, *m_service);
-    m_window->show();
-    QVERIFY(QTest::qWaitForWindowExposed(m_window.get()));
+    QVERIFY(reopenWithDevice(QStringLiteral("gpu")));
     QSignalSpy failed(m_service.get(), &GenerationService::loadFailed);
     m_window->openModel(QStringLiteral("/models/big"));
     QVERIFY(failed.wait(2000));
     QVERIFY(m_window->banner()->text().contains(QStringLiteral("GPU memory")));
     QVERIFY(m_window->fp8RetryButton()->isVisible());
     QVERIFY(m_window->cpuFallbackButton()->isVisible());
-    m_window->resize(1200, 800);
-    QTest::qWait(50);
-    m_window->grab().save(QStringLiteral(CETUS_TEST_BUILD_DIR "/ui-fake-gpu-out-of-memory.png"));
+    screenshot("ui-fake-gpu-out-of-memory.png");
     QSignalSpy loaded(m_service.get(), &GenerationService::modelLoaded);
     QTest::mouseClick(m_window->fp8RetryButton(), Qt::LeftButton);
     QVERIFY(loaded.wait(2000));
@@ -233,8 +239,7 @@ void TestMainWindow::errorsShowInline() {
     QVERIFY(err);
     QVERIFY(err->text().contains(QStringLiteral("out of GPU memory")));
     QCOMPARE(m_window->controller().messages().back().record.status, MessageStatus::Error);
-    QTest::qWait(50);
-    m_window->grab().save(QStringLiteral(CETUS_TEST_BUILD_DIR "/ui-fake-error.png"));
+    screenshot("ui-fake-error.png");
 }
 
 void TestMainWindow::panelsReceiveData() {
@@ -247,8 +252,7 @@ void TestMainWindow::panelsReceiveData() {
     QTest::mouseClick(m_window->chatView()->messageWidgets().back()->view()->viewport(), Qt::LeftButton, {}, QPoint(4, 8));
     QVERIFY(m_window->routingPanel()->title().startsWith(QStringLiteral("Token 1")));
     QCOMPARE(m_window->routingPanel()->bars()->routing().n_layers, 4);
-    QTest::qWait(50);  // let the layouts settle before the screenshot
-    m_window->grab().save(QStringLiteral(CETUS_TEST_BUILD_DIR "/ui-fake-panels.png"));
+    screenshot("ui-fake-panels.png");
 }
 
 void TestMainWindow::listModelGroupsByDay() {
