@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check (docs: gpu-checks.md), run on the GPU machine from the repository
+# The GPU check (README, "CUDA backend"), run on the GPU machine from the repository
 # root with the Qt-free build-gpu/ folder (cetus-cli + libcetus-cuda.so) carried over:
 #   cmake --preset gpu-check && cmake --build --preset gpu-check    # on a development machine
 #   installer/gpu-check.sh pack                                       # carry gpu-carry/ (25 MB)
@@ -8,7 +8,7 @@
 # Each mode fits one device call (under 10 minutes; every step has its own time
 # limit so one hang cannot eat the session). Results go to gpu-out/ and, packed, to $OUT
 # (the device tool's output folder); a summary to stdout.
-#   all: within one call (580 s), most important first: facts, selftest (and the bisect on
+#   all: within one call (steps end by 540 s), most important first: facts, selftest (and the bisect on
 #        failures), the bench figures (V2-Lite decode and prefill, MTP), memcheck, the
 #        selftest with programmatic dependent launch, the bench comparisons, and with the
 #        time left an Nsight Compute profile of decode (kernels by share of time).
@@ -29,7 +29,8 @@ mode="${1:-conformance}"
 # $OUT/gpu-check.tar.gz beside figures.md and summary.txt (the device tool brings
 # back at most 8 files from $OUT), and the summary is also printed.
 out=gpu-out
-rm -rf "$out" && mkdir -p "$out"
+[ "$mode" = pack ] || rm -rf "$out"
+mkdir -p "$out"
 cli=build-gpu/cetus-cli
 # `pack` (here, after the build) copies the two binaries and the OpenMP runtime into
 # gpu-carry/ (25 MB instead of the 78 MiB build folder); carry that and the checks use it.
@@ -37,7 +38,9 @@ cli=build-gpu/cetus-cli
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}:$PWD/gpu-carry"
 export OMP_WAIT_POLICY=PASSIVE
 demo=$(ls -d resources/models/*/ 2>/dev/null | head -1)
-budget=${GPU_CHECK_BUDGET:-580}  # one device call is 600 s: steps end before it does
+# One device call is 600 s: the steps end by 540 s (plus 10 s to kill one that hangs),
+# leaving time for the summaries and the packing (each under its own limit).
+budget=${GPU_CHECK_BUDGET:-540}
 step() {  # step NAME SECONDS COMMAND... : stdout to $out/NAME.out, stderr to $out/NAME.log
     local name=$1 limit=$2; shift 2
     local left=$((budget - SECONDS))
@@ -49,9 +52,10 @@ step() {  # step NAME SECONDS COMMAND... : stdout to $out/NAME.out, stderr to $o
     fi
     [ "$left" -lt "$limit" ] && limit=$left
     local t0=$SECONDS
-    timeout "$limit" "$@" > "$out/$name.out" 2> "$out/$name.log"
+    timeout -k 10 "$limit" "$@" > "$out/$name.out" 2> "$out/$name.log"
     local rc=$?
     echo "== $name: exit $rc in $((SECONDS - t0)) s"
+    [ "$rc" -eq 0 ] || echo "$name" >> "$out/failed-steps.txt"
     tail -2 "$out/$name.log" | cut -c1-300
     return 0
 }
@@ -191,7 +195,7 @@ ncu_decode() {
     step ncu-decode "$1" ncu --set basic --launch-skip 200 --launch-count 60 -o "$out/decode" \
         env CETUS_CUDA_GRAPHS=0 "$cli" bench --device cuda --random-model v2-lite --layers 4 --prompt 64 --gen 8
     [ -f "$out/decode.ncu-rep" ] || return 0
-    ncu --import "$out/decode.ncu-rep" --page raw --csv \
+    timeout -k 5 20 ncu --import "$out/decode.ncu-rep" --page raw --csv \
         --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed > "$out/ncu-summary.csv" 2>/dev/null
     python3 - "$out/ncu-summary.csv" <<'PY' || true
 import csv, sys
@@ -267,8 +271,13 @@ esac
 
 run_mode "$mode" 2>&1 | tee "$out/summary.txt"
 rc=$?
+# Exit 1 when a step failed (a selftest with failures, a bench that did not run).
+if [ "$rc" -eq 0 ] && [ -s "$out/failed-steps.txt" ]; then
+    echo "failed steps: $(tr '\n' ' ' < "$out/failed-steps.txt")" | tee -a "$out/summary.txt"
+    rc=1
+fi
 if [ -n "${OUT:-}" ] && [ "$mode" != pack ]; then
-    tar -czf "$OUT/gpu-check.tar.gz" -C "$out" .
+    timeout -k 5 20 tar -czf "$OUT/gpu-check.tar.gz" -C "$out" .
     cp "$out/summary.txt" "$OUT/"
     [ -f "$out/figures.md" ] && cp "$out/figures.md" "$OUT/"
 fi

@@ -54,6 +54,11 @@ std::unique_ptr<Engine> load_engine(const std::string& model_dir, const std::str
     return Engine::load(o, p);
 }
 
+void add_fp8_flag(CLI::App* cmd, bool& fp8) {
+    cmd->add_flag("--fp8", fp8,
+                  "Quantise a BF16/F16/F32 checkpoint's linear layers to FP8 while loading (about half the memory)");
+}
+
 uint64_t peak_rss_bytes() {
     std::ifstream in("/proc/self/status");
     std::string line;

@@ -34,8 +34,7 @@ void add_bench_command(CLI::App& app) {
     cmd->add_option("--dtype", o->dtype, "Random model weights: bf16 or fp8");
     cmd->add_option("--layers", o->layers, "Random model: override the number of layers");
     cmd->add_option("--device", o->device, "auto, cpu or cuda");
-    cmd->add_flag("--fp8", o->fp8,
-                  "Quantise a BF16/F16/F32 checkpoint's linear layers to FP8 while loading (about half the memory)");
+    add_fp8_flag(cmd, o->fp8);
     cmd->add_option("--prompt", o->prompt, "Prompt tokens");
     cmd->add_option("--gen", o->gen, "Generated tokens");
     cmd->add_option("--repeat", o->repeat, "Measured repeats after one warm-up (median reported)");
@@ -59,9 +58,8 @@ void add_bench_command(CLI::App& app) {
         const int64_t ctx = o->prompt + o->gen;
         std::unique_ptr<Engine> e;
         if (!o->random.empty()) {
-            if (o->fp8)
-                throw Error(ErrorCode::BadRequest, "--fp8 quantises a checkpoint (--model); random models take --dtype fp8");
             EngineOptions eo;
+            eo.fp8_on_load = o->fp8;  // refused: a random model takes --dtype fp8
             eo.device = parse_device(o->device);
             eo.n_threads = o->threads;
             eo.max_context = ctx;

@@ -57,8 +57,7 @@ void add_chat_command(CLI::App& app) {
     cmd->add_option("--max-tokens", o->max_tokens, "Most tokens per answer");
     cmd->add_option("--mtp", o->mtp, "on or off")->check(CLI::IsMember({"on", "off"}));
     cmd->add_option("--device", o->device, "auto, cpu or cuda");
-    cmd->add_flag("--fp8", o->fp8,
-                  "Quantise a BF16/F16/F32 checkpoint's linear layers to FP8 while loading (about half the memory)");
+    add_fp8_flag(cmd, o->fp8);
     cmd->add_option("--threads", o->threads, "CPU threads");
     cmd->add_option("--context", o->context, "Context length (tokens)");
     cmd->callback([o] {

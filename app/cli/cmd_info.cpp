@@ -60,14 +60,13 @@ void add_info_command(CLI::App& app) {
     auto* m = cmd->add_option("--model", o->model, "Model folder (config.json + safetensors; default: the bundled model)");
     cmd->add_option("--random-model", o->random, "A random model preset instead of a folder")->excludes(m);
     cmd->add_option("--device", o->device, "auto, cpu or cuda");
-    cmd->add_flag("--fp8", o->fp8,
-                  "Quantise a BF16/F16/F32 checkpoint's linear layers to FP8 while loading (about half the memory)");
+    add_fp8_flag(cmd, o->fp8);
     cmd->add_flag("--json", o->json, "JSON output");
     cmd->callback([o] {
         std::unique_ptr<Engine> e;
         if (!o->random.empty()) {
-            if (o->fp8) throw Error(ErrorCode::BadRequest, "--fp8 quantises a checkpoint (--model), not a random model");
             EngineOptions eo;
+            eo.fp8_on_load = o->fp8;  // refused: a random model takes --dtype fp8
             eo.device = parse_device(o->device);
             e = Engine::create_random({o->random}, eo);
         } else {

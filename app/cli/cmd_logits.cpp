@@ -20,8 +20,7 @@ void add_logits_command(CLI::App& app) {
     cmd->add_option("--ids", o->ids, "Token ids, comma separated")->required();
     cmd->add_option("--out", o->out, "Output file")->required();
     cmd->add_option("--device", o->device, "auto, cpu or cuda");
-    cmd->add_flag("--fp8", o->fp8,
-                  "Quantise a BF16/F16/F32 checkpoint's linear layers to FP8 while loading (about half the memory)");
+    add_fp8_flag(cmd, o->fp8);
     cmd->callback([o] {
         static_assert(std::endian::native == std::endian::little, "logits are written little-endian");
         auto ids = parse_ids(o->ids);

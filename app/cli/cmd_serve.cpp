@@ -555,8 +555,7 @@ void add_serve_command(CLI::App& app) {
     cmd->add_option("--model-name", o->model_name, "Model id in the API (default: the model folder's name)");
     cmd->add_option("--context", o->context, "Context length (tokens)");
     cmd->add_option("--device", o->device, "auto, cpu or cuda");
-    cmd->add_flag("--fp8", o->fp8,
-                  "Quantise a BF16/F16/F32 checkpoint's linear layers to FP8 while loading (about half the memory)");
+    add_fp8_flag(cmd, o->fp8);
     cmd->add_option("--threads", o->threads, "CPU threads");
     cmd->add_option("--max-queue", o->max_queue, "Requests waiting at most; more get 503")->check(CLI::PositiveNumber);
     cmd->add_option("--max-body", o->max_body, "Largest request body in bytes (413 beyond)");

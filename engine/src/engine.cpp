@@ -47,18 +47,8 @@ std::string describe_dtypes(const WeightStore& store) {
         if (!s.empty()) s += " + ";
         s += d == Dtype::F8_E4M3 ? "FP8 e4m3 (128x128 blocks)" : dtype_name(d);
     }
-    bool generated = false;  // quantised on load (WeightStore::add_fp8)
-    for (const auto& [name, t] : store.tensors()) generated |= t.dtype == Dtype::F8_E4M3 && t.file == "(generated)";
-    if (generated && store.fp8_on_load()) s += ", FP8 quantised on load";
+    if (store.quantised_on_load()) s += ", FP8 quantised on load";
     return s;
-}
-
-// Whether FP8 on load would shrink the model: BF16/F16/F32 expert or MLP weights.
-bool has_wide_linear_weights(const Model& m) {
-    for (const auto& [name, t] : m.store().tensors())
-        if ((name.ends_with("down_proj.weight") || name.ends_with("experts.down_proj")) && t.dtype != Dtype::F8_E4M3)
-            return true;
-    return false;
 }
 
 }  // namespace
@@ -147,8 +137,9 @@ void Engine::make_backend(const EngineOptions& o, bool use_cuda, const LoadProgr
             // reports it, and a cancelled load stays cancelled.
             if (e.code() == ErrorCode::Cancelled) throw;
             std::string why = e.what();
-            const bool gpu_memory = why.find("of GPU memory") != std::string::npos;  // not host memory
-            if (e.code() == ErrorCode::OutOfMemory && gpu_memory && !o.fp8_on_load && has_wide_linear_weights(*m_model))
+            const bool host_memory = why.find("host memory") != std::string::npos;  // FP8 would not help there
+            if (e.code() == ErrorCode::OutOfMemory && !host_memory && !o.fp8_on_load &&
+                m_model->store().quantisable_bytes() > 0)
                 // (The app matches "FP8 weights need about half the memory" to offer a retry.)
                 why += "; FP8 weights need about half the memory (cetus-cli --fp8, or Model > FP8 weights in the app)";
             if (o.device == Device::Cuda) throw Error(e.code(), why);
@@ -195,6 +186,8 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions& o, const LoadProgress&
 std::unique_ptr<Model> build_random_model(const RandomModelOptions& r);  // random_model.cpp
 
 std::unique_ptr<Engine> Engine::create_random(const RandomModelOptions& r, const EngineOptions& o) {
+    if (o.fp8_on_load)
+        throw Error(ErrorCode::BadRequest, "FP8 on load quantises a checkpoint; a random model takes dtype fp8");
     const bool use_cuda = select_device(o);
     std::unique_ptr<Engine> e(new Engine());
     e->m_model = build_random_model(r);

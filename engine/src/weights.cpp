@@ -248,18 +248,22 @@ Matrix WeightStore::add_fp8(const std::string& name, const Matrix& m) {
                                               "the checkpoint's own weights instead");
     std::vector<std::byte> scale_bytes(scales.size() * 4);
     std::memcpy(scale_bytes.data(), scales.data(), scale_bytes.size());
-    if (m_fp8_progress && m_fp8_total == 0) {
-        for (const auto& [n, t] : m_tensors)
-            if ((t.dtype == Dtype::F32 || t.dtype == Dtype::BF16 || t.dtype == Dtype::F16) &&
-                n.find("_proj") != std::string::npos && !n.ends_with("eh_proj.weight"))
-                m_fp8_total += t.n_bytes;
-    }
+    if (m_fp8_progress && m_fp8_total == 0) m_fp8_total = quantisable_bytes();
     m_fp8_done += uint64_t(rows * cols) * dtype_size(m.dtype);
     add_owned(name, Dtype::F8_E4M3, {rows, cols}, std::move(codes));
     add_owned(name + "_scale_inv", Dtype::F32, {sr, sc}, std::move(scale_bytes));
     Matrix q = matrix(name, rows, cols);
     if (m_fp8_progress) m_fp8_progress(std::min(1.0, double(m_fp8_done) / double(std::max<uint64_t>(m_fp8_total, 1))));
     return q;
+}
+
+uint64_t WeightStore::quantisable_bytes() const {
+    uint64_t bytes = 0;
+    for (const auto& [n, t] : m_tensors)
+        if ((t.dtype == Dtype::F32 || t.dtype == Dtype::BF16 || t.dtype == Dtype::F16) &&
+            n.find("_proj") != std::string::npos && !n.ends_with("eh_proj.weight"))
+            bytes += t.n_bytes;
+    return bytes;
 }
 
 void WeightStore::release_owned() {

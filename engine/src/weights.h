@@ -52,10 +52,15 @@ public:
     // Called after each quantised matrix with the share of the checkpoint's wide
     // (F32/BF16/F16) projection bytes done so far; may throw (a cancelled load).
     void set_fp8_progress(std::function<void(double)> f) { m_fp8_progress = std::move(f); }
+    // Bytes of F32/BF16/F16 projection tensors (*_proj*, not eh_proj): what FP8 on
+    // load would quantise, roughly (the progress total; > 0: FP8 would shrink the model).
+    uint64_t quantisable_bytes() const;
+    bool quantised_on_load() const { return m_fp8_done > 0; }
     bool fp8_on_load() const { return m_fp8_on_load; }
     // m (F32, BF16 or F16) as FP8 e4m3 with 128x128 block scales, the format of
     // DeepSeek-V3's FP8 checkpoints: scale_inv = amax(block) / 448 (1 for an all-zero
-    // block), code = e4m3(x / scale_inv) rounded to nearest even. Stored as the owned
+    // block, at least the smallest normal float for tiny F32 blocks), code =
+    // e4m3(x / scale_inv) rounded to nearest even. Stored as the owned
     // tensors `name` and `name`_scale_inv (replacing a tensor of that name) and returned.
     Matrix add_fp8(const std::string& name, const Matrix& m);
     // Forgets a tensor (fused expert tensors once add_fp8 has replaced them per expert).

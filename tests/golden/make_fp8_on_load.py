@@ -8,7 +8,9 @@ PyTorch alone (not needed to run the tests):
   DeepSeek-V3's FP8 release stores as FP8 (make_fixtures.fp8_quantized: attention
   projections and every MLP/expert matrix, the MTP block's included) quantised the way
   that release is: per 128x128 block scale_inv = amax / 448 in float32 (1 for an all-zero
-  block), codes = (w / scale_inv).to(torch.float8_e4m3fn). Everything else is copied.
+  block; the engine also raises a scale under the smallest normal float to it, which
+  BF16 data never reaches), codes = (w / scale_inv).to(torch.float8_e4m3fn). Everything
+  else is copied.
   The engine quantising v3-bf16 on load must give exactly these tensors.
 - tests/data/fp8-on-load/matrices/: BF16 matrices of many and partial blocks (260x400,
   129x1, 1x129, 256x256 with an all-zero block and tiny values) with torch's codes and

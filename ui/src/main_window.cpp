@@ -419,9 +419,9 @@ void MainWindow::buildMenus() {
     m_fp8_action->setObjectName(QStringLiteral("fp8WeightsAction"));
     m_fp8_action->setCheckable(true);
     m_fp8_action->setChecked(QSettings().value(QStringLiteral("model/fp8"), false).toBool());
-    m_fp8_action->setToolTip(tr("Quantise a BF16 checkpoint's attention and expert weights to FP8 while loading, "
-                                "as DeepSeek-V3's FP8 release stores them: about half the memory and faster "
-                                "decoding, at a small loss of precision. FP8 checkpoints load as they are."));
+    m_fp8_action->setToolTip(tr("Quantise a BF16 checkpoint's attention, MLP and expert weights to FP8 while "
+                                "loading, as DeepSeek-V3's FP8 release stores them: about half the memory, at a "
+                                "small loss of precision. FP8 checkpoints load as they are."));
     connect(m_fp8_action, &QAction::toggled, this, [this](bool on) {
         QSettings().setValue(QStringLiteral("model/fp8"), on);
         statusBar()->showMessage(tr("FP8 weights apply the next time a model is loaded."), 5000);

@@ -202,12 +202,12 @@ __attribute__((target("avx2,f16c"), flatten)) void convert_fp8(const Fp8Rows& w,
     convert_rows(w, n_rows, cols, out);
 }
 
-bool has_avx2() {  // and F16C (every AVX2 processor has it; the FP8 loader uses both)
+bool has_avx2_f16c() {  // the FP8 decode in the products needs both (every AVX2 processor has F16C)
     static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
     return yes;
 }
 #else
-bool has_avx2() { return false; }
+bool has_avx2_f16c() { return false; }
 #endif
 
 // Batches up to this size read BF16 and FP8 weights in place; larger ones
@@ -226,7 +226,7 @@ void matmul_strided(const float* x, int64_t ldx, int64_t n_tokens, const Matrix&
 #pragma omp parallel if (parallel)
     {
         const bool small = n_tokens <= k_direct_tokens;
-        const bool fp8_vector = w.dtype == Dtype::F8_E4M3 && has_avx2();
+        const bool fp8_vector = w.dtype == Dtype::F8_E4M3 && has_avx2_f16c();
         const bool direct = w.dtype == Dtype::F32 || ((w.dtype == Dtype::BF16 || fp8_vector) && small);
         std::vector<float> buf(direct ? 0 : static_cast<size_t>(k_row_block * cols));
 #ifdef CETUS_FP8_AVX2

@@ -1,8 +1,9 @@
 // MLA query absorption: q_abs[t, h, :] = W_UK_h^T q[t, h, :d_n], the per-head
 // cpu::axpy loop of mla_forward's absorbed branch (mla.cpp) in the same j
 // order. Grid (d_c / 128, n_h, n / 8), rounded up, of 128 threads: one column
-// of W_UK_h per thread for 8 tokens, their q_nope staged in shared memory; in
-// decode one more row of blocks writes the latent cache (launch_absorb_q_latent).
+// of W_UK_h per thread for 8 tokens, their q_nope staged in shared memory; with
+// launch_absorb_q_latent (the fp32 path: decode and verify batches, every batch in
+// exact mode) one more row of blocks writes the latent cache.
 // The block's 128 columns of W_UK_h are staged in shared memory 64 rows at a
 // time with asynchronous 16-byte copies all in flight at once (a column walk in
 // global memory waits for one load per row), then read in the same j order.

@@ -268,7 +268,11 @@ private:
     void attention(const DeviceLayer& l, int64_t cache_layer, int64_t n);
     void moe(const DeviceLayer& l, int64_t n, int32_t* route_ids, float* route_w, int64_t route_stride,
              const float* next_norm, float* out);
-    void mlp(const DeviceMlp& w, const float* in, int64_t n, float* out);
+    void mlp(const DeviceMlp& w, const float* in, int64_t n, float* out, const float* next_norm = nullptr,
+             float* norm_out = nullptr);
+    // The counter of the fused launches' last-block tails (last_block.cuh), or null
+    // when the decode fusions are off (CETUS_CUDA_FUSE=0).
+    uint32_t* tail_counter() const { return m_fuse ? m_s.grid_done : nullptr; }
 
     const ModelConfig& m_config;
     int m_device;
@@ -1042,19 +1046,13 @@ double CudaBackend::peak_bf16_tflops() {
 // input_norm(x) already computed and the next norm fused into the last add.
 void CudaBackend::block(const DeviceLayer& l, int64_t cache_layer, int64_t n, int32_t* route_ids, float* route_w,
                         int64_t route_stride, const float* next_norm, float* out) {
-    const int64_t H = m_config.hidden_size;
     const float eps = float(m_config.rms_norm_eps);
-    uint32_t* fused = m_fuse ? m_s.grid_done : nullptr;  // decode: the residual adds in the products' launches
     attention(l, cache_layer, n);  // a -> o: [n, n_h * d_v]
-    // The output projection (o -> r), x += r and a = post_norm(x).
-    m_gemm->matmul_add_rmsnorm(l.o, m_s.o, m_shape.n_h * m_shape.d_v, n, m_s.r, m_s.x, l.post_norm, eps, m_s.a, fused);
-    if (l.is_moe) {
-        moe(l, n, route_ids, route_w, route_stride, next_norm, out);  // adds into x, then out = next_norm(x)
-    } else {  // mlp_forward, then x += r and out = next_norm(x)
-        const DeviceMlp& w = l.mlp;
-        m_gemm->matmul_gate_up(w.gate, w.up, m_s.a, H, n, m_s.g, m_s.u);  // [n, I]
-        m_gemm->matmul_add_rmsnorm(w.down, m_s.g, w.gate.rows, n, m_s.r, m_s.x, next_norm, eps, out, fused);
-    }
+    // The output projection (o -> r), x += r and a = post_norm(x) (one launch in decode).
+    m_gemm->matmul_add_rmsnorm(l.o, m_s.o, m_shape.n_h * m_shape.d_v, n, m_s.r, m_s.x, l.post_norm, eps, m_s.a,
+                               tail_counter());
+    if (l.is_moe) moe(l, n, route_ids, route_w, route_stride, next_norm, out);  // adds into x, then out = next_norm(x)
+    else mlp(l.mlp, m_s.a, n, m_s.r, next_norm, out);                          // the same for a dense MLP
 }
 
 // mla_forward, absorbed, up to the heads' outputs: a -> o, at the positions in m_s.start_pos.
@@ -1096,7 +1094,7 @@ void CudaBackend::moe(const DeviceLayer& l, int64_t n, int32_t* route_ids, float
     p.bias = l.bias;
     if (m_fuse && router_route_group_fits(n, p, l.router)) {  // decode and verify batches: one launch
         launch_router_route_group(l.router, m_s.a, H, n, m_s.z, p, route_ids, route_w, route_stride, m_s.pairs,
-                                  m_s.grid_done, s);
+                                  tail_counter(), s);
     } else {
         m_gemm->matmul_fp32(l.router, m_s.a, H, n, m_s.z, E);  // [n, E]
         if (route_group_fits(n, p)) {
@@ -1110,26 +1108,32 @@ void CudaBackend::moe(const DeviceLayer& l, int64_t n, int32_t* route_ids, float
     const bool mma = m_expert_mma && n > Gemm::k_max_small_tokens;
     // Decode and verify batches (every batch in exact mode, so a token's sums never
     // depend on its batch): the shared experts join the routed experts' two launches.
-    const bool fuse_shared = l.has_shared && !mma && m_fuse && (n <= Gemm::k_max_small_tokens || m_exact) &&
+    const bool fuse_shared = l.has_shared && !mma && m_fuse && m_gemm->small(n) &&
                              experts_shared_fusable(l.experts, l.shared.gate, l.shared.up, l.shared.down, H);
     const SharedExpertLaunch shared{l.shared.gate, l.shared.up, l.shared.down, m_s.g, m_s.shared_out};
     const SharedExpertLaunch* with = fuse_shared ? &shared : nullptr;
     if (l.has_shared && !fuse_shared) mlp(l.shared, m_s.a, n, m_s.shared_out);  // [n, H]
     // The combine: by the down launch's last block for decode batches (the same bits).
     const MoeCombine combine{m_s.x,     route_w, route_stride, l.has_shared ? m_s.shared_out : nullptr,
-                             next_norm, float(c.rms_norm_eps), out, m_s.grid_done};
-    const bool fuse_combine = !mma && m_fuse && n <= k_combine_fused_max_tokens;
+                             next_norm, float(c.rms_norm_eps), out, tail_counter()};
+    const bool fuse_combine = !mma && combine.done && n <= k_fused_tail_max_tokens;
     launch_experts_gate_up(l.experts, m_s.pairs, m_s.a, n, K, H, int32_t(E), m_s.h, mma, with, s);  // [n * K, I]
     launch_experts_down(l.experts, m_s.pairs, m_s.h, n, K, H, int32_t(E), m_s.y, mma, with,
                         fuse_combine ? &combine : nullptr, s);  // [n * K, H]
     if (!fuse_combine) launch_moe_combine(combine, m_s.y, n, K, H, s);
 }
 
-// mlp_forward: out = down(silu(gate in) * up in).
-void CudaBackend::mlp(const DeviceMlp& w, const float* in, int64_t n, float* out) {
+// mlp_forward: out = down(silu(gate in) * up in). With next_norm, the residual add
+// follows: x += out, then norm_out = next_norm(x) (in the down launch in decode).
+void CudaBackend::mlp(const DeviceMlp& w, const float* in, int64_t n, float* out, const float* next_norm,
+                      float* norm_out) {
     const int64_t H = m_config.hidden_size, I = w.gate.rows;
     m_gemm->matmul_gate_up(w.gate, w.up, in, H, n, m_s.g, m_s.u);  // [n, I] (one launch in decode)
-    m_gemm->matmul(w.down, m_s.g, I, n, out, H);                    // [n, H]
+    if (next_norm)
+        m_gemm->matmul_add_rmsnorm(w.down, m_s.g, I, n, out, m_s.x, next_norm, float(m_config.rms_norm_eps), norm_out,
+                                   tail_counter());
+    else
+        m_gemm->matmul(w.down, m_s.g, I, n, out, H);  // [n, H]
 }
 
 }  // namespace

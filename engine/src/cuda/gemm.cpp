@@ -71,7 +71,7 @@ void Gemm::matmul_fp32(const DeviceMatrix& w, const float* x, int64_t ldx, int64
 void Gemm::matmul_add_rmsnorm(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n, float* y, float* resid,
                               const float* norm_w, float eps, float* out, uint32_t* done) {
     if (n <= 0) return;
-    if (done && small(n) && n <= k_add_norm_fused_max_tokens) {
+    if (done && n <= k_fused_tail_max_tokens) {  // (the fp32 kernel: such batches are small)
         launch_matvec_add_rmsnorm(w, x, ldx, n, y, resid, norm_w, eps, out, done, m_stream);
         return;
     }

@@ -43,7 +43,7 @@ public:
     // y[t, r] = sum_c W[r, c] x[t, c] for n tokens.  x: [n, ldx]; y: [n, ldy]
     void matmul(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy);
     // y = W x, then resid += y and out = rmsnorm(resid) with norm_w (launch_add_rmsnorm).
-    // Up to k_add_norm_fused_max_tokens tokens with a counter (done, last_block.cuh):
+    // Up to k_fused_tail_max_tokens tokens with a counter (done, last_block.cuh):
     // one launch of the fp32 kernel whose last block adds and normalises, the same bits.
     void matmul_add_rmsnorm(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n, float* y, float* resid,
                             const float* norm_w, float eps, float* out, uint32_t* done);
@@ -76,9 +76,10 @@ public:
     void mla_prefill(const float* q_abs, const float* q, const float* cache, int64_t n, int64_t start,
                      const MlaShape& m, float scale, float* ctx);
     bool prefill_attention(int64_t n) const { return !small(n) && m_scratch.attn_batch_elems > 0; }
+    // Whether n tokens take the fp32 warp-per-row kernels (always in exact mode).
+    bool small(int64_t n) const { return m_exact || n <= k_max_small_tokens; }
 
 private:
-    bool small(int64_t n) const { return m_exact || n <= k_max_small_tokens; }
     // W as bf16 for cuBLAS: the matrix itself, or its FP8 values expanded into scratch.
     const uint16_t* weights_bf16(const DeviceMatrix& w);
     // x [n, cols] (row stride ldx) rounded to bf16 into scratch with row stride ldo.

@@ -95,10 +95,14 @@ bool matvec_fusable(const DeviceMatrix& a, const DeviceMatrix& b);
 // launch_silu_mul in one launch with the same sums (gate and up fusable, same rows).
 void launch_matvec_gate_up(const DeviceMatrix& gate, const DeviceMatrix& up, const float* x, int64_t ldx, int64_t n,
                            float* y, int64_t ldy, cudaStream_t s);
+// Batches up to this size run a row-wise tail (the residual add and norm after a
+// product, the MoE combine) in the last block of the launch before it; one block
+// then handles every token's rows, so larger batches keep the separate launch with a
+// block per token. MTP's default verify batch is 2 tokens.
+inline constexpr int64_t k_fused_tail_max_tokens = 2;
 // y = W x (y: [n, w.rows]), then launch_add_rmsnorm(resid, y, norm_w, eps, n, w.rows, out)
-// by the launch's last block, bit for bit: for decode batches of up to
-// k_add_norm_fused_max_tokens tokens. done: a counter as in last_block.cuh.
-inline constexpr int64_t k_add_norm_fused_max_tokens = 2;
+// by the launch's last block, bit for bit: for up to k_fused_tail_max_tokens tokens.
+// done: a counter as in last_block.cuh.
 void launch_matvec_add_rmsnorm(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n, float* y,
                                float* resid, const float* norm_w, float eps, float* out, uint32_t* done,
                                cudaStream_t s);
@@ -225,10 +229,6 @@ struct MoeCombine {
     float* out = nullptr;     // [n, hidden]
     uint32_t* done = nullptr;  // the fused form's counter (last_block.cuh)
 };
-// Batches up to this size run the combine in the expert down launch's last block
-// (one block then adds every token's rows: for more tokens the separate launch's
-// block per token is likely faster). MTP's default verify batch is 2 tokens.
-inline constexpr int64_t k_combine_fused_max_tokens = 2;
 // A MoE layer's shared experts (one MLP) computed in the routed experts' launches
 // (the fp32 kernel: decode and verify batches): h[t, :] = silu(gate x[t]) * up x[t]
 // in the gate/up launch, out[t, :] = down h[t, :] in the down launch, one warp per
@@ -254,8 +254,8 @@ void launch_experts_gate_up(const DeviceExperts& e, const ExpertPairs& pairs, co
                             int32_t top_k, int64_t hidden, int32_t n_experts, float* h, bool tensor_cores,
                             const SharedExpertLaunch* shared, cudaStream_t s);
 // y[p, :] = down_e h[p, :].  y: [n * top_k, hidden]. shared: its down of shared->h.
-// combine (or null; not with tensor_cores, at most k_combine_fused_max_tokens
-// tokens): launch_moe_combine of y by the launch's last block, bit for bit.
+// combine (or null; not with tensor_cores, at most k_fused_tail_max_tokens tokens):
+// launch_moe_combine of y by the launch's last block, bit for bit.
 void launch_experts_down(const DeviceExperts& e, const ExpertPairs& pairs, const float* h, int64_t n,
                          int32_t top_k, int64_t hidden, int32_t n_experts, float* y, bool tensor_cores,
                          const SharedExpertLaunch* shared, const MoeCombine* combine, cudaStream_t s);

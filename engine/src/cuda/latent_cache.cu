@@ -6,10 +6,8 @@
 // k_row_threads per token (latent_cache_token, latent_cache.cuh); decode batches
 // do it in the query absorption's launch instead (launch_absorb_q_latent).
 #include "cuda_util.h"
-#include "device_math.cuh"
 #include "latent_cache.cuh"
 #include "pdl.cuh"
-#include "row_kernels.cuh"
 
 namespace cetus::cuda {
 namespace {

@@ -3,8 +3,9 @@
 // cpu::matmul_strided (cpu/ops.cpp) up to summation order. One warp per output
 // row (four for narrow matrices), 8 warps per block, grid.y the row group; the
 // weight row is read once per 8 tokens, fp32 accumulation. Fused forms save
-// decode launches: an MLP's gate and up with the SwiGLU, and two products of one
-// input (the attention's query and latent projections).
+// decode launches: an MLP's gate and up with the SwiGLU, two products of one
+// input (the attention's query and latent projections), and a product followed
+// by the residual add and norm in its last block (AddNorm).
 #include "cuda_util.h"
 #include "device_math.cuh"
 #include "last_block.cuh"
@@ -18,12 +19,11 @@ namespace {
 
 constexpr int k_warps_per_block = 8;
 constexpr int k_tokens_per_pass = 8;
-// Narrow products (k_matvec_narrow_rows, kernels.h) give each row several warps, so
-// small matrices (the MLA latent projection, the router) still spread over the
-// GPU. The choice depends on the matrix only, never on the token count, so a
-// token's sums are the same in a batch of one or in a verify batch.
-constexpr int64_t k_narrow_rows = k_matvec_narrow_rows;
-constexpr int k_narrow_split = k_matvec_narrow_split;
+// Narrow products (fewer rows than k_matvec_narrow_rows, kernels.h) give each row
+// k_matvec_narrow_split warps, so small matrices (the MLA latent projection, the
+// router) still spread over the GPU. The choice depends on the matrix only, never
+// on the token count, so a token's sums are the same in a batch of one or in a
+// verify batch.
 
 // What one launch computes: a plain product over row groups, silu(W x) * (W2 x)
 // (an MLP's gate and up with its SwiGLU, as launch_silu_mul), or two products of
@@ -134,10 +134,10 @@ template <DeviceDtype DT, int NT, bool kXVec, Fuse kFuse>
 void launch_pass(const MatvecArgs& a, cudaStream_t s) {
     // A pair is narrow when one of its matrices is (V3's q_a and kv_a: 1536 and 576 rows).
     const int64_t split_rows = kFuse == Fuse::Pair ? std::min(a.w.rows, a.w2.rows) : a.g.rows;
-    if (split_rows < k_narrow_rows) {
-        constexpr int kRows = k_warps_per_block / k_narrow_split;
+    if (split_rows < k_matvec_narrow_rows) {
+        constexpr int kRows = k_warps_per_block / k_matvec_narrow_split;
         const dim3 grid(unsigned((a.g.rows + kRows - 1) / kRows), unsigned(a.g.n_groups));
-        launch_pdl(matvec_kernel<DT, NT, kXVec, k_narrow_split, kFuse>, grid, 32 * k_warps_per_block, 0, s, a, a.x, a.y,
+        launch_pdl(matvec_kernel<DT, NT, kXVec, k_matvec_narrow_split, kFuse>, grid, 32 * k_warps_per_block, 0, s, a, a.x, a.y,
                    a.y2);
     } else {
         const dim3 grid(unsigned((a.g.rows + k_warps_per_block - 1) / k_warps_per_block), unsigned(a.g.n_groups));
@@ -149,7 +149,7 @@ void launch_pass(const MatvecArgs& a, cudaStream_t s) {
 // The smallest compiled token count that covers a.n.
 template <DeviceDtype DT, bool kXVec, Fuse kFuse>
 void launch_tokens(const MatvecArgs& a, cudaStream_t s) {
-    static_assert(kFuse != Fuse::AddNorm || k_add_norm_fused_max_tokens <= 2, "AddNorm is compiled for 1 and 2 tokens");
+    static_assert(kFuse != Fuse::AddNorm || k_fused_tail_max_tokens <= 2, "AddNorm is compiled for 1 and 2 tokens");
     if (a.n == 1) launch_pass<DT, 1, kXVec, kFuse>(a, s);
     else if (a.n == 2) launch_pass<DT, 2, kXVec, kFuse>(a, s);
     else if constexpr (kFuse == Fuse::AddNorm) throw Error(ErrorCode::Device, "matvec: AddNorm of more than 2 tokens");
@@ -198,8 +198,8 @@ void launch_matvec_add_rmsnorm(const DeviceMatrix& w, const float* x, int64_t ld
                                float* resid, const float* norm_w, float eps, float* out, uint32_t* done,
                                cudaStream_t s) {
     if (n <= 0 || w.rows <= 0) return;
-    static_assert(k_add_norm_fused_max_tokens <= k_tokens_per_pass, "the fused form runs in one pass");
-    if (n > k_add_norm_fused_max_tokens || !done)
+    static_assert(k_fused_tail_max_tokens <= k_tokens_per_pass, "the fused form runs in one pass");
+    if (n > k_fused_tail_max_tokens || !done)
         throw Error(ErrorCode::Device, "matvec: the fused residual add and norm of " + std::to_string(n) +
                                            " tokens (internal error)");
     MatvecArgs a{w, DeviceMatrix{}, x, ldx, 0, y, w.rows, nullptr, 0, RowGroups{1, w.rows, 0, 0, 0, 0}};

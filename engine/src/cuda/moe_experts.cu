@@ -120,7 +120,7 @@ __global__ void __launch_bounds__(32 * k_expert_rows) experts_kernel(ExpertLaunc
 template <DeviceDtype DT, int NT, bool kGateUp>
 void launch_experts_nt(const ExpertLaunch& a, const dim3& grid, bool x_vec, cudaStream_t s) {
     constexpr int threads = 32 * k_expert_rows;
-    static_assert(k_combine_fused_max_tokens <= 2, "the fused combine is compiled for 1 and 2 tokens");
+    static_assert(k_fused_tail_max_tokens <= 2, "the fused combine is compiled for 1 and 2 tokens");
     if constexpr (!kGateUp && NT <= 2) {
         if (a.combine.done) {
             if (x_vec) launch_pdl(experts_kernel<DT, NT, true, false, true>, grid, threads, 0, s, a);
@@ -209,7 +209,7 @@ void launch_experts_down(const DeviceExperts& e, const ExpertPairs& pairs, const
         return;
     }
     if (combine) {
-        if (n > k_combine_fused_max_tokens || !combine->done)
+        if (n > k_fused_tail_max_tokens || !combine->done)
             throw Error(ErrorCode::Device, "experts: the fused combine of " + std::to_string(n) + " tokens (internal error)");
         a.combine = *combine;
     }

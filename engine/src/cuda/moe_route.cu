@@ -2,7 +2,8 @@
 // scores, the correction bias, group top-k and top-k with the CPU's tie rules;
 // ids and weights stay on the device. One warp per token, 4 tokens per block,
 // per-warp scratch in dynamic shared memory; for small batches one block routes
-// every token and then groups the pairs (moe_group_pairs.cuh) in the same launch.
+// every token and then groups the pairs (moe_group_pairs.cuh) in the same launch,
+// or the router product's blocks do and their last block routes and groups.
 #include "cuda_util.h"
 #include "device_math.cuh"
 #include "last_block.cuh"
@@ -278,31 +279,31 @@ __global__ void __launch_bounds__(k_group_threads)
 template <DeviceDtype DT, bool kXVec>
 void launch_router_tokens(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n, float* z,
                           const RouteParams& p, int32_t* ids, float* weights, int64_t stride,
-                          const ExpertPairs& pairs, uint32_t* done, size_t shared, cudaStream_t s) {
+                          const ExpertPairs& pairs, uint32_t* done, size_t smem_bytes, cudaStream_t s) {
     const unsigned grid = unsigned((w.rows + k_router_rows_per_block - 1) / k_router_rows_per_block);
     // The smallest compiled token count per pass that covers n (up to 8; more take passes of 8).
     if (n == 1)
-        launch_pdl(router_route_group_kernel<DT, 1, kXVec>, grid, k_group_threads, shared, s, w, x, ldx, n, z, p, ids,
+        launch_pdl(router_route_group_kernel<DT, 1, kXVec>, grid, k_group_threads, smem_bytes, s, w, x, ldx, n, z, p, ids,
                    weights, stride, pairs, done);
     else if (n == 2)
-        launch_pdl(router_route_group_kernel<DT, 2, kXVec>, grid, k_group_threads, shared, s, w, x, ldx, n, z, p, ids,
+        launch_pdl(router_route_group_kernel<DT, 2, kXVec>, grid, k_group_threads, smem_bytes, s, w, x, ldx, n, z, p, ids,
                    weights, stride, pairs, done);
     else if (n <= 4)
-        launch_pdl(router_route_group_kernel<DT, 4, kXVec>, grid, k_group_threads, shared, s, w, x, ldx, n, z, p, ids,
+        launch_pdl(router_route_group_kernel<DT, 4, kXVec>, grid, k_group_threads, smem_bytes, s, w, x, ldx, n, z, p, ids,
                    weights, stride, pairs, done);
     else
-        launch_pdl(router_route_group_kernel<DT, 8, kXVec>, grid, k_group_threads, shared, s, w, x, ldx, n, z, p, ids,
+        launch_pdl(router_route_group_kernel<DT, 8, kXVec>, grid, k_group_threads, smem_bytes, s, w, x, ldx, n, z, p, ids,
                    weights, stride, pairs, done);
 }
 
 template <DeviceDtype DT>
 void launch_router_dtype(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n, float* z,
                          const RouteParams& p, int32_t* ids, float* weights, int64_t stride, const ExpertPairs& pairs,
-                         uint32_t* done, size_t shared, cudaStream_t s) {
+                         uint32_t* done, size_t smem_bytes, cudaStream_t s) {
     if (ldx % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0)
-        launch_router_tokens<DT, true>(w, x, ldx, n, z, p, ids, weights, stride, pairs, done, shared, s);
+        launch_router_tokens<DT, true>(w, x, ldx, n, z, p, ids, weights, stride, pairs, done, smem_bytes, s);
     else
-        launch_router_tokens<DT, false>(w, x, ldx, n, z, p, ids, weights, stride, pairs, done, shared, s);
+        launch_router_tokens<DT, false>(w, x, ldx, n, z, p, ids, weights, stride, pairs, done, smem_bytes, s);
 }
 
 }  // namespace
@@ -310,8 +311,8 @@ void launch_router_dtype(const DeviceMatrix& w, const float* x, int64_t ldx, int
 void launch_route(const float* z, int64_t n, const RouteParams& p, int32_t* ids, float* weights, int64_t stride,
                   cudaStream_t s) {
     if (n <= 0) return;
-    const size_t shared = size_t(k_route_warps) * size_t(route_warp_floats(p)) * 4;
-    launch_pdl(route_kernel, unsigned((n + k_route_warps - 1) / k_route_warps), 32 * k_route_warps, shared, s, z, n, p,
+    const size_t smem_bytes = size_t(k_route_warps) * size_t(route_warp_floats(p)) * 4;
+    launch_pdl(route_kernel, unsigned((n + k_route_warps - 1) / k_route_warps), 32 * k_route_warps, smem_bytes, s, z, n, p,
                ids, weights, stride);
     CETUS_CUDA_LAUNCHED("route_kernel");
 }
@@ -350,17 +351,17 @@ void launch_router_route_group(const DeviceMatrix& router, const float* x, int64
     if (n <= 0) return;
     if (!router_route_group_fits(n, p, router))
         throw Error(ErrorCode::Device, "router_route_group: " + std::to_string(n) + " tokens do not fit (internal error)");
-    const size_t shared = route_group_shared(n, p) + size_t(n * p.n_experts) * 4;
+    const size_t smem_bytes = route_group_shared(n, p) + size_t(n * p.n_experts) * 4;
     switch (router.dtype) {
     case DeviceDtype::F32:
-        launch_router_dtype<DeviceDtype::F32>(router, x, ldx, n, z, p, ids, weights, stride, pairs, done, shared, s);
+        launch_router_dtype<DeviceDtype::F32>(router, x, ldx, n, z, p, ids, weights, stride, pairs, done, smem_bytes, s);
         break;
     case DeviceDtype::BF16:
-        launch_router_dtype<DeviceDtype::BF16>(router, x, ldx, n, z, p, ids, weights, stride, pairs, done, shared, s);
+        launch_router_dtype<DeviceDtype::BF16>(router, x, ldx, n, z, p, ids, weights, stride, pairs, done, smem_bytes, s);
         break;
     case DeviceDtype::F8_E4M3:
-        launch_router_dtype<DeviceDtype::F8_E4M3>(router, x, ldx, n, z, p, ids, weights, stride, pairs, done, shared,
-                                                  s);
+        launch_router_dtype<DeviceDtype::F8_E4M3>(router, x, ldx, n, z, p, ids, weights, stride, pairs, done,
+                                                  smem_bytes, s);
         break;
     }
     CETUS_CUDA_LAUNCHED("router_route_group_kernel");
