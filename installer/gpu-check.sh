@@ -159,8 +159,6 @@ memcheck() {
 }
 # The figures: V2-Lite decode and prefill, MTP on the demo model.
 bench_figures() {
-    # The figures first (V2-Lite decode and prefill, MTP on the demo model),
-    # then the side-by-side comparisons, so a slow step skips the least important.
     step bench-v2lite-cuda 170 "$cli" bench --device cuda --random-model v2-lite --prompt 512 --gen 128 --json
     # Prefill of a long prompt (4 layers), later against the fp32 kernels.
     step bench-prefill-2048 60 "$cli" bench --device cuda --random-model v2-lite --layers 4 --prompt 2048 --gen 0 --json

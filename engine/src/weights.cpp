@@ -252,7 +252,9 @@ Matrix WeightStore::add_fp8(const std::string& name, const Matrix& m) {
     m_fp8_done += uint64_t(rows * cols) * dtype_size(m.dtype);
     add_owned(name, Dtype::F8_E4M3, {rows, cols}, std::move(codes));
     add_owned(name + "_scale_inv", Dtype::F32, {sr, sc}, std::move(scale_bytes));
-    Matrix q = matrix(name, rows, cols);
+    // The owned buffers as they are (new'd: aligned for floats), no copy of the scales.
+    const Matrix q{Dtype::F8_E4M3, rows, cols, tensor(name).data,
+                   reinterpret_cast<const float*>(tensor(name + "_scale_inv").data), sc};
     if (m_fp8_progress) m_fp8_progress(std::min(1.0, double(m_fp8_done) / double(std::max<uint64_t>(m_fp8_total, 1))));
     return q;
 }

@@ -270,9 +270,6 @@ private:
              const float* next_norm, float* out);
     void mlp(const DeviceMlp& w, const float* in, int64_t n, float* out, const float* next_norm = nullptr,
              float* norm_out = nullptr);
-    // The counter of the fused launches' last-block tails (last_block.cuh), or null
-    // when the decode fusions are off (CETUS_CUDA_FUSE=0).
-    uint32_t* tail_counter() const { return m_fuse ? m_s.grid_done : nullptr; }
 
     const ModelConfig& m_config;
     int m_device;
@@ -282,7 +279,7 @@ private:
     int64_t m_logit_rows = 0;  // rows of the last call's logits in m_s.logits
     int64_t m_attn_batch_elems = int64_t(Gemm::k_attn_batch_elems);
     bool m_interleave, m_exact, m_expert_mma = true, m_attention_gemm = true, m_device_sampling = true;
-    bool m_fuse = true;  // the decode fusions that change which kernel computes a sum (CETUS_CUDA_FUSE=0: off)
+    bool m_fuse = true;  // the decode fusions (CETUS_CUDA_FUSE=0: off), handed to m_gemm as its counter
     std::vector<int32_t> m_history_on_device;  // what m_s.choice_history holds
     float m_scale;
     MlaShape m_shape;
@@ -451,7 +448,7 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
     m_staging_memory = PinnedBuffer(staging_measure.bytes());
     Carver staging(m_staging_memory.get());
     m_h = carve_staging(staging);
-    m_gemm = std::make_unique<Gemm>(m_stream.get(), m_exact, m_s.gemm);
+    m_gemm = std::make_unique<Gemm>(m_stream.get(), m_exact, m_s.gemm, m_fuse ? m_s.grid_done : nullptr);
     launch_choice_init(m_s.choice, c.vocab_size, m_stream.get());
     CETUS_CUDA(cudaMemsetAsync(m_s.grid_done, 0, sizeof(uint32_t), m_stream.get()));
     // Zeroed like the CPU's cache; rows past n_tokens are never read.
@@ -1049,8 +1046,7 @@ void CudaBackend::block(const DeviceLayer& l, int64_t cache_layer, int64_t n, in
     const float eps = float(m_config.rms_norm_eps);
     attention(l, cache_layer, n);  // a -> o: [n, n_h * d_v]
     // The output projection (o -> r), x += r and a = post_norm(x) (one launch in decode).
-    m_gemm->matmul_add_rmsnorm(l.o, m_s.o, m_shape.n_h * m_shape.d_v, n, m_s.r, m_s.x, l.post_norm, eps, m_s.a,
-                               tail_counter());
+    m_gemm->matmul_add_rmsnorm(l.o, m_s.o, m_shape.n_h * m_shape.d_v, n, m_s.r, m_s.x, l.post_norm, eps, m_s.a);
     if (l.is_moe) moe(l, n, route_ids, route_w, route_stride, next_norm, out);  // adds into x, then out = next_norm(x)
     else mlp(l.mlp, m_s.a, n, m_s.r, next_norm, out);                          // the same for a dense MLP
 }
@@ -1074,7 +1070,7 @@ void CudaBackend::attention(const DeviceLayer& l, int64_t cache_layer, int64_t n
     // The cache rows and the queries' rope, and q_abs [n, n_h, d_c] (one launch in decode).
     const LatentCacheArgs latent{m_s.kv, l.kv_a_norm, k_latent_norm_eps, m_weights.rope_table, m_interleave,
                                  m_s.start_pos, m.d_c, m.d_r, cache, m_s.q, m.n_h, m.d_n};
-    gemm.latent_cache_absorb_q(latent, m_fuse, l.kv_b, m_s.q, n, m, m_s.q_abs);
+    gemm.latent_cache_absorb_q(latent, l.kv_b, m_s.q, n, m, m_s.q_abs);
     if (gemm.prefill_attention(n))  // prefill chunks on the tensor cores; the host knows their position
         gemm.mla_prefill(m_s.q_abs, m_s.q, cache, n, *m_h.start_pos, m, m_scale, m_s.ctx);
     else
@@ -1092,9 +1088,9 @@ void CudaBackend::moe(const DeviceLayer& l, int64_t n, int32_t* route_ids, float
     cudaStream_t s = m_stream.get();
     RouteParams p = m_route;
     p.bias = l.bias;
-    if (m_fuse && router_route_group_fits(n, p, l.router)) {  // decode and verify batches: one launch
+    if (m_gemm->fused_tail() && router_route_group_fits(n, p, l.router)) {  // decode and verify batches: one launch
         launch_router_route_group(l.router, m_s.a, H, n, m_s.z, p, route_ids, route_w, route_stride, m_s.pairs,
-                                  tail_counter(), s);
+                                  m_gemm->fused_tail(), s);
     } else {
         m_gemm->matmul_fp32(l.router, m_s.a, H, n, m_s.z, E);  // [n, E]
         if (route_group_fits(n, p)) {
@@ -1105,18 +1101,18 @@ void CudaBackend::moe(const DeviceLayer& l, int64_t n, int32_t* route_ids, float
         }
     }
     // Prefill chunks on the tensor cores (decode steps stay on the fp32 kernel, which reads each weight once).
-    const bool mma = m_expert_mma && n > Gemm::k_max_small_tokens;
+    const bool mma = m_expert_mma && !m_gemm->small(n);  // (m_expert_mma is off in exact mode)
     // Decode and verify batches (every batch in exact mode, so a token's sums never
     // depend on its batch): the shared experts join the routed experts' two launches.
-    const bool fuse_shared = l.has_shared && !mma && m_fuse && m_gemm->small(n) &&
+    const bool fuse_shared = l.has_shared && m_gemm->fused_tail() && m_gemm->small(n) &&
                              experts_shared_fusable(l.experts, l.shared.gate, l.shared.up, l.shared.down, H);
     const SharedExpertLaunch shared{l.shared.gate, l.shared.up, l.shared.down, m_s.g, m_s.shared_out};
     const SharedExpertLaunch* with = fuse_shared ? &shared : nullptr;
     if (l.has_shared && !fuse_shared) mlp(l.shared, m_s.a, n, m_s.shared_out);  // [n, H]
     // The combine: by the down launch's last block for decode batches (the same bits).
     const MoeCombine combine{m_s.x,     route_w, route_stride, l.has_shared ? m_s.shared_out : nullptr,
-                             next_norm, float(c.rms_norm_eps), out, tail_counter()};
-    const bool fuse_combine = !mma && combine.done && n <= k_fused_tail_max_tokens;
+                             next_norm, float(c.rms_norm_eps), out, m_gemm->fused_tail()};
+    const bool fuse_combine = combine.done && n <= k_fused_tail_max_tokens;  // (such batches are small: no mma)
     launch_experts_gate_up(l.experts, m_s.pairs, m_s.a, n, K, H, int32_t(E), m_s.h, mma, with, s);  // [n * K, I]
     launch_experts_down(l.experts, m_s.pairs, m_s.h, n, K, H, int32_t(E), m_s.y, mma, with,
                         fuse_combine ? &combine : nullptr, s);  // [n * K, H]
@@ -1130,8 +1126,7 @@ void CudaBackend::mlp(const DeviceMlp& w, const float* in, int64_t n, float* out
     const int64_t H = m_config.hidden_size, I = w.gate.rows;
     m_gemm->matmul_gate_up(w.gate, w.up, in, H, n, m_s.g, m_s.u);  // [n, I] (one launch in decode)
     if (next_norm)
-        m_gemm->matmul_add_rmsnorm(w.down, m_s.g, I, n, out, m_s.x, next_norm, float(m_config.rms_norm_eps), norm_out,
-                                   tail_counter());
+        m_gemm->matmul_add_rmsnorm(w.down, m_s.g, I, n, out, m_s.x, next_norm, float(m_config.rms_norm_eps), norm_out);
     else
         m_gemm->matmul(w.down, m_s.g, I, n, out, H);  // [n, H]
 }

@@ -31,8 +31,8 @@ int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
 }  // namespace
 
-Gemm::Gemm(cudaStream_t stream, bool exact, const Scratch& scratch)
-    : m_stream(stream), m_exact(exact), m_scratch(scratch) {
+Gemm::Gemm(cudaStream_t stream, bool exact, const Scratch& scratch, uint32_t* fused_tail)
+    : m_stream(stream), m_exact(exact), m_fused_tail(fused_tail), m_scratch(scratch) {
     if (exact) return;  // every product takes the fp32 kernel
     cublasHandle_t h = nullptr;
     CETUS_CUBLAS(cublasCreate(&h));
@@ -69,10 +69,10 @@ void Gemm::matmul_fp32(const DeviceMatrix& w, const float* x, int64_t ldx, int64
 }
 
 void Gemm::matmul_add_rmsnorm(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n, float* y, float* resid,
-                              const float* norm_w, float eps, float* out, uint32_t* done) {
+                              const float* norm_w, float eps, float* out) {
     if (n <= 0) return;
-    if (done && n <= k_fused_tail_max_tokens) {  // (the fp32 kernel: such batches are small)
-        launch_matvec_add_rmsnorm(w, x, ldx, n, y, resid, norm_w, eps, out, done, m_stream);
+    if (m_fused_tail && n <= k_fused_tail_max_tokens) {  // (the fp32 kernel: such batches are small)
+        launch_matvec_add_rmsnorm(w, x, ldx, n, y, resid, norm_w, eps, out, m_fused_tail, m_stream);
         return;
     }
     matmul(w, x, ldx, n, y, w.rows);
@@ -123,10 +123,10 @@ void Gemm::matmul_gate_up(const DeviceMatrix& gate, const DeviceMatrix& up, cons
     launch_silu_mul(g, u, n * I, m_stream);
 }
 
-void Gemm::latent_cache_absorb_q(const LatentCacheArgs& latent, bool fuse, const DeviceMatrix& kv_b, const float* q,
-                                 int64_t n, const MlaShape& m, float* q_abs) {
+void Gemm::latent_cache_absorb_q(const LatentCacheArgs& latent, const DeviceMatrix& kv_b, const float* q, int64_t n,
+                                 const MlaShape& m, float* q_abs) {
     if (n <= 0) return;
-    if (fuse && small(n)) {
+    if (m_fused_tail && small(n)) {
         launch_absorb_q_latent(kv_b, q, n, m, q_abs, latent, m_stream);
         return;
     }

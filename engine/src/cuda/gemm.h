@@ -33,20 +33,23 @@ public:
     // Scores held at once by mla_prefill (128 MiB).
     static constexpr size_t k_attn_batch_elems = size_t(32) << 20;
 
-    Gemm(cudaStream_t stream, bool exact, const Scratch& scratch);
+    // fused_tail: the decode fusions' counter (last_block.cuh, zero between launches),
+    // or null with the fusions off (CETUS_CUDA_FUSE=0).
+    Gemm(cudaStream_t stream, bool exact, const Scratch& scratch, uint32_t* fused_tail);
     ~Gemm();
     Gemm(const Gemm&) = delete;
     Gemm& operator=(const Gemm&) = delete;
 
     bool exact() const { return m_exact; }
+    uint32_t* fused_tail() const { return m_fused_tail; }
 
     // y[t, r] = sum_c W[r, c] x[t, c] for n tokens.  x: [n, ldx]; y: [n, ldy]
     void matmul(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy);
     // y = W x, then resid += y and out = rmsnorm(resid) with norm_w (launch_add_rmsnorm).
-    // Up to k_fused_tail_max_tokens tokens with a counter (done, last_block.cuh):
-    // one launch of the fp32 kernel whose last block adds and normalises, the same bits.
+    // Up to k_fused_tail_max_tokens tokens with the fusions on: one launch of the fp32
+    // kernel whose last block adds and normalises, the same bits.
     void matmul_add_rmsnorm(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n, float* y, float* resid,
-                            const float* norm_w, float eps, float* out, uint32_t* done);
+                            const float* norm_w, float eps, float* out);
     // y1 = W1 x and y2 = W2 x (one launch on the fp32 kernel when the matrices allow).
     void matmul_pair(const DeviceMatrix& w1, float* y1, int64_t ldy1, const DeviceMatrix& w2, float* y2, int64_t ldy2,
                      const float* x, int64_t ldx, int64_t n);
@@ -59,9 +62,9 @@ public:
     // q_abs[t, h, :] = W_UK_h^T q_nope[t, h].  q: [n, n_h, d_n + d_r]; q_abs: [n, n_h, d_c]
     void absorb_q(const DeviceMatrix& kv_b, const float* q, int64_t n, const MlaShape& m, float* q_abs);
     // launch_latent_cache(latent, n), then absorb_q: one launch on the fp32 kernel with
-    // fuse (launch_absorb_q_latent), else two.
-    void latent_cache_absorb_q(const LatentCacheArgs& latent, bool fuse, const DeviceMatrix& kv_b, const float* q,
-                               int64_t n, const MlaShape& m, float* q_abs);
+    // the fusions on (launch_absorb_q_latent), else two.
+    void latent_cache_absorb_q(const LatentCacheArgs& latent, const DeviceMatrix& kv_b, const float* q, int64_t n,
+                               const MlaShape& m, float* q_abs);
     // o[t, h, :] = W_UV_h ctx[t, h].  ctx: [n, n_h, d_c]; o: [n, n_h, d_v]
     void absorb_v(const DeviceMatrix& kv_b, const float* ctx, int64_t n, const MlaShape& m, float* o);
 
@@ -87,6 +90,7 @@ private:
 
     cudaStream_t m_stream;
     bool m_exact;
+    uint32_t* m_fused_tail;
     Scratch m_scratch;
     cublasContext* m_handle = nullptr;
 };

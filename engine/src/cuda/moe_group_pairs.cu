@@ -15,7 +15,7 @@ __global__ void __launch_bounds__(k_group_threads)
     pdl_wait();  // first: see pdl.cuh
     pdl_trigger();
     extern __shared__ int pair_smem[];
-    group_pairs_block(ids, stride, n_pairs, K, E, out, pair_smem);
+    group_pairs_block<true>(ids, stride, n_pairs, K, E, out, pair_smem);
 }
 
 }  // namespace

@@ -11,10 +11,12 @@ namespace {
 constexpr int k_group_threads = 256;
 
 // Counting sort of the pairs by expert in one block: counts by shared atomics,
-// offsets (and the tensor-core kernels' tiles) by a serial scan, then each
-// expert's thread lists its pairs in ascending pair order (deterministic).
+// offsets (and with kTiles the tensor-core kernels' tiles, which only chunks past
+// the small-batch size use) by a serial scan, then each expert's thread lists its
+// pairs in ascending pair order (deterministic).
 // smem: n_pairs + 2E ints. ids is not restricted: the fused kernel wrote it in
 // this launch (visible after its barrier), so its loads must not take the read-only path.
+template <bool kTiles>
 __device__ __forceinline__ void group_pairs_block(const int32_t* ids, int64_t stride, int n_pairs, int K, int E,
                                                   const ExpertPairs& out, int* smem) {
     int* expert_of = smem;             // [n_pairs]
@@ -33,14 +35,16 @@ __device__ __forceinline__ void group_pairs_block(const int32_t* ids, int64_t st
             out.counts[e] = count[e];
             running += count[e];
             if (count[e] > 0) out.active[n_active++] = e;
-            for (int m0 = 0; m0 < count[e]; m0 += int(k_expert_tile_pairs)) {
-                out.tiles[2 * n_tiles] = e;
-                out.tiles[2 * n_tiles + 1] = m0;
-                ++n_tiles;
+            if constexpr (kTiles) {
+                for (int m0 = 0; m0 < count[e]; m0 += int(k_expert_tile_pairs)) {
+                    out.tiles[2 * n_tiles] = e;
+                    out.tiles[2 * n_tiles + 1] = m0;
+                    ++n_tiles;
+                }
             }
         }
         *out.n_active = n_active;
-        *out.n_tiles = n_tiles;
+        if constexpr (kTiles) *out.n_tiles = n_tiles;
     }
     __syncthreads();
     for (int e = threadIdx.x; e < E; e += blockDim.x) {

@@ -202,22 +202,29 @@ __global__ void __launch_bounds__(32 * k_route_warps)
     route_one(z, t, p, route_smem + int64_t(warp) * route_warp_floats(p), ids, weights, stride);
 }
 
-// Small batches (decode, verify): the routes of all n tokens by the warps of one
-// block, then the pairs grouped by the same block (launch_group_pairs' code), in
-// one launch instead of two.
+// The routes of tokens 0 .. n-1 of z [n, E] by the warps of one block of
+// k_group_threads, then their pairs grouped by the same block (launch_group_pairs'
+// code, without the tensor-core tiles: small batches take the fp32 expert kernel).
+// smem: every warp's routing scratch, then the grouping's (route_group_shared).
+__device__ void route_and_group(const float* z, int64_t n, const RouteParams& p, int32_t* ids, float* weights,
+                                int64_t stride, const ExpertPairs& pairs, float* smem) {
+    constexpr int n_warps = k_group_threads / 32;  // as route_group_shared sizes the scratch
+    const int warp = threadIdx.x >> 5;
+    float* mine = smem + int64_t(warp) * route_warp_floats(p);
+    for (int64_t t = warp; t < n; t += n_warps) route_one(z, t, p, mine, ids, weights, stride);
+    __syncthreads();  // the block's global writes of ids are visible to the block
+    group_pairs_block<false>(ids, stride, int(n * p.top_k), p.top_k, p.n_experts, pairs,
+                             reinterpret_cast<int*>(smem + int64_t(n_warps) * route_warp_floats(p)));
+}
+
+// Small batches (decode, verify): routing and grouping in one launch instead of two.
 __global__ void __launch_bounds__(k_group_threads)
     route_group_kernel(const float* __restrict__ z, int64_t n, RouteParams p, int32_t* ids,
                        float* __restrict__ weights, int64_t stride, ExpertPairs pairs) {
     pdl_wait();  // first: see pdl.cuh
     pdl_trigger();
     extern __shared__ float route_smem[];
-    constexpr int n_warps = k_group_threads / 32;  // as route_group_shared sizes the scratch
-    const int warp = threadIdx.x >> 5;
-    float* mine = route_smem + int64_t(warp) * route_warp_floats(p);
-    for (int64_t t = warp; t < n; t += n_warps) route_one(z, t, p, mine, ids, weights, stride);
-    __syncthreads();  // the block's global writes of ids are visible to the block
-    group_pairs_block(ids, stride, int(n * p.top_k), p.top_k, p.n_experts, pairs,
-                      reinterpret_cast<int*>(route_smem + int64_t(n_warps) * route_warp_floats(p)));
+    route_and_group(z, n, p, ids, weights, stride, pairs, route_smem);
 }
 
 // The router product with the routing and grouping of small batches: z = x W^T
@@ -268,12 +275,7 @@ __global__ void __launch_bounds__(k_group_threads)
     float* zs = route_smem;  // [n, E]: every block's rows, read from L2 (not this SM's L1)
     for (int64_t i = threadIdx.x; i < n * E; i += blockDim.x) zs[i] = __ldcg(z + i);
     __syncthreads();
-    float* scratch = zs + n * E;
-    float* mine = scratch + int64_t(warp) * route_warp_floats(p);
-    for (int64_t t = warp; t < n; t += n_warps) route_one(zs, t, p, mine, ids, weights, stride);
-    __syncthreads();  // the block's global writes of ids are visible to the block
-    group_pairs_block(ids, stride, int(n * p.top_k), p.top_k, E, pairs,
-                      reinterpret_cast<int*>(scratch + int64_t(n_warps) * route_warp_floats(p)));
+    route_and_group(zs, n, p, ids, weights, stride, pairs, zs + n * E);
 }
 
 template <DeviceDtype DT, bool kXVec>
