@@ -359,10 +359,10 @@ void compare_choices(Runner& r, const std::string& tag, Backend& b, const Model&
     const int64_t V = model.config().vocab_size, D = int64_t(steps.size()) - 1;
     ForwardOptions fo;
     fo.want_hidden = false;
-    fo.argmax_n_valid = V - 3;  // the fused greedy argmax of the step, checked below
     ForwardOutput o;
     b.clear();
-    b.forward(prompt.data(), int64_t(prompt.size()), 0, fo, o);
+    b.forward(prompt.data(), int64_t(prompt.size()), 0, fo, o);  // all rows: no fused argmax (at most 16)
+    fo.argmax_n_valid = V - 3;  // the fused greedy argmax of the step, checked below
     b.forward(steps.data(), D + 1, int64_t(prompt.size()), fo, o);  // rows 0 .. D stay on the device
     int64_t fused_differ = o.argmax.size() == size_t(D + 1) ? 0 : D + 1;
     for (int64_t i = 0; i <= D && fused_differ == 0; ++i) {

@@ -1,0 +1,248 @@
+// The CUDA emulator's device side, included first in every file of the CUDA
+// backend when it is built for the emulator (tests/cuda_emu/CMakeLists.txt):
+// the backend's own sources, compiled by the host compiler, run on the CPU.
+// Every block runs its threads as fibers on one host thread; __syncthreads,
+// __syncwarp and the warp shuffles are barriers between those fibers, so the
+// kernels' synchronisation is exercised, and a barrier that some threads never
+// reach, a shuffle naming an exited lane or a collective with mismatched masks
+// stops the program with a message naming the kernel. Blocks run one after
+// another. The runtime (cudart, cuBLAS, CUB's device sort) is in runtime.cpp.
+//
+// It is a test tool for machines without a GPU: it checks the kernels' logic
+// (indices, synchronisation, the host code around them) against the CPU
+// backend. It says nothing about speed, and nothing about what only hardware
+// shows (races between blocks, the memory model, tensor-core fragment layouts).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#define CETUS_CUDA_EMU 1
+// What `__CUDA_ARCH__` reads as in the rewritten kernel files (rewrite.pl).
+#define CETUS_EMU_ARCH 900
+
+namespace cuda_emu {
+
+struct Block {
+    uint3 idx{};
+    dim3 dim{};
+    dim3 grid{};
+    unsigned char* dynamic_smem = nullptr;
+};
+
+struct Thread {
+    uint3 idx{};
+    int linear = 0;
+};
+
+extern thread_local Block* g_block;
+extern thread_local Thread* g_thread;
+
+void sync_block();
+// One warp collective: every lane of mask deposits value; returns the value of
+// lane src_lane (computed by the caller from its own lane), or its own value
+// when src_lane < 0.
+uint64_t warp_collective(unsigned mask, uint64_t value, int src_lane, const char* what);
+[[noreturn]] void fail(const char* what);
+unsigned char* dynamic_smem();
+
+int lane();
+
+template <typename T>
+uint64_t to_bits(T v) {
+    static_assert(sizeof(T) <= 8, "shuffles move at most 8 bytes");
+    uint64_t b = 0;
+    std::memcpy(&b, &v, sizeof(T));
+    return b;
+}
+template <typename T>
+T from_bits(uint64_t b) {
+    T v;
+    std::memcpy(&v, &b, sizeof(T));
+    return v;
+}
+
+// The kernel launch: every block's threads run body() as fibers.
+void run_grid(dim3 grid, dim3 block, size_t smem, cudaStream_t s, std::function<void()> body, const char* name);
+void record_or_run(cudaStream_t s, std::function<void()> op);
+const char* kernel_name(const void* fn);
+void name_kernel(const void* fn, const char* name);
+bool launch_allowed(const void* fn, size_t smem, const char* name);
+
+// The kernel, its name recorded for messages (the first name given wins).
+template <typename K>
+K named(K kernel, const char* name) {
+    name_kernel(reinterpret_cast<const void*>(kernel), name);
+    return kernel;
+}
+
+struct Launch {
+    dim3 grid, block;
+    size_t smem = 0;
+    cudaStream_t stream = nullptr;
+    Launch(dim3 g, dim3 b, size_t sm = 0, cudaStream_t s = nullptr) : grid(g), block(b), smem(sm), stream(s) {}
+
+    template <typename... Params, typename... Args>
+    void run(void (*kernel)(Params...), Args&&... args) const {
+        // Converted to the parameters' types now, as a launch copies its arguments.
+        std::tuple<std::decay_t<Params>...> params(std::forward<Args>(args)...);
+        const dim3 g = grid, b = block;
+        const size_t sm = smem;
+        const cudaStream_t st = stream;
+        const char* name = kernel_name(reinterpret_cast<const void*>(kernel));
+        if (!launch_allowed(reinterpret_cast<const void*>(kernel), sm, name)) return;
+        record_or_run(st, [=] {
+            run_grid(g, b, sm, st, [kernel, &params] { std::apply(kernel, params); }, name);
+        });
+    }
+};
+
+}  // namespace cuda_emu
+
+#undef __shared__
+#define __shared__ static thread_local
+#undef __launch_bounds__
+#define __launch_bounds__(...)
+
+// The built-in variables: the running fiber's, set by the scheduler before it
+// switches to a fiber (variables, not macros: cudaLaunchConfig_t has a gridDim).
+extern thread_local uint3 threadIdx;
+extern thread_local uint3 blockIdx;
+extern thread_local dim3 blockDim;
+extern thread_local dim3 gridDim;
+
+inline void __syncthreads() { ::cuda_emu::sync_block(); }
+inline void __syncwarp(unsigned mask = 0xffffffffu) { ::cuda_emu::warp_collective(mask, 0, -1, "__syncwarp"); }
+// Blocks run one after another on one host thread: every write is visible.
+inline void __threadfence() {}
+inline void __threadfence_block() {}
+[[noreturn]] inline void __trap() { ::cuda_emu::fail("__trap()"); }
+
+template <typename T>
+T __shfl_sync(unsigned mask, T v, int src, int width = 32) {
+    const int lane = ::cuda_emu::lane(), base = lane & ~(width - 1);
+    return ::cuda_emu::from_bits<T>(
+        ::cuda_emu::warp_collective(mask, ::cuda_emu::to_bits(v), base + (src & (width - 1)), "__shfl_sync"));
+}
+template <typename T>
+T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
+    const int lane = ::cuda_emu::lane(), base = lane & ~(width - 1), src = lane ^ lane_mask;
+    return ::cuda_emu::from_bits<T>(::cuda_emu::warp_collective(mask, ::cuda_emu::to_bits(v),
+                                                                src >= base + width ? lane : src, "__shfl_xor_sync"));
+}
+template <typename T>
+T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+    const int lane = ::cuda_emu::lane(), base = lane & ~(width - 1), src = lane + int(delta);
+    return ::cuda_emu::from_bits<T>(::cuda_emu::warp_collective(mask, ::cuda_emu::to_bits(v),
+                                                                src >= base + width ? lane : src, "__shfl_down_sync"));
+}
+template <typename T>
+T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+    const int lane = ::cuda_emu::lane(), base = lane & ~(width - 1), src = lane - int(delta);
+    return ::cuda_emu::from_bits<T>(
+        ::cuda_emu::warp_collective(mask, ::cuda_emu::to_bits(v), src < base ? lane : src, "__shfl_up_sync"));
+}
+
+// Atomics: blocks and fibers share one host thread, so plain read-modify-writes.
+template <typename T>
+T atomicAdd(T* p, T v) {
+    const T old = *p;
+    *p = old + v;
+    return old;
+}
+template <typename T>
+T atomicExch(T* p, T v) {
+    const T old = *p;
+    *p = v;
+    return old;
+}
+template <typename T>
+T atomicMax(T* p, T v) {
+    const T old = *p;
+    *p = std::max(old, v);
+    return old;
+}
+template <typename T>
+T atomicMin(T* p, T v) {
+    const T old = *p;
+    *p = std::min(old, v);
+    return old;
+}
+template <typename T>
+T atomicCAS(T* p, T compare, T v) {
+    const T old = *p;
+    if (old == compare) *p = v;
+    return old;
+}
+
+// Cache-hinted loads are plain loads.
+template <typename T>
+T __ldg(const T* p) {
+    return *p;
+}
+template <typename T>
+T __ldcg(const T* p) {
+    return *p;
+}
+template <typename T>
+T __ldcs(const T* p) {
+    return *p;
+}
+template <typename T>
+void __stcg(T* p, T v) {
+    *p = v;
+}
+
+// Fast-math intrinsics: the accurate functions (the GPU's are within a few ulp).
+inline float __expf(float x) { return std::exp(x); }
+inline float __logf(float x) { return std::log(x); }
+inline float __fdividef(float a, float b) { return a / b; }
+inline float __frcp_rn(float x) { return 1.0f / x; }
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+inline float __saturatef(float x) { return std::clamp(x, 0.0f, 1.0f); }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
+inline double __dmul_rn(double a, double b) { return a * b; }
+inline double __dadd_rn(double a, double b) { return a + b; }
+inline int __float2int_rn(float x) { return int(std::nearbyint(x)); }
+inline int __float_as_int(float x) { return ::cuda_emu::from_bits<int>(::cuda_emu::to_bits(x)); }
+inline unsigned __float_as_uint(float x) { return ::cuda_emu::from_bits<unsigned>(::cuda_emu::to_bits(x)); }
+inline float __int_as_float(int x) { return ::cuda_emu::from_bits<float>(::cuda_emu::to_bits(x)); }
+inline float __uint_as_float(unsigned x) { return ::cuda_emu::from_bits<float>(::cuda_emu::to_bits(x)); }
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
+inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
+inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz(unsigned(x)); }
+inline int __ffs(int x) { return __builtin_ffs(x); }
+
+// CUDA's integer min/max overloads next to the float ones of <cmath>.
+using std::max;
+using std::min;
+inline int64_t min(int64_t a, int b) { return std::min<int64_t>(a, b); }
+inline int64_t min(int a, int64_t b) { return std::min<int64_t>(a, b); }
+inline int64_t max(int64_t a, int b) { return std::max<int64_t>(a, b); }
+inline int64_t max(int a, int64_t b) { return std::max<int64_t>(a, b); }
+inline unsigned min(unsigned a, int b) { return std::min<unsigned>(a, unsigned(b)); }
+inline unsigned max(unsigned a, int b) { return std::max<unsigned>(a, unsigned(b)); }
+
+// The runtime's kernel-pointer overloads (cuda_runtime.h has them for nvcc only).
+template <typename... P>
+cudaError_t cudaFuncSetAttribute(void (*fn)(P...), cudaFuncAttribute attr, int value) {
+    return cudaFuncSetAttribute(reinterpret_cast<const void*>(fn), attr, value);
+}
+template <typename... P>
+cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* a, void (*fn)(P...)) {
+    return cudaFuncGetAttributes(a, reinterpret_cast<const void*>(fn));
+}

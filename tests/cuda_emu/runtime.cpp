@@ -1,0 +1,805 @@
+// The CUDA emulator's host side: the fibers that run a block's threads, the
+// CUDA runtime calls the backend makes (device memory is host memory, every
+// stream runs in order at once, a captured graph is the list of its
+// operations), cuBLAS's products (fp32 sums over bf16/fp32 operands) and
+// CUB's segmented sort. See include/cuda_emu.h.
+#include "cuda_emu.h"
+
+#include <cub/device/device_segmented_radix_sort.cuh>
+#include <cublas_v2.h>
+
+#include <sys/mman.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <numeric>
+#include <string>
+#include <vector>
+
+// Context switch between fibers (x86-64 System V): saves the callee-saved
+// registers on the current stack, stores its pointer in *from and continues on
+// the stack `to`.
+extern "C" void cuda_emu_switch(void** from, void* to);
+extern "C" void cuda_emu_fiber_start();
+asm(R"(
+.text
+.globl cuda_emu_switch
+.type cuda_emu_switch,@function
+cuda_emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+.size cuda_emu_switch,.-cuda_emu_switch
+.globl cuda_emu_fiber_start
+.type cuda_emu_fiber_start,@function
+cuda_emu_fiber_start:
+    movq %r12, %rdi
+    call cuda_emu_fiber_main@PLT
+    ud2
+.size cuda_emu_fiber_start,.-cuda_emu_fiber_start
+)");
+
+thread_local uint3 threadIdx;
+thread_local uint3 blockIdx;
+thread_local dim3 blockDim;
+thread_local dim3 gridDim;
+
+namespace cuda_emu {
+
+thread_local Block* g_block = nullptr;
+thread_local Thread* g_thread = nullptr;
+
+namespace {
+
+constexpr size_t k_stack_bytes = 256 * 1024;
+constexpr size_t k_guard_bytes = 4096;
+constexpr int k_max_threads = 1024;
+
+enum class FiberState { Ready, Waiting, Done };
+
+struct Fiber {
+    void* sp = nullptr;
+    FiberState state = FiberState::Ready;
+    const uint64_t* wait_gen = nullptr;
+    uint64_t wait_value = 0;
+    Thread thread;
+};
+
+struct WarpState {
+    uint64_t gen = 0;
+    int arrived = 0;
+    unsigned mask = 0;
+    uint64_t slots[2][32]{};
+};
+
+struct BlockRun {
+    Block block;
+    int n = 0;
+    std::vector<Fiber> fibers;
+    std::vector<char> exited;
+    uint64_t gen = 0;
+    int arrived = 0;
+    int live = 0;
+    WarpState warps[k_max_threads / 32];
+    const std::function<void()>* body = nullptr;
+    const char* name = "";
+    void* scheduler_sp = nullptr;
+    int current = -1;
+};
+
+thread_local BlockRun* t_run = nullptr;
+
+// One stack per thread of a block, reused by every block; a guard page below each.
+unsigned char* stacks() {
+    static unsigned char* base = [] {
+        const size_t each = k_stack_bytes + k_guard_bytes;
+        void* p = mmap(nullptr, each * k_max_threads, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                       -1, 0);
+        if (p == MAP_FAILED) {
+            std::fprintf(stderr, "cuda emulator: cannot map the fiber stacks\n");
+            std::abort();
+        }
+        for (int i = 0; i < k_max_threads; ++i) mprotect(static_cast<unsigned char*>(p) + each * i, k_guard_bytes, PROT_NONE);
+        return static_cast<unsigned char*>(p);
+    }();
+    return base;
+}
+
+void yield_to_scheduler() {
+    BlockRun& r = *t_run;
+    cuda_emu_switch(&r.fibers[r.current].sp, r.scheduler_sp);
+}
+
+void wait_on(const uint64_t* gen) {
+    BlockRun& r = *t_run;
+    Fiber& f = r.fibers[r.current];
+    f.state = FiberState::Waiting;
+    f.wait_gen = gen;
+    f.wait_value = *gen;
+    yield_to_scheduler();
+}
+
+std::string where() {
+    const BlockRun& r = *t_run;
+    char buf[256];
+    std::snprintf(buf, sizeof buf, "kernel %s, block (%u,%u,%u), thread %d", r.name, r.block.idx.x, r.block.idx.y,
+                  r.block.idx.z, r.current);
+    return buf;
+}
+
+bool reverse_order() {
+    static const bool reverse = [] {
+        const char* e = std::getenv("CETUS_EMU_ORDER");
+        return e && std::string(e) == "reverse";
+    }();
+    return reverse;
+}
+
+}  // namespace
+
+[[noreturn]] void fail(const char* what) {
+    std::fprintf(stderr, "cuda emulator: %s (%s)\n", what, t_run ? where().c_str() : "host");
+    std::fflush(stderr);
+    std::abort();
+}
+
+void sync_block() {
+    BlockRun& r = *t_run;
+    if (++r.arrived == r.live) {
+        r.arrived = 0;
+        ++r.gen;
+        return;
+    }
+    wait_on(&r.gen);
+}
+
+uint64_t warp_collective(unsigned mask, uint64_t value, int src_lane, const char* what) {
+    BlockRun& r = *t_run;
+    const int me = r.current, lane = me & 31, first = me & ~31;
+    WarpState& w = r.warps[me >> 5];
+    std::string msg;
+    if (!(mask >> lane & 1u)) fail((std::string(what) + ": the calling lane is not in the mask").c_str());
+    for (int l = 0; l < 32; ++l) {
+        if (!(mask >> l & 1u)) continue;
+        if (first + l >= r.n) fail((std::string(what) + ": the mask names lane " + std::to_string(l) + ", which the block does not have").c_str());
+        if (r.exited[size_t(first + l)])
+            fail((std::string(what) + ": the mask names lane " + std::to_string(l) + ", which has exited").c_str());
+    }
+    if (w.arrived == 0) w.mask = mask;
+    else if (w.mask != mask) fail((std::string(what) + ": lanes of one warp meet with different masks").c_str());
+    const uint64_t g = w.gen;
+    w.slots[g & 1][lane] = value;
+    if (++w.arrived == __builtin_popcount(mask)) {
+        w.arrived = 0;
+        ++w.gen;
+    } else {
+        wait_on(&w.gen);
+    }
+    if (src_lane < 0 || src_lane == lane) return value;
+    if (src_lane > 31 || !(mask >> src_lane & 1u))
+        fail((std::string(what) + ": reads lane " + std::to_string(src_lane) + ", outside the mask").c_str());
+    return w.slots[g & 1][src_lane];
+}
+
+unsigned char* dynamic_smem() { return g_block->dynamic_smem; }
+
+namespace {
+
+void thread_exited() {
+    BlockRun& r = *t_run;
+    const int me = r.current;
+    r.exited[size_t(me)] = 1;
+    r.fibers[size_t(me)].state = FiberState::Done;
+    --r.live;
+    WarpState& w = r.warps[me >> 5];
+    if (w.arrived > 0 && (w.mask >> (me & 31) & 1u))
+        fail("a lane exited while its warp waits for it in a collective (__syncwarp or a shuffle)");
+    if (r.arrived > 0 && r.arrived == r.live) {
+        r.arrived = 0;
+        ++r.gen;
+    }
+}
+
+}  // namespace
+}  // namespace cuda_emu
+
+extern "C" void cuda_emu_fiber_main(void*) {
+    using namespace cuda_emu;
+    (*t_run->body)();
+    thread_exited();
+    yield_to_scheduler();
+    fail("a finished fiber was resumed");
+}
+
+namespace cuda_emu {
+namespace {
+
+cudaError_t g_last_error = cudaSuccess;
+cudaError_t g_sticky_error = cudaSuccess;
+
+void set_error(cudaError_t e) {
+    if (e != cudaSuccess && g_last_error == cudaSuccess) g_last_error = e;
+}
+
+std::map<const void*, std::string>& kernel_names() {
+    static std::map<const void*, std::string> m;
+    return m;
+}
+std::map<const void*, int>& max_dynamic_smem() {
+    static std::map<const void*, int> m;
+    return m;
+}
+
+void run_block(BlockRun& r) {
+    unsigned char* base = stacks();
+    const size_t each = k_stack_bytes + k_guard_bytes;
+    r.fibers.assign(size_t(r.n), Fiber{});
+    r.exited.assign(size_t(r.n), 0);
+    r.gen = 0;
+    r.arrived = 0;
+    r.live = r.n;
+    for (auto& w : r.warps) w = WarpState{};
+    for (int i = 0; i < r.n; ++i) {
+        Fiber& f = r.fibers[size_t(i)];
+        f.thread.linear = i;
+        f.thread.idx = make_uint3(unsigned(i) % r.block.dim.x, unsigned(i) / r.block.dim.x % r.block.dim.y,
+                                  unsigned(i) / (r.block.dim.x * r.block.dim.y));
+        // The first switch pops six registers (r12 = the fiber) and returns into cuda_emu_fiber_start
+        // with the stack 16-byte aligned.
+        auto* top = reinterpret_cast<uint64_t*>(base + each * size_t(i) + each);
+        uint64_t* sp = top - 9;
+        sp[0] = sp[1] = sp[2] = 0;                   // r15, r14, r13
+        sp[3] = reinterpret_cast<uint64_t>(&f);     // r12
+        sp[4] = sp[5] = 0;                           // rbx, rbp
+        sp[6] = reinterpret_cast<uint64_t>(&cuda_emu_fiber_start);
+        f.sp = sp;
+    }
+    const bool reverse = reverse_order();
+    for (;;) {
+        bool progress = false, all_done = true;
+        for (int k = 0; k < r.n; ++k) {
+            const int i = reverse ? r.n - 1 - k : k;
+            Fiber& f = r.fibers[size_t(i)];
+            if (f.state == FiberState::Done) continue;
+            all_done = false;
+            if (f.state == FiberState::Waiting) {
+                if (*f.wait_gen == f.wait_value) continue;
+                f.state = FiberState::Ready;
+            }
+            r.current = i;
+            g_thread = &f.thread;
+            threadIdx = f.thread.idx;
+            cuda_emu_switch(&r.scheduler_sp, f.sp);
+            progress = true;
+        }
+        if (all_done) break;
+        if (!progress) {
+            r.current = -1;
+            int at_block = 0, at_warp = 0;
+            for (const Fiber& f : r.fibers)
+                if (f.state == FiberState::Waiting) (f.wait_gen == &r.gen ? at_block : at_warp)++;
+            fail(("deadlock: " + std::to_string(at_block) + " threads wait at __syncthreads and " +
+                  std::to_string(at_warp) + " in warp collectives, never all met")
+                     .c_str());
+        }
+    }
+    r.current = -1;
+    g_thread = nullptr;
+}
+
+}  // namespace
+
+const char* kernel_name(const void* fn) {
+    auto it = kernel_names().find(fn);
+    return it == kernel_names().end() ? "(unnamed kernel)" : it->second.c_str();
+}
+
+void name_kernel(const void* fn, const char* name) { kernel_names().emplace(fn, name); }
+
+void run_grid(dim3 grid, dim3 block, size_t smem, cudaStream_t, std::function<void()> body, const char* name) {
+    const uint64_t threads = uint64_t(block.x) * block.y * block.z;
+    if (threads == 0 || threads > k_max_threads || grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 ||
+        grid.z > 65535) {
+        std::fprintf(stderr, "cuda emulator: invalid launch of %s: grid (%u,%u,%u), block (%u,%u,%u)\n", name, grid.x,
+                     grid.y, grid.z, block.x, block.y, block.z);
+        set_error(cudaErrorInvalidConfiguration);
+        return;
+    }
+    std::vector<unsigned char> dyn(smem + 16);
+    std::memset(dyn.data(), 0xA5, dyn.size());  // not zero: reads before writes show
+    auto* aligned = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(dyn.data()) + 15) & ~uintptr_t(15));
+    auto run = std::make_unique<BlockRun>();
+    run->n = int(threads);
+    run->body = &body;
+    run->name = name;
+    run->block.dim = block;
+    run->block.grid = grid;
+    run->block.dynamic_smem = aligned;
+    BlockRun* saved_run = t_run;
+    Block* saved_block = g_block;
+    t_run = run.get();
+    g_block = &run->block;
+    for (unsigned z = 0; z < grid.z; ++z)
+        for (unsigned y = 0; y < grid.y; ++y)
+            for (unsigned x = 0; x < grid.x; ++x) {
+                run->block.idx = make_uint3(x, y, z);
+                blockIdx = run->block.idx;
+                blockDim = block;
+                gridDim = grid;
+                run_block(*run);
+            }
+    t_run = saved_run;
+    g_block = saved_block;
+}
+
+int lane() { return t_run->current & 31; }
+
+bool launch_allowed(const void* fn, size_t smem, const char* name) {
+    const auto it = max_dynamic_smem().find(fn);
+    const size_t limit = it == max_dynamic_smem().end() ? 48 * 1024 : size_t(it->second);
+    if (smem > limit) {
+        std::fprintf(stderr, "cuda emulator: %s asks %zu bytes of dynamic shared memory, %zu allowed\n", name, smem,
+                     limit);
+        set_error(cudaErrorInvalidValue);
+        return false;
+    }
+    return true;
+}
+
+// ---- streams, graphs and events --------------------------------------------------------------
+
+struct Graph {
+    std::vector<std::function<void()>> ops;
+};
+
+namespace {
+struct StreamState {
+    bool capturing = false;
+    std::unique_ptr<Graph> graph;
+};
+std::map<cudaStream_t, StreamState>& streams() {
+    static std::map<cudaStream_t, StreamState> m;
+    return m;
+}
+bool any_capture() {
+    for (auto& [s, st] : streams())
+        if (st.capturing) return true;
+    return false;
+}
+}  // namespace
+
+void record_or_run(cudaStream_t s, std::function<void()> op) {
+    auto it = streams().find(s);
+    if (it != streams().end() && it->second.capturing) {
+        it->second.graph->ops.push_back(std::move(op));
+        return;
+    }
+    op();
+}
+
+cudaError_t segmented_sort_pairs_descending(void* temp, size_t& temp_bytes, const float* keys_in, float* keys_out,
+                                            const int32_t* values_in, int32_t* values_out, int num_items,
+                                            int num_segments, const int32_t* begin, const int32_t* end, int begin_bit,
+                                            int end_bit, cudaStream_t s) {
+    if (!temp) {
+        temp_bytes = 256;
+        return cudaSuccess;
+    }
+    if (begin_bit != 0 || end_bit != 32) return cudaErrorInvalidValue;
+    record_or_run(s, [=] {
+        // CUB's radix order of float keys: the bits flipped so that unsigned order is numeric order.
+        auto radix = [](float f) {
+            uint32_t b;
+            std::memcpy(&b, &f, 4);
+            return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+        };
+        std::vector<int> order;
+        for (int seg = 0; seg < num_segments; ++seg) {
+            const int b0 = begin[seg], b1 = end[seg];
+            if (b0 < 0 || b1 > num_items || b0 > b1) fail("segmented sort: a segment outside the items");
+            order.resize(size_t(b1 - b0));
+            std::iota(order.begin(), order.end(), b0);
+            std::stable_sort(order.begin(), order.end(),
+                             [&](int a, int b) { return radix(keys_in[a]) > radix(keys_in[b]); });
+            std::vector<float> k(order.size());
+            std::vector<int32_t> v(order.size());
+            for (size_t i = 0; i < order.size(); ++i) {
+                k[i] = keys_in[order[i]];
+                v[i] = values_in[order[i]];
+            }
+            std::copy(k.begin(), k.end(), keys_out + b0);
+            std::copy(v.begin(), v.end(), values_out + b0);
+        }
+    });
+    return cudaSuccess;
+}
+
+}  // namespace cuda_emu
+
+// ---- the CUDA runtime API ------------------------------------------------------------------------
+
+using cuda_emu::record_or_run;
+
+namespace {
+
+struct Allocation {
+    size_t bytes;
+};
+std::map<void*, Allocation>& allocations() {
+    static std::map<void*, Allocation> m;
+    return m;
+}
+size_t g_used = 0;
+
+size_t device_bytes() {
+    static const size_t total = [] {
+        const char* e = std::getenv("CETUS_EMU_MEMORY_MIB");
+        return size_t(e ? std::strtoull(e, nullptr, 10) : 8192) << 20;
+    }();
+    return total;
+}
+
+cudaError_t capture_forbids(const char* what) {
+    if (!cuda_emu::any_capture()) return cudaSuccess;
+    std::fprintf(stderr, "cuda emulator: %s while a stream is being captured\n", what);
+    return cudaErrorStreamCaptureUnsupported;
+}
+
+}  // namespace
+
+extern "C" {
+
+cudaError_t cudaGetDeviceCount(int* count) {
+    *count = 1;
+    return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int device) { return device == 0 ? cudaSuccess : cudaErrorInvalidDevice; }
+cudaError_t cudaGetDevice(int* device) {
+    *device = 0;
+    return cudaSuccess;
+}
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int device) {
+    if (device != 0) return cudaErrorInvalidDevice;
+    *p = cudaDeviceProp{};
+    std::snprintf(p->name, sizeof p->name, "CUDA emulator (CPU)");
+    p->major = 9;
+    p->minor = 0;
+    p->multiProcessorCount = 132;
+    p->totalGlobalMem = device_bytes();
+    p->sharedMemPerBlock = 48 * 1024;
+    p->sharedMemPerBlockOptin = 227 * 1024;
+    p->sharedMemPerMultiprocessor = 228 * 1024;
+    p->maxThreadsPerBlock = 1024;
+    p->warpSize = 32;
+    p->maxGridSize[0] = 0x7fffffff;
+    p->maxGridSize[1] = p->maxGridSize[2] = 65535;
+    p->l2CacheSize = 50 * 1024 * 1024;
+    return cudaSuccess;
+}
+cudaError_t cudaDriverGetVersion(int* v) {
+    *v = CUDART_VERSION;
+    return cudaSuccess;
+}
+cudaError_t cudaRuntimeGetVersion(int* v) {
+    *v = CUDART_VERSION;
+    return cudaSuccess;
+}
+cudaError_t cudaGetLastError() {
+    const cudaError_t e = cuda_emu::g_last_error;
+    cuda_emu::g_last_error = cudaSuccess;
+    return e;
+}
+cudaError_t cudaPeekAtLastError() { return cuda_emu::g_last_error; }
+const char* cudaGetErrorString(cudaError_t e) {
+    switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorNotSupported: return "operation not supported";
+    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+    default: return "emulated CUDA error";
+    }
+}
+const char* cudaGetErrorName(cudaError_t e) { return cudaGetErrorString(e); }
+
+cudaError_t cudaMalloc(void** p, size_t bytes) {
+    if (cudaError_t e = capture_forbids("cudaMalloc"); e != cudaSuccess) return e;
+    *p = nullptr;
+    if (bytes > device_bytes() - g_used) return cudaErrorMemoryAllocation;
+    void* q = std::aligned_alloc(256, (std::max<size_t>(bytes, 1) + 255) / 256 * 256);
+    if (!q) return cudaErrorMemoryAllocation;
+    std::memset(q, 0xA5, bytes);  // not zero: reads of unwritten memory show
+    allocations()[q] = {bytes};
+    g_used += bytes;
+    *p = q;
+    return cudaSuccess;
+}
+cudaError_t cudaFree(void* p) {
+    if (!p) return cudaSuccess;
+    auto it = allocations().find(p);
+    if (it == allocations().end()) return cudaErrorInvalidValue;
+    g_used -= it->second.bytes;
+    allocations().erase(it);
+    std::free(p);
+    return cudaSuccess;
+}
+cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total) {
+    *total = device_bytes();
+    *free_bytes = device_bytes() - g_used;
+    return cudaSuccess;
+}
+cudaError_t cudaHostAlloc(void** p, size_t bytes, unsigned int) {
+    *p = std::aligned_alloc(256, (std::max<size_t>(bytes, 1) + 255) / 256 * 256);
+    return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+cudaError_t cudaMallocHost(void** p, size_t bytes) { return cudaHostAlloc(p, bytes, 0); }
+cudaError_t cudaFreeHost(void* p) {
+    std::free(p);
+    return cudaSuccess;
+}
+
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind) {
+    if (cudaError_t e = capture_forbids("cudaMemcpy"); e != cudaSuccess) return e;
+    if (bytes) std::memmove(dst, src, bytes);
+    return cudaSuccess;
+}
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind, cudaStream_t s) {
+    record_or_run(s, [=] {
+        if (bytes) std::memmove(dst, src, bytes);
+    });
+    return cudaSuccess;
+}
+cudaError_t cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height,
+                              cudaMemcpyKind, cudaStream_t s) {
+    if (width > dpitch || width > spitch) return cudaErrorInvalidPitchValue;
+    record_or_run(s, [=] {
+        for (size_t r = 0; r < height; ++r)
+            std::memmove(static_cast<char*>(dst) + r * dpitch, static_cast<const char*>(src) + r * spitch, width);
+    });
+    return cudaSuccess;
+}
+cudaError_t cudaMemset(void* dst, int value, size_t bytes) {
+    if (cudaError_t e = capture_forbids("cudaMemset"); e != cudaSuccess) return e;
+    std::memset(dst, value, bytes);
+    return cudaSuccess;
+}
+cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t s) {
+    record_or_run(s, [=] { std::memset(dst, value, bytes); });
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int) {
+    static uintptr_t next = 0x1000;
+    *s = reinterpret_cast<cudaStream_t>(next += 0x10);
+    cuda_emu::streams()[*s];
+    return cudaSuccess;
+}
+cudaError_t cudaStreamCreate(cudaStream_t* s) { return cudaStreamCreateWithFlags(s, 0); }
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+    cuda_emu::streams().erase(s);
+    return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+    auto it = cuda_emu::streams().find(s);
+    if (it != cuda_emu::streams().end() && it->second.capturing) {
+        std::fprintf(stderr, "cuda emulator: cudaStreamSynchronize on a capturing stream\n");
+        return cudaErrorStreamCaptureUnsupported;
+    }
+    return cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize() { return capture_forbids("cudaDeviceSynchronize"); }
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode) {
+    auto& st = cuda_emu::streams()[s];
+    if (st.capturing) return cudaErrorIllegalState;
+    st.capturing = true;
+    st.graph = std::make_unique<cuda_emu::Graph>();
+    return cudaSuccess;
+}
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* graph) {
+    auto& st = cuda_emu::streams()[s];
+    if (!st.capturing) return cudaErrorIllegalState;
+    st.capturing = false;
+    *graph = reinterpret_cast<cudaGraph_t>(st.graph.release());
+    return cudaSuccess;
+}
+cudaError_t cudaStreamIsCapturing(cudaStream_t s, cudaStreamCaptureStatus* status) {
+    auto it = cuda_emu::streams().find(s);
+    *status = it != cuda_emu::streams().end() && it->second.capturing ? cudaStreamCaptureStatusActive
+                                                                       : cudaStreamCaptureStatusNone;
+    return cudaSuccess;
+}
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
+    *exec = reinterpret_cast<cudaGraphExec_t>(new cuda_emu::Graph(*reinterpret_cast<cuda_emu::Graph*>(graph)));
+    return cudaSuccess;
+}
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
+    if (capture_forbids("cudaGraphLaunch") != cudaSuccess) return cudaErrorStreamCaptureUnsupported;
+    (void)s;
+    for (auto& op : reinterpret_cast<cuda_emu::Graph*>(exec)->ops) op();
+    return cudaSuccess;
+}
+cudaError_t cudaGraphDestroy(cudaGraph_t g) {
+    delete reinterpret_cast<cuda_emu::Graph*>(g);
+    return cudaSuccess;
+}
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t g) {
+    delete reinterpret_cast<cuda_emu::Graph*>(g);
+    return cudaSuccess;
+}
+
+namespace {
+struct Event {
+    std::chrono::steady_clock::time_point at;
+};
+}  // namespace
+cudaError_t cudaEventCreate(cudaEvent_t* e) {
+    *e = reinterpret_cast<cudaEvent_t>(new Event{});
+    return cudaSuccess;
+}
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned int) { return cudaEventCreate(e); }
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+    delete reinterpret_cast<Event*>(e);
+    return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
+    record_or_run(s, [e] { reinterpret_cast<Event*>(e)->at = std::chrono::steady_clock::now(); });
+    return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned int) { return cudaSuccess; }
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
+    *ms = std::chrono::duration<float, std::milli>(reinterpret_cast<Event*>(b)->at - reinterpret_cast<Event*>(a)->at)
+              .count();
+    return cudaSuccess;
+}
+
+cudaError_t cudaFuncSetAttribute(const void* fn, cudaFuncAttribute attr, int value) {
+    if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
+        if (value > 227 * 1024) return cudaErrorInvalidValue;
+        cuda_emu::max_dynamic_smem()[fn] = value;
+    }
+    return cudaSuccess;
+}
+cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* a, const void*) {
+    *a = cudaFuncAttributes{};
+    a->maxThreadsPerBlock = 1024;
+    a->numRegs = 64;
+    a->maxDynamicSharedSizeBytes = 48 * 1024;
+    return cudaSuccess;
+}
+// Programmatic dependent launch: refused, so the backend takes its plain launches.
+cudaError_t cudaLaunchKernelExC(const cudaLaunchConfig_t*, const void*, void**) {
+    cuda_emu::set_error(cudaErrorNotSupported);
+    return cudaErrorNotSupported;
+}
+
+}  // extern "C"
+
+// ---- cuBLAS: column-major products with fp32 sums ----------------------------------------------
+
+struct cublasContext {
+    cudaStream_t stream = nullptr;
+};
+
+namespace {
+
+float load(const void* p, cudaDataType t, size_t i) {
+    switch (t) {
+    case CUDA_R_32F: return static_cast<const float*>(p)[i];
+    case CUDA_R_16BF: return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
+    case CUDA_R_16F: return __half2float(static_cast<const __half*>(p)[i]);
+    default: cuda_emu::fail("cuBLAS: an operand type the emulator lacks");
+    }
+}
+void store(void* p, cudaDataType t, size_t i, float v) {
+    switch (t) {
+    case CUDA_R_32F: static_cast<float*>(p)[i] = v; break;
+    case CUDA_R_16BF: static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16(v); break;
+    case CUDA_R_16F: static_cast<__half*>(p)[i] = __float2half(v); break;
+    default: cuda_emu::fail("cuBLAS: a result type the emulator lacks");
+    }
+}
+
+cublasStatus_t gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                    const float* alpha, const void* A, cudaDataType at, int lda, long long sa, const void* B,
+                    cudaDataType bt, int ldb, long long sb, const float* beta, void* C, cudaDataType ct, int ldc,
+                    long long sc, int batch) {
+    if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
+    if (m < 0 || n < 0 || k < 0 || batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
+    if (ldc < std::max(1, m) || lda < std::max(1, ta == CUBLAS_OP_N ? m : k) ||
+        ldb < std::max(1, tb == CUBLAS_OP_N ? k : n))
+        return CUBLAS_STATUS_INVALID_VALUE;
+    if ((ta != CUBLAS_OP_N && ta != CUBLAS_OP_T) || (tb != CUBLAS_OP_N && tb != CUBLAS_OP_T))
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+    const float al = *alpha, be = *beta;
+    record_or_run(h->stream, [=] {
+        for (int b = 0; b < batch; ++b) {
+            const size_t oa = size_t(sa) * b, ob = size_t(sb) * b, oc = size_t(sc) * b;
+            for (int j = 0; j < n; ++j)
+                for (int i = 0; i < m; ++i) {
+                    float s = 0.0f;
+                    for (int l = 0; l < k; ++l) {
+                        const size_t ia = ta == CUBLAS_OP_N ? size_t(l) * lda + i : size_t(i) * lda + l;
+                        const size_t ib = tb == CUBLAS_OP_N ? size_t(j) * ldb + l : size_t(l) * ldb + j;
+                        s += load(A, at, oa + ia) * load(B, bt, ob + ib);
+                    }
+                    const size_t ic = oc + size_t(j) * ldc + i;
+                    // beta == 0: C is not read (it may hold NaNs), as cuBLAS promises.
+                    store(C, ct, ic, al * s + (be == 0.0f ? 0.0f : be * load(C, ct, ic)));
+                }
+        }
+    });
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+}  // namespace
+
+extern "C" {
+
+cublasStatus_t cublasCreate_v2(cublasHandle_t* h) {
+    *h = new cublasContext{};
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasDestroy_v2(cublasHandle_t h) {
+    delete h;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasSetStream_v2(cublasHandle_t h, cudaStream_t s) {
+    h->stream = s;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasSetWorkspace_v2(cublasHandle_t, void*, size_t) { return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasSetMathMode(cublasHandle_t, cublasMath_t) { return CUBLAS_STATUS_SUCCESS; }
+const char* cublasGetStatusString(cublasStatus_t s) {
+    return s == CUBLAS_STATUS_SUCCESS ? "CUBLAS_STATUS_SUCCESS" : "emulated cuBLAS error";
+}
+
+cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                            const void* alpha, const void* A, cudaDataType at, int lda, const void* B, cudaDataType bt,
+                            int ldb, const void* beta, void* C, cudaDataType ct, int ldc, cublasComputeType_t,
+                            cublasGemmAlgo_t) {
+    return gemm(h, ta, tb, m, n, k, static_cast<const float*>(alpha), A, at, lda, 0, B, bt, ldb, 0,
+                static_cast<const float*>(beta), C, ct, ldc, 0, 1);
+}
+cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                                          int k, const void* alpha, const void* A, cudaDataType at, int lda,
+                                          long long sa, const void* B, cudaDataType bt, int ldb, long long sb,
+                                          const void* beta, void* C, cudaDataType ct, int ldc, long long sc,
+                                          int batch, cublasComputeType_t, cublasGemmAlgo_t) {
+    return gemm(h, ta, tb, m, n, k, static_cast<const float*>(alpha), A, at, lda, sa, B, bt, ldb, sb,
+                static_cast<const float*>(beta), C, ct, ldc, sc, batch);
+}
+cublasStatus_t cublasSgemm_v2(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                              const float* alpha, const float* A, int lda, const float* B, int ldb, const float* beta,
+                              float* C, int ldc) {
+    return gemm(h, ta, tb, m, n, k, alpha, A, CUDA_R_32F, lda, 0, B, CUDA_R_32F, ldb, 0, beta, C, CUDA_R_32F, ldc, 0,
+                1);
+}
+cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                                         int k, const float* alpha, const float* A, int lda, long long sa,
+                                         const float* B, int ldb, long long sb, const float* beta, float* C, int ldc,
+                                         long long sc, int batch) {
+    return gemm(h, ta, tb, m, n, k, alpha, A, CUDA_R_32F, lda, sa, B, CUDA_R_32F, ldb, sb, beta, C, CUDA_R_32F, ldc,
+                sc, batch);
+}
+
+}  // extern "C"
