@@ -46,8 +46,17 @@ double CpuBackend::copy_bandwidth_gbs() {
     return m_copy_gbs;
 }
 
+// The fused argmax takes at most k_max_choice_rows rows on every backend (the
+// CUDA backend's limit), so a caller that asks for more fails here as on the GPU.
+void CpuBackend::check_argmax_rows(int64_t argmax_n_valid, int64_t rows) {
+    if (argmax_n_valid > 0 && rows > k_max_choice_rows)
+        throw Error(ErrorCode::BadRequest, "cpu backend: a fused argmax over " + std::to_string(rows) +
+                                               " rows (at most " + std::to_string(k_max_choice_rows) + ")");
+}
+
 void CpuBackend::forward(const int32_t* ids, int64_t T, int64_t start_pos, const ForwardOptions& opt,
                          ForwardOutput& out) {
+    check_argmax_rows(opt.argmax_n_valid, opt.all_logits ? T : 1);
     m_model.forward(ids, T, start_pos, m_cache, opt, out);
     out.argmax.clear();
     append_argmax(out.logits, m_model.config().vocab_size, opt.argmax_n_valid, out.argmax);
@@ -64,6 +73,7 @@ void CpuBackend::forward(const int32_t* ids, int64_t T, int64_t start_pos, const
 
 void CpuBackend::mtp_forward(int64_t k, const float* hidden, const int32_t* next_ids, int64_t T,
                              int64_t start_pos, const MtpOptions& opt, MtpOutput& out) {
+    if (opt.logits != MtpLogits::None) check_argmax_rows(opt.argmax_n_valid, T);
     m_kept.clear();
     out.argmax.clear();
     std::vector<float>* out_hidden = opt.want_hidden ? &out.hidden : nullptr;

@@ -115,6 +115,7 @@ public:
     VerifyResult verify(const ChoiceSpec& spec, const int32_t* drafts, int64_t D, const double* u) override;
 
 private:
+    static void check_argmax_rows(int64_t argmax_n_valid, int64_t rows);
     const float* kept_rows(int64_t row0, int64_t n) const;
 
     const Model& m_model;
