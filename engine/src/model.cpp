@@ -169,7 +169,7 @@ KvCache Model::make_cache(int64_t capacity) const {
 
 void Model::block_forward(const LayerWeights& lw, int64_t cache_layer, float* x, int64_t T, int64_t start_pos,
                           KvCache& cache, int32_t* route_ids, float* route_w, int64_t route_stride,
-                          bool absorbed) const {
+                          bool absorbed, const int32_t* follow) const {
     const ModelConfig& c = m_config;
     const int64_t H = c.hidden_size;
     const float eps = float(c.rms_norm_eps);
@@ -179,7 +179,7 @@ void Model::block_forward(const LayerWeights& lw, int64_t cache_layer, float* x,
                 absorbed);
     for (int64_t i = 0; i < T * H; ++i) x[i] += r[size_t(i)];
     cpu::rmsnorm_rows(x, lw.post_attention_layernorm.data(), eps, T, H, a.data());
-    if (lw.is_moe) moe_forward(c, lw.moe, a.data(), T, r.data(), route_ids, route_w, route_stride);
+    if (lw.is_moe) moe_forward(c, lw.moe, a.data(), T, r.data(), route_ids, route_w, route_stride, follow);
     else mlp_forward(lw.mlp, a.data(), T, r.data());
     for (int64_t i = 0; i < T * H; ++i) x[i] += r[size_t(i)];
 }
@@ -225,7 +225,8 @@ void Model::forward(const int32_t* ids, int64_t T, int64_t start_pos, KvCache& c
             ri = rr.ids.data() + moe_index * K;
             rw = rr.weights.data() + moe_index * K;
         }
-        block_forward(lw, l, x.data(), T, start_pos, cache, ri, rw, n_moe * K, absorbed);
+        const int32_t* follow = opt.follow_routing && lw.is_moe ? opt.follow_routing + moe_index * K : nullptr;
+        block_forward(lw, l, x.data(), T, start_pos, cache, ri, rw, n_moe * K, absorbed, follow);
         moe_index += lw.is_moe ? 1 : 0;
     }
     cache.n_tokens = start_pos + T;

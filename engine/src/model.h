@@ -65,6 +65,10 @@ struct ForwardOptions {
     bool want_hidden = false;     // post-norm hidden states (MTP input)
     bool want_routing = false;
     int64_t absorb_max_tokens = 16;  // chunks up to this use the absorbed form
+    // CPU backend only, for tests: [T, n_moe_layers, top_k] expert ids (RoutingRecord's
+    // layout) that every MoE layer follows instead of its own choices (which
+    // out.routing still reports); see moe_forward.
+    const int32_t* follow_routing = nullptr;
 };
 
 // Where the MTP module's logits go: nowhere (not computed), kept by the backend
@@ -137,7 +141,7 @@ public:
     // Exposed for tests: one decoder block, in place on x [T, H].
     void block_forward(const LayerWeights& lw, int64_t cache_layer, float* x, int64_t n_tokens,
                        int64_t start_pos, KvCache& cache, int32_t* route_ids, float* route_w,
-                       int64_t route_stride, bool absorbed) const;
+                       int64_t route_stride, bool absorbed, const int32_t* follow = nullptr) const;
 
 private:
     LayerWeights load_layer(int64_t l);

@@ -3,25 +3,55 @@
 // result does not depend on which other tokens shared the batch.
 #include "moe.h"
 
+#include "cetus/error.h"
 #include "cpu/ops.h"
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <string>
 #include <vector>
 
 namespace cetus {
 
-void route_token(const ModelConfig& c, const float* z, const float* bias, int32_t* ids, float* weights) {
-    const int64_t E = c.n_routed_experts, K = c.num_experts_per_tok;
-    std::vector<float> s(static_cast<size_t>(E)), choice(static_cast<size_t>(E));
+namespace {
+
+// The experts' scores: sigmoid or softmax of the router logits z[E].
+std::vector<float> scores(const ModelConfig& c, const float* z) {
+    const int64_t E = c.n_routed_experts;
+    std::vector<float> s(static_cast<size_t>(E));
     if (c.scoring_func == ScoringFunc::Sigmoid) {
         for (int64_t e = 0; e < E; ++e) s[size_t(e)] = 1.0f / (1.0f + std::exp(-z[e]));
     } else {
         std::copy(z, z + E, s.begin());
         cpu::softmax(s.data(), E);
     }
+    return s;
+}
+
+// Gate weights of the chosen ids[K]: their unbiased scores, normalised iff
+// norm_topk_prob && K > 1, times routed_scaling_factor.
+void weigh_scores(const ModelConfig& c, const float* s, const int32_t* ids, float* weights) {
+    const int64_t K = c.num_experts_per_tok;
+    float sum = 0.0f;
+    for (int64_t k = 0; k < K; ++k) {
+        weights[k] = s[ids[k]];
+        sum += weights[k];
+    }
+    const bool normalise = c.norm_topk_prob && K > 1;
+    for (int64_t k = 0; k < K; ++k) {
+        if (normalise) weights[k] /= (sum + 1e-20f);
+        weights[k] *= float(c.routed_scaling_factor);
+    }
+}
+
+}  // namespace
+
+void route_token(const ModelConfig& c, const float* z, const float* bias, int32_t* ids, float* weights) {
+    const int64_t E = c.n_routed_experts, K = c.num_experts_per_tok;
+    const std::vector<float> s = scores(c, z);
+    std::vector<float> choice(static_cast<size_t>(E));
     for (int64_t e = 0; e < E; ++e) choice[size_t(e)] = s[size_t(e)] + (bias ? bias[e] : 0.0f);
 
     const float neg_inf = -std::numeric_limits<float>::infinity();
@@ -56,17 +86,12 @@ void route_token(const ModelConfig& c, const float* z, const float* bias, int32_
         return choice[size_t(x)] > choice[size_t(y)] || (choice[size_t(x)] == choice[size_t(y)] && x < y);
     });
     std::sort(order.begin(), order.begin() + K);
-    float sum = 0.0f;
-    for (int64_t k = 0; k < K; ++k) {
-        ids[k] = order[size_t(k)];
-        weights[k] = s[size_t(order[size_t(k)])];  // unbiased score
-        sum += weights[k];
-    }
-    const bool normalise = c.norm_topk_prob && K > 1;
-    for (int64_t k = 0; k < K; ++k) {
-        if (normalise) weights[k] /= (sum + 1e-20f);
-        weights[k] *= float(c.routed_scaling_factor);
-    }
+    for (int64_t k = 0; k < K; ++k) ids[k] = order[size_t(k)];
+    weigh_scores(c, s.data(), ids, weights);
+}
+
+void weigh_experts(const ModelConfig& c, const float* z, const int32_t* ids, float* weights) {
+    weigh_scores(c, scores(c, z).data(), ids, weights);
 }
 
 void mlp_forward(const MlpWeights& w, const float* x, int64_t T, float* out) {
@@ -79,7 +104,7 @@ void mlp_forward(const MlpWeights& w, const float* x, int64_t T, float* out) {
 }
 
 void moe_forward(const ModelConfig& c, const MoeWeights& w, const float* x, int64_t T, float* out,
-                 int32_t* route_ids, float* route_w, int64_t route_stride) {
+                 int32_t* route_ids, float* route_w, int64_t route_stride, const int32_t* follow) {
     const int64_t H = c.hidden_size, E = c.n_routed_experts, K = c.num_experts_per_tok;
     std::vector<float> z(static_cast<size_t>(T * E));  // [T, E] router logits, fp32
     cpu::matmul(x, T, w.gate, z.data());
@@ -87,6 +112,22 @@ void moe_forward(const ModelConfig& c, const MoeWeights& w, const float* x, int6
     std::vector<float> gw(static_cast<size_t>(T * K));
     const float* bias = w.e_score_correction_bias.empty() ? nullptr : w.e_score_correction_bias.data();
     for (int64_t t = 0; t < T; ++t) route_token(c, z.data() + t * E, bias, ids.data() + t * K, gw.data() + t * K);
+    if (route_ids) {  // this layer's own choices, also when it follows others below
+        for (int64_t t = 0; t < T; ++t) {
+            std::copy_n(ids.data() + t * K, K, route_ids + t * route_stride);
+            std::copy_n(gw.data() + t * K, K, route_w + t * route_stride);
+        }
+    }
+    if (follow) {
+        for (int64_t t = 0; t < T; ++t) {
+            for (int64_t k = 0; k < K; ++k) {
+                const int32_t e = follow[t * route_stride + k];
+                if (e < 0 || e >= E) throw Error(ErrorCode::BadRequest, "routing to follow names expert " + std::to_string(e));
+                ids[size_t(t * K + k)] = e;
+            }
+            weigh_experts(c, z.data() + t * E, ids.data() + t * K, gw.data() + t * K);
+        }
+    }
 
     // Group (token, slot) pairs by expert.
     std::vector<std::vector<int64_t>> slots(static_cast<size_t>(E));
@@ -139,12 +180,6 @@ void moe_forward(const ModelConfig& c, const MoeWeights& w, const float* x, int6
     }
     if (w.has_shared)
         for (int64_t i = 0; i < T * H; ++i) out[i] += sh[size_t(i)];
-    if (route_ids) {
-        for (int64_t t = 0; t < T; ++t) {
-            std::copy_n(ids.data() + t * K, K, route_ids + t * route_stride);
-            std::copy_n(gw.data() + t * K, K, route_w + t * route_stride);
-        }
-    }
 }
 
 }  // namespace cetus

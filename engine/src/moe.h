@@ -17,12 +17,19 @@ namespace cetus {
 // differ only when fewer than K kept experts have a positive biased score.
 void route_token(const ModelConfig& c, const float* z, const float* bias, int32_t* ids, float* weights);
 
+// The gate weights route_token gives the experts ids[K] (ascending) of router logits z[E].
+void weigh_experts(const ModelConfig& c, const float* z, const int32_t* ids, float* weights);
+
 // SwiGLU MLP over T rows: out[T, H] = down(silu(gate x) * up x).
 void mlp_forward(const MlpWeights& w, const float* x, int64_t n_tokens, float* out);
 
 // x: [T, H]; out: [T, H] = sum_k w_k * expert_k(x) + shared(x).
 // route_ids / route_w: [T, route_stride] with the top_k choices at offset 0 (may be null).
+// follow (may be null; same layout and stride): every token goes to these experts
+// instead, weighted by their own scores as route_token weights a choice, while
+// route_ids / route_w still report this layer's own choices (a reference that
+// follows another backend's routing: the selftest's bf16 comparison).
 void moe_forward(const ModelConfig& c, const MoeWeights& w, const float* x, int64_t n_tokens, float* out,
-                 int32_t* route_ids, float* route_w, int64_t route_stride);
+                 int32_t* route_ids, float* route_w, int64_t route_stride, const int32_t* follow = nullptr);
 
 }  // namespace cetus

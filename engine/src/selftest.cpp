@@ -102,6 +102,31 @@ public:
         check(name, c.rel <= tol, c.rel, tol, d);
     }
 
+    // Rows of row_len values each within tol (relative to the largest |want|), but
+    // for at most a share max_share of the rows.
+    void close_rows(const std::string& name, const std::vector<float>& got, const std::vector<float>& want, double tol,
+                    int64_t row_len, double max_share) {
+        if (got.size() != want.size() || row_len <= 0 || want.size() % size_t(row_len) != 0) {
+            close(name, got, want, tol, row_len);
+            return;
+        }
+        double scale = 0.0;
+        for (float x : want) scale = std::max(scale, double(std::fabs(x)));
+        const size_t rows = want.size() / size_t(row_len);
+        size_t beyond = 0;
+        for (size_t r = 0; r < rows; ++r) {
+            double worst = 0.0;
+            for (size_t i = r * size_t(row_len); i < (r + 1) * size_t(row_len); ++i) {
+                const double d = std::fabs(double(got[i]) - double(want[i]));
+                worst = std::isnan(d) ? INFINITY : std::max(worst, d);
+            }
+            beyond += (scale > 0 ? worst / scale : worst) > tol ? 1 : 0;
+        }
+        const double share = rows ? double(beyond) / double(rows) : 0.0;
+        check(name, share <= max_share, share, max_share,
+              std::to_string(beyond) + " of " + std::to_string(rows) + " rows beyond " + std::to_string(tol));
+    }
+
 private:
     std::vector<CheckResult>& m_out;
     std::string m_fixture;
@@ -268,20 +293,30 @@ private:
 struct Pass {  // one backend's outputs on the comparison script
     ForwardOutput prefill;
     std::vector<float> decode, mtp;
+    std::vector<int32_t> decode_routing;  // [steps, n_moe_layers, top_k]
 };
 
+// follow (CPU backend only): the pass whose expert choices every MoE layer takes
+// (ForwardOptions::follow_routing), so that the comparison of a bf16 pass is not
+// dominated by the few near-tied choices its rounding flips.
 Pass run_script(Backend& b, const Model& model, const std::vector<int32_t>& prompt, const std::vector<int32_t>& steps,
-                const std::vector<float>* mtp_hidden) {
+                const std::vector<float>* mtp_hidden, const Pass* follow = nullptr) {
     Pass p;
     ForwardOptions fo;
     fo.want_hidden = true;
     fo.want_routing = true;
+    if (follow) fo.follow_routing = follow->prefill.routing.ids.data();
     b.clear();
     b.forward(prompt.data(), int64_t(prompt.size()), 0, fo, p.prefill);
     ForwardOutput o;
     for (size_t i = 0; i < steps.size(); ++i) {
-        b.forward(&steps[i], 1, int64_t(prompt.size() + i), ForwardOptions{}, o);
+        ForwardOptions so;
+        so.want_routing = true;
+        const size_t slots = p.prefill.routing.ids.size() / prompt.size();
+        if (follow) so.follow_routing = follow->decode_routing.data() + i * slots;
+        b.forward(&steps[i], 1, int64_t(prompt.size() + i), so, o);
         p.decode.insert(p.decode.end(), o.logits.begin(), o.logits.end());
+        p.decode_routing.insert(p.decode_routing.end(), o.routing.ids.begin(), o.routing.ids.end());
     }
     // The MTP module from given main-model states (the reference's, to compare the
     // module alone) or from this backend's own.
@@ -480,29 +515,52 @@ void compare_backends(const RandomModelOptions& ro, std::vector<CheckResult>& ou
     const Pass ref = run_script(cpu, *model, prompt, steps, nullptr);
     const std::vector<int32_t> cpu_greedy = greedy(*model, cpu, prompt, false);
 
+    // exact: fp32 products, the CPU's own pass within 1e-4 and the same expert choices.
+    // fast: bf16 activations in the products of more than 16 tokens (and FP8 weights
+    // expanded to bf16, which rounds their block scales in), each element rounded by
+    // up to 2^-9 relative. That flips the odd near-tied expert choice, and one flipped
+    // choice changes that token's output and, through attention, every later one: so
+    // the reference is the CPU following the GPU's choices (follow_routing), and the
+    // GPU's choices may differ from the CPU's own on those same states in at most 5% of
+    // the slots. Measured on the emulator, whose products round as the GPU's do
+    // (tiny, 40- and 300-token prompts): logits within 1.8% of the largest (BF16) and
+    // 3.4% (FP8), 1-2% of the choices differ; the bounds are 3% and 5%. The MTP
+    // module's own MoE cannot follow: a row it flips is off, so up to 2% of its
+    // rows may be beyond the bound.
     struct Mode {
         const char* name;
         const char* env;
         double tol, router_share;
+        bool follow;
     };
-    for (const Mode m : {Mode{"exact", "1", 1e-4, 0.0}, Mode{"fast", "0", 2e-2, 0.01}}) {
+    const double fast_tol = ro.dtype == "fp8" ? 5e-2 : 3e-2;
+    for (const Mode m : {Mode{"exact", "1", 1e-4, 0.0, false}, Mode{"fast", "0", fast_tol, 0.05, true}}) {
         const std::string tag = std::string(m.name) + ": ";
         try {
             std::unique_ptr<Backend> gpu = compared_backend(*model, cap, m.env, {});
+            // The CPU's pass to compare a GPU pass with (MTP logits: always the CPU's own,
+            // as both ran the module from the same states).
+            auto reference = [&](const std::vector<int32_t>& p, const std::vector<int32_t>& s, const Pass& own,
+                                 const Pass& on_gpu) { return m.follow ? run_script(cpu, *model, p, s, nullptr, &on_gpu) : own; };
             Pass got = run_script(*gpu, *model, prompt, steps, &ref.prefill.hidden);
-            r.close(tag + "prefill logits", got.prefill.logits, ref.prefill.logits, m.tol, V);
-            r.close(tag + "prefill final hidden", got.prefill.hidden, ref.prefill.hidden, m.tol, H);
-            r.close(tag + "decode logits (8 steps)", got.decode, ref.decode, m.tol, V);
-            if (model->n_mtp() > 0) r.close(tag + "MTP logits", got.mtp, ref.mtp, m.tol, V);
+            const Pass want = reference(prompt, steps, ref, got);
+            r.close(tag + "prefill logits", got.prefill.logits, want.prefill.logits, m.tol, V);
+            r.close(tag + "prefill final hidden", got.prefill.hidden, want.prefill.hidden, m.tol, H);
+            r.close(tag + "decode logits (8 steps)", got.decode, want.decode, m.tol, V);
+            auto close_mtp = [&](const std::string& name, const std::vector<float>& g, const std::vector<float>& w) {
+                if (m.follow) r.close_rows(tag + name, g, w, m.tol, V, 0.02);
+                else r.close(tag + name, g, w, m.tol, V);
+            };
+            if (model->n_mtp() > 0) close_mtp("MTP logits", got.mtp, ref.mtp);
             const auto& gi = got.prefill.routing.ids;
-            const auto& ri = ref.prefill.routing.ids;
+            const auto& ri = want.prefill.routing.ids;
             if (!ri.empty()) {
                 int64_t differ = gi.size() == ri.size() ? 0 : int64_t(ri.size());
                 for (size_t i = 0; i < ri.size() && gi.size() == ri.size(); ++i) differ += gi[i] != ri[i];
                 const double share = double(differ) / double(ri.size());
                 r.check(tag + "router expert ids", share <= m.router_share, share, m.router_share,
                         std::to_string(differ) + " of " + std::to_string(ri.size()) + " choices differ");
-                if (differ == 0) r.close(tag + "router gate weights", got.prefill.routing.weights, ref.prefill.routing.weights, m.tol, 0);
+                if (differ == 0) r.close(tag + "router gate weights", got.prefill.routing.weights, want.prefill.routing.weights, m.tol, 0);
             }
             if (long_prompt) {
                 // 300 tokens: two chunks on the GPU (256 + 44), positions past the first chunk.
@@ -511,29 +569,40 @@ void compare_backends(const RandomModelOptions& ro, std::vector<CheckResult>& ou
                 for (auto& t : ls) t = dist(rng);
                 const Pass lr = run_script(cpu, *model, lp, ls, nullptr);
                 const Pass lg = run_script(*gpu, *model, lp, ls, &lr.prefill.hidden);
-                r.close(tag + "300-token prompt logits", lg.prefill.logits, lr.prefill.logits, m.tol, V);
-                r.close(tag + "300-token prompt, then decode", lg.decode, lr.decode, m.tol, V);
-                if (model->n_mtp() > 0) r.close(tag + "300-token prompt MTP logits", lg.mtp, lr.mtp, m.tol, V);
+                const Pass lw = reference(lp, ls, lr, lg);
+                r.close(tag + "300-token prompt logits", lg.prefill.logits, lw.prefill.logits, m.tol, V);
+                r.close(tag + "300-token prompt, then decode", lg.decode, lw.decode, m.tol, V);
+                if (model->n_mtp() > 0) close_mtp("300-token prompt MTP logits", lg.mtp, lr.mtp);
                 // The generator's prefill: the last row's logits only, so the GPU takes
                 // the whole prompt in one pass of up to 1024 tokens (prefill_chunk()).
                 ForwardOptions last;
                 last.all_logits = false;
                 last.want_hidden = true;
+                last.want_routing = m.follow;
                 ForwardOutput one;
                 gpu->clear();
                 gpu->forward(lp.data(), int64_t(lp.size()), 0, last, one);
-                const std::vector<float> want_last(lr.prefill.logits.end() - V, lr.prefill.logits.end());
+                ForwardOutput one_ref;
+                if (m.follow) {
+                    ForwardOptions f = last;
+                    f.follow_routing = one.routing.ids.data();
+                    cpu.clear();
+                    cpu.forward(lp.data(), int64_t(lp.size()), 0, f, one_ref);
+                } else {
+                    one_ref.logits.assign(lr.prefill.logits.end() - V, lr.prefill.logits.end());
+                    one_ref.hidden = lr.prefill.hidden;
+                }
                 r.close(tag + "300-token prompt as one pass (" + std::to_string(gpu->prefill_chunk()) +
                             "-token passes): last logits",
-                        one.logits, want_last, m.tol, V);
-                r.close(tag + "300-token prompt as one pass: final hidden", one.hidden, lr.prefill.hidden, m.tol, H);
+                        one.logits, one_ref.logits, m.tol, V);
+                r.close(tag + "300-token prompt as one pass: final hidden", one.hidden, one_ref.hidden, m.tol, H);
                 if (std::string(m.name) == "fast") {
                     // Prefill attention's score batch cut to ~1000 entries: one head and a few
                     // queries per batch, positions past the first pass (the other runs hold all heads).
                     auto blocked = compared_backend(*model, cap, m.env, {{"CETUS_CUDA_ATTENTION_BATCH", "1000"}});
                     const Pass lb = run_script(*blocked, *model, lp, ls, &lr.prefill.hidden);
                     r.close(tag + "300-token prompt, attention in blocks of a few queries", lb.prefill.logits,
-                            lr.prefill.logits, m.tol, V);
+                            reference(lp, ls, lr, lb).prefill.logits, m.tol, V);
                 }
             }
             if (std::string(m.name) == "exact") {

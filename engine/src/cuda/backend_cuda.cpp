@@ -593,6 +593,8 @@ void CudaBackend::check_span(int64_t T, int64_t start_pos) const {
 void CudaBackend::forward(const int32_t* ids, int64_t T, int64_t start_pos, const ForwardOptions& opt,
                           ForwardOutput& out) {
     check_span(T, start_pos);
+    if (opt.follow_routing)
+        throw Error(ErrorCode::Unsupported, "CUDA backend: following a given routing is the CPU reference's option");
     if (start_pos > m_n_tokens)
         throw Error(ErrorCode::BadRequest, "CUDA backend: start position " + std::to_string(start_pos) +
                                                " beyond the " + std::to_string(m_n_tokens) + " cached tokens");
