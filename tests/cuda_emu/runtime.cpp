@@ -322,7 +322,6 @@ void run_grid(dim3 grid, dim3 block, size_t smem, cudaStream_t, std::function<vo
         return;
     }
     std::vector<unsigned char> dyn(smem + 16);
-    std::memset(dyn.data(), 0xA5, dyn.size());  // not zero: reads before writes show
     auto* aligned = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(dyn.data()) + 15) & ~uintptr_t(15));
     auto run = std::make_unique<BlockRun>();
     run->n = int(threads);
@@ -342,6 +341,7 @@ void run_grid(dim3 grid, dim3 block, size_t smem, cudaStream_t, std::function<vo
                 blockIdx = run->block.idx;
                 blockDim = block;
                 gridDim = grid;
+                std::memset(dyn.data(), 0xA5, dyn.size());  // every block's: not zero, so reads before writes show
                 run_block(*run);
             }
     t_run = saved_run;

@@ -110,6 +110,8 @@ struct Launch {
 
 }  // namespace cuda_emu
 
+// Static shared memory: one variable per declaration, kept from block to block
+// (so, unlike dynamic shared memory, not refilled for each block).
 #undef __shared__
 #define __shared__ static thread_local
 #undef __launch_bounds__
@@ -155,35 +157,31 @@ T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
 }
 
 // Atomics: blocks and fibers share one host thread, so plain read-modify-writes.
+template <typename T, typename F>
+T atomic_update(T* p, F next) {
+    const T old = *p;
+    *p = next(old);
+    return old;
+}
 template <typename T>
 T atomicAdd(T* p, T v) {
-    const T old = *p;
-    *p = old + v;
-    return old;
+    return atomic_update(p, [v](T old) { return T(old + v); });
 }
 template <typename T>
 T atomicExch(T* p, T v) {
-    const T old = *p;
-    *p = v;
-    return old;
+    return atomic_update(p, [v](T) { return v; });
 }
 template <typename T>
 T atomicMax(T* p, T v) {
-    const T old = *p;
-    *p = std::max(old, v);
-    return old;
+    return atomic_update(p, [v](T old) { return std::max(old, v); });
 }
 template <typename T>
 T atomicMin(T* p, T v) {
-    const T old = *p;
-    *p = std::min(old, v);
-    return old;
+    return atomic_update(p, [v](T old) { return std::min(old, v); });
 }
 template <typename T>
 T atomicCAS(T* p, T compare, T v) {
-    const T old = *p;
-    if (old == compare) *p = v;
-    return old;
+    return atomic_update(p, [compare, v](T old) { return old == compare ? v : old; });
 }
 
 // Cache-hinted loads are plain loads.
