@@ -90,10 +90,6 @@ void route_token(const ModelConfig& c, const float* z, const float* bias, int32_
     weigh_scores(c, s.data(), ids, weights);
 }
 
-void weigh_experts(const ModelConfig& c, const float* z, const int32_t* ids, float* weights) {
-    weigh_scores(c, scores(c, z).data(), ids, weights);
-}
-
 void mlp_forward(const MlpWeights& w, const float* x, int64_t T, float* out) {
     const int64_t I = w.gate.rows;
     std::vector<float> g(static_cast<size_t>(T * I)), u(static_cast<size_t>(T * I));  // [T, I]
@@ -125,7 +121,7 @@ void moe_forward(const ModelConfig& c, const MoeWeights& w, const float* x, int6
                 if (e < 0 || e >= E) throw Error(ErrorCode::BadRequest, "routing to follow names expert " + std::to_string(e));
                 ids[size_t(t * K + k)] = e;
             }
-            weigh_experts(c, z.data() + t * E, ids.data() + t * K, gw.data() + t * K);
+            weigh_scores(c, scores(c, z.data() + t * E).data(), ids.data() + t * K, gw.data() + t * K);
         }
     }
 

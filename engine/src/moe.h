@@ -17,9 +17,6 @@ namespace cetus {
 // differ only when fewer than K kept experts have a positive biased score.
 void route_token(const ModelConfig& c, const float* z, const float* bias, int32_t* ids, float* weights);
 
-// The gate weights route_token gives the experts ids[K] (ascending) of router logits z[E].
-void weigh_experts(const ModelConfig& c, const float* z, const int32_t* ids, float* weights);
-
 // SwiGLU MLP over T rows: out[T, H] = down(silu(gate x) * up x).
 void mlp_forward(const MlpWeights& w, const float* x, int64_t n_tokens, float* out);
 

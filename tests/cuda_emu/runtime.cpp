@@ -15,7 +15,6 @@
 #include <cstdlib>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -63,7 +62,6 @@ thread_local dim3 gridDim;
 namespace cuda_emu {
 
 thread_local Block* g_block = nullptr;
-thread_local Thread* g_thread = nullptr;
 
 namespace {
 
@@ -173,7 +171,6 @@ uint64_t warp_collective(unsigned mask, uint64_t value, int src_lane, const char
     BlockRun& r = *t_run;
     const int me = r.current, lane = me & 31, first = me & ~31;
     WarpState& w = r.warps[me >> 5];
-    std::string msg;
     if (!(mask >> lane & 1u)) fail((std::string(what) + ": the calling lane is not in the mask").c_str());
     for (int l = 0; l < 32; ++l) {
         if (!(mask >> l & 1u)) continue;
@@ -231,7 +228,6 @@ namespace cuda_emu {
 namespace {
 
 cudaError_t g_last_error = cudaSuccess;
-cudaError_t g_sticky_error = cudaSuccess;
 
 void set_error(cudaError_t e) {
     if (e != cudaSuccess && g_last_error == cudaSuccess) g_last_error = e;
@@ -283,7 +279,6 @@ void run_block(BlockRun& r) {
                 f.state = FiberState::Ready;
             }
             r.current = i;
-            g_thread = &f.thread;
             threadIdx = f.thread.idx;
             cuda_emu_switch(&r.scheduler_sp, f.sp);
             progress = true;
@@ -300,7 +295,6 @@ void run_block(BlockRun& r) {
         }
     }
     r.current = -1;
-    g_thread = nullptr;
 }
 
 }  // namespace
@@ -438,11 +432,8 @@ using cuda_emu::record_or_run;
 
 namespace {
 
-struct Allocation {
-    size_t bytes;
-};
-std::map<void*, Allocation>& allocations() {
-    static std::map<void*, Allocation> m;
+std::map<void*, size_t>& allocations() {  // device pointer -> bytes
+    static std::map<void*, size_t> m;
     return m;
 }
 size_t g_used = 0;
@@ -527,7 +518,7 @@ cudaError_t cudaMalloc(void** p, size_t bytes) {
     void* q = std::aligned_alloc(256, (std::max<size_t>(bytes, 1) + 255) / 256 * 256);
     if (!q) return cudaErrorMemoryAllocation;
     std::memset(q, 0xA5, bytes);  // not zero: reads of unwritten memory show
-    allocations()[q] = {bytes};
+    allocations()[q] = bytes;
     g_used += bytes;
     *p = q;
     return cudaSuccess;
@@ -536,7 +527,7 @@ cudaError_t cudaFree(void* p) {
     if (!p) return cudaSuccess;
     auto it = allocations().find(p);
     if (it == allocations().end()) return cudaErrorInvalidValue;
-    g_used -= it->second.bytes;
+    g_used -= it->second;
     allocations().erase(it);
     std::free(p);
     return cudaSuccess;

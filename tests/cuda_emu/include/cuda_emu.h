@@ -47,7 +47,6 @@ struct Thread {
 };
 
 extern thread_local Block* g_block;
-extern thread_local Thread* g_thread;
 
 void sync_block();
 // One warp collective: every lane of mask deposits value; returns the value of
