@@ -21,8 +21,10 @@ void add_selftest_command(CLI::App& app) {
     cmd->add_option("--device", o->device, "cpu or cuda");
     cmd->add_option("--fixtures", o->fixtures, "Folder of fixture cases (default: tests/data/golden)");
     cmd->add_option("--case", o->only, "Run one case only");
-    cmd->add_option("--compare", o->compare, "With --device cuda: CUDA vs CPU on random models: none, tiny, small or full")
-        ->check(CLI::IsMember({"none", "tiny", "small", "full"}))
+    cmd->add_option("--compare", o->compare,
+                    "With --device cuda: CUDA vs CPU on random models: none, tiny, small or full, or one shape of "
+                    "small: medium-cpu, v2-lite or v3-layer")
+        ->check(CLI::IsMember({"none", "tiny", "small", "full", "medium-cpu", "v2-lite", "v3-layer"}))
         ->capture_default_str();
     cmd->add_flag("--compare-only", o->compare_only, "With --device cuda: the comparison only, no fixtures");
     cmd->add_flag("--json", o->json, "JSON output");

@@ -690,12 +690,14 @@ std::vector<CheckResult> run_selftest(const SelftestOptions& o) {
         }
     }
     if (o.device == Device::Cuda && o.compare != "none" && o.only.empty()) {
-        std::vector<RandomModelOptions> shapes = {{"tiny", "bf16", 0, 1}, {"tiny", "fp8", 0, 2}};
-        if (o.compare != "tiny") {
-            shapes.push_back({"medium-cpu", "bf16", 0, 3});
-            shapes.push_back({"v2-lite", "bf16", 2, 4});
-            shapes.push_back({"v3-layers", "fp8", 1, 5});
-        }
+        const RandomModelOptions medium{"medium-cpu", "bf16", 0, 3}, v2_lite{"v2-lite", "bf16", 2, 4},
+            v3_layer{"v3-layers", "fp8", 1, 5};
+        std::vector<RandomModelOptions> shapes;
+        if (o.compare == "medium-cpu") shapes = {medium};
+        else if (o.compare == "v2-lite") shapes = {v2_lite};
+        else if (o.compare == "v3-layer") shapes = {v3_layer};
+        else shapes = {{"tiny", "bf16", 0, 1}, {"tiny", "fp8", 0, 2}};
+        if (o.compare == "small" || o.compare == "full") shapes.insert(shapes.end(), {medium, v2_lite, v3_layer});
         if (o.compare == "full") shapes.push_back({"v3-layers", "fp8", 4, 6});
         for (const auto& s : shapes) compare_backends(s, out);
     }

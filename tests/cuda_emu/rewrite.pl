@@ -5,6 +5,8 @@
 #       -> ::cuda_emu::Launch(grid, block, smem, stream).run(::cuda_emu::named(kernel, "kernel"), args)
 #   launch_pdl(kernel, ...)        -> the kernel named the same way
 #   extern __shared__ T name[];    -> T* name = the launch's dynamic shared memory
+#   __shared__ T name[N];          -> a reference to the running block's storage for this declaration
+#                                     (refilled with 0xA5 for every block)
 #   __CUDA_ARCH__                  -> CETUS_EMU_ARCH (900), inline PTX (asm volatile) -> nothing
 # Usage: rewrite.pl in out
 use strict;
@@ -22,6 +24,9 @@ $s =~ s/($kernel)\s*<<<(.*?)>>>\s*\(\s*(\)?)/
 $s =~ s/\blaunch_pdl\(\s*($kernel)\s*,/launch_pdl(::cuda_emu::named($1, "$1"),/g;
 $s =~ s/extern\s+__shared__\s+(?:__align__\(\d+\)\s+)?([\w:]+)\s+(\w+)\s*\[\s*\]\s*;/
     "$1* $2 = reinterpret_cast<$1*>(::cuda_emu::dynamic_smem());"/ge;
+$s =~ s/__shared__\s+(?:__align__\((\d+)\)\s+)?([^;=\[\]]+?)\s+(\w+)\s*((?:\[[^\]]*\])*)\s*;/
+    "using $3_emu_type = $2$4; static const char $3_emu_site = 0; "
+    . "auto& $3 = ::cuda_emu::shared_var<$3_emu_type, " . ($1 \/\/ 0) . ">(&$3_emu_site);"/ge;
 $s =~ s/\b__CUDA_ARCH__\b/CETUS_EMU_ARCH/g;
 $s =~ s/\basm\s+volatile\s*\((?:[^()]|\([^()]*\))*\)\s*;/((void)0);/g;
 

@@ -1,6 +1,7 @@
 // The CUDA emulator's host side: the fibers that run a block's threads, the
-// CUDA runtime calls the backend makes (device memory is host memory, every
-// stream runs in order at once, a captured graph is the list of its
+// host threads that run a launch's blocks side by side, static shared memory,
+// the CUDA runtime calls the backend makes (device memory is host memory,
+// every stream runs in order at once, a captured graph is the list of its
 // operations), cuBLAS's products (fp32 sums over bf16/fp32 operands) and
 // CUB's segmented sort. See include/cuda_emu.h.
 #include "cuda_emu.h"
@@ -10,13 +11,18 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <numeric>
 #include <string>
+#include <thread>
 #include <vector>
 
 // Context switch between fibers (x86-64 System V): saves the callee-saved
@@ -82,6 +88,7 @@ struct Fiber {
 struct WarpState {
     uint64_t gen = 0;
     int arrived = 0;
+    int expected = 0;
     unsigned mask = 0;
     uint64_t slots[2][32]{};
 };
@@ -103,9 +110,9 @@ struct BlockRun {
 
 thread_local BlockRun* t_run = nullptr;
 
-// One stack per thread of a block, reused by every block; a guard page below each.
+// One stack per thread of a block for each host thread, reused by every block; a guard page below each.
 unsigned char* stacks() {
-    static unsigned char* base = [] {
+    thread_local unsigned char* base = [] {
         const size_t each = k_stack_bytes + k_guard_bytes;
         void* p = mmap(nullptr, each * k_max_threads, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                        -1, 0);
@@ -119,34 +126,67 @@ unsigned char* stacks() {
     return base;
 }
 
-void yield_to_scheduler() {
-    BlockRun& r = *t_run;
-    cuda_emu_switch(&r.fibers[r.current].sp, r.scheduler_sp);
-}
-
-void wait_on(const uint64_t* gen) {
-    BlockRun& r = *t_run;
-    Fiber& f = r.fibers[r.current];
-    f.state = FiberState::Waiting;
-    f.wait_gen = gen;
-    f.wait_value = *gen;
-    yield_to_scheduler();
-}
-
-std::string where() {
-    const BlockRun& r = *t_run;
-    char buf[256];
-    std::snprintf(buf, sizeof buf, "kernel %s, block (%u,%u,%u), thread %d", r.name, r.block.idx.x, r.block.idx.y,
-                  r.block.idx.z, r.current);
-    return buf;
-}
-
 bool reverse_order() {
     static const bool reverse = [] {
         const char* e = std::getenv("CETUS_EMU_ORDER");
         return e && std::string(e) == "reverse";
     }();
     return reverse;
+}
+
+// The fiber to run after `from` in the scheduling order (each thread in turn, forwards or in
+// reverse), -1 when none can run.
+int next_runnable(BlockRun& r, int from) {
+    const bool reverse = reverse_order();
+    int i = from;
+    for (int k = 0; k < r.n; ++k) {
+        i = reverse ? (i == 0 ? r.n - 1 : i - 1) : (i + 1 == r.n ? 0 : i + 1);
+        Fiber& f = r.fibers[size_t(i)];
+        if (f.state == FiberState::Done) continue;
+        if (f.state == FiberState::Waiting) {
+            if (*f.wait_gen == f.wait_value) continue;
+            f.state = FiberState::Ready;
+        }
+        return i;
+    }
+    return -1;
+}
+
+// The running fiber gives up the host thread: straight to the next fiber that can run (one
+// switch, not two through the scheduler), or back to the scheduler when none can.
+void switch_away() {
+    BlockRun& r = *t_run;
+    const int me = r.current;
+    const int next = next_runnable(r, me);
+    if (next == me) return;
+    void** save = &r.fibers[size_t(me)].sp;
+    if (next < 0) {
+        r.current = -1;
+        cuda_emu_switch(save, r.scheduler_sp);
+        return;
+    }
+    r.current = next;
+    threadIdx = r.fibers[size_t(next)].thread.idx;
+    cuda_emu_switch(save, r.fibers[size_t(next)].sp);
+}
+
+void wait_on(const uint64_t* gen) {
+    BlockRun& r = *t_run;
+    Fiber& f = r.fibers[size_t(r.current)];
+    f.state = FiberState::Waiting;
+    f.wait_gen = gen;
+    f.wait_value = *gen;
+    switch_away();
+}
+
+std::string where() {
+    const BlockRun& r = *t_run;
+    char buf[256];
+    const int n = std::snprintf(buf, sizeof buf, "kernel %s, block (%u,%u,%u)", r.name, r.block.idx.x,
+                                r.block.idx.y, r.block.idx.z);
+    if (r.current >= 0 && n > 0 && size_t(n) < sizeof buf)
+        std::snprintf(buf + n, sizeof buf - size_t(n), ", thread %d", r.current);
+    return buf;
 }
 
 }  // namespace
@@ -172,17 +212,24 @@ uint64_t warp_collective(unsigned mask, uint64_t value, int src_lane, const char
     const int me = r.current, lane = me & 31, first = me & ~31;
     WarpState& w = r.warps[me >> 5];
     if (!(mask >> lane & 1u)) fail((std::string(what) + ": the calling lane is not in the mask").c_str());
-    for (int l = 0; l < 32; ++l) {
-        if (!(mask >> l & 1u)) continue;
-        if (first + l >= r.n) fail((std::string(what) + ": the mask names lane " + std::to_string(l) + ", which the block does not have").c_str());
-        if (r.exited[size_t(first + l)])
-            fail((std::string(what) + ": the mask names lane " + std::to_string(l) + ", which has exited").c_str());
+    if (w.arrived == 0) {
+        // The first lane to arrive checks the mask for the whole collective: a lane that exits
+        // later while the warp waits is caught in thread_exited().
+        for (unsigned rest = mask; rest; rest &= rest - 1) {
+            const int l = __builtin_ctz(rest);
+            if (first + l >= r.n)
+                fail((std::string(what) + ": the mask names lane " + std::to_string(l) + ", which the block does not have").c_str());
+            if (r.exited[size_t(first + l)])
+                fail((std::string(what) + ": the mask names lane " + std::to_string(l) + ", which has exited").c_str());
+        }
+        w.mask = mask;
+        w.expected = __builtin_popcount(mask);
+    } else if (w.mask != mask) {
+        fail((std::string(what) + ": lanes of one warp meet with different masks").c_str());
     }
-    if (w.arrived == 0) w.mask = mask;
-    else if (w.mask != mask) fail((std::string(what) + ": lanes of one warp meet with different masks").c_str());
     const uint64_t g = w.gen;
     w.slots[g & 1][lane] = value;
-    if (++w.arrived == __builtin_popcount(mask)) {
+    if (++w.arrived == w.expected) {
         w.arrived = 0;
         ++w.gen;
     } else {
@@ -220,7 +267,7 @@ extern "C" void cuda_emu_fiber_main(void*) {
     using namespace cuda_emu;
     (*t_run->body)();
     thread_exited();
-    yield_to_scheduler();
+    switch_away();
     fail("a finished fiber was resumed");
 }
 
@@ -266,35 +313,18 @@ void run_block(BlockRun& r) {
         sp[6] = reinterpret_cast<uint64_t>(&cuda_emu_fiber_start);
         f.sp = sp;
     }
-    const bool reverse = reverse_order();
-    for (;;) {
-        bool progress = false, all_done = true;
-        for (int k = 0; k < r.n; ++k) {
-            const int i = reverse ? r.n - 1 - k : k;
-            Fiber& f = r.fibers[size_t(i)];
-            if (f.state == FiberState::Done) continue;
-            all_done = false;
-            if (f.state == FiberState::Waiting) {
-                if (*f.wait_gen == f.wait_value) continue;
-                f.state = FiberState::Ready;
-            }
-            r.current = i;
-            threadIdx = f.thread.idx;
-            cuda_emu_switch(&r.scheduler_sp, f.sp);
-            progress = true;
-        }
-        if (all_done) break;
-        if (!progress) {
-            r.current = -1;
-            int at_block = 0, at_warp = 0;
-            for (const Fiber& f : r.fibers)
-                if (f.state == FiberState::Waiting) (f.wait_gen == &r.gen ? at_block : at_warp)++;
-            fail(("deadlock: " + std::to_string(at_block) + " threads wait at __syncthreads and " +
-                  std::to_string(at_warp) + " in warp collectives, never all met")
-                     .c_str());
-        }
-    }
+    r.current = reverse_order() ? r.n - 1 : 0;
+    threadIdx = r.fibers[size_t(r.current)].thread.idx;
+    cuda_emu_switch(&r.scheduler_sp, r.fibers[size_t(r.current)].sp);
+    // Back here when no fiber can run: all finished, or the rest wait for each other.
     r.current = -1;
+    int at_block = 0, at_warp = 0;
+    for (const Fiber& f : r.fibers)
+        if (f.state == FiberState::Waiting) (f.wait_gen == &r.gen ? at_block : at_warp)++;
+    if (at_block + at_warp > 0)
+        fail(("deadlock: " + std::to_string(at_block) + " threads wait at __syncthreads and " +
+              std::to_string(at_warp) + " in warp collectives, never all met")
+                 .c_str());
 }
 
 }  // namespace
@@ -306,7 +336,132 @@ const char* kernel_name(const void* fn) {
 
 void name_kernel(const void* fn, const char* name) { kernel_names().emplace(fn, name); }
 
-void run_grid(dim3 grid, dim3 block, size_t smem, cudaStream_t, std::function<void()> body, const char* name) {
+namespace {
+
+// One launch's blocks, taken one at a time by the host threads that run them.
+struct GridJob {
+    dim3 grid, block;
+    size_t smem = 0, smem_limit = 0;
+    const std::function<void()>* body = nullptr;
+    const char* name = "";
+    uint64_t blocks = 0;
+    std::atomic<uint64_t> next{0};
+};
+
+thread_local uint64_t t_block_serial = 0;
+
+// Runs blocks of the job on the calling host thread until none are left. Each host thread has
+// its own fibers, stacks, dynamic shared memory and (thread_local) static shared memory.
+void run_blocks(GridJob& job) {
+    if (t_run) fail("a launch from inside a kernel");
+    thread_local std::unique_ptr<BlockRun> run = std::make_unique<BlockRun>();
+    thread_local std::vector<unsigned char> dyn;
+    if (dyn.size() < job.smem + 16) dyn.resize(job.smem + 16);
+    auto* aligned = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(dyn.data()) + 15) & ~uintptr_t(15));
+    BlockRun& r = *run;
+    r.n = int(uint64_t(job.block.x) * job.block.y * job.block.z);
+    r.body = job.body;
+    r.name = job.name;
+    r.block.dim = job.block;
+    r.block.grid = job.grid;
+    r.block.dynamic_smem = aligned;
+    r.block.dynamic_bytes = job.smem;
+    r.block.smem_limit = job.smem_limit;
+    t_run = &r;
+    g_block = &r.block;
+    blockDim = job.block;
+    gridDim = job.grid;
+    const bool reverse = reverse_order();
+    for (;;) {
+        const uint64_t k = job.next.fetch_add(1, std::memory_order_relaxed);
+        if (k >= job.blocks) break;
+        const uint64_t i = reverse ? job.blocks - 1 - k : k;
+        r.block.idx = make_uint3(unsigned(i % job.grid.x), unsigned(i / job.grid.x % job.grid.y),
+                                 unsigned(i / (uint64_t(job.grid.x) * job.grid.y)));
+        blockIdx = r.block.idx;
+        r.block.static_bytes = 0;
+        r.block.serial = ++t_block_serial;
+        std::memset(aligned, 0xA5, job.smem);  // every block's: not zero, so reads before writes show
+        run_block(r);
+    }
+    t_run = nullptr;
+    g_block = nullptr;
+}
+
+// The host threads that run a launch's blocks side by side (CETUS_EMU_THREADS, by default one
+// per core, at most 8): blocks of one launch really run at the same time, as on a GPU, so the
+// kernels' atomics and fences between blocks are exercised. Also the emulated cuBLAS's threads.
+class HostPool {
+public:
+    static HostPool& get() {
+        static HostPool pool;
+        return pool;
+    }
+
+    // Runs work() on every thread of the pool at once (the caller's included); returns when
+    // all have returned. work() takes its share of a job from a shared counter.
+    void run_everywhere(const std::function<void()>& work) {
+        if (workers_.empty()) {
+            work();
+            return;
+        }
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            work_ = &work;
+            ++generation_;
+            pending_ = workers_.size();
+        }
+        wake_.notify_all();
+        work();
+        std::unique_lock<std::mutex> lock(mutex_);
+        done_.wait(lock, [this] { return pending_ == 0; });
+        work_ = nullptr;
+    }
+
+private:
+    HostPool() {
+        unsigned n = std::min(8u, std::max(1u, std::thread::hardware_concurrency()));
+        if (const char* e = std::getenv("CETUS_EMU_THREADS")) n = unsigned(std::clamp(std::atoi(e), 1, 64));
+        for (unsigned i = 1; i < n; ++i) workers_.emplace_back([this] { serve(); });
+    }
+    ~HostPool() {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            stop_ = true;
+        }
+        wake_.notify_all();
+        for (auto& t : workers_) t.join();
+    }
+
+    void serve() {
+        uint64_t seen = 0;
+        for (;;) {
+            const std::function<void()>* work = nullptr;
+            {
+                std::unique_lock<std::mutex> lock(mutex_);
+                wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
+                if (stop_) return;
+                seen = generation_;
+                work = work_;
+            }
+            (*work)();
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (--pending_ == 0) done_.notify_one();
+        }
+    }
+
+    std::vector<std::thread> workers_;
+    std::mutex mutex_;
+    std::condition_variable wake_, done_;
+    const std::function<void()>* work_ = nullptr;
+    uint64_t generation_ = 0;
+    size_t pending_ = 0;
+    bool stop_ = false;
+};
+
+}  // namespace
+
+void run_grid(dim3 grid, dim3 block, size_t smem, size_t smem_limit, std::function<void()> body, const char* name) {
     const uint64_t threads = uint64_t(block.x) * block.y * block.z;
     if (threads == 0 || threads > k_max_threads || grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 ||
         grid.z > 65535) {
@@ -315,45 +470,58 @@ void run_grid(dim3 grid, dim3 block, size_t smem, cudaStream_t, std::function<vo
         set_error(cudaErrorInvalidConfiguration);
         return;
     }
-    std::vector<unsigned char> dyn(smem + 16);
-    auto* aligned = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(dyn.data()) + 15) & ~uintptr_t(15));
-    auto run = std::make_unique<BlockRun>();
-    run->n = int(threads);
-    run->body = &body;
-    run->name = name;
-    run->block.dim = block;
-    run->block.grid = grid;
-    run->block.dynamic_smem = aligned;
-    BlockRun* saved_run = t_run;
-    Block* saved_block = g_block;
-    t_run = run.get();
-    g_block = &run->block;
-    for (unsigned z = 0; z < grid.z; ++z)
-        for (unsigned y = 0; y < grid.y; ++y)
-            for (unsigned x = 0; x < grid.x; ++x) {
-                run->block.idx = make_uint3(x, y, z);
-                blockIdx = run->block.idx;
-                blockDim = block;
-                gridDim = grid;
-                std::memset(dyn.data(), 0xA5, dyn.size());  // every block's: not zero, so reads before writes show
-                run_block(*run);
-            }
-    t_run = saved_run;
-    g_block = saved_block;
+    GridJob job;
+    job.grid = grid;
+    job.block = block;
+    job.smem = smem;
+    job.smem_limit = smem_limit;
+    job.body = &body;
+    job.name = name;
+    job.blocks = uint64_t(grid.x) * grid.y * grid.z;
+    if (job.blocks == 1) run_blocks(job);
+    else HostPool::get().run_everywhere([&job] { run_blocks(job); });
 }
 
 int lane() { return t_run->current & 31; }
 
-bool launch_allowed(const void* fn, size_t smem, const char* name) {
+size_t launch_smem_limit(const void* fn, size_t smem, const char* name) {
+    // Without the attribute 48 KiB in all; with it, its value for the dynamic part and the
+    // multiprocessor's opt-in limit for both together.
     const auto it = max_dynamic_smem().find(fn);
-    const size_t limit = it == max_dynamic_smem().end() ? 48 * 1024 : size_t(it->second);
-    if (smem > limit) {
+    const bool opted_in = it != max_dynamic_smem().end();
+    const size_t dynamic_limit = opted_in ? size_t(it->second) : 48 * 1024;
+    if (smem > dynamic_limit) {
         std::fprintf(stderr, "cuda emulator: %s asks %zu bytes of dynamic shared memory, %zu allowed\n", name, smem,
-                     limit);
+                     dynamic_limit);
         set_error(cudaErrorInvalidValue);
-        return false;
+        return 0;
     }
-    return true;
+    return opted_in ? 227 * 1024 : 48 * 1024;
+}
+
+void* shared_storage(const void* site, size_t bytes, size_t align) {
+    struct Slot {
+        unsigned char* p = nullptr;
+        uint64_t serial = 0;
+    };
+    thread_local std::map<const void*, Slot> slots;  // every declaration this host thread has met
+    Block& b = *g_block;
+    Slot& s = slots[site];
+    if (!s.p) {
+        s.p = static_cast<unsigned char*>(std::aligned_alloc(std::max<size_t>(align, 16), (bytes + 255) / 256 * 256));
+        if (!s.p) fail("static shared memory: out of host memory");
+    }
+    if (s.serial != b.serial) {  // the block's first use of this declaration
+        s.serial = b.serial;
+        std::memset(s.p, 0xA5, bytes);
+        b.static_bytes += bytes;
+        if (b.static_bytes + b.dynamic_bytes > b.smem_limit)
+            fail(("static (" + std::to_string(b.static_bytes) + " bytes so far) and dynamic (" +
+                  std::to_string(b.dynamic_bytes) + " bytes) shared memory exceed the " +
+                  std::to_string(b.smem_limit) + " bytes a block may have")
+                     .c_str());
+    }
+    return s.p;
 }
 
 // ---- streams, graphs and events --------------------------------------------------------------
@@ -723,20 +891,46 @@ cublasStatus_t gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb
         return CUBLAS_STATUS_NOT_SUPPORTED;
     const float al = *alpha, be = *beta;
     record_or_run(h->stream, [=] {
+        // op(B)'s columns as rows of k in fp32 (exact for bf16 and fp16), and op(A)'s rows the
+        // same way, 16 at a time by each host thread: each C(i, j) is a sum over two contiguous
+        // rows, in order l = 0 .. k-1.
+        std::vector<float> b_cols(size_t(n) * k);
         for (int b = 0; b < batch; ++b) {
             const size_t oa = size_t(sa) * b, ob = size_t(sb) * b, oc = size_t(sc) * b;
             for (int j = 0; j < n; ++j)
-                for (int i = 0; i < m; ++i) {
-                    float s = 0.0f;
-                    for (int l = 0; l < k; ++l) {
-                        const size_t ia = ta == CUBLAS_OP_N ? size_t(l) * lda + i : size_t(i) * lda + l;
-                        const size_t ib = tb == CUBLAS_OP_N ? size_t(j) * ldb + l : size_t(l) * ldb + j;
-                        s += load(A, at, oa + ia) * load(B, bt, ob + ib);
+                for (int l = 0; l < k; ++l)
+                    b_cols[size_t(j) * k + l] =
+                        load(B, bt, ob + (tb == CUBLAS_OP_N ? size_t(j) * ldb + l : size_t(l) * ldb + j));
+            constexpr int kRows = 16;
+            std::atomic<int> next{0};
+            const int chunks = (m + kRows - 1) / kRows;
+            cuda_emu::HostPool::get().run_everywhere([&] {
+                std::vector<float> a_rows(size_t(kRows) * k);
+                for (int c; (c = next.fetch_add(1, std::memory_order_relaxed)) < chunks;) {
+                    const int i0 = c * kRows, ni = std::min(kRows, m - i0);
+                    for (int r = 0; r < ni; ++r)
+                        for (int l = 0; l < k; ++l)
+                            a_rows[size_t(r) * k + l] = load(
+                                A, at, oa + (ta == CUBLAS_OP_N ? size_t(l) * lda + i0 + r : size_t(i0 + r) * lda + l));
+                    for (int r = 0; r < ni; ++r) {
+                        const float* ar = a_rows.data() + size_t(r) * k;
+                        for (int j0 = 0; j0 < n; j0 += 4) {
+                            // Four columns side by side (four independent sums, each in order).
+                            const int nj = std::min(4, n - j0);
+                            const float* bc[4];
+                            for (int q = 0; q < 4; ++q) bc[q] = b_cols.data() + size_t(j0 + std::min(q, nj - 1)) * k;
+                            float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                            for (int l = 0; l < k; ++l)
+                                for (int q = 0; q < 4; ++q) acc[q] += ar[l] * bc[q][l];
+                            for (int q = 0; q < nj; ++q) {
+                                const size_t ic = oc + size_t(j0 + q) * ldc + size_t(i0 + r);
+                                // beta == 0: C is not read (it may hold NaNs), as cuBLAS promises.
+                                store(C, ct, ic, al * acc[q] + (be == 0.0f ? 0.0f : be * load(C, ct, ic)));
+                            }
+                        }
                     }
-                    const size_t ic = oc + size_t(j) * ldc + i;
-                    // beta == 0: C is not read (it may hold NaNs), as cuBLAS promises.
-                    store(C, ct, ic, al * s + (be == 0.0f ? 0.0f : be * load(C, ct, ic)));
                 }
+            });
         }
     });
     return CUBLAS_STATUS_SUCCESS;

@@ -30,6 +30,7 @@ struct SelftestOptions {
     // random models. "tiny": the tiny preset in BF16 and FP8 (with a prompt longer
     // than one chunk); "small": also medium-cpu, two layers of DeepSeek-V2-Lite and
     // one V3 layer (FP8); "full" adds four V3 layers with their 256-expert MoE;
+    // "medium-cpu", "v2-lite" or "v3-layer" runs that one shape of "small";
     // "none" skips the comparison. CETUS_SELFTEST_CUDA_STANDIN=cpu compares a second
     // CPU backend instead (no fixtures): the harness checking itself without a GPU.
     std::string compare = "small";

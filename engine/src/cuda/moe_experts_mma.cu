@@ -149,7 +149,8 @@ __global__ void __launch_bounds__(kThreads) experts_mma_kernel(ExpertLaunch a) {
     constexpr int kMats = kGateUp ? 2 : 1;
     if (int(blockIdx.y) >= *a.pairs.n_tiles) return;
     __shared__ __align__(128) unsigned char raw[sizeof(TileSmem<kMats>)];
-    __shared__ int src[kBM], dst[kBM];
+    __shared__ int src[kBM];
+    __shared__ int dst[kBM];
     TileSmem<kMats>& sm = *reinterpret_cast<TileSmem<kMats>*>(raw);
 
     const int e = a.pairs.tiles[2 * blockIdx.y], m0 = a.pairs.tiles[2 * blockIdx.y + 1];

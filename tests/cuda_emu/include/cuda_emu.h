@@ -5,13 +5,15 @@
 // __syncwarp and the warp shuffles are barriers between those fibers, so the
 // kernels' synchronisation is exercised, and a barrier that some threads never
 // reach, a shuffle naming an exited lane or a collective with mismatched masks
-// stops the program with a message naming the kernel. Blocks run one after
-// another. The runtime (cudart, cuBLAS, CUB's device sort) is in runtime.cpp.
+// stops the program with a message naming the kernel. The blocks of a launch
+// run side by side on a few host threads (CETUS_EMU_THREADS), so atomics and
+// fences between blocks are real. The runtime (cudart, cuBLAS, CUB's device
+// sort) is in runtime.cpp; selfcheck.cu checks the emulator itself.
 //
 // It is a test tool for machines without a GPU: it checks the kernels' logic
 // (indices, synchronisation, the host code around them) against the CPU
 // backend. It says nothing about speed, and nothing about what only hardware
-// shows (races between blocks, the memory model, tensor-core fragment layouts).
+// shows (the GPU's weaker memory model, tensor-core fragment layouts).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -20,6 +22,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -39,6 +42,10 @@ struct Block {
     dim3 dim{};
     dim3 grid{};
     unsigned char* dynamic_smem = nullptr;
+    size_t dynamic_bytes = 0;
+    size_t smem_limit = 0;    // static + dynamic shared memory the launch may use
+    size_t static_bytes = 0;  // static shared memory this block has reached so far
+    uint64_t serial = 0;      // which block runs: static shared memory is refilled for each
 };
 
 struct Thread {
@@ -72,12 +79,19 @@ T from_bits(uint64_t b) {
     return v;
 }
 
+void* shared_storage(const void* site, size_t bytes, size_t align);
+template <typename T, size_t Align>
+T& shared_var(const void* site) {
+    return *static_cast<T*>(shared_storage(site, sizeof(T), std::max(Align, alignof(T))));
+}
+
 // The kernel launch: every block's threads run body() as fibers.
-void run_grid(dim3 grid, dim3 block, size_t smem, cudaStream_t s, std::function<void()> body, const char* name);
+void run_grid(dim3 grid, dim3 block, size_t smem, size_t smem_limit, std::function<void()> body, const char* name);
 void record_or_run(cudaStream_t s, std::function<void()> op);
 const char* kernel_name(const void* fn);
 void name_kernel(const void* fn, const char* name);
-bool launch_allowed(const void* fn, size_t smem, const char* name);
+// The shared memory (static + dynamic) a launch of fn may use; 0 when smem alone is too much.
+size_t launch_smem_limit(const void* fn, size_t smem, const char* name);
 
 // The kernel, its name recorded for messages (the first name given wins).
 template <typename K>
@@ -100,19 +114,22 @@ struct Launch {
         const size_t sm = smem;
         const cudaStream_t st = stream;
         const char* name = kernel_name(reinterpret_cast<const void*>(kernel));
-        if (!launch_allowed(reinterpret_cast<const void*>(kernel), sm, name)) return;
+        const size_t limit = launch_smem_limit(reinterpret_cast<const void*>(kernel), sm, name);
+        if (limit == 0) return;
         record_or_run(st, [=] {
-            run_grid(g, b, sm, st, [kernel, &params] { std::apply(kernel, params); }, name);
+            run_grid(g, b, sm, limit, [kernel, &params] { std::apply(kernel, params); }, name);
         });
     }
 };
 
 }  // namespace cuda_emu
 
-// Static shared memory: one variable per declaration, kept from block to block
-// (so, unlike dynamic shared memory, not refilled for each block).
+// Static shared memory: rewrite.pl turns each `__shared__ T name[N];` into a
+// reference to the running block's storage for that declaration (site), filled
+// with 0xA5 bytes when the block first reaches it, as dynamic shared memory is.
+// A declaration rewrite.pl does not take fails to compile here.
 #undef __shared__
-#define __shared__ static thread_local
+#define __shared__ __shared__declaration_not_taken_by_rewrite_pl
 #undef __launch_bounds__
 #define __launch_bounds__(...)
 
@@ -125,8 +142,8 @@ extern thread_local dim3 gridDim;
 
 inline void __syncthreads() { ::cuda_emu::sync_block(); }
 inline void __syncwarp(unsigned mask = 0xffffffffu) { ::cuda_emu::warp_collective(mask, 0, -1, "__syncwarp"); }
-// Blocks run one after another on one host thread: every write is visible.
-inline void __threadfence() {}
+// Blocks run side by side on host threads: a fence orders the host thread's accesses.
+inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 inline void __threadfence_block() {}
 [[noreturn]] inline void __trap() { ::cuda_emu::fail("__trap()"); }
 
@@ -155,11 +172,14 @@ T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
         ::cuda_emu::warp_collective(mask, ::cuda_emu::to_bits(v), src < base ? lane : src, "__shfl_up_sync"));
 }
 
-// Atomics: blocks and fibers share one host thread, so plain read-modify-writes.
+// Atomics: blocks run side by side on host threads, so a compare-and-swap loop (relaxed, as
+// CUDA's atomics are; __threadfence orders).
 template <typename T, typename F>
 T atomic_update(T* p, F next) {
-    const T old = *p;
-    *p = next(old);
+    std::atomic_ref<T> a(*p);
+    T old = a.load(std::memory_order_relaxed);
+    while (!a.compare_exchange_weak(old, next(old), std::memory_order_relaxed)) {
+    }
     return old;
 }
 template <typename T>

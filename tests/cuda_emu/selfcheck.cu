@@ -1,0 +1,266 @@
+// The CUDA emulator's own check: kernels whose right answer or fault is known,
+// so that the emulator's barriers, shuffles, atomics, blocks side by side and
+// fault reports are known to work before they vouch for the CUDA backend.
+// Each faulty kernel runs in a child process (this program run again with
+// --case NAME), which the emulator must stop with the expected message.
+// Written in CUDA and rewritten by rewrite.pl like the backend's own kernels;
+// nvcc would take it as it is.
+#include <cuda_runtime.h>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "last_block.cuh"
+
+namespace {
+
+using cetus::cuda::last_block_arrived;
+
+constexpr int kBlock = 256;
+
+// Each block sums its slice (warp shuffles, then shared memory across warps);
+// the last block to finish adds the blocks' sums.
+__global__ void sum_kernel(const float* in, float* block_sums, float* total, uint32_t* counter, int n) {
+    __shared__ float warp_sums[kBlock / 32];
+    const int i = int(blockIdx.x) * kBlock + int(threadIdx.x);
+    float v = i < n ? in[i] : 0.0f;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = v;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float s = 0.0f;
+        for (int w = 0; w < kBlock / 32; ++w) s += warp_sums[w];
+        block_sums[blockIdx.x] = s;
+    }
+    if (last_block_arrived(counter) && threadIdx.x == 0) {
+        float s = 0.0f;
+        for (unsigned b = 0; b < gridDim.x; ++b) s += __ldcg(&block_sums[b]);
+        *total = s;
+    }
+}
+
+// Every thread counts into one word from every block.
+__global__ void count_kernel(unsigned* count) { atomicAdd(count, 1u); }
+
+// Reads a neighbour's shared-memory write: with the barrier (fixed) or without it (a race).
+template <bool kBarrier>
+__global__ void neighbour_kernel(int* out) {
+    extern __shared__ int s[];
+    s[threadIdx.x] = int(threadIdx.x);
+    if (kBarrier) __syncthreads();
+    out[threadIdx.x] = s[threadIdx.x ^ 1u];
+}
+
+// Static shared memory read before any thread of the block writes it: each
+// block must see the fill, not what the block before it left.
+__global__ void stale_shared_kernel(unsigned* seen) {
+    __shared__ unsigned word;
+    if (threadIdx.x == 0) seen[blockIdx.x] = word;
+    __syncthreads();
+    if (threadIdx.x == 0) word = blockIdx.x;
+}
+
+// Static and dynamic shared memory together over the 48 KiB a block may have
+// without opting in.
+__global__ void too_much_shared_kernel(int* out) {
+    extern __shared__ int dyn[];
+    __shared__ int big[8192];  // 32 KiB, plus 20 KiB dynamic
+    big[threadIdx.x] = dyn[threadIdx.x] = 1;
+    out[threadIdx.x] = big[threadIdx.x];
+}
+
+// Half the block waits at __syncthreads, the other half at a __syncwarp that
+// needs the first half too.
+__global__ void deadlock_kernel(int* out) {
+    if (threadIdx.x < 16) __syncthreads();
+    else __syncwarp(0xffffffffu);
+    out[threadIdx.x] = 1;
+}
+
+// Lanes 16..31 leave; the rest shuffle with a mask that names them.
+__global__ void exited_lane_kernel(int* out) {
+    if (threadIdx.x >= 16) return;
+    out[threadIdx.x] = __shfl_sync(0xffffffffu, int(threadIdx.x), 20);
+}
+
+// Lanes of one warp meet in a collective with different masks.
+__global__ void mask_mismatch_kernel(int* out) {
+    const unsigned mask = threadIdx.x == 0 ? 0xffffffffu : 0x7fffffffu;
+    if (threadIdx.x < 31) __syncwarp(mask);
+    out[threadIdx.x] = 1;
+}
+
+// The blocks wait (boundedly) for each other: they all see the others arrive
+// only when they run at the same time.
+__global__ void together_kernel(unsigned* arrived, unsigned* saw_all, long long spins) {
+    if (threadIdx.x != 0) return;
+    atomicAdd(arrived, 1u);
+    for (long long i = 0; i < spins; ++i)
+        if (atomicAdd(arrived, 0u) == gridDim.x) {
+            saw_all[blockIdx.x] = 1;
+            return;
+        }
+}
+
+int g_failed = 0;
+
+void check(bool ok, const std::string& what) {
+    std::printf("%s %s\n", ok ? "ok  " : "FAIL", what.c_str());
+    if (!ok) ++g_failed;
+}
+
+template <typename T>
+T* device_alloc(size_t n) {
+    void* p = nullptr;
+    if (cudaMalloc(&p, n * sizeof(T)) != cudaSuccess) {
+        std::fprintf(stderr, "cuda_emu_selfcheck: cudaMalloc failed\n");
+        std::exit(2);
+    }
+    return static_cast<T*>(p);
+}
+
+template <typename T>
+std::vector<T> to_host(const T* d, size_t n) {
+    std::vector<T> h(n);
+    cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost);
+    return h;
+}
+
+void check_sum() {
+    constexpr int n = 37 * kBlock + 101, blocks = (n + kBlock - 1) / kBlock;
+    std::vector<float> h(n);
+    double expect = 0.0;
+    for (int i = 0; i < n; ++i) {
+        h[size_t(i)] = float(i % 17) - 8.0f;  // small integers: every order of summation is exact
+        expect += h[size_t(i)];
+    }
+    float* in = device_alloc<float>(n);
+    float* sums = device_alloc<float>(blocks);
+    float* total = device_alloc<float>(1);
+    uint32_t* counter = device_alloc<uint32_t>(1);
+    cudaMemcpy(in, h.data(), n * sizeof(float), cudaMemcpyHostToDevice);
+    cudaMemset(counter, 0, sizeof(uint32_t));
+    for (int rep = 0; rep < 20; ++rep) {
+        cudaMemset(total, 0xff, sizeof(float));
+        sum_kernel<<<blocks, kBlock>>>(in, sums, total, counter, n);
+        const float got = to_host(total, 1)[0];
+        const uint32_t left = to_host(counter, 1)[0];
+        if (got != float(expect) || left != 0) {
+            check(false, "sum over " + std::to_string(blocks) + " blocks (last block adds): " + std::to_string(got) +
+                             ", expected " + std::to_string(expect) + ", counter left at " + std::to_string(left));
+            return;
+        }
+    }
+    check(true, "sum over " + std::to_string(blocks) + " blocks: shuffles, barrier, last block (20 runs)");
+}
+
+void check_count() {
+    unsigned* count = device_alloc<unsigned>(1);
+    cudaMemset(count, 0, sizeof(unsigned));
+    count_kernel<<<dim3(64, 3, 2), dim3(32, 4)>>>(count);
+    const unsigned got = to_host(count, 1)[0];
+    check(got == 64u * 3 * 2 * 128, "atomicAdd from 384 blocks of 128 threads: " + std::to_string(got));
+}
+
+void check_neighbours() {
+    int* out = device_alloc<int>(64);
+    neighbour_kernel<true><<<1, 64, 64 * sizeof(int)>>>(out);
+    std::vector<int> h = to_host(out, 64);
+    bool right = true;
+    for (int t = 0; t < 64; ++t) right = right && h[size_t(t)] == (t ^ 1);
+    check(right, "a neighbour's shared write read after __syncthreads");
+    neighbour_kernel<false><<<1, 64, 64 * sizeof(int)>>>(out);
+    h = to_host(out, 64);
+    int wrong = 0;
+    for (int t = 0; t < 64; ++t) wrong += h[size_t(t)] != (t ^ 1);
+    check(wrong > 0, "a neighbour's shared write read without a barrier shows (" + std::to_string(wrong) +
+                         " of 64 reads wrong)");
+}
+
+void check_stale_shared() {
+    unsigned* seen = device_alloc<unsigned>(8);
+    stale_shared_kernel<<<8, 32>>>(seen);
+    const std::vector<unsigned> h = to_host(seen, 8);
+    int stale = 0;
+    for (unsigned v : h) stale += v != 0xA5A5A5A5u;
+    check(stale == 0, "static shared memory filled afresh for every block (" + std::to_string(stale) +
+                          " of 8 blocks saw another's value)");
+}
+
+void check_together() {
+    const char* threads = std::getenv("CETUS_EMU_THREADS");
+    if (!threads || std::atoi(threads) < 2) {
+        std::printf("skip blocks side by side (CETUS_EMU_THREADS is not 2 or more)\n");
+        return;
+    }
+    unsigned* arrived = device_alloc<unsigned>(1);
+    unsigned* saw = device_alloc<unsigned>(2);
+    cudaMemset(arrived, 0, sizeof(unsigned));
+    cudaMemset(saw, 0, 2 * sizeof(unsigned));
+    together_kernel<<<2, 32>>>(arrived, saw, 2000000000LL);
+    const std::vector<unsigned> h = to_host(saw, 2);
+    check(h[0] == 1 && h[1] == 1, "two blocks run side by side (each sees the other arrive)");
+}
+
+int run_case(const std::string& name) {
+    int* out = device_alloc<int>(64);
+    if (name == "deadlock") deadlock_kernel<<<1, 32>>>(out);
+    else if (name == "exited-lane") exited_lane_kernel<<<1, 32>>>(out);
+    else if (name == "mask-mismatch") mask_mismatch_kernel<<<1, 32>>>(out);
+    else if (name == "too-much-shared") too_much_shared_kernel<<<1, 32, 20 * 1024>>>(out);
+    else {
+        std::fprintf(stderr, "cuda_emu_selfcheck: no case %s\n", name.c_str());
+        return 2;
+    }
+    return 0;  // the emulator let the faulty kernel finish
+}
+
+// Runs this program with --case name; the child must be stopped with a message containing `expect`.
+void check_fault(const char* self, const std::string& name, const std::string& expect) {
+    int pipe_fd[2];
+    if (pipe(pipe_fd) != 0) std::exit(2);
+    const pid_t pid = fork();
+    if (pid == 0) {
+        dup2(pipe_fd[1], 2);
+        close(pipe_fd[0]);
+        close(pipe_fd[1]);
+        execl(self, self, "--case", name.c_str(), static_cast<char*>(nullptr));
+        _exit(127);
+    }
+    close(pipe_fd[1]);
+    std::string err;
+    char buf[4096];
+    for (ssize_t got; (got = read(pipe_fd[0], buf, sizeof buf)) > 0;) err.append(buf, size_t(got));
+    close(pipe_fd[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    const bool stopped = WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT;
+    const bool said = err.find(expect) != std::string::npos;
+    while (!err.empty() && err.back() == '\n') err.pop_back();
+    check(stopped && said, "fault '" + name + "' stopped with \"" + expect + "\": " + (err.empty() ? "(nothing)" : err));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc == 3 && std::string(argv[1]) == "--case") return run_case(argv[2]);
+    check_fault(argv[0], "deadlock", "deadlock: 16 threads wait at __syncthreads and 16 in warp collectives");
+    check_fault(argv[0], "exited-lane", "exited");
+    check_fault(argv[0], "mask-mismatch", "different masks");
+    check_fault(argv[0], "too-much-shared", "shared memory exceed the 49152 bytes");
+    check_sum();
+    check_count();
+    check_neighbours();
+    check_stale_shared();
+    check_together();
+    std::printf("cuda emulator selfcheck: %d failed\n", g_failed);
+    return g_failed == 0 ? 0 : 1;
+}
