@@ -24,7 +24,7 @@ $s =~ s/($kernel)\s*<<<(.*?)>>>\s*\(\s*(\)?)/
 $s =~ s/\blaunch_pdl\(\s*($kernel)\s*,/launch_pdl(::cuda_emu::named($1, "$1"),/g;
 $s =~ s/extern\s+__shared__\s+(?:__align__\(\d+\)\s+)?([\w:]+)\s+(\w+)\s*\[\s*\]\s*;/
     "$1* $2 = reinterpret_cast<$1*>(::cuda_emu::dynamic_smem());"/ge;
-$s =~ s/__shared__\s+(?:__align__\((\d+)\)\s+)?([^;=\[\]]+?)\s+(\w+)\s*((?:\[[^\]]*\])*)\s*;/
+$s =~ s/__shared__[ \t]+(?:__align__\((\d+)\)[ \t]+)?([^;=\[\]\n]+?)[ \t]+(\w+)[ \t]*((?:\[[^\]\n]*\])*)[ \t]*;/
     "using $3_emu_type = $2$4; static const char $3_emu_site = 0; "
     . "auto& $3 = ::cuda_emu::shared_var<$3_emu_type, " . ($1 \/\/ 0) . ">(&$3_emu_site);"/ge;
 $s =~ s/\b__CUDA_ARCH__\b/CETUS_EMU_ARCH/g;

@@ -158,7 +158,7 @@ void switch_away() {
     BlockRun& r = *t_run;
     const int me = r.current;
     const int next = next_runnable(r, me);
-    if (next == me) return;
+    if (next == me) return;  // not reached today: the caller is waiting (unsatisfied) or done
     void** save = &r.fibers[size_t(me)].sp;
     if (next < 0) {
         r.current = -1;
@@ -399,7 +399,8 @@ public:
     }
 
     // Runs work() on every thread of the pool at once (the caller's included); returns when
-    // all have returned. work() takes its share of a job from a shared counter.
+    // all have returned, also when the caller's work() throws. work() takes its share of a job
+    // from a shared counter. One caller at a time: the host thread that drives the backend.
     void run_everywhere(const std::function<void()>& work) {
         if (workers_.empty()) {
             work();
@@ -412,10 +413,15 @@ public:
             pending_ = workers_.size();
         }
         wake_.notify_all();
+        struct WaitForWorkers {
+            HostPool& pool;
+            ~WaitForWorkers() {
+                std::unique_lock<std::mutex> lock(pool.mutex_);
+                pool.done_.wait(lock, [this] { return pool.pending_ == 0; });
+                pool.work_ = nullptr;
+            }
+        } wait{*this};
         work();
-        std::unique_lock<std::mutex> lock(mutex_);
-        done_.wait(lock, [this] { return pending_ == 0; });
-        work_ = nullptr;
     }
 
 private:

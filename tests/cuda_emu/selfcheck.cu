@@ -186,13 +186,17 @@ void check_neighbours() {
 }
 
 void check_stale_shared() {
-    unsigned* seen = device_alloc<unsigned>(8);
-    stale_shared_kernel<<<8, 32>>>(seen);
-    const std::vector<unsigned> h = to_host(seen, 8);
+    // Many more blocks than host threads, so each host thread runs several; `seen` starts at zero,
+    // so only the kernel's reads can make it 0xA5A5A5A5.
+    constexpr int blocks = 64;
+    unsigned* seen = device_alloc<unsigned>(blocks);
+    cudaMemset(seen, 0, blocks * sizeof(unsigned));
+    stale_shared_kernel<<<blocks, 32>>>(seen);
+    const std::vector<unsigned> h = to_host(seen, blocks);
     int stale = 0;
     for (unsigned v : h) stale += v != 0xA5A5A5A5u;
-    check(stale == 0, "static shared memory filled afresh for every block (" + std::to_string(stale) +
-                          " of 8 blocks saw another's value)");
+    check(stale == 0, "static shared memory filled afresh for every block (" + std::to_string(stale) + " of " +
+                          std::to_string(blocks) + " blocks did not see the fill)");
 }
 
 void check_together() {
