@@ -35,6 +35,9 @@ cli=build-gpu/cetus-cli
 # `pack` (here, after the build) copies the two binaries and the OpenMP runtime into
 # gpu-carry/ (25 MB instead of the 78 MiB build folder); carry that and the checks use it.
 [ -x gpu-carry/cetus-cli ] && [ ! build-gpu/cetus-cli -nt gpu-carry/cetus-cli ] && cli=gpu-carry/cetus-cli
+# A dry run of the script's mechanics here, on the CUDA emulator (too slow for most steps):
+#   CETUS_CUDA_PLUGIN=$PWD/build/libcetus-cuda-emu.so GPU_CHECK_CLI=build/cetus-cli installer/gpu-check.sh all
+cli=${GPU_CHECK_CLI:-$cli}
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}:$PWD/gpu-carry"
 export OMP_WAIT_POLICY=PASSIVE
 demo=$(ls -d resources/models/*/ 2>/dev/null | head -1)
