@@ -306,8 +306,8 @@ Pass run_script(Backend& b, const Model& model, const std::vector<int32_t>& prom
     ForwardOptions fo;
     fo.want_hidden = true;
     fo.want_routing = true;
+    const size_t slots = size_t(model.config().n_moe_layers() * model.config().num_experts_per_tok);
     if (follow) {
-        const size_t slots = size_t(model.config().n_moe_layers() * model.config().num_experts_per_tok);
         if (follow->prefill.routing.ids.size() != prompt.size() * slots ||
             follow->decode_routing.size() != steps.size() * slots)
             throw Error(ErrorCode::BadRequest, "selftest: the routing to follow does not cover the script");
@@ -319,7 +319,6 @@ Pass run_script(Backend& b, const Model& model, const std::vector<int32_t>& prom
     for (size_t i = 0; i < steps.size(); ++i) {
         ForwardOptions so;
         so.want_routing = true;
-        const size_t slots = p.prefill.routing.ids.size() / prompt.size();
         if (follow) so.follow_routing = follow->decode_routing.data() + i * slots;
         b.forward(&steps[i], 1, int64_t(prompt.size() + i), so, o);
         p.decode.insert(p.decode.end(), o.logits.begin(), o.logits.end());

@@ -338,21 +338,20 @@ void name_kernel(const void* fn, const char* name) { kernel_names().emplace(fn, 
 
 namespace {
 
-// One launch's blocks, taken one at a time by the host threads that run them.
+// One launch: its blocks are shared out over the host threads (HostPool::for_each).
 struct GridJob {
     dim3 grid, block;
     size_t smem = 0, smem_limit = 0;
     const std::function<void()>* body = nullptr;
     const char* name = "";
     uint64_t blocks = 0;
-    std::atomic<uint64_t> next{0};
 };
 
 thread_local uint64_t t_block_serial = 0;
 
-// Runs blocks of the job on the calling host thread until none are left. Each host thread has
-// its own fibers, stacks, dynamic shared memory and (thread_local) static shared memory.
-void run_blocks(GridJob& job) {
+// Runs the job's k-th block (in reverse order with CETUS_EMU_ORDER=reverse) on the calling host
+// thread, which has its own fibers, stacks, dynamic and static shared memory.
+void run_one_block(const GridJob& job, uint64_t k) {
     if (t_run) fail("a launch from inside a kernel");
     thread_local std::unique_ptr<BlockRun> run = std::make_unique<BlockRun>();
     thread_local std::vector<unsigned char> dyn;
@@ -362,28 +361,23 @@ void run_blocks(GridJob& job) {
     r.n = int(uint64_t(job.block.x) * job.block.y * job.block.z);
     r.body = job.body;
     r.name = job.name;
+    const uint64_t i = reverse_order() ? job.blocks - 1 - k : k;
+    r.block.idx = make_uint3(unsigned(i % job.grid.x), unsigned(i / job.grid.x % job.grid.y),
+                             unsigned(i / (uint64_t(job.grid.x) * job.grid.y)));
     r.block.dim = job.block;
     r.block.grid = job.grid;
     r.block.dynamic_smem = aligned;
     r.block.dynamic_bytes = job.smem;
     r.block.smem_limit = job.smem_limit;
+    r.block.static_bytes = 0;
+    r.block.serial = ++t_block_serial;
     t_run = &r;
     g_block = &r.block;
+    blockIdx = r.block.idx;
     blockDim = job.block;
     gridDim = job.grid;
-    const bool reverse = reverse_order();
-    for (;;) {
-        const uint64_t k = job.next.fetch_add(1, std::memory_order_relaxed);
-        if (k >= job.blocks) break;
-        const uint64_t i = reverse ? job.blocks - 1 - k : k;
-        r.block.idx = make_uint3(unsigned(i % job.grid.x), unsigned(i / job.grid.x % job.grid.y),
-                                 unsigned(i / (uint64_t(job.grid.x) * job.grid.y)));
-        blockIdx = r.block.idx;
-        r.block.static_bytes = 0;
-        r.block.serial = ++t_block_serial;
-        std::memset(aligned, 0xA5, job.smem);  // every block's: not zero, so reads before writes show
-        run_block(r);
-    }
+    std::memset(aligned, 0xA5, job.smem);  // every block's: not zero, so reads before writes show
+    run_block(r);
     t_run = nullptr;
     g_block = nullptr;
 }
@@ -398,11 +392,15 @@ public:
         return pool;
     }
 
-    // Runs work() on every thread of the pool at once (the caller's included); returns when
-    // all have returned, also when the caller's work() throws. work() takes its share of a job
-    // from a shared counter. One caller at a time: the host thread that drives the backend.
-    void run_everywhere(const std::function<void()>& work) {
-        if (workers_.empty()) {
+    // Calls fn(i) for every i in [0, count), shared out over the pool's threads (the caller's
+    // included) through one counter; returns when all are done, also when the caller's share
+    // throws. One caller at a time: the host thread that drives the backend.
+    void for_each(uint64_t count, const std::function<void(uint64_t)>& fn) {
+        std::atomic<uint64_t> next{0};
+        const std::function<void()> work = [&] {
+            for (uint64_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < count;) fn(i);
+        };
+        if (workers_.empty() || count <= 1) {
             work();
             return;
         }
@@ -484,8 +482,7 @@ void run_grid(dim3 grid, dim3 block, size_t smem, size_t smem_limit, std::functi
     job.body = &body;
     job.name = name;
     job.blocks = uint64_t(grid.x) * grid.y * grid.z;
-    if (job.blocks == 1) run_blocks(job);
-    else HostPool::get().run_everywhere([&job] { run_blocks(job); });
+    HostPool::get().for_each(job.blocks, [&job](uint64_t k) { run_one_block(job, k); });
 }
 
 int lane() { return t_run->current & 31; }
@@ -908,31 +905,28 @@ cublasStatus_t gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb
                     b_cols[size_t(j) * k + l] =
                         load(B, bt, ob + (tb == CUBLAS_OP_N ? size_t(j) * ldb + l : size_t(l) * ldb + j));
             constexpr int kRows = 16;
-            std::atomic<int> next{0};
-            const int chunks = (m + kRows - 1) / kRows;
-            cuda_emu::HostPool::get().run_everywhere([&] {
-                std::vector<float> a_rows(size_t(kRows) * k);
-                for (int c; (c = next.fetch_add(1, std::memory_order_relaxed)) < chunks;) {
-                    const int i0 = c * kRows, ni = std::min(kRows, m - i0);
-                    for (int r = 0; r < ni; ++r)
+            cuda_emu::HostPool::get().for_each(uint64_t(m + kRows - 1) / kRows, [&](uint64_t c) {
+                thread_local std::vector<float> a_rows;
+                a_rows.resize(size_t(kRows) * k);
+                const int i0 = int(c) * kRows, ni = std::min(kRows, m - i0);
+                for (int r = 0; r < ni; ++r)
+                    for (int l = 0; l < k; ++l)
+                        a_rows[size_t(r) * k + l] =
+                            load(A, at, oa + (ta == CUBLAS_OP_N ? size_t(l) * lda + i0 + r : size_t(i0 + r) * lda + l));
+                for (int r = 0; r < ni; ++r) {
+                    const float* ar = a_rows.data() + size_t(r) * k;
+                    for (int j0 = 0; j0 < n; j0 += 4) {
+                        // Four columns side by side (four independent sums, each in order).
+                        const int nj = std::min(4, n - j0);
+                        const float* bc[4];
+                        for (int q = 0; q < 4; ++q) bc[q] = b_cols.data() + size_t(j0 + std::min(q, nj - 1)) * k;
+                        float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
                         for (int l = 0; l < k; ++l)
-                            a_rows[size_t(r) * k + l] = load(
-                                A, at, oa + (ta == CUBLAS_OP_N ? size_t(l) * lda + i0 + r : size_t(i0 + r) * lda + l));
-                    for (int r = 0; r < ni; ++r) {
-                        const float* ar = a_rows.data() + size_t(r) * k;
-                        for (int j0 = 0; j0 < n; j0 += 4) {
-                            // Four columns side by side (four independent sums, each in order).
-                            const int nj = std::min(4, n - j0);
-                            const float* bc[4];
-                            for (int q = 0; q < 4; ++q) bc[q] = b_cols.data() + size_t(j0 + std::min(q, nj - 1)) * k;
-                            float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-                            for (int l = 0; l < k; ++l)
-                                for (int q = 0; q < 4; ++q) acc[q] += ar[l] * bc[q][l];
-                            for (int q = 0; q < nj; ++q) {
-                                const size_t ic = oc + size_t(j0 + q) * ldc + size_t(i0 + r);
-                                // beta == 0: C is not read (it may hold NaNs), as cuBLAS promises.
-                                store(C, ct, ic, al * acc[q] + (be == 0.0f ? 0.0f : be * load(C, ct, ic)));
-                            }
+                            for (int q = 0; q < 4; ++q) acc[q] += ar[l] * bc[q][l];
+                        for (int q = 0; q < nj; ++q) {
+                            const size_t ic = oc + size_t(j0 + q) * ldc + size_t(i0 + r);
+                            // beta == 0: C is not read (it may hold NaNs), as cuBLAS promises.
+                            store(C, ct, ic, al * acc[q] + (be == 0.0f ? 0.0f : be * load(C, ct, ic)));
                         }
                     }
                 }
