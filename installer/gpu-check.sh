@@ -10,15 +10,15 @@
 # (the device tool's output folder); a summary to stdout.
 #   all: within one call (steps end by 540 s), most important first: facts, selftest (and the bisect on
 #        failures), the bench figures (V2-Lite decode and prefill, MTP), memcheck, the
-#        selftest with programmatic dependent launch, the bench comparisons, and with the
+#        selftest with programmatic dependent launch and with a bf16 cache, the bench comparisons, and with the
 #        time left an Nsight Compute profile of decode (kernels by share of time).
 #   conformance (~4 min, estimated): GPU facts, info, selftest (fixtures in exact mode + CUDA vs CPU
 #                on small random shapes, graphs vs direct launches, token choices), the tiny comparison
-#                with programmatic dependent launch, a bisect of the fast paths on failures, memcheck
+#                with programmatic dependent launch and with a bf16 latent cache, a bisect of the fast paths on failures, memcheck
 #                on the tiny comparison.
 #   bench (~5-7 min, estimated): V2-Lite BF16 (as built, without the decode fusions, with
 #                programmatic dependent launch) and FP8 decode/prefill with their fractions of the measured limits, FP8
-#                without CUDA graphs, a 2048-token prefill with the tensor-core experts and
+#                without CUDA graphs, decode at 8192 tokens with an fp32 and a bf16 cache, a 2048-token prefill with the tensor-core experts and
 #                attention and without, MTP on the demo model (GPU, CPU); figures.md holds the
 #                README rows.
 #   full: the four-layer V3 comparison, racecheck on the tiny comparison and an Nsight Compute
@@ -84,7 +84,7 @@ PY
 }
 summarise_bench() {
     for f in "$@"; do
-        python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print(sys.argv[1].split('/')[-1], {k: j.get(k) for k in ['device','prefill_tokens_per_s','decode_tokens_per_s','decode_bytes_per_token','decode_bandwidth_gbs','device_copy_bandwidth_gbs','bandwidth_fraction','prefill_tflops','device_peak_bf16_tflops','compute_fraction']})" "$out/$f.out" 2>/dev/null || echo "$f: no JSON"
+        python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print(sys.argv[1].split('/')[-1], {k: j.get(k) for k in ['device','kv_cache_type','prefill_tokens_per_s','decode_tokens_per_s','decode_bytes_per_token','decode_bandwidth_gbs','device_copy_bandwidth_gbs','bandwidth_fraction','prefill_tflops','device_peak_bf16_tflops','compute_fraction']})" "$out/$f.out" 2>/dev/null || echo "$f: no JSON"
     done
 }
 
@@ -107,7 +107,7 @@ for n in names:
         rows.append(f"| {n} | no result | | | |")
         continue
     f = lambda k, d=0: j.get(k) or 0
-    rows.append(f"| {n}: {j.get('model')} {j.get('weights')}, prompt {j.get('prompt_tokens')}, "
+    rows.append(f"| {n}: {j.get('model')} {j.get('weights')}, {j.get('kv_cache_type')} cache, prompt {j.get('prompt_tokens')}, "
                 f"{j.get('gen_tokens')} generated | {f('prefill_tokens_per_s'):,.0f} | "
                 f"{f('prefill_tflops'):.1f} ({100 * f('compute_fraction'):.0f}% of {f('device_peak_bf16_tflops'):.0f}) | "
                 f"{f('decode_tokens_per_s'):,.1f} | {f('decode_bandwidth_gbs'):,.0f} "
@@ -136,6 +136,12 @@ selftest_pdl() {
     step selftest-pdl 60 env CETUS_CUDA_PDL=1 "$cli" selftest --device cuda --compare tiny --compare-only --json
     summarise_selftest "$out/selftest-pdl.out"
     grep -h "graphs off\|capture" "$out/selftest-pdl.log" | head -3  # PDL must run inside the graphs too
+}
+
+selftest_kv_bf16() {
+    # Both backends with the latent cache in bf16 (the fixtures' bf16-cache checks run in selftest-cuda).
+    step selftest-kv-bf16 60 "$cli" selftest --device cuda --compare tiny --compare-only --kv-cache bf16 --json
+    summarise_selftest "$out/selftest-kv-bf16.out"
 }
 
 bisect_on_failures() {
@@ -183,8 +189,12 @@ bench_comparisons() {
         "$cli" bench --device cuda --random-model v2-lite --layers 4 --prompt 2048 --gen 0 --json
     step bench-v2lite-fp8-cuda 130 "$cli" bench --device cuda --random-model v2-lite --dtype fp8 --prompt 512 --gen 64 --json
     step bench-v2lite-fp8-nographs 110 env CETUS_CUDA_GRAPHS=0 "$cli" bench --device cuda --random-model v2-lite --dtype fp8 --prompt 64 --gen 32 --json
+    # Decode at a long context with the latent cache in fp32 and in bf16, side by side.
+    step bench-v2lite-8k-f32 120 "$cli" bench --device cuda --random-model v2-lite --prompt 8192 --gen 64 --repeat 2 --json
+    step bench-v2lite-8k-bf16 120 "$cli" bench --device cuda --random-model v2-lite --prompt 8192 --gen 64 --repeat 2 \
+        --kv-cache bf16 --json
     runs="bench-v2lite-cuda bench-v2lite-nofuse bench-v2lite-pdl bench-prefill-2048 bench-prefill-2048-fp32"
-    runs="$runs bench-v2lite-fp8-cuda bench-v2lite-fp8-nographs"
+    runs="$runs bench-v2lite-fp8-cuda bench-v2lite-fp8-nographs bench-v2lite-8k-f32 bench-v2lite-8k-bf16"
     summarise_bench $runs
     figures_table $runs
 }
@@ -240,12 +250,14 @@ all)  # the first call of a GPU session: what matters most first, within one dev
     bench_figures
     memcheck
     selftest_pdl
+    selftest_kv_bf16
     bench_comparisons
     ncu_decode 150  # when time is left: what limits decode
     ;;
 conformance)
     gpu_facts_and_selftest
     selftest_pdl
+    selftest_kv_bf16
     bisect_on_failures
     memcheck
     ;;

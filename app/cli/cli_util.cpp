@@ -39,14 +39,19 @@ std::vector<int32_t> parse_ids(const std::string& text) {
     return ids;
 }
 
+void LoadFlags::apply(EngineOptions& o) const {
+    o.fp8_on_load = fp8;
+    o.kv_cache = kv_cache_type_from_name(kv_cache);
+}
+
 std::unique_ptr<Engine> load_engine(const std::string& model_dir, const std::string& device, int threads,
-                                    int64_t max_context, bool fp8_on_load) {
+                                    int64_t max_context, const LoadFlags& flags) {
     EngineOptions o;
     o.model_dir = model_dir;
     o.device = parse_device(device);
     o.n_threads = threads;
     o.max_context = max_context;
-    o.fp8_on_load = fp8_on_load;
+    flags.apply(o);
     LoadProgress p;
     p.report = [](float f, const std::string& stage) {
         if (auto l = spdlog::get("cli")) l->debug("loading {:3.0f}%: {}", f * 100.0f, stage);
@@ -54,9 +59,13 @@ std::unique_ptr<Engine> load_engine(const std::string& model_dir, const std::str
     return Engine::load(o, p);
 }
 
-void add_fp8_flag(CLI::App* cmd, bool& fp8) {
-    cmd->add_flag("--fp8", fp8,
+void add_load_flags(CLI::App* cmd, LoadFlags& flags) {
+    cmd->add_flag("--fp8", flags.fp8,
                   "Quantise a BF16/F16/F32 checkpoint's linear layers to FP8 while loading (about half the memory)");
+    cmd->add_option("--kv-cache", flags.kv_cache,
+                    "Latent cache values: f32 (as computed) or bf16 (half the cache memory, each value rounded)")
+        ->check(CLI::IsMember({"f32", "bf16"}))
+        ->capture_default_str();
 }
 
 uint64_t peak_rss_bytes() {

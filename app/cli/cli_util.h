@@ -16,10 +16,16 @@ namespace cetus::cli {
 
 Device parse_device(const std::string& name);  // auto | cpu | cuda
 std::vector<int32_t> parse_ids(const std::string& text);  // "1,2,3" (spaces allowed)
+// What the commands that load a model share: --fp8 (EngineOptions::fp8_on_load)
+// and --kv-cache (EngineOptions::kv_cache).
+struct LoadFlags {
+    bool fp8 = false;
+    std::string kv_cache = "f32";
+    void apply(EngineOptions& o) const;
+};
+void add_load_flags(CLI::App* cmd, LoadFlags& flags);
 std::unique_ptr<Engine> load_engine(const std::string& model_dir, const std::string& device, int threads,
-                                    int64_t max_context, bool fp8_on_load = false);
-// --fp8: EngineOptions::fp8_on_load for the commands that load a checkpoint.
-void add_fp8_flag(CLI::App* cmd, bool& fp8);
+                                    int64_t max_context, const LoadFlags& flags = {});
 uint64_t peak_rss_bytes();  // VmHWM of this process
 std::string default_fixtures_dir();
 // `given` when not empty, else the bundled demo model (app/common/model_paths.h); throws when there is none.

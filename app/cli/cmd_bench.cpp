@@ -19,7 +19,7 @@ namespace cetus::cli {
 void add_bench_command(CLI::App& app) {
     auto* cmd = app.add_subcommand("bench", "Benchmark prefill and decode (JSON with --json)");
     struct Opts {
-        bool fp8 = false;
+        LoadFlags load;
         std::string model, random, device = "cpu", dtype = "bf16";
         int64_t prompt = 128, gen = 32, layers = 0;
         int repeat = 3, threads = 0, draft = 1;
@@ -34,7 +34,7 @@ void add_bench_command(CLI::App& app) {
     cmd->add_option("--dtype", o->dtype, "Random model weights: bf16 or fp8");
     cmd->add_option("--layers", o->layers, "Random model: override the number of layers");
     cmd->add_option("--device", o->device, "auto, cpu or cuda");
-    add_fp8_flag(cmd, o->fp8);
+    add_load_flags(cmd, o->load);
     cmd->add_option("--prompt", o->prompt, "Prompt tokens");
     cmd->add_option("--gen", o->gen, "Generated tokens");
     cmd->add_option("--repeat", o->repeat, "Measured repeats after one warm-up (median reported)");
@@ -59,7 +59,7 @@ void add_bench_command(CLI::App& app) {
         std::unique_ptr<Engine> e;
         if (!o->random.empty()) {
             EngineOptions eo;
-            eo.fp8_on_load = o->fp8;  // refused: a random model takes --dtype fp8
+            o->load.apply(eo);  // --fp8 is refused: a random model takes --dtype fp8
             eo.device = parse_device(o->device);
             eo.n_threads = o->threads;
             eo.max_context = ctx;
@@ -70,7 +70,7 @@ void add_bench_command(CLI::App& app) {
             e = Engine::create_random(ro, eo);
         } else {
             if (o->model.empty()) throw Error(ErrorCode::BadRequest, "bench needs --model DIR or --random-model PRESET");
-            e = load_engine(o->model, o->device, o->threads, ctx, o->fp8);
+            e = load_engine(o->model, o->device, o->threads, ctx, o->load);
         }
         BenchOptions bo;
         bo.n_prompt = o->prompt;
@@ -99,7 +99,8 @@ void add_bench_command(CLI::App& app) {
             nlohmann::json j = {{"model", i.name}, {"backend", i.backend}, {"device", i.device},
                                 {"threads", omp_get_max_threads()},
                                 {"chat_prompts", bo.chat_prompts.size()},
-                                {"mtp_layers", i.n_mtp_layers}, {"prompt_tokens", o->prompt},
+                                {"mtp_layers", i.n_mtp_layers}, {"kv_cache_type", i.kv_cache_type},
+                                {"prompt_tokens", o->prompt},
                                 {"gen_tokens", o->gen}, {"repeats", o->repeat}};
             if (o->mtp == "off" || o->mtp == "both") j["mtp_off"] = one(false);
             if (o->mtp == "on" || o->mtp == "both") j["mtp_on"] = one(true);
@@ -136,6 +137,7 @@ void add_bench_command(CLI::App& app) {
                             {"decode_tokens_per_s", r.decode_tokens_per_s},
                             {"prefill_ms", r.prefill_ms},
                             {"decode_ms_per_token", r.decode_ms_per_token},
+                            {"kv_cache_type", i.kv_cache_type},
                             {"kv_cache_bytes", r.kv_cache_bytes},
                             {"decode_bytes_per_token", r.decode_bytes_per_token},
                             {"decode_bandwidth_gbs", r.decode_bandwidth_gbs},

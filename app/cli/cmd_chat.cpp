@@ -39,7 +39,7 @@ std::vector<ChatMessage> active_messages(storage::Store& store, int64_t conversa
 void add_chat_command(CLI::App& app) {
     auto* cmd = app.add_subcommand("chat", "Chat in the terminal; the conversation is saved in the app's database");
     struct Opts {
-        bool fp8 = false;
+        LoadFlags load;
         std::string model, db, system, device = "auto", mtp = "on";
         int64_t conversation = 0, context = 4096;
         float temperature = 0.7f, top_p = 1.0f;
@@ -57,11 +57,11 @@ void add_chat_command(CLI::App& app) {
     cmd->add_option("--max-tokens", o->max_tokens, "Most tokens per answer");
     cmd->add_option("--mtp", o->mtp, "on or off")->check(CLI::IsMember({"on", "off"}));
     cmd->add_option("--device", o->device, "auto, cpu or cuda");
-    add_fp8_flag(cmd, o->fp8);
+    add_load_flags(cmd, o->load);
     cmd->add_option("--threads", o->threads, "CPU threads");
     cmd->add_option("--context", o->context, "Context length (tokens)");
     cmd->callback([o] {
-        auto engine = load_engine(model_or_bundled(o->model), o->device, o->threads, o->context, o->fp8);
+        auto engine = load_engine(model_or_bundled(o->model), o->device, o->threads, o->context, o->load);
         storage::Store store = storage::Store::open(o->db);
         int64_t conv = o->conversation;
         if (conv == 0) {

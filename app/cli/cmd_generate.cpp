@@ -24,7 +24,7 @@ nlohmann::json summary_json(const GenerateResult& r) {
 void add_generate_command(CLI::App& app) {
     auto* cmd = app.add_subcommand("generate", "Answer one prompt with the model's chat template, streaming");
     struct Opts {
-        bool fp8 = false;
+        LoadFlags load;
         std::string model, prompt, system, device = "auto", mtp = "on", ids;
         float temperature = 0.7f, top_p = 1.0f, min_p = 0.0f, repetition_penalty = 1.0f;
         int top_k = 0, max_tokens = 256, draft = 1, threads = 0;
@@ -49,12 +49,12 @@ void add_generate_command(CLI::App& app) {
     cmd->add_option("--mtp", o->mtp, "MTP speculative decoding: on or off")->check(CLI::IsMember({"on", "off"}));
     cmd->add_option("--draft", o->draft, "Draft tokens per step");
     cmd->add_option("--device", o->device, "auto, cpu or cuda");
-    add_fp8_flag(cmd, o->fp8);
+    add_load_flags(cmd, o->load);
     cmd->add_option("--threads", o->threads, "CPU threads");
     cmd->add_option("--context", o->context, "Context length (tokens)");
     cmd->add_flag("--json", o->json, "One JSON object per token, then a summary line");
     cmd->callback([o] {
-        auto e = load_engine(model_or_bundled(o->model), o->device, o->threads, o->context, o->fp8);
+        auto e = load_engine(model_or_bundled(o->model), o->device, o->threads, o->context, o->load);
         GenerateRequest req;
         if (!o->ids.empty()) {
             req.prompt_ids = parse_ids(o->ids);

@@ -34,7 +34,8 @@ static nlohmann::json info_json(const ModelInfo& i) {
             {"max_position_embeddings", i.max_position_embeddings},
             {"context", i.context_length},
             {"kv_bytes_per_token", {{"mla", i.kv_bytes_per_token_mla}, {"mha", i.kv_bytes_per_token_mha},
-                                    {"gqa8", i.kv_bytes_per_token_gqa8}, {"held", i.kv_bytes_per_token_held}}}};
+                                    {"gqa8", i.kv_bytes_per_token_gqa8}, {"held", i.kv_bytes_per_token_held}}},
+            {"kv_cache_type", i.kv_cache_type}};
 }
 
 static std::string human(double bytes) {
@@ -52,7 +53,7 @@ static std::string human(double bytes) {
 void add_info_command(CLI::App& app) {
     auto* cmd = app.add_subcommand("info", "Describe a model: architecture, experts, parameters, KV cache per token");
     struct Opts {
-        bool fp8 = false;
+        LoadFlags load;
         std::string model, random, device = "cpu";
         bool json = false;
     };
@@ -60,17 +61,17 @@ void add_info_command(CLI::App& app) {
     auto* m = cmd->add_option("--model", o->model, "Model folder (config.json + safetensors; default: the bundled model)");
     cmd->add_option("--random-model", o->random, "A random model preset instead of a folder")->excludes(m);
     cmd->add_option("--device", o->device, "auto, cpu or cuda");
-    add_fp8_flag(cmd, o->fp8);
+    add_load_flags(cmd, o->load);
     cmd->add_flag("--json", o->json, "JSON output");
     cmd->callback([o] {
         std::unique_ptr<Engine> e;
         if (!o->random.empty()) {
             EngineOptions eo;
-            eo.fp8_on_load = o->fp8;  // refused: a random model takes --dtype fp8
+            o->load.apply(eo);  // --fp8 is refused: a random model takes --dtype fp8
             eo.device = parse_device(o->device);
             e = Engine::create_random({o->random}, eo);
         } else {
-            e = load_engine(model_or_bundled(o->model), o->device, 0, 4096, o->fp8);
+            e = load_engine(model_or_bundled(o->model), o->device, 0, 4096, o->load);
         }
         const ModelInfo& i = e->info();
         if (o->json) {
@@ -96,6 +97,9 @@ void add_info_command(CLI::App& app) {
                     human(double(i.kv_bytes_per_token_gqa8)).c_str(),
                     100.0 * double(i.kv_bytes_per_token_mla) / double(i.kv_bytes_per_token_mha),
                     100.0 * double(i.kv_bytes_per_token_mla) / double(i.kv_bytes_per_token_gqa8));
+        std::printf("cache held    %s per token (%s, MTP layers included), %s for the context\n",
+                    human(double(i.kv_bytes_per_token_held)).c_str(), i.kv_cache_type.c_str(),
+                    human(double(i.kv_bytes_per_token_held) * double(i.context_length)).c_str());
     });
 }
 

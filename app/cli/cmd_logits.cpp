@@ -12,7 +12,7 @@ namespace cetus::cli {
 void add_logits_command(CLI::App& app) {
     auto* cmd = app.add_subcommand("logits", "Write the logits of every position as float32 [tokens x vocab]");
     struct Opts {
-        bool fp8 = false;
+        LoadFlags load;
         std::string model, ids, out, device = "cpu";
     };
     auto o = std::make_shared<Opts>();
@@ -20,11 +20,11 @@ void add_logits_command(CLI::App& app) {
     cmd->add_option("--ids", o->ids, "Token ids, comma separated")->required();
     cmd->add_option("--out", o->out, "Output file")->required();
     cmd->add_option("--device", o->device, "auto, cpu or cuda");
-    add_fp8_flag(cmd, o->fp8);
+    add_load_flags(cmd, o->load);
     cmd->callback([o] {
         static_assert(std::endian::native == std::endian::little, "logits are written little-endian");
         auto ids = parse_ids(o->ids);
-        auto e = load_engine(o->model, o->device, 0, int64_t(ids.size()), o->fp8);
+        auto e = load_engine(o->model, o->device, 0, int64_t(ids.size()), o->load);
         std::vector<float> logits = e->logits(ids);
         std::ofstream out(o->out, std::ios::binary | std::ios::trunc);
         if (!out) throw Error(ErrorCode::Io, o->out + ": cannot open for writing");

@@ -14,7 +14,7 @@ namespace cetus::cli {
 void add_selftest_command(CLI::App& app) {
     auto* cmd = app.add_subcommand("selftest", "Run the conformance suite over the golden fixtures");
     struct Opts {
-        std::string device = "cpu", fixtures, only, compare = "small";
+        std::string device = "cpu", fixtures, only, compare = "small", kv_cache = "f32";
         bool json = false, compare_only = false;
     };
     auto o = std::make_shared<Opts>();
@@ -27,6 +27,9 @@ void add_selftest_command(CLI::App& app) {
         ->check(CLI::IsMember({"none", "tiny", "small", "full", "medium-cpu", "v2-lite", "v3-layer"}))
         ->capture_default_str();
     cmd->add_flag("--compare-only", o->compare_only, "With --device cuda: the comparison only, no fixtures");
+    cmd->add_option("--kv-cache", o->kv_cache, "Latent cache of both backends in the comparison: f32 or bf16")
+        ->check(CLI::IsMember({"f32", "bf16"}))
+        ->capture_default_str();
     cmd->add_flag("--json", o->json, "JSON output");
     cmd->callback([o] {
         SelftestOptions so;
@@ -35,6 +38,7 @@ void add_selftest_command(CLI::App& app) {
         so.only = o->only;
         so.compare = o->compare;
         so.compare_only = o->compare_only;
+        so.kv_cache = kv_cache_type_from_name(o->kv_cache);
         auto results = run_selftest(so);
         int failed = 0;
         nlohmann::json j = nlohmann::json::array();

@@ -362,7 +362,7 @@ public:
 
 struct ServeOptions {
     std::string model, device = "auto", host = "127.0.0.1", api_key, model_name;
-    bool fp8 = false;
+    LoadFlags load;
     int port = 8765, threads = 0, max_queue = 64, token_delay_ms = 0;
     int64_t context = 4096;
     size_t max_body = 4u << 20;
@@ -371,7 +371,7 @@ struct ServeOptions {
 void run_server(const ServeOptions& o) {
     const std::string dir = model_or_bundled(o.model);
     const std::string model_id = !o.model_name.empty() ? o.model_name : folder_model_id(dir);
-    auto engine = load_engine(dir, o.device, o.threads, o.context, o.fp8);
+    auto engine = load_engine(dir, o.device, o.threads, o.context, o.load);
     if (!engine->tokenizer())
         throw Error(ErrorCode::BadRequest, "serve needs a model folder with tokenizer.json (chat messages are tokenized)");
     const Tokenizer tokenizer = *engine->tokenizer();  // immutable, shared, safe on the connection threads
@@ -555,7 +555,7 @@ void add_serve_command(CLI::App& app) {
     cmd->add_option("--model-name", o->model_name, "Model id in the API (default: the model folder's name)");
     cmd->add_option("--context", o->context, "Context length (tokens)");
     cmd->add_option("--device", o->device, "auto, cpu or cuda");
-    add_fp8_flag(cmd, o->fp8);
+    add_load_flags(cmd, o->load);
     cmd->add_option("--threads", o->threads, "CPU threads");
     cmd->add_option("--max-queue", o->max_queue, "Requests waiting at most; more get 503")->check(CLI::PositiveNumber);
     cmd->add_option("--max-body", o->max_body, "Largest request body in bytes (413 beyond)");

@@ -30,6 +30,11 @@ public:
     virtual void truncate(int64_t n) = 0;
     void clear() { truncate(0); }
     virtual uint64_t kv_bytes_per_token() const = 0;  // all layers, MTP layers included
+    virtual KvCacheType kv_cache_type() const = 0;
+    // Cache row pos of a layer (main layers, then MTP layers) as fp32 values, as
+    // stored (a bf16 cache's values widened exactly): for the conformance checks,
+    // which compare what each backend stores. Synchronises with the device.
+    virtual std::vector<float> cache_row(int64_t layer, int64_t pos) = 0;
     uint64_t kv_capacity_bytes() const { return kv_bytes_per_token() * uint64_t(capacity()); }
     uint64_t kv_used_bytes() const { return kv_bytes_per_token() * uint64_t(n_tokens()); }
 
@@ -89,7 +94,8 @@ public:
 // The CPU backend: the model's own forward pass over a host cache.
 class CpuBackend final : public Backend {
 public:
-    CpuBackend(const Model& model, int64_t capacity) : m_model(model), m_cache(model.make_cache(capacity)) {}
+    CpuBackend(const Model& model, int64_t capacity, KvCacheType cache_type = KvCacheType::F32)
+        : m_model(model), m_cache(model.make_cache(capacity, cache_type)) {}
 
     std::string name() const override { return "cpu"; }
     std::string description() const override;
@@ -97,6 +103,8 @@ public:
     int64_t n_tokens() const override { return m_cache.n_tokens; }
     void truncate(int64_t n) override { m_cache.n_tokens = n; }
     uint64_t kv_bytes_per_token() const override { return m_cache.bytes_per_token(); }
+    KvCacheType kv_cache_type() const override { return m_cache.type(); }
+    std::vector<float> cache_row(int64_t layer, int64_t pos) override { return m_cache.row_f32(layer, pos); }
     void forward(const int32_t* ids, int64_t T, int64_t start_pos, const ForwardOptions& opt,
                  ForwardOutput& out) override;
     void mtp_forward(int64_t k, const float* hidden, const int32_t* next_ids, int64_t T, int64_t start_pos,

@@ -97,7 +97,8 @@ CudaProbe probe_cuda() {
     return r;
 }
 
-std::unique_ptr<Backend> create_cuda_backend(const Model& model, int64_t capacity, const LoadProgress& progress) {
+std::unique_ptr<Backend> create_cuda_backend(const Model& model, int64_t capacity, KvCacheType cache_type,
+                                             const LoadProgress& progress) {
     const Plugin& p = plugin();
     if (!p.handle) throw Error(ErrorCode::Device, p.error);
     const ModelConfig& c = model.config();
@@ -109,6 +110,7 @@ std::unique_ptr<Backend> create_cuda_backend(const Model& model, int64_t capacit
     CudaBackendArgs a;
     a.model = &model;
     a.capacity = capacity;
+    a.cache_bf16 = cache_type == KvCacheType::BF16;
     a.rope_table = table.data();
     a.rope_interleave = c.rope_interleave;
     a.softmax_scale = float(c.softmax_scale());

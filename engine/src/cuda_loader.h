@@ -20,6 +20,7 @@ CudaProbe probe_cuda();
 
 // Creates the CUDA backend for a loaded model (probe_cuda().usable must be true).
 // Throws Error (Device, OutOfMemory, Cancelled, Unsupported).
-std::unique_ptr<Backend> create_cuda_backend(const Model& model, int64_t capacity, const LoadProgress& progress);
+std::unique_ptr<Backend> create_cuda_backend(const Model& model, int64_t capacity, KvCacheType cache_type,
+                                             const LoadProgress& progress);
 
 }  // namespace cetus

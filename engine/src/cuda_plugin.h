@@ -15,7 +15,7 @@
 
 namespace cetus {
 
-inline constexpr int k_cuda_plugin_abi = 3;
+inline constexpr int k_cuda_plugin_abi = 4;
 
 struct CudaBackendArgs {
     int abi = k_cuda_plugin_abi;
@@ -26,6 +26,7 @@ struct CudaBackendArgs {
     const Model* model = nullptr;  // host weights (mmap'd or owned); outlives the backend
     int device = 0;                // CUDA device index
     int64_t capacity = 0;          // latent-cache rows per layer
+    bool cache_bf16 = false;       // latent cache in bf16 (KvCacheType::BF16), else fp32
     // cos/sin pairs for every position, exactly Rope::angles(pos): [capacity, qk_rope_head_dim].
     const float* rope_table = nullptr;
     bool rope_interleave = true;

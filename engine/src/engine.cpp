@@ -87,6 +87,7 @@ void Engine::finish_init(const std::string& name) {
     i.kv_bytes_per_token_mha = L * 2 * uint64_t(c.num_attention_heads) * d_h * 2;
     i.kv_bytes_per_token_gqa8 = L * 2 * 8 * d_h * 2;
     i.kv_bytes_per_token_held = m_backend->kv_bytes_per_token();
+    i.kv_cache_type = kv_cache_type_name(m_backend->kv_cache_type());
     i.bos_token_id = c.bos_token_id;
     i.eos_token_id = c.eos_token_id;
     if (m_tokenizer) {
@@ -104,9 +105,10 @@ void Engine::finish_init(const std::string& name) {
         i.routing = "dense";
     }
     engine_log().info("loaded {}: {} layers ({} MoE, {} MTP), {:.2f} B params ({:.2f} B active), {}, backend {} "
-                      "({}), context {}",
+                      "({}), context {} ({} latent cache, {:.1f} MiB)",
                       name, i.n_layers, i.n_moe_layers, i.n_mtp_layers, double(i.n_params_total) / 1e9,
-                      double(i.n_params_active) / 1e9, i.weight_dtype, i.backend, i.device, i.context_length);
+                      double(i.n_params_active) / 1e9, i.weight_dtype, i.backend, i.device, i.context_length,
+                      i.kv_cache_type, double(m_backend->kv_capacity_bytes()) / double(1 << 20));
 }
 
 // Decides before anything is read whether the CUDA backend will be tried.
@@ -126,7 +128,7 @@ void Engine::make_backend(const EngineOptions& o, bool use_cuda, const LoadProgr
     const int64_t ctx = std::min<int64_t>(o.max_context, m_model->config().max_position_embeddings);
     if (use_cuda) {
         try {
-            m_backend = create_cuda_backend(*m_model, ctx, progress);
+            m_backend = create_cuda_backend(*m_model, ctx, o.kv_cache, progress);
             // The GPU holds its own copy: bytes the host owns (FP8 on load, random
             // weights) are freed; a memory-mapped checkpoint costs only page cache.
             m_model->release_host_weights();
@@ -142,11 +144,14 @@ void Engine::make_backend(const EngineOptions& o, bool use_cuda, const LoadProgr
                 m_model->store().quantisable_bytes() > 0)
                 // (The app matches "FP8 weights need about half the memory" to offer a retry.)
                 why += "; FP8 weights need about half the memory (cetus-cli --fp8, or Model > FP8 weights in the app)";
+            if (e.code() == ErrorCode::OutOfMemory && !host_memory && o.kv_cache == KvCacheType::F32)
+                why += "; a bf16 latent cache needs half the cache memory (cetus-cli --kv-cache bf16, or Model > "
+                       "BF16 latent cache in the app)";
             if (o.device == Device::Cuda) throw Error(e.code(), why);
             engine_log().warn("device auto: the GPU cannot run this model ({}); using the CPU backend", why);
         }
     }
-    m_backend = std::make_unique<CpuBackend>(*m_model, ctx);
+    m_backend = std::make_unique<CpuBackend>(*m_model, ctx, o.kv_cache);
 }
 
 std::unique_ptr<Engine> Engine::load(const EngineOptions& o, const LoadProgress& progress) {

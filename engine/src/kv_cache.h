@@ -1,39 +1,87 @@
 // The MLA latent cache: per layer (main layers, then MTP layers) and position,
-// one row of d_c + d_r floats: the normalised latent c_kv, then the rotated
+// one row of d_c + d_r values: the normalised latent c_kv, then the rotated
 // shared key k_pe. Nothing else is cached. Truncation (rejected drafts) is
-// just a smaller length; later writes overwrite the stale rows.
+// just a smaller length; later writes overwrite the stale rows. The values are
+// fp32 or bf16 (KvCacheType, engine.h): a bf16 row is the fp32 row rounded to
+// nearest even, and everything that reads the cache reads those rounded values.
 #pragma once
 
+#include "cetus/engine.h"
+#include "dtype.h"
+
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
 namespace cetus {
 
+// One layer's rows [capacity, width] of either type.
+struct CacheRows {
+    void* data = nullptr;
+    KvCacheType type = KvCacheType::F32;
+    int64_t width = 0;
+
+    float* f32(int64_t pos) const { return static_cast<float*>(data) + pos * width; }
+    uint16_t* bf16(int64_t pos) const { return static_cast<uint16_t*>(data) + pos * width; }
+    // Row pos = row (width values), rounded to bf16 in a bf16 cache.
+    void store(int64_t pos, const float* row) const {
+        if (type == KvCacheType::F32) {
+            std::copy_n(row, width, f32(pos));
+        } else {
+            uint16_t* out = bf16(pos);
+            for (int64_t i = 0; i < width; ++i) out[i] = f32_to_bf16(row[i]);
+        }
+    }
+    // out[p - first][:] = rows first .. first + n - 1 as fp32 (exact for either type).
+    void load(int64_t first, int64_t n, float* out) const {
+        if (type == KvCacheType::F32) {
+            std::copy_n(f32(first), n * width, out);
+        } else {
+            const uint16_t* in = bf16(first);
+            for (int64_t i = 0; i < n * width; ++i) out[i] = bf16_to_f32(in[i]);
+        }
+    }
+};
+
 class KvCache {
 public:
     KvCache() = default;
-    KvCache(int64_t n_layers, int64_t capacity, int64_t kv_lora_rank, int64_t rope_dim);
+    KvCache(int64_t n_layers, int64_t capacity, int64_t kv_lora_rank, int64_t rope_dim,
+            KvCacheType type = KvCacheType::F32);
 
-    float* row(int64_t layer, int64_t pos) { return m_data.data() + (layer * m_capacity + pos) * m_width; }
-    const float* layer_base(int64_t layer) const { return m_data.data() + layer * m_capacity * m_width; }
-    float* layer_base(int64_t layer) { return m_data.data() + layer * m_capacity * m_width; }
+    CacheRows layer(int64_t layer) {
+        const size_t offset = size_t(layer * m_capacity * m_width);
+        void* base = m_type == KvCacheType::F32 ? static_cast<void*>(m_f32.data() + offset)
+                                                : static_cast<void*>(m_bf16.data() + offset);
+        return CacheRows{base, m_type, m_width};
+    }
+    // Row pos of a layer as fp32 values (width of them).
+    std::vector<float> row_f32(int64_t layer_index, int64_t pos) {
+        std::vector<float> out(static_cast<size_t>(m_width));
+        layer(layer_index).load(pos, 1, out.data());
+        return out;
+    }
 
     int64_t capacity() const { return m_capacity; }
     int64_t width() const { return m_width; }
     int64_t n_layers() const { return m_n_layers; }
     int64_t kv_lora_rank() const { return m_kv_lora_rank; }
+    KvCacheType type() const { return m_type; }
 
     // Tokens held by the main model layers (the generator tracks the MTP layers' rows).
     int64_t n_tokens = 0;
 
-    uint64_t bytes_per_token() const { return uint64_t(m_n_layers * m_width) * sizeof(float); }
-    uint64_t capacity_bytes() const { return m_data.size() * sizeof(float); }
+    uint64_t element_bytes() const { return m_type == KvCacheType::F32 ? sizeof(float) : sizeof(uint16_t); }
+    uint64_t bytes_per_token() const { return uint64_t(m_n_layers * m_width) * element_bytes(); }
+    uint64_t capacity_bytes() const { return uint64_t(m_capacity) * bytes_per_token(); }
     uint64_t used_bytes() const { return uint64_t(n_tokens) * bytes_per_token(); }
     void clear() { n_tokens = 0; }
 
 private:
     int64_t m_n_layers = 0, m_capacity = 0, m_width = 0, m_kv_lora_rank = 0;
-    std::vector<float> m_data;
+    KvCacheType m_type = KvCacheType::F32;
+    std::vector<float> m_f32;
+    std::vector<uint16_t> m_bf16;
 };
 
 }  // namespace cetus

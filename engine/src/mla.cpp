@@ -16,7 +16,7 @@ namespace cetus {
 using cpu::dot;
 
 void mla_forward(const ModelConfig& c, const Rope& rope, const AttentionWeights& w, const float* a,
-                 int64_t T, int64_t start_pos, float* cache, int64_t cw, float* out, bool absorbed) {
+                 int64_t T, int64_t start_pos, const CacheRows& cache, float* out, bool absorbed) {
     const int64_t H = c.hidden_size, n_h = c.num_attention_heads;
     const int64_t d_n = c.qk_nope_head_dim, d_r = c.qk_rope_head_dim, d_v = c.v_head_dim;
     const int64_t d_qk = d_n + d_r, d_c = c.kv_lora_rank;
@@ -34,23 +34,26 @@ void mla_forward(const ModelConfig& c, const Rope& rope, const AttentionWeights&
         cpu::matmul(a, T, w.q_proj, q.data());
     }
 
-    // Latent and shared rotary key, straight into the cache.
+    // Latent and shared rotary key, into the cache.
     std::vector<float> kv(static_cast<size_t>(T * (d_c + d_r)));  // [T, d_c + d_r]
     cpu::matmul(a, T, w.kv_a_proj_with_mqa, kv.data());
     std::vector<float> cs(static_cast<size_t>(T * d_r));  // [T, d_r] cos/sin pairs
+    std::vector<float> row(static_cast<size_t>(d_c + d_r));
     for (int64_t t = 0; t < T; ++t) {
         rope.angles(start_pos + t, cs.data() + t * d_r);
-        float* row = cache + (start_pos + t) * cw;  // [d_c + d_r]
-        cpu::rmsnorm(kv.data() + t * (d_c + d_r), w.kv_a_layernorm.data(), k_latent_norm_eps, d_c, row);
-        std::copy_n(kv.data() + t * (d_c + d_r) + d_c, d_r, row + d_c);
-        rope.apply(row + d_c, cs.data() + t * d_r);
+        cpu::rmsnorm(kv.data() + t * (d_c + d_r), w.kv_a_layernorm.data(), k_latent_norm_eps, d_c, row.data());
+        std::copy_n(kv.data() + t * (d_c + d_r) + d_c, d_r, row.data() + d_c);
+        rope.apply(row.data() + d_c, cs.data() + t * d_r);
+        cache.store(start_pos + t, row.data());  // rounded in a bf16 cache; attention reads what is stored
         for (int64_t h = 0; h < n_h; ++h) rope.apply(q.data() + (t * n_h + h) * d_qk + d_n, cs.data() + t * d_r);
     }
 
     std::vector<float> o(static_cast<size_t>(T * n_h * d_v));  // [T, n_h, d_v]
     const int64_t n_ctx = start_pos + T;
-    if (absorbed) {
-        // Per head: the absorption (d_qk x d_c), and scores and context over the cache.
+    const int64_t cw = cache.width;
+    // Per head: the absorption (d_qk x d_c), and scores and context over the cache
+    // rows as stored (fp32 or bf16: cpu::dot and cpu::axpy widen bf16 exactly).
+    auto absorbed_attention = [&](const auto* rows) {
         const int64_t macs = T * n_h * (d_c * (d_n + d_v) + n_ctx * (2 * d_c + d_r));
 #pragma omp parallel if (macs >= cpu::k_parallel_min_macs && n_h > 1)
         {
@@ -67,21 +70,33 @@ void mla_forward(const ModelConfig& c, const Rope& rope, const AttentionWeights&
                     for (int64_t j = 0; j < d_n; ++j) cpu::axpy(qh[j], w_uk + j * d_c, q_abs.data(), d_c);
                     const int64_t n_s = start_pos + t + 1;  // causal
                     for (int64_t s = 0; s < n_s; ++s) {
-                        const float* row = cache + s * cw;
-                        p[size_t(s)] = (dot(q_abs.data(), row, d_c) + dot(qh + d_n, row + d_c, d_r)) * scale;
+                        const auto* r = rows + s * cw;
+                        p[size_t(s)] = (dot(q_abs.data(), r, d_c) + dot(qh + d_n, r + d_c, d_r)) * scale;
                     }
                     cpu::softmax(p.data(), n_s);
                     std::fill(ctx.begin(), ctx.end(), 0.0f);
-                    for (int64_t s = 0; s < n_s; ++s) cpu::axpy(p[size_t(s)], cache + s * cw, ctx.data(), d_c);
+                    for (int64_t s = 0; s < n_s; ++s) cpu::axpy(p[size_t(s)], rows + s * cw, ctx.data(), d_c);
                     float* oh = o.data() + (t * n_h + h) * d_v;
                     for (int64_t j = 0; j < d_v; ++j) oh[j] = dot(w_uv + j * d_c, ctx.data(), d_c);
                 }
             }
         }
+    };
+    if (absorbed) {
+        if (cache.type == KvCacheType::F32) absorbed_attention(cache.f32(0));
+        else absorbed_attention(cache.bf16(0));
     } else {
+        // The rows as fp32: the cache itself, or a bf16 cache's rows widened (exactly).
+        std::vector<float> widened;
+        const float* rows = cache.f32(0);
+        if (cache.type != KvCacheType::F32) {
+            widened.resize(static_cast<size_t>(n_ctx * cw));
+            cache.load(0, n_ctx, widened.data());
+            rows = widened.data();
+        }
         // Expand keys and values for every cached position: [n_ctx, n_h, d_n + d_v].
         std::vector<float> u(static_cast<size_t>(n_ctx * n_h * (d_n + d_v)));
-        cpu::matmul_strided(cache, cw, n_ctx, w.kv_b_proj, u.data(), n_h * (d_n + d_v));
+        cpu::matmul_strided(rows, cw, n_ctx, w.kv_b_proj, u.data(), n_h * (d_n + d_v));
         // Per head, as two products over the whole chunk: scores = [q_nope ; q_pe] [k_nope ; k_pe]^T
         // ([T, n_ctx]), causal mask, softmax, then o = P V. The head's keys [n_ctx, d_qk] and
         // transposed values [d_v, n_ctx] are gathered first, so both products read contiguous
@@ -93,7 +108,7 @@ void mla_forward(const ModelConfig& c, const Rope& rope, const AttentionWeights&
             for (int64_t s = 0; s < n_ctx; ++s) {
                 const float* us = u.data() + (s * n_h + h) * (d_n + d_v);
                 std::copy_n(us, d_n, k.data() + s * d_qk);
-                std::copy_n(cache + s * cw + d_c, d_r, k.data() + s * d_qk + d_n);
+                std::copy_n(rows + s * cw + d_c, d_r, k.data() + s * d_qk + d_n);
                 for (int64_t j = 0; j < d_v; ++j) vt[size_t(j * n_ctx + s)] = us[d_n + j];
             }
             cpu::matmul_strided(q.data() + h * d_qk, n_h * d_qk, T, keys.matrix(), p.data(), n_ctx);

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "config.h"
+#include "kv_cache.h"
 #include "model.h"
 #include "rope.h"
 
@@ -15,10 +16,10 @@ namespace cetus {
 inline constexpr float k_latent_norm_eps = 1e-6f;
 
 // a: [T, H] normalised input; tokens at positions start_pos + t.
-// cache: rows [capacity, d_c + d_r] of this layer; rows start_pos .. start_pos+T-1 are written.
+// cache: this layer's rows [capacity, d_c + d_r]; rows start_pos .. start_pos+T-1 are
+// written (rounded to bf16 in a bf16 cache) before attention reads them back.
 // out: [T, H].
 void mla_forward(const ModelConfig& c, const Rope& rope, const AttentionWeights& w, const float* a,
-                 int64_t n_tokens, int64_t start_pos, float* cache, int64_t cache_width, float* out,
-                 bool absorbed);
+                 int64_t n_tokens, int64_t start_pos, const CacheRows& cache, float* out, bool absorbed);
 
 }  // namespace cetus

@@ -162,9 +162,9 @@ void Model::count_params() {
     m_weight_bytes = m_store->total_bytes();
 }
 
-KvCache Model::make_cache(int64_t capacity) const {
+KvCache Model::make_cache(int64_t capacity, KvCacheType type) const {
     return KvCache(m_config.num_hidden_layers + m_config.num_nextn_predict_layers, capacity, m_config.kv_lora_rank,
-                   m_config.qk_rope_head_dim);
+                   m_config.qk_rope_head_dim, type);
 }
 
 void Model::block_forward(const LayerWeights& lw, int64_t cache_layer, float* x, int64_t T, int64_t start_pos,
@@ -175,7 +175,7 @@ void Model::block_forward(const LayerWeights& lw, int64_t cache_layer, float* x,
     const float eps = float(c.rms_norm_eps);
     std::vector<float> a(static_cast<size_t>(T * H)), r(static_cast<size_t>(T * H));  // [T, H]
     cpu::rmsnorm_rows(x, lw.input_layernorm.data(), eps, T, H, a.data());
-    mla_forward(c, m_rope, lw.attn, a.data(), T, start_pos, cache.layer_base(cache_layer), cache.width(), r.data(),
+    mla_forward(c, m_rope, lw.attn, a.data(), T, start_pos, cache.layer(cache_layer), r.data(),
                 absorbed);
     for (int64_t i = 0; i < T * H; ++i) x[i] += r[size_t(i)];
     cpu::rmsnorm_rows(x, lw.post_attention_layernorm.data(), eps, T, H, a.data());

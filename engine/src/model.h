@@ -103,7 +103,7 @@ public:
     const WeightStore& store() const { return *m_store; }
     int64_t n_mtp() const { return int64_t(m_mtp.size()); }
 
-    KvCache make_cache(int64_t capacity) const;
+    KvCache make_cache(int64_t capacity, KvCacheType type = KvCacheType::F32) const;
 
     // Main model over ids at positions start_pos .. start_pos+T-1; writes those
     // cache rows and sets cache.n_tokens = start_pos + T.

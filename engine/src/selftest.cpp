@@ -133,11 +133,105 @@ private:
     std::string m_fixture;
 };
 
+// The prompts again with a bf16 latent cache (EngineOptions::kv_cache). Every
+// cached value is rounded to bf16 (up to 2^-9 relative), so:
+// - against transformers' fp32 logits the bound is k_bf16_cache_reference_tol, but
+//   the rounding flips the odd near-tied expert choice (at most
+//   k_bf16_cache_flipped_choices of them), and a flipped choice changes that token's
+//   output and, through attention, later ones: up to k_bf16_cache_flipped_rows of
+//   the rows (at least one) may be beyond the bound;
+// - two computations of the same numbers that agree within the fp32 bound (1e-4)
+//   with an fp32 cache, such as token-by-token decode and one prefill, agree within
+//   k_bf16_cache_tol: where their fp32 results for a cached value straddle a
+//   rounding boundary, the stored values are one bf16 step (2^-8 relative) apart;
+// - on the CPU the cache rows of the first layer (a function of the embeddings
+//   alone) are exactly the fp32 cache's rows rounded to nearest even.
+// Measured (2026-11-29, CPU): see the README's "BF16 latent cache".
+constexpr double k_bf16_cache_reference_tol = 2e-2, k_bf16_cache_tol = 1e-3;
+constexpr double k_bf16_cache_flipped_choices = 0.05, k_bf16_cache_flipped_rows = 0.2;
+
+void run_case_bf16_cache(Runner& r, const Golden& g, EngineOptions options, Engine& f32_engine, double tol) {
+    std::unique_ptr<Engine> engine;
+    try {
+        options.kv_cache = KvCacheType::BF16;
+        engine = Engine::load(options);
+    } catch (const std::exception& e) {
+        r.check("bf16 cache: load", false, 0, 0, e.what());
+        return;
+    }
+    Backend& backend = engine->backend();
+    const ModelConfig& c = engine->model().config();
+    const int64_t V = c.vocab_size;
+    const double same_tol = std::max(tol, k_bf16_cache_tol);
+    r.check("bf16 cache: bytes per token", backend.kv_bytes_per_token() * 2 == f32_engine.backend().kv_bytes_per_token(),
+            double(backend.kv_bytes_per_token()), double(f32_engine.backend().kv_bytes_per_token()) / 2, "");
+    for (int k = 0;; ++k) {
+        const std::string p = "prompt." + std::to_string(k) + ".";
+        if (!g.has(p + "ids")) break;
+        try {
+            const auto ids = g.i32(p + "ids");
+            const int64_t T = int64_t(ids.size());
+            const std::string tag = "prompt " + std::to_string(k) + " bf16 cache: ";
+            ForwardOptions fo;
+            fo.want_routing = true;
+            ForwardOutput prefill;
+            backend.clear();
+            backend.forward(ids.data(), T, 0, fo, prefill);
+            r.close_rows(tag + "logits vs transformers (fp32)", prefill.logits, g.f32(p + "logits"),
+                         std::max(tol, k_bf16_cache_reference_tol), V, k_bf16_cache_flipped_rows);
+            // Expert choices against transformers'.
+            const int64_t K = c.num_experts_per_tok, n_moe = c.n_moe_layers();
+            int64_t moe_index = 0, differ = 0, total = 0;
+            for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+                if (!c.is_moe_layer(l)) continue;
+                const std::string rn = p + "router." + std::to_string(l);
+                if (g.has(rn)) {
+                    const auto want = g.i32(rn);
+                    for (int64_t t = 0; t < T; ++t)
+                        for (int64_t j = 0; j < K; ++j, ++total)
+                            differ += prefill.routing.ids[size_t((t * n_moe + moe_index) * K + j)] !=
+                                      want[size_t(t * K + j)];
+                }
+                ++moe_index;
+            }
+            if (total > 0) {
+                const double share = double(differ) / double(total);
+                r.check(tag + "router expert ids", share <= k_bf16_cache_flipped_choices, share,
+                        k_bf16_cache_flipped_choices,
+                        std::to_string(differ) + " of " + std::to_string(total) + " choices differ");
+            }
+            auto* cpu = dynamic_cast<CpuBackend*>(&backend);
+            auto* cpu_f32 = dynamic_cast<CpuBackend*>(&f32_engine.backend());
+            if (cpu && cpu_f32) {  // (device auto may have put one of them on the GPU)
+                ForwardOutput unused;
+                cpu_f32->clear();
+                cpu_f32->forward(ids.data(), T, 0, ForwardOptions{}, unused);
+                const CacheRows got = cpu->cache().layer(0), want = cpu_f32->cache().layer(0);
+                int64_t differ = 0;
+                for (int64_t i = 0; i < T * got.width; ++i) differ += got.bf16(0)[i] != f32_to_bf16(want.f32(0)[i]);
+                r.check(tag + "layer 0 rows == fp32 rows rounded to bf16", differ == 0, double(differ), 0,
+                        std::to_string(differ) + " of " + std::to_string(T * got.width) + " values differ");
+            }
+            std::vector<float> stepwise;
+            backend.clear();
+            ForwardOutput step;
+            for (int64_t t = 0; t < T; ++t) {
+                backend.forward(&ids[size_t(t)], 1, t, ForwardOptions{}, step);
+                stepwise.insert(stepwise.end(), step.logits.begin(), step.logits.end());
+            }
+            r.close(tag + "decode through cache vs prefill", stepwise, prefill.logits, same_tol, V);
+        } catch (const std::exception& e) {
+            r.check("prompt " + std::to_string(k) + " bf16 cache", false, 0, 0, e.what());
+        }
+    }
+}
+
 void run_case(const std::filesystem::path& dir, Device device, std::vector<CheckResult>& out) {
     const std::string name = dir.filename().string();
     Runner r(out, name);
     double tol = 1e-4;
     std::filesystem::path model_dir = dir;  // a manifest may point at a model kept elsewhere
+    EngineOptions options;
     Golden g;
     std::unique_ptr<Engine> engine;
     try {
@@ -152,11 +246,10 @@ void run_case(const std::filesystem::path& dir, Device device, std::vector<Check
         }
         g.file = std::make_unique<SafetensorsFile>(dir / "golden.safetensors");
         for (const auto& t : g.file->tensors()) g.by_name[t.name] = &t;
-        EngineOptions o;
-        o.model_dir = model_dir;
-        o.device = device;
-        o.max_context = 512;
-        engine = Engine::load(o);
+        options.model_dir = model_dir;
+        options.device = device;
+        options.max_context = 512;
+        engine = Engine::load(options);
     } catch (const std::exception& e) {
         r.check("load", false, 0, 0, e.what());
         return;
@@ -270,6 +363,7 @@ void run_case(const std::filesystem::path& dir, Device device, std::vector<Check
             r.check("prompt " + std::to_string(k), false, 0, 0, e.what());
         }
     }
+    run_case_bf16_cache(r, g, options, *engine, tol);
 }
 
 // Sets an environment variable for a scope (the CUDA backend reads its mode at creation).
@@ -361,24 +455,24 @@ bool host_sampling_asked() {
 
 // Sampling on the device unless CETUS_CUDA_SAMPLING=host (read at creation;
 // the stand-in emulates the device's choices on the host).
-std::unique_ptr<Backend> compared_backend(const Model& model, int64_t capacity) {
+std::unique_ptr<Backend> compared_backend(const Model& model, int64_t capacity, KvCacheType kv) {
     if (cpu_stands_in()) {
-        auto b = std::make_unique<CpuBackend>(model, capacity);
+        auto b = std::make_unique<CpuBackend>(model, capacity, kv);
         b->set_device_sampling(!host_sampling_asked());
         return b;
     }
-    return create_cuda_backend(model, capacity, {});
+    return create_cuda_backend(model, capacity, kv, {});
 }
 
 // compared_backend with CETUS_CUDA_EXACT=exact and further settings in the
 // environment while it is created (the backend reads them then).
 using EnvSettings = std::vector<std::pair<const char*, const char*>>;
-std::unique_ptr<Backend> compared_backend(const Model& model, int64_t capacity, const char* exact,
+std::unique_ptr<Backend> compared_backend(const Model& model, int64_t capacity, KvCacheType kv, const char* exact,
                                           const EnvSettings& more) {
     std::vector<std::unique_ptr<EnvGuard>> guards;
     guards.push_back(std::make_unique<EnvGuard>("CETUS_CUDA_EXACT", exact));
     for (const auto& [name, value] : more) guards.push_back(std::make_unique<EnvGuard>(name, value));
-    return compared_backend(model, capacity);
+    return compared_backend(model, capacity, kv);
 }
 
 std::vector<int32_t> sampled(const Model& model, Backend& b, const std::vector<int32_t>& prompt, uint64_t seed) {
@@ -500,9 +594,48 @@ void compare_choices(Runner& r, const std::string& tag, Backend& b, const Model&
                 " with a rejection" + (detail.empty() ? "" : "; " + detail));
 }
 
-void compare_backends(const RandomModelOptions& ro, std::vector<CheckResult>& out) {
+// What the two backends stored in the first layer's cache rows for the prompt (a
+// function of each token alone): fp32 rows within 1e-5 of the largest value; bf16
+// rows hold bf16 values only (widened exactly), each equal to the CPU's or within
+// one bf16 step of it (2^-7 of the larger magnitude: the two fp32 results straddle
+// a rounding boundary) plus the fp32 bound (a value near zero may differ in sign),
+// so a backend that kept fp32 values in a bf16 cache, or rounded them otherwise, fails.
+void check_first_layer_rows(Runner& r, const std::string& tag, Backend& gpu, Backend& cpu,
+                            const std::vector<int32_t>& prompt) {
+    ForwardOutput unused;
+    cpu.clear();
+    cpu.forward(prompt.data(), int64_t(prompt.size()), 0, ForwardOptions{}, unused);
+    std::vector<float> got, want;
+    for (int64_t pos = 0; pos < int64_t(prompt.size()); ++pos) {
+        const auto g = gpu.cache_row(0, pos), w = cpu.cache_row(0, pos);
+        got.insert(got.end(), g.begin(), g.end());
+        want.insert(want.end(), w.begin(), w.end());
+    }
+    if (gpu.kv_cache_type() == KvCacheType::F32) {
+        r.close(tag + "first layer's cache rows", got, want, 1e-5, 0);
+        return;
+    }
+    double scale = 0.0;
+    for (float w : want) scale = std::max(scale, double(std::fabs(w)));
+    int64_t not_bf16 = 0, one_step = 0, further = got.size() == want.size() ? 0 : int64_t(want.size());
+    for (size_t i = 0; i < got.size() && got.size() == want.size(); ++i) {
+        not_bf16 += bf16_to_f32(f32_to_bf16(got[i])) != got[i] ? 1 : 0;
+        const double g = got[i], w = want[i], d = std::fabs(g - w);
+        if (!(d <= std::ldexp(std::max(std::fabs(g), std::fabs(w)), -7) + 1e-5 * scale)) ++further;
+        else if (d > 0) ++one_step;
+    }
+    r.check(tag + "first layer's cache rows: bf16 values, within a step of the CPU's", not_bf16 == 0 && further == 0,
+            double(not_bf16 + further), 0,
+            std::to_string(not_bf16) + " not bf16, " + std::to_string(one_step) + " within a step, " +
+                std::to_string(further) + " further of " + std::to_string(want.size()));
+}
+
+// Both backends keep their latent cache in kv (a bf16 cache: each side rounds the
+// rows it writes, so the same bounds hold; a row whose fp32 values straddle a
+// rounding boundary on the two sides differs by one bf16 step in that element).
+void compare_backends(const RandomModelOptions& ro, KvCacheType kv, std::vector<CheckResult>& out) {
     const std::string name = "cuda-vs-cpu " + ro.preset + (ro.n_layers ? " " + std::to_string(ro.n_layers) + "L" : "") +
-                             " " + ro.dtype;
+                             " " + ro.dtype + (kv == KvCacheType::F32 ? "" : " kv-" + std::string(kv_cache_type_name(kv)));
     Runner r(out, name);
     std::unique_ptr<Model> model;
     try {
@@ -521,7 +654,7 @@ void compare_backends(const RandomModelOptions& ro, std::vector<CheckResult>& ou
     for (auto& t : prompt) t = dist(rng);
     for (auto& t : steps) t = dist(rng);
 
-    CpuBackend cpu(*model, cap);
+    CpuBackend cpu(*model, cap, kv);
     const Pass ref = run_script(cpu, *model, prompt, steps, nullptr);
     const std::vector<int32_t> cpu_greedy = greedy(*model, cpu, prompt, false);
 
@@ -544,22 +677,35 @@ void compare_backends(const RandomModelOptions& ro, std::vector<CheckResult>& ou
         double tol, router_share;
         bool follow;
     };
-    const double fast_tol = ro.dtype == "fp8" ? 5e-2 : 3e-2;
-    for (const Mode m : {Mode{"exact", "1", 1e-4, 0.0, false}, Mode{"fast", "0", fast_tol, 0.05, true}}) {
+    // A bf16 cache: the exact mode's two sides agree within k_bf16_cache_tol
+    // (run_case_bf16_cache: a value whose fp32 results straddle a rounding boundary
+    // is stored one bf16 step apart). In the fast mode the GPU's cached values
+    // already differ from the CPU's by the activations' rounding, and rounding them
+    // to bf16 adds up to 2^-9 more each, so the bounds are 1.5 times as wide, and the
+    // MTP module's own MoE (which cannot follow) flips more choices: up to 10% of its
+    // rows may be beyond (measured on the emulator, tiny: 2.0% BF16, 4.9% FP8 of the
+    // largest logit; 2 of 39 MTP rows in FP8).
+    const bool bf16_cache = kv != KvCacheType::F32;
+    const double fast_tol = (ro.dtype == "fp8" ? 5e-2 : 3e-2) * (bf16_cache ? 1.5 : 1.0);
+    const double exact_tol = bf16_cache ? k_bf16_cache_tol : 1e-4, mtp_rows = bf16_cache ? 0.1 : 0.02;
+    for (const Mode m : {Mode{"exact", "1", exact_tol, 0.0, false}, Mode{"fast", "0", fast_tol, 0.05, true}}) {
         const std::string tag = std::string(m.name) + ": ";
         try {
-            std::unique_ptr<Backend> gpu = compared_backend(*model, cap, m.env, {});
+            std::unique_ptr<Backend> gpu = compared_backend(*model, cap, kv, m.env, {});
             // The CPU's pass to compare a GPU pass with (MTP logits: always the CPU's own,
             // as both ran the module from the same states).
             auto reference = [&](const std::vector<int32_t>& p, const std::vector<int32_t>& s, const Pass& own,
                                  const Pass& on_gpu) { return m.follow ? run_script(cpu, *model, p, s, nullptr, &on_gpu) : own; };
             Pass got = run_script(*gpu, *model, prompt, steps, &ref.prefill.hidden);
+            // (Before anything else overwrites the rows; the fast mode's products round
+            // the activations, so only the exact mode's rows can be held to this.)
+            if (!m.follow) check_first_layer_rows(r, tag, *gpu, cpu, prompt);
             const Pass want = reference(prompt, steps, ref, got);
             r.close(tag + "prefill logits", got.prefill.logits, want.prefill.logits, m.tol, V);
             r.close(tag + "prefill final hidden", got.prefill.hidden, want.prefill.hidden, m.tol, H);
             r.close(tag + "decode logits (8 steps)", got.decode, want.decode, m.tol, V);
             auto close_mtp = [&](const std::string& name, const std::vector<float>& g, const std::vector<float>& w) {
-                if (m.follow) r.close_rows(tag + name, g, w, m.tol, V, 0.02);
+                if (m.follow) r.close_rows(tag + name, g, w, m.tol, V, mtp_rows);
                 else r.close(tag + name, g, w, m.tol, V);
             };
             if (model->n_mtp() > 0) close_mtp("MTP logits", got.mtp, ref.mtp);
@@ -612,7 +758,7 @@ void compare_backends(const RandomModelOptions& ro, std::vector<CheckResult>& ou
                 if (std::string(m.name) == "fast") {
                     // Prefill attention's score batch cut to ~1000 entries: one head and a few
                     // queries per batch, positions past the first pass (the other runs hold all heads).
-                    auto blocked = compared_backend(*model, cap, m.env, {{"CETUS_CUDA_ATTENTION_BATCH", "1000"}});
+                    auto blocked = compared_backend(*model, cap, kv, m.env, {{"CETUS_CUDA_ATTENTION_BATCH", "1000"}});
                     const Pass lb = run_script(*blocked, *model, lp, ls, &lr.prefill.hidden);
                     r.close(tag + "300-token prompt, attention in blocks of a few queries", lb.prefill.logits,
                             reference(lp, ls, lr, lb).prefill.logits, m.tol, V);
@@ -621,7 +767,7 @@ void compare_backends(const RandomModelOptions& ro, std::vector<CheckResult>& ou
             if (std::string(m.name) == "exact") {
                 // Decode steps replay CUDA graphs (step 1 runs directly, step 2 is
                 // captured, 3-8 replay): the same bits as launching kernel by kernel.
-                auto direct = compared_backend(*model, cap, m.env, {{"CETUS_CUDA_GRAPHS", "0"}});
+                auto direct = compared_backend(*model, cap, kv, m.env, {{"CETUS_CUDA_GRAPHS", "0"}});
                 const Pass d = run_script(*direct, *model, prompt, steps, &ref.prefill.hidden);
                 direct.reset();
                 r.check(tag + "CUDA graphs == direct launches (bit for bit)", d.decode == got.decode && d.mtp == got.mtp,
@@ -640,7 +786,7 @@ void compare_backends(const RandomModelOptions& ro, std::vector<CheckResult>& ou
                     if (model->n_mtp() > 0) {
                         // Sampled generation with drafts, choices on the device vs on the host.
                         auto host_choices =
-                            compared_backend(*model, cap, m.env, {{"CETUS_CUDA_SAMPLING", "host"}});
+                            compared_backend(*model, cap, kv, m.env, {{"CETUS_CUDA_SAMPLING", "host"}});
                         int same = 0;
                         for (uint64_t seed : {1u, 2u, 3u})
                             same += sampled(*model, *gpu, prompt, seed) == sampled(*model, *host_choices, prompt, seed);
@@ -703,7 +849,7 @@ std::vector<CheckResult> run_selftest(const SelftestOptions& o) {
         else shapes = {{"tiny", "bf16", 0, 1}, {"tiny", "fp8", 0, 2}};
         if (o.compare == "small" || o.compare == "full") shapes.insert(shapes.end(), {medium, v2_lite, v3_layer});
         if (o.compare == "full") shapes.push_back({"v3-layers", "fp8", 4, 6});
-        for (const auto& s : shapes) compare_backends(s, out);
+        for (const auto& s : shapes) compare_backends(s, o.kv_cache, out);
     }
     return out;
 }

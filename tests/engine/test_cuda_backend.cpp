@@ -63,12 +63,19 @@ private slots:
 
     // The CUDA-vs-CPU harness with a second CPU backend standing in for the GPU: every
     // check must pass (a check that cannot pass would waste the scarce GPU runs).
+    void comparisonHarnessPassesWithTheCpuStandingIn_data() {
+        QTest::addColumn<bool>("bf16Cache");
+        QTest::newRow("fp32 cache") << false;
+        QTest::newRow("bf16 cache") << true;
+    }
     void comparisonHarnessPassesWithTheCpuStandingIn() {
+        QFETCH(bool, bf16Cache);
         qputenv("CETUS_SELFTEST_CUDA_STANDIN", "cpu");
         cetus::SelftestOptions o;
         o.fixtures_dir = std::string(CETUS_TEST_DATA) + "/golden";
         o.device = cetus::Device::Cuda;
         o.compare = "tiny";
+        o.kv_cache = bf16Cache ? cetus::KvCacheType::BF16 : cetus::KvCacheType::F32;
         const auto results = cetus::run_selftest(o);
         qunsetenv("CETUS_SELFTEST_CUDA_STANDIN");
         QSet<QString> checks;
@@ -87,6 +94,10 @@ private slots:
                               "exact: CUDA graphs == direct launches (bit for bit)", "exact: greedy generation == CPU",
                               "exact: greedy MTP on == off"})
             QVERIFY2(checks.contains(QString::fromLatin1(c)), c);
+        // What each backend stored, compared row by row (a bf16 cache: bf16 values only).
+        const char* rows = bf16Cache ? "exact: first layer's cache rows: bf16 values, within a step of the CPU's"
+                                     : "exact: first layer's cache rows";
+        QVERIFY2(checks.contains(QString::fromLatin1(rows)), rows);
         QCOMPARE(results.size(), size_t(2 * checks.size()));  // tiny in BF16 and FP8, the same checks
     }
 

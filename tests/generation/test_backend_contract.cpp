@@ -36,6 +36,8 @@ public:
     }
     int64_t n_tokens() const override { return m_inner.n_tokens(); }
     uint64_t kv_bytes_per_token() const override { return m_inner.kv_bytes_per_token(); }
+    cetus::KvCacheType kv_cache_type() const override { return m_inner.kv_cache_type(); }
+    std::vector<float> cache_row(int64_t layer, int64_t pos) override { return m_inner.cache_row(layer, pos); }
 
     void truncate(int64_t n) override {
         ++n_truncate;

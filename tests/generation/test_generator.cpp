@@ -15,11 +15,13 @@ namespace {
 
 std::string fixture(const char* name) { return std::string(CETUS_TEST_DATA) + "/golden/" + name; }
 
-std::unique_ptr<cetus::Engine> load(const std::string& dir, int64_t ctx = 256) {
+std::unique_ptr<cetus::Engine> load(const std::string& dir, int64_t ctx = 256,
+                                    cetus::KvCacheType kv = cetus::KvCacheType::F32) {
     cetus::EngineOptions o;
     o.model_dir = dir;
     o.device = cetus::Device::Cpu;
     o.max_context = ctx;
+    o.kv_cache = kv;
     return cetus::Engine::load(o);
 }
 
@@ -130,6 +132,35 @@ private slots:
                 QVERIFY(spec.stats.drafts_proposed > 0);
                 QVERIFY(spec.stats.verify_steps <= plain.stats.verify_steps);
             }
+        }
+    }
+
+    void bf16CacheGeneration() {
+        // A bf16 latent cache: half the bytes per token, and the generator's
+        // invariants hold as with fp32 (a rounded row is a function of the token's own
+        // fp32 row, the same in a batch of one or in a verify batch): MTP greedy equals
+        // plain greedy, and a reused prefix gives what a fresh cache gives.
+        const std::string dir = fixture("v3-noaux");
+        auto f32 = load(dir);
+        auto e = load(dir, 256, cetus::KvCacheType::BF16);
+        QCOMPARE(e->info().kv_cache_type, std::string("bf16"));
+        QCOMPARE(f32->info().kv_cache_type, std::string("f32"));
+        QCOMPARE(e->info().kv_bytes_per_token_held * 2, f32->info().kv_bytes_per_token_held);
+        for (int k = 0; k < 3; ++k) {
+            auto ids = golden_ids(dir, k);
+            e->reset_cache();
+            auto plain = e->generate(greedy(ids, 40, false));
+            QVERIFY(plain.stats.kv_bytes_used == uint64_t(plain.stats.tokens_cached) * e->info().kv_bytes_per_token_held);
+            for (int draft : {1, 3}) {
+                e->reset_cache();
+                auto spec = e->generate(greedy(ids, 40, true, draft));
+                QVERIFY(spec.stats.drafts_proposed > 0);
+                QCOMPARE(spec.ids, plain.ids);
+            }
+            // The same request again reuses the cached prefix.
+            auto again = e->generate(greedy(ids, 40, false));
+            QVERIFY(again.stats.reused_prefix_tokens > 0);
+            QCOMPARE(again.ids, plain.ids);
         }
     }
 

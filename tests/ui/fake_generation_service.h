@@ -17,11 +17,13 @@ public:
     GenerationParams last_params;
     DeviceChoice last_device = DeviceChoice::Auto;
     bool last_fp8 = false;
+    bool last_kv_bf16 = false;
 
     void loadModel(const LoadRequest& r) override {
         m_loading = true;
         last_device = r.device;
         last_fp8 = r.fp8_on_load;
+        last_kv_bf16 = r.kv_cache_bf16;
         QTimer::singleShot(0, this, [this, r] {
             m_loading = false;
             if (r.model_dir.contains(QStringLiteral("bad"))) {

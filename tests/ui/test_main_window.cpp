@@ -36,6 +36,7 @@ private slots:
     void badFolderKeepsWorking();
     void gpuFailureOffersTheCpu();
     void fp8WeightsOption();
+    void bf16CacheOption();
     void gpuOutOfMemoryOffersFp8();
     void streamsIntoTheLastMessage();
     void stopEndsTheAnswer();
@@ -139,6 +140,29 @@ void TestMainWindow::gpuFailureOffersTheCpu() {
     m_window->openModel(QStringLiteral("/models/bad"), DeviceChoice::Cpu);
     QVERIFY(failed.wait(2000));
     QVERIFY(!m_window->cpuFallbackButton()->isVisible());
+}
+
+void TestMainWindow::bf16CacheOption() {
+    // Model > BF16 latent cache: off at first, saved when toggled, sent with the next load.
+    auto* action = m_window->findChild<QAction*>(QStringLiteral("kvCacheBf16Action"));
+    QVERIFY(action);
+    QVERIFY(action->isCheckable());
+    QVERIFY(!action->isChecked());
+    QSignalSpy loaded(m_service.get(), &GenerationService::modelLoaded);
+    m_window->openModel(QStringLiteral("/models/fake"));
+    QVERIFY(loaded.wait(2000));
+    QVERIFY(!m_service->last_kv_bf16);
+    action->trigger();
+    QVERIFY(QSettings().value(QStringLiteral("model/kv_cache_bf16")).toBool());
+    m_window->openModel(QStringLiteral("/models/fake"));
+    QVERIFY(loaded.wait(2000));
+    QVERIFY(m_service->last_kv_bf16);
+    QVERIFY(!m_service->last_fp8);  // the two choices are separate
+    // A new window starts from the saved choice.
+    m_window.reset();
+    m_window = std::make_unique<MainWindow>(*m_store, *m_service);
+    QVERIFY(m_window->findChild<QAction*>(QStringLiteral("kvCacheBf16Action"))->isChecked());
+    QSettings().remove(QStringLiteral("model/kv_cache_bf16"));
 }
 
 void TestMainWindow::fp8WeightsOption() {

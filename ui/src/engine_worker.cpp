@@ -45,6 +45,7 @@ ModelDescription describe(const cetus::ModelInfo& i, const QString& dir) {
     d.kv_bytes_per_token_mha = i.kv_bytes_per_token_mha;
     d.kv_bytes_per_token_gqa8 = i.kv_bytes_per_token_gqa8;
     d.kv_bytes_per_token_held = i.kv_bytes_per_token_held;
+    d.kv_cache_type = QString::fromStdString(i.kv_cache_type);
     return d;
 }
 
@@ -118,6 +119,7 @@ void EngineWorker::load(const LoadRequest& request, std::shared_ptr<std::atomic<
     options.n_threads = request.n_threads;
     options.max_context = request.max_context;
     options.fp8_on_load = request.fp8_on_load;
+    options.kv_cache = request.kv_cache_bf16 ? cetus::KvCacheType::BF16 : cetus::KvCacheType::F32;
     auto last = Clock::now() - std::chrono::seconds(1);
     cetus::LoadProgress progress;
     progress.cancel = cancel.get();

@@ -110,7 +110,9 @@ void KvCachePanel::setModel(const std::optional<ModelDescription>& model) {
     m_x->setRange(0, n);
     m_y->setRange(0, std::max(1e-9, top / m_unit) * 1.05);
     m_y->setTitleText(unit);
-    m_chart->setTitle(tr("KV cache, %1 per token").arg(formatBytes(held)));
+    m_chart->setTitle(model->kv_cache_type.isEmpty()
+                          ? tr("KV cache, %1 per token").arg(formatBytes(held))
+                          : tr("KV cache (%1), %2 per token").arg(model->kv_cache_type, formatBytes(held)));
     setStats(StepStats{});
 }
 

@@ -22,6 +22,16 @@ namespace cetus {
 
 enum class Device { Auto, Cpu, Cuda };
 
+// The latent cache's element type. F32 keeps every cached value as computed (the
+// reference: the fixtures and the CUDA-against-CPU comparisons run with it). BF16
+// rounds each value to bf16 when it is written (nearest even, relative error up
+// to 2^-9), as DeepSeek's own inference keeps the cache: half the memory, so twice
+// the context in the same space, and half the bytes attention reads per token.
+enum class KvCacheType { F32, BF16 };
+const char* kv_cache_type_name(KvCacheType t) noexcept;  // "f32" | "bf16"
+// "f32" | "bf16" (also "fp32", "bfloat16"); throws Error(BadRequest) naming the choices.
+KvCacheType kv_cache_type_from_name(const std::string& name);
+
 struct EngineOptions {
     std::filesystem::path model_dir;
     // Auto: the GPU when the CUDA plug-in finds one and the backend takes the model
@@ -36,6 +46,7 @@ struct EngineOptions {
     // bytes a decode step reads. Embeddings, the output head and the router stay as
     // they are; an FP8 checkpoint is used as it is.
     bool fp8_on_load = false;
+    KvCacheType kv_cache = KvCacheType::F32;
 };
 
 struct LoadProgress {
@@ -61,6 +72,7 @@ struct ModelInfo {
     // 8 KV heads (2 * 8 * d_h), d_h = v_head_dim.
     uint64_t kv_bytes_per_token_mla = 0, kv_bytes_per_token_mha = 0, kv_bytes_per_token_gqa8 = 0;
     uint64_t kv_bytes_per_token_held = 0;  // what this backend actually stores per token
+    std::string kv_cache_type;             // "f32" | "bf16": the held cache's element type
     int64_t bos_token_id = -1, eos_token_id = -1;
     std::string chat_template;  // detected family, e.g. "deepseek-v3"; empty without a tokenizer
 };

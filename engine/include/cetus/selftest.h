@@ -35,6 +35,9 @@ struct SelftestOptions {
     // CPU backend instead (no fixtures): the harness checking itself without a GPU.
     std::string compare = "small";
     bool compare_only = false;  // skip the fixtures (e.g. the comparison under compute-sanitizer)
+    // The latent cache of both backends in the comparison (the fixtures always run
+    // with an fp32 cache: their bounds are transformers' fp32 numbers).
+    KvCacheType kv_cache = KvCacheType::F32;
 };
 
 // Checks and tolerances. Fixtures: logits, hidden states and router weights

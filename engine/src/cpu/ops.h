@@ -6,6 +6,7 @@
 
 #include "weights.h"
 
+#include <bit>
 #include <cmath>
 #include <cstdint>
 
@@ -25,6 +26,20 @@ inline float dot(const float* a, const float* b, int64_t n) {
 inline void axpy(float a, const float* x, float* y, int64_t n) {
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+// The same over bf16 values b (a bf16 latent cache's rows): each widened to fp32
+// exactly (bits << 16), then the fp32 loops above.
+inline float dot(const float* a, const uint16_t* b, int64_t n) {
+    float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t i = 0; i < n; ++i) acc += a[i] * std::bit_cast<float>(uint32_t(b[i]) << 16);
+    return acc;
+}
+
+inline void axpy(float a, const uint16_t* x, float* y, int64_t n) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) y[i] += a * std::bit_cast<float>(uint32_t(x[i]) << 16);
 }
 
 inline float silu(float z) { return z / (1.0f + std::exp(-z)); }

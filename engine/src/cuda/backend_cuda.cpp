@@ -1,6 +1,7 @@
 // The CUDA backend (libcetus-cuda.so): the model's forward passes on one GPU,
 // mirroring model.cpp, mla.cpp (absorbed form), moe.cpp and mtp.cpp step by
-// step, with the latent cache [layer][capacity][d_c + d_r] in fp32 on the device.
+// step, with the latent cache [layer][capacity][d_c + d_r] on the device in fp32
+// or, when asked for (KvCacheType::BF16), bf16 as the CPU's bf16 cache rounds it.
 // All work of a call runs on the backend's stream: inputs are copied in, the
 // results out, with one synchronisation per chunk of up to 1024 tokens (256 when
 // every row's logits come back or memory is short; one per call for the
@@ -29,7 +30,7 @@
 // back and leaves the choices to the host instead.
 //
 // Not in this version: FP8 tensor-core GEMMs (FP8 weights are expanded to bf16
-// for long chunks), a bf16 cache.
+// for long chunks), an FP8 cache.
 #include "cuda_plugin.h"
 #include "cuda_util.h"
 #include "device_weights.h"
@@ -158,8 +159,10 @@ public:
     int64_t n_tokens() const override { return m_n_tokens; }
     void truncate(int64_t n) override { m_n_tokens = n; }
     uint64_t kv_bytes_per_token() const override {
-        return uint64_t(m_n_cache_layers * (m_config.kv_lora_rank + m_config.qk_rope_head_dim)) * sizeof(float);
+        return uint64_t(m_n_cache_layers * (m_config.kv_lora_rank + m_config.qk_rope_head_dim)) * cache_value_bytes();
     }
+    KvCacheType kv_cache_type() const override { return m_cache_bf16 ? KvCacheType::BF16 : KvCacheType::F32; }
+    std::vector<float> cache_row(int64_t layer, int64_t pos) override;
     void forward(const int32_t* ids, int64_t T, int64_t start_pos, const ForwardOptions& opt,
                  ForwardOutput& out) override;
     void mtp_forward(int64_t k, const float* hidden, const int32_t* next_ids, int64_t T, int64_t start_pos,
@@ -228,9 +231,10 @@ private:
     Scratch carve_scratch(Carver& c) const;
     Staging carve_staging(Carver& c) const;
     void check_span(int64_t T, int64_t start_pos) const;
-    float* cache_rows(int64_t layer) const {
-        return reinterpret_cast<float*>(m_cache.get()) +
-               layer * m_capacity * (m_config.kv_lora_rank + m_config.qk_rope_head_dim);
+    size_t cache_value_bytes() const { return m_cache_bf16 ? sizeof(uint16_t) : sizeof(float); }
+    void* cache_rows(int64_t layer) const {
+        return static_cast<char*>(m_cache.get()) +
+               size_t(layer * m_capacity * (m_config.kv_lora_rank + m_config.qk_rope_head_dim)) * cache_value_bytes();
     }
     void to_host(void* dst, const void* src, size_t bytes) {
         CETUS_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, m_stream.get()));
@@ -280,6 +284,7 @@ private:
     int64_t m_attn_batch_elems = int64_t(Gemm::k_attn_batch_elems);
     bool m_interleave, m_exact, m_expert_mma = true, m_attention_gemm = true, m_device_sampling = true;
     bool m_fuse = true;  // the decode fusions (CETUS_CUDA_FUSE=0: off), handed to m_gemm as its counter
+    bool m_cache_bf16;   // the latent cache's values in bf16 (else fp32)
     std::vector<int32_t> m_history_on_device;  // what m_s.choice_history holds
     float m_scale;
     MlaShape m_shape;
@@ -329,7 +334,8 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
     : m_config(args.model->config()), m_device(args.device), m_capacity(args.capacity),
       m_chunk(std::min(k_chunk_tokens, args.capacity)), m_n_moe(args.n_moe_layers),
       m_n_cache_layers(m_config.num_hidden_layers + m_config.num_nextn_predict_layers),
-      m_interleave(args.rope_interleave), m_scale(args.softmax_scale), m_log(args.log) {
+      m_interleave(args.rope_interleave), m_cache_bf16(args.cache_bf16), m_scale(args.softmax_scale),
+      m_log(args.log) {
     const ModelConfig& c = m_config;
     const Model& model = *args.model;
     CETUS_CUDA(cudaSetDevice(m_device));
@@ -373,9 +379,9 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
                                                 " groups exceed the routing kernel (at most " +
                                                 std::to_string(k_max_experts) + " experts, top " +
                                                 std::to_string(k_max_top_k) + ")");
-    if (!setup_attention(width, m_info.max_shared_optin))
+    if (!setup_attention(width, m_cache_bf16, m_info.max_shared_optin))
         throw Error(ErrorCode::Unsupported, "CUDA backend: a cache row of " + std::to_string(width) +
-                                                " floats needs more shared memory than " + m_info.name + " has");
+                                                " values needs more shared memory than " + m_info.name + " has");
 
     if (K > 0) m_chunk = std::min(m_chunk, std::max<int64_t>(1, (k_group_pairs_ints - 2 * E) / K));
     m_logit_chunk = std::min(m_chunk, k_logit_chunk_tokens);
@@ -401,7 +407,7 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
 
     // Everything is measured before anything is allocated.
     const size_t weight_bytes = device_weight_bytes(model, m_capacity);
-    const size_t cache_bytes = size_t(m_n_cache_layers) * size_t(m_capacity) * size_t(width) * sizeof(float);
+    const size_t cache_bytes = size_t(m_n_cache_layers) * size_t(m_capacity) * size_t(width) * cache_value_bytes();
     Carver measure;
     carve_scratch(measure);
     size_t scratch_bytes = measure.bytes();
@@ -427,7 +433,8 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
     if (need > free_bytes)
         throw Error(ErrorCode::OutOfMemory,
                     "needs " + fixed1(gib(need)) + " GiB of GPU memory for weights + cache (weights " +
-                        fixed1(gib(weight_bytes)) + ", cache of " + std::to_string(m_capacity) + " tokens " +
+                        fixed1(gib(weight_bytes)) + ", " + (m_cache_bf16 ? "bf16" : "fp32") + " cache of " +
+                        std::to_string(m_capacity) + " tokens " +
                         fixed1(gib(cache_bytes)) + ", work buffers " + fixed1(gib(scratch_bytes)) + "), " +
                         m_info.name + " has " + fixed1(gib(free_bytes)) + " GiB free");
 
@@ -457,7 +464,8 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
 
     if (args.log)
         args.log(0, m_info.name + " (sm_" + std::to_string(m_info.major) + std::to_string(m_info.minor) +
-                        "): weights " + fixed1(gib(weight_bytes)) + " GiB on the device, latent cache " +
+                        "): weights " + fixed1(gib(weight_bytes)) + " GiB on the device, " +
+                        (m_cache_bf16 ? "bf16" : "fp32") + " latent cache " +
                         fixed1(gib(cache_bytes)) + " GiB for " + std::to_string(m_capacity) + " tokens, work buffers " +
                         fixed1(gib(scratch_bytes)) + " GiB" + (m_exact ? ", exact fp32 products" : "") +
                         (m_graphs ? ", decode steps as CUDA graphs" : ", CUDA graphs off (" + m_graphs_off + ")") +
@@ -532,7 +540,11 @@ CudaBackend::Scratch CudaBackend::carve_scratch(Carver& cv) const {
     s.choice_out = i(R);
     s.argmax_ids = i(R);
     if (!m_exact) {
-        s.gemm.act_elems = size_t(n * std::max({round_up(m_extent.max_cols, 8), n_h * d_qk, n_h * c.kv_lora_rank}));
+        // (A bf16 cache's prefill attention splits [q_abs ; q_pe] rows of the cache's width in two.)
+        const int64_t query_cols =
+            m_cache_bf16 && m_attention_gemm ? 2 * n_h * (c.kv_lora_rank + c.qk_rope_head_dim) : 0;
+        s.gemm.act_elems =
+            size_t(n * std::max({round_up(m_extent.max_cols, 8), n_h * d_qk, n_h * c.kv_lora_rank, query_cols}));
         s.gemm.act_bf16 = cv.take<uint16_t>(s.gemm.act_elems);
         s.gemm.weight_elems = m_extent.fp8_elems;
         s.gemm.weight_bf16 = cv.take<uint16_t>(s.gemm.weight_elems);
@@ -566,6 +578,29 @@ CudaBackend::Staging CudaBackend::carve_staging(Carver& cv) const {
     h.choice_out = cv.take<int32_t>(size_t(R));
     h.argmax_ids = cv.take<int32_t>(size_t(R));
     return h;
+}
+
+std::vector<float> CudaBackend::cache_row(int64_t layer, int64_t pos) {
+    const int64_t width = m_config.kv_lora_rank + m_config.qk_rope_head_dim;
+    if (layer < 0 || layer >= m_n_cache_layers || pos < 0 || pos >= m_capacity)
+        throw Error(ErrorCode::BadRequest, "cache row (" + std::to_string(layer) + ", " + std::to_string(pos) +
+                                               ") outside the cache");
+    CETUS_CUDA(cudaSetDevice(m_device));
+    const size_t bytes = size_t(width) * cache_value_bytes();
+    std::vector<uint8_t> raw(bytes);
+    to_host(raw.data(), static_cast<const char*>(cache_rows(layer)) + size_t(pos * width) * cache_value_bytes(), bytes);
+    CETUS_CUDA(cudaStreamSynchronize(m_stream.get()));
+    std::vector<float> row(static_cast<size_t>(width));
+    for (int64_t i = 0; i < width; ++i) {
+        if (m_cache_bf16) {
+            uint16_t v;
+            std::memcpy(&v, raw.data() + 2 * i, 2);
+            row[size_t(i)] = bf16_to_f32(v);
+        } else {
+            std::memcpy(&row[size_t(i)], raw.data() + 4 * i, 4);
+        }
+    }
+    return row;
 }
 
 std::string CudaBackend::description() const {
@@ -1068,16 +1103,16 @@ void CudaBackend::attention(const DeviceLayer& l, int64_t cache_layer, int64_t n
     } else {
         gemm.matmul_pair(l.q_proj, m_s.q, m.n_h * d_qk, l.kv_a, m_s.kv, m.d_c + m.d_r, m_s.a, H, n);
     }
-    float* cache = cache_rows(cache_layer);
+    void* cache = cache_rows(cache_layer);
     // The cache rows and the queries' rope, and q_abs [n, n_h, d_c] (one launch in decode).
     const LatentCacheArgs latent{m_s.kv, l.kv_a_norm, k_latent_norm_eps, m_weights.rope_table, m_interleave,
-                                 m_s.start_pos, m.d_c, m.d_r, cache, m_s.q, m.n_h, m.d_n};
+                                 m_s.start_pos, m.d_c, m.d_r, cache, m_cache_bf16, m_s.q, m.n_h, m.d_n};
     gemm.latent_cache_absorb_q(latent, l.kv_b, m_s.q, n, m, m_s.q_abs);
     if (gemm.prefill_attention(n))  // prefill chunks on the tensor cores; the host knows their position
-        gemm.mla_prefill(m_s.q_abs, m_s.q, cache, n, *m_h.start_pos, m, m_scale, m_s.ctx);
+        gemm.mla_prefill(m_s.q_abs, m_s.q, cache, m_cache_bf16, n, *m_h.start_pos, m, m_scale, m_s.ctx);
     else
-        launch_mla_attention(m_s.q_abs, m_s.q, cache, n, m_s.start_pos, m, m_scale, m_info.n_sm, m_s.parts, m_s.ctx,
-                             s);
+        launch_mla_attention(m_s.q_abs, m_s.q, cache, m_cache_bf16, n, m_s.start_pos, m, m_scale, m_info.n_sm,
+                             m_s.parts, m_s.ctx, s);
     gemm.absorb_v(l.kv_b, m_s.ctx, n, m, m_s.o);  // [n, n_h, d_v]; block() projects it back to H
 }
 

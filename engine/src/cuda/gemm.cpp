@@ -186,14 +186,22 @@ void Gemm::absorb_v(const DeviceMatrix& kv_b, const float* ctx, int64_t n, const
 
 // Per batch of heads h0 .. h0 + gb - 1 and queries t0 .. t0 + nb - 1 (as many
 // as the score buffer holds), with w = start + t0 + nb cache rows visible to the
-// last of them, on TF32 tensor cores straight from the fp32 buffers:
+// last of them. An fp32 cache: on TF32 tensor cores straight from the fp32 buffers,
 //   scores_h^T (w x nb, ld) = scale c (w x d_c: the row-major cache read column-major,
 //       transposed) q_abs_h^T (d_c x nb, rows n_h * d_c apart)
 //       + scale k_pe (w x d_r) q_pe_h^T (d_r x nb, rows n_h * (d_n + d_r) apart),
 //   probs = causal softmax of the scores, in place,
 //   ctx_h^T (d_c x nb, rows n_h * d_c apart) = c^T (d_c x w) probs_h^T (w x nb).
-void Gemm::mla_prefill(const float* q_abs, const float* q, const float* cache, int64_t n, int64_t start,
-                       const MlaShape& m, float scale, float* ctx) {
+// A bf16 cache: bf16 tensor cores with fp32 accumulation. The queries, as
+// [q_abs ; q_pe] rows of the cache's width (a product of depth d_c + d_r for the
+// scores), are split into a bf16 part and a bf16 remainder, and the scores are the
+// sum of both products: a score is as large as |q| |c|, so a query rounded to bf16
+// alone (2^-9) would move the larger scores by tenths, and their exponentials by
+// more; split, the queries keep about 2^-17. The softmax writes the probabilities
+// as bf16 over the first half of each score row's bytes (bf16 rows 2 ld apart),
+// each within 2^-9 of its own value, as any bf16 activation.
+void Gemm::mla_prefill(const float* q_abs, const float* q, const void* cache, bool cache_bf16, int64_t n,
+                       int64_t start, const MlaShape& m, float scale, float* ctx) {
     if (n <= 0) return;
     const int64_t W = m.d_c + m.d_r, d_qk = m.d_n + m.d_r, rows = start + n;
     const int64_t ld_max = round_up(rows, 8);
@@ -205,22 +213,50 @@ void Gemm::mla_prefill(const float* q_abs, const float* q, const float* cache, i
     const int64_t g = tq == n ? std::clamp<int64_t>(budget / (n * ld_max), 1, m.n_h) : 1;
     const float one = 1.0f, zero = 0.0f;
     const auto tf32 = CUBLAS_COMPUTE_32F_FAST_TF32;
+    const uint16_t *q_hi = nullptr, *q_lo = nullptr;  // [n, n_h, W] each: the split queries (bf16 cache)
+    if (cache_bf16) {
+        const int64_t elems = n * m.n_h * W;
+        if (size_t(2 * elems) > m_scratch.act_elems) scratch_overflow("bf16 query");
+        uint16_t* hi = m_scratch.act_bf16;
+        uint16_t* lo = m_scratch.act_bf16 + elems;
+        launch_to_bf16_split(q_abs, m.d_c, n * m.n_h, m.d_c, hi, lo, W, m_stream);
+        launch_to_bf16_split(q + m.d_n, d_qk, n * m.n_h, m.d_r, hi + m.d_c, lo + m.d_c, W, m_stream);
+        q_hi = hi;
+        q_lo = lo;
+    }
+    const float* cf = static_cast<const float*>(cache);
+    const uint16_t* cb = static_cast<const uint16_t*>(cache);
     for (int64_t h0 = 0; h0 < m.n_h; h0 += g) {
         const int64_t gb = std::min(g, m.n_h - h0);
         for (int64_t t0 = 0; t0 < n; t0 += tq) {
             const int64_t nb = std::min(tq, n - t0), w = start + t0 + nb, ld = round_up(w, 8);
             const int64_t first = t0 * m.n_h + h0;  // (token t0, head h0)
+            if (cache_bf16) {
+                for (const uint16_t* part : {q_hi, q_lo}) {
+                    CETUS_CUBLAS(cublasGemmStridedBatchedEx(
+                        m_handle, CUBLAS_OP_T, CUBLAS_OP_N, int(w), int(nb), int(W), &scale, cb, CUDA_R_16BF, int(W),
+                        0, part + first * W, CUDA_R_16BF, int(m.n_h * W), W, part == q_hi ? &zero : &one, scores,
+                        CUDA_R_32F, int(ld), nb * ld, int(gb), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                }
+                launch_prefill_softmax(scores, gb * nb, nb, ld, w, start + t0 + 1, true, m_stream);
+                CETUS_CUBLAS(cublasGemmStridedBatchedEx(
+                    m_handle, CUBLAS_OP_N, CUBLAS_OP_N, int(m.d_c), int(nb), int(w), &one, cb, CUDA_R_16BF, int(W), 0,
+                    reinterpret_cast<const uint16_t*>(scores), CUDA_R_16BF, int(2 * ld), 2 * nb * ld, &zero,
+                    ctx + first * m.d_c, CUDA_R_32F, int(m.n_h * m.d_c), m.d_c, int(gb), CUBLAS_COMPUTE_32F,
+                    CUBLAS_GEMM_DEFAULT));
+                continue;
+            }
             CETUS_CUBLAS(cublasGemmStridedBatchedEx(
-                m_handle, CUBLAS_OP_T, CUBLAS_OP_N, int(w), int(nb), int(m.d_c), &scale, cache, CUDA_R_32F, int(W), 0,
+                m_handle, CUBLAS_OP_T, CUBLAS_OP_N, int(w), int(nb), int(m.d_c), &scale, cf, CUDA_R_32F, int(W), 0,
                 q_abs + first * m.d_c, CUDA_R_32F, int(m.n_h * m.d_c), m.d_c, &zero, scores, CUDA_R_32F, int(ld),
                 nb * ld, int(gb), tf32, CUBLAS_GEMM_DEFAULT));
             CETUS_CUBLAS(cublasGemmStridedBatchedEx(
-                m_handle, CUBLAS_OP_T, CUBLAS_OP_N, int(w), int(nb), int(m.d_r), &scale, cache + m.d_c, CUDA_R_32F,
+                m_handle, CUBLAS_OP_T, CUBLAS_OP_N, int(w), int(nb), int(m.d_r), &scale, cf + m.d_c, CUDA_R_32F,
                 int(W), 0, q + first * d_qk + m.d_n, CUDA_R_32F, int(m.n_h * d_qk), d_qk, &one, scores, CUDA_R_32F,
                 int(ld), nb * ld, int(gb), tf32, CUBLAS_GEMM_DEFAULT));
-            launch_prefill_softmax(scores, gb * nb, nb, ld, w, start + t0 + 1, m_stream);
+            launch_prefill_softmax(scores, gb * nb, nb, ld, w, start + t0 + 1, false, m_stream);
             CETUS_CUBLAS(cublasGemmStridedBatchedEx(
-                m_handle, CUBLAS_OP_N, CUBLAS_OP_N, int(m.d_c), int(nb), int(w), &one, cache, CUDA_R_32F, int(W), 0,
+                m_handle, CUBLAS_OP_N, CUBLAS_OP_N, int(m.d_c), int(nb), int(w), &one, cf, CUDA_R_32F, int(W), 0,
                 scores, CUDA_R_32F, int(ld), nb * ld, &zero, ctx + first * m.d_c, CUDA_R_32F, int(m.n_h * m.d_c),
                 m.d_c, int(gb), tf32, CUBLAS_GEMM_DEFAULT));
         }

@@ -2,7 +2,8 @@
 // k_max_small_tokens tokens (and always under CETUS_CUDA_EXACT=1), cuBLAS for
 // longer chunks: bf16 tensor-core GEMMs with fp32 accumulation on activations
 // rounded to bf16 (FP8 weights expanded to bf16 first), plain fp32 SGEMM
-// (no TF32) for F32 weights; and prefill attention as bf16 GEMMs.
+// (no TF32) for F32 weights; and prefill attention as TF32 GEMMs (fp32 cache)
+// or bf16 GEMMs (bf16 cache).
 #pragma once
 
 #include "kernels.h"
@@ -68,16 +69,17 @@ public:
     // o[t, h, :] = W_UV_h ctx[t, h].  ctx: [n, n_h, d_c]; o: [n, n_h, d_v]
     void absorb_v(const DeviceMatrix& kv_b, const float* ctx, int64_t n, const MlaShape& m, float* o);
 
-    // Prefill attention in the absorbed form on TF32 tensor cores (fp32 operands
-    // rounded to 10-bit mantissas, fp32 accumulation), for chunks past
+    // Prefill attention in the absorbed form on the tensor cores, for chunks past
     // k_max_small_tokens outside exact mode: per head, scores = scale (q_abs c^T +
     // q_pe k_pe^T) over cache rows 0 .. start + n - 1, causal softmax, ctx = P c.
-    // The same result as launch_mla_attention within TF32 rounding; q: [n, n_h,
-    // d_n + d_r] rotated, q_abs: [n, n_h, d_c], cache: the layer's rows [capacity,
-    // d_c + d_r] (rows up to start + n - 1 written), ctx: [n, n_h, d_c]. start: the
-    // chunk's first position (host).
-    void mla_prefill(const float* q_abs, const float* q, const float* cache, int64_t n, int64_t start,
-                     const MlaShape& m, float scale, float* ctx);
+    // An fp32 cache takes TF32 (operands rounded to 10-bit mantissas), a bf16 cache
+    // bf16 products (queries and probabilities rounded to bf16), both with fp32
+    // accumulation: the same result as launch_mla_attention within that rounding.
+    // q: [n, n_h, d_n + d_r] rotated, q_abs: [n, n_h, d_c], cache: the layer's rows
+    // [capacity, d_c + d_r] of float or (cache_bf16) bf16 (rows up to start + n - 1
+    // written), ctx: [n, n_h, d_c]. start: the chunk's first position (host).
+    void mla_prefill(const float* q_abs, const float* q, const void* cache, bool cache_bf16, int64_t n,
+                     int64_t start, const MlaShape& m, float scale, float* ctx);
     bool prefill_attention(int64_t n) const { return !small(n) && m_scratch.attn_batch_elems > 0; }
     // Whether n tokens take the fp32 warp-per-row kernels (always in exact mode).
     bool small(int64_t n) const { return m_exact || n <= k_max_small_tokens; }

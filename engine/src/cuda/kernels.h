@@ -70,7 +70,8 @@ struct LatentCacheArgs {
     bool interleave = false;
     const int64_t* start_pos = nullptr;
     int64_t d_c = 0, d_r = 0;
-    float* cache = nullptr;  // the layer's rows [capacity, d_c + d_r]
+    void* cache = nullptr;   // the layer's rows [capacity, d_c + d_r]: float, or bf16 bits
+    bool cache_bf16 = false;  // values rounded to bf16 (nearest even) when stored
     float* q = nullptr;      // [n, n_h, d_n + d_r]
     int64_t n_h = 0, d_n = 0;
 };
@@ -78,6 +79,10 @@ void launch_latent_cache(const LatentCacheArgs& a, int64_t n, cudaStream_t s);
 // out[r, c] = bf16(x[r, c]) rounded to nearest even.
 void launch_to_bf16(const float* x, int64_t ldx, int64_t n_rows, int64_t cols, uint16_t* out, int64_t ldo,
                     cudaStream_t s);
+// hi[r, c] = bf16(x[r, c]) and lo[r, c] = bf16(x[r, c] - hi[r, c]): two bf16 products
+// over hi and lo, summed in fp32, carry x to about 2^-17 relative.
+void launch_to_bf16_split(const float* x, int64_t ldx, int64_t n_rows, int64_t cols, uint16_t* hi, uint16_t* lo,
+                          int64_t ldo, cudaStream_t s);
 
 // ---- matrix products: matvec.cu, dequant_fp8.cu ----
 
@@ -143,17 +148,19 @@ struct AttentionPartials {
 inline constexpr int64_t k_attention_max_latent = 512, k_attention_max_rope = 64;
 // s[r, c] = softmax of s[r, 0 .. len_r) in place for c < len_r, 0 for len_r <= c < width,
 // with len_r = min(width, first_len + r % rows_per_head); rows ld apart (mla_prefill_softmax.cu).
+// bf16_out: the probabilities rounded to bf16 in place of the row's own fp32
+// scores instead (row r's width values at the start of its bytes: bf16 rows 2 ld apart).
 void launch_prefill_softmax(float* s, int64_t n_rows, int64_t rows_per_head, int64_t ld, int64_t width,
-                            int64_t first_len, cudaStream_t stream);
+                            int64_t first_len, bool bf16_out, cudaStream_t stream);
 // Allows the attention kernel its shared memory for this cache row width; false
 // when the device cannot give that much.
-bool setup_attention(int64_t cache_width, size_t max_shared_per_block);
+bool setup_attention(int64_t cache_width, bool cache_bf16, size_t max_shared_per_block);
 // Sizes AttentionPartials::max_parts for a device with n_sm multiprocessors.
 int64_t attention_max_parts(int64_t n_h, int n_sm);
 // ctx[t, h, :] = sum_s softmax_s((q_abs . c_s + q_pe . kpe_s) * scale) c_s over cache rows
-// s <= *start_pos + t.  q: [n, n_h, d_n + d_r] (rotated); cache: the layer's rows. The
-// launch (grid, arguments) depends on n only, never on the position.
-void launch_mla_attention(const float* q_abs, const float* q, const float* cache, int64_t n,
+// s <= *start_pos + t.  q: [n, n_h, d_n + d_r] (rotated); cache: the layer's rows, fp32
+// or (cache_bf16) bf16. The launch (grid, arguments) depends on n only, never on the position.
+void launch_mla_attention(const float* q_abs, const float* q, const void* cache, bool cache_bf16, int64_t n,
                           const int64_t* start_pos, const MlaShape& m, float scale, int n_sm,
                           const AttentionPartials& parts, float* ctx, cudaStream_t s);
 

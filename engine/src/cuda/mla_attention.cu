@@ -2,7 +2,9 @@
 // branch): flash-decoding of softmax((q_abs . c_s + q_pe . kpe_s) * scale)
 // over the latent cache, plus the log-sum-exp merge of per-token splits.
 // Grid (splits, n_h / 8 rounded up, tokens) of 256 threads, one warp per
-// head; the merge takes one block of 128 per (head, token).
+// head; the merge takes one block of 128 per (head, token). The cache holds fp32
+// or bf16 values (a bf16 cache's tiles are half the bytes; each value is widened
+// exactly, the arithmetic is the same fp32).
 #include "cuda_util.h"
 #include "device_math.cuh"
 #include "pdl.cuh"
@@ -51,7 +53,7 @@ __host__ __device__ inline SplitPlan split_plan(int64_t n_rows, bool split) {
 struct AttentionLaunch {
     const float* q_abs;  // [n, n_h, d_c]
     const float* q;      // [n, n_h, d_n + d_r]
-    const float* cache;  // [capacity, d_c + d_r]
+    const void* cache;   // [capacity, d_c + d_r] of float or bf16 (the kernel's CacheT)
     float* ctx;          // [n, n_h, d_c]: written here (no split) or by the merge
     float* part_acc;     // [k_split_cap, n, n_h, d_c] (split)
     float* part_ml;      // [k_split_cap, n, n_h, 2]
@@ -62,13 +64,18 @@ struct AttentionLaunch {
     bool split;  // per-token splitting (decode and verify batches)
 };
 
+// A cached value as fp32: itself, or a bf16 value's bits widened (exact).
+__device__ __forceinline__ float cached(float v) { return v; }
+__device__ __forceinline__ float cached(uint16_t v) { return bf16_bits_to_f32(v); }
+
 // Two blocks per multiprocessor (at most 128 registers a thread): one stages its
-// tile while the other computes.
+// tile while the other computes. CacheT: float or uint16_t (bf16 bits).
+template <typename CacheT>
 __global__ void __launch_bounds__(32 * k_heads_per_block, 2) mla_attention_kernel(AttentionLaunch a) {
     pdl_wait();  // first: see pdl.cuh
     pdl_trigger();
     extern __shared__ float4 attention_smem[];  // float4: the tile copy below stores 16 bytes at a time
-    float* tile = reinterpret_cast<float*>(attention_smem);  // [k_tile_rows, d_c + d_r]
+    CacheT* tile = reinterpret_cast<CacheT*>(attention_smem);  // [k_tile_rows, d_c + d_r]
     const MlaShape& m = a.m;
     const int lane = threadIdx.x & 31;
     const int64_t h = int64_t(blockIdx.y) * k_heads_per_block + (threadIdx.x >> 5);
@@ -100,14 +107,16 @@ __global__ void __launch_bounds__(32 * k_heads_per_block, 2) mla_attention_kerne
     for (int64_t base = s0; base < s1; base += k_tile_rows) {
         const int rows = int(min(int64_t(k_tile_rows), s1 - base));
         __syncthreads();  // every warp is done with the previous tile
-        const float* src = a.cache + base * width;
+        const CacheT* src = static_cast<const CacheT*>(a.cache) + base * width;
         const int64_t count = rows * width;
-        if (width % 4 == 0) {
+        constexpr int64_t per16 = 16 / sizeof(CacheT);  // values per 16-byte copy
+        if (width % per16 == 0) {
             // Asynchronous 16-byte copies straight into shared memory (cp.async): a
-            // tile of 576-wide rows is 18 per thread, all in flight together.
+            // tile of 576-wide fp32 rows is 18 per thread (9 in bf16), all in flight together.
             const float4* src4 = reinterpret_cast<const float4*>(src);
             float4* tile4 = reinterpret_cast<float4*>(tile);
-            for (int64_t i = threadIdx.x; i < count / 4; i += blockDim.x) __pipeline_memcpy_async(tile4 + i, src4 + i, 16);
+            for (int64_t i = threadIdx.x; i < count / per16; i += blockDim.x)
+                __pipeline_memcpy_async(tile4 + i, src4 + i, 16);
             __pipeline_commit();
             __pipeline_wait_prior(0);
         } else {
@@ -125,14 +134,14 @@ __global__ void __launch_bounds__(32 * k_heads_per_block, 2) mla_attention_kerne
             for (int r = 0; r < k_score_rows; ++r) {
                 score[r] = -INFINITY;
                 if (g0 + r < rows) {  // the same for the whole block: no divergence around the shuffles
-                    const float* row = tile + (g0 + r) * width;
+                    const CacheT* row = tile + (g0 + r) * width;
                     float part = 0.0f;
 #pragma unroll
                     for (int i = 0; i < k_latent_per_lane; ++i)
-                        if (lane + 32 * i < m.d_c) part = fmaf(qc[i], row[lane + 32 * i], part);
+                        if (lane + 32 * i < m.d_c) part = fmaf(qc[i], cached(row[lane + 32 * i]), part);
 #pragma unroll
                     for (int i = 0; i < k_rope_per_lane; ++i)
-                        if (lane + 32 * i < m.d_r) part = fmaf(qr[i], row[m.d_c + lane + 32 * i], part);
+                        if (lane + 32 * i < m.d_r) part = fmaf(qr[i], cached(row[m.d_c + lane + 32 * i]), part);
                     score[r] = warp_sum(part) * a.scale;
                     group_max = fmaxf(group_max, score[r]);
                 }
@@ -147,10 +156,10 @@ __global__ void __launch_bounds__(32 * k_heads_per_block, 2) mla_attention_kerne
                 if (g0 + r < rows) {
                     const float p = expf(score[r] - new_max);
                     run_sum += p;
-                    const float* row = tile + (g0 + r) * width;
+                    const CacheT* row = tile + (g0 + r) * width;
 #pragma unroll
                     for (int i = 0; i < k_latent_per_lane; ++i)
-                        if (lane + 32 * i < m.d_c) acc[i] = fmaf(p, row[lane + 32 * i], acc[i]);
+                        if (lane + 32 * i < m.d_c) acc[i] = fmaf(p, cached(row[lane + 32 * i]), acc[i]);
                 }
             }
             run_max = new_max;
@@ -212,14 +221,21 @@ __global__ void attention_merge_kernel(AttentionLaunch a) {
     }
 }
 
-size_t tile_bytes(int64_t width) { return size_t(k_tile_rows) * size_t(width) * sizeof(float); }
+size_t tile_bytes(int64_t width, bool cache_bf16) {
+    return size_t(k_tile_rows) * size_t(width) * (cache_bf16 ? sizeof(uint16_t) : sizeof(float));
+}
 
 }  // namespace
 
-bool setup_attention(int64_t cache_width, size_t max_shared_per_block) {
-    const size_t bytes = tile_bytes(cache_width);
+bool setup_attention(int64_t cache_width, bool cache_bf16, size_t max_shared_per_block) {
+    const size_t bytes = tile_bytes(cache_width, cache_bf16);
     if (bytes > max_shared_per_block) return false;
-    CETUS_CUDA(cudaFuncSetAttribute(mla_attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+    if (cache_bf16)
+        CETUS_CUDA(cudaFuncSetAttribute(mla_attention_kernel<uint16_t>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        int(bytes)));
+    else
+        CETUS_CUDA(
+            cudaFuncSetAttribute(mla_attention_kernel<float>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
     return true;
 }
 
@@ -227,7 +243,7 @@ bool setup_attention(int64_t cache_width, size_t max_shared_per_block) {
 // most k_split_cap of them.
 int64_t attention_max_parts(int64_t, int) { return int64_t(k_split_max_tokens) * k_split_cap; }
 
-void launch_mla_attention(const float* q_abs, const float* q, const float* cache, int64_t n,
+void launch_mla_attention(const float* q_abs, const float* q, const void* cache, bool cache_bf16, int64_t n,
                           const int64_t* start_pos, const MlaShape& m, float scale, int,
                           const AttentionPartials& parts, float* ctx, cudaStream_t s) {
     if (n <= 0) return;
@@ -243,7 +259,9 @@ void launch_mla_attention(const float* q_abs, const float* q, const float* cache
 
     AttentionLaunch a{q_abs, q, cache, ctx, parts.acc, parts.ml, n, start_pos, m, scale, split};
     const dim3 grid{unsigned(n_split), unsigned(n_groups), unsigned(n)};
-    launch_pdl(mla_attention_kernel, grid, 32 * k_heads_per_block, tile_bytes(m.d_c + m.d_r), s, a);
+    const size_t smem = tile_bytes(m.d_c + m.d_r, cache_bf16);
+    if (cache_bf16) launch_pdl(mla_attention_kernel<uint16_t>, grid, 32 * k_heads_per_block, smem, s, a);
+    else launch_pdl(mla_attention_kernel<float>, grid, 32 * k_heads_per_block, smem, s, a);
     CETUS_CUDA_LAUNCHED("mla_attention_kernel");
     if (split) {
         launch_pdl(attention_merge_kernel, dim3(unsigned(m.n_h), unsigned(n)), 128, 0, s, a);

@@ -21,18 +21,33 @@ __device__ __forceinline__ float rms_scale(float sum_sq, int64_t n, float eps) {
 
 // One rotary pair i of Rope::apply; in and out may alias. The products and
 // sums are rounded separately, as the CPU writes them (no fused multiply-add).
-__device__ __forceinline__ void rope_pair(const float* in, float* out, const float* cs, int64_t i, int64_t half,
-                                          bool interleave) {
+// rope_pair_values gives the pair's positions and values to a caller that stores
+// them itself (the latent cache's row, fp32 or bf16); rope_pair writes them to out.
+__device__ __forceinline__ void rope_pair_values(const float* in, const float* cs, int64_t i, int64_t half,
+                                                 bool interleave, int64_t at[2], float out[2]) {
     const float c = cs[2 * i], s = cs[2 * i + 1];
     if (interleave) {
         const float a = in[2 * i], b = in[2 * i + 1];
-        out[2 * i] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
-        out[2 * i + 1] = __fadd_rn(__fmul_rn(a, s), __fmul_rn(b, c));
+        at[0] = 2 * i;
+        at[1] = 2 * i + 1;
+        out[0] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
+        out[1] = __fadd_rn(__fmul_rn(a, s), __fmul_rn(b, c));
     } else {
         const float a = in[i], b = in[i + half];
-        out[i] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
-        out[i + half] = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
+        at[0] = i;
+        at[1] = i + half;
+        out[0] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
+        out[1] = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
     }
+}
+
+__device__ __forceinline__ void rope_pair(const float* in, float* out, const float* cs, int64_t i, int64_t half,
+                                          bool interleave) {
+    int64_t at[2];
+    float v[2];
+    rope_pair_values(in, cs, i, half, interleave, at, v);  // both read before either is written (in may be out)
+    out[at[0]] = v[0];
+    out[at[1]] = v[1];
 }
 
 // Row t of launch_add_rmsnorm: x[t] += r[t], then out[t] = rmsnorm(x[t]) with w;

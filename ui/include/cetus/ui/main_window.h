@@ -141,6 +141,7 @@ private:
     ModelPanel* m_model_panel = nullptr;
     QActionGroup* m_device_group = nullptr;
     QAction* m_fp8_action = nullptr;  // Model > FP8 weights (saved as model/fp8)
+    QAction* m_kv_bf16_action = nullptr;  // Model > BF16 latent cache (saved as model/kv_cache_bf16)
     std::function<bool(const QString&)> m_confirm;
     QString m_loading_dir;
     SwitchingGenerationService* m_switch = nullptr;  // null: local engine only

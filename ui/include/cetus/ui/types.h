@@ -22,6 +22,7 @@ struct LoadRequest {
     int n_threads = 0;
     qint64 max_context = 4096;
     bool fp8_on_load = false;  // quantise BF16/F16/F32 linear layers to FP8 (EngineOptions)
+    bool kv_cache_bf16 = false;  // latent cache in bf16 (EngineOptions::kv_cache): half the cache memory
 };
 
 // What the panels and the About box show about the loaded model.
@@ -34,6 +35,7 @@ struct ModelDescription {
     quint64 n_params_total = 0, n_params_active = 0, weight_bytes = 0;
     quint64 kv_bytes_per_token_mla = 0, kv_bytes_per_token_mha = 0, kv_bytes_per_token_gqa8 = 0;
     quint64 kv_bytes_per_token_held = 0;
+    QString kv_cache_type;  // "f32" | "bf16" (local engine); empty when unknown
     // A remote endpoint (remote_service.h): model_dir holds its base URL, backend says
     // "remote"; only a Cetus server reports routing and statistics (its `cetus` extension).
     bool remote = false;
