@@ -18,7 +18,8 @@
 #                on the tiny comparison.
 #   bench (~5-7 min, estimated): V2-Lite BF16 (as built, without the decode fusions, with
 #                programmatic dependent launch) and FP8 decode/prefill with their fractions of the measured limits, FP8
-#                without CUDA graphs, decode at 8192 tokens with an fp32 and a bf16 cache, a 2048-token prefill with the tensor-core experts and
+#                without CUDA graphs, decode at 8192 tokens with an fp32 and a bf16 cache (and the
+#                bf16 one with the former attention plan), a 2048-token prefill with the tensor-core experts and
 #                attention and without, MTP on the demo model (GPU, CPU); figures.md holds the
 #                README rows.
 #   full: the four-layer V3 comparison, racecheck on the tiny comparison and an Nsight Compute
@@ -193,8 +194,12 @@ bench_comparisons() {
     step bench-v2lite-8k-f32 120 "$cli" bench --device cuda --random-model v2-lite --prompt 8192 --gen 64 --repeat 2 --json
     step bench-v2lite-8k-bf16 120 "$cli" bench --device cuda --random-model v2-lite --prompt 8192 --gen 64 --repeat 2 \
         --kv-cache bf16 --json
+    # The same with the attention plan of before (32 splits, one tile per block).
+    step bench-v2lite-8k-bf16-plan32 120 env CETUS_CUDA_ATTENTION_SPLITS=32 CETUS_CUDA_ATTENTION_STAGES=1 \
+        "$cli" bench --device cuda --random-model v2-lite --prompt 8192 --gen 64 --repeat 2 --kv-cache bf16 --json
     runs="bench-v2lite-cuda bench-v2lite-nofuse bench-v2lite-pdl bench-prefill-2048 bench-prefill-2048-fp32"
     runs="$runs bench-v2lite-fp8-cuda bench-v2lite-fp8-nographs bench-v2lite-8k-f32 bench-v2lite-8k-bf16"
+    runs="$runs bench-v2lite-8k-bf16-plan32"
     summarise_bench $runs
     figures_table $runs
 }

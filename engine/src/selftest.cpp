@@ -49,6 +49,13 @@ struct Golden {
         std::memcpy(v.data(), t.data, t.n_bytes);
         return v;
     }
+    // Prompt k's tensors are named "prompt.k.*"; prompts count from 0 while "ids" exist.
+    static std::string prompt(int k) { return "prompt." + std::to_string(k) + "."; }
+    int n_prompts() const {
+        int k = 0;
+        while (has(prompt(k) + "ids")) ++k;
+        return k;
+    }
     std::vector<int32_t> i32(const std::string& n) const {
         const TensorInfo& t = get(n);
         if (t.dtype != Dtype::I32) throw Error(ErrorCode::BadTensor, "golden \"" + n + "\" must be I32");
@@ -133,6 +140,48 @@ private:
     std::string m_fixture;
 };
 
+// A prompt's expert choices against the fixture's, for the MoE layers it records:
+// differing ids, slots compared, and both sides' gate weights.
+struct RouterComparison {
+    int64_t differ = 0, total = 0;
+    std::vector<float> got_w, want_w;
+};
+RouterComparison compare_router(const Golden& g, const std::string& p, const ModelConfig& c, const RoutingRecord& got,
+                                int64_t T) {
+    RouterComparison rc;
+    const int64_t K = c.num_experts_per_tok, n_moe = c.n_moe_layers();
+    int64_t moe_index = 0;
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+        if (!c.is_moe_layer(l)) continue;
+        const std::string rn = p + "router." + std::to_string(l);
+        if (g.has(rn)) {
+            const auto want = g.i32(rn);
+            const auto ww = g.f32(p + "router_weights." + std::to_string(l));
+            for (int64_t t = 0; t < T; ++t)
+                for (int64_t j = 0; j < K; ++j, ++rc.total) {
+                    const size_t gi = size_t((t * n_moe + moe_index) * K + j);
+                    rc.differ += got.ids[gi] != want[size_t(t * K + j)] ? 1 : 0;
+                    rc.got_w.push_back(got.weights[gi]);
+                    rc.want_w.push_back(ww[size_t(t * K + j)]);
+                }
+        }
+        ++moe_index;
+    }
+    return rc;
+}
+
+// The logits of ids fed one token at a time through an emptied cache: [T, V].
+std::vector<float> decode_stepwise(Backend& backend, const std::vector<int32_t>& ids) {
+    std::vector<float> stepwise;
+    backend.clear();
+    ForwardOutput step;
+    for (size_t t = 0; t < ids.size(); ++t) {
+        backend.forward(&ids[t], 1, int64_t(t), ForwardOptions{}, step);
+        stepwise.insert(stepwise.end(), step.logits.begin(), step.logits.end());
+    }
+    return stepwise;
+}
+
 // The prompts again with a bf16 latent cache (EngineOptions::kv_cache). Every
 // cached value is rounded to bf16 (up to 2^-9 relative), so:
 // - against transformers' fp32 logits the bound is k_bf16_cache_reference_tol, but
@@ -165,13 +214,11 @@ void run_case_bf16_cache(Runner& r, const Golden& g, EngineOptions options, Engi
     const double same_tol = std::max(tol, k_bf16_cache_tol);
     r.check("bf16 cache: bytes per token", backend.kv_bytes_per_token() * 2 == f32_engine.backend().kv_bytes_per_token(),
             double(backend.kv_bytes_per_token()), double(f32_engine.backend().kv_bytes_per_token()) / 2, "");
-    for (int k = 0;; ++k) {
-        const std::string p = "prompt." + std::to_string(k) + ".";
-        if (!g.has(p + "ids")) break;
+    for (int k = 0; k < g.n_prompts(); ++k) {
+        const std::string p = Golden::prompt(k), tag = "prompt " + std::to_string(k) + " bf16 cache: ";
         try {
             const auto ids = g.i32(p + "ids");
             const int64_t T = int64_t(ids.size());
-            const std::string tag = "prompt " + std::to_string(k) + " bf16 cache: ";
             ForwardOptions fo;
             fo.want_routing = true;
             ForwardOutput prefill;
@@ -180,25 +227,12 @@ void run_case_bf16_cache(Runner& r, const Golden& g, EngineOptions options, Engi
             r.close_rows(tag + "logits vs transformers (fp32)", prefill.logits, g.f32(p + "logits"),
                          std::max(tol, k_bf16_cache_reference_tol), V, k_bf16_cache_flipped_rows);
             // Expert choices against transformers'.
-            const int64_t K = c.num_experts_per_tok, n_moe = c.n_moe_layers();
-            int64_t moe_index = 0, differ = 0, total = 0;
-            for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-                if (!c.is_moe_layer(l)) continue;
-                const std::string rn = p + "router." + std::to_string(l);
-                if (g.has(rn)) {
-                    const auto want = g.i32(rn);
-                    for (int64_t t = 0; t < T; ++t)
-                        for (int64_t j = 0; j < K; ++j, ++total)
-                            differ += prefill.routing.ids[size_t((t * n_moe + moe_index) * K + j)] !=
-                                      want[size_t(t * K + j)];
-                }
-                ++moe_index;
-            }
-            if (total > 0) {
-                const double share = double(differ) / double(total);
+            const RouterComparison rc = compare_router(g, p, c, prefill.routing, T);
+            if (rc.total > 0) {
+                const double share = double(rc.differ) / double(rc.total);
                 r.check(tag + "router expert ids", share <= k_bf16_cache_flipped_choices, share,
                         k_bf16_cache_flipped_choices,
-                        std::to_string(differ) + " of " + std::to_string(total) + " choices differ");
+                        std::to_string(rc.differ) + " of " + std::to_string(rc.total) + " choices differ");
             }
             auto* cpu = dynamic_cast<CpuBackend*>(&backend);
             auto* cpu_f32 = dynamic_cast<CpuBackend*>(&f32_engine.backend());
@@ -212,14 +246,7 @@ void run_case_bf16_cache(Runner& r, const Golden& g, EngineOptions options, Engi
                 r.check(tag + "layer 0 rows == fp32 rows rounded to bf16", differ == 0, double(differ), 0,
                         std::to_string(differ) + " of " + std::to_string(T * got.width) + " values differ");
             }
-            std::vector<float> stepwise;
-            backend.clear();
-            ForwardOutput step;
-            for (int64_t t = 0; t < T; ++t) {
-                backend.forward(&ids[size_t(t)], 1, t, ForwardOptions{}, step);
-                stepwise.insert(stepwise.end(), step.logits.begin(), step.logits.end());
-            }
-            r.close(tag + "decode through cache vs prefill", stepwise, prefill.logits, same_tol, V);
+            r.close(tag + "decode through cache vs prefill", decode_stepwise(backend, ids), prefill.logits, same_tol, V);
         } catch (const std::exception& e) {
             r.check("prompt " + std::to_string(k) + " bf16 cache", false, 0, 0, e.what());
         }
@@ -259,9 +286,8 @@ void run_case(const std::filesystem::path& dir, Device device, std::vector<Check
     const ModelConfig& c = model.config();
     const int64_t V = c.vocab_size, H = c.hidden_size;
 
-    for (int k = 0;; ++k) {
-        const std::string p = "prompt." + std::to_string(k) + ".";
-        if (!g.has(p + "ids")) break;
+    for (int k = 0; k < g.n_prompts(); ++k) {
+        const std::string p = Golden::prompt(k);
         try {
             const auto ids = g.i32(p + "ids");
             const int64_t T = int64_t(ids.size());
@@ -286,29 +312,11 @@ void run_case(const std::filesystem::path& dir, Device device, std::vector<Check
             if (g.has(p + "hidden")) r.close(tag + "final hidden", prefill.hidden, g.f32(p + "hidden"), tol, H);
 
             // Router choices per MoE layer: exact ids, close weights.
-            const int64_t K = c.num_experts_per_tok, n_moe = c.n_moe_layers();
-            int64_t moe_index = 0, id_mismatch = 0;
-            std::vector<float> got_w, want_w;
-            for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-                if (!c.is_moe_layer(l)) continue;
-                const std::string rn = p + "router." + std::to_string(l);
-                if (g.has(rn)) {
-                    auto want = g.i32(rn);
-                    auto ww = g.f32(p + "router_weights." + std::to_string(l));
-                    for (int64_t t = 0; t < T; ++t)
-                        for (int64_t j = 0; j < K; ++j) {
-                            size_t gi = size_t((t * n_moe + moe_index) * K + j);
-                            if (prefill.routing.ids[gi] != want[size_t(t * K + j)]) ++id_mismatch;
-                            got_w.push_back(prefill.routing.weights[gi]);
-                            want_w.push_back(ww[size_t(t * K + j)]);
-                        }
-                }
-                ++moe_index;
-            }
-            if (!want_w.empty()) {
-                r.check(tag + "router expert ids", id_mismatch == 0, double(id_mismatch), 0,
-                        id_mismatch ? std::to_string(id_mismatch) + " choices differ" : "");
-                r.close(tag + "router gate weights", got_w, want_w, tol, 0);
+            const RouterComparison rc = compare_router(g, p, c, prefill.routing, T);
+            if (rc.total > 0) {
+                r.check(tag + "router expert ids", rc.differ == 0, double(rc.differ), 0,
+                        rc.differ ? std::to_string(rc.differ) + " choices differ" : "");
+                r.close(tag + "router gate weights", rc.got_w, rc.want_w, tol, 0);
             }
 
             // Absorbed and naive attention agree (forced both ways on the whole prompt);
@@ -326,14 +334,7 @@ void run_case(const std::filesystem::path& dir, Device device, std::vector<Check
             }
 
             // Token by token through the cache equals the one-shot prefill.
-            std::vector<float> stepwise;
-            backend.clear();
-            ForwardOutput step;
-            for (int64_t t = 0; t < T; ++t) {
-                backend.forward(&ids[size_t(t)], 1, t, ForwardOptions{}, step);
-                stepwise.insert(stepwise.end(), step.logits.begin(), step.logits.end());
-            }
-            r.close(tag + "decode through cache vs prefill", stepwise, prefill.logits, tol, V);
+            r.close(tag + "decode through cache vs prefill", decode_stepwise(backend, ids), prefill.logits, tol, V);
 
             if (g.has(p + "mtp_logits") && model.n_mtp() > 0 && T > 1) {
                 MtpOutput mtp;
@@ -647,7 +648,7 @@ void compare_backends(const RandomModelOptions& ro, KvCacheType kv, std::vector<
     const ModelConfig& c = model->config();
     // Small models also run a prompt longer than the backends' 256-token chunks.
     const bool long_prompt = c.hidden_size <= 256;
-    const int64_t V = c.vocab_size, H = c.hidden_size, cap = long_prompt ? 320 : 96;
+    const int64_t V = c.vocab_size, H = c.hidden_size, cap = long_prompt ? 1216 : 96;
     std::mt19937_64 rng(ro.seed + 11);
     std::uniform_int_distribution<int32_t> dist(0, int32_t(V - 1));
     std::vector<int32_t> prompt(40), steps(8);  // 40 > 16: the fast mode's prefill takes the cuBLAS path
@@ -756,12 +757,23 @@ void compare_backends(const RandomModelOptions& ro, KvCacheType kv, std::vector<
                         one.logits, one_ref.logits, m.tol, V);
                 r.close(tag + "300-token prompt as one pass: final hidden", one.hidden, one_ref.hidden, m.tol, H);
                 if (std::string(m.name) == "fast") {
-                    // Prefill attention's score batch cut to ~1000 entries: one head and a few
-                    // queries per batch, positions past the first pass (the other runs hold all heads).
+                    // Prefill attention's score batch cut to about one row of the cache: one head
+                    // and a few queries per batch, positions past the first pass (the other runs
+                    // hold all heads).
                     auto blocked = compared_backend(*model, cap, kv, m.env, {{"CETUS_CUDA_ATTENTION_BATCH", "1000"}});
                     const Pass lb = run_script(*blocked, *model, lp, ls, &lr.prefill.hidden);
                     r.close(tag + "300-token prompt, attention in blocks of a few queries", lb.prefill.logits,
                             reference(lp, ls, lr, lb).prefill.logits, m.tol, V);
+                    // 1200 cached rows: a decode step's attention in 38 splits of a tile each
+                    // (more than the 32 of a small GPU's plan), all merged. (Past the tiny
+                    // model's 512 positions: its random weights mean nothing there either.)
+                    std::vector<int32_t> xp(1200), xs(3);
+                    for (auto& t : xp) t = dist(rng);
+                    for (auto& t : xs) t = dist(rng);
+                    const Pass xr = run_script(cpu, *model, xp, xs, nullptr);
+                    const Pass xg = run_script(*gpu, *model, xp, xs, &xr.prefill.hidden);
+                    r.close(tag + "1200-token prompt, then decode", xg.decode, reference(xp, xs, xr, xg).decode, m.tol,
+                            V);
                 }
             }
             if (std::string(m.name) == "exact") {

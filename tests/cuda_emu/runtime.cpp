@@ -77,12 +77,21 @@ constexpr int k_max_threads = 1024;
 
 enum class FiberState { Ready, Waiting, Done };
 
+struct AsyncCopy {
+    void* dst;
+    const void* src;
+    size_t bytes, zero_fill;
+};
+
 struct Fiber {
     void* sp = nullptr;
     FiberState state = FiberState::Ready;
     const uint64_t* wait_gen = nullptr;
     uint64_t wait_value = 0;
     Thread thread;
+    // Asynchronous copies (cuda_pipeline.h): committed groups, oldest first, and the open one.
+    std::vector<std::vector<AsyncCopy>> copy_groups;
+    std::vector<AsyncCopy> open_copies;
 };
 
 struct WarpState {
@@ -242,6 +251,48 @@ uint64_t warp_collective(unsigned mask, uint64_t value, int src_lane, const char
 }
 
 unsigned char* dynamic_smem() { return g_block->dynamic_smem; }
+
+namespace {
+
+bool copies_land_at_issue() {
+    static const bool at_issue = [] {
+        const char* e = std::getenv("CETUS_EMU_ASYNC");
+        return e && std::string(e) == "issue";
+    }();
+    return at_issue;
+}
+
+void land(const AsyncCopy& c) {
+    std::memcpy(c.dst, c.src, c.bytes - c.zero_fill);
+    if (c.zero_fill) std::memset(static_cast<char*>(c.dst) + (c.bytes - c.zero_fill), 0, c.zero_fill);
+}
+
+}  // namespace
+
+void pipeline_copy(void* dst, const void* src, size_t bytes, size_t zero_fill) {
+    if (!t_run || t_run->current < 0) fail("__pipeline_memcpy_async outside a kernel");
+    if (zero_fill > bytes) fail("__pipeline_memcpy_async: zero_fill larger than the copy");
+    const AsyncCopy c{dst, src, bytes, zero_fill};
+    if (copies_land_at_issue()) land(c);
+    else t_run->fibers[size_t(t_run->current)].open_copies.push_back(c);
+}
+
+void pipeline_commit() {
+    if (!t_run || t_run->current < 0) fail("__pipeline_commit outside a kernel");
+    Fiber& f = t_run->fibers[size_t(t_run->current)];
+    f.copy_groups.push_back(std::move(f.open_copies));
+    f.open_copies.clear();
+}
+
+void pipeline_wait_prior(size_t n) {
+    if (!t_run || t_run->current < 0) fail("__pipeline_wait_prior outside a kernel");
+    Fiber& f = t_run->fibers[size_t(t_run->current)];
+    if (f.copy_groups.size() <= n) return;
+    const size_t done = f.copy_groups.size() - n;
+    for (size_t g = 0; g < done; ++g)
+        for (const AsyncCopy& c : f.copy_groups[g]) land(c);
+    f.copy_groups.erase(f.copy_groups.begin(), f.copy_groups.begin() + std::ptrdiff_t(done));
+}
 
 namespace {
 

@@ -20,6 +20,8 @@
 
 #include "last_block.cuh"
 
+#include <cuda_pipeline.h>
+
 namespace {
 
 using cetus::cuda::last_block_arrived;
@@ -57,6 +59,32 @@ __global__ void neighbour_kernel(int* out) {
     s[threadIdx.x] = int(threadIdx.x);
     if (kBarrier) __syncthreads();
     out[threadIdx.x] = s[threadIdx.x ^ 1u];
+}
+
+// Two tiles copied in with cp.async, one commit group each, the second still in
+// flight while the first is read (after waiting for all but one group and a
+// barrier: right); kEarly reads the second one there too, before its wait (a
+// race on a GPU: the emulator must show the data from before the copy).
+template <bool kEarly>
+__global__ void async_copy_kernel(const int4* in, int* out) {
+    extern __shared__ int4 tiles[];  // [2][16] int4: two tiles of 64 ints
+    tiles[threadIdx.x] = make_int4(-1, -1, -1, -1);
+    tiles[16 + threadIdx.x] = make_int4(-1, -1, -1, -1);
+    __syncthreads();
+    for (int t = 0; t < 2; ++t) {
+        __pipeline_memcpy_async(&tiles[16 * t + threadIdx.x], &in[16 * t + threadIdx.x], 16);
+        __pipeline_commit();
+    }
+    const int* ints = reinterpret_cast<const int*>(tiles);
+    const unsigned other = threadIdx.x ^ 1u;  // a neighbour's copy: the barrier matters too
+    __pipeline_wait_prior(1);
+    __syncthreads();
+    for (int i = 0; i < 4; ++i) out[4 * threadIdx.x + i] = ints[4 * other + i];
+    if (!kEarly) {
+        __pipeline_wait_prior(0);
+        __syncthreads();
+    }
+    for (int i = 0; i < 4; ++i) out[64 + 4 * threadIdx.x + i] = ints[64 + 4 * other + i];
 }
 
 // Static shared memory read before any thread of the block writes it: each
@@ -185,6 +213,32 @@ void check_neighbours() {
                          " of 64 reads wrong)");
 }
 
+void check_async_copies() {
+    if (const char* e = std::getenv("CETUS_EMU_ASYNC"); e && std::string(e) == "issue") {
+        std::printf("skip cp.async waits (CETUS_EMU_ASYNC=issue lands copies at once)\n");
+        return;
+    }
+    std::vector<int> h_in(128);
+    for (int i = 0; i < 128; ++i) h_in[size_t(i)] = 1000 + i;
+    int* in = device_alloc<int>(128);
+    cudaMemcpy(in, h_in.data(), 128 * sizeof(int), cudaMemcpyHostToDevice);
+    int* out = device_alloc<int>(128);
+    auto expected = [](int i) { return 1000 + (i / 64) * 64 + (((i % 64) / 4) ^ 1) * 4 + i % 4; };
+    async_copy_kernel<false><<<1, 16, 32 * sizeof(int4)>>>(reinterpret_cast<const int4*>(in), out);
+    std::vector<int> h = to_host(out, 128);
+    int wrong = 0;
+    for (int i = 0; i < 128; ++i) wrong += h[size_t(i)] != expected(i);
+    check(wrong == 0, "cp.async tiles read after their waits and a barrier (" + std::to_string(wrong) + " wrong)");
+    async_copy_kernel<true><<<1, 16, 32 * sizeof(int4)>>>(reinterpret_cast<const int4*>(in), out);
+    h = to_host(out, 128);
+    int first_wrong = 0, early_stale = 0;
+    for (int i = 0; i < 64; ++i) first_wrong += h[size_t(i)] != expected(i);
+    for (int i = 64; i < 128; ++i) early_stale += h[size_t(i)] == -1;
+    check(first_wrong == 0 && early_stale == 64,
+          "a cp.async tile read before its wait shows the old data (" + std::to_string(early_stale) +
+              " of 64 reads stale)");
+}
+
 void check_stale_shared() {
     // Many more blocks than host threads, so each host thread runs several; `seen` starts at zero,
     // so only the kernel's reads can make it 0xA5A5A5A5.
@@ -264,6 +318,7 @@ int main(int argc, char** argv) {
     check_count();
     check_neighbours();
     check_stale_shared();
+    check_async_copies();
     check_together();
     std::printf("cuda emulator selfcheck: %d failed\n", g_failed);
     return g_failed == 0 ? 0 : 1;

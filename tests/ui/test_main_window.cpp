@@ -47,6 +47,7 @@ private slots:
 
 private:
     void loadFake();
+    void checkSavedLoadOption(const QString& action_name, const QString& key, const std::function<bool()>& sent);
     // A new window started with the Model > Device choice saved as `device`.
     bool reopenWithDevice(const QString& device);
     // The window at 1200x800, its layouts settled, saved to the build folder as `file`.
@@ -142,49 +143,41 @@ void TestMainWindow::gpuFailureOffersTheCpu() {
     QVERIFY(!m_window->cpuFallbackButton()->isVisible());
 }
 
-void TestMainWindow::bf16CacheOption() {
-    // Model > BF16 latent cache: off at first, saved when toggled, sent with the next load.
-    auto* action = m_window->findChild<QAction*>(QStringLiteral("kvCacheBf16Action"));
+// A checkable Model-menu choice: off at first, saved under key when toggled, sent
+// with the next load (sent(): the fake service's record of it), and a new window
+// starts from the saved choice.
+void TestMainWindow::checkSavedLoadOption(const QString& action_name, const QString& key,
+                                          const std::function<bool()>& sent) {
+    auto* action = m_window->findChild<QAction*>(action_name);
     QVERIFY(action);
     QVERIFY(action->isCheckable());
     QVERIFY(!action->isChecked());
     QSignalSpy loaded(m_service.get(), &GenerationService::modelLoaded);
     m_window->openModel(QStringLiteral("/models/fake"));
     QVERIFY(loaded.wait(2000));
-    QVERIFY(!m_service->last_kv_bf16);
+    QVERIFY(!sent());
     action->trigger();
-    QVERIFY(QSettings().value(QStringLiteral("model/kv_cache_bf16")).toBool());
+    QVERIFY(QSettings().value(key).toBool());
     m_window->openModel(QStringLiteral("/models/fake"));
     QVERIFY(loaded.wait(2000));
-    QVERIFY(m_service->last_kv_bf16);
-    QVERIFY(!m_service->last_fp8);  // the two choices are separate
-    // A new window starts from the saved choice.
+    QVERIFY(sent());
     m_window.reset();
     m_window = std::make_unique<MainWindow>(*m_store, *m_service);
-    QVERIFY(m_window->findChild<QAction*>(QStringLiteral("kvCacheBf16Action"))->isChecked());
-    QSettings().remove(QStringLiteral("model/kv_cache_bf16"));
+    QVERIFY(m_window->findChild<QAction*>(action_name)->isChecked());
+    QSettings().remove(key);
+}
+
+void TestMainWindow::bf16CacheOption() {
+    // Model > BF16 latent cache, separate from FP8 weights.
+    checkSavedLoadOption(QStringLiteral("kvCacheBf16Action"), QStringLiteral("model/kv_cache_bf16"),
+                         [this] { return m_service->last_kv_bf16; });
+    QVERIFY(!m_service->last_fp8);
 }
 
 void TestMainWindow::fp8WeightsOption() {
-    // Model > FP8 weights: off at first, saved when toggled, sent with the next load.
-    auto* action = m_window->findChild<QAction*>(QStringLiteral("fp8WeightsAction"));
-    QVERIFY(action);
-    QVERIFY(action->isCheckable());
-    QVERIFY(!action->isChecked());
-    QSignalSpy loaded(m_service.get(), &GenerationService::modelLoaded);
-    m_window->openModel(QStringLiteral("/models/fake"));
-    QVERIFY(loaded.wait(2000));
-    QVERIFY(!m_service->last_fp8);
-    action->trigger();
-    QVERIFY(QSettings().value(QStringLiteral("model/fp8")).toBool());
-    m_window->openModel(QStringLiteral("/models/fake"));
-    QVERIFY(loaded.wait(2000));
-    QVERIFY(m_service->last_fp8);
-    // A new window starts from the saved choice.
-    m_window.reset();
-    m_window = std::make_unique<MainWindow>(*m_store, *m_service);
-    QVERIFY(m_window->findChild<QAction*>(QStringLiteral("fp8WeightsAction"))->isChecked());
-    QSettings().remove(QStringLiteral("model/fp8"));
+    // Model > FP8 weights.
+    checkSavedLoadOption(QStringLiteral("fp8WeightsAction"), QStringLiteral("model/fp8"),
+                         [this] { return m_service->last_fp8; });
 }
 
 void TestMainWindow::gpuOutOfMemoryOffersFp8() {

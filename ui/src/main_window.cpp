@@ -415,28 +415,31 @@ void MainWindow::buildMenus() {
         statusBar()->showMessage(tr("The device applies the next time a model is loaded."), 5000);
     });
     model->setToolTipsVisible(true);
-    m_fp8_action = model->addAction(tr("&FP8 weights (half the memory)"));
-    m_fp8_action->setObjectName(QStringLiteral("fp8WeightsAction"));
-    m_fp8_action->setCheckable(true);
-    m_fp8_action->setChecked(QSettings().value(QStringLiteral("model/fp8"), false).toBool());
-    m_fp8_action->setToolTip(tr("Quantise a BF16 checkpoint's attention, MLP and expert weights to FP8 while "
-                                "loading, as DeepSeek-V3's FP8 release stores them: about half the memory, at a "
-                                "small loss of precision. FP8 checkpoints load as they are."));
-    connect(m_fp8_action, &QAction::toggled, this, [this](bool on) {
-        QSettings().setValue(QStringLiteral("model/fp8"), on);
-        statusBar()->showMessage(tr("FP8 weights apply the next time a model is loaded."), 5000);
-    });
-    m_kv_bf16_action = model->addAction(tr("&BF16 latent cache (half the cache memory)"));
-    m_kv_bf16_action->setObjectName(QStringLiteral("kvCacheBf16Action"));
-    m_kv_bf16_action->setCheckable(true);
-    m_kv_bf16_action->setChecked(QSettings().value(QStringLiteral("model/kv_cache_bf16"), false).toBool());
-    m_kv_bf16_action->setToolTip(tr("Keep the attention cache in bf16, as DeepSeek's own inference does: twice the "
-                                    "context in the same memory and less to read per token, each cached value "
-                                    "rounded to bf16. Off: the cache keeps full fp32 precision."));
-    connect(m_kv_bf16_action, &QAction::toggled, this, [this](bool on) {
-        QSettings().setValue(QStringLiteral("model/kv_cache_bf16"), on);
-        statusBar()->showMessage(tr("The cache precision applies the next time a model is loaded."), 5000);
-    });
+    // A checkable choice for the next load, saved under key.
+    auto saved_option = [this, model](const QString& text, const char* name, const QString& key, const QString& tip,
+                                      const QString& applies) {
+        QAction* a = model->addAction(text);
+        a->setObjectName(QLatin1String(name));
+        a->setCheckable(true);
+        a->setChecked(QSettings().value(key, false).toBool());
+        a->setToolTip(tip);
+        connect(a, &QAction::toggled, this, [this, key, applies](bool on) {
+            QSettings().setValue(key, on);
+            statusBar()->showMessage(applies, 5000);
+        });
+        return a;
+    };
+    m_fp8_action = saved_option(tr("&FP8 weights (half the memory)"), "fp8WeightsAction", QStringLiteral("model/fp8"),
+                                tr("Quantise a BF16 checkpoint's attention, MLP and expert weights to FP8 while "
+                                   "loading, as DeepSeek-V3's FP8 release stores them: about half the memory, at a "
+                                   "small loss of precision. FP8 checkpoints load as they are."),
+                                tr("FP8 weights apply the next time a model is loaded."));
+    m_kv_bf16_action = saved_option(tr("&BF16 latent cache (half the cache memory)"), "kvCacheBf16Action",
+                                    QStringLiteral("model/kv_cache_bf16"),
+                                    tr("Keep the attention cache in bf16, as DeepSeek's own inference does: twice the "
+                                       "context in the same memory and less to read per token, each cached value "
+                                       "rounded to bf16. Off: the cache keeps full fp32 precision."),
+                                    tr("The cache precision applies the next time a model is loaded."));
     if (m_switch) {
         model->addSeparator();
         QAction* remote = model->addAction(tr("&Remote endpoint…"), this, &MainWindow::chooseEndpoint);

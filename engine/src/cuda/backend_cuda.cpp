@@ -289,6 +289,7 @@ private:
     float m_scale;
     MlaShape m_shape;
     RouteParams m_route;
+    AttentionPlan m_attention;
     GemmExtent m_extent;
 
     Stream m_stream;
@@ -379,7 +380,12 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
                                                 " groups exceed the routing kernel (at most " +
                                                 std::to_string(k_max_experts) + " experts, top " +
                                                 std::to_string(k_max_top_k) + ")");
-    if (!setup_attention(width, m_cache_bf16, m_info.max_shared_optin))
+    // CETUS_CUDA_ATTENTION_SPLITS=N and CETUS_CUDA_ATTENTION_STAGES=1 override the plan (side-by-side benches).
+    const char* splits = std::getenv("CETUS_CUDA_ATTENTION_SPLITS");
+    m_attention = plan_attention(c.num_attention_heads, m_info.n_sm, width, m_cache_bf16, m_info.max_shared_optin,
+                                 splits ? std::max(0, std::atoi(splits)) : 0,
+                                 env_is("CETUS_CUDA_ATTENTION_STAGES", "1") ? 1 : 2);
+    if (m_attention.stages == 0)
         throw Error(ErrorCode::Unsupported, "CUDA backend: a cache row of " + std::to_string(width) +
                                                 " values needs more shared memory than " + m_info.name + " has");
 
@@ -396,7 +402,7 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
     m_route.normalise = c.norm_topk_prob && K > 1;
     m_route.scaling = float(c.routed_scaling_factor);
     m_mlp_width = std::max(c.intermediate_size, c.moe_intermediate_size * c.n_shared_experts);
-    m_max_parts = attention_max_parts(c.num_attention_heads, m_info.n_sm);
+    m_max_parts = m_attention.max_parts;
     for (const LayerWeights& lw : model.layers()) m_extent.add(lw, c.q_lora_rank > 0);
     m_extent.add(model.lm_head());
     for (const MtpWeights& m : model.mtp_weights()) {
@@ -502,6 +508,8 @@ CudaBackend::Scratch CudaBackend::carve_scratch(Carver& cv) const {
     s.parts.acc = f(m_max_parts * n_h * c.kv_lora_rank);
     s.parts.ml = f(m_max_parts * n_h * 2);
     s.parts.max_parts = m_max_parts;
+    s.parts.split_cap = m_attention.split_cap;
+    s.parts.stages = m_attention.stages;
     s.g = f(n * m_mlp_width);
     s.u = f(n * m_mlp_width);
     s.z = f(n * E);

@@ -142,6 +142,18 @@ struct AttentionPartials {
     float* acc = nullptr;  // [max_parts, n_h, d_c] unnormalised context of one split
     float* ml = nullptr;   // [max_parts, n_h, 2] running max and sum of one split
     int64_t max_parts = 0;  // (token, split) pairs the buffers hold
+    int split_cap = 32;     // AttentionPlan's
+    int stages = 1;
+};
+// How the attention kernel runs on a device: splits per token of a decode or
+// verify batch (about one block per multiprocessor for all of a token's head
+// groups, 32 to 128), cache tiles in shared memory per block (2: the next
+// tile's copies in flight during the current one's work, when two such blocks
+// fit a multiprocessor; 1; 0 when not even one tile fits) and the partial
+// buffers' size in (token, split) pairs.
+struct AttentionPlan {
+    int split_cap = 32, stages = 0;
+    int64_t max_parts = 0;
 };
 
 // Largest latent width and rope width the attention kernel holds in registers.
@@ -152,11 +164,11 @@ inline constexpr int64_t k_attention_max_latent = 512, k_attention_max_rope = 64
 // scores instead (row r's width values at the start of its bytes: bf16 rows 2 ld apart).
 void launch_prefill_softmax(float* s, int64_t n_rows, int64_t rows_per_head, int64_t ld, int64_t width,
                             int64_t first_len, bool bf16_out, cudaStream_t stream);
-// Allows the attention kernel its shared memory for this cache row width; false
-// when the device cannot give that much.
-bool setup_attention(int64_t cache_width, bool cache_bf16, size_t max_shared_per_block);
-// Sizes AttentionPartials::max_parts for a device with n_sm multiprocessors.
-int64_t attention_max_parts(int64_t n_h, int n_sm);
+// The plan for this device and cache, with the kernel allowed its shared memory
+// (stages 0: the device cannot give one tile). split_cap > 0 asks for that many
+// splits (1 to 128) and max_stages 1 for single tiles: side-by-side benches.
+AttentionPlan plan_attention(int64_t n_h, int n_sm, int64_t cache_width, bool cache_bf16,
+                             size_t max_shared_per_block, int split_cap = 0, int max_stages = 2);
 // ctx[t, h, :] = sum_s softmax_s((q_abs . c_s + q_pe . kpe_s) * scale) c_s over cache rows
 // s <= *start_pos + t.  q: [n, n_h, d_n + d_r] (rotated); cache: the layer's rows, fp32
 // or (cache_bf16) bf16. The launch (grid, arguments) depends on n only, never on the position.

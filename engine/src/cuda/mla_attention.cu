@@ -12,19 +12,24 @@
 
 #include <cuda_pipeline.h>
 
+#include <algorithm>
+
 // One block takes one token, eight heads and one split of the cached rows; a
 // tile of rows is staged in shared memory once and read by all eight heads;
 // each warp keeps its head's online softmax (running max, sum and context) in
-// registers. For decode and verify batches (up to k_split_max_tokens tokens)
-// each token's rows are split across blocks so a single token still fills the
-// GPU; a second kernel merges the splits. A token's split boundaries depend
-// only on its own position, never on the batch it is in, so a token gets
-// bit-identical attention in a batch of one (plain decode) or in an MTP verify
-// batch: greedy output is the same with MTP on and off. The position comes
-// from device memory and such a batch always launches k_split_cap splits per
-// token plus the merge, so the launch is the same at every position (a CUDA
-// graph replays it). Prefill chunks (more tokens) have blocks enough and take
-// each token's rows in one block.
+// registers. Where shared memory allows two blocks of two tiles each (a bf16
+// cache on sm_80 / sm_90 class GPUs), the next tile's copies are in flight while
+// the block computes on the current one. For decode and verify batches (up to
+// k_split_max_tokens tokens) each token's rows are split across blocks so a
+// single token still fills the GPU: up to split_cap splits, about one block per
+// multiprocessor for a token (plan_attention); a second kernel merges the
+// splits. A token's split boundaries depend only on its own position (and the
+// device's plan), never on the batch it is in, so a token gets bit-identical
+// attention in a batch of one (plain decode) or in an MTP verify batch: greedy
+// output is the same with MTP on and off. The position comes from device memory
+// and such a batch always launches split_cap splits per token plus the merge, so
+// the launch is the same at every position (a CUDA graph replays it). Prefill
+// chunks (more tokens) have blocks enough and take each token's rows in one block.
 
 namespace cetus::cuda {
 namespace {
@@ -35,7 +40,7 @@ constexpr int k_score_rows = 8;       // scores held in registers at a time
 constexpr int k_latent_per_lane = int(k_attention_max_latent / 32);
 constexpr int k_rope_per_lane = int(k_attention_max_rope / 32);
 constexpr int k_split_max_tokens = 16;  // batches up to this size split per token
-constexpr int k_split_cap = 32;         // splits per token
+constexpr int k_split_cap_min = 32, k_split_cap_max = 128;  // splits per token (plan_attention)
 constexpr int k_split_min_rows = 32;    // rows per split (one tile) before the cap is reached
 
 // How a token that sees n_rows cache rows is split: rows per split (a multiple
@@ -43,9 +48,9 @@ constexpr int k_split_min_rows = 32;    // rows per split (one tile) before the 
 struct SplitPlan {
     int64_t rows, count;
 };
-__host__ __device__ inline SplitPlan split_plan(int64_t n_rows, bool split) {
+__host__ __device__ inline SplitPlan split_plan(int64_t n_rows, bool split, int split_cap) {
     if (!split) return {n_rows, 1};
-    const int64_t want = min(int64_t(k_split_cap), ceil_div(n_rows, k_split_min_rows));
+    const int64_t want = min(int64_t(split_cap), ceil_div(n_rows, k_split_min_rows));
     const int64_t rows = ceil_div(ceil_div(n_rows, want), k_tile_rows) * k_tile_rows;
     return {rows, ceil_div(n_rows, rows)};
 }
@@ -55,13 +60,15 @@ struct AttentionLaunch {
     const float* q;      // [n, n_h, d_n + d_r]
     const void* cache;   // [capacity, d_c + d_r] of float or bf16 (the kernel's CacheT)
     float* ctx;          // [n, n_h, d_c]: written here (no split) or by the merge
-    float* part_acc;     // [k_split_cap, n, n_h, d_c] (split)
-    float* part_ml;      // [k_split_cap, n, n_h, 2]
+    float* part_acc;     // [split_cap, n, n_h, d_c] (split)
+    float* part_ml;      // [split_cap, n, n_h, 2]
     int64_t n;
     const int64_t* start_pos;  // device scalar: token t is at position *start_pos + t
     MlaShape m;
     float scale;
-    bool split;  // per-token splitting (decode and verify batches)
+    bool split;     // per-token splitting (decode and verify batches)
+    int split_cap;  // splits per token when split
+    int stages;     // tiles in shared memory: 2 (the next one's copies in flight) or 1
 };
 
 // A cached value as fp32: itself, or a bf16 value's bits widened (exact).
@@ -75,7 +82,7 @@ __global__ void __launch_bounds__(32 * k_heads_per_block, 2) mla_attention_kerne
     pdl_wait();  // first: see pdl.cuh
     pdl_trigger();
     extern __shared__ float4 attention_smem[];  // float4: the tile copy below stores 16 bytes at a time
-    CacheT* tile = reinterpret_cast<CacheT*>(attention_smem);  // [k_tile_rows, d_c + d_r]
+    CacheT* tiles = reinterpret_cast<CacheT*>(attention_smem);  // [stages][k_tile_rows, d_c + d_r]
     const MlaShape& m = a.m;
     const int lane = threadIdx.x & 31;
     const int64_t h = int64_t(blockIdx.y) * k_heads_per_block + (threadIdx.x >> 5);
@@ -84,7 +91,7 @@ __global__ void __launch_bounds__(32 * k_heads_per_block, 2) mla_attention_kerne
     const int64_t width = m.d_c + m.d_r, d_qk = m.d_n + m.d_r;
     // Causal: token t sees rows 0 .. start_pos + t; this block takes [s0, s1) of them.
     const int64_t n_rows = *a.start_pos + t + 1;
-    const SplitPlan plan = split_plan(n_rows, a.split);
+    const SplitPlan plan = split_plan(n_rows, a.split, a.split_cap);
     if (int64_t(blockIdx.x) >= plan.count) return;  // the whole block: this token needs fewer splits
     const int64_t s0 = int64_t(blockIdx.x) * plan.rows;
     const int64_t s1 = min(s0 + plan.rows, n_rows);
@@ -104,25 +111,43 @@ __global__ void __launch_bounds__(32 * k_heads_per_block, 2) mla_attention_kerne
     }
     float run_max = -INFINITY, run_sum = 0.0f;
 
-    for (int64_t base = s0; base < s1; base += k_tile_rows) {
-        const int rows = int(min(int64_t(k_tile_rows), s1 - base));
-        __syncthreads();  // every warp is done with the previous tile
+    // Tile k of the split: rows s0 + k * k_tile_rows onwards, its copies issued by
+    // every thread into buffer dst as one commit group.
+    const int64_t n_tiles = ceil_div(s1 - s0, int64_t(k_tile_rows));
+    constexpr int64_t per16 = 16 / sizeof(CacheT);  // values per 16-byte copy
+    auto stage_tile = [&](int64_t k, CacheT* dst) {
+        const int64_t base = s0 + k * k_tile_rows;
         const CacheT* src = static_cast<const CacheT*>(a.cache) + base * width;
-        const int64_t count = rows * width;
-        constexpr int64_t per16 = 16 / sizeof(CacheT);  // values per 16-byte copy
+        const int64_t count = min(int64_t(k_tile_rows), s1 - base) * width;
         if (width % per16 == 0) {
             // Asynchronous 16-byte copies straight into shared memory (cp.async): a
             // tile of 576-wide fp32 rows is 18 per thread (9 in bf16), all in flight together.
             const float4* src4 = reinterpret_cast<const float4*>(src);
-            float4* tile4 = reinterpret_cast<float4*>(tile);
+            float4* dst4 = reinterpret_cast<float4*>(dst);
             for (int64_t i = threadIdx.x; i < count / per16; i += blockDim.x)
-                __pipeline_memcpy_async(tile4 + i, src4 + i, 16);
-            __pipeline_commit();
-            __pipeline_wait_prior(0);
+                __pipeline_memcpy_async(dst4 + i, src4 + i, 16);
         } else {
-            for (int64_t i = threadIdx.x; i < count; i += blockDim.x) tile[i] = src[i];
+            for (int64_t i = threadIdx.x; i < count; i += blockDim.x) dst[i] = src[i];
         }
-        __syncthreads();
+        __pipeline_commit();
+    };
+    const bool two = a.stages == 2;
+    if (two) stage_tile(0, tiles);
+    for (int64_t k = 0; k < n_tiles; ++k) {
+        const int64_t base = s0 + k * k_tile_rows;
+        const int rows = int(min(int64_t(k_tile_rows), s1 - base));
+        CacheT* tile = tiles + (two ? (k & 1) : 0) * k_tile_rows * width;
+        __syncthreads();  // every warp is done with the buffer the next copies fill (the previous tile's)
+        if (!two) {
+            stage_tile(k, tile);
+            __pipeline_wait_prior(0);
+        } else if (k + 1 < n_tiles) {
+            stage_tile(k + 1, tiles + ((k + 1) & 1) * k_tile_rows * width);
+            __pipeline_wait_prior(1);  // this tile's group has landed, the next one's may not
+        } else {
+            __pipeline_wait_prior(0);
+        }
+        __syncthreads();  // every thread's copies of this tile have landed
         if (!active) continue;
 
         // Rows in groups of k_score_rows: the scores of one group stay in
@@ -194,11 +219,11 @@ __global__ void __launch_bounds__(32 * k_heads_per_block, 2) mla_attention_kerne
 __global__ void attention_merge_kernel(AttentionLaunch a) {
     pdl_wait();  // first: see pdl.cuh
     pdl_trigger();
-    __shared__ float weight[k_split_cap];
+    __shared__ float weight[k_split_cap_max];
     __shared__ float inv_total;
     const MlaShape& m = a.m;
     const int64_t h = blockIdx.x, t = blockIdx.y;
-    const int n_split = int(split_plan(*a.start_pos + t + 1, a.split).count);
+    const int n_split = int(split_plan(*a.start_pos + t + 1, a.split, a.split_cap).count);
     if (threadIdx.x == 0) {
         float max_all = -INFINITY;
         for (int sp = 0; sp < n_split; ++sp)
@@ -227,21 +252,29 @@ size_t tile_bytes(int64_t width, bool cache_bf16) {
 
 }  // namespace
 
-bool setup_attention(int64_t cache_width, bool cache_bf16, size_t max_shared_per_block) {
-    const size_t bytes = tile_bytes(cache_width, cache_bf16);
-    if (bytes > max_shared_per_block) return false;
+AttentionPlan plan_attention(int64_t n_h, int n_sm, int64_t cache_width, bool cache_bf16,
+                             size_t max_shared_per_block, int split_cap, int max_stages) {
+    AttentionPlan p;
+    const int64_t tile = int64_t(tile_bytes(cache_width, cache_bf16));
+    // Two tiles when two blocks of two still fit a multiprocessor (about the
+    // per-block limit on these GPUs), else one.
+    p.stages = 4 * tile <= int64_t(max_shared_per_block) ? 2 : tile <= int64_t(max_shared_per_block) ? 1 : 0;
+    if (p.stages == 0) return p;
+    p.stages = std::min(p.stages, std::max(max_stages, 1));
+    // About one block per multiprocessor for one token's splits of all head groups.
+    const int64_t groups = ceil_div(n_h, int64_t(k_heads_per_block));
+    p.split_cap = split_cap > 0 ? std::min(split_cap, k_split_cap_max)
+                                : int(std::clamp<int64_t>(ceil_div(int64_t(n_sm), groups), k_split_cap_min,
+                                                          k_split_cap_max));
+    p.max_parts = int64_t(k_split_max_tokens) * p.split_cap;
+    const int bytes = int(p.stages * tile);
     if (cache_bf16)
         CETUS_CUDA(cudaFuncSetAttribute(mla_attention_kernel<uint16_t>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        int(bytes)));
+                                        bytes));
     else
-        CETUS_CUDA(
-            cudaFuncSetAttribute(mla_attention_kernel<float>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-    return true;
+        CETUS_CUDA(cudaFuncSetAttribute(mla_attention_kernel<float>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+    return p;
 }
-
-// Splits are used for batches of up to k_split_max_tokens tokens, each with at
-// most k_split_cap of them.
-int64_t attention_max_parts(int64_t, int) { return int64_t(k_split_max_tokens) * k_split_cap; }
 
 void launch_mla_attention(const float* q_abs, const float* q, const void* cache, bool cache_bf16, int64_t n,
                           const int64_t* start_pos, const MlaShape& m, float scale, int,
@@ -250,16 +283,19 @@ void launch_mla_attention(const float* q_abs, const float* q, const void* cache,
     const int64_t n_groups = ceil_div(m.n_h, k_heads_per_block);
     const bool split = n <= k_split_max_tokens;
     // A split batch launches every split a token can have (split_plan never
-    // gives more than k_split_cap) whatever the position, which the host does
+    // gives more than split_cap) whatever the position, which the host does
     // not read: blocks past a token's own count return at once, and the merge
     // always runs, reading only the token's own splits.
-    const int64_t n_split = split ? k_split_cap : 1;
+    const int64_t n_split = split ? parts.split_cap : 1;
     if (split && n * n_split > parts.max_parts)
         throw Error(ErrorCode::Device, "attention partial buffers too small (internal error)");
+    if (parts.stages < 1 || parts.stages > 2 || parts.split_cap < 1 || parts.split_cap > k_split_cap_max)
+        throw Error(ErrorCode::Device, "attention plan out of range (internal error)");
 
-    AttentionLaunch a{q_abs, q, cache, ctx, parts.acc, parts.ml, n, start_pos, m, scale, split};
+    AttentionLaunch a{q_abs, q,  cache, ctx,   parts.acc, parts.ml,        n,
+                      start_pos, m, scale, split, parts.split_cap, parts.stages};
     const dim3 grid{unsigned(n_split), unsigned(n_groups), unsigned(n)};
-    const size_t smem = tile_bytes(m.d_c + m.d_r, cache_bf16);
+    const size_t smem = size_t(parts.stages) * tile_bytes(m.d_c + m.d_r, cache_bf16);
     if (cache_bf16) launch_pdl(mla_attention_kernel<uint16_t>, grid, 32 * k_heads_per_block, smem, s, a);
     else launch_pdl(mla_attention_kernel<float>, grid, 32 * k_heads_per_block, smem, s, a);
     CETUS_CUDA_LAUNCHED("mla_attention_kernel");
