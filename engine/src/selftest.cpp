@@ -601,17 +601,20 @@ void compare_choices(Runner& r, const std::string& tag, Backend& b, const Model&
 // one bf16 step of it (2^-7 of the larger magnitude: the two fp32 results straddle
 // a rounding boundary) plus the fp32 bound (a value near zero may differ in sign),
 // so a backend that kept fp32 values in a bf16 cache, or rounded them otherwise, fails.
-void check_first_layer_rows(Runner& r, const std::string& tag, Backend& gpu, Backend& cpu,
-                            const std::vector<int32_t>& prompt) {
-    ForwardOutput unused;
-    cpu.clear();
-    cpu.forward(prompt.data(), int64_t(prompt.size()), 0, ForwardOptions{}, unused);
-    std::vector<float> got, want;
-    for (int64_t pos = 0; pos < int64_t(prompt.size()); ++pos) {
-        const auto g = gpu.cache_row(0, pos), w = cpu.cache_row(0, pos);
-        got.insert(got.end(), g.begin(), g.end());
-        want.insert(want.end(), w.begin(), w.end());
+// Rows 0 .. n - 1 of the first layer's cache, one after another.
+std::vector<float> first_layer_rows(Backend& b, int64_t n) {
+    std::vector<float> rows;
+    for (int64_t pos = 0; pos < n; ++pos) {
+        const auto row = b.cache_row(0, pos);
+        rows.insert(rows.end(), row.begin(), row.end());
     }
+    return rows;
+}
+
+// want: the CPU's first_layer_rows for the prompt.
+void check_first_layer_rows(Runner& r, const std::string& tag, Backend& gpu, const std::vector<float>& want,
+                            int64_t n) {
+    const std::vector<float> got = first_layer_rows(gpu, n);
     if (gpu.kv_cache_type() == KvCacheType::F32) {
         r.close(tag + "first layer's cache rows", got, want, 1e-5, 0);
         return;
@@ -657,6 +660,7 @@ void compare_backends(const RandomModelOptions& ro, KvCacheType kv, std::vector<
 
     CpuBackend cpu(*model, cap, kv);
     const Pass ref = run_script(cpu, *model, prompt, steps, nullptr);
+    const std::vector<float> cpu_rows = first_layer_rows(cpu, int64_t(prompt.size()));  // the prompt's
     const std::vector<int32_t> cpu_greedy = greedy(*model, cpu, prompt, false);
 
     // exact: fp32 products, the CPU's own pass within 1e-4 and the same expert choices.
@@ -700,7 +704,7 @@ void compare_backends(const RandomModelOptions& ro, KvCacheType kv, std::vector<
             Pass got = run_script(*gpu, *model, prompt, steps, &ref.prefill.hidden);
             // (Before anything else overwrites the rows; the fast mode's products round
             // the activations, so only the exact mode's rows can be held to this.)
-            if (!m.follow) check_first_layer_rows(r, tag, *gpu, cpu, prompt);
+            if (!m.follow) check_first_layer_rows(r, tag, *gpu, cpu_rows, int64_t(prompt.size()));
             const Pass want = reference(prompt, steps, ref, got);
             r.close(tag + "prefill logits", got.prefill.logits, want.prefill.logits, m.tol, V);
             r.close(tag + "prefill final hidden", got.prefill.hidden, want.prefill.hidden, m.tol, H);

@@ -595,19 +595,11 @@ std::vector<float> CudaBackend::cache_row(int64_t layer, int64_t pos) {
                                                ") outside the cache");
     CETUS_CUDA(cudaSetDevice(m_device));
     const size_t bytes = size_t(width) * cache_value_bytes();
-    std::vector<uint8_t> raw(bytes);
+    std::vector<float> raw(static_cast<size_t>(width));  // the row as stored (width values of either type)
     to_host(raw.data(), static_cast<const char*>(cache_rows(layer)) + size_t(pos * width) * cache_value_bytes(), bytes);
     CETUS_CUDA(cudaStreamSynchronize(m_stream.get()));
     std::vector<float> row(static_cast<size_t>(width));
-    for (int64_t i = 0; i < width; ++i) {
-        if (m_cache_bf16) {
-            uint16_t v;
-            std::memcpy(&v, raw.data() + 2 * i, 2);
-            row[size_t(i)] = bf16_to_f32(v);
-        } else {
-            std::memcpy(&row[size_t(i)], raw.data() + 4 * i, 4);
-        }
-    }
+    CacheRows{raw.data(), kv_cache_type(), width}.load(0, 1, row.data());
     return row;
 }
 

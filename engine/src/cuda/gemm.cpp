@@ -196,7 +196,7 @@ void Gemm::absorb_v(const DeviceMatrix& kv_b, const float* ctx, int64_t n, const
 // [q_abs ; q_pe] rows of the cache's width (a product of depth d_c + d_r for the
 // scores), are split into a bf16 part and a bf16 remainder, and the scores are the
 // sum of both products: a score is as large as |q| |c|, so a query rounded to bf16
-// alone (2^-9) would move the larger scores by tenths, and their exponentials by
+// alone (2^-9) can move the larger scores by tenths, and their exponentials by
 // more; split, the queries keep about 2^-17. The softmax writes the probabilities
 // as bf16 over the first half of each score row's bytes (bf16 rows 2 ld apart),
 // each within 2^-9 of its own value, as any bf16 activation.
