@@ -693,7 +693,18 @@ void compare_backends(const RandomModelOptions& ro, KvCacheType kv, std::vector<
     const bool bf16_cache = kv != KvCacheType::F32;
     const double fast_tol = (ro.dtype == "fp8" ? 5e-2 : 3e-2) * (bf16_cache ? 1.5 : 1.0);
     const double exact_tol = bf16_cache ? k_bf16_cache_tol : 1e-4, mtp_rows = bf16_cache ? 0.1 : 0.02;
-    for (const Mode m : {Mode{"exact", "1", exact_tol, 0.0, false}, Mode{"fast", "0", fast_tol, 0.05, true}}) {
+    // With a bf16 cache the exact mode follows the GPU's choices too: any change
+    // of summation order makes the odd cached value straddle a rounding boundary,
+    // a value one bf16 step apart can flip a near-tied expert choice, and a flip
+    // moves that row's logits far beyond the bound. Measured on the emulator, tiny
+    // FP8, 300-token prompt, attention on the tensor cores: 1 of 3600 choices with
+    // the queries and probabilities in two bf16 parts and in three (as exact as
+    // fp32, a different order of sums); not followed, the flip moved its row's
+    // logits by 0.13. The CUDA-core kernel happened to flip none. At most 1% of
+    // the choices may differ.
+    const double exact_share = bf16_cache ? 0.01 : 0.0;
+    for (const Mode m : {Mode{"exact", "1", exact_tol, exact_share, bf16_cache},
+                         Mode{"fast", "0", fast_tol, 0.05, true}}) {
         const std::string tag = std::string(m.name) + ": ";
         try {
             std::unique_ptr<Backend> gpu = compared_backend(*model, cap, kv, m.env, {});
@@ -704,7 +715,7 @@ void compare_backends(const RandomModelOptions& ro, KvCacheType kv, std::vector<
             Pass got = run_script(*gpu, *model, prompt, steps, &ref.prefill.hidden);
             // (Before anything else overwrites the rows; the fast mode's products round
             // the activations, so only the exact mode's rows can be held to this.)
-            if (!m.follow) check_first_layer_rows(r, tag, *gpu, cpu_rows, int64_t(prompt.size()));
+            if (std::string(m.name) == "exact") check_first_layer_rows(r, tag, *gpu, cpu_rows, int64_t(prompt.size()));
             const Pass want = reference(prompt, steps, ref, got);
             r.close(tag + "prefill logits", got.prefill.logits, want.prefill.logits, m.tol, V);
             r.close(tag + "prefill final hidden", got.prefill.hidden, want.prefill.hidden, m.tol, H);

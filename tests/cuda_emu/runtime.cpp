@@ -100,6 +100,7 @@ struct WarpState {
     int expected = 0;
     unsigned mask = 0;
     uint64_t slots[2][32]{};
+    uint32_t gathered[2][32][k_gather_words]{};  // warp_gather's deposits
 };
 
 struct BlockRun {
@@ -216,7 +217,13 @@ void sync_block() {
     wait_on(&r.gen);
 }
 
-uint64_t warp_collective(unsigned mask, uint64_t value, int src_lane, const char* what) {
+namespace {
+
+// Every lane of mask arrives (the first to arrive checks the mask); deposit()
+// stores the lane's values in the slots of the collective's generation first.
+// Returns that generation once all have arrived.
+template <typename Deposit>
+uint64_t warp_meet(unsigned mask, const char* what, Deposit deposit) {
     BlockRun& r = *t_run;
     const int me = r.current, lane = me & 31, first = me & ~31;
     WarpState& w = r.warps[me >> 5];
@@ -237,20 +244,78 @@ uint64_t warp_collective(unsigned mask, uint64_t value, int src_lane, const char
         fail((std::string(what) + ": lanes of one warp meet with different masks").c_str());
     }
     const uint64_t g = w.gen;
-    w.slots[g & 1][lane] = value;
+    deposit(w, g & 1, lane);
     if (++w.arrived == w.expected) {
         w.arrived = 0;
         ++w.gen;
     } else {
         wait_on(&w.gen);
     }
+    return g;
+}
+
+}  // namespace
+
+uint64_t warp_collective(unsigned mask, uint64_t value, int src_lane, const char* what) {
+    const int lane = t_run->current & 31;
+    const uint64_t g = warp_meet(mask, what, [&](WarpState& w, uint64_t slot, int l) { w.slots[slot][l] = value; });
     if (src_lane < 0 || src_lane == lane) return value;
     if (src_lane > 31 || !(mask >> src_lane & 1u))
         fail((std::string(what) + ": reads lane " + std::to_string(src_lane) + ", outside the mask").c_str());
-    return w.slots[g & 1][src_lane];
+    return t_run->warps[t_run->current >> 5].slots[g & 1][src_lane];
+}
+
+void warp_gather(const uint32_t* mine, int n_words, uint32_t (*all)[k_gather_words], const char* what) {
+    if (n_words < 1 || n_words > k_gather_words) fail((std::string(what) + ": too many words to gather").c_str());
+    const uint64_t g = warp_meet(0xffffffffu, what, [&](WarpState& w, uint64_t slot, int l) {
+        std::memcpy(w.gathered[slot][l], mine, size_t(n_words) * sizeof(uint32_t));
+    });
+    std::memcpy(all, t_run->warps[t_run->current >> 5].gathered[g & 1], sizeof(uint32_t) * 32 * k_gather_words);
+}
+
+void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+    // The PTX ISA's fragments of mma.m16n8k16 (.bf16, row.col): lane = 4 * group + tig;
+    // a[0]: A[group][2 tig .. +1], a[1]: A[group + 8][2 tig ..], a[2], a[3]: the same at
+    // columns 2 tig + 8 ..; b[0]: B[2 tig .. +1][group], b[1]: B[2 tig + 8 ..][group];
+    // d[0], d[1]: D[group][2 tig .. +1], d[2], d[3]: D[group + 8][2 tig ..]. Each pair's
+    // lower index in the lower 16 bits.
+    const uint32_t mine[6] = {a[0], a[1], a[2], a[3], b[0], b[1]};
+    uint32_t all[32][k_gather_words];
+    warp_gather(mine, 6, all, "mma.m16n8k16");
+    auto bf = [](uint32_t word, int half) { return __uint_as_float((half ? word >> 16 : word & 0xffffu) << 16); };
+    float A[16][16], B[16][8];
+    for (int l = 0; l < 32; ++l) {
+        const int grp = l >> 2, tig = l & 3;
+        for (int e = 0; e < 2; ++e) {
+            A[grp][2 * tig + e] = bf(all[l][0], e);
+            A[grp + 8][2 * tig + e] = bf(all[l][1], e);
+            A[grp][2 * tig + 8 + e] = bf(all[l][2], e);
+            A[grp + 8][2 * tig + 8 + e] = bf(all[l][3], e);
+            B[2 * tig + e][grp] = bf(all[l][4], e);
+            B[2 * tig + 8 + e][grp] = bf(all[l][5], e);
+        }
+    }
+    const int lane = t_run->current & 31, grp = lane >> 2, tig = lane & 3;
+    for (int e = 0; e < 4; ++e) {
+        const int row = grp + (e >= 2 ? 8 : 0), col = 2 * tig + (e & 1);
+        float s = d[e];  // products of bf16 values are exact in fp32
+        for (int k = 0; k < 16; ++k) s += A[row][k] * B[k][col];
+        d[e] = s;
+    }
 }
 
 unsigned char* dynamic_smem() { return g_block->dynamic_smem; }
+
+// What shared memory holds before a block writes it: 0xA5 bytes, or with
+// CETUS_EMU_SHARED_FILL=nan 0xFF bytes (NaN as fp32 and bf16, so a product of
+// zero with a stale value shows).
+int shared_fill() {
+    static const int fill = [] {
+        const char* e = std::getenv("CETUS_EMU_SHARED_FILL");
+        return e && std::string(e) == "nan" ? 0xFF : 0xA5;
+    }();
+    return fill;
+}
 
 namespace {
 
@@ -272,6 +337,9 @@ void land(const AsyncCopy& c) {
 void pipeline_copy(void* dst, const void* src, size_t bytes, size_t zero_fill) {
     if (!t_run || t_run->current < 0) fail("__pipeline_memcpy_async outside a kernel");
     if (zero_fill > bytes) fail("__pipeline_memcpy_async: zero_fill larger than the copy");
+    if (bytes != 4 && bytes != 8 && bytes != 16) fail("__pipeline_memcpy_async: a copy of 4, 8 or 16 bytes only");
+    if (reinterpret_cast<uintptr_t>(dst) % bytes || reinterpret_cast<uintptr_t>(src) % bytes)
+        fail(("__pipeline_memcpy_async: a " + std::to_string(bytes) + "-byte copy from or to an address not aligned to it").c_str());
     const AsyncCopy c{dst, src, bytes, zero_fill};
     if (copies_land_at_issue()) land(c);
     else t_run->fibers[size_t(t_run->current)].open_copies.push_back(c);
@@ -427,7 +495,7 @@ void run_one_block(const GridJob& job, uint64_t k) {
     blockIdx = r.block.idx;
     blockDim = job.block;
     gridDim = job.grid;
-    std::memset(aligned, 0xA5, job.smem);  // every block's: not zero, so reads before writes show
+    std::memset(aligned, shared_fill(), job.smem);  // every block's: not zero, so reads before writes show
     run_block(r);
     t_run = nullptr;
     g_block = nullptr;
@@ -567,7 +635,7 @@ void* shared_storage(const void* site, size_t bytes, size_t align) {
     }
     if (s.serial != b.serial) {  // the block's first use of this declaration
         s.serial = b.serial;
-        std::memset(s.p, 0xA5, bytes);
+        std::memset(s.p, shared_fill(), bytes);
         b.static_bytes += bytes;
         if (b.static_bytes + b.dynamic_bytes > b.smem_limit)
             fail(("static (" + std::to_string(b.static_bytes) + " bytes so far) and dynamic (" +
@@ -897,6 +965,7 @@ cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* a, const void*) {
     a->maxThreadsPerBlock = 1024;
     a->numRegs = 64;
     a->maxDynamicSharedSizeBytes = 48 * 1024;
+    a->binaryVersion = a->ptxVersion = CETUS_EMU_ARCH / 10;  // what the kernel files see as __CUDA_ARCH__
     return cudaSuccess;
 }
 // Programmatic dependent launch: refused, so the backend takes its plain launches.

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "last_block.cuh"
+#include "mma_bf16.cuh"
 
 #include <cuda_pipeline.h>
 
@@ -128,6 +129,26 @@ __global__ void mask_mismatch_kernel(int* out) {
 
 // The blocks wait (boundedly) for each other: they all see the others arrive
 // only when they run at the same time.
+// D = A B + C for A [16, 16], B [16, 8] (bf16 bits, row-major) and C [16, 8]
+// (fp32), each lane loading its own fragment words as the PTX ISA lays them out.
+__global__ void mma_kernel(const uint16_t* a, const uint16_t* b, const float* c, float* d) {
+    const int lane = int(threadIdx.x), grp = lane >> 2, tig = lane & 3;
+    auto pair = [](uint16_t lo, uint16_t hi) { return cetus::cuda::bf16_pair(lo, hi); };
+    const uint32_t fa[4] = {pair(a[grp * 16 + 2 * tig], a[grp * 16 + 2 * tig + 1]),
+                            pair(a[(grp + 8) * 16 + 2 * tig], a[(grp + 8) * 16 + 2 * tig + 1]),
+                            pair(a[grp * 16 + 2 * tig + 8], a[grp * 16 + 2 * tig + 9]),
+                            pair(a[(grp + 8) * 16 + 2 * tig + 8], a[(grp + 8) * 16 + 2 * tig + 9])};
+    const uint32_t fb[2] = {pair(b[(2 * tig) * 8 + grp], b[(2 * tig + 1) * 8 + grp]),
+                            pair(b[(2 * tig + 8) * 8 + grp], b[(2 * tig + 9) * 8 + grp])};
+    float acc[4] = {c[grp * 8 + 2 * tig], c[grp * 8 + 2 * tig + 1], c[(grp + 8) * 8 + 2 * tig],
+                    c[(grp + 8) * 8 + 2 * tig + 1]};
+    cetus::cuda::mma_bf16_16816(acc, fa, fb);
+    d[grp * 8 + 2 * tig] = acc[0];
+    d[grp * 8 + 2 * tig + 1] = acc[1];
+    d[(grp + 8) * 8 + 2 * tig] = acc[2];
+    d[(grp + 8) * 8 + 2 * tig + 1] = acc[3];
+}
+
 __global__ void together_kernel(unsigned* arrived, unsigned* saw_all, long long spins) {
     if (threadIdx.x != 0) return;
     atomicAdd(arrived, 1u);
@@ -239,6 +260,43 @@ void check_async_copies() {
               " of 64 reads stale)");
 }
 
+void check_mma() {
+    // Small integers and halves: every product and sum is exact, so the order of the sums does not matter.
+    std::vector<uint16_t> ha(16 * 16), hb(16 * 8);
+    std::vector<float> hc(16 * 8);
+    auto bits = [](float v) {
+        uint32_t u;
+        std::memcpy(&u, &v, 4);
+        return uint16_t(u >> 16);
+    };
+    auto value = [](uint16_t b) {
+        const uint32_t u = uint32_t(b) << 16;
+        float v;
+        std::memcpy(&v, &u, 4);
+        return v;
+    };
+    for (int i = 0; i < 16 * 16; ++i) ha[size_t(i)] = bits(float((i * 7) % 11 - 5) * 0.5f);
+    for (int i = 0; i < 16 * 8; ++i) hb[size_t(i)] = bits(float((i * 5) % 13 - 6));
+    for (int i = 0; i < 16 * 8; ++i) hc[size_t(i)] = float(i % 3);
+    uint16_t* a = device_alloc<uint16_t>(ha.size());
+    uint16_t* b = device_alloc<uint16_t>(hb.size());
+    float* c = device_alloc<float>(hc.size());
+    float* d = device_alloc<float>(hc.size());
+    cudaMemcpy(a, ha.data(), ha.size() * 2, cudaMemcpyHostToDevice);
+    cudaMemcpy(b, hb.data(), hb.size() * 2, cudaMemcpyHostToDevice);
+    cudaMemcpy(c, hc.data(), hc.size() * 4, cudaMemcpyHostToDevice);
+    mma_kernel<<<1, 32>>>(a, b, c, d);
+    const std::vector<float> got = to_host(d, hc.size());
+    int wrong = 0;
+    for (int i = 0; i < 16; ++i)
+        for (int j = 0; j < 8; ++j) {
+            float want = hc[size_t(i * 8 + j)];
+            for (int k = 0; k < 16; ++k) want += value(ha[size_t(i * 16 + k)]) * value(hb[size_t(k * 8 + j)]);
+            wrong += got[size_t(i * 8 + j)] != want;
+        }
+    check(wrong == 0, "mma.m16n8k16 bf16 from the PTX fragment layout (" + std::to_string(wrong) + " of 128 wrong)");
+}
+
 void check_stale_shared() {
     // Many more blocks than host threads, so each host thread runs several; `seen` starts at zero,
     // so only the kernel's reads can make it 0xA5A5A5A5.
@@ -319,6 +377,7 @@ int main(int argc, char** argv) {
     check_neighbours();
     check_stale_shared();
     check_async_copies();
+    check_mma();
     check_together();
     std::printf("cuda emulator selfcheck: %d failed\n", g_failed);
     return g_failed == 0 ? 0 : 1;

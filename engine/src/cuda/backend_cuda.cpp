@@ -17,7 +17,11 @@
 // attention runs as TF32 GEMMs with a causal softmax between them (Gemm::mla_prefill;
 // CETUS_CUDA_ATTENTION_GEMM=0 keeps the flash-decoding kernel).
 // CETUS_CUDA_EXACT=1 (read at creation) sends every product through the fp32
-// kernels. Router logits always take the fp32 kernel.
+// kernels, except that a bf16 cache's attention takes the tensor cores in both
+// modes (mla_attention_mma.cu: the cached values are bf16 already, the queries
+// and probabilities go in as bf16 parts, two (~2^-18) or in exact mode three
+// (below fp32's rounding); CETUS_CUDA_ATTENTION_MMA=0 keeps the CUDA-core
+// kernel). Router logits always take the fp32 kernel.
 // CETUS_CUDA_SYNC=1 waits after every launch so a kernel fault names its kernel.
 //
 // Calls of up to 16 tokens (decode, MTP drafts and verify) replay as CUDA graphs, captured at
@@ -382,7 +386,9 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
                                                 std::to_string(k_max_top_k) + ")");
     // CETUS_CUDA_ATTENTION_SPLITS=N and CETUS_CUDA_ATTENTION_STAGES=1 override the plan (side-by-side benches).
     const char* splits = std::getenv("CETUS_CUDA_ATTENTION_SPLITS");
-    m_attention = plan_attention(c.num_attention_heads, m_info.n_sm, width, m_cache_bf16, m_info.max_shared_optin,
+    const MlaShape shape{c.num_attention_heads, c.qk_nope_head_dim, c.qk_rope_head_dim, c.v_head_dim, c.kv_lora_rank};
+    m_attention = plan_attention(shape, m_info.n_sm, m_cache_bf16, m_info.max_shared_optin,
+                                 m_info.major >= 8 && !env_is("CETUS_CUDA_ATTENTION_MMA", "0"), m_exact,
                                  splits ? std::max(0, std::atoi(splits)) : 0,
                                  env_is("CETUS_CUDA_ATTENTION_STAGES", "1") ? 1 : 2);
     if (m_attention.stages == 0)
@@ -392,7 +398,7 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
     if (K > 0) m_chunk = std::min(m_chunk, std::max<int64_t>(1, (k_group_pairs_ints - 2 * E) / K));
     m_logit_chunk = std::min(m_chunk, k_logit_chunk_tokens);
 
-    m_shape = MlaShape{c.num_attention_heads, c.qk_nope_head_dim, c.qk_rope_head_dim, c.v_head_dim, c.kv_lora_rank};
+    m_shape = shape;
     m_route.n_experts = int32_t(E);
     m_route.top_k = int32_t(K);
     m_route.n_group = int32_t(c.n_group);
@@ -474,6 +480,7 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
                         (m_cache_bf16 ? "bf16" : "fp32") + " latent cache " +
                         fixed1(gib(cache_bytes)) + " GiB for " + std::to_string(m_capacity) + " tokens, work buffers " +
                         fixed1(gib(scratch_bytes)) + " GiB" + (m_exact ? ", exact fp32 products" : "") +
+                        (m_attention.mma ? ", cache attention on tensor cores" : "") +
                         (m_graphs ? ", decode steps as CUDA graphs" : ", CUDA graphs off (" + m_graphs_off + ")") +
                         (programmatic_launch() ? ", programmatic dependent launch" : ""));
 }
@@ -510,6 +517,8 @@ CudaBackend::Scratch CudaBackend::carve_scratch(Carver& cv) const {
     s.parts.max_parts = m_max_parts;
     s.parts.split_cap = m_attention.split_cap;
     s.parts.stages = m_attention.stages;
+    s.parts.mma = m_attention.mma;
+    s.parts.mma_parts = m_attention.mma_parts;
     s.g = f(n * m_mlp_width);
     s.u = f(n * m_mlp_width);
     s.z = f(n * E);
@@ -613,6 +622,7 @@ std::string CudaBackend::description() const {
            (m_graphs ? ", decode graphs" : ", decode graphs off (" + m_graphs_off + ")") +
            (programmatic_launch() ? ", programmatic dependent launch" : "") +
            (m_exact ? ", exact fp32 products" : "") +
+           (m_attention.mma ? ", cache attention on tensor cores" : "") +
            (!m_exact && !m_expert_mma ? ", prefill experts on fp32 kernels" : "") +
            (!m_exact && !m_attention_gemm ? ", prefill attention on the flash-decoding kernel" : "") +
            (!m_fuse ? ", decode fusions off" : "");

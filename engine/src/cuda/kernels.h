@@ -144,16 +144,22 @@ struct AttentionPartials {
     int64_t max_parts = 0;  // (token, split) pairs the buffers hold
     int split_cap = 32;     // AttentionPlan's
     int stages = 1;
+    bool mma = false;
+    int mma_parts = 2;
 };
-// How the attention kernel runs on a device: splits per token of a decode or
-// verify batch (about one block per multiprocessor for all of a token's head
-// groups, 32 to 128), cache tiles in shared memory per block (2: the next
-// tile's copies in flight during the current one's work, when two such blocks
-// fit a multiprocessor; 1; 0 when not even one tile fits) and the partial
-// buffers' size in (token, split) pairs.
+// How the attention kernel runs on a device: which kernel (mma: the tensor-core
+// kernel of mla_attention_mma.cu, sixteen heads a block, for a bf16 cache on
+// sm_80 and later; else the CUDA-core kernel of mla_attention.cu, eight heads a
+// block), splits per token of a decode or verify batch (about one block per
+// multiprocessor for all of a token's head groups, 32 to 128), cache tiles in
+// shared memory per block (2: the next tile's copies in flight during the
+// current one's work, when two such blocks fit a multiprocessor; 1; 0 when not
+// even one tile fits) and the partial buffers' size in (token, split) pairs.
 struct AttentionPlan {
     int split_cap = 32, stages = 0;
     int64_t max_parts = 0;
+    bool mma = false;
+    int mma_parts = 2;  // bf16 parts of each query and probability: 2, or 3 in exact mode
 };
 
 // Largest latent width and rope width the attention kernel holds in registers.
@@ -165,10 +171,13 @@ inline constexpr int64_t k_attention_max_latent = 512, k_attention_max_rope = 64
 void launch_prefill_softmax(float* s, int64_t n_rows, int64_t rows_per_head, int64_t ld, int64_t width,
                             int64_t first_len, bool bf16_out, cudaStream_t stream);
 // The plan for this device and cache, with the kernel allowed its shared memory
-// (stages 0: the device cannot give one tile). split_cap > 0 asks for that many
-// splits (1 to 128) and max_stages 1 for single tiles: side-by-side benches.
-AttentionPlan plan_attention(int64_t n_h, int n_sm, int64_t cache_width, bool cache_bf16,
-                             size_t max_shared_per_block, int split_cap = 0, int max_stages = 2);
+// (stages 0: the device cannot give one tile). allow_mma: the device has bf16
+// tensor cores and the tensor-core kernel is not switched off (it is taken for a
+// bf16 cache whose widths are multiples of 16); exact: its operands in three
+// bf16 parts instead of two. split_cap > 0 asks for that many splits (1 to 128)
+// and max_stages 1 for single tiles: side-by-side benches.
+AttentionPlan plan_attention(const MlaShape& m, int n_sm, bool cache_bf16, size_t max_shared_per_block,
+                             bool allow_mma, bool exact, int split_cap = 0, int max_stages = 2);
 // ctx[t, h, :] = sum_s softmax_s((q_abs . c_s + q_pe . kpe_s) * scale) c_s over cache rows
 // s <= *start_pos + t.  q: [n, n_h, d_n + d_r] (rotated); cache: the layer's rows, fp32
 // or (cache_bf16) bf16. The launch (grid, arguments) depends on n only, never on the position.

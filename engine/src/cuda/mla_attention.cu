@@ -1,6 +1,8 @@
 // Absorbed multi-head latent attention (mla.cpp, mla_forward's absorbed
 // branch): flash-decoding of softmax((q_abs . c_s + q_pe . kpe_s) * scale)
-// over the latent cache, plus the log-sum-exp merge of per-token splits.
+// over the latent cache on the CUDA cores, plus the log-sum-exp merge of
+// per-token splits (also of mla_attention_mma.cu's, the tensor-core kernel a bf16
+// cache takes on sm_80 and later; plan_attention chooses).
 // Grid (splits, n_h / 8 rounded up, tokens) of 256 threads, one warp per
 // head; the merge takes one block of 128 per (head, token). The cache holds fp32
 // or bf16 values (a bf16 cache's tiles are half the bytes; each value is widened
@@ -9,6 +11,7 @@
 #include "device_math.cuh"
 #include "pdl.cuh"
 #include "launch_util.cuh"
+#include "mla_attention.cuh"
 
 #include <cuda_pipeline.h>
 
@@ -35,41 +38,9 @@ namespace cetus::cuda {
 namespace {
 
 constexpr int k_heads_per_block = 8;  // one warp per head
-constexpr int k_tile_rows = 32;       // cache rows staged per step
 constexpr int k_score_rows = 8;       // scores held in registers at a time
 constexpr int k_latent_per_lane = int(k_attention_max_latent / 32);
 constexpr int k_rope_per_lane = int(k_attention_max_rope / 32);
-constexpr int k_split_max_tokens = 16;  // batches up to this size split per token
-constexpr int k_split_cap_min = 32, k_split_cap_max = 128;  // splits per token (plan_attention)
-constexpr int k_split_min_rows = 32;    // rows per split (one tile) before the cap is reached
-
-// How a token that sees n_rows cache rows is split: rows per split (a multiple
-// of the tile) and the number of non-empty splits. A function of n_rows only.
-struct SplitPlan {
-    int64_t rows, count;
-};
-__host__ __device__ inline SplitPlan split_plan(int64_t n_rows, bool split, int split_cap) {
-    if (!split) return {n_rows, 1};
-    const int64_t want = min(int64_t(split_cap), ceil_div(n_rows, k_split_min_rows));
-    const int64_t rows = ceil_div(ceil_div(n_rows, want), k_tile_rows) * k_tile_rows;
-    return {rows, ceil_div(n_rows, rows)};
-}
-
-struct AttentionLaunch {
-    const float* q_abs;  // [n, n_h, d_c]
-    const float* q;      // [n, n_h, d_n + d_r]
-    const void* cache;   // [capacity, d_c + d_r] of float or bf16 (the kernel's CacheT)
-    float* ctx;          // [n, n_h, d_c]: written here (no split) or by the merge
-    float* part_acc;     // [split_cap, n, n_h, d_c] (split)
-    float* part_ml;      // [split_cap, n, n_h, 2]
-    int64_t n;
-    const int64_t* start_pos;  // device scalar: token t is at position *start_pos + t
-    MlaShape m;
-    float scale;
-    bool split;     // per-token splitting (decode and verify batches)
-    int split_cap;  // splits per token when split
-    int stages;     // tiles in shared memory: 2 (the next one's copies in flight) or 1
-};
 
 // A cached value as fp32: itself, or a bf16 value's bits widened (exact).
 __device__ __forceinline__ float cached(float v) { return v; }
@@ -252,23 +223,29 @@ size_t tile_bytes(int64_t width, bool cache_bf16) {
 
 }  // namespace
 
-AttentionPlan plan_attention(int64_t n_h, int n_sm, int64_t cache_width, bool cache_bf16,
-                             size_t max_shared_per_block, int split_cap, int max_stages) {
+AttentionPlan plan_attention(const MlaShape& m, int n_sm, bool cache_bf16, size_t max_shared_per_block,
+                             bool allow_mma, bool exact, int split_cap, int max_stages) {
     AttentionPlan p;
-    const int64_t tile = int64_t(tile_bytes(cache_width, cache_bf16));
+    const int64_t width = m.d_c + m.d_r, shared = int64_t(max_shared_per_block);
+    p.mma = allow_mma && cache_bf16 && attention_mma_shape(m) && attention_mma_compiled();
+    p.mma_parts = exact ? 3 : 2;
+    const int64_t tile = int64_t(p.mma ? attention_mma_tile_bytes(width) : tile_bytes(width, cache_bf16));
+    const int64_t fixed = p.mma ? int64_t(attention_mma_static_bytes()) : 0;
     // Two tiles when two blocks of two still fit a multiprocessor (about the
     // per-block limit on these GPUs), else one.
-    p.stages = 4 * tile <= int64_t(max_shared_per_block) ? 2 : tile <= int64_t(max_shared_per_block) ? 1 : 0;
+    p.stages = 2 * (2 * tile + fixed) <= shared ? 2 : tile + fixed <= shared ? 1 : 0;
     if (p.stages == 0) return p;
     p.stages = std::min(p.stages, std::max(max_stages, 1));
     // About one block per multiprocessor for one token's splits of all head groups.
-    const int64_t groups = ceil_div(n_h, int64_t(k_heads_per_block));
+    const int64_t groups = ceil_div(m.n_h, int64_t(p.mma ? 16 : k_heads_per_block));
     p.split_cap = split_cap > 0 ? std::min(split_cap, k_split_cap_max)
                                 : int(std::clamp<int64_t>(ceil_div(int64_t(n_sm), groups), k_split_cap_min,
                                                           k_split_cap_max));
     p.max_parts = int64_t(k_split_max_tokens) * p.split_cap;
     const int bytes = int(p.stages * tile);
-    if (cache_bf16)
+    if (p.mma)
+        allow_attention_mma_smem(bytes);
+    else if (cache_bf16)
         CETUS_CUDA(cudaFuncSetAttribute(mla_attention_kernel<uint16_t>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         bytes));
     else
@@ -294,11 +271,17 @@ void launch_mla_attention(const float* q_abs, const float* q, const void* cache,
 
     AttentionLaunch a{q_abs, q,  cache, ctx,   parts.acc, parts.ml,        n,
                       start_pos, m, scale, split, parts.split_cap, parts.stages};
-    const dim3 grid{unsigned(n_split), unsigned(n_groups), unsigned(n)};
-    const size_t smem = size_t(parts.stages) * tile_bytes(m.d_c + m.d_r, cache_bf16);
-    if (cache_bf16) launch_pdl(mla_attention_kernel<uint16_t>, grid, 32 * k_heads_per_block, smem, s, a);
-    else launch_pdl(mla_attention_kernel<float>, grid, 32 * k_heads_per_block, smem, s, a);
-    CETUS_CUDA_LAUNCHED("mla_attention_kernel");
+    if (parts.mma) {
+        if (!cache_bf16 || !attention_mma_shape(m))
+            throw Error(ErrorCode::Device, "tensor-core attention planned for a cache it cannot read (internal error)");
+        launch_attention_mma(a, n_split, parts.mma_parts, s);
+    } else {
+        const dim3 grid{unsigned(n_split), unsigned(n_groups), unsigned(n)};
+        const size_t smem = size_t(parts.stages) * tile_bytes(m.d_c + m.d_r, cache_bf16);
+        if (cache_bf16) launch_pdl(mla_attention_kernel<uint16_t>, grid, 32 * k_heads_per_block, smem, s, a);
+        else launch_pdl(mla_attention_kernel<float>, grid, 32 * k_heads_per_block, smem, s, a);
+        CETUS_CUDA_LAUNCHED("mla_attention_kernel");
+    }
     if (split) {
         launch_pdl(attention_merge_kernel, dim3(unsigned(m.n_h), unsigned(n)), 128, 0, s, a);
         CETUS_CUDA_LAUNCHED("attention_merge_kernel");

@@ -13,7 +13,8 @@
 // It is a test tool for machines without a GPU: it checks the kernels' logic
 // (indices, synchronisation, the host code around them) against the CPU
 // backend. It says nothing about speed, and nothing about what only hardware
-// shows (the GPU's weaker memory model, tensor-core fragment layouts).
+// shows (the GPU's weaker memory model, WMMA's fragment layouts; mma.sync's
+// m16n8k16 fragments are laid out as the PTX ISA documents them).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -60,6 +61,13 @@ void sync_block();
 // lane src_lane (computed by the caller from its own lane), or its own value
 // when src_lane < 0.
 uint64_t warp_collective(unsigned mask, uint64_t value, int src_lane, const char* what);
+// The whole warp meets; all[l] holds lane l's first n_words words of mine afterwards.
+inline constexpr int k_gather_words = 8;
+void warp_gather(const uint32_t* mine, int n_words, uint32_t (*all)[k_gather_words], const char* what);
+// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 with d as both C and D:
+// the whole warp's fragments in the PTX ISA's layout (mma_bf16.cuh issues the
+// instruction itself on a GPU).
+void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]);
 [[noreturn]] void fail(const char* what);
 unsigned char* dynamic_smem();
 

@@ -1,0 +1,66 @@
+// What the two decode attention kernels share (mla_attention.cu on CUDA cores,
+// mla_attention_mma.cu on the tensor cores for a bf16 cache): how a token's
+// cache rows are split across blocks, the launch's arguments, and the
+// tensor-core kernel's launch (mla_attention.cu merges the splits of both).
+#pragma once
+
+#include "kernels.h"
+#include "launch_util.cuh"
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace cetus::cuda {
+
+inline constexpr int k_tile_rows = 32;       // cache rows staged per step
+inline constexpr int k_split_max_tokens = 16;  // batches up to this size split per token
+inline constexpr int k_split_cap_min = 32, k_split_cap_max = 128;  // splits per token (plan_attention)
+inline constexpr int k_split_min_rows = 32;    // rows per split (one tile) before the cap is reached
+
+// How a token that sees n_rows cache rows is split: rows per split (a multiple
+// of the tile) and the number of non-empty splits. A function of n_rows only.
+struct SplitPlan {
+    int64_t rows, count;
+};
+__host__ __device__ inline SplitPlan split_plan(int64_t n_rows, bool split, int split_cap) {
+    if (!split) return {n_rows, 1};
+    const int64_t want = min(int64_t(split_cap), ceil_div(n_rows, k_split_min_rows));
+    const int64_t rows = ceil_div(ceil_div(n_rows, want), k_tile_rows) * k_tile_rows;
+    return {rows, ceil_div(n_rows, rows)};
+}
+
+struct AttentionLaunch {
+    const float* q_abs;  // [n, n_h, d_c]
+    const float* q;      // [n, n_h, d_n + d_r]
+    const void* cache;   // [capacity, d_c + d_r] of float or bf16
+    float* ctx;          // [n, n_h, d_c]: written here (no split) or by the merge
+    float* part_acc;     // [split_cap, n, n_h, d_c] (split)
+    float* part_ml;      // [split_cap, n, n_h, 2]
+    int64_t n;
+    const int64_t* start_pos;  // device scalar: token t is at position *start_pos + t
+    MlaShape m;
+    float scale;
+    bool split;     // per-token splitting (decode and verify batches)
+    int split_cap;  // splits per token when split
+    int stages;     // tiles in shared memory: 2 (the next one's copies in flight) or 1
+};
+
+// The tensor-core kernel (mla_attention_mma.cu): a bf16 cache whose latent and
+// rope widths are multiples of 16 (and within the registers' bounds, as for the
+// CUDA-core kernel), on a device its code was built for (sm_80 or later).
+inline bool attention_mma_shape(const MlaShape& m) {
+    return m.d_c % 16 == 0 && m.d_r % 16 == 0 && m.d_c <= k_attention_max_latent && m.d_r <= k_attention_max_rope;
+}
+bool attention_mma_compiled();
+// Its dynamic shared memory per staged tile, and its static shared memory.
+size_t attention_mma_tile_bytes(int64_t cache_width);
+size_t attention_mma_static_bytes();
+// Lets it use dynamic shared memory of that many bytes.
+void allow_attention_mma_smem(int bytes);
+// Grid (head tiles of 16, n_split, tokens) of 128 threads; splits as the CUDA-core
+// kernel's; the queries and probabilities in parts (2 or 3) bf16 parts each.
+void launch_attention_mma(const AttentionLaunch& a, int64_t n_split, int parts, cudaStream_t s);
+
+}  // namespace cetus::cuda
