@@ -108,17 +108,8 @@ __global__ void __launch_bounds__(32 * k_heads_per_block, 2) mla_attention_kerne
         const int64_t base = s0 + k * k_tile_rows;
         const int rows = int(min(int64_t(k_tile_rows), s1 - base));
         CacheT* tile = tiles + (two ? (k & 1) : 0) * k_tile_rows * width;
-        __syncthreads();  // every warp is done with the buffer the next copies fill (the previous tile's)
-        if (!two) {
-            stage_tile(k, tile);
-            __pipeline_wait_prior(0);
-        } else if (k + 1 < n_tiles) {
-            stage_tile(k + 1, tiles + ((k + 1) & 1) * k_tile_rows * width);
-            __pipeline_wait_prior(1);  // this tile's group has landed, the next one's may not
-        } else {
-            __pipeline_wait_prior(0);
-        }
-        __syncthreads();  // every thread's copies of this tile have landed
+        attention_tile_step(k, n_tiles, two,
+                            [&](int64_t j, int buffer) { stage_tile(j, tiles + buffer * k_tile_rows * width); });
         if (!active) continue;
 
         // Rows in groups of k_score_rows: the scores of one group stay in

@@ -7,6 +7,7 @@
 #include "kernels.h"
 #include "launch_util.cuh"
 
+#include <cuda_pipeline.h>
 #include <cuda_runtime.h>
 
 #include <cstddef>
@@ -29,6 +30,27 @@ __host__ __device__ inline SplitPlan split_plan(int64_t n_rows, bool split, int 
     const int64_t want = min(int64_t(split_cap), ceil_div(n_rows, k_split_min_rows));
     const int64_t rows = ceil_div(ceil_div(n_rows, want), k_tile_rows) * k_tile_rows;
     return {rows, ceil_div(n_rows, rows)};
+}
+
+// One step of a block's walk over n_tiles cache tiles: afterwards tile k is in
+// shared memory for every thread. stage(j, buffer) issues tile j's copies into
+// buffer 0 or 1 as one commit group. With two buffers tile 0 was staged before
+// the first step and each step issues the next tile's copies before waiting for
+// its own; with one, each step stages its own tile. The first barrier keeps the
+// buffer being refilled from the warps still reading it (the previous tile's).
+template <typename Stage>
+__device__ __forceinline__ void attention_tile_step(int64_t k, int64_t n_tiles, bool two, Stage&& stage) {
+    __syncthreads();
+    if (!two) {
+        stage(k, 0);
+        __pipeline_wait_prior(0);
+    } else if (k + 1 < n_tiles) {
+        stage(k + 1, int((k + 1) & 1));
+        __pipeline_wait_prior(1);  // this tile's group has landed, the next one's may not
+    } else {
+        __pipeline_wait_prior(0);
+    }
+    __syncthreads();  // every thread's copies of this tile have landed
 }
 
 struct AttentionLaunch {

@@ -121,17 +121,9 @@ __global__ void __launch_bounds__(k_threads, 2) mla_attention_mma_kernel(Attenti
     for (int64_t k = 0; k < n_tiles; ++k) {
         const int rows = int(min(int64_t(k_tile_rows), s1 - (s0 + k * k_tile_rows)));
         const uint16_t* tile = tiles + (two ? (k & 1) : 0) * k_tile_rows * ld;
-        __syncthreads();  // every warp is done with the buffer the next copies fill, and with sh
-        if (!two) {
-            stage_tile(k, tiles);
-            __pipeline_wait_prior(0);
-        } else if (k + 1 < n_tiles) {
-            stage_tile(k + 1, tiles + ((k + 1) & 1) * k_tile_rows * ld);
-            __pipeline_wait_prior(1);  // this tile's group has landed, the next one's may not
-        } else {
-            __pipeline_wait_prior(0);
-        }
-        __syncthreads();  // every thread's copies of this tile have landed
+        // (Its first barrier also keeps sh from the warps still using the previous tile's.)
+        attention_tile_step(k, n_tiles, two,
+                            [&](int64_t j, int buffer) { stage_tile(j, tiles + buffer * k_tile_rows * ld); });
 
         // Scores over this warp's k-steps for the tile's 32 rows (4 column blocks of 8).
         float sc[4][4];
