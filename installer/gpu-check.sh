@@ -211,16 +211,10 @@ bench_comparisons() {
     figures_table $runs
 }
 
-# An Nsight Compute profile of decode kernels (4 V2-Lite layers, launched directly):
-# per kernel its time and DRAM throughput as a share of peak, the slowest first.
-ncu_decode() {
-    command -v ncu >/dev/null || return 0
-    step ncu-decode "$1" ncu --set basic --launch-skip 200 --launch-count 60 -o "$out/decode" \
-        env CETUS_CUDA_GRAPHS=0 "$cli" bench --device cuda --random-model v2-lite --layers 4 --prompt 64 --gen 8
-    [ -f "$out/decode.ncu-rep" ] || return 0
-    timeout -k 5 20 ncu --import "$out/decode.ncu-rep" --page raw --csv \
-        --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed > "$out/ncu-summary.csv" 2>/dev/null
-    python3 - "$out/ncu-summary.csv" <<'PY' || true
+# Per kernel of an Nsight Compute report's CSV ($1): launches, share of time, mean
+# time and mean DRAM throughput as a share of peak, the slowest first; $2 names it.
+ncu_summary() {
+    python3 - "$1" "$2" <<'PY' || true
 import csv, sys
 rows = list(csv.reader(open(sys.argv[1])))
 if len(rows) < 3:
@@ -241,10 +235,42 @@ for r in rows[2:]:
     except (ValueError, IndexError):
         pass
 total = sum(a[1] for a in agg.values()) or 1
-print("ncu decode: kernel, launches, share of time, mean time, mean DRAM % of peak")
+print(sys.argv[2] + ": kernel, launches, share of time, mean time, mean DRAM % of peak")
 for name, (n, time, dram) in sorted(agg.items(), key=lambda x: -x[1][1])[:12]:
     print(f"  {name:48} {n:3} {100 * time / total:5.1f}% {time / n:9.0f} {dram / n:5.1f}")
 PY
+}
+
+# An Nsight Compute profile of decode kernels (4 V2-Lite layers, launched directly):
+# per kernel its time and DRAM throughput as a share of peak, the slowest first.
+ncu_decode() {
+    command -v ncu >/dev/null || return 0
+    step ncu-decode "$1" ncu --set basic --launch-skip 200 --launch-count 60 -o "$out/decode" \
+        env CETUS_CUDA_GRAPHS=0 "$cli" bench --device cuda --random-model v2-lite --layers 4 --prompt 64 --gen 8
+    [ -f "$out/decode.ncu-rep" ] || return 0
+    timeout -k 5 20 ncu --import "$out/decode.ncu-rep" --page raw --csv \
+        --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed > "$out/ncu-summary.csv" 2>/dev/null
+    ncu_summary "$out/ncu-summary.csv" "ncu decode"
+}
+
+# The decode attention kernels alone at 8192 cached tokens with a bf16 cache (4
+# V2-Lite layers): the tensor-core kernel, then the CUDA-core one; how close each
+# comes to the DRAM's peak says whether it is bound by memory.
+ncu_attention() {
+    command -v ncu >/dev/null || return 0
+    local name sw
+    for name in mma cores; do
+        sw=CETUS_CUDA_ATTENTION_MMA=1
+        [ "$name" = cores ] && sw=CETUS_CUDA_ATTENTION_MMA=0
+        step "ncu-attention-$name" "$1" ncu --set basic --kernel-name regex:mla_attention --launch-count 12 \
+            -o "$out/attention-$name" env CETUS_CUDA_GRAPHS=0 "$sw" "$cli" bench --device cuda --random-model v2-lite \
+            --layers 4 --prompt 8192 --gen 4 --kv-cache bf16
+        [ -f "$out/attention-$name.ncu-rep" ] || continue
+        timeout -k 5 20 ncu --import "$out/attention-$name.ncu-rep" --page raw --csv \
+            --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed \
+            > "$out/ncu-attention-$name.csv" 2>/dev/null
+        ncu_summary "$out/ncu-attention-$name.csv" "ncu attention ($name, 8192 tokens, bf16 cache)"
+    done
 }
 
 run_mode() {
@@ -276,6 +302,7 @@ conformance)
 bench)
     bench_figures
     bench_comparisons
+    ncu_attention 90  # when time is left: the decode attention's share of the DRAM's peak
     ;;
 full)
     step selftest-cuda-full 400 "$cli" selftest --device cuda --compare full --json

@@ -1,7 +1,7 @@
 // Absorbed multi-head latent attention over a bf16 latent cache on the tensor
 // cores: the same flash-decoding as mla_attention.cu (the same splits, the same
 // partial buffers and merge), with one block taking sixteen heads of one token
-// so that a staged tile of cache rows serves all sixteen in two bf16 products:
+// so that a staged tile of cache rows serves all sixteen in two products:
 //   scores [16 heads x 32 rows] = Q [16 x (d_c + d_r)] . tile^T  (queries: q_abs | q_pe)
 //   context [16 x d_c] += P [16 x 32] . tile [32 x d_c]
 // with fp32 accumulation (mma_bf16.cuh). The cached values are bf16 already, so
@@ -29,7 +29,10 @@ namespace {
 constexpr int k_heads = 16;  // heads per block: the products' M
 constexpr int k_warps = 4;
 constexpr int k_threads = 32 * k_warps;
-constexpr int k_pad = 8;  // bf16 values after each staged row: rows 16 bytes apart from 16-byte banks' period
+// bf16 values of padding after each staged row: with the width a multiple of 16,
+// rows are an odd multiple of 4 banks apart, so the 8 rows x 4 words a score
+// fragment load reads fall in 32 different banks.
+constexpr int k_pad = 8;
 constexpr int k_max_ksteps = int((k_attention_max_latent + k_attention_max_rope) / 16);
 constexpr int k_ksteps_per_warp = (k_max_ksteps + k_warps - 1) / k_warps;
 constexpr int k_ntiles_per_warp = int(k_attention_max_latent / 8) / k_warps;
