@@ -10,7 +10,8 @@
 # (the device tool's output folder); a summary to stdout.
 #   all: within one call (steps end by 540 s), most important first: facts, selftest (and the bisect on
 #        failures), the bench figures (V2-Lite decode and prefill, MTP), memcheck, the
-#        selftest with programmatic dependent launch and with a bf16 cache, the bench comparisons, and with the
+#        selftest with programmatic dependent launch, the attention kernels' own check
+#        (cetus-attention-check) and the selftest with a bf16 cache, the bench comparisons, and with the
 #        time left an Nsight Compute profile of decode (kernels by share of time).
 #   conformance (~4 min, estimated): GPU facts, info, selftest (fixtures in exact mode + CUDA vs CPU
 #                on small random shapes, graphs vs direct launches, token choices), the tiny comparison
@@ -19,9 +20,10 @@
 #   bench (~5-7 min, estimated): V2-Lite BF16 (as built, without the decode fusions, with
 #                programmatic dependent launch) and FP8 decode/prefill with their fractions of the measured limits, FP8
 #                without CUDA graphs, decode at 8192 tokens with an fp32 and a bf16 cache (and the
-#                bf16 one with the former attention plan), a 2048-token prefill with the tensor-core experts and
-#                attention and without, MTP on the demo model (GPU, CPU); figures.md holds the
-#                README rows.
+#                bf16 one with its attention on the CUDA cores, CETUS_CUDA_ATTENTION_MMA=0), a 2048-token
+#                prefill with the tensor-core experts and attention and without, MTP on the demo model
+#                (GPU, CPU); figures.md holds the README rows; with the time left, Nsight Compute
+#                profiles of the decode attention at 8192 tokens (tensor cores, CUDA cores).
 #   full: the four-layer V3 comparison, racecheck on the tiny comparison and an Nsight Compute
 #         profile of decode.
 set -uo pipefail
@@ -140,12 +142,18 @@ selftest_pdl() {
 }
 
 selftest_kv_bf16() {
+    # The decode attention kernels alone against a double-precision reference (a few seconds):
+    # the tensor-core kernel's fragment layouts on the hardware, to its own bounds.
+    step attention-check 30 "$(dirname "$cli")/cetus-attention-check"
+    grep -E "FAIL|failed" "$out/attention-check.out" | head -8
     # Both backends with the latent cache in bf16 (the fixtures' bf16-cache checks run in selftest-cuda).
     # Its attention runs on the tensor cores (mla_attention_mma.cu); on failures, again on the CUDA cores.
     step selftest-kv-bf16 60 "$cli" selftest --device cuda --compare tiny --compare-only --kv-cache bf16 --json
     summarise_selftest "$out/selftest-kv-bf16.out"
-    if python3 -c "import json,sys; sys.exit(0 if any(not r['passed'] for r in json.load(open(sys.argv[1]))) else 1)" \
-        "$out/selftest-kv-bf16.out" 2>/dev/null; then
+    # (A fault, a hang or cut-off JSON is a failed step without readable rows.)
+    if grep -qx selftest-kv-bf16 "$out/failed-steps.txt" 2>/dev/null ||
+        python3 -c "import json,sys; sys.exit(0 if any(not r['passed'] for r in json.load(open(sys.argv[1]))) else 1)" \
+            "$out/selftest-kv-bf16.out" 2>/dev/null; then
         step selftest-kv-bf16-cores 60 env CETUS_CUDA_ATTENTION_MMA=0 \
             "$cli" selftest --device cuda --compare tiny --compare-only --kv-cache bf16 --json
         summarise_selftest "$out/selftest-kv-bf16-cores.out"
@@ -277,7 +285,7 @@ run_mode() {
 case "$1" in
 pack)
     mkdir -p gpu-carry
-    cp build-gpu/cetus-cli build-gpu/libcetus-cuda.so gpu-carry/
+    cp build-gpu/cetus-cli build-gpu/libcetus-cuda.so build-gpu/cetus-attention-check gpu-carry/
     # The OpenMP runtime it was linked with too, in case the GPU image has none (LD_LIBRARY_PATH below).
     cp "$(ldd build-gpu/cetus-cli | awk '/libgomp/ {print $3}')" gpu-carry/ 2>/dev/null || true
     du -sh gpu-carry

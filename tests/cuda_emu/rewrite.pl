@@ -6,7 +6,7 @@
 #   launch_pdl(kernel, ...)        -> the kernel named the same way
 #   extern __shared__ T name[];    -> T* name = the launch's dynamic shared memory
 #   __shared__ T name[N];          -> a reference to the running block's storage for this declaration
-#                                     (refilled with 0xA5 for every block)
+#                                     (refilled with 0xA5, or 0xFF, for every block)
 #   __CUDA_ARCH__                  -> CETUS_EMU_ARCH (900), inline PTX (asm volatile) -> nothing
 # Usage: rewrite.pl in out
 use strict;

@@ -127,8 +127,6 @@ __global__ void mask_mismatch_kernel(int* out) {
     out[threadIdx.x] = 1;
 }
 
-// The blocks wait (boundedly) for each other: they all see the others arrive
-// only when they run at the same time.
 // D = A B + C for A [16, 16], B [16, 8] (bf16 bits, row-major) and C [16, 8]
 // (fp32), each lane loading its own fragment words as the PTX ISA lays them out.
 __global__ void mma_kernel(const uint16_t* a, const uint16_t* b, const float* c, float* d) {
@@ -149,6 +147,8 @@ __global__ void mma_kernel(const uint16_t* a, const uint16_t* b, const float* c,
     d[(grp + 8) * 8 + 2 * tig + 1] = acc[3];
 }
 
+// The blocks wait (boundedly) for each other: they all see the others arrive
+// only when they run at the same time.
 __global__ void together_kernel(unsigned* arrived, unsigned* saw_all, long long spins) {
     if (threadIdx.x != 0) return;
     atomicAdd(arrived, 1u);

@@ -173,7 +173,8 @@ void launch_prefill_softmax(float* s, int64_t n_rows, int64_t rows_per_head, int
 // The plan for this device and cache, with the kernel allowed its shared memory
 // (stages 0: the device cannot give one tile). allow_mma: the device has bf16
 // tensor cores and the tensor-core kernel is not switched off (it is taken for a
-// bf16 cache whose widths are multiples of 16); exact: its operands in three
+// bf16 cache whose widths are multiples of 16 within the kernels' 512 + 64, when
+// the plug-in's code for the device is sm_80 or later); exact: its operands in three
 // bf16 parts instead of two. split_cap > 0 asks for that many splits (1 to 128)
 // and max_stages 1 for single tiles: side-by-side benches.
 AttentionPlan plan_attention(const MlaShape& m, int n_sm, bool cache_bf16, size_t max_shared_per_block,

@@ -15,10 +15,11 @@
 
 namespace cetus::cuda {
 
-inline constexpr int k_tile_rows = 32;       // cache rows staged per step
-inline constexpr int k_split_max_tokens = 16;  // batches up to this size split per token
-inline constexpr int k_split_cap_min = 32, k_split_cap_max = 128;  // splits per token (plan_attention)
-inline constexpr int k_split_min_rows = 32;    // rows per split (one tile) before the cap is reached
+inline constexpr int k_tile_rows = 32;        // cache rows staged per step
+inline constexpr int k_split_max_tokens = 16; // batches up to this size split per token
+inline constexpr int k_split_cap_min = 32,
+                     k_split_cap_max = 128; // splits per token (plan_attention)
+inline constexpr int k_split_min_rows = 32; // rows per split (one tile) before the cap is reached
 
 // How a token that sees n_rows cache rows is split: rows per split (a multiple
 // of the tile) and the number of non-empty splits. A function of n_rows only.
@@ -39,41 +40,43 @@ __host__ __device__ inline SplitPlan split_plan(int64_t n_rows, bool split, int 
 // its own; with one, each step stages its own tile. The first barrier keeps the
 // buffer being refilled from the warps still reading it (the previous tile's).
 template <typename Stage>
-__device__ __forceinline__ void attention_tile_step(int64_t k, int64_t n_tiles, bool two, Stage&& stage) {
+__device__ __forceinline__ void attention_tile_step(int64_t k, int64_t n_tiles, bool two,
+                                                    Stage&& stage) {
     __syncthreads();
     if (!two) {
         stage(k, 0);
         __pipeline_wait_prior(0);
     } else if (k + 1 < n_tiles) {
         stage(k + 1, int((k + 1) & 1));
-        __pipeline_wait_prior(1);  // this tile's group has landed, the next one's may not
+        __pipeline_wait_prior(1); // this tile's group has landed, the next one's may not
     } else {
         __pipeline_wait_prior(0);
     }
-    __syncthreads();  // every thread's copies of this tile have landed
+    __syncthreads(); // every thread's copies of this tile have landed
 }
 
 struct AttentionLaunch {
-    const float* q_abs;  // [n, n_h, d_c]
-    const float* q;      // [n, n_h, d_n + d_r]
-    const void* cache;   // [capacity, d_c + d_r] of float or bf16
-    float* ctx;          // [n, n_h, d_c]: written here (no split) or by the merge
-    float* part_acc;     // [split_cap, n, n_h, d_c] (split)
-    float* part_ml;      // [split_cap, n, n_h, 2]
+    const float* q_abs; // [n, n_h, d_c]
+    const float* q;     // [n, n_h, d_n + d_r]
+    const void* cache;  // [capacity, d_c + d_r] of float or bf16
+    float* ctx;         // [n, n_h, d_c]: written here (no split) or by the merge
+    float* part_acc;    // [split_cap, n, n_h, d_c] (split)
+    float* part_ml;     // [split_cap, n, n_h, 2]
     int64_t n;
-    const int64_t* start_pos;  // device scalar: token t is at position *start_pos + t
+    const int64_t* start_pos; // device scalar: token t is at position *start_pos + t
     MlaShape m;
     float scale;
-    bool split;     // per-token splitting (decode and verify batches)
-    int split_cap;  // splits per token when split
-    int stages;     // tiles in shared memory: 2 (the next one's copies in flight) or 1
+    bool split;    // per-token splitting (decode and verify batches)
+    int split_cap; // splits per token when split
+    int stages;    // tiles in shared memory: 2 (the next one's copies in flight) or 1
 };
 
 // The tensor-core kernel (mla_attention_mma.cu): a bf16 cache whose latent and
 // rope widths are multiples of 16 (and within the registers' bounds, as for the
 // CUDA-core kernel), on a device its code was built for (sm_80 or later).
 inline bool attention_mma_shape(const MlaShape& m) {
-    return m.d_c % 16 == 0 && m.d_r % 16 == 0 && m.d_c <= k_attention_max_latent && m.d_r <= k_attention_max_rope;
+    return m.d_c % 16 == 0 && m.d_r % 16 == 0 && m.d_c <= k_attention_max_latent &&
+           m.d_r <= k_attention_max_rope;
 }
 bool attention_mma_compiled();
 // Its dynamic shared memory per staged tile, and its static shared memory.
@@ -85,4 +88,4 @@ void allow_attention_mma_smem(int bytes);
 // kernel's; the queries and probabilities in parts (2 or 3) bf16 parts each.
 void launch_attention_mma(const AttentionLaunch& a, int64_t n_split, int parts, cudaStream_t s);
 
-}  // namespace cetus::cuda
+} // namespace cetus::cuda

@@ -26,7 +26,7 @@
 namespace cetus::cuda {
 namespace {
 
-constexpr int k_heads = 16;  // heads per block: the products' M
+constexpr int k_heads = 16; // heads per block: the products' M
 constexpr int k_warps = 4;
 constexpr int k_threads = 32 * k_warps;
 // bf16 values of padding after each staged row: with the width a multiple of 16,
@@ -36,28 +36,33 @@ constexpr int k_pad = 8;
 constexpr int k_max_ksteps = int((k_attention_max_latent + k_attention_max_rope) / 16);
 constexpr int k_ksteps_per_warp = (k_max_ksteps + k_warps - 1) / k_warps;
 constexpr int k_ntiles_per_warp = int(k_attention_max_latent / 8) / k_warps;
-constexpr int k_p_ld = k_tile_rows + 8;  // bf16 row stride of the probabilities (conflict-free fragment reads)
+constexpr int k_p_ld =
+    k_tile_rows + 8; // bf16 row stride of the probabilities (conflict-free fragment reads)
 
 constexpr int k_max_parts = 3;
 
 struct MmaShared {
-    float scores[k_warps][k_heads][k_tile_rows + 1];  // each warp's share of the k-steps (+1: fewer bank conflicts)
-    uint16_t p[k_max_parts][k_heads][k_p_ld];         // probabilities as bf16 parts
-    float corr[k_heads];                              // this tile's rescaling of each head's context
-    float max[k_heads], sum[k_heads];                 // each head's running max and sum at the end
+    float scores[k_warps][k_heads]
+                [k_tile_rows + 1]; // each warp's share of the k-steps (+1: fewer bank conflicts)
+    uint16_t p[k_max_parts][k_heads][k_p_ld]; // probabilities as bf16 parts
+    float corr[k_heads];                      // this tile's rescaling of each head's context
+    float max[k_heads], sum[k_heads];         // each head's running max and sum at the end
 };
 
-__device__ __forceinline__ uint32_t word(const uint16_t* p) { return *reinterpret_cast<const uint32_t*>(p); }
+__device__ __forceinline__ uint32_t word(const uint16_t* p) {
+    return *reinterpret_cast<const uint32_t*>(p);
+}
 
 template <int kParts>
 __global__ void __launch_bounds__(k_threads, 2) mla_attention_mma_kernel(AttentionLaunch a) {
-    pdl_wait();  // first: see pdl.cuh
+    pdl_wait(); // first: see pdl.cuh
     pdl_trigger();
-    extern __shared__ float4 attention_mma_smem[];  // float4: 16-byte copies
-    uint16_t* tiles = reinterpret_cast<uint16_t*>(attention_mma_smem);  // [stages][k_tile_rows][ld]
+    extern __shared__ float4 attention_mma_smem[];                     // float4: 16-byte copies
+    uint16_t* tiles = reinterpret_cast<uint16_t*>(attention_mma_smem); // [stages][k_tile_rows][ld]
     __shared__ __align__(16) MmaShared sh;
     const MlaShape& m = a.m;
-    const int warp = int(threadIdx.x) >> 5, lane = int(threadIdx.x) & 31, grp = lane >> 2, tig = lane & 3;
+    const int warp = int(threadIdx.x) >> 5, lane = int(threadIdx.x) & 31, grp = lane >> 2,
+              tig = lane & 3;
     const int64_t h0 = int64_t(blockIdx.x) * k_heads, t = blockIdx.z;
     const int64_t width = m.d_c + m.d_r, ld = width + k_pad, d_qk = m.d_n + m.d_r;
     const int n_ksteps = int(width / 16), n_ntiles = int(m.d_c / 8);
@@ -65,7 +70,7 @@ __global__ void __launch_bounds__(k_threads, 2) mla_attention_mma_kernel(Attenti
     const int64_t n_rows = *a.start_pos + t + 1;
     const SplitPlan plan = split_plan(n_rows, a.split, a.split_cap);
     const int64_t sp = blockIdx.y;
-    if (sp >= plan.count) return;  // the whole block: this token needs fewer splits
+    if (sp >= plan.count) return; // the whole block: this token needs fewer splits
     const int64_t s0 = sp * plan.rows;
     const int64_t s1 = min(s0 + plan.rows, n_rows);
 
@@ -83,9 +88,10 @@ __global__ void __launch_bounds__(k_threads, 2) mla_attention_mma_kernel(Attenti
             if (kk < n_ksteps && head < m.n_h) {
 #pragma unroll
                 for (int e = 0; e < 2; ++e) {
-                    const int64_t c = ch + e;  // d_c is a multiple of 16: a pair never straddles it
-                    const float v = c < m.d_c ? a.q_abs[(t * m.n_h + head) * m.d_c + c]
-                                              : a.q[(t * m.n_h + head) * d_qk + m.d_n + (c - m.d_c)];
+                    const int64_t c = ch + e; // d_c is a multiple of 16: a pair never straddles it
+                    const float v = c < m.d_c
+                                        ? a.q_abs[(t * m.n_h + head) * m.d_c + c]
+                                        : a.q[(t * m.n_h + head) * d_qk + m.d_n + (c - m.d_c)];
                     split_bf16(v, part[e]);
                 }
             }
@@ -93,7 +99,7 @@ __global__ void __launch_bounds__(k_threads, 2) mla_attention_mma_kernel(Attenti
             for (int q = 0; q < kParts; ++q) qa[i][q][r] = bf16_pair(part[0][q], part[1][q]);
         }
     }
-    float acc[k_ntiles_per_warp][4];  // context columns 8 nt + 2 tig (+1) of heads grp, grp + 8
+    float acc[k_ntiles_per_warp][4]; // context columns 8 nt + 2 tig (+1) of heads grp, grp + 8
 #pragma unroll
     for (int i = 0; i < k_ntiles_per_warp; ++i)
         acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
@@ -104,7 +110,7 @@ __global__ void __launch_bounds__(k_threads, 2) mla_attention_mma_kernel(Attenti
     // Tile k of the split into dst (rows ld apart), as one commit group; rows past
     // the split's end are zeros, so their zero probabilities never meet stale bits.
     const int64_t n_tiles = ceil_div(s1 - s0, int64_t(k_tile_rows));
-    const int pieces = int(width / 8);  // 16-byte pieces per row
+    const int pieces = int(width / 8); // 16-byte pieces per row
     auto stage_tile = [&](int64_t k, uint16_t* dst) {
         const int64_t base = s0 + k * k_tile_rows;
         const int rows = int(min(int64_t(k_tile_rows), s1 - base));
@@ -125,8 +131,9 @@ __global__ void __launch_bounds__(k_threads, 2) mla_attention_mma_kernel(Attenti
         const int rows = int(min(int64_t(k_tile_rows), s1 - (s0 + k * k_tile_rows)));
         const uint16_t* tile = tiles + (two ? (k & 1) : 0) * k_tile_rows * ld;
         // (Its first barrier also keeps sh from the warps still using the previous tile's.)
-        attention_tile_step(k, n_tiles, two,
-                            [&](int64_t j, int buffer) { stage_tile(j, tiles + buffer * k_tile_rows * ld); });
+        attention_tile_step(k, n_tiles, two, [&](int64_t j, int buffer) {
+            stage_tile(j, tiles + buffer * k_tile_rows * ld);
+        });
 
         // Scores over this warp's k-steps for the tile's 32 rows (4 column blocks of 8).
         float sc[4][4];
@@ -135,7 +142,7 @@ __global__ void __launch_bounds__(k_threads, 2) mla_attention_mma_kernel(Attenti
 #pragma unroll
         for (int i = 0; i < k_ksteps_per_warp; ++i) {
             const int kk = warp + k_warps * i;
-            if (kk < n_ksteps) {  // the same for the whole warp, as mma.sync needs
+            if (kk < n_ksteps) { // the same for the whole warp, as mma.sync needs
 #pragma unroll
                 for (int j = 0; j < 4; ++j) {
                     const uint16_t* row = tile + (8 * j + grp) * ld + 16 * kk + 2 * tig;
@@ -168,13 +175,14 @@ __global__ void __launch_bounds__(k_threads, 2) mla_attention_mma_kernel(Attenti
                 tile_max = fmaxf(tile_max, s[e]);
             }
 #pragma unroll
-            for (int o = 1; o < 8; o <<= 1) tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, o));
-            const float new_max = fmaxf(run_max, tile_max);  // finite: every tile has a row
-            const float corr = expf(run_max - new_max);      // 0 for the first tile (run_max = -inf)
+            for (int o = 1; o < 8; o <<= 1)
+                tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, o));
+            const float new_max = fmaxf(run_max, tile_max); // finite: every tile has a row
+            const float corr = expf(run_max - new_max);     // 0 for the first tile (run_max = -inf)
             float p_sum = 0.0f;
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
-                const float p = expf(s[e] - new_max);  // 0 past the rows
+                const float p = expf(s[e] - new_max); // 0 past the rows
                 p_sum += p;
                 uint16_t part[kParts];
                 split_bf16(p, part);
@@ -190,7 +198,7 @@ __global__ void __launch_bounds__(k_threads, 2) mla_attention_mma_kernel(Attenti
         __syncthreads();
 
         // The context: this warp's column blocks, rescaled, plus P . tile.
-        uint32_t pa[2][kParts][4];  // [k-step of 16 rows][part][fragment word]
+        uint32_t pa[2][kParts][4]; // [k-step of 16 rows][part][fragment word]
 #pragma unroll
         for (int kk = 0; kk < 2; ++kk) {
             const int c0 = 16 * kk + 2 * tig;
@@ -206,7 +214,7 @@ __global__ void __launch_bounds__(k_threads, 2) mla_attention_mma_kernel(Attenti
 #pragma unroll
         for (int i = 0; i < k_ntiles_per_warp; ++i) {
             const int nt = warp + k_warps * i;
-            if (nt < n_ntiles) {  // the same for the whole warp
+            if (nt < n_ntiles) { // the same for the whole warp
                 acc[i][0] *= corr_a;
                 acc[i][1] *= corr_a;
                 acc[i][2] *= corr_b;
@@ -259,13 +267,15 @@ __global__ void __launch_bounds__(k_threads, 2) mla_attention_mma_kernel(Attenti
     }
 }
 
-}  // namespace
+} // namespace
 
 size_t attention_mma_tile_bytes(int64_t cache_width) {
     return size_t(k_tile_rows) * size_t(cache_width + k_pad) * sizeof(uint16_t);
 }
 
-size_t attention_mma_static_bytes() { return sizeof(MmaShared); }
+size_t attention_mma_static_bytes() {
+    return sizeof(MmaShared);
+}
 
 bool attention_mma_compiled() {
     // Built for an older GPU (or as older PTX), the product is a trap.
@@ -278,16 +288,20 @@ bool attention_mma_compiled() {
 }
 
 void allow_attention_mma_smem(int bytes) {
-    CETUS_CUDA(cudaFuncSetAttribute(mla_attention_mma_kernel<2>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
-    CETUS_CUDA(cudaFuncSetAttribute(mla_attention_mma_kernel<3>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+    CETUS_CUDA(cudaFuncSetAttribute(mla_attention_mma_kernel<2>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+    CETUS_CUDA(cudaFuncSetAttribute(mla_attention_mma_kernel<3>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
 }
 
 void launch_attention_mma(const AttentionLaunch& a, int64_t n_split, int parts, cudaStream_t s) {
     const dim3 grid{unsigned(ceil_div(a.m.n_h, k_heads)), unsigned(n_split), unsigned(a.n)};
     const size_t smem = size_t(a.stages) * attention_mma_tile_bytes(a.m.d_c + a.m.d_r);
-    if (parts == 3) launch_pdl(mla_attention_mma_kernel<3>, grid, k_threads, smem, s, a);
-    else launch_pdl(mla_attention_mma_kernel<2>, grid, k_threads, smem, s, a);
+    if (parts == 3)
+        launch_pdl(mla_attention_mma_kernel<3>, grid, k_threads, smem, s, a);
+    else
+        launch_pdl(mla_attention_mma_kernel<2>, grid, k_threads, smem, s, a);
     CETUS_CUDA_LAUNCHED("mla_attention_mma_kernel");
 }
 
-}  // namespace cetus::cuda
+} // namespace cetus::cuda

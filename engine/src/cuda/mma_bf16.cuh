@@ -18,21 +18,25 @@
 namespace cetus::cuda {
 
 // d += A B over the warp's fragments.
-__device__ __forceinline__ void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+__device__ __forceinline__ void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4],
+                                               const uint32_t (&b)[2]) {
 #if defined(CETUS_CUDA_EMU)
     ::cuda_emu::mma_m16n8k16_bf16(d, a, b);
 #elif !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-                 "{%8, %9}, {%0, %1, %2, %3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+        "{%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 #else
-    __trap();  // the host never launches a kernel using it below sm_80
+    __trap(); // the host never launches a kernel using it below sm_80
 #endif
 }
 
 // Two bf16 values (bits) as one fragment word: lo in the lower half.
-__device__ __forceinline__ uint32_t bf16_pair(uint16_t lo, uint16_t hi) { return uint32_t(lo) | (uint32_t(hi) << 16); }
+__device__ __forceinline__ uint32_t bf16_pair(uint16_t lo, uint16_t hi) {
+    return uint32_t(lo) | (uint32_t(hi) << 16);
+}
 
 // x as kParts bf16 values: each the rest of x so far rounded to bf16 (the rest is
 // exact in fp32), so their sum is within about 2^-(9 kParts) |x| of x: 2^-18 in
@@ -49,4 +53,4 @@ __device__ __forceinline__ void split_bf16(float x, uint16_t (&parts)[kParts]) {
     }
 }
 
-}  // namespace cetus::cuda
+} // namespace cetus::cuda

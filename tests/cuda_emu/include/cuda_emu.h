@@ -134,7 +134,8 @@ struct Launch {
 
 // Static shared memory: rewrite.pl turns each `__shared__ T name[N];` into a
 // reference to the running block's storage for that declaration (site), filled
-// with 0xA5 bytes when the block first reaches it, as dynamic shared memory is.
+// with 0xA5 bytes (0xFF with CETUS_EMU_SHARED_FILL=nan) when the block first
+// reaches it, as dynamic shared memory is.
 // A declaration rewrite.pl does not take fails to compile here.
 #undef __shared__
 #define __shared__ __shared__declaration_not_taken_by_rewrite_pl

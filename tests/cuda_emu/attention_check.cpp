@@ -1,0 +1,221 @@
+// The decode attention kernels alone on the CUDA emulator, against a
+// double-precision softmax over the same inputs: the CUDA-core kernel (fp32 and
+// bf16 cache) and the tensor-core kernel (bf16 cache; queries and probabilities
+// in two bf16 parts, and three as in exact mode), for decode (one token), verify
+// batches (three tokens: each token's bits as when alone) and a prefill chunk
+// (20 tokens, no split), at positions whose rows end inside a tile and need
+// several splits, with 20 heads (a second block of heads, mostly empty) and
+// with V2-Lite's widths. The model-level comparisons hold these kernels to the
+// CPU only within a bf16 cache's 1e-3; here the bounds are the kernels' own.
+#include "kernels.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace {
+
+using namespace cetus::cuda;
+
+int g_failed = 0;
+
+void check(bool ok, const std::string& what) {
+    std::printf("%s %s\n", ok ? "ok  " : "FAIL", what.c_str());
+    if (!ok) ++g_failed;
+}
+
+uint16_t to_bf16(float v) { // nearest even (the values here are finite)
+    uint32_t u;
+    std::memcpy(&u, &v, 4);
+    return uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+float from_bf16(uint16_t b) {
+    const uint32_t u = uint32_t(b) << 16;
+    float v;
+    std::memcpy(&v, &u, 4);
+    return v;
+}
+
+template <typename T> T* device_copy(const std::vector<T>& h) {
+    void* p = nullptr;
+    cudaMalloc(&p, h.size() * sizeof(T));
+    cudaMemcpy(p, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice);
+    return static_cast<T*>(p);
+}
+
+struct Case {
+    const char* name;
+    MlaShape m;
+    int64_t capacity;
+};
+
+// Runs one kernel configuration over tokens start .. start + n - 1 and returns ctx [n, n_h, d_c].
+std::vector<float> run(const Case& c, const AttentionPlan& plan, bool bf16, const float* q_abs,
+                       const float* q, const void* cache, int64_t start, int64_t n,
+                       int64_t q_offset) {
+    const MlaShape& m = c.m;
+    const int64_t d_qk = m.d_n + m.d_r;
+    std::vector<float> ctx_h(size_t(n * m.n_h * m.d_c));
+    int64_t* start_d = device_copy(std::vector<int64_t>{start});
+    float* ctx = nullptr;
+    cudaMalloc(reinterpret_cast<void**>(&ctx), ctx_h.size() * sizeof(float));
+    AttentionPartials parts;
+    parts.max_parts = plan.max_parts;
+    parts.split_cap = plan.split_cap;
+    parts.stages = plan.stages;
+    parts.mma = plan.mma;
+    parts.mma_parts = plan.mma_parts;
+    cudaMalloc(reinterpret_cast<void**>(&parts.acc),
+               size_t(plan.max_parts * m.n_h * m.d_c) * sizeof(float));
+    cudaMalloc(reinterpret_cast<void**>(&parts.ml),
+               size_t(plan.max_parts * m.n_h * 2) * sizeof(float));
+    launch_mla_attention(q_abs + q_offset * m.n_h * m.d_c, q + q_offset * m.n_h * d_qk, cache, bf16,
+                         n, start_d, m, 0.125f, 132, parts, ctx, nullptr);
+    cudaMemcpy(ctx_h.data(), ctx, ctx_h.size() * sizeof(float), cudaMemcpyDeviceToHost);
+    cudaFree(ctx);
+    cudaFree(start_d);
+    cudaFree(parts.acc);
+    cudaFree(parts.ml);
+    return ctx_h;
+}
+
+void run_case(const Case& c) {
+    const MlaShape& m = c.m;
+    const int64_t width = m.d_c + m.d_r, d_qk = m.d_n + m.d_r, T = c.capacity;
+    std::mt19937 rng(7);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    // Cache rows of bf16 values (both caches hold the same numbers); queries in fp32.
+    std::vector<uint16_t> cache_bf16(size_t(T * width));
+    std::vector<float> cache_f32(cache_bf16.size());
+    for (size_t i = 0; i < cache_bf16.size(); ++i) {
+        cache_bf16[i] = to_bf16(normal(rng));
+        cache_f32[i] = from_bf16(cache_bf16[i]);
+    }
+    std::vector<float> q_abs(size_t(T * m.n_h * m.d_c)), q(size_t(T * m.n_h * d_qk));
+    for (auto& v : q_abs) v = 0.5f * normal(rng);
+    for (auto& v : q) v = 0.5f * normal(rng);
+    float* q_abs_d = device_copy(q_abs);
+    float* q_d = device_copy(q);
+    uint16_t* cache_bf16_d = device_copy(cache_bf16);
+    float* cache_f32_d = device_copy(cache_f32);
+
+    // ctx of token at position p (query row p), in double.
+    auto reference = [&](int64_t p) {
+        std::vector<double> out(size_t(m.n_h * m.d_c), 0.0);
+        for (int64_t h = 0; h < m.n_h; ++h) {
+            std::vector<double> s(size_t(p + 1));
+            double mx = -INFINITY;
+            for (int64_t r = 0; r <= p; ++r) {
+                double d = 0.0;
+                for (int64_t i = 0; i < m.d_c; ++i)
+                    d += double(q_abs[size_t((p * m.n_h + h) * m.d_c + i)]) *
+                         cache_f32[size_t(r * width + i)];
+                for (int64_t i = 0; i < m.d_r; ++i)
+                    d += double(q[size_t((p * m.n_h + h) * d_qk + m.d_n + i)]) *
+                         cache_f32[size_t(r * width + m.d_c + i)];
+                s[size_t(r)] = d * 0.125;
+                mx = std::max(mx, s[size_t(r)]);
+            }
+            double sum = 0.0;
+            for (auto& v : s) sum += (v = std::exp(v - mx));
+            for (int64_t r = 0; r <= p; ++r)
+                for (int64_t i = 0; i < m.d_c; ++i)
+                    out[size_t(h * m.d_c + i)] +=
+                        s[size_t(r)] / sum * cache_f32[size_t(r * width + i)];
+        }
+        return out;
+    };
+
+    struct Kernel {
+        const char* name;
+        bool bf16, mma, exact;
+        double tol; // of the largest |ctx|
+    };
+    // fp32 sums in another order: ~1e-6 (measured 5e-7 to 1e-6); two bf16 parts:
+    // ~2^-18 of each query and probability, so a score moves by ~1e-5 of its terms'
+    // size (measured 4e-6 to 6e-6); one part would be 2^-9: ~3e-3.
+    const Kernel kernels[] = {{"CUDA cores, fp32 cache", false, false, false, 5e-6},
+                              {"CUDA cores, bf16 cache", true, false, false, 5e-6},
+                              {"tensor cores, two parts", true, true, false, 3e-5},
+                              {"tensor cores, three parts", true, true, true, 5e-6}};
+    struct Span {
+        int64_t start, n;
+    };
+    // Decode at rows 1, 33 (a tile and a row) and the last; a verify batch; a 20-token chunk (no
+    // split).
+    const Span spans[] = {{0, 1}, {32, 1}, {T - 1, 1}, {T - 3, 3}, {T - 20, 20}};
+    for (const Kernel& k : kernels) {
+        const AttentionPlan plan = plan_attention(m, 132, k.bf16, 227 * 1024, k.mma, k.exact);
+        if (plan.mma != k.mma) {
+            check(false, std::string(c.name) + ", " + k.name + ": the plan takes the other kernel");
+            continue;
+        }
+        const void* cache = k.bf16 ? static_cast<const void*>(cache_bf16_d) : cache_f32_d;
+        double worst = 0.0;
+        bool batch_same = true;
+        for (const Span& sp : spans) {
+            const std::vector<float> got =
+                run(c, plan, k.bf16, q_abs_d, q_d, cache, sp.start, sp.n, sp.start);
+            for (int64_t t = 0; t < sp.n; ++t) {
+                const std::vector<double> want = reference(sp.start + t);
+                double top = 0.0, err = 0.0;
+                for (size_t i = 0; i < want.size(); ++i) {
+                    top = std::max(top, std::fabs(want[i]));
+                    err = std::max(err,
+                                   std::fabs(double(got[size_t(t) * want.size() + i]) - want[i]));
+                }
+                worst = std::max(worst, err / top);
+            }
+            if (sp.n == 3) { // each token of a verify batch: the bits it gets alone
+                for (int64_t t = 0; t < 3; ++t) {
+                    const std::vector<float> alone =
+                        run(c, plan, k.bf16, q_abs_d, q_d, cache, sp.start + t, 1, sp.start + t);
+                    batch_same =
+                        batch_same && std::memcmp(alone.data(), got.data() + t * alone.size(),
+                                                  alone.size() * sizeof(float)) == 0;
+                }
+            }
+        }
+        char line[256];
+        std::snprintf(line, sizeof line,
+                      "%s, %s: ctx within %.3g of the largest (bound %.0e; split cap %d)", c.name,
+                      k.name, worst, k.tol, plan.split_cap);
+        check(worst <= k.tol, line);
+        check(batch_same,
+              std::string(c.name) + ", " + k.name + ": verify batch == tokens alone (bit for bit)");
+    }
+    cudaFree(q_abs_d);
+    cudaFree(q_d);
+    cudaFree(cache_bf16_d);
+    cudaFree(cache_f32_d);
+}
+
+} // namespace
+
+int main() {
+    int devices = 0;
+    if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+        std::printf("attention check: no CUDA device (%s)\n",
+                    cudaGetErrorString(cudaGetLastError()));
+        return 1;
+    }
+    try {
+        // 100 rows: 4 splits of a tile each (the last one 4 rows), whatever the cap.
+        run_case({"20 heads, 64 + 16 wide", MlaShape{20, 32, 16, 32, 64}, 100});
+        run_case({"V2-Lite's 16 heads, 512 + 64 wide", MlaShape{16, 128, 64, 128, 512}, 70});
+        if (cudaDeviceSynchronize() != cudaSuccess)
+            check(false, std::string("kernels: ") + cudaGetErrorString(cudaGetLastError()));
+    } catch (const std::exception& e) {
+        check(false, e.what());
+    }
+    std::printf("attention check: %d failed\n", g_failed);
+    return g_failed == 0 ? 0 : 1;
+}
