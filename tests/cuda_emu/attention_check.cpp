@@ -68,11 +68,7 @@ std::vector<float> run(const Case& c, const AttentionPlan& plan, bool bf16, cons
     float* ctx = nullptr;
     cudaMalloc(reinterpret_cast<void**>(&ctx), ctx_h.size() * sizeof(float));
     AttentionPartials parts;
-    parts.max_parts = plan.max_parts;
-    parts.split_cap = plan.split_cap;
-    parts.stages = plan.stages;
-    parts.mma = plan.mma;
-    parts.mma_parts = plan.mma_parts;
+    parts.plan = plan;
     cudaMalloc(reinterpret_cast<void**>(&parts.acc),
                size_t(plan.max_parts * m.n_h * m.d_c) * sizeof(float));
     cudaMalloc(reinterpret_cast<void**>(&parts.ml),

@@ -282,7 +282,7 @@ private:
     const ModelConfig& m_config;
     int m_device;
     DeviceInfo m_info;
-    int64_t m_capacity, m_chunk, m_logit_chunk = 0, m_n_moe, m_n_cache_layers, m_mlp_width, m_max_parts;
+    int64_t m_capacity, m_chunk, m_logit_chunk = 0, m_n_moe, m_n_cache_layers, m_mlp_width;
     int64_t m_n_tokens = 0;
     int64_t m_logit_rows = 0;  // rows of the last call's logits in m_s.logits
     int64_t m_attn_batch_elems = int64_t(Gemm::k_attn_batch_elems);
@@ -408,7 +408,6 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
     m_route.normalise = c.norm_topk_prob && K > 1;
     m_route.scaling = float(c.routed_scaling_factor);
     m_mlp_width = std::max(c.intermediate_size, c.moe_intermediate_size * c.n_shared_experts);
-    m_max_parts = m_attention.max_parts;
     for (const LayerWeights& lw : model.layers()) m_extent.add(lw, c.q_lora_rank > 0);
     m_extent.add(model.lm_head());
     for (const MtpWeights& m : model.mtp_weights()) {
@@ -512,13 +511,9 @@ CudaBackend::Scratch CudaBackend::carve_scratch(Carver& cv) const {
     s.q_abs = f(n * n_h * c.kv_lora_rank);
     s.ctx = f(n * n_h * c.kv_lora_rank);
     s.o = f(n * n_h * c.v_head_dim);
-    s.parts.acc = f(m_max_parts * n_h * c.kv_lora_rank);
-    s.parts.ml = f(m_max_parts * n_h * 2);
-    s.parts.max_parts = m_max_parts;
-    s.parts.split_cap = m_attention.split_cap;
-    s.parts.stages = m_attention.stages;
-    s.parts.mma = m_attention.mma;
-    s.parts.mma_parts = m_attention.mma_parts;
+    s.parts.acc = f(m_attention.max_parts * n_h * c.kv_lora_rank);
+    s.parts.ml = f(m_attention.max_parts * n_h * 2);
+    s.parts.plan = m_attention;
     s.g = f(n * m_mlp_width);
     s.u = f(n * m_mlp_width);
     s.z = f(n * E);

@@ -138,15 +138,6 @@ void launch_absorb_q(const DeviceMatrix& kv_b, const float* q, int64_t n, const 
 void launch_absorb_q_latent(const DeviceMatrix& kv_b, const float* q, int64_t n, const MlaShape& m, float* q_abs,
                             const LatentCacheArgs& latent, cudaStream_t s);
 
-struct AttentionPartials {
-    float* acc = nullptr;  // [max_parts, n_h, d_c] unnormalised context of one split
-    float* ml = nullptr;   // [max_parts, n_h, 2] running max and sum of one split
-    int64_t max_parts = 0;  // (token, split) pairs the buffers hold
-    int split_cap = 32;     // AttentionPlan's
-    int stages = 1;
-    bool mma = false;
-    int mma_parts = 2;
-};
 // How the attention kernel runs on a device: which kernel (mma: the tensor-core
 // kernel of mla_attention_mma.cu, sixteen heads a block, for a bf16 cache on
 // sm_80 and later; else the CUDA-core kernel of mla_attention.cu, eight heads a
@@ -160,6 +151,12 @@ struct AttentionPlan {
     int64_t max_parts = 0;
     bool mma = false;
     int mma_parts = 2;  // bf16 parts of each query and probability: 2, or 3 in exact mode
+};
+// The plan with the split buffers it sizes.
+struct AttentionPartials {
+    float* acc = nullptr;  // [plan.max_parts, n_h, d_c] unnormalised context of one split
+    float* ml = nullptr;   // [plan.max_parts, n_h, 2] running max and sum of one split
+    AttentionPlan plan;
 };
 
 // Largest latent width and rope width the attention kernel holds in registers.

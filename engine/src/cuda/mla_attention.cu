@@ -254,21 +254,22 @@ void launch_mla_attention(const float* q_abs, const float* q, const void* cache,
     // gives more than split_cap) whatever the position, which the host does
     // not read: blocks past a token's own count return at once, and the merge
     // always runs, reading only the token's own splits.
-    const int64_t n_split = split ? parts.split_cap : 1;
-    if (split && n * n_split > parts.max_parts)
+    const AttentionPlan& plan = parts.plan;
+    const int64_t n_split = split ? plan.split_cap : 1;
+    if (split && n * n_split > plan.max_parts)
         throw Error(ErrorCode::Device, "attention partial buffers too small (internal error)");
-    if (parts.stages < 1 || parts.stages > 2 || parts.split_cap < 1 || parts.split_cap > k_split_cap_max)
+    if (plan.stages < 1 || plan.stages > 2 || plan.split_cap < 1 || plan.split_cap > k_split_cap_max)
         throw Error(ErrorCode::Device, "attention plan out of range (internal error)");
 
     AttentionLaunch a{q_abs, q,  cache, ctx,   parts.acc, parts.ml,        n,
-                      start_pos, m, scale, split, parts.split_cap, parts.stages};
-    if (parts.mma) {
+                      start_pos, m, scale, split, plan.split_cap, plan.stages};
+    if (plan.mma) {
         if (!cache_bf16 || !attention_mma_shape(m))
             throw Error(ErrorCode::Device, "tensor-core attention planned for a cache it cannot read (internal error)");
-        launch_attention_mma(a, n_split, parts.mma_parts, s);
+        launch_attention_mma(a, n_split, plan.mma_parts, s);
     } else {
         const dim3 grid{unsigned(n_split), unsigned(n_groups), unsigned(n)};
-        const size_t smem = size_t(parts.stages) * tile_bytes(m.d_c + m.d_r, cache_bf16);
+        const size_t smem = size_t(plan.stages) * tile_bytes(m.d_c + m.d_r, cache_bf16);
         if (cache_bf16) launch_pdl(mla_attention_kernel<uint16_t>, grid, 32 * k_heads_per_block, smem, s, a);
         else launch_pdl(mla_attention_kernel<float>, grid, 32 * k_heads_per_block, smem, s, a);
         CETUS_CUDA_LAUNCHED("mla_attention_kernel");
