@@ -10,8 +10,8 @@
 # (the device tool's output folder); a summary to stdout.
 #   all: within one call (steps end by 540 s), most important first: facts, selftest (and the bisect on
 #        failures), the bench figures (V2-Lite decode and prefill, MTP), memcheck, the
-#        selftest with programmatic dependent launch, the attention kernels' own check
-#        (cetus-attention-check) and the selftest with a bf16 cache, the bench comparisons, and with the
+#        selftest with programmatic dependent launch, the attention and expert kernels' own checks
+#        (cetus-attention-check, cetus-experts-check) and the selftest with a bf16 cache, the bench comparisons, and with the
 #        time left an Nsight Compute profile of decode (kernels by share of time).
 #   conformance (~4 min, estimated): GPU facts, info, selftest (fixtures in exact mode + CUDA vs CPU
 #                on small random shapes, graphs vs direct launches, token choices), the tiny comparison
@@ -21,7 +21,8 @@
 #                programmatic dependent launch) and FP8 decode/prefill with their fractions of the measured limits, FP8
 #                without CUDA graphs, decode at 8192 tokens with an fp32 and a bf16 cache (and the
 #                bf16 one with its attention on the CUDA cores, CETUS_CUDA_ATTENTION_MMA=0), a 2048-token
-#                prefill with the tensor-core experts and attention and without, MTP on the demo model
+#                prefill with the tensor-core experts and attention and without (and with expert tiles
+#                of 128 rows), MTP on the demo model
 #                (GPU, CPU); figures.md holds the README rows; with the time left, Nsight Compute
 #                profiles of the decode attention at 8192 tokens (tensor cores, CUDA cores).
 #   full: the four-layer V3 comparison, racecheck on the tiny comparison and an Nsight Compute
@@ -141,11 +142,17 @@ selftest_pdl() {
     grep -h "graphs off\|capture" "$out/selftest-pdl.log" | head -3  # PDL must run inside the graphs too
 }
 
-selftest_kv_bf16() {
-    # The decode attention kernels alone against a double-precision reference (a few seconds):
-    # the tensor-core kernel's fragment layouts on the hardware, to its own bounds.
+kernel_checks() {
+    # The decode attention kernels and the routed experts' kernels alone against a
+    # double-precision reference (seconds each): the tensor-core kernels' fragment
+    # layouts on the hardware, to their own bounds, and both expert tile widths bit for bit.
     step attention-check 30 "$(dirname "$cli")/cetus-attention-check"
     grep -E "FAIL|failed" "$out/attention-check.out" | head -8
+    step experts-check 60 "$(dirname "$cli")/cetus-experts-check" --v2-lite
+    grep -E "FAIL|failed" "$out/experts-check.out" | head -8
+}
+
+selftest_kv_bf16() {
     # Both backends with the latent cache in bf16 (the fixtures' bf16-cache checks run in selftest-cuda).
     # Its attention runs on the tensor cores (mla_attention_mma.cu); on failures, again on the CUDA cores.
     step selftest-kv-bf16 60 "$cli" selftest --device cuda --compare tiny --compare-only --kv-cache bf16 --json
@@ -203,6 +210,9 @@ bench_comparisons() {
     step bench-v2lite-pdl 150 env CETUS_CUDA_PDL=1 "$cli" bench --device cuda --random-model v2-lite --prompt 512 --gen 128 --json
     step bench-prefill-2048-fp32 90 env CETUS_CUDA_EXPERT_MMA=0 CETUS_CUDA_ATTENTION_GEMM=0 \
         "$cli" bench --device cuda --random-model v2-lite --layers 4 --prompt 2048 --gen 0 --json
+    # The tensor-core experts in tiles of 128 weight rows instead of 64 (the same bits).
+    step bench-prefill-2048-tile128 60 env CETUS_CUDA_EXPERT_TILE_ROWS=128 \
+        "$cli" bench --device cuda --random-model v2-lite --layers 4 --prompt 2048 --gen 0 --json
     step bench-v2lite-fp8-cuda 130 "$cli" bench --device cuda --random-model v2-lite --dtype fp8 --prompt 512 --gen 64 --json
     step bench-v2lite-fp8-nographs 110 env CETUS_CUDA_GRAPHS=0 "$cli" bench --device cuda --random-model v2-lite --dtype fp8 --prompt 64 --gen 32 --json
     # Decode at a long context with the latent cache in fp32 and in bf16, side by side.
@@ -213,6 +223,7 @@ bench_comparisons() {
     step bench-v2lite-8k-bf16-cores 120 env CETUS_CUDA_ATTENTION_MMA=0 \
         "$cli" bench --device cuda --random-model v2-lite --prompt 8192 --gen 64 --repeat 2 --kv-cache bf16 --json
     runs="bench-v2lite-cuda bench-v2lite-nofuse bench-v2lite-pdl bench-prefill-2048 bench-prefill-2048-fp32"
+    runs="$runs bench-prefill-2048-tile128"
     runs="$runs bench-v2lite-fp8-cuda bench-v2lite-fp8-nographs bench-v2lite-8k-f32 bench-v2lite-8k-bf16"
     runs="$runs bench-v2lite-8k-bf16-cores"
     summarise_bench $runs
@@ -285,7 +296,8 @@ run_mode() {
 case "$1" in
 pack)
     mkdir -p gpu-carry
-    cp build-gpu/cetus-cli build-gpu/libcetus-cuda.so build-gpu/cetus-attention-check gpu-carry/
+    cp build-gpu/cetus-cli build-gpu/libcetus-cuda.so build-gpu/cetus-attention-check build-gpu/cetus-experts-check \
+        gpu-carry/
     # The OpenMP runtime it was linked with too, in case the GPU image has none (LD_LIBRARY_PATH below).
     cp "$(ldd build-gpu/cetus-cli | awk '/libgomp/ {print $3}')" gpu-carry/ 2>/dev/null || true
     du -sh gpu-carry
@@ -296,6 +308,7 @@ all)  # the first call of a GPU session: what matters most first, within one dev
     bench_figures
     memcheck
     selftest_pdl
+    kernel_checks
     selftest_kv_bf16
     bench_comparisons
     ncu_decode 150  # when time is left: what limits decode
@@ -303,6 +316,7 @@ all)  # the first call of a GPU session: what matters most first, within one dev
 conformance)
     gpu_facts_and_selftest
     selftest_pdl
+    kernel_checks
     selftest_kv_bf16
     bisect_on_failures
     memcheck

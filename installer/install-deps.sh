@@ -7,7 +7,7 @@ packages=(
     build-essential cmake ninja-build ccache pkg-config git
     libomp-dev clang libclang-rt-14-dev
     libspdlog-dev nlohmann-json3-dev libpcre2-dev libcli11-dev libsqlite3-dev zlib1g-dev
-    qt6-base-dev qt6-base-dev-tools qt6-charts-dev libqt6sql6-sqlite libxkbcommon-dev fonts-dejavu-core
+    qt6-base-dev qt6-base-dev-tools libqt6opengl6-dev qt6-charts-dev libqt6sql6-sqlite libxkbcommon-dev fonts-dejavu-core
     qt6-httpserver-dev libcpp-httplib-dev
 )
 

@@ -198,7 +198,8 @@ private:
         int32_t* route_ids;  // [chunk, max(n_moe, 1), K]
         float* route_w;
         ExpertPairs pairs;
-        float* h;           // [chunk * K, moe_intermediate_size]
+        float* h;           // [chunk * K, moe_intermediate_size]; the tensor-core path's bf16 rows
+        uint16_t* x_bf16;   // [chunk, round_up(H, 8)]: the tensor-core experts' input
         float* y;           // [chunk * K, H]
         float* shared_out;  // [chunk, H]
         float* logits;      // [chunk, V]
@@ -286,6 +287,7 @@ private:
     int64_t m_n_tokens = 0;
     int64_t m_logit_rows = 0;  // rows of the last call's logits in m_s.logits
     int64_t m_attn_batch_elems = int64_t(Gemm::k_attn_batch_elems);
+    int m_expert_tile_rows = 64;  // the tensor-core experts' tile width (CETUS_CUDA_EXPERT_TILE_ROWS=128)
     bool m_interleave, m_exact, m_expert_mma = true, m_attention_gemm = true, m_device_sampling = true;
     bool m_fuse = true;  // the decode fusions (CETUS_CUDA_FUSE=0: off), handed to m_gemm as its counter
     bool m_cache_bf16;   // the latent cache's values in bf16 (else fp32)
@@ -354,6 +356,7 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
     // Both need bf16 tensor cores (sm_80 and later).
     m_expert_mma = !m_exact && m_info.major >= 8 && !env_is("CETUS_CUDA_EXPERT_MMA", "0");
     m_attention_gemm = !m_exact && m_info.major >= 8 && !env_is("CETUS_CUDA_ATTENTION_GEMM", "0");
+    if (env_is("CETUS_CUDA_EXPERT_TILE_ROWS", "128")) m_expert_tile_rows = 128;
     // The selftest shrinks the score batch to run mla_prefill's head and query blocks
     // (never below one full row of the cache).
     if (const char* batch = std::getenv("CETUS_CUDA_ATTENTION_BATCH")) {
@@ -527,7 +530,10 @@ CudaBackend::Scratch CudaBackend::carve_scratch(Carver& cv) const {
     s.pairs.list = i(n * K);
     s.pairs.tiles = i(2 * expert_tiles_bound(n, K, E));
     s.pairs.n_tiles = i(1);
-    s.h = f(n * K * c.moe_intermediate_size);
+    // (The tensor-core path keeps its bf16 rows, round_up(I, 8) wide, in the same memory.)
+    const int64_t I = c.moe_intermediate_size;
+    s.h = f(n * K * std::max(I, round_up(I, 8) / 2));
+    s.x_bf16 = cv.take<uint16_t>(size_t(m_expert_mma && E > 0 ? n * round_up(H, 8) : 0));
     s.y = f(n * K * H);
     s.shared_out = f(n * H);
     s.logits = f(m_logit_chunk * c.vocab_size);
@@ -619,6 +625,9 @@ std::string CudaBackend::description() const {
            (m_exact ? ", exact fp32 products" : "") +
            (m_attention.mma ? ", cache attention on tensor cores" : "") +
            (!m_exact && !m_expert_mma ? ", prefill experts on fp32 kernels" : "") +
+           (m_expert_mma && m_expert_tile_rows != 64
+                ? ", expert tiles of " + std::to_string(m_expert_tile_rows) + " rows"
+                : "") +
            (!m_exact && !m_attention_gemm ? ", prefill attention on the flash-decoding kernel" : "") +
            (!m_fuse ? ", decode fusions off" : "");
 }
@@ -1143,7 +1152,13 @@ void CudaBackend::moe(const DeviceLayer& l, int64_t n, int32_t* route_ids, float
         }
     }
     // Prefill chunks on the tensor cores (decode steps stay on the fp32 kernel, which reads each weight once).
-    const bool mma = m_expert_mma && !m_gemm->small(n);  // (m_expert_mma is off in exact mode)
+    // (m_expert_mma is off in exact mode.) Its bf16 rows of h live in m_s.h's memory.
+    const bool mma = m_expert_mma && !m_gemm->small(n) && l.experts.gate_up_dtype != DeviceDtype::F32 &&
+                     l.experts.down_dtype != DeviceDtype::F32;
+    const int64_t I = l.experts.inter;
+    const ExpertMma mma_args{m_s.x_bf16, round_up(H, 8), reinterpret_cast<uint16_t*>(m_s.h), round_up(I, 8),
+                             m_expert_tile_rows};
+    const ExpertMma* on_mma = mma ? &mma_args : nullptr;
     // Decode and verify batches (every batch in exact mode, so a token's sums never
     // depend on its batch): the shared experts join the routed experts' two launches.
     const bool fuse_shared = l.has_shared && m_gemm->fused_tail() && m_gemm->small(n) &&
@@ -1155,8 +1170,8 @@ void CudaBackend::moe(const DeviceLayer& l, int64_t n, int32_t* route_ids, float
     const MoeCombine combine{m_s.x,     route_w, route_stride, l.has_shared ? m_s.shared_out : nullptr,
                              next_norm, float(c.rms_norm_eps), out, m_gemm->fused_tail()};
     const bool fuse_combine = combine.done && n <= k_fused_tail_max_tokens;  // (such batches are small: no mma)
-    launch_experts_gate_up(l.experts, m_s.pairs, m_s.a, n, K, H, int32_t(E), m_s.h, mma, with, s);  // [n * K, I]
-    launch_experts_down(l.experts, m_s.pairs, m_s.h, n, K, H, int32_t(E), m_s.y, mma, with,
+    launch_experts_gate_up(l.experts, m_s.pairs, m_s.a, n, K, H, int32_t(E), m_s.h, on_mma, with, s);  // [n * K, I]
+    launch_experts_down(l.experts, m_s.pairs, m_s.h, n, K, H, int32_t(E), m_s.y, on_mma, with,
                         fuse_combine ? &combine : nullptr, s);  // [n * K, H]
     if (!fuse_combine) launch_moe_combine(combine, m_s.y, n, K, H, s);
 }

@@ -269,21 +269,34 @@ struct SharedExpertLaunch {
 // routed experts, gate and up alike, of width hidden, down back to hidden.
 bool experts_shared_fusable(const DeviceExperts& e, const DeviceMatrix& gate, const DeviceMatrix& up,
                             const DeviceMatrix& down, int64_t hidden);
-// With tensor_cores (prefill chunks, sm_80+), BF16 and FP8 experts take the grouped
-// tensor-core kernel (moe_experts_mma.cu: bf16 operands, activations rounded and FP8
-// times its scale rounded, fp32 accumulation, over ExpertPairs::tiles); otherwise,
-// and for F32 weights, the fp32 kernel (moe_experts.cu).
+// The tensor-core path of the routed experts (prefill chunks, sm_80+, BF16 and FP8
+// experts: moe_experts_mma.cu, bf16 operands, activations rounded and FP8 times its
+// scale rounded, fp32 accumulation, over ExpertPairs::tiles). Its operands are
+// bf16 rows, ld_x and ld_h elements apart (multiples of 8, 16-byte aligned):
+// x_bf16 [n, ld_x] gets the gate/up input rounded, h_bf16 [n * top_k, ld_h] the
+// SwiGLU outputs rounded (as the staging rounds them: the same products). Tiles
+// of 64 pairs by tile_rows (64 or 128) weight rows; both widths give the same bits.
+struct ExpertMma {
+    uint16_t* x_bf16 = nullptr;
+    int64_t ld_x = 0;
+    uint16_t* h_bf16 = nullptr;
+    int64_t ld_h = 0;
+    int tile_rows = 64;
+};
 // h[p, :] = silu(gate_e x[t]) * up_e x[t] for every pair p = (t, k) routed to expert e.
-// x: [n, hidden]; h: [n * top_k, inter]. shared (or null; not with tensor_cores):
-// the shared experts' gate/up of x in the same launch.
+// x: [n, hidden]; h: [n * top_k, inter]. With mma (BF16 or FP8 experts only) the
+// tensor-core path writes mma->h_bf16 instead of h; without, the fp32 kernel
+// (moe_experts.cu). shared (or null; not with mma): the shared experts' gate/up of
+// x in the same launch.
 void launch_experts_gate_up(const DeviceExperts& e, const ExpertPairs& pairs, const float* x, int64_t n,
-                            int32_t top_k, int64_t hidden, int32_t n_experts, float* h, bool tensor_cores,
+                            int32_t top_k, int64_t hidden, int32_t n_experts, float* h, const ExpertMma* mma,
                             const SharedExpertLaunch* shared, cudaStream_t s);
-// y[p, :] = down_e h[p, :].  y: [n * top_k, hidden]. shared: its down of shared->h.
-// combine (or null; not with tensor_cores, at most k_fused_tail_max_tokens tokens):
+// y[p, :] = down_e h[p, :].  y: [n * top_k, hidden]; with mma from mma->h_bf16 (the
+// gate/up launch's with the same mma). shared: its down of shared->h.
+// combine (or null; not with mma, at most k_fused_tail_max_tokens tokens):
 // launch_moe_combine of y by the launch's last block, bit for bit.
 void launch_experts_down(const DeviceExperts& e, const ExpertPairs& pairs, const float* h, int64_t n,
-                         int32_t top_k, int64_t hidden, int32_t n_experts, float* y, bool tensor_cores,
+                         int32_t top_k, int64_t hidden, int32_t n_experts, float* y, const ExpertMma* mma,
                          const SharedExpertLaunch* shared, const MoeCombine* combine, cudaStream_t s);
 // x[t, :] += (sum_k weights[t, k] * y[t * top_k + k, :]) + shared[t, :] (shared may be null),
 // then out[t, :] = rmsnorm(x[t, :]) with norm_w (the next block's input norm or the

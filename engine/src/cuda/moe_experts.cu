@@ -182,14 +182,19 @@ void add_shared(ExpertLaunch& a, const DeviceMatrix& w1, const DeviceMatrix& w2,
 }  // namespace
 
 void launch_experts_gate_up(const DeviceExperts& e, const ExpertPairs& pairs, const float* x, int64_t n,
-                            int32_t top_k, int64_t hidden, int32_t n_experts, float* h, bool tensor_cores,
+                            int32_t top_k, int64_t hidden, int32_t n_experts, float* h, const ExpertMma* mma,
                             const SharedExpertLaunch* shared, cudaStream_t s) {
     if (n <= 0) return;
     ExpertLaunch a{e.gate, e.up, pairs, x, h, top_k, e.inter, hidden};
     a.n_tokens = int32_t(n);
-    if (tensor_cores && e.gate_up_dtype != DeviceDtype::F32) {
+    if (mma) {
         if (shared) throw Error(ErrorCode::Device, "experts: shared experts on the tensor-core kernel (internal error)");
-        launch_experts_mma(a, true, e.gate_up_dtype, n, n_experts, s);
+        launch_to_bf16(x, hidden, n, hidden, mma->x_bf16, mma->ld_x, s);
+        a.xb = mma->x_bf16;
+        a.ldxb = mma->ld_x;
+        a.outb = mma->h_bf16;
+        a.ldob = mma->ld_h;
+        launch_experts_mma(a, true, e.gate_up_dtype, mma->tile_rows, n, n_experts, s);
         return;
     }
     if (shared) add_shared(a, shared->gate, shared->up, x, shared->h);
@@ -197,15 +202,17 @@ void launch_experts_gate_up(const DeviceExperts& e, const ExpertPairs& pairs, co
 }
 
 void launch_experts_down(const DeviceExperts& e, const ExpertPairs& pairs, const float* h, int64_t n,
-                         int32_t top_k, int64_t hidden, int32_t n_experts, float* y, bool tensor_cores,
+                         int32_t top_k, int64_t hidden, int32_t n_experts, float* y, const ExpertMma* mma,
                          const SharedExpertLaunch* shared, const MoeCombine* combine, cudaStream_t s) {
     if (n <= 0) return;
     ExpertLaunch a{e.down, nullptr, pairs, h, y, top_k, hidden, e.inter};
     a.n_tokens = int32_t(n);
-    if (tensor_cores && e.down_dtype != DeviceDtype::F32) {
+    if (mma) {
         if (shared || combine)
             throw Error(ErrorCode::Device, "experts: a fused part on the tensor-core kernel (internal error)");
-        launch_experts_mma(a, false, e.down_dtype, n, n_experts, s);
+        a.xb = mma->h_bf16;
+        a.ldxb = mma->ld_h;
+        launch_experts_mma(a, false, e.down_dtype, mma->tile_rows, n, n_experts, s);
         return;
     }
     if (combine) {

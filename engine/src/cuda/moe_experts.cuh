@@ -10,8 +10,8 @@ struct ExpertLaunch {
     const DeviceMatrix* first;   // gate (or down), per expert
     const DeviceMatrix* second;  // up (unused by down)
     ExpertPairs pairs;
-    const float* x;  // rows of width cols: x[t] (gate/up) or h[p] (down)
-    float* out;      // [n * K, rows]
+    const float* x;  // rows of width cols: x[t] (gate/up) or h[p] (down); the fp32 kernel's
+    float* out;      // [n * K, rows]; the tensor-core kernel's down output
     int32_t top_k;
     int64_t rows, cols;
     // The shared experts in the same launch (fp32 kernel only; s_slots > 0): the
@@ -25,11 +25,18 @@ struct ExpertLaunch {
     int32_t n_tokens = 0;  // tokens of the launch
     // The MoE combine by the last block (down launches of the fp32 kernel; combine.done set).
     MoeCombine combine{};
+    // The tensor-core kernel's input rows in bf16, ldxb elements apart (a multiple
+    // of 8, 16-byte aligned), and its gate/up output [n * K, ldob] in bf16.
+    const uint16_t* xb = nullptr;
+    int64_t ldxb = 0;
+    uint16_t* outb = nullptr;
+    int64_t ldob = 0;
 };
 
 // The tensor-core kernel of moe_experts_mma.cu over a's pairs (gate and up with
-// SwiGLU, or down); BF16 or FP8 weights.
-void launch_experts_mma(const ExpertLaunch& a, bool gate_up, DeviceDtype dtype, int64_t n, int32_t n_experts,
-                        cudaStream_t s);
+// SwiGLU into a.outb, or down into a.out) from a.xb, in tiles of 64 pairs by
+// tile_rows (64 or 128) weight rows; BF16 or FP8 weights.
+void launch_experts_mma(const ExpertLaunch& a, bool gate_up, DeviceDtype dtype, int tile_rows, int64_t n,
+                        int32_t n_experts, cudaStream_t s);
 
 }  // namespace cetus::cuda

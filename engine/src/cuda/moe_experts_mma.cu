@@ -4,14 +4,20 @@
 // the cuBLAS products of the dense layers (gemm.cpp): activations rounded to
 // bf16, FP8 weights times their block scale rounded to bf16.
 //
-// One block computes a tile of 64 pairs of one expert by 64 weight rows. The
-// tiles come from launch_group_pairs (ExpertPairs::tiles), so nothing goes back
-// to the host; blocks past the tile count return at once. Each step stages 32
-// columns of the gathered activation rows and of the weight rows in shared
-// memory as bf16 (two buffers: the next step's global loads are in flight while
-// the warps multiply), four warps each multiply 32 pairs by 32 rows with WMMA
-// 16x16x16 fragments, and the tile goes out through shared memory to the pairs'
-// own rows. An expert's weights are read once per 64 of its pairs.
+// One block computes a tile of 64 pairs of one expert by kBN weight rows (64 or
+// 128: ExpertMma::tile_rows). The tiles come from launch_group_pairs
+// (ExpertPairs::tiles), so nothing goes back to the host; blocks past the tile
+// count return at once. The activations come in as bf16 rows (the launcher rounds
+// the chunk's input once; the gate/up launch writes its SwiGLU outputs rounded,
+// the down launch's input), so a step stages them with plain 16-byte copies; the
+// rounding is the one the staging did before, so the products are unchanged. Each
+// step stages 32 columns of the gathered activation rows and of the weight rows in
+// shared memory as bf16 (two buffers: the next step's global loads are in flight
+// while the warps multiply), 2 x kBN/32 warps each multiply 32 pairs by 32 rows
+// with WMMA 16x16x16 fragments, and the tile goes out through shared memory to the
+// pairs' own rows. An expert's weights are read once per 64 of its pairs, and each
+// activation piece once per kBN weight rows. Every output element is the same
+// sequence of fragment products whatever kBN, so both tile widths give the same bits.
 #include "cuda_util.h"
 #include "device_math.cuh"
 #include "moe_experts.cuh"
@@ -26,47 +32,60 @@ namespace {
 using namespace nvcuda;
 
 constexpr int kBM = int(k_expert_tile_pairs);  // pairs per tile
-constexpr int kBN = 64;                        // weight rows per tile
 constexpr int kBK = 32;                        // columns per step
 constexpr int kLds = kBK + 8;  // bf16 row stride of the staged operands: 80 bytes, fragments 32-byte aligned
-constexpr int kLdc = kBN + 4;  // fp32 row stride of the output tile
-constexpr int kThreads = 128;  // 4 warps as 2 x 2, each 32 pairs x 32 rows
-constexpr int kAPieces = kBM * kBK / 4 / kThreads;  // float4 activation pieces per thread per step
+constexpr int kAVec = 8;       // bf16 activations per 16-byte piece
 
-template <int kMats>
+// kBN weight rows per tile; warps as 2 (pairs) x kBN / 32 (rows), each 32 pairs x 32 rows.
+template <int kBN>
+struct TileShape {
+    static_assert(kBN == 64 || kBN == 128, "tiles of 64 or 128 weight rows");
+    static constexpr int threads = 2 * kBN;
+    static constexpr int warps_n = kBN / 32;
+    static constexpr int a_pieces = kBM * (kBK / kAVec) / threads;  // 16-byte activation pieces per thread per step
+    static constexpr int ldc = kBN + 4;                             // fp32 row stride of the output tile
+    // Blocks per SM the registers must allow: with 128 rows, two (at most 128 registers a thread,
+    // 16 warps an SM; at the 164 gate/up would take, one block of 8 warps); with 64, three as they are.
+    static constexpr int min_blocks = kBN == 128 ? 2 : 3;
+};
+
+template <int kMats, int kBN>
 struct Stage {
     __nv_bfloat16 a[kBM][kLds];
     __nv_bfloat16 b[kMats][kBN][kLds];
 };
 
-template <int kMats>
+template <int kMats, int kBN>
 union TileSmem {
-    Stage<kMats> stage[2];
-    float c[kBM][kLdc];
+    Stage<kMats, kBN> stage[2];
+    float c[kBM][TileShape<kBN>::ldc];
 };
 
-// 16-byte weight pieces per thread per step of one matrix.
-template <DeviceDtype DT>
-inline constexpr int k_b_pieces = kBN * (kBK / k_vec_elems<DT>) / kThreads;
+// 16-byte weight pieces per thread per step of one matrix (the same for both tile widths).
+template <DeviceDtype DT, int kBN>
+inline constexpr int k_b_pieces = kBN * (kBK / k_vec_elems<DT>) / TileShape<kBN>::threads;
 
-// This thread's activation pieces of the step at column k0, zero past cols and for empty rows.
-template <bool kXVec>
+// This thread's activation pieces of the step at column k0: bf16 rows a.ldxb
+// elements apart (a multiple of 8, 16-byte aligned), zero past cols and for empty rows.
+template <int kBN>
 __device__ __forceinline__ void load_a(const ExpertLaunch& a, const int (&src)[kBM], int64_t k0,
-                                       float4 (&ra)[kAPieces]) {
+                                       uint4 (&ra)[TileShape<kBN>::a_pieces]) {
+    constexpr int kThreads = TileShape<kBN>::threads;
 #pragma unroll
-    for (int i = 0; i < kAPieces; ++i) {
-        const int idx = int(threadIdx.x) + i * kThreads, r = idx / (kBK / 4), c = (idx % (kBK / 4)) * 4;
+    for (int i = 0; i < TileShape<kBN>::a_pieces; ++i) {
+        const int idx = int(threadIdx.x) + i * kThreads, r = idx / (kBK / kAVec), c = (idx % (kBK / kAVec)) * kAVec;
         const int64_t col = k0 + c;
-        float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        uint4 v = make_uint4(0, 0, 0, 0);
         if (src[r] >= 0 && col < a.cols) {
-            const float* p = a.x + int64_t(src[r]) * a.cols + col;
-            if constexpr (kXVec) {
-                v = *reinterpret_cast<const float4*>(p);  // cols % 4 == 0: the whole piece is inside
-            } else {
-                v.x = p[0];
-                if (col + 1 < a.cols) v.y = p[1];
-                if (col + 2 < a.cols) v.z = p[2];
-                if (col + 3 < a.cols) v.w = p[3];
+            const uint16_t* p = a.xb + int64_t(src[r]) * a.ldxb + col;
+            if (col + kAVec <= a.cols) {
+                v = *reinterpret_cast<const uint4*>(p);
+            } else {  // the row's last partial piece
+                uint16_t e[kAVec] = {};
+                for (int j = 0; j < kAVec; ++j)
+                    if (col + j < a.cols) e[j] = p[j];
+                v = make_uint4(e[0] | (uint32_t(e[1]) << 16), e[2] | (uint32_t(e[3]) << 16),
+                               e[4] | (uint32_t(e[5]) << 16), e[6] | (uint32_t(e[7]) << 16));
             }
         }
         ra[i] = v;
@@ -78,22 +97,23 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
            (uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(hi))) << 16);
 }
 
-template <int kMats>
-__device__ __forceinline__ void store_a(Stage<kMats>& st, const float4 (&ra)[kAPieces]) {
+template <int kMats, int kBN>
+__device__ __forceinline__ void store_a(Stage<kMats, kBN>& st, const uint4 (&ra)[TileShape<kBN>::a_pieces]) {
+    constexpr int kThreads = TileShape<kBN>::threads;
 #pragma unroll
-    for (int i = 0; i < kAPieces; ++i) {
-        const int idx = int(threadIdx.x) + i * kThreads, r = idx / (kBK / 4), c = (idx % (kBK / 4)) * 4;
-        *reinterpret_cast<uint2*>(&st.a[r][c]) = make_uint2(pack_bf16(ra[i].x, ra[i].y), pack_bf16(ra[i].z, ra[i].w));
+    for (int i = 0; i < TileShape<kBN>::a_pieces; ++i) {
+        const int idx = int(threadIdx.x) + i * kThreads, r = idx / (kBK / kAVec), c = (idx % (kBK / kAVec)) * kAVec;
+        *reinterpret_cast<uint4*>(&st.a[r][c]) = ra[i];
     }
 }
 
 // This thread's raw weight pieces (and FP8 block scales) of the step at column k0.
-template <DeviceDtype DT>
-__device__ __forceinline__ void load_b(const DeviceMatrix& w, int64_t row0, int64_t k0, uint4 (&rb)[k_b_pieces<DT>],
-                                       float (&rs)[k_b_pieces<DT>]) {
-    constexpr int kVec = k_vec_elems<DT>, kPerRow = kBK / kVec;
+template <DeviceDtype DT, int kBN>
+__device__ __forceinline__ void load_b(const DeviceMatrix& w, int64_t row0, int64_t k0,
+                                       uint4 (&rb)[k_b_pieces<DT, kBN>], float (&rs)[k_b_pieces<DT, kBN>]) {
+    constexpr int kVec = k_vec_elems<DT>, kPerRow = kBK / kVec, kThreads = TileShape<kBN>::threads;
 #pragma unroll
-    for (int i = 0; i < k_b_pieces<DT>; ++i) {
+    for (int i = 0; i < k_b_pieces<DT, kBN>; ++i) {
         const int idx = int(threadIdx.x) + i * kThreads, r = idx / kPerRow, piece = idx % kPerRow;
         const int64_t row = row0 + r, col = k0 + int64_t(piece) * kVec;
         rb[i] = make_uint4(0, 0, 0, 0);
@@ -109,12 +129,13 @@ __device__ __forceinline__ void load_b(const DeviceMatrix& w, int64_t row0, int6
 
 // The pieces as bf16 into matrix m's tile: BF16 as they are, FP8 times its scale
 // rounded to bf16 (launch_dequant_fp8's values); columns past cols are zero.
-template <DeviceDtype DT, int kMats>
-__device__ __forceinline__ void store_b(Stage<kMats>& st, int m, int64_t k0, int64_t cols,
-                                        const uint4 (&rb)[k_b_pieces<DT>], const float (&rs)[k_b_pieces<DT>]) {
-    constexpr int kVec = k_vec_elems<DT>, kPerRow = kBK / kVec;
+template <DeviceDtype DT, int kMats, int kBN>
+__device__ __forceinline__ void store_b(Stage<kMats, kBN>& st, int m, int64_t k0, int64_t cols,
+                                        const uint4 (&rb)[k_b_pieces<DT, kBN>],
+                                        const float (&rs)[k_b_pieces<DT, kBN>]) {
+    constexpr int kVec = k_vec_elems<DT>, kPerRow = kBK / kVec, kThreads = TileShape<kBN>::threads;
 #pragma unroll
-    for (int i = 0; i < k_b_pieces<DT>; ++i) {
+    for (int i = 0; i < k_b_pieces<DT, kBN>; ++i) {
         const int idx = int(threadIdx.x) + i * kThreads, r = idx / kPerRow, piece = idx % kPerRow;
         const int64_t col = k0 + int64_t(piece) * kVec;
         __nv_bfloat16* dst = &st.b[m][r][piece * kVec];
@@ -143,15 +164,26 @@ __device__ __forceinline__ void store_b(Stage<kMats>& st, int m, int64_t k0, int
     }
 }
 
-template <DeviceDtype DT, bool kGateUp, bool kXVec>
-__global__ void __launch_bounds__(kThreads) experts_mma_kernel(ExpertLaunch a) {
+// The launch's dynamic shared memory: the tile and room to align it to 128 bytes
+// (WMMA's fragments need 32; the base of dynamic shared memory is only sure to be 16).
+template <int kMats, int kBN>
+constexpr size_t k_tile_smem_bytes = sizeof(TileSmem<kMats, kBN>) + 128;
+
+// kGateUp: a.outb[p] = bf16(silu(gate_e x) * up_e x) over rows [row0, row0 + kBN);
+// down: a.out[p] = down_e h (fp32). The staged operands and the output tile in
+// dynamic shared memory (over 48 KiB for 128 rows of gate and up).
+template <DeviceDtype DT, bool kGateUp, int kBN>
+__global__ void __launch_bounds__(TileShape<kBN>::threads, TileShape<kBN>::min_blocks)
+    experts_mma_kernel(ExpertLaunch a) {
 #if __CUDA_ARCH__ >= 800  // bf16 WMMA; the backend takes the fp32 kernel on older GPUs
-    constexpr int kMats = kGateUp ? 2 : 1;
+    using Shape = TileShape<kBN>;
+    constexpr int kMats = kGateUp ? 2 : 1, kThreads = Shape::threads;
     if (int(blockIdx.y) >= *a.pairs.n_tiles) return;
-    __shared__ __align__(128) unsigned char raw[sizeof(TileSmem<kMats>)];
+    extern __shared__ float4 experts_mma_smem[];
     __shared__ int src[kBM];
     __shared__ int dst[kBM];
-    TileSmem<kMats>& sm = *reinterpret_cast<TileSmem<kMats>*>(raw);
+    const uintptr_t base = reinterpret_cast<uintptr_t>(experts_mma_smem);
+    TileSmem<kMats, kBN>& sm = *reinterpret_cast<TileSmem<kMats, kBN>*>(base + (128 - base % 128) % 128);
 
     const int e = a.pairs.tiles[2 * blockIdx.y], m0 = a.pairs.tiles[2 * blockIdx.y + 1];
     const int np = min(kBM, a.pairs.counts[e] - m0);
@@ -179,18 +211,18 @@ __global__ void __launch_bounds__(kThreads) experts_mma_kernel(ExpertLaunch a) {
 #pragma unroll
             for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[m][i][j], 0.0f);
 
-    const int warp = int(threadIdx.x) >> 5, wm = warp >> 1, wn = warp & 1;
+    const int warp = int(threadIdx.x) >> 5, wm = warp / Shape::warps_n, wn = warp % Shape::warps_n;
     const int n_steps = int((a.cols + kBK - 1) / kBK);
-    float4 ra[kAPieces];
-    uint4 rb[kMats][k_b_pieces<DT>];
-    float rs[kMats][k_b_pieces<DT>];
+    uint4 ra[Shape::a_pieces];
+    uint4 rb[kMats][k_b_pieces<DT, kBN>];
+    float rs[kMats][k_b_pieces<DT, kBN>];
 
-    load_a<kXVec>(a, src, 0, ra);
+    load_a<kBN>(a, src, 0, ra);
 #pragma unroll
-    for (int m = 0; m < kMats; ++m) load_b<DT>(w[m], row0, 0, rb[m], rs[m]);
-    store_a(sm.stage[0], ra);
+    for (int m = 0; m < kMats; ++m) load_b<DT, kBN>(w[m], row0, 0, rb[m], rs[m]);
+    store_a<kMats, kBN>(sm.stage[0], ra);
 #pragma unroll
-    for (int m = 0; m < kMats; ++m) store_b<DT>(sm.stage[0], m, 0, a.cols, rb[m], rs[m]);
+    for (int m = 0; m < kMats; ++m) store_b<DT, kMats, kBN>(sm.stage[0], m, 0, a.cols, rb[m], rs[m]);
     __syncthreads();
 
     for (int step = 0; step < n_steps; ++step) {
@@ -198,11 +230,11 @@ __global__ void __launch_bounds__(kThreads) experts_mma_kernel(ExpertLaunch a) {
         const bool more = step + 1 < n_steps;
         const int64_t k_next = int64_t(step + 1) * kBK;
         if (more) {  // the next step's loads, in flight during this step's products
-            load_a<kXVec>(a, src, k_next, ra);
+            load_a<kBN>(a, src, k_next, ra);
 #pragma unroll
-            for (int m = 0; m < kMats; ++m) load_b<DT>(w[m], row0, k_next, rb[m], rs[m]);
+            for (int m = 0; m < kMats; ++m) load_b<DT, kBN>(w[m], row0, k_next, rb[m], rs[m]);
         }
-        const Stage<kMats>& st = sm.stage[cur];
+        const Stage<kMats, kBN>& st = sm.stage[cur];
 #pragma unroll
         for (int kk = 0; kk < kBK; kk += 16) {
             FragA fa[2];
@@ -220,9 +252,10 @@ __global__ void __launch_bounds__(kThreads) experts_mma_kernel(ExpertLaunch a) {
             }
         }
         if (more) {  // the other buffer: every warp finished reading it before the last barrier
-            store_a(sm.stage[cur ^ 1], ra);
+            store_a<kMats, kBN>(sm.stage[cur ^ 1], ra);
 #pragma unroll
-            for (int m = 0; m < kMats; ++m) store_b<DT>(sm.stage[cur ^ 1], m, k_next, a.cols, rb[m], rs[m]);
+            for (int m = 0; m < kMats; ++m)
+                store_b<DT, kMats, kBN>(sm.stage[cur ^ 1], m, k_next, a.cols, rb[m], rs[m]);
         }
         __syncthreads();
     }
@@ -244,30 +277,50 @@ __global__ void __launch_bounds__(kThreads) experts_mma_kernel(ExpertLaunch a) {
     for (int i = 0; i < 2; ++i)
 #pragma unroll
         for (int j = 0; j < 2; ++j)
-            wmma::store_matrix_sync(&sm.c[wm * 32 + i * 16][wn * 32 + j * 16], acc[0][i][j], kLdc, wmma::mem_row_major);
+            wmma::store_matrix_sync(&sm.c[wm * 32 + i * 16][wn * 32 + j * 16], acc[0][i][j], Shape::ldc,
+                                    wmma::mem_row_major);
     __syncthreads();
     for (int idx = int(threadIdx.x); idx < kBM * kBN; idx += kThreads) {
         const int r = idx / kBN, c = idx % kBN;
-        if (r < np && row0 + c < a.rows) a.out[int64_t(dst[r]) * a.rows + row0 + c] = sm.c[r][c];
+        if (r >= np || row0 + c >= a.rows) continue;
+        if constexpr (kGateUp)  // the down product's input, rounded as its staging rounded it before
+            a.outb[int64_t(dst[r]) * a.ldob + row0 + c] = __bfloat16_as_ushort(__float2bfloat16_rn(sm.c[r][c]));
+        else
+            a.out[int64_t(dst[r]) * a.rows + row0 + c] = sm.c[r][c];
     }
 #else
     __trap();
 #endif
 }
 
+template <DeviceDtype DT, bool kGateUp, int kBN>
+void launch_mma_tile(const ExpertLaunch& a, int64_t n, int32_t n_experts, cudaStream_t s) {
+    constexpr size_t bytes = k_tile_smem_bytes<kGateUp ? 2 : 1, kBN>;
+    CETUS_CUDA(cudaFuncSetAttribute(experts_mma_kernel<DT, kGateUp, kBN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    int(bytes)));
+    const dim3 grid(unsigned((a.rows + kBN - 1) / kBN), unsigned(expert_tiles_bound(n, a.top_k, n_experts)));
+    experts_mma_kernel<DT, kGateUp, kBN><<<grid, TileShape<kBN>::threads, bytes, s>>>(a);
+}
+
 template <DeviceDtype DT, bool kGateUp>
-void launch_mma_dtype(const ExpertLaunch& a, const dim3& grid, bool x_vec, cudaStream_t s) {
-    if (x_vec) experts_mma_kernel<DT, kGateUp, true><<<grid, kThreads, 0, s>>>(a);
-    else experts_mma_kernel<DT, kGateUp, false><<<grid, kThreads, 0, s>>>(a);
+void launch_mma_dtype(const ExpertLaunch& a, int tile_rows, int64_t n, int32_t n_experts, cudaStream_t s) {
+    if (tile_rows == 128) launch_mma_tile<DT, kGateUp, 128>(a, n, n_experts, s);
+    else launch_mma_tile<DT, kGateUp, 64>(a, n, n_experts, s);
 }
 
 template <bool kGateUp>
-void launch_mma(const ExpertLaunch& a, DeviceDtype dtype, int64_t n, int32_t n_experts, cudaStream_t s) {
-    const dim3 grid(unsigned((a.rows + kBN - 1) / kBN), unsigned(expert_tiles_bound(n, a.top_k, n_experts)));
-    const bool x_vec = a.cols % 4 == 0 && reinterpret_cast<uintptr_t>(a.x) % 16 == 0;
+void launch_mma(const ExpertLaunch& a, DeviceDtype dtype, int tile_rows, int64_t n, int32_t n_experts,
+                cudaStream_t s) {
+    if (tile_rows != 64 && tile_rows != 128)
+        throw Error(ErrorCode::Device, "CUDA backend: expert tiles of " + std::to_string(tile_rows) +
+                                           " rows (64 or 128; internal error)");
+    if (a.ldxb % kAVec != 0 || reinterpret_cast<uintptr_t>(a.xb) % 16 != 0 ||
+        (kGateUp && (a.ldob < a.rows || !a.outb)))
+        throw Error(ErrorCode::Device,
+                    "CUDA backend: unaligned bf16 operands of the tensor-core experts (internal error)");
     switch (dtype) {
-    case DeviceDtype::BF16: launch_mma_dtype<DeviceDtype::BF16, kGateUp>(a, grid, x_vec, s); break;
-    case DeviceDtype::F8_E4M3: launch_mma_dtype<DeviceDtype::F8_E4M3, kGateUp>(a, grid, x_vec, s); break;
+    case DeviceDtype::BF16: launch_mma_dtype<DeviceDtype::BF16, kGateUp>(a, tile_rows, n, n_experts, s); break;
+    case DeviceDtype::F8_E4M3: launch_mma_dtype<DeviceDtype::F8_E4M3, kGateUp>(a, tile_rows, n, n_experts, s); break;
     case DeviceDtype::F32:
         throw Error(ErrorCode::Device, "CUDA backend: the tensor-core expert kernel got F32 weights (internal error)");
     }
@@ -276,11 +329,11 @@ void launch_mma(const ExpertLaunch& a, DeviceDtype dtype, int64_t n, int32_t n_e
 
 }  // namespace
 
-void launch_experts_mma(const ExpertLaunch& a, bool gate_up, DeviceDtype dtype, int64_t n, int32_t n_experts,
-                        cudaStream_t s) {
+void launch_experts_mma(const ExpertLaunch& a, bool gate_up, DeviceDtype dtype, int tile_rows, int64_t n,
+                        int32_t n_experts, cudaStream_t s) {
     if (n <= 0) return;
-    if (gate_up) launch_mma<true>(a, dtype, n, n_experts, s);
-    else launch_mma<false>(a, dtype, n, n_experts, s);
+    if (gate_up) launch_mma<true>(a, dtype, tile_rows, n, n_experts, s);
+    else launch_mma<false>(a, dtype, tile_rows, n, n_experts, s);
 }
 
 }  // namespace cetus::cuda

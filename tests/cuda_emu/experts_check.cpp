@@ -1,0 +1,349 @@
+// The routed experts' kernels alone, against double-precision products over the
+// same inputs: the grouped tensor-core kernel (moe_experts_mma.cu; bf16 operands,
+// fp32 sums) with tiles of 64 and 128 weight rows, and the fp32 kernel
+// (moe_experts.cu), for BF16 and FP8 experts (128x128 block scales), at widths
+// that end inside a 16-byte piece, a step and a tile (203 and 75), at whole tiles
+// (512 and 384) and, with --v2-lite (the GPU check; slow on the emulator, whose
+// WMMA products run once per lane), at V2-Lite's (2048 and 1408); with an expert
+// of more than one tile of pairs, one of none, and rows padded with NaN (weights,
+// bf16 activations) that must never be read. The model-level comparisons hold the tensor-core
+// kernel to the CPU only within bf16 tolerance; here each kernel meets its own bound, and the two
+// tile widths give the same bits.
+#include "kernels.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace {
+
+using namespace cetus::cuda;
+
+int g_failed = 0;
+
+void check(bool ok, const std::string& what) {
+    std::printf("%s %s\n", ok ? "ok  " : "FAIL", what.c_str());
+    if (!ok) ++g_failed;
+}
+
+constexpr uint16_t k_bf16_nan = 0x7fc0;
+constexpr uint8_t k_fp8_nan = 0x7f;
+
+uint16_t to_bf16(float v) { // nearest even (the values here are finite)
+    uint32_t u;
+    std::memcpy(&u, &v, 4);
+    return uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+float from_bf16(uint16_t b) {
+    const uint32_t u = uint32_t(b) << 16;
+    float v;
+    std::memcpy(&v, &u, 4);
+    return v;
+}
+// e4m3fn: bias 7, no infinities; the codes used here are normal numbers.
+float from_e4m3(uint8_t b) {
+    const int e = (b >> 3) & 15, m = b & 7;
+    const float v =
+        e == 0 ? std::ldexp(float(m) / 8.0f, -6) : std::ldexp(1.0f + float(m) / 8.0f, e - 7);
+    return (b & 0x80) ? -v : v;
+}
+float round_bf16(float v) {
+    return from_bf16(to_bf16(v));
+}
+
+int64_t round_up(int64_t v, int64_t m) {
+    return (v + m - 1) / m * m;
+}
+
+template <typename T> T* device_copy(const std::vector<T>& h) {
+    void* p = nullptr;
+    cudaMalloc(&p, std::max<size_t>(h.size(), 1) * sizeof(T));
+    cudaMemcpy(p, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice);
+    return static_cast<T*>(p);
+}
+template <typename T> std::vector<T> host_copy(const T* d, size_t n) {
+    std::vector<T> h(n);
+    cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost);
+    return h;
+}
+
+// One weight matrix as the kernels see it, and the values they compute with:
+// exact (the fp32 kernel: FP8 code times scale in fp32) and rounded to bf16 (the
+// tensor-core kernel's operand).
+struct Weight {
+    DeviceMatrix m;
+    std::vector<float> exact, rounded; // [rows, cols]
+};
+
+Weight make_weight(DeviceDtype dt, int64_t rows, int64_t cols, std::mt19937& rng,
+                   std::vector<void*>& owned) {
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    Weight w;
+    w.exact.resize(size_t(rows * cols));
+    w.rounded.resize(w.exact.size());
+    w.m.dtype = dt;
+    w.m.rows = rows;
+    w.m.cols = cols;
+    const float spread = 1.0f / std::sqrt(float(cols));
+    if (dt == DeviceDtype::BF16) {
+        w.m.ld = round_up(cols, 8);
+        std::vector<uint16_t> data(size_t(rows * w.m.ld),
+                                   k_bf16_nan); // the padding must stay unread
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t c = 0; c < cols; ++c) {
+                const uint16_t b = to_bf16(spread * normal(rng));
+                data[size_t(r * w.m.ld + c)] = b;
+                w.exact[size_t(r * cols + c)] = w.rounded[size_t(r * cols + c)] = from_bf16(b);
+            }
+        w.m.data = device_copy(data);
+    } else {
+        w.m.ld = round_up(cols, 16);
+        w.m.scale_cols = (cols + 127) / 128;
+        std::vector<float> scale(size_t(((rows + 127) / 128) * w.m.scale_cols));
+        std::uniform_real_distribution<float> uni(0.5f, 2.0f);
+        for (auto& s : scale) s = uni(rng) * spread / 4.0f;
+        std::uniform_int_distribution<int> exp(4, 10), mant(0, 7), sign(0, 1);
+        std::vector<uint8_t> data(size_t(rows * w.m.ld), k_fp8_nan);
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t c = 0; c < cols; ++c) {
+                const uint8_t b = uint8_t((sign(rng) << 7) | (exp(rng) << 3) | mant(rng));
+                data[size_t(r * w.m.ld + c)] = b;
+                const float v = from_e4m3(b) * scale[size_t((r / 128) * w.m.scale_cols + c / 128)];
+                w.exact[size_t(r * cols + c)] = v;
+                w.rounded[size_t(r * cols + c)] = round_bf16(v);
+            }
+        w.m.data = device_copy(data);
+        w.m.scale_inv = device_copy(scale);
+        owned.push_back(const_cast<float*>(w.m.scale_inv));
+    }
+    owned.push_back(const_cast<void*>(w.m.data));
+    return w;
+}
+
+struct Case {
+    const char* name;
+    int64_t hidden, inter, n_experts, top_k, n;
+};
+
+// ids[t, k]: slot 0 sends every token to expert 0 (more than one tile of pairs
+// once n > 64), the other slots spread over experts 1 .. E-2 without repeats in
+// a token; expert E-1 gets none.
+std::vector<int32_t> make_routing(const Case& c, std::mt19937& rng) {
+    std::vector<int32_t> ids(size_t(c.n * c.top_k));
+    for (int64_t t = 0; t < c.n; ++t) {
+        std::vector<int32_t> pool;
+        for (int32_t e = 1; e < c.n_experts - 1; ++e) pool.push_back(e);
+        std::shuffle(pool.begin(), pool.end(), rng);
+        ids[size_t(t * c.top_k)] = 0;
+        for (int64_t k = 1; k < c.top_k; ++k) ids[size_t(t * c.top_k + k)] = pool[size_t(k - 1)];
+    }
+    return ids;
+}
+
+struct Worst {
+    double err =
+        0.0; // the largest |got - want| - bound part, as a fraction of the bound (<= 1 passes)
+    double rel = 0.0; // the largest |got - want| over the largest |want|
+};
+
+// got against want element by element: |got - want| <= rel_each * |want| + rel_top * max |want|.
+Worst compare(const std::vector<float>& got, const std::vector<double>& want, double rel_each,
+              double rel_top) {
+    double top = 0.0;
+    for (double v : want) top = std::max(top, std::fabs(v));
+    Worst w;
+    for (size_t i = 0; i < want.size(); ++i) {
+        const double d = std::fabs(double(got[i]) - want[i]);
+        if (!(d <= rel_each * std::fabs(want[i]) + rel_top * top))
+            w.err = std::max(w.err, std::isnan(d) ? 1e30 : d);
+        w.rel = std::max(w.rel, std::isnan(d) ? 1e30 : d / top);
+    }
+    return w;
+}
+
+void run_case(const Case& c, DeviceDtype dt) {
+    const std::string name = std::string(c.name) + (dt == DeviceDtype::BF16 ? ", BF16" : ", FP8");
+    const int64_t E = c.n_experts, K = c.top_k, n = c.n, H = c.hidden, I = c.inter, P = n * K;
+    std::mt19937 rng(11);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::vector<void*> owned;
+    std::vector<Weight> gate, up, down;
+    for (int64_t e = 0; e < E; ++e) {
+        gate.push_back(make_weight(dt, I, H, rng, owned));
+        up.push_back(make_weight(dt, I, H, rng, owned));
+        down.push_back(make_weight(dt, H, I, rng, owned));
+    }
+    std::vector<DeviceMatrix> gm, um, dm;
+    for (int64_t e = 0; e < E; ++e) {
+        gm.push_back(gate[size_t(e)].m);
+        um.push_back(up[size_t(e)].m);
+        dm.push_back(down[size_t(e)].m);
+    }
+    DeviceExperts ex;
+    ex.gate = device_copy(gm);
+    ex.up = device_copy(um);
+    ex.down = device_copy(dm);
+    ex.gate_up_dtype = ex.down_dtype = dt;
+    ex.inter = I;
+
+    std::vector<float> x(size_t(n * H));
+    for (auto& v : x) v = normal(rng);
+    const std::vector<int32_t> ids = make_routing(c, rng);
+    float* x_d = device_copy(x);
+    int32_t* ids_d = device_copy(ids);
+    ExpertPairs pairs;
+    pairs.counts = device_copy(std::vector<int32_t>(size_t(E)));
+    pairs.offsets = device_copy(std::vector<int32_t>(size_t(E)));
+    pairs.active = device_copy(std::vector<int32_t>(size_t(E)));
+    pairs.n_active = device_copy(std::vector<int32_t>(1));
+    pairs.list = device_copy(std::vector<int32_t>(size_t(P)));
+    pairs.tiles = device_copy(std::vector<int32_t>(size_t(2 * expert_tiles_bound(n, K, E))));
+    pairs.n_tiles = device_copy(std::vector<int32_t>(1));
+    launch_group_pairs(ids_d, K, n, int32_t(K), int32_t(E), pairs, nullptr);
+
+    // The bf16 rows start as NaN: columns past the widths must never reach a product.
+    const int64_t ld_x = round_up(H, 8), ld_h = round_up(I, 8);
+    uint16_t* xb_d = device_copy(std::vector<uint16_t>(size_t(n * ld_x), k_bf16_nan));
+    float* h_d = device_copy(std::vector<float>(size_t(P * I)));
+    float* y_d = device_copy(std::vector<float>(size_t(P * H)));
+
+    // References in double. gate/up of pair p = (t, k) from x[t] with the kernels' operands.
+    auto gate_up_ref = [&](bool rounded) {
+        std::vector<double> h(size_t(P * I));
+        std::vector<double> xt(static_cast<size_t>(H));
+        for (int64_t p = 0; p < P; ++p) {
+            const int64_t t = p / K, e = ids[size_t(p)];
+            for (int64_t i = 0; i < H; ++i)
+                xt[size_t(i)] = rounded ? round_bf16(x[size_t(t * H + i)]) : x[size_t(t * H + i)];
+            const std::vector<float>& wg =
+                rounded ? gate[size_t(e)].rounded : gate[size_t(e)].exact;
+            const std::vector<float>& wu = rounded ? up[size_t(e)].rounded : up[size_t(e)].exact;
+            for (int64_t r = 0; r < I; ++r) {
+                double g = 0.0, u = 0.0;
+                for (int64_t i = 0; i < H; ++i) {
+                    g += xt[size_t(i)] * wg[size_t(r * H + i)];
+                    u += xt[size_t(i)] * wu[size_t(r * H + i)];
+                }
+                h[size_t(p * I + r)] = g / (1.0 + std::exp(-g)) * u;
+            }
+        }
+        return h;
+    };
+    // down of pair p from the given h rows (the kernel's own, so only this product is measured).
+    auto down_ref = [&](const std::vector<float>& h, bool rounded) {
+        std::vector<double> y(size_t(P * H));
+        for (int64_t p = 0; p < P; ++p) {
+            const int64_t e = ids[size_t(p)];
+            const std::vector<float>& wd =
+                rounded ? down[size_t(e)].rounded : down[size_t(e)].exact;
+            for (int64_t r = 0; r < H; ++r) {
+                double s = 0.0;
+                for (int64_t i = 0; i < I; ++i)
+                    s += double(h[size_t(p * I + i)]) * wd[size_t(r * I + i)];
+                y[size_t(p * H + r)] = s;
+            }
+        }
+        return y;
+    };
+
+    // The tensor-core kernel with both tile widths.
+    std::vector<float> h_tiles[2], y_tiles[2];
+    const int widths[2] = {64, 128};
+    for (int w = 0; w < 2; ++w) {
+        uint16_t* hb = reinterpret_cast<uint16_t*>(h_d);
+        cudaMemcpy(hb, std::vector<uint16_t>(size_t(P * ld_h), k_bf16_nan).data(),
+                   size_t(P * ld_h) * 2, cudaMemcpyHostToDevice);
+        const ExpertMma mma{xb_d, ld_x, hb, ld_h, widths[w]};
+        launch_experts_gate_up(ex, pairs, x_d, n, int32_t(K), H, int32_t(E), h_d, &mma, nullptr,
+                               nullptr);
+        launch_experts_down(ex, pairs, h_d, n, int32_t(K), H, int32_t(E), y_d, &mma, nullptr,
+                            nullptr, nullptr);
+        const std::vector<uint16_t> hb_host = host_copy(hb, size_t(P * ld_h));
+        h_tiles[w].resize(size_t(P * I));
+        for (int64_t p = 0; p < P; ++p)
+            for (int64_t i = 0; i < I; ++i)
+                h_tiles[w][size_t(p * I + i)] = from_bf16(hb_host[size_t(p * ld_h + i)]);
+        y_tiles[w] = host_copy(y_d, size_t(P * H));
+    }
+    char line[300];
+    {
+        // h is rounded to bf16 (bf16's unit roundoff: 2^-8 of each value) after fp32 sums of bf16
+        // products.
+        const Worst wh = compare(h_tiles[0], gate_up_ref(true), 1.0 / 256, 2e-5);
+        std::snprintf(line, sizeof line,
+                      "%s, tensor cores: gate/up within %.3g of the largest (2^-8 of each, +2e-5)",
+                      name.c_str(), wh.rel);
+        check(wh.err == 0.0, line);
+        // fp32 sums over the kernel's own bf16 h: ~1e-6 of the terms' size.
+        const Worst wy = compare(y_tiles[0], down_ref(h_tiles[0], true), 0.0, 1e-5);
+        std::snprintf(line, sizeof line,
+                      "%s, tensor cores: down within %.3g of the largest (bound 1e-5)",
+                      name.c_str(), wy.rel);
+        check(wy.err == 0.0, line);
+        check(std::memcmp(h_tiles[0].data(), h_tiles[1].data(), h_tiles[0].size() * 4) == 0 &&
+                  std::memcmp(y_tiles[0].data(), y_tiles[1].data(), y_tiles[0].size() * 4) == 0,
+              name + ", tensor cores: tiles of 64 and 128 rows give the same bits");
+    }
+    {
+        // The fp32 kernel: exact operands, fp32 sums.
+        launch_experts_gate_up(ex, pairs, x_d, n, int32_t(K), H, int32_t(E), h_d, nullptr, nullptr,
+                               nullptr);
+        launch_experts_down(ex, pairs, h_d, n, int32_t(K), H, int32_t(E), y_d, nullptr, nullptr,
+                            nullptr, nullptr);
+        const std::vector<float> h = host_copy(h_d, size_t(P * I));
+        const Worst wh = compare(h, gate_up_ref(false), 0.0, 1e-5);
+        const Worst wy = compare(host_copy(y_d, size_t(P * H)), down_ref(h, false), 0.0, 1e-5);
+        std::snprintf(
+            line, sizeof line,
+            "%s, fp32 kernel: gate/up within %.3g, down within %.3g of the largest (bound 1e-5)",
+            name.c_str(), wh.rel, wy.rel);
+        check(wh.err == 0.0 && wy.err == 0.0, line);
+    }
+    if (cudaDeviceSynchronize() != cudaSuccess)
+        check(false, name + ": kernels: " + cudaGetErrorString(cudaGetLastError()));
+    for (void* p : owned) cudaFree(p);
+    for (const void* p : {static_cast<const void*>(ex.gate), static_cast<const void*>(ex.up),
+                          static_cast<const void*>(ex.down), static_cast<const void*>(x_d),
+                          static_cast<const void*>(ids_d), static_cast<const void*>(xb_d),
+                          static_cast<const void*>(h_d), static_cast<const void*>(y_d)})
+        cudaFree(const_cast<void*>(p));
+    for (int32_t* p : {pairs.counts, pairs.offsets, pairs.active, pairs.n_active, pairs.list,
+                       pairs.tiles, pairs.n_tiles})
+        cudaFree(p);
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    const bool v2_lite = argc > 1 && std::strcmp(argv[1], "--v2-lite") == 0;
+    int devices = 0;
+    if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+        std::printf("experts check: no CUDA device (%s)\n", cudaGetErrorString(cudaGetLastError()));
+        return 1;
+    }
+    try {
+        // 90 tokens: expert 0 gets 90 pairs (a full tile and 26), experts 1-4 ~22 each, expert 5
+        // none.
+        const Case odd{"203 wide, 75 inner", 203, 75, 6, 2, 90};
+        // Whole tiles and steps: 3 (or 6) row tiles for gate/up, 4 (or 8) for down.
+        const Case whole{"512 wide, 384 inner", 512, 384, 4, 2, 40};
+        // V2-Lite's widths: 11 (or 22) row tiles for gate/up, 16 (or 32) for down.
+        const Case v2{"V2-Lite's 2048 wide, 1408 inner", 2048, 1408, 8, 6, 24};
+        std::vector<Case> cases{odd, whole};
+        if (v2_lite) cases.push_back(v2);
+        for (const Case& c : cases)
+            for (DeviceDtype dt : {DeviceDtype::BF16, DeviceDtype::F8_E4M3}) run_case(c, dt);
+    } catch (const std::exception& e) {
+        check(false, e.what());
+    }
+    std::printf("experts check: %d failed\n", g_failed);
+    return g_failed == 0 ? 0 : 1;
+}
