@@ -2,7 +2,7 @@
 # The GPU check (README, "CUDA backend"), run on the GPU machine from the repository
 # root with the Qt-free build-gpu/ folder (cetus-cli + libcetus-cuda.so) carried over:
 #   cmake --preset gpu-check && cmake --build --preset gpu-check    # on a development machine
-#   installer/gpu-check.sh pack                                       # carry gpu-carry/ (28 MB)
+#   installer/gpu-check.sh pack                                       # carry gpu-carry/ (32 MB)
 #   installer/gpu-check.sh all                                        # on the GPU machine: one call
 # or, when the machine stays for a second call, `conformance` then `bench`.
 # Each mode fits one device call (under 10 minutes; every step has its own time
@@ -36,8 +36,8 @@ out=gpu-out
 [ "$mode" = pack ] || rm -rf "$out"
 mkdir -p "$out"
 cli=build-gpu/cetus-cli
-# `pack` (here, after the build) copies the CLI, the plug-in, the attention check and the OpenMP runtime into
-# gpu-carry/ (28 MB with the attention check); carry that and the checks use it.
+# `pack` (here, after the build) copies the CLI, the plug-in, the attention and expert checks and the OpenMP
+# runtime into gpu-carry/ (32 MB); carry that and the checks use it.
 [ -x gpu-carry/cetus-cli ] && [ ! build-gpu/cetus-cli -nt gpu-carry/cetus-cli ] && cli=gpu-carry/cetus-cli
 # A dry run of the script's mechanics here, on the CUDA emulator (too slow for most steps):
 #   CETUS_CUDA_PLUGIN=$PWD/build/libcetus-cuda-emu.so GPU_CHECK_CLI=build/cetus-cli installer/gpu-check.sh all

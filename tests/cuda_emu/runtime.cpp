@@ -60,14 +60,14 @@ cuda_emu_fiber_start:
 .size cuda_emu_fiber_start,.-cuda_emu_fiber_start
 )");
 
-thread_local uint3 threadIdx;
-thread_local uint3 blockIdx;
-thread_local dim3 blockDim;
-thread_local dim3 gridDim;
+thread_local uint3 threadIdx CETUS_EMU_HOT_TLS;
+thread_local uint3 blockIdx CETUS_EMU_HOT_TLS;
+thread_local dim3 blockDim CETUS_EMU_HOT_TLS;
+thread_local dim3 gridDim CETUS_EMU_HOT_TLS;
 
 namespace cuda_emu {
 
-thread_local Block* g_block = nullptr;
+thread_local Block* g_block CETUS_EMU_HOT_TLS = nullptr;
 
 namespace {
 
@@ -100,7 +100,29 @@ struct WarpState {
     int expected = 0;
     unsigned mask = 0;
     uint64_t slots[2][32]{};
-    uint32_t gathered[2][32][k_gather_words]{};  // warp_gather's deposits
+    uint32_t gathered[2][32][k_gather_words]{};  // warp_xor_reduce's deposits
+    // warp_xor_reduce's results for every lane, computed once per meeting (by the
+    // first lane to go on); reduced_gen[slot] is that meeting's generation + 1.
+    float reduced[2][32][k_gather_words]{};
+    uint64_t reduced_gen[2]{};
+    int reduce_kind[2][32]{};  // each lane's n * 2 + take_max, which must agree
+    // mma_m16n8k16_bf16's fragments (a[4], b[2], the accumulators' bits[4]) and every
+    // lane's results, computed once per meeting as warp_xor_reduce's are.
+    uint32_t mma_in[2][32][10]{};
+    float mma_out[2][32][4]{};
+    uint64_t mma_gen[2]{};
+    // warp_once's inputs (each lane's list, on its stack while it waits) and result.
+    const void* const* once_in[2][32]{};
+    alignas(16) unsigned char once_out[2][k_warp_once_bytes]{};
+    uint64_t once_gen[2]{};
+
+    // For a new block: the counters (the deposits are always written before they are read).
+    void reset() {
+        gen = 0;
+        arrived = expected = 0;
+        mask = 0;
+        reduced_gen[0] = reduced_gen[1] = mma_gen[0] = mma_gen[1] = once_gen[0] = once_gen[1] = 0;
+    }
 };
 
 struct BlockRun {
@@ -118,7 +140,7 @@ struct BlockRun {
     int current = -1;
 };
 
-thread_local BlockRun* t_run = nullptr;
+thread_local BlockRun* t_run CETUS_EMU_HOT_TLS = nullptr;
 
 // One stack per thread of a block for each host thread, reused by every block; a guard page below each.
 unsigned char* stacks() {
@@ -265,12 +287,55 @@ uint64_t warp_collective(unsigned mask, uint64_t value, int src_lane, const char
     return t_run->warps[t_run->current >> 5].slots[g & 1][src_lane];
 }
 
-void warp_gather(const uint32_t* mine, int n_words, uint32_t (*all)[k_gather_words], const char* what) {
-    if (n_words < 1 || n_words > k_gather_words) fail((std::string(what) + ": too many words to gather").c_str());
+void warp_xor_reduce(float* v, int n, bool take_max, const char* what) {
+    if (n < 1 || n > k_gather_words) fail((std::string(what) + ": too many values to reduce").c_str());
     const uint64_t g = warp_meet(0xffffffffu, what, [&](WarpState& w, uint64_t slot, int l) {
-        std::memcpy(w.gathered[slot][l], mine, size_t(n_words) * sizeof(uint32_t));
+        std::memcpy(w.gathered[slot][l], v, size_t(n) * sizeof(float));
+        w.reduce_kind[slot][l] = n * 2 + (take_max ? 1 : 0);
     });
-    std::memcpy(all, t_run->warps[t_run->current >> 5].gathered[g & 1], sizeof(uint32_t) * 32 * k_gather_words);
+    const int me = t_run->current, slot = int(g & 1);
+    WarpState& w = t_run->warps[me >> 5];
+    if (w.reduced_gen[slot] != g + 1) {  // the first lane after the meeting: every lane's butterfly
+        for (int l = 1; l < 32; ++l)
+            if (w.reduce_kind[slot][l] != w.reduce_kind[slot][0])
+                fail((std::string(what) + ": lanes of one warp reduce different counts or kinds").c_str());
+        for (int j = 0; j < n; ++j) {
+            float x[32], y[32];
+            for (int l = 0; l < 32; ++l) std::memcpy(&x[l], &w.gathered[slot][l][j], 4);
+            for (int off = 16; off > 0; off >>= 1) {  // each lane's step as its shuffle runs it
+                if (take_max)
+                    for (int l = 0; l < 32; ++l) y[l] = fmaxf(x[l], x[l ^ off]);
+                else
+                    for (int l = 0; l < 32; ++l) y[l] = x[l] + x[l ^ off];
+                std::memcpy(x, y, sizeof x);
+            }
+            for (int l = 0; l < 32; ++l) w.reduced[slot][l][j] = x[l];
+        }
+        w.reduced_gen[slot] = g + 1;
+    }
+    std::memcpy(v, w.reduced[slot][me & 31], size_t(n) * sizeof(float));
+}
+
+void warp_once(const void* const* in, const size_t* in_bytes, int n_in, void* out, size_t out_bytes,
+               void (*compute)(void*), void* ctx, const char* what) {
+    if (out_bytes > k_warp_once_bytes) fail((std::string(what) + ": a result larger than warp_once holds").c_str());
+    const uint64_t g = warp_meet(0xffffffffu, what, [&](WarpState& w, uint64_t slot, int l) { w.once_in[slot][l] = in; });
+    const int slot = int(g & 1);
+    WarpState& w = t_run->warps[t_run->current >> 5];
+    if (w.once_gen[slot] == g + 1) {
+        std::memcpy(out, w.once_out[slot], out_bytes);
+        return;
+    }
+    // The first lane after the meeting (the others wait there, their inputs intact on their stacks).
+    for (int l = 0; l < 32; ++l)
+        for (int i = 0; i < n_in; ++i)
+            if (std::memcmp(w.once_in[slot][l][i], in[i], in_bytes[i]) != 0)
+                fail((std::string(what) + ": lane " + std::to_string(l) + " brings other values than lane " +
+                      std::to_string(t_run->current & 31) + " (the arguments must be the same in the whole warp)")
+                         .c_str());
+    compute(ctx);
+    std::memcpy(w.once_out[slot], out, out_bytes);
+    w.once_gen[slot] = g + 1;
 }
 
 void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
@@ -279,29 +344,43 @@ void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b
     // columns 2 tig + 8 ..; b[0]: B[2 tig .. +1][group], b[1]: B[2 tig + 8 ..][group];
     // d[0], d[1]: D[group][2 tig .. +1], d[2], d[3]: D[group + 8][2 tig ..]. Each pair's
     // lower index in the lower 16 bits.
-    const uint32_t mine[6] = {a[0], a[1], a[2], a[3], b[0], b[1]};
-    uint32_t all[32][k_gather_words];
-    warp_gather(mine, 6, all, "mma.m16n8k16");
-    auto bf = [](uint32_t word, int half) { return __uint_as_float((half ? word >> 16 : word & 0xffffu) << 16); };
-    float A[16][16], B[16][8];
-    for (int l = 0; l < 32; ++l) {
-        const int grp = l >> 2, tig = l & 3;
-        for (int e = 0; e < 2; ++e) {
-            A[grp][2 * tig + e] = bf(all[l][0], e);
-            A[grp + 8][2 * tig + e] = bf(all[l][1], e);
-            A[grp][2 * tig + 8 + e] = bf(all[l][2], e);
-            A[grp + 8][2 * tig + 8 + e] = bf(all[l][3], e);
-            B[2 * tig + e][grp] = bf(all[l][4], e);
-            B[2 * tig + 8 + e][grp] = bf(all[l][5], e);
+    const uint64_t g = warp_meet(0xffffffffu, "mma.m16n8k16", [&](WarpState& w, uint64_t slot, int l) {
+        uint32_t* in = w.mma_in[slot][l];
+        for (int i = 0; i < 4; ++i) in[i] = a[i];
+        in[4] = b[0];
+        in[5] = b[1];
+        std::memcpy(in + 6, d, sizeof d);
+    });
+    const int lane = t_run->current & 31, slot = int(g & 1);
+    WarpState& w = t_run->warps[t_run->current >> 5];
+    if (w.mma_gen[slot] != g + 1) {  // the first lane after the meeting: the whole tile
+        auto bf = [](uint32_t word, int half) { return __uint_as_float((half ? word >> 16 : word & 0xffffu) << 16); };
+        float A[16][16], B[16][8];
+        for (int l = 0; l < 32; ++l) {
+            const uint32_t* in = w.mma_in[slot][l];
+            const int grp = l >> 2, tig = l & 3;
+            for (int e = 0; e < 2; ++e) {
+                A[grp][2 * tig + e] = bf(in[0], e);
+                A[grp + 8][2 * tig + e] = bf(in[1], e);
+                A[grp][2 * tig + 8 + e] = bf(in[2], e);
+                A[grp + 8][2 * tig + 8 + e] = bf(in[3], e);
+                B[2 * tig + e][grp] = bf(in[4], e);
+                B[2 * tig + 8 + e][grp] = bf(in[5], e);
+            }
         }
+        for (int l = 0; l < 32; ++l) {
+            const int grp = l >> 2, tig = l & 3;
+            for (int e = 0; e < 4; ++e) {
+                const int row = grp + (e >= 2 ? 8 : 0), col = 2 * tig + (e & 1);
+                float s;  // products of bf16 values are exact in fp32
+                std::memcpy(&s, &w.mma_in[slot][l][6 + e], 4);
+                for (int k = 0; k < 16; ++k) s += A[row][k] * B[k][col];
+                w.mma_out[slot][l][e] = s;
+            }
+        }
+        w.mma_gen[slot] = g + 1;
     }
-    const int lane = t_run->current & 31, grp = lane >> 2, tig = lane & 3;
-    for (int e = 0; e < 4; ++e) {
-        const int row = grp + (e >= 2 ? 8 : 0), col = 2 * tig + (e & 1);
-        float s = d[e];  // products of bf16 values are exact in fp32
-        for (int k = 0; k < 16; ++k) s += A[row][k] * B[k][col];
-        d[e] = s;
-    }
+    std::memcpy(d, w.mma_out[slot][lane], sizeof d);
 }
 
 unsigned char* dynamic_smem() { return g_block->dynamic_smem; }
@@ -416,7 +495,7 @@ void run_block(BlockRun& r) {
     r.gen = 0;
     r.arrived = 0;
     r.live = r.n;
-    for (auto& w : r.warps) w = WarpState{};
+    for (int i = 0; i < (r.n + 31) / 32; ++i) r.warps[i].reset();  // the block's warps
     for (int i = 0; i < r.n; ++i) {
         Fiber& f = r.fibers[size_t(i)];
         f.thread.linear = i;

@@ -18,10 +18,12 @@
 #include <string>
 #include <vector>
 
+#include "device_math.cuh"
 #include "last_block.cuh"
 #include "mma_bf16.cuh"
 
 #include <cuda_pipeline.h>
+#include <mma.h>
 
 namespace {
 
@@ -125,6 +127,45 @@ __global__ void mask_mismatch_kernel(int* out) {
     const unsigned mask = threadIdx.x == 0 ? 0xffffffffu : 0x7fffffffu;
     if (threadIdx.x < 31) __syncwarp(mask);
     out[threadIdx.x] = 1;
+}
+
+// A WMMA product whose lanes bring different tiles (lane 0 loads another row): the
+// API wants the same arguments in the whole warp, so the emulator must stop it.
+__global__ void wmma_divergent_kernel(int* out) {
+    __shared__ __align__(32) __nv_bfloat16 tile[32 * 16];
+    for (int i = int(threadIdx.x); i < 32 * 16; i += 32) tile[i] = __float2bfloat16(float(i % 7));
+    __syncwarp();
+    nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, __nv_bfloat16, nvcuda::wmma::row_major> a;
+    nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 16, __nv_bfloat16, nvcuda::wmma::col_major> b;
+    nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> c;
+    nvcuda::wmma::load_matrix_sync(a, tile + (threadIdx.x == 0 ? 16 * 16 : 0), 16);
+    nvcuda::wmma::load_matrix_sync(b, tile, 16);
+    nvcuda::wmma::fill_fragment(c, 0.0f);
+    nvcuda::wmma::mma_sync(c, a, b, c);
+    out[threadIdx.x] = int(c.x[0]);
+}
+
+// device_math.cuh's warp reductions (one meeting on the emulator) against the
+// same butterflies by explicit shuffles, in every warp of every block (blocks
+// reuse the emulator's warp state); out: per warp and lane the six results of each.
+__global__ void reduce_kernel(const float* in, float* fused, float* shuffled) {
+    const int lane = int(threadIdx.x & 31);
+    const int warp = int(blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32);
+    const float* mine = in + 96 * warp;
+    float v[3] = {mine[lane], mine[32 + lane], mine[64 + lane]};
+    float s[3] = {v[0], v[1], v[2]};
+    cetus::cuda::warp_sum_each(s);
+    const float one = cetus::cuda::warp_sum(v[0]), mx = cetus::cuda::warp_max(v[1]);
+    const float f[6] = {s[0], s[1], s[2], one, mx, cetus::cuda::warp_max(v[2])};
+    float w[6] = {v[0], v[1], v[2], v[0], v[1], v[2]};
+    for (int off = 16; off > 0; off >>= 1) {
+        for (int j = 0; j < 4; ++j) w[j] += __shfl_xor_sync(0xffffffffu, w[j], off);
+        for (int j = 4; j < 6; ++j) w[j] = fmaxf(w[j], __shfl_xor_sync(0xffffffffu, w[j], off));
+    }
+    for (int j = 0; j < 6; ++j) {
+        fused[(warp * 6 + j) * 32 + lane] = f[j];
+        shuffled[(warp * 6 + j) * 32 + lane] = w[j];
+    }
 }
 
 // D = A B + C for A [16, 16], B [16, 8] (bf16 bits, row-major) and C [16, 8]
@@ -297,6 +338,23 @@ void check_mma() {
     check(wrong == 0, "mma.m16n8k16 bf16 from the PTX fragment layout (" + std::to_string(wrong) + " of 128 wrong)");
 }
 
+void check_warp_reductions() {
+    // Values of mixed sizes and signs, so that the order of the additions shows in the
+    // bits; 8 blocks of 2 warps, each warp its own values.
+    constexpr int kWarps = 16;
+    std::vector<float> h(96 * kWarps);
+    for (int i = 0; i < int(h.size()); ++i)
+        h[size_t(i)] = float((i * 37) % 101 - 50) * (i % 7 == 0 ? 1e-7f : 0.37f) + float(i % 5) * 1e3f;
+    float* in = device_alloc<float>(h.size());
+    float* fused = device_alloc<float>(6 * 32 * kWarps);
+    float* shuffled = device_alloc<float>(6 * 32 * kWarps);
+    cudaMemcpy(in, h.data(), h.size() * 4, cudaMemcpyHostToDevice);
+    reduce_kernel<<<kWarps / 2, 64>>>(in, fused, shuffled);
+    const std::vector<float> a = to_host(fused, 6 * 32 * kWarps), b = to_host(shuffled, 6 * 32 * kWarps);
+    check(std::memcmp(a.data(), b.data(), a.size() * 4) == 0,
+          "warp_sum, warp_sum_each and warp_max from one meeting: the shuffles' bits in every lane of 16 warps");
+}
+
 void check_stale_shared() {
     // Many more blocks than host threads, so each host thread runs several; `seen` starts at zero,
     // so only the kernel's reads can make it 0xA5A5A5A5.
@@ -332,6 +390,7 @@ int run_case(const std::string& name) {
     else if (name == "exited-lane") exited_lane_kernel<<<1, 32>>>(out);
     else if (name == "mask-mismatch") mask_mismatch_kernel<<<1, 32>>>(out);
     else if (name == "too-much-shared") too_much_shared_kernel<<<1, 32, 20 * 1024>>>(out);
+    else if (name == "wmma-divergent") wmma_divergent_kernel<<<1, 32>>>(out);
     else {
         std::fprintf(stderr, "cuda_emu_selfcheck: no case %s\n", name.c_str());
         return 2;
@@ -372,12 +431,14 @@ int main(int argc, char** argv) {
     check_fault(argv[0], "exited-lane", "exited");
     check_fault(argv[0], "mask-mismatch", "different masks");
     check_fault(argv[0], "too-much-shared", "shared memory exceed the 49152 bytes");
+    check_fault(argv[0], "wmma-divergent", "must be the same in the whole warp");
     check_sum();
     check_count();
     check_neighbours();
     check_stale_shared();
     check_async_copies();
     check_mma();
+    check_warp_reductions();
     check_together();
     std::printf("cuda emulator selfcheck: %d failed\n", g_failed);
     return g_failed == 0 ? 0 : 1;

@@ -14,16 +14,40 @@ namespace cetus::cuda {
 
 inline constexpr unsigned k_full_mask = 0xffffffffu;
 
+// The whole warp's sum or max by an xor butterfly (every lane gets the same bits).
+// The CUDA emulator computes the same butterfly from one meeting of the lanes
+// instead of five shuffles (tests/cuda_emu: warp_xor_reduce; its self-check holds
+// it to the shuffles' bits).
 __device__ __forceinline__ float warp_sum(float v) {
+#ifdef CETUS_CUDA_EMU
+    ::cuda_emu::warp_xor_reduce(&v, 1, false, "warp_sum");
+#else
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(k_full_mask, v, off);
+#endif
     return v;
 }
 
 __device__ __forceinline__ float warp_max(float v) {
+#ifdef CETUS_CUDA_EMU
+    ::cuda_emu::warp_xor_reduce(&v, 1, true, "warp_max");
+#else
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(k_full_mask, v, off));
+#endif
     return v;
+}
+
+// warp_sum of each of v[0 .. N) (the emulator: one meeting for all of them).
+template <int N>
+__device__ __forceinline__ void warp_sum_each(float (&v)[N]) {
+#ifdef CETUS_CUDA_EMU
+    static_assert(N <= ::cuda_emu::k_gather_words, "the emulator gathers up to k_gather_words values");
+    ::cuda_emu::warp_xor_reduce(v, N, false, "warp_sum");
+#else
+#pragma unroll
+    for (int j = 0; j < N; ++j) v[j] = warp_sum(v[j]);
+#endif
 }
 
 // Sum over the block (blockDim.x a multiple of 32); every thread gets the total.
@@ -163,8 +187,7 @@ __device__ __forceinline__ void warp_row_dot(const DeviceMatrix& w, int64_t row,
             }
         }
     }
-#pragma unroll
-    for (int j = 0; j < NT; ++j) acc[j] = warp_sum(acc[j]);
+    warp_sum_each(acc);
 }
 
 }  // namespace cetus::cuda

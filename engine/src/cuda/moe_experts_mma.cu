@@ -314,8 +314,8 @@ void launch_mma(const ExpertLaunch& a, DeviceDtype dtype, int tile_rows, int64_t
     if (tile_rows != 64 && tile_rows != 128)
         throw Error(ErrorCode::Device, "CUDA backend: expert tiles of " + std::to_string(tile_rows) +
                                            " rows (64 or 128; internal error)");
-    if (a.ldxb % kAVec != 0 || reinterpret_cast<uintptr_t>(a.xb) % 16 != 0 ||
-        (kGateUp && (a.ldob < a.rows || !a.outb)))
+    if (!a.xb || a.ldxb < a.cols || a.ldxb % kAVec != 0 || reinterpret_cast<uintptr_t>(a.xb) % 16 != 0 ||
+        (kGateUp && (!a.outb || a.ldob < a.rows)))
         throw Error(ErrorCode::Device,
                     "CUDA backend: unaligned bf16 operands of the tensor-core experts (internal error)");
     switch (dtype) {

@@ -54,16 +54,32 @@ struct Thread {
     int linear = 0;
 };
 
-extern thread_local Block* g_block;
+// The emulator's hottest thread-locals (every kernel reads them) take the initial-exec
+// model: a plain %fs-relative load instead of a __tls_get_addr call each time. They
+// come from the static TLS that glibc keeps for modules loaded later (the plug-in is
+// dlopen'ed): a few dozen bytes of its 512.
+#define CETUS_EMU_HOT_TLS __attribute__((tls_model("initial-exec")))
+extern thread_local Block* g_block CETUS_EMU_HOT_TLS;
 
 void sync_block();
 // One warp collective: every lane of mask deposits value; returns the value of
 // lane src_lane (computed by the caller from its own lane), or its own value
 // when src_lane < 0.
 uint64_t warp_collective(unsigned mask, uint64_t value, int src_lane, const char* what);
-// The whole warp meets; all[l] holds lane l's first n_words words of mine afterwards.
+// The most values a lane brings to one warp meeting (warp_xor_reduce).
 inline constexpr int k_gather_words = 8;
-void warp_gather(const uint32_t* mine, int n_words, uint32_t (*all)[k_gather_words], const char* what);
+// A warp-uniform computation done once: the whole warp meets, each lane bringing its
+// n_in inputs, which must hold the same bytes in every lane; the first lane to go on
+// runs compute(ctx), which writes its out (up to k_warp_once_bytes), and every other
+// lane gets a copy of those bytes in its own out.
+inline constexpr size_t k_warp_once_bytes = 1024;
+void warp_once(const void* const* in, const size_t* in_bytes, int n_in, void* out, size_t out_bytes,
+               void (*compute)(void*), void* ctx, const char* what);
+// The xor butterfly of device_math.cuh's warp_sum / warp_max (offsets 16, 8, 4, 2, 1:
+// v = v + shfl_xor(v, off), or fmaxf(v, shfl_xor(v, off))) over each of v[0 .. n) (n up
+// to k_gather_words), computed from one meeting of the whole warp instead of five
+// shuffles per value: each lane gets the bits the shuffles give it.
+void warp_xor_reduce(float* v, int n, bool take_max, const char* what);
 // mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 with d as both C and D:
 // the whole warp's fragments in the PTX ISA's layout (mma_bf16.cuh issues the
 // instruction itself on a GPU).
@@ -144,10 +160,10 @@ struct Launch {
 
 // The built-in variables: the running fiber's, set by the scheduler before it
 // switches to a fiber (variables, not macros: cudaLaunchConfig_t has a gridDim).
-extern thread_local uint3 threadIdx;
-extern thread_local uint3 blockIdx;
-extern thread_local dim3 blockDim;
-extern thread_local dim3 gridDim;
+extern thread_local uint3 threadIdx CETUS_EMU_HOT_TLS;
+extern thread_local uint3 blockIdx CETUS_EMU_HOT_TLS;
+extern thread_local dim3 blockDim CETUS_EMU_HOT_TLS;
+extern thread_local dim3 gridDim CETUS_EMU_HOT_TLS;
 
 inline void __syncthreads() { ::cuda_emu::sync_block(); }
 inline void __syncwarp(unsigned mask = 0xffffffffu) { ::cuda_emu::warp_collective(mask, 0, -1, "__syncwarp"); }
