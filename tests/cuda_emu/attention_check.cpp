@@ -7,6 +7,7 @@
 // several splits, with 20 heads (a second block of heads, mostly empty) and
 // with V2-Lite's widths. The model-level comparisons hold these kernels to the
 // CPU only within a bf16 cache's 1e-3; here the bounds are the kernels' own.
+#include "check_util.h"
 #include "kernels.h"
 
 #include <cuda_runtime.h>
@@ -24,32 +25,7 @@
 namespace {
 
 using namespace cetus::cuda;
-
-int g_failed = 0;
-
-void check(bool ok, const std::string& what) {
-    std::printf("%s %s\n", ok ? "ok  " : "FAIL", what.c_str());
-    if (!ok) ++g_failed;
-}
-
-uint16_t to_bf16(float v) { // nearest even (the values here are finite)
-    uint32_t u;
-    std::memcpy(&u, &v, 4);
-    return uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-float from_bf16(uint16_t b) {
-    const uint32_t u = uint32_t(b) << 16;
-    float v;
-    std::memcpy(&v, &u, 4);
-    return v;
-}
-
-template <typename T> T* device_copy(const std::vector<T>& h) {
-    void* p = nullptr;
-    cudaMalloc(&p, h.size() * sizeof(T));
-    cudaMemcpy(p, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice);
-    return static_cast<T*>(p);
-}
+using namespace cetus::check;
 
 struct Case {
     const char* name;

@@ -9,6 +9,7 @@
 // bf16 activations) that must never be read. The model-level comparisons hold the tensor-core
 // kernel to the CPU only within bf16 tolerance; here each kernel meets its own bound, and the two
 // tile widths give the same bits.
+#include "check_util.h"
 #include "kernels.h"
 
 #include <cuda_runtime.h>
@@ -26,28 +27,11 @@
 namespace {
 
 using namespace cetus::cuda;
-
-int g_failed = 0;
-
-void check(bool ok, const std::string& what) {
-    std::printf("%s %s\n", ok ? "ok  " : "FAIL", what.c_str());
-    if (!ok) ++g_failed;
-}
+using namespace cetus::check;
 
 constexpr uint16_t k_bf16_nan = 0x7fc0;
 constexpr uint8_t k_fp8_nan = 0x7f;
 
-uint16_t to_bf16(float v) { // nearest even (the values here are finite)
-    uint32_t u;
-    std::memcpy(&u, &v, 4);
-    return uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-float from_bf16(uint16_t b) {
-    const uint32_t u = uint32_t(b) << 16;
-    float v;
-    std::memcpy(&v, &u, 4);
-    return v;
-}
 // e4m3fn: bias 7, no infinities; the codes used here are normal numbers.
 float from_e4m3(uint8_t b) {
     const int e = (b >> 3) & 15, m = b & 7;
@@ -61,18 +45,6 @@ float round_bf16(float v) {
 
 int64_t round_up(int64_t v, int64_t m) {
     return (v + m - 1) / m * m;
-}
-
-template <typename T> T* device_copy(const std::vector<T>& h) {
-    void* p = nullptr;
-    cudaMalloc(&p, std::max<size_t>(h.size(), 1) * sizeof(T));
-    cudaMemcpy(p, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice);
-    return static_cast<T*>(p);
-}
-template <typename T> std::vector<T> host_copy(const T* d, size_t n) {
-    std::vector<T> h(n);
-    cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost);
-    return h;
 }
 
 // One weight matrix as the kernels see it, and the values they compute with:

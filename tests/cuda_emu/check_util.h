@@ -1,0 +1,48 @@
+// What the kernel-level checks (attention_check.cpp, experts_check.cpp) share: the
+// ok/FAIL lines and their count, bf16 rounding on the host, copies to and from the
+// device. Built for the CUDA emulator and, by the gpu-check preset, for a GPU.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace cetus::check {
+
+inline int g_failed = 0;
+
+inline void check(bool ok, const std::string& what) {
+    std::printf("%s %s\n", ok ? "ok  " : "FAIL", what.c_str());
+    if (!ok) ++g_failed;
+}
+
+inline uint16_t to_bf16(float v) { // nearest even (the values here are finite)
+    uint32_t u;
+    std::memcpy(&u, &v, 4);
+    return uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+inline float from_bf16(uint16_t b) {
+    const uint32_t u = uint32_t(b) << 16;
+    float v;
+    std::memcpy(&v, &u, 4);
+    return v;
+}
+
+template <typename T> T* device_copy(const std::vector<T>& h) {
+    void* p = nullptr;
+    cudaMalloc(&p, std::max<size_t>(h.size(), 1) * sizeof(T));
+    cudaMemcpy(p, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice);
+    return static_cast<T*>(p);
+}
+template <typename T> std::vector<T> host_copy(const T* d, size_t n) {
+    std::vector<T> h(n);
+    cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost);
+    return h;
+}
+
+} // namespace cetus::check
