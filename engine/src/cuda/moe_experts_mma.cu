@@ -7,10 +7,11 @@
 // One block computes a tile of 64 pairs of one expert by kBN weight rows (64 or
 // 128: ExpertMma::tile_rows). The tiles come from launch_group_pairs
 // (ExpertPairs::tiles), so nothing goes back to the host; blocks past the tile
-// count return at once. The activations come in as bf16 rows (the launcher rounds
-// the chunk's input once; the gate/up launch writes its SwiGLU outputs rounded,
-// the down launch's input), so a step stages them with plain 16-byte copies; the
-// rounding is the one the staging did before, so the products are unchanged. Each
+// count return at once. The activations come in as bf16 rows (each layer's gate/up
+// launcher rounds its input once; the gate/up kernel writes its SwiGLU outputs
+// rounded, the down launch's input), so a step stages them with plain 16-byte
+// copies; the rounding is the one the staging did before, so the products are
+// unchanged. Each
 // step stages 32 columns of the gathered activation rows and of the weight rows in
 // shared memory as bf16 (two buffers: the next step's global loads are in flight
 // while the warps multiply), 2 x kBN/32 warps each multiply 32 pairs by 32 rows
@@ -44,8 +45,10 @@ struct TileShape {
     static constexpr int warps_n = kBN / 32;
     static constexpr int a_pieces = kBM * (kBK / kAVec) / threads;  // 16-byte activation pieces per thread per step
     static constexpr int ldc = kBN + 4;                             // fp32 row stride of the output tile
-    // Blocks per SM the registers must allow: with 128 rows, two (at most 128 registers a thread,
-    // 16 warps an SM; at the 164 gate/up would take, one block of 8 warps); with 64, three as they are.
+    // Blocks per SM the registers must allow. 128 rows: two, so at most 128 registers a
+    // thread (ptxas: gate/up then spills 4-16 bytes with BF16, 44 with FP8) for 16 warps
+    // an SM where shared memory holds two blocks (not sm_86/89), against one block of 8
+    // warps at the 164 gate/up takes uncapped. 64 rows: three, met uncapped (124-168).
     static constexpr int min_blocks = kBN == 128 ? 2 : 3;
 };
 
