@@ -101,27 +101,25 @@ struct WarpState {
     unsigned mask = 0;
     uint64_t slots[2][32]{};
     uint32_t gathered[2][32][k_gather_words]{};  // warp_xor_reduce's deposits
-    // warp_xor_reduce's results for every lane, computed once per meeting (by the
-    // first lane to go on); reduced_gen[slot] is that meeting's generation + 1.
+    // The collectives that compute once per meeting for the whole warp (warp_xor_reduce,
+    // mma_m16n8k16_bf16, warp_once; the first lane to go on, see first_after) keep
+    // their results here. warp_xor_reduce's results for every lane:
     float reduced[2][32][k_gather_words]{};
-    uint64_t reduced_gen[2]{};
     int reduce_kind[2][32]{};  // each lane's n * 2 + take_max, which must agree
-    // mma_m16n8k16_bf16's fragments (a[4], b[2], the accumulators' bits[4]) and every
-    // lane's results, computed once per meeting as warp_xor_reduce's are.
+    // mma_m16n8k16_bf16's fragments (a[4], b[2], the accumulators' bits[4]) and every lane's results.
     uint32_t mma_in[2][32][10]{};
     float mma_out[2][32][4]{};
-    uint64_t mma_gen[2]{};
     // warp_once's inputs (each lane's list, on its stack while it waits) and result.
     const void* const* once_in[2][32]{};
     alignas(16) unsigned char once_out[2][k_warp_once_bytes]{};
-    uint64_t once_gen[2]{};
+    uint64_t computed[2]{};  // per slot: the generation + 1 of the meeting last computed
 
     // For a new block: the counters (the deposits are always written before they are read).
     void reset() {
         gen = 0;
         arrived = expected = 0;
         mask = 0;
-        reduced_gen[0] = reduced_gen[1] = mma_gen[0] = mma_gen[1] = once_gen[0] = once_gen[1] = 0;
+        computed[0] = computed[1] = 0;
     }
 };
 
@@ -276,6 +274,15 @@ uint64_t warp_meet(unsigned mask, const char* what, Deposit deposit) {
     return g;
 }
 
+// Whether the calling lane is the first to go on after meeting g (and so computes for
+// the whole warp); it runs on without yielding, so the others still wait at the meeting.
+bool first_after(WarpState& w, uint64_t g) {
+    uint64_t& c = w.computed[g & 1];
+    if (c == g + 1) return false;
+    c = g + 1;
+    return true;
+}
+
 }  // namespace
 
 uint64_t warp_collective(unsigned mask, uint64_t value, int src_lane, const char* what) {
@@ -295,7 +302,7 @@ void warp_xor_reduce(float* v, int n, bool take_max, const char* what) {
     });
     const int me = t_run->current, slot = int(g & 1);
     WarpState& w = t_run->warps[me >> 5];
-    if (w.reduced_gen[slot] != g + 1) {  // the first lane after the meeting: every lane's butterfly
+    if (first_after(w, g)) {  // every lane's butterfly
         for (int l = 1; l < 32; ++l)
             if (w.reduce_kind[slot][l] != w.reduce_kind[slot][0])
                 fail((std::string(what) + ": lanes of one warp reduce different counts or kinds").c_str());
@@ -311,7 +318,6 @@ void warp_xor_reduce(float* v, int n, bool take_max, const char* what) {
             }
             for (int l = 0; l < 32; ++l) w.reduced[slot][l][j] = x[l];
         }
-        w.reduced_gen[slot] = g + 1;
     }
     std::memcpy(v, w.reduced[slot][me & 31], size_t(n) * sizeof(float));
 }
@@ -322,7 +328,7 @@ void warp_once(const void* const* in, const size_t* in_bytes, int n_in, void* ou
     const uint64_t g = warp_meet(0xffffffffu, what, [&](WarpState& w, uint64_t slot, int l) { w.once_in[slot][l] = in; });
     const int slot = int(g & 1);
     WarpState& w = t_run->warps[t_run->current >> 5];
-    if (w.once_gen[slot] == g + 1) {
+    if (!first_after(w, g)) {
         std::memcpy(out, w.once_out[slot], out_bytes);
         return;
     }
@@ -335,7 +341,6 @@ void warp_once(const void* const* in, const size_t* in_bytes, int n_in, void* ou
                          .c_str());
     compute(ctx);
     std::memcpy(w.once_out[slot], out, out_bytes);
-    w.once_gen[slot] = g + 1;
 }
 
 void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
@@ -353,7 +358,7 @@ void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b
     });
     const int lane = t_run->current & 31, slot = int(g & 1);
     WarpState& w = t_run->warps[t_run->current >> 5];
-    if (w.mma_gen[slot] != g + 1) {  // the first lane after the meeting: the whole tile
+    if (first_after(w, g)) {  // the whole tile
         auto bf = [](uint32_t word, int half) { return __uint_as_float((half ? word >> 16 : word & 0xffffu) << 16); };
         float A[16][16], B[16][8];
         for (int l = 0; l < 32; ++l) {
@@ -378,7 +383,6 @@ void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b
                 w.mma_out[slot][l][e] = s;
             }
         }
-        w.mma_gen[slot] = g + 1;
     }
     std::memcpy(d, w.mma_out[slot][lane], sizeof d);
 }
