@@ -46,10 +46,10 @@ void add_selftest_command(CLI::App& app) {
             failed += r.passed ? 0 : 1;
             if (o->json) {
                 j.push_back({{"case", r.fixture}, {"check", r.check}, {"passed", r.passed}, {"error", r.error},
-                             {"tolerance", r.tolerance}, {"detail", r.detail}});
+                             {"tolerance", r.tolerance}, {"detail", r.detail}, {"seconds", r.seconds}});
             } else {
-                std::printf("%-4s %-16s %-52s err %.3g (tol %.3g) %s\n", r.passed ? "ok" : "FAIL", r.fixture.c_str(),
-                            r.check.c_str(), r.error, r.tolerance, r.detail.c_str());
+                std::printf("%-4s %-16s %-52s err %.3g (tol %.3g) %s [%.1f s]\n", r.passed ? "ok" : "FAIL",
+                            r.fixture.c_str(), r.check.c_str(), r.error, r.tolerance, r.detail.c_str(), r.seconds);
             }
         }
         if (o->json) std::printf("%s\n", j.dump(1).c_str());

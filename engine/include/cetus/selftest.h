@@ -20,6 +20,9 @@ struct CheckResult {
     double error = 0.0;      // worst error found (meaning depends on the check)
     double tolerance = 0.0;
     std::string detail;      // where the worst error is, or why it failed
+    // Wall time since the case's previous check (or its start): what running up to
+    // this check took, so a slow suite shows where its time goes.
+    double seconds = 0.0;
 };
 
 struct SelftestOptions {
