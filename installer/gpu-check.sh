@@ -2,7 +2,7 @@
 # The GPU check (README, "CUDA backend"), run on the GPU machine from the repository
 # root with the Qt-free build-gpu/ folder (cetus-cli + libcetus-cuda.so) carried over:
 #   cmake --preset gpu-check && cmake --build --preset gpu-check    # on a development machine
-#   installer/gpu-check.sh pack                                       # carry gpu-carry/ (32 MB)
+#   installer/gpu-check.sh pack                                       # carry gpu-carry/ (15 MB packed)
 #   installer/gpu-check.sh all                                        # on the GPU machine: one call
 # or, when the machine stays for a second call, `conformance` then `bench`.
 # Each mode fits one device call (under 10 minutes; every step has its own time
@@ -10,8 +10,9 @@
 # (the device tool's output folder); a summary to stdout.
 #   all: within one call (steps end by 540 s), most important first: facts, selftest (and the bisect on
 #        failures), the bench figures (V2-Lite decode and prefill, MTP), memcheck, the
-#        selftest with programmatic dependent launch, the attention and expert kernels' own checks
-#        (cetus-attention-check, cetus-experts-check) and the selftest with a bf16 cache, the bench comparisons, and with the
+#        selftest with programmatic dependent launch, the attention, expert and prefill kernels' own checks
+#        (cetus-attention-check, cetus-experts-check, cetus-prefill-check) and the selftest with a bf16 cache,
+#        the bench comparisons, and with the
 #        time left an Nsight Compute profile of decode (kernels by share of time).
 #   conformance (~4 min, estimated): GPU facts, info, selftest (fixtures in exact mode + CUDA vs CPU
 #                on small random shapes, graphs vs direct launches, token choices), the tiny comparison
@@ -22,7 +23,7 @@
 #                without CUDA graphs, decode at 8192 tokens with an fp32 and a bf16 cache (and the
 #                bf16 one with its attention on the CUDA cores, CETUS_CUDA_ATTENTION_MMA=0), a 2048-token
 #                prefill with the tensor-core experts and attention and without (and with expert tiles
-#                of 128 rows), MTP on the demo model
+#                of 128 rows, and with its attention in the absorbed form), MTP on the demo model
 #                (GPU, CPU); figures.md holds the README rows; with the time left, Nsight Compute
 #                profiles of the decode attention at 8192 tokens (tensor cores, CUDA cores).
 #   full: the four-layer V3 comparison, racecheck on the tiny comparison and an Nsight Compute
@@ -36,13 +37,17 @@ out=gpu-out
 [ "$mode" = pack ] || rm -rf "$out"
 mkdir -p "$out"
 cli=build-gpu/cetus-cli
-# `pack` (here, after the build) copies the CLI, the plug-in, the attention and expert checks and the OpenMP
-# runtime into gpu-carry/ (32 MB); carry that and the checks use it.
-[ -x gpu-carry/cetus-cli ] && [ ! build-gpu/cetus-cli -nt gpu-carry/cetus-cli ] && cli=gpu-carry/cetus-cli
+# `pack` (here, after the build) puts the CLI, the plug-in, the attention, expert and prefill checks and the
+# OpenMP runtime, stripped, into gpu-carry/cetus-gpu.tar.gz (about 15 MB; 38 MB unpacked); carry gpu-carry/,
+# and the checks unpack it into gpu-carry/bin/ and use it.
+carried=gpu-carry/cetus-gpu.tar.gz
+if [ "$mode" != pack ] && [ -f "$carried" ] && [ ! build-gpu/cetus-cli -nt "$carried" ]; then
+    rm -rf gpu-carry/bin && mkdir -p gpu-carry/bin && tar -xzf "$carried" -C gpu-carry/bin && cli=gpu-carry/bin/cetus-cli
+fi
 # A dry run of the script's mechanics here, on the CUDA emulator (too slow for most steps):
 #   CETUS_CUDA_PLUGIN=$PWD/build/libcetus-cuda-emu.so GPU_CHECK_CLI=build/cetus-cli installer/gpu-check.sh all
 cli=${GPU_CHECK_CLI:-$cli}
-export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}:$PWD/gpu-carry"
+export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}:$PWD/gpu-carry/bin"
 export OMP_WAIT_POLICY=PASSIVE
 demo=$(ls -d resources/models/*/ 2>/dev/null | head -1)
 # One device call is 600 s: the steps end by 540 s (plus 10 s to kill one that hangs),
@@ -150,6 +155,9 @@ kernel_checks() {
     grep -E "FAIL|failed" "$out/attention-check.out" | head -8
     step experts-check 60 "$(dirname "$cli")/cetus-experts-check" --v2-lite
     grep -E "FAIL|failed" "$out/experts-check.out" | head -8
+    # Prefill attention in both forms (the products through cuBLAS) against double precision.
+    step prefill-check 30 "$(dirname "$cli")/cetus-prefill-check"
+    grep -E "FAIL|failed" "$out/prefill-check.out" | head -8
 }
 
 selftest_kv_bf16() {
@@ -172,7 +180,8 @@ bisect_on_failures() {
     # so one call already says which kernel family is at fault.
     if python3 -c "import json,sys; sys.exit(0 if any(not r['passed'] for r in json.load(open(sys.argv[1]))) else 1)" \
         "$out/selftest-cuda.out" 2>/dev/null; then
-        for sw in CETUS_CUDA_FUSE=0 CETUS_CUDA_EXPERT_MMA=0 CETUS_CUDA_ATTENTION_GEMM=0 CETUS_CUDA_GRAPHS=0 CETUS_CUDA_SAMPLING=host; do
+        for sw in CETUS_CUDA_FUSE=0 CETUS_CUDA_EXPERT_MMA=0 CETUS_CUDA_ATTENTION_GEMM=0 CETUS_CUDA_PREFILL_FORM=absorbed \
+            CETUS_CUDA_GRAPHS=0 CETUS_CUDA_SAMPLING=host; do
             step "bisect-${sw%%=*}" 45 env "$sw" "$cli" selftest --device cuda --compare tiny --compare-only --json
             python3 -c "import json,sys; rows=json.load(open(sys.argv[1])); bad=[r['case']+' / '+r['check'] for r in rows if not r['passed']]; print('  with', sys.argv[2], len(rows), 'checks,', len(bad), 'failed:', '; '.join(bad[:6]))" \
                 "$out/bisect-${sw%%=*}.out" "$sw" 2>/dev/null || echo "  with $sw: no JSON"
@@ -213,6 +222,17 @@ bench_comparisons() {
     # The tensor-core experts in tiles of 128 weight rows instead of 64 (the same bits).
     step bench-prefill-2048-tile128 60 env CETUS_CUDA_EXPERT_TILE_ROWS=128 \
         "$cli" bench --device cuda --random-model v2-lite --layers 4 --prompt 2048 --gen 0 --json
+    # Prefill attention in the absorbed form (the expanded form is the default for long chunks).
+    step bench-prefill-2048-absorbed 60 env CETUS_CUDA_PREFILL_FORM=absorbed \
+        "$cli" bench --device cuda --random-model v2-lite --layers 4 --prompt 2048 --gen 0 --json
+    # A 32-token follow-up after 4096 tokens: the form by cost (absorbed there) against the expanded form.
+    step bench-followup-4096 60 "$cli" bench --device cuda --random-model v2-lite --layers 4 --prompt 4096 --gen 0 \
+        --followup 32 --json
+    step bench-followup-4096-expanded 60 env CETUS_CUDA_PREFILL_FORM=expanded \
+        "$cli" bench --device cuda --random-model v2-lite --layers 4 --prompt 4096 --gen 0 --followup 32 --json
+    for f in bench-followup-4096 bench-followup-4096-expanded; do
+        python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print(sys.argv[1].split('/')[-1], 'follow-up ms', j.get('followup_ms'), 'prefill tok/s', j.get('prefill_tokens_per_s'))" "$out/$f.out" 2>/dev/null || echo "$f: no JSON"
+    done
     step bench-v2lite-fp8-cuda 130 "$cli" bench --device cuda --random-model v2-lite --dtype fp8 --prompt 512 --gen 64 --json
     step bench-v2lite-fp8-nographs 110 env CETUS_CUDA_GRAPHS=0 "$cli" bench --device cuda --random-model v2-lite --dtype fp8 --prompt 64 --gen 32 --json
     # Decode at a long context with the latent cache in fp32 and in bf16, side by side.
@@ -223,7 +243,7 @@ bench_comparisons() {
     step bench-v2lite-8k-bf16-cores 120 env CETUS_CUDA_ATTENTION_MMA=0 \
         "$cli" bench --device cuda --random-model v2-lite --prompt 8192 --gen 64 --repeat 2 --kv-cache bf16 --json
     runs="bench-v2lite-cuda bench-v2lite-nofuse bench-v2lite-pdl bench-prefill-2048 bench-prefill-2048-fp32"
-    runs="$runs bench-prefill-2048-tile128"
+    runs="$runs bench-prefill-2048-tile128 bench-prefill-2048-absorbed"
     runs="$runs bench-v2lite-fp8-cuda bench-v2lite-fp8-nographs bench-v2lite-8k-f32 bench-v2lite-8k-bf16"
     runs="$runs bench-v2lite-8k-bf16-cores"
     summarise_bench $runs
@@ -295,11 +315,15 @@ ncu_attention() {
 run_mode() {
 case "$1" in
 pack)
-    mkdir -p gpu-carry
+    # Stripped (the kernels' code and names stay) and packed with gzip, which any image unpacks:
+    # with the tracked files well under the device call's 64 MiB.
+    rm -rf gpu-carry && mkdir -p gpu-carry/stage
     cp build-gpu/cetus-cli build-gpu/libcetus-cuda.so build-gpu/cetus-attention-check build-gpu/cetus-experts-check \
-        gpu-carry/
-    # The OpenMP runtime it was linked with too, in case the GPU image has none (LD_LIBRARY_PATH below).
-    cp "$(ldd build-gpu/cetus-cli | awk '/libgomp/ {print $3}')" gpu-carry/ 2>/dev/null || true
+        build-gpu/cetus-prefill-check gpu-carry/stage/ || return 1
+    # The OpenMP runtime it was linked with too, in case the GPU image has none (LD_LIBRARY_PATH above).
+    cp "$(ldd build-gpu/cetus-cli | awk '/libgomp/ {print $3}')" gpu-carry/stage/ 2>/dev/null || true
+    strip --strip-unneeded gpu-carry/stage/* || return 1
+    tar -czf "$carried" -C gpu-carry/stage . && rm -rf gpu-carry/stage
     du -sh gpu-carry
     ;;
 all)  # the first call of a GPU session: what matters most first, within one device call

@@ -21,7 +21,7 @@ void add_bench_command(CLI::App& app) {
     struct Opts {
         LoadFlags load;
         std::string model, random, device = "cpu", dtype = "bf16";
-        int64_t prompt = 128, gen = 32, layers = 0;
+        int64_t prompt = 128, gen = 32, followup = 0, layers = 0;
         int repeat = 3, threads = 0, draft = 1;
         std::string mtp, text_file, prompts_file;
         bool tokenizer = false;
@@ -37,6 +37,9 @@ void add_bench_command(CLI::App& app) {
     add_load_flags(cmd, o->load);
     cmd->add_option("--prompt", o->prompt, "Prompt tokens");
     cmd->add_option("--gen", o->gen, "Generated tokens");
+    cmd->add_option("--followup", o->followup,
+                    "Then a chunk of N tokens after the prompt and generated tokens, as a conversation's next "
+                    "message through the kept cache (followup_tokens_per_s)");
     cmd->add_option("--repeat", o->repeat, "Measured repeats after one warm-up (median reported)");
     cmd->add_option("--threads", o->threads, "CPU threads (default: all)");
     cmd->add_option("--mtp", o->mtp, "Greedy generation with MTP drafts: on, off, or both (side by side)")
@@ -55,7 +58,7 @@ void add_bench_command(CLI::App& app) {
             if (int rc = run_tokenizer_bench(o->model, o->text_file, o->json); rc != 0) throw CLI::RuntimeError(rc);
             return;
         }
-        const int64_t ctx = o->prompt + o->gen;
+        const int64_t ctx = o->prompt + o->gen + o->followup;
         std::unique_ptr<Engine> e;
         if (!o->random.empty()) {
             EngineOptions eo;
@@ -75,6 +78,7 @@ void add_bench_command(CLI::App& app) {
         BenchOptions bo;
         bo.n_prompt = o->prompt;
         bo.n_gen = o->gen;
+        bo.n_followup = o->followup;
         bo.repeats = o->repeat;
         const ModelInfo& i = e->info();
         if (!o->mtp.empty()) {
@@ -137,6 +141,9 @@ void add_bench_command(CLI::App& app) {
                             {"decode_tokens_per_s", r.decode_tokens_per_s},
                             {"prefill_ms", r.prefill_ms},
                             {"decode_ms_per_token", r.decode_ms_per_token},
+                            {"followup_tokens", o->followup},
+                            {"followup_tokens_per_s", r.followup_tokens_per_s},
+                            {"followup_ms", r.followup_ms},
                             {"kv_cache_type", i.kv_cache_type},
                             {"kv_cache_bytes", r.kv_cache_bytes},
                             {"decode_bytes_per_token", r.decode_bytes_per_token},
@@ -154,6 +161,9 @@ void add_bench_command(CLI::App& app) {
             std::printf("%s on %s: prefill %.1f tok/s (%lld tokens), decode %.2f tok/s, peak RSS %.0f MiB\n",
                         i.name.c_str(), i.backend.c_str(), r.prefill_tokens_per_s, (long long)o->prompt,
                         r.decode_tokens_per_s, double(peak_rss_bytes()) / 1048576.0);
+            if (o->followup > 0)
+                std::printf("follow-up: %lld tokens after %lld in %.1f ms (%.1f tok/s)\n", (long long)o->followup,
+                            (long long)(o->prompt + o->gen), r.followup_ms, r.followup_tokens_per_s);
             std::printf("decode reads %.1f MiB per token: %.1f GB/s", r.decode_bytes_per_token / 1048576.0,
                         r.decode_bandwidth_gbs);
             if (r.bandwidth_fraction > 0)

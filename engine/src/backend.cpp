@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
+#include <cstring>
 
 namespace cetus {
 
@@ -57,7 +59,16 @@ void CpuBackend::check_argmax_rows(int64_t argmax_n_valid, int64_t rows) {
 void CpuBackend::forward(const int32_t* ids, int64_t T, int64_t start_pos, const ForwardOptions& opt,
                          ForwardOutput& out) {
     check_argmax_rows(opt.argmax_n_valid, opt.all_logits ? T : 1);
-    m_model.forward(ids, T, start_pos, m_cache, opt, out);
+    // CETUS_CPU_MLA_FORM=absorbed|naive: one form for every chunk (side-by-side benches).
+    ForwardOptions o = opt;
+    if (const char* form = std::getenv("CETUS_CPU_MLA_FORM")) {
+        if (std::strcmp(form, "absorbed") == 0) o.absorb_max_tokens = int64_t(1) << 40;
+        if (std::strcmp(form, "naive") == 0) {
+            o.absorb_max_tokens = 0;
+            o.absorb_by_cost = false;
+        }
+    }
+    m_model.forward(ids, T, start_pos, m_cache, o, out);
     out.argmax.clear();
     append_argmax(out.logits, m_model.config().vocab_size, opt.argmax_n_valid, out.argmax);
     if (!m_device_sampling) {

@@ -2,6 +2,8 @@
 // generator does). Decode: n_gen single-token forwards through the cache,
 // each fed the argmax of the previous step, taken where the generator takes it
 // (on the device when the backend chooses there, so the logits stay put).
+// Follow-up: one forward over n_followup more ids after those, through the cache
+// (a conversation's next message).
 #include "cetus/bench.h"
 
 #include "backend.h"
@@ -64,18 +66,20 @@ BenchResult run_bench(Engine& engine, const BenchOptions& o) {
     Model& model = engine.model();
     Backend& backend = engine.backend();
     const ModelConfig& c = model.config();
-    if (o.n_prompt < 1 || o.n_gen < 0 || o.repeats < 1)
-        throw Error(ErrorCode::BadRequest, "bench needs --prompt >= 1, --gen >= 0, --repeat >= 1");
-    if (o.n_prompt + o.n_gen > backend.capacity())
-        throw Error(ErrorCode::ContextOverflow, "prompt + gen = " + std::to_string(o.n_prompt + o.n_gen) +
+    if (o.n_prompt < 1 || o.n_gen < 0 || o.n_followup < 0 || o.repeats < 1)
+        throw Error(ErrorCode::BadRequest, "bench needs --prompt >= 1, --gen >= 0, --followup >= 0, --repeat >= 1");
+    const int64_t n_ctx = o.n_prompt + o.n_gen + o.n_followup;
+    if (n_ctx > backend.capacity())
+        throw Error(ErrorCode::ContextOverflow, "prompt + gen + followup = " + std::to_string(n_ctx) +
                                                     " exceeds the context of " + std::to_string(backend.capacity()));
     std::mt19937_64 rng(o.seed);
     std::uniform_int_distribution<int32_t> dist(0, int32_t(c.vocab_size - 1));
-    std::vector<int32_t> prompt(static_cast<size_t>(o.n_prompt));
+    std::vector<int32_t> prompt(static_cast<size_t>(o.n_prompt)), followup(static_cast<size_t>(o.n_followup));
     for (auto& t : prompt) t = dist(rng);
+    for (auto& t : followup) t = dist(rng);
 
     using clock = std::chrono::steady_clock;
-    std::vector<double> prefill_s, decode_s;
+    std::vector<double> prefill_s, decode_s, followup_s;
     ForwardOptions last;
     last.all_logits = false;
     last.logits_to_host = !backend.samples_on_device();
@@ -91,9 +95,12 @@ BenchResult run_bench(Engine& engine, const BenchOptions& o) {
             backend.forward(&next, 1, o.n_prompt + g, last, out);
         }
         auto t2 = clock::now();
+        if (o.n_followup > 0) backend.forward(followup.data(), o.n_followup, o.n_prompt + o.n_gen, last, out);
+        auto t3 = clock::now();
         if (r == 0) continue;
         prefill_s.push_back(std::chrono::duration<double>(t1 - t0).count());
         decode_s.push_back(std::chrono::duration<double>(t2 - t1).count());
+        followup_s.push_back(std::chrono::duration<double>(t3 - t2).count());
     }
     auto median = [](std::vector<double> v) {
         std::sort(v.begin(), v.end());
@@ -103,6 +110,10 @@ BenchResult run_bench(Engine& engine, const BenchOptions& o) {
     res.repeats = o.repeats;
     res.prefill_ms = median(prefill_s) * 1e3;
     res.prefill_tokens_per_s = double(o.n_prompt) / median(prefill_s);
+    if (o.n_followup > 0) {
+        res.followup_ms = median(followup_s) * 1e3;
+        res.followup_tokens_per_s = double(o.n_followup) / median(followup_s);
+    }
     if (o.n_gen > 0) {
         res.decode_ms_per_token = median(decode_s) * 1e3 / double(o.n_gen);
         res.decode_tokens_per_s = double(o.n_gen) / median(decode_s);
@@ -118,12 +129,18 @@ BenchResult run_bench(Engine& engine, const BenchOptions& o) {
     if (res.decode_ms_per_token > 0) res.decode_bandwidth_gbs = res.decode_bytes_per_token / res.decode_ms_per_token / 1e6;
     res.device_copy_bandwidth_gbs = backend.copy_bandwidth_gbs();
     if (res.device_copy_bandwidth_gbs > 0) res.bandwidth_fraction = res.decode_bandwidth_gbs / res.device_copy_bandwidth_gbs;
-    // Absorbed attention per token and head: q_abs (d_n x d_c), scores over the
-    // latent row (d_c + d_r) and the context sum (d_c) per cached position, W_UV (d_v x d_c).
+    // Attention per token and head, in the cheaper of the two forms (both backends
+    // take the expanded one for long prompt chunks): absorbed, q_abs (d_n x d_c),
+    // scores over the latent row (d_c + d_r) and the context sum (d_c) per cached
+    // position, W_UV (d_v x d_c); expanded, the token's own row expanded to keys and
+    // values (d_c x (d_n + d_v)), scores (d_n + d_r) and the sum of values (d_v) per
+    // cached position.
     const double n_h = double(c.num_attention_heads), d_c = double(c.kv_lora_rank);
+    const double d_n = double(c.qk_nope_head_dim), d_r = double(c.qk_rope_head_dim), d_v = double(c.v_head_dim);
     const double mean_prefill_ctx = (double(o.n_prompt) + 1.0) / 2.0;
-    const double attn = 2.0 * L * n_h *
-                        (double(c.qk_nope_head_dim) * d_c + mean_prefill_ctx * (row + d_c) + double(c.v_head_dim) * d_c);
+    const double absorbed = d_n * d_c + mean_prefill_ctx * (row + d_c) + d_v * d_c;
+    const double expanded = d_c * (d_n + d_v) + mean_prefill_ctx * (d_n + d_r + d_v);
+    const double attn = 2.0 * L * n_h * std::min(absorbed, expanded);
     res.prefill_flops_per_token = 2.0 * tw.elements + attn;
     res.prefill_tflops = res.prefill_flops_per_token * res.prefill_tokens_per_s / 1e12;
     res.device_peak_tflops = backend.peak_bf16_tflops();

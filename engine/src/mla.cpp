@@ -127,4 +127,12 @@ void mla_forward(const ModelConfig& c, const Rope& rope, const AttentionWeights&
     (void)H;
 }
 
+bool mla_absorbed_cheaper(const ModelConfig& c, int64_t n_tokens, int64_t start_pos) {
+    const double t = double(n_tokens), n_ctx = double(start_pos + n_tokens), d_c = double(c.kv_lora_rank);
+    const double d_n = double(c.qk_nope_head_dim), d_r = double(c.qk_rope_head_dim), d_v = double(c.v_head_dim);
+    const double absorbed = t * d_c * (d_n + d_v) + t * (double(start_pos) + (t + 1.0) / 2.0) * (2.0 * d_c + d_r);
+    const double naive = n_ctx * d_c * (d_n + d_v) + t * n_ctx * (d_n + d_r + d_v);
+    return absorbed < naive;
+}
+
 }  // namespace cetus

@@ -64,7 +64,10 @@ struct ForwardOptions {
     int64_t argmax_n_valid = 0;
     bool want_hidden = false;     // post-norm hidden states (MTP input)
     bool want_routing = false;
-    int64_t absorb_max_tokens = 16;  // chunks up to this use the absorbed form
+    // MLA's form: chunks up to absorb_max_tokens absorbed; longer ones too where that
+    // takes fewer multiply-adds (mla_absorbed_cheaper) unless absorb_by_cost is off.
+    int64_t absorb_max_tokens = 16;
+    bool absorb_by_cost = true;
     // CPU backend only, for tests: [T, n_moe_layers, top_k] expert ids (RoutingRecord's
     // layout) that every MoE layer follows instead of its own choices (which
     // out.routing still reports); see moe_forward.

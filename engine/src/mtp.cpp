@@ -3,6 +3,7 @@
 // own latent cache at position i, then shared_head.norm and shared_head.head.
 // The main model's hidden h_i is the post-model.norm state.
 #include "cpu/ops.h"
+#include "mla.h"
 #include "model.h"
 
 namespace cetus {
@@ -23,7 +24,7 @@ void Model::mtp_forward(int64_t k, const float* hidden, const int32_t* next_ids,
     std::vector<float> x(static_cast<size_t>(T * H));  // [T, H]
     cpu::matmul(cat.data(), T, m.eh_proj, x.data());
     block_forward(m.block, c.num_hidden_layers + k, x.data(), T, start_pos, cache, nullptr, nullptr, 0,
-                  T <= 16);
+                  T <= 16 || mla_absorbed_cheaper(c, T, start_pos));
     std::vector<float> y(static_cast<size_t>(T * H));  // [T, H] after shared_head.norm
     cpu::rmsnorm_rows(x.data(), m.shared_head_norm.data(), eps, T, H, y.data());
     if (logits) {

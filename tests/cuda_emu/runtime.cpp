@@ -1084,10 +1084,21 @@ void store(void* p, cudaDataType t, size_t i, float v) {
     }
 }
 
+// An fp32 operand of a TF32 product: its mantissa rounded to 10 bits, to nearest
+// (ties to even; the hardware's rounding is not documented, so this is the model).
+float to_tf32(float v) {
+    uint32_t u;
+    std::memcpy(&u, &v, 4);
+    if ((u & 0x7f800000u) == 0x7f800000u) return v;  // inf, NaN
+    u = (u + 0xfffu + ((u >> 13) & 1u)) & 0xffffe000u;
+    std::memcpy(&v, &u, 4);
+    return v;
+}
+
 cublasStatus_t gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                     const float* alpha, const void* A, cudaDataType at, int lda, long long sa, const void* B,
                     cudaDataType bt, int ldb, long long sb, const float* beta, void* C, cudaDataType ct, int ldc,
-                    long long sc, int batch) {
+                    long long sc, int batch, bool tf32 = false) {
     if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
     if (m < 0 || n < 0 || k < 0 || batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
     if (ldc < std::max(1, m) || lda < std::max(1, ta == CUBLAS_OP_N ? m : k) ||
@@ -1107,6 +1118,8 @@ cublasStatus_t gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb
                 for (int l = 0; l < k; ++l)
                     b_cols[size_t(j) * k + l] =
                         load(B, bt, ob + (tb == CUBLAS_OP_N ? size_t(j) * ldb + l : size_t(l) * ldb + j));
+            if (tf32)
+                for (float& v : b_cols) v = to_tf32(v);
             constexpr int kRows = 16;
             cuda_emu::HostPool::get().for_each(uint64_t(m + kRows - 1) / kRows, [&](uint64_t c) {
                 thread_local std::vector<float> a_rows;
@@ -1116,6 +1129,8 @@ cublasStatus_t gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb
                     for (int l = 0; l < k; ++l)
                         a_rows[size_t(r) * k + l] =
                             load(A, at, oa + (ta == CUBLAS_OP_N ? size_t(l) * lda + i0 + r : size_t(i0 + r) * lda + l));
+                if (tf32)
+                    for (int l = 0; l < ni * k; ++l) a_rows[size_t(l)] = to_tf32(a_rows[size_t(l)]);
                 for (int r = 0; r < ni; ++r) {
                     const float* ar = a_rows.data() + size_t(r) * k;
                     for (int j0 = 0; j0 < n; j0 += 4) {
@@ -1163,18 +1178,18 @@ const char* cublasGetStatusString(cublasStatus_t s) {
 
 cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                             const void* alpha, const void* A, cudaDataType at, int lda, const void* B, cudaDataType bt,
-                            int ldb, const void* beta, void* C, cudaDataType ct, int ldc, cublasComputeType_t,
-                            cublasGemmAlgo_t) {
+                            int ldb, const void* beta, void* C, cudaDataType ct, int ldc,
+                            cublasComputeType_t compute, cublasGemmAlgo_t) {
     return gemm(h, ta, tb, m, n, k, static_cast<const float*>(alpha), A, at, lda, 0, B, bt, ldb, 0,
-                static_cast<const float*>(beta), C, ct, ldc, 0, 1);
+                static_cast<const float*>(beta), C, ct, ldc, 0, 1, compute == CUBLAS_COMPUTE_32F_FAST_TF32);
 }
 cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
                                           int k, const void* alpha, const void* A, cudaDataType at, int lda,
                                           long long sa, const void* B, cudaDataType bt, int ldb, long long sb,
                                           const void* beta, void* C, cudaDataType ct, int ldc, long long sc,
-                                          int batch, cublasComputeType_t, cublasGemmAlgo_t) {
+                                          int batch, cublasComputeType_t compute, cublasGemmAlgo_t) {
     return gemm(h, ta, tb, m, n, k, static_cast<const float*>(alpha), A, at, lda, sa, B, bt, ldb, sb,
-                static_cast<const float*>(beta), C, ct, ldc, sc, batch);
+                static_cast<const float*>(beta), C, ct, ldc, sc, batch, compute == CUBLAS_COMPUTE_32F_FAST_TF32);
 }
 cublasStatus_t cublasSgemm_v2(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                               const float* alpha, const float* A, int lda, const float* B, int ldb, const float* beta,

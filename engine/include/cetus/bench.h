@@ -13,6 +13,9 @@ namespace cetus {
 struct BenchOptions {
     int64_t n_prompt = 128;
     int64_t n_gen = 32;
+    // > 0: then a chunk of n_followup random ids at position n_prompt + n_gen through
+    // the kept cache, as a conversation's next message (time to its first token).
+    int64_t n_followup = 0;
     int repeats = 3;  // after one warm-up
     uint64_t seed = 7;
     // Generation bench: user messages rendered with the model's chat template (needs a
@@ -27,6 +30,7 @@ struct BenchResult {
     double prefill_tokens_per_s = 0.0;  // median
     double decode_tokens_per_s = 0.0;   // median
     double prefill_ms = 0.0, decode_ms_per_token = 0.0;
+    double followup_tokens_per_s = 0.0, followup_ms = 0.0;  // median (n_followup > 0)
     uint64_t kv_cache_bytes = 0;  // held after prompt + generation
     int repeats = 0;
     // Decode against the memory-bandwidth limit: bytes one decode step must read

@@ -287,6 +287,8 @@ private:
     int64_t m_n_tokens = 0;
     int64_t m_logit_rows = 0;  // rows of the last call's logits in m_s.logits
     int64_t m_attn_batch_elems = int64_t(Gemm::k_attn_batch_elems);
+    int64_t m_expanded_bytes = int64_t(Gemm::k_expanded_bytes);
+    Gemm::PrefillForm m_prefill_form = Gemm::PrefillForm::Auto;  // CETUS_CUDA_PREFILL_FORM
     int m_expert_tile_rows = 64;  // the tensor-core experts' tile width (CETUS_CUDA_EXPERT_TILE_ROWS=128)
     bool m_interleave, m_exact, m_expert_mma = true, m_attention_gemm = true, m_device_sampling = true;
     bool m_fuse = true;  // the decode fusions (CETUS_CUDA_FUSE=0: off), handed to m_gemm as its counter
@@ -361,7 +363,18 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
     // (never below one full row of the cache).
     if (const char* batch = std::getenv("CETUS_CUDA_ATTENTION_BATCH")) {
         const long long v = std::atoll(batch);
-        if (v > 0) m_attn_batch_elems = std::max<int64_t>(v, round_up(m_capacity, 8));
+        if (v > 0) {
+            m_attn_batch_elems = std::max<int64_t>(v, round_up(m_capacity, 8));
+            m_expanded_bytes = 0;  // and the expansion to one head at a time
+        }
+    }
+    if (const char* form = std::getenv("CETUS_CUDA_PREFILL_FORM")) {
+        const std::string f = form;
+        if (f == "absorbed") m_prefill_form = Gemm::PrefillForm::Absorbed;
+        else if (f == "expanded") m_prefill_form = Gemm::PrefillForm::Expanded;
+        else if (f != "auto")
+            throw Error(ErrorCode::BadRequest,
+                        "CETUS_CUDA_PREFILL_FORM must be auto, absorbed or expanded, not '" + f + "'");
     }
     // Programmatic dependent launch: an experiment, off unless asked for (Hopper and later).
     set_programmatic_launch(m_info.major >= 9 && env_is("CETUS_CUDA_PDL", "1") && programmatic_launch_compiled());
@@ -470,6 +483,7 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
     Carver staging(m_staging_memory.get());
     m_h = carve_staging(staging);
     m_gemm = std::make_unique<Gemm>(m_stream.get(), m_exact, m_s.gemm, m_fuse ? m_s.grid_done : nullptr);
+    m_gemm->set_prefill_form(m_prefill_form);
     launch_choice_init(m_s.choice, c.vocab_size, m_stream.get());
     CETUS_CUDA(cudaMemsetAsync(m_s.grid_done, 0, sizeof(uint32_t), m_stream.get()));
     // Zeroed like the CPU's cache; rows past n_tokens are never read.
@@ -573,6 +587,14 @@ CudaBackend::Scratch CudaBackend::carve_scratch(Carver& cv) const {
             s.gemm.attn_batch_elems = size_t(
                 std::min<int64_t>(m_attn_batch_elems, n_h * n * round_up(m_capacity, 8)));
             s.gemm.attn_scores = f(int64_t(s.gemm.attn_batch_elems));
+            if (m_prefill_form != Gemm::PrefillForm::Absorbed) {
+                // The expanded form: at least one head's keys and values for the whole context.
+                const int64_t head_bytes = (c.qk_nope_head_dim + c.v_head_dim) * m_capacity * (m_cache_bf16 ? 2 : 4);
+                s.gemm.expanded_bytes = size_t(std::min(n_h * head_bytes, std::max(m_expanded_bytes, head_bytes)));
+                s.gemm.expanded = cv.take<char>(s.gemm.expanded_bytes);
+                s.gemm.latent_elems = size_t(m_cache_bf16 ? 0 : 2 * c.kv_lora_rank * m_capacity);
+                s.gemm.latent_bf16 = cv.take<uint16_t>(s.gemm.latent_elems);
+            }
         }
     }
     return s;
@@ -1121,6 +1143,11 @@ void CudaBackend::attention(const DeviceLayer& l, int64_t cache_layer, int64_t n
     // The cache rows and the queries' rope, and q_abs [n, n_h, d_c] (one launch in decode).
     const LatentCacheArgs latent{m_s.kv, l.kv_a_norm, k_latent_norm_eps, m_weights.rope_table, m_interleave,
                                  m_s.start_pos, m.d_c, m.d_r, cache, m_cache_bf16, m_s.q, m.n_h, m.d_n};
+    if (gemm.prefill_expanded(l.kv_b, n, *m_h.start_pos, m, m_cache_bf16)) {  // keys and values expanded
+        launch_latent_cache(latent, n, s);
+        gemm.mla_prefill_expanded(l.kv_b, m_s.q, cache, m_cache_bf16, n, *m_h.start_pos, m, m_scale, m_s.o);
+        return;
+    }
     gemm.latent_cache_absorb_q(latent, l.kv_b, m_s.q, n, m, m_s.q_abs);
     if (gemm.prefill_attention(n))  // prefill chunks on the tensor cores; the host knows their position
         gemm.mla_prefill(m_s.q_abs, m_s.q, cache, m_cache_bf16, n, *m_h.start_pos, m, m_scale, m_s.ctx);

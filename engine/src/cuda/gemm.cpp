@@ -263,4 +263,100 @@ void Gemm::mla_prefill(const float* q_abs, const float* q, const void* cache, bo
     }
 }
 
+bool Gemm::prefill_expanded(const DeviceMatrix& kv_b, int64_t n, int64_t start, const MlaShape& m,
+                            bool cache_bf16) const {
+    if (!prefill_attention(n) || !m_scratch.expanded || kv_b.dtype == DeviceDtype::F32) return false;
+    if (m_form != PrefillForm::Auto) return m_form == PrefillForm::Expanded;
+    // Multiply-adds per head (queries t, cache rows r), TF32 products and split
+    // operands counted twice.
+    const double t = double(n), r = double(start + n), x = cache_bf16 ? 1.0 : 2.0;
+    const double absorbed = t * r * (2.0 * (m.d_c + m.d_r) + x * m.d_c) + t * m.d_c * (m.d_n + m.d_v);
+    const double expanded = x * (r * m.d_c * (m.d_n + m.d_v) + t * r * (m.d_n + m.d_r + m.d_v));
+    return expanded < absorbed;
+}
+
+// Per group of heads h0 .. h0 + gh - 1 (as many as the expansion scratch holds for
+// all rows): u = c W^T for the group's kv_b rows, u[s] = [k_nope_h ; v_h] per head
+// ([rows, gh, d_n + d_v]; the row-major product as in matmul). Then per block of
+// queries t0 .. t0 + nb - 1 (w = start + t0 + nb rows visible to the last of them)
+// and batch of heads (as many as the score buffer holds), per head h:
+//   scores_h^T (w x nb, ld) = scale k_nope_h (w x d_n, rows gh (d_n + d_v) apart)
+//       q_nope_h^T (d_n x nb, rows n_h (d_n + d_r) apart)
+//       + scale k_pe (w x d_r, the cache rows' rope part) q_pe_h^T,
+//   probs = causal softmax of the scores, in place,
+//   o_h^T (d_v x nb, rows n_h d_v apart) = v_h^T (d_v x w) probs_h^T (w x nb).
+// A bf16 cache: u, the queries and the probabilities (rows 2 ld apart) as bf16,
+// all products bf16 with fp32 sums; each operand within 2^-9 of its value, as in
+// a bf16 model's own attention. An fp32 cache keeps the absorbed form's TF32
+// precision: u in fp32 from the latent in two bf16 parts (two products, the
+// latent to about 2^-17), then TF32 products of fp32 operands.
+void Gemm::mla_prefill_expanded(const DeviceMatrix& kv_b, const float* q, const void* cache, bool cache_bf16,
+                                int64_t n, int64_t start, const MlaShape& m, float scale, float* o) {
+    if (n <= 0) return;
+    const int64_t W = m.d_c + m.d_r, d_qk = m.d_n + m.d_r, d_u = m.d_n + m.d_v, rows = start + n;
+    const int64_t ld_max = round_up(rows, 8);
+    const int64_t budget = int64_t(m_scratch.attn_batch_elems);
+    if (budget < ld_max) scratch_overflow("attention score");
+    const int64_t u_size = cache_bf16 ? 2 : 4;  // bytes of an element of u, the queries and the cache
+    const int64_t heads_per_group =
+        std::min<int64_t>(m.n_h, int64_t(m_scratch.expanded_bytes) / (rows * d_u * u_size));
+    if (heads_per_group < 1) scratch_overflow("expanded key");
+    const uint16_t* wb = weights_bf16(kv_b);
+    float* scores = m_scratch.attn_scores;
+    const float one = 1.0f, zero = 0.0f;
+    const int64_t tq = std::min({n, budget / ld_max, k_expanded_query_block});
+    // The operands' type and the products' precision; the latent as the expansion
+    // reads it (a bf16 cache as it is, an fp32 cache's in two parts); the queries.
+    const cudaDataType t_op = cache_bf16 ? CUDA_R_16BF : CUDA_R_32F;
+    const cublasComputeType_t compute = cache_bf16 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_TF32;
+    const uint16_t *lat_hi = static_cast<const uint16_t*>(cache), *lat_lo = nullptr;
+    int64_t ld_lat = W;
+    const void* qd = q;
+    if (cache_bf16) {
+        qd = activations_bf16(q, m.n_h * d_qk, n, m.n_h * d_qk, m.n_h * d_qk);
+    } else {
+        if (size_t(2 * rows * m.d_c) > m_scratch.latent_elems) scratch_overflow("bf16 latent");
+        uint16_t* hi = m_scratch.latent_bf16;
+        launch_to_bf16_split(static_cast<const float*>(cache), W, rows, m.d_c, hi, hi + rows * m.d_c, m.d_c,
+                             m_stream);
+        lat_hi = hi;
+        lat_lo = hi + rows * m.d_c;
+        ld_lat = m.d_c;
+    }
+    const char* pe = static_cast<const char*>(cache) + m.d_c * u_size;  // k_pe of row 0 (rows W apart)
+    const auto u_at = [&](int64_t e) { return static_cast<const char*>(m_scratch.expanded) + e * u_size; };
+    const auto q_at = [&](int64_t e) { return static_cast<const char*>(qd) + e * u_size; };
+    const int64_t ld_p = cache_bf16 ? 2 : 1;  // the probabilities' row stride, in ld
+    for (int64_t h0 = 0; h0 < m.n_h; h0 += heads_per_group) {
+        const int64_t gh = std::min(heads_per_group, m.n_h - h0), ldu = gh * d_u;
+        for (const uint16_t* part : {lat_hi, lat_lo}) {
+            if (!part) break;
+            CETUS_CUBLAS(cublasGemmEx(m_handle, CUBLAS_OP_T, CUBLAS_OP_N, int(ldu), int(rows), int(m.d_c), &one,
+                                      wb + h0 * d_u * kv_b.ld, CUDA_R_16BF, int(kv_b.ld), part, CUDA_R_16BF,
+                                      int(ld_lat), part == lat_hi ? &zero : &one, m_scratch.expanded, t_op, int(ldu),
+                                      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        }
+        for (int64_t t0 = 0; t0 < n; t0 += tq) {
+            const int64_t nb = std::min(tq, n - t0), w = start + t0 + nb, ld = round_up(w, 8);
+            const int64_t g = std::clamp<int64_t>(budget / (nb * ld), 1, gh);
+            for (int64_t h1 = 0; h1 < gh; h1 += g) {
+                const int64_t gb = std::min(g, gh - h1), first = t0 * m.n_h + h0 + h1;  // (token t0, head h0 + h1)
+                CETUS_CUBLAS(cublasGemmStridedBatchedEx(
+                    m_handle, CUBLAS_OP_T, CUBLAS_OP_N, int(w), int(nb), int(m.d_n), &scale, u_at(h1 * d_u), t_op,
+                    int(ldu), d_u, q_at(first * d_qk), t_op, int(m.n_h * d_qk), d_qk, &zero, scores, CUDA_R_32F,
+                    int(ld), nb * ld, int(gb), compute, CUBLAS_GEMM_DEFAULT));
+                CETUS_CUBLAS(cublasGemmStridedBatchedEx(
+                    m_handle, CUBLAS_OP_T, CUBLAS_OP_N, int(w), int(nb), int(m.d_r), &scale, pe, t_op, int(W), 0,
+                    q_at(first * d_qk + m.d_n), t_op, int(m.n_h * d_qk), d_qk, &one, scores, CUDA_R_32F, int(ld),
+                    nb * ld, int(gb), compute, CUBLAS_GEMM_DEFAULT));
+                launch_prefill_softmax(scores, gb * nb, nb, ld, w, start + t0 + 1, cache_bf16, m_stream);
+                CETUS_CUBLAS(cublasGemmStridedBatchedEx(
+                    m_handle, CUBLAS_OP_N, CUBLAS_OP_N, int(m.d_v), int(nb), int(w), &one, u_at(h1 * d_u + m.d_n),
+                    t_op, int(ldu), d_u, scores, t_op, int(ld_p * ld), ld_p * nb * ld, &zero, o + first * m.d_v,
+                    CUDA_R_32F, int(m.n_h * m.d_v), m.d_v, int(gb), compute, CUBLAS_GEMM_DEFAULT));
+            }
+        }
+    }
+}
+
 }  // namespace cetus::cuda

@@ -2,8 +2,9 @@
 // k_max_small_tokens tokens (and always under CETUS_CUDA_EXACT=1), cuBLAS for
 // longer chunks: bf16 tensor-core GEMMs with fp32 accumulation on activations
 // rounded to bf16 (FP8 weights expanded to bf16 first), plain fp32 SGEMM
-// (no TF32) for F32 weights; and prefill attention as TF32 GEMMs (fp32 cache)
-// or bf16 GEMMs (bf16 cache).
+// (no TF32) for F32 weights; and prefill attention as GEMMs over keys and values
+// expanded from the latent (the expanded form) or over the latent itself (the
+// absorbed form), TF32 with an fp32 cache and bf16 with a bf16 cache.
 #pragma once
 
 #include "kernels.h"
@@ -30,9 +31,26 @@ public:
         // Prefill attention (mla_prefill): one batch of scores, then probabilities in place.
         float* attn_scores = nullptr;
         size_t attn_batch_elems = 0;
+        // The expanded form (mla_prefill_expanded): keys and values of a group of heads,
+        // [rows, heads, d_n + d_v] (bf16 with a bf16 cache, else fp32), and an fp32
+        // cache's latent in two bf16 parts, [2, rows, d_c].
+        void* expanded = nullptr;
+        size_t expanded_bytes = 0;
+        uint16_t* latent_bf16 = nullptr;
+        size_t latent_elems = 0;
     };
+    // Which form prefill attention takes: the cheaper by count of multiply-adds
+    // (Auto), or one of them always (CETUS_CUDA_PREFILL_FORM=absorbed|expanded).
+    enum class PrefillForm { Auto, Absorbed, Expanded };
     // Scores held at once by mla_prefill (128 MiB).
     static constexpr size_t k_attn_batch_elems = size_t(32) << 20;
+    // Expanded keys and values held at once by mla_prefill_expanded (64 MiB; at least
+    // one head's for the whole context).
+    static constexpr size_t k_expanded_bytes = size_t(64) << 20;
+    // Queries per block of mla_prefill_expanded: each block's products stop at its
+    // last query's position, so the scores computed above the causal diagonal are a
+    // block's triangle each (n^2 / (2 blocks) for n queries), not the chunk's (n^2 / 2).
+    static constexpr int64_t k_expanded_query_block = 256;
 
     // fused_tail: the decode fusions' counter (last_block.cuh, zero between launches),
     // or null with the fusions off (CETUS_CUDA_FUSE=0).
@@ -81,6 +99,26 @@ public:
     void mla_prefill(const float* q_abs, const float* q, const void* cache, bool cache_bf16, int64_t n,
                      int64_t start, const MlaShape& m, float scale, float* ctx);
     bool prefill_attention(int64_t n) const { return !small(n) && m_scratch.attn_batch_elems > 0; }
+
+    // Prefill attention in the expanded form, for chunks past k_max_small_tokens
+    // outside exact mode: per head, keys [k_nope ; k_pe] and values expanded from the
+    // cached latent by kv_b_proj (k_nope, v = W_UK c, W_UV c), then scores = scale
+    // (q_nope k_nope^T + q_pe k_pe^T), causal softmax and o = P v, with fp32 sums:
+    // bf16 products with a bf16 cache, TF32 with an fp32 cache (as mla_prefill). The
+    // same function as mla_prefill followed by absorb_v (mla.cpp's naive form on the
+    // CPU), with d_n + d_r + d_v instead of 2 d_c + d_r multiply-adds per query, key
+    // and head, plus the expansion of every cached row.
+    // q: [n, n_h, d_n + d_r] rotated; cache as for mla_prefill; o: [n, n_h, d_v].
+    void mla_prefill_expanded(const DeviceMatrix& kv_b, const float* q, const void* cache, bool cache_bf16,
+                              int64_t n, int64_t start, const MlaShape& m, float scale, float* o);
+    // Whether an n-token chunk from position start takes mla_prefill_expanded: a
+    // prefill chunk with bf16 or FP8 kv_b and the scratch for it, and the form
+    // (set_prefill_form) Expanded, or Auto and fewer multiply-adds than the absorbed
+    // form, counting TF32 products (half bf16's rate) and products of split
+    // operands (two each) twice.
+    bool prefill_expanded(const DeviceMatrix& kv_b, int64_t n, int64_t start, const MlaShape& m,
+                          bool cache_bf16) const;
+    void set_prefill_form(PrefillForm f) { m_form = f; }
     // Whether n tokens take the fp32 warp-per-row kernels (always in exact mode).
     bool small(int64_t n) const { return m_exact || n <= k_max_small_tokens; }
 
@@ -94,6 +132,7 @@ private:
     bool m_exact;
     uint32_t* m_fused_tail;
     Scratch m_scratch;
+    PrefillForm m_form = PrefillForm::Auto;
     cublasContext* m_handle = nullptr;
 };
 

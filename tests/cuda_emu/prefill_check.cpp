@@ -1,0 +1,208 @@
+// Prefill attention alone (Gemm, gemm.cpp) on the CUDA emulator, against MLA
+// computed in double precision from the same inputs: the expanded form
+// (mla_prefill_expanded: keys and values expanded from the latent, scores and
+// values as bf16 products) and the absorbed form (absorb_q, mla_prefill,
+// absorb_v), each giving the heads' outputs o [n, n_h, d_v]. Both forms at once
+// on the same chunk, with an fp32 and a bf16 cache, for a first chunk and for
+// a chunk after a prefix, with more than one block of queries, and with the
+// expanded keys of one head at a time; at the tiny model's widths and at
+// V2-Lite's. The model-level comparisons (selftest.cpp) bound the forms only
+// through whole models; here each form's own error is measured and bounded.
+#include "check_util.h"
+#include "gemm.h"
+#include "kernels.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace {
+
+using namespace cetus::cuda;
+using namespace cetus::check;
+
+struct Shape {
+    const char* name;
+    MlaShape m;
+};
+
+template <typename T> T* device_alloc(size_t count) {
+    void* p = nullptr;
+    cudaMalloc(&p, std::max<size_t>(count, 1) * sizeof(T));
+    return static_cast<T*>(p);
+}
+
+// o [n, n_h, d_v] of MLA over cache rows 0 .. start + t for token t, in double.
+std::vector<double> reference(const MlaShape& m, const std::vector<float>& w,
+                              const std::vector<float>& q, const std::vector<float>& rows,
+                              int64_t start, int64_t n, float scale) {
+    const int64_t W = m.d_c + m.d_r, d_qk = m.d_n + m.d_r, d_u = m.d_n + m.d_v;
+    std::vector<double> o(size_t(n * m.n_h * m.d_v));
+    std::vector<double> q_abs(size_t(m.d_c)), p(size_t(start + n)), ctx(size_t(m.d_c));
+    for (int64_t t = 0; t < n; ++t)
+        for (int64_t h = 0; h < m.n_h; ++h) {
+            const float* qh = q.data() + (t * m.n_h + h) * d_qk;
+            const float* wh = w.data() + h * d_u * m.d_c; // W_UK_h rows, then W_UV_h rows
+            std::fill(q_abs.begin(), q_abs.end(), 0.0);
+            for (int64_t j = 0; j < m.d_n; ++j)
+                for (int64_t c = 0; c < m.d_c; ++c)
+                    q_abs[size_t(c)] += double(qh[j]) * wh[j * m.d_c + c];
+            const int64_t len = start + t + 1;
+            double mx = -1e300;
+            for (int64_t s = 0; s < len; ++s) {
+                const float* r = rows.data() + s * W;
+                double v = 0.0;
+                for (int64_t c = 0; c < m.d_c; ++c) v += q_abs[size_t(c)] * r[c];
+                for (int64_t j = 0; j < m.d_r; ++j) v += double(qh[m.d_n + j]) * r[m.d_c + j];
+                p[size_t(s)] = v * scale;
+                mx = std::max(mx, p[size_t(s)]);
+            }
+            double sum = 0.0;
+            for (int64_t s = 0; s < len; ++s) sum += p[size_t(s)] = std::exp(p[size_t(s)] - mx);
+            std::fill(ctx.begin(), ctx.end(), 0.0);
+            for (int64_t s = 0; s < len; ++s)
+                for (int64_t c = 0; c < m.d_c; ++c)
+                    ctx[size_t(c)] += p[size_t(s)] / sum * rows[size_t(s * W + c)];
+            for (int64_t j = 0; j < m.d_v; ++j) {
+                double v = 0.0;
+                for (int64_t c = 0; c < m.d_c; ++c)
+                    v += double(wh[(m.d_n + j) * m.d_c + c]) * ctx[size_t(c)];
+                o[size_t((t * m.n_h + h) * m.d_v + j)] = v;
+            }
+        }
+    return o;
+}
+
+// The largest difference from the reference, over the reference's largest value.
+double relative_error(const std::vector<float>& got, const std::vector<double>& want) {
+    double err = 0.0, top = 0.0;
+    for (size_t i = 0; i < want.size(); ++i) {
+        if (!std::isfinite(got[i])) return INFINITY;
+        err = std::max(err, std::abs(double(got[i]) - want[i]));
+        top = std::max(top, std::abs(want[i]));
+    }
+    return err / top;
+}
+
+std::string fmt(double v) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%.2e", v);
+    return b;
+}
+
+// One chunk of n tokens at positions start .. start + n - 1, both forms.
+void run_case(const Shape& shape, bool cache_bf16, int64_t start, int64_t n, bool one_head,
+              uint32_t seed) {
+    const MlaShape& m = shape.m;
+    const int64_t W = m.d_c + m.d_r, d_qk = m.d_n + m.d_r, d_u = m.d_n + m.d_v, rows = start + n;
+    const float scale = 1.0f / std::sqrt(float(d_qk));
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    // kv_b as bf16 (its values exactly), the latent rows as an RMS-normed latent
+    // (about 1 per value), queries whose scores spread over several units.
+    std::vector<uint16_t> w_bf16(size_t(m.n_h * d_u * m.d_c));
+    std::vector<float> w(w_bf16.size());
+    for (size_t i = 0; i < w.size(); ++i) {
+        w_bf16[i] = to_bf16(normal(rng) / std::sqrt(float(m.d_c)));
+        w[i] = from_bf16(w_bf16[i]);
+    }
+    std::vector<float> cache_rows(size_t(rows * W));
+    for (auto& v : cache_rows) v = normal(rng);
+    std::vector<uint16_t> cache_b(cache_rows.size());
+    if (cache_bf16)
+        for (size_t i = 0; i < cache_rows.size(); ++i) {
+            cache_b[i] = to_bf16(cache_rows[i]);
+            cache_rows[i] = from_bf16(cache_b[i]);
+        }
+    std::vector<float> q(size_t(n * m.n_h * d_qk));
+    for (auto& v : q) v = 1.5f * normal(rng);
+    const std::vector<double> want = reference(m, w, q, cache_rows, start, n, scale);
+
+    DeviceMatrix kv_b;
+    kv_b.dtype = DeviceDtype::BF16;
+    kv_b.rows = m.n_h * d_u;
+    kv_b.cols = kv_b.ld = m.d_c;
+    uint16_t* w_d = device_copy(w_bf16);
+    kv_b.data = w_d;
+    void* cache_d = cache_bf16 ? static_cast<void*>(device_copy(cache_b))
+                               : static_cast<void*>(device_copy(cache_rows));
+    float* q_d = device_copy(q);
+    float* q_abs = device_alloc<float>(size_t(n * m.n_h * m.d_c));
+    float* ctx = device_alloc<float>(size_t(n * m.n_h * m.d_c));
+    float* o = device_alloc<float>(size_t(n * m.n_h * m.d_v));
+
+    Gemm::Scratch s;
+    s.act_elems = size_t(n * std::max({2 * m.n_h * W, m.n_h * m.d_c, 2 * m.n_h * d_qk}));
+    s.act_bf16 = device_alloc<uint16_t>(s.act_elems);
+    s.workspace_bytes = size_t(32) << 20;
+    s.workspace = device_alloc<char>(s.workspace_bytes);
+    s.attn_batch_elems = size_t(m.n_h * n * ((rows + 7) / 8 * 8));
+    s.attn_scores = device_alloc<float>(s.attn_batch_elems);
+    s.expanded_bytes = size_t((one_head ? 1 : m.n_h) * d_u * rows * (cache_bf16 ? 2 : 4));
+    s.expanded = device_alloc<char>(s.expanded_bytes);
+    s.latent_elems = size_t(2 * rows * m.d_c);
+    s.latent_bf16 = device_alloc<uint16_t>(s.latent_elems);
+    std::vector<float> got_e, got_a;
+    {
+        Gemm g(nullptr, false, s, nullptr);
+        g.mla_prefill_expanded(kv_b, q_d, cache_d, cache_bf16, n, start, m, scale, o);
+        got_e = host_copy(o, size_t(n * m.n_h * m.d_v));
+        g.absorb_q(kv_b, q_d, n, m, q_abs);
+        g.mla_prefill(q_abs, q_d, cache_d, cache_bf16, n, start, m, scale, ctx);
+        g.absorb_v(kv_b, ctx, n, m, o);
+        got_a = host_copy(o, size_t(n * m.n_h * m.d_v));
+    }
+    for (void* p : {static_cast<void*>(w_d), cache_d, static_cast<void*>(q_d),
+                    static_cast<void*>(q_abs), static_cast<void*>(ctx), static_cast<void*>(o),
+                    static_cast<void*>(s.act_bf16), s.workspace, static_cast<void*>(s.attn_scores),
+                    static_cast<void*>(s.expanded), static_cast<void*>(s.latent_bf16)})
+        cudaFree(p);
+
+    // Bounds: with a bf16 cache every operand of the expanded form's products is
+    // within 2^-9 of its value (the queries, the expanded keys and values, the
+    // probabilities), and a sum of such products within about 2^-8 of the sum of
+    // magnitudes; a score error moves its probability by as much relative to the
+    // score's size (several units here). With an fp32 cache both forms take TF32
+    // (2^-11 per operand), though the absorbed form's absorptions are bf16 products.
+    // 2e-2 (bf16 cache) and 1e-2 (fp32 cache) of the largest output hold that with
+    // room (measured on the emulator, which rounds TF32 operands to nearest: at most
+    // 5.3e-3 and 3.2e-3); the absorbed form is held to the same bounds beside it.
+    const std::string what = std::string(shape.name) +
+                             (cache_bf16 ? ", bf16 cache" : ", fp32 cache") + ", tokens " +
+                             std::to_string(start) + ".." + std::to_string(rows - 1) +
+                             (one_head ? ", expanded keys one head at a time" : "");
+    const double e_exp = relative_error(got_e, want), e_abs = relative_error(got_a, want);
+    const double bound = cache_bf16 ? 2e-2 : 1e-2;
+    check(e_exp <= bound, what + ": expanded form " + fmt(e_exp) +
+                              " of the largest output (bound " + fmt(bound) + ")");
+    check(e_abs <= bound, what + ": absorbed form " + fmt(e_abs) +
+                              " of the largest output (bound " + fmt(bound) + ")");
+}
+
+} // namespace
+
+int main() {
+    try {
+        const Shape tiny{"tiny widths (4 heads, d_c 64)", {4, 32, 16, 32, 64}};
+        const Shape v2{"V2-Lite widths (16 heads, d_c 512)", {16, 128, 64, 128, 512}};
+        for (bool bf16 : {false, true}) {
+            run_case(tiny, bf16, 0, 300, false, 1);  // a first chunk in two blocks of queries
+            run_case(tiny, bf16, 300, 44, false, 2); // a chunk after a prefix
+            run_case(tiny, bf16, 37, 280, true, 3);  // keys one head at a time
+            run_case(v2, bf16, 0, 40, false, 4);
+            run_case(v2, bf16, 40, 270, false, 5);
+        }
+    } catch (const std::exception& e) {
+        std::printf("FAIL %s\n", e.what());
+        return 1;
+    }
+    std::printf("%d failed\n", g_failed);
+    return g_failed == 0 ? 0 : 1;
+}
