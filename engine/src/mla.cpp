@@ -97,30 +97,40 @@ void mla_forward(const ModelConfig& c, const Rope& rope, const AttentionWeights&
         // Expand keys and values for every cached position: [n_ctx, n_h, d_n + d_v].
         std::vector<float> u(static_cast<size_t>(n_ctx * n_h * (d_n + d_v)));
         cpu::matmul_strided(rows, cw, n_ctx, w.kv_b_proj, u.data(), n_h * (d_n + d_v));
-        // Per head, as two products over the whole chunk: scores = [q_nope ; q_pe] [k_nope ; k_pe]^T
-        // ([T, n_ctx]), causal mask, softmax, then o = P V. The head's keys [n_ctx, d_qk] and
-        // transposed values [d_v, n_ctx] are gathered first, so both products read contiguous
-        // rows (cpu::matmul's weight layout).
+        // Per head and block of up to k_query_block queries t0 .. t0 + nb - 1, as two
+        // products over the w = start_pos + t0 + nb positions the block's last query
+        // sees: scores = [q_nope ; q_pe] [k_nope ; k_pe]^T ([nb, w]), causal mask,
+        // softmax, then o = P V. (One block over the whole chunk would compute all of
+        // its scores above the causal diagonal: half of them for a prompt's first
+        // chunk.) The head's keys [n_ctx, d_qk] are gathered first and each block's
+        // transposed values [d_v, w], so both products read contiguous rows
+        // (cpu::matmul's weight layout).
+        constexpr int64_t k_query_block = 256;
         std::vector<float> k(static_cast<size_t>(n_ctx * d_qk)), vt(static_cast<size_t>(d_v * n_ctx));
-        std::vector<float> p(static_cast<size_t>(T * n_ctx));
-        const cpu::F32View keys{k.data(), n_ctx, d_qk}, values{vt.data(), d_v, n_ctx};
+        std::vector<float> p(static_cast<size_t>(std::min(T, k_query_block) * n_ctx));
         for (int64_t h = 0; h < n_h; ++h) {
             for (int64_t s = 0; s < n_ctx; ++s) {
                 const float* us = u.data() + (s * n_h + h) * (d_n + d_v);
                 std::copy_n(us, d_n, k.data() + s * d_qk);
                 std::copy_n(rows + s * cw + d_c, d_r, k.data() + s * d_qk + d_n);
-                for (int64_t j = 0; j < d_v; ++j) vt[size_t(j * n_ctx + s)] = us[d_n + j];
             }
-            cpu::matmul_strided(q.data() + h * d_qk, n_h * d_qk, T, keys.matrix(), p.data(), n_ctx);
-#pragma omp parallel for if (T * n_ctx >= cpu::k_parallel_min_macs / 16) schedule(static)
-            for (int64_t t = 0; t < T; ++t) {
-                float* pt = p.data() + t * n_ctx;
-                const int64_t n_s = start_pos + t + 1;  // causal
-                for (int64_t s = 0; s < n_s; ++s) pt[s] *= scale;
-                cpu::softmax(pt, n_s);
-                std::fill(pt + n_s, pt + n_ctx, 0.0f);
+            for (int64_t t0 = 0; t0 < T; t0 += k_query_block) {
+                const int64_t nb = std::min(k_query_block, T - t0), w = start_pos + t0 + nb;
+                for (int64_t j = 0; j < d_v; ++j)
+                    for (int64_t s = 0; s < w; ++s)
+                        vt[size_t(j * w + s)] = u[size_t((s * n_h + h) * (d_n + d_v) + d_n + j)];
+                const cpu::F32View keys{k.data(), w, d_qk}, values{vt.data(), d_v, w};
+                cpu::matmul_strided(q.data() + (t0 * n_h + h) * d_qk, n_h * d_qk, nb, keys.matrix(), p.data(), w);
+#pragma omp parallel for if (nb * w >= cpu::k_parallel_min_macs / 16) schedule(static)
+                for (int64_t i = 0; i < nb; ++i) {
+                    float* pt = p.data() + i * w;
+                    const int64_t n_s = start_pos + t0 + i + 1;  // causal
+                    for (int64_t s = 0; s < n_s; ++s) pt[s] *= scale;
+                    cpu::softmax(pt, n_s);
+                    std::fill(pt + n_s, pt + w, 0.0f);
+                }
+                cpu::matmul_strided(p.data(), w, nb, values.matrix(), o.data() + (t0 * n_h + h) * d_v, n_h * d_v);
             }
-            cpu::matmul_strided(p.data(), n_ctx, T, values.matrix(), o.data() + h * d_v, n_h * d_v);
         }
     }
     cpu::matmul(o.data(), T, w.o_proj, out);  // [T, H]

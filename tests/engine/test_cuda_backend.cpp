@@ -98,7 +98,9 @@ private slots:
         const char* rows = bf16Cache ? "exact: first layer's cache rows: bf16 values, within a step of the CPU's"
                                      : "exact: first layer's cache rows";
         QVERIFY2(checks.contains(QString::fromLatin1(rows)), rows);
-        QCOMPARE(results.size(), size_t(2 * checks.size()));  // tiny in BF16 and FP8, the same checks
+        // Tiny in BF16 and FP8, the same checks; but FP8 with a bf16 cache leaves out the
+        // 300-token prompt with the absorbed form (selftest.cpp says why).
+        QCOMPARE(results.size(), size_t(2 * checks.size()) - (bf16Cache ? 1 : 0));
     }
 
     void gpuConformance() {
