@@ -15,6 +15,11 @@ namespace cetus {
 
 using cpu::dot;
 
+namespace {
+// Queries per block of the naive form (mla_forward).
+constexpr int64_t k_query_block = 256;
+}  // namespace
+
 void mla_forward(const ModelConfig& c, const Rope& rope, const AttentionWeights& w, const float* a,
                  int64_t T, int64_t start_pos, const CacheRows& cache, float* out, bool absorbed) {
     const int64_t H = c.hidden_size, n_h = c.num_attention_heads;
@@ -105,7 +110,6 @@ void mla_forward(const ModelConfig& c, const Rope& rope, const AttentionWeights&
         // chunk.) The head's keys [n_ctx, d_qk] are gathered first and each block's
         // transposed values [d_v, w], so both products read contiguous rows
         // (cpu::matmul's weight layout).
-        constexpr int64_t k_query_block = 256;
         std::vector<float> k(static_cast<size_t>(n_ctx * d_qk)), vt(static_cast<size_t>(d_v * n_ctx));
         std::vector<float> p(static_cast<size_t>(std::min(T, k_query_block) * n_ctx));
         for (int64_t h = 0; h < n_h; ++h) {
@@ -141,7 +145,13 @@ bool mla_absorbed_cheaper(const ModelConfig& c, int64_t n_tokens, int64_t start_
     const double t = double(n_tokens), n_ctx = double(start_pos + n_tokens), d_c = double(c.kv_lora_rank);
     const double d_n = double(c.qk_nope_head_dim), d_r = double(c.qk_rope_head_dim), d_v = double(c.v_head_dim);
     const double absorbed = t * d_c * (d_n + d_v) + t * (double(start_pos) + (t + 1.0) / 2.0) * (2.0 * d_c + d_r);
-    const double naive = n_ctx * d_c * (d_n + d_v) + t * n_ctx * (d_n + d_r + d_v);
+    // The naive form's scores and sums: per block of k_query_block queries, up to the block's last position.
+    double pairs = 0.0;
+    for (int64_t t0 = 0; t0 < n_tokens; t0 += k_query_block) {
+        const int64_t nb = std::min(k_query_block, n_tokens - t0);
+        pairs += double(nb) * double(start_pos + t0 + nb);
+    }
+    const double naive = n_ctx * d_c * (d_n + d_v) + pairs * (d_n + d_r + d_v);
     return absorbed < naive;
 }
 

@@ -25,9 +25,9 @@ void mla_forward(const ModelConfig& c, const Rope& rope, const AttentionWeights&
 // Whether an n-token chunk at start_pos takes fewer multiply-adds in the absorbed
 // form than in the naive one: per head, the absorbed form's absorptions and its
 // causal scores and sums over the latent, against the naive form's expansion of
-// every cached row and its full rectangle of scores and sums. A short chunk after
-// a long prefix (a conversation's next message) stays absorbed; a prompt's first
-// chunk is naive from a few tokens on.
+// every cached row and its scores and sums per block of queries (each up to the
+// block's last position). A short chunk after a long prefix (a conversation's
+// next message) stays absorbed; a prompt's first chunk is naive.
 bool mla_absorbed_cheaper(const ModelConfig& c, int64_t n_tokens, int64_t start_pos);
 
 }  // namespace cetus
