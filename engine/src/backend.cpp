@@ -48,6 +48,17 @@ double CpuBackend::copy_bandwidth_gbs() {
     return m_copy_gbs;
 }
 
+CpuBackend::CpuBackend(const Model& model, int64_t capacity, KvCacheType cache_type)
+    : m_model(model), m_cache(model.make_cache(capacity, cache_type)) {
+    if (const char* form = std::getenv("CETUS_CPU_MLA_FORM")) {
+        const std::string f = form;
+        if (f == "absorbed") m_forced_form = MlaFormPolicy{int64_t(1) << 40, false};
+        else if (f == "naive") m_forced_form = MlaFormPolicy{0, false};
+        else if (f != "auto")
+            throw Error(ErrorCode::BadRequest, "CETUS_CPU_MLA_FORM must be auto, absorbed or naive, not '" + f + "'");
+    }
+}
+
 // The fused argmax takes at most k_max_choice_rows rows on every backend (the
 // CUDA backend's limit), so a caller that asks for more fails here as on the GPU.
 void CpuBackend::check_argmax_rows(int64_t argmax_n_valid, int64_t rows) {
@@ -59,16 +70,13 @@ void CpuBackend::check_argmax_rows(int64_t argmax_n_valid, int64_t rows) {
 void CpuBackend::forward(const int32_t* ids, int64_t T, int64_t start_pos, const ForwardOptions& opt,
                          ForwardOutput& out) {
     check_argmax_rows(opt.argmax_n_valid, opt.all_logits ? T : 1);
-    // CETUS_CPU_MLA_FORM=absorbed|naive: one form for every chunk (side-by-side benches).
-    ForwardOptions o = opt;
-    if (const char* form = std::getenv("CETUS_CPU_MLA_FORM")) {
-        if (std::strcmp(form, "absorbed") == 0) o.absorb_max_tokens = int64_t(1) << 40;
-        if (std::strcmp(form, "naive") == 0) {
-            o.absorb_max_tokens = 0;
-            o.absorb_by_cost = false;
-        }
+    if (m_forced_form) {
+        ForwardOptions o = opt;
+        o.mla_form = *m_forced_form;
+        m_model.forward(ids, T, start_pos, m_cache, o, out);
+    } else {
+        m_model.forward(ids, T, start_pos, m_cache, opt, out);
     }
-    m_model.forward(ids, T, start_pos, m_cache, o, out);
     out.argmax.clear();
     append_argmax(out.logits, m_model.config().vocab_size, opt.argmax_n_valid, out.argmax);
     if (!m_device_sampling) {
@@ -90,11 +98,13 @@ void CpuBackend::mtp_forward(int64_t k, const float* hidden, const int32_t* next
     std::vector<float>* out_hidden = opt.want_hidden ? &out.hidden : nullptr;
     if (!opt.want_hidden) out.hidden.clear();
     if (opt.logits == MtpLogits::None) {
-        m_model.mtp_forward(k, hidden, next_ids, T, start_pos, m_cache, nullptr, out_hidden);
+        m_model.mtp_forward(k, hidden, next_ids, T, start_pos, m_cache, nullptr, out_hidden,
+                            m_forced_form.value_or(MlaFormPolicy{}));
         out.logits.clear();
         return;
     }
-    m_model.mtp_forward(k, hidden, next_ids, T, start_pos, m_cache, &out.logits, out_hidden);
+    m_model.mtp_forward(k, hidden, next_ids, T, start_pos, m_cache, &out.logits, out_hidden,
+                        m_forced_form.value_or(MlaFormPolicy{}));
     const int64_t V = m_model.config().vocab_size;
     append_argmax(out.logits, V, opt.argmax_n_valid, out.argmax);
     if (!m_device_sampling) return;

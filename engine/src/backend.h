@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -94,8 +95,7 @@ public:
 // The CPU backend: the model's own forward pass over a host cache.
 class CpuBackend final : public Backend {
 public:
-    CpuBackend(const Model& model, int64_t capacity, KvCacheType cache_type = KvCacheType::F32)
-        : m_model(model), m_cache(model.make_cache(capacity, cache_type)) {}
+    CpuBackend(const Model& model, int64_t capacity, KvCacheType cache_type = KvCacheType::F32);
 
     std::string name() const override { return "cpu"; }
     std::string description() const override;
@@ -128,6 +128,9 @@ private:
 
     const Model& m_model;
     KvCache m_cache;
+    // CETUS_CPU_MLA_FORM=absorbed|naive, read once: one MLA form for every chunk of
+    // forward() and mtp_forward() (side-by-side benches); unset, the callers' policy.
+    std::optional<MlaFormPolicy> m_forced_form;
     double m_copy_gbs = -1.0;
     bool m_device_sampling = false;
     std::vector<float> m_kept;  // [rows, vocab]: the last call's logits (device sampling)

@@ -121,7 +121,7 @@ BenchResult run_bench(Engine& engine, const BenchOptions& o) {
     res.kv_cache_bytes = backend.kv_used_bytes();
 
     const TokenWeights tw = token_weights(model);
-    const double L = double(c.num_hidden_layers), row = double(c.kv_lora_rank + c.qk_rope_head_dim);
+    const double L = double(c.num_hidden_layers);
     const double row_bytes = double(backend.kv_bytes_per_token()) /
                              double(c.num_hidden_layers + c.num_nextn_predict_layers);  // one layer's row
     const double mean_decode_ctx = double(o.n_prompt) + double(std::max<int64_t>(o.n_gen - 1, 0)) / 2.0 + 1.0;
@@ -129,18 +129,16 @@ BenchResult run_bench(Engine& engine, const BenchOptions& o) {
     if (res.decode_ms_per_token > 0) res.decode_bandwidth_gbs = res.decode_bytes_per_token / res.decode_ms_per_token / 1e6;
     res.device_copy_bandwidth_gbs = backend.copy_bandwidth_gbs();
     if (res.device_copy_bandwidth_gbs > 0) res.bandwidth_fraction = res.decode_bandwidth_gbs / res.device_copy_bandwidth_gbs;
-    // Attention per token and head, in the cheaper of the two forms (both backends
-    // take the expanded one for long prompt chunks): absorbed, q_abs (d_n x d_c),
-    // scores over the latent row (d_c + d_r) and the context sum (d_c) per cached
-    // position, W_UV (d_v x d_c); expanded, the token's own row expanded to keys and
-    // values (d_c x (d_n + d_v)), scores (d_n + d_r) and the sum of values (d_v) per
-    // cached position.
-    const double n_h = double(c.num_attention_heads), d_c = double(c.kv_lora_rank);
-    const double d_n = double(c.qk_nope_head_dim), d_r = double(c.qk_rope_head_dim), d_v = double(c.v_head_dim);
-    const double mean_prefill_ctx = (double(o.n_prompt) + 1.0) / 2.0;
-    const double absorbed = d_n * d_c + mean_prefill_ctx * (row + d_c) + d_v * d_c;
-    const double expanded = d_c * (d_n + d_v) + mean_prefill_ctx * (d_n + d_r + d_v);
-    const double attn = 2.0 * L * n_h * std::min(absorbed, expanded);
+    // Attention per token and head, in the cheaper of the two forms over the whole
+    // prompt (both backends take the expanded one for long prompt chunks), each
+    // counted over the exact causal triangle (mla_cost.h).
+    const MlaDims dims{double(c.kv_lora_rank), double(c.qk_rope_head_dim), double(c.qk_nope_head_dim),
+                       double(c.v_head_dim)};
+    MlaFormCosts exact;
+    exact.query_block = 1;
+    const double per_head = std::min(mla_absorbed_macs(dims, o.n_prompt, 0, exact),
+                                     mla_expanded_macs(dims, o.n_prompt, 0, exact));
+    const double attn = 2.0 * L * double(c.num_attention_heads) * per_head / double(std::max<int64_t>(o.n_prompt, 1));
     res.prefill_flops_per_token = 2.0 * tw.elements + attn;
     res.prefill_tflops = res.prefill_flops_per_token * res.prefill_tokens_per_s / 1e12;
     res.device_peak_tflops = backend.peak_bf16_tflops();

@@ -141,18 +141,14 @@ void mla_forward(const ModelConfig& c, const Rope& rope, const AttentionWeights&
     (void)H;
 }
 
-bool mla_absorbed_cheaper(const ModelConfig& c, int64_t n_tokens, int64_t start_pos) {
-    const double t = double(n_tokens), n_ctx = double(start_pos + n_tokens), d_c = double(c.kv_lora_rank);
-    const double d_n = double(c.qk_nope_head_dim), d_r = double(c.qk_rope_head_dim), d_v = double(c.v_head_dim);
-    const double absorbed = t * d_c * (d_n + d_v) + t * (double(start_pos) + (t + 1.0) / 2.0) * (2.0 * d_c + d_r);
-    // The naive form's scores and sums: per block of k_query_block queries, up to the block's last position.
-    double pairs = 0.0;
-    for (int64_t t0 = 0; t0 < n_tokens; t0 += k_query_block) {
-        const int64_t nb = std::min(k_query_block, n_tokens - t0);
-        pairs += double(nb) * double(start_pos + t0 + nb);
-    }
-    const double naive = n_ctx * d_c * (d_n + d_v) + pairs * (d_n + d_r + d_v);
-    return absorbed < naive;
+bool mla_absorbed(const ModelConfig& c, const MlaFormPolicy& policy, int64_t n_tokens, int64_t start_pos) {
+    if (n_tokens <= policy.absorb_max_tokens) return true;
+    if (!policy.by_cost) return false;
+    const MlaDims d{double(c.kv_lora_rank), double(c.qk_rope_head_dim), double(c.qk_nope_head_dim),
+                    double(c.v_head_dim)};
+    MlaFormCosts cpu;  // every product a plain fp32 one; the absorbed scores per query
+    cpu.query_block = k_query_block;
+    return mla_absorbed_macs(d, n_tokens, start_pos, cpu) < mla_expanded_macs(d, n_tokens, start_pos, cpu);
 }
 
 }  // namespace cetus

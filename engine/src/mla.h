@@ -6,6 +6,7 @@
 
 #include "config.h"
 #include "kv_cache.h"
+#include "mla_cost.h"
 #include "model.h"
 #include "rope.h"
 
@@ -22,12 +23,11 @@ inline constexpr float k_latent_norm_eps = 1e-6f;
 void mla_forward(const ModelConfig& c, const Rope& rope, const AttentionWeights& w, const float* a,
                  int64_t n_tokens, int64_t start_pos, const CacheRows& cache, float* out, bool absorbed);
 
-// Whether an n-token chunk at start_pos takes fewer multiply-adds in the absorbed
-// form than in the naive one: per head, the absorbed form's absorptions and its
-// causal scores and sums over the latent, against the naive form's expansion of
-// every cached row and its scores and sums per block of queries (each up to the
-// block's last position). A short chunk after a long prefix (a conversation's
-// next message) stays absorbed; a prompt's first chunk is naive.
-bool mla_absorbed_cheaper(const ModelConfig& c, int64_t n_tokens, int64_t start_pos);
+// Whether an n-token chunk at start_pos takes the absorbed form under the policy:
+// by_cost compares the two forms' multiply-adds (mla_cost.h) as this backend
+// computes them (the naive form per block of queries, each up to the block's last
+// position). A short chunk after a long prefix (a conversation's next message)
+// stays absorbed; a prompt's first long chunk is naive.
+bool mla_absorbed(const ModelConfig& c, const MlaFormPolicy& policy, int64_t n_tokens, int64_t start_pos);
 
 }  // namespace cetus

@@ -215,8 +215,7 @@ void Model::forward(const int32_t* ids, int64_t T, int64_t start_pos, KvCache& c
         rr.ids.clear();
         rr.weights.clear();
     }
-    const bool absorbed =
-        T <= opt.absorb_max_tokens || (opt.absorb_by_cost && mla_absorbed_cheaper(c, T, start_pos));
+    const bool absorbed = mla_absorbed(c, opt.mla_form, T, start_pos);
     int64_t moe_index = 0;
     for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
         const LayerWeights& lw = m_layers[size_t(l)];

@@ -5,6 +5,7 @@
 
 #include "config.h"
 #include "kv_cache.h"
+#include "mla_cost.h"
 #include "rope.h"
 #include "weights.h"
 
@@ -64,10 +65,7 @@ struct ForwardOptions {
     int64_t argmax_n_valid = 0;
     bool want_hidden = false;     // post-norm hidden states (MTP input)
     bool want_routing = false;
-    // MLA's form: chunks up to absorb_max_tokens absorbed; longer ones too where that
-    // takes fewer multiply-adds (mla_absorbed_cheaper) unless absorb_by_cost is off.
-    int64_t absorb_max_tokens = 16;
-    bool absorb_by_cost = true;
+    MlaFormPolicy mla_form;  // MLA's form per chunk (mla_absorbed)
     // CPU backend only, for tests: [T, n_moe_layers, top_k] expert ids (RoutingRecord's
     // layout) that every MoE layer follows instead of its own choices (which
     // out.routing still reports); see moe_forward.
@@ -117,9 +115,10 @@ public:
     // hidden is the main model's post-norm state; logits [T, vocab] (nullptr: not
     // computed, the pass only fills the module's cache); out_hidden
     // (optional) is the module's output after shared_head.norm, for chained drafts.
+    // mla_form chooses the module's attention form as in forward().
     void mtp_forward(int64_t k, const float* hidden, const int32_t* next_ids, int64_t n_tokens,
                      int64_t start_pos, KvCache& cache, std::vector<float>* logits,
-                     std::vector<float>* out_hidden) const;
+                     std::vector<float>* out_hidden, const MlaFormPolicy& mla_form = {}) const;
 
     // Frees the weight bytes the store owns (FP8 on load, random models) once a GPU
     // backend has its own copy; forward() and mtp_forward() then throw. Metadata

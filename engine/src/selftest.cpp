@@ -327,9 +327,8 @@ void run_case(const std::filesystem::path& dir, Device device, std::vector<Check
             // the CPU has both forms, other backends only the absorbed one.
             if (backend.name() == "cpu") {
                 ForwardOptions naive, absorbed;
-                naive.absorb_max_tokens = 0;
-                naive.absorb_by_cost = false;
-                absorbed.absorb_max_tokens = 1 << 30;
+                naive.mla_form = {0, false};
+                absorbed.mla_form.absorb_max_tokens = int64_t(1) << 40;
                 ForwardOutput on, oa;
                 backend.clear();
                 backend.forward(ids.data(), T, 0, naive, on);

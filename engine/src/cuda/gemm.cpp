@@ -4,6 +4,7 @@
 #include "gemm.h"
 
 #include "cuda_util.h"
+#include "mla_cost.h"
 
 #include <cublas_v2.h>
 
@@ -267,12 +268,19 @@ bool Gemm::prefill_expanded(const DeviceMatrix& kv_b, int64_t n, int64_t start, 
                             bool cache_bf16) const {
     if (!prefill_attention(n) || !m_scratch.expanded || kv_b.dtype == DeviceDtype::F32) return false;
     if (m_form != PrefillForm::Auto) return m_form == PrefillForm::Expanded;
-    // Multiply-adds per head (queries t, cache rows r), TF32 products and split
-    // operands counted twice.
-    const double t = double(n), r = double(start + n), x = cache_bf16 ? 1.0 : 2.0;
-    const double absorbed = t * r * (2.0 * (m.d_c + m.d_r) + x * m.d_c) + t * m.d_c * (m.d_n + m.d_v);
-    const double expanded = x * (r * m.d_c * (m.d_n + m.d_v) + t * r * (m.d_n + m.d_r + m.d_v));
-    return expanded < absorbed;
+    // Multiply-adds per head (mla_cost.h), TF32 products and split operands counted
+    // twice: the absorbed scores are TF32 (fp32 cache) or take split queries (bf16),
+    // its sums TF32 or bf16; the expansion reads an fp32 latent in two bf16 parts and
+    // the expanded products are then TF32. mla_prefill computes whole rectangles.
+    const double x = cache_bf16 ? 1.0 : 2.0;
+    MlaFormCosts gpu;
+    gpu.absorbed_scores = 2.0;
+    gpu.absorbed_sums = x;
+    gpu.expanded = x;
+    gpu.absorbed_causal = false;
+    gpu.query_block = k_expanded_query_block;
+    const MlaDims d{double(m.d_c), double(m.d_r), double(m.d_n), double(m.d_v)};
+    return mla_expanded_macs(d, n, start, gpu) < mla_absorbed_macs(d, n, start, gpu);
 }
 
 // Per group of heads h0 .. h0 + gh - 1 (as many as the expansion scratch holds for
