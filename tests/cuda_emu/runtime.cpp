@@ -25,6 +25,20 @@
 #include <thread>
 #include <vector>
 
+// Under AddressSanitizer (the emu-sanitize preset): every switch between stacks is
+// announced, so ASan knows which stack runs; a fiber stack is unpoisoned before a
+// new block's thread starts on it (a finished thread's frames never return, so
+// their redzones would stay); device memory, pinned host memory and static shared
+// memory are allocated to the byte, and dynamic shared memory past the launch's
+// size is poisoned, so a kernel's read or write past any of them is reported.
+#if defined(__SANITIZE_ADDRESS__)
+#define CETUS_EMU_ASAN 1
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#else
+#define CETUS_EMU_ASAN 0
+#endif
+
 // Context switch between fibers (x86-64 System V): saves the callee-saved
 // registers on the current stack, stores its pointer in *from and continues on
 // the stack `to`.
@@ -75,6 +89,17 @@ constexpr size_t k_stack_bytes = 256 * 1024;
 constexpr size_t k_guard_bytes = 4096;
 constexpr int k_max_threads = 1024;
 
+// Memory aligned to `align`: rounded up to whole 256-byte blocks, or under ASan
+// to the byte (its redzone then starts right past the last one asked for).
+void* aligned_bytes(size_t align, size_t bytes) {
+#if CETUS_EMU_ASAN
+    void* p = nullptr;
+    return posix_memalign(&p, align, std::max<size_t>(bytes, 1)) == 0 ? p : nullptr;
+#else
+    return std::aligned_alloc(align, (std::max<size_t>(bytes, 1) + 255) / 256 * 256);
+#endif
+}
+
 enum class FiberState { Ready, Waiting, Done };
 
 struct AsyncCopy {
@@ -85,6 +110,7 @@ struct AsyncCopy {
 
 struct Fiber {
     void* sp = nullptr;
+    const void* stack_bottom = nullptr;  // the lowest usable byte of its stack (for ASan)
     FiberState state = FiberState::Ready;
     const uint64_t* wait_gen = nullptr;
     uint64_t wait_value = 0;
@@ -135,6 +161,10 @@ struct BlockRun {
     const std::function<void()>* body = nullptr;
     const char* name = "";
     void* scheduler_sp = nullptr;
+    // The host thread's own stack, which the scheduler runs on (for ASan; learnt at
+    // the first switch into a fiber).
+    const void* scheduler_bottom = nullptr;
+    size_t scheduler_size = 0;
     int current = -1;
 };
 
@@ -182,6 +212,22 @@ int next_runnable(BlockRun& r, int from) {
     return -1;
 }
 
+// cuda_emu_switch, announced to ASan: the stack that runs next is [bottom, bottom + size).
+// A fiber that will not run again (done) passes keep = false, so ASan drops its state.
+void switch_stack(void** save, void* to, const void* bottom, size_t size, bool keep = true) {
+#if CETUS_EMU_ASAN
+    void* fake = nullptr;
+    __sanitizer_start_switch_fiber(keep ? &fake : nullptr, bottom, size);
+    cuda_emu_switch(save, to);
+    __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#else
+    (void)bottom;
+    (void)size;
+    (void)keep;
+    cuda_emu_switch(save, to);
+#endif
+}
+
 // The running fiber gives up the host thread: straight to the next fiber that can run (one
 // switch, not two through the scheduler), or back to the scheduler when none can.
 void switch_away() {
@@ -190,14 +236,15 @@ void switch_away() {
     const int next = next_runnable(r, me);
     if (next == me) return;  // not reached today: the caller is waiting (unsatisfied) or done
     void** save = &r.fibers[size_t(me)].sp;
+    const bool keep = r.fibers[size_t(me)].state != FiberState::Done;
     if (next < 0) {
         r.current = -1;
-        cuda_emu_switch(save, r.scheduler_sp);
+        switch_stack(save, r.scheduler_sp, r.scheduler_bottom, r.scheduler_size, keep);
         return;
     }
     r.current = next;
     threadIdx = r.fibers[size_t(next)].thread.idx;
-    cuda_emu_switch(save, r.fibers[size_t(next)].sp);
+    switch_stack(save, r.fibers[size_t(next)].sp, r.fibers[size_t(next)].stack_bottom, k_stack_bytes, keep);
 }
 
 void wait_on(const uint64_t* gen) {
@@ -467,6 +514,17 @@ void thread_exited() {
 
 extern "C" void cuda_emu_fiber_main(void*) {
     using namespace cuda_emu;
+#if CETUS_EMU_ASAN
+    // A fiber's first run: the switch into it ends here. The first fiber of a block
+    // was started from the scheduler, whose stack ASan names here.
+    const void* from_bottom = nullptr;
+    size_t from_size = 0;
+    __sanitizer_finish_switch_fiber(nullptr, &from_bottom, &from_size);
+    if (!t_run->scheduler_bottom) {
+        t_run->scheduler_bottom = from_bottom;
+        t_run->scheduler_size = from_size;
+    }
+#endif
     (*t_run->body)();
     thread_exited();
     switch_away();
@@ -507,6 +565,10 @@ void run_block(BlockRun& r) {
                                   unsigned(i) / (r.block.dim.x * r.block.dim.y));
         // The first switch pops six registers (r12 = the fiber) and returns into cuda_emu_fiber_start
         // with the stack 16-byte aligned.
+        f.stack_bottom = base + each * size_t(i) + k_guard_bytes;
+#if CETUS_EMU_ASAN
+        ASAN_UNPOISON_MEMORY_REGION(f.stack_bottom, k_stack_bytes);
+#endif
         auto* top = reinterpret_cast<uint64_t*>(base + each * size_t(i) + each);
         uint64_t* sp = top - 9;
         sp[0] = sp[1] = sp[2] = 0;                   // r15, r14, r13
@@ -517,7 +579,9 @@ void run_block(BlockRun& r) {
     }
     r.current = reverse_order() ? r.n - 1 : 0;
     threadIdx = r.fibers[size_t(r.current)].thread.idx;
-    cuda_emu_switch(&r.scheduler_sp, r.fibers[size_t(r.current)].sp);
+    r.scheduler_bottom = nullptr;  // learnt again: blocks run on several host threads
+    switch_stack(&r.scheduler_sp, r.fibers[size_t(r.current)].sp, r.fibers[size_t(r.current)].stack_bottom,
+                 k_stack_bytes);
     // Back here when no fiber can run: all finished, or the rest wait for each other.
     r.current = -1;
     int at_block = 0, at_warp = 0;
@@ -557,6 +621,9 @@ void run_one_block(const GridJob& job, uint64_t k) {
     if (t_run) fail("a launch from inside a kernel");
     thread_local std::unique_ptr<BlockRun> run = std::make_unique<BlockRun>();
     thread_local std::vector<unsigned char> dyn;
+#if CETUS_EMU_ASAN
+    ASAN_UNPOISON_MEMORY_REGION(dyn.data(), dyn.size());  // the last launch's tail (poisoned below)
+#endif
     if (dyn.size() < job.smem + 16) dyn.resize(job.smem + 16);
     auto* aligned = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(dyn.data()) + 15) & ~uintptr_t(15));
     BlockRun& r = *run;
@@ -579,6 +646,9 @@ void run_one_block(const GridJob& job, uint64_t k) {
     blockDim = job.block;
     gridDim = job.grid;
     std::memset(aligned, shared_fill(), job.smem);  // every block's: not zero, so reads before writes show
+#if CETUS_EMU_ASAN
+    ASAN_POISON_MEMORY_REGION(aligned + job.smem, size_t(dyn.data() + dyn.size() - (aligned + job.smem)));
+#endif
     run_block(r);
     t_run = nullptr;
     g_block = nullptr;
@@ -713,7 +783,7 @@ void* shared_storage(const void* site, size_t bytes, size_t align) {
     Block& b = *g_block;
     Slot& s = slots[site];
     if (!s.p) {
-        s.p = static_cast<unsigned char*>(std::aligned_alloc(std::max<size_t>(align, 16), (bytes + 255) / 256 * 256));
+        s.p = static_cast<unsigned char*>(aligned_bytes(std::max<size_t>(align, 16), bytes));
         if (!s.p) fail("static shared memory: out of host memory");
     }
     if (s.serial != b.serial) {  // the block's first use of this declaration
@@ -802,6 +872,7 @@ cudaError_t segmented_sort_pairs_descending(void* temp, size_t& temp_bytes, cons
 // ---- the CUDA runtime API ------------------------------------------------------------------------
 
 using cuda_emu::record_or_run;
+using cuda_emu::aligned_bytes;
 
 namespace {
 
@@ -888,7 +959,7 @@ cudaError_t cudaMalloc(void** p, size_t bytes) {
     if (cudaError_t e = capture_forbids("cudaMalloc"); e != cudaSuccess) return e;
     *p = nullptr;
     if (bytes > device_bytes() - g_used) return cudaErrorMemoryAllocation;
-    void* q = std::aligned_alloc(256, (std::max<size_t>(bytes, 1) + 255) / 256 * 256);
+    void* q = aligned_bytes(256, bytes);
     if (!q) return cudaErrorMemoryAllocation;
     std::memset(q, 0xA5, bytes);  // not zero: reads of unwritten memory show
     allocations()[q] = bytes;
@@ -911,7 +982,7 @@ cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total) {
     return cudaSuccess;
 }
 cudaError_t cudaHostAlloc(void** p, size_t bytes, unsigned int) {
-    *p = std::aligned_alloc(256, (std::max<size_t>(bytes, 1) + 255) / 256 * 256);
+    *p = aligned_bytes(256, bytes);
     return *p ? cudaSuccess : cudaErrorMemoryAllocation;
 }
 cudaError_t cudaMallocHost(void** p, size_t bytes) { return cudaHostAlloc(p, bytes, 0); }
