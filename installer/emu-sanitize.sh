@@ -10,9 +10,9 @@
 # It runs the emulator's self-check (both thread orders), the attention, expert
 # and prefill kernel checks, the fixtures in exact mode and the CUDA-against-CPU
 # comparison on the tiny random models (fp32 and bf16 latent caches); with
-# --full also two V2-Lite layers (about half an hour more on 2 cores). Not part
+# --full also two V2-Lite layers (about an hour more on 2 cores). Not part
 # of the default test command or CI (its build alone takes about ten minutes on
-# 2 cores); run it after changing a kernel. Any report or failed check fails
+# 2 cores, its runs about 40 minutes); run it after changing a kernel. Any report or failed check fails
 # the script; logs stay in build-emu-san/emu-sanitize/.
 # UBSan's null-pointer check is off in the preset (-fno-sanitize=null): gcc 12
 # tests a thread-local's address for null on stale flags after its TLS init

@@ -687,7 +687,7 @@ void compare_backends(const RandomModelOptions& ro, KvCacheType kv, std::vector<
         double tol, router_share;
         bool follow;
     };
-    // A bf16 cache: the exact mode's two sides agree within k_bf16_cache_tol
+    // A bf16 cache: the exact mode's two sides agree within twice k_bf16_cache_tol
     // (run_case_bf16_cache: a value whose fp32 results straddle a rounding boundary
     // is stored one bf16 step apart). In the fast mode the GPU's cached values
     // already differ from the CPU's by the activations' rounding, and rounding them
@@ -697,7 +697,14 @@ void compare_backends(const RandomModelOptions& ro, KvCacheType kv, std::vector<
     // largest logit; 2 of 39 MTP rows in FP8).
     const bool bf16_cache = kv != KvCacheType::F32;
     const double fast_tol = (ro.dtype == "fp8" ? 5e-2 : 3e-2) * (bf16_cache ? 1.5 : 1.0);
-    const double exact_tol = bf16_cache ? k_bf16_cache_tol : 1e-4, mtp_rows = bf16_cache ? 0.1 : 0.05;
+    // The exact mode's bound with a bf16 cache is twice k_bf16_cache_tol: the two
+    // backends' fp32 sums differ in order (and on a GPU in contracted FMAs), so
+    // their straddling cached values are not the few that decode and prefill on one
+    // backend give. Measured on the emulator, tiny BF16, 300-token prompt: 1.5e-4 of
+    // the largest logit against the CPU built with -O2, 1.26e-3 against the CPU
+    // built with -O1 (no FMAs formed; the emu-sanitize preset), on identical
+    // emulated kernels; no expert choice differed in either.
+    const double exact_tol = bf16_cache ? 2.0 * k_bf16_cache_tol : 1e-4, mtp_rows = bf16_cache ? 0.1 : 0.05;
     // With a bf16 cache the exact mode follows the GPU's choices too: any change
     // of summation order makes the odd cached value straddle a rounding boundary,
     // a value one bf16 step apart can flip a near-tied expert choice, and a flip
