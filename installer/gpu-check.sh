@@ -8,7 +8,7 @@
 # Each mode fits one device call (under 10 minutes; every step has its own time
 # limit so one hang cannot eat the session). Results go to gpu-out/ and, packed, to $OUT
 # (the device tool's output folder); a summary to stdout.
-#   all: within one call (steps end by 540 s), most important first: facts, selftest (and the bisect on
+#   all: within one call (steps end by 500 s), most important first: facts, selftest (and the bisect on
 #        failures), the bench figures (V2-Lite decode and prefill, MTP), memcheck, the
 #        selftest with programmatic dependent launch, the attention, expert and prefill kernels' own checks
 #        (cetus-attention-check, cetus-experts-check, cetus-prefill-check) and the selftest with a bf16 cache,
@@ -47,12 +47,19 @@ fi
 # A dry run of the script's mechanics here, on the CUDA emulator (too slow for most steps):
 #   CETUS_CUDA_PLUGIN=$PWD/build/libcetus-cuda-emu.so GPU_CHECK_CLI=build/cetus-cli installer/gpu-check.sh all
 cli=${GPU_CHECK_CLI:-$cli}
-export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}:$PWD/gpu-carry/bin"
+if [ "$mode" != pack ] && [ ! -x "$cli" ]; then
+    echo "no $cli: build and pack here, then carry gpu-carry/ (see the top of this script)" >&2
+    exit 3
+fi
+# cuBLAS from the toolkit, else (last) from the image's Python wheels, then the carried OpenMP runtime.
+wheels=$(ls -d /opt/torch/.venv/lib/python3*/site-packages/nvidia/{cu13,cublas}/lib 2>/dev/null | tr '\n' ':')
+export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}:${wheels}$PWD/gpu-carry/bin"
 export OMP_WAIT_POLICY=PASSIVE
 demo=$(ls -d resources/models/*/ 2>/dev/null | head -1)
-# One device call is 600 s: the steps end by 540 s (plus 10 s to kill one that hangs),
-# leaving time for the summaries and the packing (each under its own limit).
-budget=${GPU_CHECK_BUDGET:-540}
+# One device call is 600 s: the steps end by 500 s (plus 10 s to kill one that hangs),
+# leaving time for the summaries and the packing (each under its own limit); the
+# summary reaches $OUT as it is written, so a call cut short still brings it back.
+budget=${GPU_CHECK_BUDGET:-500}
 step() {  # step NAME SECONDS COMMAND... : stdout to $out/NAME.out, stderr to $out/NAME.log
     local name=$1 limit=$2; shift 2
     local left=$((budget - SECONDS))
@@ -68,6 +75,10 @@ step() {  # step NAME SECONDS COMMAND... : stdout to $out/NAME.out, stderr to $o
     local rc=$?
     echo "== $name: exit $rc in $((SECONDS - t0)) s"
     [ "$rc" -eq 0 ] || echo "$name" >> "$out/failed-steps.txt"
+    # Cut off: if the GPU no longer answers, every later step would only wait out its limit.
+    if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+        timeout -k 5 15 nvidia-smi -L > /dev/null 2>&1 || { echo "== the GPU does not answer: the remaining steps are skipped"; budget=0; }
+    fi
     tail -2 "$out/$name.log" | cut -c1-300
     return 0
 }
@@ -78,15 +89,16 @@ try:
     rows = json.load(open(sys.argv[1]))
 except Exception as e:
     print("selftest output unreadable:", e); sys.exit()
+num = lambda v: float("nan") if v is None else v  # NaN is written as null
 bad = [r for r in rows if not r["passed"]]
 print(f"selftest cuda: {len(rows)} checks, {len(bad)} failed")
 for r in bad[:40]:
-    print(f"  FAIL {r['case']} / {r['check']}: err {r['error']:.3g} tol {r['tolerance']:.3g} {r['detail'][:200]}")
+    print(f"  FAIL {r['case']} / {r['check']}: err {num(r['error']):.3g} tol {num(r['tolerance']):.3g} {r['detail'][:200]}")
 worst = {}
 for r in rows:
-    if r["passed"] and r["tolerance"] > 0:
+    if r["passed"] and num(r["tolerance"]) > 0:
         k = (r["case"].split(" ")[0], r["check"].split(":")[0] if ":" in r["check"] else "fixture")
-        worst[k] = max(worst.get(k, 0), r["error"])
+        worst[k] = max(worst.get(k, 0), num(r["error"]))
 for k, v in sorted(worst.items()):
     print(f"  worst {k[0]} {k[1]}: {v:.3g}")
 PY
@@ -103,8 +115,8 @@ import datetime, json, os, subprocess, sys
 out, names = sys.argv[1], sys.argv[2:]
 try:
     gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
-                         capture_output=True, text=True).stdout.strip()
-except OSError:
+                         capture_output=True, text=True, timeout=20).stdout.strip()
+except (OSError, subprocess.TimeoutExpired):
     gpu = "?"
 rows = [f"Measured {datetime.date.today()} on {gpu} (`installer/gpu-check.sh`):", "",
         "| run | prefill tok/s | prefill TFLOP/s (of peak) | decode tok/s | decode GB/s (of copy bandwidth) |",
@@ -129,8 +141,16 @@ PY
 
 # GPU facts, the libraries resolved, info and the selftest with the CUDA-vs-CPU comparison.
 gpu_facts_and_selftest() {
-    { nvidia-smi; nvidia-smi --query-gpu=name,memory.total,clocks.max.memory,driver_version --format=csv; } > "$out/gpu.txt" 2>&1
+    {
+        timeout -k 5 20 nvidia-smi
+        timeout -k 5 20 nvidia-smi --query-gpu=name,memory.total,clocks.max.memory,driver_version --format=csv
+        uname -r  # the machine's runtime: ncu and compute-sanitizer work on Firecracker, not on gVisor
+        ls /usr/local/cuda/lib64/libcublas* 2>&1 | head -4
+        for tool in ncu compute-sanitizer; do command -v "$tool" || echo "$tool: not on the PATH"; done
+        [ -f gpu-carry/bin/BUILD_INFO ] && cat gpu-carry/bin/BUILD_INFO
+    } > "$out/gpu.txt" 2>&1
     head -15 "$out/gpu.txt"
+    tail -8 "$out/gpu.txt"
     "$cli" --version > "$out/version.txt" 2>&1
     # Libraries the plug-in and the CLI resolve here (a "not found" explains a failed load at once).
     ldd "$(dirname "$cli")/libcetus-cuda.so" "$cli" 2>&1 | grep -E "not found|cublas|gomp|:$" | tee "$out/ldd.txt"
@@ -192,10 +212,13 @@ bisect_on_failures() {
 memcheck() {
     if command -v compute-sanitizer >/dev/null; then
         # The tiny comparison covers every kernel: BF16 and FP8, graphs, two-chunk
-        # prompts, the token-choice kernels.
-        step memcheck 150 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 \
+        # prompts, the token-choice kernels. (No leak check: memory a library keeps
+        # until exit is not a fault of the kernels.)
+        step memcheck 150 compute-sanitizer --tool memcheck --print-limit 50 --error-exitcode 9 \
             "$cli" selftest --device cuda --compare tiny --compare-only
         grep -E "ERROR SUMMARY|Invalid|out of bounds" "$out/memcheck.out" | head -5
+    else
+        echo "== memcheck: skipped (compute-sanitizer not on the PATH)"
     fi
 }
 # The issue's figures: V2-Lite decode and prefill, MTP on the demo model.
@@ -282,12 +305,14 @@ PY
 
 # An Nsight Compute profile of decode kernels (4 V2-Lite layers, launched directly):
 # per kernel its time and DRAM throughput as a share of peak, the slowest first.
+# Every profile runs with --clock-control none: the card's clocks stay as found
+# (by default ncu locks them to base clocks, a change of the card's settings).
 ncu_decode() {
-    command -v ncu >/dev/null || return 0
-    step ncu-decode "$1" ncu --set basic --launch-skip 200 --launch-count 60 -o "$out/decode" \
+    command -v ncu >/dev/null || { echo "== ncu-decode: skipped (ncu not on the PATH)"; return 0; }
+    step ncu-decode "$1" ncu --clock-control none --set basic --launch-skip 200 --launch-count 60 -o "$out/decode" \
         env CETUS_CUDA_GRAPHS=0 "$cli" bench --device cuda --random-model v2-lite --layers 4 --prompt 64 --gen 8
     [ -f "$out/decode.ncu-rep" ] || return 0
-    timeout -k 5 20 ncu --import "$out/decode.ncu-rep" --page raw --csv \
+    timeout -k 5 20 ncu --import "$out/decode.ncu-rep" --page raw --csv --print-units base \
         --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed > "$out/ncu-summary.csv" 2>/dev/null
     ncu_summary "$out/ncu-summary.csv" "ncu decode"
 }
@@ -296,16 +321,16 @@ ncu_decode() {
 # V2-Lite layers): the tensor-core kernel, then the CUDA-core one; how close each
 # comes to the DRAM's peak says whether it is bound by memory.
 ncu_attention() {
-    command -v ncu >/dev/null || return 0
+    command -v ncu >/dev/null || { echo "== ncu-attention: skipped (ncu not on the PATH)"; return 0; }
     local name sw
     for name in mma cores; do
         sw=CETUS_CUDA_ATTENTION_MMA=1
         [ "$name" = cores ] && sw=CETUS_CUDA_ATTENTION_MMA=0
-        step "ncu-attention-$name" "$1" ncu --set basic --kernel-name regex:mla_attention --launch-count 12 \
+        step "ncu-attention-$name" "$1" ncu --clock-control none --set basic --kernel-name regex:mla_attention --launch-count 12 \
             -o "$out/attention-$name" env CETUS_CUDA_GRAPHS=0 "$sw" "$cli" bench --device cuda --random-model v2-lite \
             --layers 4 --prompt 8192 --gen 4 --kv-cache bf16
         [ -f "$out/attention-$name.ncu-rep" ] || continue
-        timeout -k 5 20 ncu --import "$out/attention-$name.ncu-rep" --page raw --csv \
+        timeout -k 5 20 ncu --import "$out/attention-$name.ncu-rep" --page raw --csv --print-units base \
             --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed \
             > "$out/ncu-attention-$name.csv" 2>/dev/null
         ncu_summary "$out/ncu-attention-$name.csv" "ncu attention ($name, 8192 tokens, bf16 cache)"
@@ -317,12 +342,16 @@ case "$1" in
 pack)
     # Stripped (the kernels' code and names stay) and packed with gzip, which any image unpacks:
     # with the tracked files well under the device call's 64 MiB.
+    # (The build first, so that what travels is the working tree's code; BUILD_INFO says which.)
+    cmake --build --preset gpu-check > /dev/null || { echo "pack: the gpu-check build failed" >&2; return 1; }
     rm -rf gpu-carry && mkdir -p gpu-carry/stage
+    { echo "built $(date -u +%Y-%m-%dT%H:%MZ) from $(git describe --always --dirty 2>/dev/null)"
+      git status --short --untracked-files=no 2>/dev/null | head -20; } > gpu-carry/stage/BUILD_INFO
     cp build-gpu/cetus-cli build-gpu/libcetus-cuda.so build-gpu/cetus-attention-check build-gpu/cetus-experts-check \
         build-gpu/cetus-prefill-check gpu-carry/stage/ || return 1
     # The OpenMP runtime it was linked with too, in case the GPU image has none (LD_LIBRARY_PATH above).
     cp "$(ldd build-gpu/cetus-cli | awk '/libgomp/ {print $3}')" gpu-carry/stage/ 2>/dev/null || true
-    strip --strip-unneeded gpu-carry/stage/* || return 1
+    strip --strip-unneeded gpu-carry/stage/{cetus-*,lib*} || return 1
     tar -czf "$carried" -C gpu-carry/stage . && rm -rf gpu-carry/stage
     du -sh gpu-carry
     ;;
@@ -367,7 +396,11 @@ full)
 esac
 }
 
-run_mode "$mode" 2>&1 | tee "$out/summary.txt"
+if [ -n "${OUT:-}" ] && [ "$mode" != pack ]; then
+    run_mode "$mode" 2>&1 | tee "$out/summary.txt" "$OUT/summary.txt"
+else
+    run_mode "$mode" 2>&1 | tee "$out/summary.txt"
+fi
 rc=$?
 # Exit 1 when a step failed (a selftest with failures, a bench that did not run).
 if [ "$rc" -eq 0 ] && [ -s "$out/failed-steps.txt" ]; then

@@ -70,6 +70,9 @@ struct ForwardOptions {
     // layout) that every MoE layer follows instead of its own choices (which
     // out.routing still reports); see moe_forward.
     const int32_t* follow_routing = nullptr;
+    // CPU backend only, for tests: with a bf16 cache, the main layers store these
+    // rows instead of their own and count how far they are from their own (CacheFollow).
+    CacheFollow* follow_cache = nullptr;
 };
 
 // Where the MTP module's logits go: nowhere (not computed), kept by the backend
