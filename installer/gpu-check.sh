@@ -149,8 +149,7 @@ gpu_facts_and_selftest() {
         for tool in ncu compute-sanitizer; do command -v "$tool" || echo "$tool: not on the PATH"; done
         [ -f gpu-carry/bin/BUILD_INFO ] && cat gpu-carry/bin/BUILD_INFO
     } > "$out/gpu.txt" 2>&1
-    head -15 "$out/gpu.txt"
-    tail -8 "$out/gpu.txt"
+    head -40 "$out/gpu.txt"
     "$cli" --version > "$out/version.txt" 2>&1
     # Libraries the plug-in and the CLI resolve here (a "not found" explains a failed load at once).
     ldd "$(dirname "$cli")/libcetus-cuda.so" "$cli" 2>&1 | grep -E "not found|cublas|gomp|:$" | tee "$out/ldd.txt"
