@@ -15,13 +15,15 @@
 
 namespace cetus {
 
-inline constexpr int k_cuda_plugin_abi = 4;
+inline constexpr int k_cuda_plugin_abi = 5;
 
 struct CudaBackendArgs {
     int abi = k_cuda_plugin_abi;
     size_t sizeof_model = sizeof(Model);
     size_t sizeof_layer = sizeof(LayerWeights);
     size_t sizeof_config = sizeof(ModelConfig);
+    size_t sizeof_forward_options = sizeof(ForwardOptions);  // every call's options
+    size_t sizeof_mtp_options = sizeof(MtpOptions);
 
     const Model* model = nullptr;  // host weights (mmap'd or owned); outlives the backend
     int device = 0;                // CUDA device index

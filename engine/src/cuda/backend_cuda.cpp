@@ -1263,7 +1263,9 @@ extern "C" __attribute__((visibility("default"))) cetus::Backend* cetus_cuda_cre
     using cetus::Error;
     using cetus::ErrorCode;
     if (!args || args->abi != cetus::k_cuda_plugin_abi || args->sizeof_model != sizeof(cetus::Model) ||
-        args->sizeof_layer != sizeof(cetus::LayerWeights) || args->sizeof_config != sizeof(cetus::ModelConfig))
+        args->sizeof_layer != sizeof(cetus::LayerWeights) || args->sizeof_config != sizeof(cetus::ModelConfig) ||
+        args->sizeof_forward_options != sizeof(cetus::ForwardOptions) ||
+        args->sizeof_mtp_options != sizeof(cetus::MtpOptions))
         throw Error(ErrorCode::Unsupported, "plug-in built from a different tree");
     if (!args->model || !args->rope_table || args->capacity < 1)
         throw Error(ErrorCode::Unsupported,
