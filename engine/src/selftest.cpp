@@ -697,14 +697,13 @@ void check_first_layer_rows(Runner& r, const std::string& tag, Backend& gpu, con
         r.close(tag + "first layer's cache rows", got, want, 1e-5, 0);
         return;
     }
-    double scale = 0.0;
-    for (float w : want) scale = std::max(scale, double(std::fabs(w)));
+    float scale = 0.0f;
+    for (float w : want) scale = std::max(scale, std::fabs(w));
     int64_t not_bf16 = 0, one_step = 0, further = got.size() == want.size() ? 0 : int64_t(want.size());
     for (size_t i = 0; i < got.size() && got.size() == want.size(); ++i) {
         not_bf16 += bf16_to_f32(f32_to_bf16(got[i])) != got[i] ? 1 : 0;
-        const double g = got[i], w = want[i], d = std::fabs(g - w);
-        if (!(d <= std::ldexp(std::max(std::fabs(g), std::fabs(w)), -7) + 1e-5 * scale)) ++further;
-        else if (d > 0) ++one_step;
+        if (!within_bf16_step(got[i], want[i], scale)) ++further;
+        else if (got[i] != want[i]) ++one_step;
     }
     r.check(tag + "first layer's cache rows: bf16 values, within a step of the CPU's", not_bf16 == 0 && further == 0,
             double(not_bf16 + further), 0,
