@@ -98,12 +98,12 @@ void CpuBackend::mtp_forward(int64_t k, const float* hidden, const int32_t* next
     if (!opt.want_hidden) out.hidden.clear();
     if (opt.logits == MtpLogits::None) {
         m_model.mtp_forward(k, hidden, next_ids, T, start_pos, m_cache, nullptr, out_hidden,
-                            m_forced_form.value_or(MlaFormPolicy{}));
+                            m_forced_form.value_or(MlaFormPolicy{}), opt.follow_cache);
         out.logits.clear();
         return;
     }
     m_model.mtp_forward(k, hidden, next_ids, T, start_pos, m_cache, &out.logits, out_hidden,
-                        m_forced_form.value_or(MlaFormPolicy{}));
+                        m_forced_form.value_or(MlaFormPolicy{}), opt.follow_cache);
     const int64_t V = m_model.config().vocab_size;
     append_argmax(out.logits, V, opt.argmax_n_valid, out.argmax);
     if (!m_device_sampling) return;

@@ -133,4 +133,17 @@ private:
     std::vector<uint16_t> m_bf16;
 };
 
+// Tests: the cache follows f (may be null) for one call of Model::forward or
+// Model::mtp_forward, and no longer once it returns or throws.
+class CacheFollowScope {
+public:
+    CacheFollowScope(KvCache& cache, CacheFollow* f) : m_cache(cache) { m_cache.follow = f; }
+    ~CacheFollowScope() { m_cache.follow = nullptr; }
+    CacheFollowScope(const CacheFollowScope&) = delete;
+    CacheFollowScope& operator=(const CacheFollowScope&) = delete;
+
+private:
+    KvCache& m_cache;
+};
+
 }  // namespace cetus

@@ -216,11 +216,7 @@ void Model::forward(const int32_t* ids, int64_t T, int64_t start_pos, KvCache& c
         rr.weights.clear();
     }
     const bool absorbed = mla_absorbed(c, opt.mla_form, T, start_pos);
-    struct FollowScope {  // the cache follows opt.follow_cache for this call only
-        KvCache& cache;
-        ~FollowScope() { cache.follow = nullptr; }
-    } follow_scope{cache};
-    cache.follow = opt.follow_cache;
+    const CacheFollowScope follow_scope(cache, opt.follow_cache);
     int64_t moe_index = 0;
     for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
         const LayerWeights& lw = m_layers[size_t(l)];

@@ -83,6 +83,10 @@ struct MtpOptions {
     MtpLogits logits = MtpLogits::Host;
     bool want_hidden = false;     // the module's output after shared_head.norm (chained drafts)
     int64_t argmax_n_valid = 0;   // > 0: out.argmax as for ForwardOptions (rows of the logits)
+    // CPU backend only, for tests: with a bf16 cache, the module's layer stores these
+    // rows instead of its own, as ForwardOptions::follow_cache (its layer's index:
+    // num_hidden_layers + k).
+    CacheFollow* follow_cache = nullptr;
 };
 
 struct MtpOutput {
@@ -118,10 +122,12 @@ public:
     // hidden is the main model's post-norm state; logits [T, vocab] (nullptr: not
     // computed, the pass only fills the module's cache); out_hidden
     // (optional) is the module's output after shared_head.norm, for chained drafts.
-    // mla_form chooses the module's attention form as in forward().
+    // mla_form chooses the module's attention form as in forward(); follow_cache:
+    // MtpOptions::follow_cache.
     void mtp_forward(int64_t k, const float* hidden, const int32_t* next_ids, int64_t n_tokens,
                      int64_t start_pos, KvCache& cache, std::vector<float>* logits,
-                     std::vector<float>* out_hidden, const MlaFormPolicy& mla_form = {}) const;
+                     std::vector<float>* out_hidden, const MlaFormPolicy& mla_form = {},
+                     CacheFollow* follow_cache = nullptr) const;
 
     // Frees the weight bytes the store owns (FP8 on load, random models) once a GPU
     // backend has its own copy; forward() and mtp_forward() then throw. Metadata

@@ -10,7 +10,7 @@ namespace cetus {
 
 void Model::mtp_forward(int64_t k, const float* hidden, const int32_t* next_ids, int64_t T, int64_t start_pos,
                         KvCache& cache, std::vector<float>* logits, std::vector<float>* out_hidden,
-                        const MlaFormPolicy& mla_form) const {
+                        const MlaFormPolicy& mla_form, CacheFollow* follow_cache) const {
     check_host_weights();
     const ModelConfig& c = m_config;
     const MtpWeights& m = m_mtp[size_t(k)];
@@ -24,6 +24,7 @@ void Model::mtp_forward(int64_t k, const float* hidden, const int32_t* next_ids,
     }
     std::vector<float> x(static_cast<size_t>(T * H));  // [T, H]
     cpu::matmul(cat.data(), T, m.eh_proj, x.data());
+    const CacheFollowScope follow_scope(cache, follow_cache);
     block_forward(m.block, c.num_hidden_layers + k, x.data(), T, start_pos, cache, nullptr, nullptr, 0,
                   mla_absorbed(c, mla_form, T, start_pos));
     std::vector<float> y(static_cast<size_t>(T * H));  // [T, H] after shared_head.norm

@@ -1,12 +1,13 @@
-// The bf16 latent cache's rounding steps and ForwardOptions::follow_cache, on the
+// The bf16 latent cache's rounding steps and ForwardOptions::follow_cache (and the
+// MTP module's, MtpOptions::follow_cache), on the
 // CPU backend with the tiny random model (selftest's comparison shapes) and a
 // 300-token prompt. Two computations of the same numbers in a different summation
 // order (MLA's absorbed and naive forms) store the odd cached value one bf16 step
 // apart; one such step moves later logits by more than fp32 noise, which is why
 // selftest's exact CUDA-against-CPU comparison with bf16 caches has the CPU follow
 // the GPU's rows. Here the naive pass follows the absorbed pass's rows: its logits
-// must then agree to fp32 noise, and CacheFollow must count the steps it took and
-// flag rows rounded another way.
+// must then agree to fp32 noise (the MTP module's too), and CacheFollow must count
+// the steps it took and flag rows rounded another way.
 // CETUS_STEP_TRIALS=N (default 16) sets how many single steps stepEffects tries;
 // it prints their distribution.
 #include "backend.h"
@@ -114,6 +115,70 @@ class TestCacheFollow : public QObject {
         QVERIFY(double(f.other_rounding) / double(values) < 0.02);
         QVERIFY2(together < 1e-5, qPrintable(QString::number(together)));
         QVERIFY2(together < apart / 10, "following did not bring the logits closer");
+    }
+
+    void mtpModuleFollowsItsRows() {
+        // The MTP module's layer (index num_hidden_layers) from the main model's
+        // states of either form (the naive pass following the absorbed pass's rows,
+        // so the states differ by fp32 noise alone): the module's cached rows
+        // straddle too, and following the other run's rows (MtpOptions::follow_cache,
+        // here through Model::mtp_forward) brings its logits together.
+        QVERIFY(m_model->n_mtp() > 0);
+        KvCache& cache = m_cpu->cache();
+        const int64_t layer = m_model->config().num_hidden_layers, n = k_prompt - 1;
+        auto hidden = [&](bool absorbed, CacheFollow* follow) {
+            ForwardOptions fo;
+            fo.mla_form = form(absorbed);
+            fo.want_hidden = true;
+            fo.follow_cache = follow;
+            ForwardOutput out;
+            m_cpu->clear();
+            m_cpu->forward(m_ids.data(), k_prompt, 0, fo, out);
+            return out.hidden;
+        };
+        const std::vector<float> h_absorbed = hidden(true, nullptr);
+        CacheFollow main_rows = rows();
+        const std::vector<float> h_naive = hidden(false, &main_rows);
+        bool still_following = false;
+        auto mtp = [&](const std::vector<float>& h, CacheFollow* follow) {
+            std::vector<float> logits;
+            m_model->mtp_forward(0, h.data(), m_ids.data() + 1, n, 0, cache, &logits, nullptr, {}, follow);
+            still_following = still_following || cache.follow != nullptr;
+            return logits;
+        };
+        auto module_rows = [&] {
+            CacheFollow f;
+            f.rows.resize(size_t(layer + 1)); // the main layers' empty: their own rows
+            const uint16_t* r = cache.layer(layer).bf16(0);
+            f.rows.back().assign(r, r + n * cache.width());
+            return f;
+        };
+        const std::vector<float> a = mtp(h_absorbed, nullptr);
+        CacheFollow f = module_rows();
+        const std::vector<float> b = mtp(h_naive, nullptr);
+        const CacheFollow own = module_rows();
+        int64_t differ = 0;
+        for (size_t i = 0; i < f.rows.back().size(); ++i)
+            differ += f.rows.back()[i] != own.rows.back()[i];
+        const std::vector<float> followed = mtp(h_naive, &f);
+        const double apart = rel(b, a), together = rel(followed, a);
+        QVERIFY2(!still_following, "the cache still follows after the call");
+        qInfo("MTP module: %lld of %lld cached values a step apart; logits %.3g apart, %.3g following",
+              (long long)differ, (long long)f.values, apart, together);
+        QCOMPARE(f.values, n * cache.width());
+        QCOMPARE(f.other_rounding, differ); // the steps taken are the module's own straddles
+        QCOMPARE(f.further, int64_t(0));
+        QVERIFY2(differ > 0, "the module's rows are identical: nothing straddled");
+        QVERIFY2(together < 1e-5, qPrintable(QString::number(together)));
+        QVERIFY2(together < apart / 10, "following did not bring the MTP logits closer");
+        // The CPU backend passes MtpOptions::follow_cache on: the same rows, the same logits.
+        CacheFollow g = module_rows();
+        MtpOptions mo;
+        mo.follow_cache = &g;
+        MtpOutput out;
+        m_cpu->mtp_forward(0, h_naive.data(), m_ids.data() + 1, n, 0, mo, out);
+        QVERIFY(out.logits == followed);
+        QCOMPARE(g.values, f.values);
     }
 
     void rowsRoundedTowardZeroAreFlagged() {

@@ -666,6 +666,8 @@ void CudaBackend::forward(const int32_t* ids, int64_t T, int64_t start_pos, cons
     check_span(T, start_pos);
     if (opt.follow_routing)
         throw Error(ErrorCode::Unsupported, "CUDA backend: following a given routing is the CPU reference's option");
+    if (opt.follow_cache)
+        throw Error(ErrorCode::Unsupported, "CUDA backend: following given cache rows is the CPU reference's option");
     if (start_pos > m_n_tokens)
         throw Error(ErrorCode::BadRequest, "CUDA backend: start position " + std::to_string(start_pos) +
                                                " beyond the " + std::to_string(m_n_tokens) + " cached tokens");
@@ -762,6 +764,8 @@ void CudaBackend::mtp_forward(int64_t k, const float* hidden, const int32_t* nex
                               const MtpOptions& opt, MtpOutput& out) {
     if (k < 0 || k >= int64_t(m_weights.mtp.size()))
         throw Error(ErrorCode::BadRequest, "CUDA backend: no MTP module " + std::to_string(k));
+    if (opt.follow_cache)
+        throw Error(ErrorCode::Unsupported, "CUDA backend: following given cache rows is the CPU reference's option");
     check_span(T, start_pos);
     CETUS_CUDA(cudaSetDevice(m_device));
     const int64_t H = m_config.hidden_size, V = m_config.vocab_size;
