@@ -315,9 +315,9 @@ void run_case_bf16_cache(Runner& r, const Golden& g, EngineOptions options, Engi
             // The two store the same values but where their fp32 results straddle a
             // rounding boundary: one step apart, no further (a path that rounded
             // otherwise would show). With the same rows their logits agree to fp32
-            // noise (tol); with rows a step apart, the decode's logits agree so with
-            // the CPU's prefill storing the decode's rows, which reads what each
-            // decode step read (and whose own values are held to those rows).
+            // noise (tol); with rows a step apart, the decode's logits agree to fp32
+            // noise with those of the CPU's prefill storing the decode's rows, which
+            // reads what each decode step read (its own values are held to those rows).
             const std::vector<float> stepwise = decode_stepwise(backend, ids);
             CacheFollow decode_rows = cache_to_follow(backend, c, T);
             const StepCount steps = count_steps(decode_rows, prefill_rows, c.kv_lora_rank + c.qk_rope_head_dim);

@@ -253,9 +253,21 @@ inline float __fdividef(float a, float b) { return a / b; }
 inline float __frcp_rn(float x) { return 1.0f / x; }
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 inline float __saturatef(float x) { return std::clamp(x, 0.0f, 1.0f); }
-inline float __fmul_rn(float a, float b) { return a * b; }
-inline float __fadd_rn(float a, float b) { return a + b; }
-inline float __fsub_rn(float a, float b) { return a - b; }
+// CUDA never fuses __fmul_rn, __fadd_rn or __fsub_rn into a multiply-add. Built
+// with -DCETUS_EMU_CONTRACT=ON the compiler fuses products where it chooses, so
+// there each product leaves __fmul_rn rounded and each operand enters __fadd_rn
+// and __fsub_rn rounded (an empty asm hides the value from the optimiser).
+#ifdef CETUS_EMU_CONTRACT
+inline float emu_unfused(float v) {
+    asm("" : "+x"(v));
+    return v;
+}
+#else
+inline float emu_unfused(float v) { return v; }
+#endif
+inline float __fmul_rn(float a, float b) { return emu_unfused(a * b); }
+inline float __fadd_rn(float a, float b) { return emu_unfused(a) + emu_unfused(b); }
+inline float __fsub_rn(float a, float b) { return emu_unfused(a) - emu_unfused(b); }
 inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
 inline double __dmul_rn(double a, double b) { return a * b; }
 inline double __dadd_rn(double a, double b) { return a + b; }
