@@ -96,14 +96,18 @@ void CpuBackend::mtp_forward(int64_t k, const float* hidden, const int32_t* next
     out.argmax.clear();
     std::vector<float>* out_hidden = opt.want_hidden ? &out.hidden : nullptr;
     if (!opt.want_hidden) out.hidden.clear();
+    out.routing = RoutingRecord{};
+    MtpPassOptions po;
+    po.mla_form = m_forced_form.value_or(MlaFormPolicy{});
+    po.routing = opt.want_routing ? &out.routing : nullptr;
+    po.follow_routing = opt.follow_routing;
+    po.follow_cache = opt.follow_cache;
     if (opt.logits == MtpLogits::None) {
-        m_model.mtp_forward(k, hidden, next_ids, T, start_pos, m_cache, nullptr, out_hidden,
-                            m_forced_form.value_or(MlaFormPolicy{}), opt.follow_cache);
+        m_model.mtp_forward(k, hidden, next_ids, T, start_pos, m_cache, nullptr, out_hidden, po);
         out.logits.clear();
         return;
     }
-    m_model.mtp_forward(k, hidden, next_ids, T, start_pos, m_cache, &out.logits, out_hidden,
-                        m_forced_form.value_or(MlaFormPolicy{}), opt.follow_cache);
+    m_model.mtp_forward(k, hidden, next_ids, T, start_pos, m_cache, &out.logits, out_hidden, po);
     const int64_t V = m_model.config().vocab_size;
     append_argmax(out.logits, V, opt.argmax_n_valid, out.argmax);
     if (!m_device_sampling) return;

@@ -83,6 +83,13 @@ struct MtpOptions {
     MtpLogits logits = MtpLogits::Host;
     bool want_hidden = false;     // the module's output after shared_head.norm (chained drafts)
     int64_t argmax_n_valid = 0;   // > 0: out.argmax as for ForwardOptions (rows of the logits)
+    // The module's expert choices in out.routing (tests: the conformance suite
+    // compares them; empty when the module's block is dense).
+    bool want_routing = false;
+    // CPU backend only, for tests: [T, top_k] expert ids the module's MoE follows
+    // instead of its own choices (which out.routing still reports), as
+    // ForwardOptions::follow_routing.
+    const int32_t* follow_routing = nullptr;
     // CPU backend only, for tests: with a bf16 cache, the module's layer stores these
     // rows instead of its own, as ForwardOptions::follow_cache (its layer's index:
     // num_hidden_layers + k).
@@ -93,6 +100,17 @@ struct MtpOutput {
     std::vector<float> logits;    // [T, vocab] with MtpLogits::Host
     std::vector<float> hidden;    // [T, hidden] with want_hidden
     std::vector<int32_t> argmax;  // [T] with argmax_n_valid
+    RoutingRecord routing;        // with want_routing: [T, 1, top_k] (MoE blocks; else empty)
+};
+
+// Model::mtp_forward beyond its inputs and outputs: MLA's form (as in forward()),
+// and for tests the module's expert choices (routing: out, [T, top_k] ids and
+// weights; routing_ids and follow_routing as MtpOptions) and the rows to follow.
+struct MtpPassOptions {
+    MlaFormPolicy mla_form;
+    RoutingRecord* routing = nullptr;
+    const int32_t* follow_routing = nullptr;
+    CacheFollow* follow_cache = nullptr;
 };
 
 struct ForwardOutput {
@@ -122,12 +140,10 @@ public:
     // hidden is the main model's post-norm state; logits [T, vocab] (nullptr: not
     // computed, the pass only fills the module's cache); out_hidden
     // (optional) is the module's output after shared_head.norm, for chained drafts.
-    // mla_form chooses the module's attention form as in forward(); follow_cache:
-    // MtpOptions::follow_cache.
+    // po: the attention form, and for tests the expert choices and rows (MtpPassOptions).
     void mtp_forward(int64_t k, const float* hidden, const int32_t* next_ids, int64_t n_tokens,
                      int64_t start_pos, KvCache& cache, std::vector<float>* logits,
-                     std::vector<float>* out_hidden, const MlaFormPolicy& mla_form = {},
-                     CacheFollow* follow_cache = nullptr) const;
+                     std::vector<float>* out_hidden, const MtpPassOptions& po = {}) const;
 
     // Frees the weight bytes the store owns (FP8 on load, random models) once a GPU
     // backend has its own copy; forward() and mtp_forward() then throw. Metadata

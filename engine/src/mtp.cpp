@@ -10,7 +10,7 @@ namespace cetus {
 
 void Model::mtp_forward(int64_t k, const float* hidden, const int32_t* next_ids, int64_t T, int64_t start_pos,
                         KvCache& cache, std::vector<float>* logits, std::vector<float>* out_hidden,
-                        const MlaFormPolicy& mla_form, CacheFollow* follow_cache) const {
+                        const MtpPassOptions& po) const {
     check_host_weights();
     const ModelConfig& c = m_config;
     const MtpWeights& m = m_mtp[size_t(k)];
@@ -24,9 +24,23 @@ void Model::mtp_forward(int64_t k, const float* hidden, const int32_t* next_ids,
     }
     std::vector<float> x(static_cast<size_t>(T * H));  // [T, H]
     cpu::matmul(cat.data(), T, m.eh_proj, x.data());
-    const CacheFollowScope follow_scope(cache, follow_cache);
-    block_forward(m.block, c.num_hidden_layers + k, x.data(), T, start_pos, cache, nullptr, nullptr, 0,
-                  mla_absorbed(c, mla_form, T, start_pos));
+    const int64_t K = c.num_experts_per_tok;
+    int32_t* route_ids = nullptr;
+    float* route_w = nullptr;
+    if (po.routing) {
+        RoutingRecord& rr = *po.routing;
+        rr.n_moe_layers = m.block.is_moe ? 1 : 0;
+        rr.top_k = K;
+        rr.ids.assign(static_cast<size_t>(m.block.is_moe ? T * K : 0), -1);
+        rr.weights.assign(rr.ids.size(), 0.0f);
+        if (m.block.is_moe) {
+            route_ids = rr.ids.data();
+            route_w = rr.weights.data();
+        }
+    }
+    const CacheFollowScope follow_scope(cache, po.follow_cache);
+    block_forward(m.block, c.num_hidden_layers + k, x.data(), T, start_pos, cache, route_ids, route_w, K,
+                  mla_absorbed(c, po.mla_form, T, start_pos), m.block.is_moe ? po.follow_routing : nullptr);
     std::vector<float> y(static_cast<size_t>(T * H));  // [T, H] after shared_head.norm
     cpu::rmsnorm_rows(x.data(), m.shared_head_norm.data(), eps, T, H, y.data());
     if (logits) {

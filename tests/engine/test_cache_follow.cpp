@@ -142,7 +142,9 @@ class TestCacheFollow : public QObject {
         bool still_following = false;
         auto mtp = [&](const std::vector<float>& h, CacheFollow* follow) {
             std::vector<float> logits;
-            m_model->mtp_forward(0, h.data(), m_ids.data() + 1, n, 0, cache, &logits, nullptr, {}, follow);
+            MtpPassOptions po;
+            po.follow_cache = follow;
+            m_model->mtp_forward(0, h.data(), m_ids.data() + 1, n, 0, cache, &logits, nullptr, po);
             still_following = still_following || cache.follow != nullptr;
             return logits;
         };

@@ -92,7 +92,8 @@ private slots:
         for (const char* c : {"exact: prefill logits", "fast: decode logits (8 steps)", "exact: MTP logits",
                               "exact: router expert ids", "exact: 300-token prompt, then decode",
                               "exact: CUDA graphs == direct launches (bit for bit)", "exact: greedy generation == CPU",
-                              "exact: greedy MTP on == off"})
+                              "exact: greedy MTP on == off", "exact: MTP module's router expert ids",
+                              "fast: MTP module's router expert ids"})
             QVERIFY2(checks.contains(QString::fromLatin1(c)), c);
         // What each backend stored, compared row by row (a bf16 cache: bf16 values only).
         const char* rows = bf16Cache ? "exact: first layer's cache rows: bf16 values, within a step of the CPU's"

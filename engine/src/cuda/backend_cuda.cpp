@@ -766,9 +766,21 @@ void CudaBackend::mtp_forward(int64_t k, const float* hidden, const int32_t* nex
         throw Error(ErrorCode::BadRequest, "CUDA backend: no MTP module " + std::to_string(k));
     if (opt.follow_cache)
         throw Error(ErrorCode::Unsupported, "CUDA backend: following given cache rows is the CPU reference's option");
+    if (opt.follow_routing)
+        throw Error(ErrorCode::Unsupported, "CUDA backend: following a given routing is the CPU reference's option");
     check_span(T, start_pos);
     CETUS_CUDA(cudaSetDevice(m_device));
-    const int64_t H = m_config.hidden_size, V = m_config.vocab_size;
+    const int64_t H = m_config.hidden_size, V = m_config.vocab_size, K = m_config.num_experts_per_tok;
+    // The module's expert choices (tests): its block writes them to slot 0 of the
+    // trace buffer with stride K, read back after each chunk's pass.
+    const bool moe_block = m_weights.mtp[size_t(k)].block.is_moe;
+    out.routing = RoutingRecord{};
+    if (opt.want_routing) {
+        out.routing.n_moe_layers = moe_block ? 1 : 0;
+        out.routing.top_k = K;
+        out.routing.ids.assign(static_cast<size_t>(moe_block ? T * K : 0), -1);
+        out.routing.weights.assign(out.routing.ids.size(), 0.0f);
+    }
     const bool to_host = opt.logits == MtpLogits::Host;
     const int64_t argmax_n_valid = opt.logits == MtpLogits::None ? 0 : opt.argmax_n_valid;
     const int64_t chunk = opt.logits == MtpLogits::None ? m_chunk : m_logit_chunk;
@@ -791,6 +803,11 @@ void CudaBackend::mtp_forward(int64_t k, const float* hidden, const int32_t* nex
         if (to_host) std::memcpy(out.logits.data() + t0 * V, m_h.logits, size_t(n * V) * sizeof(float));
         if (opt.want_hidden) std::memcpy(out.hidden.data() + t0 * H, m_h.hidden_out, size_t(n * H) * sizeof(float));
         if (argmax_n_valid > 0) out.argmax.assign(m_h.argmax_ids, m_h.argmax_ids + n);  // the last chunk's rows
+        if (opt.want_routing && moe_block) {
+            this->to_host(out.routing.ids.data() + t0 * K, m_s.route_ids, size_t(n * K) * sizeof(int32_t));
+            this->to_host(out.routing.weights.data() + t0 * K, m_s.route_w, size_t(n * K) * sizeof(float));
+            CETUS_CUDA(cudaStreamSynchronize(m_stream.get()));
+        }
     }
 }
 
@@ -810,7 +827,8 @@ void CudaBackend::enqueue_mtp(int64_t k, int64_t n, bool want_hidden, MtpLogits 
     launch_rmsnorm(m_s.a, H, m.enorm, eps, n, H, m_s.cat, 2 * H, s);               // [n, 2H] left half
     launch_rmsnorm(m_s.hidden_in, H, m.hnorm, eps, n, H, m_s.cat + H, 2 * H, s);  // [n, 2H] right half
     m_gemm->matmul(m.eh_proj, m_s.cat, 2 * H, n, m_s.x, H);                        // [n, H]
-    // The MTP block's routing is not reported: slot 0 of the trace buffer, stride K.
+    // The MTP block's routing: slot 0 of the trace buffer, stride K (read back by
+    // mtp_forward when asked for).
     launch_rmsnorm(m_s.x, H, m.block.input_norm, eps, n, H, m_s.a, H, s);  // [n, H]
     block(m.block, c.num_hidden_layers + k, n, m_s.route_ids, m_s.route_w, K, m.head_norm, m_s.hn);  // hn: [n, H]
     if (logits_to != MtpLogits::None) m_gemm->matmul(m.head, m_s.hn, H, n, m_s.logits, V);  // [n, V]
