@@ -104,8 +104,8 @@ struct MtpOutput {
 };
 
 // Model::mtp_forward beyond its inputs and outputs: MLA's form (as in forward()),
-// and for tests the module's expert choices (routing: out, [T, top_k] ids and
-// weights; routing_ids and follow_routing as MtpOptions) and the rows to follow.
+// and for tests the module's expert choices (routing: out, as MtpOutput::routing)
+// and the choices and rows to follow (as MtpOptions::follow_routing, follow_cache).
 struct MtpPassOptions {
     MlaFormPolicy mla_form;
     RoutingRecord* routing = nullptr;
