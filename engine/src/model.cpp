@@ -206,15 +206,7 @@ void Model::forward(const int32_t* ids, int64_t T, int64_t start_pos, KvCache& c
 
     const int64_t n_moe = c.n_moe_layers(), K = c.num_experts_per_tok;
     RoutingRecord& rr = out.routing;
-    rr.n_moe_layers = n_moe;
-    rr.top_k = K;
-    if (opt.want_routing) {
-        rr.ids.assign(static_cast<size_t>(T * n_moe * K), -1);
-        rr.weights.assign(static_cast<size_t>(T * n_moe * K), 0.0f);
-    } else {
-        rr.ids.clear();
-        rr.weights.clear();
-    }
+    rr.reset(opt.want_routing ? T : 0, n_moe, K);
     const bool absorbed = mla_absorbed(c, opt.mla_form, T, start_pos);
     const CacheFollowScope follow_scope(cache, opt.follow_cache);
     int64_t moe_index = 0;

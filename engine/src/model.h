@@ -55,6 +55,15 @@ struct RoutingRecord {
     int64_t n_moe_layers = 0, top_k = 0;
     std::vector<int32_t> ids;    // [n_tokens, n_moe_layers, top_k]
     std::vector<float> weights;  // same layout
+
+    // Shapes the record for n_tokens tokens with every entry unset (id -1,
+    // weight 0); n_tokens = 0 empties it, keeping the vectors' storage.
+    void reset(int64_t n_tokens, int64_t layers, int64_t k) {
+        n_moe_layers = layers;
+        top_k = k;
+        ids.assign(static_cast<size_t>(n_tokens * layers * k), -1);
+        weights.assign(ids.size(), 0.0f);
+    }
 };
 
 struct ForwardOptions {

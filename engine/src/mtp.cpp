@@ -29,10 +29,7 @@ void Model::mtp_forward(int64_t k, const float* hidden, const int32_t* next_ids,
     float* route_w = nullptr;
     if (po.routing) {
         RoutingRecord& rr = *po.routing;
-        rr.n_moe_layers = m.block.is_moe ? 1 : 0;
-        rr.top_k = K;
-        rr.ids.assign(static_cast<size_t>(m.block.is_moe ? T * K : 0), -1);
-        rr.weights.assign(rr.ids.size(), 0.0f);
+        rr.reset(T, m.block.is_moe ? 1 : 0, K);
         if (m.block.is_moe) {
             route_ids = rr.ids.data();
             route_w = rr.weights.data();

@@ -677,15 +677,7 @@ void CudaBackend::forward(const int32_t* ids, int64_t T, int64_t start_pos, cons
     const int64_t slots = m_n_moe * K;  // routing entries per token
 
     RoutingRecord& rr = out.routing;
-    rr.n_moe_layers = m_n_moe;
-    rr.top_k = K;
-    if (opt.want_routing) {
-        rr.ids.assign(static_cast<size_t>(T * slots), -1);
-        rr.weights.assign(static_cast<size_t>(T * slots), 0.0f);
-    } else {
-        rr.ids.clear();
-        rr.weights.clear();
-    }
+    rr.reset(opt.want_routing ? T : 0, m_n_moe, K);
     if (opt.logits_to_host) out.logits.resize(static_cast<size_t>((opt.all_logits ? T : 1) * V));
     else out.logits.clear();
     out.argmax.clear();
@@ -774,13 +766,7 @@ void CudaBackend::mtp_forward(int64_t k, const float* hidden, const int32_t* nex
     // The module's expert choices (tests): its block writes them to slot 0 of the
     // trace buffer with stride K, read back after each chunk's pass.
     const bool moe_block = m_weights.mtp[size_t(k)].block.is_moe;
-    out.routing = RoutingRecord{};
-    if (opt.want_routing) {
-        out.routing.n_moe_layers = moe_block ? 1 : 0;
-        out.routing.top_k = K;
-        out.routing.ids.assign(static_cast<size_t>(moe_block ? T * K : 0), -1);
-        out.routing.weights.assign(out.routing.ids.size(), 0.0f);
-    }
+    out.routing.reset(opt.want_routing ? T : 0, moe_block ? 1 : 0, K);
     const bool to_host = opt.logits == MtpLogits::Host;
     const int64_t argmax_n_valid = opt.logits == MtpLogits::None ? 0 : opt.argmax_n_valid;
     const int64_t chunk = opt.logits == MtpLogits::None ? m_chunk : m_logit_chunk;
