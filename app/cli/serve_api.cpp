@@ -68,7 +68,10 @@ std::optional<ApiError> content_text(const json& c, size_t i, std::string& out) 
     }
     if (!c.is_array()) return bad(param, "'" + param + "' must be a string or an array of text parts");
     for (const auto& part : c) {
-        if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string())
+        // Types checked before reading: nlohmann's value() throws when "type" is not a string.
+        const auto is_string_field = [&](const char* key) { return part.contains(key) && part[key].is_string(); };
+        if (!part.is_object() || !is_string_field("type") || part["type"].get<std::string>() != "text" ||
+            !is_string_field("text"))
             return bad(param, "'" + param + "': only parts of type \"text\" are supported");
         out += part["text"].get<std::string>();
     }

@@ -71,6 +71,7 @@ std::vector<uint8_t> encode_routing_trace(const RoutingTrace& trace) {
     }
     const uint8_t id_bytes = max_id < 256 ? 1 : 2;
     const float scale = max_weight > 0 ? max_weight / 255.0f : 1.0f;
+    if (!std::isfinite(scale * 255.0f)) invalid("weights too large to encode");  // what decoding requires
 
     std::vector<uint8_t> raw(n * (id_bytes + 1u));
     for (size_t i = 0; i < n; ++i) {
@@ -128,7 +129,8 @@ RoutingTrace decode_routing_trace(std::span<const uint8_t> blob) {
     }
     const uint64_t n = uint64_t(n_tokens) * n_layers * top_k;
     if (n > k_max_entries) corrupt("too many entries");
-    if (!std::isfinite(scale) || scale <= 0) corrupt("bad weight scale");
+    // 255 * scale is the largest weight a code gives: finite, as encoding ensures.
+    if (!std::isfinite(scale * 255.0f) || scale <= 0) corrupt("bad weight scale");
     if (stored != blob.size() - k_header_bytes) corrupt("payload size disagrees with the blob size");
 
     const size_t raw_size = static_cast<size_t>(n) * (id_bytes + 1u);

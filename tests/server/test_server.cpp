@@ -371,6 +371,11 @@ private slots:
         b = chat("Hi", 4);
         b["messages"][0]["role"] = "wizard";
         expect(post(b), 400, nullptr);
+        // A content part whose type is not a string (found by fuzz_chat_request: it was a 500).
+        b = chat("Hi", 4);
+        b["messages"][0]["content"] = json::array({json{{"type", 5}, {"text", "Hi"}}});
+        expect(post(b), 400, nullptr);
+        QCOMPARE(post(b).j["error"]["param"].get<std::string>(), std::string("messages[0].content"));
         b = chat("Hi", 4);
         b["max_tokens"] = 0;
         expect(post(b), 400, nullptr);

@@ -5,6 +5,9 @@
 
 #include <QtTest>
 
+#include <zlib.h>
+
+#include <cfloat>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -31,6 +34,21 @@ RoutingTrace make_trace(int n_tokens, int n_layers, int top_k, int n_experts, un
         }
     }
     return t;
+}
+
+// Makes the CRC of a blob whose header was altered right again (it covers the
+// header's first 28 bytes and the raw planes, inflated when deflated), so the
+// checks behind the CRC are what must notice.
+void reseal(std::vector<uint8_t>& blob, size_t raw_size) {
+    std::vector<uint8_t> raw(blob.begin() + 32, blob.end());
+    if (blob[6] == 1) {
+        raw.resize(raw_size);
+        uLongf got = raw_size;
+        QCOMPARE(::uncompress(raw.data(), &got, blob.data() + 32, uLong(blob.size() - 32)), Z_OK);
+    }
+    uLong crc = ::crc32(::crc32(0L, Z_NULL, 0), blob.data(), 28);
+    crc = ::crc32(crc, raw.data(), uInt(raw.size()));
+    for (int i = 0; i < 4; ++i) blob[size_t(28 + i)] = uint8_t(crc >> (8 * i));
 }
 
 }  // namespace
@@ -159,6 +177,44 @@ private slots:
         else if (offset == 14) blob[14] = blob[15] = 0;
         else blob[size_t(offset)] = uint8_t(value);
         QVERIFY_THROWS_EXCEPTION(StorageError, decode_routing_trace(blob));
+    }
+
+    // Weight scales whose largest code would not give a finite weight, in blobs
+    // with a right CRC (found by fuzz_routing_trace: FLT_MAX decoded to infinite
+    // weights). Decoding refuses them; encoding never writes one.
+    void scales_must_give_finite_weights_data() {
+        QTest::addColumn<float>("scale");
+        QTest::newRow("flt_max") << FLT_MAX;
+        QTest::newRow("just_too_large") << std::nextafter(FLT_MAX / 255.0f * 1.0001f, INFINITY);
+        QTest::newRow("infinite") << float(INFINITY);
+        QTest::newRow("zero") << 0.0f;
+        QTest::newRow("negative") << -1.0f;
+    }
+    void scales_must_give_finite_weights() {
+        QFETCH(float, scale);
+        const RoutingTrace t = make_trace(10, 3, 2, 8, 4);
+        auto blob = encode_routing_trace(t);
+        std::memcpy(&blob[20], &scale, 4);  // little-endian host, as the format
+        reseal(blob, t.expert_ids.size() * 2);
+        try {
+            decode_routing_trace(blob);
+            QFAIL("accepted a weight scale that gives weights out of range");
+        } catch (const StorageError& e) {
+            QCOMPARE(e.code(), StorageErrorCode::Corrupt);
+        }
+        // The same blob with its own scale back decodes (so the reseal is right).
+        blob = encode_routing_trace(t);
+        reseal(blob, t.expert_ids.size() * 2);
+        QCOMPARE(decode_routing_trace(blob).expert_ids, t.expert_ids);
+
+        RoutingTrace huge = t;
+        huge.weights[0] = FLT_MAX;
+        try {
+            const RoutingTrace back = decode_routing_trace(encode_routing_trace(huge));
+            for (float w : back.weights) QVERIFY(std::isfinite(w));
+        } catch (const StorageError& e) {
+            QCOMPARE(e.code(), StorageErrorCode::InvalidArgument);
+        }
     }
 };
 

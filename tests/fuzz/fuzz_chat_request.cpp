@@ -1,0 +1,47 @@
+// libFuzzer target for the body of a POST /v1/chat/completions request
+// (parse_chat_request, what `cetus-cli serve` runs on every request before the
+// engine sees it). Any body must give either a request whose every field is in
+// the range the engine accepts, or an OpenAI-style 400/404 error with a message;
+// an exception escaping the parser (the server would answer 500) or a sanitizer
+// report is a finding.
+#include "serve_api.h"
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace {
+
+void require(bool ok) {
+    if (!ok) __builtin_trap();
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+    using namespace cetus::cli::serve;
+    const std::string body(reinterpret_cast<const char*>(data), size);
+    const ParseResult r = parse_chat_request(body, "cetus-demo", 42);
+    if (!r.request) {
+        require(r.error.status == 400 || r.error.status == 404);
+        require(!r.error.message.empty());
+        require(!dump(error_json(r.error)).empty());  // names from the body may be invalid UTF-8
+        return 0;
+    }
+    const ChatRequest& q = *r.request;
+    const cetus::SamplingParams& s = q.gen.sampling;
+    require(!q.gen.messages.empty());
+    for (const auto& m : q.gen.messages)
+        require(m.role == "system" || m.role == "user" || m.role == "assistant" || m.role == "tool");
+    require(std::isfinite(s.temperature) && s.temperature >= 0 && s.temperature <= 2);
+    require(std::isfinite(s.top_p) && s.top_p > 0 && s.top_p <= 1);
+    require(std::isfinite(s.min_p) && s.min_p >= 0 && s.min_p <= 1);
+    require(std::isfinite(s.repetition_penalty) && s.repetition_penalty >= 0.01f && s.repetition_penalty <= 10);
+    require(s.top_k >= 0);
+    require(q.gen.max_new_tokens >= 1);
+    require(q.gen.n_draft >= 1 && q.gen.n_draft <= 8);
+    require(q.gen.stop.size() <= 16);
+    for (const auto& stop : q.gen.stop) require(!stop.empty());
+    return 0;
+}

@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""Writes the seed inputs of fuzz_routing_trace and fuzz_import (corpus/routing_trace,
+corpus/import): routing-trace blobs in the "CRT1" encoding of
+storage/src/routing_trace.cpp (stored and deflated, 1- and 2-byte ids) and small
+export files in the "cetus-conversations" format that carry them.
+Usage: python3 tests/fuzz/make_storage_seeds.py"""
+import base64
+import json
+import os
+import struct
+import zlib
+
+here = os.path.dirname(os.path.abspath(__file__))
+
+
+def crt1(n_tokens, n_layers, top_k, first_layer, ids, weights, deflate):
+    n = n_tokens * n_layers * top_k
+    assert len(ids) == len(weights) == n
+    id_bytes = 1 if max(ids, default=0) < 256 else 2
+    max_w = max(weights, default=0.0)
+    scale = struct.unpack("<f", struct.pack("<f", max_w / 255.0 if max_w > 0 else 1.0))[0]
+    raw = bytes(ids) if id_bytes == 1 else b"".join(struct.pack("<H", i) for i in ids)
+    raw += bytes(min(255, max(0, round(w / scale))) for w in weights)
+    packed = zlib.compress(raw, 6)
+    deflated = deflate and len(packed) < len(raw)
+    payload = packed if deflated else raw
+    header = b"CRT1" + bytes([id_bytes, 1, 1 if deflated else 0, 0])
+    header += struct.pack("<IHHHHfI", n_tokens, n_layers - 1, top_k, first_layer, 0, scale, len(payload))
+    crc = zlib.crc32(raw, zlib.crc32(header))
+    return header + struct.pack("<I", crc) + payload
+
+
+def trace(n_tokens, n_layers, top_k, n_experts, deflate, first_layer=1):
+    ids, weights = [], []
+    for t in range(n_tokens):
+        for layer in range(n_layers):
+            chosen = sorted({(t * 7 + layer * 3 + k * 5) % n_experts for k in range(top_k)})
+            while len(chosen) < top_k:
+                chosen.append(max(chosen) + 1)
+            ids += chosen
+            weights += [2.5 * (k + 1) / (top_k * (top_k + 1) / 2) for k in range(top_k)]
+    return crt1(n_tokens, n_layers, top_k, first_layer, ids, weights, deflate)
+
+
+def write(folder, name, data):
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, name), "wb") as f:
+        f.write(data)
+
+
+blobs = {
+    "stored_small": trace(3, 2, 2, 16, False),
+    "deflated_demo": trace(40, 2, 2, 16, True),
+    "wide_ids": trace(4, 3, 8, 300, False, first_layer=3),
+    "empty": crt1(0, 1, 1, 0, [], [], False),
+}
+for name, blob in blobs.items():
+    write(os.path.join(here, "corpus", "routing_trace"), name, blob)
+
+
+def message(i, parent, role, content, trace_blob=None, state="complete"):
+    m = {"id": i, "parent": parent, "role": role, "state": state, "created_ms": 1764500000000 + i,
+         "updated_ms": 1764500000000 + i, "stats": {} if role != "assistant" else {"n_generated_tokens": 3},
+         "content": content}
+    if trace_blob is not None:
+        m["routing_trace"] = base64.b64encode(trace_blob).decode()
+    return m
+
+
+def conversation(uuid, messages, active, title="A chat"):
+    return {"uuid": uuid, "title": title, "model": "cetus-demo", "system_prompt": "Be brief.\nAnd kind.",
+            "sampling": {"temperature": 0.7, "top_p": 0.9}, "pinned": False, "archived": False,
+            "created_ms": 1764500000000, "updated_ms": 1764500000099, "active_message": active,
+            "messages": messages}
+
+
+branching = conversation("0a1b2c3d-0000-4000-8000-000000000001", [
+    message(1, None, "user", "What is latent attention?"),
+    message(2, 1, "assistant", "It caches a compressed vector.", blobs["stored_small"]),
+    message(3, 1, "assistant", "A smaller cache.", blobs["deflated_demo"], state="interrupted"),
+    message(4, 3, "user", "Thanks \u00e9\u4e2d\U0001F600"),
+], 4)
+plain = conversation("0a1b2c3d-0000-4000-8000-000000000002", [
+    message(1, None, "system", "system text"),
+    message(2, 1, "user", "hi"),
+    message(3, 2, "assistant", "```\ncode\n```", state="error"),
+], None, title="")
+for name, doc in {"branches": [branching], "two": [branching, plain], "none": []}.items():
+    text = json.dumps({"format": "cetus-conversations", "format_version": 1, "conversations": doc})
+    write(os.path.join(here, "corpus", "import"), name + ".json", text.encode())
