@@ -228,10 +228,9 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
                                                     " (one position is needed for the answer)");
     if (req.max_new_tokens < 1) throw Error(ErrorCode::BadRequest, "max_new_tokens must be at least 1");
     if (req.n_draft < 1 || req.n_draft > 8) throw Error(ErrorCode::BadRequest, "n_draft must be between 1 and 8");
-    if (req.sampling.temperature < 0 || req.sampling.top_p <= 0 || req.sampling.top_p > 1 || req.sampling.min_p < 0 ||
-        req.sampling.min_p > 1 || req.sampling.top_k < 0 || req.sampling.repetition_penalty <= 0)
-        throw Error(ErrorCode::BadRequest, "sampling parameters out of range (temperature >= 0, 0 < top_p <= 1, "
-                                           "0 <= min_p <= 1, top_k >= 0, repetition_penalty > 0)");
+    if (!sampling_params_valid(req.sampling))
+        throw Error(ErrorCode::BadRequest, "sampling parameters out of range (finite values with temperature >= 0, "
+                                           "0 < top_p <= 1, 0 <= min_p <= 1, top_k >= 0, repetition_penalty > 0)");
 
     Run r(*this, req, sink);
     r.history = ids;

@@ -34,7 +34,7 @@ class Sampler {
 public:
     Sampler(const SamplingParams& params, int64_t vocab_size, int64_t n_valid);
 
-    bool greedy() const { return m_params.temperature <= 0.0f; }
+    bool greedy() const { return is_greedy(m_params); }
 
     // Processed distribution of one row of logits into probs[vocab] (zeros outside
     // the kept set). The repetition penalty applies to the ids in `seen` and `more`

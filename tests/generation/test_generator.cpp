@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <map>
 
 namespace {
@@ -295,6 +296,38 @@ private slots:
         QCOMPARE(m.ids.size(), size_t(3));
         std::vector<int32_t> bad{1, 2, 100000};
         QVERIFY_THROWS_EXCEPTION(cetus::Error, e->generate(greedy(bad, 3, false)));
+        // Non-finite sampling parameters are refused (NaN passed the old range checks).
+        for (int field = 0; field < 4; ++field) {
+            cetus::GenerateRequest q = greedy(std::vector<int32_t>(4, 9), 3, false);
+            const float nan = std::numeric_limits<float>::quiet_NaN();
+            if (field == 0) q.sampling.temperature = nan;
+            if (field == 1) q.sampling.top_p = nan;
+            if (field == 2) q.sampling.min_p = nan;
+            if (field == 3) q.sampling.repetition_penalty = std::numeric_limits<float>::infinity();
+            try {
+                e->generate(q);
+                QFAIL(qPrintable(QString("sampling field %1 accepted a non-finite value").arg(field)));
+            } catch (const cetus::Error& err) {
+                QCOMPARE(err.code(), cetus::ErrorCode::BadRequest);
+            }
+        }
+    }
+
+    // A subnormal temperature (the server takes any in [0, 2]) answers as greedy
+    // decoding does, with and without MTP; it gave arbitrary tokens when the
+    // scaled logits overflowed.
+    void subnormalTemperatureAnswersGreedily() {
+        auto e = load(fixture("v3-noaux"), 64);
+        const std::vector<int32_t> prompt{5, 9, 14, 3, 27};
+        const cetus::GenerateResult plain = e->generate(greedy(prompt, 12, false));
+        for (bool mtp : {false, true}) {
+            cetus::GenerateRequest q = greedy(prompt, 12, mtp);
+            q.sampling.temperature = 1e-42f;
+            q.sampling.top_p = 0.95f;
+            q.sampling.seed = 11;
+            e->reset_cache();
+            QCOMPARE(e->generate(q).ids, plain.ids);
+        }
     }
 
     void routingAndStatsPerToken() {

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <random>
 #include <span>
 #include <vector>
@@ -39,6 +40,55 @@ private slots:
         std::vector<float> p;
         s.distribution(l.data(), {}, p);
         QVERIFY(std::fabs(p[1] - 0.9f) < 1e-6f);
+    }
+
+    // At temperatures whose inverse overflows a float (subnormal ones) the softmax
+    // of the scaled logits is undefined (0 * inf at the largest logit): its limit,
+    // the argmax, is what must come out. The smallest normal temperatures still
+    // go through the softmax and give the same one-hot distribution.
+    void subnormalTemperatureIsTheArgmax() {
+        const auto l = logits_of({0.1, 0.2, 0.4, 0.3});
+        for (float t : {std::numeric_limits<float>::denorm_min(), 1e-40f, 2e-39f, 1e-30f,
+                        std::numeric_limits<float>::min()}) {
+            cetus::SamplingParams sp;
+            sp.temperature = t;
+            sp.top_p = 0.9f;
+            cetus::Sampler s(sp, 4, 4);
+            QCOMPARE(s.greedy(), std::isinf(1.0f / t));
+            std::vector<float> p;
+            s.distribution(l.data(), {}, p);
+            QCOMPARE(p, (std::vector<float>{0.0f, 0.0f, 1.0f, 0.0f}));
+            QCOMPARE(s.draw(p, 0.999), 2);
+        }
+        cetus::SamplingParams sp;
+        sp.temperature = 1e-40f;
+        QVERIFY(cetus::is_greedy(sp));
+        sp.temperature = 1e-37f;
+        QVERIFY(!cetus::is_greedy(sp));
+    }
+
+    void invalidParametersAreNamed() {
+        const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+        cetus::SamplingParams ok;
+        QVERIFY(cetus::sampling_params_valid(ok));
+        auto with = [&](auto change) {
+            cetus::SamplingParams p = ok;
+            change(p);
+            return cetus::sampling_params_valid(p);
+        };
+        QVERIFY(!with([&](auto& p) { p.temperature = nan; }));
+        QVERIFY(!with([&](auto& p) { p.temperature = inf; }));
+        QVERIFY(!with([&](auto& p) { p.temperature = -0.1f; }));
+        QVERIFY(!with([&](auto& p) { p.top_p = nan; }));
+        QVERIFY(!with([&](auto& p) { p.top_p = 0.0f; }));
+        QVERIFY(!with([&](auto& p) { p.min_p = nan; }));
+        QVERIFY(!with([&](auto& p) { p.min_p = 1.5f; }));
+        QVERIFY(!with([&](auto& p) { p.top_k = -1; }));
+        QVERIFY(!with([&](auto& p) { p.repetition_penalty = nan; }));
+        QVERIFY(!with([&](auto& p) { p.repetition_penalty = inf; }));
+        QVERIFY(!with([&](auto& p) { p.repetition_penalty = 0.0f; }));
+        QVERIFY(with([&](auto& p) { p.temperature = 0.0f; }));
+        QVERIFY(with([&](auto& p) { p.temperature = std::numeric_limits<float>::denorm_min(); }));
     }
 
     void topKTopPMinP() {

@@ -2,6 +2,7 @@
 // and storage). temperature 0 means greedy.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 namespace cetus {
@@ -14,5 +15,22 @@ struct SamplingParams {
     float repetition_penalty = 1.0f;  // > 1 penalises tokens already in prompt or answer (HF/CTRL rule)
     uint64_t seed = 0;                // same seed, same request, same output
 };
+
+// Tokens are chosen by argmax at temperature 0, and at temperatures so small
+// (below about 2.9e-39, float's subnormals) that 1 / temperature overflows: the
+// scaled logits would be infinite and the softmax undefined, where its limit is
+// the argmax.
+inline bool is_greedy(const SamplingParams& p) noexcept {
+    return !(p.temperature > 0.0f) || std::isinf(1.0f / p.temperature);
+}
+
+// Whether every field is in the range Engine::generate accepts: finite values
+// with temperature >= 0, 0 < top_p <= 1, 0 <= min_p <= 1, top_k >= 0 and
+// repetition_penalty > 0 (NaN fails every test).
+inline bool sampling_params_valid(const SamplingParams& p) noexcept {
+    return p.temperature >= 0.0f && std::isfinite(p.temperature) && p.top_p > 0.0f && p.top_p <= 1.0f &&
+           p.min_p >= 0.0f && p.min_p <= 1.0f && p.top_k >= 0 && p.repetition_penalty > 0.0f &&
+           std::isfinite(p.repetition_penalty);
+}
 
 }  // namespace cetus

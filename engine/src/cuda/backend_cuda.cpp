@@ -1024,7 +1024,7 @@ void CudaBackend::run_choice(const ChoiceSpec& spec, const ChoiceParams& p, int6
 void CudaBackend::choose(int64_t row0, int64_t n, const ChoiceSpec& spec, const double* u, int64_t q_slot,
                          int32_t* ids) {
     const ChoiceParams p = choice_params(spec, row0, n);
-    const bool greedy = spec.params.temperature <= 0.0f;
+    const bool greedy = is_greedy(spec.params);
     if (q_slot >= 0 && q_slot + n > k_max_choice_rows)
         throw Error(ErrorCode::BadRequest, "CUDA backend: draft slots " + std::to_string(q_slot) + " .. " +
                                                std::to_string(q_slot + n - 1) + " past " +
@@ -1045,7 +1045,7 @@ void CudaBackend::choose(int64_t row0, int64_t n, const ChoiceSpec& spec, const 
 VerifyResult CudaBackend::verify(const ChoiceSpec& spec, const int32_t* drafts, int64_t D, const double* u) {
     if (D < 0) throw Error(ErrorCode::BadRequest, "CUDA backend: verify of " + std::to_string(D) + " drafts");
     const ChoiceParams p = choice_params(spec, 0, D + 1);
-    if (spec.params.temperature <= 0.0f)
+    if (is_greedy(spec.params))
         throw Error(ErrorCode::BadRequest, "CUDA backend: verify is for sampling; greedy drafts are checked by choose");
     for (int64_t a = 0; a < D; ++a)
         if (drafts[a] < 0 || drafts[a] >= p.vocab)
