@@ -35,8 +35,11 @@ void Sampler::penalise(std::vector<float>& x, std::span<const int32_t> seen, std
         for (int32_t id : ids) {
             if (id < 0 || id >= m_vocab || mark[size_t(id)]) continue;
             mark[size_t(id)] = 1;
+            // Held to finite values: a penalty near 0 (or huge) would otherwise
+            // overflow a large logit to +-inf and the softmax to NaN (fuzz_sampler).
             float& v = x[size_t(id)];
-            v = v > 0 ? v / r : v * r;
+            v = std::fmin(std::fmax(v > 0 ? v / r : v * r, -std::numeric_limits<float>::max()),
+                          std::numeric_limits<float>::max());
         }
     for (auto ids : {seen, more})
         for (int32_t id : ids)

@@ -67,6 +67,34 @@ private slots:
         QVERIFY(!cetus::is_greedy(sp));
     }
 
+    // A penalty whose quotient or product overflows holds the logit at the
+    // largest float: the distribution stays one (found by fuzz_sampler: a
+    // subnormal penalty made a logit +inf and every probability NaN).
+    void extremePenaltiesStayFinite() {
+        const auto l = logits_of({0.1, 0.2, 0.4, 0.3});
+        std::vector<float> big = l;
+        for (float& x : big) x *= 1e37f;  // -2.3e37 .. -0.9e37, and one positive below
+        big[1] = 1e37f;
+        const std::vector<int32_t> seen{1, 3};
+        for (float penalty : {std::numeric_limits<float>::denorm_min(), 1e-30f, 1e30f}) {
+            cetus::SamplingParams sp;
+            sp.temperature = 0.8f;
+            sp.repetition_penalty = penalty;
+            cetus::Sampler s(sp, 4, 4);
+            std::vector<float> p;
+            s.distribution(big.data(), seen, p);
+            double sum = 0;
+            for (float x : p) {
+                QVERIFY(std::isfinite(x) && x >= 0);
+                sum += x;
+            }
+            QVERIFY(std::fabs(sum - 1.0) < 1e-6);
+            // Id 1 (positive) is divided: it wins for a small penalty and, against
+            // the others' multiplied or unchanged logits, for a large one too.
+            QCOMPARE(s.draw(p, 0.5), 1);
+        }
+    }
+
     void invalidParametersAreNamed() {
         const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
         cetus::SamplingParams ok;

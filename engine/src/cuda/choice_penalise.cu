@@ -6,6 +6,7 @@
 #include "kernels.h"
 
 #include <algorithm>
+#include <cfloat>
 
 namespace cetus::cuda {
 namespace {
@@ -31,7 +32,7 @@ __global__ void __launch_bounds__(1024) choice_penalise_kernel(const float* logi
         const int32_t id = j < n_history ? history[j] : tail[j - n_history];
         if (id >= 0 && id < V && atomicExch(&mark[id], 0u) == 1u) {
             const float v = w[id];
-            w[id] = v > 0 ? v / p.penalty : v * p.penalty;
+            w[id] = fminf(fmaxf(v > 0 ? v / p.penalty : v * p.penalty, -FLT_MAX), FLT_MAX);  // as Sampler::penalise
         }
     }
 }

@@ -1,0 +1,96 @@
+// libFuzzer target for token choice (Sampler: repetition penalty, temperature,
+// top-k, top-p, min-p, the draw and the speculative accept/replace rule), which
+// every request's parameters reach. The bytes give a vocabulary, the parameters
+// as raw floats (those Engine::generate refuses, sampling_params_valid, are
+// skipped as it skips them), finite logits of any size, a history and the
+// uniforms. For valid parameters the distribution must be a distribution over
+// the valid ids (finite, >= 0, summing to 1) and every choice a valid id with a
+// non-zero probability; anything else, or a sanitizer report, is a finding.
+#include "sampler.h"
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+void require(bool ok) {
+    if (!ok) __builtin_trap();
+}
+
+struct Reader {
+    const uint8_t* p;
+    size_t n;
+    uint8_t byte() {
+        if (n == 0) return 0;
+        --n;
+        return *p++;
+    }
+    float f32() {
+        uint32_t bits = 0;
+        for (int i = 0; i < 4; ++i) bits |= uint32_t(byte()) << (8 * i);
+        float f;
+        std::memcpy(&f, &bits, 4);
+        return f;
+    }
+    double unit() { return double(byte() | byte() << 8) / 65536.0; }
+};
+
+void check_distribution(const std::vector<float>& p, int64_t vocab, int64_t n_valid) {
+    require(int64_t(p.size()) == vocab);
+    double sum = 0;
+    for (int64_t i = 0; i < vocab; ++i) {
+        require(std::isfinite(p[size_t(i)]) && p[size_t(i)] >= 0);
+        if (i >= n_valid) require(p[size_t(i)] == 0);
+        sum += p[size_t(i)];
+    }
+    require(std::fabs(sum - 1.0) < 1e-3);
+}
+
+void check_choice(const std::vector<float>& p, int32_t id, int64_t n_valid) {
+    require(id >= 0 && id < n_valid && p[size_t(id)] > 0);
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+    Reader in{data, size};
+    const int64_t vocab = 1 + in.byte() % 64;
+    const int64_t n_valid = 1 + in.byte() % vocab;
+    cetus::SamplingParams sp;
+    const uint8_t which = in.byte();  // which parameters the input sets (others keep defaults)
+    if (which & 1) sp.temperature = in.f32();
+    if (which & 2) sp.top_p = in.f32();
+    if (which & 4) sp.min_p = in.f32();
+    if (which & 8) sp.repetition_penalty = in.f32();
+    if (which & 16) sp.top_k = int32_t(in.byte()) - 1;
+    if (!cetus::sampling_params_valid(sp)) return 0;
+    const int scale = int(in.byte() % 80) - 40;  // logits from about 2^-40 to 2^40 in size
+    std::vector<float> logits(static_cast<size_t>(vocab));
+    for (float& l : logits) l = std::ldexp(float(int16_t(in.byte() | in.byte() << 8)) / 32768.0f, scale);
+    std::vector<int32_t> seen(in.byte() % 8);
+    for (int32_t& id : seen) id = int32_t(in.byte() % (vocab + 4)) - 2;  // a few outside the vocabulary
+
+    cetus::Sampler s(sp, vocab, n_valid);
+    if (s.greedy()) {
+        const int32_t id = s.argmax(logits.data(), seen);
+        require(id >= 0 && id < n_valid);
+        return 0;
+    }
+    std::vector<float> p, q;
+    s.distribution(logits.data(), seen, p);
+    check_distribution(p, vocab, n_valid);
+    for (double u : {0.0, in.unit(), 0.9999999999}) check_choice(p, cetus::Sampler::draw(p, u), n_valid);
+
+    // The speculative rule with a draft distribution from other logits: an
+    // accepted draft (-1) or a replacement with p > 0.
+    std::vector<float> other(logits.rbegin(), logits.rend());
+    s.distribution(other.data(), {}, q);
+    check_distribution(q, vocab, n_valid);
+    const int32_t draft = cetus::Sampler::draw(q, in.unit());
+    const int32_t rep = s.accept_or_replace(p, q, draft, in.unit(), in.unit());
+    if (rep != -1) check_choice(p, rep, n_valid);
+    return 0;
+}
