@@ -139,6 +139,10 @@ RoutingTrace decode_routing_trace(std::span<const uint8_t> blob) {
         if (stored != raw_size) corrupt("payload size disagrees with the header");
         raw.assign(blob.begin() + k_header_bytes, blob.end());
     } else {
+        // Deflate packs at most 1032 bytes into one (258-byte matches at 2 bits
+        // each): a header claiming more would only make us allocate up to 768 MiB
+        // for a payload of a few bytes before the inflation fails.
+        if (raw_size / 1032 > stored) corrupt("payload too small to inflate to the size the header gives");
         raw.resize(raw_size);
         uLongf got = raw_size;
         if (::uncompress(raw.data(), &got, h + k_header_bytes, stored) != Z_OK || got != raw_size) {

@@ -179,6 +179,34 @@ private slots:
         QVERIFY_THROWS_EXCEPTION(StorageError, decode_routing_trace(blob));
     }
 
+    // A deflated payload far too small for the sizes in the header is refused
+    // before the planes are allocated (2^28 entries would take 768 MiB).
+    void inflation_bombs_are_refused_early() {
+        std::vector<uint8_t> blob = encode_routing_trace(make_trace(64, 4, 4, 8, 6));
+        QCOMPARE(int(blob[6]), 1);  // this trace deflates
+        const uint32_t tokens = (1u << 28) / (4 * 4);
+        std::memcpy(&blob[8], &tokens, 4);
+        try {
+            decode_routing_trace(blob);
+            QFAIL("accepted a header 2^28 entries long");
+        } catch (const StorageError& e) {
+            QCOMPARE(e.code(), StorageErrorCode::Corrupt);
+            QVERIFY2(QString(e.what()).contains("too small to inflate"), e.what());
+        }
+        // Real traces pass the bound, the most compressible one too (both planes
+        // constant, which deflate packs near its limit).
+        const RoutingTrace t = make_trace(2000, 58, 8, 256, 7);
+        QCOMPARE(decode_routing_trace(encode_routing_trace(t)).expert_ids, t.expert_ids);
+        RoutingTrace flat;
+        flat.n_layers = 58;
+        flat.top_k = 8;
+        flat.expert_ids.assign(size_t(20000) * 58 * 8, 0);
+        flat.weights.assign(flat.expert_ids.size(), 1.0f);
+        const auto packed = encode_routing_trace(flat);
+        QVERIFY(packed.size() < flat.expert_ids.size() * 2 / 900);  // near deflate's 1032:1
+        QCOMPARE(decode_routing_trace(packed).weights, flat.weights);
+    }
+
     // Weight scales whose largest code would not give a finite weight, in blobs
     // with a right CRC (found by fuzz_routing_trace: FLT_MAX decoded to infinite
     // weights). Decoding refuses them; encoding never writes one.
