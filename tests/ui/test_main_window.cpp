@@ -12,6 +12,7 @@
 #include <QAbstractItemModelTester>
 #include <QApplication>
 #include <QClipboard>
+#include <QFile>
 #include <QLabel>
 #include <QLineEdit>
 #include <QScrollBar>
@@ -20,6 +21,7 @@
 #include <QSettings>
 #include <QSignalSpy>
 #include <QStandardPaths>
+#include <QTemporaryDir>
 #include <QTest>
 #include <QToolButton>
 
@@ -44,6 +46,7 @@ private slots:
     void panelsReceiveData();
     void listModelGroupsByDay();
     void searchHitShowsItsMessage();
+    void storedSettingsOutOfRangeFallBack();
 
 private:
     void loadFake();
@@ -356,5 +359,42 @@ void TestMainWindow::searchHitShowsItsMessage() {
     QCOMPARE(m_window->chatView()->markedMessage(), old_answer);
 }
 
+// An imported conversation whose sampling settings lie outside what the dialog
+// offers (or the engine takes) opens with the defaults for those fields, keeping
+// the others.
+void TestMainWindow::storedSettingsOutOfRangeFallBack() {
+    QTemporaryDir dir;
+    QVERIFY(dir.isValid());
+    const QString file = dir.filePath(QStringLiteral("odd.json"));
+    {
+        QFile f(file);
+        QVERIFY(f.open(QIODevice::WriteOnly));
+        f.write(R"({"format": "cetus-conversations", "format_version": 1, "conversations": [
+            {"uuid": "0a1b2c3d-0000-4000-8000-0000000000aa", "title": "Odd settings", "model": "fake",
+             "system_prompt": "", "pinned": false, "archived": false, "created_ms": 1764500000000,
+             "updated_ms": 1764500000000, "active_message": 1,
+             "sampling": {"temperature": 50, "top_p": 0.5, "top_k": -3, "min_p": 0.1, "repetition_penalty": 0,
+                          "max_new_tokens": 100000, "mtp": false, "n_draft": 99},
+             "messages": [{"id": 1, "parent": null, "role": "user", "state": "complete",
+                           "created_ms": 1764500000000, "updated_ms": 1764500000000, "stats": {},
+                           "content": "hello"}]}]})");
+    }
+    QCOMPARE(m_store->importJson(file), std::optional<int>(1));
+    const auto list = m_store->listConversations();
+    QCOMPARE(list.size(), size_t(1));
+    const SamplingSettings defaults = m_window->controller().settings().sampling;
+    m_window->controller().openConversation(list[0].id);
+    const SamplingSettings s = m_window->controller().settings().sampling;
+    QCOMPARE(s.temperature, defaults.temperature);               // 50: out of 0..2
+    QCOMPARE(s.top_p, 0.5);                                      // kept
+    QCOMPARE(s.top_k, defaults.top_k);                           // -3
+    QCOMPARE(s.min_p, 0.1);                                      // kept
+    QCOMPARE(s.repetition_penalty, defaults.repetition_penalty);  // 0
+    QCOMPARE(s.max_new_tokens, defaults.max_new_tokens);         // 100000: over 32768
+    QCOMPARE(s.mtp, false);                                      // kept
+    QCOMPARE(s.n_draft, defaults.n_draft);                       // 99: over 8
+}
+
 QTEST_MAIN(TestMainWindow)
 #include "test_main_window.moc"
+

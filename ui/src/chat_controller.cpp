@@ -31,17 +31,29 @@ QJsonObject samplingToJson(const SamplingSettings& s) {
                        {"max_new_tokens", s.max_new_tokens}, {"mtp", s.mtp},       {"n_draft", s.n_draft}};
 }
 
+// A conversation's stored settings. They may come from an imported file or an
+// older build: a value outside the range the settings dialog offers (for the
+// fields it does not show, the engine's or the server's range) falls back to the
+// default, so one bad value cannot fail every message of the conversation.
 SamplingSettings samplingFromJson(const QString& text, const SamplingSettings& defaults) {
     SamplingSettings s = defaults;
     const QJsonObject o = QJsonDocument::fromJson(text.toUtf8()).object();
-    s.temperature = o.value("temperature").toDouble(s.temperature);
-    s.top_p = o.value("top_p").toDouble(s.top_p);
-    s.top_k = o.value("top_k").toInt(s.top_k);
-    s.min_p = o.value("min_p").toDouble(s.min_p);
-    s.repetition_penalty = o.value("repetition_penalty").toDouble(s.repetition_penalty);
-    s.max_new_tokens = o.value("max_new_tokens").toInt(s.max_new_tokens);
+    const auto real = [&](const char* key, double lo, double hi, double fallback) {
+        const double v = o.value(QLatin1String(key)).toDouble(fallback);
+        return v >= lo && v <= hi ? v : fallback;
+    };
+    const auto whole = [&](const char* key, int lo, int hi, int fallback) {
+        const int v = o.value(QLatin1String(key)).toInt(fallback);
+        return v >= lo && v <= hi ? v : fallback;
+    };
+    s.temperature = real("temperature", 0.0, 2.0, s.temperature);
+    s.top_p = real("top_p", 0.01, 1.0, s.top_p);
+    s.top_k = whole("top_k", 0, 1000, s.top_k);
+    s.min_p = real("min_p", 0.0, 1.0, s.min_p);
+    s.repetition_penalty = real("repetition_penalty", 0.01, 10.0, s.repetition_penalty);
+    s.max_new_tokens = whole("max_new_tokens", 1, 32768, s.max_new_tokens);
     s.mtp = o.value("mtp").toBool(s.mtp);
-    s.n_draft = o.value("n_draft").toInt(s.n_draft);
+    s.n_draft = whole("n_draft", 1, 8, s.n_draft);
     return s;
 }
 
