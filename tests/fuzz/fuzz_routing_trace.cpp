@@ -35,6 +35,15 @@ uint32_t get32(const uint8_t* p) {
     return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
 }
 
+// u is t after an encode and decode: the same sizes and ids, the weights within
+// the encoding's tolerance.
+void require_same(const RoutingTrace& t, const RoutingTrace& u) {
+    require(u.n_layers == t.n_layers && u.top_k == t.top_k && u.first_layer == t.first_layer);
+    require(u.expert_ids == t.expert_ids);
+    const float tol = cetus::storage::routing_weight_tolerance(t);
+    for (size_t i = 0; i < t.weights.size(); ++i) require(std::fabs(u.weights[i] - t.weights[i]) <= tol);
+}
+
 // A decoded trace: consistent, and the same after another encode and decode.
 void check_decoded(const RoutingTrace& t) {
     require(t.n_layers >= 1 && t.n_layers <= 4096 && t.top_k >= 1 && t.top_k <= 256);
@@ -43,11 +52,7 @@ void check_decoded(const RoutingTrace& t) {
     require(t.expert_ids.size() == t.n_tokens() * size_t(t.n_layers) * size_t(t.top_k));
     for (float w : t.weights) require(std::isfinite(w) && w >= 0);
     const std::vector<uint8_t> again = cetus::storage::encode_routing_trace(t);  // must not throw
-    const RoutingTrace u = cetus::storage::decode_routing_trace(again);
-    require(u.n_layers == t.n_layers && u.top_k == t.top_k && u.first_layer == t.first_layer);
-    require(u.expert_ids == t.expert_ids);
-    const float tol = cetus::storage::routing_weight_tolerance(t);
-    for (size_t i = 0; i < t.weights.size(); ++i) require(std::fabs(u.weights[i] - t.weights[i]) <= tol);
+    require_same(t, cetus::storage::decode_routing_trace(again));
 }
 
 void try_blob(const uint8_t* data, size_t size) {
@@ -111,10 +116,7 @@ void try_round_trip(const uint8_t* data, size_t size) {
     if (t.expert_ids.empty()) return;
     const std::vector<uint8_t> blob = cetus::storage::encode_routing_trace(t);  // a valid trace: must not throw
     const RoutingTrace u = cetus::storage::decode_routing_trace(blob);
-    require(u.n_layers == t.n_layers && u.top_k == t.top_k && u.first_layer == t.first_layer);
-    require(u.expert_ids == t.expert_ids);
-    const float tol = cetus::storage::routing_weight_tolerance(t);
-    for (size_t i = 0; i < t.weights.size(); ++i) require(std::fabs(u.weights[i] - t.weights[i]) <= tol);
+    require_same(t, u);
     check_decoded(u);
 }
 
