@@ -7,11 +7,14 @@
 #include <algorithm>
 #include <cmath>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace cetus::storage {
 namespace {
 
 // From the active message up to its root, then down the newest child to a leaf.
+// A cycle of parents (only a file edited by hand has one) ends the walk where it
+// would come back to a message already on the path.
 std::vector<int64_t> active_path(const std::vector<Message>& messages, std::optional<int64_t> active) {
     if (messages.empty()) return {};
     std::unordered_map<int64_t, size_t> index;
@@ -22,12 +25,13 @@ std::vector<int64_t> active_path(const std::vector<Message>& messages, std::opti
     }
     const int64_t start = active && index.count(*active) ? *active : messages.back().id;
     std::vector<int64_t> path;
-    for (std::optional<int64_t> at = start; at && index.count(*at) && path.size() <= messages.size();
+    std::unordered_set<int64_t> on_path;
+    for (std::optional<int64_t> at = start; at && index.count(*at) && on_path.insert(*at).second;
          at = messages[index[*at]].parent_id) {
         path.push_back(*at);
     }
     std::reverse(path.begin(), path.end());
-    for (auto it = newest_child.find(start); it != newest_child.end() && path.size() <= messages.size();
+    for (auto it = newest_child.find(start); it != newest_child.end() && on_path.insert(it->second).second;
          it = newest_child.find(it->second)) {
         path.push_back(it->second);
     }

@@ -1,15 +1,20 @@
 // Export: lossless JSON and readable Markdown (import.cpp reads the JSON back).
 // Message ids in the JSON are local to their conversation (1..n in creation
-// order), so a round trip through another database is byte-identical.
+// order, which puts parents first unless rows were edited by hand), so a round
+// trip through another database is byte-identical.
 #include "store_impl.h"
 
 #include "text_util.h"
 
 #include <nlohmann/json.hpp>
 
+#include <functional>
 #include <map>
+#include <optional>
 #include <ostream>
+#include <queue>
 #include <set>
+#include <unordered_map>
 
 namespace cetus::storage {
 namespace {
@@ -24,6 +29,60 @@ constexpr int k_format_version = 1;
 ordered_json stored_object(const std::string& text) {
     ordered_json value = ordered_json::parse(text, nullptr, false);
     return value.is_object() ? value : ordered_json::object();
+}
+
+// The order in which a conversation's messages are written, as indices into
+// `messages` (sorted by id), and which of them lose their parent. Files Cetus
+// wrote have every parent before its children, so this is id order. A file
+// edited by hand may name a later message as parent, or make a cycle of
+// parents: then a message waits for its parent, the oldest message of a cycle
+// becomes a root, and the export still imports.
+std::vector<size_t> parents_first(const std::vector<Message>& messages, std::vector<bool>& cut) {
+    const size_t n = messages.size();
+    std::unordered_map<int64_t, size_t> index;
+    for (size_t i = 0; i < n; ++i) index.emplace(messages[i].id, i);
+    std::unordered_map<int64_t, std::vector<size_t>> children;
+    // Smallest index first: with every parent older than its children this pops 0, 1, 2, ...
+    std::priority_queue<size_t, std::vector<size_t>, std::greater<>> ready;
+    for (size_t i = 0; i < n; ++i) {
+        const auto& parent = messages[i].parent_id;
+        if (parent && index.count(*parent)) children[*parent].push_back(i);
+        else ready.push(i);
+    }
+    cut.assign(n, false);
+    std::vector<bool> done(n, false);
+    std::vector<size_t> order;
+    order.reserve(n);
+    size_t oldest_left = 0;
+    while (order.size() < n) {
+        if (ready.empty()) {  // only cycles are left
+            while (done[oldest_left]) ++oldest_left;
+            cut[oldest_left] = true;
+            ready.push(oldest_left);
+        }
+        const size_t i = ready.top();
+        ready.pop();
+        if (done[i]) continue;
+        done[i] = true;
+        order.push_back(i);
+        if (auto it = children.find(messages[i].id); it != children.end()) {
+            for (size_t c : it->second) {
+                if (!done[c]) ready.push(c);
+            }
+        }
+    }
+    return order;
+}
+
+// A stored trace as written to the export, or nothing when it does not decode
+// (a damaged blob would make the whole file refuse to import).
+std::optional<std::vector<uint8_t>> readable_trace(std::vector<uint8_t> blob) {
+    try {
+        (void)decode_routing_trace(blob);
+    } catch (const StorageError&) {
+        return std::nullopt;
+    }
+    return blob;
 }
 
 }  // namespace
@@ -91,10 +150,14 @@ void Store::export_json(std::ostream& out, std::optional<int64_t> conversation_i
     for (int64_t id : ids) {
         const ConversationTree tree = open_conversation(id);
         const Conversation& c = tree.conversation;
+        std::vector<bool> cut;
+        const std::vector<size_t> order = parents_first(tree.messages, cut);
         std::map<int64_t, int64_t> local;
-        for (const Message& m : tree.messages) local.emplace(m.id, static_cast<int64_t>(local.size()) + 1);
+        for (size_t i : order) local.emplace(tree.messages[i].id, static_cast<int64_t>(local.size()) + 1);
         ordered_json doc;
-        doc["uuid"] = c.uuid;
+        // A uuid edited out of shape would stop the file importing; the
+        // conversation gets a new one instead.
+        doc["uuid"] = detail::valid_uuid(c.uuid) ? c.uuid : detail::new_uuid();
         doc["title"] = c.title;
         doc["model"] = c.model;
         doc["system_prompt"] = c.system_prompt;
@@ -106,10 +169,12 @@ void Store::export_json(std::ostream& out, std::optional<int64_t> conversation_i
         doc["active_message"] = (c.active_message_id && local.count(*c.active_message_id))
                                     ? ordered_json(local[*c.active_message_id]) : ordered_json(nullptr);
         ordered_json messages = ordered_json::array();
-        for (const Message& m : tree.messages) {
+        for (size_t i : order) {
+            const Message& m = tree.messages[i];
             ordered_json jm;
             jm["id"] = local[m.id];
-            jm["parent"] = m.parent_id && local.count(*m.parent_id) ? ordered_json(local[*m.parent_id]) : ordered_json(nullptr);
+            jm["parent"] = !cut[i] && m.parent_id && local.count(*m.parent_id) ? ordered_json(local[*m.parent_id])
+                                                                               : ordered_json(nullptr);
             jm["role"] = role_name(m.role);
             // Nothing streams into an export: an unfinished answer is an interrupted one.
             jm["state"] = state_name(m.state == MessageState::Streaming ? MessageState::Interrupted : m.state);
@@ -120,7 +185,9 @@ void Store::export_json(std::ostream& out, std::optional<int64_t> conversation_i
             if (m.has_routing_trace) {
                 auto q = m_impl->sql("SELECT data FROM routing_traces WHERE message_id = ?1");
                 q->bind(1, m.id);
-                if (q->step()) jm["routing_trace"] = detail::base64_encode(q->col_blob(0));
+                if (q->step()) {
+                    if (auto blob = readable_trace(q->col_blob(0))) jm["routing_trace"] = detail::base64_encode(*blob);
+                }
             }
             messages.push_back(std::move(jm));
         }

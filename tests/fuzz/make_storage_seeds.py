@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Writes the seed inputs of fuzz_routing_trace and fuzz_import (corpus/routing_trace,
-corpus/import): routing-trace blobs in the "CRT1" encoding of
-storage/src/routing_trace.cpp (stored and deflated, 1- and 2-byte ids) and small
-export files in the "cetus-conversations" format that carry them.
+"""Writes the seed inputs of fuzz_routing_trace, fuzz_import and fuzz_store_rows
+(corpus/routing_trace, corpus/import, corpus/store_rows): routing-trace blobs in
+the "CRT1" encoding of storage/src/routing_trace.cpp (stored and deflated, 1- and
+2-byte ids), small export files in the "cetus-conversations" format that carry
+them, and lists of hand edits in fuzz_store_rows.cpp's format.
 Usage: python3 tests/fuzz/make_storage_seeds.py"""
 import base64
 import json
@@ -88,3 +89,49 @@ plain = conversation("0a1b2c3d-0000-4000-8000-000000000002", [
 for name, doc in {"branches": [branching], "two": [branching, plain], "none": []}.items():
     text = json.dumps({"format": "cetus-conversations", "format_version": 1, "conversations": doc})
     write(os.path.join(here, "corpus", "import"), name + ".json", text.encode())
+
+
+# fuzz_store_rows: a flags byte, then edits. Column numbers index k_columns,
+# values start with their kind (1: k_integers[i], which is i for i <= 12;
+# 4: a blob of 4*n bytes; 5: a double's bits; 6: k_texts[i]). The store it edits
+# has messages 1-5 in conversation 1 (2 and 5 answer 1, 3 follows 2, 4 answers 3),
+# 6-7 in the archived conversation 2, and an empty conversation 3.
+UPDATE, DELETE, COPY, FTS_ADD, FTS_DELETE = range(5)
+CONV_ID, CONV_UUID, CONV_SAMPLING, CONV_CREATED, CONV_ACTIVE = 0, 1, 5, 8, 10
+MSG_ID, MSG_CONV, MSG_PARENT, MSG_ROLE, MSG_STATE, MSG_WRITER, MSG_STATS, MSG_UPDATED = 11, 12, 13, 14, 16, 17, 18, 20
+TRACE_DATA = 23
+INT_MAX64, INT_MIN64 = 15, 16
+TEXT = {"streaming": 4, "[]": 10, "{\"a\":": 15, "quokka": 17, "sea": 18, "1:1:1": 19, "NOT-A-UUID": 21}
+
+
+def integer(i):
+    return bytes([1, i])
+
+
+def text(name):
+    return bytes([6, TEXT[name]])
+
+
+def update(column, row, value):
+    return bytes([UPDATE, column, row]) + value
+
+
+edits = {
+    "parent_cycle": bytes([0]) + update(MSG_PARENT, 0, integer(3)),
+    "parent_later": bytes([0]) + update(MSG_PARENT, 2, integer(5)) + update(MSG_PARENT, 1, integer(6)),
+    "self_parent": bytes([0]) + update(MSG_PARENT, 3, integer(4)) + update(CONV_ACTIVE, 0, integer(4)),
+    "bad_uuid": bytes([0]) + update(CONV_UUID, 0, text("NOT-A-UUID")),
+    "trace_garbage": bytes([0]) + update(TRACE_DATA, 0, bytes([4, 3]) + b"CRT1" + bytes(8)),
+    "unknown_role": bytes([1]) + update(MSG_ROLE, 0, text("sea")) + update(MSG_STATE, 5, text("quokka")),
+    "index_out_of_step": bytes([0, FTS_ADD]) + integer(INT_MAX64) + text("quokka") +
+    bytes([FTS_DELETE]) + integer(1) + text("sea"),
+    "streaming_dead_writer": bytes([0]) + update(MSG_STATE, 6, text("streaming")) + update(MSG_WRITER, 6, text("1:1:1")),
+    "moved_ids": bytes([0]) + update(MSG_ID, 0, integer(INT_MAX64)) + update(CONV_ACTIVE, 1, bytes([1, 13])) +
+    update(CONV_ID, 0, integer(0)) + bytes([DELETE, 0, 2]),
+    "json_not_objects": bytes([0]) + update(CONV_SAMPLING, 0, text("[]")) + update(MSG_STATS, 1, text("{\"a\":")),
+    "extreme_times": bytes([0]) + update(CONV_CREATED, 0, integer(INT_MIN64)) +
+    update(MSG_UPDATED, 1, bytes([5]) + bytes.fromhex("7ff8000000000001")) + bytes([COPY, 3]) + integer(0),
+    "orphans": bytes([0]) + update(MSG_CONV, 3, integer(9)) + bytes([DELETE, 1, 0]),
+}
+for name, data in edits.items():
+    write(os.path.join(here, "corpus", "store_rows"), name, data)

@@ -1,12 +1,18 @@
 // Export and import: JSON round trips are byte-identical, imports are idempotent,
-// Markdown is readable, and every malformed import is rejected with nothing
-// half-imported (the database exports identically before and after).
+// Markdown is readable, every malformed import is rejected with nothing
+// half-imported (the database exports identically before and after), and a file
+// whose rows were edited by hand still exports to a file that imports.
 #include "cetus/storage/store.h"
+
+#include "sqlite_util.h"
 
 #include <QtTest>
 
+#include <QTemporaryDir>
+
 #include <memory>
 #include <sstream>
+#include <stdexcept>
 
 using namespace cetus::storage;
 
@@ -28,6 +34,14 @@ int64_t add(Store& s, int64_t conversation, std::optional<int64_t> parent, Role 
     m.content = text;
     m.state = state;
     return s.add_message(m);
+}
+
+// The message of `tree` with this text.
+const Message& by_content(const ConversationTree& tree, const std::string& text) {
+    for (const Message& m : tree.messages) {
+        if (m.content == text) return m;
+    }
+    throw std::runtime_error("no message \"" + text + "\"");
 }
 
 std::string export_all(Store& s) {
@@ -216,6 +230,76 @@ private slots:
         }
         QCOMPARE(export_all(target), before);
         QVERIFY(target.check_integrity().empty());
+    }
+
+    // Rows edited outside Cetus (schema intact, so the file opens): a cycle of
+    // parents, a parent newer than its child, a uuid out of shape, a trace blob
+    // that does not decode. Before, each made the export refuse to import, so
+    // exporting could not rescue such a file.
+    void export_of_hand_edited_rows_imports() {
+        QTemporaryDir dir;
+        QVERIFY(dir.isValid());
+        const std::string file = dir.filePath("history.db").toStdString();
+        int64_t a = 0, b = 0;
+        {
+            Store s = Store::open(file, stepping_clock());
+            fill(s);
+            b = s.list_conversations({50, 0, ArchiveFilter::Only}).front().id;
+            a = s.list_conversations({50, 0, ArchiveFilter::Exclude}).front().id;
+        }
+        int64_t user = 0, first_answer = 0, second_answer = 0, question = 0, failed = 0;
+        {
+            Store s = Store::open(file);
+            const ConversationTree ta = s.open_conversation(a), tb = s.open_conversation(b);
+            user = by_content(ta, ta.messages[1].content).id;
+            first_answer = ta.messages[2].id;
+            second_answer = by_content(ta, "partial").id;
+            question = tb.messages[0].id;
+            failed = by_content(tb, "failed").id;
+        }
+        {
+            cetus::storage::detail::Db raw(file, SQLITE_OPEN_READWRITE, file);
+            const std::string edits =
+                // user <-> second answer: a cycle (the first answer still hangs off the user)
+                "UPDATE messages SET parent_id = " + std::to_string(second_answer) + " WHERE id = " + std::to_string(user) + ";"
+                // the failed answer first, the question after it
+                "UPDATE messages SET parent_id = NULL WHERE id = " + std::to_string(failed) + ";"
+                "UPDATE messages SET parent_id = " + std::to_string(failed) + " WHERE id = " + std::to_string(question) + ";"
+                "UPDATE conversations SET uuid = 'not a uuid' WHERE id = " + std::to_string(b) + ";"
+                "UPDATE routing_traces SET data = x'4352543100000000' WHERE message_id = " + std::to_string(first_answer) + ";";
+            raw.exec(edits.c_str());
+        }
+        Store s = Store::open(file);
+        // The cycle ends the active path (it went round until the path was longer than the tree).
+        const ConversationTree ta = s.open_conversation(a);
+        QCOMPARE(ta.active_path, (std::vector<int64_t>{user, second_answer}));
+        QVERIFY_THROWS_EXCEPTION(StorageError, s.routing_trace(first_answer));
+
+        const std::string text = export_all(s);
+        Store target = Store::open_memory();
+        const ImportResult r = target.import_json(text, "rescued.json");
+        QCOMPARE(r.n_conversations, 2);
+        QCOMPARE(r.n_messages, int64_t(6));
+        const ConversationTree ia = target.open_conversation(r.conversation_ids[0]);
+        const ConversationTree ib = target.open_conversation(r.conversation_ids[1]);
+        // The cycle is cut at its oldest message, which becomes a root; the rest keep their parents.
+        const Message& iuser = by_content(ia, ta.messages[1].content);
+        QVERIFY(!iuser.parent_id);
+        QCOMPARE(by_content(ia, "partial").parent_id, std::optional<int64_t>(iuser.id));
+        QCOMPARE(by_content(ia, ta.messages[2].content).parent_id, std::optional<int64_t>(iuser.id));
+        QVERIFY(!by_content(ia, "system line").parent_id);
+        // The unreadable trace is left out; nothing else is lost.
+        QVERIFY(!by_content(ia, ta.messages[2].content).has_routing_trace);
+        // The newer parent is written first.
+        QCOMPARE(ib.messages.size(), size_t(2));
+        QCOMPARE(ib.messages[0].content, std::string("failed"));
+        QCOMPARE(ib.messages[1].parent_id, std::optional<int64_t>(ib.messages[0].id));
+        QVERIFY(ib.conversation.uuid != "not a uuid");
+        QCOMPARE(ib.conversation.uuid.size(), size_t(36));
+        // And the rescued copy round-trips as any other.
+        Store third = Store::open_memory();
+        third.import_json(export_all(target));
+        QCOMPARE(export_all(third), export_all(target));
     }
 
     void duplicate_uuid_in_one_file_is_rejected() {

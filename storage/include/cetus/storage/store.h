@@ -108,6 +108,10 @@ public:
     // Export: JSON is lossless ("cetus-conversations", format_version 1), one
     // conversation or all (an answer still streaming is written as interrupted);
     // Markdown is the active branch, for reading. Io when `out` fails.
+    // Rows edited outside Cetus still export to a file that imports: parents
+    // are written before their children (a cycle of parents is cut at its
+    // oldest message), a uuid out of shape is replaced and a routing trace
+    // that does not decode is left out.
     void export_json(std::ostream& out, std::optional<int64_t> conversation_id = {});
     std::string export_markdown(int64_t conversation_id);
     // Validates the whole document first, then imports in one transaction: on any

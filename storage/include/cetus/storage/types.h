@@ -90,7 +90,9 @@ struct Message {
 };
 
 // A conversation with every message of every branch, ordered by id, so a parent
-// always precedes its children. active_path runs from a root to the leaf shown.
+// precedes its children (in files Cetus wrote; rows edited by hand may name a
+// newer parent, or make a cycle). active_path runs from a root to the leaf
+// shown, through parent links, never twice through one message.
 struct ConversationTree {
     Conversation conversation;
     std::vector<Message> messages;
