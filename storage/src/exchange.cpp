@@ -145,6 +145,7 @@ void Store::export_json(std::ostream& out, std::optional<int64_t> conversation_i
         auto q = m_impl->sql("SELECT id FROM conversations ORDER BY id");
         while (q->step()) ids.push_back(q->col_int(0));
     }
+    std::set<std::string> uuids;
     out << "{\"format\":\"" << k_format << "\",\"format_version\":" << k_format_version << ",\"conversations\":[";
     bool first = true;
     for (int64_t id : ids) {
@@ -155,9 +156,11 @@ void Store::export_json(std::ostream& out, std::optional<int64_t> conversation_i
         std::map<int64_t, int64_t> local;
         for (size_t i : order) local.emplace(tree.messages[i].id, static_cast<int64_t>(local.size()) + 1);
         ordered_json doc;
-        // A uuid edited out of shape would stop the file importing; the
-        // conversation gets a new one instead.
-        doc["uuid"] = detail::valid_uuid(c.uuid) ? c.uuid : detail::new_uuid();
+        // A uuid edited out of shape, or one twice (only a damaged index
+        // allows that), would stop the file importing: a new one instead.
+        std::string uuid = c.uuid;
+        while (!detail::valid_uuid(uuid) || !uuids.insert(uuid).second) uuid = detail::new_uuid();
+        doc["uuid"] = uuid;
         doc["title"] = c.title;
         doc["model"] = c.model;
         doc["system_prompt"] = c.system_prompt;

@@ -9,8 +9,11 @@
 // The store built once at start-up (branches, a trace, statistics, an archived
 // and an empty conversation) is copied to a file, the input's edits are made on
 // it through SQLite directly, and then every reader and a few writers run on it.
-// A StorageError is an acceptable answer to any call; anything else escaping, or
-// a sanitizer report, is a finding. What must also hold:
+// With bit 2 of the first byte set, bytes of the file itself are overwritten
+// instead (damaged pages, as after a bad disk or a partial copy). A
+// StorageError is an acceptable answer to any call; anything else escaping, or
+// a sanitizer report, is a finding. What must also hold (of damaged files only
+// the first: a damaged index may hide rows from one query and not another):
 //   - an opened conversation's active path is a chain of parent links without
 //     repeats, through messages of that conversation;
 //   - an export of everything imports into a new store, with every conversation
@@ -154,19 +157,32 @@ void run(sqlite3* db, const std::string& sql, Reader& in, int n_values, int64_t 
     sqlite3_finalize(stmt);
 }
 
-// Edits the file as the input says. The first byte sets the connection's
-// pragmas; each edit after it starts with a byte choosing its kind.
-void edit(const fs::path& file, Reader& in) {
+// Overwrites up to eight runs of bytes of the file: a 3-byte offset, a length
+// byte (1..8), then the bytes.
+void damage(const fs::path& file, Reader& in) {
+    std::fstream f(file, std::ios::binary | std::ios::in | std::ios::out);
+    const auto size = static_cast<uint64_t>(fs::file_size(file));
+    for (int n = 0; n < 8 && !in.done(); ++n) {
+        uint64_t at = 0;
+        for (int i = 0; i < 3; ++i) at = at << 8 | in.byte();
+        const std::string bytes = in.bytes(1 + in.byte() % 8);
+        f.seekp(static_cast<std::streamoff>(at % size));
+        f.write(bytes.data(), std::streamsize(bytes.size()));
+    }
+}
+
+// Edits the file as the input says. The first byte (`flags`) sets the
+// connection's pragmas; each edit after it starts with a byte choosing its kind.
+void edit(const fs::path& file, uint8_t flags, Reader& in) {
     sqlite3* db = nullptr;
     if (sqlite3_open_v2(file.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK) {
         sqlite3_close(db);
         return;
     }
-    const uint8_t flags = in.byte();
     if (flags & 1) sqlite3_exec(db, "PRAGMA ignore_check_constraints = ON", nullptr, nullptr, nullptr);
     if (flags & 2) sqlite3_exec(db, "PRAGMA foreign_keys = ON", nullptr, nullptr, nullptr);
     sqlite3_exec(db, "BEGIN", nullptr, nullptr, nullptr);
-    for (int n = 0; n < 32 && !in.done(); ++n) {
+    for (int n = 0; n < ((flags & 4) ? 0 : 32) && !in.done(); ++n) {
         switch (in.byte() % 5) {
         case 0: {  // set one column of one row
             const Column& c = k_columns[in.byte() % std::size(k_columns)];
@@ -230,7 +246,7 @@ void tolerate(F&& call) {
     }
 }
 
-void exercise(Store& store, Reader& in) {
+void exercise(Store& store, bool damaged, Reader& in) {
     const int64_t n_all = store.count_conversations(ArchiveFilter::Include);
     require(n_all >= 0);
     std::vector<int64_t> ids;
@@ -240,7 +256,7 @@ void exercise(Store& store, Reader& in) {
             if (f == ArchiveFilter::Include) ids.push_back(s.id);
         }
     }
-    require(int64_t(ids.size()) == n_all);
+    require(damaged || int64_t(ids.size()) == n_all);
 
     int64_t n_messages = 0;
     for (int64_t id : ids) {
@@ -274,7 +290,7 @@ void exercise(Store& store, Reader& in) {
     } catch (const StorageError&) {
         exported = false;
     }
-    if (exported) {
+    if (exported && !damaged) {
         Store fresh = Store::open_memory();
         ImportResult imported;
         try {
@@ -380,12 +396,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         require(bool(f));
     }
     Reader in(data, size);
-    edit(g_file, in);
+    const uint8_t flags = in.byte();
+    edit(g_file, flags, in);
+    const bool damaged = flags & 4;
+    if (damaged) damage(g_file, in);
     OpenOptions options;
     options.durable = false;
     try {
         Store store = Store::open(g_file, options);
-        exercise(store, in);
+        exercise(store, damaged, in);
     } catch (const StorageError&) {
     }
     return 0;

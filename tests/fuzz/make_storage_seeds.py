@@ -133,5 +133,14 @@ edits = {
     update(MSG_UPDATED, 1, bytes([5]) + bytes.fromhex("7ff8000000000001")) + bytes([COPY, 3]) + integer(0),
     "orphans": bytes([0]) + update(MSG_CONV, 3, integer(9)) + bytes([DELETE, 1, 0]),
 }
+# Damaged files (flags bit 2): runs of a 3-byte offset, a length byte, the bytes.
+# Page 1 starts with the 100-byte header; the tables' pages follow.
+def overwrite(at, data):
+    return at.to_bytes(3, "big") + bytes([len(data) - 1]) + data
+
+
+edits["damaged_header"] = bytes([4]) + overwrite(16, b"\x00\x01") + overwrite(56, b"\x00\x00\x00\x02")
+edits["damaged_pages"] = bytes([4]) + overwrite(4096 + 8, b"\xff\xff") + overwrite(3 * 4096 + 100, b"\x0d\x00\x05") + \
+    overwrite(5 * 4096 + 300, b"quokka!!")
 for name, data in edits.items():
     write(os.path.join(here, "corpus", "store_rows"), name, data)

@@ -110,7 +110,7 @@ public:
     // Markdown is the active branch, for reading. Io when `out` fails.
     // Rows edited outside Cetus still export to a file that imports: parents
     // are written before their children (a cycle of parents is cut at its
-    // oldest message), a uuid out of shape is replaced and a routing trace
+    // oldest message), a uuid out of shape (or twice) is replaced and a routing trace
     // that does not decode is left out.
     void export_json(std::ostream& out, std::optional<int64_t> conversation_id = {});
     std::string export_markdown(int64_t conversation_id);
