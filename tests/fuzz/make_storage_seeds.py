@@ -142,5 +142,7 @@ def overwrite(at, data):
 edits["damaged_header"] = bytes([4]) + overwrite(16, b"\x00\x01") + overwrite(56, b"\x00\x00\x00\x02")
 edits["damaged_pages"] = bytes([4]) + overwrite(4096 + 8, b"\xff\xff") + overwrite(3 * 4096 + 100, b"\x0d\x00\x05") + \
     overwrite(5 * 4096 + 300, b"quokka!!")
+# Found by the target: a tree holding another conversation's message.
+edits["damaged_mixes_conversations"] = bytes([0x24]) + overwrite(0xFF0FE8, b"\x00\x00")
 for name, data in edits.items():
     write(os.path.join(here, "corpus", "store_rows"), name, data)
