@@ -10,10 +10,10 @@
 
 #include <functional>
 #include <map>
-#include <optional>
 #include <ostream>
 #include <queue>
 #include <set>
+#include <span>
 #include <unordered_map>
 
 namespace cetus::storage {
@@ -74,15 +74,15 @@ std::vector<size_t> parents_first(const std::vector<Message>& messages, std::vec
     return order;
 }
 
-// A stored trace as written to the export, or nothing when it does not decode
-// (a damaged blob would make the whole file refuse to import).
-std::optional<std::vector<uint8_t>> readable_trace(std::vector<uint8_t> blob) {
+// Whether a stored trace decodes: one that does not is left out of the export
+// (it would make the whole file refuse to import).
+bool trace_decodes(std::span<const uint8_t> blob) {
     try {
         (void)decode_routing_trace(blob);
     } catch (const StorageError&) {
-        return std::nullopt;
+        return false;
     }
-    return blob;
+    return true;
 }
 
 }  // namespace
@@ -189,7 +189,8 @@ void Store::export_json(std::ostream& out, std::optional<int64_t> conversation_i
                 auto q = m_impl->sql("SELECT data FROM routing_traces WHERE message_id = ?1");
                 q->bind(1, m.id);
                 if (q->step()) {
-                    if (auto blob = readable_trace(q->col_blob(0))) jm["routing_trace"] = detail::base64_encode(*blob);
+                    const std::vector<uint8_t> blob = q->col_blob(0);
+                    if (trace_decodes(blob)) jm["routing_trace"] = detail::base64_encode(blob);
                 }
             }
             messages.push_back(std::move(jm));
