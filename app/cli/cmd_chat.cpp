@@ -100,6 +100,11 @@ void add_chat_command(CLI::App& app) {
             req.sampling.seed = o->seed;
             req.max_new_tokens = o->max_tokens;
             req.mtp = o->mtp == "on";
+            // A chat longer than the context keeps going without its oldest messages.
+            const int left_out = engine->fit_to_context(req);
+            if (left_out > 0)
+                std::fprintf(stderr, "[%d earlier message%s left out to fit the %lld-token context]\n", left_out,
+                             left_out == 1 ? "" : "s", (long long)engine->info().context_length);
             std::string text;
             storage::RoutingTrace trace;
             trace.first_layer = int(engine->info().first_k_dense_replace);
@@ -140,6 +145,7 @@ void add_chat_command(CLI::App& app) {
                                     {"kv_cache_bytes", r.stats.kv_bytes_used},
                                     {"reused_prefix_tokens", r.stats.reused_prefix_tokens},
                                     {"finish", s["finish_reason"]}};
+            if (left_out > 0) stats["n_turns_left_out"] = left_out;  // as the app records it
             store.finish_message(answer_id, r.text, storage::MessageState::Complete, stats.dump());
             if (trace.n_layers > 0) store.set_routing_trace(answer_id, trace);
             history.push_back({"assistant", r.text});

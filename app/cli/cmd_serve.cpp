@@ -445,13 +445,13 @@ void run_server(const ServeOptions& o) {
         res.set_content(dump({{"status", "ok"}, {"model", model_id}, {"queued", worker.queued()}}), "application/json");
     });
     svr.Get("/v1/models", [&](const httplib::Request&, httplib::Response& res) {
-        res.set_content(dump(models_json(model_id, created)), "application/json");
+        res.set_content(dump(models_json(model_id, created, context)), "application/json");
     });
     svr.Get("/v1/models/(.+)", [&](const httplib::Request& req, httplib::Response& res) {
         if (req.matches[1] != model_id)
             return send_error(res, ApiError{404, "The model '" + std::string(req.matches[1]) + "' does not exist.",
                                             "invalid_request_error", "model", "model_not_found"});
-        res.set_content(dump(model_json(model_id, created)), "application/json");
+        res.set_content(dump(model_json(model_id, created, context)), "application/json");
     });
     for (const char* p : {"/v1/models", "/v1/models/(.+)"}) {
         svr.Post(p, method_not_allowed("GET"));

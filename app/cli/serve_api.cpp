@@ -259,12 +259,13 @@ json completion_json(const ResponseHeader& h, const std::string& text, FinishRea
     return j;
 }
 
-json model_json(const std::string& model_id, int64_t created) {
-    return {{"id", model_id}, {"object", "model"}, {"created", created}, {"owned_by", "cetus"}};
+json model_json(const std::string& model_id, int64_t created, int64_t context_length) {
+    return {{"id", model_id}, {"object", "model"}, {"created", created}, {"owned_by", "cetus"},
+            {"max_model_len", context_length}};
 }
 
-json models_json(const std::string& model_id, int64_t created) {
-    return {{"object", "list"}, {"data", json::array({model_json(model_id, created)})}};
+json models_json(const std::string& model_id, int64_t created, int64_t context_length) {
+    return {{"object", "list"}, {"data", json::array({model_json(model_id, created, context_length)})}};
 }
 
 }  // namespace cetus::cli::serve

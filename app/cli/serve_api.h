@@ -65,8 +65,10 @@ nlohmann::json usage_chunk_json(const ResponseHeader& h, const GenerationStats& 
 // A whole chat.completion.
 nlohmann::json completion_json(const ResponseHeader& h, const std::string& text, FinishReason finish,
                                const GenerationStats& s);
-nlohmann::json models_json(const std::string& model_id, int64_t created);
-nlohmann::json model_json(const std::string& model_id, int64_t created);
+// context_length: the tokens a request's prompt and answer may take together
+// (`max_model_len`, as vLLM reports it).
+nlohmann::json models_json(const std::string& model_id, int64_t created, int64_t context_length);
+nlohmann::json model_json(const std::string& model_id, int64_t created, int64_t context_length);
 
 // JSON text for the wire: invalid UTF-8 replaced, never throws.
 std::string dump(const nlohmann::json& j);

@@ -27,6 +27,20 @@ int64_t Engine::count_tokens(const GenerateRequest& request) const {
     return int64_t(m_generator->prompt_ids(request).size());
 }
 
+int Engine::fit_to_context(GenerateRequest& r) const {
+    const int64_t context = info().context_length;
+    if (context <= 0) return 0;
+    const int64_t room = std::min<int64_t>(r.max_new_tokens, std::max<int64_t>(16, context / 4));
+    int dropped = 0;
+    while (count_tokens(r) + room > context) {
+        auto it = std::find_if(r.messages.begin(), r.messages.end(), [](const ChatMessage& m) { return m.role != "system"; });
+        if (it == r.messages.end() || it + 1 == r.messages.end()) break;
+        r.messages.erase(it);
+        ++dropped;
+    }
+    return dropped;
+}
+
 void Engine::reset_cache() { m_generator->reset(); }
 
 namespace {

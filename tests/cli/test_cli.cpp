@@ -1,6 +1,7 @@
 // cetus-cli as a user runs it: generate --json prints one object per token and
 // the documented summary keys; chat stores its turns (with routing traces) in
-// the database the app reads, and continues a stored conversation.
+// the database the app reads, continues a stored conversation, and goes on past
+// the context without its oldest messages.
 #include "cetus/storage/store.h"
 
 #include <nlohmann/json.hpp>
@@ -141,6 +142,32 @@ private slots:
         QCOMPARE(code, 0);
         auto store = cetus::storage::Store::open(db.toStdString());
         QCOMPARE(store.open_conversation(1).messages.size(), size_t(6));
+    }
+
+    void chatOutgrowsTheContext() {
+        // The tiny model holds 128 tokens; three questions of about 100 bytes each
+        // (about a token per byte with this tokenizer) do not fit together. Every
+        // answer completes, the later ones without the oldest messages, and say so.
+        QTemporaryDir tmp, dbdir;
+        const QString m = model_dir(tmp), db = dbdir.filePath("history.db");
+        const QByteArray q = QByteArray("whales sing long songs across the ocean at night, ").repeated(2).trimmed();
+        int code = -1;
+        QByteArray err;
+        run({"chat", "--model", m, "--db", db, "--temperature", "0", "--max-tokens", "8"},
+            "1. " + q + "\n2. " + q + "\n3. " + q + "\n", &code, QProcessEnvironment::systemEnvironment(), &err);
+        QVERIFY2(code == 0, err.constData());
+        QVERIFY2(err.contains("left out to fit the 128-token context"), err.constData());
+        QVERIFY2(!err.contains("error"), err.constData());
+        auto store = cetus::storage::Store::open(db.toStdString());
+        auto tree = store.open_conversation(store.list_conversations().at(0).id);
+        QCOMPARE(tree.messages.size(), size_t(6));
+        QVERIFY(!nlohmann::json::parse(tree.messages[1].stats_json).contains("n_turns_left_out"));
+        for (size_t i : {size_t(3), size_t(5)}) {
+            QCOMPARE(tree.messages[i].state, cetus::storage::MessageState::Complete);
+            auto stats = nlohmann::json::parse(tree.messages[i].stats_json);
+            QVERIFY2(stats.value("n_turns_left_out", 0) >= 1, tree.messages[i].stats_json.c_str());
+            QVERIFY(stats["n_generated_tokens"].get<int>() > 0);
+        }
     }
 };
 

@@ -397,6 +397,58 @@ private slots:
         }
     }
 
+    void fitToContextLeavesOutTheOldest() {
+        // The tiny model (128 tokens) with the byte-level tokenizer: a chat that has
+        // outgrown the context loses its oldest messages, never the system message or
+        // the last one, and no more than needed; a chat that fits is left alone.
+        QTemporaryDir tmp;
+        const std::string g = fixture("v3-noaux"), t = std::string(CETUS_TEST_DATA) + "/ui", d = tmp.path().toStdString();
+        for (const char* f : {"config.json", "model.safetensors"}) std::filesystem::copy(g + "/" + f, d + "/" + f);
+        for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) std::filesystem::copy(t + "/" + f, d + "/" + f);
+        auto e = load(d);
+        QCOMPARE(e->info().context_length, int64_t(128));
+        const std::string q(30, 'q'), a(20, 'a');
+        cetus::GenerateRequest r;
+        r.max_new_tokens = 8;  // room: min(8, max(16, 128 / 4)) = 8
+        r.messages = {{"system", "Be brief."}, {"user", "1" + q}, {"assistant", "1" + a}, {"user", "2" + q},
+                      {"assistant", "2" + a}, {"user", "3" + q}, {"assistant", "3" + a}, {"user", "4" + q}};
+        const auto all = r.messages;
+        QVERIFY(e->count_tokens(r) + 8 > 128);
+        const int left_out = e->fit_to_context(r);
+        QVERIFY(left_out > 0);
+        QCOMPARE(r.messages.size() + size_t(left_out), all.size());
+        QCOMPARE(r.messages.front().content, std::string("Be brief."));
+        QCOMPARE(r.messages.back().content, all.back().content);
+        // The oldest went: what is left is the system message and the newest ones.
+        QVERIFY(std::equal(r.messages.begin() + 1, r.messages.end(), all.end() - std::ptrdiff_t(r.messages.size() - 1),
+                           [](const auto& x, const auto& y) { return x.content == y.content; }));
+        QVERIFY(e->count_tokens(r) + 8 <= 128);
+        cetus::GenerateRequest one_more = r;  // one message fewer left out would not fit
+        one_more.messages.insert(one_more.messages.begin() + 1, all[size_t(left_out)]);
+        QVERIFY(e->count_tokens(one_more) + 8 > 128);
+        r.sampling.temperature = 0.0f;
+        const auto answer = e->generate(r);
+        QVERIFY(answer.stats.generated_tokens > 0);
+        // Fits already: untouched.
+        cetus::GenerateRequest small;
+        small.max_new_tokens = 8;
+        small.messages = {{"user", "hi"}, {"assistant", "hello"}, {"user", "bye"}};
+        QCOMPARE(e->fit_to_context(small), 0);
+        QCOMPARE(small.messages.size(), size_t(3));
+        // A last message too long on its own stays, and generate refuses it clearly.
+        cetus::GenerateRequest huge;
+        huge.max_new_tokens = 8;
+        huge.messages = {{"user", "old"}, {"assistant", "reply"}, {"user", std::string(300, 'x')}};
+        QCOMPARE(e->fit_to_context(huge), 2);
+        QCOMPARE(huge.messages.size(), size_t(1));
+        try {
+            e->generate(huge);
+            QFAIL("an over-long message was accepted");
+        } catch (const cetus::Error& err) {
+            QCOMPARE(err.code(), cetus::ErrorCode::ContextOverflow);
+        }
+    }
+
     void modelWithoutMtpRunsPlainly() {
         QTemporaryDir tmp;
         const std::string src = fixture("v2-greedy"), dst = tmp.path().toStdString();

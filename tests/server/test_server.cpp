@@ -212,6 +212,7 @@ private slots:
         QCOMPARE(r.j["data"].size(), size_t(1));
         QCOMPARE(r.j["data"][0]["id"].get<std::string>(), std::string(kModel));
         QCOMPARE(r.j["data"][0]["object"].get<std::string>(), std::string("model"));
+        QCOMPARE(r.j["data"][0]["max_model_len"].get<int64_t>(), int64_t(128));  // --context 128
         QCOMPARE(http(m_nam, "GET", url("/v1/models/v3-tiny")).status, 200);
         HttpResult missing = http(m_nam, "GET", url("/v1/models/gpt-4"));
         QCOMPARE(missing.status, 404);

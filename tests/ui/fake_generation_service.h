@@ -6,6 +6,8 @@
 
 #include <QTimer>
 
+#include <algorithm>
+
 namespace cetus::ui::test {
 
 class FakeGenerationService : public GenerationService {
@@ -18,12 +20,18 @@ public:
     DeviceChoice last_device = DeviceChoice::Auto;
     bool last_fp8 = false;
     bool last_kv_bf16 = false;
+    qint64 last_context = 0;
+    int last_threads = -1;
+    int loads = 0;
 
     void loadModel(const LoadRequest& r) override {
         m_loading = true;
+        ++loads;
         last_device = r.device;
         last_fp8 = r.fp8_on_load;
         last_kv_bf16 = r.kv_cache_bf16;
+        last_context = r.max_context;
+        last_threads = r.n_threads;
         QTimer::singleShot(0, this, [this, r] {
             m_loading = false;
             if (r.model_dir.contains(QStringLiteral("bad"))) {
@@ -53,8 +61,10 @@ public:
             m.n_routed_experts = 16;
             m.n_shared_experts = 1;
             m.n_active_experts = 2;
-            m.context_length = 1024;
+            m.max_context_length = 16384;
+            m.context_length = std::min<qint64>(r.max_context, m.max_context_length);
             m.kv_bytes_per_token_mla = m.kv_bytes_per_token_held = 576 * 2 * 5;
+            if (r.kv_cache_bf16) m.kv_cache_type = QStringLiteral("bf16");  // else unknown
             m.kv_bytes_per_token_mha = 2 * 16 * 128 * 2 * 5;
             m.kv_bytes_per_token_gqa8 = 2 * 8 * 128 * 2 * 5;
             emit modelLoaded(m);

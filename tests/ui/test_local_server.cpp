@@ -1,5 +1,6 @@
 // The app's "serve this model" switch: the real cetus-cli serve starts on a free
-// loopback port over a model folder, answers /v1/models, and stops when asked;
+// loopback port over a model folder with the app's options (a context length),
+// answers /v1/models, and stops when asked;
 // a folder that is not a model ends in a clear failure.
 #include "cetus/ui/local_server.h"
 
@@ -21,7 +22,7 @@ private slots:
         for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) QVERIFY(QFile::copy(t + f, tmp.filePath(f)));
         cetus::ui::LocalServer server;
         QSignalSpy started(&server, &cetus::ui::LocalServer::started);
-        server.start(tmp.path(), 0);
+        server.start(tmp.path(), 0, {QStringLiteral("--context"), QStringLiteral("64")});
         QVERIFY(started.wait(60000));
         const QString url = started.at(0).at(0).toString();
         QVERIFY2(url.startsWith(QStringLiteral("http://127.0.0.1:")), qPrintable(url));
@@ -30,7 +31,9 @@ private slots:
         QSignalSpy done(reply, &QNetworkReply::finished);
         QVERIFY(done.wait(20000));
         QCOMPARE(reply->attribute(QNetworkRequest::HttpStatusCodeAttribute).toInt(), 200);
-        QVERIFY(reply->readAll().contains(tmp.path().section(QLatin1Char('/'), -1).toUtf8()));
+        const QByteArray body = reply->readAll();
+        QVERIFY(body.contains(tmp.path().section(QLatin1Char('/'), -1).toUtf8()));
+        QVERIFY2(body.contains("\"max_model_len\":64"), body.constData());  // the app's context reached it
         reply->deleteLater();
         QSignalSpy stopped(&server, &cetus::ui::LocalServer::stopped);
         QSignalSpy failed(&server, &cetus::ui::LocalServer::failed);

@@ -15,6 +15,9 @@
 #include <QFile>
 #include <QLabel>
 #include <QLineEdit>
+#include <QLocale>
+#include <QMenu>
+#include <QStatusBar>
 #include <QScrollBar>
 #include <QListWidget>
 #include <QPushButton>
@@ -40,6 +43,7 @@ private slots:
     void fp8WeightsOption();
     void bf16CacheOption();
     void gpuOutOfMemoryOffersFp8();
+    void contextLengthAndThreads();
     void streamsIntoTheLastMessage();
     void stopEndsTheAnswer();
     void errorsShowInline();
@@ -208,6 +212,76 @@ void TestMainWindow::gpuOutOfMemoryOffersFp8() {
     QVERIFY(failed.wait(2000));
     QVERIFY(!m_window->fp8RetryButton()->isVisible());
     QSettings().remove(QStringLiteral("model/fp8"));
+}
+
+void TestMainWindow::contextLengthAndThreads() {
+    // Model > Context length: 4,096 tokens and automatic threads until chosen otherwise.
+    QMenu* menu = m_window->contextMenu();
+    QVERIFY(menu);
+    auto action = [this](const QString& name) { return m_window->findChild<QAction*>(name); };
+    QVERIFY(action(QStringLiteral("context4096Action"))->isChecked());
+    QVERIFY(action(QStringLiteral("threads0Action"))->isChecked());
+    QVERIFY(!action(QStringLiteral("reloadModelAction"))->isEnabled());  // nothing loaded yet
+    loadFake();
+    QCOMPARE(m_service->last_context, qint64(4096));
+    QCOMPARE(m_service->last_threads, 0);
+    QVERIFY(action(QStringLiteral("reloadModelAction"))->isEnabled());
+    // With a model loaded each choice shows its cache: the fake holds 5,760 bytes per
+    // token (576 bf16 values in 5 layers) and at most 16,384 tokens.
+    const QString l4096 = action(QStringLiteral("context4096Action"))->text();
+    QVERIFY2(l4096.contains(QLocale().formattedDataSize(5760LL * 4096, 1)), qPrintable(l4096));
+    const QString lmax = action(QStringLiteral("context0Action"))->text();
+    QVERIFY2(lmax.contains(QLocale().toString(16384)) && lmax.contains(QLocale().formattedDataSize(5760LL * 16384, 1)),
+             qPrintable(lmax));
+    const QString l32k = action(QStringLiteral("context32768Action"))->text();
+    QVERIFY2(l32k.contains(QStringLiteral("this model holds")), qPrintable(l32k));
+    // Loaded with a bf16 cache (5,760 bytes per token), an fp32 cache for the next
+    // load shows twice that.
+    auto* bf16 = action(QStringLiteral("kvCacheBf16Action"));
+    bf16->trigger();
+    QSignalSpy reloaded(m_service.get(), &GenerationService::modelLoaded);
+    action(QStringLiteral("reloadModelAction"))->trigger();
+    QVERIFY(reloaded.wait(2000));
+    QVERIFY(m_service->last_kv_bf16);
+    QVERIFY(action(QStringLiteral("context4096Action"))->text().contains(QLocale().formattedDataSize(5760LL * 4096, 1)));
+    bf16->trigger();
+    QVERIFY(action(QStringLiteral("context4096Action"))->text().contains(QLocale().formattedDataSize(2 * 5760LL * 4096, 1)));
+    // Choosing 8,192 tokens and one thread saves both; Reload model applies them.
+    action(QStringLiteral("context8192Action"))->trigger();
+    action(QStringLiteral("threads1Action"))->trigger();
+    QCOMPARE(QSettings().value(QStringLiteral("model/context")).toLongLong(), qint64(8192));
+    QCOMPARE(QSettings().value(QStringLiteral("model/threads")).toInt(), 1);
+    QVERIFY(m_window->statusBar()->currentMessage().contains(QStringLiteral("Reload model")));
+    const int loads = m_service->loads;
+    QSignalSpy loaded(m_service.get(), &GenerationService::modelLoaded);
+    action(QStringLiteral("reloadModelAction"))->trigger();
+    QVERIFY(loaded.wait(2000));
+    QCOMPARE(m_service->loads, loads + 1);
+    QCOMPARE(m_service->last_context, qint64(8192));
+    QCOMPARE(m_service->last_threads, 1);
+    // The model's maximum: the engine caps what is sent at the model's own limit.
+    action(QStringLiteral("context0Action"))->trigger();
+    action(QStringLiteral("reloadModelAction"))->trigger();
+    QVERIFY(loaded.wait(2000));
+    QVERIFY(m_service->last_context >= (qint64(1) << 30));
+    QCOMPARE(m_window->controller().model()->context_length, qint64(16384));
+    // A new window starts from the saved choices; a stored value that is not a choice
+    // falls back to the default.
+    action(QStringLiteral("context16384Action"))->trigger();
+    m_window.reset();
+    m_window = std::make_unique<MainWindow>(*m_store, *m_service);
+    QVERIFY(action(QStringLiteral("context16384Action"))->isChecked());
+    QVERIFY(action(QStringLiteral("threads1Action"))->isChecked());
+    QSettings().setValue(QStringLiteral("model/context"), 12345);
+    QSettings().setValue(QStringLiteral("model/threads"), -3);
+    m_window.reset();
+    m_window = std::make_unique<MainWindow>(*m_store, *m_service);
+    QVERIFY(action(QStringLiteral("context4096Action"))->isChecked());
+    QVERIFY(action(QStringLiteral("threads0Action"))->isChecked());
+    m_window->openModel(QStringLiteral("/models/fake"));
+    QVERIFY(loaded.wait(2000));
+    QCOMPARE(m_service->last_context, qint64(4096));
+    QCOMPARE(m_service->last_threads, 0);
 }
 
 void TestMainWindow::streamsIntoTheLastMessage() {

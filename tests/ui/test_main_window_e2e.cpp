@@ -15,6 +15,8 @@
 #include <QAbstractItemModelTester>
 #include <QComboBox>
 #include <QElapsedTimer>
+#include <QJsonDocument>
+#include <QJsonObject>
 #include <QLabel>
 #include <QLineEdit>
 #include <QListView>
@@ -45,6 +47,7 @@ private slots:
     void panelsAndTokenRouting();
     void renameSearchDelete();
     void restartFindsHistory();
+    void longConversationLeavesOutOldTurns();
     void cleanupTestCase();
 
 private:
@@ -354,6 +357,34 @@ void TestMainWindowE2e::restartFindsHistory() {
     m_window->findChild<QComboBox*>(QStringLiteral("expertScope"))->setCurrentIndex(1);
     QVERIFY(m_window->expertPanel()->heatmap()->total() > 0);  // from the stored traces
     shot(QStringLiteral("10-after-restart"));
+}
+
+void TestMainWindowE2e::longConversationLeavesOutOldTurns() {
+    // The tiny model holds 128 tokens (each byte about a token with this tokenizer).
+    // A conversation longer than that still gets answers: its oldest messages are left
+    // out of the prompt, and each such answer says how many.
+    m_window->controller().newConversation();
+    ConversationSettings s = m_window->controller().settings();
+    s.sampling.max_new_tokens = 8;
+    m_window->controller().applySettings(s);
+    const QString text = QStringLiteral("whales sing long songs across the ocean at night, ").repeated(2).trimmed();
+    for (int i = 0; i < 3; ++i) {
+        QVERIFY(m_window->controller().send(QStringLiteral("%1. %2").arg(i + 1).arg(text)));
+        QVERIFY(waitFinished());
+    }
+    const auto& msgs = m_window->controller().messages();
+    QCOMPARE(msgs.size(), size_t(6));
+    QVERIFY2(!msgs[1].stats_line.contains(QStringLiteral("left out")), qPrintable(msgs[1].stats_line));
+    for (size_t i : {size_t(3), size_t(5)}) {
+        QCOMPARE(msgs[i].record.status, MessageStatus::Complete);
+        QVERIFY2(msgs[i].stats_line.contains(QStringLiteral("left out to fit the context")), qPrintable(msgs[i].stats_line));
+        const QJsonObject stats = QJsonDocument::fromJson(msgs[i].record.stats_json.toUtf8()).object();
+        // Two messages before each new question: the first answer drops at least the
+        // first question, the last at least both of the first round.
+        QVERIFY2(stats.value(QStringLiteral("n_turns_left_out")).toInt() >= (i == 3 ? 1 : 2), qPrintable(msgs[i].record.stats_json));
+        QVERIFY(stats.value(QStringLiteral("n_generated_tokens")).toInt() > 0);
+    }
+    shot(QStringLiteral("11-left-out"));
 }
 
 QTEST_MAIN(TestMainWindowE2e)

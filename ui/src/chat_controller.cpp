@@ -69,6 +69,8 @@ QString statsLine(const QJsonObject& o) {
     if (finish == QLatin1String("stopped")) parts << ChatController::tr("stopped");
     else if (finish == QLatin1String("length")) parts << ChatController::tr("length limit");
     else if (finish == QLatin1String("context_full")) parts << ChatController::tr("context full");
+    if (const int left_out = o.value("n_turns_left_out").toInt(); left_out > 0)
+        parts << ChatController::tr("%n earlier message(s) left out to fit the context", nullptr, left_out);
     return parts.join(QStringLiteral(" · "));
 }
 
@@ -350,6 +352,7 @@ QString ChatController::statsJson(const GenerationOutcome& o) const {
     if (m_model) j.insert("model", m_model->name);
     if (!o.error.isEmpty()) j.insert("error", o.error);
     if (!o.mtp_note.isEmpty()) j.insert("mtp_note", o.mtp_note);
+    if (o.turns_left_out > 0) j.insert("n_turns_left_out", o.turns_left_out);
     if (!m_answer_reasoning.isEmpty()) j.insert("reasoning", m_answer_reasoning);
     QJsonArray ends;
     for (int e : m_answer_ends) ends.append(e);

@@ -38,6 +38,7 @@ ModelDescription describe(const cetus::ModelInfo& i, const QString& dir) {
     d.n_shared_experts = i.n_shared_experts;
     d.n_active_experts = i.n_active_experts;
     d.context_length = i.context_length;
+    d.max_context_length = i.max_position_embeddings;
     d.n_params_total = i.n_params_total;
     d.n_params_active = i.n_params_active;
     d.weight_bytes = i.weight_bytes;
@@ -90,19 +91,6 @@ cetus::GenerateRequest toRequest(const GenerationParams& p, const std::atomic<bo
     r.n_draft = p.sampling.n_draft;
     r.cancel = cancel;
     return r;
-}
-
-// Drops the oldest turns (never system turns, never the last one) until the prompt
-// leaves room for a useful answer; the engine would refuse an overflowing request.
-void fitToContext(const cetus::Engine& engine, cetus::GenerateRequest& r) {
-    const int64_t context = engine.info().context_length;
-    if (context <= 0) return;
-    const int64_t room = std::min<int64_t>(r.max_new_tokens, std::max<int64_t>(16, context / 4));
-    while (engine.count_tokens(r) + room > context) {
-        auto it = std::find_if(r.messages.begin(), r.messages.end(), [](const cetus::ChatMessage& m) { return m.role != "system"; });
-        if (it == r.messages.end() || it + 1 == r.messages.end()) break;
-        r.messages.erase(it);
-    }
 }
 
 }  // namespace
@@ -197,7 +185,10 @@ void EngineWorker::generate(quint64 request_id, const GenerationParams& params,
     };
     try {
         cetus::GenerateRequest request = toRequest(params, cancel.get());
-        fitToContext(*m_engine, request);
+        outcome.turns_left_out = m_engine->fit_to_context(request);  // the engine would refuse an overflow
+        if (outcome.turns_left_out > 0)
+            logger()->info("{} earlier message(s) left out to fit the {}-token context", outcome.turns_left_out,
+                           m_engine->info().context_length);
         cetus::GenerateResult result = m_engine->generate(request, sink);
         for (size_t e : byte_ends) chunk.token_text_ends.push_back(int(QString::fromUtf8(pending.data(), qsizetype(e)).size()));
         byte_ends.clear();

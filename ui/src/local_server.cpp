@@ -51,13 +51,14 @@ QString LocalServer::cliPath() {
     return found.isEmpty() ? beside : found;
 }
 
-void LocalServer::start(const QString& model_dir, int port) {
+void LocalServer::start(const QString& model_dir, int port, const QStringList& extra_args) {
     if (running()) stop();
     m_log.clear();
     m_url.clear();
     m_stopping = false;
-    m_proc.start(cliPath(), {QStringLiteral("serve"), QStringLiteral("--model"), model_dir, QStringLiteral("--host"),
-                             QStringLiteral("127.0.0.1"), QStringLiteral("--port"), QString::number(port)});
+    m_proc.start(cliPath(), QStringList{QStringLiteral("serve"), QStringLiteral("--model"), model_dir, QStringLiteral("--host"),
+                                        QStringLiteral("127.0.0.1"), QStringLiteral("--port"), QString::number(port)}
+                                + extra_args);
 }
 
 void LocalServer::stop() {

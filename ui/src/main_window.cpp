@@ -25,6 +25,7 @@
 #include <QFormLayout>
 #include <QHBoxLayout>
 #include <QKeyEvent>
+#include <QLocale>
 #include <QLabel>
 #include <QLineEdit>
 #include <QListView>
@@ -41,6 +42,7 @@
 #include <QStackedWidget>
 #include <QStandardPaths>
 #include <QStatusBar>
+#include <QThread>
 #include <QUrl>
 #include <QVBoxLayout>
 
@@ -128,6 +130,7 @@ MainWindow::MainWindow(HistoryStore& store, GenerationService& service, QWidget*
         m_experts->setModel(m);
         m_spec->setModel(m);
         m_model_panel->setModel(m);
+        refreshContextMenu();
         m_routing->clear();
         refreshExperts();
         refreshEnabled();
@@ -412,20 +415,56 @@ void MainWindow::buildMenus() {
     }
     connect(m_device_group, &QActionGroup::triggered, this, [this](QAction* a) {
         QSettings().setValue(QStringLiteral("model/device"), a->data().toString());
-        statusBar()->showMessage(tr("The device applies the next time a model is loaded."), 5000);
+        statusBar()->showMessage(appliesOnReload(tr("The device")), 5000);
+    });
+    // Context length: the latent cache's capacity, reserved at load. MLA keeps it
+    // small, so each choice shows what the cache takes with the loaded model.
+    m_context_menu = model->addMenu(tr("&Context length"));
+    m_context_menu->setObjectName(QStringLiteral("contextMenu"));
+    m_context_group = new QActionGroup(this);
+    const qint64 saved_context = savedContextLength();
+    for (const qint64 n : k_context_choices) {
+        QAction* a = m_context_menu->addAction(QString());
+        a->setObjectName(QStringLiteral("context%1Action").arg(n));
+        a->setCheckable(true);
+        a->setData(n);
+        a->setChecked(n == saved_context);
+        m_context_group->addAction(a);
+    }
+    connect(m_context_group, &QActionGroup::triggered, this, [this](QAction* a) {
+        QSettings().setValue(QStringLiteral("model/context"), a->data().toLongLong());
+        statusBar()->showMessage(appliesOnReload(tr("The context length")), 5000);
+    });
+    QMenu* threads = model->addMenu(tr("CPU &threads"));
+    threads->setObjectName(QStringLiteral("threadsMenu"));
+    m_threads_group = new QActionGroup(this);
+    const int saved_threads = savedThreads();
+    for (const int n : threadChoices()) {
+        QAction* a = threads->addAction(n == 0 ? tr("&Automatic (all %n core(s))", nullptr, std::max(1, QThread::idealThreadCount()))
+                                               : QString::number(n));
+        a->setObjectName(QStringLiteral("threads%1Action").arg(n));
+        a->setCheckable(true);
+        a->setData(n);
+        a->setChecked(n == saved_threads);
+        m_threads_group->addAction(a);
+    }
+    connect(m_threads_group, &QActionGroup::triggered, this, [this](QAction* a) {
+        QSettings().setValue(QStringLiteral("model/threads"), a->data().toInt());
+        statusBar()->showMessage(appliesOnReload(tr("The thread count")), 5000);
     });
     model->setToolTipsVisible(true);
     // A checkable choice for the next load, saved under key.
     auto saved_option = [this, model](const QString& text, const char* name, const QString& key, const QString& tip,
-                                      const QString& applies) {
+                                      const QString& what) {
         QAction* a = model->addAction(text);
         a->setObjectName(QLatin1String(name));
         a->setCheckable(true);
         a->setChecked(QSettings().value(key, false).toBool());
         a->setToolTip(tip);
-        connect(a, &QAction::toggled, this, [this, key, applies](bool on) {
+        connect(a, &QAction::toggled, this, [this, key, what](bool on) {
             QSettings().setValue(key, on);
-            statusBar()->showMessage(applies, 5000);
+            refreshContextMenu();  // the cache's size per token depends on its precision
+            statusBar()->showMessage(appliesOnReload(what), 5000);
         });
         return a;
     };
@@ -433,13 +472,21 @@ void MainWindow::buildMenus() {
                                 tr("Quantise a BF16 checkpoint's attention, MLP and expert weights to FP8 while "
                                    "loading, as DeepSeek-V3's FP8 release stores them: about half the memory, at a "
                                    "small loss of precision. FP8 checkpoints load as they are."),
-                                tr("FP8 weights apply the next time a model is loaded."));
+                                tr("FP8 weights"));
     m_kv_bf16_action = saved_option(tr("&BF16 latent cache (half the cache memory)"), "kvCacheBf16Action",
                                     QStringLiteral("model/kv_cache_bf16"),
                                     tr("Keep the attention cache in bf16, as DeepSeek's own inference does: twice the "
                                        "context in the same memory and less to read per token, each cached value "
                                        "rounded to bf16. Off: the cache keeps full fp32 precision."),
-                                    tr("The cache precision applies the next time a model is loaded."));
+                                    tr("The cache precision"));
+    m_reload_action = model->addAction(tr("&Reload model"), this, [this] {
+        const auto m = m_controller->model();
+        if (m && !m->remote && !m->model_dir.isEmpty() && !m_service.isLoading()) openModel(m->model_dir);
+    });
+    m_reload_action->setObjectName(QStringLiteral("reloadModelAction"));
+    m_reload_action->setShortcut(QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_R));
+    m_reload_action->setToolTip(tr("Loads the model again with the options above"));
+    refreshContextMenu();
     if (m_switch) {
         model->addSeparator();
         QAction* remote = model->addAction(tr("&Remote endpoint…"), this, &MainWindow::chooseEndpoint);
@@ -465,7 +512,12 @@ void MainWindow::buildMenus() {
             m_serve_action->setChecked(false);
             return;
         }
-        m_server->start(m->model_dir, QSettings().value(QStringLiteral("server/port"), 8765).toInt());
+        // The server loads its own copy with the loaded model's context and cache precision.
+        QStringList args{QStringLiteral("--context"), QString::number(std::max<qint64>(1, m->context_length))};
+        if (!m->kv_cache_type.isEmpty()) args << QStringLiteral("--kv-cache") << m->kv_cache_type;
+        if (m_fp8_action->isChecked()) args << QStringLiteral("--fp8");
+        if (const int n = savedThreads(); n > 0) args << QStringLiteral("--threads") << QString::number(n);
+        m_server->start(m->model_dir, QSettings().value(QStringLiteral("server/port"), 8765).toInt(), args);
     });
     connect(m_server, &LocalServer::started, this, [this](const QString& url) {
         showBanner(tr("Serving the model at %1 (OpenAI API, this computer only).").arg(url), false);
@@ -488,6 +540,59 @@ void MainWindow::buildMenus() {
     help->addAction(tr("&About Cetus"), this, &MainWindow::showAbout);
 }
 
+qint64 MainWindow::savedContextLength() {
+    const qint64 n = QSettings().value(QStringLiteral("model/context"), k_default_context).toLongLong();
+    return std::find(k_context_choices.begin(), k_context_choices.end(), n) != k_context_choices.end() ? n : k_default_context;
+}
+
+QList<int> MainWindow::threadChoices() {
+    const int cores = std::max(1, QThread::idealThreadCount());
+    QList<int> choices{0};
+    for (int n = 1; n < cores; n *= 2) choices << n;
+    choices << cores;
+    return choices;
+}
+
+int MainWindow::savedThreads() {
+    const int n = QSettings().value(QStringLiteral("model/threads"), 0).toInt();
+    return threadChoices().contains(n) ? n : 0;
+}
+
+QString MainWindow::appliesOnReload(const QString& what) const {
+    const auto m = m_controller->model();
+    return m && !m->remote ? tr("%1: applies when the model is loaded again (Model → Reload model).").arg(what)
+                           : tr("%1: applies the next time a model is loaded.").arg(what);
+}
+
+// Each choice's label, and with a local model loaded the memory its cache would take
+// at the precision chosen for the next load; choices beyond the model's own limit say so.
+void MainWindow::refreshContextMenu() {
+    if (!m_context_group) return;
+    const auto m = m_controller->model();
+    const QLocale locale;
+    quint64 per_token = 0;
+    qint64 model_max = 0;
+    if (m && !m->remote && m->kv_bytes_per_token_held > 0) {
+        per_token = m->kv_bytes_per_token_held;
+        const bool bf16_next = m_kv_bf16_action && m_kv_bf16_action->isChecked();
+        if (m->kv_cache_type == QLatin1String("f32") && bf16_next) per_token /= 2;
+        else if (m->kv_cache_type == QLatin1String("bf16") && !bf16_next) per_token *= 2;
+        model_max = m->max_context_length;
+    }
+    for (QAction* a : m_context_group->actions()) {
+        const qint64 n = a->data().toLongLong();
+        const qint64 tokens = n == 0 ? model_max : (model_max > 0 ? std::min(n, model_max) : n);
+        QString text = n == 0 ? (model_max > 0 ? tr("&Model's maximum (%1 tokens)").arg(locale.toString(model_max))
+                                               : tr("&Model's maximum"))
+                              : tr("%1 tokens").arg(locale.toString(n));
+        if (n > 0 && model_max > 0 && n > model_max)
+            text += tr(" — this model holds %1").arg(locale.toString(model_max));
+        else if (per_token > 0 && tokens > 0)
+            text += tr(" — cache %1").arg(locale.formattedDataSize(qint64(per_token) * tokens, 1));
+        a->setText(text);
+    }
+}
+
 void MainWindow::chooseAndOpenModel() {
     const QString dir = QFileDialog::getExistingDirectory(this, tr("Open a model folder"),
                                                           QSettings().value(QStringLiteral("model/lastDir")).toString());
@@ -507,6 +612,9 @@ void MainWindow::openModel(const QString& dir, DeviceChoice device) {
     r.device = device;
     r.fp8_on_load = m_fp8_action && m_fp8_action->isChecked();
     r.kv_cache_bf16 = m_kv_bf16_action && m_kv_bf16_action->isChecked();
+    r.max_context = savedContextLength();
+    if (r.max_context == 0) r.max_context = k_model_maximum_context;  // the engine caps it at the model's limit
+    r.n_threads = savedThreads();
     m_loading_dir = dir;
     m_loading_device = device;
     m_cpu_fallback->hide();
@@ -629,6 +737,10 @@ void MainWindow::refreshEnabled() {
     m_send->setToolTip(m_service.hasModel() ? QString() : tr("Open a model first (File → Open model…)"));
     m_stop->setEnabled(generating);
     m_stop->setVisible(generating);
+    if (m_reload_action) {
+        const auto m = m_controller->model();
+        m_reload_action->setEnabled(m && !m->remote && !m->model_dir.isEmpty() && !m_service.isLoading());
+    }
     m_send->setVisible(!generating);
     if (!m_controller->currentConversation()) refreshChat();
 }

@@ -7,6 +7,7 @@
 #include <QObject>
 #include <QProcess>
 #include <QString>
+#include <QStringList>
 
 namespace cetus::ui {
 
@@ -16,9 +17,11 @@ public:
     explicit LocalServer(QObject* parent = nullptr);
     ~LocalServer() override;  // stops the server
 
-    // Starts serving model_dir on 127.0.0.1:port (0: any free port). Emits
-    // started(url) once it listens, or failed(message).
-    void start(const QString& model_dir, int port);
+    // Starts serving model_dir on 127.0.0.1:port (0: any free port), with more of
+    // cetus-cli serve's options in extra_args (the app passes its load options:
+    // --context, --kv-cache, --fp8, --threads). Emits started(url) once it listens,
+    // or failed(message).
+    void start(const QString& model_dir, int port, const QStringList& extra_args = {});
     void stop();
     bool running() const { return m_proc.state() != QProcess::NotRunning; }
     QString url() const { return m_url; }

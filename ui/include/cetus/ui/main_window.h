@@ -8,6 +8,8 @@
 #include <QMainWindow>
 #include <QPlainTextEdit>
 
+#include <array>
+
 #include <functional>
 #include <memory>
 
@@ -15,6 +17,7 @@ class QLabel;
 class QLineEdit;
 class QListView;
 class QListWidget;
+class QMenu;
 class QProgressBar;
 class QPushButton;
 class QStackedWidget;
@@ -88,6 +91,15 @@ public:
     QWidget* loadBar() const { return m_load_bar; }
     // Model > "Serve this model on localhost": off by default.
     QAction* serveAction() const { return m_serve_action; }
+    // Model > Context length: the saved choice in tokens (0: the model's maximum),
+    // one of k_context_choices; and Model > CPU threads (0: automatic).
+    static constexpr std::array<qint64, 8> k_context_choices{2048, 4096, 8192, 16384, 32768, 65536, 131072, 0};
+    static constexpr qint64 k_default_context = 4096;
+    static constexpr qint64 k_model_maximum_context = qint64(1) << 40;  // sent for "the model's maximum"
+    static qint64 savedContextLength();
+    static int savedThreads();
+    static QList<int> threadChoices();  // 0 (automatic), powers of two below the core count, the core count
+    QMenu* contextMenu() const { return m_context_menu; }
     class LocalServer* localServer() const { return m_server; }
 
 protected:
@@ -108,6 +120,8 @@ private:
     void editSettings();
     void showAbout();
     void chooseAndOpenModel();
+    void refreshContextMenu();
+    QString appliesOnReload(const QString& what) const;
     std::optional<qint64> selectedConversation() const;
 
     class LocalServer* m_server = nullptr;
@@ -140,6 +154,10 @@ private:
     SpeculativePanel* m_spec = nullptr;
     ModelPanel* m_model_panel = nullptr;
     QActionGroup* m_device_group = nullptr;
+    QMenu* m_context_menu = nullptr;
+    QActionGroup* m_context_group = nullptr;  // Model > Context length (saved as model/context)
+    QActionGroup* m_threads_group = nullptr;  // Model > CPU threads (saved as model/threads)
+    QAction* m_reload_action = nullptr;
     QAction* m_fp8_action = nullptr;  // Model > FP8 weights (saved as model/fp8)
     QAction* m_kv_bf16_action = nullptr;  // Model > BF16 latent cache (saved as model/kv_cache_bf16)
     std::function<bool(const QString&)> m_confirm;

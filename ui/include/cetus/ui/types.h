@@ -31,7 +31,8 @@ struct ModelDescription {
     QString name, model_type, routing, weight_dtype, backend, chat_template;
     qint64 n_layers = 0, n_moe_layers = 0, first_k_dense_replace = 0, n_mtp_layers = 0;
     qint64 n_routed_experts = 0, n_shared_experts = 0, n_active_experts = 0;
-    qint64 context_length = 0;
+    qint64 context_length = 0;      // the cache's capacity in tokens (Model > Context length, capped by the model)
+    qint64 max_context_length = 0;  // the model's own limit (max_position_embeddings); 0 when unknown
     quint64 n_params_total = 0, n_params_active = 0, weight_bytes = 0;
     quint64 kv_bytes_per_token_mla = 0, kv_bytes_per_token_mha = 0, kv_bytes_per_token_gqa8 = 0;
     quint64 kv_bytes_per_token_held = 0;
@@ -117,6 +118,8 @@ struct GenerationOutcome {
     int n_moe_layers = 0, n_routed_experts = 0;
     std::vector<qint64> expert_counts;  // [n_moe_layers x n_routed_experts]
     qint64 elapsed_ms = 0;
+    // Earlier messages left out of the prompt so that it and the answer fit the context.
+    int turns_left_out = 0;
 };
 
 // ---- history ----
