@@ -8,7 +8,7 @@ packages=(
     libomp-dev clang libclang-rt-14-dev
     libspdlog-dev nlohmann-json3-dev libpcre2-dev libcli11-dev libsqlite3-dev zlib1g-dev
     qt6-base-dev qt6-base-dev-tools libqt6opengl6-dev qt6-charts-dev libqt6sql6-sqlite libxkbcommon-dev fonts-dejavu-core
-    qt6-httpserver-dev libcpp-httplib-dev
+    qt6-httpserver-dev libcpp-httplib-dev qt6-tools-dev qt6-l10n-tools
 )
 
 missing=()

@@ -3,6 +3,7 @@
 // code copy buttons, Stop, inline errors, the panels, and the conversation list model.
 #include "fake_generation_service.h"
 
+#include <cetus/ui/app.h>
 #include <cetus/ui/chat_view.h>
 #include <cetus/ui/conversation_list_model.h>
 #include <cetus/ui/main_window.h>
@@ -14,6 +15,7 @@
 #include <QClipboard>
 #include <QFile>
 #include <QLabel>
+#include <QDirIterator>
 #include <QLineEdit>
 #include <QLocale>
 #include <QMenu>
@@ -26,6 +28,8 @@
 #include <QStandardPaths>
 #include <QTemporaryDir>
 #include <QTest>
+#include <QXmlStreamReader>
+#include <QRegularExpression>
 #include <QToolButton>
 
 using namespace cetus::ui;
@@ -44,6 +48,7 @@ private slots:
     void bf16CacheOption();
     void gpuOutOfMemoryOffersFp8();
     void contextLengthAndThreads();
+    void pluralsAreTranslated();
     void streamsIntoTheLastMessage();
     void stopEndsTheAnswer();
     void errorsShowInline();
@@ -282,6 +287,59 @@ void TestMainWindow::contextLengthAndThreads() {
     QVERIFY(loaded.wait(2000));
     QCOMPARE(m_service->last_context, qint64(4096));
     QCOMPARE(m_service->last_threads, 0);
+}
+
+void TestMainWindow::pluralsAreTranslated() {
+    // Every "%n" text of the ui sources has an English singular and plural in
+    // resources/translations/cetus_en.ts, and the installed translator gives them.
+    QVERIFY(installTranslations());
+    QFile ts(QStringLiteral(CETUS_SOURCE_DIR "/resources/translations/cetus_en.ts"));
+    QVERIFY(ts.open(QIODevice::ReadOnly));
+    QXmlStreamReader xml(&ts);
+    QList<QPair<QString, QString>> entries;  // (context, source)
+    QString context;
+    while (!xml.atEnd()) {
+        if (xml.readNext() != QXmlStreamReader::StartElement) continue;
+        if (xml.name() == QLatin1String("name")) context = xml.readElementText();
+        else if (xml.name() == QLatin1String("source")) entries.append({context, xml.readElementText()});
+    }
+    QVERIFY2(!xml.hasError(), qPrintable(xml.errorString()));
+    QVERIFY(entries.size() >= 9);
+    QStringList sources;
+    for (const auto& [ctx, src] : entries) {
+        sources << src;
+        const QString one = QCoreApplication::translate(ctx.toUtf8().constData(), src.toUtf8().constData(), nullptr, 1);
+        const QString two = QCoreApplication::translate(ctx.toUtf8().constData(), src.toUtf8().constData(), nullptr, 2);
+        QVERIFY2(!one.contains(QStringLiteral("(s)")) && !two.contains(QStringLiteral("(s)")) && one != two, qPrintable(src));
+        QVERIFY2(one.contains(QLatin1Char('1')) && two.contains(QLatin1Char('2')), qPrintable(one + " / " + two));
+    }
+    // The texts in the sources (tr("...%n...") literals) are all there.
+    static const QRegularExpression literal(QStringLiteral(R"re(tr\("((?:[^"\\]|\\.)*%n(?:[^"\\]|\\.)*)")re"));
+    int found = 0;
+    for (const char* dir : {CETUS_SOURCE_DIR "/ui/src", CETUS_SOURCE_DIR "/ui/include"}) {
+        QDirIterator it(QString::fromUtf8(dir), {QStringLiteral("*.cpp"), QStringLiteral("*.h")}, QDir::Files,
+                        QDirIterator::Subdirectories);
+        while (it.hasNext()) {
+            QFile f(it.next());
+            QVERIFY(f.open(QIODevice::ReadOnly));
+            const QString code = QString::fromUtf8(f.readAll());
+            for (auto m = literal.globalMatch(code); m.hasNext();) {
+                QString text = m.next().captured(1);
+                text.replace(QStringLiteral("\\n"), QStringLiteral("\n")).replace(QStringLiteral("\\\""), QStringLiteral("\""));
+                ++found;
+                QVERIFY2(sources.contains(text), qPrintable(QStringLiteral("%1: \"%2\" has no English plural forms in "
+                                                                           "cetus_en.ts (ui/CMakeLists.txt says how)")
+                                                                .arg(f.fileName(), text)));
+            }
+        }
+    }
+    QVERIFY(found >= 9);
+    // In the window: an answer's line counts its tokens in words.
+    loadFake();
+    QVERIFY(m_window->controller().send(QStringLiteral("count")));
+    QVERIFY(QTest::qWaitFor([&] { return !m_window->controller().isGenerating(); }, 5000));
+    const QString line = m_window->controller().messages().back().stats_line;
+    QVERIFY2(line.contains(QStringLiteral(" tokens")) && !line.contains(QStringLiteral("(s)")), qPrintable(line));
 }
 
 void TestMainWindow::streamsIntoTheLastMessage() {

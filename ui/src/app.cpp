@@ -12,6 +12,7 @@
 #include <QMessageBox>
 #include <QStandardPaths>
 #include <QTimer>
+#include <QTranslator>
 
 namespace cetus::ui {
 
@@ -32,7 +33,21 @@ QString versionText() {
         .arg(QStringLiteral(CETUS_VERSION), QString::fromLatin1(qVersion()), QStringLiteral(QT_VERSION_STR));
 }
 
+bool installTranslations() {
+    static QTranslator* installed = nullptr;
+    if (installed) return true;
+    auto* t = new QTranslator(QCoreApplication::instance());
+    if (!t->load(QStringLiteral(":/i18n/cetus_en.qm")) || !QCoreApplication::installTranslator(t)) {
+        logger()->warn("the app's English plural forms did not load; counts read \"(s)\"");
+        delete t;
+        return false;
+    }
+    installed = t;
+    return true;
+}
+
 int runApp(QApplication& app) {
+    installTranslations();
     const QString db = appDataDir() + QStringLiteral("/conversations.sqlite3");
     QString notice, error;
     auto store = SqliteHistoryStore::open(db, &notice, &error);

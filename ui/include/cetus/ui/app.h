@@ -13,7 +13,11 @@ QString appDataDir();  // QStandardPaths::AppDataLocation, created
 QString logDir();      // appDataDir()/logs, created
 QString versionText(); // Cetus, Qt, engine build, for --version and About
 
-// Runs the main window until it closes; returns the exit code.
+// Installs the app's English texts for counts ("1 token", "2 tokens"; the sources say
+// "%n token(s)"), from resources/translations/cetus_en.ts. Returns whether they loaded.
+bool installTranslations();
+
+// Runs the main window until it closes; returns the exit code (installs the translations).
 int runApp(QApplication& app);
 
 }  // namespace cetus::ui
