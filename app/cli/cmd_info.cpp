@@ -50,6 +50,15 @@ static std::string human(double bytes) {
     return buf;
 }
 
+// A parameter count as people write it: 15.71 B, 3.23 M, 540 K.
+static std::string count_text(uint64_t n) {
+    char buf[32];
+    if (n >= 1000000000) std::snprintf(buf, sizeof buf, "%.2f B", double(n) / 1e9);
+    else if (n >= 1000000) std::snprintf(buf, sizeof buf, "%.2f M", double(n) / 1e6);
+    else std::snprintf(buf, sizeof buf, "%.1f K", double(n) / 1e3);
+    return buf;
+}
+
 void add_info_command(CLI::App& app) {
     auto* cmd = app.add_subcommand("info", "Describe a model: architecture, experts, parameters, KV cache per token");
     struct Opts {
@@ -87,8 +96,8 @@ void add_info_command(CLI::App& app) {
         std::printf("experts       %lld routed, %lld shared, %lld active per token (%s)\n",
                     (long long)i.n_routed_experts, (long long)i.n_shared_experts, (long long)i.n_active_experts,
                     i.routing.c_str());
-        std::printf("parameters    %.3f B total, %.3f B active per token, MTP %.3f B\n", double(i.n_params_total) / 1e9,
-                    double(i.n_params_active) / 1e9, double(i.n_params_mtp) / 1e9);
+        std::printf("parameters    %s total, %s active per token, MTP %s\n", count_text(i.n_params_total).c_str(),
+                    count_text(i.n_params_active).c_str(), count_text(i.n_params_mtp).c_str());
         std::printf("weights       %s, %s\n", i.weight_dtype.c_str(), human(double(i.weight_bytes)).c_str());
         std::printf("context       %lld (model maximum %lld)\n", (long long)i.context_length,
                     (long long)i.max_position_embeddings);

@@ -99,7 +99,8 @@ void Engine::finish_init(const std::string& name) {
     const uint64_t L = uint64_t(c.num_hidden_layers), d_h = uint64_t(c.v_head_dim);
     i.kv_bytes_per_token_mla = L * uint64_t(c.kv_lora_rank + c.qk_rope_head_dim) * 2;
     i.kv_bytes_per_token_mha = L * 2 * uint64_t(c.num_attention_heads) * d_h * 2;
-    i.kv_bytes_per_token_gqa8 = L * 2 * 8 * d_h * 2;
+    // GQA-8 has 8 KV heads, or one per head in a model with fewer heads (then it is MHA).
+    i.kv_bytes_per_token_gqa8 = L * 2 * std::min<uint64_t>(8, uint64_t(c.num_attention_heads)) * d_h * 2;
     i.kv_bytes_per_token_held = m_backend->kv_bytes_per_token();
     i.kv_cache_type = kv_cache_type_name(m_backend->kv_cache_type());
     i.bos_token_id = c.bos_token_id;
@@ -118,10 +119,13 @@ void Engine::finish_init(const std::string& name) {
     } else {
         i.routing = "dense";
     }
-    engine_log().info("loaded {}: {} layers ({} MoE, {} MTP), {:.2f} B params ({:.2f} B active), {}, backend {} "
+    const auto count = [](uint64_t n) {  // 15.71 B, 3.23 M
+        return n >= 1000000000 ? fmt::format("{:.2f} B", double(n) / 1e9) : fmt::format("{:.2f} M", double(n) / 1e6);
+    };
+    engine_log().info("loaded {}: {} layers ({} MoE, {} MTP), {} params ({} active), {}, backend {} "
                       "({}), context {} ({} latent cache, {:.1f} MiB)",
-                      name, i.n_layers, i.n_moe_layers, i.n_mtp_layers, double(i.n_params_total) / 1e9,
-                      double(i.n_params_active) / 1e9, i.weight_dtype, i.backend, i.device, i.context_length,
+                      name, i.n_layers, i.n_moe_layers, i.n_mtp_layers, count(i.n_params_total),
+                      count(i.n_params_active), i.weight_dtype, i.backend, i.device, i.context_length,
                       i.kv_cache_type, double(m_backend->kv_capacity_bytes()) / double(1 << 20));
 }
 

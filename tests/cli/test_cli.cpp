@@ -62,6 +62,26 @@ private slots:
         QVERIFY(double(b["prefill_flops_per_token"]) > 2.0 * (active - V * H));
     }
 
+    // The cache comparisons `info` reports, from the config's numbers (architecture
+    // doc: MLA holds d_c + d_r per layer, MHA 2 n_h d_h, GQA-8 2 min(8, n_h) d_h; two
+    // bytes each): the golden model has 3 heads, so GQA-8 cannot hold more than MHA.
+    void infoCacheComparisons() {
+        int code = 0;
+        const QString m = QStringLiteral(CETUS_TEST_DATA "/golden/v3-noaux");
+        const auto info = nlohmann::json::parse(run({"info", "--model", m, "--device", "cpu", "--json"}, {}, &code));
+        QCOMPARE(code, 0);
+        QFile f(m + QStringLiteral("/config.json"));
+        QVERIFY(f.open(QIODevice::ReadOnly));
+        const auto c = nlohmann::json::parse(f.readAll().toStdString());
+        const uint64_t L = c["num_hidden_layers"], n_h = c["num_attention_heads"], d_h = c["v_head_dim"];
+        const uint64_t d_c = c["kv_lora_rank"], d_r = c["qk_rope_head_dim"];
+        QCOMPARE(n_h, uint64_t(3));
+        const auto& kv = info["kv_bytes_per_token"];
+        QCOMPARE(kv["mla"].get<uint64_t>(), L * (d_c + d_r) * 2);
+        QCOMPARE(kv["mha"].get<uint64_t>(), L * 2 * n_h * d_h * 2);
+        QCOMPARE(kv["gqa8"].get<uint64_t>(), L * 2 * std::min<uint64_t>(8, n_h) * d_h * 2);
+    }
+
     // A damaged or foreign file where the CUDA plug-in should be: --device cuda says
     // which file and what is wrong; auto runs on the CPU and says why.
     void badCudaPluginIsReported() {

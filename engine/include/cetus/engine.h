@@ -69,7 +69,7 @@ struct ModelInfo {
     uint64_t n_params_total = 0, n_params_active = 0, n_params_mtp = 0, weight_bytes = 0;
     // Cache bytes per token at 2 bytes per element (BF16), all main layers:
     // MLA (d_c + d_r), standard multi-head attention (2 n_h d_h) and GQA with
-    // 8 KV heads (2 * 8 * d_h), d_h = v_head_dim.
+    // 8 KV heads (2 * min(8, n_h) * d_h), d_h = v_head_dim.
     uint64_t kv_bytes_per_token_mla = 0, kv_bytes_per_token_mha = 0, kv_bytes_per_token_gqa8 = 0;
     uint64_t kv_bytes_per_token_held = 0;  // what this backend actually stores per token
     std::string kv_cache_type;             // "f32" | "bf16": the held cache's element type
