@@ -38,7 +38,9 @@ double seconds_since(clock_type::time_point t) { return std::chrono::duration<do
 Generator::Generator(const Model& model, Backend& backend, const Tokenizer* tokenizer)
     : m_model(model), m_backend(backend), m_tokenizer(tokenizer),
       // Hidden states are kept only for the MTP module's inputs.
-      m_hidden(model.n_mtp() > 0 ? static_cast<size_t>(backend.capacity() * model.config().hidden_size) : 0) {}
+      m_hidden(model.n_mtp() > 0 ? static_cast<size_t>(backend.capacity() * model.config().hidden_size) : 0,
+               "the MTP module's inputs (hidden states) for " + std::to_string(backend.capacity()) + " tokens",
+               "; lower the context") {}
 
 void Generator::reset() {
     m_cached_ids.clear();

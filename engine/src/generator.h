@@ -7,6 +7,7 @@
 #include "cetus/generate.h"
 #include "cetus/tokenizer.h"
 #include "backend.h"
+#include "host_memory.h"
 #include "model.h"
 
 #include <optional>
@@ -33,7 +34,7 @@ private:
     const Tokenizer* m_tokenizer;
     std::vector<int32_t> m_cached_ids;  // ids whose main-cache rows are valid, in order
     int64_t m_mtp_valid = 0;            // MTP cache rows valid: entry j = (h_j, id j+1)
-    std::vector<float> m_hidden;        // [capacity, H] post-norm hidden of cached positions
+    LazyArray<float> m_hidden;          // [capacity, H] post-norm hidden of cached positions
 };
 
 }  // namespace cetus

@@ -3,7 +3,6 @@
 
 #include "cetus/error.h"
 
-#include <new>
 #include <string>
 
 namespace cetus {
@@ -18,17 +17,9 @@ KvCacheType kv_cache_type_from_name(const std::string& name) {
 
 KvCache::KvCache(int64_t n_layers, int64_t capacity, int64_t kv_lora_rank, int64_t rope_dim, KvCacheType type)
     : m_n_layers(n_layers), m_capacity(capacity), m_width(kv_lora_rank + rope_dim), m_kv_lora_rank(kv_lora_rank),
-      m_type(type) {
-    const uint64_t n = uint64_t(n_layers) * uint64_t(capacity) * uint64_t(m_width);
-    try {
-        if (type == KvCacheType::F32) m_f32.assign(n, 0.0f);
-        else m_bf16.assign(n, uint16_t(0));
-    } catch (const std::bad_alloc&) {
-        throw Error(ErrorCode::OutOfMemory, "latent cache (" + std::string(kv_cache_type_name(type)) + ") of " +
-                                                std::to_string(capacity) + " tokens needs " +
-                                                std::to_string(n * element_bytes() >> 20) + " MiB; lower the context" +
-                                                (type == KvCacheType::F32 ? " or keep the cache in bf16" : ""));
-    }
-}
+      m_type(type),
+      m_data(size_t(uint64_t(n_layers) * uint64_t(capacity) * uint64_t(m_width) * element_bytes()),
+             "latent cache (" + std::string(kv_cache_type_name(type)) + ") of " + std::to_string(capacity) + " tokens",
+             std::string("; lower the context") + (type == KvCacheType::F32 ? " or keep the cache in bf16" : "")) {}
 
 }  // namespace cetus

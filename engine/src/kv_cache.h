@@ -8,6 +8,7 @@
 
 #include "cetus/engine.h"
 #include "dtype.h"
+#include "host_memory.h"
 
 #include <algorithm>
 #include <cmath>
@@ -96,10 +97,8 @@ public:
             KvCacheType type = KvCacheType::F32);
 
     CacheRows layer(int64_t layer) {
-        const size_t offset = size_t(layer * m_capacity * m_width);
-        void* base = m_type == KvCacheType::F32 ? static_cast<void*>(m_f32.data() + offset)
-                                                : static_cast<void*>(m_bf16.data() + offset);
-        return CacheRows{base, m_type, m_width, follow, layer};
+        const size_t offset = size_t(layer * m_capacity * m_width) * size_t(element_bytes());
+        return CacheRows{m_data.data() + offset, m_type, m_width, follow, layer};
     }
     // Row pos of a layer as fp32 values (width of them).
     std::vector<float> row_f32(int64_t layer_index, int64_t pos) {
@@ -129,8 +128,7 @@ public:
 private:
     int64_t m_n_layers = 0, m_capacity = 0, m_width = 0, m_kv_lora_rank = 0;
     KvCacheType m_type = KvCacheType::F32;
-    std::vector<float> m_f32;
-    std::vector<uint16_t> m_bf16;
+    LazyArray<unsigned char> m_data;  // pages taken as rows are written
 };
 
 // Tests: the cache follows f (may be null) for one call of Model::forward or

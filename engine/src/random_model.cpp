@@ -5,13 +5,13 @@
 #include "cetus/engine.h"
 
 #include "config.h"
+#include "host_memory.h"
 #include "log.h"
 #include "model.h"
 
 #include <nlohmann/json.hpp>
 
 #include <cmath>
-#include <fstream>
 
 namespace cetus {
 namespace {
@@ -146,16 +146,6 @@ uint64_t estimate_bytes(const ModelConfig& c, bool fp8) {
     return uint64_t(total);
 }
 
-uint64_t available_memory() {
-    std::ifstream in("/proc/meminfo");
-    std::string key;
-    uint64_t kb = 0;
-    std::string unit;
-    while (in >> key >> kb >> unit)
-        if (key == "MemAvailable:") return kb * 1024;
-    return 0;
-}
-
 }  // namespace
 
 std::vector<std::string> random_model_presets() {
@@ -179,7 +169,7 @@ std::unique_ptr<Model> build_random_model(const RandomModelOptions& r) {
     if (r.n_layers > 0) j["num_hidden_layers"] = r.n_layers;
     ModelConfig c = parse_config(j.dump(), std::string("preset ") + preset->name);
     const bool fp8 = r.dtype == "fp8";
-    const uint64_t need = estimate_bytes(c, fp8), avail = available_memory();
+    const uint64_t need = estimate_bytes(c, fp8), avail = host_available_bytes();
     if (avail && need > avail * 9 / 10)
         throw Error(ErrorCode::OutOfMemory,
                     "random " + r.preset + " (" + r.dtype + ") needs about " + std::to_string(need >> 20) +

@@ -705,6 +705,26 @@ class TestModelLoad : public QObject {
 
         EXPECT_FAILURE(load(dir, 0), ErrorCode::BadRequest, "max_context");
     }
+
+    // A context whose latent cache the machine cannot hold is refused at load with
+    // the sizes (the cache's pages are only taken as rows are written, so without
+    // the check the load would succeed and a long answer fail later). 9 layers of
+    // 516 fp32 values for 2^24 positions: about 311 GB.
+    void cacheBeyondMemoryIsRefused() {
+        const fs::path dir = fresh_dir();
+        json c = tiny_config();
+        c["kv_lora_rank"] = 512;
+        c["num_hidden_layers"] = 8;
+        c["max_position_embeddings"] = int64_t(1) << 24;
+        write_model(dir, c, tiny_tensors(c));
+        EXPECT_FAILURE(load(dir, int64_t(1) << 24), ErrorCode::OutOfMemory, "latent cache", "16777216 tokens",
+                       "MiB are available", "lower the context");
+        // A context it can hold loads and runs; its pages come as rows are written.
+        Outcome o = load(dir, int64_t(1) << 16);
+        QVERIFY2(o.engine, o.message.c_str());
+        QCOMPARE(o.engine->info().context_length, int64_t(1) << 16);
+        QVERIFY(all_finite(o.engine->logits(k_ids)));
+    }
 };
 
 QTEST_GUILESS_MAIN(TestModelLoad)
