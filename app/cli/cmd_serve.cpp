@@ -471,7 +471,7 @@ void run_server(const ServeOptions& o) {
         job->req = std::move(*parsed.request);
         GenerateRequest& gen = job->req.gen;
         // The engine's own check, made here so that the answer is a 400 before any byte of a stream.
-        const int64_t n = int64_t(tokenizer.encode(tokenizer.apply_chat_template(gen.messages, true), true).size());
+        const int64_t n = int64_t(tokenizer.encode_chat(gen.messages, !gen.continue_final_message, gen.continue_final_message).size());
         if (n >= context)
             return send_error(res, ApiError{400, "This model's maximum context length is " + std::to_string(context) +
                                                      " tokens. However, your messages resulted in " + std::to_string(n) +

@@ -173,6 +173,20 @@ ParseResult parse_chat_request(const std::string& body, const std::string& model
             if (x.empty()) return fail(bad("stop", "stop strings must not be empty"));
     }
 
+    // vLLM's extras: continue the final (assistant) message instead of answering it.
+    bool add_generation_prompt = true;
+    if (auto e = boolean(j, "add_generation_prompt", add_generation_prompt, "add_generation_prompt")) return fail(*e);
+    if (auto e = boolean(j, "continue_final_message", r.gen.continue_final_message, "continue_final_message"))
+        return fail(*e);
+    if (r.gen.continue_final_message && add_generation_prompt && j.contains("add_generation_prompt"))
+        return fail(bad("continue_final_message", "'continue_final_message' and 'add_generation_prompt' cannot both be true"));
+    if (!r.gen.continue_final_message && !add_generation_prompt)
+        return fail(bad("add_generation_prompt", "'add_generation_prompt' false is only supported with "
+                                                 "'continue_final_message' true"));
+    if (r.gen.continue_final_message && r.gen.messages.back().role != "assistant")
+        return fail(bad("continue_final_message", "'continue_final_message' needs the last message to be the "
+                                                  "assistant's (the answer to continue)"));
+
     if (auto e = boolean(j, "stream", r.stream, "stream")) return fail(*e);
     if (auto it = j.find("stream_options"); it != j.end() && !it->is_null()) {
         if (!it->is_object()) return fail(bad("stream_options", "'stream_options' must be an object"));

@@ -4,6 +4,8 @@
 // outputs follow V3's template). The fixtures of tests/tokenizer come from the Jinja originals.
 #include "cetus/tokenizer.h"
 
+#include "cetus/error.h"
+
 #include "log.h"
 
 namespace cetus {
@@ -24,29 +26,44 @@ void warn(const std::string& message) {
     engine_log().warn("{}", message);
 }
 
+// Builds a ChatPrompt: markup() is the template's own text, body() text from a message.
+struct PromptBuilder {
+    ChatPrompt p;
+    PromptBuilder& markup(std::string_view s) {
+        p.text.append(s);
+        return *this;
+    }
+    PromptBuilder& body(std::string_view s) {
+        p.content.emplace_back(p.text.size(), p.text.size() + s.size());
+        p.text.append(s);
+        return *this;
+    }
+};
+
 // R1 resends only the answer of earlier turns: content.split('</think>')[-1].
 std::string_view without_reasoning(std::string_view content) {
     const size_t at = content.rfind(k_think_end);
     return at == std::string_view::npos ? content : content.substr(at + k_think_end.size());
 }
 
-std::string render_deepseek(const ChatTemplate& t, std::span<const ChatMessage> messages,
-                            bool add_generation_prompt) {
+void render_deepseek(PromptBuilder& out, const ChatTemplate& t, std::span<const ChatMessage> messages,
+                     bool add_generation_prompt) {
     const bool r1 = t.family == ChatFamily::DeepSeekR1;
-    std::string out = t.bos_token;
-    std::string system;
+    out.markup(t.bos_token);
+    // The system messages, joined (or the last one), come first.
     bool first_system = true;
+    const ChatMessage* last_system = nullptr;
     for (const auto& m : messages) {
         if (m.role != "system") continue;
         if (!t.joins_system) {
-            system = m.content;
+            last_system = &m;
         } else {
-            if (!first_system) system += "\n\n";
-            system += m.content;
+            if (!first_system) out.markup("\n\n");
+            out.body(m.content);
             first_system = false;
         }
     }
-    out += system;
+    if (last_system) out.body(last_system->content);
 
     bool is_tool = false;
     bool is_output_first = true; // never reset: the published templates do not either
@@ -55,8 +72,8 @@ std::string render_deepseek(const ChatTemplate& t, std::span<const ChatMessage> 
         if (m.role == "user") {
             is_tool = false;
             is_last_user = true;
-            out.append(k_user).append(m.content);
-            if (t.assistant_after_user) out.append(k_assistant);
+            out.markup(k_user).body(m.content);
+            if (t.assistant_after_user) out.markup(k_assistant);
         } else if (m.role == "assistant") {
             is_last_user = false;
             if (is_tool) {
@@ -64,63 +81,59 @@ std::string render_deepseek(const ChatTemplate& t, std::span<const ChatMessage> 
                 // after.
                 const std::string_view c =
                     r1 && t.assistant_after_user ? without_reasoning(m.content) : m.content;
-                out.append("<｜tool▁outputs▁end｜>").append(c).append(k_eos);
+                out.markup("<｜tool▁outputs▁end｜>").body(c).markup(k_eos);
                 is_tool = false;
             } else {
                 const std::string_view c = r1 ? without_reasoning(m.content) : m.content;
-                if (!t.assistant_after_user) out.append(k_assistant);
-                out.append(c).append(k_eos);
+                if (!t.assistant_after_user) out.markup(k_assistant);
+                out.body(c).markup(k_eos);
             }
         } else if (m.role == "tool") {
             is_last_user = false;
             is_tool = true;
             if (is_output_first) {
-                out.append("<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>");
+                out.markup("<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>");
                 is_output_first = false;
             } else {
-                out.append("\n<｜tool▁output▁begin｜>");
+                out.markup("\n<｜tool▁output▁begin｜>");
             }
-            out.append(m.content).append("<｜tool▁output▁end｜>");
+            out.body(m.content).markup("<｜tool▁output▁end｜>");
         }
     }
-    if (is_tool) out.append("<｜tool▁outputs▁end｜>");
+    if (is_tool) out.markup("<｜tool▁outputs▁end｜>");
     if (add_generation_prompt && !is_tool && !(t.assistant_after_user && is_last_user)) {
-        out.append(k_assistant);
-        if (t.opens_think) out.append("<think>\n");
+        out.markup(k_assistant);
+        if (t.opens_think) out.markup("<think>\n");
     }
-    return out;
 }
 
-std::string render_v2(const ChatTemplate& t, std::span<const ChatMessage> messages,
-                      bool add_generation_prompt) {
-    std::string out = t.bos_token;
+void render_v2(PromptBuilder& out, const ChatTemplate& t, std::span<const ChatMessage> messages,
+               bool add_generation_prompt) {
+    out.markup(t.bos_token);
     for (const auto& m : messages) {
         if (m.role == "user") {
-            out.append("User: ").append(m.content).append("\n\n");
+            out.markup("User: ").body(m.content).markup("\n\n");
         } else if (m.role == "assistant") {
-            out.append("Assistant: ").append(m.content).append(t.eos_token);
+            out.markup("Assistant: ").body(m.content).markup(t.eos_token);
         } else if (m.role == "system") {
-            out.append(m.content).append("\n\n");
+            out.body(m.content).markup("\n\n");
         }
     }
-    if (add_generation_prompt) out.append("Assistant:");
-    return out;
+    if (add_generation_prompt) out.markup("Assistant:");
 }
 
-std::string render_moonlight(std::span<const ChatMessage> messages, bool add_generation_prompt) {
-    std::string out;
+void render_moonlight(PromptBuilder& out, std::span<const ChatMessage> messages, bool add_generation_prompt) {
     if (!messages.empty() && messages.front().role != "system") {
-        out.append("<|im_system|>system<|im_middle|>You are a helpful assistant provided by "
+        out.markup("<|im_system|>system<|im_middle|>You are a helpful assistant provided by "
                    "Moonshot-AI.<|im_end|>");
     }
     for (const auto& m : messages) {
-        if (m.role == "system") out.append("<|im_system|>");
-        if (m.role == "user") out.append("<|im_user|>");
-        if (m.role == "assistant") out.append("<|im_assistant|>");
-        out.append(m.role).append("<|im_middle|>").append(m.content).append("<|im_end|>");
+        if (m.role == "system") out.markup("<|im_system|>");
+        if (m.role == "user") out.markup("<|im_user|>");
+        if (m.role == "assistant") out.markup("<|im_assistant|>");
+        out.body(m.role).markup("<|im_middle|>").body(m.content).markup("<|im_end|>");
     }
-    if (add_generation_prompt) out.append("<|im_assistant|>assistant<|im_middle|>");
-    return out;
+    if (add_generation_prompt) out.markup("<|im_assistant|>assistant<|im_middle|>");
 }
 
 } // namespace
@@ -163,18 +176,36 @@ ChatTemplate detect_chat_template(std::string_view source) {
     return t;
 }
 
-std::string render_chat(const ChatTemplate& tmpl, std::span<const ChatMessage> messages,
-                        bool add_generation_prompt) {
+ChatPrompt render_chat_prompt(const ChatTemplate& tmpl, std::span<const ChatMessage> messages,
+                              bool add_generation_prompt, bool continue_final_message) {
+    if (continue_final_message) {
+        if (messages.empty() || messages.back().role != "assistant")
+            throw Error(ErrorCode::BadRequest, "continue_final_message needs an assistant message last (the answer to "
+                                               "continue)");
+        add_generation_prompt = false;
+    }
+    PromptBuilder out;
     switch (tmpl.family) {
     case ChatFamily::DeepSeekV2:
-        return render_v2(tmpl, messages, add_generation_prompt);
+        render_v2(out, tmpl, messages, add_generation_prompt);
+        break;
     case ChatFamily::Moonlight:
-        return render_moonlight(messages, add_generation_prompt);
+        render_moonlight(out, messages, add_generation_prompt);
+        break;
     case ChatFamily::DeepSeekV3:
     case ChatFamily::DeepSeekR1:
+        render_deepseek(out, tmpl, messages, add_generation_prompt);
         break;
     }
-    return render_deepseek(tmpl, messages, add_generation_prompt);
+    // Every template writes the final message's content last among the bodies, followed
+    // only by markup (its end of turn): cut there.
+    if (continue_final_message) out.p.text.resize(out.p.content.back().second);
+    return std::move(out.p);
+}
+
+std::string render_chat(const ChatTemplate& tmpl, std::span<const ChatMessage> messages,
+                        bool add_generation_prompt) {
+    return render_chat_prompt(tmpl, messages, add_generation_prompt).text;
 }
 
 } // namespace cetus

@@ -53,7 +53,7 @@ std::vector<int32_t> Generator::prompt_ids(const GenerateRequest& r) const {
     if (!m_tokenizer)
         throw Error(ErrorCode::BadRequest, "this model folder has no tokenizer.json, so chat messages cannot be "
                                            "tokenized; pass token ids instead");
-    return m_tokenizer->encode(m_tokenizer->apply_chat_template(r.messages, true), true);
+    return m_tokenizer->encode_chat(r.messages, !r.continue_final_message, r.continue_final_message);
 }
 
 // The state of one request.

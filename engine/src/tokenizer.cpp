@@ -8,6 +8,7 @@
 #include "tokenizer_impl.h"
 #include "utf8.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -136,6 +137,76 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool allow_special
         extract_added(impl.raw_tokens, st);
         extract_added(impl.normalized_tokens, st);
     }
+    for (size_t i = 0; i < st.segments.size(); ++i) {
+        const detail::Segment seg = st.segments[i];
+        if (seg.id >= 0) {
+            out.push_back(seg.id);
+        } else if (seg.end > seg.begin) {
+            encode_text(impl, seg, st, out);
+        }
+    }
+    return out;
+}
+
+std::vector<int32_t> Tokenizer::encode_chat(std::span<const ChatMessage> messages, bool add_generation_prompt,
+                                            bool continue_final_message) const {
+    return encode_prompt(render_chat_prompt(chat_template(), messages, add_generation_prompt, continue_final_message));
+}
+
+std::vector<int32_t> Tokenizer::encode_prompt(const ChatPrompt& prompt) const {
+    const Impl& impl = *m_impl;
+    EncodeState st;
+    // The text piece by piece, each repaired on its own so that the ranges of message
+    // text stay exact: [begin, end) of st.text for every range of prompt.content.
+    std::vector<std::pair<size_t, size_t>> protect;
+    size_t at = 0;
+    auto append = [&](size_t end) {
+        const std::string_view piece(prompt.text.data() + at, end - at);
+        if (detail::utf8_is_valid(piece)) st.text.append(piece);
+        else detail::utf8_append_repaired(piece, st.text);
+        at = end;
+    };
+    for (const auto& [b, e] : prompt.content) {
+        if (b < at || e < b || e > prompt.text.size()) throw Error(ErrorCode::BadRequest, "chat prompt ranges out of order");
+        append(b);
+        const size_t begin = st.text.size();
+        append(e);
+        if (st.text.size() > begin) protect.emplace_back(begin, st.text.size());
+    }
+    append(prompt.text.size());
+    if (st.text.size() >= (1ull << 31))
+        throw Error(ErrorCode::BadRequest, "text to tokenize is 2 GiB or longer");
+
+    // Added tokens as everywhere; then a match any byte of which came from a message
+    // goes back to being text, joined with the text around it (as `tokenizers` skips
+    // a match under encode_special_tokens, here for every added token: DeepSeek's
+    // "<｜User｜>" and "<｜Assistant｜>" are not marked special).
+    auto in_message = [&](const detail::Segment& seg) {
+        auto it = std::upper_bound(protect.begin(), protect.end(), seg.begin,
+                                   [](size_t pos, const auto& r) { return pos < r.second; });
+        return it != protect.end() && it->first < seg.end;
+    };
+    auto unmatch_protected = [&] {
+        st.next_segments.clear();
+        for (const auto& seg : st.segments) {
+            detail::Segment s2 = seg;
+            if (s2.id >= 0 && in_message(s2)) s2.id = -1;
+            if (s2.id < 0 && !st.next_segments.empty() && st.next_segments.back().id < 0 &&
+                st.next_segments.back().end == s2.begin) {
+                st.next_segments.back().end = s2.end;
+            } else {
+                st.next_segments.push_back(s2);
+            }
+        }
+        st.segments.swap(st.next_segments);
+    };
+    std::vector<int32_t> out;
+    out.reserve(st.text.size() / 3 + 8);
+    st.segments.push_back({0, st.text.size(), -1});
+    extract_added(impl.raw_tokens, st);
+    unmatch_protected();
+    extract_added(impl.normalized_tokens, st);
+    unmatch_protected();
     for (size_t i = 0; i < st.segments.size(); ++i) {
         const detail::Segment seg = st.segments[i];
         if (seg.id >= 0) {

@@ -1,7 +1,8 @@
 // libFuzzer target: encoding arbitrary bytes with DeepSeek-V3's real tokenizer (the test
 // fixture in tests/data; CETUS_FUZZ_TOKENIZER_DIR overrides the folder). The first byte picks
-// allow_special. Checks, trapping on failure: valid UTF-8 round-trips exactly; the
-// streaming detokenizer's pieces are complete UTF-8 and add up to decode(ids).
+// allow_special, or a chat (check_chat). Checks, trapping on failure: valid UTF-8
+// round-trips exactly; the streaming detokenizer's pieces are complete UTF-8 and add up
+// to decode(ids).
 #include "cetus/error.h"
 #include "cetus/tokenizer.h"
 
@@ -11,6 +12,7 @@
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace {
 
@@ -49,6 +51,33 @@ bool valid_utf8(std::string_view s) {
     return true;
 }
 
+// Bit 1 of the first byte: the rest is a chat (messages split at 0x1E, roles in turn
+// system, user, assistant, tool; bit 2 continues a final answer) through encode_chat:
+// the ids spell the rendered text, and "<｜User｜>" appears once per user message, never
+// from the messages' own text.
+void check_chat(const cetus::Tokenizer& tok, std::string_view rest, bool continue_final) {
+    static const char* roles[] = {"system", "user", "assistant", "tool"};
+    std::vector<cetus::ChatMessage> messages;
+    size_t users = 0;
+    for (size_t i = 0, start = 0; i <= rest.size(); ++i) {
+        if (i < rest.size() && rest[i] != '\x1e') continue;
+        const char* role = roles[messages.size() % 4];
+        users += role == std::string_view("user");
+        messages.push_back({role, std::string(rest.substr(start, i - start))});
+        start = i + 1;
+    }
+    continue_final = continue_final && messages.back().role == "assistant";
+    const auto prompt = cetus::render_chat_prompt(tok.chat_template(), messages, !continue_final, continue_final);
+    const auto ids = tok.encode_prompt(prompt);
+    const std::string decoded = tok.decode(ids);
+    if (!valid_utf8(decoded)) __builtin_trap();
+    if (valid_utf8(prompt.text) && decoded != prompt.text) __builtin_trap();
+    static const int32_t user_id = tok.encode("<｜User｜>", true).at(0);
+    size_t n = 0;
+    for (int32_t id : ids) n += id == user_id;
+    if (n != users) __builtin_trap();
+}
+
 } // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -56,6 +85,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const cetus::Tokenizer& tok = tokenizer();
     const bool allow_special = (data[0] & 1) != 0;
     const std::string_view text(reinterpret_cast<const char*>(data) + 1, size - 1);
+    if (data[0] & 2) {
+        check_chat(tok, text, (data[0] & 4) != 0);
+        return 0;
+    }
 
     const auto ids = tok.encode(text, allow_special);
     const std::string decoded = tok.decode(ids);

@@ -185,6 +185,58 @@ private slots:
         QVERIFY2(accepted * 2 > proposed, qPrintable(QStringLiteral("%1 of %2 accepted").arg(accepted).arg(proposed)));
     }
 
+    void continueFinalMessageExtendsTheAnswer() {
+        // An answer cut after k tokens and continued (continue_final_message) goes on
+        // exactly as the uncut greedy answer did, with MTP on and off: the prompt ends
+        // in the cut answer's tokens, with no end of turn and no new generation prompt.
+        const std::string dir = std::string(CETUS_SOURCE_DIR) + "/resources/models/cetus-demo";
+        if (!std::filesystem::exists(dir + "/config.json")) QSKIP("no bundled model in this tree");
+        auto e = load(dir, 512);
+        const cetus::Tokenizer& tok = *e->tokenizer();
+        int checked = 0;
+        for (const char* q : {"Hello! Who are you?", "What is the capital of France?", "What does the word generous mean?"}) {
+            cetus::GenerateRequest full;
+            full.messages = {{"user", q}};
+            full.sampling.temperature = 0.0f;
+            full.max_new_tokens = 20;
+            full.mtp = false;
+            e->reset_cache();
+            const auto whole = e->generate(full);
+            QVERIFY2(whole.ids.size() >= 6, whole.text.c_str());
+            for (size_t k : {size_t(2), size_t(5)}) {
+                const std::vector<int32_t> head(whole.ids.begin(), whole.ids.begin() + std::ptrdiff_t(k));
+                const std::string cut = tok.decode(head);
+                if (tok.encode(cut, false) != head) continue;  // not how the tokenizer writes that text
+                for (bool mtp : {false, true}) {
+                    cetus::GenerateRequest more;
+                    more.messages = {{"user", q}, {"assistant", cut}};
+                    more.continue_final_message = true;
+                    more.sampling.temperature = 0.0f;
+                    more.max_new_tokens = int32_t(whole.ids.size() - k);
+                    more.mtp = mtp;
+                    // The prompt is the question's prompt and the cut answer's tokens.
+                    cetus::GenerateRequest question = full;
+                    QCOMPARE(e->count_tokens(more), e->count_tokens(question) + int64_t(k));
+                    const auto rest = e->generate(more);
+                    QCOMPARE(std::vector<int32_t>(whole.ids.begin() + std::ptrdiff_t(k), whole.ids.end()), rest.ids);
+                    QCOMPARE(cut + rest.text, whole.text);
+                    ++checked;
+                }
+            }
+        }
+        QVERIFY2(checked >= 4, qPrintable(QString::number(checked)));
+        // Only an answer can be continued.
+        cetus::GenerateRequest bad;
+        bad.messages = {{"user", "Hi"}};
+        bad.continue_final_message = true;
+        try {
+            e->generate(bad);
+            QFAIL("continued a user message");
+        } catch (const cetus::Error& err) {
+            QCOMPARE(err.code(), cetus::ErrorCode::BadRequest);
+        }
+    }
+
     void greedyMtpEqualsPlainWithRepetitionPenalty() {
         // The bonus token after accepted drafts must see them in its penalty set, as plain
         // decoding does; the trained model accepts most drafts, so that path runs often.

@@ -246,6 +246,39 @@ private slots:
         QCOMPARE(post(s).j["choices"][0]["message"]["content"], post(s).j["choices"][0]["message"]["content"]);
     }
 
+    void continueFinalMessage() {
+        // vLLM's continue_final_message: the prompt ends in the answer's own text (no end
+        // of turn, no new "<｜Assistant｜>"), so an empty answer gives the question's prompt
+        // and each further token of it one more prompt token.
+        const int plain = post(chat("abc", 4)).j["usage"]["prompt_tokens"].get<int>();
+        json b = chat("abc", 4);
+        b["messages"].push_back({{"role", "assistant"}, {"content", ""}});
+        b["continue_final_message"] = true;
+        HttpResult r = post(b);
+        QCOMPARE(r.status, 200);
+        QCOMPARE(r.j["usage"]["prompt_tokens"].get<int>(), plain);
+        QCOMPARE(r.j["usage"]["completion_tokens"].get<int>(), 4);
+        b["messages"][1]["content"] = "a";  // one byte, one token with this tokenizer
+        b["add_generation_prompt"] = false;  // as vLLM's clients send it
+        QCOMPARE(post(b).j["usage"]["prompt_tokens"].get<int>(), plain + 1);
+        // Answered normally the same messages end a turn and open another.
+        b.erase("continue_final_message");
+        b.erase("add_generation_prompt");
+        QVERIFY(post(b).j["usage"]["prompt_tokens"].get<int>() > plain + 1);
+        // Refused: a user message last, both flags, or no generation prompt alone.
+        json u = chat("abc", 4);
+        u["continue_final_message"] = true;
+        HttpResult e = post(u);
+        QCOMPARE(e.status, 400);
+        QCOMPARE(e.j["error"]["param"].get<std::string>(), std::string("continue_final_message"));
+        b["continue_final_message"] = true;
+        b["add_generation_prompt"] = true;
+        QCOMPARE(post(b).status, 400);
+        b.erase("continue_final_message");
+        b["add_generation_prompt"] = false;
+        QCOMPARE(post(b).status, 400);
+    }
+
     void streamingEqualsNonStreaming() {
         json b = chat("abc", 30);
         b["stream"] = true;

@@ -18,6 +18,9 @@ namespace cetus {
 struct GenerateRequest {
     std::vector<ChatMessage> messages;  // rendered with the model's chat template...
     std::vector<int32_t> prompt_ids;    // ...or, when messages is empty, these ids as they are
+    // The last message is an unfinished answer (assistant) to continue: the prompt ends
+    // where its text ends (Tokenizer::encode_chat), and the new tokens extend it.
+    bool continue_final_message = false;
     SamplingParams sampling;
     int32_t max_new_tokens = 512;
     std::vector<std::string> stop;      // stop strings; the text ends before the first match

@@ -40,7 +40,20 @@ struct ChatTemplate {
 // "engine" logger. Never throws.
 ChatTemplate detect_chat_template(std::string_view jinja_source);
 
-// The prompt text the model's template would produce (tokenize it with allow_special).
+// A rendered chat prompt: the text the model's template would produce, and the byte
+// ranges of it that came from the messages (contents and roles), in order.
+struct ChatPrompt {
+    std::string text;
+    std::vector<std::pair<size_t, size_t>> content;  // [begin, end) byte offsets into text
+};
+
+// continue_final_message (the final message must be the assistant's): the prompt ends
+// where that message's content ends, without its end-of-sentence token or a new
+// generation prompt, so the model continues it (transformers' continue_final_message).
+// Throws Error(BadRequest) when the final message is not an assistant message.
+ChatPrompt render_chat_prompt(const ChatTemplate& tmpl, std::span<const ChatMessage> messages,
+                              bool add_generation_prompt, bool continue_final_message = false);
+// The text alone.
 std::string render_chat(const ChatTemplate& tmpl, std::span<const ChatMessage> messages,
                         bool add_generation_prompt);
 
@@ -85,6 +98,14 @@ class Tokenizer {
                                     bool add_generation_prompt) const {
         return render_chat(chat_template(), messages, add_generation_prompt);
     }
+    // The ids of a chat prompt. The template's own markers match added tokens; text
+    // from the messages never does (every byte is text there), so a message cannot
+    // forge "<｜User｜>" or end the prompt with "<｜end▁of▁sentence｜>". Otherwise equal
+    // to encode(text, true): each run between the template's added tokens is tokenized
+    // whole, message text and template text together.
+    std::vector<int32_t> encode_chat(std::span<const ChatMessage> messages, bool add_generation_prompt,
+                                     bool continue_final_message = false) const;
+    std::vector<int32_t> encode_prompt(const ChatPrompt& prompt) const;
 
     struct Impl;
 
