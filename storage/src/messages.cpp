@@ -117,6 +117,26 @@ void Store::checkpoint_message(int64_t message_id, std::string_view content) {
     tx.commit();
 }
 
+void Store::reopen_message(int64_t message_id) {
+    const int64_t now = m_impl->now();
+    detail::WriteTx tx(*m_impl);
+    auto q = m_impl->sql(
+        "UPDATE messages SET state = 'streaming', writer = ?2, updated_ms = ?3 WHERE id = ?1 AND role = 'assistant' "
+        "AND state IN ('complete', 'interrupted') RETURNING conversation_id");
+    q->bind_all(message_id, m_impl->writer, now);
+    if (!q->step()) {
+        q->reset();
+        const Message m = message(message_id);  // NotFound
+        m_impl->fail(StorageErrorCode::InvalidArgument, "message " + std::to_string(message_id) + " (" +
+                                                            role_name(m.role) + ", " + state_name(m.state) +
+                                                            ") is not an answer that can be continued");
+    }
+    const int64_t conversation_id = q->col_int(0);
+    q->run();
+    touch_conversation(*m_impl, conversation_id, now);
+    tx.commit();
+}
+
 void Store::finish_message(int64_t message_id, std::string_view content, MessageState state,
                            std::string_view stats_json) {
     if (state == MessageState::Streaming) {

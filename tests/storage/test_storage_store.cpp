@@ -269,10 +269,31 @@ private slots:
         QCOMPARE(error_of([&] { s.set_routing_trace(a, t); }), StorageErrorCode::InvalidArgument);
     }
 
+    void reopened_answer_continues() {
+        // Continue: a complete or interrupted answer streams again with its text; a user
+        // message, a streaming one or a missing one cannot be reopened.
+        Store s = Store::open_memory(stepping_clock());
+        const int64_t c = s.create_conversation({});
+        const int64_t u = add(s, c, std::nullopt, Role::User, "q");
+        const int64_t a = add(s, c, u, Role::Assistant, "One, two,");
+        s.reopen_message(a);
+        QCOMPARE(s.message(a).state, MessageState::Streaming);
+        QCOMPARE(s.message(a).content, std::string("One, two,"));
+        s.checkpoint_message(a, "One, two, three");
+        QCOMPARE(error_of([&] { s.reopen_message(a); }), StorageErrorCode::InvalidArgument);  // streaming
+        s.finish_message(a, "One, two, three.", MessageState::Interrupted, "{}");
+        s.reopen_message(a);  // an interrupted one too
+        s.finish_message(a, "One, two, three. Four.", MessageState::Complete, "{}");
+        QCOMPARE(s.message(a).content, std::string("One, two, three. Four."));
+        QCOMPARE(error_of([&] { s.reopen_message(u); }), StorageErrorCode::InvalidArgument);
+        QCOMPARE(error_of([&] { s.reopen_message(4242); }), StorageErrorCode::NotFound);
+        QCOMPARE(s.open_conversation(c).messages.size(), size_t(2));
+    }
+
     void closing_marks_own_streaming_messages_interrupted() {
         QTemporaryDir dir;
         const std::string file = dir.filePath("h.db").toStdString();
-        int64_t streaming = 0, finished = 0, other = 0;
+        int64_t streaming = 0, finished = 0, other = 0, reopened = 0;
         {
             Store a = Store::open(file);
             Store b = Store::open(file);  // a second live writer in this process
@@ -282,6 +303,9 @@ private slots:
             a.checkpoint_message(streaming, "partial");
             finished = add(a, c, u, Role::Assistant, "done");
             other = add(b, c, u, Role::Assistant, "", MessageState::Streaming);
+            reopened = add(a, c, u, Role::Assistant, "kept");
+            a.reopen_message(reopened);
+            a.checkpoint_message(reopened, "kept and more");
             // b is alive: a fresh Store must leave its answer alone.
             Store probe = Store::open(file);
             QCOMPARE(probe.n_recovered(), 0);
@@ -292,6 +316,8 @@ private slots:
         QCOMPARE(s.message(streaming).content, std::string("partial"));
         QCOMPARE(s.message(finished).state, MessageState::Complete);
         QCOMPARE(s.message(other).state, MessageState::Interrupted);
+        QCOMPARE(s.message(reopened).state, MessageState::Interrupted);
+        QCOMPARE(s.message(reopened).content, std::string("kept and more"));
     }
 
     void transactions_commit_roll_back_and_nest() {

@@ -48,6 +48,7 @@ private slots:
     void renameSearchDelete();
     void restartFindsHistory();
     void longConversationLeavesOutOldTurns();
+    void continueExtendsTheAnswer();
     void cleanupTestCase();
 
 private:
@@ -385,6 +386,49 @@ void TestMainWindowE2e::longConversationLeavesOutOldTurns() {
         QVERIFY(stats.value(QStringLiteral("n_generated_tokens")).toInt() > 0);
     }
     shot(QStringLiteral("11-left-out"));
+}
+
+void TestMainWindowE2e::continueExtendsTheAnswer() {
+    // An answer cut by the length limit offers Continue; a click extends the same
+    // message (no new branch) with its tokens, routing and counts adding up.
+    m_window->controller().newConversation();
+    ConversationSettings s = m_window->controller().settings();
+    s.sampling.max_new_tokens = 6;
+    s.sampling.temperature = 0.0;
+    m_window->controller().applySettings(s);
+    QVERIFY(m_window->controller().send(QStringLiteral("Tell me about whales")));
+    QVERIFY(waitFinished());
+    auto last = [&] { return m_window->controller().messages().back(); };
+    QVERIFY2(last().stats_line.contains(QStringLiteral("length limit")), qPrintable(last().stats_line));
+    QVERIFY(last().can_continue);
+    const qint64 id = last().record.id;
+    const QString first = last().record.content;
+    QCOMPARE(last().token_text_ends.size(), size_t(6));
+    auto* button = widgets().back()->findChild<QToolButton*>(QStringLiteral("continueButton"));
+    QVERIFY(button && button->isVisible());
+    QVERIFY(!widgets().front()->findChild<QToolButton*>(QStringLiteral("continueButton")));  // answers only
+    QTest::mouseClick(button, Qt::LeftButton);
+    QVERIFY(m_window->controller().isGenerating());
+    QVERIFY(waitFinished());
+    QCOMPARE(m_window->controller().messages().size(), size_t(2));
+    QCOMPARE(last().record.id, id);
+    QCOMPARE(last().branch_count, 1);
+    QCOMPARE(last().record.status, MessageStatus::Complete);
+    QVERIFY2(last().record.content.startsWith(first) && last().record.content.size() > first.size(),
+             qPrintable(last().record.content));
+    QCOMPARE(last().token_text_ends.size(), size_t(12));
+    QCOMPARE(last().token_text_ends.back(), int(last().record.content.size()));
+    const QJsonObject stats = QJsonDocument::fromJson(last().record.stats_json.toUtf8()).object();
+    QCOMPARE(stats.value(QStringLiteral("n_generated_tokens")).toInt(), 12);
+    const auto trace = m_store->routingTrace(id);
+    QVERIFY(trace);
+    QCOMPARE(trace->nTokens(), size_t(12));
+    QVERIFY(last().can_continue);  // cut by the limit again
+    // The answer's expert counts cover all 12 tokens: one choice per token, layer and slot.
+    qint64 choices = 0;
+    for (qint64 n : m_window->controller().answerExpertCounts()) choices += n;
+    QCOMPARE(choices, qint64(12 * trace->n_layers * trace->top_k));
+    shot(QStringLiteral("12-continued"));
 }
 
 QTEST_MAIN(TestMainWindowE2e)

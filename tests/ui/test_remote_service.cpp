@@ -286,6 +286,34 @@ void TestRemoteService::streamEqualsNonStreamed() {
     QVERIFY(c.outcome->n_moe_layers > 0 && c.outcome->n_routed_experts > 0);
     QCOMPARE(int(c.outcome->expert_counts.size()), c.outcome->n_moe_layers * c.outcome->n_routed_experts);
     QVERIFY(c.chunks.size() < 40);  // batched, not one signal per token
+
+    // Continue (the app's Continue button): the same answer as the server's own
+    // continue_final_message request; and the draft length reaches the server (two
+    // drafts per step propose more than one per step).
+    QJsonObject cbody = body;
+    cbody["max_tokens"] = 8;
+    cbody["continue_final_message"] = true;
+    cbody["messages"] = QJsonArray{QJsonObject{{"role", "user"}, {"content", "Hello there"}},
+                                   QJsonObject{{"role", "assistant"}, {"content", "abc"}}};
+    QNetworkReply* cont = nam.post(r, QJsonDocument(cbody).toJson());
+    QVERIFY(QTest::qWaitFor([&] { return cont->isFinished(); }, 30000));
+    const QJsonObject cj = QJsonDocument::fromJson(cont->readAll().trimmed()).object();
+    cont->deleteLater();
+    const QString continued = cj["choices"].toArray().at(0).toObject()["message"].toObject()["content"].toString();
+    QVERIFY2(!continued.isEmpty(), qPrintable(QJsonDocument(cj).toJson()));
+    GenerationParams p = params(QStringLiteral("Hello there"), 8);
+    p.turns.push_back({QStringLiteral("assistant"), QStringLiteral("abc"), {}});
+    p.continue_final = true;
+    p.sampling.mtp = true;
+    p.sampling.n_draft = 2;
+    Collected c2;
+    collect(s, c2);
+    s.generate(p);
+    QVERIFY(QTest::qWaitFor([&] { return c2.outcome.has_value(); }, 30000));
+    QVERIFY2(c2.outcome->finish != FinishKind::Error, qPrintable(c2.outcome->error));
+    QCOMPARE(c2.text, continued);
+    QVERIFY2(c2.outcome->stats.drafts_proposed > c2.outcome->stats.verify_steps,
+             qPrintable(QStringLiteral("%1 drafts in %2 steps").arg(c2.outcome->stats.drafts_proposed).arg(c2.outcome->stats.verify_steps)));
 }
 
 void TestRemoteService::stopClosesTheConnection() {

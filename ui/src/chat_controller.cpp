@@ -200,7 +200,13 @@ void ChatController::rebuildDisplay() {
         d.error = stats.value("error").toString();
         d.stats_line = statsLine(stats);
         d.reasoning = stats.value("reasoning").toString();
+        const QString finish = stats.value("finish").toString();
+        d.can_continue = m->role == ChatRole::Assistant && id == m_conversation->active_path.back() &&
+                         (m->status == MessageStatus::Interrupted ||
+                          (m->status == MessageStatus::Complete &&
+                           (finish == QLatin1String("length") || finish == QLatin1String("stopped"))));
         if (id == m_answer_id && isGenerating()) {
+            d.can_continue = false;
             d.record.content = m_answer_text;
             d.reasoning = m_answer_reasoning;
             d.token_text_ends = m_answer_ends;
@@ -254,6 +260,16 @@ void ChatController::regenerate(qint64 assistant_message_id) {
     if (id) startAnswer(*id);
 }
 
+void ChatController::continueAnswer(qint64 assistant_message_id) {
+    if (isGenerating() || !m_conversation || !m_service.hasModel()) return;
+    const auto shown = std::find_if(m_display.begin(), m_display.end(),
+                                    [&](const DisplayMessage& d) { return d.record.id == assistant_message_id; });
+    if (shown == m_display.end() || !shown->can_continue) return;
+    const MessageRecord before = shown->record;
+    if (!m_store.reopenMessage(assistant_message_id)) return;
+    startAnswer(assistant_message_id, &before);
+}
+
 void ChatController::editAndResend(qint64 user_message_id, const QString& text) {
     if (isGenerating() || !m_conversation || text.trimmed().isEmpty() || !m_service.hasModel()) return;
     const auto user_id = m_store.branchAt(user_message_id, text.trimmed(), MessageStatus::Complete);
@@ -262,7 +278,7 @@ void ChatController::editAndResend(qint64 user_message_id, const QString& text) 
     if (answer_id) startAnswer(*answer_id);
 }
 
-void ChatController::startAnswer(qint64 assistant_id) {
+void ChatController::startAnswer(qint64 assistant_id, const MessageRecord* continued) {
     const qint64 conversation_id = m_conversation->id;
     m_answer_id = assistant_id;
     m_answer_text.clear();
@@ -272,9 +288,32 @@ void ChatController::startAnswer(qint64 assistant_id) {
     m_answer_stats = StepStats{};
     m_stats_history.clear();
     m_answer_counts.clear();
-    reload(conversation_id);
+    m_continued_tokens = 0;
+    m_continued_counts.clear();
     GenerationParams params;
+    if (continued) {
+        // The answer so far: its text, token ends and routing go on; a trace of another
+        // model's shape is left behind with the ends that index it.
+        const QJsonObject stats = QJsonDocument::fromJson(continued->stats_json.toUtf8()).object();
+        m_answer_text = continued->content;
+        m_answer_reasoning = stats.value("reasoning").toString();
+        m_continued_tokens = stats.value("n_generated_tokens").toInteger();
+        const auto trace = continued->has_routing_trace ? m_store.routingTrace(assistant_id) : std::nullopt;
+        const bool same_model = trace && m_model && trace->n_layers == int(m_model->n_moe_layers) &&
+                                trace->top_k == int(m_model->n_active_experts);
+        if (same_model) {  // token i of the ends is token i of the trace
+            m_answer_routing = *trace;
+            for (const auto& v : stats.value("token_text_ends").toArray()) m_answer_ends.push_back(v.toInt());
+        }
+        if (m_answer_routing.nTokens() > 0) addCounts(m_answer_counts, m_answer_routing);
+        m_continued_counts = m_answer_counts;
+    }
+    reload(conversation_id);
     params.turns = turnsBefore(assistant_id);
+    if (continued) {
+        params.turns.push_back({QStringLiteral("assistant"), m_answer_text, m_answer_reasoning});
+        params.continue_final = true;
+    }
     params.sampling = settings().sampling;
     params.debug_token_delay_ms = m_debug_delay_ms;
     m_request_id = m_service.generate(params);
@@ -341,7 +380,7 @@ void ChatController::onChunk(const GenerationChunk& chunk) {
 
 QString ChatController::statsJson(const GenerationOutcome& o) const {
     QJsonObject j{{"n_prompt_tokens", o.stats.prompt_tokens},
-                  {"n_generated_tokens", o.stats.generated_tokens},
+                  {"n_generated_tokens", m_continued_tokens + o.stats.generated_tokens},
                   {"prefill_tokens_per_s", o.stats.prefill_tokens_per_s},
                   {"decode_tokens_per_s", o.stats.decode_tokens_per_s},
                   {"n_draft_proposed", o.stats.drafts_proposed},
@@ -366,7 +405,11 @@ void ChatController::onFinished(const GenerationOutcome& outcome) {
         return;
     }
     const MessageStatus status = outcome.finish == FinishKind::Error ? MessageStatus::Error : MessageStatus::Complete;
-    if (outcome.n_moe_layers > 0 && !outcome.expert_counts.empty()) m_answer_counts = outcome.expert_counts;
+    if (outcome.n_moe_layers > 0 && !outcome.expert_counts.empty()) {
+        m_answer_counts = outcome.expert_counts;  // this generation's; a continued answer's earlier ones added
+        if (m_continued_counts.size() == m_answer_counts.size())
+            for (size_t i = 0; i < m_answer_counts.size(); ++i) m_answer_counts[i] += m_continued_counts[i];
+    }
     if (outcome.finish != FinishKind::Error) {
         m_answer_stats = outcome.stats;
         emit statsUpdated(outcome.stats);

@@ -1,5 +1,5 @@
 // The chat column. Each message is a MessageWidget: a header (who, branch switcher,
-// statistics), the Markdown body, inline errors and the actions (copy, regenerate,
+// statistics), the Markdown body, inline errors and the actions (copy, regenerate, continue,
 // edit and resend, copy code). The streaming answer re-renders at most ~30 times/s,
 // because that is how often the controller hears from the worker.
 #include "cetus/ui/chat_view.h"
@@ -220,6 +220,15 @@ MessageWidget::MessageWidget(const DisplayMessage& d, bool streaming, QWidget* p
         regen->setEnabled(!streaming);
         connect(regen, &QToolButton::clicked, this, [this] { emit regenerateRequested(m_id); });
         actions->addWidget(regen);
+        if (d.can_continue && !streaming) {  // cut by the length limit, stopped or interrupted
+            auto* more = new QToolButton;
+            more->setObjectName(QStringLiteral("continueButton"));
+            more->setText(tr("Continue"));
+            more->setToolTip(tr("Let the model go on from where this answer ends"));
+            more->setAutoRaise(true);
+            connect(more, &QToolButton::clicked, this, [this] { emit continueRequested(m_id); });
+            actions->addWidget(more);
+        }
     } else {
         auto* edit = new QToolButton;
         edit->setObjectName(QStringLiteral("editButton"));
@@ -299,6 +308,7 @@ void ChatView::setMessages(const std::vector<DisplayMessage>& messages, bool str
         m_widgets.append(w);
         w->show();  // now, not when the layout gets round to it: tests and focus need it at once
         connect(w, &MessageWidget::regenerateRequested, this, &ChatView::regenerateRequested);
+        connect(w, &MessageWidget::continueRequested, this, &ChatView::continueRequested);
         connect(w, &MessageWidget::editRequested, this, &ChatView::editRequested);
         connect(w, &MessageWidget::branchRequested, this, &ChatView::branchRequested);
         connect(w, &MessageWidget::tokenClicked, this, &ChatView::tokenClicked);

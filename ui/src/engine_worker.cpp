@@ -89,6 +89,7 @@ cetus::GenerateRequest toRequest(const GenerationParams& p, const std::atomic<bo
     r.max_new_tokens = p.sampling.max_new_tokens;
     r.mtp = p.sampling.mtp;
     r.n_draft = p.sampling.n_draft;
+    r.continue_final_message = p.continue_final;
     r.cancel = cancel;
     return r;
 }

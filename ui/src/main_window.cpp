@@ -168,6 +168,7 @@ MainWindow::MainWindow(HistoryStore& store, GenerationService& service, QWidget*
     connect(m_controller.get(), &ChatController::errorOccurred, this, [this](const QString& e) { showBanner(e, true); });
 
     connect(m_chat, &ChatView::regenerateRequested, m_controller.get(), &ChatController::regenerate);
+    connect(m_chat, &ChatView::continueRequested, m_controller.get(), &ChatController::continueAnswer);
     connect(m_chat, &ChatView::editRequested, m_controller.get(), &ChatController::editAndResend);
     connect(m_chat, &ChatView::branchRequested, m_controller.get(), &ChatController::switchBranch);
     connect(m_chat, &ChatView::tokenClicked, m_controller.get(), &ChatController::selectToken);

@@ -322,9 +322,15 @@ quint64 RemoteGenerationService::generate(const GenerationParams& params) {
                      {"max_tokens", s.max_new_tokens}};
     if (s.seed) body.insert("seed", qint64(s.seed));
     if (s.top_k > 0) body.insert("top_k", s.top_k);
+    // Continue the final answer: vLLM's and SGLang's extras, which Cetus's server takes too.
+    if (params.continue_final) {
+        body.insert("continue_final_message", true);
+        body.insert("add_generation_prompt", false);
+    }
     if (m_cetus) {
-        body.insert("cetus", QJsonObject{{"routing", true}, {"stats", true}, {"mtp", s.mtp}});
-        if (s.mtp) body.insert("n_draft", s.n_draft);
+        QJsonObject cetus{{"routing", true}, {"stats", true}, {"mtp", s.mtp}};
+        if (s.mtp) cetus.insert("n_draft", s.n_draft);  // read inside "cetus" (serve_api.cpp)
+        body.insert("cetus", cetus);
     }
     QNetworkRequest r = request(m_endpoint, QStringLiteral("/chat/completions"));
     r.setRawHeader("Accept", "text/event-stream");

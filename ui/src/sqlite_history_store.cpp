@@ -200,6 +200,10 @@ std::optional<qint64> SqliteHistoryStore::branchAt(qint64 message_id, const QStr
     });
 }
 
+bool SqliteHistoryStore::reopenMessage(qint64 message_id) {
+    return guarded("continue the answer", [&] { m_store->reopen_message(message_id); return true; });
+}
+
 bool SqliteHistoryStore::checkpointMessage(qint64 message_id, const QString& content) {
     return guarded("save the partial answer", [&] { m_store->checkpoint_message(message_id, u8(content)); return true; });
 }

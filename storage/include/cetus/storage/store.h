@@ -90,6 +90,9 @@ public:
     // Branch at a message: a sibling with the same parent and role, the old branch
     // kept. Edit-and-resend passes the edited text; regenerate passes "" and Streaming.
     int64_t branch_at(int64_t message_id, std::string_view content, MessageState state);
+    // An answer to continue (complete or interrupted): Streaming again, its text kept,
+    // so checkpoints and crash recovery work as for a new answer; finish_message ends it.
+    void reopen_message(int64_t message_id);
     // The partial answer of a Streaming message, about once a second.
     void checkpoint_message(int64_t message_id, std::string_view content);
     // Final text, state (not Streaming) and statistics of a message.

@@ -24,6 +24,8 @@ struct DisplayMessage {
     QString error;        // for MessageStatus::Error
     QString stats_line;   // "42 tokens · 18.3 tok/s · MTP 71 % accepted"
     QString reasoning;    // an R1-style model's reasoning, shown collapsed above the answer
+    // The last answer, cut by the length limit, stopped or interrupted: it can go on.
+    bool can_continue = false;
 };
 
 struct ConversationSettings {
@@ -63,6 +65,9 @@ public slots:
     bool send(const QString& text);
     void stop();
     void regenerate(qint64 assistant_message_id);
+    // Extends the last answer in place (when DisplayMessage::can_continue): the model
+    // goes on from its text; tokens, routing and statistics add up.
+    void continueAnswer(qint64 assistant_message_id);
     void editAndResend(qint64 user_message_id, const QString& text);
     void switchBranch(qint64 message_id, int delta);
     void renameConversation(qint64 id, const QString& title);
@@ -90,7 +95,8 @@ private:
     void onFinished(const GenerationOutcome& outcome);
     void reload(std::optional<qint64> id);
     void rebuildDisplay();
-    void startAnswer(qint64 assistant_id);
+    // continued: the answer's record when it is continued (its text and trace go on).
+    void startAnswer(qint64 assistant_id, const MessageRecord* continued = nullptr);
     std::vector<ChatTurn> turnsBefore(qint64 message_id) const;
     const MessageRecord* find(qint64 id) const;
     qint64 latestLeaf(qint64 id) const;
@@ -115,6 +121,8 @@ private:
     StepStats m_answer_stats;
     std::vector<StepStats> m_stats_history;
     std::vector<qint64> m_answer_counts;
+    qint64 m_continued_tokens = 0;  // tokens the continued answer had before
+    std::vector<qint64> m_continued_counts;  // and their expert counts
     QElapsedTimer m_since_checkpoint;
     std::vector<qint64> m_history_counts;  // expert counts of the conversation's stored answers
 };

@@ -51,6 +51,7 @@ public:
 
 signals:
     void regenerateRequested(qint64 id);
+    void continueRequested(qint64 id);
     void editRequested(qint64 id, const QString& text);
     void branchRequested(qint64 id, int delta);
     void tokenClicked(qint64 id, int offset);
@@ -83,6 +84,7 @@ public:
 
 signals:
     void regenerateRequested(qint64 id);
+    void continueRequested(qint64 id);
     void editRequested(qint64 id, const QString& text);
     void branchRequested(qint64 id, int delta);
     void tokenClicked(qint64 id, int offset);

@@ -33,6 +33,8 @@ public:
                                              ChatRole role, const QString& content, MessageStatus status) = 0;
     // A sibling of message_id (same parent and role), the old branch kept.
     virtual std::optional<qint64> branchAt(qint64 message_id, const QString& content, MessageStatus status) = 0;
+    // An answer to continue: streaming again with its text (Store::reopen_message).
+    virtual bool reopenMessage(qint64 message_id) = 0;
     virtual bool checkpointMessage(qint64 message_id, const QString& content) = 0;
     virtual bool finishMessage(qint64 message_id, const QString& content, MessageStatus status,
                                const QString& stats_json) = 0;

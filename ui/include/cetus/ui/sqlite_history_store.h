@@ -33,6 +33,7 @@ public:
     std::optional<qint64> addMessage(qint64 conversation_id, std::optional<qint64> parent_id, ChatRole role,
                                      const QString& content, MessageStatus status) override;
     std::optional<qint64> branchAt(qint64 message_id, const QString& content, MessageStatus status) override;
+    bool reopenMessage(qint64 message_id) override;
     bool checkpointMessage(qint64 message_id, const QString& content) override;
     bool finishMessage(qint64 message_id, const QString& content, MessageStatus status, const QString& stats_json) override;
     bool setRoutingTrace(qint64 message_id, const RoutingData& trace) override;

@@ -64,6 +64,7 @@ struct SamplingSettings {
 struct GenerationParams {
     std::vector<ChatTurn> turns;
     SamplingSettings sampling;
+    bool continue_final = false;  // the last turn is an answer to continue, not to answer
     int debug_token_delay_ms = 0;  // tests only: slows the worker down so Stop can be exercised
 };
 
