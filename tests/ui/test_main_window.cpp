@@ -9,9 +9,12 @@
 #include <cetus/ui/main_window.h>
 #include <cetus/ui/panels.h>
 #include <cetus/ui/sqlite_history_store.h>
+#include <cetus/ui/theme.h>
 
 #include <QAbstractItemModelTester>
 #include <QApplication>
+#include <QChart>
+#include <QChartView>
 #include <QClipboard>
 #include <QFile>
 #include <QLabel>
@@ -49,6 +52,7 @@ private slots:
     void gpuOutOfMemoryOffersFp8();
     void contextLengthAndThreads();
     void pluralsAreTranslated();
+    void themes();
     void streamsIntoTheLastMessage();
     void stopEndsTheAnswer();
     void errorsShowInline();
@@ -340,6 +344,40 @@ void TestMainWindow::pluralsAreTranslated() {
     QVERIFY(QTest::qWaitFor([&] { return !m_window->controller().isGenerating(); }, 5000));
     const QString line = m_window->controller().messages().back().stats_line;
     QVERIFY2(line.contains(QStringLiteral(" tokens")) && !line.contains(QStringLiteral("(s)")), qPrintable(line));
+}
+
+void TestMainWindow::themes() {
+    // View > Theme: dark and light palettes for the whole app (the charts follow), the
+    // platform's own look back with System, the choice saved.
+    const QColor platform_window = QApplication::palette().color(QPalette::Window);
+    auto action = [this](const char* key) { return m_window->findChild<QAction*>(QStringLiteral("theme_%1").arg(key)); };
+    QVERIFY(action("system")->isChecked());
+    auto* chart_view = m_window->kvPanel()->findChild<QChartView*>();
+    QVERIFY(chart_view);
+    loadFake();
+    QVERIFY(m_window->controller().send(QStringLiteral("colours")));
+    QVERIFY(QTest::qWaitFor([&] { return !m_window->controller().isGenerating(); }, 5000));
+    action("dark")->trigger();
+    QTest::qWait(20);  // the new palette reaches the widgets through posted events
+    QCOMPARE(QSettings().value(QStringLiteral("view/theme")).toString(), QStringLiteral("dark"));
+    QVERIFY(isDarkPalette(QApplication::palette()));
+    QVERIFY(isDarkPalette(m_window->chatView()->palette()));
+    for (MessageWidget* w : m_window->chatView()->messageWidgets())  // built before the change
+        QVERIFY(w->palette().color(w->backgroundRole()).lightness() < 100);
+    QCOMPARE(chart_view->chart()->theme(), QChart::ChartThemeDark);
+    QCOMPARE(m_window->speculativePanel()->findChild<QChartView*>()->chart()->theme(), QChart::ChartThemeDark);
+    screenshot("ui-fake-dark.png");
+    action("light")->trigger();
+    QTest::qWait(20);
+    QVERIFY(!isDarkPalette(QApplication::palette()));
+    QCOMPARE(chart_view->chart()->theme(), QChart::ChartThemeLight);
+    // A new window starts with the saved choice checked.
+    m_window.reset();
+    m_window = std::make_unique<MainWindow>(*m_store, *m_service);
+    QVERIFY(action("light")->isChecked());
+    action("system")->trigger();
+    QCOMPARE(QApplication::palette().color(QPalette::Window), platform_window);
+    QCOMPARE(QSettings().value(QStringLiteral("view/theme")).toString(), QStringLiteral("system"));
 }
 
 void TestMainWindow::streamsIntoTheLastMessage() {

@@ -5,11 +5,13 @@
 #include "cetus/ui/main_window.h"
 #include "cetus/ui/remote_service.h"
 #include "cetus/ui/sqlite_history_store.h"
+#include "cetus/ui/theme.h"
 #include "log.h"
 
 #include <QApplication>
 #include <QDir>
 #include <QMessageBox>
+#include <QSettings>
 #include <QStandardPaths>
 #include <QTimer>
 #include <QTranslator>
@@ -48,6 +50,7 @@ bool installTranslations() {
 
 int runApp(QApplication& app) {
     installTranslations();
+    applyTheme(themeFromKey(QSettings().value(QStringLiteral("view/theme")).toString()));  // View > Theme
     const QString db = appDataDir() + QStringLiteral("/conversations.sqlite3");
     QString notice, error;
     auto store = SqliteHistoryStore::open(db, &notice, &error);

@@ -7,6 +7,7 @@
 #include <QAbstractTextDocumentLayout>
 #include <QApplication>
 #include <QClipboard>
+#include <QEvent>
 #include <QHBoxLayout>
 #include <QLabel>
 #include <QMouseEvent>
@@ -41,8 +42,14 @@ MarkdownView::MarkdownView(QWidget* parent) : QTextBrowser(parent) {
     viewport()->setCursor(Qt::IBeamCursor);
 }
 
+void MarkdownView::changeEvent(QEvent* e) {
+    QTextBrowser::changeEvent(e);
+    if (e->type() == QEvent::PaletteChange && !m_source.isEmpty()) setSource(m_source, m_plain);  // code shading
+}
+
 void MarkdownView::setSource(const QString& markdown, bool plain) {
     m_source = markdown;
+    m_plain = plain;
     if (plain) {
         setPlainText(markdown);
     } else {
@@ -102,9 +109,7 @@ MessageWidget::MessageWidget(const DisplayMessage& d, bool streaming, QWidget* p
     setObjectName(assistant ? QStringLiteral("assistantMessage") : QStringLiteral("userMessage"));
     setFrameShape(QFrame::StyledPanel);
     setAutoFillBackground(true);
-    QPalette pal = palette();
-    pal.setColor(QPalette::Window, assistant ? pal.color(QPalette::Base) : pal.color(QPalette::AlternateBase));
-    setPalette(pal);
+    setBackgroundRole(assistant ? QPalette::Base : QPalette::AlternateBase);  // follows View > Theme
     auto* layout = new QVBoxLayout(this);
     layout->setContentsMargins(10, 6, 10, 6);
     layout->setSpacing(4);

@@ -3,8 +3,10 @@
 // compression ratio in words. Lines are straight (bytes/token x tokens), so two points
 // each suffice; the dot is the live cache.
 #include "cetus/ui/panels.h"
+#include "cetus/ui/theme.h"
 
 #include <QChart>
+#include <QEvent>
 #include <QChartView>
 #include <QLabel>
 #include <QLineSeries>
@@ -47,9 +49,6 @@ KvCachePanel::KvCachePanel(QWidget* parent) : QWidget(parent) {
     m_now->setMarkerSize(9);
     for (auto* s : {static_cast<QXYSeries*>(m_mla), static_cast<QXYSeries*>(m_mha), static_cast<QXYSeries*>(m_gqa), static_cast<QXYSeries*>(m_now)})
         m_chart->addSeries(s);
-    QPen dashed = m_mha->pen();
-    dashed.setStyle(Qt::DashLine);
-    m_mha->setPen(dashed);
     m_x = new QValueAxis;
     m_x->setTitleText(tr("tokens in cache"));
     m_x->setLabelFormat(QStringLiteral("%d"));
@@ -68,7 +67,21 @@ KvCachePanel::KvCachePanel(QWidget* parent) : QWidget(parent) {
     m_label->setObjectName(QStringLiteral("kvSummary"));
     m_label->setWordWrap(true);
     layout->addWidget(m_label);
+    applyChartTheme();
     setModel(std::nullopt);
+}
+
+void KvCachePanel::applyChartTheme() {
+    m_chart->setTheme(chartTheme(palette()));  // resets the series' pens
+    m_chart->setBackgroundBrush(palette().color(QPalette::Base));
+    QPen dashed = m_mha->pen();
+    dashed.setStyle(Qt::DashLine);
+    m_mha->setPen(dashed);
+}
+
+void KvCachePanel::changeEvent(QEvent* e) {
+    QWidget::changeEvent(e);
+    if (e->type() == QEvent::PaletteChange) applyChartTheme();
 }
 
 // The engine's cache may use another element size than the BF16 figures of the

@@ -8,6 +8,7 @@
 #include "cetus/ui/conversation_list_model.h"
 #include "cetus/ui/endpoint_dialog.h"
 #include "cetus/ui/panels.h"
+#include "cetus/ui/theme.h"
 #include "log.h"
 
 #include <QAction>
@@ -531,6 +532,24 @@ void MainWindow::buildMenus() {
 
     QMenu* view = menuBar()->addMenu(tr("&View"));
     for (QDockWidget* d : findChildren<QDockWidget*>()) view->addAction(d->toggleViewAction());
+    view->addSeparator();
+    QMenu* theme = view->addMenu(tr("&Theme"));
+    auto* themes = new QActionGroup(this);
+    const Theme saved_theme = themeFromKey(QSettings().value(QStringLiteral("view/theme")).toString());
+    for (const auto& [t, label] : {std::pair{Theme::System, tr("&System")}, std::pair{Theme::Light, tr("&Light")},
+                                   std::pair{Theme::Dark, tr("&Dark")}}) {
+        QAction* a = theme->addAction(label);
+        a->setObjectName(QStringLiteral("theme_%1").arg(themeKey(t)));
+        a->setCheckable(true);
+        a->setChecked(t == saved_theme);
+        a->setData(themeKey(t));
+        themes->addAction(a);
+    }
+    connect(themes, &QActionGroup::triggered, this, [this](QAction* a) {
+        QSettings().setValue(QStringLiteral("view/theme"), a->data().toString());
+        applyTheme(themeFromKey(a->data().toString()));
+        if (m_banner->isVisible()) showBanner(m_banner->text(), m_banner_error);  // its colours
+    });
 
     QMenu* help = menuBar()->addMenu(tr("&Help"));
     help->addAction(tr("Open &log folder"), this, [] {
@@ -757,8 +776,12 @@ void MainWindow::showBanner(const QString& text, bool error) {
         m_fp8_retry->hide();
     }
     m_banner->setText(text);
-    m_banner->setStyleSheet(error ? QStringLiteral("QLabel { background: #fdecea; color: #8a1f11; border: 1px solid #e6b0aa; padding: 6px; border-radius: 4px; }")
-                                  : QStringLiteral("QLabel { padding: 6px; }"));
+    m_banner_error = error;
+    const bool dark = isDarkPalette(palette());
+    m_banner->setStyleSheet(
+        !error  ? QStringLiteral("QLabel { padding: 6px; }")
+        : dark ? QStringLiteral("QLabel { background: #4a2327; color: #ffc9c4; border: 1px solid #7d3a3f; padding: 6px; border-radius: 4px; }")
+               : QStringLiteral("QLabel { background: #fdecea; color: #8a1f11; border: 1px solid #e6b0aa; padding: 6px; border-radius: 4px; }"));
     if (error) logger()->warn("shown to the user: {}", text.toStdString());
 }
 

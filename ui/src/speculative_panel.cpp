@@ -1,8 +1,10 @@
 // Speculative decoding panel: MTP acceptance rate and tokens per main-model step over
 // the answer, prefill and decode throughput, backend and memory in use.
 #include "cetus/ui/panels.h"
+#include "cetus/ui/theme.h"
 
 #include <QChart>
+#include <QEvent>
 #include <QChartView>
 #include <QLabel>
 #include <QLineSeries>
@@ -10,6 +12,13 @@
 #include <QVBoxLayout>
 
 namespace cetus::ui {
+
+void SpeculativePanel::changeEvent(QEvent* e) {
+    QWidget::changeEvent(e);
+    if (e->type() != QEvent::PaletteChange || !m_chart) return;
+    m_chart->setTheme(chartTheme(palette()));
+    m_chart->setBackgroundBrush(palette().color(QPalette::Base));
+}
 
 SpeculativePanel::SpeculativePanel(QWidget* parent) : QWidget(parent) {
     auto* layout = new QVBoxLayout(this);
@@ -39,6 +48,8 @@ SpeculativePanel::SpeculativePanel(QWidget* parent) : QWidget(parent) {
     m_accept->attachAxis(m_y_rate);
     m_per_step->attachAxis(m_x);
     m_per_step->attachAxis(m_y_steps);
+    m_chart->setTheme(chartTheme(palette()));
+    m_chart->setBackgroundBrush(palette().color(QPalette::Base));
     auto* view = new QChartView(m_chart);
     view->setRenderHint(QPainter::Antialiasing);
     view->setMinimumHeight(170);

@@ -31,10 +31,12 @@ signals:
 protected:
     void resizeEvent(QResizeEvent* e) override;
     void mouseReleaseEvent(QMouseEvent* e) override;
+    void changeEvent(QEvent* e) override;  // a new palette: code blocks shaded again
 
 private:
     void fitHeight();
     QString m_source;
+    bool m_plain = false;
 };
 
 class MessageWidget : public QFrame {

@@ -141,6 +141,7 @@ private:
     QPushButton* m_send = nullptr;
     QPushButton* m_stop = nullptr;
     QLabel* m_banner = nullptr;
+    bool m_banner_error = false;
     QPushButton* m_cpu_fallback = nullptr;
     QPushButton* m_fp8_retry = nullptr;  // shown when the GPU lacks memory for a BF16 model
     DeviceChoice m_loading_device = DeviceChoice::Auto;

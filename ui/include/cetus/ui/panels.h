@@ -31,7 +31,11 @@ public:
     QString summary() const;
     int pointsShown() const;
 
+protected:
+    void changeEvent(QEvent* e) override;  // a new palette: the chart's colours follow
+
 private:
+    void applyChartTheme();
     std::optional<ModelDescription> m_model;
     double m_unit = 1024.0;
     QChart* m_chart = nullptr;
@@ -121,6 +125,9 @@ public:
     void setHistory(const std::vector<StepStats>& history);
     QString summary() const;
     int pointsShown() const;
+
+protected:
+    void changeEvent(QEvent* e) override;  // a new palette: the chart's colours follow
 
 private:
     std::optional<ModelDescription> m_model;
