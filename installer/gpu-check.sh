@@ -255,6 +255,10 @@ bench_comparisons() {
     for f in bench-followup-4096 bench-followup-4096-expanded; do
         python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print(sys.argv[1].split('/')[-1], 'follow-up ms', j.get('followup_ms'), 'prefill tok/s', j.get('prefill_tokens_per_s'))" "$out/$f.out" 2>/dev/null || echo "$f: no JSON"
     done
+    # Conversations taking turns: the prefix store's copies between device and host against prefills.
+    step bench-conversations 60 "$cli" bench --device cuda --random-model v2-lite --layers 4 --conversations 3 \
+        --prompt 2048 --followup 32 --repeat 2 --json
+    python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print('conversations: first token', j.get('first_token_ms_store'), 'ms with the store,', j.get('first_token_ms_no_store'), 'without')" "$out/bench-conversations.out" 2>/dev/null || echo "bench-conversations: no JSON"
     step bench-v2lite-fp8-cuda 130 "$cli" bench --device cuda --random-model v2-lite --dtype fp8 --prompt 512 --gen 64 --json
     step bench-v2lite-fp8-nographs 110 env CETUS_CUDA_GRAPHS=0 "$cli" bench --device cuda --random-model v2-lite --dtype fp8 --prompt 64 --gen 32 --json
     # Decode at a long context with the latent cache in fp32 and in bf16, side by side.

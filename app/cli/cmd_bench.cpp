@@ -22,7 +22,7 @@ void add_bench_command(CLI::App& app) {
         LoadFlags load;
         std::string model, random, device = "cpu", dtype = "bf16";
         int64_t prompt = 128, gen = 32, followup = 0, layers = 0;
-        int repeat = 3, threads = 0, draft = 1;
+        int repeat = 3, threads = 0, draft = 1, conversations = 0;
         std::string mtp, text_file, prompts_file;
         bool tokenizer = false;
         bool json = false;
@@ -48,6 +48,9 @@ void add_bench_command(CLI::App& app) {
     cmd->add_option("--prompts-file", o->prompts_file,
                     "With --mtp: user messages, one per line (default: built-in questions when the model has a "
                     "tokenizer, else --prompt random ids)");
+    cmd->add_option("--conversations", o->conversations,
+                    "N conversations taking turns: --prompt ids each, then --repeat rounds of a --followup-id "
+                    "message and one answer token; time to that token with the prefix store and without");
     cmd->add_flag("--tokenizer", o->tokenizer, "Benchmark the tokenizer of --model on --text-file (MB/s)");
     cmd->add_option("--text-file", o->text_file, "Text for --tokenizer");
     cmd->add_flag("--json", o->json, "JSON output");
@@ -58,7 +61,8 @@ void add_bench_command(CLI::App& app) {
             if (int rc = run_tokenizer_bench(o->model, o->text_file, o->json); rc != 0) throw CLI::RuntimeError(rc);
             return;
         }
-        const int64_t ctx = o->prompt + o->gen + o->followup;
+        const int64_t ctx = o->conversations > 0 ? o->prompt + int64_t(o->repeat) * (o->followup + 1) + 2
+                                                 : o->prompt + o->gen + o->followup;
         std::unique_ptr<Engine> e;
         if (!o->random.empty()) {
             EngineOptions eo;
@@ -81,6 +85,27 @@ void add_bench_command(CLI::App& app) {
         bo.n_followup = o->followup;
         bo.repeats = o->repeat;
         const ModelInfo& i = e->info();
+        if (o->conversations > 0) {
+            const SwitchBenchResult sw = run_switch_bench(*e, bo, o->conversations, EngineOptions{}.prefix_store_bytes);
+            nlohmann::json j = {{"model", i.name}, {"backend", i.backend}, {"device", i.device},
+                                {"threads", omp_get_max_threads()}, {"kv_cache_type", i.kv_cache_type},
+                                {"conversations", o->conversations}, {"prompt_tokens", o->prompt},
+                                {"followup_tokens", o->followup}, {"rounds", o->repeat}, {"turns", sw.turns},
+                                {"first_token_ms_store", sw.first_token_ms_store},
+                                {"first_token_ms_no_store", sw.first_token_ms_no_store},
+                                {"speedup", sw.first_token_ms_no_store / std::max(1e-9, sw.first_token_ms_store)},
+                                {"reused_share_store", sw.reused_share_store},
+                                {"reused_share_no_store", sw.reused_share_no_store},
+                                {"peak_rss_bytes", peak_rss_bytes()}};
+            if (o->json) std::printf("%s\n", j.dump(2).c_str());
+            else
+                std::printf("time to first token after a switch: %.1f ms with the prefix store, %.1f ms without "
+                            "(%.1fx); %.0f%% / %.0f%% of prompt tokens reused\n",
+                            sw.first_token_ms_store, sw.first_token_ms_no_store,
+                            sw.first_token_ms_no_store / std::max(1e-9, sw.first_token_ms_store),
+                            100 * sw.reused_share_store, 100 * sw.reused_share_no_store);
+            return;
+        }
         if (!o->mtp.empty()) {
             if (!o->prompts_file.empty()) {
                 std::ifstream in(o->prompts_file);

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <cstdlib>
 
 namespace cetus {
@@ -56,6 +57,21 @@ CpuBackend::CpuBackend(const Model& model, int64_t capacity, KvCacheType cache_t
         else if (f != "auto")
             throw Error(ErrorCode::BadRequest, "CETUS_CPU_MLA_FORM must be auto, absorbed or naive, not '" + f + "'");
     }
+}
+
+void CpuBackend::save_rows(int64_t n, uint8_t* out) {
+    if (n < 0 || n > m_cache.capacity()) throw Error(ErrorCode::BadRequest, "save_rows: n outside the cache");
+    const size_t row_bytes = size_t(m_cache.width()) * m_cache.element_bytes();
+    for (int64_t l = 0; l < m_cache.n_layers(); ++l)
+        std::memcpy(out + size_t(l * n) * row_bytes, m_cache.layer(l).data, size_t(n) * row_bytes);
+}
+
+void CpuBackend::load_rows(int64_t n, const uint8_t* in) {
+    if (n < 0 || n > m_cache.capacity()) throw Error(ErrorCode::BadRequest, "load_rows: n outside the cache");
+    const size_t row_bytes = size_t(m_cache.width()) * m_cache.element_bytes();
+    for (int64_t l = 0; l < m_cache.n_layers(); ++l)
+        std::memcpy(m_cache.layer(l).data, in + size_t(l * n) * row_bytes, size_t(n) * row_bytes);
+    m_cache.n_tokens = n;
 }
 
 // The fused argmax takes at most k_max_choice_rows rows on every backend (the

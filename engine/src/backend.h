@@ -36,6 +36,11 @@ public:
     // stored (a bf16 cache's values widened exactly): for the conformance checks,
     // which compare what each backend stores. Synchronises with the device.
     virtual std::vector<float> cache_row(int64_t layer, int64_t pos) = 0;
+    // The rows of positions [0, n) of every layer (main, then MTP) as stored, to or from
+    // host memory: n * kv_bytes_per_token() bytes, layer after layer. load_rows sets
+    // n_tokens() = n. (The generator keeps recent conversations' prefixes so.)
+    virtual void save_rows(int64_t n, uint8_t* out) = 0;
+    virtual void load_rows(int64_t n, const uint8_t* in) = 0;
     uint64_t kv_capacity_bytes() const { return kv_bytes_per_token() * uint64_t(capacity()); }
     uint64_t kv_used_bytes() const { return kv_bytes_per_token() * uint64_t(n_tokens()); }
 
@@ -105,6 +110,8 @@ public:
     uint64_t kv_bytes_per_token() const override { return m_cache.bytes_per_token(); }
     KvCacheType kv_cache_type() const override { return m_cache.type(); }
     std::vector<float> cache_row(int64_t layer, int64_t pos) override { return m_cache.row_f32(layer, pos); }
+    void save_rows(int64_t n, uint8_t* out) override;
+    void load_rows(int64_t n, const uint8_t* in) override;
     void forward(const int32_t* ids, int64_t T, int64_t start_pos, const ForwardOptions& opt,
                  ForwardOutput& out) override;
     void mtp_forward(int64_t k, const float* hidden, const int32_t* next_ids, int64_t T, int64_t start_pos,

@@ -214,4 +214,52 @@ GenerationBenchResult run_generation_bench(Engine& engine, const BenchOptions& o
     return res;
 }
 
+SwitchBenchResult run_switch_bench(Engine& engine, const BenchOptions& o, int n_conversations,
+                                   uint64_t prefix_store_bytes) {
+    if (n_conversations < 2 || o.n_prompt < 1 || o.n_followup < 1 || o.repeats < 1)
+        throw Error(ErrorCode::BadRequest, "bench --conversations needs at least 2 conversations, --prompt >= 1, "
+                                           "--followup >= 1 and --repeat >= 1");
+    const int64_t V = engine.model().config().vocab_size;
+    SwitchBenchResult res;
+    for (const bool store : {true, false}) {
+        engine.reset_cache();
+        engine.set_prefix_store_bytes(store ? prefix_store_bytes : 0);
+        std::mt19937 rng(uint32_t(o.seed));
+        std::uniform_int_distribution<int32_t> dist(0, int32_t(V - 1));
+        auto history = std::vector<std::vector<int32_t>>(size_t(n_conversations));
+        for (auto& h : history) {
+            h.resize(size_t(o.n_prompt));
+            for (auto& t : h) t = dist(rng);
+        }
+        std::vector<double> ms;
+        int64_t reused = 0, prompt = 0;
+        for (int round = 0; round <= o.repeats; ++round) {
+            for (auto& h : history) {
+                if (round > 0)
+                    for (int64_t i = 0; i < o.n_followup; ++i) h.push_back(dist(rng));
+                GenerateRequest r;
+                r.prompt_ids = h;
+                r.sampling.temperature = 0.0f;
+                r.max_new_tokens = 1;
+                r.mtp = false;
+                const auto t0 = std::chrono::steady_clock::now();
+                const GenerateResult g = engine.generate(r);
+                const double t = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+                h.insert(h.end(), g.ids.begin(), g.ids.end());
+                if (round == 0) continue;  // every conversation's first prefill
+                ms.push_back(t);
+                reused += g.stats.reused_prefix_tokens;
+                prompt += g.stats.prompt_tokens;
+            }
+        }
+        std::sort(ms.begin(), ms.end());
+        (store ? res.first_token_ms_store : res.first_token_ms_no_store) = ms[ms.size() / 2];
+        (store ? res.reused_share_store : res.reused_share_no_store) = double(reused) / double(std::max<int64_t>(1, prompt));
+        res.turns = int64_t(ms.size());
+    }
+    engine.reset_cache();
+    engine.set_prefix_store_bytes(prefix_store_bytes);
+    return res;
+}
+
 }  // namespace cetus

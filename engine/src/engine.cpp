@@ -43,6 +43,8 @@ int Engine::fit_to_context(GenerateRequest& r) const {
 
 void Engine::reset_cache() { m_generator->reset(); }
 
+void Engine::set_prefix_store_bytes(uint64_t bytes) { m_generator->set_prefix_store_bytes(bytes); }
+
 namespace {
 
 void check_cancel(const LoadProgress& p) {
@@ -111,6 +113,7 @@ void Engine::finish_init(const std::string& name) {
         if (m_tokenizer->eos_id() >= 0) i.eos_token_id = m_tokenizer->eos_id();
     }
     m_generator = std::make_unique<Generator>(*m_model, *m_backend, tokenizer());
+    m_generator->set_prefix_store_bytes(m_prefix_store_bytes);
     if (c.n_routed_experts > 0) {
         const char* m = c.topk_method == TopkMethod::NoauxTc ? "noaux_tc"
                         : c.topk_method == TopkMethod::GroupLimitedGreedy ? "group_limited_greedy" : "greedy";
@@ -200,6 +203,7 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions& o, const LoadProgress&
     if (progress.report)
         upload.report = [&progress](float f, const std::string& stage) { progress.report(0.9f + 0.1f * f, stage); };
     e->make_backend(o, use_cuda, upload);
+    e->m_prefix_store_bytes = o.prefix_store_bytes;
     e->finish_init(o.model_dir.filename().empty() ? o.model_dir.parent_path().filename().string()
                                                   : o.model_dir.filename().string());
     report(progress, 1.0f, "ready");
@@ -215,6 +219,7 @@ std::unique_ptr<Engine> Engine::create_random(const RandomModelOptions& r, const
     std::unique_ptr<Engine> e(new Engine());
     e->m_model = build_random_model(r);
     e->make_backend(o, use_cuda, {});
+    e->m_prefix_store_bytes = o.prefix_store_bytes;
     e->finish_init("random " + r.preset);
     return e;
 }

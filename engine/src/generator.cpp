@@ -45,7 +45,84 @@ Generator::Generator(const Model& model, Backend& backend, const Tokenizer* toke
 void Generator::reset() {
     m_cached_ids.clear();
     m_mtp_valid = 0;
+    m_saved.clear();
     m_backend.clear();
+}
+
+namespace {
+int64_t common_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
+    const auto [ia, ib] = std::mismatch(a.begin(), a.end(), b.begin(), b.end());
+    return int64_t(ia - a.begin());
+}
+// A prefix is worth keeping, or taking back, from this many tokens on: below that a
+// prefill costs about what copying the rows does.
+constexpr int64_t k_min_stored_tokens = 32;
+}  // namespace
+
+uint64_t Generator::stored_bytes() const {
+    uint64_t total = 0;
+    for (const auto& e : m_saved) total += e.bytes();
+    return total;
+}
+
+void Generator::set_prefix_store_bytes(uint64_t bytes) {
+    m_saved_budget = bytes;
+    while (!m_saved.empty() && stored_bytes() > m_saved_budget) {
+        m_saved.erase(std::min_element(m_saved.begin(), m_saved.end(),
+                                       [](const auto& a, const auto& b) { return a.last_used < b.last_used; }));
+    }
+}
+
+void Generator::stash_live() {
+    const int64_t n = int64_t(m_cached_ids.size());
+    if (n < k_min_stored_tokens || m_saved_budget == 0) return;
+    // A stored prefix that the live one extends is superseded by it.
+    std::erase_if(m_saved, [&](const SavedPrefix& e) { return common_prefix(e.ids, m_cached_ids) == int64_t(e.ids.size()); });
+    const int64_t H = m_model.config().hidden_size;
+    const uint64_t bytes = uint64_t(n) * m_backend.kv_bytes_per_token() + (m_hidden.empty() ? 0 : uint64_t(n * H) * sizeof(float));
+    if (bytes > m_saved_budget) return;
+    while (!m_saved.empty() && stored_bytes() + bytes > m_saved_budget) {
+        m_saved.erase(std::min_element(m_saved.begin(), m_saved.end(),
+                                       [](const auto& a, const auto& b) { return a.last_used < b.last_used; }));
+    }
+    SavedPrefix e;
+    e.ids = m_cached_ids;
+    e.mtp_valid = std::min(m_mtp_valid, n);
+    e.rows.resize(size_t(n) * m_backend.kv_bytes_per_token());
+    m_backend.save_rows(n, e.rows.data());
+    if (!m_hidden.empty()) e.hidden.assign(m_hidden.data(), m_hidden.data() + n * H);
+    e.last_used = ++m_clock;
+    m_saved.push_back(std::move(e));
+}
+
+int64_t Generator::reuse_prefix(const std::vector<int32_t>& ids) {
+    int64_t p = common_prefix(m_cached_ids, ids);
+    // The stored prefix that serves the request best, if clearly better than the live one.
+    auto best = m_saved.end();
+    int64_t best_len = p + k_min_stored_tokens - 1;
+    for (auto it = m_saved.begin(); it != m_saved.end(); ++it) {
+        if (const int64_t q = common_prefix(it->ids, ids); q > best_len) {
+            best = it;
+            best_len = q;
+        }
+    }
+    std::optional<SavedPrefix> take;
+    if (best != m_saved.end()) {
+        take = std::move(*best);
+        m_saved.erase(best);  // live again: stored anew when another conversation comes
+    }
+    // Leaving the live prefix (the request keeps less than half of it, or a stored one
+    // replaces it): keep it for when its conversation goes on.
+    const int64_t live = int64_t(m_cached_ids.size());
+    if (take || (live - p >= k_min_stored_tokens && 2 * p < live)) stash_live();
+    if (take) {
+        m_backend.load_rows(int64_t(take->ids.size()), take->rows.data());
+        m_cached_ids = std::move(take->ids);
+        m_mtp_valid = take->mtp_valid;
+        if (!take->hidden.empty() && !m_hidden.empty()) std::copy(take->hidden.begin(), take->hidden.end(), m_hidden.data());
+        p = common_prefix(m_cached_ids, ids);
+    }
+    return p;
 }
 
 std::vector<int32_t> Generator::prompt_ids(const GenerateRequest& r) const {
@@ -245,8 +322,7 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
 
     // Prefix reuse: keep cache rows of the longest common prefix (at least one
     // token is recomputed to get fresh logits).
-    int64_t p = 0;
-    while (p < int64_t(m_cached_ids.size()) && p < n && m_cached_ids[size_t(p)] == ids[size_t(p)]) ++p;
+    int64_t p = reuse_prefix(ids);
     if (p == n) --p;
     m_cached_ids.resize(size_t(p));
     m_mtp_valid = std::min<int64_t>(m_mtp_valid, std::max<int64_t>(p - 1, 0));

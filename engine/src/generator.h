@@ -24,17 +24,37 @@ public:
     // Prompt ids a request renders to (template + tokenizer, or its prompt_ids).
     std::vector<int32_t> prompt_ids(const GenerateRequest& request) const;
 
-    void reset();  // forget the cached prefix
+    void reset();  // forget the cached prefix and the stored ones
     int64_t cached_tokens() const { return int64_t(m_cached_ids.size()); }
+    // Budget of the prefix store (EngineOptions::prefix_store_bytes); entries beyond it go.
+    void set_prefix_store_bytes(uint64_t bytes);
+    size_t stored_prefixes() const { return m_saved.size(); }
 
 private:
     struct Run;
+    // A conversation's prefix taken out of the cache: its ids, rows and hidden states.
+    struct SavedPrefix {
+        std::vector<int32_t> ids;
+        int64_t mtp_valid = 0;
+        std::vector<uint8_t> rows;  // Backend::save_rows of ids.size() positions
+        std::vector<float> hidden;  // [ids.size(), H] when the model has MTP layers
+        uint64_t last_used = 0;
+        uint64_t bytes() const { return rows.size() + hidden.size() * sizeof(float); }
+    };
+    // Before a request replaces most of the cached prefix: keep it, and take a stored
+    // prefix back when it serves the request better. Returns the common prefix length
+    // of the (possibly restored) cache and ids.
+    int64_t reuse_prefix(const std::vector<int32_t>& ids);
+    void stash_live();
+    uint64_t stored_bytes() const;
     const Model& m_model;  // config and MTP count; the forward passes run on m_backend
     Backend& m_backend;
     const Tokenizer* m_tokenizer;
     std::vector<int32_t> m_cached_ids;  // ids whose main-cache rows are valid, in order
     int64_t m_mtp_valid = 0;            // MTP cache rows valid: entry j = (h_j, id j+1)
     LazyArray<float> m_hidden;          // [capacity, H] post-norm hidden of cached positions
+    std::vector<SavedPrefix> m_saved;   // the prefix store, least recently used first to go
+    uint64_t m_saved_budget = 0, m_clock = 0;
 };
 
 }  // namespace cetus

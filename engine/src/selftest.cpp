@@ -965,6 +965,30 @@ void compare_backends(const RandomModelOptions& ro, KvCacheType kv, std::vector<
                     const auto g_on = greedy(*model, *gpu, prompt, true);
                     r.check(tag + "greedy MTP on == off", g_on == g_off, 0, 0, "");
                 }
+                {
+                    // The prefix store's copies (save_rows, load_rows): a prompt's rows saved,
+                    // overwritten by another prompt and loaded back are the same bytes, and the
+                    // next step from them gives the same logits, bit for bit.
+                    const int64_t n = int64_t(prompt.size());
+                    std::vector<int32_t> other(prompt.size());
+                    for (auto& t : other) t = dist(rng);
+                    ForwardOptions fo;
+                    ForwardOutput o;
+                    gpu->clear();
+                    gpu->forward(prompt.data(), n, 0, fo, o);
+                    std::vector<uint8_t> saved(size_t(n) * gpu->kv_bytes_per_token()), again(saved.size());
+                    gpu->save_rows(n, saved.data());
+                    gpu->forward(&steps[0], 1, n, fo, o);
+                    const std::vector<float> before = o.logits;
+                    gpu->clear();
+                    gpu->forward(other.data(), n, 0, fo, o);
+                    gpu->load_rows(n, saved.data());
+                    gpu->save_rows(n, again.data());
+                    gpu->forward(&steps[0], 1, n, fo, o);
+                    r.check(tag + "cache rows saved and loaded back (prefix store) == as held, next step bit for bit",
+                            again == saved && o.logits == before && gpu->n_tokens() == n + 1, 0, 0,
+                            again != saved ? "loaded rows differ" : o.logits != before ? "next step's logits differ" : "");
+                }
                 // Token choices read the logits only, never the cache: the fp32-cache run
                 // of the same shapes covers them, so a bf16-cache run (most of whose time
                 // they took on the CUDA emulator) leaves them out.

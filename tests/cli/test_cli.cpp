@@ -62,6 +62,20 @@ private slots:
         QVERIFY(double(b["prefill_flops_per_token"]) > 2.0 * (active - V * H));
     }
 
+    // bench --conversations: turns of conversations taking turns reuse their prefixes
+    // with the prefix store and not without (the shares, not the times, are checked).
+    void benchConversationsReusesPrefixes() {
+        int code = 0;
+        const auto j = nlohmann::json::parse(run({"bench", "--random-model", "tiny", "--conversations", "3", "--prompt",
+                                                  "64", "--followup", "8", "--repeat", "2", "--json"},
+                                                 {}, &code));
+        QCOMPARE(code, 0);
+        QCOMPARE(j["turns"].get<int>(), 6);
+        QVERIFY(j["reused_share_store"].get<double>() > 0.8);
+        QCOMPARE(j["reused_share_no_store"].get<double>(), 0.0);
+        QVERIFY(j["first_token_ms_store"].get<double>() > 0 && j["first_token_ms_no_store"].get<double>() > 0);
+    }
+
     // The cache comparisons `info` reports, from the config's numbers (architecture
     // doc: MLA holds d_c + d_r per layer, MHA 2 n_h d_h, GQA-8 2 min(8, n_h) d_h; two
     // bytes each): the golden model has 3 heads, so GQA-8 cannot hold more than MHA.

@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <map>
 
 namespace {
 
@@ -38,6 +39,22 @@ public:
     uint64_t kv_bytes_per_token() const override { return m_inner.kv_bytes_per_token(); }
     cetus::KvCacheType kv_cache_type() const override { return m_inner.kv_cache_type(); }
     std::vector<float> cache_row(int64_t layer, int64_t pos) override { return m_inner.cache_row(layer, pos); }
+    // Saved rows carry the MTP rows written up to then; rows loaded that were never
+    // saved, or more positions than held, are violations.
+    int n_save = 0, n_load = 0;
+    void save_rows(int64_t n, uint8_t* out) override {
+        ++n_save;
+        if (n > m_inner.n_tokens()) violations << QStringLiteral("save_rows(%1) with %2 cached").arg(n).arg(m_inner.n_tokens());
+        m_inner.save_rows(n, out);
+        m_saved_mtp[out] = std::min(m_mtp_rows, n);
+    }
+    void load_rows(int64_t n, const uint8_t* in) override {
+        ++n_load;
+        const auto it = m_saved_mtp.find(in);
+        if (it == m_saved_mtp.end()) violations << QStringLiteral("load_rows from rows never saved");
+        m_inner.load_rows(n, in);
+        m_mtp_rows = it == m_saved_mtp.end() ? 0 : it->second;
+    }
 
     void truncate(int64_t n) override {
         ++n_truncate;
@@ -99,6 +116,7 @@ private:
     }
     cetus::CpuBackend m_inner;
     int64_t m_mtp_rows = 0;
+    std::map<const uint8_t*, int64_t> m_saved_mtp;
 };
 
 cetus::GenerateRequest chat(std::vector<cetus::ChatMessage> messages, bool mtp, float temperature = 0.0f,
@@ -214,6 +232,53 @@ private slots:
             QCOMPARE(outputs.size(), host_outputs.size());
             for (qsizetype i = 0; i < outputs.size(); ++i) QCOMPARE(outputs[i], host_outputs[i]);
         }
+    }
+
+    // The prefix store: conversations taking turns get their rows back (saved and
+    // loaded through the backend, MTP rows and hidden states included) and answer
+    // exactly as a generator that recomputes everything; with no budget nothing is kept.
+    void prefixStoreSwitchesConversations() {
+        cetus::EngineOptions o;
+        o.model_dir = std::string(CETUS_SOURCE_DIR) + "/resources/models/cetus-demo";
+        o.device = cetus::Device::Cpu;
+        o.max_context = 512;
+        auto engine = cetus::Engine::load(o);
+        CheckingBackend backend(engine->model(), 512), plain_backend(engine->model(), 512);
+        cetus::Generator g(engine->model(), backend, engine->tokenizer());
+        cetus::Generator plain(engine->model(), plain_backend, engine->tokenizer());
+        g.set_prefix_store_bytes(64 << 20);
+        plain.set_prefix_store_bytes(0);
+        const std::string padding = " Please answer in one short sentence, and mind that I am asking about this subject only.";
+        std::vector<std::vector<cetus::ChatMessage>> convs = {{{"user", "What is the capital of France?" + padding}},
+                                                              {{"user", "What does the word generous mean?" + padding}},
+                                                              {{"user", "What is the opposite of ancient?" + padding}}};
+        const char* follow_ups[] = {"And of Italy?", "Use it in a sentence.", "And of modern?"};
+        for (int round = 0; round < 3; ++round) {
+            for (size_t c = 0; c < convs.size(); ++c) {
+                if (round > 0) convs[c].push_back({"user", follow_ups[c]});
+                auto req = chat(convs[c], /*mtp=*/c != 1, round == 2 ? 0.8f : 0.0f, 16, 2);
+                const auto got = g.run(req, {});
+                const auto want = plain.run(req, {});
+                QCOMPARE(got.ids, want.ids);
+                QCOMPARE(got.stats.drafts_accepted, want.stats.drafts_accepted);  // the MTP rows came back too
+                QCOMPARE(got.stats.drafts_proposed, want.stats.drafts_proposed);
+                if (round > 0) {
+                    // The conversation so far came back, not just the template's start.
+                    QVERIFY2(got.stats.reused_prefix_tokens > engine->count_tokens(req) / 2,
+                             qPrintable(QStringLiteral("round %1, conversation %2: %3 of %4 reused")
+                                            .arg(round).arg(c).arg(got.stats.reused_prefix_tokens).arg(engine->count_tokens(req))));
+                    QVERIFY(want.stats.reused_prefix_tokens < 8);  // the store is what made the difference
+                }
+                convs[c].push_back({"assistant", got.text});
+            }
+        }
+        QVERIFY(backend.n_save >= 6 && backend.n_load >= 6);
+        QCOMPARE(plain_backend.n_save + plain_backend.n_load, 0);
+        if (!backend.violations.isEmpty()) qWarning("%s", qPrintable(backend.violations.join(QLatin1Char('\n'))));
+        QCOMPARE(backend.violations.size(), 0);
+        QVERIFY(g.stored_prefixes() >= 2);
+        g.set_prefix_store_bytes(0);  // a smaller budget drops what no longer fits
+        QCOMPARE(g.stored_prefixes(), size_t(0));
     }
 };
 

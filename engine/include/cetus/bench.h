@@ -59,4 +59,18 @@ struct GenerationBenchResult {
 };
 GenerationBenchResult run_generation_bench(Engine& engine, const BenchOptions& options, bool mtp, int32_t n_draft);
 
+// Conversations taking turns (a chat app switching between chats, or server clients):
+// n_conversations random prompts of options.n_prompt ids, then options.repeats rounds
+// in which each conversation gets options.n_followup more ids and answers one token.
+// Time to that first token (the whole Engine::generate call: restoring a stored
+// prefix included) of every turn after the first round, median, with the prefix store
+// at prefix_store_bytes and with none, side by side on the same engine.
+struct SwitchBenchResult {
+    int64_t turns = 0;  // measured turns per mode
+    double first_token_ms_store = 0.0, first_token_ms_no_store = 0.0;
+    double reused_share_store = 0.0, reused_share_no_store = 0.0;  // of the prompt tokens
+};
+SwitchBenchResult run_switch_bench(Engine& engine, const BenchOptions& options, int n_conversations,
+                                   uint64_t prefix_store_bytes);
+
 }  // namespace cetus

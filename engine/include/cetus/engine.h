@@ -47,6 +47,10 @@ struct EngineOptions {
     // they are; an FP8 checkpoint is used as it is.
     bool fp8_on_load = false;
     KvCacheType kv_cache = KvCacheType::F32;
+    // Host memory for the prefixes of recent conversations (their latent-cache rows,
+    // small with MLA): a request that goes on with one of them after others ran gets
+    // its rows back instead of a new prefill. 0 keeps none.
+    uint64_t prefix_store_bytes = uint64_t(512) << 20;
 };
 
 struct LoadProgress {
@@ -115,8 +119,10 @@ public:
     // of min(max_new_tokens, max(16, context / 4)) tokens. Returns how many were left
     // out. A last message that is too long on its own stays, and generate() refuses it.
     int fit_to_context(GenerateRequest& request) const;
-    // Forget the cached prefix.
+    // Forget the cached prefix (and the stored ones).
     void reset_cache();
+    // EngineOptions::prefix_store_bytes, changed on a loaded engine (benchmarks).
+    void set_prefix_store_bytes(uint64_t bytes);
 
     // The model folder's tokenizer; null when it has no tokenizer.json (random models).
     const Tokenizer* tokenizer() const { return m_tokenizer ? &*m_tokenizer : nullptr; }
@@ -128,6 +134,7 @@ public:
 private:
     Engine() = default;
     void finish_init(const std::string& name);
+    uint64_t m_prefix_store_bytes = 0;  // EngineOptions::prefix_store_bytes, for finish_init
     void make_backend(const EngineOptions& options, bool use_cuda, const LoadProgress& progress);
 
     std::unique_ptr<Model> m_model;

@@ -167,6 +167,8 @@ public:
     }
     KvCacheType kv_cache_type() const override { return m_cache_bf16 ? KvCacheType::BF16 : KvCacheType::F32; }
     std::vector<float> cache_row(int64_t layer, int64_t pos) override;
+    void save_rows(int64_t n, uint8_t* out) override;
+    void load_rows(int64_t n, const uint8_t* in) override;
     void forward(const int32_t* ids, int64_t T, int64_t start_pos, const ForwardOptions& opt,
                  ForwardOutput& out) override;
     void mtp_forward(int64_t k, const float* hidden, const int32_t* next_ids, int64_t T, int64_t start_pos,
@@ -633,6 +635,23 @@ std::vector<float> CudaBackend::cache_row(int64_t layer, int64_t pos) {
     std::vector<float> row(static_cast<size_t>(width));
     CacheRows{raw.data(), kv_cache_type(), width}.load(0, 1, row.data());
     return row;
+}
+
+void CudaBackend::save_rows(int64_t n, uint8_t* out) {
+    if (n < 0 || n > m_capacity) throw Error(ErrorCode::BadRequest, "save_rows: n outside the cache");
+    CETUS_CUDA(cudaSetDevice(m_device));
+    const size_t row_bytes = size_t(m_config.kv_lora_rank + m_config.qk_rope_head_dim) * cache_value_bytes();
+    for (int64_t l = 0; l < m_n_cache_layers; ++l) to_host(out + size_t(l * n) * row_bytes, cache_rows(l), size_t(n) * row_bytes);
+    CETUS_CUDA(cudaStreamSynchronize(m_stream.get()));
+}
+
+void CudaBackend::load_rows(int64_t n, const uint8_t* in) {
+    if (n < 0 || n > m_capacity) throw Error(ErrorCode::BadRequest, "load_rows: n outside the cache");
+    CETUS_CUDA(cudaSetDevice(m_device));
+    const size_t row_bytes = size_t(m_config.kv_lora_rank + m_config.qk_rope_head_dim) * cache_value_bytes();
+    for (int64_t l = 0; l < m_n_cache_layers; ++l) to_device(cache_rows(l), in + size_t(l * n) * row_bytes, size_t(n) * row_bytes);
+    CETUS_CUDA(cudaStreamSynchronize(m_stream.get()));  // `in` may go once this returns
+    m_n_tokens = n;
 }
 
 std::string CudaBackend::description() const {
