@@ -385,6 +385,15 @@ void TestMainWindowE2e::longConversationLeavesOutOldTurns() {
         QVERIFY2(stats.value(QStringLiteral("n_turns_left_out")).toInt() >= (i == 3 ? 1 : 2), qPrintable(msgs[i].record.stats_json));
         QVERIFY(stats.value(QStringLiteral("n_generated_tokens")).toInt() > 0);
     }
+    // The whole conversation's expert counts cover all three answers (each answer's
+    // counts used to drop out of them once the next one started).
+    qint64 stored = 0;
+    for (const auto& d : msgs)
+        if (d.record.role == ChatRole::Assistant)
+            if (const auto t = m_store->routingTrace(d.record.id)) stored += qint64(t->expert_ids.size());
+    qint64 counted = 0;
+    for (qint64 n : m_window->controller().conversationExpertCounts()) counted += n;
+    QCOMPARE(counted, stored);
     shot(QStringLiteral("11-left-out"));
 }
 

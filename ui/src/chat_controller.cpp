@@ -103,14 +103,19 @@ ConversationSettings ChatController::settings() const {
 
 void ChatController::onModelLoaded(const ModelDescription& m) {
     m_model = m;
-    // Counts are sized by the model's expert count, so the stored answers' are redone.
-    m_history_counts.clear();
-    for (const auto& d : m_display) {
-        if (!d.record.has_routing_trace || (d.record.id == m_answer_id && isGenerating())) continue;
-        if (const auto r = m_store.routingTrace(d.record.id)) addCounts(m_history_counts, *r);
-    }
+    recountHistory();  // counts are sized by the model's expert count
     emit modelChanged();
     emit expertCountsChanged();
+}
+
+// Expert counts of the answers on the shown path, from their routing traces; the
+// answer whose counts m_answer_counts holds (streaming, or the last one) is left to it.
+void ChatController::recountHistory() {
+    m_history_counts.clear();
+    for (const auto& d : m_display) {
+        if (!d.record.has_routing_trace || (d.record.id == m_answer_id && !m_answer_counts.empty())) continue;
+        if (const auto r = m_store.routingTrace(d.record.id)) addCounts(m_history_counts, *r);
+    }
 }
 
 const MessageRecord* ChatController::find(qint64 id) const {
@@ -135,14 +140,9 @@ void ChatController::openConversation(qint64 id) {
     if (m_conversation && m_conversation->id == id) return;
     if (isGenerating()) stop();
     reload(id);
-    // Expert counts of the stored answers, from their routing traces.
-    m_history_counts.clear();
     m_answer_counts.clear();
     m_stats_history.clear();
-    for (const auto& d : m_display) {
-        if (!d.record.has_routing_trace) continue;
-        if (const auto r = m_store.routingTrace(d.record.id)) addCounts(m_history_counts, *r);
-    }
+    recountHistory();
     emit conversationChanged();
     emit expertCountsChanged();
 }
@@ -170,7 +170,10 @@ void ChatController::revealMessage(qint64 conversation_id, qint64 message_id) {
     if (!shown() && !isGenerating() && find(message_id)) {
         if (m_store.setActiveMessage(conversation_id, latestLeaf(message_id))) {  // another branch
             reload(conversation_id);
+            m_answer_counts.clear();
+            recountHistory();
             emit conversationChanged();
+            emit expertCountsChanged();
         }
     }
     if (shown()) emit messageRevealed(message_id);
@@ -309,6 +312,7 @@ void ChatController::startAnswer(qint64 assistant_id, const MessageRecord* conti
         m_continued_counts = m_answer_counts;
     }
     reload(conversation_id);
+    recountHistory();
     params.turns = turnsBefore(assistant_id);
     if (continued) {
         params.turns.push_back({QStringLiteral("assistant"), m_answer_text, m_answer_reasoning});
@@ -419,6 +423,7 @@ void ChatController::onFinished(const GenerationOutcome& outcome) {
     if (outcome.finish == FinishKind::Error) logger()->warn("answer {} failed: {}", m_answer_id, outcome.error.toStdString());
     m_request_id = 0;
     if (m_conversation) reload(m_conversation->id);
+    recountHistory();
     emit conversationListChanged();
     emit conversationChanged();
     emit generationStateChanged(false);
@@ -437,7 +442,10 @@ void ChatController::switchBranch(qint64 message_id, int delta) {
     if (target < 0 || target >= qint64(siblings.size())) return;
     if (m_store.setActiveMessage(m_conversation->id, latestLeaf(siblings[size_t(target)]))) {
         reload(m_conversation->id);
+        m_answer_counts.clear();  // the last answer may be off the shown path now
+        recountHistory();
         emit conversationChanged();
+        emit expertCountsChanged();
     }
 }
 

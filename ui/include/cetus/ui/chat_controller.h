@@ -95,6 +95,7 @@ private:
     void onFinished(const GenerationOutcome& outcome);
     void reload(std::optional<qint64> id);
     void rebuildDisplay();
+    void recountHistory();
     // continued: the answer's record when it is continued (its text and trace go on).
     void startAnswer(qint64 assistant_id, const MessageRecord* continued = nullptr);
     std::vector<ChatTurn> turnsBefore(qint64 message_id) const;
