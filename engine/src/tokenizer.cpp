@@ -85,6 +85,18 @@ void encode_text(const Tokenizer::Impl& impl, const detail::Segment& seg, Encode
     }
 }
 
+// The ids of st.segments in order: added tokens as they are, text through BPE.
+void encode_segments(const Tokenizer::Impl& impl, EncodeState& st, std::vector<int32_t>& out) {
+    for (size_t i = 0; i < st.segments.size(); ++i) {
+        const detail::Segment seg = st.segments[i];
+        if (seg.id >= 0) {
+            out.push_back(seg.id);
+        } else if (seg.end > seg.begin) {
+            encode_text(impl, seg, st, out);
+        }
+    }
+}
+
 std::string read_file(const std::filesystem::path& path) {
     std::FILE* f = std::fopen(path.c_str(), "rb");
     if (f == nullptr)
@@ -137,14 +149,7 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool allow_special
         extract_added(impl.raw_tokens, st);
         extract_added(impl.normalized_tokens, st);
     }
-    for (size_t i = 0; i < st.segments.size(); ++i) {
-        const detail::Segment seg = st.segments[i];
-        if (seg.id >= 0) {
-            out.push_back(seg.id);
-        } else if (seg.end > seg.begin) {
-            encode_text(impl, seg, st, out);
-        }
-    }
+    encode_segments(impl, st, out);
     return out;
 }
 
@@ -207,14 +212,7 @@ std::vector<int32_t> Tokenizer::encode_prompt(const ChatPrompt& prompt) const {
     unmatch_protected();
     extract_added(impl.normalized_tokens, st);
     unmatch_protected();
-    for (size_t i = 0; i < st.segments.size(); ++i) {
-        const detail::Segment seg = st.segments[i];
-        if (seg.id >= 0) {
-            out.push_back(seg.id);
-        } else if (seg.end > seg.begin) {
-            encode_text(impl, seg, st, out);
-        }
-    }
+    encode_segments(impl, st, out);
     return out;
 }
 
