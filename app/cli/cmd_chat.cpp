@@ -100,17 +100,18 @@ void add_chat_command(CLI::App& app) {
             req.sampling.seed = o->seed;
             req.max_new_tokens = o->max_tokens;
             req.mtp = o->mtp == "on";
-            // A chat longer than the context keeps going without its oldest messages.
-            const int left_out = engine->fit_to_context(req);
-            if (left_out > 0)
-                std::fprintf(stderr, "[%d earlier message%s left out to fit the %lld-token context]\n", left_out,
-                             left_out == 1 ? "" : "s", (long long)engine->info().context_length);
+            int left_out = 0;
             std::string text;
             storage::RoutingTrace trace;
             trace.first_layer = int(engine->info().first_k_dense_replace);
             auto last_save = std::chrono::steady_clock::now();
             GenerateResult r;
             try {
+                // A chat longer than the context keeps going without its oldest turns.
+                left_out = engine->fit_to_context(req);
+                if (left_out > 0)
+                    std::fprintf(stderr, "[%d earlier message%s left out to fit the %lld-token context]\n", left_out,
+                                 left_out == 1 ? "" : "s", (long long)engine->info().context_length);
                 r = engine->generate(req, [&](const TokenEvent& ev) {
                     std::fwrite(ev.text.data(), 1, ev.text.size(), stdout);
                     std::fflush(stdout);

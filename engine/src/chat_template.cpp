@@ -26,9 +26,12 @@ void warn(const std::string& message) {
     engine_log().warn("{}", message);
 }
 
-// Builds a ChatPrompt: markup() is the template's own text, body() text from a message.
+// Builds a ChatPrompt: markup() is the template's own text, body() text from a user,
+// a tool, a system prompt or a role (kept from matching added tokens), answer() an
+// assistant's text (the model's own output), whose end a continued answer is cut at.
 struct PromptBuilder {
     ChatPrompt p;
+    size_t answer_end = 0;
     PromptBuilder& markup(std::string_view s) {
         p.text.append(s);
         return *this;
@@ -36,6 +39,11 @@ struct PromptBuilder {
     PromptBuilder& body(std::string_view s) {
         p.content.emplace_back(p.text.size(), p.text.size() + s.size());
         p.text.append(s);
+        return *this;
+    }
+    PromptBuilder& answer(std::string_view s) {
+        p.text.append(s);
+        answer_end = p.text.size();
         return *this;
     }
 };
@@ -46,8 +54,12 @@ std::string_view without_reasoning(std::string_view content) {
     return at == std::string_view::npos ? content : content.substr(at + k_think_end.size());
 }
 
+// continue_final: the last message is an answer being continued. Its text is the
+// model's own output, so reasoning is kept (earlier answers lose theirs), and an R1
+// template whose generation prompt opens "<think>\n" gets that first, as when the
+// answer began: the prompt is the generation prompt followed by the answer so far.
 void render_deepseek(PromptBuilder& out, const ChatTemplate& t, std::span<const ChatMessage> messages,
-                     bool add_generation_prompt) {
+                     bool add_generation_prompt, bool continue_final) {
     const bool r1 = t.family == ChatFamily::DeepSeekR1;
     out.markup(t.bos_token);
     // The system messages, joined (or the last one), come first.
@@ -69,6 +81,7 @@ void render_deepseek(PromptBuilder& out, const ChatTemplate& t, std::span<const 
     bool is_output_first = true; // never reset: the published templates do not either
     bool is_last_user = false;
     for (const auto& m : messages) {
+        const bool continued = continue_final && &m == &messages.back();
         if (m.role == "user") {
             is_tool = false;
             is_last_user = true;
@@ -80,13 +93,14 @@ void render_deepseek(PromptBuilder& out, const ChatTemplate& t, std::span<const 
                 // The 0528-style templates strip reasoning before this branch, R1's first one
                 // after.
                 const std::string_view c =
-                    r1 && t.assistant_after_user ? without_reasoning(m.content) : m.content;
-                out.markup("<｜tool▁outputs▁end｜>").body(c).markup(k_eos);
+                    r1 && t.assistant_after_user && !continued ? without_reasoning(m.content) : m.content;
+                out.markup("<｜tool▁outputs▁end｜>").answer(c).markup(k_eos);
                 is_tool = false;
             } else {
-                const std::string_view c = r1 ? without_reasoning(m.content) : m.content;
+                const std::string_view c = r1 && !continued ? without_reasoning(m.content) : m.content;
                 if (!t.assistant_after_user) out.markup(k_assistant);
-                out.body(c).markup(k_eos);
+                if (continued && t.opens_think && !c.starts_with("<think>")) out.markup("<think>\n");
+                out.answer(c).markup(k_eos);
             }
         } else if (m.role == "tool") {
             is_last_user = false;
@@ -114,7 +128,7 @@ void render_v2(PromptBuilder& out, const ChatTemplate& t, std::span<const ChatMe
         if (m.role == "user") {
             out.markup("User: ").body(m.content).markup("\n\n");
         } else if (m.role == "assistant") {
-            out.markup("Assistant: ").body(m.content).markup(t.eos_token);
+            out.markup("Assistant: ").answer(m.content).markup(t.eos_token);
         } else if (m.role == "system") {
             out.body(m.content).markup("\n\n");
         }
@@ -131,7 +145,10 @@ void render_moonlight(PromptBuilder& out, std::span<const ChatMessage> messages,
         if (m.role == "system") out.markup("<|im_system|>");
         if (m.role == "user") out.markup("<|im_user|>");
         if (m.role == "assistant") out.markup("<|im_assistant|>");
-        out.body(m.role).markup("<|im_middle|>").body(m.content).markup("<|im_end|>");
+        out.body(m.role).markup("<|im_middle|>");
+        if (m.role == "assistant") out.answer(m.content);
+        else out.body(m.content);
+        out.markup("<|im_end|>");
     }
     if (add_generation_prompt) out.markup("<|im_assistant|>assistant<|im_middle|>");
 }
@@ -194,12 +211,12 @@ ChatPrompt render_chat_prompt(const ChatTemplate& tmpl, std::span<const ChatMess
         break;
     case ChatFamily::DeepSeekV3:
     case ChatFamily::DeepSeekR1:
-        render_deepseek(out, tmpl, messages, add_generation_prompt);
+        render_deepseek(out, tmpl, messages, add_generation_prompt, continue_final_message);
         break;
     }
-    // Every template writes the final message's content last among the bodies, followed
-    // only by markup (its end of turn): cut there.
-    if (continue_final_message) out.p.text.resize(out.p.content.back().second);
+    // Every template writes the final (assistant) message's text last among the answers,
+    // followed only by markup (its end of turn): cut there.
+    if (continue_final_message) out.p.text.resize(out.answer_end);
     return std::move(out.p);
 }
 

@@ -33,10 +33,14 @@ int Engine::fit_to_context(GenerateRequest& r) const {
     const int64_t room = std::min<int64_t>(r.max_new_tokens, std::max<int64_t>(16, context / 4));
     int dropped = 0;
     while (count_tokens(r) + room > context) {
-        auto it = std::find_if(r.messages.begin(), r.messages.end(), [](const ChatMessage& m) { return m.role != "system"; });
-        if (it == r.messages.end() || it + 1 == r.messages.end()) break;
-        r.messages.erase(it);
-        ++dropped;
+        // The oldest turn: from the first message that is not a system message up to the
+        // next user message, so that what is left still starts with a user's turn.
+        auto first = std::find_if(r.messages.begin(), r.messages.end(), [](const ChatMessage& m) { return m.role != "system"; });
+        if (first == r.messages.end()) break;
+        auto next = std::find_if(first + 1, r.messages.end(), [](const ChatMessage& m) { return m.role == "user"; });
+        if (next == r.messages.end()) break;  // the turn being answered stays
+        dropped += int(next - first);
+        r.messages.erase(first, next);
     }
     return dropped;
 }
@@ -236,7 +240,7 @@ std::vector<float> Engine::logits(std::span<const int32_t> ids) {
             throw Error(ErrorCode::BadRequest, "token id " + std::to_string(ids[i]) + " at position " +
                                                    std::to_string(i) + " is outside the vocabulary (" +
                                                    std::to_string(c.vocab_size) + ")");
-    m_generator->reset();
+    m_generator->forget_live();  // the stored prefixes stay valid
     ForwardOptions opt;
     ForwardOutput out;
     m_backend->forward(ids.data(), int64_t(ids.size()), 0, opt, out);

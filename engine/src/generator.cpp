@@ -43,9 +43,13 @@ Generator::Generator(const Model& model, Backend& backend, const Tokenizer* toke
                "; lower the context") {}
 
 void Generator::reset() {
+    forget_live();
+    m_saved.clear();
+}
+
+void Generator::forget_live() {
     m_cached_ids.clear();
     m_mtp_valid = 0;
-    m_saved.clear();
     m_backend.clear();
 }
 
@@ -76,11 +80,11 @@ void Generator::set_prefix_store_bytes(uint64_t bytes) {
 void Generator::stash_live() {
     const int64_t n = int64_t(m_cached_ids.size());
     if (n < k_min_stored_tokens || m_saved_budget == 0) return;
-    // A stored prefix that the live one extends is superseded by it.
-    std::erase_if(m_saved, [&](const SavedPrefix& e) { return common_prefix(e.ids, m_cached_ids) == int64_t(e.ids.size()); });
     const int64_t H = m_model.config().hidden_size;
     const uint64_t bytes = uint64_t(n) * m_backend.kv_bytes_per_token() + (m_hidden.empty() ? 0 : uint64_t(n * H) * sizeof(float));
     if (bytes > m_saved_budget) return;
+    // A stored prefix that the live one extends is superseded by it.
+    std::erase_if(m_saved, [&](const SavedPrefix& e) { return common_prefix(e.ids, m_cached_ids) == int64_t(e.ids.size()); });
     while (!m_saved.empty() && stored_bytes() + bytes > m_saved_budget) {
         m_saved.erase(std::min_element(m_saved.begin(), m_saved.end(),
                                        [](const auto& a, const auto& b) { return a.last_used < b.last_used; }));
@@ -116,6 +120,9 @@ int64_t Generator::reuse_prefix(const std::vector<int32_t>& ids) {
     const int64_t live = int64_t(m_cached_ids.size());
     if (take || (live - p >= k_min_stored_tokens && 2 * p < live)) stash_live();
     if (take) {
+        // Nothing is trusted while the rows are replaced (a device error part-way).
+        m_cached_ids.clear();
+        m_mtp_valid = 0;
         m_backend.load_rows(int64_t(take->ids.size()), take->rows.data());
         m_cached_ids = std::move(take->ids);
         m_mtp_valid = take->mtp_valid;

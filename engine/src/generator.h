@@ -25,6 +25,7 @@ public:
     std::vector<int32_t> prompt_ids(const GenerateRequest& request) const;
 
     void reset();  // forget the cached prefix and the stored ones
+    void forget_live();  // forget the cached prefix only (its rows are about to be overwritten)
     int64_t cached_tokens() const { return int64_t(m_cached_ids.size()); }
     // Budget of the prefix store (EngineOptions::prefix_store_bytes); entries beyond it go.
     void set_prefix_store_bytes(uint64_t bytes);

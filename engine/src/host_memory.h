@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <utility>
 
 namespace cetus {
 
@@ -35,6 +36,12 @@ public:
             throw_out_of_memory(need + " but " + std::to_string(avail >> 20) + " MiB are available" + advice);
         m_p.reset(static_cast<T*>(std::calloc(n, sizeof(T))));
         if (!m_p) throw_out_of_memory(need + advice);
+    }
+    LazyArray(LazyArray&& o) noexcept : m_n(std::exchange(o.m_n, 0)), m_p(std::move(o.m_p)) {}
+    LazyArray& operator=(LazyArray&& o) noexcept {
+        m_n = std::exchange(o.m_n, 0);
+        m_p = std::move(o.m_p);
+        return *this;
     }
     T* data() { return m_p.get(); }
     const T* data() const { return m_p.get(); }

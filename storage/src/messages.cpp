@@ -177,6 +177,14 @@ void Store::set_routing_trace(int64_t message_id, const RoutingTrace& trace) {
     tx.commit();
 }
 
+void Store::delete_routing_trace(int64_t message_id) {
+    detail::WriteTx tx(*m_impl);
+    auto q = m_impl->sql("DELETE FROM routing_traces WHERE message_id = ?1");
+    q->bind(1, message_id);
+    q->run();
+    tx.commit();
+}
+
 std::optional<RoutingTrace> Store::routing_trace(int64_t message_id) {
     auto q = m_impl->sql("SELECT data FROM routing_traces WHERE message_id = ?1");
     q->bind(1, message_id);

@@ -53,17 +53,22 @@ bool valid_utf8(std::string_view s) {
 
 // Bit 1 of the first byte: the rest is a chat (messages split at 0x1E, roles in turn
 // system, user, assistant, tool; bit 2 continues a final answer) through encode_chat:
-// the ids spell the rendered text, and "<｜User｜>" appears once per user message, never
-// from the messages' own text.
+// the ids spell the rendered text, and "<｜User｜>" appears once per user message and
+// otherwise only from assistants' text (the model's own), never from what a user, a
+// tool or a system prompt wrote.
 void check_chat(const cetus::Tokenizer& tok, std::string_view rest, bool continue_final) {
     static const char* roles[] = {"system", "user", "assistant", "tool"};
     std::vector<cetus::ChatMessage> messages;
-    size_t users = 0;
+    size_t users = 0, in_answers = 0;
     for (size_t i = 0, start = 0; i <= rest.size(); ++i) {
         if (i < rest.size() && rest[i] != '\x1e') continue;
         const char* role = roles[messages.size() % 4];
+        const std::string_view text = rest.substr(start, i - start);
         users += role == std::string_view("user");
-        messages.push_back({role, std::string(rest.substr(start, i - start))});
+        if (role == std::string_view("assistant"))
+            for (size_t at = text.find("<｜User｜>"); at != std::string_view::npos; at = text.find("<｜User｜>", at + 1))
+                ++in_answers;
+        messages.push_back({role, std::string(text)});
         start = i + 1;
     }
     continue_final = continue_final && messages.back().role == "assistant";
@@ -75,7 +80,7 @@ void check_chat(const cetus::Tokenizer& tok, std::string_view rest, bool continu
     static const int32_t user_id = tok.encode("<｜User｜>", true).at(0);
     size_t n = 0;
     for (int32_t id : ids) n += id == user_id;
-    if (n != users) __builtin_trap();
+    if (n < users || n > users + in_answers) __builtin_trap();
 }
 
 } // namespace

@@ -451,8 +451,9 @@ private slots:
 
     void fitToContextLeavesOutTheOldest() {
         // The tiny model (128 tokens) with the byte-level tokenizer: a chat that has
-        // outgrown the context loses its oldest messages, never the system message or
-        // the last one, and no more than needed; a chat that fits is left alone.
+        // outgrown the context loses its oldest turns (a question and its answer), never
+        // the system message or the last turn, and no more than needed; a chat that fits
+        // is left alone.
         QTemporaryDir tmp;
         const std::string g = fixture("v3-noaux"), t = std::string(CETUS_TEST_DATA) + "/ui", d = tmp.path().toStdString();
         for (const char* f : {"config.json", "model.safetensors"}) std::filesystem::copy(g + "/" + f, d + "/" + f);
@@ -471,12 +472,14 @@ private slots:
         QCOMPARE(r.messages.size() + size_t(left_out), all.size());
         QCOMPARE(r.messages.front().content, std::string("Be brief."));
         QCOMPARE(r.messages.back().content, all.back().content);
+        QCOMPARE(r.messages[1].role, std::string("user"));  // whole turns go: a user's turn comes first
+        QCOMPARE(left_out % 2, 0);
         // The oldest went: what is left is the system message and the newest ones.
         QVERIFY(std::equal(r.messages.begin() + 1, r.messages.end(), all.end() - std::ptrdiff_t(r.messages.size() - 1),
                            [](const auto& x, const auto& y) { return x.content == y.content; }));
         QVERIFY(e->count_tokens(r) + 8 <= 128);
-        cetus::GenerateRequest one_more = r;  // one message fewer left out would not fit
-        one_more.messages.insert(one_more.messages.begin() + 1, all[size_t(left_out)]);
+        cetus::GenerateRequest one_more = r;  // one turn fewer left out would not fit
+        one_more.messages.insert(one_more.messages.begin() + 1, all.begin() + left_out - 1, all.begin() + left_out + 1);
         QVERIFY(e->count_tokens(one_more) + 8 > 128);
         r.sampling.temperature = 0.0f;
         const auto answer = e->generate(r);

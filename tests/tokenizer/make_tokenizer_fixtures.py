@@ -406,21 +406,26 @@ PROMPT_CONVERSATIONS = {
         {"role": "user", "content": "Quote the end token."},
         {"role": "assistant", "content": "It is <｜end▁of▁sentence｜"},
     ],
+    # An R1 model's raw output (its prompt opened "<think>\n"): cut in the reasoning,
+    # and after it.
+    "continue_mid_reasoning": [
+        {"role": "user", "content": "What is 6*7?"},
+        {"role": "assistant", "content": "6*7 means six sevens"},
+    ],
+    "continue_after_reasoning": [
+        {"role": "user", "content": "What is 6*7?"},
+        {"role": "assistant", "content": "6*7 is 42.\n</think>\n\nIt is"},
+    ],
 }
 
 _OPEN, _CLOSE = "\x00", "\x01"
 
 
 def _wrapped(conv):
-    """The conversation with every message's text between sentinels; after a reasoning
-    block the opening one goes after the last </think>, where R1 templates cut."""
-    out = []
-    for m in conv:
-        c = m["content"]
-        cut = c.rfind("</think>")
-        c = _OPEN + c + _CLOSE if cut < 0 else c[: cut + 8] + _OPEN + c[cut + 8 :] + _CLOSE
-        out.append({**m, "content": c})
-    return out
+    """The conversation with the text of every message but the assistant's between
+    sentinels (an assistant's text is the model's own output, whose markers it wrote
+    as tokens: they stay matched)."""
+    return [m if m["role"] == "assistant" else {**m, "content": _OPEN + m["content"] + _CLOSE} for m in conv]
 
 
 def _plain_run_ids(tok, text):
@@ -435,7 +440,7 @@ def _plain_run_ids(tok, text):
 
 
 def prompt_reference_ids(tok, added, text, ranges):
-    """Reference ids of a chat prompt: added tokens matched only in the template's text
+    """Reference ids of a chat prompt: added tokens matched only outside the ranges
     (leftmost-longest), every run between them tokenized whole without added tokens."""
     inside = [False] * (len(text) + 1)
     for b, e in ranges:
@@ -478,8 +483,19 @@ def make_chat_prompts():
                 modes.append((False, True))
             for gen, cont in modes:
                 kw = dict(chat_template=tmpl, tokenize=False, add_generation_prompt=gen, continue_final_message=cont)
-                text = tok.apply_chat_template(conv, **kw)
-                wrapped = tok.apply_chat_template(_wrapped(conv), **kw)
+
+                def render(c):
+                    # R1 templates: a continued answer is the model's raw output, so the
+                    # prompt is the generation prompt and the answer after it (where
+                    # transformers would strip its reasoning or refuse it).
+                    if cont and "</think>" in tmpl:
+                        head = tok.apply_chat_template(c[:-1], chat_template=tmpl, tokenize=False,
+                                                       add_generation_prompt=True)
+                        return head + c[-1]["content"]
+                    return tok.apply_chat_template(c, **kw)
+
+                text = render(conv)
+                wrapped = render(_wrapped(conv))
                 ranges, plain = [], []
                 for ch in wrapped:
                     if ch == _OPEN:
@@ -488,15 +504,15 @@ def make_chat_prompts():
                         ranges[-1][1] = len(plain)
                     else:
                         plain.append(ch)
-                if cont and ranges and ranges[-1][1] is None:  # the cut leaves the last one open
-                    ranges[-1][1] = len(plain)
                 plain = "".join(plain)
                 assert plain == text, (tname, cname, gen, cont)
                 ids = prompt_reference_ids(raw, added, text, ranges)
                 if not any(a in m["content"] for m in conv for a in added):
                     # Where no message spells an added token, the reference equals
                     # transformers' own ids of the whole prompt.
-                    want = tok.apply_chat_template(conv, **{**kw, "tokenize": True}, return_dict=False)
+                    want = raw.encode(text, add_special_tokens=False).ids
+                    if not (cont and "</think>" in tmpl):
+                        want = tok.apply_chat_template(conv, **{**kw, "tokenize": True}, return_dict=False)
                     assert ids == list(want), (tname, cname, gen, cont)
                 renders.append({"template": tname, "conversation": cname, "add_generation_prompt": gen,
                                 "continue_final_message": cont, "text": text, "ids": ids})
@@ -504,8 +520,9 @@ def make_chat_prompts():
         "manifest": manifest({"tokenizer": "tests/data/tokenizer/deepseek-v3",
                               "text": "transformers' apply_chat_template (continue_final_message for the "
                                       "continue modes), templates as in chat_templates.json",
-                              "ids": "added tokens matched only in the template's own text (message text "
-                                     "located by sentinels around each message in a second render); the runs "
+                              "ids": "added tokens matched only outside what users, tools and system prompts "
+                                     "wrote (located by sentinels around those messages in a second render; "
+                                     "assistants' text is matched as the template's is); the runs "
                                      "between them through tokenizers' own pre-tokenizer and BPE model; equal "
                                      "to transformers' ids wherever no message spells an added token"}),
         "templates": templates,

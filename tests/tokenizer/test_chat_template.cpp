@@ -1,9 +1,9 @@
 // Chat templates: our native renderers against transformers' apply_chat_template running
 // the Jinja templates (fixture chat_templates.json: V3's own template, R1, R1-0528, V2,
 // Moonlight), both the text and, for DeepSeek families, the ids with V3's tokenizer;
-// the prompts as the generator tokenizes them (message text never matches added tokens;
-// continued answers; chat_prompts.json); plus family detection and the logged fallback
-// for unknown templates.
+// the prompts as the generator tokenizes them (what users, tools and system prompts wrote
+// never matches added tokens; continued answers; chat_prompts.json); plus family
+// detection and the logged fallback for unknown templates.
 #include "cetus/tokenizer.h"
 #include "cetus/error.h"
 
@@ -150,7 +150,8 @@ class TestChatTemplate : public QObject {
     }
 
     // Prompts as the generator tokenizes them (Tokenizer::encode_prompt): the template's
-    // own markers are added tokens, message text never is, and continued answers end
+    // own markers and answers' text match added tokens, what users, tools and system
+    // prompts wrote never does, and continued answers end
     // where their text ends (chat_prompts.json: texts from transformers, continue modes
     // with continue_final_message; ids from tokenizers' own model, see its manifest).
     void prompt_ids_keep_message_text_data() {

@@ -103,6 +103,7 @@ ConversationSettings ChatController::settings() const {
 
 void ChatController::onModelLoaded(const ModelDescription& m) {
     m_model = m;
+    if (!isGenerating()) m_answer_counts.clear();  // the last answer's counts had the old model's shape
     recountHistory();  // counts are sized by the model's expert count
     emit modelChanged();
     emit expertCountsChanged();
@@ -200,16 +201,21 @@ void ChatController::rebuildDisplay() {
         d.branch_index = int(std::find(siblings.begin(), siblings.end(), id) - siblings.begin());
         const QJsonObject stats = QJsonDocument::fromJson(m->stats_json.toUtf8()).object();
         for (const auto& v : stats.value("token_text_ends").toArray()) d.token_text_ends.push_back(v.toInt());
+        d.token_text_begin = stats.value("token_text_begin").toInt();
         d.error = stats.value("error").toString();
         d.stats_line = statsLine(stats);
         d.reasoning = stats.value("reasoning").toString();
         const QString finish = stats.value("finish").toString();
-        d.can_continue = m->role == ChatRole::Assistant && id == m_conversation->active_path.back() &&
+        // The local engine and Cetus servers continue an answer (continue_final_message);
+        // another endpoint might ignore the field and answer afresh.
+        const bool continues = m_model && (!m_model->remote || m_model->remote_reports_routing);
+        d.can_continue = continues && m->role == ChatRole::Assistant && id == m_conversation->active_path.back() &&
                          (m->status == MessageStatus::Interrupted ||
                           (m->status == MessageStatus::Complete &&
                            (finish == QLatin1String("length") || finish == QLatin1String("stopped"))));
         if (id == m_answer_id && isGenerating()) {
             d.can_continue = false;
+            d.token_text_begin = m_answer_text_begin;
             d.record.content = m_answer_text;
             d.reasoning = m_answer_reasoning;
             d.token_text_ends = m_answer_ends;
@@ -293,22 +299,33 @@ void ChatController::startAnswer(qint64 assistant_id, const MessageRecord* conti
     m_answer_counts.clear();
     m_continued_tokens = 0;
     m_continued_counts.clear();
+    m_continued.reset();
+    m_answer_text_begin = 0;
     GenerationParams params;
     if (continued) {
-        // The answer so far: its text, token ends and routing go on; a trace of another
-        // model's shape is left behind with the ends that index it.
+        // The answer so far: its text, token ends and routing go on when they line up
+        // (the same model's trace, one entry per token, the ends covering the text);
+        // otherwise the new tokens' routing starts after the old text, which has none.
+        m_continued = *continued;
         const QJsonObject stats = QJsonDocument::fromJson(continued->stats_json.toUtf8()).object();
         m_answer_text = continued->content;
         m_answer_reasoning = stats.value("reasoning").toString();
         m_continued_tokens = stats.value("n_generated_tokens").toInteger();
+        std::vector<int> ends;
+        for (const auto& v : stats.value("token_text_ends").toArray()) ends.push_back(v.toInt());
         const auto trace = continued->has_routing_trace ? m_store.routingTrace(assistant_id) : std::nullopt;
-        const bool same_model = trace && m_model && trace->n_layers == int(m_model->n_moe_layers) &&
-                                trace->top_k == int(m_model->n_active_experts);
-        if (same_model) {  // token i of the ends is token i of the trace
+        const bool lines_up = trace && m_model && trace->n_layers == int(m_model->n_moe_layers) &&
+                              trace->top_k == int(m_model->n_active_experts) && trace->nTokens() == ends.size() &&
+                              !ends.empty() && ends.back() == int(m_answer_text.size());
+        if (lines_up) {
             m_answer_routing = *trace;
-            for (const auto& v : stats.value("token_text_ends").toArray()) m_answer_ends.push_back(v.toInt());
+            m_answer_ends = std::move(ends);
+            m_answer_text_begin = stats.value("token_text_begin").toInt();
+            addCounts(m_answer_counts, m_answer_routing);
+        } else {
+            m_answer_text_begin = int(m_answer_text.size());
+            if (trace) m_store.clearRoutingTrace(assistant_id);  // it no longer indexes the text
         }
-        if (m_answer_routing.nTokens() > 0) addCounts(m_answer_counts, m_answer_routing);
         m_continued_counts = m_answer_counts;
     }
     reload(conversation_id);
@@ -396,6 +413,7 @@ QString ChatController::statsJson(const GenerationOutcome& o) const {
     if (!o.error.isEmpty()) j.insert("error", o.error);
     if (!o.mtp_note.isEmpty()) j.insert("mtp_note", o.mtp_note);
     if (o.turns_left_out > 0) j.insert("n_turns_left_out", o.turns_left_out);
+    if (m_answer_text_begin > 0) j.insert("token_text_begin", m_answer_text_begin);
     if (!m_answer_reasoning.isEmpty()) j.insert("reasoning", m_answer_reasoning);
     QJsonArray ends;
     for (int e : m_answer_ends) ends.append(e);
@@ -408,6 +426,24 @@ void ChatController::onFinished(const GenerationOutcome& outcome) {
         if (outcome.finish == FinishKind::Error) emit errorOccurred(outcome.error);
         return;
     }
+    if (m_continued && outcome.finish == FinishKind::Error) {
+        // A continuation that failed (the prompt no longer fits, the endpoint refused):
+        // the answer stays as it was, and the error shows above the composer.
+        const MessageRecord before = *m_continued;
+        m_continued.reset();
+        m_store.finishMessage(m_answer_id, before.content, before.status, before.stats_json);
+        m_answer_counts = m_continued_counts;  // without the failed part's tokens
+        m_request_id = 0;
+        logger()->warn("continuing answer {} failed: {}", m_answer_id, outcome.error.toStdString());
+        if (m_conversation) reload(m_conversation->id);
+        recountHistory();
+        emit conversationChanged();
+        emit generationStateChanged(false);
+        emit expertCountsChanged();
+        emit errorOccurred(tr("The answer could not be continued: %1").arg(outcome.error));
+        return;
+    }
+    m_continued.reset();
     const MessageStatus status = outcome.finish == FinishKind::Error ? MessageStatus::Error : MessageStatus::Complete;
     if (outcome.n_moe_layers > 0 && !outcome.expert_counts.empty()) {
         m_answer_counts = outcome.expert_counts;  // this generation's; a continued answer's earlier ones added
@@ -486,6 +522,7 @@ void ChatController::selectToken(qint64 message_id, int text_offset) {
         if (m.record.id == message_id) d = &m;
     if (!d || d->record.role != ChatRole::Assistant || d->token_text_ends.empty()) return;
     const auto& ends = d->token_text_ends;
+    if (text_offset < d->token_text_begin) return;  // text before the first token with routing
     const size_t t = size_t(std::upper_bound(ends.begin(), ends.end(), text_offset) - ends.begin());
     if (t >= ends.size()) return;
     RoutingData all;
@@ -499,7 +536,7 @@ void ChatController::selectToken(qint64 message_id, int text_offset) {
     const size_t per = size_t(all.n_layers) * size_t(all.top_k);
     one.expert_ids.assign(all.expert_ids.begin() + long(t * per), all.expert_ids.begin() + long((t + 1) * per));
     one.weights.assign(all.weights.begin() + long(t * per), all.weights.begin() + long((t + 1) * per));
-    const int begin = t == 0 ? 0 : ends[t - 1];
+    const int begin = t == 0 ? d->token_text_begin : ends[t - 1];
     const QString piece = d->record.content.mid(begin, ends[t] - begin);
     emit tokenSelected(tr("Token %1 “%2”: experts and gate weights").arg(t + 1).arg(piece), one);
 }

@@ -44,7 +44,7 @@ MarkdownView::MarkdownView(QWidget* parent) : QTextBrowser(parent) {
 
 void MarkdownView::changeEvent(QEvent* e) {
     QTextBrowser::changeEvent(e);
-    if (e->type() == QEvent::PaletteChange && !m_source.isEmpty()) setSource(m_source, m_plain);  // code shading
+    if (e->type() == QEvent::PaletteChange && !m_plain && !m_source.isEmpty()) setSource(m_source, false);  // code shading
 }
 
 void MarkdownView::setSource(const QString& markdown, bool plain) {

@@ -81,7 +81,7 @@ void KvCachePanel::applyChartTheme() {
 
 void KvCachePanel::changeEvent(QEvent* e) {
     QWidget::changeEvent(e);
-    if (e->type() == QEvent::PaletteChange) applyChartTheme();
+    if (e->type() == QEvent::PaletteChange && m_chart) applyChartTheme();
 }
 
 // The engine's cache may use another element size than the BF16 figures of the

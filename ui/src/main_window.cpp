@@ -105,6 +105,7 @@ MainWindow::MainWindow(HistoryStore& store, GenerationService& service, QWidget*
             statusBar()->showMessage(tr("Connected to %1").arg(m.model_dir), 5000);
         } else {
             QSettings().setValue(QStringLiteral("model/lastDir"), m.model_dir);
+            m_loaded_request = m_loading_request;
             if (m_switch) rememberActiveEndpoint(std::nullopt);
             m_model_status->setText(tr("Local: %1 · %2").arg(m.name, m.backend));
             m_model_status->setToolTip(m.model_dir);
@@ -514,11 +515,12 @@ void MainWindow::buildMenus() {
             m_serve_action->setChecked(false);
             return;
         }
-        // The server loads its own copy with the loaded model's context and cache precision.
+        // The server loads its own copy with the loaded model's context, cache precision,
+        // weights and threads (as that model was loaded, not as the menu says for the next load).
         QStringList args{QStringLiteral("--context"), QString::number(std::max<qint64>(1, m->context_length))};
         if (!m->kv_cache_type.isEmpty()) args << QStringLiteral("--kv-cache") << m->kv_cache_type;
-        if (m_fp8_action->isChecked()) args << QStringLiteral("--fp8");
-        if (const int n = savedThreads(); n > 0) args << QStringLiteral("--threads") << QString::number(n);
+        if (m_loaded_request.fp8_on_load) args << QStringLiteral("--fp8");
+        if (m_loaded_request.n_threads > 0) args << QStringLiteral("--threads") << QString::number(m_loaded_request.n_threads);
         m_server->start(m->model_dir, QSettings().value(QStringLiteral("server/port"), 8765).toInt(), args);
     });
     connect(m_server, &LocalServer::started, this, [this](const QString& url) {
@@ -548,7 +550,7 @@ void MainWindow::buildMenus() {
     connect(themes, &QActionGroup::triggered, this, [this](QAction* a) {
         QSettings().setValue(QStringLiteral("view/theme"), a->data().toString());
         applyTheme(themeFromKey(a->data().toString()));
-        if (m_banner->isVisible()) showBanner(m_banner->text(), m_banner_error);  // its colours
+        if (m_banner->isVisible()) styleBanner();  // its colours
     });
 
     QMenu* help = menuBar()->addMenu(tr("&Help"));
@@ -635,6 +637,7 @@ void MainWindow::openModel(const QString& dir, DeviceChoice device) {
     r.max_context = savedContextLength();
     if (r.max_context == 0) r.max_context = k_model_maximum_context;  // the engine caps it at the model's limit
     r.n_threads = savedThreads();
+    m_loading_request = r;
     m_loading_dir = dir;
     m_loading_device = device;
     m_cpu_fallback->hide();
@@ -777,12 +780,16 @@ void MainWindow::showBanner(const QString& text, bool error) {
     }
     m_banner->setText(text);
     m_banner_error = error;
+    styleBanner();
+    if (error) logger()->warn("shown to the user: {}", text.toStdString());
+}
+
+void MainWindow::styleBanner() {
     const bool dark = isDarkPalette(palette());
     m_banner->setStyleSheet(
-        !error  ? QStringLiteral("QLabel { padding: 6px; }")
+        !m_banner_error ? QStringLiteral("QLabel { padding: 6px; }")
         : dark ? QStringLiteral("QLabel { background: #4a2327; color: #ffc9c4; border: 1px solid #7d3a3f; padding: 6px; border-radius: 4px; }")
                : QStringLiteral("QLabel { background: #fdecea; color: #8a1f11; border: 1px solid #e6b0aa; padding: 6px; border-radius: 4px; }"));
-    if (error) logger()->warn("shown to the user: {}", text.toStdString());
 }
 
 void MainWindow::runSearch() {

@@ -474,8 +474,10 @@ void RemoteGenerationService::onReplyFinished() {
     FinishKind kind = FinishKind::Eos;
     if (m_stopping) kind = FinishKind::Cancelled;
     else if (!m_error.isEmpty()) kind = FinishKind::Error;
+    // A Cetus server says "length" for a full context too; its own reason tells them apart.
+    else if (m_cetus_finish == QLatin1String("context_full") || m_finish_reason == QLatin1String("context_full"))
+        kind = FinishKind::ContextFull;
     else if (m_finish_reason == QLatin1String("length")) kind = FinishKind::Length;
-    else if (m_finish_reason == QLatin1String("context_full")) kind = FinishKind::ContextFull;
     else if (m_cetus_finish == QLatin1String("stop")) kind = FinishKind::Stop;  // a stop string (OpenAI says "stop" for both)
     finish(kind, m_error);
 }

@@ -200,6 +200,10 @@ std::optional<qint64> SqliteHistoryStore::branchAt(qint64 message_id, const QStr
     });
 }
 
+bool SqliteHistoryStore::clearRoutingTrace(qint64 message_id) {
+    return guarded("update the routing trace", [&] { m_store->delete_routing_trace(message_id); return true; });
+}
+
 bool SqliteHistoryStore::reopenMessage(qint64 message_id) {
     return guarded("continue the answer", [&] { m_store->reopen_message(message_id); return true; });
 }

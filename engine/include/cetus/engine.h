@@ -114,10 +114,11 @@ public:
     GenerateResult generate(const GenerateRequest& request, const TokenSink& sink = {});
     // Prompt length of a request after template and tokenizer.
     int64_t count_tokens(const GenerateRequest& request) const;
-    // For chats that outgrow the context: leaves out the oldest messages (never a
-    // system message, never the last one) until the prompt leaves room for an answer
-    // of min(max_new_tokens, max(16, context / 4)) tokens. Returns how many were left
-    // out. A last message that is too long on its own stays, and generate() refuses it.
+    // For chats that outgrow the context: leaves out the oldest turns (a user message
+    // and the answers and tool outputs after it; never a system message, never the turn
+    // of the last user message) until the prompt leaves room for an answer of
+    // min(max_new_tokens, max(16, context / 4)) tokens. Returns how many messages were
+    // left out. A last turn too long on its own stays, and generate() refuses it.
     int fit_to_context(GenerateRequest& request) const;
     // Forget the cached prefix (and the stored ones).
     void reset_cache();

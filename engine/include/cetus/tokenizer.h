@@ -41,7 +41,9 @@ struct ChatTemplate {
 ChatTemplate detect_chat_template(std::string_view jinja_source);
 
 // A rendered chat prompt: the text the model's template would produce, and the byte
-// ranges of it that came from the messages (contents and roles), in order.
+// ranges of it that must not become added tokens, in order: what users, tools and
+// system prompts wrote, and the roles. (An assistant's text is the model's own
+// output: markers in it, such as R1's "</think>", were tokens when it wrote them.)
 struct ChatPrompt {
     std::string text;
     std::vector<std::pair<size_t, size_t>> content;  // [begin, end) byte offsets into text
@@ -50,7 +52,10 @@ struct ChatPrompt {
 // continue_final_message (the final message must be the assistant's): the prompt ends
 // where that message's content ends, without its end-of-sentence token or a new
 // generation prompt, so the model continues it (transformers' continue_final_message).
-// Throws Error(BadRequest) when the final message is not an assistant message.
+// With R1 templates the answer keeps its reasoning and, where the generation prompt
+// opens "<think>\n", follows it (the answer is the model's raw output; transformers
+// refuses such answers, or drops the "<think>\n"). Throws Error(BadRequest) when the
+// final message is not an assistant message.
 ChatPrompt render_chat_prompt(const ChatTemplate& tmpl, std::span<const ChatMessage> messages,
                               bool add_generation_prompt, bool continue_final_message = false);
 // The text alone.
@@ -98,11 +103,11 @@ class Tokenizer {
                                     bool add_generation_prompt) const {
         return render_chat(chat_template(), messages, add_generation_prompt);
     }
-    // The ids of a chat prompt. The template's own markers match added tokens; text
-    // from the messages never does (every byte is text there), so a message cannot
-    // forge "<｜User｜>" or end the prompt with "<｜end▁of▁sentence｜>". Otherwise equal
-    // to encode(text, true): each run between the template's added tokens is tokenized
-    // whole, message text and template text together.
+    // The ids of a chat prompt. The template's own markers and an assistant's text match
+    // added tokens; what users, tools and system prompts wrote never does (every byte is
+    // text there), so a pasted text cannot forge "<｜User｜>" or end the prompt with
+    // "<｜end▁of▁sentence｜>". Otherwise equal to encode(text, true): each run between
+    // added tokens is tokenized whole, message text and template text together.
     std::vector<int32_t> encode_chat(std::span<const ChatMessage> messages, bool add_generation_prompt,
                                      bool continue_final_message = false) const;
     std::vector<int32_t> encode_prompt(const ChatPrompt& prompt) const;

@@ -101,6 +101,9 @@ public:
     Message message(int64_t id);
     void set_routing_trace(int64_t message_id, const RoutingTrace& trace);
     std::optional<RoutingTrace> routing_trace(int64_t message_id);
+    // A message's trace gone (an answer continued by another model: its old tokens'
+    // routing no longer lines up). No trace is not an error.
+    void delete_routing_trace(int64_t message_id);
 
     // Words of `text` must all occur (any order). Ranked by bm25 (newest first on
     // ties) among the 2,000 newest matching messages, so a word found everywhere

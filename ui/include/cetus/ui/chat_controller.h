@@ -21,6 +21,7 @@ struct DisplayMessage {
     MessageRecord record;
     int branch_index = 0, branch_count = 1;
     std::vector<int> token_text_ends;
+    int token_text_begin = 0;  // where the first token of token_text_ends starts (a continued answer's text before it has none)
     QString error;        // for MessageStatus::Error
     QString stats_line;   // "42 tokens · 18.3 tok/s · MTP 71 % accepted"
     QString reasoning;    // an R1-style model's reasoning, shown collapsed above the answer
@@ -66,7 +67,8 @@ public slots:
     void stop();
     void regenerate(qint64 assistant_message_id);
     // Extends the last answer in place (when DisplayMessage::can_continue): the model
-    // goes on from its text; tokens, routing and statistics add up.
+    // goes on from its text; tokens, routing and expert counts add up (the speed
+    // figures are the continuation's). On an error the answer is left as it was.
     void continueAnswer(qint64 assistant_message_id);
     void editAndResend(qint64 user_message_id, const QString& text);
     void switchBranch(qint64 message_id, int delta);
@@ -124,6 +126,8 @@ private:
     std::vector<qint64> m_answer_counts;
     qint64 m_continued_tokens = 0;  // tokens the continued answer had before
     std::vector<qint64> m_continued_counts;  // and their expert counts
+    std::optional<MessageRecord> m_continued;  // the continued answer as it was (restored on an error)
+    int m_answer_text_begin = 0;  // DisplayMessage::token_text_begin of the answer being generated
     QElapsedTimer m_since_checkpoint;
     std::vector<qint64> m_history_counts;  // expert counts of the conversation's stored answers
 };

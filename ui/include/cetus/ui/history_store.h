@@ -40,6 +40,7 @@ public:
                                const QString& stats_json) = 0;
     virtual bool setRoutingTrace(qint64 message_id, const RoutingData& trace) = 0;
     virtual std::optional<RoutingData> routingTrace(qint64 message_id) = 0;
+    virtual bool clearRoutingTrace(qint64 message_id) = 0;
 
     virtual std::vector<SearchResult> search(const QString& text) = 0;
     virtual bool exportJson(const QString& file, std::optional<qint64> conversation_id) = 0;

@@ -116,6 +116,7 @@ private:
     void refreshEnabled();
     void refreshExperts();
     void showBanner(const QString& text, bool error);
+    void styleBanner();  // its colours for the palette in use
     void runSearch();
     void editSettings();
     void showAbout();
@@ -163,6 +164,7 @@ private:
     QAction* m_kv_bf16_action = nullptr;  // Model > BF16 latent cache (saved as model/kv_cache_bf16)
     std::function<bool(const QString&)> m_confirm;
     QString m_loading_dir;
+    LoadRequest m_loading_request, m_loaded_request;  // the last load asked for, and the one that loaded
     SwitchingGenerationService* m_switch = nullptr;  // null: local engine only
 };
 

@@ -38,6 +38,7 @@ public:
     bool finishMessage(qint64 message_id, const QString& content, MessageStatus status, const QString& stats_json) override;
     bool setRoutingTrace(qint64 message_id, const RoutingData& trace) override;
     std::optional<RoutingData> routingTrace(qint64 message_id) override;
+    bool clearRoutingTrace(qint64 message_id) override;
     std::vector<SearchResult> search(const QString& text) override;
     bool exportJson(const QString& file, std::optional<qint64> conversation_id) override;
     bool exportMarkdown(const QString& file, qint64 conversation_id) override;
