@@ -417,6 +417,34 @@ void TestMainWindow::stopEndsTheAnswer() {
     QVERIFY(last.record.content.size() < m_service->answer.size());
     QVERIFY(last.stats_line.contains(QStringLiteral("stopped")));
     QVERIFY(m_window->sendButton()->isVisible());
+
+    // A stopped answer can be continued; a continuation that fails leaves it as it was
+    // (text, state, statistics, Continue still offered) and says why.
+    QVERIFY(last.can_continue);
+    const MessageRecord before = last.record;
+    m_service->interval_ms = 5;
+    m_service->fail_with = QStringLiteral("the endpoint refused continue_final_message");
+    m_window->controller().continueAnswer(before.id);
+    QVERIFY(m_window->controller().isGenerating());
+    QVERIFY(m_service->last_params.continue_final);
+    QCOMPARE(m_service->last_params.turns.back().role, QStringLiteral("assistant"));
+    QCOMPARE(m_service->last_params.turns.back().content, before.content);
+    QVERIFY(QTest::qWaitFor([&] { return !m_window->controller().isGenerating(); }, 2000));
+    const auto& after = m_window->controller().messages().back();
+    QCOMPARE(after.record.id, before.id);
+    QCOMPARE(after.record.content, before.content);
+    QCOMPARE(after.record.status, MessageStatus::Complete);
+    QCOMPARE(after.record.stats_json, before.stats_json);
+    QVERIFY(after.can_continue);
+    QVERIFY(m_window->banner()->isVisible());
+    QVERIFY2(m_window->banner()->text().contains(QStringLiteral("refused")), qPrintable(m_window->banner()->text()));
+    // Then it goes on: the same message, longer.
+    m_window->controller().continueAnswer(before.id);
+    QVERIFY(QTest::qWaitFor([&] { return !m_window->controller().isGenerating(); }, 2000));
+    const auto& done = m_window->controller().messages().back();
+    QCOMPARE(done.record.id, before.id);
+    QVERIFY(done.record.content.startsWith(before.content) && done.record.content.size() > before.content.size());
+    QCOMPARE(m_window->controller().messages().size(), size_t(2));
 }
 
 void TestMainWindow::errorsShowInline() {
