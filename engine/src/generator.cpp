@@ -99,7 +99,7 @@ void Generator::stash_live() {
     m_saved.push_back(std::move(e));
 }
 
-int64_t Generator::reuse_prefix(const std::vector<int32_t>& ids) {
+int64_t Generator::reuse_prefix(const std::vector<int32_t>& ids, bool* restored) {
     int64_t p = common_prefix(m_cached_ids, ids);
     // The stored prefix that serves the request best, if clearly better than the live one.
     auto best = m_saved.end();
@@ -128,6 +128,7 @@ int64_t Generator::reuse_prefix(const std::vector<int32_t>& ids) {
         m_mtp_valid = take->mtp_valid;
         if (!take->hidden.empty() && !m_hidden.empty()) std::copy(take->hidden.begin(), take->hidden.end(), m_hidden.data());
         p = common_prefix(m_cached_ids, ids);
+        if (restored) *restored = true;
     }
     return p;
 }
@@ -329,7 +330,9 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
 
     // Prefix reuse: keep cache rows of the longest common prefix (at least one
     // token is recomputed to get fresh logits).
-    int64_t p = reuse_prefix(ids);
+    int64_t p = reuse_prefix(ids, &r.res.stats.prefix_restored);
+    r.res.stats.stored_prefixes = int64_t(m_saved.size());
+    r.res.stats.stored_prefix_bytes = stored_bytes();
     if (p == n) --p;
     m_cached_ids.resize(size_t(p));
     m_mtp_valid = std::min<int64_t>(m_mtp_valid, std::max<int64_t>(p - 1, 0));

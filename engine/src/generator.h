@@ -45,7 +45,7 @@ private:
     // Before a request replaces most of the cached prefix: keep it, and take a stored
     // prefix back when it serves the request better. Returns the common prefix length
     // of the (possibly restored) cache and ids.
-    int64_t reuse_prefix(const std::vector<int32_t>& ids);
+    int64_t reuse_prefix(const std::vector<int32_t>& ids, bool* restored = nullptr);
     void stash_live();
     uint64_t stored_bytes() const;
     const Model& m_model;  // config and MTP count; the forward passes run on m_backend

@@ -49,6 +49,16 @@
     </message>
 </context>
 <context>
+    <name>cetus::ui::KvCachePanel</name>
+    <message numerus="yes">
+        <source>Kept for other conversations: %n prefix(es), %1.</source>
+        <translation>
+            <numerusform>Kept for other conversations: %n prefix, %1.</numerusform>
+            <numerusform>Kept for other conversations: %n prefixes, %1.</numerusform>
+        </translation>
+    </message>
+</context>
+<context>
     <name>cetus::ui::MainWindow</name>
     <message numerus="yes">
         <source>&amp;Automatic (all %n core(s))</source>

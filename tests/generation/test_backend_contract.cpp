@@ -268,6 +268,9 @@ private slots:
                              qPrintable(QStringLiteral("round %1, conversation %2: %3 of %4 reused")
                                             .arg(round).arg(c).arg(got.stats.reused_prefix_tokens).arg(engine->count_tokens(req))));
                     QVERIFY(want.stats.reused_prefix_tokens < 8);  // the store is what made the difference
+                    QVERIFY(got.stats.prefix_restored && !want.stats.prefix_restored);
+                    QVERIFY(got.stats.stored_prefixes >= 1 && got.stats.stored_prefix_bytes > 0);
+                    QCOMPARE(want.stats.stored_prefixes, int64_t(0));
                 }
                 convs[c].push_back({"assistant", got.text});
             }

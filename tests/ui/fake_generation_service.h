@@ -130,6 +130,10 @@ private:
         m_stats.tokens_cached = m_stats.prompt_tokens + m_pos;
         m_stats.kv_bytes_used = quint64(m_stats.tokens_cached) * 576 * 2 * 5;
         m_stats.decode_tokens_per_s = 123.4;
+        m_stats.reused_prefix_tokens = 8;  // as if the prompt came back from the prefix store
+        m_stats.prefix_restored = true;
+        m_stats.stored_prefixes = 2;
+        m_stats.stored_prefix_bytes = 3 << 20;
         m_stats.prefill_tokens_per_s = 456.7;
         c.stats = m_stats;
         ++m_chunks;

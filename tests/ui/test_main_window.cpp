@@ -465,6 +465,10 @@ void TestMainWindow::panelsReceiveData() {
     QVERIFY(m_window->controller().send(QStringLiteral("panels")));
     QVERIFY(QTest::qWaitFor([&] { return !m_window->controller().isGenerating(); }, 5000));
     QVERIFY(m_window->kvPanel()->summary().contains(QStringLiteral("7.1× what MLA holds")));
+    // Where the prompt came from, and what the prefix store keeps.
+    QVERIFY2(m_window->kvPanel()->summary().contains(QStringLiteral("8 of the prompt's 12 tokens came back from the prefix store")),
+             qPrintable(m_window->kvPanel()->summary()));
+    QVERIFY(m_window->kvPanel()->summary().contains(QStringLiteral("Kept for other conversations: 2 prefix")));
     QCOMPARE(m_window->expertPanel()->heatmap()->total(), qint64(m_service->chunksSent() * 8));
     QVERIFY(m_window->speculativePanel()->summary().contains(QStringLiteral("accepted")));
     QTest::mouseClick(m_window->chatView()->messageWidgets().back()->view()->viewport(), Qt::LeftButton, {}, QPoint(4, 8));

@@ -61,6 +61,9 @@ StepStats copyStats(const cetus::GenerationStats& s) {
     o.tokens_cached = s.tokens_cached;
     o.kv_bytes_used = s.kv_bytes_used;
     o.kv_bytes_capacity = s.kv_bytes_capacity;
+    o.prefix_restored = s.prefix_restored;
+    o.stored_prefixes = s.stored_prefixes;
+    o.stored_prefix_bytes = s.stored_prefix_bytes;
     o.prefill_tokens_per_s = s.prefill_tokens_per_s;
     o.decode_tokens_per_s = s.decode_tokens_per_s;
     return o;

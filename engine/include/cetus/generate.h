@@ -40,6 +40,11 @@ struct GenerationStats {
     int64_t drafts_proposed = 0, drafts_accepted = 0;
     uint64_t kv_bytes_used = 0, kv_bytes_capacity = 0;
     int64_t tokens_cached = 0;
+    // The prefix store (EngineOptions::prefix_store_bytes): whether this request's
+    // prefix came back from it, and what it holds now (other conversations' prefixes).
+    bool prefix_restored = false;
+    int64_t stored_prefixes = 0;
+    uint64_t stored_prefix_bytes = 0;
     double prefill_tokens_per_s = 0.0, decode_tokens_per_s = 0.0;
     double prefill_ms = 0.0, decode_ms = 0.0;
 

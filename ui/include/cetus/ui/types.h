@@ -73,6 +73,9 @@ struct StepStats {
     qint64 prompt_tokens = 0, reused_prefix_tokens = 0, generated_tokens = 0, verify_steps = 0;
     qint64 drafts_proposed = 0, drafts_accepted = 0, tokens_cached = 0;
     quint64 kv_bytes_used = 0, kv_bytes_capacity = 0;
+    bool prefix_restored = false;  // the prompt's prefix came back from the prefix store
+    qint64 stored_prefixes = 0;    // other conversations' prefixes the engine keeps
+    quint64 stored_prefix_bytes = 0;
     double prefill_tokens_per_s = 0, decode_tokens_per_s = 0;
 
     double acceptanceRate() const { return drafts_proposed ? double(drafts_accepted) / double(drafts_proposed) : 0.0; }
