@@ -73,7 +73,7 @@ std::string describe_dtypes(const WeightStore& store) {
 
 }  // namespace
 
-void Engine::finish_init(const std::string& name) {
+void Engine::finish_init(const std::string& name, uint64_t prefix_store_bytes) {
     const ModelConfig& c = m_model->config();
     ModelInfo& i = m_info;
     i.name = name;
@@ -117,7 +117,7 @@ void Engine::finish_init(const std::string& name) {
         if (m_tokenizer->eos_id() >= 0) i.eos_token_id = m_tokenizer->eos_id();
     }
     m_generator = std::make_unique<Generator>(*m_model, *m_backend, tokenizer());
-    m_generator->set_prefix_store_bytes(m_prefix_store_bytes);
+    m_generator->set_prefix_store_bytes(prefix_store_bytes);
     if (c.n_routed_experts > 0) {
         const char* m = c.topk_method == TopkMethod::NoauxTc ? "noaux_tc"
                         : c.topk_method == TopkMethod::GroupLimitedGreedy ? "group_limited_greedy" : "greedy";
@@ -207,9 +207,9 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions& o, const LoadProgress&
     if (progress.report)
         upload.report = [&progress](float f, const std::string& stage) { progress.report(0.9f + 0.1f * f, stage); };
     e->make_backend(o, use_cuda, upload);
-    e->m_prefix_store_bytes = o.prefix_store_bytes;
     e->finish_init(o.model_dir.filename().empty() ? o.model_dir.parent_path().filename().string()
-                                                  : o.model_dir.filename().string());
+                                                  : o.model_dir.filename().string(),
+                   o.prefix_store_bytes);
     report(progress, 1.0f, "ready");
     return e;
 }
@@ -223,8 +223,7 @@ std::unique_ptr<Engine> Engine::create_random(const RandomModelOptions& r, const
     std::unique_ptr<Engine> e(new Engine());
     e->m_model = build_random_model(r);
     e->make_backend(o, use_cuda, {});
-    e->m_prefix_store_bytes = o.prefix_store_bytes;
-    e->finish_init("random " + r.preset);
+    e->finish_init("random " + r.preset, o.prefix_store_bytes);
     return e;
 }
 

@@ -69,12 +69,16 @@ uint64_t Generator::stored_bytes() const {
     return total;
 }
 
-void Generator::set_prefix_store_bytes(uint64_t bytes) {
-    m_saved_budget = bytes;
-    while (!m_saved.empty() && stored_bytes() > m_saved_budget) {
+void Generator::evict_until(uint64_t limit) {
+    while (!m_saved.empty() && stored_bytes() > limit) {
         m_saved.erase(std::min_element(m_saved.begin(), m_saved.end(),
                                        [](const auto& a, const auto& b) { return a.last_used < b.last_used; }));
     }
+}
+
+void Generator::set_prefix_store_bytes(uint64_t bytes) {
+    m_saved_budget = bytes;
+    evict_until(m_saved_budget);
 }
 
 void Generator::stash_live() {
@@ -85,10 +89,7 @@ void Generator::stash_live() {
     if (bytes > m_saved_budget) return;
     // A stored prefix that the live one extends is superseded by it.
     std::erase_if(m_saved, [&](const SavedPrefix& e) { return common_prefix(e.ids, m_cached_ids) == int64_t(e.ids.size()); });
-    while (!m_saved.empty() && stored_bytes() + bytes > m_saved_budget) {
-        m_saved.erase(std::min_element(m_saved.begin(), m_saved.end(),
-                                       [](const auto& a, const auto& b) { return a.last_used < b.last_used; }));
-    }
+    evict_until(m_saved_budget - bytes);  // room for it, least recently used first
     SavedPrefix e;
     e.ids = m_cached_ids;
     e.mtp_valid = std::min(m_mtp_valid, n);

@@ -47,6 +47,7 @@ private:
     // of the (possibly restored) cache and ids.
     int64_t reuse_prefix(const std::vector<int32_t>& ids, bool* restored = nullptr);
     void stash_live();
+    void evict_until(uint64_t limit);  // stored bytes at most limit, least recently used go first
     uint64_t stored_bytes() const;
     const Model& m_model;  // config and MTP count; the forward passes run on m_backend
     Backend& m_backend;

@@ -72,8 +72,7 @@ KvCachePanel::KvCachePanel(QWidget* parent) : QWidget(parent) {
 }
 
 void KvCachePanel::applyChartTheme() {
-    m_chart->setTheme(chartTheme(palette()));  // resets the series' pens
-    m_chart->setBackgroundBrush(palette().color(QPalette::Base));
+    styleChart(m_chart, palette());  // resets the series' pens
     QPen dashed = m_mha->pen();
     dashed.setStyle(Qt::DashLine);
     m_mha->setPen(dashed);

@@ -405,56 +405,46 @@ void MainWindow::buildMenus() {
 
     QMenu* model = menuBar()->addMenu(tr("&Model"));
     model->addAction(tr("&Open model folder…"), this, &MainWindow::chooseAndOpenModel);
+    // Exclusive choices for the next load: each action's data is saved under key.
+    auto load_choices = [this](const QString& key, const QString& what) {
+        auto* g = new QActionGroup(this);
+        connect(g, &QActionGroup::triggered, this, [this, key, what](QAction* a) {
+            QSettings().setValue(key, a->data());
+            statusBar()->showMessage(appliesOnReload(what), 5000);
+        });
+        return g;
+    };
+    auto add_choice = [](QMenu* menu, QActionGroup* g, const QString& text, const QString& name, const QVariant& data,
+                         bool checked) {
+        QAction* a = menu->addAction(text);
+        if (!name.isEmpty()) a->setObjectName(name);
+        a->setCheckable(true);
+        a->setData(data);
+        a->setChecked(checked);
+        g->addAction(a);
+    };
     QMenu* device = model->addMenu(tr("&Device"));
-    m_device_group = new QActionGroup(this);
+    m_device_group = load_choices(QStringLiteral("model/device"), tr("The device"));
     const QString saved = QSettings().value(QStringLiteral("model/device"), QStringLiteral("auto")).toString();
     for (const auto& [key, label] : {std::pair{QStringLiteral("auto"), tr("&Auto")}, std::pair{QStringLiteral("cpu"), tr("&CPU")},
-                                     std::pair{QStringLiteral("gpu"), tr("&GPU (CUDA)")}}) {
-        QAction* a = device->addAction(label);
-        a->setCheckable(true);
-        a->setData(key);
-        a->setChecked(key == saved);
-        m_device_group->addAction(a);
-    }
-    connect(m_device_group, &QActionGroup::triggered, this, [this](QAction* a) {
-        QSettings().setValue(QStringLiteral("model/device"), a->data().toString());
-        statusBar()->showMessage(appliesOnReload(tr("The device")), 5000);
-    });
+                                     std::pair{QStringLiteral("gpu"), tr("&GPU (CUDA)")}})
+        add_choice(device, m_device_group, label, QString(), key, key == saved);
     // Context length: the latent cache's capacity, reserved at load. MLA keeps it
     // small, so each choice shows what the cache takes with the loaded model.
     m_context_menu = model->addMenu(tr("&Context length"));
     m_context_menu->setObjectName(QStringLiteral("contextMenu"));
-    m_context_group = new QActionGroup(this);
+    m_context_group = load_choices(QStringLiteral("model/context"), tr("The context length"));
     const qint64 saved_context = savedContextLength();
-    for (const qint64 n : k_context_choices) {
-        QAction* a = m_context_menu->addAction(QString());
-        a->setObjectName(QStringLiteral("context%1Action").arg(n));
-        a->setCheckable(true);
-        a->setData(n);
-        a->setChecked(n == saved_context);
-        m_context_group->addAction(a);
-    }
-    connect(m_context_group, &QActionGroup::triggered, this, [this](QAction* a) {
-        QSettings().setValue(QStringLiteral("model/context"), a->data().toLongLong());
-        statusBar()->showMessage(appliesOnReload(tr("The context length")), 5000);
-    });
+    for (const qint64 n : k_context_choices)  // labels: refreshContextMenu
+        add_choice(m_context_menu, m_context_group, QString(), QStringLiteral("context%1Action").arg(n), n, n == saved_context);
     QMenu* threads = model->addMenu(tr("CPU &threads"));
     threads->setObjectName(QStringLiteral("threadsMenu"));
-    m_threads_group = new QActionGroup(this);
+    m_threads_group = load_choices(QStringLiteral("model/threads"), tr("The thread count"));
     const int saved_threads = savedThreads();
-    for (const int n : threadChoices()) {
-        QAction* a = threads->addAction(n == 0 ? tr("&Automatic (all %n core(s))", nullptr, std::max(1, QThread::idealThreadCount()))
-                                               : QString::number(n));
-        a->setObjectName(QStringLiteral("threads%1Action").arg(n));
-        a->setCheckable(true);
-        a->setData(n);
-        a->setChecked(n == saved_threads);
-        m_threads_group->addAction(a);
-    }
-    connect(m_threads_group, &QActionGroup::triggered, this, [this](QAction* a) {
-        QSettings().setValue(QStringLiteral("model/threads"), a->data().toInt());
-        statusBar()->showMessage(appliesOnReload(tr("The thread count")), 5000);
-    });
+    for (const int n : threadChoices())
+        add_choice(threads, m_threads_group,
+                   n == 0 ? tr("&Automatic (all %n core(s))", nullptr, std::max(1, QThread::idealThreadCount())) : QString::number(n),
+                   QStringLiteral("threads%1Action").arg(n), n, n == saved_threads);
     model->setToolTipsVisible(true);
     // A checkable choice for the next load, saved under key.
     auto saved_option = [this, model](const QString& text, const char* name, const QString& key, const QString& tip,

@@ -16,8 +16,7 @@ namespace cetus::ui {
 void SpeculativePanel::changeEvent(QEvent* e) {
     QWidget::changeEvent(e);
     if (e->type() != QEvent::PaletteChange || !m_chart) return;
-    m_chart->setTheme(chartTheme(palette()));
-    m_chart->setBackgroundBrush(palette().color(QPalette::Base));
+    styleChart(m_chart, palette());
 }
 
 SpeculativePanel::SpeculativePanel(QWidget* parent) : QWidget(parent) {
@@ -48,8 +47,7 @@ SpeculativePanel::SpeculativePanel(QWidget* parent) : QWidget(parent) {
     m_accept->attachAxis(m_y_rate);
     m_per_step->attachAxis(m_x);
     m_per_step->attachAxis(m_y_steps);
-    m_chart->setTheme(chartTheme(palette()));
-    m_chart->setBackgroundBrush(palette().color(QPalette::Base));
+    styleChart(m_chart, palette());
     auto* view = new QChartView(m_chart);
     view->setRenderHint(QPainter::Antialiasing);
     view->setMinimumHeight(170);

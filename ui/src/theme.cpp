@@ -85,4 +85,9 @@ QChart::ChartTheme chartTheme(const QPalette& p) {
     return isDarkPalette(p) ? QChart::ChartThemeDark : QChart::ChartThemeLight;
 }
 
+void styleChart(QChart* chart, const QPalette& p) {
+    chart->setTheme(chartTheme(p));
+    chart->setBackgroundBrush(p.color(QPalette::Base));
+}
+
 }  // namespace cetus::ui

@@ -134,8 +134,7 @@ public:
 
 private:
     Engine() = default;
-    void finish_init(const std::string& name);
-    uint64_t m_prefix_store_bytes = 0;  // EngineOptions::prefix_store_bytes, for finish_init
+    void finish_init(const std::string& name, uint64_t prefix_store_bytes);
     void make_backend(const EngineOptions& options, bool use_cuda, const LoadProgress& progress);
 
     std::unique_ptr<Model> m_model;

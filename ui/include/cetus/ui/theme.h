@@ -18,7 +18,9 @@ Theme themeFromKey(const QString& key);  // unknown keys: System
 void applyTheme(Theme t);
 // Whether p reads light on dark (window text lighter than the window).
 bool isDarkPalette(const QPalette& p);
-// The chart theme that matches p.
+// The chart theme that matches p, and a chart styled with it (the theme resets the
+// series' pens: callers restyle theirs after).
 QChart::ChartTheme chartTheme(const QPalette& p);
+void styleChart(QChart* chart, const QPalette& p);
 
 }  // namespace cetus::ui
