@@ -5,6 +5,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -109,6 +110,26 @@ nlohmann::json stats_json(const GenerationStats& s) {
             {"decode_tokens_per_s", s.decode_tokens_per_s},
             {"prefill_ms", s.prefill_ms},
             {"decode_ms", s.decode_ms}};
+}
+
+double logprob_value(float logprob) { return std::max(double(logprob), -9999.0); }
+
+nlohmann::json token_logprob_json(const Tokenizer* tokenizer, int32_t id, float logprob) {
+    nlohmann::json j;
+    if (tokenizer && tokenizer->has_token(id)) {
+        const int32_t one[1] = {id};
+        j["token"] = tokenizer->decode(one);
+        const std::string_view raw = tokenizer->token_bytes(id);
+        nlohmann::json bytes = nlohmann::json::array();
+        for (unsigned char b : raw) bytes.push_back(int(b));
+        j["logprob"] = logprob_value(logprob);
+        j["bytes"] = std::move(bytes);
+    } else {
+        j["token"] = std::to_string(id);
+        j["logprob"] = logprob_value(logprob);
+        j["bytes"] = nullptr;
+    }
+    return j;
 }
 
 }  // namespace cetus::cli

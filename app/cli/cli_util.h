@@ -35,4 +35,12 @@ std::string model_or_bundled(const std::string& given);
 // summaries): tokens, speeds, MTP drafts and acceptance, cache bytes.
 nlohmann::json stats_json(const GenerationStats& s);
 
+// A log-probability for JSON, which has no -infinity: OpenAI's -9999 for a token the
+// model gives no mass.
+double logprob_value(float logprob);
+// A token as OpenAI's logprobs list it: {"token": its text (invalid UTF-8 replaced, as
+// one token may hold part of a character), "logprob", "bytes": its bytes as numbers}.
+// Without a tokenizer the token is its id in decimal and bytes is null.
+nlohmann::json token_logprob_json(const Tokenizer* tokenizer, int32_t id, float logprob);
+
 }  // namespace cetus::cli

@@ -27,7 +27,7 @@ void add_generate_command(CLI::App& app) {
         LoadFlags load;
         std::string model, prompt, system, device = "auto", mtp = "on", ids;
         float temperature = 0.7f, top_p = 1.0f, min_p = 0.0f, repetition_penalty = 1.0f;
-        int top_k = 0, max_tokens = 256, draft = 1, threads = 0;
+        int top_k = 0, max_tokens = 256, draft = 1, threads = 0, logprobs = -1;
         int64_t context = 4096;
         uint64_t seed = 0;
         std::vector<std::string> stop;
@@ -53,6 +53,10 @@ void add_generate_command(CLI::App& app) {
     cmd->add_option("--threads", o->threads, "CPU threads");
     cmd->add_option("--context", o->context, "Context length (tokens)");
     cmd->add_flag("--json", o->json, "One JSON object per token, then a summary line");
+    cmd->add_option("--logprobs", o->logprobs,
+                    "With --json: each token's log-probability under the model (raw logits) and the N most likely "
+                    "tokens of its step (0: the token's only)")
+        ->check(CLI::Range(0, int(k_max_top_logprobs)));
     cmd->callback([o] {
         auto e = load_engine(model_or_bundled(o->model), o->device, o->threads, o->context, o->load);
         GenerateRequest req;
@@ -69,7 +73,9 @@ void add_generate_command(CLI::App& app) {
         req.mtp = o->mtp == "on";
         req.n_draft = o->draft;
         const bool json = o->json;
-        GenerateResult r = e->generate(req, [json](const TokenEvent& ev) {
+        if (json) req.logprobs = o->logprobs;
+        const Tokenizer* tok = e->tokenizer();
+        GenerateResult r = e->generate(req, [json, tok](const TokenEvent& ev) {
             if (!json) {
                 std::fwrite(ev.text.data(), 1, ev.text.size(), stdout);
                 std::fflush(stdout);
@@ -86,6 +92,16 @@ void add_generate_command(CLI::App& app) {
             }
             nlohmann::json j = {{"id", ev.id}, {"text", std::string(ev.text)}, {"drafted", ev.drafted},
                                 {"routing", routing}};
+            if (ev.has_logprob) {
+                j["logprob"] = logprob_value(ev.logprob);
+                nlohmann::json top = nlohmann::json::array();
+                for (const TokenLogprob& t : ev.top_logprobs) {
+                    nlohmann::json x = token_logprob_json(tok, t.id, t.logprob);
+                    x["id"] = t.id;
+                    top.push_back(std::move(x));
+                }
+                j["top_logprobs"] = std::move(top);
+            }
             std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
         });
         if (json) {

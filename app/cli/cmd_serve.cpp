@@ -62,6 +62,7 @@ struct Piece {
     std::vector<int32_t> experts;
     std::vector<float> weights;
     std::optional<GenerationStats> stats;
+    std::optional<json> logprob;  // its entry of logprobs.content (logprobs asked for; not the end token)
 };
 
 struct Job {
@@ -159,13 +160,22 @@ private:
             return;
         }
         job.req.gen.cancel = &job.cancel;
-        const bool routing = job.req.cetus_routing, stats = job.req.cetus_stats;
+        const bool routing = job.req.cetus_routing, stats = job.req.cetus_stats, logprobs = job.req.gen.logprobs >= 0;
+        const Tokenizer* tokenizer = m_engine.tokenizer();
         const auto started = Clock::now();
         try {
             GenerateResult r = m_engine.generate(job.req.gen, [&](const TokenEvent& ev) {
                 if (m_token_delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(m_token_delay_ms));
-                if (ev.text.empty() && !routing && !stats) return;
+                const bool has_logprob = ev.has_logprob && !ev.end_of_sequence;
+                if (ev.text.empty() && !routing && !stats && !has_logprob) return;
                 Piece p;
+                if (has_logprob) {
+                    json entry = token_logprob_json(tokenizer, ev.id, ev.logprob);
+                    json top = json::array();
+                    for (const TokenLogprob& t : ev.top_logprobs) top.push_back(token_logprob_json(tokenizer, t.id, t.logprob));
+                    entry["top_logprobs"] = std::move(top);
+                    p.logprob = std::move(entry);
+                }
                 p.text = std::string(ev.text);
                 p.id = ev.id;
                 p.drafted = ev.drafted;
@@ -260,13 +270,25 @@ bool write_stream(Job& job, const ResponseHeader& h, httplib::DataSink& sink) {
         return c;
     };
 
+    // Log-probability entries of tokens whose text is still pending go with the next chunk
+    // that has text (the cetus extension sends a chunk per token, so each has its own).
+    const bool per_token = cr.cetus_routing || cr.cetus_stats;
+    json pending_logprobs = json::array();
+    auto attach_logprobs = [&](json& c) {
+        if (pending_logprobs.empty()) return;
+        c["choices"][0]["logprobs"] = {{"content", std::move(pending_logprobs)}, {"refusal", nullptr}};
+        pending_logprobs = json::array();
+    };
     if (!event(chunk({{"role", "assistant"}, {"content", ""}}, nullptr))) return false;
     for (;;) {
         std::deque<Piece> batch;
         const bool finished = next_pieces(job, batch);
-        for (const Piece& p : batch) {
+        for (Piece& p : batch) {
+            if (p.logprob) pending_logprobs.push_back(std::move(*p.logprob));
+            if (p.text.empty() && !per_token) continue;
             json c = chunk({{"content", p.text}}, nullptr);
-            if (cr.cetus_routing || cr.cetus_stats) c["cetus"] = cetus_piece_json(p, cr.cetus_routing, cr.cetus_stats);
+            attach_logprobs(c);
+            if (per_token) c["cetus"] = cetus_piece_json(p, cr.cetus_routing, cr.cetus_stats);
             if (!event(c)) return false;
         }
         if (finished) break;
@@ -282,6 +304,7 @@ bool write_stream(Job& job, const ResponseHeader& h, httplib::DataSink& sink) {
     } else {
         const GenerateResult& r = *job.result;
         json last = chunk(json::object(), openai_finish_reason(r.finish));
+        attach_logprobs(last);
         if (cr.cetus_stats) last["cetus"] = cetus_final_json(r);
         if (!event(last)) return false;
         if (cr.include_usage && !event(usage_chunk_json(h, r.stats))) return false;
@@ -301,10 +324,12 @@ bool write_whole(Job& job, const ResponseHeader& h, httplib::DataSink& sink) {
         job.cancel.store(true);
         return false;
     };
-    json routing = json::array();
+    json routing = json::array(), logprobs = json::array();
     for (;;) {
         std::deque<Piece> batch;
         const bool finished = next_pieces(job, batch);
+        for (Piece& p : batch)
+            if (p.logprob) logprobs.push_back(std::move(*p.logprob));
         if (cr.cetus_routing)
             for (const Piece& p : batch)
                 if (p.id >= 0)
@@ -324,6 +349,7 @@ bool write_whole(Job& job, const ResponseHeader& h, httplib::DataSink& sink) {
     } else {
         const GenerateResult& r = *job.result;
         body = completion_json(h, r.text, r.finish, r.stats);
+        if (cr.gen.logprobs >= 0) body["choices"][0]["logprobs"] = {{"content", std::move(logprobs)}, {"refusal", nullptr}};
         if (cr.cetus_routing || cr.cetus_stats) {
             json c = cetus_final_json(r);
             if (cr.cetus_routing) c["tokens"] = std::move(routing);

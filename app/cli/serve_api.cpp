@@ -187,6 +187,17 @@ ParseResult parse_chat_request(const std::string& body, const std::string& model
         return fail(bad("continue_final_message", "'continue_final_message' needs the last message to be the "
                                                   "assistant's (the answer to continue)"));
 
+    // OpenAI's logprobs: true for each token's log-probability, top_logprobs (0..20) for
+    // the most likely tokens of each step too (which needs logprobs true).
+    bool logprobs = false;
+    if (auto e = boolean(j, "logprobs", logprobs, "logprobs")) return fail(*e);
+    n = 0;
+    given = false;
+    if (auto e = integer(j, "top_logprobs", 0, k_max_top_logprobs, n, given)) return fail(*e);
+    if (given && !logprobs)
+        return fail(bad("top_logprobs", "'top_logprobs' needs 'logprobs' to be true"));
+    r.gen.logprobs = logprobs ? int32_t(n) : -1;
+
     if (auto e = boolean(j, "stream", r.stream, "stream")) return fail(*e);
     if (auto it = j.find("stream_options"); it != j.end() && !it->is_null()) {
         if (!it->is_object()) return fail(bad("stream_options", "'stream_options' must be an object"));

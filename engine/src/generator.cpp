@@ -159,6 +159,7 @@ struct Generator::Run {
     int64_t max_new = 0;
     int64_t n_moe = 0, top_k = 0;
     int32_t eos = -1;
+    std::vector<TokenLogprob> top_logprobs;  // the current token's (GenerateRequest::logprobs)
 
     Run(Generator& gen, const GenerateRequest& r, const TokenSink& s)
         : g(gen), req(r), sink(s), c(gen.m_model.config()),
@@ -183,8 +184,9 @@ struct Generator::Run {
         res.stats.kv_bytes_capacity = g.m_backend.kv_capacity_bytes();
     }
 
-    // Hands one accepted token to the sink; routing rows of `fo` row `row`.
-    void emit(int32_t id, bool drafted, const ForwardOutput& fo, int64_t row) {
+    // Hands one accepted token to the sink; routing rows of `fo` row `row`, and
+    // logits the host row its logits (null unless log-probabilities were asked for).
+    void emit(int32_t id, bool drafted, const ForwardOutput& fo, int64_t row, const float* logits) {
         if (done) return;
         res.stats.generated_tokens++;
         const int32_t* ri = nullptr;
@@ -226,11 +228,17 @@ struct Generator::Run {
             ev.id = id;
             ev.text = piece;
             ev.drafted = drafted;
+            ev.end_of_sequence = id == eos;
             ev.n_moe_layers = int32_t(n_moe);
             ev.top_k = int32_t(top_k);
             if (ri) {
                 ev.expert_ids = {ri, size_t(n_moe * top_k)};
                 ev.expert_weights = {rw, size_t(n_moe * top_k)};
+            }
+            if (logits && req.logprobs >= 0) {
+                ev.has_logprob = true;
+                ev.logprob = token_logprobs(logits, sampler.n_valid(), id, req.logprobs, top_logprobs);
+                ev.top_logprobs = top_logprobs;
             }
             ev.stats = &res.stats;
             sink(ev);
@@ -316,6 +324,8 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
                                                     " (one position is needed for the answer)");
     if (req.max_new_tokens < 1) throw Error(ErrorCode::BadRequest, "max_new_tokens must be at least 1");
     if (req.n_draft < 1 || req.n_draft > 8) throw Error(ErrorCode::BadRequest, "n_draft must be between 1 and 8");
+    if (req.logprobs < -1 || req.logprobs > k_max_top_logprobs)
+        throw Error(ErrorCode::BadRequest, "logprobs must be between -1 (none) and " + std::to_string(k_max_top_logprobs));
     if (!sampling_params_valid(req.sampling))
         throw Error(ErrorCode::BadRequest, "sampling parameters out of range (finite values with temperature >= 0, "
                                            "0 < top_p <= 1, 0 <= min_p <= 1, top_k >= 0, repetition_penalty > 0)");
@@ -341,6 +351,9 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
 
     auto cancelled = [&] { return req.cancel && req.cancel->load(std::memory_order_relaxed); };
     const bool on_device = m_backend.samples_on_device();
+    // Log-probabilities come from the logits on the host: a device that samples copies
+    // the rows of the main model's steps too (its choices stay where they were made).
+    const bool logits_on_host = !on_device || (req.logprobs >= 0 && sink);
     Choices choices{m_backend, r.sampler, on_device, c.vocab_size};
     // The ids a row penalises: the history, and tail[0, tail_first + row).
     auto spec = [&](std::span<const int32_t> tail, int64_t tail_first) {
@@ -354,7 +367,7 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
     fo.all_logits = false;
     fo.want_hidden = !m_hidden.empty();  // kept for the MTP module only
     fo.want_routing = true;
-    fo.logits_to_host = !on_device;
+    fo.logits_to_host = logits_on_host;
     fo.argmax_n_valid = fused_argmax ? r.sampler.n_valid() : 0;
     ForwardOutput out;
     // The backend's own pass length (the CUDA backend reads each expert's weights once per pass).
@@ -396,14 +409,15 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
     r.res.stats.prefill_tokens_per_s = double(n - p) / std::max(seconds_since(t0), 1e-9);
 
     ForwardOutput first_routing = std::move(out);
-    r.emit(pending, false, first_routing, int64_t(first_routing.routing.ids.size()) / std::max<int64_t>(1, r.n_moe * r.top_k) - 1);
+    r.emit(pending, false, first_routing, int64_t(first_routing.routing.ids.size()) / std::max<int64_t>(1, r.n_moe * r.top_k) - 1,
+           first_routing.logits.empty() ? nullptr : first_routing.logits.data());
 
     auto t_decode = clock_type::now();
     ForwardOptions vo;
     vo.all_logits = true;
     vo.want_hidden = !m_hidden.empty();
     vo.want_routing = true;
-    vo.logits_to_host = !on_device;
+    vo.logits_to_host = logits_on_host;
     vo.argmax_n_valid = fo.argmax_n_valid;
     // Drafts: the module's logits stay where they are computed; greedy drafts come
     // with the call's own argmax.
@@ -490,8 +504,9 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
         m_cached_ids.insert(m_cached_ids.end(), drafts.begin(), drafts.begin() + a);
         if (!m_hidden.empty()) std::copy(out.hidden.begin(), out.hidden.begin() + (a + 1) * H, m_hidden.begin() + cur * H);
         if (m_mtp_valid > cur) m_mtp_valid = cur;
-        for (int64_t j = 0; j < a && !r.done; ++j) r.emit(drafts[size_t(j)], true, out, j);
-        if (!r.done) r.emit(next, false, out, a);
+        auto logits_row = [&](int64_t j) { return out.logits.empty() ? nullptr : out.logits.data() + j * c.vocab_size; };
+        for (int64_t j = 0; j < a && !r.done; ++j) r.emit(drafts[size_t(j)], true, out, j, logits_row(j));
+        if (!r.done) r.emit(next, false, out, a, logits_row(a));
         pending = next;
         const double dt = seconds_since(t_decode);
         r.res.stats.decode_ms = dt * 1e3;

@@ -176,4 +176,41 @@ VerifyResult verify_rows(Sampler& math, const float* logits, int64_t V, const Ch
     return {D, Sampler::draw(p, u[D])};
 }
 
+float token_logprobs(const float* x, int64_t n_valid, int32_t id, int32_t top_n, std::vector<TokenLogprob>& top) {
+    constexpr float neg_inf = -std::numeric_limits<float>::infinity();
+    // NaN counts as no mass (a broken row must not poison the others' figures).
+    auto value = [&](int64_t i) { return std::isnan(x[i]) ? neg_inf : x[i]; };
+    float m = neg_inf;
+    for (int64_t i = 0; i < n_valid; ++i) m = std::max(m, value(i));
+    double sum = 0.0;
+    if (std::isfinite(m))
+        for (int64_t i = 0; i < n_valid; ++i) sum += std::exp(double(value(i)) - double(m));
+    const double log_z = std::isfinite(m) ? double(m) + std::log(sum) : std::numeric_limits<double>::infinity();
+    auto logprob = [&](int64_t i) {
+        const float v = value(i);
+        return v == neg_inf ? neg_inf : float(double(v) - log_z);
+    };
+    top.clear();
+    const int64_t n = std::min<int64_t>(std::max<int32_t>(top_n, 0), n_valid);
+    if (n > 0) {
+        // One pass with a heap of the n best so far (its front: the worst of them).
+        auto better = [&](int64_t a, int64_t b) { return value(a) > value(b) || (value(a) == value(b) && a < b); };
+        std::vector<int64_t> heap;
+        heap.reserve(size_t(n));
+        for (int64_t i = 0; i < n_valid; ++i) {
+            if (int64_t(heap.size()) < n) {
+                heap.push_back(i);
+                std::push_heap(heap.begin(), heap.end(), better);
+            } else if (better(i, heap.front())) {
+                std::pop_heap(heap.begin(), heap.end(), better);
+                heap.back() = i;
+                std::push_heap(heap.begin(), heap.end(), better);
+            }
+        }
+        std::sort_heap(heap.begin(), heap.end(), better);
+        for (int64_t i : heap) top.push_back({int32_t(i), logprob(i)});
+    }
+    return id >= 0 && id < n_valid ? logprob(id) : neg_inf;
+}
+
 }  // namespace cetus

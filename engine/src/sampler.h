@@ -4,6 +4,7 @@
 // its accept/reject rule, so the output distribution equals plain sampling.
 #pragma once
 
+#include "cetus/generate.h"
 #include "cetus/sampling.h"
 
 #include <cstdint>
@@ -100,5 +101,9 @@ VerifyResult verify_rows(Sampler& math, const float* logits, int64_t vocab, cons
 inline int64_t verify_uniforms_used(const VerifyResult& r, int64_t D) {
     return r.accepted < D ? r.accepted + 2 : D + 1;
 }
+
+// Log-softmax of raw logits over ids [0, n_valid) (in double): the log-probability
+// of id, and in top the top_n most likely ids (most likely first, ties by id).
+float token_logprobs(const float* logits, int64_t n_valid, int32_t id, int32_t top_n, std::vector<TokenLogprob>& top);
 
 }  // namespace cetus

@@ -146,6 +146,26 @@ private slots:
         auto first = nlohmann::json::parse(lines.first().toStdString());
         QVERIFY(first.contains("id") && first.contains("text") && first.contains("routing"));
         QCOMPARE(first["routing"].size(), size_t(2));  // two MoE layers
+        QVERIFY(!first.contains("logprob"));  // only when asked
+        // --logprobs N: each token's log-probability and its step's N most likely tokens;
+        // greedy took the most likely one.
+        const QByteArray with = run({"generate", "--model", m, "--prompt", "Hi", "--temperature", "0", "--max-tokens",
+                                     "6", "--json", "--logprobs", "3"},
+                                    {}, &code);
+        QCOMPARE(code, 0);
+        const QList<QByteArray> tokens = with.trimmed().split('\n');
+        QCOMPARE(tokens.size(), lines.size());
+        for (qsizetype i = 0; i + 1 < tokens.size(); ++i) {
+            auto t = nlohmann::json::parse(tokens[i].toStdString());
+            QCOMPARE(t["id"], nlohmann::json::parse(lines[i].toStdString())["id"]);
+            QCOMPARE(t["top_logprobs"].size(), size_t(3));
+            QCOMPARE(t["top_logprobs"][0]["id"], t["id"]);
+            QCOMPARE(t["top_logprobs"][0]["logprob"], t["logprob"]);
+            QVERIFY(t["logprob"].get<double>() <= 0.0);
+            QVERIFY(t["top_logprobs"][0].contains("token") && t["top_logprobs"][0].contains("bytes"));
+        }
+        run({"generate", "--model", m, "--prompt", "Hi", "--json", "--logprobs", "21"}, {}, &code);
+        QVERIFY(code != 0);  // beyond the limit of 20
     }
 
     void chatStoresAndContinues() {

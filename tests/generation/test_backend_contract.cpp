@@ -234,6 +234,49 @@ private slots:
         }
     }
 
+    // Log-probabilities with sampling on the device: the main model's logits come to the
+    // host as well, the choices stay the device's (the same ids as without them), and the
+    // figures are the host path's.
+    void logprobsKeepDeviceChoices() {
+        cetus::EngineOptions o;
+        o.model_dir = std::string(CETUS_SOURCE_DIR) + "/resources/models/cetus-demo";
+        o.device = cetus::Device::Cpu;
+        o.max_context = 256;
+        auto engine = cetus::Engine::load(o);
+        CheckingBackend device(engine->model(), 256), host(engine->model(), 256);
+        device.set_device_sampling(true);
+        cetus::Generator on_device(engine->model(), device, engine->tokenizer());
+        cetus::Generator on_host(engine->model(), host, engine->tokenizer());
+        auto penalised = chat({{"user", "Hello"}}, true, 0.0f, 24, 2);
+        penalised.sampling.repetition_penalty = 1.4f;
+        for (auto req : {chat({{"user", "Hello"}}, true, 0.0f, 24, 2), chat({{"user", "Hello"}}, true, 0.9f, 24, 3),
+                         chat({{"user", "What is the capital of France?"}}, false, 0.9f, 24), penalised}) {
+            on_device.reset();
+            const auto without = on_device.run(req, {});
+            req.logprobs = 3;
+            std::vector<float> got, want;
+            auto collect = [](std::vector<float>& into) {
+                return [&into](const cetus::TokenEvent& ev) {
+                    if (ev.id < 0) return;
+                    QVERIFY(ev.has_logprob);
+                    QCOMPARE(ev.top_logprobs.size(), size_t(3));
+                    into.push_back(ev.logprob);
+                    for (const auto& t : ev.top_logprobs) into.push_back(t.logprob);
+                };
+            };
+            on_device.reset();
+            on_host.reset();
+            const auto with = on_device.run(req, collect(got));
+            const auto reference = on_host.run(req, collect(want));
+            QCOMPARE(with.ids, without.ids);
+            QCOMPARE(with.ids, reference.ids);
+            QVERIFY(!got.empty());
+            QCOMPARE(got, want);
+        }
+        QVERIFY(device.n_choose + device.n_verify > 10);
+        QCOMPARE(device.violations.size(), 0);
+    }
+
     // The prefix store: conversations taking turns get their rows back (saved and
     // loaded through the backend, MTP rows and hidden states included) and answer
     // exactly as a generator that recomputes everything; with no budget nothing is kept.

@@ -237,6 +237,107 @@ private slots:
         }
     }
 
+    void logprobsAreTheModelsOwn() {
+        // Each token's log-probability is the log-softmax of the model's raw logits at its
+        // position: computed here from Engine::logits over the prompt and the answer (one
+        // prefill on another engine), whatever the sampling settings, with MTP drafts or
+        // without, and the choices are those of a run that did not ask for them.
+        const std::string dir = std::string(CETUS_SOURCE_DIR) + "/resources/models/cetus-demo";
+        if (!std::filesystem::exists(dir + "/config.json")) QSKIP("no bundled model in this tree");
+        auto e = load(dir, 512), ref = load(dir, 512);
+        const int64_t V = e->info().vocab_size;
+        const int64_t n_valid = std::min<int64_t>(V, e->tokenizer()->vocab_size());
+        struct Token {
+            int32_t id;
+            float logprob;
+            std::vector<cetus::TokenLogprob> top;
+        };
+        struct Case {
+            bool mtp;
+            int draft;
+            float temperature;
+        };
+        std::vector<float> greedy_plain;  // the greedy answer's logprobs without drafts
+        int checked = 0;
+        for (const Case& cs : {Case{false, 1, 0.0f}, Case{true, 1, 0.0f}, Case{true, 3, 0.0f}, Case{false, 1, 1.3f},
+                               Case{true, 2, 1.3f}}) {
+            cetus::GenerateRequest r;
+            r.messages = {{"user", "What is the opposite of ancient?"}};
+            r.sampling.temperature = cs.temperature;
+            r.sampling.top_k = 8;
+            r.sampling.seed = 11;
+            r.max_new_tokens = 40;
+            r.mtp = cs.mtp;
+            r.n_draft = cs.draft;
+            e->reset_cache();
+            const auto without = e->generate(r);
+            r.logprobs = 5;
+            std::vector<Token> tokens;
+            bool saw_end = false;
+            e->reset_cache();
+            const auto with = e->generate(r, [&](const cetus::TokenEvent& ev) {
+                if (ev.id < 0) return;
+                QVERIFY(ev.has_logprob);
+                if (ev.end_of_sequence) {
+                    saw_end = true;
+                    return;
+                }
+                tokens.push_back({ev.id, ev.logprob, {ev.top_logprobs.begin(), ev.top_logprobs.end()}});
+            });
+            QCOMPARE(with.ids, without.ids);
+            QCOMPARE(with.text, without.text);
+            QCOMPARE(saw_end, with.finish == cetus::FinishReason::Eos);
+            QCOMPARE(tokens.size(), with.ids.size());
+            if (cs.mtp) QVERIFY(with.stats.drafts_accepted > 0);
+
+            std::vector<int32_t> all = e->tokenizer()->encode_chat(r.messages, true);
+            const size_t n_prompt = all.size();
+            all.insert(all.end(), with.ids.begin(), with.ids.end());
+            const std::vector<float> logits = ref->logits(all);
+            for (size_t i = 0; i < tokens.size(); ++i) {
+                const float* row = logits.data() + (n_prompt - 1 + i) * size_t(V);
+                double m = -INFINITY, z = 0.0;
+                for (int64_t v = 0; v < n_valid; ++v) m = std::max(m, double(row[v]));
+                for (int64_t v = 0; v < n_valid; ++v) z += std::exp(double(row[v]) - m);
+                auto expected = [&](int32_t id) { return double(row[id]) - m - std::log(z); };
+                const Token& t = tokens[i];
+                QVERIFY2(std::abs(t.logprob - expected(t.id)) < 1e-4,
+                         qPrintable(QStringLiteral("token %1: %2 against %3").arg(i).arg(t.logprob).arg(expected(t.id))));
+                // The five most likely, most likely first, each with its own figure; none
+                // left out is more likely than the last one listed.
+                QCOMPARE(t.top.size(), size_t(5));
+                std::vector<char> listed(size_t(n_valid), 0);
+                for (size_t k = 0; k < t.top.size(); ++k) {
+                    QVERIFY(std::abs(t.top[k].logprob - expected(t.top[k].id)) < 1e-4);
+                    if (k > 0) QVERIFY(t.top[k].logprob <= t.top[k - 1].logprob);
+                    listed[size_t(t.top[k].id)] = 1;
+                }
+                for (int64_t v = 0; v < n_valid; ++v)
+                    if (!listed[size_t(v)]) QVERIFY(expected(int32_t(v)) <= t.top.back().logprob + 1e-4);
+                // Greedy picks the most likely token.
+                if (cs.temperature == 0.0f) QCOMPARE(t.top[0].id, t.id);
+                ++checked;
+            }
+            if (cs.temperature == 0.0f) {
+                std::vector<float> lp;
+                for (const Token& t : tokens) lp.push_back(t.logprob);
+                // Drafts verified in one batch give each row the arithmetic of a single step.
+                if (!cs.mtp) greedy_plain = lp;
+                else QCOMPARE(lp, greedy_plain);
+            }
+        }
+        QVERIFY2(checked >= 100, qPrintable(QString::number(checked)));
+        // Out of range: refused before any work.
+        cetus::GenerateRequest bad = greedy({1, 2, 3}, 4, false);
+        bad.logprobs = cetus::k_max_top_logprobs + 1;
+        try {
+            e->generate(bad);
+            QFAIL("accepted logprobs beyond the limit");
+        } catch (const cetus::Error& err) {
+            QCOMPARE(err.code(), cetus::ErrorCode::BadRequest);
+        }
+    }
+
     void greedyMtpEqualsPlainWithRepetitionPenalty() {
         // The bonus token after accepted drafts must see them in its penalty set, as plain
         // decoding does; the trained model accepts most drafts, so that path runs often.

@@ -279,6 +279,71 @@ private slots:
         QCOMPARE(post(b).status, 400);
     }
 
+    void logprobs() {
+        // OpenAI's logprobs: one entry per answer token (its text, bytes and log-probability,
+        // and the most likely tokens of its step), the same streamed or not; the entries'
+        // bytes spell the answer.
+        json b = chat("abc", 30);
+        b["logprobs"] = true;
+        b["top_logprobs"] = 2;
+        HttpResult r = post(b);
+        QCOMPARE(r.status, 200);
+        QCOMPARE(r.j["choices"][0]["message"]["content"].get<std::string>(), m_greedy);  // the same answer
+        const json content = r.j["choices"][0]["logprobs"]["content"];
+        QCOMPARE(content.size(), size_t(30));
+        std::string spelled;
+        for (const json& e : content) {
+            for (const json& byte : e["bytes"]) spelled.push_back(char(byte.get<int>()));
+            const double lp = e["logprob"].get<double>();
+            QVERIFY(lp <= 0.0 && lp >= -9999.0);
+            QCOMPARE(e["top_logprobs"].size(), size_t(2));
+            // Greedy: the token is its step's most likely one.
+            QCOMPARE(e["top_logprobs"][0]["token"], e["token"]);
+            QCOMPARE(e["top_logprobs"][0]["logprob"].get<double>(), lp);
+            QVERIFY(e["top_logprobs"][1]["logprob"].get<double>() <= lp);
+        }
+        // The answer's text is their bytes with invalid UTF-8 replaced (this random model
+        // writes some).
+        QCOMPARE(QString::fromUtf8(spelled.data(), qsizetype(spelled.size())), QString::fromStdString(m_greedy));
+        QVERIFY(post(chat("abc", 4)).j["choices"][0]["logprobs"].is_null());  // only when asked
+        // Streamed: the same entries, each with the chunk that carries its text.
+        b["stream"] = true;
+        Stream st = stream(b);
+        QCOMPARE(st.status(), 200);
+        json streamed = json::array();
+        for (const auto& c : st.chunks) {
+            if (!c.contains("choices") || c["choices"].empty() || c["choices"][0]["logprobs"].is_null()) continue;
+            for (const json& e : c["choices"][0]["logprobs"]["content"]) streamed.push_back(e);
+        }
+        QCOMPARE(streamed, content);
+        // With the cetus extension every token has its chunk, and its entry.
+        b["cetus"] = {{"routing", true}};
+        Stream per_token = stream(b);
+        size_t with_entry = 0;
+        for (const auto& c : per_token.chunks)
+            if (c.contains("cetus") && c["cetus"].contains("routing")) {
+                QCOMPARE(c["choices"][0]["logprobs"]["content"].size(), size_t(1));
+                ++with_entry;
+            }
+        QCOMPARE(with_entry, size_t(30));
+        // logprobs alone: no alternatives.
+        json plain = chat("abc", 3);
+        plain["logprobs"] = true;
+        QCOMPARE(post(plain).j["choices"][0]["logprobs"]["content"][0]["top_logprobs"].size(), size_t(0));
+        // Refused: alternatives without logprobs, too many, not a boolean.
+        json bad = chat("abc", 3);
+        bad["top_logprobs"] = 2;
+        HttpResult e1 = post(bad);
+        QCOMPARE(e1.status, 400);
+        QCOMPARE(e1.j["error"]["param"].get<std::string>(), std::string("top_logprobs"));
+        bad["logprobs"] = true;
+        bad["top_logprobs"] = 21;
+        QCOMPARE(post(bad).status, 400);
+        bad["top_logprobs"] = 1;
+        bad["logprobs"] = "yes";
+        QCOMPARE(post(bad).status, 400);
+    }
+
     void streamingEqualsNonStreaming() {
         json b = chat("abc", 30);
         b["stream"] = true;

@@ -26,8 +26,16 @@ struct GenerateRequest {
     std::vector<std::string> stop;      // stop strings; the text ends before the first match
     bool mtp = true;                    // speculative decoding with the model's MTP module(s)
     int32_t n_draft = 1;                // draft tokens per step (1..8); > 1 chains the module
+    // Log-probabilities of the chosen tokens under the model itself: log-softmax of the
+    // raw logits over the tokenizer's vocabulary, before temperature, penalties and
+    // truncation (what vLLM reports by default), so they do not depend on the sampling
+    // settings. -1: none; 0: the chosen token's; N (1..k_max_top_logprobs): also the N
+    // most likely tokens of each step. Token choices are the same with or without them.
+    int32_t logprobs = -1;
     const std::atomic<bool>* cancel = nullptr;  // checked once per step
 };
+
+constexpr int32_t k_max_top_logprobs = 20;
 
 enum class FinishReason { Eos, Stop, Length, ContextFull, Cancelled };
 const char* finish_reason_name(FinishReason r) noexcept;
@@ -53,6 +61,11 @@ struct GenerationStats {
     double mean_accepted_length() const { return verify_steps ? double(generated_tokens - 1) / double(verify_steps) : 0.0; }
 };
 
+struct TokenLogprob {
+    int32_t id = 0;
+    float logprob = 0.0f;  // natural log; -inf where the model gives the token no mass
+};
+
 // One accepted token. Spans point into the generator's buffers and are valid
 // only during the callback. The routing is that of the forward pass whose
 // logits produced this token: for every MoE layer, the chosen experts
@@ -61,9 +74,15 @@ struct TokenEvent {
     int32_t id = 0;
     std::string_view text;  // complete UTF-8 (empty while a character or a possible stop string is pending)
     bool drafted = false;   // an accepted MTP draft
+    bool end_of_sequence = false;  // the model's end-of-sequence token (not part of the answer)
     int32_t n_moe_layers = 0, top_k = 0;
     std::span<const int32_t> expert_ids;
     std::span<const float> expert_weights;
+    // With GenerateRequest::logprobs >= 0: this token's log-probability and the most
+    // likely tokens of its step (most likely first, ties by id; may include id itself).
+    bool has_logprob = false;
+    float logprob = 0.0f;
+    std::span<const TokenLogprob> top_logprobs;
     const GenerationStats* stats = nullptr;
 };
 
