@@ -178,30 +178,40 @@ VerifyResult verify_rows(Sampler& math, const float* logits, int64_t V, const Ch
 
 float token_logprobs(const float* x, int64_t n_valid, int32_t id, int32_t top_n, std::vector<TokenLogprob>& top) {
     constexpr float neg_inf = -std::numeric_limits<float>::infinity();
-    // NaN counts as no mass (a broken row must not poison the others' figures).
-    auto value = [&](int64_t i) { return std::isnan(x[i]) ? neg_inf : x[i]; };
+    // NaN counts as no mass (a broken row must not poison the others' figures): every
+    // comparison with it is false, so it is never the maximum and never summed.
     float m = neg_inf;
-    for (int64_t i = 0; i < n_valid; ++i) m = std::max(m, value(i));
+#pragma omp parallel for reduction(max : m) if (n_valid >= (int64_t(1) << 15))
+    for (int64_t i = 0; i < n_valid; ++i)
+        if (x[i] > m) m = x[i];
+    // exp in float (the terms' rounding, 2^-24 relative, is far below what is reported),
+    // summed in double.
     double sum = 0.0;
-    if (std::isfinite(m))
-        for (int64_t i = 0; i < n_valid; ++i) sum += std::exp(double(value(i)) - double(m));
+    if (std::isfinite(m)) {
+        const float lo = m - 110.0f;  // below this exp(x - m) is 0 in float
+#pragma omp parallel for reduction(+ : sum) if (n_valid >= (int64_t(1) << 15))
+        for (int64_t i = 0; i < n_valid; ++i)
+            if (x[i] >= lo) sum += double(std::exp(x[i] - m));
+    }
     const double log_z = std::isfinite(m) ? double(m) + std::log(sum) : std::numeric_limits<double>::infinity();
     auto logprob = [&](int64_t i) {
-        const float v = value(i);
-        return v == neg_inf ? neg_inf : float(double(v) - log_z);
+        const float v = x[i];
+        return v > neg_inf ? float(double(v) - log_z) : neg_inf;  // NaN and -inf: no mass
     };
     top.clear();
     const int64_t n = std::min<int64_t>(std::max<int32_t>(top_n, 0), n_valid);
     if (n > 0) {
-        // One pass with a heap of the n best so far (its front: the worst of them).
-        auto better = [&](int64_t a, int64_t b) { return value(a) > value(b) || (value(a) == value(b) && a < b); };
+        // One pass with a heap of the n best so far (its front: the worst of them); an
+        // entry below the worst one kept costs one comparison.
+        auto better = [&](int64_t a, int64_t b) { return x[a] > x[b] || (x[a] == x[b] && a < b); };
         std::vector<int64_t> heap;
         heap.reserve(size_t(n));
         for (int64_t i = 0; i < n_valid; ++i) {
+            if (std::isnan(x[i])) continue;
             if (int64_t(heap.size()) < n) {
                 heap.push_back(i);
                 std::push_heap(heap.begin(), heap.end(), better);
-            } else if (better(i, heap.front())) {
+            } else if (x[i] >= x[heap.front()] && better(i, heap.front())) {
                 std::pop_heap(heap.begin(), heap.end(), better);
                 heap.back() = i;
                 std::push_heap(heap.begin(), heap.end(), better);

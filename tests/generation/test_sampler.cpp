@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <numeric>
 #include <random>
 #include <span>
 #include <vector>
@@ -22,6 +23,49 @@ std::vector<float> logits_of(const std::vector<double>& p) {
 class TestSampler : public QObject {
     Q_OBJECT
 private slots:
+    void tokenLogprobs() {
+        // Log-softmax over the valid ids in closed form: logits 0, log 2, log 3, -inf, NaN
+        // and an id past n_valid give probabilities 1/6, 2/6, 3/6, 0, 0; ties go by id.
+        const float inf = std::numeric_limits<float>::infinity();
+        std::vector<float> x = {0.0f, std::log(2.0f), std::log(3.0f), -inf, std::nanf(""), 50.0f};
+        std::vector<cetus::TokenLogprob> top;
+        QVERIFY(std::abs(cetus::token_logprobs(x.data(), 5, 1, 3, top) - std::log(2.0f / 6.0f)) < 1e-6f);
+        QCOMPARE(top.size(), size_t(3));
+        QCOMPARE(top[0].id, 2);
+        QCOMPARE(top[1].id, 1);
+        QCOMPARE(top[2].id, 0);
+        QVERIFY(std::abs(top[0].logprob - std::log(0.5f)) < 1e-6f);
+        QCOMPARE(cetus::token_logprobs(x.data(), 5, 3, 0, top), -inf);  // no mass
+        QCOMPARE(cetus::token_logprobs(x.data(), 5, 4, 0, top), -inf);  // NaN: no mass either
+        QVERIFY(top.empty());
+        // More alternatives than ids with mass: -inf ones follow, NaN never appears.
+        cetus::token_logprobs(x.data(), 5, 0, 20, top);
+        QCOMPARE(top.size(), size_t(4));
+        QCOMPARE(top[3].id, 3);
+        QCOMPARE(top[3].logprob, -inf);
+        std::vector<float> ties(300, 1.0f);
+        cetus::token_logprobs(ties.data(), 300, 0, 4, top);
+        QCOMPARE(top.size(), size_t(4));
+        for (int k = 0; k < 4; ++k) QCOMPARE(top[size_t(k)].id, k);
+        QVERIFY(std::abs(top[0].logprob + std::log(300.0f)) < 1e-5f);
+        // A vocabulary-sized row (the threaded path) against a plain double computation.
+        std::mt19937 g(5);
+        std::normal_distribution<float> n(0.0f, 4.0f);
+        std::vector<float> row(100000);
+        for (float& v : row) v = n(g);
+        double m = -INFINITY, z = 0.0;
+        for (float v : row) m = std::max(m, double(v));
+        for (float v : row) z += std::exp(double(v) - m);
+        for (int32_t id : {0, 777, 99999}) {
+            const float lp = cetus::token_logprobs(row.data(), 100000, id, 5, top);
+            QVERIFY(std::abs(double(lp) - (double(row[size_t(id)]) - m - std::log(z))) < 1e-5);
+        }
+        std::vector<int32_t> order(row.size());
+        std::iota(order.begin(), order.end(), 0);
+        std::partial_sort(order.begin(), order.begin() + 5, order.end(), [&](int32_t a, int32_t b) { return row[size_t(a)] > row[size_t(b)]; });
+        for (int k = 0; k < 5; ++k) QCOMPARE(top[size_t(k)].id, order[size_t(k)]);
+    }
+
     void temperatureOneIsSoftmax() {
         cetus::SamplingParams sp;
         sp.temperature = 1.0f;
