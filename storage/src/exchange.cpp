@@ -23,7 +23,7 @@ using ordered_json = nlohmann::ordered_json;
 using json = nlohmann::json;
 
 constexpr const char* k_format = "cetus-conversations";
-constexpr int k_format_version = 1;
+constexpr int k_format_version = 2;  // 2: token probabilities
 
 // Parsed in the stored insertion order (sorted keys), so export(import(x)) == x.
 ordered_json stored_object(const std::string& text) {
@@ -79,6 +79,14 @@ std::vector<size_t> parents_first(const std::vector<Message>& messages, std::vec
 bool trace_decodes(std::span<const uint8_t> blob) {
     try {
         (void)decode_routing_trace(blob);
+    } catch (const StorageError&) {
+        return false;
+    }
+    return true;
+}
+bool probabilities_decode(std::span<const uint8_t> blob) {
+    try {
+        (void)decode_token_probabilities(blob);
     } catch (const StorageError&) {
         return false;
     }
@@ -191,6 +199,14 @@ void Store::export_json(std::ostream& out, std::optional<int64_t> conversation_i
                 if (q->step()) {
                     const std::vector<uint8_t> blob = q->col_blob(0);
                     if (trace_decodes(blob)) jm["routing_trace"] = detail::base64_encode(blob);
+                }
+            }
+            {
+                auto q = m_impl->sql("SELECT data FROM token_probabilities WHERE message_id = ?1");
+                q->bind(1, m.id);
+                if (q->step()) {
+                    const std::vector<uint8_t> blob = q->col_blob(0);
+                    if (probabilities_decode(blob)) jm["token_probabilities"] = detail::base64_encode(blob);
                 }
             }
             messages.push_back(std::move(jm));

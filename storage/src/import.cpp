@@ -25,6 +25,8 @@ struct ImportedMessage {
     std::string stats, content;
     std::vector<uint8_t> trace;
     int64_t n_trace_tokens = 0;
+    std::vector<uint8_t> probabilities;  // token probabilities (format 2)
+    int64_t n_probability_tokens = 0;
 };
 
 struct ImportedConversation {
@@ -93,7 +95,8 @@ private:
 };
 
 ImportedMessage read_message(const Validator& v, const json& jm, const std::string& path, int64_t local_id) {
-    v.keys(jm, path, {"id", "parent", "role", "state", "created_ms", "updated_ms", "stats", "content"}, {"routing_trace"});
+    v.keys(jm, path, {"id", "parent", "role", "state", "created_ms", "updated_ms", "stats", "content"},
+           {"routing_trace", "token_probabilities"});
     if (v.integer(jm, "id", path) != local_id) {
         v.fail(path + ".id", "expected " + std::to_string(local_id) + " (ids run 1..n in order)");
     }
@@ -116,6 +119,15 @@ ImportedMessage read_message(const Validator& v, const json& jm, const std::stri
             m.n_trace_tokens = static_cast<int64_t>(decode_routing_trace(m.trace).n_tokens());
         } catch (const StorageError& e) {
             v.fail(path + ".routing_trace", e.what());
+        }
+    }
+    if (jm.contains("token_probabilities")) {
+        const std::string encoded = v.text(jm, "token_probabilities", path);
+        if (!detail::base64_decode(encoded, m.probabilities)) v.fail(path + ".token_probabilities", "not valid base64");
+        try {
+            m.n_probability_tokens = static_cast<int64_t>(decode_token_probabilities(m.probabilities).n_tokens());
+        } catch (const StorageError& e) {
+            v.fail(path + ".token_probabilities", e.what());
         }
     }
     return m;
@@ -169,8 +181,10 @@ std::vector<ImportedConversation> validate(const Validator& v, std::string_view 
         v.fail("format", "expected \"cetus-conversations\"");
     }
     const int64_t version = v.integer(doc, "format_version", "");
-    if (version > 1) v.fail("format_version", "written by a newer Cetus (format " + std::to_string(version) + "; this build reads 1)");
-    if (version != 1) v.fail("format_version", "expected 1");
+    // Format 2 added token probabilities; a file of format 1 has none.
+    if (version > 2)
+        v.fail("format_version", "written by a newer Cetus (format " + std::to_string(version) + "; this build reads 1 and 2)");
+    if (version < 1) v.fail("format_version", "expected 1 or 2");
     const json& list = doc.at("conversations");
     if (!list.is_array()) v.fail("conversations", "expected an array");
     std::vector<ImportedConversation> out;
@@ -221,6 +235,10 @@ ImportResult Store::import_json(std::string_view json_text, std::string_view sou
             if (!m.trace.empty()) {
                 auto t = m_impl->sql("INSERT INTO routing_traces (message_id, n_tokens, data) VALUES (?1, ?2, ?3)");
                 t->bind_all(ids.back(), m.n_trace_tokens).bind_blob(3, m.trace).run();
+            }
+            if (!m.probabilities.empty()) {
+                auto t = m_impl->sql("INSERT INTO token_probabilities (message_id, n_tokens, data) VALUES (?1, ?2, ?3)");
+                t->bind_all(ids.back(), m.n_probability_tokens).bind_blob(3, m.probabilities).run();
             }
         }
         if (c.active) {

@@ -197,4 +197,37 @@ std::optional<RoutingTrace> Store::routing_trace(int64_t message_id) {
     }
 }
 
+void Store::set_token_probabilities(int64_t message_id, const TokenProbabilities& probabilities) {
+    const std::vector<uint8_t> blob = encode_token_probabilities(probabilities);
+    detail::WriteTx tx(*m_impl);
+    {
+        auto q = m_impl->sql("SELECT 1 FROM messages WHERE id = ?1");
+        q->bind(1, message_id);
+        if (!q->step()) no_message(*m_impl, message_id);
+    }
+    auto q = m_impl->sql("INSERT OR REPLACE INTO token_probabilities (message_id, n_tokens, data) VALUES (?1, ?2, ?3)");
+    q->bind_all(message_id, static_cast<int64_t>(probabilities.n_tokens())).bind_blob(3, blob).run();
+    tx.commit();
+}
+
+void Store::delete_token_probabilities(int64_t message_id) {
+    detail::WriteTx tx(*m_impl);
+    auto q = m_impl->sql("DELETE FROM token_probabilities WHERE message_id = ?1");
+    q->bind(1, message_id);
+    q->run();
+    tx.commit();
+}
+
+std::optional<TokenProbabilities> Store::token_probabilities(int64_t message_id) {
+    auto q = m_impl->sql("SELECT data FROM token_probabilities WHERE message_id = ?1");
+    q->bind(1, message_id);
+    if (!q->step()) return std::nullopt;
+    const std::vector<uint8_t> blob = q->col_blob(0);
+    try {
+        return decode_token_probabilities(blob);
+    } catch (const StorageError& e) {
+        m_impl->fail(e.code(), "message " + std::to_string(message_id) + ": " + e.what());
+    }
+}
+
 }  // namespace cetus::storage

@@ -1,4 +1,4 @@
-// Schema version 1 and the migration runner. Times are milliseconds since the
+// Schema versions 1 and 2 and the migration runner. Times are milliseconds since the
 // Unix epoch; JSON columns are validated by the store before they are written.
 #include "schema.h"
 
@@ -69,8 +69,18 @@ END;
 PRAGMA application_id = 1128617045;
 )sql";
 
-constexpr std::array<Migration, 1> k_migrations{{
+// Version 2: each answer's token probabilities (token_probabilities.h), beside its trace.
+constexpr const char* k_schema_v2 = R"sql(
+CREATE TABLE token_probabilities (
+    message_id INTEGER PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+    n_tokens INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+)sql";
+
+constexpr std::array<Migration, 2> k_migrations{{
     {1, k_schema_v1},
+    {2, k_schema_v2},
 }};
 
 using SchemaObjects = std::map<std::pair<std::string, std::string>, std::tuple<std::string, std::string>>;

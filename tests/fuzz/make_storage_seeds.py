@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Writes the seed inputs of fuzz_routing_trace, fuzz_import and fuzz_store_rows
-(corpus/routing_trace, corpus/import, corpus/store_rows): routing-trace blobs in
-the "CRT1" encoding of storage/src/routing_trace.cpp (stored and deflated, 1- and
-2-byte ids), small export files in the "cetus-conversations" format that carry
+"""Writes the seed inputs of fuzz_routing_trace, fuzz_token_probabilities, fuzz_import
+and fuzz_store_rows (corpus/routing_trace, corpus/token_probabilities, corpus/import,
+corpus/store_rows): routing-trace blobs in the "CRT1" encoding of
+storage/src/routing_trace.cpp (stored and deflated, 1- and 2-byte ids), token
+probabilities in the "CTP1" encoding of storage/src/token_probabilities.cpp, small export files in the "cetus-conversations" format that carry
 them, and lists of hand edits in fuzz_store_rows.cpp's format.
 Usage: python3 tests/fuzz/make_storage_seeds.py"""
 import base64
@@ -57,6 +58,36 @@ blobs = {
 }
 for name, blob in blobs.items():
     write(os.path.join(here, "corpus", "routing_trace"), name, blob)
+
+
+def ctp1(top_n, tokens, deflate):
+    """tokens: [(logprob, [(text, logprob)] * top_n)]"""
+    raw = b""
+    for lp, alts in tokens:
+        assert len(alts) == top_n
+        raw += struct.pack("<f", lp)
+        for text, alp in alts:
+            t = text.encode()
+            raw += struct.pack("<fB", alp, len(t)) + t
+    packed = zlib.compress(raw, 6)
+    deflated = deflate and len(packed) < len(raw)
+    payload = packed if deflated else raw
+    header = b"CTP1" + bytes([top_n, 1 if deflated else 0, 0, 0])
+    header += struct.pack("<III", len(tokens), len(raw), len(payload))
+    crc = zlib.crc32(raw, zlib.crc32(header))
+    return header + struct.pack("<I", crc) + payload
+
+
+words = [" the", "Paris", "\n", " \u6771\u4eac", "<\uff5cend\u2581of\u2581sentence\uff5c>", ""]
+probabilities = {
+    "empty": ctp1(5, [], False),
+    "stored_small": ctp1(2, [(-0.25, [(" the", -0.25), ("\n", -3.5)]), (0.0, [("Paris", 0.0), ("", float("-inf"))])], False),
+    "deflated_answer": ctp1(5, [(-0.1 * (t % 7), [(words[(t + k) % 6], -0.1 * (t % 7) - k) for k in range(5)])
+                                for t in range(60)], True),
+    "no_alternatives": ctp1(0, [(-1.5, []), (-0.0, [])], False),
+}
+for name, blob in probabilities.items():
+    write(os.path.join(here, "corpus", "token_probabilities"), name, blob)
 
 
 def message(i, parent, role, content, trace_blob=None, state="complete"):

@@ -10,6 +10,7 @@
 
 #include <QTemporaryDir>
 
+#include <limits>
 #include <memory>
 #include <sstream>
 #include <stdexcept>
@@ -64,6 +65,14 @@ void fill(Store& s) {
         t.weights.push_back(float(i % 11) / 10.0f);
     }
     s.set_routing_trace(r1, t);
+    TokenProbabilities tp;
+    tp.top_n = 2;
+    for (int i = 0; i < 12; ++i) {
+        tp.logprobs.push_back(-0.125f * float(i));
+        tp.alternatives.push_back({i % 3 ? " the" : "\xE2\x80\x9C", -0.125f * float(i)});
+        tp.alternatives.push_back({"\n", i == 5 ? -std::numeric_limits<float>::infinity() : -3.5f});
+    }
+    s.set_token_probabilities(r1, tp);
     const int64_t r2 = s.branch_at(r1, "", MessageState::Streaming);
     s.finish_message(r2, "partial", MessageState::Interrupted, "{}");
     s.set_pinned(a, true);
@@ -105,6 +114,11 @@ private slots:
         const Message& answer = tree.messages[2];
         QVERIFY(answer.has_routing_trace);
         QCOMPARE(target.routing_trace(answer.id)->n_tokens(), size_t(12));
+        const auto tp = target.token_probabilities(answer.id);
+        QVERIFY(tp && tp->n_tokens() == 12 && tp->top_n == 2);
+        QCOMPARE(tp->alternatives[1].text, std::string("\n"));
+        QCOMPARE(tp->logprobs[4], -0.5f);
+        QVERIFY(!target.token_probabilities(tree.messages[3].id));
         QCOMPARE(tree.active_path.back(), tree.messages[3].id);
         QVERIFY(target.search("backslashes").size() == 1);
     }
@@ -179,7 +193,8 @@ private slots:
         row("truncated", true, R"(\]\}\n$)", "", "not valid JSON");
         row("trailing_garbage", true, R"(\]\}\n$)", "]}x", "not valid JSON");
         row("wrong_format", true, "cetus-conversations", "other-app", "format");
-        row("newer_format", true, R"("format_version":1)", R"("format_version":2)", "newer Cetus");
+        row("newer_format", true, R"("format_version":2)", R"("format_version":3)", "newer Cetus");
+        row("format_zero", true, R"("format_version":2)", R"("format_version":0)", "expected 1 or 2");
         row("top_level_array", true, R"(^\{)", "[{", "not valid JSON");
         row("unknown_key", false, R"("pinned":false)", R"("pinned":false,"extra":1)", "unknown key \"extra\"");
         row("duplicate_key", false, R"("pinned":false)", R"("pinned":false,"pinned":true)", "twice");
@@ -198,6 +213,9 @@ private slots:
         row("content_not_text", false, R"("content":"failed")", R"("content":7)", "content");
         row("bad_base64", true, R"("routing_trace":")", R"("routing_trace":"!!)", "routing_trace");
         row("corrupt_trace", true, R"("routing_trace":"Q1JUM)", R"("routing_trace":"Q1JUN)", "routing_trace");
+        row("bad_base64_probabilities", true, R"("token_probabilities":")", R"("token_probabilities":"!!)", "token_probabilities");
+        row("corrupt_probabilities", true, R"("token_probabilities":"Q1RQM)", R"("token_probabilities":"Q1RQN)", "token_probabilities");
+        row("probabilities_not_text", true, R"("token_probabilities":"Q1RQM[A-Za-z0-9+/=]*")", R"("token_probabilities":7)", "token_probabilities");
         row("deep_nesting", false, R"("stats":\{\})",
             QString(R"("stats":{"a":%1%2})").arg(QString(100, '['), QString(100, ']')), "deeper than 64");
     }
@@ -266,7 +284,8 @@ private slots:
                 "UPDATE messages SET parent_id = NULL WHERE id = " + std::to_string(failed) + ";"
                 "UPDATE messages SET parent_id = " + std::to_string(failed) + " WHERE id = " + std::to_string(question) + ";"
                 "UPDATE conversations SET uuid = 'not a uuid' WHERE id = " + std::to_string(b) + ";"
-                "UPDATE routing_traces SET data = x'4352543100000000' WHERE message_id = " + std::to_string(first_answer) + ";";
+                "UPDATE routing_traces SET data = x'4352543100000000' WHERE message_id = " + std::to_string(first_answer) + ";"
+                "UPDATE token_probabilities SET data = x'4354503100' WHERE message_id = " + std::to_string(first_answer) + ";";
             raw.exec(edits.c_str());
         }
         Store s = Store::open(file);
@@ -274,6 +293,7 @@ private slots:
         const ConversationTree ta = s.open_conversation(a);
         QCOMPARE(ta.active_path, (std::vector<int64_t>{user, second_answer}));
         QVERIFY_THROWS_EXCEPTION(StorageError, s.routing_trace(first_answer));
+        QVERIFY_THROWS_EXCEPTION(StorageError, s.token_probabilities(first_answer));
 
         const std::string text = export_all(s);
         Store target = Store::open_memory();
@@ -290,6 +310,7 @@ private slots:
         QVERIFY(!by_content(ia, "system line").parent_id);
         // The unreadable trace is left out; nothing else is lost.
         QVERIFY(!by_content(ia, ta.messages[2].content).has_routing_trace);
+        QVERIFY(!target.token_probabilities(by_content(ia, ta.messages[2].content).id));
         // The newer parent is written first.
         QCOMPARE(ib.messages.size(), size_t(2));
         QCOMPARE(ib.messages[0].content, std::string("failed"));

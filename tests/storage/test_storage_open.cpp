@@ -197,21 +197,34 @@ private slots:
         QCOMPARE(tree.messages[2].state, MessageState::Interrupted);
         QCOMPARE(s.search("manatees").size(), size_t(3));
         QCOMPARE(s.statistics(1).n_generated_tokens, int64_t(4));
+        // Migrated to version 2 after a copy of the version-1 file: answers take token
+        // probabilities now.
+        QVERIFY(fs::exists(file + ".schema-v1.bak"));
+        QVERIFY(!s.token_probabilities(3));
+        TokenProbabilities tp;
+        tp.top_n = 1;
+        tp.logprobs = {-0.25f};
+        tp.alternatives = {{"x", -0.25f}};
+        s.set_token_probabilities(3, tp);
+        QCOMPARE(s.token_probabilities(3)->logprobs, tp.logprobs);
     }
 
     void migration_runner_backs_up_and_is_atomic() {
         const std::string file = path("runner.db");
         make_history(file, 3);
-        const auto v1 = detail::migrations();
-        const detail::Migration good[] = {v1[0], {2, "ALTER TABLE conversations ADD COLUMN colour TEXT NOT NULL DEFAULT 'blue';"}};
-        const detail::Migration bad[] = {v1[0], {2, "ALTER TABLE conversations ADD COLUMN colour TEXT; UPDATE nope SET x = 1;"}};
-        const std::string backup = file + ".schema-v1.bak";
+        // The released migrations and a next one: a good one, and one that fails half-way.
+        const auto released = detail::migrations();
+        const int next = Store::k_schema_version + 1;
+        std::vector<detail::Migration> good(released.begin(), released.end()), bad = good;
+        good.push_back({next, "ALTER TABLE conversations ADD COLUMN colour TEXT NOT NULL DEFAULT 'blue';"});
+        bad.push_back({next, "ALTER TABLE conversations ADD COLUMN colour TEXT; UPDATE nope SET x = 1;"});
+        const std::string backup = file + ".schema-v" + std::to_string(Store::k_schema_version) + ".bak";
         {
             detail::Db db(file, SQLITE_OPEN_READWRITE, file);
             const auto [code, what] = error_of([&] { detail::migrate(db, bad, backup); });
             QCOMPARE(code, StorageErrorCode::Sqlite);
-            QVERIFY2(what.find("migration to schema version 2") != std::string::npos, what.c_str());
-            QCOMPARE(db.pragma_int("PRAGMA user_version"), int64_t(1));
+            QVERIFY2(what.find("migration to schema version " + std::to_string(next)) != std::string::npos, what.c_str());
+            QCOMPARE(db.pragma_int("PRAGMA user_version"), int64_t(Store::k_schema_version));
             QCOMPARE(db.pragma_int("SELECT count(*) FROM pragma_table_info('conversations') WHERE name = 'colour'"), int64_t(0));
         }
         QVERIFY(fs::exists(backup));
@@ -219,13 +232,13 @@ private slots:
         fs::remove(backup);
         {
             detail::Db db(file, SQLITE_OPEN_READWRITE, file);
-            QCOMPARE(detail::migrate(db, good, backup), int64_t(2));
+            QCOMPARE(detail::migrate(db, good, backup), int64_t(next));
             QCOMPARE(db.pragma_int("SELECT count(*) FROM conversations WHERE colour = 'blue'"), int64_t(3));
         }
         detail::Db copy(backup, SQLITE_OPEN_READONLY, backup);
-        QCOMPARE(copy.pragma_int("PRAGMA user_version"), int64_t(1));
+        QCOMPARE(copy.pragma_int("PRAGMA user_version"), int64_t(Store::k_schema_version));
         QCOMPARE(copy.pragma_int("SELECT count(*) FROM conversations"), int64_t(3));
-        // This build refuses the version-2 file it cannot know.
+        // This build refuses the file of a version it cannot know.
         QCOMPARE(error_of([&] { Store::open(file); }).first, StorageErrorCode::NewerSchema);
     }
 
@@ -244,7 +257,7 @@ private slots:
         QTest::newRow("other_app_database") << "other_app" << int(StorageErrorCode::NotADatabase) << "did not create";
         QTest::newRow("other_application_id") << "other_id" << int(StorageErrorCode::NotADatabase) << "another application";
         QTest::newRow("extra_trigger") << "trigger" << int(StorageErrorCode::Corrupt) << "unexpected trigger 'evil'";
-        QTest::newRow("missing_index_trigger") << "no_trigger" << int(StorageErrorCode::Corrupt) << "messages_fts_update' of schema version 1 is missing";
+        QTest::newRow("missing_index_trigger") << "no_trigger" << int(StorageErrorCode::Corrupt) << "messages_fts_update' of schema version 2 is missing";
     }
     void refused_files_are_left_untouched() {
         QFETCH(QString, damage);

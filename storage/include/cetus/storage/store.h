@@ -6,6 +6,7 @@
 
 #include "cetus/storage/error.h"
 #include "cetus/storage/routing_trace.h"
+#include "cetus/storage/token_probabilities.h"
 #include "cetus/storage/types.h"
 
 #include <filesystem>
@@ -32,7 +33,7 @@ struct OpenOptions {
 // Every method throws StorageError; the message names the file and the problem.
 class Store {
 public:
-    static constexpr int k_schema_version = 1;
+    static constexpr int k_schema_version = 2;
 
     // Throws NotADatabase, Corrupt (truncated, damaged, foreign schema) or
     // NewerSchema without writing to the file; Io when it cannot be opened.
@@ -104,6 +105,10 @@ public:
     // A message's trace gone (an answer continued by another model: its old tokens'
     // routing no longer lines up). No trace is not an error.
     void delete_routing_trace(int64_t message_id);
+    // An answer's token probabilities (schema version 2), kept and deleted like its trace.
+    void set_token_probabilities(int64_t message_id, const TokenProbabilities& probabilities);
+    std::optional<TokenProbabilities> token_probabilities(int64_t message_id);
+    void delete_token_probabilities(int64_t message_id);
 
     // Words of `text` must all occur (any order). Ranked by bm25 (newest first on
     // ties) among the 2,000 newest matching messages, so a word found everywhere
@@ -111,13 +116,14 @@ public:
     // quotes, operators and NEAR are plain words.
     std::vector<SearchHit> search(std::string_view text, const SearchOptions& options = {});
 
-    // Export: JSON is lossless ("cetus-conversations", format_version 1), one
+    // Export: JSON is lossless ("cetus-conversations", format_version 2, which added token
+    // probabilities; format 1 files import too), one
     // conversation or all (an answer still streaming is written as interrupted);
     // Markdown is the active branch, for reading. Io when `out` fails.
     // Rows edited outside Cetus still export to a file that imports: parents
     // are written before their children (a cycle of parents is cut at its
     // oldest message), a uuid out of shape (or twice) is replaced and a routing trace
-    // that does not decode is left out.
+    // or token probabilities that do not decode are left out.
     void export_json(std::ostream& out, std::optional<int64_t> conversation_id = {});
     std::string export_markdown(int64_t conversation_id);
     // Validates the whole document first, then imports in one transaction: on any
