@@ -63,6 +63,7 @@ struct Piece {
     std::vector<float> weights;
     std::optional<GenerationStats> stats;
     std::optional<json> logprob;  // its entry of logprobs.content (logprobs asked for; not the end token)
+    std::optional<json> token_logprob;  // the same for every token, the end token too (the cetus extension)
 };
 
 struct Job {
@@ -169,12 +170,13 @@ private:
                 const bool has_logprob = ev.has_logprob && !ev.end_of_sequence;
                 if (ev.text.empty() && !routing && !stats && !has_logprob) return;
                 Piece p;
-                if (has_logprob) {
+                if (ev.has_logprob) {
                     json entry = token_logprob_json(tokenizer, ev.id, ev.logprob);
                     json top = json::array();
                     for (const TokenLogprob& t : ev.top_logprobs) top.push_back(token_logprob_json(tokenizer, t.id, t.logprob));
                     entry["top_logprobs"] = std::move(top);
-                    p.logprob = std::move(entry);
+                    if (routing || stats) p.token_logprob = entry;
+                    if (has_logprob) p.logprob = std::move(entry);
                 }
                 p.text = std::string(ev.text);
                 p.id = ev.id;
@@ -233,6 +235,9 @@ json cetus_piece_json(const Piece& p, bool routing, bool stats) {
         c["weights"] = routing_weights_json(p.n_layers, p.top_k, p.weights);
     }
     if (stats && p.stats) c["stats"] = stats_json(*p.stats);
+    // Every token's, the end-of-sequence token's too (OpenAI's list leaves that one out),
+    // so that a client's per-token records line up with the routing.
+    if (p.token_logprob) c["logprobs"] = *p.token_logprob;
     return c;
 }
 

@@ -323,6 +323,7 @@ private slots:
         for (const auto& c : per_token.chunks)
             if (c.contains("cetus") && c["cetus"].contains("routing")) {
                 QCOMPARE(c["choices"][0]["logprobs"]["content"].size(), size_t(1));
+                QCOMPARE(c["cetus"]["logprobs"], c["choices"][0]["logprobs"]["content"][0]);  // every token's, also in cetus
                 ++with_entry;
             }
         QCOMPARE(with_entry, size_t(30));

@@ -13,6 +13,7 @@
 #include "stall_meter.h"
 
 #include <QAbstractItemModelTester>
+#include <QAction>
 #include <QComboBox>
 #include <QElapsedTimer>
 #include <QJsonDocument>
@@ -28,6 +29,9 @@
 #include <QTemporaryDir>
 #include <QTest>
 #include <QTimer>
+
+#include <algorithm>
+#include <cmath>
 #include <QToolButton>
 
 using namespace cetus::ui;
@@ -278,6 +282,30 @@ void TestMainWindowE2e::panelsAndTokenRouting() {
     QCOMPARE(r.top_k, 4);
     QCOMPARE(r.first_layer, 1);
     QCOMPARE(r.expert_ids.size(), size_t(8));
+    // Its probability and its step's five most likely tokens, kept with the answer: one
+    // entry per token, most likely first, each no likelier than certain.
+    const QString live = m_window->routingPanel()->probabilitiesText();
+    QVERIFY2(live.contains(QStringLiteral("Probability under the model")) && live.contains(QStringLiteral("Most likely")),
+             qPrintable(live));
+    auto last = [&] { return m_window->controller().messages().back(); };
+    const qint64 answer = last().record.id;
+    const auto stored = m_store->tokenProbabilities(answer);
+    QVERIFY(stored);
+    QCOMPARE(stored->top_n, 5);
+    QCOMPARE(stored->nTokens(), last().token_text_ends.size());
+    for (size_t t = 0; t < stored->nTokens(); ++t) {
+        const TokenProbabilityData one = stored->token(t);
+        double mass = 0.0;
+        for (size_t k = 0; k < 5; ++k) {
+            QVERIFY(one.alt_logprobs[k] <= 0.0f);
+            if (k > 0) QVERIFY(one.alt_logprobs[k] <= one.alt_logprobs[k - 1]);
+            mass += std::exp(double(one.alt_logprobs[k]));
+        }
+        QVERIFY(mass <= 1.0 + 1e-5);
+        // A chosen token at least as likely as the fifth is one of the five, with its figure.
+        if (one.logprobs[0] >= one.alt_logprobs[4])
+            QVERIFY(std::find(one.alt_logprobs.begin(), one.alt_logprobs.end(), one.logprobs[0]) != one.alt_logprobs.end());
+    }
     shot(QStringLiteral("06-token-routing"));
 
     // The same for an answer loaded from history (stored trace): open it afresh.
@@ -288,10 +316,24 @@ void TestMainWindowE2e::panelsAndTokenRouting() {
     QTest::mouseClick(widgets().back()->view()->viewport(), Qt::LeftButton, {}, QPoint(6, 8));
     QVERIFY(m_window->routingPanel()->title().startsWith(QStringLiteral("Token 1")));
     QCOMPARE(m_window->routingPanel()->bars()->routing().expert_ids.size(), size_t(8));
+    QCOMPARE(m_window->routingPanel()->probabilitiesText(), live);  // the same figures, from the store
     QVERIFY(m_window->expertPanel()->heatmap()->total() == 0);  // "this answer": none streaming
     m_window->findChild<QComboBox*>(QStringLiteral("expertScope"))->setCurrentIndex(1);
     QVERIFY(m_window->expertPanel()->heatmap()->total() > 0);  // the conversation, from traces
     shot(QStringLiteral("07-history-conversation-experts"));
+
+    // Model > Record token probabilities off: the next answer keeps none, and says so.
+    auto* record = m_window->findChild<QAction*>(QStringLiteral("tokenProbabilitiesAction"));
+    QVERIFY(record && record->isChecked());
+    record->setChecked(false);
+    QVERIFY(m_window->controller().send(QStringLiteral("And without them?")));
+    QVERIFY(waitFinished());
+    QVERIFY(!m_store->tokenProbabilities(last().record.id));
+    QTest::mouseClick(widgets().back()->view()->viewport(), Qt::LeftButton, {}, QPoint(6, 8));
+    QVERIFY2(m_window->routingPanel()->probabilitiesText().contains(QStringLiteral("No token probabilities")),
+             qPrintable(m_window->routingPanel()->probabilitiesText()));
+    QVERIFY(m_store->tokenProbabilities(answer));  // the earlier answer keeps its own
+    record->setChecked(true);
 }
 
 void TestMainWindowE2e::renameSearchDelete() {

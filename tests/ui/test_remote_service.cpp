@@ -286,6 +286,40 @@ void TestRemoteService::streamEqualsNonStreamed() {
     QVERIFY(c.outcome->n_moe_layers > 0 && c.outcome->n_routed_experts > 0);
     QCOMPARE(int(c.outcome->expert_counts.size()), c.outcome->n_moe_layers * c.outcome->n_routed_experts);
     QVERIFY(c.chunks.size() < 40);  // batched, not one signal per token
+    TokenProbabilityData none;
+    for (const auto& k : c.chunks) none.append(k.probabilities);
+    QCOMPARE(none.nTokens(), size_t(0));  // not asked for
+
+    // Token probabilities (Model > Record token probabilities): one entry per token, the
+    // server's own figures (its non-streamed logprobs list, which leaves out the end token).
+    QJsonObject lbody = body;
+    lbody["logprobs"] = true;
+    lbody["top_logprobs"] = 3;
+    QNetworkReply* lreply = nam.post(r, QJsonDocument(lbody).toJson());
+    QVERIFY(QTest::qWaitFor([&] { return lreply->isFinished(); }, 30000));
+    const QJsonArray entries = QJsonDocument::fromJson(lreply->readAll().trimmed())
+                                   .object()["choices"].toArray().at(0).toObject()["logprobs"].toObject()["content"].toArray();
+    lreply->deleteLater();
+    GenerationParams lp = params(QStringLiteral("Hello there"), 24);
+    lp.token_alternatives = 3;
+    Collected c3;
+    collect(s, c3);
+    s.generate(lp);
+    QVERIFY(QTest::qWaitFor([&] { return c3.outcome.has_value(); }, 30000));
+    TokenProbabilityData probabilities;
+    size_t n_tokens = 0;
+    for (const auto& k : c3.chunks) {
+        probabilities.append(k.probabilities);
+        n_tokens += k.token_text_ends.size();
+    }
+    QCOMPARE(probabilities.nTokens(), n_tokens);
+    QCOMPARE(probabilities.top_n, 3);
+    QVERIFY(!entries.isEmpty() && size_t(entries.size()) <= n_tokens);
+    for (qsizetype i = 0; i < entries.size(); ++i) {
+        const QJsonObject e = entries.at(i).toObject();
+        QCOMPARE(probabilities.logprobs[size_t(i)], float(e["logprob"].toDouble()));
+        QCOMPARE(probabilities.alt_texts[size_t(i) * 3], e["top_logprobs"].toArray().at(0).toObject()["token"].toString());
+    }
 
     // Continue (the app's Continue button): the same answer as the server's own
     // continue_final_message request; and the draft length reaches the server (two
@@ -416,6 +450,10 @@ void TestRemoteService::mainWindowChatsWithEndpoint() {
     QVERIFY2(window.kvPanel()->summary().contains(QStringLiteral("Remote Cetus server")), qPrintable(window.kvPanel()->summary()));
     window.controller().selectToken(msgs.back().record.id, 0);
     QVERIFY(window.routingPanel()->bars()->routing().n_layers > 0);
+    // And each token's probability (asked for by default), kept with the answer.
+    const auto kept = store->tokenProbabilities(msgs.back().record.id);
+    QVERIFY(kept && kept->nTokens() == msgs.back().token_text_ends.size() && kept->top_n == 5);
+    QVERIFY(window.routingPanel()->probabilitiesText().contains(QStringLiteral("Probability under the model")));
 
     // Stop mid-answer from the window: the answer keeps its text, marked stopped.
     QVERIFY(window.controller().send(QStringLiteral("Tell me more")));

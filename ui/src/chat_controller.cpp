@@ -294,6 +294,7 @@ void ChatController::startAnswer(qint64 assistant_id, const MessageRecord* conti
     m_answer_reasoning.clear();
     m_answer_ends.clear();
     m_answer_routing = RoutingData{};
+    m_answer_probabilities = TokenProbabilityData{};
     m_answer_stats = StepStats{};
     m_stats_history.clear();
     m_answer_counts.clear();
@@ -322,9 +323,14 @@ void ChatController::startAnswer(qint64 assistant_id, const MessageRecord* conti
             m_answer_ends = std::move(ends);
             m_answer_text_begin = stats.value("token_text_begin").toInt();
             addCounts(m_answer_counts, m_answer_routing);
+            // Its token probabilities go on too when it has them for every token (else the
+            // continued answer has none: onFinished stores only a complete set).
+            if (const auto p = m_store.tokenProbabilities(assistant_id); p && p->nTokens() == m_answer_ends.size())
+                m_answer_probabilities = *p;
         } else {
             m_answer_text_begin = int(m_answer_text.size());
             if (trace) m_store.clearRoutingTrace(assistant_id);  // it no longer indexes the text
+            m_store.clearTokenProbabilities(assistant_id);
         }
         m_continued_counts = m_answer_counts;
     }
@@ -337,6 +343,7 @@ void ChatController::startAnswer(qint64 assistant_id, const MessageRecord* conti
     }
     params.sampling = settings().sampling;
     params.debug_token_delay_ms = m_debug_delay_ms;
+    params.token_alternatives = m_token_alternatives;
     m_request_id = m_service.generate(params);
     m_since_checkpoint.start();
     rebuildDisplay();
@@ -380,6 +387,7 @@ void ChatController::onChunk(const GenerationChunk& chunk) {
         addCounts(m_answer_counts, chunk.routing);
         emit expertCountsChanged();
     }
+    if (chunk.probabilities.nTokens() > 0) m_answer_probabilities.append(chunk.probabilities);
     m_answer_stats = chunk.stats;
     m_stats_history.push_back(chunk.stats);
     if (!m_display.empty() && m_display.back().record.id == m_answer_id) {
@@ -455,6 +463,12 @@ void ChatController::onFinished(const GenerationOutcome& outcome) {
         emit statsUpdated(outcome.stats);
     }
     if (m_answer_routing.nTokens() > 0) m_store.setRoutingTrace(m_answer_id, m_answer_routing);
+    // Token probabilities are kept only when there is one entry per token of the answer
+    // (a continuation recorded without them, or an endpoint that sent some, has none).
+    if (m_answer_probabilities.nTokens() > 0 && m_answer_probabilities.nTokens() == m_answer_ends.size())
+        m_store.setTokenProbabilities(m_answer_id, m_answer_probabilities);
+    else if (m_continued_tokens > 0)
+        m_store.clearTokenProbabilities(m_answer_id);  // a continued answer's old ones no longer cover it
     m_store.finishMessage(m_answer_id, m_answer_text, status, statsJson(outcome));
     if (outcome.finish == FinishKind::Error) logger()->warn("answer {} failed: {}", m_answer_id, outcome.error.toStdString());
     m_request_id = 0;
@@ -526,8 +540,15 @@ void ChatController::selectToken(qint64 message_id, int text_offset) {
     const size_t t = size_t(std::upper_bound(ends.begin(), ends.end(), text_offset) - ends.begin());
     if (t >= ends.size()) return;
     RoutingData all;
-    if (message_id == m_answer_id && (isGenerating() || m_answer_routing.nTokens() > 0)) all = m_answer_routing;
-    else if (const auto r = m_store.routingTrace(message_id)) all = *r;
+    TokenProbabilityData probabilities;
+    const bool live = message_id == m_answer_id && (isGenerating() || m_answer_routing.nTokens() > 0);
+    if (live) {
+        all = m_answer_routing;
+        probabilities = m_answer_probabilities;
+    } else if (const auto r = m_store.routingTrace(message_id)) {
+        all = *r;
+        if (const auto p = m_store.tokenProbabilities(message_id)) probabilities = *p;
+    }
     if (t >= all.nTokens()) return;
     RoutingData one;
     one.n_layers = all.n_layers;
@@ -538,7 +559,7 @@ void ChatController::selectToken(qint64 message_id, int text_offset) {
     one.weights.assign(all.weights.begin() + long(t * per), all.weights.begin() + long((t + 1) * per));
     const int begin = t == 0 ? d->token_text_begin : ends[t - 1];
     const QString piece = d->record.content.mid(begin, ends[t] - begin);
-    emit tokenSelected(tr("Token %1 “%2”: experts and gate weights").arg(t + 1).arg(piece), one);
+    emit tokenSelected(tr("Token %1 “%2”: experts and gate weights").arg(t + 1).arg(piece), one, probabilities.token(t));
 }
 
 }  // namespace cetus::ui

@@ -93,6 +93,7 @@ cetus::GenerateRequest toRequest(const GenerationParams& p, const std::atomic<bo
     r.mtp = p.sampling.mtp;
     r.n_draft = p.sampling.n_draft;
     r.continue_final_message = p.continue_final;
+    r.logprobs = std::clamp(p.token_alternatives, -1, int(cetus::k_max_top_logprobs));
     r.cancel = cancel;
     return r;
 }
@@ -175,6 +176,17 @@ void EngineWorker::generate(quint64 request_id, const GenerationParams& params,
                 chunk.routing.first_layer = int(m_engine->info().first_k_dense_replace);
                 chunk.routing.expert_ids.insert(chunk.routing.expert_ids.end(), ev.expert_ids.begin(), ev.expert_ids.end());
                 chunk.routing.weights.insert(chunk.routing.weights.end(), ev.expert_weights.begin(), ev.expert_weights.end());
+            }
+            if (ev.has_logprob) {
+                TokenProbabilityData& p = chunk.probabilities;
+                p.top_n = int(ev.top_logprobs.size());
+                p.logprobs.push_back(ev.logprob);
+                for (const cetus::TokenLogprob& t : ev.top_logprobs) {
+                    const int32_t one[1] = {t.id};
+                    const cetus::Tokenizer& tok = *m_engine->tokenizer();  // loaded models have one (load())
+                    p.alt_texts.push_back(tok.has_token(t.id) ? QString::fromStdString(tok.decode(one)) : QString());
+                    p.alt_logprobs.push_back(t.logprob);
+                }
             }
         } else if (!byte_ends.empty()) {
             byte_ends.back() = pending.size();

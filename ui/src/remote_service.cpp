@@ -162,6 +162,19 @@ RemoteDelta parseChatChunk(const QByteArray& json) {
             }
         }
         if (c.value("stats").isObject()) d.stats = statsFromJson(c.value("stats").toObject());
+        // The token's log-probability and its step's most likely tokens (OpenAI's entry,
+        // sent in the extension for every token, the end-of-sequence token too).
+        const QJsonValue lv = c.value("logprobs");
+        if (lv.isObject() && lv.toObject().value("logprob").isDouble()) {
+            const QJsonObject l = lv.toObject();
+            const QJsonArray top = l.value("top_logprobs").toArray();
+            d.probabilities.top_n = int(top.size());
+            d.probabilities.logprobs.push_back(float(l.value("logprob").toDouble()));
+            for (const QJsonValue& t : top) {
+                d.probabilities.alt_texts.push_back(t.toObject().value("token").toString());
+                d.probabilities.alt_logprobs.push_back(float(t.toObject().value("logprob").toDouble(-9999.0)));
+            }
+        }
         d.n_moe_layers = c.value("n_moe_layers").toInt();
         d.n_routed_experts = c.value("n_routed_experts").toInt();
         d.cetus_finish = c.value("finish").toString();
@@ -331,6 +344,11 @@ quint64 RemoteGenerationService::generate(const GenerationParams& params) {
         QJsonObject cetus{{"routing", true}, {"stats", true}, {"mtp", s.mtp}};
         if (s.mtp) cetus.insert("n_draft", s.n_draft);  // read inside "cetus" (serve_api.cpp)
         body.insert("cetus", cetus);
+        // Token probabilities: one entry per token comes inside the extension.
+        if (params.token_alternatives >= 0) {
+            body.insert("logprobs", true);
+            body.insert("top_logprobs", std::min(params.token_alternatives, 20));
+        }
     }
     QNetworkRequest r = request(m_endpoint, QStringLiteral("/chat/completions"));
     r.setRawHeader("Accept", "text/event-stream");
@@ -410,6 +428,7 @@ void RemoteGenerationService::applyDelta(const RemoteDelta& d) {
                 m_routing.append(d.routing);
             }
         }
+        if (d.cetus_token && d.probabilities.nTokens() == 1) m_pending.probabilities.append(d.probabilities);
     }
     if (d.stats) m_stats = *d.stats;
     if (d.prompt_tokens) m_stats.prompt_tokens = *d.prompt_tokens;

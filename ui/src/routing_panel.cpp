@@ -1,9 +1,14 @@
-// Routing panel: for one clicked token, each MoE layer's chosen experts as bars whose
-// length is the gate weight (relative to the token's largest weight).
+// Routing panel: for one clicked token, its probability under the model and its step's
+// most likely tokens, then each MoE layer's chosen experts as bars whose length is the
+// gate weight (relative to the token's largest weight).
 #include "cetus/ui/panels.h"
 
 #include <QLabel>
 #include <QPainter>
+#include <QTextDocument>
+
+#include <cmath>
+#include <limits>
 #include <QScrollArea>
 #include <QVBoxLayout>
 
@@ -63,6 +68,13 @@ RoutingPanel::RoutingPanel(QWidget* parent) : QWidget(parent) {
     m_label->setObjectName(QStringLiteral("routingTitle"));
     m_label->setTextFormat(Qt::PlainText);
     layout->addWidget(m_label);
+    m_probabilities = new QLabel;
+    m_probabilities->setObjectName(QStringLiteral("tokenProbabilities"));
+    m_probabilities->setTextFormat(Qt::RichText);
+    m_probabilities->setWordWrap(true);
+    m_probabilities->setTextInteractionFlags(Qt::TextSelectableByMouse);
+    m_probabilities->hide();
+    layout->addWidget(m_probabilities);
     auto* scroll = new QScrollArea;
     scroll->setWidgetResizable(true);
     scroll->setFrameShape(QFrame::NoFrame);
@@ -72,15 +84,65 @@ RoutingPanel::RoutingPanel(QWidget* parent) : QWidget(parent) {
     layout->addWidget(scroll, 1);
 }
 
-void RoutingPanel::showToken(const QString& label, const RoutingData& one) {
+QString RoutingPanel::percentText(float logprob) {
+    if (!(logprob > -std::numeric_limits<float>::infinity())) return QStringLiteral("0 %");
+    const double p = std::exp(double(logprob)) * 100.0;
+    if (p >= 0.1) return QStringLiteral("%1 %").arg(p, 0, 'f', 1);
+    if (p >= 0.01) return QStringLiteral("%1 %").arg(p, 0, 'f', 2);
+    return QStringLiteral("< 0.01 %");
+}
+
+QString RoutingPanel::visibleToken(const QString& text) {
+    if (text.isEmpty()) return tr("(nothing)");
+    QString v = text;
+    v.replace(QLatin1Char(' '), QChar(0x2423)).replace(QLatin1Char('\n'), QChar(0x21B5)).replace(QLatin1Char('\t'), QChar(0x2192));
+    return v;
+}
+
+void RoutingPanel::showToken(const QString& label, const RoutingData& one, const TokenProbabilityData& p) {
     m_label->setText(label);
     m_label->setToolTip(tr("%1: the routed experts each MoE layer chose for this token, with their gate weights").arg(label));
     m_bars->setRouting(one);
+    if (p.nTokens() != 1) {
+        m_probabilities->setText(QStringLiteral("<i>%1</i>")
+                                     .arg(tr("No token probabilities were recorded for this answer.").toHtmlEscaped()));
+        m_probabilities->setToolTip(tr("Model → Record token probabilities records them with every new answer."));
+        m_probabilities->show();
+        return;
+    }
+    const float chosen = p.logprobs[0];
+    QString html = QStringLiteral("<p>%1</p>").arg(tr("Probability under the model: <b>%1</b>").arg(percentText(chosen)));
+    if (p.top_n > 0) {
+        html += QStringLiteral("<table cellspacing=\"0\" cellpadding=\"1\">");
+        html += QStringLiteral("<tr><td colspan=\"2\">%1</td></tr>").arg(tr("Most likely at this step:").toHtmlEscaped());
+        for (size_t k = 0; k < p.alt_texts.size() && k < p.alt_logprobs.size(); ++k) {
+            // The chosen token (the same figure: it was computed once) in bold.
+            const bool is_chosen = p.alt_logprobs[k] == chosen;
+            const QString token = QStringLiteral("<code>%1</code>").arg(visibleToken(p.alt_texts[k]).toHtmlEscaped());
+            const QString percent = percentText(p.alt_logprobs[k]);
+            html += is_chosen ? QStringLiteral("<tr><td><b>%1</b></td><td align=\"right\"><b>%2</b></td></tr>").arg(token, percent)
+                              : QStringLiteral("<tr><td>%1</td><td align=\"right\">%2</td></tr>").arg(token, percent);
+        }
+        html += QStringLiteral("</table>");
+    }
+    m_probabilities->setText(html);
+    m_probabilities->setToolTip(tr("The model's own probabilities (its raw logits), before temperature, top-k, top-p "
+                                   "and the repetition penalty: a sampled token may be one the model found unlikely."));
+    m_probabilities->show();
 }
 
 void RoutingPanel::clear() {
     m_label->setText(tr("No token selected."));
     m_bars->setRouting({});
+    m_probabilities->clear();
+    m_probabilities->hide();
+}
+
+QString RoutingPanel::probabilitiesText() const {
+    if (m_probabilities->isHidden()) return {};
+    QTextDocument doc;
+    doc.setHtml(m_probabilities->text());
+    return doc.toPlainText();
 }
 
 QString RoutingPanel::title() const { return m_label->text(); }

@@ -8,7 +8,10 @@
 
 #include <QFile>
 
+#include <algorithm>
+#include <cmath>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 namespace cetus::ui {
@@ -247,6 +250,40 @@ std::optional<RoutingData> SqliteHistoryStore::routingTrace(qint64 message_id) {
         r.weights = t->weights;
         return r;
     });
+}
+
+bool SqliteHistoryStore::setTokenProbabilities(qint64 message_id, const TokenProbabilityData& p) {
+    return guarded("save the token probabilities", [&] {
+        st::TokenProbabilities t;
+        t.top_n = p.top_n;
+        // Figures from a remote endpoint may be anything: NaN and positive values are
+        // stored as no mass and certainty.
+        auto clean = [](float v) { return std::isnan(v) ? -std::numeric_limits<float>::infinity() : std::min(v, 0.0f); };
+        for (float v : p.logprobs) t.logprobs.push_back(clean(v));
+        for (size_t i = 0; i < p.alt_texts.size() && i < p.alt_logprobs.size(); ++i)
+            t.alternatives.push_back({u8(p.alt_texts[i]), clean(p.alt_logprobs[i])});
+        m_store->set_token_probabilities(message_id, t);
+        return true;
+    });
+}
+
+std::optional<TokenProbabilityData> SqliteHistoryStore::tokenProbabilities(qint64 message_id) {
+    return guarded("read the token probabilities", [&]() -> std::optional<TokenProbabilityData> {
+        const auto t = m_store->token_probabilities(message_id);
+        if (!t) return std::nullopt;
+        TokenProbabilityData p;
+        p.top_n = t->top_n;
+        p.logprobs = t->logprobs;
+        for (const st::TokenAlternative& a : t->alternatives) {
+            p.alt_texts.push_back(qs(a.text));
+            p.alt_logprobs.push_back(a.logprob);
+        }
+        return p;
+    });
+}
+
+bool SqliteHistoryStore::clearTokenProbabilities(qint64 message_id) {
+    return guarded("update the token probabilities", [&] { m_store->delete_token_probabilities(message_id); return true; });
 }
 
 std::vector<SearchResult> SqliteHistoryStore::search(const QString& text) {

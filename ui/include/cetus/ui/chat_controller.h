@@ -55,6 +55,10 @@ public:
 
     void setDefaultSettings(const ConversationSettings& s) { m_defaults = s; }
     void setDebugTokenDelayMs(int ms) { m_debug_delay_ms = ms; }
+    // Alternatives recorded per token with each answer's token probabilities (0..20);
+    // -1 records none (Model > Record token probabilities).
+    void setTokenAlternatives(int n) { m_token_alternatives = n; }
+    int tokenAlternatives() const { return m_token_alternatives; }
 
 public slots:
     void newConversation();
@@ -87,7 +91,9 @@ signals:
     void generationStateChanged(bool generating);
     void statsUpdated(const cetus::ui::StepStats& stats);
     void expertCountsChanged();
-    void tokenSelected(const QString& label, const cetus::ui::RoutingData& token_routing);
+    // token_probabilities: the token's own (empty when the answer has none).
+    void tokenSelected(const QString& label, const cetus::ui::RoutingData& token_routing,
+                       const cetus::ui::TokenProbabilityData& token_probabilities);
     void errorOccurred(const QString& message);
     void modelChanged();
 
@@ -113,6 +119,7 @@ private:
     std::optional<ModelDescription> m_model;
     ConversationSettings m_defaults;
     int m_debug_delay_ms = 0;
+    int m_token_alternatives = 5;
 
     // The answer being generated.
     quint64 m_request_id = 0;
@@ -121,6 +128,7 @@ private:
     QString m_answer_reasoning;
     std::vector<int> m_answer_ends;
     RoutingData m_answer_routing;
+    TokenProbabilityData m_answer_probabilities;
     StepStats m_answer_stats;
     std::vector<StepStats> m_stats_history;
     std::vector<qint64> m_answer_counts;

@@ -41,6 +41,10 @@ public:
     virtual bool setRoutingTrace(qint64 message_id, const RoutingData& trace) = 0;
     virtual std::optional<RoutingData> routingTrace(qint64 message_id) = 0;
     virtual bool clearRoutingTrace(qint64 message_id) = 0;
+    // An answer's token probabilities, kept beside its trace (one entry per token).
+    virtual bool setTokenProbabilities(qint64 message_id, const TokenProbabilityData& probabilities) = 0;
+    virtual std::optional<TokenProbabilityData> tokenProbabilities(qint64 message_id) = 0;
+    virtual bool clearTokenProbabilities(qint64 message_id) = 0;
 
     virtual std::vector<SearchResult> search(const QString& text) = 0;
     virtual bool exportJson(const QString& file, std::optional<qint64> conversation_id) = 0;

@@ -95,6 +95,8 @@ public:
     // one of k_context_choices; and Model > CPU threads (0: automatic).
     static constexpr std::array<qint64, 8> k_context_choices{2048, 4096, 8192, 16384, 32768, 65536, 131072, 0};
     static constexpr qint64 k_default_context = 4096;
+    // Alternatives kept per token with Model > Record token probabilities.
+    static constexpr int k_token_alternatives = 5;
     static constexpr qint64 k_model_maximum_context = qint64(1) << 40;  // sent for "the model's maximum"
     static qint64 savedContextLength();
     static int savedThreads();

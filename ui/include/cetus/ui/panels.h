@@ -107,13 +107,21 @@ class RoutingPanel : public QWidget {
     Q_OBJECT
 public:
     explicit RoutingPanel(QWidget* parent = nullptr);
-    void showToken(const QString& label, const RoutingData& one_token);
+    // probabilities: the token's own (TokenProbabilityData::token), empty when not recorded.
+    void showToken(const QString& label, const RoutingData& one_token, const TokenProbabilityData& probabilities = {});
     void clear();
     RoutingBars* bars() const { return m_bars; }
     QString title() const;
+    QString probabilitiesText() const;  // what the probability lines say, as plain text
+
+    // "83.1 %", "0.04 %", "< 0.01 %", "0 %" for a natural-log probability.
+    static QString percentText(float logprob);
+    // A token as the panel shows it: spaces, tabs and newlines made visible.
+    static QString visibleToken(const QString& text);
 
 private:
     QLabel* m_label = nullptr;
+    QLabel* m_probabilities = nullptr;
     RoutingBars* m_bars = nullptr;
 };
 

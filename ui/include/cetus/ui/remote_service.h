@@ -62,6 +62,7 @@ struct RemoteDelta {
     bool has_cetus = false;      // the Cetus server's per-token extension
     bool cetus_token = false;    // cetus.id present: this chunk is one generated token
     RoutingData routing;         // cetus.routing / weights (one token)
+    TokenProbabilityData probabilities;  // cetus.logprobs (one token, when asked for)
     std::optional<StepStats> stats;
     int n_moe_layers = 0, n_routed_experts = 0;
     QString cetus_finish;

@@ -39,6 +39,9 @@ public:
     bool setRoutingTrace(qint64 message_id, const RoutingData& trace) override;
     std::optional<RoutingData> routingTrace(qint64 message_id) override;
     bool clearRoutingTrace(qint64 message_id) override;
+    bool setTokenProbabilities(qint64 message_id, const TokenProbabilityData& probabilities) override;
+    std::optional<TokenProbabilityData> tokenProbabilities(qint64 message_id) override;
+    bool clearTokenProbabilities(qint64 message_id) override;
     std::vector<SearchResult> search(const QString& text) override;
     bool exportJson(const QString& file, std::optional<qint64> conversation_id) override;
     bool exportMarkdown(const QString& file, qint64 conversation_id) override;

@@ -65,6 +65,9 @@ struct GenerationParams {
     std::vector<ChatTurn> turns;
     SamplingSettings sampling;
     bool continue_final = false;  // the last turn is an answer to continue, not to answer
+    // Record each token's probability and its step's most likely tokens (this many,
+    // 0..20); -1: none (Model > Record token probabilities off).
+    int token_alternatives = -1;
     int debug_token_delay_ms = 0;  // tests only: slows the worker down so Stop can be exercised
 };
 
@@ -99,6 +102,35 @@ struct RoutingData {
     }
 };
 
+// Each generated token's probability under the model (log-softmax of the raw logits,
+// before the sampling settings) and its step's most likely tokens, token-major like
+// RoutingData: token t's alternatives sit at [t * top_n, (t + 1) * top_n).
+struct TokenProbabilityData {
+    int top_n = 0;
+    std::vector<float> logprobs;      // per token (natural log; -infinity: no mass)
+    std::vector<QString> alt_texts;   // [tokens x top_n], most likely first
+    std::vector<float> alt_logprobs;  // [tokens x top_n]
+
+    size_t nTokens() const { return logprobs.size(); }
+    void append(const TokenProbabilityData& more) {
+        if (logprobs.empty()) top_n = more.top_n;
+        logprobs.insert(logprobs.end(), more.logprobs.begin(), more.logprobs.end());
+        alt_texts.insert(alt_texts.end(), more.alt_texts.begin(), more.alt_texts.end());
+        alt_logprobs.insert(alt_logprobs.end(), more.alt_logprobs.begin(), more.alt_logprobs.end());
+    }
+    // Token t alone (an empty value when t is out of range).
+    TokenProbabilityData token(size_t t) const {
+        TokenProbabilityData one;
+        if (t >= logprobs.size()) return one;
+        one.top_n = top_n;
+        one.logprobs = {logprobs[t]};
+        const auto from = std::ptrdiff_t(t * size_t(top_n)), to = std::ptrdiff_t((t + 1) * size_t(top_n));
+        one.alt_texts.assign(alt_texts.begin() + from, alt_texts.begin() + to);
+        one.alt_logprobs.assign(alt_logprobs.begin() + from, alt_logprobs.begin() + to);
+        return one;
+    }
+};
+
 // One batch of accepted tokens: at most ~30 of these reach the GUI thread per second.
 struct GenerationChunk {
     quint64 request_id = 0;
@@ -106,6 +138,7 @@ struct GenerationChunk {
     std::vector<int> token_text_ends;  // per token: length (UTF-16) of `text` up to its end
     std::vector<bool> drafted;
     RoutingData routing;               // rows for these tokens (empty for dense models)
+    TokenProbabilityData probabilities;  // for these tokens, when asked for (GenerationParams)
     StepStats stats;                   // as of the last token of the batch
     QString reasoning;                 // reasoning text of R1-style remote models (before the answer)
 };
@@ -175,4 +208,5 @@ Q_DECLARE_METATYPE(cetus::ui::GenerationChunk)
 Q_DECLARE_METATYPE(cetus::ui::GenerationOutcome)
 Q_DECLARE_METATYPE(cetus::ui::StepStats)
 Q_DECLARE_METATYPE(cetus::ui::RoutingData)
+Q_DECLARE_METATYPE(cetus::ui::TokenProbabilityData)
 Q_DECLARE_METATYPE(std::shared_ptr<std::atomic<bool>>)
