@@ -259,6 +259,11 @@ bench_comparisons() {
     step bench-conversations 60 "$cli" bench --device cuda --random-model v2-lite --layers 4 --conversations 3 \
         --prompt 2048 --followup 32 --repeat 2 --json
     python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print('conversations: first token', j.get('first_token_ms_store'), 'ms with the store,', j.get('first_token_ms_no_store'), 'without')" "$out/bench-conversations.out" 2>/dev/null || echo "bench-conversations: no JSON"
+    # Token probabilities: each step's logits copied to the host and a log-softmax there
+    # (4 layers: the step is short, so this is an upper bound of the cost on V2-Lite).
+    step bench-logprobs 60 "$cli" bench --device cuda --random-model v2-lite --layers 4 --mtp off --prompt 256 --gen 64 \
+        --logprobs 5 --repeat 2 --json
+    python3 -c "import json,sys; j=json.load(open(sys.argv[1]))['mtp_off']; print('logprobs: decode', j['decode_tokens_per_s'], 'tok/s without,', j['with_logprobs']['decode_tokens_per_s'], 'with 5 alternatives')" "$out/bench-logprobs.out" 2>/dev/null || echo "bench-logprobs: no JSON"
     step bench-v2lite-fp8-cuda 130 "$cli" bench --device cuda --random-model v2-lite --dtype fp8 --prompt 512 --gen 64 --json
     step bench-v2lite-fp8-nographs 110 env CETUS_CUDA_GRAPHS=0 "$cli" bench --device cuda --random-model v2-lite --dtype fp8 --prompt 64 --gen 32 --json
     # Decode at a long context with the latent cache in fp32 and in bf16, side by side.

@@ -22,7 +22,7 @@ void add_bench_command(CLI::App& app) {
         LoadFlags load;
         std::string model, random, device = "cpu", dtype = "bf16";
         int64_t prompt = 128, gen = 32, followup = 0, layers = 0;
-        int repeat = 3, threads = 0, draft = 1, conversations = 0;
+        int repeat = 3, threads = 0, draft = 1, conversations = 0, logprobs = -1;
         std::string mtp, text_file, prompts_file;
         bool tokenizer = false;
         bool json = false;
@@ -45,6 +45,10 @@ void add_bench_command(CLI::App& app) {
     cmd->add_option("--mtp", o->mtp, "Greedy generation with MTP drafts: on, off, or both (side by side)")
         ->check(CLI::IsMember({"on", "off", "both"}));
     cmd->add_option("--draft", o->draft, "Draft tokens per step with --mtp");
+    cmd->add_option("--logprobs", o->logprobs,
+                    "With --mtp: each mode again asking for log-probabilities and the N most likely tokens per "
+                    "step, side by side (with_logprobs, decode_ratio)")
+        ->check(CLI::Range(0, int(k_max_top_logprobs)));
     cmd->add_option("--prompts-file", o->prompts_file,
                     "With --mtp: user messages, one per line (default: built-in questions when the model has a "
                     "tokenizer, else --prompt random ids)");
@@ -117,13 +121,24 @@ void add_bench_command(CLI::App& app) {
             }
             auto one = [&](bool on) {
                 GenerationBenchResult g = run_generation_bench(*e, bo, on, o->draft);
-                return nlohmann::json{{"mtp", on},
-                                      {"n_draft", g.n_draft},
-                                      {"prefill_tokens_per_s", g.prefill_tokens_per_s},
-                                      {"decode_tokens_per_s", g.decode_tokens_per_s},
-                                      {"acceptance_rate", g.acceptance_rate},
-                                      {"mean_accepted_length", g.mean_accepted_length},
-                                      {"generated_tokens", g.generated_tokens}};
+                nlohmann::json j{{"mtp", on},
+                                 {"n_draft", g.n_draft},
+                                 {"prefill_tokens_per_s", g.prefill_tokens_per_s},
+                                 {"decode_tokens_per_s", g.decode_tokens_per_s},
+                                 {"acceptance_rate", g.acceptance_rate},
+                                 {"mean_accepted_length", g.mean_accepted_length},
+                                 {"generated_tokens", g.generated_tokens}};
+                if (o->logprobs >= 0) {
+                    // The same generation asking for log-probabilities, right after: what they cost.
+                    BenchOptions with = bo;
+                    with.logprobs = o->logprobs;
+                    const GenerationBenchResult l = run_generation_bench(*e, with, on, o->draft);
+                    j["with_logprobs"] = {{"top_logprobs", o->logprobs},
+                                          {"decode_tokens_per_s", l.decode_tokens_per_s},
+                                          {"generated_tokens", l.generated_tokens},
+                                          {"decode_ratio", l.decode_tokens_per_s / std::max(1e-9, g.decode_tokens_per_s)}};
+                }
+                return j;
             };
             nlohmann::json j = {{"model", i.name}, {"backend", i.backend}, {"device", i.device},
                                 {"threads", omp_get_max_threads()},

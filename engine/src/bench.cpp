@@ -162,6 +162,7 @@ GenerationBenchResult run_generation_bench(Engine& engine, const BenchOptions& o
         r.max_new_tokens = int32_t(std::max<int64_t>(o.n_gen, 1));
         r.mtp = mtp;
         r.n_draft = n_draft;
+        r.logprobs = o.logprobs;
         return r;
     };
     if (!o.chat_prompts.empty() && engine.tokenizer()) {
@@ -189,7 +190,16 @@ GenerationBenchResult run_generation_bench(Engine& engine, const BenchOptions& o
         int64_t proposed = 0, accepted = 0, steps = 0, generated = 0;
         for (const auto& req : requests) {
             engine.reset_cache();
-            GenerateResult g = engine.generate(req);
+            // Log-probabilities are computed for a sink only: one that reads them.
+            double logprob_sum = 0.0;
+            TokenSink sink;
+            if (o.logprobs >= 0)
+                sink = [&](const TokenEvent& ev) {
+                    logprob_sum += ev.logprob;
+                    for (const TokenLogprob& t : ev.top_logprobs) logprob_sum += t.logprob;
+                };
+            GenerateResult g = engine.generate(req, sink);
+            res.logprob_sum += logprob_sum;
             prefill_tokens += double(g.stats.prompt_tokens);
             prefill_s += g.stats.prefill_ms / 1e3;
             decode_tokens += double(g.stats.generated_tokens - 1);

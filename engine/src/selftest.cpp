@@ -589,7 +589,10 @@ std::unique_ptr<Backend> compared_backend(const Model& model, int64_t capacity, 
     return compared_backend(model, capacity, kv);
 }
 
-std::vector<int32_t> sampled(const Model& model, Backend& b, const std::vector<int32_t>& prompt, uint64_t seed) {
+// With logprobs: also asks for each token's log-probability and five alternatives, kept
+// there in order (the token's, then the alternatives').
+std::vector<int32_t> sampled(const Model& model, Backend& b, const std::vector<int32_t>& prompt, uint64_t seed,
+                             std::vector<float>* logprobs = nullptr) {
     Generator g(model, b, nullptr);
     GenerateRequest req;
     req.prompt_ids = prompt;
@@ -600,7 +603,13 @@ std::vector<int32_t> sampled(const Model& model, Backend& b, const std::vector<i
     req.max_new_tokens = 24;
     req.mtp = true;
     req.n_draft = 3;
-    return g.run(req, {}).ids;
+    if (!logprobs) return g.run(req, {}).ids;
+    req.logprobs = 5;
+    return g.run(req, [&](const TokenEvent& ev) {
+                if (!ev.has_logprob) return;
+                logprobs->push_back(ev.logprob);
+                for (const TokenLogprob& t : ev.top_logprobs) logprobs->push_back(t.logprob);
+            }).ids;
 }
 
 // The device's token choices against the host reference (choose_rows,
@@ -1007,6 +1016,19 @@ void compare_backends(const RandomModelOptions& ro, KvCacheType kv, std::vector<
                                         sampled(*model, *host_choices, prompt, seed);
                             r.check(tag + "sampled generation with MTP, device == host choices (3 seeds)", same == 3,
                                     3 - same, 0, std::to_string(same) + " of 3 identical");
+                            // Log-probabilities asked for: the step's logits also come to the
+                            // host, the device's choices stay the same, and the figures are
+                            // those of the host-choices run (the same logits, copied).
+                            std::vector<float> lp_device, lp_host;
+                            const bool ids_same = sampled(*model, *gpu, prompt, 1, &lp_device) == sampled(*model, *gpu, prompt, 1);
+                            sampled(*model, *host_choices, prompt, 1, &lp_host);
+                            double worst = lp_device.size() == lp_host.size() && !lp_device.empty() ? 0.0 : 1e30;
+                            for (size_t i = 0; i < lp_device.size() && i < lp_host.size(); ++i)
+                                worst = std::max(worst, std::abs(double(lp_device[i]) - double(lp_host[i])));
+                            r.check(tag + "sampled generation with log-probabilities == without, figures == host choices'",
+                                    ids_same && worst <= 1e-5, worst, 1e-5,
+                                    std::string(ids_same ? "" : "the tokens changed; ") + std::to_string(lp_device.size()) +
+                                        " figures against " + std::to_string(lp_host.size()));
                         }
                     } else if (!host_sampling_asked()) {
                         // Not asked for (CETUS_CUDA_SAMPLING=host, the GPU check's bisect switch): nothing to compare.

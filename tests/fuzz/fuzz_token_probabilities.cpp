@@ -122,8 +122,14 @@ void try_round_trip(const uint8_t* data, size_t size) {
         const std::string& a = t.alternatives[i].text;
         const std::string& b = u.alternatives[i].text;
         require(a.compare(0, b.size(), b) == 0);  // a prefix of the original...
-        require(b.size() == std::min<size_t>(a.size(), 255) ||
-                (b.size() >= 252 && (uint8_t(a[b.size()]) & 0xC0) == 0x80));  // ...cut only before a continuation byte
+        if (a.size() <= 255) {
+            require(b.size() == a.size());
+        } else {
+            // ...cut at byte 255, or up to three bytes before it, where the bytes
+            // between are continuation bytes of a character that would be split.
+            require(b.size() >= 252 && b.size() <= 255);
+            for (size_t m = b.size() + 1; m <= 255; ++m) require((uint8_t(a[m]) & 0xC0) == 0x80);
+        }
     }
     check_decoded(u);
 }

@@ -21,6 +21,8 @@ struct BenchOptions {
     // Generation bench: user messages rendered with the model's chat template (needs a
     // tokenizer); empty: n_prompt random ids. Figures are summed over all prompts.
     std::vector<std::string> chat_prompts;
+    // Generation bench: GenerateRequest::logprobs (-1: none), read by a token sink.
+    int32_t logprobs = -1;
 };
 
 // A few everyday questions for the generation bench on chat models.
@@ -56,6 +58,7 @@ struct GenerationBenchResult {
     double prefill_tokens_per_s = 0.0, decode_tokens_per_s = 0.0;
     double acceptance_rate = 0.0, mean_accepted_length = 0.0;
     int64_t generated_tokens = 0;
+    double logprob_sum = 0.0;  // of the figures the sink read (BenchOptions::logprobs)
 };
 GenerationBenchResult run_generation_bench(Engine& engine, const BenchOptions& options, bool mtp, int32_t n_draft);
 
