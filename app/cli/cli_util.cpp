@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -112,7 +113,7 @@ nlohmann::json stats_json(const GenerationStats& s) {
             {"decode_ms", s.decode_ms}};
 }
 
-double logprob_value(float logprob) { return std::max(double(logprob), -9999.0); }
+double logprob_value(float logprob) { return std::isnan(logprob) ? -9999.0 : std::max(double(logprob), -9999.0); }
 
 nlohmann::json token_logprob_json(const Tokenizer* tokenizer, int32_t id, float logprob) {
     nlohmann::json j;

@@ -161,7 +161,7 @@ private:
             return;
         }
         job.req.gen.cancel = &job.cancel;
-        const bool routing = job.req.cetus_routing, stats = job.req.cetus_stats, logprobs = job.req.gen.logprobs >= 0;
+        const bool routing = job.req.cetus_routing, stats = job.req.cetus_stats;
         const Tokenizer* tokenizer = m_engine.tokenizer();
         const auto started = Clock::now();
         try {

@@ -185,9 +185,12 @@ float token_logprobs(const float* x, int64_t n_valid, int32_t id, int32_t top_n,
     for (int64_t i = 0; i < n_valid; ++i)
         if (x[i] > m) m = x[i];
     // exp in float (the terms' rounding, 2^-24 relative, is far below what is reported),
-    // summed in double.
+    // summed in double. A +inf logit (an overflow) takes all the mass, shared among its kind.
     double sum = 0.0;
-    if (std::isfinite(m)) {
+    int64_t n_inf = 0;
+    if (m == -neg_inf) {
+        for (int64_t i = 0; i < n_valid; ++i) n_inf += x[i] == m;
+    } else if (std::isfinite(m)) {
         const float lo = m - 110.0f;  // below this exp(x - m) is 0 in float
 #pragma omp parallel for reduction(+ : sum) if (n_valid >= (int64_t(1) << 15))
         for (int64_t i = 0; i < n_valid; ++i)
@@ -196,6 +199,7 @@ float token_logprobs(const float* x, int64_t n_valid, int32_t id, int32_t top_n,
     const double log_z = std::isfinite(m) ? double(m) + std::log(sum) : std::numeric_limits<double>::infinity();
     auto logprob = [&](int64_t i) {
         const float v = x[i];
+        if (n_inf > 0) return v == m ? float(-std::log(double(n_inf))) : neg_inf;
         return v > neg_inf ? float(double(v) - log_z) : neg_inf;  // NaN and -inf: no mass
     };
     top.clear();

@@ -6,6 +6,7 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -18,9 +19,11 @@ constexpr size_t k_header_bytes = 24;
 constexpr uint32_t k_max_tokens = 1u << 24;
 constexpr int k_max_top_n = 20;
 constexpr size_t k_max_text = 255;
-// 32 MiB: 131,072 tokens with 20 alternatives of 8-byte texts take 22 MiB. A blob that
-// inflates past it is refused before anything is allocated for its tokens.
-constexpr uint32_t k_max_raw = 32u << 20;
+// 16 MiB: 131,072 tokens with 5 alternatives of 8-byte texts take 8.5 MiB (the app keeps
+// 5), with 20 alternatives 46,000 tokens fit. A blob that inflates past it is refused
+// before anything is allocated for its tokens; one within it decodes to at most 3.4 M
+// alternatives (each takes 5 bytes or more).
+constexpr uint32_t k_max_raw = 16u << 20;
 constexpr uint8_t k_stored = 0, k_deflated = 1;
 
 [[noreturn]] void invalid(const std::string& what) {
@@ -62,7 +65,8 @@ size_t kept_length(const std::string& s) {
 uint32_t crc_of(const uint8_t* header, const std::vector<uint8_t>& raw) {
     uLong crc = ::crc32(0L, Z_NULL, 0);
     crc = ::crc32(crc, header, 20);
-    crc = ::crc32(crc, raw.data(), static_cast<uInt>(raw.size()));
+    // (zlib's crc32 answers 0 for a null buffer: an empty payload must not reset it.)
+    if (!raw.empty()) crc = ::crc32(crc, raw.data(), static_cast<uInt>(raw.size()));
     return static_cast<uint32_t>(crc);
 }
 
@@ -75,8 +79,13 @@ std::vector<uint8_t> encode_token_probabilities(const TokenProbabilities& tp) {
     if (tp.alternatives.size() != n * size_t(tp.top_n))
         ctp::invalid(std::to_string(tp.alternatives.size()) + " alternatives for " + std::to_string(n) + " tokens of " +
                 std::to_string(tp.top_n));
+    // Every token takes 4 bytes and each alternative at least 5: refuse what cannot fit
+    // before reserving anything.
+    if (uint64_t(n) * (4 + 5 * uint64_t(tp.top_n)) > ctp::k_max_raw)
+        ctp::invalid("too large (" + std::to_string(n) + " tokens of " + std::to_string(tp.top_n) +
+                     " alternatives; at most 16 MiB)");
     std::vector<uint8_t> raw;
-    raw.reserve(n * (4 + size_t(tp.top_n) * 12));
+    raw.reserve(std::min<size_t>(size_t(n) * (4 + size_t(tp.top_n) * 12), ctp::k_max_raw));
     for (size_t t = 0; t < n; ++t) {
         if (!ctp::valid_logprob(tp.logprobs[t])) ctp::invalid("log-probability of token " + std::to_string(t) + " is NaN or above 0");
         ctp::put_float(raw, tp.logprobs[t]);
@@ -89,7 +98,7 @@ std::vector<uint8_t> encode_token_probabilities(const TokenProbabilities& tp) {
             raw.insert(raw.end(), a.text.begin(), a.text.begin() + std::ptrdiff_t(len));
         }
     }
-    if (raw.size() > ctp::k_max_raw) ctp::invalid("too large (" + std::to_string(raw.size()) + " bytes; at most 32 MiB)");
+    if (raw.size() > ctp::k_max_raw) ctp::invalid("too large (" + std::to_string(raw.size()) + " bytes; at most 16 MiB)");
 
     std::vector<uint8_t> payload(::compressBound(static_cast<uLong>(raw.size())));
     uLongf packed = payload.size();
@@ -142,6 +151,7 @@ TokenProbabilities decode_token_probabilities(std::span<const uint8_t> blob) {
     TokenProbabilities tp;
     tp.top_n = top_n;
     tp.logprobs.reserve(n);  // at most raw_size / 4
+    tp.alternatives.reserve(size_t(n) * size_t(top_n));  // at most raw_size / 5
     size_t at = 0;
     auto need = [&](size_t bytes) {
         if (raw.size() - at < bytes) ctp::corrupt("payload ends inside token " + std::to_string(tp.logprobs.size()));

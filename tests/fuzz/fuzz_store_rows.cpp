@@ -82,7 +82,8 @@ struct Column {
     const char* name;
 };
 
-// Every column of schema version 1, so an edit can reach any of them.
+// Every column of schema version 2, so an edit can reach any of them (version 2's
+// table last: the seeds' column numbers index the list).
 constexpr Column k_columns[] = {
     {"conversations", "id"},         {"conversations", "uuid"},       {"conversations", "title"},
     {"conversations", "model"},      {"conversations", "system_prompt"},
@@ -93,8 +94,9 @@ constexpr Column k_columns[] = {
     {"messages", "writer"},          {"messages", "stats_json"},      {"messages", "created_ms"},
     {"messages", "updated_ms"},      {"routing_traces", "message_id"}, {"routing_traces", "n_tokens"},
     {"routing_traces", "data"},
+    {"token_probabilities", "message_id"}, {"token_probabilities", "n_tokens"}, {"token_probabilities", "data"},
 };
-constexpr const char* k_tables[] = {"conversations", "messages", "routing_traces"};
+constexpr const char* k_tables[] = {"conversations", "messages", "routing_traces", "token_probabilities"};
 
 constexpr const char* k_texts[] = {
     "user", "assistant", "system", "tool", "streaming", "complete", "interrupted", "error", "",
@@ -275,6 +277,7 @@ void exercise(Store& store, bool damaged, Reader& in) {
                 (void)children_of(tree, m.parent_id);
                 tolerate([&] { (void)store.message(m.id); });
                 tolerate([&] { (void)store.routing_trace(m.id); });
+                tolerate([&] { (void)store.token_probabilities(m.id); });
             }
         });
         tolerate([&] { (void)store.statistics(id); });
@@ -357,6 +360,14 @@ void build_template() {
         const int64_t a1 = store.add_message(m);
         RoutingTrace trace{2, 2, 1, {1, 5, 0, 7, 2, 3, 4, 6}, {0.6f, 0.4f, 0.9f, 0.1f, 0.5f, 0.5f, 0.7f, 0.3f}};
         store.set_routing_trace(a1, trace);
+        TokenProbabilities tp;
+        tp.top_n = 2;
+        for (int t = 0; t < 2; ++t) {
+            tp.logprobs.push_back(-0.5f * float(t));
+            tp.alternatives.push_back({" In", -0.25f});
+            tp.alternatives.push_back({"\n", -2.0f});
+        }
+        store.set_token_probabilities(a1, tp);
         m = {a, a1, Role::User, "And the sea?"};
         const int64_t q2 = store.add_message(m);
         m = {a, q2, Role::Assistant, "Quokkas avoid the sea."};

@@ -90,12 +90,14 @@ for name, blob in probabilities.items():
     write(os.path.join(here, "corpus", "token_probabilities"), name, blob)
 
 
-def message(i, parent, role, content, trace_blob=None, state="complete"):
+def message(i, parent, role, content, trace_blob=None, state="complete", probabilities_blob=None):
     m = {"id": i, "parent": parent, "role": role, "state": state, "created_ms": 1764500000000 + i,
          "updated_ms": 1764500000000 + i, "stats": {} if role != "assistant" else {"n_generated_tokens": 3},
          "content": content}
     if trace_blob is not None:
         m["routing_trace"] = base64.b64encode(trace_blob).decode()
+    if probabilities_blob is not None:
+        m["token_probabilities"] = base64.b64encode(probabilities_blob).decode()
     return m
 
 
@@ -120,6 +122,13 @@ plain = conversation("0a1b2c3d-0000-4000-8000-000000000002", [
 for name, doc in {"branches": [branching], "two": [branching, plain], "none": []}.items():
     text = json.dumps({"format": "cetus-conversations", "format_version": 1, "conversations": doc})
     write(os.path.join(here, "corpus", "import"), name + ".json", text.encode())
+# Format 2: an answer with its token probabilities.
+with_probabilities = conversation("0a1b2c3d-0000-4000-8000-000000000003", [
+    message(1, None, "user", "Capital of France?"),
+    message(2, 1, "assistant", "Paris", blobs["stored_small"], probabilities_blob=probabilities["stored_small"]),
+], 2)
+text = json.dumps({"format": "cetus-conversations", "format_version": 2, "conversations": [with_probabilities]})
+write(os.path.join(here, "corpus", "import"), "probabilities.json", text.encode())
 
 
 # fuzz_store_rows: a flags byte, then edits. Column numbers index k_columns,

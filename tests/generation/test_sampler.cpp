@@ -43,6 +43,10 @@ private slots:
         QCOMPARE(top.size(), size_t(4));
         QCOMPARE(top[3].id, 3);
         QCOMPARE(top[3].logprob, -inf);
+        // Overflowed logits (+inf) share all the mass.
+        std::vector<float> over = {1.0f, inf, 3.0f, inf};
+        QVERIFY(std::abs(cetus::token_logprobs(over.data(), 4, 1, 2, top) - std::log(0.5f)) < 1e-6f);
+        QCOMPARE(cetus::token_logprobs(over.data(), 4, 2, 0, top), -inf);
         std::vector<float> ties(300, 1.0f);
         cetus::token_logprobs(ties.data(), 300, 0, 4, top);
         QCOMPARE(top.size(), size_t(4));

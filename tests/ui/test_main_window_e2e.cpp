@@ -479,7 +479,28 @@ void TestMainWindowE2e::continueExtendsTheAnswer() {
     qint64 choices = 0;
     for (qint64 n : m_window->controller().answerExpertCounts()) choices += n;
     QCOMPARE(choices, qint64(12 * trace->n_layers * trace->top_k));
+    // Its token probabilities went on too: one entry per token.
+    QCOMPARE(m_store->tokenProbabilities(id)->nTokens(), size_t(12));
     shot(QStringLiteral("12-continued"));
+
+    // Continued with Model > Record token probabilities off, the answer keeps none; and
+    // continued again with it on, the new tokens' figures alone would not line up with
+    // the answer's tokens, so it still has none (a click says so, never another token's).
+    auto* record = m_window->findChild<QAction*>(QStringLiteral("tokenProbabilitiesAction"));
+    QVERIFY(record);
+    record->setChecked(false);
+    m_window->controller().continueAnswer(id);
+    QVERIFY(waitFinished());
+    QCOMPARE(last().token_text_ends.size(), size_t(18));
+    QVERIFY(!m_store->tokenProbabilities(id));
+    record->setChecked(true);
+    m_window->controller().continueAnswer(id);
+    QVERIFY(waitFinished());
+    QCOMPARE(last().token_text_ends.size(), size_t(24));
+    QVERIFY(!m_store->tokenProbabilities(id));
+    m_window->controller().selectToken(id, 0);
+    QVERIFY2(m_window->routingPanel()->probabilitiesText().contains(QStringLiteral("No token probabilities")),
+             qPrintable(m_window->routingPanel()->probabilitiesText()));
 }
 
 QTEST_MAIN(TestMainWindowE2e)

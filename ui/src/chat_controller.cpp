@@ -295,6 +295,7 @@ void ChatController::startAnswer(qint64 assistant_id, const MessageRecord* conti
     m_answer_ends.clear();
     m_answer_routing = RoutingData{};
     m_answer_probabilities = TokenProbabilityData{};
+    m_probabilities_aligned = true;
     m_answer_stats = StepStats{};
     m_stats_history.clear();
     m_answer_counts.clear();
@@ -323,14 +324,15 @@ void ChatController::startAnswer(qint64 assistant_id, const MessageRecord* conti
             m_answer_ends = std::move(ends);
             m_answer_text_begin = stats.value("token_text_begin").toInt();
             addCounts(m_answer_counts, m_answer_routing);
-            // Its token probabilities go on too when it has them for every token (else the
-            // continued answer has none: onFinished stores only a complete set).
-            if (const auto p = m_store.tokenProbabilities(assistant_id); p && p->nTokens() == m_answer_ends.size())
-                m_answer_probabilities = *p;
+            // Its token probabilities go on too when it has them for every token, as many
+            // alternatives as are recorded now (else the continued answer keeps none).
+            const auto p = m_store.tokenProbabilities(assistant_id);
+            m_probabilities_aligned = p && p->consistent() && p->nTokens() == m_answer_ends.size() &&
+                                      p->top_n == m_token_alternatives;
+            if (m_probabilities_aligned) m_answer_probabilities = *p;
         } else {
             m_answer_text_begin = int(m_answer_text.size());
             if (trace) m_store.clearRoutingTrace(assistant_id);  // it no longer indexes the text
-            m_store.clearTokenProbabilities(assistant_id);
         }
         m_continued_counts = m_answer_counts;
     }
@@ -387,7 +389,12 @@ void ChatController::onChunk(const GenerationChunk& chunk) {
         addCounts(m_answer_counts, chunk.routing);
         emit expertCountsChanged();
     }
-    if (chunk.probabilities.nTokens() > 0) m_answer_probabilities.append(chunk.probabilities);
+    if (m_probabilities_aligned && chunk.probabilities.nTokens() == chunk.token_text_ends.size()) {
+        m_answer_probabilities.append(chunk.probabilities);
+    } else if (m_probabilities_aligned) {
+        m_probabilities_aligned = false;  // a token without them: the answer keeps none
+        m_answer_probabilities = TokenProbabilityData{};
+    }
     m_answer_stats = chunk.stats;
     m_stats_history.push_back(chunk.stats);
     if (!m_display.empty() && m_display.back().record.id == m_answer_id) {
@@ -465,7 +472,7 @@ void ChatController::onFinished(const GenerationOutcome& outcome) {
     if (m_answer_routing.nTokens() > 0) m_store.setRoutingTrace(m_answer_id, m_answer_routing);
     // Token probabilities are kept only when there is one entry per token of the answer
     // (a continuation recorded without them, or an endpoint that sent some, has none).
-    if (m_answer_probabilities.nTokens() > 0 && m_answer_probabilities.nTokens() == m_answer_ends.size())
+    if (answerProbabilitiesComplete() && m_answer_probabilities.nTokens() > 0)
         m_store.setTokenProbabilities(m_answer_id, m_answer_probabilities);
     else if (m_continued_tokens > 0)
         m_store.clearTokenProbabilities(m_answer_id);  // a continued answer's old ones no longer cover it
@@ -544,7 +551,7 @@ void ChatController::selectToken(qint64 message_id, int text_offset) {
     const bool live = message_id == m_answer_id && (isGenerating() || m_answer_routing.nTokens() > 0);
     if (live) {
         all = m_answer_routing;
-        probabilities = m_answer_probabilities;
+        if (answerProbabilitiesComplete()) probabilities = m_answer_probabilities;
     } else if (const auto r = m_store.routingTrace(message_id)) {
         all = *r;
         if (const auto p = m_store.tokenProbabilities(message_id)) probabilities = *p;

@@ -148,7 +148,8 @@ RemoteDelta parseChatChunk(const QByteArray& json) {
     if (cv.isObject()) {
         const QJsonObject c = cv.toObject();
         d.has_cetus = true;
-        d.cetus_token = c.contains("id");
+        // id -1: text released after the last token (a stop or a full context), no token.
+        d.cetus_token = c.contains("id") && c.value("id").toInt(-1) >= 0;
         const QJsonArray routing = c.value("routing").toArray(), weights = c.value("weights").toArray();
         if (!routing.isEmpty()) {
             d.routing.n_layers = int(routing.size());
@@ -415,8 +416,11 @@ void RemoteGenerationService::applyDelta(const RemoteDelta& d) {
         if (m_first_token_ms < 0) m_first_token_ms = m_clock.elapsed();
         m_pending.text += d.content;
         m_pending.reasoning += d.reasoning;
-        // One entry per token for a Cetus server (its chunks are tokens), else per delta.
-        if (!d.content.isEmpty() || d.cetus_token) {
+        // One entry per token for a Cetus server (its chunks are tokens; text after the
+        // last token belongs to it), else per delta.
+        if (d.has_cetus && !d.cetus_token) {
+            if (!m_pending.token_text_ends.empty()) m_pending.token_text_ends.back() = int(m_pending.text.size());
+        } else if (!d.content.isEmpty() || d.cetus_token) {
             m_pending.token_text_ends.push_back(int(m_pending.text.size()));
             m_pending.drafted.push_back(false);
             if (!d.has_cetus) ++m_stats.generated_tokens;

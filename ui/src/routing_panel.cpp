@@ -115,9 +115,12 @@ void RoutingPanel::showToken(const QString& label, const RoutingData& one, const
     if (p.top_n > 0) {
         html += QStringLiteral("<table cellspacing=\"0\" cellpadding=\"1\">");
         html += QStringLiteral("<tr><td colspan=\"2\">%1</td></tr>").arg(tr("Most likely at this step:").toHtmlEscaped());
+        bool marked = false;
         for (size_t k = 0; k < p.alt_texts.size() && k < p.alt_logprobs.size(); ++k) {
-            // The chosen token (the same figure: it was computed once) in bold.
-            const bool is_chosen = p.alt_logprobs[k] == chosen;
+            // The chosen token in bold: the first with its figure (computed once, so equal;
+            // a tie with another token would be equally likely anyway).
+            const bool is_chosen = !marked && p.alt_logprobs[k] == chosen;
+            marked = marked || is_chosen;
             const QString token = QStringLiteral("<code>%1</code>").arg(visibleToken(p.alt_texts[k]).toHtmlEscaped());
             const QString percent = percentText(p.alt_logprobs[k]);
             html += is_chosen ? QStringLiteral("<tr><td><b>%1</b></td><td align=\"right\"><b>%2</b></td></tr>").arg(token, percent)

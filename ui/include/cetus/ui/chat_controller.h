@@ -111,6 +111,11 @@ private:
     qint64 latestLeaf(qint64 id) const;
     QString statsJson(const GenerationOutcome& o) const;
     void addCounts(std::vector<qint64>& counts, const RoutingData& r) const;
+    // The answer's probabilities cover every token so far, one entry each.
+    bool answerProbabilitiesComplete() const {
+        return m_probabilities_aligned && m_answer_probabilities.consistent() &&
+               m_answer_probabilities.nTokens() == m_answer_ends.size();
+    }
 
     HistoryStore& m_store;
     GenerationService& m_service;
@@ -129,6 +134,9 @@ private:
     std::vector<int> m_answer_ends;
     RoutingData m_answer_routing;
     TokenProbabilityData m_answer_probabilities;
+    // One entry per token of the answer so far (a continued answer without them, or a
+    // chunk without them, ends that: the answer then keeps none).
+    bool m_probabilities_aligned = true;
     StepStats m_answer_stats;
     std::vector<StepStats> m_stats_history;
     std::vector<qint64> m_answer_counts;

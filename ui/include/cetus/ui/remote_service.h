@@ -60,7 +60,7 @@ struct RemoteDelta {
     std::optional<qint64> prompt_tokens, completion_tokens;  // from `usage`
     QString error;               // an OpenAI error object ({"error": {...}}) in words
     bool has_cetus = false;      // the Cetus server's per-token extension
-    bool cetus_token = false;    // cetus.id present: this chunk is one generated token
+    bool cetus_token = false;    // cetus.id >= 0: this chunk is one generated token (-1: text after the last)
     RoutingData routing;         // cetus.routing / weights (one token)
     TokenProbabilityData probabilities;  // cetus.logprobs (one token, when asked for)
     std::optional<StepStats> stats;

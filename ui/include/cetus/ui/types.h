@@ -112,16 +112,23 @@ struct TokenProbabilityData {
     std::vector<float> alt_logprobs;  // [tokens x top_n]
 
     size_t nTokens() const { return logprobs.size(); }
+    // Every token has top_n alternatives (what append keeps, and what token() needs).
+    bool consistent() const {
+        return top_n >= 0 && alt_texts.size() == logprobs.size() * size_t(top_n) && alt_logprobs.size() == alt_texts.size();
+    }
+    // Appends more tokens of the same width; a width that differs (a remote that sent
+    // another number of alternatives) makes the whole value inconsistent, never misread.
     void append(const TokenProbabilityData& more) {
         if (logprobs.empty()) top_n = more.top_n;
+        if (more.top_n != top_n) top_n = -1;
         logprobs.insert(logprobs.end(), more.logprobs.begin(), more.logprobs.end());
         alt_texts.insert(alt_texts.end(), more.alt_texts.begin(), more.alt_texts.end());
         alt_logprobs.insert(alt_logprobs.end(), more.alt_logprobs.begin(), more.alt_logprobs.end());
     }
-    // Token t alone (an empty value when t is out of range).
+    // Token t alone (an empty value when t is out of range or the value is inconsistent).
     TokenProbabilityData token(size_t t) const {
         TokenProbabilityData one;
-        if (t >= logprobs.size()) return one;
+        if (t >= logprobs.size() || !consistent()) return one;
         one.top_n = top_n;
         one.logprobs = {logprobs[t]};
         const auto from = std::ptrdiff_t(t * size_t(top_n)), to = std::ptrdiff_t((t + 1) * size_t(top_n));
