@@ -31,17 +31,47 @@ int Engine::fit_to_context(GenerateRequest& r) const {
     const int64_t context = info().context_length;
     if (context <= 0) return 0;
     const int64_t room = std::min<int64_t>(r.max_new_tokens, std::max<int64_t>(16, context / 4));
-    int dropped = 0;
-    while (count_tokens(r) + room > context) {
-        // The oldest turn: from the first message that is not a system message up to the
-        // next user message, so that what is left still starts with a user's turn.
-        auto first = std::find_if(r.messages.begin(), r.messages.end(), [](const ChatMessage& m) { return m.role != "system"; });
-        if (first == r.messages.end()) break;
-        auto next = std::find_if(first + 1, r.messages.end(), [](const ChatMessage& m) { return m.role == "user"; });
-        if (next == r.messages.end()) break;  // the turn being answered stays
-        dropped += int(next - first);
-        r.messages.erase(first, next);
+    auto fits = [&](const GenerateRequest& q) { return count_tokens(q) + room <= context; };
+    if (fits(r)) return 0;
+    // The turns in the order they would go, found without tokenizing: the oldest turn runs
+    // from the first message that is not a system message up to the next user message, so
+    // that what is left still starts with a user's turn; the turn being answered stays.
+    // step[i]: after how many turns message i is gone (0: never).
+    const size_t n = r.messages.size();
+    std::vector<int> step(n, 0);
+    std::vector<size_t> left(n);
+    for (size_t i = 0; i < n; ++i) left[i] = i;
+    int n_turns = 0;
+    for (;;) {
+        auto first = std::find_if(left.begin(), left.end(), [&](size_t i) { return r.messages[i].role != "system"; });
+        if (first == left.end()) break;
+        auto next = std::find_if(first + 1, left.end(), [&](size_t i) { return r.messages[i].role == "user"; });
+        if (next == left.end()) break;
+        ++n_turns;
+        for (auto it = first; it != next; ++it) step[*it] = n_turns;
+        left.erase(first, next);
     }
+    auto without = [&](int k) {
+        GenerateRequest q = r;
+        q.messages.clear();
+        for (size_t i = 0; i < n; ++i)
+            if (step[i] == 0 || step[i] > k) q.messages.push_back(r.messages[i]);
+        return q;
+    };
+    // The fewest turns left out for the prompt to fit: a binary search over the count
+    // (the prompt only shrinks as turns go), so a long chat is tokenized about log2(turns)
+    // times, not once per turn. When even all of them are not enough, all go and
+    // generate() refuses what is left.
+    int lo = 1, hi = n_turns;
+    while (lo < hi) {
+        const int mid = lo + (hi - lo) / 2;
+        if (fits(without(mid))) hi = mid;
+        else lo = mid + 1;
+    }
+    if (n_turns == 0) return 0;
+    GenerateRequest fitted = without(lo);
+    const int dropped = int(n - fitted.messages.size());
+    r.messages = std::move(fitted.messages);
     return dropped;
 }
 

@@ -6,6 +6,7 @@
 
 #include <QtTest>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -585,6 +586,34 @@ private slots:
         r.sampling.temperature = 0.0f;
         const auto answer = e->generate(r);
         QVERIFY(answer.stats.generated_tokens > 0);
+        // A long chat of uneven turns (answers left unanswered, a system message in the
+        // middle) against the plain rule, one oldest turn at a time until it fits.
+        for (int seed = 1; seed <= 6; ++seed) {
+            cetus::GenerateRequest longer;
+            longer.max_new_tokens = 8;
+            longer.messages = {{"system", "Be brief."}};
+            for (int turn = 0; turn < 40; ++turn) {
+                longer.messages.push_back({"user", std::string(size_t(1 + (turn * 7 + seed) % 13), char('a' + turn % 26))});
+                if ((turn + seed) % 5 != 0) longer.messages.push_back({"assistant", std::string(size_t(1 + (turn * 3) % 11), 'z')});
+                if (turn == 17 + seed) longer.messages.push_back({"system", "Mind the middle."});
+            }
+            cetus::GenerateRequest plain_rule = longer;
+            int plain_left_out = 0;
+            while (e->count_tokens(plain_rule) + 8 > 128) {
+                auto& m = plain_rule.messages;
+                auto first = std::find_if(m.begin(), m.end(), [](const auto& x) { return x.role != "system"; });
+                auto next = std::find_if(first + 1, m.end(), [](const auto& x) { return x.role == "user"; });
+                if (first == m.end() || next == m.end()) break;
+                plain_left_out += int(next - first);
+                m.erase(first, next);
+            }
+            QCOMPARE(e->fit_to_context(longer), plain_left_out);
+            QCOMPARE(longer.messages.size(), plain_rule.messages.size());
+            for (size_t i = 0; i < longer.messages.size(); ++i) {
+                QCOMPARE(longer.messages[i].role, plain_rule.messages[i].role);
+                QCOMPARE(longer.messages[i].content, plain_rule.messages[i].content);
+            }
+        }
         // Fits already: untouched.
         cetus::GenerateRequest small;
         small.max_new_tokens = 8;
