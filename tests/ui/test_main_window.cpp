@@ -33,6 +33,9 @@
 #include <QTest>
 #include <QXmlStreamReader>
 #include <QRegularExpression>
+
+#include <cmath>
+#include <limits>
 #include <QToolButton>
 
 using namespace cetus::ui;
@@ -57,6 +60,7 @@ private slots:
     void stopEndsTheAnswer();
     void errorsShowInline();
     void panelsReceiveData();
+    void tokenProbabilitiesPanel();
     void listModelGroupsByDay();
     void searchHitShowsItsMessage();
     void storedSettingsOutOfRangeFallBack();
@@ -458,6 +462,31 @@ void TestMainWindow::errorsShowInline() {
     QVERIFY(err->text().contains(QStringLiteral("out of GPU memory")));
     QCOMPARE(m_window->controller().messages().back().record.status, MessageStatus::Error);
     screenshot("ui-fake-error.png");
+}
+
+void TestMainWindow::tokenProbabilitiesPanel() {
+    // The routing panel's probability lines: percentages at every scale (escaped: "<" is
+    // text), tokens with their spaces and newlines made visible, markup in a token shown
+    // as text, and a plain line when the answer has none.
+    RoutingPanel panel;
+    TokenProbabilityData p;
+    p.top_n = 4;
+    p.logprobs = {std::log(0.25f)};
+    p.alt_texts = {QStringLiteral(" Paris"), QStringLiteral("<b>x</b>"), QStringLiteral("\n"), QString()};
+    p.alt_logprobs = {std::log(0.5f), std::log(0.25f), std::log(0.0004f), -20.0f};
+    RoutingData r;
+    panel.showToken(QStringLiteral("Token 1"), r, p);
+    const QString text = panel.probabilitiesText();
+    QVERIFY2(text.contains(QStringLiteral("Probability under the model: 25.0 %")), qPrintable(text));
+    QVERIFY2(text.contains(QStringLiteral("\u2423Paris")) && text.contains(QStringLiteral("50.0 %")), qPrintable(text));
+    QVERIFY2(text.contains(QStringLiteral("<b>x</b>")), qPrintable(text));  // the token's own text, not markup
+    QVERIFY2(text.contains(QStringLiteral("\u21B5")) && text.contains(QStringLiteral("0.04 %")), qPrintable(text));
+    QVERIFY2(text.contains(QStringLiteral("(nothing)")) && text.contains(QStringLiteral("< 0.01 %")), qPrintable(text));
+    QCOMPARE(RoutingPanel::percentText(-std::numeric_limits<float>::infinity()), QStringLiteral("0 %"));
+    panel.showToken(QStringLiteral("Token 2"), r, {});
+    QVERIFY(panel.probabilitiesText().contains(QStringLiteral("No token probabilities")));
+    panel.clear();
+    QVERIFY(panel.probabilitiesText().isEmpty());
 }
 
 void TestMainWindow::panelsReceiveData() {

@@ -111,7 +111,7 @@ void RoutingPanel::showToken(const QString& label, const RoutingData& one, const
         return;
     }
     const float chosen = p.logprobs[0];
-    QString html = QStringLiteral("<p>%1</p>").arg(tr("Probability under the model: <b>%1</b>").arg(percentText(chosen)));
+    QString html = QStringLiteral("<p>%1</p>").arg(tr("Probability under the model: <b>%1</b>").arg(percentText(chosen).toHtmlEscaped()));
     if (p.top_n > 0) {
         html += QStringLiteral("<table cellspacing=\"0\" cellpadding=\"1\">");
         html += QStringLiteral("<tr><td colspan=\"2\">%1</td></tr>").arg(tr("Most likely at this step:").toHtmlEscaped());
@@ -122,7 +122,7 @@ void RoutingPanel::showToken(const QString& label, const RoutingData& one, const
             const bool is_chosen = !marked && p.alt_logprobs[k] == chosen;
             marked = marked || is_chosen;
             const QString token = QStringLiteral("<code>%1</code>").arg(visibleToken(p.alt_texts[k]).toHtmlEscaped());
-            const QString percent = percentText(p.alt_logprobs[k]);
+            const QString percent = percentText(p.alt_logprobs[k]).toHtmlEscaped();  // "< 0.01 %"
             html += is_chosen ? QStringLiteral("<tr><td><b>%1</b></td><td align=\"right\"><b>%2</b></td></tr>").arg(token, percent)
                               : QStringLiteral("<tr><td>%1</td><td align=\"right\">%2</td></tr>").arg(token, percent);
         }
