@@ -24,6 +24,8 @@
 #include <QMenu>
 #include <QStatusBar>
 #include <QScrollBar>
+#include <QListView>
+#include <QAction>
 #include <QListWidget>
 #include <QPushButton>
 #include <QSettings>
@@ -63,6 +65,7 @@ private slots:
     void tokenProbabilitiesPanel();
     void listModelGroupsByDay();
     void searchHitShowsItsMessage();
+    void archiveAndLongLists();
     void storedSettingsOutOfRangeFallBack();
 
 private:
@@ -526,6 +529,68 @@ void TestMainWindow::listModelGroupsByDay() {
     QCOMPARE(rename.count(), 1);
     QCOMPARE(rename.at(0).at(0).toLongLong(), 2);
     QVERIFY(!model.setData(model.index(0), QStringLiteral("header"), Qt::EditRole));
+}
+
+void TestMainWindow::archiveAndLongLists() {
+    // More conversations than one page: the list reads 500, then the next 500 each time
+    // it is scrolled to its end, keeping its place; archived ones leave it for the
+    // archive's list (Conversation > Show archived conversations) and come back.
+    const int n = 1203;
+    std::vector<qint64> ids;
+    for (int i = 0; i < n; ++i)
+        ids.push_back(*m_store->createConversation(QString(), QString(), QStringLiteral("{}")));
+    m_store->renameConversation(ids[0], QStringLiteral("The oldest"));
+    ConversationListModel* model = m_window->conversationModel();
+    auto listed = [&] {
+        std::vector<qint64> out;
+        for (int r = 0; r < model->rowCount(); ++r) {
+            const QVariant id = model->index(r).data(ConversationListModel::IdRole);
+            if (id.isValid()) out.push_back(id.toLongLong());
+        }
+        return out;
+    };
+    m_window->controller().setPinned(ids[5], false);  // any change refreshes the list
+    QCOMPARE(listed().size(), size_t(500));
+    auto* list = m_window->findChild<QListView*>(QStringLiteral("conversationList"));
+    QVERIFY(list);
+    QScrollBar* bar = list->verticalScrollBar();
+    QTRY_VERIFY(bar->maximum() > 0);
+    bar->setValue(bar->maximum());
+    QCOMPARE(listed().size(), size_t(1000));
+    QVERIFY(bar->value() > 0);  // still down there, not back at the top
+    QTRY_VERIFY(bar->maximum() > bar->value());
+    bar->setValue(bar->maximum());
+    QCOMPARE(listed().size(), size_t(n));
+    QTRY_VERIFY(bar->maximum() > 0);
+    bar->setValue(bar->maximum());
+    QCOMPARE(listed().size(), size_t(n));  // all there: nothing more to read
+
+    // Archive the oldest (from its context menu's action, through the controller) and
+    // the open one (Conversation > Archive).
+    m_window->controller().setArchived(ids[0], true);
+    auto has = [&](qint64 id) { const auto l = listed(); return std::find(l.begin(), l.end(), id) != l.end(); };
+    QVERIFY(!has(ids[0]));
+    QCOMPARE(listed().size(), size_t(n - 1));
+    m_window->controller().openConversation(ids[7]);
+    auto* archive = m_window->findChild<QAction*>(QStringLiteral("archiveAction"));
+    auto* show = m_window->findChild<QAction*>(QStringLiteral("showArchivedAction"));
+    QVERIFY(archive && show);
+    archive->trigger();
+    QVERIFY(!has(ids[7]));
+    QCOMPARE(m_window->controller().currentConversation(), std::optional<qint64>(ids[7]));  // still open
+    show->setChecked(true);
+    QCOMPARE(listed().size(), size_t(2));
+    QVERIFY(has(ids[0]) && has(ids[7]));
+    QCOMPARE(model->index(0).data(Qt::DisplayRole).toString(), QStringLiteral("Archived"));
+    archive->trigger();  // while the archive is shown: back out of it
+    QCOMPARE(listed(), std::vector<qint64>{ids[0]});
+    show->setChecked(false);
+    QCOMPARE(listed().size(), size_t(500));  // the first page again
+    const auto all = m_store->listConversations(false, 5000);
+    QCOMPARE(all.size(), size_t(n - 1));
+    QVERIFY(std::any_of(all.begin(), all.end(), [&](const auto& c) { return c.id == ids[7]; }));
+    const auto archived = m_store->listConversations(true);
+    QVERIFY(archived.size() == 1 && archived[0].id == ids[0] && archived[0].archived);
 }
 
 void TestMainWindow::searchHitShowsItsMessage() {

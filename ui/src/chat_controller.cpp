@@ -515,6 +515,10 @@ void ChatController::renameConversation(qint64 id, const QString& title) {
     }
 }
 
+void ChatController::setArchived(qint64 id, bool archived) {
+    if (m_store.setArchived(id, archived)) emit conversationListChanged();
+}
+
 void ChatController::setPinned(qint64 id, bool pinned) {
     if (m_store.setPinned(id, pinned)) emit conversationListChanged();
 }

@@ -15,6 +15,7 @@ bool ConversationListModel::valid(const QModelIndex& index) const {
 }
 
 QString ConversationListModel::groupOf(const ConversationSummaryRecord& c, const QDateTime& now) {
+    if (c.archived) return tr("Archived");
     if (c.pinned) return tr("Pinned");
     const QDate day = QDateTime::fromMSecsSinceEpoch(c.updated_ms).date();
     const qint64 age = day.daysTo(now.date());
@@ -78,6 +79,7 @@ QVariant ConversationListModel::data(const QModelIndex& index, int role) const {
     case IdRole: return r.header ? QVariant() : QVariant(r.c.id);
     case IsHeaderRole: return r.header;
     case PinnedRole: return r.c.pinned;
+    case ArchivedRole: return r.c.archived;
     default: return {};
     }
 }

@@ -37,6 +37,7 @@
 #include <QMessageBox>
 #include <QProgressBar>
 #include <QPushButton>
+#include <QScrollBar>
 #include <QSettings>
 #include <QSpinBox>
 #include <QSplitter>
@@ -239,8 +240,18 @@ QWidget* MainWindow::buildLeft() {
         menu.addAction(tr("Rename"), this, [this, i] { m_list->edit(i); });
         const bool pinned = i.data(ConversationListModel::PinnedRole).toBool();
         menu.addAction(pinned ? tr("Unpin") : tr("Pin"), this, [this, id, pinned] { m_controller->setPinned(id.toLongLong(), !pinned); });
+        const bool archived = i.data(ConversationListModel::ArchivedRole).toBool();
+        menu.addAction(archived ? tr("Unarchive") : tr("Archive"), this,
+                       [this, id, archived] { m_controller->setArchived(id.toLongLong(), !archived); });
         menu.addAction(tr("Delete…"), this, [this, id] { deleteConversation(id.toLongLong()); });
         menu.exec(m_list->viewport()->mapToGlobal(pos));
+    });
+    // Scrolled to the end of what is listed: the next page.
+    connect(m_list->verticalScrollBar(), &QScrollBar::valueChanged, this, [this](int value) {
+        const int end = m_list->verticalScrollBar()->maximum();
+        if (m_refreshing_list || !m_list_may_have_more || end == 0 || value < end) return;
+        m_list_limit += k_list_page;
+        refreshList();
     });
     connect(m_search, &QLineEdit::textChanged, this, &MainWindow::runSearch);
     // A search hit opens its conversation at the matching message (on its branch).
@@ -397,6 +408,24 @@ void MainWindow::buildMenus() {
             const int row = m_list_model->rowOf(*id);
             m_controller->setPinned(*id, row >= 0 && !m_list_model->index(row).data(ConversationListModel::PinnedRole).toBool());
         }
+    });
+    m_archive_action = chat->addAction(tr("&Archive"), this, [this] {
+        if (const auto id = m_controller->currentConversation()) m_controller->setArchived(*id, !m_show_archived);
+    });
+    m_archive_action->setObjectName(QStringLiteral("archiveAction"));
+    m_archive_action->setToolTip(tr("Moves the open conversation out of the list, into the archive"));
+    QAction* show_archived = chat->addAction(tr("Show archi&ved conversations"));
+    show_archived->setObjectName(QStringLiteral("showArchivedAction"));
+    show_archived->setCheckable(true);
+    show_archived->setToolTip(tr("The list shows the archived conversations instead"));
+    connect(show_archived, &QAction::toggled, this, [this](bool on) {
+        m_show_archived = on;
+        m_list_limit = k_list_page;
+        // Archiving applies to the list shown: out of the archive while it is shown.
+        m_archive_action->setText(on ? tr("Un&archive") : tr("&Archive"));
+        m_archive_action->setToolTip(on ? tr("Moves the open conversation out of the archive, back into the list")
+                                        : tr("Moves the open conversation out of the list, into the archive"));
+        refreshList();
     });
     chat->addAction(tr("&Delete…"), this, [this] {
         if (const auto id = m_controller->currentConversation()) deleteConversation(*id);
@@ -723,11 +752,17 @@ bool MainWindow::importConversations(const QString& file) {
 
 void MainWindow::refreshList() {
     const auto current = m_controller->currentConversation();
-    m_list_model->setConversations(m_controller->store().listConversations());
+    m_refreshing_list = true;
+    const int scrolled = m_list->verticalScrollBar()->value();
+    const auto rows = m_controller->store().listConversations(m_show_archived, m_list_limit);
+    m_list_may_have_more = int(rows.size()) >= m_list_limit;
+    m_list_model->setConversations(rows);
     if (current) {
         const int row = m_list_model->rowOf(*current);
         if (row >= 0) m_list->setCurrentIndex(m_list_model->index(row));
     }
+    m_list->verticalScrollBar()->setValue(scrolled);  // a refresh (or the next page) keeps the place
+    m_refreshing_list = false;
     if (!m_search->text().isEmpty()) runSearch();
 }
 

@@ -110,13 +110,18 @@ std::unique_ptr<SqliteHistoryStore> SqliteHistoryStore::openInMemory() {
         new SqliteHistoryStore(std::make_unique<st::Store>(st::Store::open_memory())));
 }
 
-std::vector<ConversationSummaryRecord> SqliteHistoryStore::listConversations() {
+std::vector<ConversationSummaryRecord> SqliteHistoryStore::listConversations(bool archived, int limit) {
     return guarded("list conversations", [&] {
         std::vector<ConversationSummaryRecord> out;
         st::ListOptions options;
-        options.limit = 1000;
-        for (const auto& c : m_store->list_conversations(options)) {
-            out.push_back({c.id, qs(c.title), c.pinned, c.updated_ms, c.n_messages});
+        options.archived = archived ? st::ArchiveFilter::Only : st::ArchiveFilter::Exclude;
+        // The store's pages hold up to 1,000.
+        while (int(out.size()) < limit) {
+            options.limit = std::min(1000, limit - int(out.size()));
+            options.offset = int(out.size());
+            const auto page = m_store->list_conversations(options);
+            for (const auto& c : page) out.push_back({c.id, qs(c.title), c.pinned, c.updated_ms, c.n_messages, c.archived});
+            if (int(page.size()) < options.limit) break;
         }
         return out;
     });
@@ -166,6 +171,10 @@ bool SqliteHistoryStore::renameConversation(qint64 id, const QString& title) {
 
 bool SqliteHistoryStore::setPinned(qint64 id, bool pinned) {
     return guarded("pin the conversation", [&] { m_store->set_pinned(id, pinned); return true; });
+}
+
+bool SqliteHistoryStore::setArchived(qint64 id, bool archived) {
+    return guarded("archive the conversation", [&] { m_store->set_archived(id, archived); return true; });
 }
 
 bool SqliteHistoryStore::deleteConversation(qint64 id) {

@@ -78,6 +78,8 @@ public slots:
     void switchBranch(qint64 message_id, int delta);
     void renameConversation(qint64 id, const QString& title);
     void setPinned(qint64 id, bool pinned);
+    // Out of the list and into the archive, or back; an open conversation stays open.
+    void setArchived(qint64 id, bool archived);
     void deleteConversation(qint64 id);
     void applySettings(const cetus::ui::ConversationSettings& s);
     void selectToken(qint64 message_id, int text_offset);

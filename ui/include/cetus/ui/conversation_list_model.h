@@ -1,6 +1,6 @@
 // The conversation list: pinned conversations first, then the rest grouped by day
 // ("Today", "Yesterday", "Previous 7 days", then by month), each group under a header
-// row that cannot be selected. Editing a title emits renameRequested; the controller
+// row that cannot be selected; archived ones (the archive's list) under "Archived". Editing a title emits renameRequested; the controller
 // persists it and the model is refreshed from the store.
 #pragma once
 
@@ -16,7 +16,7 @@ namespace cetus::ui {
 class ConversationListModel : public QAbstractListModel {
     Q_OBJECT
 public:
-    enum Roles { IdRole = Qt::UserRole + 1, IsHeaderRole, PinnedRole };
+    enum Roles { IdRole = Qt::UserRole + 1, IsHeaderRole, PinnedRole, ArchivedRole };
 
     explicit ConversationListModel(QObject* parent = nullptr);
     void setConversations(const std::vector<ConversationSummaryRecord>& rows, const QDateTime& now = QDateTime::currentDateTime());

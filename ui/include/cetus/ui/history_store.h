@@ -18,12 +18,16 @@ public:
     using QObject::QObject;
     ~HistoryStore() override = default;
 
-    virtual std::vector<ConversationSummaryRecord> listConversations() = 0;
+    // Pinned first, then by last activity: at most `limit` of the conversations that are
+    // archived (or, by default, of those that are not).
+    virtual std::vector<ConversationSummaryRecord> listConversations(bool archived = false, int limit = 500) = 0;
     virtual std::optional<qint64> createConversation(const QString& model, const QString& system_prompt,
                                                      const QString& sampling_json) = 0;
     virtual std::optional<ConversationRecord> openConversation(qint64 id) = 0;
     virtual bool renameConversation(qint64 id, const QString& title) = 0;
     virtual bool setPinned(qint64 id, bool pinned) = 0;
+    // Archived conversations leave the list for the archive (Conversation > Show archived).
+    virtual bool setArchived(qint64 id, bool archived) = 0;
     virtual bool deleteConversation(qint64 id) = 0;
     virtual bool setSettings(qint64 id, const QString& model, const QString& system_prompt,
                              const QString& sampling_json) = 0;

@@ -95,6 +95,8 @@ public:
     // one of k_context_choices; and Model > CPU threads (0: automatic).
     static constexpr std::array<qint64, 8> k_context_choices{2048, 4096, 8192, 16384, 32768, 65536, 131072, 0};
     static constexpr qint64 k_default_context = 4096;
+    // Conversations the list reads at a time (more as it is scrolled to its end).
+    static constexpr int k_list_page = 500;
     // Alternatives kept per token with Model > Record token probabilities.
     static constexpr int k_token_alternatives = 5;
     static constexpr qint64 k_model_maximum_context = qint64(1) << 40;  // sent for "the model's maximum"
@@ -133,6 +135,13 @@ private:
     GenerationService& m_service;
     ConversationListModel* m_list_model = nullptr;
     QListView* m_list = nullptr;
+    // The list shows the archive instead (Conversation > Show archived conversations).
+    bool m_show_archived = false;
+    QAction* m_archive_action = nullptr;
+    // Conversations listed: a page more each time the list is scrolled to its end.
+    int m_list_limit = k_list_page;
+    bool m_list_may_have_more = false;
+    bool m_refreshing_list = false;  // the scroll bar moves while the list is refilled: not the user
     QListWidget* m_results = nullptr;
     QStackedWidget* m_left_stack = nullptr;
     QLineEdit* m_search = nullptr;

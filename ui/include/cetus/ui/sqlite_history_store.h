@@ -21,12 +21,13 @@ public:
     static std::unique_ptr<SqliteHistoryStore> openInMemory();
     ~SqliteHistoryStore() override;
 
-    std::vector<ConversationSummaryRecord> listConversations() override;
+    std::vector<ConversationSummaryRecord> listConversations(bool archived = false, int limit = 500) override;
     std::optional<qint64> createConversation(const QString& model, const QString& system_prompt,
                                              const QString& sampling_json) override;
     std::optional<ConversationRecord> openConversation(qint64 id) override;
     bool renameConversation(qint64 id, const QString& title) override;
     bool setPinned(qint64 id, bool pinned) override;
+    bool setArchived(qint64 id, bool archived) override;
     bool deleteConversation(qint64 id) override;
     bool setSettings(qint64 id, const QString& model, const QString& system_prompt, const QString& sampling_json) override;
     bool setActiveMessage(qint64 conversation_id, qint64 message_id) override;

@@ -188,6 +188,7 @@ struct ConversationSummaryRecord {
     bool pinned = false;
     qint64 updated_ms = 0;
     qint64 n_messages = 0;
+    bool archived = false;
 };
 
 struct ConversationRecord {
