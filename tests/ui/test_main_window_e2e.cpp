@@ -25,6 +25,7 @@
 #include <QPushButton>
 #include <QSettings>
 #include <QSignalSpy>
+#include <QSpinBox>
 #include <QStandardPaths>
 #include <QTemporaryDir>
 #include <QTest>
@@ -321,6 +322,33 @@ void TestMainWindowE2e::panelsAndTokenRouting() {
     m_window->findChild<QComboBox*>(QStringLiteral("expertScope"))->setCurrentIndex(1);
     QVERIFY(m_window->expertPanel()->heatmap()->total() > 0);  // the conversation, from traces
     shot(QStringLiteral("07-history-conversation-experts"));
+
+    // Show: Tokens of one answer. The clicked token's answer, one layer at a time: each
+    // column the experts the stored trace has for that token; a click on a column selects
+    // that token.
+    m_window->findChild<QComboBox*>(QStringLiteral("expertScope"))->setCurrentIndex(2);
+    ExpertTimeline* timeline = m_window->expertPanel()->timeline();
+    QVERIFY(timeline->isVisible() && !m_window->expertPanel()->heatmap()->isVisible());
+    const auto trace = m_store->routingTrace(answer);
+    QVERIFY(trace);
+    QCOMPARE(size_t(timeline->tokens()), trace->nTokens());
+    QCOMPARE(timeline->highlighted(), 0);  // token 1 was clicked
+    auto* layer = m_window->findChild<QSpinBox*>(QStringLiteral("timelineLayer"));
+    QVERIFY(layer && layer->minimum() == 1 && layer->maximum() == 2);
+    for (int l : {1, 2}) {
+        layer->setValue(l);
+        QCOMPARE(timeline->layer(), l - 1);
+        for (int t = 0; t < timeline->tokens(); ++t) {
+            const size_t at = (size_t(t) * 2 + size_t(l - 1)) * 4;
+            QCOMPARE(timeline->expertsAt(t), std::vector<int32_t>(trace->expert_ids.begin() + long(at), trace->expert_ids.begin() + long(at + 4)));
+        }
+    }
+    QVERIFY(m_window->expertPanel()->summary().startsWith(QStringLiteral("Layer 2")));
+    QTest::mouseClick(timeline, Qt::LeftButton, {}, QPoint(30 + ExpertTimeline::k_column * 3 + 2, 20));
+    QVERIFY2(m_window->routingPanel()->title().startsWith(QStringLiteral("Token 4")), qPrintable(m_window->routingPanel()->title()));
+    QCOMPARE(timeline->highlighted(), 3);
+    shot(QStringLiteral("08-token-timeline"));
+    m_window->findChild<QComboBox*>(QStringLiteral("expertScope"))->setCurrentIndex(0);
 
     // Model > Record token probabilities off: the next answer keeps none, and says so.
     auto* record = m_window->findChild<QAction*>(QStringLiteral("tokenProbabilitiesAction"));

@@ -188,6 +188,18 @@ void ChatController::reload(std::optional<qint64> id) {
 
 void ChatController::rebuildDisplay() {
     m_display.clear();
+    rebuildMessages();
+    // The timeline's answer left the view (another conversation or branch): none.
+    if (m_inspected_id != 0 && std::none_of(m_display.begin(), m_display.end(),
+                                            [this](const DisplayMessage& d) { return d.record.id == m_inspected_id; })) {
+        m_inspected_id = 0;
+        m_inspected_token = -1;
+        m_inspected_routing = RoutingData{};
+        emit inspectedAnswerChanged();
+    }
+}
+
+void ChatController::rebuildMessages() {
     if (!m_conversation) return;
     for (qint64 id : m_conversation->active_path) {
         const MessageRecord* m = find(id);
@@ -290,6 +302,9 @@ void ChatController::editAndResend(qint64 user_message_id, const QString& text) 
 void ChatController::startAnswer(qint64 assistant_id, const MessageRecord* continued) {
     const qint64 conversation_id = m_conversation->id;
     m_answer_id = assistant_id;
+    m_inspected_id = assistant_id;  // the timeline follows the new answer
+    m_inspected_token = -1;
+    m_inspected_routing = RoutingData{};
     m_answer_text.clear();
     m_answer_reasoning.clear();
     m_answer_ends.clear();
@@ -352,6 +367,7 @@ void ChatController::startAnswer(qint64 assistant_id, const MessageRecord* conti
     emit conversationListChanged();
     emit conversationChanged();
     emit generationStateChanged(true);
+    emit inspectedAnswerChanged();
     emit expertCountsChanged();
 }
 
@@ -541,6 +557,12 @@ void ChatController::applySettings(const ConversationSettings& s) {
     }
 }
 
+const RoutingData& ChatController::inspectedRouting() const {
+    if (m_inspected_id != 0 && m_inspected_id == m_answer_id && (isGenerating() || m_answer_routing.nTokens() > 0))
+        return m_answer_routing;
+    return m_inspected_routing;
+}
+
 void ChatController::selectToken(qint64 message_id, int text_offset) {
     const DisplayMessage* d = nullptr;
     for (const auto& m : m_display)
@@ -548,7 +570,16 @@ void ChatController::selectToken(qint64 message_id, int text_offset) {
     if (!d || d->record.role != ChatRole::Assistant || d->token_text_ends.empty()) return;
     const auto& ends = d->token_text_ends;
     if (text_offset < d->token_text_begin) return;  // text before the first token with routing
-    const size_t t = size_t(std::upper_bound(ends.begin(), ends.end(), text_offset) - ends.begin());
+    selectTokenAt(message_id, int(std::upper_bound(ends.begin(), ends.end(), text_offset) - ends.begin()));
+}
+
+void ChatController::selectTokenAt(qint64 message_id, int index) {
+    const DisplayMessage* d = nullptr;
+    for (const auto& m : m_display)
+        if (m.record.id == message_id) d = &m;
+    if (!d || d->record.role != ChatRole::Assistant || index < 0) return;
+    const auto& ends = d->token_text_ends;
+    const size_t t = size_t(index);
     if (t >= ends.size()) return;
     RoutingData all;
     TokenProbabilityData probabilities;
@@ -571,6 +602,10 @@ void ChatController::selectToken(qint64 message_id, int text_offset) {
     const int begin = t == 0 ? d->token_text_begin : ends[t - 1];
     const QString piece = d->record.content.mid(begin, ends[t] - begin);
     emit tokenSelected(tr("Token %1 “%2”: experts and gate weights").arg(t + 1).arg(piece), one, probabilities.token(t));
+    m_inspected_routing = live ? RoutingData{} : std::move(all);
+    m_inspected_id = message_id;
+    m_inspected_token = int(t);
+    emit inspectedAnswerChanged();
 }
 
 }  // namespace cetus::ui

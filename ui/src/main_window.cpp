@@ -164,6 +164,9 @@ MainWindow::MainWindow(HistoryStore& store, GenerationService& service, QWidget*
     });
     connect(m_controller.get(), &ChatController::expertCountsChanged, this, &MainWindow::refreshExperts);
     connect(m_experts, &ExpertPanel::scopeChanged, this, &MainWindow::refreshExperts);
+    connect(m_controller.get(), &ChatController::inspectedAnswerChanged, this, &MainWindow::refreshExperts);
+    connect(m_experts, &ExpertPanel::timelineTokenClicked, this,
+            [this](int t) { m_controller->selectTokenAt(m_controller->inspectedAnswer(), t); });
     connect(m_controller.get(), &ChatController::tokenSelected, this,
             [this](const QString& label, const RoutingData& r, const TokenProbabilityData& p) {
         m_routing->showToken(label, r, p);
@@ -810,6 +813,7 @@ void MainWindow::refreshEnabled() {
 
 void MainWindow::refreshExperts() {
     m_experts->setCounts(m_controller->answerExpertCounts(), m_controller->conversationExpertCounts());
+    m_experts->setTimeline(m_controller->inspectedRouting(), m_controller->inspectedToken());
 }
 
 void MainWindow::showBanner(const QString& text, bool error) {

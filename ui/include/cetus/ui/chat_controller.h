@@ -52,6 +52,11 @@ public:
     const std::vector<qint64>& answerExpertCounts() const { return m_answer_counts; }
     std::vector<qint64> conversationExpertCounts() const;
     const std::vector<StepStats>& answerStatsHistory() const { return m_stats_history; }
+    // The answer the experts panel's token timeline shows: the one being generated, else
+    // the one whose token was clicked last (0: none); its routing, and the clicked token.
+    qint64 inspectedAnswer() const { return m_inspected_id; }
+    const RoutingData& inspectedRouting() const;
+    int inspectedToken() const { return m_inspected_token; }
 
     void setDefaultSettings(const ConversationSettings& s) { m_defaults = s; }
     void setDebugTokenDelayMs(int ms) { m_debug_delay_ms = ms; }
@@ -83,6 +88,8 @@ public slots:
     void deleteConversation(qint64 id);
     void applySettings(const cetus::ui::ConversationSettings& s);
     void selectToken(qint64 message_id, int text_offset);
+    // The same for token `index` of the answer (the experts panel's timeline).
+    void selectTokenAt(qint64 message_id, int index);
 
 signals:
     void conversationListChanged();
@@ -96,6 +103,7 @@ signals:
     // token_probabilities: the token's own (empty when the answer has none).
     void tokenSelected(const QString& label, const cetus::ui::RoutingData& token_routing,
                        const cetus::ui::TokenProbabilityData& token_probabilities);
+    void inspectedAnswerChanged();  // another answer or token for the timeline
     void errorOccurred(const QString& message);
     void modelChanged();
 
@@ -105,6 +113,7 @@ private:
     void onFinished(const GenerationOutcome& outcome);
     void reload(std::optional<qint64> id);
     void rebuildDisplay();
+    void rebuildMessages();  // m_display from the conversation's active path
     void recountHistory();
     // continued: the answer's record when it is continued (its text and trace go on).
     void startAnswer(qint64 assistant_id, const MessageRecord* continued = nullptr);
@@ -136,6 +145,9 @@ private:
     std::vector<int> m_answer_ends;
     RoutingData m_answer_routing;
     TokenProbabilityData m_answer_probabilities;
+    qint64 m_inspected_id = 0;
+    int m_inspected_token = -1;
+    RoutingData m_inspected_routing;  // a stored answer's (the live one reads m_answer_routing)
     // One entry per token of the answer so far (a continued answer without them, or a
     // chunk without them, ends that: the answer then keeps none).
     bool m_probabilities_aligned = true;

@@ -15,6 +15,8 @@ class QComboBox;
 class QLabel;
 class QLineSeries;
 class QScatterSeries;
+class QScrollArea;
+class QSpinBox;
 class QValueAxis;
 
 namespace cetus::ui {
@@ -69,22 +71,74 @@ private:
     std::vector<qint64> m_counts;
 };
 
+// One answer's routing in one MoE layer over time: a column per token, a row per routed
+// expert, each chosen expert's cell coloured by its gate weight (relative to the
+// answer's largest in that layer). A click on a column selects that token.
+class ExpertTimeline : public QWidget {
+    Q_OBJECT
+public:
+    explicit ExpertTimeline(QWidget* parent = nullptr);
+    // layer: recorded MoE layer (0 .. routing.n_layers - 1); highlighted: a token or -1.
+    void setData(const RoutingData& routing, int n_experts, int layer, int highlighted);
+    int tokens() const { return m_tokens; }
+    int layer() const { return m_layer; }
+    int highlighted() const { return m_highlighted; }
+    // The experts token t chose in the shown layer.
+    std::vector<int32_t> expertsAt(int t) const {
+        if (t < 0 || t >= m_tokens) return {};
+        return {m_ids.begin() + std::ptrdiff_t(t) * m_top_k, m_ids.begin() + std::ptrdiff_t(t + 1) * m_top_k};
+    }
+    int tokenAt(const QPoint& p) const;  // -1 outside the columns
+    QSize sizeHint() const override;
+    QSize minimumSizeHint() const override { return {160, 80}; }
+    static constexpr int k_column = 5;  // pixels per token
+
+signals:
+    void tokenClicked(int token);
+
+protected:
+    void paintEvent(QPaintEvent*) override;
+    bool event(QEvent* e) override;
+    void mousePressEvent(QMouseEvent* e) override;
+
+private:
+    QRectF cellArea() const;
+    // The layer's choices only, [tokens x top_k] (the answer's whole trace stays with the controller).
+    std::vector<int32_t> m_ids;
+    std::vector<float> m_weights;
+    int m_tokens = 0, m_top_k = 0, m_first_layer = 0;
+    int m_experts = 0, m_layer = 0, m_highlighted = -1;
+};
+
 class ExpertPanel : public QWidget {
     Q_OBJECT
 public:
     explicit ExpertPanel(QWidget* parent = nullptr);
     void setModel(const std::optional<ModelDescription>& model);
     void setCounts(const std::vector<qint64>& answer, const std::vector<qint64>& conversation);
+    // The token timeline's data (shown with Show: "Tokens of one answer").
+    void setTimeline(const RoutingData& answer_routing, int highlighted_token);
     bool showsConversation() const;
+    bool showsTimeline() const;
     ExpertHeatmap* heatmap() const { return m_map; }
+    ExpertTimeline* timeline() const { return m_timeline; }
+    QString summary() const;
 
 signals:
     void scopeChanged();
+    void timelineTokenClicked(int token);
+
+protected:
+    bool eventFilter(QObject* watched, QEvent* e) override;  // the timeline follows its view's height
 
 private:
     std::optional<ModelDescription> m_model;
     QComboBox* m_scope = nullptr;
+    QWidget* m_layer_box = nullptr;
+    QSpinBox* m_layer = nullptr;
     ExpertHeatmap* m_map = nullptr;
+    QScrollArea* m_timeline_scroll = nullptr;
+    ExpertTimeline* m_timeline = nullptr;
     QLabel* m_label = nullptr;
 };
 
