@@ -164,70 +164,81 @@ Message Store::message(int64_t id) {
     return detail::read_message(*m_impl, *q);
 }
 
-void Store::set_routing_trace(int64_t message_id, const RoutingTrace& trace) {
-    const std::vector<uint8_t> blob = encode_routing_trace(trace);
-    detail::WriteTx tx(*m_impl);
+namespace {
+
+// The per-answer blobs (routing traces, token probabilities): one row per message, its
+// statements as literals (the statement cache keys on them).
+struct AnswerBlobs {
+    const char* put;
+    const char* remove;
+    const char* get;
+};
+constexpr AnswerBlobs k_traces{"INSERT OR REPLACE INTO routing_traces (message_id, n_tokens, data) VALUES (?1, ?2, ?3)",
+                               "DELETE FROM routing_traces WHERE message_id = ?1",
+                               "SELECT data FROM routing_traces WHERE message_id = ?1"};
+constexpr AnswerBlobs k_probabilities{
+    "INSERT OR REPLACE INTO token_probabilities (message_id, n_tokens, data) VALUES (?1, ?2, ?3)",
+    "DELETE FROM token_probabilities WHERE message_id = ?1",
+    "SELECT data FROM token_probabilities WHERE message_id = ?1"};
+
+void put_blob(Store::Impl& impl, const AnswerBlobs& table, int64_t message_id, int64_t n_tokens,
+              const std::vector<uint8_t>& blob) {
+    detail::WriteTx tx(impl);
     {
-        auto q = m_impl->sql("SELECT 1 FROM messages WHERE id = ?1");
+        auto q = impl.sql("SELECT 1 FROM messages WHERE id = ?1");
         q->bind(1, message_id);
-        if (!q->step()) no_message(*m_impl, message_id);
+        if (!q->step()) no_message(impl, message_id);
     }
-    auto q = m_impl->sql("INSERT OR REPLACE INTO routing_traces (message_id, n_tokens, data) VALUES (?1, ?2, ?3)");
-    q->bind_all(message_id, static_cast<int64_t>(trace.n_tokens())).bind_blob(3, blob).run();
+    auto q = impl.sql(table.put);
+    q->bind_all(message_id, n_tokens).bind_blob(3, blob).run();
     tx.commit();
 }
 
-void Store::delete_routing_trace(int64_t message_id) {
-    detail::WriteTx tx(*m_impl);
-    auto q = m_impl->sql("DELETE FROM routing_traces WHERE message_id = ?1");
+void delete_blob(Store::Impl& impl, const AnswerBlobs& table, int64_t message_id) {
+    detail::WriteTx tx(impl);
+    auto q = impl.sql(table.remove);
     q->bind(1, message_id);
     q->run();
     tx.commit();
 }
 
-std::optional<RoutingTrace> Store::routing_trace(int64_t message_id) {
-    auto q = m_impl->sql("SELECT data FROM routing_traces WHERE message_id = ?1");
+// The decoded blob, nullopt without one; a blob that does not decode fails naming the message.
+template <class Decode>
+auto get_blob(Store::Impl& impl, const AnswerBlobs& table, int64_t message_id, Decode decode)
+    -> std::optional<decltype(decode(std::span<const uint8_t>{}))> {
+    auto q = impl.sql(table.get);
     q->bind(1, message_id);
     if (!q->step()) return std::nullopt;
     const std::vector<uint8_t> blob = q->col_blob(0);
     try {
-        return decode_routing_trace(blob);
+        return decode(blob);
     } catch (const StorageError& e) {
-        m_impl->fail(e.code(), "message " + std::to_string(message_id) + ": " + e.what());
+        impl.fail(e.code(), "message " + std::to_string(message_id) + ": " + e.what());
     }
+}
+
+}  // namespace
+
+void Store::set_routing_trace(int64_t message_id, const RoutingTrace& trace) {
+    put_blob(*m_impl, k_traces, message_id, static_cast<int64_t>(trace.n_tokens()), encode_routing_trace(trace));
+}
+
+void Store::delete_routing_trace(int64_t message_id) { delete_blob(*m_impl, k_traces, message_id); }
+
+std::optional<RoutingTrace> Store::routing_trace(int64_t message_id) {
+    return get_blob(*m_impl, k_traces, message_id, [](std::span<const uint8_t> b) { return decode_routing_trace(b); });
 }
 
 void Store::set_token_probabilities(int64_t message_id, const TokenProbabilities& probabilities) {
-    const std::vector<uint8_t> blob = encode_token_probabilities(probabilities);
-    detail::WriteTx tx(*m_impl);
-    {
-        auto q = m_impl->sql("SELECT 1 FROM messages WHERE id = ?1");
-        q->bind(1, message_id);
-        if (!q->step()) no_message(*m_impl, message_id);
-    }
-    auto q = m_impl->sql("INSERT OR REPLACE INTO token_probabilities (message_id, n_tokens, data) VALUES (?1, ?2, ?3)");
-    q->bind_all(message_id, static_cast<int64_t>(probabilities.n_tokens())).bind_blob(3, blob).run();
-    tx.commit();
+    put_blob(*m_impl, k_probabilities, message_id, static_cast<int64_t>(probabilities.n_tokens()),
+             encode_token_probabilities(probabilities));
 }
 
-void Store::delete_token_probabilities(int64_t message_id) {
-    detail::WriteTx tx(*m_impl);
-    auto q = m_impl->sql("DELETE FROM token_probabilities WHERE message_id = ?1");
-    q->bind(1, message_id);
-    q->run();
-    tx.commit();
-}
+void Store::delete_token_probabilities(int64_t message_id) { delete_blob(*m_impl, k_probabilities, message_id); }
 
 std::optional<TokenProbabilities> Store::token_probabilities(int64_t message_id) {
-    auto q = m_impl->sql("SELECT data FROM token_probabilities WHERE message_id = ?1");
-    q->bind(1, message_id);
-    if (!q->step()) return std::nullopt;
-    const std::vector<uint8_t> blob = q->col_blob(0);
-    try {
-        return decode_token_probabilities(blob);
-    } catch (const StorageError& e) {
-        m_impl->fail(e.code(), "message " + std::to_string(message_id) + ": " + e.what());
-    }
+    return get_blob(*m_impl, k_probabilities, message_id,
+                    [](std::span<const uint8_t> b) { return decode_token_probabilities(b); });
 }
 
 }  // namespace cetus::storage
