@@ -16,6 +16,9 @@ public:
     QString answer = QStringLiteral("Hello **world**, here is code:\n\n```cpp\nint x = 1;\n```\n\nand the end.");
     int interval_ms = 5;
     QString fail_with;  // non-empty: the next request fails after its first word
+    // Non-empty: after the last word, this text in a chunk of its own with no token (as
+    // the engine releases held-back text when an answer stops).
+    QString trailing_text;
     GenerationParams last_params;
     DeviceChoice last_device = DeviceChoice::Auto;
     bool last_fp8 = false;
@@ -98,6 +101,15 @@ private:
     void step(quint64 id) {
         GenerationOutcome o;
         o.request_id = id;
+        if (m_pos >= m_words.size() && !trailing_text.isEmpty() && !m_stop) {
+            GenerationChunk c;
+            c.request_id = id;
+            c.text = trailing_text;
+            c.stats = m_stats;
+            trailing_text.clear();
+            emit generationChunk(c);
+            return;
+        }
         if (m_stop || m_pos >= m_words.size() || (!fail_with.isEmpty() && m_pos == 1)) {
             m_timer.stop();
             o.finish = m_stop ? FinishKind::Cancelled : !fail_with.isEmpty() ? FinishKind::Error : FinishKind::Eos;
@@ -122,6 +134,14 @@ private:
         for (int l = 0; l < 4; ++l) {
             c.routing.expert_ids.insert(c.routing.expert_ids.end(), {(l + m_pos) % 16, (l * 3 + 5) % 16});
             c.routing.weights.insert(c.routing.weights.end(), {0.7f, 0.3f});
+        }
+        if (last_params.token_alternatives >= 0) {  // each word's figures, and as many alternatives
+            c.probabilities.top_n = last_params.token_alternatives;
+            c.probabilities.logprobs = {-0.125f * float(m_pos)};
+            for (int k = 0; k < last_params.token_alternatives; ++k) {
+                c.probabilities.alt_texts.push_back(k == 0 ? c.text : QStringLiteral("alt%1").arg(k));
+                c.probabilities.alt_logprobs.push_back(-0.125f * float(m_pos) - float(k));
+            }
         }
         m_stats.generated_tokens = m_pos;
         m_stats.verify_steps = (m_pos + 1) / 2;

@@ -63,6 +63,7 @@ private slots:
     void errorsShowInline();
     void panelsReceiveData();
     void tokenProbabilitiesPanel();
+    void trailingTextKeepsTokensAndProbabilities();
     void listModelGroupsByDay();
     void searchHitShowsItsMessage();
     void archiveAndLongLists();
@@ -467,6 +468,27 @@ void TestMainWindow::errorsShowInline() {
     screenshot("ui-fake-error.png");
 }
 
+void TestMainWindow::trailingTextKeepsTokensAndProbabilities() {
+    // Text released after the last token in a chunk of its own (a stop or a full context)
+    // belongs to that token: the answer's token ends cover all its text, and its token
+    // probabilities (one entry per token) are kept.
+    loadFake();
+    m_service->trailing_text = QStringLiteral("!");
+    QVERIFY(m_window->controller().send(QStringLiteral("hi")));
+    QTRY_VERIFY(!m_window->controller().isGenerating());
+    const DisplayMessage& d = m_window->controller().messages().back();
+    QVERIFY(d.record.content.endsWith(QStringLiteral("end.!")));
+    QCOMPARE(d.token_text_ends.back(), int(d.record.content.size()));
+    const auto p = m_store->tokenProbabilities(d.record.id);
+    QVERIFY(p);
+    QCOMPARE(p->nTokens(), d.token_text_ends.size());
+    QCOMPARE(p->top_n, MainWindow::k_token_alternatives);
+    // The last token's click shows it with its figures.
+    m_window->controller().selectToken(d.record.id, int(d.record.content.size()) - 1);
+    QVERIFY2(m_window->routingPanel()->title().contains(QStringLiteral("end.!")), qPrintable(m_window->routingPanel()->title()));
+    QVERIFY(m_window->routingPanel()->probabilitiesText().contains(QStringLiteral("Probability under the model")));
+}
+
 void TestMainWindow::tokenProbabilitiesPanel() {
     // The routing panel's probability lines: percentages at every scale (escaped: "<" is
     // text), tokens with their spaces and newlines made visible, markup in a token shown
@@ -582,9 +604,18 @@ void TestMainWindow::archiveAndLongLists() {
     QCOMPARE(listed().size(), size_t(2));
     QVERIFY(has(ids[0]) && has(ids[7]));
     QCOMPARE(model->index(0).data(Qt::DisplayRole).toString(), QStringLiteral("Archived"));
-    archive->trigger();  // while the archive is shown: back out of it
+    archive->trigger();  // the open one is archived: back out of it
     QCOMPARE(listed(), std::vector<qint64>{ids[0]});
     show->setChecked(false);
+    // An archived conversation opened while the list is shown (a search hit): the action
+    // goes by its own flag, so it comes back out; and again into the archive.
+    m_window->controller().openConversation(ids[0]);
+    QVERIFY(m_window->controller().currentArchived());
+    archive->trigger();
+    QVERIFY(!m_window->controller().currentArchived());
+    QVERIFY(m_store->listConversations(true).empty());
+    archive->trigger();
+    QVERIFY(m_window->controller().currentArchived());
     QCOMPARE(listed().size(), size_t(500));  // the first page again
     const auto all = m_store->listConversations(false, 5000);
     QCOMPARE(all.size(), size_t(n - 1));

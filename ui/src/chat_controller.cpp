@@ -346,8 +346,9 @@ void ChatController::startAnswer(qint64 assistant_id, const MessageRecord* conti
                                       p->top_n == m_token_alternatives;
             if (m_probabilities_aligned) m_answer_probabilities = *p;
         } else {
+            // The old trace no longer indexes the text: it goes when the continuation
+            // succeeds (onFinished), and stays if it fails.
             m_answer_text_begin = int(m_answer_text.size());
-            if (trace) m_store.clearRoutingTrace(assistant_id);  // it no longer indexes the text
         }
         m_continued_counts = m_answer_counts;
     }
@@ -400,12 +401,17 @@ void ChatController::onChunk(const GenerationChunk& chunk) {
     const int base = int(m_answer_text.size());
     m_answer_text += chunk.text;
     for (int e : chunk.token_text_ends) m_answer_ends.push_back(base + e);
+    // Text after the last token (released when the answer stops) belongs to that token.
+    if (chunk.token_text_ends.empty() && !chunk.text.isEmpty() && !m_answer_ends.empty())
+        m_answer_ends.back() = int(m_answer_text.size());
     if (chunk.routing.n_layers > 0) {
         m_answer_routing.append(chunk.routing);
         addCounts(m_answer_counts, chunk.routing);
         emit expertCountsChanged();
     }
-    if (m_probabilities_aligned && chunk.probabilities.nTokens() == chunk.token_text_ends.size()) {
+    if (chunk.token_text_ends.empty()) {
+        // No tokens in this chunk: nothing to line up.
+    } else if (m_probabilities_aligned && chunk.probabilities.nTokens() == chunk.token_text_ends.size()) {
         m_answer_probabilities.append(chunk.probabilities);
     } else if (m_probabilities_aligned) {
         m_probabilities_aligned = false;  // a token without them: the answer keeps none
@@ -464,6 +470,11 @@ void ChatController::onFinished(const GenerationOutcome& outcome) {
         m_continued.reset();
         m_store.finishMessage(m_answer_id, before.content, before.status, before.stats_json);
         m_answer_counts = m_continued_counts;  // without the failed part's tokens
+        // The failed part's tokens go too: the answer's routing and figures are read
+        // from the store again, as they were.
+        m_answer_routing = RoutingData{};
+        m_answer_ends.clear();
+        m_answer_probabilities = TokenProbabilityData{};
         m_request_id = 0;
         logger()->warn("continuing answer {} failed: {}", m_answer_id, outcome.error.toStdString());
         if (m_conversation) reload(m_conversation->id);
@@ -476,7 +487,11 @@ void ChatController::onFinished(const GenerationOutcome& outcome) {
     }
     m_continued.reset();
     const MessageStatus status = outcome.finish == FinishKind::Error ? MessageStatus::Error : MessageStatus::Complete;
-    if (outcome.n_moe_layers > 0 && !outcome.expert_counts.empty()) {
+    // Its conversation may have been left (opening another stops the answer): its counts
+    // are no longer the shown answer's.
+    const bool shown = std::any_of(m_display.begin(), m_display.end(),
+                                   [this](const DisplayMessage& d) { return d.record.id == m_answer_id; });
+    if (shown && outcome.n_moe_layers > 0 && !outcome.expert_counts.empty()) {
         m_answer_counts = outcome.expert_counts;  // this generation's; a continued answer's earlier ones added
         if (m_continued_counts.size() == m_answer_counts.size())
             for (size_t i = 0; i < m_answer_counts.size(); ++i) m_answer_counts[i] += m_continued_counts[i];
@@ -486,6 +501,7 @@ void ChatController::onFinished(const GenerationOutcome& outcome) {
         emit statsUpdated(outcome.stats);
     }
     if (m_answer_routing.nTokens() > 0) m_store.setRoutingTrace(m_answer_id, m_answer_routing);
+    else if (m_continued_tokens > 0) m_store.clearRoutingTrace(m_answer_id);  // an old one no longer lines up
     // Token probabilities are kept only when there is one entry per token of the answer
     // (a continuation recorded without them, or an endpoint that sent some, has none).
     if (answerProbabilitiesComplete() && m_answer_probabilities.nTokens() > 0)
@@ -532,11 +548,15 @@ void ChatController::renameConversation(qint64 id, const QString& title) {
 }
 
 void ChatController::setArchived(qint64 id, bool archived) {
-    if (m_store.setArchived(id, archived)) emit conversationListChanged();
+    if (!m_store.setArchived(id, archived)) return;
+    if (m_conversation && m_conversation->id == id) m_conversation->archived = archived;
+    emit conversationListChanged();
 }
 
 void ChatController::setPinned(qint64 id, bool pinned) {
-    if (m_store.setPinned(id, pinned)) emit conversationListChanged();
+    if (!m_store.setPinned(id, pinned)) return;
+    if (m_conversation && m_conversation->id == id) m_conversation->pinned = pinned;
+    emit conversationListChanged();
 }
 
 void ChatController::deleteConversation(qint64 id) {

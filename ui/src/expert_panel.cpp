@@ -162,7 +162,7 @@ int ExpertTimeline::tokenAt(const QPoint& p) const {
     return std::clamp(int((p.x() - area.left()) / k_column), 0, tokens() - 1);
 }
 
-void ExpertTimeline::paintEvent(QPaintEvent*) {
+void ExpertTimeline::paintEvent(QPaintEvent* event) {
     QPainter p(this);
     const int n = tokens();
     if (n == 0 || m_experts == 0 || m_top_k == 0) {
@@ -177,7 +177,10 @@ void ExpertTimeline::paintEvent(QPaintEvent*) {
     float max_w = 0;
     for (float w : m_weights) max_w = std::max(max_w, w);
     if (max_w <= 0) max_w = 1;
-    for (int t = 0; t < n; ++t) {
+    // Only the columns in view (a long answer is wider than the panel by far).
+    const int t0 = std::clamp(int((event->rect().left() - area.left()) / k_column) - 1, 0, n);
+    const int t1 = std::clamp(int((event->rect().right() - area.left()) / k_column) + 2, 0, n);
+    for (int t = t0; t < t1; ++t) {
         for (int k = 0; k < m_top_k; ++k) {
             const size_t i = size_t(t) * size_t(m_top_k) + size_t(k);
             const int e = m_ids[i];
@@ -198,7 +201,7 @@ void ExpertTimeline::paintEvent(QPaintEvent*) {
     p.drawText(QRectF(0, area.top(), k_left - 4, 14), Qt::AlignRight | Qt::AlignTop, QStringLiteral("0"));
     p.drawText(QRectF(0, area.bottom() - 14, k_left - 4, 14), Qt::AlignRight | Qt::AlignBottom,
                QString::number(m_experts - 1));
-    for (int t = 0; t < n; t += 20)
+    for (int t = t0 - t0 % 20; t < t1; t += 20)
         p.drawText(QRectF(area.left() + t * k_column, area.bottom() + 1, 40, k_bottom - 2), Qt::AlignLeft | Qt::AlignTop,
                    QString::number(t + 1));
 }
@@ -296,7 +299,10 @@ void ExpertPanel::setTimeline(const RoutingData& r, int highlighted) {
     m_timeline->setData(fits ? r : RoutingData{}, int(m_model->n_routed_experts), m_layer->value() - first, highlighted);
     // As tall as the view (rows scale with it); wider than the view scrolls sideways.
     m_timeline->setFixedHeight(std::max(80, m_timeline_scroll->viewport()->height()));
-    if (highlighted >= 0) m_timeline_scroll->ensureVisible(ExpertTimeline::k_column * highlighted + 30, 0, 40, 0);
+    // Brought into view when another token is clicked, not at every streamed chunk.
+    if (highlighted >= 0 && highlighted != m_shown_highlight)
+        m_timeline_scroll->ensureVisible(ExpertTimeline::k_column * highlighted + 30, 0, 40, 0);
+    m_shown_highlight = highlighted;
     m_label->setText(fits ? tr("Layer %1 · %2 tokens × %3 experts · click a column").arg(m_layer->value()).arg(r.nTokens()).arg(m_model->n_routed_experts)
                           : tr("Click a generated token in the chat to see its answer here."));
     m_label->setToolTip(tr("Which routed experts (rows) each of the answer's tokens (columns) chose in this layer; "

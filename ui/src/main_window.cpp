@@ -406,17 +406,15 @@ void MainWindow::buildMenus() {
             if (row >= 0) m_list->edit(m_list_model->index(row));
         }
     });
+    // Both read the open conversation's own flags (it may not be among the rows listed).
     chat->addAction(tr("&Pin / unpin"), this, [this] {
-        if (const auto id = m_controller->currentConversation()) {
-            const int row = m_list_model->rowOf(*id);
-            m_controller->setPinned(*id, row >= 0 && !m_list_model->index(row).data(ConversationListModel::PinnedRole).toBool());
-        }
+        if (const auto id = m_controller->currentConversation()) m_controller->setPinned(*id, !m_controller->currentPinned());
     });
-    m_archive_action = chat->addAction(tr("&Archive"), this, [this] {
-        if (const auto id = m_controller->currentConversation()) m_controller->setArchived(*id, !m_show_archived);
+    m_archive_action = chat->addAction(tr("&Archive / unarchive"), this, [this] {
+        if (const auto id = m_controller->currentConversation()) m_controller->setArchived(*id, !m_controller->currentArchived());
     });
     m_archive_action->setObjectName(QStringLiteral("archiveAction"));
-    m_archive_action->setToolTip(tr("Moves the open conversation out of the list, into the archive"));
+    m_archive_action->setToolTip(tr("Moves the open conversation into the archive, or out of it"));
     QAction* show_archived = chat->addAction(tr("Show archi&ved conversations"));
     show_archived->setObjectName(QStringLiteral("showArchivedAction"));
     show_archived->setCheckable(true);
@@ -424,10 +422,7 @@ void MainWindow::buildMenus() {
     connect(show_archived, &QAction::toggled, this, [this](bool on) {
         m_show_archived = on;
         m_list_limit = k_list_page;
-        // Archiving applies to the list shown: out of the archive while it is shown.
-        m_archive_action->setText(on ? tr("Un&archive") : tr("&Archive"));
-        m_archive_action->setToolTip(on ? tr("Moves the open conversation out of the archive, back into the list")
-                                        : tr("Moves the open conversation out of the list, into the archive"));
+        m_list->verticalScrollBar()->setValue(0);  // the other list starts at its top
         refreshList();
     });
     chat->addAction(tr("&Delete…"), this, [this] {

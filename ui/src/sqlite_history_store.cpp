@@ -148,6 +148,7 @@ std::optional<ConversationRecord> SqliteHistoryStore::openConversation(qint64 id
         r.system_prompt = qs(tree.conversation.system_prompt);
         r.sampling_json = qs(tree.conversation.sampling_json);
         r.pinned = tree.conversation.pinned;
+        r.archived = tree.conversation.archived;
         for (const st::Message& m : tree.messages) {
             MessageRecord mr;
             mr.id = m.id;

@@ -44,6 +44,8 @@ public:
 
     std::optional<qint64> currentConversation() const { return m_conversation ? std::optional<qint64>(m_conversation->id) : std::nullopt; }
     QString currentTitle() const { return m_conversation ? m_conversation->title : QString(); }
+    bool currentPinned() const { return m_conversation && m_conversation->pinned; }
+    bool currentArchived() const { return m_conversation && m_conversation->archived; }
     const std::vector<DisplayMessage>& messages() const { return m_display; }
     bool isGenerating() const { return m_request_id != 0; }
     std::optional<ModelDescription> model() const { return m_model; }

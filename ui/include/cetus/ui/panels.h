@@ -139,6 +139,7 @@ private:
     ExpertHeatmap* m_map = nullptr;
     QScrollArea* m_timeline_scroll = nullptr;
     ExpertTimeline* m_timeline = nullptr;
+    int m_shown_highlight = -1;
     QLabel* m_label = nullptr;
 };
 

@@ -119,6 +119,7 @@ struct TokenProbabilityData {
     // Appends more tokens of the same width; a width that differs (a remote that sent
     // another number of alternatives) makes the whole value inconsistent, never misread.
     void append(const TokenProbabilityData& more) {
+        if (more.logprobs.empty()) return;  // no tokens: nothing to add, nothing to compare
         if (logprobs.empty()) top_n = more.top_n;
         if (more.top_n != top_n) top_n = -1;
         logprobs.insert(logprobs.end(), more.logprobs.begin(), more.logprobs.end());
@@ -195,6 +196,7 @@ struct ConversationRecord {
     qint64 id = 0;
     QString title, model, system_prompt, sampling_json;
     bool pinned = false;
+    bool archived = false;
     std::vector<MessageRecord> messages;  // every branch, parents first
     std::vector<qint64> active_path;      // root to the leaf shown
 };
