@@ -25,6 +25,8 @@
 #include <QStatusBar>
 #include <QScrollBar>
 #include <QListView>
+#include <QInputDialog>
+#include <QTimer>
 #include <QAction>
 #include <QListWidget>
 #include <QPushButton>
@@ -616,6 +618,15 @@ void TestMainWindow::archiveAndLongLists() {
     QVERIFY(m_store->listConversations(true).empty());
     archive->trigger();
     QVERIFY(m_window->controller().currentArchived());
+    // Renamed while not listed: the title is asked for in a dialog.
+    QTimer::singleShot(0, [] {
+        auto* dialog = qobject_cast<QInputDialog*>(QApplication::activeModalWidget());
+        QVERIFY(dialog);
+        dialog->setTextValue(QStringLiteral("Kept for later"));
+        dialog->accept();
+    });
+    m_window->findChild<QAction*>(QStringLiteral("renameAction"))->trigger();
+    QCOMPARE(m_store->listConversations(true)[0].title, QStringLiteral("Kept for later"));
     QCOMPARE(listed().size(), size_t(500));  // the first page again
     const auto all = m_store->listConversations(false, 5000);
     QCOMPARE(all.size(), size_t(n - 1));

@@ -37,6 +37,7 @@
 #include <QMessageBox>
 #include <QProgressBar>
 #include <QPushButton>
+#include <QInputDialog>
 #include <QScrollBar>
 #include <QSettings>
 #include <QSpinBox>
@@ -400,12 +401,21 @@ void MainWindow::buildMenus() {
     QMenu* chat = menuBar()->addMenu(tr("&Conversation"));
     QAction* find = chat->addAction(tr("&Search…"), this, [this] { m_search->setFocus(); m_search->selectAll(); });
     find->setShortcuts({QKeySequence::Find, QKeySequence(Qt::CTRL | Qt::Key_K)});
-    chat->addAction(tr("&Rename"), QKeySequence(Qt::Key_F2), this, [this] {
-        if (const auto id = m_controller->currentConversation()) {
-            const int row = m_list_model->rowOf(*id);
-            if (row >= 0) m_list->edit(m_list_model->index(row));
+    QAction* rename = chat->addAction(tr("&Rename"), QKeySequence(Qt::Key_F2), this, [this] {
+        const auto id = m_controller->currentConversation();
+        if (!id) return;
+        const int row = m_list_model->rowOf(*id);
+        if (row >= 0) {
+            m_list->edit(m_list_model->index(row));
+            return;
         }
+        // Not among the rows listed (archived, or beyond the pages read): ask here.
+        bool ok = false;
+        const QString title = QInputDialog::getText(this, tr("Rename conversation"), tr("Title:"), QLineEdit::Normal,
+                                                    m_controller->currentTitle(), &ok);
+        if (ok && !title.trimmed().isEmpty()) m_controller->renameConversation(*id, title.trimmed());
     });
+    rename->setObjectName(QStringLiteral("renameAction"));
     // Both read the open conversation's own flags (it may not be among the rows listed).
     chat->addAction(tr("&Pin / unpin"), this, [this] {
         if (const auto id = m_controller->currentConversation()) m_controller->setPinned(*id, !m_controller->currentPinned());
