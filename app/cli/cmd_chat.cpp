@@ -34,6 +34,16 @@ std::vector<ChatMessage> active_messages(storage::Store& store, int64_t conversa
     return out;
 }
 
+// Length in UTF-16 code units (what the app's token ends count) of valid UTF-8 text.
+int64_t utf16_length(std::string_view text) {
+    int64_t n = 0;
+    for (unsigned char c : text) {
+        if ((c & 0xC0) != 0x80) ++n;  // a lead byte starts a character...
+        if ((c & 0xF8) == 0xF0) ++n;  // ...and a four-byte one takes a surrogate pair
+    }
+    return n;
+}
+
 }  // namespace
 
 void add_chat_command(CLI::App& app) {
@@ -43,7 +53,7 @@ void add_chat_command(CLI::App& app) {
         std::string model, db, system, device = "auto", mtp = "on";
         int64_t conversation = 0, context = 4096;
         float temperature = 0.7f, top_p = 1.0f;
-        int max_tokens = 512, threads = 0;
+        int max_tokens = 512, threads = 0, alternatives = 5;
         uint64_t seed = 0;
     };
     auto o = std::make_shared<Opts>();
@@ -56,6 +66,10 @@ void add_chat_command(CLI::App& app) {
     cmd->add_option("--seed", o->seed, "Random seed");
     cmd->add_option("--max-tokens", o->max_tokens, "Most tokens per answer");
     cmd->add_option("--mtp", o->mtp, "on or off")->check(CLI::IsMember({"on", "off"}));
+    cmd->add_option("--alternatives", o->alternatives,
+                    "Token probabilities kept with each answer, as the app keeps them: each token's and its step's N "
+                    "most likely tokens (-1: none)")
+        ->check(CLI::Range(-1, int(k_max_top_logprobs)));
     cmd->add_option("--device", o->device, "auto, cpu or cuda");
     add_load_flags(cmd, o->load);
     cmd->add_option("--threads", o->threads, "CPU threads");
@@ -100,10 +114,18 @@ void add_chat_command(CLI::App& app) {
             req.sampling.seed = o->seed;
             req.max_new_tokens = o->max_tokens;
             req.mtp = o->mtp == "on";
+            req.logprobs = o->alternatives;
             int left_out = 0;
             std::string text;
             storage::RoutingTrace trace;
             trace.first_layer = int(engine->info().first_k_dense_replace);
+            // What the app records with an answer, so that its tokens can be clicked there:
+            // where each token's text ends (UTF-16 units), and each token's probabilities.
+            nlohmann::json ends = nlohmann::json::array();
+            int64_t text_units = 0;
+            storage::TokenProbabilities probabilities;
+            probabilities.top_n = std::max(0, o->alternatives);
+            const Tokenizer* tokenizer = engine->tokenizer();
             auto last_save = std::chrono::steady_clock::now();
             GenerateResult r;
             try {
@@ -116,6 +138,17 @@ void add_chat_command(CLI::App& app) {
                     std::fwrite(ev.text.data(), 1, ev.text.size(), stdout);
                     std::fflush(stdout);
                     text += ev.text;
+                    text_units += utf16_length(ev.text);
+                    if (ev.id >= 0) ends.push_back(text_units);
+                    else if (!ends.empty()) ends.back() = text_units;  // text after the last token is its
+                    if (ev.id >= 0 && ev.has_logprob && tokenizer) {
+                        probabilities.logprobs.push_back(ev.logprob);
+                        for (const TokenLogprob& t : ev.top_logprobs) {
+                            const int32_t one[1] = {t.id};
+                            probabilities.alternatives.push_back(
+                                {tokenizer->has_token(t.id) ? tokenizer->decode(one) : std::string(), t.logprob});
+                        }
+                    }
                     if (!ev.expert_ids.empty()) {
                         trace.n_layers = ev.n_moe_layers;
                         trace.top_k = ev.top_k;
@@ -147,8 +180,12 @@ void add_chat_command(CLI::App& app) {
                                     {"reused_prefix_tokens", r.stats.reused_prefix_tokens},
                                     {"finish", s["finish_reason"]}};
             if (left_out > 0) stats["n_turns_left_out"] = left_out;  // as the app records it
+            stats["token_text_ends"] = ends;
             store.finish_message(answer_id, r.text, storage::MessageState::Complete, stats.dump());
             if (trace.n_layers > 0) store.set_routing_trace(answer_id, trace);
+            if (probabilities.n_tokens() > 0 && probabilities.n_tokens() == ends.size() &&
+                probabilities.alternatives.size() == probabilities.n_tokens() * size_t(probabilities.top_n))
+                store.set_token_probabilities(answer_id, probabilities);
             history.push_back({"assistant", r.text});
             last = answer_id;
             std::fprintf(stderr, "\n[%lld tokens, %.1f tok/s%s]\n", (long long)r.stats.generated_tokens,

@@ -187,6 +187,14 @@ private slots:
             QVERIFY(tree.messages[1].has_routing_trace);
             auto trace = store.routing_trace(tree.messages[1].id);
             QVERIFY(trace && trace->n_tokens() > 0 && trace->n_layers == 2 && trace->top_k == 4);
+            // What the app needs to click the answer's tokens: where each token's text ends
+            // (one per traced token, the last at the end of the text) and their probabilities.
+            const auto first = nlohmann::json::parse(tree.messages[1].stats_json);
+            const auto& ends = first["token_text_ends"];
+            QCOMPARE(ends.size(), trace->n_tokens());
+            QCOMPARE(ends.back().get<qint64>(), QString::fromStdString(tree.messages[1].content).size());
+            const auto probabilities = store.token_probabilities(tree.messages[1].id);
+            QVERIFY(probabilities && probabilities->n_tokens() == trace->n_tokens() && probabilities->top_n == 5);
             auto stats = nlohmann::json::parse(tree.messages[3].stats_json);
             QVERIFY(stats["n_generated_tokens"].get<int>() > 0);
             QVERIFY(stats["reused_prefix_tokens"].get<int>() > 0);  // the second turn reused the first
