@@ -26,10 +26,13 @@
 #include <QSettings>
 #include <QSignalSpy>
 #include <QStandardPaths>
+#include <QTcpServer>
+#include <QTcpSocket>
 #include <QTemporaryDir>
 #include <QTest>
 #include <QToolButton>
 
+#include <map>
 #include <memory>
 #include <optional>
 
@@ -70,6 +73,55 @@ private:
     QProcess m_proc;
     QByteArray m_log;
     QString m_base;
+};
+
+// An OpenAI endpoint that is not a Cetus server (as vLLM answers), serving canned
+// replies: its model list, and for every chat request the given SSE payloads. It keeps
+// the request bodies it got.
+class CannedEndpoint {
+public:
+    explicit CannedEndpoint(std::vector<QByteArray> payloads) : m_payloads(std::move(payloads)) {
+        QObject::connect(&m_server, &QTcpServer::newConnection, [this] {
+            while (QTcpSocket* c = m_server.nextPendingConnection()) {
+                QObject::connect(c, &QTcpSocket::readyRead, c, [this, c] { serve(c); });
+                QObject::connect(c, &QTcpSocket::disconnected, c, &QObject::deleteLater);
+            }
+        });
+        m_server.listen(QHostAddress::LocalHost, 0);
+    }
+    QString base() const { return QStringLiteral("http://127.0.0.1:%1/v1").arg(m_server.serverPort()); }
+    std::vector<QJsonObject> bodies;
+
+private:
+    void serve(QTcpSocket* c) {
+        QByteArray& in = m_in[c];
+        in += c->readAll();
+        const qsizetype head_end = in.indexOf("\r\n\r\n");
+        if (head_end < 0) return;
+        const QByteArray head = in.left(head_end);
+        static const QRegularExpression length(QStringLiteral("(?i)content-length:\\s*(\\d+)"));
+        const auto m = length.match(QString::fromLatin1(head));
+        const qsizetype body_length = m.hasMatch() ? m.captured(1).toLongLong() : 0;
+        if (in.size() < head_end + 4 + body_length) return;
+        const QByteArray body = in.mid(head_end + 4, body_length);
+        in.clear();
+        QByteArray out;
+        if (head.startsWith("GET /v1/models")) {
+            const QByteArray json = R"({"object":"list","data":[{"id":"deepseek-v3","object":"model","owned_by":"vllm"}]})";
+            out = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " + QByteArray::number(json.size()) +
+                  "\r\nConnection: close\r\n\r\n" + json;
+        } else {
+            bodies.push_back(QJsonDocument::fromJson(body).object());
+            out = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n";
+            for (const QByteArray& p : m_payloads) out += "data: " + p + "\n\n";
+            out += "data: [DONE]\n\n";
+        }
+        c->write(out);
+        c->disconnectFromHost();
+    }
+    QTcpServer m_server;
+    std::vector<QByteArray> m_payloads;
+    std::map<QTcpSocket*, QByteArray> m_in;
 };
 
 // Points the service at an endpoint and "loads" it: the model it describes, or
@@ -125,6 +177,7 @@ private slots:
     void stopClosesTheConnection();
     void authWithAndWithoutKey();
     void mainWindowChatsWithEndpoint();
+    void otherEndpointsLogprobs();
 
 private:
     QTemporaryDir m_dir;
@@ -483,6 +536,84 @@ void TestRemoteService::mainWindowChatsWithEndpoint() {
     service.useLocal();
     QVERIFY(!service.remoteActive());
     QVERIFY(window.modelStatus()->text().startsWith(QStringLiteral("Local")));
+}
+
+void TestRemoteService::otherEndpointsLogprobs() {
+    // An endpoint that is not a Cetus server, asked for logprobs (its entry says so): each
+    // logprobs entry becomes a token (an "é" split over two tokens ends with the second),
+    // with its figures; entries that do not spell the text give one token for the delta
+    // and no figures; not asked, the request carries no logprobs.
+    auto chunk = [](const char* content, const char* entries) {
+        return QByteArray(R"({"id":"c","object":"chat.completion.chunk","model":"deepseek-v3","choices":[{"index":0,"delta":{"content":")") +
+               content + R"("},"logprobs":{"content":[)" + entries + R"(]},"finish_reason":null}]})";
+    };
+    auto entry = [](const char* token, const char* bytes, double lp) {
+        return QByteArray(R"({"token":")") + token + R"(","logprob":)" + QByteArray::number(lp) + R"(,"bytes":[)" + bytes +
+               R"(],"top_logprobs":[{"token":")" + token + R"(","logprob":)" + QByteArray::number(lp) +
+               R"(},{"token":"x","logprob":-5.0}]})";
+    };
+    CannedEndpoint endpoint({
+        R"({"id":"c","object":"chat.completion.chunk","model":"deepseek-v3","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]})",
+        chunk("H\u00e9", entry("H", "72", -0.5) + "," + entry("\\ufffd", "195", -1.0) + "," + entry("\\ufffd", "169", -0.25)),
+        chunk(" world", entry(" world", "32,119,111,114,108,100", -0.125)),
+        R"({"id":"c","object":"chat.completion.chunk","model":"deepseek-v3","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":4,"total_tokens":9}})",
+    });
+    RemoteGenerationService s;
+    RemoteEndpoint e{endpoint.base(), {}, QStringLiteral("deepseek-v3"), false};
+    e.ask_logprobs = true;
+    const auto m = connectTo(s, e);
+    QVERIFY(m && !s.isCetusServer());
+    GenerationParams p = params(QStringLiteral("Hi"), 16);
+    p.token_alternatives = 2;
+    Collected c;
+    collect(s, c);
+    s.generate(p);
+    QVERIFY(QTest::qWaitFor([&] { return c.outcome.has_value(); }, 10000));
+    QVERIFY2(c.outcome->finish != FinishKind::Error, qPrintable(c.outcome->error));
+    QCOMPARE(c.text, QStringLiteral("H\u00e9 world"));
+    QCOMPARE(endpoint.bodies.back().value("logprobs").toBool(), true);
+    QCOMPARE(endpoint.bodies.back().value("top_logprobs").toInt(), 2);
+    std::vector<int> ends;
+    TokenProbabilityData probabilities;
+    int base = 0;
+    for (const auto& k : c.chunks) {
+        for (int x : k.token_text_ends) ends.push_back(base + x);
+        base += int(k.text.size());
+        probabilities.append(k.probabilities);
+    }
+    QCOMPARE(ends, (std::vector<int>{1, 1, 2, 8}));
+    QCOMPARE(probabilities.logprobs, (std::vector<float>{-0.5f, -1.0f, -0.25f, -0.125f}));
+    QCOMPARE(probabilities.top_n, 2);
+    QVERIFY(probabilities.consistent());
+    QCOMPARE(probabilities.alt_texts[6], QStringLiteral(" world"));
+
+    // Entries that do not spell the text: the delta is one token, without figures.
+    CannedEndpoint odd({chunk("abc", entry("ab", "97,98", -0.5))});
+    RemoteGenerationService s2;
+    RemoteEndpoint e2{odd.base(), {}, QStringLiteral("deepseek-v3"), false};
+    e2.ask_logprobs = true;
+    QVERIFY(connectTo(s2, e2));
+    Collected c2;
+    collect(s2, c2);
+    s2.generate(p);
+    QVERIFY(QTest::qWaitFor([&] { return c2.outcome.has_value(); }, 10000));
+    size_t n_ends = 0, n_figures = 0;
+    for (const auto& k : c2.chunks) {
+        n_ends += k.token_text_ends.size();
+        n_figures += k.probabilities.nTokens();
+    }
+    QCOMPARE(n_ends, size_t(1));
+    QCOMPARE(n_figures, size_t(0));
+
+    // Not asked for: no logprobs in the request.
+    e.ask_logprobs = false;
+    RemoteGenerationService s3;
+    QVERIFY(connectTo(s3, e));
+    Collected c3;
+    collect(s3, c3);
+    s3.generate(p);
+    QVERIFY(QTest::qWaitFor([&] { return c3.outcome.has_value(); }, 10000));
+    QVERIFY(!endpoint.bodies.back().contains("logprobs"));
 }
 
 QTEST_MAIN(TestRemoteService)

@@ -603,25 +603,32 @@ void ChatController::selectTokenAt(qint64 message_id, int index) {
     if (t >= ends.size()) return;
     RoutingData all;
     TokenProbabilityData probabilities;
-    const bool live = message_id == m_answer_id && (isGenerating() || m_answer_routing.nTokens() > 0);
+    // The answer being generated (or just finished) is read from memory, others from the store.
+    const bool live = message_id == m_answer_id && (isGenerating() || !m_answer_ends.empty());
     if (live) {
         all = m_answer_routing;
         if (answerProbabilitiesComplete()) probabilities = m_answer_probabilities;
-    } else if (const auto r = m_store.routingTrace(message_id)) {
-        all = *r;
+    } else {
+        if (const auto r = m_store.routingTrace(message_id)) all = *r;
         if (const auto p = m_store.tokenProbabilities(message_id)) probabilities = *p;
     }
-    if (t >= all.nTokens()) return;
+    // A token with its routing, its probabilities, or both (an endpoint that reports no
+    // routing may send probabilities).
+    if (t >= all.nTokens() && t >= probabilities.nTokens()) return;
     RoutingData one;
-    one.n_layers = all.n_layers;
-    one.top_k = all.top_k;
-    one.first_layer = all.first_layer;
-    const size_t per = size_t(all.n_layers) * size_t(all.top_k);
-    one.expert_ids.assign(all.expert_ids.begin() + long(t * per), all.expert_ids.begin() + long((t + 1) * per));
-    one.weights.assign(all.weights.begin() + long(t * per), all.weights.begin() + long((t + 1) * per));
+    if (t < all.nTokens()) {
+        one.n_layers = all.n_layers;
+        one.top_k = all.top_k;
+        one.first_layer = all.first_layer;
+        const size_t per = size_t(all.n_layers) * size_t(all.top_k);
+        one.expert_ids.assign(all.expert_ids.begin() + long(t * per), all.expert_ids.begin() + long((t + 1) * per));
+        one.weights.assign(all.weights.begin() + long(t * per), all.weights.begin() + long((t + 1) * per));
+    }
     const int begin = t == 0 ? d->token_text_begin : ends[t - 1];
     const QString piece = d->record.content.mid(begin, ends[t] - begin);
-    emit tokenSelected(tr("Token %1 “%2”: experts and gate weights").arg(t + 1).arg(piece), one, probabilities.token(t));
+    emit tokenSelected(one.n_layers > 0 ? tr("Token %1 “%2”: experts and gate weights").arg(t + 1).arg(piece)
+                                        : tr("Token %1 “%2”").arg(t + 1).arg(piece),
+                       one, probabilities.token(t));
     m_inspected_routing = live ? RoutingData{} : std::move(all);
     m_inspected_id = message_id;
     m_inspected_token = int(t);

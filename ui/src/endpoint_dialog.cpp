@@ -24,6 +24,7 @@ std::vector<RemoteEndpoint> savedEndpoints() {
         e.api_key = s.value(QStringLiteral("key")).toString();
         e.model = s.value(QStringLiteral("model")).toString();
         e.send_reasoning = s.value(QStringLiteral("sendReasoning"), false).toBool();
+        e.ask_logprobs = s.value(QStringLiteral("askLogprobs"), false).toBool();
         if (!e.base_url.isEmpty()) out.push_back(e);
     }
     s.endArray();
@@ -41,6 +42,7 @@ void saveEndpoints(const std::vector<RemoteEndpoint>& endpoints) {
         s.setValue(QStringLiteral("key"), e.api_key);  // plain text: a system keyring would be better
         s.setValue(QStringLiteral("model"), e.model);
         s.setValue(QStringLiteral("sendReasoning"), e.send_reasoning);
+        s.setValue(QStringLiteral("askLogprobs"), e.ask_logprobs);
     }
     s.endArray();
 }
@@ -102,6 +104,11 @@ EndpointDialog::EndpointDialog(RemoteGenerationService& lister, QWidget* parent)
     m_reasoning = new QCheckBox(tr("Send earlier answers' reasoning back to the model (R1-style models)"));
     m_reasoning->setObjectName(QStringLiteral("endpointSendReasoning"));
     form->addRow(QString(), m_reasoning);
+    m_logprobs = new QCheckBox(tr("Ask for token probabilities (logprobs; some reasoning models refuse them)"));
+    m_logprobs->setObjectName(QStringLiteral("endpointAskLogprobs"));
+    m_logprobs->setToolTip(tr("A Cetus server always sends them. Other endpoints (vLLM, SGLang, llama.cpp) send "
+                              "them when asked; then a click on a token of their answers shows its probability."));
+    form->addRow(QString(), m_logprobs);
     m_status = new QLabel;
     m_status->setObjectName(QStringLiteral("endpointStatus"));
     m_status->setWordWrap(true);
@@ -153,6 +160,7 @@ RemoteEndpoint EndpointDialog::endpoint() const {
     e.api_key = m_key->text().trimmed();
     e.model = m_model->currentText().trimmed();
     e.send_reasoning = m_reasoning->isChecked();
+    e.ask_logprobs = m_logprobs->isChecked();
     return e;
 }
 
@@ -162,6 +170,7 @@ void EndpointDialog::setEndpoint(const RemoteEndpoint& e) {
     m_model->clear();
     if (!e.model.isEmpty()) m_model->addItem(e.model);
     m_reasoning->setChecked(e.send_reasoning);
+    m_logprobs->setChecked(e.ask_logprobs);
     m_status->clear();
 }
 

@@ -140,6 +140,24 @@ RemoteDelta parseChatChunk(const QByteArray& json) {
         d.reasoning = delta.value("reasoning_content").toString();
         if (d.reasoning.isEmpty()) d.reasoning = delta.value("reasoning").toString();
         d.finish_reason = c.value("finish_reason").toString();
+        for (const QJsonValue& v : c.value("logprobs").toObject().value("content").toArray()) {
+            const QJsonObject e = v.toObject();
+            RemoteDelta::Entry entry;
+            // The token's exact bytes when given (a token may hold part of a character),
+            // else its text.
+            const QJsonArray bytes = e.value("bytes").toArray();
+            if (!bytes.isEmpty()) {
+                for (const QJsonValue& b : bytes) entry.bytes.append(char(b.toInt() & 0xFF));
+            } else {
+                entry.bytes = e.value("token").toString().toUtf8();
+            }
+            entry.logprob = float(e.value("logprob").toDouble(-9999.0));
+            for (const QJsonValue& t : e.value("top_logprobs").toArray()) {
+                entry.alt_texts.push_back(t.toObject().value("token").toString());
+                entry.alt_logprobs.push_back(float(t.toObject().value("logprob").toDouble(-9999.0)));
+            }
+            d.logprob_entries.push_back(std::move(entry));
+        }
     }
     const QJsonObject usage = o.value("usage").toObject();
     d.prompt_tokens = optInt(usage.value("prompt_tokens"));
@@ -345,11 +363,12 @@ quint64 RemoteGenerationService::generate(const GenerationParams& params) {
         QJsonObject cetus{{"routing", true}, {"stats", true}, {"mtp", s.mtp}};
         if (s.mtp) cetus.insert("n_draft", s.n_draft);  // read inside "cetus" (serve_api.cpp)
         body.insert("cetus", cetus);
-        // Token probabilities: one entry per token comes inside the extension.
-        if (params.token_alternatives >= 0) {
-            body.insert("logprobs", true);
-            body.insert("top_logprobs", std::min(params.token_alternatives, 20));
-        }
+    }
+    // Token probabilities: a Cetus server sends one entry per token inside its extension;
+    // another endpoint is asked only when its entry says so (some refuse the field).
+    if (params.token_alternatives >= 0 && (m_cetus || m_endpoint.ask_logprobs)) {
+        body.insert("logprobs", true);
+        body.insert("top_logprobs", std::min(params.token_alternatives, 20));
     }
     QNetworkRequest r = request(m_endpoint, QStringLiteral("/chat/completions"));
     r.setRawHeader("Accept", "text/event-stream");
@@ -368,6 +387,7 @@ quint64 RemoteGenerationService::generate(const GenerationParams& params) {
     m_error.clear();
     m_counts.clear();
     m_routing = RoutingData{};
+    m_entry_decoder.resetState();
     m_first_token_ms = -1;
     m_clock.start();
     QNetworkReply* reply = m_net->post(r, QJsonDocument(body).toJson(QJsonDocument::Compact));
@@ -420,6 +440,8 @@ void RemoteGenerationService::applyDelta(const RemoteDelta& d) {
         // last token belongs to it), else per delta.
         if (d.has_cetus && !d.cetus_token) {
             if (!m_pending.token_text_ends.empty()) m_pending.token_text_ends.back() = int(m_pending.text.size());
+        } else if (!d.has_cetus && !d.logprob_entries.empty() && !d.content.isEmpty()) {
+            addTokensFromEntries(d);
         } else if (!d.content.isEmpty() || d.cetus_token) {
             m_pending.token_text_ends.push_back(int(m_pending.text.size()));
             m_pending.drafted.push_back(false);
@@ -454,6 +476,37 @@ void RemoteGenerationService::applyDelta(const RemoteDelta& d) {
         emit modelLoaded(describe());
     }
     if (!m_flush.isActive()) m_flush.start();
+}
+
+void RemoteGenerationService::addTokensFromEntries(const RemoteDelta& d) {
+    QString spelled;
+    std::vector<int> ends;
+    for (const auto& e : d.logprob_entries) {
+        spelled += m_entry_decoder.decode(e.bytes);  // a character split across tokens ends with the later one
+        ends.push_back(int(spelled.size()));
+    }
+    const int base = int(m_pending.text.size() - d.content.size());
+    if (spelled != d.content) {
+        // Entries that do not spell the text (a stop string, skipped special tokens): one
+        // token for the delta without figures, so the answer keeps none.
+        m_entry_decoder.resetState();
+        m_pending.token_text_ends.push_back(int(m_pending.text.size()));
+        m_pending.drafted.push_back(false);
+        ++m_stats.generated_tokens;
+        return;
+    }
+    for (size_t i = 0; i < d.logprob_entries.size(); ++i) {
+        const RemoteDelta::Entry& e = d.logprob_entries[i];
+        m_pending.token_text_ends.push_back(base + ends[i]);
+        m_pending.drafted.push_back(false);
+        ++m_stats.generated_tokens;
+        TokenProbabilityData one;
+        one.top_n = int(e.alt_texts.size());
+        one.logprobs = {e.logprob};
+        one.alt_texts = e.alt_texts;
+        one.alt_logprobs = e.alt_logprobs;
+        m_pending.probabilities.append(one);
+    }
 }
 
 void RemoteGenerationService::flush() {

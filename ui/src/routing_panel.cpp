@@ -33,7 +33,8 @@ void RoutingBars::paintEvent(QPaintEvent*) {
     QPainter p(this);
     if (m_r.n_layers == 0 || m_r.top_k == 0) {
         p.setPen(palette().color(QPalette::PlaceholderText));
-        p.drawText(rect(), Qt::AlignCenter | Qt::TextWordWrap, tr("Click a generated token in the chat to see its experts."));
+        p.drawText(rect(), Qt::AlignCenter | Qt::TextWordWrap,
+                   m_placeholder.isEmpty() ? tr("Click a generated token in the chat to see its experts.") : m_placeholder);
         return;
     }
     float max_w = 0;
@@ -103,6 +104,7 @@ void RoutingPanel::showToken(const QString& label, const RoutingData& one, const
     m_label->setText(label);
     m_label->setToolTip(tr("%1: the routed experts each MoE layer chose for this token, with their gate weights").arg(label));
     m_bars->setRouting(one);
+    m_bars->setPlaceholder(one.n_layers > 0 ? QString() : tr("The engine that wrote this answer reported no expert routing."));
     if (p.nTokens() != 1) {
         m_probabilities->setText(QStringLiteral("<i>%1</i>")
                                      .arg(tr("No token probabilities were recorded for this answer.").toHtmlEscaped()));
@@ -137,6 +139,7 @@ void RoutingPanel::showToken(const QString& label, const RoutingData& one, const
 void RoutingPanel::clear() {
     m_label->setText(tr("No token selected."));
     m_bars->setRouting({});
+    m_bars->setPlaceholder({});
     m_probabilities->clear();
     m_probabilities->hide();
 }

@@ -41,6 +41,7 @@ public:
     QLineEdit* keyField() const { return m_key; }
     QComboBox* modelBox() const { return m_model; }
     QCheckBox* reasoningBox() const { return m_reasoning; }
+    QCheckBox* logprobsBox() const { return m_logprobs; }
     QLabel* statusLabel() const { return m_status; }
     QPushButton* connectButton() const { return m_connect; }
 
@@ -52,6 +53,7 @@ private:
     QLineEdit* m_key = nullptr;
     QComboBox* m_model = nullptr;
     QCheckBox* m_reasoning = nullptr;
+    QCheckBox* m_logprobs = nullptr;
     QLabel* m_status = nullptr;
     QPushButton* m_connect = nullptr;
 };

@@ -148,6 +148,7 @@ class RoutingBars : public QWidget {
 public:
     explicit RoutingBars(QWidget* parent = nullptr);
     void setRouting(const RoutingData& one_token);
+    void setPlaceholder(const QString& text) { m_placeholder = text; update(); }  // shown without routing
     const RoutingData& routing() const { return m_r; }
     QSize sizeHint() const override;
 
@@ -156,6 +157,7 @@ protected:
 
 private:
     RoutingData m_r;
+    QString m_placeholder;
 };
 
 class RoutingPanel : public QWidget {

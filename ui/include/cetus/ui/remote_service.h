@@ -10,6 +10,7 @@
 #include <QElapsedTimer>
 #include <QJsonObject>
 #include <QPointer>
+#include <QStringDecoder>
 #include <QStringList>
 #include <QTimer>
 #include <QUrl>
@@ -30,6 +31,9 @@ struct RemoteEndpoint {
     QString api_key;   // optional bearer key
     QString model;     // an id from GET {base}/models
     bool send_reasoning = false;  // send earlier answers' reasoning back (reasoning_content)
+    // Ask an endpoint that is not a Cetus server for OpenAI's logprobs (token
+    // probabilities): off by default, as some refuse the field (reasoning models).
+    bool ask_logprobs = false;
 
     QUrl url(const QString& path) const;  // path: "/models", "/chat/completions"
     QString label() const;                // "model @ host:port"
@@ -63,6 +67,15 @@ struct RemoteDelta {
     bool cetus_token = false;    // cetus.id >= 0: this chunk is one generated token (-1: text after the last)
     RoutingData routing;         // cetus.routing / weights (one token)
     TokenProbabilityData probabilities;  // cetus.logprobs (one token, when asked for)
+    // choices[0].logprobs.content: OpenAI's entries of this chunk's tokens (their bytes,
+    // figures and alternatives), as any endpoint sends them when asked.
+    struct Entry {
+        QByteArray bytes;
+        float logprob = 0.0f;
+        std::vector<QString> alt_texts;
+        std::vector<float> alt_logprobs;
+    };
+    std::vector<Entry> logprob_entries;
     std::optional<StepStats> stats;
     int n_moe_layers = 0, n_routed_experts = 0;
     QString cetus_finish;
@@ -105,6 +118,9 @@ private:
     void onReplyFinished();
     void handlePayload(const QByteArray& payload);
     void applyDelta(const RemoteDelta& d);
+    // An endpoint's logprobs entries (not a Cetus server): a token end and figures per
+    // entry when their bytes spell the delta's text, else one token for the delta.
+    void addTokensFromEntries(const RemoteDelta& d);
     void flush();
     void finish(FinishKind kind, const QString& error);
     ModelDescription describe() const;
@@ -129,6 +145,7 @@ private:
     qint64 m_first_token_ms = -1;
     int m_n_moe_layers = 0, m_n_routed_experts = 0, m_top_k = 0;
     RoutingData m_routing;  // the whole answer's, for the expert counts
+    QStringDecoder m_entry_decoder{QStringDecoder::Utf8};  // logprobs entries' bytes, across deltas
     std::vector<qint64> m_counts;
 };
 
