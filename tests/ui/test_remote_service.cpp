@@ -614,6 +614,23 @@ void TestRemoteService::otherEndpointsLogprobs() {
     s3.generate(p);
     QVERIFY(QTest::qWaitFor([&] { return c3.outcome.has_value(); }, 10000));
     QVERIFY(!endpoint.bodies.back().contains("logprobs"));
+    QVERIFY(!connectTo(s3, e)->remote_continues);  // Continue is not offered by default...
+
+    // ...but is for an endpoint whose entry says it continues answers, and the request
+    // then asks for vLLM's continue_final_message.
+    e.continues_answers = true;
+    RemoteGenerationService s4;
+    const auto m4 = connectTo(s4, e);
+    QVERIFY(m4 && m4->remote_continues && !m4->remote_reports_routing);
+    GenerationParams more = params(QStringLiteral("Hi"), 16);
+    more.turns.push_back({QStringLiteral("assistant"), QStringLiteral("H\u00e9"), {}});
+    more.continue_final = true;
+    Collected c4;
+    collect(s4, c4);
+    s4.generate(more);
+    QVERIFY(QTest::qWaitFor([&] { return c4.outcome.has_value(); }, 10000));
+    QCOMPARE(endpoint.bodies.back().value("continue_final_message").toBool(), true);
+    QCOMPARE(endpoint.bodies.back().value("add_generation_prompt").toBool(true), false);
 }
 
 QTEST_MAIN(TestRemoteService)

@@ -220,7 +220,7 @@ void ChatController::rebuildMessages() {
         const QString finish = stats.value("finish").toString();
         // The local engine and Cetus servers continue an answer (continue_final_message);
         // another endpoint might ignore the field and answer afresh.
-        const bool continues = m_model && (!m_model->remote || m_model->remote_reports_routing);
+        const bool continues = m_model && (!m_model->remote || m_model->remote_continues);
         d.can_continue = continues && m->role == ChatRole::Assistant && id == m_conversation->active_path.back() &&
                          (m->status == MessageStatus::Interrupted ||
                           (m->status == MessageStatus::Complete &&

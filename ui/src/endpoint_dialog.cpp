@@ -25,6 +25,7 @@ std::vector<RemoteEndpoint> savedEndpoints() {
         e.model = s.value(QStringLiteral("model")).toString();
         e.send_reasoning = s.value(QStringLiteral("sendReasoning"), false).toBool();
         e.ask_logprobs = s.value(QStringLiteral("askLogprobs"), false).toBool();
+        e.continues_answers = s.value(QStringLiteral("continuesAnswers"), false).toBool();
         if (!e.base_url.isEmpty()) out.push_back(e);
     }
     s.endArray();
@@ -43,6 +44,7 @@ void saveEndpoints(const std::vector<RemoteEndpoint>& endpoints) {
         s.setValue(QStringLiteral("model"), e.model);
         s.setValue(QStringLiteral("sendReasoning"), e.send_reasoning);
         s.setValue(QStringLiteral("askLogprobs"), e.ask_logprobs);
+        s.setValue(QStringLiteral("continuesAnswers"), e.continues_answers);
     }
     s.endArray();
 }
@@ -109,6 +111,11 @@ EndpointDialog::EndpointDialog(RemoteGenerationService& lister, QWidget* parent)
     m_logprobs->setToolTip(tr("A Cetus server always sends them. Other endpoints (vLLM, SGLang, llama.cpp) send "
                               "them when asked; then a click on a token of their answers shows its probability."));
     form->addRow(QString(), m_logprobs);
+    m_continues = new QCheckBox(tr("It continues cut answers (continue_final_message: vLLM, SGLang)"));
+    m_continues->setObjectName(QStringLiteral("endpointContinues"));
+    m_continues->setToolTip(tr("Offers Continue on an answer cut by the length limit or stopped. A Cetus server "
+                               "always does; OpenAI's own API refuses the field."));
+    form->addRow(QString(), m_continues);
     m_status = new QLabel;
     m_status->setObjectName(QStringLiteral("endpointStatus"));
     m_status->setWordWrap(true);
@@ -161,6 +168,7 @@ RemoteEndpoint EndpointDialog::endpoint() const {
     e.model = m_model->currentText().trimmed();
     e.send_reasoning = m_reasoning->isChecked();
     e.ask_logprobs = m_logprobs->isChecked();
+    e.continues_answers = m_continues->isChecked();
     return e;
 }
 
@@ -171,6 +179,7 @@ void EndpointDialog::setEndpoint(const RemoteEndpoint& e) {
     if (!e.model.isEmpty()) m_model->addItem(e.model);
     m_reasoning->setChecked(e.send_reasoning);
     m_logprobs->setChecked(e.ask_logprobs);
+    m_continues->setChecked(e.continues_answers);
     m_status->clear();
 }
 

@@ -315,6 +315,7 @@ ModelDescription RemoteGenerationService::describe() const {
     ModelDescription m;
     m.remote = true;
     m.remote_reports_routing = m_cetus;
+    m.remote_continues = m_cetus || m_endpoint.continues_answers;
     m.model_dir = m_endpoint.url(QString()).toString(QUrl::RemoveUserInfo);
     m.name = m_endpoint.model;
     m.backend = m_cetus ? tr("remote Cetus server") : tr("remote");

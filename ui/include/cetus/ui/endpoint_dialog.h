@@ -42,6 +42,7 @@ public:
     QComboBox* modelBox() const { return m_model; }
     QCheckBox* reasoningBox() const { return m_reasoning; }
     QCheckBox* logprobsBox() const { return m_logprobs; }
+    QCheckBox* continuesBox() const { return m_continues; }
     QLabel* statusLabel() const { return m_status; }
     QPushButton* connectButton() const { return m_connect; }
 
@@ -54,6 +55,7 @@ private:
     QComboBox* m_model = nullptr;
     QCheckBox* m_reasoning = nullptr;
     QCheckBox* m_logprobs = nullptr;
+    QCheckBox* m_continues = nullptr;
     QLabel* m_status = nullptr;
     QPushButton* m_connect = nullptr;
 };

@@ -34,6 +34,8 @@ struct RemoteEndpoint {
     // Ask an endpoint that is not a Cetus server for OpenAI's logprobs (token
     // probabilities): off by default, as some refuse the field (reasoning models).
     bool ask_logprobs = false;
+    // It takes vLLM's continue_final_message (vLLM, SGLang): Continue is offered for its answers.
+    bool continues_answers = false;
 
     QUrl url(const QString& path) const;  // path: "/models", "/chat/completions"
     QString label() const;                // "model @ host:port"

@@ -41,6 +41,9 @@ struct ModelDescription {
     // "remote"; only a Cetus server reports routing and statistics (its `cetus` extension).
     bool remote = false;
     bool remote_reports_routing = false;
+    // It continues a final answer (continue_final_message): a Cetus server, or an endpoint
+    // whose entry says so (vLLM and SGLang do; OpenAI refuses the field).
+    bool remote_continues = false;
 };
 
 struct ChatTurn {
