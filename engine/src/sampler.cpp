@@ -210,16 +210,19 @@ float token_logprobs(const float* x, int64_t n_valid, int32_t id, int32_t top_n,
         auto better = [&](int64_t a, int64_t b) { return x[a] > x[b] || (x[a] == x[b] && a < b); };
         std::vector<int64_t> heap;
         heap.reserve(size_t(n));
-        for (int64_t i = 0; i < n_valid; ++i) {
+        int64_t i = 0;
+        for (; i < n_valid && int64_t(heap.size()) < n; ++i) {
             if (std::isnan(x[i])) continue;
-            if (int64_t(heap.size()) < n) {
-                heap.push_back(i);
-                std::push_heap(heap.begin(), heap.end(), better);
-            } else if (x[i] >= x[heap.front()] && better(i, heap.front())) {
-                std::pop_heap(heap.begin(), heap.end(), better);
-                heap.back() = i;
-                std::push_heap(heap.begin(), heap.end(), better);
-            }
+            heap.push_back(i);
+            std::push_heap(heap.begin(), heap.end(), better);
+        }
+        float worst = heap.empty() ? neg_inf : x[heap.front()];
+        for (; i < n_valid; ++i) {
+            if (!(x[i] >= worst) || !better(i, heap.front())) continue;  // NaN fails the first test
+            std::pop_heap(heap.begin(), heap.end(), better);
+            heap.back() = i;
+            std::push_heap(heap.begin(), heap.end(), better);
+            worst = x[heap.front()];
         }
         std::sort_heap(heap.begin(), heap.end(), better);
         for (int64_t i : heap) top.push_back({int32_t(i), logprob(i)});
