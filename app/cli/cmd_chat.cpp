@@ -162,8 +162,10 @@ void add_chat_command(CLI::App& app) {
                     }
                 });
             } catch (const Error& e) {
+                // What came before the error stays inspectable, as in the app.
                 store.finish_message(answer_id, text, storage::MessageState::Error,
-                                     nlohmann::json{{"error", e.what()}}.dump());
+                                     nlohmann::json{{"error", e.what()}, {"token_text_ends", ends}}.dump());
+                if (trace.n_layers > 0) store.set_routing_trace(answer_id, trace);
                 std::fprintf(stderr, "\nerror: %s\n", e.what());
                 history.pop_back();
                 last = answer_id;
@@ -181,7 +183,7 @@ void add_chat_command(CLI::App& app) {
                                     {"finish", s["finish_reason"]}};
             if (left_out > 0) stats["n_turns_left_out"] = left_out;  // as the app records it
             stats["token_text_ends"] = ends;
-            store.finish_message(answer_id, r.text, storage::MessageState::Complete, stats.dump());
+            store.finish_message(answer_id, text, storage::MessageState::Complete, stats.dump());  // = r.text
             if (trace.n_layers > 0) store.set_routing_trace(answer_id, trace);
             if (probabilities.n_tokens() > 0 && probabilities.n_tokens() == ends.size() &&
                 probabilities.alternatives.size() == probabilities.n_tokens() * size_t(probabilities.top_n))

@@ -539,24 +539,35 @@ void TestRemoteService::mainWindowChatsWithEndpoint() {
 }
 
 void TestRemoteService::otherEndpointsLogprobs() {
-    // An endpoint that is not a Cetus server, asked for logprobs (its entry says so): each
-    // logprobs entry becomes a token (an "é" split over two tokens ends with the second),
-    // with its figures; entries that do not spell the text give one token for the delta
-    // and no figures; not asked, the request carries no logprobs.
-    auto chunk = [](const char* content, const char* entries) {
-        return QByteArray(R"({"id":"c","object":"chat.completion.chunk","model":"deepseek-v3","choices":[{"index":0,"delta":{"content":")") +
-               content + R"("},"logprobs":{"content":[)" + entries + R"(]},"finish_reason":null}]})";
+    // An endpoint that is not a Cetus server, asked for logprobs (its entry says so), in
+    // vLLM's way: each logprobs entry becomes a token with its figures. An "é" split over
+    // two tokens comes as a delta without text, then one with the character, both entries
+    // with the bytes of U+FFFD (vLLM decodes a partial token so); the end-of-sequence
+    // token's entry comes with the finish and no text. Entries that do not spell the text
+    // give one token for the delta and no figures; a delta that ends the reasoning and
+    // starts the answer has the reasoning's entries first. Not asked, the request
+    // carries no logprobs.
+    auto delta = [](const char* fields, const QByteArray& entries, const char* finish = "null") {
+        return QByteArray(R"({"id":"c","object":"chat.completion.chunk","model":"deepseek-v3","choices":[{"index":0,"delta":{)") +
+               fields + R"(},"logprobs":{"content":[)" + entries + R"(]},"finish_reason":)" + finish + "}]}";
+    };
+    auto chunk = [&](const char* content, const QByteArray& entries) {
+        return delta((QByteArray(R"("content":")") + content + "\"").constData(), entries);
     };
     auto entry = [](const char* token, const char* bytes, double lp) {
         return QByteArray(R"({"token":")") + token + R"(","logprob":)" + QByteArray::number(lp) + R"(,"bytes":[)" + bytes +
                R"(],"top_logprobs":[{"token":")" + token + R"(","logprob":)" + QByteArray::number(lp) +
                R"(},{"token":"x","logprob":-5.0}]})";
     };
+    const QByteArray fffd = "239,191,189";
     CannedEndpoint endpoint({
         R"({"id":"c","object":"chat.completion.chunk","model":"deepseek-v3","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]})",
-        chunk("H\u00e9", entry("H", "72", -0.5) + "," + entry("\\ufffd", "195", -1.0) + "," + entry("\\ufffd", "169", -0.25)),
+        chunk("H", entry("H", "72", -0.5)),
+        chunk("", entry("\\ufffd", fffd, -1.0)),
+        chunk("\u00e9", entry("\\ufffd", fffd, -0.25)),
         chunk(" world", entry(" world", "32,119,111,114,108,100", -0.125)),
-        R"({"id":"c","object":"chat.completion.chunk","model":"deepseek-v3","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":4,"total_tokens":9}})",
+        delta(R"("content":"")", entry("<eos>", "60,101,111,115,62", -0.0625), R"("stop")"),
+        R"({"id":"c","object":"chat.completion.chunk","model":"deepseek-v3","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":5,"total_tokens":10}})",
     });
     RemoteGenerationService s;
     RemoteEndpoint e{endpoint.base(), {}, QStringLiteral("deepseek-v3"), false};
@@ -581,8 +592,8 @@ void TestRemoteService::otherEndpointsLogprobs() {
         base += int(k.text.size());
         probabilities.append(k.probabilities);
     }
-    QCOMPARE(ends, (std::vector<int>{1, 1, 2, 8}));
-    QCOMPARE(probabilities.logprobs, (std::vector<float>{-0.5f, -1.0f, -0.25f, -0.125f}));
+    QCOMPARE(ends, (std::vector<int>{1, 1, 2, 8, 8}));
+    QCOMPARE(probabilities.logprobs, (std::vector<float>{-0.5f, -1.0f, -0.25f, -0.125f, -0.0625f}));
     QCOMPARE(probabilities.top_n, 2);
     QVERIFY(probabilities.consistent());
     QCOMPARE(probabilities.alt_texts[6], QStringLiteral(" world"));
@@ -604,6 +615,30 @@ void TestRemoteService::otherEndpointsLogprobs() {
     }
     QCOMPARE(n_ends, size_t(1));
     QCOMPARE(n_figures, size_t(0));
+
+    // Reasoning first (its entries are not the answer's), then a delta with both.
+    CannedEndpoint reasoning({delta(R"("reasoning_content":"hmm")", entry("hmm", "104,109,109", -0.5)),
+                              delta(R"("reasoning_content":" ok","content":"Hi")",
+                                    entry(" ok", "32,111,107", -0.5) + "," + entry("</think>", "60,47,116,104,105,110,107,62", -0.01) +
+                                        "," + entry("Hi", "72,105", -0.75))});
+    RemoteGenerationService s5;
+    RemoteEndpoint e5{reasoning.base(), {}, QStringLiteral("deepseek-v3"), false};
+    e5.ask_logprobs = true;
+    QVERIFY(connectTo(s5, e5));
+    Collected c5;
+    collect(s5, c5);
+    s5.generate(p);
+    QVERIFY(QTest::qWaitFor([&] { return c5.outcome.has_value(); }, 10000));
+    QCOMPARE(c5.text, QStringLiteral("Hi"));
+    QCOMPARE(c5.reasoning, QStringLiteral("hmm ok"));
+    std::vector<int> ends5;
+    TokenProbabilityData p5;
+    for (const auto& k : c5.chunks) {
+        ends5.insert(ends5.end(), k.token_text_ends.begin(), k.token_text_ends.end());
+        p5.append(k.probabilities);
+    }
+    QCOMPARE(ends5, std::vector<int>{2});
+    QCOMPARE(p5.logprobs, std::vector<float>{-0.75f});
 
     // Not asked for: no logprobs in the request.
     e.ask_logprobs = false;

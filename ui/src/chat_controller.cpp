@@ -107,6 +107,10 @@ void ChatController::onModelLoaded(const ModelDescription& m) {
     recountHistory();  // counts are sized by the model's expert count
     emit modelChanged();
     emit expertCountsChanged();
+    if (!isGenerating() && m_conversation) {
+        rebuildDisplay();  // whether an answer can be continued depends on the engine
+        emit conversationChanged();
+    }
 }
 
 // Expert counts of the answers on the shown path, from their routing traces; the
@@ -283,6 +287,7 @@ void ChatController::regenerate(qint64 assistant_message_id) {
 
 void ChatController::continueAnswer(qint64 assistant_message_id) {
     if (isGenerating() || !m_conversation || !m_service.hasModel()) return;
+    if (!m_model || (m_model->remote && !m_model->remote_continues)) return;  // the engine now in use decides
     const auto shown = std::find_if(m_display.begin(), m_display.end(),
                                     [&](const DisplayMessage& d) { return d.record.id == assistant_message_id; });
     if (shown == m_display.end() || !shown->can_continue) return;
@@ -406,8 +411,12 @@ void ChatController::onChunk(const GenerationChunk& chunk) {
         m_answer_ends.back() = int(m_answer_text.size());
     if (chunk.routing.n_layers > 0) {
         m_answer_routing.append(chunk.routing);
-        addCounts(m_answer_counts, chunk.routing);
-        emit expertCountsChanged();
+        // Counted only while its conversation is shown (opening another stops it, and
+        // chunks already on their way still arrive).
+        if (std::any_of(m_display.begin(), m_display.end(), [this](const DisplayMessage& d) { return d.record.id == m_answer_id; })) {
+            addCounts(m_answer_counts, chunk.routing);
+            emit expertCountsChanged();
+        }
     }
     if (chunk.token_text_ends.empty()) {
         // No tokens in this chunk: nothing to line up.
@@ -475,6 +484,10 @@ void ChatController::onFinished(const GenerationOutcome& outcome) {
         m_answer_routing = RoutingData{};
         m_answer_ends.clear();
         m_answer_probabilities = TokenProbabilityData{};
+        if (m_inspected_id == m_answer_id) {
+            m_inspected_routing = m_store.routingTrace(m_answer_id).value_or(RoutingData{});
+            emit inspectedAnswerChanged();
+        }
         m_request_id = 0;
         logger()->warn("continuing answer {} failed: {}", m_answer_id, outcome.error.toStdString());
         if (m_conversation) reload(m_conversation->id);
@@ -509,6 +522,7 @@ void ChatController::onFinished(const GenerationOutcome& outcome) {
     else if (m_continued_tokens > 0)
         m_store.clearTokenProbabilities(m_answer_id);  // a continued answer's old ones no longer cover it
     m_store.finishMessage(m_answer_id, m_answer_text, status, statsJson(outcome));
+    if (m_inspected_id == m_answer_id) m_inspected_routing = m_answer_routing;  // the timeline keeps it, now stored
     if (outcome.finish == FinishKind::Error) logger()->warn("answer {} failed: {}", m_answer_id, outcome.error.toStdString());
     m_request_id = 0;
     if (m_conversation) reload(m_conversation->id);
@@ -578,8 +592,7 @@ void ChatController::applySettings(const ConversationSettings& s) {
 }
 
 const RoutingData& ChatController::inspectedRouting() const {
-    if (m_inspected_id != 0 && m_inspected_id == m_answer_id && (isGenerating() || m_answer_routing.nTokens() > 0))
-        return m_answer_routing;
+    if (m_inspected_id != 0 && m_inspected_id == m_answer_id && isGenerating()) return m_answer_routing;
     return m_inspected_routing;
 }
 
@@ -603,8 +616,8 @@ void ChatController::selectTokenAt(qint64 message_id, int index) {
     if (t >= ends.size()) return;
     RoutingData all;
     TokenProbabilityData probabilities;
-    // The answer being generated (or just finished) is read from memory, others from the store.
-    const bool live = message_id == m_answer_id && (isGenerating() || !m_answer_ends.empty());
+    // The answer being generated is read from memory, the others (a finished one too) from the store.
+    const bool live = message_id == m_answer_id && isGenerating();
     if (live) {
         all = m_answer_routing;
         if (answerProbabilitiesComplete()) probabilities = m_answer_probabilities;

@@ -388,7 +388,6 @@ quint64 RemoteGenerationService::generate(const GenerationParams& params) {
     m_error.clear();
     m_counts.clear();
     m_routing = RoutingData{};
-    m_entry_decoder.resetState();
     m_first_token_ms = -1;
     m_clock.start();
     QNetworkReply* reply = m_net->post(r, QJsonDocument(body).toJson(QJsonDocument::Compact));
@@ -433,7 +432,11 @@ void RemoteGenerationService::handlePayload(const QByteArray& payload) {
 
 void RemoteGenerationService::applyDelta(const RemoteDelta& d) {
     if (!d.error.isEmpty()) m_error = d.error;
-    if (!d.content.isEmpty() || !d.reasoning.isEmpty() || d.cetus_token) {
+    // Another endpoint's logprobs entries are tokens even in a delta without text (a
+    // character held back until its last byte comes, the end-of-sequence token), except
+    // in a reasoning-only delta: those are the reasoning's.
+    const bool entries = !d.has_cetus && !d.logprob_entries.empty() && (!d.content.isEmpty() || d.reasoning.isEmpty());
+    if (!d.content.isEmpty() || !d.reasoning.isEmpty() || d.cetus_token || entries) {
         if (m_first_token_ms < 0) m_first_token_ms = m_clock.elapsed();
         m_pending.text += d.content;
         m_pending.reasoning += d.reasoning;
@@ -441,7 +444,7 @@ void RemoteGenerationService::applyDelta(const RemoteDelta& d) {
         // last token belongs to it), else per delta.
         if (d.has_cetus && !d.cetus_token) {
             if (!m_pending.token_text_ends.empty()) m_pending.token_text_ends.back() = int(m_pending.text.size());
-        } else if (!d.has_cetus && !d.logprob_entries.empty() && !d.content.isEmpty()) {
+        } else if (entries) {
             addTokensFromEntries(d);
         } else if (!d.content.isEmpty() || d.cetus_token) {
             m_pending.token_text_ends.push_back(int(m_pending.text.size()));
@@ -479,26 +482,72 @@ void RemoteGenerationService::applyDelta(const RemoteDelta& d) {
     if (!m_flush.isActive()) m_flush.start();
 }
 
-void RemoteGenerationService::addTokensFromEntries(const RemoteDelta& d) {
-    QString spelled;
+namespace {
+
+// Token ends inside `content` (UTF-16 offsets) for a delta's logprobs entries, or nothing
+// when they cannot spell it. An entry's text is its bytes decoded (else its token): a token
+// that holds part of a character decodes with U+FFFD (vLLM and SGLang even send the bytes of
+// U+FFFD for it), so such a "partial" entry matches its text before the U+FFFD, then up to
+// its text after the last U+FFFD; when nothing follows, the delta's last entry takes the
+// rest of the content (the character completes there) and another takes nothing (a later
+// token completes it). A whole entry that is not there is allowed only where the text
+// cannot show it: in a delta without text, or after the text at the answer's end (the
+// end-of-sequence token).
+std::optional<std::vector<int>> alignEntries(const std::vector<RemoteDelta::Entry>& entries, size_t first,
+                                             const QString& content, bool finishing) {
+    static const QChar replacement(0xFFFD);
     std::vector<int> ends;
-    for (const auto& e : d.logprob_entries) {
-        spelled += m_entry_decoder.decode(e.bytes);  // a character split across tokens ends with the later one
-        ends.push_back(int(spelled.size()));
+    qsizetype pos = 0;
+    for (size_t i = first; i < entries.size(); ++i) {
+        const RemoteDelta::Entry& e = entries[i];
+        const QString text = QString::fromUtf8(e.bytes);
+        const qsizetype bad = text.indexOf(replacement);
+        if (bad < 0) {
+            if (QStringView(content).mid(pos).startsWith(text)) pos += text.size();
+            else if (!(content.isEmpty() || (finishing && pos == content.size()))) return std::nullopt;
+        } else {
+            const QString before = text.left(bad), after = text.mid(text.lastIndexOf(replacement) + 1);
+            if (!QStringView(content).mid(pos).startsWith(before)) return std::nullopt;
+            pos += before.size();
+            if (!after.isEmpty()) {
+                const qsizetype at = content.indexOf(after, pos);
+                if (at < 0) return std::nullopt;
+                pos = at + after.size();
+            } else if (i + 1 == entries.size()) {
+                pos = content.size();
+            }
+        }
+        ends.push_back(int(pos));
     }
+    if (pos != content.size()) return std::nullopt;
+    return ends;
+}
+
+}  // namespace
+
+void RemoteGenerationService::addTokensFromEntries(const RemoteDelta& d) {
     const int base = int(m_pending.text.size() - d.content.size());
-    if (spelled != d.content) {
+    const bool finishing = !d.finish_reason.isEmpty();
+    // A delta that carries the end of the reasoning and the start of the answer has the
+    // reasoning's entries first: the fewest leading ones are left out for the rest to spell it.
+    std::optional<std::vector<int>> ends;
+    size_t first = 0;
+    for (; first < d.logprob_entries.size() && !ends; ++first) {
+        ends = alignEntries(d.logprob_entries, first, d.content, finishing);
+        if (d.reasoning.isEmpty() || ends) break;
+    }
+    if (!ends) {
         // Entries that do not spell the text (a stop string, skipped special tokens): one
         // token for the delta without figures, so the answer keeps none.
-        m_entry_decoder.resetState();
+        if (d.content.isEmpty()) return;
         m_pending.token_text_ends.push_back(int(m_pending.text.size()));
         m_pending.drafted.push_back(false);
         ++m_stats.generated_tokens;
         return;
     }
-    for (size_t i = 0; i < d.logprob_entries.size(); ++i) {
-        const RemoteDelta::Entry& e = d.logprob_entries[i];
-        m_pending.token_text_ends.push_back(base + ends[i]);
+    for (size_t i = 0; i < ends->size(); ++i) {
+        const RemoteDelta::Entry& e = d.logprob_entries[first + i];
+        m_pending.token_text_ends.push_back(base + (*ends)[i]);
         m_pending.drafted.push_back(false);
         ++m_stats.generated_tokens;
         TokenProbabilityData one;

@@ -10,7 +10,6 @@
 #include <QElapsedTimer>
 #include <QJsonObject>
 #include <QPointer>
-#include <QStringDecoder>
 #include <QStringList>
 #include <QTimer>
 #include <QUrl>
@@ -147,7 +146,6 @@ private:
     qint64 m_first_token_ms = -1;
     int m_n_moe_layers = 0, m_n_routed_experts = 0, m_top_k = 0;
     RoutingData m_routing;  // the whole answer's, for the expert counts
-    QStringDecoder m_entry_decoder{QStringDecoder::Utf8};  // logprobs entries' bytes, across deltas
     std::vector<qint64> m_counts;
 };
 
