@@ -4,6 +4,7 @@
 // logs the cancel and serves the next request), bearer auth with and without a key, and
 // the real main window chatting with the endpoint, its panels fed by the `cetus`
 // extension. The lenient stream parsers are checked on canned byte streams.
+#include "cetus/ui/chat_controller.h"
 #include "cetus/ui/chat_view.h"
 #include "cetus/ui/endpoint_dialog.h"
 #include "cetus/ui/engine_service.h"
@@ -178,6 +179,7 @@ private slots:
     void authWithAndWithoutKey();
     void mainWindowChatsWithEndpoint();
     void otherEndpointsLogprobs();
+    void continueAnEndpointsAnswer();
 
 private:
     QTemporaryDir m_dir;
@@ -666,6 +668,40 @@ void TestRemoteService::otherEndpointsLogprobs() {
     QVERIFY(QTest::qWaitFor([&] { return c4.outcome.has_value(); }, 10000));
     QCOMPARE(endpoint.bodies.back().value("continue_final_message").toBool(), true);
     QCOMPARE(endpoint.bodies.back().value("add_generation_prompt").toBool(true), false);
+}
+
+void TestRemoteService::continueAnEndpointsAnswer() {
+    // An answer of an endpoint that reports no routing but sends logprobs (its entry says
+    // it continues answers and asks for them), cut by the length limit, continued: its
+    // tokens are known from their figures alone, so its earlier token ends and figures go
+    // on and add up with the new ones.
+    const QByteArray stream =
+        R"({"id":"c","object":"chat.completion.chunk","model":"deepseek-v3","choices":[{"index":0,"delta":{"content":"Hi"},"logprobs":{"content":[)"
+        R"({"token":"H","logprob":-0.5,"bytes":[72],"top_logprobs":[{"token":"H","logprob":-0.5},{"token":"x","logprob":-3.0}]},)"
+        R"({"token":"i","logprob":-0.25,"bytes":[105],"top_logprobs":[{"token":"i","logprob":-0.25},{"token":"y","logprob":-3.0}]}]},"finish_reason":"length"}]})";
+    CannedEndpoint endpoint({stream});
+    auto store = SqliteHistoryStore::openInMemory();
+    RemoteGenerationService service;
+    ChatController controller(*store, service);
+    controller.setTokenAlternatives(2);
+    RemoteEndpoint e{endpoint.base(), {}, QStringLiteral("deepseek-v3"), false};
+    e.ask_logprobs = true;
+    e.continues_answers = true;
+    QVERIFY(connectTo(service, e));
+    QVERIFY(controller.send(QStringLiteral("Hello")));
+    QVERIFY(QTest::qWaitFor([&] { return !controller.isGenerating(); }, 10000));
+    const qint64 id = controller.messages().back().record.id;
+    QCOMPARE(store->tokenProbabilities(id)->nTokens(), size_t(2));
+    QVERIFY(controller.messages().back().can_continue);
+    controller.continueAnswer(id);
+    QVERIFY(QTest::qWaitFor([&] { return !controller.isGenerating(); }, 10000));
+    const DisplayMessage& d = controller.messages().back();
+    QCOMPARE(d.record.content, QStringLiteral("HiHi"));
+    QCOMPARE(d.token_text_ends, (std::vector<int>{1, 2, 3, 4}));
+    const auto p = store->tokenProbabilities(id);
+    QVERIFY(p);
+    QCOMPARE(p->logprobs, (std::vector<float>{-0.5f, -0.25f, -0.5f, -0.25f}));
+    QCOMPARE(endpoint.bodies.back().value("continue_final_message").toBool(), true);
 }
 
 QTEST_MAIN(TestRemoteService)

@@ -336,19 +336,23 @@ void ChatController::startAnswer(qint64 assistant_id, const MessageRecord* conti
         std::vector<int> ends;
         for (const auto& v : stats.value("token_text_ends").toArray()) ends.push_back(v.toInt());
         const auto trace = continued->has_routing_trace ? m_store.routingTrace(assistant_id) : std::nullopt;
-        const bool lines_up = trace && m_model && trace->n_layers == int(m_model->n_moe_layers) &&
-                              trace->top_k == int(m_model->n_active_experts) && trace->nTokens() == ends.size() &&
-                              !ends.empty() && ends.back() == int(m_answer_text.size());
-        if (lines_up) {
-            m_answer_routing = *trace;
+        const auto p = m_store.tokenProbabilities(assistant_id);
+        const bool covered = !ends.empty() && ends.back() == int(m_answer_text.size());
+        const bool lines_up = covered && trace && m_model && trace->n_layers == int(m_model->n_moe_layers) &&
+                              trace->top_k == int(m_model->n_active_experts) && trace->nTokens() == ends.size();
+        // Its token probabilities go on too when it has them for every token, as many
+        // alternatives as are recorded now (else the continued answer keeps none).
+        const bool figures_line_up = covered && p && p->consistent() && p->nTokens() == ends.size() &&
+                                     p->top_n == m_token_alternatives;
+        // An engine that reports no routing (another endpoint): its tokens are known from
+        // their figures alone.
+        const bool no_routing = m_model && m_model->remote && !m_model->remote_reports_routing && !trace;
+        if (lines_up || (no_routing && figures_line_up)) {
+            if (trace) m_answer_routing = *trace;
             m_answer_ends = std::move(ends);
             m_answer_text_begin = stats.value("token_text_begin").toInt();
             addCounts(m_answer_counts, m_answer_routing);
-            // Its token probabilities go on too when it has them for every token, as many
-            // alternatives as are recorded now (else the continued answer keeps none).
-            const auto p = m_store.tokenProbabilities(assistant_id);
-            m_probabilities_aligned = p && p->consistent() && p->nTokens() == m_answer_ends.size() &&
-                                      p->top_n == m_token_alternatives;
+            m_probabilities_aligned = figures_line_up;
             if (m_probabilities_aligned) m_answer_probabilities = *p;
         } else {
             // The old trace no longer indexes the text: it goes when the continuation
