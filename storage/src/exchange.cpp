@@ -74,19 +74,12 @@ std::vector<size_t> parents_first(const std::vector<Message>& messages, std::vec
     return order;
 }
 
-// Whether a stored trace decodes: one that does not is left out of the export
+// Whether a stored blob (routing trace, token probabilities) decodes: one that does not is left out of the export
 // (it would make the whole file refuse to import).
-bool trace_decodes(std::span<const uint8_t> blob) {
+template <class Decode>
+bool decodes(std::span<const uint8_t> blob, Decode decode) {
     try {
-        (void)decode_routing_trace(blob);
-    } catch (const StorageError&) {
-        return false;
-    }
-    return true;
-}
-bool probabilities_decode(std::span<const uint8_t> blob) {
-    try {
-        (void)decode_token_probabilities(blob);
+        (void)decode(blob);
     } catch (const StorageError&) {
         return false;
     }
@@ -198,7 +191,7 @@ void Store::export_json(std::ostream& out, std::optional<int64_t> conversation_i
                 q->bind(1, m.id);
                 if (q->step()) {
                     const std::vector<uint8_t> blob = q->col_blob(0);
-                    if (trace_decodes(blob)) jm["routing_trace"] = detail::base64_encode(blob);
+                    if (decodes(blob, decode_routing_trace)) jm["routing_trace"] = detail::base64_encode(blob);
                 }
             }
             {
@@ -206,7 +199,7 @@ void Store::export_json(std::ostream& out, std::optional<int64_t> conversation_i
                 q->bind(1, m.id);
                 if (q->step()) {
                     const std::vector<uint8_t> blob = q->col_blob(0);
-                    if (probabilities_decode(blob)) jm["token_probabilities"] = detail::base64_encode(blob);
+                    if (decodes(blob, decode_token_probabilities)) jm["token_probabilities"] = detail::base64_encode(blob);
                 }
             }
             messages.push_back(std::move(jm));

@@ -10,6 +10,7 @@
 
 #include <limits>
 #include <set>
+#include <span>
 
 namespace cetus::storage {
 
@@ -94,6 +95,19 @@ private:
     std::string m_source;
 };
 
+// An answer's blob (base64 in the file) into `out`; it must decode. Returns its token count.
+template <class Decode>
+int64_t read_blob(const Validator& v, const json& jm, const char* key, const std::string& path,
+                  std::vector<uint8_t>& out, Decode decode) {
+    const std::string field = path + "." + key;
+    if (!detail::base64_decode(v.text(jm, key, path), out)) v.fail(field, "not valid base64");
+    try {
+        return static_cast<int64_t>(decode(out).n_tokens());
+    } catch (const StorageError& e) {
+        v.fail(field, e.what());
+    }
+}
+
 ImportedMessage read_message(const Validator& v, const json& jm, const std::string& path, int64_t local_id) {
     v.keys(jm, path, {"id", "parent", "role", "state", "created_ms", "updated_ms", "stats", "content"},
            {"routing_trace", "token_probabilities"});
@@ -112,24 +126,12 @@ ImportedMessage read_message(const Validator& v, const json& jm, const std::stri
     m.updated_ms = v.integer(jm, "updated_ms", path);
     m.stats = v.object_text(jm, "stats", path);
     m.content = v.text(jm, "content", path);
-    if (jm.contains("routing_trace")) {
-        const std::string encoded = v.text(jm, "routing_trace", path);
-        if (!detail::base64_decode(encoded, m.trace)) v.fail(path + ".routing_trace", "not valid base64");
-        try {
-            m.n_trace_tokens = static_cast<int64_t>(decode_routing_trace(m.trace).n_tokens());
-        } catch (const StorageError& e) {
-            v.fail(path + ".routing_trace", e.what());
-        }
-    }
-    if (jm.contains("token_probabilities")) {
-        const std::string encoded = v.text(jm, "token_probabilities", path);
-        if (!detail::base64_decode(encoded, m.probabilities)) v.fail(path + ".token_probabilities", "not valid base64");
-        try {
-            m.n_probability_tokens = static_cast<int64_t>(decode_token_probabilities(m.probabilities).n_tokens());
-        } catch (const StorageError& e) {
-            v.fail(path + ".token_probabilities", e.what());
-        }
-    }
+    if (jm.contains("routing_trace"))
+        m.n_trace_tokens = read_blob(v, jm, "routing_trace", path, m.trace,
+                                     [](std::span<const uint8_t> b) { return decode_routing_trace(b); });
+    if (jm.contains("token_probabilities"))
+        m.n_probability_tokens = read_blob(v, jm, "token_probabilities", path, m.probabilities,
+                                           [](std::span<const uint8_t> b) { return decode_token_probabilities(b); });
     return m;
 }
 

@@ -130,6 +130,11 @@ const MessageRecord* ChatController::find(qint64 id) const {
     return nullptr;
 }
 
+const DisplayMessage* ChatController::displayed(qint64 id) const {
+    const auto it = std::find_if(m_display.begin(), m_display.end(), [id](const DisplayMessage& d) { return d.record.id == id; });
+    return it == m_display.end() ? nullptr : &*it;
+}
+
 void ChatController::newConversation() {
     if (isGenerating()) stop();
     m_conversation.reset();
@@ -169,10 +174,7 @@ qint64 ChatController::latestLeaf(qint64 id) const {
 void ChatController::revealMessage(qint64 conversation_id, qint64 message_id) {
     openConversation(conversation_id);
     if (!m_conversation || m_conversation->id != conversation_id) return;
-    const auto shown = [&] {
-        return std::any_of(m_display.begin(), m_display.end(), [&](const DisplayMessage& d) { return d.record.id == message_id; });
-    };
-    if (!shown() && !isGenerating() && find(message_id)) {
+    if (!displayed(message_id) && !isGenerating() && find(message_id)) {
         if (m_store.setActiveMessage(conversation_id, latestLeaf(message_id))) {  // another branch
             reload(conversation_id);
             m_answer_counts.clear();
@@ -181,7 +183,7 @@ void ChatController::revealMessage(qint64 conversation_id, qint64 message_id) {
             emit expertCountsChanged();
         }
     }
-    if (shown()) emit messageRevealed(message_id);
+    if (displayed(message_id)) emit messageRevealed(message_id);
 }
 
 void ChatController::reload(std::optional<qint64> id) {
@@ -194,8 +196,7 @@ void ChatController::rebuildDisplay() {
     m_display.clear();
     rebuildMessages();
     // The timeline's answer left the view (another conversation or branch): none.
-    if (m_inspected_id != 0 && std::none_of(m_display.begin(), m_display.end(),
-                                            [this](const DisplayMessage& d) { return d.record.id == m_inspected_id; })) {
+    if (m_inspected_id != 0 && !displayed(m_inspected_id)) {
         m_inspected_id = 0;
         m_inspected_token = -1;
         m_inspected_routing = RoutingData{};
@@ -288,9 +289,8 @@ void ChatController::regenerate(qint64 assistant_message_id) {
 void ChatController::continueAnswer(qint64 assistant_message_id) {
     if (isGenerating() || !m_conversation || !m_service.hasModel()) return;
     if (!m_model || (m_model->remote && !m_model->remote_continues)) return;  // the engine now in use decides
-    const auto shown = std::find_if(m_display.begin(), m_display.end(),
-                                    [&](const DisplayMessage& d) { return d.record.id == assistant_message_id; });
-    if (shown == m_display.end() || !shown->can_continue) return;
+    const DisplayMessage* shown = displayed(assistant_message_id);
+    if (!shown || !shown->can_continue) return;
     const MessageRecord before = shown->record;
     if (!m_store.reopenMessage(assistant_message_id)) return;
     startAnswer(assistant_message_id, &before);
@@ -417,7 +417,7 @@ void ChatController::onChunk(const GenerationChunk& chunk) {
         m_answer_routing.append(chunk.routing);
         // Counted only while its conversation is shown (opening another stops it, and
         // chunks already on their way still arrive).
-        if (std::any_of(m_display.begin(), m_display.end(), [this](const DisplayMessage& d) { return d.record.id == m_answer_id; })) {
+        if (displayed(m_answer_id)) {
             addCounts(m_answer_counts, chunk.routing);
             emit expertCountsChanged();
         }
@@ -506,8 +506,7 @@ void ChatController::onFinished(const GenerationOutcome& outcome) {
     const MessageStatus status = outcome.finish == FinishKind::Error ? MessageStatus::Error : MessageStatus::Complete;
     // Its conversation may have been left (opening another stops the answer): its counts
     // are no longer the shown answer's.
-    const bool shown = std::any_of(m_display.begin(), m_display.end(),
-                                   [this](const DisplayMessage& d) { return d.record.id == m_answer_id; });
+    const bool shown = displayed(m_answer_id) != nullptr;
     if (shown && outcome.n_moe_layers > 0 && !outcome.expert_counts.empty()) {
         m_answer_counts = outcome.expert_counts;  // this generation's; a continued answer's earlier ones added
         if (m_continued_counts.size() == m_answer_counts.size())
@@ -601,9 +600,7 @@ const RoutingData& ChatController::inspectedRouting() const {
 }
 
 void ChatController::selectToken(qint64 message_id, int text_offset) {
-    const DisplayMessage* d = nullptr;
-    for (const auto& m : m_display)
-        if (m.record.id == message_id) d = &m;
+    const DisplayMessage* d = displayed(message_id);
     if (!d || d->record.role != ChatRole::Assistant || d->token_text_ends.empty()) return;
     const auto& ends = d->token_text_ends;
     if (text_offset < d->token_text_begin) return;  // text before the first token with routing
@@ -611,9 +608,7 @@ void ChatController::selectToken(qint64 message_id, int text_offset) {
 }
 
 void ChatController::selectTokenAt(qint64 message_id, int index) {
-    const DisplayMessage* d = nullptr;
-    for (const auto& m : m_display)
-        if (m.record.id == message_id) d = &m;
+    const DisplayMessage* d = displayed(message_id);
     if (!d || d->record.role != ChatRole::Assistant || index < 0) return;
     const auto& ends = d->token_text_ends;
     const size_t t = size_t(index);

@@ -122,6 +122,38 @@ QString openAiErrorText(const QJsonObject& body) {
     return code.isEmpty() ? text : QStringLiteral("%1 (%2)").arg(text, code);
 }
 
+namespace {
+
+// One OpenAI logprobs entry: the token's exact bytes when given (a token may hold part of
+// a character), else its text; its figure and its step's alternatives.
+RemoteDelta::Entry parseEntry(const QJsonObject& e) {
+    RemoteDelta::Entry entry;
+    const QJsonArray bytes = e.value("bytes").toArray();
+    if (!bytes.isEmpty()) {
+        for (const QJsonValue& b : bytes) entry.bytes.append(char(b.toInt() & 0xFF));
+    } else {
+        entry.bytes = e.value("token").toString().toUtf8();
+    }
+    entry.logprob = float(e.value("logprob").toDouble(-9999.0));
+    for (const QJsonValue& t : e.value("top_logprobs").toArray()) {
+        entry.alt_texts.push_back(t.toObject().value("token").toString());
+        entry.alt_logprobs.push_back(float(t.toObject().value("logprob").toDouble(-9999.0)));
+    }
+    return entry;
+}
+
+// An entry as one token's probabilities.
+TokenProbabilityData oneToken(const RemoteDelta::Entry& e) {
+    TokenProbabilityData one;
+    one.top_n = int(e.alt_texts.size());
+    one.logprobs = {e.logprob};
+    one.alt_texts = e.alt_texts;
+    one.alt_logprobs = e.alt_logprobs;
+    return one;
+}
+
+}  // namespace
+
 RemoteDelta parseChatChunk(const QByteArray& json) {
     RemoteDelta d;
     QJsonParseError pe;
@@ -140,24 +172,8 @@ RemoteDelta parseChatChunk(const QByteArray& json) {
         d.reasoning = delta.value("reasoning_content").toString();
         if (d.reasoning.isEmpty()) d.reasoning = delta.value("reasoning").toString();
         d.finish_reason = c.value("finish_reason").toString();
-        for (const QJsonValue& v : c.value("logprobs").toObject().value("content").toArray()) {
-            const QJsonObject e = v.toObject();
-            RemoteDelta::Entry entry;
-            // The token's exact bytes when given (a token may hold part of a character),
-            // else its text.
-            const QJsonArray bytes = e.value("bytes").toArray();
-            if (!bytes.isEmpty()) {
-                for (const QJsonValue& b : bytes) entry.bytes.append(char(b.toInt() & 0xFF));
-            } else {
-                entry.bytes = e.value("token").toString().toUtf8();
-            }
-            entry.logprob = float(e.value("logprob").toDouble(-9999.0));
-            for (const QJsonValue& t : e.value("top_logprobs").toArray()) {
-                entry.alt_texts.push_back(t.toObject().value("token").toString());
-                entry.alt_logprobs.push_back(float(t.toObject().value("logprob").toDouble(-9999.0)));
-            }
-            d.logprob_entries.push_back(std::move(entry));
-        }
+        for (const QJsonValue& v : c.value("logprobs").toObject().value("content").toArray())
+            d.logprob_entries.push_back(parseEntry(v.toObject()));
     }
     const QJsonObject usage = o.value("usage").toObject();
     d.prompt_tokens = optInt(usage.value("prompt_tokens"));
@@ -184,16 +200,7 @@ RemoteDelta parseChatChunk(const QByteArray& json) {
         // The token's log-probability and its step's most likely tokens (OpenAI's entry,
         // sent in the extension for every token, the end-of-sequence token too).
         const QJsonValue lv = c.value("logprobs");
-        if (lv.isObject() && lv.toObject().value("logprob").isDouble()) {
-            const QJsonObject l = lv.toObject();
-            const QJsonArray top = l.value("top_logprobs").toArray();
-            d.probabilities.top_n = int(top.size());
-            d.probabilities.logprobs.push_back(float(l.value("logprob").toDouble()));
-            for (const QJsonValue& t : top) {
-                d.probabilities.alt_texts.push_back(t.toObject().value("token").toString());
-                d.probabilities.alt_logprobs.push_back(float(t.toObject().value("logprob").toDouble(-9999.0)));
-            }
-        }
+        if (lv.isObject() && lv.toObject().value("logprob").isDouble()) d.probabilities = oneToken(parseEntry(lv.toObject()));
         d.n_moe_layers = c.value("n_moe_layers").toInt();
         d.n_routed_experts = c.value("n_routed_experts").toInt();
         d.cetus_finish = c.value("finish").toString();
@@ -550,12 +557,7 @@ void RemoteGenerationService::addTokensFromEntries(const RemoteDelta& d) {
         m_pending.token_text_ends.push_back(base + (*ends)[i]);
         m_pending.drafted.push_back(false);
         ++m_stats.generated_tokens;
-        TokenProbabilityData one;
-        one.top_n = int(e.alt_texts.size());
-        one.logprobs = {e.logprob};
-        one.alt_texts = e.alt_texts;
-        one.alt_logprobs = e.alt_logprobs;
-        m_pending.probabilities.append(one);
+        m_pending.probabilities.append(oneToken(e));
     }
 }
 

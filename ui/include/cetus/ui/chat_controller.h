@@ -121,6 +121,7 @@ private:
     void startAnswer(qint64 assistant_id, const MessageRecord* continued = nullptr);
     std::vector<ChatTurn> turnsBefore(qint64 message_id) const;
     const MessageRecord* find(qint64 id) const;
+    const DisplayMessage* displayed(qint64 id) const;  // on the shown path, else null
     qint64 latestLeaf(qint64 id) const;
     QString statsJson(const GenerationOutcome& o) const;
     void addCounts(std::vector<qint64>& counts, const RoutingData& r) const;
