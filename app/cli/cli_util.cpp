@@ -44,6 +44,8 @@ std::vector<int32_t> parse_ids(const std::string& text) {
 void LoadFlags::apply(EngineOptions& o) const {
     o.fp8_on_load = fp8;
     o.kv_cache = kv_cache_type_from_name(kv_cache);
+    o.prefix_cache_dir = prefix_cache;
+    o.prefix_cache_bytes = prefix_cache_mib << 20;
 }
 
 std::unique_ptr<Engine> load_engine(const std::string& model_dir, const std::string& device, int threads,
@@ -67,6 +69,12 @@ void add_load_flags(CLI::App* cmd, LoadFlags& flags) {
     cmd->add_option("--kv-cache", flags.kv_cache,
                     "Latent cache values: f32 (as computed) or bf16 (half the cache memory, each value rounded)")
         ->check(CLI::IsMember({"f32", "bf16"}))
+        ->capture_default_str();
+    cmd->add_option("--prefix-cache", flags.prefix_cache,
+                    "Folder where conversations' latent-cache rows are kept between runs: a prompt that goes on "
+                    "with one of them reads its rows back instead of a prefill");
+    cmd->add_option("--prefix-cache-mib", flags.prefix_cache_mib, "Budget of the --prefix-cache folder in MiB")
+        ->check(CLI::Range(uint64_t(1), uint64_t(1) << 24))
         ->capture_default_str();
 }
 
@@ -107,6 +115,12 @@ nlohmann::json stats_json(const GenerationStats& s) {
             {"kv_cache_bytes", s.kv_bytes_used},
             {"kv_cache_capacity_bytes", s.kv_bytes_capacity},
             {"tokens_cached", s.tokens_cached},
+            {"prefix_restored", s.prefix_restored},
+            {"prefix_from_disk", s.prefix_from_disk},
+            {"stored_prefixes", s.stored_prefixes},
+            {"stored_prefix_bytes", s.stored_prefix_bytes},
+            {"disk_prefixes", s.disk_prefixes},
+            {"disk_prefix_bytes", s.disk_prefix_bytes},
             {"prefill_tokens_per_s", s.prefill_tokens_per_s},
             {"decode_tokens_per_s", s.decode_tokens_per_s},
             {"prefill_ms", s.prefill_ms},

@@ -10,8 +10,11 @@
 
 #include <omp.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 
 namespace cetus::cli {
@@ -24,7 +27,7 @@ void add_bench_command(CLI::App& app) {
         int64_t prompt = 128, gen = 32, followup = 0, layers = 0;
         int repeat = 3, threads = 0, draft = 1, conversations = 0, logprobs = -1;
         std::string mtp, text_file, prompts_file;
-        bool tokenizer = false;
+        bool tokenizer = false, restart = false;
         bool json = false;
     };
     auto o = std::make_shared<Opts>();
@@ -55,6 +58,10 @@ void add_bench_command(CLI::App& app) {
     cmd->add_option("--conversations", o->conversations,
                     "N conversations taking turns: --prompt ids each, then --repeat rounds of a --followup-id "
                     "message and one answer token; time to that token with the prefix store and without");
+    cmd->add_flag("--restart", o->restart,
+                  "A conversation opened again after a restart: time to the first token of a --followup-id message "
+                  "after --prompt ids, with their rows read back from the prefix cache's file and with a full "
+                  "prefill (--prefix-cache DIR, else a temporary folder)");
     cmd->add_flag("--tokenizer", o->tokenizer, "Benchmark the tokenizer of --model on --text-file (MB/s)");
     cmd->add_option("--text-file", o->text_file, "Text for --tokenizer");
     cmd->add_flag("--json", o->json, "JSON output");
@@ -67,6 +74,19 @@ void add_bench_command(CLI::App& app) {
         }
         const int64_t ctx = o->conversations > 0 ? o->prompt + int64_t(o->repeat) * (o->followup + 1) + 2
                                                  : o->prompt + o->gen + o->followup;
+        // --restart without --prefix-cache: a folder of its own, removed afterwards.
+        std::filesystem::path temp_dir;
+        if (o->restart && o->load.prefix_cache.empty()) {
+            temp_dir = std::filesystem::temp_directory_path() / ("cetus-bench-prefixes-" + std::to_string(::getpid()));
+            o->load.prefix_cache = temp_dir.string();
+        }
+        struct RemoveDir {
+            std::filesystem::path dir;
+            ~RemoveDir() {
+                std::error_code ec;
+                if (!dir.empty()) std::filesystem::remove_all(dir, ec);
+            }
+        } remove_temp{temp_dir};
         std::unique_ptr<Engine> e;
         if (!o->random.empty()) {
             EngineOptions eo;
@@ -89,6 +109,24 @@ void add_bench_command(CLI::App& app) {
         bo.n_followup = o->followup;
         bo.repeats = o->repeat;
         const ModelInfo& i = e->info();
+        if (o->restart) {
+            const RestartBenchResult r = run_restart_bench(*e, bo);
+            const double speedup = r.first_token_ms_prefill / std::max(1e-9, r.first_token_ms_disk);
+            nlohmann::json j = {{"model", i.name}, {"backend", i.backend}, {"device", i.device},
+                                {"threads", omp_get_max_threads()}, {"kv_cache_type", i.kv_cache_type},
+                                {"prompt_tokens", o->prompt}, {"followup_tokens", o->followup},
+                                {"repeats", r.repeats}, {"first_token_ms_disk", r.first_token_ms_disk},
+                                {"first_token_ms_prefill", r.first_token_ms_prefill}, {"speedup", speedup},
+                                {"write_ms", r.write_ms}, {"file_bytes", r.file_bytes},
+                                {"reused_share", r.reused_share}, {"peak_rss_bytes", peak_rss_bytes()}};
+            if (o->json) std::printf("%s\n", j.dump(2).c_str());
+            else
+                std::printf("time to first token after a restart: %.1f ms with the prefix's file (%.1f MiB, written "
+                            "in %.1f ms), %.1f ms with a full prefill (%.1fx); %.0f%% of prompt tokens reused\n",
+                            r.first_token_ms_disk, double(r.file_bytes) / double(1 << 20), r.write_ms,
+                            r.first_token_ms_prefill, speedup, 100 * r.reused_share);
+            return;
+        }
         if (o->conversations > 0) {
             const SwitchBenchResult sw = run_switch_bench(*e, bo, o->conversations, EngineOptions{}.prefix_store_bytes);
             nlohmann::json j = {{"model", i.name}, {"backend", i.backend}, {"device", i.device},

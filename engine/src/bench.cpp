@@ -272,4 +272,68 @@ SwitchBenchResult run_switch_bench(Engine& engine, const BenchOptions& o, int n_
     return res;
 }
 
+RestartBenchResult run_restart_bench(Engine& engine, const BenchOptions& o) {
+    if (o.n_prompt < 32 || o.n_followup < 1 || o.repeats < 1)
+        throw Error(ErrorCode::BadRequest, "bench --restart needs --prompt >= 32 (shorter prefixes are not kept), "
+                                           "--followup >= 1 and --repeat >= 1");
+    const int64_t V = engine.model().config().vocab_size;
+    std::mt19937 rng(uint32_t(o.seed));
+    std::uniform_int_distribution<int32_t> dist(0, int32_t(V - 1));
+    auto request = [](std::vector<int32_t> ids) {
+        GenerateRequest r;
+        r.prompt_ids = std::move(ids);
+        r.sampling.temperature = 0.0f;
+        r.max_new_tokens = 1;
+        r.mtp = false;
+        return r;
+    };
+    using clock = std::chrono::steady_clock;
+    auto ms_since = [](clock::time_point t0) { return std::chrono::duration<double, std::milli>(clock::now() - t0).count(); };
+    RestartBenchResult res;
+    std::vector<double> disk, prefill, write;
+    int64_t reused = 0, prompt = 0;
+    for (int rep = 0; rep <= o.repeats; ++rep) {
+        std::vector<int32_t> ids(size_t(o.n_prompt));
+        for (auto& t : ids) t = dist(rng);
+        std::vector<int32_t> next = ids;
+        for (int64_t i = 0; i < o.n_followup; ++i) next.push_back(dist(rng));
+        double t_disk = 0.0, t_prefill = 0.0;
+        for (int arm = 0; arm < 2; ++arm) {
+            const bool with_file = (arm == 0) == (rep % 2 == 0);  // the arms take turns to go first
+            engine.clear_prefix_cache();
+            if (with_file) {
+                engine.generate(request(ids));
+                const auto t0 = clock::now();
+                engine.persist_prefixes();
+                if (rep > 0) write.push_back(ms_since(t0));
+                engine.reset_cache();  // what a restart forgets; the file stays
+            }
+            const auto t0 = clock::now();
+            const GenerateResult g = engine.generate(request(next));
+            (with_file ? t_disk : t_prefill) = ms_since(t0);
+            if (with_file && !g.stats.prefix_from_disk)
+                throw Error(ErrorCode::BadRequest, "bench --restart: the prefix did not come back from the disk tier");
+            if (with_file && rep > 0) {
+                reused += g.stats.reused_prefix_tokens;
+                prompt += g.stats.prompt_tokens;
+                res.file_bytes = g.stats.disk_prefix_bytes;
+            }
+        }
+        if (rep == 0) continue;  // warm-up
+        disk.push_back(t_disk);
+        prefill.push_back(t_prefill);
+    }
+    engine.clear_prefix_cache();
+    auto median = [](std::vector<double>& v) {
+        std::sort(v.begin(), v.end());
+        return v[v.size() / 2];
+    };
+    res.repeats = o.repeats;
+    res.first_token_ms_disk = median(disk);
+    res.first_token_ms_prefill = median(prefill);
+    res.write_ms = median(write);
+    res.reused_share = double(reused) / double(std::max<int64_t>(1, prompt));
+    return res;
+}
+
 }  // namespace cetus

@@ -17,7 +17,34 @@
 
 namespace cetus {
 
-Engine::~Engine() = default;
+Engine::~Engine() {
+    // The cached prefix goes to the disk tier, if there is one, so that its conversation
+    // goes on without a prefill when this model is loaded again.
+    if (!m_generator) return;
+    try {
+        m_generator->persist();
+    } catch (const std::exception& e) {
+        engine_log().warn("prefix cache: the current conversation's rows were not written: {}", e.what());
+    }
+}
+
+void Engine::persist_prefixes() { m_generator->persist(); }
+
+void Engine::clear_prefix_cache(bool every_model) {
+    m_generator->reset();
+    if (PrefixDisk* disk = m_generator->prefix_disk()) disk->clear(every_model);
+}
+
+void Engine::forget_conversation(const std::vector<ChatMessage>& messages) {
+    GenerateRequest first;
+    for (const ChatMessage& m : messages) {
+        first.messages.push_back(m);
+        if (m.role == "user") break;
+    }
+    if (first.messages.empty() || first.messages.back().role != "user") return;  // no question: nothing of it is kept
+    const std::vector<int32_t> ids = m_generator->prompt_ids(first);
+    m_generator->forget_matching(ids, int64_t(ids.size()));
+}
 
 GenerateResult Engine::generate(const GenerateRequest& request, const TokenSink& sink) {
     return m_generator->run(request, sink);
@@ -103,7 +130,31 @@ std::string describe_dtypes(const WeightStore& store) {
 
 }  // namespace
 
-void Engine::finish_init(const std::string& name, uint64_t prefix_store_bytes) {
+// What makes two engines' cache rows interchangeable: the model's files as they are on
+// disk (names, sizes, modification times), its weight types, the backend and device,
+// the cache's precision and this build's version. The prefix store's disk tier uses a
+// file only when its identity is this one, byte for byte.
+static std::string model_files_identity(const std::filesystem::path& dir) {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    std::string s = "model folder " + fs::weakly_canonical(dir, ec).string() + "\n";
+    std::vector<std::string> lines;
+    for (fs::directory_iterator it(dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+        const std::string name = it->path().filename().string();
+        if (!(name.ends_with(".safetensors") || name.ends_with(".json"))) continue;
+        std::error_code e2;
+        const auto size = it->file_size(e2);
+        const auto time = it->last_write_time(e2);
+        if (e2) continue;
+        lines.push_back(name + " " + std::to_string(size) + " " + std::to_string(time.time_since_epoch().count()) + "\n");
+    }
+    std::sort(lines.begin(), lines.end());
+    for (const auto& l : lines) s += l;
+    return s;
+}
+
+void Engine::finish_init(const std::string& name, const EngineOptions& o, const std::string& model_identity) {
+    const uint64_t prefix_store_bytes = o.prefix_store_bytes;
     const ModelConfig& c = m_model->config();
     ModelInfo& i = m_info;
     i.name = name;
@@ -148,6 +199,18 @@ void Engine::finish_init(const std::string& name, uint64_t prefix_store_bytes) {
     }
     m_generator = std::make_unique<Generator>(*m_model, *m_backend, tokenizer());
     m_generator->set_prefix_store_bytes(prefix_store_bytes);
+    if (!o.prefix_cache_dir.empty() && o.prefix_cache_bytes > 0) {
+        const std::string identity = "Cetus " CETUS_VERSION " prefix rows\n" + model_identity + "weights " + i.weight_dtype +
+                                     "\nbackend " + i.backend + ", " + i.device + "\ncache " + i.kv_cache_type + ", " +
+                                     std::to_string(i.kv_bytes_per_token_held) + " bytes per token\n";
+        try {
+            m_generator->set_prefix_disk(std::make_unique<PrefixDisk>(o.prefix_cache_dir, identity, o.prefix_cache_bytes,
+                                                                      m_backend->kv_bytes_per_token(),
+                                                                      m_model->n_mtp() > 0 ? c.hidden_size : 0));
+        } catch (const Error& e) {  // the model still runs, with the store in memory only
+            engine_log().warn("prefix cache: none on disk: {}", e.what());
+        }
+    }
     if (c.n_routed_experts > 0) {
         const char* m = c.topk_method == TopkMethod::NoauxTc ? "noaux_tc"
                         : c.topk_method == TopkMethod::GroupLimitedGreedy ? "group_limited_greedy" : "greedy";
@@ -239,7 +302,7 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions& o, const LoadProgress&
     e->make_backend(o, use_cuda, upload);
     e->finish_init(o.model_dir.filename().empty() ? o.model_dir.parent_path().filename().string()
                                                   : o.model_dir.filename().string(),
-                   o.prefix_store_bytes);
+                   o, model_files_identity(o.model_dir));
     report(progress, 1.0f, "ready");
     return e;
 }
@@ -253,7 +316,9 @@ std::unique_ptr<Engine> Engine::create_random(const RandomModelOptions& r, const
     std::unique_ptr<Engine> e(new Engine());
     e->m_model = build_random_model(r);
     e->make_backend(o, use_cuda, {});
-    e->finish_init("random " + r.preset, o.prefix_store_bytes);
+    e->finish_init("random " + r.preset, o,
+                   "random model " + r.preset + ", " + r.dtype + ", " + std::to_string(r.n_layers) + " layers, seed " +
+                       std::to_string(r.seed) + "\n");
     return e;
 }
 

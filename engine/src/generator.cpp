@@ -65,7 +65,7 @@ constexpr int64_t k_min_stored_tokens = 32;
 
 uint64_t Generator::stored_bytes() const {
     uint64_t total = 0;
-    for (const auto& e : m_saved) total += e.bytes();
+    for (const auto& e : m_saved) total += e.prefix->bytes();
     return total;
 }
 
@@ -81,40 +81,75 @@ void Generator::set_prefix_store_bytes(uint64_t bytes) {
     evict_until(m_saved_budget);
 }
 
-void Generator::stash_live() {
+void Generator::set_prefix_disk(std::unique_ptr<PrefixDisk> disk) { m_disk = std::move(disk); }
+
+std::shared_ptr<SavedPrefix> Generator::copy_live() const {
     const int64_t n = int64_t(m_cached_ids.size());
-    if (n < k_min_stored_tokens || m_saved_budget == 0) return;
     const int64_t H = m_model.config().hidden_size;
-    const uint64_t bytes = uint64_t(n) * m_backend.kv_bytes_per_token() + (m_hidden.empty() ? 0 : uint64_t(n * H) * sizeof(float));
-    if (bytes > m_saved_budget) return;
-    // A stored prefix that the live one extends is superseded by it.
-    std::erase_if(m_saved, [&](const SavedPrefix& e) { return common_prefix(e.ids, m_cached_ids) == int64_t(e.ids.size()); });
-    evict_until(m_saved_budget - bytes);  // room for it, least recently used first
-    SavedPrefix e;
-    e.ids = m_cached_ids;
-    e.mtp_valid = std::min(m_mtp_valid, n);
-    e.rows.resize(size_t(n) * m_backend.kv_bytes_per_token());
-    m_backend.save_rows(n, e.rows.data());
-    if (!m_hidden.empty()) e.hidden.assign(m_hidden.data(), m_hidden.data() + n * H);
-    e.last_used = ++m_clock;
-    m_saved.push_back(std::move(e));
+    auto e = std::make_shared<SavedPrefix>();
+    e->ids = m_cached_ids;
+    e->mtp_valid = std::min(m_mtp_valid, n);
+    e->rows.resize(size_t(n) * m_backend.kv_bytes_per_token());
+    m_backend.save_rows(n, e->rows.data());
+    if (!m_hidden.empty()) e->hidden.assign(m_hidden.data(), m_hidden.data() + n * H);
+    return e;
 }
 
-int64_t Generator::reuse_prefix(const std::vector<int32_t>& ids, bool* restored) {
+void Generator::stash_live() {
+    const int64_t n = int64_t(m_cached_ids.size());
+    if (n < k_min_stored_tokens) return;
+    const int64_t H = m_model.config().hidden_size;
+    const uint64_t bytes = uint64_t(n) * m_backend.kv_bytes_per_token() + (m_hidden.empty() ? 0 : uint64_t(n * H) * sizeof(float));
+    const bool in_memory = m_saved_budget > 0 && bytes <= m_saved_budget;
+    if (!in_memory && !m_disk) return;
+    std::shared_ptr<const SavedPrefix> e = copy_live();
+    if (in_memory) {
+        // A stored prefix that the live one extends is superseded by it.
+        std::erase_if(m_saved, [&](const Stored& s) {
+            return common_prefix(s.prefix->ids, m_cached_ids) == int64_t(s.prefix->ids.size());
+        });
+        evict_until(m_saved_budget - bytes);  // room for it, least recently used first
+        m_saved.push_back({e, ++m_clock});
+    }
+    if (m_disk) m_disk->store(std::move(e));  // written on the disk tier's own thread
+}
+
+void Generator::persist() {
+    if (!m_disk) return;
+    if (int64_t(m_cached_ids.size()) >= k_min_stored_tokens) m_disk->store(copy_live());
+    m_disk->flush();
+}
+
+void Generator::forget_matching(const std::vector<int32_t>& ids, int64_t min_len) {
+    if (common_prefix(m_cached_ids, ids) >= min_len) forget_live();
+    std::erase_if(m_saved, [&](const Stored& s) { return common_prefix(s.prefix->ids, ids) >= min_len; });
+    if (m_disk) m_disk->forget(ids, min_len);
+}
+
+int64_t Generator::reuse_prefix(const std::vector<int32_t>& ids, bool* restored, bool* from_disk) {
     int64_t p = common_prefix(m_cached_ids, ids);
     // The stored prefix that serves the request best, if clearly better than the live one.
     auto best = m_saved.end();
     int64_t best_len = p + k_min_stored_tokens - 1;
     for (auto it = m_saved.begin(); it != m_saved.end(); ++it) {
-        if (const int64_t q = common_prefix(it->ids, ids); q > best_len) {
+        if (const int64_t q = common_prefix(it->prefix->ids, ids); q > best_len) {
             best = it;
             best_len = q;
         }
     }
-    std::optional<SavedPrefix> take;
+    std::shared_ptr<const SavedPrefix> take;
     if (best != m_saved.end()) {
-        take = std::move(*best);
+        take = std::move(best->prefix);
         m_saved.erase(best);  // live again: stored anew when another conversation comes
+    }
+    // The disk tier, when one of its files serves the request better still (read here,
+    // instead of a prefill; a damaged file is removed and the next best tried).
+    if (m_disk) {
+        if (auto read = m_disk->take(ids, best_len, m_backend.capacity())) {
+            if (take) m_saved.push_back({std::move(take), ++m_clock});  // stays stored
+            take = std::make_shared<const SavedPrefix>(std::move(*read));
+            if (from_disk) *from_disk = true;
+        }
     }
     // Leaving the live prefix (the request keeps less than half of it, or a stored one
     // replaces it): keep it for when its conversation goes on.
@@ -125,7 +160,7 @@ int64_t Generator::reuse_prefix(const std::vector<int32_t>& ids, bool* restored)
         m_cached_ids.clear();
         m_mtp_valid = 0;
         m_backend.load_rows(int64_t(take->ids.size()), take->rows.data());
-        m_cached_ids = std::move(take->ids);
+        m_cached_ids = take->ids;
         m_mtp_valid = take->mtp_valid;
         if (!take->hidden.empty() && !m_hidden.empty()) std::copy(take->hidden.begin(), take->hidden.end(), m_hidden.data());
         p = common_prefix(m_cached_ids, ids);
@@ -341,9 +376,13 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
 
     // Prefix reuse: keep cache rows of the longest common prefix (at least one
     // token is recomputed to get fresh logits).
-    int64_t p = reuse_prefix(ids, &r.res.stats.prefix_restored);
+    int64_t p = reuse_prefix(ids, &r.res.stats.prefix_restored, &r.res.stats.prefix_from_disk);
     r.res.stats.stored_prefixes = int64_t(m_saved.size());
     r.res.stats.stored_prefix_bytes = stored_bytes();
+    if (m_disk) {
+        r.res.stats.disk_prefixes = int64_t(m_disk->files());
+        r.res.stats.disk_prefix_bytes = m_disk->bytes();
+    }
     if (p == n) --p;
     m_cached_ids.resize(size_t(p));
     m_mtp_valid = std::min<int64_t>(m_mtp_valid, std::max<int64_t>(p - 1, 0));

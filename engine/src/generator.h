@@ -9,7 +9,9 @@
 #include "backend.h"
 #include "host_memory.h"
 #include "model.h"
+#include "prefix_disk.h"
 
+#include <memory>
 #include <optional>
 
 namespace cetus {
@@ -30,22 +32,30 @@ public:
     // Budget of the prefix store (EngineOptions::prefix_store_bytes); entries beyond it go.
     void set_prefix_store_bytes(uint64_t bytes);
     size_t stored_prefixes() const { return m_saved.size(); }
+    // The prefix store's disk tier (EngineOptions::prefix_cache_dir); null: none. Every
+    // prefix the store keeps is written there too, and a request takes a file's rows back
+    // when they serve it better than the cache and the store in memory.
+    void set_prefix_disk(std::unique_ptr<PrefixDisk> disk);
+    PrefixDisk* prefix_disk() { return m_disk.get(); }
+    // Writes the cached prefix to the disk tier (when it is worth keeping) and waits
+    // for the queued writes: before the engine goes (quitting, another model).
+    void persist();
+    // Forgets every prefix (the cached one, the store's, the disk tier's files) that
+    // shares at least min_len first ids with ids.
+    void forget_matching(const std::vector<int32_t>& ids, int64_t min_len);
 
 private:
     struct Run;
-    // A conversation's prefix taken out of the cache: its ids, rows and hidden states.
-    struct SavedPrefix {
-        std::vector<int32_t> ids;
-        int64_t mtp_valid = 0;
-        std::vector<uint8_t> rows;  // Backend::save_rows of ids.size() positions
-        std::vector<float> hidden;  // [ids.size(), H] when the model has MTP layers
+    struct Stored {
+        std::shared_ptr<const SavedPrefix> prefix;
         uint64_t last_used = 0;
-        uint64_t bytes() const { return rows.size() + hidden.size() * sizeof(float); }
     };
+    // The live prefix's ids, rows and hidden states, copied out of the cache.
+    std::shared_ptr<SavedPrefix> copy_live() const;
     // Before a request replaces most of the cached prefix: keep it, and take a stored
     // prefix back when it serves the request better. Returns the common prefix length
     // of the (possibly restored) cache and ids.
-    int64_t reuse_prefix(const std::vector<int32_t>& ids, bool* restored = nullptr);
+    int64_t reuse_prefix(const std::vector<int32_t>& ids, bool* restored = nullptr, bool* from_disk = nullptr);
     void stash_live();
     void evict_until(uint64_t limit);  // stored bytes at most limit, least recently used go first
     uint64_t stored_bytes() const;
@@ -55,7 +65,8 @@ private:
     std::vector<int32_t> m_cached_ids;  // ids whose main-cache rows are valid, in order
     int64_t m_mtp_valid = 0;            // MTP cache rows valid: entry j = (h_j, id j+1)
     LazyArray<float> m_hidden;          // [capacity, H] post-norm hidden of cached positions
-    std::vector<SavedPrefix> m_saved;   // the prefix store, least recently used first to go
+    std::vector<Stored> m_saved;        // the prefix store, least recently used first to go
+    std::unique_ptr<PrefixDisk> m_disk;  // its disk tier, if any
     uint64_t m_saved_budget = 0, m_clock = 0;
 };
 

@@ -76,4 +76,21 @@ struct SwitchBenchResult {
 SwitchBenchResult run_switch_bench(Engine& engine, const BenchOptions& options, int n_conversations,
                                    uint64_t prefix_store_bytes);
 
+// A conversation opened again after a restart, on an engine with the prefix store's
+// disk tier (EngineOptions::prefix_cache_dir): --prompt random ids answered with one
+// token and written to disk, the cache and the store in memory forgotten, then the
+// prompt and a --followup-id message answered with one token. Timed both with the
+// rows read back from the file and with none (a full prefill), the two arms taking
+// turns to go first, --repeat times after one warm-up; medians reported. The file
+// was just written, so it is read from the page cache (as after a restart that was
+// not a reboot).
+struct RestartBenchResult {
+    int64_t repeats = 0;
+    double first_token_ms_disk = 0.0, first_token_ms_prefill = 0.0;
+    double write_ms = 0.0;        // writing the prefix's file (median)
+    uint64_t file_bytes = 0;      // its size
+    double reused_share = 0.0;    // of the prompt tokens, with the file
+};
+RestartBenchResult run_restart_bench(Engine& engine, const BenchOptions& options);
+
 }  // namespace cetus

@@ -51,6 +51,14 @@ struct EngineOptions {
     // small with MLA): a request that goes on with one of them after others ran gets
     // its rows back instead of a new prefill. 0 keeps none.
     uint64_t prefix_store_bytes = uint64_t(512) << 20;
+    // The prefix store's disk tier: a folder where those prefixes are written too (in the
+    // background), and the cached prefix when the engine goes, so that a conversation
+    // opened again after a restart goes on without a new prefill. Only files written by
+    // an engine with the same model files, weight types, backend, device, cache precision
+    // and version are used; a damaged file is removed with a log line. Empty: none.
+    std::filesystem::path prefix_cache_dir;
+    // The folder's budget, shared by every model's files there (least recently used go first).
+    uint64_t prefix_cache_bytes = uint64_t(2) << 30;
 };
 
 struct LoadProgress {
@@ -120,8 +128,19 @@ public:
     // min(max_new_tokens, max(16, context / 4)) tokens. Returns how many messages were
     // left out. A last turn too long on its own stays, and generate() refuses it.
     int fit_to_context(GenerateRequest& request) const;
-    // Forget the cached prefix (and the stored ones).
+    // Forget the cached prefix (and the stored ones in memory; the disk tier keeps its files).
     void reset_cache();
+    // Writes the cached prefix to the disk tier (EngineOptions::prefix_cache_dir) and waits
+    // for its queued writes; the destructor does this too. Nothing without a disk tier.
+    void persist_prefixes();
+    // Forgets every prefix, and removes this engine's files from the disk tier, or with
+    // every_model every prefix file in its folder (other models' and precisions' too).
+    void clear_prefix_cache(bool every_model = false);
+    // Forgets what is kept of a conversation: every prefix (cached, stored, on disk in any
+    // model's files) that holds its first question, that is, whose ids begin with the
+    // rendered prompt of its messages up to its first user message. For a deleted
+    // conversation, whose token ids are its text. Throws BadRequest without a tokenizer.
+    void forget_conversation(const std::vector<ChatMessage>& messages);
     // EngineOptions::prefix_store_bytes, changed on a loaded engine (benchmarks).
     void set_prefix_store_bytes(uint64_t bytes);
 
@@ -134,7 +153,7 @@ public:
 
 private:
     Engine() = default;
-    void finish_init(const std::string& name, uint64_t prefix_store_bytes);
+    void finish_init(const std::string& name, const EngineOptions& options, const std::string& model_identity);
     void make_backend(const EngineOptions& options, bool use_cuda, const LoadProgress& progress);
 
     std::unique_ptr<Model> m_model;

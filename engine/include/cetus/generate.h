@@ -53,6 +53,12 @@ struct GenerationStats {
     bool prefix_restored = false;
     int64_t stored_prefixes = 0;
     uint64_t stored_prefix_bytes = 0;
+    // Its disk tier (EngineOptions::prefix_cache_dir): whether the prefix came back from
+    // a file (prefix_restored is then set too), and this model's files there (the
+    // counts lag the writes, which run in the background).
+    bool prefix_from_disk = false;
+    int64_t disk_prefixes = 0;
+    uint64_t disk_prefix_bytes = 0;
     double prefill_tokens_per_s = 0.0, decode_tokens_per_s = 0.0;
     double prefill_ms = 0.0, decode_ms = 0.0;
 

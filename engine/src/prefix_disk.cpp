@@ -1,0 +1,466 @@
+#include "prefix_disk.h"
+
+#include "cetus/error.h"
+#include "log.h"
+
+#include <zlib.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <unistd.h>
+
+namespace cetus {
+
+namespace fs = std::filesystem;
+
+namespace cpx {
+
+namespace {
+
+constexpr char k_magic[4] = {'C', 'P', 'X', '1'};
+
+uint32_t get32(const uint8_t* p) {
+    return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
+}
+uint64_t get64(const uint8_t* p) { return uint64_t(get32(p)) | uint64_t(get32(p + 4)) << 32; }
+void put32(std::vector<uint8_t>& out, uint32_t v) {
+    for (int i = 0; i < 4; ++i) out.push_back(uint8_t(v >> (8 * i)));
+}
+void put64(std::vector<uint8_t>& out, uint64_t v) {
+    put32(out, uint32_t(v));
+    put32(out, uint32_t(v >> 32));
+}
+
+// zlib's crc32 takes at most UINT_MAX bytes a call.
+uint32_t crc_update(uint32_t crc, const void* data, uint64_t n) {
+    auto p = static_cast<const Bytef*>(data);
+    while (n > 0) {
+        const uInt chunk = uInt(std::min<uint64_t>(n, uint64_t(1) << 30));
+        crc = uint32_t(crc32(crc, p, chunk));
+        p += chunk;
+        n -= chunk;
+    }
+    return crc;
+}
+
+[[noreturn]] void bad(const std::string& what) { throw Error(ErrorCode::BadFormat, what); }
+
+}  // namespace
+
+uint64_t head_bytes(std::span<const uint8_t> fixed) {
+    if (fixed.size() < k_fixed_head_bytes) bad("shorter than the header (" + std::to_string(fixed.size()) + " bytes)");
+    if (std::memcmp(fixed.data(), k_magic, 4) != 0) bad("not a prefix file (no CPX1 magic)");
+    const uint32_t identity = get32(fixed.data() + 4);
+    const uint64_t n = get64(fixed.data() + 8);
+    if (identity == 0 || identity > k_max_identity_bytes) bad("identity of " + std::to_string(identity) + " bytes");
+    if (n == 0 || n > k_max_prefix_tokens) bad(std::to_string(n) + " tokens");
+    return k_fixed_head_bytes + identity + 4 * n + 4;
+}
+
+Head parse_head(std::span<const uint8_t> head) {
+    const uint64_t size = head_bytes(head);
+    if (head.size() != size) bad("head of " + std::to_string(head.size()) + " bytes, " + std::to_string(size) + " expected");
+    const uint8_t* p = head.data();
+    if (get32(p + size - 4) != crc_update(0, p, size - 4)) bad("header checksum mismatch");
+    Head h;
+    const uint32_t identity = get32(p + 4);
+    const uint64_t n = get64(p + 8);
+    h.mtp_valid = get64(p + 16);
+    h.row_bytes = get64(p + 24);
+    h.hidden_floats = get64(p + 32);
+    if (h.mtp_valid > n) bad("MTP rows " + std::to_string(h.mtp_valid) + " past the " + std::to_string(n) + " tokens");
+    // Rows of one token are at most a few MiB (V3: 61 layers x 576 values in fp32 is 140 KiB).
+    constexpr uint64_t k_max_row_bytes_per_token = uint64_t(64) << 20, k_max_hidden = uint64_t(1) << 20;
+    if (h.row_bytes == 0 || h.row_bytes % n != 0 || h.row_bytes / n > k_max_row_bytes_per_token)
+        bad(std::to_string(h.row_bytes) + " row bytes for " + std::to_string(n) + " tokens");
+    if (h.hidden_floats % n != 0 || h.hidden_floats / n > k_max_hidden)
+        bad(std::to_string(h.hidden_floats) + " hidden values for " + std::to_string(n) + " tokens");
+    h.identity.assign(reinterpret_cast<const char*>(p + k_fixed_head_bytes), identity);
+    h.ids.resize(n);
+    const uint8_t* ids = p + k_fixed_head_bytes + identity;
+    for (uint64_t i = 0; i < n; ++i) h.ids[i] = int32_t(get32(ids + 4 * i));
+    h.body_offset = size;
+    // Each term is bounded above (at most 2^24 tokens x 2^26 bytes, x 2^22), so no overflow.
+    h.file_bytes = size + h.row_bytes + 4 * h.hidden_floats + 4;
+    return h;
+}
+
+SavedPrefix decode_body(const Head& h, std::span<const uint8_t> body) {
+    if (body.size() != h.file_bytes - h.body_offset)
+        bad(std::to_string(h.body_offset + body.size()) + " bytes, the header implies " + std::to_string(h.file_bytes));
+    SavedPrefix p;
+    p.ids = h.ids;
+    p.mtp_valid = int64_t(h.mtp_valid);
+    p.rows.assign(body.begin(), body.begin() + std::ptrdiff_t(h.row_bytes));
+    p.hidden.resize(h.hidden_floats);
+    if (h.hidden_floats) std::memcpy(p.hidden.data(), body.data() + h.row_bytes, 4 * h.hidden_floats);
+    if (get32(body.data() + body.size() - 4) != body_crc(p)) bad("checksum mismatch in the cached rows");
+    return p;
+}
+
+SavedPrefix decode(std::span<const uint8_t> file, Head* head_out) {
+    const uint64_t size = head_bytes(file.first(std::min<size_t>(file.size(), k_fixed_head_bytes)));
+    if (file.size() < size) bad(std::to_string(file.size()) + " bytes, shorter than its header says");
+    Head h = parse_head(file.first(size));
+    SavedPrefix p = decode_body(h, file.subspan(size));
+    if (head_out) *head_out = std::move(h);
+    return p;
+}
+
+std::vector<uint8_t> encode_head(const std::string& identity, const SavedPrefix& p) {
+    const uint64_t n = p.ids.size();
+    if (identity.empty() || identity.size() > k_max_identity_bytes || n == 0 || n > k_max_prefix_tokens ||
+        p.rows.empty() || p.rows.size() % n != 0 || p.hidden.size() % n != 0 || p.mtp_valid < 0 || uint64_t(p.mtp_valid) > n)
+        throw Error(ErrorCode::BadRequest, "prefix file: inconsistent prefix (" + std::to_string(n) + " tokens)");
+    std::vector<uint8_t> out(k_magic, k_magic + 4);
+    out.reserve(k_fixed_head_bytes + identity.size() + 4 * n + 4);
+    put32(out, uint32_t(identity.size()));
+    put64(out, n);
+    put64(out, uint64_t(p.mtp_valid));
+    put64(out, p.rows.size());
+    put64(out, p.hidden.size());
+    out.insert(out.end(), identity.begin(), identity.end());
+    for (int32_t id : p.ids) put32(out, uint32_t(id));
+    put32(out, crc_update(0, out.data(), out.size()));
+    return out;
+}
+
+uint32_t body_crc(const SavedPrefix& p) {
+    const uint32_t c = crc_update(0, p.rows.data(), p.rows.size());
+    return crc_update(c, p.hidden.data(), 4 * uint64_t(p.hidden.size()));
+}
+
+}  // namespace cpx
+
+namespace {
+
+uint64_t fnv1a(const void* data, size_t n) {
+    uint64_t h = 14695981039346656037ull;
+    const auto* p = static_cast<const uint8_t*>(data);
+    for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}
+
+std::string hex16(uint64_t v) {
+    char buf[17];
+    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+    return buf;
+}
+
+int64_t common_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
+    const auto [ia, ib] = std::mismatch(a.begin(), a.end(), b.begin(), b.end());
+    return int64_t(ia - a.begin());
+}
+
+constexpr const char* k_extension = ".cpx";
+
+bool is_prefix_file(const fs::path& p) {
+    const std::string name = p.filename().string();
+    return name.size() == 16 + 1 + 16 + 4 && name.ends_with(k_extension) && name[16] == '-';
+}
+
+void touch(const fs::path& p) {
+    std::error_code ec;
+    fs::last_write_time(p, fs::file_time_type::clock::now(), ec);
+}
+
+// Reads a file's head; throws Error(BadFormat) for its contents, Error(Io) when unreadable.
+cpx::Head read_head(std::ifstream& in, const fs::path& path) {
+    std::vector<uint8_t> head(cpx::k_fixed_head_bytes);
+    if (!in.read(reinterpret_cast<char*>(head.data()), std::streamsize(head.size())))
+        throw Error(ErrorCode::BadFormat, "shorter than the header");
+    const uint64_t size = cpx::head_bytes(head);
+    head.resize(size);
+    if (!in.read(reinterpret_cast<char*>(head.data() + cpx::k_fixed_head_bytes), std::streamsize(size - cpx::k_fixed_head_bytes)))
+        throw Error(ErrorCode::BadFormat, "shorter than its header says");
+    cpx::Head h = cpx::parse_head(head);
+    std::error_code ec;
+    const uint64_t actual = fs::file_size(path, ec);
+    if (ec) throw Error(ErrorCode::Io, ec.message());
+    if (actual != h.file_bytes)
+        throw Error(ErrorCode::BadFormat, std::to_string(actual) + " bytes, the header implies " + std::to_string(h.file_bytes));
+    return h;
+}
+
+}  // namespace
+
+std::string PrefixDisk::file_name(const std::string& identity, const std::vector<int32_t>& ids) {
+    return hex16(fnv1a(identity.data(), identity.size())) + "-" + hex16(fnv1a(ids.data(), ids.size() * sizeof(int32_t))) +
+           k_extension;
+}
+
+PrefixDisk::PrefixDisk(fs::path dir, std::string identity, uint64_t budget_bytes, uint64_t row_bytes_per_token,
+                       int64_t hidden_per_token)
+    : m_dir(std::move(dir)), m_identity(std::move(identity)),
+      m_prefix(hex16(fnv1a(m_identity.data(), m_identity.size())) + "-"), m_budget(budget_bytes),
+      m_row_bytes_per_token(row_bytes_per_token), m_hidden_per_token(hidden_per_token) {
+    std::error_code ec;
+    fs::create_directories(m_dir, ec);
+    if (ec || !fs::is_directory(m_dir))
+        throw Error(ErrorCode::Io, "prefix cache folder " + m_dir.string() + ": " + (ec ? ec.message() : "not a folder"));
+    scan();
+    {
+        std::lock_guard lock(m_mutex);
+        evict_until(m_budget);  // a smaller budget than the folder's last one
+    }
+    m_writer = std::thread([this] { writer_loop(); });
+}
+
+PrefixDisk::~PrefixDisk() {
+    {
+        std::unique_lock lock(m_mutex);
+        m_cv.wait(lock, [&] { return m_queue.empty() && !m_writing; });
+        m_stop = true;
+    }
+    m_cv.notify_all();
+    if (m_writer.joinable()) m_writer.join();
+}
+
+void PrefixDisk::scan() {
+    std::error_code ec;
+    fs::directory_iterator it(m_dir, ec);
+    if (ec) throw Error(ErrorCode::Io, "prefix cache folder " + m_dir.string() + ": " + ec.message());
+    const auto now = fs::file_time_type::clock::now();
+    std::vector<fs::path> damaged;
+    for (; it != fs::directory_iterator(); it.increment(ec)) {
+        if (ec) break;
+        const fs::path path = it->path();
+        const std::string name = path.filename().string();
+        // A write cut short (a crash, a full disk) leaves a temporary file: gone after an hour.
+        if (name.find(std::string(k_extension) + ".tmp-") != std::string::npos) {
+            std::error_code e2;
+            const auto t = fs::last_write_time(path, e2);
+            if (!e2 && now - t > std::chrono::hours(1)) fs::remove(path, e2);
+            continue;
+        }
+        if (!is_prefix_file(path) || !name.starts_with(m_prefix) || !it->is_regular_file(ec)) continue;
+        try {
+            std::ifstream in(path, std::ios::binary);
+            if (!in) throw Error(ErrorCode::Io, "cannot open it");
+            cpx::Head h = read_head(in, path);
+            if (h.identity != m_identity) continue;  // another engine's, with a colliding name
+            const uint64_t n = h.ids.size();
+            if (h.row_bytes != n * m_row_bytes_per_token || h.hidden_floats != n * uint64_t(m_hidden_per_token))
+                throw Error(ErrorCode::BadFormat, "rows of another shape than this model's");
+            m_entries.push_back({path, std::move(h.ids), h.file_bytes});
+        } catch (const Error& e) {
+            engine_log().warn("prefix cache file {}: {}; removed", path.string(), e.what());
+            damaged.push_back(path);
+        }
+    }
+    for (const auto& p : damaged) fs::remove(p, ec);
+    if (!m_entries.empty())
+        engine_log().info("prefix cache {}: {} conversation prefixes for this model, {:.1f} MiB", m_dir.string(),
+                          m_entries.size(), double(bytes()) / double(1 << 20));
+}
+
+void PrefixDisk::store(std::shared_ptr<const SavedPrefix> p) {
+    if (!p || p->ids.empty()) return;
+    {
+        std::lock_guard lock(m_mutex);
+        for (const auto& e : m_entries)
+            if (e.ids == p->ids) {
+                touch(e.path);
+                return;
+            }
+        m_queue.push_back(std::move(p));
+    }
+    m_cv.notify_all();
+}
+
+void PrefixDisk::flush() {
+    std::unique_lock lock(m_mutex);
+    m_cv.wait(lock, [&] { return m_queue.empty() && !m_writing; });
+}
+
+void PrefixDisk::writer_loop() {
+    std::unique_lock lock(m_mutex);
+    for (;;) {
+        m_cv.wait(lock, [&] { return m_stop || !m_queue.empty(); });
+        if (m_queue.empty()) return;  // m_stop
+        auto p = std::move(m_queue.front());
+        m_queue.pop_front();
+        m_writing = true;
+        lock.unlock();
+        try {
+            write_one(*p);
+        } catch (const std::exception& e) {
+            engine_log().warn("prefix cache {}: a prefix of {} tokens was not written: {}", m_dir.string(), p->ids.size(), e.what());
+        }
+        p.reset();
+        lock.lock();
+        m_writing = false;
+        m_cv.notify_all();
+    }
+}
+
+void PrefixDisk::write_one(const SavedPrefix& p) {
+    const std::vector<uint8_t> head = cpx::encode_head(m_identity, p);
+    const uint64_t total = head.size() + p.bytes() + 4;
+    if (total > m_budget) return;
+    const fs::path final_path = m_dir / file_name(m_identity, p.ids);
+    fs::path tmp;
+    {
+        std::lock_guard lock(m_mutex);
+        evict_until(m_budget - total);
+        tmp = final_path;
+        tmp += ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(++m_tmp_counter);
+    }
+    std::error_code ec;
+    {
+        std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+        const uint32_t crc = cpx::body_crc(p);
+        const uint8_t crc_bytes[4] = {uint8_t(crc), uint8_t(crc >> 8), uint8_t(crc >> 16), uint8_t(crc >> 24)};
+        out.write(reinterpret_cast<const char*>(head.data()), std::streamsize(head.size()));
+        out.write(reinterpret_cast<const char*>(p.rows.data()), std::streamsize(p.rows.size()));
+        out.write(reinterpret_cast<const char*>(p.hidden.data()), std::streamsize(4 * p.hidden.size()));
+        out.write(reinterpret_cast<const char*>(crc_bytes), 4);
+        out.close();
+        if (!out) {
+            fs::remove(tmp, ec);
+            throw Error(ErrorCode::Io, "cannot write " + tmp.string() + " (is the disk full?)");
+        }
+    }
+    std::lock_guard lock(m_mutex);
+    fs::rename(tmp, final_path, ec);
+    if (ec) {
+        fs::remove(tmp, ec);
+        throw Error(ErrorCode::Io, "cannot rename into " + final_path.string());
+    }
+    // Files whose ids this one extends are superseded by it; one with the same name is replaced.
+    std::vector<fs::path> superseded;
+    for (const auto& e : m_entries)
+        if (e.path != final_path && common_prefix(e.ids, p.ids) == int64_t(e.ids.size())) superseded.push_back(e.path);
+    for (const auto& s : superseded) remove_entry(s);
+    std::erase_if(m_entries, [&](const Entry& e) { return e.path == final_path; });
+    m_entries.push_back({final_path, p.ids, total});
+}
+
+void PrefixDisk::remove_entry(const fs::path& path) {
+    std::error_code ec;
+    fs::remove(path, ec);
+    std::erase_if(m_entries, [&](const Entry& e) { return e.path == path; });
+}
+
+void PrefixDisk::evict_until(uint64_t limit) {
+    // Every engine's prefix files in the folder share the budget; the least recently used go first.
+    struct File {
+        fs::path path;
+        uint64_t bytes;
+        fs::file_time_type used;
+    };
+    std::vector<File> all;
+    uint64_t total = 0;
+    std::error_code ec;
+    for (fs::directory_iterator it(m_dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+        if (!is_prefix_file(it->path())) continue;
+        std::error_code e2;
+        const uint64_t size = it->file_size(e2);
+        const auto t = it->last_write_time(e2);
+        if (e2) continue;
+        all.push_back({it->path(), size, t});
+        total += size;
+    }
+    std::sort(all.begin(), all.end(), [](const File& a, const File& b) { return a.used < b.used; });
+    for (const auto& f : all) {
+        if (total <= limit) break;
+        remove_entry(f.path);
+        total -= f.bytes;
+    }
+}
+
+std::optional<SavedPrefix> PrefixDisk::take(const std::vector<int32_t>& ids, int64_t at_least, int64_t capacity) {
+    for (;;) {
+        Entry best;
+        int64_t best_len = at_least;
+        {
+            std::lock_guard lock(m_mutex);
+            for (const auto& e : m_entries) {
+                if (int64_t(e.ids.size()) > capacity) continue;
+                if (const int64_t q = common_prefix(e.ids, ids); q > best_len) {
+                    best = e;
+                    best_len = q;
+                }
+            }
+        }
+        if (best.path.empty()) return std::nullopt;
+        try {
+            std::ifstream in(best.path, std::ios::binary);
+            if (!in) throw Error(ErrorCode::Io, "cannot open it");
+            const cpx::Head h = read_head(in, best.path);
+            if (h.identity != m_identity || h.ids != best.ids)
+                throw Error(ErrorCode::BadFormat, "changed since the folder was read");
+            if (h.row_bytes != h.ids.size() * m_row_bytes_per_token ||
+                h.hidden_floats != h.ids.size() * uint64_t(m_hidden_per_token))
+                throw Error(ErrorCode::BadFormat, "rows of another shape than this model's");
+            SavedPrefix p;
+            p.ids = h.ids;
+            p.mtp_valid = int64_t(h.mtp_valid);
+            p.rows.resize(h.row_bytes);
+            p.hidden.resize(h.hidden_floats);
+            uint8_t crc[4];
+            in.read(reinterpret_cast<char*>(p.rows.data()), std::streamsize(p.rows.size()));
+            in.read(reinterpret_cast<char*>(p.hidden.data()), std::streamsize(4 * p.hidden.size()));
+            in.read(reinterpret_cast<char*>(crc), 4);
+            if (!in) throw Error(ErrorCode::BadFormat, "shorter than its header says");
+            if (cpx::body_crc(p) != (uint32_t(crc[0]) | uint32_t(crc[1]) << 8 | uint32_t(crc[2]) << 16 | uint32_t(crc[3]) << 24))
+                throw Error(ErrorCode::BadFormat, "checksum mismatch in the cached rows");
+            touch(best.path);
+            return p;
+        } catch (const std::exception& e) {
+            std::error_code ec;
+            std::lock_guard lock(m_mutex);
+            if (fs::exists(best.path, ec))  // not merely evicted meanwhile
+                engine_log().warn("prefix cache file {}: {}; removed", best.path.string(), e.what());
+            remove_entry(best.path);
+        }
+    }
+}
+
+void PrefixDisk::clear(bool every_identity) {
+    std::unique_lock lock(m_mutex);
+    m_queue.clear();
+    m_cv.wait(lock, [&] { return !m_writing; });
+    while (!m_entries.empty()) remove_entry(m_entries.back().path);
+    if (!every_identity) return;
+    std::error_code ec;
+    std::vector<fs::path> all;
+    for (fs::directory_iterator it(m_dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec))
+        if (is_prefix_file(it->path())) all.push_back(it->path());
+    for (const auto& p : all) fs::remove(p, ec);
+}
+
+void PrefixDisk::forget(const std::vector<int32_t>& ids, int64_t min_len) {
+    std::unique_lock lock(m_mutex);
+    std::erase_if(m_queue, [&](const auto& p) { return common_prefix(p->ids, ids) >= min_len; });
+    m_cv.wait(lock, [&] { return !m_writing; });
+    std::error_code ec;
+    std::vector<fs::path> matching;
+    for (fs::directory_iterator it(m_dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+        if (!is_prefix_file(it->path())) continue;
+        try {
+            std::ifstream in(it->path(), std::ios::binary);
+            if (!in) continue;
+            if (common_prefix(read_head(in, it->path()).ids, ids) >= min_len) matching.push_back(it->path());
+        } catch (const Error&) {  // a damaged file: its own engine removes it
+        }
+    }
+    for (const auto& p : matching) remove_entry(p);
+}
+
+size_t PrefixDisk::files() const {
+    std::lock_guard lock(m_mutex);
+    return m_entries.size();
+}
+
+uint64_t PrefixDisk::bytes() const {
+    std::lock_guard lock(m_mutex);
+    uint64_t total = 0;
+    for (const auto& e : m_entries) total += e.bytes;
+    return total;
+}
+
+}  // namespace cetus
