@@ -5,6 +5,7 @@
 // removed with a warning naming them, and the request still answers; the folder
 // keeps to its budget. The file format itself: round trips, every truncation and
 // bit flips refused, lying headers refused.
+#include "backend.h"
 #include "prefix_disk.h"
 
 #include "cetus/engine.h"
@@ -171,6 +172,15 @@ private slots:
                      qPrintable(QStringLiteral("%1 of %2 reused").arg(got.stats.reused_prefix_tokens).arg(n)));
             QVERIFY(want.stats.reused_prefix_tokens < 8);
             QVERIFY(got.stats.disk_prefixes >= 1 && got.stats.disk_prefix_bytes > 0);
+            // The caches hold the same rows, the MTP layer's included when it ran (its first
+            // new row needs the hidden state of the last restored position).
+            const int64_t layers = second->info().n_layers + (modes[c].mtp ? second->info().n_mtp_layers : 0);
+            const int64_t cached = std::min(got.stats.tokens_cached, want.stats.tokens_cached);
+            QVERIFY(cached > n);
+            for (int64_t l = 0; l < layers; ++l)
+                for (int64_t pos = 0; pos < cached - 1; ++pos)
+                    QVERIFY2(second->backend().cache_row(l, pos) == plain->backend().cache_row(l, pos),
+                             qPrintable(QStringLiteral("conversation %1, layer %2, position %3").arg(c).arg(l).arg(pos)));
         }
         QVERIFY2(warnings().isEmpty(), qPrintable(warnings()));
     }
