@@ -35,6 +35,8 @@ void Engine::clear_prefix_cache(bool every_model) {
     if (PrefixDisk* disk = m_generator->prefix_disk()) disk->clear(every_model);
 }
 
+void Engine::remove_prefix_files(const std::filesystem::path& dir) { PrefixDisk::remove_all(dir); }
+
 void Engine::forget_conversation(const std::vector<ChatMessage>& messages) {
     GenerateRequest first;
     for (const ChatMessage& m : messages) {

@@ -425,10 +425,16 @@ void PrefixDisk::clear(bool every_identity) {
     m_queue.clear();
     m_cv.wait(lock, [&] { return !m_writing; });
     while (!m_entries.empty()) remove_entry(m_entries.back().path);
-    if (!every_identity) return;
+    if (every_identity) remove_all(m_dir);
+}
+
+void PrefixDisk::remove_all(const fs::path& dir) {
     std::error_code ec;
+    if (!fs::exists(dir, ec)) return;
     std::vector<fs::path> all;
-    for (fs::directory_iterator it(m_dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec))
+    fs::directory_iterator it(dir, ec);
+    if (ec) throw Error(ErrorCode::Io, "prefix cache folder " + dir.string() + ": " + ec.message());
+    for (; !ec && it != fs::directory_iterator(); it.increment(ec))
         if (is_prefix_file(it->path())) all.push_back(it->path());
     for (const auto& p : all) fs::remove(p, ec);
 }

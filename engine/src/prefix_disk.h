@@ -113,6 +113,9 @@ public:
     uint64_t bytes() const;
     const std::filesystem::path& dir() const { return m_dir; }
 
+    // Removes every prefix file of a folder (any identity; nothing else). Throws Error(Io)
+    // when the folder exists but cannot be listed.
+    static void remove_all(const std::filesystem::path& dir);
     // File name of a prefix: hash of the identity, hash of the ids.
     static std::string file_name(const std::string& identity, const std::vector<int32_t>& ids);
 

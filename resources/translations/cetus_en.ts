@@ -57,6 +57,13 @@
             <numerusform>Kept for other conversations: %n prefixes, %1.</numerusform>
         </translation>
     </message>
+    <message numerus="yes">
+        <source>On disk for this model: %n conversation(s), %1.</source>
+        <translation>
+            <numerusform>On disk for this model: %n conversation, %1.</numerusform>
+            <numerusform>On disk for this model: %n conversations, %1.</numerusform>
+        </translation>
+    </message>
 </context>
 <context>
     <name>cetus::ui::MainWindow</name>

@@ -54,6 +54,7 @@ private slots:
     void restartFindsHistory();
     void longConversationLeavesOutOldTurns();
     void continueExtendsTheAnswer();
+    void diskCacheAcrossRestart();
     void cleanupTestCase();
 
 private:
@@ -529,6 +530,57 @@ void TestMainWindowE2e::continueExtendsTheAnswer() {
     m_window->controller().selectToken(id, 0);
     QVERIFY2(m_window->routingPanel()->probabilitiesText().contains(QStringLiteral("No token probabilities")),
              qPrintable(m_window->routingPanel()->probabilitiesText()));
+}
+
+void TestMainWindowE2e::diskCacheAcrossRestart() {
+    // Model > Keep conversation caches on disk (on by default): a conversation opened
+    // again after a restart goes on from its rows on disk instead of a new prefill, and
+    // deleting it removes them (its token ids are its text).
+    auto* option = m_window->findChild<QAction*>(QStringLiteral("diskCacheAction"));
+    QVERIFY(option && option->isChecked());
+    const QDir folder(MainWindow::conversationCacheFolder());
+    auto files = [&] { return folder.entryList({QStringLiteral("*.cpx")}, QDir::Files).size(); };
+    m_window->controller().newConversation();
+    ConversationSettings s = m_window->controller().settings();
+    s.sampling.max_new_tokens = 8;
+    s.sampling.temperature = 0.0;
+    m_window->controller().applySettings(s);
+    const QString question = QStringLiteral("Where do whales sing their longest songs?");
+    QVERIFY(m_window->controller().send(question));
+    QVERIFY(waitFinished());
+    const qint64 id = *m_window->controller().currentConversation();
+    m_window->close();
+    destroyWindow();  // the engine writes the conversation's rows as it goes
+    QVERIFY(files() >= 1);
+    makeWindow();
+    QSignalSpy loaded(m_service.get(), &GenerationService::modelLoaded);
+    QVERIFY(m_window->restoreLastModel());
+    QVERIFY(loaded.wait(60000));
+    m_window->controller().openConversation(id);
+    QVERIFY(m_window->controller().send(QStringLiteral("Say more.")));
+    QVERIFY(waitFinished());
+    QVERIFY2(m_window->kvPanel()->summary().contains(QStringLiteral("were read back from the cache on disk")),
+             qPrintable(m_window->kvPanel()->summary()));
+    QVERIFY2(m_window->kvPanel()->summary().contains(QStringLiteral("On disk for this model")),
+             qPrintable(m_window->kvPanel()->summary()));
+    shot(QStringLiteral("13-disk-cache"));
+
+    const auto before = files();
+    m_window->deleteConversation(id);
+    QVERIFY(QTest::qWaitFor([&] { return files() < before; }, 20000));  // queued to the worker
+    // The same first question in a new conversation finds nothing kept of the deleted one.
+    m_window->controller().newConversation();
+    m_window->controller().applySettings(s);
+    QVERIFY(m_window->controller().send(question));
+    QVERIFY(waitFinished());
+    QVERIFY2(!m_window->kvPanel()->summary().contains(QStringLiteral("of the prompt's")),
+             qPrintable(m_window->kvPanel()->summary()));
+
+    // Model > Clear conversation caches removes every file.
+    auto* clear = m_window->findChild<QAction*>(QStringLiteral("clearCachesAction"));
+    QVERIFY(clear);
+    clear->trigger();
+    QVERIFY(QTest::qWaitFor([&] { return files() == 0; }, 20000));
 }
 
 QTEST_MAIN(TestMainWindowE2e)

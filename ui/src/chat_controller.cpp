@@ -581,7 +581,27 @@ void ChatController::deleteConversation(qint64 id) {
         if (isGenerating()) return;
         newConversation();
     }
-    if (m_store.deleteConversation(id)) emit conversationListChanged();
+    // Its first questions (one per branch at the root), to find its cache rows by.
+    const std::optional<ConversationRecord> gone = m_store.openConversation(id);
+    if (!m_store.deleteConversation(id)) return;
+    emit conversationListChanged();
+    if (!gone) return;
+    auto message = [&](qint64 mid) -> const MessageRecord* {
+        for (const MessageRecord& m : gone->messages)
+            if (m.id == mid) return &m;
+        return nullptr;
+    };
+    for (const MessageRecord& m : gone->messages) {
+        if (m.role != ChatRole::User) continue;
+        // A first question: at the root, or after a system message at the root (imports).
+        const MessageRecord* parent = m.parent_id ? message(*m.parent_id) : nullptr;
+        if (m.parent_id && !(parent && parent->role == ChatRole::System && !parent->parent_id)) continue;
+        std::vector<ChatTurn> first;
+        if (!gone->system_prompt.trimmed().isEmpty()) first.push_back({QStringLiteral("system"), gone->system_prompt, {}});
+        if (parent) first.push_back({QStringLiteral("system"), parent->content, {}});
+        first.push_back({QStringLiteral("user"), m.content, {}});
+        m_service.forgetConversation(first);
+    }
 }
 
 void ChatController::applySettings(const ConversationSettings& s) {

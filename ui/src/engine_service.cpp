@@ -81,6 +81,17 @@ quint64 EngineGenerationService::generate(const GenerationParams& params) {
     return id;
 }
 
+// Queued behind whatever the worker does (an answer being generated finishes first).
+void EngineGenerationService::forgetConversation(const std::vector<ChatTurn>& first_turn) {
+    QMetaObject::invokeMethod(
+        m_worker, [worker = m_worker, first_turn] { worker->forgetConversation(first_turn); }, Qt::QueuedConnection);
+}
+
+void EngineGenerationService::clearConversationCaches(const QString& folder) {
+    QMetaObject::invokeMethod(
+        m_worker, [worker = m_worker, folder] { worker->clearConversationCaches(folder); }, Qt::QueuedConnection);
+}
+
 void EngineGenerationService::stop(quint64 request_id) {
     if (request_id == m_running_id && m_gen_cancel) m_gen_cancel->store(true);
 }

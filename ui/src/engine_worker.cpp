@@ -64,6 +64,9 @@ StepStats copyStats(const cetus::GenerationStats& s) {
     o.prefix_restored = s.prefix_restored;
     o.stored_prefixes = s.stored_prefixes;
     o.stored_prefix_bytes = s.stored_prefix_bytes;
+    o.prefix_from_disk = s.prefix_from_disk;
+    o.disk_prefixes = s.disk_prefixes;
+    o.disk_prefix_bytes = s.disk_prefix_bytes;
     o.prefill_tokens_per_s = s.prefill_tokens_per_s;
     o.decode_tokens_per_s = s.decode_tokens_per_s;
     return o;
@@ -113,6 +116,7 @@ void EngineWorker::load(const LoadRequest& request, std::shared_ptr<std::atomic<
     options.max_context = request.max_context;
     options.fp8_on_load = request.fp8_on_load;
     options.kv_cache = request.kv_cache_bf16 ? cetus::KvCacheType::BF16 : cetus::KvCacheType::F32;
+    options.prefix_cache_dir = request.prefix_cache_dir.toStdString();
     auto last = Clock::now() - std::chrono::seconds(1);
     cetus::LoadProgress progress;
     progress.cancel = cancel.get();
@@ -137,6 +141,28 @@ void EngineWorker::load(const LoadRequest& request, std::shared_ptr<std::atomic<
     } catch (const std::exception& e) {
         logger()->error("loading {} failed: {}", request.model_dir.toStdString(), e.what());
         emit loadFailed(QString::fromUtf8(e.what()), false);
+    }
+}
+
+void EngineWorker::forgetConversation(const std::vector<ChatTurn>& first_turn) {
+    // Without a model nothing can tokenize the turn; the files stay until the folder is cleared.
+    if (!m_engine) return;
+    std::vector<cetus::ChatMessage> messages;
+    for (const ChatTurn& t : first_turn) messages.push_back({t.role.toStdString(), t.content.toStdString()});
+    try {
+        m_engine->forget_conversation(messages);
+    } catch (const std::exception& e) {
+        logger()->warn("forgetting a deleted conversation's cache: {}", e.what());
+    }
+}
+
+void EngineWorker::clearConversationCaches(const QString& folder) {
+    try {
+        if (m_engine) m_engine->clear_prefix_cache(/*every_model=*/true);
+        cetus::Engine::remove_prefix_files(folder.toStdString());  // also without a model, or another folder
+        logger()->info("conversation caches in {} cleared", folder.toStdString());
+    } catch (const std::exception& e) {
+        logger()->warn("clearing the conversation caches in {}: {}", folder.toStdString(), e.what());
     }
 }
 

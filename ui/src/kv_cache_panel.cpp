@@ -153,16 +153,21 @@ void KvCachePanel::setStats(const StepStats& s) {
     QString text = tr("%1 tokens in cache hold %2. Standard multi-head attention would need %3 (%4); GQA-8 %5 (%6).")
                        .arg(s.tokens_cached)
                        .arg(formatBytes(used), formatBytes(mha), compare(ratio_mha), formatBytes(gqa), compare(ratio_gqa));
-    // Where the prompt came from: the cache kept from the last request, or the prefix
-    // store (this conversation's rows, kept while others ran).
+    // Where the prompt came from: the cache kept from the last request, the prefix
+    // store (this conversation's rows, kept while others ran) or its files on disk
+    // (kept from an earlier run).
     if (s.prompt_tokens > 0 && s.reused_prefix_tokens > 0)
-        text += QLatin1Char(' ') + (s.prefix_restored ? tr("%1 of the prompt's %2 tokens came back from the prefix store.")
-                                                       : tr("%1 of the prompt's %2 tokens were already in the cache."))
+        text += QLatin1Char(' ') + (s.prefix_from_disk   ? tr("%1 of the prompt's %2 tokens were read back from the cache on disk.")
+                                    : s.prefix_restored ? tr("%1 of the prompt's %2 tokens came back from the prefix store.")
+                                                        : tr("%1 of the prompt's %2 tokens were already in the cache."))
                                        .arg(s.reused_prefix_tokens)
                                        .arg(s.prompt_tokens);
     if (s.stored_prefixes > 0)
         text += QLatin1Char(' ') + tr("Kept for other conversations: %n prefix(es), %1.", nullptr, int(s.stored_prefixes))
                                        .arg(formatBytes(double(s.stored_prefix_bytes)));
+    if (s.disk_prefixes > 0)
+        text += QLatin1Char(' ') + tr("On disk for this model: %n conversation(s), %1.", nullptr, int(s.disk_prefixes))
+                                       .arg(formatBytes(double(s.disk_prefix_bytes)));
     m_label->setText(text);
 }
 

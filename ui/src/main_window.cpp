@@ -486,11 +486,11 @@ void MainWindow::buildMenus() {
     model->setToolTipsVisible(true);
     // A checkable choice for the next load, saved under key.
     auto saved_option = [this, model](const QString& text, const char* name, const QString& key, const QString& tip,
-                                      const QString& what) {
+                                      const QString& what, bool on_by_default = false) {
         QAction* a = model->addAction(text);
         a->setObjectName(QLatin1String(name));
         a->setCheckable(true);
-        a->setChecked(QSettings().value(key, false).toBool());
+        a->setChecked(QSettings().value(key, on_by_default).toBool());
         a->setToolTip(tip);
         connect(a, &QAction::toggled, this, [this, key, what](bool on) {
             QSettings().setValue(key, on);
@@ -510,6 +510,19 @@ void MainWindow::buildMenus() {
                                        "context in the same memory and less to read per token, each cached value "
                                        "rounded to bf16. Off: the cache keeps full fp32 precision."),
                                     tr("The cache precision"));
+    m_disk_cache_action = saved_option(
+        tr("Keep conversation caches on &disk"), "diskCacheAction", QStringLiteral("model/disk_cache"),
+        tr("Write each conversation's attention cache to disk (small with multi-head latent attention), so that a "
+           "conversation opened again after a restart goes on at once instead of reading it all again. Up to 2 GiB "
+           "in %1, least recently used first to go; a deleted conversation's go with it.")
+            .arg(QDir::toNativeSeparators(conversationCacheFolder())),
+        tr("Conversation caches on disk"), /*on_by_default=*/true);
+    QAction* clear_caches = model->addAction(tr("C&lear conversation caches"), this, [this] {
+        m_service.clearConversationCaches(conversationCacheFolder());
+        statusBar()->showMessage(tr("Conversation caches on disk cleared."), 5000);
+    });
+    clear_caches->setObjectName(QStringLiteral("clearCachesAction"));
+    clear_caches->setToolTip(tr("Removes every conversation's cache from disk, whichever model wrote it"));
     m_reload_action = model->addAction(tr("&Reload model"), this, [this] {
         const auto m = m_controller->model();
         if (m && !m->remote && !m->model_dir.isEmpty() && !m_service.isLoading()) openModel(m->model_dir);
@@ -663,6 +676,10 @@ void MainWindow::chooseAndOpenModel() {
     if (!dir.isEmpty()) openModel(dir);
 }
 
+QString MainWindow::conversationCacheFolder() {
+    return QStandardPaths::writableLocation(QStandardPaths::CacheLocation) + QStringLiteral("/conversation-cache");
+}
+
 void MainWindow::openModel(const QString& dir) {
     const QString device = m_device_group && m_device_group->checkedAction() ? m_device_group->checkedAction()->data().toString() : QStringLiteral("auto");
     openModel(dir, device == QLatin1String("cpu")   ? DeviceChoice::Cpu
@@ -676,6 +693,7 @@ void MainWindow::openModel(const QString& dir, DeviceChoice device) {
     r.device = device;
     r.fp8_on_load = m_fp8_action && m_fp8_action->isChecked();
     r.kv_cache_bf16 = m_kv_bf16_action && m_kv_bf16_action->isChecked();
+    if (m_disk_cache_action && m_disk_cache_action->isChecked()) r.prefix_cache_dir = conversationCacheFolder();
     r.max_context = savedContextLength();
     if (r.max_context == 0) r.max_context = k_model_maximum_context;  // the engine caps it at the model's limit
     r.n_threads = savedThreads();

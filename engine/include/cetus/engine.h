@@ -141,6 +141,9 @@ public:
     // rendered prompt of its messages up to its first user message. For a deleted
     // conversation, whose token ids are its text. Throws BadRequest without a tokenizer.
     void forget_conversation(const std::vector<ChatMessage>& messages);
+    // Removes every prefix file (any model's) from a prefix cache folder; nothing when
+    // it does not exist. For a folder no loaded engine uses. Throws Error(Io).
+    static void remove_prefix_files(const std::filesystem::path& dir);
     // EngineOptions::prefix_store_bytes, changed on a loaded engine (benchmarks).
     void set_prefix_store_bytes(uint64_t bytes);
 

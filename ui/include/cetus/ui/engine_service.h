@@ -27,6 +27,8 @@ public:
     quint64 generate(const GenerationParams& params) override;
     void stop(quint64 request_id) override;
     bool isGenerating() const override { return m_running_id != 0; }
+    void forgetConversation(const std::vector<ChatTurn>& first_turn) override;
+    void clearConversationCaches(const QString& folder) override;
 
 private:
     QThread m_thread;

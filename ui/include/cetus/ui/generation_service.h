@@ -28,6 +28,14 @@ public:
     virtual void stop(quint64 request_id) = 0;
     virtual bool isGenerating() const = 0;
 
+    // Conversations' cache rows kept outside the model's memory (the local engine's files
+    // on disk; their token ids are the conversations' text). A service that keeps none
+    // has nothing to do. forgetConversation: a deleted conversation's first turn (its
+    // system prompt, if any, and one first question; every file that begins with it
+    // goes). clearConversationCaches: everything in the folder, whichever model wrote it.
+    virtual void forgetConversation(const std::vector<ChatTurn>& first_turn) { Q_UNUSED(first_turn); }
+    virtual void clearConversationCaches(const QString& folder) { Q_UNUSED(folder); }
+
 signals:
     void loadProgress(double fraction, const QString& stage);
     void modelLoaded(const cetus::ui::ModelDescription& model);

@@ -49,6 +49,9 @@ protected:
 class MainWindow : public QMainWindow {
     Q_OBJECT
 public:
+    // Where the local engine keeps conversations' cache rows between runs: the
+    // platform's cache folder (Model > Keep conversation caches on disk).
+    static QString conversationCacheFolder();
     MainWindow(HistoryStore& store, GenerationService& service, QWidget* parent = nullptr);
     ~MainWindow() override;
 
@@ -173,6 +176,7 @@ private:
     QAction* m_reload_action = nullptr;
     QAction* m_fp8_action = nullptr;  // Model > FP8 weights (saved as model/fp8)
     QAction* m_kv_bf16_action = nullptr;  // Model > BF16 latent cache (saved as model/kv_cache_bf16)
+    QAction* m_disk_cache_action = nullptr;  // Model > Keep conversation caches on disk (model/disk_cache)
     std::function<bool(const QString&)> m_confirm;
     QString m_loading_dir;
     LoadRequest m_loading_request, m_loaded_request;  // the last load asked for, and the one that loaded

@@ -172,6 +172,9 @@ public:
     quint64 generate(const GenerationParams& params) override;
     void stop(quint64 request_id) override;
     bool isGenerating() const override { return m_running_id != 0; }
+    // The local engine's caches, whichever service is active.
+    void forgetConversation(const std::vector<ChatTurn>& first_turn) override { m_local.forgetConversation(first_turn); }
+    void clearConversationCaches(const QString& folder) override { m_local.clearConversationCaches(folder); }
 
 signals:
     void activeChanged(bool remote);

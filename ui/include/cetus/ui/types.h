@@ -23,6 +23,8 @@ struct LoadRequest {
     qint64 max_context = 4096;
     bool fp8_on_load = false;  // quantise BF16/F16/F32 linear layers to FP8 (EngineOptions)
     bool kv_cache_bf16 = false;  // latent cache in bf16 (EngineOptions::kv_cache): half the cache memory
+    // Conversations' cache rows kept on disk between runs (EngineOptions::prefix_cache_dir); empty: none.
+    QString prefix_cache_dir;
 };
 
 // What the panels and the About box show about the loaded model.
@@ -82,6 +84,9 @@ struct StepStats {
     bool prefix_restored = false;  // the prompt's prefix came back from the prefix store
     qint64 stored_prefixes = 0;    // other conversations' prefixes the engine keeps
     quint64 stored_prefix_bytes = 0;
+    bool prefix_from_disk = false;  // ... read back from the conversation cache on disk
+    qint64 disk_prefixes = 0;       // conversations this model keeps on disk
+    quint64 disk_prefix_bytes = 0;
     double prefill_tokens_per_s = 0, decode_tokens_per_s = 0;
 
     double acceptanceRate() const { return drafts_proposed ? double(drafts_accepted) / double(drafts_proposed) : 0.0; }
