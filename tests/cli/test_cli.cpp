@@ -76,6 +76,40 @@ private slots:
         QVERIFY(j["first_token_ms_store"].get<double>() > 0 && j["first_token_ms_no_store"].get<double>() > 0);
     }
 
+    // --prefix-cache: a second run with the same prompt reads the first run's rows from
+    // the folder and answers the same; bench --restart reads them back every time.
+    void prefixCacheAcrossRuns() {
+        QTemporaryDir tmp, cache;
+        const QString m = model_dir(tmp);
+        const QString prompt = QStringLiteral("Tell me everything you know about whales and the songs they sing.");
+        auto summary = [&] {
+            int code = -1;
+            const QByteArray out = run({"generate", "--model", m, "--prompt", prompt, "--temperature", "0", "--max-tokens",
+                                        "4", "--json", "--prefix-cache", cache.path()},
+                                       {}, &code);
+            if (code != 0) return nlohmann::json();
+            return nlohmann::json::parse(out.trimmed().split('\n').last().toStdString());
+        };
+        const auto first = summary();
+        QVERIFY(!first.is_null());
+        QCOMPARE(first["prefix_from_disk"].get<bool>(), false);
+        QCOMPARE(QDir(cache.path()).entryList({QStringLiteral("*.cpx")}, QDir::Files).size(), 1);
+        const auto second = summary();
+        QVERIFY(!second.is_null());
+        QCOMPARE(second["prefix_from_disk"].get<bool>(), true);
+        QCOMPARE(second["reused_prefix_tokens"].get<int>(), second["prompt_tokens"].get<int>() - 1);
+        QCOMPARE(second["text"], first["text"]);
+        QVERIFY(second["disk_prefixes"].get<int>() >= 1);
+        int code = 0;
+        const auto j = nlohmann::json::parse(run({"bench", "--random-model", "tiny", "--restart", "--prompt", "64",
+                                                  "--followup", "8", "--repeat", "2", "--json"},
+                                                 {}, &code));
+        QCOMPARE(code, 0);
+        QCOMPARE(j["repeats"].get<int>(), 2);
+        QVERIFY(j["reused_share"].get<double>() > 0.8);
+        QVERIFY(j["file_bytes"].get<double>() > 0 && j["first_token_ms_disk"].get<double>() > 0);
+    }
+
     // The cache comparisons `info` reports, from the config's numbers (architecture
     // doc: MLA holds d_c + d_r per layer, MHA 2 n_h d_h, GQA-8 2 min(8, n_h) d_h; two
     // bytes each): the golden model has 3 heads, so GQA-8 cannot hold more than MHA.
