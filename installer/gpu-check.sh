@@ -259,6 +259,11 @@ bench_comparisons() {
     step bench-conversations 60 "$cli" bench --device cuda --random-model v2-lite --layers 4 --conversations 3 \
         --prompt 2048 --followup 32 --repeat 2 --json
     python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print('conversations: first token', j.get('first_token_ms_store'), 'ms with the store,', j.get('first_token_ms_no_store'), 'without')" "$out/bench-conversations.out" 2>/dev/null || echo "bench-conversations: no JSON"
+    # A conversation opened again after a restart: its rows read from the prefix cache's file
+    # (page cache, then one copy per layer to the device) against a full prefill.
+    step bench-restart 60 "$cli" bench --device cuda --random-model v2-lite --layers 4 --restart --prompt 4096 \
+        --followup 32 --repeat 2 --json
+    python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print('restart: first token', j.get('first_token_ms_disk'), 'ms from the file,', j.get('first_token_ms_prefill'), 'with a prefill,', j.get('file_bytes'), 'bytes')" "$out/bench-restart.out" 2>/dev/null || echo "bench-restart: no JSON"
     # Token probabilities: each step's logits copied to the host and a log-softmax there
     # (4 layers: the step is short, so this is an upper bound of the cost on V2-Lite).
     step bench-logprobs 60 "$cli" bench --device cuda --random-model v2-lite --layers 4 --mtp off --prompt 256 --gen 64 \
