@@ -128,6 +128,10 @@ void add_bench_command(CLI::App& app) {
             return;
         }
         if (o->conversations > 0) {
+            // Without the store, its disk tier would still keep the conversations: not a comparison.
+            if (!o->load.prefix_cache.empty())
+                throw Error(ErrorCode::BadRequest, "bench --conversations compares the prefix store with none; "
+                                                   "leave out --prefix-cache");
             const SwitchBenchResult sw = run_switch_bench(*e, bo, o->conversations, EngineOptions{}.prefix_store_bytes);
             nlohmann::json j = {{"model", i.name}, {"backend", i.backend}, {"device", i.device},
                                 {"threads", omp_get_max_threads()}, {"kv_cache_type", i.kv_cache_type},

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <filesystem>
 #include <cstdio>
 #include <iostream>
 
@@ -115,6 +116,9 @@ void add_chat_command(CLI::App& app) {
             req.max_new_tokens = o->max_tokens;
             req.mtp = o->mtp == "on";
             req.logprobs = o->alternatives;
+            // As the app tags a conversation's cache rows (ChatController::cacheTag), so that
+            // deleting the conversation there also removes what --prefix-cache kept of it.
+            req.cache_tag = std::filesystem::absolute(store.path()).string() + "#" + std::to_string(conv);
             int left_out = 0;
             std::string text;
             storage::RoutingTrace trace;

@@ -23,6 +23,10 @@ public:
 
     virtual std::string name() const = 0;         // "cpu" | "cuda"
     virtual std::string description() const = 0;  // e.g. "NVIDIA H200, sm_90, 139.8 GiB"
+    // What decides the bits of the cache rows this backend computes, and nothing that
+    // varies between runs (free memory): the prefix store's files are shared only
+    // between engines with the same (see prefix_disk.h).
+    virtual std::string rows_identity() const { return name() + ", " + description(); }
 
     // Latent cache: capacity in tokens, rows held by the main layers. truncate(n)
     // keeps positions [0, n) (n <= n_tokens()); later writes overwrite the rest.
@@ -104,6 +108,8 @@ public:
 
     std::string name() const override { return "cpu"; }
     std::string description() const override;
+    // Every instruction-set clone and thread count gives the same bits (cpu/ops.h).
+    std::string rows_identity() const override { return "cpu"; }
     int64_t capacity() const override { return m_cache.capacity(); }
     int64_t n_tokens() const override { return m_cache.n_tokens; }
     void truncate(int64_t n) override { m_cache.n_tokens = n; }

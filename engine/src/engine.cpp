@@ -14,6 +14,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <fstream>
+
+#include <unistd.h>  // environ
 
 namespace cetus {
 
@@ -37,15 +40,10 @@ void Engine::clear_prefix_cache(bool every_model) {
 
 void Engine::remove_prefix_files(const std::filesystem::path& dir) { PrefixDisk::remove_all(dir); }
 
-void Engine::forget_conversation(const std::vector<ChatMessage>& messages) {
-    GenerateRequest first;
-    for (const ChatMessage& m : messages) {
-        first.messages.push_back(m);
-        if (m.role == "user") break;
-    }
-    if (first.messages.empty() || first.messages.back().role != "user") return;  // no question: nothing of it is kept
-    const std::vector<int32_t> ids = m_generator->prompt_ids(first);
-    m_generator->forget_matching(ids, int64_t(ids.size()));
+void Engine::forget_prefixes(const std::string& cache_tag) { m_generator->forget_tagged(cache_tag); }
+
+size_t Engine::forget_prefix_files(const std::filesystem::path& dir, const std::string& cache_tag) {
+    return PrefixDisk::remove_tagged(dir, cache_tag);
 }
 
 GenerateResult Engine::generate(const GenerateRequest& request, const TokenSink& sink) {
@@ -143,15 +141,44 @@ static std::string model_files_identity(const std::filesystem::path& dir) {
     std::vector<std::string> lines;
     for (fs::directory_iterator it(dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
         const std::string name = it->path().filename().string();
-        if (!(name.ends_with(".safetensors") || name.ends_with(".json"))) continue;
-        std::error_code e2;
-        const auto size = it->file_size(e2);
-        const auto time = it->last_write_time(e2);
-        if (e2) continue;
-        lines.push_back(name + " " + std::to_string(size) + " " + std::to_string(time.time_since_epoch().count()) + "\n");
+        // The weights and the config decide the rows; the tokenizer does not.
+        if (!(name.ends_with(".safetensors") || name == "config.json" || name.ends_with(".index.json"))) continue;
+        std::error_code size_ec, time_ec;
+        const uint64_t size = fs::file_size(it->path(), size_ec);
+        const auto time = fs::last_write_time(it->path(), time_ec);
+        if (size_ec || time_ec) continue;
+        // Three 4 KiB samples of the contents (start, middle, end): another checkpoint of the
+        // same sizes copied with its times kept still differs there.
+        uint64_t h = 14695981039346656037ull;
+        if (std::ifstream in(it->path(), std::ios::binary); in) {
+            char buf[4096];
+            for (const uint64_t at : {uint64_t(0), size / 2, size > sizeof buf ? size - sizeof buf : 0}) {
+                in.clear();
+                in.seekg(std::streamoff(at));
+                in.read(buf, sizeof buf);
+                for (std::streamsize k = 0; k < in.gcount(); ++k) h = (h ^ uint8_t(buf[k])) * 1099511628211ull;
+            }
+        }
+        lines.push_back(name + " " + std::to_string(size) + " " + std::to_string(time.time_since_epoch().count()) + " " +
+                        std::to_string(h) + "\n");
     }
     std::sort(lines.begin(), lines.end());
     for (const auto& l : lines) s += l;
+    return s;
+}
+
+// The settings that change how rows are computed: CETUS_CPU_* / CETUS_CUDA_* switches
+// (forms, splits), not the plug-in's path.
+static std::string numerics_switches() {
+    std::vector<std::string> set;
+    for (char** e = environ; e && *e; ++e) {
+        const std::string kv = *e;
+        if ((kv.starts_with("CETUS_CPU_") || kv.starts_with("CETUS_CUDA_")) && !kv.starts_with("CETUS_CUDA_PLUGIN="))
+            set.push_back(kv);
+    }
+    std::sort(set.begin(), set.end());
+    std::string s;
+    for (const auto& kv : set) s += "switch " + kv + "\n";
     return s;
 }
 
@@ -202,14 +229,17 @@ void Engine::finish_init(const std::string& name, const EngineOptions& o, const 
     m_generator = std::make_unique<Generator>(*m_model, *m_backend, tokenizer());
     m_generator->set_prefix_store_bytes(prefix_store_bytes);
     if (!o.prefix_cache_dir.empty() && o.prefix_cache_bytes > 0) {
-        const std::string identity = "Cetus " CETUS_VERSION " prefix rows\n" + model_identity + "weights " + i.weight_dtype +
-                                     "\nbackend " + i.backend + ", " + i.device + "\ncache " + i.kv_cache_type + ", " +
+        // Bump the rows format when a change alters what the kernels compute without a
+        // new version number, so that no engine takes rows computed the old way.
+        const std::string identity = "Cetus " CETUS_VERSION " prefix rows, format 1\n" + model_identity + "weights " +
+                                     i.weight_dtype + "\nbackend " + m_backend->rows_identity() + "\n" +
+                                     numerics_switches() + "cache " + i.kv_cache_type + ", " +
                                      std::to_string(i.kv_bytes_per_token_held) + " bytes per token\n";
         try {
             m_generator->set_prefix_disk(std::make_unique<PrefixDisk>(o.prefix_cache_dir, identity, o.prefix_cache_bytes,
                                                                       m_backend->kv_bytes_per_token(),
                                                                       m_model->n_mtp() > 0 ? c.hidden_size : 0));
-        } catch (const Error& e) {  // the model still runs, with the store in memory only
+        } catch (const std::exception& e) {  // the model still runs, with the store in memory only
             engine_log().warn("prefix cache: none on disk: {}", e.what());
         }
     }

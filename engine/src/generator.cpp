@@ -49,6 +49,7 @@ void Generator::reset() {
 
 void Generator::forget_live() {
     m_cached_ids.clear();
+    m_live_tag.clear();
     m_mtp_valid = 0;
     m_backend.clear();
 }
@@ -87,6 +88,7 @@ std::shared_ptr<SavedPrefix> Generator::copy_live() const {
     const int64_t n = int64_t(m_cached_ids.size());
     const int64_t H = m_model.config().hidden_size;
     auto e = std::make_shared<SavedPrefix>();
+    e->tag = m_live_tag;
     e->ids = m_cached_ids;
     e->mtp_valid = std::min(m_mtp_valid, n);
     e->rows.resize(size_t(n) * m_backend.kv_bytes_per_token());
@@ -116,14 +118,16 @@ void Generator::stash_live() {
 
 void Generator::persist() {
     if (!m_disk) return;
-    if (int64_t(m_cached_ids.size()) >= k_min_stored_tokens) m_disk->store(copy_live());
+    if (int64_t(m_cached_ids.size()) >= k_min_stored_tokens && !m_disk->touch_if_stored(m_cached_ids))
+        m_disk->store(copy_live());
     m_disk->flush();
 }
 
-void Generator::forget_matching(const std::vector<int32_t>& ids, int64_t min_len) {
-    if (common_prefix(m_cached_ids, ids) >= min_len) forget_live();
-    std::erase_if(m_saved, [&](const Stored& s) { return common_prefix(s.prefix->ids, ids) >= min_len; });
-    if (m_disk) m_disk->forget(ids, min_len);
+void Generator::forget_tagged(const std::string& tag) {
+    if (tag.empty()) return;
+    if (m_live_tag == tag) forget_live();
+    std::erase_if(m_saved, [&](const Stored& s) { return s.prefix->tag == tag; });
+    if (m_disk) m_disk->forget(tag);
 }
 
 int64_t Generator::reuse_prefix(const std::vector<int32_t>& ids, bool* restored, bool* from_disk) {
@@ -377,6 +381,7 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
     // Prefix reuse: keep cache rows of the longest common prefix (at least one
     // token is recomputed to get fresh logits).
     int64_t p = reuse_prefix(ids, &r.res.stats.prefix_restored, &r.res.stats.prefix_from_disk);
+    m_live_tag = req.cache_tag;  // what the cache holds from here on is this conversation's
     r.res.stats.stored_prefixes = int64_t(m_saved.size());
     r.res.stats.stored_prefix_bytes = stored_bytes();
     if (m_disk) {

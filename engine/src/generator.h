@@ -40,9 +40,9 @@ public:
     // Writes the cached prefix to the disk tier (when it is worth keeping) and waits
     // for the queued writes: before the engine goes (quitting, another model).
     void persist();
-    // Forgets every prefix (the cached one, the store's, the disk tier's files) that
-    // shares at least min_len first ids with ids.
-    void forget_matching(const std::vector<int32_t>& ids, int64_t min_len);
+    // Forgets every prefix of a conversation (GenerateRequest::cache_tag, not empty):
+    // the cached one, the store's, the disk tier's files.
+    void forget_tagged(const std::string& tag);
 
 private:
     struct Run;
@@ -63,6 +63,7 @@ private:
     Backend& m_backend;
     const Tokenizer* m_tokenizer;
     std::vector<int32_t> m_cached_ids;  // ids whose main-cache rows are valid, in order
+    std::string m_live_tag;             // the conversation they belong to (the last request's cache_tag)
     int64_t m_mtp_valid = 0;            // MTP cache rows valid: entry j = (h_j, id j+1)
     LazyArray<float> m_hidden;          // [capacity, H] post-norm hidden of cached positions
     std::vector<Stored> m_saved;        // the prefix store, least recently used first to go

@@ -5,12 +5,15 @@
 
 #include <zlib.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <limits>
-#include <unistd.h>
 
 namespace cetus {
 
@@ -55,9 +58,11 @@ uint64_t head_bytes(std::span<const uint8_t> fixed) {
     if (std::memcmp(fixed.data(), k_magic, 4) != 0) bad("not a prefix file (no CPX1 magic)");
     const uint32_t identity = get32(fixed.data() + 4);
     const uint64_t n = get64(fixed.data() + 8);
+    const uint32_t tag = get32(fixed.data() + 40);
     if (identity == 0 || identity > k_max_identity_bytes) bad("identity of " + std::to_string(identity) + " bytes");
+    if (tag > k_max_tag_bytes) bad("tag of " + std::to_string(tag) + " bytes");
     if (n == 0 || n > k_max_prefix_tokens) bad(std::to_string(n) + " tokens");
-    return k_fixed_head_bytes + identity + 4 * n + 4;
+    return k_fixed_head_bytes + identity + tag + 4 * n + 4;
 }
 
 Head parse_head(std::span<const uint8_t> head) {
@@ -66,7 +71,7 @@ Head parse_head(std::span<const uint8_t> head) {
     const uint8_t* p = head.data();
     if (get32(p + size - 4) != crc_update(0, p, size - 4)) bad("header checksum mismatch");
     Head h;
-    const uint32_t identity = get32(p + 4);
+    const uint32_t identity = get32(p + 4), tag = get32(p + 40);
     const uint64_t n = get64(p + 8);
     h.mtp_valid = get64(p + 16);
     h.row_bytes = get64(p + 24);
@@ -79,8 +84,9 @@ Head parse_head(std::span<const uint8_t> head) {
     if (h.hidden_floats % n != 0 || h.hidden_floats / n > k_max_hidden)
         bad(std::to_string(h.hidden_floats) + " hidden values for " + std::to_string(n) + " tokens");
     h.identity.assign(reinterpret_cast<const char*>(p + k_fixed_head_bytes), identity);
+    h.tag.assign(reinterpret_cast<const char*>(p + k_fixed_head_bytes + identity), tag);
     h.ids.resize(n);
-    const uint8_t* ids = p + k_fixed_head_bytes + identity;
+    const uint8_t* ids = p + k_fixed_head_bytes + identity + tag;
     for (uint64_t i = 0; i < n; ++i) h.ids[i] = int32_t(get32(ids + 4 * i));
     h.body_offset = size;
     // Each term is bounded above (at most 2^24 tokens x 2^26 bytes, x 2^22), so no overflow.
@@ -92,6 +98,7 @@ SavedPrefix decode_body(const Head& h, std::span<const uint8_t> body) {
     if (body.size() != h.file_bytes - h.body_offset)
         bad(std::to_string(h.body_offset + body.size()) + " bytes, the header implies " + std::to_string(h.file_bytes));
     SavedPrefix p;
+    p.tag = h.tag;
     p.ids = h.ids;
     p.mtp_valid = int64_t(h.mtp_valid);
     p.rows.assign(body.begin(), body.begin() + std::ptrdiff_t(h.row_bytes));
@@ -112,17 +119,20 @@ SavedPrefix decode(std::span<const uint8_t> file, Head* head_out) {
 
 std::vector<uint8_t> encode_head(const std::string& identity, const SavedPrefix& p) {
     const uint64_t n = p.ids.size();
-    if (identity.empty() || identity.size() > k_max_identity_bytes || n == 0 || n > k_max_prefix_tokens ||
+    if (identity.empty() || identity.size() > k_max_identity_bytes || p.tag.size() > k_max_tag_bytes || n == 0 ||
+        n > k_max_prefix_tokens ||
         p.rows.empty() || p.rows.size() % n != 0 || p.hidden.size() % n != 0 || p.mtp_valid < 0 || uint64_t(p.mtp_valid) > n)
         throw Error(ErrorCode::BadRequest, "prefix file: inconsistent prefix (" + std::to_string(n) + " tokens)");
     std::vector<uint8_t> out(k_magic, k_magic + 4);
-    out.reserve(k_fixed_head_bytes + identity.size() + 4 * n + 4);
+    out.reserve(k_fixed_head_bytes + identity.size() + p.tag.size() + 4 * n + 4);
     put32(out, uint32_t(identity.size()));
     put64(out, n);
     put64(out, uint64_t(p.mtp_valid));
     put64(out, p.rows.size());
     put64(out, p.hidden.size());
+    put32(out, uint32_t(p.tag.size()));
     out.insert(out.end(), identity.begin(), identity.end());
+    out.insert(out.end(), p.tag.begin(), p.tag.end());
     for (int32_t id : p.ids) put32(out, uint32_t(id));
     put32(out, crc_update(0, out.data(), out.size()));
     return out;
@@ -156,33 +166,76 @@ int64_t common_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>&
 }
 
 constexpr const char* k_extension = ".cpx";
+constexpr const char* k_temporary = ".cpx.tmp-";
+// At most this much waits to be written (besides the budget).
+constexpr uint64_t k_max_queued_bytes = uint64_t(1) << 30;
 
 bool is_prefix_file(const fs::path& p) {
     const std::string name = p.filename().string();
     return name.size() == 16 + 1 + 16 + 4 && name.ends_with(k_extension) && name[16] == '-';
 }
+bool is_temporary_file(const fs::path& p) { return p.filename().string().find(k_temporary) != std::string::npos; }
 
+// Marks a file used: its modification time, to the clock's full resolution (the
+// least recently used go first, and a file system's own stamps can be coarser).
 void touch(const fs::path& p) {
     std::error_code ec;
     fs::last_write_time(p, fs::file_time_type::clock::now(), ec);
 }
 
 // Reads a file's head; throws Error(BadFormat) for its contents, Error(Io) when unreadable.
-cpx::Head read_head(std::ifstream& in, const fs::path& path) {
+cpx::Head read_head(const fs::path& path, std::ifstream& in) {
+    std::error_code ec;
+    const uint64_t actual = fs::file_size(path, ec);
+    if (ec) throw Error(ErrorCode::Io, ec.message());
+    in.open(path, std::ios::binary);
+    if (!in) throw Error(ErrorCode::Io, "cannot open it");
     std::vector<uint8_t> head(cpx::k_fixed_head_bytes);
-    if (!in.read(reinterpret_cast<char*>(head.data()), std::streamsize(head.size())))
+    if (actual < head.size() || !in.read(reinterpret_cast<char*>(head.data()), std::streamsize(head.size())))
         throw Error(ErrorCode::BadFormat, "shorter than the header");
     const uint64_t size = cpx::head_bytes(head);
+    if (size > actual) throw Error(ErrorCode::BadFormat, "shorter than its header says");  // before reserving
     head.resize(size);
     if (!in.read(reinterpret_cast<char*>(head.data() + cpx::k_fixed_head_bytes), std::streamsize(size - cpx::k_fixed_head_bytes)))
         throw Error(ErrorCode::BadFormat, "shorter than its header says");
     cpx::Head h = cpx::parse_head(head);
-    std::error_code ec;
-    const uint64_t actual = fs::file_size(path, ec);
-    if (ec) throw Error(ErrorCode::Io, ec.message());
     if (actual != h.file_bytes)
         throw Error(ErrorCode::BadFormat, std::to_string(actual) + " bytes, the header implies " + std::to_string(h.file_bytes));
     return h;
+}
+
+std::vector<fs::path> list(const fs::path& dir, bool (*keep)(const fs::path&)) {
+    std::vector<fs::path> out;
+    std::error_code ec;
+    fs::directory_iterator it(dir, ec);
+    if (ec) throw Error(ErrorCode::Io, "prefix cache folder " + dir.string() + ": " + ec.message());
+    for (; !ec && it != fs::directory_iterator(); it.increment(ec))
+        if (keep(it->path())) out.push_back(it->path());
+    return out;
+}
+
+// Writes a whole file and flushes it to the disk; throws Error(Io) with the reason.
+void write_file(const fs::path& path, std::initializer_list<std::span<const uint8_t>> parts) {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) throw Error(ErrorCode::Io, "cannot create " + path.string() + ": " + std::strerror(errno));
+    auto fail = [&](const char* what) {
+        const int err = errno;
+        ::close(fd);
+        throw Error(ErrorCode::Io, std::string("cannot ") + what + " " + path.string() + ": " + std::strerror(err));
+    };
+    for (const auto& part : parts) {
+        const uint8_t* p = part.data();
+        size_t left = part.size();
+        while (left > 0) {
+            const ssize_t n = ::write(fd, p, std::min<size_t>(left, size_t(1) << 30));
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) fail("write");
+            p += n;
+            left -= size_t(n);
+        }
+    }
+    if (::fsync(fd) != 0) fail("flush");
+    if (::close(fd) != 0) throw Error(ErrorCode::Io, "cannot close " + path.string() + ": " + std::strerror(errno));
 }
 
 }  // namespace
@@ -199,13 +252,19 @@ PrefixDisk::PrefixDisk(fs::path dir, std::string identity, uint64_t budget_bytes
       m_row_bytes_per_token(row_bytes_per_token), m_hidden_per_token(hidden_per_token) {
     std::error_code ec;
     fs::create_directories(m_dir, ec);
-    if (ec || !fs::is_directory(m_dir))
+    if (ec || !fs::is_directory(m_dir, ec))
         throw Error(ErrorCode::Io, "prefix cache folder " + m_dir.string() + ": " + (ec ? ec.message() : "not a folder"));
-    scan();
-    {
-        std::lock_guard lock(m_mutex);
-        evict_until(m_budget);  // a smaller budget than the folder's last one
+    // A write cut short (a crash, a full disk) leaves a temporary file: gone after an hour.
+    const auto now = fs::file_time_type::clock::now();
+    for (const auto& path : list(m_dir, is_temporary_file)) {
+        const auto t = fs::last_write_time(path, ec);
+        if (!ec && now - t > std::chrono::hours(1)) fs::remove(path, ec);
     }
+    scan(false);
+    evict_until(m_budget);  // a smaller budget than the folder's last one
+    if (!m_entries.empty())
+        engine_log().info("prefix cache {}: {} conversation prefixes for this model, {:.1f} MiB", m_dir.string(),
+                          m_entries.size(), double(bytes()) / double(1 << 20));
     m_writer = std::thread([this] { writer_loop(); });
 }
 
@@ -219,42 +278,57 @@ PrefixDisk::~PrefixDisk() {
     if (m_writer.joinable()) m_writer.join();
 }
 
-void PrefixDisk::scan() {
-    std::error_code ec;
-    fs::directory_iterator it(m_dir, ec);
-    if (ec) throw Error(ErrorCode::Io, "prefix cache folder " + m_dir.string() + ": " + ec.message());
-    const auto now = fs::file_time_type::clock::now();
+void PrefixDisk::scan(bool only_new) {
+    std::vector<fs::path> candidates;
+    for (const auto& path : list(m_dir, is_prefix_file))
+        if (path.filename().string().starts_with(m_prefix)) candidates.push_back(path);
+    std::vector<Entry> found;
     std::vector<fs::path> damaged;
-    for (; it != fs::directory_iterator(); it.increment(ec)) {
-        if (ec) break;
-        const fs::path path = it->path();
-        const std::string name = path.filename().string();
-        // A write cut short (a crash, a full disk) leaves a temporary file: gone after an hour.
-        if (name.find(std::string(k_extension) + ".tmp-") != std::string::npos) {
-            std::error_code e2;
-            const auto t = fs::last_write_time(path, e2);
-            if (!e2 && now - t > std::chrono::hours(1)) fs::remove(path, e2);
-            continue;
-        }
-        if (!is_prefix_file(path) || !name.starts_with(m_prefix) || !it->is_regular_file(ec)) continue;
+    {
+        std::lock_guard lock(m_mutex);
+        // Files gone (another engine's eviction) leave the list; known ones are not read again.
+        std::erase_if(m_entries, [&](const Entry& e) {
+            return std::find(candidates.begin(), candidates.end(), e.path) == candidates.end();
+        });
+        if (only_new)
+            std::erase_if(candidates, [&](const fs::path& p) {
+                return std::any_of(m_entries.begin(), m_entries.end(), [&](const Entry& e) { return e.path == p; });
+            });
+    }
+    for (const auto& path : candidates) {
         try {
-            std::ifstream in(path, std::ios::binary);
-            if (!in) throw Error(ErrorCode::Io, "cannot open it");
-            cpx::Head h = read_head(in, path);
+            std::ifstream in;
+            cpx::Head h = read_head(path, in);
             if (h.identity != m_identity) continue;  // another engine's, with a colliding name
             const uint64_t n = h.ids.size();
             if (h.row_bytes != n * m_row_bytes_per_token || h.hidden_floats != n * uint64_t(m_hidden_per_token))
                 throw Error(ErrorCode::BadFormat, "rows of another shape than this model's");
-            m_entries.push_back({path, std::move(h.ids), h.file_bytes});
+            found.push_back({path, std::move(h.ids), h.file_bytes});
         } catch (const Error& e) {
+            std::error_code ec;
+            if (e.code() == ErrorCode::Io && !fs::exists(path, ec)) continue;  // removed meanwhile
             engine_log().warn("prefix cache file {}: {}; removed", path.string(), e.what());
             damaged.push_back(path);
+        } catch (const std::exception& e) {  // out of memory: leave it for another time
+            engine_log().warn("prefix cache file {}: {}", path.string(), e.what());
         }
     }
-    for (const auto& p : damaged) fs::remove(p, ec);
-    if (!m_entries.empty())
-        engine_log().info("prefix cache {}: {} conversation prefixes for this model, {:.1f} MiB", m_dir.string(),
-                          m_entries.size(), double(bytes()) / double(1 << 20));
+    std::lock_guard lock(m_mutex);
+    for (const auto& p : damaged) remove_entry(p);
+    for (auto& e : found) {
+        std::erase_if(m_entries, [&](const Entry& x) { return x.path == e.path; });
+        m_entries.push_back(std::move(e));
+    }
+}
+
+bool PrefixDisk::touch_if_stored(const std::vector<int32_t>& ids) {
+    std::lock_guard lock(m_mutex);
+    for (const auto& e : m_entries)
+        if (e.ids == ids) {
+            touch(e.path);
+            return true;
+        }
+    return false;
 }
 
 void PrefixDisk::store(std::shared_ptr<const SavedPrefix> p) {
@@ -266,6 +340,18 @@ void PrefixDisk::store(std::shared_ptr<const SavedPrefix> p) {
                 touch(e.path);
                 return;
             }
+        // A queued prefix that this one extends would be replaced by it at once.
+        std::erase_if(m_queue, [&](const auto& q) {
+            if (common_prefix(q->ids, p->ids) != int64_t(q->ids.size())) return false;
+            m_queued_bytes -= q->bytes();
+            return true;
+        });
+        if (m_queued_bytes + p->bytes() > std::min(m_budget, k_max_queued_bytes)) {
+            engine_log().warn("prefix cache {}: the disk is behind; a prefix of {} tokens is not written", m_dir.string(),
+                              p->ids.size());
+            return;
+        }
+        m_queued_bytes += p->bytes();
         m_queue.push_back(std::move(p));
     }
     m_cv.notify_all();
@@ -283,6 +369,7 @@ void PrefixDisk::writer_loop() {
         if (m_queue.empty()) return;  // m_stop
         auto p = std::move(m_queue.front());
         m_queue.pop_front();
+        m_queued_bytes -= p->bytes();
         m_writing = true;
         lock.unlock();
         try {
@@ -301,35 +388,32 @@ void PrefixDisk::write_one(const SavedPrefix& p) {
     const std::vector<uint8_t> head = cpx::encode_head(m_identity, p);
     const uint64_t total = head.size() + p.bytes() + 4;
     if (total > m_budget) return;
+    evict_until(m_budget - total);
     const fs::path final_path = m_dir / file_name(m_identity, p.ids);
-    fs::path tmp;
+    fs::path tmp = final_path;
     {
         std::lock_guard lock(m_mutex);
-        evict_until(m_budget - total);
-        tmp = final_path;
-        tmp += ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(++m_tmp_counter);
+        tmp += std::string(".tmp-") + std::to_string(::getpid()) + "-" + std::to_string(++m_tmp_counter);
     }
+    const uint32_t crc = cpx::body_crc(p);
+    const uint8_t crc_bytes[4] = {uint8_t(crc), uint8_t(crc >> 8), uint8_t(crc >> 16), uint8_t(crc >> 24)};
     std::error_code ec;
-    {
-        std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-        const uint32_t crc = cpx::body_crc(p);
-        const uint8_t crc_bytes[4] = {uint8_t(crc), uint8_t(crc >> 8), uint8_t(crc >> 16), uint8_t(crc >> 24)};
-        out.write(reinterpret_cast<const char*>(head.data()), std::streamsize(head.size()));
-        out.write(reinterpret_cast<const char*>(p.rows.data()), std::streamsize(p.rows.size()));
-        out.write(reinterpret_cast<const char*>(p.hidden.data()), std::streamsize(4 * p.hidden.size()));
-        out.write(reinterpret_cast<const char*>(crc_bytes), 4);
-        out.close();
-        if (!out) {
-            fs::remove(tmp, ec);
-            throw Error(ErrorCode::Io, "cannot write " + tmp.string() + " (is the disk full?)");
-        }
+    try {
+        write_file(tmp, {std::span<const uint8_t>(head), std::span<const uint8_t>(p.rows),
+                         std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(p.hidden.data()), 4 * p.hidden.size()),
+                         std::span<const uint8_t>(crc_bytes, 4)});
+    } catch (const Error&) {
+        fs::remove(tmp, ec);
+        throw;
     }
     std::lock_guard lock(m_mutex);
     fs::rename(tmp, final_path, ec);
     if (ec) {
+        const std::string why = ec.message();
         fs::remove(tmp, ec);
-        throw Error(ErrorCode::Io, "cannot rename into " + final_path.string());
+        throw Error(ErrorCode::Io, "cannot rename into " + final_path.string() + ": " + why);
     }
+    touch(final_path);
     // Files whose ids this one extends are superseded by it; one with the same name is replaced.
     std::vector<fs::path> superseded;
     for (const auto& e : m_entries)
@@ -346,7 +430,8 @@ void PrefixDisk::remove_entry(const fs::path& path) {
 }
 
 void PrefixDisk::evict_until(uint64_t limit) {
-    // Every engine's prefix files in the folder share the budget; the least recently used go first.
+    // Every engine's prefix files in the folder share the budget; the least recently
+    // used go first (ties by name, so that the order is the same for every engine).
     struct File {
         fs::path path;
         uint64_t bytes;
@@ -354,17 +439,19 @@ void PrefixDisk::evict_until(uint64_t limit) {
     };
     std::vector<File> all;
     uint64_t total = 0;
-    std::error_code ec;
-    for (fs::directory_iterator it(m_dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
-        if (!is_prefix_file(it->path())) continue;
-        std::error_code e2;
-        const uint64_t size = it->file_size(e2);
-        const auto t = it->last_write_time(e2);
-        if (e2) continue;
-        all.push_back({it->path(), size, t});
+    for (const auto& path : list(m_dir, is_prefix_file)) {
+        std::error_code size_ec, time_ec;
+        const uint64_t size = fs::file_size(path, size_ec);
+        const auto t = fs::last_write_time(path, time_ec);
+        if (size_ec || time_ec) continue;
+        all.push_back({path, size, t});
         total += size;
     }
-    std::sort(all.begin(), all.end(), [](const File& a, const File& b) { return a.used < b.used; });
+    if (total <= limit) return;
+    std::sort(all.begin(), all.end(), [](const File& a, const File& b) {
+        return a.used != b.used ? a.used < b.used : a.path < b.path;
+    });
+    std::lock_guard lock(m_mutex);
     for (const auto& f : all) {
         if (total <= limit) break;
         remove_entry(f.path);
@@ -373,6 +460,7 @@ void PrefixDisk::evict_until(uint64_t limit) {
 }
 
 std::optional<SavedPrefix> PrefixDisk::take(const std::vector<int32_t>& ids, int64_t at_least, int64_t capacity) {
+    bool rescanned = false;
     for (;;) {
         Entry best;
         int64_t best_len = at_least;
@@ -386,17 +474,28 @@ std::optional<SavedPrefix> PrefixDisk::take(const std::vector<int32_t>& ids, int
                 }
             }
         }
-        if (best.path.empty()) return std::nullopt;
+        if (best.path.empty()) {
+            // Files another engine wrote since (a model loaded again, a server beside the app).
+            if (rescanned) return std::nullopt;
+            rescanned = true;
+            try {
+                scan(true);
+            } catch (const Error& e) {
+                engine_log().warn("prefix cache {}: {}", m_dir.string(), e.what());
+                return std::nullopt;
+            }
+            continue;
+        }
         try {
-            std::ifstream in(best.path, std::ios::binary);
-            if (!in) throw Error(ErrorCode::Io, "cannot open it");
-            const cpx::Head h = read_head(in, best.path);
+            std::ifstream in;
+            const cpx::Head h = read_head(best.path, in);
             if (h.identity != m_identity || h.ids != best.ids)
                 throw Error(ErrorCode::BadFormat, "changed since the folder was read");
             if (h.row_bytes != h.ids.size() * m_row_bytes_per_token ||
                 h.hidden_floats != h.ids.size() * uint64_t(m_hidden_per_token))
                 throw Error(ErrorCode::BadFormat, "rows of another shape than this model's");
             SavedPrefix p;
+            p.tag = h.tag;
             p.ids = h.ids;
             p.mtp_valid = int64_t(h.mtp_valid);
             p.rows.resize(h.row_bytes);
@@ -421,40 +520,52 @@ std::optional<SavedPrefix> PrefixDisk::take(const std::vector<int32_t>& ids, int
 }
 
 void PrefixDisk::clear(bool every_identity) {
-    std::unique_lock lock(m_mutex);
-    m_queue.clear();
-    m_cv.wait(lock, [&] { return !m_writing; });
-    while (!m_entries.empty()) remove_entry(m_entries.back().path);
+    {
+        std::unique_lock lock(m_mutex);
+        m_queue.clear();
+        m_queued_bytes = 0;
+        m_cv.wait(lock, [&] { return !m_writing; });
+        while (!m_entries.empty()) remove_entry(m_entries.back().path);
+    }
     if (every_identity) remove_all(m_dir);
 }
 
 void PrefixDisk::remove_all(const fs::path& dir) {
     std::error_code ec;
     if (!fs::exists(dir, ec)) return;
-    std::vector<fs::path> all;
-    fs::directory_iterator it(dir, ec);
-    if (ec) throw Error(ErrorCode::Io, "prefix cache folder " + dir.string() + ": " + ec.message());
-    for (; !ec && it != fs::directory_iterator(); it.increment(ec))
-        if (is_prefix_file(it->path())) all.push_back(it->path());
-    for (const auto& p : all) fs::remove(p, ec);
+    for (const auto& p : list(dir, [](const fs::path& p) { return is_prefix_file(p) || is_temporary_file(p); }))
+        fs::remove(p, ec);
 }
 
-void PrefixDisk::forget(const std::vector<int32_t>& ids, int64_t min_len) {
-    std::unique_lock lock(m_mutex);
-    std::erase_if(m_queue, [&](const auto& p) { return common_prefix(p->ids, ids) >= min_len; });
-    m_cv.wait(lock, [&] { return !m_writing; });
+size_t PrefixDisk::remove_tagged(const fs::path& dir, const std::string& tag) {
     std::error_code ec;
-    std::vector<fs::path> matching;
-    for (fs::directory_iterator it(m_dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
-        if (!is_prefix_file(it->path())) continue;
+    if (tag.empty() || !fs::exists(dir, ec)) return 0;
+    size_t removed = 0;
+    for (const auto& path : list(dir, is_prefix_file)) {
         try {
-            std::ifstream in(it->path(), std::ios::binary);
-            if (!in) continue;
-            if (common_prefix(read_head(in, it->path()).ids, ids) >= min_len) matching.push_back(it->path());
+            std::ifstream in;
+            if (read_head(path, in).tag != tag) continue;
         } catch (const Error&) {  // a damaged file: its own engine removes it
+            continue;
         }
+        if (fs::remove(path, ec)) ++removed;
     }
-    for (const auto& p : matching) remove_entry(p);
+    return removed;
+}
+
+void PrefixDisk::forget(const std::string& tag) {
+    if (tag.empty()) return;
+    {
+        std::unique_lock lock(m_mutex);
+        std::erase_if(m_queue, [&](const auto& p) {
+            if (p->tag != tag) return false;
+            m_queued_bytes -= p->bytes();
+            return true;
+        });
+        m_cv.wait(lock, [&] { return !m_writing; });
+    }
+    remove_tagged(m_dir, tag);
+    scan(true);  // drops the entries whose files went
 }
 
 size_t PrefixDisk::files() const {

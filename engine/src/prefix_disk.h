@@ -9,6 +9,8 @@
 // and Cetus version (the "identity", stored whole in each file and compared byte
 // for byte). Anything else, and any file that fails its checks, is a miss: the
 // request prefills as usual, and a damaged file is removed with a log line.
+// Each file also carries its conversation's tag (GenerateRequest::cache_tag), by
+// which a deleted conversation's files are found without a tokenizer or a model.
 //
 // File format ("CPX1", little-endian), one prefix per file:
 //   0   char[4] "CPX1"
@@ -17,7 +19,8 @@
 //   16  u64 MTP rows valid (<= n)
 //   24  u64 row bytes R (a multiple of n: Backend::save_rows of n positions)
 //   32  u64 hidden floats F (0, or n * hidden size: the MTP module's inputs)
-//   40  identity (I bytes), token ids (n x i32)
+//   40  u32 tag bytes T (0 .. k_max_tag_bytes)
+//   44  identity (I bytes), tag (T bytes), token ids (n x i32)
 //   ..  u32 CRC-32 of everything before it (the head: a scan trusts ids after this)
 //   ..  rows (R bytes), hidden (F x f32)
 //   end u32 CRC-32 of the rows and hidden
@@ -40,6 +43,7 @@ namespace cetus {
 
 // A conversation's prefix taken out of the cache: its ids, rows and hidden states.
 struct SavedPrefix {
+    std::string tag;  // the conversation it belongs to (GenerateRequest::cache_tag); may be empty
     std::vector<int32_t> ids;
     int64_t mtp_valid = 0;
     std::vector<uint8_t> rows;  // Backend::save_rows of ids.size() positions
@@ -49,14 +53,15 @@ struct SavedPrefix {
 
 namespace cpx {
 
-constexpr uint64_t k_fixed_head_bytes = 40;
+constexpr uint64_t k_fixed_head_bytes = 44;
 constexpr uint32_t k_max_identity_bytes = 1 << 16;
+constexpr uint32_t k_max_tag_bytes = 4096;
 constexpr uint64_t k_max_prefix_tokens = uint64_t(1) << 24;
 
 // What a file's head says. body_offset: where the rows start; file_bytes: the size
 // the whole file must have.
 struct Head {
-    std::string identity;
+    std::string identity, tag;
     std::vector<int32_t> ids;
     uint64_t mtp_valid = 0, row_bytes = 0, hidden_floats = 0;
     uint64_t body_offset = 0, file_bytes = 0;
@@ -79,9 +84,11 @@ uint32_t body_crc(const SavedPrefix& p);
 }  // namespace cpx
 
 // The files of one directory that belong to one identity, with a byte budget for
-// the whole directory (every engine's files: least recently used go first). Writes
-// run on a thread of their own, so a request never waits for the disk; a read (a
-// restored prefix) runs on the caller's thread, instead of a prefill.
+// the whole directory (every engine's files: least recently used go first, by
+// modification time, which each use sets). Writes run on a thread of their own, so a
+// request never waits for the disk to be written; a read (a restored prefix) runs on
+// the caller's thread, instead of a prefill. Several engines may share a folder: each
+// looks for files it has not seen when a request finds none.
 class PrefixDisk {
 public:
     // Scans dir (created when missing) for this identity's files. Throws Error(Io)
@@ -93,8 +100,12 @@ public:
     PrefixDisk& operator=(const PrefixDisk&) = delete;
 
     // Queues p to be written (unless a file with the same ids is there: it is marked
-    // used instead). Files whose ids p extends are removed once it is written.
+    // used instead). Files whose ids p extends are removed once it is written, and
+    // queued prefixes it extends are dropped. At most the budget, and 1 GiB, waits in
+    // the queue; a prefix beyond that is not written.
     void store(std::shared_ptr<const SavedPrefix> p);
+    // Whether a file with exactly these ids is there (it is then marked used).
+    bool touch_if_stored(const std::vector<int32_t>& ids);
     // Waits for the queued writes.
     void flush();
     // The longest common prefix with ids among this identity's files, if longer than
@@ -102,20 +113,23 @@ public:
     // checks is removed, with a warning naming it, and the next best is tried).
     std::optional<SavedPrefix> take(const std::vector<int32_t>& ids, int64_t at_least, int64_t capacity);
     // Removes every file of this identity, or with every_identity every prefix file
-    // in the folder (other models' and precisions' too).
+    // in the folder (other models' and precisions' too, and unfinished writes).
     void clear(bool every_identity = false);
-    // Removes every prefix file in the folder (any identity) whose ids share at least
-    // min_len first ids with ids, and drops such queued writes: a deleted conversation's
-    // rows (its token ids are its text) do not stay on disk.
-    void forget(const std::vector<int32_t>& ids, int64_t min_len);
+    // Removes every prefix file in the folder (any identity) with this tag, and drops
+    // such queued writes: a deleted conversation's rows (its token ids are its text)
+    // do not stay on disk. Nothing for an empty tag.
+    void forget(const std::string& tag);
 
     size_t files() const;
     uint64_t bytes() const;
     const std::filesystem::path& dir() const { return m_dir; }
 
-    // Removes every prefix file of a folder (any identity; nothing else). Throws Error(Io)
-    // when the folder exists but cannot be listed.
+    // Removes every prefix file of a folder (any identity; unfinished writes too; nothing
+    // else). Throws Error(Io) when the folder exists but cannot be listed.
     static void remove_all(const std::filesystem::path& dir);
+    // Removes every prefix file of a folder whose tag is this one (not empty); the
+    // number removed. Throws Error(Io) when the folder exists but cannot be listed.
+    static size_t remove_tagged(const std::filesystem::path& dir, const std::string& tag);
     // File name of a prefix: hash of the identity, hash of the ids.
     static std::string file_name(const std::string& identity, const std::vector<int32_t>& ids);
 
@@ -125,10 +139,10 @@ private:
         std::vector<int32_t> ids;
         uint64_t bytes = 0;
     };
-    void scan();
+    void scan(bool only_new);  // m_mutex not held; reads the files it has not seen
     void writer_loop();
     void write_one(const SavedPrefix& p);
-    void evict_until(uint64_t limit);  // m_mutex held
+    void evict_until(uint64_t limit);  // m_mutex not held
     void remove_entry(const std::filesystem::path& path);  // m_mutex held
 
     const std::filesystem::path m_dir;
@@ -139,6 +153,7 @@ private:
     std::condition_variable m_cv;
     std::vector<Entry> m_entries;  // this identity's files
     std::deque<std::shared_ptr<const SavedPrefix>> m_queue;
+    uint64_t m_queued_bytes = 0;
     bool m_writing = false, m_stop = false;
     uint64_t m_tmp_counter = 0;
     std::thread m_writer;

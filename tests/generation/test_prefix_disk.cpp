@@ -185,35 +185,59 @@ private slots:
         QVERIFY2(warnings().isEmpty(), qPrintable(warnings()));
     }
 
-    // A deleted conversation's rows do not stay: forget_conversation removes the cached
-    // prefix, the store's copy and every file holding its first question (also those of
-    // another precision), and nothing of other conversations.
+    // A deleted conversation's rows do not stay: forget_prefixes(tag) removes the cached
+    // prefix, the store's copy and every file with its tag (also those of another
+    // precision, and the live prefix written when the engine goes), and nothing of other
+    // conversations; forget_prefix_files does it without an engine.
     void forgetConversation() {
         QTemporaryDir tmp;
         const fs::path dir = tmp.path().toStdString();
+        auto tagged = [](std::vector<cetus::ChatMessage> m, const char* tag) {
+            auto r = chat(std::move(m), false, 0.0f);
+            r.cache_tag = tag;
+            return r;
+        };
         std::vector<cetus::ChatMessage> france = {{"system", "You are terse."}, {"user", "What is the capital of France?" + k_padding}};
         std::vector<cetus::ChatMessage> generous = {{"system", "You are terse."},
                                                     {"user", "What does the word generous mean?" + k_padding + k_padding}};
         {
             auto bf16 = load(k_demo, dir, cetus::KvCacheType::BF16);
-            bf16->generate(chat(france, false, 0.0f));
+            bf16->generate(tagged(france, "db#1"));
         }
         auto e = load(k_demo, dir);
-        france.push_back({"assistant", e->generate(chat(france, false, 0.0f)).text});
-        e->generate(chat(generous, false, 0.0f));  // France's prefix is stored, in memory and on disk
+        france.push_back({"assistant", e->generate(tagged(france, "db#1")).text});
+        e->generate(tagged(generous, "db#2"));  // France's prefix is stored, in memory and on disk
         e->persist_prefixes();
         QCOMPARE(prefix_files(dir).size(), size_t(3));
+        for (const auto& f : prefix_files(dir)) {
+            cetus::cpx::Head h;
+            cetus::cpx::decode(read_all(f), &h);
+            QVERIFY(h.tag == "db#1" || h.tag == "db#2");
+        }
         france.push_back({"user", "And of Italy?"});
-        e->forget_conversation(france);
+        e->forget_prefixes("db#1");
         QCOMPARE(prefix_files(dir).size(), size_t(1));  // generous's
-        const auto r = e->generate(chat(france, false, 0.0f));
+        const auto r = e->generate(tagged(france, "db#1"));
         QVERIFY(!r.stats.prefix_restored && r.stats.reused_prefix_tokens < 16);
-        QVERIFY(e->generate(chat(generous, false, 0.0f)).stats.reused_prefix_tokens > 16);
-        e->reset_cache();
-        e->persist_prefixes();  // waits for the queued writes
-        e->forget_conversation(generous);
-        QCOMPARE(prefix_files(dir).size(), size_t(1));  // France's again, stored when generous came back
-        e->forget_conversation(france);
+        QVERIFY(e->generate(tagged(generous, "db#2")).stats.reused_prefix_tokens > 16);  // from the store
+        e->forget_prefixes("db#1");  // France's again: stored when generous came back, and queued
+        e->persist_prefixes();       // generous's is live: no new file
+        QCOMPARE(prefix_files(dir).size(), size_t(1));
+        e->forget_prefixes("db#2");  // the live one too: nothing written when the engine goes
+        e.reset();
+        QCOMPARE(prefix_files(dir).size(), size_t(0));
+        // Without an engine: the tagged files of any model, nothing else.
+        {
+            auto again = load(k_demo, dir);
+            again->generate(tagged(france, "db#7"));
+            again->generate(tagged(generous, "db#8"));
+        }
+        QCOMPARE(prefix_files(dir).size(), size_t(2));
+        QCOMPARE(cetus::Engine::forget_prefix_files(dir, "db#7"), size_t(1));
+        QCOMPARE(cetus::Engine::forget_prefix_files(dir, "db#7"), size_t(0));
+        QCOMPARE(cetus::Engine::forget_prefix_files(dir, ""), size_t(0));
+        QCOMPARE(prefix_files(dir).size(), size_t(1));
+        cetus::Engine::remove_prefix_files(dir);
         QCOMPARE(prefix_files(dir).size(), size_t(0));
         QVERIFY2(warnings().isEmpty(), qPrintable(warnings()));
     }
@@ -314,7 +338,7 @@ private slots:
             cetus::cpx::Head h;
             cetus::cpx::decode(bytes, &h);
             if (i == 0) bytes.resize(bytes.size() - 1000);                          // cut short
-            else if (i == 1) bytes[60] ^= 0x10;                                     // in the identity
+            else if (i == 1) bytes[64] ^= 0x10;                                     // in the identity
             else bytes[h.body_offset + (bytes.size() - h.body_offset) / 2] ^= 0x01;  // in a row
             write_all(files[i], bytes);
         }
@@ -386,11 +410,14 @@ private slots:
     void formatRoundTrip() {
         for (size_t n : {size_t(1), size_t(5), size_t(300)})
             for (size_t hidden : {size_t(0), size_t(3)}) {
-                const auto p = sample_prefix(n, 12, hidden, uint32_t(n + hidden));
+                auto p = sample_prefix(n, 12, hidden, uint32_t(n + hidden));
+                p.tag = n == 5 ? "" : "conversations.db#" + std::to_string(n);
                 const auto file = encode_file("identity\nline two\n", p);
                 cetus::cpx::Head h;
                 const auto back = cetus::cpx::decode(file, &h);
                 QCOMPARE(h.identity, std::string("identity\nline two\n"));
+                QCOMPARE(h.tag, p.tag);
+                QCOMPARE(back.tag, p.tag);
                 QCOMPARE(back.ids, p.ids);
                 QCOMPARE(back.mtp_valid, p.mtp_valid);
                 QVERIFY(back.rows == p.rows);
@@ -433,7 +460,7 @@ private slots:
             for (int i = 0; i < width; ++i) f[at + size_t(i)] = uint8_t(value >> (8 * i));
             uint64_t head = 0;
             try {
-                head = cetus::cpx::head_bytes(std::span<const uint8_t>(f.data(), 40));
+                head = cetus::cpx::head_bytes(std::span<const uint8_t>(f.data(), cetus::cpx::k_fixed_head_bytes));
             } catch (const cetus::Error&) {  // refused from the fixed part alone
             }
             if (head > 0 && head <= f.size()) {
@@ -452,6 +479,8 @@ private slots:
         QVERIFY(refused(reseal(base, 24, 64, 8)));                     // more rows than the file has
         QVERIFY(refused(reseal(base, 32, 4, 8)));                      // hidden values the file lacks
         QVERIFY(refused(reseal(base, 32, uint64_t(1) << 50, 8)));      // absurd hidden values
+        QVERIFY(refused(reseal(base, 40, 5000, 4)));                   // tag too long
+        QVERIFY(refused(reseal(base, 40, 1, 4)));                      // a tag the file lacks
         QVERIFY(!refused(reseal(base, 16, 4, 8)));                     // an honest change is taken
     }
 };

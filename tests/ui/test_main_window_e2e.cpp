@@ -10,6 +10,7 @@
 #include <cetus/ui/panels.h>
 #include <cetus/ui/sqlite_history_store.h>
 
+#include "prefix_disk.h"
 #include "stall_meter.h"
 
 #include <QAbstractItemModelTester>
@@ -76,6 +77,8 @@ void TestMainWindowE2e::initTestCase() {
     QCoreApplication::setOrganizationName(QStringLiteral("CetusTest"));
     QCoreApplication::setApplicationName(QStringLiteral("cetus-e2e"));
     QSettings().clear();
+    // The conversation caches of earlier runs (the test-mode cache folder stays).
+    QDir(MainWindow::conversationCacheFolder()).removeRecursively();
     QVERIFY(m_dir.isValid());
     m_model_dir = m_dir.filePath(QStringLiteral("tiny-v3"));
     QVERIFY(QDir().mkpath(m_model_dir));
@@ -535,11 +538,29 @@ void TestMainWindowE2e::continueExtendsTheAnswer() {
 void TestMainWindowE2e::diskCacheAcrossRestart() {
     // Model > Keep conversation caches on disk (on by default): a conversation opened
     // again after a restart goes on from its rows on disk instead of a new prefill, and
-    // deleting it removes them (its token ids are its text).
+    // deleting it removes every file it wrote (its token ids are its text).
     auto* option = m_window->findChild<QAction*>(QStringLiteral("diskCacheAction"));
     QVERIFY(option && option->isChecked());
     const QDir folder(MainWindow::conversationCacheFolder());
-    auto files = [&] { return folder.entryList({QStringLiteral("*.cpx")}, QDir::Files).size(); };
+    // The tags of the files there (GenerationParams::cache_tag), read as the engine does.
+    auto tags = [&] {
+        QStringList out;
+        for (const QString& name : folder.entryList({QStringLiteral("*.cpx")}, QDir::Files)) {
+            QFile f(folder.filePath(name));
+            if (!f.open(QIODevice::ReadOnly)) continue;
+            const QByteArray bytes = f.readAll();
+            cetus::cpx::Head h;
+            try {
+                cetus::cpx::decode(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), size_t(bytes.size())), &h);
+            } catch (const std::exception& e) {
+                qWarning("%s: %s", qPrintable(name), e.what());
+                out << QStringLiteral("(damaged)");
+                continue;
+            }
+            out << QString::fromStdString(h.tag);
+        }
+        return out;
+    };
     m_window->controller().newConversation();
     ConversationSettings s = m_window->controller().settings();
     s.sampling.max_new_tokens = 8;
@@ -549,9 +570,10 @@ void TestMainWindowE2e::diskCacheAcrossRestart() {
     QVERIFY(m_window->controller().send(question));
     QVERIFY(waitFinished());
     const qint64 id = *m_window->controller().currentConversation();
+    const QString tag = m_window->controller().cacheTag(id);
     m_window->close();
     destroyWindow();  // the engine writes the conversation's rows as it goes
-    QVERIFY(files() >= 1);
+    QVERIFY2(tags().contains(tag), qPrintable(tags().join(QLatin1Char(' '))));
     makeWindow();
     QSignalSpy loaded(m_service.get(), &GenerationService::modelLoaded);
     QVERIFY(m_window->restoreLastModel());
@@ -565,22 +587,29 @@ void TestMainWindowE2e::diskCacheAcrossRestart() {
              qPrintable(m_window->kvPanel()->summary()));
     shot(QStringLiteral("13-disk-cache"));
 
-    const auto before = files();
+    // Another conversation takes the cache: the deleted one's rows were stored (in memory
+    // and queued to disk) and must go from both.
+    m_window->controller().newConversation();
+    QVERIFY(m_window->controller().send(QStringLiteral("Something else about dolphins, please.")));
+    QVERIFY(waitFinished());
     m_window->deleteConversation(id);
-    QVERIFY(QTest::qWaitFor([&] { return files() < before; }, 20000));  // queued to the worker
+    QVERIFY(QTest::qWaitFor([&] { return !tags().contains(tag); }, 20000));  // queued to the worker
+    QVERIFY(!tags().isEmpty());  // the other conversations' stay
     // The same first question in a new conversation finds nothing kept of the deleted one.
     m_window->controller().newConversation();
     m_window->controller().applySettings(s);
     QVERIFY(m_window->controller().send(question));
     QVERIFY(waitFinished());
-    QVERIFY2(!m_window->kvPanel()->summary().contains(QStringLiteral("of the prompt's")),
+    QVERIFY2(!m_window->kvPanel()->summary().contains(QStringLiteral("came back")) &&
+                 !m_window->kvPanel()->summary().contains(QStringLiteral("read back")),
              qPrintable(m_window->kvPanel()->summary()));
 
     // Model > Clear conversation caches removes every file.
     auto* clear = m_window->findChild<QAction*>(QStringLiteral("clearCachesAction"));
     QVERIFY(clear);
     clear->trigger();
-    QVERIFY(QTest::qWaitFor([&] { return files() == 0; }, 20000));
+    QVERIFY(QTest::qWaitFor([&] { return tags().isEmpty(); }, 20000));
+    QVERIFY(!tags().contains(tag));
 }
 
 QTEST_MAIN(TestMainWindowE2e)

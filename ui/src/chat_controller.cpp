@@ -371,6 +371,7 @@ void ChatController::startAnswer(qint64 assistant_id, const MessageRecord* conti
     params.sampling = settings().sampling;
     params.debug_token_delay_ms = m_debug_delay_ms;
     params.token_alternatives = m_token_alternatives;
+    params.cache_tag = cacheTag(conversation_id);
     m_request_id = m_service.generate(params);
     m_since_checkpoint.start();
     rebuildDisplay();
@@ -576,32 +577,19 @@ void ChatController::setPinned(qint64 id, bool pinned) {
     emit conversationListChanged();
 }
 
+QString ChatController::cacheTag(qint64 conversation_id) const {
+    return m_store.location() + QStringLiteral("#") + QString::number(conversation_id);
+}
+
 void ChatController::deleteConversation(qint64 id) {
     if (m_conversation && m_conversation->id == id) {
         if (isGenerating()) return;
         newConversation();
     }
-    // Its first questions (one per branch at the root), to find its cache rows by.
-    const std::optional<ConversationRecord> gone = m_store.openConversation(id);
     if (!m_store.deleteConversation(id)) return;
     emit conversationListChanged();
-    if (!gone) return;
-    auto message = [&](qint64 mid) -> const MessageRecord* {
-        for (const MessageRecord& m : gone->messages)
-            if (m.id == mid) return &m;
-        return nullptr;
-    };
-    for (const MessageRecord& m : gone->messages) {
-        if (m.role != ChatRole::User) continue;
-        // A first question: at the root, or after a system message at the root (imports).
-        const MessageRecord* parent = m.parent_id ? message(*m.parent_id) : nullptr;
-        if (m.parent_id && !(parent && parent->role == ChatRole::System && !parent->parent_id)) continue;
-        std::vector<ChatTurn> first;
-        if (!gone->system_prompt.trimmed().isEmpty()) first.push_back({QStringLiteral("system"), gone->system_prompt, {}});
-        if (parent) first.push_back({QStringLiteral("system"), parent->content, {}});
-        first.push_back({QStringLiteral("user"), m.content, {}});
-        m_service.forgetConversation(first);
-    }
+    // Its cache rows (their token ids are its text) go too.
+    m_service.forgetConversation(cacheTag(id));
 }
 
 void ChatController::applySettings(const ConversationSettings& s) {

@@ -82,14 +82,15 @@ quint64 EngineGenerationService::generate(const GenerationParams& params) {
 }
 
 // Queued behind whatever the worker does (an answer being generated finishes first).
-void EngineGenerationService::forgetConversation(const std::vector<ChatTurn>& first_turn) {
+void EngineGenerationService::forgetConversation(const QString& cache_tag) {
     QMetaObject::invokeMethod(
-        m_worker, [worker = m_worker, first_turn] { worker->forgetConversation(first_turn); }, Qt::QueuedConnection);
+        m_worker, [worker = m_worker, folder = m_cache_folder, cache_tag] { worker->forgetConversation(folder, cache_tag); },
+        Qt::QueuedConnection);
 }
 
-void EngineGenerationService::clearConversationCaches(const QString& folder) {
+void EngineGenerationService::clearConversationCaches() {
     QMetaObject::invokeMethod(
-        m_worker, [worker = m_worker, folder] { worker->clearConversationCaches(folder); }, Qt::QueuedConnection);
+        m_worker, [worker = m_worker, folder = m_cache_folder] { worker->clearConversationCaches(folder); }, Qt::QueuedConnection);
 }
 
 void EngineGenerationService::stop(quint64 request_id) {

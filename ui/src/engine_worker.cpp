@@ -97,6 +97,7 @@ cetus::GenerateRequest toRequest(const GenerationParams& p, const std::atomic<bo
     r.n_draft = p.sampling.n_draft;
     r.continue_final_message = p.continue_final;
     r.logprobs = std::clamp(p.token_alternatives, -1, int(cetus::k_max_top_logprobs));
+    r.cache_tag = p.cache_tag.toStdString();
     r.cancel = cancel;
     return r;
 }
@@ -125,6 +126,15 @@ void EngineWorker::load(const LoadRequest& request, std::shared_ptr<std::atomic<
         last = Clock::now();
         emit loadProgress(double(fraction), QString::fromStdString(stage));
     };
+    // The current model's conversation goes to its disk cache first, so that the model
+    // loaded next (the same one, reloaded with other options) finds it.
+    if (m_engine) {
+        try {
+            m_engine->persist_prefixes();
+        } catch (const std::exception& e) {
+            logger()->warn("writing the conversation cache before loading: {}", e.what());
+        }
+    }
     try {
         auto engine = cetus::Engine::load(options, progress);
         if (!engine->tokenizer()) {
@@ -144,22 +154,20 @@ void EngineWorker::load(const LoadRequest& request, std::shared_ptr<std::atomic<
     }
 }
 
-void EngineWorker::forgetConversation(const std::vector<ChatTurn>& first_turn) {
-    // Without a model nothing can tokenize the turn; the files stay until the folder is cleared.
-    if (!m_engine) return;
-    std::vector<cetus::ChatMessage> messages;
-    for (const ChatTurn& t : first_turn) messages.push_back({t.role.toStdString(), t.content.toStdString()});
+void EngineWorker::forgetConversation(const QString& folder, const QString& cache_tag) {
     try {
-        m_engine->forget_conversation(messages);
+        if (m_engine) m_engine->forget_prefixes(cache_tag.toStdString());  // its memory and its own folder
+        // The app's folder also when no model is loaded, or the option is off.
+        if (!folder.isEmpty()) cetus::Engine::forget_prefix_files(folder.toStdString(), cache_tag.toStdString());
     } catch (const std::exception& e) {
-        logger()->warn("forgetting a deleted conversation's cache: {}", e.what());
+        logger()->warn("removing a deleted conversation's cache rows: {}", e.what());
     }
 }
 
 void EngineWorker::clearConversationCaches(const QString& folder) {
     try {
         if (m_engine) m_engine->clear_prefix_cache(/*every_model=*/true);
-        cetus::Engine::remove_prefix_files(folder.toStdString());  // also without a model, or another folder
+        if (!folder.isEmpty()) cetus::Engine::remove_prefix_files(folder.toStdString());  // also without a model
         logger()->info("conversation caches in {} cleared", folder.toStdString());
     } catch (const std::exception& e) {
         logger()->warn("clearing the conversation caches in {}: {}", folder.toStdString(), e.what());

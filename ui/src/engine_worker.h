@@ -26,7 +26,7 @@ public:
 
 public slots:
     void load(const cetus::ui::LoadRequest& request, std::shared_ptr<std::atomic<bool>> cancel);
-    void forgetConversation(const std::vector<cetus::ui::ChatTurn>& first_turn);
+    void forgetConversation(const QString& folder, const QString& cache_tag);
     void clearConversationCaches(const QString& folder);
     void generate(quint64 request_id, const cetus::ui::GenerationParams& params,
                   std::shared_ptr<std::atomic<bool>> cancel);

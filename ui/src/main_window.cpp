@@ -517,9 +517,10 @@ void MainWindow::buildMenus() {
            "in %1, least recently used first to go; a deleted conversation's go with it.")
             .arg(QDir::toNativeSeparators(conversationCacheFolder())),
         tr("Conversation caches on disk"), /*on_by_default=*/true);
+    m_service.setConversationCacheFolder(conversationCacheFolder());
     QAction* clear_caches = model->addAction(tr("C&lear conversation caches"), this, [this] {
-        m_service.clearConversationCaches(conversationCacheFolder());
-        statusBar()->showMessage(tr("Conversation caches on disk cleared."), 5000);
+        m_service.clearConversationCaches();
+        statusBar()->showMessage(tr("Clearing the conversation caches on disk."), 5000);
     });
     clear_caches->setObjectName(QStringLiteral("clearCachesAction"));
     clear_caches->setToolTip(tr("Removes every conversation's cache from disk, whichever model wrote it"));
@@ -677,7 +678,8 @@ void MainWindow::chooseAndOpenModel() {
 }
 
 QString MainWindow::conversationCacheFolder() {
-    return QStandardPaths::writableLocation(QStandardPaths::CacheLocation) + QStringLiteral("/conversation-cache");
+    const QString cache = QStandardPaths::writableLocation(QStandardPaths::CacheLocation);
+    return cache.isEmpty() ? QString() : cache + QStringLiteral("/conversation-cache");  // none without a cache folder
 }
 
 void MainWindow::openModel(const QString& dir) {
@@ -693,7 +695,8 @@ void MainWindow::openModel(const QString& dir, DeviceChoice device) {
     r.device = device;
     r.fp8_on_load = m_fp8_action && m_fp8_action->isChecked();
     r.kv_cache_bf16 = m_kv_bf16_action && m_kv_bf16_action->isChecked();
-    if (m_disk_cache_action && m_disk_cache_action->isChecked()) r.prefix_cache_dir = conversationCacheFolder();
+    if (m_disk_cache_action && m_disk_cache_action->isChecked())
+        r.prefix_cache_dir = conversationCacheFolder();  // empty: none
     r.max_context = savedContextLength();
     if (r.max_context == 0) r.max_context = k_model_maximum_context;  // the engine caps it at the model's limit
     r.n_threads = savedThreads();

@@ -136,11 +136,14 @@ public:
     // Forgets every prefix, and removes this engine's files from the disk tier, or with
     // every_model every prefix file in its folder (other models' and precisions' too).
     void clear_prefix_cache(bool every_model = false);
-    // Forgets what is kept of a conversation: every prefix (cached, stored, on disk in any
-    // model's files) that holds its first question, that is, whose ids begin with the
-    // rendered prompt of its messages up to its first user message. For a deleted
-    // conversation, whose token ids are its text. Throws BadRequest without a tokenizer.
-    void forget_conversation(const std::vector<ChatMessage>& messages);
+    // Forgets what is kept of a conversation (GenerateRequest::cache_tag, not empty): the
+    // cached prefix, the store's, and its files on disk in every model's. For a deleted
+    // conversation, whose token ids are its text. Throws Error(Io) when the disk tier's
+    // folder cannot be listed.
+    void forget_prefixes(const std::string& cache_tag);
+    // The same for a folder alone (no engine, or the one of a setting switched off):
+    // removes every prefix file with that tag; returns how many. Throws Error(Io).
+    static size_t forget_prefix_files(const std::filesystem::path& dir, const std::string& cache_tag);
     // Removes every prefix file (any model's) from a prefix cache folder; nothing when
     // it does not exist. For a folder no loaded engine uses. Throws Error(Io).
     static void remove_prefix_files(const std::filesystem::path& dir);

@@ -32,6 +32,11 @@ struct GenerateRequest {
     // settings. -1: none; 0: the chosen token's; N (1..k_max_top_logprobs): also the N
     // most likely tokens of each step. Token choices are the same with or without them.
     int32_t logprobs = -1;
+    // Names the conversation the request belongs to (any text up to 4 KiB; the app uses
+    // its database and conversation id). Kept with the conversation's cache rows in the
+    // prefix store and its files on disk, so that Engine::forget_prefixes(tag) finds
+    // them when the conversation is deleted. Empty: none.
+    std::string cache_tag;
     const std::atomic<bool>* cancel = nullptr;  // checked once per step
 };
 

@@ -158,6 +158,10 @@ public:
 
     std::string name() const override { return "cuda"; }
     std::string description() const override;
+    std::string rows_identity() const override {
+        return "cuda, " + m_info.name + ", sm_" + std::to_string(m_info.major) + std::to_string(m_info.minor) + ", CUDA " +
+               cuda_version(m_info.runtime_version);
+    }
     int64_t capacity() const override { return m_capacity; }
     int64_t prefill_chunk() const override { return m_chunk; }
     int64_t n_tokens() const override { return m_n_tokens; }

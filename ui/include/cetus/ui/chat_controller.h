@@ -88,6 +88,9 @@ public slots:
     // Out of the list and into the archive, or back; an open conversation stays open.
     void setArchived(qint64 id, bool archived);
     void deleteConversation(qint64 id);
+    // The tag a conversation's requests carry (GenerationParams::cache_tag): the
+    // database's location and the conversation's id.
+    QString cacheTag(qint64 conversation_id) const;
     void applySettings(const cetus::ui::ConversationSettings& s);
     void selectToken(qint64 message_id, int text_offset);
     // The same for token `index` of the answer (the experts panel's timeline).

@@ -27,8 +27,9 @@ public:
     quint64 generate(const GenerationParams& params) override;
     void stop(quint64 request_id) override;
     bool isGenerating() const override { return m_running_id != 0; }
-    void forgetConversation(const std::vector<ChatTurn>& first_turn) override;
-    void clearConversationCaches(const QString& folder) override;
+    void setConversationCacheFolder(const QString& folder) override { m_cache_folder = folder; }
+    void forgetConversation(const QString& cache_tag) override;
+    void clearConversationCaches() override;
 
 private:
     QThread m_thread;
@@ -39,6 +40,7 @@ private:
     quint64 m_running_id = 0;
     bool m_loading = false;
     bool m_has_model = false;
+    QString m_cache_folder;
 };
 
 }  // namespace cetus::ui

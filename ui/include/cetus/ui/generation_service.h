@@ -30,11 +30,13 @@ public:
 
     // Conversations' cache rows kept outside the model's memory (the local engine's files
     // on disk; their token ids are the conversations' text). A service that keeps none
-    // has nothing to do. forgetConversation: a deleted conversation's first turn (its
-    // system prompt, if any, and one first question; every file that begins with it
-    // goes). clearConversationCaches: everything in the folder, whichever model wrote it.
-    virtual void forgetConversation(const std::vector<ChatTurn>& first_turn) { Q_UNUSED(first_turn); }
-    virtual void clearConversationCaches(const QString& folder) { Q_UNUSED(folder); }
+    // has nothing to do. forgetConversation: a deleted conversation's, by the tag its
+    // requests carried (GenerationParams::cache_tag). clearConversationCaches: all of
+    // them, whichever model wrote them. Both reach the folder (setConversationCacheFolder)
+    // also when no model is loaded or the option is off.
+    virtual void setConversationCacheFolder(const QString& folder) { Q_UNUSED(folder); }
+    virtual void forgetConversation(const QString& cache_tag) { Q_UNUSED(cache_tag); }
+    virtual void clearConversationCaches() {}
 
 signals:
     void loadProgress(double fraction, const QString& stage);

@@ -173,8 +173,9 @@ public:
     void stop(quint64 request_id) override;
     bool isGenerating() const override { return m_running_id != 0; }
     // The local engine's caches, whichever service is active.
-    void forgetConversation(const std::vector<ChatTurn>& first_turn) override { m_local.forgetConversation(first_turn); }
-    void clearConversationCaches(const QString& folder) override { m_local.clearConversationCaches(folder); }
+    void setConversationCacheFolder(const QString& folder) override { m_local.setConversationCacheFolder(folder); }
+    void forgetConversation(const QString& cache_tag) override { m_local.forgetConversation(cache_tag); }
+    void clearConversationCaches() override { m_local.clearConversationCaches(); }
 
 signals:
     void activeChanged(bool remote);

@@ -73,6 +73,9 @@ struct GenerationParams {
     // Record each token's probability and its step's most likely tokens (this many,
     // 0..20); -1: none (Model > Record token probabilities off).
     int token_alternatives = -1;
+    // The conversation the request belongs to (cetus::GenerateRequest::cache_tag): its
+    // cache rows kept on disk carry it, so that deleting the conversation removes them.
+    QString cache_tag;
     int debug_token_delay_ms = 0;  // tests only: slows the worker down so Stop can be exercised
 };
 
