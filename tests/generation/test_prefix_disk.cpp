@@ -197,7 +197,8 @@ private slots:
             r.cache_tag = tag;
             return r;
         };
-        std::vector<cetus::ChatMessage> france = {{"system", "You are terse."}, {"user", "What is the capital of France?" + k_padding}};
+        std::vector<cetus::ChatMessage> france = {{"system", "You are terse."},
+                                                  {"user", "What is the capital of France?" + k_padding + k_padding}};
         std::vector<cetus::ChatMessage> generous = {{"system", "You are terse."},
                                                     {"user", "What does the word generous mean?" + k_padding + k_padding}};
         {
