@@ -26,6 +26,9 @@ public:
     qint64 last_context = 0;
     int last_threads = -1;
     int loads = 0;
+    QStringList forgotten;  // forgetConversation's tags
+    QString cache_folder;
+    int clears = 0;
 
     void loadModel(const LoadRequest& r) override {
         m_loading = true;
@@ -70,9 +73,18 @@ public:
             if (r.kv_cache_bf16) m.kv_cache_type = QStringLiteral("bf16");  // else unknown
             m.kv_bytes_per_token_mha = 2 * 16 * 128 * 2 * 5;
             m.kv_bytes_per_token_gqa8 = 2 * 8 * 128 * 2 * 5;
+            // An endpoint that does not take continue_final_message.
+            if (r.model_dir.contains(QStringLiteral("remote-nocontinue"))) {
+                m.remote = true;
+                m.remote_continues = false;
+                m.backend = QStringLiteral("remote");
+            }
             emit modelLoaded(m);
         });
     }
+    void setConversationCacheFolder(const QString& folder) override { cache_folder = folder; }
+    void forgetConversation(const QString& cache_tag) override { forgotten << cache_tag; }
+    void clearConversationCaches() override { ++clears; }
     void cancelLoad() override {}
     bool isLoading() const override { return m_loading; }
     bool hasModel() const override { return m_has_model; }

@@ -62,6 +62,8 @@ private slots:
     void themes();
     void streamsIntoTheLastMessage();
     void stopEndsTheAnswer();
+    void continueFollowsTheEngine();
+    void conversationCachesFollowConversations();
     void errorsShowInline();
     void panelsReceiveData();
     void tokenProbabilitiesPanel();
@@ -455,6 +457,63 @@ void TestMainWindow::stopEndsTheAnswer() {
     QCOMPARE(done.record.id, before.id);
     QVERIFY(done.record.content.startsWith(before.content) && done.record.content.size() > before.content.size());
     QCOMPARE(m_window->controller().messages().size(), size_t(2));
+}
+
+// Continue is offered by what the engine now in use takes: an endpoint that refuses
+// continue_final_message takes it away from a stopped answer, the local model gives it back.
+void TestMainWindow::continueFollowsTheEngine() {
+    loadFake();
+    m_service->interval_ms = 50;
+    QSignalSpy chunks(m_service.get(), &GenerationService::generationChunk);
+    QVERIFY(m_window->controller().send(QStringLiteral("long one")));
+    QVERIFY(chunks.wait(2000));
+    QTest::mouseClick(m_window->stopButton(), Qt::LeftButton);
+    QVERIFY(QTest::qWaitFor([&] { return !m_window->controller().isGenerating(); }, 2000));
+    auto last = [&] { return m_window->controller().messages().back(); };
+    QVERIFY(last().can_continue);
+    const QString text = last().record.content;
+    QSignalSpy loaded(m_service.get(), &GenerationService::modelLoaded);
+    m_window->openModel(QStringLiteral("/endpoints/remote-nocontinue"));
+    QVERIFY(loaded.wait(2000));
+    QVERIFY(!last().can_continue);
+    auto* button = m_window->chatView()->messageWidgets().back()->findChild<QToolButton*>(QStringLiteral("continueButton"));
+    QVERIFY(!button || !button->isVisible());
+    m_window->controller().continueAnswer(last().record.id);  // refused here, not sent
+    QVERIFY(!m_window->controller().isGenerating());
+    QCOMPARE(last().record.content, text);
+    m_window->openModel(QStringLiteral("/models/fake"));
+    QVERIFY(loaded.wait(2000));
+    QVERIFY(last().can_continue);
+}
+
+// Each request carries its conversation's tag; deleting a conversation asks the service
+// to forget that tag's cache rows (the open one's too), and no other.
+void TestMainWindow::conversationCachesFollowConversations() {
+    m_window->setConfirmHandler([](const QString&) { return true; });
+    loadFake();
+    QCOMPARE(m_service->cache_folder, MainWindow::conversationCacheFolder());
+    m_service->interval_ms = 1;
+    QVERIFY(m_window->controller().send(QStringLiteral("first")));
+    QVERIFY(QTest::qWaitFor([&] { return !m_window->controller().isGenerating(); }, 2000));
+    const qint64 first = *m_window->controller().currentConversation();
+    const QString tag = m_service->last_params.cache_tag;
+    QCOMPARE(tag, m_window->controller().cacheTag(first));
+    QVERIFY(tag.endsWith(QStringLiteral("#%1").arg(first)));
+    m_window->controller().newConversation();
+    QVERIFY(m_window->controller().send(QStringLiteral("second")));
+    QVERIFY(QTest::qWaitFor([&] { return !m_window->controller().isGenerating(); }, 2000));
+    const qint64 second = *m_window->controller().currentConversation();
+    QVERIFY(m_service->last_params.cache_tag != tag);
+    QVERIFY(m_service->forgotten.isEmpty());
+    m_window->deleteConversation(first);
+    QCOMPARE(m_service->forgotten, QStringList{tag});
+    m_window->deleteConversation(second);  // the open one
+    QCOMPARE(m_service->forgotten.size(), 2);
+    QCOMPARE(m_service->forgotten.back(), m_window->controller().cacheTag(second));
+    auto* clear = m_window->findChild<QAction*>(QStringLiteral("clearCachesAction"));
+    QVERIFY(clear);
+    clear->trigger();
+    QCOMPARE(m_service->clears, 1);
 }
 
 void TestMainWindow::errorsShowInline() {
