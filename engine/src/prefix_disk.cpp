@@ -9,11 +9,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <limits>
+#include <set>
 
 namespace cetus {
 
@@ -178,9 +180,10 @@ bool is_temporary_file(const fs::path& p) { return p.filename().string().find(k_
 
 // Marks a file used: its modification time, to the clock's full resolution (the
 // least recently used go first, and a file system's own stamps can be coarser).
-void touch(const fs::path& p) {
+bool touch(const fs::path& p) {
     std::error_code ec;
     fs::last_write_time(p, fs::file_time_type::clock::now(), ec);
+    return !ec;
 }
 
 // Reads a file's head; throws Error(BadFormat) for its contents, Error(Io) when unreadable.
@@ -279,6 +282,8 @@ PrefixDisk::~PrefixDisk() {
 }
 
 void PrefixDisk::scan(bool only_new) {
+    std::error_code ec;
+    const auto dir_time = fs::last_write_time(m_dir, ec);
     std::vector<fs::path> candidates;
     for (const auto& path : list(m_dir, is_prefix_file))
         if (path.filename().string().starts_with(m_prefix)) candidates.push_back(path);
@@ -286,14 +291,19 @@ void PrefixDisk::scan(bool only_new) {
     std::vector<fs::path> damaged;
     {
         std::lock_guard lock(m_mutex);
-        // Files gone (another engine's eviction) leave the list; known ones are not read again.
+        m_dir_time = dir_time;
+        const std::set<fs::path> listed(candidates.begin(), candidates.end());
+        // Files gone (another engine's eviction) leave the list (not one the writer has
+        // added since the folder was listed); known ones are not read again.
         std::erase_if(m_entries, [&](const Entry& e) {
-            return std::find(candidates.begin(), candidates.end(), e.path) == candidates.end();
+            std::error_code e2;
+            return !listed.count(e.path) && !fs::exists(e.path, e2);
         });
-        if (only_new)
-            std::erase_if(candidates, [&](const fs::path& p) {
-                return std::any_of(m_entries.begin(), m_entries.end(), [&](const Entry& e) { return e.path == p; });
-            });
+        if (only_new) {
+            std::set<fs::path> known;
+            for (const auto& e : m_entries) known.insert(e.path);
+            std::erase_if(candidates, [&](const fs::path& p) { return known.count(p) > 0; });
+        }
     }
     for (const auto& path : candidates) {
         try {
@@ -317,41 +327,43 @@ void PrefixDisk::scan(bool only_new) {
     for (const auto& p : damaged) remove_entry(p);
     for (auto& e : found) {
         std::erase_if(m_entries, [&](const Entry& x) { return x.path == e.path; });
-        m_entries.push_back(std::move(e));
+        if (fs::exists(e.path, ec)) m_entries.push_back(std::move(e));  // not evicted while it was read
     }
+}
+
+bool PrefixDisk::touch_stored(const std::vector<int32_t>& ids) {
+    for (auto it = m_entries.begin(); it != m_entries.end(); ++it)
+        if (it->ids == ids) {
+            if (touch(it->path)) return true;
+            m_entries.erase(it);  // gone (another engine's eviction): to be written again
+            return false;
+        }
+    return false;
 }
 
 bool PrefixDisk::touch_if_stored(const std::vector<int32_t>& ids) {
     std::lock_guard lock(m_mutex);
-    for (const auto& e : m_entries)
-        if (e.ids == ids) {
-            touch(e.path);
-            return true;
-        }
-    return false;
+    return touch_stored(ids);
 }
 
 void PrefixDisk::store(std::shared_ptr<const SavedPrefix> p) {
     if (!p || p->ids.empty()) return;
     {
         std::lock_guard lock(m_mutex);
-        for (const auto& e : m_entries)
-            if (e.ids == p->ids) {
-                touch(e.path);
-                return;
-            }
-        // A queued prefix that this one extends would be replaced by it at once.
-        std::erase_if(m_queue, [&](const auto& q) {
-            if (common_prefix(q->ids, p->ids) != int64_t(q->ids.size())) return false;
-            m_queued_bytes -= q->bytes();
-            return true;
-        });
-        if (m_queued_bytes + p->bytes() > std::min(m_budget, k_max_queued_bytes)) {
+        if (touch_stored(p->ids)) return;
+        // A queued prefix that this one extends would be replaced by it at once (dropped
+        // only when this one is taken).
+        auto extended = [&](const auto& q) { return common_prefix(q->ids, p->ids) == int64_t(q->ids.size()); };
+        uint64_t freed = 0;
+        for (const auto& q : m_queue)
+            if (extended(q)) freed += q->bytes();
+        if (m_queued_bytes - freed + p->bytes() > std::min(m_budget, k_max_queued_bytes)) {
             engine_log().warn("prefix cache {}: the disk is behind; a prefix of {} tokens is not written", m_dir.string(),
                               p->ids.size());
             return;
         }
-        m_queued_bytes += p->bytes();
+        std::erase_if(m_queue, extended);
+        m_queued_bytes = m_queued_bytes - freed + p->bytes();
         m_queue.push_back(std::move(p));
     }
     m_cv.notify_all();
@@ -390,11 +402,10 @@ void PrefixDisk::write_one(const SavedPrefix& p) {
     if (total > m_budget) return;
     evict_until(m_budget - total);
     const fs::path final_path = m_dir / file_name(m_identity, p.ids);
+    // Unique across the engines of this process and of others on the folder.
+    static std::atomic<uint64_t> counter{0};
     fs::path tmp = final_path;
-    {
-        std::lock_guard lock(m_mutex);
-        tmp += std::string(".tmp-") + std::to_string(::getpid()) + "-" + std::to_string(++m_tmp_counter);
-    }
+    tmp += std::string(".tmp-") + std::to_string(::getpid()) + "-" + std::to_string(++counter);
     const uint32_t crc = cpx::body_crc(p);
     const uint8_t crc_bytes[4] = {uint8_t(crc), uint8_t(crc >> 8), uint8_t(crc >> 16), uint8_t(crc >> 24)};
     std::error_code ec;
@@ -475,9 +486,16 @@ std::optional<SavedPrefix> PrefixDisk::take(const std::vector<int32_t>& ids, int
             }
         }
         if (best.path.empty()) {
-            // Files another engine wrote since (a model loaded again, a server beside the app).
+            // Files another engine wrote since (a model loaded again, a server beside the app):
+            // looked for when the folder changed since it was read.
             if (rescanned) return std::nullopt;
             rescanned = true;
+            std::error_code ec;
+            const auto dir_time = fs::last_write_time(m_dir, ec);
+            {
+                std::lock_guard lock(m_mutex);
+                if (!ec && dir_time == m_dir_time) return std::nullopt;
+            }
             try {
                 scan(true);
             } catch (const Error& e) {
@@ -509,6 +527,9 @@ std::optional<SavedPrefix> PrefixDisk::take(const std::vector<int32_t>& ids, int
                 throw Error(ErrorCode::BadFormat, "checksum mismatch in the cached rows");
             touch(best.path);
             return p;
+        } catch (const std::bad_alloc&) {  // the file may be fine: leave it
+            engine_log().warn("prefix cache file {}: not enough memory to read it back", best.path.string());
+            return std::nullopt;
         } catch (const std::exception& e) {
             std::error_code ec;
             std::lock_guard lock(m_mutex);
@@ -525,9 +546,16 @@ void PrefixDisk::clear(bool every_identity) {
         m_queue.clear();
         m_queued_bytes = 0;
         m_cv.wait(lock, [&] { return !m_writing; });
-        while (!m_entries.empty()) remove_entry(m_entries.back().path);
+        m_entries.clear();
     }
-    if (every_identity) remove_all(m_dir);
+    if (every_identity) {
+        remove_all(m_dir);
+        return;
+    }
+    // This identity's names, also those another engine wrote since the folder was read.
+    std::error_code ec;
+    for (const auto& path : list(m_dir, is_prefix_file))
+        if (path.filename().string().starts_with(m_prefix)) fs::remove(path, ec);
 }
 
 void PrefixDisk::remove_all(const fs::path& dir) {

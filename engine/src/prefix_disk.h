@@ -144,6 +144,7 @@ private:
     void write_one(const SavedPrefix& p);
     void evict_until(uint64_t limit);  // m_mutex not held
     void remove_entry(const std::filesystem::path& path);  // m_mutex held
+    bool touch_stored(const std::vector<int32_t>& ids);     // m_mutex held; drops an entry whose file went
 
     const std::filesystem::path m_dir;
     const std::string m_identity, m_prefix;  // m_prefix: the hash part of this identity's names
@@ -155,7 +156,7 @@ private:
     std::deque<std::shared_ptr<const SavedPrefix>> m_queue;
     uint64_t m_queued_bytes = 0;
     bool m_writing = false, m_stop = false;
-    uint64_t m_tmp_counter = 0;
+    std::filesystem::file_time_type m_dir_time;  // the folder's modification time when last read
     std::thread m_writer;
 };
 
