@@ -577,6 +577,10 @@ void MainWindow::buildMenus() {
         if (!m->kv_cache_type.isEmpty()) args << QStringLiteral("--kv-cache") << m->kv_cache_type;
         if (m_loaded_request.fp8_on_load) args << QStringLiteral("--fp8");
         if (m_loaded_request.n_threads > 0) args << QStringLiteral("--threads") << QString::number(m_loaded_request.n_threads);
+        // Its clients' conversations go on after a restart too, in the same folder (one
+        // budget; Clear conversation caches removes them with the app's).
+        if (!m_loaded_request.prefix_cache_dir.isEmpty())
+            args << QStringLiteral("--prefix-cache") << m_loaded_request.prefix_cache_dir;
         m_server->start(m->model_dir, QSettings().value(QStringLiteral("server/port"), 8765).toInt(), args);
     });
     connect(m_server, &LocalServer::started, this, [this](const QString& url) {
