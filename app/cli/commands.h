@@ -15,6 +15,7 @@ void add_bench_command(CLI::App& app);
 void add_history_command(CLI::App& app);
 void add_chat_command(CLI::App& app);     // needs storage: CETUS_HAVE_STORAGE  // needs storage: CETUS_HAVE_STORAGE
 void add_generate_command(CLI::App& app);
+void add_cache_command(CLI::App& app);      // the prefix cache folder (cmd_cache.cpp)
 void add_tokenize_commands(CLI::App& app);  // tokenize, detokenize (cmd_tokenize.cpp)
 void add_serve_command(CLI::App& app);      // needs cpp-httplib: CETUS_HAVE_HTTPLIB
 

@@ -38,6 +38,7 @@ int main(int argc, char** argv) {
     cetus::cli::add_chat_command(app);
 #endif
     cetus::cli::add_generate_command(app);
+    cetus::cli::add_cache_command(app);
     cetus::cli::add_tokenize_commands(app);
 #ifdef CETUS_HAVE_HTTPLIB
     cetus::cli::add_serve_command(app);

@@ -40,6 +40,31 @@ void Engine::clear_prefix_cache(bool every_model) {
 
 void Engine::remove_prefix_files(const std::filesystem::path& dir) { PrefixDisk::remove_all(dir); }
 
+std::vector<PrefixFileInfo> Engine::list_prefix_files(const std::filesystem::path& dir) {
+    std::vector<PrefixFileInfo> out;
+    for (PrefixDisk::FileInfo& f : PrefixDisk::describe(dir)) {
+        PrefixFileInfo i;
+        i.path = std::move(f.path);
+        i.tag = std::move(f.tag);
+        i.tokens = f.tokens;
+        i.bytes = f.bytes;
+        i.last_used_s = f.last_used_s;
+        i.problem = std::move(f.problem);
+        // The identity's lines (finish_init): the model's, the backend's, the cache's.
+        size_t at = 0;
+        while (at < f.identity.size()) {
+            const size_t end = std::min(f.identity.find('\n', at), f.identity.size());
+            const std::string line = f.identity.substr(at, end - at);
+            if (line.starts_with("model folder ") || line.starts_with("random model ")) i.model = line;
+            else if (line.starts_with("backend ")) i.backend = line.substr(8);
+            else if (line.starts_with("cache ")) i.cache_type = line.substr(6);
+            at = end + 1;
+        }
+        out.push_back(std::move(i));
+    }
+    return out;
+}
+
 void Engine::forget_prefixes(const std::string& cache_tag) { m_generator->forget_tagged(cache_tag); }
 
 size_t Engine::forget_prefix_files(const std::filesystem::path& dir, const std::string& cache_tag) {

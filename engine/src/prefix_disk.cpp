@@ -581,6 +581,41 @@ size_t PrefixDisk::remove_tagged(const fs::path& dir, const std::string& tag) {
     return removed;
 }
 
+std::vector<PrefixDisk::FileInfo> PrefixDisk::describe(const fs::path& dir) {
+    std::vector<FileInfo> out;
+    std::vector<fs::file_time_type> times;
+    for (const auto& path : list(dir, is_prefix_file)) {
+        FileInfo f;
+        f.path = path;
+        std::error_code ec;
+        f.bytes = fs::file_size(path, ec);
+        if (ec) continue;  // gone meanwhile
+        const auto t = fs::last_write_time(path, ec);
+        if (ec) continue;
+        f.last_used_s = std::chrono::duration_cast<std::chrono::seconds>(
+                            std::chrono::file_clock::to_sys(t).time_since_epoch()).count();
+        try {
+            std::ifstream in;
+            cpx::Head h = read_head(path, in);
+            f.identity = std::move(h.identity);
+            f.tag = std::move(h.tag);
+            f.tokens = int64_t(h.ids.size());
+        } catch (const std::exception& e) {
+            f.problem = e.what();
+        }
+        out.push_back(std::move(f));
+        times.push_back(t);
+    }
+    std::vector<size_t> order(out.size());
+    for (size_t k = 0; k < order.size(); ++k) order[k] = k;
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+        return times[a] != times[b] ? times[a] < times[b] : out[a].path < out[b].path;
+    });
+    std::vector<FileInfo> sorted;
+    for (size_t k : order) sorted.push_back(std::move(out[k]));
+    return sorted;
+}
+
 void PrefixDisk::forget(const std::string& tag) {
     if (tag.empty()) return;
     {

@@ -130,6 +130,14 @@ public:
     // Removes every prefix file of a folder whose tag is this one (not empty); the
     // number removed. Throws Error(Io) when the folder exists but cannot be listed.
     static size_t remove_tagged(const std::filesystem::path& dir, const std::string& tag);
+    // Every prefix file of a folder (heads only), least recently used first.
+    struct FileInfo {
+        std::filesystem::path path;
+        std::string identity, tag, problem;  // problem: why the head does not read; else empty
+        int64_t tokens = 0, last_used_s = 0;
+        uint64_t bytes = 0;
+    };
+    static std::vector<FileInfo> describe(const std::filesystem::path& dir);
     // File name of a prefix: hash of the identity, hash of the ids.
     static std::string file_name(const std::string& identity, const std::vector<int32_t>& ids);
 

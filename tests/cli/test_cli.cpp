@@ -100,7 +100,33 @@ private slots:
         QCOMPARE(second["reused_prefix_tokens"].get<int>(), second["prompt_tokens"].get<int>() - 1);
         QCOMPARE(second["text"], first["text"]);
         QVERIFY(second["disk_prefixes"].get<int>() >= 1);
-        int code = 0;
+        // cetus-cli cache: what the folder holds (a file that is not one is listed with why),
+        // forgetting a tag it does not hold, clearing it.
+        QFile junk(QDir(cache.path()).filePath(QStringLiteral("0000000000000000-0000000000000000.cpx")));
+        QVERIFY(junk.open(QIODevice::WriteOnly));
+        junk.write("not a prefix");
+        junk.close();
+        int code = -1;
+        auto listed = nlohmann::json::parse(run({"cache", "--dir", cache.path(), "list", "--json"}, {}, &code).toStdString());
+        QCOMPARE(code, 0);
+        QCOMPARE(listed.size(), size_t(2));
+        int readable = 0;
+        for (const auto& f : listed) {
+            if (f.contains("problem")) {
+                QVERIFY(f["problem"].get<std::string>().find("shorter than the header") != std::string::npos);
+                continue;
+            }
+            ++readable;
+            QVERIFY(f["model"].get<std::string>().find(m.toStdString()) != std::string::npos);
+            QCOMPARE(f["backend"].get<std::string>(), std::string("cpu"));
+            QVERIFY(f["tokens"].get<int>() >= second["prompt_tokens"].get<int>());
+            QVERIFY(f["bytes"].get<int>() > 0 && f["last_used_s"].get<int64_t>() > 0);
+        }
+        QCOMPARE(readable, 1);
+        QVERIFY(run({"cache", "--dir", cache.path(), "forget", "no-such-tag"}, {}, &code).contains("removed 0 files"));
+        QVERIFY(run({"cache", "--dir", cache.path(), "clear"}, {}, &code).contains("removed 2 files"));
+        QCOMPARE(code, 0);
+        QCOMPARE(QDir(cache.path()).entryList({QStringLiteral("*.cpx")}, QDir::Files).size(), 0);
         const auto j = nlohmann::json::parse(run({"bench", "--random-model", "tiny", "--restart", "--prompt", "64",
                                                   "--followup", "8", "--repeat", "2", "--json"},
                                                  {}, &code));

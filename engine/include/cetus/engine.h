@@ -98,6 +98,20 @@ struct RandomModelOptions {
 };
 std::vector<std::string> random_model_presets();
 
+// A file of a prefix cache folder (EngineOptions::prefix_cache_dir), as listed by
+// Engine::list_prefix_files.
+struct PrefixFileInfo {
+    std::filesystem::path path;
+    std::string model;       // the model it belongs to: "model folder DIR" or "random model ..."
+    std::string backend;     // e.g. "cpu", "cuda, NVIDIA H200, sm_90, CUDA 13.0"
+    std::string cache_type;  // e.g. "f32, 4608 bytes per token"
+    std::string tag;         // its conversation (GenerateRequest::cache_tag); may be empty
+    int64_t tokens = 0;
+    uint64_t bytes = 0;
+    int64_t last_used_s = 0;  // seconds since 1970 (the file's modification time)
+    std::string problem;      // why it cannot be read; empty when its head reads
+};
+
 class Model;
 class Backend;
 
@@ -147,6 +161,9 @@ public:
     // Removes every prefix file (any model's) from a prefix cache folder; nothing when
     // it does not exist. For a folder no loaded engine uses. Throws Error(Io).
     static void remove_prefix_files(const std::filesystem::path& dir);
+    // Every prefix file of a folder, least recently used first (heads only; the rows'
+    // checksum is checked when a file is used). Throws Error(Io) when it cannot be listed.
+    static std::vector<PrefixFileInfo> list_prefix_files(const std::filesystem::path& dir);
     // EngineOptions::prefix_store_bytes, changed on a loaded engine (benchmarks).
     void set_prefix_store_bytes(uint64_t bytes);
 
