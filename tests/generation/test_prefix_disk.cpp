@@ -53,6 +53,17 @@ cetus::GenerateRequest chat(std::vector<cetus::ChatMessage> messages, bool mtp, 
 
 const std::string k_padding = " Please answer in one short sentence, and mind that I am asking about this subject only.";
 
+// Three conversations answered by an engine on dir, which then goes: the first two were
+// stored as the next one came, the last one is written as it goes.
+std::vector<std::vector<cetus::ChatMessage>> three_answered_conversations(const fs::path& dir) {
+    std::vector<std::vector<cetus::ChatMessage>> convs = {{{"user", "What is the capital of France?" + k_padding}},
+                                                          {{"user", "What does the word generous mean?" + k_padding}},
+                                                          {{"user", "What is the opposite of ancient?" + k_padding}}};
+    auto first = load(k_demo, dir);
+    for (auto& c : convs) c.push_back({"assistant", first->generate(chat(c, true, 0.0f)).text});
+    return convs;
+}
+
 std::vector<fs::path> prefix_files(const fs::path& dir) {
     std::vector<fs::path> out;
     for (const auto& e : fs::directory_iterator(dir))
@@ -136,13 +147,7 @@ private slots:
     void restartGoesOn() {
         QTemporaryDir tmp;
         const fs::path dir = tmp.path().toStdString();
-        std::vector<std::vector<cetus::ChatMessage>> convs = {{{"user", "What is the capital of France?" + k_padding}},
-                                                              {{"user", "What does the word generous mean?" + k_padding}},
-                                                              {{"user", "What is the opposite of ancient?" + k_padding}}};
-        {
-            auto first = load(k_demo, dir);
-            for (auto& c : convs) c.push_back({"assistant", first->generate(chat(c, true, 0.0f)).text});
-        }
+        auto convs = three_answered_conversations(dir);
         QCOMPARE(prefix_files(dir).size(), size_t(3));
         QVERIFY2(warnings().isEmpty(), qPrintable(warnings()));
 
@@ -325,13 +330,7 @@ private slots:
     void damagedFilesAreRemoved() {
         QTemporaryDir tmp;
         const fs::path dir = tmp.path().toStdString();
-        std::vector<std::vector<cetus::ChatMessage>> convs = {{{"user", "What is the capital of France?" + k_padding}},
-                                                              {{"user", "What does the word generous mean?" + k_padding}},
-                                                              {{"user", "What is the opposite of ancient?" + k_padding}}};
-        {
-            auto first = load(k_demo, dir);
-            for (auto& c : convs) c.push_back({"assistant", first->generate(chat(c, true, 0.0f)).text});
-        }
+        auto convs = three_answered_conversations(dir);
         const auto files = prefix_files(dir);
         QCOMPARE(files.size(), size_t(3));
         for (size_t i = 0; i < files.size(); ++i) {
