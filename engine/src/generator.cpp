@@ -148,22 +148,32 @@ int64_t Generator::reuse_prefix(const std::vector<int32_t>& ids, bool* restored,
     }
     // The disk tier, when one of its files serves the request better still (read here,
     // instead of a prefill; a damaged file is removed and the next best tried).
+    bool read_from_disk = false;
     if (m_disk) {
         if (auto read = m_disk->take(ids, best_len, m_backend.capacity())) {
             if (take) m_saved.push_back({std::move(take), ++m_clock});  // stays stored
             take = std::make_shared<const SavedPrefix>(std::move(*read));
+            read_from_disk = true;
             if (from_disk) *from_disk = true;
         }
     }
     // Leaving the live prefix (the request keeps less than half of it, or a stored one
     // replaces it): keep it for when its conversation goes on.
     const int64_t live = int64_t(m_cached_ids.size());
-    if (take || (live - p >= k_min_stored_tokens && 2 * p < live)) stash_live();
+    try {
+        if (take || (live - p >= k_min_stored_tokens && 2 * p < live)) stash_live();
+        if (take) {
+            // Nothing is trusted while the rows are replaced (a device error part-way).
+            m_cached_ids.clear();
+            m_mtp_valid = 0;
+            m_backend.load_rows(int64_t(take->ids.size()), take->rows.data());
+        }
+    } catch (...) {
+        // The prefix taken out of the store stays there (one read from disk is still on disk).
+        if (take && !read_from_disk) m_saved.push_back({std::move(take), ++m_clock});
+        throw;
+    }
     if (take) {
-        // Nothing is trusted while the rows are replaced (a device error part-way).
-        m_cached_ids.clear();
-        m_mtp_valid = 0;
-        m_backend.load_rows(int64_t(take->ids.size()), take->rows.data());
         m_cached_ids = take->ids;
         m_mtp_valid = take->mtp_valid;
         if (!take->hidden.empty() && !m_hidden.empty()) std::copy(take->hidden.begin(), take->hidden.end(), m_hidden.data());

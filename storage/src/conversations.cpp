@@ -231,6 +231,14 @@ ConversationStats Store::statistics(int64_t conversation_id) {
         q->step();
         s.routing_trace_bytes = q->col_int(0);
     }
+    {
+        auto q = m_impl->sql(
+            "SELECT coalesce(sum(length(t.data)), 0) FROM token_probabilities t JOIN messages m ON m.id = t.message_id "
+            "WHERE m.conversation_id = ?1");
+        q->bind(1, conversation_id);
+        q->step();
+        s.token_probability_bytes = q->col_int(0);
+    }
     return s;
 }
 

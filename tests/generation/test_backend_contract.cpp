@@ -48,7 +48,13 @@ public:
         m_inner.save_rows(n, out);
         m_saved_mtp[out] = std::min(m_mtp_rows, n);
     }
+    bool fail_next_load = false;  // as a device error part-way through a restore
     void load_rows(int64_t n, const uint8_t* in) override {
+        if (fail_next_load) {
+            fail_next_load = false;
+            m_inner.clear();
+            throw cetus::Error(cetus::ErrorCode::Device, "load_rows failed (test)");
+        }
         ++n_load;
         const auto it = m_saved_mtp.find(in);
         if (it == m_saved_mtp.end()) violations << QStringLiteral("load_rows from rows never saved");
@@ -325,6 +331,38 @@ private slots:
         QVERIFY(g.stored_prefixes() >= 2);
         g.set_prefix_store_bytes(0);  // a smaller budget drops what no longer fits
         QCOMPARE(g.stored_prefixes(), size_t(0));
+    }
+
+    // A restore that fails part-way (a device error while its rows are copied in) fails
+    // that request and loses nothing: the prefix stays stored, and the next try gets it.
+    void failedRestoreKeepsTheStoredPrefix() {
+        cetus::EngineOptions o;
+        o.model_dir = std::string(CETUS_SOURCE_DIR) + "/resources/models/cetus-demo";
+        o.device = cetus::Device::Cpu;
+        o.max_context = 512;
+        auto engine = cetus::Engine::load(o);
+        CheckingBackend backend(engine->model(), 512);
+        cetus::Generator g(engine->model(), backend, engine->tokenizer());
+        g.set_prefix_store_bytes(64 << 20);
+        const std::string padding = " Please answer in one short sentence, and mind that I am asking about this subject only.";
+        std::vector<cetus::ChatMessage> a = {{"user", "What is the capital of France?" + padding + padding}};
+        const std::vector<cetus::ChatMessage> b = {{"user", "What does the word generous mean?" + padding}};
+        a.push_back({"assistant", g.run(chat(a, true), {}).text});
+        g.run(chat(b, true), {});  // a is stored
+        QCOMPARE(g.stored_prefixes(), size_t(1));
+        a.push_back({"user", "And of Italy?"});
+        backend.fail_next_load = true;
+        bool threw = false;
+        try {
+            g.run(chat(a, true), {});
+        } catch (const cetus::Error& e) {
+            threw = e.code() == cetus::ErrorCode::Device;
+        }
+        QVERIFY(threw);
+        QVERIFY(g.stored_prefixes() >= 1);
+        const auto again = g.run(chat(a, true), {});
+        QVERIFY(again.stats.prefix_restored);
+        QVERIFY(again.stats.reused_prefix_tokens > engine->count_tokens(chat(a, true)) / 2);
     }
 };
 

@@ -2,6 +2,7 @@
 // paging, rename/pin/archive/delete, branches, auto-titles, statistics, the
 // streaming checkpoint, recovery of unfinished answers, transactions.
 #include "cetus/storage/store.h"
+#include "cetus/storage/token_probabilities.h"
 
 #include <QtTest>
 
@@ -230,6 +231,12 @@ private slots:
         const int64_t b = s.branch_at(a, "", MessageState::Streaming);
         s.finish_message(b, "de", MessageState::Interrupted, R"({"n_generated_tokens":2,"decode_tokens_per_s":10})");
         s.set_routing_trace(a, RoutingTrace{2, 2, 1, {1, 2, 3, 4}, {0.1f, 0.2f, 0.3f, 0.4f}});
+        TokenProbabilities probabilities;
+        probabilities.top_n = 1;
+        probabilities.logprobs = {-0.5f, -1.5f};
+        probabilities.alternatives = {{"ab", -0.5f}, {"c", -0.25f}};
+        s.set_token_probabilities(a, probabilities);
+        s.set_token_probabilities(b, probabilities);
         const ConversationStats st = s.statistics(c);
         QCOMPARE(st.n_messages, int64_t(3));
         QCOMPARE(st.n_user_messages, int64_t(1));
@@ -243,6 +250,7 @@ private slots:
         QCOMPARE(st.n_draft_accepted, int64_t(6));
         QCOMPARE(st.mean_decode_tokens_per_s, 15.0);
         QVERIFY(st.routing_trace_bytes > 32);
+        QCOMPARE(st.token_probability_bytes, int64_t(2 * encode_token_probabilities(probabilities).size()));
         QVERIFY(st.first_ms > 0 && st.last_ms >= st.first_ms);
         QCOMPARE(error_of([&] { s.statistics(99); }), StorageErrorCode::NotFound);
     }

@@ -136,6 +136,7 @@ struct ConversationStats {
     int64_t n_draft_accepted = 0;
     double mean_decode_tokens_per_s = 0;  // over messages that report it
     int64_t routing_trace_bytes = 0;      // stored (compressed) size
+    int64_t token_probability_bytes = 0;  // stored size of the answers' token probabilities
     int64_t first_ms = 0;
     int64_t last_ms = 0;
 };
