@@ -174,14 +174,14 @@ static std::string model_files_identity(const std::filesystem::path& dir) {
         if (size_ec || time_ec) continue;
         // Three 4 KiB samples of the contents (start, middle, end): another checkpoint of the
         // same sizes copied with its times kept still differs there.
-        uint64_t h = 14695981039346656037ull;
+        uint64_t h = cpx::k_fnv_offset;
         if (std::ifstream in(it->path(), std::ios::binary); in) {
             char buf[4096];
             for (const uint64_t at : {uint64_t(0), size / 2, size > sizeof buf ? size - sizeof buf : 0}) {
                 in.clear();
                 in.seekg(std::streamoff(at));
                 in.read(buf, sizeof buf);
-                for (std::streamsize k = 0; k < in.gcount(); ++k) h = (h ^ uint8_t(buf[k])) * 1099511628211ull;
+                h = cpx::fnv1a(buf, size_t(in.gcount()), h);
             }
         }
         lines.push_back(name + " " + std::to_string(size) + " " + std::to_string(time.time_since_epoch().count()) + " " +
@@ -359,7 +359,7 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions& o, const LoadProgress&
     e->make_backend(o, use_cuda, upload);
     e->finish_init(o.model_dir.filename().empty() ? o.model_dir.parent_path().filename().string()
                                                   : o.model_dir.filename().string(),
-                   o, model_files_identity(o.model_dir));
+                   o, o.prefix_cache_dir.empty() ? std::string() : model_files_identity(o.model_dir));
     report(progress, 1.0f, "ready");
     return e;
 }

@@ -145,16 +145,17 @@ uint32_t body_crc(const SavedPrefix& p) {
     return crc_update(c, p.hidden.data(), 4 * uint64_t(p.hidden.size()));
 }
 
-}  // namespace cpx
-
-namespace {
-
-uint64_t fnv1a(const void* data, size_t n) {
-    uint64_t h = 14695981039346656037ull;
+uint64_t fnv1a(const void* data, size_t n, uint64_t h) {
     const auto* p = static_cast<const uint8_t*>(data);
     for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
     return h;
 }
+
+}  // namespace cpx
+
+namespace {
+
+using cpx::fnv1a;
 
 std::string hex16(uint64_t v) {
     char buf[17];

@@ -77,6 +77,10 @@ Head parse_head(std::span<const uint8_t> head);
 SavedPrefix decode_body(const Head& head, std::span<const uint8_t> body);
 // The whole file in memory (the fuzz target and tests): parse_head + decode_body.
 SavedPrefix decode(std::span<const uint8_t> file, Head* head_out = nullptr);
+// FNV-1a over bytes, continuing from h: the files' names, and the identity's samples
+// of model files (engine.cpp).
+constexpr uint64_t k_fnv_offset = 14695981039346656037ull;
+uint64_t fnv1a(const void* data, size_t n, uint64_t h = k_fnv_offset);
 // The file's bytes for a prefix (the head and body CRCs computed here).
 std::vector<uint8_t> encode_head(const std::string& identity, const SavedPrefix& p);
 uint32_t body_crc(const SavedPrefix& p);

@@ -223,22 +223,19 @@ ConversationStats Store::statistics(int64_t conversation_id) {
         q->step();
         s.n_branches = q->col_int(0);
     }
-    {
-        auto q = m_impl->sql(
-            "SELECT coalesce(sum(length(t.data)), 0) FROM routing_traces t JOIN messages m ON m.id = t.message_id "
-            "WHERE m.conversation_id = ?1");
+    // Stored sizes of the per-answer blobs (the statements are cached by their text).
+#define CETUS_BLOB_BYTES(table)                                                                  \
+    "SELECT coalesce(sum(length(t.data)), 0) FROM " table " t JOIN messages m ON m.id = t.message_id " \
+    "WHERE m.conversation_id = ?1"
+    const auto blob_bytes = [&](const char* sql) {
+        auto q = m_impl->sql(sql);
         q->bind(1, conversation_id);
         q->step();
-        s.routing_trace_bytes = q->col_int(0);
-    }
-    {
-        auto q = m_impl->sql(
-            "SELECT coalesce(sum(length(t.data)), 0) FROM token_probabilities t JOIN messages m ON m.id = t.message_id "
-            "WHERE m.conversation_id = ?1");
-        q->bind(1, conversation_id);
-        q->step();
-        s.token_probability_bytes = q->col_int(0);
-    }
+        return q->col_int(0);
+    };
+    s.routing_trace_bytes = blob_bytes(CETUS_BLOB_BYTES("routing_traces"));
+    s.token_probability_bytes = blob_bytes(CETUS_BLOB_BYTES("token_probabilities"));
+#undef CETUS_BLOB_BYTES
     return s;
 }
 

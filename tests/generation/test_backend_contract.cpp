@@ -137,6 +137,15 @@ cetus::GenerateRequest chat(std::vector<cetus::ChatMessage> messages, bool mtp, 
     return r;
 }
 
+// The bundled demo model (a tokenizer and an MTP layer) on the CPU.
+std::unique_ptr<cetus::Engine> load_demo(int64_t context) {
+    cetus::EngineOptions o;
+    o.model_dir = std::string(CETUS_SOURCE_DIR) + "/resources/models/cetus-demo";
+    o.device = cetus::Device::Cpu;
+    o.max_context = context;
+    return cetus::Engine::load(o);
+}
+
 }  // namespace
 
 class TestBackendContract : public QObject {
@@ -244,11 +253,7 @@ private slots:
     // host as well, the choices stay the device's (the same ids as without them), and the
     // figures are the host path's.
     void logprobsKeepDeviceChoices() {
-        cetus::EngineOptions o;
-        o.model_dir = std::string(CETUS_SOURCE_DIR) + "/resources/models/cetus-demo";
-        o.device = cetus::Device::Cpu;
-        o.max_context = 256;
-        auto engine = cetus::Engine::load(o);
+        auto engine = load_demo(256);
         CheckingBackend device(engine->model(), 256), host(engine->model(), 256);
         device.set_device_sampling(true);
         cetus::Generator on_device(engine->model(), device, engine->tokenizer());
@@ -287,11 +292,7 @@ private slots:
     // loaded through the backend, MTP rows and hidden states included) and answer
     // exactly as a generator that recomputes everything; with no budget nothing is kept.
     void prefixStoreSwitchesConversations() {
-        cetus::EngineOptions o;
-        o.model_dir = std::string(CETUS_SOURCE_DIR) + "/resources/models/cetus-demo";
-        o.device = cetus::Device::Cpu;
-        o.max_context = 512;
-        auto engine = cetus::Engine::load(o);
+        auto engine = load_demo(512);
         CheckingBackend backend(engine->model(), 512), plain_backend(engine->model(), 512);
         cetus::Generator g(engine->model(), backend, engine->tokenizer());
         cetus::Generator plain(engine->model(), plain_backend, engine->tokenizer());
@@ -336,11 +337,7 @@ private slots:
     // A restore that fails part-way (a device error while its rows are copied in) fails
     // that request and loses nothing: the prefix stays stored, and the next try gets it.
     void failedRestoreKeepsTheStoredPrefix() {
-        cetus::EngineOptions o;
-        o.model_dir = std::string(CETUS_SOURCE_DIR) + "/resources/models/cetus-demo";
-        o.device = cetus::Device::Cpu;
-        o.max_context = 512;
-        auto engine = cetus::Engine::load(o);
+        auto engine = load_demo(512);
         CheckingBackend backend(engine->model(), 512);
         cetus::Generator g(engine->model(), backend, engine->tokenizer());
         g.set_prefix_store_bytes(64 << 20);
