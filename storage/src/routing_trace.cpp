@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <cstring>
 #include <string>
 
@@ -21,6 +22,10 @@ constexpr int k_max_top_k = 256;
 constexpr uint64_t k_max_entries = uint64_t(1) << 28;
 constexpr uint8_t k_weights_u8 = 1;
 constexpr uint8_t k_stored = 0, k_deflated = 1;
+// The smallest scale: the least normal float. Below it a scale loses relative
+// precision (a subnormal has fewer significant bits), and codes computed against
+// a rounded scale would miss the weights by more than the tolerance promises.
+constexpr float k_min_scale = std::numeric_limits<float>::min();
 
 [[noreturn]] void invalid(const std::string& what) {
     throw StorageError(StorageErrorCode::InvalidArgument, "routing trace: " + what);
@@ -35,11 +40,12 @@ uint32_t get16(const uint8_t* p) { return uint32_t(p[0]) | (uint32_t(p[1]) << 8)
 uint32_t get32(const uint8_t* p) { return get16(p) | (get16(p + 2) << 16); }
 
 // Covers the header up to the CRC field and the inflated payload, so no flipped
-// bit anywhere goes unnoticed.
+// bit anywhere goes unnoticed. zlib's crc32 answers 0 for a null buffer whatever
+// came before, so an empty payload (whose data() is null) is not passed to it.
 uint32_t crc_of(const uint8_t* header, const std::vector<uint8_t>& raw) {
     uLong crc = ::crc32(0L, Z_NULL, 0);
     crc = ::crc32(crc, header, 28);
-    crc = ::crc32(crc, raw.data(), static_cast<uInt>(raw.size()));
+    if (!raw.empty()) crc = ::crc32(crc, raw.data(), static_cast<uInt>(raw.size()));
     return static_cast<uint32_t>(crc);
 }
 
@@ -48,7 +54,7 @@ uint32_t crc_of(const uint8_t* header, const std::vector<uint8_t>& raw) {
 float routing_weight_tolerance(const RoutingTrace& trace) {
     float max_weight = 0;
     for (float w : trace.weights) max_weight = std::max(max_weight, w);
-    return max_weight / 510.0f * 1.0001f;
+    return std::max(max_weight / 255.0f, k_min_scale) / 2.0f * 1.0001f;
 }
 
 std::vector<uint8_t> encode_routing_trace(const RoutingTrace& trace) {
@@ -70,7 +76,7 @@ std::vector<uint8_t> encode_routing_trace(const RoutingTrace& trace) {
         max_id = std::max(max_id, trace.expert_ids[i]);
     }
     const uint8_t id_bytes = max_id < 256 ? 1 : 2;
-    const float scale = max_weight > 0 ? max_weight / 255.0f : 1.0f;
+    const float scale = max_weight > 0 ? std::max(max_weight / 255.0f, k_min_scale) : 1.0f;
     if (!std::isfinite(scale * 255.0f)) invalid("weights too large to encode");  // what decoding requires
 
     std::vector<uint8_t> raw(n * (id_bytes + 1u));
@@ -129,8 +135,9 @@ RoutingTrace decode_routing_trace(std::span<const uint8_t> blob) {
     }
     const uint64_t n = uint64_t(n_tokens) * n_layers * top_k;
     if (n > k_max_entries) corrupt("too many entries");
-    // 255 * scale is the largest weight a code gives: finite, as encoding ensures.
-    if (!std::isfinite(scale * 255.0f) || scale <= 0) corrupt("bad weight scale");
+    // 255 * scale is the largest weight a code gives: finite, as encoding ensures;
+    // and encoding never writes a scale below the least normal float.
+    if (!std::isfinite(scale * 255.0f) || !(scale >= k_min_scale)) corrupt("bad weight scale");
     if (stored != blob.size() - k_header_bytes) corrupt("payload size disagrees with the blob size");
 
     const size_t raw_size = static_cast<size_t>(n) * (id_bytes + 1u);
@@ -149,7 +156,10 @@ RoutingTrace decode_routing_trace(std::span<const uint8_t> blob) {
             corrupt("payload does not inflate to the size the header gives");
         }
     }
-    if (crc_of(h, raw) != get32(h + 28)) corrupt("CRC mismatch");
+    // Before the empty payload was kept out of the CRC, an empty trace was written
+    // with the CRC 0; such blobs are still read.
+    const uint32_t crc = get32(h + 28);
+    if (crc_of(h, raw) != crc && !(raw.empty() && crc == 0)) corrupt("CRC mismatch");
 
     RoutingTrace trace;
     trace.n_layers = static_cast<int>(n_layers);

@@ -92,7 +92,7 @@ void try_blob_with_crc(const uint8_t* data, size_t size) {
     }
     uLong crc = ::crc32(0L, Z_NULL, 0);
     crc = ::crc32(crc, blob.data(), 28);
-    crc = ::crc32(crc, raw.data(), uInt(raw.size()));
+    if (!raw.empty()) crc = ::crc32(crc, raw.data(), uInt(raw.size()));
     for (int i = 0; i < 4; ++i) blob[size_t(28 + i)] = uint8_t(crc >> (8 * i));
     try_blob(blob.data(), blob.size());
 }

@@ -47,7 +47,7 @@ void reseal(std::vector<uint8_t>& blob, size_t raw_size) {
         QCOMPARE(::uncompress(raw.data(), &got, blob.data() + 32, uLong(blob.size() - 32)), Z_OK);
     }
     uLong crc = ::crc32(::crc32(0L, Z_NULL, 0), blob.data(), 28);
-    crc = ::crc32(crc, raw.data(), uInt(raw.size()));
+    if (!raw.empty()) crc = ::crc32(crc, raw.data(), uInt(raw.size()));
     for (int i = 0; i < 4; ++i) blob[size_t(28 + i)] = uint8_t(crc >> (8 * i));
 }
 
@@ -217,6 +217,10 @@ private slots:
         QTest::newRow("infinite") << float(INFINITY);
         QTest::newRow("zero") << 0.0f;
         QTest::newRow("negative") << -1.0f;
+        // Found by fuzz_routing_trace: with a subnormal scale a decoded trace no
+        // longer encoded again within the tolerance.
+        QTest::newRow("subnormal") << std::nextafter(FLT_MIN, 0.0f);
+        QTest::newRow("least_subnormal") << std::nextafter(0.0f, 1.0f);
     }
     void scales_must_give_finite_weights() {
         QFETCH(float, scale);
@@ -243,6 +247,59 @@ private slots:
         } catch (const StorageError& e) {
             QCOMPARE(e.code(), StorageErrorCode::InvalidArgument);
         }
+    }
+
+    // Weights so small that max/255 is subnormal: the scale stops at the least
+    // normal float, the error stays within the tolerance (which then is FLT_MIN/2),
+    // and a second encoding gives the same bytes unless every weight became 0.
+    void tiny_weights_round_trip() {
+        for (const float largest : {255 * FLT_MIN * 0.9f, 3 * FLT_MIN, FLT_MIN, FLT_TRUE_MIN * 56 * 156}) {
+            RoutingTrace t = make_trace(4, 2, 2, 8, 9);
+            float max_weight = 0;
+            for (float w : t.weights) max_weight = std::max(max_weight, w);
+            for (float& w : t.weights) w = w / max_weight * largest;
+            const auto blob = encode_routing_trace(t);
+            const RoutingTrace back = decode_routing_trace(blob);
+            const float tolerance = routing_weight_tolerance(t);
+            QVERIFY(tolerance >= FLT_MIN / 2);
+            for (size_t i = 0; i < t.weights.size(); ++i) {
+                QVERIFY2(std::fabs(back.weights[i] - t.weights[i]) <= tolerance,
+                         qPrintable(QString("largest %1, weight %2: %3 vs %4").arg(largest).arg(i).arg(back.weights[i]).arg(t.weights[i])));
+                QVERIFY(std::isnormal(back.weights[i]) || back.weights[i] == 0);
+            }
+            // (The last one decodes to zeros, which encode with the scale 1.)
+            if (largest >= FLT_MIN / 2) QVERIFY(encode_routing_trace(back) == blob);
+        }
+    }
+
+    // A trace without tokens has an empty payload; its CRC still covers the
+    // header, so a changed size or layer number is noticed. Blobs written before
+    // that (CRC 0) are still read.
+    void empty_trace_header_is_covered() {
+        RoutingTrace t;
+        t.n_layers = 3;
+        t.top_k = 2;
+        t.first_layer = 1;
+        auto blob = encode_routing_trace(t);
+        QCOMPARE(blob.size(), size_t(32));
+        QVERIFY(blob[28] | blob[29] | blob[30] | blob[31]);
+        QCOMPARE(decode_routing_trace(blob).first_layer, 1);
+        for (size_t byte : {12u, 14u, 16u}) {
+            auto damaged = blob;
+            damaged[byte] ^= 1;
+            try {
+                decode_routing_trace(damaged);
+                QFAIL(qPrintable(QString("a changed header byte %1 went unnoticed").arg(byte)));
+            } catch (const StorageError& e) {
+                QCOMPARE(e.code(), StorageErrorCode::Corrupt);
+            }
+        }
+        auto legacy = blob;
+        std::fill(legacy.begin() + 28, legacy.end(), uint8_t(0));
+        const RoutingTrace back = decode_routing_trace(legacy);
+        QCOMPARE(back.n_layers, 3);
+        QCOMPARE(back.top_k, 2);
+        QCOMPARE(back.n_tokens(), size_t(0));
     }
 };
 

@@ -37,7 +37,8 @@ struct RoutingTrace {
 // Encoding "CRT1" (little-endian): a 32-byte header (sizes, id width, weight
 // scale, CRC-32 of header and payload), then the expert-id plane (1 byte per id when all
 // ids < 256, else 2) and the weight plane (1 byte per weight, linear in
-// [0, max weight]; error at most max_weight / 510), deflated with zlib when
+// [0, max weight]; error at most max_weight / 510, or FLT_MIN / 2 when the
+// largest weight is below 255 * FLT_MIN), deflated with zlib when
 // that is smaller. DeepSeek-V3 (58 MoE layers, top-8) needs at most 928 bytes
 // per token before compression, against 2,784 for u16 ids and f32 weights.
 //
