@@ -51,6 +51,7 @@ void Generator::forget_live() {
     m_cached_ids.clear();
     m_live_tag.clear();
     m_mtp_valid = 0;
+    m_on_disk = 0;
     m_backend.clear();
 }
 
@@ -62,6 +63,11 @@ int64_t common_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>&
 // A prefix is worth keeping, or taking back, from this many tokens on: below that a
 // prefill costs about what copying the rows does.
 constexpr int64_t k_min_stored_tokens = 32;
+// The live prefix is written again after an answer once it has grown by a quarter
+// (and at least k_min_stored_tokens) since its last file: a conversation writes at
+// most about five times its final size in all, and a killed process loses at most a
+// fifth of it.
+constexpr int64_t k_checkpoint_growth_divisor = 4;
 }  // namespace
 
 uint64_t Generator::stored_bytes() const {
@@ -116,10 +122,26 @@ void Generator::stash_live() {
     if (m_disk) m_disk->store(std::move(e));  // written on the disk tier's own thread
 }
 
+void Generator::checkpoint() {
+    if (!m_disk) return;
+    const int64_t n = int64_t(m_cached_ids.size());
+    if (n < k_min_stored_tokens || n - m_on_disk < std::max(k_min_stored_tokens, m_on_disk / k_checkpoint_growth_divisor))
+        return;
+    try {
+        m_disk->store(copy_live());  // the file it extends goes once it is written
+        m_on_disk = n;
+    } catch (const std::exception& e) {
+        engine_log().warn("prefix cache {}: the conversation's prefix of {} tokens was not written: {}",
+                          m_disk->dir().string(), n, e.what());
+    }
+}
+
 void Generator::persist() {
     if (!m_disk) return;
-    if (int64_t(m_cached_ids.size()) >= k_min_stored_tokens && !m_disk->touch_if_stored(m_cached_ids))
+    if (int64_t(m_cached_ids.size()) >= k_min_stored_tokens && !m_disk->touch_if_stored(m_cached_ids)) {
         m_disk->store(copy_live());
+        m_on_disk = int64_t(m_cached_ids.size());
+    }
     m_disk->flush();
 }
 
@@ -176,6 +198,7 @@ int64_t Generator::reuse_prefix(const std::vector<int32_t>& ids, bool* restored,
     if (take) {
         m_cached_ids = take->ids;
         m_mtp_valid = take->mtp_valid;
+        m_on_disk = int64_t(take->ids.size());  // read from a file, or queued for one when stored
         if (!take->hidden.empty() && !m_hidden.empty()) std::copy(take->hidden.begin(), take->hidden.end(), m_hidden.data());
         p = common_prefix(m_cached_ids, ids);
         if (restored) *restored = true;
@@ -400,6 +423,7 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
     }
     if (p == n) --p;
     m_cached_ids.resize(size_t(p));
+    m_on_disk = std::min(m_on_disk, p);
     m_mtp_valid = std::min<int64_t>(m_mtp_valid, std::max<int64_t>(p - 1, 0));
     r.res.stats.reused_prefix_tokens = p;
 
@@ -577,6 +601,7 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
             sink(ev);
         }
     }
+    checkpoint();
     r.update_cache_stats();
     r.res.text = r.text;
     return std::move(r.res);

@@ -57,6 +57,10 @@ private:
     // of the (possibly restored) cache and ids.
     int64_t reuse_prefix(const std::vector<int32_t>& ids, bool* restored = nullptr, bool* from_disk = nullptr);
     void stash_live();
+    // After an answer: writes the cached prefix to the disk tier when it grew enough
+    // since the last such write, so a process that is killed (not quit) loses at most
+    // that growth. Best effort: a failure is logged, the answer stands.
+    void checkpoint();
     void evict_until(uint64_t limit);  // stored bytes at most limit, least recently used go first
     uint64_t stored_bytes() const;
     const Model& m_model;  // config and MTP count; the forward passes run on m_backend
@@ -65,6 +69,7 @@ private:
     std::vector<int32_t> m_cached_ids;  // ids whose main-cache rows are valid, in order
     std::string m_live_tag;             // the conversation they belong to (the last request's cache_tag)
     int64_t m_mtp_valid = 0;            // MTP cache rows valid: entry j = (h_j, id j+1)
+    int64_t m_on_disk = 0;              // how many of m_cached_ids a disk-tier file (written or queued) holds
     LazyArray<float> m_hidden;          // [capacity, H] post-norm hidden of cached positions
     std::vector<Stored> m_saved;        // the prefix store, least recently used first to go
     std::unique_ptr<PrefixDisk> m_disk;  // its disk tier, if any

@@ -352,6 +352,7 @@ void PrefixDisk::store(std::shared_ptr<const SavedPrefix> p) {
     {
         std::lock_guard lock(m_mutex);
         if (touch_stored(p->ids)) return;
+        if (m_in_flight && m_in_flight->ids == p->ids) return;  // being written (it is new when done)
         // A queued prefix that this one extends would be replaced by it at once (dropped
         // only when this one is taken).
         auto extended = [&](const auto& q) { return common_prefix(q->ids, p->ids) == int64_t(q->ids.size()); };
@@ -384,6 +385,7 @@ void PrefixDisk::writer_loop() {
         m_queue.pop_front();
         m_queued_bytes -= p->bytes();
         m_writing = true;
+        m_in_flight = p;
         lock.unlock();
         try {
             write_one(*p);
@@ -392,6 +394,7 @@ void PrefixDisk::writer_loop() {
         }
         p.reset();
         lock.lock();
+        m_in_flight.reset();
         m_writing = false;
         m_cv.notify_all();
     }
@@ -401,8 +404,16 @@ void PrefixDisk::write_one(const SavedPrefix& p) {
     const std::vector<uint8_t> head = cpx::encode_head(m_identity, p);
     const uint64_t total = head.size() + p.bytes() + 4;
     if (total > m_budget) return;
-    evict_until(m_budget - total);
     const fs::path final_path = m_dir / file_name(m_identity, p.ids);
+    // Room for it, not counting the files it replaces: one of the same name, and those
+    // whose ids it extends (an earlier file of the same conversation).
+    std::vector<fs::path> replaced{final_path};
+    {
+        std::lock_guard lock(m_mutex);
+        for (const auto& e : m_entries)
+            if (e.path != final_path && common_prefix(e.ids, p.ids) == int64_t(e.ids.size())) replaced.push_back(e.path);
+    }
+    evict_until(m_budget - total, replaced);
     // Unique across the engines of this process and of others on the folder.
     static std::atomic<uint64_t> counter{0};
     fs::path tmp = final_path;
@@ -441,7 +452,7 @@ void PrefixDisk::remove_entry(const fs::path& path) {
     std::erase_if(m_entries, [&](const Entry& e) { return e.path == path; });
 }
 
-void PrefixDisk::evict_until(uint64_t limit) {
+void PrefixDisk::evict_until(uint64_t limit, const std::vector<fs::path>& replaced) {
     // Every engine's prefix files in the folder share the budget; the least recently
     // used go first (ties by name, so that the order is the same for every engine).
     struct File {
@@ -452,6 +463,7 @@ void PrefixDisk::evict_until(uint64_t limit) {
     std::vector<File> all;
     uint64_t total = 0;
     for (const auto& path : list(m_dir, is_prefix_file)) {
+        if (std::find(replaced.begin(), replaced.end(), path) != replaced.end()) continue;
         std::error_code size_ec, time_ec;
         const uint64_t size = fs::file_size(path, size_ec);
         const auto t = fs::last_write_time(path, time_ec);

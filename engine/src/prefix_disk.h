@@ -154,7 +154,8 @@ private:
     void scan(bool only_new);  // m_mutex not held; reads the files it has not seen
     void writer_loop();
     void write_one(const SavedPrefix& p);
-    void evict_until(uint64_t limit);  // m_mutex not held
+    // m_mutex not held; replaced: files about to be replaced, left out of the count
+    void evict_until(uint64_t limit, const std::vector<std::filesystem::path>& replaced = {});
     void remove_entry(const std::filesystem::path& path);  // m_mutex held
     bool touch_stored(const std::vector<int32_t>& ids);     // m_mutex held; drops an entry whose file went
 
@@ -168,6 +169,7 @@ private:
     std::deque<std::shared_ptr<const SavedPrefix>> m_queue;
     uint64_t m_queued_bytes = 0;
     bool m_writing = false, m_stop = false;
+    std::shared_ptr<const SavedPrefix> m_in_flight;  // the prefix being written, while m_writing
     std::filesystem::file_time_type m_dir_time;  // the folder's modification time when last read
     std::thread m_writer;
 };

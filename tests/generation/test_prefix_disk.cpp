@@ -141,8 +141,8 @@ private slots:
         spdlog::register_logger(logger);
     }
 
-    // A restart: the first engine answers three conversations (the first two are stored
-    // as the next one comes, the last one is written when the engine goes); a second
+    // A restart: the first engine answers three conversations (each is written after its
+    // answer, and kept as the next one comes); a second
     // engine on the same folder goes on with each and answers as one that prefills all.
     void restartGoesOn() {
         QTemporaryDir tmp;
@@ -187,6 +187,63 @@ private slots:
                     QVERIFY2(second->backend().cache_row(l, pos) == plain->backend().cache_row(l, pos),
                              qPrintable(QStringLiteral("conversation %1, layer %2, position %3").arg(c).arg(l).arg(pos)));
         }
+        QVERIFY2(warnings().isEmpty(), qPrintable(warnings()));
+    }
+
+    // A process killed after an answer (not quit): the answer's conversation was written
+    // already. The folder as it is then (copied while the engine lives on, unflushed) lets
+    // a new engine go on with it as one that prefills all. A short follow-up writes no new
+    // file; one that grows the conversation by a quarter does, and replaces the old one.
+    void killedProcessKeepsItsConversation() {
+        QTemporaryDir tmp;
+        const fs::path dir = fs::path(tmp.path().toStdString()) / "live", snapshot = fs::path(tmp.path().toStdString()) / "killed";
+        std::vector<cetus::ChatMessage> conv = {{"user", "What is the capital of France?" + k_padding}};
+        auto a = load(k_demo, dir);
+        auto req = chat(conv, true, 0.0f);
+        req.cache_tag = "db#1";
+        const auto first = a->generate(req);
+        // The one file there holds the whole conversation the cache holds.
+        auto file_tokens = [&] {
+            const auto files = prefix_files(dir);
+            if (files.size() != 1) return int64_t(-int64_t(files.size()));
+            try {
+                cetus::cpx::Head h;
+                cetus::cpx::decode(read_all(files[0]), &h);
+                return h.tag == "db#1" ? int64_t(h.ids.size()) : int64_t(-100);
+            } catch (const cetus::Error&) {
+                return int64_t(-200);  // being renamed into place
+            }
+        };
+        QTRY_COMPARE_WITH_TIMEOUT(file_tokens(), first.stats.tokens_cached, 20000);
+        fs::create_directories(snapshot);
+        for (const auto& f : prefix_files(dir)) fs::copy_file(f, snapshot / f.filename());
+
+        conv.push_back({"assistant", first.text});
+        conv.push_back({"user", "And of Italy?"});
+        auto second = chat(conv, true, 0.0f);
+        second.cache_tag = "db#1";
+        auto b = load(k_demo, snapshot);
+        auto plain = load(k_demo, fs::path());
+        const auto got = b->generate(second);
+        const auto want = plain->generate(second);
+        QVERIFY(got.stats.prefix_from_disk);
+        QVERIFY(got.stats.reused_prefix_tokens > first.stats.prompt_tokens);  // the answer's rows too
+        QCOMPARE(got.ids, want.ids);
+        QCOMPARE(got.stats.drafts_accepted, want.stats.drafts_accepted);
+
+        // The short follow-up in the first engine: it grew by less than 32 tokens.
+        const auto short_answer = a->generate(second);
+        QCOMPARE(short_answer.ids, want.ids);
+        QVERIFY(short_answer.stats.tokens_cached - first.stats.tokens_cached < 32);
+        QCOMPARE(file_tokens(), first.stats.tokens_cached);
+        // A long one: written anew, the old file replaced.
+        conv.push_back({"assistant", short_answer.text});
+        conv.push_back({"user", "Tell me more about it." + k_padding + k_padding});
+        auto third = chat(conv, true, 0.0f);
+        third.cache_tag = "db#1";
+        const auto long_answer = a->generate(third);
+        QVERIFY(long_answer.stats.tokens_cached - first.stats.tokens_cached >= 32);
+        QTRY_COMPARE_WITH_TIMEOUT(file_tokens(), long_answer.stats.tokens_cached, 20000);
         QVERIFY2(warnings().isEmpty(), qPrintable(warnings()));
     }
 
@@ -286,6 +343,31 @@ private slots:
         QVERIFY2(warnings().isEmpty(), qPrintable(warnings()));
     }
 
+    // The budget makes room for a file without counting the one it replaces (the same
+    // conversation's earlier file), so another conversation's file that still fits stays.
+    void replacedFilesLeaveRoom() {
+        QTemporaryDir tmp;
+        const fs::path dir = tmp.path().toStdString();
+        auto shorter = std::make_shared<cetus::SavedPrefix>(sample_prefix(40, 16, 2, 1));
+        auto longer = std::make_shared<cetus::SavedPrefix>(sample_prefix(60, 16, 2, 1));
+        auto other = std::make_shared<cetus::SavedPrefix>(sample_prefix(50, 16, 2, 9));
+        const uint64_t budget = encode_file("an identity", *other).size() + encode_file("an identity", *longer).size() + 100;
+        QVERIFY(encode_file("an identity", *shorter).size() > 100);
+        cetus::PrefixDisk disk(dir, "an identity", budget, 16, 2);
+        disk.store(other);  // the least recently used
+        disk.flush();
+        disk.store(shorter);
+        disk.flush();
+        QCOMPARE(disk.files(), size_t(2));
+        disk.store(longer);
+        disk.flush();
+        QCOMPARE(disk.files(), size_t(2));
+        QVERIFY(folder_bytes(dir) <= budget);
+        QVERIFY(disk.take(other->ids, 0, 1000).has_value());
+        QCOMPARE(disk.take(longer->ids, 0, 1000)->ids, longer->ids);
+        QVERIFY2(warnings().isEmpty(), qPrintable(warnings()));
+    }
+
     // Rows are only used by an engine that computes the same ones: another cache
     // precision, or model files changed since, find nothing (and remove nothing).
     void otherEnginesFilesAreNotUsed() {
@@ -305,7 +387,7 @@ private slots:
             const auto r = bf16->generate(req);
             QVERIFY(!r.stats.prefix_from_disk && !r.stats.prefix_restored);
             QCOMPARE(r.stats.disk_prefixes, int64_t(0));
-            bf16->reset_cache();  // nothing of its own to write when it goes
+            bf16->clear_prefix_cache();  // its file (written after the answer) goes, the other stays
         }
         // The same folder, the same model with one file touched (as a new download would).
         fs::last_write_time(model / "config.json", fs::last_write_time(model / "config.json") + std::chrono::seconds(5));
@@ -385,8 +467,9 @@ private slots:
         const auto files = prefix_files(dir);
         QVERIFY2(files.size() == 2, qPrintable(QString::number(files.size())));
         QVERIFY(folder_bytes(dir) <= budget);
-        // The two most recent conversations are the ones kept.
-        auto e = load(k_demo, dir, cetus::KvCacheType::F32, budget);
+        // The two most recent conversations are the ones kept. (Read with a larger budget:
+        // each answer here is written too, and would evict the next one looked for.)
+        auto e = load(k_demo, dir);
         for (int q = 0; q < 4; ++q) {
             auto req = chat({{"user", questions[q] + padding}, {"assistant", "Yes."}, {"user", "Why?"}}, false, 0.0f);
             QCOMPARE(e->generate(req).stats.prefix_from_disk, q >= 2);

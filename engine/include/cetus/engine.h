@@ -52,8 +52,9 @@ struct EngineOptions {
     // its rows back instead of a new prefill. 0 keeps none.
     uint64_t prefix_store_bytes = uint64_t(512) << 20;
     // The prefix store's disk tier: a folder where those prefixes are written too (in the
-    // background), and the cached prefix when the engine goes, so that a conversation
-    // opened again after a restart goes on without a new prefill. Only files written by
+    // background), and the cached prefix when the engine goes and after an answer that
+    // grew it by a quarter since its last file (so a killed process loses little), so
+    // that a conversation opened again after a restart goes on without a new prefill. Only files written by
     // an engine with the same model files, weight types, backend, device, cache precision
     // and version are used; a damaged file is removed with a log line. Empty: none.
     std::filesystem::path prefix_cache_dir;
