@@ -103,11 +103,16 @@ std::shared_ptr<SavedPrefix> Generator::copy_live() const {
     return e;
 }
 
+uint64_t Generator::live_bytes() const {
+    const uint64_t n = m_cached_ids.size();
+    const uint64_t H = uint64_t(m_model.config().hidden_size);
+    return n * m_backend.kv_bytes_per_token() + (m_hidden.empty() ? 0 : n * H * sizeof(float));
+}
+
 void Generator::stash_live() {
     const int64_t n = int64_t(m_cached_ids.size());
     if (n < k_min_stored_tokens) return;
-    const int64_t H = m_model.config().hidden_size;
-    const uint64_t bytes = uint64_t(n) * m_backend.kv_bytes_per_token() + (m_hidden.empty() ? 0 : uint64_t(n * H) * sizeof(float));
+    const uint64_t bytes = live_bytes();
     const bool in_memory = m_saved_budget > 0 && bytes <= m_saved_budget;
     if (!in_memory && !m_disk) return;
     std::shared_ptr<const SavedPrefix> e = copy_live();
@@ -127,6 +132,8 @@ void Generator::checkpoint() {
     const int64_t n = int64_t(m_cached_ids.size());
     if (n < k_min_stored_tokens || n - m_on_disk < std::max(k_min_stored_tokens, m_on_disk / k_checkpoint_growth_divisor))
         return;
+    // Not while the disk is behind, nor past the budget: the next answer tries again.
+    if (!m_disk->would_queue(live_bytes())) return;
     try {
         m_disk->store(copy_live());  // the file it extends goes once it is written
         m_on_disk = n;

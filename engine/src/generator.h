@@ -57,6 +57,7 @@ private:
     // of the (possibly restored) cache and ids.
     int64_t reuse_prefix(const std::vector<int32_t>& ids, bool* restored = nullptr, bool* from_disk = nullptr);
     void stash_live();
+    uint64_t live_bytes() const;  // what copy_live() holds: rows and hidden states
     // After an answer: writes the cached prefix to the disk tier when it grew enough
     // since the last such write, so a process that is killed (not quit) loses at most
     // that growth. Best effort: a failure is logged, the answer stands.

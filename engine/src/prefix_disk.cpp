@@ -342,6 +342,18 @@ bool PrefixDisk::touch_stored(const std::vector<int32_t>& ids) {
     return false;
 }
 
+// One prefix waits alone whatever its size (up to the budget: its copy is what the
+// cache holds anyway); behind others, the queue keeps to min(budget, 1 GiB).
+bool PrefixDisk::fits_queue(uint64_t queued, uint64_t bytes) const {
+    if (bytes > m_budget) return false;
+    return queued == 0 || queued + bytes <= std::min(m_budget, k_max_queued_bytes);
+}
+
+bool PrefixDisk::would_queue(uint64_t bytes) const {
+    std::lock_guard lock(m_mutex);
+    return fits_queue(m_queued_bytes, bytes);
+}
+
 bool PrefixDisk::touch_if_stored(const std::vector<int32_t>& ids) {
     std::lock_guard lock(m_mutex);
     return touch_stored(ids);
@@ -359,7 +371,12 @@ void PrefixDisk::store(std::shared_ptr<const SavedPrefix> p) {
         uint64_t freed = 0;
         for (const auto& q : m_queue)
             if (extended(q)) freed += q->bytes();
-        if (m_queued_bytes - freed + p->bytes() > std::min(m_budget, k_max_queued_bytes)) {
+        if (p->bytes() > m_budget) {
+            engine_log().info("prefix cache {}: a prefix of {} tokens is larger than the budget; not written",
+                              m_dir.string(), p->ids.size());
+            return;
+        }
+        if (!fits_queue(m_queued_bytes - freed, p->bytes())) {
             engine_log().warn("prefix cache {}: the disk is behind; a prefix of {} tokens is not written", m_dir.string(),
                               p->ids.size());
             return;

@@ -106,8 +106,12 @@ public:
     // Queues p to be written (unless a file with the same ids is there: it is marked
     // used instead). Files whose ids p extends are removed once it is written, and
     // queued prefixes it extends are dropped. At most the budget, and 1 GiB, waits in
-    // the queue; a prefix beyond that is not written.
+    // the queue (one prefix alone may be larger, up to the budget); a prefix beyond that
+    // is not written.
     void store(std::shared_ptr<const SavedPrefix> p);
+    // Whether a prefix of this many bytes (SavedPrefix::bytes) would be queued now, so
+    // that one need not be copied out of the cache for nothing.
+    bool would_queue(uint64_t bytes) const;
     // Whether a file with exactly these ids is there (it is then marked used).
     bool touch_if_stored(const std::vector<int32_t>& ids);
     // Waits for the queued writes.
@@ -152,6 +156,7 @@ private:
         uint64_t bytes = 0;
     };
     void scan(bool only_new);  // m_mutex not held; reads the files it has not seen
+    bool fits_queue(uint64_t queued, uint64_t bytes) const;  // m_mutex held
     void writer_loop();
     void write_one(const SavedPrefix& p);
     // m_mutex not held; replaced: files about to be replaced, left out of the count
