@@ -117,6 +117,7 @@ nlohmann::json stats_json(const GenerationStats& s) {
             {"tokens_cached", s.tokens_cached},
             {"prefix_restored", s.prefix_restored},
             {"prefix_from_disk", s.prefix_from_disk},
+            {"prefix_saved", s.prefix_saved},
             {"stored_prefixes", s.stored_prefixes},
             {"stored_prefix_bytes", s.stored_prefix_bytes},
             {"disk_prefixes", s.disk_prefixes},

@@ -114,7 +114,9 @@ void Generator::stash_live() {
     if (n < k_min_stored_tokens) return;
     const uint64_t bytes = live_bytes();
     const bool in_memory = m_saved_budget > 0 && bytes <= m_saved_budget;
-    if (!in_memory && !m_disk) return;
+    // The disk tier needs a copy unless a file (marked used here) or a write holds these ids.
+    const bool to_disk = m_disk && !m_disk->touch_if_stored(m_cached_ids) && !m_disk->holds(m_cached_ids);
+    if (!in_memory && !to_disk) return;
     std::shared_ptr<const SavedPrefix> e = copy_live();
     if (in_memory) {
         // A stored prefix that the live one extends is superseded by it.
@@ -124,30 +126,34 @@ void Generator::stash_live() {
         evict_until(m_saved_budget - bytes);  // room for it, least recently used first
         m_saved.push_back({e, ++m_clock});
     }
-    if (m_disk) m_disk->store(std::move(e));  // written on the disk tier's own thread
+    if (to_disk) m_disk->store(std::move(e));  // written on the disk tier's own thread
 }
 
-void Generator::checkpoint() {
-    if (!m_disk) return;
+bool Generator::checkpoint() {
+    if (!m_disk) return false;
     const int64_t n = int64_t(m_cached_ids.size());
+    // The file last written may have gone since (the budget, a refused or failed write).
+    if (m_on_disk > 0 && !m_disk->holds({m_cached_ids.data(), size_t(m_on_disk)})) m_on_disk = 0;
     if (n < k_min_stored_tokens || n - m_on_disk < std::max(k_min_stored_tokens, m_on_disk / k_checkpoint_growth_divisor))
-        return;
+        return false;
     // Not while the disk is behind, nor past the budget: the next answer tries again.
-    if (!m_disk->would_queue(live_bytes())) return;
+    if (!m_disk->would_queue(m_cached_ids, m_live_tag.size(), live_bytes())) return false;
     try {
-        m_disk->store(copy_live());  // the file it extends goes once it is written
+        if (!m_disk->store(copy_live())) return false;  // the file it extends goes once it is written
         m_on_disk = n;
+        return true;
     } catch (const std::exception& e) {
         engine_log().warn("prefix cache {}: the conversation's prefix of {} tokens was not written: {}",
                           m_disk->dir().string(), n, e.what());
+        return false;
     }
 }
 
 void Generator::persist() {
     if (!m_disk) return;
-    if (int64_t(m_cached_ids.size()) >= k_min_stored_tokens && !m_disk->touch_if_stored(m_cached_ids)) {
-        m_disk->store(copy_live());
-        m_on_disk = int64_t(m_cached_ids.size());
+    if (int64_t(m_cached_ids.size()) >= k_min_stored_tokens && !m_disk->touch_if_stored(m_cached_ids) &&
+        !m_disk->holds(m_cached_ids)) {
+        if (m_disk->store(copy_live())) m_on_disk = int64_t(m_cached_ids.size());
     }
     m_disk->flush();
 }
@@ -205,7 +211,8 @@ int64_t Generator::reuse_prefix(const std::vector<int32_t>& ids, bool* restored,
     if (take) {
         m_cached_ids = take->ids;
         m_mtp_valid = take->mtp_valid;
-        m_on_disk = int64_t(take->ids.size());  // read from a file, or queued for one when stored
+        // Read from a file; from memory, on disk if its write went through.
+        m_on_disk = read_from_disk || (m_disk && m_disk->holds(take->ids)) ? int64_t(take->ids.size()) : 0;
         if (!take->hidden.empty() && !m_hidden.empty()) std::copy(take->hidden.begin(), take->hidden.end(), m_hidden.data());
         p = common_prefix(m_cached_ids, ids);
         if (restored) *restored = true;
@@ -608,7 +615,7 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
             sink(ev);
         }
     }
-    checkpoint();
+    r.res.stats.prefix_saved = checkpoint();
     r.update_cache_stats();
     r.res.text = r.text;
     return std::move(r.res);

@@ -60,8 +60,9 @@ private:
     uint64_t live_bytes() const;  // what copy_live() holds: rows and hidden states
     // After an answer: writes the cached prefix to the disk tier when it grew enough
     // since the last such write, so a process that is killed (not quit) loses at most
-    // that growth. Best effort: a failure is logged, the answer stands.
-    void checkpoint();
+    // that growth. Best effort: a failure is logged, the answer stands. Returns whether
+    // it was queued (GenerationStats::prefix_saved).
+    bool checkpoint();
     void evict_until(uint64_t limit);  // stored bytes at most limit, least recently used go first
     uint64_t stored_bytes() const;
     const Model& m_model;  // config and MTP count; the forward passes run on m_backend

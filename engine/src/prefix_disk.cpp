@@ -342,16 +342,41 @@ bool PrefixDisk::touch_stored(const std::vector<int32_t>& ids) {
     return false;
 }
 
-// One prefix waits alone whatever its size (up to the budget: its copy is what the
-// cache holds anyway); behind others, the queue keeps to min(budget, 1 GiB).
-bool PrefixDisk::fits_queue(uint64_t queued, uint64_t bytes) const {
-    if (bytes > m_budget) return false;
-    return queued == 0 || queued + bytes <= std::min(m_budget, k_max_queued_bytes);
+uint64_t PrefixDisk::file_bytes(size_t n_ids, size_t tag_bytes, uint64_t payload) const {
+    return cpx::k_fixed_head_bytes + m_identity.size() + tag_bytes + 4 * uint64_t(n_ids) + 4 + payload + 4;
 }
 
-bool PrefixDisk::would_queue(uint64_t bytes) const {
+// Nothing queued and nothing being written: a prefix waits alone, whatever its size up
+// to the budget (one copy of the rows). Behind others, the queue and the write under
+// way keep to min(budget, 1 GiB) together.
+bool PrefixDisk::fits_queue(uint64_t queued, uint64_t bytes) const {
+    if (queued == 0 && !m_in_flight) return true;
+    const uint64_t writing = m_in_flight ? m_in_flight->bytes() : 0;
+    return queued + writing + bytes <= std::min(m_budget, k_max_queued_bytes);
+}
+
+uint64_t PrefixDisk::freed_by(const std::vector<int32_t>& ids) const {
+    uint64_t freed = 0;
+    for (const auto& q : m_queue)
+        if (common_prefix(q->ids, ids) == int64_t(q->ids.size())) freed += q->bytes();
+    return freed;
+}
+
+bool PrefixDisk::would_queue(const std::vector<int32_t>& ids, size_t tag_bytes, uint64_t bytes) const {
+    if (file_bytes(ids.size(), tag_bytes, bytes) > m_budget) return false;
     std::lock_guard lock(m_mutex);
-    return fits_queue(m_queued_bytes, bytes);
+    return fits_queue(m_queued_bytes - freed_by(ids), bytes);
+}
+
+bool PrefixDisk::holds(std::span<const int32_t> ids) const {
+    auto same = [&](const std::vector<int32_t>& x) { return std::equal(x.begin(), x.end(), ids.begin(), ids.end()); };
+    std::lock_guard lock(m_mutex);
+    if (m_in_flight && same(m_in_flight->ids)) return true;
+    for (const auto& q : m_queue)
+        if (same(q->ids)) return true;
+    for (const auto& e : m_entries)
+        if (same(e.ids)) return true;
+    return false;
 }
 
 bool PrefixDisk::touch_if_stored(const std::vector<int32_t>& ids) {
@@ -359,33 +384,32 @@ bool PrefixDisk::touch_if_stored(const std::vector<int32_t>& ids) {
     return touch_stored(ids);
 }
 
-void PrefixDisk::store(std::shared_ptr<const SavedPrefix> p) {
-    if (!p || p->ids.empty()) return;
+bool PrefixDisk::store(std::shared_ptr<const SavedPrefix> p) {
+    if (!p || p->ids.empty()) return false;
     {
         std::lock_guard lock(m_mutex);
-        if (touch_stored(p->ids)) return;
-        if (m_in_flight && m_in_flight->ids == p->ids) return;  // being written (it is new when done)
+        if (touch_stored(p->ids)) return true;
+        if (m_in_flight && m_in_flight->ids == p->ids) return true;  // being written (it is new when done)
         // A queued prefix that this one extends would be replaced by it at once (dropped
         // only when this one is taken).
         auto extended = [&](const auto& q) { return common_prefix(q->ids, p->ids) == int64_t(q->ids.size()); };
-        uint64_t freed = 0;
-        for (const auto& q : m_queue)
-            if (extended(q)) freed += q->bytes();
-        if (p->bytes() > m_budget) {
+        const uint64_t freed = freed_by(p->ids);
+        if (file_bytes(p->ids.size(), p->tag.size(), p->bytes()) > m_budget) {
             engine_log().info("prefix cache {}: a prefix of {} tokens is larger than the budget; not written",
                               m_dir.string(), p->ids.size());
-            return;
+            return false;
         }
         if (!fits_queue(m_queued_bytes - freed, p->bytes())) {
             engine_log().warn("prefix cache {}: the disk is behind; a prefix of {} tokens is not written", m_dir.string(),
                               p->ids.size());
-            return;
+            return false;
         }
         std::erase_if(m_queue, extended);
         m_queued_bytes = m_queued_bytes - freed + p->bytes();
         m_queue.push_back(std::move(p));
     }
     m_cv.notify_all();
+    return true;
 }
 
 void PrefixDisk::flush() {
@@ -420,7 +444,7 @@ void PrefixDisk::writer_loop() {
 void PrefixDisk::write_one(const SavedPrefix& p) {
     const std::vector<uint8_t> head = cpx::encode_head(m_identity, p);
     const uint64_t total = head.size() + p.bytes() + 4;
-    if (total > m_budget) return;
+    if (total > m_budget) return;  // store() refuses these; a smaller budget since is not possible
     const fs::path final_path = m_dir / file_name(m_identity, p.ids);
     // Room for it, not counting the files it replaces: one of the same name, and those
     // whose ids it extends (an earlier file of the same conversation).

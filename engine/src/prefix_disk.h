@@ -104,14 +104,18 @@ public:
     PrefixDisk& operator=(const PrefixDisk&) = delete;
 
     // Queues p to be written (unless a file with the same ids is there: it is marked
-    // used instead). Files whose ids p extends are removed once it is written, and
-    // queued prefixes it extends are dropped. At most the budget, and 1 GiB, waits in
-    // the queue (one prefix alone may be larger, up to the budget); a prefix beyond that
-    // is not written.
-    void store(std::shared_ptr<const SavedPrefix> p);
-    // Whether a prefix of this many bytes (SavedPrefix::bytes) would be queued now, so
-    // that one need not be copied out of the cache for nothing.
-    bool would_queue(uint64_t bytes) const;
+    // used instead; or it is being written). Files whose ids p extends are removed once
+    // it is written, and queued prefixes it extends are dropped. At most min(budget,
+    // 1 GiB) waits in the queue and is being written, except that a prefix may wait
+    // alone whatever its size; a file larger than the budget is not written. Returns
+    // whether p is on disk, being written or queued (false: refused).
+    bool store(std::shared_ptr<const SavedPrefix> p);
+    // Whether store() would take a prefix with these ids, tag length and bytes
+    // (SavedPrefix::bytes) now, so that one need not be copied out of the cache for nothing.
+    bool would_queue(const std::vector<int32_t>& ids, size_t tag_bytes, uint64_t bytes) const;
+    // Whether a file, a queued write or the write under way holds exactly these ids
+    // (as far as this engine knows: another's eviction shows at the next rescan).
+    bool holds(std::span<const int32_t> ids) const;
     // Whether a file with exactly these ids is there (it is then marked used).
     bool touch_if_stored(const std::vector<int32_t>& ids);
     // Waits for the queued writes.
@@ -157,6 +161,8 @@ private:
     };
     void scan(bool only_new);  // m_mutex not held; reads the files it has not seen
     bool fits_queue(uint64_t queued, uint64_t bytes) const;  // m_mutex held
+    uint64_t freed_by(const std::vector<int32_t>& ids) const;  // m_mutex held: queued bytes ids would replace
+    uint64_t file_bytes(size_t n_ids, size_t tag_bytes, uint64_t payload) const;  // a file's whole size
     void writer_loop();
     void write_one(const SavedPrefix& p);
     // m_mutex not held; replaced: files about to be replaced, left out of the count

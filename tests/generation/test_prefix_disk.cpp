@@ -202,6 +202,7 @@ private slots:
         auto req = chat(conv, true, 0.0f);
         req.cache_tag = "db#1";
         const auto first = a->generate(req);
+        QVERIFY(first.stats.prefix_saved);
         // The one file there holds the whole conversation the cache holds.
         auto file_tokens = [&] {
             const auto files = prefix_files(dir);
@@ -235,6 +236,7 @@ private slots:
         const auto short_answer = a->generate(second);
         QCOMPARE(short_answer.ids, want.ids);
         QVERIFY(short_answer.stats.tokens_cached - first.stats.tokens_cached < 32);
+        QVERIFY(!short_answer.stats.prefix_saved);
         QCOMPARE(file_tokens(), first.stats.tokens_cached);
         // A long one: written anew, the old file replaced.
         conv.push_back({"assistant", short_answer.text});
@@ -242,7 +244,7 @@ private slots:
         auto third = chat(conv, true, 0.0f);
         third.cache_tag = "db#1";
         const auto long_answer = a->generate(third);
-        QVERIFY(long_answer.stats.tokens_cached - first.stats.tokens_cached >= 32);
+        QVERIFY(long_answer.stats.prefix_saved);
         QTRY_COMPARE_WITH_TIMEOUT(file_tokens(), long_answer.stats.tokens_cached, 20000);
         QVERIFY2(warnings().isEmpty(), qPrintable(warnings()));
     }
@@ -365,6 +367,35 @@ private slots:
         QVERIFY(folder_bytes(dir) <= budget);
         QVERIFY(disk.take(other->ids, 0, 1000).has_value());
         QCOMPARE(disk.take(longer->ids, 0, 1000)->ids, longer->ids);
+        QVERIFY2(warnings().isEmpty(), qPrintable(warnings()));
+    }
+
+    // The budget counts a file's head too: a prefix whose file is one byte over it is
+    // neither offered (would_queue) nor written, without a warning; one that fits
+    // exactly is. holds() sees the written file.
+    void budgetCountsTheHead() {
+        QTemporaryDir tmp;
+        const fs::path dir = tmp.path().toStdString();
+        auto p = std::make_shared<cetus::SavedPrefix>(sample_prefix(40, 16, 2, 3));
+        p->tag = "db#5";
+        const uint64_t exact = encode_file("an identity", *p).size();
+        {
+            cetus::PrefixDisk disk(dir, "an identity", exact - 1, 16, 2);
+            QVERIFY(!disk.would_queue(p->ids, p->tag.size(), p->bytes()));
+            QVERIFY(!disk.store(p));
+            disk.flush();
+            QCOMPARE(prefix_files(dir).size(), size_t(0));
+            QVERIFY(!disk.holds(p->ids));
+        }
+        cetus::PrefixDisk disk(dir, "an identity", exact, 16, 2);
+        QVERIFY(disk.would_queue(p->ids, p->tag.size(), p->bytes()));
+        QVERIFY(disk.store(p));
+        QVERIFY(disk.holds(p->ids));  // queued, being written or written
+        disk.flush();
+        QCOMPARE(folder_bytes(dir), exact);
+        QVERIFY(disk.holds(p->ids));
+        QVERIFY(!disk.holds({p->ids.data(), p->ids.size() - 1}));
+        QVERIFY(disk.store(p));  // already there: marked used
         QVERIFY2(warnings().isEmpty(), qPrintable(warnings()));
     }
 

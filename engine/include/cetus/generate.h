@@ -62,6 +62,9 @@ struct GenerationStats {
     // a file (prefix_restored is then set too), and this model's files there (the
     // counts lag the writes, which run in the background).
     bool prefix_from_disk = false;
+    // Whether this answer's conversation (the cached prefix) was queued to be written
+    // to the disk tier after it: it had grown by a quarter since its last file.
+    bool prefix_saved = false;
     int64_t disk_prefixes = 0;
     uint64_t disk_prefix_bytes = 0;
     double prefill_tokens_per_s = 0.0, decode_tokens_per_s = 0.0;
