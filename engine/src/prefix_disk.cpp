@@ -326,10 +326,12 @@ void PrefixDisk::scan(bool only_new) {
     }
     std::lock_guard lock(m_mutex);
     for (const auto& p : damaged) remove_entry(p);
-    for (auto& e : found) {
-        std::erase_if(m_entries, [&](const Entry& x) { return x.path == e.path; });
+    // One pass (a folder of thousands of files was quadratic here).
+    std::set<fs::path> read;
+    for (const auto& e : found) read.insert(e.path);
+    std::erase_if(m_entries, [&](const Entry& x) { return read.count(x.path) > 0; });
+    for (auto& e : found)
         if (fs::exists(e.path, ec)) m_entries.push_back(std::move(e));  // not evicted while it was read
-    }
 }
 
 bool PrefixDisk::touch_stored(const std::vector<int32_t>& ids) {
