@@ -72,6 +72,7 @@ private slots:
     void searchHitShowsItsMessage();
     void archiveAndLongLists();
     void storedSettingsOutOfRangeFallBack();
+    void recentModels();
 
 private:
     void loadFake();
@@ -792,6 +793,75 @@ void TestMainWindow::storedSettingsOutOfRangeFallBack() {
     QCOMPARE(s.n_draft, defaults.n_draft);                       // 99: over 8
 }
 
+// File > Open recent model: loaded folders, most recent first, each once, at most eight;
+// kept for the next window; a folder that went is shown, not offered; choosing one
+// loads it; Clear empties the list.
+void TestMainWindow::recentModels() {
+    auto* menu = m_window->findChild<QMenu*>(QStringLiteral("recentModelsMenu"));
+    QVERIFY(menu);
+    auto entries = [&] {
+        QStringList dirs;
+        for (QAction* a : menu->actions())
+            if (a->data().isValid()) dirs << a->data().toString();
+        return dirs;
+    };
+    auto entry = [&](const QString& dir) -> QAction* {
+        for (QAction* a : menu->actions())
+            if (a->data().toString() == dir) return a;
+        return nullptr;
+    };
+    QCOMPARE(entries(), QStringList());
+    QCOMPARE(menu->actions().size(), 1);
+    QVERIFY(!menu->actions().first()->isEnabled());  // "No recent models"
+
+    QTemporaryDir root;
+    QStringList dirs;
+    for (int i = 0; i < 10; ++i) {
+        dirs << root.filePath(QStringLiteral("model %1 & co").arg(i));
+        QVERIFY(QDir().mkpath(dirs.last()));
+    }
+    QSignalSpy loaded(m_service.get(), &GenerationService::modelLoaded);
+    auto load = [&](const QString& dir) {
+        m_window->openModel(dir);
+        QVERIFY(loaded.wait(2000));
+    };
+    load(dirs[0]);
+    load(dirs[1]);
+    load(dirs[0]);
+    QCOMPARE(entries(), (QStringList{dirs[0], dirs[1]}));
+    QVERIFY(entry(dirs[0])->text().startsWith(QStringLiteral("&1 model 0 && co — ")));
+    // A failed load is not remembered.
+    QSignalSpy failed(m_service.get(), &GenerationService::loadFailed);
+    m_window->openModel(root.filePath(QStringLiteral("bad")));
+    QVERIFY(failed.wait(2000));
+    QCOMPARE(entries().size(), 2);
+
+    for (int i = 2; i < 10; ++i) load(dirs[i]);
+    QStringList want;
+    for (int i = 9; i >= 2; --i) want << dirs[i];
+    QCOMPARE(entries(), want);  // eight, the newest first
+
+    // The next window has the same list; a folder removed since cannot be chosen.
+    QVERIFY(QDir(dirs[5]).removeRecursively());
+    m_window.reset();
+    m_window = std::make_unique<MainWindow>(*m_store, *m_service);
+    menu = m_window->findChild<QMenu*>(QStringLiteral("recentModelsMenu"));
+    QCOMPARE(entries(), want);
+    QVERIFY(!entry(dirs[5])->isEnabled());
+    QVERIFY(entry(dirs[5])->text().contains(QStringLiteral("(not found)")));
+    QVERIFY(entry(dirs[4])->isEnabled());
+
+    entry(dirs[4])->trigger();
+    QVERIFY(loaded.wait(2000));
+    QCOMPARE(loaded.last().first().value<ModelDescription>().model_dir, dirs[4]);
+    QCOMPARE(entries().first(), dirs[4]);
+
+    auto* clear = m_window->findChild<QAction*>(QStringLiteral("clearRecentModelsAction"));
+    QVERIFY(clear);
+    clear->trigger();
+    QCOMPARE(entries(), QStringList());
+    QVERIFY(QSettings().value(QStringLiteral("model/recent")).toStringList().isEmpty());
+}
+
 QTEST_MAIN(TestMainWindow)
 #include "test_main_window.moc"
-

@@ -107,6 +107,7 @@ MainWindow::MainWindow(HistoryStore& store, GenerationService& service, QWidget*
             statusBar()->showMessage(tr("Connected to %1").arg(m.model_dir), 5000);
         } else {
             QSettings().setValue(QStringLiteral("model/lastDir"), m.model_dir);
+            rememberRecentModel(m.model_dir);
             m_loaded_request = m_loading_request;
             if (m_switch) rememberActiveEndpoint(std::nullopt);
             m_model_status->setText(tr("Local: %1 · %2").arg(m.name, m.backend));
@@ -378,6 +379,10 @@ void MainWindow::buildMenus() {
     QMenu* file = menuBar()->addMenu(tr("&File"));
     file->addAction(tr("&New conversation"), QKeySequence::New, m_controller.get(), &ChatController::newConversation);
     file->addAction(tr("&Open model…"), QKeySequence::Open, this, &MainWindow::chooseAndOpenModel);
+    m_recent_menu = file->addMenu(tr("Open &recent model"));
+    m_recent_menu->setObjectName(QStringLiteral("recentModelsMenu"));
+    connect(m_recent_menu, &QMenu::aboutToShow, this, &MainWindow::refreshRecentModels);  // a folder may have gone
+    refreshRecentModels();
     file->addSeparator();
     file->addAction(tr("&Import conversations…"), this, [this] {
         const QString f = QFileDialog::getOpenFileName(this, tr("Import conversations"), QString(), tr("Cetus JSON (*.json)"));
@@ -679,6 +684,51 @@ void MainWindow::chooseAndOpenModel() {
     const QString dir = QFileDialog::getExistingDirectory(this, tr("Open a model folder"),
                                                           QSettings().value(QStringLiteral("model/lastDir")).toString());
     if (!dir.isEmpty()) openModel(dir);
+}
+
+namespace {
+constexpr int k_max_recent_models = 8;
+const QString k_recent_models_key = QStringLiteral("model/recent");
+}  // namespace
+
+void MainWindow::rememberRecentModel(const QString& dir) {
+    QStringList recent = QSettings().value(k_recent_models_key).toStringList();
+    const QString clean = QDir::cleanPath(dir);
+    recent.removeAll(clean);
+    recent.prepend(clean);
+    while (recent.size() > k_max_recent_models) recent.removeLast();
+    QSettings().setValue(k_recent_models_key, recent);
+    refreshRecentModels();
+}
+
+void MainWindow::refreshRecentModels() {
+    if (!m_recent_menu) return;
+    m_recent_menu->clear();
+    const QStringList recent = QSettings().value(k_recent_models_key).toStringList();
+    int n = 0;
+    for (const QString& dir : recent) {
+        if (dir.isEmpty() || n == k_max_recent_models) continue;  // a hand-edited setting
+        ++n;
+        const bool there = QFileInfo(dir).isDir();
+        // "&1 name — path": the digit picks it from the keyboard; a '&' of the name shows as one.
+        auto shown = [](QString t) { return t.replace(QLatin1Char('&'), QStringLiteral("&&")); };
+        QString text = QStringLiteral("&%1 %2 — %3").arg(n).arg(shown(QFileInfo(dir).fileName()), shown(QDir::toNativeSeparators(dir)));
+        if (!there) text += QLatin1Char(' ') + tr("(not found)");
+        QAction* a = m_recent_menu->addAction(text, this, [this, dir] { openModel(dir); });
+        a->setData(dir);
+        a->setEnabled(there);
+        a->setStatusTip(there ? tr("Load %1").arg(dir) : tr("%1 is not there any more").arg(dir));
+    }
+    if (n == 0) {
+        m_recent_menu->addAction(tr("No recent models"))->setEnabled(false);
+        return;
+    }
+    m_recent_menu->addSeparator();
+    QAction* clear = m_recent_menu->addAction(tr("&Clear the list"), this, [this] {
+        QSettings().remove(k_recent_models_key);
+        refreshRecentModels();
+    });
+    clear->setObjectName(QStringLiteral("clearRecentModelsAction"));
 }
 
 QString MainWindow::conversationCacheFolder() {

@@ -129,6 +129,10 @@ private:
     void showAbout();
     void chooseAndOpenModel();
     void refreshContextMenu();
+    // File > Open recent model: the local model folders loaded last (model/recent),
+    // most recent first; a folder that is gone is shown but cannot be chosen.
+    void refreshRecentModels();
+    void rememberRecentModel(const QString& dir);
     QString appliesOnReload(const QString& what) const;
     std::optional<qint64> selectedConversation() const;
 
@@ -171,6 +175,7 @@ private:
     ModelPanel* m_model_panel = nullptr;
     QActionGroup* m_device_group = nullptr;
     QMenu* m_context_menu = nullptr;
+    QMenu* m_recent_menu = nullptr;
     QActionGroup* m_context_group = nullptr;  // Model > Context length (saved as model/context)
     QActionGroup* m_threads_group = nullptr;  // Model > CPU threads (saved as model/threads)
     QAction* m_reload_action = nullptr;
