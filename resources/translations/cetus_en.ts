@@ -81,6 +81,13 @@
             <numerusform>Imported %n conversations.</numerusform>
         </translation>
     </message>
+    <message numerus="yes">
+        <source>%n earlier message(s) left out</source>
+        <translation>
+            <numerusform>%n earlier message left out</numerusform>
+            <numerusform>%n earlier messages left out</numerusform>
+        </translation>
+    </message>
 </context>
 <context>
     <name>cetus::ui::MessageWidget</name>

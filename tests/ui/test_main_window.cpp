@@ -18,6 +18,8 @@
 #include <QClipboard>
 #include <QFile>
 #include <QLabel>
+#include <QJsonDocument>
+#include <QJsonObject>
 #include <QDirIterator>
 #include <QLineEdit>
 #include <QLocale>
@@ -73,6 +75,7 @@ private slots:
     void archiveAndLongLists();
     void storedSettingsOutOfRangeFallBack();
     void recentModels();
+    void contextUsage();
 
 private:
     void loadFake();
@@ -861,6 +864,49 @@ void TestMainWindow::recentModels() {
     clear->trigger();
     QCOMPARE(entries(), QStringList());
     QVERIFY(QSettings().value(QStringLiteral("model/recent")).toStringList().isEmpty());
+}
+
+// The status bar's context usage: hidden before an answer; live while one streams; the
+// stored answer's figures when a conversation is opened again; what it left out, or
+// that it is nearly full; answers stored before n_context_tokens count prompt + answer.
+void TestMainWindow::contextUsage() {
+    QLabel* usage = m_window->contextUsage();
+    QVERIFY(usage && !usage->isVisible());
+    loadFake();
+    QVERIFY(!usage->isVisible());  // no answer yet
+    QTest::keyClicks(m_window->composer(), QStringLiteral("Hello"));
+    QTest::keyClick(m_window->composer(), Qt::Key_Return);
+    QVERIFY(QTest::qWaitFor([&] { return usage->isVisible(); }, 2000));  // while it streams
+    QVERIFY(usage->text().contains(QStringLiteral(" / 4,096 tokens")));
+    QVERIFY(QTest::qWaitFor([&] { return !m_window->controller().isGenerating(); }, 5000));
+    const auto& msgs = m_window->controller().messages();
+    const QJsonObject stats = QJsonDocument::fromJson(msgs.back().record.stats_json.toUtf8()).object();
+    const qint64 used = stats.value("n_context_tokens").toInteger();
+    QCOMPARE(used, stats.value("n_prompt_tokens").toInteger() + stats.value("n_generated_tokens").toInteger());
+    QVERIFY(used > 12);
+    const QString shown = QStringLiteral("Context: %1 / 4,096 tokens").arg(used);
+    QCOMPARE(usage->text(), shown);
+    const qint64 first = *m_window->controller().currentConversation();
+
+    m_window->controller().newConversation();
+    QVERIFY(!usage->isVisible());
+    // Stored answers: one that left messages out, one nearly full, one from before n_context_tokens.
+    auto stored = [&](const QString& stats_json) {
+        const qint64 c = *m_store->createConversation(QStringLiteral("fake"), QString(), QStringLiteral("{}"));
+        const qint64 q = *m_store->addMessage(c, std::nullopt, ChatRole::User, QStringLiteral("Q"), MessageStatus::Complete);
+        const qint64 a = *m_store->addMessage(c, q, ChatRole::Assistant, QString(), MessageStatus::Streaming);
+        m_store->finishMessage(a, QStringLiteral("A"), MessageStatus::Complete, stats_json);
+        m_window->controller().openConversation(c);
+        return usage->isVisible() ? usage->text() : QString();
+    };
+    QCOMPARE(stored(QStringLiteral(R"({"n_context_tokens": 4000, "n_turns_left_out": 3})")),
+             QStringLiteral("Context: 4,000 / 4,096 tokens · 3 earlier messages left out"));
+    QCOMPARE(stored(QStringLiteral(R"({"n_context_tokens": 3700})")), QStringLiteral("Context: 3,700 / 4,096 tokens · nearly full"));
+    QCOMPARE(stored(QStringLiteral(R"({"n_prompt_tokens": 100, "n_generated_tokens": 20})")),
+             QStringLiteral("Context: 120 / 4,096 tokens"));
+    QCOMPARE(stored(QStringLiteral(R"({"error": "failed"})")), QString());
+    m_window->controller().openConversation(first);
+    QCOMPARE(usage->text(), shown);
 }
 
 QTEST_MAIN(TestMainWindow)

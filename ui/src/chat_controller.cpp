@@ -450,9 +450,29 @@ void ChatController::onChunk(const GenerationChunk& chunk) {
     }
 }
 
+std::optional<ChatController::ContextUse> ChatController::contextUse() const {
+    if (!m_conversation) return std::nullopt;
+    if (isGenerating() && displayed(m_answer_id) && m_answer_stats.prompt_tokens > 0)
+        return ContextUse{m_answer_stats.prompt_tokens + m_answer_stats.generated_tokens, 0};
+    const auto& path = m_conversation->active_path;
+    for (auto it = path.rbegin(); it != path.rend(); ++it) {
+        const MessageRecord* m = find(*it);
+        if (!m || m->role != ChatRole::Assistant) continue;
+        const QJsonObject stats = QJsonDocument::fromJson(m->stats_json.toUtf8()).object();
+        // n_context_tokens since it was stored; before, the prompt and the answer's tokens
+        // (which count a continued answer's earlier part twice).
+        qint64 tokens = stats.value("n_context_tokens").toInteger();
+        if (tokens <= 0) tokens = stats.value("n_prompt_tokens").toInteger() + stats.value("n_generated_tokens").toInteger();
+        if (tokens <= 0) continue;  // an error, or an answer stopped before its prompt ran
+        return ContextUse{tokens, stats.value("n_turns_left_out").toInt()};
+    }
+    return std::nullopt;
+}
+
 QString ChatController::statsJson(const GenerationOutcome& o) const {
     QJsonObject j{{"n_prompt_tokens", o.stats.prompt_tokens},
                   {"n_generated_tokens", m_continued_tokens + o.stats.generated_tokens},
+                  {"n_context_tokens", o.stats.prompt_tokens + o.stats.generated_tokens},
                   {"prefill_tokens_per_s", o.stats.prefill_tokens_per_s},
                   {"decode_tokens_per_s", o.stats.decode_tokens_per_s},
                   {"n_draft_proposed", o.stats.drafts_proposed},

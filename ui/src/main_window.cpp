@@ -91,7 +91,11 @@ MainWindow::MainWindow(HistoryStore& store, GenerationService& service, QWidget*
     lb->addWidget(cancel);
     m_load_bar->hide();
     m_model_status = new QLabel(tr("No model"));
+    m_context_usage = new QLabel;
+    m_context_usage->setObjectName(QStringLiteral("contextUsage"));
+    m_context_usage->hide();
     statusBar()->addWidget(m_load_bar);
+    statusBar()->addPermanentWidget(m_context_usage);
     statusBar()->addPermanentWidget(m_model_status);
     connect(cancel, &QPushButton::clicked, &m_service, &GenerationService::cancelLoad);
 
@@ -140,12 +144,14 @@ MainWindow::MainWindow(HistoryStore& store, GenerationService& service, QWidget*
         refreshExperts();
         refreshEnabled();
         refreshChat();
+        refreshContextUsage();
     });
     connect(m_controller.get(), &ChatController::conversationListChanged, this, &MainWindow::refreshList);
     connect(m_controller.get(), &ChatController::conversationChanged, this, [this] {
         if (!m_controller->isGenerating()) showBanner(QString(), false);
         refreshChat();
         refreshTitle();
+        refreshContextUsage();
         const auto id = m_controller->currentConversation();
         if (id) QSettings().setValue(QStringLiteral("chat/lastConversation"), *id);
         const int row = id ? m_list_model->rowOf(*id) : -1;
@@ -163,6 +169,7 @@ MainWindow::MainWindow(HistoryStore& store, GenerationService& service, QWidget*
     connect(m_controller.get(), &ChatController::statsUpdated, this, [this](const StepStats& s) {
         m_kv->setStats(s);
         m_spec->setHistory(m_controller->answerStatsHistory());
+        refreshContextUsage();
     });
     connect(m_controller.get(), &ChatController::expertCountsChanged, this, &MainWindow::refreshExperts);
     connect(m_experts, &ExpertPanel::scopeChanged, this, &MainWindow::refreshExperts);
@@ -729,6 +736,32 @@ void MainWindow::refreshRecentModels() {
         refreshRecentModels();
     });
     clear->setObjectName(QStringLiteral("clearRecentModelsAction"));
+}
+
+void MainWindow::refreshContextUsage() {
+    const auto use = m_controller->contextUse();
+    const auto model = m_controller->model();
+    if (!use || !model) {
+        m_context_usage->hide();
+        return;
+    }
+    const QLocale locale;
+    const qint64 length = model->context_length;  // 0: not known (some endpoints)
+    QString text = length > 0 ? tr("Context: %1 / %2 tokens").arg(locale.toString(use->tokens), locale.toString(length))
+                              : tr("Context: %1 tokens").arg(locale.toString(use->tokens));
+    QString tip = tr("Tokens the conversation's last prompt and answer took of the model's context.");
+    if (length > 0) {
+        tip += QLatin1Char(' ') + tr("When a conversation grows past the context, its oldest messages are left out of the prompt "
+                                     "(never the system prompt or the newest question).");
+    }
+    if (use->messages_left_out > 0) {
+        text += QStringLiteral(" · ") + tr("%n earlier message(s) left out", nullptr, use->messages_left_out);
+    } else if (length > 0 && use->tokens * 10 >= length * 9) {
+        text += QStringLiteral(" · ") + tr("nearly full");
+    }
+    m_context_usage->setText(text);
+    m_context_usage->setToolTip(tip);
+    m_context_usage->show();
 }
 
 QString MainWindow::conversationCacheFolder() {

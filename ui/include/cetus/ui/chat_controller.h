@@ -54,6 +54,14 @@ public:
     const std::vector<qint64>& answerExpertCounts() const { return m_answer_counts; }
     std::vector<qint64> conversationExpertCounts() const;
     const std::vector<StepStats>& answerStatsHistory() const { return m_stats_history; }
+    // What the shown conversation takes of the model's context: the prompt and answer
+    // tokens of the last answer on its path (live while one is generated), and how many
+    // earlier messages that answer's prompt left out. nullopt before any answer with figures.
+    struct ContextUse {
+        qint64 tokens = 0;
+        int messages_left_out = 0;
+    };
+    std::optional<ContextUse> contextUse() const;
     // The answer the experts panel's token timeline shows: the one being generated, else
     // the one whose token was clicked last (0: none); its routing, and the clicked token.
     qint64 inspectedAnswer() const { return m_inspected_id; }

@@ -66,6 +66,8 @@ public:
     void useLocalModel();
     void chooseEndpoint();
     QLabel* modelStatus() const { return m_model_status; }
+    // The status bar's "Context: used / length tokens" of the shown conversation.
+    QLabel* contextUsage() const { return m_context_usage; }
     void restoreLastConversation();
     // Replaces the confirmation dialog (tests).
     void setConfirmHandler(std::function<bool(const QString&)> confirm) { m_confirm = std::move(confirm); }
@@ -132,6 +134,7 @@ private:
     // File > Open recent model: the local model folders loaded last (model/recent),
     // most recent first; a folder that is gone is shown but cannot be chosen.
     void refreshRecentModels();
+    void refreshContextUsage();
     void rememberRecentModel(const QString& dir);
     QString appliesOnReload(const QString& what) const;
     std::optional<qint64> selectedConversation() const;
@@ -168,6 +171,7 @@ private:
     QProgressBar* m_progress = nullptr;
     QLabel* m_load_label = nullptr;
     QLabel* m_model_status = nullptr;
+    QLabel* m_context_usage = nullptr;
     KvCachePanel* m_kv = nullptr;
     ExpertPanel* m_experts = nullptr;
     RoutingPanel* m_routing = nullptr;
