@@ -862,51 +862,79 @@ void TestMainWindow::recentModels() {
     auto* clear = m_window->findChild<QAction*>(QStringLiteral("clearRecentModelsAction"));
     QVERIFY(clear);
     clear->trigger();
-    QCOMPARE(entries(), QStringList());
+    QTRY_COMPARE(entries(), QStringList());
     QVERIFY(QSettings().value(QStringLiteral("model/recent")).toStringList().isEmpty());
+
+    // A list edited by hand: empty entries dropped, paths cleaned, each once, eight at most.
+    QStringList edited{QString(), dirs[0] + QStringLiteral("/"), QStringLiteral("  "), dirs[0]};
+    for (int i = 1; i < 10; ++i) edited << dirs[i];
+    QSettings().setValue(QStringLiteral("model/recent"), edited);
+    m_window.reset();
+    m_window = std::make_unique<MainWindow>(*m_store, *m_service);
+    menu = m_window->findChild<QMenu*>(QStringLiteral("recentModelsMenu"));
+    QCOMPARE(entries(), dirs.mid(0, 8));
+    load(dirs[3]);
+    QCOMPARE(entries(), (QStringList{dirs[3], dirs[0], dirs[1], dirs[2], dirs[4], dirs[5], dirs[6], dirs[7]}));
 }
 
 // The status bar's context usage: hidden before an answer; live while one streams; the
 // stored answer's figures when a conversation is opened again; what it left out, or
 // that it is nearly full; answers stored before n_context_tokens count prompt + answer.
 void TestMainWindow::contextUsage() {
+    QVERIFY(installTranslations());  // "1 earlier message", "3 earlier messages"
+    const QLocale locale;
+    auto expect = [&](qint64 used, const QString& more = QString()) {
+        QString t = QStringLiteral("Context: %1 / %2 tokens").arg(locale.toString(used), locale.toString(4096));
+        return more.isEmpty() ? t : t + QStringLiteral(" · ") + more;
+    };
     QLabel* usage = m_window->contextUsage();
     QVERIFY(usage && !usage->isVisible());
     loadFake();
     QVERIFY(!usage->isVisible());  // no answer yet
+    m_service->interval_ms = 20;
     QTest::keyClicks(m_window->composer(), QStringLiteral("Hello"));
     QTest::keyClick(m_window->composer(), Qt::Key_Return);
-    QVERIFY(QTest::qWaitFor([&] { return usage->isVisible(); }, 2000));  // while it streams
-    QVERIFY(usage->text().contains(QStringLiteral(" / 4,096 tokens")));
+    // Live while it streams.
+    QVERIFY(QTest::qWaitFor([&] { return usage->isVisible() && m_window->controller().isGenerating(); }, 2000));
+    QVERIFY(usage->text().startsWith(QStringLiteral("Context: ")));
     QVERIFY(QTest::qWaitFor([&] { return !m_window->controller().isGenerating(); }, 5000));
     const auto& msgs = m_window->controller().messages();
     const QJsonObject stats = QJsonDocument::fromJson(msgs.back().record.stats_json.toUtf8()).object();
     const qint64 used = stats.value("n_context_tokens").toInteger();
-    QCOMPARE(used, stats.value("n_prompt_tokens").toInteger() + stats.value("n_generated_tokens").toInteger());
-    QVERIFY(used > 12);
-    const QString shown = QStringLiteral("Context: %1 / 4,096 tokens").arg(used);
-    QCOMPARE(usage->text(), shown);
+    QCOMPARE(used, 12 + m_window->controller().answerStatsHistory().back().generated_tokens);  // the fake's prompt
+    QCOMPARE(usage->text(), expect(used));
     const qint64 first = *m_window->controller().currentConversation();
 
     m_window->controller().newConversation();
     QVERIFY(!usage->isVisible());
-    // Stored answers: one that left messages out, one nearly full, one from before n_context_tokens.
-    auto stored = [&](const QString& stats_json) {
+    // Stored answers (an earlier one first when given).
+    auto stored = [&](const QString& stats_json, const QString& earlier = QString()) {
         const qint64 c = *m_store->createConversation(QStringLiteral("fake"), QString(), QStringLiteral("{}"));
-        const qint64 q = *m_store->addMessage(c, std::nullopt, ChatRole::User, QStringLiteral("Q"), MessageStatus::Complete);
-        const qint64 a = *m_store->addMessage(c, q, ChatRole::Assistant, QString(), MessageStatus::Streaming);
-        m_store->finishMessage(a, QStringLiteral("A"), MessageStatus::Complete, stats_json);
+        std::optional<qint64> parent;
+        for (const QString& j : {earlier, stats_json}) {
+            if (j.isEmpty()) continue;
+            const qint64 q = *m_store->addMessage(c, parent, ChatRole::User, QStringLiteral("Q"), MessageStatus::Complete);
+            const qint64 a = *m_store->addMessage(c, q, ChatRole::Assistant, QString(), MessageStatus::Streaming);
+            m_store->finishMessage(a, QStringLiteral("A"), MessageStatus::Complete, j);
+            parent = a;
+        }
         m_window->controller().openConversation(c);
         return usage->isVisible() ? usage->text() : QString();
     };
     QCOMPARE(stored(QStringLiteral(R"({"n_context_tokens": 4000, "n_turns_left_out": 3})")),
-             QStringLiteral("Context: 4,000 / 4,096 tokens · 3 earlier messages left out"));
-    QCOMPARE(stored(QStringLiteral(R"({"n_context_tokens": 3700})")), QStringLiteral("Context: 3,700 / 4,096 tokens · nearly full"));
-    QCOMPARE(stored(QStringLiteral(R"({"n_prompt_tokens": 100, "n_generated_tokens": 20})")),
-             QStringLiteral("Context: 120 / 4,096 tokens"));
+             expect(4000, QStringLiteral("3 earlier messages left out")));
+    QCOMPARE(stored(QStringLiteral(R"({"n_context_tokens": 3700})")), expect(3700, QStringLiteral("nearly full")));
+    QCOMPARE(stored(QStringLiteral(R"({"n_context_tokens": 5000})")),  // a longer context then
+             expect(5000, QStringLiteral("over the context: earlier messages will be left out")));
+    // Stored before n_context_tokens: the prompt and the answer.
+    QCOMPARE(stored(QStringLiteral(R"({"n_prompt_tokens": 100, "n_generated_tokens": 20})")), expect(120));
+    // Without the prompt's size (an error; an endpoint without usage): the answer before.
     QCOMPARE(stored(QStringLiteral(R"({"error": "failed"})")), QString());
+    QCOMPARE(stored(QStringLiteral(R"({"n_prompt_tokens": 0, "n_generated_tokens": 57})"),
+                    QStringLiteral(R"({"n_context_tokens": 900})")),
+             expect(900));
     m_window->controller().openConversation(first);
-    QCOMPARE(usage->text(), shown);
+    QCOMPARE(usage->text(), expect(used));
 }
 
 QTEST_MAIN(TestMainWindow)

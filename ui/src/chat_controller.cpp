@@ -460,10 +460,12 @@ std::optional<ChatController::ContextUse> ChatController::contextUse() const {
         if (!m || m->role != ChatRole::Assistant) continue;
         const QJsonObject stats = QJsonDocument::fromJson(m->stats_json.toUtf8()).object();
         // n_context_tokens since it was stored; before, the prompt and the answer's tokens
-        // (which count a continued answer's earlier part twice).
+        // (which count a continued answer's earlier part twice). Without the prompt's size
+        // (an error, no usage from an endpoint) the answer before it tells.
         qint64 tokens = stats.value("n_context_tokens").toInteger();
-        if (tokens <= 0) tokens = stats.value("n_prompt_tokens").toInteger() + stats.value("n_generated_tokens").toInteger();
-        if (tokens <= 0) continue;  // an error, or an answer stopped before its prompt ran
+        if (!stats.contains(QLatin1String("n_context_tokens")) && stats.value("n_prompt_tokens").toInteger() > 0)
+            tokens = stats.value("n_prompt_tokens").toInteger() + stats.value("n_generated_tokens").toInteger();
+        if (tokens <= 0) continue;
         return ContextUse{tokens, stats.value("n_turns_left_out").toInt()};
     }
     return std::nullopt;
@@ -472,7 +474,7 @@ std::optional<ChatController::ContextUse> ChatController::contextUse() const {
 QString ChatController::statsJson(const GenerationOutcome& o) const {
     QJsonObject j{{"n_prompt_tokens", o.stats.prompt_tokens},
                   {"n_generated_tokens", m_continued_tokens + o.stats.generated_tokens},
-                  {"n_context_tokens", o.stats.prompt_tokens + o.stats.generated_tokens},
+
                   {"prefill_tokens_per_s", o.stats.prefill_tokens_per_s},
                   {"decode_tokens_per_s", o.stats.decode_tokens_per_s},
                   {"n_draft_proposed", o.stats.drafts_proposed},
@@ -480,6 +482,9 @@ QString ChatController::statsJson(const GenerationOutcome& o) const {
                   {"kv_cache_bytes", qint64(o.stats.kv_bytes_used)},
                   {"finish", finishKindName(o.finish)},
                   {"elapsed_ms", o.elapsed_ms}};
+    // What the context holds after it, when the prompt's size is known (an endpoint that
+    // sends no usage, or an answer stopped before its first token, leaves it out).
+    if (o.stats.prompt_tokens > 0) j.insert("n_context_tokens", o.stats.prompt_tokens + o.stats.generated_tokens);
     if (m_model) j.insert("model", m_model->name);
     if (!o.error.isEmpty()) j.insert("error", o.error);
     if (!o.mtp_note.isEmpty()) j.insert("mtp_note", o.mtp_note);

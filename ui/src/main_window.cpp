@@ -40,6 +40,7 @@
 #include <QInputDialog>
 #include <QScrollBar>
 #include <QSettings>
+#include <QTimer>
 #include <QSpinBox>
 #include <QSplitter>
 #include <QStackedWidget>
@@ -696,25 +697,33 @@ void MainWindow::chooseAndOpenModel() {
 namespace {
 constexpr int k_max_recent_models = 8;
 const QString k_recent_models_key = QStringLiteral("model/recent");
+
+// The saved list, first_dir (if any) in front: clean paths, each once, none empty, at
+// most k_max_recent_models (the setting may have been edited by hand).
+QStringList recentModelList(const QString& first_dir = QString()) {
+    QStringList out;
+    QStringList saved = QSettings().value(k_recent_models_key).toStringList();
+    if (!first_dir.isEmpty()) saved.prepend(first_dir);
+    for (const QString& dir : saved) {
+        if (dir.trimmed().isEmpty()) continue;
+        const QString clean = QDir::cleanPath(dir);
+        if (!out.contains(clean)) out << clean;
+        if (out.size() == k_max_recent_models) break;
+    }
+    return out;
+}
 }  // namespace
 
 void MainWindow::rememberRecentModel(const QString& dir) {
-    QStringList recent = QSettings().value(k_recent_models_key).toStringList();
-    const QString clean = QDir::cleanPath(dir);
-    recent.removeAll(clean);
-    recent.prepend(clean);
-    while (recent.size() > k_max_recent_models) recent.removeLast();
-    QSettings().setValue(k_recent_models_key, recent);
+    QSettings().setValue(k_recent_models_key, recentModelList(dir));
     refreshRecentModels();
 }
 
 void MainWindow::refreshRecentModels() {
     if (!m_recent_menu) return;
     m_recent_menu->clear();
-    const QStringList recent = QSettings().value(k_recent_models_key).toStringList();
     int n = 0;
-    for (const QString& dir : recent) {
-        if (dir.isEmpty() || n == k_max_recent_models) continue;  // a hand-edited setting
+    for (const QString& dir : recentModelList()) {
         ++n;
         const bool there = QFileInfo(dir).isDir();
         // "&1 name — path": the digit picks it from the keyboard; a '&' of the name shows as one.
@@ -733,7 +742,8 @@ void MainWindow::refreshRecentModels() {
     m_recent_menu->addSeparator();
     QAction* clear = m_recent_menu->addAction(tr("&Clear the list"), this, [this] {
         QSettings().remove(k_recent_models_key);
-        refreshRecentModels();
+        // The menu is rebuilt once this action's signal is over (clear() deletes it).
+        QTimer::singleShot(0, this, &MainWindow::refreshRecentModels);
     });
     clear->setObjectName(QStringLiteral("clearRecentModelsAction"));
 }
@@ -756,6 +766,8 @@ void MainWindow::refreshContextUsage() {
     }
     if (use->messages_left_out > 0) {
         text += QStringLiteral(" · ") + tr("%n earlier message(s) left out", nullptr, use->messages_left_out);
+    } else if (length > 0 && use->tokens > length) {  // counted with a longer context than now
+        text += QStringLiteral(" · ") + tr("over the context: earlier messages will be left out");
     } else if (length > 0 && use->tokens * 10 >= length * 9) {
         text += QStringLiteral(" · ") + tr("nearly full");
     }
