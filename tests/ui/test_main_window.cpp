@@ -76,6 +76,7 @@ private slots:
     void storedSettingsOutOfRangeFallBack();
     void recentModels();
     void contextUsage();
+    void longLinesStayInTheView();
 
 private:
     void loadFake();
@@ -935,6 +936,51 @@ void TestMainWindow::contextUsage() {
              expect(900));
     m_window->controller().openConversation(first);
     QCOMPARE(usage->text(), expect(used));
+}
+
+// A long stats line (speeds, MTP, the length limit, messages left out) wraps instead of
+// widening its message, and with it the chat, past the view (the buttons were cut off);
+// a long title does not widen the conversation list.
+void TestMainWindow::longLinesStayInTheView() {
+    loadFake();
+    const qint64 c = *m_store->createConversation(QStringLiteral("fake"), QString(), QStringLiteral("{}"));
+    const qint64 q = *m_store->addMessage(c, std::nullopt, ChatRole::User, QStringLiteral("Q"), MessageStatus::Complete);
+    const qint64 a = *m_store->addMessage(c, q, ChatRole::Assistant, QString(), MessageStatus::Streaming);
+    m_store->finishMessage(a, QStringLiteral("A short answer."), MessageStatus::Complete,
+                           QStringLiteral(R"({"n_prompt_tokens": 4000, "n_generated_tokens": 96, "decode_tokens_per_s": 123.4,)"
+                                          R"( "prefill_tokens_per_s": 4567.8, "n_draft_proposed": 80, "n_draft_accepted": 61,)"
+                                          R"( "finish": "length", "n_turns_left_out": 12, "elapsed_ms": 2000})"));
+    m_window->controller().openConversation(c);
+    for (const int width : {1400, 1200, 1000}) {
+        m_window->resize(width, 700);
+        QTest::qWait(30);
+        const auto ws = m_window->chatView()->messageWidgets();
+        QCOMPARE(ws.size(), 2);
+        const int room = m_window->chatView()->viewport()->width();
+        auto* stats = ws[1]->findChild<QLabel*>(QStringLiteral("statsLabel"));
+        QVERIFY(stats->text().contains(QStringLiteral("left out")));
+        for (auto* w : ws) {
+            QVERIFY2(w->geometry().right() < room, qPrintable(QStringLiteral("window %1: message ends at %2, view %3")
+                                                                 .arg(width).arg(w->geometry().right()).arg(room)));
+        }
+        QVERIFY(stats->geometry().right() <= ws[1]->contentsRect().right());
+    }
+    // A long title in the list ends in "…" within the column (its tooltip has it whole).
+    const QString title = QStringLiteral("A title far too long for the list of conversations on the left of the window");
+    m_window->controller().renameConversation(c, title);
+    m_window->resize(1200, 700);
+    QTest::qWait(30);
+    auto* list = m_window->findChild<QListView*>(QStringLiteral("conversationList"));
+    QVERIFY(list);
+    const int row = list->model()->rowCount() - 1;
+    QModelIndex item;
+    for (int r = 0; r <= row; ++r)
+        if (list->model()->index(r, 0).data().toString() == title) item = list->model()->index(r, 0);
+    QVERIFY(item.isValid());
+    QCOMPARE(item.data(Qt::ToolTipRole).toString().contains(title), true);
+    QVERIFY(list->fontMetrics().horizontalAdvance(title) > list->viewport()->width());
+    QVERIFY(list->visualRect(item).right() < list->viewport()->width());
+    QCOMPARE(list->horizontalScrollBar()->maximum(), 0);
 }
 
 QTEST_MAIN(TestMainWindow)

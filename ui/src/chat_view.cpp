@@ -140,7 +140,11 @@ MessageWidget::MessageWidget(const DisplayMessage& d, bool streaming, QWidget* p
     auto* stats = new QLabel(streaming ? tr("generating…") : d.stats_line);
     stats->setObjectName(QStringLiteral("statsLabel"));
     stats->setEnabled(false);
-    header->addWidget(stats);
+    // Wrapped, so that a long line (speeds, MTP, what was left out) never makes the
+    // message, and so the whole chat, wider than the view.
+    stats->setWordWrap(true);
+    stats->setAlignment(Qt::AlignRight | Qt::AlignVCenter);
+    header->addWidget(stats, 1);
     layout->addLayout(header);
 
     m_reasoning_toggle = new QToolButton;

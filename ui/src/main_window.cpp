@@ -46,11 +46,27 @@
 #include <QStackedWidget>
 #include <QStandardPaths>
 #include <QStatusBar>
+#include <QStyledItemDelegate>
 #include <QThread>
 #include <QUrl>
 #include <QVBoxLayout>
 
 namespace cetus::ui {
+
+namespace {
+// A title that does not fit ends in "…" (the whole title is the tooltip) instead of
+// widening the list past its column with a horizontal scroll bar: items ask for no width
+// of their own, so each is as wide as the view.
+class ElidingDelegate : public QStyledItemDelegate {
+public:
+    using QStyledItemDelegate::QStyledItemDelegate;
+    QSize sizeHint(const QStyleOptionViewItem& option, const QModelIndex& index) const override {
+        QSize s = QStyledItemDelegate::sizeHint(option, index);
+        s.setWidth(1);
+        return s;
+    }
+};
+}  // namespace
 
 void Composer::keyPressEvent(QKeyEvent* e) {
     if ((e->key() == Qt::Key_Return || e->key() == Qt::Key_Enter) && !(e->modifiers() & Qt::ShiftModifier)) {
@@ -234,6 +250,9 @@ QWidget* MainWindow::buildLeft() {
     m_list->setModel(m_list_model);
     m_list->setEditTriggers(QAbstractItemView::EditKeyPressed | QAbstractItemView::SelectedClicked);
     m_list->setContextMenuPolicy(Qt::CustomContextMenu);
+    m_list->setItemDelegate(new ElidingDelegate(m_list));
+    m_list->setHorizontalScrollBarPolicy(Qt::ScrollBarAlwaysOff);
+    m_list->setTextElideMode(Qt::ElideRight);
     m_left_stack->addWidget(m_list);
     m_results = new QListWidget;
     m_results->setObjectName(QStringLiteral("searchResults"));
