@@ -84,6 +84,14 @@ public:
     }
     void setConversationCacheFolder(const QString& folder) override { cache_folder = folder; }
     void forgetConversation(const QString& cache_tag) override { forgotten << cache_tag; }
+    // One token per word, answered after a turn of the event loop (as the worker does).
+    int counts_asked = 0;
+    void countTokens(quint64 id, const QString& text) override {
+        ++counts_asked;
+        if (!m_has_model) return;
+        const qint64 n = text.split(QLatin1Char(' '), Qt::SkipEmptyParts).size();
+        QTimer::singleShot(0, this, [this, id, n] { emit tokensCounted(id, n); });
+    }
     void clearConversationCaches() override { ++clears; }
     void cancelLoad() override {}
     bool isLoading() const override { return m_loading; }

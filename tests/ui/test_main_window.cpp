@@ -77,6 +77,7 @@ private slots:
     void recentModels();
     void contextUsage();
     void longLinesStayInTheView();
+    void composerCountsTokens();
 
 private:
     void loadFake();
@@ -981,6 +982,37 @@ void TestMainWindow::longLinesStayInTheView() {
     QVERIFY(list->fontMetrics().horizontalAdvance(title) > list->viewport()->width());
     QVERIFY(list->visualRect(item).right() < list->viewport()->width());
     QCOMPARE(list->horizontalScrollBar()->maximum(), 0);
+}
+
+// Under Send, the message's tokens: asked for a moment after typing stops (not per key),
+// only with a model, the last answer only; hidden for an empty composer and after sending.
+void TestMainWindow::composerCountsTokens() {
+    QVERIFY(installTranslations());
+    QLabel* label = m_window->composerTokens();
+    QVERIFY(label && !label->isVisible());
+    QTest::keyClicks(m_window->composer(), QStringLiteral("no model yet"));
+    QTest::qWait(400);
+    QVERIFY(!label->isVisible());  // nothing to count with
+    m_window->composer()->clear();
+    loadFake();
+    const int asked = m_service->counts_asked;
+    QTest::keyClicks(m_window->composer(), QStringLiteral("one two three"));
+    QVERIFY(QTest::qWaitFor([&] { return label->isVisible(); }, 2000));
+    QCOMPARE(label->text(), QStringLiteral("3 tokens"));
+    QVERIFY(m_service->counts_asked - asked <= 2);  // after typing stopped, not per key
+    QTest::keyClicks(m_window->composer(), QStringLiteral(" four"));
+    QVERIFY(QTest::qWaitFor([&] { return label->text() == QStringLiteral("4 tokens"); }, 2000));
+    // One word: the singular.
+    m_window->composer()->setPlainText(QStringLiteral("one"));
+    QVERIFY(QTest::qWaitFor([&] { return label->text() == QStringLiteral("1 token"); }, 2000));
+    m_window->composer()->clear();
+    QVERIFY(!label->isVisible());
+    QTest::keyClicks(m_window->composer(), QStringLiteral("send this"));
+    QVERIFY(QTest::qWaitFor([&] { return label->isVisible(); }, 2000));
+    QTest::keyClick(m_window->composer(), Qt::Key_Return);
+    QVERIFY(m_window->composer()->toPlainText().isEmpty());
+    QVERIFY(!label->isVisible());
+    QVERIFY(QTest::qWaitFor([&] { return !m_window->controller().isGenerating(); }, 5000));
 }
 
 QTEST_MAIN(TestMainWindow)

@@ -46,6 +46,7 @@ private slots:
     void emptyStateWithoutModel();
     void loadModelAndRejectBadFolder();
     void sendStreamsAndPersists();
+    void composerCountsTokens();
     void stopWithinAStep();
     void measureEventLoopStall();
     void regenerateKeepsBranches();
@@ -156,6 +157,19 @@ void TestMainWindowE2e::loadModelAndRejectBadFolder() {
     QVERIFY(m_service->hasModel());
     QCOMPARE(QSettings().value(QStringLiteral("model/lastDir")).toString(), m_model_dir);
     shot(QStringLiteral("02-bad-folder"));
+}
+
+// The composer's count comes from the model's own tokenizer on the worker: the UI tests'
+// tokenizer has no merges (tests/data/ui/README.md), so a text is one token per UTF-8 byte.
+void TestMainWindowE2e::composerCountsTokens() {
+    const QString text = QStringLiteral("Whales sing, ñ and 鯨");
+    m_window->composer()->setPlainText(text);  // (keyClicks types ASCII only)
+    QLabel* label = m_window->composerTokens();
+    const QString want = QStringLiteral("%1 token(s)").arg(text.toUtf8().size());
+    QVERIFY2(QTest::qWaitFor([&] { return label->isVisible() && label->text() == want; }, 10000),
+             qPrintable(label->text() + QStringLiteral(" / ") + want));
+    m_window->composer()->clear();
+    QVERIFY(!label->isVisible());
 }
 
 void TestMainWindowE2e::sendStreamsAndPersists() {

@@ -44,6 +44,7 @@ EngineGenerationService::EngineGenerationService(QObject* parent) : GenerationSe
         }
         emit generationFinished(o);
     });
+    connect(m_worker, &EngineWorker::tokensCounted, this, &GenerationService::tokensCounted);
     m_thread.start();
 }
 
@@ -86,6 +87,10 @@ void EngineGenerationService::forgetConversation(const QString& cache_tag) {
     QMetaObject::invokeMethod(
         m_worker, [worker = m_worker, folder = m_cache_folder, cache_tag] { worker->forgetConversation(folder, cache_tag); },
         Qt::QueuedConnection);
+}
+
+void EngineGenerationService::countTokens(quint64 id, const QString& text) {
+    QMetaObject::invokeMethod(m_worker, [worker = m_worker, id, text] { worker->countTokens(id, text); }, Qt::QueuedConnection);
 }
 
 void EngineGenerationService::clearConversationCaches() {

@@ -174,6 +174,18 @@ void EngineWorker::clearConversationCaches(const QString& folder) {
     }
 }
 
+void EngineWorker::countTokens(quint64 id, const QString& text) {
+    if (!m_engine || !m_engine->tokenizer()) return;
+    try {
+        // As the chat template encodes a message's text: markers in it stay plain text.
+        const QByteArray utf8 = text.toUtf8();
+        const auto ids = m_engine->tokenizer()->encode(std::string_view(utf8.constData(), size_t(utf8.size())), false);
+        emit tokensCounted(id, qint64(ids.size()));
+    } catch (const std::exception& e) {
+        logger()->warn("counting a message's tokens: {}", e.what());
+    }
+}
+
 void EngineWorker::generate(quint64 request_id, const GenerationParams& params,
                             std::shared_ptr<std::atomic<bool>> cancel) {
     const auto started = Clock::now();

@@ -28,6 +28,8 @@ public slots:
     void load(const cetus::ui::LoadRequest& request, std::shared_ptr<std::atomic<bool>> cancel);
     void forgetConversation(const QString& folder, const QString& cache_tag);
     void clearConversationCaches(const QString& folder);
+    // The tokens of a text under the model's tokenizer (none without one).
+    void countTokens(quint64 id, const QString& text);
     void generate(quint64 request_id, const cetus::ui::GenerationParams& params,
                   std::shared_ptr<std::atomic<bool>> cancel);
 
@@ -37,6 +39,7 @@ signals:
     void loadFailed(const QString& message, bool cancelled);
     void generationChunk(const cetus::ui::GenerationChunk& chunk);
     void generationFinished(const cetus::ui::GenerationOutcome& outcome);
+    void tokensCounted(quint64 id, qint64 tokens);
 
 private:
     std::unique_ptr<cetus::Engine> m_engine;

@@ -51,6 +51,9 @@
 #include <QUrl>
 #include <QVBoxLayout>
 
+#include <algorithm>
+#include <climits>
+
 namespace cetus::ui {
 
 namespace {
@@ -162,6 +165,7 @@ MainWindow::MainWindow(HistoryStore& store, GenerationService& service, QWidget*
         refreshEnabled();
         refreshChat();
         refreshContextUsage();
+        countComposerTokens();  // another tokenizer, or none
     });
     connect(m_controller.get(), &ChatController::conversationListChanged, this, &MainWindow::refreshList);
     connect(m_controller.get(), &ChatController::conversationChanged, this, [this] {
@@ -363,8 +367,30 @@ QWidget* MainWindow::buildCenter() {
     m_stop->setObjectName(QStringLiteral("stopButton"));
     buttons->addWidget(m_send);
     buttons->addWidget(m_stop);
+    m_composer_tokens = new QLabel;
+    m_composer_tokens->setObjectName(QStringLiteral("composerTokens"));
+    m_composer_tokens->setEnabled(false);  // the palette's quieter text
+    m_composer_tokens->setAlignment(Qt::AlignCenter);
+    m_composer_tokens->setToolTip(tr("Tokens of this message under the model's tokenizer (its turn in the chat "
+                                     "template adds a few)"));
+    m_composer_tokens->hide();
+    buttons->addWidget(m_composer_tokens);
     composer_row->addLayout(buttons);
     layout->addLayout(composer_row);
+    // Counted a moment after typing stops, on the engine's thread.
+    m_count_timer = new QTimer(this);
+    m_count_timer->setSingleShot(true);
+    m_count_timer->setInterval(300);
+    connect(m_count_timer, &QTimer::timeout, this, &MainWindow::countComposerTokens);
+    connect(m_composer, &QPlainTextEdit::textChanged, this, [this] {
+        if (m_composer->document()->isEmpty()) countComposerTokens();  // at once: nothing to count
+        else m_count_timer->start();
+    });
+    connect(&m_service, &GenerationService::tokensCounted, this, [this](quint64 id, qint64 n) {
+        if (id != m_count_id || m_composer->document()->isEmpty()) return;  // the text changed since
+        m_composer_tokens->setText(tr("%n token(s)", nullptr, int(std::min<qint64>(n, INT_MAX))));
+        m_composer_tokens->show();
+    });
     auto send = [this] {
         if (m_controller->send(m_composer->toPlainText())) {
             m_composer->clear();
@@ -765,6 +791,16 @@ void MainWindow::refreshRecentModels() {
         QTimer::singleShot(0, this, &MainWindow::refreshRecentModels);
     });
     clear->setObjectName(QStringLiteral("clearRecentModelsAction"));
+}
+
+void MainWindow::countComposerTokens() {
+    ++m_count_id;  // an answer to an earlier request no longer counts
+    m_count_timer->stop();
+    if (m_composer->document()->isEmpty() || !m_service.hasModel()) {
+        m_composer_tokens->hide();
+        return;
+    }
+    m_service.countTokens(m_count_id, m_composer->toPlainText());
 }
 
 void MainWindow::refreshContextUsage() {

@@ -641,6 +641,9 @@ SwitchingGenerationService::SwitchingGenerationService(GenerationService& local,
     attach(local);
     attach(remote);
     connect(&local, &GenerationService::modelLoaded, this, [this](const ModelDescription& m) { m_local_model = m; });
+    connect(&local, &GenerationService::tokensCounted, this, [this](quint64 id, qint64 n) {
+        if (m_active == &m_local) emit tokensCounted(id, n);
+    });
 }
 
 void SwitchingGenerationService::attach(GenerationService& s) {

@@ -30,6 +30,7 @@ public:
     void setConversationCacheFolder(const QString& folder) override { m_cache_folder = folder; }
     void forgetConversation(const QString& cache_tag) override;
     void clearConversationCaches() override;
+    void countTokens(quint64 id, const QString& text) override;
 
 private:
     QThread m_thread;

@@ -38,12 +38,21 @@ public:
     virtual void forgetConversation(const QString& cache_tag) { Q_UNUSED(cache_tag); }
     virtual void clearConversationCaches() {}
 
+    // Counts the tokens of a message's text with the model's tokenizer (what it adds to
+    // the prompt, besides its turn's few template tokens): tokensCounted(id, n) later. A
+    // service without a tokenizer (no model, a remote endpoint) answers nothing.
+    virtual void countTokens(quint64 id, const QString& text) {
+        Q_UNUSED(id);
+        Q_UNUSED(text);
+    }
+
 signals:
     void loadProgress(double fraction, const QString& stage);
     void modelLoaded(const cetus::ui::ModelDescription& model);
     void loadFailed(const QString& message, bool cancelled);
     void generationChunk(const cetus::ui::GenerationChunk& chunk);
     void generationFinished(const cetus::ui::GenerationOutcome& outcome);
+    void tokensCounted(quint64 id, qint64 tokens);
 
 protected:
     // Refuses request `id` because another one runs: generationFinished(Error), queued

@@ -22,6 +22,7 @@ class QProgressBar;
 class QPushButton;
 class QStackedWidget;
 class QActionGroup;
+class QTimer;
 
 namespace cetus::ui {
 
@@ -68,6 +69,9 @@ public:
     QLabel* modelStatus() const { return m_model_status; }
     // The status bar's "Context: used / length tokens" of the shown conversation.
     QLabel* contextUsage() const { return m_context_usage; }
+    // Under Send: the tokens of the message being written (counted by the model's
+    // tokenizer on the worker, a moment after typing stops).
+    QLabel* composerTokens() const { return m_composer_tokens; }
     void restoreLastConversation();
     // Replaces the confirmation dialog (tests).
     void setConfirmHandler(std::function<bool(const QString&)> confirm) { m_confirm = std::move(confirm); }
@@ -135,6 +139,7 @@ private:
     // most recent first; a folder that is gone is shown but cannot be chosen.
     void refreshRecentModels();
     void refreshContextUsage();
+    void countComposerTokens();  // asks for the composer's count (or hides it when empty)
     void rememberRecentModel(const QString& dir);
     QString appliesOnReload(const QString& what) const;
     std::optional<qint64> selectedConversation() const;
@@ -172,6 +177,9 @@ private:
     QLabel* m_load_label = nullptr;
     QLabel* m_model_status = nullptr;
     QLabel* m_context_usage = nullptr;
+    QLabel* m_composer_tokens = nullptr;
+    QTimer* m_count_timer = nullptr;
+    quint64 m_count_id = 0;  // the last count asked for; older answers are dropped
     KvCachePanel* m_kv = nullptr;
     ExpertPanel* m_experts = nullptr;
     RoutingPanel* m_routing = nullptr;

@@ -176,6 +176,10 @@ public:
     void setConversationCacheFolder(const QString& folder) override { m_local.setConversationCacheFolder(folder); }
     void forgetConversation(const QString& cache_tag) override { m_local.forgetConversation(cache_tag); }
     void clearConversationCaches() override { m_local.clearConversationCaches(); }
+    // The local engine's tokenizer, while it is the active one.
+    void countTokens(quint64 id, const QString& text) override {
+        if (m_active == &m_local) m_local.countTokens(id, text);
+    }
 
 signals:
     void activeChanged(bool remote);
