@@ -27,6 +27,7 @@ void add_generate_command(CLI::App& app) {
         LoadFlags load;
         std::string model, prompt, system, device = "auto", mtp = "on", ids;
         float temperature = 0.7f, top_p = 1.0f, min_p = 0.0f, repetition_penalty = 1.0f;
+        float frequency_penalty = 0.0f, presence_penalty = 0.0f;
         int top_k = 0, max_tokens = 256, draft = 1, threads = 0, logprobs = -1;
         int64_t context = 4096;
         uint64_t seed = 0;
@@ -43,6 +44,10 @@ void add_generate_command(CLI::App& app) {
     cmd->add_option("--top-k", o->top_k, "Keep the k most likely tokens (0 = off)");
     cmd->add_option("--min-p", o->min_p, "Drop tokens below min-p times the best (0 = off)");
     cmd->add_option("--repeat-penalty", o->repetition_penalty, "Repetition penalty (1 = off)");
+    cmd->add_option("--frequency-penalty", o->frequency_penalty,
+                    "OpenAI's frequency penalty on the answer's tokens, -2 .. 2 (0 = off)");
+    cmd->add_option("--presence-penalty", o->presence_penalty,
+                    "OpenAI's presence penalty on the answer's tokens, -2 .. 2 (0 = off)");
     cmd->add_option("--seed", o->seed, "Random seed");
     cmd->add_option("--max-tokens", o->max_tokens, "Most tokens to generate");
     cmd->add_option("--stop", o->stop, "Stop string (repeatable)");
@@ -67,7 +72,8 @@ void add_generate_command(CLI::App& app) {
             if (!o->system.empty()) req.messages.push_back({"system", o->system});
             req.messages.push_back({"user", o->prompt});
         }
-        req.sampling = {o->temperature, o->top_p, o->top_k, o->min_p, o->repetition_penalty, o->seed};
+        req.sampling = {o->temperature, o->top_p, o->top_k, o->min_p, o->repetition_penalty, o->seed,
+                        o->frequency_penalty, o->presence_penalty};
         req.max_new_tokens = o->max_tokens;
         req.stop = o->stop;
         req.mtp = o->mtp == "on";

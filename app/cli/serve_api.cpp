@@ -136,6 +136,12 @@ ParseResult parse_chat_request(const std::string& body, const std::string& model
     v = s.repetition_penalty;
     if (auto e = number(j, "repetition_penalty", 0.01, 10.0, v)) return fail(*e);
     s.repetition_penalty = float(v);
+    v = s.frequency_penalty;
+    if (auto e = number(j, "frequency_penalty", -2.0, 2.0, v)) return fail(*e);
+    s.frequency_penalty = float(v);
+    v = s.presence_penalty;
+    if (auto e = number(j, "presence_penalty", -2.0, 2.0, v)) return fail(*e);
+    s.presence_penalty = float(v);
     int64_t n = s.top_k;
     bool given = false;
     if (auto e = integer(j, "top_k", -1, 1 << 20, n, given)) return fail(*e);

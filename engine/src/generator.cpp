@@ -414,7 +414,8 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
         throw Error(ErrorCode::BadRequest, "logprobs must be between -1 (none) and " + std::to_string(k_max_top_logprobs));
     if (!sampling_params_valid(req.sampling))
         throw Error(ErrorCode::BadRequest, "sampling parameters out of range (finite values with temperature >= 0, "
-                                           "0 < top_p <= 1, 0 <= min_p <= 1, top_k >= 0, repetition_penalty > 0)");
+                                           "0 < top_p <= 1, 0 <= min_p <= 1, top_k >= 0, repetition_penalty > 0, "
+                                           "frequency and presence penalties in -2 .. 2)");
 
     Run r(*this, req, sink);
     r.history = ids;
@@ -442,19 +443,22 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
     r.res.stats.reused_prefix_tokens = p;
 
     auto cancelled = [&] { return req.cancel && req.cancel->load(std::memory_order_relaxed); };
-    const bool on_device = m_backend.samples_on_device();
+    // The device's token choice knows no frequency or presence penalty: such requests
+    // choose on the host (the rows come over, as for a CPU).
+    const bool on_device = m_backend.samples_on_device() && !has_count_penalties(req.sampling);
     // Log-probabilities come from the logits on the host: a device that samples copies
     // the rows of the main model's steps too (its choices stay where they were made).
     const bool logits_on_host = !on_device || (req.logprobs >= 0 && sink);
     Choices choices{m_backend, r.sampler, on_device, c.vocab_size};
     // The ids a row penalises: the history, and tail[0, tail_first + row).
     auto spec = [&](std::span<const int32_t> tail, int64_t tail_first) {
-        return ChoiceSpec{req.sampling, r.sampler.n_valid(), r.history, tail, tail_first};
+        return ChoiceSpec{req.sampling, r.sampler.n_valid(), r.history, tail, tail_first, n};
     };
     auto t0 = clock_type::now();
     // Greedy without a penalty: the argmax comes with the forward pass itself
     // (on a GPU inside the step's graph, no second round trip).
-    const bool fused_argmax = r.sampler.greedy() && req.sampling.repetition_penalty == 1.0f;
+    const bool fused_argmax =
+        r.sampler.greedy() && req.sampling.repetition_penalty == 1.0f && !has_count_penalties(req.sampling);
     ForwardOptions fo;
     fo.all_logits = false;
     fo.want_hidden = !m_hidden.empty();  // kept for the MTP module only

@@ -1,5 +1,6 @@
 // Processing order as llama.cpp and transformers apply it: repetition penalty on
-// raw logits, then temperature, then top-k, top-p (nucleus) and min-p on the
+// raw logits (then, as vLLM does, the frequency and presence penalties on the
+// answer's tokens), then temperature, then top-k, top-p (nucleus) and min-p on the
 // softmax, renormalised.
 #include "sampler.h"
 
@@ -28,26 +29,44 @@ void Sampler::peek_uniforms(int64_t n, double* out) const {
 void Sampler::skip_uniforms(int64_t n) { m_rng.discard(static_cast<unsigned long long>(std::max<int64_t>(n, 0))); }
 
 void Sampler::penalise(std::vector<float>& x, std::span<const int32_t> seen, std::span<const int32_t> more) {
-    if (m_params.repetition_penalty == 1.0f) return;
-    const float r = m_params.repetition_penalty;
-    std::vector<uint8_t>& mark = m_seen_mark;
-    for (auto ids : {seen, more})
-        for (int32_t id : ids) {
-            if (id < 0 || id >= m_vocab || mark[size_t(id)]) continue;
-            mark[size_t(id)] = 1;
-            // Held to finite values: a penalty near 0 (or huge) would otherwise
-            // overflow a large logit to +-inf and the softmax to NaN (fuzz_sampler).
-            float& v = x[size_t(id)];
-            v = std::fmin(std::fmax(v > 0 ? v / r : v * r, -std::numeric_limits<float>::max()),
-                          std::numeric_limits<float>::max());
-        }
-    for (auto ids : {seen, more})
-        for (int32_t id : ids)
-            if (id >= 0 && id < m_vocab) mark[size_t(id)] = 0;
+    constexpr float big = std::numeric_limits<float>::max();
+    if (m_params.repetition_penalty != 1.0f) {
+        const float r = m_params.repetition_penalty;
+        std::vector<uint8_t>& mark = m_seen_mark;
+        for (auto ids : {seen, more})
+            for (int32_t id : ids) {
+                if (id < 0 || id >= m_vocab || mark[size_t(id)]) continue;
+                mark[size_t(id)] = 1;
+                // Held to finite values: a penalty near 0 (or huge) would otherwise
+                // overflow a large logit to +-inf and the softmax to NaN (fuzz_sampler).
+                float& v = x[size_t(id)];
+                v = std::fmin(std::fmax(v > 0 ? v / r : v * r, -big), big);
+            }
+        for (auto ids : {seen, more})
+            for (int32_t id : ids)
+                if (id >= 0 && id < m_vocab) mark[size_t(id)] = 0;
+    }
+    if (has_count_penalties(m_params)) {
+        // Then OpenAI's rule on the answer's tokens (as vLLM orders them):
+        // -= frequency * count + presence, once per id.
+        const auto answer = seen.subspan(size_t(std::clamp<int64_t>(m_output_from, 0, int64_t(seen.size()))));
+        m_counts.resize(size_t(m_vocab), 0);
+        for (auto ids : {answer, more})
+            for (int32_t id : ids)
+                if (id >= 0 && id < m_vocab) ++m_counts[size_t(id)];
+        for (auto ids : {answer, more})
+            for (int32_t id : ids) {
+                if (id < 0 || id >= m_vocab || m_counts[size_t(id)] == 0) continue;
+                float& v = x[size_t(id)];
+                const float c = float(m_counts[size_t(id)]);
+                v = std::fmin(std::fmax(v - m_params.frequency_penalty * c - m_params.presence_penalty, -big), big);
+                m_counts[size_t(id)] = 0;
+            }
+    }
 }
 
 int32_t Sampler::argmax(const float* logits, std::span<const int32_t> seen, std::span<const int32_t> more) {
-    if (m_params.repetition_penalty == 1.0f)  // nothing to change: no copy on the decode path
+    if (m_params.repetition_penalty == 1.0f && !has_count_penalties(m_params))  // nothing to change: no copy
         return int32_t(std::max_element(logits, logits + m_n_valid) - logits);
     m_work.assign(logits, logits + m_n_valid);
     m_work.resize(size_t(m_vocab), -std::numeric_limits<float>::infinity());
@@ -145,6 +164,7 @@ int32_t Sampler::accept_or_replace(const std::vector<float>& p, const std::vecto
 
 void choose_rows(Sampler& math, const float* logits, int64_t V, int64_t n, const ChoiceSpec& spec,
                  const double* u, std::vector<float>* q, int32_t* ids) {
+    math.set_output_from(spec.output_from);
     std::vector<float>& probs = math.m_row;
     for (int64_t r = 0; r < n; ++r) {
         const float* row = logits + r * V;
@@ -161,6 +181,7 @@ void choose_rows(Sampler& math, const float* logits, int64_t V, int64_t n, const
 
 VerifyResult verify_rows(Sampler& math, const float* logits, int64_t V, const ChoiceSpec& spec,
                          const std::vector<float>* q, const int32_t* drafts, int64_t D, const double* u) {
+    math.set_output_from(spec.output_from);
     std::vector<float>& p = math.m_row;
     auto target = [&](int64_t a) {
         const auto more =

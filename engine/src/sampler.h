@@ -7,6 +7,7 @@
 #include "cetus/generate.h"
 #include "cetus/sampling.h"
 
+#include <climits>
 #include <cstdint>
 #include <random>
 #include <span>
@@ -17,13 +18,15 @@ namespace cetus {
 // A batch of token choices over rows of logits, as Backend::choose and
 // Backend::verify take it (and choose_rows / verify_rows compute it on the host).
 // Row r penalises the ids of `history` and tail[0, tail_first + r): in a verify
-// batch row r follows the pending token and the drafts before draft r.
+// batch row r follows the pending token and the drafts before draft r. The answer's
+// tokens (frequency and presence penalties) are history[output_from ..] and the tail's.
 struct ChoiceSpec {
     SamplingParams params;
     int64_t n_valid = 0;  // ids >= n_valid are never chosen
     std::span<const int32_t> history;
     std::span<const int32_t> tail;
     int64_t tail_first = 0;
+    int64_t output_from = INT64_MAX;  // where the answer starts in history (the prompt's length)
 };
 
 struct VerifyResult {
@@ -39,7 +42,8 @@ public:
 
     // Processed distribution of one row of logits into probs[vocab] (zeros outside
     // the kept set). The repetition penalty applies to the ids in `seen` and `more`
-    // (two spans, so a caller can add a few pending tokens without copying its history).
+    // (two spans, so a caller can add a few pending tokens without copying its history);
+    // the frequency and presence penalties to seen[output_from() ..] and `more`.
     void distribution(const float* logits, std::span<const int32_t> seen, std::vector<float>& probs,
                       std::span<const int32_t> more = {});
     // Argmax after the repetition penalty and the vocabulary mask (greedy mode).
@@ -64,12 +68,18 @@ public:
 
     const SamplingParams& params() const { return m_params; }
     int64_t n_valid() const { return m_n_valid; }
+    // Where the answer starts in `seen` (ChoiceSpec::output_from); by default nothing of
+    // `seen` is the answer's, only `more`.
+    void set_output_from(int64_t i) { m_output_from = i; }
+    int64_t output_from() const { return m_output_from; }
 
 private:
     void penalise(std::vector<float>& x, std::span<const int32_t> seen, std::span<const int32_t> more);
 
     SamplingParams m_params;
     int64_t m_vocab, m_n_valid;
+    int64_t m_output_from = INT64_MAX;
+    std::vector<int32_t> m_counts;  // per id, while the count penalties are applied (zero between)
     std::mt19937_64 m_rng;
     std::vector<float> m_work;
     std::vector<int32_t> m_order;

@@ -38,6 +38,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     require(std::isfinite(s.top_p) && s.top_p > 0 && s.top_p <= 1);
     require(std::isfinite(s.min_p) && s.min_p >= 0 && s.min_p <= 1);
     require(std::isfinite(s.repetition_penalty) && s.repetition_penalty >= 0.01f && s.repetition_penalty <= 10);
+    require(s.frequency_penalty >= -2 && s.frequency_penalty <= 2 && s.presence_penalty >= -2 && s.presence_penalty <= 2);
+    require(cetus::sampling_params_valid(s));
     require(s.top_k >= 0);
     require(q.gen.max_new_tokens >= 1);
     require(q.gen.n_draft >= 1 && q.gen.n_draft <= 8);

@@ -1,4 +1,5 @@
-// libFuzzer target for token choice (Sampler: repetition penalty, temperature,
+// libFuzzer target for token choice (Sampler: repetition, frequency and presence
+// penalties, temperature,
 // top-k, top-p, min-p, the draw and the speculative accept/replace rule), which
 // every request's parameters reach. The bytes give a vocabulary, the parameters
 // as raw floats (those Engine::generate refuses, sampling_params_valid, are
@@ -66,6 +67,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (which & 4) sp.min_p = in.f32();
     if (which & 8) sp.repetition_penalty = in.f32();
     if (which & 16) sp.top_k = int32_t(in.byte()) - 1;
+    if (which & 32) sp.frequency_penalty = in.f32();
+    if (which & 64) sp.presence_penalty = in.f32();
+    const int64_t output_from = in.byte() % 10;  // where the answer starts in the history
     if (!cetus::sampling_params_valid(sp)) return 0;
     const int scale = int(in.byte() % 80) - 40;  // logits from about 2^-40 to 2^40 in size
     std::vector<float> logits(static_cast<size_t>(vocab));
@@ -74,6 +78,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (int32_t& id : seen) id = int32_t(in.byte() % (vocab + 4)) - 2;  // a few outside the vocabulary
 
     cetus::Sampler s(sp, vocab, n_valid);
+    s.set_output_from(output_from);
     if (s.greedy()) {
         const int32_t id = s.argmax(logits.data(), seen);
         require(id >= 0 && id < n_valid);

@@ -352,6 +352,74 @@ private slots:
         }
     }
 
+    void countPenaltiesFollowTheFormula() {
+        // Greedy answers with frequency and presence penalties, plainly and with MTP drafts:
+        // each token is the argmax of the model's raw logits at its position (one prefill
+        // on another engine) less OpenAI's penalties over the answer's tokens before it,
+        // the prompt's not counted.
+        const std::string dir = std::string(CETUS_SOURCE_DIR) + "/resources/models/cetus-demo";
+        if (!std::filesystem::exists(dir + "/config.json")) QSKIP("no bundled model in this tree");
+        auto e = load(dir, 512), ref = load(dir, 512);
+        const int64_t V = e->info().vocab_size;
+        const int64_t n_valid = std::min<int64_t>(V, e->tokenizer()->vocab_size());
+        int changed = 0, checked = 0;
+        cetus::GenerateRequest r;
+        // (The third repeats a word of its question: penalising the prompt's tokens too
+        // would change its answer.)
+        for (const char* question : {"List ten animals.", "What can you do?", "Use the word ocean in a sentence."}) {
+            r = {};
+            r.messages = {{"user", question}};
+            r.sampling.temperature = 0.0f;
+            r.max_new_tokens = 48;
+            e->reset_cache();
+            const auto unpenalised = e->generate(r);
+            for (const auto& [frequency, presence] : {std::pair{0.8f, 1.5f}, std::pair{0.0f, 1.5f}, std::pair{-0.6f, 0.0f}, std::pair{2.0f, 2.0f}}) {
+                std::vector<int32_t> plain_ids;
+                for (const auto& [mtp, draft] : {std::pair{false, 1}, std::pair{true, 1}, std::pair{true, 3}}) {
+                    r.sampling.frequency_penalty = frequency;
+                    r.sampling.presence_penalty = presence;
+                    r.mtp = mtp;
+                    r.n_draft = draft;
+                    e->reset_cache();
+                    const auto got = e->generate(r);
+                    if (!mtp) plain_ids = got.ids;
+                    else QCOMPARE(got.ids, plain_ids);  // drafts verified under the same penalties
+                    changed += got.ids != unpenalised.ids;
+                    std::vector<int32_t> all = e->tokenizer()->encode_chat(r.messages, true);
+                    const size_t n_prompt = all.size();
+                    all.insert(all.end(), got.ids.begin(), got.ids.end());
+                    const std::vector<float> logits = ref->logits(all);
+                    std::vector<int> count(size_t(V), 0);
+                    for (size_t i = 0; i < got.ids.size(); ++i) {
+                        const float* row = logits.data() + (n_prompt - 1 + i) * size_t(V);
+                        auto value = [&](int64_t v) {
+                            const int c = count[size_t(v)];
+                            return double(row[v]) - (c > 0 ? frequency * c + presence : 0.0);
+                        };
+                        double best = -INFINITY;
+                        for (int64_t v = 0; v < n_valid; ++v) best = std::max(best, value(v));
+                        QVERIFY2(value(got.ids[i]) >= best - 1e-4,
+                                 qPrintable(QStringLiteral("f %1 p %2 mtp %3/%4, token %5: %6 against the best %7")
+                                                .arg(frequency).arg(presence).arg(mtp).arg(draft).arg(i)
+                                                .arg(value(got.ids[i])).arg(best)));
+                        ++count[size_t(got.ids[i])];
+                        ++checked;
+                    }
+                }
+            }
+        }
+        QVERIFY(changed > 0);  // the penalties did change answers
+        QVERIFY2(checked >= 200, qPrintable(QString::number(checked)));
+        cetus::GenerateRequest bad = r;
+        bad.sampling.presence_penalty = 3.0f;
+        try {
+            e->generate(bad);
+            QFAIL("accepted a presence penalty of 3");
+        } catch (const cetus::Error& err) {
+            QCOMPARE(err.code(), cetus::ErrorCode::BadRequest);
+        }
+    }
+
     void sampledMtpKeepsDistribution() {
         const std::string dir = fixture("v3-noaux");
         auto e = load(dir);

@@ -203,6 +203,72 @@ private slots:
         QCOMPARE(s.argmax(neg.data(), seen), 0);  // -0.6 * 2 = -1.2 < -1.0
     }
 
+    // OpenAI's frequency and presence penalties: on the answer's tokens only (seen from
+    // output_from on, and `more`), -= frequency * count + presence, after the repetition
+    // penalty; the distribution is the softmax of the logits so changed.
+    void countPenalties() {
+        const std::vector<float> l{2.0f, 1.0f, 0.5f, 1.5f, -0.5f, 0.25f};
+        const int32_t seen[] = {0, 1, 2, 2, 3};  // the prompt is 0, 1; the answer 2, 2, 3
+        const int32_t more[] = {3, 4};
+        auto softmax = [](std::vector<double> x) {
+            double m = -INFINITY, z = 0.0;
+            for (double v : x) m = std::max(m, v);
+            for (double& v : x) z += (v = std::exp(v - m));
+            for (double& v : x) v /= z;
+            return x;
+        };
+        struct Case {
+            float frequency, presence, repetition;
+        };
+        for (const Case cs : {Case{0.5f, 0.25f, 1.0f}, Case{-1.0f, 0.0f, 1.0f}, Case{0.0f, 2.0f, 1.0f}, Case{0.75f, -0.5f, 2.0f}}) {
+            cetus::SamplingParams sp;
+            sp.temperature = 1.0f;
+            sp.frequency_penalty = cs.frequency;
+            sp.presence_penalty = cs.presence;
+            sp.repetition_penalty = cs.repetition;
+            cetus::Sampler s(sp, 6, 6);
+            s.set_output_from(2);
+            std::vector<double> want(l.begin(), l.end());
+            for (int id : {0, 1, 2, 3, 4})  // every id of seen and more: the repetition penalty first
+                want[size_t(id)] = want[size_t(id)] > 0 ? want[size_t(id)] / cs.repetition : want[size_t(id)] * cs.repetition;
+            const int counts[6] = {0, 0, 2, 2, 1, 0};
+            for (int id = 0; id < 6; ++id)
+                if (counts[id] > 0) want[size_t(id)] -= cs.frequency * counts[id] + cs.presence;
+            const std::vector<double> p_want = softmax(want);
+            std::vector<float> p;
+            s.distribution(l.data(), seen, p, more);
+            for (int id = 0; id < 6; ++id)
+                QVERIFY2(std::abs(p[size_t(id)] - p_want[size_t(id)]) < 1e-6,
+                         qPrintable(QStringLiteral("f %1 p %2 r %3, id %4: %5 against %6")
+                                        .arg(cs.frequency).arg(cs.presence).arg(cs.repetition).arg(id)
+                                        .arg(p[size_t(id)]).arg(p_want[size_t(id)])));
+            // Greedy: the argmax of the same logits; again, the same (the counts are reset).
+            sp.temperature = 0.0f;
+            cetus::Sampler g(sp, 6, 6);
+            g.set_output_from(2);
+            const int32_t best = int32_t(std::max_element(want.begin(), want.end()) - want.begin());
+            QCOMPARE(g.argmax(l.data(), seen, more), best);
+            QCOMPARE(g.argmax(l.data(), seen, more), best);
+        }
+        // Without output_from nothing of `seen` is the answer's: only `more` counts.
+        cetus::SamplingParams sp;
+        sp.temperature = 0.0f;
+        sp.presence_penalty = 2.0f;
+        cetus::Sampler s(sp, 6, 6);
+        QCOMPARE(s.argmax(l.data(), seen), 0);
+        const int32_t zero[] = {0};
+        QCOMPARE(s.argmax(l.data(), seen, zero), 3);  // 2 - 2 = 0 < 1.5
+        // Out of range or not finite: refused.
+        for (float bad : {2.5f, -2.01f, NAN, INFINITY}) {
+            cetus::SamplingParams q;
+            q.frequency_penalty = bad;
+            QVERIFY(!cetus::sampling_params_valid(q));
+            q = {};
+            q.presence_penalty = bad;
+            QVERIFY(!cetus::sampling_params_valid(q));
+        }
+    }
+
     void seedsRepeat() {
         cetus::SamplingParams sp;
         sp.temperature = 1.0f;

@@ -244,6 +244,16 @@ private slots:
         s["seed"] = 7;
         s["top_p"] = 0.9;
         QCOMPARE(post(s).j["choices"][0]["message"]["content"], post(s).j["choices"][0]["message"]["content"]);
+        // OpenAI's frequency and presence penalties reach the engine (the tiny random model
+        // repeats tokens within 30, so the greedy answer changes; test_generator checks the rule).
+        json pen = chat("abc", 30);
+        pen["frequency_penalty"] = 2.0;
+        pen["presence_penalty"] = 2.0;
+        const HttpResult penalised = post(pen);
+        QCOMPARE(penalised.status, 200);
+        const std::string text = penalised.j["choices"][0]["message"]["content"].get<std::string>();
+        QVERIFY(text != m_greedy);
+        QCOMPARE(post(pen).j["choices"][0]["message"]["content"].get<std::string>(), text);
     }
 
     void continueFinalMessage() {
@@ -468,6 +478,14 @@ private slots:
         b["temperature"] = 5;
         expect(post(b), 400, nullptr);
         QCOMPARE(post(b).j["error"]["param"].get<std::string>(), std::string("temperature"));
+        for (const char* penalty : {"frequency_penalty", "presence_penalty"}) {
+            b = chat("Hi", 4);
+            b[penalty] = 2.5;  // OpenAI's range is -2 .. 2
+            expect(post(b), 400, nullptr);
+            QCOMPARE(post(b).j["error"]["param"].get<std::string>(), std::string(penalty));
+            b[penalty] = "high";
+            expect(post(b), 400, nullptr);
+        }
         b = chat("Hi", 4);
         b["messages"][0]["role"] = "wizard";
         expect(post(b), 400, nullptr);
