@@ -18,6 +18,8 @@
 #include <QClipboard>
 #include <QFile>
 #include <QLabel>
+#include <QDoubleSpinBox>
+#include <QDialogButtonBox>
 #include <QJsonDocument>
 #include <QJsonObject>
 #include <QDirIterator>
@@ -78,6 +80,7 @@ private slots:
     void contextUsage();
     void longLinesStayInTheView();
     void composerCountsTokens();
+    void settingsDialogSetsSampling();
 
 private:
     void loadFake();
@@ -777,6 +780,7 @@ void TestMainWindow::storedSettingsOutOfRangeFallBack() {
              "system_prompt": "", "pinned": false, "archived": false, "created_ms": 1764500000000,
              "updated_ms": 1764500000000, "active_message": 1,
              "sampling": {"temperature": 50, "top_p": 0.5, "top_k": -3, "min_p": 0.1, "repetition_penalty": 0,
+                          "frequency_penalty": 5, "presence_penalty": -1.5,
                           "max_new_tokens": 100000, "mtp": false, "n_draft": 99},
              "messages": [{"id": 1, "parent": null, "role": "user", "state": "complete",
                            "created_ms": 1764500000000, "updated_ms": 1764500000000, "stats": {},
@@ -793,6 +797,8 @@ void TestMainWindow::storedSettingsOutOfRangeFallBack() {
     QCOMPARE(s.top_k, defaults.top_k);                           // -3
     QCOMPARE(s.min_p, 0.1);                                      // kept
     QCOMPARE(s.repetition_penalty, defaults.repetition_penalty);  // 0
+    QCOMPARE(s.frequency_penalty, defaults.frequency_penalty);    // 5: out of -2..2
+    QCOMPARE(s.presence_penalty, -1.5);                          // kept
     QCOMPARE(s.max_new_tokens, defaults.max_new_tokens);         // 100000: over 32768
     QCOMPARE(s.mtp, false);                                      // kept
     QCOMPARE(s.n_draft, defaults.n_draft);                       // 99: over 8
@@ -1013,6 +1019,51 @@ void TestMainWindow::composerCountsTokens() {
     QVERIFY(m_window->composer()->toPlainText().isEmpty());
     QVERIFY(!label->isVisible());
     QVERIFY(QTest::qWaitFor([&] { return !m_window->controller().isGenerating(); }, 5000));
+}
+
+// Conversation > Settings: min-p and the three penalties are offered beside the rest, kept
+// with the conversation, and sent with its next request.
+void TestMainWindow::settingsDialogSetsSampling() {
+    loadFake();
+    QTest::keyClicks(m_window->composer(), QStringLiteral("Hi"));
+    QTest::keyClick(m_window->composer(), Qt::Key_Return);
+    QVERIFY(QTest::qWaitFor([&] { return !m_window->controller().isGenerating(); }, 5000));
+    auto* settings = m_window->findChild<QAction*>(QStringLiteral("settingsAction"));
+    QVERIFY(settings);
+    bool filled = false;
+    QTimer::singleShot(0, this, [&] {
+        QWidget* dialog = QApplication::activeModalWidget();
+        if (!dialog) return;
+        const std::pair<const char*, double> values[] = {{"minPSetting", 0.05},
+                                                         {"repetitionPenaltySetting", 1.15},
+                                                         {"frequencyPenaltySetting", 0.7},
+                                                         {"presencePenaltySetting", -0.4}};
+        for (const auto& [name, v] : values) {
+            auto* box = dialog->findChild<QDoubleSpinBox*>(QLatin1String(name));
+            if (!box) return;
+            box->setValue(v);
+        }
+        filled = true;
+        dialog->findChild<QDialogButtonBox*>()->button(QDialogButtonBox::Ok)->click();
+    });
+    settings->trigger();
+    QVERIFY(filled);
+    const SamplingSettings s = m_window->controller().settings().sampling;
+    QCOMPARE(s.min_p, 0.05);
+    QCOMPARE(s.repetition_penalty, 1.15);
+    QCOMPARE(s.frequency_penalty, 0.7);
+    QCOMPARE(s.presence_penalty, -0.4);
+    // Kept: the conversation opened again has them.
+    const qint64 id = *m_window->controller().currentConversation();
+    m_window->controller().newConversation();
+    m_window->controller().openConversation(id);
+    QCOMPARE(m_window->controller().settings().sampling.frequency_penalty, 0.7);
+    QTest::keyClicks(m_window->composer(), QStringLiteral("Again"));
+    QTest::keyClick(m_window->composer(), Qt::Key_Return);
+    QVERIFY(QTest::qWaitFor([&] { return !m_window->controller().isGenerating(); }, 5000));
+    QCOMPARE(m_service->last_params.sampling.presence_penalty, -0.4);
+    QCOMPARE(m_service->last_params.sampling.repetition_penalty, 1.15);
+    QCOMPARE(m_service->last_params.sampling.min_p, 0.05);
 }
 
 QTEST_MAIN(TestMainWindow)

@@ -651,6 +651,21 @@ void TestRemoteService::otherEndpointsLogprobs() {
     s3.generate(p);
     QVERIFY(QTest::qWaitFor([&] { return c3.outcome.has_value(); }, 10000));
     QVERIFY(!endpoint.bodies.back().contains("logprobs"));
+    // Sampling extras are sent only when set (OpenAI refuses some of them).
+    for (const char* key : {"min_p", "repetition_penalty", "frequency_penalty", "presence_penalty"})
+        QVERIFY2(!endpoint.bodies.back().contains(QLatin1String(key)), key);
+    GenerationParams penalised = p;
+    penalised.sampling.min_p = 0.05;
+    penalised.sampling.repetition_penalty = 1.1;
+    penalised.sampling.frequency_penalty = 0.5;
+    penalised.sampling.presence_penalty = -0.25;
+    c3 = {};
+    s3.generate(penalised);
+    QVERIFY(QTest::qWaitFor([&] { return c3.outcome.has_value(); }, 10000));
+    QCOMPARE(endpoint.bodies.back().value("min_p").toDouble(), 0.05);
+    QCOMPARE(endpoint.bodies.back().value("repetition_penalty").toDouble(), 1.1);
+    QCOMPARE(endpoint.bodies.back().value("frequency_penalty").toDouble(), 0.5);
+    QCOMPARE(endpoint.bodies.back().value("presence_penalty").toDouble(), -0.25);
     QVERIFY(!connectTo(s3, e)->remote_continues);  // Continue is not offered by default...
 
     // ...but is for an endpoint whose entry says it continues answers, and the request

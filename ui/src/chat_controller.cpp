@@ -26,9 +26,16 @@ QString roleName(ChatRole r) {
 }
 
 QJsonObject samplingToJson(const SamplingSettings& s) {
-    return QJsonObject{{"temperature", s.temperature}, {"top_p", s.top_p},          {"top_k", s.top_k},
-                       {"min_p", s.min_p},             {"repetition_penalty", s.repetition_penalty},
-                       {"max_new_tokens", s.max_new_tokens}, {"mtp", s.mtp},       {"n_draft", s.n_draft}};
+    return QJsonObject{{"temperature", s.temperature},
+                       {"top_p", s.top_p},
+                       {"top_k", s.top_k},
+                       {"min_p", s.min_p},
+                       {"repetition_penalty", s.repetition_penalty},
+                       {"frequency_penalty", s.frequency_penalty},
+                       {"presence_penalty", s.presence_penalty},
+                       {"max_new_tokens", s.max_new_tokens},
+                       {"mtp", s.mtp},
+                       {"n_draft", s.n_draft}};
 }
 
 // A conversation's stored settings. They may come from an imported file or an
@@ -51,6 +58,8 @@ SamplingSettings samplingFromJson(const QString& text, const SamplingSettings& d
     s.top_k = whole("top_k", 0, 1000, s.top_k);
     s.min_p = real("min_p", 0.0, 1.0, s.min_p);
     s.repetition_penalty = real("repetition_penalty", 0.01, 10.0, s.repetition_penalty);
+    s.frequency_penalty = real("frequency_penalty", -2.0, 2.0, s.frequency_penalty);
+    s.presence_penalty = real("presence_penalty", -2.0, 2.0, s.presence_penalty);
     s.max_new_tokens = whole("max_new_tokens", 1, 32768, s.max_new_tokens);
     s.mtp = o.value("mtp").toBool(s.mtp);
     s.n_draft = whole("n_draft", 1, 8, s.n_draft);

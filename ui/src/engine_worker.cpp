@@ -91,6 +91,8 @@ cetus::GenerateRequest toRequest(const GenerationParams& p, const std::atomic<bo
     r.sampling.top_k = p.sampling.top_k;
     r.sampling.min_p = float(p.sampling.min_p);
     r.sampling.repetition_penalty = float(p.sampling.repetition_penalty);
+    r.sampling.frequency_penalty = float(p.sampling.frequency_penalty);
+    r.sampling.presence_penalty = float(p.sampling.presence_penalty);
     r.sampling.seed = p.sampling.seed;
     r.max_new_tokens = p.sampling.max_new_tokens;
     r.mtp = p.sampling.mtp;

@@ -497,7 +497,8 @@ void MainWindow::buildMenus() {
         if (const auto id = m_controller->currentConversation()) deleteConversation(*id);
     });
     chat->addSeparator();
-    chat->addAction(tr("S&ettings (system prompt, sampling)…"), this, &MainWindow::editSettings);
+    chat->addAction(tr("S&ettings (system prompt, sampling)…"), this, &MainWindow::editSettings)
+        ->setObjectName(QStringLiteral("settingsAction"));
 
     QMenu* model = menuBar()->addMenu(tr("&Model"));
     model->addAction(tr("&Open model folder…"), this, &MainWindow::chooseAndOpenModel);
@@ -1060,6 +1061,29 @@ void MainWindow::editSettings() {
     auto* top_k = new QSpinBox;
     top_k->setRange(0, 1000);
     top_k->setValue(s.sampling.top_k);
+    auto* min_p = new QDoubleSpinBox;
+    min_p->setObjectName(QStringLiteral("minPSetting"));
+    min_p->setRange(0, 1);
+    min_p->setSingleStep(0.01);
+    min_p->setValue(s.sampling.min_p);
+    auto* repetition = new QDoubleSpinBox;
+    repetition->setObjectName(QStringLiteral("repetitionPenaltySetting"));
+    repetition->setRange(0.01, 10);
+    repetition->setSingleStep(0.05);
+    repetition->setValue(s.sampling.repetition_penalty);
+    repetition->setToolTip(tr("Divides the logits of every token already in the conversation (prompt and answer)"));
+    auto* frequency = new QDoubleSpinBox;
+    frequency->setObjectName(QStringLiteral("frequencyPenaltySetting"));
+    frequency->setRange(-2, 2);
+    frequency->setSingleStep(0.1);
+    frequency->setValue(s.sampling.frequency_penalty);
+    frequency->setToolTip(tr("Subtracted from a token's logit once for each time the answer has used it"));
+    auto* presence = new QDoubleSpinBox;
+    presence->setObjectName(QStringLiteral("presencePenaltySetting"));
+    presence->setRange(-2, 2);
+    presence->setSingleStep(0.1);
+    presence->setValue(s.sampling.presence_penalty);
+    presence->setToolTip(tr("Subtracted from a token's logit once the answer has used it"));
     auto* max_tokens = new QSpinBox;
     max_tokens->setRange(1, 32768);
     max_tokens->setValue(s.sampling.max_new_tokens);
@@ -1069,6 +1093,10 @@ void MainWindow::editSettings() {
     form->addRow(tr("Temperature (0 = greedy)"), temperature);
     form->addRow(tr("Top-p"), top_p);
     form->addRow(tr("Top-k (0 = off)"), top_k);
+    form->addRow(tr("Min-p (0 = off)"), min_p);
+    form->addRow(tr("Repetition penalty (1 = off)"), repetition);
+    form->addRow(tr("Frequency penalty (0 = off)"), frequency);
+    form->addRow(tr("Presence penalty (0 = off)"), presence);
     form->addRow(tr("Max new tokens"), max_tokens);
     form->addRow(QString(), mtp);
     auto* box = new QDialogButtonBox(QDialogButtonBox::Ok | QDialogButtonBox::Cancel);
@@ -1081,6 +1109,10 @@ void MainWindow::editSettings() {
     n.sampling.temperature = temperature->value();
     n.sampling.top_p = top_p->value();
     n.sampling.top_k = top_k->value();
+    n.sampling.min_p = min_p->value();
+    n.sampling.repetition_penalty = repetition->value();
+    n.sampling.frequency_penalty = frequency->value();
+    n.sampling.presence_penalty = presence->value();
     n.sampling.max_new_tokens = max_tokens->value();
     n.sampling.mtp = mtp->isChecked();
     m_controller->applySettings(n);

@@ -362,6 +362,11 @@ quint64 RemoteGenerationService::generate(const GenerationParams& params) {
                      {"max_tokens", s.max_new_tokens}};
     if (s.seed) body.insert("seed", qint64(s.seed));
     if (s.top_k > 0) body.insert("top_k", s.top_k);
+    // Sent only when set: OpenAI takes the last two, vLLM, SGLang and Cetus all four.
+    if (s.min_p > 0) body.insert("min_p", s.min_p);
+    if (s.repetition_penalty != 1.0) body.insert("repetition_penalty", s.repetition_penalty);
+    if (s.frequency_penalty != 0.0) body.insert("frequency_penalty", s.frequency_penalty);
+    if (s.presence_penalty != 0.0) body.insert("presence_penalty", s.presence_penalty);
     // Continue the final answer: vLLM's and SGLang's extras, which Cetus's server takes too.
     if (params.continue_final) {
         body.insert("continue_final_message", true);

@@ -60,6 +60,8 @@ struct SamplingSettings {
     int top_k = 0;
     double min_p = 0.0;
     double repetition_penalty = 1.0;
+    double frequency_penalty = 0.0;  // OpenAI's, on the answer's tokens (-2 .. 2)
+    double presence_penalty = 0.0;
     int max_new_tokens = 512;
     bool mtp = true;
     int n_draft = 1;
