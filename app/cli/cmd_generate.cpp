@@ -45,9 +45,11 @@ void add_generate_command(CLI::App& app) {
     cmd->add_option("--min-p", o->min_p, "Drop tokens below min-p times the best (0 = off)");
     cmd->add_option("--repeat-penalty", o->repetition_penalty, "Repetition penalty (1 = off)");
     cmd->add_option("--frequency-penalty", o->frequency_penalty,
-                    "OpenAI's frequency penalty on the answer's tokens, -2 .. 2 (0 = off)");
+                    "OpenAI's frequency penalty on the answer's tokens, -2 .. 2 (0 = off)")
+        ->check(CLI::Range(-2.0f, 2.0f));
     cmd->add_option("--presence-penalty", o->presence_penalty,
-                    "OpenAI's presence penalty on the answer's tokens, -2 .. 2 (0 = off)");
+                    "OpenAI's presence penalty on the answer's tokens, -2 .. 2 (0 = off)")
+        ->check(CLI::Range(-2.0f, 2.0f));
     cmd->add_option("--seed", o->seed, "Random seed");
     cmd->add_option("--max-tokens", o->max_tokens, "Most tokens to generate");
     cmd->add_option("--stop", o->stop, "Stop string (repeatable)");

@@ -450,9 +450,15 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
     // the rows of the main model's steps too (its choices stay where they were made).
     const bool logits_on_host = !on_device || (req.logprobs >= 0 && sink);
     Choices choices{m_backend, r.sampler, on_device, c.vocab_size};
-    // The ids a row penalises: the history, and tail[0, tail_first + row).
+    // The ids a row penalises: the history, and tail[0, tail_first + row). In the decode
+    // loop the tail starts with the pending token, which the history already ends with
+    // (it was emitted): the history is then taken without it, so that the frequency
+    // penalty, which counts every occurrence, counts it once.
     auto spec = [&](std::span<const int32_t> tail, int64_t tail_first) {
-        return ChoiceSpec{req.sampling, r.sampler.n_valid(), r.history, tail, tail_first, n};
+        std::span<const int32_t> history(r.history);
+        if (!tail.empty() && int64_t(history.size()) > n && history.back() == tail.front())
+            history = history.first(history.size() - 1);
+        return ChoiceSpec{req.sampling, r.sampler.n_valid(), history, tail, tail_first, n};
     };
     auto t0 = clock_type::now();
     // Greedy without a penalty: the argmax comes with the forward pass itself

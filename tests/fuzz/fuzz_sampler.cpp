@@ -74,18 +74,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const int scale = int(in.byte() % 80) - 40;  // logits from about 2^-40 to 2^40 in size
     std::vector<float> logits(static_cast<size_t>(vocab));
     for (float& l : logits) l = std::ldexp(float(int16_t(in.byte() | in.byte() << 8)) / 32768.0f, scale);
-    std::vector<int32_t> seen(in.byte() % 8);
+    std::vector<int32_t> seen(in.byte() % 8), more(in.byte() % 4);
     for (int32_t& id : seen) id = int32_t(in.byte() % (vocab + 4)) - 2;  // a few outside the vocabulary
+    for (int32_t& id : more) id = int32_t(in.byte() % (vocab + 4)) - 2;
 
     cetus::Sampler s(sp, vocab, n_valid);
     s.set_output_from(output_from);
     if (s.greedy()) {
-        const int32_t id = s.argmax(logits.data(), seen);
+        const int32_t id = s.argmax(logits.data(), seen, more);
         require(id >= 0 && id < n_valid);
         return 0;
     }
     std::vector<float> p, q;
-    s.distribution(logits.data(), seen, p);
+    s.distribution(logits.data(), seen, p, more);
     check_distribution(p, vocab, n_valid);
     for (double u : {0.0, in.unit(), 0.9999999999}) check_choice(p, cetus::Sampler::draw(p, u), n_valid);
 

@@ -366,14 +366,18 @@ private slots:
         cetus::GenerateRequest r;
         // (The third repeats a word of its question: penalising the prompt's tokens too
         // would change its answer.)
-        for (const char* question : {"List ten animals.", "What can you do?", "Use the word ocean in a sentence."}) {
+        // (The last one, with a negative frequency penalty, repeats a token many times:
+        // a token counted twice would show.)
+        for (const char* question : {"List ten animals.", "What can you do?", "Use the word ocean in a sentence.",
+                                     "Say ha ha ha ha ha ha ha ha."}) {
             r = {};
             r.messages = {{"user", question}};
             r.sampling.temperature = 0.0f;
             r.max_new_tokens = 48;
             e->reset_cache();
             const auto unpenalised = e->generate(r);
-            for (const auto& [frequency, presence] : {std::pair{0.8f, 1.5f}, std::pair{0.0f, 1.5f}, std::pair{-0.6f, 0.0f}, std::pair{2.0f, 2.0f}}) {
+            for (const auto& [frequency, presence] : {std::pair{0.8f, 1.5f}, std::pair{0.0f, 1.5f}, std::pair{-0.6f, 0.0f}, std::pair{2.0f, 2.0f},
+                                                      std::pair{-2.0f, 0.0f}, std::pair{-1.0f, 0.5f}}) {
                 std::vector<int32_t> plain_ids;
                 for (const auto& [mtp, draft] : {std::pair{false, 1}, std::pair{true, 1}, std::pair{true, 3}}) {
                     r.sampling.frequency_penalty = frequency;

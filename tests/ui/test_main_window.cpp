@@ -18,6 +18,7 @@
 #include <QClipboard>
 #include <QFile>
 #include <QLabel>
+#include <QDialog>
 #include <QDoubleSpinBox>
 #include <QDialogButtonBox>
 #include <QJsonDocument>
@@ -1040,7 +1041,10 @@ void TestMainWindow::settingsDialogSetsSampling() {
                                                          {"presencePenaltySetting", -0.4}};
         for (const auto& [name, v] : values) {
             auto* box = dialog->findChild<QDoubleSpinBox*>(QLatin1String(name));
-            if (!box) return;
+            if (!box) {
+                qobject_cast<QDialog*>(dialog)->reject();  // the test fails below instead of waiting
+                return;
+            }
             box->setValue(v);
         }
         filled = true;
@@ -1062,6 +1066,7 @@ void TestMainWindow::settingsDialogSetsSampling() {
     QTest::keyClick(m_window->composer(), Qt::Key_Return);
     QVERIFY(QTest::qWaitFor([&] { return !m_window->controller().isGenerating(); }, 5000));
     QCOMPARE(m_service->last_params.sampling.presence_penalty, -0.4);
+    QCOMPARE(m_service->last_params.sampling.frequency_penalty, 0.7);
     QCOMPARE(m_service->last_params.sampling.repetition_penalty, 1.15);
     QCOMPARE(m_service->last_params.sampling.min_p, 0.05);
 }

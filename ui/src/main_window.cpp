@@ -1063,6 +1063,7 @@ void MainWindow::editSettings() {
     top_k->setValue(s.sampling.top_k);
     auto* min_p = new QDoubleSpinBox;
     min_p->setObjectName(QStringLiteral("minPSetting"));
+    min_p->setDecimals(3);
     min_p->setRange(0, 1);
     min_p->setSingleStep(0.01);
     min_p->setValue(s.sampling.min_p);

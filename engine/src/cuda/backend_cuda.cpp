@@ -966,6 +966,10 @@ ChoiceParams CudaBackend::choice_params(const ChoiceSpec& spec, int64_t row0, in
                                                " history and " + std::to_string(spec.tail.size()) +
                                                " tail ids (at most " + std::to_string(m_capacity) + " and " +
                                                std::to_string(2 * k_max_choice_rows) + ")");
+    // The generator chooses on the host when these are set; the kernels know none.
+    if (has_count_penalties(spec.params))
+        throw Error(ErrorCode::Unsupported, "CUDA backend: token choice on the device has no frequency or presence "
+                                            "penalty (choose on the host)");
     ChoiceParams p;
     p.temperature = spec.params.temperature;
     p.top_p = spec.params.top_p;
