@@ -3,6 +3,7 @@
 // a real SQLite file. Sends, streams, stops, regenerates, edits and resends, renames,
 // searches, deletes, restarts on the same database; checks the panels and token routing;
 // saves screenshots of the main states into the build folder.
+#include "cetus/engine.h"
 #include <cetus/ui/chat_view.h>
 #include <cetus/ui/conversation_list_model.h>
 #include <cetus/ui/engine_service.h>
@@ -57,6 +58,7 @@ private slots:
     void longConversationLeavesOutOldTurns();
     void continueExtendsTheAnswer();
     void diskCacheAcrossRestart();
+    void penaltiesReachTheEngine();
     void cleanupTestCase();
 
 private:
@@ -127,6 +129,44 @@ void TestMainWindowE2e::shot(const QString& name) {
 }
 
 void TestMainWindowE2e::cleanupTestCase() { destroyWindow(); }
+
+// The conversation's frequency and presence penalties reach the engine through the
+// worker: the app's greedy answer equals an engine's own given the same request, and
+// differs from the answer without them (the tiny random model repeats its tokens).
+void TestMainWindowE2e::penaltiesReachTheEngine() {
+    if (!m_service->hasModel()) m_window->openModel(m_model_dir);  // (run on its own)
+    QVERIFY(QTest::qWaitFor([&] { return m_service->hasModel() && !m_service->isLoading(); }, 60000));
+    cetus::EngineOptions o;
+    o.model_dir = m_model_dir.toStdString();
+    o.device = cetus::Device::Cpu;
+    auto engine = cetus::Engine::load(o);
+    cetus::GenerateRequest want;
+    want.messages = {{"user", "abc abc abc"}};
+    want.sampling.temperature = 0.0f;
+    want.sampling.frequency_penalty = 2.0f;
+    want.sampling.presence_penalty = 1.5f;
+    want.max_new_tokens = 40;
+    const std::string expected = engine->generate(want).text;
+    cetus::GenerateRequest plain = want;
+    plain.sampling.frequency_penalty = plain.sampling.presence_penalty = 0.0f;
+    engine->reset_cache();
+    QVERIFY(engine->generate(plain).text != expected);
+
+    ConversationSettings defaults;
+    defaults.sampling.temperature = 0.0;
+    defaults.sampling.frequency_penalty = 2.0;
+    defaults.sampling.presence_penalty = 1.5;
+    defaults.sampling.max_new_tokens = 40;
+    m_window->controller().setDefaultSettings(defaults);
+    m_window->controller().newConversation();
+    QTest::keyClicks(m_window->composer(), QStringLiteral("abc abc abc"));
+    QTest::keyClick(m_window->composer(), Qt::Key_Return);
+    QVERIFY(m_window->controller().isGenerating());
+    QVERIFY(waitFinished());
+    const auto& msgs = m_window->controller().messages();
+    QCOMPARE(msgs.size(), size_t(2));
+    QCOMPARE(msgs[1].record.content, QString::fromStdString(expected));
+}
 
 void TestMainWindowE2e::emptyStateWithoutModel() {
     auto* label = m_window->findChild<QLabel*>(QStringLiteral("emptyStateLabel"));
