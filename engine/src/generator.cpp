@@ -115,7 +115,7 @@ void Generator::stash_live() {
     const uint64_t bytes = live_bytes();
     const bool in_memory = m_saved_budget > 0 && bytes <= m_saved_budget;
     // The disk tier needs a copy unless a file (marked used here) or a write holds these ids.
-    const bool to_disk = m_disk && !m_disk->touch_if_stored(m_cached_ids) && !m_disk->holds(m_cached_ids);
+    const bool to_disk = m_disk && !m_disk->holds(m_cached_ids);
     if (!in_memory && !to_disk) return;
     std::shared_ptr<const SavedPrefix> e = copy_live();
     if (in_memory) {
@@ -151,10 +151,9 @@ bool Generator::checkpoint() {
 
 void Generator::persist() {
     if (!m_disk) return;
-    if (int64_t(m_cached_ids.size()) >= k_min_stored_tokens && !m_disk->touch_if_stored(m_cached_ids) &&
-        !m_disk->holds(m_cached_ids)) {
-        if (m_disk->store(copy_live())) m_on_disk = int64_t(m_cached_ids.size());
-    }
+    if (int64_t(m_cached_ids.size()) >= k_min_stored_tokens && !m_disk->holds(m_cached_ids) &&
+        m_disk->store(copy_live()))
+        m_on_disk = int64_t(m_cached_ids.size());
     m_disk->flush();
 }
 
@@ -450,15 +449,11 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
     // the rows of the main model's steps too (its choices stay where they were made).
     const bool logits_on_host = !on_device || (req.logprobs >= 0 && sink);
     Choices choices{m_backend, r.sampler, on_device, c.vocab_size};
-    // The ids a row penalises: the history, and tail[0, tail_first + row). In the decode
-    // loop the tail starts with the pending token, which the history already ends with
-    // (it was emitted): the history is then taken without it, so that the frequency
-    // penalty, which counts every occurrence, counts it once.
+    // The ids a row penalises: the history (prompt and emitted tokens, the pending one
+    // included), and tail[0, tail_first + row), the drafts after it. Each id appears once,
+    // as the frequency penalty counts every occurrence.
     auto spec = [&](std::span<const int32_t> tail, int64_t tail_first) {
-        std::span<const int32_t> history(r.history);
-        if (!tail.empty() && int64_t(history.size()) > n && history.back() == tail.front())
-            history = history.first(history.size() - 1);
-        return ChoiceSpec{req.sampling, r.sampler.n_valid(), history, tail, tail_first, n};
+        return ChoiceSpec{req.sampling, r.sampler.n_valid(), r.history, tail, tail_first, n};
     };
     auto t0 = clock_type::now();
     // Greedy without a penalty: the argmax comes with the forward pass itself
@@ -528,7 +523,7 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
     mopt.want_hidden = true;
     mopt.argmax_n_valid = fo.argmax_n_valid;
     std::vector<float> entry_hidden;
-    std::vector<int32_t> batch, drafts, tail, next_ids, greedy_ids;  // reused every step; tail: ids after the history
+    std::vector<int32_t> batch, drafts, next_ids, greedy_ids;  // reused every step
     while (!r.done) {
         if (cancelled()) {
             r.res.finish = FinishReason::Cancelled;
@@ -544,7 +539,6 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
         int64_t D = use_mtp ? std::min<int64_t>(req.n_draft, cap - 1 - cur) : 0;
         D = std::min<int64_t>(D, r.max_new - int64_t(r.res.ids.size()) - 1);  // no drafts past the budget
         drafts.clear();
-        tail.assign(1, pending);
         if (D > 0) {
             // Bring the MTP cache up to date: entries (h_j, id_{j+1}) for j < cur, the
             // last pairing h_{cur-1} with `pending`; its output drafts position cur+1.
@@ -563,12 +557,11 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
             choices.host_rows = mo.logits.data();
             entry_hidden.assign(mo.hidden.end() - H, mo.hidden.end());
             for (int64_t j = 0; j < D; ++j) {
-                // Draft j penalises the pending token and the drafts before it.
+                // Draft j penalises the history (the pending token in it) and the drafts before it.
                 int32_t d = -1;
                 if (fused_argmax && int64_t(mo.argmax.size()) > row) d = mo.argmax[size_t(row)];
-                else choices.choose(row, 1, spec(tail, int64_t(tail.size())), r.sampler.greedy() ? -1 : j, &d);
+                else choices.choose(row, 1, spec(drafts, int64_t(drafts.size())), r.sampler.greedy() ? -1 : j, &d);
                 drafts.push_back(d);
-                tail.push_back(d);
                 if (j + 1 < D) {  // chain: the module's own normed output stands in for h
                     const int64_t k = std::min<int64_t>(j + 1, m_model.n_mtp() - 1);
                     m_backend.mtp_forward(k, entry_hidden.data(), &d, 1, cur + j, mopt, mo);
@@ -584,18 +577,18 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
         m_backend.forward(batch.data(), int64_t(batch.size()), cur, vo, out);
         choices.host_rows = out.logits.data();
         r.res.stats.verify_steps++;
-        // Accept drafts in order; row a penalises the pending token and drafts 0 .. a - 1
-        // (tail = batch). With none left to check, row a gives the bonus token.
+        // Accept drafts in order; row a penalises the history (the pending token in it) and
+        // drafts 0 .. a - 1. With none left to check, row a gives the bonus token.
         int64_t a = 0;
         int32_t next = -1;
         if (r.sampler.greedy()) {
             greedy_ids.resize(size_t(D + 1));
             if (fused_argmax && out.argmax.size() == size_t(D + 1)) greedy_ids.assign(out.argmax.begin(), out.argmax.end());
-            else choices.choose(0, D + 1, spec(batch, 1), -1, greedy_ids.data());
+            else choices.choose(0, D + 1, spec(drafts, 0), -1, greedy_ids.data());
             while (a < D && greedy_ids[size_t(a)] == drafts[size_t(a)]) ++a;
             next = greedy_ids[size_t(a)];
         } else {
-            const VerifyResult v = choices.verify(spec(batch, 1), drafts.data(), D);
+            const VerifyResult v = choices.verify(spec(drafts, 0), drafts.data(), D);
             a = v.accepted;
             next = v.next;
         }

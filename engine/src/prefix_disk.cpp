@@ -168,6 +168,11 @@ int64_t common_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>&
     return int64_t(ia - a.begin());
 }
 
+// Whether `longer` starts with all of `prefix` (equal ids included).
+bool extends(const std::vector<int32_t>& longer, const std::vector<int32_t>& prefix) {
+    return common_prefix(prefix, longer) == int64_t(prefix.size());
+}
+
 constexpr const char* k_extension = ".cpx";
 constexpr const char* k_temporary = ".cpx.tmp-";
 // At most this much waits to be written (besides the budget).
@@ -334,9 +339,9 @@ void PrefixDisk::scan(bool only_new) {
         if (fs::exists(e.path, ec)) m_entries.push_back(std::move(e));  // not evicted while it was read
 }
 
-bool PrefixDisk::touch_stored(const std::vector<int32_t>& ids) {
+bool PrefixDisk::touch_stored(std::span<const int32_t> ids) {
     for (auto it = m_entries.begin(); it != m_entries.end(); ++it)
-        if (it->ids == ids) {
+        if (std::equal(it->ids.begin(), it->ids.end(), ids.begin(), ids.end())) {
             if (touch(it->path)) return true;
             m_entries.erase(it);  // gone (another engine's eviction): to be written again
             return false;
@@ -348,42 +353,30 @@ uint64_t PrefixDisk::file_bytes(size_t n_ids, size_t tag_bytes, uint64_t payload
     return cpx::k_fixed_head_bytes + m_identity.size() + tag_bytes + 4 * uint64_t(n_ids) + 4 + payload + 4;
 }
 
-// Nothing queued and nothing being written: a prefix waits alone, whatever its size up
-// to the budget (one copy of the rows). Behind others, the queue and the write under
-// way keep to min(budget, 1 GiB) together.
-bool PrefixDisk::fits_queue(uint64_t queued, uint64_t bytes) const {
-    if (queued == 0 && !m_in_flight) return true;
-    const uint64_t writing = m_in_flight ? m_in_flight->bytes() : 0;
-    return queued + writing + bytes <= std::min(m_budget, k_max_queued_bytes);
-}
-
-uint64_t PrefixDisk::freed_by(const std::vector<int32_t>& ids) const {
-    uint64_t freed = 0;
+// A file larger than the budget is never written. Nothing queued and nothing being
+// written: a prefix waits alone, whatever its size (one copy of the rows). Behind others,
+// the queue and the write under way keep to min(budget, 1 GiB) together; queued
+// prefixes these ids extend would be replaced, so they do not count.
+PrefixDisk::Room PrefixDisk::room_for(const std::vector<int32_t>& ids, size_t tag_bytes, uint64_t bytes) const {
+    if (file_bytes(ids.size(), tag_bytes, bytes) > m_budget) return Room::OverBudget;
+    uint64_t queued = m_queued_bytes;
     for (const auto& q : m_queue)
-        if (common_prefix(q->ids, ids) == int64_t(q->ids.size())) freed += q->bytes();
-    return freed;
+        if (extends(ids, q->ids)) queued -= q->bytes();
+    if (queued == 0 && !m_in_flight) return Room::Yes;
+    const uint64_t writing = m_in_flight ? m_in_flight->bytes() : 0;
+    return queued + writing + bytes <= std::min(m_budget, k_max_queued_bytes) ? Room::Yes : Room::Behind;
 }
 
 bool PrefixDisk::would_queue(const std::vector<int32_t>& ids, size_t tag_bytes, uint64_t bytes) const {
-    if (file_bytes(ids.size(), tag_bytes, bytes) > m_budget) return false;
     std::lock_guard lock(m_mutex);
-    return fits_queue(m_queued_bytes - freed_by(ids), bytes);
+    return room_for(ids, tag_bytes, bytes) == Room::Yes;
 }
 
-bool PrefixDisk::holds(std::span<const int32_t> ids) const {
+bool PrefixDisk::holds(std::span<const int32_t> ids) {
     auto same = [&](const std::vector<int32_t>& x) { return std::equal(x.begin(), x.end(), ids.begin(), ids.end()); };
     std::lock_guard lock(m_mutex);
-    if (m_in_flight && same(m_in_flight->ids)) return true;
-    for (const auto& q : m_queue)
-        if (same(q->ids)) return true;
-    for (const auto& e : m_entries)
-        if (same(e.ids)) return true;
-    return false;
-}
-
-bool PrefixDisk::touch_if_stored(const std::vector<int32_t>& ids) {
-    std::lock_guard lock(m_mutex);
-    return touch_stored(ids);
+    if (touch_stored(ids) || (m_in_flight && same(m_in_flight->ids))) return true;
+    return std::any_of(m_queue.begin(), m_queue.end(), [&](const auto& q) { return same(q->ids); });
 }
 
 bool PrefixDisk::store(std::shared_ptr<const SavedPrefix> p) {
@@ -392,22 +385,25 @@ bool PrefixDisk::store(std::shared_ptr<const SavedPrefix> p) {
         std::lock_guard lock(m_mutex);
         if (touch_stored(p->ids)) return true;
         if (m_in_flight && m_in_flight->ids == p->ids) return true;  // being written (it is new when done)
-        // A queued prefix that this one extends would be replaced by it at once (dropped
-        // only when this one is taken).
-        auto extended = [&](const auto& q) { return common_prefix(q->ids, p->ids) == int64_t(q->ids.size()); };
-        const uint64_t freed = freed_by(p->ids);
-        if (file_bytes(p->ids.size(), p->tag.size(), p->bytes()) > m_budget) {
+        switch (room_for(p->ids, p->tag.size(), p->bytes())) {
+        case Room::OverBudget:
             engine_log().info("prefix cache {}: a prefix of {} tokens is larger than the budget; not written",
                               m_dir.string(), p->ids.size());
             return false;
-        }
-        if (!fits_queue(m_queued_bytes - freed, p->bytes())) {
+        case Room::Behind:
             engine_log().warn("prefix cache {}: the disk is behind; a prefix of {} tokens is not written", m_dir.string(),
                               p->ids.size());
             return false;
+        case Room::Yes:
+            break;
         }
-        std::erase_if(m_queue, extended);
-        m_queued_bytes = m_queued_bytes - freed + p->bytes();
+        // A queued prefix that this one extends would be replaced by it at once.
+        std::erase_if(m_queue, [&](const auto& q) {
+            if (!extends(p->ids, q->ids)) return false;
+            m_queued_bytes -= q->bytes();
+            return true;
+        });
+        m_queued_bytes += p->bytes();
         m_queue.push_back(std::move(p));
     }
     m_cv.notify_all();
@@ -450,12 +446,12 @@ void PrefixDisk::write_one(const SavedPrefix& p) {
     const fs::path final_path = m_dir / file_name(m_identity, p.ids);
     // Room for it, not counting the files it replaces: one of the same name, and those
     // whose ids it extends (an earlier file of the same conversation).
-    std::vector<fs::path> replaced{final_path};
+    std::vector<fs::path> replaced;
     {
         std::lock_guard lock(m_mutex);
-        for (const auto& e : m_entries)
-            if (e.path != final_path && common_prefix(e.ids, p.ids) == int64_t(e.ids.size())) replaced.push_back(e.path);
+        replaced = superseded_by(p.ids, final_path);
     }
+    replaced.push_back(final_path);
     evict_until(m_budget - total, replaced);
     // Unique across the engines of this process and of others on the folder.
     static std::atomic<uint64_t> counter{0};
@@ -481,12 +477,16 @@ void PrefixDisk::write_one(const SavedPrefix& p) {
     }
     touch(final_path);
     // Files whose ids this one extends are superseded by it; one with the same name is replaced.
-    std::vector<fs::path> superseded;
-    for (const auto& e : m_entries)
-        if (e.path != final_path && common_prefix(e.ids, p.ids) == int64_t(e.ids.size())) superseded.push_back(e.path);
-    for (const auto& s : superseded) remove_entry(s);
+    for (const auto& s : superseded_by(p.ids, final_path)) remove_entry(s);
     std::erase_if(m_entries, [&](const Entry& e) { return e.path == final_path; });
     m_entries.push_back({final_path, p.ids, total});
+}
+
+std::vector<fs::path> PrefixDisk::superseded_by(const std::vector<int32_t>& ids, const fs::path& own) const {
+    std::vector<fs::path> out;
+    for (const auto& e : m_entries)
+        if (e.path != own && extends(ids, e.ids)) out.push_back(e.path);
+    return out;
 }
 
 void PrefixDisk::remove_entry(const fs::path& path) {

@@ -113,11 +113,10 @@ public:
     // Whether store() would take a prefix with these ids, tag length and bytes
     // (SavedPrefix::bytes) now, so that one need not be copied out of the cache for nothing.
     bool would_queue(const std::vector<int32_t>& ids, size_t tag_bytes, uint64_t bytes) const;
-    // Whether a file, a queued write or the write under way holds exactly these ids
-    // (as far as this engine knows: another's eviction shows at the next rescan).
-    bool holds(std::span<const int32_t> ids) const;
-    // Whether a file with exactly these ids is there (it is then marked used).
-    bool touch_if_stored(const std::vector<int32_t>& ids);
+    // Whether a file (then marked used), a queued write or the write under way holds
+    // exactly these ids (as far as this engine knows: another's eviction shows at the
+    // next rescan, or when the file is marked used).
+    bool holds(std::span<const int32_t> ids);
     // Waits for the queued writes.
     void flush();
     // The longest common prefix with ids among this identity's files, if longer than
@@ -160,15 +159,18 @@ private:
         uint64_t bytes = 0;
     };
     void scan(bool only_new);  // m_mutex not held; reads the files it has not seen
-    bool fits_queue(uint64_t queued, uint64_t bytes) const;  // m_mutex held
-    uint64_t freed_by(const std::vector<int32_t>& ids) const;  // m_mutex held: queued bytes ids would replace
+    enum class Room { Yes, OverBudget, Behind };
+    Room room_for(const std::vector<int32_t>& ids, size_t tag_bytes, uint64_t bytes) const;  // m_mutex held
     uint64_t file_bytes(size_t n_ids, size_t tag_bytes, uint64_t payload) const;  // a file's whole size
+    // m_mutex held: this identity's files whose ids `ids` extends, the file `own` aside.
+    std::vector<std::filesystem::path> superseded_by(const std::vector<int32_t>& ids,
+                                                     const std::filesystem::path& own) const;
     void writer_loop();
     void write_one(const SavedPrefix& p);
     // m_mutex not held; replaced: files about to be replaced, left out of the count
     void evict_until(uint64_t limit, const std::vector<std::filesystem::path>& replaced = {});
     void remove_entry(const std::filesystem::path& path);  // m_mutex held
-    bool touch_stored(const std::vector<int32_t>& ids);     // m_mutex held; drops an entry whose file went
+    bool touch_stored(std::span<const int32_t> ids);  // m_mutex held; drops an entry whose file went
 
     const std::filesystem::path m_dir;
     const std::string m_identity, m_prefix;  // m_prefix: the hash part of this identity's names
