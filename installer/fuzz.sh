@@ -23,7 +23,7 @@ targets=("$@")
 engine_checks=0
 if [ ${#targets[@]} -eq 0 ]; then
     engine_checks=1
-    targets=(fuzz_safetensors fuzz_config fuzz_prefix_file fuzz_sampler fuzz_chat_request fuzz_routing_trace fuzz_token_probabilities fuzz_import fuzz_store_rows)
+    targets=(fuzz_safetensors fuzz_config fuzz_prefix_file fuzz_sampler fuzz_chat_request fuzz_routing_trace fuzz_token_probabilities fuzz_import fuzz_store_rows fuzz_attachments)
     for t in fuzz_tokenizer_load fuzz_tokenizer_encode; do
         [ -f "tests/fuzz/$t.cpp" ] && targets+=("$t")
     done

@@ -6,6 +6,10 @@
 
 #include <nlohmann/json.hpp>
 
+#ifdef CETUS_HAVE_STORAGE
+#include <cetus/storage/attachments.h>
+#endif
+
 #include <cstdio>
 
 namespace cetus::cli {
@@ -31,7 +35,7 @@ void add_generate_command(CLI::App& app) {
         int top_k = 0, max_tokens = 256, draft = 1, threads = 0, logprobs = -1;
         int64_t context = 4096;
         uint64_t seed = 0;
-        std::vector<std::string> stop;
+        std::vector<std::string> stop, attach;
         bool json = false;
     };
     auto o = std::make_shared<Opts>();
@@ -39,6 +43,10 @@ void add_generate_command(CLI::App& app) {
     auto* prompt = cmd->add_option("--prompt", o->prompt, "User message");
     cmd->add_option("--ids", o->ids, "Raw prompt token ids instead of a chat prompt (no template)")->excludes(prompt);
     cmd->add_option("--system", o->system, "System prompt");
+#ifdef CETUS_HAVE_STORAGE
+    cmd->add_option("--attach", o->attach,
+                    "Attach a UTF-8 text file to the message, as the app does (repeatable; up to 1 MiB each)");
+#endif
     cmd->add_option("--temperature", o->temperature, "0 = greedy");
     cmd->add_option("--top-p", o->top_p, "Nucleus sampling threshold");
     cmd->add_option("--top-k", o->top_k, "Keep the k most likely tokens (0 = off)");
@@ -65,14 +73,28 @@ void add_generate_command(CLI::App& app) {
                     "tokens of its step (0: the token's only)")
         ->check(CLI::Range(0, int(k_max_top_logprobs)));
     cmd->callback([o] {
+        // The message first: a file that cannot be attached fails before the model loads.
+        std::string message = o->prompt;
+#ifdef CETUS_HAVE_STORAGE
+        if (!o->attach.empty()) {
+            if (!o->ids.empty()) throw Error(ErrorCode::BadRequest, "--attach needs a chat prompt, not --ids");
+            std::vector<storage::AttachedFile> files;
+            try {
+                for (const std::string& path : o->attach) files.push_back(storage::read_attachment(path));
+            } catch (const storage::AttachmentError& err) {
+                throw Error(ErrorCode::Io, err.what());
+            }
+            message = storage::compose_message(files, o->prompt);
+        }
+#endif
         auto e = load_engine(model_or_bundled(o->model), o->device, o->threads, o->context, o->load);
         GenerateRequest req;
         if (!o->ids.empty()) {
             req.prompt_ids = parse_ids(o->ids);
         } else {
-            if (o->prompt.empty()) throw Error(ErrorCode::BadRequest, "generate needs --prompt TEXT (or --ids)");
+            if (message.empty()) throw Error(ErrorCode::BadRequest, "generate needs --prompt TEXT (or --attach FILE, or --ids)");
             if (!o->system.empty()) req.messages.push_back({"system", o->system});
-            req.messages.push_back({"user", o->prompt});
+            req.messages.push_back({"user", message});
         }
         req.sampling = {o->temperature, o->top_p, o->top_k, o->min_p, o->repetition_penalty, o->seed,
                         o->frequency_penalty, o->presence_penalty};

@@ -105,6 +105,13 @@
             <numerusform>Reasoning (%n words)</numerusform>
         </translation>
     </message>
+    <message numerus="yes">
+        <source>%n line(s)</source>
+        <translation>
+            <numerusform>%n line</numerusform>
+            <numerusform>%n lines</numerusform>
+        </translation>
+    </message>
 </context>
 <context>
     <name>cetus::ui::SqliteHistoryStore</name>

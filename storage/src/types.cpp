@@ -2,6 +2,8 @@
 // text helpers of text_util.h.
 #include "cetus/storage/types.h"
 
+#include "cetus/storage/attachments.h"
+
 #include "file_util.h"
 #include "text_util.h"
 
@@ -67,7 +69,9 @@ std::string mark_snippet(const SearchHit& hit, std::string_view open, std::strin
     return out;
 }
 
-std::string make_auto_title(std::string_view text) {
+namespace {
+
+std::string title_from_text(std::string_view text) {
     constexpr size_t k_max_chars = 60;
     // First line that holds anything but whitespace.
     std::string_view line;
@@ -108,6 +112,17 @@ std::string make_auto_title(std::string_view text) {
     collapsed.resize(cut);
     while (!collapsed.empty() && collapsed.back() == ' ') collapsed.pop_back();
     return collapsed + "\xE2\x80\xA6";  // "…"
+}
+
+}  // namespace
+
+std::string make_auto_title(std::string_view content) {
+    const MessageParts parts = split_message(content);
+    std::string title = title_from_text(parts.text);
+    if (!title.empty() || parts.files.empty()) return title;
+    std::string names;
+    for (const AttachedFile& f : parts.files) names += (names.empty() ? "" : ", ") + f.name;
+    return title_from_text(names);
 }
 
 namespace detail {

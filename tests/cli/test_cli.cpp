@@ -228,6 +228,47 @@ private slots:
         QVERIFY(code != 0);  // beyond the limit of 20
     }
 
+    // --attach reads a text file into the message in the app's form: the same prompt and
+    // the same greedy answer as that form typed out by hand. Files that are not text
+    // stop the command before the model loads, naming the file.
+    void generateAttachesFiles() {
+        QTemporaryDir tmp;
+        const QString m = model_dir(tmp);
+        const QString notes = tmp.filePath(QStringLiteral("notes.txt"));
+        QFile f(notes);
+        QVERIFY(f.open(QIODevice::WriteOnly));
+        f.write("alpha\r\nbeta ```x```\n");
+        f.close();
+        const QStringList common{"generate", "--model", m, "--temperature", "0", "--max-tokens", "5", "--json"};
+        int code = -1;
+        const QByteArray attached = run(common + QStringList{"--attach", notes, "--prompt", "Sum up"}, {}, &code);
+        QCOMPARE(code, 0);
+        const QString typed = QStringLiteral("File: notes.txt\n````text\nalpha\nbeta ```x```\n````\n\nSum up");
+        const QByteArray by_hand = run(common + QStringList{"--prompt", typed}, {}, &code);
+        QCOMPARE(code, 0);
+        const auto a = nlohmann::json::parse(attached.trimmed().split('\n').last().toStdString());
+        const auto b = nlohmann::json::parse(by_hand.trimmed().split('\n').last().toStdString());
+        QCOMPARE(a["prompt_tokens"], b["prompt_tokens"]);
+        QCOMPARE(a["text"], b["text"]);
+        const auto plain = nlohmann::json::parse(
+            run(common + QStringList{"--prompt", "Sum up"}, {}, &code).trimmed().split('\n').last().toStdString());
+        QVERIFY(a["prompt_tokens"].get<int>() > plain["prompt_tokens"].get<int>() + 5);
+        // A file alone is a message too.
+        run(common + QStringList{"--attach", notes}, {}, &code);
+        QCOMPARE(code, 0);
+        const QString binary = tmp.filePath(QStringLiteral("paper.pdf"));
+        QFile pdf(binary);
+        QVERIFY(pdf.open(QIODevice::WriteOnly));
+        pdf.write(QByteArray("%PDF-1.7\n\0\x01\x02", 12));
+        pdf.close();
+        QByteArray err;
+        run({"generate", "--model", "/nonexistent", "--attach", binary, "--prompt", "x"}, {}, &code,
+            QProcessEnvironment::systemEnvironment(), &err);
+        QVERIFY(code != 0);
+        QVERIFY2(err.contains("paper.pdf is not a text file"), err.constData());
+        QVERIFY2(!err.contains("nonexistent"), err.constData());  // refused before the model loads
+    }
+
     void chatStoresAndContinues() {
         QTemporaryDir tmp, dbdir;
         const QString m = model_dir(tmp), db = dbdir.filePath("history.db");

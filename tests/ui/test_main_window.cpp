@@ -46,6 +46,12 @@
 #include <cmath>
 #include <limits>
 #include <QToolButton>
+#include <QClipboard>
+#include <QMimeData>
+#include <QDragEnterEvent>
+#include <QDropEvent>
+#include <QPlainTextEdit>
+#include <QFile>
 
 using namespace cetus::ui;
 using cetus::ui::test::FakeGenerationService;
@@ -82,6 +88,8 @@ private slots:
     void longLinesStayInTheView();
     void composerCountsTokens();
     void settingsDialogSetsSampling();
+    void attachFilesToAMessage();
+    void attachmentsByDropAndPaste();
 
 private:
     void loadFake();
@@ -1069,6 +1077,155 @@ void TestMainWindow::settingsDialogSetsSampling() {
     QCOMPARE(m_service->last_params.sampling.frequency_penalty, 0.7);
     QCOMPARE(m_service->last_params.sampling.repetition_penalty, 1.15);
     QCOMPARE(m_service->last_params.sampling.min_p, 0.05);
+}
+
+namespace {
+QString writeFile(const QTemporaryDir& dir, const QString& name, const QByteArray& bytes) {
+    const QString path = dir.filePath(name);
+    QFile f(path);
+    if (!f.open(QIODevice::WriteOnly)) return QString();
+    f.write(bytes);
+    return path;
+}
+}  // namespace
+
+// Text files attached to a message: chips above the composer, refused files named in the
+// banner, the count and the request carry the files in the store's form, the sent
+// message shows them collapsed, and Edit keeps or removes them.
+void TestMainWindow::attachFilesToAMessage() {
+    QVERIFY(installTranslations());
+    QTemporaryDir dir;
+    const QString notes = writeFile(dir, QStringLiteral("notes.txt"), "alpha beta\r\ngamma\r\n");
+    const QString script = writeFile(dir, QStringLiteral("main.py"), "print('hi')");
+    const QString image = writeFile(dir, QStringLiteral("image.png"), QByteArray("\x89PNG\r\n\x1A\n\0\0", 10));
+    const QString big = writeFile(dir, QStringLiteral("big.log"), QByteArray(int(attachmentLimitBytes()) + 1, 'a'));
+    // The form the model reads, written out by hand.
+    const QString notes_block = QStringLiteral("File: notes.txt\n```text\nalpha beta\ngamma\n```");
+    const QString script_block = QStringLiteral("File: main.py\n```python\nprint('hi')\n```");
+
+    // Without a model the message cannot be sent, and its files stay.
+    QVERIFY(m_window->attachFiles({notes}));
+    QVERIFY(m_window->attachmentBar()->isVisible());
+    QTest::keyClick(m_window->composer(), Qt::Key_Return);
+    QCOMPARE(m_window->attachments().size(), 1);
+    m_window->findChild<QToolButton*>(QStringLiteral("removeAttachment"))->click();
+    QVERIFY(m_window->attachments().isEmpty());
+    QVERIFY(!m_window->attachmentBar()->isVisible());
+
+    loadFake();
+    QVERIFY(m_window->attachFiles({notes, script}));
+    QCOMPARE(m_window->attachments().size(), 2);
+    QCOMPARE(m_window->attachments().at(0).text, QStringLiteral("alpha beta\ngamma\n"));  // CRLF read as LF
+    QStringList chips;
+    for (auto* label : m_window->attachmentBar()->findChildren<QLabel*>(QStringLiteral("attachmentName")))
+        chips << label->text();
+    QCOMPARE(chips, (QStringList{QStringLiteral("notes.txt · 2 lines"), QStringLiteral("main.py · 1 line")}));
+    // Refused files are named with the reason; the ones attached stay; the same file twice is one.
+    QVERIFY(!m_window->attachFiles({image, big, dir.filePath(QStringLiteral("gone.txt")), notes}));
+    QCOMPARE(m_window->attachments().size(), 2);
+    const QString banner = m_window->banner()->text();
+    QVERIFY2(banner.contains(QStringLiteral("image.png is not")), qPrintable(banner));
+    QVERIFY2(banner.contains(QStringLiteral("big.log is larger than 1 MiB")), qPrintable(banner));
+    QVERIFY2(banner.contains(QStringLiteral("gone.txt: cannot be read")), qPrintable(banner));
+    QVERIFY(m_window->banner()->isVisible());
+    screenshot("ui-attachments-composer.png");
+    QVERIFY(m_window->attachFiles({script}));  // attached already: nothing new, nothing wrong
+    QCOMPARE(m_window->attachments().size(), 2);
+    QVERIFY(!m_window->banner()->isVisible());  // the refusals' banner goes
+
+    // The count covers the files (the fake counts space-separated words).
+    const QString composed = notes_block + QStringLiteral("\n\n") + script_block + QStringLiteral("\n\nWhat do these say?");
+    QTest::keyClicks(m_window->composer(), QStringLiteral("What do these say?"));
+    const QString expected_count = QStringLiteral("%1 tokens").arg(composed.split(QLatin1Char(' '), Qt::SkipEmptyParts).size());
+    QVERIFY(QTest::qWaitFor([&] { return m_window->composerTokens()->text() == expected_count; }, 2000));
+    QTest::keyClick(m_window->composer(), Qt::Key_Return);
+    QVERIFY(m_window->attachments().isEmpty());
+    QVERIFY(!m_window->attachmentBar()->isVisible());
+    QVERIFY(QTest::qWaitFor([&] { return !m_window->controller().isGenerating(); }, 5000));
+    QCOMPARE(m_service->last_params.turns.back().content, composed);
+    QCOMPARE(m_window->controller().currentTitle(), QStringLiteral("What do these say?"));
+
+    // The sent message: the typed text, and a collapsed toggle per file.
+    MessageWidget* user = m_window->chatView()->messageWidgets().at(0);
+    QCOMPARE(user->view()->source(), QStringLiteral("What do these say?"));
+    const auto toggles = user->attachmentToggles();
+    QCOMPARE(toggles.size(), 2);
+    QCOMPARE(toggles.at(0)->text(), QStringLiteral("▸ notes.txt · 2 lines"));
+    auto texts = user->findChildren<QPlainTextEdit*>(QStringLiteral("attachmentText"));
+    QCOMPARE(texts.size(), 2);
+    QVERIFY(!texts.at(0)->isVisible());
+    toggles.at(0)->click();
+    QVERIFY(texts.at(0)->isVisible());
+    QCOMPARE(texts.at(0)->toPlainText(), QStringLiteral("alpha beta\ngamma"));
+    QCOMPARE(toggles.at(0)->text(), QStringLiteral("▾ notes.txt · 2 lines"));
+    screenshot("ui-attachments-open.png");
+    // Copy takes the whole message.
+    user->findChild<QToolButton*>(QStringLiteral("copyButton"))->click();
+    QCOMPARE(QApplication::clipboard()->text(), composed);
+
+    // Edit and resend: the text is edited, a removed file is left out, the others kept.
+    user->findChild<QToolButton*>(QStringLiteral("editButton"))->click();
+    auto* editor = user->findChild<QPlainTextEdit*>(QStringLiteral("editEditor"));
+    QCOMPARE(editor->toPlainText(), QStringLiteral("What do these say?"));
+    const auto removes = user->findChildren<QToolButton*>(QStringLiteral("removeAttachment"));
+    QCOMPARE(removes.size(), 2);
+    QVERIFY(removes.at(1)->isVisible());
+    removes.at(1)->click();
+    editor->setPlainText(QStringLiteral("Only the notes?"));
+    user->findChild<QPushButton*>(QStringLiteral("resendButton"))->click();
+    QVERIFY(QTest::qWaitFor([&] { return !m_window->controller().isGenerating(); }, 5000));
+    QCOMPARE(m_service->last_params.turns.back().content, notes_block + QStringLiteral("\n\nOnly the notes?"));
+    // Files alone, nothing typed: the title is their names.
+    m_window->controller().newConversation();
+    QVERIFY(m_window->attachFiles({script}));
+    QTest::keyClick(m_window->composer(), Qt::Key_Return);
+    QVERIFY(QTest::qWaitFor([&] { return !m_window->controller().isGenerating(); }, 5000));
+    QCOMPARE(m_service->last_params.turns.back().content, script_block);
+    QCOMPARE(m_window->controller().currentTitle(), QStringLiteral("main.py"));
+    user = m_window->chatView()->messageWidgets().at(0);
+    QVERIFY(!user->view()->isVisible());  // nothing typed to show
+    QCOMPARE(user->attachmentToggles().size(), 1);
+    screenshot("ui-attachments.png");
+}
+
+// Files dropped on the composer or anywhere on the chat, or pasted, are attached; text
+// dropped or pasted is still typed.
+void TestMainWindow::attachmentsByDropAndPaste() {
+    loadFake();
+    QTemporaryDir dir;
+    const QString a = writeFile(dir, QStringLiteral("a.md"), "# A\n");
+    const QString b = writeFile(dir, QStringLiteral("b.cpp"), "int b;\n");
+    const QString c = writeFile(dir, QStringLiteral("c.txt"), "c\n");
+    auto drop = [](QWidget* target, const QStringList& paths) {
+        auto* mime = new QMimeData;
+        QList<QUrl> urls;
+        for (const QString& p : paths) urls << QUrl::fromLocalFile(p);
+        mime->setUrls(urls);
+        const QPoint at = target->rect().center();
+        QDragEnterEvent enter(at, Qt::CopyAction, mime, Qt::LeftButton, Qt::NoModifier);
+        QApplication::sendEvent(target, &enter);
+        QDropEvent dropped(at, Qt::CopyAction, mime, Qt::LeftButton, Qt::NoModifier);
+        QApplication::sendEvent(target, &dropped);
+        delete mime;
+        return dropped.isAccepted();
+    };
+    QVERIFY(drop(m_window->composer()->viewport(), {a}));
+    QCOMPARE(m_window->attachments().size(), 1);
+    QVERIFY(m_window->composer()->toPlainText().isEmpty());  // not the path typed in
+    QVERIFY(drop(m_window->chatView()->viewport(), {b}));
+    QCOMPARE(m_window->attachments().size(), 2);
+    QCOMPARE(m_window->attachments().at(1).name, QStringLiteral("b.cpp"));
+    // Pasting files copied in a file manager.
+    auto* mime = new QMimeData;
+    mime->setUrls({QUrl::fromLocalFile(c)});
+    QApplication::clipboard()->setMimeData(mime);
+    m_window->composer()->paste();
+    QCOMPARE(m_window->attachments().size(), 3);
+    QVERIFY(m_window->composer()->toPlainText().isEmpty());
+    QApplication::clipboard()->setText(QStringLiteral("plain words"));
+    m_window->composer()->paste();
+    QCOMPARE(m_window->composer()->toPlainText(), QStringLiteral("plain words"));
+    QCOMPARE(m_window->attachments().size(), 3);
 }
 
 QTEST_MAIN(TestMainWindow)

@@ -208,6 +208,19 @@ void TestMainWindowE2e::composerCountsTokens() {
     const QString want = QStringLiteral("%1 token(s)").arg(text.toUtf8().size());
     QVERIFY2(QTest::qWaitFor([&] { return label->isVisible() && label->text() == want; }, 10000),
              qPrintable(label->text() + QStringLiteral(" / ") + want));
+    // An attached file is counted with the text, in the form the model reads.
+    QTemporaryDir dir;
+    QFile file(dir.filePath(QStringLiteral("song.txt")));
+    QVERIFY(file.open(QIODevice::WriteOnly));
+    file.write("la ``` la\n");
+    file.close();
+    QVERIFY(m_window->attachFiles({file.fileName()}));
+    const QString composed = QStringLiteral("File: song.txt\n````text\nla ``` la\n````\n\n") + text;
+    const QString with_file = QStringLiteral("%1 token(s)").arg(composed.toUtf8().size());
+    QVERIFY2(QTest::qWaitFor([&] { return label->text() == with_file; }, 10000),
+             qPrintable(label->text() + QStringLiteral(" / ") + with_file));
+    m_window->attachmentBar()->findChild<QToolButton*>(QStringLiteral("removeAttachment"))->click();
+    QVERIFY(QTest::qWaitFor([&] { return label->text() == want; }, 10000));
     m_window->composer()->clear();
     QVERIFY(!label->isVisible());
 }

@@ -8,6 +8,7 @@
 #include <QApplication>
 #include <QClipboard>
 #include <QEvent>
+#include <QFontDatabase>
 #include <QHBoxLayout>
 #include <QLabel>
 #include <QMouseEvent>
@@ -21,6 +22,8 @@
 #include <QToolButton>
 #include <QVBoxLayout>
 
+#include <climits>
+
 namespace cetus::ui {
 
 QStringList fencedCodeBlocks(const QString& markdown) {
@@ -30,6 +33,11 @@ QStringList fencedCodeBlocks(const QString& markdown) {
     auto it = fence.globalMatch(markdown);
     while (it.hasNext()) blocks << it.next().captured(2);
     return blocks;
+}
+
+QString attachmentLabel(const Attachment& file) {
+    const qsizetype n_lines = file.text.isEmpty() ? 0 : file.text.count(QLatin1Char('\n')) + (file.text.endsWith(QLatin1Char('\n')) ? 0 : 1);
+    return QStringLiteral("%1 · %2").arg(file.name, MessageWidget::tr("%n line(s)", nullptr, int(std::min<qsizetype>(n_lines, INT_MAX))));
 }
 
 MarkdownView::MarkdownView(QWidget* parent) : QTextBrowser(parent) {
@@ -167,9 +175,59 @@ MessageWidget::MessageWidget(const DisplayMessage& d, bool streaming, QWidget* p
     });
     setStreamingReasoning(d.reasoning);
 
+    // A user message's attached files: collapsed, each opened by its toggle.
+    m_content = d.record.content;
+    const MessageParts parts = assistant ? MessageParts{{}, d.record.content} : splitMessage(d.record.content);
+    m_files = parts.files;
+    for (const Attachment& file : std::as_const(m_files)) {
+        auto* row = new QWidget;
+        auto* row_layout = new QHBoxLayout(row);
+        row_layout->setContentsMargins(0, 0, 0, 0);
+        auto* toggle = new QToolButton;
+        toggle->setObjectName(QStringLiteral("attachmentToggle"));
+        toggle->setCheckable(true);
+        toggle->setAutoRaise(true);
+        toggle->setToolButtonStyle(Qt::ToolButtonTextOnly);
+        toggle->setText(QStringLiteral("▸ ") + attachmentLabel(file));
+        toggle->setToolTip(tr("An attached file: show its text"));
+        auto* remove = new QToolButton;
+        remove->setObjectName(QStringLiteral("removeAttachment"));
+        remove->setText(tr("Remove"));
+        remove->setToolTip(tr("Send the edited message without %1").arg(file.name));
+        remove->hide();  // while editing
+        row_layout->addWidget(toggle);
+        row_layout->addWidget(remove);
+        row_layout->addStretch();
+        auto* text = new QPlainTextEdit(file.text);
+        text->setObjectName(QStringLiteral("attachmentText"));
+        text->setReadOnly(true);
+        text->setFont(QFontDatabase::systemFont(QFontDatabase::FixedFont));
+        // As tall as the file, up to about fifteen lines (then it scrolls).
+        const int n_lines = int(std::min<qsizetype>(file.text.count(QLatin1Char('\n')) + 1, 15));
+        text->setFixedHeight(n_lines * text->fontMetrics().lineSpacing() + 2 * text->frameWidth() +
+                             int(2 * text->document()->documentMargin()) + 4);
+        text->hide();
+        layout->addWidget(row);
+        layout->addWidget(text);
+        const qsizetype index = m_file_rows.size();
+        m_file_rows.append(row);
+        m_file_toggles.append(toggle);
+        m_file_removed.append(false);
+        connect(toggle, &QToolButton::toggled, this, [toggle, text, label = attachmentLabel(file)](bool open) {
+            toggle->setText((open ? QStringLiteral("▾ ") : QStringLiteral("▸ ")) + label);
+            text->setVisible(open);
+        });
+        connect(remove, &QToolButton::clicked, this, [this, index, text] {
+            m_file_removed[index] = true;
+            m_file_rows[index]->hide();
+            text->hide();
+        });
+    }
+
     m_view = new MarkdownView;
     m_view->setObjectName(QStringLiteral("messageText"));
-    m_view->setSource(d.record.content, !assistant);
+    m_view->setSource(parts.text, !assistant);
+    m_view->setVisible(!parts.text.isEmpty() || m_files.isEmpty());
     layout->addWidget(m_view);
     connect(m_view, &MarkdownView::clickedAt, this, [this](int off) { emit tokenClicked(m_id, off); });
 
@@ -189,7 +247,7 @@ MessageWidget::MessageWidget(const DisplayMessage& d, bool streaming, QWidget* p
     m_code_bar->setLayout(new QHBoxLayout);
     m_code_bar->layout()->setContentsMargins(0, 0, 0, 0);
     layout->addWidget(m_code_bar);
-    updateCodeButtons(d.record.content);
+    updateCodeButtons(parts.text);
 
     m_editor = new QPlainTextEdit;
     m_editor->setObjectName(QStringLiteral("editEditor"));
@@ -209,9 +267,19 @@ MessageWidget::MessageWidget(const DisplayMessage& d, bool streaming, QWidget* p
     connect(cancel, &QPushButton::clicked, this, [this] {
         m_editor->hide();
         m_edit_bar->hide();
-        m_view->show();
+        m_view->setVisible(!m_view->source().isEmpty() || m_files.isEmpty());
+        for (qsizetype i = 0; i < m_files.size(); ++i) {  // the files are back as they were
+            m_file_removed[i] = false;
+            m_file_rows[i]->show();
+            m_file_rows[i]->findChild<QToolButton*>(QStringLiteral("removeAttachment"))->hide();
+        }
     });
-    connect(resend, &QPushButton::clicked, this, [this] { emit editRequested(m_id, m_editor->toPlainText()); });
+    connect(resend, &QPushButton::clicked, this, [this] {
+        QList<Attachment> kept;
+        for (qsizetype i = 0; i < m_files.size(); ++i)
+            if (!m_file_removed[i]) kept.append(m_files[i]);
+        emit editRequested(m_id, composeMessage(kept, m_editor->toPlainText().trimmed()));
+    });
 
     auto* actions = new QHBoxLayout;
     actions->addStretch();
@@ -219,7 +287,11 @@ MessageWidget::MessageWidget(const DisplayMessage& d, bool streaming, QWidget* p
     copy->setObjectName(QStringLiteral("copyButton"));
     copy->setText(tr("Copy"));
     copy->setAutoRaise(true);
-    connect(copy, &QToolButton::clicked, this, [this] { QApplication::clipboard()->setText(m_view->source()); });
+    copy->setToolTip(m_files.isEmpty() ? QString() : tr("Copy the message with its attached files"));
+    // The whole message: for an answer being generated, the text streamed so far.
+    connect(copy, &QToolButton::clicked, this, [this] {
+        QApplication::clipboard()->setText(m_files.isEmpty() ? m_view->source() : m_content);
+    });
     actions->addWidget(copy);
     if (assistant) {
         auto* regen = new QToolButton;
@@ -251,6 +323,8 @@ MessageWidget::MessageWidget(const DisplayMessage& d, bool streaming, QWidget* p
 }
 
 void MessageWidget::startEdit() {
+    for (QWidget* row : std::as_const(m_file_rows))
+        if (row->isVisible()) row->findChild<QToolButton*>(QStringLiteral("removeAttachment"))->show();
     m_editor->setPlainText(m_view->source());
     m_editor->setFixedHeight(std::max(60, m_view->height() + 20));
     m_view->hide();

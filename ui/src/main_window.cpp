@@ -21,8 +21,11 @@
 #include <QDialogButtonBox>
 #include <QDir>
 #include <QDockWidget>
+#include <QDragEnterEvent>
+#include <QDropEvent>
 #include <QDoubleSpinBox>
 #include <QFileDialog>
+#include <QFileInfo>
 #include <QFormLayout>
 #include <QHBoxLayout>
 #include <QKeyEvent>
@@ -32,6 +35,7 @@
 #include <QListView>
 #include <QListWidget>
 #include <QMenu>
+#include <QMimeData>
 #include <QSignalBlocker>
 #include <QMenuBar>
 #include <QMessageBox>
@@ -48,6 +52,7 @@
 #include <QStatusBar>
 #include <QStyledItemDelegate>
 #include <QThread>
+#include <QToolButton>
 #include <QUrl>
 #include <QVBoxLayout>
 
@@ -69,7 +74,31 @@ public:
         return s;
     }
 };
+// The local files a drop or paste carries; empty when it carries anything else.
+QStringList localFiles(const QMimeData* mime) {
+    QStringList paths;
+    if (!mime || !mime->hasUrls()) return paths;
+    for (const QUrl& url : mime->urls()) {
+        if (!url.isLocalFile()) return {};
+        paths << url.toLocalFile();
+    }
+    return paths;
+}
+
+QString byteSize(qint64 bytes) {
+    return QLocale().formattedDataSize(bytes, 1, QLocale::DataSizeTraditionalFormat);
+}
 }  // namespace
+
+bool Composer::canInsertFromMimeData(const QMimeData* source) const {
+    return !localFiles(source).isEmpty() || QPlainTextEdit::canInsertFromMimeData(source);
+}
+
+void Composer::insertFromMimeData(const QMimeData* source) {
+    const QStringList files = localFiles(source);
+    if (files.isEmpty()) QPlainTextEdit::insertFromMimeData(source);
+    else emit filesDropped(files);
+}
 
 void Composer::keyPressEvent(QKeyEvent* e) {
     if ((e->key() == Qt::Key_Return || e->key() == Qt::Key_Enter) && !(e->modifiers() & Qt::ShiftModifier)) {
@@ -83,6 +112,7 @@ MainWindow::MainWindow(HistoryStore& store, GenerationService& service, QWidget*
     : QMainWindow(parent), m_controller(std::make_unique<ChatController>(store, service)), m_service(service),
       m_switch(qobject_cast<SwitchingGenerationService*>(&service)) {
     setObjectName(QStringLiteral("mainWindow"));
+    setAcceptDrops(true);  // files dropped anywhere on the window are attached to the message
     setWindowIcon(appIcon());
     m_confirm = [this](const QString& question) {
         return QMessageBox::question(this, tr("Cetus"), question, QMessageBox::Yes | QMessageBox::Cancel) == QMessageBox::Yes;
@@ -353,6 +383,15 @@ QWidget* MainWindow::buildCenter() {
     m_center_stack->addWidget(m_chat);
     layout->addWidget(m_center_stack, 1);
 
+    // The files attached to the message being written, one chip each.
+    m_attachment_bar = new QWidget;
+    m_attachment_bar->setObjectName(QStringLiteral("attachmentBar"));
+    auto* chips = new QHBoxLayout(m_attachment_bar);
+    chips->setContentsMargins(0, 0, 0, 0);
+    chips->addStretch();
+    m_attachment_bar->hide();
+    layout->addWidget(m_attachment_bar);
+
     auto* composer_row = new QHBoxLayout;
     m_composer = new Composer;
     m_composer->setObjectName(QStringLiteral("composer"));
@@ -365,8 +404,13 @@ QWidget* MainWindow::buildCenter() {
     m_send->setDefault(true);
     m_stop = new QPushButton(tr("Stop"));
     m_stop->setObjectName(QStringLiteral("stopButton"));
+    m_attach = new QPushButton(tr("Attach…"));
+    m_attach->setObjectName(QStringLiteral("attachButton"));
+    m_attach->setToolTip(tr("Attach text files (code, notes, logs) to this message; files can also be dropped "
+                            "onto the window"));
     buttons->addWidget(m_send);
     buttons->addWidget(m_stop);
+    buttons->addWidget(m_attach);
     m_composer_tokens = new QLabel;
     m_composer_tokens->setObjectName(QStringLiteral("composerTokens"));
     m_composer_tokens->setEnabled(false);  // the palette's quieter text
@@ -383,20 +427,24 @@ QWidget* MainWindow::buildCenter() {
     m_count_timer->setInterval(300);
     connect(m_count_timer, &QTimer::timeout, this, &MainWindow::countComposerTokens);
     connect(m_composer, &QPlainTextEdit::textChanged, this, [this] {
-        if (m_composer->document()->isEmpty()) countComposerTokens();  // at once: nothing to count
+        if (composerEmpty()) countComposerTokens();  // at once: nothing to count
         else m_count_timer->start();
     });
     connect(&m_service, &GenerationService::tokensCounted, this, [this](quint64 id, qint64 n) {
-        if (id != m_count_id || m_composer->document()->isEmpty()) return;  // the text changed since
+        if (id != m_count_id || composerEmpty()) return;  // the message changed since
         m_composer_tokens->setText(tr("%n token(s)", nullptr, int(std::min<qint64>(n, INT_MAX))));
         m_composer_tokens->show();
     });
     auto send = [this] {
-        if (m_controller->send(m_composer->toPlainText())) {
+        if (m_controller->send(composedMessage())) {
             m_composer->clear();
+            m_attachments.clear();
+            refreshAttachments();
             showBanner(QString(), false);
         }
     };
+    connect(m_attach, &QPushButton::clicked, this, &MainWindow::chooseAttachments);
+    connect(m_composer, &Composer::filesDropped, this, [this](const QStringList& paths) { attachFiles(paths); });
     connect(m_composer, &Composer::submitted, this, send);
     connect(m_send, &QPushButton::clicked, this, send);
     connect(m_stop, &QPushButton::clicked, m_controller.get(), &ChatController::stop);
@@ -436,6 +484,10 @@ void MainWindow::buildMenus() {
     m_recent_menu->setObjectName(QStringLiteral("recentModelsMenu"));
     connect(m_recent_menu, &QMenu::aboutToShow, this, &MainWindow::refreshRecentModels);  // a folder may have gone
     refreshRecentModels();
+    file->addSeparator();
+    QAction* attach = file->addAction(tr("A&ttach files…"), QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_A), this,
+                                      &MainWindow::chooseAttachments);
+    attach->setObjectName(QStringLiteral("attachAction"));
     file->addSeparator();
     file->addAction(tr("&Import conversations…"), this, [this] {
         const QString f = QFileDialog::getOpenFileName(this, tr("Import conversations"), QString(), tr("Cetus JSON (*.json)"));
@@ -797,11 +849,113 @@ void MainWindow::refreshRecentModels() {
 void MainWindow::countComposerTokens() {
     ++m_count_id;  // an answer to an earlier request no longer counts
     m_count_timer->stop();
-    if (m_composer->document()->isEmpty() || !m_service.hasModel()) {
+    if (composerEmpty() || !m_service.hasModel()) {
         m_composer_tokens->hide();
         return;
     }
-    m_service.countTokens(m_count_id, m_composer->toPlainText());
+    m_service.countTokens(m_count_id, composedMessage());
+}
+
+QString MainWindow::composedMessage() const {
+    // As ChatController::send keeps it: the typed text trimmed, after the files.
+    return composeMessage(m_attachments, m_composer->toPlainText().trimmed());
+}
+
+bool MainWindow::composerEmpty() const { return m_attachments.isEmpty() && m_composer->document()->isEmpty(); }
+
+qint64 MainWindow::attachmentsLimitBytes() { return 4 * attachmentLimitBytes(); }
+
+bool MainWindow::attachFiles(const QStringList& paths) {
+    QStringList problems;
+    qint64 total = 0;
+    for (const Attachment& a : std::as_const(m_attachments)) total += a.text.toUtf8().size();
+    for (const QString& path : paths) {
+        QString error;
+        const auto file = readAttachment(path, &error);
+        if (!file) {
+            problems << error;
+            continue;
+        }
+        if (m_attachments.contains(*file)) continue;  // the same file again
+        const qint64 bytes = file->text.toUtf8().size();
+        if (total + bytes > attachmentsLimitBytes()) {
+            problems << tr("%1 was not attached: the message's files would come to more than %2")
+                            .arg(file->name, byteSize(attachmentsLimitBytes()));
+            continue;
+        }
+        total += bytes;
+        m_attachments.append(*file);
+        QSettings().setValue(QStringLiteral("attach/folder"), QFileInfo(path).absolutePath());
+    }
+    refreshAttachments();
+    if (!problems.isEmpty()) {
+        m_attach_problems = problems.join(QLatin1Char('\n'));
+        showBanner(m_attach_problems, true);
+    } else if (!m_attach_problems.isEmpty() && m_banner->text() == m_attach_problems) {
+        showBanner(QString(), false);  // the files refused before; any other banner stays
+    }
+    return problems.isEmpty();
+}
+
+void MainWindow::chooseAttachments() {
+    const QString folder = QSettings().value(QStringLiteral("attach/folder"), QDir::homePath()).toString();
+    const QStringList paths = QFileDialog::getOpenFileNames(
+        this, tr("Attach text files"), folder,
+        tr("Text files (*.txt *.md *.log *.csv *.json *.yaml *.yml *.xml *.html *.c *.h *.cpp *.hpp *.cc *.cu *.py "
+           "*.rs *.go *.java *.js *.ts *.sh *.sql *.toml *.ini *.tex);;All files (*)"));
+    if (!paths.isEmpty()) attachFiles(paths);
+    m_composer->setFocus();
+}
+
+void MainWindow::refreshAttachments() {
+    auto* chips = static_cast<QHBoxLayout*>(m_attachment_bar->layout());
+    while (chips->count() > 1) {  // the stretch stays last
+        QLayoutItem* item = chips->takeAt(0);
+        item->widget()->hide();
+        item->widget()->deleteLater();
+        delete item;
+    }
+    for (int i = 0; i < m_attachments.size(); ++i) {
+        const Attachment& a = m_attachments.at(i);
+        auto* chip = new QFrame;
+        chip->setObjectName(QStringLiteral("attachmentChip"));
+        chip->setFrameShape(QFrame::StyledPanel);
+        auto* row = new QHBoxLayout(chip);
+        row->setContentsMargins(6, 1, 1, 1);
+        row->setSpacing(2);
+        auto* label = new QLabel(attachmentLabel(a));
+        label->setObjectName(QStringLiteral("attachmentName"));
+        label->setToolTip(tr("%1, %2, sent with the message").arg(a.name, byteSize(a.text.toUtf8().size())));
+        auto* remove = new QToolButton;
+        remove->setObjectName(QStringLiteral("removeAttachment"));
+        remove->setText(QStringLiteral("✕"));
+        remove->setAutoRaise(true);
+        remove->setToolTip(tr("Remove %1 from the message").arg(a.name));
+        connect(remove, &QToolButton::clicked, this, [this, name = a.name, text = a.text] {
+            m_attachments.removeOne(Attachment{name, text});
+            refreshAttachments();
+        });
+        row->addWidget(label);
+        row->addWidget(remove);
+        chips->insertWidget(i, chip);
+    }
+    m_attachment_bar->setVisible(!m_attachments.isEmpty());
+    countComposerTokens();
+}
+
+void MainWindow::dragEnterEvent(QDragEnterEvent* e) {
+    if (!localFiles(e->mimeData()).isEmpty()) e->acceptProposedAction();
+    else QMainWindow::dragEnterEvent(e);
+}
+
+void MainWindow::dropEvent(QDropEvent* e) {
+    const QStringList files = localFiles(e->mimeData());
+    if (files.isEmpty()) {
+        QMainWindow::dropEvent(e);
+        return;
+    }
+    e->acceptProposedAction();
+    attachFiles(files);
 }
 
 void MainWindow::refreshContextUsage() {

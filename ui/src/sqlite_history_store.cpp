@@ -4,6 +4,7 @@
 
 #include "log.h"
 
+#include <cetus/storage/attachments.h>
 #include <cetus/storage/store.h>
 
 #include <QFile>
@@ -346,5 +347,34 @@ QString SqliteHistoryStore::location() const {
     const auto& p = m_store->path();
     return p.empty() ? tr("in memory") : QString::fromStdString(p.string());
 }
+
+QString composeMessage(const QList<Attachment>& files, const QString& text) {
+    std::vector<st::AttachedFile> out;
+    out.reserve(size_t(files.size()));
+    for (const Attachment& f : files) out.push_back({f.name.toStdString(), f.text.toStdString()});
+    return QString::fromStdString(st::compose_message(out, text.toStdString()));
+}
+
+MessageParts splitMessage(const QString& content) {
+    const st::MessageParts parts = st::split_message(content.toStdString());
+    MessageParts out;
+    for (const st::AttachedFile& f : parts.files)
+        out.files.append(Attachment{QString::fromStdString(f.name), QString::fromStdString(f.text)});
+    out.text = parts.files.empty() ? content : QString::fromStdString(parts.text);
+    return out;
+}
+
+std::optional<Attachment> readAttachment(const QString& path, QString* error) {
+    try {
+        const std::string native = QFile::encodeName(path).toStdString();
+        st::AttachedFile f = st::read_attachment(std::filesystem::path(native));
+        return Attachment{QString::fromStdString(f.name), QString::fromStdString(f.text)};
+    } catch (const std::exception& e) {
+        if (error) *error = QString::fromStdString(e.what());
+        return std::nullopt;
+    }
+}
+
+qint64 attachmentLimitBytes() { return qint64(st::k_max_attachment_bytes); }
 
 }  // namespace cetus::ui

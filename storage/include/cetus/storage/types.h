@@ -149,7 +149,9 @@ struct ImportResult {
 };
 
 // A title from the first line of a user message: whitespace collapsed, cut at a
-// word boundary to about 60 characters with "…". Empty text gives "".
-std::string make_auto_title(std::string_view text);
+// word boundary to about 60 characters with "…". Empty text gives "". For a
+// message with attached files (attachments.h), the first line of the typed text,
+// or the files' names when nothing was typed.
+std::string make_auto_title(std::string_view content);
 
 }  // namespace cetus::storage

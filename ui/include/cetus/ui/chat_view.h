@@ -50,6 +50,8 @@ public:
     // The reasoning of R1-style models: a collapsed toggle above the answer.
     QToolButton* reasoningToggle() const { return m_reasoning_toggle; }
     QLabel* reasoningText() const { return m_reasoning; }
+    // A user message's attached files: a toggle each that shows the file's text.
+    QList<QToolButton*> attachmentToggles() const { return m_file_toggles; }
 
 signals:
     void regenerateRequested(qint64 id);
@@ -70,6 +72,11 @@ private:
     QWidget* m_edit_bar = nullptr;
     QWidget* m_code_bar = nullptr;
     int m_n_code_blocks = -1;
+    QString m_content;                 // the whole message, files included (Copy)
+    QList<Attachment> m_files;         // a user message's attached files
+    QList<QWidget*> m_file_rows;       // one per file: its toggle and, while editing, Remove
+    QList<QToolButton*> m_file_toggles;
+    QList<bool> m_file_removed;        // removed in the edit under way
 };
 
 class ChatView : public QScrollArea {
@@ -101,5 +108,7 @@ private:
 
 // Fenced code blocks of a Markdown text (the copy buttons' contents).
 QStringList fencedCodeBlocks(const QString& markdown);
+// "notes.txt · 42 lines": an attached file as its chip names it.
+QString attachmentLabel(const Attachment& file);
 
 }  // namespace cetus::ui

@@ -63,4 +63,16 @@ signals:
     void storageError(const QString& message);
 };
 
+// Files attached to a user message live inside its content in the store's one form
+// (a "File: name" line and a fenced block per file, then the typed text), so the
+// prompt, the context fit, search, export and remote endpoints all see them as text.
+// Implemented over the storage library in sqlite_history_store.cpp.
+QString composeMessage(const QList<Attachment>& files, const QString& text);
+// No files unless the content starts with blocks exactly as composeMessage writes them.
+MessageParts splitMessage(const QString& content);
+// Reads a UTF-8 text file (up to attachmentLimitBytes()) to attach; on failure returns
+// nullopt and sets `error` to a sentence naming the file and the problem.
+std::optional<Attachment> readAttachment(const QString& path, QString* error);
+qint64 attachmentLimitBytes();
+
 }  // namespace cetus::ui

@@ -13,7 +13,10 @@
 #include <functional>
 #include <memory>
 
+class QDragEnterEvent;
+class QDropEvent;
 class QLabel;
+class QMimeData;
 class QLineEdit;
 class QListView;
 class QListWidget;
@@ -36,15 +39,19 @@ class SpeculativePanel;
 class SwitchingGenerationService;
 struct RemoteEndpoint;
 
-// Enter sends, Shift+Enter breaks the line.
+// Enter sends, Shift+Enter breaks the line. Files dropped or pasted onto it are
+// attached to the message instead of their paths being typed.
 class Composer : public QPlainTextEdit {
     Q_OBJECT
 public:
     using QPlainTextEdit::QPlainTextEdit;
 signals:
     void submitted();
+    void filesDropped(const QStringList& paths);
 protected:
     void keyPressEvent(QKeyEvent* e) override;
+    bool canInsertFromMimeData(const QMimeData* source) const override;
+    void insertFromMimeData(const QMimeData* source) override;
 };
 
 class MainWindow : public QMainWindow {
@@ -72,6 +79,16 @@ public:
     // Under Send: the tokens of the message being written (counted by the model's
     // tokenizer on the worker, a moment after typing stops).
     QLabel* composerTokens() const { return m_composer_tokens; }
+    // Text files attached to the message being written (the Attach button, File >
+    // Attach files…, or dropped onto the window): shown as chips above the composer,
+    // sent with the message, each removable. Returns whether every path was attached;
+    // the others are named in the banner with the reason.
+    bool attachFiles(const QStringList& paths);
+    const QList<Attachment>& attachments() const { return m_attachments; }
+    QWidget* attachmentBar() const { return m_attachment_bar; }
+    QPushButton* attachButton() const { return m_attach; }
+    // Attached files together may come to this much (four times one file's limit).
+    static qint64 attachmentsLimitBytes();
     void restoreLastConversation();
     // Replaces the confirmation dialog (tests).
     void setConfirmHandler(std::function<bool(const QString&)> confirm) { m_confirm = std::move(confirm); }
@@ -117,6 +134,8 @@ public:
 
 protected:
     void closeEvent(QCloseEvent* e) override;
+    void dragEnterEvent(QDragEnterEvent* e) override;
+    void dropEvent(QDropEvent* e) override;
 
 private:
     void buildMenus();
@@ -140,6 +159,10 @@ private:
     void refreshRecentModels();
     void refreshContextUsage();
     void countComposerTokens();  // asks for the composer's count (or hides it when empty)
+    QString composedMessage() const;  // the attachments and the composer's text, as sent
+    bool composerEmpty() const;       // no text and no attachments
+    void chooseAttachments();
+    void refreshAttachments();
     void rememberRecentModel(const QString& dir);
     QString appliesOnReload(const QString& what) const;
     std::optional<qint64> selectedConversation() const;
@@ -178,6 +201,10 @@ private:
     QLabel* m_model_status = nullptr;
     QLabel* m_context_usage = nullptr;
     QLabel* m_composer_tokens = nullptr;
+    QList<Attachment> m_attachments;
+    QWidget* m_attachment_bar = nullptr;
+    QPushButton* m_attach = nullptr;
+    QString m_attach_problems;  // the banner's text about files refused last
     QTimer* m_count_timer = nullptr;
     quint64 m_count_id = 0;  // the last count asked for; older answers are dropped
     KvCachePanel* m_kv = nullptr;

@@ -3,6 +3,7 @@
 // widgets, the controller and test fakes never include those libraries.
 #pragma once
 
+#include <QList>
 #include <QMetaType>
 #include <QString>
 
@@ -212,6 +213,19 @@ struct ConversationRecord {
     bool archived = false;
     std::vector<MessageRecord> messages;  // every branch, parents first
     std::vector<qint64> active_path;      // root to the leaf shown
+};
+
+// A text file attached to a user message (the store keeps it inside the message's
+// content; composeMessage / splitMessage in history_store.h).
+struct Attachment {
+    QString name;  // the file's name, no folders
+    QString text;
+    bool operator==(const Attachment&) const = default;
+};
+
+struct MessageParts {
+    QList<Attachment> files;
+    QString text;  // what the user typed
 };
 
 struct SearchResult {
