@@ -26,8 +26,8 @@ void add_bench_command(CLI::App& app) {
         std::string model, random, device = "cpu", dtype = "bf16";
         int64_t prompt = 128, gen = 32, followup = 0, layers = 0;
         int repeat = 3, threads = 0, draft = 1, conversations = 0, logprobs = -1;
-        std::string mtp, text_file, prompts_file;
-        bool tokenizer = false, restart = false;
+        std::string mtp, text_file, prompts_file, format = "text";
+        bool tokenizer = false, restart = false, json_mask = false;
         bool json = false;
     };
     auto o = std::make_shared<Opts>();
@@ -63,10 +63,30 @@ void add_bench_command(CLI::App& app) {
                   "A conversation opened again after a restart: time to the first token of a --followup-id message "
                   "after --prompt ids, with their rows read back from the prefix cache's file and with a full "
                   "prefill (--prefix-cache DIR, else a temporary folder)");
+    cmd->add_option("--format", o->format,
+                    "With --mtp: json also times JSON mode beside plain generation (decode_ratio)")
+        ->check(CLI::IsMember({"text", "json"}));
+    cmd->add_flag("--json-mask", o->json_mask,
+                  "Time JSON mode's mask over the vocabulary of --model's tokenizer (ms per token choice)");
     cmd->add_flag("--tokenizer", o->tokenizer, "Benchmark the tokenizer of --model on --text-file (MB/s)");
     cmd->add_option("--text-file", o->text_file, "Text for --tokenizer");
     cmd->add_flag("--json", o->json, "JSON output");
     cmd->callback([o] {
+        if (o->json_mask) {
+            if (o->model.empty()) throw Error(ErrorCode::BadRequest, "bench --json-mask needs --model DIR (its tokenizer)");
+            const Tokenizer tokenizer = Tokenizer::load(o->model);
+            const JsonMaskBenchResult r = run_json_mask_bench(tokenizer, o->repeat);
+            nlohmann::json j = {{"benchmark", "json_mask"}, {"vocab", r.vocab}, {"masks", r.masks},
+                                {"repeats", o->repeat}, {"mean_allowed", r.mean_allowed},
+                                {"ms_per_mask", r.ms_per_mask}, {"max_ms_per_mask", r.max_ms_per_mask},
+                                {"threads", 1}};
+            if (o->json) std::printf("%s\n", j.dump(2).c_str());
+            else
+                std::printf("JSON mode mask over %lld ids: %.3f ms per token choice (slowest %.3f ms), %.0f ids "
+                            "allowed on average, over %lld choices\n",
+                            (long long)r.vocab, r.ms_per_mask, r.max_ms_per_mask, r.mean_allowed, (long long)r.masks);
+            return;
+        }
         if (o->tokenizer) {
             if (o->model.empty() || o->text_file.empty())
                 throw Error(ErrorCode::BadRequest, "bench --tokenizer needs --model DIR and --text-file F");
@@ -171,22 +191,34 @@ void add_bench_command(CLI::App& app) {
                                  {"acceptance_rate", g.acceptance_rate},
                                  {"mean_accepted_length", g.mean_accepted_length},
                                  {"generated_tokens", g.generated_tokens}};
-                if (o->logprobs >= 0) {
-                    // The same generation asking for log-probabilities: what they cost. In the
-                    // order without, with, with, without, each pair averaged, so that a machine
-                    // speeding up or slowing down during the run favours neither.
-                    BenchOptions with = bo;
-                    with.logprobs = o->logprobs;
+                // The same generation with an option on (log-probabilities, JSON mode): what it
+                // costs. In the order without, with, with, without, each pair averaged, so that
+                // a machine speeding up or slowing down during the run favours neither.
+                auto beside = [&](const BenchOptions& with, nlohmann::json extra) {
                     const GenerationBenchResult l1 = run_generation_bench(*e, with, on, o->draft);
                     const GenerationBenchResult l2 = run_generation_bench(*e, with, on, o->draft);
                     const GenerationBenchResult g2 = run_generation_bench(*e, bo, on, o->draft);
                     const double plain = (g.decode_tokens_per_s + g2.decode_tokens_per_s) / 2;
                     const double asked = (l1.decode_tokens_per_s + l2.decode_tokens_per_s) / 2;
+                    extra["decode_tokens_per_s"] = asked;
+                    extra["generated_tokens"] = l1.generated_tokens;
+                    extra["acceptance_rate"] = l1.acceptance_rate;
+                    extra["decode_ratio"] = asked / std::max(1e-9, plain);
+                    return std::pair{plain, extra};
+                };
+                if (o->logprobs >= 0) {
+                    BenchOptions with = bo;
+                    with.logprobs = o->logprobs;
+                    auto [plain, extra] = beside(with, {{"top_logprobs", o->logprobs}});
                     j["decode_tokens_per_s"] = plain;
-                    j["with_logprobs"] = {{"top_logprobs", o->logprobs},
-                                          {"decode_tokens_per_s", asked},
-                                          {"generated_tokens", l1.generated_tokens},
-                                          {"decode_ratio", asked / std::max(1e-9, plain)}};
+                    j["with_logprobs"] = extra;
+                }
+                if (o->format == "json") {
+                    BenchOptions with = bo;
+                    with.response_format = ResponseFormat::JsonObject;
+                    auto [plain, extra] = beside(with, nlohmann::json::object());
+                    j["with_json_mode"] = extra;
+                    if (o->logprobs < 0) j["decode_tokens_per_s"] = plain;
                 }
                 return j;
             };

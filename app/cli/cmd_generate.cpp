@@ -29,7 +29,7 @@ void add_generate_command(CLI::App& app) {
     auto* cmd = app.add_subcommand("generate", "Answer one prompt with the model's chat template, streaming");
     struct Opts {
         LoadFlags load;
-        std::string model, prompt, system, device = "auto", mtp = "on", ids;
+        std::string model, prompt, system, device = "auto", mtp = "on", ids, format = "text";
         float temperature = 0.7f, top_p = 1.0f, min_p = 0.0f, repetition_penalty = 1.0f;
         float frequency_penalty = 0.0f, presence_penalty = 0.0f;
         int top_k = 0, max_tokens = 256, draft = 1, threads = 0, logprobs = -1;
@@ -61,6 +61,9 @@ void add_generate_command(CLI::App& app) {
     cmd->add_option("--seed", o->seed, "Random seed");
     cmd->add_option("--max-tokens", o->max_tokens, "Most tokens to generate");
     cmd->add_option("--stop", o->stop, "Stop string (repeatable)");
+    cmd->add_option("--format", o->format,
+                    "text, or json: the answer is one JSON object (each token keeps it one; it ends once closed)")
+        ->check(CLI::IsMember({"text", "json"}));
     cmd->add_option("--mtp", o->mtp, "MTP speculative decoding: on or off")->check(CLI::IsMember({"on", "off"}));
     cmd->add_option("--draft", o->draft, "Draft tokens per step");
     cmd->add_option("--device", o->device, "auto, cpu or cuda");
@@ -101,6 +104,7 @@ void add_generate_command(CLI::App& app) {
         req.max_new_tokens = o->max_tokens;
         req.stop = o->stop;
         req.mtp = o->mtp == "on";
+        if (o->format == "json") req.response_format = ResponseFormat::JsonObject;
         req.n_draft = o->draft;
         const bool json = o->json;
         if (json) req.logprobs = o->logprobs;

@@ -179,6 +179,20 @@ ParseResult parse_chat_request(const std::string& body, const std::string& model
             if (x.empty()) return fail(bad("stop", "stop strings must not be empty"));
     }
 
+    // OpenAI's JSON mode: {"type": "json_object"} keeps the answer one JSON object;
+    // {"type": "text"} is the default. Schemas are not supported.
+    if (auto it = j.find("response_format"); it != j.end() && !it->is_null()) {
+        if (!it->is_object() || !it->contains("type") || !(*it)["type"].is_string())
+            return fail(bad("response_format", "'response_format' must be an object with a string 'type'"));
+        const std::string type = (*it)["type"].get<std::string>();
+        if (type == "json_object") r.gen.response_format = ResponseFormat::JsonObject;
+        else if (type == "json_schema")
+            return fail(bad("response_format", "'response_format' type 'json_schema' is not supported; "
+                                               "'json_object' keeps the answer one JSON object"));
+        else if (type != "text")
+            return fail(bad("response_format", "'response_format.type' must be 'text' or 'json_object'"));
+    }
+
     // vLLM's extras: continue the final (assistant) message instead of answering it.
     bool add_generation_prompt = true;
     if (auto e = boolean(j, "add_generation_prompt", add_generation_prompt, "add_generation_prompt")) return fail(*e);

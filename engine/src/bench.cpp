@@ -7,6 +7,7 @@
 #include "cetus/bench.h"
 
 #include "backend.h"
+#include "json_grammar.h"
 #include "model.h"
 
 #include <algorithm>
@@ -164,6 +165,7 @@ GenerationBenchResult run_generation_bench(Engine& engine, const BenchOptions& o
         r.mtp = mtp;
         r.n_draft = n_draft;
         r.logprobs = o.logprobs;
+        r.response_format = o.response_format;
         return r;
     };
     if (!o.chat_prompts.empty() && engine.tokenizer()) {
@@ -341,6 +343,46 @@ RestartBenchResult run_restart_bench(Engine& engine, const BenchOptions& o) {
     res.first_token_ms_prefill = median(prefill);
     res.write_ms = median(write);
     res.reused_share = double(reused) / double(std::max<int64_t>(1, prompt));
+    return res;
+}
+
+JsonMaskBenchResult run_json_mask_bench(const Tokenizer& tokenizer, int repeats) {
+    // An answer as a chat model writes one: keys, prose, numbers, a list, nesting, escapes.
+    static const std::string k_answer =
+        "{\n  \"name\": \"Blue whale\",\n  \"scientific_name\": \"Balaenoptera musculus\",\n"
+        "  \"length_m\": 29.9,\n  \"mass_tonnes\": 199,\n  \"endangered\": true,\n"
+        "  \"diet\": [\"krill\", \"copepods\"],\n  \"range\": {\"oceans\": [\"Atlantic\", \"Pacific\", "
+        "\"Indian\", \"Southern\"], \"migrates\": true},\n  \"summary\": \"The largest animal known to have "
+        "lived; it feeds almost only on krill, taking in up to 16 tonnes of water a gulp. Its calls, at 188 dB, "
+        "travel \\\"hundreds\\\" of kilometres.\",\n  \"population_estimate\": [10000, 25000],\n"
+        "  \"notes\": null\n}";
+    const std::vector<int32_t> ids = tokenizer.encode(k_answer, false);
+    const int64_t vocab = tokenizer.vocab_size();
+    JsonConstraint constraint(tokenizer, vocab, tokenizer.eos_id());
+    JsonMaskBenchResult res;
+    res.vocab = vocab;
+    res.masks = int64_t(ids.size()) + 1;
+    std::vector<uint8_t> mask;
+    std::vector<double> per_mask;
+    for (int rep = 0; rep <= std::max(repeats, 1); ++rep) {
+        JsonGrammar::State s;
+        int64_t allowed = 0;
+        const auto t0 = std::chrono::steady_clock::now();
+        for (size_t i = 0; i <= ids.size(); ++i) {
+            const auto m0 = std::chrono::steady_clock::now();
+            allowed += constraint.allowed(s, mask);
+            const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - m0).count();
+            if (rep > 0) res.max_ms_per_mask = std::max(res.max_ms_per_mask, ms);
+            if (i < ids.size() && !constraint.step(s, ids[i]))
+                throw Error(ErrorCode::BadRequest, "the JSON mask bench's answer does not tokenize into JSON tokens");
+        }
+        const double pass_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        if (rep == 0) continue;  // warm-up
+        per_mask.push_back(pass_ms / double(res.masks));
+        res.mean_allowed = double(allowed) / double(res.masks);
+    }
+    std::sort(per_mask.begin(), per_mask.end());
+    res.ms_per_mask = per_mask[per_mask.size() / 2];
     return res;
 }
 

@@ -8,6 +8,7 @@
 #include "generator.h"
 
 #include "cetus/error.h"
+#include "json_grammar.h"
 #include "log.h"
 #include "sampler.h"
 
@@ -245,6 +246,10 @@ struct Generator::Run {
     int64_t n_moe = 0, top_k = 0;
     int32_t eos = -1;
     std::vector<TokenLogprob> top_logprobs;  // the current token's (GenerateRequest::logprobs)
+    // JSON mode: the grammar's state after the emitted tokens, and a mask per row of
+    // the choice being made.
+    std::optional<JsonConstraint> json;
+    std::vector<std::vector<uint8_t>> masks;
 
     Run(Generator& gen, const GenerateRequest& r, const TokenSink& s)
         : g(gen), req(r), sink(s), c(gen.m_model.config()),
@@ -291,6 +296,7 @@ struct Generator::Run {
             done = true;
             finish = FinishReason::Eos;
         } else {
+            if (json && !json->advance(id)) engine_log().warn("JSON mode: token {} was chosen outside the grammar", id);
             history.push_back(id);
             res.ids.push_back(id);
             if (detok) text += detok->push(id);
@@ -417,6 +423,16 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
                                            "frequency and presence penalties in -2 .. 2)");
 
     Run r(*this, req, sink);
+    if (req.response_format == ResponseFormat::JsonObject) {
+        if (!m_tokenizer)
+            throw Error(ErrorCode::BadRequest, "JSON mode needs the model's tokenizer (tokenizer.json), which this "
+                                               "model folder does not have");
+        r.json.emplace(*m_tokenizer, r.sampler.n_valid(), r.eos);
+        // A continued answer goes on from its own text, which must start the object.
+        if (req.continue_final_message && !req.messages.empty() &&
+            !r.json->advance_bytes(req.messages.back().content))
+            throw Error(ErrorCode::BadRequest, "JSON mode: the answer to continue is not the start of a JSON object");
+    }
     r.history = ids;
     r.max_new = std::min<int64_t>(req.max_new_tokens, cap - n + 1);
     r.res.stats.prompt_tokens = n;
@@ -444,7 +460,8 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
     auto cancelled = [&] { return req.cancel && req.cancel->load(std::memory_order_relaxed); };
     // The device's token choice knows no frequency or presence penalty: such requests
     // choose on the host (the rows come over, as for a CPU).
-    const bool on_device = m_backend.samples_on_device() && !has_count_penalties(req.sampling);
+    // Nor does it know a grammar (JSON mode).
+    const bool on_device = m_backend.samples_on_device() && !has_count_penalties(req.sampling) && !r.json;
     // Log-probabilities come from the logits on the host: a device that samples copies
     // the rows of the main model's steps too (its choices stay where they were made).
     const bool logits_on_host = !on_device || (req.logprobs >= 0 && sink);
@@ -452,14 +469,25 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
     // The ids a row penalises: the history (prompt and emitted tokens, the pending one
     // included), and tail[0, tail_first + row), the drafts after it. Each id appears once,
     // as the frequency penalty counts every occurrence.
-    auto spec = [&](std::span<const int32_t> tail, int64_t tail_first) {
-        return ChoiceSpec{req.sampling, r.sampler.n_valid(), r.history, tail, tail_first, n};
+    // In JSON mode row j of a choice may take only the ids of masks[j] (allowed_rows).
+    auto spec = [&](std::span<const int32_t> tail, int64_t tail_first, std::span<const std::vector<uint8_t>> allowed = {}) {
+        return ChoiceSpec{req.sampling, r.sampler.n_valid(), r.history, tail, tail_first, n, allowed};
+    };
+    // masks[slot]: the ids that may follow grammar state `s`; the end when nothing can.
+    auto set_mask = [&](const JsonGrammar::State& s, size_t slot) {
+        if (r.masks.size() <= slot) r.masks.resize(slot + 1);
+        if (r.json->allowed(s, r.masks[slot]) == 0 && r.eos >= 0 && r.eos < r.sampler.n_valid())
+            r.masks[slot][size_t(r.eos)] = 1;
+    };
+    auto allowed_rows = [&](size_t first, size_t count) {
+        return r.json ? std::span<const std::vector<uint8_t>>(r.masks.data() + first, count)
+                      : std::span<const std::vector<uint8_t>>();
     };
     auto t0 = clock_type::now();
     // Greedy without a penalty: the argmax comes with the forward pass itself
     // (on a GPU inside the step's graph, no second round trip).
     const bool fused_argmax =
-        r.sampler.greedy() && req.sampling.repetition_penalty == 1.0f && !has_count_penalties(req.sampling);
+        r.sampler.greedy() && req.sampling.repetition_penalty == 1.0f && !has_count_penalties(req.sampling) && !r.json;
     ForwardOptions fo;
     fo.all_logits = false;
     fo.want_hidden = !m_hidden.empty();  // kept for the MTP module only
@@ -484,8 +512,9 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
     // below replaces the rows a device keeps).
     choices.host_rows = out.logits.data();
     int32_t pending = -1;
+    if (r.json) set_mask(r.json->state(), 0);
     if (fused_argmax && out.argmax.size() == 1) pending = out.argmax[0];
-    else choices.choose(0, 1, spec({}, 0), -1, &pending);
+    else choices.choose(0, 1, spec({}, 0, allowed_rows(0, 1)), -1, &pending);
     // The MTP module over the prompt too (entries (h_j, id_{j+1}) for j < n - 1), so that
     // prefill time holds all the prompt's work and decode time only the answer's. The
     // entry of the last prompt position needs the first answer token: first decode step.
@@ -539,6 +568,8 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
         int64_t D = use_mtp ? std::min<int64_t>(req.n_draft, cap - 1 - cur) : 0;
         D = std::min<int64_t>(D, r.max_new - int64_t(r.res.ids.size()) - 1);  // no drafts past the budget
         drafts.clear();
+        // JSON mode: the grammar's state after the pending token, then after each draft.
+        JsonGrammar::State grammar = r.json ? r.json->state() : JsonGrammar::State{};
         if (D > 0) {
             // Bring the MTP cache up to date: entries (h_j, id_{j+1}) for j < cur, the
             // last pairing h_{cur-1} with `pending`; its output drafts position cur+1.
@@ -559,8 +590,12 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
             for (int64_t j = 0; j < D; ++j) {
                 // Draft j penalises the history (the pending token in it) and the drafts before it.
                 int32_t d = -1;
+                if (r.json) set_mask(grammar, size_t(j));
                 if (fused_argmax && int64_t(mo.argmax.size()) > row) d = mo.argmax[size_t(row)];
-                else choices.choose(row, 1, spec(drafts, int64_t(drafts.size())), r.sampler.greedy() ? -1 : j, &d);
+                else
+                    choices.choose(row, 1, spec(drafts, int64_t(drafts.size()), allowed_rows(size_t(j), 1)),
+                                   r.sampler.greedy() ? -1 : j, &d);
+                if (r.json) r.json->step(grammar, d);  // allowed, so it follows
                 drafts.push_back(d);
                 if (j + 1 < D) {  // chain: the module's own normed output stands in for h
                     const int64_t k = std::min<int64_t>(j + 1, m_model.n_mtp() - 1);
@@ -572,6 +607,7 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
             }
             r.res.stats.drafts_proposed += D;
         }
+        if (r.json) set_mask(grammar, size_t(D));  // the row after the last draft
         batch.assign(1, pending);
         batch.insert(batch.end(), drafts.begin(), drafts.end());
         m_backend.forward(batch.data(), int64_t(batch.size()), cur, vo, out);
@@ -584,11 +620,11 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
         if (r.sampler.greedy()) {
             greedy_ids.resize(size_t(D + 1));
             if (fused_argmax && out.argmax.size() == size_t(D + 1)) greedy_ids.assign(out.argmax.begin(), out.argmax.end());
-            else choices.choose(0, D + 1, spec(drafts, 0), -1, greedy_ids.data());
+            else choices.choose(0, D + 1, spec(drafts, 0, allowed_rows(0, size_t(D + 1))), -1, greedy_ids.data());
             while (a < D && greedy_ids[size_t(a)] == drafts[size_t(a)]) ++a;
             next = greedy_ids[size_t(a)];
         } else {
-            const VerifyResult v = choices.verify(spec(drafts, 0), drafts.data(), D);
+            const VerifyResult v = choices.verify(spec(drafts, 0, allowed_rows(0, size_t(D + 1))), drafts.data(), D);
             a = v.accepted;
             next = v.next;
         }

@@ -65,12 +65,26 @@ void Sampler::penalise(std::vector<float>& x, std::span<const int32_t> seen, std
     }
 }
 
+void Sampler::mask(std::vector<float>& x) const {
+    if (!m_allowed) return;
+    const int64_t n = std::min<int64_t>(m_n_valid, int64_t(m_allowed->size()));
+    for (int64_t i = 0; i < n; ++i)
+        if (!(*m_allowed)[size_t(i)]) x[size_t(i)] = -std::numeric_limits<float>::infinity();
+}
+
 int32_t Sampler::argmax(const float* logits, std::span<const int32_t> seen, std::span<const int32_t> more) {
-    if (m_params.repetition_penalty == 1.0f && !has_count_penalties(m_params))  // nothing to change: no copy
+    if (m_params.repetition_penalty == 1.0f && !has_count_penalties(m_params) && !m_allowed)  // no copy
         return int32_t(std::max_element(logits, logits + m_n_valid) - logits);
     m_work.assign(logits, logits + m_n_valid);
     m_work.resize(size_t(m_vocab), -std::numeric_limits<float>::infinity());
     penalise(m_work, seen, more);
+    mask(m_work);
+    if (m_allowed) {  // the best allowed id, even where every allowed logit is -inf or NaN
+        int32_t best = -1;
+        for (int64_t i = 0; i < m_n_valid && i < int64_t(m_allowed->size()); ++i)
+            if ((*m_allowed)[size_t(i)] && (best < 0 || m_work[size_t(i)] > m_work[size_t(best)])) best = int32_t(i);
+        if (best >= 0) return best;
+    }
     return int32_t(std::max_element(m_work.begin(), m_work.begin() + m_n_valid) - m_work.begin());
 }
 
@@ -83,6 +97,7 @@ void Sampler::distribution(const float* logits, std::span<const int32_t> seen, s
     }
     m_work.assign(logits, logits + m_vocab);
     penalise(m_work, seen, more);
+    mask(m_work);
     const float inv_t = 1.0f / m_params.temperature;
     float mx = -std::numeric_limits<float>::infinity();
     for (int64_t i = 0; i < m_n_valid; ++i) mx = std::max(mx, m_work[size_t(i)]);
@@ -169,6 +184,7 @@ void choose_rows(Sampler& math, const float* logits, int64_t V, int64_t n, const
     for (int64_t r = 0; r < n; ++r) {
         const float* row = logits + r * V;
         const auto more = spec.tail.first(size_t(std::min<int64_t>(spec.tail_first + r, int64_t(spec.tail.size()))));
+        math.set_allowed(r < int64_t(spec.allowed.size()) ? &spec.allowed[size_t(r)] : nullptr);
         if (math.greedy()) {
             ids[r] = math.argmax(row, spec.history, more);
             continue;
@@ -177,6 +193,7 @@ void choose_rows(Sampler& math, const float* logits, int64_t V, int64_t n, const
         math.distribution(row, spec.history, p, more);
         ids[r] = Sampler::draw(p, u[r]);
     }
+    math.set_allowed(nullptr);
 }
 
 VerifyResult verify_rows(Sampler& math, const float* logits, int64_t V, const ChoiceSpec& spec,
@@ -186,7 +203,9 @@ VerifyResult verify_rows(Sampler& math, const float* logits, int64_t V, const Ch
     auto target = [&](int64_t a) {
         const auto more =
             spec.tail.first(size_t(std::min<int64_t>(spec.tail_first + a, int64_t(spec.tail.size()))));
+        math.set_allowed(a < int64_t(spec.allowed.size()) ? &spec.allowed[size_t(a)] : nullptr);
         math.distribution(logits + a * V, spec.history, p, more);
+        math.set_allowed(nullptr);
     };
     for (int64_t a = 0; a < D; ++a) {
         target(a);

@@ -27,6 +27,9 @@ struct ChoiceSpec {
     std::span<const int32_t> tail;
     int64_t tail_first = 0;
     int64_t output_from = INT64_MAX;  // where the answer starts in history (the prompt's length)
+    // A grammar's choices (JSON mode): row r may choose only ids with allowed[r][id] != 0
+    // (ids below n_valid; at least one each). Rows past its end, or none given: any id.
+    std::span<const std::vector<uint8_t>> allowed = {};
 };
 
 struct VerifyResult {
@@ -72,13 +75,18 @@ public:
     // `seen` is the answer's, only `more`.
     void set_output_from(int64_t i) { m_output_from = i; }
     int64_t output_from() const { return m_output_from; }
+    // Ids with (*allowed)[id] == 0 are never chosen (a grammar's mask, n_valid long, at
+    // least one id allowed); null: no mask. Applied after the penalties.
+    void set_allowed(const std::vector<uint8_t>* allowed) { m_allowed = allowed; }
 
 private:
     void penalise(std::vector<float>& x, std::span<const int32_t> seen, std::span<const int32_t> more);
+    void mask(std::vector<float>& x) const;  // -inf where m_allowed says no
 
     SamplingParams m_params;
     int64_t m_vocab, m_n_valid;
     int64_t m_output_from = INT64_MAX;
+    const std::vector<uint8_t>* m_allowed = nullptr;
     std::vector<int32_t> m_counts;  // per id, while the count penalties are applied (zero between)
     std::mt19937_64 m_rng;
     std::vector<float> m_work;

@@ -591,8 +591,10 @@ std::unique_ptr<Backend> compared_backend(const Model& model, int64_t capacity, 
 
 // With logprobs: also asks for each token's log-probability and five alternatives, kept
 // there in order (the token's, then the alternatives').
+// With count_penalties (frequency and presence), a device that samples leaves the
+// choices to the host: its rows come back as a CPU's do.
 std::vector<int32_t> sampled(const Model& model, Backend& b, const std::vector<int32_t>& prompt, uint64_t seed,
-                             std::vector<float>* logprobs = nullptr) {
+                             std::vector<float>* logprobs = nullptr, bool count_penalties = false) {
     Generator g(model, b, nullptr);
     GenerateRequest req;
     req.prompt_ids = prompt;
@@ -600,6 +602,10 @@ std::vector<int32_t> sampled(const Model& model, Backend& b, const std::vector<i
     req.sampling.top_p = 0.95f;
     req.sampling.repetition_penalty = 1.1f;
     req.sampling.seed = seed;
+    if (count_penalties) {
+        req.sampling.frequency_penalty = 0.7f;
+        req.sampling.presence_penalty = -0.4f;
+    }
     req.max_new_tokens = 24;
     req.mtp = true;
     req.n_draft = 3;
@@ -1016,6 +1022,18 @@ void compare_backends(const RandomModelOptions& ro, KvCacheType kv, std::vector<
                                         sampled(*model, *host_choices, prompt, seed);
                             r.check(tag + "sampled generation with MTP, device == host choices (3 seeds)", same == 3,
                                     3 - same, 0, std::to_string(same) + " of 3 identical");
+                            // Frequency and presence penalties (and JSON mode, the same path): the
+                            // generator chooses on the host on either backend, from the same logits.
+                            // On small models only: the path does not depend on the shapes.
+                            if (long_prompt) {
+                                same = 0;
+                                for (uint64_t seed : {1u, 2u})
+                                    same += sampled(*model, *gpu, prompt, seed, nullptr, true) ==
+                                            sampled(*model, *host_choices, prompt, seed, nullptr, true);
+                                r.check(tag + "sampled generation with count penalties (host choices on a device "
+                                              "that samples) == host choices (2 seeds)",
+                                        same == 2, 2 - same, 0, std::to_string(same) + " of 2 identical");
+                            }
                             // Log-probabilities asked for: the step's logits also come to the
                             // host, the device's choices stay the same, and the figures are
                             // those of the host-choices run (the same logits, copied).

@@ -82,7 +82,8 @@ size_t parse_block(std::string_view content, size_t at, AttachedFile& file) {
         close = body_at;  // an empty file
     } else {
         const size_t nl = content.find("\n" + std::string(fence), body_at);
-        if (nl == std::string_view::npos) return fail;
+        // (At body_at itself: a body of one blank line, which compose never writes.)
+        if (nl == std::string_view::npos || nl == body_at) return fail;
         close = nl + 1;
     }
     const std::string_view body = close == body_at ? std::string_view() : content.substr(body_at, close - 1 - body_at);
@@ -178,6 +179,8 @@ AttachedFile read_attachment(const std::filesystem::path& path, size_t max_bytes
     if (ec || !std::filesystem::exists(status))
         throw AttachmentError(shown + ": cannot be read (" + (ec ? ec.message() : "no such file") + ")");
     if (std::filesystem::is_directory(status)) throw AttachmentError(shown + " is a folder, not a file");
+    // Not a device or a pipe either: reading one could wait for ever or never end.
+    if (!std::filesystem::is_regular_file(status)) throw AttachmentError(shown + " is not a regular file");
     std::ifstream in(path, std::ios::binary);
     if (!in) throw AttachmentError(shown + ": cannot be read (" + std::strerror(errno) + ")");
     std::string bytes;
@@ -202,7 +205,7 @@ AttachedFile read_attachment(const std::filesystem::path& path, size_t max_bytes
     text.reserve(bytes.size());
     for (size_t i = 0; i < bytes.size(); ++i)
         if (!(bytes[i] == '\r' && i + 1 < bytes.size() && bytes[i + 1] == '\n')) text += bytes[i];
-    return AttachedFile{shown, std::move(text)};
+    return AttachedFile{attachment_name(shown), std::move(text)};
 }
 
 }  // namespace cetus::storage

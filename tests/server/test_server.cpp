@@ -256,6 +256,36 @@ private slots:
         QCOMPARE(post(pen).j["choices"][0]["message"]["content"].get<std::string>(), text);
     }
 
+    // OpenAI's JSON mode: the answer is an object from its first byte, whole when it ends
+    // with "stop"; streaming gives the same text. test_json_grammar checks every token.
+    void jsonMode() {
+        for (uint64_t seed : {0, 1, 2, 3}) {
+            json b = chat("abc", 60, seed == 0 ? 0.0 : 1.0);
+            b["seed"] = seed;
+            b["response_format"] = {{"type", "json_object"}};
+            const HttpResult r = post(b);
+            QCOMPARE(r.status, 200);
+            const std::string content = r.j["choices"][0]["message"]["content"].get<std::string>();
+            QVERIFY2(content.starts_with("{"), content.c_str());
+            const std::string finish = r.j["choices"][0]["finish_reason"].get<std::string>();
+            QCOMPARE(json::accept(content), finish == "stop");
+            if (finish == "stop") QVERIFY(json::parse(content).is_object());
+            b["stream"] = true;
+            const Stream st = stream(b);
+            QCOMPARE(st.text, content);
+        }
+        json b = chat("abc", 30);
+        b["response_format"] = {{"type", "text"}};
+        QCOMPARE(post(b).j["choices"][0]["message"]["content"].get<std::string>(), m_greedy);
+        for (const json& bad : {json{{"type", "json_schema"}, {"json_schema", json::object()}}, json{{"type", "xml"}},
+                                json("json_object"), json{{"kind", "json_object"}}}) {
+            b["response_format"] = bad;
+            const HttpResult r = post(b);
+            QCOMPARE(r.status, 400);
+            QCOMPARE(r.j["error"]["param"].get<std::string>(), std::string("response_format"));
+        }
+    }
+
     void continueFinalMessage() {
         // vLLM's continue_final_message: the prompt ends in the answer's own text (no end
         // of turn, no new "<｜Assistant｜>"), so an empty answer gives the question's prompt

@@ -140,6 +140,8 @@ private slots:
         QTest::newRow("one_newline_before_text") << "File: a.txt\n```text\nx\n```\nmore";
         QTest::newRow("blank_line_then_nothing") << "File: a.txt\n```text\nx\n```\n\n";
         QTest::newRow("body_ends_in_newline") << "File: a.txt\n```text\nx\n\n```";
+        QTest::newRow("body_one_blank_line") << "File: a.txt\n```text\n\n```";
+        QTest::newRow("body_one_blank_line_then_text") << "File: a.txt\n```text\n\n```\n\nhi";
         QTest::newRow("untrimmed_name") << "File:  a.txt\n```text\nx\n```";
         QTest::newRow("no_name_line") << "File: a.txt";
         QTest::newRow("lowercase_prefix") << "file: a.txt\n```text\nx\n```";
@@ -149,6 +151,32 @@ private slots:
         QFETCH(QString, content);
         const std::string c = content.toStdString();
         QCOMPARE(split_message(c), (MessageParts{{}, c}));
+    }
+
+    // Composed messages with bytes replaced, inserted and deleted: whatever split finds
+    // composes back to the very content, and without files the text is the content.
+    void mutatedContentsComposeBack() {
+        std::mt19937 rng(3629);
+        const std::string alphabet = "`\n\n\n xtF";
+        for (int round = 0; round < 20000; ++round) {
+            std::vector<AttachedFile> files(1 + rng() % 2);
+            for (auto& f : files) {
+                f.name = std::vector<std::string>{"a.txt", "b.py", "c"}[rng() % 3];
+                f.text = random_text(rng, 12);
+            }
+            std::string c = compose_message(files, rng() % 2 ? random_text(rng, 8) : std::string());
+            for (int e = 1 + int(rng() % 3); e > 0 && !c.empty(); --e) {
+                const size_t at = rng() % c.size();
+                switch (rng() % 3) {
+                case 0: c[at] = alphabet[rng() % alphabet.size()]; break;
+                case 1: c.insert(c.begin() + long(at), alphabet[rng() % alphabet.size()]); break;
+                default: c.erase(at, 1);
+                }
+            }
+            const MessageParts p = split_message(c);
+            if (p.files.empty()) QCOMPARE(p.text, c);
+            else if (compose_message(p.files, p.text) != c) QFAIL(("does not compose back: " + c).c_str());
+        }
     }
 
     // A later block that is not canonical is part of the typed text.

@@ -1151,10 +1151,10 @@ void TestMainWindow::attachFilesToAMessage() {
     const auto toggles = user->attachmentToggles();
     QCOMPARE(toggles.size(), 2);
     QCOMPARE(toggles.at(0)->text(), QStringLiteral("▸ notes.txt · 2 lines"));
-    auto texts = user->findChildren<QPlainTextEdit*>(QStringLiteral("attachmentText"));
-    QCOMPARE(texts.size(), 2);
-    QVERIFY(!texts.at(0)->isVisible());
+    QVERIFY(user->findChildren<QPlainTextEdit*>(QStringLiteral("attachmentText")).isEmpty());  // made when opened
     toggles.at(0)->click();
+    auto texts = user->findChildren<QPlainTextEdit*>(QStringLiteral("attachmentText"));
+    QCOMPARE(texts.size(), 1);
     QVERIFY(texts.at(0)->isVisible());
     QCOMPARE(texts.at(0)->toPlainText(), QStringLiteral("alpha beta\ngamma"));
     QCOMPARE(toggles.at(0)->text(), QStringLiteral("▾ notes.txt · 2 lines"));
@@ -1170,6 +1170,17 @@ void TestMainWindow::attachFilesToAMessage() {
     const auto removes = user->findChildren<QToolButton*>(QStringLiteral("removeAttachment"));
     QCOMPARE(removes.size(), 2);
     QVERIFY(removes.at(1)->isVisible());
+    // Cancel brings a removed file back, closed; Remove again for the resend.
+    removes.at(0)->click();
+    QVERIFY(!toggles.at(0)->isChecked());
+    QVERIFY(!texts.at(0)->isVisible());
+    QVERIFY(!toggles.at(0)->isVisible());
+    user->findChild<QPushButton*>(QStringLiteral("cancelEditButton"))->click();
+    QVERIFY(toggles.at(0)->isVisible());
+    QVERIFY(!removes.at(0)->isVisible());
+    QVERIFY(!texts.at(0)->isVisible());
+    user->findChild<QToolButton*>(QStringLiteral("editButton"))->click();
+    QVERIFY(removes.at(0)->isVisible() && removes.at(1)->isVisible());
     removes.at(1)->click();
     editor->setPlainText(QStringLiteral("Only the notes?"));
     user->findChild<QPushButton*>(QStringLiteral("resendButton"))->click();

@@ -179,10 +179,13 @@ MessageWidget::MessageWidget(const DisplayMessage& d, bool streaming, QWidget* p
     m_content = d.record.content;
     const MessageParts parts = assistant ? MessageParts{{}, d.record.content} : splitMessage(d.record.content);
     m_files = parts.files;
-    for (const Attachment& file : std::as_const(m_files)) {
-        auto* row = new QWidget;
-        auto* row_layout = new QHBoxLayout(row);
-        row_layout->setContentsMargins(0, 0, 0, 0);
+    for (qsizetype index = 0; index < m_files.size(); ++index) {
+        const Attachment& file = m_files.at(index);
+        auto* box = new QWidget;  // the toggle's row and, once opened, the file's text
+        auto* box_layout = new QVBoxLayout(box);
+        box_layout->setContentsMargins(0, 0, 0, 0);
+        box_layout->setSpacing(2);
+        auto* row = new QHBoxLayout;
         auto* toggle = new QToolButton;
         toggle->setObjectName(QStringLiteral("attachmentToggle"));
         toggle->setCheckable(true);
@@ -195,32 +198,36 @@ MessageWidget::MessageWidget(const DisplayMessage& d, bool streaming, QWidget* p
         remove->setText(tr("Remove"));
         remove->setToolTip(tr("Send the edited message without %1").arg(file.name));
         remove->hide();  // while editing
-        row_layout->addWidget(toggle);
-        row_layout->addWidget(remove);
-        row_layout->addStretch();
-        auto* text = new QPlainTextEdit(file.text);
-        text->setObjectName(QStringLiteral("attachmentText"));
-        text->setReadOnly(true);
-        text->setFont(QFontDatabase::systemFont(QFontDatabase::FixedFont));
-        // As tall as the file, up to about fifteen lines (then it scrolls).
-        const int n_lines = int(std::min<qsizetype>(file.text.count(QLatin1Char('\n')) + 1, 15));
-        text->setFixedHeight(n_lines * text->fontMetrics().lineSpacing() + 2 * text->frameWidth() +
-                             int(2 * text->document()->documentMargin()) + 4);
-        text->hide();
-        layout->addWidget(row);
-        layout->addWidget(text);
-        const qsizetype index = m_file_rows.size();
-        m_file_rows.append(row);
+        row->addWidget(toggle);
+        row->addWidget(remove);
+        row->addStretch();
+        box_layout->addLayout(row);
+        layout->addWidget(box);
+        m_file_rows.append(box);
         m_file_toggles.append(toggle);
         m_file_removed.append(false);
-        connect(toggle, &QToolButton::toggled, this, [toggle, text, label = attachmentLabel(file)](bool open) {
-            toggle->setText((open ? QStringLiteral("▾ ") : QStringLiteral("▸ ")) + label);
-            text->setVisible(open);
+        // The text view is made when first opened: a conversation's files may come to megabytes.
+        connect(toggle, &QToolButton::toggled, this, [this, index, box, box_layout, toggle](bool open) {
+            const Attachment& f = m_files.at(index);
+            toggle->setText((open ? QStringLiteral("▾ ") : QStringLiteral("▸ ")) + attachmentLabel(f));
+            auto* text = box->findChild<QPlainTextEdit*>(QStringLiteral("attachmentText"));
+            if (!text && open) {
+                text = new QPlainTextEdit(f.text);
+                text->setObjectName(QStringLiteral("attachmentText"));
+                text->setReadOnly(true);
+                text->setFont(QFontDatabase::systemFont(QFontDatabase::FixedFont));
+                // As tall as the file, up to about fifteen lines (then it scrolls).
+                const int n_lines = int(std::min<qsizetype>(f.text.count(QLatin1Char('\n')) + 1, 15));
+                text->setFixedHeight(n_lines * text->fontMetrics().lineSpacing() + 2 * text->frameWidth() +
+                                     int(2 * text->document()->documentMargin()) + 4);
+                box_layout->addWidget(text);
+            }
+            if (text) text->setVisible(open);
         });
-        connect(remove, &QToolButton::clicked, this, [this, index, text] {
+        connect(remove, &QToolButton::clicked, this, [this, index, toggle] {
             m_file_removed[index] = true;
+            toggle->setChecked(false);
             m_file_rows[index]->hide();
-            text->hide();
         });
     }
 
@@ -258,6 +265,7 @@ MessageWidget::MessageWidget(const DisplayMessage& d, bool streaming, QWidget* p
     edit_layout->setContentsMargins(0, 0, 0, 0);
     edit_layout->addStretch();
     auto* cancel = new QPushButton(tr("Cancel"));
+    cancel->setObjectName(QStringLiteral("cancelEditButton"));
     auto* resend = new QPushButton(tr("Save && send"));
     resend->setObjectName(QStringLiteral("resendButton"));
     edit_layout->addWidget(cancel);
@@ -323,8 +331,8 @@ MessageWidget::MessageWidget(const DisplayMessage& d, bool streaming, QWidget* p
 }
 
 void MessageWidget::startEdit() {
-    for (QWidget* row : std::as_const(m_file_rows))
-        if (row->isVisible()) row->findChild<QToolButton*>(QStringLiteral("removeAttachment"))->show();
+    for (qsizetype i = 0; i < m_files.size(); ++i)
+        if (!m_file_removed[i]) m_file_rows[i]->findChild<QToolButton*>(QStringLiteral("removeAttachment"))->show();
     m_editor->setPlainText(m_view->source());
     m_editor->setFixedHeight(std::max(60, m_view->height() + 20));
     m_view->hide();

@@ -112,7 +112,7 @@ MainWindow::MainWindow(HistoryStore& store, GenerationService& service, QWidget*
     : QMainWindow(parent), m_controller(std::make_unique<ChatController>(store, service)), m_service(service),
       m_switch(qobject_cast<SwitchingGenerationService*>(&service)) {
     setObjectName(QStringLiteral("mainWindow"));
-    setAcceptDrops(true);  // files dropped anywhere on the window are attached to the message
+    setAcceptDrops(true);  // files dropped on the chat (or any part that takes no drops) are attached
     setWindowIcon(appIcon());
     m_confirm = [this](const QString& question) {
         return QMessageBox::question(this, tr("Cetus"), question, QMessageBox::Yes | QMessageBox::Cancel) == QMessageBox::Yes;
@@ -407,7 +407,7 @@ QWidget* MainWindow::buildCenter() {
     m_attach = new QPushButton(tr("Attach…"));
     m_attach->setObjectName(QStringLiteral("attachButton"));
     m_attach->setToolTip(tr("Attach text files (code, notes, logs) to this message; files can also be dropped "
-                            "onto the window"));
+                            "onto the message box or the conversation"));
     buttons->addWidget(m_send);
     buttons->addWidget(m_stop);
     buttons->addWidget(m_attach);

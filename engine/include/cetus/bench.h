@@ -23,6 +23,7 @@ struct BenchOptions {
     std::vector<std::string> chat_prompts;
     // Generation bench: GenerateRequest::logprobs (-1: none), read by a token sink.
     int32_t logprobs = -1;
+    ResponseFormat response_format = ResponseFormat::Text;  // generation bench: JSON mode's cost
 };
 
 // A few everyday questions for the generation bench on chat models.
@@ -92,5 +93,17 @@ struct RestartBenchResult {
     double reused_share = 0.0;    // of the prompt tokens, with the file
 };
 RestartBenchResult run_restart_bench(Engine& engine, const BenchOptions& options);
+
+// JSON mode's own work per choice: the mask of the ids that may follow, over the whole
+// vocabulary, at every token of a JSON answer encoded by `tokenizer` (its text built
+// in), one warm-up pass then `repeats` measured.
+struct JsonMaskBenchResult {
+    int64_t vocab = 0;             // ids checked per mask
+    int64_t masks = 0;             // per pass: the answer's tokens, and one after the last
+    double mean_allowed = 0.0;     // ids allowed per mask, on average
+    double ms_per_mask = 0.0;      // median over the passes of (pass time / masks)
+    double max_ms_per_mask = 0.0;  // the slowest single mask seen
+};
+JsonMaskBenchResult run_json_mask_bench(const Tokenizer& tokenizer, int repeats);
 
 }  // namespace cetus

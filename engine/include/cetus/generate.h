@@ -15,6 +15,12 @@
 
 namespace cetus {
 
+// What the answer must be. JsonObject: one JSON object (OpenAI's response_format
+// {"type": "json_object"}): every token keeps the text a prefix of one, and the answer
+// ends only once the object is closed (or at the length limit, cut short). Tokens are
+// then chosen on the host. Needs the model's tokenizer.
+enum class ResponseFormat { Text, JsonObject };
+
 struct GenerateRequest {
     std::vector<ChatMessage> messages;  // rendered with the model's chat template...
     std::vector<int32_t> prompt_ids;    // ...or, when messages is empty, these ids as they are
@@ -32,6 +38,7 @@ struct GenerateRequest {
     // settings. -1: none; 0: the chosen token's; N (1..k_max_top_logprobs): also the N
     // most likely tokens of each step. Token choices are the same with or without them.
     int32_t logprobs = -1;
+    ResponseFormat response_format = ResponseFormat::Text;
     // Names the conversation the request belongs to (any text up to 4 KiB; the app uses
     // its database and conversation id). Kept with the conversation's cache rows in the
     // prefix store and its files on disk, so that Engine::forget_prefixes(tag) finds

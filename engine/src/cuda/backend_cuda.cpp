@@ -970,6 +970,9 @@ ChoiceParams CudaBackend::choice_params(const ChoiceSpec& spec, int64_t row0, in
     if (has_count_penalties(spec.params))
         throw Error(ErrorCode::Unsupported, "CUDA backend: token choice on the device has no frequency or presence "
                                             "penalty (choose on the host)");
+    if (!spec.allowed.empty())
+        throw Error(ErrorCode::Unsupported, "CUDA backend: token choice on the device knows no grammar (JSON mode: "
+                                            "choose on the host)");
     ChoiceParams p;
     p.temperature = spec.params.temperature;
     p.top_p = spec.params.top_p;

@@ -74,7 +74,7 @@ private:
     int m_n_code_blocks = -1;
     QString m_content;                 // the whole message, files included (Copy)
     QList<Attachment> m_files;         // a user message's attached files
-    QList<QWidget*> m_file_rows;       // one per file: its toggle and, while editing, Remove
+    QList<QWidget*> m_file_rows;       // one per file: its toggle (Remove while editing) and text
     QList<QToolButton*> m_file_toggles;
     QList<bool> m_file_removed;        // removed in the edit under way
 };

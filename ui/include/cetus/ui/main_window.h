@@ -80,7 +80,7 @@ public:
     // tokenizer on the worker, a moment after typing stops).
     QLabel* composerTokens() const { return m_composer_tokens; }
     // Text files attached to the message being written (the Attach button, File >
-    // Attach files…, or dropped onto the window): shown as chips above the composer,
+    // Attach files…, dropped on the message box or the chat, or pasted): shown as chips above the composer,
     // sent with the message, each removable. Returns whether every path was attached;
     // the others are named in the banner with the reason.
     bool attachFiles(const QStringList& paths);
