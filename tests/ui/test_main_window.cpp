@@ -18,6 +18,7 @@
 #include <QClipboard>
 #include <QFile>
 #include <QLabel>
+#include <QCheckBox>
 #include <QDialog>
 #include <QDoubleSpinBox>
 #include <QDialogButtonBox>
@@ -1055,6 +1056,13 @@ void TestMainWindow::settingsDialogSetsSampling() {
             }
             box->setValue(v);
         }
+        auto* json_object = dialog->findChild<QCheckBox*>(QStringLiteral("jsonObjectSetting"));
+        if (!json_object) {
+            qobject_cast<QDialog*>(dialog)->reject();
+            return;
+        }
+        QVERIFY(!json_object->isChecked());
+        json_object->setChecked(true);
         filled = true;
         dialog->findChild<QDialogButtonBox*>()->button(QDialogButtonBox::Ok)->click();
     });
@@ -1065,6 +1073,7 @@ void TestMainWindow::settingsDialogSetsSampling() {
     QCOMPARE(s.repetition_penalty, 1.15);
     QCOMPARE(s.frequency_penalty, 0.7);
     QCOMPARE(s.presence_penalty, -0.4);
+    QVERIFY(s.json_object);
     // Kept: the conversation opened again has them.
     const qint64 id = *m_window->controller().currentConversation();
     m_window->controller().newConversation();
@@ -1077,6 +1086,7 @@ void TestMainWindow::settingsDialogSetsSampling() {
     QCOMPARE(m_service->last_params.sampling.frequency_penalty, 0.7);
     QCOMPARE(m_service->last_params.sampling.repetition_penalty, 1.15);
     QCOMPARE(m_service->last_params.sampling.min_p, 0.05);
+    QVERIFY(m_service->last_params.sampling.json_object);
 }
 
 namespace {

@@ -166,6 +166,22 @@ void TestMainWindowE2e::penaltiesReachTheEngine() {
     const auto& msgs = m_window->controller().messages();
     QCOMPARE(msgs.size(), size_t(2));
     QCOMPARE(msgs[1].record.content, QString::fromStdString(expected));
+
+    // Settings > Answer with one JSON object reaches the engine as JSON mode.
+    cetus::GenerateRequest json_mode = plain;
+    json_mode.response_format = cetus::ResponseFormat::JsonObject;
+    engine->reset_cache();
+    const std::string object = engine->generate(json_mode).text;
+    QVERIFY2(object.starts_with("{"), object.c_str());
+    defaults.sampling.frequency_penalty = defaults.sampling.presence_penalty = 0.0;
+    defaults.sampling.json_object = true;
+    m_window->controller().setDefaultSettings(defaults);
+    m_window->controller().newConversation();
+    QTest::keyClicks(m_window->composer(), QStringLiteral("abc abc abc"));
+    QTest::keyClick(m_window->composer(), Qt::Key_Return);
+    QVERIFY(waitFinished());
+    QCOMPARE(m_window->controller().messages().at(1).record.content, QString::fromStdString(object));
+    m_window->controller().setDefaultSettings(ConversationSettings{});
 }
 
 void TestMainWindowE2e::emptyStateWithoutModel() {

@@ -652,13 +652,14 @@ void TestRemoteService::otherEndpointsLogprobs() {
     QVERIFY(QTest::qWaitFor([&] { return c3.outcome.has_value(); }, 10000));
     QVERIFY(!endpoint.bodies.back().contains("logprobs"));
     // Sampling extras are sent only when set (OpenAI refuses some of them).
-    for (const char* key : {"min_p", "repetition_penalty", "frequency_penalty", "presence_penalty"})
+    for (const char* key : {"min_p", "repetition_penalty", "frequency_penalty", "presence_penalty", "response_format"})
         QVERIFY2(!endpoint.bodies.back().contains(QLatin1String(key)), key);
     GenerationParams penalised = p;
     penalised.sampling.min_p = 0.05;
     penalised.sampling.repetition_penalty = 1.1;
     penalised.sampling.frequency_penalty = 0.5;
     penalised.sampling.presence_penalty = -0.25;
+    penalised.sampling.json_object = true;
     c3 = {};
     s3.generate(penalised);
     QVERIFY(QTest::qWaitFor([&] { return c3.outcome.has_value(); }, 10000));
@@ -666,6 +667,8 @@ void TestRemoteService::otherEndpointsLogprobs() {
     QCOMPARE(endpoint.bodies.back().value("repetition_penalty").toDouble(), 1.1);
     QCOMPARE(endpoint.bodies.back().value("frequency_penalty").toDouble(), 0.5);
     QCOMPARE(endpoint.bodies.back().value("presence_penalty").toDouble(), -0.25);
+    QCOMPARE(endpoint.bodies.back().value("response_format").toObject().value("type").toString(),
+             QStringLiteral("json_object"));  // OpenAI's JSON mode
     QVERIFY(!connectTo(s3, e)->remote_continues);  // Continue is not offered by default...
 
     // ...but is for an endpoint whose entry says it continues answers, and the request

@@ -35,7 +35,8 @@ QJsonObject samplingToJson(const SamplingSettings& s) {
                        {"presence_penalty", s.presence_penalty},
                        {"max_new_tokens", s.max_new_tokens},
                        {"mtp", s.mtp},
-                       {"n_draft", s.n_draft}};
+                       {"n_draft", s.n_draft},
+                       {"json_object", s.json_object}};
 }
 
 // A conversation's stored settings. They may come from an imported file or an
@@ -63,6 +64,7 @@ SamplingSettings samplingFromJson(const QString& text, const SamplingSettings& d
     s.max_new_tokens = whole("max_new_tokens", 1, 32768, s.max_new_tokens);
     s.mtp = o.value("mtp").toBool(s.mtp);
     s.n_draft = whole("n_draft", 1, 8, s.n_draft);
+    s.json_object = o.value("json_object").toBool(s.json_object);
     return s;
 }
 

@@ -98,6 +98,7 @@ cetus::GenerateRequest toRequest(const GenerationParams& p, const std::atomic<bo
     r.mtp = p.sampling.mtp;
     r.n_draft = p.sampling.n_draft;
     r.continue_final_message = p.continue_final;
+    if (p.sampling.json_object) r.response_format = cetus::ResponseFormat::JsonObject;
     r.logprobs = std::clamp(p.token_alternatives, -1, int(cetus::k_max_top_logprobs));
     r.cache_tag = p.cache_tag.toStdString();
     r.cancel = cancel;

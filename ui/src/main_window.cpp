@@ -1231,6 +1231,11 @@ void MainWindow::editSettings() {
     max_tokens->setValue(s.sampling.max_new_tokens);
     auto* mtp = new QCheckBox(tr("Speculative decoding with the model's MTP module"));
     mtp->setChecked(s.sampling.mtp);
+    auto* json_object = new QCheckBox(tr("Answer with one JSON object"));
+    json_object->setObjectName(QStringLiteral("jsonObjectSetting"));
+    json_object->setToolTip(tr("JSON mode: every token keeps the answer the start of one JSON object, and it ends "
+                               "once the object is closed (ask for the keys you want in the message)"));
+    json_object->setChecked(s.sampling.json_object);
     form->addRow(tr("System prompt"), system);
     form->addRow(tr("Temperature (0 = greedy)"), temperature);
     form->addRow(tr("Top-p"), top_p);
@@ -1241,6 +1246,7 @@ void MainWindow::editSettings() {
     form->addRow(tr("Presence penalty (0 = off)"), presence);
     form->addRow(tr("Max new tokens"), max_tokens);
     form->addRow(QString(), mtp);
+    form->addRow(QString(), json_object);
     auto* box = new QDialogButtonBox(QDialogButtonBox::Ok | QDialogButtonBox::Cancel);
     form->addRow(box);
     connect(box, &QDialogButtonBox::accepted, &dialog, &QDialog::accept);
@@ -1257,6 +1263,7 @@ void MainWindow::editSettings() {
     n.sampling.presence_penalty = presence->value();
     n.sampling.max_new_tokens = max_tokens->value();
     n.sampling.mtp = mtp->isChecked();
+    n.sampling.json_object = json_object->isChecked();
     m_controller->applySettings(n);
 }
 

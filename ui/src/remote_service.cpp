@@ -367,6 +367,7 @@ quint64 RemoteGenerationService::generate(const GenerationParams& params) {
     if (s.repetition_penalty != 1.0) body.insert("repetition_penalty", s.repetition_penalty);
     if (s.frequency_penalty != 0.0) body.insert("frequency_penalty", s.frequency_penalty);
     if (s.presence_penalty != 0.0) body.insert("presence_penalty", s.presence_penalty);
+    if (s.json_object) body.insert("response_format", QJsonObject{{"type", "json_object"}});  // OpenAI's JSON mode
     // Continue the final answer: vLLM's and SGLang's extras, which Cetus's server takes too.
     if (params.continue_final) {
         body.insert("continue_final_message", true);

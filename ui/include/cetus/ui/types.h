@@ -67,6 +67,7 @@ struct SamplingSettings {
     bool mtp = true;
     int n_draft = 1;
     quint64 seed = 0;
+    bool json_object = false;  // JSON mode: the answer is one JSON object (response_format)
 };
 
 struct GenerationParams {
