@@ -1,5 +1,6 @@
 // cetus-cli serve: an OpenAI-compatible HTTP server (GET /v1/models, POST
-// /v1/chat/completions, streaming or not) on one loaded engine, Qt-free.
+// /v1/chat/completions and /v1/completions, streaming or not) on one loaded
+// engine, Qt-free.
 //
 // HTTP is cpp-httplib (Debian's libcpp-httplib-dev): its thread pool reads and
 // validates requests, then hands them to one worker thread that owns the engine
@@ -69,6 +70,7 @@ struct Piece {
 struct Job {
     uint64_t number = 0;
     ChatRequest req;
+    std::string echo_text;  // a text completion's prompt, sent before its answer (echo)
     std::atomic<bool> cancel{false};
     Clock::time_point enqueued = Clock::now();
 
@@ -258,9 +260,19 @@ bool next_pieces(Job& job, std::deque<Piece>& out) {
     return job.finished;
 }
 
-// The SSE body of a streamed request, written from the connection's thread.
+// Characters of UTF-8 text, as Python counts them (text_offset of the legacy logprobs).
+int64_t characters(const std::string& s) {
+    int64_t n = 0;
+    for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+    return n;
+}
+
+// The SSE body of a streamed request, written from the connection's thread: chat
+// completion chunks, or text completion chunks for /v1/completions.
 bool write_stream(Job& job, const ResponseHeader& h, httplib::DataSink& sink) {
     const ChatRequest& cr = job.req;
+    const bool text_api = cr.completion;
+    int64_t text_offset = characters(job.echo_text);
     auto last_write = Clock::now();
     auto write = [&](const std::string& s) {
         last_write = Clock::now();
@@ -270,7 +282,8 @@ bool write_stream(Job& job, const ResponseHeader& h, httplib::DataSink& sink) {
     };
     auto event = [&](const json& j) { return write("data: " + dump(j) + "\n\n"); };
     auto chunk = [&](json delta, const char* finish) {
-        json c = chunk_json(h, std::move(delta), finish);
+        json c = text_api ? text_chunk_json(h, delta.value("content", std::string()), finish)
+                          : chunk_json(h, std::move(delta), finish);
         if (cr.include_usage) c["usage"] = nullptr;
         return c;
     };
@@ -281,10 +294,12 @@ bool write_stream(Job& job, const ResponseHeader& h, httplib::DataSink& sink) {
     json pending_logprobs = json::array();
     auto attach_logprobs = [&](json& c) {
         if (pending_logprobs.empty()) return;
-        c["choices"][0]["logprobs"] = {{"content", std::move(pending_logprobs)}, {"refusal", nullptr}};
+        c["choices"][0]["logprobs"] = text_api ? legacy_logprobs_json(pending_logprobs, text_offset)
+                                               : json{{"content", std::move(pending_logprobs)}, {"refusal", nullptr}};
         pending_logprobs = json::array();
     };
-    if (!event(chunk({{"role", "assistant"}, {"content", ""}}, nullptr))) return false;
+    if (!text_api && !event(chunk({{"role", "assistant"}, {"content", ""}}, nullptr))) return false;
+    if (text_api && !job.echo_text.empty() && !event(chunk({{"content", job.echo_text}}, nullptr))) return false;
     for (;;) {
         std::deque<Piece> batch;
         const bool finished = next_pieces(job, batch);
@@ -312,7 +327,8 @@ bool write_stream(Job& job, const ResponseHeader& h, httplib::DataSink& sink) {
         attach_logprobs(last);
         if (cr.cetus_stats) last["cetus"] = cetus_final_json(r);
         if (!event(last)) return false;
-        if (cr.include_usage && !event(usage_chunk_json(h, r.stats))) return false;
+        if (cr.include_usage && !event(text_api ? text_usage_chunk_json(h, r.stats) : usage_chunk_json(h, r.stats)))
+            return false;
     }
     if (!write("data: [DONE]\n\n")) return false;
     sink.done();
@@ -353,8 +369,15 @@ bool write_whole(Job& job, const ResponseHeader& h, httplib::DataSink& sink) {
                                    "shutting_down"});
     } else {
         const GenerateResult& r = *job.result;
-        body = completion_json(h, r.text, r.finish, r.stats);
-        if (cr.gen.logprobs >= 0) body["choices"][0]["logprobs"] = {{"content", std::move(logprobs)}, {"refusal", nullptr}};
+        if (cr.completion) {
+            int64_t offset = characters(job.echo_text);
+            body = text_completion_json(h, job.echo_text + r.text, r.finish, r.stats,
+                                        cr.gen.logprobs >= 0 ? legacy_logprobs_json(logprobs, offset) : json(nullptr));
+        } else {
+            body = completion_json(h, r.text, r.finish, r.stats);
+            if (cr.gen.logprobs >= 0)
+                body["choices"][0]["logprobs"] = {{"content", std::move(logprobs)}, {"refusal", nullptr}};
+        }
         if (cr.cetus_routing || cr.cetus_stats) {
             json c = cetus_final_json(r);
             if (cr.cetus_routing) c["tokens"] = std::move(routing);
@@ -490,32 +513,81 @@ void run_server(const ServeOptions& o) {
         svr.Delete(p, method_not_allowed("GET"));
         svr.Patch(p, method_not_allowed("GET"));
     }
-    svr.Get("/v1/chat/completions", method_not_allowed("POST"));
-    svr.Put("/v1/chat/completions", method_not_allowed("POST"));
-    svr.Delete("/v1/chat/completions", method_not_allowed("POST"));
-    svr.Patch("/v1/chat/completions", method_not_allowed("POST"));
+    for (const char* p : {"/v1/chat/completions", "/v1/completions"}) {
+        svr.Get(p, method_not_allowed("POST"));
+        svr.Put(p, method_not_allowed("POST"));
+        svr.Delete(p, method_not_allowed("POST"));
+        svr.Patch(p, method_not_allowed("POST"));
+    }
 
-    svr.Post("/v1/chat/completions", [&](const httplib::Request& req, httplib::Response& res) {
-        ParseResult parsed = parse_chat_request(req.body, model_id, random64());
+    // A text completion's prompt ids: the text as it is (special tokens as the tokenizer
+    // finds them, BOS first when the tokenizer asks for it), or with a suffix, DeepSeek's
+    // fill-in-the-middle form: <｜fim▁begin｜>prefix<｜fim▁hole｜>suffix<｜fim▁end｜>.
+    auto added_id = [&](std::string_view marker) {
+        const std::vector<int32_t> ids = tokenizer.encode(marker, true);
+        return ids.size() == 1 && tokenizer.is_special(ids[0]) ? ids[0] : -1;
+    };
+    const int32_t fim_begin = added_id("<｜fim▁begin｜>"), fim_hole = added_id("<｜fim▁hole｜>"),
+                  fim_end = added_id("<｜fim▁end｜>");
+    auto completion_ids = [&](const ChatRequest& r, std::vector<int32_t>& ids) -> std::optional<ApiError> {
+        if (!r.prompt_text) return std::nullopt;  // ids given
+        ids.clear();
+        if (tokenizer.add_bos_token() && tokenizer.bos_id() >= 0) ids.push_back(tokenizer.bos_id());
+        if (!r.suffix) {
+            const std::vector<int32_t> text = tokenizer.encode(*r.prompt_text, true);
+            ids.insert(ids.end(), text.begin(), text.end());
+        } else {
+            if (fim_begin < 0 || fim_hole < 0 || fim_end < 0)
+                return ApiError{400, "'suffix' (fill in the middle) needs the tokenizer's <｜fim▁begin｜>, "
+                                     "<｜fim▁hole｜> and <｜fim▁end｜> tokens, which this model's does not have",
+                                "invalid_request_error", "suffix", {}};
+            const std::vector<int32_t> prefix = tokenizer.encode(*r.prompt_text, false), suffix = tokenizer.encode(*r.suffix, false);
+            ids.push_back(fim_begin);
+            ids.insert(ids.end(), prefix.begin(), prefix.end());
+            ids.push_back(fim_hole);
+            ids.insert(ids.end(), suffix.begin(), suffix.end());
+            ids.push_back(fim_end);
+        }
+        if (ids.empty()) return ApiError{400, "'prompt' is empty", "invalid_request_error", "prompt", {}};
+        return std::nullopt;
+    };
+
+    auto serve_request = [&](const httplib::Request& req, httplib::Response& res, bool text_api) {
+        ParseResult parsed = text_api ? parse_completion_request(req.body, model_id, random64())
+                                      : parse_chat_request(req.body, model_id, random64());
         if (!parsed.request) return send_error(res, parsed.error);
         auto job = std::make_shared<Job>();
         job->req = std::move(*parsed.request);
         GenerateRequest& gen = job->req.gen;
+        if (text_api) {
+            if (auto e = completion_ids(job->req, gen.prompt_ids)) return send_error(res, *e);
+            for (int32_t id : gen.prompt_ids)
+                if (id >= tokenizer.vocab_size() || !tokenizer.has_token(id))
+                    return send_error(res, ApiError{400, "'prompt' holds the token id " + std::to_string(id) +
+                                                             ", which this model's tokenizer does not have",
+                                                    "invalid_request_error", "prompt", {}});
+            if (job->req.echo) job->echo_text = job->req.prompt_text ? *job->req.prompt_text : tokenizer.decode(gen.prompt_ids);
+        }
         // The engine's own check, made here so that the answer is a 400 before any byte of a stream.
-        const int64_t n = int64_t(tokenizer.encode_chat(gen.messages, !gen.continue_final_message, gen.continue_final_message).size());
+        const int64_t n = text_api ? int64_t(gen.prompt_ids.size())
+                                   : int64_t(tokenizer.encode_chat(gen.messages, !gen.continue_final_message,
+                                                                   gen.continue_final_message).size());
         if (n >= context)
             return send_error(res, ApiError{400, "This model's maximum context length is " + std::to_string(context) +
-                                                     " tokens. However, your messages resulted in " + std::to_string(n) +
+                                                     " tokens. However, your " + (text_api ? "prompt" : "messages") +
+                                                     " resulted in " + std::to_string(n) +
                                                      " tokens (one position is needed for the answer).",
-                                            "invalid_request_error", "messages", "context_length_exceeded"});
-        if (!job->req.max_tokens_given) gen.max_new_tokens = int32_t(std::min<int64_t>(context - n, INT32_MAX));
+                                            "invalid_request_error", text_api ? "prompt" : "messages",
+                                            "context_length_exceeded"});
+        // Without max_tokens: to the end of the context for a chat, OpenAI's 16 for a text completion.
+        if (!job->req.max_tokens_given) gen.max_new_tokens = int32_t(std::min<int64_t>(text_api ? 16 : context - n, INT32_MAX));
         job->number = next_number.fetch_add(1);
         if (!worker.submit(job))
             return send_error(res, ApiError{503, "The server is busy (queue full) or shutting down; try again later.",
                                             "server_error", {}, "server_busy"});
         char idbuf[40];
-        std::snprintf(idbuf, sizeof idbuf, "chatcmpl-%016llx%08llx", static_cast<unsigned long long>(random64()),
-                      static_cast<unsigned long long>(job->number));
+        std::snprintf(idbuf, sizeof idbuf, "%s-%016llx%08llx", text_api ? "cmpl" : "chatcmpl",
+                      static_cast<unsigned long long>(random64()), static_cast<unsigned long long>(job->number));
         const ResponseHeader h{idbuf, int64_t(std::time(nullptr)), model_id};
         logger()->debug("request #{}: {} prompt tokens, stream {}", job->number, n, job->req.stream);
         // Released with the response, whatever happened: a request nobody reads any more stops.
@@ -532,7 +604,10 @@ void run_server(const ServeOptions& o) {
                 "application/json; charset=utf-8",
                 [job, h](size_t, httplib::DataSink& sink) { return write_whole(*job, h, sink); }, release);
         }
-    });
+    };
+    svr.Post("/v1/chat/completions",
+             [&](const httplib::Request& req, httplib::Response& res) { serve_request(req, res, false); });
+    svr.Post("/v1/completions", [&](const httplib::Request& req, httplib::Response& res) { serve_request(req, res, true); });
 
     int port = o.port;
     if (port == 0) {
@@ -576,7 +651,7 @@ void run_server(const ServeOptions& o) {
 }  // namespace
 
 void add_serve_command(CLI::App& app) {
-    auto* cmd = app.add_subcommand("serve", "Serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions)");
+    auto* cmd = app.add_subcommand("serve", "Serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions)");
     auto o = std::make_shared<ServeOptions>();
     cmd->add_option("--model", o->model, "Model folder (default: the bundled model)");
     cmd->add_option("--host", o->host, "Address to listen on (default loopback only)");

@@ -34,6 +34,12 @@ struct ChatRequest {
     bool include_usage = false;          // stream_options.include_usage
     bool cetus_routing = false;          // "cetus": {"routing": true}
     bool cetus_stats = false;            // "cetus": {"stats": true}
+    // /v1/completions (text completion): the prompt as it is, no chat template. Either
+    // prompt_text (tokenized by the server) or gen.prompt_ids.
+    bool completion = false;
+    std::optional<std::string> prompt_text;
+    std::optional<std::string> suffix;  // fill in the middle: the text after the gap
+    bool echo = false;                  // the answer's text starts with the prompt's
 };
 
 // Parses and validates a request body for the model `model_id`. Returns the request or
@@ -43,6 +49,8 @@ struct ParseResult {
     ApiError error;
 };
 ParseResult parse_chat_request(const std::string& body, const std::string& model_id, uint64_t random_seed);
+// The same for a /v1/completions body (prompt, suffix, echo, logprobs as a number).
+ParseResult parse_completion_request(const std::string& body, const std::string& model_id, uint64_t random_seed);
 
 // "stop" for Eos/Stop, "length" for Length/ContextFull, "cancelled" otherwise.
 const char* openai_finish_reason(FinishReason r) noexcept;
@@ -65,6 +73,17 @@ nlohmann::json usage_chunk_json(const ResponseHeader& h, const GenerationStats& 
 // A whole chat.completion.
 nlohmann::json completion_json(const ResponseHeader& h, const std::string& text, FinishReason finish,
                                const GenerationStats& s);
+// Text completions (object "text_completion"): a chunk with one choice's text, the
+// usage-only final chunk, and a whole completion.
+nlohmann::json text_chunk_json(const ResponseHeader& h, const std::string& text, const char* finish_reason,
+                               nlohmann::json logprobs = nullptr);
+nlohmann::json text_usage_chunk_json(const ResponseHeader& h, const GenerationStats& s);
+nlohmann::json text_completion_json(const ResponseHeader& h, const std::string& text, FinishReason finish,
+                                    const GenerationStats& s, nlohmann::json logprobs = nullptr);
+// The legacy API's logprobs object ({tokens, token_logprobs, top_logprobs, text_offset})
+// from chat-style entries ({token, logprob, bytes, top_logprobs}); text_offset counts
+// characters from `offset`, which is moved past the entries' text.
+nlohmann::json legacy_logprobs_json(const nlohmann::json& entries, int64_t& offset);
 // context_length: the tokens a request's prompt and answer may take together
 // (`max_model_len`, as vLLM reports it).
 nlohmann::json models_json(const std::string& model_id, int64_t created, int64_t context_length);

@@ -152,17 +152,19 @@ MessageParts split_message(std::string_view content) {
     MessageParts parts;
     size_t p = 0;
     for (;;) {
+        // A block is one when the content ends after it, or a blank line and more follow it
+        // (compose writes nothing after the last file but typed text).
         AttachedFile f;
         const size_t end = parse_block(content, p, f);
-        if (end == std::string_view::npos) {
-            if (parts.files.empty()) break;  // not a message with files
-            parts.text = std::string(content.substr(p));
-            if (parts.text.empty()) break;  // "\n\n" at the very end: not canonical
+        if (end == std::string_view::npos ||
+            (end < content.size() && (content.substr(end, k_between.size()) != k_between ||
+                                      end + k_between.size() == content.size()))) {
+            if (parts.files.empty() || p == content.size()) break;  // not a message with files
+            parts.text = std::string(content.substr(p));  // the typed text, whatever it looks like
             return parts;
         }
         parts.files.push_back(std::move(f));
         if (end == content.size()) return parts;
-        if (content.substr(end, k_between.size()) != k_between) break;
         p = end + k_between.size();
     }
     return MessageParts{{}, std::string(content)};

@@ -1,5 +1,5 @@
 // libFuzzer target for token choice (Sampler: repetition, frequency and presence
-// penalties, temperature,
+// penalties, a grammar's mask, temperature,
 // top-k, top-p, min-p, the draw and the speculative accept/replace rule), which
 // every request's parameters reach. The bytes give a vocabulary, the parameters
 // as raw floats (those Engine::generate refuses, sampling_params_valid, are
@@ -54,6 +54,14 @@ void check_choice(const std::vector<float>& p, int32_t id, int64_t n_valid) {
     require(id >= 0 && id < n_valid && p[size_t(id)] > 0);
 }
 
+// A grammar's mask (JSON mode): nothing outside it has probability or is chosen.
+void check_masked(const std::vector<float>& p, const std::vector<uint8_t>* allowed) {
+    if (!allowed)
+        return;
+    for (size_t i = 0; i < allowed->size(); ++i)
+        if (!(*allowed)[i]) require(p[i] == 0);
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -77,17 +85,28 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::vector<int32_t> seen(in.byte() % 8), more(in.byte() % 4);
     for (int32_t& id : seen) id = int32_t(in.byte() % (vocab + 4)) - 2;  // a few outside the vocabulary
     for (int32_t& id : more) id = int32_t(in.byte() % (vocab + 4)) - 2;
+    // Half the inputs choose under a mask (n_valid long, at least one id allowed).
+    std::vector<uint8_t> mask;
+    if (const uint8_t m = in.byte(); m & 1) {
+        mask.resize(size_t(n_valid));
+        for (auto& a : mask) a = in.byte() & 1;
+        mask[size_t((m >> 1) % n_valid)] = 1;
+    }
+    const std::vector<uint8_t>* allowed = mask.empty() ? nullptr : &mask;
 
     cetus::Sampler s(sp, vocab, n_valid);
     s.set_output_from(output_from);
+    s.set_allowed(allowed);
     if (s.greedy()) {
         const int32_t id = s.argmax(logits.data(), seen, more);
         require(id >= 0 && id < n_valid);
+        if (allowed) require((*allowed)[size_t(id)] != 0);
         return 0;
     }
     std::vector<float> p, q;
     s.distribution(logits.data(), seen, p, more);
     check_distribution(p, vocab, n_valid);
+    check_masked(p, allowed);
     for (double u : {0.0, in.unit(), 0.9999999999}) check_choice(p, cetus::Sampler::draw(p, u), n_valid);
 
     // The speculative rule with a draft distribution from other logits: an
@@ -95,6 +114,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::vector<float> other(logits.rbegin(), logits.rend());
     s.distribution(other.data(), {}, q);
     check_distribution(q, vocab, n_valid);
+    check_masked(q, allowed);
     const int32_t draft = cetus::Sampler::draw(q, in.unit());
     const int32_t rep = s.accept_or_replace(p, q, draft, in.unit(), in.unit());
     if (rep != -1) check_choice(p, rep, n_valid);

@@ -29,7 +29,19 @@ public:
         const QString dir = m_tmp.filePath(kModel) + "/";
         const QString g = QStringLiteral(CETUS_TEST_DATA "/golden/v3-noaux/"), t = QStringLiteral(CETUS_TEST_DATA "/ui/");
         for (const char* f : {"config.json", "model.safetensors"}) QFile::copy(g + f, dir + f);
-        for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) QFile::copy(t + f, dir + f);
+        QFile::copy(t + "tokenizer_config.json", dir + "tokenizer_config.json");
+        // The UI tests' tokenizer, with DeepSeek's fill-in-the-middle tokens added (ids 260-262).
+        QFile in(t + "tokenizer.json");
+        if (in.open(QIODevice::ReadOnly)) {
+            json tok = json::parse(in.readAll().toStdString());
+            int id = 260;
+            for (const char* marker : {"<｜fim▁hole｜>", "<｜fim▁begin｜>", "<｜fim▁end｜>"})
+                tok["added_tokens"].push_back({{"id", id++}, {"content", marker}, {"single_word", false},
+                                               {"lstrip", false}, {"rstrip", false}, {"normalized", false},
+                                               {"special", true}});
+            QFile out(dir + "tokenizer.json");
+            if (out.open(QIODevice::WriteOnly)) out.write(QByteArray::fromStdString(tok.dump()));
+        }
         QObject::connect(&m_proc, &QProcess::readyReadStandardError, [this] { m_log += m_proc.readAllStandardError(); });
         m_proc.setProcessChannelMode(QProcess::SeparateChannels);
         m_proc.start(QStringLiteral(CETUS_CLI_BINARY),
@@ -58,6 +70,7 @@ public:
     bool ok() const { return !m_base.isEmpty(); }
     QUrl url(const QString& path) const { return QUrl(m_base + path); }
     QProcess& process() { return m_proc; }
+    QString modelDir() const { return m_tmp.filePath(kModel); }
     QByteArray log() {
         QCoreApplication::processEvents();
         return m_log;
@@ -137,6 +150,8 @@ struct Stream {
                 }
                 json j = json::parse(data.toStdString(), nullptr, false);
                 if (j.contains("choices") && j["choices"].is_array() && !j["choices"].empty()) {
+                    if (j["choices"][0].contains("text") && j["choices"][0]["text"].is_string())  // /v1/completions
+                        text += j["choices"][0]["text"].get<std::string>();
                     const json& d = j["choices"][0]["delta"];
                     if (d.contains("content") && d["content"].is_string()) {
                         const std::string piece = d["content"].get<std::string>();
@@ -186,9 +201,9 @@ class TestServer : public QObject {
 
     QUrl url(const QString& p) const { return m_server->url(p); }
     HttpResult post(const json& body) { return http(m_nam, "POST", url("/v1/chat/completions"), body_of(body)); }
-    Stream stream(const json& body, QNetworkAccessManager* nam = nullptr) {
+    Stream stream(const json& body, QNetworkAccessManager* nam = nullptr, const QUrl& at = {}) {
         Stream s;
-        s.start(nam ? *nam : m_nam, url("/v1/chat/completions"), body);
+        s.start(nam ? *nam : m_nam, at.isEmpty() ? url("/v1/chat/completions") : at, body);
         wait_until([&] { return s.finished(); }, 60000);
         s.read();
         return s;
@@ -284,6 +299,121 @@ private slots:
             QCOMPARE(r.status, 400);
             QCOMPARE(r.j["error"]["param"].get<std::string>(), std::string("response_format"));
         }
+    }
+
+    // /v1/completions: the prompt as it is (BOS first, no template), the engine's own answer
+    // to those ids (cetus-cli generate --ids), streamed the same, echo, the legacy logprobs,
+    // DeepSeek's fill-in-the-middle form for a suffix, and the errors.
+    void textCompletions() {
+        const QString dir = m_server->modelDir();
+        auto ids_of = [&](const QString& text) {
+            QProcess p;
+            p.start(QStringLiteral(CETUS_CLI_BINARY), {"tokenize", "--model", dir, "--text", text, "--json"});
+            p.waitForFinished(60000);
+            return json::parse(p.readAllStandardOutput().toStdString())["ids"].get<std::vector<int32_t>>();
+        };
+        auto engine_text = [&](const std::vector<int32_t>& ids, int max_tokens) {
+            QStringList list;
+            for (int32_t id : ids) list << QString::number(id);
+            QProcess p;
+            p.start(QStringLiteral(CETUS_CLI_BINARY), {"generate", "--model", dir, "--ids", list.join(','), "--temperature",
+                                                       "0", "--max-tokens", QString::number(max_tokens), "--json",
+                                                       "--threads", "1", "--context", "128"});
+            p.waitForFinished(60000);
+            return json::parse(p.readAllStandardOutput().trimmed().split('\n').last().toStdString())["text"].get<std::string>();
+        };
+        const QUrl completions = url("/v1/completions");
+        auto complete = [&](const json& body) { return http(m_nam, "POST", completions, body_of(body)); };
+        json b = {{"model", kModel}, {"prompt", "abc"}, {"max_tokens", 10}, {"temperature", 0}};
+        const HttpResult r = complete(b);
+        QCOMPARE(r.status, 200);
+        QCOMPARE(r.j["object"].get<std::string>(), std::string("text_completion"));
+        QVERIFY(r.j["id"].get<std::string>().starts_with("cmpl-"));
+        const std::string text = r.j["choices"][0]["text"].get<std::string>();
+        QCOMPARE(r.j["choices"][0]["finish_reason"].get<std::string>(), std::string("length"));
+        std::vector<int32_t> prompt = {0};  // BOS (add_bos_token), then the text's ids
+        for (int32_t id : ids_of("abc")) prompt.push_back(id);
+        QCOMPARE(r.j["usage"]["prompt_tokens"].get<size_t>(), prompt.size());
+        QCOMPARE(r.j["usage"]["completion_tokens"].get<int>(), 10);
+        QCOMPARE(text, engine_text(prompt, 10));
+        // The same ids given as the prompt, streamed: the same text.
+        json by_ids = b;
+        by_ids["prompt"] = prompt;
+        by_ids["stream"] = true;
+        by_ids["stream_options"] = {{"include_usage", true}};
+        const Stream st = stream(by_ids, nullptr, completions);
+        QCOMPARE(st.text, text);
+        QVERIFY(st.done_marker);
+        QCOMPARE(st.chunks.back()["object"].get<std::string>(), std::string("text_completion"));
+        QCOMPARE(st.chunks.back()["usage"]["completion_tokens"].get<int>(), 10);
+        // OpenAI's default length for text completions: 16 tokens.
+        json plain = b;
+        plain.erase("max_tokens");
+        QCOMPARE(complete(plain).j["usage"]["completion_tokens"].get<int>(), 16);
+        // echo and logprobs: the text after the prompt; each token with its alternatives and
+        // its offset in characters.
+        json echo = b;
+        echo["echo"] = true;
+        echo["logprobs"] = 2;
+        const HttpResult e = complete(echo);
+        QCOMPARE(e.j["choices"][0]["text"].get<std::string>(), "abc" + text);
+        const json& lp = e.j["choices"][0]["logprobs"];
+        QCOMPARE(lp["tokens"].size(), size_t(10));
+        std::string joined;
+        int64_t offset = 3;
+        for (size_t i = 0; i < lp["tokens"].size(); ++i) {
+            QCOMPARE(lp["text_offset"][i].get<int64_t>(), offset);
+            const std::string t = lp["tokens"][i].get<std::string>();
+            joined += t;
+            offset += QString::fromStdString(t).toUcs4().size();
+            QVERIFY(lp["token_logprobs"][i].get<double>() <= 0.0);
+            QCOMPARE(lp["top_logprobs"][i].size(), size_t(2));
+        }
+        QCOMPARE(joined, text);
+        // Fill in the middle: <｜fim▁begin｜>prefix<｜fim▁hole｜>suffix<｜fim▁end｜> after BOS.
+        json fim = b;
+        fim["prompt"] = "def f(";
+        fim["suffix"] = "return x";
+        const HttpResult f = complete(fim);
+        QCOMPARE(f.status, 200);
+        std::vector<int32_t> fim_ids = {0, 261};
+        for (int32_t id : ids_of("def f(")) fim_ids.push_back(id);
+        fim_ids.push_back(260);
+        for (int32_t id : ids_of("return x")) fim_ids.push_back(id);
+        fim_ids.push_back(262);
+        QCOMPARE(f.j["usage"]["prompt_tokens"].get<size_t>(), fim_ids.size());
+        QCOMPARE(f.j["choices"][0]["text"].get<std::string>(), engine_text(fim_ids, 10));
+        // Errors.
+        auto expect_400 = [&](json body, const char* param) {
+            const HttpResult x = complete(body);
+            QCOMPARE(x.status, 400);
+            QVERIFY2(is_error_object(x.j), x.body.constData());
+            if (param) QCOMPARE(x.j["error"]["param"].get<std::string>(), std::string(param));
+        };
+        json bad = b;
+        bad.erase("prompt");
+        expect_400(bad, "prompt");
+        for (const json& p : {json::array({"a", "b"}), json::array({1, "x"}), json::array(), json(5)}) {
+            bad = b;
+            bad["prompt"] = p;
+            expect_400(bad, "prompt");
+        }
+        bad = by_ids;
+        bad["suffix"] = "x";
+        expect_400(bad, "suffix");
+        bad = fim;
+        bad["echo"] = true;
+        expect_400(bad, "echo");
+        bad = b;
+        bad["prompt"] = json::array({3, 99999});
+        expect_400(bad, "prompt");
+        bad = b;
+        bad["logprobs"] = 21;
+        expect_400(bad, "logprobs");
+        bad = b;
+        bad["prompt"] = std::string(300, 'x');
+        expect_400(bad, "prompt");
+        QCOMPARE(http(m_nam, "GET", completions).status, 405);
     }
 
     void continueFinalMessage() {

@@ -179,12 +179,37 @@ private slots:
         }
     }
 
+    // Typed text that starts with what attaching a file writes: the files attached are
+    // read back first, whatever the text goes on with, and the content composes back.
+    void typedTextThatLooksLikeFiles() {
+        std::mt19937 rng(20261202);
+        const std::vector<std::string> tails = {"", "\n\n", "\n", "\v", "\n\nmore", "\n\n\n", "x"};
+        for (int round = 0; round < 3000; ++round) {
+            std::vector<AttachedFile> files(1 + rng() % 2);
+            for (auto& f : files) f = {std::vector<std::string>{"a.txt", "b.py"}[rng() % 2], random_text(rng, 10)};
+            const std::vector<AttachedFile> lookalike{{"c.md", random_text(rng, 10)}};
+            const std::string typed = compose_message(lookalike, "") + tails[rng() % tails.size()];
+            const std::string content = compose_message(files, typed);
+            const MessageParts p = split_message(content);
+            QCOMPARE(compose_message(p.files, p.text), content);
+            QVERIFY(p.files.size() >= files.size());
+            for (size_t i = 0; i < files.size(); ++i) QCOMPARE(p.files[i].text, trimmed_newlines(files[i].text));
+        }
+    }
+
     // A later block that is not canonical is part of the typed text.
     void laterLookalikeIsText() {
         const std::string c = "File: a.txt\n```text\nx\n```\n\nFile: b.txt\n```\ny\n```";
         const MessageParts p = split_message(c);
         QCOMPARE(p.files.size(), size_t(1));
         QCOMPARE(p.text, std::string("File: b.txt\n```\ny\n```"));
+        // Typed text that is a whole block but for what follows it (found by fuzz_attachments):
+        // the text, and the files before it stay files.
+        const std::vector<AttachedFile> files{{"a.txt", "x"}};
+        for (const std::string typed : {"File: b.txt\n```text\ny\n```\vmore", "File: b.txt\n```text\ny\n```\n\n"}) {
+            const std::string content = compose_message(files, typed);
+            QCOMPARE(split_message(content), (MessageParts{files, typed}));
+        }
     }
 
     void readsTextFiles() {
