@@ -79,14 +79,19 @@ void add_bench_command(CLI::App& app) {
             nlohmann::json j = {{"benchmark", "json_mask"}, {"vocab", r.vocab}, {"masks", r.masks},
                                 {"repeats", o->repeat}, {"mean_allowed", r.mean_allowed},
                                 {"ms_per_mask", r.ms_per_mask}, {"max_ms_per_mask", r.max_ms_per_mask},
+                                {"build_ms", r.build_ms},
                                 {"threads", 1}};
             if (o->json) std::printf("%s\n", j.dump(2).c_str());
             else
                 std::printf("JSON mode mask over %lld ids: %.3f ms per token choice (slowest %.3f ms), %.0f ids "
-                            "allowed on average, over %lld choices\n",
-                            (long long)r.vocab, r.ms_per_mask, r.max_ms_per_mask, r.mean_allowed, (long long)r.masks);
+                            "allowed on average, over %lld choices; tables set up in %.1f ms\n",
+                            (long long)r.vocab, r.ms_per_mask, r.max_ms_per_mask, r.mean_allowed, (long long)r.masks,
+                            r.build_ms);
             return;
         }
+        if (o->format == "json" && o->mtp.empty())
+            throw Error(ErrorCode::BadRequest, "bench --format json compares generation with and without JSON mode: "
+                                               "give --mtp on, off or both");
         if (o->tokenizer) {
             if (o->model.empty() || o->text_file.empty())
                 throw Error(ErrorCode::BadRequest, "bench --tokenizer needs --model DIR and --text-file F");

@@ -358,8 +358,10 @@ JsonMaskBenchResult run_json_mask_bench(const Tokenizer& tokenizer, int repeats)
         "  \"notes\": null\n}";
     const std::vector<int32_t> ids = tokenizer.encode(k_answer, false);
     const int64_t vocab = tokenizer.vocab_size();
+    const auto b0 = std::chrono::steady_clock::now();
     JsonConstraint constraint(tokenizer, vocab, tokenizer.eos_id());
     JsonMaskBenchResult res;
+    res.build_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - b0).count();
     res.vocab = vocab;
     res.masks = int64_t(ids.size()) + 1;
     std::vector<uint8_t> mask;

@@ -8,7 +8,6 @@
 #include "generator.h"
 
 #include "cetus/error.h"
-#include "json_grammar.h"
 #include "log.h"
 #include "sampler.h"
 
@@ -427,7 +426,11 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
         if (!m_tokenizer)
             throw Error(ErrorCode::BadRequest, "JSON mode needs the model's tokenizer (tokenizer.json), which this "
                                                "model folder does not have");
-        r.json.emplace(*m_tokenizer, r.sampler.n_valid(), r.eos);
+        if (r.eos < 0 || r.eos >= r.sampler.n_valid())
+            throw Error(ErrorCode::BadRequest, "JSON mode needs an end-of-sequence token in the vocabulary, which this "
+                                               "model's tokenizer does not name");
+        if (!m_json_vocabulary) m_json_vocabulary = JsonConstraint::vocabulary(*m_tokenizer, r.sampler.n_valid(), r.eos);
+        r.json.emplace(m_json_vocabulary);
         // A continued answer goes on from its own text, which must start the object.
         if (req.continue_final_message && !req.messages.empty() &&
             !r.json->advance_bytes(req.messages.back().content))

@@ -8,6 +8,7 @@
 #include "cetus/tokenizer.h"
 #include "backend.h"
 #include "host_memory.h"
+#include "json_grammar.h"
 #include "model.h"
 #include "prefix_disk.h"
 
@@ -76,6 +77,8 @@ private:
     std::vector<Stored> m_saved;        // the prefix store, least recently used first to go
     std::unique_ptr<PrefixDisk> m_disk;  // its disk tier, if any
     uint64_t m_saved_budget = 0, m_clock = 0;
+    // JSON mode's view of the tokenizer, made by the first request that asks for it.
+    std::shared_ptr<const JsonConstraint::Vocabulary> m_json_vocabulary;
 };
 
 }  // namespace cetus

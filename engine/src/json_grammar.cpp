@@ -156,7 +156,12 @@ bool JsonGrammar::feed(State& s, uint8_t b) {
     case Mode::LowHex: {
         if (!is_hex(b)) return false;
         s.code = uint16_t(s.code * 16 + hex_value(b));
-        if (--s.pending > 0) return true;
+        --s.pending;
+        // Refused as soon as no ending of the digits can be right: a first escape that can only
+        // be a low surrogate (alone), a second that can no longer be one.
+        const uint32_t lo = uint32_t(s.code) << (4 * s.pending), hi = lo | ((1u << (4 * s.pending)) - 1);
+        if (s.mode == Mode::LowHex ? (hi < 0xDC00 || lo > 0xDFFF) : (lo >= 0xDC00 && hi <= 0xDFFF)) return false;
+        if (s.pending > 0) return true;
         const bool high = s.code >= 0xD800 && s.code <= 0xDBFF, low = s.code >= 0xDC00 && s.code <= 0xDFFF;
         if (s.mode == Mode::LowHex) {
             if (!low) return false;  // a high surrogate's partner must be a low one
@@ -227,27 +232,34 @@ bool JsonGrammar::feed(State& s, std::string_view bytes) {
     return true;
 }
 
-JsonConstraint::JsonConstraint(const Tokenizer& tokenizer, int64_t n_valid, int32_t eos)
-    : m_bytes(size_t(std::max<int64_t>(n_valid, 0))), m_plain(m_bytes.size(), 0), m_eos(eos) {
+std::shared_ptr<const JsonConstraint::Vocabulary> JsonConstraint::vocabulary(const Tokenizer& tokenizer,
+                                                                             int64_t n_valid, int32_t eos) {
+    auto v = std::make_shared<Vocabulary>();
+    v->bytes.resize(size_t(std::max<int64_t>(n_valid, 0)));
+    v->plain.assign(v->bytes.size(), 0);
+    v->eos = eos;
     const int64_t known = std::min<int64_t>(n_valid, tokenizer.vocab_size());
     for (int64_t id = 0; id < known; ++id) {
-        if (tokenizer.is_special(int32_t(id))) continue;
+        // The end is allowed by its own rule (a tokenizer may not mark it special).
+        if (id == eos || tokenizer.is_special(int32_t(id))) continue;
         const std::string_view b = tokenizer.token_bytes(int32_t(id));
         if (b.empty()) continue;
-        m_bytes[size_t(id)] = b;
-        m_by_first[uint8_t(b[0])].push_back(int32_t(id));
+        v->bytes[size_t(id)] = b;
+        v->by_first[uint8_t(b[0])].push_back(int32_t(id));
         // Plain: a string takes the bytes as they are and is still a string after them.
         JsonGrammar::State in_string;
         in_string.mode = Mode::String;
-        m_plain[size_t(id)] = JsonGrammar::feed(in_string, b) && in_string.mode == Mode::String;
+        v->plain[size_t(id)] = JsonGrammar::feed(in_string, b) && in_string.mode == Mode::String;
     }
+    return v;
 }
 
 bool JsonConstraint::step(JsonGrammar::State& s, int32_t id) const {
-    if (id == m_eos) return JsonGrammar::complete(s);
-    if (id < 0 || size_t(id) >= m_bytes.size() || m_bytes[size_t(id)].empty()) return false;
+    const Vocabulary& v = *m_vocab;
+    if (id == v.eos) return JsonGrammar::complete(s);
+    if (id < 0 || size_t(id) >= v.bytes.size() || v.bytes[size_t(id)].empty()) return false;
     JsonGrammar::State t = s;
-    if (!JsonGrammar::feed(t, m_bytes[size_t(id)])) return false;
+    if (!JsonGrammar::feed(t, v.bytes[size_t(id)])) return false;
     s = t;
     return true;
 }
@@ -255,24 +267,25 @@ bool JsonConstraint::step(JsonGrammar::State& s, int32_t id) const {
 bool JsonConstraint::advance(int32_t id) { return step(m_state, id); }
 
 int64_t JsonConstraint::allowed(const JsonGrammar::State& s, std::vector<uint8_t>& mask) const {
-    mask.assign(m_bytes.size(), 0);
+    const Vocabulary& v = *m_vocab;
+    mask.assign(v.bytes.size(), 0);
     int64_t n = 0;
     if (JsonGrammar::complete(s)) {  // only the end
-        if (m_eos >= 0 && size_t(m_eos) < mask.size()) mask[size_t(m_eos)] = 1, n = 1;
+        if (v.eos >= 0 && size_t(v.eos) < mask.size()) mask[size_t(v.eos)] = 1, n = 1;
         return n;
     }
     const bool in_string = s.mode == Mode::String;
     for (int first = 0; first < 256; ++first) {
+        const std::vector<int32_t>& ids = v.by_first[size_t(first)];
         JsonGrammar::State after_first = s;
-        if (m_by_first[size_t(first)].empty() || !JsonGrammar::feed(after_first, uint8_t(first))) continue;
-        for (int32_t id : m_by_first[size_t(first)]) {
-            const std::string_view b = m_bytes[size_t(id)];
+        if (ids.empty() || !JsonGrammar::feed(after_first, uint8_t(first))) continue;
+        for (int32_t id : ids) {
             bool ok;
-            if (in_string && m_plain[size_t(id)]) {
+            if (in_string && v.plain[size_t(id)]) {
                 ok = true;
             } else {
                 JsonGrammar::State t = after_first;
-                ok = JsonGrammar::feed(t, b.substr(1));
+                ok = JsonGrammar::feed(t, v.bytes[size_t(id)].substr(1));
             }
             if (ok) mask[size_t(id)] = 1, ++n;
         }

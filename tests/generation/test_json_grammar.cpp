@@ -61,11 +61,54 @@ size_t last_open_token(const std::string& s) {
     return in == None ? std::string::npos : start;
 }
 
+// Endings that may close a string cut short: a quote; the rest of a \u escape (its
+// digits padded with 0 or F, or some fixed values, a high surrogate followed by a low
+// one); a backslash's escape; the continuation bytes of a cut UTF-8 character. The judge
+// asks nlohmann about each, so a wrong guess can only make it stricter, never laxer.
+std::vector<std::string> string_endings(const std::string& tail) {
+    std::vector<std::string> out = {"\"", "n\"", "\\uDC00\"", "uDC00\""};
+    // Trailing hex digits of an escape: "\u", then up to three digits.
+    size_t k = 0;
+    while (k < 3 && k < tail.size() && std::isxdigit(uint8_t(tail[tail.size() - 1 - k]))) ++k;
+    for (size_t digits = 0; digits <= k; ++digits) {
+        const size_t at = tail.size() - digits;
+        if (at < 2 || tail[at - 1] != 'u' || tail[at - 2] != '\\') continue;
+        const std::string h = tail.substr(at);
+        std::vector<std::string> values = {h + std::string(4 - h.size(), '0'), h + std::string(4 - h.size(), 'F')};
+        for (const char* v : {"0041", "D800", "DBFF", "DC00", "DFFF", "E000", "FFFF"}) values.push_back(v);
+        for (const std::string& v : values) {
+            if (QString::fromStdString(v).startsWith(QString::fromStdString(h), Qt::CaseInsensitive)) {
+                const unsigned code = unsigned(std::stoul(v, nullptr, 16));
+                out.push_back(v.substr(h.size()) + (code >= 0xD800 && code <= 0xDBFF ? "\\uDC00" : "") + "\"");
+            }
+        }
+    }
+    // A cut UTF-8 character: every continuation of the bytes it still needs, from a few values.
+    size_t cont = 0;
+    while (cont < 3 && cont < tail.size() && (uint8_t(tail[tail.size() - 1 - cont]) & 0xC0) == 0x80) ++cont;
+    if (cont < tail.size()) {
+        const uint8_t lead = uint8_t(tail[tail.size() - 1 - cont]);
+        const size_t need = (lead >= 0xF0 ? 3 : lead >= 0xE0 ? 2 : lead >= 0xC0 ? 1 : 0);
+        if (need > cont) {
+            std::vector<std::string> seqs = {""};
+            for (size_t i = 0; i < need - cont; ++i) {
+                std::vector<std::string> next;
+                for (const std::string& q : seqs)
+                    for (uint8_t c : {0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF}) next.push_back(q + char(c));
+                seqs = std::move(next);
+            }
+            for (const std::string& q : seqs) out.push_back(q + "\"");
+        }
+    }
+    return out;
+}
+
 // nlohmann-json's verdict on a text that starts with '{': a whole object (trailing
 // whitespace allowed), the start of one (the parse fails only past the last byte), or neither. Its lexer reports a token
 // cut by the end of the text before the parser asks whether such a token may stand
 // there, so a text ending inside a token is judged with a whole token of its kind in
-// its place ("" for a string, 0 for a number, the literal itself), after a space.
+// its place (0 for a number, the literal itself), after a space; a string cut short is
+// judged with each of its possible endings (string_endings).
 Verdict judge(const std::string& s, bool stand_in_allowed = true) {
     if (s.empty()) return Verdict::Prefix;
     if (s[0] != '{') return Verdict::Invalid;  // JSON mode's answers open with the object
@@ -75,8 +118,16 @@ Verdict judge(const std::string& s, bool stand_in_allowed = true) {
         if (e.byte <= s.size()) return Verdict::Invalid;
     }
     const size_t t = last_open_token(s);
-    if (t == std::string::npos || !stand_in_allowed) return Verdict::Prefix;
+    if (t == std::string::npos) return Verdict::Prefix;
+    // Judging a stand-in or an ending: a string still open is no witness; a number or
+    // literal running to the end is whole.
+    if (!stand_in_allowed) return s[t] == '"' ? Verdict::Invalid : Verdict::Prefix;
     const char k = s[t];
+    if (k == '"') {  // a cut string: the start of one if some ending makes it whole and in place
+        for (const std::string& ending : string_endings(s.substr(t)))
+            if (judge(s + ending, false) != Verdict::Invalid) return Verdict::Prefix;
+        return Verdict::Invalid;
+    }
     const char* stand_in = k == '"'                          ? "\"\""
                            : k == '-' || std::isdigit(uint8_t(k)) ? "0"
                            : k == 't'                        ? "true"
@@ -93,6 +144,19 @@ Verdict grammar_verdict(const std::string& s) {
     for (char c : s)
         if (!JsonGrammar::feed(st, uint8_t(c))) return Verdict::Invalid;
     return JsonGrammar::complete(st) ? Verdict::Complete : Verdict::Prefix;
+}
+
+// A prefix the grammar takes must go on: some byte follows it (no dead ends, where the
+// generator would have nothing to choose).
+bool has_next_byte(const std::string& s) {
+    JsonGrammar::State st;
+    if (!JsonGrammar::feed(st, s)) return false;
+    if (JsonGrammar::complete(st)) return true;
+    for (int b = 0; b < 256; ++b) {
+        JsonGrammar::State t = st;
+        if (JsonGrammar::feed(t, uint8_t(b))) return true;
+    }
+    return false;
 }
 
 bool within_limits(const std::string& s) {  // the grammar's caps, which the judge lacks
@@ -123,6 +187,7 @@ const std::vector<std::string> k_invalid = {
     "{\"a\":tru}", "{\"a\":1,}", "{\"a\":[1,]}", "{,}", "{\"a\":1}}", "{\"a\":1}x", "{\"a\":\"\x01\"}",
     "{\"a\":\"\\x\"}", "{\"a\":\"\\u12g4\"}", "{\"a\":\"\xC0\xAF\"}", "{\"a\":\"\xED\xA0\x80\"}",
     "{\"a\":\"\xF4\x90\x80\x80\"}", "{\"a\":\"\\uDC00\"}", "{\"a\":\"\\uD800x\"}", "{\"a\":\"\\uD800\\u0041\"}",
+    "{\"a\":\"\\uDC", "{\"a\":\"\\uDF0", "{\"a\":\"\\uD83D\\u0", "{\"a\":\"\\uD83D\\uE", "{\"a\":\"\\uD83Dx",
     "{\"a\":[}", "{\"a\":{]}", "{\"a\" 1}", "{\"a\":1 \"b\":2}", "{\"a\":NaN}", "{\"a\":-}",
 };
 
@@ -148,6 +213,7 @@ private slots:
                 const std::string prefix = d.substr(0, k);
                 const Verdict want = judge(prefix), got = grammar_verdict(prefix);
                 QVERIFY2(want == got, qPrintable(QString::fromStdString(prefix) + " grammar " + name(got) + ", judge " + name(want)));
+                QVERIFY2(got == Verdict::Invalid || has_next_byte(prefix), prefix.c_str());
             }
         }
         for (const std::string& d : k_invalid) {
@@ -191,6 +257,9 @@ private slots:
                     QFAIL(qPrintable(QStringLiteral("%1: grammar %2, judge %3")
                                          .arg(QString::fromLatin1(QByteArray::fromStdString(prefix).toPercentEncoding()), name(got), name(want))));
                 prefixes += want == Verdict::Prefix;
+                if (got != Verdict::Invalid && !has_next_byte(prefix))
+                    QFAIL(qPrintable(QStringLiteral("a dead end: %1")
+                                         .arg(QString::fromLatin1(QByteArray::fromStdString(prefix).toPercentEncoding()))));
             }
             ++checked;
         }
@@ -217,7 +286,8 @@ private slots:
         JsonConstraint constraint(tok, n_valid, eos);
         std::vector<uint8_t> mask;
         for (const std::string text : {"", "{", "{\"na", "{\"name\": \"Ada\", \"age\": 3", "{\"a\": [1, tr",
-                                       "{\"a\": \"caf\xC3", "{\"a\": {\"b\": [null]}", "{\"x\": 1}"}) {
+                                       "{\"a\": \"caf\xC3", "{\"a\": {\"b\": [null]}", "{\"x\": 1}", "{\"a\": \"\\uD",
+                                       "{\"a\": \"\\uD83D\\u", "{\"a\": \"\\\\", "{\"a\": \"\\u00e"}) {
             JsonGrammar::State s;
             QVERIFY(JsonGrammar::feed(s, text));
             const int64_t n = constraint.allowed(s, mask);

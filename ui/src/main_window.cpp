@@ -1234,7 +1234,8 @@ void MainWindow::editSettings() {
     auto* json_object = new QCheckBox(tr("Answer with one JSON object"));
     json_object->setObjectName(QStringLiteral("jsonObjectSetting"));
     json_object->setToolTip(tr("JSON mode: every token keeps the answer the start of one JSON object, and it ends "
-                               "once the object is closed (ask for the keys you want in the message)"));
+                               "once the object is closed. Ask for the keys you want in the message; OpenAI's own "
+                               "API also wants the word \u201cJSON\u201d in it"));
     json_object->setChecked(s.sampling.json_object);
     form->addRow(tr("System prompt"), system);
     form->addRow(tr("Temperature (0 = greedy)"), temperature);

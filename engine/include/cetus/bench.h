@@ -103,6 +103,7 @@ struct JsonMaskBenchResult {
     double mean_allowed = 0.0;     // ids allowed per mask, on average
     double ms_per_mask = 0.0;      // median over the passes of (pass time / masks)
     double max_ms_per_mask = 0.0;  // the slowest single mask seen
+    double build_ms = 0.0;         // setting the vocabulary's tables up (once per request)
 };
 JsonMaskBenchResult run_json_mask_bench(const Tokenizer& tokenizer, int repeats);
 
