@@ -67,7 +67,7 @@ void add_bench_command(CLI::App& app) {
                     "With --mtp: json also times JSON mode beside plain generation (decode_ratio)")
         ->check(CLI::IsMember({"text", "json"}));
     cmd->add_flag("--json-mask", o->json_mask,
-                  "Time JSON mode's mask over the vocabulary of --model's tokenizer (ms per token choice)");
+                  "Time JSON mode's mask over the vocabulary of --model's tokenizer (ms per token choice; --threads)");
     cmd->add_flag("--tokenizer", o->tokenizer, "Benchmark the tokenizer of --model on --text-file (MB/s)");
     cmd->add_option("--text-file", o->text_file, "Text for --tokenizer");
     cmd->add_flag("--json", o->json, "JSON output");
@@ -75,12 +75,13 @@ void add_bench_command(CLI::App& app) {
         if (o->json_mask) {
             if (o->model.empty()) throw Error(ErrorCode::BadRequest, "bench --json-mask needs --model DIR (its tokenizer)");
             const Tokenizer tokenizer = Tokenizer::load(o->model);
+            if (o->threads > 0) omp_set_num_threads(o->threads);
             const JsonMaskBenchResult r = run_json_mask_bench(tokenizer, o->repeat);
             nlohmann::json j = {{"benchmark", "json_mask"}, {"vocab", r.vocab}, {"masks", r.masks},
                                 {"repeats", o->repeat}, {"mean_allowed", r.mean_allowed},
                                 {"ms_per_mask", r.ms_per_mask}, {"max_ms_per_mask", r.max_ms_per_mask},
                                 {"build_ms", r.build_ms},
-                                {"threads", 1}};
+                                {"threads", omp_get_max_threads()}};
             if (o->json) std::printf("%s\n", j.dump(2).c_str());
             else
                 std::printf("JSON mode mask over %lld ids: %.3f ms per token choice (slowest %.3f ms), %.0f ids "
