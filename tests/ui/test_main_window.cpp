@@ -17,6 +17,7 @@
 #include <QChartView>
 #include <QClipboard>
 #include <QFile>
+#include <QFontInfo>
 #include <QLabel>
 #include <QCheckBox>
 #include <QDialog>
@@ -53,6 +54,7 @@
 #include <QDropEvent>
 #include <QPlainTextEdit>
 #include <QFile>
+#include <QFontInfo>
 
 using namespace cetus::ui;
 using cetus::ui::test::FakeGenerationService;
@@ -1087,6 +1089,20 @@ void TestMainWindow::settingsDialogSetsSampling() {
     QCOMPARE(m_service->last_params.sampling.repetition_penalty, 1.15);
     QCOMPARE(m_service->last_params.sampling.min_p, 0.05);
     QVERIFY(m_service->last_params.sampling.json_object);
+    // A JSON answer is shown as its text (not as Markdown), fixed-pitch; the first answer,
+    // from before JSON mode, stays Markdown.
+    const auto widgets = m_window->chatView()->messageWidgets();
+    QCOMPARE(widgets.size(), 4);
+    MarkdownView* before = widgets.at(1)->view();
+    MarkdownView* json_answer = widgets.at(3)->view();
+    QVERIFY(before->toPlainText() != before->source());  // "**world**" rendered bold
+    QCOMPARE(json_answer->toPlainText(), json_answer->source());
+    QVERIFY(json_answer->font().fixedPitch() || QFontInfo(json_answer->font()).fixedPitch());
+    // So it is shown after the conversation is opened again, and a continued answer keeps it.
+    m_window->controller().newConversation();
+    m_window->controller().openConversation(id);
+    QCOMPARE(m_window->chatView()->messageWidgets().at(3)->view()->toPlainText(),
+             m_window->chatView()->messageWidgets().at(3)->view()->source());
 }
 
 namespace {

@@ -233,6 +233,7 @@ void ChatController::rebuildMessages() {
         d.error = stats.value("error").toString();
         d.stats_line = statsLine(stats);
         d.reasoning = stats.value("reasoning").toString();
+        d.json = stats.value("json_object").toBool();
         const QString finish = stats.value("finish").toString();
         // The local engine and Cetus servers continue an answer (continue_final_message);
         // another endpoint might ignore the field and answer afresh.
@@ -247,6 +248,7 @@ void ChatController::rebuildMessages() {
             d.record.content = m_answer_text;
             d.reasoning = m_answer_reasoning;
             d.token_text_ends = m_answer_ends;
+            d.json = m_answer_json;
         }
         m_display.push_back(std::move(d));
     }
@@ -380,6 +382,10 @@ void ChatController::startAnswer(qint64 assistant_id, const MessageRecord* conti
         params.continue_final = true;
     }
     params.sampling = settings().sampling;
+    // A continued answer keeps the mode it was written in, whatever the settings say now.
+    m_answer_json = continued ? QJsonDocument::fromJson(continued->stats_json.toUtf8()).object().value("json_object").toBool()
+                              : params.sampling.json_object;
+    params.sampling.json_object = m_answer_json;
     params.debug_token_delay_ms = m_debug_delay_ms;
     params.token_alternatives = m_token_alternatives;
     params.cache_tag = cacheTag(conversation_id);
@@ -502,6 +508,7 @@ QString ChatController::statsJson(const GenerationOutcome& o) const {
     if (o.turns_left_out > 0) j.insert("n_turns_left_out", o.turns_left_out);
     if (m_answer_text_begin > 0) j.insert("token_text_begin", m_answer_text_begin);
     if (!m_answer_reasoning.isEmpty()) j.insert("reasoning", m_answer_reasoning);
+    if (m_answer_json) j.insert("json_object", true);
     QJsonArray ends;
     for (int e : m_answer_ends) ends.append(e);
     j.insert("token_text_ends", ends);

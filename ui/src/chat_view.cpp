@@ -233,7 +233,9 @@ MessageWidget::MessageWidget(const DisplayMessage& d, bool streaming, QWidget* p
 
     m_view = new MarkdownView;
     m_view->setObjectName(QStringLiteral("messageText"));
-    m_view->setSource(parts.text, !assistant);
+    m_plain = !assistant || d.json;  // an answer in JSON mode is shown as it is, fixed-pitch
+    if (d.json) m_view->setFont(QFontDatabase::systemFont(QFontDatabase::FixedFont));
+    m_view->setSource(parts.text, m_plain);
     m_view->setVisible(!parts.text.isEmpty() || m_files.isEmpty());
     layout->addWidget(m_view);
     connect(m_view, &MarkdownView::clickedAt, this, [this](int off) { emit tokenClicked(m_id, off); });
@@ -368,7 +370,7 @@ void MessageWidget::setStreamingReasoning(const QString& reasoning) {
 }
 
 void MessageWidget::setStreamingText(const QString& text) {
-    m_view->setSource(text, false);
+    m_view->setSource(text, m_plain);
     updateCodeButtons(text);
 }
 

@@ -27,6 +27,9 @@ struct DisplayMessage {
     QString reasoning;    // an R1-style model's reasoning, shown collapsed above the answer
     // The last answer, cut by the length limit, stopped or interrupted: it can go on.
     bool can_continue = false;
+    // Answered in JSON mode: shown as its text, in a fixed-pitch font (not as Markdown,
+    // which would fold its lines and indentation).
+    bool json = false;
 };
 
 struct ConversationSettings {
@@ -172,6 +175,7 @@ private:
     std::vector<qint64> m_continued_counts;  // and their expert counts
     std::optional<MessageRecord> m_continued;  // the continued answer as it was (restored on an error)
     int m_answer_text_begin = 0;  // DisplayMessage::token_text_begin of the answer being generated
+    bool m_answer_json = false;   // the answer being generated is in JSON mode
     QElapsedTimer m_since_checkpoint;
     std::vector<qint64> m_history_counts;  // expert counts of the conversation's stored answers
 };

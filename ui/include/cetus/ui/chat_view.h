@@ -72,6 +72,7 @@ private:
     QWidget* m_edit_bar = nullptr;
     QWidget* m_code_bar = nullptr;
     int m_n_code_blocks = -1;
+    bool m_plain = false;              // shown as plain text (a user's message, a JSON answer)
     QString m_content;                 // the whole message, files included (Copy)
     QList<Attachment> m_files;         // a user message's attached files
     QList<QWidget*> m_file_rows;       // one per file: its toggle (Remove while editing) and text
