@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets in the asan preset (clang, ASan + UBSan) and runs
-# each for FUZZ_SECONDS (default 60) over a scratch copy of its seed corpus in
+# each for FUZZ_SECONDS (default 60), as many at once as FUZZ_JOBS (default: the cores, at most 4), over a scratch copy of its seed corpus in
 # tests/fuzz/corpus/, so the committed seeds stay as they are. Any crash,
 # sanitizer report, leak, timeout or out-of-memory fails the script; the
 # reproducing inputs are kept in build-asan/fuzz-findings/.
@@ -23,7 +23,7 @@ targets=("$@")
 engine_checks=0
 if [ ${#targets[@]} -eq 0 ]; then
     engine_checks=1
-    targets=(fuzz_safetensors fuzz_config fuzz_prefix_file fuzz_sampler fuzz_chat_request fuzz_routing_trace fuzz_token_probabilities fuzz_import fuzz_store_rows fuzz_attachments)
+    targets=(fuzz_safetensors fuzz_config fuzz_gguf fuzz_prefix_file fuzz_sampler fuzz_chat_request fuzz_routing_trace fuzz_token_probabilities fuzz_import fuzz_store_rows fuzz_attachments)
     for t in fuzz_tokenizer_load fuzz_tokenizer_encode; do
         [ -f "tests/fuzz/$t.cpp" ] && targets+=("$t")
     done
@@ -37,10 +37,9 @@ trap 'rm -rf "$work"' EXIT
 findings="$root/build-asan/fuzz-findings"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}"
 
-failed=()
-for t in "${targets[@]}"; do
-    name="${t#fuzz_}"
-    corpus="$work/$t/corpus"
+# Runs one target; its exit status and log stay in $work/$t for the report below.
+fuzz_one() {
+    local t=$1 name="${1#fuzz_}" corpus="$work/$1/corpus" rc=0
     mkdir -p "$corpus"
     for seeds in "tests/fuzz/corpus/$name" "tests/fuzz/corpus/${name%%_*}"; do
         if [ -d "$seeds" ]; then
@@ -48,8 +47,8 @@ for t in "${targets[@]}"; do
             break
         fi
     done
-    args=(-max_total_time="$seconds" -timeout="$timeout" -rss_limit_mb=4096 -print_final_stats=1
-          -artifact_prefix="$work/$t/")
+    local args=(-max_total_time="$seconds" -timeout="$timeout" -rss_limit_mb=4096 -print_final_stats=1
+                -artifact_prefix="$work/$t/")
     for dict in "tests/fuzz/$name.dict" "tests/fuzz/${name%%_*}.dict"; do
         if [ -f "$dict" ]; then
             args+=(-dict="$dict")
@@ -57,9 +56,30 @@ for t in "${targets[@]}"; do
         fi
     done
     echo "== $t: ${seconds}s over $(find "$corpus" -type f | wc -l) seed files"
+    "build-asan/tests/fuzz/$t" "${args[@]}" "$corpus" >"$work/$t/log" 2>&1 || rc=$?
+    echo "$rc" >"$work/$t/rc"
+}
+
+# Each libFuzzer run uses one core: FUZZ_JOBS (default: the cores, at most 4) run at once.
+jobs_max="${FUZZ_JOBS:-$(nproc)}"
+[ "$jobs_max" -gt 4 ] && jobs_max=4
+[ "$jobs_max" -lt 1 ] && jobs_max=1
+running=0
+for t in "${targets[@]}"; do
+    if [ "$running" -ge "$jobs_max" ]; then
+        wait -n || true
+        running=$((running - 1))
+    fi
+    fuzz_one "$t" &
+    running=$((running + 1))
+done
+wait
+
+failed=()
+for t in "${targets[@]}"; do
     log="$work/$t/log"
-    rc=0
-    "build-asan/tests/fuzz/$t" "${args[@]}" "$corpus" >"$log" 2>&1 || rc=$?
+    rc=$(cat "$work/$t/rc" 2>/dev/null || echo 1)
+    echo "== $t"
     grep -E '^stat::number_of_executed_units|^stat::peak_rss_mb|DONE' "$log" || true
     shopt -s nullglob
     artifacts=("$work/$t"/crash-* "$work/$t"/leak-* "$work/$t"/timeout-* "$work/$t"/oom-*)

@@ -58,7 +58,7 @@ void add_chat_command(CLI::App& app) {
         uint64_t seed = 0;
     };
     auto o = std::make_shared<Opts>();
-    cmd->add_option("--model", o->model, "Model folder (default: the bundled model)");
+    cmd->add_option("--model", o->model, "Model folder or .gguf file (default: the bundled model)");
     cmd->add_option("--db", o->db, "Conversation database (the app's history.db)")->required();
     cmd->add_option("--conversation", o->conversation, "Continue this conversation id (default: a new one)");
     cmd->add_option("--system", o->system, "System prompt of a new conversation");

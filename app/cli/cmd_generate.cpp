@@ -39,7 +39,7 @@ void add_generate_command(CLI::App& app) {
         bool json = false;
     };
     auto o = std::make_shared<Opts>();
-    cmd->add_option("--model", o->model, "Model folder (default: the bundled model)");
+    cmd->add_option("--model", o->model, "Model folder or .gguf file (default: the bundled model)");
     auto* prompt = cmd->add_option("--prompt", o->prompt, "User message");
     cmd->add_option("--ids", o->ids, "Raw prompt token ids instead of a chat prompt (no template)")->excludes(prompt);
     cmd->add_option("--system", o->system, "System prompt");

@@ -67,7 +67,7 @@ void add_info_command(CLI::App& app) {
         bool json = false;
     };
     auto o = std::make_shared<Opts>();
-    auto* m = cmd->add_option("--model", o->model, "Model folder (config.json + safetensors; default: the bundled model)");
+    auto* m = cmd->add_option("--model", o->model, "Model folder (config.json + safetensors) or .gguf file (default: the bundled model)");
     cmd->add_option("--random-model", o->random, "A random model preset instead of a folder")->excludes(m);
     cmd->add_option("--device", o->device, "auto, cpu or cuda");
     add_load_flags(cmd, o->load);

@@ -16,7 +16,7 @@ void add_logits_command(CLI::App& app) {
         std::string model, ids, out, device = "cpu";
     };
     auto o = std::make_shared<Opts>();
-    cmd->add_option("--model", o->model, "Model folder")->required();
+    cmd->add_option("--model", o->model, "Model folder or .gguf file")->required();
     cmd->add_option("--ids", o->ids, "Token ids, comma separated")->required();
     cmd->add_option("--out", o->out, "Output file")->required();
     cmd->add_option("--device", o->device, "auto, cpu or cuda");

@@ -653,7 +653,7 @@ void run_server(const ServeOptions& o) {
 void add_serve_command(CLI::App& app) {
     auto* cmd = app.add_subcommand("serve", "Serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions)");
     auto o = std::make_shared<ServeOptions>();
-    cmd->add_option("--model", o->model, "Model folder (default: the bundled model)");
+    cmd->add_option("--model", o->model, "Model folder or .gguf file (default: the bundled model)");
     cmd->add_option("--host", o->host, "Address to listen on (default loopback only)");
     cmd->add_option("--port", o->port, "TCP port (0: any free port, printed at start)")->check(CLI::Range(0, 65535));
     cmd->add_option("--api-key", o->api_key, "Require 'Authorization: Bearer KEY' (also from $CETUS_API_KEY)")

@@ -2,6 +2,8 @@
 // fields are checked against each other, so later code can trust them.
 #include "config.h"
 
+#include "gguf.h"
+
 #include "cetus/error.h"
 #include "json_util.h"
 
@@ -263,6 +265,10 @@ ModelConfig parse_config(const std::string& text, const std::string& source) {
 }
 
 ModelConfig load_config(const std::filesystem::path& model_dir) {
+    if (auto gguf = gguf_model_file(model_dir)) {
+        const GgufFile f(*gguf);
+        return parse_config(gguf_config_json(f), gguf->string() + " (its metadata as config.json)");
+    }
     auto path = model_dir / "config.json";
     std::ifstream in(path, std::ios::binary);
     if (!in) throw Error(ErrorCode::Io, path.string() + ": cannot open (is this a model folder?)");

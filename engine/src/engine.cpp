@@ -159,15 +159,19 @@ std::string describe_dtypes(const WeightStore& store) {
 // disk (names, sizes, modification times), its weight types, the backend and device,
 // the cache's precision and this build's version. The prefix store's disk tier uses a
 // file only when its identity is this one, byte for byte.
-static std::string model_files_identity(const std::filesystem::path& dir) {
+static std::string model_files_identity(const std::filesystem::path& model_path) {
     namespace fs = std::filesystem;
+    const auto gguf = gguf_model_file(model_path);
+    const fs::path dir = gguf ? gguf->parent_path() : model_path;
     std::error_code ec;
     std::string s = "model folder " + fs::weakly_canonical(dir, ec).string() + "\n";
     std::vector<std::string> lines;
     for (fs::directory_iterator it(dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
         const std::string name = it->path().filename().string();
         // The weights and the config decide the rows; the tokenizer does not.
-        if (!(name.ends_with(".safetensors") || name == "config.json" || name.ends_with(".index.json"))) continue;
+        if (gguf ? name != gguf->filename().string()
+                 : !(name.ends_with(".safetensors") || name == "config.json" || name.ends_with(".index.json")))
+            continue;
         std::error_code size_ec, time_ec;
         const uint64_t size = fs::file_size(it->path(), size_ec);
         const auto time = fs::last_write_time(it->path(), time_ec);
@@ -338,17 +342,27 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions& o, const LoadProgress&
     report(progress, 0.1f, "mapping weights");
     auto store = std::make_unique<WeightStore>(o.model_dir);
     store->set_fp8_on_load(o.fp8_on_load);
-    if (o.fp8_on_load)  // reads every projection: progress, and cancellable between matrices
+    if (store->expandable_bytes() > 0)  // GGUF blocks expanded tensor by tensor (and then FP8)
+        store->set_fp8_progress([&progress, fp8 = o.fp8_on_load](double f) {
+            report(progress, 0.4f + 0.45f * float(f),
+                   fp8 ? "expanding GGUF weights (then FP8)" : "expanding GGUF weights to BF16");
+            check_cancel(progress);
+        });
+    else if (o.fp8_on_load)  // reads every projection: progress, and cancellable between matrices
         store->set_fp8_progress([&progress](double f) {
             report(progress, 0.4f + 0.45f * float(f), "quantising weights to FP8");
             check_cancel(progress);
         });
     check_cancel(progress);
+    const auto gguf = gguf_model_file(o.model_dir);
+    const bool has_tokenizer = gguf ? std::filesystem::exists(gguf->parent_path() / "tokenizer.json") ||
+                                          store->gguf()->find("tokenizer.ggml.model") != nullptr
+                                    : std::filesystem::exists(o.model_dir / "tokenizer.json");
     report(progress, 0.4f, "checking tensors");
     std::unique_ptr<Engine> e(new Engine());
     e->m_model = std::make_unique<Model>(std::move(config), std::move(store));
     check_cancel(progress);
-    if (std::filesystem::exists(o.model_dir / "tokenizer.json")) {
+    if (has_tokenizer) {
         report(progress, 0.85f, "reading tokenizer");
         e->m_tokenizer = Tokenizer::load(o.model_dir);
     }
@@ -357,8 +371,9 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions& o, const LoadProgress&
     if (progress.report)
         upload.report = [&progress](float f, const std::string& stage) { progress.report(0.9f + 0.1f * f, stage); };
     e->make_backend(o, use_cuda, upload);
-    e->finish_init(o.model_dir.filename().empty() ? o.model_dir.parent_path().filename().string()
-                                                  : o.model_dir.filename().string(),
+    e->finish_init(gguf                          ? gguf->stem().string()
+                   : o.model_dir.filename().empty() ? o.model_dir.parent_path().filename().string()
+                                                    : o.model_dir.filename().string(),
                    o, o.prefix_cache_dir.empty() ? std::string() : model_files_identity(o.model_dir));
     report(progress, 1.0f, "ready");
     return e;

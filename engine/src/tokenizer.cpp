@@ -5,6 +5,7 @@
 #include "cetus/tokenizer.h"
 
 #include "cetus/error.h"
+#include "gguf.h"
 #include "tokenizer_impl.h"
 #include "utf8.h"
 
@@ -113,7 +114,19 @@ std::string read_file(const std::filesystem::path& path) {
 
 } // namespace
 
-Tokenizer Tokenizer::load(const std::filesystem::path& model_dir) {
+Tokenizer Tokenizer::load(const std::filesystem::path& model_path) {
+    std::filesystem::path model_dir = model_path;
+    if (auto gguf = gguf_model_file(model_path)) {
+        // The model's own tokenizer.json beside the file wins; else the file's vocabulary.
+        model_dir = gguf->parent_path();
+        std::error_code ec;
+        if (!std::filesystem::exists(model_dir / "tokenizer.json", ec)) {
+            const GgufFile f(*gguf);
+            const GgufTokenizerJson j = gguf_tokenizer_json(f);
+            return Tokenizer(detail::load_tokenizer(j.tokenizer, gguf->string() + " (its vocabulary as tokenizer.json)",
+                                                    j.config, gguf->string() + " (as tokenizer_config.json)"));
+        }
+    }
     const auto json_path = model_dir / "tokenizer.json";
     const auto config_path = model_dir / "tokenizer_config.json";
     const std::string json_text = read_file(json_path);

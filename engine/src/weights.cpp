@@ -11,6 +11,7 @@
 #include <fstream>
 #include <limits>
 #include <new>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -72,6 +73,10 @@ std::string read_text(const std::filesystem::path& p) {
 }  // namespace
 
 WeightStore::WeightStore(const std::filesystem::path& dir) : m_source(dir.string()) {
+    if (auto gguf = gguf_model_file(dir)) {
+        add_gguf(*gguf);
+        return;
+    }
     auto index = dir / "model.safetensors.index.json";
     auto single = dir / "model.safetensors";
     if (std::filesystem::exists(index)) {
@@ -165,6 +170,7 @@ const float* WeightStore::scales_for(const std::string& weight_name, int64_t row
 }
 
 Matrix WeightStore::matrix(const std::string& name, int64_t rows, int64_t cols, bool quantise) {
+    materialise(name);
     const TensorInfo& t = tensor(name);
     if (!dtype_is_float_weight(t.dtype))
         throw Error(ErrorCode::BadTensor, t.file + ": \"" + name + "\" has unsupported dtype " + dtype_name(t.dtype));
@@ -255,7 +261,8 @@ Matrix WeightStore::add_fp8(const std::string& name, const Matrix& m) {
     // The owned buffers as they are (new'd: aligned for floats), no copy of the scales.
     const Matrix q{Dtype::F8_E4M3, rows, cols, tensor(name).data,
                    reinterpret_cast<const float*>(tensor(name + "_scale_inv").data), sc};
-    if (m_fp8_progress) m_fp8_progress(std::min(1.0, double(m_fp8_done) / double(std::max<uint64_t>(m_fp8_total, 1))));
+    if (m_fp8_progress && m_expand_total == 0)
+        m_fp8_progress(std::min(1.0, double(m_fp8_done) / double(std::max<uint64_t>(m_fp8_total, 1))));
     return q;
 }
 
@@ -278,11 +285,13 @@ void WeightStore::release_owned() {
 }
 
 void WeightStore::drop(const std::string& name) {
+    m_pending.erase(name);
     m_tensors.erase(name);
     m_used.erase(name);
 }
 
 std::vector<float> WeightStore::vector(const std::string& name, int64_t n) {
+    materialise(name);
     const TensorInfo& t = tensor(name);
     if (t.dtype != Dtype::F32 && t.dtype != Dtype::BF16 && t.dtype != Dtype::F16)
         throw Error(ErrorCode::BadTensor, t.file + ": \"" + name + "\" has unsupported dtype " + dtype_name(t.dtype));
@@ -296,6 +305,12 @@ std::vector<float> WeightStore::vector(const std::string& name, int64_t n) {
 }
 
 void WeightStore::add_owned(const std::string& name, Dtype dtype, std::vector<int64_t> shape, std::vector<std::byte> bytes) {
+    // A tensor replaced (by its FP8 form) frees the bytes the store made for it.
+    if (auto old = m_tensors.find(name); old != m_tensors.end() && old->second.data != nullptr) {
+        auto it = std::find_if(m_owned.begin(), m_owned.end(), [&](const auto& b) { return b->data() == old->second.data; });
+        if (it != m_owned.end()) m_owned.erase(it);
+    }
+    m_pending.erase(name);
     auto buf = std::make_unique<std::vector<std::byte>>(std::move(bytes));
     TensorInfo t;
     t.name = name;
@@ -306,6 +321,178 @@ void WeightStore::add_owned(const std::string& name, Dtype dtype, std::vector<in
     t.file = "(generated)";
     m_owned.push_back(std::move(buf));
     m_tensors[name] = std::move(t);
+}
+
+// ---- GGUF files ----
+
+void WeightStore::add_gguf(const std::filesystem::path& path) {
+    m_gguf = std::make_unique<GgufFile>(path);
+    m_source = path.string();
+    std::map<std::string, std::pair<const GgufTensor*, const GgufTensor*>> kv_b;  // k_b, v_b by target name
+    for (const GgufTensor& t : m_gguf->contents().tensors) {
+        std::string name = gguf_checkpoint_name(t.name);
+        if (name.empty()) name = t.name;  // not the architecture's: kept (and reported unused) under its own name
+        std::vector<int64_t> shape = t.torch_shape();
+        if (name.ends_with(".self_attn.k_b_proj.weight") || name.ends_with(".self_attn.v_b_proj.weight")) {
+            const bool is_k = name.ends_with("k_b_proj.weight");
+            const std::string target = name.substr(0, name.size() - std::string("k_b_proj.weight").size()) + "kv_b_proj.weight";
+            auto& slot = kv_b[target];
+            (is_k ? slot.first : slot.second) = &t;
+            continue;
+        }
+        const std::string stacked = ".mlp.experts.";
+        if (const size_t at = name.find(stacked); at != std::string::npos && t.ne.size() == 3) {
+            // [E, rows, cols] -> one [rows, cols] tensor per expert.
+            const int64_t E = shape[0], per = shape[1] * shape[2];
+            const GgmlTypeInfo* info = ggml_type_info(t.type);
+            const uint64_t bytes_per = uint64_t(per / info->block) * uint64_t(info->bytes);
+            const std::string head = name.substr(0, at + stacked.size()), tail = name.substr(at + stacked.size());
+            for (int64_t e = 0; e < E; ++e)
+                add_gguf_tensor(head + std::to_string(e) + "." + tail, t, {shape[1], shape[2]},
+                                t.data + uint64_t(e) * bytes_per, per);
+            continue;
+        }
+        add_gguf_tensor(name, t, std::move(shape), t.data, t.n_elements);
+    }
+    for (const auto& [target, pair] : kv_b) {
+        const auto& [k, v] = pair;
+        if (k == nullptr || v == nullptr)
+            throw Error(ErrorCode::MissingTensor, m_source + ": \"" + (k ? k->name : v->name) +
+                                                      "\" has no partner (attn_k_b and attn_v_b come in pairs)");
+        add_gguf_kv_b(target, *k, *v);
+    }
+}
+
+namespace {
+
+std::optional<Dtype> gguf_plain_dtype(uint32_t type) {
+    switch (type) {
+    case 0: return Dtype::F32;
+    case 1: return Dtype::F16;
+    case 30: return Dtype::BF16;
+    default: return std::nullopt;
+    }
+}
+
+// Writes n floats as `to` (F32 or BF16).
+void store_floats(const float* src, int64_t n, Dtype to, std::byte* out) {
+    if (to == Dtype::F32) {
+        std::memcpy(out, src, size_t(n) * 4);
+        return;
+    }
+    uint16_t* o = reinterpret_cast<uint16_t*>(out);
+#pragma omp parallel for schedule(static) if (n >= (1 << 18))
+    for (int64_t i = 0; i < n; ++i) o[i] = f32_to_bf16(src[i]);
+}
+
+}  // namespace
+
+void WeightStore::add_gguf_tensor(const std::string& name, const GgufTensor& t, std::vector<int64_t> shape,
+                                  const std::byte* data, int64_t n) {
+    TensorInfo info;
+    info.name = name;
+    info.shape = std::move(shape);
+    info.file = m_source + " (" + t.name + ", " + ggml_type_name(t.type) + ")";
+    if (auto plain = gguf_plain_dtype(t.type)) {
+        info.dtype = *plain;
+        info.data = data;
+        info.n_bytes = uint64_t(n) * dtype_size(*plain);
+    } else {
+        // Vectors (norms, biases) as F32; matrices as BF16, the engine's weight type.
+        info.dtype = info.shape.size() == 1 ? Dtype::F32 : Dtype::BF16;
+        info.n_bytes = uint64_t(n) * dtype_size(info.dtype);
+        const uint32_t type = t.type;
+        const Dtype to = info.dtype;
+        m_pending[name] = [type, data, n, to](std::byte* out) {
+            const int64_t block = ggml_type_info(type)->block, bytes = ggml_type_info(type)->bytes;
+            const int64_t chunk = int64_t(1) << 20;  // a multiple of every block size
+            std::vector<float> tmp(size_t(std::min(n, chunk)));
+            for (int64_t i = 0; i < n; i += chunk) {
+                const int64_t m = std::min(chunk, n - i);
+                ggml_dequantize(type, data + i / block * bytes, tmp.data(), m);
+                store_floats(tmp.data(), m, to, out + uint64_t(i) * dtype_size(to));
+            }
+        };
+        m_expand_total += info.n_bytes;
+    }
+    if (!m_tensors.emplace(name, std::move(info)).second)
+        throw Error(ErrorCode::BadFormat, m_source + ": two tensors give \"" + name + "\" (\"" + t.name + "\" is one)");
+}
+
+void WeightStore::add_gguf_kv_b(const std::string& name, const GgufTensor& k, const GgufTensor& v) {
+    // attn_k_b: [n_h, d_c, d_n] (each head's k_b transposed); attn_v_b: [n_h, d_v, d_c].
+    // kv_b_proj: [n_h * (d_n + d_v), d_c], each head's d_n key rows then its d_v value rows.
+    const auto ks = k.torch_shape(), vs = v.torch_shape();
+    auto shape_of = [](const std::vector<int64_t>& shape) {
+        TensorInfo t;
+        t.shape = shape;
+        return t.shape_string();
+    };
+    if (ks.size() != 3 || vs.size() != 3 || ks[0] != vs[0] || ks[1] != vs[2])
+        throw Error(ErrorCode::BadTensor, m_source + ": \"" + k.name + "\" " + shape_of(ks) +
+                                              " and \"" + v.name + "\" " + shape_of(vs) +
+                                              " are not [heads, latent, key] and [heads, value, latent]");
+    const int64_t n_h = ks[0], d_c = ks[1], d_n = ks[2], d_v = vs[1];
+    TensorInfo info;
+    info.name = name;
+    info.shape = {n_h * (d_n + d_v), d_c};
+    info.file = m_source + " (" + k.name + " and " + v.name + ")";
+    const auto pk = gguf_plain_dtype(k.type), pv = gguf_plain_dtype(v.type);
+    const bool raw = pk && pv && *pk == *pv;  // moved element by element, exactly
+    // Else through float: F32 when a half is F32 or F16 (kept exact), BF16 otherwise.
+    const auto wide = [](std::optional<Dtype> d) { return d && (*d == Dtype::F32 || *d == Dtype::F16); };
+    info.dtype = raw ? *pk : wide(pk) || wide(pv) ? Dtype::F32 : Dtype::BF16;
+    info.n_bytes = uint64_t(info.shape[0] * d_c) * dtype_size(info.dtype);
+    const GgufTensor* kp = &k;
+    const GgufTensor* vp = &v;
+    const Dtype to = info.dtype;
+    m_pending[name] = [=](std::byte* out) {
+        const size_t es = dtype_size(to);
+        auto row = [&](int64_t h, int64_t j) { return out + size_t((h * (d_n + d_v) + j) * d_c) * es; };
+        if (raw) {
+            for (int64_t h = 0; h < n_h; ++h) {
+                for (int64_t j = 0; j < d_n; ++j)
+                    for (int64_t c = 0; c < d_c; ++c)
+                        std::memcpy(row(h, j) + size_t(c) * es, kp->data + size_t((h * d_c + c) * d_n + j) * es, es);
+                std::memcpy(row(h, d_n), vp->data + size_t(h * d_v * d_c) * es, size_t(d_v * d_c) * es);
+            }
+            return;
+        }
+        std::vector<float> kf(static_cast<size_t>(kp->n_elements)), vf(static_cast<size_t>(vp->n_elements)),
+            r(static_cast<size_t>(d_c));
+        ggml_dequantize(kp->type, kp->data, kf.data(), kp->n_elements);
+        ggml_dequantize(vp->type, vp->data, vf.data(), vp->n_elements);
+        for (int64_t h = 0; h < n_h; ++h) {
+            for (int64_t j = 0; j < d_n; ++j) {
+                for (int64_t c = 0; c < d_c; ++c) r[size_t(c)] = kf[size_t((h * d_c + c) * d_n + j)];
+                store_floats(r.data(), d_c, to, row(h, j));
+            }
+            for (int64_t j = 0; j < d_v; ++j) store_floats(vf.data() + size_t((h * d_v + j) * d_c), d_c, to, row(h, d_n + j));
+        }
+    };
+    m_expand_total += info.n_bytes;
+    if (!m_tensors.emplace(name, std::move(info)).second)
+        throw Error(ErrorCode::BadFormat, m_source + ": both \"" + name + "\" and its k_b / v_b halves are present");
+}
+
+void WeightStore::materialise(const std::string& name) {
+    auto it = m_pending.find(name);
+    if (it == m_pending.end()) return;
+    TensorInfo& t = m_tensors.at(name);
+    std::unique_ptr<std::vector<std::byte>> buf;
+    try {
+        buf = std::make_unique<std::vector<std::byte>>(size_t(t.n_bytes));
+    } catch (const std::bad_alloc&) {
+        throw Error(ErrorCode::OutOfMemory, m_source + ": not enough host memory to expand \"" + name + "\" (" +
+                                                std::to_string(t.n_bytes >> 20) + " MiB as " + dtype_name(t.dtype) + ")");
+    }
+    it->second(buf->data());
+    m_pending.erase(it);
+    t.data = buf->data();
+    m_owned.push_back(std::move(buf));
+    m_expand_done += t.n_bytes;
+    if (m_fp8_progress && m_expand_total > 0)
+        m_fp8_progress(std::min(1.0, double(m_expand_done) / double(m_expand_total)));
 }
 
 std::vector<std::string> WeightStore::unused_names() const {

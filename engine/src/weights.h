@@ -5,6 +5,7 @@
 #pragma once
 
 #include "dtype.h"
+#include "gguf.h"
 #include "safetensors.h"
 
 #include <cstdint>
@@ -34,7 +35,11 @@ struct Matrix {
 
 class WeightStore {
 public:
-    // Opens the safetensors file(s) of a model folder. Throws Error.
+    // Opens the safetensors file(s) of a model folder, or a GGUF file (gguf_model_file):
+    // its tensors under their checkpoint names, stacked experts split and k_b / v_b
+    // merged back into kv_b_proj. F32/F16/BF16 tensors are used in place; block-quantised
+    // ones are expanded to BF16 (F32 for vectors) when the loader first asks for them.
+    // Throws Error.
     explicit WeightStore(const std::filesystem::path& model_dir);
     // An empty store the caller fills with owned tensors (random models, tests).
     WeightStore() = default;
@@ -50,12 +55,18 @@ public:
     // memory of BF16, and half the bytes a decode step reads).
     void set_fp8_on_load(bool on) { m_fp8_on_load = on; }
     // Called after each quantised matrix with the share of the checkpoint's wide
-    // (F32/BF16/F16) projection bytes done so far; may throw (a cancelled load).
+    // (F32/BF16/F16) projection bytes done so far, or, for a GGUF file with block-quantised
+    // tensors, after each expanded tensor with the share of them done; may throw (a
+    // cancelled load).
     void set_fp8_progress(std::function<void(double)> f) { m_fp8_progress = std::move(f); }
     // Bytes of F32/BF16/F16 projection tensors (*_proj*, not eh_proj): what FP8 on
     // load would quantise, roughly (the progress total; > 0: FP8 would shrink the model).
     uint64_t quantisable_bytes() const;
     bool quantised_on_load() const { return m_fp8_done > 0; }
+    // Bytes of block-quantised GGUF tensors still to expand (their BF16/F32 size).
+    uint64_t expandable_bytes() const { return m_expand_total; }
+    // The GGUF file the store reads, or null for safetensors and generated stores.
+    const GgufFile* gguf() const { return m_gguf.get(); }
     bool fp8_on_load() const { return m_fp8_on_load; }
     // m (F32, BF16 or F16) as FP8 e4m3 with 128x128 block scales, the format of
     // DeepSeek-V3's FP8 checkpoints: scale_inv = amax(block) / 448 (1 for an all-zero
@@ -81,6 +92,11 @@ public:
     const std::string& source() const { return m_source; }
 
 private:
+    void add_gguf(const std::filesystem::path& path);
+    void add_gguf_tensor(const std::string& name, const GgufTensor& t, std::vector<int64_t> shape,
+                         const std::byte* data, int64_t n_elements);
+    void add_gguf_kv_b(const std::string& name, const GgufTensor& k_b, const GgufTensor& v_b);
+    void materialise(const std::string& name);
     void add_file(const std::filesystem::path& path, const std::vector<std::string>* only);
     const float* scales_for(const std::string& weight_name, int64_t rows, int64_t cols);
     const void* aligned_data(const TensorInfo& t);
@@ -93,6 +109,10 @@ private:
     std::vector<std::unique_ptr<std::vector<float>>> m_scales;      // aligned FP8 scales
     bool m_fp8_on_load = false;
     std::function<void(double)> m_fp8_progress;
+    std::unique_ptr<GgufFile> m_gguf;
+    // GGUF tensors expanded on first use: the bytes they fill (as m_tensors describes them).
+    std::unordered_map<std::string, std::function<void(std::byte*)>> m_pending;
+    uint64_t m_expand_total = 0, m_expand_done = 0;
     uint64_t m_fp8_done = 0, m_fp8_total = 0;  // source bytes quantised, and of all wide projections
 };
 

@@ -895,6 +895,27 @@ void TestMainWindow::recentModels() {
     QCOMPARE(entries(), dirs.mid(0, 8));
     load(dirs[3]);
     QCOMPARE(entries(), (QStringList{dirs[3], dirs[0], dirs[1], dirs[2], dirs[4], dirs[5], dirs[6], dirs[7]}));
+
+    // A GGUF file is a model too: offered while the file is there, restored at start.
+    const QString gguf = root.filePath(QStringLiteral("model-q8.gguf"));
+    {
+        QFile f(gguf);
+        QVERIFY(f.open(QIODevice::WriteOnly));
+    }
+    load(gguf);
+    QCOMPARE(entries().first(), gguf);
+    QVERIFY2(entry(gguf)->isEnabled(), qPrintable(entry(gguf)->text() + entry(gguf)->statusTip()));
+    QVERIFY(entry(gguf)->text().startsWith(QStringLiteral("&1 model-q8.gguf — ")));
+    m_window.reset();
+    m_window = std::make_unique<MainWindow>(*m_store, *m_service);
+    QVERIFY(m_window->restoreLastModel());
+    QVERIFY(loaded.wait(2000));
+    QCOMPARE(loaded.last().first().value<ModelDescription>().model_dir, gguf);
+    QVERIFY(QFile::remove(gguf));
+    menu = m_window->findChild<QMenu*>(QStringLiteral("recentModelsMenu"));
+    emit menu->aboutToShow();
+    QVERIFY(!entry(gguf)->isEnabled());
+    QVERIFY(!m_window->restoreLastModel());
 }
 
 // The status bar's context usage: hidden before an answer; live while one streams; the

@@ -273,7 +273,7 @@ bool ChatController::send(const QString& raw) {
     const QString text = raw.trimmed();
     if (text.isEmpty() || isGenerating()) return false;
     if (!m_service.hasModel()) {
-        emit errorOccurred(tr("No model is loaded. Open a model folder first (File → Open model…)."));
+        emit errorOccurred(tr("No model is loaded. Open a model folder or GGUF file first (File → Open model…)."));
         return false;
     }
     if (!m_conversation) {

@@ -196,7 +196,7 @@ void EngineWorker::generate(quint64 request_id, const GenerationParams& params,
     outcome.request_id = request_id;
     if (!m_engine) {
         outcome.finish = FinishKind::Error;
-        outcome.error = tr("No model is loaded. Open a model folder first (File → Open model…).");
+        outcome.error = tr("No model is loaded. Open a model folder or GGUF file first (File → Open model…).");
         emit generationFinished(outcome);
         return;
     }

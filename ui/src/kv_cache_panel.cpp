@@ -188,7 +188,7 @@ ModelPanel::ModelPanel(QWidget* parent) : QWidget(parent) {
 
 void ModelPanel::setModel(const std::optional<ModelDescription>& m) {
     if (!m) {
-        m_label->setText(tr("No model loaded. Use <b>File → Open model…</b> to pick a model folder."));
+        m_label->setText(tr("No model loaded. Use <b>File → Open model…</b> to pick a model folder or GGUF file."));
         return;
     }
     QString rows;

@@ -368,7 +368,7 @@ QWidget* MainWindow::buildCenter() {
     m_empty_label->setAlignment(Qt::AlignCenter);
     m_empty_label->setWordWrap(true);
     el->addWidget(m_empty_label);
-    m_empty_open = new QPushButton(tr("Open a model folder…"));
+    m_empty_open = new QPushButton(tr("Open a model…"));
     m_empty_open->setObjectName(QStringLiteral("openModelButton"));
     auto* row = new QHBoxLayout;
     row->addStretch();
@@ -553,7 +553,7 @@ void MainWindow::buildMenus() {
         ->setObjectName(QStringLiteral("settingsAction"));
 
     QMenu* model = menuBar()->addMenu(tr("&Model"));
-    model->addAction(tr("&Open model folder…"), this, &MainWindow::chooseAndOpenModel);
+    model->addAction(tr("&Open model folder…"), this, &MainWindow::chooseAndOpenModelFolder);
     // Exclusive choices for the next load: each action's data is saved under key.
     auto load_choices = [this](const QString& key, const QString& what) {
         auto* g = new QActionGroup(this);
@@ -786,9 +786,25 @@ void MainWindow::refreshContextMenu() {
     }
 }
 
+namespace {
+// Where the open dialogs start: the last model's folder (the folder of a GGUF file).
+QString lastModelFolder() {
+    const QString last = QSettings().value(QStringLiteral("model/lastDir")).toString();
+    return QFileInfo(last).isFile() ? QFileInfo(last).absolutePath() : last;
+}
+}  // namespace
+
 void MainWindow::chooseAndOpenModel() {
-    const QString dir = QFileDialog::getExistingDirectory(this, tr("Open a model folder"),
-                                                          QSettings().value(QStringLiteral("model/lastDir")).toString());
+    // A GGUF file, or the config.json of a model folder (which opens the folder).
+    const QString file = QFileDialog::getOpenFileName(
+        this, tr("Open a model"), lastModelFolder(),
+        tr("Models (config.json *.gguf);;GGUF files (*.gguf);;Model folders' config.json (config.json);;All files (*)"));
+    if (file.isEmpty()) return;
+    openModel(file.endsWith(QStringLiteral(".gguf"), Qt::CaseInsensitive) ? file : QFileInfo(file).absolutePath());
+}
+
+void MainWindow::chooseAndOpenModelFolder() {
+    const QString dir = QFileDialog::getExistingDirectory(this, tr("Open a model folder"), lastModelFolder());
     if (!dir.isEmpty()) openModel(dir);
 }
 
@@ -823,7 +839,7 @@ void MainWindow::refreshRecentModels() {
     int n = 0;
     for (const QString& dir : recentModelList()) {
         ++n;
-        const bool there = QFileInfo(dir).isDir();
+        const bool there = QFileInfo(dir).isDir() || QFileInfo(dir).isFile();  // a folder or a GGUF file
         // "&1 name — path": the digit picks it from the keyboard; a '&' of the name shows as one.
         auto shown = [](QString t) { return t.replace(QLatin1Char('&'), QStringLiteral("&&")); };
         QString text = QStringLiteral("&%1 %2 — %3").arg(n).arg(shown(QFileInfo(dir).fileName()), shown(QDir::toNativeSeparators(dir)));
@@ -1055,7 +1071,7 @@ bool MainWindow::restoreLastModel() {
         if (const auto e = activeEndpoint()) return connectEndpoint(*e);
     }
     const QString dir = QSettings().value(QStringLiteral("model/lastDir")).toString();
-    if (dir.isEmpty() || !QFileInfo(dir).isDir()) return false;
+    if (dir.isEmpty() || !QFileInfo::exists(dir)) return false;  // a folder or a GGUF file
     openModel(dir);
     return true;
 }
@@ -1109,7 +1125,8 @@ void MainWindow::refreshChat() {
     if (!m_service.hasModel() && !has_messages) {
         m_empty_label->setText(m_service.isLoading() ? tr("<h3>Loading the model…</h3>")
                                                      : tr("<h3>No model loaded</h3>Open a DeepSeek-architecture model folder "
-                                                          "(config.json, *.safetensors, tokenizer.json) to start chatting."));
+                                                          "(config.json, *.safetensors, tokenizer.json) or a GGUF file "
+                                                          "to start chatting."));
         m_empty_open->setVisible(!m_service.isLoading());
         m_center_stack->setCurrentIndex(0);
         return;

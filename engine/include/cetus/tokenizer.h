@@ -68,7 +68,8 @@ class Tokenizer {
     // (BOS/EOS names, add_bos_token, chat_template). Throws cetus::Error: Io when a file
     // cannot be read, BadFormat for malformed contents, Unsupported for valid files of a
     // kind we do not run (not byte-level BPE, unsupported normalizer or pre-tokenizer);
-    // messages name the file and the field.
+    // messages name the file and the field. A GGUF model (a .gguf file, or a folder whose
+    // only model file is one) uses the tokenizer.json beside it, else its own vocabulary.
     static Tokenizer load(const std::filesystem::path& model_dir);
     // The same from file contents; config_json may be empty. source names the files in errors.
     static Tokenizer from_json(std::string_view tokenizer_json, std::string_view config_json,

@@ -152,7 +152,10 @@ private:
     void runSearch();
     void editSettings();
     void showAbout();
+    // File > Open model: a GGUF file or a model folder's config.json; Model > Open model
+    // folder: a folder.
     void chooseAndOpenModel();
+    void chooseAndOpenModelFolder();
     void refreshContextMenu();
     // File > Open recent model: the local model folders loaded last (model/recent),
     // most recent first; a folder that is gone is shown but cannot be chosen.

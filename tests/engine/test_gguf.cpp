@@ -1,0 +1,383 @@
+// GGUF files (llama.cpp's format) against references made without Cetus code:
+// tests/data/gguf/make_gguf.py writes them with llama.cpp's `gguf` package (the
+// block formats dequantised by gguf.quants), from the golden fixtures whose logits
+// come from transformers; bad files are built here byte by byte.
+#include "cetus/engine.h"
+#include "cetus/error.h"
+#include "cetus/tokenizer.h"
+#include "config.h"
+#include "gguf.h"
+#include "safetensors.h"
+#include "weights.h"
+
+#include <QtTest>
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+namespace {
+
+const std::string k_data = CETUS_TEST_DATA;
+const std::string k_gguf = k_data + "/gguf";
+
+std::unique_ptr<cetus::Engine> load(const std::filesystem::path& p, bool fp8 = false) {
+    cetus::EngineOptions o;
+    o.model_dir = p;
+    o.device = cetus::Device::Cpu;
+    o.max_context = 128;
+    o.prefix_store_bytes = 0;
+    o.fp8_on_load = fp8;
+    return cetus::Engine::load(o);
+}
+
+std::vector<int32_t> ids_of(const cetus::TensorInfo& t) {
+    std::vector<int32_t> v(size_t(t.n_elements()));
+    std::memcpy(v.data(), t.data, v.size() * 4);
+    return v;
+}
+
+float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+    float m = 0.0f;
+    for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::fabs(a[i] - b[i]));
+    return m;
+}
+
+std::string read_bytes(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+// A GGUF image written field by field, for the bad-file cases.
+struct Writer {
+    std::string b;
+    void u32(uint32_t v) { b.append(reinterpret_cast<const char*>(&v), 4); }
+    void u64(uint64_t v) { b.append(reinterpret_cast<const char*>(&v), 8); }
+    void str(const std::string& s) {
+        u64(s.size());
+        b += s;
+    }
+    void kv_string(const std::string& k, const std::string& v) {
+        str(k);
+        u32(8);
+        str(v);
+    }
+    void pad(size_t a = 32) {
+        while (b.size() % a) b.push_back('\0');
+    }
+};
+
+struct Minimal {
+    uint32_t version = 3, type = 0, n_dims = 1;
+    uint64_t dim = 32, offset = 0, n_kv = 1, n_tensors = 1;
+    size_t data_bytes = 128;
+};
+
+std::string minimal(const Minimal& m) {
+    Writer w;
+    w.b = "GGUF";
+    w.u32(m.version);
+    w.u64(m.n_tensors);
+    w.u64(m.n_kv);
+    w.kv_string("general.architecture", "deepseek2");
+    w.str("t");
+    w.u32(m.n_dims);
+    for (uint32_t d = 0; d < m.n_dims; ++d) w.u64(m.dim);
+    w.u32(m.type);
+    w.u64(m.offset);
+    w.pad();
+    w.b.append(m.data_bytes, '\0');
+    return w.b;
+}
+
+// The message of the Error that parsing `bytes` throws; fails the test if none is thrown.
+QString parse_error(const std::string& bytes, cetus::ErrorCode* code = nullptr) {
+    try {
+        cetus::GgufFile f(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size(), "bad.gguf");
+    } catch (const cetus::Error& e) {
+        if (code) *code = e.code();
+        return QString::fromStdString(e.what());
+    }
+    return {};
+}
+
+}  // namespace
+
+class TestGguf : public QObject {
+    Q_OBJECT
+private slots:
+    // Every readable block format gives gguf.quants.dequantize's floats.
+    void dequantiseMatchesGgufPackage() {
+        const cetus::GgufFile f(k_gguf + "/dequant.gguf");
+        const cetus::SafetensorsFile expected(k_gguf + "/dequant.safetensors");
+        QCOMPARE(f.contents().tensors.size(), expected.tensors().size());
+        QCOMPARE(f.contents().tensors.size(), size_t(12));
+        for (const auto& t : f.contents().tensors) {
+            const cetus::TensorInfo* e = nullptr;
+            for (const auto& x : expected.tensors())
+                if (x.name == t.name) e = &x;
+            QVERIFY2(e != nullptr, t.name.c_str());
+            std::vector<float> got(size_t(t.n_elements)), want(size_t(t.n_elements));
+            QCOMPARE(e->n_elements(), t.n_elements);
+            std::memcpy(want.data(), e->data, want.size() * 4);
+            cetus::ggml_dequantize(t.type, t.data, got.data(), t.n_elements);
+            float scale = 0.0f;
+            for (float v : want) scale = std::max(scale, std::fabs(v));
+            const float err = max_abs_diff(got, want);
+            QVERIFY2(scale > 0.0f, t.name.c_str());
+            // One float rounding of the block's products at most.
+            QVERIFY2(err <= scale * 2e-7f, qPrintable(QString("%1: error %2 of %3").arg(t.name.c_str()).arg(err).arg(scale)));
+        }
+    }
+
+    // The converter's layout (k_b / v_b halves, stacked experts, F32) gives transformers'
+    // logits, bit for bit the logits of the checkpoint folder it came from.
+    void convertedModelMatchesItsCheckpoint() {
+        auto g = load(k_gguf + "/v2-greedy.gguf");
+        auto hf = load(k_data + "/golden/v2-greedy");
+        QCOMPARE(g->info().n_mtp_layers, int64_t(0));  // the converter drops the MTP layer
+        const cetus::SafetensorsFile golden(k_data + "/golden/v2-greedy/golden.safetensors");
+        int prompts = 0;
+        for (const auto& t : golden.tensors()) {
+            if (!t.name.ends_with(".ids")) continue;
+            const std::string p = t.name.substr(0, t.name.size() - 4);
+            const std::vector<int32_t> ids = ids_of(t);
+            const std::vector<float> a = g->logits(ids), b = hf->logits(ids);
+            QCOMPARE(a, b);
+            for (const auto& l : golden.tensors())
+                if (l.name == p + ".logits") {
+                    std::vector<float> want(size_t(l.n_elements()));
+                    std::memcpy(want.data(), l.data, want.size() * 4);
+                    QCOMPARE(want.size(), a.size());
+                    QVERIFY2(max_abs_diff(a, want) < 1e-4f, qPrintable(QString::number(max_abs_diff(a, want))));
+                }
+            ++prompts;
+        }
+        QVERIFY(prompts >= 3);
+    }
+
+    // Older files' single attn_kv_b, sigmoid routing with groups and the correction bias,
+    // and an MTP layer kept as blk.N.nextn.*: the same model as the folder, MTP included.
+    void olderLayoutWithMtp() {
+        // GGUF keeps one YaRN mscale: the twin folder says mscale = mscale_all_dim.
+        const QTemporaryDir dir;
+        const std::filesystem::path twin = dir.path().toStdString();
+        std::filesystem::copy_file(k_data + "/golden/v3-noaux/model.safetensors", twin / "model.safetensors");
+        auto config = nlohmann::json::parse(read_bytes(k_data + "/golden/v3-noaux/config.json"));
+        config["rope_scaling"]["mscale"] = config["rope_scaling"]["mscale_all_dim"];
+        std::ofstream(twin / "config.json") << config.dump();
+        auto g = load(k_gguf + "/v3-noaux.gguf");
+        auto hf = load(twin);
+        QCOMPARE(g->info().n_mtp_layers, int64_t(1));
+        const std::vector<int32_t> ids = {0, 5, 77, 300, 12, 9, 250, 41, 3, 3, 17};
+        QCOMPARE(g->logits(ids), hf->logits(ids));
+        cetus::GenerateRequest r;
+        r.prompt_ids = ids;
+        r.max_new_tokens = 24;
+        r.sampling.temperature = 0.0f;
+        r.mtp = true;
+        const auto a = g->generate(r), b = hf->generate(r);
+        QCOMPARE(a.ids, b.ids);
+        QVERIFY(a.mtp_used);
+        QVERIFY(a.stats.drafts_proposed > 0);
+        QCOMPARE(a.stats.drafts_accepted, b.stats.drafts_accepted);
+    }
+
+    // Block-quantised matrices expand to the values gguf.quants gives (as bfloat16): the
+    // model equals its twin folder (those matrices stored there as BF16) bit for bit, and
+    // differs from the unquantised one.
+    void quantisedModelMatchesItsTwin() {
+        {
+            // Tensor by tensor: same names, shapes, types and bytes once expanded.
+            cetus::WeightStore gs(k_gguf + "/v2-greedy-q.gguf"), ts(k_gguf + "/v2-greedy-q-twin");
+            QCOMPARE(gs.tensors().size(), ts.tensors().size());
+            for (const auto& [name, t] : ts.tensors()) {
+                QVERIFY2(gs.has(name), name.c_str());
+                const cetus::TensorInfo& g = gs.tensor(name);
+                QVERIFY2(g.shape == t.shape, name.c_str());
+                if (t.shape.size() == 1) {
+                    QVERIFY2(gs.vector(name, t.shape[0]) == ts.vector(name, t.shape[0]), name.c_str());
+                    continue;
+                }
+                const int64_t cols = t.shape.back(), rows = t.n_elements() / cols;
+                const cetus::Matrix a = gs.matrix(name, rows, cols), b = ts.matrix(name, rows, cols);
+                QVERIFY2(a.dtype == b.dtype, qPrintable(QString("%1: %2 against %3").arg(name.c_str(),
+                         cetus::dtype_name(a.dtype), cetus::dtype_name(b.dtype))));
+                QVERIFY2(std::memcmp(a.data, b.data, size_t(a.n_bytes())) == 0, name.c_str());
+            }
+        }
+        auto q = load(k_gguf + "/v2-greedy-q.gguf");
+        auto twin = load(k_gguf + "/v2-greedy-q-twin");
+        auto plain = load(k_gguf + "/v2-greedy.gguf");
+        const std::vector<int32_t> ids = {0, 17, 230, 5, 99, 101, 64, 2, 380, 7};
+        const auto a = q->logits(ids), b = twin->logits(ids), c = plain->logits(ids);
+        float scale = 0.0f;
+        for (float v : b) scale = std::max(scale, std::fabs(v));
+        QCOMPARE(a, b);
+        QVERIFY(max_abs_diff(a, c) > 1e-3f * scale);
+        // FP8 on load quantises the expanded matrices as it does the twin's: the same model.
+        auto fp8 = load(k_gguf + "/v2-greedy-q.gguf", true);
+        auto fp8_twin = load(k_gguf + "/v2-greedy-q-twin", true);
+        QVERIFY(fp8->info().weight_dtype != q->info().weight_dtype);
+        const auto d = fp8->logits(ids);
+        QCOMPARE(d, fp8_twin->logits(ids));
+        QVERIFY(d != a);
+    }
+
+    // The vocabulary in the file's metadata tokenizes as tokenizer.json does.
+    void tokenizerFromMetadata() {
+        const auto g = cetus::Tokenizer::load(k_gguf + "/v3-tokenizer.gguf");
+        const auto j = cetus::Tokenizer::load(k_data + "/tokenizer/deepseek-v3");
+        QCOMPARE(g.bos_id(), j.bos_id());
+        QCOMPARE(g.eos_id(), j.eos_id());
+        QCOMPARE(g.add_bos_token(), j.add_bos_token());
+        QCOMPARE(int(g.chat_template().family), int(j.chat_template().family));
+        const auto cases = nlohmann::json::parse(read_bytes(k_data + "/tokenizer/golden_v3.json"))["cases"];
+        QVERIFY(cases.size() > 400);
+        for (const auto& c : cases) {
+            const QByteArray text = QByteArray::fromBase64(QByteArray::fromStdString(c["bytes"].get<std::string>()));
+            const std::string_view s(text.constData(), size_t(text.size()));
+            const auto ids = g.encode(s, true);
+            QCOMPARE(ids, c["ids"].get<std::vector<int32_t>>());
+            QCOMPARE(g.encode(s, false), c["ids_plain"].get<std::vector<int32_t>>());
+            QCOMPARE(g.decode(ids), j.decode(ids));
+        }
+        const std::vector<cetus::ChatMessage> chat = {
+            {"system", "Be brief."}, {"user", "Hi <｜User｜> there"}, {"assistant", "Hello!"}, {"user", "2+2?"}};
+        QCOMPARE(g.encode_chat(chat, true), j.encode_chat(chat, true));
+    }
+
+    void badFilesGetClearErrors() {
+        QVERIFY(parse_error(minimal({})).isEmpty());  // the base case is valid
+        cetus::ErrorCode code{};
+        QVERIFY(parse_error("GGUX" + minimal({}).substr(4)).contains("not a GGUF file"));
+        QVERIFY(parse_error(minimal({.version = 1}), &code).contains("version 1"));
+        QCOMPARE(code, cetus::ErrorCode::Unsupported);
+        QVERIFY(parse_error(minimal({.version = 0x03000000}), &code).contains("big-endian"));
+        QVERIFY(parse_error(minimal({.version = 7})).contains("unknown GGUF version 7"));
+        QVERIFY(parse_error(minimal({.n_kv = uint64_t(1) << 40})).contains("metadata entries"));
+        QVERIFY(parse_error(minimal({.n_tensors = uint64_t(1) << 60})).contains("tensors, more than"));
+        QVERIFY(parse_error(minimal({.n_dims = 5})).contains("5 dimensions"));
+        QVERIFY(parse_error(minimal({.dim = 0})).contains("dimension 0 = 0"));
+        QVERIFY(parse_error(minimal({.offset = 8})).contains("not aligned"));
+        QVERIFY(parse_error(minimal({.offset = 1 << 20})).contains("ends past"));
+        QVERIFY(parse_error(minimal({.data_bytes = 100})).contains("ends past"));
+        QVERIFY(parse_error(minimal({.type = 16}), &code).contains("IQ2_XXS"));
+        QCOMPARE(code, cetus::ErrorCode::Unsupported);
+        QVERIFY(parse_error(minimal({.type = 200})).contains("type 200"));
+        QVERIFY(parse_error(minimal({.type = 8, .dim = 48})).contains("whole Q8_0 blocks"));
+        QVERIFY(parse_error(minimal({.n_dims = 4, .dim = uint64_t(1) << 20})).contains("too many elements"));
+        // Lengths that claim more than the file holds.
+        {
+            Writer w;
+            w.b = "GGUF";
+            w.u32(3);
+            w.u64(0);
+            w.u64(1);
+            w.u64(uint64_t(1) << 62);  // a key's length
+            w.b.append(64, 'k');
+            QVERIFY(parse_error(w.b).contains("more than a GGUF string may hold"));
+        }
+        {
+            Writer w;
+            w.b = "GGUF";
+            w.u32(3);
+            w.u64(0);
+            w.u64(1);
+            w.str("tokenizer.ggml.tokens");
+            w.u32(9);  // array
+            w.u32(8);  // of strings
+            w.u64(uint64_t(1) << 59);
+            w.b.append(64, 'k');
+            QVERIFY(parse_error(w.b).contains("does not fit"));
+        }
+        {
+            Writer w;
+            w.b = "GGUF";
+            w.u32(3);
+            w.u64(0);
+            w.u64(2);
+            w.kv_string("a", "x");
+            w.kv_string("a", "y");
+            QVERIFY(parse_error(w.b).contains("appears twice"));
+        }
+        {
+            Writer w;  // two tensors over the same bytes
+            w.b = "GGUF";
+            w.u32(3);
+            w.u64(2);
+            w.u64(0);
+            for (const char* n : {"a", "b"}) {
+                w.str(n);
+                w.u32(1);
+                w.u64(32);
+                w.u32(0);
+                w.u64(64);
+            }
+            w.pad();
+            w.b.append(256, '\0');
+            QVERIFY(parse_error(w.b).contains("overlap"));
+        }
+        // Every cut of a real file is refused, none crashes.
+        const std::string whole = read_bytes(k_gguf + "/v2-greedy-q.gguf");
+        QVERIFY(parse_error(whole).isEmpty());
+        for (size_t cut = 0; cut < whole.size(); cut += cut < 8192 ? 1 : 4099)
+            QVERIFY2(!parse_error(whole.substr(0, cut)).isEmpty(), qPrintable(QString::number(cut)));
+        // Random bytes flipped in the header: an error or a valid file, never a crash.
+        std::mt19937 rng(7);
+        for (int i = 0; i < 3000; ++i) {
+            std::string bad = whole.substr(0, 8192);
+            for (int k = 0; k < 4; ++k) bad[rng() % bad.size()] = char(rng());
+            parse_error(bad);
+        }
+    }
+
+    void modelLevelErrorsNameTheFile() {
+        const QTemporaryDir dir;
+        const std::string path = dir.path().toStdString() + "/llama.gguf";
+        {
+            Writer w;
+            w.b = "GGUF";
+            w.u32(3);
+            w.u64(0);
+            w.u64(1);
+            w.kv_string("general.architecture", "llama");
+            std::ofstream(path, std::ios::binary) << w.b;
+        }
+        try {
+            cetus::load_config(path);
+            QFAIL("a llama file loaded");
+        } catch (const cetus::Error& e) {
+            QVERIFY2(QString(e.what()).contains("llama.gguf") && QString(e.what()).contains("\"llama\""), e.what());
+        }
+        // A deepseek2 file without its head count.
+        std::string bytes = read_bytes(k_gguf + "/v2-greedy.gguf");
+        const std::string key = "deepseek2.attention.head_count";
+        const size_t at = bytes.find(key + std::string("\x04\0\0\0", 4));
+        QVERIFY(at != std::string::npos);
+        bytes[at + key.size() - 1] = 'X';  // renamed: deepseek2.attention.head_counX
+        const std::string renamed = dir.path().toStdString() + "/renamed.gguf";
+        std::ofstream(renamed, std::ios::binary) << bytes;
+        try {
+            load(renamed);
+            QFAIL("a file without its head count loaded");
+        } catch (const cetus::Error& e) {
+            QVERIFY2(QString(e.what()).contains("renamed.gguf") && QString(e.what()).contains(QString::fromStdString(key)),
+                     e.what());
+        }
+        // A folder whose only model file is a GGUF file loads it.
+        const QTemporaryDir folder;
+        std::filesystem::copy_file(k_gguf + "/v2-greedy.gguf", folder.path().toStdString() + "/model-f32.gguf");
+        auto e = load(folder.path().toStdString());
+        QCOMPARE(QString::fromStdString(e->info().name), QString("model-f32"));
+    }
+};
+
+QTEST_GUILESS_MAIN(TestGguf)
+#include "test_gguf.moc"
