@@ -6,6 +6,8 @@
 #include "config.h"
 #include "cuda_loader.h"
 #include "generator.h"
+#include "gguf.h"
+#include "host_memory.h"
 #include "kv_cache.h"
 #include "log.h"
 #include "model.h"
@@ -14,6 +16,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <fstream>
 
 #include <unistd.h>  // environ
@@ -166,10 +169,13 @@ static std::string model_files_identity(const std::filesystem::path& model_path)
     std::error_code ec;
     std::string s = "model folder " + fs::weakly_canonical(dir, ec).string() + "\n";
     std::vector<std::string> lines;
+    std::vector<std::string> gguf_names;  // the file, or every part of a split model
+    if (gguf)
+        for (const fs::path& p : gguf_part_paths(*gguf)) gguf_names.push_back(p.filename().string());
     for (fs::directory_iterator it(dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
         const std::string name = it->path().filename().string();
         // The weights and the config decide the rows; the tokenizer does not.
-        if (gguf ? name != gguf->filename().string()
+        if (gguf ? std::find(gguf_names.begin(), gguf_names.end(), name) == gguf_names.end()
                  : !(name.ends_with(".safetensors") || name == "config.json" || name.ends_with(".index.json")))
             continue;
         std::error_code size_ec, time_ec;
@@ -342,6 +348,22 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions& o, const LoadProgress&
     report(progress, 0.1f, "mapping weights");
     auto store = std::make_unique<WeightStore>(o.model_dir);
     store->set_fp8_on_load(o.fp8_on_load);
+    if (const uint64_t expand = store->expandable_bytes(); expand > 0) {
+        // Before anything is expanded: the host must hold the expansion (FP8: one byte a weight).
+        const uint64_t need = o.fp8_on_load ? expand / 2 : expand, avail = host_available_bytes();
+        auto gib = [](uint64_t b) {
+            char t[32];
+            std::snprintf(t, sizeof t, "%.1f GiB", double(b) / double(1ull << 30));
+            return std::string(t);
+        };
+        if (avail > 0 && need > avail)
+            throw Error(ErrorCode::OutOfMemory,
+                        store->source() + ": its block-quantised tensors expand to " + gib(need) +
+                            (o.fp8_on_load ? " as FP8" : " as BF16") + " in memory, " + gib(avail) + " are available" +
+                            (o.fp8_on_load ? std::string()
+                                           : "; FP8 weights need about half the memory (cetus-cli --fp8, or Model > "
+                                             "FP8 weights in the app)"));
+    }
     if (store->expandable_bytes() > 0)  // GGUF blocks expanded tensor by tensor (and then FP8)
         store->set_fp8_progress([&progress, fp8 = o.fp8_on_load](double f) {
             report(progress, 0.4f + 0.45f * float(f),
@@ -371,7 +393,7 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions& o, const LoadProgress&
     if (progress.report)
         upload.report = [&progress](float f, const std::string& stage) { progress.report(0.9f + 0.1f * f, stage); };
     e->make_backend(o, use_cuda, upload);
-    e->finish_init(gguf                          ? gguf->stem().string()
+    e->finish_init(gguf                          ? gguf_model_name(*gguf)
                    : o.model_dir.filename().empty() ? o.model_dir.parent_path().filename().string()
                                                     : o.model_dir.filename().string(),
                    o, o.prefix_cache_dir.empty() ? std::string() : model_files_identity(o.model_dir));

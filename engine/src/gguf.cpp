@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 
@@ -522,19 +523,109 @@ void ggml_dequantize(uint32_t type, const std::byte* src, float* dst, int64_t n)
 
 // ---- model paths ----
 
+namespace {
+
+// NAME-00002-of-00005.gguf: {NAME, 2, 5} (llama.cpp's gguf-split names); nothing otherwise.
+struct SplitName {
+    std::string prefix;
+    int no = 0, count = 0;
+};
+std::optional<SplitName> split_name(const std::filesystem::path& path) {
+    const std::string f = path.filename().string();
+    const std::string tail = "-00000-of-00000.gguf";
+    if (f.size() <= tail.size()) return std::nullopt;
+    const std::string t = f.substr(f.size() - tail.size());
+    for (size_t i = 0; i < tail.size(); ++i)
+        if (tail[i] == '0' ? !(t[i] >= '0' && t[i] <= '9') : t[i] != tail[i]) return std::nullopt;
+    SplitName n{f.substr(0, f.size() - tail.size()), std::stoi(t.substr(1, 5)), std::stoi(t.substr(10, 5))};
+    if (n.no < 1 || n.count < 1 || n.no > n.count) return std::nullopt;
+    return n;
+}
+
+std::filesystem::path part_path(const std::filesystem::path& dir, const SplitName& n, int no) {
+    char tail[32];
+    std::snprintf(tail, sizeof tail, "-%05d-of-%05d.gguf", no, n.count);
+    return dir / (n.prefix + tail);
+}
+
+}  // namespace
+
+std::vector<std::filesystem::path> gguf_part_paths(const std::filesystem::path& path) {
+    const auto n = split_name(path);
+    if (!n) return {path};
+    std::vector<std::filesystem::path> parts;
+    for (int i = 1; i <= n->count; ++i) parts.push_back(part_path(path.parent_path(), *n, i));
+    return parts;
+}
+
+std::string gguf_model_name(const std::filesystem::path& path) {
+    if (const auto n = split_name(path)) return n->prefix;
+    return path.stem().string();
+}
+
 std::optional<std::filesystem::path> gguf_model_file(const std::filesystem::path& model_path) {
     std::error_code ec;
     if (std::filesystem::is_regular_file(model_path, ec)) {
-        if (model_path.extension() == ".gguf") return model_path;
-        return std::nullopt;
+        if (model_path.extension() != ".gguf") return std::nullopt;
+        return gguf_part_paths(model_path).front();  // any part of a split model names its first
     }
     if (!std::filesystem::is_directory(model_path, ec) || std::filesystem::exists(model_path / "config.json", ec))
         return std::nullopt;
     std::vector<std::filesystem::path> found;
     for (const auto& e : std::filesystem::directory_iterator(model_path, ec))
         if (e.path().extension() == ".gguf" && e.is_regular_file(ec)) found.push_back(e.path());
-    if (found.size() == 1) return found.front();
-    return std::nullopt;
+    if (found.empty()) return std::nullopt;
+    // One file, or the parts of one split model.
+    const std::vector<std::filesystem::path> parts = gguf_part_paths(found.front());
+    if (found.size() != parts.size()) return std::nullopt;
+    for (const auto& f : found)
+        if (std::find(parts.begin(), parts.end(), f) == parts.end()) return std::nullopt;
+    return parts.front();
+}
+
+std::vector<std::unique_ptr<GgufFile>> gguf_open_parts(const std::filesystem::path& first_path) {
+    std::vector<std::unique_ptr<GgufFile>> parts;
+    parts.push_back(std::make_unique<GgufFile>(first_path));
+    const GgufFile& first = *parts.front();
+    const std::vector<std::filesystem::path> paths = gguf_part_paths(first_path);
+    auto unsigned_value = [](const GgufFile& f, const char* key) -> std::optional<uint64_t> {
+        const GgufValue* v = f.find(key);
+        if (!v) return std::nullopt;
+        if (v->type == GgufType::U8 || v->type == GgufType::U16 || v->type == GgufType::U32 || v->type == GgufType::U64)
+            return v->u;
+        if ((v->type == GgufType::I8 || v->type == GgufType::I16 || v->type == GgufType::I32 ||
+             v->type == GgufType::I64) && v->i >= 0)
+            return uint64_t(v->i);
+        throw Error(ErrorCode::BadFormat, f.source() + ": \"" + key + "\" is not a count");
+    };
+    const uint64_t count = unsigned_value(first, "split.count").value_or(1);
+    if (count != paths.size())
+        throw Error(ErrorCode::BadFormat,
+                    first.source() + ": the file says it is one of " + std::to_string(count) + " parts, its name says " +
+                        std::to_string(paths.size()) + " (parts are named NAME-00001-of-0000N.gguf, as gguf-split writes them)");
+    if (paths.front() != first_path)
+        throw Error(ErrorCode::BadFormat, first.source() + ": not the first part of its split model (" +
+                                              paths.front().string() + " is)");
+    for (size_t i = 1; i < paths.size(); ++i) {
+        std::error_code ec;
+        if (!std::filesystem::is_regular_file(paths[i], ec))
+            throw Error(ErrorCode::Io, paths[i].string() + ": part " + std::to_string(i + 1) + " of " +
+                                           std::to_string(paths.size()) + " of " + first_path.string() + " is missing");
+        parts.push_back(std::make_unique<GgufFile>(paths[i]));
+    }
+    uint64_t n_tensors = 0;
+    for (size_t i = 0; i < parts.size(); ++i) {
+        n_tensors += parts[i]->contents().tensors.size();
+        if (paths.size() == 1) break;
+        const auto no = unsigned_value(*parts[i], "split.no"), c = unsigned_value(*parts[i], "split.count");
+        if (no != i || c != paths.size())
+            throw Error(ErrorCode::BadFormat, parts[i]->source() + ": its split.no / split.count do not say part " +
+                                                  std::to_string(i + 1) + " of " + std::to_string(paths.size()));
+    }
+    if (const auto want = unsigned_value(first, "split.tensors.count"); want && *want != n_tensors)
+        throw Error(ErrorCode::BadFormat, first.source() + ": split.tensors.count says " + std::to_string(*want) +
+                                              " tensors, the parts hold " + std::to_string(n_tensors));
+    return parts;
 }
 
 // ---- metadata as config.json ----
@@ -705,7 +796,11 @@ std::string gguf_config_json(const GgufFile& f) {
     c["hidden_act"] = "silu";
     if (auto b = integer_or_none(f, "tokenizer.ggml.bos_token_id"); b) c["bos_token_id"] = *b;
     if (auto e = integer_or_none(f, "tokenizer.ggml.eos_token_id"); e) c["eos_token_id"] = *e;
-    return c.dump();
+    try {
+        return c.dump();
+    } catch (const nlohmann::json::exception&) {
+        throw Error(ErrorCode::BadFormat, f.source() + ": a text value of its metadata is not valid UTF-8");
+    }
 }
 
 // ---- the vocabulary as tokenizer.json ----
@@ -806,7 +901,11 @@ GgufTokenizerJson gguf_tokenizer_json(const GgufFile& f) {
     }
     const std::string chat = string_value(f, "tokenizer.chat_template");
     if (!chat.empty()) config["chat_template"] = chat;
-    return {t.dump(), config.dump()};
+    try {
+        return {t.dump(), config.dump()};
+    } catch (const nlohmann::json::exception&) {  // a token or the template that is not UTF-8
+        throw Error(ErrorCode::BadFormat, f.source() + ": the vocabulary or chat template is not valid UTF-8 text");
+    }
 }
 
 // ---- tensor names ----

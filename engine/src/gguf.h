@@ -97,8 +97,20 @@ private:
 void ggml_dequantize(uint32_t type, const std::byte* src, float* dst, int64_t n);
 
 // The GGUF file a model path names: the path itself when it is a .gguf file, or
-// the only .gguf file of a folder without config.json. Nothing otherwise.
+// the only .gguf file of a folder without config.json. A split model (llama.cpp's
+// gguf-split: NAME-00001-of-0000N.gguf ... NAME-0000N-of-0000N.gguf, the metadata in
+// the first) is named by its first part: given any part, or a folder of only its
+// parts. Nothing otherwise.
 std::optional<std::filesystem::path> gguf_model_file(const std::filesystem::path& model_path);
+// The files of the model whose (first) file is `path`, by name: {path} unless the name
+// is a split part's, else every part in order (existing or not).
+std::vector<std::filesystem::path> gguf_part_paths(const std::filesystem::path& path);
+// A model's name from its (first) file: the stem without a split part's "-00001-of-0000N".
+std::string gguf_model_name(const std::filesystem::path& path);
+// Opens every part of the model whose first file is first_path (one file unless it is
+// split), checking that each is there and that split.no, split.count and
+// split.tensors.count agree with the names. Throws Error naming the file.
+std::vector<std::unique_ptr<GgufFile>> gguf_open_parts(const std::filesystem::path& first_path);
 
 // config.json's text for a deepseek2 GGUF file (architecture doc section 2.5);
 // throws Error(BadConfig or Unsupported) for another architecture or a missing key.

@@ -326,10 +326,17 @@ void WeightStore::add_owned(const std::string& name, Dtype dtype, std::vector<in
 // ---- GGUF files ----
 
 void WeightStore::add_gguf(const std::filesystem::path& path) {
-    m_gguf = std::make_unique<GgufFile>(path);
+    m_gguf_parts = gguf_open_parts(path);
+    m_gguf = m_gguf_parts.front().get();
     m_source = path.string();
+    if (m_gguf_parts.size() > 1) m_source += " (and its other " + std::to_string(m_gguf_parts.size() - 1) + " parts)";
     std::map<std::string, std::pair<const GgufTensor*, const GgufTensor*>> kv_b;  // k_b, v_b by target name
-    for (const GgufTensor& t : m_gguf->contents().tensors) {
+    std::vector<std::pair<const GgufTensor*, const std::string*>> all;  // each with its part's path
+    for (const auto& part : m_gguf_parts)
+        for (const GgufTensor& t : part->contents().tensors) all.emplace_back(&t, &part->source());
+    for (const auto& [tp, file] : all) {
+        const GgufTensor& t = *tp;
+        m_part_source = *file;
         std::string name = gguf_checkpoint_name(t.name);
         if (name.empty()) name = t.name;  // not the architecture's: kept (and reported unused) under its own name
         std::vector<int64_t> shape = t.torch_shape();
@@ -392,7 +399,7 @@ void WeightStore::add_gguf_tensor(const std::string& name, const GgufTensor& t, 
     TensorInfo info;
     info.name = name;
     info.shape = std::move(shape);
-    info.file = m_source + " (" + t.name + ", " + ggml_type_name(t.type) + ")";
+    info.file = m_part_source + " (" + t.name + ", " + ggml_type_name(t.type) + ")";
     if (auto plain = gguf_plain_dtype(t.type)) {
         info.dtype = *plain;
         info.data = data;
@@ -416,7 +423,7 @@ void WeightStore::add_gguf_tensor(const std::string& name, const GgufTensor& t, 
         m_expand_total += info.n_bytes;
     }
     if (!m_tensors.emplace(name, std::move(info)).second)
-        throw Error(ErrorCode::BadFormat, m_source + ": two tensors give \"" + name + "\" (\"" + t.name + "\" is one)");
+        throw Error(ErrorCode::BadFormat, m_part_source + ": two tensors give \"" + name + "\" (\"" + t.name + "\" is one)");
 }
 
 void WeightStore::add_gguf_kv_b(const std::string& name, const GgufTensor& k, const GgufTensor& v) {

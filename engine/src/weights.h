@@ -66,7 +66,7 @@ public:
     // Bytes of block-quantised GGUF tensors still to expand (their BF16/F32 size).
     uint64_t expandable_bytes() const { return m_expand_total; }
     // The GGUF file the store reads, or null for safetensors and generated stores.
-    const GgufFile* gguf() const { return m_gguf.get(); }
+    const GgufFile* gguf() const { return m_gguf; }  // the first part of a split model
     bool fp8_on_load() const { return m_fp8_on_load; }
     // m (F32, BF16 or F16) as FP8 e4m3 with 128x128 block scales, the format of
     // DeepSeek-V3's FP8 checkpoints: scale_inv = amax(block) / 448 (1 for an all-zero
@@ -109,7 +109,9 @@ private:
     std::vector<std::unique_ptr<std::vector<float>>> m_scales;      // aligned FP8 scales
     bool m_fp8_on_load = false;
     std::function<void(double)> m_fp8_progress;
-    std::unique_ptr<GgufFile> m_gguf;
+    std::vector<std::unique_ptr<GgufFile>> m_gguf_parts;  // one unless the model is split
+    const GgufFile* m_gguf = nullptr;
+    std::string m_part_source;  // while adding a GGUF part's tensors: that file's path
     // GGUF tensors expanded on first use: the bytes they fill (as m_tensors describes them).
     std::unordered_map<std::string, std::function<void(std::byte*)>> m_pending;
     uint64_t m_expand_total = 0, m_expand_done = 0;

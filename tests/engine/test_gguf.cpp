@@ -7,6 +7,7 @@
 #include "cetus/tokenizer.h"
 #include "config.h"
 #include "gguf.h"
+#include "host_memory.h"
 #include "safetensors.h"
 #include "weights.h"
 
@@ -230,6 +231,43 @@ private slots:
         QVERIFY(d != a);
     }
 
+    // A model in parts (gguf-split's names and split.* keys): opened by its first part,
+    // any other part or its folder; the same model as the whole file. A missing part
+    // or a renamed one is refused by name.
+    void splitModel() {
+        const std::string dir = k_gguf + "/split", first = dir + "/v2-greedy-q-00001-of-00003.gguf";
+        auto whole = load(k_gguf + "/v2-greedy-q.gguf");
+        const std::vector<int32_t> ids = {0, 17, 230, 5, 99, 101, 64, 2, 380, 7};
+        const auto want = whole->logits(ids);
+        for (const std::string& p : {first, dir + "/v2-greedy-q-00003-of-00003.gguf", dir}) {
+            auto e = load(p);
+            QCOMPARE(e->logits(ids), want);
+            QCOMPARE(QString::fromStdString(e->info().name), QString("v2-greedy-q"));
+        }
+        auto error_of = [](const std::filesystem::path& p) {
+            try {
+                load(p);
+            } catch (const cetus::Error& e) {
+                return QString(e.what());
+            }
+            return QString();
+        };
+        const QTemporaryDir tmp;
+        const std::filesystem::path t = tmp.path().toStdString();
+        std::filesystem::copy_file(first, t / "v2-greedy-q-00001-of-00003.gguf");
+        std::filesystem::copy_file(dir + "/v2-greedy-q-00002-of-00003.gguf", t / "v2-greedy-q-00002-of-00003.gguf");
+        QString m = error_of(t / "v2-greedy-q-00001-of-00003.gguf");
+        QVERIFY2(m.contains("v2-greedy-q-00003-of-00003.gguf") && m.contains("part 3 of 3") && m.contains("missing"),
+                 qPrintable(m));
+        std::filesystem::copy_file(first, t / "renamed.gguf");
+        m = error_of(t / "renamed.gguf");
+        QVERIFY2(m.contains("renamed.gguf") && m.contains("one of 3 parts"), qPrintable(m));
+        // Part 2 under part 3's name: its split.no says otherwise.
+        std::filesystem::copy_file(dir + "/v2-greedy-q-00002-of-00003.gguf", t / "v2-greedy-q-00003-of-00003.gguf");
+        m = error_of(t / "v2-greedy-q-00001-of-00003.gguf");
+        QVERIFY2(m.contains("v2-greedy-q-00003-of-00003.gguf") && m.contains("part 3 of 3"), qPrintable(m));
+    }
+
     // The vocabulary in the file's metadata tokenizes as tokenizer.json does.
     void tokenizerFromMetadata() {
         const auto g = cetus::Tokenizer::load(k_gguf + "/v3-tokenizer.gguf");
@@ -251,6 +289,22 @@ private slots:
         const std::vector<cetus::ChatMessage> chat = {
             {"system", "Be brief."}, {"user", "Hi <｜User｜> there"}, {"assistant", "Hello!"}, {"user", "2+2?"}};
         QCOMPARE(g.encode_chat(chat, true), j.encode_chat(chat, true));
+
+        // A token that is not UTF-8 (found by fuzz_gguf): a clear error, not an escape.
+        std::string bytes = read_bytes(k_gguf + "/v3-tokenizer.gguf");
+        const std::string token = std::string("\x06\0\0\0\0\0\0\0", 8) + "Ġthe";  // "Ġthe", 6 bytes
+        const size_t at = bytes.find(token);
+        QVERIFY(at != std::string::npos);
+        bytes[at + 8 + 2] = '\xff';
+        const QTemporaryDir dir;
+        const std::string path = dir.path().toStdString() + "/bad-token.gguf";
+        std::ofstream(path, std::ios::binary) << bytes;
+        try {
+            cetus::Tokenizer::load(path);
+            QFAIL("a vocabulary with a byte 0xFF loaded");
+        } catch (const cetus::Error& e) {
+            QVERIFY2(QString(e.what()).contains("bad-token.gguf") && QString(e.what()).contains("UTF-8"), e.what());
+        }
     }
 
     void badFilesGetClearErrors() {
@@ -335,6 +389,56 @@ private slots:
             std::string bad = whole.substr(0, 8192);
             for (int k = 0; k < 4; ++k) bad[rng() % bad.size()] = char(rng());
             parse_error(bad);
+        }
+    }
+
+    // A file whose blocks would expand past the host's memory is refused before anything
+    // is expanded, with the sizes (and FP8's half when that is not asked for yet). The file
+    // is v2-greedy-q.gguf with its output head moved past the data and made taller: sparse,
+    // so it costs no disk.
+    void expansionPastMemoryIsRefusedFirst() {
+        const uint64_t avail = cetus::host_available_bytes();
+        if (avail == 0) QSKIP("MemAvailable is unknown here");
+        std::string bytes = read_bytes(k_gguf + "/v2-greedy-q.gguf");
+        const cetus::GgufFile f(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size(), "q");
+        const cetus::GgufTensor* head = nullptr;
+        uint64_t data_start = 0, data_end = 0;
+        for (const auto& t : f.contents().tensors) {
+            const uint64_t at = uint64_t(t.data - reinterpret_cast<const std::byte*>(bytes.data()));
+            data_start = at - t.offset;
+            data_end = std::max(data_end, t.offset + t.n_bytes);
+            if (t.name == "output.weight") head = &t;
+        }
+        QVERIFY(head && head->type == 2 && head->ne.size() == 2);  // Q4_0 [vocab, hidden]
+        const uint64_t row_bf16 = uint64_t(head->ne[0]) * 2, row_q = uint64_t(head->ne[0]) / 32 * 18;
+        const uint64_t rows = avail * 5 / 2 / row_bf16 + 1;  // 2.5 x the memory as BF16
+        const uint64_t offset = (data_end + 31) / 32 * 32;
+        std::string name_field(8, '\0');
+        name_field[0] = char(head->name.size());
+        name_field += head->name;
+        const size_t at = bytes.find(name_field);
+        QVERIFY(at != std::string::npos);
+        const size_t dims = at + name_field.size() + 4;  // after n_dims
+        std::memcpy(&bytes[dims + 8], &rows, 8);          // ne[1]
+        std::memcpy(&bytes[dims + 16 + 4], &offset, 8);   // after the type
+        const QTemporaryDir dir;
+        const std::filesystem::path path = dir.path().toStdString() + "/tall-head.gguf";
+        std::ofstream(path, std::ios::binary) << bytes;
+        std::error_code ec;
+        std::filesystem::resize_file(path, data_start + offset + rows * row_q, ec);
+        if (ec) QSKIP(qPrintable(QString("no sparse file of that size here: %1").arg(ec.message().c_str())));
+        for (const bool fp8 : {false, true}) {
+            try {
+                load(path, fp8);
+                QFAIL("a model larger than the memory loaded");
+            } catch (const cetus::Error& e) {
+                const QString m = e.what();
+                QCOMPARE(e.code(), cetus::ErrorCode::OutOfMemory);
+                QVERIFY2(m.contains("tall-head.gguf") && m.contains("are available") &&
+                             m.contains(fp8 ? "as FP8" : "as BF16") &&
+                             m.contains("FP8 weights need about half the memory") == !fp8,
+                         qPrintable(m));
+            }
         }
     }
 

@@ -14,6 +14,8 @@
   Q5_0, Q5_1, quantised by gguf), and v2-greedy-q-twin/: the same weights as
   gguf.quants.dequantize gives them, rounded to bfloat16 (what the engine expands
   them to), in a safetensors folder.
+- split/v2-greedy-q-0000{1,2,3}-of-00003.gguf: v2-greedy-q.gguf in three parts
+  (gguf's split writer, as llama.cpp's gguf-split names and marks them).
 - dequant.gguf / dequant.safetensors: one tensor per readable ggml type with
   random blocks (scales kept finite), and gguf.quants.dequantize's floats.
 - v3-tokenizer.gguf: DeepSeek-V3's vocabulary (tests/data/tokenizer/deepseek-v3)
@@ -174,11 +176,13 @@ def save_mixed(tensors: dict, bf16: set, path: Path):
             f.write(b)
 
 
-def convert(case: str, out_name: str, nextn: int, mla_split: bool, quant: dict | None = None, twin: str | None = None):
+def convert(case: str, out_name: str, nextn: int, mla_split: bool, quant: dict | None = None, twin: str | None = None,
+            split_max_tensors: int = 0):
     src = GOLDEN / case
     c = json.loads((src / "config.json").read_text())
     w8 = load_file(src / "model.safetensors")
-    w = gguf.GGUFWriter(OUT / out_name, "deepseek2")
+    (OUT / out_name).parent.mkdir(exist_ok=True)
+    w = gguf.GGUFWriter(OUT / out_name, "deepseek2", split_max_tensors=split_max_tensors)
     write_config(w, c, nextn, mla_split)
     twin_tensors = {}
     quantised = set()
@@ -465,6 +469,10 @@ def bench_model(path: Path, kind: str):
     w.close()
 
 
+V2_QUANT = {"attn_q.": Q.Q8_0, "attn_kv_a_mqa": Q.Q5_1, "attn_output": Q.Q4_1, "ffn_gate": Q.Q4_0,
+            "ffn_up": Q.Q5_0, "ffn_down": Q.Q8_0, "token_embd": Q.Q8_0, "output.": Q.Q4_0, "attn_v_b": Q.Q8_0}
+
+
 def main():
     if len(sys.argv) == 4 and sys.argv[1] == "--bench":
         bench_model(Path(sys.argv[3]), sys.argv[2])
@@ -472,11 +480,9 @@ def main():
     OUT.mkdir(exist_ok=True)
     convert("v2-greedy", "v2-greedy.gguf", nextn=0, mla_split=True)
     convert("v3-noaux", "v3-noaux.gguf", nextn=1, mla_split=False)
-    convert("v2-greedy", "v2-greedy-q.gguf", nextn=0, mla_split=True,
-            quant={"attn_q.": Q.Q8_0, "attn_kv_a_mqa": Q.Q5_1, "attn_output": Q.Q4_1, "ffn_gate": Q.Q4_0,
-                   "ffn_up": Q.Q5_0, "ffn_down": Q.Q8_0, "token_embd": Q.Q8_0, "output.": Q.Q4_0,
-                   "attn_v_b": Q.Q8_0},
-            twin="v2-greedy-q-twin")
+    convert("v2-greedy", "v2-greedy-q.gguf", nextn=0, mla_split=True, quant=V2_QUANT, twin="v2-greedy-q-twin")
+    # The same in three parts, as gguf-split writes a model too large for one file.
+    convert("v2-greedy", "split/v2-greedy-q.gguf", nextn=0, mla_split=True, quant=V2_QUANT, split_max_tensors=20)
     dequant_fixture()
     tokenizer_fixture()
     fuzz_seeds()
