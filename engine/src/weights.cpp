@@ -362,6 +362,8 @@ void WeightStore::add_gguf(const std::filesystem::path& path) {
         add_gguf_tensor(name, t, std::move(shape), t.data, t.n_elements);
     }
     for (const auto& [target, pair] : kv_b) {
+        // Some converters keep attn_kv_b beside its halves: the same weights, used as they are.
+        if (m_tensors.count(target)) continue;
         const auto& [k, v] = pair;
         if (k == nullptr || v == nullptr)
             throw Error(ErrorCode::MissingTensor, m_source + ": \"" + (k ? k->name : v->name) +

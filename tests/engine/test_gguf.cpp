@@ -161,6 +161,10 @@ private slots:
             ++prompts;
         }
         QVERIFY(prompts >= 3);
+        // attn_kv_b kept beside its halves (ik_llama.cpp's files): the same model.
+        auto both = load(k_gguf + "/v2-greedy-both.gguf");
+        const std::vector<int32_t> ids = {0, 17, 230, 5, 99, 101, 64, 2, 380, 7};
+        QCOMPARE(both->logits(ids), g->logits(ids));
     }
 
     // Older files' single attn_kv_b, sigmoid routing with groups and the correction bias,

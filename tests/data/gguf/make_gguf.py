@@ -6,6 +6,7 @@
   DeepSeek model (architecture deepseek2, F32): kv_b_proj split into attn_k_b
   (transposed per head) and attn_v_b, the routed experts stacked, no MTP layer.
   The engine must give transformers' logits of golden.safetensors.
+- v2-greedy-both.gguf: v2-greedy.gguf with attn_kv_b kept beside attn_k_b / attn_v_b.
 - v3-noaux.gguf: tests/data/golden/v3-noaux with the older single attn_kv_b, its
   MTP layer kept as blk.3.nextn.* (nextn_predict_layers = 1), sigmoid gating with
   the correction bias and expert groups. GGUF keeps one YaRN mscale, so its twin
@@ -138,7 +139,8 @@ def gguf_tensors(c: dict, w8: dict, nextn: int, mla_split: bool):
                 kv = t.reshape(h, dn + dv, t.shape[-1])
                 out.append((f"blk.{l}.attn_k_b.weight", np.ascontiguousarray(kv[:, :dn, :].transpose(0, 2, 1))))
                 out.append((f"blk.{l}.attn_v_b.weight", np.ascontiguousarray(kv[:, dn:, :])))
-                continue
+                if mla_split != "both":
+                    continue
             out.append((f"blk.{l}.{BLOCK[n]}", t))
         if any(".experts.0." in n for n in names):
             for proj, g in (("gate_proj", "ffn_gate_exps"), ("up_proj", "ffn_up_exps"), ("down_proj", "ffn_down_exps")):
@@ -481,6 +483,8 @@ def main():
     convert("v2-greedy", "v2-greedy.gguf", nextn=0, mla_split=True)
     convert("v3-noaux", "v3-noaux.gguf", nextn=1, mla_split=False)
     convert("v2-greedy", "v2-greedy-q.gguf", nextn=0, mla_split=True, quant=V2_QUANT, twin="v2-greedy-q-twin")
+    # Both forms of kv_b_proj, as some converters (ik_llama.cpp's) keep attn_kv_b beside the halves.
+    convert("v2-greedy", "v2-greedy-both.gguf", nextn=0, mla_split="both")
     # The same in three parts, as gguf-split writes a model too large for one file.
     convert("v2-greedy", "split/v2-greedy-q.gguf", nextn=0, mla_split=True, quant=V2_QUANT, split_max_tensors=20)
     dequant_fixture()
