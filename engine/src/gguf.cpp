@@ -342,30 +342,22 @@ void block_q4_1(const std::byte* b, float* y) {
         y[j + 16] = float(u8(qs + j) >> 4) * d + m;
     }
 }
-void block_q5_0(const std::byte* b, float* y) {
-    const float d = f16(b);
+// Q5_0 / Q5_1: 32 five-bit codes, the low nibbles in qs, the fifth bits in qh
+// (element j's at bit j). Q5_0: y = (code - 16) * d; Q5_1: y = code * d + m (no "+ 0"
+// for Q5_0: a zero keeps its sign, as ggml's).
+template <bool Min>
+void q5_codes(const std::byte* qh_at, const std::byte* qs, float d, float m, float* y) {
     uint32_t qh;
-    std::memcpy(&qh, b + 2, 4);
-    const std::byte* qs = b + 6;
+    std::memcpy(&qh, qh_at, 4);
     for (int j = 0; j < 16; ++j) {
         const int x0 = int((u8(qs + j) & 0xF) | (((qh >> j) & 1u) << 4));
         const int x1 = int((u8(qs + j) >> 4) | (((qh >> (j + 16)) & 1u) << 4));
-        y[j] = float(x0 - 16) * d;
-        y[j + 16] = float(x1 - 16) * d;
+        y[j] = Min ? float(x0) * d + m : float(x0 - 16) * d;
+        y[j + 16] = Min ? float(x1) * d + m : float(x1 - 16) * d;
     }
 }
-void block_q5_1(const std::byte* b, float* y) {
-    const float d = f16(b), m = f16(b + 2);
-    uint32_t qh;
-    std::memcpy(&qh, b + 4, 4);
-    const std::byte* qs = b + 8;
-    for (int j = 0; j < 16; ++j) {
-        const int x0 = int((u8(qs + j) & 0xF) | (((qh >> j) & 1u) << 4));
-        const int x1 = int((u8(qs + j) >> 4) | (((qh >> (j + 16)) & 1u) << 4));
-        y[j] = float(x0) * d + m;
-        y[j + 16] = float(x1) * d + m;
-    }
-}
+void block_q5_0(const std::byte* b, float* y) { q5_codes<false>(b + 2, b + 6, f16(b), 0.0f, y); }
+void block_q5_1(const std::byte* b, float* y) { q5_codes<true>(b + 4, b + 8, f16(b), f16(b + 2), y); }
 void block_q8_0(const std::byte* b, float* y) {
     const float d = f16(b);
     for (int j = 0; j < 32; ++j) y[j] = float(int8_t(u8(b + 2 + j))) * d;
@@ -417,17 +409,24 @@ void block_q3_k(const std::byte* b, float* y) {
         q += 32;
     }
 }
+// Sub-blocks is and is + 1 of a Q4_K / Q5_K block: their scales and minima.
+void scales_k4_pair(int is, const std::byte* sc, float d, float dmin, float& d1, float& m1, float& d2, float& m2) {
+    uint8_t s, m;
+    scale_min_k4(is, sc, s, m);
+    d1 = d * float(s);
+    m1 = dmin * float(m);
+    scale_min_k4(is + 1, sc, s, m);
+    d2 = d * float(s);
+    m2 = dmin * float(m);
+}
 // Q4_K: d, dmin, scales[12], qs[128].
 void block_q4_k(const std::byte* b, float* y) {
     const float d = f16(b), dmin = f16(b + 2);
     const std::byte* sc = b + 4;
     const std::byte* q = b + 16;
     for (int j = 0, is = 0; j < 256; j += 64, is += 2) {
-        uint8_t s, m;
-        scale_min_k4(is, sc, s, m);
-        const float d1 = d * float(s), m1 = dmin * float(m);
-        scale_min_k4(is + 1, sc, s, m);
-        const float d2 = d * float(s), m2 = dmin * float(m);
+        float d1, m1, d2, m2;
+        scales_k4_pair(is, sc, d, dmin, d1, m1, d2, m2);
         for (int l = 0; l < 32; ++l) *y++ = d1 * float(u8(q + l) & 0xF) - m1;
         for (int l = 0; l < 32; ++l) *y++ = d2 * float(u8(q + l) >> 4) - m2;
         q += 32;
@@ -441,11 +440,8 @@ void block_q5_k(const std::byte* b, float* y) {
     const std::byte* ql = b + 48;
     uint8_t u1 = 1, u2 = 2;
     for (int j = 0, is = 0; j < 256; j += 64, is += 2) {
-        uint8_t s, m;
-        scale_min_k4(is, sc, s, m);
-        const float d1 = d * float(s), m1 = dmin * float(m);
-        scale_min_k4(is + 1, sc, s, m);
-        const float d2 = d * float(s), m2 = dmin * float(m);
+        float d1, m1, d2, m2;
+        scales_k4_pair(is, sc, d, dmin, d1, m1, d2, m2);
         for (int l = 0; l < 32; ++l) *y++ = d1 * float((u8(ql + l) & 0xF) + ((u8(qh + l) & u1) ? 16 : 0)) - m1;
         for (int l = 0; l < 32; ++l) *y++ = d2 * float((u8(ql + l) >> 4) + ((u8(qh + l) & u2) ? 16 : 0)) - m2;
         ql += 32;
@@ -842,18 +838,18 @@ GgufTokenizerJson gguf_tokenizer_json(const GgufFile& f) {
                              types->numbers.size() != tokens.strings.size()))
         throw Error(ErrorCode::BadFormat, f.source() + ": tokenizer.ggml.token_type must be one number per token (" +
                                               std::to_string(tokens.strings.size()) + ")");
-    json vocab = json::object();
+    // An ordered_json object searches linearly: the vocabulary (~130 K tokens) goes in a map.
+    nlohmann::json vocab = nlohmann::json::object();
     json added = json::array();
     for (size_t i = 0; i < tokens.strings.size(); ++i) {
         const int type = types != nullptr ? int(types->numbers[i]) : 1;
         const std::string& text = tokens.strings[i];
         switch (type) {
         case 1:  // normal
-            if (vocab.contains(text))
+            if (const auto [it, fresh] = vocab.emplace(text, int64_t(i)); !fresh)
                 throw Error(ErrorCode::BadFormat, f.source() + ": token " + std::to_string(i) +
                                                       " repeats the text of token " +
-                                                      std::to_string(vocab[text].get<int64_t>()));
-            vocab[text] = int64_t(i);
+                                                      std::to_string(it->get<int64_t>()));
             break;
         case 3:  // control
         case 4:  // user-defined

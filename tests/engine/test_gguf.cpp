@@ -69,6 +69,15 @@ struct Writer {
         u32(8);
         str(v);
     }
+    // "GGUF", version 3 and the two counts.
+    static Writer header(uint64_t n_tensors, uint64_t n_kv) {
+        Writer w;
+        w.b = "GGUF";
+        w.u32(3);
+        w.u64(n_tensors);
+        w.u64(n_kv);
+        return w;
+    }
     void pad(size_t a = 32) {
         while (b.size() % a) b.push_back('\0');
     }
@@ -333,21 +342,13 @@ private slots:
         QVERIFY(parse_error(minimal({.n_dims = 4, .dim = uint64_t(1) << 20})).contains("too many elements"));
         // Lengths that claim more than the file holds.
         {
-            Writer w;
-            w.b = "GGUF";
-            w.u32(3);
-            w.u64(0);
-            w.u64(1);
+            Writer w = Writer::header(0, 1);
             w.u64(uint64_t(1) << 62);  // a key's length
             w.b.append(64, 'k');
             QVERIFY(parse_error(w.b).contains("more than a GGUF string may hold"));
         }
         {
-            Writer w;
-            w.b = "GGUF";
-            w.u32(3);
-            w.u64(0);
-            w.u64(1);
+            Writer w = Writer::header(0, 1);
             w.str("tokenizer.ggml.tokens");
             w.u32(9);  // array
             w.u32(8);  // of strings
@@ -356,21 +357,13 @@ private slots:
             QVERIFY(parse_error(w.b).contains("does not fit"));
         }
         {
-            Writer w;
-            w.b = "GGUF";
-            w.u32(3);
-            w.u64(0);
-            w.u64(2);
+            Writer w = Writer::header(0, 2);
             w.kv_string("a", "x");
             w.kv_string("a", "y");
             QVERIFY(parse_error(w.b).contains("appears twice"));
         }
         {
-            Writer w;  // two tensors over the same bytes
-            w.b = "GGUF";
-            w.u32(3);
-            w.u64(2);
-            w.u64(0);
+            Writer w = Writer::header(2, 0);  // two tensors over the same bytes
             for (const char* n : {"a", "b"}) {
                 w.str(n);
                 w.u32(1);
@@ -450,11 +443,7 @@ private slots:
         const QTemporaryDir dir;
         const std::string path = dir.path().toStdString() + "/llama.gguf";
         {
-            Writer w;
-            w.b = "GGUF";
-            w.u32(3);
-            w.u64(0);
-            w.u64(1);
+            Writer w = Writer::header(0, 1);
             w.kv_string("general.architecture", "llama");
             std::ofstream(path, std::ios::binary) << w.b;
         }
