@@ -152,6 +152,14 @@ std::string describe_dtypes(const WeightStore& store) {
         if (!s.empty()) s += " + ";
         s += d == Dtype::F8_E4M3 ? "FP8 e4m3 (128x128 blocks)" : dtype_name(d);
     }
+    if (!store.gguf_expanded_types().empty()) {
+        s += ", expanded from GGUF ";
+        bool first = true;
+        for (const std::string& t : store.gguf_expanded_types()) {
+            s += (first ? "" : "/") + t;
+            first = false;
+        }
+    }
     if (store.quantised_on_load()) s += ", FP8 quantised on load";
     return s;
 }

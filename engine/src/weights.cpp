@@ -412,6 +412,7 @@ void WeightStore::add_gguf_tensor(const std::string& name, const GgufTensor& t, 
         info.n_bytes = uint64_t(n) * dtype_size(info.dtype);
         const uint32_t type = t.type;
         const Dtype to = info.dtype;
+        m_expanded_types.insert(ggml_type_name(type));
         m_pending[name] = [type, data, n, to](std::byte* out) {
             const int64_t block = ggml_type_info(type)->block, bytes = ggml_type_info(type)->bytes;
             const int64_t chunk = int64_t(1) << 20;  // a multiple of every block size
@@ -451,6 +452,8 @@ void WeightStore::add_gguf_kv_b(const std::string& name, const GgufTensor& k, co
     // Else through float: F32 when a half is F32 or F16 (kept exact), BF16 otherwise.
     const auto wide = [](std::optional<Dtype> d) { return d && (*d == Dtype::F32 || *d == Dtype::F16); };
     info.dtype = raw ? *pk : wide(pk) || wide(pv) ? Dtype::F32 : Dtype::BF16;
+    for (const GgufTensor* half : {&k, &v})
+        if (!gguf_plain_dtype(half->type)) m_expanded_types.insert(ggml_type_name(half->type));
     info.n_bytes = uint64_t(info.shape[0] * d_c) * dtype_size(info.dtype);
     const GgufTensor* kp = &k;
     const GgufTensor* vp = &v;

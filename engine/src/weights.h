@@ -13,6 +13,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -67,6 +68,8 @@ public:
     uint64_t expandable_bytes() const { return m_expand_total; }
     // The GGUF file the store reads, or null for safetensors and generated stores.
     const GgufFile* gguf() const { return m_gguf; }  // the first part of a split model
+    // The GGUF block types expanded (or to be expanded) on load, e.g. {"Q4_K", "Q6_K"}.
+    const std::set<std::string>& gguf_expanded_types() const { return m_expanded_types; }
     bool fp8_on_load() const { return m_fp8_on_load; }
     // m (F32, BF16 or F16) as FP8 e4m3 with 128x128 block scales, the format of
     // DeepSeek-V3's FP8 checkpoints: scale_inv = amax(block) / 448 (1 for an all-zero
@@ -111,6 +114,7 @@ private:
     std::function<void(double)> m_fp8_progress;
     std::vector<std::unique_ptr<GgufFile>> m_gguf_parts;  // one unless the model is split
     const GgufFile* m_gguf = nullptr;
+    std::set<std::string> m_expanded_types;
     std::string m_part_source;  // while adding a GGUF part's tensors: that file's path
     // GGUF tensors expanded on first use: the bytes they fill (as m_tensors describes them).
     std::unordered_map<std::string, std::function<void(std::byte*)>> m_pending;

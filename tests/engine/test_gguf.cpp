@@ -231,6 +231,9 @@ private slots:
         auto plain = load(k_gguf + "/v2-greedy.gguf");
         const std::vector<int32_t> ids = {0, 17, 230, 5, 99, 101, 64, 2, 380, 7};
         const auto a = q->logits(ids), b = twin->logits(ids), c = plain->logits(ids);
+        QCOMPARE(QString::fromStdString(q->info().weight_dtype),
+                 QString("BF16 + F32, expanded from GGUF Q4_0/Q4_1/Q5_0/Q5_1/Q8_0"));
+        QCOMPARE(QString::fromStdString(plain->info().weight_dtype), QString("F32"));
         float scale = 0.0f;
         for (float v : b) scale = std::max(scale, std::fabs(v));
         QCOMPARE(a, b);
