@@ -222,8 +222,9 @@ int64_t Generator::reuse_prefix(const std::vector<int32_t>& ids, bool* restored,
 std::vector<int32_t> Generator::prompt_ids(const GenerateRequest& r) const {
     if (r.messages.empty()) return r.prompt_ids;
     if (!m_tokenizer)
-        throw Error(ErrorCode::BadRequest, "this model folder has no tokenizer.json, so chat messages cannot be "
-                                           "tokenized; pass token ids instead");
+        throw Error(ErrorCode::BadRequest,
+                    "this model has no tokenizer (a folder without tokenizer.json, or a GGUF file without a "
+                    "vocabulary and none beside it), so chat messages cannot be tokenized; pass token ids instead");
     return m_tokenizer->encode_chat(r.messages, !r.continue_final_message, r.continue_final_message);
 }
 

@@ -213,6 +213,27 @@ void TestMainWindowE2e::loadModelAndRejectBadFolder() {
     QVERIFY(m_service->hasModel());
     QCOMPARE(QSettings().value(QStringLiteral("model/lastDir")).toString(), m_model_dir);
     shot(QStringLiteral("02-bad-folder"));
+
+    // A GGUF file: without a vocabulary it cannot chat (and says what to add); with the
+    // model's tokenizer.json beside it, it loads and is remembered as the file.
+    const QString gguf_dir = m_dir.filePath(QStringLiteral("gguf"));
+    QVERIFY(QDir().mkpath(gguf_dir));
+    const QString gguf = gguf_dir + QStringLiteral("/tiny-v3.gguf");
+    QVERIFY(QFile::copy(QStringLiteral(CETUS_TEST_DATA "/gguf/v3-noaux.gguf"), gguf));
+    m_window->openModel(gguf);
+    QVERIFY(failed.wait(30000));
+    QVERIFY2(m_window->banner()->text().contains(QStringLiteral("holds no vocabulary")), qPrintable(m_window->banner()->text()));
+    QVERIFY(m_service->hasModel());
+    for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
+        QVERIFY(QFile::copy(QStringLiteral(CETUS_TEST_DATA "/ui/") + f, gguf_dir + "/" + f));
+    m_window->openModel(gguf);
+    QVERIFY(loaded.wait(60000));
+    QCOMPARE(loaded.last().first().value<ModelDescription>().name, QStringLiteral("tiny-v3"));
+    QCOMPARE(QSettings().value(QStringLiteral("model/lastDir")).toString(), gguf);
+    QVERIFY(m_window->sendButton()->isEnabled());
+    m_window->openModel(m_model_dir);  // the folder again, for the tests that follow
+    QVERIFY(loaded.wait(60000));
+    QCOMPARE(QSettings().value(QStringLiteral("model/lastDir")).toString(), m_model_dir);
 }
 
 // The composer's count comes from the model's own tokenizer on the worker: the UI tests'

@@ -141,7 +141,12 @@ void EngineWorker::load(const LoadRequest& request, std::shared_ptr<std::atomic<
     try {
         auto engine = cetus::Engine::load(options, progress);
         if (!engine->tokenizer()) {
-            emit loadFailed(tr("%1 has weights but no tokenizer.json, so it cannot chat.").arg(request.model_dir), false);
+            emit loadFailed(request.model_dir.endsWith(QStringLiteral(".gguf"), Qt::CaseInsensitive)
+                                ? tr("%1 holds no vocabulary, so it cannot chat; put the model's tokenizer.json "
+                                     "(and tokenizer_config.json) beside it.")
+                                      .arg(request.model_dir)
+                                : tr("%1 has weights but no tokenizer.json, so it cannot chat.").arg(request.model_dir),
+                            false);
             return;
         }
         m_engine = std::move(engine);  // the previous model goes only now that the new one is in
