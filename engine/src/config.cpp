@@ -266,8 +266,10 @@ ModelConfig parse_config(const std::string& text, const std::string& source) {
 
 ModelConfig load_config(const std::filesystem::path& model_dir) {
     if (auto gguf = gguf_model_file(model_dir)) {
-        const GgufFile f(*gguf);
-        return parse_config(gguf_config_json(f), gguf->string() + " (its metadata as config.json)");
+        const auto parts = gguf_open_parts(*gguf);
+        std::vector<const GgufFile*> others;
+        for (size_t i = 1; i < parts.size(); ++i) others.push_back(parts[i].get());
+        return parse_config(gguf_config_json(*parts.front(), others), gguf->string() + " (its metadata as config.json)");
     }
     auto path = model_dir / "config.json";
     std::ifstream in(path, std::ios::binary);

@@ -173,7 +173,8 @@ std::string describe_dtypes(const WeightStore& store) {
 static std::string model_files_identity(const std::filesystem::path& model_path) {
     namespace fs = std::filesystem;
     const auto gguf = gguf_model_file(model_path);
-    const fs::path dir = gguf ? gguf->parent_path() : model_path;
+    // absolute(): a bare file name has an empty parent, whose listing would fail silently.
+    const fs::path dir = gguf ? fs::absolute(*gguf).parent_path() : model_path;
     std::error_code ec;
     std::string s = "model folder " + fs::weakly_canonical(dir, ec).string() + "\n";
     std::vector<std::string> lines;

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <new>
 #include <cstdio>
 #include <cstring>
 #include <limits>
@@ -20,7 +21,7 @@ namespace {
 
 using json = nlohmann::ordered_json;
 
-constexpr std::array<GgmlTypeInfo, 15> k_types{{
+constexpr std::array<GgmlTypeInfo, 17> k_types{{
     {0, "F32", 1, 4},
     {1, "F16", 1, 2},
     {2, "Q4_0", 32, 18},
@@ -33,6 +34,8 @@ constexpr std::array<GgmlTypeInfo, 15> k_types{{
     {12, "Q4_K", 256, 144},
     {13, "Q5_K", 256, 176},
     {14, "Q6_K", 256, 210},
+    {20, "IQ4_NL", 32, 18},
+    {23, "IQ4_XS", 256, 136},
     {30, "BF16", 1, 2},
     {28, "F64", 1, 8},
     {0xffffffffu, "", 0, 0},
@@ -47,10 +50,8 @@ const char* other_type_name(uint32_t id) {
     case 17: return "IQ2_XS";
     case 18: return "IQ3_XXS";
     case 19: return "IQ1_S";
-    case 20: return "IQ4_NL";
     case 21: return "IQ3_S";
     case 22: return "IQ2_S";
-    case 23: return "IQ4_XS";
     case 24: return "I8";
     case 25: return "I16";
     case 26: return "I32";
@@ -193,6 +194,7 @@ GgufContents parse_gguf(const std::byte* data, size_t size, const std::string& s
     if (n_tensors > k_gguf_max_tensors || n_tensors > r.left() / 24)
         bad(source, "the header claims " + std::to_string(n_tensors) + " tensors, more than the file can hold");
 
+    uint64_t array_elements = 0;
     for (uint64_t k = 0; k < n_kv; ++k) {
         std::string key = r.string("a metadata key");
         if (key.empty()) bad(source, "metadata entry " + std::to_string(k) + " has an empty key");
@@ -211,6 +213,12 @@ GgufContents parse_gguf(const std::byte* data, size_t size, const std::string& s
             if (n > r.left() / scalar_size(v.elem))
                 bad(source, "metadata \"" + key + "\": an array of " + std::to_string(n) +
                                 " elements does not fit in the " + std::to_string(r.left()) + " bytes left");
+            // A byte in the file can cost 8 or more in memory: the arrays are capped, as the
+            // file's size alone would not bound them (a vocabulary has ~130 K entries).
+            array_elements += n;
+            if (n > k_gguf_max_array || array_elements > k_gguf_max_array_total)
+                bad(source, "metadata \"" + key + "\": an array of " + std::to_string(n) +
+                                " elements, more than a model's metadata holds");
             if (v.elem == GgufType::String) {
                 v.strings.reserve(size_t(n));
                 for (uint64_t e = 0; e < n; ++e) v.strings.push_back(r.string("an array's string"));
@@ -290,13 +298,23 @@ GgufContents parse_gguf(const std::byte* data, size_t size, const std::string& s
     return c;
 }
 
+namespace {
+GgufContents parse_or_out_of_memory(const std::byte* data, size_t size, const std::string& source) {
+    try {
+        return parse_gguf(data, size, source);
+    } catch (const std::bad_alloc&) {
+        throw Error(ErrorCode::OutOfMemory, source + ": not enough memory for its metadata");
+    }
+}
+}  // namespace
+
 GgufFile::GgufFile(const std::filesystem::path& path)
     : m_map(std::make_unique<MappedFile>(path)), m_source(path.string()) {
-    m_contents = parse_gguf(m_map->data(), m_map->size(), m_source);
+    m_contents = parse_or_out_of_memory(m_map->data(), m_map->size(), m_source);
 }
 
 GgufFile::GgufFile(const std::byte* data, size_t size, std::string source) : m_source(std::move(source)) {
-    m_contents = parse_gguf(data, size, m_source);
+    m_contents = parse_or_out_of_memory(data, size, m_source);
 }
 
 const GgufValue* GgufFile::find(const std::string& key) const {
@@ -474,6 +492,27 @@ void block_q6_k(const std::byte* b, float* y) {
     }
 }
 
+// IQ4_NL and IQ4_XS: 4-bit indices into one non-linear table.
+constexpr float k_iq4_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+// 32 indices (the low nibbles first, then the high ones) times d.
+void iq4_codes(const std::byte* qs, float d, float* y) {
+    for (int j = 0; j < 16; ++j) {
+        y[j] = d * k_iq4_values[u8(qs + j) & 0xF];
+        y[j + 16] = d * k_iq4_values[u8(qs + j) >> 4];
+    }
+}
+// IQ4_NL: d, qs[16].
+void block_iq4_nl(const std::byte* b, float* y) { iq4_codes(b + 2, f16(b), y); }
+// IQ4_XS: d, scales_h (u16), scales_l[4], qs[128]: eight sub-blocks of 32 with 6-bit scales.
+void block_iq4_xs(const std::byte* b, float* y) {
+    const float d = f16(b);
+    const unsigned scales_h = u8(b + 2) | (unsigned(u8(b + 3)) << 8);
+    for (int ib = 0; ib < 8; ++ib) {
+        const int ls = ((u8(b + 4 + ib / 2) >> (4 * (ib % 2))) & 0xF) | (((scales_h >> (2 * ib)) & 3) << 4);
+        iq4_codes(b + 8 + 16 * ib, d * float(ls - 32), y + 32 * ib);
+    }
+}
+
 using BlockFn = void (*)(const std::byte*, float*);
 
 BlockFn block_fn(uint32_t type) {
@@ -488,6 +527,8 @@ BlockFn block_fn(uint32_t type) {
     case 12: return block_q4_k;
     case 13: return block_q5_k;
     case 14: return block_q6_k;
+    case 20: return block_iq4_nl;
+    case 23: return block_iq4_xs;
     default: return nullptr;
     }
 }
@@ -669,9 +710,11 @@ private:
     std::string m_arch;
 };
 
-const GgufTensor* find_tensor(const GgufFile& f, const std::string& name) {
-    for (const auto& t : f.contents().tensors)
-        if (t.name == name) return &t;
+// The tensor of that name in any of the parts.
+const GgufTensor* find_tensor(const std::vector<const GgufFile*>& parts, const std::string& name) {
+    for (const GgufFile* f : parts)
+        for (const auto& t : f->contents().tensors)
+            if (t.name == name) return &t;
     return nullptr;
 }
 
@@ -700,7 +743,9 @@ std::string string_value(const GgufFile& f, const std::string& key) {
 
 }  // namespace
 
-std::string gguf_config_json(const GgufFile& f) {
+std::string gguf_config_json(const GgufFile& f, const std::vector<const GgufFile*>& other_parts) {
+    std::vector<const GgufFile*> parts = {&f};
+    parts.insert(parts.end(), other_parts.begin(), other_parts.end());
     const std::string arch = string_value(f, "general.architecture");
     if (arch != "deepseek2")
         throw Error(ErrorCode::Unsupported, f.source() + ": general.architecture is \"" + arch +
@@ -718,20 +763,22 @@ std::string gguf_config_json(const GgufFile& f) {
     const int64_t rope_dim = m.integer("rope.dimension_count");
     // Current files: key_length_mla / value_length_mla are the per-head sizes (key_length is
     // then kv_lora_rank + rope dim); older files have only key_length / value_length.
-    const int64_t qk_head = m.integer_opt("attention.key_length_mla").value_or(m.integer("attention.key_length"));
-    const int64_t v_head = m.integer_opt("attention.value_length_mla").value_or(m.integer("attention.value_length"));
+    const auto k_mla = m.integer_opt("attention.key_length_mla"), v_mla = m.integer_opt("attention.value_length_mla");
+    const int64_t qk_head = k_mla ? *k_mla : m.integer("attention.key_length");
+    const int64_t v_head = v_mla ? *v_mla : m.integer("attention.value_length");
     if (qk_head <= rope_dim)
         throw Error(ErrorCode::BadConfig, f.source() + ": the key length " + std::to_string(qk_head) +
                                               " leaves no room beside the rotary dimension " + std::to_string(rope_dim));
-    const GgufTensor* embd = find_tensor(f, "token_embd.weight");
+    const GgufTensor* embd = find_tensor(parts, "token_embd.weight");
     int64_t vocab = m.integer_opt("vocab_size").value_or(0);
     if (vocab == 0 && embd != nullptr && embd->ne.size() == 2) vocab = embd->ne[1];
     if (vocab == 0)
         if (const GgufValue* toks = f.find("tokenizer.ggml.tokens")) vocab = int64_t(toks->strings.size());
 
     const bool has_bias = [&] {
-        for (const auto& t : f.contents().tensors)
-            if (t.name.ends_with(".exp_probs_b.bias")) return true;
+        for (const GgufFile* p : parts)
+            for (const auto& t : p->contents().tensors)
+                if (t.name.ends_with(".exp_probs_b.bias")) return true;
         return false;
     }();
     const int64_t gating = m.integer_opt("expert_gating_func").value_or(has_bias ? 2 : 1);
@@ -788,7 +835,7 @@ std::string gguf_config_json(const GgufFile& f) {
         throw Error(ErrorCode::Unsupported, f.source() + ": rope scaling \"" + scaling + "\" is not supported");
     }
     c["rope_interleave"] = true;  // ggml's rotation pairs neighbouring channels, as DeepSeek's checkpoints do
-    c["tie_word_embeddings"] = find_tensor(f, "output.weight") == nullptr;
+    c["tie_word_embeddings"] = find_tensor(parts, "output.weight") == nullptr;
     c["hidden_act"] = "silu";
     if (auto b = integer_or_none(f, "tokenizer.ggml.bos_token_id"); b) c["bos_token_id"] = *b;
     if (auto e = integer_or_none(f, "tokenizer.ggml.eos_token_id"); e) c["eos_token_id"] = *e;
@@ -842,7 +889,10 @@ GgufTokenizerJson gguf_tokenizer_json(const GgufFile& f) {
     nlohmann::json vocab = nlohmann::json::object();
     json added = json::array();
     for (size_t i = 0; i < tokens.strings.size(); ++i) {
-        const int type = types != nullptr ? int(types->numbers[i]) : 1;
+        const double tv = types != nullptr ? types->numbers[i] : 1.0;
+        if (!(tv >= 0.0 && tv <= 16.0) || tv != std::floor(tv))
+            throw Error(ErrorCode::BadFormat, f.source() + ": token " + std::to_string(i) + " has no valid type");
+        const int type = int(tv);
         const std::string& text = tokens.strings[i];
         switch (type) {
         case 1:  // normal

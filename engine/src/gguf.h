@@ -70,6 +70,8 @@ struct GgufContents {
 inline constexpr uint64_t k_gguf_max_string = 64u << 20;  // one string (chat templates are ~10 KB)
 inline constexpr uint64_t k_gguf_max_kv = 1u << 16;
 inline constexpr uint64_t k_gguf_max_tensors = 1u << 20;
+inline constexpr uint64_t k_gguf_max_array = 1u << 24;        // elements of one metadata array
+inline constexpr uint64_t k_gguf_max_array_total = 1u << 26;  // of all of them
 
 // Validates a whole file image: magic, version (2 or 3, little-endian), every
 // length and count against the bytes left, keys and names unique, tensor types
@@ -114,7 +116,8 @@ std::vector<std::unique_ptr<GgufFile>> gguf_open_parts(const std::filesystem::pa
 
 // config.json's text for a deepseek2 GGUF file (architecture doc section 2.5);
 // throws Error(BadConfig or Unsupported) for another architecture or a missing key.
-std::string gguf_config_json(const GgufFile& f);
+// The tensors it looks at (the output head, the routers' bias) may lie in other parts.
+std::string gguf_config_json(const GgufFile& f, const std::vector<const GgufFile*>& other_parts = {});
 
 // tokenizer.json and tokenizer_config.json texts for the GGUF file's own
 // vocabulary (tokenizer.ggml.*): GPT-2 style BPE with DeepSeek-V3's

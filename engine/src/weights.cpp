@@ -337,6 +337,10 @@ void WeightStore::add_gguf(const std::filesystem::path& path) {
     for (const auto& [tp, file] : all) {
         const GgufTensor& t = *tp;
         m_part_source = *file;
+        if (t.name.find(".ffn_gate_up_exps.") != std::string::npos)
+            throw Error(ErrorCode::Unsupported, *file + ": \"" + t.name +
+                                                    "\" holds the experts' gate and up projections fused, which "
+                                                    "Cetus does not read yet (convert without fusing them)");
         std::string name = gguf_checkpoint_name(t.name);
         if (name.empty()) name = t.name;  // not the architecture's: kept (and reported unused) under its own name
         std::vector<int64_t> shape = t.torch_shape();

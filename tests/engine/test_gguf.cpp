@@ -127,7 +127,7 @@ private slots:
         const cetus::GgufFile f(k_gguf + "/dequant.gguf");
         const cetus::SafetensorsFile expected(k_gguf + "/dequant.safetensors");
         QCOMPARE(f.contents().tensors.size(), expected.tensors().size());
-        QCOMPARE(f.contents().tensors.size(), size_t(12));
+        QCOMPARE(f.contents().tensors.size(), size_t(14));
         for (const auto& t : f.contents().tensors) {
             const cetus::TensorInfo* e = nullptr;
             for (const auto& x : expected.tensors())
@@ -378,6 +378,40 @@ private slots:
             w.b.append(256, '\0');
             QVERIFY(parse_error(w.b).contains("overlap"));
         }
+        {
+            // A byte each in the file, eight in memory: arrays are capped.
+            Writer w = Writer::header(0, 1);
+            w.str("a");
+            w.u32(9);  // array
+            w.u32(0);  // of u8
+            w.u64(cetus::k_gguf_max_array + 1);
+            w.b.append(cetus::k_gguf_max_array + 1, '\1');
+            QVERIFY(parse_error(w.b).contains("more than a model's metadata holds"));
+        }
+        {
+            // A token type that is not an integer (NaN as f32): refused, not cast.
+            Writer w = Writer::header(0, 4);
+            w.kv_string("tokenizer.ggml.model", "gpt2");
+            w.kv_string("tokenizer.ggml.pre", "deepseek-v3");
+            w.str("tokenizer.ggml.tokens");
+            w.u32(9);
+            w.u32(8);
+            w.u64(1);
+            w.str("a");
+            w.str("tokenizer.ggml.token_type");
+            w.u32(9);
+            w.u32(6);  // f32
+            w.u64(1);
+            w.u32(0x7fc00000u);  // NaN
+            w.pad();
+            const cetus::GgufFile f(reinterpret_cast<const std::byte*>(w.b.data()), w.b.size(), "nan-type.gguf");
+            try {
+                cetus::gguf_tokenizer_json(f);
+                QFAIL("a NaN token type was accepted");
+            } catch (const cetus::Error& e) {
+                QVERIFY2(QString(e.what()).contains("nan-type.gguf: token 0 has no valid type"), e.what());
+            }
+        }
         // Every cut of a real file is refused, none crashes.
         const std::string whole = read_bytes(k_gguf + "/v2-greedy-q.gguf");
         QVERIFY(parse_error(whole).isEmpty());
@@ -455,6 +489,28 @@ private slots:
             QFAIL("a llama file loaded");
         } catch (const cetus::Error& e) {
             QVERIFY2(QString(e.what()).contains("llama.gguf") && QString(e.what()).contains("\"llama\""), e.what());
+        }
+        // Fused gate/up experts (a converter option) are named, not reported missing.
+        {
+            Writer w = Writer::header(1, 1);
+            w.kv_string("general.architecture", "deepseek2");
+            w.str("blk.1.ffn_gate_up_exps.weight");
+            w.u32(1);
+            w.u64(32);
+            w.u32(0);
+            w.u64(0);
+            w.pad();
+            w.b.append(128, '\0');
+            const std::string fused = dir.path().toStdString() + "/fused.gguf";
+            std::ofstream(fused, std::ios::binary) << w.b;
+            try {
+                cetus::WeightStore store(fused);
+                QFAIL("fused experts loaded");
+            } catch (const cetus::Error& e) {
+                QCOMPARE(e.code(), cetus::ErrorCode::Unsupported);
+                QVERIFY2(QString(e.what()).contains("fused.gguf") && QString(e.what()).contains("ffn_gate_up_exps"),
+                         e.what());
+            }
         }
         // A deepseek2 file without its head count.
         std::string bytes = read_bytes(k_gguf + "/v2-greedy.gguf");

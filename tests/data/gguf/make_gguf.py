@@ -257,7 +257,8 @@ def convert(case: str, out_name: str, nextn: int, mla_split: bool, quant: dict |
 
 def dequant_fixture():
     rng = np.random.default_rng(2026)
-    types = [Q.F16, Q.BF16, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0, Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K]
+    types = [Q.F16, Q.BF16, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0, Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K,
+             Q.IQ4_NL, Q.IQ4_XS]
     w = gguf.GGUFWriter(OUT / "dequant.gguf", "deepseek2")
     expected = {}
     for qt in types:
@@ -270,7 +271,8 @@ def dequant_fixture():
             raw = rng.integers(0, 256, size=(n_blocks, size), dtype=np.uint8)
             # The f16 scale fields at their offsets: finite values of either sign.
             f16_at = {Q.Q4_0: [0], Q.Q4_1: [0, 2], Q.Q5_0: [0], Q.Q5_1: [0, 2], Q.Q8_0: [0],
-                      Q.Q2_K: [80, 82], Q.Q3_K: [108], Q.Q4_K: [0, 2], Q.Q5_K: [0, 2], Q.Q6_K: [208]}[qt]
+                      Q.Q2_K: [80, 82], Q.Q3_K: [108], Q.Q4_K: [0, 2], Q.Q5_K: [0, 2], Q.Q6_K: [208],
+                      Q.IQ4_NL: [0], Q.IQ4_XS: [0]}[qt]
             for off in f16_at:
                 vals = (rng.standard_normal(n_blocks) * 0.05).astype(np.float16)
                 raw[:, off:off + 2] = vals.view(np.uint8).reshape(n_blocks, 2)
