@@ -487,8 +487,7 @@ void WeightStore::add_gguf_kv_b(const std::string& name, const GgufTensor& k, co
         }
     };
     m_expand_total += info.n_bytes;
-    if (!m_tensors.emplace(name, std::move(info)).second)
-        throw Error(ErrorCode::BadFormat, m_source + ": both \"" + name + "\" and its k_b / v_b halves are present");
+    m_tensors.emplace(name, std::move(info));  // add_gguf merges only where attn_kv_b itself is absent
 }
 
 void WeightStore::materialise(const std::string& name) {

@@ -157,8 +157,8 @@ private:
     void chooseAndOpenModel();
     void chooseAndOpenModelFolder();
     void refreshContextMenu();
-    // File > Open recent model: the local model folders loaded last (model/recent),
-    // most recent first; a folder that is gone is shown but cannot be chosen.
+    // File > Open recent model: the local model folders and GGUF files loaded last
+    // (model/recent), most recent first; one that is gone is shown but cannot be chosen.
     void refreshRecentModels();
     void refreshContextUsage();
     void countComposerTokens();  // asks for the composer's count (or hides it when empty)
