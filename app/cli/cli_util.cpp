@@ -43,6 +43,7 @@ std::vector<int32_t> parse_ids(const std::string& text) {
 
 void LoadFlags::apply(EngineOptions& o) const {
     o.fp8_on_load = fp8;
+    o.expand_gguf = expand_gguf;
     o.kv_cache = kv_cache_type_from_name(kv_cache);
     o.prefix_cache_dir = prefix_cache;
     o.prefix_cache_bytes = prefix_cache_mib << 20;
@@ -66,6 +67,9 @@ std::unique_ptr<Engine> load_engine(const std::string& model_dir, const std::str
 void add_load_flags(CLI::App* cmd, LoadFlags& flags) {
     cmd->add_flag("--fp8", flags.fp8,
                   "Quantise a BF16/F16/F32 checkpoint's linear layers to FP8 while loading (about half the memory)");
+    cmd->add_flag("--expand-gguf", flags.expand_gguf,
+                  "Expand a GGUF file's block-quantised matrices to BF16 while loading (more memory; the CPU's "
+                  "products then skip decoding them)");
     cmd->add_option("--kv-cache", flags.kv_cache,
                     "Latent cache values: f32 (as computed) or bf16 (half the cache memory, each value rounded)")
         ->check(CLI::IsMember({"f32", "bf16"}))

@@ -65,7 +65,7 @@ std::optional<Dtype> dtype_from_name(std::string_view name) {
 const char* dtype_name(Dtype d) noexcept {
     for (const auto& e : k_names)
         if (e.dtype == d) return e.name.data();
-    return "?";
+    return d == Dtype::Ggml ? "GGML blocks" : "?";
 }
 
 size_t dtype_size(Dtype d) noexcept {
@@ -75,7 +75,7 @@ size_t dtype_size(Dtype d) noexcept {
 }
 
 bool dtype_is_float_weight(Dtype d) noexcept {
-    return d == Dtype::F32 || d == Dtype::F16 || d == Dtype::BF16 || d == Dtype::F8_E4M3;
+    return d == Dtype::F32 || d == Dtype::F16 || d == Dtype::BF16 || d == Dtype::F8_E4M3 || d == Dtype::Ggml;
 }
 
 uint8_t f32_to_fp8_e4m3(float f) {

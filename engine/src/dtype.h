@@ -1,5 +1,7 @@
 // Element types met in safetensors files and their conversion to float.
 // FP8 is e4m3 "fn" (no infinities, 0x7f/0xff are NaN), decoded by table.
+// Ggml is not a safetensors type: a GGUF file's block-quantised matrix (Q4_K, Q8_0,
+// ...) used in place, its ggml type beside it (TensorInfo / Matrix::ggml_type).
 #pragma once
 
 #include <cstddef>
@@ -10,12 +12,12 @@
 
 namespace cetus {
 
-enum class Dtype { F64, F32, F16, BF16, F8_E4M3, F8_E5M2, I64, I32, I16, I8, U8, Bool };
+enum class Dtype { F64, F32, F16, BF16, F8_E4M3, F8_E5M2, I64, I32, I16, I8, U8, Bool, Ggml };
 
 std::optional<Dtype> dtype_from_name(std::string_view name);
 const char* dtype_name(Dtype d) noexcept;
-size_t dtype_size(Dtype d) noexcept;
-bool dtype_is_float_weight(Dtype d) noexcept;  // F32, F16, BF16, F8_E4M3
+size_t dtype_size(Dtype d) noexcept;  // 0 for Ggml (sizes go by block)
+bool dtype_is_float_weight(Dtype d) noexcept;  // F32, F16, BF16, F8_E4M3, Ggml
 
 inline float bf16_to_f32(uint16_t v) {
     uint32_t bits = uint32_t(v) << 16;

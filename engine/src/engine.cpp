@@ -146,20 +146,23 @@ void report(const LoadProgress& p, float f, const std::string& stage) {
 std::string describe_dtypes(const WeightStore& store) {
     uint64_t bytes[16] = {};
     for (const auto& [name, t] : store.tensors()) bytes[int(t.dtype) & 15] += t.n_bytes;
+    auto joined = [](const std::set<std::string>& types) {
+        std::string j;
+        for (const std::string& t : types) j += (j.empty() ? "" : "/") + t;
+        return j;
+    };
     std::string s;
+    if (!store.gguf_native_types().empty()) s = "GGUF " + joined(store.gguf_native_types());
     for (Dtype d : {Dtype::F8_E4M3, Dtype::BF16, Dtype::F16, Dtype::F32}) {
         if (!bytes[int(d)]) continue;
         if (!s.empty()) s += " + ";
         s += d == Dtype::F8_E4M3 ? "FP8 e4m3 (128x128 blocks)" : dtype_name(d);
     }
-    if (!store.gguf_expanded_types().empty()) {
-        s += ", expanded from GGUF ";
-        bool first = true;
-        for (const std::string& t : store.gguf_expanded_types()) {
-            s += (first ? "" : "/") + t;
-            first = false;
-        }
-    }
+    // Types seen only in expanded tensors (a quantised vector, kv_b_proj's halves).
+    std::set<std::string> expanded_only;
+    for (const std::string& t : store.gguf_expanded_types())
+        if (!store.gguf_native_types().count(t)) expanded_only.insert(t);
+    if (!expanded_only.empty()) s += ", expanded from GGUF " + joined(expanded_only);
     if (store.quantised_on_load()) s += ", FP8 quantised on load";
     return s;
 }
@@ -334,8 +337,9 @@ void Engine::make_backend(const EngineOptions& o, bool use_cuda, const LoadProgr
             if (e.code() == ErrorCode::Cancelled) throw;
             std::string why = e.what();
             const bool host_memory = why.find("host memory") != std::string::npos;  // FP8 would not help there
+            // (Not for GGUF blocks: the GPU holds them as bf16, FP8 on load or not.)
             if (e.code() == ErrorCode::OutOfMemory && !host_memory && !o.fp8_on_load &&
-                m_model->store().quantisable_bytes() > 0)
+                m_model->store().quantisable_bytes() > 0 && m_model->store().gguf_native_types().empty())
                 // (The app matches "FP8 weights need about half the memory" to offer a retry.)
                 why += "; FP8 weights need about half the memory (cetus-cli --fp8, or Model > FP8 weights in the app)";
             if (e.code() == ErrorCode::OutOfMemory && !host_memory && o.kv_cache == KvCacheType::F32)
@@ -355,11 +359,14 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions& o, const LoadProgress&
     ModelConfig config = load_config(o.model_dir);
     check_cancel(progress);
     report(progress, 0.1f, "mapping weights");
-    auto store = std::make_unique<WeightStore>(o.model_dir);
+    auto store = std::make_unique<WeightStore>(o.model_dir, o.expand_gguf);
     store->set_fp8_on_load(o.fp8_on_load);
-    if (const uint64_t expand = store->expandable_bytes(); expand > 0) {
-        // Before anything is expanded: the host must hold the expansion (FP8: one byte a weight).
-        const uint64_t need = o.fp8_on_load ? expand / 2 : expand, avail = host_available_bytes();
+    if (const uint64_t need = store->expandable_bytes(); need > 0) {
+        // Before anything is expanded (GGUF matrices stay in their blocks unless
+        // expand_gguf; quantised vectors and a kv_b_proj merged from quantised halves are
+        // expanded): the host must hold the expansion (with FP8 on load each expanded
+        // matrix is quantised and its BF16 copy freed at once, so this is an upper bound).
+        const uint64_t avail = host_available_bytes();
         auto gib = [](uint64_t b) {
             char t[32];
             std::snprintf(t, sizeof t, "%.1f GiB", double(b) / double(1ull << 30));
@@ -367,16 +374,15 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions& o, const LoadProgress&
         };
         if (avail > 0 && need > avail)
             throw Error(ErrorCode::OutOfMemory,
-                        store->source() + ": its block-quantised tensors expand to " + gib(need) +
-                            (o.fp8_on_load ? " as FP8" : " as BF16") + " in memory, " + gib(avail) + " are available" +
-                            (o.fp8_on_load ? std::string()
-                                           : "; FP8 weights need about half the memory (cetus-cli --fp8, or Model > "
-                                             "FP8 weights in the app)"));
+                        store->source() + ": the GGUF tensors Cetus expands (" +
+                            (o.expand_gguf ? "--expand-gguf: every block-quantised matrix"
+                                           : "block-quantised vectors, kv_b_proj's halves") +
+                            ") need " + gib(need) + " in memory, " + gib(avail) + " are available" +
+                            (o.expand_gguf ? "; without --expand-gguf the matrices stay in their blocks" : ""));
     }
-    if (store->expandable_bytes() > 0)  // GGUF blocks expanded tensor by tensor (and then FP8)
+    if (store->expandable_bytes() > 0)  // GGUF tensors expanded one by one (and then FP8)
         store->set_fp8_progress([&progress, fp8 = o.fp8_on_load](double f) {
-            report(progress, 0.4f + 0.45f * float(f),
-                   fp8 ? "expanding GGUF weights (then FP8)" : "expanding GGUF weights to BF16");
+            report(progress, 0.4f + 0.45f * float(f), fp8 ? "expanding GGUF tensors (then FP8)" : "expanding GGUF tensors");
             check_cancel(progress);
         });
     else if (o.fp8_on_load)  // reads every projection: progress, and cancellable between matrices

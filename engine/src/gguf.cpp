@@ -4,6 +4,7 @@
 
 #include "cetus/error.h"
 #include "dtype.h"
+#include "ggml_blocks.h"
 
 #include <nlohmann/json.hpp>
 
@@ -322,224 +323,13 @@ const GgufValue* GgufFile::find(const std::string& key) const {
     return it == m_contents.kv.end() ? nullptr : &it->second;
 }
 
-// ---- block formats (ggml's layouts) ----
-
-namespace {
-
-inline float f16(const std::byte* p) {
-    uint16_t h;
-    std::memcpy(&h, p, 2);
-    return f16_to_f32(h);
-}
-inline uint8_t u8(const std::byte* p) { return uint8_t(*p); }
-
-// Q4_K and Q5_K: eight 6-bit scales and eight 6-bit minimums in 12 bytes.
-inline void scale_min_k4(int j, const std::byte* q, uint8_t& sc, uint8_t& m) {
-    if (j < 4) {
-        sc = u8(q + j) & 63;
-        m = u8(q + j + 4) & 63;
-    } else {
-        sc = uint8_t((u8(q + j + 4) & 0xF) | ((u8(q + j - 4) >> 6) << 4));
-        m = uint8_t((u8(q + j + 4) >> 4) | ((u8(q + j) >> 6) << 4));
-    }
-}
-
-void block_q4_0(const std::byte* b, float* y) {
-    const float d = f16(b);
-    const std::byte* qs = b + 2;
-    for (int j = 0; j < 16; ++j) {
-        y[j] = float(int(u8(qs + j) & 0xF) - 8) * d;
-        y[j + 16] = float(int(u8(qs + j) >> 4) - 8) * d;
-    }
-}
-void block_q4_1(const std::byte* b, float* y) {
-    const float d = f16(b), m = f16(b + 2);
-    const std::byte* qs = b + 4;
-    for (int j = 0; j < 16; ++j) {
-        y[j] = float(u8(qs + j) & 0xF) * d + m;
-        y[j + 16] = float(u8(qs + j) >> 4) * d + m;
-    }
-}
-// Q5_0 / Q5_1: 32 five-bit codes, the low nibbles in qs, the fifth bits in qh
-// (element j's at bit j). Q5_0: y = (code - 16) * d; Q5_1: y = code * d + m (no "+ 0"
-// for Q5_0: a zero keeps its sign, as ggml's).
-template <bool Min>
-void q5_codes(const std::byte* qh_at, const std::byte* qs, float d, float m, float* y) {
-    uint32_t qh;
-    std::memcpy(&qh, qh_at, 4);
-    for (int j = 0; j < 16; ++j) {
-        const int x0 = int((u8(qs + j) & 0xF) | (((qh >> j) & 1u) << 4));
-        const int x1 = int((u8(qs + j) >> 4) | (((qh >> (j + 16)) & 1u) << 4));
-        y[j] = Min ? float(x0) * d + m : float(x0 - 16) * d;
-        y[j + 16] = Min ? float(x1) * d + m : float(x1 - 16) * d;
-    }
-}
-void block_q5_0(const std::byte* b, float* y) { q5_codes<false>(b + 2, b + 6, f16(b), 0.0f, y); }
-void block_q5_1(const std::byte* b, float* y) { q5_codes<true>(b + 4, b + 8, f16(b), f16(b + 2), y); }
-void block_q8_0(const std::byte* b, float* y) {
-    const float d = f16(b);
-    for (int j = 0; j < 32; ++j) y[j] = float(int8_t(u8(b + 2 + j))) * d;
-}
-// Q2_K: scales[16] (low nibble scale, high nibble minimum), qs[64], d, dmin.
-void block_q2_k(const std::byte* b, float* y) {
-    const std::byte* scales = b;
-    const std::byte* q = b + 16;
-    const float d = f16(b + 80), dmin = f16(b + 82);
-    int is = 0;
-    for (int n = 0; n < 256; n += 128) {
-        for (int shift = 0; shift < 8; shift += 2) {
-            for (int half = 0; half < 2; ++half) {
-                const uint8_t sc = u8(scales + is++);
-                const float dl = d * float(sc & 0xF), ml = dmin * float(sc >> 4);
-                for (int l = 0; l < 16; ++l) *y++ = dl * float((u8(q + l + 16 * half) >> shift) & 3) - ml;
-            }
-        }
-        q += 32;
-    }
-}
-// Q3_K: hmask[32], qs[64], scales[12] (sixteen 6-bit scales), d.
-void block_q3_k(const std::byte* b, float* y) {
-    const std::byte* hm = b;
-    const std::byte* q = b + 32;
-    const std::byte* sp = b + 96;
-    const float d_all = f16(b + 108);
-    int8_t scales[16];
-    for (int j = 0; j < 16; ++j) {
-        // Low 4 bits: byte j % 8, low nibble for j < 8, else high; high 2 bits from bytes 8..11.
-        const uint8_t lo = j < 8 ? (u8(sp + j) & 0xF) : (u8(sp + j - 8) >> 4);
-        const uint8_t hi = (u8(sp + 8 + j % 4) >> (2 * (j / 4))) & 3;
-        scales[j] = int8_t(int(lo | (hi << 4)) - 32);
-    }
-    int is = 0;
-    uint8_t m = 1;
-    for (int n = 0; n < 256; n += 128) {
-        for (int shift = 0; shift < 8; shift += 2) {
-            for (int half = 0; half < 2; ++half) {
-                const float dl = d_all * float(scales[is++]);
-                for (int l = 0; l < 16; ++l) {
-                    const int idx = l + 16 * half;
-                    const int v = int((u8(q + idx) >> shift) & 3) - ((u8(hm + idx) & m) ? 0 : 4);
-                    *y++ = dl * float(v);
-                }
-            }
-            m = uint8_t(m << 1);
-        }
-        q += 32;
-    }
-}
-// Sub-blocks is and is + 1 of a Q4_K / Q5_K block: their scales and minima.
-void scales_k4_pair(int is, const std::byte* sc, float d, float dmin, float& d1, float& m1, float& d2, float& m2) {
-    uint8_t s, m;
-    scale_min_k4(is, sc, s, m);
-    d1 = d * float(s);
-    m1 = dmin * float(m);
-    scale_min_k4(is + 1, sc, s, m);
-    d2 = d * float(s);
-    m2 = dmin * float(m);
-}
-// Q4_K: d, dmin, scales[12], qs[128].
-void block_q4_k(const std::byte* b, float* y) {
-    const float d = f16(b), dmin = f16(b + 2);
-    const std::byte* sc = b + 4;
-    const std::byte* q = b + 16;
-    for (int j = 0, is = 0; j < 256; j += 64, is += 2) {
-        float d1, m1, d2, m2;
-        scales_k4_pair(is, sc, d, dmin, d1, m1, d2, m2);
-        for (int l = 0; l < 32; ++l) *y++ = d1 * float(u8(q + l) & 0xF) - m1;
-        for (int l = 0; l < 32; ++l) *y++ = d2 * float(u8(q + l) >> 4) - m2;
-        q += 32;
-    }
-}
-// Q5_K: d, dmin, scales[12], qh[32], qs[128].
-void block_q5_k(const std::byte* b, float* y) {
-    const float d = f16(b), dmin = f16(b + 2);
-    const std::byte* sc = b + 4;
-    const std::byte* qh = b + 16;
-    const std::byte* ql = b + 48;
-    uint8_t u1 = 1, u2 = 2;
-    for (int j = 0, is = 0; j < 256; j += 64, is += 2) {
-        float d1, m1, d2, m2;
-        scales_k4_pair(is, sc, d, dmin, d1, m1, d2, m2);
-        for (int l = 0; l < 32; ++l) *y++ = d1 * float((u8(ql + l) & 0xF) + ((u8(qh + l) & u1) ? 16 : 0)) - m1;
-        for (int l = 0; l < 32; ++l) *y++ = d2 * float((u8(ql + l) >> 4) + ((u8(qh + l) & u2) ? 16 : 0)) - m2;
-        ql += 32;
-        u1 = uint8_t(u1 << 2);
-        u2 = uint8_t(u2 << 2);
-    }
-}
-// Q6_K: ql[128], qh[64], scales[16] (int8), d.
-void block_q6_k(const std::byte* b, float* y) {
-    const std::byte* ql = b;
-    const std::byte* qh = b + 128;
-    const std::byte* sc = b + 192;
-    const float d = f16(b + 208);
-    for (int n = 0; n < 256; n += 128) {
-        for (int l = 0; l < 32; ++l) {
-            const int is = l / 16;
-            const int q1 = int((u8(ql + l) & 0xF) | (((u8(qh + l) >> 0) & 3) << 4)) - 32;
-            const int q2 = int((u8(ql + l + 32) & 0xF) | (((u8(qh + l) >> 2) & 3) << 4)) - 32;
-            const int q3 = int((u8(ql + l) >> 4) | (((u8(qh + l) >> 4) & 3) << 4)) - 32;
-            const int q4 = int((u8(ql + l + 32) >> 4) | (((u8(qh + l) >> 6) & 3) << 4)) - 32;
-            y[l] = d * float(int8_t(u8(sc + is))) * float(q1);
-            y[l + 32] = d * float(int8_t(u8(sc + is + 2))) * float(q2);
-            y[l + 64] = d * float(int8_t(u8(sc + is + 4))) * float(q3);
-            y[l + 96] = d * float(int8_t(u8(sc + is + 6))) * float(q4);
-        }
-        y += 128;
-        ql += 64;
-        qh += 32;
-        sc += 8;
-    }
-}
-
-// IQ4_NL and IQ4_XS: 4-bit indices into one non-linear table.
-constexpr float k_iq4_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
-// 32 indices (the low nibbles first, then the high ones) times d.
-void iq4_codes(const std::byte* qs, float d, float* y) {
-    for (int j = 0; j < 16; ++j) {
-        y[j] = d * k_iq4_values[u8(qs + j) & 0xF];
-        y[j + 16] = d * k_iq4_values[u8(qs + j) >> 4];
-    }
-}
-// IQ4_NL: d, qs[16].
-void block_iq4_nl(const std::byte* b, float* y) { iq4_codes(b + 2, f16(b), y); }
-// IQ4_XS: d, scales_h (u16), scales_l[4], qs[128]: eight sub-blocks of 32 with 6-bit scales.
-void block_iq4_xs(const std::byte* b, float* y) {
-    const float d = f16(b);
-    const unsigned scales_h = u8(b + 2) | (unsigned(u8(b + 3)) << 8);
-    for (int ib = 0; ib < 8; ++ib) {
-        const int ls = ((u8(b + 4 + ib / 2) >> (4 * (ib % 2))) & 0xF) | (((scales_h >> (2 * ib)) & 3) << 4);
-        iq4_codes(b + 8 + 16 * ib, d * float(ls - 32), y + 32 * ib);
-    }
-}
-
-using BlockFn = void (*)(const std::byte*, float*);
-
-BlockFn block_fn(uint32_t type) {
-    switch (type) {
-    case 2: return block_q4_0;
-    case 3: return block_q4_1;
-    case 6: return block_q5_0;
-    case 7: return block_q5_1;
-    case 8: return block_q8_0;
-    case 10: return block_q2_k;
-    case 11: return block_q3_k;
-    case 12: return block_q4_k;
-    case 13: return block_q5_k;
-    case 14: return block_q6_k;
-    case 20: return block_iq4_nl;
-    case 23: return block_iq4_xs;
-    default: return nullptr;
-    }
-}
-
-}  // namespace
+// ---- block formats: ggml_blocks.h ----
 
 void ggml_dequantize(uint32_t type, const std::byte* src, float* dst, int64_t n) {
     switch (type) {
     case 0: std::memcpy(dst, src, size_t(n) * 4); return;
     case 1:
-        for (int64_t i = 0; i < n; ++i) dst[i] = f16(src + 2 * i);
+        for (int64_t i = 0; i < n; ++i) dst[i] = ggml_blocks::f16(src + 2 * i);
         return;
     case 30:
         for (int64_t i = 0; i < n; ++i) {
@@ -551,11 +341,16 @@ void ggml_dequantize(uint32_t type, const std::byte* src, float* dst, int64_t n)
     default: break;
     }
     const GgmlTypeInfo* info = ggml_type_info(type);
-    const BlockFn fn = block_fn(type);
-    if (info == nullptr || fn == nullptr) throw Error(ErrorCode::Unsupported, "cannot dequantise " + ggml_type_name(type));
-    const int64_t blocks = n / info->block;
-#pragma omp parallel for schedule(static) if (blocks >= 4096)
-    for (int64_t b = 0; b < blocks; ++b) fn(src + b * info->bytes, dst + b * info->block);
+    const int64_t blocks = info ? n / info->block : 0;
+    const bool known = ggml_blocks::with_block_decoder(type, [&](auto decode) {
+        if (blocks < 4096) {  // a matrix row (no parallel region: entering one costs more than a row)
+            for (int64_t b = 0; b < blocks; ++b) decode(src + b * info->bytes, dst + b * info->block);
+            return;
+        }
+#pragma omp parallel for schedule(static)
+        for (int64_t b = 0; b < blocks; ++b) decode(src + b * info->bytes, dst + b * info->block);
+    });
+    if (info == nullptr || !known) throw Error(ErrorCode::Unsupported, "cannot dequantise " + ggml_type_name(type));
 }
 
 // ---- model paths ----

@@ -40,6 +40,7 @@ struct TensorInfo {
     const std::byte* data = nullptr;  // into the mapped file
     uint64_t n_bytes = 0;
     std::string file;  // for error messages
+    uint32_t ggml_type = 0;  // Dtype::Ggml only: the ggml block type (GGUF files)
 
     int64_t n_elements() const;
     std::string shape_string() const;

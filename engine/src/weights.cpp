@@ -49,13 +49,24 @@ void Matrix::row_to_f32(int64_t r, float* out) const {
         }
         break;
     }
+    case Dtype::Ggml:
+        ggml_dequantize(ggml_type, static_cast<const std::byte*>(data) + uint64_t(r) * row_bytes(), out, n);
+        break;
     default:
         break;  // rejected at load
     }
 }
 
+uint64_t Matrix::row_bytes() const {
+    if (dtype == Dtype::Ggml) {
+        const GgmlTypeInfo* t = ggml_type_info(ggml_type);
+        return t ? uint64_t(cols / t->block) * uint64_t(t->bytes) : 0;
+    }
+    return uint64_t(cols) * dtype_size(dtype);
+}
+
 uint64_t Matrix::n_bytes() const {
-    uint64_t b = uint64_t(n_elements()) * dtype_size(dtype);
+    uint64_t b = uint64_t(rows) * row_bytes();
     if (dtype == Dtype::F8_E4M3) b += uint64_t((rows + 127) / 128 * scale_cols) * 4;
     return b;
 }
@@ -72,9 +83,9 @@ std::string read_text(const std::filesystem::path& p) {
 
 }  // namespace
 
-WeightStore::WeightStore(const std::filesystem::path& dir) : m_source(dir.string()) {
+WeightStore::WeightStore(const std::filesystem::path& dir, bool expand_gguf) : m_source(dir.string()) {
     if (auto gguf = gguf_model_file(dir)) {
-        add_gguf(*gguf);
+        add_gguf(*gguf, expand_gguf);
         return;
     }
     auto index = dir / "model.safetensors.index.json";
@@ -134,6 +145,7 @@ const TensorInfo& WeightStore::tensor(const std::string& name) const {
 }
 
 const void* WeightStore::aligned_data(const TensorInfo& t) {
+    if (t.dtype == Dtype::Ggml) return t.data;  // blocks are read byte by byte (ggml_dequantize)
     size_t align = dtype_size(t.dtype);
     if (reinterpret_cast<uintptr_t>(t.data) % align == 0) return t.data;
     // The format does not promise alignment; copy the rare misaligned tensor.
@@ -182,7 +194,11 @@ Matrix WeightStore::matrix(const std::string& name, int64_t rows, int64_t cols, 
     m.rows = rows;
     m.cols = cols;
     m.data = aligned_data(t);
-    if (t.dtype == Dtype::F8_E4M3) {
+    m.ggml_type = t.ggml_type;
+    if (t.dtype == Dtype::Ggml) {
+        // Kept in its blocks, FP8 on load or not: they are smaller than FP8 or about its
+        // size (Q8_0: 8.5 bits a weight), and requantising would round twice.
+    } else if (t.dtype == Dtype::F8_E4M3) {
         std::string base = name;
         m.scale_inv = scales_for(base, rows, cols);
         m.scale_cols = (cols + 127) / 128;
@@ -325,7 +341,7 @@ void WeightStore::add_owned(const std::string& name, Dtype dtype, std::vector<in
 
 // ---- GGUF files ----
 
-void WeightStore::add_gguf(const std::filesystem::path& path) {
+void WeightStore::add_gguf(const std::filesystem::path& path, bool expand_blocks) {
     m_gguf_parts = gguf_open_parts(path);
     m_gguf = m_gguf_parts.front().get();
     m_source = path.string();
@@ -360,10 +376,10 @@ void WeightStore::add_gguf(const std::filesystem::path& path) {
             const std::string head = name.substr(0, at + stacked.size()), tail = name.substr(at + stacked.size());
             for (int64_t e = 0; e < E; ++e)
                 add_gguf_tensor(head + std::to_string(e) + "." + tail, t, {shape[1], shape[2]},
-                                t.data + uint64_t(e) * bytes_per, per);
+                                t.data + uint64_t(e) * bytes_per, per, expand_blocks);
             continue;
         }
-        add_gguf_tensor(name, t, std::move(shape), t.data, t.n_elements);
+        add_gguf_tensor(name, t, std::move(shape), t.data, t.n_elements, expand_blocks);
     }
     for (const auto& [target, pair] : kv_b) {
         // Some converters keep attn_kv_b beside its halves: the same weights, used as they are.
@@ -401,7 +417,7 @@ void store_floats(const float* src, int64_t n, Dtype to, std::byte* out) {
 }  // namespace
 
 void WeightStore::add_gguf_tensor(const std::string& name, const GgufTensor& t, std::vector<int64_t> shape,
-                                  const std::byte* data, int64_t n) {
+                                  const std::byte* data, int64_t n, bool expand) {
     TensorInfo info;
     info.name = name;
     info.shape = std::move(shape);
@@ -410,8 +426,16 @@ void WeightStore::add_gguf_tensor(const std::string& name, const GgufTensor& t, 
         info.dtype = *plain;
         info.data = data;
         info.n_bytes = uint64_t(n) * dtype_size(*plain);
+    } else if (info.shape.size() >= 2 && !expand) {
+        // Matrices stay in their blocks (each row whole blocks: ne[0] is), used in place.
+        info.dtype = Dtype::Ggml;
+        info.ggml_type = t.type;
+        info.data = data;
+        info.n_bytes = uint64_t(n / ggml_type_info(t.type)->block) * uint64_t(ggml_type_info(t.type)->bytes);
+        m_native_types.insert(ggml_type_name(t.type));
     } else {
-        // Vectors (norms, biases) as F32; matrices as BF16, the engine's weight type.
+        // Vectors (norms, biases; converters keep them F32) expanded to F32, matrices
+        // (expand_gguf) to BF16, the engine's weight type.
         info.dtype = info.shape.size() == 1 ? Dtype::F32 : Dtype::BF16;
         info.n_bytes = uint64_t(n) * dtype_size(info.dtype);
         const uint32_t type = t.type;

@@ -1,7 +1,8 @@
 // WeightStore: every tensor of a model folder (one safetensors file or shards
 // listed in model.safetensors.index.json), looked up by exact checkpoint name
 // with dtype and shape checks. Matrix: a 2-D weight used in place from the
-// map (F32/BF16/F16) or with its FP8 128x128 block scales.
+// map (F32/BF16/F16, a GGUF file's block-quantised rows) or with its FP8 128x128
+// block scales.
 #pragma once
 
 #include "dtype.h"
@@ -27,21 +28,28 @@ struct Matrix {
     // FP8 only: scale_inv[(r / 128) * scale_cols + c / 128] multiplies element (r, c).
     const float* scale_inv = nullptr;
     int64_t scale_cols = 0;
+    // Ggml only: the ggml block type of every row (cols is whole blocks; rows are
+    // row_bytes() apart, the blocks' own alignment, which the decoders allow).
+    uint32_t ggml_type = 0;
 
-    // Writes row r as float32 into out[cols].
+    // Writes row r as float32 into out[cols] (for Ggml, ggml_dequantize's values).
     void row_to_f32(int64_t r, float* out) const;
     int64_t n_elements() const { return rows * cols; }
-    uint64_t n_bytes() const;  // weight bytes (and scales) read by one full pass
+    uint64_t row_bytes() const;  // bytes of one row (FP8 scales not counted)
+    uint64_t n_bytes() const;    // weight bytes (and scales) read by one full pass
 };
 
 class WeightStore {
 public:
     // Opens the safetensors file(s) of a model folder, or a GGUF file (gguf_model_file):
     // its tensors under their checkpoint names, stacked experts split and k_b / v_b
-    // merged back into kv_b_proj. F32/F16/BF16 tensors are used in place; block-quantised
-    // ones are expanded to BF16 (F32 for vectors) when the loader first asks for them.
+    // merged back into kv_b_proj. F32/F16/BF16 tensors and block-quantised matrices
+    // (Dtype::Ggml) are used in place; block-quantised vectors are expanded to F32, a
+    // kv_b_proj merged from block-quantised halves and, with expand_gguf, every
+    // block-quantised matrix to BF16, when the loader first asks for them.
     // Throws Error.
-    explicit WeightStore(const std::filesystem::path& model_dir);
+    // expand_gguf: a GGUF file's block-quantised matrices are expanded to BF16 too.
+    explicit WeightStore(const std::filesystem::path& model_dir, bool expand_gguf = false);
     // An empty store the caller fills with owned tensors (random models, tests).
     WeightStore() = default;
 
@@ -68,8 +76,11 @@ public:
     uint64_t expandable_bytes() const { return m_expand_total; }
     // The GGUF file the store reads, or null for safetensors and generated stores.
     const GgufFile* gguf() const { return m_gguf; }  // the first part of a split model
-    // The GGUF block types expanded (or to be expanded) on load, e.g. {"Q4_K", "Q6_K"}.
+    // The GGUF block types expanded (or to be expanded) on load: a quantised vector's, or
+    // attn_k_b / attn_v_b's (merged into kv_b_proj as BF16), e.g. {"Q8_0"}.
     const std::set<std::string>& gguf_expanded_types() const { return m_expanded_types; }
+    // The GGUF block types of matrices used in their blocks (Dtype::Ggml), e.g. {"Q4_K", "Q6_K"}.
+    const std::set<std::string>& gguf_native_types() const { return m_native_types; }
     bool fp8_on_load() const { return m_fp8_on_load; }
     // m (F32, BF16 or F16) as FP8 e4m3 with 128x128 block scales, the format of
     // DeepSeek-V3's FP8 checkpoints: scale_inv = amax(block) / 448 (1 for an all-zero
@@ -95,9 +106,9 @@ public:
     const std::string& source() const { return m_source; }
 
 private:
-    void add_gguf(const std::filesystem::path& path);
+    void add_gguf(const std::filesystem::path& path, bool expand_blocks);
     void add_gguf_tensor(const std::string& name, const GgufTensor& t, std::vector<int64_t> shape,
-                         const std::byte* data, int64_t n_elements);
+                         const std::byte* data, int64_t n_elements, bool expand);
     void add_gguf_kv_b(const std::string& name, const GgufTensor& k_b, const GgufTensor& v_b);
     void materialise(const std::string& name);
     void add_file(const std::filesystem::path& path, const std::vector<std::string>* only);
@@ -114,7 +125,7 @@ private:
     std::function<void(double)> m_fp8_progress;
     std::vector<std::unique_ptr<GgufFile>> m_gguf_parts;  // one unless the model is split
     const GgufFile* m_gguf = nullptr;
-    std::set<std::string> m_expanded_types;
+    std::set<std::string> m_expanded_types, m_native_types;
     std::string m_part_source;  // while adding a GGUF part's tensors: that file's path
     // GGUF tensors expanded on first use: the bytes they fill (as m_tensors describes them).
     std::unordered_map<std::string, std::function<void(std::byte*)>> m_pending;

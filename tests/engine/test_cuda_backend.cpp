@@ -9,6 +9,7 @@
 
 #include <QtTest>
 
+#include <cmath>
 #include <filesystem>
 
 namespace {
@@ -102,6 +103,45 @@ private slots:
         // Tiny in BF16 and FP8, the same checks; but FP8 with a bf16 cache leaves out the
         // 300-token prompt with the absorbed form (selftest.cpp says why).
         QCOMPARE(results.size(), size_t(2 * checks.size()) - (bf16Cache ? 1 : 0));
+    }
+
+    // A GGUF file's block-quantised matrices reach the GPU as bf16 (the plug-in decodes
+    // them with the engine's decoders while uploading): in exact mode the GPU gives the
+    // logits of the CPU reading the same file expanded to BF16 (EngineOptions::expand_gguf)
+    // within the fixtures' fp32 bound, and its greedy tokens. On the CUDA emulator: the
+    // ctest cuda_emulator_gguf.
+    void ggufBlocksOnTheGpu() {
+        const cetus::CudaProbe p = cetus::probe_cuda();
+        if (!p.usable) QSKIP(qPrintable("no usable GPU: " + QString::fromStdString(p.text)));
+        auto load = [](cetus::Device device, bool expand) {
+            cetus::EngineOptions o;
+            o.model_dir = std::filesystem::path(CETUS_TEST_DATA) / "gguf" / "v2-greedy-q.gguf";
+            o.device = device;
+            o.max_context = 64;
+            o.prefix_store_bytes = 0;
+            o.expand_gguf = expand;
+            return cetus::Engine::load(o);
+        };
+        qputenv("CETUS_CUDA_EXACT", "1");
+        auto gpu = load(cetus::Device::Cuda, false);
+        qunsetenv("CETUS_CUDA_EXACT");
+        auto cpu = load(cetus::Device::Cpu, true);
+        QCOMPARE(QString::fromStdString(gpu->info().backend), QString("cuda"));
+        QVERIFY2(QString::fromStdString(gpu->info().weight_dtype).startsWith("GGUF Q4_0/"), gpu->info().weight_dtype.c_str());
+        const std::vector<int32_t> ids = {0, 17, 230, 5, 99, 101, 64, 2, 380, 7};
+        const std::vector<float> a = gpu->logits(ids), b = cpu->logits(ids);
+        QCOMPARE(a.size(), b.size());
+        float scale = 0.0f, err = 0.0f;
+        for (size_t i = 0; i < a.size(); ++i) {
+            scale = std::max(scale, std::fabs(b[i]));
+            err = std::max(err, std::fabs(a[i] - b[i]));
+        }
+        QVERIFY2(err <= 1e-4f * scale, qPrintable(QString("%1 of %2").arg(err).arg(scale)));
+        cetus::GenerateRequest r;
+        r.prompt_ids = ids;
+        r.max_new_tokens = 16;
+        r.sampling.temperature = 0.0f;
+        QCOMPARE(gpu->generate(r).ids, cpu->generate(r).ids);
     }
 
     void gpuConformance() {

@@ -46,6 +46,12 @@ struct EngineOptions {
     // bytes a decode step reads. Embeddings, the output head and the router stay as
     // they are; an FP8 checkpoint is used as it is.
     bool fp8_on_load = false;
+    // A GGUF file's block-quantised matrices (Q4_K, Q8_0, ...) are used in their blocks:
+    // the file's size in memory, decoded as they are read. Expanded instead (to BF16, once
+    // while loading) they take about 3.5 times the memory of 4-bit blocks, but a product
+    // no longer decodes them, which is faster where the cores and not the memory limit
+    // the CPU's decode. (The CUDA backend holds them as BF16 either way.)
+    bool expand_gguf = false;
     KvCacheType kv_cache = KvCacheType::F32;
     // Host memory for the prefixes of recent conversations (their latent-cache rows,
     // small with MLA): a request that goes on with one of them after others ran gets

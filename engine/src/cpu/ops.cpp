@@ -1,10 +1,12 @@
 // matmul reads F32 weights in place, BF16 and FP8 weights in place for small
 // batches (decode, MTP drafts and verify: decoded in registers, no conversion
 // buffer), and otherwise converts a block of weight rows to fp32 once (from the
-// map, vectorised for BF16 and FP8) and reuses it for every token of the batch.
+// map, vectorised for BF16, FP8 and GGUF blocks) and reuses it for every token of
+// the batch; GGUF blocks always go that way, their rows decoded 8 at a time.
 #include "cpu/ops.h"
 
 #include "dtype.h"
+#include "ggml_blocks.h"
 
 // The 32-byte vectors below never cross a call boundary (everything on them is
 // inlined into the per-ISA clones), so GCC's note about their ABI does not apply.
@@ -192,6 +194,19 @@ CETUS_CPU_CLONES void convert_bf16(const uint16_t* w, int64_t n_rows, int64_t co
     convert_rows(Bf16Rows{w, cols}, n_rows, cols, out);
 }
 
+// Rows of a GGUF block-quantised matrix as fp32: ggml_blocks' decoders (the values of
+// Matrix::row_to_f32) inlined here, so they are vectorised for each instruction set.
+CETUS_CPU_CLONES __attribute__((flatten)) void convert_ggml(const GgmlTypeInfo& type, const std::byte* rows,
+                                                            uint64_t row_bytes, int64_t n_rows, int64_t cols,
+                                                            float* out) {
+    const int64_t n_blocks = cols / type.block;
+    ggml_blocks::with_block_decoder(type.id, [&](auto decode) {
+        for (int64_t r = 0; r < n_rows; ++r)
+            for (int64_t b = 0; b < n_blocks; ++b)
+                decode(rows + r * row_bytes + b * type.bytes, out + r * cols + b * type.block);
+    });
+}
+
 #ifdef CETUS_FP8_AVX2
 __attribute__((target("avx2,f16c"), flatten)) void product_fp8(const float* x, int64_t ldx, int64_t n_tokens, const Fp8Rows& w,
                                                  int64_t n_rows, int64_t cols, float* y, int64_t ldy) {
@@ -232,6 +247,8 @@ void matmul_strided(const float* x, int64_t ldx, int64_t n_tokens, const Matrix&
 #ifdef CETUS_FP8_AVX2
         const Fp8Rows fp8{static_cast<const uint8_t*>(w.data), cols, w.scale_inv, w.scale_cols, 0};
 #endif
+        const GgmlTypeInfo* ggml = w.dtype == Dtype::Ggml ? ggml_type_info(w.ggml_type) : nullptr;
+        const uint64_t row_bytes = w.row_bytes();
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < n_blocks; ++b) {
             const int64_t r0 = b * k_row_block, r1 = std::min(rows, r0 + k_row_block);
@@ -247,6 +264,10 @@ void matmul_strided(const float* x, int64_t ldx, int64_t n_tokens, const Matrix&
                 convert_fp8(fp8.from(r0), r1 - r0, cols, buf.data());
                 product_f32(x, ldx, n_tokens, buf.data(), r1 - r0, cols, yb, ldy);
 #endif
+            } else if (ggml) {
+                convert_ggml(*ggml, static_cast<const std::byte*>(w.data) + uint64_t(r0) * row_bytes, row_bytes, r1 - r0,
+                             cols, buf.data());
+                product_f32(x, ldx, n_tokens, buf.data(), r1 - r0, cols, yb, ldy);
             } else {
                 if (w.dtype == Dtype::BF16) convert_bf16(static_cast<const uint16_t*>(w.data) + r0 * cols, r1 - r0, cols, buf.data());
                 else

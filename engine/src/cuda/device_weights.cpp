@@ -35,6 +35,9 @@ struct CopyJob {
     size_t src_row_bytes;
     size_t n_rows;
     bool widen_f16;  // F16 source written as F32
+    // A GGUF block-quantised matrix (Dtype::Ggml) written as bf16: its rows decoded by
+    // UploadOptions::ggml_rows. src_row_bytes is then the staged (bf16) row.
+    const Matrix* ggml = nullptr;
     size_t staged_row_bytes() const { return widen_f16 ? src_row_bytes * 2 : src_row_bytes; }
 };
 
@@ -78,6 +81,10 @@ public:
             d.dtype = DeviceDtype::F8_E4M3;
             host_bytes = dev_bytes = 1;
             break;
+        case Dtype::Ggml:  // GGUF blocks, decoded on the host and rounded to bf16 (staged 2 bytes a weight)
+            d.dtype = DeviceDtype::BF16;
+            host_bytes = dev_bytes = 2;
+            break;
         default:
             throw Error(ErrorCode::Unsupported, "CUDA backend: a " + std::to_string(m.rows) + " x " +
                                                     std::to_string(m.cols) + " weight has a dtype it cannot hold");
@@ -87,6 +94,10 @@ public:
         d.data = p;
         m_jobs.push_back({p, size_t(d.ld) * dev_bytes, m.data, size_t(m.cols) * host_bytes, size_t(m.rows),
                           m.dtype == Dtype::F16});
+        if (m.dtype == Dtype::Ggml) {
+            m_ggml.push_back(m);
+            m_jobs.back().ggml = &m_ggml.back();
+        }
         if (m.dtype == Dtype::F8_E4M3) {
             if (!m.scale_inv || m.scale_cols < (m.cols + 127) / 128)
                 throw Error(ErrorCode::Unsupported, "CUDA backend: an FP8 weight without its block scales");
@@ -161,6 +172,7 @@ private:
     Carver m_carver;
     std::map<Key, DeviceMatrix> m_seen;
     std::deque<std::vector<DeviceMatrix>> m_tables;
+    std::deque<Matrix> m_ggml;  // the block-quantised matrices' descriptions, for their jobs
     std::vector<CopyJob> m_jobs;
 };
 
@@ -216,7 +228,7 @@ public:
 
 private:
     void copy(const CopyJob& j) {
-        if (!j.widen_f16 && j.dst_pitch == j.src_row_bytes) {
+        if (!j.widen_f16 && !j.ggml && j.dst_pitch == j.src_row_bytes) {
             copy_bytes(j.dst, static_cast<const char*>(j.src), j.n_rows * j.src_row_bytes);
             return;
         }
@@ -225,16 +237,27 @@ private:
         if (row > k_buffer_bytes)
             throw Error(ErrorCode::Unsupported, "CUDA backend: a weight row of " + std::to_string(row) +
                                                     " bytes exceeds the staging buffer");
+        if (j.ggml && !m_o.ggml_rows)
+            throw Error(ErrorCode::Unsupported, "CUDA backend: a GGUF block-quantised weight and no decoder for it");
         for (size_t r0 = 0; r0 < j.n_rows;) {
             if (m_o.cancel && m_o.cancel->load()) throw Error(ErrorCode::Cancelled, "loading cancelled");
             size_t n = std::min(j.n_rows - r0, (k_buffer_bytes - m_used) / row);
+            if (j.ggml) n = std::min(n, std::max<size_t>(1, k_decode_floats / size_t(j.ggml->cols)));
             if (n == 0) {
                 next_buffer();
                 continue;
             }
             char* stage = m_buffer[m_current].get() + m_used;
             const char* src = static_cast<const char*>(j.src) + r0 * j.src_row_bytes;
-            if (j.widen_f16) {
+            if (j.ggml) {
+                // Decoded as the CPU backend reads them, then rounded to nearest even bf16.
+                m_decoded.resize(n * size_t(j.ggml->cols));
+                m_o.ggml_rows(*j.ggml, int64_t(r0), int64_t(n), m_decoded.data());
+                for (size_t i = 0; i < m_decoded.size(); ++i) {
+                    const uint16_t h = f32_to_bf16(m_decoded[i]);
+                    std::memcpy(stage + 2 * i, &h, 2);
+                }
+            } else if (j.widen_f16) {
                 const size_t count = n * j.src_row_bytes / 2;
                 for (size_t i = 0; i < count; ++i) {
                     uint16_t h;
@@ -283,7 +306,9 @@ private:
         m_o.progress(fraction, m_o.stage);
     }
 
+    static constexpr size_t k_decode_floats = size_t(4) << 20;  // GGUF rows decoded per piece, at most
     const UploadOptions& m_o;
+    std::vector<float> m_decoded;
     size_t m_total, m_done = 0, m_used = 0;
     PinnedBuffer m_buffer[2];
     Event m_free[2];

@@ -1,5 +1,6 @@
 // The model's weights in device memory: one allocation holds every matrix in
-// its checkpoint dtype (F16 widened to F32, FP8 with its fp32 block scales),
+// its checkpoint dtype (F16 widened to F32, FP8 with its fp32 block scales, a
+// GGUF file's block-quantised matrices decoded on the host and stored as bf16),
 // the norm vectors and biases as fp32, the per-layer expert descriptor tables
 // and the rope table. Matrices shared by several owners (the MTP module's
 // embedding and head, tied embeddings) are uploaded once.
@@ -60,6 +61,9 @@ struct UploadOptions {
     std::function<void(float fraction, const std::string& stage)> progress;  // may be empty
     const std::atomic<bool>* cancel = nullptr;
     std::string stage;  // progress text
+    // GGUF block-quantised (Dtype::Ggml) rows as float (CudaBackendArgs::ggml_rows);
+    // such weights are stored as bf16. Without it they are refused.
+    std::function<void(const Matrix& m, int64_t r0, int64_t n, float* out)> ggml_rows;
 };
 
 // Device bytes upload_weights takes. Throws Error(Unsupported) for weights it cannot hold.

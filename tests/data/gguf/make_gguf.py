@@ -13,8 +13,9 @@
   is the folder with mscale = mscale_all_dim (the test writes that config).
 - v2-greedy-q.gguf: v2-greedy with block-quantised matrices (Q8_0, Q4_0, Q4_1,
   Q5_0, Q5_1, quantised by gguf), and v2-greedy-q-twin/: the same weights as
-  gguf.quants.dequantize gives them, rounded to bfloat16 (what the engine expands
-  them to), in a safetensors folder.
+  gguf.quants.dequantize gives them, in float32 (the engine reads the blocks in
+  place with those values; a kv_b_proj merged from two quantised halves would be
+  rounded to bfloat16, as the engine expands it), in a safetensors folder.
 - split/v2-greedy-q-0000{1,2,3}-of-00003.gguf: v2-greedy-q.gguf in three parts
   (gguf's split writer, as llama.cpp's gguf-split names and marks them).
 - dequant.gguf / dequant.safetensors: one tensor per readable ggml type with
@@ -188,7 +189,6 @@ def convert(case: str, out_name: str, nextn: int, mla_split: bool, quant: dict |
     write_config(w, c, nextn, mla_split)
     twin_tensors = {}
     quantised = set()
-    exact = {}  # quantised tensors' dequantised values before the bf16 rounding
     for name, t in gguf_tensors(c, w8, nextn, mla_split):
         t = t.astype(np.float32)
         qtype = None
@@ -203,8 +203,7 @@ def convert(case: str, out_name: str, nextn: int, mla_split: bool, quant: dict |
         else:
             q = gguf.quants.quantize(t, qtype)
             w.add_tensor(name, q, raw_dtype=qtype)
-            exact[name] = gguf.quants.dequantize(q, qtype).reshape(t.shape)
-            twin_tensors[name] = bf16_round(exact[name])
+            twin_tensors[name] = gguf.quants.dequantize(q, qtype).reshape(t.shape).astype(np.float32)
             quantised.add(name)
     w.write_header_to_file()
     w.write_kv_data_to_file()
@@ -216,10 +215,10 @@ def convert(case: str, out_name: str, nextn: int, mla_split: bool, quant: dict |
         hf = {"model.embed_tokens.weight": twin_tensors["token_embd.weight"],
               "model.norm.weight": twin_tensors["output_norm.weight"],
               "lm_head.weight": twin_tensors["output.weight"]}
-        # Stored as BF16 where the engine expands to BF16 (quantised matrices; kv_b_proj when
-        # both halves are quantised), so that the engine runs the same products on both.
-        bf16 = {n for g, n in (("token_embd.weight", "model.embed_tokens.weight"),
-                               ("output.weight", "lm_head.weight")) if g in quantised}
+        # Stored as BF16 where the engine expands to BF16 (kv_b_proj when both halves are
+        # quantised), so that the engine runs the same products on both; quantised matrices
+        # as their float32 values, which the engine's block decoders must give.
+        bf16 = set()
         for name, t in twin_tensors.items():
             if not name.startswith("blk."):
                 continue
@@ -230,23 +229,18 @@ def convert(case: str, out_name: str, nextn: int, mla_split: bool, quant: dict |
                         "ffn_down_exps.weight": "down_proj"}[rest]
                 for e in range(t.shape[0]):
                     hf[f"{p}mlp.experts.{e}.{proj}.weight"] = np.ascontiguousarray(t[e])
-                    if name in quantised:
-                        bf16.add(f"{p}mlp.experts.{e}.{proj}.weight")
             elif rest == "attn_k_b.weight":
                 v_name = f"blk.{l}.attn_v_b.weight"
                 v = twin_tensors[v_name]
-                if (name in quantised) != (v_name in quantised):  # merged in float32, unrounded
-                    t, v = exact.get(name, t), exact.get(v_name, v)
                 hf[p + "self_attn.kv_b_proj.weight"] = np.ascontiguousarray(
                     np.concatenate([t.transpose(0, 2, 1), v], axis=1).reshape(-1, t.shape[1]))
-                if name in quantised and f"blk.{l}.attn_v_b.weight" in quantised:
+                if name in quantised and v_name in quantised:
+                    hf[p + "self_attn.kv_b_proj.weight"] = bf16_round(hf[p + "self_attn.kv_b_proj.weight"])
                     bf16.add(p + "self_attn.kv_b_proj.weight")
             elif rest == "attn_v_b.weight":
                 continue
             else:
                 hf[p + inv[rest]] = np.ascontiguousarray(t)
-                if name in quantised and t.ndim >= 2:
-                    bf16.add(p + inv[rest])
         d = OUT / twin
         d.mkdir(exist_ok=True)
         tc = dict(c)
