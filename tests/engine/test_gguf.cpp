@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <random>
 #include <sstream>
 
@@ -531,6 +532,38 @@ private slots:
                          qPrintable(m));
             }
         }
+    }
+
+    // DeepSeek-V2's pre-tokenizer ("deepseek-llm") from metadata: V3's vocabulary in a file
+    // that names it splits and merges the golden cases as HF tokenizers does with that
+    // pre-tokenizer (golden_deepseek_llm.json), and differently from V3's on many.
+    void deepseekLlmPreTokenizerFromMetadata() {
+        std::string bytes = read_bytes(k_gguf + "/v3-tokenizer.gguf");
+        const std::string from = std::string("\x0b\0\0\0\0\0\0\0", 8) + "deepseek-v3";
+        const size_t at = bytes.find(from);
+        QVERIFY(at != std::string::npos);
+        bytes.replace(at, from.size(), std::string("\x0c\0\0\0\0\0\0\0", 8) + "deepseek-llm");  // no tensors follow
+        const QTemporaryDir dir;
+        const std::string path = dir.path().toStdString() + "/v2-pre.gguf";
+        std::ofstream(path, std::ios::binary) << bytes;
+        const auto v2 = cetus::Tokenizer::load(path);
+        const auto v3 = cetus::Tokenizer::load(k_gguf + "/v3-tokenizer.gguf");
+        const auto golden = nlohmann::json::parse(read_bytes(k_gguf + "/golden_deepseek_llm.json"));
+        const auto v3_cases = nlohmann::json::parse(read_bytes(k_data + "/tokenizer/golden_v3.json"))["cases"];
+        std::map<std::string, std::string> text_of;
+        for (const auto& c : v3_cases)
+            text_of[c["name"].get<std::string>()] =
+                QByteArray::fromBase64(QByteArray::fromStdString(c["bytes"].get<std::string>())).toStdString();
+        int checked = 0, differ = 0;
+        for (const auto& c : golden["cases"]) {
+            const std::string& text = text_of.at(c["name"].get<std::string>());
+            const auto ids = v2.encode(text, true);  // added tokens in the text parsed, as tokenizers does
+            QVERIFY2(ids == c["ids"].get<std::vector<int32_t>>(), c["name"].get<std::string>().c_str());
+            differ += ids != v3.encode(text, true);
+            ++checked;
+        }
+        QVERIFY(checked > 400);
+        QVERIFY2(differ > 50, qPrintable(QString::number(differ)));
     }
 
     void modelLevelErrorsNameTheFile() {

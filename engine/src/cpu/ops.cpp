@@ -237,7 +237,10 @@ void matmul_strided(const float* x, int64_t ldx, int64_t n_tokens, const Matrix&
     // Small products run on the calling thread: waking the pool for a parallel region
     // (the mains make OpenMP's idle threads sleep) costs tens of microseconds, more than
     // a product of fewer than ~2^20 multiply-adds takes on one core.
-    const bool parallel = rows * cols * n_tokens >= k_parallel_min_macs && n_blocks > 1;
+    // Decoding GGUF blocks costs a few times a multiply-add per weight: such products are
+    // worth the threads from a quarter of the size.
+    const int64_t work = rows * cols * (w.dtype == Dtype::Ggml ? std::max<int64_t>(n_tokens, 4) : n_tokens);
+    const bool parallel = work >= k_parallel_min_macs && n_blocks > 1;
 #pragma omp parallel if (parallel)
     {
         const bool small = n_tokens <= k_direct_tokens;

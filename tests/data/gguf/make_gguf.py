@@ -24,6 +24,11 @@
   as the converter's get_vocab_base + SpecialVocab write it: added tokens that are
   special or look special as CONTROL, others USER_DEFINED, ids past the tokenizer
   up to config vocab_size 129280 as UNUSED "[PADn]".
+- golden_deepseek_llm.json: the ids HF tokenizers (PyPI: tokenizers) gives the valid
+  UTF-8 cases of tests/data/tokenizer/golden_v3.json with DeepSeek-V3's vocabulary and
+  DeepSeek-LLM's pre-tokenizer (V2's, GGUF "deepseek-llm"; taken from the engine's
+  gguf.cpp, whose pattern text was checked against llama.cpp's list): the engine must
+  split and merge as HF tokenizers does for such files. (--llm-golden writes only this.)
 - tests/fuzz/corpus/gguf/: small valid files, the seeds of the fuzz_gguf target.
 
 Run from the repository root: python3 tests/data/gguf/make_gguf.py
@@ -281,6 +286,28 @@ def dequant_fixture():
     save_file(expected, OUT / "dequant.safetensors")
 
 
+def deepseek_llm_golden():
+    import base64
+    import re
+    import tokenizers
+    src = (ROOT / "engine/src/gguf.cpp").read_text(encoding="utf-8")
+    pre = re.search(r'k_deepseek_llm_pre = R"json\((.*?)\)json"', src, re.S).group(1)
+    tj = json.loads((ROOT / "tests/data/tokenizer/deepseek-v3/tokenizer.json").read_text(encoding="utf-8"))
+    tj["pre_tokenizer"] = json.loads(pre)
+    tok = tokenizers.Tokenizer.from_str(json.dumps(tj))
+    golden = json.loads((ROOT / "tests/data/tokenizer/golden_v3.json").read_text(encoding="utf-8"))
+    cases = []
+    for c in golden["cases"]:
+        if not c["valid_utf8"]:
+            continue
+        text = base64.b64decode(c["bytes"]).decode("utf-8")
+        cases.append({"name": c["name"], "ids": tok.encode(text, add_special_tokens=False).ids})
+    out = {"manifest": {"generator": "tests/data/gguf/make_gguf.py", "tokenizers": tokenizers.__version__,
+                        "vocabulary": "tests/data/tokenizer/deepseek-v3", "cases": "tests/data/tokenizer/golden_v3.json"},
+           "cases": cases}
+    (OUT / "golden_deepseek_llm.json").write_text(json.dumps(out, separators=(",", ":")) + "\n")
+
+
 def looks_special(t: str) -> bool:
     return (t in ("<pad>", "<mask>", "<2mass>", "[@BOS@]") or (t.startswith("<|") and t.endswith("|>"))
             or (t.startswith("<｜") and t.endswith("｜>")))
@@ -475,6 +502,9 @@ def main():
     if len(sys.argv) == 4 and sys.argv[1] == "--bench":
         bench_model(Path(sys.argv[3]), sys.argv[2])
         return
+    if len(sys.argv) == 2 and sys.argv[1] == "--llm-golden":
+        deepseek_llm_golden()
+        return
     OUT.mkdir(exist_ok=True)
     convert("v2-greedy", "v2-greedy.gguf", nextn=0, mla_split=True)
     convert("v3-noaux", "v3-noaux.gguf", nextn=1, mla_split=False)
@@ -485,6 +515,7 @@ def main():
     convert("v2-greedy", "split/v2-greedy-q.gguf", nextn=0, mla_split=True, quant=V2_QUANT, split_max_tensors=20)
     dequant_fixture()
     tokenizer_fixture()
+    deepseek_llm_golden()
     fuzz_seeds()
     print("gguf", getattr(gguf, "__version__", "?"), "numpy", np.__version__, file=sys.stderr)
 
