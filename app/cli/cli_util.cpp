@@ -66,7 +66,8 @@ std::unique_ptr<Engine> load_engine(const std::string& model_dir, const std::str
 
 void add_load_flags(CLI::App* cmd, LoadFlags& flags) {
     cmd->add_flag("--fp8", flags.fp8,
-                  "Quantise a BF16/F16/F32 checkpoint's linear layers to FP8 while loading (about half the memory)");
+                  "Quantise a checkpoint's linear layers to FP8 while loading (half the memory of BF16; a GGUF file's "
+                  "blocks too, which the GPU would otherwise hold as BF16)");
     cmd->add_flag("--expand-gguf", flags.expand_gguf,
                   "Expand a GGUF file's block-quantised matrices to BF16 while loading (more memory; the CPU's "
                   "products then skip decoding them)");

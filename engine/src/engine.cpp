@@ -151,8 +151,11 @@ std::string describe_dtypes(const WeightStore& store) {
         for (const std::string& t : types) j += (j.empty() ? "" : "/") + t;
         return j;
     };
+    std::set<std::string> native;  // GGUF block types used in place
+    for (const auto& [name, t] : store.tensors())
+        if (t.dtype == Dtype::Ggml) native.insert(ggml_type_name(t.ggml_type));
     std::string s;
-    if (!store.gguf_native_types().empty()) s = "GGUF " + joined(store.gguf_native_types());
+    if (!native.empty()) s = "GGUF " + joined(native);
     for (Dtype d : {Dtype::F8_E4M3, Dtype::BF16, Dtype::F16, Dtype::F32}) {
         if (!bytes[int(d)]) continue;
         if (!s.empty()) s += " + ";
@@ -161,7 +164,7 @@ std::string describe_dtypes(const WeightStore& store) {
     // Types seen only in expanded tensors (a quantised vector, kv_b_proj's halves).
     std::set<std::string> expanded_only;
     for (const std::string& t : store.gguf_expanded_types())
-        if (!store.gguf_native_types().count(t)) expanded_only.insert(t);
+        if (!native.count(t)) expanded_only.insert(t);
     if (!expanded_only.empty()) s += ", expanded from GGUF " + joined(expanded_only);
     if (store.quantised_on_load()) s += ", FP8 quantised on load";
     return s;
@@ -337,9 +340,9 @@ void Engine::make_backend(const EngineOptions& o, bool use_cuda, const LoadProgr
             if (e.code() == ErrorCode::Cancelled) throw;
             std::string why = e.what();
             const bool host_memory = why.find("host memory") != std::string::npos;  // FP8 would not help there
-            // (Not for GGUF blocks: the GPU holds them as bf16, FP8 on load or not.)
+            // (GGUF blocks too: the GPU holds them as bf16, or with FP8 on load as FP8.)
             if (e.code() == ErrorCode::OutOfMemory && !host_memory && !o.fp8_on_load &&
-                m_model->store().quantisable_bytes() > 0 && m_model->store().gguf_native_types().empty())
+                m_model->store().quantisable_bytes() > 0)
                 // (The app matches "FP8 weights need about half the memory" to offer a retry.)
                 why += "; FP8 weights need about half the memory (cetus-cli --fp8, or Model > FP8 weights in the app)";
             if (e.code() == ErrorCode::OutOfMemory && !host_memory && o.kv_cache == KvCacheType::F32)
@@ -361,6 +364,13 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions& o, const LoadProgress&
     report(progress, 0.1f, "mapping weights");
     auto store = std::make_unique<WeightStore>(o.model_dir, o.expand_gguf);
     store->set_fp8_on_load(o.fp8_on_load);
+    if (const uint64_t avail = host_available_bytes(); !use_cuda && avail > 0 && store->total_bytes() > avail)
+        // Mapped weights load anyway, but each step then reads from the disk what the page
+        // cache could not keep: say so before a slow first answer.
+        engine_log().warn("{}: its weights ({:.1f} GiB) exceed the memory available ({:.1f} GiB); they are read "
+                          "from the disk as needed, which makes every step slow",
+                          store->source(), double(store->total_bytes()) / double(1ull << 30),
+                          double(avail) / double(1ull << 30));
     if (const uint64_t need = store->expandable_bytes(); need > 0) {
         // Before anything is expanded (GGUF matrices stay in their blocks unless
         // expand_gguf; quantised vectors and a kv_b_proj merged from quantised halves are

@@ -182,27 +182,39 @@ const float* WeightStore::scales_for(const std::string& weight_name, int64_t row
 }
 
 Matrix WeightStore::matrix(const std::string& name, int64_t rows, int64_t cols, bool quantise) {
+    auto check_shape = [&](const TensorInfo& t) {
+        if (t.shape != std::vector<int64_t>{rows, cols})
+            throw Error(ErrorCode::BadTensor, t.file + ": \"" + name + "\": expected [" + std::to_string(rows) +
+                                                  ", " + std::to_string(cols) + "], file has " + t.shape_string());
+    };
+    if (auto it = m_block_source.find(name); it != m_block_source.end() && quantise && m_fp8_on_load) {
+        // Expanded GGUF blocks that FP8 on load quantises: from the blocks' values, not
+        // through their BF16 expansion (one rounding, as without expand_gguf).
+        const TensorInfo& t = tensor(name);
+        check_shape(t);
+        const Matrix blocks{Dtype::Ggml, rows, cols, it->second.second, nullptr, 0, it->second.first};
+        m_expand_total -= t.n_bytes;
+        m_block_source.erase(it);
+        return add_fp8(name, blocks);
+    }
     materialise(name);
     const TensorInfo& t = tensor(name);
     if (!dtype_is_float_weight(t.dtype))
         throw Error(ErrorCode::BadTensor, t.file + ": \"" + name + "\" has unsupported dtype " + dtype_name(t.dtype));
-    if (t.shape != std::vector<int64_t>{rows, cols})
-        throw Error(ErrorCode::BadTensor, t.file + ": \"" + name + "\": expected [" + std::to_string(rows) + ", " +
-                                              std::to_string(cols) + "], file has " + t.shape_string());
+    check_shape(t);
     Matrix m;
     m.dtype = t.dtype;
     m.rows = rows;
     m.cols = cols;
     m.data = aligned_data(t);
     m.ggml_type = t.ggml_type;
-    if (t.dtype == Dtype::Ggml) {
-        // Kept in its blocks, FP8 on load or not: they are smaller than FP8 or about its
-        // size (Q8_0: 8.5 bits a weight), and requantising would round twice.
-    } else if (t.dtype == Dtype::F8_E4M3) {
+    if (t.dtype == Dtype::F8_E4M3) {
         std::string base = name;
         m.scale_inv = scales_for(base, rows, cols);
         m.scale_cols = (cols + 127) / 128;
     } else if (quantise && m_fp8_on_load) {
+        // (GGUF blocks too, from their decoded values: FP8 is what the GPU can hold them
+        // in, half their BF16 size; on the CPU 4-bit blocks are the smaller form.)
         return add_fp8(name, m);
     }
     return m;
@@ -246,10 +258,26 @@ bool quantise_blocks(const Matrix& m, std::byte* codes, float* scales) {
     return finite;
 }
 
+// add_fp8 for GGUF blocks: each band of 128 rows decoded to fp32, then quantised as an
+// F32 matrix would be (the same blocks, so the same codes and scales).
+bool quantise_ggml_blocks(const Matrix& m, std::byte* codes, float* scales) {
+    const int64_t sc = (m.cols + 127) / 128;
+    std::vector<float> band(static_cast<size_t>(std::min<int64_t>(m.rows, 128) * m.cols));
+    bool finite = true;
+    for (int64_t r0 = 0; r0 < m.rows; r0 += 128) {
+        const int64_t n = std::min<int64_t>(128, m.rows - r0);
+#pragma omp parallel for schedule(static) if (n * m.cols >= (1 << 18))
+        for (int64_t r = 0; r < n; ++r) m.row_to_f32(r0 + r, band.data() + r * m.cols);
+        const Matrix f{Dtype::F32, n, m.cols, band.data(), nullptr, 0};
+        finite = quantise_blocks<Dtype::F32>(f, codes + r0 * m.cols, scales + (r0 / 128) * sc) && finite;
+    }
+    return finite;
+}
+
 }  // namespace
 
 Matrix WeightStore::add_fp8(const std::string& name, const Matrix& m) {
-    if (m.dtype != Dtype::F32 && m.dtype != Dtype::BF16 && m.dtype != Dtype::F16)
+    if (m.dtype != Dtype::F32 && m.dtype != Dtype::BF16 && m.dtype != Dtype::F16 && m.dtype != Dtype::Ggml)
         throw Error(ErrorCode::BadTensor, m_source + ": \"" + name + "\" cannot be quantised from " + dtype_name(m.dtype));
     const int64_t rows = m.rows, cols = m.cols, sr = (rows + 127) / 128, sc = (cols + 127) / 128;
     std::vector<std::byte> codes;
@@ -261,9 +289,10 @@ Matrix WeightStore::add_fp8(const std::string& name, const Matrix& m) {
         throw Error(ErrorCode::OutOfMemory, m_source + ": not enough host memory to quantise \"" + name + "\" to FP8 (" +
                                                 std::to_string(rows * cols >> 20) + " MiB)");
     }
-    const bool finite = m.dtype == Dtype::BF16  ? quantise_blocks<Dtype::BF16>(m, codes.data(), scales.data())
-                        : m.dtype == Dtype::F16 ? quantise_blocks<Dtype::F16>(m, codes.data(), scales.data())
-                                                : quantise_blocks<Dtype::F32>(m, codes.data(), scales.data());
+    const bool finite = m.dtype == Dtype::BF16   ? quantise_blocks<Dtype::BF16>(m, codes.data(), scales.data())
+                        : m.dtype == Dtype::F16  ? quantise_blocks<Dtype::F16>(m, codes.data(), scales.data())
+                        : m.dtype == Dtype::Ggml ? quantise_ggml_blocks(m, codes.data(), scales.data())
+                                                 : quantise_blocks<Dtype::F32>(m, codes.data(), scales.data());
     if (!finite)
         throw Error(ErrorCode::BadTensor, m_source + ": \"" + name +
                                               "\" holds infinite or NaN values, which FP8 cannot represent; load "
@@ -271,7 +300,7 @@ Matrix WeightStore::add_fp8(const std::string& name, const Matrix& m) {
     std::vector<std::byte> scale_bytes(scales.size() * 4);
     std::memcpy(scale_bytes.data(), scales.data(), scale_bytes.size());
     if (m_fp8_progress && m_fp8_total == 0) m_fp8_total = quantisable_bytes();
-    m_fp8_done += uint64_t(rows * cols) * dtype_size(m.dtype);
+    m_fp8_done += m.n_bytes();
     add_owned(name, Dtype::F8_E4M3, {rows, cols}, std::move(codes));
     add_owned(name + "_scale_inv", Dtype::F32, {sr, sc}, std::move(scale_bytes));
     // The owned buffers as they are (new'd: aligned for floats), no copy of the scales.
@@ -285,7 +314,7 @@ Matrix WeightStore::add_fp8(const std::string& name, const Matrix& m) {
 uint64_t WeightStore::quantisable_bytes() const {
     uint64_t bytes = 0;
     for (const auto& [n, t] : m_tensors)
-        if ((t.dtype == Dtype::F32 || t.dtype == Dtype::BF16 || t.dtype == Dtype::F16) &&
+        if ((t.dtype == Dtype::F32 || t.dtype == Dtype::BF16 || t.dtype == Dtype::F16 || t.dtype == Dtype::Ggml) &&
             n.find("_proj") != std::string::npos && !n.ends_with("eh_proj.weight"))
             bytes += t.n_bytes;
     return bytes;
@@ -302,6 +331,7 @@ void WeightStore::release_owned() {
 
 void WeightStore::drop(const std::string& name) {
     m_pending.erase(name);
+    m_block_source.erase(name);
     m_tensors.erase(name);
     m_used.erase(name);
 }
@@ -432,7 +462,6 @@ void WeightStore::add_gguf_tensor(const std::string& name, const GgufTensor& t, 
         info.ggml_type = t.type;
         info.data = data;
         info.n_bytes = uint64_t(n / ggml_type_info(t.type)->block) * uint64_t(ggml_type_info(t.type)->bytes);
-        m_native_types.insert(ggml_type_name(t.type));
     } else {
         // Vectors (norms, biases; converters keep them F32) expanded to F32, matrices
         // (expand_gguf) to BF16, the engine's weight type.
@@ -441,6 +470,7 @@ void WeightStore::add_gguf_tensor(const std::string& name, const GgufTensor& t, 
         const uint32_t type = t.type;
         const Dtype to = info.dtype;
         m_expanded_types.insert(ggml_type_name(type));
+        if (to == Dtype::BF16) m_block_source[name] = {type, data};
         m_pending[name] = [type, data, n, to](std::byte* out) {
             const int64_t block = ggml_type_info(type)->block, bytes = ggml_type_info(type)->bytes;
             const int64_t chunk = int64_t(1) << 20;  // a multiple of every block size
@@ -517,6 +547,7 @@ void WeightStore::add_gguf_kv_b(const std::string& name, const GgufTensor& k, co
 void WeightStore::materialise(const std::string& name) {
     auto it = m_pending.find(name);
     if (it == m_pending.end()) return;
+    m_block_source.erase(name);
     TensorInfo& t = m_tensors.at(name);
     std::unique_ptr<std::vector<std::byte>> buf;
     try {

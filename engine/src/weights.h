@@ -58,18 +58,21 @@ public:
 
     // Checks dtype is a float weight type and shape == [rows, cols]; resolves FP8 scales.
     // With quantise (the linear layers DeepSeek-V3's FP8 release stores as FP8) and
-    // FP8 on load switched on, an F32/BF16/F16 matrix is replaced by its FP8 form (add_fp8).
+    // FP8 on load switched on, an F32/BF16/F16 matrix or GGUF blocks are replaced by
+    // their FP8 form (add_fp8).
     Matrix matrix(const std::string& name, int64_t rows, int64_t cols, bool quantise = false);
     // FP8 on load: quantise the linear layers of F32/BF16/F16 checkpoints (half the
-    // memory of BF16, and half the bytes a decode step reads).
+    // memory of BF16, and half the bytes a decode step reads), or of GGUF files from their
+    // blocks' values (half what the GPU would hold them in).
     void set_fp8_on_load(bool on) { m_fp8_on_load = on; }
     // Called after each quantised matrix with the share of the checkpoint's wide
     // (F32/BF16/F16) projection bytes done so far, or, for a GGUF file with block-quantised
     // tensors, after each expanded tensor with the share of them done; may throw (a
     // cancelled load).
     void set_fp8_progress(std::function<void(double)> f) { m_fp8_progress = std::move(f); }
-    // Bytes of F32/BF16/F16 projection tensors (*_proj*, not eh_proj): what FP8 on
-    // load would quantise, roughly (the progress total; > 0: FP8 would shrink the model).
+    // Bytes of F32/BF16/F16 and GGUF block projection tensors (*_proj*, not eh_proj): what
+    // FP8 on load would quantise, roughly (the progress total; > 0: FP8 would shrink the
+    // model, at least on a GPU, which holds GGUF blocks as bf16).
     uint64_t quantisable_bytes() const;
     bool quantised_on_load() const { return m_fp8_done > 0; }
     // Bytes of block-quantised GGUF tensors still to expand (their BF16/F32 size).
@@ -79,10 +82,8 @@ public:
     // The GGUF block types expanded (or to be expanded) on load: a quantised vector's, or
     // attn_k_b / attn_v_b's (merged into kv_b_proj as BF16), e.g. {"Q8_0"}.
     const std::set<std::string>& gguf_expanded_types() const { return m_expanded_types; }
-    // The GGUF block types of matrices used in their blocks (Dtype::Ggml), e.g. {"Q4_K", "Q6_K"}.
-    const std::set<std::string>& gguf_native_types() const { return m_native_types; }
     bool fp8_on_load() const { return m_fp8_on_load; }
-    // m (F32, BF16 or F16) as FP8 e4m3 with 128x128 block scales, the format of
+    // m (F32, BF16, F16 or GGUF blocks) as FP8 e4m3 with 128x128 block scales, the format of
     // DeepSeek-V3's FP8 checkpoints: scale_inv = amax(block) / 448 (1 for an all-zero
     // block, at least the smallest normal float for tiny F32 blocks), code =
     // e4m3(x / scale_inv) rounded to nearest even. Stored as the owned
@@ -125,10 +126,12 @@ private:
     std::function<void(double)> m_fp8_progress;
     std::vector<std::unique_ptr<GgufFile>> m_gguf_parts;  // one unless the model is split
     const GgufFile* m_gguf = nullptr;
-    std::set<std::string> m_expanded_types, m_native_types;
+    std::set<std::string> m_expanded_types;
     std::string m_part_source;  // while adding a GGUF part's tensors: that file's path
     // GGUF tensors expanded on first use: the bytes they fill (as m_tensors describes them).
     std::unordered_map<std::string, std::function<void(std::byte*)>> m_pending;
+    // Of those, GGUF matrices expanded to BF16 (expand_gguf): their ggml type and blocks.
+    std::unordered_map<std::string, std::pair<uint32_t, const std::byte*>> m_block_source;
     uint64_t m_expand_total = 0, m_expand_done = 0;
     uint64_t m_fp8_done = 0, m_fp8_total = 0;  // source bytes quantised, and of all wide projections
 };

@@ -106,20 +106,28 @@ private slots:
     }
 
     // A GGUF file's block-quantised matrices reach the GPU as bf16 (the plug-in decodes
-    // them with the engine's decoders while uploading): in exact mode the GPU gives the
-    // logits of the CPU reading the same file expanded to BF16 (EngineOptions::expand_gguf)
-    // within the fixtures' fp32 bound, and its greedy tokens. On the CUDA emulator: the
-    // ctest cuda_emulator_gguf.
+    // them with the engine's decoders while uploading), their linear layers with FP8 on
+    // load as FP8: in exact mode the GPU gives the logits of the CPU reading the same file
+    // expanded to BF16 (EngineOptions::expand_gguf; with FP8 on load the linear layers
+    // are quantised from the blocks' values either way) within the fixtures' fp32 bound,
+    // and its greedy tokens. On the CUDA emulator: the ctest cuda_emulator_gguf.
+    void ggufBlocksOnTheGpu_data() {
+        QTest::addColumn<bool>("fp8");
+        QTest::newRow("bf16") << false;
+        QTest::newRow("fp8") << true;
+    }
     void ggufBlocksOnTheGpu() {
+        QFETCH(bool, fp8);
         const cetus::CudaProbe p = cetus::probe_cuda();
         if (!p.usable) QSKIP(qPrintable("no usable GPU: " + QString::fromStdString(p.text)));
-        auto load = [](cetus::Device device, bool expand) {
+        auto load = [fp8](cetus::Device device, bool expand) {
             cetus::EngineOptions o;
             o.model_dir = std::filesystem::path(CETUS_TEST_DATA) / "gguf" / "v2-greedy-q.gguf";
             o.device = device;
             o.max_context = 64;
             o.prefix_store_bytes = 0;
             o.expand_gguf = expand;
+            o.fp8_on_load = fp8;
             return cetus::Engine::load(o);
         };
         qputenv("CETUS_CUDA_EXACT", "1");
@@ -128,6 +136,7 @@ private slots:
         auto cpu = load(cetus::Device::Cpu, true);
         QCOMPARE(QString::fromStdString(gpu->info().backend), QString("cuda"));
         QVERIFY2(QString::fromStdString(gpu->info().weight_dtype).startsWith("GGUF Q4_0/"), gpu->info().weight_dtype.c_str());
+        QCOMPARE(QString::fromStdString(gpu->info().weight_dtype).contains("FP8"), fp8);
         const std::vector<int32_t> ids = {0, 17, 230, 5, 99, 101, 64, 2, 380, 7};
         const std::vector<float> a = gpu->logits(ids), b = cpu->logits(ids);
         QCOMPARE(a.size(), b.size());

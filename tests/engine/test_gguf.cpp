@@ -289,21 +289,29 @@ private slots:
         for (float v : b) scale = std::max(scale, std::fabs(v));
         QCOMPARE(a, b);
         QVERIFY(max_abs_diff(a, c) > 1e-3f * scale);
-        // FP8 on load leaves the blocks as they are and quantises the F32 projections
-        // (here the kv_b_proj merged from an F32 attn_k_b and a Q8_0 attn_v_b).
-        {
-            cetus::WeightStore gs(k_gguf + "/v2-greedy-q.gguf");
-            gs.set_fp8_on_load(true);
-            const cetus::TensorInfo& t = gs.tensor("model.layers.0.self_attn.o_proj.weight");
-            const cetus::Matrix m = gs.matrix(t.name, t.shape[0], t.shape[1], true);
-            QCOMPARE(m.dtype, cetus::Dtype::Ggml);
-            QVERIFY(m.data == t.data);
-        }
+        // FP8 on load quantises the linear layers from the blocks' values as it does the
+        // twin's F32 values: the same model. The embedding and the output head stay blocks.
         auto fp8 = load(k_gguf + "/v2-greedy-q.gguf", true);
+        auto fp8_twin = load(k_gguf + "/v2-greedy-q-twin", true);
         QCOMPARE(QString::fromStdString(fp8->info().weight_dtype),
-                 QString("GGUF Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 + FP8 e4m3 (128x128 blocks) + F32, FP8 quantised on load"));
+                 QString("GGUF Q4_0/Q8_0 + FP8 e4m3 (128x128 blocks) + F32, FP8 quantised on load"));
         const auto d = fp8->logits(ids);
+        QCOMPARE(d, fp8_twin->logits(ids));
         QVERIFY(d != a);
+        // With expand_gguf too, FP8 comes from the blocks' values, not their BF16 expansion.
+        for (const char* name : {"model.layers.0.self_attn.o_proj.weight", "model.layers.1.mlp.experts.3.up_proj.weight"}) {
+            cetus::WeightStore in_blocks(k_gguf + "/v2-greedy-q.gguf"), expanded(k_gguf + "/v2-greedy-q.gguf", true);
+            in_blocks.set_fp8_on_load(true);
+            expanded.set_fp8_on_load(true);
+            const auto shape = in_blocks.tensor(name).shape;
+            QCOMPARE(expanded.tensor(name).dtype, cetus::Dtype::BF16);  // before it is asked for
+            const cetus::Matrix x = in_blocks.matrix(name, shape[0], shape[1], true);
+            const cetus::Matrix y = expanded.matrix(name, shape[0], shape[1], true);
+            QCOMPARE(x.dtype, cetus::Dtype::F8_E4M3);
+            QCOMPARE(y.dtype, cetus::Dtype::F8_E4M3);
+            QVERIFY2(std::memcmp(x.data, y.data, size_t(x.rows * x.cols)) == 0, name);
+            QVERIFY2(std::memcmp(x.scale_inv, y.scale_inv, size_t((x.rows + 127) / 128 * x.scale_cols) * 4) == 0, name);
+        }
     }
 
     // A model in parts (gguf-split's names and split.* keys): opened by its first part,

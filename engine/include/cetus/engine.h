@@ -44,7 +44,9 @@ struct EngineOptions {
     // MLP and expert matrix) to FP8 e4m3 with 128x128 block scales while loading, as
     // DeepSeek-V3's FP8 release stores them: about half the memory of BF16 and half the
     // bytes a decode step reads. Embeddings, the output head and the router stay as
-    // they are; an FP8 checkpoint is used as it is.
+    // they are; an FP8 checkpoint is used as it is. A GGUF file's linear layers are
+    // quantised from their blocks' values: on the GPU, which holds blocks as BF16, that
+    // halves them; on the CPU 4-bit blocks are smaller than FP8.
     bool fp8_on_load = false;
     // A GGUF file's block-quantised matrices (Q4_K, Q8_0, ...) are used in their blocks:
     // the file's size in memory, decoded as they are read. Expanded instead (to BF16, once
