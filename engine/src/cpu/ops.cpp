@@ -194,9 +194,17 @@ CETUS_CPU_CLONES void convert_bf16(const uint16_t* w, int64_t n_rows, int64_t co
     convert_rows(Bf16Rows{w, cols}, n_rows, cols, out);
 }
 
+// GCC inlines everything a clone calls with flatten; clang refuses flatten beside
+// target_clones (and inlines the small decoders by itself).
+#if defined(__GNUC__) && !defined(__clang__)
+#define CETUS_FLATTEN __attribute__((flatten))
+#else
+#define CETUS_FLATTEN
+#endif
+
 // Rows of a GGUF block-quantised matrix as fp32: ggml_blocks' decoders (the values of
 // Matrix::row_to_f32) inlined here, so they are vectorised for each instruction set.
-CETUS_CPU_CLONES __attribute__((flatten)) void convert_ggml(const GgmlTypeInfo& type, const std::byte* rows,
+CETUS_CPU_CLONES CETUS_FLATTEN void convert_ggml(const GgmlTypeInfo& type, const std::byte* rows,
                                                             uint64_t row_bytes, int64_t n_rows, int64_t cols,
                                                             float* out) {
     const int64_t n_blocks = cols / type.block;
