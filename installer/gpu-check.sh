@@ -11,7 +11,7 @@
 #   all: within one call (steps end by 500 s), most important first: facts, selftest (and the bisect on
 #        failures), the bench figures (V2-Lite decode and prefill, MTP), memcheck, the
 #        selftest with programmatic dependent launch, the attention, expert and prefill kernels' own checks
-#        (cetus-attention-check, cetus-experts-check, cetus-prefill-check) and the selftest with a bf16 cache,
+#        (cetus-attention-check, cetus-experts-check, cetus-prefill-check, cetus-ggml-check) and the selftest with a bf16 cache,
 #        the bench comparisons, and with the
 #        time left an Nsight Compute profile of decode (kernels by share of time).
 #   conformance (~4 min, estimated): GPU facts, info, selftest (fixtures in exact mode + CUDA vs CPU
@@ -177,6 +177,9 @@ kernel_checks() {
     # Prefill attention in both forms (the products through cuBLAS) against double precision.
     step prefill-check 30 "$(dirname "$cli")/cetus-prefill-check"
     grep -E "FAIL|failed" "$out/prefill-check.out" | head -8
+    # GGUF blocks decoded on the GPU at upload (ggml_decode.cu) == the engine's decoders, bit for bit.
+    step ggml-check 30 "$(dirname "$cli")/cetus-ggml-check"
+    grep -E "FAIL|failed" "$out/ggml-check.out" | head -8
 }
 
 selftest_kv_bf16() {
@@ -361,7 +364,7 @@ pack)
     { echo "built $(date -u +%Y-%m-%dT%H:%MZ) from $(git describe --always --dirty 2>/dev/null)"
       git status --short --untracked-files=no 2>/dev/null | head -20; } > gpu-carry/stage/BUILD_INFO
     cp build-gpu/cetus-cli build-gpu/libcetus-cuda.so build-gpu/cetus-attention-check build-gpu/cetus-experts-check \
-        build-gpu/cetus-prefill-check gpu-carry/stage/ || return 1
+        build-gpu/cetus-prefill-check build-gpu/cetus-ggml-check gpu-carry/stage/ || return 1
     # The OpenMP runtime it was linked with too, in case the GPU image has none (LD_LIBRARY_PATH above).
     cp "$(ldd build-gpu/cetus-cli | awk '/libgomp/ {print $3}')" gpu-carry/stage/ 2>/dev/null || true
     strip --strip-unneeded gpu-carry/stage/{cetus-*,lib*} || return 1

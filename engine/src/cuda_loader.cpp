@@ -121,9 +121,6 @@ std::unique_ptr<Backend> create_cuda_backend(const Model& model, int64_t capacit
         if (level > 0) engine_log().warn("cuda: {}", m);
         else engine_log().info("cuda: {}", m);
     };
-    a.ggml_rows = [](const Matrix& m, int64_t r0, int64_t n, float* out) {
-        for (int64_t r = 0; r < n; ++r) m.row_to_f32(r0 + r, out + r * m.cols);
-    };
     std::unique_ptr<Backend> b(p.create(&a));
     if (!b) throw Error(ErrorCode::Device, p.path + ": the CUDA backend could not be created");
     return b;

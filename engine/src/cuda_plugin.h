@@ -15,7 +15,7 @@
 
 namespace cetus {
 
-inline constexpr int k_cuda_plugin_abi = 9;
+inline constexpr int k_cuda_plugin_abi = 10;
 
 struct CudaBackendArgs {
     int abi = k_cuda_plugin_abi;
@@ -39,10 +39,6 @@ struct CudaBackendArgs {
     const std::atomic<bool>* cancel = nullptr;  // loading throws Error(Cancelled) when set
     // 0 info, 1 warn; may be empty. Kept and called for the backend's whole life.
     std::function<void(int level, const std::string& message)> log;
-    // Rows [r0, r0 + n) of a Dtype::Ggml matrix (a GGUF file's blocks) as float, as
-    // Matrix::row_to_f32 gives them (the engine's decoders; the plug-in has none): the
-    // upload stores such matrices as bf16. Needed only while the backend is created.
-    std::function<void(const Matrix& m, int64_t r0, int64_t n, float* out)> ggml_rows;
 };
 
 }  // namespace cetus

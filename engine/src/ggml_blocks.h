@@ -1,7 +1,8 @@
 // ggml's block formats (its layouts, as gguf.quants reads them), decoded to float one
 // block at a time. Header-only so that the CPU products (cpu/ops.cpp) compile them
 // for each instruction set they are built for; ggml_dequantize (gguf.cpp) uses the same
-// functions, so every path gives the same values.
+// functions, and so does the CUDA backend's upload (cuda/ggml_decode.cu, compiled for
+// the device), so every path gives the same values.
 #pragma once
 
 #include "dtype.h"
@@ -10,17 +11,56 @@
 #include <cstdint>
 #include <cstring>
 
+#if defined(__CUDACC__) || defined(CETUS_CUDA_EMU)
+#define CETUS_GGML_HD __host__ __device__
+#define CETUS_GGML_DEVICE_BUILD 1
+#else
+#define CETUS_GGML_HD
+#define CETUS_GGML_DEVICE_BUILD 0
+#endif
+
 namespace cetus::ggml_blocks {
 
-inline float f16(const std::byte* p) {
-    uint16_t h;
-    std::memcpy(&h, p, 2);
+CETUS_GGML_HD inline uint8_t u8(const std::byte* p) { return uint8_t(*p); }
+
+// IEEE half to float, every value exact (subnormals, infinities; a NaN is the quiet
+// NaN of its sign): the engine's table in host code, the same bits computed in the
+// CUDA backend (whose plug-in has no table).
+CETUS_GGML_HD inline float half_bits_to_f32(uint16_t h) {
+#if CETUS_GGML_DEVICE_BUILD
+    const uint32_t sign = uint32_t(h & 0x8000u) << 16, exp = (h >> 10) & 0x1Fu;
+    uint32_t mant = h & 0x3FFu, bits;
+    if (exp == 0x1F) {
+        bits = sign | (mant ? 0x7FC00000u : 0x7F800000u);
+    } else if (exp != 0) {
+        bits = sign | ((exp + 112u) << 23) | (mant << 13);
+    } else if (mant == 0) {
+        bits = sign;
+    } else {  // subnormal: normalised
+        uint32_t e = 113;
+        while (!(mant & 0x400u)) {
+            mant <<= 1;
+            --e;
+        }
+        bits = sign | (e << 23) | ((mant & 0x3FFu) << 13);
+    }
+#ifdef __CUDA_ARCH__
+    return __uint_as_float(bits);
+#else
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+#endif
+#else
     return f16_to_f32(h);
+#endif
 }
-inline uint8_t u8(const std::byte* p) { return uint8_t(*p); }
+CETUS_GGML_HD inline float f16(const std::byte* p) {
+    return half_bits_to_f32(uint16_t(u8(p) | (u8(p + 1) << 8)));
+}
 
 // Q4_K and Q5_K: eight 6-bit scales and eight 6-bit minimums in 12 bytes.
-inline void scale_min_k4(int j, const std::byte* q, uint8_t& sc, uint8_t& m) {
+CETUS_GGML_HD inline void scale_min_k4(int j, const std::byte* q, uint8_t& sc, uint8_t& m) {
     if (j < 4) {
         sc = u8(q + j) & 63;
         m = u8(q + j + 4) & 63;
@@ -31,13 +71,13 @@ inline void scale_min_k4(int j, const std::byte* q, uint8_t& sc, uint8_t& m) {
 }
 
 // (The decoders below write their outputs in contiguous runs, so that they vectorise.)
-inline void block_q4_0(const std::byte* b, float* y) {
+CETUS_GGML_HD inline void block_q4_0(const std::byte* b, float* y) {
     const float d = f16(b);
     const std::byte* qs = b + 2;
     for (int j = 0; j < 16; ++j) y[j] = float(int(u8(qs + j) & 0xF) - 8) * d;
     for (int j = 0; j < 16; ++j) y[j + 16] = float(int(u8(qs + j) >> 4) - 8) * d;
 }
-inline void block_q4_1(const std::byte* b, float* y) {
+CETUS_GGML_HD inline void block_q4_1(const std::byte* b, float* y) {
     const float d = f16(b), m = f16(b + 2);
     const std::byte* qs = b + 4;
     for (int j = 0; j < 16; ++j) y[j] = float(u8(qs + j) & 0xF) * d + m;
@@ -47,9 +87,9 @@ inline void block_q4_1(const std::byte* b, float* y) {
 // (element j's at bit j). Q5_0: y = (code - 16) * d; Q5_1: y = code * d + m (no "+ 0"
 // for Q5_0: a zero keeps its sign, as ggml's).
 template <bool Min>
-inline void q5_codes(const std::byte* qh_at, const std::byte* qs, float d, float m, float* y) {
-    uint32_t qh;
-    std::memcpy(&qh, qh_at, 4);
+CETUS_GGML_HD inline void q5_codes(const std::byte* qh_at, const std::byte* qs, float d, float m, float* y) {
+    const uint32_t qh = uint32_t(u8(qh_at)) | uint32_t(u8(qh_at + 1)) << 8 |
+                        uint32_t(u8(qh_at + 2)) << 16 | uint32_t(u8(qh_at + 3)) << 24;
     for (int j = 0; j < 16; ++j) {
         const int x0 = int((u8(qs + j) & 0xF) | (((qh >> j) & 1u) << 4));
         y[j] = Min ? float(x0) * d + m : float(x0 - 16) * d;
@@ -59,9 +99,11 @@ inline void q5_codes(const std::byte* qh_at, const std::byte* qs, float d, float
         y[j + 16] = Min ? float(x1) * d + m : float(x1 - 16) * d;
     }
 }
-inline void block_q5_0(const std::byte* b, float* y) { q5_codes<false>(b + 2, b + 6, f16(b), 0.0f, y); }
-inline void block_q5_1(const std::byte* b, float* y) { q5_codes<true>(b + 4, b + 8, f16(b), f16(b + 2), y); }
-inline void block_q8_0(const std::byte* b, float* y) {
+CETUS_GGML_HD inline void block_q5_0(const std::byte* b, float* y) { q5_codes<false>(b + 2, b + 6, f16(b), 0.0f, y); }
+CETUS_GGML_HD inline void block_q5_1(const std::byte* b, float* y) {
+    q5_codes<true>(b + 4, b + 8, f16(b), f16(b + 2), y);
+}
+CETUS_GGML_HD inline void block_q8_0(const std::byte* b, float* y) {
     const float d = f16(b);
     for (int j = 0; j < 32; ++j) y[j] = float(int8_t(u8(b + 2 + j))) * d;
 }
@@ -69,14 +111,14 @@ inline void block_q8_0(const std::byte* b, float* y) {
 // of 128 values is four runs of 32 (bits Shift, Shift + 1 of qs[0..31]), each two runs
 // of 16 with their own scale and minimum: value = (d * scale) * code - dmin * min.
 template <int Shift>
-inline void q2_k_run(const std::byte* q, const std::byte* scales, float d, float dmin, float* y) {
+CETUS_GGML_HD inline void q2_k_run(const std::byte* q, const std::byte* scales, float d, float dmin, float* y) {
     for (int half = 0; half < 2; ++half) {
         const uint8_t sc = u8(scales + half);
         const float dl = d * float(sc & 0xF), ml = dmin * float(sc >> 4);
         for (int l = 0; l < 16; ++l) y[16 * half + l] = dl * float((u8(q + l + 16 * half) >> Shift) & 3) - ml;
     }
 }
-inline void block_q2_k(const std::byte* b, float* y) {
+CETUS_GGML_HD inline void block_q2_k(const std::byte* b, float* y) {
     const std::byte* scales = b;
     const std::byte* q = b + 16;
     const float d = f16(b + 80), dmin = f16(b + 82);
@@ -90,7 +132,8 @@ inline void block_q2_k(const std::byte* b, float* y) {
 // Q3_K: hmask[32], qs[64], scales[12] (sixteen 6-bit scales), d. Laid out as Q2_K's
 // runs, each code's third bit in hmask (bit `mask` of hmask[0..31]; clear: minus 4).
 template <int Shift>
-inline void q3_k_run(const std::byte* q, const std::byte* hm, uint8_t mask, const int8_t* scales, float d_all,
+CETUS_GGML_HD inline void q3_k_run(const std::byte* q, const std::byte* hm, uint8_t mask, const int8_t* scales,
+                                  float d_all,
                      float* y) {
     for (int half = 0; half < 2; ++half) {
         const float dl = d_all * float(scales[half]);
@@ -101,7 +144,7 @@ inline void q3_k_run(const std::byte* q, const std::byte* hm, uint8_t mask, cons
         }
     }
 }
-inline void block_q3_k(const std::byte* b, float* y) {
+CETUS_GGML_HD inline void block_q3_k(const std::byte* b, float* y) {
     const std::byte* hm = b;
     const std::byte* q = b + 32;
     const std::byte* sp = b + 96;
@@ -122,7 +165,8 @@ inline void block_q3_k(const std::byte* b, float* y) {
     }
 }
 // Sub-blocks is and is + 1 of a Q4_K / Q5_K block: their scales and minima.
-inline void scales_k4_pair(int is, const std::byte* sc, float d, float dmin, float& d1, float& m1, float& d2, float& m2) {
+CETUS_GGML_HD inline void scales_k4_pair(int is, const std::byte* sc, float d, float dmin, float& d1, float& m1,
+                                        float& d2, float& m2) {
     uint8_t s, m;
     scale_min_k4(is, sc, s, m);
     d1 = d * float(s);
@@ -132,7 +176,7 @@ inline void scales_k4_pair(int is, const std::byte* sc, float d, float dmin, flo
     m2 = dmin * float(m);
 }
 // Q4_K: d, dmin, scales[12], qs[128].
-inline void block_q4_k(const std::byte* b, float* y) {
+CETUS_GGML_HD inline void block_q4_k(const std::byte* b, float* y) {
     const float d = f16(b), dmin = f16(b + 2);
     const std::byte* sc = b + 4;
     const std::byte* q = b + 16;
@@ -145,7 +189,7 @@ inline void block_q4_k(const std::byte* b, float* y) {
     }
 }
 // Q5_K: d, dmin, scales[12], qh[32], qs[128].
-inline void block_q5_k(const std::byte* b, float* y) {
+CETUS_GGML_HD inline void block_q5_k(const std::byte* b, float* y) {
     const float d = f16(b), dmin = f16(b + 2);
     const std::byte* sc = b + 4;
     const std::byte* qh = b + 16;
@@ -166,7 +210,8 @@ inline void block_q5_k(const std::byte* b, float* y) {
 // nibbles of ql[32 (K % 2) ...], its top two bits bits 2K, 2K + 1 of qh[0..31], and
 // its two runs of 16 take scales[2K] and scales[2K + 1]: value = (d * scale) * (q - 32).
 template <int K>
-inline void q6_k_quarter(const std::byte* ql, const std::byte* qh, const std::byte* sc, float d, float* y) {
+CETUS_GGML_HD inline void q6_k_quarter(const std::byte* ql, const std::byte* qh, const std::byte* sc, float d,
+                                      float* y) {
     const std::byte* lo = ql + 32 * (K % 2);
     constexpr int shift = 4 * (K / 2);
     for (int half = 0; half < 2; ++half) {
@@ -177,7 +222,7 @@ inline void q6_k_quarter(const std::byte* ql, const std::byte* qh, const std::by
         }
     }
 }
-inline void block_q6_k(const std::byte* b, float* y) {
+CETUS_GGML_HD inline void block_q6_k(const std::byte* b, float* y) {
     const std::byte* ql = b;
     const std::byte* qh = b + 128;
     const std::byte* sc = b + 192;
@@ -191,21 +236,63 @@ inline void block_q6_k(const std::byte* b, float* y) {
 }
 
 // IQ4_NL and IQ4_XS: 4-bit indices into one non-linear table.
-inline constexpr float k_iq4_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+CETUS_GGML_HD inline float iq4_value(unsigned i) {
+    constexpr float v[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+    return v[i];
+}
 // 32 indices (the low nibbles first, then the high ones) times d.
-inline void iq4_codes(const std::byte* qs, float d, float* y) {
-    for (int j = 0; j < 16; ++j) y[j] = d * k_iq4_values[u8(qs + j) & 0xF];
-    for (int j = 0; j < 16; ++j) y[j + 16] = d * k_iq4_values[u8(qs + j) >> 4];
+CETUS_GGML_HD inline void iq4_codes(const std::byte* qs, float d, float* y) {
+    for (int j = 0; j < 16; ++j) y[j] = d * iq4_value(u8(qs + j) & 0xF);
+    for (int j = 0; j < 16; ++j) y[j + 16] = d * iq4_value(u8(qs + j) >> 4);
 }
 // IQ4_NL: d, qs[16].
-inline void block_iq4_nl(const std::byte* b, float* y) { iq4_codes(b + 2, f16(b), y); }
+CETUS_GGML_HD inline void block_iq4_nl(const std::byte* b, float* y) { iq4_codes(b + 2, f16(b), y); }
 // IQ4_XS: d, scales_h (u16), scales_l[4], qs[128]: eight sub-blocks of 32 with 6-bit scales.
-inline void block_iq4_xs(const std::byte* b, float* y) {
+CETUS_GGML_HD inline void block_iq4_xs(const std::byte* b, float* y) {
     const float d = f16(b);
     const unsigned scales_h = u8(b + 2) | (unsigned(u8(b + 3)) << 8);
     for (int ib = 0; ib < 8; ++ib) {
         const int ls = ((u8(b + 4 + ib / 2) >> (4 * (ib % 2))) & 0xF) | (((scales_h >> (2 * ib)) & 3) << 4);
         iq4_codes(b + 8 + 16 * ib, d * float(ls - 32), y + 32 * ib);
+    }
+}
+
+// A block type's values and bytes per block (gguf.cpp's table has the same; test_gguf
+// holds them to it); false for a type without a decoder here.
+CETUS_GGML_HD inline bool block_shape(uint32_t type, int& values, int& bytes) {
+    switch (type) {
+    case 2: values = 32, bytes = 18; return true;     // Q4_0
+    case 3: values = 32, bytes = 20; return true;     // Q4_1
+    case 6: values = 32, bytes = 22; return true;     // Q5_0
+    case 7: values = 32, bytes = 24; return true;     // Q5_1
+    case 8: values = 32, bytes = 34; return true;     // Q8_0
+    case 10: values = 256, bytes = 84; return true;   // Q2_K
+    case 11: values = 256, bytes = 110; return true;  // Q3_K
+    case 12: values = 256, bytes = 144; return true;  // Q4_K
+    case 13: values = 256, bytes = 176; return true;  // Q5_K
+    case 14: values = 256, bytes = 210; return true;  // Q6_K
+    case 20: values = 32, bytes = 18; return true;    // IQ4_NL
+    case 23: values = 256, bytes = 136; return true;  // IQ4_XS
+    default: return false;
+    }
+}
+
+// Decodes one block of a type into y (its values per block); false for another type.
+CETUS_GGML_HD inline bool decode_block(uint32_t type, const std::byte* b, float* y) {
+    switch (type) {
+    case 2: block_q4_0(b, y); return true;
+    case 3: block_q4_1(b, y); return true;
+    case 6: block_q5_0(b, y); return true;
+    case 7: block_q5_1(b, y); return true;
+    case 8: block_q8_0(b, y); return true;
+    case 10: block_q2_k(b, y); return true;
+    case 11: block_q3_k(b, y); return true;
+    case 12: block_q4_k(b, y); return true;
+    case 13: block_q5_k(b, y); return true;
+    case 14: block_q6_k(b, y); return true;
+    case 20: block_iq4_nl(b, y); return true;
+    case 23: block_iq4_xs(b, y); return true;
+    default: return false;
     }
 }
 

@@ -7,6 +7,7 @@
 #include "cetus/tokenizer.h"
 #include "config.h"
 #include "cpu/ops.h"
+#include "ggml_blocks.h"
 #include "gguf.h"
 #include "host_memory.h"
 #include "safetensors.h"
@@ -151,6 +152,29 @@ private slots:
     // Block-quantised matrices are used in place (Dtype::Ggml, the file's bytes): their
     // rows decode to ggml_dequantize's values and their products equal, bit for bit, the
     // products over those values as an F32 matrix, for decode-sized batches and larger.
+    // ggml_blocks.h's own table of block shapes (the CUDA backend sizes its upload by it)
+    // against gguf.cpp's: every type with a decoder there, none readable without one.
+    void blockShapesAgreeWithTheTypeTable() {
+        int with_decoder = 0;
+        for (uint32_t id = 0; id < 64; ++id) {
+            int values = 0, bytes = 0;
+            const bool shaped = cetus::ggml_blocks::block_shape(id, values, bytes);
+            const bool decodes = cetus::ggml_blocks::with_block_decoder(id, [](auto) {});
+            QCOMPARE(shaped, decodes);
+            const cetus::GgmlTypeInfo* info = cetus::ggml_type_info(id);
+            if (!shaped) {
+                // Readable without a block decoder: only the plain float types.
+                if (info) QVERIFY2(info->block == 1, info->name);
+                continue;
+            }
+            ++with_decoder;
+            QVERIFY2(info, qPrintable(QString("type %1").arg(id)));
+            QCOMPARE(int64_t(values), info->block);
+            QCOMPARE(int64_t(bytes), info->bytes);
+        }
+        QCOMPARE(with_decoder, 12);
+    }
+
     void blockMatricesMultiplyInPlace() {
         cetus::WeightStore store(k_gguf + "/dequant.gguf");
         const cetus::GgufFile f(k_gguf + "/dequant.gguf");

@@ -35,9 +35,12 @@ struct CopyJob {
     size_t src_row_bytes;
     size_t n_rows;
     bool widen_f16;  // F16 source written as F32
-    // A GGUF block-quantised matrix (Dtype::Ggml) written as bf16: its rows decoded by
-    // UploadOptions::ggml_rows. src_row_bytes is then the staged (bf16) row.
-    const Matrix* ggml = nullptr;
+    // A GGUF block-quantised matrix (Dtype::Ggml) written as bf16: its rows of blocks
+    // (src_row_bytes each) go up as they are and are decoded on the device
+    // (launch_ggml_to_bf16) into rows of ggml_cols values.
+    bool ggml = false;
+    uint32_t ggml_type = 0;
+    int64_t ggml_cols = 0;
     size_t staged_row_bytes() const { return widen_f16 ? src_row_bytes * 2 : src_row_bytes; }
 };
 
@@ -81,9 +84,9 @@ public:
             d.dtype = DeviceDtype::F8_E4M3;
             host_bytes = dev_bytes = 1;
             break;
-        case Dtype::Ggml:  // GGUF blocks, decoded on the host and rounded to bf16 (staged 2 bytes a weight)
+        case Dtype::Ggml:  // GGUF blocks, decoded on the device and rounded to bf16 (host_bytes: see below)
             d.dtype = DeviceDtype::BF16;
-            host_bytes = dev_bytes = 2;
+            dev_bytes = 2;
             break;
         default:
             throw Error(ErrorCode::Unsupported, "CUDA backend: a " + std::to_string(m.rows) + " x " +
@@ -92,11 +95,20 @@ public:
         d.ld = (m.cols * int64_t(dev_bytes) + 15) / 16 * 16 / int64_t(dev_bytes);
         char* p = m_carver.take<char>(size_t(m.rows) * size_t(d.ld) * dev_bytes);
         d.data = p;
-        m_jobs.push_back({p, size_t(d.ld) * dev_bytes, m.data, size_t(m.cols) * host_bytes, size_t(m.rows),
-                          m.dtype == Dtype::F16});
+        size_t src_row_bytes = size_t(m.cols) * host_bytes;
         if (m.dtype == Dtype::Ggml) {
-            m_ggml.push_back(m);
-            m_jobs.back().ggml = &m_ggml.back();
+            const int64_t raw = ggml_row_bytes(m.ggml_type, m.cols);
+            if (raw <= 0)
+                throw Error(ErrorCode::Unsupported, "CUDA backend: a " + std::to_string(m.rows) + " x " +
+                                                        std::to_string(m.cols) + " GGUF weight of ggml type " +
+                                                        std::to_string(m.ggml_type) + ", which it cannot decode");
+            src_row_bytes = size_t(raw);
+        }
+        m_jobs.push_back({p, size_t(d.ld) * dev_bytes, m.data, src_row_bytes, size_t(m.rows), m.dtype == Dtype::F16});
+        if (m.dtype == Dtype::Ggml) {
+            m_jobs.back().ggml = true;
+            m_jobs.back().ggml_type = m.ggml_type;
+            m_jobs.back().ggml_cols = m.cols;
         }
         if (m.dtype == Dtype::F8_E4M3) {
             if (!m.scale_inv || m.scale_cols < (m.cols + 127) / 128)
@@ -172,7 +184,6 @@ private:
     Carver m_carver;
     std::map<Key, DeviceMatrix> m_seen;
     std::deque<std::vector<DeviceMatrix>> m_tables;
-    std::deque<Matrix> m_ggml;  // the block-quantised matrices' descriptions, for their jobs
     std::vector<CopyJob> m_jobs;
 };
 
@@ -237,12 +248,10 @@ private:
         if (row > k_buffer_bytes)
             throw Error(ErrorCode::Unsupported, "CUDA backend: a weight row of " + std::to_string(row) +
                                                     " bytes exceeds the staging buffer");
-        if (j.ggml && !m_o.ggml_rows)
-            throw Error(ErrorCode::Unsupported, "CUDA backend: a GGUF block-quantised weight and no decoder for it");
+        if (j.ggml && !m_raw.get()) m_raw = DeviceBuffer(k_buffer_bytes);  // the blocks' landing place on the device
         for (size_t r0 = 0; r0 < j.n_rows;) {
             if (m_o.cancel && m_o.cancel->load()) throw Error(ErrorCode::Cancelled, "loading cancelled");
             size_t n = std::min(j.n_rows - r0, (k_buffer_bytes - m_used) / row);
-            if (j.ggml) n = std::min(n, std::max<size_t>(1, k_decode_floats / size_t(j.ggml->cols)));
             if (n == 0) {
                 next_buffer();
                 continue;
@@ -250,13 +259,14 @@ private:
             char* stage = m_buffer[m_current].get() + m_used;
             const char* src = static_cast<const char*>(j.src) + r0 * j.src_row_bytes;
             if (j.ggml) {
-                // Decoded as the CPU backend reads them, then rounded to nearest even bf16.
-                m_decoded.resize(n * size_t(j.ggml->cols));
-                m_o.ggml_rows(*j.ggml, int64_t(r0), int64_t(n), m_decoded.data());
-                for (size_t i = 0; i < m_decoded.size(); ++i) {
-                    const uint16_t h = f32_to_bf16(m_decoded[i]);
-                    std::memcpy(stage + 2 * i, &h, 2);
-                }
+                // The blocks go up as they are, then the device decodes them (as the CPU
+                // backend reads them, rounded to nearest even bf16) into their rows; the
+                // next piece's copy into m_raw waits for that on the stream.
+                std::memcpy(stage, src, n * row);
+                CETUS_CUDA(cudaMemcpyAsync(m_raw.get(), stage, n * row, cudaMemcpyHostToDevice, m_o.stream));
+                launch_ggml_to_bf16(j.ggml_type, m_raw.get(), int64_t(n), j.ggml_cols,
+                                    reinterpret_cast<uint16_t*>(j.dst + r0 * j.dst_pitch), int64_t(j.dst_pitch / 2),
+                                    m_o.stream);
             } else if (j.widen_f16) {
                 const size_t count = n * j.src_row_bytes / 2;
                 for (size_t i = 0; i < count; ++i) {
@@ -268,8 +278,9 @@ private:
             } else {
                 std::memcpy(stage, src, n * row);
             }
-            CETUS_CUDA(cudaMemcpy2DAsync(j.dst + r0 * j.dst_pitch, j.dst_pitch, stage, row, row, n,
-                                         cudaMemcpyHostToDevice, m_o.stream));
+            if (!j.ggml)
+                CETUS_CUDA(cudaMemcpy2DAsync(j.dst + r0 * j.dst_pitch, j.dst_pitch, stage, row, row, n,
+                                             cudaMemcpyHostToDevice, m_o.stream));
             m_used += n * row;
             r0 += n;
             m_done += n * j.src_row_bytes;
@@ -306,9 +317,8 @@ private:
         m_o.progress(fraction, m_o.stage);
     }
 
-    static constexpr size_t k_decode_floats = size_t(4) << 20;  // GGUF rows decoded per piece, at most
     const UploadOptions& m_o;
-    std::vector<float> m_decoded;
+    DeviceBuffer m_raw;  // GGUF blocks on their way to being decoded (k_buffer_bytes, made when first needed)
     size_t m_total, m_done = 0, m_used = 0;
     PinnedBuffer m_buffer[2];
     Event m_free[2];

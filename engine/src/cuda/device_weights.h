@@ -61,9 +61,6 @@ struct UploadOptions {
     std::function<void(float fraction, const std::string& stage)> progress;  // may be empty
     const std::atomic<bool>* cancel = nullptr;
     std::string stage;  // progress text
-    // GGUF block-quantised (Dtype::Ggml) rows as float (CudaBackendArgs::ggml_rows);
-    // such weights are stored as bf16. Without it they are refused.
-    std::function<void(const Matrix& m, int64_t r0, int64_t n, float* out)> ggml_rows;
 };
 
 // Device bytes upload_weights takes. Throws Error(Unsupported) for weights it cannot hold.

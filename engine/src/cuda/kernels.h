@@ -119,6 +119,16 @@ void launch_matvec_pair(const DeviceMatrix& w1, float* y1, int64_t ldy1, const D
 // out[r, c] = bf16(fp8(r, c) * scale) with out's rows w.ld apart.
 void launch_dequant_fp8(const DeviceMatrix& w, uint16_t* out, cudaStream_t s);
 
+// ---- GGUF blocks at upload: ggml_decode.cu ----
+// Bytes of one row of `cols` values of a ggml block type (ggml_blocks.h's shapes), or 0
+// for a type without a decoder or a row that is not whole blocks.
+int64_t ggml_row_bytes(uint32_t type, int64_t cols);
+// rows x cols values of a ggml block type, its rows ggml_row_bytes apart at src (device
+// memory), written as bf16 (the engine's decoders, rounded to nearest even) to out,
+// rows ld_out elements apart.
+void launch_ggml_to_bf16(uint32_t type, const void* src, int64_t rows, int64_t cols, uint16_t* out, int64_t ld_out,
+                         cudaStream_t s);
+
 // ---- absorbed multi-head latent attention: absorb_q.cu, mla_attention.cu ----
 
 struct MlaShape {
