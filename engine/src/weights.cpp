@@ -461,7 +461,8 @@ void WeightStore::add_gguf_tensor(const std::string& name, const GgufTensor& t, 
         info.dtype = Dtype::Ggml;
         info.ggml_type = t.type;
         info.data = data;
-        info.n_bytes = uint64_t(n / ggml_type_info(t.type)->block) * uint64_t(ggml_type_info(t.type)->bytes);
+        const GgmlTypeInfo* blocks = ggml_type_info(t.type);
+        info.n_bytes = uint64_t(n / blocks->block) * uint64_t(blocks->bytes);
     } else {
         // Vectors (norms, biases; converters keep them F32) expanded to F32, matrices
         // (expand_gguf) to BF16, the engine's weight type.
@@ -472,7 +473,8 @@ void WeightStore::add_gguf_tensor(const std::string& name, const GgufTensor& t, 
         m_expanded_types.insert(ggml_type_name(type));
         if (to == Dtype::BF16) m_block_source[name] = {type, data};
         m_pending[name] = [type, data, n, to](std::byte* out) {
-            const int64_t block = ggml_type_info(type)->block, bytes = ggml_type_info(type)->bytes;
+            const GgmlTypeInfo* blocks = ggml_type_info(type);
+            const int64_t block = blocks->block, bytes = blocks->bytes;
             const int64_t chunk = int64_t(1) << 20;  // a multiple of every block size
             std::vector<float> tmp(size_t(std::min(n, chunk)));
             for (int64_t i = 0; i < n; i += chunk) {
