@@ -16,6 +16,8 @@
 #include <QtTest>
 
 #include <nlohmann/json.hpp>
+#include <spdlog/sinks/ringbuffer_sink.h>
+#include <spdlog/spdlog.h>
 
 #include <cmath>
 #include <cstring>
@@ -23,6 +25,7 @@
 #include <map>
 #include <random>
 #include <sstream>
+#include <stdexcept>
 
 namespace {
 
@@ -56,6 +59,46 @@ std::string read_bytes(const std::string& path) {
     std::ostringstream ss;
     ss << in.rdbuf();
     return ss.str();
+}
+
+// v2-greedy-q.gguf with its output norm turned into n values of a ggml type (F32 or
+// Q4_0) past the other tensors' data, written to `folder` as long-norm.gguf and
+// extended to its whole size as a sparse file; empty where the file system has none
+// of that size (the fixture not as expected throws). What the model's shapes then
+// refuse, after the store has seen it.
+std::filesystem::path long_norm_file(const std::filesystem::path& folder, uint32_t type, uint64_t n) {
+    std::string bytes = read_bytes(k_gguf + "/v2-greedy-q.gguf");
+    const cetus::GgufFile f(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size(), "q");
+    const cetus::GgufTensor* norm = nullptr;
+    uint64_t data_start = 0, data_end = 0;
+    for (const auto& t : f.contents().tensors) {
+        const uint64_t at = uint64_t(t.data - reinterpret_cast<const std::byte*>(bytes.data()));
+        data_start = at - t.offset;
+        data_end = std::max(data_end, t.offset + t.n_bytes);
+        if (t.name == "output_norm.weight") norm = &t;
+    }
+    if (!norm || norm->type != 0 || norm->ne.size() != 1)  // F32 [hidden]
+        throw std::runtime_error("v2-greedy-q.gguf: no F32 output norm");
+    const uint64_t offset = (data_end + 31) / 32 * 32;
+    std::string name_field(8, '\0');
+    name_field[0] = char(norm->name.size());
+    name_field += norm->name;
+    const size_t at = bytes.find(name_field);
+    if (at == std::string::npos) throw std::runtime_error("v2-greedy-q.gguf: the output norm's name not found");
+    const size_t dims = at + name_field.size() + 4;  // after n_dims
+    std::memcpy(&bytes[dims], &n, 8);               // ne[0]
+    std::memcpy(&bytes[dims + 8], &type, 4);        // the type
+    std::memcpy(&bytes[dims + 12], &offset, 8);     // the offset
+    const std::filesystem::path path = folder / "long-norm.gguf";
+    std::ofstream(path, std::ios::binary) << bytes;
+    std::error_code ec;
+    const uint64_t data_bytes = type == 0 ? n * 4 : n / 32 * 18;
+    std::filesystem::resize_file(path, data_start + offset + data_bytes, ec);
+    if (ec) {
+        qWarning("no sparse file of that size here: %s", ec.message().c_str());
+        return {};
+    }
+    return path;
 }
 
 // A GGUF image written field by field, for the bad-file cases.
@@ -524,35 +567,10 @@ private slots:
     void expansionPastMemoryIsRefusedFirst() {
         const uint64_t avail = cetus::host_available_bytes();
         if (avail == 0) QSKIP("MemAvailable is unknown here");
-        std::string bytes = read_bytes(k_gguf + "/v2-greedy-q.gguf");
-        const cetus::GgufFile f(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size(), "q");
-        const cetus::GgufTensor* norm = nullptr;
-        uint64_t data_start = 0, data_end = 0;
-        for (const auto& t : f.contents().tensors) {
-            const uint64_t at = uint64_t(t.data - reinterpret_cast<const std::byte*>(bytes.data()));
-            data_start = at - t.offset;
-            data_end = std::max(data_end, t.offset + t.n_bytes);
-            if (t.name == "output_norm.weight") norm = &t;
-        }
-        QVERIFY(norm && norm->type == 0 && norm->ne.size() == 1);  // F32 [hidden]
-        const uint64_t n = (avail * 5 / 8 / 32 + 1) * 32;  // 2.5 x the memory as F32, whole Q4_0 blocks
-        const uint64_t offset = (data_end + 31) / 32 * 32;
-        const uint32_t q4_0 = 2;
-        std::string name_field(8, '\0');
-        name_field[0] = char(norm->name.size());
-        name_field += norm->name;
-        const size_t at = bytes.find(name_field);
-        QVERIFY(at != std::string::npos);
-        const size_t dims = at + name_field.size() + 4;  // after n_dims
-        std::memcpy(&bytes[dims], &n, 8);               // ne[0]
-        std::memcpy(&bytes[dims + 8], &q4_0, 4);        // the type
-        std::memcpy(&bytes[dims + 12], &offset, 8);     // the offset
         const QTemporaryDir dir;
-        const std::filesystem::path path = dir.path().toStdString() + "/long-norm.gguf";
-        std::ofstream(path, std::ios::binary) << bytes;
-        std::error_code ec;
-        std::filesystem::resize_file(path, data_start + offset + n / 32 * 18, ec);
-        if (ec) QSKIP(qPrintable(QString("no sparse file of that size here: %1").arg(ec.message().c_str())));
+        const uint64_t n = (avail * 5 / 8 / 32 + 1) * 32;  // 2.5 x the memory as F32, whole Q4_0 blocks
+        const std::filesystem::path path = long_norm_file(dir.path().toStdString(), 2, n);
+        if (path.empty()) QSKIP("no sparse file of that size here");
         for (const bool fp8 : {false, true}) {
             try {
                 load(path, fp8);
@@ -564,6 +582,48 @@ private slots:
                          qPrintable(m));
             }
         }
+    }
+
+    // Weights larger than the memory available still load mapped, but the load says first
+    // that every step will then read from the disk: an output norm of F32 values past
+    // the memory (a sparse file), which nothing reads before the model's shapes refuse it.
+    void weightsPastMemoryWarnFirst() {
+        const uint64_t avail = cetus::host_available_bytes();
+        if (avail == 0) QSKIP("MemAvailable is unknown here");
+        const QTemporaryDir dir;
+        const uint64_t n = (avail / 4 / 32 + 1) * 32 * 5 / 4;  // 1.25 x the memory
+        const std::filesystem::path path = long_norm_file(dir.path().toStdString(), 0, n);
+        if (path.empty()) QSKIP("no sparse file of that size here");
+        spdlog::drop("engine");
+        auto sink = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(50);
+        auto logger = std::make_shared<spdlog::logger>("engine", sink);
+        logger->set_level(spdlog::level::warn);
+        spdlog::register_logger(logger);
+        QString thrown;
+        try {
+            load(path);
+        } catch (const cetus::Error& e) {
+            thrown = e.what();
+        }
+        spdlog::drop("engine");
+        QStringList lines;
+        for (const auto& line : sink->last_formatted()) lines << QString::fromStdString(line);
+        const QString log = lines.join('\n');
+        // (The shape check names the file, the tensor and both shapes.)
+        QVERIFY2(thrown.contains("long-norm.gguf") && thrown.contains("model.norm.weight") &&
+                     thrown.contains(QString("[%1]").arg(n)),
+                 qPrintable(thrown));
+        QVERIFY2(log.contains("long-norm.gguf") && log.contains("exceed the memory available") &&
+                     log.contains("from the disk"),
+                 qPrintable(log));
+        // The same file within the memory: no such warning (v2-greedy-q.gguf as it is).
+        spdlog::register_logger(logger);
+        sink = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(50);
+        logger->sinks() = {sink};
+        load(k_gguf + "/v2-greedy-q.gguf");
+        spdlog::drop("engine");
+        for (const auto& line : sink->last_formatted())
+            QVERIFY2(!QString::fromStdString(line).contains("exceed the memory"), line.c_str());
     }
 
     // DeepSeek-V2's pre-tokenizer ("deepseek-llm") from metadata: V3's vocabulary in a file
