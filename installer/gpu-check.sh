@@ -177,7 +177,8 @@ kernel_checks() {
     # Prefill attention in both forms (the products through cuBLAS) against double precision.
     step prefill-check 30 "$(dirname "$cli")/cetus-prefill-check"
     grep -E "FAIL|failed" "$out/prefill-check.out" | head -8
-    # GGUF blocks decoded on the GPU at upload (ggml_decode.cu) == the engine's decoders, bit for bit.
+    # GGUF blocks on the GPU: decoded (ggml_decode.cu) == the engine's decoders bit for bit, the
+    # embedding's rows too, the warp-per-row products from the blocks within fp32 rounding.
     step ggml-check 30 "$(dirname "$cli")/cetus-ggml-check"
     grep -E "FAIL|failed" "$out/ggml-check.out" | head -8
 }
@@ -273,6 +274,8 @@ bench_comparisons() {
         --logprobs 5 --repeat 2 --json
     python3 -c "import json,sys; j=json.load(open(sys.argv[1]))['mtp_off']; print('logprobs: decode', j['decode_tokens_per_s'], 'tok/s without,', j['with_logprobs']['decode_tokens_per_s'], 'with 5 alternatives')" "$out/bench-logprobs.out" 2>/dev/null || echo "bench-logprobs: no JSON"
     step bench-v2lite-fp8-cuda 130 "$cli" bench --device cuda --random-model v2-lite --dtype fp8 --prompt 512 --gen 64 --json
+    # GGUF blocks kept on the GPU (a Q4_K_M-like mix): decode from the blocks, prefill expanding them.
+    step bench-v2lite-q4km-cuda 130 "$cli" bench --device cuda --random-model v2-lite --dtype q4_k_m --prompt 512 --gen 64 --json
     step bench-v2lite-fp8-nographs 110 env CETUS_CUDA_GRAPHS=0 "$cli" bench --device cuda --random-model v2-lite --dtype fp8 --prompt 64 --gen 32 --json
     # Decode at a long context with the latent cache in fp32 and in bf16, side by side.
     step bench-v2lite-8k-f32 120 "$cli" bench --device cuda --random-model v2-lite --prompt 8192 --gen 64 --repeat 2 --json

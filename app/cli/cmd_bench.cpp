@@ -35,7 +35,7 @@ void add_bench_command(CLI::App& app) {
     auto* m = cmd->add_option("--model", o->model, "Model folder or .gguf file");
     cmd->add_option("--random-model", o->random, "Random model preset: tiny, medium-cpu, v2-lite, v3-layers")
         ->excludes(m);
-    cmd->add_option("--dtype", o->dtype, "Random model weights: bf16 or fp8");
+    cmd->add_option("--dtype", o->dtype, "Random model weights: bf16, fp8 or q4_k_m (GGUF blocks)");
     cmd->add_option("--layers", o->layers, "Random model: override the number of layers");
     cmd->add_option("--device", o->device, "auto, cpu or cuda");
     add_load_flags(cmd, o->load);

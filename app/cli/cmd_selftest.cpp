@@ -23,8 +23,8 @@ void add_selftest_command(CLI::App& app) {
     cmd->add_option("--case", o->only, "Run one case only");
     cmd->add_option("--compare", o->compare,
                     "With --device cuda: CUDA vs CPU on random models: none, tiny, small or full, or one shape of "
-                    "small: medium-cpu, v2-lite or v3-layer")
-        ->check(CLI::IsMember({"none", "tiny", "small", "full", "medium-cpu", "v2-lite", "v3-layer"}))
+                    "small: tiny-gguf (GGUF blocks), medium-cpu, v2-lite or v3-layer")
+        ->check(CLI::IsMember({"none", "tiny", "small", "full", "tiny-gguf", "medium-cpu", "v2-lite", "v3-layer"}))
         ->capture_default_str();
     cmd->add_flag("--compare-only", o->compare_only, "With --device cuda: the comparison only, no fixtures");
     cmd->add_option("--kv-cache", o->kv_cache, "Latent cache of both backends in the comparison: f32 or bf16")

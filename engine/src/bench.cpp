@@ -27,25 +27,36 @@ struct TokenWeights {
     double bytes = 0, elements = 0;
 };
 
-TokenWeights token_weights(const Model& m) {
+// cuda: the CUDA backend holds a GGUF file's kv_b_proj and router as fp32
+// (device_weights.h), so they count 4 bytes a value there.
+TokenWeights token_weights(const Model& m, bool cuda) {
     const ModelConfig& c = m.config();
     TokenWeights t;
     auto add = [&](const Matrix& w) {
         t.bytes += double(w.n_bytes());
         t.elements += double(w.n_elements());
     };
+    auto add_fp32_on_gpu = [&](const Matrix& w) {
+        if (cuda && w.dtype == Dtype::Ggml) {
+            t.bytes += 4.0 * double(w.n_elements());
+            t.elements += double(w.n_elements());
+        } else {
+            add(w);
+        }
+    };
     add(m.lm_head());
     t.bytes += double(m.embed().n_bytes()) / double(std::max<int64_t>(1, m.embed().rows));  // one row
     for (const LayerWeights& l : m.layers()) {
         const AttentionWeights& a = l.attn;
-        for (const Matrix* w : {&a.q_proj, &a.q_a_proj, &a.q_b_proj, &a.kv_a_proj_with_mqa, &a.kv_b_proj, &a.o_proj})
+        for (const Matrix* w : {&a.q_proj, &a.q_a_proj, &a.q_b_proj, &a.kv_a_proj_with_mqa, &a.o_proj})
             if (w->data) add(*w);
+        if (a.kv_b_proj.data) add_fp32_on_gpu(a.kv_b_proj);
         if (!l.is_moe) {
             t.bytes += double(mlp_bytes(l.mlp));
             t.elements += double(mlp_elements(l.mlp));
             continue;
         }
-        add(l.moe.gate);
+        add_fp32_on_gpu(l.moe.gate);
         if (l.moe.has_shared) {
             t.bytes += double(mlp_bytes(l.moe.shared));
             t.elements += double(mlp_elements(l.moe.shared));
@@ -122,7 +133,7 @@ BenchResult run_bench(Engine& engine, const BenchOptions& o) {
     }
     res.kv_cache_bytes = backend.kv_used_bytes();
 
-    const TokenWeights tw = token_weights(model);
+    const TokenWeights tw = token_weights(model, backend.name() == "cuda");
     const double L = double(c.num_hidden_layers);
     const double row_bytes = double(backend.kv_bytes_per_token()) /
                              double(c.num_hidden_layers + c.num_nextn_predict_layers);  // one layer's row

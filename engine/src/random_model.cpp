@@ -1,10 +1,11 @@
 // Random models of published shapes, built in memory for benchmarks: the
-// config of a preset plus weights drawn from a fast seeded generator (BF16, or
-// FP8 e4m3 with 128x128 block scales). Numbers mean nothing; shapes and
-// memory traffic match the real models.
+// config of a preset plus weights drawn from a fast seeded generator (BF16,
+// FP8 e4m3 with 128x128 block scales, or GGUF blocks as llama.cpp's Q4_K_M mixes
+// them). Numbers mean nothing; shapes and memory traffic match the real models.
 #include "cetus/engine.h"
 
 #include "config.h"
+#include "gguf.h"
 #include "host_memory.h"
 #include "log.h"
 #include "model.h"
@@ -69,15 +70,43 @@ uint64_t splitmix(uint64_t& s) {
     return z ^ (z >> 31);
 }
 
+enum class RandomDtype { BF16, FP8, Q4KM };
+
+// A positive finite float as the nearest IEEE half or near it (a block scale; any
+// close value will do), subnormals included, at most the largest half.
+uint16_t half_of(float v) {
+    if (!(v > 0.0f)) return 0;
+    if (v >= 65504.0f) return 0x7BFF;
+    int e = 0;
+    const float m = std::frexp(v, &e);  // v = m 2^e, m in [0.5, 1)
+    const int exp = e - 1 + 15;
+    if (exp < 1) return uint16_t(std::lround(std::ldexp(v, 24)));  // subnormal: units of 2^-24
+    long mant = std::lround((2.0f * m - 1.0f) * 1024.0f);
+    if (mant == 1024) return uint16_t((exp + 1) << 10);
+    return uint16_t((exp << 10) | mant);
+}
+
+// ggml type ids (gguf.h's table) of the Q4_K_M-like mix.
+constexpr uint32_t k_q5_0 = 6, k_q8_0 = 8, k_q4_k = 12, k_q6_k = 14;
+
 class Builder {
 public:
-    Builder(WeightStore& store, bool fp8, uint64_t seed) : m_store(store), m_fp8(fp8), m_seed(seed) {}
+    Builder(WeightStore& store, RandomDtype dtype, uint64_t seed) : m_store(store), m_dtype(dtype), m_seed(seed) {}
 
-    // Uniform with standard deviation std (BF16), or random e4m3 codes with block scales.
-    void matrix(const std::string& name, int64_t rows, int64_t cols, bool quantisable = true) {
+    // Uniform with standard deviation std (BF16), random e4m3 codes with block scales,
+    // or random GGUF blocks: Q4_K, Q6_K for the output head (head), and where rows
+    // are not whole 256-blocks Q5_0 and Q8_0 instead (as llama.cpp falls back); the
+    // router and the embedding in blocks too (quantisable keeps the router BF16 in
+    // the other forms only).
+    void matrix(const std::string& name, int64_t rows, int64_t cols, bool quantisable = true, bool head = false) {
         const float std_dev = 1.0f / std::sqrt(float(cols));
         const uint64_t seed = m_seed ^ std::hash<std::string>{}(name);
-        if (m_fp8 && quantisable) {
+        if (m_dtype == RandomDtype::Q4KM) {
+            const uint32_t type = head ? (cols % 256 ? k_q8_0 : k_q6_k) : (cols % 256 ? k_q5_0 : k_q4_k);
+            blocks(name, rows, cols, type, std_dev, seed);
+            return;
+        }
+        if (m_dtype == RandomDtype::FP8 && quantisable) {
             std::vector<std::byte> q(static_cast<size_t>(rows * cols));
 #pragma omp parallel for schedule(static)
             for (int64_t r = 0; r < rows; ++r) {
@@ -125,14 +154,53 @@ public:
     }
 
 private:
+    // Random bytes, then each block's f16 scales set so that values are a few
+    // standard deviations at most: Q4_K's d (|v| <= 63 * 15 d), Q6_K's d
+    // (|v| <= 128 * 32 d), Q5_0's d (|v| <= 16 d), Q8_0's d (|v| <= 127 d). Q4_K's
+    // minimums are made equal to its scales and dmin = 7.5 d, so that a sub-block's
+    // values d scale (q - 7.5) centre on zero as a checkpoint's do (random minimums
+    // would give every row a large common offset).
+    void blocks(const std::string& name, int64_t rows, int64_t cols, uint32_t type, float std_dev, uint64_t seed) {
+        const GgmlTypeInfo* t = ggml_type_info(type);
+        const int64_t per_row = cols / t->block, bytes = t->bytes;
+        std::vector<std::byte> w(static_cast<size_t>(rows * per_row * bytes));
+        const float d = type == k_q4_k   ? std_dev / 256.0f
+                        : type == k_q6_k ? std_dev / 1024.0f
+                        : type == k_q5_0 ? std_dev / 8.0f
+                                         : std_dev / 64.0f;
+        const uint16_t h = half_of(d), h_min = half_of(7.5f * d);
+        const std::vector<int> at = type == k_q4_k ? std::vector<int>{0, 2} : type == k_q6_k ? std::vector<int>{208}
+                                                                                              : std::vector<int>{0};
+#pragma omp parallel for schedule(static)
+        for (int64_t r = 0; r < rows; ++r) {
+            uint64_t s = seed + uint64_t(r) * 0x2545F4914F6CDD1Dull;
+            std::byte* row = w.data() + r * per_row * bytes;
+            for (int64_t i = 0; i < per_row * bytes; i += 8) {
+                const uint64_t bits = splitmix(s);
+                for (int64_t k = 0; k < 8 && i + k < per_row * bytes; ++k) row[i + k] = std::byte(uint8_t(bits >> (8 * k)));
+            }
+            for (int64_t b = 0; b < per_row; ++b) {
+                std::byte* blk = row + b * bytes;
+                for (int off : at) std::memcpy(blk + off, &h, 2);
+                if (type == k_q4_k) {
+                    std::memcpy(blk + 2, &h_min, 2);
+                    std::byte* sc = blk + 4;  // scale_min_k4's packing: minimum j == scale j
+                    for (int j = 0; j < 4; ++j) sc[j + 4] = sc[j];
+                    for (int j = 8; j < 12; ++j) sc[j] = std::byte(uint8_t((uint8_t(sc[j]) & 0xF) * 0x11));
+                }
+            }
+        }
+        m_store.add_owned(name, Dtype::Ggml, {rows, cols}, std::move(w), type);
+    }
+
     WeightStore& m_store;
-    bool m_fp8;
+    RandomDtype m_dtype;
     uint64_t m_seed;
 };
 
-uint64_t estimate_bytes(const ModelConfig& c, bool fp8) {
+uint64_t estimate_bytes(const ModelConfig& c, RandomDtype dtype) {
     const uint64_t H = uint64_t(c.hidden_size), n_h = uint64_t(c.num_attention_heads);
-    const double q = fp8 ? 1.0 : 2.0;
+    const double q = dtype == RandomDtype::FP8 ? 1.0 : dtype == RandomDtype::Q4KM ? 0.6 : 2.0;  // Q4_K: 4.5 bits
     double attn = (c.q_lora_rank ? double(c.q_lora_rank) * H + double(c.q_lora_rank) * n_h * c.qk_head_dim()
                                  : double(n_h) * c.qk_head_dim() * H) +
                   double(c.kv_lora_rank + c.qk_rope_head_dim) * H +
@@ -163,13 +231,13 @@ std::unique_ptr<Model> build_random_model(const RandomModelOptions& r) {
         for (const auto& p : k_presets) names += std::string(names.empty() ? "" : ", ") + p.name;
         throw Error(ErrorCode::BadRequest, "unknown random-model preset \"" + r.preset + "\" (known: " + names + ")");
     }
-    if (r.dtype != "bf16" && r.dtype != "fp8")
-        throw Error(ErrorCode::BadRequest, "random-model dtype must be bf16 or fp8, not \"" + r.dtype + "\"");
+    if (r.dtype != "bf16" && r.dtype != "fp8" && r.dtype != "q4_k_m")
+        throw Error(ErrorCode::BadRequest, "random-model dtype must be bf16, fp8 or q4_k_m, not \"" + r.dtype + "\"");
+    const RandomDtype dtype = r.dtype == "fp8" ? RandomDtype::FP8 : r.dtype == "q4_k_m" ? RandomDtype::Q4KM : RandomDtype::BF16;
     auto j = nlohmann::json::parse(preset->config);
     if (r.n_layers > 0) j["num_hidden_layers"] = r.n_layers;
     ModelConfig c = parse_config(j.dump(), std::string("preset ") + preset->name);
-    const bool fp8 = r.dtype == "fp8";
-    const uint64_t need = estimate_bytes(c, fp8), avail = host_available_bytes();
+    const uint64_t need = estimate_bytes(c, dtype), avail = host_available_bytes();
     if (avail && need > avail * 9 / 10)
         throw Error(ErrorCode::OutOfMemory,
                     "random " + r.preset + " (" + r.dtype + ") needs about " + std::to_string(need >> 20) +
@@ -178,11 +246,11 @@ std::unique_ptr<Model> build_random_model(const RandomModelOptions& r) {
     engine_log().info("building random {} ({}, {}): about {} MiB", r.preset, preset->note, r.dtype, need >> 20);
 
     auto store = std::make_unique<WeightStore>();
-    Builder b(*store, fp8, r.seed);
+    Builder b(*store, dtype, r.seed);
     const int64_t H = c.hidden_size, V = c.vocab_size, n_h = c.num_attention_heads;
     b.matrix("model.embed_tokens.weight", V, H, false);
     b.vector("model.norm.weight", H, 1.0f, 0.2f);
-    b.matrix("lm_head.weight", V, H, false);
+    b.matrix("lm_head.weight", V, H, false, true);
     for (int64_t l = 0; l < c.num_hidden_layers + c.num_nextn_predict_layers; ++l) {
         const std::string p = "model.layers." + std::to_string(l) + ".";
         b.vector(p + "input_layernorm.weight", H, 1.0f, 0.2f);

@@ -213,8 +213,8 @@ Matrix WeightStore::matrix(const std::string& name, int64_t rows, int64_t cols, 
         m.scale_inv = scales_for(base, rows, cols);
         m.scale_cols = (cols + 127) / 128;
     } else if (quantise && m_fp8_on_load) {
-        // (GGUF blocks too, from their decoded values: FP8 is what the GPU can hold them
-        // in, half their BF16 size; on the CPU 4-bit blocks are the smaller form.)
+        // (GGUF blocks too, from their decoded values: the tensor-core paths' form, about
+        // 8 bits a value; 4-bit blocks are the smaller form on either backend.)
         return add_fp8(name, m);
     }
     return m;
@@ -350,7 +350,8 @@ std::vector<float> WeightStore::vector(const std::string& name, int64_t n) {
     return out;
 }
 
-void WeightStore::add_owned(const std::string& name, Dtype dtype, std::vector<int64_t> shape, std::vector<std::byte> bytes) {
+void WeightStore::add_owned(const std::string& name, Dtype dtype, std::vector<int64_t> shape, std::vector<std::byte> bytes,
+                            uint32_t ggml_type) {
     // A tensor replaced (by its FP8 form) frees the bytes the store made for it.
     if (auto old = m_tensors.find(name); old != m_tensors.end() && old->second.data != nullptr) {
         auto it = std::find_if(m_owned.begin(), m_owned.end(), [&](const auto& b) { return b->data() == old->second.data; });
@@ -365,6 +366,7 @@ void WeightStore::add_owned(const std::string& name, Dtype dtype, std::vector<in
     t.data = buf->data();
     t.n_bytes = buf->size();
     t.file = "(generated)";
+    t.ggml_type = ggml_type;
     m_owned.push_back(std::move(buf));
     m_tensors[name] = std::move(t);
 }

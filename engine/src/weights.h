@@ -97,8 +97,10 @@ public:
     // 1-D tensor of length n, converted to float32 (norm weights, biases).
     std::vector<float> vector(const std::string& name, int64_t n);
 
-    // Adds a tensor whose bytes the store owns (used by the random-model builder).
-    void add_owned(const std::string& name, Dtype dtype, std::vector<int64_t> shape, std::vector<std::byte> bytes);
+    // Adds a tensor whose bytes the store owns (used by the random-model builder);
+    // ggml_type: Dtype::Ggml's block type.
+    void add_owned(const std::string& name, Dtype dtype, std::vector<int64_t> shape, std::vector<std::byte> bytes,
+                   uint32_t ggml_type = 0);
 
     // Names never looked up by the loader (reported as a warning).
     std::vector<std::string> unused_names() const;

@@ -1,10 +1,16 @@
-// The CUDA backend's decoding of GGUF blocks at upload (ggml_decode.cu) against the
-// engine's own (ggml_dequantize, gguf.cpp, which test_gguf holds to gguf.quants):
-// random blocks of every block type the engine reads, their f16 scales included
-// (so zeros, subnormals, infinities and NaNs among them), decoded on the device
-// into padded bf16 rows; every value must be the host's rounded to nearest even
-// as f32_to_bf16 rounds (dtype.h), bit for bit (a NaN where the host has one: a
-// GPU's arithmetic gives its own NaN bits), and the rows' padding untouched.
+// The CUDA backend's GGUF blocks (ggml_decode.cu, the Ggml paths of matvec.cu and
+// embed.cu) against the engine's own decoding (ggml_dequantize, gguf.cpp, which
+// test_gguf holds to gguf.quants), for every block type the engine reads:
+// - random blocks, their f16 scales included (so zeros, subnormals, infinities and
+//   NaNs among them), decoded on the device into padded bf16 rows (every value the
+//   host's rounded to nearest even as f32_to_bf16 rounds, dtype.h) and fp32 rows
+//   (the host's values), bit for bit (a NaN where the host has one: a GPU's
+//   arithmetic gives its own NaN bits), the rows' padding untouched;
+// - blocks with finite scales kept as blocks (DeviceDtype::Ggml): the embedding
+//   gather gives the host's rows bit for bit, their expansion to bf16 for the cuBLAS
+//   products the host's rounded values, and the warp-per-row products (one and
+//   several passes of tokens; narrow matrices split over warps, wide ones not) the
+//   double-precision sums of the host's values within fp32 rounding.
 // Built for the CUDA emulator and, by the gpu-check preset, for a GPU.
 #include "check_util.h"
 #include "dtype.h"
@@ -15,7 +21,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -45,7 +53,7 @@ void check_type(const Type& t, std::mt19937& rng) {
     }
     std::byte* d_src = device_copy(src);
     uint16_t* d_out = device_copy(std::vector<uint16_t>(want.size(), 0xEEEE));
-    cetus::cuda::launch_ggml_to_bf16(t.id, d_src, rows, cols, d_out, ld, nullptr);
+    cetus::cuda::launch_ggml_to_bf16(t.id, d_src, row_bytes, rows, cols, d_out, ld, nullptr);
     const std::vector<uint16_t> got = host_copy(d_out, want.size());
     auto is_nan = [](uint16_t b) { return (b & 0x7F80) == 0x7F80 && (b & 0x7F) != 0; };
     int64_t differ = 0, nan = 0, first = -1;
@@ -65,8 +73,116 @@ void check_type(const Type& t, std::mt19937& rng) {
         what += buf;
     }
     check(differ == 0, what);
+    // The same blocks as fp32 (the upload's form for kv_b_proj and the router).
+    std::vector<float> want_f(size_t(rows * ld), -7.0f);
+    for (int64_t r = 0; r < rows; ++r) cetus::ggml_dequantize(t.id, src.data() + r * row_bytes, &want_f[size_t(r * ld)], cols);
+    float* d_f = device_copy(std::vector<float>(want_f.size(), -7.0f));
+    cetus::cuda::launch_ggml_to_f32(t.id, d_src, row_bytes, rows, cols, d_f, ld, nullptr);
+    const std::vector<float> got_f = host_copy(d_f, want_f.size());
+    differ = 0;
+    for (size_t i = 0; i < want_f.size(); ++i)
+        if (std::memcmp(&got_f[i], &want_f[i], 4) != 0 && !(std::isnan(got_f[i]) && std::isnan(want_f[i]))) ++differ;
+    check(differ == 0, std::string(t.name) + ": the same blocks decoded to fp32 == the host's, bit for bit (" +
+                           std::to_string(differ) + " differ)");
     cudaFree(d_src);
     cudaFree(d_out);
+    cudaFree(d_f);
+}
+
+// Byte offsets of a block's f16 scales (d, and dmin where the type has one).
+std::vector<int> half_offsets(uint32_t id) {
+    switch (id) {
+    case 3: case 7: case 12: case 13: return {0, 2};
+    case 10: return {80, 82};
+    case 11: return {108};
+    case 14: return {208};
+    default: return {0};
+    }
+}
+
+// Blocks kept as blocks, with finite scales between 2^-9 and 2^-3: the embedding,
+// the bf16 expansion and the products against the host's values.
+void check_kept(const Type& t, int64_t rows, int64_t blocks, std::mt19937& rng) {
+    const int64_t cols = blocks * t.values, row_bytes = blocks * t.bytes, ld = (row_bytes + 15) / 16 * 16;
+    std::vector<std::byte> src(size_t(rows * ld), std::byte{0});
+    std::vector<float> w(size_t(rows * cols));
+    for (int64_t r = 0; r < rows; ++r) {
+        std::byte* row = src.data() + r * ld;
+        for (int64_t i = 0; i < row_bytes; ++i) row[i] = std::byte(rng() & 0xFF);
+        for (int64_t b = 0; b < blocks; ++b)
+            for (int off : half_offsets(t.id)) {
+                const uint16_t h = uint16_t(((rng() % 7 + 6) << 10) | (rng() & 0x3FF));
+                row[b * t.bytes + off] = std::byte(h & 0xFF);
+                row[b * t.bytes + off + 1] = std::byte(h >> 8);
+            }
+        cetus::ggml_dequantize(t.id, row, &w[size_t(r * cols)], cols);
+    }
+    cetus::cuda::DeviceMatrix m;
+    m.dtype = cetus::cuda::DeviceDtype::Ggml;
+    m.rows = rows;
+    m.cols = cols;
+    m.ld = ld;
+    m.ggml_type = t.id;
+    m.ggml_values = t.values;
+    m.ggml_bytes = t.bytes;
+    std::byte* d_w = device_copy(src);
+    m.data = d_w;
+    const std::string shape = std::string(t.name) + " " + std::to_string(rows) + " x " + std::to_string(cols) + ": ";
+
+    // Embedding rows (some twice, the last row included).
+    const std::vector<int32_t> ids = {int32_t(rows - 1), 0, 3, 3, int32_t(rows / 2)};
+    int32_t* d_ids = device_copy(ids);
+    float* d_e = device_copy(std::vector<float>(ids.size() * size_t(cols), -7.0f));
+    cetus::cuda::launch_embed(m, d_ids, int64_t(ids.size()), d_e, nullptr);
+    const std::vector<float> e = host_copy(d_e, ids.size() * size_t(cols));
+    bool same = true;
+    for (size_t i = 0; i < ids.size(); ++i)
+        same = same && std::memcmp(&e[i * size_t(cols)], &w[size_t(ids[i]) * size_t(cols)], size_t(cols) * 4) == 0;
+    check(same, shape + "embedding rows gathered from the blocks == the host's, bit for bit");
+
+    // The bf16 expansion of the cuBLAS path: rows cols rounded up to 8 apart.
+    const int64_t ldb = (cols + 7) / 8 * 8;
+    uint16_t* d_b = device_copy(std::vector<uint16_t>(size_t(rows * ldb), 0xEEEE));
+    cetus::cuda::launch_ggml_matrix_to_bf16(m, d_b, nullptr);
+    const std::vector<uint16_t> b = host_copy(d_b, size_t(rows * ldb));
+    int64_t differ = 0;
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; ++c) differ += b[size_t(r * ldb + c)] != cetus::f32_to_bf16(w[size_t(r * cols + c)]);
+    check(differ == 0, shape + "expanded to bf16 == the host's values rounded (" + std::to_string(differ) + " differ)");
+
+    // Products for 1, 3 and 11 tokens (two passes of the kernel).
+    for (int64_t n : {1, 3, 11}) {
+        const int64_t ldx = cols + 4, ldy = rows + 3;
+        std::vector<float> x(size_t(n * ldx));
+        std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+        for (auto& v : x) v = u(rng);
+        float* d_x = device_copy(x);
+        float* d_y = device_copy(std::vector<float>(size_t(n * ldy), -7.0f));
+        cetus::cuda::launch_matvec(m, d_x, ldx, n, d_y, ldy, cetus::cuda::RowGroups{1, rows, 0, 0, 0, 0}, nullptr);
+        const std::vector<float> y = host_copy(d_y, size_t(n * ldy));
+        double worst = 0.0;
+        for (int64_t j = 0; j < n; ++j)
+            for (int64_t r = 0; r < rows; ++r) {
+                double sum = 0.0, mag = 0.0;
+                for (int64_t c = 0; c < cols; ++c) {
+                    const double p = double(w[size_t(r * cols + c)]) * double(x[size_t(j * ldx + c)]);
+                    sum += p;
+                    mag += std::fabs(p);
+                }
+                // fp32 sums of cols products: a few units of 2^-24 per addition at worst.
+                const double err = std::fabs(double(y[size_t(j * ldy + r)]) - sum) / (mag * double(cols) * 0x1p-24 + 1e-30);
+                worst = std::max(worst, err);
+            }
+        char buf[64];
+        std::snprintf(buf, sizeof buf, " (worst %.3g of the bound)", worst);
+        check(worst <= 1.0, shape + std::to_string(n) + " tokens: products from the blocks == the host's sums within fp32 rounding" + buf);
+        cudaFree(d_x);
+        cudaFree(d_y);
+    }
+    cudaFree(d_w);
+    cudaFree(d_ids);
+    cudaFree(d_e);
+    cudaFree(d_b);
 }
 
 }  // namespace
@@ -78,6 +194,10 @@ int main() {
                           {14, "Q6_K", 256, 210}, {20, "IQ4_NL", 32, 18}, {23, "IQ4_XS", 256, 136}};
     std::mt19937 rng(20261202);
     for (const Type& t : types) check_type(t, rng);
+    for (const Type& t : types) {
+        check_kept(t, 24, t.values == 32 ? 24 : 3, rng);  // narrow: a row over several warps
+        check_kept(t, cetus::cuda::k_matvec_narrow_rows, t.values == 32 ? 8 : 1, rng);  // wide: a warp a row
+    }
     // A type without a decoder: no row size, so the upload refuses it by name.
     check(cetus::cuda::ggml_row_bytes(1, 64) == 0 && cetus::cuda::ggml_row_bytes(12, 255) == 0,
           "F16 (not a block type) and a Q4_K row of 255 values: no row size");

@@ -8,8 +8,11 @@
 // expanded keys of one head at a time; at the tiny model's widths and at
 // V2-Lite's. The model-level comparisons (selftest.cpp) bound the forms only
 // through whole models; here each form's own error is measured and bounded.
+// Also a prefill product of a GGUF matrix (Gemm::matmul: the blocks expanded to
+// bf16 a slice of rows at a time, as the scratch holds them) against double sums.
 #include "check_util.h"
 #include "gemm.h"
+#include "ggml_blocks.h"
 #include "kernels.h"
 
 #include <cuda_runtime.h>
@@ -186,6 +189,72 @@ void run_case(const Shape& shape, bool cache_bf16, int64_t start, int64_t n, boo
                               " of the largest output (bound " + fmt(bound) + ")");
 }
 
+// A Q4_K matrix of 40 rows by 512 columns for 20 tokens (past Gemm's small
+// products) with a weight scratch of 7 rows: six slices, the last one short. Both
+// operands are rounded to bf16 (2^-9 each) and summed in fp32, so an output is within
+// about 2^-8 of the sum of its products' magnitudes; held to 2^-7 of it.
+void ggml_matmul_case() {
+    const int64_t rows = 40, cols = 512, n = 20, row_bytes = 2 * 144, ld = row_bytes, slice = 7;
+    std::mt19937 rng(77);
+    std::vector<std::byte> blocks(size_t(rows * ld));
+    for (auto& b : blocks) b = std::byte(rng() & 0xFF);
+    std::vector<float> w(size_t(rows * cols));
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t b = 0; b < 2; ++b) {
+            std::byte* blk = blocks.data() + r * ld + b * 144;
+            for (int off : {0, 2}) {  // d and dmin: finite, 2^-9 .. 2^-3
+                const uint16_t h = uint16_t(((rng() % 7 + 6) << 10) | (rng() & 0x3FF));
+                blk[off] = std::byte(h & 0xFF);
+                blk[off + 1] = std::byte(h >> 8);
+            }
+            cetus::ggml_blocks::decode_block(12, blk, &w[size_t(r * cols + b * 256)]);
+        }
+    std::vector<float> x(size_t(n * cols));
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    for (auto& v : x) v = u(rng);
+    DeviceMatrix m;
+    m.dtype = DeviceDtype::Ggml;
+    m.rows = rows;
+    m.cols = cols;
+    m.ld = ld;
+    m.ggml_type = 12;
+    m.ggml_values = 256;
+    m.ggml_bytes = 144;
+    std::byte* w_d = device_copy(blocks);
+    m.data = w_d;
+    float* x_d = device_copy(x);
+    float* y_d = device_copy(std::vector<float>(size_t(n * rows), -7.0f));
+    Gemm::Scratch s;
+    s.act_elems = size_t(n * cols);
+    s.act_bf16 = device_alloc<uint16_t>(s.act_elems);
+    s.weight_elems = size_t(slice * cols);
+    s.weight_bf16 = device_alloc<uint16_t>(s.weight_elems);
+    s.workspace_bytes = size_t(32) << 20;
+    s.workspace = device_alloc<char>(s.workspace_bytes);
+    std::vector<float> y;
+    {
+        Gemm g(nullptr, false, s, nullptr);
+        g.matmul(m, x_d, cols, n, y_d, rows);
+        y = host_copy(y_d, size_t(n * rows));
+    }
+    for (void* p : {static_cast<void*>(w_d), static_cast<void*>(x_d), static_cast<void*>(y_d),
+                    static_cast<void*>(s.act_bf16), static_cast<void*>(s.weight_bf16), s.workspace})
+        cudaFree(p);
+    double worst = 0.0;
+    for (int64_t t = 0; t < n; ++t)
+        for (int64_t r = 0; r < rows; ++r) {
+            double sum = 0.0, mag = 0.0;
+            for (int64_t c = 0; c < cols; ++c) {
+                const double p = double(w[size_t(r * cols + c)]) * double(x[size_t(t * cols + c)]);
+                sum += p;
+                mag += std::fabs(p);
+            }
+            worst = std::max(worst, std::fabs(double(y[size_t(t * rows + r)]) - sum) / mag);
+        }
+    check(worst <= 0x1p-7, "Q4_K 40 x 512, 20 tokens, expanded 7 rows at a time: " + fmt(worst) +
+                               " of the products' magnitude (bound 2^-7)");
+}
+
 } // namespace
 
 int main() {
@@ -199,6 +268,7 @@ int main() {
             run_case(v2, bf16, 0, 40, false, 4);
             run_case(v2, bf16, 40, 270, false, 5);
         }
+        ggml_matmul_case();
     } catch (const std::exception& e) {
         std::printf("FAIL %s\n", e.what());
         return 1;

@@ -106,45 +106,56 @@ private slots:
         QCOMPARE(results.size(), size_t(2 * checks.size()) - (bf16Cache ? 1 : 3));
     }
 
-    // A GGUF file's block-quantised matrices reach the GPU as bf16 (the GPU decodes them
-    // with the engine's decoders while they are uploaded), their linear layers with FP8 on
-    // load as FP8: in exact mode the GPU gives the logits of the CPU reading the same file
-    // expanded to BF16 (EngineOptions::expand_gguf; with FP8 on load the linear layers
-    // are quantised from the blocks' values either way) within the fixtures' fp32 bound,
-    // and its greedy tokens. On the CUDA emulator: the ctest cuda_emulator_gguf.
+    // A GGUF file's block-quantised matrices stay in their blocks on the GPU (kv_b_proj
+    // and the router decoded to fp32 there, with the engine's decoders), their linear
+    // layers with FP8 on load as FP8: in exact mode the GPU gives the logits of the CPU
+    // reading the same file within the fixtures' fp32 bound, and its greedy tokens. In
+    // the fast mode a 40-token prompt takes the prefill paths (the blocks expanded to
+    // bf16 for cuBLAS, the routed experts on the fp32 kernel): its logits within 3% of
+    // the largest, the selftest's fast-mode bound for BF16 weights (selftest.cpp:
+    // bf16 operands of the products; measured on the emulator: 0.75%). On the CUDA
+    // emulator: the ctest cuda_emulator_gguf.
     void ggufBlocksOnTheGpu_data() {
         QTest::addColumn<bool>("fp8");
-        QTest::newRow("bf16") << false;
-        QTest::newRow("fp8") << true;
+        QTest::addColumn<bool>("exact");
+        QTest::newRow("bf16") << false << true;
+        QTest::newRow("fp8") << true << true;
+        QTest::newRow("bf16 fast") << false << false;
     }
     void ggufBlocksOnTheGpu() {
         QFETCH(bool, fp8);
+        QFETCH(bool, exact);
         const cetus::CudaProbe p = cetus::probe_cuda();
         if (!p.usable) QSKIP(qPrintable("no usable GPU: " + QString::fromStdString(p.text)));
-        auto load = [fp8](cetus::Device device, bool expand) {
+        auto load = [fp8](cetus::Device device) {
             cetus::EngineOptions o;
             o.model_dir = std::filesystem::path(CETUS_TEST_DATA) / "gguf" / "v2-greedy-q.gguf";
             o.device = device;
             o.max_context = 64;
             o.prefix_store_bytes = 0;
-            o.expand_gguf = expand;
             o.fp8_on_load = fp8;
             return cetus::Engine::load(o);
         };
-        qputenv("CETUS_CUDA_EXACT", "1");
-        auto gpu = load(cetus::Device::Cuda, false);
+        qputenv("CETUS_CUDA_EXACT", exact ? "1" : "0");
+        auto gpu = load(cetus::Device::Cuda);
         qunsetenv("CETUS_CUDA_EXACT");
-        auto cpu = load(cetus::Device::Cpu, true);
+        auto cpu = load(cetus::Device::Cpu);
         QCOMPARE(QString::fromStdString(gpu->info().backend), QString("cuda"));
         QVERIFY2(QString::fromStdString(gpu->info().weight_dtype).startsWith("GGUF Q4_0/"), gpu->info().weight_dtype.c_str());
         QCOMPARE(QString::fromStdString(gpu->info().weight_dtype).contains("FP8"), fp8);
-        const std::vector<int32_t> ids = {0, 17, 230, 5, 99, 101, 64, 2, 380, 7};
+        std::vector<int32_t> ids = {0, 17, 230, 5, 99, 101, 64, 2, 380, 7};
+        if (!exact)
+            for (int32_t i = 0; i < 30; ++i) ids.push_back((i * 37 + 11) % 384);
         const std::vector<float> a = gpu->logits(ids), b = cpu->logits(ids);
         QCOMPARE(a.size(), b.size());
         float scale = 0.0f, err = 0.0f;
         for (size_t i = 0; i < a.size(); ++i) {
             scale = std::max(scale, std::fabs(b[i]));
             err = std::max(err, std::fabs(a[i] - b[i]));
+        }
+        if (!exact) {
+            QVERIFY2(err <= 3e-2f * scale, qPrintable(QString("fast: %1 of %2").arg(err).arg(scale)));
+            return;
         }
         QVERIFY2(err <= 1e-4f * scale, qPrintable(QString("%1 of %2").arg(err).arg(scale)));
         cetus::GenerateRequest r;

@@ -119,6 +119,8 @@ void launch_absorb(const DeviceMatrix& kv_b, const float* q, int64_t n, const Ml
         launch_pdl(absorb_q_kernel<DeviceDtype::F8_E4M3, kLatent>, grid, k_absorb_threads, 0, s, kv_b, q, n, m,
                    q_abs, latent);
         break;
+    case DeviceDtype::Ggml:  // (upload_weights decodes a GGUF kv_b to fp32)
+        throw Error(ErrorCode::Device, "query absorption: kv_b_proj in GGUF blocks (internal error)");
     }
     CETUS_CUDA_LAUNCHED("absorb_q_kernel");
 }

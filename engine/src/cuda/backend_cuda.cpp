@@ -109,13 +109,19 @@ DeviceInfo query_device(int device) {
 }
 
 // Widest input and largest FP8 matrix among the products that may take cuBLAS
-// (everything but the experts, the router and the embeddings' gathers).
+// (everything but the experts, the router and the embeddings' gathers), and the
+// bf16 scratch GGUF matrices take: whole, or k_ggml_slice_elems at a time.
 struct GemmExtent {
+    static constexpr size_t k_ggml_slice_elems = size_t(16) << 20;  // 32 MiB of bf16
     int64_t max_cols = 0;
-    size_t fp8_elems = 0;
+    size_t expand_elems = 0;
     void add(const Matrix& m) {
         max_cols = std::max(max_cols, m.cols);
-        if (m.dtype == Dtype::F8_E4M3) fp8_elems = std::max(fp8_elems, size_t(m.rows * round_up(m.cols, 16)));
+        if (m.dtype == Dtype::F8_E4M3) expand_elems = std::max(expand_elems, size_t(m.rows * round_up(m.cols, 16)));
+        if (m.dtype == Dtype::Ggml) {
+            const size_t row = size_t(round_up(m.cols, 8));
+            expand_elems = std::max(expand_elems, std::min(size_t(m.rows) * row, std::max(k_ggml_slice_elems, row)));
+        }
     }
     void add(const MlpWeights& w) {
         add(w.gate);
@@ -584,7 +590,7 @@ CudaBackend::Scratch CudaBackend::carve_scratch(Carver& cv) const {
         s.gemm.act_elems =
             size_t(n * std::max({round_up(m_extent.max_cols, 8), n_h * d_qk, n_h * c.kv_lora_rank, query_cols}));
         s.gemm.act_bf16 = cv.take<uint16_t>(s.gemm.act_elems);
-        s.gemm.weight_elems = m_extent.fp8_elems;
+        s.gemm.weight_elems = m_extent.expand_elems;
         s.gemm.weight_bf16 = cv.take<uint16_t>(s.gemm.weight_elems);
         s.gemm.workspace_bytes = k_cublas_workspace_bytes;
         s.gemm.workspace = cv.take<char>(k_cublas_workspace_bytes);
@@ -1218,8 +1224,10 @@ void CudaBackend::moe(const DeviceLayer& l, int64_t n, int32_t* route_ids, float
     }
     // Prefill chunks on the tensor cores (decode steps stay on the fp32 kernel, which reads each weight once).
     // (m_expert_mma is off in exact mode.) Its bf16 rows of h live in m_s.h's memory.
-    const bool mma = m_expert_mma && !m_gemm->small(n) && l.experts.gate_up_dtype != DeviceDtype::F32 &&
-                     l.experts.down_dtype != DeviceDtype::F32;
+    // The tensor-core kernel reads bf16 and FP8 weights; F32 and GGUF blocks stay on the fp32 kernel.
+    const auto mma_dtype = [](DeviceDtype d) { return d == DeviceDtype::BF16 || d == DeviceDtype::F8_E4M3; };
+    const bool mma = m_expert_mma && !m_gemm->small(n) && mma_dtype(l.experts.gate_up_dtype) &&
+                     mma_dtype(l.experts.down_dtype);
     const int64_t I = l.experts.inter;
     const ExpertMma mma_args{m_s.x_bf16, round_up(H, 8), reinterpret_cast<uint16_t*>(m_s.h), round_up(I, 8),
                              m_expert_tile_rows};

@@ -1,9 +1,11 @@
 // Device helpers shared by the kernels: weight element decoding exactly as
 // dtype.cpp and Matrix::row_to_f32 (bf16 = bits << 16, e4m3fn through the
 // exact fp8 -> half conversion, FP8 times its block scale in fp32), warp and
-// block reductions, and the warp-per-row dot product of the matmul kernels.
+// block reductions, and the warp-per-row dot product of the matmul kernels
+// (GGUF blocks through ggml_blocks.h's decoders, the CPU's values).
 #pragma once
 
+#include "ggml_blocks.h"
 #include "kernels.h"
 
 #include <cuda_bf16.h>
@@ -141,6 +143,33 @@ __device__ __forceinline__ void load_piece(const uint4* wrow, const float* srow,
     }
 }
 
+// warp_row_dot over a row of GGUF blocks (DeviceDtype::Ggml): the row's cols / 32
+// chunks of 32 values go to the lanes in turn (lane, lane + 32, ...; with kSplit > 1
+// as warp_row_dot's pieces), each decoded by ggml_blocks::decode_chunk into
+// registers and taken against every token.
+template <int NT, bool kXVec, int kSplit>
+__device__ __forceinline__ void ggml_row_dot(const DeviceMatrix& w, int64_t row, const float* const (&xs)[NT], int n,
+                                             float (&acc)[NT], int part) {
+    const int lane = threadIdx.x & 31;
+    const std::byte* wrow = static_cast<const std::byte*>(w.data) + row * w.ld;
+    const int shift = w.ggml_values == 256 ? 3 : 0;  // chunks per block: 8 or 1
+    const int64_t n_chunks = w.cols / 32;
+    for (int64_t c = part * 32 + lane; c < n_chunks; c += 32 * kSplit) {
+        float wf[32];
+        ggml_blocks::decode_chunk(w.ggml_type, wrow + (c >> shift) * w.ggml_bytes, int(c & ((1 << shift) - 1)), wf);
+#pragma unroll
+        for (int j = 0; j < NT; ++j) {
+            if (j < n) {
+                float xv[32];
+                load_x<32, kXVec>(xs[j] + c * 32, xv);
+#pragma unroll
+                for (int i = 0; i < 32; ++i) acc[j] = fmaf(wf[i], xv[i], acc[j]);
+            }
+        }
+    }
+    warp_sum_each(acc);
+}
+
 // acc[j] = sum_c W[row, c] * xs[j][c] for the first n (<= NT) tokens, called by a
 // whole warp; every lane gets the sums. Each lane reads 16-byte pieces of the row
 // (lane, lane + 32, ...), so the warp streams 512 contiguous bytes per step and
@@ -152,6 +181,10 @@ __device__ __forceinline__ void load_piece(const uint4* wrow, const float* srow,
 template <DeviceDtype DT, int NT, bool kXVec, int kSplit = 1>
 __device__ __forceinline__ void warp_row_dot(const DeviceMatrix& w, int64_t row, const float* const (&xs)[NT], int n,
                                              float (&acc)[NT], int part = 0) {
+    if constexpr (DT == DeviceDtype::Ggml) {
+        ggml_row_dot<NT, kXVec, kSplit>(w, row, xs, n, acc, part);
+        return;
+    }
     constexpr int kVec = k_vec_elems<DT>;
     const int lane = threadIdx.x & 31, first = part * 32 + lane;
     const uint4* wrow = reinterpret_cast<const uint4*>(static_cast<const char*>(w.data) +

@@ -35,9 +35,9 @@ struct CopyJob {
     size_t src_row_bytes;
     size_t n_rows;
     bool widen_f16;  // F16 source written as F32
-    // A GGUF block-quantised matrix (Dtype::Ggml) written as bf16: its rows of blocks
-    // (src_row_bytes each) go up as they are and are decoded on the device
-    // (launch_ggml_to_bf16) into rows of ggml_cols values.
+    // A GGUF block-quantised matrix (Dtype::Ggml) written as fp32, for the kernels that
+    // read no blocks: its rows of blocks (src_row_bytes each) go up as they are and
+    // are decoded on the device (launch_ggml_to_f32) into rows of ggml_cols values.
     bool ggml = false;
     uint32_t ggml_type = 0;
     int64_t ggml_cols = 0;
@@ -59,12 +59,19 @@ public:
     }
     const float* vector(const std::vector<float>& v) { return floats(v.data(), v.size()); }
 
-    DeviceMatrix matrix(const Matrix& m) {
-        const Key key{m.data, int(m.dtype), m.rows, m.cols};
+    // blocks: a GGUF matrix stays in its blocks (the warp-per-row kernels and the
+    // embedding read them); else it is decoded to fp32 (exact: the CPU's values).
+    DeviceMatrix matrix(const Matrix& m, bool blocks = true) {
+        const Key key{m.data, int(m.dtype), m.rows, m.cols, blocks};
         if (auto it = m_seen.find(key); it != m_seen.end()) return it->second;
         DeviceMatrix d;
         d.rows = m.rows;
         d.cols = m.cols;
+        if (m.dtype == Dtype::Ggml && blocks) {
+            d = ggml_blocks(m);
+            m_seen.emplace(key, d);
+            return d;
+        }
         size_t host_bytes = 0, dev_bytes = 0;  // per element
         switch (m.dtype) {
         case Dtype::F32:
@@ -84,9 +91,9 @@ public:
             d.dtype = DeviceDtype::F8_E4M3;
             host_bytes = dev_bytes = 1;
             break;
-        case Dtype::Ggml:  // GGUF blocks, decoded on the device and rounded to bf16 (host_bytes: see below)
-            d.dtype = DeviceDtype::BF16;
-            dev_bytes = 2;
+        case Dtype::Ggml:  // GGUF blocks, decoded on the device to fp32 (host_bytes: see below)
+            d.dtype = DeviceDtype::F32;
+            dev_bytes = 4;
             break;
         default:
             throw Error(ErrorCode::Unsupported, "CUDA backend: a " + std::to_string(m.rows) + " x " +
@@ -96,14 +103,7 @@ public:
         char* p = m_carver.take<char>(size_t(m.rows) * size_t(d.ld) * dev_bytes);
         d.data = p;
         size_t src_row_bytes = size_t(m.cols) * host_bytes;
-        if (m.dtype == Dtype::Ggml) {
-            const int64_t raw = ggml_row_bytes(m.ggml_type, m.cols);
-            if (raw <= 0)
-                throw Error(ErrorCode::Unsupported, "CUDA backend: a " + std::to_string(m.rows) + " x " +
-                                                        std::to_string(m.cols) + " GGUF weight of ggml type " +
-                                                        std::to_string(m.ggml_type) + ", which it cannot decode");
-            src_row_bytes = size_t(raw);
-        }
+        if (m.dtype == Dtype::Ggml) src_row_bytes = size_t(ggml_bytes_per_row(m));
         m_jobs.push_back({p, size_t(d.ld) * dev_bytes, m.data, src_row_bytes, size_t(m.rows), m.dtype == Dtype::F16});
         if (m.dtype == Dtype::Ggml) {
             m_jobs.back().ggml = true;
@@ -118,6 +118,34 @@ public:
         }
         m_seen.emplace(key, d);
         return d;
+    }
+
+    // A GGUF matrix's rows of blocks, as they are, rows padded to 16 bytes.
+    DeviceMatrix ggml_blocks(const Matrix& m) {
+        DeviceMatrix d;
+        d.dtype = DeviceDtype::Ggml;
+        d.rows = m.rows;
+        d.cols = m.cols;
+        d.ggml_type = m.ggml_type;
+        const int64_t row = ggml_bytes_per_row(m);
+        int values = 0, bytes = 0;
+        ggml_block_shape(m.ggml_type, values, bytes);
+        d.ggml_values = values;
+        d.ggml_bytes = bytes;
+        d.ld = (row + 15) / 16 * 16;
+        char* p = m_carver.take<char>(size_t(m.rows) * size_t(d.ld));
+        d.data = p;
+        m_jobs.push_back({p, size_t(d.ld), m.data, size_t(row), size_t(m.rows), false});
+        return d;
+    }
+    // Bytes of one of m's rows of blocks; throws for a type the device cannot decode.
+    static int64_t ggml_bytes_per_row(const Matrix& m) {
+        const int64_t raw = ggml_row_bytes(m.ggml_type, m.cols);
+        if (raw <= 0)
+            throw Error(ErrorCode::Unsupported, "CUDA backend: a " + std::to_string(m.rows) + " x " +
+                                                    std::to_string(m.cols) + " GGUF weight of ggml type " +
+                                                    std::to_string(m.ggml_type) + ", which it cannot decode");
+        return raw;
     }
 
     DeviceMlp mlp(const MlpWeights& w) { return {matrix(w.gate), matrix(w.up), matrix(w.down)}; }
@@ -137,7 +165,7 @@ public:
         }
         d.kv_a = matrix(a.kv_a_proj_with_mqa);
         d.kv_a_norm = vector(a.kv_a_layernorm);
-        d.kv_b = matrix(a.kv_b_proj);
+        d.kv_b = matrix(a.kv_b_proj, false);  // (the absorption kernels read no blocks)
         d.o = matrix(a.o_proj);
         d.is_moe = lw.is_moe;
         if (!lw.is_moe) {
@@ -145,7 +173,7 @@ public:
             return d;
         }
         const MoeWeights& m = lw.moe;
-        d.router = matrix(m.gate);
+        d.router = matrix(m.gate, false);  // (nor does the fused router)
         d.bias = vector(m.e_score_correction_bias);
         const size_t E = m.experts.size();
         std::vector<DeviceMatrix> table(3 * E);  // gate [E], up [E], down [E]
@@ -179,7 +207,7 @@ private:
         return d;
     }
 
-    using Key = std::tuple<const void*, int, int64_t, int64_t>;
+    using Key = std::tuple<const void*, int, int64_t, int64_t, bool>;
     const ModelConfig& m_config;
     Carver m_carver;
     std::map<Key, DeviceMatrix> m_seen;
@@ -259,14 +287,14 @@ private:
             char* stage = m_buffer[m_current].get() + m_used;
             const char* src = static_cast<const char*>(j.src) + r0 * j.src_row_bytes;
             if (j.ggml) {
-                // The blocks go up as they are, then the device decodes them (as the CPU
-                // backend reads them, rounded to nearest even bf16) into their rows; the
-                // next piece's copy into m_raw waits for that on the stream.
+                // The blocks go up as they are, then the device decodes them (the CPU
+                // backend's values) into their rows; the next piece's copy into m_raw
+                // waits for that on the stream.
                 std::memcpy(stage, src, n * row);
                 CETUS_CUDA(cudaMemcpyAsync(m_raw.get(), stage, n * row, cudaMemcpyHostToDevice, m_o.stream));
-                launch_ggml_to_bf16(j.ggml_type, m_raw.get(), int64_t(n), j.ggml_cols,
-                                    reinterpret_cast<uint16_t*>(j.dst + r0 * j.dst_pitch), int64_t(j.dst_pitch / 2),
-                                    m_o.stream);
+                launch_ggml_to_f32(j.ggml_type, m_raw.get(), int64_t(row), int64_t(n), j.ggml_cols,
+                                   reinterpret_cast<float*>(j.dst + r0 * j.dst_pitch), int64_t(j.dst_pitch / 4),
+                                   m_o.stream);
             } else if (j.widen_f16) {
                 const size_t count = n * j.src_row_bytes / 2;
                 for (size_t i = 0; i < count; ++i) {

@@ -1,5 +1,6 @@
 // Embedding gather: out[t, :] = row ids[t] of the embedding matrix as fp32,
-// decoded by load_elem (device_math.cuh); one instantiation per weight dtype.
+// decoded by load_elem (device_math.cuh); one instantiation per weight dtype, and
+// one for GGUF blocks.
 // Mirrors Model::forward's m_embed.row_to_f32 (model.cpp; Matrix::row_to_f32
 // in weights.cpp). One block of k_row_threads per token.
 #include "cuda_util.h"
@@ -18,6 +19,22 @@ __global__ void embed_kernel(DeviceMatrix m, const int32_t* __restrict__ ids, fl
     for (int64_t c = threadIdx.x; c < m.cols; c += blockDim.x) out[t * m.cols + c] = load_elem<DT>(m, row, c);
 }
 
+// GGUF blocks: a thread per 32-value chunk of the row (ggml_blocks::decode_chunk,
+// the values ggml_dequantize gives the CPU).
+__global__ void embed_ggml_kernel(DeviceMatrix m, const int32_t* __restrict__ ids, float* __restrict__ out) {
+    pdl_wait();  // first: see pdl.cuh
+    pdl_trigger();
+    const int64_t t = blockIdx.x;
+    const std::byte* row = static_cast<const std::byte*>(m.data) + int64_t(ids[t]) * m.ld;
+    const int per_block = m.ggml_values / 32;
+    for (int64_t c = threadIdx.x; c < m.cols / 32; c += blockDim.x) {
+        float y[32];
+        ggml_blocks::decode_chunk(m.ggml_type, row + (c / per_block) * m.ggml_bytes, int(c % per_block), y);
+#pragma unroll
+        for (int i = 0; i < 32; ++i) out[t * m.cols + c * 32 + i] = y[i];
+    }
+}
+
 }  // namespace
 
 void launch_embed(const DeviceMatrix& m, const int32_t* ids, int64_t n, float* out, cudaStream_t s) {
@@ -32,6 +49,7 @@ void launch_embed(const DeviceMatrix& m, const int32_t* ids, int64_t n, float* o
     case DeviceDtype::F8_E4M3:
         launch_pdl(embed_kernel<DeviceDtype::F8_E4M3>, unsigned(n), k_row_threads, 0, s, m, ids, out);
         break;
+    case DeviceDtype::Ggml: launch_pdl(embed_ggml_kernel, unsigned(n), k_row_threads, 0, s, m, ids, out); break;
     }
     CETUS_CUDA_LAUNCHED("embed_kernel");
 }

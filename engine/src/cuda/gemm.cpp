@@ -54,6 +54,7 @@ Gemm::~Gemm() {
 
 const uint16_t* Gemm::weights_bf16(const DeviceMatrix& w) {
     if (w.dtype == DeviceDtype::BF16) return static_cast<const uint16_t*>(w.data);
+    if (w.dtype != DeviceDtype::F8_E4M3) throw Error(ErrorCode::Device, "gemm: no bf16 form of the weight (internal error)");
     if (size_t(w.rows * w.ld) > m_scratch.weight_elems) scratch_overflow("FP8 expansion");
     launch_dequant_fp8(w, m_scratch.weight_bf16, m_stream);
     return m_scratch.weight_bf16;
@@ -94,6 +95,21 @@ void Gemm::matmul(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n,
     }
     const int64_t ldb = round_up(w.cols, 8);  // 16-byte aligned rows for the tensor cores
     const uint16_t* xb = activations_bf16(x, ldx, n, w.cols, ldb);
+    if (w.dtype == DeviceDtype::Ggml) {
+        // GGUF blocks: as many rows at a time as the scratch holds, expanded to bf16.
+        const int64_t ld = round_up(w.cols, 8), slice = int64_t(m_scratch.weight_elems) / ld;
+        if (slice < 1) scratch_overflow("GGUF expansion");
+        for (int64_t r0 = 0; r0 < w.rows; r0 += slice) {
+            DeviceMatrix part = w;
+            part.rows = std::min(slice, w.rows - r0);
+            part.data = static_cast<const char*>(w.data) + r0 * w.ld;
+            launch_ggml_matrix_to_bf16(part, m_scratch.weight_bf16, m_stream);
+            CETUS_CUBLAS(cublasGemmEx(m_handle, CUBLAS_OP_T, CUBLAS_OP_N, int(part.rows), int(n), int(w.cols), &one,
+                                      m_scratch.weight_bf16, CUDA_R_16BF, int(ld), xb, CUDA_R_16BF, int(ldb), &zero,
+                                      y + r0, CUDA_R_32F, int(ldy), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        }
+        return;
+    }
     const uint16_t* wb = weights_bf16(w);
     CETUS_CUBLAS(cublasGemmEx(m_handle, CUBLAS_OP_T, CUBLAS_OP_N, int(w.rows), int(n), int(w.cols), &one, wb,
                               CUDA_R_16BF, int(w.ld), xb, CUDA_R_16BF, int(ldb), &zero, y, CUDA_R_32F, int(ldy),

@@ -1,7 +1,7 @@
 // Matrix products of the forward pass: the fp32 warp-per-row kernel for up to
 // k_max_small_tokens tokens (and always under CETUS_CUDA_EXACT=1), cuBLAS for
 // longer chunks: bf16 tensor-core GEMMs with fp32 accumulation on activations
-// rounded to bf16 (FP8 weights expanded to bf16 first), plain fp32 SGEMM
+// rounded to bf16 (FP8 weights and GGUF blocks expanded to bf16 first), plain fp32 SGEMM
 // (no TF32) for F32 weights; and prefill attention as GEMMs over keys and values
 // expanded from the latent (the expanded form) or over the latent itself (the
 // absorbed form), TF32 with an fp32 cache and bf16 with a bf16 cache.
@@ -24,7 +24,8 @@ public:
     struct Scratch {
         uint16_t* act_bf16 = nullptr;  // activations rounded to bf16
         size_t act_elems = 0;
-        uint16_t* weight_bf16 = nullptr;  // one FP8 matrix expanded to bf16
+        // One FP8 matrix expanded to bf16, or rows of a GGUF one (at least one row).
+        uint16_t* weight_bf16 = nullptr;
         size_t weight_elems = 0;
         void* workspace = nullptr;  // cuBLAS workspace
         size_t workspace_bytes = 0;
@@ -124,6 +125,7 @@ public:
 
 private:
     // W as bf16 for cuBLAS: the matrix itself, or its FP8 values expanded into scratch.
+    // (matmul expands GGUF blocks itself, a slice of rows at a time.)
     const uint16_t* weights_bf16(const DeviceMatrix& w);
     // x [n, cols] (row stride ldx) rounded to bf16 into scratch with row stride ldo.
     const uint16_t* activations_bf16(const float* x, int64_t ldx, int64_t n, int64_t cols, int64_t ldo);

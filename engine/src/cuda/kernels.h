@@ -10,18 +10,24 @@
 
 namespace cetus::cuda {
 
-// Weight element types kept on the device; F16 checkpoints are widened to F32 at upload.
-enum class DeviceDtype : int32_t { F32, BF16, F8_E4M3 };
+// Weight element types kept on the device; F16 checkpoints are widened to F32 at
+// upload. Ggml: a GGUF file's block-quantised rows as the file holds them
+// (ggml_blocks.h's formats), read by the warp-per-row kernels and the embedding.
+enum class DeviceDtype : int32_t { F32, BF16, F8_E4M3, Ggml };
 
 // A 2-D weight [rows, cols] in device memory. Rows are ld elements apart, ld
 // being cols rounded up to 16 bytes, so every row starts 16-byte aligned.
 // FP8: element (r, c) is multiplied by scale_inv[(r / 128) * scale_cols + c / 128].
+// Ggml: rows of ggml_type's blocks (cols a whole number of blocks, of
+// ggml_values values in ggml_bytes bytes each), ld *bytes* apart (rounded up to 16).
 struct DeviceMatrix {
     DeviceDtype dtype = DeviceDtype::F32;
     int64_t rows = 0, cols = 0, ld = 0;
     const void* data = nullptr;
     const float* scale_inv = nullptr;
     int64_t scale_cols = 0;
+    uint32_t ggml_type = 0;
+    int32_t ggml_values = 0, ggml_bytes = 0;
 };
 
 // A matrix-vector product over groups of rows, for the per-head products of
@@ -119,15 +125,21 @@ void launch_matvec_pair(const DeviceMatrix& w1, float* y1, int64_t ldy1, const D
 // out[r, c] = bf16(fp8(r, c) * scale) with out's rows w.ld apart.
 void launch_dequant_fp8(const DeviceMatrix& w, uint16_t* out, cudaStream_t s);
 
-// ---- GGUF blocks at upload: ggml_decode.cu ----
+// ---- GGUF blocks decoded: ggml_decode.cu ----
 // Bytes of one row of `cols` values of a ggml block type (ggml_blocks.h's shapes), or 0
 // for a type without a decoder or a row that is not whole blocks.
 int64_t ggml_row_bytes(uint32_t type, int64_t cols);
-// rows x cols values of a ggml block type, its rows ggml_row_bytes apart at src (device
-// memory), written as bf16 (the engine's decoders, rounded to nearest even) to out,
-// rows ld_out elements apart.
-void launch_ggml_to_bf16(uint32_t type, const void* src, int64_t rows, int64_t cols, uint16_t* out, int64_t ld_out,
-                         cudaStream_t s);
+// Values and bytes per block of a ggml block type; false for a type without a decoder.
+bool ggml_block_shape(uint32_t type, int& values, int& bytes);
+// rows x cols values of a ggml block type, its rows src_ld bytes apart at src (device
+// memory), written as bf16 (the engine's decoders, rounded to nearest even) or as
+// fp32 (exact) to out, rows ld_out elements apart.
+void launch_ggml_to_bf16(uint32_t type, const void* src, int64_t src_ld, int64_t rows, int64_t cols, uint16_t* out,
+                         int64_t ld_out, cudaStream_t s);
+void launch_ggml_to_f32(uint32_t type, const void* src, int64_t src_ld, int64_t rows, int64_t cols, float* out,
+                        int64_t ld_out, cudaStream_t s);
+// A Ggml matrix as bf16, rows w.cols rounded up to 8 elements apart (Gemm's cuBLAS path).
+void launch_ggml_matrix_to_bf16(const DeviceMatrix& w, uint16_t* out, cudaStream_t s);
 
 // ---- absorbed multi-head latent attention: absorb_q.cu, mla_attention.cu ----
 

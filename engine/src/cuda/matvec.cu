@@ -5,7 +5,8 @@
 // weight row is read once per 8 tokens, fp32 accumulation. Fused forms save
 // decode launches: an MLP's gate and up with the SwiGLU, two products of one
 // input (the attention's query and latent projections), and a product followed
-// by the residual add and norm in its last block (AddNorm).
+// by the residual add and norm in its last block (AddNorm). GGUF blocks (Ggml) are
+// decoded 32 values at a time by the lanes (device_math.cuh: ggml_row_dot).
 #include "cuda_util.h"
 #include "device_math.cuh"
 #include "last_block.cuh"
@@ -182,6 +183,8 @@ void launch_all(MatvecArgs a, int64_t n, cudaStream_t s) {
         case DeviceDtype::F32: launch_dtype<DeviceDtype::F32, kFuse>(a, x_vec, s); break;
         case DeviceDtype::BF16: launch_dtype<DeviceDtype::BF16, kFuse>(a, x_vec, s); break;
         case DeviceDtype::F8_E4M3: launch_dtype<DeviceDtype::F8_E4M3, kFuse>(a, x_vec, s); break;
+        // (plain loads of x: half the instantiations of the largest kernels)
+        case DeviceDtype::Ggml: launch_tokens<DeviceDtype::Ggml, false, kFuse>(a, s); break;
         }
     }
 }
@@ -212,7 +215,7 @@ void launch_matvec_add_rmsnorm(const DeviceMatrix& w, const float* x, int64_t ld
 }
 
 bool matvec_fusable(const DeviceMatrix& a, const DeviceMatrix& b) {
-    return a.dtype == b.dtype && a.cols == b.cols;
+    return a.dtype == b.dtype && a.cols == b.cols;  // (two Ggml matrices may be of different block types)
 }
 
 void launch_matvec_gate_up(const DeviceMatrix& gate, const DeviceMatrix& up, const float* x, int64_t ldx, int64_t n,

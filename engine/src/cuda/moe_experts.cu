@@ -5,7 +5,7 @@
 // experts), one warp per output row; templated per dtype, pairs per pass and
 // gate/up or down. The shared experts can ride along in the same launches
 // (decode: two launches fewer per MoE layer, and their weights stream beside
-// the routed ones').
+// the routed ones'). GGUF blocks (Ggml) as in matvec.cu.
 #include "cuda_util.h"
 #include "device_math.cuh"
 #include "last_block.cuh"
@@ -117,19 +117,25 @@ __global__ void __launch_bounds__(32 * k_expert_rows) experts_kernel(ExpertLaunc
     }
 }
 
-template <DeviceDtype DT, int NT, bool kGateUp>
-void launch_experts_nt(const ExpertLaunch& a, const dim3& grid, bool x_vec, cudaStream_t s) {
+template <DeviceDtype DT, int NT, bool kXVec, bool kGateUp>
+void launch_experts_vec(const ExpertLaunch& a, const dim3& grid, cudaStream_t s) {
     constexpr int threads = 32 * k_expert_rows;
     static_assert(k_fused_tail_max_tokens <= 2, "the fused combine is compiled for 1 and 2 tokens");
     if constexpr (!kGateUp && NT <= 2) {
         if (a.combine.done) {
-            if (x_vec) launch_pdl(experts_kernel<DT, NT, true, false, true>, grid, threads, 0, s, a);
-            else launch_pdl(experts_kernel<DT, NT, false, false, true>, grid, threads, 0, s, a);
+            launch_pdl(experts_kernel<DT, NT, kXVec, false, true>, grid, threads, 0, s, a);
             return;
         }
     }
-    if (x_vec) launch_pdl(experts_kernel<DT, NT, true, kGateUp, false>, grid, threads, 0, s, a);
-    else launch_pdl(experts_kernel<DT, NT, false, kGateUp, false>, grid, threads, 0, s, a);
+    launch_pdl(experts_kernel<DT, NT, kXVec, kGateUp, false>, grid, threads, 0, s, a);
+}
+
+// GGUF blocks take plain loads of x only (half the instantiations, as matvec.cu).
+template <DeviceDtype DT, int NT, bool kGateUp>
+void launch_experts_nt(const ExpertLaunch& a, const dim3& grid, bool x_vec, cudaStream_t s) {
+    if constexpr (DT == DeviceDtype::Ggml) launch_experts_vec<DT, NT, false, kGateUp>(a, grid, s);
+    else if (x_vec) launch_experts_vec<DT, NT, true, kGateUp>(a, grid, s);
+    else launch_experts_vec<DT, NT, false, kGateUp>(a, grid, s);
 }
 
 template <DeviceDtype DT, bool kGateUp>
@@ -154,6 +160,7 @@ void launch_experts(const ExpertLaunch& a, DeviceDtype dtype, int64_t n, int32_t
     case DeviceDtype::F32: launch_experts_dtype<DeviceDtype::F32, kGateUp>(a, grid, x_vec, n, s); break;
     case DeviceDtype::BF16: launch_experts_dtype<DeviceDtype::BF16, kGateUp>(a, grid, x_vec, n, s); break;
     case DeviceDtype::F8_E4M3: launch_experts_dtype<DeviceDtype::F8_E4M3, kGateUp>(a, grid, x_vec, n, s); break;
+    case DeviceDtype::Ggml: launch_experts_dtype<DeviceDtype::Ggml, kGateUp>(a, grid, x_vec, n, s); break;
     }
     CETUS_CUDA_LAUNCHED("experts_kernel");
 }

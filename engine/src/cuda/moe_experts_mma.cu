@@ -325,7 +325,8 @@ void launch_mma(const ExpertLaunch& a, DeviceDtype dtype, int tile_rows, int64_t
     case DeviceDtype::BF16: launch_mma_dtype<DeviceDtype::BF16, kGateUp>(a, tile_rows, n, n_experts, s); break;
     case DeviceDtype::F8_E4M3: launch_mma_dtype<DeviceDtype::F8_E4M3, kGateUp>(a, tile_rows, n, n_experts, s); break;
     case DeviceDtype::F32:
-        throw Error(ErrorCode::Device, "CUDA backend: the tensor-core expert kernel got F32 weights (internal error)");
+    case DeviceDtype::Ggml:
+        throw Error(ErrorCode::Device, "CUDA backend: the tensor-core expert kernel got F32 or GGUF weights (internal error)");
     }
     CETUS_CUDA_LAUNCHED("experts_mma_kernel");
 }

@@ -365,6 +365,8 @@ void launch_router_route_group(const DeviceMatrix& router, const float* x, int64
         launch_router_dtype<DeviceDtype::F8_E4M3>(router, x, ldx, n, z, p, ids, weights, stride, pairs, done,
                                                   smem_bytes, s);
         break;
+    case DeviceDtype::Ggml:  // (upload_weights decodes a GGUF router to fp32)
+        throw Error(ErrorCode::Device, "router: weights in GGUF blocks (internal error)");
     }
     CETUS_CUDA_LAUNCHED("router_route_group_kernel");
 }
