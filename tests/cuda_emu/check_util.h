@@ -1,11 +1,12 @@
-// What the kernel-level checks (attention_check.cpp, experts_check.cpp) share: the
-// ok/FAIL lines and their count, bf16 rounding on the host, copies to and from the
-// device. Built for the CUDA emulator and, by the gpu-check preset, for a GPU.
+// What the kernel-level checks (attention_check.cpp, experts_check.cpp, ...) share:
+// the ok/FAIL lines and their count, bf16 rounding on the host, copies to and from
+// the device, a product's error against double sums. Built for the CUDA emulator and, by the gpu-check preset, for a GPU.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -43,6 +44,26 @@ template <typename T> std::vector<T> host_copy(const T* d, size_t n) {
     std::vector<T> h(n);
     cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost);
     return h;
+}
+
+// The worst |y[t, r] - sum_c w[r, c] x[t, c]| over n tokens (x rows ldx apart, y
+// rows ldy apart; w [rows, cols]), the sums in double, in units of `unit` times the
+// sum of the products' magnitudes.
+inline double worst_product_error(const std::vector<float>& w, int64_t rows, int64_t cols,
+                                  const std::vector<float>& x, int64_t ldx, const std::vector<float>& y,
+                                  int64_t ldy, int64_t n, double unit) {
+    double worst = 0.0;
+    for (int64_t t = 0; t < n; ++t)
+        for (int64_t r = 0; r < rows; ++r) {
+            double sum = 0.0, mag = 0.0;
+            for (int64_t c = 0; c < cols; ++c) {
+                const double p = double(w[size_t(r * cols + c)]) * double(x[size_t(t * ldx + c)]);
+                sum += p;
+                mag += std::fabs(p);
+            }
+            worst = std::max(worst, std::fabs(double(y[size_t(t * ldy + r)]) - sum) / (mag * unit + 1e-30));
+        }
+    return worst;
 }
 
 } // namespace cetus::check

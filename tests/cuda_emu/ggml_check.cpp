@@ -160,19 +160,8 @@ void check_kept(const Type& t, int64_t rows, int64_t blocks, std::mt19937& rng) 
         float* d_y = device_copy(std::vector<float>(size_t(n * ldy), -7.0f));
         cetus::cuda::launch_matvec(m, d_x, ldx, n, d_y, ldy, cetus::cuda::RowGroups{1, rows, 0, 0, 0, 0}, nullptr);
         const std::vector<float> y = host_copy(d_y, size_t(n * ldy));
-        double worst = 0.0;
-        for (int64_t j = 0; j < n; ++j)
-            for (int64_t r = 0; r < rows; ++r) {
-                double sum = 0.0, mag = 0.0;
-                for (int64_t c = 0; c < cols; ++c) {
-                    const double p = double(w[size_t(r * cols + c)]) * double(x[size_t(j * ldx + c)]);
-                    sum += p;
-                    mag += std::fabs(p);
-                }
-                // fp32 sums of cols products: a few units of 2^-24 per addition at worst.
-                const double err = std::fabs(double(y[size_t(j * ldy + r)]) - sum) / (mag * double(cols) * 0x1p-24 + 1e-30);
-                worst = std::max(worst, err);
-            }
+        // fp32 sums of cols products: a few units of 2^-24 per addition at worst.
+        const double worst = worst_product_error(w, rows, cols, x, ldx, y, ldy, n, double(cols) * 0x1p-24);
         char buf[64];
         std::snprintf(buf, sizeof buf, " (worst %.3g of the bound)", worst);
         check(worst <= 1.0, shape + std::to_string(n) + " tokens: products from the blocks == the host's sums within fp32 rounding" + buf);

@@ -240,17 +240,7 @@ void ggml_matmul_case() {
     for (void* p : {static_cast<void*>(w_d), static_cast<void*>(x_d), static_cast<void*>(y_d),
                     static_cast<void*>(s.act_bf16), static_cast<void*>(s.weight_bf16), s.workspace})
         cudaFree(p);
-    double worst = 0.0;
-    for (int64_t t = 0; t < n; ++t)
-        for (int64_t r = 0; r < rows; ++r) {
-            double sum = 0.0, mag = 0.0;
-            for (int64_t c = 0; c < cols; ++c) {
-                const double p = double(w[size_t(r * cols + c)]) * double(x[size_t(t * cols + c)]);
-                sum += p;
-                mag += std::fabs(p);
-            }
-            worst = std::max(worst, std::fabs(double(y[size_t(t * rows + r)]) - sum) / mag);
-        }
+    const double worst = worst_product_error(w, rows, cols, x, cols, y, rows, n, 1.0);
     check(worst <= 0x1p-7, "Q4_K 40 x 512, 20 tokens, expanded 7 rows at a time: " + fmt(worst) +
                                " of the products' magnitude (bound 2^-7)");
 }
