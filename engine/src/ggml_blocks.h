@@ -12,6 +12,7 @@
 #include <cstring>
 
 #if defined(__CUDACC__) || defined(CETUS_CUDA_EMU)
+#include <cuda_fp16.h>
 #define CETUS_GGML_HD __host__ __device__
 #define CETUS_GGML_DEVICE_BUILD 1
 #else
@@ -23,34 +24,12 @@ namespace cetus::ggml_blocks {
 
 CETUS_GGML_HD inline uint8_t u8(const std::byte* p) { return uint8_t(*p); }
 
-// IEEE half to float, every value exact (subnormals, infinities; a NaN is the quiet
-// NaN of its sign): the engine's table in host code, the same bits computed in the
-// CUDA backend (whose plug-in has no table).
+// IEEE half to float, every value exact (subnormals, infinities): the engine's table
+// in host code (a NaN is the quiet NaN of its sign), the hardware's conversion in
+// the CUDA backend (whose plug-in has no table; a NaN is the device's own NaN).
 CETUS_GGML_HD inline float half_bits_to_f32(uint16_t h) {
 #if CETUS_GGML_DEVICE_BUILD
-    const uint32_t sign = uint32_t(h & 0x8000u) << 16, exp = (h >> 10) & 0x1Fu;
-    uint32_t mant = h & 0x3FFu, bits;
-    if (exp == 0x1F) {
-        bits = sign | (mant ? 0x7FC00000u : 0x7F800000u);
-    } else if (exp != 0) {
-        bits = sign | ((exp + 112u) << 23) | (mant << 13);
-    } else if (mant == 0) {
-        bits = sign;
-    } else {  // subnormal: normalised
-        uint32_t e = 113;
-        while (!(mant & 0x400u)) {
-            mant <<= 1;
-            --e;
-        }
-        bits = sign | (e << 23) | ((mant & 0x3FFu) << 13);
-    }
-#ifdef __CUDA_ARCH__
-    return __uint_as_float(bits);
-#else
-    float f;
-    std::memcpy(&f, &bits, 4);
-    return f;
-#endif
+    return __half2float(__ushort_as_half(h));
 #else
     return f16_to_f32(h);
 #endif
@@ -244,6 +223,11 @@ CETUS_GGML_HD inline void chunk_iq4_xs(const std::byte* b, int k, float* y) {
     X(14, q6_k, 256, 210)        \
     X(20, iq4_nl, 32, 18)        \
     X(23, iq4_xs, 256, 136)
+
+// Each type's id as a constant: k_type_q4_k and so on.
+#define CETUS_GGML_ID(id, name, values, bytes) inline constexpr uint32_t k_type_##name = id;
+CETUS_GGML_TYPES(CETUS_GGML_ID)
+#undef CETUS_GGML_ID
 
 // The whole blocks: their chunks in order, unrolled (each chunk's shifts and offsets
 // constants, as the host's vectorised loops want them).

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -64,6 +65,30 @@ inline double worst_product_error(const std::vector<float>& w, int64_t rows, int
             worst = std::max(worst, std::fabs(double(y[size_t(t * ldy + r)]) - sum) / (mag * unit + 1e-30));
         }
     return worst;
+}
+
+// Byte offsets of a GGUF block's f16 scales (d, and dmin where the type has one).
+inline std::vector<int> ggml_half_offsets(uint32_t id) {
+    switch (id) {
+    case 3: case 7: case 12: case 13: return {0, 2};
+    case 10: return {80, 82};
+    case 11: return {108};
+    case 14: return {208};
+    default: return {0};
+    }
+}
+
+// n_blocks random GGUF blocks of type id (block_bytes each) at out, their f16 scales
+// finite, between 2^-9 and 2^-3 (random scales would bring infinities and NaNs).
+template <class Rng>
+void random_ggml_blocks(uint32_t id, int block_bytes, int64_t n_blocks, std::byte* out, Rng& rng) {
+    for (int64_t i = 0; i < n_blocks * block_bytes; ++i) out[i] = std::byte(rng() & 0xFF);
+    for (int64_t b = 0; b < n_blocks; ++b)
+        for (int off : ggml_half_offsets(id)) {
+            const uint16_t h = uint16_t(((rng() % 7 + 6) << 10) | (rng() & 0x3FF));
+            out[b * block_bytes + off] = std::byte(h & 0xFF);
+            out[b * block_bytes + off + 1] = std::byte(h >> 8);
+        }
 }
 
 } // namespace cetus::check

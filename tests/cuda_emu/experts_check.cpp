@@ -6,10 +6,15 @@
 // (512 and 384) and, with --v2-lite (the GPU check; slow on the emulator, whose
 // WMMA products run once per lane), at V2-Lite's (2048 and 1408); with an expert
 // of more than one tile of pairs, one of none, and rows padded with NaN (weights,
-// bf16 activations) that must never be read. The model-level comparisons hold the tensor-core
+// bf16 activations) that must never be read; and for GGUF blocks (DeviceDtype::Ggml:
+// random blocks with finite scales, their values the engine's own decoding,
+// ggml_dequantize), K-quants and 32-value types, gate and up of different types, at
+// widths of whole blocks whose rows end inside a tile. The model-level comparisons hold the tensor-core
 // kernel to the CPU only within bf16 tolerance; here each kernel meets its own bound, and the two
 // tile widths give the same bits.
 #include "check_util.h"
+#include "ggml_blocks.h"
+#include "gguf.h"
 #include "kernels.h"
 
 #include <cuda_runtime.h>
@@ -21,6 +26,7 @@
 #include <cstring>
 #include <exception>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -54,6 +60,36 @@ struct Weight {
     DeviceMatrix m;
     std::vector<float> exact, rounded; // [rows, cols]
 };
+
+// GGUF blocks of type id: rows of whole blocks, ld bytes apart (rounded up to 16, the
+// padding 0xFF); exact: the engine's decoding, rounded: that rounded to bf16.
+Weight make_ggml_weight(uint32_t id, int64_t rows, int64_t cols, std::mt19937& rng,
+                        std::vector<void*>& owned) {
+    int values = 0, bytes = 0;
+    if (!cetus::ggml_blocks::block_shape(id, values, bytes) || cols % values != 0)
+        throw std::runtime_error("experts check: GGUF type " + std::to_string(id) + " for rows of " +
+                                 std::to_string(cols));
+    Weight w;
+    w.m.dtype = DeviceDtype::Ggml;
+    w.m.rows = rows;
+    w.m.cols = cols;
+    w.m.ggml_type = id;
+    w.m.ggml_values = values;
+    w.m.ggml_bytes = bytes;
+    const int64_t blocks = cols / values, row_bytes = blocks * bytes;
+    w.m.ld = round_up(row_bytes, 16);
+    std::vector<std::byte> data(size_t(rows * w.m.ld), std::byte{0xFF});
+    w.exact.resize(size_t(rows * cols));
+    for (int64_t r = 0; r < rows; ++r) {
+        random_ggml_blocks(id, bytes, blocks, &data[size_t(r * w.m.ld)], rng);
+        cetus::ggml_dequantize(id, &data[size_t(r * w.m.ld)], &w.exact[size_t(r * cols)], cols);
+    }
+    w.rounded.resize(w.exact.size());
+    for (size_t i = 0; i < w.exact.size(); ++i) w.rounded[i] = round_bf16(w.exact[i]);
+    w.m.data = device_copy(data);
+    owned.push_back(const_cast<void*>(w.m.data));
+    return w;
+}
 
 Weight make_weight(DeviceDtype dt, int64_t rows, int64_t cols, std::mt19937& rng,
                    std::vector<void*>& owned) {
@@ -103,7 +139,18 @@ Weight make_weight(DeviceDtype dt, int64_t rows, int64_t cols, std::mt19937& rng
 struct Case {
     const char* name;
     int64_t hidden, inter, n_experts, top_k, n;
+    uint32_t gate_type = 0, up_type = 0, down_type = 0;  // GGUF block types (DeviceDtype::Ggml)
 };
+
+const char* ggml_name(uint32_t id) {
+    switch (id) {
+    case 6: return "Q5_0";
+    case 8: return "Q8_0";
+    case 12: return "Q4_K";
+    case 14: return "Q6_K";
+    default: return "?";
+    }
+}
 
 // ids[t, k]: slot 0 sends every token to expert 0 (more than one tile of pairs
 // once n > 64), the other slots spread over experts 1 .. E-2 without repeats in
@@ -142,16 +189,26 @@ Worst compare(const std::vector<float>& got, const std::vector<double>& want, do
 }
 
 void run_case(const Case& c, DeviceDtype dt) {
-    const std::string name = std::string(c.name) + (dt == DeviceDtype::BF16 ? ", BF16" : ", FP8");
+    const std::string name = std::string(c.name) +
+                             (dt == DeviceDtype::BF16      ? ", BF16"
+                              : dt == DeviceDtype::F8_E4M3 ? ", FP8"
+                                                           : std::string(", GGUF ") + ggml_name(c.gate_type) + "/" +
+                                                                 ggml_name(c.up_type) + "/" + ggml_name(c.down_type));
     const int64_t E = c.n_experts, K = c.top_k, n = c.n, H = c.hidden, I = c.inter, P = n * K;
     std::mt19937 rng(11);
     std::normal_distribution<float> normal(0.0f, 1.0f);
     std::vector<void*> owned;
     std::vector<Weight> gate, up, down;
     for (int64_t e = 0; e < E; ++e) {
-        gate.push_back(make_weight(dt, I, H, rng, owned));
-        up.push_back(make_weight(dt, I, H, rng, owned));
-        down.push_back(make_weight(dt, H, I, rng, owned));
+        if (dt == DeviceDtype::Ggml) {
+            gate.push_back(make_ggml_weight(c.gate_type, I, H, rng, owned));
+            up.push_back(make_ggml_weight(c.up_type, I, H, rng, owned));
+            down.push_back(make_ggml_weight(c.down_type, H, I, rng, owned));
+        } else {
+            gate.push_back(make_weight(dt, I, H, rng, owned));
+            up.push_back(make_weight(dt, I, H, rng, owned));
+            down.push_back(make_weight(dt, H, I, rng, owned));
+        }
     }
     std::vector<DeviceMatrix> gm, um, dm;
     for (int64_t e = 0; e < E; ++e) {
@@ -313,6 +370,12 @@ int main(int argc, char** argv) {
         if (v2_lite) cases.push_back(v2);
         for (const Case& c : cases)
             for (DeviceDtype dt : {DeviceDtype::BF16, DeviceDtype::F8_E4M3}) run_case(c, dt);
+        // GGUF blocks, as llama.cpp's Q4_K_M files hold experts: Q4_K (256-value blocks) for
+        // gate and up, Q6_K for down, and 32-value types where a row is not whole 256-value
+        // blocks. 352 rows end inside a tile of 64 and of 128.
+        run_case({"512 wide, 352 inner", 512, 352, 5, 2, 72, 12, 14, 8}, DeviceDtype::Ggml);
+        run_case({"768 wide, 256 inner", 768, 256, 4, 2, 40, 14, 12, 12}, DeviceDtype::Ggml);
+        if (v2_lite) run_case({"V2-Lite's 2048 wide, 1408 inner", 2048, 1408, 8, 6, 24, 12, 12, 6}, DeviceDtype::Ggml);
     } catch (const std::exception& e) {
         check(false, e.what());
     }

@@ -1,6 +1,8 @@
 // The CUDA backend's GGUF blocks (ggml_decode.cu, the Ggml paths of matvec.cu and
-// embed.cu) against the engine's own decoding (ggml_dequantize, gguf.cpp, which
-// test_gguf holds to gguf.quants), for every block type the engine reads:
+// embed.cu, with device_math.cuh's wider loads for Q4_K, Q6_K, Q5_0 and Q8_0, whose
+// blocks sit at every even offset from 16-byte alignment here) against the engine's
+// own decoding (ggml_dequantize, gguf.cpp, which test_gguf holds to gguf.quants),
+// for every block type the engine reads:
 // - random blocks, their f16 scales included (so zeros, subnormals, infinities and
 //   NaNs among them), decoded on the device into padded bf16 rows (every value the
 //   host's rounded to nearest even as f32_to_bf16 rounds, dtype.h) and fp32 rows
@@ -89,17 +91,6 @@ void check_type(const Type& t, std::mt19937& rng) {
     cudaFree(d_f);
 }
 
-// Byte offsets of a block's f16 scales (d, and dmin where the type has one).
-std::vector<int> half_offsets(uint32_t id) {
-    switch (id) {
-    case 3: case 7: case 12: case 13: return {0, 2};
-    case 10: return {80, 82};
-    case 11: return {108};
-    case 14: return {208};
-    default: return {0};
-    }
-}
-
 // Blocks kept as blocks, with finite scales between 2^-9 and 2^-3: the embedding,
 // the bf16 expansion and the products against the host's values.
 void check_kept(const Type& t, int64_t rows, int64_t blocks, std::mt19937& rng) {
@@ -108,13 +99,7 @@ void check_kept(const Type& t, int64_t rows, int64_t blocks, std::mt19937& rng) 
     std::vector<float> w(size_t(rows * cols));
     for (int64_t r = 0; r < rows; ++r) {
         std::byte* row = src.data() + r * ld;
-        for (int64_t i = 0; i < row_bytes; ++i) row[i] = std::byte(rng() & 0xFF);
-        for (int64_t b = 0; b < blocks; ++b)
-            for (int off : half_offsets(t.id)) {
-                const uint16_t h = uint16_t(((rng() % 7 + 6) << 10) | (rng() & 0x3FF));
-                row[b * t.bytes + off] = std::byte(h & 0xFF);
-                row[b * t.bytes + off + 1] = std::byte(h >> 8);
-            }
+        random_ggml_blocks(t.id, t.bytes, blocks, row, rng);
         cetus::ggml_dequantize(t.id, row, &w[size_t(r * cols)], cols);
     }
     cetus::cuda::DeviceMatrix m;

@@ -12,8 +12,8 @@
 // expf against std::exp. Products over more than 16 tokens go through cuBLAS
 // with activations rounded to bf16 (FP8 weights expanded to bf16), which is
 // within bf16 tolerance; the routed experts of such chunks take the grouped
-// tensor-core kernel at the same precision (moe_experts_mma.cu; BF16 and FP8
-// experts; CETUS_CUDA_EXPERT_MMA=0 keeps them on the fp32 kernel), and their
+// tensor-core kernel at the same precision (moe_experts_mma.cu; BF16, FP8 and
+// GGUF experts; CETUS_CUDA_EXPERT_MMA=0 keeps them on the fp32 kernel), and their
 // attention runs as TF32 GEMMs with a causal softmax between them (Gemm::mla_prefill;
 // CETUS_CUDA_ATTENTION_GEMM=0 keeps the flash-decoding kernel).
 // CETUS_CUDA_EXACT=1 (read at creation) sends every product through the fp32
@@ -1224,8 +1224,8 @@ void CudaBackend::moe(const DeviceLayer& l, int64_t n, int32_t* route_ids, float
     }
     // Prefill chunks on the tensor cores (decode steps stay on the fp32 kernel, which reads each weight once).
     // (m_expert_mma is off in exact mode.) Its bf16 rows of h live in m_s.h's memory.
-    // The tensor-core kernel reads bf16 and FP8 weights; F32 and GGUF blocks stay on the fp32 kernel.
-    const auto mma_dtype = [](DeviceDtype d) { return d == DeviceDtype::BF16 || d == DeviceDtype::F8_E4M3; };
+    // The tensor-core kernel reads BF16, FP8 and GGUF blocks; F32 weights stay on the fp32 kernel.
+    const auto mma_dtype = [](DeviceDtype d) { return d != DeviceDtype::F32; };
     const bool mma = m_expert_mma && !m_gemm->small(n) && mma_dtype(l.experts.gate_up_dtype) &&
                      mma_dtype(l.experts.down_dtype);
     const int64_t I = l.experts.inter;

@@ -143,20 +143,167 @@ __device__ __forceinline__ void load_piece(const uint4* wrow, const float* srow,
     }
 }
 
-// warp_row_dot over a row of GGUF blocks (DeviceDtype::Ggml): the row's cols / 32
-// chunks of 32 values go to the lanes in turn (lane, lane + 32, ...; with kSplit > 1
-// as warp_row_dot's pieces), each decoded by ggml_blocks::decode_chunk into
-// registers and taken against every token.
+// A 16-byte load from p, which must be 16-byte aligned (the emulator checks).
+__device__ __forceinline__ uint4 load16(const std::byte* p) {
+#ifdef CETUS_CUDA_EMU
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) __trap();
+#endif
+    return __ldg(reinterpret_cast<const uint4*>(p));
+}
+
+// A 2-byte load from p, which must be 2-byte aligned (the emulator checks).
+__device__ __forceinline__ uint32_t load2(const std::byte* p) {
+#ifdef CETUS_CUDA_EMU
+    if (reinterpret_cast<uintptr_t>(p) % 2 != 0) __trap();
+#endif
+    return __ldg(reinterpret_cast<const uint16_t*>(p));
+}
+
+// Bytes [p, p + len) (p 2-byte aligned, len <= 4 N) as N words, word i holding bytes
+// 4 i .. 4 i + 3 (bytes past len undefined): the aligned 4-byte words that hold them,
+// shifted into place. Only words holding one of the bytes are read, so a row's padding
+// to 16 bytes covers every read of its blocks.
+template <int N>
+__device__ __forceinline__ void load_bytes(const std::byte* p, int len, uint32_t (&out)[N]) {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+#ifdef CETUS_CUDA_EMU
+    if (a % 2 != 0) __trap();
+#endif
+    const uint32_t* w = reinterpret_cast<const uint32_t*>(a & ~uintptr_t(3));
+    const int off = int(a & 3), n_words = (off + len + 3) / 4;
+    uint32_t cur = __ldg(w);
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+        const uint32_t next = i + 1 < n_words ? __ldg(w + i + 1) : 0u;
+        out[i] = uint32_t(((uint64_t(next) << 32) | cur) >> (8 * off));
+        cur = next;
+    }
+}
+
+// Byte j of words (j a constant once unrolled).
+template <int N>
+__device__ __forceinline__ uint32_t byte_of(const uint32_t (&words)[N], int j) {
+    return (words[j / 4] >> (8 * (j % 4))) & 0xFFu;
+}
+
+__device__ __forceinline__ float half_to_f32(uint32_t bits) { return __half2float(__ushort_as_half(uint16_t(bits))); }
+
+// float(v) for 0 <= v < 2^23 less c (a whole number up to 2^23), exactly: v in the
+// mantissa of 2^23, less 2^23 + c (an integer or and one float subtraction, where a
+// conversion runs at a quarter of the rate).
+__device__ __forceinline__ float small_uint_to_f32(uint32_t v, float c = 0.0f) {
+    return __fsub_rn(__uint_as_float(0x4B000000u | v), 8388608.0f + c);
+}
+
+// Q8_0 (d, 32 int8 codes; 34-byte blocks, 2-byte aligned): ggml_blocks::chunk_q8_0's
+// values from 9 word loads instead of 34 byte loads.
+__device__ __forceinline__ void chunk_q8_0_wide(const std::byte* b, float (&y)[32]) {
+    uint32_t w[9];
+    load_bytes(b, 34, w);
+    const float d = half_to_f32(w[0] & 0xFFFFu);
+#pragma unroll
+    for (int j = 0; j < 32; ++j) y[j] = small_uint_to_f32(byte_of(w, 2 + j) ^ 0x80u, 128.0f) * d;
+}
+
+// Q5_0 (d, 32 fifth bits, 16 bytes of nibbles; 22-byte blocks): chunk_q5_0's values
+// from 6 word loads.
+__device__ __forceinline__ void chunk_q5_0_wide(const std::byte* b, float (&y)[32]) {
+    uint32_t w[6];
+    load_bytes(b, 22, w);
+    const float d = half_to_f32(w[0] & 0xFFFFu);
+    const uint32_t qh = (w[0] >> 16) | (w[1] << 16);
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+        const uint32_t q = byte_of(w, 6 + j);
+        y[j] = small_uint_to_f32((q & 0xFu) | (((qh >> j) & 1u) << 4), 16.0f) * d;
+        y[j + 16] = small_uint_to_f32((q >> 4) | (((qh >> (j + 16)) & 1u) << 4), 16.0f) * d;
+    }
+}
+
+// Q6_K (ql[128], qh[64], scales[16], d; 210-byte blocks): chunk_q6_k's values from 18
+// word loads and two 2-byte loads instead of 68 byte loads.
+__device__ __forceinline__ void chunk_q6_k_wide(const std::byte* b, int k, float (&y)[32]) {
+    const int n = k / 4, K = k % 4, shift = 4 * (K / 2);
+    uint32_t lo[8], hi[8];
+    load_bytes(b + 64 * n + 32 * (K % 2), 32, lo);
+    load_bytes(b + 128 + 32 * n, 32, hi);
+    const uint32_t sc = load2(b + 192 + 8 * n + 2 * K);
+    const float d = half_to_f32(load2(b + 208));
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+        const float s = d * float(int8_t(uint8_t(sc >> (8 * half))));
+#pragma unroll
+        for (int l = 16 * half; l < 16 * half + 16; ++l) {
+            const uint32_t q = ((byte_of(lo, l) >> shift) & 0xFu) | (((byte_of(hi, l) >> (2 * K)) & 3u) << 4);
+            y[l] = s * small_uint_to_f32(q, 32.0f);
+        }
+    }
+}
+
+// ggml_blocks::chunk_q4_k's values, bit for bit, from three 16-byte loads instead of
+// 48 byte loads: the block's first 16 bytes (d, dmin, the 12 bytes of 6-bit scales
+// and minimums) and the chunk's 32 bytes of nibbles. A Q4_K block is 144 bytes and
+// rows start 16-byte aligned, so every block does.
+__device__ __forceinline__ void chunk_q4_k_wide(const std::byte* b, int k, float (&y)[32]) {
+    const uint4 head = load16(b);
+    const std::byte* q = b + 16 + 32 * (k / 2);
+    const uint4 lo = load16(q), hi = load16(q + 16);
+    const float d = half_to_f32(head.x & 0xFFFFu), dmin = half_to_f32(head.x >> 16);
+    // Byte i of the 12 scale bytes (i < 12).
+    const auto sb = [&](int i) -> uint32_t {
+        const uint32_t word = i < 4 ? head.y : i < 8 ? head.z : head.w;
+        return (word >> (8 * (i % 4))) & 0xFFu;
+    };
+    uint32_t sc, m;
+    if (k < 4) {
+        sc = sb(k) & 63;
+        m = sb(k + 4) & 63;
+    } else {
+        sc = (sb(k + 4) & 0xF) | ((sb(k - 4) >> 6) << 4);
+        m = (sb(k + 4) >> 4) | ((sb(k) >> 6) << 4);
+    }
+    const float dl = d * small_uint_to_f32(sc), ml = dmin * small_uint_to_f32(m);
+    const uint32_t words[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+    const int shift = 4 * (k % 2);
+#pragma unroll
+    for (int l = 0; l < 32; ++l)
+        y[l] = ggml_blocks::mul_sub(dl, small_uint_to_f32((words[l / 4] >> (8 * (l % 4) + shift)) & 0xFu), ml);
+}
+
+// Values [32 c, 32 c + 32) of a row of GGUF blocks (DeviceDtype::Ggml), decoded by
+// ggml_blocks::decode_chunk (the values ggml_dequantize gives the CPU; the types of
+// llama.cpp's Q4_K_M files through the *_wide versions above: the same bits from
+// fewer, wider loads). wrow: the row's first byte. Blocks hold 32 or 256 values, so a
+// chunk never straddles two.
+__device__ __forceinline__ void ggml_chunk(const DeviceMatrix& w, const std::byte* wrow, int64_t c, float (&y)[32]) {
+    const int shift = w.ggml_values == 256 ? 3 : 0;  // chunks per block: 8 or 1
+    const std::byte* block = wrow + (c >> shift) * w.ggml_bytes;
+    const int k = int(c & ((1 << shift) - 1));
+    switch (w.ggml_type) {
+    case ggml_blocks::k_type_q4_k: chunk_q4_k_wide(block, k, y); break;
+    case ggml_blocks::k_type_q6_k: chunk_q6_k_wide(block, k, y); break;
+    case ggml_blocks::k_type_q5_0: chunk_q5_0_wide(block, y); break;
+    case ggml_blocks::k_type_q8_0: chunk_q8_0_wide(block, y); break;
+    default: ggml_blocks::decode_chunk(w.ggml_type, block, k, y);
+    }
+}
+
+__device__ __forceinline__ const std::byte* ggml_row(const DeviceMatrix& w, int64_t row) {
+    return static_cast<const std::byte*>(w.data) + row * w.ld;
+}
+
+// warp_row_dot over a row of GGUF blocks: the row's cols / 32 chunks go to the
+// lanes in turn (lane, lane + 32, ...; with kSplit > 1 as warp_row_dot's pieces),
+// each decoded into registers and taken against every token.
 template <int NT, bool kXVec, int kSplit>
 __device__ __forceinline__ void ggml_row_dot(const DeviceMatrix& w, int64_t row, const float* const (&xs)[NT], int n,
                                              float (&acc)[NT], int part) {
     const int lane = threadIdx.x & 31;
-    const std::byte* wrow = static_cast<const std::byte*>(w.data) + row * w.ld;
-    const int shift = w.ggml_values == 256 ? 3 : 0;  // chunks per block: 8 or 1
+    const std::byte* wrow = ggml_row(w, row);
     const int64_t n_chunks = w.cols / 32;
     for (int64_t c = part * 32 + lane; c < n_chunks; c += 32 * kSplit) {
         float wf[32];
-        ggml_blocks::decode_chunk(w.ggml_type, wrow + (c >> shift) * w.ggml_bytes, int(c & ((1 << shift) - 1)), wf);
+        ggml_chunk(w, wrow, c, wf);
 #pragma unroll
         for (int j = 0; j < NT; ++j) {
             if (j < n) {

@@ -19,17 +19,15 @@ __global__ void embed_kernel(DeviceMatrix m, const int32_t* __restrict__ ids, fl
     for (int64_t c = threadIdx.x; c < m.cols; c += blockDim.x) out[t * m.cols + c] = load_elem<DT>(m, row, c);
 }
 
-// GGUF blocks: a thread per 32-value chunk of the row (ggml_blocks::decode_chunk,
-// the values ggml_dequantize gives the CPU).
+// GGUF blocks: a thread per 32-value chunk of the row (ggml_chunk, the CPU's values).
 __global__ void embed_ggml_kernel(DeviceMatrix m, const int32_t* __restrict__ ids, float* __restrict__ out) {
     pdl_wait();  // first: see pdl.cuh
     pdl_trigger();
     const int64_t t = blockIdx.x;
-    const std::byte* row = static_cast<const std::byte*>(m.data) + int64_t(ids[t]) * m.ld;
-    const int per_block = m.ggml_values / 32;
+    const std::byte* row = ggml_row(m, ids[t]);
     for (int64_t c = threadIdx.x; c < m.cols / 32; c += blockDim.x) {
         float y[32];
-        ggml_blocks::decode_chunk(m.ggml_type, row + (c / per_block) * m.ggml_bytes, int(c % per_block), y);
+        ggml_chunk(m, row, c, y);
 #pragma unroll
         for (int i = 0; i < 32; ++i) out[t * m.cols + c * 32 + i] = y[i];
     }

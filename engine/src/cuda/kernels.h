@@ -291,9 +291,9 @@ struct SharedExpertLaunch {
 // routed experts, gate and up alike, of width hidden, down back to hidden.
 bool experts_shared_fusable(const DeviceExperts& e, const DeviceMatrix& gate, const DeviceMatrix& up,
                             const DeviceMatrix& down, int64_t hidden);
-// The tensor-core path of the routed experts (prefill chunks, sm_80+, BF16 and FP8
-// experts: moe_experts_mma.cu, bf16 operands, activations rounded and FP8 times its
-// scale rounded, fp32 accumulation, over ExpertPairs::tiles). Its operands are
+// The tensor-core path of the routed experts (prefill chunks, sm_80+, BF16, FP8 and
+// GGUF experts: moe_experts_mma.cu, bf16 operands, activations rounded, FP8 times its
+// scale and GGUF blocks' values rounded, fp32 accumulation, over ExpertPairs::tiles). Its operands are
 // bf16 rows, ld_x and ld_h elements apart (multiples of 8, 16-byte aligned):
 // x_bf16 [n, ld_x] gets the gate/up input rounded, h_bf16 [n * top_k, ld_h] the
 // SwiGLU outputs rounded (as the staging rounds them: the same products). Tiles
@@ -306,7 +306,7 @@ struct ExpertMma {
     int tile_rows = 64;
 };
 // h[p, :] = silu(gate_e x[t]) * up_e x[t] for every pair p = (t, k) routed to expert e.
-// x: [n, hidden]; h: [n * top_k, inter]. With mma (BF16 or FP8 experts only) the
+// x: [n, hidden]; h: [n * top_k, inter]. With mma (not F32 experts) the
 // tensor-core path writes mma->h_bf16 instead of h; without, the fp32 kernel
 // (moe_experts.cu). shared (or null; not with mma): the shared experts' gate/up of
 // x in the same launch.

@@ -2,7 +2,9 @@
 // as moe_experts.cu (silu(gate x) * up x, then down, for every pair of every
 // active expert) as grouped bf16 GEMMs with fp32 accumulation, the precision of
 // the cuBLAS products of the dense layers (gemm.cpp): activations rounded to
-// bf16, FP8 weights times their block scale rounded to bf16.
+// bf16, FP8 weights times their block scale rounded to bf16, GGUF blocks decoded
+// (ggml_blocks.h, the CPU's values) and rounded to bf16 as the dense layers'
+// expansion for cuBLAS rounds them (ggml_decode.cu).
 //
 // One block computes a tile of 64 pairs of one expert by kBN weight rows (64 or
 // 128: ExpertMma::tile_rows). The tiles come from launch_group_pairs
@@ -19,6 +21,8 @@
 // pairs' own rows. An expert's weights are read once per 64 of its pairs, and each
 // activation piece once per kBN weight rows. Every output element is the same
 // sequence of fragment products whatever kBN, so both tile widths give the same bits.
+// GGUF blocks are decoded a 32-value chunk per thread and step (blocks hold 32 or
+// 256 values, so a step is one chunk of every weight row).
 #include "cuda_util.h"
 #include "device_math.cuh"
 #include "moe_experts.cuh"
@@ -167,6 +171,53 @@ __device__ __forceinline__ void store_b(Stage<kMats, kBN>& st, int m, int64_t k0
     }
 }
 
+// A step's weights between their loads (issued before the step's products, so
+// they are in flight meanwhile) and their stores to the other stage: raw 16-byte
+// pieces (and FP8 block scales) of each matrix.
+template <DeviceDtype DT, int kMats, int kBN>
+struct WeightRegs {
+    uint4 rb[kMats][k_b_pieces<DT, kBN>];
+    float rs[kMats][k_b_pieces<DT, kBN>];
+
+    __device__ __forceinline__ void load(const DeviceMatrix (&w)[kMats], int64_t row0, int64_t k0) {
+#pragma unroll
+        for (int m = 0; m < kMats; ++m) load_b<DT, kBN>(w[m], row0, k0, rb[m], rs[m]);
+    }
+    __device__ __forceinline__ void store(Stage<kMats, kBN>& st, int64_t k0, int64_t cols) const {
+#pragma unroll
+        for (int m = 0; m < kMats; ++m) store_b<DT, kMats, kBN>(st, m, k0, cols, rb[m], rs[m]);
+    }
+};
+
+// GGUF blocks: thread t decodes row t % kBN of matrix t / kBN (the gate's rows in
+// the first half of the threads, the up's in the second; with one matrix the second
+// half has none) for the step's chunk, and holds it as 16 pairs of bf16. The two
+// matrices' block types may differ; each is uniform over a warp.
+template <int kMats, int kBN>
+struct WeightRegs<DeviceDtype::Ggml, kMats, kBN> {
+    static_assert(kBK == 32, "a step is one 32-value chunk of a row of GGUF blocks");
+    uint32_t packed[kBK / 2];
+
+    __device__ __forceinline__ void load(const DeviceMatrix (&w)[kMats], int64_t row0, int64_t k0) {
+        const int t = int(threadIdx.x), m = t / kBN;
+        DeviceMatrix wm = w[0];
+        if (kMats == 2 && m == 1) wm = w[kMats - 1];
+        const int64_t row = row0 + t % kBN;
+        float f[kBK] = {};
+        if (m < kMats && row < wm.rows) ggml_chunk(wm, ggml_row(wm, row), k0 / kBK, f);
+#pragma unroll
+        for (int j = 0; j < kBK / 2; ++j) packed[j] = pack_bf16(f[2 * j], f[2 * j + 1]);
+    }
+    __device__ __forceinline__ void store(Stage<kMats, kBN>& st, int64_t, int64_t) const {
+        const int t = int(threadIdx.x), m = t / kBN;
+        if (m >= kMats) return;
+        uint4* dst = reinterpret_cast<uint4*>(&st.b[m][t % kBN][0]);
+#pragma unroll
+        for (int j = 0; j < kBK / 8; ++j)
+            dst[j] = make_uint4(packed[4 * j], packed[4 * j + 1], packed[4 * j + 2], packed[4 * j + 3]);
+    }
+};
+
 // The launch's dynamic shared memory: the tile and room to align it to 128 bytes
 // (WMMA's fragments need 32; the base of dynamic shared memory is only sure to be 16).
 template <int kMats, int kBN>
@@ -217,15 +268,12 @@ __global__ void __launch_bounds__(TileShape<kBN>::threads, TileShape<kBN>::min_b
     const int warp = int(threadIdx.x) >> 5, wm = warp / Shape::warps_n, wn = warp % Shape::warps_n;
     const int n_steps = int((a.cols + kBK - 1) / kBK);
     uint4 ra[Shape::a_pieces];
-    uint4 rb[kMats][k_b_pieces<DT, kBN>];
-    float rs[kMats][k_b_pieces<DT, kBN>];
+    WeightRegs<DT, kMats, kBN> rw;
 
     load_a<kBN>(a, src, 0, ra);
-#pragma unroll
-    for (int m = 0; m < kMats; ++m) load_b<DT, kBN>(w[m], row0, 0, rb[m], rs[m]);
+    rw.load(w, row0, 0);
     store_a<kMats, kBN>(sm.stage[0], ra);
-#pragma unroll
-    for (int m = 0; m < kMats; ++m) store_b<DT, kMats, kBN>(sm.stage[0], m, 0, a.cols, rb[m], rs[m]);
+    rw.store(sm.stage[0], 0, a.cols);
     __syncthreads();
 
     for (int step = 0; step < n_steps; ++step) {
@@ -234,8 +282,7 @@ __global__ void __launch_bounds__(TileShape<kBN>::threads, TileShape<kBN>::min_b
         const int64_t k_next = int64_t(step + 1) * kBK;
         if (more) {  // the next step's loads, in flight during this step's products
             load_a<kBN>(a, src, k_next, ra);
-#pragma unroll
-            for (int m = 0; m < kMats; ++m) load_b<DT, kBN>(w[m], row0, k_next, rb[m], rs[m]);
+            rw.load(w, row0, k_next);
         }
         const Stage<kMats, kBN>& st = sm.stage[cur];
 #pragma unroll
@@ -256,9 +303,7 @@ __global__ void __launch_bounds__(TileShape<kBN>::threads, TileShape<kBN>::min_b
         }
         if (more) {  // the other buffer: every warp finished reading it before the last barrier
             store_a<kMats, kBN>(sm.stage[cur ^ 1], ra);
-#pragma unroll
-            for (int m = 0; m < kMats; ++m)
-                store_b<DT, kMats, kBN>(sm.stage[cur ^ 1], m, k_next, a.cols, rb[m], rs[m]);
+            rw.store(sm.stage[cur ^ 1], k_next, a.cols);
         }
         __syncthreads();
     }
@@ -324,9 +369,14 @@ void launch_mma(const ExpertLaunch& a, DeviceDtype dtype, int tile_rows, int64_t
     switch (dtype) {
     case DeviceDtype::BF16: launch_mma_dtype<DeviceDtype::BF16, kGateUp>(a, tile_rows, n, n_experts, s); break;
     case DeviceDtype::F8_E4M3: launch_mma_dtype<DeviceDtype::F8_E4M3, kGateUp>(a, tile_rows, n, n_experts, s); break;
-    case DeviceDtype::F32:
     case DeviceDtype::Ggml:
-        throw Error(ErrorCode::Device, "CUDA backend: the tensor-core expert kernel got F32 or GGUF weights (internal error)");
+        if (a.cols % kBK != 0)
+            throw Error(ErrorCode::Device, "CUDA backend: GGUF expert rows of " + std::to_string(a.cols) +
+                                               " values, not whole 32-value chunks (internal error)");
+        launch_mma_dtype<DeviceDtype::Ggml, kGateUp>(a, tile_rows, n, n_experts, s);
+        break;
+    case DeviceDtype::F32:
+        throw Error(ErrorCode::Device, "CUDA backend: the tensor-core expert kernel got F32 weights (internal error)");
     }
     CETUS_CUDA_LAUNCHED("experts_mma_kernel");
 }
