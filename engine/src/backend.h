@@ -94,6 +94,17 @@ public:
     // written per second, GB/s) and dense bf16 matrix-multiply throughput (TFLOP/s).
     virtual double copy_bandwidth_gbs() { return 0.0; }
     virtual double peak_bf16_tflops() { return 0.0; }
+    // Bytes one full pass over weight matrix w reads as this backend holds it (the
+    // benchmarks' bytes per token): its checkpoint bytes, unless the backend keeps
+    // it in another form (the CUDA backend widens F16 to fp32, decodes a GGUF file's
+    // kv_b_proj and router to fp32).
+    uint64_t weight_read_bytes(const Matrix& w) const {
+        const uint64_t held = held_weight_bytes(w);
+        return held > 0 ? held : w.n_bytes();
+    }
+    // weight_read_bytes where the backend knows them (0: the checkpoint's bytes). The
+    // CUDA plug-in answers without calling into the engine, whose symbols it lacks.
+    virtual uint64_t held_weight_bytes(const Matrix&) const { return 0; }
 
     // Tokens per forward() call that use the backend best when no logits but the
     // last row's are asked for (prompt prefill, the MTP module's pass over a

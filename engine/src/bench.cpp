@@ -19,56 +19,36 @@ namespace cetus {
 
 namespace {
 
-uint64_t mlp_bytes(const MlpWeights& w) { return w.gate.n_bytes() + w.up.n_bytes() + w.down.n_bytes(); }
-int64_t mlp_elements(const MlpWeights& w) { return w.gate.n_elements() + w.up.n_elements() + w.down.n_elements(); }
-
-// Bytes and multiply-add elements of the weights one token reads in the main model.
+// Bytes (as the backend holds the weights) and multiply-add elements of the weights
+// one token reads in the main model.
 struct TokenWeights {
     double bytes = 0, elements = 0;
 };
 
-// cuda: the CUDA backend holds a GGUF file's kv_b_proj and router as fp32
-// (device_weights.h), so they count 4 bytes a value there.
-TokenWeights token_weights(const Model& m, bool cuda) {
+TokenWeights token_weights(const Model& m, const Backend& backend) {
     const ModelConfig& c = m.config();
     TokenWeights t;
-    auto add = [&](const Matrix& w) {
-        t.bytes += double(w.n_bytes());
-        t.elements += double(w.n_elements());
+    auto add = [&](const Matrix& w, double share = 1.0) {
+        t.bytes += share * double(backend.weight_read_bytes(w));
+        t.elements += share * double(w.n_elements());
     };
-    auto add_fp32_on_gpu = [&](const Matrix& w) {
-        if (cuda && w.dtype == Dtype::Ggml) {
-            t.bytes += 4.0 * double(w.n_elements());
-            t.elements += double(w.n_elements());
-        } else {
-            add(w);
-        }
+    auto add_mlp = [&](const MlpWeights& w, double share = 1.0) {
+        for (const Matrix* p : {&w.gate, &w.up, &w.down}) add(*p, share);
     };
     add(m.lm_head());
-    t.bytes += double(m.embed().n_bytes()) / double(std::max<int64_t>(1, m.embed().rows));  // one row
+    t.bytes += double(backend.weight_read_bytes(m.embed())) / double(std::max<int64_t>(1, m.embed().rows));  // one row
     for (const LayerWeights& l : m.layers()) {
         const AttentionWeights& a = l.attn;
-        for (const Matrix* w : {&a.q_proj, &a.q_a_proj, &a.q_b_proj, &a.kv_a_proj_with_mqa, &a.o_proj})
+        for (const Matrix* w : {&a.q_proj, &a.q_a_proj, &a.q_b_proj, &a.kv_a_proj_with_mqa, &a.kv_b_proj, &a.o_proj})
             if (w->data) add(*w);
-        if (a.kv_b_proj.data) add_fp32_on_gpu(a.kv_b_proj);
         if (!l.is_moe) {
-            t.bytes += double(mlp_bytes(l.mlp));
-            t.elements += double(mlp_elements(l.mlp));
+            add_mlp(l.mlp);
             continue;
         }
-        add_fp32_on_gpu(l.moe.gate);
-        if (l.moe.has_shared) {
-            t.bytes += double(mlp_bytes(l.moe.shared));
-            t.elements += double(mlp_elements(l.moe.shared));
-        }
-        double eb = 0, ee = 0;
-        for (const MlpWeights& e : l.moe.experts) {
-            eb += double(mlp_bytes(e));
-            ee += double(mlp_elements(e));
-        }
+        add(l.moe.gate);
+        if (l.moe.has_shared) add_mlp(l.moe.shared);
         const double share = double(c.num_experts_per_tok) / double(std::max<size_t>(1, l.moe.experts.size()));
-        t.bytes += eb * share;
-        t.elements += ee * share;
+        for (const MlpWeights& e : l.moe.experts) add_mlp(e, share);
     }
     return t;
 }
@@ -133,7 +113,7 @@ BenchResult run_bench(Engine& engine, const BenchOptions& o) {
     }
     res.kv_cache_bytes = backend.kv_used_bytes();
 
-    const TokenWeights tw = token_weights(model, backend.name() == "cuda");
+    const TokenWeights tw = token_weights(model, backend);
     const double L = double(c.num_hidden_layers);
     const double row_bytes = double(backend.kv_bytes_per_token()) /
                              double(c.num_hidden_layers + c.num_nextn_predict_layers);  // one layer's row

@@ -3,9 +3,11 @@
 // probe with a reason, that --device cuda is a clear error and that auto falls
 // back to the CPU. With a GPU it runs the conformance suite on the CUDA backend
 // (fixtures in exact mode, CUDA against CPU on random models).
+#include "backend.h"
 #include "cetus/engine.h"
 #include "cetus/selftest.h"
 #include "cuda_loader.h"
+#include "model.h"
 
 #include <QtTest>
 
@@ -158,6 +160,26 @@ private slots:
             return;
         }
         QVERIFY2(err <= 1e-4f * scale, qPrintable(QString("%1 of %2").arg(err).arg(scale)));
+        if (!fp8) {
+            // The bytes a pass reads (the benchmarks' figures): blocks as the file holds
+            // them, kv_b_proj and the router decoded to fp32 on the GPU; the CPU reads
+            // every matrix as the file holds it.
+            const cetus::Model& m = gpu->model();
+            int blocks = 0, decoded = 0;
+            for (const cetus::LayerWeights& l : m.layers()) {
+                for (const cetus::Matrix* w : {&l.attn.kv_b_proj, &l.moe.gate}) {
+                    if (!w->data || w->dtype != cetus::Dtype::Ggml) continue;
+                    QCOMPARE(gpu->backend().weight_read_bytes(*w), uint64_t(4 * w->n_elements()));
+                    QCOMPARE(cpu->backend().weight_read_bytes(*w), w->n_bytes());
+                    ++decoded;
+                }
+                if (l.attn.o_proj.dtype == cetus::Dtype::Ggml) {
+                    QCOMPARE(gpu->backend().weight_read_bytes(l.attn.o_proj), l.attn.o_proj.n_bytes());
+                    ++blocks;
+                }
+            }
+            QVERIFY(blocks > 0 && decoded > 0);
+        }
         cetus::GenerateRequest r;
         r.prompt_ids = ids;
         r.max_new_tokens = 16;

@@ -189,6 +189,10 @@ public:
     VerifyResult verify(const ChoiceSpec& spec, const int32_t* drafts, int64_t D, const double* u) override;
     double copy_bandwidth_gbs() override;
     double peak_bf16_tflops() override;
+    uint64_t held_weight_bytes(const Matrix& w) const override {
+        const auto it = m_weights.read_bytes.find(w.data);
+        return it != m_weights.read_bytes.end() ? it->second : 0;
+    }
 
 private:
     // Device work buffers for one chunk of m_chunk tokens.

@@ -6,26 +6,16 @@
 
 #include "cetus/error.h"
 
+#include <cuda_fp16.h>
+
 #include <algorithm>
-#include <cmath>
 #include <cstring>
 #include <deque>
-#include <limits>
 #include <map>
 #include <tuple>
 
 namespace cetus::cuda {
 namespace {
-
-// IEEE half to float as dtype.cpp decodes it (exact).
-float half_to_float(uint16_t h) {
-    const int sign = (h >> 15) & 1, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
-    float v;
-    if (exp == 0) v = std::ldexp(float(man), -24);
-    else if (exp == 31) v = man ? std::numeric_limits<float>::quiet_NaN() : std::numeric_limits<float>::infinity();
-    else v = std::ldexp(float(man | 0x400), exp - 25);
-    return sign ? -v : v;
-}
 
 // One host tensor region to copy: n_rows rows of src_row_bytes, to rows dst_pitch apart.
 struct CopyJob {
@@ -50,6 +40,7 @@ public:
 
     size_t bytes() const { return m_carver.bytes(); }
     std::vector<CopyJob>& jobs() { return m_jobs; }
+    const std::map<const void*, uint64_t>& read_bytes() const { return m_read_bytes; }
 
     const float* floats(const float* p, size_t n) {
         if (n == 0) return nullptr;
@@ -70,6 +61,7 @@ public:
         if (m.dtype == Dtype::Ggml && blocks) {
             d = ggml_blocks(m);
             m_seen.emplace(key, d);
+            m_read_bytes[m.data] = uint64_t(m.rows) * uint64_t(ggml_bytes_per_row(m));
             return d;
         }
         size_t host_bytes = 0, dev_bytes = 0;  // per element
@@ -117,6 +109,8 @@ public:
             d.scale_inv = floats(m.scale_inv, size_t((m.rows + 127) / 128 * m.scale_cols));
         }
         m_seen.emplace(key, d);
+        m_read_bytes[m.data] = uint64_t(m.rows) * uint64_t(m.cols) * dev_bytes +
+                               (d.scale_inv ? uint64_t((m.rows + 127) / 128 * m.scale_cols) * 4 : 0);
         return d;
     }
 
@@ -211,6 +205,7 @@ private:
     const ModelConfig& m_config;
     Carver m_carver;
     std::map<Key, DeviceMatrix> m_seen;
+    std::map<const void*, uint64_t> m_read_bytes;
     std::deque<std::vector<DeviceMatrix>> m_tables;
     std::vector<CopyJob> m_jobs;
 };
@@ -300,7 +295,7 @@ private:
                 for (size_t i = 0; i < count; ++i) {
                     uint16_t h;
                     std::memcpy(&h, src + 2 * i, 2);
-                    const float f = half_to_float(h);
+                    const float f = __half2float(__half(__half_raw{h}));  // exact, as dtype.cpp's table
                     std::memcpy(stage + 4 * i, &f, 4);
                 }
             } else {
@@ -377,6 +372,7 @@ DeviceWeights upload_weights(const Model& model, const float* rope_table, int64_
         up.run(layout.jobs());
     }
     w.memory = std::move(memory);
+    w.read_bytes = layout.read_bytes();
     return w;
 }
 

@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -49,6 +50,10 @@ struct DeviceMtp {
 
 struct DeviceWeights {
     DeviceBuffer memory;  // everything below points into it
+    // Bytes one full pass reads of each host matrix's device form (its values and
+    // FP8 block scales; a GGUF matrix decoded to fp32 counts 4 a value), keyed by
+    // the host matrix's data.
+    std::map<const void*, uint64_t> read_bytes;
     DeviceMatrix embed, lm_head;
     const float* final_norm = nullptr;
     const float* rope_table = nullptr;  // [capacity, qk_rope_head_dim]
