@@ -23,7 +23,8 @@
 #                without CUDA graphs, decode at 8192 tokens with an fp32 and a bf16 cache (and the
 #                bf16 one with its attention on the CUDA cores, CETUS_CUDA_ATTENTION_MMA=0), a 2048-token
 #                prefill with the tensor-core experts and attention and without (and with expert tiles
-#                of 128 rows, and with its attention in the absorbed form), MTP on the demo model
+#                of 128 rows, and with its attention in the absorbed form), V2-Lite in GGUF blocks (Q4_K_M's mix)
+#                and its 2048-token prefill with and without the tensor-core experts, MTP on the demo model
 #                (GPU, CPU); figures.md holds the README rows; with the time left, Nsight Compute
 #                profiles of the decode attention at 8192 tokens (tensor cores, CUDA cores).
 #   full: the four-layer V3 comparison, racecheck on the tiny comparison and an Nsight Compute
@@ -274,8 +275,14 @@ bench_comparisons() {
         --logprobs 5 --repeat 2 --json
     python3 -c "import json,sys; j=json.load(open(sys.argv[1]))['mtp_off']; print('logprobs: decode', j['decode_tokens_per_s'], 'tok/s without,', j['with_logprobs']['decode_tokens_per_s'], 'with 5 alternatives')" "$out/bench-logprobs.out" 2>/dev/null || echo "bench-logprobs: no JSON"
     step bench-v2lite-fp8-cuda 130 "$cli" bench --device cuda --random-model v2-lite --dtype fp8 --prompt 512 --gen 64 --json
-    # GGUF blocks kept on the GPU (a Q4_K_M-like mix): decode from the blocks, prefill expanding them.
+    # GGUF blocks kept on the GPU (a Q4_K_M-like mix): decode from the blocks, prefill expanding them
+    # for cuBLAS and decoding them in the tensor-core experts' tiles; then a 2048-token prefill with
+    # those experts and with the fp32 expert kernel (what GGUF experts took before 2026-12-02).
     step bench-v2lite-q4km-cuda 130 "$cli" bench --device cuda --random-model v2-lite --dtype q4_k_m --prompt 512 --gen 64 --json
+    step bench-prefill-2048-q4km 60 "$cli" bench --device cuda --random-model v2-lite --dtype q4_k_m --layers 4 \
+        --prompt 2048 --gen 0 --json
+    step bench-prefill-2048-q4km-fp32 90 env CETUS_CUDA_EXPERT_MMA=0 "$cli" bench --device cuda --random-model v2-lite \
+        --dtype q4_k_m --layers 4 --prompt 2048 --gen 0 --json
     step bench-v2lite-fp8-nographs 110 env CETUS_CUDA_GRAPHS=0 "$cli" bench --device cuda --random-model v2-lite --dtype fp8 --prompt 64 --gen 32 --json
     # Decode at a long context with the latent cache in fp32 and in bf16, side by side.
     step bench-v2lite-8k-f32 120 "$cli" bench --device cuda --random-model v2-lite --prompt 8192 --gen 64 --repeat 2 --json
@@ -286,7 +293,8 @@ bench_comparisons() {
         "$cli" bench --device cuda --random-model v2-lite --prompt 8192 --gen 64 --repeat 2 --kv-cache bf16 --json
     runs="bench-v2lite-cuda bench-v2lite-nofuse bench-v2lite-pdl bench-prefill-2048 bench-prefill-2048-fp32"
     runs="$runs bench-prefill-2048-tile128 bench-prefill-2048-absorbed"
-    runs="$runs bench-v2lite-fp8-cuda bench-v2lite-fp8-nographs bench-v2lite-8k-f32 bench-v2lite-8k-bf16"
+    runs="$runs bench-v2lite-fp8-cuda bench-v2lite-q4km-cuda bench-prefill-2048-q4km bench-prefill-2048-q4km-fp32"
+    runs="$runs bench-v2lite-fp8-nographs bench-v2lite-8k-f32 bench-v2lite-8k-bf16"
     runs="$runs bench-v2lite-8k-bf16-cores"
     summarise_bench $runs
     figures_table $runs

@@ -9,7 +9,7 @@
 // bf16 activations) that must never be read; and for GGUF blocks (DeviceDtype::Ggml:
 // random blocks with finite scales, their values the engine's own decoding,
 // ggml_dequantize), K-quants and 32-value types, gate and up of different types, at
-// widths of whole blocks whose rows end inside a tile. The model-level comparisons hold the tensor-core
+// widths of whole blocks whose rows (gate/up and down) end inside a tile. The model-level comparisons hold the tensor-core
 // kernel to the CPU only within bf16 tolerance; here each kernel meets its own bound, and the two
 // tile widths give the same bits.
 #include "check_util.h"
@@ -375,6 +375,8 @@ int main(int argc, char** argv) {
         // blocks. 352 rows end inside a tile of 64 and of 128.
         run_case({"512 wide, 352 inner", 512, 352, 5, 2, 72, 12, 14, 8}, DeviceDtype::Ggml);
         run_case({"768 wide, 256 inner", 768, 256, 4, 2, 40, 14, 12, 12}, DeviceDtype::Ggml);
+        // 32-value types throughout; the down products' 800 rows end inside a tile too.
+        run_case({"800 wide, 288 inner", 800, 288, 4, 2, 24, 6, 8, 6}, DeviceDtype::Ggml);
         if (v2_lite) run_case({"V2-Lite's 2048 wide, 1408 inner", 2048, 1408, 8, 6, 24, 12, 12, 6}, DeviceDtype::Ggml);
     } catch (const std::exception& e) {
         check(false, e.what());

@@ -1,8 +1,9 @@
 // The CUDA backend's GGUF blocks (ggml_decode.cu, the Ggml paths of matvec.cu and
-// embed.cu, with device_math.cuh's wider loads for Q4_K, Q6_K, Q5_0 and Q8_0, whose
-// blocks sit at every even offset from 16-byte alignment here) against the engine's
-// own decoding (ggml_dequantize, gguf.cpp, which test_gguf holds to gguf.quants),
-// for every block type the engine reads:
+// embed.cu, all through device_math.cuh's ggml_chunk, with its wider loads for Q4_K,
+// Q6_K, Q5_0 and Q8_0, whose blocks sit at every even offset from 16-byte alignment
+// in these rows: 8 or more blocks a row) against the engine's own decoding
+// (ggml_dequantize, gguf.cpp, which test_gguf holds to gguf.quants), for every block
+// type the engine reads:
 // - random blocks, their f16 scales included (so zeros, subnormals, infinities and
 //   NaNs among them), decoded on the device into padded bf16 rows (every value the
 //   host's rounded to nearest even as f32_to_bf16 rounds, dtype.h) and fp32 rows
@@ -40,8 +41,11 @@ struct Type {
     int values, bytes;
 };
 
-void check_type(const Type& t, std::mt19937& rng) {
-    const int64_t rows = 24, blocks = t.values == 32 ? 40 : 6, cols = blocks * t.values, ld = cols + 8;
+// pad: the output rows' padding in values; 8 keeps every chunk's output 16-byte
+// aligned (the kernel's 16-byte stores), 3 does not (one value at a time).
+void check_type(const Type& t, int64_t pad, std::mt19937& rng) {
+    const int64_t rows = 24, blocks = t.values == 32 ? 40 : 8, cols = blocks * t.values, ld = cols + pad;
+    const std::string name = std::string(t.name) + " (rows " + std::to_string(ld) + " apart)";
     const int64_t row_bytes = cetus::cuda::ggml_row_bytes(t.id, cols);
     check(row_bytes == blocks * t.bytes, std::string(t.name) + ": " + std::to_string(row_bytes) +
                                              " bytes a row of " + std::to_string(cols) + " values");
@@ -66,7 +70,7 @@ void check_type(const Type& t, std::mt19937& rng) {
             if (first < 0) first = int64_t(i);
         }
     }
-    std::string what = std::string(t.name) + ": " + std::to_string(rows * cols) + " values (" + std::to_string(nan) +
+    std::string what = name + ": " + std::to_string(rows * cols) + " values (" + std::to_string(nan) +
                        " NaN) decoded on the device == the host's, bit for bit, padding untouched";
     if (first >= 0) {
         char buf[96];
@@ -84,7 +88,7 @@ void check_type(const Type& t, std::mt19937& rng) {
     differ = 0;
     for (size_t i = 0; i < want_f.size(); ++i)
         if (std::memcmp(&got_f[i], &want_f[i], 4) != 0 && !(std::isnan(got_f[i]) && std::isnan(want_f[i]))) ++differ;
-    check(differ == 0, std::string(t.name) + ": the same blocks decoded to fp32 == the host's, bit for bit (" +
+    check(differ == 0, name + ": the same blocks decoded to fp32 == the host's, bit for bit (" +
                            std::to_string(differ) + " differ)");
     cudaFree(d_src);
     cudaFree(d_out);
@@ -167,9 +171,12 @@ int main() {
                           {11, "Q3_K", 256, 110}, {12, "Q4_K", 256, 144}, {13, "Q5_K", 256, 176},
                           {14, "Q6_K", 256, 210}, {20, "IQ4_NL", 32, 18}, {23, "IQ4_XS", 256, 136}};
     std::mt19937 rng(20261202);
-    for (const Type& t : types) check_type(t, rng);
     for (const Type& t : types) {
-        check_kept(t, 24, t.values == 32 ? 24 : 3, rng);  // narrow: a row over several warps
+        check_type(t, 8, rng);
+        check_type(t, 3, rng);
+    }
+    for (const Type& t : types) {
+        check_kept(t, 24, t.values == 32 ? 24 : 8, rng);  // narrow: a row over several warps
         check_kept(t, cetus::cuda::k_matvec_narrow_rows, t.values == 32 ? 8 : 1, rng);  // wide: a warp a row
     }
     // A type without a decoder: no row size, so the upload refuses it by name.

@@ -295,7 +295,7 @@ private:
                 for (size_t i = 0; i < count; ++i) {
                     uint16_t h;
                     std::memcpy(&h, src + 2 * i, 2);
-                    const float f = __half2float(__half(__half_raw{h}));  // exact, as dtype.cpp's table
+                    const float f = __half2float(__half(__half_raw{h}));  // exact (a NaN stays a NaN)
                     std::memcpy(stage + 4 * i, &f, 4);
                 }
             } else {

@@ -2,9 +2,12 @@
 // holds them, written out as bf16 or fp32 rows ld_out elements apart (at upload,
 // for the matrices whose kernels take no blocks, and for the cuBLAS products'
 // expansion of a Ggml matrix). Each value is ggml_blocks.h's (the engine's own
-// decoders, so the CPU backend's): fp32 exactly, bf16 rounded to nearest even as
-// f32_to_bf16 (dtype.h) rounds, NaN included. One thread per block, grid-stride.
+// decoders, so the CPU backend's; through device_math.cuh's ggml_chunk, the
+// kernels' own reads): fp32 exactly, bf16 rounded to nearest even as f32_to_bf16
+// (dtype.h) rounds, NaN included. One thread per 32-value chunk, grid-stride, so a
+// warp reads neighbouring chunks of a row and writes 16-byte pieces of the output.
 #include "cuda_util.h"
+#include "device_math.cuh"
 #include "ggml_blocks.h"
 #include "kernels.h"
 
@@ -13,39 +16,55 @@
 namespace cetus::cuda {
 namespace {
 
-__device__ __forceinline__ uint16_t round_bf16(float f) {
+__device__ __forceinline__ uint32_t round_bf16(float f) {
     uint32_t bits = __float_as_uint(f);
-    if ((bits & 0x7fffffffu) > 0x7f800000u) return uint16_t((bits >> 16) | 0x40u);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return (bits >> 16) | 0x40u;
     bits += 0x7fffu + ((bits >> 16) & 1u);
-    return uint16_t(bits >> 16);
+    return bits >> 16;
 }
 
-__device__ __forceinline__ void store(uint16_t* o, float v) { *o = round_bf16(v); }
-__device__ __forceinline__ void store(float* o, float v) { *o = v; }
+// 32 values to o: 16-byte pieces where o is 16-byte aligned (vec), else one at a time.
+__device__ __forceinline__ void store32(uint16_t* o, const float (&y)[32], bool vec) {
+    if (vec) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            uint32_t p[4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) p[i] = round_bf16(y[8 * j + 2 * i]) | (round_bf16(y[8 * j + 2 * i + 1]) << 16);
+            reinterpret_cast<uint4*>(o)[j] = make_uint4(p[0], p[1], p[2], p[3]);
+        }
+    } else {
+#pragma unroll
+        for (int v = 0; v < 32; ++v) o[v] = uint16_t(round_bf16(y[v]));
+    }
+}
+__device__ __forceinline__ void store32(float* o, const float (&y)[32], bool vec) {
+    if (vec) {
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+            reinterpret_cast<float4*>(o)[j] = make_float4(y[4 * j], y[4 * j + 1], y[4 * j + 2], y[4 * j + 3]);
+    } else {
+#pragma unroll
+        for (int v = 0; v < 32; ++v) o[v] = y[v];
+    }
+}
 
 template <class T>
 struct GgmlDecodeArgs {
-    uint32_t type;
-    int values, bytes;  // per block
-    const std::byte* src;
-    int64_t rows, blocks_per_row, src_ld;
+    DeviceMatrix w;  // the blocks: ld bytes a row (the file's own row size at upload)
     T* out;
     int64_t ld_out;
+    bool vec;  // out and ld_out keep every chunk's 32 values 16-byte aligned
 };
 
 template <class T>
 __global__ void ggml_decode_kernel(GgmlDecodeArgs<T> a) {
-    const int64_t total = a.rows * a.blocks_per_row;
+    const int64_t per_row = a.w.cols / 32, total = a.w.rows * per_row;
     for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
-        const int64_t r = i / a.blocks_per_row, b = i % a.blocks_per_row;
-        const std::byte* block = a.src + r * a.src_ld + b * a.bytes;
-        T* o = a.out + r * a.ld_out + b * a.values;
-        for (int k = 0; k < a.values / 32; ++k) {  // a chunk at a time: 32 values in registers, not 256
-            float y[32];
-            ggml_blocks::decode_chunk(a.type, block, k, y);
-#pragma unroll
-            for (int v = 0; v < 32; ++v) store(o + 32 * k + v, y[v]);
-        }
+        const int64_t r = i / per_row, c = i % per_row;
+        float y[32];
+        ggml_chunk(a.w, ggml_row(a.w, r), c, y);
+        store32(a.out + r * a.ld_out + 32 * c, y, a.vec);
     }
 }
 
@@ -53,17 +72,22 @@ template <class T>
 void launch_decode(uint32_t type, const void* src, int64_t src_ld, int64_t rows, int64_t cols, T* out, int64_t ld_out,
                    cudaStream_t s) {
     GgmlDecodeArgs<T> a{};
-    if (!ggml_blocks::block_shape(type, a.values, a.bytes) || rows <= 0) return;
-    a.type = type;
-    a.src = static_cast<const std::byte*>(src);
-    a.rows = rows;
-    a.blocks_per_row = cols / a.values;
-    a.src_ld = src_ld;
+    int values = 0, bytes = 0;
+    if (!ggml_blocks::block_shape(type, values, bytes) || rows <= 0 || cols % values != 0) return;
+    a.w.dtype = DeviceDtype::Ggml;
+    a.w.rows = rows;
+    a.w.cols = cols;
+    a.w.ld = src_ld;
+    a.w.data = src;
+    a.w.ggml_type = type;
+    a.w.ggml_values = values;
+    a.w.ggml_bytes = bytes;
     a.out = out;
     a.ld_out = ld_out;
-    const int64_t total = rows * a.blocks_per_row;
-    const unsigned blocks = unsigned(std::min<int64_t>((total + 127) / 128, 65536));
-    ggml_decode_kernel<T><<<blocks, 128, 0, s>>>(a);
+    a.vec = (reinterpret_cast<uintptr_t>(out) | uintptr_t(ld_out) * sizeof(T)) % 16 == 0;
+    const int64_t total = rows * (cols / 32);
+    const unsigned blocks = unsigned(std::min<int64_t>((total + 255) / 256, 65536));
+    ggml_decode_kernel<T><<<blocks, 256, 0, s>>>(a);
     CETUS_CUDA_LAUNCHED("ggml_decode_kernel");
 }
 

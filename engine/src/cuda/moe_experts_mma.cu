@@ -50,7 +50,8 @@ struct TileShape {
     static constexpr int a_pieces = kBM * (kBK / kAVec) / threads;  // 16-byte activation pieces per thread per step
     static constexpr int ldc = kBN + 4;                             // fp32 row stride of the output tile
     // Blocks per SM the registers must allow. 128 rows: two, so at most 128 registers a
-    // thread (ptxas: gate/up then spills 4-16 bytes with BF16, 44 with FP8) for 16 warps
+    // thread (ptxas of nvcc 13.0, sm_80 to 90: gate/up then spills 44-52 bytes with BF16,
+    // up to 22 with FP8, 52-88 with GGUF blocks) for 16 warps
     // an SM where shared memory holds two blocks (not sm_86/89), against one block of 8
     // warps at the 164 gate/up takes uncapped. 64 rows: three, met uncapped (124-168).
     static constexpr int min_blocks = kBN == 128 ? 2 : 3;
@@ -192,7 +193,10 @@ struct WeightRegs {
 // GGUF blocks: thread t decodes row t % kBN of matrix t / kBN (the gate's rows in
 // the first half of the threads, the up's in the second; with one matrix the second
 // half has none) for the step's chunk, and holds it as 16 pairs of bf16. The two
-// matrices' block types may differ; each is uniform over a warp.
+// matrices' block types may differ; each is uniform over a warp. The decoding uses
+// its loads at once, so they are not in flight during the step's products as the
+// raw pieces above are: the other blocks on the multiprocessor cover the wait (not
+// measured on a GPU yet).
 template <int kMats, int kBN>
 struct WeightRegs<DeviceDtype::Ggml, kMats, kBN> {
     static_assert(kBK == 32, "a step is one 32-value chunk of a row of GGUF blocks");
