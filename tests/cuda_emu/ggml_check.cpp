@@ -1,7 +1,7 @@
 // The CUDA backend's GGUF blocks (ggml_decode.cu, the Ggml paths of matvec.cu and
-// embed.cu, all through device_math.cuh's ggml_chunk, with its wider loads for Q4_K,
-// Q6_K, Q5_0 and Q8_0, whose blocks sit at every even offset from 16-byte alignment
-// in these rows: 8 or more blocks a row) against the engine's own decoding
+// embed.cu, all through device_math.cuh's ggml_chunk, with its wider loads for Q4_K
+// and Q5_K, and for Q6_K, Q5_0 and Q8_0, whose blocks sit at every even offset from
+// 16-byte alignment in these rows: 8 or more blocks a row) against the engine's own decoding
 // (ggml_dequantize, gguf.cpp, which test_gguf holds to gguf.quants), for every block
 // type the engine reads:
 // - random blocks, their f16 scales included (so zeros, subnormals, infinities and

@@ -240,14 +240,9 @@ __device__ __forceinline__ void chunk_q6_k_wide(const std::byte* b, int k, float
     }
 }
 
-// ggml_blocks::chunk_q4_k's values, bit for bit, from three 16-byte loads instead of
-// 48 byte loads: the block's first 16 bytes (d, dmin, the 12 bytes of 6-bit scales
-// and minimums) and the chunk's 32 bytes of nibbles. A Q4_K block is 144 bytes and
-// rows start 16-byte aligned, so every block does.
-__device__ __forceinline__ void chunk_q4_k_wide(const std::byte* b, int k, float (&y)[32]) {
-    const uint4 head = load16(b);
-    const std::byte* q = b + 16 + 32 * (k / 2);
-    const uint4 lo = load16(q), hi = load16(q + 16);
+// Q4_K and Q5_K blocks start with 16 bytes: d, dmin and 12 bytes of eight 6-bit scales
+// and minimums (ggml_blocks::scale_min_k4). Chunk k's d * scale and dmin * minimum.
+__device__ __forceinline__ void k4_scale_min(const uint4& head, int k, float& dl, float& ml) {
     const float d = half_to_f32(head.x & 0xFFFFu), dmin = half_to_f32(head.x >> 16);
     // Byte i of the 12 scale bytes (i < 12).
     const auto sb = [&](int i) -> uint32_t {
@@ -262,7 +257,19 @@ __device__ __forceinline__ void chunk_q4_k_wide(const std::byte* b, int k, float
         sc = (sb(k + 4) & 0xF) | ((sb(k - 4) >> 6) << 4);
         m = (sb(k + 4) >> 4) | ((sb(k) >> 6) << 4);
     }
-    const float dl = d * small_uint_to_f32(sc), ml = dmin * small_uint_to_f32(m);
+    dl = d * small_uint_to_f32(sc);
+    ml = dmin * small_uint_to_f32(m);
+}
+
+// ggml_blocks::chunk_q4_k's values, bit for bit, from three 16-byte loads instead of
+// about 40 byte loads: the block's head and the chunk's 32 bytes of nibbles. A Q4_K
+// block is 144 bytes and rows start 16-byte aligned, so every block does.
+__device__ __forceinline__ void chunk_q4_k_wide(const std::byte* b, int k, float (&y)[32]) {
+    const uint4 head = load16(b);
+    const std::byte* q = b + 16 + 32 * (k / 2);
+    const uint4 lo = load16(q), hi = load16(q + 16);
+    float dl, ml;
+    k4_scale_min(head, k, dl, ml);
     const uint32_t words[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
     const int shift = 4 * (k % 2);
 #pragma unroll
@@ -270,10 +277,30 @@ __device__ __forceinline__ void chunk_q4_k_wide(const std::byte* b, int k, float
         y[l] = ggml_blocks::mul_sub(dl, small_uint_to_f32((words[l / 4] >> (8 * (l % 4) + shift)) & 0xFu), ml);
 }
 
+// ggml_blocks::chunk_q5_k's values, bit for bit, from five 16-byte loads: the head,
+// the 32 bytes of fifth bits (chunk k's at bit k of each) and the chunk's 32 bytes of
+// nibbles. A Q5_K block is 176 bytes, so every block is 16-byte aligned too.
+__device__ __forceinline__ void chunk_q5_k_wide(const std::byte* b, int k, float (&y)[32]) {
+    const uint4 head = load16(b), h0 = load16(b + 16), h1 = load16(b + 32);
+    const std::byte* q = b + 48 + 32 * (k / 2);
+    const uint4 lo = load16(q), hi = load16(q + 16);
+    float dl, ml;
+    k4_scale_min(head, k, dl, ml);
+    const uint32_t words[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+    const uint32_t high[8] = {h0.x, h0.y, h0.z, h0.w, h1.x, h1.y, h1.z, h1.w};
+    const int shift = 4 * (k % 2);
+#pragma unroll
+    for (int l = 0; l < 32; ++l) {
+        const uint32_t code = ((words[l / 4] >> (8 * (l % 4) + shift)) & 0xFu) |
+                              (((high[l / 4] >> (8 * (l % 4) + k)) & 1u) << 4);
+        y[l] = ggml_blocks::mul_sub(dl, small_uint_to_f32(code), ml);
+    }
+}
+
 // Values [32 c, 32 c + 32) of a row of GGUF blocks (DeviceDtype::Ggml), decoded by
 // ggml_blocks::decode_chunk (the values ggml_dequantize gives the CPU; the types of
-// llama.cpp's Q4_K_M files through the *_wide versions above: the same bits from
-// fewer, wider loads). wrow: the row's first byte. Blocks hold 32 or 256 values, so a
+// llama.cpp's Q4_K_M and Q5_K_M files through the *_wide versions above: the same
+// bits from fewer, wider loads). wrow: the row's first byte. Blocks hold 32 or 256 values, so a
 // chunk never straddles two.
 __device__ __forceinline__ void ggml_chunk(const DeviceMatrix& w, const std::byte* wrow, int64_t c, float (&y)[32]) {
     const int shift = w.ggml_values == 256 ? 3 : 0;  // chunks per block: 8 or 1
@@ -281,6 +308,7 @@ __device__ __forceinline__ void ggml_chunk(const DeviceMatrix& w, const std::byt
     const int k = int(c & ((1 << shift) - 1));
     switch (w.ggml_type) {
     case ggml_blocks::k_type_q4_k: chunk_q4_k_wide(block, k, y); break;
+    case ggml_blocks::k_type_q5_k: chunk_q5_k_wide(block, k, y); break;
     case ggml_blocks::k_type_q6_k: chunk_q6_k_wide(block, k, y); break;
     case ggml_blocks::k_type_q5_0: chunk_q5_0_wide(block, y); break;
     case ggml_blocks::k_type_q8_0: chunk_q8_0_wide(block, y); break;
