@@ -70,14 +70,8 @@ Weight make_ggml_weight(uint32_t id, int64_t rows, int64_t cols, std::mt19937& r
         throw std::runtime_error("experts check: GGUF type " + std::to_string(id) + " for rows of " +
                                  std::to_string(cols));
     Weight w;
-    w.m.dtype = DeviceDtype::Ggml;
-    w.m.rows = rows;
-    w.m.cols = cols;
-    w.m.ggml_type = id;
-    w.m.ggml_values = values;
-    w.m.ggml_bytes = bytes;
     const int64_t blocks = cols / values, row_bytes = blocks * bytes;
-    w.m.ld = round_up(row_bytes, 16);
+    w.m = cetus::cuda::ggml_device_matrix(id, rows, cols, nullptr, round_up(row_bytes, 16));
     std::vector<std::byte> data(size_t(rows * w.m.ld), std::byte{0xFF});
     w.exact.resize(size_t(rows * cols));
     for (int64_t r = 0; r < rows; ++r) {

@@ -13,7 +13,9 @@
 //   gather gives the host's rows bit for bit, their expansion to bf16 for the cuBLAS
 //   products the host's rounded values, and the warp-per-row products (one and
 //   several passes of tokens; narrow matrices split over warps, wide ones not) the
-//   double-precision sums of the host's values within fp32 rounding.
+//   double-precision sums of the host's values within fp32 rounding;
+// - the query absorption from a kv_b_proj in blocks, bit for bit against the
+//   host's own multiply-adds in the CPU's order.
 // Built for the CUDA emulator and, by the gpu-check preset, for a GPU.
 #include "check_util.h"
 #include "dtype.h"
@@ -106,16 +108,9 @@ void check_kept(const Type& t, int64_t rows, int64_t blocks, std::mt19937& rng) 
         random_ggml_blocks(t.id, t.bytes, blocks, row, rng);
         cetus::ggml_dequantize(t.id, row, &w[size_t(r * cols)], cols);
     }
-    cetus::cuda::DeviceMatrix m;
-    m.dtype = cetus::cuda::DeviceDtype::Ggml;
-    m.rows = rows;
-    m.cols = cols;
-    m.ld = ld;
-    m.ggml_type = t.id;
-    m.ggml_values = t.values;
-    m.ggml_bytes = t.bytes;
     std::byte* d_w = device_copy(src);
-    m.data = d_w;
+    const cetus::cuda::DeviceMatrix m = cetus::cuda::ggml_device_matrix(t.id, rows, cols, d_w, ld);
+    check(m.ggml_values == t.values && m.ggml_bytes == t.bytes, std::string(t.name) + ": the block shape");
     const std::string shape = std::string(t.name) + " " + std::to_string(rows) + " x " + std::to_string(cols) + ": ";
 
     // Embedding rows (some twice, the last row included).
@@ -163,6 +158,58 @@ void check_kept(const Type& t, int64_t rows, int64_t blocks, std::mt19937& rng) 
     cudaFree(d_b);
 }
 
+// Query absorption from kv_b_proj in blocks (a GGUF file's attn_kv_b; absorb_q.cu
+// stages decoded chunks): q_abs[t, h, c] = sum over j < d_n of q[t, h, j] w[h (d_n +
+// d_v) + j, c], one fused multiply-add per j in j order, as the CPU's axpy loop
+// (mla.cpp) takes the engine's decoded values; so the host's fma loop here gives
+// the same bits. d_n 72: two stagings of 64 rows and 8; d_c 352 (32-value types):
+// the last block of 128 columns a quarter outside; 11 tokens: 8 and 3 a block.
+void check_absorb(const Type& t, std::mt19937& rng) {
+    cetus::cuda::MlaShape m;
+    m.n_h = 3;
+    m.d_n = 72;
+    m.d_r = 8;
+    m.d_v = 24;
+    m.d_c = t.values == 32 ? 352 : 512;
+    const int64_t rows = m.n_h * (m.d_n + m.d_v), cols = m.d_c, blocks = cols / t.values;
+    const int64_t row_bytes = blocks * t.bytes, ld = (row_bytes + 15) / 16 * 16, d_qk = m.d_n + m.d_r;
+    std::vector<std::byte> src(size_t(rows * ld), std::byte{0xFF});
+    std::vector<float> w(size_t(rows * cols));
+    for (int64_t r = 0; r < rows; ++r) {
+        random_ggml_blocks(t.id, t.bytes, blocks, src.data() + r * ld, rng);
+        cetus::ggml_dequantize(t.id, src.data() + r * ld, &w[size_t(r * cols)], cols);
+    }
+    std::byte* d_w = device_copy(src);
+    const cetus::cuda::DeviceMatrix kv_b = cetus::cuda::ggml_device_matrix(t.id, rows, cols, d_w, ld);
+    for (int64_t n : {1, 11}) {
+        std::vector<float> q(size_t(n * m.n_h * d_qk));
+        std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+        for (auto& v : q) v = u(rng);
+        std::vector<float> want(size_t(n * m.n_h * cols));
+        for (int64_t tk = 0; tk < n; ++tk)
+            for (int64_t h = 0; h < m.n_h; ++h)
+                for (int64_t c = 0; c < cols; ++c) {
+                    float acc = 0.0f;
+                    for (int64_t j = 0; j < m.d_n; ++j)
+                        acc = std::fma(q[size_t((tk * m.n_h + h) * d_qk + j)],
+                                       w[size_t((h * (m.d_n + m.d_v) + j) * cols + c)], acc);
+                    want[size_t((tk * m.n_h + h) * cols + c)] = acc;
+                }
+        float* d_q = device_copy(q);
+        float* d_out = device_copy(std::vector<float>(want.size(), -7.0f));
+        cetus::cuda::launch_absorb_q(kv_b, d_q, n, m, d_out, nullptr);
+        const std::vector<float> got = host_copy(d_out, want.size());
+        int64_t differ = 0;
+        for (size_t i = 0; i < want.size(); ++i) differ += std::memcmp(&got[i], &want[i], 4) != 0;
+        check(differ == 0, std::string(t.name) + " kv_b_proj " + std::to_string(rows) + " x " + std::to_string(cols) +
+                               ", " + std::to_string(n) + " tokens: query absorption from the blocks == the host's "
+                               "fma loop over its values, bit for bit (" + std::to_string(differ) + " differ)");
+        cudaFree(d_q);
+        cudaFree(d_out);
+    }
+    cudaFree(d_w);
+}
+
 }  // namespace
 
 int main() {
@@ -179,6 +226,7 @@ int main() {
         check_kept(t, 24, t.values == 32 ? 24 : 8, rng);  // narrow: a row over several warps
         check_kept(t, cetus::cuda::k_matvec_narrow_rows, t.values == 32 ? 8 : 1, rng);  // wide: a warp a row
     }
+    for (const Type& t : types) check_absorb(t, rng);
     // A type without a decoder: no row size, so the upload refuses it by name.
     check(cetus::cuda::ggml_row_bytes(1, 64) == 0 && cetus::cuda::ggml_row_bytes(12, 255) == 0,
           "F16 (not a block type) and a Q4_K row of 255 values: no row size");

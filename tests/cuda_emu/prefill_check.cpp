@@ -8,7 +8,7 @@
 // expanded keys of one head at a time; at the tiny model's widths and at
 // V2-Lite's. The model-level comparisons (selftest.cpp) bound the forms only
 // through whole models; here each form's own error is measured and bounded.
-// Also a prefill product of a GGUF matrix (Gemm::matmul: the blocks expanded to
+// Both forms also with kv_b in GGUF blocks. Also a prefill product of a GGUF matrix (Gemm::matmul: the blocks expanded to
 // bf16 a slice of rows at a time, as the scratch holds them) against double sums.
 #include "check_util.h"
 #include "gemm.h"
@@ -101,8 +101,12 @@ std::string fmt(double v) {
 }
 
 // One chunk of n tokens at positions start .. start + n - 1, both forms.
+// q8: kv_b in Q8_0 blocks (a GGUF file's attn_kv_b), which both forms expand to bf16
+// (rows 8-aligned, not the blocks' ld bytes apart): scales 2^-e with the values about
+// 1 / sqrt(d_c), so rounding the weights to bf16 adds 2^-9 per operand, as the
+// queries' rounding does.
 void run_case(const Shape& shape, bool cache_bf16, int64_t start, int64_t n, bool one_head,
-              uint32_t seed) {
+              uint32_t seed, bool q8 = false) {
     const MlaShape& m = shape.m;
     const int64_t W = m.d_c + m.d_r, d_qk = m.d_n + m.d_r, d_u = m.d_n + m.d_v, rows = start + n;
     const float scale = 1.0f / std::sqrt(float(d_qk));
@@ -115,6 +119,24 @@ void run_case(const Shape& shape, bool cache_bf16, int64_t start, int64_t n, boo
     for (size_t i = 0; i < w.size(); ++i) {
         w_bf16[i] = to_bf16(normal(rng) / std::sqrt(float(m.d_c)));
         w[i] = from_bf16(w_bf16[i]);
+    }
+    const int64_t q8_row = m.d_c / 32 * 34, q8_ld = (q8_row + 15) / 16 * 16;
+    std::vector<std::byte> w_q8;
+    if (q8) {
+        const int e = int(std::lround(std::log2(std::sqrt(double(m.d_c)) * 74.0)));  // |code| about 74 on average
+        const uint16_t d = uint16_t((15 - e) << 10);                                 // 2^-e as an f16
+        w_q8.assign(size_t(m.n_h * d_u * q8_ld), std::byte{0xFF});
+        for (int64_t r = 0; r < m.n_h * d_u; ++r) {
+            std::byte* row = w_q8.data() + r * q8_ld;
+            for (int64_t b = 0; b < m.d_c / 32; ++b) {
+                std::byte* blk = row + b * 34;
+                blk[0] = std::byte(d & 0xFF);
+                blk[1] = std::byte(d >> 8);
+                for (int k = 0; k < 32; ++k) blk[2 + k] = std::byte(uint8_t(int(rng() % 255) - 127));
+            }
+            for (int64_t b = 0; b < m.d_c / 32; ++b)  // (d_c: whole blocks of 32)
+                cetus::ggml_blocks::decode_block(8, row + b * 34, &w[size_t(r * m.d_c + b * 32)]);
+        }
     }
     std::vector<float> cache_rows(size_t(rows * W));
     for (auto& v : cache_rows) v = normal(rng);
@@ -132,8 +154,9 @@ void run_case(const Shape& shape, bool cache_bf16, int64_t start, int64_t n, boo
     kv_b.dtype = DeviceDtype::BF16;
     kv_b.rows = m.n_h * d_u;
     kv_b.cols = kv_b.ld = m.d_c;
-    uint16_t* w_d = device_copy(w_bf16);
+    void* w_d = q8 ? static_cast<void*>(device_copy(w_q8)) : static_cast<void*>(device_copy(w_bf16));
     kv_b.data = w_d;
+    if (q8) kv_b = ggml_device_matrix(8, m.n_h * d_u, m.d_c, w_d, q8_ld);
     void* cache_d = cache_bf16 ? static_cast<void*>(device_copy(cache_b))
                                : static_cast<void*>(device_copy(cache_rows));
     float* q_d = device_copy(q);
@@ -152,6 +175,8 @@ void run_case(const Shape& shape, bool cache_bf16, int64_t start, int64_t n, boo
     s.expanded = device_alloc<char>(s.expanded_bytes);
     s.latent_elems = size_t(2 * rows * m.d_c);
     s.latent_bf16 = device_alloc<uint16_t>(s.latent_elems);
+    s.weight_elems = q8 ? size_t(kv_b.rows * ggml_bf16_ld(kv_b)) : 0;
+    s.weight_bf16 = device_alloc<uint16_t>(s.weight_elems);
     std::vector<float> got_e, got_a;
     {
         Gemm g(nullptr, false, s, nullptr);
@@ -162,10 +187,11 @@ void run_case(const Shape& shape, bool cache_bf16, int64_t start, int64_t n, boo
         g.absorb_v(kv_b, ctx, n, m, o);
         got_a = host_copy(o, size_t(n * m.n_h * m.d_v));
     }
-    for (void* p : {static_cast<void*>(w_d), cache_d, static_cast<void*>(q_d),
+    for (void* p : {w_d, cache_d, static_cast<void*>(q_d),
                     static_cast<void*>(q_abs), static_cast<void*>(ctx), static_cast<void*>(o),
                     static_cast<void*>(s.act_bf16), s.workspace, static_cast<void*>(s.attn_scores),
-                    static_cast<void*>(s.expanded), static_cast<void*>(s.latent_bf16)})
+                    static_cast<void*>(s.expanded), static_cast<void*>(s.latent_bf16),
+                    static_cast<void*>(s.weight_bf16)})
         cudaFree(p);
 
     // Bounds: with a bf16 cache every operand of the expanded form's products is
@@ -180,7 +206,8 @@ void run_case(const Shape& shape, bool cache_bf16, int64_t start, int64_t n, boo
     const std::string what = std::string(shape.name) +
                              (cache_bf16 ? ", bf16 cache" : ", fp32 cache") + ", tokens " +
                              std::to_string(start) + ".." + std::to_string(rows - 1) +
-                             (one_head ? ", expanded keys one head at a time" : "");
+                             (one_head ? ", expanded keys one head at a time" : "") +
+                             (q8 ? ", kv_b in Q8_0 blocks" : "");
     const double e_exp = relative_error(got_e, want), e_abs = relative_error(got_a, want);
     const double bound = cache_bf16 ? 2e-2 : 1e-2;
     check(e_exp <= bound, what + ": expanded form " + fmt(e_exp) +
@@ -258,6 +285,8 @@ int main() {
             run_case(v2, bf16, 0, 40, false, 4);
             run_case(v2, bf16, 40, 270, false, 5);
         }
+        run_case(tiny, false, 20, 280, true, 6, true);
+        run_case(v2, true, 0, 40, false, 7, true);
         ggml_matmul_case();
     } catch (const std::exception& e) {
         std::printf("FAIL %s\n", e.what());

@@ -108,8 +108,8 @@ private slots:
         QCOMPARE(results.size(), size_t(2 * checks.size()) - (bf16Cache ? 1 : 3));
     }
 
-    // A GGUF file's block-quantised matrices stay in their blocks on the GPU (kv_b_proj
-    // and the router decoded to fp32 there, with the engine's decoders), their linear
+    // A GGUF file's block-quantised matrices stay in their blocks on the GPU (the
+    // router decoded to fp32 there, with the engine's decoders), their linear
     // layers with FP8 on load as FP8: in exact mode the GPU gives the logits of the CPU
     // reading the same file within the fixtures' fp32 bound, and its greedy tokens. In
     // the fast mode a 40-token prompt takes the prefill paths (the blocks expanded to
@@ -162,19 +162,20 @@ private slots:
         QVERIFY2(err <= 1e-4f * scale, qPrintable(QString("%1 of %2").arg(err).arg(scale)));
         if (!fp8) {
             // The bytes a pass reads (the benchmarks' figures): blocks as the file holds
-            // them, kv_b_proj and the router decoded to fp32 on the GPU; the CPU reads
-            // every matrix as the file holds it.
+            // them, the router decoded to fp32 on the GPU; the CPU reads every matrix as
+            // the file holds it.
             const cetus::Model& m = gpu->model();
             int blocks = 0, decoded = 0;
             for (const cetus::LayerWeights& l : m.layers()) {
-                for (const cetus::Matrix* w : {&l.attn.kv_b_proj, &l.moe.gate}) {
-                    if (!w->data || w->dtype != cetus::Dtype::Ggml) continue;
-                    QCOMPARE(gpu->backend().weight_read_bytes(*w), uint64_t(4 * w->n_elements()));
-                    QCOMPARE(cpu->backend().weight_read_bytes(*w), w->n_bytes());
+                const cetus::Matrix& router = l.moe.gate;
+                if (router.data && router.dtype == cetus::Dtype::Ggml) {
+                    QCOMPARE(gpu->backend().weight_read_bytes(router), uint64_t(4 * router.n_elements()));
+                    QCOMPARE(cpu->backend().weight_read_bytes(router), router.n_bytes());
                     ++decoded;
                 }
-                if (l.attn.o_proj.dtype == cetus::Dtype::Ggml) {
-                    QCOMPARE(gpu->backend().weight_read_bytes(l.attn.o_proj), l.attn.o_proj.n_bytes());
+                for (const cetus::Matrix* w : {&l.attn.o_proj, &l.attn.kv_b_proj}) {
+                    if (w->dtype != cetus::Dtype::Ggml) continue;
+                    QCOMPARE(gpu->backend().weight_read_bytes(*w), w->n_bytes());
                     ++blocks;
                 }
             }

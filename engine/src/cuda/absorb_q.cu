@@ -7,6 +7,9 @@
 // The block's 128 columns of W_UK_h are staged in shared memory 64 rows at a
 // time with asynchronous 16-byte copies all in flight at once (a column walk in
 // global memory waits for one load per row), then read in the same j order.
+// GGUF blocks (a GGUF file's attn_kv_b) are staged decoded: each thread decodes
+// 32-value chunks of the rows (device_math.cuh's ggml_chunk, the engine's values
+// exactly) into an fp32 tile, which is then read as an fp32 weight's.
 #include "cuda_util.h"
 #include "device_math.cuh"
 #include "pdl.cuh"
@@ -42,7 +45,8 @@ __global__ void __launch_bounds__(k_absorb_threads)
             return;
         }
     }
-    constexpr int kBytes = k_elem_bytes<DT>;
+    constexpr bool kGgml = DT == DeviceDtype::Ggml;
+    constexpr int kBytes = kGgml ? 4 : k_elem_bytes<DT>;  // (GGUF blocks staged as fp32)
     constexpr int kRowBytes = k_absorb_threads * kBytes;  // one staged row: the block's columns
     __shared__ uint4 tile[k_absorb_rows * kRowBytes / 16];
     __shared__ float q_nope[k_absorb_tokens * k_absorb_max_nope];  // [k_absorb_tokens, d_n]
@@ -60,22 +64,49 @@ __global__ void __launch_bounds__(k_absorb_threads)
         // Asynchronous 16-byte copies straight into shared memory (cp.async), all in
         // flight together; a piece starting at or past cols is zero-filled instead
         // (one starting below cols lies inside the row's padded length ld).
-        constexpr int kPerRow = kRowBytes / 16;
-        for (int i = threadIdx.x; i < rows * kPerRow; i += k_absorb_threads) {
-            const int r = i / kPerRow;
-            const int64_t col = c0 + int64_t(i % kPerRow) * (16 / kBytes);
-            const bool inside = col < kv_b.cols;
-            const char* src = inside ? base + ((row0 + j0 + r) * kv_b.ld + col) * kBytes : base;
-            __pipeline_memcpy_async(&tile[i], src, 16, inside ? 0 : 16);
+        if constexpr (kGgml) {
+            // rows x 4 chunks of 32 values; a chunk at or past cols is zeros (cols is
+            // whole blocks, so whole chunks). A warp's lanes write 8 rows' chunks at
+            // once, each 128 bytes, so the same 16-byte piece of every chunk would fall
+            // in the same four banks: piece v of a row-r chunk is stored at piece
+            // v ^ (r & 7) (read back so below), four lanes a bank group instead of 32.
+            constexpr int kChunks = k_absorb_threads / 32;
+            float* tile_f = reinterpret_cast<float*>(tile);
+            for (int i = threadIdx.x; i < rows * kChunks; i += k_absorb_threads) {
+                const int r = i / kChunks, k = i % kChunks;
+                const int64_t col = c0 + 32 * k;
+                float y[32];
+                if (col < kv_b.cols) {
+                    ggml_chunk(kv_b, ggml_row(kv_b, row0 + j0 + r), col / 32, y);
+                } else {
+#pragma unroll
+                    for (int v = 0; v < 32; ++v) y[v] = 0.0f;
+                }
+                float4* o = reinterpret_cast<float4*>(tile_f + r * k_absorb_threads + 32 * k);
+#pragma unroll
+                for (int v = 0; v < 8; ++v)
+                    o[v ^ (r & 7)] = make_float4(y[4 * v], y[4 * v + 1], y[4 * v + 2], y[4 * v + 3]);
+            }
+        } else {
+            constexpr int kPerRow = kRowBytes / 16;
+            for (int i = threadIdx.x; i < rows * kPerRow; i += k_absorb_threads) {
+                const int r = i / kPerRow;
+                const int64_t col = c0 + int64_t(i % kPerRow) * (16 / kBytes);
+                const bool inside = col < kv_b.cols;
+                const char* src = inside ? base + ((row0 + j0 + r) * kv_b.ld + col) * kBytes : base;
+                __pipeline_memcpy_async(&tile[i], src, 16, inside ? 0 : 16);
+            }
+            __pipeline_commit();
+            __pipeline_wait_prior(0);
         }
-        __pipeline_commit();
-        __pipeline_wait_prior(0);
         __syncthreads();
         if (c >= m.d_c) continue;
         for (int r = 0; r < rows; ++r) {
-            const unsigned char* e = tile_bytes + r * kRowBytes + threadIdx.x * kBytes;
+            int at = threadIdx.x;  // this thread's column in the staged row
+            if constexpr (kGgml) at ^= (r & 7) << 2;  // (the pieces' swizzle)
+            const unsigned char* e = tile_bytes + r * kRowBytes + at * kBytes;
             float w;
-            if constexpr (DT == DeviceDtype::F32) {
+            if constexpr (DT == DeviceDtype::F32 || kGgml) {
                 w = *reinterpret_cast<const float*>(e);
             } else if constexpr (DT == DeviceDtype::BF16) {
                 w = bf16_bits_to_f32(*reinterpret_cast<const uint16_t*>(e));
@@ -119,8 +150,10 @@ void launch_absorb(const DeviceMatrix& kv_b, const float* q, int64_t n, const Ml
         launch_pdl(absorb_q_kernel<DeviceDtype::F8_E4M3, kLatent>, grid, k_absorb_threads, 0, s, kv_b, q, n, m,
                    q_abs, latent);
         break;
-    case DeviceDtype::Ggml:  // (upload_weights decodes a GGUF kv_b to fp32)
-        throw Error(ErrorCode::Device, "query absorption: kv_b_proj in GGUF blocks (internal error)");
+    case DeviceDtype::Ggml:
+        launch_pdl(absorb_q_kernel<DeviceDtype::Ggml, kLatent>, grid, k_absorb_threads, 0, s, kv_b, q, n, m, q_abs,
+                   latent);
+        break;
     }
     CETUS_CUDA_LAUNCHED("absorb_q_kernel");
 }

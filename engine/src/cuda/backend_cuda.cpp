@@ -110,17 +110,19 @@ DeviceInfo query_device(int device) {
 
 // Widest input and largest FP8 matrix among the products that may take cuBLAS
 // (everything but the experts, the router and the embeddings' gathers), and the
-// bf16 scratch GGUF matrices take: whole, or k_ggml_slice_elems at a time.
+// bf16 scratch GGUF matrices take: whole (kv_b_proj, or a small matrix), or
+// k_ggml_slice_elems at a time.
 struct GemmExtent {
     static constexpr size_t k_ggml_slice_elems = size_t(16) << 20;  // 32 MiB of bf16
     int64_t max_cols = 0;
     size_t expand_elems = 0;
-    void add(const Matrix& m) {
+    // whole: a matrix Gemm expands whole (kv_b_proj, whose heads are strided batches).
+    void add(const Matrix& m, bool whole = false) {
         max_cols = std::max(max_cols, m.cols);
         if (m.dtype == Dtype::F8_E4M3) expand_elems = std::max(expand_elems, size_t(m.rows * round_up(m.cols, 16)));
         if (m.dtype == Dtype::Ggml) {
-            const size_t row = size_t(round_up(m.cols, 8));
-            expand_elems = std::max(expand_elems, std::min(size_t(m.rows) * row, std::max(k_ggml_slice_elems, row)));
+            const size_t row = size_t(round_up(m.cols, 8)), all = size_t(m.rows) * row;
+            expand_elems = std::max(expand_elems, whole ? all : std::min(all, std::max(k_ggml_slice_elems, row)));
         }
     }
     void add(const MlpWeights& w) {
@@ -137,7 +139,7 @@ struct GemmExtent {
             add(a.q_proj);
         }
         add(a.kv_a_proj_with_mqa);
-        add(a.kv_b_proj);
+        add(a.kv_b_proj, true);
         add(a.o_proj);
         if (!lw.is_moe) add(lw.mlp);
         else if (lw.moe.has_shared) add(lw.moe.shared);

@@ -116,21 +116,10 @@ public:
 
     // A GGUF matrix's rows of blocks, as they are, rows padded to 16 bytes.
     DeviceMatrix ggml_blocks(const Matrix& m) {
-        DeviceMatrix d;
-        d.dtype = DeviceDtype::Ggml;
-        d.rows = m.rows;
-        d.cols = m.cols;
-        d.ggml_type = m.ggml_type;
-        const int64_t row = ggml_bytes_per_row(m);
-        int values = 0, bytes = 0;
-        ggml_block_shape(m.ggml_type, values, bytes);
-        d.ggml_values = values;
-        d.ggml_bytes = bytes;
-        d.ld = (row + 15) / 16 * 16;
-        char* p = m_carver.take<char>(size_t(m.rows) * size_t(d.ld));
-        d.data = p;
-        m_jobs.push_back({p, size_t(d.ld), m.data, size_t(row), size_t(m.rows), false});
-        return d;
+        const int64_t row = ggml_bytes_per_row(m), ld = (row + 15) / 16 * 16;
+        char* p = m_carver.take<char>(size_t(m.rows) * size_t(ld));
+        m_jobs.push_back({p, size_t(ld), m.data, size_t(row), size_t(m.rows), false});
+        return ggml_device_matrix(m.ggml_type, m.rows, m.cols, p, ld);
     }
     // Bytes of one of m's rows of blocks; throws for a type the device cannot decode.
     static int64_t ggml_bytes_per_row(const Matrix& m) {
@@ -159,7 +148,7 @@ public:
         }
         d.kv_a = matrix(a.kv_a_proj_with_mqa);
         d.kv_a_norm = vector(a.kv_a_layernorm);
-        d.kv_b = matrix(a.kv_b_proj, false);  // (the absorption kernels read no blocks)
+        d.kv_b = matrix(a.kv_b_proj);
         d.o = matrix(a.o_proj);
         d.is_moe = lw.is_moe;
         if (!lw.is_moe) {
@@ -167,7 +156,7 @@ public:
             return d;
         }
         const MoeWeights& m = lw.moe;
-        d.router = matrix(m.gate, false);  // (nor does the fused router)
+        d.router = matrix(m.gate, false);  // (the fused router reads no blocks)
         d.bias = vector(m.e_score_correction_bias);
         const size_t E = m.experts.size();
         std::vector<DeviceMatrix> table(3 * E);  // gate [E], up [E], down [E]

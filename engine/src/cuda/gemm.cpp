@@ -52,8 +52,15 @@ Gemm::~Gemm() {
     if (m_handle) cublasDestroy(m_handle);
 }
 
-const uint16_t* Gemm::weights_bf16(const DeviceMatrix& w) {
+const uint16_t* Gemm::weights_bf16(const DeviceMatrix& w, int64_t& ld) {
+    ld = w.ld;
     if (w.dtype == DeviceDtype::BF16) return static_cast<const uint16_t*>(w.data);
+    if (w.dtype == DeviceDtype::Ggml) {
+        ld = ggml_bf16_ld(w);
+        if (size_t(w.rows * ld) > m_scratch.weight_elems) scratch_overflow("GGUF expansion");
+        launch_ggml_matrix_to_bf16(w, m_scratch.weight_bf16, m_stream);
+        return m_scratch.weight_bf16;
+    }
     if (w.dtype != DeviceDtype::F8_E4M3) throw Error(ErrorCode::Device, "gemm: no bf16 form of the weight (internal error)");
     if (size_t(w.rows * w.ld) > m_scratch.weight_elems) scratch_overflow("FP8 expansion");
     launch_dequant_fp8(w, m_scratch.weight_bf16, m_stream);
@@ -110,9 +117,10 @@ void Gemm::matmul(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n,
         }
         return;
     }
-    const uint16_t* wb = weights_bf16(w);
+    int64_t ldw = 0;
+    const uint16_t* wb = weights_bf16(w, ldw);
     CETUS_CUBLAS(cublasGemmEx(m_handle, CUBLAS_OP_T, CUBLAS_OP_N, int(w.rows), int(n), int(w.cols), &one, wb,
-                              CUDA_R_16BF, int(w.ld), xb, CUDA_R_16BF, int(ldb), &zero, y, CUDA_R_32F, int(ldy),
+                              CUDA_R_16BF, int(ldw), xb, CUDA_R_16BF, int(ldb), &zero, y, CUDA_R_32F, int(ldy),
                               CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
@@ -160,18 +168,20 @@ void Gemm::absorb_q(const DeviceMatrix& kv_b, const float* q, int64_t n, const M
         return;
     }
     const float one = 1.0f, zero = 0.0f;
-    const int64_t d_qk = m.d_n + m.d_r, stride_w = (m.d_n + m.d_v) * kv_b.ld;
+    const int64_t d_qk = m.d_n + m.d_r;
     if (kv_b.dtype == DeviceDtype::F32) {
         CETUS_CUBLAS(cublasSgemmStridedBatched(
             m_handle, CUBLAS_OP_N, CUBLAS_OP_N, int(m.d_c), int(n), int(m.d_n), &one,
-            static_cast<const float*>(kv_b.data), int(kv_b.ld), stride_w, q, int(m.n_h * d_qk), d_qk, &zero, q_abs,
-            int(m.n_h * m.d_c), m.d_c, int(m.n_h)));
+            static_cast<const float*>(kv_b.data), int(kv_b.ld), (m.d_n + m.d_v) * kv_b.ld, q, int(m.n_h * d_qk), d_qk,
+            &zero, q_abs, int(m.n_h * m.d_c), m.d_c, int(m.n_h)));
         return;
     }
     const uint16_t* qb = activations_bf16(q, m.n_h * d_qk, n, m.n_h * d_qk, m.n_h * d_qk);
-    const uint16_t* wb = weights_bf16(kv_b);
+    int64_t ldw = 0;
+    const uint16_t* wb = weights_bf16(kv_b, ldw);
+    const int64_t stride_w = (m.d_n + m.d_v) * ldw;
     CETUS_CUBLAS(cublasGemmStridedBatchedEx(m_handle, CUBLAS_OP_N, CUBLAS_OP_N, int(m.d_c), int(n), int(m.d_n), &one,
-                                            wb, CUDA_R_16BF, int(kv_b.ld), stride_w, qb, CUDA_R_16BF,
+                                            wb, CUDA_R_16BF, int(ldw), stride_w, qb, CUDA_R_16BF,
                                             int(m.n_h * d_qk), d_qk, &zero, q_abs, CUDA_R_32F, int(m.n_h * m.d_c),
                                             m.d_c, int(m.n_h), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
@@ -185,18 +195,19 @@ void Gemm::absorb_v(const DeviceMatrix& kv_b, const float* ctx, int64_t n, const
         return;
     }
     const float one = 1.0f, zero = 0.0f;
-    const int64_t stride_w = (m.d_n + m.d_v) * kv_b.ld, first_v = m.d_n * kv_b.ld;
     if (kv_b.dtype == DeviceDtype::F32) {
         CETUS_CUBLAS(cublasSgemmStridedBatched(
             m_handle, CUBLAS_OP_T, CUBLAS_OP_N, int(m.d_v), int(n), int(m.d_c), &one,
-            static_cast<const float*>(kv_b.data) + first_v, int(kv_b.ld), stride_w, ctx, int(m.n_h * m.d_c), m.d_c,
-            &zero, o, int(m.n_h * m.d_v), m.d_v, int(m.n_h)));
+            static_cast<const float*>(kv_b.data) + m.d_n * kv_b.ld, int(kv_b.ld), (m.d_n + m.d_v) * kv_b.ld, ctx,
+            int(m.n_h * m.d_c), m.d_c, &zero, o, int(m.n_h * m.d_v), m.d_v, int(m.n_h)));
         return;
     }
     const uint16_t* cb = activations_bf16(ctx, m.n_h * m.d_c, n, m.n_h * m.d_c, m.n_h * m.d_c);
-    const uint16_t* wb = weights_bf16(kv_b);
+    int64_t ldw = 0;
+    const uint16_t* wb = weights_bf16(kv_b, ldw);
+    const int64_t stride_w = (m.d_n + m.d_v) * ldw, first_v = m.d_n * ldw;
     CETUS_CUBLAS(cublasGemmStridedBatchedEx(m_handle, CUBLAS_OP_T, CUBLAS_OP_N, int(m.d_v), int(n), int(m.d_c), &one,
-                                            wb + first_v, CUDA_R_16BF, int(kv_b.ld), stride_w, cb, CUDA_R_16BF,
+                                            wb + first_v, CUDA_R_16BF, int(ldw), stride_w, cb, CUDA_R_16BF,
                                             int(m.n_h * m.d_c), m.d_c, &zero, o, CUDA_R_32F, int(m.n_h * m.d_v),
                                             m.d_v, int(m.n_h), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
@@ -325,7 +336,8 @@ void Gemm::mla_prefill_expanded(const DeviceMatrix& kv_b, const float* q, const 
     const int64_t heads_per_group =
         std::min<int64_t>(m.n_h, int64_t(m_scratch.expanded_bytes) / (rows * d_u * u_size));
     if (heads_per_group < 1) scratch_overflow("expanded key");
-    const uint16_t* wb = weights_bf16(kv_b);
+    int64_t ldw = 0;
+    const uint16_t* wb = weights_bf16(kv_b, ldw);
     float* scores = m_scratch.attn_scores;
     const float one = 1.0f, zero = 0.0f;
     const int64_t tq = std::min({n, budget / ld_max, k_expanded_query_block});
@@ -356,7 +368,7 @@ void Gemm::mla_prefill_expanded(const DeviceMatrix& kv_b, const float* q, const 
         for (const uint16_t* part : {lat_hi, lat_lo}) {
             if (!part) break;
             CETUS_CUBLAS(cublasGemmEx(m_handle, CUBLAS_OP_T, CUBLAS_OP_N, int(ldu), int(rows), int(m.d_c), &one,
-                                      wb + h0 * d_u * kv_b.ld, CUDA_R_16BF, int(kv_b.ld), part, CUDA_R_16BF,
+                                      wb + h0 * d_u * ldw, CUDA_R_16BF, int(ldw), part, CUDA_R_16BF,
                                       int(ld_lat), part == lat_hi ? &zero : &one, m_scratch.expanded, t_op, int(ldu),
                                       CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
         }

@@ -124,9 +124,10 @@ public:
     bool small(int64_t n) const { return m_exact || n <= k_max_small_tokens; }
 
 private:
-    // W as bf16 for cuBLAS: the matrix itself, or its FP8 values expanded into scratch.
-    // (matmul expands GGUF blocks itself, a slice of rows at a time.)
-    const uint16_t* weights_bf16(const DeviceMatrix& w);
+    // W as bf16 for cuBLAS, rows ld elements apart: the matrix itself, or its FP8
+    // values or GGUF blocks (kv_b_proj; matmul expands a GGUF weight itself, a slice
+    // of rows at a time) expanded into scratch.
+    const uint16_t* weights_bf16(const DeviceMatrix& w, int64_t& ld);
     // x [n, cols] (row stride ldx) rounded to bf16 into scratch with row stride ldo.
     const uint16_t* activations_bf16(const float* x, int64_t ldx, int64_t n, int64_t cols, int64_t ldo);
 

@@ -69,23 +69,14 @@ __global__ void ggml_decode_kernel(GgmlDecodeArgs<T> a) {
 }
 
 template <class T>
-void launch_decode(uint32_t type, const void* src, int64_t src_ld, int64_t rows, int64_t cols, T* out, int64_t ld_out,
-                   cudaStream_t s) {
+void launch_decode(const DeviceMatrix& w, T* out, int64_t ld_out, cudaStream_t s) {
+    if (w.dtype != DeviceDtype::Ggml || w.ggml_values == 0 || w.rows <= 0) return;
     GgmlDecodeArgs<T> a{};
-    int values = 0, bytes = 0;
-    if (!ggml_blocks::block_shape(type, values, bytes) || rows <= 0 || cols % values != 0) return;
-    a.w.dtype = DeviceDtype::Ggml;
-    a.w.rows = rows;
-    a.w.cols = cols;
-    a.w.ld = src_ld;
-    a.w.data = src;
-    a.w.ggml_type = type;
-    a.w.ggml_values = values;
-    a.w.ggml_bytes = bytes;
+    a.w = w;
     a.out = out;
     a.ld_out = ld_out;
     a.vec = (reinterpret_cast<uintptr_t>(out) | uintptr_t(ld_out) * sizeof(T)) % 16 == 0;
-    const int64_t total = rows * (cols / 32);
+    const int64_t total = w.rows * (w.cols / 32);
     const unsigned blocks = unsigned(std::min<int64_t>((total + 255) / 256, 65536));
     ggml_decode_kernel<T><<<blocks, 256, 0, s>>>(a);
     CETUS_CUDA_LAUNCHED("ggml_decode_kernel");
@@ -93,26 +84,40 @@ void launch_decode(uint32_t type, const void* src, int64_t src_ld, int64_t rows,
 
 }  // namespace
 
-bool ggml_block_shape(uint32_t type, int& values, int& bytes) { return ggml_blocks::block_shape(type, values, bytes); }
-
 int64_t ggml_row_bytes(uint32_t type, int64_t cols) {
     int values = 0, bytes = 0;
     if (!ggml_blocks::block_shape(type, values, bytes) || cols % values != 0) return 0;
     return cols / values * bytes;
 }
 
+DeviceMatrix ggml_device_matrix(uint32_t type, int64_t rows, int64_t cols, const void* data, int64_t ld) {
+    DeviceMatrix w;
+    w.dtype = DeviceDtype::Ggml;
+    w.rows = rows;
+    w.cols = cols;
+    w.ld = ld;
+    w.data = data;
+    w.ggml_type = type;
+    int values = 0, bytes = 0;
+    if (ggml_blocks::block_shape(type, values, bytes) && cols % values == 0) {
+        w.ggml_values = values;
+        w.ggml_bytes = bytes;
+    }
+    return w;
+}
+
 void launch_ggml_to_bf16(uint32_t type, const void* src, int64_t src_ld, int64_t rows, int64_t cols, uint16_t* out,
                          int64_t ld_out, cudaStream_t s) {
-    launch_decode(type, src, src_ld, rows, cols, out, ld_out, s);
+    launch_decode(ggml_device_matrix(type, rows, cols, src, src_ld), out, ld_out, s);
 }
 
 void launch_ggml_to_f32(uint32_t type, const void* src, int64_t src_ld, int64_t rows, int64_t cols, float* out,
                         int64_t ld_out, cudaStream_t s) {
-    launch_decode(type, src, src_ld, rows, cols, out, ld_out, s);
+    launch_decode(ggml_device_matrix(type, rows, cols, src, src_ld), out, ld_out, s);
 }
 
 void launch_ggml_matrix_to_bf16(const DeviceMatrix& w, uint16_t* out, cudaStream_t s) {
-    launch_decode(w.ggml_type, w.data, w.ld, w.rows, w.cols, out, (w.cols + 7) / 8 * 8, s);
+    launch_decode(w, out, ggml_bf16_ld(w), s);
 }
 
 }  // namespace cetus::cuda

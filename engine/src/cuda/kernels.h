@@ -129,8 +129,6 @@ void launch_dequant_fp8(const DeviceMatrix& w, uint16_t* out, cudaStream_t s);
 // Bytes of one row of `cols` values of a ggml block type (ggml_blocks.h's shapes), or 0
 // for a type without a decoder or a row that is not whole blocks.
 int64_t ggml_row_bytes(uint32_t type, int64_t cols);
-// Values and bytes per block of a ggml block type; false for a type without a decoder.
-bool ggml_block_shape(uint32_t type, int& values, int& bytes);
 // rows x cols values of a ggml block type, its rows src_ld bytes apart at src (device
 // memory), written as bf16 (the engine's decoders, rounded to nearest even) or as
 // fp32 (exact) to out, rows ld_out elements apart.
@@ -138,7 +136,14 @@ void launch_ggml_to_bf16(uint32_t type, const void* src, int64_t src_ld, int64_t
                          int64_t ld_out, cudaStream_t s);
 void launch_ggml_to_f32(uint32_t type, const void* src, int64_t src_ld, int64_t rows, int64_t cols, float* out,
                         int64_t ld_out, cudaStream_t s);
-// A Ggml matrix as bf16, rows w.cols rounded up to 8 elements apart (Gemm's cuBLAS path).
+// A Ggml matrix over rows of type's blocks at data (device memory), ld bytes apart;
+// its block shape left 0 (so nothing decodes it) for a type without a decoder or
+// cols not whole blocks.
+DeviceMatrix ggml_device_matrix(uint32_t type, int64_t rows, int64_t cols, const void* data, int64_t ld);
+// The row stride, in elements, of a Ggml matrix expanded to bf16: cols rounded up to
+// 8, so every row starts 16-byte aligned (the tensor cores' operands).
+inline int64_t ggml_bf16_ld(const DeviceMatrix& w) { return (w.cols + 7) / 8 * 8; }
+// A Ggml matrix as bf16, rows ggml_bf16_ld(w) elements apart (Gemm's cuBLAS path).
 void launch_ggml_matrix_to_bf16(const DeviceMatrix& w, uint16_t* out, cudaStream_t s);
 
 // ---- absorbed multi-head latent attention: absorb_q.cu, mla_attention.cu ----
