@@ -220,6 +220,137 @@ __device__ __forceinline__ void chunk_q5_0_wide(const std::byte* b, float (&y)[3
     }
 }
 
+// Q4_0 (d, 16 bytes of nibbles; 18-byte blocks): chunk_q4_0's values from 5 word loads
+// instead of 17 byte loads (code - 8 exactly, as the host's int arithmetic gives it).
+__device__ __forceinline__ void chunk_q4_0_wide(const std::byte* b, float (&y)[32]) {
+    uint32_t w[5];
+    load_bytes(b, 18, w);
+    const float d = half_to_f32(w[0] & 0xFFFFu);
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+        const uint32_t q = byte_of(w, 2 + j);
+        y[j] = small_uint_to_f32(q & 0xFu, 8.0f) * d;
+        y[j + 16] = small_uint_to_f32(q >> 4, 8.0f) * d;
+    }
+}
+
+// Q4_1 (d, m, 16 bytes of nibbles; 20-byte blocks): chunk_q4_1's values from 5 word loads.
+__device__ __forceinline__ void chunk_q4_1_wide(const std::byte* b, float (&y)[32]) {
+    uint32_t w[5];
+    load_bytes(b, 20, w);
+    const float d = half_to_f32(w[0] & 0xFFFFu), m = half_to_f32(w[0] >> 16);
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+        const uint32_t q = byte_of(w, 4 + j);
+        y[j] = ggml_blocks::mul_add(small_uint_to_f32(q & 0xFu), d, m);
+        y[j + 16] = ggml_blocks::mul_add(small_uint_to_f32(q >> 4), d, m);
+    }
+}
+
+// Q5_1 (d, m, 32 fifth bits, 16 bytes of nibbles; 24-byte blocks): chunk_q5_1's values
+// from 6 word loads.
+__device__ __forceinline__ void chunk_q5_1_wide(const std::byte* b, float (&y)[32]) {
+    uint32_t w[6];
+    load_bytes(b, 24, w);
+    const float d = half_to_f32(w[0] & 0xFFFFu), m = half_to_f32(w[0] >> 16);
+    const uint32_t qh = w[1];
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+        const uint32_t q = byte_of(w, 8 + j);
+        y[j] = ggml_blocks::mul_add(small_uint_to_f32((q & 0xFu) | (((qh >> j) & 1u) << 4)), d, m);
+        y[j + 16] = ggml_blocks::mul_add(small_uint_to_f32((q >> 4) | (((qh >> (j + 16)) & 1u) << 4)), d, m);
+    }
+}
+
+// Q2_K (scales[16], qs[64], d, dmin; 84-byte blocks, 4-byte aligned): chunk_q2_k's
+// values from 8 word loads of codes, one of d and dmin and a 2-byte load of the two
+// runs' scales, instead of about 36 byte loads.
+__device__ __forceinline__ void chunk_q2_k_wide(const std::byte* b, int k, float (&y)[32]) {
+    const int n = k / 4, shift = 2 * (k % 4);
+    uint32_t q[8];
+    load_bytes(b + 16 + 32 * n, 32, q);
+    const uint32_t sc = load2(b + 8 * n + 2 * (k % 4));
+    uint32_t dm[1];
+    load_bytes(b + 80, 4, dm);
+    const float d = half_to_f32(dm[0] & 0xFFFFu), dmin = half_to_f32(dm[0] >> 16);
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+        const uint32_t s = (sc >> (8 * half)) & 0xFFu;
+        const float dl = d * small_uint_to_f32(s & 0xFu), ml = dmin * small_uint_to_f32(s >> 4);
+#pragma unroll
+        for (int l = 0; l < 16; ++l)
+            y[16 * half + l] =
+                ggml_blocks::mul_sub(dl, small_uint_to_f32((byte_of(q, 16 * half + l) >> shift) & 3u), ml);
+    }
+}
+
+// Q3_K (hmask[32], qs[64], scales[12], d; 110-byte blocks, 2-byte aligned):
+// chunk_q3_k's values from 8 word loads of third bits, 8 of codes, 3 of scales and a
+// 2-byte load of d, instead of about 70 byte loads. A code less 4 where its third bit
+// is clear: (code | third bit << 2) - 4, exactly.
+__device__ __forceinline__ void chunk_q3_k_wide(const std::byte* b, int k, float (&y)[32]) {
+    const int n = k / 4, r = k % 4, shift = 2 * r, bit = 4 * n + r;
+    uint32_t hm[8], q[8], sw[3];
+    load_bytes(b, 32, hm);
+    load_bytes(b + 32 + 32 * n, 32, q);
+    load_bytes(b + 96, 12, sw);
+    const float d_all = half_to_f32(load2(b + 108));
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+        // Scale j (ggml_blocks::q3_k_scale); j is known at run time only, so its bytes
+        // are picked from the words by shifts (an array indexed at run time would live
+        // in local memory).
+        const int j = 8 * n + 2 * r + half;
+        const uint32_t b_lo = ((j % 8 < 4 ? sw[0] : sw[1]) >> (8 * (j % 4))) & 0xFFu;
+        const uint32_t lo = j < 8 ? (b_lo & 0xFu) : (b_lo >> 4);
+        const uint32_t hi = (sw[2] >> (8 * (j % 4) + 2 * (j / 4))) & 3u;
+        const float dl = d_all * small_uint_to_f32(lo | (hi << 4), 32.0f);
+#pragma unroll
+        for (int l = 0; l < 16; ++l) {
+            const int idx = l + 16 * half;
+            const uint32_t code = ((byte_of(q, idx) >> shift) & 3u) | (((byte_of(hm, idx) >> bit) & 1u) << 2);
+            y[idx] = dl * small_uint_to_f32(code, 4.0f);
+        }
+    }
+}
+
+// IQ4_NL and IQ4_XS: ggml_blocks::iq4_value's table as int8 in four words, an index's
+// entry picked by a byte permute (where a local array indexed at run time would live
+// in local memory), as a float exactly.
+__device__ __forceinline__ float iq4_value_wide(uint32_t i) {
+    // -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113
+    const uint32_t lo = i < 8 ? 0xBFAD9881u : 0x26190D01u, hi = i < 8 ? 0xF6EADDCFu : 0x71594535u;
+    return small_uint_to_f32((__byte_perm(lo, hi, i & 7u) & 0xFFu) ^ 0x80u, 128.0f);
+}
+// 16 bytes of indices (words w[at .. at + 3] from byte offset 0) times d: low nibbles first.
+__device__ __forceinline__ void iq4_codes_wide(const uint32_t* w, float d, float (&y)[32]) {
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+        const uint32_t q = (w[j / 4] >> (8 * (j % 4))) & 0xFFu;
+        y[j] = d * iq4_value_wide(q & 0xFu);
+        y[j + 16] = d * iq4_value_wide(q >> 4);
+    }
+}
+
+// IQ4_NL (d, 16 bytes of indices; 18-byte blocks): chunk_iq4_nl's values from 5 word loads.
+__device__ __forceinline__ void chunk_iq4_nl_wide(const std::byte* b, float (&y)[32]) {
+    uint32_t w[5];
+    load_bytes(b + 2, 16, w);
+    iq4_codes_wide(w, half_to_f32(load2(b)), y);
+}
+
+// IQ4_XS (d, scales_h, scales_l[4], qs[128]; 136-byte blocks, 8-byte aligned):
+// chunk_iq4_xs's values from 2 word loads of the head and 4 of the chunk's indices.
+__device__ __forceinline__ void chunk_iq4_xs_wide(const std::byte* b, int k, float (&y)[32]) {
+    uint32_t head[2], w[4];
+    load_bytes(b, 8, head);
+    load_bytes(b + 8 + 16 * k, 16, w);
+    const float d = half_to_f32(head[0] & 0xFFFFu);
+    const uint32_t scales_h = head[0] >> 16;
+    const uint32_t ls = ((head[1] >> (8 * (k / 2) + 4 * (k % 2))) & 0xFu) | (((scales_h >> (2 * k)) & 3u) << 4);
+    iq4_codes_wide(w, d * small_uint_to_f32(ls, 32.0f), y);
+}
+
 // Q6_K (ql[128], qh[64], scales[16], d; 210-byte blocks): chunk_q6_k's values from 18
 // word loads and two 2-byte loads instead of 68 byte loads.
 __device__ __forceinline__ void chunk_q6_k_wide(const std::byte* b, int k, float (&y)[32]) {
@@ -297,11 +428,12 @@ __device__ __forceinline__ void chunk_q5_k_wide(const std::byte* b, int k, float
     }
 }
 
-// Values [32 c, 32 c + 32) of a row of GGUF blocks (DeviceDtype::Ggml), decoded by
-// ggml_blocks::decode_chunk (the values ggml_dequantize gives the CPU; the types of
-// llama.cpp's Q4_K_M and Q5_K_M files through the *_wide versions above: the same
-// bits from fewer, wider loads). wrow: the row's first byte. Blocks hold 32 or 256 values, so a
-// chunk never straddles two.
+// Values [32 c, 32 c + 32) of a row of GGUF blocks (DeviceDtype::Ggml): the values
+// ggml_blocks::decode_chunk gives (those ggml_dequantize gives the CPU), every type
+// through its *_wide version above, the same bits from fewer, wider loads. The byte
+// decoders are not compiled in: their arrays indexed at run time gave every kernel
+// with this path a stack frame, and more registers. wrow: the row's first byte.
+// Blocks hold 32 or 256 values, so a chunk never straddles two.
 __device__ __forceinline__ void ggml_chunk(const DeviceMatrix& w, const std::byte* wrow, int64_t c, float (&y)[32]) {
     const int shift = w.ggml_values == 256 ? 3 : 0;  // chunks per block: 8 or 1
     const std::byte* block = wrow + (c >> shift) * w.ggml_bytes;
@@ -312,7 +444,16 @@ __device__ __forceinline__ void ggml_chunk(const DeviceMatrix& w, const std::byt
     case ggml_blocks::k_type_q6_k: chunk_q6_k_wide(block, k, y); break;
     case ggml_blocks::k_type_q5_0: chunk_q5_0_wide(block, y); break;
     case ggml_blocks::k_type_q8_0: chunk_q8_0_wide(block, y); break;
-    default: ggml_blocks::decode_chunk(w.ggml_type, block, k, y);
+    case ggml_blocks::k_type_q4_0: chunk_q4_0_wide(block, y); break;
+    case ggml_blocks::k_type_q4_1: chunk_q4_1_wide(block, y); break;
+    case ggml_blocks::k_type_q5_1: chunk_q5_1_wide(block, y); break;
+    case ggml_blocks::k_type_q2_k: chunk_q2_k_wide(block, k, y); break;
+    case ggml_blocks::k_type_q3_k: chunk_q3_k_wide(block, k, y); break;
+    case ggml_blocks::k_type_iq4_nl: chunk_iq4_nl_wide(block, y); break;
+    case ggml_blocks::k_type_iq4_xs: chunk_iq4_xs_wide(block, k, y); break;
+    default:  // not a block type (device_weights uploads none such): NaN, loudly wrong
+#pragma unroll
+        for (int l = 0; l < 32; ++l) y[l] = __int_as_float(0x7FC00000);
     }
 }
 

@@ -246,6 +246,20 @@ void __stcg(T* p, T v) {
     *p = v;
 }
 
+// Byte permute (PRMT, default mode): result byte n is byte (s >> 4 n) & 7 of the eight
+// bytes of x (0 .. 3) and y (4 .. 7); a selector nibble's top bit (sign replication)
+// is refused, as nothing here uses it.
+inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
+    const uint64_t in = uint64_t(y) << 32 | x;
+    unsigned r = 0;
+    for (int n = 0; n < 4; ++n) {
+        const unsigned sel = (s >> (4 * n)) & 0xFu;
+        if (sel & 8u) __builtin_trap();
+        r |= unsigned((in >> (8 * sel)) & 0xFFu) << (8 * n);
+    }
+    return r;
+}
+
 // Fast-math intrinsics: the accurate functions (the GPU's are within a few ulp).
 inline float __expf(float x) { return std::exp(x); }
 inline float __logf(float x) { return std::log(x); }
