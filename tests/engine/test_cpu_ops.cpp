@@ -7,6 +7,7 @@
 // blocks; the width leaves a tail past the 8-float vectors.
 #include "cpu/ops.h"
 #include "dtype.h"
+#include "ggml_blocks.h"
 #include "weights.h"
 
 #include <QtTest>
@@ -178,6 +179,62 @@ private slots:
                                          .arg(i % rows)
                                          .arg(double(batch[size_t(i)]), 0, 'g', 9)
                                          .arg(double(single[size_t(i)]), 0, 'g', 9)));
+        }
+    }
+
+    // GGUF block rows against the same values as an F32 matrix, bit for bit, for every
+    // block type (decoded with AVX2 where the machine has it) and batch size: 13 rows
+    // (a whole row block of 8 and a partial one: tiles of 4 rows and of 1) of 1408 or
+    // 1536 values (44 or 6 blocks a row), with random codes and finite scales.
+    void ggmlBlocksEveryTypeAndBatch() {
+        struct Type {
+            uint32_t id;
+            std::vector<int> f16_at;  // the blocks' f16 scale fields: kept finite
+        };
+        namespace gb = cetus::ggml_blocks;
+        const Type types[] = {{gb::k_type_q4_0, {0}},      {gb::k_type_q4_1, {0, 2}},   {gb::k_type_q5_0, {0}},
+                              {gb::k_type_q5_1, {0, 2}},   {gb::k_type_q8_0, {0}},      {gb::k_type_q2_k, {80, 82}},
+                              {gb::k_type_q3_k, {108}},    {gb::k_type_q4_k, {0, 2}},   {gb::k_type_q5_k, {0, 2}},
+                              {gb::k_type_q6_k, {208}},    {gb::k_type_iq4_nl, {0}},    {gb::k_type_iq4_xs, {0}}};
+        std::mt19937 gen(11);
+        std::normal_distribution<float> nd(0.0f, 1.0f);
+        for (const Type& type : types) {
+            int values = 0, bytes = 0;
+            QVERIFY(gb::block_shape(type.id, values, bytes));
+            const int64_t rows = 13, cols = values == 32 ? 1408 : 1536, per_row = cols / values;
+            std::vector<uint8_t> blocks(size_t(rows * per_row * bytes));
+            for (uint8_t& b : blocks) b = uint8_t(gen());
+            for (int64_t i = 0; i < rows * per_row; ++i)
+                for (int at : type.f16_at) {
+                    // sign, exponent 5..20 (2^-10 .. 2^5), any mantissa
+                    const uint16_t h = uint16_t((gen() & 0x8000u) | ((5u + gen() % 16u) << 10) | (gen() & 0x3ffu));
+                    std::memcpy(blocks.data() + i * bytes + at, &h, 2);
+                }
+            cetus::Matrix q;
+            q.dtype = cetus::Dtype::Ggml;
+            q.rows = rows;
+            q.cols = cols;
+            q.data = blocks.data();
+            q.ggml_type = type.id;
+            std::vector<float> wf(size_t(rows * cols));
+            for (int64_t r = 0; r < rows; ++r) q.row_to_f32(r, wf.data() + r * cols);
+            const cetus::Matrix f{cetus::Dtype::F32, rows, cols, wf.data()};
+            std::vector<float> x(size_t(9 * cols));
+            for (float& v : x) v = nd(gen);
+            for (int n : {1, 2, 3, 4, 5, 9}) {
+                std::vector<float> a(size_t(n * rows)), b(size_t(n * rows));
+                cetus::cpu::matmul(x.data(), n, q, a.data());
+                cetus::cpu::matmul(x.data(), n, f, b.data());
+                for (int64_t i = 0; i < n * rows; ++i)
+                    if (std::memcmp(&a[size_t(i)], &b[size_t(i)], 4) != 0)
+                        QFAIL(qPrintable(QStringLiteral("type %1, %2 tokens: token %3 row %4: %5 vs %6")
+                                             .arg(type.id)
+                                             .arg(n)
+                                             .arg(i / rows)
+                                             .arg(i % rows)
+                                             .arg(double(a[size_t(i)]), 0, 'g', 9)
+                                             .arg(double(b[size_t(i)]), 0, 'g', 9)));
+            }
         }
     }
 };
