@@ -322,7 +322,7 @@ __device__ __forceinline__ float iq4_value_wide(uint32_t i) {
     const uint32_t lo = i < 8 ? 0xBFAD9881u : 0x26190D01u, hi = i < 8 ? 0xF6EADDCFu : 0x71594535u;
     return small_uint_to_f32((__byte_perm(lo, hi, i & 7u) & 0xFFu) ^ 0x80u, 128.0f);
 }
-// 16 bytes of indices (words w[at .. at + 3] from byte offset 0) times d: low nibbles first.
+// 16 bytes of indices in w[0 .. 3], as table values times d: the low nibbles first.
 __device__ __forceinline__ void iq4_codes_wide(const uint32_t* w, float d, float (&y)[32]) {
 #pragma unroll
     for (int j = 0; j < 16; ++j) {
