@@ -10,13 +10,17 @@
 # With the default targets it also runs the engine end to end under the same
 # sanitizers (cetus-cli from the asan tree): the conformance fixtures, the
 # CUDA comparison harness with the CPU standing in for the GPU (token choice on
-# the "device" included) and a sampled MTP generation; any report fails.
+# the "device" included) on the tiny model in GGUF blocks (the CPU's AVX2 block
+# decoders under the sanitizers; the fixtures cover BF16 and FP8 weights) and a
+# sampled MTP generation; any report fails.
 # Usage: installer/fuzz.sh [target ...]   (default: every fuzz target)
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 seconds="${FUZZ_SECONDS:-60}"
+start=$SECONDS
+elapsed() { echo "== fuzz.sh: $1 at $((SECONDS - start)) s"; }
 timeout="${FUZZ_TIMEOUT:-60}"
 
 targets=("$@")
@@ -31,6 +35,7 @@ fi
 
 cmake --preset asan
 cmake --build --preset asan --target "${targets[@]}"
+elapsed "fuzz targets built"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/cetus-fuzz.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
@@ -74,6 +79,7 @@ for t in "${targets[@]}"; do
     running=$((running + 1))
 done
 wait
+elapsed "fuzzing done"
 
 failed=()
 for t in "${targets[@]}"; do
@@ -96,12 +102,14 @@ done
 
 if [ "$engine_checks" = 1 ]; then
     cmake --build --preset asan --target cetus-cli
+    elapsed "sanitized cetus-cli built"
     cli=build-asan/cetus-cli
     run_checked() {  # name, command...: a failed check or any sanitizer report fails the step
-        local name=$1 rc=0
+        local name=$1 rc=0 t0=$SECONDS
         shift
         echo "== sanitized engine: $name"
         "$@" >"$work/engine-$name.log" 2>&1 || rc=$?
+        echo "   ($((SECONDS - t0)) s)"
         grep -E 'checks, [0-9]+ failed|tokens, ' "$work/engine-$name.log" | tail -n 1 || true
         if [ "$rc" -ne 0 ] || grep -qE 'runtime error|AddressSanitizer|LeakSanitizer' "$work/engine-$name.log"; then
             mkdir -p "$findings"
@@ -112,7 +120,7 @@ if [ "$engine_checks" = 1 ]; then
         fi
     }
     run_checked selftest "$cli" selftest
-    run_checked device-path env CETUS_SELFTEST_CUDA_STANDIN=cpu "$cli" selftest --device cuda --compare tiny
+    run_checked device-path env CETUS_SELFTEST_CUDA_STANDIN=cpu "$cli" selftest --device cuda --compare tiny-gguf
     run_checked sampled-mtp "$cli" generate --temperature 0.9 --top-p 0.9 --top-k 40 --min-p 0.02 \
         --repeat-penalty 1.2 --seed 5 --mtp on --draft 3 --prompt "Tell me about the sea."
 fi

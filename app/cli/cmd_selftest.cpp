@@ -14,7 +14,7 @@ namespace cetus::cli {
 void add_selftest_command(CLI::App& app) {
     auto* cmd = app.add_subcommand("selftest", "Run the conformance suite over the golden fixtures");
     struct Opts {
-        std::string device = "cpu", fixtures, only, compare = "small", kv_cache = "f32";
+        std::string device = "cpu", fixtures, only, compare = "small", kv_cache = "f32", modes = "both";
         bool json = false, compare_only = false;
     };
     auto o = std::make_shared<Opts>();
@@ -30,6 +30,11 @@ void add_selftest_command(CLI::App& app) {
     cmd->add_option("--kv-cache", o->kv_cache, "Latent cache of both backends in the comparison: f32 or bf16")
         ->check(CLI::IsMember({"f32", "bf16"}))
         ->capture_default_str();
+    cmd->add_option("--modes", o->modes,
+                    "With --device cuda: the CUDA backend's modes compared: exact (fp32 products), fast (the "
+                    "default mode) or both")
+        ->check(CLI::IsMember({"exact", "fast", "both"}))
+        ->capture_default_str();
     cmd->add_flag("--json", o->json, "JSON output");
     cmd->callback([o] {
         SelftestOptions so;
@@ -39,6 +44,7 @@ void add_selftest_command(CLI::App& app) {
         so.compare = o->compare;
         so.compare_only = o->compare_only;
         so.kv_cache = kv_cache_type_from_name(o->kv_cache);
+        so.modes = o->modes;
         auto results = run_selftest(so);
         int failed = 0;
         nlohmann::json j = nlohmann::json::array();

@@ -769,7 +769,8 @@ void check_first_layer_rows(Runner& r, const std::string& tag, Backend& gpu, con
 // Both backends keep their latent cache in kv (a bf16 cache: each side rounds the
 // rows it writes, so the same bounds hold; a row whose fp32 values straddle a
 // rounding boundary on the two sides differs by one bf16 step in that element).
-void compare_backends(const RandomModelOptions& ro, KvCacheType kv, std::vector<CheckResult>& out) {
+void compare_backends(const RandomModelOptions& ro, KvCacheType kv, const std::string& modes,
+                      std::vector<CheckResult>& out) {
     const std::string name = "cuda-vs-cpu " + ro.preset + (ro.n_layers ? " " + std::to_string(ro.n_layers) + "L" : "") +
                              " " + ro.dtype + (kv == KvCacheType::F32 ? "" : " kv-" + std::string(kv_cache_type_name(kv)));
     Runner r(out, name);
@@ -856,6 +857,7 @@ void compare_backends(const RandomModelOptions& ro, KvCacheType kv, std::vector<
     // own rounding.)
     for (const Mode m : {Mode{"exact", "1", exact_tol, 0.0, false, bf16_cache},
                          Mode{"fast", "0", fast_tol, 0.05, true, false}}) {
+        if (modes != "both" && modes != m.name) continue;
         const std::string tag = std::string(m.name) + ": ";
         try {
             std::unique_ptr<Backend> gpu = compared_backend(*model, cap, kv, m.env, {});
@@ -1127,7 +1129,11 @@ std::vector<CheckResult> run_selftest(const SelftestOptions& o) {
         if (o.compare == "small" || o.compare == "full")
             shapes.insert(shapes.end(), {tiny_gguf, medium, v2_lite, v3_layer});
         if (o.compare == "full") shapes.push_back({"v3-layers", "fp8", 4, 6});
-        for (const auto& s : shapes) compare_backends(s, o.kv_cache, out);
+        if (o.modes != "both" && o.modes != "exact" && o.modes != "fast") {
+            out.push_back({"", "comparison modes", false, 0, 0, "unknown modes '" + o.modes + "' (exact, fast or both)"});
+            return out;
+        }
+        for (const auto& s : shapes) compare_backends(s, o.kv_cache, o.modes, out);
     }
     return out;
 }

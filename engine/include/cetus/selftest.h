@@ -41,6 +41,9 @@ struct SelftestOptions {
     // The latent cache of both backends in the comparison (the fixtures always run
     // with an fp32 cache: their bounds are transformers' fp32 numbers).
     KvCacheType kv_cache = KvCacheType::F32;
+    // The CUDA backend's modes the comparison runs: "exact" (fp32 products), "fast"
+    // (the default mode's bf16 prefill products) or "both".
+    std::string modes = "both";
 };
 
 // Checks and tolerances. Fixtures: logits, hidden states and router weights

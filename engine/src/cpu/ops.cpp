@@ -441,47 +441,20 @@ CETUS_AVX2_INLINE void block_iq4_xs(const std::byte* b, float* y) {
     }
 }
 
-template <int Type> CETUS_AVX2_INLINE void decode(const std::byte* b, float* y) {
-    if constexpr (Type == ggml_blocks::k_type_q4_k)
-        block_q4_k(b, y);
-    else if constexpr (Type == ggml_blocks::k_type_q5_k)
-        block_q5_k(b, y);
-    else if constexpr (Type == ggml_blocks::k_type_q6_k)
-        block_q6_k(b, y);
-    else if constexpr (Type == ggml_blocks::k_type_q8_0)
-        block_q8_0(b, y);
-    else if constexpr (Type == ggml_blocks::k_type_q4_0)
-        block_q4_0(b, y);
-    else if constexpr (Type == ggml_blocks::k_type_q5_0)
-        block_q5_0(b, y);
-    else if constexpr (Type == ggml_blocks::k_type_q4_1)
-        block_q4_1(b, y);
-    else if constexpr (Type == ggml_blocks::k_type_q5_1)
-        block_q5_1(b, y);
-    else if constexpr (Type == ggml_blocks::k_type_q2_k)
-        block_q2_k(b, y);
-    else if constexpr (Type == ggml_blocks::k_type_q3_k)
-        block_q3_k(b, y);
-    else if constexpr (Type == ggml_blocks::k_type_iq4_nl)
-        block_iq4_nl(b, y);
-    else {
-        static_assert(Type == ggml_blocks::k_type_iq4_xs);
-        block_iq4_xs(b, y);
-    }
-}
 // noipa: GCC 12's pure-const pass takes an address that ivopts rebuilt from two of
 // the block's pointers (base b - 4 b) for a null dereference, finds the rest of the
 // loop unreachable and so the function pure, and its callers then drop the call
 // (the Q2_K rows came out as the buffer's old contents). The code itself is right;
 // noipa keeps callers from drawing conclusions from that analysis.
-template <int Type>
+// Decode is one of the block_<type> functions above (the call inlines: a constant).
+template <void (*Decode)(const std::byte*, float*)>
 __attribute__((target("avx2,f16c"), noipa)) void convert(const std::byte* rows, uint64_t row_bytes,
                                                          uint64_t block_bytes, int64_t block_values,
                                                          int64_t n_rows, int64_t cols, float* out) {
     const int64_t n_blocks = cols / block_values;
     for (int64_t r = 0; r < n_rows; ++r)
         for (int64_t i = 0; i < n_blocks; ++i)
-            decode<Type>(rows + r * row_bytes + i * block_bytes, out + r * cols + i * block_values);
+            Decode(rows + r * row_bytes + i * block_bytes, out + r * cols + i * block_values);
 }
 
 } // namespace blocks_avx2
@@ -492,23 +465,12 @@ bool convert_ggml_avx2(const GgmlTypeInfo& type, const std::byte* rows, uint64_t
     if (!has_avx2_f16c()) return false;
     const uint64_t bytes = uint64_t(type.bytes);
     switch (type.id) {
-#define CETUS_AVX2_CASE(name)                                                                      \
-    case ggml_blocks::k_type_##name:                                                               \
-        blocks_avx2::convert<ggml_blocks::k_type_##name>(rows, row_bytes, bytes, type.block,       \
-                                                         n_rows, cols, out);                       \
+#define CETUS_AVX2_CASE(id, name, values, block_bytes)                                       \
+    case id:                                                                                 \
+        blocks_avx2::convert<&blocks_avx2::block_##name>(rows, row_bytes, bytes, type.block, \
+                                                         n_rows, cols, out);                 \
         return true;
-        CETUS_AVX2_CASE(q4_k)
-        CETUS_AVX2_CASE(q5_k)
-        CETUS_AVX2_CASE(q6_k)
-        CETUS_AVX2_CASE(q8_0)
-        CETUS_AVX2_CASE(q4_0)
-        CETUS_AVX2_CASE(q5_0)
-        CETUS_AVX2_CASE(q4_1)
-        CETUS_AVX2_CASE(q5_1)
-        CETUS_AVX2_CASE(q2_k)
-        CETUS_AVX2_CASE(q3_k)
-        CETUS_AVX2_CASE(iq4_nl)
-        CETUS_AVX2_CASE(iq4_xs)
+        CETUS_GGML_TYPES(CETUS_AVX2_CASE)
 #undef CETUS_AVX2_CASE
     default: return false;
     }
