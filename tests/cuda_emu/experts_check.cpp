@@ -369,6 +369,10 @@ int main(int argc, char** argv) {
         // blocks. 352 rows end inside a tile of 64 and of 128.
         run_case({"512 wide, 352 inner", 512, 352, 5, 2, 72, 12, 14, 8}, DeviceDtype::Ggml);
         run_case({"768 wide, 256 inner", 768, 256, 4, 2, 40, 14, 12, 12}, DeviceDtype::Ggml);
+        // One and two tokens, as decode and a one-draft MTP verify run them: the fp32
+        // kernel's warps take two rows each.
+        run_case({"768 wide, 256 inner, 1 token", 768, 256, 4, 2, 1, 12, 14, 8}, DeviceDtype::Ggml);
+        run_case({"1024 wide, 352 inner, 2 tokens", 1024, 352, 6, 3, 2, 12, 12, 6}, DeviceDtype::Ggml);
         // 32-value types throughout; the down products' 800 rows end inside a tile too.
         run_case({"800 wide, 288 inner", 800, 288, 4, 2, 24, 6, 8, 6}, DeviceDtype::Ggml);
         if (v2_lite) run_case({"V2-Lite's 2048 wide, 1408 inner", 2048, 1408, 8, 6, 24, 12, 12, 6}, DeviceDtype::Ggml);

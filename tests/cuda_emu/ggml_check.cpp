@@ -12,8 +12,10 @@
 // - blocks with finite scales kept as blocks (DeviceDtype::Ggml): the embedding
 //   gather gives the host's rows bit for bit, their expansion to bf16 for the cuBLAS
 //   products the host's rounded values, and the warp-per-row products (one and
-//   several passes of tokens; narrow matrices split over warps, wide ones not) the
-//   double-precision sums of the host's values within fp32 rounding;
+//   several passes of tokens; narrow matrices split over warps, wide ones not, rows
+//   of several tiles of staged activations) the double-precision sums of the host's
+//   values within fp32 rounding, and the kernel's order of sums taken on the host bit
+//   for bit (also two products in one launch; gate and up with the SwiGLU within 1e-6);
 // - the query absorption from a kv_b_proj in blocks, bit for bit against the
 //   host's own multiply-adds in the CPU's order.
 // Built for the CUDA emulator and, by the gpu-check preset, for a GPU.
@@ -97,6 +99,31 @@ void check_type(const Type& t, int64_t pad, std::mt19937& rng) {
     cudaFree(d_f);
 }
 
+// W[row] . x in the fp32 kernel's order (matvec.cu, device_math.cuh: ggml_rows_dot):
+// lane l of each of the split warps on the row sums chunks part * 32 + l, stepping 32 *
+// split, value by value with fused multiply-adds; the xor butterfly of warp_sum over
+// the lanes; the warps' sums added in warp order.
+float kernel_order_dot(const float* wrow, const float* x, int64_t cols, int split) {
+    const int64_t n_chunks = cols / 32;
+    float total = 0.0f;
+    for (int part = 0; part < split; ++part) {
+        float lanes[32];
+        for (int l = 0; l < 32; ++l) {
+            float acc = 0.0f;
+            for (int64_t c = part * 32 + l; c < n_chunks; c += 32 * split)
+                for (int64_t i = c * 32; i < c * 32 + 32; ++i) acc = std::fma(wrow[i], x[i], acc);
+            lanes[l] = acc;
+        }
+        for (int off = 16; off > 0; off >>= 1) {
+            float next[32];
+            for (int l = 0; l < 32; ++l) next[l] = lanes[l] + lanes[l ^ off];
+            std::memcpy(lanes, next, sizeof lanes);
+        }
+        total = part == 0 ? lanes[0] : total + lanes[0];
+    }
+    return total;
+}
+
 // Blocks kept as blocks, with finite scales between 2^-9 and 2^-3: the embedding,
 // the bf16 expansion and the products against the host's values.
 void check_kept(const Type& t, int64_t rows, int64_t blocks, std::mt19937& rng) {
@@ -134,8 +161,9 @@ void check_kept(const Type& t, int64_t rows, int64_t blocks, std::mt19937& rng) 
         for (int64_t c = 0; c < cols; ++c) differ += b[size_t(r * ldb + c)] != cetus::f32_to_bf16(w[size_t(r * cols + c)]);
     check(differ == 0, shape + "expanded to bf16 == the host's values rounded (" + std::to_string(differ) + " differ)");
 
-    // Products for 1, 3 and 11 tokens (two passes of the kernel).
-    for (int64_t n : {1, 3, 11}) {
+    // Products for 1, 2, 3 and 11 tokens (11: two passes of the kernel, 8 and 3).
+    const int split = rows < cetus::cuda::k_matvec_narrow_rows ? cetus::cuda::k_matvec_narrow_split : 1;
+    for (int64_t n : {1, 2, 3, 11}) {
         const int64_t ldx = cols + 4, ldy = rows + 3;
         std::vector<float> x(size_t(n * ldx));
         std::uniform_real_distribution<float> u(-1.0f, 1.0f);
@@ -149,6 +177,48 @@ void check_kept(const Type& t, int64_t rows, int64_t blocks, std::mt19937& rng) 
         char buf[64];
         std::snprintf(buf, sizeof buf, " (worst %.3g of the bound)", worst);
         check(worst <= 1.0, shape + std::to_string(n) + " tokens: products from the blocks == the host's sums within fp32 rounding" + buf);
+        // The same bits as the kernel's order of summation taken on the host.
+        int64_t differ_order = 0, padding = 0;
+        for (int64_t tk = 0; tk < n; ++tk) {
+            for (int64_t r = 0; r < rows; ++r) {
+                const float want = kernel_order_dot(&w[size_t(r * cols)], &x[size_t(tk * ldx)], cols, split);
+                differ_order += std::memcmp(&want, &y[size_t(tk * ldy + r)], 4) != 0;
+            }
+            for (int64_t r = rows; r < ldy; ++r) padding += y[size_t(tk * ldy + r)] != -7.0f;
+        }
+        check(differ_order == 0 && padding == 0,
+              shape + std::to_string(n) + " tokens: products == the kernel's order of sums on the host, bit for bit (" +
+                  std::to_string(differ_order) + " differ, " + std::to_string(padding) + " padding values written)");
+        // Two matrices of one input in one launch (rows from the first, then the
+        // second: here the same matrix), and an MLP's gate and up with the SwiGLU.
+        if (n <= 2) {
+            float* d_y2 = device_copy(std::vector<float>(size_t(n * ldy), -7.0f));
+            cetus::cuda::launch_matvec_pair(m, d_y, ldy, m, d_y2, ldy, d_x, ldx, n, nullptr);
+            const std::vector<float> y1 = host_copy(d_y, size_t(n * ldy)), y2 = host_copy(d_y2, size_t(n * ldy));
+            // Pairs split over warps when either matrix is narrow (as this one alone).
+            int64_t differ_pair = 0, off_silu = 0;
+            for (int64_t tk = 0; tk < n; ++tk)
+                for (int64_t r = 0; r < rows; ++r) {
+                    const float want = kernel_order_dot(&w[size_t(r * cols)], &x[size_t(tk * ldx)], cols, split);
+                    differ_pair += std::memcmp(&want, &y1[size_t(tk * ldy + r)], 4) != 0;
+                    differ_pair += std::memcmp(&want, &y2[size_t(tk * ldy + r)], 4) != 0;
+                }
+            check(differ_pair == 0, shape + std::to_string(n) +
+                                        " tokens: a pair of products in one launch == the kernel's order of sums, "
+                                        "bit for bit (" + std::to_string(differ_pair) + " differ)");
+            cetus::cuda::launch_matvec_gate_up(m, m, d_x, ldx, n, d_y, ldy, nullptr);
+            const std::vector<float> h = host_copy(d_y, size_t(n * ldy));
+            for (int64_t tk = 0; tk < n; ++tk)
+                for (int64_t r = 0; r < rows; ++r) {
+                    const double z = kernel_order_dot(&w[size_t(r * cols)], &x[size_t(tk * ldx)], cols, split);
+                    const double want = z / (1.0 + std::exp(-z)) * z;  // silu(gate) * up, gate = up
+                    off_silu += std::fabs(h[size_t(tk * ldy + r)] - want) > 1e-6 * (1.0 + std::fabs(want));
+                }
+            check(off_silu == 0, shape + std::to_string(n) +
+                                     " tokens: gate and up with the SwiGLU in one launch == silu(gate) * up of the "
+                                     "kernel's sums within 1e-6 (" + std::to_string(off_silu) + " off)");
+            cudaFree(d_y2);
+        }
         cudaFree(d_x);
         cudaFree(d_y);
     }
@@ -223,8 +293,11 @@ int main() {
         check_type(t, 3, rng);
     }
     for (const Type& t : types) {
-        check_kept(t, 24, t.values == 32 ? 24 : 8, rng);  // narrow: a row over several warps
-        check_kept(t, cetus::cuda::k_matvec_narrow_rows, t.values == 32 ? 8 : 1, rng);  // wide: a warp a row
+        // Narrow: a row over several warps, 136 chunks of 32 values (two tiles of 128
+        // chunks, the second partial). Wide: a warp on two rows for up to 2 tokens (an odd
+        // number of rows: the last warp has one), 40 chunks (two tiles of 32).
+        check_kept(t, 24, t.values == 32 ? 136 : 17, rng);
+        check_kept(t, cetus::cuda::k_matvec_narrow_rows + 9, t.values == 32 ? 40 : 5, rng);
     }
     for (const Type& t : types) check_absorb(t, rng);
     // A type without a decoder: no row size, so the upload refuses it by name.

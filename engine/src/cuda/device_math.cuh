@@ -40,12 +40,13 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
-// warp_sum of each of v[0 .. N) (the emulator: one meeting for all of them).
+// warp_sum of each of v[0 .. N) (the emulator: one meeting per k_gather_words values).
 template <int N>
 __device__ __forceinline__ void warp_sum_each(float (&v)[N]) {
 #ifdef CETUS_CUDA_EMU
-    static_assert(N <= ::cuda_emu::k_gather_words, "the emulator gathers up to k_gather_words values");
-    ::cuda_emu::warp_xor_reduce(v, N, false, "warp_sum");
+    for (int i = 0; i < N; i += ::cuda_emu::k_gather_words)
+        ::cuda_emu::warp_xor_reduce(v + i, N - i < ::cuda_emu::k_gather_words ? N - i : ::cuda_emu::k_gather_words,
+                                    false, "warp_sum");
 #else
 #pragma unroll
     for (int j = 0; j < N; ++j) v[j] = warp_sum(v[j]);
@@ -461,29 +462,145 @@ __device__ __forceinline__ const std::byte* ggml_row(const DeviceMatrix& w, int6
     return static_cast<const std::byte*>(w.data) + row * w.ld;
 }
 
-// warp_row_dot over a row of GGUF blocks: the row's cols / 32 chunks go to the
-// lanes in turn (lane, lane + 32, ...; with kSplit > 1 as warp_row_dot's pieces),
-// each decoded into registers and taken against every token.
-template <int NT, bool kXVec, int kSplit>
-__device__ __forceinline__ void ggml_row_dot(const DeviceMatrix& w, int64_t row, const float* const (&xs)[NT], int n,
-                                             float (&acc)[NT], int part) {
+// GGUF rows against activations staged in shared memory. A lane decodes whole
+// 32-value chunks of a row (chunks lane, lane + 32, ...; with kSplit > 1 warps on a
+// row, part * 32 + lane, stepping 32 * kSplit), so loading its activations straight
+// from global memory would put the 32 lanes of every load on 32 different cache lines:
+// 128 bytes of fp32 activations per lane and chunk against 18 bytes of a 4.5-bit
+// chunk, more first-level cache work per row than the row's bytes take from memory.
+// Instead the block copies each tile (32 * kSplit chunks) of several tokens'
+// activations into shared memory with coalesced loads (chunk q at q * k_ggml_x_stride
+// floats: the pad of 4 keeps both the copy's stores and each lane's 16-byte loads of
+// its chunk free of bank conflicts), each lane loads its chunk's values for
+// k_ggml_group tokens at a time into registers, and uses them for the R rows its warp
+// computes (R > 1 divides the shared-memory reads per row by R; with one row and more
+// than k_ggml_group tokens, its chunk is decoded once for all of them). Every row's sums are taken as a plain
+// warp-per-row product takes them (chunk after chunk in the lane's order, value after
+// value, token by token), so its bits depend neither on R nor on how the tokens are
+// staged and grouped.
+inline constexpr int k_ggml_x_stride = 36;
+inline constexpr int k_ggml_group = 2;  // tokens in registers at a time
+// Dynamic shared memory for the copies: at most k_ggml_stage_budget bytes (within the
+// 48 KiB a launch gets without opting in, beside the kernels' own few static bytes).
+inline constexpr int64_t k_ggml_stage_budget = 40 * 1024;
+// Rows per warp (kAcc: matrices read per row, 2 for an MLP's gate and up): 2 for one
+// token (decode), and for two (a one-draft MTP verify) of one matrix, with whole warps
+// on a row; otherwise 1. Registers bound it: the experts' gate and up of 2 tokens over 2
+// rows took 202 a thread on sm_90 (one block of 256 threads a multiprocessor).
+template <int NT, int kSplit, int kAcc>
+inline constexpr int k_ggml_rows_per_warp = kSplit == 1 && (NT == 1 || (NT == 2 && kAcc == 1)) ? 2 : 1;
+
+// Chunks a copy holds per token: a tile, or the whole row where it is shorter.
+__host__ __device__ constexpr int64_t ggml_stage_chunks(int k_split, int64_t n_chunks) {
+    return n_chunks < 1 ? 1 : n_chunks < 32 * k_split ? n_chunks : 32 * k_split;
+}
+// Tokens per copy: all nt where they fit the budget, else a multiple of k_ggml_group.
+__host__ __device__ constexpr int ggml_stage_tokens(int nt, int k_split, int64_t n_chunks) {
+    const int64_t fit = k_ggml_stage_budget / (ggml_stage_chunks(k_split, n_chunks) * k_ggml_x_stride * 4);
+    const int group = nt < k_ggml_group ? nt : k_ggml_group;
+    return fit >= nt ? nt : fit < group ? group : int(fit / group * group);
+}
+// The dynamic shared memory a launch of rows of cols values needs for nt tokens.
+__host__ __device__ constexpr size_t ggml_stage_bytes(int nt, int k_split, int64_t cols) {
+    const int64_t n_chunks = cols / 32;
+    return size_t(ggml_stage_tokens(nt, k_split, n_chunks) * ggml_stage_chunks(k_split, n_chunks) *
+                  k_ggml_x_stride * 4);
+}
+
+// acc[m][i][j] += row (m, i) . xs[j] over this lane's chunks of the row, for the first
+// n (<= NT) tokens, then summed over the warp (every lane gets the sums). Called by
+// every thread of the block with the same cols, xs and n (the copies need the whole
+// block; a warp with no rows still takes part). visit(m, i, f) calls f(matrix, row)
+// for row (m, i) of this warp, or nothing where it has none; every row has cols values.
+// stage: ggml_stage_bytes(NT, kSplit, cols) of shared memory, 16-byte aligned.
+template <int NT, int R, int kAcc, int kSplit, class Visit>
+__device__ __forceinline__ void ggml_rows_dot(Visit visit, int64_t cols, const float* const (&xs)[NT], int n,
+                                              float (&acc)[kAcc][R][NT], int part, float* stage) {
+    constexpr int kTile = 32 * kSplit;
+    constexpr int G = NT < k_ggml_group ? NT : k_ggml_group;
     const int lane = threadIdx.x & 31;
-    const std::byte* wrow = ggml_row(w, row);
-    const int64_t n_chunks = w.cols / 32;
-    for (int64_t c = part * 32 + lane; c < n_chunks; c += 32 * kSplit) {
-        float wf[32];
-        ggml_chunk(w, wrow, c, wf);
+    const int64_t n_chunks = cols / 32;
+    const int64_t stride = ggml_stage_chunks(kSplit, n_chunks) * k_ggml_x_stride;  // floats per staged token
+    const int per_copy = ggml_stage_tokens(NT, kSplit, n_chunks);                   // a multiple of G, or NT
+    for (int64_t c0 = 0; c0 < n_chunks; c0 += kTile) {
+        const int tile_values = 32 * int(min(int64_t(kTile), n_chunks - c0));
+        const int64_t c = c0 + part * 32 + lane;  // this lane's chunk
+        // One row and more tokens than a group: its chunk decoded once for all of them.
+        constexpr bool kOnce = R == 1 && NT > G;
+        float wone[kAcc][kOnce ? 32 : 1];
+        bool have[kAcc] = {};
+        if constexpr (kOnce) {
+            if (c < n_chunks) {
 #pragma unroll
-        for (int j = 0; j < NT; ++j) {
-            if (j < n) {
-                float xv[32];
-                load_x<32, kXVec>(xs[j] + c * 32, xv);
+                for (int m = 0; m < kAcc; ++m) {
+                    visit(m, 0, [&](const DeviceMatrix& w, int64_t row) {
+                        ggml_chunk(w, ggml_row(w, row), c, wone[m]);
+                        have[m] = true;
+                    });
+                }
+            }
+        }
 #pragma unroll
-                for (int i = 0; i < 32; ++i) acc[j] = fmaf(wf[i], xv[i], acc[j]);
+        for (int j0 = 0; j0 < NT; j0 += G) {
+            if (j0 >= n) break;  // (the same in the whole block, as per_copy)
+            const int slot = j0 % per_copy;
+            if (slot == 0) {  // copy tokens [j0, j0 + per_copy) of the tile
+                __syncthreads();  // every lane is done with the previous copy
+                const int copy = min(per_copy, n - j0);
+#pragma unroll
+                for (int t = 0; j0 + t < NT; ++t) {  // (xs indexed by constants: no local memory)
+                    if (t >= copy) break;
+                    const float* x = xs[j0 + t] + c0 * 32;
+                    float* dst = stage + t * stride;
+                    for (int v = threadIdx.x; v < tile_values; v += blockDim.x)
+                        dst[(v / 32) * k_ggml_x_stride + v % 32] = x[v];
+                }
+                __syncthreads();
+            }
+            if (c >= n_chunks) continue;
+            float xv[G][32];
+#pragma unroll
+            for (int g = 0; g < G; ++g) {
+                if (j0 + g < n) {
+                    const float4* src = reinterpret_cast<const float4*>(stage + (slot + g) * stride +
+                                                                        (part * 32 + lane) * k_ggml_x_stride);
+#pragma unroll
+                    for (int q = 0; q < 8; ++q) {
+                        const float4 v = src[q];
+                        xv[g][4 * q] = v.x;
+                        xv[g][4 * q + 1] = v.y;
+                        xv[g][4 * q + 2] = v.z;
+                        xv[g][4 * q + 3] = v.w;
+                    }
+                }
+            }
+            const auto take = [&](int m, int i, const float (&wf)[32]) {
+#pragma unroll
+                for (int g = 0; g < G; ++g) {
+                    if (j0 + g < n) {
+#pragma unroll
+                        for (int l = 0; l < 32; ++l) acc[m][i][j0 + g] = fmaf(wf[l], xv[g][l], acc[m][i][j0 + g]);
+                    }
+                }
+            };
+#pragma unroll
+            for (int m = 0; m < kAcc; ++m) {
+                if constexpr (kOnce) {
+                    if (have[m]) take(m, 0, wone[m]);
+                } else {
+#pragma unroll
+                    for (int i = 0; i < R; ++i) {
+                        visit(m, i, [&](const DeviceMatrix& w, int64_t row) {
+                            float wf[32];
+                            ggml_chunk(w, ggml_row(w, row), c, wf);
+                            take(m, i, wf);
+                        });
+                    }
+                }
             }
         }
     }
-    warp_sum_each(acc);
+    warp_sum_each(reinterpret_cast<float (&)[kAcc * R * NT]>(acc));
 }
 
 // acc[j] = sum_c W[row, c] * xs[j][c] for the first n (<= NT) tokens, called by a
@@ -497,10 +614,7 @@ __device__ __forceinline__ void ggml_row_dot(const DeviceMatrix& w, int64_t row,
 template <DeviceDtype DT, int NT, bool kXVec, int kSplit = 1>
 __device__ __forceinline__ void warp_row_dot(const DeviceMatrix& w, int64_t row, const float* const (&xs)[NT], int n,
                                              float (&acc)[NT], int part = 0) {
-    if constexpr (DT == DeviceDtype::Ggml) {
-        ggml_row_dot<NT, kXVec, kSplit>(w, row, xs, n, acc, part);
-        return;
-    }
+    static_assert(DT != DeviceDtype::Ggml, "GGUF rows take ggml_rows_dot");
     constexpr int kVec = k_vec_elems<DT>;
     const int lane = threadIdx.x & 31, first = part * 32 + lane;
     const uint4* wrow = reinterpret_cast<const uint4*>(static_cast<const char*>(w.data) +

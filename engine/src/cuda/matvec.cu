@@ -6,7 +6,8 @@
 // decode launches: an MLP's gate and up with the SwiGLU, two products of one
 // input (the attention's query and latent projections), and a product followed
 // by the residual add and norm in its last block (AddNorm). GGUF blocks (Ggml) are
-// decoded 32 values at a time by the lanes (device_math.cuh: ggml_row_dot).
+// decoded 32 values at a time by the lanes, against activations staged in shared
+// memory, two rows per warp for one token (device_math.cuh: ggml_rows_dot).
 #include "cuda_util.h"
 #include "device_math.cuh"
 #include "last_block.cuh"
@@ -51,36 +52,62 @@ struct MatvecArgs {
     uint32_t* done = nullptr;
 };
 
-// kSplit warps per output row, k_warps_per_block / kSplit rows per block. With
-// kSplit > 1 the warps' partial sums are added in warp order.
+// Rows each warp computes: GGUF blocks take several (device_math.cuh: ggml_rows_dot).
+template <DeviceDtype DT, int NT, int kSplit, Fuse kFuse>
+inline constexpr int k_rows_per_warp =
+    DT == DeviceDtype::Ggml ? k_ggml_rows_per_warp<NT, kSplit, kFuse == Fuse::GateUp ? 2 : 1> : 1;
+
+// kSplit warps per output row, k_warps_per_block / kSplit rows per block (times
+// k_rows_per_warp). With kSplit > 1 the warps' partial sums are added in warp order.
 // x, y and y2 also come as separate restricted parameters: loads of x take the read-only path.
 template <DeviceDtype DT, int NT, bool kXVec, int kSplit, Fuse kFuse>
 __global__ void __launch_bounds__(32 * k_warps_per_block)
     matvec_kernel(MatvecArgs a, const float* __restrict__ x, float* __restrict__ y, float* __restrict__ y2) {
     pdl_wait();  // first: see pdl.cuh
     pdl_trigger();
-    constexpr int kRows = k_warps_per_block / kSplit;
+    constexpr bool kGgml = DT == DeviceDtype::Ggml;
+    constexpr int R = k_rows_per_warp<DT, NT, kSplit, kFuse>;
     constexpr int kAcc = kFuse == Fuse::GateUp ? 2 : 1;
-    __shared__ float partial[kSplit > 1 ? k_warps_per_block * NT * kAcc : 1];
+    __shared__ float partial[kSplit > 1 ? k_warps_per_block * NT * kAcc * R : 1];
+    extern __shared__ __align__(16) float stage[];  // GGUF: ggml_stage_bytes
     const RowGroups& g = a.g;
     const int warp = threadIdx.x >> 5, part = warp % kSplit;
-    const int64_t r = int64_t(blockIdx.x) * kRows + warp / kSplit;
-    const bool active = r < g.rows;
-    if constexpr (kFuse != Fuse::AddNorm) {
+    // The warp's first row.
+    const int64_t r0 = (int64_t(blockIdx.x) * (k_warps_per_block / kSplit) + warp / kSplit) * R;
+    const bool active = r0 < g.rows;
+    if constexpr (kFuse != Fuse::AddNorm && !kGgml) {  // (GGUF: every warp takes part in the copies)
         if (kSplit == 1 && !active) return;
     }
     const int64_t grp = blockIdx.y;
     const float* xs[NT];
 #pragma unroll
     for (int j = 0; j < NT; ++j) xs[j] = x + j * a.ldx + grp * g.x_step;
-    float acc[kAcc][NT] = {};
-    if (active) {
+    float acc[kAcc][R][NT] = {};
+    if constexpr (kGgml) {
+        // Row (m, i): the GateUp pair's gate (m = 0) or up (m = 1), a Pair's row from
+        // either matrix, or the row group's row.
+        const auto visit = [&](int m, int i, auto&& f) {
+            const int64_t r = r0 + i;
+            if (r >= g.rows) return;
+            if constexpr (kFuse == Fuse::Pair) {
+                if (r < a.w.rows) f(a.w, r);
+                else f(a.w2, r - a.w.rows);
+            } else if constexpr (kFuse == Fuse::GateUp) {
+                if (m == 0) f(a.w, r);
+                else f(a.w2, r);
+            } else {
+                f(a.w, g.w_row0 + grp * g.w_row_step + r);
+            }
+        };
+        ggml_rows_dot<NT, R, kAcc, kSplit>(visit, a.w.cols, xs, a.n, acc, part, stage);
+    } else if (active) {
         if constexpr (kFuse == Fuse::Pair) {
-            if (r < a.w.rows) warp_row_dot<DT, NT, kXVec, kSplit>(a.w, r, xs, a.n, acc[0], part);
-            else warp_row_dot<DT, NT, kXVec, kSplit>(a.w2, r - a.w.rows, xs, a.n, acc[0], part);
+            if (r0 < a.w.rows) warp_row_dot<DT, NT, kXVec, kSplit>(a.w, r0, xs, a.n, acc[0][0], part);
+            else warp_row_dot<DT, NT, kXVec, kSplit>(a.w2, r0 - a.w.rows, xs, a.n, acc[0][0], part);
         } else {
-            warp_row_dot<DT, NT, kXVec, kSplit>(a.w, g.w_row0 + grp * g.w_row_step + r, xs, a.n, acc[0], part);
-            if constexpr (kFuse == Fuse::GateUp) warp_row_dot<DT, NT, kXVec, kSplit>(a.w2, r, xs, a.n, acc[1], part);
+            warp_row_dot<DT, NT, kXVec, kSplit>(a.w, g.w_row0 + grp * g.w_row_step + r0, xs, a.n, acc[0][0], part);
+            if constexpr (kFuse == Fuse::GateUp)
+                warp_row_dot<DT, NT, kXVec, kSplit>(a.w2, r0, xs, a.n, acc[1][0], part);
         }
     }
     if constexpr (kSplit > 1) {
@@ -88,7 +115,10 @@ __global__ void __launch_bounds__(32 * k_warps_per_block)
 #pragma unroll
             for (int m = 0; m < kAcc; ++m)
 #pragma unroll
-                for (int j = 0; j < NT; ++j) partial[(m * k_warps_per_block + warp) * NT + j] = acc[m][j];
+                for (int i = 0; i < R; ++i)
+#pragma unroll
+                    for (int j = 0; j < NT; ++j)
+                        partial[((m * k_warps_per_block + warp) * R + i) * NT + j] = acc[m][i][j];
         }
         __syncthreads();
         if constexpr (kFuse != Fuse::AddNorm) {
@@ -98,27 +128,35 @@ __global__ void __launch_bounds__(32 * k_warps_per_block)
 #pragma unroll
             for (int m = 0; m < kAcc; ++m)
 #pragma unroll
-                for (int j = 0; j < NT; ++j) {
-                    float sum = partial[(m * k_warps_per_block + warp) * NT + j];
+                for (int i = 0; i < R; ++i)
 #pragma unroll
-                    for (int k = 1; k < kSplit; ++k) sum += partial[(m * k_warps_per_block + warp + k) * NT + j];
-                    acc[m][j] = sum;
-                }
+                    for (int j = 0; j < NT; ++j) {
+                        float sum = partial[((m * k_warps_per_block + warp) * R + i) * NT + j];
+#pragma unroll
+                        for (int k = 1; k < kSplit; ++k)
+                            sum += partial[((m * k_warps_per_block + warp + k) * R + i) * NT + j];
+                        acc[m][i][j] = sum;
+                    }
         }
     }
     const bool store = active && (kSplit == 1 || part == 0);
     if (store && (threadIdx.x & 31) == 0) {
 #pragma unroll
-        for (int j = 0; j < NT; ++j) {
-            if (j >= a.n) continue;
-            if constexpr (kFuse == Fuse::GateUp) {
-                const float z = acc[0][j];
-                y[j * a.ldy + r] = z / (1.0f + expf(-z)) * acc[kAcc - 1][j];  // silu(gate) * up
-            } else if constexpr (kFuse == Fuse::Pair) {
-                if (r < a.w.rows) y[j * a.ldy + r] = acc[0][j];
-                else y2[j * a.ldy2 + (r - a.w.rows)] = acc[0][j];
-            } else {
-                y[j * a.ldy + grp * g.y_step + r] = acc[0][j];
+        for (int i = 0; i < R; ++i) {
+            const int64_t r = r0 + i;
+            if (r >= g.rows) break;
+#pragma unroll
+            for (int j = 0; j < NT; ++j) {
+                if (j >= a.n) continue;
+                if constexpr (kFuse == Fuse::GateUp) {
+                    const float z = acc[0][i][j];
+                    y[j * a.ldy + r] = z / (1.0f + expf(-z)) * acc[kAcc - 1][i][j];  // silu(gate) * up
+                } else if constexpr (kFuse == Fuse::Pair) {
+                    if (r < a.w.rows) y[j * a.ldy + r] = acc[0][i][j];
+                    else y2[j * a.ldy2 + (r - a.w.rows)] = acc[0][i][j];
+                } else {
+                    y[j * a.ldy + grp * g.y_step + r] = acc[0][i][j];
+                }
             }
         }
     }
@@ -136,13 +174,17 @@ void launch_pass(const MatvecArgs& a, cudaStream_t s) {
     // A pair is narrow when one of its matrices is (V3's q_a and kv_a: 1536 and 576 rows).
     const int64_t split_rows = kFuse == Fuse::Pair ? std::min(a.w.rows, a.w2.rows) : a.g.rows;
     if (split_rows < k_matvec_narrow_rows) {
-        constexpr int kRows = k_warps_per_block / k_matvec_narrow_split;
+        constexpr int kRows =
+            k_warps_per_block / k_matvec_narrow_split * k_rows_per_warp<DT, NT, k_matvec_narrow_split, kFuse>;
         const dim3 grid(unsigned((a.g.rows + kRows - 1) / kRows), unsigned(a.g.n_groups));
-        launch_pdl(matvec_kernel<DT, NT, kXVec, k_matvec_narrow_split, kFuse>, grid, 32 * k_warps_per_block, 0, s, a, a.x, a.y,
-                   a.y2);
+        const size_t smem = DT == DeviceDtype::Ggml ? ggml_stage_bytes(NT, k_matvec_narrow_split, a.w.cols) : 0;
+        launch_pdl(matvec_kernel<DT, NT, kXVec, k_matvec_narrow_split, kFuse>, grid, 32 * k_warps_per_block, smem, s, a,
+                   a.x, a.y, a.y2);
     } else {
-        const dim3 grid(unsigned((a.g.rows + k_warps_per_block - 1) / k_warps_per_block), unsigned(a.g.n_groups));
-        launch_pdl(matvec_kernel<DT, NT, kXVec, 1, kFuse>, grid, 32 * k_warps_per_block, 0, s, a, a.x, a.y, a.y2);
+        constexpr int kRows = k_warps_per_block * k_rows_per_warp<DT, NT, 1, kFuse>;
+        const dim3 grid(unsigned((a.g.rows + kRows - 1) / kRows), unsigned(a.g.n_groups));
+        const size_t smem = DT == DeviceDtype::Ggml ? ggml_stage_bytes(NT, 1, a.w.cols) : 0;
+        launch_pdl(matvec_kernel<DT, NT, kXVec, 1, kFuse>, grid, 32 * k_warps_per_block, smem, s, a, a.x, a.y, a.y2);
     }
     CETUS_CUDA_LAUNCHED("matvec_kernel");
 }

@@ -20,14 +20,22 @@ namespace {
 
 constexpr int k_expert_rows = 8;  // output rows per block, one warp each
 
-// Row `row` of w1 (and w2 for gate/up with SwiGLU) for `count` pairs, NT at a
-// time: pair_at(i) is the i-th pair, x_of(p) its input row and out_of(p) where
-// its result goes. NT >= min(n, 8) covers the decode case in a single pass with
-// few registers; more pairs take several passes. A pair's sum does not depend on
-// NT or on the other pairs.
+// Rows each warp computes: GGUF blocks take several (device_math.cuh: ggml_rows_dot).
+template <DeviceDtype DT, int NT, bool kGateUp>
+inline constexpr int k_rows_per_warp = DT == DeviceDtype::Ggml ? k_ggml_rows_per_warp<NT, 1, kGateUp ? 2 : 1> : 1;
+
+// Rows [row0, row0 + n_rows) of w1 (and w2 for gate/up with SwiGLU) for `count` pairs, NT
+// at a time: pair_at(i) is the i-th pair, x_of(p) its input row and out_of(p, r) where
+// its result for row r goes. NT >= min(n, 8) covers the decode case in a single pass
+// with few registers; more pairs take several passes. A pair's sum does not depend on
+// NT or on the other pairs. GGUF blocks: every warp of the block calls this with the
+// same count and pairs (n_rows may be 0), as ggml_rows_dot's copies need.
 template <DeviceDtype DT, int NT, bool kXVec, bool kGateUp, class PairAt, class InputOf, class OutputOf>
-__device__ __forceinline__ void rows_for_pairs(const DeviceMatrix& w1, const DeviceMatrix& w2, int64_t row, int count,
-                                               PairAt pair_at, InputOf x_of, OutputOf out_of) {
+__device__ __forceinline__ void rows_for_pairs(const DeviceMatrix& w1, const DeviceMatrix& w2, int64_t row0,
+                                               int n_rows, int count, PairAt pair_at, InputOf x_of, OutputOf out_of,
+                                               float* stage) {
+    constexpr int R = k_rows_per_warp<DT, NT, kGateUp>;
+    constexpr int kAcc = kGateUp ? 2 : 1;
     for (int c0 = 0; c0 < count; c0 += NT) {
         const int np = min(NT, count - c0);
         int pair[NT];
@@ -37,28 +45,39 @@ __device__ __forceinline__ void rows_for_pairs(const DeviceMatrix& w1, const Dev
             pair[j] = j < np ? pair_at(c0 + j) : 0;
             xs[j] = x_of(pair[j]);
         }
-        float v1[NT] = {};
-        warp_row_dot<DT, NT, kXVec>(w1, row, xs, np, v1);
-        if constexpr (kGateUp) {
-            float v2[NT] = {};
-            warp_row_dot<DT, NT, kXVec>(w2, row, xs, np, v2);
-#pragma unroll
-            for (int j = 0; j < NT; ++j) v1[j] = v1[j] / (1.0f + expf(-v1[j])) * v2[j];  // silu(g) * u
+        float v[kAcc][R][NT] = {};
+        if constexpr (DT == DeviceDtype::Ggml) {
+            const auto visit = [&](int m, int i, auto&& f) {
+                if (i < n_rows) f(m == 0 ? w1 : w2, row0 + i);
+            };
+            ggml_rows_dot<NT, R, kAcc, 1>(visit, w1.cols, xs, np, v, 0, stage);
+        } else {
+            warp_row_dot<DT, NT, kXVec>(w1, row0, xs, np, v[0][0]);
+            if constexpr (kGateUp) warp_row_dot<DT, NT, kXVec>(w2, row0, xs, np, v[1][0]);
         }
         if ((threadIdx.x & 31) == 0) {
 #pragma unroll
-            for (int j = 0; j < NT; ++j)
-                if (j < np) *out_of(pair[j]) = v1[j];
+            for (int i = 0; i < R; ++i) {
+                if (i >= n_rows) break;
+#pragma unroll
+                for (int j = 0; j < NT; ++j) {
+                    if (j >= np) continue;
+                    float r = v[0][i][j];
+                    if constexpr (kGateUp) r = r / (1.0f + expf(-r)) * v[kAcc - 1][i][j];  // silu(g) * u
+                    *out_of(pair[j], row0 + i) = r;
+                }
+            }
         }
     }
 }
 
 // Shared blocks (the first s_slots of grid.y, scheduled first: their rows can be
 // the longest): every token through the shared MLP's rows, split into slots of
-// gridDim.x * k_expert_rows rows. Routed blocks: the rest of grid.y indexes the
+// gridDim.x * k_expert_rows * R rows. Routed blocks: the rest of grid.y indexes the
 // active experts (blocks past the active count return at once); pair p's input
 // row is token p / K for gate/up, the pair's own row for down (a token routes at
 // most one pair to an expert). Both take the same code below (one inlined copy).
+// Each warp computes R = k_rows_per_warp rows (1 but for GGUF blocks).
 // kCombine (down only): every block takes part in last_block_arrived, so no block
 // returns early; the last one runs the MoE combine for every token.
 template <DeviceDtype DT, int NT, bool kXVec, bool kGateUp, bool kCombine>
@@ -66,18 +85,22 @@ __global__ void __launch_bounds__(32 * k_expert_rows) experts_kernel(ExpertLaunc
     static_assert(!kCombine || 32 * k_expert_rows == k_row_threads, "combine_row needs a block of k_row_threads");
     pdl_wait();  // first: see pdl.cuh
     pdl_trigger();
+    constexpr bool kGgml = DT == DeviceDtype::Ggml;
+    constexpr int R = k_rows_per_warp<DT, NT, kGateUp>;
+    extern __shared__ __align__(16) float stage[];  // GGUF: ggml_stage_bytes
     const int warp = threadIdx.x >> 5;
     // The launch's fields are read where they are used (kernel parameters, not registers
     // held across the products); only the weights and the block's pair list are kept.
     const bool shared = int(blockIdx.y) < a.s_slots;
     DeviceMatrix w1, w2;
-    int64_t row = 0;
+    int64_t row0 = 0, rows = 0;
     int count = 0;
     const int32_t* list = nullptr;  // the expert's pairs
-    bool work;
+    bool work;                      // (the same in the whole block)
     if (shared) {
-        row = (int64_t(blockIdx.y) * gridDim.x + blockIdx.x) * k_expert_rows + warp;
-        work = row < a.s_rows;
+        row0 = ((int64_t(blockIdx.y) * gridDim.x + blockIdx.x) * k_expert_rows + warp) * R;
+        rows = a.s_rows;
+        work = (int64_t(blockIdx.y) * gridDim.x + blockIdx.x) * k_expert_rows * R < rows;
         if (work) {
             w1 = a.s_first;
             w2 = a.s_second;
@@ -88,26 +111,29 @@ __global__ void __launch_bounds__(32 * k_expert_rows) experts_kernel(ExpertLaunc
         work = slot < *a.pairs.n_active;
         if (work) {
             const int e = a.pairs.active[slot];
-            row = int64_t(blockIdx.x) * k_expert_rows + warp;
-            work = row < a.rows;
-            if (work) {
-                w1 = a.first[e];
-                w2 = kGateUp ? a.second[e] : w1;
-                count = a.pairs.counts[e];
-                list = a.pairs.list + a.pairs.offsets[e];
-            }
+            row0 = (int64_t(blockIdx.x) * k_expert_rows + warp) * R;
+            rows = a.rows;
+            w1 = a.first[e];
+            w2 = kGateUp ? a.second[e] : w1;
+            count = a.pairs.counts[e];
+            list = a.pairs.list + a.pairs.offsets[e];
         }
     }
+    const int64_t left = rows - row0;
+    const int n_rows = left <= 0 ? 0 : left < R ? int(left) : R;  // the warp's rows
     if constexpr (!kCombine) {
-        if (!work) return;
+        if (!work || (!kGgml && n_rows == 0)) return;  // (GGUF: every warp takes part in the copies)
     }
-    if (work) {
+    if (work && (kGgml || n_rows > 0)) {
         rows_for_pairs<DT, NT, kXVec, kGateUp>(
-            w1, w2, row, count, [&](int i) { return shared ? i : list[i]; },
+            w1, w2, row0, n_rows, count, [&](int i) { return shared ? i : list[i]; },
             [&](int p) {
                 return shared ? a.s_x + int64_t(p) * a.s_cols : a.x + int64_t(kGateUp ? p / a.top_k : p) * a.cols;
             },
-            [&](int p) { return shared ? a.s_out + int64_t(p) * a.s_rows + row : a.out + int64_t(p) * a.rows + row; });
+            [&](int p, int64_t r) {
+                return shared ? a.s_out + int64_t(p) * a.s_rows + r : a.out + int64_t(p) * a.rows + r;
+            },
+            stage);
     }
     if constexpr (kCombine) {
         if (last_block_arrived(a.combine.done)) {
@@ -121,46 +147,54 @@ template <DeviceDtype DT, int NT, bool kXVec, bool kGateUp>
 void launch_experts_vec(const ExpertLaunch& a, const dim3& grid, cudaStream_t s) {
     constexpr int threads = 32 * k_expert_rows;
     static_assert(k_fused_tail_max_tokens <= 2, "the fused combine is compiled for 1 and 2 tokens");
+    // (blocks of the shared experts' rows, when they ride along, stage s_cols values)
+    const size_t smem =
+        DT != DeviceDtype::Ggml
+            ? 0
+            : std::max(ggml_stage_bytes(NT, 1, a.cols), a.s_rows > 0 ? ggml_stage_bytes(NT, 1, a.s_cols) : 0);
     if constexpr (!kGateUp && NT <= 2) {
         if (a.combine.done) {
-            launch_pdl(experts_kernel<DT, NT, kXVec, false, true>, grid, threads, 0, s, a);
+            launch_pdl(experts_kernel<DT, NT, kXVec, false, true>, grid, threads, smem, s, a);
             return;
         }
     }
-    launch_pdl(experts_kernel<DT, NT, kXVec, kGateUp, false>, grid, threads, 0, s, a);
+    launch_pdl(experts_kernel<DT, NT, kXVec, kGateUp, false>, grid, threads, smem, s, a);
 }
 
+// The grid: blocks of k_expert_rows * R rows. Blocks past the active count return at
+// once; at most min(E, n * K) experts are active. The shared experts' slots (of as many
+// rows as the routed experts' blocks cover) come before them.
 // GGUF blocks take plain loads of x only (half the instantiations, as matvec.cu).
 template <DeviceDtype DT, int NT, bool kGateUp>
-void launch_experts_nt(const ExpertLaunch& a, const dim3& grid, bool x_vec, cudaStream_t s) {
+void launch_experts_nt(ExpertLaunch a, int64_t n, int32_t n_experts, bool x_vec, cudaStream_t s) {
+    constexpr int kRows = k_expert_rows * k_rows_per_warp<DT, NT, kGateUp>;
+    const int64_t blocks = (a.rows + kRows - 1) / kRows;
+    a.s_slots = a.s_rows > 0 ? int32_t((a.s_rows + blocks * kRows - 1) / (blocks * kRows)) : 0;
+    const dim3 grid(unsigned(blocks), unsigned(std::min<int64_t>(n_experts, n * a.top_k) + a.s_slots));
     if constexpr (DT == DeviceDtype::Ggml) launch_experts_vec<DT, NT, false, kGateUp>(a, grid, s);
     else if (x_vec) launch_experts_vec<DT, NT, true, kGateUp>(a, grid, s);
     else launch_experts_vec<DT, NT, false, kGateUp>(a, grid, s);
 }
 
 template <DeviceDtype DT, bool kGateUp>
-void launch_experts_dtype(const ExpertLaunch& a, const dim3& grid, bool x_vec, int64_t n, cudaStream_t s) {
-    if (n == 1) launch_experts_nt<DT, 1, kGateUp>(a, grid, x_vec, s);
-    else if (n == 2) launch_experts_nt<DT, 2, kGateUp>(a, grid, x_vec, s);
-    else if (n <= 4) launch_experts_nt<DT, 4, kGateUp>(a, grid, x_vec, s);
-    else launch_experts_nt<DT, 8, kGateUp>(a, grid, x_vec, s);
+void launch_experts_dtype(const ExpertLaunch& a, int64_t n, int32_t n_experts, bool x_vec, cudaStream_t s) {
+    if (n == 1) launch_experts_nt<DT, 1, kGateUp>(a, n, n_experts, x_vec, s);
+    else if (n == 2) launch_experts_nt<DT, 2, kGateUp>(a, n, n_experts, x_vec, s);
+    else if (n <= 4) launch_experts_nt<DT, 4, kGateUp>(a, n, n_experts, x_vec, s);
+    else launch_experts_nt<DT, 8, kGateUp>(a, n, n_experts, x_vec, s);
 }
 
 template <bool kGateUp>
 void launch_experts(const ExpertLaunch& a, DeviceDtype dtype, int64_t n, int32_t n_experts, cudaStream_t s) {
-    // Blocks past the active count return at once; at most min(E, n * K) experts are
-    // active. The shared experts' slots come before them.
-    const dim3 grid(unsigned((a.rows + k_expert_rows - 1) / k_expert_rows),
-                    unsigned(std::min<int64_t>(n_experts, n * a.top_k) + a.s_slots));
     const auto aligned = [](const float* x, int64_t cols) {
         return cols % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
     };
-    const bool x_vec = aligned(a.x, a.cols) && (a.s_slots == 0 || aligned(a.s_x, a.s_cols));
+    const bool x_vec = aligned(a.x, a.cols) && (a.s_rows == 0 || aligned(a.s_x, a.s_cols));
     switch (dtype) {
-    case DeviceDtype::F32: launch_experts_dtype<DeviceDtype::F32, kGateUp>(a, grid, x_vec, n, s); break;
-    case DeviceDtype::BF16: launch_experts_dtype<DeviceDtype::BF16, kGateUp>(a, grid, x_vec, n, s); break;
-    case DeviceDtype::F8_E4M3: launch_experts_dtype<DeviceDtype::F8_E4M3, kGateUp>(a, grid, x_vec, n, s); break;
-    case DeviceDtype::Ggml: launch_experts_dtype<DeviceDtype::Ggml, kGateUp>(a, grid, x_vec, n, s); break;
+    case DeviceDtype::F32: launch_experts_dtype<DeviceDtype::F32, kGateUp>(a, n, n_experts, x_vec, s); break;
+    case DeviceDtype::BF16: launch_experts_dtype<DeviceDtype::BF16, kGateUp>(a, n, n_experts, x_vec, s); break;
+    case DeviceDtype::F8_E4M3: launch_experts_dtype<DeviceDtype::F8_E4M3, kGateUp>(a, n, n_experts, x_vec, s); break;
+    case DeviceDtype::Ggml: launch_experts_dtype<DeviceDtype::Ggml, kGateUp>(a, n, n_experts, x_vec, s); break;
     }
     CETUS_CUDA_LAUNCHED("experts_kernel");
 }
@@ -175,16 +209,15 @@ bool experts_shared_fusable(const DeviceExperts& e, const DeviceMatrix& gate, co
 }
 
 namespace {
-// a with the shared experts' part: w1/w2 over x [n, cols] into out [n, w1.rows].
+// a with the shared experts' part: w1/w2 over x [n, cols] into out [n, w1.rows]
+// (launch_experts_nt divides it into slots).
 void add_shared(ExpertLaunch& a, const DeviceMatrix& w1, const DeviceMatrix& w2, const float* x, float* out) {
-    const int64_t rows_per_slot = ((a.rows + k_expert_rows - 1) / k_expert_rows) * k_expert_rows;
     a.s_first = w1;
     a.s_second = w2;
     a.s_x = x;
     a.s_out = out;
     a.s_rows = w1.rows;
     a.s_cols = w1.cols;
-    a.s_slots = int32_t((w1.rows + rows_per_slot - 1) / rows_per_slot);
 }
 }  // namespace
 
