@@ -13,7 +13,8 @@
 #        selftest with programmatic dependent launch, the attention, expert and prefill kernels' own checks
 #        (cetus-attention-check, cetus-experts-check, cetus-prefill-check, cetus-ggml-check) and the selftest with a bf16 cache,
 #        the bench comparisons, and with the
-#        time left an Nsight Compute profile of decode (kernels by share of time).
+#        time left Nsight Compute profiles of decode (kernels by share of time) and of the GGUF
+#        decode products (DRAM, first-level cache and SM throughput: what bounds them).
 #   conformance (~4 min, estimated): GPU facts, info, selftest (fixtures in exact mode + CUDA vs CPU
 #                on small random shapes, graphs vs direct launches, token choices), the tiny comparison
 #                with programmatic dependent launch and with a bf16 latent cache, a bisect of the fast paths on failures, memcheck
@@ -26,7 +27,8 @@
 #                of 128 rows, and with its attention in the absorbed form), V2-Lite in GGUF blocks (Q4_K_M's mix)
 #                and its 2048-token prefill with and without the tensor-core experts, MTP on the demo model
 #                (GPU, CPU); figures.md holds the README rows; with the time left, Nsight Compute
-#                profiles of the decode attention at 8192 tokens (tensor cores, CUDA cores).
+#                profiles of the decode attention at 8192 tokens (tensor cores, CUDA cores) and of
+#                the GGUF decode products.
 #   full: the four-layer V3 comparison, racecheck on the tiny comparison and an Nsight Compute
 #         profile of decode.
 set -uo pipefail
@@ -324,9 +326,23 @@ for r in rows[2:]:
     except (ValueError, IndexError):
         pass
 total = sum(a[1] for a in agg.values()) or 1
-print(sys.argv[2] + ": kernel, launches, share of time, mean time, mean DRAM % of peak")
+# First-level cache and SM throughput (% of peak), where the report has them (ncu_gguf).
+extra = [i for i, h in enumerate(head) if h.startswith(("l1tex__throughput", "sm__throughput"))]
+sums = {}
+for r in rows[2:]:
+    try:
+        name = r[k].replace("(anonymous namespace)::", "").replace("cetus::cuda::", "").replace("void ", "")
+        name = (name[:name.index(">(") + 1] if ">(" in name else name.split("(")[0]).replace("DeviceDtype", "")[:48]
+        s = sums.setdefault(name, [0.0] * len(extra))
+        for j, i in enumerate(extra):
+            s[j] += float(r[i].replace(",", ""))
+    except (ValueError, IndexError):
+        pass
+labels = "".join(", mean " + head[i].split("__")[0] + " % of peak" for i in extra)
+print(sys.argv[2] + ": kernel, launches, share of time, mean time, mean DRAM % of peak" + labels)
 for name, (n, time, dram) in sorted(agg.items(), key=lambda x: -x[1][1])[:12]:
-    print(f"  {name:48} {n:3} {100 * time / total:5.1f}% {time / n:9.0f} {dram / n:5.1f}")
+    more = "".join(f" {v / n:5.1f}" for v in sums.get(name, []))
+    print(f"  {name:48} {n:3} {100 * time / total:5.1f}% {time / n:9.0f} {dram / n:5.1f}{more}")
 PY
 }
 
@@ -364,6 +380,22 @@ ncu_attention() {
     done
 }
 
+# The GGUF decode products alone (4 V2-Lite layers in Q4_K_M's mix, launched directly):
+# DRAM, first-level cache and SM throughput as shares of their peaks say whether the
+# weights' bytes, the staged activations or the decoders' arithmetic bound them.
+ncu_gguf() {
+    command -v ncu >/dev/null || { echo "== ncu-gguf: skipped (ncu not on the PATH)"; return 0; }
+    local metrics=gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed
+    metrics=$metrics,l1tex__throughput.avg.pct_of_peak_sustained_active,sm__throughput.avg.pct_of_peak_sustained_elapsed
+    step ncu-gguf "$1" ncu --clock-control none --metrics "$metrics" --kernel-name regex:"matvec_kernel|experts_kernel" \
+        --launch-skip 60 --launch-count 60 -o "$out/gguf" env CETUS_CUDA_GRAPHS=0 "$cli" bench --device cuda \
+        --random-model v2-lite --dtype q4_k_m --layers 4 --prompt 64 --gen 8
+    [ -f "$out/gguf.ncu-rep" ] || return 0
+    timeout -k 5 20 ncu --import "$out/gguf.ncu-rep" --page raw --csv --print-units base --metrics "$metrics" \
+        > "$out/ncu-gguf.csv" 2>/dev/null
+    ncu_summary "$out/ncu-gguf.csv" "ncu GGUF decode products (Q4_K_M's mix)"
+}
+
 run_mode() {
 case "$1" in
 pack)
@@ -392,6 +424,7 @@ all)  # the first call of a GPU session: what matters most first, within one dev
     selftest_kv_bf16
     bench_comparisons
     ncu_decode 150  # when time is left: what limits decode
+    ncu_gguf 90     # and the GGUF decode products
     ;;
 conformance)
     gpu_facts_and_selftest
@@ -405,6 +438,7 @@ bench)
     bench_figures
     bench_comparisons
     ncu_attention 90  # when time is left: the decode attention's share of the DRAM's peak
+    ncu_gguf 90       # and what bounds the GGUF decode products
     ;;
 full)
     step selftest-cuda-full 400 "$cli" selftest --device cuda --compare full --json
