@@ -169,6 +169,9 @@ __global__ void __launch_bounds__(32 * k_warps_per_block)
     }
 }
 
+static_assert(k_ggml_group * 32 * k_matvec_narrow_split * k_ggml_x_stride * 4 <= k_ggml_stage_budget,
+              "a copy of k_ggml_group tokens' tiles must fit the shared-memory budget");
+
 template <DeviceDtype DT, int NT, bool kXVec, Fuse kFuse>
 void launch_pass(const MatvecArgs& a, cudaStream_t s) {
     // A pair is narrow when one of its matrices is (V3's q_a and kv_a: 1536 and 576 rows).

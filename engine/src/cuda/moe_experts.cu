@@ -1,11 +1,13 @@
 // The routed experts as grouped warp-per-row products: silu(gate x) * up x,
 // then down, for the pairs of every active expert, as moe_forward runs
 // mlp_forward per expert batch (moe.cpp); each expert's weight rows are read
-// once per 8 of its pairs. Grid (rows / 8 rounded up, shared slots + active
-// experts), one warp per output row; templated per dtype, pairs per pass and
+// once per 8 of its pairs. Grid (rows / (8 R) rounded up, shared slots + active
+// experts), one warp per R output rows (R = 1, or 2 for GGUF blocks with one token
+// and for their down projection with two); templated per dtype, pairs per pass and
 // gate/up or down. The shared experts can ride along in the same launches
 // (decode: two launches fewer per MoE layer, and their weights stream beside
-// the routed ones'). GGUF blocks (Ggml) as in matvec.cu.
+// the routed ones'). GGUF blocks (Ggml) as in matvec.cu: activations staged in
+// shared memory (device_math.cuh: ggml_rows_dot).
 #include "cuda_util.h"
 #include "device_math.cuh"
 #include "last_block.cuh"
@@ -168,7 +170,9 @@ void launch_experts_vec(const ExpertLaunch& a, const dim3& grid, cudaStream_t s)
 template <DeviceDtype DT, int NT, bool kGateUp>
 void launch_experts_nt(ExpertLaunch a, int64_t n, int32_t n_experts, bool x_vec, cudaStream_t s) {
     constexpr int kRows = k_expert_rows * k_rows_per_warp<DT, NT, kGateUp>;
-    const int64_t blocks = (a.rows + kRows - 1) / kRows;
+    static_assert(DT != DeviceDtype::Ggml || k_ggml_group * 32 * k_ggml_x_stride * 4 <= k_ggml_stage_budget,
+                  "a copy of k_ggml_group tokens' tiles must fit the shared-memory budget");
+    const int64_t blocks = std::max<int64_t>(1, (a.rows + kRows - 1) / kRows);
     a.s_slots = a.s_rows > 0 ? int32_t((a.s_rows + blocks * kRows - 1) / (blocks * kRows)) : 0;
     const dim3 grid(unsigned(blocks), unsigned(std::min<int64_t>(n_experts, n * a.top_k) + a.s_slots));
     if constexpr (DT == DeviceDtype::Ggml) launch_experts_vec<DT, NT, false, kGateUp>(a, grid, s);

@@ -14,8 +14,8 @@ struct ExpertLaunch {
     float* out;      // [n * K, rows]; the tensor-core kernel's down output
     int32_t top_k;
     int64_t rows, cols;
-    // The shared experts in the same launch (fp32 kernel only; s_slots > 0): the
-    // first s_slots rows of blocks of the grid take rows of s_first (and s_second)
+    // The shared experts in the same launch (fp32 kernel only; s_rows > 0, the launch
+    // sets s_slots): the first s_slots rows of blocks of the grid take rows of s_first (and s_second)
     // for every one of the n_tokens rows of s_x, into s_out [n_tokens, s_rows].
     DeviceMatrix s_first{}, s_second{};
     const float* s_x = nullptr;
