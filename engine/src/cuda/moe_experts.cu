@@ -100,9 +100,10 @@ __global__ void __launch_bounds__(32 * k_expert_rows) experts_kernel(ExpertLaunc
     const int32_t* list = nullptr;  // the expert's pairs
     bool work;                      // (the same in the whole block)
     if (shared) {
-        row0 = ((int64_t(blockIdx.y) * gridDim.x + blockIdx.x) * k_expert_rows + warp) * R;
+        const int64_t block_row0 = (int64_t(blockIdx.y) * gridDim.x + blockIdx.x) * k_expert_rows * R;
+        row0 = block_row0 + warp * R;
         rows = a.s_rows;
-        work = (int64_t(blockIdx.y) * gridDim.x + blockIdx.x) * k_expert_rows * R < rows;
+        work = block_row0 < rows;
         if (work) {
             w1 = a.s_first;
             w2 = a.s_second;
