@@ -314,34 +314,25 @@ head = rows[0]
 k = head.index("Kernel Name") if "Kernel Name" in head else 4
 t = next(i for i, h in enumerate(head) if h.startswith("gpu__time_duration"))
 d = next(i for i, h in enumerate(head) if h.startswith("dram__throughput"))
-agg = {}
+# First-level cache and SM throughput (% of peak), where the report has them (ncu_gguf).
+extra = [i for i, h in enumerate(head) if h.startswith(("l1tex__throughput", "sm__throughput"))]
+agg = {}  # name: [launches, time, DRAM %, extra %...]
 for r in rows[2:]:
     try:
         name = r[k].replace("(anonymous namespace)::", "").replace("cetus::cuda::", "").replace("void ", "")
         name = (name[:name.index(">(") + 1] if ">(" in name else name.split("(")[0]).replace("DeviceDtype", "")[:48]
-        a = agg.setdefault(name, [0, 0.0, 0.0])
+        values = [float(r[i].replace(",", "")) for i in [t, d] + extra]
+        a = agg.setdefault(name, [0] + [0.0] * len(values))
         a[0] += 1
-        a[1] += float(r[t].replace(",", ""))
-        a[2] += float(r[d].replace(",", ""))
+        for j, v in enumerate(values):
+            a[j + 1] += v
     except (ValueError, IndexError):
         pass
 total = sum(a[1] for a in agg.values()) or 1
-# First-level cache and SM throughput (% of peak), where the report has them (ncu_gguf).
-extra = [i for i, h in enumerate(head) if h.startswith(("l1tex__throughput", "sm__throughput"))]
-sums = {}
-for r in rows[2:]:
-    try:
-        name = r[k].replace("(anonymous namespace)::", "").replace("cetus::cuda::", "").replace("void ", "")
-        name = (name[:name.index(">(") + 1] if ">(" in name else name.split("(")[0]).replace("DeviceDtype", "")[:48]
-        s = sums.setdefault(name, [0.0] * len(extra))
-        for j, i in enumerate(extra):
-            s[j] += float(r[i].replace(",", ""))
-    except (ValueError, IndexError):
-        pass
 labels = "".join(", mean " + head[i].split("__")[0] + " % of peak" for i in extra)
 print(sys.argv[2] + ": kernel, launches, share of time, mean time, mean DRAM % of peak" + labels)
-for name, (n, time, dram) in sorted(agg.items(), key=lambda x: -x[1][1])[:12]:
-    more = "".join(f" {v / n:5.1f}" for v in sums.get(name, []))
+for name, (n, time, dram, *more) in sorted(agg.items(), key=lambda x: -x[1][1])[:12]:
+    more = "".join(f" {v / n:5.1f}" for v in more)
     print(f"  {name:48} {n:3} {100 * time / total:5.1f}% {time / n:9.0f} {dram / n:5.1f}{more}")
 PY
 }
