@@ -330,6 +330,28 @@ void run_case(const Case& c, DeviceDtype dt) {
             name.c_str(), wh.rel, wy.rel);
         check(wh.err == 0.0 && wy.err == 0.0, line);
     }
+    if (dt == DeviceDtype::Ggml) {
+        // The fp32 kernel with the fast mode's sums of GGUF blocks (DeviceMatrix::ggml_fast:
+        // codes times activations, then scales and offsets): the same bound.
+        DeviceExperts fast = ex;
+        std::vector<DeviceMatrix> fg = gm, fu = um, fd = dm;
+        for (auto* t : {&fg, &fu, &fd})
+            for (DeviceMatrix& m : *t) m.ggml_fast = true;
+        fast.gate = device_copy(fg);
+        fast.up = device_copy(fu);
+        fast.down = device_copy(fd);
+        fast.ggml_fast = true;
+        launch_experts_gate_up(fast, pairs, x_d, n, int32_t(K), H, int32_t(E), h_d, nullptr, nullptr, nullptr);
+        launch_experts_down(fast, pairs, h_d, n, int32_t(K), H, int32_t(E), y_d, nullptr, nullptr, nullptr, nullptr);
+        const std::vector<float> h = host_copy(h_d, size_t(P * I));
+        const Worst wh = compare(h, gate_up_ref(false), 0.0, 1e-5);
+        const Worst wy = compare(host_copy(y_d, size_t(P * H)), down_ref(h, false), 0.0, 1e-5);
+        std::snprintf(line, sizeof line,
+                      "%s, fp32 kernel, fast sums: gate/up within %.3g, down within %.3g of the largest (bound 1e-5)",
+                      name.c_str(), wh.rel, wy.rel);
+        check(wh.err == 0.0 && wy.err == 0.0, line);
+        for (const DeviceMatrix* p : {fast.gate, fast.up, fast.down}) cudaFree(const_cast<DeviceMatrix*>(p));
+    }
     if (cudaDeviceSynchronize() != cudaSuccess)
         check(false, name + ": kernels: " + cudaGetErrorString(cudaGetLastError()));
     for (void* p : owned) cudaFree(p);

@@ -21,6 +21,7 @@
 // Built for the CUDA emulator and, by the gpu-check preset, for a GPU.
 #include "check_util.h"
 #include "dtype.h"
+#include "ggml_blocks.h"
 #include "gguf.h"
 #include "kernels.h"
 
@@ -124,6 +125,112 @@ float kernel_order_dot(const float* wrow, const float* x, int64_t cols, int spli
     return total;
 }
 
+// The fast mode's offset of chunk c of a row of blocks (GgmlCodes::o: value = s * code
+// + o): the minimum of the types that have one, from the engine's own block functions.
+double chunk_offset(uint32_t id, const std::byte* row, int bytes, int values, int64_t c) {
+    const std::byte* b = row + (c * 32 / values) * bytes;
+    const int k = int(c % (values / 32));
+    float dl = 0.0f, ml = 0.0f;
+    switch (id) {
+    case 12: case 13:  // Q4_K, Q5_K: dl * code - ml
+        cetus::ggml_blocks::scale_min_k4(k, b + 4, cetus::ggml_blocks::f16(b), cetus::ggml_blocks::f16(b + 2), dl, ml);
+        return ml;
+    case 3: case 7:  // Q4_1, Q5_1: d * code + m
+        return cetus::ggml_blocks::f16(b + 2);
+    default: return 0.0;
+    }
+}
+
+// The fast mode's products (DeviceMatrix::ggml_fast: codes times the activations, then
+// scales and offsets times those sums and the activations' sums, GgmlCodes): the
+// double-precision sums of the host's values within 64 roundings of the terms the
+// kernel adds (the codes' products' magnitude: at most the values' plus the offset's);
+// each token's sums the same bits alone (one token, as a decode step) as in a batch
+// of 2, 3 or 11 (a verify batch: MTP on == off); two products in one launch and gate
+// and up with the SwiGLU as in check_kept.
+void check_fast(const Type& t, const cetus::cuda::DeviceMatrix& exact, const std::vector<std::byte>& src,
+                int64_t ld, const std::vector<float>& w, const std::string& shape, std::mt19937& rng) {
+    cetus::cuda::DeviceMatrix m = exact;
+    m.ggml_fast = true;
+    const int64_t rows = m.rows, cols = m.cols;
+    const int64_t n_max = 11, ldx = cols + 4, ldy = rows + 3;
+    std::vector<float> x(size_t(n_max * ldx));
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    for (auto& v : x) v = u(rng);
+    float* d_x = device_copy(x);
+    float* d_y = device_copy(std::vector<float>(size_t(n_max * ldy), -7.0f));
+    const cetus::cuda::RowGroups all{1, rows, 0, 0, 0, 0};
+    // Each token alone.
+    std::vector<float> alone(size_t(n_max * ldy));
+    for (int64_t tk = 0; tk < n_max; ++tk) {
+        cetus::cuda::launch_matvec(m, d_x + tk * ldx, ldx, 1, d_y + tk * ldy, ldy, all, nullptr);
+    }
+    alone = host_copy(d_y, size_t(n_max * ldy));
+    double worst = 0.0;
+    for (int64_t tk = 0; tk < n_max; ++tk)
+        for (int64_t r = 0; r < rows; ++r) {
+            double sum = 0.0, mag = 0.0;
+            for (int64_t c = 0; c < cols; c += 32) {
+                double xs = 0.0;
+                for (int64_t i = c; i < c + 32; ++i) {
+                    const double p = double(w[size_t(r * cols + i)]) * double(x[size_t(tk * ldx + i)]);
+                    sum += p;
+                    mag += std::fabs(p);
+                    xs += std::fabs(double(x[size_t(tk * ldx + i)]));
+                }
+                mag += 2.0 * std::fabs(chunk_offset(t.id, src.data() + r * ld, t.bytes, t.values, c / 32)) * xs;
+            }
+            // A term is rounded at most 64 times on its way: 16 multiply-adds of a run, 4 for
+            // the scales and offsets, the lane's chunks (at most 5 here), the butterfly's 5,
+            // the split warps' 3, and an activations' sum's 5 before its product.
+            const double err = std::fabs(double(alone[size_t(tk * ldy + r)]) - sum) / (mag * 64.0 * 0x1p-24 + 1e-30);
+            worst = std::max(worst, err);
+        }
+    char buf[64];
+    std::snprintf(buf, sizeof buf, " (worst %.3g of the bound)", worst);
+    check(worst <= 1.0, shape + "fast sums, one token at a time == the host's sums within fp32 rounding" + buf);
+    for (int64_t n : {2, 3, 11}) {
+        float* d_b = device_copy(std::vector<float>(size_t(n * ldy), -7.0f));
+        cetus::cuda::launch_matvec(m, d_x, ldx, n, d_b, ldy, all, nullptr);
+        const std::vector<float> y = host_copy(d_b, size_t(n * ldy));
+        int64_t differ = 0, padding = 0;
+        for (int64_t tk = 0; tk < n; ++tk) {
+            differ += std::memcmp(&y[size_t(tk * ldy)], &alone[size_t(tk * ldy)], size_t(rows) * 4) != 0;
+            for (int64_t r = rows; r < ldy; ++r) padding += y[size_t(tk * ldy + r)] != -7.0f;
+        }
+        check(differ == 0 && padding == 0, shape + "fast sums of " + std::to_string(n) +
+                                               " tokens in one batch == each token alone, bit for bit (" +
+                                               std::to_string(differ) + " tokens differ, " + std::to_string(padding) +
+                                               " padding values written)");
+        if (n == 2) {
+            float* d_y2 = device_copy(std::vector<float>(size_t(n * ldy), -7.0f));
+            cetus::cuda::launch_matvec_pair(m, d_b, ldy, m, d_y2, ldy, d_x, ldx, n, nullptr);
+            const std::vector<float> y1 = host_copy(d_b, size_t(n * ldy)), y2 = host_copy(d_y2, size_t(n * ldy));
+            int64_t differ_pair = 0, off_silu = 0;
+            for (int64_t tk = 0; tk < n; ++tk) {
+                differ_pair += std::memcmp(&y1[size_t(tk * ldy)], &alone[size_t(tk * ldy)], size_t(rows) * 4) != 0;
+                differ_pair += std::memcmp(&y2[size_t(tk * ldy)], &alone[size_t(tk * ldy)], size_t(rows) * 4) != 0;
+            }
+            check(differ_pair == 0, shape + "fast sums, a pair of products in one launch == each alone, bit for bit (" +
+                                        std::to_string(differ_pair) + " rows of tokens differ)");
+            cetus::cuda::launch_matvec_gate_up(m, m, d_x, ldx, n, d_b, ldy, nullptr);
+            const std::vector<float> h = host_copy(d_b, size_t(n * ldy));
+            for (int64_t tk = 0; tk < n; ++tk)
+                for (int64_t r = 0; r < rows; ++r) {
+                    const double z = alone[size_t(tk * ldy + r)];
+                    const double want = z / (1.0 + std::exp(-z)) * z;
+                    off_silu += std::fabs(h[size_t(tk * ldy + r)] - want) > 1e-6 * (1.0 + std::fabs(want));
+                }
+            check(off_silu == 0, shape + "fast sums, gate and up with the SwiGLU in one launch == silu(gate) * up "
+                                         "of each product within 1e-6 (" + std::to_string(off_silu) + " off)");
+            cudaFree(d_y2);
+        }
+        cudaFree(d_b);
+    }
+    cudaFree(d_x);
+    cudaFree(d_y);
+}
+
 // Blocks kept as blocks, with finite scales between 2^-9 and 2^-3: the embedding,
 // the bf16 expansion and the products against the host's values.
 void check_kept(const Type& t, int64_t rows, int64_t blocks, std::mt19937& rng) {
@@ -222,6 +329,7 @@ void check_kept(const Type& t, int64_t rows, int64_t blocks, std::mt19937& rng) 
         cudaFree(d_x);
         cudaFree(d_y);
     }
+    check_fast(t, m, src, ld, w, shape, rng);
     cudaFree(d_w);
     cudaFree(d_ids);
     cudaFree(d_e);

@@ -489,6 +489,7 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
     up.progress = args.progress;
     up.cancel = args.cancel;
     up.stage = "uploading weights to " + m_info.name;
+    up.ggml_fast = !m_exact;
     m_weights = upload_weights(model, args.rope_table, m_capacity, up);
 
     m_cache = DeviceBuffer(cache_bytes);

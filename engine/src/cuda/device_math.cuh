@@ -12,6 +12,8 @@
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
+#include <type_traits>
+
 namespace cetus::cuda {
 
 inline constexpr unsigned k_full_mask = 0xffffffffu;
@@ -458,6 +460,186 @@ __device__ __forceinline__ void ggml_chunk(const DeviceMatrix& w, const std::byt
     }
 }
 
+// The fast mode's form of a chunk (DeviceMatrix::ggml_fast): value l is s[h] * q[l] +
+// o[h] (h = l / 16, the chunk's two runs of 16), the codes q small whole numbers held
+// exactly, so that a row's sum over the chunk is s[0] * (q . x)[0, 16) + s[1] * (q .
+// x)[16, 32) + o[0] * sum x[0, 16) + o[1] * sum x[16, 32): one multiply-add a value
+// instead of the decode's multiply and add (rounded apart, for the CPU's bits) and the
+// product's multiply-add. Not the CPU's bits: the products are sums in another order
+// and the decoded values are never rounded, within fp32 rounding of the same sums.
+struct GgmlCodes {
+    float q[32];
+    float s[2], o[2];
+};
+
+// Byte b of word (a code below 256) less c, as a float exactly: a byte permute puts it
+// in the mantissa of 2^23 (where shifting it down and or-ing in the exponent takes two
+// instructions), then one float subtraction.
+__device__ __forceinline__ float code_of_byte(uint32_t word, int b, float c) {
+    return __fsub_rn(__uint_as_float(__byte_perm(word, 0x4B000000u, 0x7440u | uint32_t(b))), 8388608.0f + c);
+}
+// Codes 4 i .. 4 i + 3 of q from word (byte b: code 4 i + b), less c.
+__device__ __forceinline__ void codes_of_word(uint32_t word, int i, float c, float (&q)[32]) {
+#pragma unroll
+    for (int b = 0; b < 4; ++b) q[4 * i + b] = code_of_byte(word, b, c);
+}
+// Bits 0 .. 3 of v to bit 4 of bytes 0 .. 3 (the multiplier's four shifted copies of the
+// nibble land each bit i at 4 + 8 i and the rest at distinct bits, so nothing carries).
+__device__ __forceinline__ uint32_t nibble_to_byte_bit4(uint32_t v) { return ((v & 0xFu) * 0x02040810u) & 0x10101010u; }
+__device__ __forceinline__ void same_runs(GgmlCodes& c, float s, float o) {
+    c.s[0] = c.s[1] = s;
+    c.o[0] = c.o[1] = o;
+}
+
+// Q4_K: chunk_q4_k_wide's loads; value = dl * code - ml.
+__device__ __forceinline__ void codes_q4_k(const std::byte* b, int k, GgmlCodes& c) {
+    const uint4 head = load16(b);
+    const std::byte* q = b + 16 + 32 * (k / 2);
+    const uint4 lo = load16(q), hi = load16(q + 16);
+    float dl, ml;
+    k4_scale_min(head, k, dl, ml);
+    const uint32_t words[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+    const int shift = 4 * (k % 2);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) codes_of_word((words[i] >> shift) & 0x0F0F0F0Fu, i, 0.0f, c.q);
+    same_runs(c, dl, -ml);
+}
+
+// Q5_K: chunk_q5_k_wide's loads; value = dl * code - ml, the fifth bits at bit k.
+__device__ __forceinline__ void codes_q5_k(const std::byte* b, int k, GgmlCodes& c) {
+    const uint4 head = load16(b), h0 = load16(b + 16), h1 = load16(b + 32);
+    const std::byte* q = b + 48 + 32 * (k / 2);
+    const uint4 lo = load16(q), hi = load16(q + 16);
+    float dl, ml;
+    k4_scale_min(head, k, dl, ml);
+    const uint32_t words[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+    const uint32_t high[8] = {h0.x, h0.y, h0.z, h0.w, h1.x, h1.y, h1.z, h1.w};
+    const int shift = 4 * (k % 2);
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+        codes_of_word(((words[i] >> shift) & 0x0F0F0F0Fu) | (((high[i] >> k) & 0x01010101u) << 4), i, 0.0f, c.q);
+    same_runs(c, dl, -ml);
+}
+
+// Q6_K: chunk_q6_k_wide's loads; value = (d * scale) * (code - 32), a scale a run.
+__device__ __forceinline__ void codes_q6_k(const std::byte* b, int k, GgmlCodes& c) {
+    const int n = k / 4, K = k % 4, shift = 4 * (K / 2);
+    uint32_t lo[8], hi[8];
+    load_bytes(b + 64 * n + 32 * (K % 2), 32, lo);
+    load_bytes(b + 128 + 32 * n, 32, hi);
+    const uint32_t sc = load2(b + 192 + 8 * n + 2 * K);
+    const float d = half_to_f32(load2(b + 208));
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+        codes_of_word(((lo[i] >> shift) & 0x0F0F0F0Fu) | (((hi[i] >> (2 * K)) & 0x03030303u) << 4), i, 32.0f, c.q);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        c.s[h] = d * float(int8_t(uint8_t(sc >> (8 * h))));
+        c.o[h] = 0.0f;
+    }
+}
+
+// Q4_0: value = d * (code - 8); the low nibbles of the 16 bytes first.
+__device__ __forceinline__ void codes_q4_0(const std::byte* b, GgmlCodes& c) {
+    uint32_t w[4];
+    load_bytes(b + 2, 16, w);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        codes_of_word(w[i] & 0x0F0F0F0Fu, i, 8.0f, c.q);
+        codes_of_word((w[i] >> 4) & 0x0F0F0F0Fu, 4 + i, 8.0f, c.q);
+    }
+    same_runs(c, half_to_f32(load2(b)), 0.0f);
+}
+
+// Q4_1: value = d * code + m.
+__device__ __forceinline__ void codes_q4_1(const std::byte* b, GgmlCodes& c) {
+    uint32_t w[5];
+    load_bytes(b, 20, w);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        codes_of_word(w[1 + i] & 0x0F0F0F0Fu, i, 0.0f, c.q);
+        codes_of_word((w[1 + i] >> 4) & 0x0F0F0F0Fu, 4 + i, 0.0f, c.q);
+    }
+    same_runs(c, half_to_f32(w[0] & 0xFFFFu), half_to_f32(w[0] >> 16));
+}
+
+// Q5_0: value = d * (code - 16), element j's fifth bit at bit j of qh.
+__device__ __forceinline__ void codes_q5_0(const std::byte* b, GgmlCodes& c) {
+    uint32_t w[6];
+    load_bytes(b, 22, w);
+    const uint32_t qh = (w[0] >> 16) | (w[1] << 16);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const uint32_t qs = (w[1 + i] >> 16) | (w[2 + i] << 16);  // bytes 6 + 4 i .. 9 + 4 i
+        codes_of_word((qs & 0x0F0F0F0Fu) | nibble_to_byte_bit4(qh >> (4 * i)), i, 16.0f, c.q);
+        codes_of_word(((qs >> 4) & 0x0F0F0F0Fu) | nibble_to_byte_bit4(qh >> (16 + 4 * i)), 4 + i, 16.0f, c.q);
+    }
+    same_runs(c, half_to_f32(w[0] & 0xFFFFu), 0.0f);
+}
+
+// Q5_1: value = d * code + m.
+__device__ __forceinline__ void codes_q5_1(const std::byte* b, GgmlCodes& c) {
+    uint32_t w[6];
+    load_bytes(b, 24, w);
+    const uint32_t qh = w[1];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        codes_of_word((w[2 + i] & 0x0F0F0F0Fu) | nibble_to_byte_bit4(qh >> (4 * i)), i, 0.0f, c.q);
+        codes_of_word(((w[2 + i] >> 4) & 0x0F0F0F0Fu) | nibble_to_byte_bit4(qh >> (16 + 4 * i)), 4 + i, 0.0f, c.q);
+    }
+    same_runs(c, half_to_f32(w[0] & 0xFFFFu), half_to_f32(w[0] >> 16));
+}
+
+// Q8_0: value = d * code, the int8 codes offset by 128 (a byte's top bit flipped).
+__device__ __forceinline__ void codes_q8_0(const std::byte* b, GgmlCodes& c) {
+    uint32_t w[9];
+    load_bytes(b, 34, w);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) codes_of_word(((w[i] >> 16) | (w[i + 1] << 16)) ^ 0x80808080u, i, 128.0f, c.q);
+    same_runs(c, half_to_f32(w[0] & 0xFFFFu), 0.0f);
+}
+
+// A chunk as codes (ggml_chunk's blocks). Q2_K, Q3_K and the IQ4 types have no form
+// here: their values, as codes of scale 1.
+__device__ __forceinline__ void ggml_codes(const DeviceMatrix& w, const std::byte* wrow, int64_t c, GgmlCodes& out) {
+    const int shift = w.ggml_values == 256 ? 3 : 0;
+    const std::byte* block = wrow + (c >> shift) * w.ggml_bytes;
+    const int k = int(c & ((1 << shift) - 1));
+    switch (w.ggml_type) {
+    case ggml_blocks::k_type_q4_k: codes_q4_k(block, k, out); return;
+    case ggml_blocks::k_type_q5_k: codes_q5_k(block, k, out); return;
+    case ggml_blocks::k_type_q6_k: codes_q6_k(block, k, out); return;
+    case ggml_blocks::k_type_q5_0: codes_q5_0(block, out); return;
+    case ggml_blocks::k_type_q8_0: codes_q8_0(block, out); return;
+    case ggml_blocks::k_type_q4_0: codes_q4_0(block, out); return;
+    case ggml_blocks::k_type_q4_1: codes_q4_1(block, out); return;
+    case ggml_blocks::k_type_q5_1: codes_q5_1(block, out); return;
+    case ggml_blocks::k_type_q2_k: chunk_q2_k_wide(block, k, out.q); break;
+    case ggml_blocks::k_type_q3_k: chunk_q3_k_wide(block, k, out.q); break;
+    case ggml_blocks::k_type_iq4_nl: chunk_iq4_nl_wide(block, out.q); break;
+    case ggml_blocks::k_type_iq4_xs: chunk_iq4_xs_wide(block, k, out.q); break;
+    default:
+#pragma unroll
+        for (int l = 0; l < 32; ++l) out.q[l] = __int_as_float(0x7FC00000);
+    }
+    same_runs(out, 1.0f, 0.0f);
+}
+
+// One token's sum over a chunk in the fast form: x the chunk's activations, xsum
+// their two runs' sums.
+__device__ __forceinline__ float codes_dot(const GgmlCodes& c, const float (&x)[32], const float (&xsum)[2]) {
+    float a0 = 0.0f, a1 = 0.0f;
+#pragma unroll
+    for (int l = 0; l < 16; ++l) {
+        a0 = fmaf(c.q[l], x[l], a0);
+        a1 = fmaf(c.q[16 + l], x[16 + l], a1);
+    }
+    float t = c.s[0] * a0;
+    t = fmaf(c.s[1], a1, t);
+    t = fmaf(c.o[0], xsum[0], t);
+    return fmaf(c.o[1], xsum[1], t);
+}
+
 __device__ __forceinline__ const std::byte* ggml_row(const DeviceMatrix& w, int64_t row) {
     return static_cast<const std::byte*>(w.data) + row * w.ld;
 }
@@ -469,15 +651,18 @@ __device__ __forceinline__ const std::byte* ggml_row(const DeviceMatrix& w, int6
 // 128 bytes of fp32 activations per lane and chunk against 18 bytes of a 4.5-bit
 // chunk, more first-level cache work per row than the row's bytes take from memory.
 // Instead the block copies each tile (32 * kSplit chunks) of several tokens'
-// activations into shared memory with coalesced loads (chunk q at q * k_ggml_x_stride
-// floats: the pad of 4 keeps both the copy's stores and each lane's 16-byte loads of
-// its chunk free of bank conflicts), each lane loads its chunk's values for
-// k_ggml_group tokens at a time into registers, and uses them for the R rows its warp
-// computes (R > 1 divides the shared-memory reads per row by R; with one row and more
-// than k_ggml_group tokens, its chunk is decoded once for all of them). Every row's sums are taken as a plain
-// warp-per-row product takes them (chunk after chunk in the lane's order, value after
-// value, token by token), so its bits depend neither on R nor on how the tokens are
-// staged and grouped.
+// activations into shared memory with coalesced loads, four values a thread (16-byte
+// loads where the token's row is 16-byte aligned), to chunk q at q * k_ggml_x_stride
+// floats: the pad of 4 keeps both the copy's 16-byte stores and each lane's 16-byte
+// loads of its chunk free of bank conflicts, and holds the fast mode's sums of the
+// chunk's activations. Each lane loads its chunk's values for k_ggml_group tokens at a
+// time into registers, and uses them for the R rows its warp computes (R > 1 divides
+// the shared-memory reads per row by R; with one row and more than k_ggml_group
+// tokens, its chunk is decoded once for all of them). In exact mode every row's sums
+// are taken as a plain warp-per-row product takes them (chunk after chunk in the
+// lane's order, value after value, token by token); in the fast mode (GgmlCodes) a
+// chunk's sums in codes_dot's order, chunk after chunk; either way a row's bits depend
+// neither on R nor on how the tokens are staged and grouped.
 inline constexpr int k_ggml_x_stride = 36;
 inline constexpr int k_ggml_group = 2;  // tokens in registers at a time
 // Dynamic shared memory for the copies: at most k_ggml_stage_budget bytes (within the
@@ -513,11 +698,21 @@ __host__ __device__ constexpr size_t ggml_stage_bytes(int nt, int k_split, int64
 // block; a warp with no rows still takes part). visit(m, i, f) calls f(matrix, row)
 // for row (m, i) of this warp, or nothing where it has none; every row has cols values.
 // stage: ggml_stage_bytes(NT, kSplit, cols) of shared memory, 16-byte aligned.
-template <int NT, int R, int kAcc, int kSplit, class Visit>
+// kFast: the fast mode's sums (GgmlCodes), the copies also staging each chunk's two
+// runs' sums of activations in its pad (floats 32 and 33), each taken as ((x0 + x1) +
+// x2) + x3 by a thread of four values and added over its run's four threads by
+// shuffles; a token's sums are the same whatever NT, R, kAcc and the grouping.
+template <int NT, int R, int kAcc, int kSplit, bool kFast, class Visit>
 __device__ __forceinline__ void ggml_rows_dot(Visit visit, int64_t cols, const float* const (&xs)[NT], int n,
                                               float (&acc)[kAcc][R][NT], int part, float* stage) {
     constexpr int kTile = 32 * kSplit;
     constexpr int G = NT < k_ggml_group ? NT : k_ggml_group;
+    // What a lane holds of its chunk of a row: values, or codes and scales.
+    using Chunk = std::conditional_t<kFast, GgmlCodes, float[32]>;
+    const auto decode = [](const DeviceMatrix& w, int64_t row, int64_t c, Chunk& out) {
+        if constexpr (kFast) ggml_codes(w, ggml_row(w, row), c, out);
+        else ggml_chunk(w, ggml_row(w, row), c, out);
+    };
     const int lane = threadIdx.x & 31;
     const int64_t n_chunks = cols / 32;
     const int64_t stride = ggml_stage_chunks(kSplit, n_chunks) * k_ggml_x_stride;  // floats per staged token
@@ -527,14 +722,14 @@ __device__ __forceinline__ void ggml_rows_dot(Visit visit, int64_t cols, const f
         const int64_t c = c0 + part * 32 + lane;  // this lane's chunk
         // One row and more tokens than a group: its chunk decoded once for all of them.
         constexpr bool kOnce = R == 1 && NT > G;
-        float wone[kAcc][kOnce ? 32 : 1];
+        Chunk wone[kOnce ? kAcc : 1];
         bool have[kAcc] = {};
         if constexpr (kOnce) {
             if (c < n_chunks) {
 #pragma unroll
                 for (int m = 0; m < kAcc; ++m) {
                     visit(m, 0, [&](const DeviceMatrix& w, int64_t row) {
-                        ggml_chunk(w, ggml_row(w, row), c, wone[m]);
+                        decode(w, row, c, wone[m]);
                         have[m] = true;
                     });
                 }
@@ -552,18 +747,36 @@ __device__ __forceinline__ void ggml_rows_dot(Visit visit, int64_t cols, const f
                     if (t >= copy) break;
                     const float* x = xs[j0 + t] + c0 * 32;
                     float* dst = stage + t * stride;
-                    for (int v = threadIdx.x; v < tile_values; v += blockDim.x)
-                        dst[(v / 32) * k_ggml_x_stride + v % 32] = x[v];
+                    const bool vec = reinterpret_cast<uintptr_t>(x) % 16 == 0;
+                    // Four values a thread, a warp's 128 at a time (the loop the same in
+                    // the whole warp, for the shuffles).
+                    for (int v0 = 4 * (threadIdx.x & ~31); v0 < tile_values; v0 += 4 * blockDim.x) {
+                        const int v = v0 + 4 * lane;
+                        float4 f = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                        float* to = dst + (v / 32) * k_ggml_x_stride + v % 32;
+                        if (v < tile_values) {
+                            f = vec ? *reinterpret_cast<const float4*>(x + v)
+                                    : make_float4(x[v], x[v + 1], x[v + 2], x[v + 3]);
+                            *reinterpret_cast<float4*>(to) = f;
+                        }
+                        if constexpr (kFast) {
+                            float sum = ((f.x + f.y) + f.z) + f.w;
+                            sum += __shfl_xor_sync(k_full_mask, sum, 1);
+                            sum += __shfl_xor_sync(k_full_mask, sum, 2);
+                            if (v < tile_values && lane % 4 == 0) dst[(v / 32) * k_ggml_x_stride + 32 + v % 32 / 16] = sum;
+                        }
+                    }
                 }
                 __syncthreads();
             }
             if (c >= n_chunks) continue;
             float xv[G][32];
+            float xsum[G][2];
 #pragma unroll
             for (int g = 0; g < G; ++g) {
                 if (j0 + g < n) {
-                    const float4* src = reinterpret_cast<const float4*>(stage + (slot + g) * stride +
-                                                                        (part * 32 + lane) * k_ggml_x_stride);
+                    const float* at = stage + (slot + g) * stride + (part * 32 + lane) * k_ggml_x_stride;
+                    const float4* src = reinterpret_cast<const float4*>(at);
 #pragma unroll
                     for (int q = 0; q < 8; ++q) {
                         const float4 v = src[q];
@@ -572,14 +785,23 @@ __device__ __forceinline__ void ggml_rows_dot(Visit visit, int64_t cols, const f
                         xv[g][4 * q + 2] = v.z;
                         xv[g][4 * q + 3] = v.w;
                     }
+                    if constexpr (kFast) {
+                        const float2 s2 = *reinterpret_cast<const float2*>(at + 32);
+                        xsum[g][0] = s2.x;
+                        xsum[g][1] = s2.y;
+                    }
                 }
             }
-            const auto take = [&](int m, int i, const float (&wf)[32]) {
+            const auto take = [&](int m, int i, const Chunk& wf) {
 #pragma unroll
                 for (int g = 0; g < G; ++g) {
                     if (j0 + g < n) {
+                        if constexpr (kFast) {
+                            acc[m][i][j0 + g] += codes_dot(wf, xv[g], xsum[g]);
+                        } else {
 #pragma unroll
-                        for (int l = 0; l < 32; ++l) acc[m][i][j0 + g] = fmaf(wf[l], xv[g][l], acc[m][i][j0 + g]);
+                            for (int l = 0; l < 32; ++l) acc[m][i][j0 + g] = fmaf(wf[l], xv[g][l], acc[m][i][j0 + g]);
+                        }
                     }
                 }
             };
@@ -591,8 +813,8 @@ __device__ __forceinline__ void ggml_rows_dot(Visit visit, int64_t cols, const f
 #pragma unroll
                     for (int i = 0; i < R; ++i) {
                         visit(m, i, [&](const DeviceMatrix& w, int64_t row) {
-                            float wf[32];
-                            ggml_chunk(w, ggml_row(w, row), c, wf);
+                            Chunk wf;
+                            decode(w, row, c, wf);
                             take(m, i, wf);
                         });
                     }

@@ -36,7 +36,9 @@ struct CopyJob {
 
 class Layout {
 public:
-    Layout(const ModelConfig& c, char* base) : m_config(c), m_carver(base) {}
+    // ggml_fast: the GGUF matrices' DeviceMatrix::ggml_fast (and their experts').
+    Layout(const ModelConfig& c, char* base, bool ggml_fast = false)
+        : m_config(c), m_carver(base), m_ggml_fast(ggml_fast) {}
 
     size_t bytes() const { return m_carver.bytes(); }
     std::vector<CopyJob>& jobs() { return m_jobs; }
@@ -119,7 +121,9 @@ public:
         const int64_t row = ggml_bytes_per_row(m), ld = (row + 15) / 16 * 16;
         char* p = m_carver.take<char>(size_t(m.rows) * size_t(ld));
         m_jobs.push_back({p, size_t(ld), m.data, size_t(row), size_t(m.rows), false});
-        return ggml_device_matrix(m.ggml_type, m.rows, m.cols, p, ld);
+        DeviceMatrix d = ggml_device_matrix(m.ggml_type, m.rows, m.cols, p, ld);
+        d.ggml_fast = m_ggml_fast;
+        return d;
     }
     // Bytes of one of m's rows of blocks; throws for a type the device cannot decode.
     static int64_t ggml_bytes_per_row(const Matrix& m) {
@@ -173,7 +177,8 @@ public:
         const DeviceDtype gate_up_dtype = E ? table[0].dtype : DeviceDtype::F32;
         const DeviceDtype down_dtype = E ? table[2 * E].dtype : DeviceDtype::F32;
         const DeviceMatrix* t = descriptors(std::move(table));
-        d.experts = DeviceExperts{t, t + E, t + 2 * E, gate_up_dtype, down_dtype, m_config.moe_intermediate_size};
+        d.experts = DeviceExperts{t, t + E, t + 2 * E, gate_up_dtype, down_dtype, m_config.moe_intermediate_size,
+                                  m_ggml_fast};
         d.has_shared = m.has_shared;
         if (m.has_shared) d.shared = mlp(m.shared);
         return d;
@@ -193,6 +198,7 @@ private:
     using Key = std::tuple<const void*, int, int64_t, int64_t, bool>;
     const ModelConfig& m_config;
     Carver m_carver;
+    bool m_ggml_fast;
     std::map<Key, DeviceMatrix> m_seen;
     std::map<const void*, uint64_t> m_read_bytes;
     std::deque<std::vector<DeviceMatrix>> m_tables;
@@ -352,7 +358,7 @@ DeviceWeights upload_weights(const Model& model, const float* rope_table, int64_
     DeviceBuffer memory(measure.bytes());
     // Row padding is never read, but zeroed all the same so the allocation holds no stale data.
     CETUS_CUDA(cudaMemsetAsync(memory.get(), 0, memory.bytes(), o.stream));
-    Layout layout(model.config(), memory.get());
+    Layout layout(model.config(), memory.get(), o.ggml_fast);
     DeviceWeights w = lay_out(model, rope_table, capacity, layout);
     size_t total = 0;
     for (const CopyJob& j : layout.jobs()) total += j.n_rows * j.src_row_bytes;

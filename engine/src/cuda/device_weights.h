@@ -66,6 +66,7 @@ struct UploadOptions {
     std::function<void(float fraction, const std::string& stage)> progress;  // may be empty
     const std::atomic<bool>* cancel = nullptr;
     std::string stage;  // progress text
+    bool ggml_fast = false;  // GGUF blocks take the fast mode's sums (DeviceMatrix::ggml_fast)
 };
 
 // Device bytes upload_weights takes. Throws Error(Unsupported) for weights it cannot hold.

@@ -28,6 +28,9 @@ struct DeviceMatrix {
     int64_t scale_cols = 0;
     uint32_t ggml_type = 0;
     int32_t ggml_values = 0, ggml_bytes = 0;
+    // GGUF blocks: the decode products (matvec.cu, moe_experts.cu) take the fast mode's
+    // sums (device_math.cuh: GgmlCodes), not the CPU's bits.
+    bool ggml_fast = false;
 };
 
 // A matrix-vector product over groups of rows, for the per-head products of
@@ -269,6 +272,7 @@ struct DeviceExperts {
     const DeviceMatrix* down = nullptr;
     DeviceDtype gate_up_dtype = DeviceDtype::F32, down_dtype = DeviceDtype::F32;
     int64_t inter = 0;  // moe_intermediate_size
+    bool ggml_fast = false;  // GGUF experts: DeviceMatrix::ggml_fast (all of them alike)
 };
 // The end of a MoE layer (launch_moe_combine): x += the routed experts' weighted
 // outputs + shared, then out = rmsnorm(x) with norm_w.

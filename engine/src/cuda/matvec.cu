@@ -60,7 +60,8 @@ inline constexpr int k_rows_per_warp =
 // kSplit warps per output row, k_warps_per_block / kSplit rows per block (times
 // k_rows_per_warp). With kSplit > 1 the warps' partial sums are added in warp order.
 // x, y and y2 also come as separate restricted parameters: loads of x take the read-only path.
-template <DeviceDtype DT, int NT, bool kXVec, int kSplit, Fuse kFuse>
+// kFast (GGUF blocks only): the fast mode's sums (DeviceMatrix::ggml_fast).
+template <DeviceDtype DT, int NT, bool kXVec, int kSplit, Fuse kFuse, bool kFast>
 __global__ void __launch_bounds__(32 * k_warps_per_block)
     matvec_kernel(MatvecArgs a, const float* __restrict__ x, float* __restrict__ y, float* __restrict__ y2) {
     pdl_wait();  // first: see pdl.cuh
@@ -99,7 +100,7 @@ __global__ void __launch_bounds__(32 * k_warps_per_block)
                 f(a.w, g.w_row0 + grp * g.w_row_step + r);
             }
         };
-        ggml_rows_dot<NT, R, kAcc, kSplit>(visit, a.w.cols, xs, a.n, acc, part, stage);
+        ggml_rows_dot<NT, R, kAcc, kSplit, kFast>(visit, a.w.cols, xs, a.n, acc, part, stage);
     } else if (active) {
         if constexpr (kFuse == Fuse::Pair) {
             if (r0 < a.w.rows) warp_row_dot<DT, NT, kXVec, kSplit>(a.w, r0, xs, a.n, acc[0][0], part);
@@ -181,13 +182,22 @@ void launch_pass(const MatvecArgs& a, cudaStream_t s) {
             k_warps_per_block / k_matvec_narrow_split * k_rows_per_warp<DT, NT, k_matvec_narrow_split, kFuse>;
         const dim3 grid(unsigned((a.g.rows + kRows - 1) / kRows), unsigned(a.g.n_groups));
         const size_t smem = DT == DeviceDtype::Ggml ? ggml_stage_bytes(NT, k_matvec_narrow_split, a.w.cols) : 0;
-        launch_pdl(matvec_kernel<DT, NT, kXVec, k_matvec_narrow_split, kFuse>, grid, 32 * k_warps_per_block, smem, s, a,
-                   a.x, a.y, a.y2);
+        if (DT == DeviceDtype::Ggml && a.w.ggml_fast)
+            launch_pdl(matvec_kernel<DT, NT, kXVec, k_matvec_narrow_split, kFuse, DT == DeviceDtype::Ggml>, grid,
+                       32 * k_warps_per_block, smem, s, a, a.x, a.y, a.y2);
+        else
+            launch_pdl(matvec_kernel<DT, NT, kXVec, k_matvec_narrow_split, kFuse, false>, grid, 32 * k_warps_per_block,
+                       smem, s, a, a.x, a.y, a.y2);
     } else {
         constexpr int kRows = k_warps_per_block * k_rows_per_warp<DT, NT, 1, kFuse>;
         const dim3 grid(unsigned((a.g.rows + kRows - 1) / kRows), unsigned(a.g.n_groups));
         const size_t smem = DT == DeviceDtype::Ggml ? ggml_stage_bytes(NT, 1, a.w.cols) : 0;
-        launch_pdl(matvec_kernel<DT, NT, kXVec, 1, kFuse>, grid, 32 * k_warps_per_block, smem, s, a, a.x, a.y, a.y2);
+        if (DT == DeviceDtype::Ggml && a.w.ggml_fast)
+            launch_pdl(matvec_kernel<DT, NT, kXVec, 1, kFuse, DT == DeviceDtype::Ggml>, grid, 32 * k_warps_per_block,
+                       smem, s, a, a.x, a.y, a.y2);
+        else
+            launch_pdl(matvec_kernel<DT, NT, kXVec, 1, kFuse, false>, grid, 32 * k_warps_per_block, smem, s, a, a.x,
+                       a.y, a.y2);
     }
     CETUS_CUDA_LAUNCHED("matvec_kernel");
 }
@@ -260,7 +270,8 @@ void launch_matvec_add_rmsnorm(const DeviceMatrix& w, const float* x, int64_t ld
 }
 
 bool matvec_fusable(const DeviceMatrix& a, const DeviceMatrix& b) {
-    return a.dtype == b.dtype && a.cols == b.cols;  // (two Ggml matrices may be of different block types)
+    // (two Ggml matrices may be of different block types, not of different sums)
+    return a.dtype == b.dtype && a.cols == b.cols && a.ggml_fast == b.ggml_fast;
 }
 
 void launch_matvec_gate_up(const DeviceMatrix& gate, const DeviceMatrix& up, const float* x, int64_t ldx, int64_t n,

@@ -32,7 +32,7 @@ inline constexpr int k_rows_per_warp = DT == DeviceDtype::Ggml ? k_ggml_rows_per
 // with few registers; more pairs take several passes. A pair's sum does not depend on
 // NT or on the other pairs. GGUF blocks: every warp of the block calls this with the
 // same count and pairs (n_rows may be 0), as ggml_rows_dot's copies need.
-template <DeviceDtype DT, int NT, bool kXVec, bool kGateUp, class PairAt, class InputOf, class OutputOf>
+template <DeviceDtype DT, int NT, bool kXVec, bool kGateUp, bool kFast, class PairAt, class InputOf, class OutputOf>
 __device__ __forceinline__ void rows_for_pairs(const DeviceMatrix& w1, const DeviceMatrix& w2, int64_t row0,
                                                int n_rows, int count, PairAt pair_at, InputOf x_of, OutputOf out_of,
                                                float* stage) {
@@ -52,7 +52,7 @@ __device__ __forceinline__ void rows_for_pairs(const DeviceMatrix& w1, const Dev
             const auto visit = [&](int m, int i, auto&& f) {
                 if (i < n_rows) f(m == 0 ? w1 : w2, row0 + i);
             };
-            ggml_rows_dot<NT, R, kAcc, 1>(visit, w1.cols, xs, np, v, 0, stage);
+            ggml_rows_dot<NT, R, kAcc, 1, kFast>(visit, w1.cols, xs, np, v, 0, stage);
         } else {
             warp_row_dot<DT, NT, kXVec>(w1, row0, xs, np, v[0][0]);
             if constexpr (kGateUp) warp_row_dot<DT, NT, kXVec>(w2, row0, xs, np, v[1][0]);
@@ -82,7 +82,8 @@ __device__ __forceinline__ void rows_for_pairs(const DeviceMatrix& w1, const Dev
 // Each warp computes R = k_rows_per_warp rows (1 but for GGUF blocks).
 // kCombine (down only): every block takes part in last_block_arrived, so no block
 // returns early; the last one runs the MoE combine for every token.
-template <DeviceDtype DT, int NT, bool kXVec, bool kGateUp, bool kCombine>
+// kFast (GGUF blocks only): the fast mode's sums (DeviceMatrix::ggml_fast).
+template <DeviceDtype DT, int NT, bool kXVec, bool kGateUp, bool kCombine, bool kFast>
 __global__ void __launch_bounds__(32 * k_expert_rows) experts_kernel(ExpertLaunch a) {
     static_assert(!kCombine || 32 * k_expert_rows == k_row_threads, "combine_row needs a block of k_row_threads");
     pdl_wait();  // first: see pdl.cuh
@@ -128,7 +129,7 @@ __global__ void __launch_bounds__(32 * k_expert_rows) experts_kernel(ExpertLaunc
         if (!work || (!kGgml && n_rows == 0)) return;  // (GGUF: every warp takes part in the copies)
     }
     if (work && (kGgml || n_rows > 0)) {
-        rows_for_pairs<DT, NT, kXVec, kGateUp>(
+        rows_for_pairs<DT, NT, kXVec, kGateUp, kFast>(
             w1, w2, row0, n_rows, count, [&](int i) { return shared ? i : list[i]; },
             [&](int p) {
                 return shared ? a.s_x + int64_t(p) * a.s_cols : a.x + int64_t(kGateUp ? p / a.top_k : p) * a.cols;
@@ -146,7 +147,7 @@ __global__ void __launch_bounds__(32 * k_expert_rows) experts_kernel(ExpertLaunc
     }
 }
 
-template <DeviceDtype DT, int NT, bool kXVec, bool kGateUp>
+template <DeviceDtype DT, int NT, bool kXVec, bool kGateUp, bool kFast>
 void launch_experts_vec(const ExpertLaunch& a, const dim3& grid, cudaStream_t s) {
     constexpr int threads = 32 * k_expert_rows;
     static_assert(k_fused_tail_max_tokens <= 2, "the fused combine is compiled for 1 and 2 tokens");
@@ -157,11 +158,11 @@ void launch_experts_vec(const ExpertLaunch& a, const dim3& grid, cudaStream_t s)
             : std::max(ggml_stage_bytes(NT, 1, a.cols), a.s_rows > 0 ? ggml_stage_bytes(NT, 1, a.s_cols) : 0);
     if constexpr (!kGateUp && NT <= 2) {
         if (a.combine.done) {
-            launch_pdl(experts_kernel<DT, NT, kXVec, false, true>, grid, threads, smem, s, a);
+            launch_pdl(experts_kernel<DT, NT, kXVec, false, true, kFast>, grid, threads, smem, s, a);
             return;
         }
     }
-    launch_pdl(experts_kernel<DT, NT, kXVec, kGateUp, false>, grid, threads, smem, s, a);
+    launch_pdl(experts_kernel<DT, NT, kXVec, kGateUp, false, kFast>, grid, threads, smem, s, a);
 }
 
 // The grid: blocks of k_expert_rows * R rows. Blocks past the active count return at
@@ -176,9 +177,14 @@ void launch_experts_nt(ExpertLaunch a, int64_t n, int32_t n_experts, bool x_vec,
     const int64_t blocks = std::max<int64_t>(1, (a.rows + kRows - 1) / kRows);
     a.s_slots = a.s_rows > 0 ? int32_t((a.s_rows + blocks * kRows - 1) / (blocks * kRows)) : 0;
     const dim3 grid(unsigned(blocks), unsigned(std::min<int64_t>(n_experts, n * a.top_k) + a.s_slots));
-    if constexpr (DT == DeviceDtype::Ggml) launch_experts_vec<DT, NT, false, kGateUp>(a, grid, s);
-    else if (x_vec) launch_experts_vec<DT, NT, true, kGateUp>(a, grid, s);
-    else launch_experts_vec<DT, NT, false, kGateUp>(a, grid, s);
+    if constexpr (DT == DeviceDtype::Ggml) {
+        if (a.ggml_fast) launch_experts_vec<DT, NT, false, kGateUp, true>(a, grid, s);
+        else launch_experts_vec<DT, NT, false, kGateUp, false>(a, grid, s);
+    } else if (x_vec) {
+        launch_experts_vec<DT, NT, true, kGateUp, false>(a, grid, s);
+    } else {
+        launch_experts_vec<DT, NT, false, kGateUp, false>(a, grid, s);
+    }
 }
 
 template <DeviceDtype DT, bool kGateUp>
@@ -208,7 +214,9 @@ void launch_experts(const ExpertLaunch& a, DeviceDtype dtype, int64_t n, int32_t
 
 bool experts_shared_fusable(const DeviceExperts& e, const DeviceMatrix& gate, const DeviceMatrix& up,
                             const DeviceMatrix& down, int64_t hidden) {
+    const auto sums = [&](const DeviceMatrix& m) { return m.dtype != DeviceDtype::Ggml || m.ggml_fast == e.ggml_fast; };
     return gate.dtype == e.gate_up_dtype && up.dtype == e.gate_up_dtype && down.dtype == e.down_dtype &&
+           sums(gate) && sums(up) && sums(down) &&
            gate.rows == up.rows && gate.cols == hidden && up.cols == hidden && down.rows == hidden &&
            down.cols == gate.rows && gate.rows > 0;
 }
@@ -232,6 +240,7 @@ void launch_experts_gate_up(const DeviceExperts& e, const ExpertPairs& pairs, co
     if (n <= 0) return;
     ExpertLaunch a{e.gate, e.up, pairs, x, h, top_k, e.inter, hidden};
     a.n_tokens = int32_t(n);
+    a.ggml_fast = e.ggml_fast;
     if (mma) {
         if (shared) throw Error(ErrorCode::Device, "experts: shared experts on the tensor-core kernel (internal error)");
         launch_to_bf16(x, hidden, n, hidden, mma->x_bf16, mma->ld_x, s);
@@ -252,6 +261,7 @@ void launch_experts_down(const DeviceExperts& e, const ExpertPairs& pairs, const
     if (n <= 0) return;
     ExpertLaunch a{e.down, nullptr, pairs, h, y, top_k, hidden, e.inter};
     a.n_tokens = int32_t(n);
+    a.ggml_fast = e.ggml_fast;
     if (mma) {
         if (shared || combine)
             throw Error(ErrorCode::Device, "experts: a fused part on the tensor-core kernel (internal error)");

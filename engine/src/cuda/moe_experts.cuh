@@ -23,6 +23,7 @@ struct ExpertLaunch {
     int64_t s_rows = 0, s_cols = 0;
     int32_t s_slots = 0;
     int32_t n_tokens = 0;  // tokens of the launch
+    bool ggml_fast = false;  // GGUF blocks: the fast mode's sums (DeviceExperts::ggml_fast)
     // The MoE combine by the last block (down launches of the fp32 kernel; combine.done set).
     MoeCombine combine{};
     // The tensor-core kernel's input rows in bf16, ldxb elements apart (a multiple
