@@ -281,6 +281,10 @@ bench_comparisons() {
     # for cuBLAS and decoding them in the tensor-core experts' tiles; then a 2048-token prefill with
     # those experts and with the fp32 expert kernel (what GGUF experts took before 2026-12-02).
     step bench-v2lite-q4km-cuda 130 "$cli" bench --device cuda --random-model v2-lite --dtype q4_k_m --prompt 512 --gen 64 --json
+    # The same in exact mode: its decode products decode every value to the CPU's bits, where
+    # the fast mode's take codes times activations (device_math.cuh: GgmlCodes).
+    step bench-v2lite-q4km-exact 130 env CETUS_CUDA_EXACT=1 "$cli" bench --device cuda --random-model v2-lite \
+        --dtype q4_k_m --prompt 512 --gen 64 --json
     step bench-prefill-2048-q4km 60 "$cli" bench --device cuda --random-model v2-lite --dtype q4_k_m --layers 4 \
         --prompt 2048 --gen 0 --json
     step bench-prefill-2048-q4km-fp32 90 env CETUS_CUDA_EXPERT_MMA=0 "$cli" bench --device cuda --random-model v2-lite \
@@ -295,7 +299,8 @@ bench_comparisons() {
         "$cli" bench --device cuda --random-model v2-lite --prompt 8192 --gen 64 --repeat 2 --kv-cache bf16 --json
     runs="bench-v2lite-cuda bench-v2lite-nofuse bench-v2lite-pdl bench-prefill-2048 bench-prefill-2048-fp32"
     runs="$runs bench-prefill-2048-tile128 bench-prefill-2048-absorbed"
-    runs="$runs bench-v2lite-fp8-cuda bench-v2lite-q4km-cuda bench-prefill-2048-q4km bench-prefill-2048-q4km-fp32"
+    runs="$runs bench-v2lite-fp8-cuda bench-v2lite-q4km-cuda bench-v2lite-q4km-exact bench-prefill-2048-q4km"
+    runs="$runs bench-prefill-2048-q4km-fp32"
     runs="$runs bench-v2lite-fp8-nographs bench-v2lite-8k-f32 bench-v2lite-8k-bf16"
     runs="$runs bench-v2lite-8k-bf16-cores"
     summarise_bench $runs

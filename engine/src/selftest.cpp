@@ -979,6 +979,13 @@ void compare_backends(const RandomModelOptions& ro, KvCacheType kv, const std::s
                             V);
                 }
             }
+            if (std::string(m.name) == "fast" && whole_runs && model->n_mtp() > 0) {
+                // The fast mode's tokens are not the CPU's, but MTP must not change them: a
+                // verify batch (3 tokens: 2 drafts) gives each token the bits of a decode step.
+                const auto g_off = greedy(*model, *gpu, prompt, false), g_on = greedy(*model, *gpu, prompt, true);
+                r.check(tag + "greedy MTP on == off", g_on == g_off, 0, 0,
+                        std::to_string(g_on.size()) + " vs " + std::to_string(g_off.size()) + " tokens");
+            }
             if (std::string(m.name) == "exact") {
                 // Decode steps replay CUDA graphs (step 1 runs directly, step 2 is
                 // captured, 3-8 replay): the same bits as launching kernel by kernel.

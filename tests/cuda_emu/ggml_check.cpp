@@ -141,10 +141,33 @@ double chunk_offset(uint32_t id, const std::byte* row, int bytes, int values, in
     }
 }
 
+// The largest scale of chunk c's runs where the fast mode takes its codes biased
+// (GgmlCodes: 1 + code / 128, times 128 times the scale; the types whose codes have
+// at most 7 bits), else 0.
+double biased_scale(uint32_t id, const std::byte* row, int bytes, int values, int64_t c) {
+    using cetus::ggml_blocks::f16;
+    const std::byte* b = row + (c * 32 / values) * bytes;
+    const int k = int(c % (values / 32));
+    switch (id) {
+    case 12: case 13: {  // Q4_K, Q5_K
+        float dl = 0.0f, ml = 0.0f;
+        cetus::ggml_blocks::scale_min_k4(k, b + 4, f16(b), f16(b + 2), dl, ml);
+        return std::fabs(dl);
+    }
+    case 2: case 3: case 6: case 7: return std::fabs(f16(b));  // Q4_0, Q4_1, Q5_0, Q5_1: d
+    case 14: {  // Q6_K: d * scale, a scale a run
+        const std::byte* sc = b + 192 + 8 * (k / 4) + 2 * (k % 4);
+        return std::fabs(f16(b + 208)) * std::max(std::abs(int(int8_t(sc[0]))), std::abs(int(int8_t(sc[1]))));
+    }
+    default: return 0.0;
+    }
+}
+
 // The fast mode's products (DeviceMatrix::ggml_fast: codes times the activations, then
 // scales and offsets times those sums and the activations' sums, GgmlCodes): the
 // double-precision sums of the host's values within 64 roundings of the terms the
-// kernel adds (the codes' products' magnitude: at most the values' plus the offset's);
+// kernel adds (the codes' products' magnitude: at most the values' plus the offset's,
+// and the bias of biased codes);
 // each token's sums the same bits alone (one token, as a decode step) as in a batch
 // of 2, 3 or 11 (a verify batch: MTP on == off); two products in one launch and gate
 // and up with the SwiGLU as in check_kept.
@@ -178,7 +201,11 @@ void check_fast(const Type& t, const cetus::cuda::DeviceMatrix& exact, const std
                     mag += std::fabs(p);
                     xs += std::fabs(double(x[size_t(tk * ldx + i)]));
                 }
-                mag += 2.0 * std::fabs(chunk_offset(t.id, src.data() + r * ld, t.bytes, t.values, c / 32)) * xs;
+                // Terms of the codes' products: at most a value's plus the offset's, and
+                // with biased codes twice 128 times the scale (1 + code / 128 < 2).
+                const std::byte* row = src.data() + r * ld;
+                mag += (2.0 * std::fabs(chunk_offset(t.id, row, t.bytes, t.values, c / 32)) +
+                        256.0 * biased_scale(t.id, row, t.bytes, t.values, c / 32)) * xs;
             }
             // A term is rounded at most 64 times on its way: 16 multiply-adds of a run, 4 for
             // the scales and offsets, the lane's chunks (at most 5 here), the butterfly's 5,

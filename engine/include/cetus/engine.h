@@ -52,7 +52,8 @@ struct EngineOptions {
     // the file's size in memory, decoded as they are read. Expanded instead (to BF16, once
     // while loading) they take about 3.5 times the memory of 4-bit blocks, but a product
     // no longer decodes them, which is faster where the cores and not the memory limit
-    // the CPU's decode. (The CUDA backend holds them as BF16 either way.)
+    // the CPU's decode. (The CUDA backend decodes blocks as its products read them; expanded,
+    // it holds BF16.)
     bool expand_gguf = false;
     KvCacheType kv_cache = KvCacheType::F32;
     // Host memory for the prefixes of recent conversations (their latent-cache rows,

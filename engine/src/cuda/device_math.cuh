@@ -461,12 +461,16 @@ __device__ __forceinline__ void ggml_chunk(const DeviceMatrix& w, const std::byt
 }
 
 // The fast mode's form of a chunk (DeviceMatrix::ggml_fast): value l is s[h] * q[l] +
-// o[h] (h = l / 16, the chunk's two runs of 16), the codes q small whole numbers held
-// exactly, so that a row's sum over the chunk is s[0] * (q . x)[0, 16) + s[1] * (q .
-// x)[16, 32) + o[0] * sum x[0, 16) + o[1] * sum x[16, 32): one multiply-add a value
-// instead of the decode's multiply and add (rounded apart, for the CPU's bits) and the
-// product's multiply-add. Not the CPU's bits: the products are sums in another order
-// and the decoded values are never rounded, within fp32 rounding of the same sums.
+// o[h] (h = l / 16, the chunk's two runs of 16), the codes q floats that hold the
+// block's codes exactly, so that a row's sum over the chunk is s[0] * (q . x)[0, 16) +
+// s[1] * (q . x)[16, 32) + o[0] * sum x[0, 16) + o[1] * sum x[16, 32): one
+// multiply-add a value instead of the decode's multiply and add (rounded apart, for
+// the CPU's bits) and the product's multiply-add. Codes below 128 are taken biased,
+// as 1 + code / 128 (a byte permute of 0x80 | code into the mantissa of 1.0: no
+// arithmetic at all), the bias moved into the scale and offset: value = s * (code - c)
+// + o = (128 s) (1 + code / 128) + (o - (128 + c) s). Not the CPU's bits: the products
+// are sums in another order and the decoded values are never rounded; within fp32
+// rounding of the same sums' terms (the bias's included).
 struct GgmlCodes {
     float q[32];
     float s[2], o[2];
@@ -478,18 +482,30 @@ struct GgmlCodes {
 __device__ __forceinline__ float code_of_byte(uint32_t word, int b, float c) {
     return __fsub_rn(__uint_as_float(__byte_perm(word, 0x4B000000u, 0x7440u | uint32_t(b))), 8388608.0f + c);
 }
-// Codes 4 i .. 4 i + 3 of q from word (byte b: code 4 i + b), less c.
+// Codes 4 i .. 4 i + 3 of q from the bytes of word (byte b: code 4 i + b), less c.
 __device__ __forceinline__ void codes_of_word(uint32_t word, int i, float c, float (&q)[32]) {
 #pragma unroll
     for (int b = 0; b < 4; ++b) q[4 * i + b] = code_of_byte(word, b, c);
 }
+// Codes 4 i .. 4 i + 3 of q from the bytes of word (each below 128), biased: 1 + code / 128.
+__device__ __forceinline__ void biased_codes_of_word(uint32_t word, int i, float (&q)[32]) {
+    word |= 0x80808080u;  // the exponent's lowest bit (or-ed with the caller's mask: one instruction)
+#pragma unroll
+    for (int b = 0; b < 4; ++b)
+        q[4 * i + b] = __uint_as_float(__byte_perm(word, 0x3F000000u, 0x7044u | (uint32_t(b) << 8)));
+}
+// Run h's scale and offset for biased codes of value = s * (code - c) + o.
+__device__ __forceinline__ void biased_run(GgmlCodes& g, int h, float s, float o, float c) {
+    g.s[h] = 128.0f * s;
+    g.o[h] = fmaf(-(128.0f + c), s, o);
+}
+__device__ __forceinline__ void biased_runs(GgmlCodes& g, float s, float o, float c) {
+    biased_run(g, 0, s, o, c);
+    biased_run(g, 1, s, o, c);
+}
 // Bits 0 .. 3 of v to bit 4 of bytes 0 .. 3 (the multiplier's four shifted copies of the
 // nibble land each bit i at 4 + 8 i and the rest at distinct bits, so nothing carries).
 __device__ __forceinline__ uint32_t nibble_to_byte_bit4(uint32_t v) { return ((v & 0xFu) * 0x02040810u) & 0x10101010u; }
-__device__ __forceinline__ void same_runs(GgmlCodes& c, float s, float o) {
-    c.s[0] = c.s[1] = s;
-    c.o[0] = c.o[1] = o;
-}
 
 // Q4_K: chunk_q4_k_wide's loads; value = dl * code - ml.
 __device__ __forceinline__ void codes_q4_k(const std::byte* b, int k, GgmlCodes& c) {
@@ -501,8 +517,8 @@ __device__ __forceinline__ void codes_q4_k(const std::byte* b, int k, GgmlCodes&
     const uint32_t words[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
     const int shift = 4 * (k % 2);
 #pragma unroll
-    for (int i = 0; i < 8; ++i) codes_of_word((words[i] >> shift) & 0x0F0F0F0Fu, i, 0.0f, c.q);
-    same_runs(c, dl, -ml);
+    for (int i = 0; i < 8; ++i) biased_codes_of_word((words[i] >> shift) & 0x0F0F0F0Fu, i, c.q);
+    biased_runs(c, dl, -ml, 0.0f);
 }
 
 // Q5_K: chunk_q5_k_wide's loads; value = dl * code - ml, the fifth bits at bit k.
@@ -517,8 +533,8 @@ __device__ __forceinline__ void codes_q5_k(const std::byte* b, int k, GgmlCodes&
     const int shift = 4 * (k % 2);
 #pragma unroll
     for (int i = 0; i < 8; ++i)
-        codes_of_word(((words[i] >> shift) & 0x0F0F0F0Fu) | (((high[i] >> k) & 0x01010101u) << 4), i, 0.0f, c.q);
-    same_runs(c, dl, -ml);
+        biased_codes_of_word(((words[i] >> shift) & 0x0F0F0F0Fu) | (((high[i] >> k) & 0x01010101u) << 4), i, c.q);
+    biased_runs(c, dl, -ml, 0.0f);
 }
 
 // Q6_K: chunk_q6_k_wide's loads; value = (d * scale) * (code - 32), a scale a run.
@@ -531,12 +547,9 @@ __device__ __forceinline__ void codes_q6_k(const std::byte* b, int k, GgmlCodes&
     const float d = half_to_f32(load2(b + 208));
 #pragma unroll
     for (int i = 0; i < 8; ++i)
-        codes_of_word(((lo[i] >> shift) & 0x0F0F0F0Fu) | (((hi[i] >> (2 * K)) & 0x03030303u) << 4), i, 32.0f, c.q);
+        biased_codes_of_word(((lo[i] >> shift) & 0x0F0F0F0Fu) | (((hi[i] >> (2 * K)) & 0x03030303u) << 4), i, c.q);
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-        c.s[h] = d * float(int8_t(uint8_t(sc >> (8 * h))));
-        c.o[h] = 0.0f;
-    }
+    for (int h = 0; h < 2; ++h) biased_run(c, h, d * float(int8_t(uint8_t(sc >> (8 * h)))), 0.0f, 32.0f);
 }
 
 // Q4_0: value = d * (code - 8); the low nibbles of the 16 bytes first.
@@ -545,10 +558,10 @@ __device__ __forceinline__ void codes_q4_0(const std::byte* b, GgmlCodes& c) {
     load_bytes(b + 2, 16, w);
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-        codes_of_word(w[i] & 0x0F0F0F0Fu, i, 8.0f, c.q);
-        codes_of_word((w[i] >> 4) & 0x0F0F0F0Fu, 4 + i, 8.0f, c.q);
+        biased_codes_of_word(w[i] & 0x0F0F0F0Fu, i, c.q);
+        biased_codes_of_word((w[i] >> 4) & 0x0F0F0F0Fu, 4 + i, c.q);
     }
-    same_runs(c, half_to_f32(load2(b)), 0.0f);
+    biased_runs(c, half_to_f32(load2(b)), 0.0f, 8.0f);
 }
 
 // Q4_1: value = d * code + m.
@@ -557,10 +570,10 @@ __device__ __forceinline__ void codes_q4_1(const std::byte* b, GgmlCodes& c) {
     load_bytes(b, 20, w);
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-        codes_of_word(w[1 + i] & 0x0F0F0F0Fu, i, 0.0f, c.q);
-        codes_of_word((w[1 + i] >> 4) & 0x0F0F0F0Fu, 4 + i, 0.0f, c.q);
+        biased_codes_of_word(w[1 + i] & 0x0F0F0F0Fu, i, c.q);
+        biased_codes_of_word((w[1 + i] >> 4) & 0x0F0F0F0Fu, 4 + i, c.q);
     }
-    same_runs(c, half_to_f32(w[0] & 0xFFFFu), half_to_f32(w[0] >> 16));
+    biased_runs(c, half_to_f32(w[0] & 0xFFFFu), half_to_f32(w[0] >> 16), 0.0f);
 }
 
 // Q5_0: value = d * (code - 16), element j's fifth bit at bit j of qh.
@@ -571,10 +584,10 @@ __device__ __forceinline__ void codes_q5_0(const std::byte* b, GgmlCodes& c) {
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
         const uint32_t qs = (w[1 + i] >> 16) | (w[2 + i] << 16);  // bytes 6 + 4 i .. 9 + 4 i
-        codes_of_word((qs & 0x0F0F0F0Fu) | nibble_to_byte_bit4(qh >> (4 * i)), i, 16.0f, c.q);
-        codes_of_word(((qs >> 4) & 0x0F0F0F0Fu) | nibble_to_byte_bit4(qh >> (16 + 4 * i)), 4 + i, 16.0f, c.q);
+        biased_codes_of_word((qs & 0x0F0F0F0Fu) | nibble_to_byte_bit4(qh >> (4 * i)), i, c.q);
+        biased_codes_of_word(((qs >> 4) & 0x0F0F0F0Fu) | nibble_to_byte_bit4(qh >> (16 + 4 * i)), 4 + i, c.q);
     }
-    same_runs(c, half_to_f32(w[0] & 0xFFFFu), 0.0f);
+    biased_runs(c, half_to_f32(w[0] & 0xFFFFu), 0.0f, 16.0f);
 }
 
 // Q5_1: value = d * code + m.
@@ -584,19 +597,21 @@ __device__ __forceinline__ void codes_q5_1(const std::byte* b, GgmlCodes& c) {
     const uint32_t qh = w[1];
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-        codes_of_word((w[2 + i] & 0x0F0F0F0Fu) | nibble_to_byte_bit4(qh >> (4 * i)), i, 0.0f, c.q);
-        codes_of_word(((w[2 + i] >> 4) & 0x0F0F0F0Fu) | nibble_to_byte_bit4(qh >> (16 + 4 * i)), 4 + i, 0.0f, c.q);
+        biased_codes_of_word((w[2 + i] & 0x0F0F0F0Fu) | nibble_to_byte_bit4(qh >> (4 * i)), i, c.q);
+        biased_codes_of_word(((w[2 + i] >> 4) & 0x0F0F0F0Fu) | nibble_to_byte_bit4(qh >> (16 + 4 * i)), 4 + i, c.q);
     }
-    same_runs(c, half_to_f32(w[0] & 0xFFFFu), half_to_f32(w[0] >> 16));
+    biased_runs(c, half_to_f32(w[0] & 0xFFFFu), half_to_f32(w[0] >> 16), 0.0f);
 }
 
-// Q8_0: value = d * code, the int8 codes offset by 128 (a byte's top bit flipped).
+// Q8_0: value = d * code, the int8 codes offset by 128 (a byte's top bit flipped) and
+// taken less 128 exactly (codes of 8 bits leave no room for the bias).
 __device__ __forceinline__ void codes_q8_0(const std::byte* b, GgmlCodes& c) {
     uint32_t w[9];
     load_bytes(b, 34, w);
 #pragma unroll
     for (int i = 0; i < 8; ++i) codes_of_word(((w[i] >> 16) | (w[i + 1] << 16)) ^ 0x80808080u, i, 128.0f, c.q);
-    same_runs(c, half_to_f32(w[0] & 0xFFFFu), 0.0f);
+    c.s[0] = c.s[1] = half_to_f32(w[0] & 0xFFFFu);
+    c.o[0] = c.o[1] = 0.0f;
 }
 
 // A chunk as codes (ggml_chunk's blocks). Q2_K, Q3_K and the IQ4 types have no form
@@ -622,7 +637,8 @@ __device__ __forceinline__ void ggml_codes(const DeviceMatrix& w, const std::byt
 #pragma unroll
         for (int l = 0; l < 32; ++l) out.q[l] = __int_as_float(0x7FC00000);
     }
-    same_runs(out, 1.0f, 0.0f);
+    out.s[0] = out.s[1] = 1.0f;
+    out.o[0] = out.o[1] = 0.0f;
 }
 
 // One token's sum over a chunk in the fast form: x the chunk's activations, xsum
