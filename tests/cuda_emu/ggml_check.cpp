@@ -169,14 +169,16 @@ double biased_scale(uint32_t id, const std::byte* row, int bytes, int values, in
 // kernel adds (the codes' products' magnitude: at most the values' plus the offset's,
 // and the bias of biased codes);
 // each token's sums the same bits alone (one token, as a decode step) as in a batch
-// of 2, 3 or 11 (a verify batch: MTP on == off); two products in one launch and gate
-// and up with the SwiGLU as in check_kept.
+// of 2, 3 or 11 (a verify batch: MTP on == off), rows of activations an odd number of
+// floats apart; two products in one launch and gate and up with the SwiGLU as in check_kept.
 void check_fast(const Type& t, const cetus::cuda::DeviceMatrix& exact, const std::vector<std::byte>& src,
                 int64_t ld, const std::vector<float>& w, const std::string& shape, std::mt19937& rng) {
     cetus::cuda::DeviceMatrix m = exact;
     m.ggml_fast = true;
     const int64_t rows = m.rows, cols = m.cols;
-    const int64_t n_max = 11, ldx = cols + 4, ldy = rows + 3;
+    // Rows of activations an odd number of floats apart: every other token's row is not
+    // 16-byte aligned, so the copies take both their 16-byte and their scalar loads.
+    const int64_t n_max = 11, ldx = cols + 1, ldy = rows + 3;
     std::vector<float> x(size_t(n_max * ldx));
     std::uniform_real_distribution<float> u(-1.0f, 1.0f);
     for (auto& v : x) v = u(rng);
@@ -298,7 +300,8 @@ void check_kept(const Type& t, int64_t rows, int64_t blocks, std::mt19937& rng) 
     // Products for 1, 2, 3 and 11 tokens (11: two passes of the kernel, 8 and 3).
     const int split = rows < cetus::cuda::k_matvec_narrow_rows ? cetus::cuda::k_matvec_narrow_split : 1;
     for (int64_t n : {1, 2, 3, 11}) {
-        const int64_t ldx = cols + 4, ldy = rows + 3;
+        // 3 tokens: rows of activations 16-byte aligned only for the first (the copies' scalar loads).
+        const int64_t ldx = cols + (n == 3 ? 1 : 4), ldy = rows + 3;
         std::vector<float> x(size_t(n * ldx));
         std::uniform_real_distribution<float> u(-1.0f, 1.0f);
         for (auto& v : x) v = u(rng);

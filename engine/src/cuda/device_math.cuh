@@ -771,6 +771,11 @@ __device__ __forceinline__ void ggml_rows_dot(Visit visit, int64_t cols, const f
                         float4 f = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
                         float* to = dst + (v / 32) * k_ggml_x_stride + v % 32;
                         if (v < tile_values) {
+#ifdef CETUS_CUDA_EMU
+                            if ((vec && reinterpret_cast<uintptr_t>(x + v) % 16 != 0) ||
+                                reinterpret_cast<uintptr_t>(to) % 16 != 0)
+                                __trap();  // (a GPU's 16-byte accesses must be aligned)
+#endif
                             f = vec ? *reinterpret_cast<const float4*>(x + v)
                                     : make_float4(x[v], x[v + 1], x[v + 2], x[v + 3]);
                             *reinterpret_cast<float4*>(to) = f;
