@@ -437,7 +437,8 @@ std::unique_ptr<Engine> Engine::create_random(const RandomModelOptions& r, const
     e->make_backend(o, use_cuda, {});
     e->finish_init("random " + r.preset, o,
                    "random model " + r.preset + ", " + r.dtype + ", " + std::to_string(r.n_layers) + " layers, seed " +
-                       std::to_string(r.seed) + "\n");
+                       std::to_string(r.seed) +
+                       (r.intermediate_size ? ", MLP width " + std::to_string(r.intermediate_size) : "") + "\n");
     return e;
 }
 

@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 
 namespace cetus {
@@ -94,15 +95,16 @@ public:
     Builder(WeightStore& store, RandomDtype dtype, uint64_t seed) : m_store(store), m_dtype(dtype), m_seed(seed) {}
 
     // Uniform with standard deviation std (BF16), random e4m3 codes with block scales,
-    // or random GGUF blocks: Q4_K, Q6_K for the output head (head), and where rows
-    // are not whole 256-blocks Q5_0 and Q8_0 instead (as llama.cpp falls back); the
+    // or random GGUF blocks: Q4_K, Q6_K where Q4_K_M gives more bits (more_bits: the
+    // output head, and the down projections of some layers, more_bits_layer), and where
+    // rows are not whole 256-blocks Q5_0 and Q8_0 instead (as llama.cpp falls back); the
     // router and the embedding in blocks too (quantisable keeps the router BF16 in
     // the other forms only).
-    void matrix(const std::string& name, int64_t rows, int64_t cols, bool quantisable = true, bool head = false) {
+    void matrix(const std::string& name, int64_t rows, int64_t cols, bool quantisable = true, bool more_bits = false) {
         const float std_dev = 1.0f / std::sqrt(float(cols));
         const uint64_t seed = m_seed ^ std::hash<std::string>{}(name);
         if (m_dtype == RandomDtype::Q4KM) {
-            const uint32_t type = head ? (cols % 256 ? k_q8_0 : k_q6_k) : (cols % 256 ? k_q5_0 : k_q4_k);
+            const uint32_t type = more_bits ? (cols % 256 ? k_q8_0 : k_q6_k) : (cols % 256 ? k_q5_0 : k_q4_k);
             blocks(name, rows, cols, type, std_dev, seed);
             return;
         }
@@ -214,6 +216,14 @@ uint64_t estimate_bytes(const ModelConfig& c, RandomDtype dtype) {
     return uint64_t(total);
 }
 
+// Whether Q4_K_M gives layer l of n the more bits of Q6_K in its down projections
+// (llama.cpp's use_more_bits: the first and last eighth, and every third between),
+// with at least the first layer however few there are (so the tiny preset has one).
+bool more_bits_layer(int64_t l, int64_t n) {
+    const int64_t eighth = std::max<int64_t>(1, n / 8);
+    return l < eighth || l >= 7 * n / 8 || (l - n / 8) % 3 == 2;
+}
+
 }  // namespace
 
 std::vector<std::string> random_model_presets() {
@@ -236,6 +246,7 @@ std::unique_ptr<Model> build_random_model(const RandomModelOptions& r) {
     const RandomDtype dtype = r.dtype == "fp8" ? RandomDtype::FP8 : r.dtype == "q4_k_m" ? RandomDtype::Q4KM : RandomDtype::BF16;
     auto j = nlohmann::json::parse(preset->config);
     if (r.n_layers > 0) j["num_hidden_layers"] = r.n_layers;
+    if (r.intermediate_size > 0) j["intermediate_size"] = r.intermediate_size;
     ModelConfig c = parse_config(j.dump(), std::string("preset ") + preset->name);
     const uint64_t need = estimate_bytes(c, dtype), avail = host_available_bytes();
     if (avail && need > avail * 9 / 10)
@@ -253,6 +264,7 @@ std::unique_ptr<Model> build_random_model(const RandomModelOptions& r) {
     b.matrix("lm_head.weight", V, H, false, true);
     for (int64_t l = 0; l < c.num_hidden_layers + c.num_nextn_predict_layers; ++l) {
         const std::string p = "model.layers." + std::to_string(l) + ".";
+        const bool more_bits = more_bits_layer(l, c.num_hidden_layers + c.num_nextn_predict_layers);
         b.vector(p + "input_layernorm.weight", H, 1.0f, 0.2f);
         b.vector(p + "post_attention_layernorm.weight", H, 1.0f, 0.2f);
         if (c.q_lora_rank) {
@@ -269,7 +281,7 @@ std::unique_ptr<Model> build_random_model(const RandomModelOptions& r) {
         if (!c.is_moe_layer(l)) {
             b.matrix(p + "mlp.gate_proj.weight", c.intermediate_size, H);
             b.matrix(p + "mlp.up_proj.weight", c.intermediate_size, H);
-            b.matrix(p + "mlp.down_proj.weight", H, c.intermediate_size);
+            b.matrix(p + "mlp.down_proj.weight", H, c.intermediate_size, true, more_bits);
         } else {
             const int64_t I = c.moe_intermediate_size;
             b.matrix(p + "mlp.gate.weight", c.n_routed_experts, H, false);
@@ -279,13 +291,13 @@ std::unique_ptr<Model> build_random_model(const RandomModelOptions& r) {
                 const std::string ep = p + "mlp.experts." + std::to_string(e) + ".";
                 b.matrix(ep + "gate_proj.weight", I, H);
                 b.matrix(ep + "up_proj.weight", I, H);
-                b.matrix(ep + "down_proj.weight", H, I);
+                b.matrix(ep + "down_proj.weight", H, I, true, more_bits);
             }
             if (c.n_shared_experts) {
                 const int64_t Is = I * c.n_shared_experts;
                 b.matrix(p + "mlp.shared_experts.gate_proj.weight", Is, H);
                 b.matrix(p + "mlp.shared_experts.up_proj.weight", Is, H);
-                b.matrix(p + "mlp.shared_experts.down_proj.weight", H, Is);
+                b.matrix(p + "mlp.shared_experts.down_proj.weight", H, Is, true, more_bits);
             }
         }
         if (l >= c.num_hidden_layers) {  // MTP extras; embedding and head shared with the main model

@@ -772,6 +772,7 @@ void check_first_layer_rows(Runner& r, const std::string& tag, Backend& gpu, con
 void compare_backends(const RandomModelOptions& ro, KvCacheType kv, const std::string& modes,
                       std::vector<CheckResult>& out) {
     const std::string name = "cuda-vs-cpu " + ro.preset + (ro.n_layers ? " " + std::to_string(ro.n_layers) + "L" : "") +
+                             (ro.intermediate_size ? " mlp" + std::to_string(ro.intermediate_size) : "") +
                              " " + ro.dtype + (kv == KvCacheType::F32 ? "" : " kv-" + std::string(kv_cache_type_name(kv)));
     Runner r(out, name);
     std::unique_ptr<Model> model;
@@ -1127,7 +1128,9 @@ std::vector<CheckResult> run_selftest(const SelftestOptions& o) {
         const RandomModelOptions medium{"medium-cpu", "bf16", 0, 3}, v2_lite{"v2-lite", "bf16", 2, 4},
             v3_layer{"v3-layers", "fp8", 1, 5};
         std::vector<RandomModelOptions> shapes;
-        const RandomModelOptions tiny_gguf{"tiny", "q4_k_m", 0, 7};
+        // (the first layer's MLP twice the preset's width, so that its down projection is
+        // Q6_K rows of two blocks, which the upload rearranges: kernels.h, ggml_device_row)
+        const RandomModelOptions tiny_gguf{"tiny", "q4_k_m", 0, 7, 512};
         if (o.compare == "medium-cpu") shapes = {medium};
         else if (o.compare == "tiny-gguf") shapes = {tiny_gguf};
         else if (o.compare == "v2-lite") shapes = {v2_lite};

@@ -5,6 +5,8 @@
 
 #include <cuda_runtime.h>
 
+#include "kernels.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -89,6 +91,16 @@ void random_ggml_blocks(uint32_t id, int block_bytes, int64_t n_blocks, std::byt
             out[b * block_bytes + off] = std::byte(h & 0xFF);
             out[b * block_bytes + off + 1] = std::byte(h >> 8);
         }
+}
+
+// rows of GGUF blocks of cols values each (the file's layout), ld bytes apart, as the
+// device holds them (kernels.h: ggml_device_row), the rows' padding as it was.
+inline std::vector<std::byte> device_layout(uint32_t id, const std::vector<std::byte>& file, int64_t rows,
+                                            int64_t cols, int64_t ld) {
+    std::vector<std::byte> out = file;
+    for (int64_t r = 0; r < rows; ++r)
+        cetus::cuda::ggml_device_row(id, file.data() + r * ld, out.data() + r * ld, cols);
+    return out;
 }
 
 } // namespace cetus::check

@@ -80,7 +80,7 @@ Weight make_ggml_weight(uint32_t id, int64_t rows, int64_t cols, std::mt19937& r
     }
     w.rounded.resize(w.exact.size());
     for (size_t i = 0; i < w.exact.size(); ++i) w.rounded[i] = round_bf16(w.exact[i]);
-    w.m.data = device_copy(data);
+    w.m.data = device_copy(device_layout(id, data, rows, cols, w.m.ld));
     owned.push_back(const_cast<void*>(w.m.data));
     return w;
 }

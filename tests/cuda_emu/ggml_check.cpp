@@ -19,6 +19,7 @@
 // - the query absorption from a kv_b_proj in blocks, bit for bit against the
 //   host's own multiply-adds in the CPU's order.
 // Built for the CUDA emulator and, by the gpu-check preset, for a GPU.
+#include "cetus/error.h"
 #include "check_util.h"
 #include "dtype.h"
 #include "ggml_blocks.h"
@@ -62,7 +63,7 @@ void check_type(const Type& t, int64_t pad, std::mt19937& rng) {
         cetus::ggml_dequantize(t.id, src.data() + r * row_bytes, row.data(), cols);
         for (int64_t c = 0; c < cols; ++c) want[size_t(r * ld + c)] = cetus::f32_to_bf16(row[size_t(c)]);
     }
-    std::byte* d_src = device_copy(src);
+    std::byte* d_src = device_copy(device_layout(t.id, src, rows, cols, row_bytes));
     uint16_t* d_out = device_copy(std::vector<uint16_t>(want.size(), 0xEEEE));
     cetus::cuda::launch_ggml_to_bf16(t.id, d_src, row_bytes, rows, cols, d_out, ld, nullptr);
     const std::vector<uint16_t> got = host_copy(d_out, want.size());
@@ -271,7 +272,7 @@ void check_kept(const Type& t, int64_t rows, int64_t blocks, std::mt19937& rng) 
         random_ggml_blocks(t.id, t.bytes, blocks, row, rng);
         cetus::ggml_dequantize(t.id, row, &w[size_t(r * cols)], cols);
     }
-    std::byte* d_w = device_copy(src);
+    std::byte* d_w = device_copy(device_layout(t.id, src, rows, cols, ld));
     const cetus::cuda::DeviceMatrix m = cetus::cuda::ggml_device_matrix(t.id, rows, cols, d_w, ld);
     check(m.ggml_values == t.values && m.ggml_bytes == t.bytes, std::string(t.name) + ": the block shape");
     const std::string shape = std::string(t.name) + " " + std::to_string(rows) + " x " + std::to_string(cols) + ": ";
@@ -387,7 +388,7 @@ void check_absorb(const Type& t, std::mt19937& rng) {
         random_ggml_blocks(t.id, t.bytes, blocks, src.data() + r * ld, rng);
         cetus::ggml_dequantize(t.id, src.data() + r * ld, &w[size_t(r * cols)], cols);
     }
-    std::byte* d_w = device_copy(src);
+    std::byte* d_w = device_copy(device_layout(t.id, src, rows, cols, ld));
     const cetus::cuda::DeviceMatrix kv_b = cetus::cuda::ggml_device_matrix(t.id, rows, cols, d_w, ld);
     for (int64_t n : {1, 11}) {
         std::vector<float> q(size_t(n * m.n_h * d_qk));
@@ -441,6 +442,14 @@ int main() {
     // A type without a decoder: no row size, so the upload refuses it by name.
     check(cetus::cuda::ggml_row_bytes(1, 64) == 0 && cetus::cuda::ggml_row_bytes(12, 255) == 0,
           "F16 (not a block type) and a Q4_K row of 255 values: no row size");
+    // Rows the 16-byte loads could not read: refused, not read misaligned.
+    bool refused = false;
+    try {
+        (void)cetus::cuda::ggml_device_matrix(14, 2, 256, nullptr, 210);
+    } catch (const cetus::Error& e) {
+        refused = std::string(e.what()).find("210 bytes apart") != std::string::npos;
+    }
+    check(refused, "Q6_K rows 210 bytes apart (not a multiple of 16): refused by name");
     std::printf("%d failed\n", g_failed);
     return g_failed == 0 ? 0 : 1;
 }

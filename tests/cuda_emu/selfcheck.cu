@@ -200,6 +200,17 @@ __global__ void together_kernel(unsigned* arrived, unsigned* saw_all, long long 
         }
 }
 
+// The integer intrinsics the GGUF decoders use, at known answers (the CUDA Math API's
+// definitions): byte permutes and funnel shifts, a rotation among them.
+__global__ void bits_kernel(unsigned* out) {
+    out[0] = __byte_perm(0x33221100u, 0x77665544u, 0x5140u);
+    out[1] = __byte_perm(0x33221100u, 0x77665544u, 0x7623u);
+    out[2] = __funnelshift_r(0x89ABCDEFu, 0x01234567u, 8);
+    out[3] = __funnelshift_r(0x89ABCDEFu, 0x01234567u, 40);  // the shift taken mod 32
+    out[4] = __funnelshift_r(0x89ABCDEFu, 0x01234567u, 0);
+    out[5] = __funnelshift_r(0x12345678u, 0x12345678u, 28);  // rotated left by 4
+}
+
 int g_failed = 0;
 
 void check(bool ok, const std::string& what) {
@@ -369,6 +380,19 @@ void check_stale_shared() {
                           std::to_string(blocks) + " blocks did not see the fill)");
 }
 
+void check_bits() {
+    unsigned* out = device_alloc<unsigned>(6);
+    bits_kernel<<<1, 1>>>(out);
+    const std::vector<unsigned> h = to_host(out, 6);
+    const unsigned want[6] = {0x55114400u, 0x77662233u, 0x6789ABCDu, 0x6789ABCDu, 0x89ABCDEFu, 0x23456781u};
+    bool ok = true;
+    for (int i = 0; i < 6; ++i) ok = ok && h[size_t(i)] == want[i];
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "__byte_perm and __funnelshift_r at known answers (%08x %08x %08x %08x %08x %08x)",
+                  h[0], h[1], h[2], h[3], h[4], h[5]);
+    check(ok, buf);
+}
+
 void check_together() {
     const char* threads = std::getenv("CETUS_EMU_THREADS");
     if (!threads || std::atoi(threads) < 2) {
@@ -439,6 +463,7 @@ int main(int argc, char** argv) {
     check_async_copies();
     check_mma();
     check_warp_reductions();
+    check_bits();
     check_together();
     std::printf("cuda emulator selfcheck: %d failed\n", g_failed);
     return g_failed == 0 ? 0 : 1;

@@ -102,9 +102,10 @@ struct ModelInfo {
 // Options of a random model of a named shape, built in memory (benchmarks).
 struct RandomModelOptions {
     std::string preset;          // tiny | medium-cpu | v2-lite | v3-layers
-    std::string dtype = "bf16";  // bf16 | fp8
+    std::string dtype = "bf16";  // bf16 | fp8 | q4_k_m
     int64_t n_layers = 0;        // 0: the preset's own count
     uint64_t seed = 1;
+    int64_t intermediate_size = 0;  // the dense layers' MLP width; 0: the preset's own
 };
 std::vector<std::string> random_model_presets();
 

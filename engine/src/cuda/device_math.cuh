@@ -354,22 +354,45 @@ __device__ __forceinline__ void chunk_iq4_xs_wide(const std::byte* b, int k, flo
     iq4_codes_wide(w, d * small_uint_to_f32(ls, 32.0f), y);
 }
 
-// Q6_K (ql[128], qh[64], scales[16], d; 210-byte blocks): chunk_q6_k's values from 18
-// word loads and two 2-byte loads instead of 68 byte loads.
-__device__ __forceinline__ void chunk_q6_k_wide(const std::byte* b, int k, float (&y)[32]) {
+// Q6_K blocks (ql[128], qh[64], scales[16], d: 210 bytes) as the device holds them
+// (kernels.h: ggml_device_row): each block's 192 bytes of codes (ql, qh) together at the
+// row's start, 16-byte aligned, then every block's 18 bytes of scales and d. q: block
+// b's codes, tail: its scales and d.
+struct Q6kAt {
+    const std::byte *q, *tail;
+};
+__device__ __forceinline__ Q6kAt q6_k_at(const std::byte* wrow, int64_t cols, int64_t b) {
+    return {wrow + 192 * b, wrow + 192 * (cols / 256) + 18 * b};
+}
+// Chunk k's 32 bytes of low nibbles (ql) and of high bits (qh) as words.
+__device__ __forceinline__ void q6_k_words(const std::byte* q, int k, uint32_t (&lo)[8], uint32_t (&hi)[8]) {
+    const int n = k / 4, K = k % 4;
+    const std::byte* l = q + 64 * n + 32 * (K % 2);
+    const std::byte* h = q + 128 + 32 * n;
+    const uint4 l0 = load16(l), l1 = load16(l + 16), h0 = load16(h), h1 = load16(h + 16);
+    const uint32_t lw[8] = {l0.x, l0.y, l0.z, l0.w, l1.x, l1.y, l1.z, l1.w};
+    const uint32_t hw[8] = {h0.x, h0.y, h0.z, h0.w, h1.x, h1.y, h1.z, h1.w};
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        lo[i] = lw[i];
+        hi[i] = hw[i];
+    }
+}
+
+// chunk_q6_k's values, bit for bit, from four 16-byte loads of codes and two 2-byte loads.
+__device__ __forceinline__ void chunk_q6_k_wide(const std::byte* q, const std::byte* tail, int k, float (&y)[32]) {
     const int n = k / 4, K = k % 4, shift = 4 * (K / 2);
     uint32_t lo[8], hi[8];
-    load_bytes(b + 64 * n + 32 * (K % 2), 32, lo);
-    load_bytes(b + 128 + 32 * n, 32, hi);
-    const uint32_t sc = load2(b + 192 + 8 * n + 2 * K);
-    const float d = half_to_f32(load2(b + 208));
+    q6_k_words(q, k, lo, hi);
+    const uint32_t sc = load2(tail + 8 * n + 2 * K);
+    const float d = half_to_f32(load2(tail + 16));
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
         const float s = d * float(int8_t(uint8_t(sc >> (8 * half))));
 #pragma unroll
         for (int l = 16 * half; l < 16 * half + 16; ++l) {
-            const uint32_t q = ((byte_of(lo, l) >> shift) & 0xFu) | (((byte_of(hi, l) >> (2 * K)) & 3u) << 4);
-            y[l] = s * small_uint_to_f32(q, 32.0f);
+            const uint32_t c = ((byte_of(lo, l) >> shift) & 0xFu) | (((byte_of(hi, l) >> (2 * K)) & 3u) << 4);
+            y[l] = s * small_uint_to_f32(c, 32.0f);
         }
     }
 }
@@ -431,20 +454,35 @@ __device__ __forceinline__ void chunk_q5_k_wide(const std::byte* b, int k, float
     }
 }
 
+// Where chunk c of a row lies: its block's index, and k, the chunk's index in the block.
+struct GgmlChunkAt {
+    int64_t block;
+    int k;
+};
+__device__ __forceinline__ GgmlChunkAt ggml_chunk_at(const DeviceMatrix& w, int64_t c) {
+    const int shift = w.ggml_values == 256 ? 3 : 0;  // chunks per block: 8 or 1
+    return {c >> shift, int(c & ((1 << shift) - 1))};
+}
+
 // Values [32 c, 32 c + 32) of a row of GGUF blocks (DeviceDtype::Ggml): the values
 // ggml_blocks::decode_chunk gives (those ggml_dequantize gives the CPU), every type
 // through its *_wide version above, the same bits from fewer, wider loads. The byte
 // decoders are not compiled in: their arrays indexed at run time gave every kernel
-// with this path a stack frame, and more registers. wrow: the row's first byte.
-// Blocks hold 32 or 256 values, so a chunk never straddles two.
+// with this path a stack frame, and more registers. wrow: the row's first byte, the
+// row in the device's layout (kernels.h: ggml_device_row). Blocks hold 32 or 256
+// values, so a chunk never straddles two.
 __device__ __forceinline__ void ggml_chunk(const DeviceMatrix& w, const std::byte* wrow, int64_t c, float (&y)[32]) {
-    const int shift = w.ggml_values == 256 ? 3 : 0;  // chunks per block: 8 or 1
-    const std::byte* block = wrow + (c >> shift) * w.ggml_bytes;
-    const int k = int(c & ((1 << shift) - 1));
+    const GgmlChunkAt at = ggml_chunk_at(w, c);
+    const std::byte* block = wrow + at.block * w.ggml_bytes;
+    const int k = at.k;
     switch (w.ggml_type) {
     case ggml_blocks::k_type_q4_k: chunk_q4_k_wide(block, k, y); break;
     case ggml_blocks::k_type_q5_k: chunk_q5_k_wide(block, k, y); break;
-    case ggml_blocks::k_type_q6_k: chunk_q6_k_wide(block, k, y); break;
+    case ggml_blocks::k_type_q6_k: {
+        const Q6kAt q6 = q6_k_at(wrow, w.cols, at.block);
+        chunk_q6_k_wide(q6.q, q6.tail, k, y);
+        break;
+    }
     case ggml_blocks::k_type_q5_0: chunk_q5_0_wide(block, y); break;
     case ggml_blocks::k_type_q8_0: chunk_q8_0_wide(block, y); break;
     case ggml_blocks::k_type_q4_0: chunk_q4_0_wide(block, y); break;
@@ -537,17 +575,19 @@ __device__ __forceinline__ void codes_q5_k(const std::byte* b, int k, GgmlCodes&
     biased_runs(c, dl, -ml, 0.0f);
 }
 
-// Q6_K: chunk_q6_k_wide's loads; value = (d * scale) * (code - 32), a scale a run.
-__device__ __forceinline__ void codes_q6_k(const std::byte* b, int k, GgmlCodes& c) {
-    const int n = k / 4, K = k % 4, shift = 4 * (K / 2);
+// Q6_K: chunk_q6_k_wide's loads; value = (d * scale) * (code - 32), a scale a run. The
+// high bits 2 K, 2 K + 1 of each byte of qh go to bits 4 and 5 by one rotation of the
+// word (right by 2 K - 4, mod 32); what wraps around lands outside the mask.
+__device__ __forceinline__ void codes_q6_k(const std::byte* q, const std::byte* tail, int k, GgmlCodes& c) {
+    const int n = k / 4, K = k % 4, shift = 4 * (K / 2), rot = (2 * K + 28) & 31;
     uint32_t lo[8], hi[8];
-    load_bytes(b + 64 * n + 32 * (K % 2), 32, lo);
-    load_bytes(b + 128 + 32 * n, 32, hi);
-    const uint32_t sc = load2(b + 192 + 8 * n + 2 * K);
-    const float d = half_to_f32(load2(b + 208));
+    q6_k_words(q, k, lo, hi);
+    const uint32_t sc = load2(tail + 8 * n + 2 * K);
+    const float d = half_to_f32(load2(tail + 16));
 #pragma unroll
     for (int i = 0; i < 8; ++i)
-        biased_codes_of_word(((lo[i] >> shift) & 0x0F0F0F0Fu) | (((hi[i] >> (2 * K)) & 0x03030303u) << 4), i, c.q);
+        biased_codes_of_word(((lo[i] >> shift) & 0x0F0F0F0Fu) | (__funnelshift_r(hi[i], hi[i], rot) & 0x30303030u), i,
+                             c.q);
 #pragma unroll
     for (int h = 0; h < 2; ++h) biased_run(c, h, d * float(int8_t(uint8_t(sc >> (8 * h)))), 0.0f, 32.0f);
 }
@@ -617,13 +657,17 @@ __device__ __forceinline__ void codes_q8_0(const std::byte* b, GgmlCodes& c) {
 // A chunk as codes (ggml_chunk's blocks). Q2_K, Q3_K and the IQ4 types have no form
 // here: their values, as codes of scale 1.
 __device__ __forceinline__ void ggml_codes(const DeviceMatrix& w, const std::byte* wrow, int64_t c, GgmlCodes& out) {
-    const int shift = w.ggml_values == 256 ? 3 : 0;
-    const std::byte* block = wrow + (c >> shift) * w.ggml_bytes;
-    const int k = int(c & ((1 << shift) - 1));
+    const GgmlChunkAt at = ggml_chunk_at(w, c);
+    const std::byte* block = wrow + at.block * w.ggml_bytes;
+    const int k = at.k;
     switch (w.ggml_type) {
     case ggml_blocks::k_type_q4_k: codes_q4_k(block, k, out); return;
     case ggml_blocks::k_type_q5_k: codes_q5_k(block, k, out); return;
-    case ggml_blocks::k_type_q6_k: codes_q6_k(block, k, out); return;
+    case ggml_blocks::k_type_q6_k: {
+        const Q6kAt q6 = q6_k_at(wrow, w.cols, at.block);
+        codes_q6_k(q6.q, q6.tail, k, out);
+        return;
+    }
     case ggml_blocks::k_type_q5_0: codes_q5_0(block, out); return;
     case ggml_blocks::k_type_q8_0: codes_q8_0(block, out); return;
     case ggml_blocks::k_type_q4_0: codes_q4_0(block, out); return;

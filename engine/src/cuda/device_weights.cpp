@@ -26,12 +26,20 @@ struct CopyJob {
     size_t n_rows;
     bool widen_f16;  // F16 source written as F32
     // A GGUF block-quantised matrix (Dtype::Ggml) written as fp32, for the kernels that
-    // read no blocks: its rows of blocks (src_row_bytes each) go up as they are and
-    // are decoded on the device (launch_ggml_to_f32) into rows of ggml_cols values.
+    // read no blocks: its rows of blocks (src_row_bytes each) go up in the device's
+    // layout (kernels.h: ggml_device_row), rows padded to 16 bytes, and are decoded on
+    // the device (launch_ggml_to_f32) into rows of ggml_cols values.
     bool ggml = false;
+    // A GGUF matrix kept in its blocks: rows of ggml_type's blocks written in the
+    // device's layout.
+    bool ggml_rows = false;
     uint32_t ggml_type = 0;
     int64_t ggml_cols = 0;
-    size_t staged_row_bytes() const { return widen_f16 ? src_row_bytes * 2 : src_row_bytes; }
+    size_t staged_row_bytes() const {
+        return widen_f16 ? src_row_bytes * 2 : ggml ? (src_row_bytes + 15) / 16 * 16 : src_row_bytes;
+    }
+    // Rows whose bytes are not copied as they are.
+    bool rearranged() const { return (ggml || ggml_rows) && ggml_row_rearranged(ggml_type); }
 };
 
 class Layout {
@@ -116,11 +124,14 @@ public:
         return d;
     }
 
-    // A GGUF matrix's rows of blocks, as they are, rows padded to 16 bytes.
+    // A GGUF matrix's rows of blocks, in the device's layout, rows padded to 16 bytes.
     DeviceMatrix ggml_blocks(const Matrix& m) {
         const int64_t row = ggml_bytes_per_row(m), ld = (row + 15) / 16 * 16;
         char* p = m_carver.take<char>(size_t(m.rows) * size_t(ld));
         m_jobs.push_back({p, size_t(ld), m.data, size_t(row), size_t(m.rows), false});
+        m_jobs.back().ggml_rows = true;
+        m_jobs.back().ggml_type = m.ggml_type;
+        m_jobs.back().ggml_cols = m.cols;
         DeviceMatrix d = ggml_device_matrix(m.ggml_type, m.rows, m.cols, p, ld);
         d.ggml_fast = m_ggml_fast;
         return d;
@@ -257,11 +268,11 @@ public:
 
 private:
     void copy(const CopyJob& j) {
-        if (!j.widen_f16 && !j.ggml && j.dst_pitch == j.src_row_bytes) {
+        if (!j.widen_f16 && !j.ggml && !j.rearranged() && j.dst_pitch == j.src_row_bytes) {
             copy_bytes(j.dst, static_cast<const char*>(j.src), j.n_rows * j.src_row_bytes);
             return;
         }
-        // Padded or widened rows: whole rows per piece.
+        // Padded, widened or rearranged rows: whole rows per piece.
         const size_t row = j.staged_row_bytes();
         if (row > k_buffer_bytes)
             throw Error(ErrorCode::Unsupported, "CUDA backend: a weight row of " + std::to_string(row) +
@@ -276,11 +287,14 @@ private:
             }
             char* stage = m_buffer[m_current].get() + m_used;
             const char* src = static_cast<const char*>(j.src) + r0 * j.src_row_bytes;
+            if (j.rearranged() || j.ggml) {
+                for (size_t i = 0; i < n; ++i)
+                    ggml_device_row(j.ggml_type, src + i * j.src_row_bytes, stage + i * row, j.ggml_cols);
+            }
             if (j.ggml) {
-                // The blocks go up as they are, then the device decodes them (the CPU
-                // backend's values) into their rows; the next piece's copy into m_raw
-                // waits for that on the stream.
-                std::memcpy(stage, src, n * row);
+                // The blocks go up, then the device decodes them (the CPU backend's
+                // values) into their rows; the next piece's copy into m_raw waits for
+                // that on the stream.
                 CETUS_CUDA(cudaMemcpyAsync(m_raw.get(), stage, n * row, cudaMemcpyHostToDevice, m_o.stream));
                 launch_ggml_to_f32(j.ggml_type, m_raw.get(), int64_t(row), int64_t(n), j.ggml_cols,
                                    reinterpret_cast<float*>(j.dst + r0 * j.dst_pitch), int64_t(j.dst_pitch / 4),
@@ -293,7 +307,7 @@ private:
                     const float f = __half2float(__half(__half_raw{h}));  // exact (a NaN stays a NaN)
                     std::memcpy(stage + 4 * i, &f, 4);
                 }
-            } else {
+            } else if (!j.rearranged()) {
                 std::memcpy(stage, src, n * row);
             }
             if (!j.ggml)

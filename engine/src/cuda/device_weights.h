@@ -1,8 +1,9 @@
 // The model's weights in device memory: one allocation holds every matrix in
 // its checkpoint dtype (F16 widened to F32, FP8 with its fp32 block scales, a
-// GGUF file's block-quantised matrices as their blocks but kv_b_proj and the
-// router, which are decoded to fp32 on the device), the norm vectors and biases as fp32, the per-layer expert descriptor tables
-// and the rope table. Matrices shared by several owners (the MTP module's
+// GGUF file's block-quantised matrices as their blocks, Q6_K's rows rearranged
+// (kernels.h: ggml_device_row), but the router, which is decoded to fp32 on the
+// device), the norm vectors and biases as fp32, the per-layer expert descriptor
+// tables and the rope table. Matrices shared by several owners (the MTP module's
 // embedding and head, tied embeddings) are uploaded once.
 #pragma once
 

@@ -1,7 +1,8 @@
-// GGUF block-quantised weights decoded on the device: rows of blocks as the file
-// holds them, written out as bf16 or fp32 rows ld_out elements apart (at upload,
-// for the matrices whose kernels take no blocks, and for the cuBLAS products'
-// expansion of a Ggml matrix). Each value is ggml_blocks.h's (the engine's own
+// GGUF block-quantised weights decoded on the device: rows of blocks as the device
+// holds them (the file's, but Q6_K's rearranged: kernels.h, ggml_device_row),
+// written out as bf16 or fp32 rows ld_out elements apart (at upload, for the
+// matrices whose kernels take no blocks, and for the cuBLAS products' expansion of
+// a Ggml matrix). Each value is ggml_blocks.h's (the engine's own
 // decoders, so the CPU backend's; through device_math.cuh's ggml_chunk, the
 // kernels' own reads): fp32 exactly, bf16 rounded to nearest even as f32_to_bf16
 // (dtype.h) rounds, NaN included. One thread per 32-value chunk, grid-stride, so a
@@ -12,6 +13,7 @@
 #include "kernels.h"
 
 #include <algorithm>
+#include <cstring>
 
 namespace cetus::cuda {
 namespace {
@@ -90,7 +92,27 @@ int64_t ggml_row_bytes(uint32_t type, int64_t cols) {
     return cols / values * bytes;
 }
 
+bool ggml_row_rearranged(uint32_t type) { return type == ggml_blocks::k_type_q6_k; }
+
+void ggml_device_row(uint32_t type, const void* src, void* dst, int64_t cols) {
+    const int64_t bytes = ggml_row_bytes(type, cols);
+    const auto* s = static_cast<const std::byte*>(src);
+    auto* d = static_cast<std::byte*>(dst);
+    if (!ggml_row_rearranged(type)) {
+        std::memcpy(d, s, size_t(bytes));
+        return;
+    }
+    const int64_t blocks = cols / 256;  // Q6_K: 192 bytes of codes, 16 of scales, 2 of d
+    for (int64_t b = 0; b < blocks; ++b) {
+        std::memcpy(d + 192 * b, s + 210 * b, 192);
+        std::memcpy(d + 192 * blocks + 18 * b, s + 210 * b + 192, 18);
+    }
+}
+
 DeviceMatrix ggml_device_matrix(uint32_t type, int64_t rows, int64_t cols, const void* data, int64_t ld) {
+    if (ld % 16 != 0 || reinterpret_cast<uintptr_t>(data) % 16 != 0)
+        throw Error(ErrorCode::Device, "GGUF rows " + std::to_string(ld) +
+                                           " bytes apart or not 16-byte aligned (internal error)");
     DeviceMatrix w;
     w.dtype = DeviceDtype::Ggml;
     w.rows = rows;

@@ -19,7 +19,8 @@ enum class DeviceDtype : int32_t { F32, BF16, F8_E4M3, Ggml };
 // being cols rounded up to 16 bytes, so every row starts 16-byte aligned.
 // FP8: element (r, c) is multiplied by scale_inv[(r / 128) * scale_cols + c / 128].
 // Ggml: rows of ggml_type's blocks (cols a whole number of blocks, of
-// ggml_values values in ggml_bytes bytes each), ld *bytes* apart (rounded up to 16).
+// ggml_values values in ggml_bytes bytes each), ld *bytes* apart (rounded up to 16),
+// each in the device's layout (ggml_device_row).
 struct DeviceMatrix {
     DeviceDtype dtype = DeviceDtype::F32;
     int64_t rows = 0, cols = 0, ld = 0;
@@ -132,14 +133,24 @@ void launch_dequant_fp8(const DeviceMatrix& w, uint16_t* out, cudaStream_t s);
 // Bytes of one row of `cols` values of a ggml block type (ggml_blocks.h's shapes), or 0
 // for a type without a decoder or a row that is not whole blocks.
 int64_t ggml_row_bytes(uint32_t type, int64_t cols);
-// rows x cols values of a ggml block type, its rows src_ld bytes apart at src (device
-// memory), written as bf16 (the engine's decoders, rounded to nearest even) or as
+// Whether the device holds type's rows in another layout than the file's: Q6_K, whose
+// 210-byte blocks would leave its codes only 2-byte aligned (every word load shifted into
+// place), keeps the 192 bytes of codes (ql, qh) of every block of a row first, 16-byte
+// aligned, then every block's 18 bytes of scales and d (device_math.cuh: q6_k_at). The
+// bytes are the same in number.
+bool ggml_row_rearranged(uint32_t type);
+// One row of cols values of type's blocks (host memory, the file's layout) written to dst
+// (host memory, ggml_row_bytes(type, cols) bytes) in the device's layout.
+void ggml_device_row(uint32_t type, const void* src, void* dst, int64_t cols);
+// rows x cols values of a ggml block type, its rows (the device's layout) src_ld bytes
+// apart at src (device memory; src and src_ld 16-byte aligned), written as bf16 (the engine's decoders, rounded to nearest even) or as
 // fp32 (exact) to out, rows ld_out elements apart.
 void launch_ggml_to_bf16(uint32_t type, const void* src, int64_t src_ld, int64_t rows, int64_t cols, uint16_t* out,
                          int64_t ld_out, cudaStream_t s);
 void launch_ggml_to_f32(uint32_t type, const void* src, int64_t src_ld, int64_t rows, int64_t cols, float* out,
                         int64_t ld_out, cudaStream_t s);
-// A Ggml matrix over rows of type's blocks at data (device memory), ld bytes apart;
+// A Ggml matrix over rows of type's blocks at data (device memory, the device's layout),
+// ld bytes apart (data and ld 16-byte aligned);
 // its block shape left 0 (so nothing decodes it) for a type without a decoder or
 // cols not whole blocks.
 DeviceMatrix ggml_device_matrix(uint32_t type, int64_t rows, int64_t cols, const void* data, int64_t ld);

@@ -173,32 +173,32 @@ __global__ void __launch_bounds__(32 * k_warps_per_block)
 static_assert(k_ggml_group * 32 * k_matvec_narrow_split * k_ggml_x_stride * 4 <= k_ggml_stage_budget,
               "a copy of k_ggml_group tokens' tiles must fit the shared-memory budget");
 
+// One launch with kSplit warps a row: the fast mode's sums for GGUF blocks that take
+// them (no fast instance of the other dtypes is compiled).
+template <DeviceDtype DT, int NT, bool kXVec, int kSplit, Fuse kFuse>
+void launch_split(const MatvecArgs& a, cudaStream_t s) {
+    constexpr int kRows = k_warps_per_block / kSplit * k_rows_per_warp<DT, NT, kSplit, kFuse>;
+    const dim3 grid(unsigned((a.g.rows + kRows - 1) / kRows), unsigned(a.g.n_groups));
+    if constexpr (DT == DeviceDtype::Ggml) {
+        const size_t smem = ggml_stage_bytes(NT, kSplit, a.w.cols);
+        if (a.w.ggml_fast)
+            launch_pdl(matvec_kernel<DT, NT, kXVec, kSplit, kFuse, true>, grid, 32 * k_warps_per_block, smem, s, a,
+                       a.x, a.y, a.y2);
+        else
+            launch_pdl(matvec_kernel<DT, NT, kXVec, kSplit, kFuse, false>, grid, 32 * k_warps_per_block, smem, s, a,
+                       a.x, a.y, a.y2);
+    } else {
+        launch_pdl(matvec_kernel<DT, NT, kXVec, kSplit, kFuse, false>, grid, 32 * k_warps_per_block, 0, s, a, a.x,
+                   a.y, a.y2);
+    }
+}
+
 template <DeviceDtype DT, int NT, bool kXVec, Fuse kFuse>
 void launch_pass(const MatvecArgs& a, cudaStream_t s) {
     // A pair is narrow when one of its matrices is (V3's q_a and kv_a: 1536 and 576 rows).
     const int64_t split_rows = kFuse == Fuse::Pair ? std::min(a.w.rows, a.w2.rows) : a.g.rows;
-    if (split_rows < k_matvec_narrow_rows) {
-        constexpr int kRows =
-            k_warps_per_block / k_matvec_narrow_split * k_rows_per_warp<DT, NT, k_matvec_narrow_split, kFuse>;
-        const dim3 grid(unsigned((a.g.rows + kRows - 1) / kRows), unsigned(a.g.n_groups));
-        const size_t smem = DT == DeviceDtype::Ggml ? ggml_stage_bytes(NT, k_matvec_narrow_split, a.w.cols) : 0;
-        if (DT == DeviceDtype::Ggml && a.w.ggml_fast)
-            launch_pdl(matvec_kernel<DT, NT, kXVec, k_matvec_narrow_split, kFuse, DT == DeviceDtype::Ggml>, grid,
-                       32 * k_warps_per_block, smem, s, a, a.x, a.y, a.y2);
-        else
-            launch_pdl(matvec_kernel<DT, NT, kXVec, k_matvec_narrow_split, kFuse, false>, grid, 32 * k_warps_per_block,
-                       smem, s, a, a.x, a.y, a.y2);
-    } else {
-        constexpr int kRows = k_warps_per_block * k_rows_per_warp<DT, NT, 1, kFuse>;
-        const dim3 grid(unsigned((a.g.rows + kRows - 1) / kRows), unsigned(a.g.n_groups));
-        const size_t smem = DT == DeviceDtype::Ggml ? ggml_stage_bytes(NT, 1, a.w.cols) : 0;
-        if (DT == DeviceDtype::Ggml && a.w.ggml_fast)
-            launch_pdl(matvec_kernel<DT, NT, kXVec, 1, kFuse, DT == DeviceDtype::Ggml>, grid, 32 * k_warps_per_block,
-                       smem, s, a, a.x, a.y, a.y2);
-        else
-            launch_pdl(matvec_kernel<DT, NT, kXVec, 1, kFuse, false>, grid, 32 * k_warps_per_block, smem, s, a, a.x,
-                       a.y, a.y2);
-    }
+    if (split_rows < k_matvec_narrow_rows) launch_split<DT, NT, kXVec, k_matvec_narrow_split, kFuse>(a, s);
+    else launch_split<DT, NT, kXVec, 1, kFuse>(a, s);
     CETUS_CUDA_LAUNCHED("matvec_kernel");
 }
 

@@ -260,6 +260,12 @@ inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
     return r;
 }
 
+// Funnel shift right (SHF.R, clamp-free form): hi:lo as 64 bits shifted right by shift & 31,
+// the low 32 bits (with hi == lo a rotation).
+inline unsigned __funnelshift_r(unsigned lo, unsigned hi, unsigned shift) {
+    return unsigned(((uint64_t(hi) << 32) | lo) >> (shift & 31u));
+}
+
 // Fast-math intrinsics: the accurate functions (the GPU's are within a few ulp).
 inline float __expf(float x) { return std::exp(x); }
 inline float __logf(float x) { return std::log(x); }
