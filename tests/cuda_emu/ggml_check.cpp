@@ -63,9 +63,12 @@ void check_type(const Type& t, int64_t pad, std::mt19937& rng) {
         cetus::ggml_dequantize(t.id, src.data() + r * row_bytes, row.data(), cols);
         for (int64_t c = 0; c < cols; ++c) want[size_t(r * ld + c)] = cetus::f32_to_bf16(row[size_t(c)]);
     }
-    std::byte* d_src = device_copy(device_layout(t.id, src, rows, cols, row_bytes));
+    // The device's rows 16 bytes apart at least, as device_weights lays them out
+    // (ggml_device_matrix refuses others); the block counts above need no padding.
+    const int64_t src_ld = (row_bytes + 15) / 16 * 16;
+    std::byte* d_src = device_copy(device_layout(t.id, src, rows, cols, src_ld));
     uint16_t* d_out = device_copy(std::vector<uint16_t>(want.size(), 0xEEEE));
-    cetus::cuda::launch_ggml_to_bf16(t.id, d_src, row_bytes, rows, cols, d_out, ld, nullptr);
+    cetus::cuda::launch_ggml_to_bf16(t.id, d_src, src_ld, rows, cols, d_out, ld, nullptr);
     const std::vector<uint16_t> got = host_copy(d_out, want.size());
     auto is_nan = [](uint16_t b) { return (b & 0x7F80) == 0x7F80 && (b & 0x7F) != 0; };
     int64_t differ = 0, nan = 0, first = -1;
@@ -89,7 +92,7 @@ void check_type(const Type& t, int64_t pad, std::mt19937& rng) {
     std::vector<float> want_f(size_t(rows * ld), -7.0f);
     for (int64_t r = 0; r < rows; ++r) cetus::ggml_dequantize(t.id, src.data() + r * row_bytes, &want_f[size_t(r * ld)], cols);
     float* d_f = device_copy(std::vector<float>(want_f.size(), -7.0f));
-    cetus::cuda::launch_ggml_to_f32(t.id, d_src, row_bytes, rows, cols, d_f, ld, nullptr);
+    cetus::cuda::launch_ggml_to_f32(t.id, d_src, src_ld, rows, cols, d_f, ld, nullptr);
     const std::vector<float> got_f = host_copy(d_f, want_f.size());
     differ = 0;
     for (size_t i = 0; i < want_f.size(); ++i)
@@ -450,6 +453,17 @@ int main() {
         refused = std::string(e.what()).find("210 bytes apart") != std::string::npos;
     }
     check(refused, "Q6_K rows 210 bytes apart (not a multiple of 16): refused by name");
+    // A row of partial blocks is refused when staged, not copied short.
+    for (const uint32_t type : {14u, 12u}) {
+        refused = false;
+        std::vector<std::byte> in(420), out(420);
+        try {
+            cetus::cuda::ggml_device_row(type, in.data(), out.data(), 300);
+        } catch (const cetus::Error& e) {
+            refused = std::string(e.what()).find("300 values") != std::string::npos;
+        }
+        check(refused, "GGUF type " + std::to_string(type) + ", a row of 300 values staged: refused by name");
+    }
     std::printf("%d failed\n", g_failed);
     return g_failed == 0 ? 0 : 1;
 }

@@ -198,6 +198,13 @@ __device__ __forceinline__ float small_uint_to_f32(uint32_t v, float c = 0.0f) {
     return __fsub_rn(__uint_as_float(0x4B000000u | v), 8388608.0f + c);
 }
 
+// Byte b of word (a code below 256) less c, as a float exactly: a byte permute puts it
+// in the mantissa of 2^23 (where shifting it down and or-ing in the exponent takes two
+// instructions), then one float subtraction.
+__device__ __forceinline__ float code_of_byte(uint32_t word, int b, float c) {
+    return __fsub_rn(__uint_as_float(__byte_perm(word, 0x4B000000u, 0x7440u | uint32_t(b))), 8388608.0f + c);
+}
+
 // Q8_0 (d, 32 int8 codes; 34-byte blocks, 2-byte aligned): ggml_blocks::chunk_q8_0's
 // values from 9 word loads instead of 34 byte loads.
 __device__ __forceinline__ void chunk_q8_0_wide(const std::byte* b, float (&y)[32]) {
@@ -399,23 +406,20 @@ __device__ __forceinline__ void chunk_q6_k_wide(const std::byte* q, const std::b
 
 // Q4_K and Q5_K blocks start with 16 bytes: d, dmin and 12 bytes of eight 6-bit scales
 // and minimums (ggml_blocks::scale_min_k4). Chunk k's d * scale and dmin * minimum.
+// Bytes 0..3 (head.y) hold scales 0..3 and, at bits 6 and 7, the top bits of scales
+// 4..7; bytes 4..7 (head.z) the same for the minimums; bytes 8..11 (head.w) the low
+// four bits of scales 4..7 and, at bits 4..7, of minimums 4..7. The 8 lanes of a block
+// take its 8 chunks, so the two halves (k < 4, k >= 4) would diverge in every warp: all
+// four of a half's scales and minimums are put together a word at a time, the same
+// instructions for both halves, and byte k % 4 is taken from the words.
 __device__ __forceinline__ void k4_scale_min(const uint4& head, int k, float& dl, float& ml) {
     const float d = half_to_f32(head.x & 0xFFFFu), dmin = half_to_f32(head.x >> 16);
-    // Byte i of the 12 scale bytes (i < 12).
-    const auto sb = [&](int i) -> uint32_t {
-        const uint32_t word = i < 4 ? head.y : i < 8 ? head.z : head.w;
-        return (word >> (8 * (i % 4))) & 0xFFu;
-    };
-    uint32_t sc, m;
-    if (k < 4) {
-        sc = sb(k) & 63;
-        m = sb(k + 4) & 63;
-    } else {
-        sc = (sb(k + 4) & 0xF) | ((sb(k - 4) >> 6) << 4);
-        m = (sb(k + 4) >> 4) | ((sb(k) >> 6) << 4);
-    }
-    dl = d * small_uint_to_f32(sc);
-    ml = dmin * small_uint_to_f32(m);
+    const bool upper = k >= 4;
+    const int top = upper ? 2 : 0;  // the top two bits' shift to bits 4 and 5 (in place for k < 4)
+    const uint32_t sc = ((upper ? head.w : head.y) & 0x0F0F0F0Fu) | ((head.y >> top) & 0x30303030u);
+    const uint32_t m = ((upper ? head.w >> 4 : head.z) & 0x0F0F0F0Fu) | ((head.z >> top) & 0x30303030u);
+    dl = d * code_of_byte(sc, k % 4, 0.0f);
+    ml = dmin * code_of_byte(m, k % 4, 0.0f);
 }
 
 // ggml_blocks::chunk_q4_k's values, bit for bit, from three 16-byte loads instead of
@@ -514,12 +518,6 @@ struct GgmlCodes {
     float s[2], o[2];
 };
 
-// Byte b of word (a code below 256) less c, as a float exactly: a byte permute puts it
-// in the mantissa of 2^23 (where shifting it down and or-ing in the exponent takes two
-// instructions), then one float subtraction.
-__device__ __forceinline__ float code_of_byte(uint32_t word, int b, float c) {
-    return __fsub_rn(__uint_as_float(__byte_perm(word, 0x4B000000u, 0x7440u | uint32_t(b))), 8388608.0f + c);
-}
 // Codes 4 i .. 4 i + 3 of q from the bytes of word (byte b: code 4 i + b), less c.
 __device__ __forceinline__ void codes_of_word(uint32_t word, int i, float c, float (&q)[32]) {
 #pragma unroll

@@ -96,6 +96,9 @@ bool ggml_row_rearranged(uint32_t type) { return type == ggml_blocks::k_type_q6_
 
 void ggml_device_row(uint32_t type, const void* src, void* dst, int64_t cols) {
     const int64_t bytes = ggml_row_bytes(type, cols);
+    if (bytes <= 0)  // device_weights refuses such matrices by name before staging a row
+        throw Error(ErrorCode::Device, "GGUF type " + std::to_string(type) + " with rows of " + std::to_string(cols) +
+                                           " values: not whole blocks (internal error)");
     const auto* s = static_cast<const std::byte*>(src);
     auto* d = static_cast<std::byte*>(dst);
     if (!ggml_row_rearranged(type)) {
