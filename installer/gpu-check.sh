@@ -318,15 +318,21 @@ if len(rows) < 3:
 head = rows[0]
 k = head.index("Kernel Name") if "Kernel Name" in head else 4
 t = next(i for i, h in enumerate(head) if h.startswith("gpu__time_duration"))
-d = next(i for i, h in enumerate(head) if h.startswith("dram__throughput"))
-# First-level cache and SM throughput (% of peak), where the report has them (ncu_gguf).
-extra = [i for i, h in enumerate(head) if h.startswith(("l1tex__throughput", "sm__throughput"))]
+# DRAM throughput as a share of peak: collected by name (ncu_gguf) or with --set basic (gpu__dram_throughput).
+d = next(i for i, h in enumerate(head) if h.startswith(("dram__throughput.avg", "gpu__dram_throughput.avg")))
+# First-level cache and SM throughput (% of peak), where the report has them (ncu_gguf), and the
+# busiest multiprocessor's active cycles over the mean (a last block's tail, too few blocks).
+extra = [i for i, h in enumerate(head) if h.startswith(("l1tex__throughput.avg", "sm__throughput.avg"))]
+cyc = [next((i for i, h in enumerate(head) if h == n), None) for n in ("sm__cycles_active.max", "sm__cycles_active.avg")]
+if None not in cyc:
+    extra.append(-1)
 agg = {}  # name: [launches, time, DRAM %, extra %...]
 for r in rows[2:]:
     try:
         name = r[k].replace("(anonymous namespace)::", "").replace("cetus::cuda::", "").replace("void ", "")
         name = (name[:name.index(">(") + 1] if ">(" in name else name.split("(")[0]).replace("DeviceDtype", "")[:48]
-        values = [float(r[i].replace(",", "")) for i in [t, d] + extra]
+        num = lambda i: float(r[i].replace(",", ""))
+        values = [num(i) if i >= 0 else num(cyc[0]) / max(num(cyc[1]), 1.0) for i in [t, d] + extra]
         a = agg.setdefault(name, [0] + [0.0] * len(values))
         a[0] += 1
         for j, v in enumerate(values):
@@ -334,7 +340,7 @@ for r in rows[2:]:
     except (ValueError, IndexError):
         pass
 total = sum(a[1] for a in agg.values()) or 1
-labels = "".join(", mean " + head[i].split("__")[0] + " % of peak" for i in extra)
+labels = "".join(", mean " + head[i].split("__")[0] + " % of peak" if i >= 0 else ", busiest SM / mean" for i in extra)
 print(sys.argv[2] + ": kernel, launches, share of time, mean time, mean DRAM % of peak" + labels)
 for name, (n, time, dram, *more) in sorted(agg.items(), key=lambda x: -x[1][1])[:12]:
     more = "".join(f" {v / n:5.1f}" for v in more)
@@ -352,7 +358,8 @@ ncu_decode() {
         env CETUS_CUDA_GRAPHS=0 "$cli" bench --device cuda --random-model v2-lite --layers 4 --prompt 64 --gen 8
     [ -f "$out/decode.ncu-rep" ] || return 0
     timeout -k 5 20 ncu --import "$out/decode.ncu-rep" --page raw --csv --print-units base \
-        --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed > "$out/ncu-summary.csv" 2>/dev/null
+        --metrics gpu__time_duration.sum,gpu__dram_throughput.avg.pct_of_peak_sustained_elapsed,sm__cycles_active.max,sm__cycles_active.avg \
+        > "$out/ncu-summary.csv" 2>/dev/null
     ncu_summary "$out/ncu-summary.csv" "ncu decode"
 }
 
@@ -370,7 +377,7 @@ ncu_attention() {
             --layers 4 --prompt 8192 --gen 4 --kv-cache bf16
         [ -f "$out/attention-$name.ncu-rep" ] || continue
         timeout -k 5 20 ncu --import "$out/attention-$name.ncu-rep" --page raw --csv --print-units base \
-            --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed \
+            --metrics gpu__time_duration.sum,gpu__dram_throughput.avg.pct_of_peak_sustained_elapsed,sm__cycles_active.max,sm__cycles_active.avg \
             > "$out/ncu-attention-$name.csv" 2>/dev/null
         ncu_summary "$out/ncu-attention-$name.csv" "ncu attention ($name, 8192 tokens, bf16 cache)"
     done

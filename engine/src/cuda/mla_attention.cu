@@ -4,7 +4,7 @@
 // per-token splits (also of mla_attention_mma.cu's, the tensor-core kernel a bf16
 // cache takes on sm_80 and later; plan_attention chooses).
 // Grid (splits, n_h / 8 rounded up, tokens) of 256 threads, one warp per
-// head; the merge takes one block of 128 per (head, token). The cache holds fp32
+// head; the merge takes blocks of 128 columns per (head, token). The cache holds fp32
 // or bf16 values (a bf16 cache's tiles are half the bytes; each value is widened
 // exactly, the arithmetic is the same fp32).
 #include "cuda_util.h"
@@ -173,12 +173,20 @@ __global__ void __launch_bounds__(32 * k_heads_per_block, 2) mla_attention_kerne
     }
 }
 
-// Log-sum-exp merge of the splits of one (token, head), in split order; the
-// token's own plan says how many it has (every one holds at least one row).
-// With one split the weight is expf(0) = 1 and the total is that split's sum,
-// so the context is acc * (1 / sum), bit for bit what the single-block path
-// writes.
-__global__ void attention_merge_kernel(AttentionLaunch a) {
+// Log-sum-exp merge of the splits of one (token, head), for k_merge_columns of
+// its context's columns per block; the token's own plan says how many splits it
+// has (every one holds at least one row). The first warp finds the largest
+// maximum, each split's weight and the weighted total with its lanes; each
+// thread then adds its column's parts in split order, eight loads in flight. (A
+// 600-row context has 75 splits: one thread per head walking them one by one for
+// the maximum, the weights, the total and four columns each took longer than the
+// attention itself; on an H200, 2026-12-04, decode at 600 rows gained nothing from
+// the finer splits until the merge was spread out too.) With one split the weight
+// is expf(0) = 1 and the total is that split's sum, so the context is
+// acc * (1 / sum), bit for bit what the single-block path writes.
+constexpr int k_merge_columns = 128;
+
+__global__ void __launch_bounds__(k_merge_columns) attention_merge_kernel(AttentionLaunch a) {
     pdl_wait();  // first: see pdl.cuh
     pdl_trigger();
     __shared__ float weight[k_split_cap_max];
@@ -186,26 +194,29 @@ __global__ void attention_merge_kernel(AttentionLaunch a) {
     const MlaShape& m = a.m;
     const int64_t h = blockIdx.x, t = blockIdx.y;
     const int n_split = int(split_plan(*a.start_pos + t + 1, a.split, a.split_cap).count);
-    if (threadIdx.x == 0) {
+    const auto part_of = [&](int sp) { return (sp * a.n + t) * m.n_h + h; };
+    if (threadIdx.x < 32) {
+        const int lane = int(threadIdx.x);
         float max_all = -INFINITY;
-        for (int sp = 0; sp < n_split; ++sp)
-            max_all = fmaxf(max_all, a.part_ml[2 * ((sp * a.n + t) * m.n_h + h)]);
+        for (int sp = lane; sp < n_split; sp += 32) max_all = fmaxf(max_all, a.part_ml[2 * part_of(sp)]);
+        max_all = warp_max(max_all);
         float total = 0.0f;
-        for (int sp = 0; sp < n_split; ++sp) {
-            const int64_t part = (sp * a.n + t) * m.n_h + h;
-            weight[sp] = expf(a.part_ml[2 * part] - max_all);
-            total += a.part_ml[2 * part + 1] * weight[sp];
+        for (int sp = lane; sp < n_split; sp += 32) {
+            const float w = expf(a.part_ml[2 * part_of(sp)] - max_all);
+            weight[sp] = w;
+            total += a.part_ml[2 * part_of(sp) + 1] * w;
         }
-        inv_total = 1.0f / total;
+        total = warp_sum(total);
+        if (lane == 0) inv_total = 1.0f / total;
     }
     __syncthreads();
-    for (int64_t c = threadIdx.x; c < m.d_c; c += blockDim.x) {
-        // The first term as a plain product (fmaf(x, w, 0) would turn a -0 into +0).
-        float v = a.part_acc[(t * m.n_h + h) * m.d_c + c] * weight[0];
-        for (int sp = 1; sp < n_split; ++sp)
-            v = fmaf(a.part_acc[((sp * a.n + t) * m.n_h + h) * m.d_c + c], weight[sp], v);
-        a.ctx[(t * m.n_h + h) * m.d_c + c] = v * inv_total;
-    }
+    const int64_t c = int64_t(blockIdx.z) * k_merge_columns + threadIdx.x;
+    if (c >= m.d_c) return;
+    // The first term as a plain product (fmaf(x, w, 0) would turn a -0 into +0).
+    float v = a.part_acc[part_of(0) * m.d_c + c] * weight[0];
+#pragma unroll 8
+    for (int sp = 1; sp < n_split; ++sp) v = fmaf(a.part_acc[part_of(sp) * m.d_c + c], weight[sp], v);
+    a.ctx[(t * m.n_h + h) * m.d_c + c] = v * inv_total;
 }
 
 size_t tile_bytes(int64_t width, bool cache_bf16) {
@@ -227,10 +238,11 @@ AttentionPlan plan_attention(const MlaShape& m, int n_sm, bool cache_bf16, size_
     p.stages = 2 * (2 * tile + fixed) <= shared ? 2 : tile + fixed <= shared ? 1 : 0;
     if (p.stages == 0) return p;
     p.stages = std::min(p.stages, std::max(max_stages, 1));
-    // About one block per multiprocessor for one token's splits of all head groups.
+    // About two blocks per multiprocessor (the kernels' launch bounds) for one
+    // token's splits of all head groups.
     const int64_t groups = ceil_div(m.n_h, int64_t(p.mma ? 16 : k_heads_per_block));
     p.split_cap = split_cap > 0 ? std::min(split_cap, k_split_cap_max)
-                                : int(std::clamp<int64_t>(ceil_div(int64_t(n_sm), groups), k_split_cap_min,
+                                : int(std::clamp<int64_t>(ceil_div(2 * int64_t(n_sm), groups), k_split_cap_min,
                                                           k_split_cap_max));
     p.max_parts = int64_t(k_split_max_tokens) * p.split_cap;
     const int bytes = int(p.stages * tile);
@@ -275,7 +287,8 @@ void launch_mla_attention(const float* q_abs, const float* q, const void* cache,
         CETUS_CUDA_LAUNCHED("mla_attention_kernel");
     }
     if (split) {
-        launch_pdl(attention_merge_kernel, dim3(unsigned(m.n_h), unsigned(n)), 128, 0, s, a);
+        const dim3 merge_grid{unsigned(m.n_h), unsigned(n), unsigned(ceil_div(m.d_c, int64_t(k_merge_columns)))};
+        launch_pdl(attention_merge_kernel, merge_grid, k_merge_columns, 0, s, a);
         CETUS_CUDA_LAUNCHED("attention_merge_kernel");
     }
 }

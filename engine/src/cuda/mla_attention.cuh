@@ -19,17 +19,23 @@ inline constexpr int k_tile_rows = 32;        // cache rows staged per step
 inline constexpr int k_split_max_tokens = 16; // batches up to this size split per token
 inline constexpr int k_split_cap_min = 32,
                      k_split_cap_max = 128; // splits per token (plan_attention)
-inline constexpr int k_split_min_rows = 32; // rows per split (one tile) before the cap is reached
+// Rows per split before the cap is reached: one group of the CUDA-core kernel's
+// scores. A block's time grows with its rows (each warp walks them one after
+// another), so a short context is spread over many blocks: 600 cached rows are 75
+// splits of 8 rows, not 19 of 32 (an H200 profile, 2026-12-04: a 32-row split took
+// the CUDA-core kernel 17.7 us at 72 rows, with 6 of its 132 blocks at work).
+inline constexpr int k_split_min_rows = 8;
 
 // How a token that sees n_rows cache rows is split: rows per split (a multiple
-// of the tile) and the number of non-empty splits. A function of n_rows only.
+// of k_split_min_rows; a split's last tile may be partial) and the number of
+// non-empty splits. A function of n_rows only.
 struct SplitPlan {
     int64_t rows, count;
 };
 __host__ __device__ inline SplitPlan split_plan(int64_t n_rows, bool split, int split_cap) {
     if (!split) return {n_rows, 1};
     const int64_t want = min(int64_t(split_cap), ceil_div(n_rows, k_split_min_rows));
-    const int64_t rows = ceil_div(ceil_div(n_rows, want), k_tile_rows) * k_tile_rows;
+    const int64_t rows = ceil_div(ceil_div(n_rows, want), k_split_min_rows) * k_split_min_rows;
     return {rows, ceil_div(n_rows, rows)};
 }
 

@@ -19,9 +19,9 @@ __global__ void __launch_bounds__(k_row_threads)
     const float* xr = x + int64_t(blockIdx.x) * ldx;
     float* o = out + int64_t(blockIdx.x) * ldo;
     float ss = 0.0f;
+#pragma unroll 4
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) ss = fmaf(xr[i], xr[i], ss);
-    const float r = rms_scale(block_sum(ss, scratch), n, eps);
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) o[i] = w[i] * (xr[i] * r);
+    norm_scaled_row(xr, w, rms_scale(block_sum(ss, scratch), n, eps), n, o);
 }
 
 }  // namespace

@@ -19,10 +19,10 @@ __device__ __forceinline__ float rms_scale(float sum_sq, int64_t n, float eps) {
     return 1.0f / sqrtf(sum_sq / float(n) + eps);
 }
 
-// One rotary pair i of Rope::apply; in and out may alias. The products and
-// sums are rounded separately, as the CPU writes them (no fused multiply-add).
-// rope_pair_values gives the pair's positions and values to a caller that stores
-// them itself (the latent cache's row, fp32 or bf16); rope_pair writes them to out.
+// One rotary pair i of Rope::apply: its two positions and rotated values, which
+// the caller stores (the latent cache's row, fp32 or bf16; the queries' rope parts
+// in place). The products and sums are rounded separately, as the CPU writes them
+// (no fused multiply-add).
 __device__ __forceinline__ void rope_pair_values(const float* in, const float* cs, int64_t i, int64_t half,
                                                  bool interleave, int64_t at[2], float out[2]) {
     const float c = cs[2 * i], s = cs[2 * i + 1];
@@ -41,31 +41,59 @@ __device__ __forceinline__ void rope_pair_values(const float* in, const float* c
     }
 }
 
-__device__ __forceinline__ void rope_pair(const float* in, float* out, const float* cs, int64_t i, int64_t half,
-                                          bool interleave) {
-    int64_t at[2];
-    float v[2];
-    rope_pair_values(in, cs, i, half, interleave, at, v);  // both read before either is written (in may be out)
-    out[at[0]] = v[0];
-    out[at[1]] = v[1];
+// out[i] = w[i] * (x[i] * s) for a row, by the threads of a block, the loads of
+// four of a thread's elements issued before their stores.
+__device__ __forceinline__ void norm_scaled_row(const float* x, const float* w, float s, int64_t n, float* out) {
+    constexpr int kU = 4;
+    const int64_t step = blockDim.x;
+    for (int64_t i0 = threadIdx.x; i0 < n; i0 += kU * step) {
+        float xv[kU], wv[kU];
+#pragma unroll
+        for (int u = 0; u < kU; ++u) {
+            const int64_t i = i0 + u * step;
+            xv[u] = i < n ? x[i] : 0.0f;
+            wv[u] = i < n ? w[i] : 0.0f;
+        }
+#pragma unroll
+        for (int u = 0; u < kU; ++u) {
+            const int64_t i = i0 + u * step;
+            if (i < n) out[i] = wv[u] * (xv[u] * s);
+        }
+    }
 }
 
 // Row t of launch_add_rmsnorm: x[t] += r[t], then out[t] = rmsnorm(x[t]) with w;
 // a block of k_row_threads. r is read through L2 (__ldcg): in the fused matvec
-// launch other blocks of the same launch wrote it.
+// launch other blocks of the same launch wrote it. A thread loads four of its
+// elements before adding them (one at a time, each load waited for, the fused
+// launch's last block took several microseconds for a 2048-wide row); the sum
+// of squares is taken in the same order: the same bits.
 __device__ __forceinline__ void add_rmsnorm_row(float* x, const float* r, const float* w, float eps, int64_t n,
                                                 float* out, int64_t t, float* scratch) {
+    constexpr int kU = 4;
     float* xr = x + t * n;
     const float* rr = r + t * n;
-    float* o = out + t * n;
+    const int64_t step = blockDim.x;
     float ss = 0.0f;
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-        const float v = xr[i] + __ldcg(rr + i);
-        xr[i] = v;
-        ss = fmaf(v, v, ss);
+    for (int64_t i0 = threadIdx.x; i0 < n; i0 += kU * step) {
+        float xv[kU], rv[kU];
+#pragma unroll
+        for (int u = 0; u < kU; ++u) {
+            const int64_t i = i0 + u * step;
+            xv[u] = i < n ? xr[i] : 0.0f;
+            rv[u] = i < n ? __ldcg(rr + i) : 0.0f;
+        }
+#pragma unroll
+        for (int u = 0; u < kU; ++u) {
+            const int64_t i = i0 + u * step;
+            if (i >= n) break;
+            const float v = xv[u] + rv[u];
+            xr[i] = v;
+            ss = fmaf(v, v, ss);
+        }
     }
     const float s = rms_scale(block_sum(ss, scratch), n, eps);
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) o[i] = w[i] * (xr[i] * s);
+    norm_scaled_row(xr, w, s, n, out + t * n);
 }
 
 }  // namespace
