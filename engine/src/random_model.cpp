@@ -14,6 +14,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <exception>
+#include <functional>
 
 namespace cetus {
 namespace {
@@ -90,9 +92,52 @@ uint16_t half_of(float v) {
 // ggml type ids (gguf.h's table) of the Q4_K_M-like mix.
 constexpr uint32_t k_q5_0 = 6, k_q8_0 = 8, k_q4_k = 12, k_q6_k = 14;
 
+// A tensor made by the builder, added to the store by flush().
+struct Made {
+    std::string name;
+    Dtype dtype;
+    std::vector<int64_t> shape;
+    std::vector<std::byte> bytes;
+    uint32_t ggml_type = 0;
+};
+
+// matrix() and vector() queue their tensors; flush() makes the queued ones
+// several at a time (one thread each, its rows in order) and adds them to the
+// store in the order queued. A tensor's values depend on its name and the seed
+// only. (Made one after another, each matrix's zero-filled allocation and first
+// touch of its pages ran on one thread: V2-Lite's 15.7 B values took 37 s with 16
+// threads on the GPU machine, most of each of its benches.)
+// Tensors of at least this many values are made alone, their rows in parallel
+// (the embedding and the output head); smaller ones a tensor per thread.
+constexpr int64_t k_big_values = int64_t(1) << 26;
+
 class Builder {
 public:
     Builder(WeightStore& store, RandomDtype dtype, uint64_t seed) : m_store(store), m_dtype(dtype), m_seed(seed) {}
+
+    void flush() {
+        std::vector<std::vector<Made>> made(m_queue.size());
+        // Large tensors one after another, their rows over the threads; the rest
+        // several at a time.
+        for (size_t i = 0; i < m_queue.size(); ++i)
+            if (m_queue[i].values >= k_big_values) made[i] = m_queue[i].make();
+        std::exception_ptr failure;
+#pragma omp parallel for schedule(dynamic, 1)
+        for (size_t i = 0; i < m_queue.size(); ++i) {
+            if (m_queue[i].values >= k_big_values) continue;
+            try {
+                made[i] = m_queue[i].make();
+            } catch (...) {
+#pragma omp critical(cetus_random_model_failure)
+                if (!failure) failure = std::current_exception();
+            }
+        }
+        m_queue.clear();
+        if (failure) std::rethrow_exception(failure);
+        for (auto& list : made)
+            for (Made& t : list)
+                m_store.add_owned(t.name, t.dtype, std::move(t.shape), std::move(t.bytes), t.ggml_type);
+    }
 
     // Uniform with standard deviation std (BF16), random e4m3 codes with block scales,
     // or random GGUF blocks: Q4_K, Q6_K where Q4_K_M gives more bits (more_bits: the
@@ -101,16 +146,24 @@ public:
     // router and the embedding in blocks too (quantisable keeps the router BF16 in
     // the other forms only).
     void matrix(const std::string& name, int64_t rows, int64_t cols, bool quantisable = true, bool more_bits = false) {
+        m_queue.push_back({rows * cols, [=, this] { return make_matrix(name, rows, cols, quantisable, more_bits); }});
+    }
+    void vector(const std::string& name, int64_t n, float base, float jitter) {
+        m_queue.push_back({n, [=, this] { return std::vector<Made>{make_vector(name, n, base, jitter)}; }});
+    }
+
+private:
+    std::vector<Made> make_matrix(const std::string& name, int64_t rows, int64_t cols, bool quantisable,
+                                  bool more_bits) const {
         const float std_dev = 1.0f / std::sqrt(float(cols));
         const uint64_t seed = m_seed ^ std::hash<std::string>{}(name);
         if (m_dtype == RandomDtype::Q4KM) {
             const uint32_t type = more_bits ? (cols % 256 ? k_q8_0 : k_q6_k) : (cols % 256 ? k_q5_0 : k_q4_k);
-            blocks(name, rows, cols, type, std_dev, seed);
-            return;
+            return {blocks(name, rows, cols, type, std_dev, seed)};
         }
         if (m_dtype == RandomDtype::FP8 && quantisable) {
             std::vector<std::byte> q(static_cast<size_t>(rows * cols));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * cols >= k_big_values)
             for (int64_t r = 0; r < rows; ++r) {
                 uint64_t s = seed + uint64_t(r) * 0x2545F4914F6CDD1Dull;
                 for (int64_t c = 0; c < cols; c += 8) {
@@ -127,13 +180,14 @@ public:
             std::vector<std::byte> s(static_cast<size_t>(sr * sc * 4));
             const float scale = std_dev / 4.0f;  // typical |code| is a few units
             for (int64_t i = 0; i < sr * sc; ++i) std::memcpy(s.data() + 4 * i, &scale, 4);
-            m_store.add_owned(name, Dtype::F8_E4M3, {rows, cols}, std::move(q));
-            m_store.add_owned(name + "_scale_inv", Dtype::F32, {sr, sc}, std::move(s));
-            return;
+            std::vector<Made> out;
+            out.push_back({name, Dtype::F8_E4M3, {rows, cols}, std::move(q)});
+            out.push_back({name + "_scale_inv", Dtype::F32, {sr, sc}, std::move(s)});
+            return out;
         }
         std::vector<std::byte> w(static_cast<size_t>(rows * cols * 2));
         const float a = std_dev * std::sqrt(3.0f);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * cols >= k_big_values)
         for (int64_t r = 0; r < rows; ++r) {
             uint64_t s = seed + uint64_t(r) * 0x2545F4914F6CDD1Dull;
             for (int64_t c = 0; c < cols; ++c) {
@@ -142,9 +196,11 @@ public:
                 std::memcpy(w.data() + 2 * (r * cols + c), &h, 2);
             }
         }
-        m_store.add_owned(name, Dtype::BF16, {rows, cols}, std::move(w));
+        std::vector<Made> out;
+        out.push_back({name, Dtype::BF16, {rows, cols}, std::move(w)});
+        return out;
     }
-    void vector(const std::string& name, int64_t n, float base, float jitter) {
+    Made make_vector(const std::string& name, int64_t n, float base, float jitter) const {
         std::vector<std::byte> v(static_cast<size_t>(n * 4));
         uint64_t s = m_seed ^ std::hash<std::string>{}(name);
         for (int64_t i = 0; i < n; ++i) {
@@ -152,17 +208,16 @@ public:
             float x = base + jitter * (2.0f * u - 1.0f);
             std::memcpy(v.data() + 4 * i, &x, 4);
         }
-        m_store.add_owned(name, Dtype::F32, {n}, std::move(v));
+        return {name, Dtype::F32, {n}, std::move(v)};
     }
 
-private:
     // Random bytes, then each block's f16 scales set so that values are a few
     // standard deviations at most: Q4_K's d (|v| <= 63 * 15 d), Q6_K's d
     // (|v| <= 128 * 32 d), Q5_0's d (|v| <= 16 d), Q8_0's d (|v| <= 127 d). Q4_K's
     // minimums are made equal to its scales and dmin = 7.5 d, so that a sub-block's
     // values d scale (q - 7.5) centre on zero as a checkpoint's do (random minimums
     // would give every row a large common offset).
-    void blocks(const std::string& name, int64_t rows, int64_t cols, uint32_t type, float std_dev, uint64_t seed) {
+    Made blocks(const std::string& name, int64_t rows, int64_t cols, uint32_t type, float std_dev, uint64_t seed) const {
         const GgmlTypeInfo* t = ggml_type_info(type);
         const int64_t per_row = cols / t->block, bytes = t->bytes;
         std::vector<std::byte> w(static_cast<size_t>(rows * per_row * bytes));
@@ -173,7 +228,7 @@ private:
         const uint16_t h = half_of(d), h_min = half_of(7.5f * d);
         const std::vector<int> at = type == k_q4_k ? std::vector<int>{0, 2} : type == k_q6_k ? std::vector<int>{208}
                                                                                               : std::vector<int>{0};
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * cols >= k_big_values)
         for (int64_t r = 0; r < rows; ++r) {
             uint64_t s = seed + uint64_t(r) * 0x2545F4914F6CDD1Dull;
             std::byte* row = w.data() + r * per_row * bytes;
@@ -192,12 +247,17 @@ private:
                 }
             }
         }
-        m_store.add_owned(name, Dtype::Ggml, {rows, cols}, std::move(w), type);
+        return {name, Dtype::Ggml, {rows, cols}, std::move(w), type};
     }
 
     WeightStore& m_store;
     RandomDtype m_dtype;
     uint64_t m_seed;
+    struct Job {
+        int64_t values;
+        std::function<std::vector<Made>()> make;
+    };
+    std::vector<Job> m_queue;
 };
 
 uint64_t estimate_bytes(const ModelConfig& c, RandomDtype dtype) {
@@ -306,7 +366,9 @@ std::unique_ptr<Model> build_random_model(const RandomModelOptions& r) {
             b.matrix(p + "eh_proj.weight", H, 2 * H, false);
             b.vector(p + "shared_head.norm.weight", H, 1.0f, 0.2f);
         }
+        b.flush();  // a layer at a time
     }
+    b.flush();
     return std::make_unique<Model>(std::move(c), std::move(store));
 }
 
