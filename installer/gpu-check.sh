@@ -29,6 +29,9 @@
 #                (GPU, CPU); figures.md holds the README rows; with the time left, Nsight Compute
 #                profiles of the decode attention at 8192 tokens (tensor cores, CUDA cores) and of
 #                the GGUF decode products.
+#   decode (~4 min): the tiny comparison, V2-Lite decode in BF16, FP8 and Q4_K_M and at 4 layers, and
+#         the Nsight Compute profiles of decode (with each kernel's busiest multiprocessor over the
+#         mean: a last block's tail) and of the GGUF products: the loop of work on decode speed.
 #   full: the four-layer V3 comparison, racecheck on the tiny comparison and an Nsight Compute
 #         profile of decode.
 set -uo pipefail
@@ -443,6 +446,21 @@ bench)
     ncu_attention 90  # when time is left: the decode attention's share of the DRAM's peak
     ncu_gguf 90       # and what bounds the GGUF decode products
     ;;
+decode)  # decode work's loop (~4 min): the tiny conformance, decode at V2-Lite's size in each weight type
+    # and at 4 layers (the profile's shape), then the decode profile with its tails and the GGUF products'
+    step selftest-tiny 90 "$cli" selftest --device cuda --compare tiny --json
+    summarise_selftest "$out/selftest-tiny.out"
+    step bench-v2lite-cuda 120 "$cli" bench --device cuda --random-model v2-lite --prompt 512 --gen 128 --json
+    step bench-v2lite-fp8-cuda 90 "$cli" bench --device cuda --random-model v2-lite --dtype fp8 --prompt 512 --gen 64 --json
+    step bench-v2lite-q4km-cuda 90 "$cli" bench --device cuda --random-model v2-lite --dtype q4_k_m --prompt 512 --gen 64 \
+        --json
+    step bench-v2lite-4layers 40 "$cli" bench --device cuda --random-model v2-lite --layers 4 --prompt 64 --gen 64 \
+        --repeat 3 --json
+    summarise_bench bench-v2lite-cuda bench-v2lite-fp8-cuda bench-v2lite-q4km-cuda bench-v2lite-4layers
+    figures_table bench-v2lite-cuda bench-v2lite-fp8-cuda bench-v2lite-q4km-cuda bench-v2lite-4layers
+    ncu_decode 120
+    ncu_gguf 90
+    ;;
 full)
     step selftest-cuda-full 400 "$cli" selftest --device cuda --compare full --json
     summarise_selftest "$out/selftest-cuda-full.out"
@@ -454,7 +472,7 @@ full)
     ncu_decode 240
     ;;
 *)
-    echo "usage: installer/gpu-check.sh pack|all|conformance|bench|full" >&2
+    echo "usage: installer/gpu-check.sh pack|all|conformance|bench|decode|full" >&2
     return 2
     ;;
 esac

@@ -3,6 +3,7 @@
 // small batches (moe_route.cu).
 #pragma once
 
+#include "device_math.cuh"
 #include "kernels.h"
 
 namespace cetus::cuda {
@@ -12,7 +13,7 @@ constexpr int k_group_threads = 256;
 
 // Counting sort of the pairs by expert in one block: counts by shared atomics,
 // offsets (and with kTiles the tensor-core kernels' tiles, which only chunks past
-// the small-batch size use) by a serial scan, then each expert's thread lists its
+// the small-batch size use) by running sums over a warp, then each expert's thread lists its
 // pairs in ascending pair order (deterministic).
 // smem: n_pairs + 2E ints. ids is not restricted: the fused kernel wrote it in
 // this launch (visible after its barrier), so its loads must not take the read-only path.
@@ -27,24 +28,47 @@ __device__ __forceinline__ void group_pairs_block(const int32_t* ids, int64_t st
     __syncthreads();
     for (int p = threadIdx.x; p < n_pairs; p += blockDim.x) atomicAdd(&count[expert_of[p]], 1);
     __syncthreads();
-    if (threadIdx.x == 0) {
+    if (threadIdx.x < 32) {
+        // The first warp takes 32 experts at a time: each lane's offset, active slot and
+        // first tile from running sums over the lanes (the same values as a walk over
+        // the experts in order; one thread walking 64 experts was most of the routing
+        // launch's tail on an H200).
+        const int lane = int(threadIdx.x);
+        const auto inclusive = [lane](int v) {
+            for (int off = 1; off < 32; off <<= 1) {
+                const int u = __shfl_up_sync(k_full_mask, v, off);
+                if (lane >= off) v += u;
+            }
+            return v;
+        };
         int running = 0, n_active = 0, n_tiles = 0;
-        for (int e = 0; e < E; ++e) {
-            offset[e] = running;
-            out.offsets[e] = running;
-            out.counts[e] = count[e];
-            running += count[e];
-            if (count[e] > 0) out.active[n_active++] = e;
-            if constexpr (kTiles) {
-                for (int m0 = 0; m0 < count[e]; m0 += int(k_expert_tile_pairs)) {
-                    out.tiles[2 * n_tiles] = e;
-                    out.tiles[2 * n_tiles + 1] = m0;
-                    ++n_tiles;
+        for (int e0 = 0; e0 < E; e0 += 32) {
+            const int e = e0 + lane;
+            const int c = e < E ? count[e] : 0;
+            const int tiles = kTiles ? (c + int(k_expert_tile_pairs) - 1) / int(k_expert_tile_pairs) : 0;
+            const int c_sum = inclusive(c), a_sum = inclusive(c > 0 ? 1 : 0), t_sum = inclusive(tiles);
+            if (e < E) {
+                const int at = running + c_sum - c;
+                offset[e] = at;
+                out.offsets[e] = at;
+                out.counts[e] = c;
+                if (c > 0) out.active[n_active + a_sum - 1] = e;
+                if constexpr (kTiles) {
+                    int tile = n_tiles + t_sum - tiles;
+                    for (int m0 = 0; m0 < c; m0 += int(k_expert_tile_pairs), ++tile) {
+                        out.tiles[2 * tile] = e;
+                        out.tiles[2 * tile + 1] = m0;
+                    }
                 }
             }
+            running += __shfl_sync(k_full_mask, c_sum, 31);
+            n_active += __shfl_sync(k_full_mask, a_sum, 31);
+            n_tiles += __shfl_sync(k_full_mask, t_sum, 31);
         }
-        *out.n_active = n_active;
-        if constexpr (kTiles) *out.n_tiles = n_tiles;
+        if (lane == 0) {
+            *out.n_active = n_active;
+            if constexpr (kTiles) *out.n_tiles = n_tiles;
+        }
     }
     __syncthreads();
     for (int e = threadIdx.x; e < E; e += blockDim.x) {
