@@ -35,12 +35,7 @@ __device__ __forceinline__ void latent_cache_token(const LatentCacheArgs& a, int
     const float r = rms_scale(block_sum(ss, scratch), a.d_c, a.eps);
     for (int64_t i0 = threadIdx.x; i0 < a.d_c; i0 += kU * step) {
         float xv[kU], wv[kU];
-#pragma unroll
-        for (int u = 0; u < kU; ++u) {
-            const int64_t i = i0 + u * step;
-            xv[u] = i < a.d_c ? in[i] : 0.0f;
-            wv[u] = i < a.d_c ? a.norm_w[i] : 0.0f;
-        }
+        load_pair(in, a.norm_w, i0, step, a.d_c, xv, wv);
 #pragma unroll
         for (int u = 0; u < kU; ++u) {
             const int64_t i = i0 + u * step;

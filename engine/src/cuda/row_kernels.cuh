@@ -41,6 +41,20 @@ __device__ __forceinline__ void rope_pair_values(const float* in, const float* c
     }
 }
 
+// Elements i0, i0 + step, ... (kU of them) of a and b, zero past n, all loads
+// issued before any is used; b through L2 (__ldcg) with kBL2.
+template <int kU, bool kBL2 = false>
+__device__ __forceinline__ void load_pair(const float* a, const float* b, int64_t i0, int64_t step, int64_t n,
+                                          float (&av)[kU], float (&bv)[kU]) {
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+        const int64_t i = i0 + u * step;
+        av[u] = i < n ? a[i] : 0.0f;
+        if constexpr (kBL2) bv[u] = i < n ? __ldcg(b + i) : 0.0f;
+        else bv[u] = i < n ? b[i] : 0.0f;
+    }
+}
+
 // out[i] = w[i] * (x[i] * s) for a row, by the threads of a block, the loads of
 // four of a thread's elements issued before their stores.
 __device__ __forceinline__ void norm_scaled_row(const float* x, const float* w, float s, int64_t n, float* out) {
@@ -48,12 +62,7 @@ __device__ __forceinline__ void norm_scaled_row(const float* x, const float* w, 
     const int64_t step = blockDim.x;
     for (int64_t i0 = threadIdx.x; i0 < n; i0 += kU * step) {
         float xv[kU], wv[kU];
-#pragma unroll
-        for (int u = 0; u < kU; ++u) {
-            const int64_t i = i0 + u * step;
-            xv[u] = i < n ? x[i] : 0.0f;
-            wv[u] = i < n ? w[i] : 0.0f;
-        }
+        load_pair(x, w, i0, step, n, xv, wv);
 #pragma unroll
         for (int u = 0; u < kU; ++u) {
             const int64_t i = i0 + u * step;
@@ -77,12 +86,7 @@ __device__ __forceinline__ void add_rmsnorm_row(float* x, const float* r, const 
     float ss = 0.0f;
     for (int64_t i0 = threadIdx.x; i0 < n; i0 += kU * step) {
         float xv[kU], rv[kU];
-#pragma unroll
-        for (int u = 0; u < kU; ++u) {
-            const int64_t i = i0 + u * step;
-            xv[u] = i < n ? xr[i] : 0.0f;
-            rv[u] = i < n ? __ldcg(rr + i) : 0.0f;
-        }
+        load_pair<kU, true>(xr, rr, i0, step, n, xv, rv);
 #pragma unroll
         for (int u = 0; u < kU; ++u) {
             const int64_t i = i0 + u * step;
