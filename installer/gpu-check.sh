@@ -473,8 +473,9 @@ decode)  # decode work's loop (~4 min): the tiny conformance, decode at V2-Lite'
         --json
     step bench-v2lite-4layers 40 "$cli" bench --device cuda --random-model v2-lite --layers 4 --prompt 64 --gen 64 \
         --repeat 3 --json
-    summarise_bench bench-v2lite-cuda bench-v2lite-fp8-cuda bench-v2lite-q4km-cuda bench-v2lite-4layers
-    figures_table bench-v2lite-cuda bench-v2lite-fp8-cuda bench-v2lite-q4km-cuda bench-v2lite-4layers
+    local runs="bench-v2lite-cuda bench-v2lite-fp8-cuda bench-v2lite-q4km-cuda bench-v2lite-4layers"
+    summarise_bench $runs
+    figures_table $runs
     ncu_decode 120
     ncu_gguf 90
     ;;

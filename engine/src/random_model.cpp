@@ -101,16 +101,16 @@ struct Made {
     uint32_t ggml_type = 0;
 };
 
+// Tensors of at least this many values are made alone, their rows in parallel
+// (the embedding and the output head); smaller ones a tensor per thread.
+constexpr int64_t k_big_values = int64_t(1) << 26;
+
 // matrix() and vector() queue their tensors; flush() makes the queued ones
 // several at a time (one thread each, its rows in order) and adds them to the
 // store in the order queued. A tensor's values depend on its name and the seed
 // only. (Made one after another, each matrix's zero-filled allocation and first
 // touch of its pages ran on one thread: V2-Lite's 15.7 B values took 37 s with 16
 // threads on the GPU machine, most of each of its benches.)
-// Tensors of at least this many values are made alone, their rows in parallel
-// (the embedding and the output head); smaller ones a tensor per thread.
-constexpr int64_t k_big_values = int64_t(1) << 26;
-
 class Builder {
 public:
     Builder(WeightStore& store, RandomDtype dtype, uint64_t seed) : m_store(store), m_dtype(dtype), m_seed(seed) {}

@@ -13,8 +13,8 @@ constexpr int k_group_threads = 256;
 
 // Counting sort of the pairs by expert in one block: counts by shared atomics,
 // offsets (and with kTiles the tensor-core kernels' tiles, which only chunks past
-// the small-batch size use) by running sums over a warp, then each expert's thread lists its
-// pairs in ascending pair order (deterministic).
+// the small-batch size use) by running sums over a warp, then each expert's
+// thread lists its pairs in ascending pair order (deterministic).
 // smem: n_pairs + 2E ints. ids is not restricted: the fused kernel wrote it in
 // this launch (visible after its barrier), so its loads must not take the read-only path.
 template <bool kTiles>
