@@ -29,7 +29,7 @@
 #                (GPU, CPU); figures.md holds the README rows; with the time left, Nsight Compute
 #                profiles of the decode attention at 8192 tokens (tensor cores, CUDA cores) and of
 #                the GGUF decode products.
-#   decode (~4 min): the tiny comparison, V2-Lite decode in BF16, FP8 and Q4_K_M and at 4 layers, and
+#   decode (~4 min): the tiny comparison, the experts' own check, V2-Lite decode in BF16, FP8 and Q4_K_M and at 4 layers, and
 #         the Nsight Compute profiles of decode (with each kernel's busiest multiprocessor over the
 #         mean: a last block's tail) and of the GGUF products: the loop of work on decode speed.
 #   full: the four-layer V3 comparison, racecheck on the tiny comparison and an Nsight Compute
@@ -467,6 +467,9 @@ decode)  # decode work's loop (~4 min): the tiny conformance, decode at V2-Lite'
     # and at 4 layers (the profile's shape), then the decode profile with its tails and the GGUF products'
     step selftest-tiny 90 "$cli" selftest --device cuda --compare tiny --json
     summarise_selftest "$out/selftest-tiny.out"
+    # The routed experts' kernels alone against double precision (their loads staged with cp.async).
+    step experts-check 40 "$(dirname "$cli")/cetus-experts-check" --v2-lite
+    grep -E "FAIL|failed" "$out/experts-check.out" | head -8
     step bench-v2lite-cuda 120 "$cli" bench --device cuda --random-model v2-lite --prompt 512 --gen 128 --json
     step bench-v2lite-fp8-cuda 90 "$cli" bench --device cuda --random-model v2-lite --dtype fp8 --prompt 512 --gen 64 --json
     step bench-v2lite-q4km-cuda 90 "$cli" bench --device cuda --random-model v2-lite --dtype q4_k_m --prompt 512 --gen 64 \

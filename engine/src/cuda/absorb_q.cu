@@ -4,9 +4,12 @@
 // of W_UK_h per thread for 8 tokens, their q_nope staged in shared memory; with
 // launch_absorb_q_latent (the fp32 path: decode and verify batches, every batch in
 // exact mode) one more row of blocks writes the latent cache.
-// The block's 128 columns of W_UK_h are staged in shared memory 64 rows at a
-// time with asynchronous 16-byte copies all in flight at once (a column walk in
-// global memory waits for one load per row), then read in the same j order.
+// The block's 128 columns of W_UK_h are staged in shared memory with asynchronous
+// 16-byte copies all in flight at once (a column walk in global memory waits for
+// one load per row), then read in the same j order: bf16 and FP8 weights all d_n
+// rows in one go, fp32 ones 64 rows at a time. The first rows' copies are issued
+// before q_nope is loaded, so that both travel together: one memory round trip
+// before the first multiply-add instead of one for q_nope and one per 64 rows.
 // GGUF blocks (a GGUF file's attn_kv_b) are staged decoded: each thread decodes
 // 32-value chunks of the rows (device_math.cuh's ggml_chunk, the engine's values
 // exactly) into an fp32 tile, which is then read as an fp32 weight's.
@@ -23,7 +26,10 @@ namespace {
 
 constexpr int k_absorb_threads = 128;
 constexpr int k_absorb_tokens = 8;
-constexpr int k_absorb_rows = 64;  // rows of W_UK_h staged at a time
+// Rows of W_UK_h staged at a time: 32 KB of bf16 or 16 KB of FP8 weights cover every
+// row (d_n <= k_absorb_max_nope); fp32 ones and decoded GGUF blocks take 64 (32 KB).
+template <int kBytes>
+inline constexpr int k_absorb_rows = kBytes <= 2 ? int(k_absorb_max_nope) : 64;
 
 // Column c of W_UK_h for 8 tokens per thread: the same j order as the CPU's axpy loop.
 // kLatent: blocks (0, n_h, z) also write the latent cache rows of their tokens and
@@ -47,24 +53,38 @@ __global__ void __launch_bounds__(k_absorb_threads)
     }
     constexpr bool kGgml = DT == DeviceDtype::Ggml;
     constexpr int kBytes = kGgml ? 4 : k_elem_bytes<DT>;  // (GGUF blocks staged as fp32)
+    constexpr int kRows = k_absorb_rows<kBytes>;
     constexpr int kRowBytes = k_absorb_threads * kBytes;  // one staged row: the block's columns
-    __shared__ uint4 tile[k_absorb_rows * kRowBytes / 16];
+    __shared__ uint4 tile[kRows * kRowBytes / 16];
     __shared__ float q_nope[k_absorb_tokens * k_absorb_max_nope];  // [k_absorb_tokens, d_n]
     const int64_t d_qk = m.d_n + m.d_r;
-    for (int64_t i = threadIdx.x; i < nt * m.d_n; i += blockDim.x)
-        q_nope[i] = q[((t0 + i / m.d_n) * m.n_h + h) * d_qk + i % m.d_n];
     const int64_t c0 = int64_t(blockIdx.x) * k_absorb_threads, c = c0 + threadIdx.x;
     const int64_t row0 = h * (m.d_n + m.d_v);
     const char* base = static_cast<const char*>(kv_b.data);
+    // Rows j0 .. j0 + rows - 1 into the tile: asynchronous 16-byte copies straight into
+    // shared memory (cp.async), all in flight together; a piece starting at or past
+    // cols is zero-filled instead (one starting below cols lies inside the row's
+    // padded length ld). Waited for with __pipeline_wait_prior(0).
+    const auto issue_rows = [&](int64_t j0, int rows) {
+        constexpr int kPerRow = kRowBytes / 16;
+        for (int i = threadIdx.x; i < rows * kPerRow; i += k_absorb_threads) {
+            const int r = i / kPerRow;
+            const int64_t col = c0 + int64_t(i % kPerRow) * (16 / kBytes);
+            const bool inside = col < kv_b.cols;
+            const char* src = inside ? base + ((row0 + j0 + r) * kv_b.ld + col) * kBytes : base;
+            __pipeline_memcpy_async(&tile[i], src, 16, inside ? 0 : 16);
+        }
+        __pipeline_commit();
+    };
+    if constexpr (!kGgml) issue_rows(0, int(min(int64_t(kRows), m.d_n)));
+    for (int64_t i = threadIdx.x; i < nt * m.d_n; i += blockDim.x)
+        q_nope[i] = q[((t0 + i / m.d_n) * m.n_h + h) * d_qk + i % m.d_n];
     const unsigned char* tile_bytes = reinterpret_cast<const unsigned char*>(tile);
     float acc[k_absorb_tokens] = {};
-    for (int64_t j0 = 0; j0 < m.d_n; j0 += k_absorb_rows) {
-        const int rows = int(min(int64_t(k_absorb_rows), m.d_n - j0));
-        __syncthreads();  // q_nope is staged; the previous rows are consumed
-        // Asynchronous 16-byte copies straight into shared memory (cp.async), all in
-        // flight together; a piece starting at or past cols is zero-filled instead
-        // (one starting below cols lies inside the row's padded length ld).
+    for (int64_t j0 = 0; j0 < m.d_n; j0 += kRows) {
+        const int rows = int(min(int64_t(kRows), m.d_n - j0));
         if constexpr (kGgml) {
+            __syncthreads();  // the previous rows are consumed
             // rows x 4 chunks of 32 values; a chunk at or past cols is zeros (cols is
             // whole blocks, so whole chunks). A warp's lanes write 8 rows' chunks at
             // once, each 128 bytes, so the same 16-byte piece of every chunk would fall
@@ -88,15 +108,10 @@ __global__ void __launch_bounds__(k_absorb_threads)
                     o[v ^ (r & 7)] = make_float4(y[4 * v], y[4 * v + 1], y[4 * v + 2], y[4 * v + 3]);
             }
         } else {
-            constexpr int kPerRow = kRowBytes / 16;
-            for (int i = threadIdx.x; i < rows * kPerRow; i += k_absorb_threads) {
-                const int r = i / kPerRow;
-                const int64_t col = c0 + int64_t(i % kPerRow) * (16 / kBytes);
-                const bool inside = col < kv_b.cols;
-                const char* src = inside ? base + ((row0 + j0 + r) * kv_b.ld + col) * kBytes : base;
-                __pipeline_memcpy_async(&tile[i], src, 16, inside ? 0 : 16);
+            if (j0 > 0) {
+                __syncthreads();  // the previous rows are consumed
+                issue_rows(j0, rows);
             }
-            __pipeline_commit();
             __pipeline_wait_prior(0);
         }
         __syncthreads();

@@ -11,6 +11,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
+#include <cuda_pipeline.h>
 
 #include <type_traits>
 
@@ -888,54 +889,166 @@ __device__ __forceinline__ void ggml_rows_dot(Visit visit, int64_t cols, const f
     warp_sum_each(reinterpret_cast<float (&)[kAcc * R * NT]>(acc));
 }
 
-// acc[j] = sum_c W[row, c] * xs[j][c] for the first n (<= NT) tokens, called by a
-// whole warp; every lane gets the sums. Each lane reads 16-byte pieces of the row
-// (lane, lane + 32, ...), so the warp streams 512 contiguous bytes per step and
-// each weight byte is read once for all NT tokens. kXVec: every xs[j] is 16-byte aligned.
-// Unrolled 4 deep so a lane has several weight loads in flight (a 2048-wide bf16
-// row is 8 pieces per lane); the multiply-adds keep their order. With kSplit > 1
-// the row is shared by kSplit warps (part = 0 .. kSplit - 1): this warp takes
-// pieces part * 32 + lane, stepping 32 * kSplit, and returns its partial sums.
-template <DeviceDtype DT, int NT, bool kXVec, int kSplit = 1>
-__device__ __forceinline__ void warp_row_dot(const DeviceMatrix& w, int64_t row, const float* const (&xs)[NT], int n,
-                                             float (&acc)[NT], int part = 0) {
+// Warps per block that warp_rows_dot's staging serves (its callers' blocks: 256 threads).
+constexpr int k_row_dot_warps = 8;
+
+// acc[r][j] = sum_c W_r[c] * xs[j][c] for R weight rows of cols values each (wrows[r]:
+// the row's first 16-byte piece; srows[r]: an FP8 row's block scales) and the first n
+// (1 <= n <= NT) tokens, called by a whole warp of a block of at most k_row_dot_warps
+// warps; every lane gets the sums. Each lane reads 16-byte pieces of every row (lane,
+// lane + 32, ...), so the warp streams 512 contiguous bytes of a row per step and each
+// weight byte is read once for all NT tokens; one load of a token's activations serves
+// all R rows. kXVec: every xs[j] is 16-byte aligned. Each row's multiply-adds keep the
+// order of one row alone (ascending pieces), so the sums depend neither on R nor on
+// how the pieces are loaded. With kSplit > 1 the rows are shared by kSplit warps
+// (part = 0 .. kSplit - 1): this warp takes pieces part * 32 + lane, stepping
+// 32 * kSplit, and returns its partial sums.
+//
+// How the weights are loaded decides the speed of every decode product: a load that
+// the warp waits for holds up the loads after it (in-order issue), so the bytes in
+// flight are what a warp has issued before its first wait. Loaded into registers, the
+// compiler (ptxas, CUDA 13) places each piece's multiply-adds right after its load
+// whatever the source order: one or two loads in flight a lane, a memory round trip
+// per piece (the H200 profile of 2026-12-04: the routed experts' products at 28-56 %
+// of the DRAM's peak). kAsync: a lane copies kUnroll pieces of each row at a time
+// into its own slots of shared memory (cp.async), two batches in flight (the next one
+// issued before the current one is waited for), then reads them back; the copies
+// cannot be moved past their wait. Otherwise the batches are loaded into registers.
+// The staging, k_row_dot_stage_bytes a block, is held to 16 KB (kUnroll * R = 2):
+// sm_86/89 have 100 KB of shared memory an SM, and 16 KB still lets 2 KB a warp be
+// in flight, four times what the profile's 56 % took.
+template <int R, int kUnroll>
+inline constexpr size_t k_row_dot_stage_bytes = size_t(k_row_dot_warps) * 2 * kUnroll * R * 32 * 16;
+
+template <DeviceDtype DT, int NT, bool kXVec, int R, int kUnroll, int kSplit = 1, bool kAsync = false>
+__device__ __forceinline__ void warp_rows_dot(const uint4* const (&wrows)[R], const float* const (&srows)[R],
+                                              int64_t cols, const float* const (&xs)[NT], int n,
+                                              float (&acc)[R][NT], int part = 0) {
     static_assert(DT != DeviceDtype::Ggml, "GGUF rows take ggml_rows_dot");
     constexpr int kVec = k_vec_elems<DT>;
     const int lane = threadIdx.x & 31, first = part * 32 + lane;
-    const uint4* wrow = reinterpret_cast<const uint4*>(static_cast<const char*>(w.data) +
-                                                       row * w.ld * int64_t(k_elem_bytes<DT>));
-    const float* srow = DT == DeviceDtype::F8_E4M3 ? w.scale_inv + (row / 128) * w.scale_cols : nullptr;
-    const int64_t n_full = w.cols / kVec;
-#pragma unroll 4
-    for (int64_t v = first; v < n_full; v += 32 * kSplit) {
-        float wf[kVec];
-        load_piece<DT>(wrow, srow, v, wf);
+    const int64_t n_full = cols / kVec, step = 32 * kSplit;
+    // One piece of every row: decoded (FP8 times its block scale), times each token's
+    // activations, added in ascending piece order.
+    const auto take = [&](const uint4 (&raw)[R], int64_t v) {
+        float wf[R][kVec];
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            decode16<DT>(raw[r], wf[r]);
+            if constexpr (DT == DeviceDtype::F8_E4M3) {
+                const float sc = srows[r][(v * kVec) / 128];
+#pragma unroll
+                for (int i = 0; i < kVec; ++i) wf[r][i] *= sc;
+            }
+        }
 #pragma unroll
         for (int j = 0; j < NT; ++j) {
-            if (j < n) {
+            if (j == 0 || j < n) {  // (n >= 1: the weights are used unconditionally)
                 float xv[kVec];
                 load_x<kVec, kXVec>(xs[j] + v * kVec, xv);
 #pragma unroll
-                for (int i = 0; i < kVec; ++i) acc[j] = fmaf(wf[i], xv[i], acc[j]);
+                for (int r = 0; r < R; ++r)
+#pragma unroll
+                    for (int i = 0; i < kVec; ++i) acc[r][j] = fmaf(wf[r][i], xv[i], acc[r][j]);
             }
         }
+    };
+    int64_t v = first;
+    if constexpr (kAsync) {
+        static_assert(k_row_dot_stage_bytes<R, kUnroll> <= 16 * 1024, "the staging must leave sm_86/89 blocks");
+        __shared__ __align__(16) uint4 stage[k_row_dot_warps][2][kUnroll * R][32];
+        static_assert(sizeof(stage) == k_row_dot_stage_bytes<R, kUnroll>);
+        uint4 (&mine)[2][kUnroll * R][32] = stage[threadIdx.x >> 5];
+        const int64_t count = first < n_full ? (n_full - 1 - first) / step + 1 : 0;  // the lane's pieces
+        const int64_t batches = (count + kUnroll - 1) / kUnroll;                     // the last one may be short
+        const auto issue = [&](int64_t b) {
+#pragma unroll
+            for (int u = 0; u < kUnroll; ++u) {
+                if (b * kUnroll + u < count) {
+#pragma unroll
+                    for (int r = 0; r < R; ++r)
+                        __pipeline_memcpy_async(&mine[b & 1][u * R + r][lane], wrows[r] + first + (b * kUnroll + u) * step,
+                                                16);
+                }
+            }
+            __pipeline_commit();
+        };
+        if (batches > 0) issue(0);
+        for (int64_t b = 0; b < batches; ++b) {
+            if (b + 1 < batches) {
+                issue(b + 1);
+                __pipeline_wait_prior(1);  // batch b has landed; b + 1 stays in flight
+            } else {
+                __pipeline_wait_prior(0);
+            }
+#pragma unroll
+            for (int u = 0; u < kUnroll; ++u) {
+                if (b * kUnroll + u < count) {
+                    uint4 raw[R];
+#pragma unroll
+                    for (int r = 0; r < R; ++r) raw[r] = mine[b & 1][u * R + r][lane];
+                    take(raw, first + (b * kUnroll + u) * step);
+                }
+            }
+        }
+        v = n_full;
+    } else {
+        for (; v + (kUnroll - 1) * step < n_full; v += kUnroll * step) {
+            uint4 raw[kUnroll][R];
+#pragma unroll
+            for (int u = 0; u < kUnroll; ++u)
+#pragma unroll
+                for (int r = 0; r < R; ++r) raw[u][r] = __ldg(wrows[r] + v + u * step);
+#pragma unroll
+            for (int u = 0; u < kUnroll; ++u) take(raw[u], v + u * step);
+        }
     }
-    // The row's last partial piece: the padding up to ld is loaded but never used.
-    const int64_t rem = w.cols - n_full * kVec;
+    for (; v < n_full; v += step) {  // the pieces left: fewer than a batch
+        uint4 raw[R];
+#pragma unroll
+        for (int r = 0; r < R; ++r) raw[r] = __ldg(wrows[r] + v);
+        take(raw, v);
+    }
+    // The rows' last partial piece: the padding up to ld is loaded but never used.
+    const int64_t rem = cols - n_full * kVec;
     if (rem > 0 && first == int(n_full % (32 * kSplit))) {
-        float wf[kVec];
-        load_piece<DT>(wrow, srow, n_full, wf);
         const int64_t c0 = n_full * kVec;
 #pragma unroll
-        for (int j = 0; j < NT; ++j) {
-            if (j < n) {
+        for (int r = 0; r < R; ++r) {
+            float wf[kVec];
+            load_piece<DT>(wrows[r], srows[r], n_full, wf);
 #pragma unroll
-                for (int i = 0; i < kVec; ++i)
-                    if (i < rem) acc[j] = fmaf(wf[i], xs[j][c0 + i], acc[j]);
+            for (int j = 0; j < NT; ++j) {
+                if (j < n) {
+#pragma unroll
+                    for (int i = 0; i < kVec; ++i)
+                        if (i < rem) acc[r][j] = fmaf(wf[i], xs[j][c0 + i], acc[r][j]);
+                }
             }
         }
     }
-    warp_sum_each(acc);
+    warp_sum_each(reinterpret_cast<float (&)[R * NT]>(acc));
+}
+
+// Row `row` of w: its first 16-byte piece and (FP8) its block scales, for warp_rows_dot.
+template <DeviceDtype DT>
+__device__ __forceinline__ const uint4* row_pieces(const DeviceMatrix& w, int64_t row) {
+    return reinterpret_cast<const uint4*>(static_cast<const char*>(w.data) + row * w.ld * int64_t(k_elem_bytes<DT>));
+}
+template <DeviceDtype DT>
+__device__ __forceinline__ const float* row_scales(const DeviceMatrix& w, int64_t row) {
+    return DT == DeviceDtype::F8_E4M3 ? w.scale_inv + (row / 128) * w.scale_cols : nullptr;
+}
+
+// acc[j] = sum_c W[row, c] * xs[j][c]: warp_rows_dot for one row, 2 pieces a staged
+// batch or 4 a batch in registers.
+template <DeviceDtype DT, int NT, bool kXVec, int kSplit = 1, bool kAsync = false>
+__device__ __forceinline__ void warp_row_dot(const DeviceMatrix& w, int64_t row, const float* const (&xs)[NT], int n,
+                                             float (&acc)[NT], int part = 0) {
+    const uint4* const wrows[1] = {row_pieces<DT>(w, row)};
+    const float* const srows[1] = {row_scales<DT>(w, row)};
+    warp_rows_dot<DT, NT, kXVec, 1, kAsync ? 2 : 4, kSplit, kAsync>(wrows, srows, w.cols, xs, n,
+                                                                    reinterpret_cast<float (&)[1][NT]>(acc), part);
 }
 
 }  // namespace cetus::cuda

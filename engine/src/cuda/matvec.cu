@@ -103,12 +103,19 @@ __global__ void __launch_bounds__(32 * k_warps_per_block)
         ggml_rows_dot<NT, R, kAcc, kSplit, kFast>(visit, a.w.cols, xs, a.n, acc, part, stage);
     } else if (active) {
         if constexpr (kFuse == Fuse::Pair) {
-            if (r0 < a.w.rows) warp_row_dot<DT, NT, kXVec, kSplit>(a.w, r0, xs, a.n, acc[0][0], part);
-            else warp_row_dot<DT, NT, kXVec, kSplit>(a.w2, r0 - a.w.rows, xs, a.n, acc[0][0], part);
+            if (r0 < a.w.rows) warp_row_dot<DT, NT, kXVec, kSplit, true>(a.w, r0, xs, a.n, acc[0][0], part);
+            else warp_row_dot<DT, NT, kXVec, kSplit, true>(a.w2, r0 - a.w.rows, xs, a.n, acc[0][0], part);
         } else {
-            warp_row_dot<DT, NT, kXVec, kSplit>(a.w, g.w_row0 + grp * g.w_row_step + r0, xs, a.n, acc[0][0], part);
-            if constexpr (kFuse == Fuse::GateUp)
-                warp_row_dot<DT, NT, kXVec, kSplit>(a.w2, r0, xs, a.n, acc[1][0], part);
+            if constexpr (kFuse == Fuse::GateUp) {  // gate's row and up's in one pass
+                const int64_t rg = g.w_row0 + grp * g.w_row_step + r0;  // (the gate's row, as for a plain product)
+                const uint4* const wrows[2] = {row_pieces<DT>(a.w, rg), row_pieces<DT>(a.w2, r0)};
+                const float* const srows[2] = {row_scales<DT>(a.w, rg), row_scales<DT>(a.w2, r0)};
+                warp_rows_dot<DT, NT, kXVec, 2, 1, kSplit, true>(wrows, srows, a.w.cols, xs, a.n,
+                                                                 reinterpret_cast<float (&)[2][NT]>(acc), part);
+            } else {
+                warp_row_dot<DT, NT, kXVec, kSplit, true>(a.w, g.w_row0 + grp * g.w_row_step + r0, xs, a.n, acc[0][0],
+                                                          part);
+            }
         }
     }
     if constexpr (kSplit > 1) {

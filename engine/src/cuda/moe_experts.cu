@@ -53,9 +53,13 @@ __device__ __forceinline__ void rows_for_pairs(const DeviceMatrix& w1, const Dev
                 if (i < n_rows) f(m == 0 ? w1 : w2, row0 + i);
             };
             ggml_rows_dot<NT, R, kAcc, 1, kFast>(visit, w1.cols, xs, np, v, 0, stage);
+        } else if constexpr (kGateUp) {  // gate's row and up's in one pass, a piece of each a batch
+            const uint4* const wrows[2] = {row_pieces<DT>(w1, row0), row_pieces<DT>(w2, row0)};
+            const float* const srows[2] = {row_scales<DT>(w1, row0), row_scales<DT>(w2, row0)};
+            warp_rows_dot<DT, NT, kXVec, 2, 1, 1, true>(wrows, srows, w1.cols, xs, np,
+                                                       reinterpret_cast<float (&)[2][NT]>(v));
         } else {
-            warp_row_dot<DT, NT, kXVec>(w1, row0, xs, np, v[0][0]);
-            if constexpr (kGateUp) warp_row_dot<DT, NT, kXVec>(w2, row0, xs, np, v[1][0]);
+            warp_row_dot<DT, NT, kXVec, 1, true>(w1, row0, xs, np, v[0][0]);
         }
         if ((threadIdx.x & 31) == 0) {
 #pragma unroll
