@@ -20,6 +20,7 @@ namespace cetus::cuda {
 namespace {
 
 constexpr int k_warps_per_block = 8;
+static_assert(k_warps_per_block <= k_row_dot_warps, "warp_rows_dot stages for k_row_dot_warps warps a block");
 constexpr int k_tokens_per_pass = 8;
 // Narrow products (fewer rows than k_matvec_narrow_rows, kernels.h) give each row
 // k_matvec_narrow_split warps, so small matrices (the MLA latent projection, the

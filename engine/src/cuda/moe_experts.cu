@@ -21,6 +21,7 @@ namespace cetus::cuda {
 namespace {
 
 constexpr int k_expert_rows = 8;  // output rows per block, one warp each
+static_assert(k_expert_rows <= k_row_dot_warps, "warp_rows_dot stages for k_row_dot_warps warps a block");
 
 // Rows each warp computes: GGUF blocks take several (device_math.cuh: ggml_rows_dot).
 template <DeviceDtype DT, int NT, bool kGateUp>
