@@ -11,7 +11,11 @@
 // ggml_dequantize), K-quants and 32-value types, gate and up of different types, at
 // widths of whole blocks whose rows (gate/up and down) end inside a tile. The model-level comparisons hold the tensor-core
 // kernel to the CPU only within bf16 tolerance; here each kernel meets its own bound, and the two
-// tile widths give the same bits.
+// tile widths give the same bits. The decode launches' fused tails (one and two tokens) give the
+// bits of their separate launches: the down launch with the MoE combine and next norm (with and
+// without the shared experts in the launch, twice, so its counters are left at zero) against
+// launch_moe_combine, and the product with the residual add and norm against launch_matvec and
+// launch_add_rmsnorm; the combine's result is also held to a double-precision sum.
 #include "check_util.h"
 #include "ggml_blocks.h"
 #include "gguf.h"
@@ -25,6 +29,7 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <initializer_list>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -182,6 +187,132 @@ Worst compare(const std::vector<float>& got, const std::vector<double>& want, do
     return w;
 }
 
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
+}
+
+// The fused down launch's combine and norm (the decode path, n <= k_fused_tail_max_tokens)
+// against the down launch alone followed by launch_moe_combine: the same bits for x and
+// out. The shared experts are an MLP of expert 0's matrices, in the launches or not.
+void check_fused_combine(const std::string& name, const DeviceExperts& ex, const ExpertPairs& pairs,
+                         const DeviceMatrix& sg, const DeviceMatrix& su, const DeviceMatrix& sd, const float* x_d,
+                         float* h_d, float* y_d, int64_t n, int64_t K, int64_t H, int64_t E, std::mt19937& rng) {
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::uniform_real_distribution<float> uni(0.05f, 1.0f);
+    std::vector<float> x0(static_cast<size_t>(n * H)), wts(static_cast<size_t>(n * K)), norm_w(static_cast<size_t>(H));
+    for (auto& v : x0) v = normal(rng);
+    for (auto& v : wts) v = uni(rng);
+    for (auto& v : norm_w) v = uni(rng);
+    const float eps = 1e-6f;
+    float* w_d = device_copy(wts);
+    float* nw_d = device_copy(norm_w);
+    float* xa = device_copy(x0);
+    float* xb = device_copy(x0);
+    float* out_a = device_copy(std::vector<float>(size_t(n * H)));
+    float* out_b = device_copy(std::vector<float>(size_t(n * H)));
+    float* sh_h = device_copy(std::vector<float>(size_t(n * sg.rows)));
+    float* sh_out = device_copy(std::vector<float>(size_t(n * H)));
+    const int64_t counters = moe_combine_counters(H);
+    uint32_t* done = device_copy(std::vector<uint32_t>(size_t(counters)));
+    const SharedExpertLaunch shared{sg, su, sd, sh_h, sh_out};
+    const bool fusable = experts_shared_fusable(ex, sg, su, sd, H);
+    check(fusable, name + ": expert 0's matrices can ride along as the shared experts");
+    for (const bool with_shared : {true, false}) {
+        const SharedExpertLaunch* sh = with_shared && fusable ? &shared : nullptr;
+        const std::string tag = name + ", " + std::to_string(n) + " token(s), fused combine" +
+                                (sh ? " with the shared experts" : "");
+        launch_experts_gate_up(ex, pairs, x_d, n, int32_t(K), H, int32_t(E), h_d, nullptr, sh, nullptr);
+        launch_experts_down(ex, pairs, h_d, n, int32_t(K), H, int32_t(E), y_d, nullptr, sh, nullptr, nullptr);
+        const std::vector<float> y = host_copy(y_d, size_t(n * K * H));
+        cudaMemcpy(xa, x0.data(), x0.size() * 4, cudaMemcpyHostToDevice);
+        const MoeCombine sep{xa, w_d, K, sh ? sh_out : nullptr, nw_d, eps, out_a, nullptr, 0};
+        launch_moe_combine(sep, y_d, n, int32_t(K), H, nullptr);
+        const std::vector<float> want_x = host_copy(xa, size_t(n * H)), want_out = host_copy(out_a, size_t(n * H));
+        // Twice: the counters must be back at zero for the second launch (a replayed graph).
+        for (int run = 0; run < 2; ++run) {
+            cudaMemcpy(xb, x0.data(), x0.size() * 4, cudaMemcpyHostToDevice);
+            cudaMemcpy(out_b, std::vector<float>(size_t(n * H), -1.0f).data(), size_t(n * H) * 4,
+                       cudaMemcpyHostToDevice);
+            const MoeCombine fused{xb, w_d, K, sh ? sh_out : nullptr, nw_d, eps, out_b, done, counters};
+            launch_experts_down(ex, pairs, h_d, n, int32_t(K), H, int32_t(E), y_d, nullptr, sh, &fused, nullptr);
+            const std::vector<float> got_x = host_copy(xb, size_t(n * H)), got_out = host_copy(out_b, size_t(n * H));
+            check(same_bits(host_copy(y_d, size_t(n * K * H)), y) && same_bits(got_x, want_x) &&
+                      same_bits(got_out, want_out),
+                  tag + ", launch " + std::to_string(run + 1) + " == down, then launch_moe_combine (bit for bit)");
+        }
+        check(host_copy(done, size_t(counters)) == std::vector<uint32_t>(size_t(counters)),
+              tag + ": counters left at zero");
+        // The separate combine against double sums of the same y (and shared rows).
+        const std::vector<float> s_out = host_copy(sh_out, size_t(n * H));
+        double worst = 0.0;
+        for (int64_t t = 0; t < n; ++t) {
+            std::vector<double> v(static_cast<size_t>(H));
+            double ss = 0.0, top = 0.0;
+            for (int64_t i = 0; i < H; ++i) {
+                double r = 0.0;
+                for (int64_t k = 0; k < K; ++k)
+                    r += double(wts[size_t(t * K + k)]) * y[size_t((t * K + k) * H + i)];
+                if (sh) r += s_out[size_t(t * H + i)];
+                v[size_t(i)] = x0[size_t(t * H + i)] + r;
+                ss += v[size_t(i)] * v[size_t(i)];
+                top = std::max(top, std::fabs(v[size_t(i)]));
+            }
+            const double scale = 1.0 / std::sqrt(ss / double(H) + eps);
+            for (int64_t i = 0; i < H; ++i) {
+                worst = std::max(worst, std::fabs(want_x[size_t(t * H + i)] - v[size_t(i)]) / top);
+                worst = std::max(worst, std::fabs(want_out[size_t(t * H + i)] - norm_w[size_t(i)] * v[size_t(i)] * scale) /
+                                            (top * scale));
+            }
+        }
+        char line[300];
+        std::snprintf(line, sizeof line, "%s: x and out within %.3g of double sums (bound 1e-5)", tag.c_str(), worst);
+        check(worst <= 1e-5, line);
+    }
+    for (void* p : std::initializer_list<void*>{w_d, nw_d, xa, xb, out_a, out_b, sh_h, sh_out, done}) cudaFree(p);
+}
+
+// The product with the residual add and norm in one launch (decode's output projection)
+// against launch_matvec and launch_add_rmsnorm: the same bits for the residual and out.
+void check_fused_add_norm(DeviceDtype dt, int64_t rows, int64_t cols) {
+    std::mt19937 rng(5);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::uniform_real_distribution<float> uni(0.05f, 1.0f);
+    std::vector<void*> owned;
+    const Weight w = make_weight(dt, rows, cols, rng, owned);
+    for (int64_t n = 1; n <= k_fused_tail_max_tokens; ++n) {
+        std::vector<float> x(static_cast<size_t>(n * cols)), resid(static_cast<size_t>(n * rows)),
+            norm_w(static_cast<size_t>(rows));
+        for (auto& v : x) v = normal(rng);
+        for (auto& v : resid) v = normal(rng);
+        for (auto& v : norm_w) v = uni(rng);
+        float* x_d = device_copy(x);
+        float* nw_d = device_copy(norm_w);
+        float* ra = device_copy(resid);
+        float* rb = device_copy(resid);
+        float* ya = device_copy(std::vector<float>(size_t(n * rows)));
+        float* yb = device_copy(std::vector<float>(size_t(n * rows)));
+        float* oa = device_copy(std::vector<float>(size_t(n * rows)));
+        float* ob = device_copy(std::vector<float>(size_t(n * rows)));
+        uint32_t* done = device_copy(std::vector<uint32_t>(1));
+        launch_matvec(w.m, x_d, cols, n, ya, rows, RowGroups{1, rows, 0, 0, 0, 0}, nullptr);
+        launch_add_rmsnorm(ra, ya, nw_d, 1e-6f, n, rows, oa, nullptr);
+        const std::vector<float> want_r = host_copy(ra, size_t(n * rows)), want_o = host_copy(oa, size_t(n * rows));
+        bool same = true;
+        for (int run = 0; run < 2; ++run) {  // twice: the counter is left at zero
+            cudaMemcpy(rb, resid.data(), resid.size() * 4, cudaMemcpyHostToDevice);
+            launch_matvec_add_rmsnorm(w.m, x_d, cols, n, yb, rb, nw_d, 1e-6f, ob, done, nullptr);
+            same = same && same_bits(host_copy(rb, size_t(n * rows)), want_r) &&
+                   same_bits(host_copy(ob, size_t(n * rows)), want_o);
+        }
+        check(same && !same_bits(want_r, resid),
+              std::string(dt == DeviceDtype::BF16 ? "BF16" : "FP8") + " product of " + std::to_string(rows) + " rows, " +
+                  std::to_string(n) + " token(s), with the residual add and norm (two launches) == launch_matvec, "
+                  "then launch_add_rmsnorm (bit for bit)");
+        for (void* p : std::initializer_list<void*>{x_d, nw_d, ra, rb, ya, yb, oa, ob, done}) cudaFree(p);
+    }
+    for (void* p : owned) cudaFree(p);
+}
+
 void run_case(const Case& c, DeviceDtype dt) {
     const std::string name = std::string(c.name) +
                              (dt == DeviceDtype::BF16      ? ", BF16"
@@ -330,6 +461,8 @@ void run_case(const Case& c, DeviceDtype dt) {
             name.c_str(), wh.rel, wy.rel);
         check(wh.err == 0.0 && wy.err == 0.0, line);
     }
+    if (n <= k_fused_tail_max_tokens)
+        check_fused_combine(name, ex, pairs, gm[0], um[0], dm[0], x_d, h_d, y_d, n, K, H, E, rng);
     if (dt == DeviceDtype::Ggml) {
         // The fp32 kernel with the fast mode's sums of GGUF blocks (DeviceMatrix::ggml_fast:
         // codes times activations, then scales and offsets): the same bound.
@@ -382,10 +515,19 @@ int main(int argc, char** argv) {
         const Case whole{"512 wide, 384 inner", 512, 384, 4, 2, 40};
         // V2-Lite's widths: 11 (or 22) row tiles for gate/up, 16 (or 32) for down.
         const Case v2{"V2-Lite's 2048 wide, 1408 inner", 2048, 1408, 8, 6, 24};
-        std::vector<Case> cases{odd, whole};
+        // One and two tokens (decode and a one-draft verify batch): the fused combine.
+        const Case one{"203 wide, 75 inner", 203, 75, 6, 2, 1}, two{"264 wide, 96 inner", 264, 96, 6, 3, 2};
+        std::vector<Case> cases{odd, whole, one, two};
         if (v2_lite) cases.push_back(v2);
+        if (v2_lite) cases.push_back({"V2-Lite's 2048 wide, 1408 inner", 2048, 1408, 8, 6, 1});
         for (const Case& c : cases)
             for (DeviceDtype dt : {DeviceDtype::BF16, DeviceDtype::F8_E4M3}) run_case(c, dt);
+        // Narrow products (four warps a row: 203 rows, ending inside a block of rows) and wide
+        // ones (a warp a row: 8200 rows).
+        for (DeviceDtype dt : {DeviceDtype::BF16, DeviceDtype::F8_E4M3}) {
+            check_fused_add_norm(dt, 203, 136);
+            check_fused_add_norm(dt, 8200, 40);
+        }
         // GGUF blocks, as llama.cpp's Q4_K_M files hold experts: Q4_K (256-value blocks) for
         // gate and up, Q6_K for down, and 32-value types where a row is not whole 256-value
         // blocks. 352 rows end inside a tile of 64 and of 128.

@@ -3,7 +3,8 @@
 // order. Grid (d_c / 128, n_h, n / 8), rounded up, of 128 threads: one column
 // of W_UK_h per thread for 8 tokens, their q_nope staged in shared memory; with
 // launch_absorb_q_latent (the fp32 path: decode and verify batches, every batch in
-// exact mode) one more row of blocks writes the latent cache.
+// exact mode) one more row of blocks writes the latent cache (its first block) and
+// rotates the queries' rope parts (the others).
 // The block's 128 columns of W_UK_h are staged in shared memory with asynchronous
 // 16-byte copies all in flight at once (a column walk in global memory waits for
 // one load per row), then read in the same j order: bf16 and FP8 weights all d_n
@@ -32,9 +33,9 @@ template <int kBytes>
 inline constexpr int k_absorb_rows = kBytes <= 2 ? int(k_absorb_max_nope) : 64;
 
 // Column c of W_UK_h for 8 tokens per thread: the same j order as the CPU's axpy loop.
-// kLatent: blocks (0, n_h, z) also write the latent cache rows of their tokens and
-// rotate the queries' rope parts (latent_cache_token); the other blocks read only
-// the nope parts of q.
+// kLatent: blocks (0, n_h, z) also write the latent cache rows of their tokens
+// (latent_cache_token), blocks (x > 0, n_h, z) rotate the queries' rope parts; the
+// other blocks read only the nope parts of q.
 template <DeviceDtype DT, bool kLatent>
 __global__ void __launch_bounds__(k_absorb_threads)
     absorb_q_kernel(DeviceMatrix kv_b, const float* __restrict__ q, int64_t n, MlaShape m,
@@ -44,10 +45,20 @@ __global__ void __launch_bounds__(k_absorb_threads)
     const int64_t h = blockIdx.y, t0 = int64_t(blockIdx.z) * k_absorb_tokens;
     const int nt = int(min(int64_t(k_absorb_tokens), n - t0));
     if constexpr (kLatent) {
-        if (h == m.n_h) {
-            if (blockIdx.x != 0) return;  // the whole block
-            __shared__ float scratch[32];
-            for (int t = 0; t < nt; ++t) latent_cache_token(latent, t0 + t, scratch);
+        if (h == m.n_h) {  // the whole block
+            // Block 0 writes the cache rows; the others of the row (d_c / 128 - 1 of them)
+            // rotate the queries' rope parts at the same time, heads taken in turn.
+            const int64_t others = int64_t(gridDim.x) - 1;
+            if (blockIdx.x == 0) {
+                __shared__ float scratch[32];
+                for (int t = 0; t < nt; ++t) latent_cache_token(latent, t0 + t, scratch, others == 0);
+            } else {
+                const int64_t pos0 = *latent.start_pos + t0;
+                for (int t = 0; t < nt; ++t) {
+                    const float* cs = latent.rope_table + (pos0 + t) * latent.d_r;
+                    rotate_queries(latent, t0 + t, cs, blockIdx.x - 1, others);
+                }
+            }
             return;
         }
     }

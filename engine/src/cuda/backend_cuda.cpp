@@ -212,7 +212,10 @@ private:
         AttentionPartials parts;
         float *g, *u;      // [chunk, widest dense or shared MLP]
         float* z;          // [chunk, E] router logits
-        uint32_t* grid_done;  // the fused launches' last-block counter (zero between launches; last_block.cuh)
+        // The fused launches' last-block counters (zero between launches; last_block.cuh):
+        // [0] for a launch, the rest for the fused combine's columns (moe_combine_counters).
+        uint32_t* grid_done;
+        int64_t grid_counters;
         int32_t* route_ids;  // [chunk, max(n_moe, 1), K]
         float* route_w;
         ExpertPairs pairs;
@@ -504,7 +507,7 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
     m_gemm = std::make_unique<Gemm>(m_stream.get(), m_exact, m_s.gemm, m_fuse ? m_s.grid_done : nullptr);
     m_gemm->set_prefill_form(m_prefill_form);
     launch_choice_init(m_s.choice, c.vocab_size, m_stream.get());
-    CETUS_CUDA(cudaMemsetAsync(m_s.grid_done, 0, sizeof(uint32_t), m_stream.get()));
+    CETUS_CUDA(cudaMemsetAsync(m_s.grid_done, 0, size_t(m_s.grid_counters) * sizeof(uint32_t), m_stream.get()));
     // Zeroed like the CPU's cache; rows past n_tokens are never read.
     CETUS_CUDA(cudaMemsetAsync(m_cache.get(), 0, cache_bytes, m_stream.get()));
     CETUS_CUDA(cudaStreamSynchronize(m_stream.get()));
@@ -553,7 +556,8 @@ CudaBackend::Scratch CudaBackend::carve_scratch(Carver& cv) const {
     s.g = f(n * m_mlp_width);
     s.u = f(n * m_mlp_width);
     s.z = f(n * E);
-    s.grid_done = cv.take<uint32_t>(1);
+    s.grid_counters = moe_combine_counters(H);
+    s.grid_done = cv.take<uint32_t>(size_t(s.grid_counters));
     s.route_ids = i(n * slots);
     s.route_w = f(n * slots);
     s.pairs.counts = i(E);
@@ -1248,7 +1252,7 @@ void CudaBackend::moe(const DeviceLayer& l, int64_t n, int32_t* route_ids, float
     if (l.has_shared && !fuse_shared) mlp(l.shared, m_s.a, n, m_s.shared_out);  // [n, H]
     // The combine: by the down launch's last block for decode batches (the same bits).
     const MoeCombine combine{m_s.x,     route_w, route_stride, l.has_shared ? m_s.shared_out : nullptr,
-                             next_norm, float(c.rms_norm_eps), out, m_gemm->fused_tail()};
+                             next_norm, float(c.rms_norm_eps), out, m_gemm->fused_tail(), m_s.grid_counters};
     const bool fuse_combine = combine.done && n <= k_fused_tail_max_tokens;  // (such batches are small: no mma)
     launch_experts_gate_up(l.experts, m_s.pairs, m_s.a, n, K, H, int32_t(E), m_s.h, on_mma, with, s);  // [n * K, I]
     launch_experts_down(l.experts, m_s.pairs, m_s.h, n, K, H, int32_t(E), m_s.y, on_mma, with,

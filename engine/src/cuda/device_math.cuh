@@ -134,17 +134,24 @@ __device__ __forceinline__ void load_x(const float* p, float* out) {
     }
 }
 
-// Piece v (16 bytes) of a weight row as floats; FP8 times its block scale (srow:
+// Piece v (16 bytes, raw) of a weight row as floats; FP8 times its block scale (srow:
 // the row's scales). A piece never straddles a 128-column scale block.
 template <DeviceDtype DT>
-__device__ __forceinline__ void load_piece(const uint4* wrow, const float* srow, int64_t v,
-                                           float (&wf)[k_vec_elems<DT>]) {
-    decode16<DT>(__ldg(wrow + v), wf);
+__device__ __forceinline__ void decode_piece(const uint4& raw, const float* srow, int64_t v,
+                                             float (&wf)[k_vec_elems<DT>]) {
+    decode16<DT>(raw, wf);
     if constexpr (DT == DeviceDtype::F8_E4M3) {
         const float s = srow[(v * k_vec_elems<DT>) / 128];
 #pragma unroll
         for (int i = 0; i < k_vec_elems<DT>; ++i) wf[i] *= s;
     }
+}
+
+// decode_piece of piece v loaded from the row.
+template <DeviceDtype DT>
+__device__ __forceinline__ void load_piece(const uint4* wrow, const float* srow, int64_t v,
+                                           float (&wf)[k_vec_elems<DT>]) {
+    decode_piece<DT>(__ldg(wrow + v), srow, v, wf);
 }
 
 // A 16-byte load from p, which must be 16-byte aligned (the emulator checks).
@@ -914,12 +921,9 @@ constexpr int k_row_dot_warps = 8;
 // into its own slots of shared memory (cp.async), two batches in flight (the next one
 // issued before the current one is waited for), then reads them back; the copies
 // cannot be moved past their wait. Otherwise the batches are loaded into registers.
-// The staging, k_row_dot_stage_bytes a block, is held to 16 KB (kUnroll * R = 2):
-// sm_86/89 have 100 KB of shared memory an SM, and 16 KB still lets 2 KB a warp be
-// in flight, four times what the profile's 56 % took.
-template <int R, int kUnroll>
-inline constexpr size_t k_row_dot_stage_bytes = size_t(k_row_dot_warps) * 2 * kUnroll * R * 32 * 16;
-
+// The staging is held to 16 KB a block (kUnroll * R = 2): sm_86/89 have 100 KB of
+// shared memory an SM, and 16 KB still lets 2 KB a warp be in flight, four times
+// what the profile's 56 % took.
 template <DeviceDtype DT, int NT, bool kXVec, int R, int kUnroll, int kSplit = 1, bool kAsync = false>
 __device__ __forceinline__ void warp_rows_dot(const uint4* const (&wrows)[R], const float* const (&srows)[R],
                                               int64_t cols, const float* const (&xs)[NT], int n,
@@ -933,14 +937,7 @@ __device__ __forceinline__ void warp_rows_dot(const uint4* const (&wrows)[R], co
     const auto take = [&](const uint4 (&raw)[R], int64_t v) {
         float wf[R][kVec];
 #pragma unroll
-        for (int r = 0; r < R; ++r) {
-            decode16<DT>(raw[r], wf[r]);
-            if constexpr (DT == DeviceDtype::F8_E4M3) {
-                const float sc = srows[r][(v * kVec) / 128];
-#pragma unroll
-                for (int i = 0; i < kVec; ++i) wf[r][i] *= sc;
-            }
-        }
+        for (int r = 0; r < R; ++r) decode_piece<DT>(raw[r], srows[r], v, wf[r]);
 #pragma unroll
         for (int j = 0; j < NT; ++j) {
             if (j == 0 || j < n) {  // (n >= 1: the weights are used unconditionally)
@@ -955,9 +952,8 @@ __device__ __forceinline__ void warp_rows_dot(const uint4* const (&wrows)[R], co
     };
     int64_t v = first;
     if constexpr (kAsync) {
-        static_assert(k_row_dot_stage_bytes<R, kUnroll> <= 16 * 1024, "the staging must leave sm_86/89 blocks");
         __shared__ __align__(16) uint4 stage[k_row_dot_warps][2][kUnroll * R][32];
-        static_assert(sizeof(stage) == k_row_dot_stage_bytes<R, kUnroll>);
+        static_assert(sizeof(stage) <= 16 * 1024, "the staging must leave room for other blocks on sm_86/89");
         uint4 (&mine)[2][kUnroll * R][32] = stage[threadIdx.x >> 5];
         const int64_t count = first < n_full ? (n_full - 1 - first) / step + 1 : 0;  // the lane's pieces
         const int64_t batches = (count + kUnroll - 1) / kUnroll;                     // the last one may be short
@@ -1049,6 +1045,18 @@ __device__ __forceinline__ void warp_row_dot(const DeviceMatrix& w, int64_t row,
     const float* const srows[1] = {row_scales<DT>(w, row)};
     warp_rows_dot<DT, NT, kXVec, 1, kAsync ? 2 : 4, kSplit, kAsync>(wrows, srows, w.cols, xs, n,
                                                                     reinterpret_cast<float (&)[1][NT]>(acc), part);
+}
+
+// acc[0][j] = sum_c W1[row1, c] * xs[j][c] and acc[1][j] the same for W2's row2 (an
+// MLP's gate and up rows, of the same width and dtype): one staged pass, a piece of
+// each row a batch, each token's activations loaded once for both.
+template <DeviceDtype DT, int NT, bool kXVec, int kSplit = 1>
+__device__ __forceinline__ void warp_row_pair_dot(const DeviceMatrix& w1, int64_t row1, const DeviceMatrix& w2,
+                                                  int64_t row2, const float* const (&xs)[NT], int n,
+                                                  float (&acc)[2][NT], int part = 0) {
+    const uint4* const wrows[2] = {row_pieces<DT>(w1, row1), row_pieces<DT>(w2, row2)};
+    const float* const srows[2] = {row_scales<DT>(w1, row1), row_scales<DT>(w2, row2)};
+    warp_rows_dot<DT, NT, kXVec, 2, 1, kSplit, true>(wrows, srows, w1.cols, xs, n, acc, part);
 }
 
 }  // namespace cetus::cuda

@@ -297,8 +297,14 @@ struct MoeCombine {
     const float* norm_w = nullptr;
     float eps = 0.0f;
     float* out = nullptr;     // [n, hidden]
-    uint32_t* done = nullptr;  // the fused form's counter (last_block.cuh)
+    // The fused form's counters (last_block.cuh): done[0] for the launch, done[1 + c]
+    // for each column c of its blocks; `counters` of them, moe_combine_counters(hidden).
+    uint32_t* done = nullptr;
+    int64_t counters = 0;
 };
+// Counters the fused combine of a hidden-wide row needs: the down launch's blocks
+// take at least 8 rows each.
+inline int64_t moe_combine_counters(int64_t hidden) { return 1 + (hidden + 7) / 8; }
 // A MoE layer's shared experts (one MLP) computed in the routed experts' launches
 // (the fp32 kernel: decode and verify batches): h[t, :] = silu(gate x[t]) * up x[t]
 // in the gate/up launch, out[t, :] = down h[t, :] in the down launch, one warp per

@@ -1,6 +1,6 @@
 // The last block of a launch to finish: cooperative groups' grid-sync pattern
 // without needing every block resident at once. Every block of the grid calls
-// last_block_arrived() once, with all of its threads, after its global writes;
+// last_block_arrived() once a counter, with all of its threads, after its global writes;
 // it returns true in the block that arrives last, which then sees every block's
 // writes (read them with __ldcg: not through this multiprocessor's L1). The
 // counter is zero before the launch and left at zero, so CUDA graphs replay the
@@ -12,12 +12,13 @@
 namespace cetus::cuda {
 namespace {
 
-__device__ __forceinline__ bool last_block_arrived(uint32_t* counter) {
+// The same among `blocks` blocks that share a counter (a column of the grid, say):
+// each calls it once, and the last of them to arrive gets true.
+__device__ __forceinline__ bool last_block_arrived(uint32_t* counter, uint32_t blocks) {
     __shared__ bool last;
     __syncthreads();  // the block's writes are ordered before thread 0's fence
     if (threadIdx.x == 0) {
         __threadfence();
-        const uint32_t blocks = gridDim.x * gridDim.y * gridDim.z;
         last = atomicAdd(counter, 1u) == blocks - 1;
         if (last) {
             __threadfence();  // the other blocks' writes before the reads below (as grid sync does)
@@ -27,6 +28,10 @@ __device__ __forceinline__ bool last_block_arrived(uint32_t* counter) {
     __syncthreads();
     if (last) __threadfence();
     return last;
+}
+
+__device__ __forceinline__ bool last_block_arrived(uint32_t* counter) {
+    return last_block_arrived(counter, gridDim.x * gridDim.y * gridDim.z);
 }
 
 }  // namespace

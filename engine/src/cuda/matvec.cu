@@ -5,7 +5,8 @@
 // weight row is read once per 8 tokens, fp32 accumulation. Fused forms save
 // decode launches: an MLP's gate and up with the SwiGLU, two products of one
 // input (the attention's query and latent projections), and a product followed
-// by the residual add and norm in its last block (AddNorm). GGUF blocks (Ggml) are
+// by the residual add (each row where it is written) and the norm (in its last
+// block: AddNorm). GGUF blocks (Ggml) are
 // decoded 32 values at a time by the lanes, against activations staged in shared
 // memory, two rows per warp for one token (device_math.cuh: ggml_rows_dot).
 #include "cuda_util.h"
@@ -31,8 +32,11 @@ constexpr int k_tokens_per_pass = 8;
 // What one launch computes: a plain product over row groups, silu(W x) * (W2 x)
 // (an MLP's gate and up with its SwiGLU, as launch_silu_mul), or two products of
 // the same input (rows [0, W.rows) from W into y, the rest from W2 into y2).
-// AddNorm: a plain product (one group) whose last block then runs launch_add_rmsnorm
-// on its output (last_block.cuh), so no block may leave early.
+// AddNorm: a plain product (one group) that adds each output row to the residual
+// stream where it is written, as launch_add_rmsnorm would; the launch's last block
+// (last_block.cuh) then takes the norm alone, so no block may leave early. (The last
+// block adding every row as well was most of the output projection's time on an
+// H200, 2026-12-04.)
 enum class Fuse { None, GateUp, Pair, AddNorm };
 
 struct MatvecArgs {
@@ -103,20 +107,15 @@ __global__ void __launch_bounds__(32 * k_warps_per_block)
         };
         ggml_rows_dot<NT, R, kAcc, kSplit, kFast>(visit, a.w.cols, xs, a.n, acc, part, stage);
     } else if (active) {
+        const int64_t rw = g.w_row0 + grp * g.w_row_step + r0;  // a plain product's (or the gate's) weight row
         if constexpr (kFuse == Fuse::Pair) {
             if (r0 < a.w.rows) warp_row_dot<DT, NT, kXVec, kSplit, true>(a.w, r0, xs, a.n, acc[0][0], part);
             else warp_row_dot<DT, NT, kXVec, kSplit, true>(a.w2, r0 - a.w.rows, xs, a.n, acc[0][0], part);
+        } else if constexpr (kFuse == Fuse::GateUp) {  // gate's row and up's in one pass
+            warp_row_pair_dot<DT, NT, kXVec, kSplit>(a.w, rw, a.w2, r0, xs, a.n,
+                                                     reinterpret_cast<float (&)[2][NT]>(acc), part);
         } else {
-            if constexpr (kFuse == Fuse::GateUp) {  // gate's row and up's in one pass
-                const int64_t rg = g.w_row0 + grp * g.w_row_step + r0;  // (the gate's row, as for a plain product)
-                const uint4* const wrows[2] = {row_pieces<DT>(a.w, rg), row_pieces<DT>(a.w2, r0)};
-                const float* const srows[2] = {row_scales<DT>(a.w, rg), row_scales<DT>(a.w2, r0)};
-                warp_rows_dot<DT, NT, kXVec, 2, 1, kSplit, true>(wrows, srows, a.w.cols, xs, a.n,
-                                                                 reinterpret_cast<float (&)[2][NT]>(acc), part);
-            } else {
-                warp_row_dot<DT, NT, kXVec, kSplit, true>(a.w, g.w_row0 + grp * g.w_row_step + r0, xs, a.n, acc[0][0],
-                                                          part);
-            }
+            warp_row_dot<DT, NT, kXVec, kSplit, true>(a.w, rw, xs, a.n, acc[0][0], part);
         }
     }
     if constexpr (kSplit > 1) {
@@ -165,15 +164,20 @@ __global__ void __launch_bounds__(32 * k_warps_per_block)
                     else y2[j * a.ldy2 + (r - a.w.rows)] = acc[0][i][j];
                 } else {
                     y[j * a.ldy + grp * g.y_step + r] = acc[0][i][j];
+                    if constexpr (kFuse == Fuse::AddNorm) {  // add_rmsnorm_row's sum, by the row's own warp
+                        float* xr = a.resid + j * g.rows + r;
+                        *xr = *xr + acc[0][i][j];
+                    }
                 }
             }
         }
     }
     if constexpr (kFuse == Fuse::AddNorm) {
-        static_assert(32 * k_warps_per_block == k_row_threads, "add_rmsnorm_row needs a block of k_row_threads");
+        static_assert(32 * k_warps_per_block == k_row_threads, "norm_row_l2 needs a block of k_row_threads");
         if (last_block_arrived(a.done)) {
             __shared__ float scratch[32];
-            for (int t = 0; t < a.n; ++t) add_rmsnorm_row(a.resid, y, a.norm_w, a.eps, g.rows, a.norm_out, t, scratch);
+            for (int t = 0; t < a.n; ++t)
+                norm_row_l2(a.resid + t * g.rows, a.norm_w, a.eps, g.rows, a.norm_out + t * g.rows, scratch);
         }
     }
 }

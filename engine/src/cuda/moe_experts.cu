@@ -21,6 +21,7 @@ namespace cetus::cuda {
 namespace {
 
 constexpr int k_expert_rows = 8;  // output rows per block, one warp each
+static_assert(k_expert_rows >= 8, "moe_combine_counters counts columns of blocks of 8 rows or more");
 static_assert(k_expert_rows <= k_row_dot_warps, "warp_rows_dot stages for k_row_dot_warps warps a block");
 
 // Rows each warp computes: GGUF blocks take several (device_math.cuh: ggml_rows_dot).
@@ -54,11 +55,8 @@ __device__ __forceinline__ void rows_for_pairs(const DeviceMatrix& w1, const Dev
                 if (i < n_rows) f(m == 0 ? w1 : w2, row0 + i);
             };
             ggml_rows_dot<NT, R, kAcc, 1, kFast>(visit, w1.cols, xs, np, v, 0, stage);
-        } else if constexpr (kGateUp) {  // gate's row and up's in one pass, a piece of each a batch
-            const uint4* const wrows[2] = {row_pieces<DT>(w1, row0), row_pieces<DT>(w2, row0)};
-            const float* const srows[2] = {row_scales<DT>(w1, row0), row_scales<DT>(w2, row0)};
-            warp_rows_dot<DT, NT, kXVec, 2, 1, 1, true>(wrows, srows, w1.cols, xs, np,
-                                                       reinterpret_cast<float (&)[2][NT]>(v));
+        } else if constexpr (kGateUp) {  // gate's row and up's in one pass
+            warp_row_pair_dot<DT, NT, kXVec>(w1, row0, w2, row0, xs, np, reinterpret_cast<float (&)[2][NT]>(v));
         } else {
             warp_row_dot<DT, NT, kXVec, 1, true>(w1, row0, xs, np, v[0][0]);
         }
@@ -86,11 +84,13 @@ __device__ __forceinline__ void rows_for_pairs(const DeviceMatrix& w1, const Dev
 // most one pair to an expert). Both take the same code below (one inlined copy).
 // Each warp computes R = k_rows_per_warp rows (1 but for GGUF blocks).
 // kCombine (down only): every block takes part in last_block_arrived, so no block
-// returns early; the last one runs the MoE combine for every token.
+// returns early. The last block of each column of the grid (the routed and shared
+// experts' blocks of the same rows) adds those rows up for every token
+// (combine_elems), and the launch's last block then takes the norms.
 // kFast (GGUF blocks only): the fast mode's sums (DeviceMatrix::ggml_fast).
 template <DeviceDtype DT, int NT, bool kXVec, bool kGateUp, bool kCombine, bool kFast>
 __global__ void __launch_bounds__(32 * k_expert_rows) experts_kernel(ExpertLaunch a) {
-    static_assert(!kCombine || 32 * k_expert_rows == k_row_threads, "combine_row needs a block of k_row_threads");
+    static_assert(!kCombine || 32 * k_expert_rows == k_row_threads, "norm_row_l2 needs a block of k_row_threads");
     pdl_wait();  // first: see pdl.cuh
     pdl_trigger();
     constexpr bool kGgml = DT == DeviceDtype::Ggml;
@@ -145,9 +145,19 @@ __global__ void __launch_bounds__(32 * k_expert_rows) experts_kernel(ExpertLaunc
             stage);
     }
     if constexpr (kCombine) {
+        // (A shared block covers the rows of the routed blocks beside it: the shared
+        // experts' down has a.rows rows, one slot.)
+        constexpr int kRows = k_expert_rows * R;
+        static_assert(k_fused_tail_max_tokens * kRows <= 32 * k_expert_rows, "combine_elems takes an element a thread");
+        if (last_block_arrived(a.combine.done + 1 + blockIdx.x, gridDim.y)) {
+            const int64_t r0 = int64_t(blockIdx.x) * kRows;
+            combine_elems(a.combine, a.n_tokens, a.out, a.top_k, a.rows, r0, min(r0 + kRows, a.rows));
+        }
         if (last_block_arrived(a.combine.done)) {
             __shared__ float scratch[32];
-            for (int64_t t = 0; t < a.n_tokens; ++t) combine_row(a.combine, t, a.out, a.top_k, a.rows, scratch);
+            for (int64_t t = 0; t < a.n_tokens; ++t)
+                norm_row_l2(a.combine.x + t * a.rows, a.combine.norm_w, a.combine.eps, a.rows,
+                            a.combine.out + t * a.rows, scratch);
         }
     }
 }
@@ -278,6 +288,9 @@ void launch_experts_down(const DeviceExperts& e, const ExpertPairs& pairs, const
     if (combine) {
         if (n > k_fused_tail_max_tokens || !combine->done)
             throw Error(ErrorCode::Device, "experts: the fused combine of " + std::to_string(n) + " tokens (internal error)");
+        // (the grid's columns: blocks of k_expert_rows rows or more)
+        if (combine->counters < moe_combine_counters(hidden) || (shared && shared->down.rows != hidden))
+            throw Error(ErrorCode::Device, "experts: the fused combine's counters or shared rows (internal error)");
         a.combine = *combine;
     }
     if (shared) add_shared(a, shared->down, shared->down, shared->h, shared->out);

@@ -1,7 +1,8 @@
 // File-local helpers of the one-block-per-row kernels (embed, rmsnorm,
 // add_rmsnorm, moe_combine, latent_cache), shared by their .cu files: the block
-// size, the RMS scale of cpu::rmsnorm, one rotary pair of Rope::apply and one row
-// of add_rmsnorm (also the last block of the fused matvec launch).
+// size, the RMS scale of cpu::rmsnorm, one rotary pair of Rope::apply, one row
+// of add_rmsnorm, and the norm alone of a row that other blocks added up (the last
+// block of the fused matvec and expert down launches).
 // Internal linkage, as when they lived in one file: each .cu gets its own copy.
 #pragma once
 
@@ -63,6 +64,40 @@ __device__ __forceinline__ void norm_scaled_row(const float* x, const float* w, 
     for (int64_t i0 = threadIdx.x; i0 < n; i0 += kU * step) {
         float xv[kU], wv[kU];
         load_pair(x, w, i0, step, n, xv, wv);
+#pragma unroll
+        for (int u = 0; u < kU; ++u) {
+            const int64_t i = i0 + u * step;
+            if (i < n) out[i] = wv[u] * (xv[u] * s);
+        }
+    }
+}
+
+// out = rmsnorm(x) with w for a row of n values that other blocks of the launch
+// wrote (read through L2, __ldcg), by the threads of a block of k_row_threads: the
+// sum of squares in add_rmsnorm_row's and combine_row's order (each thread its
+// elements in ascending order, then block_sum) and norm_scaled_row's products, so
+// the same bits as they give after adding the row themselves. A thread's eight
+// elements are loaded before any is used.
+__device__ __forceinline__ void norm_row_l2(const float* x, const float* w, float eps, int64_t n, float* out,
+                                            float* scratch) {
+    constexpr int kU = 8;
+    constexpr int64_t step = k_row_threads;  // (a constant: the loads' offsets are immediates)
+    float ss = 0.0f;
+    for (int64_t i0 = threadIdx.x; i0 < n; i0 += kU * step) {
+        float xv[kU];
+#pragma unroll
+        for (int u = 0; u < kU; ++u) {
+            const int64_t i = i0 + u * step;
+            xv[u] = i < n ? __ldcg(x + i) : 0.0f;
+        }
+#pragma unroll
+        for (int u = 0; u < kU; ++u)
+            if (i0 + u * step < n) ss = fmaf(xv[u], xv[u], ss);
+    }
+    const float s = rms_scale(block_sum(ss, scratch), n, eps);
+    for (int64_t i0 = threadIdx.x; i0 < n; i0 += kU * step) {
+        float wv[kU], xv[kU];
+        load_pair<kU, true>(w, x, i0, step, n, wv, xv);
 #pragma unroll
         for (int u = 0; u < kU; ++u) {
             const int64_t i = i0 + u * step;
