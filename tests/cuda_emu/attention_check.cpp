@@ -5,7 +5,8 @@
 // batches (three tokens: each token's bits as when alone) and a prefill chunk
 // (20 tokens, no split), at positions whose rows end inside a tile and need
 // several splits, with 20 heads (a second block of heads, mostly empty) and
-// with V2-Lite's widths. The model-level comparisons hold these kernels to the
+// with V2-Lite's widths; and the splits' merge fused with the value absorption
+// (F32 and BF16 weights). The model-level comparisons hold these kernels to the
 // CPU only within a bf16 cache's 1e-3; here the bounds are the kernels' own.
 #include "check_util.h"
 #include "kernels.h"
@@ -33,30 +34,56 @@ struct Case {
     int64_t capacity;
 };
 
-// Runs one kernel configuration over tokens start .. start + n - 1 and returns ctx [n, n_h, d_c].
+// Runs one kernel configuration over tokens start .. start + n - 1 and returns ctx [n, n_h, d_c],
+// or with kv_b the fused merge and value absorption's o [n, n_h, d_v] (*fused: whether it ran).
 std::vector<float> run(const Case& c, const AttentionPlan& plan, bool bf16, const float* q_abs,
                        const float* q, const void* cache, int64_t start, int64_t n,
-                       int64_t q_offset) {
+                       int64_t q_offset, const DeviceMatrix* kv_b = nullptr, bool* fused = nullptr) {
     const MlaShape& m = c.m;
     const int64_t d_qk = m.d_n + m.d_r;
-    std::vector<float> ctx_h(size_t(n * m.n_h * m.d_c));
+    std::vector<float> ctx_h(size_t(n * m.n_h * m.d_c)), o_h(size_t(n * m.n_h * m.d_v));
     int64_t* start_d = device_copy(std::vector<int64_t>{start});
-    float* ctx = nullptr;
-    cudaMalloc(reinterpret_cast<void**>(&ctx), ctx_h.size() * sizeof(float));
+    float* ctx = device_copy(ctx_h);
+    float* o = device_copy(o_h);
     AttentionPartials parts;
     parts.plan = plan;
     cudaMalloc(reinterpret_cast<void**>(&parts.acc),
                size_t(plan.max_parts * m.n_h * m.d_c) * sizeof(float));
     cudaMalloc(reinterpret_cast<void**>(&parts.ml),
                size_t(plan.max_parts * m.n_h * 2) * sizeof(float));
-    launch_mla_attention(q_abs + q_offset * m.n_h * m.d_c, q + q_offset * m.n_h * d_qk, cache, bf16,
-                         n, start_d, m, 0.125f, 132, parts, ctx, nullptr);
+    const bool did = launch_mla_attention(q_abs + q_offset * m.n_h * m.d_c, q + q_offset * m.n_h * d_qk, cache,
+                                          bf16, n, start_d, m, 0.125f, 132, parts, ctx, nullptr, AbsorbV{kv_b, o});
+    if (fused) *fused = did;
     cudaMemcpy(ctx_h.data(), ctx, ctx_h.size() * sizeof(float), cudaMemcpyDeviceToHost);
-    cudaFree(ctx);
-    cudaFree(start_d);
-    cudaFree(parts.acc);
-    cudaFree(parts.ml);
-    return ctx_h;
+    cudaMemcpy(o_h.data(), o, o_h.size() * sizeof(float), cudaMemcpyDeviceToHost);
+    for (void* p : {static_cast<void*>(ctx), static_cast<void*>(o), static_cast<void*>(start_d),
+                    static_cast<void*>(parts.acc), static_cast<void*>(parts.ml)})
+        cudaFree(p);
+    return kv_b ? o_h : ctx_h;
+}
+
+// kv_b [n_h (d_n + d_v), d_c] of random values in F32 or BF16 (its rows padded to 16 bytes
+// with NaN, which must never be read); w: the values.
+DeviceMatrix make_kv_b(const MlaShape& m, DeviceDtype dt, std::mt19937& rng, std::vector<float>& w) {
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    DeviceMatrix k;
+    k.dtype = dt;
+    k.rows = m.n_h * (m.d_n + m.d_v);
+    k.cols = m.d_c;
+    k.ld = dt == DeviceDtype::BF16 ? (m.d_c + 7) / 8 * 8 : (m.d_c + 3) / 4 * 4;
+    w.assign(size_t(k.rows * k.cols), 0.0f);
+    const float spread = 1.0f / std::sqrt(float(m.d_c));
+    std::vector<uint16_t> b16(size_t(k.rows * k.ld), 0x7fc0);
+    std::vector<float> f32(size_t(k.rows * k.ld), NAN);
+    for (int64_t r = 0; r < k.rows; ++r)
+        for (int64_t c = 0; c < k.cols; ++c) {
+            const uint16_t b = to_bf16(spread * normal(rng));
+            w[size_t(r * k.cols + c)] = from_bf16(b);
+            b16[size_t(r * k.ld + c)] = b;
+            f32[size_t(r * k.ld + c)] = from_bf16(b);
+        }
+    k.data = dt == DeviceDtype::BF16 ? static_cast<const void*>(device_copy(b16)) : device_copy(f32);
+    return k;
 }
 
 void run_case(const Case& c) {
@@ -163,6 +190,57 @@ void run_case(const Case& c) {
         check(worst <= k.tol, line);
         check(batch_same,
               std::string(c.name) + ", " + k.name + ": verify batch == tokens alone (bit for bit)");
+
+        // The merge fused with the value absorption (split batches: decode, verify): o against
+        // double sums over the unfused launch's ctx (the fused merge gives its bits), |error| in
+        // units of 1e-6 of the terms' magnitudes (fp32 sums of d_c terms: a few 1e-7); a
+        // verify batch's tokens as alone; the unsplit chunk left to the caller.
+        for (DeviceDtype dt : {DeviceDtype::F32, DeviceDtype::BF16}) {
+            std::vector<float> w;
+            const DeviceMatrix kv_b = make_kv_b(m, dt, rng, w);
+            double worst_v = 0.0;
+            bool fused_all = true, same = true, chunk_left = true;
+            for (const Span& sp : spans) {
+                bool fused = false;
+                const std::vector<float> o = run(c, plan, k.bf16, q_abs_d, q_d, cache, sp.start, sp.n, sp.start,
+                                                 &kv_b, &fused);
+                if (sp.n > 16) {
+                    chunk_left = chunk_left && !fused;
+                    continue;
+                }
+                fused_all = fused_all && fused;
+                const std::vector<float> ctx = run(c, plan, k.bf16, q_abs_d, q_d, cache, sp.start, sp.n, sp.start);
+                for (int64_t t = 0; t < sp.n; ++t)
+                    for (int64_t h = 0; h < m.n_h; ++h)
+                        for (int64_t r = 0; r < m.d_v; ++r) {
+                            const int64_t row = h * (m.d_n + m.d_v) + m.d_n + r;
+                            double sum = 0.0, mag = 0.0;
+                            for (int64_t i = 0; i < m.d_c; ++i) {
+                                const double p = double(w[size_t(row * m.d_c + i)]) *
+                                                 ctx[size_t((t * m.n_h + h) * m.d_c + i)];
+                                sum += p;
+                                mag += std::fabs(p);
+                            }
+                            const double got = o[size_t((t * m.n_h + h) * m.d_v + r)];
+                            worst_v = std::max(worst_v, std::fabs(got - sum) / (mag * 1e-6 + 1e-30));
+                        }
+                if (sp.n == 3)
+                    for (int64_t t = 0; t < 3; ++t) {
+                        const std::vector<float> alone =
+                            run(c, plan, k.bf16, q_abs_d, q_d, cache, sp.start + t, 1, sp.start + t, &kv_b);
+                        same = same && std::memcmp(alone.data(), o.data() + t * alone.size(),
+                                                   alone.size() * sizeof(float)) == 0;
+                    }
+            }
+            cudaFree(const_cast<void*>(kv_b.data));
+            const std::string tag = std::string(c.name) + ", " + k.name + ", merge with the value absorption (" +
+                                    (dt == DeviceDtype::BF16 ? "BF16" : "F32") + ")";
+            std::snprintf(line, sizeof line, "%s: o within %.3g units of 1e-6 of the terms (bound 1)", tag.c_str(),
+                          worst_v);
+            check(fused_all && chunk_left && worst_v <= 1.0, line + std::string(fused_all ? "" : "; not fused") +
+                                                             (chunk_left ? "" : "; the chunk fused"));
+            check(same, tag + ": verify batch == tokens alone (bit for bit)");
+        }
     }
     cudaFree(q_abs_d);
     cudaFree(q_d);

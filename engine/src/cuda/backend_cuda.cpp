@@ -1204,12 +1204,14 @@ void CudaBackend::attention(const DeviceLayer& l, int64_t cache_layer, int64_t n
         return;
     }
     gemm.latent_cache_absorb_q(latent, l.kv_b, m_s.q, n, m, m_s.q_abs);
+    bool absorbed = false;  // o written with the splits' merge (decode and verify batches, one launch)
     if (gemm.prefill_attention(n))  // prefill chunks on the tensor cores; the host knows their position
         gemm.mla_prefill(m_s.q_abs, m_s.q, cache, m_cache_bf16, n, *m_h.start_pos, m, m_scale, m_s.ctx);
     else
-        launch_mla_attention(m_s.q_abs, m_s.q, cache, m_cache_bf16, n, m_s.start_pos, m, m_scale, m_info.n_sm,
-                             m_s.parts, m_s.ctx, s);
-    gemm.absorb_v(l.kv_b, m_s.ctx, n, m, m_s.o);  // [n, n_h, d_v]; block() projects it back to H
+        absorbed = launch_mla_attention(m_s.q_abs, m_s.q, cache, m_cache_bf16, n, m_s.start_pos, m, m_scale,
+                                        m_info.n_sm, m_s.parts, m_s.ctx, s,
+                                        AbsorbV{gemm.fused_tail() ? &l.kv_b : nullptr, m_s.o});
+    if (!absorbed) gemm.absorb_v(l.kv_b, m_s.ctx, n, m, m_s.o);  // [n, n_h, d_v]; block() projects it back to H
 }
 
 // moe_forward: x += sum_k w_k expert_k(a) + shared(a), all on the device.

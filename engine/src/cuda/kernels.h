@@ -219,12 +219,25 @@ void launch_prefill_softmax(float* s, int64_t n_rows, int64_t rows_per_head, int
 // and max_stages 1 for single tiles: side-by-side benches.
 AttentionPlan plan_attention(const MlaShape& m, int n_sm, bool cache_bf16, size_t max_shared_per_block,
                              bool allow_mma, bool exact, int split_cap = 0, int max_stages = 2);
+// The value absorption that can follow the attention in its own launches (below):
+// o [n, n_h, d_v] = W_UV_h ctx[t, h, :] per head, W_UV_h being kv_b's rows
+// h (d_n + d_v) + d_n .. + d_v.
+struct AbsorbV {
+    const DeviceMatrix* kv_b = nullptr;
+    float* o = nullptr;
+};
+// Whether kv_b's value rows can be read by the fused form (not GGUF blocks).
+bool merge_absorb_v_fits(const DeviceMatrix& kv_b, const MlaShape& m);
 // ctx[t, h, :] = sum_s softmax_s((q_abs . c_s + q_pe . kpe_s) * scale) c_s over cache rows
 // s <= *start_pos + t.  q: [n, n_h, d_n + d_r] (rotated); cache: the layer's rows, fp32
 // or (cache_bf16) bf16. The launch (grid, arguments) depends on n only, never on the position.
-void launch_mla_attention(const float* q_abs, const float* q, const void* cache, bool cache_bf16, int64_t n,
+// With absorb_v.kv_b, batches that split each token's rows (up to k_split_max_tokens
+// tokens: decode, verify) merge the splits and absorb the values in one launch
+// (merge_absorb_v_fits), writing absorb_v.o instead of ctx; returns whether it did
+// (else the caller absorbs ctx itself).
+bool launch_mla_attention(const float* q_abs, const float* q, const void* cache, bool cache_bf16, int64_t n,
                           const int64_t* start_pos, const MlaShape& m, float scale, int n_sm,
-                          const AttentionPartials& parts, float* ctx, cudaStream_t s);
+                          const AttentionPartials& parts, float* ctx, cudaStream_t s, const AbsorbV& absorb_v = {});
 
 // ---- routing and grouped experts: moe_route.cu, moe_group_pairs.cu, moe_experts.cu,
 //      moe_combine.cu ----

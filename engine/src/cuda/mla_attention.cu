@@ -2,7 +2,8 @@
 // branch): flash-decoding of softmax((q_abs . c_s + q_pe . kpe_s) * scale)
 // over the latent cache on the CUDA cores, plus the log-sum-exp merge of
 // per-token splits (also of mla_attention_mma.cu's, the tensor-core kernel a bf16
-// cache takes on sm_80 and later; plan_attention chooses).
+// cache takes on sm_80 and later; plan_attention chooses), alone or fused with the
+// value absorption that follows it.
 // Grid (splits, n_h / 8 rounded up, tokens) of 256 threads, one warp per
 // head; the merge takes blocks of 128 columns per (head, token). The cache holds fp32
 // or bf16 values (a bf16 cache's tiles are half the bytes; each value is widened
@@ -186,6 +187,38 @@ __global__ void __launch_bounds__(32 * k_heads_per_block, 2) mla_attention_kerne
 // acc * (1 / sum), bit for bit what the single-block path writes.
 constexpr int k_merge_columns = 128;
 
+// The merge's weights for (token t, head h) by one warp: each split's expf(max_sp -
+// max_all) into weight[sp], and 1 / the weighted total of the splits' sums into
+// *inv_total (lane 0).
+__device__ __forceinline__ void merge_weights(const AttentionLaunch& a, int64_t t, int64_t h, int n_split,
+                                              float* weight, float* inv_total) {
+    const auto part_of = [&](int sp) { return (sp * a.n + t) * a.m.n_h + h; };
+    const int lane = int(threadIdx.x & 31);
+    float max_all = -INFINITY;
+    for (int sp = lane; sp < n_split; sp += 32) max_all = fmaxf(max_all, a.part_ml[2 * part_of(sp)]);
+    max_all = warp_max(max_all);
+    float total = 0.0f;
+    for (int sp = lane; sp < n_split; sp += 32) {
+        const float w = expf(a.part_ml[2 * part_of(sp)] - max_all);
+        weight[sp] = w;
+        total += a.part_ml[2 * part_of(sp) + 1] * w;
+    }
+    total = warp_sum(total);
+    if (lane == 0) *inv_total = 1.0f / total;
+}
+
+// Column c of the merged context of (token t, head h): the splits' parts in split
+// order, eight loads in flight.
+__device__ __forceinline__ float merged_column(const AttentionLaunch& a, int64_t t, int64_t h, int n_split, int64_t c,
+                                               const float* weight, float inv_total) {
+    const auto part_of = [&](int sp) { return (sp * a.n + t) * a.m.n_h + h; };
+    // The first term as a plain product (fmaf(x, w, 0) would turn a -0 into +0).
+    float v = a.part_acc[part_of(0) * a.m.d_c + c] * weight[0];
+#pragma unroll 8
+    for (int sp = 1; sp < n_split; ++sp) v = fmaf(a.part_acc[part_of(sp) * a.m.d_c + c], weight[sp], v);
+    return v * inv_total;
+}
+
 __global__ void __launch_bounds__(k_merge_columns) attention_merge_kernel(AttentionLaunch a) {
     pdl_wait();  // first: see pdl.cuh
     pdl_trigger();
@@ -194,29 +227,52 @@ __global__ void __launch_bounds__(k_merge_columns) attention_merge_kernel(Attent
     const MlaShape& m = a.m;
     const int64_t h = blockIdx.x, t = blockIdx.y;
     const int n_split = int(split_plan(*a.start_pos + t + 1, a.split, a.split_cap).count);
-    const auto part_of = [&](int sp) { return (sp * a.n + t) * m.n_h + h; };
-    if (threadIdx.x < 32) {
-        const int lane = int(threadIdx.x);
-        float max_all = -INFINITY;
-        for (int sp = lane; sp < n_split; sp += 32) max_all = fmaxf(max_all, a.part_ml[2 * part_of(sp)]);
-        max_all = warp_max(max_all);
-        float total = 0.0f;
-        for (int sp = lane; sp < n_split; sp += 32) {
-            const float w = expf(a.part_ml[2 * part_of(sp)] - max_all);
-            weight[sp] = w;
-            total += a.part_ml[2 * part_of(sp) + 1] * w;
-        }
-        total = warp_sum(total);
-        if (lane == 0) inv_total = 1.0f / total;
-    }
+    if (threadIdx.x < 32) merge_weights(a, t, h, n_split, weight, &inv_total);
     __syncthreads();
     const int64_t c = int64_t(blockIdx.z) * k_merge_columns + threadIdx.x;
     if (c >= m.d_c) return;
-    // The first term as a plain product (fmaf(x, w, 0) would turn a -0 into +0).
-    float v = a.part_acc[part_of(0) * m.d_c + c] * weight[0];
-#pragma unroll 8
-    for (int sp = 1; sp < n_split; ++sp) v = fmaf(a.part_acc[part_of(sp) * m.d_c + c], weight[sp], v);
-    a.ctx[(t * m.n_h + h) * m.d_c + c] = v * inv_total;
+    a.ctx[(t * m.n_h + h) * m.d_c + c] = merged_column(a, t, h, n_split, c, weight, inv_total);
+}
+
+// The merge fused with the value absorption: o[t, h, r] = W_UV_h[r, :] . ctx[t, h, :]
+// for k_merge_v_rows rows r a block, W_UV_h being kv_b's rows h (d_n + d_v) + d_n + r.
+// Each block merges its head's context into shared memory (merged_column: the
+// merge kernel's bits), then each warp takes two rows in one staged pass
+// (warp_rows_dot). Grid (d_v / k_merge_v_rows rounded up, n_h, tokens): a token's
+// values do not depend on its batch. One launch instead of two (the merge, then
+// launch_matvec's product over row groups).
+constexpr int k_merge_v_warps = 8, k_merge_v_rows = 2 * k_merge_v_warps;
+static_assert(k_merge_v_warps <= k_row_dot_warps, "warp_rows_dot stages for k_row_dot_warps warps a block");
+
+template <DeviceDtype DT>
+__global__ void __launch_bounds__(32 * k_merge_v_warps) merge_absorb_v_kernel(AttentionLaunch a, DeviceMatrix kv_b,
+                                                                               float* o) {
+    pdl_wait();  // first: see pdl.cuh
+    pdl_trigger();
+    __shared__ float weight[k_split_cap_max];
+    __shared__ float inv_total;
+    __shared__ __align__(16) float ctx[k_attention_max_latent];
+    const MlaShape& m = a.m;
+    const int64_t h = blockIdx.y, t = blockIdx.z;
+    const int n_split = int(split_plan(*a.start_pos + t + 1, a.split, a.split_cap).count);
+    if (threadIdx.x < 32) merge_weights(a, t, h, n_split, weight, &inv_total);
+    __syncthreads();
+    for (int64_t c = threadIdx.x; c < m.d_c; c += blockDim.x) ctx[c] = merged_column(a, t, h, n_split, c, weight, inv_total);
+    __syncthreads();
+    const int64_t r0 = int64_t(blockIdx.x) * k_merge_v_rows + 2 * (threadIdx.x >> 5);  // the warp's first row
+    if (r0 >= m.d_v) return;  // (the whole warp; no block barrier follows)
+    const bool second = r0 + 1 < m.d_v;
+    const int64_t w0 = h * (m.d_n + m.d_v) + m.d_n + r0, w1 = second ? w0 + 1 : w0;
+    const uint4* const wrows[2] = {row_pieces<DT>(kv_b, w0), row_pieces<DT>(kv_b, w1)};
+    const float* const srows[2] = {row_scales<DT>(kv_b, w0), row_scales<DT>(kv_b, w1)};
+    const float* const xs[1] = {ctx};
+    float acc[2][1] = {};
+    warp_rows_dot<DT, 1, true, 2, 1, 1, true>(wrows, srows, kv_b.cols, xs, 1, acc);
+    if ((threadIdx.x & 31) == 0) {
+        float* out = o + (t * m.n_h + h) * m.d_v + r0;
+        out[0] = acc[0][0];
+        if (second) out[1] = acc[1][0];
+    }
 }
 
 size_t tile_bytes(int64_t width, bool cache_bf16) {
@@ -256,10 +312,10 @@ AttentionPlan plan_attention(const MlaShape& m, int n_sm, bool cache_bf16, size_
     return p;
 }
 
-void launch_mla_attention(const float* q_abs, const float* q, const void* cache, bool cache_bf16, int64_t n,
+bool launch_mla_attention(const float* q_abs, const float* q, const void* cache, bool cache_bf16, int64_t n,
                           const int64_t* start_pos, const MlaShape& m, float scale, int,
-                          const AttentionPartials& parts, float* ctx, cudaStream_t s) {
-    if (n <= 0) return;
+                          const AttentionPartials& parts, float* ctx, cudaStream_t s, const AbsorbV& absorb_v) {
+    if (n <= 0) return false;
     const int64_t n_groups = ceil_div(m.n_h, k_heads_per_block);
     const bool split = n <= k_split_max_tokens;
     // A split batch launches every split a token can have (split_plan never
@@ -286,11 +342,35 @@ void launch_mla_attention(const float* q_abs, const float* q, const void* cache,
         else launch_pdl(mla_attention_kernel<float>, grid, 32 * k_heads_per_block, smem, s, a);
         CETUS_CUDA_LAUNCHED("mla_attention_kernel");
     }
-    if (split) {
-        const dim3 merge_grid{unsigned(m.n_h), unsigned(n), unsigned(ceil_div(m.d_c, int64_t(k_merge_columns)))};
-        launch_pdl(attention_merge_kernel, merge_grid, k_merge_columns, 0, s, a);
-        CETUS_CUDA_LAUNCHED("attention_merge_kernel");
+    if (!split) return false;
+    const DeviceMatrix* kv_b = absorb_v.kv_b;
+    if (kv_b && merge_absorb_v_fits(*kv_b, m)) {
+        const dim3 grid{unsigned(ceil_div(m.d_v, int64_t(k_merge_v_rows))), unsigned(m.n_h), unsigned(n)};
+        const unsigned threads = 32 * k_merge_v_warps;
+        switch (kv_b->dtype) {
+        case DeviceDtype::F32:
+            launch_pdl(merge_absorb_v_kernel<DeviceDtype::F32>, grid, threads, 0, s, a, *kv_b, absorb_v.o);
+            break;
+        case DeviceDtype::BF16:
+            launch_pdl(merge_absorb_v_kernel<DeviceDtype::BF16>, grid, threads, 0, s, a, *kv_b, absorb_v.o);
+            break;
+        case DeviceDtype::F8_E4M3:
+            launch_pdl(merge_absorb_v_kernel<DeviceDtype::F8_E4M3>, grid, threads, 0, s, a, *kv_b, absorb_v.o);
+            break;
+        case DeviceDtype::Ggml: break;  // (merge_absorb_v_fits refuses them)
+        }
+        CETUS_CUDA_LAUNCHED("merge_absorb_v_kernel");
+        return true;
     }
+    const dim3 merge_grid{unsigned(m.n_h), unsigned(n), unsigned(ceil_div(m.d_c, int64_t(k_merge_columns)))};
+    launch_pdl(attention_merge_kernel, merge_grid, k_merge_columns, 0, s, a);
+    CETUS_CUDA_LAUNCHED("attention_merge_kernel");
+    return false;
+}
+
+bool merge_absorb_v_fits(const DeviceMatrix& kv_b, const MlaShape& m) {
+    return kv_b.dtype != DeviceDtype::Ggml && kv_b.cols == m.d_c && m.d_c % 4 == 0 && m.d_c <= k_attention_max_latent &&
+           kv_b.rows == m.n_h * (m.d_n + m.d_v);
 }
 
 }  // namespace cetus::cuda
