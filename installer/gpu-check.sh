@@ -29,7 +29,8 @@
 #                (GPU, CPU); figures.md holds the README rows; with the time left, Nsight Compute
 #                profiles of the decode attention at 8192 tokens (tensor cores, CUDA cores) and of
 #                the GGUF decode products.
-#   decode (~4 min): the tiny comparison, the experts' own check, V2-Lite decode in BF16, FP8 and Q4_K_M and at 4 layers, and
+#   decode (~4 min): the tiny comparison, the experts' and attention's own checks, V2-Lite decode in BF16, FP8 and
+#         Q4_K_M and at 4 layers (also without the decode fusions, CETUS_CUDA_FUSE=0), and
 #         the Nsight Compute profiles of decode (with each kernel's busiest multiprocessor over the
 #         mean: a last block's tail) and of the GGUF products: the loop of work on decode speed.
 #   full: the four-layer V3 comparison, racecheck on the tiny comparison and an Nsight Compute
@@ -467,16 +468,24 @@ decode)  # decode work's loop (~4 min): the tiny conformance, decode at V2-Lite'
     # and at 4 layers (the profile's shape), then the decode profile with its tails and the GGUF products'
     step selftest-tiny 90 "$cli" selftest --device cuda --compare tiny --json
     summarise_selftest "$out/selftest-tiny.out"
-    # The routed experts' kernels alone against double precision (their loads staged with cp.async).
+    # The routed experts' kernels alone against double precision (their loads staged with cp.async),
+    # the fused tails against their separate launches, and the attention kernels with the merge
+    # fused into the value absorption.
     step experts-check 40 "$(dirname "$cli")/cetus-experts-check" --v2-lite
     grep -E "FAIL|failed" "$out/experts-check.out" | head -8
+    step attention-check 30 "$(dirname "$cli")/cetus-attention-check"
+    grep -E "FAIL|failed" "$out/attention-check.out" | head -8
     step bench-v2lite-cuda 120 "$cli" bench --device cuda --random-model v2-lite --prompt 512 --gen 128 --json
     step bench-v2lite-fp8-cuda 90 "$cli" bench --device cuda --random-model v2-lite --dtype fp8 --prompt 512 --gen 64 --json
     step bench-v2lite-q4km-cuda 90 "$cli" bench --device cuda --random-model v2-lite --dtype q4_k_m --prompt 512 --gen 64 \
         --json
     step bench-v2lite-4layers 40 "$cli" bench --device cuda --random-model v2-lite --layers 4 --prompt 64 --gen 64 \
         --repeat 3 --json
+    # The same without the decode fusions (their launches and tails apart): what the fusions give.
+    step bench-v2lite-4layers-nofuse 40 env CETUS_CUDA_FUSE=0 "$cli" bench --device cuda --random-model v2-lite \
+        --layers 4 --prompt 64 --gen 64 --repeat 3 --json
     local runs="bench-v2lite-cuda bench-v2lite-fp8-cuda bench-v2lite-q4km-cuda bench-v2lite-4layers"
+    runs="$runs bench-v2lite-4layers-nofuse"
     summarise_bench $runs
     figures_table $runs
     ncu_decode 120
