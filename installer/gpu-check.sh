@@ -30,7 +30,8 @@
 #                profiles of the decode attention at 8192 tokens (tensor cores, CUDA cores) and of
 #                the GGUF decode products.
 #   decode (~4 min): the tiny comparison, the experts' and attention's own checks, V2-Lite decode in BF16, FP8 and
-#         Q4_K_M and at 4 layers (also without the decode fusions, CETUS_CUDA_FUSE=0), and
+#         Q4_K_M and at 4 layers (also without the decode fusions, CETUS_CUDA_FUSE=0, and with
+#         programmatic dependent launch, CETUS_CUDA_PDL=1), and
 #         the Nsight Compute profiles of decode (with each kernel's busiest multiprocessor over the
 #         mean: a last block's tail) and of the GGUF products: the loop of work on decode speed.
 #   full: the four-layer V3 comparison, racecheck on the tiny comparison and an Nsight Compute
@@ -481,11 +482,14 @@ decode)  # decode work's loop (~4 min): the tiny conformance, decode at V2-Lite'
         --json
     step bench-v2lite-4layers 40 "$cli" bench --device cuda --random-model v2-lite --layers 4 --prompt 64 --gen 64 \
         --repeat 3 --json
-    # The same without the decode fusions (their launches and tails apart): what the fusions give.
+    # The same without the decode fusions (their launches and tails apart): what the fusions give;
+    # and with programmatic dependent launch (the next launch scheduled during the fused tails).
     step bench-v2lite-4layers-nofuse 40 env CETUS_CUDA_FUSE=0 "$cli" bench --device cuda --random-model v2-lite \
         --layers 4 --prompt 64 --gen 64 --repeat 3 --json
+    step bench-v2lite-4layers-pdl 40 env CETUS_CUDA_PDL=1 "$cli" bench --device cuda --random-model v2-lite \
+        --layers 4 --prompt 64 --gen 64 --repeat 3 --json
     local runs="bench-v2lite-cuda bench-v2lite-fp8-cuda bench-v2lite-q4km-cuda bench-v2lite-4layers"
-    runs="$runs bench-v2lite-4layers-nofuse"
+    runs="$runs bench-v2lite-4layers-nofuse bench-v2lite-4layers-pdl"
     summarise_bench $runs
     figures_table $runs
     ncu_decode 120

@@ -41,7 +41,6 @@ __global__ void __launch_bounds__(k_absorb_threads)
     absorb_q_kernel(DeviceMatrix kv_b, const float* __restrict__ q, int64_t n, MlaShape m,
                     float* __restrict__ q_abs, LatentCacheArgs latent) {
     pdl_wait();  // first: see pdl.cuh
-    pdl_trigger();
     const int64_t h = blockIdx.y, t0 = int64_t(blockIdx.z) * k_absorb_tokens;
     const int nt = int(min(int64_t(k_absorb_tokens), n - t0));
     if constexpr (kLatent) {

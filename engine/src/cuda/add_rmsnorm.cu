@@ -3,7 +3,7 @@
 // after attention the post-attention norm, after a dense MLP the next layer's
 // input norm or the final norm. The same expression as rmsnorm.cu. One block of
 // k_row_threads per row (add_rmsnorm_row, row_kernels.cuh; decode batches do the
-// same in the last block of the preceding product, launch_matvec_add_rmsnorm).
+// same in the preceding product's launch, launch_matvec_add_rmsnorm).
 #include "cuda_util.h"
 #include "device_math.cuh"
 #include "pdl.cuh"
@@ -15,7 +15,6 @@ namespace {
 __global__ void __launch_bounds__(k_row_threads)
     add_rmsnorm_kernel(float* x, const float* r, const float* w, float eps, int64_t n, float* out) {
     pdl_wait();  // first: see pdl.cuh
-    pdl_trigger();
     __shared__ float scratch[32];
     add_rmsnorm_row(x, r, w, eps, n, out, blockIdx.x, scratch);
 }

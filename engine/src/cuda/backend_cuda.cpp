@@ -1252,7 +1252,7 @@ void CudaBackend::moe(const DeviceLayer& l, int64_t n, int32_t* route_ids, float
     const SharedExpertLaunch shared{l.shared.gate, l.shared.up, l.shared.down, m_s.g, m_s.shared_out};
     const SharedExpertLaunch* with = fuse_shared ? &shared : nullptr;
     if (l.has_shared && !fuse_shared) mlp(l.shared, m_s.a, n, m_s.shared_out);  // [n, H]
-    // The combine: by the down launch's last block for decode batches (the same bits).
+    // The combine: in the down launch for decode batches (the same bits).
     const MoeCombine combine{m_s.x,     route_w, route_stride, l.has_shared ? m_s.shared_out : nullptr,
                              next_norm, float(c.rms_norm_eps), out, m_gemm->fused_tail(), m_s.grid_counters};
     const bool fuse_combine = combine.done && n <= k_fused_tail_max_tokens;  // (such batches are small: no mma)

@@ -27,7 +27,6 @@ struct BetterOf {
 __global__ void __launch_bounds__(k_argmax_threads)
     choice_argmax_partial_kernel(const float* src, ChoiceParams p, Best* partial) {
     pdl_wait();  // first: see pdl.cuh
-    pdl_trigger();
     __shared__ cub::BlockReduce<Best, k_argmax_threads>::TempStorage temp;
     const int64_t r = blockIdx.y, b = blockIdx.x;
     const int64_t slice = ceil_div(p.n_valid, int64_t(k_argmax_blocks));
@@ -45,7 +44,6 @@ __global__ void __launch_bounds__(k_argmax_threads)
 
 __global__ void choice_argmax_merge_kernel(const Best* partial, int32_t* ids) {
     pdl_wait();  // first: see pdl.cuh
-    pdl_trigger();
     const int64_t r = blockIdx.x;
     Best best = partial[r * k_argmax_blocks + threadIdx.x];
 #pragma unroll

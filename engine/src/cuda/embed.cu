@@ -14,7 +14,6 @@ namespace {
 template <DeviceDtype DT>
 __global__ void embed_kernel(DeviceMatrix m, const int32_t* __restrict__ ids, float* __restrict__ out) {
     pdl_wait();  // first: see pdl.cuh
-    pdl_trigger();
     const int64_t t = blockIdx.x, row = ids[t];
     for (int64_t c = threadIdx.x; c < m.cols; c += blockDim.x) out[t * m.cols + c] = load_elem<DT>(m, row, c);
 }
@@ -22,7 +21,6 @@ __global__ void embed_kernel(DeviceMatrix m, const int32_t* __restrict__ ids, fl
 // GGUF blocks: a thread per 32-value chunk of the row (ggml_chunk, the CPU's values).
 __global__ void embed_ggml_kernel(DeviceMatrix m, const int32_t* __restrict__ ids, float* __restrict__ out) {
     pdl_wait();  // first: see pdl.cuh
-    pdl_trigger();
     const int64_t t = blockIdx.x;
     const std::byte* row = ggml_row(m, ids[t]);
     for (int64_t c = threadIdx.x; c < m.cols / 32; c += blockDim.x) {

@@ -67,7 +67,8 @@ public:
     void matmul(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy);
     // y = W x, then resid += y and out = rmsnorm(resid) with norm_w (launch_add_rmsnorm).
     // Up to k_fused_tail_max_tokens tokens with the fusions on: one launch of the fp32
-    // kernel whose last block adds and normalises, the same bits.
+    // kernel that adds each row where it is written and normalises in its last block,
+    // the same bits.
     void matmul_add_rmsnorm(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n, float* y, float* resid,
                             const float* norm_w, float eps, float* out);
     // y1 = W1 x and y2 = W2 x (one launch on the fp32 kernel when the matrices allow).

@@ -118,7 +118,8 @@ void launch_matvec_gate_up(const DeviceMatrix& gate, const DeviceMatrix& up, con
 // block per token. MTP's default verify batch is 2 tokens.
 inline constexpr int64_t k_fused_tail_max_tokens = 2;
 // y = W x (y: [n, w.rows]), then launch_add_rmsnorm(resid, y, norm_w, eps, n, w.rows, out)
-// by the launch's last block, bit for bit: for up to k_fused_tail_max_tokens tokens.
+// in the same launch (each row added where it is written, the norm by the launch's last
+// block), bit for bit: for up to k_fused_tail_max_tokens tokens.
 // done: a counter as in last_block.cuh.
 void launch_matvec_add_rmsnorm(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n, float* y,
                                float* resid, const float* norm_w, float eps, float* out, uint32_t* done,
@@ -357,7 +358,8 @@ void launch_experts_gate_up(const DeviceExperts& e, const ExpertPairs& pairs, co
 // y[p, :] = down_e h[p, :].  y: [n * top_k, hidden]; with mma from mma->h_bf16 (the
 // gate/up launch's with the same mma). shared: its down of shared->h.
 // combine (or null; not with mma, at most k_fused_tail_max_tokens tokens):
-// launch_moe_combine of y by the launch's last block, bit for bit.
+// launch_moe_combine of y in the same launch (each column of blocks adds up its rows,
+// the launch's last block takes the norm), bit for bit.
 void launch_experts_down(const DeviceExperts& e, const ExpertPairs& pairs, const float* h, int64_t n,
                          int32_t top_k, int64_t hidden, int32_t n_experts, float* y, const ExpertMma* mma,
                          const SharedExpertLaunch* shared, const MoeCombine* combine, cudaStream_t s);

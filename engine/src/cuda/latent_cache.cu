@@ -14,7 +14,6 @@ namespace {
 
 __global__ void __launch_bounds__(k_row_threads) latent_cache_kernel(LatentCacheArgs a) {
     pdl_wait();  // first: see pdl.cuh
-    pdl_trigger();
     __shared__ float scratch[32];
     latent_cache_token(a, blockIdx.x, scratch);
 }

@@ -70,7 +70,6 @@ template <DeviceDtype DT, int NT, bool kXVec, int kSplit, Fuse kFuse, bool kFast
 __global__ void __launch_bounds__(32 * k_warps_per_block)
     matvec_kernel(MatvecArgs a, const float* __restrict__ x, float* __restrict__ y, float* __restrict__ y2) {
     pdl_wait();  // first: see pdl.cuh
-    pdl_trigger();
     constexpr bool kGgml = DT == DeviceDtype::Ggml;
     constexpr int R = k_rows_per_warp<DT, NT, kSplit, kFuse>;
     constexpr int kAcc = kFuse == Fuse::GateUp ? 2 : 1;
@@ -174,6 +173,7 @@ __global__ void __launch_bounds__(32 * k_warps_per_block)
     }
     if constexpr (kFuse == Fuse::AddNorm) {
         static_assert(32 * k_warps_per_block == k_row_threads, "norm_row_l2 needs a block of k_row_threads");
+        pdl_trigger();  // the next launch may be scheduled during the last block's norm (pdl.cuh)
         if (last_block_arrived(a.done)) {
             __shared__ float scratch[32];
             for (int t = 0; t < a.n; ++t)

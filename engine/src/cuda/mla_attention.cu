@@ -52,7 +52,6 @@ __device__ __forceinline__ float cached(uint16_t v) { return bf16_bits_to_f32(v)
 template <typename CacheT>
 __global__ void __launch_bounds__(32 * k_heads_per_block, 2) mla_attention_kernel(AttentionLaunch a) {
     pdl_wait();  // first: see pdl.cuh
-    pdl_trigger();
     extern __shared__ float4 attention_smem[];  // float4: the tile copy below stores 16 bytes at a time
     CacheT* tiles = reinterpret_cast<CacheT*>(attention_smem);  // [stages][k_tile_rows, d_c + d_r]
     const MlaShape& m = a.m;
@@ -221,7 +220,6 @@ __device__ __forceinline__ float merged_column(const AttentionLaunch& a, int64_t
 
 __global__ void __launch_bounds__(k_merge_columns) attention_merge_kernel(AttentionLaunch a) {
     pdl_wait();  // first: see pdl.cuh
-    pdl_trigger();
     __shared__ float weight[k_split_cap_max];
     __shared__ float inv_total;
     const MlaShape& m = a.m;
@@ -248,7 +246,6 @@ template <DeviceDtype DT>
 __global__ void __launch_bounds__(32 * k_merge_v_warps) merge_absorb_v_kernel(AttentionLaunch a, DeviceMatrix kv_b,
                                                                                float* o) {
     pdl_wait();  // first: see pdl.cuh
-    pdl_trigger();
     __shared__ float weight[k_split_cap_max];
     __shared__ float inv_total;
     __shared__ __align__(16) float ctx[k_attention_max_latent];

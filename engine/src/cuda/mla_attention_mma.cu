@@ -56,7 +56,6 @@ __device__ __forceinline__ uint32_t word(const uint16_t* p) {
 template <int kParts>
 __global__ void __launch_bounds__(k_threads, 2) mla_attention_mma_kernel(AttentionLaunch a) {
     pdl_wait(); // first: see pdl.cuh
-    pdl_trigger();
     extern __shared__ float4 attention_mma_smem[];                     // float4: 16-byte copies
     uint16_t* tiles = reinterpret_cast<uint16_t*>(attention_mma_smem); // [stages][k_tile_rows][ld]
     __shared__ __align__(16) MmaShared sh;

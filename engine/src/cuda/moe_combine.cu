@@ -16,7 +16,6 @@ namespace {
 __global__ void __launch_bounds__(k_row_threads) moe_combine_kernel(MoeCombine c, const float* y, int32_t K,
                                                                     int64_t hidden) {
     pdl_wait();  // first: see pdl.cuh
-    pdl_trigger();
     __shared__ float scratch[32];
     combine_row(c, blockIdx.x, y, K, hidden, scratch);
 }

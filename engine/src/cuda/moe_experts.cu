@@ -92,7 +92,6 @@ template <DeviceDtype DT, int NT, bool kXVec, bool kGateUp, bool kCombine, bool 
 __global__ void __launch_bounds__(32 * k_expert_rows) experts_kernel(ExpertLaunch a) {
     static_assert(!kCombine || 32 * k_expert_rows == k_row_threads, "norm_row_l2 needs a block of k_row_threads");
     pdl_wait();  // first: see pdl.cuh
-    pdl_trigger();
     constexpr bool kGgml = DT == DeviceDtype::Ggml;
     constexpr int R = k_rows_per_warp<DT, NT, kGateUp>;
     extern __shared__ __align__(16) float stage[];  // GGUF: ggml_stage_bytes
@@ -149,6 +148,7 @@ __global__ void __launch_bounds__(32 * k_expert_rows) experts_kernel(ExpertLaunc
         // experts' down has a.rows rows, one slot.)
         constexpr int kRows = k_expert_rows * R;
         static_assert(k_fused_tail_max_tokens * kRows <= 32 * k_expert_rows, "combine_elems takes an element a thread");
+        pdl_trigger();  // the next launch may be scheduled during the combine and the norm (pdl.cuh)
         if (last_block_arrived(a.combine.done + 1 + blockIdx.x, gridDim.y)) {
             const int64_t r0 = int64_t(blockIdx.x) * kRows;
             combine_elems(a.combine, a.n_tokens, a.out, a.top_k, a.rows, r0, min(r0 + kRows, a.rows));

@@ -24,7 +24,8 @@ struct ExpertLaunch {
     int32_t s_slots = 0;
     int32_t n_tokens = 0;  // tokens of the launch
     bool ggml_fast = false;  // GGUF blocks: the fast mode's sums (DeviceExperts::ggml_fast)
-    // The MoE combine by the last block (down launches of the fp32 kernel; combine.done set).
+    // The MoE combine in the launch (down launches of the fp32 kernel; combine.done set):
+    // by each column's last block, the norm by the launch's last block.
     MoeCombine combine{};
     // The tensor-core kernel's input rows in bf16, ldxb elements apart (a multiple
     // of 8, 16-byte aligned), and its gate/up output [n * K, ldob] in bf16.

@@ -13,7 +13,6 @@ namespace {
 __global__ void __launch_bounds__(k_group_threads)
     group_pairs_kernel(const int32_t* ids, int64_t stride, int n_pairs, int K, int E, ExpertPairs out) {
     pdl_wait();  // first: see pdl.cuh
-    pdl_trigger();
     extern __shared__ int pair_smem[];
     group_pairs_block<true>(ids, stride, n_pairs, K, E, out, pair_smem);
 }

@@ -194,7 +194,6 @@ __global__ void __launch_bounds__(32 * k_route_warps)
     route_kernel(const float* __restrict__ z, int64_t n, RouteParams p, int32_t* __restrict__ ids,
                  float* __restrict__ weights, int64_t stride) {
     pdl_wait();  // first: see pdl.cuh
-    pdl_trigger();
     extern __shared__ float route_smem[];
     const int warp = threadIdx.x >> 5;
     const int64_t t = int64_t(blockIdx.x) * k_route_warps + warp;
@@ -222,7 +221,6 @@ __global__ void __launch_bounds__(k_group_threads)
     route_group_kernel(const float* __restrict__ z, int64_t n, RouteParams p, int32_t* ids,
                        float* __restrict__ weights, int64_t stride, ExpertPairs pairs) {
     pdl_wait();  // first: see pdl.cuh
-    pdl_trigger();
     extern __shared__ float route_smem[];
     route_and_group(z, n, p, ids, weights, stride, pairs, route_smem);
 }
@@ -241,7 +239,6 @@ __global__ void __launch_bounds__(k_group_threads)
                               RouteParams p, int32_t* ids, float* __restrict__ weights, int64_t stride,
                               ExpertPairs pairs, uint32_t* done) {
     pdl_wait();  // first: see pdl.cuh
-    pdl_trigger();
     constexpr int n_warps = k_group_threads / 32;
     __shared__ float partial[n_warps * NT];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, part = warp % k_router_split;
@@ -270,6 +267,7 @@ __global__ void __launch_bounds__(k_group_threads)
         }
         __syncthreads();  // partial is reused by the next tokens
     }
+    pdl_trigger();  // the next launch may be scheduled during the last block's routing (pdl.cuh)
     if (!last_block_arrived(done)) return;
     extern __shared__ float route_smem[];
     float* zs = route_smem;  // [n, E]: every block's rows, read from L2 (not this SM's L1)

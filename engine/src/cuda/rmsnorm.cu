@@ -14,7 +14,6 @@ __global__ void __launch_bounds__(k_row_threads)
     rmsnorm_kernel(const float* x, int64_t ldx, const float* __restrict__ w, float eps, int64_t n, float* out,
                    int64_t ldo) {
     pdl_wait();  // first: see pdl.cuh
-    pdl_trigger();
     __shared__ float scratch[32];
     const float* xr = x + int64_t(blockIdx.x) * ldx;
     float* o = out + int64_t(blockIdx.x) * ldo;
