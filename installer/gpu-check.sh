@@ -29,10 +29,10 @@
 #                (GPU, CPU); figures.md holds the README rows; with the time left, Nsight Compute
 #                profiles of the decode attention at 8192 tokens (tensor cores, CUDA cores) and of
 #                the GGUF decode products.
-#   decode (~4 min): the tiny comparison, the experts' and attention's own checks, V2-Lite decode in BF16, FP8 and
+#   decode (~5 min): the tiny comparison, the experts' and attention's own checks, V2-Lite decode in BF16, FP8 and
 #         Q4_K_M and at 4 layers (also without the decode fusions, CETUS_CUDA_FUSE=0, and with
-#         programmatic dependent launch, CETUS_CUDA_PDL=1), and
-#         the Nsight Compute profiles of decode (with each kernel's busiest multiprocessor over the
+#         programmatic dependent launch, CETUS_CUDA_PDL=1; and at 8192 cached tokens with and
+#         without the fusions), and the Nsight Compute profiles of decode (with each kernel's busiest multiprocessor over the
 #         mean: a last block's tail) and of the GGUF products: the loop of work on decode speed.
 #   full: the four-layer V3 comparison, racecheck on the tiny comparison and an Nsight Compute
 #         profile of decode.
@@ -488,8 +488,15 @@ decode)  # decode work's loop (~4 min): the tiny conformance, decode at V2-Lite'
         --layers 4 --prompt 64 --gen 64 --repeat 3 --json
     step bench-v2lite-4layers-pdl 40 env CETUS_CUDA_PDL=1 "$cli" bench --device cuda --random-model v2-lite \
         --layers 4 --prompt 64 --gen 64 --repeat 3 --json
+    # At 8192 cached tokens (128 splits a token): the fused merge repeats each head's merge of
+    # its splits in each of the head's value-absorption blocks; without the fusions it runs once.
+    step bench-v2lite-4layers-8k 60 "$cli" bench --device cuda --random-model v2-lite --layers 4 --prompt 8192 \
+        --gen 64 --repeat 2 --kv-cache bf16 --json
+    step bench-v2lite-4layers-8k-nofuse 60 env CETUS_CUDA_FUSE=0 "$cli" bench --device cuda --random-model v2-lite \
+        --layers 4 --prompt 8192 --gen 64 --repeat 2 --kv-cache bf16 --json
     local runs="bench-v2lite-cuda bench-v2lite-fp8-cuda bench-v2lite-q4km-cuda bench-v2lite-4layers"
-    runs="$runs bench-v2lite-4layers-nofuse bench-v2lite-4layers-pdl"
+    runs="$runs bench-v2lite-4layers-nofuse bench-v2lite-4layers-pdl bench-v2lite-4layers-8k"
+    runs="$runs bench-v2lite-4layers-8k-nofuse"
     summarise_bench $runs
     figures_table $runs
     ncu_decode 120

@@ -6,8 +6,10 @@
 // (20 tokens, no split), at positions whose rows end inside a tile and need
 // several splits, with 20 heads (a second block of heads, mostly empty) and
 // with V2-Lite's widths; and the splits' merge fused with the value absorption
-// (F32 and BF16 weights). The model-level comparisons hold these kernels to the
-// CPU only within a bf16 cache's 1e-3; here the bounds are the kernels' own.
+// (F32, BF16 and FP8 weights), also where a latent row ends inside a 16-byte
+// piece and with an odd number of value rows. The model-level comparisons hold
+// these kernels to the CPU only within a bf16 cache's 1e-3; here the bounds are
+// the kernels' own.
 #include "check_util.h"
 #include "kernels.h"
 
@@ -32,6 +34,7 @@ struct Case {
     const char* name;
     MlaShape m;
     int64_t capacity;
+    bool mma = true;  // whether the tensor-core kernel takes the shape (widths of multiples of 16)
 };
 
 // Runs one kernel configuration over tokens start .. start + n - 1 and returns ctx [n, n_h, d_c],
@@ -60,30 +63,6 @@ std::vector<float> run(const Case& c, const AttentionPlan& plan, bool bf16, cons
                     static_cast<void*>(parts.acc), static_cast<void*>(parts.ml)})
         cudaFree(p);
     return kv_b ? o_h : ctx_h;
-}
-
-// kv_b [n_h (d_n + d_v), d_c] of random values in F32 or BF16 (its rows padded to 16 bytes
-// with NaN, which must never be read); w: the values.
-DeviceMatrix make_kv_b(const MlaShape& m, DeviceDtype dt, std::mt19937& rng, std::vector<float>& w) {
-    std::normal_distribution<float> normal(0.0f, 1.0f);
-    DeviceMatrix k;
-    k.dtype = dt;
-    k.rows = m.n_h * (m.d_n + m.d_v);
-    k.cols = m.d_c;
-    k.ld = dt == DeviceDtype::BF16 ? (m.d_c + 7) / 8 * 8 : (m.d_c + 3) / 4 * 4;
-    w.assign(size_t(k.rows * k.cols), 0.0f);
-    const float spread = 1.0f / std::sqrt(float(m.d_c));
-    std::vector<uint16_t> b16(size_t(k.rows * k.ld), 0x7fc0);
-    std::vector<float> f32(size_t(k.rows * k.ld), NAN);
-    for (int64_t r = 0; r < k.rows; ++r)
-        for (int64_t c = 0; c < k.cols; ++c) {
-            const uint16_t b = to_bf16(spread * normal(rng));
-            w[size_t(r * k.cols + c)] = from_bf16(b);
-            b16[size_t(r * k.ld + c)] = b;
-            f32[size_t(r * k.ld + c)] = from_bf16(b);
-        }
-    k.data = dt == DeviceDtype::BF16 ? static_cast<const void*>(device_copy(b16)) : device_copy(f32);
-    return k;
 }
 
 void run_case(const Case& c) {
@@ -153,6 +132,10 @@ void run_case(const Case& c) {
     const Span spans[] = {{0, 1}, {32, 1}, {T - 1, 1}, {T - 3, 3}, {T - 20, 20}};
     for (const Kernel& k : kernels) {
         const AttentionPlan plan = plan_attention(m, 132, k.bf16, 227 * 1024, k.mma, k.exact);
+        if (k.mma && !c.mma) {
+            check(!plan.mma, std::string(c.name) + ", " + k.name + ": the plan refuses the tensor cores");
+            continue;
+        }
         if (plan.mma != k.mma) {
             check(false, std::string(c.name) + ", " + k.name + ": the plan takes the other kernel");
             continue;
@@ -195,9 +178,11 @@ void run_case(const Case& c) {
         // double sums over the unfused launch's ctx (the fused merge gives its bits), |error| in
         // units of 1e-6 of the terms' magnitudes (fp32 sums of d_c terms: a few 1e-7); a
         // verify batch's tokens as alone; the unsplit chunk left to the caller.
-        for (DeviceDtype dt : {DeviceDtype::F32, DeviceDtype::BF16}) {
-            std::vector<float> w;
-            const DeviceMatrix kv_b = make_kv_b(m, dt, rng, w);
+        for (DeviceDtype dt : {DeviceDtype::F32, DeviceDtype::BF16, DeviceDtype::F8_E4M3}) {
+            std::vector<void*> owned;
+            const Weight kv = make_weight(dt, m.n_h * (m.d_n + m.d_v), m.d_c, rng, owned);
+            const std::vector<float>& w = kv.exact;
+            const DeviceMatrix& kv_b = kv.m;
             double worst_v = 0.0;
             bool fused_all = true, same = true, chunk_left = true;
             for (const Span& sp : spans) {
@@ -232,9 +217,9 @@ void run_case(const Case& c) {
                                                    alone.size() * sizeof(float)) == 0;
                     }
             }
-            cudaFree(const_cast<void*>(kv_b.data));
+            for (void* p : owned) cudaFree(p);
             const std::string tag = std::string(c.name) + ", " + k.name + ", merge with the value absorption (" +
-                                    (dt == DeviceDtype::BF16 ? "BF16" : "F32") + ")";
+                                    (dt == DeviceDtype::BF16 ? "BF16" : dt == DeviceDtype::F32 ? "F32" : "FP8") + ")";
             std::snprintf(line, sizeof line, "%s: o within %.3g units of 1e-6 of the terms (bound 1)", tag.c_str(),
                           worst_v);
             check(fused_all && chunk_left && worst_v <= 1.0, line + std::string(fused_all ? "" : "; not fused") +
@@ -261,6 +246,10 @@ int main() {
         // 100 rows: 4 splits of a tile each (the last one 4 rows), whatever the cap.
         run_case({"20 heads, 64 + 16 wide", MlaShape{20, 32, 16, 32, 64}, 100});
         run_case({"V2-Lite's 16 heads, 512 + 64 wide", MlaShape{16, 128, 64, 128, 512}, 70});
+        // Widths the tensor cores refuse: a latent row ending inside a 16-byte piece of bf16
+        // and of FP8 weights (36 values), and an odd number of value rows (a warp's second row
+        // missing).
+        run_case({"5 heads, 36 + 8 wide, 7 value rows", MlaShape{5, 16, 8, 7, 36}, 100, false});
         if (cudaDeviceSynchronize() != cudaSuccess)
             check(false, std::string("kernels: ") + cudaGetErrorString(cudaGetLastError()));
     } catch (const std::exception& e) {

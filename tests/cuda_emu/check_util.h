@@ -1,6 +1,6 @@
 // What the kernel-level checks (attention_check.cpp, experts_check.cpp, ...) share:
-// the ok/FAIL lines and their count, bf16 rounding on the host, copies to and from
-// the device, a product's error against double sums. Built for the CUDA emulator and, by the gpu-check preset, for a GPU.
+// the ok/FAIL lines and their count, bf16 and e4m3 numbers on the host, copies to and
+// from the device, random F32/BF16/FP8 weights, a product's error against double sums. Built for the CUDA emulator and, by the gpu-check preset, for a GPU.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -67,6 +68,82 @@ inline double worst_product_error(const std::vector<float>& w, int64_t rows, int
             worst = std::max(worst, std::fabs(double(y[size_t(t * ldy + r)]) - sum) / (mag * unit + 1e-30));
         }
     return worst;
+}
+
+inline constexpr uint16_t k_bf16_nan = 0x7fc0;
+inline constexpr uint8_t k_fp8_nan = 0x7f;
+
+// e4m3fn: bias 7, no infinities; the codes used here are normal numbers.
+inline float from_e4m3(uint8_t b) {
+    const int e = (b >> 3) & 15, m = b & 7;
+    const float v = e == 0 ? std::ldexp(float(m) / 8.0f, -6) : std::ldexp(1.0f + float(m) / 8.0f, e - 7);
+    return (b & 0x80) ? -v : v;
+}
+inline float round_bf16(float v) {
+    return from_bf16(to_bf16(v));
+}
+
+inline int64_t round_up(int64_t v, int64_t m) {
+    return (v + m - 1) / m * m;
+}
+
+// One weight matrix as the kernels see it, and the values they compute with:
+// exact (the fp32 kernels: FP8 code times scale in fp32) and rounded to bf16 (the
+// tensor-core kernels' operand).
+struct Weight {
+    cuda::DeviceMatrix m;
+    std::vector<float> exact, rounded; // [rows, cols]
+};
+
+// A random [rows, cols] weight of dtype F32, BF16 or F8_E4M3 (with 128 x 128 block
+// scales), values of about 1 / sqrt(cols); F32 and BF16 hold bf16 numbers. Rows are
+// padded to 16 bytes with NaN, which the kernels must never read. Its device buffers
+// are appended to owned.
+template <class Rng>
+Weight make_weight(cuda::DeviceDtype dt, int64_t rows, int64_t cols, Rng& rng, std::vector<void*>& owned) {
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    Weight w;
+    w.exact.resize(size_t(rows * cols));
+    w.rounded.resize(w.exact.size());
+    w.m.dtype = dt;
+    w.m.rows = rows;
+    w.m.cols = cols;
+    const float spread = 1.0f / std::sqrt(float(cols));
+    if (dt == cuda::DeviceDtype::BF16 || dt == cuda::DeviceDtype::F32) {
+        const bool b16 = dt == cuda::DeviceDtype::BF16;
+        w.m.ld = round_up(cols, b16 ? 8 : 4);
+        std::vector<uint16_t> half(b16 ? size_t(rows * w.m.ld) : 0, k_bf16_nan);
+        std::vector<float> full(b16 ? 0 : size_t(rows * w.m.ld), NAN);
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t c = 0; c < cols; ++c) {
+                const uint16_t b = to_bf16(spread * normal(rng));
+                if (b16) half[size_t(r * w.m.ld + c)] = b;
+                else full[size_t(r * w.m.ld + c)] = from_bf16(b);
+                w.exact[size_t(r * cols + c)] = w.rounded[size_t(r * cols + c)] = from_bf16(b);
+            }
+        w.m.data = b16 ? static_cast<const void*>(device_copy(half)) : device_copy(full);
+    } else {
+        w.m.ld = round_up(cols, 16);
+        w.m.scale_cols = (cols + 127) / 128;
+        std::vector<float> scale(size_t(((rows + 127) / 128) * w.m.scale_cols));
+        std::uniform_real_distribution<float> uni(0.5f, 2.0f);
+        for (auto& s : scale) s = uni(rng) * spread / 4.0f;
+        std::uniform_int_distribution<int> exp(4, 10), mant(0, 7), sign(0, 1);
+        std::vector<uint8_t> data(size_t(rows * w.m.ld), k_fp8_nan);
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t c = 0; c < cols; ++c) {
+                const uint8_t b = uint8_t((sign(rng) << 7) | (exp(rng) << 3) | mant(rng));
+                data[size_t(r * w.m.ld + c)] = b;
+                const float v = from_e4m3(b) * scale[size_t((r / 128) * w.m.scale_cols + c / 128)];
+                w.exact[size_t(r * cols + c)] = v;
+                w.rounded[size_t(r * cols + c)] = round_bf16(v);
+            }
+        w.m.data = device_copy(data);
+        w.m.scale_inv = device_copy(scale);
+        owned.push_back(const_cast<float*>(w.m.scale_inv));
+    }
+    owned.push_back(const_cast<void*>(w.m.data));
+    return w;
 }
 
 // Byte offsets of a GGUF block's f16 scales (d, and dmin where the type has one).

@@ -74,7 +74,7 @@ __device__ __forceinline__ void combine_row(const MoeCombine& c, int64_t t, cons
         }
     }
     const float s = rms_scale(block_sum(ss, scratch), hidden, c.eps);
-    norm_scaled_row(xr, c.norm_w, s, hidden, c.out + t * hidden);
+    norm_scaled_row(xr, c.norm_w, s, hidden, c.out + t * hidden, step);
 }
 
 // combine_row's sums for rows [r0, r1) of tokens 0 .. n_tokens - 1, an element a

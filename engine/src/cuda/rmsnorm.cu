@@ -20,7 +20,7 @@ __global__ void __launch_bounds__(k_row_threads)
     float ss = 0.0f;
 #pragma unroll 4
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) ss = fmaf(xr[i], xr[i], ss);
-    norm_scaled_row(xr, w, rms_scale(block_sum(ss, scratch), n, eps), n, o);
+    norm_scaled_row(xr, w, rms_scale(block_sum(ss, scratch), n, eps), n, o, blockDim.x);
 }
 
 }  // namespace

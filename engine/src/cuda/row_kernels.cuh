@@ -56,14 +56,15 @@ __device__ __forceinline__ void load_pair(const float* a, const float* b, int64_
     }
 }
 
-// out[i] = w[i] * (x[i] * s) for a row, by the threads of a block, the loads of
-// four of a thread's elements issued before their stores.
-__device__ __forceinline__ void norm_scaled_row(const float* x, const float* w, float s, int64_t n, float* out) {
-    constexpr int kU = 4;
-    const int64_t step = blockDim.x;
+// out[i] = w[i] * (x[i] * s) for a row, by threads step apart (a block's), kU of
+// a thread's elements loaded before their stores; x through L2 (__ldcg) with kXL2,
+// where other blocks of the launch wrote it.
+template <int kU = 4, bool kXL2 = false>
+__device__ __forceinline__ void norm_scaled_row(const float* x, const float* w, float s, int64_t n, float* out,
+                                                int64_t step) {
     for (int64_t i0 = threadIdx.x; i0 < n; i0 += kU * step) {
-        float xv[kU], wv[kU];
-        load_pair(x, w, i0, step, n, xv, wv);
+        float wv[kU], xv[kU];
+        load_pair<kU, kXL2>(w, x, i0, step, n, wv, xv);
 #pragma unroll
         for (int u = 0; u < kU; ++u) {
             const int64_t i = i0 + u * step;
@@ -77,11 +78,27 @@ __device__ __forceinline__ void norm_scaled_row(const float* x, const float* w, 
 // sum of squares in add_rmsnorm_row's and combine_row's order (each thread its
 // elements in ascending order, then block_sum) and norm_scaled_row's products, so
 // the same bits as they give after adding the row themselves. A thread's eight
-// elements are loaded before any is used.
+// elements are loaded before any is used; a row of at most 8 * k_row_threads
+// values (V2-Lite's 2048) is read once and kept in registers.
 __device__ __forceinline__ void norm_row_l2(const float* x, const float* w, float eps, int64_t n, float* out,
                                             float* scratch) {
     constexpr int kU = 8;
     constexpr int64_t step = k_row_threads;  // (a constant: the loads' offsets are immediates)
+    if (n <= kU * step) {
+        float wv[kU], xv[kU];
+        load_pair<kU, true>(w, x, threadIdx.x, step, n, wv, xv);
+        float ss = 0.0f;
+#pragma unroll
+        for (int u = 0; u < kU; ++u)
+            if (threadIdx.x + u * step < n) ss = fmaf(xv[u], xv[u], ss);
+        const float s = rms_scale(block_sum(ss, scratch), n, eps);
+#pragma unroll
+        for (int u = 0; u < kU; ++u) {
+            const int64_t i = threadIdx.x + u * step;
+            if (i < n) out[i] = wv[u] * (xv[u] * s);
+        }
+        return;
+    }
     float ss = 0.0f;
     for (int64_t i0 = threadIdx.x; i0 < n; i0 += kU * step) {
         float xv[kU];
@@ -94,16 +111,7 @@ __device__ __forceinline__ void norm_row_l2(const float* x, const float* w, floa
         for (int u = 0; u < kU; ++u)
             if (i0 + u * step < n) ss = fmaf(xv[u], xv[u], ss);
     }
-    const float s = rms_scale(block_sum(ss, scratch), n, eps);
-    for (int64_t i0 = threadIdx.x; i0 < n; i0 += kU * step) {
-        float wv[kU], xv[kU];
-        load_pair<kU, true>(w, x, i0, step, n, wv, xv);
-#pragma unroll
-        for (int u = 0; u < kU; ++u) {
-            const int64_t i = i0 + u * step;
-            if (i < n) out[i] = wv[u] * (xv[u] * s);
-        }
-    }
+    norm_scaled_row<kU, true>(x, w, rms_scale(block_sum(ss, scratch), n, eps), n, out, step);
 }
 
 // Row t of launch_add_rmsnorm: x[t] += r[t], then out[t] = rmsnorm(x[t]) with w;
@@ -132,7 +140,7 @@ __device__ __forceinline__ void add_rmsnorm_row(float* x, const float* r, const 
         }
     }
     const float s = rms_scale(block_sum(ss, scratch), n, eps);
-    norm_scaled_row(xr, w, s, n, out + t * n);
+    norm_scaled_row(xr, w, s, n, out + t * n, step);
 }
 
 }  // namespace
