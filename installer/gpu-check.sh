@@ -29,10 +29,10 @@
 #                (GPU, CPU); figures.md holds the README rows; with the time left, Nsight Compute
 #                profiles of the decode attention at 8192 tokens (tensor cores, CUDA cores) and of
 #                the GGUF decode products.
-#   decode (~5 min): the tiny comparison, the experts' and attention's own checks, V2-Lite decode in BF16, FP8 and
+#   decode (~6 min): the tiny comparison, the experts' and attention's own checks, V2-Lite decode in BF16, FP8 and
 #         Q4_K_M and at 4 layers (also without the decode fusions, CETUS_CUDA_FUSE=0, and with
-#         programmatic dependent launch, CETUS_CUDA_PDL=1; and at 8192 cached tokens with and
-#         without the fusions), and the Nsight Compute profiles of decode (with each kernel's busiest multiprocessor over the
+#         programmatic dependent launch, CETUS_CUDA_PDL=1; at 8192 cached tokens with and
+#         without the fusions; BF16 and Q4_K_M with the L2 prefetch of rows, CETUS_CUDA_PREFETCH=1), and the Nsight Compute profiles of decode (with each kernel's busiest multiprocessor over the
 #         mean: a last block's tail) and of the GGUF products: the loop of work on decode speed.
 #   full: the four-layer V3 comparison, racecheck on the tiny comparison and an Nsight Compute
 #         profile of decode.
@@ -465,7 +465,7 @@ bench)
     ncu_attention 90  # when time is left: the decode attention's share of the DRAM's peak
     ncu_gguf 90       # and what bounds the GGUF decode products
     ;;
-decode)  # decode work's loop (~4 min): the tiny conformance, decode at V2-Lite's size in each weight type
+decode)  # decode work's loop (~6 min): the tiny conformance, decode at V2-Lite's size in each weight type
     # and at 4 layers (the profile's shape), then the decode profile with its tails and the GGUF products'
     step selftest-tiny 90 "$cli" selftest --device cuda --compare tiny --json
     summarise_selftest "$out/selftest-tiny.out"
@@ -494,9 +494,18 @@ decode)  # decode work's loop (~4 min): the tiny conformance, decode at V2-Lite'
         --gen 64 --repeat 2 --kv-cache bf16 --json
     step bench-v2lite-4layers-8k-nofuse 60 env CETUS_CUDA_FUSE=0 "$cli" bench --device cuda --random-model v2-lite \
         --layers 4 --prompt 8192 --gen 64 --repeat 2 --kv-cache bf16 --json
+    # The L2 prefetch of each row a decode product's warp is about to read (CETUS_CUDA_PREFETCH=1,
+    # an experiment): BF16, and GGUF blocks (loaded into registers, the fewest bytes in flight).
+    step bench-v2lite-4layers-prefetch 40 env CETUS_CUDA_PREFETCH=1 "$cli" bench --device cuda --random-model v2-lite \
+        --layers 4 --prompt 64 --gen 64 --repeat 3 --json
+    step bench-v2lite-4layers-q4km 40 "$cli" bench --device cuda --random-model v2-lite --dtype q4_k_m \
+        --layers 4 --prompt 64 --gen 64 --repeat 3 --json
+    step bench-v2lite-4layers-q4km-prefetch 40 env CETUS_CUDA_PREFETCH=1 "$cli" bench --device cuda \
+        --random-model v2-lite --dtype q4_k_m --layers 4 --prompt 64 --gen 64 --repeat 3 --json
     local runs="bench-v2lite-cuda bench-v2lite-fp8-cuda bench-v2lite-q4km-cuda bench-v2lite-4layers"
     runs="$runs bench-v2lite-4layers-nofuse bench-v2lite-4layers-pdl bench-v2lite-4layers-8k"
-    runs="$runs bench-v2lite-4layers-8k-nofuse"
+    runs="$runs bench-v2lite-4layers-8k-nofuse bench-v2lite-4layers-prefetch bench-v2lite-4layers-q4km"
+    runs="$runs bench-v2lite-4layers-q4km-prefetch"
     summarise_bench $runs
     figures_table $runs
     ncu_decode 120

@@ -6,8 +6,9 @@
 // (20 tokens, no split), at positions whose rows end inside a tile and need
 // several splits, with 20 heads (a second block of heads, mostly empty) and
 // with V2-Lite's widths; and the splits' merge fused with the value absorption
-// (F32, BF16 and FP8 weights), also where a latent row ends inside a 16-byte
-// piece and with an odd number of value rows. The model-level comparisons hold
+// (F32, BF16 and FP8 weights; its merge against the merge kernel's bits), also
+// where a latent row ends inside a 16-byte piece, with an odd number of value
+// rows, and with more splits than one batch of the merges' staged copies. The model-level comparisons hold
 // these kernels to the CPU only within a bf16 cache's 1e-3; here the bounds are
 // the kernels' own.
 #include "check_util.h"
@@ -226,6 +227,39 @@ void run_case(const Case& c) {
                                                              (chunk_left ? "" : "; the chunk fused"));
             check(same, tag + ": verify batch == tokens alone (bit for bit)");
         }
+
+        // The fused launch's merge against the merge kernel's context, bit for bit: with F32
+        // value rows of one 1 each (at column j0 + r for row r) the product adds exact zeros
+        // to one exact term, so o[t, h, r] is the fused merge's column j0 + r itself.
+        bool merge_same = true;
+        for (int64_t j0 = 0; j0 < m.d_c; j0 += m.d_v) {
+            const int64_t rows = m.n_h * (m.d_n + m.d_v), ld = (m.d_c + 3) / 4 * 4;
+            std::vector<float> one_hot(size_t(rows * ld), 0.0f);
+            for (int64_t h = 0; h < m.n_h; ++h)
+                for (int64_t r = 0; r < m.d_v && j0 + r < m.d_c; ++r)
+                    one_hot[size_t((h * (m.d_n + m.d_v) + m.d_n + r) * ld + j0 + r)] = 1.0f;
+            DeviceMatrix pick;
+            pick.dtype = DeviceDtype::F32;
+            pick.rows = rows;
+            pick.cols = m.d_c;
+            pick.ld = ld;
+            float* pick_d = device_copy(one_hot);
+            pick.data = pick_d;
+            for (const Span& sp : spans) {
+                if (sp.n > 16) continue;
+                const std::vector<float> o = run(c, plan, k.bf16, q_abs_d, q_d, cache, sp.start, sp.n, sp.start, &pick);
+                const std::vector<float> ctx = run(c, plan, k.bf16, q_abs_d, q_d, cache, sp.start, sp.n, sp.start);
+                for (int64_t t = 0; t < sp.n; ++t)
+                    for (int64_t h = 0; h < m.n_h; ++h)
+                        for (int64_t r = 0; r < m.d_v && j0 + r < m.d_c; ++r)
+                            merge_same = merge_same &&
+                                         std::memcmp(&o[size_t((t * m.n_h + h) * m.d_v + r)],
+                                                     &ctx[size_t((t * m.n_h + h) * m.d_c + j0 + r)], sizeof(float)) == 0;
+            }
+            cudaFree(pick_d);
+        }
+        check(merge_same, std::string(c.name) + ", " + k.name +
+                              ": the fused launch's merge == the merge kernel's context (bit for bit)");
     }
     cudaFree(q_abs_d);
     cudaFree(q_d);
@@ -246,6 +280,8 @@ int main() {
         // 100 rows: 4 splits of a tile each (the last one 4 rows), whatever the cap.
         run_case({"20 heads, 64 + 16 wide", MlaShape{20, 32, 16, 32, 64}, 100});
         run_case({"V2-Lite's 16 heads, 512 + 64 wide", MlaShape{16, 128, 64, 128, 512}, 70});
+        // 300 rows: up to 38 splits, more than one batch of the merges' staged copies.
+        run_case({"8 heads, 64 + 16 wide, 300 rows", MlaShape{8, 16, 16, 16, 64}, 300});
         // Widths the tensor cores refuse: a latent row ending inside a 16-byte piece of bf16
         // and of FP8 weights (36 values), and an odd number of value rows (a warp's second row
         // missing).

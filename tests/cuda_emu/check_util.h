@@ -143,6 +143,7 @@ Weight make_weight(cuda::DeviceDtype dt, int64_t rows, int64_t cols, Rng& rng, s
         owned.push_back(const_cast<float*>(w.m.scale_inv));
     }
     owned.push_back(const_cast<void*>(w.m.data));
+    w.m.l2_prefetch = true;  // (the sums are the same; the emulator checks each prefetch's range)
     return w;
 }
 

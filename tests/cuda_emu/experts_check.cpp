@@ -61,6 +61,7 @@ Weight make_ggml_weight(uint32_t id, int64_t rows, int64_t cols, std::mt19937& r
     for (size_t i = 0; i < w.exact.size(); ++i) w.rounded[i] = round_bf16(w.exact[i]);
     w.m.data = device_copy(device_layout(id, data, rows, cols, w.m.ld));
     owned.push_back(const_cast<void*>(w.m.data));
+    w.m.l2_prefetch = true;  // (the sums are the same; the emulator checks each prefetch's range)
     return w;
 }
 

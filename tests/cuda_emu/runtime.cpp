@@ -882,6 +882,24 @@ std::map<void*, size_t>& allocations() {  // device pointer -> bytes
 }
 size_t g_used = 0;
 
+}  // namespace
+
+// (Kernels only read the map: the host allocates and frees between launches.)
+void cuda_emu::check_device_range(const void* p, size_t bytes, const char* what) {
+    const auto& m = allocations();
+    auto it = m.upper_bound(const_cast<void*>(p));
+    const auto at = reinterpret_cast<uintptr_t>(p);
+    if (it != m.begin()) {
+        --it;
+        const auto start = reinterpret_cast<uintptr_t>(it->first);
+        if (at >= start && at - start <= it->second && bytes <= it->second - (at - start)) return;
+    }
+    fail((std::string(what) + ": " + std::to_string(bytes) + " bytes at an address outside every device allocation")
+             .c_str());
+}
+
+namespace {
+
 // Freed allocations of 64 MiB and more, kept (up to 4 GiB in all) for the next
 // cudaMalloc of the same size: a comparison that creates backend after backend on
 // V2-Lite's 2 GiB of weights otherwise spends a tenth of its time faulting fresh

@@ -312,6 +312,7 @@ private:
     Gemm::PrefillForm m_prefill_form = Gemm::PrefillForm::Auto;  // CETUS_CUDA_PREFILL_FORM
     int m_expert_tile_rows = 64;  // the tensor-core experts' tile width (CETUS_CUDA_EXPERT_TILE_ROWS=128)
     bool m_interleave, m_exact, m_expert_mma = true, m_attention_gemm = true, m_device_sampling = true;
+    bool m_l2_prefetch = false;  // CETUS_CUDA_PREFETCH=1 (DeviceMatrix::l2_prefetch)
     bool m_fuse = true;  // the decode fusions (CETUS_CUDA_FUSE=0: off), handed to m_gemm as its counter
     bool m_cache_bf16;   // the latent cache's values in bf16 (else fp32)
     std::vector<int32_t> m_history_on_device;  // what m_s.choice_history holds
@@ -401,6 +402,8 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
     set_programmatic_launch(m_info.major >= 9 && env_is("CETUS_CUDA_PDL", "1") && programmatic_launch_compiled());
     m_device_sampling = !env_is("CETUS_CUDA_SAMPLING", "host");
     m_fuse = !env_is("CETUS_CUDA_FUSE", "0");
+    // The GGUF decode products' L2 prefetch of their rows: an experiment, off unless asked for.
+    m_l2_prefetch = env_is("CETUS_CUDA_PREFETCH", "1");
 
     // What the kernels hold in registers and shared memory.
     const int64_t width = c.kv_lora_rank + c.qk_rope_head_dim;
@@ -493,6 +496,7 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
     up.cancel = args.cancel;
     up.stage = "uploading weights to " + m_info.name;
     up.ggml_fast = !m_exact;
+    up.l2_prefetch = m_l2_prefetch;
     m_weights = upload_weights(model, args.rope_table, m_capacity, up);
 
     m_cache = DeviceBuffer(cache_bytes);
@@ -520,7 +524,8 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
                         fixed1(gib(scratch_bytes)) + " GiB" + (m_exact ? ", exact fp32 products" : "") +
                         (m_attention.mma ? ", cache attention on tensor cores" : "") +
                         (m_graphs ? ", decode steps as CUDA graphs" : ", CUDA graphs off (" + m_graphs_off + ")") +
-                        (programmatic_launch() ? ", programmatic dependent launch" : ""));
+                        (programmatic_launch() ? ", programmatic dependent launch" : "") +
+                        (m_l2_prefetch ? ", L2 prefetch of weight rows" : ""));
 }
 
 CudaBackend::~CudaBackend() {

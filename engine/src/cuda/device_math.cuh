@@ -43,6 +43,30 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
+// Asks the L2 to fetch [p, p + bytes) from memory now (DeviceMatrix::l2_prefetch),
+// called by every lane of a warp with the same range: each lane prefetches every 32nd
+// 32-byte sector (prefetch.global.L2: no register to wait for, nothing ptxas could
+// move next to a use). A decode product's warp asks for each of its rows whole when it
+// starts on them, so the row's bytes are on their way at once, not a staged batch or
+// two at a time; the loads that follow find them in the L2. (A bulk prefetch,
+// cp.async.bulk.prefetch, is one instruction for the whole row on sm_90 but takes a
+// uniform address: from one lane ptxas wraps it in a loop that took the decode
+// experts' kernel from 40 to 57 registers.) The emulator checks that the range lies in
+// one device allocation.
+__device__ __forceinline__ void prefetch_l2(const void* p, int64_t bytes) {
+#ifdef CETUS_CUDA_EMU
+    if ((threadIdx.x & 31) == 0) ::cuda_emu::check_device_range(p, size_t(bytes), "prefetch_l2");
+#elif defined(__CUDA_ARCH__)
+    const char* c = static_cast<const char*>(p) + (threadIdx.x & 31) * 32;
+    const char* const end = static_cast<const char*>(p) + bytes;
+#pragma unroll 1
+    for (; c < end; c += 32 * 32) asm volatile("prefetch.global.L2 [%0];" ::"l"(c));
+#else
+    (void)p;
+    (void)bytes;
+#endif
+}
+
 // warp_sum of each of v[0 .. N) (the emulator: one meeting per k_gather_words values).
 template <int N>
 __device__ __forceinline__ void warp_sum_each(float (&v)[N]) {
@@ -782,6 +806,15 @@ __device__ __forceinline__ void ggml_rows_dot(Visit visit, int64_t cols, const f
     const int lane = threadIdx.x & 31;
     const int64_t n_chunks = cols / 32;
     const int64_t stride = ggml_stage_chunks(kSplit, n_chunks) * k_ggml_x_stride;  // floats per staged token
+    if (part == 0) {  // the warp's rows asked for whole (DeviceMatrix::l2_prefetch)
+#pragma unroll
+        for (int m = 0; m < kAcc; ++m)
+#pragma unroll
+            for (int i = 0; i < R; ++i)
+                visit(m, i, [&](const DeviceMatrix& w, int64_t row) {
+                    if (w.l2_prefetch) prefetch_l2(ggml_row(w, row), w.ld);
+                });
+    }
     const int per_copy = ggml_stage_tokens(NT, kSplit, n_chunks);                   // a multiple of G, or NT
     for (int64_t c0 = 0; c0 < n_chunks; c0 += kTile) {
         const int tile_values = 32 * int(min(int64_t(kTile), n_chunks - c0));

@@ -45,8 +45,8 @@ struct CopyJob {
 class Layout {
 public:
     // ggml_fast: the GGUF matrices' DeviceMatrix::ggml_fast (and their experts').
-    Layout(const ModelConfig& c, char* base, bool ggml_fast = false)
-        : m_config(c), m_carver(base), m_ggml_fast(ggml_fast) {}
+    Layout(const ModelConfig& c, char* base, bool ggml_fast = false, bool l2_prefetch = false)
+        : m_config(c), m_carver(base), m_ggml_fast(ggml_fast), m_l2_prefetch(l2_prefetch) {}
 
     size_t bytes() const { return m_carver.bytes(); }
     std::vector<CopyJob>& jobs() { return m_jobs; }
@@ -70,6 +70,7 @@ public:
         d.cols = m.cols;
         if (m.dtype == Dtype::Ggml && blocks) {
             d = ggml_blocks(m);
+            d.l2_prefetch = m_l2_prefetch;
             m_seen.emplace(key, d);
             m_read_bytes[m.data] = uint64_t(m.rows) * uint64_t(ggml_bytes_per_row(m));
             return d;
@@ -118,6 +119,7 @@ public:
             d.scale_cols = m.scale_cols;
             d.scale_inv = floats(m.scale_inv, size_t((m.rows + 127) / 128 * m.scale_cols));
         }
+        d.l2_prefetch = m_l2_prefetch;
         m_seen.emplace(key, d);
         m_read_bytes[m.data] = uint64_t(m.rows) * uint64_t(m.cols) * dev_bytes +
                                (d.scale_inv ? uint64_t((m.rows + 127) / 128 * m.scale_cols) * 4 : 0);
@@ -210,6 +212,7 @@ private:
     const ModelConfig& m_config;
     Carver m_carver;
     bool m_ggml_fast;
+    bool m_l2_prefetch;
     std::map<Key, DeviceMatrix> m_seen;
     std::map<const void*, uint64_t> m_read_bytes;
     std::deque<std::vector<DeviceMatrix>> m_tables;
@@ -372,7 +375,7 @@ DeviceWeights upload_weights(const Model& model, const float* rope_table, int64_
     DeviceBuffer memory(measure.bytes());
     // Row padding is never read, but zeroed all the same so the allocation holds no stale data.
     CETUS_CUDA(cudaMemsetAsync(memory.get(), 0, memory.bytes(), o.stream));
-    Layout layout(model.config(), memory.get(), o.ggml_fast);
+    Layout layout(model.config(), memory.get(), o.ggml_fast, o.l2_prefetch);
     DeviceWeights w = lay_out(model, rope_table, capacity, layout);
     size_t total = 0;
     for (const CopyJob& j : layout.jobs()) total += j.n_rows * j.src_row_bytes;

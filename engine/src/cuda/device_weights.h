@@ -68,6 +68,7 @@ struct UploadOptions {
     const std::atomic<bool>* cancel = nullptr;
     std::string stage;  // progress text
     bool ggml_fast = false;  // GGUF blocks take the fast mode's sums (DeviceMatrix::ggml_fast)
+    bool l2_prefetch = false;  // DeviceMatrix::l2_prefetch for every weight
 };
 
 // Device bytes upload_weights takes. Throws Error(Unsupported) for weights it cannot hold.

@@ -32,6 +32,10 @@ struct DeviceMatrix {
     // GGUF blocks: the decode products (matvec.cu, moe_experts.cu) take the fast mode's
     // sums (device_math.cuh: GgmlCodes), not the CPU's bits.
     bool ggml_fast = false;
+    // The GGUF decode products (and the fused merge's value rows) ask the L2 for each row
+    // they are about to read whole when a warp starts on it (device_math.cuh: prefetch_l2),
+    // an experiment switched on with CETUS_CUDA_PREFETCH=1. The sums are the same either way.
+    bool l2_prefetch = false;
 };
 
 // A matrix-vector product over groups of rows, for the per-head products of

@@ -177,7 +177,7 @@ __global__ void __launch_bounds__(32 * k_heads_per_block, 2) mla_attention_kerne
 // its context's columns per block; the token's own plan says how many splits it
 // has (every one holds at least one row). The first warp finds the largest
 // maximum, each split's weight and the weighted total with its lanes; each
-// thread then adds its column's parts in split order, eight loads in flight. (A
+// thread then adds its column's parts in split order (merged_columns). (A
 // 600-row context has 75 splits: one thread per head walking them one by one for
 // the maximum, the weights, the total and four columns each took longer than the
 // attention itself; on an H200, 2026-12-04, decode at 600 rows gained nothing from
@@ -206,22 +206,74 @@ __device__ __forceinline__ void merge_weights(const AttentionLaunch& a, int64_t 
     if (lane == 0) *inv_total = 1.0f / total;
 }
 
-// Column c of the merged context of (token t, head h): the splits' parts in split
-// order, eight loads in flight.
-__device__ __forceinline__ float merged_column(const AttentionLaunch& a, int64_t t, int64_t h, int n_split, int64_t c,
-                                               const float* weight, float inv_total) {
-    const auto part_of = [&](int sp) { return (sp * a.n + t) * a.m.n_h + h; };
-    // The first term as a plain product (fmaf(x, w, 0) would turn a -0 into +0).
-    float v = a.part_acc[part_of(0) * a.m.d_c + c] * weight[0];
-#pragma unroll 8
-    for (int sp = 1; sp < n_split; ++sp) v = fmaf(a.part_acc[part_of(sp) * a.m.d_c + c], weight[sp], v);
-    return v * inv_total;
+// Columns c0 .. c0 + kCols - 1 of the merged context of (token t, head h) into out,
+// for a block of kThreads threads whose thread tid calls it (stage: the block's
+// slots): each column's parts in split order, the first term a plain product
+// (fmaf(x, w, 0) would turn a -0 into +0), times 1 / the total. Loaded into
+// registers, ptxas (CUDA 13) placed each part's load next to its multiply-add
+// whatever the unrolling, two or three loads in flight a thread and a memory round
+// trip every few splits (device_math.cuh: warp_rows_dot), which at 128 splits made
+// the merge a chain of some 40 round trips a column. Instead each thread copies its
+// columns' parts of kBatch splits at a time into its own slots (cp.async, kCols * 4
+// bytes a split; no other thread reads them, so no block barrier), two batches in
+// flight, the next issued before the current one is waited for. The sums and their
+// order are those of one column alone, so the bits do not depend on kCols or kBatch.
+template <int kCols, int kBatch, int kThreads>
+struct MergeStage {
+    static_assert(kCols == 1 || kCols == 2 || kCols == 4, "a copy of 4, 8 or 16 bytes");
+    struct alignas(4 * kCols) Slot {
+        float v[kCols];
+    };
+    Slot slot[2][kBatch][kThreads];
+};
+
+template <int kCols, int kBatch, int kThreads>
+__device__ __forceinline__ void merged_columns(const AttentionLaunch& a, int64_t t, int64_t h, int n_split,
+                                               int64_t c0, const float* weight, float inv_total,
+                                               MergeStage<kCols, kBatch, kThreads>& stage, float (&out)[kCols]) {
+    const int tid = int(threadIdx.x);
+    // Part sp's columns: a.part_acc[((sp * n + t) * n_h + h) * d_c + c0 ...].
+    const float* const first = a.part_acc + (t * a.m.n_h + h) * a.m.d_c + c0;
+    const int64_t stride = a.n * a.m.n_h * a.m.d_c;
+    const int batches = (n_split + kBatch - 1) / kBatch;  // the last one may be short
+    const auto issue = [&](int b) {
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) {
+            const int sp = b * kBatch + u;
+            if (sp < n_split) __pipeline_memcpy_async(&stage.slot[b & 1][u][tid], first + sp * stride, 4 * kCols);
+        }
+        __pipeline_commit();
+    };
+    float v[kCols] = {};
+    issue(0);
+    for (int b = 0; b < batches; ++b) {
+        if (b + 1 < batches) {
+            issue(b + 1);
+            __pipeline_wait_prior(1);  // batch b has landed; b + 1 stays in flight
+        } else {
+            __pipeline_wait_prior(0);
+        }
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) {
+            const int sp = b * kBatch + u;
+            if (sp >= n_split) break;
+            const auto& x = stage.slot[b & 1][u][tid];
+#pragma unroll
+            for (int k = 0; k < kCols; ++k) v[k] = sp == 0 ? x.v[k] * weight[0] : fmaf(x.v[k], weight[sp], v[k]);
+        }
+    }
+#pragma unroll
+    for (int k = 0; k < kCols; ++k) out[k] = v[k] * inv_total;
 }
+
+// The merge kernel's slots: 16 splits of one column a thread (16 KB).
+constexpr int k_merge_batch = 16;
 
 __global__ void __launch_bounds__(k_merge_columns) attention_merge_kernel(AttentionLaunch a) {
     pdl_wait();  // first: see pdl.cuh
     __shared__ float weight[k_split_cap_max];
     __shared__ float inv_total;
+    __shared__ MergeStage<1, k_merge_batch, k_merge_columns> stage;
     const MlaShape& m = a.m;
     const int64_t h = blockIdx.x, t = blockIdx.y;
     const int n_split = int(split_plan(*a.start_pos + t + 1, a.split, a.split_cap).count);
@@ -229,17 +281,22 @@ __global__ void __launch_bounds__(k_merge_columns) attention_merge_kernel(Attent
     __syncthreads();
     const int64_t c = int64_t(blockIdx.z) * k_merge_columns + threadIdx.x;
     if (c >= m.d_c) return;
-    a.ctx[(t * m.n_h + h) * m.d_c + c] = merged_column(a, t, h, n_split, c, weight, inv_total);
+    float v[1];
+    merged_columns(a, t, h, n_split, c, weight, inv_total, stage, v);
+    a.ctx[(t * m.n_h + h) * m.d_c + c] = v[0];
 }
 
 // The merge fused with the value absorption: o[t, h, r] = W_UV_h[r, :] . ctx[t, h, :]
 // for k_merge_v_rows rows r a block, W_UV_h being kv_b's rows h (d_n + d_v) + d_n + r.
-// Each block merges its head's context into shared memory (merged_column: the
+// Each block merges its head's context into shared memory (merged_columns: the
 // merge kernel's bits), then each warp takes two rows in one staged pass
 // (warp_rows_dot). Grid (d_v / k_merge_v_rows rounded up, n_h, tokens): a token's
 // values do not depend on its batch. One launch instead of two (the merge, then
 // launch_matvec's product over row groups).
 constexpr int k_merge_v_warps = 8, k_merge_v_rows = 2 * k_merge_v_warps;
+// Merge slots: 4 splits of two columns a thread (16 KB, with warp_rows_dot's 16 KB
+// and the context's 2 KB under the 48 KB of static shared memory).
+constexpr int k_merge_v_batch = 4;
 static_assert(k_merge_v_warps <= k_row_dot_warps, "warp_rows_dot stages for k_row_dot_warps warps a block");
 
 template <DeviceDtype DT>
@@ -249,17 +306,28 @@ __global__ void __launch_bounds__(32 * k_merge_v_warps) merge_absorb_v_kernel(At
     __shared__ float weight[k_split_cap_max];
     __shared__ float inv_total;
     __shared__ __align__(16) float ctx[k_attention_max_latent];
+    __shared__ MergeStage<2, k_merge_v_batch, 32 * k_merge_v_warps> stage;
     const MlaShape& m = a.m;
     const int64_t h = blockIdx.y, t = blockIdx.z;
+    const int64_t r0 = int64_t(blockIdx.x) * k_merge_v_rows + 2 * (threadIdx.x >> 5);  // the warp's first row
+    const int64_t w0 = h * (m.d_n + m.d_v) + m.d_n + r0;
+    // The warp's value rows asked for before the merge (DeviceMatrix::l2_prefetch).
+    if (kv_b.l2_prefetch && r0 < m.d_v)
+        prefetch_l2(row_pieces<DT>(kv_b, w0), (r0 + 1 < m.d_v ? 2 : 1) * kv_b.ld * k_elem_bytes<DT>);
     const int n_split = int(split_plan(*a.start_pos + t + 1, a.split, a.split_cap).count);
     if (threadIdx.x < 32) merge_weights(a, t, h, n_split, weight, &inv_total);
     __syncthreads();
-    for (int64_t c = threadIdx.x; c < m.d_c; c += blockDim.x) ctx[c] = merged_column(a, t, h, n_split, c, weight, inv_total);
+    // Two adjacent columns a thread (d_c is a multiple of 4: merge_absorb_v_fits).
+    for (int64_t c = 2 * threadIdx.x; c < m.d_c; c += 2 * blockDim.x) {
+        float v[2];
+        merged_columns(a, t, h, n_split, c, weight, inv_total, stage, v);
+        ctx[c] = v[0];
+        ctx[c + 1] = v[1];
+    }
     __syncthreads();
-    const int64_t r0 = int64_t(blockIdx.x) * k_merge_v_rows + 2 * (threadIdx.x >> 5);  // the warp's first row
     if (r0 >= m.d_v) return;  // (the whole warp; no block barrier follows)
     const bool second = r0 + 1 < m.d_v;
-    const int64_t w0 = h * (m.d_n + m.d_v) + m.d_n + r0, w1 = second ? w0 + 1 : w0;
+    const int64_t w1 = second ? w0 + 1 : w0;
     const uint4* const wrows[2] = {row_pieces<DT>(kv_b, w0), row_pieces<DT>(kv_b, w1)};
     const float* const srows[2] = {row_scales<DT>(kv_b, w0), row_scales<DT>(kv_b, w1)};
     const float* const xs[1] = {ctx};

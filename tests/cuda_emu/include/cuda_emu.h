@@ -85,6 +85,9 @@ void warp_xor_reduce(float* v, int n, bool take_max, const char* what);
 // instruction itself on a GPU).
 void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]);
 [[noreturn]] void fail(const char* what);
+// Fails unless [p, p + bytes) lies inside one live cudaMalloc allocation (a prefetch's
+// range: on a GPU it reads nothing the kernel sees, so only its address can be wrong).
+void check_device_range(const void* p, size_t bytes, const char* what);
 unsigned char* dynamic_smem();
 
 int lane();
