@@ -929,6 +929,24 @@ __device__ __forceinline__ void ggml_rows_dot(Visit visit, int64_t cols, const f
     warp_sum_each(reinterpret_cast<float (&)[kAcc * R * NT]>(acc));
 }
 
+// batches rounds of asynchronous copies, two in flight: issue(b) issues and commits
+// batch b's copies (into buffer b & 1), the next one before the current one is waited
+// for; take(b) reads batch b once it has landed. A thread waits only for its own
+// copies: each reads back only the slots it copied into.
+template <class Issue, class Take>
+__device__ __forceinline__ void double_buffered(int64_t batches, Issue&& issue, Take&& take) {
+    if (batches > 0) issue(0);
+    for (int64_t b = 0; b < batches; ++b) {
+        if (b + 1 < batches) {
+            issue(b + 1);
+            __pipeline_wait_prior(1);  // batch b has landed; b + 1 stays in flight
+        } else {
+            __pipeline_wait_prior(0);
+        }
+        take(b);
+    }
+}
+
 // Warps per block that warp_rows_dot's staging serves (its callers' blocks: 256 threads).
 constexpr int k_row_dot_warps = 8;
 
@@ -1002,14 +1020,7 @@ __device__ __forceinline__ void warp_rows_dot(const uint4* const (&wrows)[R], co
             }
             __pipeline_commit();
         };
-        if (batches > 0) issue(0);
-        for (int64_t b = 0; b < batches; ++b) {
-            if (b + 1 < batches) {
-                issue(b + 1);
-                __pipeline_wait_prior(1);  // batch b has landed; b + 1 stays in flight
-            } else {
-                __pipeline_wait_prior(0);
-            }
+        double_buffered(batches, issue, [&](int64_t b) {
 #pragma unroll
             for (int u = 0; u < kUnroll; ++u) {
                 if (b * kUnroll + u < count) {
@@ -1019,7 +1030,7 @@ __device__ __forceinline__ void warp_rows_dot(const uint4* const (&wrows)[R], co
                     take(raw, first + (b * kUnroll + u) * step);
                 }
             }
-        }
+        });
         v = n_full;
     } else {
         for (; v + (kUnroll - 1) * step < n_full; v += kUnroll * step) {

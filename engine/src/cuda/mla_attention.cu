@@ -236,32 +236,25 @@ __device__ __forceinline__ void merged_columns(const AttentionLaunch& a, int64_t
     const float* const first = a.part_acc + (t * a.m.n_h + h) * a.m.d_c + c0;
     const int64_t stride = a.n * a.m.n_h * a.m.d_c;
     const int batches = (n_split + kBatch - 1) / kBatch;  // the last one may be short
-    const auto issue = [&](int b) {
+    const auto issue = [&](int64_t b) {
 #pragma unroll
         for (int u = 0; u < kBatch; ++u) {
-            const int sp = b * kBatch + u;
+            const int sp = int(b) * kBatch + u;
             if (sp < n_split) __pipeline_memcpy_async(&stage.slot[b & 1][u][tid], first + sp * stride, 4 * kCols);
         }
         __pipeline_commit();
     };
     float v[kCols] = {};
-    issue(0);
-    for (int b = 0; b < batches; ++b) {
-        if (b + 1 < batches) {
-            issue(b + 1);
-            __pipeline_wait_prior(1);  // batch b has landed; b + 1 stays in flight
-        } else {
-            __pipeline_wait_prior(0);
-        }
+    double_buffered(batches, issue, [&](int64_t b) {
 #pragma unroll
         for (int u = 0; u < kBatch; ++u) {
-            const int sp = b * kBatch + u;
+            const int sp = int(b) * kBatch + u;
             if (sp >= n_split) break;
             const auto& x = stage.slot[b & 1][u][tid];
 #pragma unroll
             for (int k = 0; k < kCols; ++k) v[k] = sp == 0 ? x.v[k] * weight[0] : fmaf(x.v[k], weight[sp], v[k]);
         }
-    }
+    });
 #pragma unroll
     for (int k = 0; k < kCols; ++k) out[k] = v[k] * inv_total;
 }
