@@ -494,8 +494,9 @@ decode)  # decode work's loop (~6 min): the tiny conformance, decode at V2-Lite'
         --gen 64 --repeat 2 --kv-cache bf16 --json
     step bench-v2lite-4layers-8k-nofuse 60 env CETUS_CUDA_FUSE=0 "$cli" bench --device cuda --random-model v2-lite \
         --layers 4 --prompt 8192 --gen 64 --repeat 2 --kv-cache bf16 --json
-    # The L2 prefetch of each row a decode product's warp is about to read (CETUS_CUDA_PREFETCH=1,
-    # an experiment): BF16, and GGUF blocks (loaded into registers, the fewest bytes in flight).
+    # The L2 prefetch of the weight rows a warp is about to read (CETUS_CUDA_PREFETCH=1, an
+    # experiment): in BF16 only the fused merge's value rows take it; in GGUF blocks (loaded into
+    # registers, the fewest bytes in flight) every decode product.
     step bench-v2lite-4layers-prefetch 40 env CETUS_CUDA_PREFETCH=1 "$cli" bench --device cuda --random-model v2-lite \
         --layers 4 --prompt 64 --gen 64 --repeat 3 --json
     step bench-v2lite-4layers-q4km 40 "$cli" bench --device cuda --random-model v2-lite --dtype q4_k_m \

@@ -233,7 +233,7 @@ void run_case(const Case& c) {
         // to one exact term, so o[t, h, r] is the fused merge's column j0 + r itself.
         bool merge_same = true;
         for (int64_t j0 = 0; j0 < m.d_c; j0 += m.d_v) {
-            const int64_t rows = m.n_h * (m.d_n + m.d_v), ld = (m.d_c + 3) / 4 * 4;
+            const int64_t rows = m.n_h * (m.d_n + m.d_v), ld = round_up(m.d_c, 4);
             std::vector<float> one_hot(size_t(rows * ld), 0.0f);
             for (int64_t h = 0; h < m.n_h; ++h)
                 for (int64_t r = 0; r < m.d_v && j0 + r < m.d_c; ++r)
