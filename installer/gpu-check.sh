@@ -119,7 +119,7 @@ PY
 }
 summarise_bench() {
     for f in "$@"; do
-        python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print(sys.argv[1].split('/')[-1], {k: j.get(k) for k in ['device','kv_cache_type','prefill_tokens_per_s','decode_tokens_per_s','decode_bytes_per_token','decode_bandwidth_gbs','device_copy_bandwidth_gbs','bandwidth_fraction','prefill_tflops','device_peak_bf16_tflops','compute_fraction']})" "$out/$f.out" 2>/dev/null || echo "$f: no JSON"
+        python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print(sys.argv[1].split('/')[-1], {k: j.get(k) for k in ['device','load_s','kv_cache_type','prefill_tokens_per_s','decode_tokens_per_s','decode_bytes_per_token','decode_bandwidth_gbs','device_copy_bandwidth_gbs','bandwidth_fraction','prefill_tflops','device_peak_bf16_tflops','compute_fraction']})" "$out/$f.out" 2>/dev/null || echo "$f: no JSON"
     done
 }
 

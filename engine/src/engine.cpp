@@ -324,7 +324,8 @@ static bool select_device(const EngineOptions& o) {
     return probe.usable;
 }
 
-void Engine::make_backend(const EngineOptions& o, bool use_cuda, const LoadProgress& progress) {
+void Engine::make_backend(const EngineOptions& o, bool use_cuda, const LoadProgress& progress,
+                          const std::function<std::unique_ptr<Model>()>& host_model) {
     const int64_t ctx = std::min<int64_t>(o.max_context, m_model->config().max_position_embeddings);
     if (use_cuda) {
         try {
@@ -351,6 +352,11 @@ void Engine::make_backend(const EngineOptions& o, bool use_cuda, const LoadProgr
             if (o.device == Device::Cuda) throw Error(e.code(), why);
             engine_log().warn("device auto: the GPU cannot run this model ({}); using the CPU backend", why);
         }
+    }
+    if (m_model->store().has_drawn()) {
+        if (!host_model) throw Error(ErrorCode::Device, "the CPU backend cannot run weights drawn on the GPU");
+        engine_log().info("building the random model's weights in host memory for the CPU backend");
+        m_model = host_model();
     }
     m_backend = std::make_unique<CpuBackend>(*m_model, ctx, o.kv_cache);
 }
@@ -426,15 +432,17 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions& o, const LoadProgress&
     return e;
 }
 
-std::unique_ptr<Model> build_random_model(const RandomModelOptions& r);  // random_model.cpp
+std::unique_ptr<Model> build_random_model(const RandomModelOptions& r, bool drawn);  // random_model.cpp
 
 std::unique_ptr<Engine> Engine::create_random(const RandomModelOptions& r, const EngineOptions& o) {
     if (o.fp8_on_load)
         throw Error(ErrorCode::BadRequest, "FP8 on load quantises a checkpoint; a random model takes dtype fp8");
     const bool use_cuda = select_device(o);
     std::unique_ptr<Engine> e(new Engine());
-    e->m_model = build_random_model(r);
-    e->make_backend(o, use_cuda, {});
+    // For the GPU the matrices are recipes, drawn on the device (the bytes the host
+    // would build); should it fall back to the CPU, the host builds them.
+    e->m_model = build_random_model(r, use_cuda);
+    e->make_backend(o, use_cuda, {}, [&r] { return build_random_model(r, false); });
     e->finish_init("random " + r.preset, o,
                    "random model " + r.preset + ", " + r.dtype + ", " + std::to_string(r.n_layers) + " layers, seed " +
                        std::to_string(r.seed) +

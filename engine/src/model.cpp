@@ -190,9 +190,13 @@ void Model::release_host_weights() {
 }
 
 void Model::check_host_weights() const {
-    if (m_host_released)
-        throw Error(ErrorCode::Device, m_store->source() + ": the host copy of the weights was freed after the upload "
-                                                           "to the GPU; the CPU path cannot run this model");
+    if (!m_store->has_drawn() && !m_host_released) return;
+    const std::string source = m_store->source().empty() ? "random model" : m_store->source();
+    if (m_store->has_drawn())
+        throw Error(ErrorCode::Device, source + ": the weights are drawn on the GPU and were never in host memory; "
+                                                "the CPU path cannot run this model");
+    throw Error(ErrorCode::Device, source + ": the host copy of the weights was freed after the upload to the GPU; "
+                                            "the CPU path cannot run this model");
 }
 
 void Model::forward(const int32_t* ids, int64_t T, int64_t start_pos, KvCache& cache, const ForwardOptions& opt,

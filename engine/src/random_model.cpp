@@ -2,6 +2,8 @@
 // config of a preset plus weights drawn from a fast seeded generator (BF16,
 // FP8 e4m3 with 128x128 block scales, or GGUF blocks as llama.cpp's Q4_K_M mixes
 // them). Numbers mean nothing; shapes and memory traffic match the real models.
+// Built for a GPU, the matrices are recipes only (random_draws.h) and the CUDA
+// backend draws the same bytes on the device: no host memory, no upload.
 #include "cetus/engine.h"
 
 #include "config.h"
@@ -66,12 +68,10 @@ const Preset k_presets[] = {
      "the first 4 layers of DeepSeek-V3 (3 dense + 1 MoE)"},
 };
 
-uint64_t splitmix(uint64_t& s) {
-    uint64_t z = (s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
+namespace rd = random_draws;
+
+// The vectors' draws: a splitmix64 generator from the state s.
+uint64_t splitmix(uint64_t& s) { return rd::mix(s += rd::k_golden); }
 
 enum class RandomDtype { BF16, FP8, Q4KM };
 
@@ -89,16 +89,18 @@ uint16_t half_of(float v) {
     return uint16_t((exp << 10) | mant);
 }
 
-// ggml type ids (gguf.h's table) of the Q4_K_M-like mix.
-constexpr uint32_t k_q5_0 = 6, k_q8_0 = 8, k_q4_k = 12, k_q6_k = 14;
+using rd::k_q4_k, rd::k_q5_0, rd::k_q6_k, rd::k_q8_0;
 
-// A tensor made by the builder, added to the store by flush().
+// A tensor made by the builder, added to the store by flush(): its bytes, or only
+// its recipe (drawn).
 struct Made {
     std::string name;
     Dtype dtype;
     std::vector<int64_t> shape;
     std::vector<std::byte> bytes;
     uint32_t ggml_type = 0;
+    bool drawn = false;
+    rd::Recipe recipe = {};
 };
 
 // Tensors of at least this many values are made alone, their rows in parallel
@@ -113,7 +115,9 @@ constexpr int64_t k_big_values = int64_t(1) << 26;
 // threads on the GPU machine, most of each of its benches.)
 class Builder {
 public:
-    Builder(WeightStore& store, RandomDtype dtype, uint64_t seed) : m_store(store), m_dtype(dtype), m_seed(seed) {}
+    // drawn: the matrices as recipes only (the FP8 block scales and the vectors as bytes).
+    Builder(WeightStore& store, RandomDtype dtype, uint64_t seed, bool drawn)
+        : m_store(store), m_dtype(dtype), m_seed(seed), m_drawn(drawn) {}
 
     void flush() {
         std::vector<std::vector<Made>> made(m_queue.size());
@@ -135,8 +139,10 @@ public:
         m_queue.clear();
         if (failure) std::rethrow_exception(failure);
         for (auto& list : made)
-            for (Made& t : list)
-                m_store.add_owned(t.name, t.dtype, std::move(t.shape), std::move(t.bytes), t.ggml_type);
+            for (Made& t : list) {
+                if (t.drawn) m_store.add_drawn(t.name, t.dtype, t.shape[0], t.shape[1], t.recipe, t.ggml_type);
+                else m_store.add_owned(t.name, t.dtype, std::move(t.shape), std::move(t.bytes), t.ggml_type);
+            }
     }
 
     // Uniform with standard deviation std (BF16), random e4m3 codes with block scales,
@@ -162,41 +168,40 @@ private:
             return {blocks(name, rows, cols, type, std_dev, seed)};
         }
         if (m_dtype == RandomDtype::FP8 && quantisable) {
-            std::vector<std::byte> q(static_cast<size_t>(rows * cols));
+            std::vector<Made> out;
+            if (m_drawn) {
+                out.push_back({name, Dtype::F8_E4M3, {rows, cols}, {}, 0, true, {rd::Recipe::Kind::Fp8, seed}});
+            } else {
+                std::vector<std::byte> q(static_cast<size_t>(rows * cols));
 #pragma omp parallel for schedule(static) if (rows * cols >= k_big_values)
-            for (int64_t r = 0; r < rows; ++r) {
-                uint64_t s = seed + uint64_t(r) * 0x2545F4914F6CDD1Dull;
-                for (int64_t c = 0; c < cols; c += 8) {
-                    uint64_t bits = splitmix(s);
-                    for (int64_t k = 0; k < 8 && c + k < cols; ++k) {
-                        // exponent 4..10, random mantissa and sign: |x| in [2^-3, 2^4), never NaN
-                        uint8_t b = uint8_t(bits >> (8 * k));
-                        uint8_t e = uint8_t(4 + (b >> 3) % 7);
-                        q[size_t(r * cols + c + k)] = std::byte(uint8_t((b & 0x80) | (e << 3) | (b & 7)));
+                for (int64_t r = 0; r < rows; ++r)
+                    for (int64_t c = 0; c < cols; c += 8) {
+                        const uint64_t bits = rd::draw(seed, r, c / 8);
+                        for (int64_t k = 0; k < 8 && c + k < cols; ++k)
+                            q[size_t(r * cols + c + k)] = std::byte(rd::fp8_code(bits, int(k)));
                     }
-                }
+                out.push_back({name, Dtype::F8_E4M3, {rows, cols}, std::move(q)});
             }
             const int64_t sr = (rows + 127) / 128, sc = (cols + 127) / 128;
             std::vector<std::byte> s(static_cast<size_t>(sr * sc * 4));
             const float scale = std_dev / 4.0f;  // typical |code| is a few units
             for (int64_t i = 0; i < sr * sc; ++i) std::memcpy(s.data() + 4 * i, &scale, 4);
-            std::vector<Made> out;
-            out.push_back({name, Dtype::F8_E4M3, {rows, cols}, std::move(q)});
             out.push_back({name + "_scale_inv", Dtype::F32, {sr, sc}, std::move(s)});
             return out;
         }
-        std::vector<std::byte> w(static_cast<size_t>(rows * cols * 2));
         const float a = std_dev * std::sqrt(3.0f);
+        std::vector<Made> out;
+        if (m_drawn) {
+            out.push_back({name, Dtype::BF16, {rows, cols}, {}, 0, true, {rd::Recipe::Kind::Bf16, seed, a}});
+            return out;
+        }
+        std::vector<std::byte> w(static_cast<size_t>(rows * cols * 2));
 #pragma omp parallel for schedule(static) if (rows * cols >= k_big_values)
-        for (int64_t r = 0; r < rows; ++r) {
-            uint64_t s = seed + uint64_t(r) * 0x2545F4914F6CDD1Dull;
+        for (int64_t r = 0; r < rows; ++r)
             for (int64_t c = 0; c < cols; ++c) {
-                float u = float(splitmix(s) >> 40) * (1.0f / 16777216.0f);  // [0, 1)
-                uint16_t h = f32_to_bf16((2.0f * u - 1.0f) * a);
+                const uint16_t h = rd::bf16_value(rd::draw(seed, r, c), a);
                 std::memcpy(w.data() + 2 * (r * cols + c), &h, 2);
             }
-        }
-        std::vector<Made> out;
         out.push_back({name, Dtype::BF16, {rows, cols}, std::move(w)});
         return out;
     }
@@ -220,39 +225,26 @@ private:
     Made blocks(const std::string& name, int64_t rows, int64_t cols, uint32_t type, float std_dev, uint64_t seed) const {
         const GgmlTypeInfo* t = ggml_type_info(type);
         const int64_t per_row = cols / t->block, bytes = t->bytes;
-        std::vector<std::byte> w(static_cast<size_t>(rows * per_row * bytes));
         const float d = type == k_q4_k   ? std_dev / 256.0f
                         : type == k_q6_k ? std_dev / 1024.0f
                         : type == k_q5_0 ? std_dev / 8.0f
                                          : std_dev / 64.0f;
-        const uint16_t h = half_of(d), h_min = half_of(7.5f * d);
-        const std::vector<int> at = type == k_q4_k ? std::vector<int>{0, 2} : type == k_q6_k ? std::vector<int>{208}
-                                                                                              : std::vector<int>{0};
+        const rd::Recipe recipe{rd::Recipe::Kind::Ggml, seed, 0.0f, type, half_of(d), half_of(7.5f * d)};
+        if (rd::block_bytes(type) != bytes)  // (the builder makes no other types)
+            throw Error(ErrorCode::Unsupported, "random blocks of ggml type " + std::to_string(type));
+        if (m_drawn) return {name, Dtype::Ggml, {rows, cols}, {}, type, true, recipe};
+        std::vector<std::byte> w(static_cast<size_t>(rows * per_row * bytes));
 #pragma omp parallel for schedule(static) if (rows * cols >= k_big_values)
-        for (int64_t r = 0; r < rows; ++r) {
-            uint64_t s = seed + uint64_t(r) * 0x2545F4914F6CDD1Dull;
-            std::byte* row = w.data() + r * per_row * bytes;
-            for (int64_t i = 0; i < per_row * bytes; i += 8) {
-                const uint64_t bits = splitmix(s);
-                for (int64_t k = 0; k < 8 && i + k < per_row * bytes; ++k) row[i + k] = std::byte(uint8_t(bits >> (8 * k)));
-            }
-            for (int64_t b = 0; b < per_row; ++b) {
-                std::byte* blk = row + b * bytes;
-                for (int off : at) std::memcpy(blk + off, &h, 2);
-                if (type == k_q4_k) {
-                    std::memcpy(blk + 2, &h_min, 2);
-                    std::byte* sc = blk + 4;  // scale_min_k4's packing: minimum j == scale j
-                    for (int j = 0; j < 4; ++j) sc[j + 4] = sc[j];
-                    for (int j = 8; j < 12; ++j) sc[j] = std::byte(uint8_t((uint8_t(sc[j]) & 0xF) * 0x11));
-                }
-            }
-        }
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t b = 0; b < per_row; ++b)
+                rd::ggml_block(recipe, r, b, reinterpret_cast<uint8_t*>(w.data() + (r * per_row + b) * bytes));
         return {name, Dtype::Ggml, {rows, cols}, std::move(w), type};
     }
 
     WeightStore& m_store;
     RandomDtype m_dtype;
     uint64_t m_seed;
+    bool m_drawn;
     struct Job {
         int64_t values;
         std::function<std::vector<Made>()> make;
@@ -292,7 +284,9 @@ std::vector<std::string> random_model_presets() {
     return out;
 }
 
-std::unique_ptr<Model> build_random_model(const RandomModelOptions& r) {
+// drawn: the matrices as recipes, for a backend that draws them (Engine::create_random
+// on a GPU); their bytes are never made on the host.
+std::unique_ptr<Model> build_random_model(const RandomModelOptions& r, bool drawn) {
     const Preset* preset = nullptr;
     for (const auto& p : k_presets)
         if (r.preset == p.name) preset = &p;
@@ -309,15 +303,16 @@ std::unique_ptr<Model> build_random_model(const RandomModelOptions& r) {
     if (r.intermediate_size > 0) j["intermediate_size"] = r.intermediate_size;
     ModelConfig c = parse_config(j.dump(), std::string("preset ") + preset->name);
     const uint64_t need = estimate_bytes(c, dtype), avail = host_available_bytes();
-    if (avail && need > avail * 9 / 10)
+    if (!drawn && avail && need > avail * 9 / 10)
         throw Error(ErrorCode::OutOfMemory,
                     "random " + r.preset + " (" + r.dtype + ") needs about " + std::to_string(need >> 20) +
                         " MiB but only " + std::to_string(avail >> 20) +
                         " MiB are available; try --dtype fp8 or fewer --layers");
-    engine_log().info("building random {} ({}, {}): about {} MiB", r.preset, preset->note, r.dtype, need >> 20);
+    engine_log().info("building random {} ({}, {}): about {} MiB{}", r.preset, preset->note, r.dtype, need >> 20,
+                      drawn ? ", the matrices to be drawn on the device" : "");
 
     auto store = std::make_unique<WeightStore>();
-    Builder b(*store, dtype, r.seed);
+    Builder b(*store, dtype, r.seed, drawn);
     const int64_t H = c.hidden_size, V = c.vocab_size, n_h = c.num_attention_heads;
     b.matrix("model.embed_tokens.weight", V, H, false);
     b.vector("model.norm.weight", H, 1.0f, 0.2f);
@@ -371,5 +366,7 @@ std::unique_ptr<Model> build_random_model(const RandomModelOptions& r) {
     b.flush();
     return std::make_unique<Model>(std::move(c), std::move(store));
 }
+
+std::unique_ptr<Model> build_random_model(const RandomModelOptions& r) { return build_random_model(r, false); }
 
 }  // namespace cetus

@@ -15,6 +15,10 @@
 
 namespace cetus {
 
+namespace random_draws {
+struct Recipe;
+}
+
 // RAII read-only memory map of a whole file.
 class MappedFile {
 public:
@@ -41,6 +45,9 @@ struct TensorInfo {
     uint64_t n_bytes = 0;
     std::string file;  // for error messages
     uint32_t ggml_type = 0;  // Dtype::Ggml only: the ggml block type (GGUF files)
+    // A random model's matrix drawn where it is used (WeightStore::add_drawn): data is
+    // null, n_bytes what it would hold.
+    const random_draws::Recipe* drawn = nullptr;
 
     int64_t n_elements() const;
     std::string shape_string() const;

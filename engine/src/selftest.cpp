@@ -30,6 +30,7 @@
 namespace cetus {
 
 std::unique_ptr<Model> build_random_model(const RandomModelOptions& r);  // random_model.cpp
+std::unique_ptr<Model> build_random_model(const RandomModelOptions& r, bool drawn);
 
 namespace {
 
@@ -997,6 +998,22 @@ void compare_backends(const RandomModelOptions& ro, KvCacheType kv, const std::s
                 direct.reset();
                 r.check(tag + "CUDA graphs == direct launches (bit for bit)", d.decode == got.decode && d.mtp == got.mtp,
                         0, 0, d.decode != got.decode ? "decode logits differ" : d.mtp != got.mtp ? "MTP logits differ" : "");
+                if (long_prompt) {
+                    // The model as Engine::create_random builds it for a GPU: recipes only,
+                    // drawn on the device (random_draws.h). The same bytes as the host's, so
+                    // the same logits, bit for bit. (The small models only: V2-Lite's layers
+                    // draw with the same kernels, and take minutes on the emulator. A CPU
+                    // standing in for the GPU gets the host's bytes.)
+                    std::unique_ptr<Model> drawn_model = build_random_model(ro, !cpu_stands_in());
+                    auto drawn = compared_backend(*drawn_model, cap, kv, m.env, {});
+                    const Pass dp = run_script(*drawn, *drawn_model, prompt, steps, &ref.prefill.hidden);
+                    drawn.reset();
+                    const bool same_prefill = dp.prefill.logits == got.prefill.logits;
+                    r.check(tag + "weights drawn on the device == built on the host (logits bit for bit)",
+                            same_prefill && dp.decode == got.decode && dp.mtp == got.mtp, 0, 0,
+                            !same_prefill ? "prefill logits differ" : dp.decode != got.decode ? "decode logits differ"
+                            : dp.mtp != got.mtp ? "MTP logits differ" : "");
+                }
                 if (whole_runs) {
                     const auto g_off = greedy(*model, *gpu, prompt, false);
                     r.check(tag + "greedy generation == CPU", g_off == cpu_greedy, 0, 0,

@@ -208,6 +208,7 @@ Matrix WeightStore::matrix(const std::string& name, int64_t rows, int64_t cols, 
     m.cols = cols;
     m.data = aligned_data(t);
     m.ggml_type = t.ggml_type;
+    m.drawn = t.drawn;
     if (t.dtype == Dtype::F8_E4M3) {
         std::string base = name;
         m.scale_inv = scales_for(base, rows, cols);
@@ -279,6 +280,9 @@ bool quantise_ggml_blocks(const Matrix& m, std::byte* codes, float* scales) {
 Matrix WeightStore::add_fp8(const std::string& name, const Matrix& m) {
     if (m.dtype != Dtype::F32 && m.dtype != Dtype::BF16 && m.dtype != Dtype::F16 && m.dtype != Dtype::Ggml)
         throw Error(ErrorCode::BadTensor, m_source + ": \"" + name + "\" cannot be quantised from " + dtype_name(m.dtype));
+    if (!m.data)
+        throw Error(ErrorCode::BadRequest, m_source + ": \"" + name + "\" has no bytes in host memory to quantise" +
+                                               (m.drawn ? " (a random model's weights drawn on the GPU)" : ""));
     const int64_t rows = m.rows, cols = m.cols, sr = (rows + 127) / 128, sc = (cols + 127) / 128;
     std::vector<std::byte> codes;
     std::vector<float> scales;
@@ -368,6 +372,21 @@ void WeightStore::add_owned(const std::string& name, Dtype dtype, std::vector<in
     t.file = "(generated)";
     t.ggml_type = ggml_type;
     m_owned.push_back(std::move(buf));
+    m_tensors[name] = std::move(t);
+}
+
+void WeightStore::add_drawn(const std::string& name, Dtype dtype, int64_t rows, int64_t cols,
+                            const random_draws::Recipe& recipe, uint32_t ggml_type) {
+    TensorInfo t;
+    t.name = name;
+    t.dtype = dtype;
+    t.shape = {rows, cols};
+    t.ggml_type = ggml_type;
+    t.file = "(drawn on the device)";
+    const Matrix m{dtype, rows, cols, nullptr, nullptr, 0, ggml_type};
+    t.n_bytes = m.n_bytes();
+    m_recipes.push_back(recipe);
+    t.drawn = &m_recipes.back();
     m_tensors[name] = std::move(t);
 }
 

@@ -7,9 +7,11 @@
 
 #include "dtype.h"
 #include "gguf.h"
+#include "random_draws.h"
 #include "safetensors.h"
 
 #include <cstdint>
+#include <deque>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -31,6 +33,13 @@ struct Matrix {
     // Ggml only: the ggml block type of every row (cols is whole blocks; rows are
     // row_bytes() apart, the blocks' own alignment, which the decoders allow).
     uint32_t ggml_type = 0;
+    // A random model's matrix whose bytes a backend draws itself (random_draws.h; the
+    // CUDA backend on the device): data is null. (FP8 block scales stay in host memory.)
+    const random_draws::Recipe* drawn = nullptr;
+
+    // What identifies the matrix's bytes (shared matrices have the same): its data, or
+    // for a drawn one its recipe.
+    const void* key() const { return data ? data : static_cast<const void*>(drawn); }
 
     // Writes row r as float32 into out[cols] (for Ggml, ggml_dequantize's values).
     void row_to_f32(int64_t r, float* out) const;
@@ -101,6 +110,12 @@ public:
     // ggml_type: Dtype::Ggml's block type.
     void add_owned(const std::string& name, Dtype dtype, std::vector<int64_t> shape, std::vector<std::byte> bytes,
                    uint32_t ggml_type = 0);
+    // Adds a random model's matrix [rows, cols] by its recipe alone (no bytes: a backend
+    // that can draws them, Matrix::drawn); dtype BF16, F8_E4M3 or Ggml.
+    void add_drawn(const std::string& name, Dtype dtype, int64_t rows, int64_t cols, const random_draws::Recipe& recipe,
+                   uint32_t ggml_type = 0);
+    // Whether some matrix is drawn: the host holds no bytes of it.
+    bool has_drawn() const { return !m_recipes.empty(); }
 
     // Names never looked up by the loader (reported as a warning).
     std::vector<std::string> unused_names() const;
@@ -124,6 +139,7 @@ private:
     mutable std::unordered_map<std::string, bool> m_used;
     std::vector<std::unique_ptr<std::vector<std::byte>>> m_owned;   // owned tensor bytes
     std::vector<std::unique_ptr<std::vector<float>>> m_scales;      // aligned FP8 scales
+    std::deque<random_draws::Recipe> m_recipes;                     // drawn matrices' (stable addresses)
     bool m_fp8_on_load = false;
     std::function<void(double)> m_fp8_progress;
     std::vector<std::unique_ptr<GgufFile>> m_gguf_parts;  // one unless the model is split

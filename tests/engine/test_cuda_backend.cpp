@@ -7,15 +7,33 @@
 #include "cetus/engine.h"
 #include "cetus/selftest.h"
 #include "cuda_loader.h"
+#include "dtype.h"
 #include "model.h"
+#include "random_draws.h"
 
 #include <QtTest>
 
 #include <cmath>
 #include <filesystem>
 
+namespace cetus {
+std::unique_ptr<Model> build_random_model(const RandomModelOptions& r, bool drawn);  // random_model.cpp
+}
+
 namespace {
 std::filesystem::path fixture_model() { return std::filesystem::path(CETUS_TEST_DATA) / "golden" / "v3-noaux"; }
+
+// splitmix64 as published (Steele, Lea and Flood; Vigna's C version): the state
+// advances by the golden ratio's 64 bits, then is mixed.
+struct SplitMix64 {
+    uint64_t s;
+    uint64_t next() {
+        uint64_t z = (s += 0x9e3779b97f4a7c15ull);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        return z ^ (z >> 31);
+    }
+};
 }  // namespace
 
 class TestCudaBackend : public QObject {
@@ -62,6 +80,81 @@ private slots:
         // Either way the model answers.
         const std::vector<int32_t> ids = {1, 2, 3};
         QCOMPARE(e->logits(ids).size(), size_t(3 * e->info().vocab_size));
+    }
+
+    // The random models' counter-based draws (random_draws.h, which the host builder and
+    // the device share): row r's k-th draw is the k-th output of a splitmix64 started at
+    // seed + r * k_row_step (its published first outputs from 1234567 included), and the
+    // values made from them are what they say.
+    void randomDrawsAreSplitmixStreams() {
+        namespace rd = cetus::random_draws;
+        const uint64_t known[5] = {6457827717110365317ull, 3203168211198807973ull, 9817491932198370423ull,
+                                   4593380528125082431ull, 16408922859458223821ull};
+        for (int k = 0; k < 5; ++k) QCOMPARE(rd::draw(1234567, 0, k), known[k]);
+        for (const uint64_t seed : {uint64_t(1), uint64_t(0xdeadbeef12345678ull)})
+            for (const int64_t row : {int64_t(0), int64_t(1), int64_t(77), int64_t(102399)}) {
+                SplitMix64 g{seed + uint64_t(row) * rd::k_row_step};
+                for (int64_t k = 0; k < 300; ++k) QCOMPARE(rd::draw(seed, row, k), g.next());
+            }
+        SplitMix64 g{42};
+        for (int i = 0; i < 2000; ++i) {
+            const uint64_t bits = g.next();
+            // BF16: (2u - 1) a with u the top 24 bits over 2^24, rounded as the engine rounds.
+            const double u = double(bits >> 40) / 16777216.0;
+            const float x = float((2.0 * u - 1.0) * 0.75);  // (2u - 1 is exact in float; one rounding)
+            QCOMPARE(rd::bf16_value(bits, 0.75f), cetus::f32_to_bf16(x));
+            // FP8: finite codes, 2^-3 <= |x| < 2^4.
+            for (int k = 0; k < 8; ++k) {
+                const float v = std::fabs(cetus::fp8_e4m3_to_f32(rd::fp8_code(bits, k)));
+                QVERIFY2(std::isfinite(v) && v >= 0.125f && v < 16.0f, qPrintable(QString::number(v)));
+            }
+        }
+    }
+
+    // A random model built for the GPU holds recipes, not bytes: the CPU path refuses it
+    // with a clear error, and an engine that falls back to the CPU builds the bytes on
+    // the host (with CETUS_EMU_MEMORY_MIB=1, the ctest cuda_emulator_random_fallback, the
+    // emulated GPU cannot take it; without a GPU auto takes the CPU from the start).
+    void drawnWeightsStayOffTheCpu() {
+        auto model = cetus::build_random_model({"tiny", "bf16", 0, 3}, true);
+        QVERIFY(model->store().has_drawn());
+        QVERIFY(model->embed().data == nullptr && model->embed().drawn != nullptr);
+        cetus::CpuBackend cpu(*model, 16, cetus::KvCacheType::F32);
+        const int32_t ids[2] = {1, 2};
+        cetus::ForwardOptions fo;
+        cetus::ForwardOutput out;
+        try {
+            cpu.forward(ids, 2, 0, fo, out);
+            QFAIL("the CPU ran weights it does not hold");
+        } catch (const cetus::Error& e) {
+            QCOMPARE(e.code(), cetus::ErrorCode::Device);
+            QVERIFY2(QString(e.what()).contains("drawn on the GPU"), e.what());
+        }
+    }
+    void randomModelOnTheGpuOrTheHost() {
+        const cetus::CudaProbe p = cetus::probe_cuda();
+        cetus::EngineOptions o;
+        o.device = cetus::Device::Auto;
+        o.max_context = 64;
+        o.prefix_store_bytes = 0;
+        auto e = cetus::Engine::create_random({"tiny", "bf16", 0, 3}, o);
+        const bool emu_full = p.usable && qEnvironmentVariableIntValue("CETUS_EMU_MEMORY_MIB") == 1;
+        QCOMPARE(QString::fromStdString(e->info().backend), QString(p.usable && !emu_full ? "cuda" : "cpu"));
+        QCOMPARE(e->model().store().has_drawn(), p.usable && !emu_full);
+        qInfo("random tiny on %s (%s)", e->info().backend.c_str(), e->info().device.c_str());
+        const std::vector<int32_t> ids = {1, 2, 3};
+        const std::vector<float> a = e->logits(ids);
+        o.device = cetus::Device::Cpu;
+        const std::vector<float> b = cetus::Engine::create_random({"tiny", "bf16", 0, 3}, o)->logits(ids);
+        QCOMPARE(a.size(), b.size());
+        float scale = 0.0f, err = 0.0f;
+        for (size_t i = 0; i < a.size(); ++i) {
+            scale = std::max(scale, std::fabs(b[i]));
+            err = std::max(err, std::fabs(a[i] - b[i]));
+        }
+        // The same weights (the GPU's fast mode: its bf16 products; selftest.cpp's 3% bound).
+        QVERIFY2(err <= 3e-2f * scale, qPrintable(QString("%1 of %2").arg(err).arg(scale)));
+        if (e->info().backend == "cpu") QCOMPARE(a, b);
     }
 
     // The CUDA-vs-CPU harness with a second CPU backend standing in for the GPU: every

@@ -188,7 +188,10 @@ public:
 private:
     Engine() = default;
     void finish_init(const std::string& name, const EngineOptions& options, const std::string& model_identity);
-    void make_backend(const EngineOptions& options, bool use_cuda, const LoadProgress& progress);
+    // host_model: where the GPU cannot take a model whose weights are drawn on it (a
+    // random model), the same model built in host memory for the CPU backend.
+    void make_backend(const EngineOptions& options, bool use_cuda, const LoadProgress& progress,
+                      const std::function<std::unique_ptr<Model>()>& host_model = {});
 
     std::unique_ptr<Model> m_model;
     std::unique_ptr<Backend> m_backend;

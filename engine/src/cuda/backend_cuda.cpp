@@ -192,7 +192,7 @@ public:
     double copy_bandwidth_gbs() override;
     double peak_bf16_tflops() override;
     uint64_t held_weight_bytes(const Matrix& w) const override {
-        const auto it = m_weights.read_bytes.find(w.data);
+        const auto it = m_weights.read_bytes.find(w.key());
         return it != m_weights.read_bytes.end() ? it->second : 0;
     }
 

@@ -1,7 +1,8 @@
 // The layout is computed twice by the same code: once without memory to
 // measure it, then over the real allocation, collecting one copy job per
 // tensor. The jobs run through two pinned 64 MiB staging buffers: while the
-// GPU copies one, the host fills the other from the (mmap'd) checkpoint.
+// GPU copies one, the host fills the other from the (mmap'd) checkpoint. A
+// random model's drawn matrices (Matrix::drawn) are drawn on the device instead.
 #include "device_weights.h"
 
 #include "cetus/error.h"
@@ -34,7 +35,10 @@ struct CopyJob {
     // device's layout.
     bool ggml_rows = false;
     uint32_t ggml_type = 0;
-    int64_t ggml_cols = 0;
+    int64_t ggml_cols = 0;  // (and a drawn matrix's columns)
+    // A random model's matrix drawn on the device (src is null): straight into dst, or
+    // for ggml into the blocks' landing place and decoded from there.
+    const random_draws::Recipe* drawn = nullptr;
     size_t staged_row_bytes() const {
         return widen_f16 ? src_row_bytes * 2 : ggml ? (src_row_bytes + 15) / 16 * 16 : src_row_bytes;
     }
@@ -63,7 +67,7 @@ public:
     // blocks: a GGUF matrix stays in its blocks (the warp-per-row kernels and the
     // embedding read them); else it is decoded to fp32 (exact: the CPU's values).
     DeviceMatrix matrix(const Matrix& m, bool blocks = true) {
-        const Key key{m.data, int(m.dtype), m.rows, m.cols, blocks};
+        const Key key{m.key(), int(m.dtype), m.rows, m.cols, blocks};
         if (auto it = m_seen.find(key); it != m_seen.end()) return it->second;
         DeviceMatrix d;
         d.rows = m.rows;
@@ -72,7 +76,7 @@ public:
             d = ggml_blocks(m);
             d.l2_prefetch = m_l2_prefetch;
             m_seen.emplace(key, d);
-            m_read_bytes[m.data] = uint64_t(m.rows) * uint64_t(ggml_bytes_per_row(m));
+            m_read_bytes[m.key()] = uint64_t(m.rows) * uint64_t(ggml_bytes_per_row(m));
             return d;
         }
         size_t host_bytes = 0, dev_bytes = 0;  // per element
@@ -111,8 +115,9 @@ public:
         if (m.dtype == Dtype::Ggml) {
             m_jobs.back().ggml = true;
             m_jobs.back().ggml_type = m.ggml_type;
-            m_jobs.back().ggml_cols = m.cols;
         }
+        m_jobs.back().ggml_cols = m.cols;
+        m_jobs.back().drawn = m.drawn;
         if (m.dtype == Dtype::F8_E4M3) {
             if (!m.scale_inv || m.scale_cols < (m.cols + 127) / 128)
                 throw Error(ErrorCode::Unsupported, "CUDA backend: an FP8 weight without its block scales");
@@ -121,7 +126,7 @@ public:
         }
         d.l2_prefetch = m_l2_prefetch;
         m_seen.emplace(key, d);
-        m_read_bytes[m.data] = uint64_t(m.rows) * uint64_t(m.cols) * dev_bytes +
+        m_read_bytes[m.key()] = uint64_t(m.rows) * uint64_t(m.cols) * dev_bytes +
                                (d.scale_inv ? uint64_t((m.rows + 127) / 128 * m.scale_cols) * 4 : 0);
         return d;
     }
@@ -134,6 +139,7 @@ public:
         m_jobs.back().ggml_rows = true;
         m_jobs.back().ggml_type = m.ggml_type;
         m_jobs.back().ggml_cols = m.cols;
+        m_jobs.back().drawn = m.drawn;
         DeviceMatrix d = ggml_device_matrix(m.ggml_type, m.rows, m.cols, p, ld);
         d.ggml_fast = m_ggml_fast;
         return d;
@@ -271,6 +277,10 @@ public:
 
 private:
     void copy(const CopyJob& j) {
+        if (j.drawn) {
+            draw(j);
+            return;
+        }
         if (!j.widen_f16 && !j.ggml && !j.rearranged() && j.dst_pitch == j.src_row_bytes) {
             copy_bytes(j.dst, static_cast<const char*>(j.src), j.n_rows * j.src_row_bytes);
             return;
@@ -321,6 +331,33 @@ private:
             m_done += n * j.src_row_bytes;
             report(float(double(m_done) / double(m_total)));
         }
+    }
+
+    // A drawn matrix: on the device, in the stream's order (after the allocation's
+    // zeroing, and for GGUF blocks decoded to fp32 after the previous piece's decode
+    // has read the landing place).
+    void draw(const CopyJob& j) {
+        if (m_o.cancel && m_o.cancel->load()) throw Error(ErrorCode::Cancelled, "loading cancelled");
+        if (!j.ggml) {
+            launch_draw_matrix(*j.drawn, 0, int64_t(j.n_rows), j.ggml_cols, j.dst, int64_t(j.dst_pitch), m_o.stream);
+        } else {
+            const size_t row = j.staged_row_bytes();
+            if (row > k_buffer_bytes)
+                throw Error(ErrorCode::Unsupported, "CUDA backend: a weight row of " + std::to_string(row) +
+                                                        " bytes exceeds the staging buffer");
+            if (!m_raw.get()) m_raw = DeviceBuffer(k_buffer_bytes);
+            for (size_t r0 = 0; r0 < j.n_rows;) {
+                const size_t n = std::min(j.n_rows - r0, k_buffer_bytes / row);
+                launch_draw_matrix(*j.drawn, int64_t(r0), int64_t(n), j.ggml_cols, m_raw.get(), int64_t(row),
+                                   m_o.stream);
+                launch_ggml_to_f32(j.ggml_type, m_raw.get(), int64_t(row), int64_t(n), j.ggml_cols,
+                                   reinterpret_cast<float*>(j.dst + r0 * j.dst_pitch), int64_t(j.dst_pitch / 4),
+                                   m_o.stream);
+                r0 += n;
+            }
+        }
+        m_done += j.n_rows * j.src_row_bytes;
+        report(float(double(m_done) / double(m_total)));
     }
 
     // A contiguous region, cut anywhere.

@@ -53,7 +53,7 @@ struct DeviceWeights {
     DeviceBuffer memory;  // everything below points into it
     // Bytes one full pass reads of each host matrix's device form (its values and
     // FP8 block scales; a GGUF matrix decoded to fp32 counts 4 a value), keyed by
-    // the host matrix's data.
+    // the host matrix's key() (its data, or a drawn matrix's recipe).
     std::map<const void*, uint64_t> read_bytes;
     DeviceMatrix embed, lm_head;
     const float* final_norm = nullptr;

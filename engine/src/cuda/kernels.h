@@ -8,6 +8,10 @@
 
 #include <cstdint>
 
+namespace cetus::random_draws {
+struct Recipe;
+}
+
 namespace cetus::cuda {
 
 // Weight element types kept on the device; F16 checkpoints are widened to F32 at
@@ -149,6 +153,11 @@ bool ggml_row_rearranged(uint32_t type);
 // One row of cols values of type's blocks (host memory, the file's layout) written to dst
 // (host memory, ggml_row_bytes(type, cols) bytes) in the device's layout.
 void ggml_device_row(uint32_t type, const void* src, void* dst, int64_t cols);
+// Rows row0 .. row0 + rows - 1 of a random model's matrix [*, cols] drawn by its recipe
+// (random_draws.h: the host builder's bytes) into dst (device memory), rows pitch bytes
+// apart: bf16 values, e4m3 codes, or GGUF blocks in the device's layout (ggml_device_row).
+void launch_draw_matrix(const random_draws::Recipe& r, int64_t row0, int64_t rows, int64_t cols, void* dst,
+                        int64_t pitch, cudaStream_t s);
 // rows x cols values of a ggml block type, its rows (the device's layout) src_ld bytes
 // apart at src (device memory; src and src_ld 16-byte aligned), written as bf16 (the engine's decoders, rounded to nearest even) or as
 // fp32 (exact) to out, rows ld_out elements apart.
