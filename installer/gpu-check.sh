@@ -308,12 +308,16 @@ bench_comparisons() {
     # The bf16 cache's attention on the CUDA cores (mla_attention.cu) instead of the tensor cores.
     step bench-v2lite-8k-bf16-cores 120 env CETUS_CUDA_ATTENTION_MMA=0 \
         "$cli" bench --device cuda --random-model v2-lite --prompt 8192 --gen 64 --repeat 2 --kv-cache bf16 --json
+    # DeepSeek-V3's own shapes and weight type: its first 4 layers (3 dense, 1 MoE of 256 experts,
+    # 8 active; 128 heads; 7168 wide) and the MTP module in FP8, about 26 GB, drawn on the device.
+    step bench-v3layers-fp8 120 "$cli" bench --device cuda --random-model v3-layers --dtype fp8 --prompt 512 --gen 64 \
+        --json
     runs="bench-v2lite-cuda bench-v2lite-nofuse bench-v2lite-pdl bench-prefill-2048 bench-prefill-2048-fp32"
     runs="$runs bench-prefill-2048-tile128 bench-prefill-2048-absorbed"
     runs="$runs bench-v2lite-fp8-cuda bench-v2lite-q4km-cuda bench-v2lite-q4km-exact bench-prefill-2048-q4km"
     runs="$runs bench-prefill-2048-q4km-fp32"
     runs="$runs bench-v2lite-fp8-nographs bench-v2lite-8k-f32 bench-v2lite-8k-bf16"
-    runs="$runs bench-v2lite-8k-bf16-cores"
+    runs="$runs bench-v2lite-8k-bf16-cores bench-v3layers-fp8"
     summarise_bench $runs
     figures_table $runs
 }

@@ -19,15 +19,9 @@ namespace cetus {
 
 namespace {
 
-// Bytes (as the backend holds the weights) and multiply-add elements of the weights
-// one token reads in the main model.
-struct TokenWeights {
-    double bytes = 0, elements = 0;
-};
-
-TokenWeights token_weights(const Model& m, const Backend& backend) {
+TokenWeightCost token_weights(const Model& m, const Backend& backend) {
     const ModelConfig& c = m.config();
-    TokenWeights t;
+    TokenWeightCost t;
     auto add = [&](const Matrix& w, double share = 1.0) {
         t.bytes += share * double(backend.weight_read_bytes(w));
         t.elements += share * double(w.n_elements());
@@ -40,7 +34,7 @@ TokenWeights token_weights(const Model& m, const Backend& backend) {
     for (const LayerWeights& l : m.layers()) {
         const AttentionWeights& a = l.attn;
         for (const Matrix* w : {&a.q_proj, &a.q_a_proj, &a.q_b_proj, &a.kv_a_proj_with_mqa, &a.kv_b_proj, &a.o_proj})
-            if (w->data) add(*w);
+            if (w->key()) add(*w);  // (absent: q_proj or q_a/q_b, by q_lora_rank)
         if (!l.is_moe) {
             add_mlp(l.mlp);
             continue;
@@ -54,6 +48,8 @@ TokenWeights token_weights(const Model& m, const Backend& backend) {
 }
 
 }  // namespace
+
+TokenWeightCost token_weight_cost(Engine& engine) { return token_weights(engine.model(), engine.backend()); }
 
 BenchResult run_bench(Engine& engine, const BenchOptions& o) {
     Model& model = engine.model();
@@ -113,7 +109,7 @@ BenchResult run_bench(Engine& engine, const BenchOptions& o) {
     }
     res.kv_cache_bytes = backend.kv_used_bytes();
 
-    const TokenWeights tw = token_weights(model, backend);
+    const TokenWeightCost tw = token_weights(model, backend);
     const double L = double(c.num_hidden_layers);
     const double row_bytes = double(backend.kv_bytes_per_token()) /
                              double(c.num_hidden_layers + c.num_nextn_predict_layers);  // one layer's row

@@ -344,8 +344,11 @@ void Engine::make_backend(const EngineOptions& o, bool use_cuda, const LoadProgr
             // (GGUF blocks too: the GPU holds them as bf16, or with FP8 on load as FP8.)
             if (e.code() == ErrorCode::OutOfMemory && !host_memory && !o.fp8_on_load &&
                 m_model->store().quantisable_bytes() > 0)
-                // (The app matches "FP8 weights need about half the memory" to offer a retry.)
-                why += "; FP8 weights need about half the memory (cetus-cli --fp8, or Model > FP8 weights in the app)";
+                // (The app matches "FP8 weights need about half the memory" to offer a retry. A
+                // random model, host_model given, takes its type from --dtype.)
+                why += host_model ? "; FP8 weights need about half the memory (cetus-cli bench --dtype fp8)"
+                                  : "; FP8 weights need about half the memory (cetus-cli --fp8, or Model > FP8 "
+                                    "weights in the app)";
             if (e.code() == ErrorCode::OutOfMemory && !host_memory && o.kv_cache == KvCacheType::F32)
                 why += "; a bf16 latent cache needs half the cache memory (cetus-cli --kv-cache bf16, or Model > "
                        "BF16 latent cache in the app)";

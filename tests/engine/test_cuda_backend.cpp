@@ -4,6 +4,7 @@
 // back to the CPU. With a GPU it runs the conformance suite on the CUDA backend
 // (fixtures in exact mode, CUDA against CPU on random models).
 #include "backend.h"
+#include "cetus/bench.h"
 #include "cetus/engine.h"
 #include "cetus/selftest.h"
 #include "cuda_loader.h"
@@ -145,7 +146,20 @@ private slots:
         const std::vector<int32_t> ids = {1, 2, 3};
         const std::vector<float> a = e->logits(ids);
         o.device = cetus::Device::Cpu;
-        const std::vector<float> b = cetus::Engine::create_random({"tiny", "bf16", 0, 3}, o)->logits(ids);
+        auto cpu = cetus::Engine::create_random({"tiny", "bf16", 0, 3}, o);
+        const std::vector<float> b = cpu->logits(ids);
+        // The bench counts what a token reads alike whether the weights are drawn or
+        // held (BF16: the GPU holds them as the host does): every projection counted.
+        const cetus::TokenWeightCost tg = cetus::token_weight_cost(*e), tc = cetus::token_weight_cost(*cpu);
+        QCOMPARE(tg.bytes, tc.bytes);
+        QCOMPARE(tg.elements, tc.elements);
+        const cetus::ModelConfig& c = cpu->model().config();
+        const double H = double(c.hidden_size), n_h = double(c.num_attention_heads);
+        const double attention = double(c.q_lora_rank) * H + double(c.q_lora_rank) * n_h * double(c.qk_head_dim()) +
+                                 double(c.kv_lora_rank + c.qk_rope_head_dim) * H +
+                                 n_h * double(c.qk_nope_head_dim + c.v_head_dim) * double(c.kv_lora_rank) +
+                                 H * n_h * double(c.v_head_dim);
+        QVERIFY2(tc.elements > double(c.num_hidden_layers) * attention, qPrintable(QString::number(tc.elements)));
         QCOMPARE(a.size(), b.size());
         float scale = 0.0f, err = 0.0f;
         for (size_t i = 0; i < a.size(); ++i) {

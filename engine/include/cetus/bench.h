@@ -51,6 +51,14 @@ struct BenchResult {
 
 BenchResult run_bench(Engine& engine, const BenchOptions& options);
 
+// What one token reads of the main model's weights, as the engine's backend holds
+// them: bytes (top-k experts at their mean size) and multiply-add elements. The
+// weights' part of BenchResult::decode_bytes_per_token and prefill_flops_per_token.
+struct TokenWeightCost {
+    double bytes = 0.0, elements = 0.0;
+};
+TokenWeightCost token_weight_cost(Engine& engine);
+
 // Greedy generation through Engine::generate (prefill + decode, with or without
 // MTP drafts) on a random prompt; medians over repeats after a warm-up.
 struct GenerationBenchResult {
