@@ -309,7 +309,7 @@ bench_comparisons() {
     step bench-v2lite-8k-bf16-cores 120 env CETUS_CUDA_ATTENTION_MMA=0 \
         "$cli" bench --device cuda --random-model v2-lite --prompt 8192 --gen 64 --repeat 2 --kv-cache bf16 --json
     # DeepSeek-V3's own shapes and weight type: its first 4 layers (3 dense, 1 MoE of 256 experts,
-    # 8 active; 128 heads; 7168 wide) and the MTP module in FP8, about 26 GB, drawn on the device.
+    # 8 active; 128 heads; 7168 wide) in FP8, about 17 GB (16,176 MiB), drawn on the device.
     step bench-v3layers-fp8 120 "$cli" bench --device cuda --random-model v3-layers --dtype fp8 --prompt 512 --gen 64 \
         --json
     runs="bench-v2lite-cuda bench-v2lite-nofuse bench-v2lite-pdl bench-prefill-2048 bench-prefill-2048-fp32"
