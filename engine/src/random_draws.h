@@ -8,6 +8,8 @@
 // has always drawn them. Both sides call these functions.
 #pragma once
 
+#include "ggml_blocks.h"
+
 #include <cstdint>
 #include <cstring>
 
@@ -22,16 +24,13 @@ namespace cetus::random_draws {
 inline constexpr uint64_t k_golden = 0x9e3779b97f4a7c15ull;    // splitmix64's increment
 inline constexpr uint64_t k_row_step = 0x2545F4914F6CDD1Dull;  // between rows' first states
 
-// ggml type ids (gguf.h's table) of the Q4_K_M-like mix the builder makes.
-inline constexpr uint32_t k_q5_0 = 6, k_q8_0 = 8, k_q4_k = 12, k_q6_k = 14;
-
 // How a matrix's bytes are drawn.
 struct Recipe {
     enum class Kind : uint32_t { Bf16, Fp8, Ggml };
     Kind kind = Kind::Bf16;
     uint64_t seed = 0;
     float amplitude = 0.0f;  // Bf16: values uniform in [-amplitude, amplitude)
-    uint32_t ggml_type = 0;  // Ggml: the block type (k_q4_k, k_q6_k, k_q5_0 or k_q8_0)
+    uint32_t ggml_type = 0;  // Ggml: the block type (the builder makes Q4_K, Q6_K, Q5_0 and Q8_0)
     uint16_t d = 0;          // Ggml: every block's scale d (IEEE half bits)
     uint16_t dmin = 0;       // Ggml, Q4_K: every block's dmin
 };
@@ -69,18 +68,15 @@ CETUS_DRAW_HD inline uint8_t fp8_code(uint64_t bits, int k) {
     return uint8_t((b & 0x80) | (e << 3) | (b & 7));
 }
 
-// Bytes of one block of each type the builder makes (0 for others).
-CETUS_DRAW_HD inline int block_bytes(uint32_t type) {
-    return type == k_q4_k ? 144 : type == k_q6_k ? 210 : type == k_q5_0 ? 22 : type == k_q8_0 ? 34 : 0;
-}
-
-// Block b of row r as a file holds it, into out[block_bytes(type)]: the row's draws as
+// Block b of row r as a file holds it, into out[its bytes (ggml_blocks::block_shape)]:
+// the row's draws as
 // bytes (row byte i is byte i % 8 of draw i / 8), then the scales set: every block's d
 // (Q6_K's at byte 208, the others' at 0) and, for Q4_K, dmin = the recipe's and the
 // minimums equal to the scales (scale_min_k4's packing), so that values centre on zero
 // as a checkpoint's do (random_model.cpp says why).
 CETUS_DRAW_HD inline void ggml_block(const Recipe& r, int64_t row, int64_t block, uint8_t* out) {
-    const int bytes = block_bytes(r.ggml_type);
+    int values = 0, bytes = 0;
+    ggml_blocks::block_shape(r.ggml_type, values, bytes);
     const int64_t first = block * bytes;
     uint64_t bits = draw(r.seed, row, first / 8);
     for (int i = 0; i < bytes; ++i) {
@@ -88,10 +84,10 @@ CETUS_DRAW_HD inline void ggml_block(const Recipe& r, int64_t row, int64_t block
         if (at % 8 == 0) bits = draw(r.seed, row, at / 8);
         out[i] = uint8_t(bits >> (8 * (at % 8)));
     }
-    const int d_at = r.ggml_type == k_q6_k ? 208 : 0;
+    const int d_at = r.ggml_type == ggml_blocks::k_type_q6_k ? 208 : 0;
     out[d_at] = uint8_t(r.d & 0xff);
     out[d_at + 1] = uint8_t(r.d >> 8);
-    if (r.ggml_type == k_q4_k) {
+    if (r.ggml_type == ggml_blocks::k_type_q4_k) {
         out[2] = uint8_t(r.dmin & 0xff);
         out[3] = uint8_t(r.dmin >> 8);
         uint8_t* sc = out + 4;

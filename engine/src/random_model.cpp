@@ -11,6 +11,7 @@
 #include "host_memory.h"
 #include "log.h"
 #include "model.h"
+#include "random_draws.h"
 
 #include <nlohmann/json.hpp>
 
@@ -18,6 +19,7 @@
 #include <cmath>
 #include <exception>
 #include <functional>
+#include <optional>
 
 namespace cetus {
 namespace {
@@ -89,7 +91,9 @@ uint16_t half_of(float v) {
     return uint16_t((exp << 10) | mant);
 }
 
-using rd::k_q4_k, rd::k_q5_0, rd::k_q6_k, rd::k_q8_0;
+// ggml type ids of the Q4_K_M-like mix.
+constexpr uint32_t k_q5_0 = ggml_blocks::k_type_q5_0, k_q8_0 = ggml_blocks::k_type_q8_0,
+                   k_q4_k = ggml_blocks::k_type_q4_k, k_q6_k = ggml_blocks::k_type_q6_k;
 
 // A tensor made by the builder, added to the store by flush(): its bytes, or only
 // its recipe (drawn).
@@ -99,8 +103,7 @@ struct Made {
     std::vector<int64_t> shape;
     std::vector<std::byte> bytes;
     uint32_t ggml_type = 0;
-    bool drawn = false;
-    rd::Recipe recipe = {};
+    std::optional<rd::Recipe> recipe = {};  // drawn: no bytes
 };
 
 // Tensors of at least this many values are made alone, their rows in parallel
@@ -140,7 +143,7 @@ public:
         if (failure) std::rethrow_exception(failure);
         for (auto& list : made)
             for (Made& t : list) {
-                if (t.drawn) m_store.add_drawn(t.name, t.dtype, t.shape[0], t.shape[1], t.recipe, t.ggml_type);
+                if (t.recipe) m_store.add_drawn(t.name, t.dtype, t.shape[0], t.shape[1], *t.recipe, t.ggml_type);
                 else m_store.add_owned(t.name, t.dtype, std::move(t.shape), std::move(t.bytes), t.ggml_type);
             }
     }
@@ -170,7 +173,7 @@ private:
         if (m_dtype == RandomDtype::FP8 && quantisable) {
             std::vector<Made> out;
             if (m_drawn) {
-                out.push_back({name, Dtype::F8_E4M3, {rows, cols}, {}, 0, true, {rd::Recipe::Kind::Fp8, seed}});
+                out.push_back({name, Dtype::F8_E4M3, {rows, cols}, {}, 0, rd::Recipe{rd::Recipe::Kind::Fp8, seed}});
             } else {
                 std::vector<std::byte> q(static_cast<size_t>(rows * cols));
 #pragma omp parallel for schedule(static) if (rows * cols >= k_big_values)
@@ -192,7 +195,7 @@ private:
         const float a = std_dev * std::sqrt(3.0f);
         std::vector<Made> out;
         if (m_drawn) {
-            out.push_back({name, Dtype::BF16, {rows, cols}, {}, 0, true, {rd::Recipe::Kind::Bf16, seed, a}});
+            out.push_back({name, Dtype::BF16, {rows, cols}, {}, 0, rd::Recipe{rd::Recipe::Kind::Bf16, seed, a}});
             return out;
         }
         std::vector<std::byte> w(static_cast<size_t>(rows * cols * 2));
@@ -230,9 +233,7 @@ private:
                         : type == k_q5_0 ? std_dev / 8.0f
                                          : std_dev / 64.0f;
         const rd::Recipe recipe{rd::Recipe::Kind::Ggml, seed, 0.0f, type, half_of(d), half_of(7.5f * d)};
-        if (rd::block_bytes(type) != bytes)  // (the builder makes no other types)
-            throw Error(ErrorCode::Unsupported, "random blocks of ggml type " + std::to_string(type));
-        if (m_drawn) return {name, Dtype::Ggml, {rows, cols}, {}, type, true, recipe};
+        if (m_drawn) return {name, Dtype::Ggml, {rows, cols}, {}, type, recipe};
         std::vector<std::byte> w(static_cast<size_t>(rows * per_row * bytes));
 #pragma omp parallel for schedule(static) if (rows * cols >= k_big_values)
         for (int64_t r = 0; r < rows; ++r)

@@ -397,11 +397,16 @@ __device__ __forceinline__ void chunk_iq4_xs_wide(const std::byte* b, int k, flo
 // (kernels.h: ggml_device_row): each block's 192 bytes of codes (ql, qh) together at the
 // row's start, 16-byte aligned, then every block's 18 bytes of scales and d. q: block
 // b's codes, tail: its scales and d.
+// q6_k_place: where byte j (0..209) of block b of a row of `blocks` blocks lies
+// (ggml_device_row and the drawn weights write rows so).
 struct Q6kAt {
     const std::byte *q, *tail;
 };
+__host__ __device__ inline int64_t q6_k_place(int64_t blocks, int64_t b, int j) {
+    return j < 192 ? 192 * b + j : 192 * blocks + 18 * b + (j - 192);
+}
 __device__ __forceinline__ Q6kAt q6_k_at(const std::byte* wrow, int64_t cols, int64_t b) {
-    return {wrow + 192 * b, wrow + 192 * (cols / 256) + 18 * b};
+    return {wrow + q6_k_place(cols / 256, b, 0), wrow + q6_k_place(cols / 256, b, 192)};
 }
 // Chunk k's 32 bytes of low nibbles (ql) and of high bits (qh) as words.
 __device__ __forceinline__ void q6_k_words(const std::byte* q, int k, uint32_t (&lo)[8], uint32_t (&hi)[8]) {

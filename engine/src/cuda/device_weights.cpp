@@ -286,11 +286,7 @@ private:
             return;
         }
         // Padded, widened or rearranged rows: whole rows per piece.
-        const size_t row = j.staged_row_bytes();
-        if (row > k_buffer_bytes)
-            throw Error(ErrorCode::Unsupported, "CUDA backend: a weight row of " + std::to_string(row) +
-                                                    " bytes exceeds the staging buffer");
-        if (j.ggml && !m_raw.get()) m_raw = DeviceBuffer(k_buffer_bytes);  // the blocks' landing place on the device
+        const size_t row = staged_row(j);
         for (size_t r0 = 0; r0 < j.n_rows;) {
             if (m_o.cancel && m_o.cancel->load()) throw Error(ErrorCode::Cancelled, "loading cancelled");
             size_t n = std::min(j.n_rows - r0, (k_buffer_bytes - m_used) / row);
@@ -333,6 +329,17 @@ private:
         }
     }
 
+    // Bytes of j's rows as staged (throws for one over the staging buffer); for GGUF
+    // blocks decoded to fp32, makes their landing place on the device when first needed.
+    size_t staged_row(const CopyJob& j) {
+        const size_t row = j.staged_row_bytes();
+        if (row > k_buffer_bytes)
+            throw Error(ErrorCode::Unsupported, "CUDA backend: a weight row of " + std::to_string(row) +
+                                                    " bytes exceeds the staging buffer");
+        if (j.ggml && !m_raw.get()) m_raw = DeviceBuffer(k_buffer_bytes);
+        return row;
+    }
+
     // A drawn matrix: on the device, in the stream's order (after the allocation's
     // zeroing, and for GGUF blocks decoded to fp32 after the previous piece's decode
     // has read the landing place).
@@ -341,11 +348,7 @@ private:
         if (!j.ggml) {
             launch_draw_matrix(*j.drawn, 0, int64_t(j.n_rows), j.ggml_cols, j.dst, int64_t(j.dst_pitch), m_o.stream);
         } else {
-            const size_t row = j.staged_row_bytes();
-            if (row > k_buffer_bytes)
-                throw Error(ErrorCode::Unsupported, "CUDA backend: a weight row of " + std::to_string(row) +
-                                                        " bytes exceeds the staging buffer");
-            if (!m_raw.get()) m_raw = DeviceBuffer(k_buffer_bytes);
+            const size_t row = staged_row(j);
             for (size_t r0 = 0; r0 < j.n_rows;) {
                 const size_t n = std::min(j.n_rows - r0, k_buffer_bytes / row);
                 launch_draw_matrix(*j.drawn, int64_t(r0), int64_t(n), j.ggml_cols, m_raw.get(), int64_t(row),

@@ -2,6 +2,7 @@
 // builder would make, written straight into the weights' allocation in the device's
 // layout, so a benchmark model needs neither host memory nor an upload.
 #include "cuda_util.h"
+#include "device_math.cuh"
 #include "launch_util.cuh"
 #include "random_draws.h"
 
@@ -32,25 +33,20 @@ __global__ void draw_fp8_kernel(uint64_t seed, int64_t row0, int64_t rows, int64
     }
 }
 
-// GGUF blocks: one block per thread, made as the file holds it, then written in the
-// device's layout (kernels.h: ggml_device_row): Q6_K's 192 bytes of codes first among
-// the row's codes, its 18 bytes of scales and d after all of them.
-__global__ void draw_ggml_kernel(rd::Recipe recipe, int64_t row0, int64_t rows, int64_t per_row,
+constexpr int k_max_block_bytes = 210;  // Q6_K's, the largest the builder makes
+
+// GGUF blocks (of `bytes` bytes): one block per thread, made as the file holds it, then
+// written in the device's layout (kernels.h: ggml_device_row; Q6_K's rearranged).
+__global__ void draw_ggml_kernel(rd::Recipe recipe, int bytes, int64_t row0, int64_t rows, int64_t per_row,
                                  char* __restrict__ dst, int64_t pitch) {
-    const int bytes = rd::block_bytes(recipe.ggml_type);
-    const bool q6_k = recipe.ggml_type == rd::k_q6_k;
+    const bool q6_k = recipe.ggml_type == ggml_blocks::k_type_q6_k;
     const int64_t total = rows * per_row;
     for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
         const int64_t r = i / per_row, b = i % per_row;
-        uint8_t block[210];
+        uint8_t block[k_max_block_bytes];
         rd::ggml_block(recipe, row0 + r, b, block);
         uint8_t* row = reinterpret_cast<uint8_t*>(dst + r * pitch);
-        if (!q6_k) {
-            for (int j = 0; j < bytes; ++j) row[b * bytes + j] = block[j];
-        } else {
-            for (int j = 0; j < 192; ++j) row[192 * b + j] = block[j];
-            for (int j = 0; j < 18; ++j) row[192 * per_row + 18 * b + j] = block[192 + j];
-        }
+        for (int j = 0; j < bytes; ++j) row[q6_k ? q6_k_place(per_row, b, j) : b * bytes + j] = block[j];
     }
 }
 
@@ -71,13 +67,12 @@ void launch_draw_matrix(const random_draws::Recipe& r, int64_t row0, int64_t row
         CETUS_CUDA_LAUNCHED("draw_fp8_kernel");
         return;
     case rd::Recipe::Kind::Ggml: {
-        const int bytes = rd::block_bytes(r.ggml_type);
-        const int64_t values = r.ggml_type == rd::k_q4_k || r.ggml_type == rd::k_q6_k ? 256 : 32;
-        if (bytes == 0 || cols % values != 0)
+        int values = 0, bytes = 0;
+        if (!ggml_blocks::block_shape(r.ggml_type, values, bytes) || bytes > k_max_block_bytes || cols % values != 0)
             throw Error(ErrorCode::Device, "drawn GGUF blocks of type " + std::to_string(r.ggml_type) + " with rows of " +
                                                std::to_string(cols) + " values (internal error)");
         const int64_t per_row = cols / values;
-        draw_ggml_kernel<<<elementwise_blocks(rows * per_row), 256, 0, s>>>(r, row0, rows, per_row, out, pitch);
+        draw_ggml_kernel<<<elementwise_blocks(rows * per_row), 256, 0, s>>>(r, bytes, row0, rows, per_row, out, pitch);
         CETUS_CUDA_LAUNCHED("draw_ggml_kernel");
         return;
     }

@@ -107,8 +107,8 @@ void ggml_device_row(uint32_t type, const void* src, void* dst, int64_t cols) {
     }
     const int64_t blocks = cols / 256;  // Q6_K: 192 bytes of codes, 16 of scales, 2 of d
     for (int64_t b = 0; b < blocks; ++b) {
-        std::memcpy(d + 192 * b, s + 210 * b, 192);
-        std::memcpy(d + 192 * blocks + 18 * b, s + 210 * b + 192, 18);
+        std::memcpy(d + q6_k_place(blocks, b, 0), s + 210 * b, 192);
+        std::memcpy(d + q6_k_place(blocks, b, 192), s + 210 * b + 192, 18);
     }
 }
 
