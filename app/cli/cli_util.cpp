@@ -44,6 +44,7 @@ std::vector<int32_t> parse_ids(const std::string& text) {
 void LoadFlags::apply(EngineOptions& o) const {
     o.fp8_on_load = fp8;
     o.expand_gguf = expand_gguf;
+    o.int8_activations = int8_activations;
     o.kv_cache = kv_cache_type_from_name(kv_cache);
     o.prefix_cache_dir = prefix_cache;
     o.prefix_cache_bytes = prefix_cache_mib << 20;
@@ -71,6 +72,10 @@ void add_load_flags(CLI::App* cmd, LoadFlags& flags) {
     cmd->add_flag("--expand-gguf", flags.expand_gguf,
                   "Expand a GGUF file's block-quantised matrices to BF16 while loading (more memory; the CPU's "
                   "products then skip decoding them)");
+    cmd->add_flag("--int8-activations", flags.int8_activations,
+                  "CPU: multiply GGUF blocks with integer dot products, each token's activations quantised to int8 "
+                  "per block of the weights (faster; a product moves by at most half an activation step times the "
+                  "sum of its weights' magnitudes)");
     cmd->add_option("--kv-cache", flags.kv_cache,
                     "Latent cache values: f32 (as computed) or bf16 (half the cache memory, each value rounded)")
         ->check(CLI::IsMember({"f32", "bf16"}))

@@ -17,11 +17,12 @@ namespace cetus::cli {
 Device parse_device(const std::string& name);  // auto | cpu | cuda
 std::vector<int32_t> parse_ids(const std::string& text);  // "1,2,3" (spaces allowed)
 // What the commands that load a model share: --fp8 (EngineOptions::fp8_on_load),
-// --expand-gguf (EngineOptions::expand_gguf), --kv-cache (EngineOptions::kv_cache) and
+// --expand-gguf (EngineOptions::expand_gguf), --int8-activations (EngineOptions::int8_activations), --kv-cache (EngineOptions::kv_cache) and
 // --prefix-cache / --prefix-cache-mib (EngineOptions::prefix_cache_dir and prefix_cache_bytes).
 struct LoadFlags {
     bool fp8 = false;
     bool expand_gguf = false;
+    bool int8_activations = false;
     std::string kv_cache = "f32";
     std::string prefix_cache;
     uint64_t prefix_cache_mib = 2048;

@@ -1,6 +1,8 @@
 // The CPU backend's calls that are more than a forward to Model.
 #include "backend.h"
 
+#include "cpu/ggml_int8.h"
+
 #include "cetus/error.h"
 
 #include <omp.h>
@@ -30,7 +32,9 @@ void append_argmax(const std::vector<float>& logits, int64_t V, int64_t n_valid,
 }
 }  // namespace
 
-std::string CpuBackend::description() const { return std::to_string(omp_get_max_threads()) + " threads"; }
+std::string CpuBackend::description() const {
+    return std::to_string(omp_get_max_threads()) + " threads" + (m_int8_activations ? ", int8 activations" : "");
+}
 
 double CpuBackend::copy_bandwidth_gbs() {
     if (m_copy_gbs >= 0) return m_copy_gbs;
@@ -48,8 +52,8 @@ double CpuBackend::copy_bandwidth_gbs() {
     return m_copy_gbs;
 }
 
-CpuBackend::CpuBackend(const Model& model, int64_t capacity, KvCacheType cache_type)
-    : m_model(model), m_cache(model.make_cache(capacity, cache_type)) {
+CpuBackend::CpuBackend(const Model& model, int64_t capacity, KvCacheType cache_type, bool int8_activations)
+    : m_model(model), m_cache(model.make_cache(capacity, cache_type)), m_int8_activations(int8_activations) {
     if (const char* form = std::getenv("CETUS_CPU_MLA_FORM")) {
         const std::string f = form;
         if (f == "absorbed") m_forced_form = MlaFormPolicy{int64_t(1) << 40, false};
@@ -85,6 +89,7 @@ void CpuBackend::check_argmax_rows(int64_t argmax_n_valid, int64_t rows) {
 void CpuBackend::forward(const int32_t* ids, int64_t T, int64_t start_pos, const ForwardOptions& opt,
                          ForwardOutput& out) {
     check_argmax_rows(opt.argmax_n_valid, opt.all_logits ? T : 1);
+    const cpu::Int8ActivationsScope int8(m_int8_activations);
     if (m_forced_form) {
         ForwardOptions o = opt;
         o.mla_form = *m_forced_form;
@@ -108,6 +113,7 @@ void CpuBackend::forward(const int32_t* ids, int64_t T, int64_t start_pos, const
 void CpuBackend::mtp_forward(int64_t k, const float* hidden, const int32_t* next_ids, int64_t T,
                              int64_t start_pos, const MtpOptions& opt, MtpOutput& out) {
     if (opt.logits != MtpLogits::None) check_argmax_rows(opt.argmax_n_valid, T);
+    const cpu::Int8ActivationsScope int8(m_int8_activations);
     m_kept.clear();
     out.argmax.clear();
     std::vector<float>* out_hidden = opt.want_hidden ? &out.hidden : nullptr;

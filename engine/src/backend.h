@@ -115,12 +115,15 @@ public:
 // The CPU backend: the model's own forward pass over a host cache.
 class CpuBackend final : public Backend {
 public:
-    CpuBackend(const Model& model, int64_t capacity, KvCacheType cache_type = KvCacheType::F32);
+    // int8_activations: GGUF block products quantise their activations (cpu/ggml_int8.h).
+    CpuBackend(const Model& model, int64_t capacity, KvCacheType cache_type = KvCacheType::F32,
+               bool int8_activations = false);
 
     std::string name() const override { return "cpu"; }
     std::string description() const override;
-    // Every instruction-set clone and thread count gives the same bits (cpu/ops.h).
-    std::string rows_identity() const override { return "cpu"; }
+    // Every instruction-set clone and thread count gives the same bits (cpu/ops.h);
+    // int8 activations give others.
+    std::string rows_identity() const override { return m_int8_activations ? "cpu, int8 activations" : "cpu"; }
     int64_t capacity() const override { return m_cache.capacity(); }
     int64_t n_tokens() const override { return m_cache.n_tokens; }
     void truncate(int64_t n) override { m_cache.n_tokens = n; }
@@ -157,6 +160,7 @@ private:
     std::optional<MlaFormPolicy> m_forced_form;
     double m_copy_gbs = -1.0;
     bool m_device_sampling = false;
+    bool m_int8_activations = false;
     std::vector<float> m_kept;  // [rows, vocab]: the last call's logits (device sampling)
     std::vector<std::vector<float>> m_q = std::vector<std::vector<float>>(size_t(k_max_choice_rows));
 };

@@ -134,10 +134,9 @@ CETUS_GGML_HD inline void chunk_q3_k(const std::byte* b, int k, float* y) {
         }
     }
 }
-// Q4_K and Q5_K: eight 6-bit scales and eight 6-bit minimums in 12 bytes; chunk k's
-// scale d * scale and minimum dmin * min.
-CETUS_GGML_HD inline void scale_min_k4(int k, const std::byte* q, float d, float dmin, float& dl, float& ml) {
-    uint8_t sc, m;
+// Q4_K and Q5_K: eight 6-bit scales and eight 6-bit minimums in 12 bytes (chunk k's:
+// scale_min_k4_codes); chunk k's scale d * scale and minimum dmin * min.
+CETUS_GGML_HD inline void scale_min_k4_codes(int k, const std::byte* q, uint8_t& sc, uint8_t& m) {
     if (k < 4) {
         sc = u8(q + k) & 63;
         m = u8(q + k + 4) & 63;
@@ -145,6 +144,10 @@ CETUS_GGML_HD inline void scale_min_k4(int k, const std::byte* q, float d, float
         sc = uint8_t((u8(q + k + 4) & 0xF) | ((u8(q + k - 4) >> 6) << 4));
         m = uint8_t((u8(q + k + 4) >> 4) | ((u8(q + k) >> 6) << 4));
     }
+}
+CETUS_GGML_HD inline void scale_min_k4(int k, const std::byte* q, float d, float dmin, float& dl, float& ml) {
+    uint8_t sc, m;
+    scale_min_k4_codes(k, q, sc, m);
     dl = d * float(sc);
     ml = dmin * float(m);
 }

@@ -5,6 +5,7 @@
 // batches, a converted block of rows for larger ones) computes it. The FP8
 // matrix holds every byte value (NaN patterns aside) and spans several scale
 // blocks; the width leaves a tail past the 8-float vectors.
+#include "cpu/ggml_int8.h"
 #include "cpu/ops.h"
 #include "dtype.h"
 #include "ggml_blocks.h"
@@ -73,6 +74,40 @@ TestMatrix make(cetus::Dtype dt, int64_t rows, int64_t cols, std::mt19937& gen) 
         break;
     }
     t.m.data = t.bytes.data();
+    return t;
+}
+
+struct BlockType {
+    uint32_t id;
+    std::vector<int> f16_at;  // the blocks' f16 scale fields: kept finite
+};
+const std::vector<BlockType>& block_types() {
+    namespace gb = cetus::ggml_blocks;
+    static const std::vector<BlockType> types = {
+        {gb::k_type_q4_0, {0}},      {gb::k_type_q4_1, {0, 2}}, {gb::k_type_q5_0, {0}},   {gb::k_type_q5_1, {0, 2}},
+        {gb::k_type_q8_0, {0}},      {gb::k_type_q2_k, {80, 82}}, {gb::k_type_q3_k, {108}}, {gb::k_type_q4_k, {0, 2}},
+        {gb::k_type_q5_k, {0, 2}},   {gb::k_type_q6_k, {208}},  {gb::k_type_iq4_nl, {0}}, {gb::k_type_iq4_xs, {0}}};
+    return types;
+}
+// 13 rows of random blocks (1408 or 1536 values), their f16 scales finite: sign,
+// exponent 5..20 (2^-10 .. 2^5), any mantissa.
+TestMatrix random_blocks(const BlockType& type, std::mt19937& gen) {
+    int values = 0, bytes = 0;
+    cetus::ggml_blocks::block_shape(type.id, values, bytes);
+    const int64_t rows = 13, cols = values == 32 ? 1408 : 1536, per_row = cols / values;
+    TestMatrix t;
+    t.bytes.resize(size_t(rows * per_row * bytes));
+    for (uint8_t& b : t.bytes) b = uint8_t(gen());
+    for (int64_t i = 0; i < rows * per_row; ++i)
+        for (int at : type.f16_at) {
+            const uint16_t h = uint16_t((gen() & 0x8000u) | ((5u + gen() % 16u) << 10) | (gen() & 0x3ffu));
+            std::memcpy(t.bytes.data() + i * bytes + at, &h, 2);
+        }
+    t.m.dtype = cetus::Dtype::Ggml;
+    t.m.rows = rows;
+    t.m.cols = cols;
+    t.m.data = t.bytes.data();
+    t.m.ggml_type = type.id;
     return t;
 }
 
@@ -187,35 +222,12 @@ private slots:
     // (a whole row block of 8 and a partial one: tiles of 4 rows and of 1) of 1408 or
     // 1536 values (44 or 6 blocks a row), with random codes and finite scales.
     void ggmlBlocksEveryTypeAndBatch() {
-        struct Type {
-            uint32_t id;
-            std::vector<int> f16_at;  // the blocks' f16 scale fields: kept finite
-        };
-        namespace gb = cetus::ggml_blocks;
-        const Type types[] = {{gb::k_type_q4_0, {0}},      {gb::k_type_q4_1, {0, 2}},   {gb::k_type_q5_0, {0}},
-                              {gb::k_type_q5_1, {0, 2}},   {gb::k_type_q8_0, {0}},      {gb::k_type_q2_k, {80, 82}},
-                              {gb::k_type_q3_k, {108}},    {gb::k_type_q4_k, {0, 2}},   {gb::k_type_q5_k, {0, 2}},
-                              {gb::k_type_q6_k, {208}},    {gb::k_type_iq4_nl, {0}},    {gb::k_type_iq4_xs, {0}}};
         std::mt19937 gen(11);
         std::normal_distribution<float> nd(0.0f, 1.0f);
-        for (const Type& type : types) {
-            int values = 0, bytes = 0;
-            QVERIFY(gb::block_shape(type.id, values, bytes));
-            const int64_t rows = 13, cols = values == 32 ? 1408 : 1536, per_row = cols / values;
-            std::vector<uint8_t> blocks(size_t(rows * per_row * bytes));
-            for (uint8_t& b : blocks) b = uint8_t(gen());
-            for (int64_t i = 0; i < rows * per_row; ++i)
-                for (int at : type.f16_at) {
-                    // sign, exponent 5..20 (2^-10 .. 2^5), any mantissa
-                    const uint16_t h = uint16_t((gen() & 0x8000u) | ((5u + gen() % 16u) << 10) | (gen() & 0x3ffu));
-                    std::memcpy(blocks.data() + i * bytes + at, &h, 2);
-                }
-            cetus::Matrix q;
-            q.dtype = cetus::Dtype::Ggml;
-            q.rows = rows;
-            q.cols = cols;
-            q.data = blocks.data();
-            q.ggml_type = type.id;
+        for (const BlockType& type : block_types()) {
+            const TestMatrix t = random_blocks(type, gen);
+            const cetus::Matrix& q = t.m;
+            const int64_t rows = q.rows, cols = q.cols;
             std::vector<float> wf(size_t(rows * cols));
             for (int64_t r = 0; r < rows; ++r) q.row_to_f32(r, wf.data() + r * cols);
             const cetus::Matrix f{cetus::Dtype::F32, rows, cols, wf.data()};
@@ -234,6 +246,121 @@ private slots:
                                              .arg(i % rows)
                                              .arg(double(a[size_t(i)]), 0, 'g', 9)
                                              .arg(double(b[size_t(i)]), 0, 'g', 9)));
+            }
+        }
+    }
+
+    // The activations' int8 form, per block of 32 or 256 values: each value within half
+    // a step of its block's, the step max |x| / 127 (so the largest value is +-127), an
+    // all-zero block all zero, a block with a NaN or an infinity NaN, and the codes of
+    // each run of 16 summed.
+    void int8Quantisation() {
+        for (int block : {32, 256}) {
+            const int64_t cols = 4 * block, nb = 4, ld = cols + 7;
+            std::mt19937 gen(5);
+            std::normal_distribution<float> nd(0.0f, 3.0f);
+            std::vector<float> x(size_t(ld + cols));  // two tokens, row stride cols + 7
+            for (float& v : x) v = nd(gen);
+            for (int i = block; i < 2 * block; ++i) x[size_t(i)] = 0.0f;  // token 0, block 1
+            x[size_t(ld + 2 * block + 5)] = std::nanf("");                  // token 1, block 2
+            x[size_t(ld + 3 * block + 9)] = INFINITY;                       // token 1, block 3
+            cetus::cpu::Int8Rows a;
+            cetus::cpu::quantise_int8(x.data(), ld, 2, cols, block, a);
+            QCOMPARE(a.q.size(), size_t(2 * cols));
+            QCOMPARE(a.block, block);
+            for (int64_t t = 0; t < 2; ++t)
+                for (int64_t j = 0; j < nb; ++j) {
+                    const float* v = x.data() + t * ld + block * j;
+                    const float d = a.d[size_t(t * nb + j)];
+                    if (t == 1 && j >= 2) {
+                        QVERIFY(std::isnan(d));
+                        continue;
+                    }
+                    double amax = 0;
+                    int qmax = 0;
+                    for (int i = 0; i < block; ++i) {
+                        amax = std::max(amax, std::fabs(double(v[i])));
+                        const int q = a.q[size_t(t * cols + block * j + i)];
+                        qmax = std::max(qmax, std::abs(q));
+                        QVERIFY(std::fabs(double(v[i]) - double(d) * q) <= 0.5000001 * double(d));
+                    }
+                    QCOMPARE(double(d), double(float(amax) / 127.0f));
+                    QCOMPARE(qmax, amax > 0 ? 127 : 0);
+                    for (int h = 0; h < block / 16; ++h) {
+                        int s = 0;
+                        for (int i = 0; i < 16; ++i) s += a.q[size_t(t * cols + block * j + 16 * h + i)];
+                        QCOMPARE(int(a.qsum16[size_t(t * cols / 16 + block / 16 * j + h)]), s);
+                    }
+                }
+        }
+    }
+
+    // GGUF block products with int8 activations, every block type, 1 to 9 tokens:
+    // within float rounding of the products of the blocks' decoded values
+    // (Matrix::row_to_f32) with the activations' int8 values (d q, double sums), and
+    // within the quantisation's bound (sum |w| d / 2) of the exact products; a
+    // token's result the same bits in every batch.
+    void int8ProductsEveryTypeAndBatch() {
+        if (!cetus::cpu::int8_product_available(cetus::ggml_blocks::k_type_q4_k))
+            QSKIP("no integer products on this machine (they need AVX2 and FMA)");
+        std::mt19937 gen(12);
+        std::normal_distribution<float> nd(0.0f, 1.0f);
+        for (const BlockType& type : block_types()) {
+            QVERIFY(cetus::cpu::int8_product_available(type.id));
+            const TestMatrix t = random_blocks(type, gen);
+            const cetus::Matrix& q = t.m;
+            const int64_t rows = q.rows, cols = q.cols;
+            std::vector<float> wf(size_t(rows * cols));
+            for (int64_t r = 0; r < rows; ++r) q.row_to_f32(r, wf.data() + r * cols);
+            std::vector<float> x(size_t(9 * cols));
+            for (float& v : x) v = nd(gen);
+            int values = 0, bytes = 0;
+            cetus::ggml_blocks::block_shape(type.id, values, bytes);
+            cetus::cpu::Int8Rows a;
+            cetus::cpu::quantise_int8(x.data(), cols, 9, cols, values, a);
+            for (int n : {1, 2, 3, 4, 5, 9}) {
+                std::vector<float> y(size_t(n * rows)), exact(size_t(n * rows));
+                {
+                    const cetus::cpu::Int8ActivationsScope on(true);
+                    cetus::cpu::matmul(x.data(), n, q, y.data());
+                }
+                cetus::cpu::matmul(x.data(), n, q, exact.data());
+                for (int64_t tk = 0; tk < n; ++tk)
+                    for (int64_t r = 0; r < rows; ++r) {
+                        double ref = 0, mag = 0, bound = 0;
+                        for (int64_t c = 0; c < cols; ++c) {
+                            const double w = wf[size_t(r * cols + c)];
+                            const double d = a.d[size_t(tk * (cols / values) + c / values)];
+                            const double xq = d * a.q[size_t(tk * cols + c)];
+                            ref += w * xq;
+                            mag += std::fabs(w * xq) + std::fabs(w) * d;
+                            bound += std::fabs(w) * d / 2;
+                        }
+                        const float got = y[size_t(tk * rows + r)];
+                        const QString where = QStringLiteral("type %1, %2 tokens: token %3 row %4: %5 vs %6")
+                                                  .arg(type.id)
+                                                  .arg(n)
+                                                  .arg(tk)
+                                                  .arg(r)
+                                                  .arg(double(got), 0, 'g', 9)
+                                                  .arg(ref, 0, 'g', 9);
+                        if (!(std::fabs(got - ref) <= 1e-5 * mag)) QFAIL(qPrintable(where));
+                        if (!(std::fabs(got - exact[size_t(tk * rows + r)]) <= bound + 1e-5 * mag))
+                            QFAIL(qPrintable(where + " (exact " + QString::number(exact[size_t(tk * rows + r)]) + ")"));
+                    }
+                // Token t alone gives the same bits as in the batch.
+                for (int64_t tk = 0; tk < n; ++tk) {
+                    std::vector<float> one(static_cast<size_t>(rows));
+                    {
+                        const cetus::cpu::Int8ActivationsScope on(true);
+                        cetus::cpu::matmul(x.data() + tk * cols, 1, q, one.data());
+                    }
+                    if (std::memcmp(one.data(), y.data() + tk * rows, size_t(rows) * 4) != 0)
+                        QFAIL(qPrintable(QStringLiteral("type %1: token %2 differs alone and in a batch of %3")
+                                             .arg(type.id)
+                                             .arg(tk)
+                                             .arg(n)));
+                }
             }
         }
     }

@@ -70,6 +70,7 @@ private slots:
     void gpuFailureOffersTheCpu();
     void fp8WeightsOption();
     void bf16CacheOption();
+    void int8ActivationsOption();
     void gpuOutOfMemoryOffersFp8();
     void contextLengthAndThreads();
     void pluralsAreTranslated();
@@ -221,6 +222,14 @@ void TestMainWindow::bf16CacheOption() {
     checkSavedLoadOption(QStringLiteral("kvCacheBf16Action"), QStringLiteral("model/kv_cache_bf16"),
                          [this] { return m_service->last_kv_bf16; });
     QVERIFY(!m_service->last_fp8);
+}
+
+void TestMainWindow::int8ActivationsOption() {
+    // Model > Integer products for GGUF on the CPU, separate from the other two.
+    checkSavedLoadOption(QStringLiteral("int8ActivationsAction"), QStringLiteral("model/int8_activations"),
+                         [this] { return m_service->last_int8; });
+    QVERIFY(!m_service->last_fp8);
+    QVERIFY(!m_service->last_kv_bf16);
 }
 
 void TestMainWindow::fp8WeightsOption() {

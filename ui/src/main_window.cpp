@@ -621,6 +621,13 @@ void MainWindow::buildMenus() {
                                        "context in the same memory and less to read per token, each cached value "
                                        "rounded to bf16. Off: the cache keeps full fp32 precision."),
                                     tr("The cache precision"));
+    m_int8_action = saved_option(
+        tr("&Integer products for GGUF on the CPU (faster)"), "int8ActivationsAction",
+        QStringLiteral("model/int8_activations"),
+        tr("On the CPU, multiply a GGUF model's quantised weights with integer dot products, each token's "
+           "activations rounded to 8 bits per block of values, as llama.cpp does: decoding runs faster, and the "
+           "results differ slightly from the exact products. No effect on the GPU or on other weight types."),
+        tr("Integer products"));
     m_disk_cache_action = saved_option(
         tr("Keep conversation caches on &disk"), "diskCacheAction", QStringLiteral("model/disk_cache"),
         tr("Write each conversation's attention cache to disk (small with multi-head latent attention), so that a "
@@ -687,6 +694,7 @@ void MainWindow::buildMenus() {
         QStringList args{QStringLiteral("--context"), QString::number(std::max<qint64>(1, m->context_length))};
         if (!m->kv_cache_type.isEmpty()) args << QStringLiteral("--kv-cache") << m->kv_cache_type;
         if (m_loaded_request.fp8_on_load) args << QStringLiteral("--fp8");
+        if (m_loaded_request.int8_activations) args << QStringLiteral("--int8-activations");
         if (m_loaded_request.n_threads > 0) args << QStringLiteral("--threads") << QString::number(m_loaded_request.n_threads);
         // Its clients' conversations go on after a restart too, in the same folder (one
         // budget; Clear conversation caches removes them with the app's).
@@ -1020,6 +1028,7 @@ void MainWindow::openModel(const QString& dir, DeviceChoice device) {
     r.device = device;
     r.fp8_on_load = m_fp8_action && m_fp8_action->isChecked();
     r.kv_cache_bf16 = m_kv_bf16_action && m_kv_bf16_action->isChecked();
+    r.int8_activations = m_int8_action && m_int8_action->isChecked();
     if (m_disk_cache_action && m_disk_cache_action->isChecked())
         r.prefix_cache_dir = conversationCacheFolder();  // empty: none
     r.max_context = savedContextLength();

@@ -5,6 +5,7 @@
 // the batch; GGUF blocks always go that way, their rows decoded 8 at a time.
 #include "cpu/ops.h"
 
+#include "cpu/ggml_int8.h"
 #include "dtype.h"
 #include "ggml_blocks.h"
 
@@ -15,6 +16,10 @@
 #include <algorithm>
 #include <cstring>
 #include <vector>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include "cpu/avx2_codes.h"
+#endif
 
 namespace cetus::cpu {
 namespace {
@@ -75,7 +80,6 @@ struct Bf16Rows {
 // with Matrix::row_to_f32.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define CETUS_FP8_AVX2 1
-#include <immintrin.h>
 #endif
 
 #ifdef CETUS_FP8_AVX2
@@ -233,22 +237,9 @@ bool has_avx2_f16c() {  // the FP8 decode in the products needs both (every AVX2
 // value takes the operations of ggml_blocks.h's scalar decoders (the code as an exact
 // float, a product rounded, then a sum or difference rounded: no FMA), so the same
 // bits; the compiler left those partly scalar, and they were most of a GGUF decode step.
-#define CETUS_AVX2_INLINE __attribute__((target("avx2,f16c"))) inline
 namespace blocks_avx2 {
+using namespace avx2_codes;
 
-CETUS_AVX2_INLINE __m256i load32(const std::byte* p) {
-    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-}
-CETUS_AVX2_INLINE __m128i load16(const std::byte* p) {
-    return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-}
-// Bytes masked after a 16-bit shift: the bits shifted in from the neighbour byte are
-// always above the mask. (The count in a register: the immediate form wants a
-// constant, which the callers' loops give only once unrolled.)
-CETUS_AVX2_INLINE __m256i bits_of(__m256i q, int shift, int mask) {
-    return _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(shift)),
-                            _mm256_set1_epi8(char(mask)));
-}
 // 32 byte codes (int8 where Signed, else uint8) as 32 exact floats in f[0 .. 3].
 template <bool Signed> CETUS_AVX2_INLINE void codes32(__m256i q, __m256 (&f)[4]) {
     const __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
@@ -336,33 +327,12 @@ CETUS_AVX2_INLINE void block_q8_0(const std::byte* b, float* y) {
     codes32<true>(load32(b + 2), f);
     store_scaled(d, d, f, y);
 }
-// 16 bytes' low nibbles then their high nibbles, as 32 byte codes.
-CETUS_AVX2_INLINE __m256i nibbles32(const std::byte* p) {
-    const __m128i q = load16(p), m = _mm_set1_epi8(0x0F);
-    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m), _mm_and_si128(q, m));
-}
 // ggml_blocks::chunk_q4_0: (code - 8) * d.
 CETUS_AVX2_INLINE void block_q4_0(const std::byte* b, float* y) {
     const float d = ggml_blocks::f16(b);
     __m256 f[4];
     codes32<true>(_mm256_sub_epi8(nibbles32(b + 2), _mm256_set1_epi8(8)), f);
     store_scaled(d, d, f, y);
-}
-// Q5_0 and Q5_1's codes (ggml_blocks::q5_codes): value i's fifth bit is bit i of the
-// 4 bytes at qh, its low four bits nibbles32(qs)'s.
-CETUS_AVX2_INLINE __m256i q5_codes(const std::byte* qh_at, const std::byte* qs) {
-    uint32_t qh;
-    std::memcpy(&qh, qh_at, 4);
-    // Byte i gets qh's byte i / 8 (the shuffle stays in 128-bit lanes: the high lane
-    // takes bytes 2 and 3), then tests its bit i % 8.
-    const __m256i spread =
-        _mm256_shuffle_epi8(_mm256_set1_epi32(int(qh)),
-                            _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2,
-                                             2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
-    const __m256i bit = _mm256_set1_epi64x(int64_t(0x8040201008040201ull));
-    const __m256i fifth = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit),
-                                           _mm256_set1_epi8(16));
-    return _mm256_or_si256(nibbles32(qs), fifth);
 }
 // ggml_blocks::chunk_q5_0: (code - 16) * d.
 CETUS_AVX2_INLINE void block_q5_0(const std::byte* b, float* y) {
@@ -488,6 +458,14 @@ constexpr int64_t k_direct_tokens = 4;
 
 void matmul_strided(const float* x, int64_t ldx, int64_t n_tokens, const Matrix& w, float* y, int64_t ldy) {
     const int64_t rows = w.rows, cols = w.cols;
+    if (w.dtype == Dtype::Ggml && int8_activations() && int8_product_available(w.ggml_type)) {
+        thread_local Int8Rows a;  // (reused: no allocation per product)
+        int values = 0, bytes = 0;
+        ggml_blocks::block_shape(w.ggml_type, values, bytes);
+        quantise_int8(x, ldx, n_tokens, cols, values, a);
+        matmul_int8(a, w, y, ldy);
+        return;
+    }
     const int64_t n_blocks = (rows + k_row_block - 1) / k_row_block;
     // Small products run on the calling thread: waking the pool for a parallel region
     // (the mains make OpenMP's idle threads sleep) costs tens of microseconds, more than
