@@ -33,7 +33,9 @@
 
 Run from the repository root: python3 tests/data/gguf/make_gguf.py
 For benchmarks (not committed): python3 tests/data/gguf/make_gguf.py --bench q4_k_m|bf16 FILE.gguf
-writes cetus-cli bench's random model medium-cpu in that form.
+writes cetus-cli bench's random model medium-cpu in that form; --bench v2-lite FILE.gguf [LAYERS]
+writes DeepSeek-V2-Lite's shapes in BF16 with V3's vocabulary, a file llama.cpp also runs (and
+its llama-quantize turns into the quantised forms users download).
 """
 import json
 import sys
@@ -313,11 +315,13 @@ def looks_special(t: str) -> bool:
             or (t.startswith("<｜") and t.endswith("｜>")))
 
 
-def tokenizer_fixture():
+def add_v3_vocabulary(w: gguf.GGUFWriter, vocab_size: int = 129280, special_ids: bool = True):
+    """DeepSeek-V3's vocabulary (tests/data/tokenizer/deepseek-v3) as the converter's get_vocab_base +
+    SpecialVocab write it: added tokens that are special or look special as CONTROL, others
+    USER_DEFINED, ids past the tokenizer up to vocab_size (config's 129280) as UNUSED "[PADn]"."""
     d = ROOT / "tests/data/tokenizer/deepseek-v3"
     tj = json.loads((d / "tokenizer.json").read_text())
     tc = json.loads((d / "tokenizer_config.json").read_text())
-    vocab_size = 129280  # DeepSeek-V3's config.json
     by_id = {i: t for t, i in tj["model"]["vocab"].items()}
     added = {a["id"]: a for a in tj["added_tokens"]}
     tokens, types = [], []
@@ -337,7 +341,6 @@ def tokenizer_fixture():
         else:
             tokens.append(f"[PAD{i}]")
             types.append(gguf.TokenType.UNUSED)
-    w = gguf.GGUFWriter(OUT / "v3-tokenizer.gguf", "deepseek2")
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("deepseek-v3")
     w.add_token_list(tokens)
@@ -347,12 +350,18 @@ def tokenizer_fixture():
     ids = {t: i for i, t in enumerate(tokens)}
     bos = tc["bos_token"]["content"] if isinstance(tc["bos_token"], dict) else tc["bos_token"]
     eos = tc["eos_token"]["content"] if isinstance(tc["eos_token"], dict) else tc["eos_token"]
-    w.add_bos_token_id(ids[bos])
-    w.add_eos_token_id(ids[eos])
+    if special_ids:
+        w.add_bos_token_id(ids[bos])
+        w.add_eos_token_id(ids[eos])
     if "add_bos_token" in tc:
         w.add_add_bos_token(bool(tc["add_bos_token"]))
     if tc.get("chat_template"):
         w.add_chat_template(tc["chat_template"])
+
+
+def tokenizer_fixture():
+    w = gguf.GGUFWriter(OUT / "v3-tokenizer.gguf", "deepseek2")
+    add_v3_vocabulary(w)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -494,11 +503,86 @@ def bench_model(path: Path, kind: str):
     w.close()
 
 
+# DeepSeek-V2-Lite's config.json, for --bench v2-lite (the vocabulary is V3's 129,280 tokens, not
+# V2's 102,400: no machine here has V2's tokenizer, and llama.cpp needs one in the file).
+V2_LITE = {"model_type": "deepseek_v2", "vocab_size": 129280, "hidden_size": 2048, "intermediate_size": 10944,
+           "moe_intermediate_size": 1408, "num_hidden_layers": 27, "num_attention_heads": 16, "q_lora_rank": None,
+           "kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128,
+           "n_routed_experts": 64, "n_shared_experts": 2, "num_experts_per_tok": 6, "n_group": 1, "topk_group": 1,
+           "topk_method": "greedy", "scoring_func": "softmax", "norm_topk_prob": False,
+           "routed_scaling_factor": 1.0, "first_k_dense_replace": 1, "rope_theta": 10000.0,
+           "max_position_embeddings": 163840,
+           "rope_scaling": {"type": "yarn", "factor": 40, "original_max_position_embeddings": 4096,
+                            "beta_fast": 32, "beta_slow": 1, "mscale": 0.707, "mscale_all_dim": 0.707},
+           "rms_norm_eps": 1e-6, "bos_token_id": 0, "eos_token_id": 1}
+
+
+def v2_lite_shapes(c: dict):
+    """(gguf name, shape in torch order) of V2-Lite's tensors as the current converter writes them:
+    kv_b_proj split into attn_k_b and attn_v_b, the routed experts stacked, the router in F32."""
+    H, I, mI, E, V = (c["hidden_size"], c["intermediate_size"], c["moe_intermediate_size"], c["n_routed_experts"],
+                      c["vocab_size"])
+    nh, dn, dr, dv, kl = (c["num_attention_heads"], c["qk_nope_head_dim"], c["qk_rope_head_dim"], c["v_head_dim"],
+                          c["kv_lora_rank"])
+    out = [("token_embd.weight", (V, H)), ("output_norm.weight", (H,)), ("output.weight", (V, H))]
+    for l in range(c["num_hidden_layers"]):
+        b = f"blk.{l}."
+        out += [(b + "attn_norm.weight", (H,)), (b + "attn_q.weight", (nh * (dn + dr), H)),
+                (b + "attn_kv_a_mqa.weight", (kl + dr, H)), (b + "attn_kv_a_norm.weight", (kl,)),
+                (b + "attn_k_b.weight", (nh, kl, dn)), (b + "attn_v_b.weight", (nh, dv, kl)),
+                (b + "attn_output.weight", (H, nh * dv)), (b + "ffn_norm.weight", (H,))]
+        if l < c["first_k_dense_replace"]:
+            out += [(b + "ffn_gate.weight", (I, H)), (b + "ffn_up.weight", (I, H)), (b + "ffn_down.weight", (H, I))]
+            continue
+        sI = mI * c["n_shared_experts"]
+        out += [(b + "ffn_gate_inp.weight", (E, H)), (b + "ffn_gate_shexp.weight", (sI, H)),
+                (b + "ffn_up_shexp.weight", (sI, H)), (b + "ffn_down_shexp.weight", (H, sI)),
+                (b + "ffn_gate_exps.weight", (E, mI, H)), (b + "ffn_up_exps.weight", (E, mI, H)),
+                (b + "ffn_down_exps.weight", (E, H, mI))]
+    return out
+
+
+def v2_lite_bench(path: Path, layers: int):
+    """DeepSeek-V2-Lite's shapes (its first `layers` layers), random BF16 weights with V3's vocabulary,
+    written tensor by tensor (the whole model is 31 GB): the common input of cetus-cli bench and
+    llama.cpp's llama-bench, or of llama-quantize for their quantised forms. Norms are ones, the
+    router F32; a matrix's values have random signs and mantissas and magnitudes in [2^-9, 2^-5)."""
+    c = dict(V2_LITE, num_hidden_layers=layers)
+    w = gguf.GGUFWriter(path, "deepseek2")
+    write_config(w, c, 0, True)
+    add_v3_vocabulary(w, c["vocab_size"], special_ids=False)
+    shapes = v2_lite_shapes(c)
+    for name, shape in shapes:
+        f32 = len(shape) == 1 or "gate_inp" in name
+        n = int(np.prod(shape))
+        w.add_tensor_info(name, shape, np.float32 if f32 else np.uint16, n * (4 if f32 else 2),
+                          None if f32 else Q.BF16)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    for i, (name, shape) in enumerate(shapes):
+        rng = np.random.default_rng(i)
+        if len(shape) == 1:
+            w.write_tensor_data(np.ones(shape, np.float32))
+            continue
+        r = rng.integers(0, 1 << 16, size=shape, dtype=np.uint16)
+        bits = (r & 0x807F) | ((118 + ((r >> 7) & 3)) << 7).astype(np.uint16)
+        if "gate_inp" in name:
+            w.write_tensor_data((bits.astype(np.uint32) << 16).view(np.float32))
+        else:
+            w.write_tensor_data(bits)
+        print(f"{name} {shape}", file=sys.stderr)
+    w.close()
+
+
 V2_QUANT = {"attn_q.": Q.Q8_0, "attn_kv_a_mqa": Q.Q5_1, "attn_output": Q.Q4_1, "ffn_gate": Q.Q4_0,
             "ffn_up": Q.Q5_0, "ffn_down": Q.Q8_0, "token_embd": Q.Q8_0, "output.": Q.Q4_0, "attn_v_b": Q.Q8_0}
 
 
 def main():
+    if len(sys.argv) in (4, 5) and sys.argv[1:3] == ["--bench", "v2-lite"]:
+        v2_lite_bench(Path(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) == 5 else V2_LITE["num_hidden_layers"])
+        return
     if len(sys.argv) == 4 and sys.argv[1] == "--bench":
         bench_model(Path(sys.argv[3]), sys.argv[2])
         return
