@@ -1,8 +1,6 @@
 // The CPU backend's calls that are more than a forward to Model.
 #include "backend.h"
 
-#include "cpu/ggml_int8.h"
-
 #include "cetus/error.h"
 
 #include <omp.h>
@@ -89,7 +87,6 @@ void CpuBackend::check_argmax_rows(int64_t argmax_n_valid, int64_t rows) {
 void CpuBackend::forward(const int32_t* ids, int64_t T, int64_t start_pos, const ForwardOptions& opt,
                          ForwardOutput& out) {
     check_argmax_rows(opt.argmax_n_valid, opt.all_logits ? T : 1);
-    const cpu::Int8ActivationsScope int8(m_int8_activations);
     if (m_forced_form) {
         ForwardOptions o = opt;
         o.mla_form = *m_forced_form;
@@ -113,7 +110,6 @@ void CpuBackend::forward(const int32_t* ids, int64_t T, int64_t start_pos, const
 void CpuBackend::mtp_forward(int64_t k, const float* hidden, const int32_t* next_ids, int64_t T,
                              int64_t start_pos, const MtpOptions& opt, MtpOutput& out) {
     if (opt.logits != MtpLogits::None) check_argmax_rows(opt.argmax_n_valid, T);
-    const cpu::Int8ActivationsScope int8(m_int8_activations);
     m_kept.clear();
     out.argmax.clear();
     std::vector<float>* out_hidden = opt.want_hidden ? &out.hidden : nullptr;

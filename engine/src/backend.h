@@ -115,7 +115,9 @@ public:
 // The CPU backend: the model's own forward pass over a host cache.
 class CpuBackend final : public Backend {
 public:
-    // int8_activations: GGUF block products quantise their activations (cpu/ggml_int8.h).
+    // int8_activations: the caller has marked the model's block-quantised matrices for
+    // the integer products (Model::use_int8_activations; cpu/ggml_int8.h); the
+    // description and rows_identity say so.
     CpuBackend(const Model& model, int64_t capacity, KvCacheType cache_type = KvCacheType::F32,
                bool int8_activations = false);
 

@@ -361,6 +361,7 @@ void Engine::make_backend(const EngineOptions& o, bool use_cuda, const LoadProgr
         engine_log().info("building the random model's weights in host memory for the CPU backend");
         m_model = host_model();
     }
+    m_model->use_int8_activations(o.int8_activations);
     m_backend = std::make_unique<CpuBackend>(*m_model, ctx, o.kv_cache, o.int8_activations);
 }
 

@@ -184,6 +184,32 @@ void Model::block_forward(const LayerWeights& lw, int64_t cache_layer, float* x,
     for (int64_t i = 0; i < T * H; ++i) x[i] += r[size_t(i)];
 }
 
+void Model::use_int8_activations(bool on) {
+    auto mark = [on](Matrix& m) { m.int8_activations = on && m.dtype == Dtype::Ggml; };
+    auto mark_mlp = [&](MlpWeights& w) {
+        mark(w.gate);
+        mark(w.up);
+        mark(w.down);
+    };
+    auto mark_layer = [&](LayerWeights& l) {
+        for (Matrix* m : {&l.attn.q_proj, &l.attn.q_a_proj, &l.attn.q_b_proj, &l.attn.kv_a_proj_with_mqa,
+                          &l.attn.kv_b_proj, &l.attn.o_proj, &l.moe.gate})
+            mark(*m);
+        mark_mlp(l.mlp);
+        mark_mlp(l.moe.shared);
+        for (MlpWeights& e : l.moe.experts) mark_mlp(e);
+    };
+    mark(m_embed);
+    mark(m_lm_head);
+    for (LayerWeights& l : m_layers) mark_layer(l);
+    for (MtpWeights& m : m_mtp) {
+        mark(m.embed_tokens);
+        mark(m.eh_proj);
+        mark(m.shared_head_head);
+        mark_layer(m.block);
+    }
+}
+
 void Model::release_host_weights() {
     m_store->release_owned();
     m_host_released = true;

@@ -158,6 +158,9 @@ public:
     // backend has its own copy; forward() and mtp_forward() then throw. Metadata
     // (config, parameter and byte counts, dtypes) stays.
     void release_host_weights();
+    // Marks every block-quantised matrix (Matrix::int8_activations) for the CPU's
+    // integer products, or back to the exact ones.
+    void use_int8_activations(bool on);
     bool host_weights_released() const { return m_host_released; }
 
     // The weights as loaded (read by other backends to upload them).

@@ -36,6 +36,9 @@ struct Matrix {
     // A random model's matrix whose bytes a backend draws itself (random_draws.h; the
     // CUDA backend on the device): data is null. (FP8 block scales stay in host memory.)
     const random_draws::Recipe* drawn = nullptr;
+    // Ggml only: the CPU's products quantise their activations to int8 and use integer
+    // dot products (cpu/ggml_int8.h; Model::use_int8_activations sets it).
+    bool int8_activations = false;
 
     // What identifies the matrix's bytes (shared matrices have the same): its data, or
     // for a drawn one its recipe.

@@ -20,6 +20,7 @@
 #include <spdlog/sinks/ringbuffer_sink.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -403,6 +404,32 @@ private slots:
         QVERIFY2(moved > 0.0f && moved < 0.25f * weights,
                  qPrintable(QString("int8 activations moved the logits by %1, the blocks by %2").arg(moved).arg(weights)));
         QCOMPARE(load(k_gguf + "/v2-greedy.gguf", false, true)->logits(ids), c);
+        // A token alone gives the bits of its row in the batch.
+        const auto first = int8->logits(std::span<const int32_t>(ids.data(), 1));
+        QVERIFY(std::equal(first.begin(), first.end(), b.begin()));
+    }
+
+    // The same on a model large enough for a decode-sized MoE layer to hand whole
+    // experts to the threads (medium-cpu's shapes in a Q4_K_M mix, two threads): every
+    // thread takes the integer products, so a token alone still gives its row's bits.
+    void int8ActivationsOnEveryThread() {
+        if (!cetus::cpu::int8_product_available(cetus::ggml_blocks::k_type_q4_k))
+            QSKIP("no integer products on this machine (they need AVX2 and FMA)");
+        cetus::EngineOptions o;
+        o.device = cetus::Device::Cpu;
+        o.n_threads = 2;
+        o.max_context = 64;
+        o.prefix_store_bytes = 0;
+        o.int8_activations = true;
+        cetus::RandomModelOptions r;
+        r.preset = "medium-cpu";
+        r.dtype = "q4_k_m";
+        r.n_layers = 2;
+        auto e = cetus::Engine::create_random(r, o);
+        QVERIFY(e->info().device.find("int8 activations") != std::string::npos);
+        const std::vector<int32_t> ids = {5, 900, 31000, 17};
+        const auto all = e->logits(ids), first = e->logits(std::span<const int32_t>(ids.data(), 1));
+        QVERIFY(std::equal(first.begin(), first.end(), all.begin()));
     }
 
     // A model in parts (gguf-split's names and split.* keys): opened by its first part,

@@ -22,14 +22,6 @@
 
 namespace cetus::cpu {
 
-namespace {
-thread_local bool t_int8_activations = false;
-}  // namespace
-
-bool int8_activations() { return t_int8_activations; }
-Int8ActivationsScope::Int8ActivationsScope(bool on) : m_previous(t_int8_activations) { t_int8_activations = on; }
-Int8ActivationsScope::~Int8ActivationsScope() { t_int8_activations = m_previous; }
-
 void quantise_int8(const float* x, int64_t ldx, int64_t n_tokens, int64_t cols, int block, Int8Rows& out) {
     const int64_t nb = cols / block, n16 = cols / 16;
     out.n_tokens = n_tokens;

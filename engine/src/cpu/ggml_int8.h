@@ -5,8 +5,8 @@
 // the exact products of cpu/ops.cpp (which stay the default and the reference): each
 // term w * x becomes w * (d q) with |x - d q| <= d / 2, d = max |x| / 127 over the
 // block, so a product moves by at most sum |w| d / 2. A token's result is still the
-// same in a batch of one or of many. AVX2 (with FMA) only; elsewhere matmul keeps the
-// exact path.
+// same in a batch of one or of many. matmul takes this path for matrices marked
+// Matrix::int8_activations; AVX2 (with FMA) only, elsewhere it keeps the exact path.
 #pragma once
 
 #include "weights.h"
@@ -37,19 +37,5 @@ bool int8_product_available(uint32_t ggml_type);
 // matrix w (Dtype::Ggml, a type int8_product_available accepts, a.block its block's
 // values), threaded over rows like matmul. y has row stride ldy.
 void matmul_int8(const Int8Rows& a, const Matrix& w, float* y, int64_t ldy);
-
-// Whether GGUF block products on this thread take the integer path (matmul checks
-// it); the CPU backend turns it on for its passes with EngineOptions::int8_activations.
-bool int8_activations();
-class Int8ActivationsScope {
-public:
-    explicit Int8ActivationsScope(bool on);
-    ~Int8ActivationsScope();
-    Int8ActivationsScope(const Int8ActivationsScope&) = delete;
-    Int8ActivationsScope& operator=(const Int8ActivationsScope&) = delete;
-
-private:
-    bool m_previous;
-};
 
 }  // namespace cetus::cpu

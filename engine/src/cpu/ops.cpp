@@ -458,7 +458,7 @@ constexpr int64_t k_direct_tokens = 4;
 
 void matmul_strided(const float* x, int64_t ldx, int64_t n_tokens, const Matrix& w, float* y, int64_t ldy) {
     const int64_t rows = w.rows, cols = w.cols;
-    if (w.dtype == Dtype::Ggml && int8_activations() && int8_product_available(w.ggml_type)) {
+    if (w.int8_activations && w.dtype == Dtype::Ggml && int8_product_available(w.ggml_type)) {
         thread_local Int8Rows a;  // (reused: no allocation per product)
         int values = 0, bytes = 0;
         ggml_blocks::block_shape(w.ggml_type, values, bytes);
