@@ -105,6 +105,7 @@ CETUS_INT8_INLINE void scales_mins_k4(const std::byte* q, int16_t* sc, int16_t* 
 
 struct Q4K {  // d sc code - dmin m, per 32
     static constexpr bool is_signed = false, has_min = true;
+    static constexpr int block = 256;  // values
     CETUS_INT8_INLINE static void unpack(const std::byte* b, int8_t* c, int16_t* sc, int16_t* mn, float& dw,
                                          float& dm) {
         dw = f16(b);
@@ -119,6 +120,7 @@ struct Q4K {  // d sc code - dmin m, per 32
 };
 struct Q5K {  // Q4_K's nibbles with bit k of qh as the fifth bit
     static constexpr bool is_signed = false, has_min = true;
+    static constexpr int block = 256;  // values
     CETUS_INT8_INLINE static void unpack(const std::byte* b, int8_t* c, int16_t* sc, int16_t* mn, float& dw,
                                          float& dm) {
         dw = f16(b);
@@ -136,6 +138,7 @@ struct Q5K {  // Q4_K's nibbles with bit k of qh as the fifth bit
 };
 struct Q6K {  // d sc (code - 32), per 16
     static constexpr bool is_signed = true, has_min = false;
+    static constexpr int block = 256;  // values
     CETUS_INT8_INLINE static void unpack(const std::byte* b, int8_t* c, int16_t* sc, int16_t*, float& dw, float&) {
         dw = f16(b + 208);
         for (int n = 0; n < 2; ++n) {
@@ -155,6 +158,7 @@ struct Q6K {  // d sc (code - 32), per 16
 };
 struct Q8_0 {
     static constexpr bool is_signed = true, has_min = false;
+    static constexpr int block = 32;  // values
     CETUS_INT8_INLINE static void unpack(const std::byte* b, int8_t* c, int16_t* sc, int16_t*, float& dw, float&) {
         dw = f16(b);
         store(c, load32(b + 2));
@@ -163,6 +167,7 @@ struct Q8_0 {
 };
 struct Q4_0 {  // d (code - 8)
     static constexpr bool is_signed = true, has_min = false;
+    static constexpr int block = 32;  // values
     CETUS_INT8_INLINE static void unpack(const std::byte* b, int8_t* c, int16_t* sc, int16_t*, float& dw, float&) {
         dw = f16(b);
         store(c, _mm256_sub_epi8(nibbles32(b + 2), _mm256_set1_epi8(8)));
@@ -171,6 +176,7 @@ struct Q4_0 {  // d (code - 8)
 };
 struct Q4_1 {  // d code + m
     static constexpr bool is_signed = false, has_min = true;
+    static constexpr int block = 32;  // values
     CETUS_INT8_INLINE static void unpack(const std::byte* b, int8_t* c, int16_t* sc, int16_t* mn, float& dw,
                                          float& dm) {
         dw = f16(b);
@@ -181,6 +187,7 @@ struct Q4_1 {  // d code + m
 };
 struct Q5_0 {  // d (code - 16)
     static constexpr bool is_signed = true, has_min = false;
+    static constexpr int block = 32;  // values
     CETUS_INT8_INLINE static void unpack(const std::byte* b, int8_t* c, int16_t* sc, int16_t*, float& dw, float&) {
         dw = f16(b);
         store(c, _mm256_sub_epi8(q5_codes(b + 2, b + 6), _mm256_set1_epi8(16)));
@@ -189,6 +196,7 @@ struct Q5_0 {  // d (code - 16)
 };
 struct Q5_1 {  // d code + m
     static constexpr bool is_signed = false, has_min = true;
+    static constexpr int block = 32;  // values
     CETUS_INT8_INLINE static void unpack(const std::byte* b, int8_t* c, int16_t* sc, int16_t* mn, float& dw,
                                          float& dm) {
         dw = f16(b);
@@ -199,6 +207,7 @@ struct Q5_1 {  // d code + m
 };
 struct Q2K {  // d sc code - dmin m, per 16
     static constexpr bool is_signed = false, has_min = true;
+    static constexpr int block = 256;  // values
     CETUS_INT8_INLINE static void unpack(const std::byte* b, int8_t* c, int16_t* sc, int16_t* mn, float& dw,
                                          float& dm) {
         dw = f16(b + 80);
@@ -219,6 +228,7 @@ struct Q2K {  // d sc code - dmin m, per 16
 };
 struct Q3K {  // d scale ((code | third bit << 2) - 4), per 16
     static constexpr bool is_signed = true, has_min = false;
+    static constexpr int block = 256;  // values
     CETUS_INT8_INLINE static void unpack(const std::byte* b, int8_t* c, int16_t* sc, int16_t*, float& dw, float&) {
         dw = f16(b + 108);
         const __m256i hm = load32(b);
@@ -243,6 +253,7 @@ CETUS_INT8_INLINE __m256i iq4_table_codes(const std::byte* qs) {
 }
 struct IQ4NL {
     static constexpr bool is_signed = true, has_min = false;
+    static constexpr int block = 32;  // values
     CETUS_INT8_INLINE static void unpack(const std::byte* b, int8_t* c, int16_t* sc, int16_t*, float& dw, float&) {
         dw = f16(b);
         store(c, iq4_table_codes(b + 2));
@@ -251,6 +262,7 @@ struct IQ4NL {
 };
 struct IQ4XS {
     static constexpr bool is_signed = true, has_min = false;
+    static constexpr int block = 256;  // values
     CETUS_INT8_INLINE static void unpack(const std::byte* b, int8_t* c, int16_t* sc, int16_t*, float& dw, float&) {
         dw = f16(b);
         const unsigned scales_h = gb::u8(b + 2) | (unsigned(gb::u8(b + 3)) << 8);
@@ -276,9 +288,9 @@ CETUS_INT8_INLINE float hsum(__m256 v) {
 // the same way whatever TT is.
 template <class T, int TT>
 CETUS_INT8_INLINE void row_tokens(const int8_t* codes, const int16_t* sc, const int16_t* mn, const float* dw,
-                                  const float* dm, int B, const Int8Rows& a, int64_t t0, float* y, int64_t ldy) {
+                                  const float* dm, const Int8Rows& a, int64_t t0, float* y, int64_t ldy) {
+    constexpr int B = T::block, runs = B / 16;
     const int64_t cols = a.cols, nb = cols / B, n16 = cols / 16;
-    const int runs = B / 16;
     // Both int16 halves of a 32-bit pair of scales, 8 times each.
     const __m256i spread = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3,
                                             2, 3, 2, 3, 2, 3, 2, 3);
@@ -306,7 +318,7 @@ CETUS_INT8_INLINE void row_tokens(const int8_t* codes, const int16_t* sc, const 
             if (T::has_min) {  // the runs' minimums times the token's run sums
                 const int16_t* qs = a.qsum16.data() + (t0 + t) * n16 + blk * runs;
                 __m256i m;
-                if (runs == 16) {
+                if constexpr (runs == 16) {
                     m = _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(mn + blk * runs)),
                                           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs)));
                 } else {  // two runs
@@ -323,10 +335,10 @@ CETUS_INT8_INLINE void row_tokens(const int8_t* codes, const int16_t* sc, const 
 // Rows [0, n_rows) of blocks at rows (row_bytes apart) for every token of a.
 template <class T>
 CETUS_INT8_TARGET __attribute__((flatten)) void row_block(const Int8Rows& a, const std::byte* rows,
-                                                          uint64_t row_bytes, int B, int block_bytes,
-                                                          int64_t n_rows, Unpacked& u, float* y, int64_t ldy) {
+                                                          uint64_t row_bytes, int block_bytes, int64_t n_rows,
+                                                          Unpacked& u, float* y, int64_t ldy) {
+    constexpr int B = T::block, runs = B / 16;
     const int64_t cols = a.cols, n16 = cols / 16, nb = cols / B;
-    const int runs = B / 16;
     for (int64_t r = 0; r < n_rows; ++r)
         for (int64_t b = 0; b < nb; ++b) {
             const char* ahead = reinterpret_cast<const char*>(rows + r * row_bytes + b * block_bytes) + 4096;
@@ -342,13 +354,12 @@ CETUS_INT8_TARGET __attribute__((flatten)) void row_block(const Int8Rows& a, con
         const float* dw = u.dw.data() + r * nb;
         const float* dm = u.dm.data() + r * nb;
         int64_t t = 0;
-        for (; t + 4 <= a.n_tokens; t += 4) row_tokens<T, 4>(c, sc, mn, dw, dm, B, a, t, y + t * ldy + r, ldy);
-        for (; t < a.n_tokens; ++t) row_tokens<T, 1>(c, sc, mn, dw, dm, B, a, t, y + t * ldy + r, ldy);
+        for (; t + 4 <= a.n_tokens; t += 4) row_tokens<T, 4>(c, sc, mn, dw, dm, a, t, y + t * ldy + r, ldy);
+        for (; t < a.n_tokens; ++t) row_tokens<T, 1>(c, sc, mn, dw, dm, a, t, y + t * ldy + r, ldy);
     }
 }
 
-using RowBlockFn = void (*)(const Int8Rows&, const std::byte*, uint64_t, int, int, int64_t, Unpacked&, float*,
-                            int64_t);
+using RowBlockFn = void (*)(const Int8Rows&, const std::byte*, uint64_t, int, int64_t, Unpacked&, float*, int64_t);
 RowBlockFn row_block_for(uint32_t type) {
     switch (type) {
     case gb::k_type_q4_0: return &row_block<Q4_0>;
@@ -402,8 +413,8 @@ void matmul_int8(const Int8Rows& a, const Matrix& w, float* y, int64_t ldy) {
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < n_blocks; ++b) {
             const int64_t r0 = b * k_rows_per_block, r1 = std::min(rows, r0 + k_rows_per_block);
-            fn(a, static_cast<const std::byte*>(w.data) + uint64_t(r0) * row_bytes, row_bytes, values, bytes,
-               r1 - r0, u, y + r0, ldy);
+            fn(a, static_cast<const std::byte*>(w.data) + uint64_t(r0) * row_bytes, row_bytes, bytes, r1 - r0, u,
+               y + r0, ldy);
         }
     }
 }
