@@ -31,7 +31,7 @@ void append_argmax(const std::vector<float>& logits, int64_t V, int64_t n_valid,
 }  // namespace
 
 std::string CpuBackend::description() const {
-    return std::to_string(omp_get_max_threads()) + " threads" + (m_int8_activations ? ", int8 activations" : "");
+    return std::to_string(omp_get_max_threads()) + " threads" + (m_model.int8_activations() ? ", int8 activations" : "");
 }
 
 double CpuBackend::copy_bandwidth_gbs() {
@@ -50,8 +50,8 @@ double CpuBackend::copy_bandwidth_gbs() {
     return m_copy_gbs;
 }
 
-CpuBackend::CpuBackend(const Model& model, int64_t capacity, KvCacheType cache_type, bool int8_activations)
-    : m_model(model), m_cache(model.make_cache(capacity, cache_type)), m_int8_activations(int8_activations) {
+CpuBackend::CpuBackend(const Model& model, int64_t capacity, KvCacheType cache_type)
+    : m_model(model), m_cache(model.make_cache(capacity, cache_type)) {
     if (const char* form = std::getenv("CETUS_CPU_MLA_FORM")) {
         const std::string f = form;
         if (f == "absorbed") m_forced_form = MlaFormPolicy{int64_t(1) << 40, false};

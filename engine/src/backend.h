@@ -115,17 +115,15 @@ public:
 // The CPU backend: the model's own forward pass over a host cache.
 class CpuBackend final : public Backend {
 public:
-    // int8_activations: the caller has marked the model's block-quantised matrices for
-    // the integer products (Model::use_int8_activations; cpu/ggml_int8.h); the
-    // description and rows_identity say so.
-    CpuBackend(const Model& model, int64_t capacity, KvCacheType cache_type = KvCacheType::F32,
-               bool int8_activations = false);
+    CpuBackend(const Model& model, int64_t capacity, KvCacheType cache_type = KvCacheType::F32);
 
     std::string name() const override { return "cpu"; }
     std::string description() const override;
     // Every instruction-set clone and thread count gives the same bits (cpu/ops.h);
-    // int8 activations give others.
-    std::string rows_identity() const override { return m_int8_activations ? "cpu, int8 activations" : "cpu"; }
+    // int8 activations (Model::use_int8_activations) give others.
+    std::string rows_identity() const override {
+        return m_model.int8_activations() ? "cpu, int8 activations" : "cpu";
+    }
     int64_t capacity() const override { return m_cache.capacity(); }
     int64_t n_tokens() const override { return m_cache.n_tokens; }
     void truncate(int64_t n) override { m_cache.n_tokens = n; }
@@ -162,7 +160,6 @@ private:
     std::optional<MlaFormPolicy> m_forced_form;
     double m_copy_gbs = -1.0;
     bool m_device_sampling = false;
-    bool m_int8_activations = false;
     std::vector<float> m_kept;  // [rows, vocab]: the last call's logits (device sampling)
     std::vector<std::vector<float>> m_q = std::vector<std::vector<float>>(size_t(k_max_choice_rows));
 };

@@ -362,7 +362,7 @@ void Engine::make_backend(const EngineOptions& o, bool use_cuda, const LoadProgr
         m_model = host_model();
     }
     m_model->use_int8_activations(o.int8_activations);
-    m_backend = std::make_unique<CpuBackend>(*m_model, ctx, o.kv_cache, o.int8_activations);
+    m_backend = std::make_unique<CpuBackend>(*m_model, ctx, o.kv_cache);
 }
 
 std::unique_ptr<Engine> Engine::load(const EngineOptions& o, const LoadProgress& progress) {

@@ -185,7 +185,11 @@ void Model::block_forward(const LayerWeights& lw, int64_t cache_layer, float* x,
 }
 
 void Model::use_int8_activations(bool on) {
-    auto mark = [on](Matrix& m) { m.int8_activations = on && m.dtype == Dtype::Ggml; };
+    m_int8_activations = false;
+    auto mark = [this, on](Matrix& m) {
+        m.int8_activations = on && m.dtype == Dtype::Ggml;
+        m_int8_activations = m_int8_activations || m.int8_activations;
+    };
     auto mark_mlp = [&](MlpWeights& w) {
         mark(w.gate);
         mark(w.up);

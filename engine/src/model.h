@@ -161,6 +161,7 @@ public:
     // Marks every block-quantised matrix (Matrix::int8_activations) for the CPU's
     // integer products, or back to the exact ones.
     void use_int8_activations(bool on);
+    bool int8_activations() const { return m_int8_activations; }  // some matrix is marked
     bool host_weights_released() const { return m_host_released; }
 
     // The weights as loaded (read by other backends to upload them).
@@ -197,6 +198,7 @@ private:
     std::vector<float> m_norm;
     std::vector<LayerWeights> m_layers;
     std::vector<MtpWeights> m_mtp;
+    bool m_int8_activations = false;
     uint64_t m_params_main = 0, m_params_active = 0, m_params_mtp = 0, m_weight_bytes = 0;
 };
 

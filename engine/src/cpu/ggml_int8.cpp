@@ -156,55 +156,6 @@ struct Q6K {  // d sc (code - 32), per 16
         }
     }
 };
-struct Q8_0 {
-    static constexpr bool is_signed = true, has_min = false;
-    static constexpr int block = 32;  // values
-    CETUS_INT8_INLINE static void unpack(const std::byte* b, int8_t* c, int16_t* sc, int16_t*, float& dw, float&) {
-        dw = f16(b);
-        store(c, load32(b + 2));
-        run32(sc, nullptr, 0, 1, 0);
-    }
-};
-struct Q4_0 {  // d (code - 8)
-    static constexpr bool is_signed = true, has_min = false;
-    static constexpr int block = 32;  // values
-    CETUS_INT8_INLINE static void unpack(const std::byte* b, int8_t* c, int16_t* sc, int16_t*, float& dw, float&) {
-        dw = f16(b);
-        store(c, _mm256_sub_epi8(nibbles32(b + 2), _mm256_set1_epi8(8)));
-        run32(sc, nullptr, 0, 1, 0);
-    }
-};
-struct Q4_1 {  // d code + m
-    static constexpr bool is_signed = false, has_min = true;
-    static constexpr int block = 32;  // values
-    CETUS_INT8_INLINE static void unpack(const std::byte* b, int8_t* c, int16_t* sc, int16_t* mn, float& dw,
-                                         float& dm) {
-        dw = f16(b);
-        dm = f16(b + 2);
-        store(c, nibbles32(b + 4));
-        run32(sc, mn, 0, 1, 1);
-    }
-};
-struct Q5_0 {  // d (code - 16)
-    static constexpr bool is_signed = true, has_min = false;
-    static constexpr int block = 32;  // values
-    CETUS_INT8_INLINE static void unpack(const std::byte* b, int8_t* c, int16_t* sc, int16_t*, float& dw, float&) {
-        dw = f16(b);
-        store(c, _mm256_sub_epi8(q5_codes(b + 2, b + 6), _mm256_set1_epi8(16)));
-        run32(sc, nullptr, 0, 1, 0);
-    }
-};
-struct Q5_1 {  // d code + m
-    static constexpr bool is_signed = false, has_min = true;
-    static constexpr int block = 32;  // values
-    CETUS_INT8_INLINE static void unpack(const std::byte* b, int8_t* c, int16_t* sc, int16_t* mn, float& dw,
-                                         float& dm) {
-        dw = f16(b);
-        dm = f16(b + 2);
-        store(c, q5_codes(b + 4, b + 8));
-        run32(sc, mn, 0, 1, 1);
-    }
-};
 struct Q2K {  // d sc code - dmin m, per 16
     static constexpr bool is_signed = false, has_min = true;
     static constexpr int block = 256;  // values
@@ -251,15 +202,36 @@ CETUS_INT8_INLINE __m256i iq4_table_codes(const std::byte* qs) {
                          -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
     return _mm256_shuffle_epi8(table, nibbles32(qs));
 }
-struct IQ4NL {
-    static constexpr bool is_signed = true, has_min = false;
+// The 32-value types: a scale d at byte 0 (the affine ones, code d + m, a minimum m at
+// byte 2), the codes as Codes reads them; one run of 32.
+template <bool Signed, bool Affine, __m256i (*Codes)(const std::byte*)>
+struct Block32 {
+    static constexpr bool is_signed = Signed, has_min = Affine;
     static constexpr int block = 32;  // values
-    CETUS_INT8_INLINE static void unpack(const std::byte* b, int8_t* c, int16_t* sc, int16_t*, float& dw, float&) {
+    CETUS_INT8_INLINE static void unpack(const std::byte* b, int8_t* c, int16_t* sc, int16_t* mn, float& dw,
+                                         float& dm) {
         dw = f16(b);
-        store(c, iq4_table_codes(b + 2));
-        run32(sc, nullptr, 0, 1, 0);
+        if (Affine) dm = f16(b + 2);
+        store(c, Codes(b));
+        run32(sc, Affine ? mn : nullptr, 0, 1, 1);
     }
 };
+CETUS_INT8_INLINE __m256i q8_0_codes(const std::byte* b) { return load32(b + 2); }
+CETUS_INT8_INLINE __m256i q4_0_codes(const std::byte* b) {  // code - 8
+    return _mm256_sub_epi8(nibbles32(b + 2), _mm256_set1_epi8(8));
+}
+CETUS_INT8_INLINE __m256i q4_1_codes(const std::byte* b) { return nibbles32(b + 4); }
+CETUS_INT8_INLINE __m256i q5_0_codes(const std::byte* b) {  // code - 16
+    return _mm256_sub_epi8(q5_codes(b + 2, b + 6), _mm256_set1_epi8(16));
+}
+CETUS_INT8_INLINE __m256i q5_1_codes(const std::byte* b) { return q5_codes(b + 4, b + 8); }
+CETUS_INT8_INLINE __m256i iq4_nl_codes(const std::byte* b) { return iq4_table_codes(b + 2); }
+using Q8_0 = Block32<true, false, &q8_0_codes>;
+using Q4_0 = Block32<true, false, &q4_0_codes>;
+using Q4_1 = Block32<false, true, &q4_1_codes>;
+using Q5_0 = Block32<true, false, &q5_0_codes>;
+using Q5_1 = Block32<false, true, &q5_1_codes>;
+using IQ4NL = Block32<true, false, &iq4_nl_codes>;
 struct IQ4XS {
     static constexpr bool is_signed = true, has_min = false;
     static constexpr int block = 256;  // values
