@@ -6,7 +6,11 @@
 #include "cetus/error.h"
 #include "cpu/ops.h"
 
+#include <omp.h>
+
 #include <algorithm>
+#include <atomic>
+#include <exception>
 #include <cmath>
 #include <limits>
 #include <numeric>
@@ -90,13 +94,106 @@ void route_token(const ModelConfig& c, const float* z, const float* bias, int32_
     weigh_scores(c, s.data(), ids, weights);
 }
 
+namespace {
+
+// One SwiGLU MLP's batch, out[n, H] = down(silu(gate x) * up x), as chunks of rows for
+// the threads.
+struct MlpJob {
+    const MlpWeights* w = nullptr;
+    const cpu::ProductInput* in = nullptr;  // x, prepared for gate and up
+    cpu::ProductInput gathered;             // a routed expert's tokens (in points here)
+    std::vector<float> x_rows;              // their fp32 rows
+    std::vector<float> g, u;                // [n, I]; g becomes silu(g) * u
+    cpu::ProductInput mid;                  // g, prepared for down
+    float* out = nullptr;                   // [n, H]
+};
+
+// Rows per chunk: gate/up chunks of 64 rows of both (V2-Lite's experts: 22 a
+// matrix), down chunks of 64 output rows.
+constexpr int64_t k_chunk_rows = 128;
+
+// Runs every job: all gate/up chunks (each also applying silu(g) * u to its rows; the
+// last chunk of a job to finish prepares its g for down), then all down chunks. With
+// parallel, one OpenMP region whose threads take chunks as they come free, whatever
+// expert they belong to: two barriers a layer instead of a region per product, and no
+// thread idle while another finishes a large expert. Each value is computed as
+// mlp_forward computes it alone (the same products over the same rows, the same bits).
+void run_mlp_jobs(std::vector<MlpJob>& jobs, bool parallel) {
+    struct Chunk {
+        size_t job;
+        int64_t r0, r1;
+    };
+    std::vector<Chunk> first, second;
+    std::vector<std::atomic<int64_t>> left(jobs.size());
+    for (size_t j = 0; j < jobs.size(); ++j) {
+        MlpJob& J = jobs[j];
+        const int64_t I = J.w->gate.rows, H = J.w->down.rows, n = J.in->n_tokens;
+        J.g.resize(static_cast<size_t>(n * I));
+        J.u.resize(static_cast<size_t>(n * I));
+        int64_t count = 0;
+        for (int64_t r = 0; r < I; r += k_chunk_rows, ++count) first.push_back({j, r, std::min(I, r + k_chunk_rows)});
+        left[j].store(count, std::memory_order_relaxed);
+        for (int64_t r = 0; r < H; r += k_chunk_rows) second.push_back({j, r, std::min(H, r + k_chunk_rows)});
+    }
+    auto gate_up = [&](const Chunk& c) {
+        MlpJob& J = jobs[c.job];
+        const int64_t I = J.w->gate.rows, n = J.in->n_tokens;
+        cpu::matmul_rows(*J.in, J.w->gate, c.r0, c.r1, J.g.data(), I);
+        cpu::matmul_rows(*J.in, J.w->up, c.r0, c.r1, J.u.data(), I);
+        for (int64_t t = 0; t < n; ++t)
+            for (int64_t i = t * I + c.r0; i < t * I + c.r1; ++i) J.g[size_t(i)] = cpu::silu(J.g[size_t(i)]) * J.u[size_t(i)];
+        // The last chunk of the job sees every other chunk's rows (acquire-release).
+        if (left[c.job].fetch_sub(1, std::memory_order_acq_rel) == 1)
+            cpu::prepare_input(J.g.data(), I, n, I, {&J.w->down}, J.mid);
+    };
+    auto down = [&](const Chunk& c) {
+        MlpJob& J = jobs[c.job];
+        cpu::matmul_rows(J.mid, J.w->down, c.r0, c.r1, J.out, J.w->down.rows);
+    };
+    if (!parallel) {
+        for (const Chunk& c : first) gate_up(c);
+        for (const Chunk& c : second) down(c);
+        return;
+    }
+    // An exception may not leave the region: the first is kept and rethrown after it.
+    std::exception_ptr failure;
+    std::atomic<bool> failed{false};
+    auto guarded = [&](auto&& f, const Chunk& c) {
+        if (failed.load(std::memory_order_relaxed)) return;
+        try {
+            f(c);
+        } catch (...) {
+#pragma omp critical(cetus_mlp_failure)
+            if (!failure) failure = std::current_exception();
+            failed.store(true, std::memory_order_relaxed);
+        }
+    };
+    const int64_t n_first = int64_t(first.size()), n_second = int64_t(second.size());
+#pragma omp parallel
+    {
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t i = 0; i < n_first; ++i) guarded(gate_up, first[size_t(i)]);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t i = 0; i < n_second; ++i) guarded(down, second[size_t(i)]);
+    }
+    if (failure) std::rethrow_exception(failure);
+}
+
+// Whether a batch of MLP work is worth the threads (see cpu::k_parallel_min_macs).
+bool threads_worth_it(int64_t macs) {
+    return macs >= cpu::k_parallel_min_macs && omp_get_max_threads() > 1 && !omp_in_parallel();
+}
+
+}  // namespace
+
 void mlp_forward(const MlpWeights& w, const float* x, int64_t T, float* out) {
-    const int64_t I = w.gate.rows;
-    std::vector<float> g(static_cast<size_t>(T * I)), u(static_cast<size_t>(T * I));  // [T, I]
-    cpu::matmul(x, T, w.gate, g.data());
-    cpu::matmul(x, T, w.up, u.data());
-    for (int64_t i = 0; i < T * I; ++i) g[size_t(i)] = cpu::silu(g[size_t(i)]) * u[size_t(i)];
-    cpu::matmul(g.data(), T, w.down, out);  // [T, H]
+    std::vector<MlpJob> jobs(1);
+    MlpJob& J = jobs[0];
+    J.w = &w;
+    cpu::prepare_input(x, w.gate.cols, T, w.gate.cols, {&w.gate, &w.up}, J.gathered);
+    J.in = &J.gathered;
+    J.out = out;
+    run_mlp_jobs(jobs, threads_worth_it(3 * T * w.gate.rows * w.gate.cols));
 }
 
 void moe_forward(const ModelConfig& c, const MoeWeights& w, const float* x, int64_t T, float* out,
@@ -129,45 +226,45 @@ void moe_forward(const ModelConfig& c, const MoeWeights& w, const float* x, int6
     std::vector<std::vector<int64_t>> slots(static_cast<size_t>(E));
     for (int64_t i = 0; i < T * K; ++i) slots[size_t(ids[size_t(i)])].push_back(i);
     std::vector<int64_t> active;
-    int64_t largest = 0;  // pairs of the busiest expert
     for (int64_t e = 0; e < E; ++e)
-        if (!slots[size_t(e)].empty()) {
-            active.push_back(e);
-            largest = std::max<int64_t>(largest, int64_t(slots[size_t(e)].size()));
-        }
+        if (!slots[size_t(e)].empty()) active.push_back(e);
     std::vector<float> y(static_cast<size_t>(T * K * H));  // [T, K, H] expert outputs
-    auto run_expert = [&](int64_t e, std::vector<float>& xe, std::vector<float>& ye) {
-        const auto& sl = slots[size_t(e)];
-        const int64_t n = int64_t(sl.size());
-        xe.resize(static_cast<size_t>(n * H));
-        ye.resize(static_cast<size_t>(n * H));
-        for (int64_t i = 0; i < n; ++i) std::copy_n(x + (sl[size_t(i)] / K) * H, H, xe.data() + i * H);
-        mlp_forward(w.experts[size_t(e)], xe.data(), n, ye.data());
-        for (int64_t i = 0; i < n; ++i) std::copy_n(ye.data() + i * H, H, y.data() + sl[size_t(i)] * H);
-    };
     std::vector<float> sh(w.has_shared ? static_cast<size_t>(T * H) : 0);
-    // Decode-sized batches: each expert's products are too small to share out
-    // (cpu::k_parallel_min_macs), so the experts themselves (and the shared
-    // expert) go to the threads, one parallel region per layer, when together
-    // they are worth waking the threads for. Each expert is computed the same
-    // way either way, and the sums below keep their order.
+    // The shared expert first, then the routed ones in ascending order, all as one
+    // batch of jobs; the activations are prepared once (quantised, for int8 products)
+    // and each routed expert gathers its tokens' rows.
+    std::vector<const Matrix*> inputs_for;
+    if (w.has_shared) inputs_for.insert(inputs_for.end(), {&w.shared.gate, &w.shared.up});
+    for (int64_t e : active) inputs_for.insert(inputs_for.end(), {&w.experts[size_t(e)].gate, &w.experts[size_t(e)].up});
+    cpu::ProductInput all;
+    cpu::prepare_input(x, H, T, H, inputs_for, all);
+    std::vector<MlpJob> jobs(active.size() + (w.has_shared ? 1 : 0));
+    std::vector<std::vector<float>> ye(active.size());
+    size_t j = 0;
+    if (w.has_shared) {
+        jobs[j].w = &w.shared;
+        jobs[j].in = &all;
+        jobs[j].out = sh.data();
+        ++j;
+    }
+    std::vector<int64_t> rows;
+    for (size_t a = 0; a < active.size(); ++a, ++j) {
+        const auto& sl = slots[size_t(active[a])];
+        rows.resize(sl.size());
+        for (size_t i = 0; i < sl.size(); ++i) rows[i] = sl[i] / K;
+        MlpJob& J = jobs[j];
+        J.w = &w.experts[size_t(active[a])];
+        cpu::gather_input(all, rows.data(), int64_t(rows.size()), J.x_rows, J.gathered);
+        J.in = &J.gathered;
+        ye[a].resize(sl.size() * size_t(H));
+        J.out = ye[a].data();
+    }
     const int64_t inter = w.experts.empty() ? 0 : w.experts[0].gate.rows;
-    const int64_t n_tasks = int64_t(active.size()) + (w.has_shared ? 1 : 0);
     const int64_t total_macs = 3 * H * (T * K * inter + (w.has_shared ? T * w.shared.gate.rows : 0));
-    if (largest * inter * H < cpu::k_parallel_min_macs && total_macs >= cpu::k_parallel_min_macs && n_tasks > 1) {
-#pragma omp parallel
-        {
-            std::vector<float> xe, ye;
-#pragma omp for schedule(dynamic, 1)
-            for (int64_t i = 0; i < n_tasks; ++i) {
-                if (i < int64_t(active.size())) run_expert(active[size_t(i)], xe, ye);
-                else mlp_forward(w.shared, x, T, sh.data());
-            }
-        }
-    } else {
-        std::vector<float> xe, ye;
-        for (int64_t e : active) run_expert(e, xe, ye);
-        if (w.has_shared) mlp_forward(w.shared, x, T, sh.data());
+    run_mlp_jobs(jobs, threads_worth_it(total_macs));
+    for (size_t a = 0; a < active.size(); ++a) {
+        const auto& sl = slots[size_t(active[a])];
+        for (size_t i = 0; i < sl.size(); ++i) std::copy_n(ye[a].data() + i * size_t(H), H, y.data() + sl[i] * H);
     }
     for (int64_t t = 0; t < T; ++t) {
         float* ot = out + t * H;

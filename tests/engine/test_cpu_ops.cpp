@@ -5,6 +5,7 @@
 // batches, a converted block of rows for larger ones) computes it. The FP8
 // matrix holds every byte value (NaN patterns aside) and spans several scale
 // blocks; the width leaves a tail past the 8-float vectors.
+#include "cetus/error.h"
 #include "cpu/ggml_int8.h"
 #include "cpu/ops.h"
 #include "dtype.h"
@@ -358,6 +359,63 @@ private slots:
                                              .arg(n)));
                 }
             }
+        }
+    }
+
+    // Products prepared once and taken a range of rows at a time (the MoE layer's
+    // chunks for the threads): every row the bits cpu::matmul gives it, for fp32,
+    // BF16, FP8 and block weights on the exact and the int8 path; a gathered subset of
+    // the tokens the bits of those tokens in the whole batch; an input prepared for
+    // other matrices, or of another width, refused.
+    void rowRangesAndGathers() {
+        std::mt19937 gen(31);
+        std::normal_distribution<float> nd(0.0f, 1.0f);
+        std::vector<TestMatrix> ms;
+        for (cetus::Dtype dt : {cetus::Dtype::F32, cetus::Dtype::BF16, cetus::Dtype::F8_E4M3})
+            ms.push_back(make(dt, 300, 256, gen));
+        for (const BlockType& type : block_types()) {
+            ms.push_back(random_blocks(type, gen));
+            ms.push_back(random_blocks(type, gen));
+            ms.back().m.int8_activations = true;
+        }
+        for (const TestMatrix& t : ms) {
+            const cetus::Matrix& w = t.m;
+            const int64_t rows = w.rows, cols = w.cols, n = 7;
+            const QString what = QStringLiteral("dtype %1, type %2%3")
+                                     .arg(int(w.dtype))
+                                     .arg(w.ggml_type)
+                                     .arg(w.int8_activations ? ", int8" : "");
+            std::vector<float> x(size_t(n * cols));
+            for (float& v : x) v = nd(gen);
+            std::vector<float> want(size_t(n * rows));
+            cetus::cpu::matmul(x.data(), n, w, want.data());
+            cetus::cpu::ProductInput in;
+            cetus::cpu::prepare_input(x.data(), cols, n, cols, {&w}, in);
+            std::vector<float> got(size_t(n * rows), std::nanf(""));
+            // Uneven ranges, out of order, some not on a row block's edge.
+            const int64_t cuts[] = {0, 5, 8, 64, rows / 2, rows - 1, rows};
+            for (int i = 5; i >= 0; --i)
+                cetus::cpu::matmul_rows(in, w, std::min(cuts[i], rows), std::min(cuts[i + 1], rows), got.data(), rows);
+            QVERIFY2(std::memcmp(got.data(), want.data(), got.size() * 4) == 0, qPrintable(what));
+            // Tokens 6, 0 and 3, alone and as a batch of three (the streamed and the
+            // unpacked int8 forms alike).
+            for (const std::vector<int64_t>& pick : {std::vector<int64_t>{6, 0, 3}, std::vector<int64_t>{4}}) {
+                cetus::cpu::ProductInput sub;
+                std::vector<float> rows_of;
+                cetus::cpu::gather_input(in, pick.data(), int64_t(pick.size()), rows_of, sub);
+                std::vector<float> y(pick.size() * size_t(rows));
+                cetus::cpu::matmul_rows(sub, w, 0, rows, y.data(), rows);
+                for (size_t i = 0; i < pick.size(); ++i)
+                    QVERIFY2(std::memcmp(y.data() + i * rows, want.data() + pick[i] * rows, size_t(rows) * 4) == 0,
+                             qPrintable(what + QStringLiteral(": token %1 gathered").arg(pick[i])));
+            }
+            if (w.int8_activations) {  // prepared for no matrix: no int8 rows
+                cetus::cpu::ProductInput bare;
+                cetus::cpu::prepare_input(x.data(), cols, n, cols, {}, bare);
+                QVERIFY_THROWS_EXCEPTION(cetus::Error, cetus::cpu::matmul_rows(bare, w, 0, rows, got.data(), rows));
+            }
+            cetus::cpu::ProductInput narrow;
+            QVERIFY_THROWS_EXCEPTION(cetus::Error, cetus::cpu::prepare_input(x.data(), cols, n, cols - 32, {&w}, narrow));
         }
     }
 };

@@ -9,6 +9,7 @@
 #include "cpu/ggml_int8.h"
 
 #include "cetus/error.h"
+#include "cpu/ops.h"
 #include "ggml_blocks.h"
 
 #include <algorithm>
@@ -252,56 +253,105 @@ CETUS_INT8_INLINE float hsum(__m256 v) {
     return ((f[0] + f[4]) + (f[1] + f[5])) + ((f[2] + f[6]) + (f[3] + f[7]));
 }
 
-// Tokens [t0, t0 + TT) times one unpacked row (B values a block) into y[t * ldy]. Per
-// block, integer sums: per run of 32 the codes times the token's int8 values (maddubs,
-// pairs of int16), each run of 16 times its scale (madd: int32 lanes 0-3 hold the
-// first run, 4-7 the second), summed over the block; then times dw d in fp32. No
-// int32 can overflow (the largest block sum is below 2^25). Every token's sum is formed
-// the same way whatever TT is.
+// Tokens [t0, t0 + TT) times block blk of one unpacked row (its codes, the runs'
+// scales and minimums, its two floats), into each token's accumulators. Integer sums:
+// per run of 32 the codes times the token's int8 values (maddubs, pairs of int16),
+// each run of 16 times its scale (madd: int32 lanes 0-3 hold the first run, 4-7 the
+// second), summed over the block; then times dw d in fp32. No int32 can overflow (the
+// largest block sum is below 2^25). Every token's sum is formed the same way whatever
+// TT is, and whether the row was unpacked whole or a block at a time.
 template <class T, int TT>
-CETUS_INT8_INLINE void row_tokens(const int8_t* codes, const int16_t* sc, const int16_t* mn, const float* dw,
-                                  const float* dm, const Int8Rows& a, int64_t t0, float* y, int64_t ldy) {
+CETUS_INT8_INLINE void block_tokens(const int8_t* codes, const int16_t* sc, const int16_t* mn, float dw, float dm,
+                                    const Int8Rows& a, int64_t t0, int64_t blk, __m256* acc, __m256* min_acc) {
     constexpr int B = T::block, runs = B / 16;
     const int64_t cols = a.cols, nb = cols / B, n16 = cols / 16;
     // Both int16 halves of a 32-bit pair of scales, 8 times each.
     const __m256i spread = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3,
                                             2, 3, 2, 3, 2, 3, 2, 3);
-    __m256 acc[TT], min_acc[TT];
-    for (int t = 0; t < TT; ++t) acc[t] = min_acc[t] = _mm256_setzero_ps();
-    for (int64_t blk = 0; blk < nb; ++blk) {
-        __m256i isum[TT];
-        for (int t = 0; t < TT; ++t) isum[t] = _mm256_setzero_si256();
-        for (int j = 0; j < B / 32; ++j) {
-            const int64_t at = blk * B + 32 * j;
-            const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + at));
-            const __m256i cu = T::is_signed ? _mm256_sign_epi8(c, c) : c;  // |code| as unsigned bytes
-            int32_t pair;
-            std::memcpy(&pair, sc + at / 16, sizeof pair);
-            const __m256i s16 = _mm256_shuffle_epi8(_mm256_set1_epi32(pair), spread);
-            for (int t = 0; t < TT; ++t) {
-                __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q.data() + (t0 + t) * cols + at));
-                if (T::is_signed) xq = _mm256_sign_epi8(xq, c);
-                isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(_mm256_maddubs_epi16(cu, xq), s16));
-            }
-        }
+    __m256i isum[TT];
+    for (int t = 0; t < TT; ++t) isum[t] = _mm256_setzero_si256();
+    for (int j = 0; j < B / 32; ++j) {
+        const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + 32 * j));
+        const __m256i cu = T::is_signed ? _mm256_sign_epi8(c, c) : c;  // |code| as unsigned bytes
+        int32_t pair;
+        std::memcpy(&pair, sc + 2 * j, sizeof pair);
+        const __m256i s16 = _mm256_shuffle_epi8(_mm256_set1_epi32(pair), spread);
         for (int t = 0; t < TT; ++t) {
-            const float dx = a.d[size_t((t0 + t) * nb + blk)];
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_set1_ps(dw[blk] * dx), acc[t]);
-            if (T::has_min) {  // the runs' minimums times the token's run sums
-                const int16_t* qs = a.qsum16.data() + (t0 + t) * n16 + blk * runs;
-                __m256i m;
-                if constexpr (runs == 16) {
-                    m = _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(mn + blk * runs)),
-                                          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs)));
-                } else {  // two runs
-                    m = _mm256_setr_epi32(int32_t(mn[blk * runs]) * qs[0] + int32_t(mn[blk * runs + 1]) * qs[1], 0,
-                                          0, 0, 0, 0, 0, 0);
-                }
-                min_acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(m), _mm256_set1_ps(dm[blk] * dx), min_acc[t]);
-            }
+            __m256i xq = _mm256_loadu_si256(
+                reinterpret_cast<const __m256i*>(a.q.data() + (t0 + t) * cols + blk * B + 32 * j));
+            if (T::is_signed) xq = _mm256_sign_epi8(xq, c);
+            isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(_mm256_maddubs_epi16(cu, xq), s16));
         }
     }
+    for (int t = 0; t < TT; ++t) {
+        const float dx = a.d[size_t((t0 + t) * nb + blk)];
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_set1_ps(dw * dx), acc[t]);
+        if (T::has_min) {  // the runs' minimums times the token's run sums
+            const int16_t* qs = a.qsum16.data() + (t0 + t) * n16 + blk * runs;
+            __m256i m;
+            if constexpr (runs == 16) {
+                m = _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(mn)),
+                                      _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs)));
+            } else {  // two runs
+                m = _mm256_setr_epi32(int32_t(mn[0]) * qs[0] + int32_t(mn[1]) * qs[1], 0, 0, 0, 0, 0, 0, 0);
+            }
+            min_acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(m), _mm256_set1_ps(dm * dx), min_acc[t]);
+        }
+    }
+}
+
+template <class T, int TT>
+CETUS_INT8_INLINE void store_tokens(const __m256* acc, const __m256* min_acc, float* y, int64_t ldy) {
     for (int t = 0; t < TT; ++t) y[t * ldy] = hsum(acc[t]) + (T::has_min ? hsum(min_acc[t]) : 0.0f);
+}
+
+// Tokens [t0, t0 + TT) times one unpacked row into y[t * ldy].
+template <class T, int TT>
+CETUS_INT8_INLINE void row_tokens(const int8_t* codes, const int16_t* sc, const int16_t* mn, const float* dw,
+                                  const float* dm, const Int8Rows& a, int64_t t0, float* y, int64_t ldy) {
+    constexpr int B = T::block, runs = B / 16;
+    const int64_t nb = a.cols / B;
+    __m256 acc[TT], min_acc[TT];
+    for (int t = 0; t < TT; ++t) acc[t] = min_acc[t] = _mm256_setzero_ps();
+    for (int64_t blk = 0; blk < nb; ++blk)
+        block_tokens<T, TT>(codes + blk * B, sc + blk * runs, mn + blk * runs, dw[blk], dm[blk], a, t0, blk, acc,
+                            min_acc);
+    store_tokens<T, TT>(acc, min_acc, y, ldy);
+}
+
+// Software prefetch of the block 4 KiB ahead into every cache level.
+CETUS_INT8_INLINE void prefetch_ahead(const std::byte* block, int block_bytes) {
+    const char* ahead = reinterpret_cast<const char*>(block) + 4096;
+    for (int o = 0; o < block_bytes; o += 64) _mm_prefetch(ahead + o, _MM_HINT_T0);
+}
+
+// Batches up to this size multiply each block as it is unpacked (rows_streamed);
+// larger ones unpack a row block whole and reuse it for every group of 4 tokens.
+constexpr int64_t k_streamed_tokens = 4;
+
+// Every token of a (TT of them: decode and short verify batches) times the rows,
+// each block multiplied as soon as it is unpacked: the rows' bytes stream in while
+// the products run, where unpacking a row block whole first would leave the memory
+// idle during its products.
+template <class T, int TT>
+CETUS_INT8_INLINE void rows_streamed(const Int8Rows& a, const std::byte* rows, uint64_t row_bytes, int block_bytes,
+                                     int64_t n_rows, float* y, int64_t ldy) {
+    constexpr int B = T::block, runs = B / 16;
+    const int64_t nb = a.cols / B;
+    alignas(32) int8_t codes[B];
+    alignas(32) int16_t sc[runs], mn[runs] = {};
+    for (int64_t r = 0; r < n_rows; ++r) {
+        __m256 acc[TT], min_acc[TT];
+        for (int t = 0; t < TT; ++t) acc[t] = min_acc[t] = _mm256_setzero_ps();
+        for (int64_t blk = 0; blk < nb; ++blk) {
+            const std::byte* b = rows + r * row_bytes + blk * block_bytes;
+            prefetch_ahead(b, block_bytes);
+            float dw = 0.0f, dm = 0.0f;
+            T::unpack(b, codes, sc, mn, dw, dm);
+            block_tokens<T, TT>(codes, sc, mn, dw, dm, a, 0, blk, acc, min_acc);
+        }
+        store_tokens<T, TT>(acc, min_acc, y + r, ldy);
+    }
 }
 
 // Rows [0, n_rows) of blocks at rows (row_bytes apart) for every token of a.
@@ -309,12 +359,19 @@ template <class T>
 CETUS_INT8_TARGET __attribute__((flatten)) void row_block(const Int8Rows& a, const std::byte* rows,
                                                           uint64_t row_bytes, int block_bytes, int64_t n_rows,
                                                           Unpacked& u, float* y, int64_t ldy) {
+    static_assert(k_streamed_tokens == 4);
+    switch (a.n_tokens) {
+    case 1: return rows_streamed<T, 1>(a, rows, row_bytes, block_bytes, n_rows, y, ldy);
+    case 2: return rows_streamed<T, 2>(a, rows, row_bytes, block_bytes, n_rows, y, ldy);
+    case 3: return rows_streamed<T, 3>(a, rows, row_bytes, block_bytes, n_rows, y, ldy);
+    case 4: return rows_streamed<T, 4>(a, rows, row_bytes, block_bytes, n_rows, y, ldy);
+    default: break;
+    }
     constexpr int B = T::block, runs = B / 16;
     const int64_t cols = a.cols, n16 = cols / 16, nb = cols / B;
     for (int64_t r = 0; r < n_rows; ++r)
         for (int64_t b = 0; b < nb; ++b) {
-            const char* ahead = reinterpret_cast<const char*>(rows + r * row_bytes + b * block_bytes) + 4096;
-            for (int o = 0; o < block_bytes; o += 64) _mm_prefetch(ahead + o, _MM_HINT_T0);
+            prefetch_ahead(rows + r * row_bytes + b * block_bytes, block_bytes);
             T::unpack(rows + r * row_bytes + b * block_bytes, u.codes.data() + r * cols + b * B,
                       u.sc.data() + r * n16 + b * runs, u.mn.data() + r * n16 + b * runs, u.dw[size_t(r * nb + b)],
                       u.dm[size_t(r * nb + b)]);
@@ -362,37 +419,59 @@ constexpr int64_t k_rows_per_block = 8;
 
 bool int8_product_available(uint32_t ggml_type) { return has_avx2_fma() && row_block_for(ggml_type) != nullptr; }
 
-void matmul_int8(const Int8Rows& a, const Matrix& w, float* y, int64_t ldy) {
+void matmul_int8_rows(const Int8Rows& a, const Matrix& w, int64_t r0_all, int64_t r1_all, float* y, int64_t ldy) {
     const RowBlockFn fn = row_block_for(w.ggml_type);
     int values = 0, bytes = 0;
     gb::block_shape(w.ggml_type, values, bytes);
-    if (a.block != values || a.cols != w.cols)
+    if (!fn || a.block != values || a.cols != w.cols)
         throw Error(ErrorCode::BadRequest, "matmul_int8: activations quantised per " + std::to_string(a.block) +
                                              " for blocks of " + std::to_string(values));
-    const int64_t rows = w.rows, cols = w.cols, n16 = cols / 16, nb = cols / values;
+    const int64_t cols = w.cols, n16 = cols / 16, nb = cols / values;
     const uint64_t row_bytes = w.row_bytes();
-    const int64_t n_blocks = (rows + k_rows_per_block - 1) / k_rows_per_block;
-    // As matmul_strided: small products stay on the calling thread.
-    const bool parallel = rows * cols * std::max<int64_t>(a.n_tokens, 4) >= (int64_t(1) << 20) && n_blocks > 1;
-#pragma omp parallel if (parallel)
-    {
-        Unpacked u;
+    thread_local Unpacked u;  // (streamed batches unpack a block at a time instead)
+    if (a.n_tokens > k_streamed_tokens) {
         u.codes.resize(size_t(k_rows_per_block * cols));
         u.sc.resize(size_t(k_rows_per_block * n16));
         u.mn.resize(size_t(k_rows_per_block * n16));
         u.dw.resize(size_t(k_rows_per_block * nb));
         u.dm.resize(size_t(k_rows_per_block * nb));
-#pragma omp for schedule(static)
-        for (int64_t b = 0; b < n_blocks; ++b) {
-            const int64_t r0 = b * k_rows_per_block, r1 = std::min(rows, r0 + k_rows_per_block);
-            fn(a, static_cast<const std::byte*>(w.data) + uint64_t(r0) * row_bytes, row_bytes, bytes, r1 - r0, u,
-               y + r0, ldy);
-        }
     }
+    for (int64_t r0 = r0_all; r0 < r1_all; r0 += k_rows_per_block) {
+        const int64_t r1 = std::min(r1_all, r0 + k_rows_per_block);
+        fn(a, static_cast<const std::byte*>(w.data) + uint64_t(r0) * row_bytes, row_bytes, bytes, r1 - r0, u, y + r0,
+           ldy);
+    }
+}
+
+void matmul_int8(const Int8Rows& a, const Matrix& w, float* y, int64_t ldy) {
+    const int64_t rows = w.rows;
+    const int64_t n_blocks = (rows + k_rows_per_block - 1) / k_rows_per_block;
+    // As matmul_strided: small products stay on the calling thread.
+    const bool parallel = rows * w.cols * std::max<int64_t>(a.n_tokens, 4) >= k_parallel_min_macs && n_blocks > 1;
+    for_ranges(n_blocks, parallel, [&](int64_t b_begin, int64_t b_end) {
+        matmul_int8_rows(a, w, b_begin * k_rows_per_block, std::min(rows, b_end * k_rows_per_block), y, ldy);
+    });
 }
 #else
 bool int8_product_available(uint32_t) { return false; }
 void matmul_int8(const Int8Rows&, const Matrix&, float*, int64_t) {}
+void matmul_int8_rows(const Int8Rows&, const Matrix&, int64_t, int64_t, float*, int64_t) {}
 #endif
+
+void gather_int8(const Int8Rows& in, const int64_t* rows, int64_t n, Int8Rows& out) {
+    out.n_tokens = in.n_tokens > 0 ? n : 0;
+    out.cols = in.cols;
+    out.block = in.block;
+    if (out.n_tokens == 0) return;
+    const int64_t cols = in.cols, nb = cols / in.block, n16 = cols / 16;
+    out.q.resize(size_t(n * cols));
+    out.d.resize(size_t(n * nb));
+    out.qsum16.resize(size_t(n * n16));
+    for (int64_t i = 0; i < n; ++i) {
+        std::copy_n(in.q.data() + rows[i] * cols, cols, out.q.data() + i * cols);
+        std::copy_n(in.d.data() + rows[i] * nb, nb, out.d.data() + i * nb);
+        std::copy_n(in.qsum16.data() + rows[i] * n16, n16, out.qsum16.data() + i * n16);
+    }
+}
 
 }  // namespace cetus::cpu

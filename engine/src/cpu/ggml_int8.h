@@ -37,5 +37,9 @@ bool int8_product_available(uint32_t ggml_type);
 // matrix w (Dtype::Ggml, a type int8_product_available accepts, a.block its block's
 // values), threaded over rows like matmul. y has row stride ldy.
 void matmul_int8(const Int8Rows& a, const Matrix& w, float* y, int64_t ldy);
+// The same for rows [r0, r1) only, on the calling thread.
+void matmul_int8_rows(const Int8Rows& a, const Matrix& w, int64_t r0, int64_t r1, float* y, int64_t ldy);
+// Tokens rows[0 .. n) of in into out (empty in: empty out).
+void gather_int8(const Int8Rows& in, const int64_t* rows, int64_t n, Int8Rows& out);
 
 }  // namespace cetus::cpu

@@ -5,6 +5,8 @@
 // the batch; GGUF blocks always go that way, their rows decoded 8 at a time.
 #include "cpu/ops.h"
 
+#include "cetus/error.h"
+
 #include "cpu/ggml_int8.h"
 #include "dtype.h"
 #include "ggml_blocks.h"
@@ -15,6 +17,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -456,13 +459,66 @@ constexpr int64_t k_direct_tokens = 4;
 
 }  // namespace
 
+namespace {
+
+// Rows [r0, r1) of w (not int8), in blocks of k_row_block rows, on the calling thread.
+void product_rows(const float* x, int64_t ldx, int64_t n_tokens, const Matrix& w, int64_t r0_all, int64_t r1_all,
+                  float* y, int64_t ldy) {
+    const int64_t cols = w.cols;
+    const bool small = n_tokens <= k_direct_tokens;
+    const bool fp8_vector = w.dtype == Dtype::F8_E4M3 && has_avx2_f16c();
+    const bool direct = w.dtype == Dtype::F32 || ((w.dtype == Dtype::BF16 || fp8_vector) && small);
+    thread_local std::vector<float> buf;  // (reused: no allocation per range)
+    if (!direct && buf.size() < static_cast<size_t>(k_row_block * cols)) buf.resize(static_cast<size_t>(k_row_block * cols));
+#ifdef CETUS_FP8_AVX2
+    const Fp8Rows fp8{static_cast<const uint8_t*>(w.data), cols, w.scale_inv, w.scale_cols, 0};
+#endif
+    const GgmlTypeInfo* ggml = w.dtype == Dtype::Ggml ? ggml_type_info(w.ggml_type) : nullptr;
+    const uint64_t row_bytes = w.row_bytes();
+    for (int64_t r0 = r0_all; r0 < r1_all; r0 += k_row_block) {
+        const int64_t r1 = std::min(r1_all, r0 + k_row_block);
+        float* yb = y + r0;
+        if (w.dtype == Dtype::F32) {
+            product_f32(x, ldx, n_tokens, static_cast<const float*>(w.data) + r0 * cols, r1 - r0, cols, yb, ldy);
+        } else if (direct && w.dtype == Dtype::BF16) {
+            product_bf16(x, ldx, n_tokens, static_cast<const uint16_t*>(w.data) + r0 * cols, r1 - r0, cols, yb, ldy);
+#ifdef CETUS_FP8_AVX2
+        } else if (direct) {
+            product_fp8(x, ldx, n_tokens, fp8.from(r0), r1 - r0, cols, yb, ldy);
+        } else if (fp8_vector) {
+            convert_fp8(fp8.from(r0), r1 - r0, cols, buf.data());
+            product_f32(x, ldx, n_tokens, buf.data(), r1 - r0, cols, yb, ldy);
+#endif
+        } else if (ggml) {
+            const std::byte* src = static_cast<const std::byte*>(w.data) + uint64_t(r0) * row_bytes;
+            if (!convert_ggml_avx2(*ggml, src, row_bytes, r1 - r0, cols, buf.data()))
+                convert_ggml(*ggml, src, row_bytes, r1 - r0, cols, buf.data());
+            product_f32(x, ldx, n_tokens, buf.data(), r1 - r0, cols, yb, ldy);
+        } else {
+            if (w.dtype == Dtype::BF16)
+                convert_bf16(static_cast<const uint16_t*>(w.data) + r0 * cols, r1 - r0, cols, buf.data());
+            else
+                for (int64_t r = r0; r < r1; ++r) w.row_to_f32(r, buf.data() + (r - r0) * cols);
+            product_f32(x, ldx, n_tokens, buf.data(), r1 - r0, cols, yb, ldy);
+        }
+    }
+}
+
+// The int8 products' block size for w, or 0 where w takes the fp32 path.
+int int8_block(const Matrix& w) {
+    if (!(w.int8_activations && w.dtype == Dtype::Ggml && int8_product_available(w.ggml_type))) return 0;
+    int values = 0, bytes = 0;
+    ggml_blocks::block_shape(w.ggml_type, values, bytes);
+    return values;
+}
+
+}  // namespace
+
 void matmul_strided(const float* x, int64_t ldx, int64_t n_tokens, const Matrix& w, float* y, int64_t ldy) {
     const int64_t rows = w.rows, cols = w.cols;
-    if (w.int8_activations && w.dtype == Dtype::Ggml && int8_product_available(w.ggml_type)) {
+    if (const int block = int8_block(w)) {
         thread_local Int8Rows a;  // (reused: no allocation per product)
-        int values = 0, bytes = 0;
-        ggml_blocks::block_shape(w.ggml_type, values, bytes);
-        quantise_int8(x, ldx, n_tokens, cols, values, a);
+        quantise_int8(x, ldx, n_tokens, cols, block, a);
         matmul_int8(a, w, y, ldy);
         return;
     }
@@ -474,46 +530,51 @@ void matmul_strided(const float* x, int64_t ldx, int64_t n_tokens, const Matrix&
     // worth the threads from a quarter of the size.
     const int64_t work = rows * cols * (w.dtype == Dtype::Ggml ? std::max<int64_t>(n_tokens, 4) : n_tokens);
     const bool parallel = work >= k_parallel_min_macs && n_blocks > 1;
-#pragma omp parallel if (parallel)
-    {
-        const bool small = n_tokens <= k_direct_tokens;
-        const bool fp8_vector = w.dtype == Dtype::F8_E4M3 && has_avx2_f16c();
-        const bool direct = w.dtype == Dtype::F32 || ((w.dtype == Dtype::BF16 || fp8_vector) && small);
-        std::vector<float> buf(direct ? 0 : static_cast<size_t>(k_row_block * cols));
-#ifdef CETUS_FP8_AVX2
-        const Fp8Rows fp8{static_cast<const uint8_t*>(w.data), cols, w.scale_inv, w.scale_cols, 0};
-#endif
-        const GgmlTypeInfo* ggml = w.dtype == Dtype::Ggml ? ggml_type_info(w.ggml_type) : nullptr;
-        const uint64_t row_bytes = w.row_bytes();
-#pragma omp for schedule(static)
-        for (int64_t b = 0; b < n_blocks; ++b) {
-            const int64_t r0 = b * k_row_block, r1 = std::min(rows, r0 + k_row_block);
-            float* yb = y + r0;
-            if (w.dtype == Dtype::F32) {
-                product_f32(x, ldx, n_tokens, static_cast<const float*>(w.data) + r0 * cols, r1 - r0, cols, yb, ldy);
-            } else if (direct && w.dtype == Dtype::BF16) {
-                product_bf16(x, ldx, n_tokens, static_cast<const uint16_t*>(w.data) + r0 * cols, r1 - r0, cols, yb, ldy);
-#ifdef CETUS_FP8_AVX2
-            } else if (direct) {
-                product_fp8(x, ldx, n_tokens, fp8.from(r0), r1 - r0, cols, yb, ldy);
-            } else if (fp8_vector) {
-                convert_fp8(fp8.from(r0), r1 - r0, cols, buf.data());
-                product_f32(x, ldx, n_tokens, buf.data(), r1 - r0, cols, yb, ldy);
-#endif
-            } else if (ggml) {
-                const std::byte* src =
-                    static_cast<const std::byte*>(w.data) + uint64_t(r0) * row_bytes;
-                if (!convert_ggml_avx2(*ggml, src, row_bytes, r1 - r0, cols, buf.data()))
-                    convert_ggml(*ggml, src, row_bytes, r1 - r0, cols, buf.data());
-                product_f32(x, ldx, n_tokens, buf.data(), r1 - r0, cols, yb, ldy);
-            } else {
-                if (w.dtype == Dtype::BF16) convert_bf16(static_cast<const uint16_t*>(w.data) + r0 * cols, r1 - r0, cols, buf.data());
-                else
-                    for (int64_t r = r0; r < r1; ++r) w.row_to_f32(r, buf.data() + (r - r0) * cols);
-                product_f32(x, ldx, n_tokens, buf.data(), r1 - r0, cols, yb, ldy);
-            }
-        }
+    for_ranges(n_blocks, parallel, [&](int64_t b_begin, int64_t b_end) {
+        product_rows(x, ldx, n_tokens, w, b_begin * k_row_block, std::min(rows, b_end * k_row_block), y, ldy);
+    });
+}
+
+void prepare_input(const float* x, int64_t ldx, int64_t n_tokens, int64_t cols, std::span<const Matrix* const> ws,
+                   ProductInput& in) {
+    in.x = x;
+    in.ldx = ldx;
+    in.n_tokens = n_tokens;
+    in.cols = cols;
+    in.q32.n_tokens = in.q256.n_tokens = 0;
+    for (const Matrix* w : ws) {
+        if (w->cols != cols) throw Error(ErrorCode::BadRequest, "prepare_input: a matrix of " + std::to_string(w->cols) +
+                                                                 " columns for inputs of " + std::to_string(cols));
+        const int block = int8_block(*w);
+        Int8Rows* q = block == 32 ? &in.q32 : block == 256 ? &in.q256 : nullptr;
+        if (q && !(q->n_tokens == n_tokens && q->cols == cols && q->block == block))
+            quantise_int8(x, ldx, n_tokens, cols, block, *q);
     }
+}
+
+void gather_input(const ProductInput& in, const int64_t* rows, int64_t n, std::vector<float>& storage,
+                  ProductInput& out) {
+    const int64_t cols = in.cols;
+    storage.resize(static_cast<size_t>(n * cols));
+    for (int64_t i = 0; i < n; ++i) std::copy_n(in.x + rows[i] * in.ldx, cols, storage.data() + i * cols);
+    out.x = storage.data();
+    out.ldx = cols;
+    out.n_tokens = n;
+    out.cols = cols;
+    gather_int8(in.q32, rows, n, out.q32);
+    gather_int8(in.q256, rows, n, out.q256);
+}
+
+void matmul_rows(const ProductInput& in, const Matrix& w, int64_t r0, int64_t r1, float* y, int64_t ldy) {
+    if (const int block = int8_block(w)) {
+        const Int8Rows& a = block == 32 ? in.q32 : in.q256;
+        if (a.n_tokens != in.n_tokens || a.cols != w.cols || a.block != block)
+            throw Error(ErrorCode::BadRequest, "matmul_rows: the input was not prepared for this matrix");
+        matmul_int8_rows(a, w, r0, r1, y, ldy);
+        return;
+    }
+    if (in.cols != w.cols) throw Error(ErrorCode::BadRequest, "matmul_rows: the input's width is not the matrix's");
+    product_rows(in.x, in.ldx, in.n_tokens, w, r0, r1, y, ldy);
 }
 
 void matmul(const float* x, int64_t n_tokens, const Matrix& w, float* y) {

@@ -4,16 +4,41 @@
 // so one token's result is bit-identical in a batch of 1 or of many.
 #pragma once
 
+#include "cpu/ggml_int8.h"
 #include "weights.h"
 
+#include <omp.h>
+
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
+#include <span>
+#include <vector>
 
 namespace cetus::cpu {
 
 // Multiply-adds below which an operation stays on the calling thread (see matmul_strided).
 inline constexpr int64_t k_parallel_min_macs = int64_t(1) << 20;
+
+// Runs body(begin, end) over [0, n): split into contiguous ranges, one per OpenMP
+// thread, when parallel and not already inside a parallel region (a MoE layer hands
+// whole experts to the threads); otherwise once on the calling thread without opening
+// a region, since even a region of one thread ends in a barrier and a futex call.
+template <class Body>
+void for_ranges(int64_t n, bool parallel, Body&& body) {
+    if (!parallel || n < 2 || omp_in_parallel()) {
+        body(int64_t(0), n);
+        return;
+    }
+#pragma omp parallel
+    {
+        const int64_t nth = omp_get_num_threads(), id = omp_get_thread_num();
+        const int64_t per = (n + nth - 1) / nth, begin = std::min(n, id * per), end = std::min(n, begin + per);
+        if (begin < end) body(begin, end);
+    }
+}
 
 inline float dot(const float* a, const float* b, int64_t n) {
     float acc = 0.0f;
@@ -61,6 +86,30 @@ struct F32View {
 // y[t, r] = sum_c x[t, c] * W[r, c]   x: [n_tokens, W.cols] (row stride ldx), y: [n_tokens, W.rows] (stride ldy)
 void matmul(const float* x, int64_t n_tokens, const Matrix& w, float* y);
 void matmul_strided(const float* x, int64_t ldx, int64_t n_tokens, const Matrix& w, float* y, int64_t ldy);
+
+// Activations prepared once for products with several matrices, or with a matrix a
+// range of rows at a time (a MoE layer hands its experts' rows to the threads in
+// chunks): the fp32 rows, and the int8 form of each block size that the int8
+// matrices among them need (ggml_int8.h), quantised once instead of per product.
+struct ProductInput {
+    const float* x = nullptr;
+    int64_t ldx = 0, n_tokens = 0, cols = 0;
+    Int8Rows q32, q256;
+};
+// x [n_tokens, cols] (row stride ldx, kept by pointer) for the matrices ws, each of
+// cols columns. Throws Error on another width.
+void prepare_input(const float* x, int64_t ldx, int64_t n_tokens, int64_t cols, std::span<const Matrix* const> ws,
+                   ProductInput& in);
+inline void prepare_input(const float* x, int64_t ldx, int64_t n_tokens, int64_t cols,
+                          std::initializer_list<const Matrix*> ws, ProductInput& in) {
+    prepare_input(x, ldx, n_tokens, cols, std::span<const Matrix* const>(ws.begin(), ws.size()), in);
+}
+// Tokens rows[0 .. n) of a prepared input (fp32 rows copied into storage).
+void gather_input(const ProductInput& in, const int64_t* rows, int64_t n, std::vector<float>& storage,
+                  ProductInput& out);
+// Rows [r0, r1) of in times w into y[t * ldy + r], on the calling thread; each value
+// the bits matmul gives it. in must be prepared for w (Error otherwise).
+void matmul_rows(const ProductInput& in, const Matrix& w, int64_t r0, int64_t r1, float* y, int64_t ldy);
 
 // out[i] = x[i] / sqrt(mean(x^2) + eps) * weight[i]   (HF's RMSNorm in fp32)
 void rmsnorm(const float* x, const float* weight, float eps, int64_t n, float* out);
