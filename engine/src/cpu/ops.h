@@ -24,7 +24,7 @@ inline constexpr int64_t k_parallel_min_macs = int64_t(1) << 20;
 
 // Runs body(begin, end) over [0, n): split into contiguous ranges, one per OpenMP
 // thread, when parallel and not already inside a parallel region (a MoE layer hands
-// whole experts to the threads); otherwise once on the calling thread without opening
+// experts' rows to the threads); otherwise once on the calling thread without opening
 // a region, since even a region of one thread ends in a barrier and a futex call.
 template <class Body>
 void for_ranges(int64_t n, bool parallel, Body&& body) {
