@@ -97,7 +97,10 @@ private slots:
 
 private:
     void loadFake();
-    void checkSavedLoadOption(const QString& action_name, const QString& key, const std::function<bool()>& sent);
+    // A Model menu option saved under key: checked as on_by_default says on a first start,
+    // sent with the next load after a click, remembered by the next window.
+    void checkSavedLoadOption(const QString& action_name, const QString& key, const std::function<bool()>& sent,
+                              bool on_by_default = false);
     // A new window started with the Model > Device choice saved as `device`.
     bool reopenWithDevice(const QString& device);
     // The window at 1200x800, its layouts settled, saved to the build folder as `file`.
@@ -197,23 +200,23 @@ void TestMainWindow::gpuFailureOffersTheCpu() {
 // with the next load (sent(): the fake service's record of it), and a new window
 // starts from the saved choice.
 void TestMainWindow::checkSavedLoadOption(const QString& action_name, const QString& key,
-                                          const std::function<bool()>& sent) {
+                                          const std::function<bool()>& sent, bool on_by_default) {
     auto* action = m_window->findChild<QAction*>(action_name);
     QVERIFY(action);
     QVERIFY(action->isCheckable());
-    QVERIFY(!action->isChecked());
+    QCOMPARE(action->isChecked(), on_by_default);
     QSignalSpy loaded(m_service.get(), &GenerationService::modelLoaded);
     m_window->openModel(QStringLiteral("/models/fake"));
     QVERIFY(loaded.wait(2000));
-    QVERIFY(!sent());
+    QCOMPARE(sent(), on_by_default);
     action->trigger();
-    QVERIFY(QSettings().value(key).toBool());
+    QCOMPARE(QSettings().value(key).toBool(), !on_by_default);
     m_window->openModel(QStringLiteral("/models/fake"));
     QVERIFY(loaded.wait(2000));
-    QVERIFY(sent());
+    QCOMPARE(sent(), !on_by_default);
     m_window.reset();
     m_window = std::make_unique<MainWindow>(*m_store, *m_service);
-    QVERIFY(m_window->findChild<QAction*>(action_name)->isChecked());
+    QCOMPARE(m_window->findChild<QAction*>(action_name)->isChecked(), !on_by_default);
     QSettings().remove(key);
 }
 
@@ -225,9 +228,10 @@ void TestMainWindow::bf16CacheOption() {
 }
 
 void TestMainWindow::int8ActivationsOption() {
-    // Model > Integer products for GGUF on the CPU, separate from the other two.
+    // Model > Integer products for GGUF on the CPU, on unless turned off (as llama.cpp
+    // multiplies its blocks), separate from the other two.
     checkSavedLoadOption(QStringLiteral("int8ActivationsAction"), QStringLiteral("model/int8_activations"),
-                         [this] { return m_service->last_int8; });
+                         [this] { return m_service->last_int8; }, /*on_by_default=*/true);
     QVERIFY(!m_service->last_fp8);
     QVERIFY(!m_service->last_kv_bf16);
 }
