@@ -27,21 +27,25 @@ void mla_forward(const ModelConfig& c, const Rope& rope, const AttentionWeights&
     const int64_t d_qk = d_n + d_r, d_c = c.kv_lora_rank;
     const float scale = float(c.softmax_scale());
 
-    // Queries.
+    // Queries (or their compressed form) and the latent with the shared rotary key,
+    // both from a: one product over the two matrices' rows.
     std::vector<float> q(static_cast<size_t>(T * n_h * d_qk));  // [T, n_h, d_qk]
+    std::vector<float> kv(static_cast<size_t>(T * (d_c + d_r)));  // [T, d_c + d_r]
+    const Matrix& wq = c.q_lora_rank > 0 ? w.q_a_proj : w.q_proj;
+    std::vector<float> cq(c.q_lora_rank > 0 ? static_cast<size_t>(T * c.q_lora_rank) : 0);  // [T, d_q]
+    {
+        cpu::ProductInput in;
+        cpu::prepare_input(a, H, T, H, {&wq, &w.kv_a_proj_with_mqa}, in);
+        cpu::matmul_many(in, {{&wq, c.q_lora_rank > 0 ? cq.data() : q.data(), wq.rows},
+                              {&w.kv_a_proj_with_mqa, kv.data(), d_c + d_r}});
+    }
     if (c.q_lora_rank > 0) {
         const int64_t d_q = c.q_lora_rank;
-        std::vector<float> cq(static_cast<size_t>(T * d_q));  // [T, d_q]
-        cpu::matmul(a, T, w.q_a_proj, cq.data());
         cpu::rmsnorm_rows(cq.data(), w.q_a_layernorm.data(), k_latent_norm_eps, T, d_q, cq.data());
         cpu::matmul(cq.data(), T, w.q_b_proj, q.data());
-    } else {
-        cpu::matmul(a, T, w.q_proj, q.data());
     }
 
-    // Latent and shared rotary key, into the cache.
-    std::vector<float> kv(static_cast<size_t>(T * (d_c + d_r)));  // [T, d_c + d_r]
-    cpu::matmul(a, T, w.kv_a_proj_with_mqa, kv.data());
+    // The latent and rotary key into the cache.
     std::vector<float> cs(static_cast<size_t>(T * d_r));  // [T, d_r] cos/sin pairs
     std::vector<float> row(static_cast<size_t>(d_c + d_r));
     for (int64_t t = 0; t < T; ++t) {

@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <tuple>
 #include <vector>
 
 namespace {
@@ -416,6 +417,32 @@ private slots:
             }
             cetus::cpu::ProductInput narrow;
             QVERIFY_THROWS_EXCEPTION(cetus::Error, cetus::cpu::prepare_input(x.data(), cols, n, cols - 32, {&w}, narrow));
+        }
+    }
+
+    // One product over several matrices' rows (the attention's two input projections):
+    // each output, at its own row stride, the bits of matmul with that matrix alone, on
+    // one thread and on the pool.
+    void manyMatricesOneProduct() {
+        std::mt19937 gen(41);
+        std::normal_distribution<float> nd(0.0f, 1.0f);
+        const TestMatrix a = make(cetus::Dtype::F32, 300, 256, gen), b = make(cetus::Dtype::BF16, 37, 256, gen),
+                         f = make(cetus::Dtype::F8_E4M3, 2100, 256, gen);
+        const int64_t n = 3;
+        std::vector<float> x(size_t(n * 256));
+        for (float& v : x) v = nd(gen);
+        cetus::cpu::ProductInput in;
+        cetus::cpu::prepare_input(x.data(), 256, n, 256, {&a.m, &b.m, &f.m}, in);
+        std::vector<float> ya(size_t(n * 310), -1.0f), yb(size_t(n * 40), -1.0f), yf(size_t(n * 2100), -1.0f);
+        cetus::cpu::matmul_many(in, {{&a.m, ya.data(), 310}, {&b.m, yb.data(), 40}, {&f.m, yf.data(), 2100}});
+        for (const auto& [m, y, ld] : {std::tuple{&a.m, &ya, int64_t(310)}, std::tuple{&b.m, &yb, int64_t(40)},
+                                       std::tuple{&f.m, &yf, int64_t(2100)}}) {
+            std::vector<float> want(size_t(n * m->rows));
+            cetus::cpu::matmul(x.data(), n, *m, want.data());
+            for (int64_t t = 0; t < n; ++t) {
+                QVERIFY(std::memcmp(y->data() + t * ld, want.data() + t * m->rows, size_t(m->rows) * 4) == 0);
+                for (int64_t r = m->rows; r < ld; ++r) QCOMPARE((*y)[size_t(t * ld + r)], -1.0f);  // untouched
+            }
         }
     }
 };

@@ -577,6 +577,27 @@ void matmul_rows(const ProductInput& in, const Matrix& w, int64_t r0, int64_t r1
     product_rows(in.x, in.ldx, in.n_tokens, w, r0, r1, y, ldy);
 }
 
+void matmul_many(const ProductInput& in, std::initializer_list<ProductOut> outs) {
+    // Row blocks of every matrix in turn; the threshold as matmul_strided's, summed.
+    std::vector<int64_t> first_block;  // each matrix's first block in the joint count
+    int64_t n_blocks = 0, work = 0;
+    for (const ProductOut& o : outs) {
+        first_block.push_back(n_blocks);
+        n_blocks += (o.w->rows + k_row_block - 1) / k_row_block;
+        work += o.w->rows * o.w->cols *
+                (o.w->dtype == Dtype::Ggml ? std::max<int64_t>(in.n_tokens, 4) : in.n_tokens);
+    }
+    for_ranges(n_blocks, work >= k_parallel_min_macs, [&](int64_t b_begin, int64_t b_end) {
+        size_t i = 0;
+        for (const ProductOut& o : outs) {
+            const int64_t f = first_block[i++], nb = (o.w->rows + k_row_block - 1) / k_row_block;
+            const int64_t b0 = std::max(b_begin, f), b1 = std::min(b_end, f + nb);
+            if (b0 < b1)
+                matmul_rows(in, *o.w, (b0 - f) * k_row_block, std::min(o.w->rows, (b1 - f) * k_row_block), o.y, o.ldy);
+        }
+    });
+}
+
 void matmul(const float* x, int64_t n_tokens, const Matrix& w, float* y) {
     matmul_strided(x, w.cols, n_tokens, w, y, w.rows);
 }

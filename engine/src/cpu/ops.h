@@ -111,6 +111,17 @@ void gather_input(const ProductInput& in, const int64_t* rows, int64_t n, std::v
 // the bits matmul gives it. in must be prepared for w (Error otherwise).
 void matmul_rows(const ProductInput& in, const Matrix& w, int64_t r0, int64_t r1, float* y, int64_t ldy);
 
+// One product of a prepared input with several matrices (the attention's query and
+// latent projections read the same activations): y of each is [n_tokens, w->rows]
+// with row stride ldy. Their rows go to the threads together, one parallel region
+// for all when together they are worth it; each value the bits matmul gives it.
+struct ProductOut {
+    const Matrix* w;
+    float* y;
+    int64_t ldy;
+};
+void matmul_many(const ProductInput& in, std::initializer_list<ProductOut> outs);
+
 // out[i] = x[i] / sqrt(mean(x^2) + eps) * weight[i]   (HF's RMSNorm in fp32)
 void rmsnorm(const float* x, const float* weight, float eps, int64_t n, float* out);
 void rmsnorm_rows(const float* x, const float* weight, float eps, int64_t n_rows, int64_t n, float* out);
