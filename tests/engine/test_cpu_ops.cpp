@@ -297,7 +297,7 @@ private slots:
         }
     }
 
-    // GGUF block products with int8 activations, every block type, 1 to 9 tokens:
+    // GGUF block products with int8 activations, every block type, 1 to 21 tokens:
     // within float rounding of the products of the blocks' decoded values
     // (Matrix::row_to_f32) with the activations' int8 values (d q, double sums), and
     // within the quantisation's bound (sum |w| d / 2) of the exact products; a
@@ -316,13 +316,15 @@ private slots:
             const int64_t rows = q.rows, cols = q.cols;
             std::vector<float> wf(size_t(rows * cols));
             for (int64_t r = 0; r < rows; ++r) q.row_to_f32(r, wf.data() + r * cols);
-            std::vector<float> x(size_t(9 * cols));
+            std::vector<float> x(size_t(21 * cols));
             for (float& v : x) v = nd(gen);
             int values = 0, bytes = 0;
             cetus::ggml_blocks::block_shape(type.id, values, bytes);
             cetus::cpu::Int8Rows a;
-            cetus::cpu::quantise_int8(x.data(), cols, 9, cols, values, a);
-            for (int n : {1, 2, 3, 4, 5, 9}) {
+            cetus::cpu::quantise_int8(x.data(), cols, 21, cols, values, a);
+            // Up to 16 tokens multiply each block as it is unpacked, more a row block
+            // unpacked whole: both forms, and groups of 4 with each remainder.
+            for (int n : {1, 2, 3, 4, 5, 9, 16, 17, 21}) {
                 std::vector<float> y(size_t(n * rows)), exact(size_t(n * rows));
                 cetus::cpu::matmul(x.data(), n, qi, y.data());
                 cetus::cpu::matmul(x.data(), n, q, exact.data());
