@@ -108,8 +108,8 @@ struct MlpJob {
     float* out = nullptr;                   // [n, H]
 };
 
-// Rows per chunk: gate/up chunks of 64 rows of both (V2-Lite's experts: 22 a
-// matrix), down chunks of 64 output rows.
+// Rows per chunk: gate/up chunks of 128 rows of both (V2-Lite's experts: 11 a
+// matrix), down chunks of 128 output rows.
 constexpr int64_t k_chunk_rows = 128;
 
 // Runs every job: all gate/up chunks (each also applying silu(g) * u to its rows; the

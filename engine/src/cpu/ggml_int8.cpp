@@ -9,7 +9,6 @@
 #include "cpu/ggml_int8.h"
 
 #include "cetus/error.h"
-#include "cpu/ops.h"
 #include "ggml_blocks.h"
 
 #include <algorithm>
@@ -431,7 +430,7 @@ void matmul_int8_rows(const Int8Rows& a, const Matrix& w, int64_t r0_all, int64_
     int values = 0, bytes = 0;
     gb::block_shape(w.ggml_type, values, bytes);
     if (!fn || a.block != values || a.cols != w.cols)
-        throw Error(ErrorCode::BadRequest, "matmul_int8: activations quantised per " + std::to_string(a.block) +
+        throw Error(ErrorCode::BadRequest, "matmul_int8_rows: activations quantised per " + std::to_string(a.block) +
                                              " for blocks of " + std::to_string(values));
     const int64_t cols = w.cols, n16 = cols / 16, nb = cols / values;
     const uint64_t row_bytes = w.row_bytes();
@@ -450,18 +449,8 @@ void matmul_int8_rows(const Int8Rows& a, const Matrix& w, int64_t r0_all, int64_
     }
 }
 
-void matmul_int8(const Int8Rows& a, const Matrix& w, float* y, int64_t ldy) {
-    const int64_t rows = w.rows;
-    const int64_t n_blocks = (rows + k_rows_per_block - 1) / k_rows_per_block;
-    // As matmul_strided: small products stay on the calling thread.
-    const bool parallel = rows * w.cols * std::max<int64_t>(a.n_tokens, 4) >= k_parallel_min_macs && n_blocks > 1;
-    for_ranges(n_blocks, parallel, [&](int64_t b_begin, int64_t b_end) {
-        matmul_int8_rows(a, w, b_begin * k_rows_per_block, std::min(rows, b_end * k_rows_per_block), y, ldy);
-    });
-}
 #else
 bool int8_product_available(uint32_t) { return false; }
-void matmul_int8(const Int8Rows&, const Matrix&, float*, int64_t) {}
 void matmul_int8_rows(const Int8Rows&, const Matrix&, int64_t, int64_t, float*, int64_t) {}
 #endif
 

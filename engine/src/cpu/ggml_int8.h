@@ -33,11 +33,10 @@ void quantise_int8(const float* x, int64_t ldx, int64_t n_tokens, int64_t cols, 
 // Whether this machine and the block type take the integer path.
 bool int8_product_available(uint32_t ggml_type);
 
-// y[t, r] = sum_c w[r, c] d[t, c / block] q[t, c] for the rows of a block-quantised
-// matrix w (Dtype::Ggml, a type int8_product_available accepts, a.block its block's
-// values), threaded over rows like matmul. y has row stride ldy.
-void matmul_int8(const Int8Rows& a, const Matrix& w, float* y, int64_t ldy);
-// The same for rows [r0, r1) only, on the calling thread.
+// y[t, r] = sum_c w[r, c] d[t, c / block] q[t, c] for rows [r0, r1) of a
+// block-quantised matrix w (Dtype::Ggml, a type int8_product_available accepts, a.block
+// its block's values), on the calling thread (cpu::matmul shares the rows out). y has
+// row stride ldy.
 void matmul_int8_rows(const Int8Rows& a, const Matrix& w, int64_t r0, int64_t r1, float* y, int64_t ldy);
 // Tokens rows[0 .. n) of in into out (empty in: empty out).
 void gather_int8(const Int8Rows& in, const int64_t* rows, int64_t n, Int8Rows& out);

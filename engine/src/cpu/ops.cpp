@@ -457,10 +457,6 @@ bool convert_ggml_avx2(const GgmlTypeInfo&, const std::byte*, uint64_t, int64_t,
 // convert a block of rows once and reuse it for every token.
 constexpr int64_t k_direct_tokens = 4;
 
-}  // namespace
-
-namespace {
-
 // Rows [r0, r1) of w (not int8), in blocks of k_row_block rows, on the calling thread.
 void product_rows(const float* x, int64_t ldx, int64_t n_tokens, const Matrix& w, int64_t r0_all, int64_t r1_all,
                   float* y, int64_t ldy) {
@@ -515,24 +511,9 @@ int int8_block(const Matrix& w) {
 }  // namespace
 
 void matmul_strided(const float* x, int64_t ldx, int64_t n_tokens, const Matrix& w, float* y, int64_t ldy) {
-    const int64_t rows = w.rows, cols = w.cols;
-    if (const int block = int8_block(w)) {
-        thread_local Int8Rows a;  // (reused: no allocation per product)
-        quantise_int8(x, ldx, n_tokens, cols, block, a);
-        matmul_int8(a, w, y, ldy);
-        return;
-    }
-    const int64_t n_blocks = (rows + k_row_block - 1) / k_row_block;
-    // Small products run on the calling thread: waking the pool for a parallel region
-    // (the mains make OpenMP's idle threads sleep) costs tens of microseconds, more than
-    // a product of fewer than ~2^20 multiply-adds takes on one core.
-    // Decoding GGUF blocks costs a few times a multiply-add per weight: such products are
-    // worth the threads from a quarter of the size.
-    const int64_t work = rows * cols * (w.dtype == Dtype::Ggml ? std::max<int64_t>(n_tokens, 4) : n_tokens);
-    const bool parallel = work >= k_parallel_min_macs && n_blocks > 1;
-    for_ranges(n_blocks, parallel, [&](int64_t b_begin, int64_t b_end) {
-        product_rows(x, ldx, n_tokens, w, b_begin * k_row_block, std::min(rows, b_end * k_row_block), y, ldy);
-    });
+    thread_local ProductInput in;  // (reused: no allocation per product)
+    prepare_input(x, ldx, n_tokens, w.cols, {&w}, in);
+    matmul_many(in, {{&w, y, ldy}});
 }
 
 void prepare_input(const float* x, int64_t ldx, int64_t n_tokens, int64_t cols, std::span<const Matrix* const> ws,
@@ -578,22 +559,26 @@ void matmul_rows(const ProductInput& in, const Matrix& w, int64_t r0, int64_t r1
 }
 
 void matmul_many(const ProductInput& in, std::initializer_list<ProductOut> outs) {
-    // Row blocks of every matrix in turn; the threshold as matmul_strided's, summed.
-    std::vector<int64_t> first_block;  // each matrix's first block in the joint count
+    // The matrices' blocks of k_row_block rows, one after another, shared out together.
+    auto blocks_of = [](const Matrix& w) { return (w.rows + k_row_block - 1) / k_row_block; };
     int64_t n_blocks = 0, work = 0;
     for (const ProductOut& o : outs) {
-        first_block.push_back(n_blocks);
-        n_blocks += (o.w->rows + k_row_block - 1) / k_row_block;
-        work += o.w->rows * o.w->cols *
-                (o.w->dtype == Dtype::Ggml ? std::max<int64_t>(in.n_tokens, 4) : in.n_tokens);
+        n_blocks += blocks_of(*o.w);
+        // Small products run on the calling thread: waking the pool for a parallel
+        // region (the mains make OpenMP's idle threads sleep) costs tens of
+        // microseconds, more than a product of fewer than ~2^20 multiply-adds takes on
+        // one core. Decoding GGUF blocks costs a few times a multiply-add per weight:
+        // such products are worth the threads from a quarter of the size.
+        work += o.w->rows * o.w->cols * (o.w->dtype == Dtype::Ggml ? std::max<int64_t>(in.n_tokens, 4) : in.n_tokens);
     }
     for_ranges(n_blocks, work >= k_parallel_min_macs, [&](int64_t b_begin, int64_t b_end) {
-        size_t i = 0;
+        int64_t first = 0;  // the matrix's first block in the joint count
         for (const ProductOut& o : outs) {
-            const int64_t f = first_block[i++], nb = (o.w->rows + k_row_block - 1) / k_row_block;
-            const int64_t b0 = std::max(b_begin, f), b1 = std::min(b_end, f + nb);
+            const int64_t nb = blocks_of(*o.w), b0 = std::max(b_begin, first), b1 = std::min(b_end, first + nb);
             if (b0 < b1)
-                matmul_rows(in, *o.w, (b0 - f) * k_row_block, std::min(o.w->rows, (b1 - f) * k_row_block), o.y, o.ldy);
+                matmul_rows(in, *o.w, (b0 - first) * k_row_block, std::min(o.w->rows, (b1 - first) * k_row_block), o.y,
+                            o.ldy);
+            first += nb;
         }
     });
 }
