@@ -18,6 +18,11 @@ using cpu::dot;
 namespace {
 // Queries per block of the naive form (mla_forward).
 constexpr int64_t k_query_block = 256;
+// W_UK rows decoded at a time by the absorbed form (16 KB of fp32 at V2/V3's d_c = 512).
+constexpr int64_t k_uk_rows = 8;
+// Queries that go over the latent cache together in the absorbed form (their rows, 8 x
+// 576 fp32 at V2/V3's widths, stay in the first-level cache beside 4 cache rows).
+constexpr int64_t k_attention_group = 8;
 }  // namespace
 
 void mla_forward(const ModelConfig& c, const Rope& rope, const AttentionWeights& w, const float* a,
@@ -60,36 +65,57 @@ void mla_forward(const ModelConfig& c, const Rope& rope, const AttentionWeights&
     std::vector<float> o(static_cast<size_t>(T * n_h * d_v));  // [T, n_h, d_v]
     const int64_t n_ctx = start_pos + T;
     const int64_t cw = cache.width;
-    // Per head: the absorption (d_qk x d_c), and scores and context over the cache
-    // rows as stored (fp32 or bf16: cpu::dot and cpu::axpy widen bf16 exactly).
+    // The absorbed form, the threads taking contiguous ranges of heads. For each of its
+    // heads a thread makes every token's query q_abs = W_UK^T q_nope (d_c wide), W_UK's rows
+    // decoded k_uk_rows at a time into a buffer that stays in the first-level cache. Its
+    // queries (head, token), each [q_abs ; q_pe] as wide as a cache row, then go over the
+    // cache rows k_attention_group at a time (cpu::rows_dot, cpu::weighted_rows), so a
+    // thread reads the cache twice per group instead of twice per query: scores, the
+    // softmax over the query's own causal rows (later rows weigh 0), and the context.
+    // Last O = W_UV ctx per head, a product with kv_b_proj's value rows (the int8
+    // products where the matrix takes them).
     auto absorbed_attention = [&](const auto* rows) {
         const int64_t macs = T * n_h * (d_c * (d_n + d_v) + n_ctx * (2 * d_c + d_r));
-#pragma omp parallel if (macs >= cpu::k_parallel_min_macs && n_h > 1)
-        {
-            std::vector<float> wb(static_cast<size_t>((d_n + d_v) * d_c));  // this head's kv_b rows, fp32
-            std::vector<float> q_abs(static_cast<size_t>(d_c)), ctx(static_cast<size_t>(d_c)), p(static_cast<size_t>(n_ctx));
-#pragma omp for schedule(static)
-            for (int64_t h = 0; h < n_h; ++h) {
-                for (int64_t j = 0; j < d_n + d_v; ++j) w.kv_b_proj.row_to_f32(h * (d_n + d_v) + j, wb.data() + j * d_c);
-                const float* w_uk = wb.data();             // [d_n, d_c]
-                const float* w_uv = wb.data() + d_n * d_c;  // [d_v, d_c]
-                for (int64_t t = 0; t < T; ++t) {
-                    const float* qh = q.data() + (t * n_h + h) * d_qk;  // [d_qk]
-                    std::fill(q_abs.begin(), q_abs.end(), 0.0f);
-                    for (int64_t j = 0; j < d_n; ++j) cpu::axpy(qh[j], w_uk + j * d_c, q_abs.data(), d_c);
-                    const int64_t n_s = start_pos + t + 1;  // causal
-                    for (int64_t s = 0; s < n_s; ++s) {
-                        const auto* r = rows + s * cw;
-                        p[size_t(s)] = (dot(q_abs.data(), r, d_c) + dot(qh + d_n, r + d_c, d_r)) * scale;
+        const int64_t k = d_c + d_r;  // a query's and a cache row's width
+        cpu::for_ranges(n_h, macs >= cpu::k_parallel_min_macs, [&](int64_t h0, int64_t h1) {
+            const int64_t n_q = (h1 - h0) * T;  // query i = (h - h0) * T + t
+            std::vector<float> wk(static_cast<size_t>(k_uk_rows * d_c));
+            std::vector<float> qc(static_cast<size_t>(n_q * k), 0.0f), ctx(static_cast<size_t>(n_q * d_c), 0.0f);
+            for (int64_t h = h0; h < h1; ++h) {
+                float* qh_c = qc.data() + (h - h0) * T * k;
+                const int64_t r_k = h * (d_n + d_v);  // this head's W_UK rows
+                for (int64_t j0 = 0; j0 < d_n; j0 += k_uk_rows) {
+                    const int64_t nj = std::min(k_uk_rows, d_n - j0);
+                    cpu::rows_to_f32(w.kv_b_proj, r_k + j0, r_k + j0 + nj, wk.data());
+                    for (int64_t t = 0; t < T; ++t) {
+                        const float* qh = q.data() + (t * n_h + h) * d_qk + j0;
+                        for (int64_t j = 0; j < nj; ++j) cpu::axpy(qh[j], wk.data() + j * d_c, qh_c + t * k, d_c);
                     }
-                    cpu::softmax(p.data(), n_s);
-                    std::fill(ctx.begin(), ctx.end(), 0.0f);
-                    for (int64_t s = 0; s < n_s; ++s) cpu::axpy(p[size_t(s)], rows + s * cw, ctx.data(), d_c);
-                    float* oh = o.data() + (t * n_h + h) * d_v;
-                    for (int64_t j = 0; j < d_v; ++j) oh[j] = dot(w_uv + j * d_c, ctx.data(), d_c);
                 }
+                for (int64_t t = 0; t < T; ++t) std::copy_n(q.data() + (t * n_h + h) * d_qk + d_n, d_r, qh_c + t * k + d_c);
             }
-        }
+            std::vector<float> p(static_cast<size_t>(std::min(n_q, k_attention_group) * n_ctx));
+            for (int64_t i0 = 0; i0 < n_q; i0 += k_attention_group) {
+                const int64_t g = std::min(k_attention_group, n_q - i0);
+                int64_t n_s = 0;  // rows the group's queries see
+                for (int64_t i = i0; i < i0 + g; ++i) n_s = std::max(n_s, start_pos + i % T + 1);
+                cpu::rows_dot(qc.data() + i0 * k, k, g, rows, cw, n_s, k, p.data(), n_s);
+                for (int64_t i = i0; i < i0 + g; ++i) {
+                    float* pi = p.data() + (i - i0) * n_s;
+                    const int64_t n_i = start_pos + i % T + 1;  // causal
+                    for (int64_t s = 0; s < n_i; ++s) pi[s] *= scale;
+                    cpu::softmax(pi, n_i);
+                    std::fill(pi + n_i, pi + n_s, 0.0f);
+                }
+                cpu::weighted_rows(p.data(), n_s, g, rows, cw, n_s, d_c, ctx.data() + i0 * d_c, d_c);
+            }
+            cpu::ProductInput in;
+            for (int64_t h = h0; h < h1; ++h) {
+                const int64_t r_v = h * (d_n + d_v) + d_n;  // this head's W_UV rows
+                cpu::prepare_input(ctx.data() + (h - h0) * T * d_c, d_c, T, d_c, {&w.kv_b_proj}, in);
+                cpu::matmul_rows_at(in, w.kv_b_proj, r_v, r_v + d_v, o.data() + h * d_v, n_h * d_v);
+            }
+        });
     };
     if (absorbed) {
         if (cache.type == KvCacheType::F32) absorbed_attention(cache.f32(0));

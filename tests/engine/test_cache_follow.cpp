@@ -172,7 +172,10 @@ class TestCacheFollow : public QObject {
         QCOMPARE(f.further, int64_t(0));
         QVERIFY2(differ > 0, "the module's rows are identical: nothing straddled");
         QVERIFY2(together < 1e-5, qPrintable(QString::number(together)));
-        QVERIFY2(together < apart / 10, "following did not bring the MTP logits closer");
+        // How far apart the straddles put the logits depends on which values straddle
+        // (1.1e-4 and 1.2e-5 on two roundings of the absorbed form's sums), the floor
+        // following leaves does not (1.3e-6 to 1.5e-6).
+        QVERIFY2(together < apart / 5, "following did not bring the MTP logits closer");
         // The CPU backend passes MtpOptions::follow_cache on: the same rows, the same logits.
         CacheFollow g = module_rows();
         MtpOptions mo;

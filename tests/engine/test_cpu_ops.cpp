@@ -400,6 +400,12 @@ private slots:
             for (int i = 5; i >= 0; --i)
                 cetus::cpu::matmul_rows(in, w, std::min(cuts[i], rows), std::min(cuts[i + 1], rows), got.data(), rows);
             QVERIFY2(std::memcmp(got.data(), want.data(), got.size() * 4) == 0, qPrintable(what));
+            // Rows 5 .. 70 into a buffer of their own (matmul_rows_at), at a stride of 80.
+            std::vector<float> part(size_t(n * 80), -3.0f);
+            cetus::cpu::matmul_rows_at(in, w, 5, std::min<int64_t>(70, rows), part.data(), 80);
+            for (int64_t t = 0; t < n; ++t)
+                for (int64_t r = 5; r < 85; ++r)
+                    QCOMPARE(part[size_t(t * 80 + r - 5)], r < std::min<int64_t>(70, rows) ? want[size_t(t * rows + r)] : -3.0f);
             // Tokens 6, 0 and 3, alone and as a batch of three (the streamed and the
             // unpacked int8 forms alike).
             for (const std::vector<int64_t>& pick : {std::vector<int64_t>{6, 0, 3}, std::vector<int64_t>{4}}) {
@@ -419,6 +425,113 @@ private slots:
             }
             cetus::cpu::ProductInput narrow;
             QVERIFY_THROWS_EXCEPTION(cetus::Error, cetus::cpu::prepare_input(x.data(), cols, n, cols - 32, {&w}, narrow));
+        }
+    }
+
+    // cpu::rows_to_f32 (the absorbed attention's W_UK rows) gives Matrix::row_to_f32's
+    // bits for every weight type, over ranges on and off a block of rows; a range
+    // outside the matrix is refused.
+    void rowsAsF32() {
+        std::mt19937 gen(53);
+        std::vector<TestMatrix> ms;
+        for (cetus::Dtype dt : {cetus::Dtype::F32, cetus::Dtype::BF16, cetus::Dtype::F16, cetus::Dtype::F8_E4M3})
+            ms.push_back(make(dt, 300, 264, gen));
+        for (const BlockType& type : block_types()) ms.push_back(random_blocks(type, gen));
+        for (const TestMatrix& t : ms) {
+            const cetus::Matrix& w = t.m;
+            const QString what = QStringLiteral("dtype %1, type %2").arg(int(w.dtype)).arg(w.ggml_type);
+            std::vector<float> want(size_t(w.rows * w.cols));
+            for (int64_t r = 0; r < w.rows; ++r) w.row_to_f32(r, want.data() + r * w.cols);
+            for (const auto& [r0, r1] : {std::pair<int64_t, int64_t>{0, w.rows}, {5, 13}, {w.rows - 1, w.rows}, {3, 3}}) {
+                std::vector<float> got(size_t((r1 - r0) * w.cols) + 1, -7.0f);
+                cetus::cpu::rows_to_f32(w, r0, r1, got.data());
+                QVERIFY2(std::memcmp(got.data(), want.data() + r0 * w.cols, size_t((r1 - r0) * w.cols) * 4) == 0,
+                         qPrintable(what + QStringLiteral(": rows %1 .. %2").arg(r0).arg(r1)));
+                QCOMPARE(got.back(), -7.0f);  // nothing written past the rows
+            }
+            std::vector<float> out(size_t(2 * w.cols));
+            QVERIFY_THROWS_EXCEPTION(cetus::Error, cetus::cpu::rows_to_f32(w, w.rows - 1, w.rows + 1, out.data()));
+            QVERIFY_THROWS_EXCEPTION(cetus::Error, cetus::cpu::rows_to_f32(w, -1, 1, out.data()));
+        }
+    }
+
+    // Attention over cached rows for a group of queries (cpu::rows_dot and
+    // cpu::weighted_rows, fp32 and bf16 rows, a width with a tail past the 8-float
+    // vectors): within fp32 rounding of double sums, and each query's values the bits
+    // it gets alone and over fewer rows, later rows weighing 0 (the causal limit of the
+    // earlier tokens in a verify batch).
+    void attentionOverRows_data() {
+        QTest::addColumn<bool>("bf16");
+        QTest::addColumn<int>("cols");
+        QTest::newRow("fp32, 576 wide") << false << 576;
+        QTest::newRow("bf16, 576 wide") << true << 576;
+        QTest::newRow("fp32, 37 wide") << false << 37;
+        QTest::newRow("bf16, 37 wide") << true << 37;
+    }
+    void attentionOverRows() {
+        QFETCH(bool, bf16);
+        QFETCH(int, cols);
+        std::mt19937 gen(61);
+        std::normal_distribution<float> nd(0.0f, 1.0f);
+        const int64_t n_rows = 301, ld = cols + 3, n_q = 11;
+        std::vector<float> rows_f(size_t(n_rows * ld));
+        std::vector<uint16_t> rows_h(rows_f.size());
+        for (size_t i = 0; i < rows_f.size(); ++i) {
+            rows_h[i] = cetus::f32_to_bf16(nd(gen));
+            rows_f[i] = bf16 ? cetus::bf16_to_f32(rows_h[i]) : nd(gen);
+        }
+        auto row = [&](int64_t s, int64_t k) { return double(rows_f[size_t(s * ld + k)]); };
+        auto dot = [&](const float* q, int64_t nq, int64_t n, float* y, int64_t ldy) {
+            if (bf16) cetus::cpu::rows_dot(q, cols, nq, rows_h.data(), ld, n, cols, y, ldy);
+            else cetus::cpu::rows_dot(q, cols, nq, rows_f.data(), ld, n, cols, y, ldy);
+        };
+        auto weigh = [&](const float* p, int64_t ldp, int64_t nq, int64_t n, float* out) {
+            if (bf16) cetus::cpu::weighted_rows(p, ldp, nq, rows_h.data(), ld, n, cols, out, cols);
+            else cetus::cpu::weighted_rows(p, ldp, nq, rows_f.data(), ld, n, cols, out, cols);
+        };
+        std::vector<float> q(size_t(n_q * cols));
+        for (float& v : q) v = nd(gen);
+        std::vector<float> y(size_t(n_q * n_rows));
+        dot(q.data(), n_q, n_rows, y.data(), n_rows);
+        for (int64_t i = 0; i < n_q; ++i) {
+            for (int64_t s = 0; s < n_rows; ++s) {
+                double want = 0.0, mag = 0.0;
+                for (int64_t k = 0; k < cols; ++k) {
+                    want += double(q[size_t(i * cols + k)]) * row(s, k);
+                    mag += std::fabs(double(q[size_t(i * cols + k)]) * row(s, k));
+                }
+                QVERIFY(std::fabs(double(y[size_t(i * n_rows + s)]) - want) <= 1e-6 * mag);
+            }
+            // Alone, over the first 123 rows (blocks of 4 and a remainder).
+            std::vector<float> alone(123);
+            dot(q.data() + i * cols, 1, 123, alone.data(), 123);
+            QVERIFY(std::memcmp(alone.data(), y.data() + i * n_rows, alone.size() * 4) == 0);
+        }
+        // Weights: query i sees rows [0, n_i), zero after; the output starts from a
+        // value of its own (the sums add to what is there).
+        std::vector<float> p(size_t(n_q * n_rows), 0.0f), start(size_t(n_q * cols)), out;
+        std::vector<int64_t> n_i(static_cast<size_t>(n_q), 0);
+        std::uniform_real_distribution<float> ud(0.0f, 1.0f);
+        for (int64_t i = 0; i < n_q; ++i) {
+            n_i[size_t(i)] = n_rows - 17 * i;
+            for (int64_t s = 0; s < n_i[size_t(i)]; ++s) p[size_t(i * n_rows + s)] = ud(gen);
+        }
+        for (float& v : start) v = nd(gen);
+        out = start;
+        weigh(p.data(), n_rows, n_q, n_rows, out.data());
+        for (int64_t i = 0; i < n_q; ++i) {
+            for (int64_t k = 0; k < cols; ++k) {
+                double want = start[size_t(i * cols + k)], mag = std::fabs(want);
+                for (int64_t s = 0; s < n_rows; ++s) {
+                    want += double(p[size_t(i * n_rows + s)]) * row(s, k);
+                    mag += std::fabs(double(p[size_t(i * n_rows + s)]) * row(s, k));
+                }
+                QVERIFY(std::fabs(double(out[size_t(i * cols + k)]) - want) <= 1e-6 * mag);
+            }
+            std::vector<float> alone(start.begin() + i * cols, start.begin() + (i + 1) * cols);
+            weigh(p.data() + i * n_rows, n_rows, 1, n_i[size_t(i)], alone.data());
+            QVERIFY2(std::memcmp(alone.data(), out.data() + i * cols, size_t(cols) * 4) == 0,
+                     qPrintable(QStringLiteral("query %1 over its %2 rows").arg(i).arg(n_i[size_t(i)])));
         }
     }
 

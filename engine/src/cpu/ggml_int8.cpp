@@ -444,8 +444,8 @@ void matmul_int8_rows(const Int8Rows& a, const Matrix& w, int64_t r0_all, int64_
     }
     for (int64_t r0 = r0_all; r0 < r1_all; r0 += k_rows_per_block) {
         const int64_t r1 = std::min(r1_all, r0 + k_rows_per_block);
-        fn(a, static_cast<const std::byte*>(w.data) + uint64_t(r0) * row_bytes, row_bytes, bytes, r1 - r0, u, y + r0,
-           ldy);
+        fn(a, static_cast<const std::byte*>(w.data) + uint64_t(r0) * row_bytes, row_bytes, bytes, r1 - r0, u,
+           y + (r0 - r0_all), ldy);
     }
 }
 

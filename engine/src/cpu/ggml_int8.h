@@ -35,8 +35,8 @@ bool int8_product_available(uint32_t ggml_type);
 
 // y[t, r] = sum_c w[r, c] d[t, c / block] q[t, c] for rows [r0, r1) of a
 // block-quantised matrix w (Dtype::Ggml, a type int8_product_available accepts, a.block
-// its block's values), on the calling thread (cpu::matmul shares the rows out). y has
-// row stride ldy.
+// its block's values), on the calling thread (cpu::matmul shares the rows out), into
+// y[t * ldy + r - r0].
 void matmul_int8_rows(const Int8Rows& a, const Matrix& w, int64_t r0, int64_t r1, float* y, int64_t ldy);
 // Tokens rows[0 .. n) of in into out (empty in: empty out).
 void gather_int8(const Int8Rows& in, const int64_t* rows, int64_t n, Int8Rows& out);

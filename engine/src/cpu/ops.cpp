@@ -197,6 +197,71 @@ CETUS_CPU_CLONES void product_bf16(const float* x, int64_t ldx, int64_t n_tokens
     block_product(x, ldx, n_tokens, Bf16Rows{w, cols}, n_rows, cols, y, ldy);
 }
 
+// block_product's values with the rows outer: each block of 4 rows is read once for
+// every token (the latent cache's rows against a group of queries).
+template <class W>
+CETUS_INLINE void block_product_rows_outer(const float* x, int64_t ldx, int64_t n_tokens, const W& w, int64_t n_rows,
+                                           int64_t cols, float* y, int64_t ldy) {
+    int64_t r = 0;
+    for (; r + 4 <= n_rows; r += 4) {
+        int64_t t = 0;
+        for (; t + 2 <= n_tokens; t += 2) tile<2, 4>(x + t * ldx, ldx, w.from(r), cols, y + t * ldy + r, ldy);
+        for (; t < n_tokens; ++t) tile<1, 4>(x + t * ldx, ldx, w.from(r), cols, y + t * ldy + r, ldy);
+    }
+    for (; r < n_rows; ++r) {
+        int64_t t = 0;
+        for (; t + 2 <= n_tokens; t += 2) tile<2, 1>(x + t * ldx, ldx, w.from(r), cols, y + t * ldy + r, ldy);
+        for (; t < n_tokens; ++t) tile<1, 1>(x + t * ldx, ldx, w.from(r), cols, y + t * ldy + r, ldy);
+    }
+}
+
+// out[i, k] += p[i, s] * row_s[k] for s = 0, 1, ... in order (a product then a sum,
+// each rounded), blocks of 8 rows read once for every i.
+template <int S, class W>
+CETUS_INLINE void weighted_block(const float* p, int64_t ldp, int64_t n_q, const W& w, int64_t cols, float* out,
+                                 int64_t ldo) {
+    const int64_t n8 = cols - cols % k_lanes;
+    for (int64_t k = 0; k < n8; k += k_lanes) {
+        v8 r[S];
+        for (int j = 0; j < S; ++j) r[j] = w.load8(j, k);
+        for (int64_t i = 0; i < n_q; ++i) {
+            v8 acc = load8(out + i * ldo + k);
+            for (int j = 0; j < S; ++j) acc += p[i * ldp + j] * r[j];
+            std::memcpy(out + i * ldo + k, &acc, sizeof acc);
+        }
+    }
+    for (int64_t k = n8; k < cols; ++k)
+        for (int64_t i = 0; i < n_q; ++i) {
+            float acc = out[i * ldo + k];
+            for (int j = 0; j < S; ++j) acc += p[i * ldp + j] * w.at(j, k);
+            out[i * ldo + k] = acc;
+        }
+}
+template <class W>
+CETUS_INLINE void weighted_rows(const float* p, int64_t ldp, int64_t n_q, const W& w, int64_t n_rows, int64_t cols,
+                                float* out, int64_t ldo) {
+    int64_t s = 0;
+    for (; s + 8 <= n_rows; s += 8) weighted_block<8>(p + s, ldp, n_q, w.from(s), cols, out, ldo);
+    for (; s < n_rows; ++s) weighted_block<1>(p + s, ldp, n_q, w.from(s), cols, out, ldo);
+}
+
+CETUS_CPU_CLONES void rows_dot_f32(const float* q, int64_t ldq, int64_t n_q, const float* rows, int64_t ld,
+                                   int64_t n_rows, int64_t cols, float* y, int64_t ldy) {
+    block_product_rows_outer(q, ldq, n_q, F32Rows{rows, ld}, n_rows, cols, y, ldy);
+}
+CETUS_CPU_CLONES void rows_dot_bf16(const float* q, int64_t ldq, int64_t n_q, const uint16_t* rows, int64_t ld,
+                                    int64_t n_rows, int64_t cols, float* y, int64_t ldy) {
+    block_product_rows_outer(q, ldq, n_q, Bf16Rows{rows, ld}, n_rows, cols, y, ldy);
+}
+CETUS_CPU_CLONES void weighted_rows_f32(const float* p, int64_t ldp, int64_t n_q, const float* rows, int64_t ld,
+                                        int64_t n_rows, int64_t cols, float* out, int64_t ldo) {
+    weighted_rows(p, ldp, n_q, F32Rows{rows, ld}, n_rows, cols, out, ldo);
+}
+CETUS_CPU_CLONES void weighted_rows_bf16(const float* p, int64_t ldp, int64_t n_q, const uint16_t* rows, int64_t ld,
+                                         int64_t n_rows, int64_t cols, float* out, int64_t ldo) {
+    weighted_rows(p, ldp, n_q, Bf16Rows{rows, ld}, n_rows, cols, out, ldo);
+}
+
 CETUS_CPU_CLONES void convert_bf16(const uint16_t* w, int64_t n_rows, int64_t cols, float* out) {
     convert_rows(Bf16Rows{w, cols}, n_rows, cols, out);
 }
@@ -457,7 +522,35 @@ bool convert_ggml_avx2(const GgmlTypeInfo&, const std::byte*, uint64_t, int64_t,
 // convert a block of rows once and reuse it for every token.
 constexpr int64_t k_direct_tokens = 4;
 
-// Rows [r0, r1) of w (not int8), in blocks of k_row_block rows, on the calling thread.
+// Rows [r0, r1) of w (r1 - r0 <= k_row_block, not F32) as fp32 into out, the values of
+// Matrix::row_to_f32, with the vectorised decoders where there are some.
+void convert_block(const Matrix& w, int64_t r0, int64_t r1, float* out) {
+    const int64_t cols = w.cols;
+#ifdef CETUS_FP8_AVX2
+    if (w.dtype == Dtype::F8_E4M3 && has_avx2_f16c()) {
+        convert_fp8(Fp8Rows{static_cast<const uint8_t*>(w.data), cols, w.scale_inv, w.scale_cols, 0}.from(r0), r1 - r0,
+                    cols, out);
+        return;
+    }
+#endif
+    if (w.dtype == Dtype::Ggml) {
+        if (const GgmlTypeInfo* ggml = ggml_type_info(w.ggml_type)) {
+            const uint64_t row_bytes = w.row_bytes();
+            const std::byte* src = static_cast<const std::byte*>(w.data) + uint64_t(r0) * row_bytes;
+            if (!convert_ggml_avx2(*ggml, src, row_bytes, r1 - r0, cols, out))
+                convert_ggml(*ggml, src, row_bytes, r1 - r0, cols, out);
+            return;
+        }
+    }
+    if (w.dtype == Dtype::BF16) {
+        convert_bf16(static_cast<const uint16_t*>(w.data) + r0 * cols, r1 - r0, cols, out);
+        return;
+    }
+    for (int64_t r = r0; r < r1; ++r) w.row_to_f32(r, out + (r - r0) * cols);
+}
+
+// Rows [r0, r1) of w (not int8), in blocks of k_row_block rows, on the calling thread,
+// into y[t * ldy + r - r0_all].
 void product_rows(const float* x, int64_t ldx, int64_t n_tokens, const Matrix& w, int64_t r0_all, int64_t r1_all,
                   float* y, int64_t ldy) {
     const int64_t cols = w.cols;
@@ -466,35 +559,20 @@ void product_rows(const float* x, int64_t ldx, int64_t n_tokens, const Matrix& w
     const bool direct = w.dtype == Dtype::F32 || ((w.dtype == Dtype::BF16 || fp8_vector) && small);
     thread_local std::vector<float> buf;  // (reused: no allocation per range)
     if (!direct && buf.size() < static_cast<size_t>(k_row_block * cols)) buf.resize(static_cast<size_t>(k_row_block * cols));
-#ifdef CETUS_FP8_AVX2
-    const Fp8Rows fp8{static_cast<const uint8_t*>(w.data), cols, w.scale_inv, w.scale_cols, 0};
-#endif
-    const GgmlTypeInfo* ggml = w.dtype == Dtype::Ggml ? ggml_type_info(w.ggml_type) : nullptr;
-    const uint64_t row_bytes = w.row_bytes();
     for (int64_t r0 = r0_all; r0 < r1_all; r0 += k_row_block) {
         const int64_t r1 = std::min(r1_all, r0 + k_row_block);
-        float* yb = y + r0;
+        float* yb = y + (r0 - r0_all);
         if (w.dtype == Dtype::F32) {
             product_f32(x, ldx, n_tokens, static_cast<const float*>(w.data) + r0 * cols, r1 - r0, cols, yb, ldy);
         } else if (direct && w.dtype == Dtype::BF16) {
             product_bf16(x, ldx, n_tokens, static_cast<const uint16_t*>(w.data) + r0 * cols, r1 - r0, cols, yb, ldy);
 #ifdef CETUS_FP8_AVX2
         } else if (direct) {
+            const Fp8Rows fp8{static_cast<const uint8_t*>(w.data), cols, w.scale_inv, w.scale_cols, 0};
             product_fp8(x, ldx, n_tokens, fp8.from(r0), r1 - r0, cols, yb, ldy);
-        } else if (fp8_vector) {
-            convert_fp8(fp8.from(r0), r1 - r0, cols, buf.data());
-            product_f32(x, ldx, n_tokens, buf.data(), r1 - r0, cols, yb, ldy);
 #endif
-        } else if (ggml) {
-            const std::byte* src = static_cast<const std::byte*>(w.data) + uint64_t(r0) * row_bytes;
-            if (!convert_ggml_avx2(*ggml, src, row_bytes, r1 - r0, cols, buf.data()))
-                convert_ggml(*ggml, src, row_bytes, r1 - r0, cols, buf.data());
-            product_f32(x, ldx, n_tokens, buf.data(), r1 - r0, cols, yb, ldy);
         } else {
-            if (w.dtype == Dtype::BF16)
-                convert_bf16(static_cast<const uint16_t*>(w.data) + r0 * cols, r1 - r0, cols, buf.data());
-            else
-                for (int64_t r = r0; r < r1; ++r) w.row_to_f32(r, buf.data() + (r - r0) * cols);
+            convert_block(w, r0, r1, buf.data());
             product_f32(x, ldx, n_tokens, buf.data(), r1 - r0, cols, yb, ldy);
         }
     }
@@ -546,7 +624,7 @@ void gather_input(const ProductInput& in, const int64_t* rows, int64_t n, std::v
     gather_int8(in.q256, rows, n, out.q256);
 }
 
-void matmul_rows(const ProductInput& in, const Matrix& w, int64_t r0, int64_t r1, float* y, int64_t ldy) {
+void matmul_rows_at(const ProductInput& in, const Matrix& w, int64_t r0, int64_t r1, float* y, int64_t ldy) {
     if (const int block = int8_block(w)) {
         const Int8Rows& a = block == 32 ? in.q32 : in.q256;
         if (a.n_tokens != in.n_tokens || a.cols != w.cols || a.block != block)
@@ -556,6 +634,37 @@ void matmul_rows(const ProductInput& in, const Matrix& w, int64_t r0, int64_t r1
     }
     if (in.cols != w.cols) throw Error(ErrorCode::BadRequest, "matmul_rows: the input's width is not the matrix's");
     product_rows(in.x, in.ldx, in.n_tokens, w, r0, r1, y, ldy);
+}
+
+void matmul_rows(const ProductInput& in, const Matrix& w, int64_t r0, int64_t r1, float* y, int64_t ldy) {
+    matmul_rows_at(in, w, r0, r1, y + r0, ldy);
+}
+
+void rows_dot(const float* q, int64_t ldq, int64_t n_q, const float* rows, int64_t ld, int64_t n_rows, int64_t cols,
+              float* y, int64_t ldy) {
+    rows_dot_f32(q, ldq, n_q, rows, ld, n_rows, cols, y, ldy);
+}
+void rows_dot(const float* q, int64_t ldq, int64_t n_q, const uint16_t* rows, int64_t ld, int64_t n_rows, int64_t cols,
+              float* y, int64_t ldy) {
+    rows_dot_bf16(q, ldq, n_q, rows, ld, n_rows, cols, y, ldy);
+}
+void weighted_rows(const float* p, int64_t ldp, int64_t n_q, const float* rows, int64_t ld, int64_t n_rows,
+                   int64_t cols, float* out, int64_t ldo) {
+    weighted_rows_f32(p, ldp, n_q, rows, ld, n_rows, cols, out, ldo);
+}
+void weighted_rows(const float* p, int64_t ldp, int64_t n_q, const uint16_t* rows, int64_t ld, int64_t n_rows,
+                   int64_t cols, float* out, int64_t ldo) {
+    weighted_rows_bf16(p, ldp, n_q, rows, ld, n_rows, cols, out, ldo);
+}
+
+void rows_to_f32(const Matrix& w, int64_t r0, int64_t r1, float* out) {
+    if (r0 < 0 || r1 > w.rows || r0 > r1) throw Error(ErrorCode::BadRequest, "rows_to_f32: rows out of the matrix");
+    if (w.dtype == Dtype::F32) {
+        std::copy_n(static_cast<const float*>(w.data) + r0 * w.cols, (r1 - r0) * w.cols, out);
+        return;
+    }
+    for (int64_t b = r0; b < r1; b += k_row_block)
+        convert_block(w, b, std::min(r1, b + k_row_block), out + (b - r0) * w.cols);
 }
 
 void matmul_many(const ProductInput& in, std::initializer_list<ProductOut> outs) {

@@ -110,6 +110,12 @@ void gather_input(const ProductInput& in, const int64_t* rows, int64_t n, std::v
 // Rows [r0, r1) of in times w into y[t * ldy + r], on the calling thread; each value
 // the bits matmul gives it. in must be prepared for w (Error otherwise).
 void matmul_rows(const ProductInput& in, const Matrix& w, int64_t r0, int64_t r1, float* y, int64_t ldy);
+// The same into y[t * ldy + r - r0] (y holds the rows [r0, r1) alone).
+void matmul_rows_at(const ProductInput& in, const Matrix& w, int64_t r0, int64_t r1, float* y, int64_t ldy);
+
+// Rows [r0, r1) of w as fp32 into out ([r1 - r0, w.cols]): Matrix::row_to_f32's values,
+// GGUF blocks, BF16 and FP8 through the products' vectorised decoders.
+void rows_to_f32(const Matrix& w, int64_t r0, int64_t r1, float* out);
 
 // One product of a prepared input with several matrices (the attention's query and
 // latent projections read the same activations): y of each is [n_tokens, w->rows]
@@ -121,6 +127,20 @@ struct ProductOut {
     int64_t ldy;
 };
 void matmul_many(const ProductInput& in, std::initializer_list<ProductOut> outs);
+
+// Attention over cached rows (fp32, or bf16 widened exactly), row stride ld, for a
+// group of n_q queries at once, each block of rows read once for all of them:
+// y[i, s] = q[i] . row_s[0 .. cols) for s < n_rows (matmul's sums: a value's bits do not
+// depend on n_q or n_rows), and out[i, k] += sum over s < n_rows of p[i, s] * row_s[k]
+// for k < cols, taken in the order of s (a weight of 0 leaves a value as it is).
+void rows_dot(const float* q, int64_t ldq, int64_t n_q, const float* rows, int64_t ld, int64_t n_rows, int64_t cols,
+              float* y, int64_t ldy);
+void rows_dot(const float* q, int64_t ldq, int64_t n_q, const uint16_t* rows, int64_t ld, int64_t n_rows, int64_t cols,
+              float* y, int64_t ldy);
+void weighted_rows(const float* p, int64_t ldp, int64_t n_q, const float* rows, int64_t ld, int64_t n_rows,
+                   int64_t cols, float* out, int64_t ldo);
+void weighted_rows(const float* p, int64_t ldp, int64_t n_q, const uint16_t* rows, int64_t ld, int64_t n_rows,
+                   int64_t cols, float* out, int64_t ldo);
 
 // out[i] = x[i] / sqrt(mean(x^2) + eps) * weight[i]   (HF's RMSNorm in fp32)
 void rmsnorm(const float* x, const float* weight, float eps, int64_t n, float* out);
