@@ -205,6 +205,7 @@ CETUS_INLINE void block_product_rows_outer(const float* x, int64_t ldx, int64_t 
     int64_t r = 0;
     for (; r + 4 <= n_rows; r += 4) {
         int64_t t = 0;
+        for (; t + 4 <= n_tokens; t += 4) tile<4, 4>(x + t * ldx, ldx, w.from(r), cols, y + t * ldy + r, ldy);
         for (; t + 2 <= n_tokens; t += 2) tile<2, 4>(x + t * ldx, ldx, w.from(r), cols, y + t * ldy + r, ldy);
         for (; t < n_tokens; ++t) tile<1, 4>(x + t * ldx, ldx, w.from(r), cols, y + t * ldy + r, ldy);
     }
