@@ -23,6 +23,8 @@ constexpr int64_t k_uk_rows = 8;
 // Queries that go over the latent cache together in the absorbed form (their rows, 8 x
 // 576 fp32 at V2/V3's widths, stay in the first-level cache beside 4 cache rows).
 constexpr int64_t k_attention_group = 8;
+// Tokens the absorbed form takes at a time (its buffers grow with heads x tokens).
+constexpr int64_t k_absorbed_tokens = 64;
 }  // namespace
 
 void mla_forward(const ModelConfig& c, const Rope& rope, const AttentionWeights& w, const float* a,
@@ -65,8 +67,8 @@ void mla_forward(const ModelConfig& c, const Rope& rope, const AttentionWeights&
     std::vector<float> o(static_cast<size_t>(T * n_h * d_v));  // [T, n_h, d_v]
     const int64_t n_ctx = start_pos + T;
     const int64_t cw = cache.width;
-    // The absorbed form, the threads taking contiguous ranges of heads. For each of its
-    // heads a thread makes every token's query q_abs = W_UK^T q_nope (d_c wide), W_UK's rows
+    // The absorbed form, the threads taking contiguous ranges of heads, k_absorbed_tokens
+    // tokens at a time. For each of its heads a thread makes every token's query q_abs = W_UK^T q_nope (d_c wide), W_UK's rows
     // decoded k_uk_rows at a time into a buffer that stays in the first-level cache. Its
     // queries (head, token), each [q_abs ; q_pe] as wide as a cache row, then go over the
     // cache rows k_attention_group at a time (cpu::rows_dot, cpu::weighted_rows), so a
@@ -78,42 +80,51 @@ void mla_forward(const ModelConfig& c, const Rope& rope, const AttentionWeights&
         const int64_t macs = T * n_h * (d_c * (d_n + d_v) + n_ctx * (2 * d_c + d_r));
         const int64_t k = d_c + d_r;  // a query's and a cache row's width
         cpu::for_ranges(n_h, macs >= cpu::k_parallel_min_macs, [&](int64_t h0, int64_t h1) {
-            const int64_t n_q = (h1 - h0) * T;  // query i = (h - h0) * T + t
+            const int64_t tb_max = std::min(T, k_absorbed_tokens);
             std::vector<float> wk(static_cast<size_t>(k_uk_rows * d_c));
-            std::vector<float> qc(static_cast<size_t>(n_q * k), 0.0f), ctx(static_cast<size_t>(n_q * d_c), 0.0f);
-            for (int64_t h = h0; h < h1; ++h) {
-                float* qh_c = qc.data() + (h - h0) * T * k;
-                const int64_t r_k = h * (d_n + d_v);  // this head's W_UK rows
-                for (int64_t j0 = 0; j0 < d_n; j0 += k_uk_rows) {
-                    const int64_t nj = std::min(k_uk_rows, d_n - j0);
-                    cpu::rows_to_f32(w.kv_b_proj, r_k + j0, r_k + j0 + nj, wk.data());
-                    for (int64_t t = 0; t < T; ++t) {
-                        const float* qh = q.data() + (t * n_h + h) * d_qk + j0;
-                        for (int64_t j = 0; j < nj; ++j) cpu::axpy(qh[j], wk.data() + j * d_c, qh_c + t * k, d_c);
-                    }
-                }
-                for (int64_t t = 0; t < T; ++t) std::copy_n(q.data() + (t * n_h + h) * d_qk + d_n, d_r, qh_c + t * k + d_c);
-            }
-            std::vector<float> p(static_cast<size_t>(std::min(n_q, k_attention_group) * n_ctx));
-            for (int64_t i0 = 0; i0 < n_q; i0 += k_attention_group) {
-                const int64_t g = std::min(k_attention_group, n_q - i0);
-                int64_t n_s = 0;  // rows the group's queries see
-                for (int64_t i = i0; i < i0 + g; ++i) n_s = std::max(n_s, start_pos + i % T + 1);
-                cpu::rows_dot(qc.data() + i0 * k, k, g, rows, cw, n_s, k, p.data(), n_s);
-                for (int64_t i = i0; i < i0 + g; ++i) {
-                    float* pi = p.data() + (i - i0) * n_s;
-                    const int64_t n_i = start_pos + i % T + 1;  // causal
-                    for (int64_t s = 0; s < n_i; ++s) pi[s] *= scale;
-                    cpu::softmax(pi, n_i);
-                    std::fill(pi + n_i, pi + n_s, 0.0f);
-                }
-                cpu::weighted_rows(p.data(), n_s, g, rows, cw, n_s, d_c, ctx.data() + i0 * d_c, d_c);
-            }
+            std::vector<float> qc(static_cast<size_t>((h1 - h0) * tb_max * k));
+            std::vector<float> ctx(static_cast<size_t>((h1 - h0) * tb_max * d_c));
+            std::vector<float> p(static_cast<size_t>(std::min((h1 - h0) * tb_max, k_attention_group) * n_ctx));
             cpu::ProductInput in;
-            for (int64_t h = h0; h < h1; ++h) {
-                const int64_t r_v = h * (d_n + d_v) + d_n;  // this head's W_UV rows
-                cpu::prepare_input(ctx.data() + (h - h0) * T * d_c, d_c, T, d_c, {&w.kv_b_proj}, in);
-                cpu::matmul_rows_at(in, w.kv_b_proj, r_v, r_v + d_v, o.data() + h * d_v, n_h * d_v);
+            for (int64_t t0 = 0; t0 < T; t0 += k_absorbed_tokens) {
+                const int64_t tb = std::min(k_absorbed_tokens, T - t0);
+                const int64_t n_q = (h1 - h0) * tb;  // query i: head h0 + i / tb, token t0 + i % tb
+                std::fill_n(qc.begin(), n_q * k, 0.0f);
+                std::fill_n(ctx.begin(), n_q * d_c, 0.0f);
+                for (int64_t h = h0; h < h1; ++h) {
+                    float* qh_c = qc.data() + (h - h0) * tb * k;
+                    const int64_t r_k = h * (d_n + d_v);  // this head's W_UK rows
+                    for (int64_t j0 = 0; j0 < d_n; j0 += k_uk_rows) {
+                        const int64_t nj = std::min(k_uk_rows, d_n - j0);
+                        cpu::rows_to_f32(w.kv_b_proj, r_k + j0, r_k + j0 + nj, wk.data());
+                        for (int64_t t = 0; t < tb; ++t) {
+                            const float* qh = q.data() + ((t0 + t) * n_h + h) * d_qk + j0;
+                            for (int64_t j = 0; j < nj; ++j)
+                                cpu::axpy(qh[j], wk.data() + j * d_c, qh_c + t * k, d_c);
+                        }
+                    }
+                    for (int64_t t = 0; t < tb; ++t)
+                        std::copy_n(q.data() + ((t0 + t) * n_h + h) * d_qk + d_n, d_r, qh_c + t * k + d_c);
+                }
+                for (int64_t i0 = 0; i0 < n_q; i0 += k_attention_group) {
+                    const int64_t g = std::min(k_attention_group, n_q - i0);
+                    int64_t n_s = 0;  // rows the group's queries see
+                    for (int64_t i = i0; i < i0 + g; ++i) n_s = std::max(n_s, start_pos + t0 + i % tb + 1);
+                    cpu::rows_dot(qc.data() + i0 * k, k, g, rows, cw, n_s, k, p.data(), n_s);
+                    for (int64_t i = i0; i < i0 + g; ++i) {
+                        float* pi = p.data() + (i - i0) * n_s;
+                        const int64_t n_i = start_pos + t0 + i % tb + 1;  // causal
+                        for (int64_t s = 0; s < n_i; ++s) pi[s] *= scale;
+                        cpu::softmax(pi, n_i);
+                        std::fill(pi + n_i, pi + n_s, 0.0f);
+                    }
+                    cpu::weighted_rows(p.data(), n_s, g, rows, cw, n_s, d_c, ctx.data() + i0 * d_c, d_c);
+                }
+                for (int64_t h = h0; h < h1; ++h) {
+                    const int64_t r_v = h * (d_n + d_v) + d_n;  // this head's W_UV rows
+                    cpu::prepare_input(ctx.data() + (h - h0) * tb * d_c, d_c, tb, d_c, {&w.kv_b_proj}, in);
+                    cpu::matmul_rows_at(in, w.kv_b_proj, r_v, r_v + d_v, o.data() + (t0 * n_h + h) * d_v, n_h * d_v);
+                }
             }
         });
     };

@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -115,6 +116,28 @@ class TestCacheFollow : public QObject {
         QVERIFY(double(f.other_rounding) / double(values) < 0.02);
         QVERIFY2(together < 1e-5, qPrintable(QString::number(together)));
         QVERIFY2(together < apart / 10, "following did not bring the logits closer");
+    }
+
+    // The absorbed form takes a chunk's tokens in blocks, and the queries of a thread's
+    // heads over the cache in groups, later rows weighing 0 for earlier tokens: each
+    // token's logits are still its bits alone, whatever chunks the prompt comes in.
+    void absorbedTokensKeepTheirBitsInChunks() {
+        const std::vector<float> whole = pass(true);
+        const int64_t V = m_model->config().vocab_size;
+        QCOMPARE(int64_t(whole.size()), k_prompt * V);
+        ForwardOptions fo;
+        fo.mla_form = form(true);
+        m_cpu->clear();
+        int64_t at = 0;
+        for (int64_t n : {1, 7, 64, 100, 1, 127}) {
+            ForwardOutput out;
+            m_cpu->forward(m_ids.data() + at, n, at, fo, out);
+            QCOMPARE(int64_t(out.logits.size()), n * V);
+            QVERIFY2(std::memcmp(out.logits.data(), whole.data() + at * V, size_t(n * V) * 4) == 0,
+                     qPrintable(QStringLiteral("a chunk of %1 tokens at %2").arg(n).arg(at)));
+            at += n;
+        }
+        QCOMPARE(at, k_prompt);
     }
 
     void mtpModuleFollowsItsRows() {
