@@ -13,8 +13,6 @@
 
 namespace cetus {
 
-using cpu::dot;
-
 namespace {
 // Queries per block of the naive form (mla_forward).
 constexpr int64_t k_query_block = 256;
@@ -68,14 +66,15 @@ void mla_forward(const ModelConfig& c, const Rope& rope, const AttentionWeights&
     const int64_t n_ctx = start_pos + T;
     const int64_t cw = cache.width;
     // The absorbed form, the threads taking contiguous ranges of heads, k_absorbed_tokens
-    // tokens at a time. For each of its heads a thread makes every token's query q_abs = W_UK^T q_nope (d_c wide), W_UK's rows
-    // decoded k_uk_rows at a time into a buffer that stays in the first-level cache. Its
-    // queries (head, token), each [q_abs ; q_pe] as wide as a cache row, then go over the
-    // cache rows k_attention_group at a time (cpu::rows_dot, cpu::weighted_rows), so a
-    // thread reads the cache twice per group instead of twice per query: scores, the
-    // softmax over the query's own causal rows (later rows weigh 0), and the context.
-    // Last O = W_UV ctx per head, a product with kv_b_proj's value rows (the int8
-    // products where the matrix takes them).
+    // tokens at a time. For each of its heads a thread makes every token's query
+    // q_abs = W_UK^T q_nope (d_c wide), W_UK's rows decoded k_uk_rows at a time into a
+    // buffer that stays in the first-level cache. Its queries (head, token), each
+    // [q_abs ; q_pe] as wide as a cache row, then go over the cache rows
+    // k_attention_group at a time (cpu::rows_dot, cpu::weighted_rows), so a thread reads
+    // the cache twice per group instead of twice per query: scores, the softmax over the
+    // query's own causal rows (later rows weigh 0), and the context. Last O = W_UV ctx
+    // per head, a product with kv_b_proj's value rows (the int8 products where the
+    // matrix takes them).
     auto absorbed_attention = [&](const auto* rows) {
         const int64_t macs = T * n_h * (d_c * (d_n + d_v) + n_ctx * (2 * d_c + d_r));
         const int64_t k = d_c + d_r;  // a query's and a cache row's width
