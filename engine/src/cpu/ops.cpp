@@ -197,23 +197,25 @@ CETUS_CPU_CLONES void product_bf16(const float* x, int64_t ldx, int64_t n_tokens
     block_product(x, ldx, n_tokens, Bf16Rows{w, cols}, n_rows, cols, y, ldy);
 }
 
+// Every token against rows [0, RR) of w: tiles of 4 tokens (4 rows only), 2 and 1.
+template <int RR, class W>
+CETUS_INLINE void tokens_on_rows(const float* x, int64_t ldx, int64_t n_tokens, const W& w, int64_t cols, float* y,
+                                 int64_t ldy) {
+    int64_t t = 0;
+    if constexpr (RR == 4)
+        for (; t + 4 <= n_tokens; t += 4) tile<4, 4>(x + t * ldx, ldx, w, cols, y + t * ldy, ldy);
+    for (; t + 2 <= n_tokens; t += 2) tile<2, RR>(x + t * ldx, ldx, w, cols, y + t * ldy, ldy);
+    for (; t < n_tokens; ++t) tile<1, RR>(x + t * ldx, ldx, w, cols, y + t * ldy, ldy);
+}
+
 // block_product's values with the rows outer: each block of 4 rows is read once for
 // every token (the latent cache's rows against a group of queries).
 template <class W>
 CETUS_INLINE void block_product_rows_outer(const float* x, int64_t ldx, int64_t n_tokens, const W& w, int64_t n_rows,
                                            int64_t cols, float* y, int64_t ldy) {
     int64_t r = 0;
-    for (; r + 4 <= n_rows; r += 4) {
-        int64_t t = 0;
-        for (; t + 4 <= n_tokens; t += 4) tile<4, 4>(x + t * ldx, ldx, w.from(r), cols, y + t * ldy + r, ldy);
-        for (; t + 2 <= n_tokens; t += 2) tile<2, 4>(x + t * ldx, ldx, w.from(r), cols, y + t * ldy + r, ldy);
-        for (; t < n_tokens; ++t) tile<1, 4>(x + t * ldx, ldx, w.from(r), cols, y + t * ldy + r, ldy);
-    }
-    for (; r < n_rows; ++r) {
-        int64_t t = 0;
-        for (; t + 2 <= n_tokens; t += 2) tile<2, 1>(x + t * ldx, ldx, w.from(r), cols, y + t * ldy + r, ldy);
-        for (; t < n_tokens; ++t) tile<1, 1>(x + t * ldx, ldx, w.from(r), cols, y + t * ldy + r, ldy);
-    }
+    for (; r + 4 <= n_rows; r += 4) tokens_on_rows<4>(x, ldx, n_tokens, w.from(r), cols, y + r, ldy);
+    for (; r < n_rows; ++r) tokens_on_rows<1>(x, ldx, n_tokens, w.from(r), cols, y + r, ldy);
 }
 
 // out[i, k] += p[i, s] * row_s[k] for s = 0, 1, ... in order (a product then a sum,
