@@ -47,5 +47,18 @@ CETUS_AVX2_INLINE __m256i q5_codes(const std::byte* qh_at, const std::byte* qs) 
                                            _mm256_set1_epi8(16));
     return _mm256_or_si256(nibbles32(qs), fifth);
 }
+// Q5_0's codes less 16, as int8: the low four bits, and 0xF0 above them (-16) where the
+// fifth bit is clear.
+CETUS_AVX2_INLINE __m256i q5_codes_less_16(const std::byte* qh_at, const std::byte* qs) {
+    uint32_t qh;
+    std::memcpy(&qh, qh_at, 4);
+    const __m256i spread =
+        _mm256_shuffle_epi8(_mm256_set1_epi32(int(qh)),
+                            _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2,
+                                             2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+    const __m256i bit = _mm256_set1_epi64x(int64_t(0x8040201008040201ull));
+    const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+    return _mm256_or_si256(nibbles32(qs), _mm256_andnot_si256(set, _mm256_set1_epi8(char(0xF0))));
+}
 
 }  // namespace cetus::cpu::avx2_codes

@@ -103,9 +103,79 @@ CETUS_INT8_INLINE void scales_mins_k4(const std::byte* q, int16_t* sc, int16_t* 
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(mn), _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mv, mv)));
 }
 
+// Q4_K and Q5_K's scales (bytes 0-7) and minimums (bytes 8-15) as scales_mins_k4
+// reads them from the 12 bytes at q (words w0, w1, w2; a 16-byte load, which the
+// blocks' codes after the scales keep inside the block): scales 0-3 and minimums 0-3
+// the low six bits of w0 and w1, scales 4-7 and minimums 4-7 w2's low and high nibbles
+// with w0's and w1's top two bits above.
+CETUS_INT8_INLINE __m128i scale_min_bytes_k4(const std::byte* q) {
+    const __m128i w = load16(q);
+    const __m128i low = _mm_and_si128(w, _mm_set1_epi32(0x3f3f3f3f));  // [s 0-3, m 0-3, ...]
+    const __m128i w2 = _mm_shuffle_epi32(w, 0xAA);
+    const __m128i nibbles = _mm_and_si128(_mm_srlv_epi32(w2, _mm_setr_epi32(0, 4, 0, 0)), _mm_set1_epi32(0x0f0f0f0f));
+    const __m128i top = _mm_and_si128(_mm_srli_epi32(w, 2), _mm_set1_epi32(0x30303030));  // (w >> 6 & 3) << 4
+    const __m128i high = _mm_or_si128(nibbles, top);  // [s 4-7, m 4-7, ...]
+    return _mm_unpacklo_epi32(low, high);
+}
+// Int16 k of v (of 8) in every lane.
+template <int K>
+CETUS_INT8_INLINE __m256i int16_everywhere(__m256i v) {
+    return _mm256_shuffle_epi8(v, _mm256_set1_epi16(int16_t(2 * K | (2 * K + 1) << 8)));
+}
+
 struct Q4K {  // d sc code - dmin m, per 32
     static constexpr bool is_signed = false, has_min = true;
     static constexpr int block = 256;  // values
+    // Runs 2 J and 2 J + 1 (the low and high nibbles of 32 bytes) times tokens
+    // [0, TT) at x, into their integer sums.
+    template <int J, int TT>
+    CETUS_INT8_INLINE static void pair(const std::byte* b, __m256i s16, const int8_t* x, int64_t cols,
+                                       __m256i* isum) {
+        const __m256i low4 = _mm256_set1_epi8(0x0F);
+        const __m256i q = load32(b + 16 + 32 * J);
+        const __m256i lo = _mm256_and_si256(q, low4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+        const __m256i sl = int16_everywhere<2 * J>(s16), sh = int16_everywhere<2 * J + 1>(s16);
+        for (int t = 0; t < TT; ++t) {
+            const int8_t* xt = x + t * cols + 64 * J;
+            const __m256i pl = _mm256_madd_epi16(
+                _mm256_maddubs_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xt))), sl);
+            const __m256i ph = _mm256_madd_epi16(
+                _mm256_maddubs_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xt + 32))), sh);
+            isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(pl, ph));
+        }
+    }
+    // One block times tokens [t0, t0 + TT) of a, into their accumulators, its codes
+    // and scales kept in registers (decode's streamed products): the integer sums of
+    // block_tokens over the unpacked block (lanes 0-3 the first run of 16 of each 32
+    // values, 4-7 the second; integer adds in any order give the same sums) and its
+    // fp32 steps (d dx, and -(dmin dx) through fnmadd, the same rounding as dmin
+    // negated first), so the same bits.
+    template <int TT>
+    CETUS_INT8_INLINE static void stream(const std::byte* b, const Int8Rows& a, int64_t t0, int64_t blk,
+                                         __m256* acc, __m256* min_acc) {
+        const int64_t cols = a.cols, nb = cols / 256, n16 = cols / 16;
+        int32_t d_dmin;
+        std::memcpy(&d_dmin, b, 4);
+        const __m128 d2 = _mm_cvtph_ps(_mm_cvtsi32_si128(d_dmin));  // [d, dmin]
+        const __m128i sm = scale_min_bytes_k4(b + 4);
+        const __m256i s16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
+        const __m256i m16 = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm));
+        __m256i isum[TT];
+        for (int t = 0; t < TT; ++t) isum[t] = _mm256_setzero_si256();
+        const int8_t* x = a.q.data() + t0 * cols + blk * 256;
+        pair<0, TT>(b, s16, x, cols, isum);
+        pair<1, TT>(b, s16, x, cols, isum);
+        pair<2, TT>(b, s16, x, cols, isum);
+        pair<3, TT>(b, s16, x, cols, isum);
+        for (int t = 0; t < TT; ++t) {
+            const __m128 dd = _mm_mul_ps(d2, _mm_set1_ps(a.d[size_t((t0 + t) * nb + blk)]));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_broadcastss_ps(dd), acc[t]);
+            const __m256i m = _mm256_madd_epi16(
+                m16, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.qsum16.data() + (t0 + t) * n16 + blk * 16)));
+            min_acc[t] =
+                _mm256_fnmadd_ps(_mm256_cvtepi32_ps(m), _mm256_broadcastss_ps(_mm_movehdup_ps(dd)), min_acc[t]);
+        }
+    }
     CETUS_INT8_INLINE static void unpack(const std::byte* b, int8_t* c, int16_t* sc, int16_t* mn, float& dw,
                                          float& dm) {
         dw = f16(b);
@@ -221,9 +291,7 @@ CETUS_INT8_INLINE __m256i q4_0_codes(const std::byte* b) {  // code - 8
     return _mm256_sub_epi8(nibbles32(b + 2), _mm256_set1_epi8(8));
 }
 CETUS_INT8_INLINE __m256i q4_1_codes(const std::byte* b) { return nibbles32(b + 4); }
-CETUS_INT8_INLINE __m256i q5_0_codes(const std::byte* b) {  // code - 16
-    return _mm256_sub_epi8(q5_codes(b + 2, b + 6), _mm256_set1_epi8(16));
-}
+CETUS_INT8_INLINE __m256i q5_0_codes(const std::byte* b) { return q5_codes_less_16(b + 2, b + 6); }  // code - 16
 CETUS_INT8_INLINE __m256i q5_1_codes(const std::byte* b) { return q5_codes(b + 4, b + 8); }
 CETUS_INT8_INLINE __m256i iq4_nl_codes(const std::byte* b) { return iq4_table_codes(b + 2); }
 using Q8_0 = Block32<true, false, &q8_0_codes>;
@@ -348,10 +416,17 @@ CETUS_INT8_INLINE void rows_streamed(const Int8Rows& a, int64_t t0, const std::b
         for (int t = 0; t < TT; ++t) acc[t] = min_acc[t] = _mm256_setzero_ps();
         for (int64_t blk = 0; blk < nb; ++blk) {
             const std::byte* b = rows + r * row_bytes + blk * block_bytes;
-            prefetch_ahead(b, block_bytes);
-            float dw = 0.0f, dm = 0.0f;
-            T::unpack(b, codes, sc, mn, dw, dm);
-            block_tokens<T, TT>(codes, sc, mn, dw, dm, a, t0, blk, acc, min_acc);
+            if constexpr (B == 32)  // blocks of under 64 bytes: one line each touches every line
+                _mm_prefetch(reinterpret_cast<const char*>(b) + 4096, _MM_HINT_T0);
+            else
+                prefetch_ahead(b, block_bytes);
+            if constexpr (requires { T::template stream<TT>(b, a, t0, blk, acc, min_acc); }) {
+                T::template stream<TT>(b, a, t0, blk, acc, min_acc);
+            } else {
+                float dw = 0.0f, dm = 0.0f;
+                T::unpack(b, codes, sc, mn, dw, dm);
+                block_tokens<T, TT>(codes, sc, mn, dw, dm, a, t0, blk, acc, min_acc);
+            }
         }
         store_tokens<T, TT>(acc, min_acc, y + r, ldy);
     }
