@@ -1,6 +1,8 @@
 // The CPU backend's calls that are more than a forward to Model.
 #include "backend.h"
 
+#include "cpu/ggml_int8.h"
+
 #include "cetus/error.h"
 
 #include <omp.h>
@@ -31,7 +33,10 @@ void append_argmax(const std::vector<float>& logits, int64_t V, int64_t n_valid,
 }  // namespace
 
 std::string CpuBackend::description() const {
-    return std::to_string(omp_get_max_threads()) + " threads" + (m_model.int8_activations() ? ", int8 activations" : "");
+    return std::to_string(omp_get_max_threads()) + " threads" +
+           (!m_model.int8_activations()      ? ""
+            : cpu::int8_vnni_in_use()        ? ", int8 activations (AVX-512 VNNI)"
+                                             : ", int8 activations (AVX2)");
 }
 
 double CpuBackend::copy_bandwidth_gbs() {

@@ -365,6 +365,43 @@ private slots:
         }
     }
 
+    // The integer products with AVX-512 VNNI's dot products, where the processor has
+    // them, give AVX2's bits: every block type, 1 to 21 tokens (streamed and unpacked).
+    void int8VnniAgreesWithAvx2() {
+        if (!cetus::cpu::int8_product_available(cetus::ggml_blocks::k_type_q4_k))
+            QSKIP("no integer products on this machine (they need AVX2 and FMA)");
+        if (!cetus::cpu::int8_vnni_in_use()) QSKIP("this processor has no AVX-512 VNNI: only the AVX2 form runs");
+        struct Restore {
+            ~Restore() { cetus::cpu::allow_int8_vnni(true); }
+        } restore;
+        std::mt19937 gen(13);
+        std::normal_distribution<float> nd(0.0f, 1.0f);
+        for (const BlockType& type : block_types()) {
+            TestMatrix t = random_blocks(type, gen);
+            t.m.int8_activations = true;
+            const int64_t rows = t.m.rows, cols = t.m.cols;
+            std::vector<float> x(size_t(21 * cols));
+            for (float& v : x) v = nd(gen);
+            for (int n : {1, 2, 3, 4, 5, 16, 17, 21}) {
+                std::vector<float> vnni(size_t(n * rows)), avx2(size_t(n * rows));
+                cetus::cpu::allow_int8_vnni(true);
+                QVERIFY(cetus::cpu::int8_vnni_in_use());
+                cetus::cpu::matmul(x.data(), n, t.m, vnni.data());
+                cetus::cpu::allow_int8_vnni(false);
+                QVERIFY(!cetus::cpu::int8_vnni_in_use());
+                cetus::cpu::matmul(x.data(), n, t.m, avx2.data());
+                for (size_t i = 0; i < vnni.size(); ++i)
+                    if (std::memcmp(&vnni[i], &avx2[i], 4) != 0)
+                        QFAIL(qPrintable(QStringLiteral("type %1, %2 tokens: value %3: %4 with VNNI, %5 without")
+                                             .arg(type.id)
+                                             .arg(n)
+                                             .arg(i)
+                                             .arg(double(vnni[i]), 0, 'g', 9)
+                                             .arg(double(avx2[i]), 0, 'g', 9)));
+            }
+        }
+    }
+
     // Products prepared once and taken a range of rows at a time (the MoE layer's
     // chunks for the threads): every row the bits cpu::matmul gives it, for fp32,
     // BF16, FP8 and block weights on the exact and the int8 path; a gathered subset of

@@ -32,6 +32,11 @@ void quantise_int8(const float* x, int64_t ldx, int64_t n_tokens, int64_t cols, 
 
 // Whether this machine and the block type take the integer path.
 bool int8_product_available(uint32_t ggml_type);
+// Whether the products take AVX-512 VNNI's dot products (the same bits as AVX2's, in
+// fewer instructions): where the processor has them, unless allow_int8_vnni(false)
+// (tests and benchmarks compare the two forms).
+bool int8_vnni_in_use();
+void allow_int8_vnni(bool allowed);
 
 // y[t, r] = sum_c w[r, c] d[t, c / block] q[t, c] for rows [r0, r1) of a
 // block-quantised matrix w (Dtype::Ggml, a type int8_product_available accepts, a.block
