@@ -16,6 +16,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <tuple>
 #include <vector>
@@ -294,6 +295,70 @@ private slots:
                         QCOMPARE(int(a.qsum16[size_t(t * cols / 16 + block / 16 * j + h)]), s);
                     }
                 }
+        }
+    }
+
+    // Activations quantised to int8 (vectorised on AVX2 machines) against the formulas
+    // written out here: per block d = max |x| / 127, q = x * (127 / max |x|) rounded to
+    // nearest with ties to even, the run sums; ties made exact by a block whose largest
+    // value is 127 (so the factor is 1); an all-zero block; a NaN or an infinity gives
+    // d = NaN and codes 0.
+    void quantiseInt8MatchesFormulas() {
+        std::mt19937 gen(14);
+        std::normal_distribution<float> nd(0.0f, 3.0f);
+        for (int block : {32, 256}) {
+            const int64_t cols = 4 * 256, nb = cols / block;
+            std::vector<float> x(size_t(3 * cols));
+            for (float& v : x) v = nd(gen);
+            float* ties = x.data();  // token 0, block 0
+            const float tie_values[] = {2.5f, -3.5f, 0.5f, -0.5f, 126.5f, -126.5f, 1.5f, 127.0f};
+            for (int i = 0; i < block; ++i) ties[i] = tie_values[i % 8];
+            std::fill_n(x.data() + block, block, 0.0f);  // token 0, block 1: zeros
+            x[size_t(cols + 5)] = std::nanf("");                              // token 1, block 0
+            x[size_t(2 * cols + block + 7)] = -std::numeric_limits<float>::infinity();  // token 2, block 1
+            cetus::cpu::Int8Rows a;
+            cetus::cpu::quantise_int8(x.data(), cols, 3, cols, block, a);
+            QCOMPARE(a.q.size(), size_t(3 * cols));
+            for (int64_t t = 0; t < 3; ++t)
+                for (int64_t j = 0; j < nb; ++j) {
+                    const float* v = x.data() + t * cols + j * block;
+                    bool finite = true;
+                    float amax = 0.0f;
+                    for (int i = 0; i < block; ++i) {
+                        finite = finite && std::isfinite(v[i]);
+                        if (std::isfinite(v[i])) amax = std::max(amax, std::fabs(v[i]));
+                    }
+                    const QString where = QStringLiteral("block of %1, token %2, block %3").arg(block).arg(t).arg(j);
+                    const float d = a.d[size_t(t * nb + j)];
+                    if (!finite) {
+                        QVERIFY2(std::isnan(d), qPrintable(where));
+                        for (int i = 0; i < block; ++i) QVERIFY2(a.q[size_t(t * cols + j * block + i)] == 0, qPrintable(where));
+                        continue;
+                    }
+                    QVERIFY2(d == amax / 127.0f, qPrintable(where));
+                    const float factor = amax > 0.0f ? 127.0f / amax : 0.0f;
+                    for (int i = 0; i < block; ++i) {
+                        const float r = std::nearbyint(v[i] * factor);
+                        const int want = int(std::min(127.0f, std::max(-127.0f, r)));
+                        if (a.q[size_t(t * cols + j * block + i)] != want)
+                            QFAIL(qPrintable(where + QStringLiteral(": value %1 (%2) gives %3, not %4")
+                                                         .arg(i)
+                                                         .arg(double(v[i]))
+                                                         .arg(int(a.q[size_t(t * cols + j * block + i)]))
+                                                         .arg(want)));
+                    }
+                    for (int h = 0; h < block / 16; ++h) {
+                        int sum = 0;
+                        for (int i = 0; i < 16; ++i) sum += a.q[size_t(t * cols + j * block + 16 * h + i)];
+                        QVERIFY2(a.qsum16[size_t(t * (cols / 16) + j * (block / 16) + h)] == sum, qPrintable(where));
+                    }
+                }
+            // The ties went to even.
+            QCOMPARE(int(a.q[0]), 2);
+            QCOMPARE(int(a.q[1]), -4);
+            QCOMPARE(int(a.q[2]), 0);
+            QCOMPARE(int(a.q[4]), 126);
+            QCOMPARE(int(a.q[6]), 2);
         }
     }
 

@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <string>
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -25,6 +26,82 @@
 
 namespace cetus::cpu {
 
+namespace {
+// One block of values: codes round(v / d) (to nearest, ties to even), d = max |v| / 127,
+// and the codes' sums over each run of 16. A block holding a NaN or an infinity gets
+// d = NaN and codes 0.
+void quantise_block(const float* v, int block, int8_t* q, float& d, int16_t* qsum16) {
+    float amax = 0.0f;
+    bool finite = true;
+    for (int i = 0; i < block; ++i) {
+        finite = finite && std::isfinite(v[i]);
+        amax = std::max(amax, std::fabs(v[i]));
+    }
+    if (!finite) {
+        std::fill_n(q, block, int8_t(0));
+        std::fill_n(qsum16, block / 16, int16_t(0));
+        d = std::nanf("");
+        return;
+    }
+    const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    for (int i = 0; i < block; ++i) q[i] = int8_t(std::clamp(std::nearbyint(v[i] * inv), -127.0f, 127.0f));
+    d = amax / 127.0f;
+    for (int h = 0; h < block / 16; ++h) {
+        int sum = 0;
+        for (int i = 0; i < 16; ++i) sum += q[16 * h + i];
+        qsum16[h] = int16_t(sum);
+    }
+}
+
+#ifdef CETUS_INT8_AVX2
+// quantise_block in AVX2, with the same values: the maximum of the same magnitudes, the
+// same products rounded by the same rule (the conversion's, to nearest even, as
+// nearbyint's in the default mode), the same sums.
+__attribute__((target("avx2"))) void quantise_block_avx2(const float* v, int block, int8_t* q, float& d,
+                                                         int16_t* qsum16) {
+    const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256 inf = _mm256_set1_ps(std::numeric_limits<float>::infinity());
+    __m256 amax = _mm256_setzero_ps(), finite = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+    for (int i = 0; i < block; i += 8) {
+        const __m256 m = _mm256_and_ps(_mm256_loadu_ps(v + i), magnitude);
+        finite = _mm256_and_ps(finite, _mm256_cmp_ps(m, inf, _CMP_LT_OQ));  // false for NaN too
+        amax = _mm256_max_ps(amax, m);
+    }
+    if (_mm256_movemask_ps(finite) != 0xFF) {
+        std::fill_n(q, block, int8_t(0));
+        std::fill_n(qsum16, block / 16, int16_t(0));
+        d = std::nanf("");
+        return;
+    }
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    const float am = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+    const __m256 inv = _mm256_set1_ps(am > 0.0f ? 127.0f / am : 0.0f);
+    const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
+    for (int i = 0; i < block; i += 32) {
+        __m256i w[4];
+        for (int k = 0; k < 4; ++k)
+            w[k] = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(v + i + 8 * k), inv)), lo), hi);
+        // The packs interleave 128-bit lanes: dwords (w0 0-3, w1 0-3, w2 0-3, w3 0-3,
+        // w0 4-7, ...) back into order.
+        const __m256i b = _mm256_permutevar8x32_epi32(
+            _mm256_packs_epi16(_mm256_packs_epi32(w[0], w[1]), _mm256_packs_epi32(w[2], w[3])),
+            _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), b);
+        // Sums of 8 bytes, each biased by 128 to be unsigned.
+        const __m256i s = _mm256_sad_epu8(_mm256_xor_si256(b, _mm256_set1_epi8(char(0x80))), _mm256_setzero_si256());
+        qsum16[i / 16] = int16_t(_mm256_extract_epi64(s, 0) + _mm256_extract_epi64(s, 1) - 2048);
+        qsum16[i / 16 + 1] = int16_t(_mm256_extract_epi64(s, 2) + _mm256_extract_epi64(s, 3) - 2048);
+    }
+    d = am / 127.0f;
+}
+bool quantise_in_avx2() {
+    static const bool yes = __builtin_cpu_supports("avx2");
+    return yes;
+}
+#endif
+}  // namespace
+
 void quantise_int8(const float* x, int64_t ldx, int64_t n_tokens, int64_t cols, int block, Int8Rows& out) {
     const int64_t nb = cols / block, n16 = cols / 16;
     out.n_tokens = n_tokens;
@@ -33,27 +110,14 @@ void quantise_int8(const float* x, int64_t ldx, int64_t n_tokens, int64_t cols, 
     out.q.resize(size_t(n_tokens * cols));
     out.d.resize(size_t(n_tokens * nb));
     out.qsum16.resize(size_t(n_tokens * n16));
-    for (int64_t t = 0; t < n_tokens; ++t) {
-        const float* xt = x + t * ldx;
-        for (int64_t j = 0; j < nb; ++j) {
-            const float* v = xt + block * j;
-            float amax = 0.0f;
-            bool finite = true;
-            for (int i = 0; i < block; ++i) {
-                finite = finite && std::isfinite(v[i]);
-                amax = std::max(amax, std::fabs(v[i]));
-            }
-            const float inv = finite && amax > 0.0f ? 127.0f / amax : 0.0f;
-            int8_t* q = out.q.data() + t * cols + block * j;
-            for (int i = 0; i < block; ++i) q[i] = int8_t(std::clamp(std::nearbyint(v[i] * inv), -127.0f, 127.0f));
-            out.d[size_t(t * nb + j)] = finite ? amax / 127.0f : std::nanf("");
-            for (int h = 0; h < block / 16; ++h) {
-                int s = 0;
-                for (int i = 0; i < 16; ++i) s += q[16 * h + i];
-                out.qsum16[size_t(t * n16 + block / 16 * j + h)] = int16_t(s);
-            }
-        }
-    }
+    auto* one = &quantise_block;
+#ifdef CETUS_INT8_AVX2
+    if (block % 32 == 0 && quantise_in_avx2()) one = &quantise_block_avx2;
+#endif
+    for (int64_t t = 0; t < n_tokens; ++t)
+        for (int64_t j = 0; j < nb; ++j)
+            one(x + t * ldx + block * j, block, out.q.data() + t * cols + block * j, out.d[size_t(t * nb + j)],
+                out.qsum16.data() + t * n16 + block / 16 * j);
 }
 
 #ifdef CETUS_INT8_AVX2

@@ -26,7 +26,8 @@ struct Int8Rows {
     std::vector<float> d;         // [n_tokens, cols / block]: max |x| / 127 over the block (0: all zero)
     std::vector<int16_t> qsum16;  // [n_tokens, cols / 16]: the sum of q over each run of 16 (the blocks' minimums)
 };
-// A block holding a NaN or an infinity gets d = NaN, so the products it enters are NaN.
+// A block holding a NaN or an infinity gets d = NaN and codes 0, so the products it
+// enters are NaN.
 // cols % block == 0.
 void quantise_int8(const float* x, int64_t ldx, int64_t n_tokens, int64_t cols, int block, Int8Rows& out);
 
