@@ -27,6 +27,13 @@
 namespace cetus::cpu {
 
 namespace {
+// A block holding a NaN or an infinity: d = NaN, codes 0.
+void non_finite_block(int block, int8_t* q, float& d, int16_t* qsum16) {
+    std::fill_n(q, block, int8_t(0));
+    std::fill_n(qsum16, block / 16, int16_t(0));
+    d = std::nanf("");
+}
+
 // One block of values: codes round(v / d) (to nearest, ties to even), d = max |v| / 127,
 // and the codes' sums over each run of 16. A block holding a NaN or an infinity gets
 // d = NaN and codes 0.
@@ -37,12 +44,7 @@ void quantise_block(const float* v, int block, int8_t* q, float& d, int16_t* qsu
         finite = finite && std::isfinite(v[i]);
         amax = std::max(amax, std::fabs(v[i]));
     }
-    if (!finite) {
-        std::fill_n(q, block, int8_t(0));
-        std::fill_n(qsum16, block / 16, int16_t(0));
-        d = std::nanf("");
-        return;
-    }
+    if (!finite) return non_finite_block(block, q, d, qsum16);
     const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
     for (int i = 0; i < block; ++i) q[i] = int8_t(std::clamp(std::nearbyint(v[i] * inv), -127.0f, 127.0f));
     d = amax / 127.0f;
@@ -67,12 +69,7 @@ __attribute__((target("avx2"))) void quantise_block_avx2(const float* v, int blo
         finite = _mm256_and_ps(finite, _mm256_cmp_ps(m, inf, _CMP_LT_OQ));  // false for NaN too
         amax = _mm256_max_ps(amax, m);
     }
-    if (_mm256_movemask_ps(finite) != 0xFF) {
-        std::fill_n(q, block, int8_t(0));
-        std::fill_n(qsum16, block / 16, int16_t(0));
-        d = std::nanf("");
-        return;
-    }
+    if (_mm256_movemask_ps(finite) != 0xFF) return non_finite_block(block, q, d, qsum16);
     __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
     m = _mm_max_ps(m, _mm_movehl_ps(m, m));
     const float am = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
@@ -95,8 +92,10 @@ __attribute__((target("avx2"))) void quantise_block_avx2(const float* v, int blo
     }
     d = am / 127.0f;
 }
-bool quantise_in_avx2() {
-    static const bool yes = __builtin_cpu_supports("avx2");
+// (Every AVX2 processor has F16C, which came a generation earlier; clang's builtin
+// does not know the name.)
+bool has_avx2_fma() {
+    static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     return yes;
 }
 #endif
@@ -112,7 +111,7 @@ void quantise_int8(const float* x, int64_t ldx, int64_t n_tokens, int64_t cols, 
     out.qsum16.resize(size_t(n_tokens * n16));
     auto* one = &quantise_block;
 #ifdef CETUS_INT8_AVX2
-    if (block % 32 == 0 && quantise_in_avx2()) one = &quantise_block_avx2;
+    if (block % 32 == 0 && has_avx2_fma()) one = &quantise_block_avx2;
 #endif
     for (int64_t t = 0; t < n_tokens; ++t)
         for (int64_t j = 0; j < nb; ++j)
@@ -155,12 +154,6 @@ namespace int8_vnni {
 using RowBlockFn = int8_avx2::RowBlockFn;
 constexpr int64_t k_streamed_tokens = int8_avx2::k_streamed_tokens;
 
-// (Every AVX2 processor has F16C, which came a generation earlier; clang's builtin
-// does not know the name.)
-bool has_avx2_fma() {
-    static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    return yes;
-}
 bool has_vnni() {
     static const bool yes = has_avx2_fma() && __builtin_cpu_supports("avx512vnni") &&
                             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw");
