@@ -122,7 +122,7 @@ public:
     // Every instruction-set clone and thread count gives the same bits (cpu/ops.h);
     // int8 activations (Model::use_int8_activations) give others.
     std::string rows_identity() const override {
-        return m_model.int8_activations() ? "cpu, int8 activations" : "cpu";
+        return m_model.int8_activations() ? "cpu, int8 activations, block sums" : "cpu";
     }
     int64_t capacity() const override { return m_cache.capacity(); }
     int64_t n_tokens() const override { return m_cache.n_tokens; }

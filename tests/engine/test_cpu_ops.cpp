@@ -387,9 +387,12 @@ private slots:
             cetus::ggml_blocks::block_shape(type.id, values, bytes);
             cetus::cpu::Int8Rows a;
             cetus::cpu::quantise_int8(x.data(), cols, 21, cols, values, a);
-            // Up to 16 tokens multiply each block as it is unpacked, more a row block
-            // unpacked whole: both forms, and groups of 4 with each remainder.
-            for (int n : {1, 2, 3, 4, 5, 9, 16, 17, 21}) {
+            // Every form of the products: 1 to 3 tokens fold each row's blocks in turn
+            // (rows_chained), 4 to 11 (15 for Q4_K and Q5_K, 16 without VNNI) take 8 rows
+            // a block at a time, larger batches unpack 8 rows whole (interleaved with
+            // VNNI); the 32-value types stream up to 16 tokens. Groups of 4 with each
+            // remainder, and each side of every threshold.
+            for (int n : {1, 2, 3, 4, 5, 6, 8, 9, 12, 16, 17, 21}) {
                 std::vector<float> y(size_t(n * rows)), exact(size_t(n * rows));
                 cetus::cpu::matmul(x.data(), n, qi, y.data());
                 cetus::cpu::matmul(x.data(), n, q, exact.data());
@@ -447,7 +450,7 @@ private slots:
             const int64_t rows = t.m.rows, cols = t.m.cols;
             std::vector<float> x(size_t(21 * cols));
             for (float& v : x) v = nd(gen);
-            for (int n : {1, 2, 3, 4, 5, 16, 17, 21}) {
+            for (int n : {1, 2, 3, 4, 5, 6, 8, 9, 12, 16, 17, 21}) {
                 std::vector<float> vnni(size_t(n * rows)), avx2(size_t(n * rows));
                 cetus::cpu::allow_int8_vnni(true);
                 QVERIFY(cetus::cpu::int8_vnni_in_use());

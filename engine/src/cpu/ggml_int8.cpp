@@ -124,10 +124,16 @@ namespace {
 // One row block's unpacked form, row r at r times its size: per value a code, per run
 // of 16 an int16 scale sc and minimum mn, per block (of the type's values) floats dw
 // and dm, so that the weight is dw * sc * code + dm * mn.
+// (The AVX2 form.) The VNNI form keeps the row block interleaved instead
+// (ggml_int8_kernels.inc, interleave): il the codes, sc32 the runs' scales, mp the pairs
+// of minimums or bias terms, dwv and dmv the floats, each per block for 8 rows.
 struct Unpacked {
     std::vector<int8_t> codes;
     std::vector<int16_t> sc, mn;
     std::vector<float> dw, dm;
+    std::vector<uint8_t> il;
+    std::vector<int32_t> sc32, mp;
+    std::vector<float> dwv, dmv;
 };
 
 #define CETUS_INT8_INLINE CETUS_INT8_TARGET inline __attribute__((always_inline))
@@ -152,7 +158,7 @@ namespace int8_vnni {
 #undef CETUS_INT8_VNNI
 
 using RowBlockFn = int8_avx2::RowBlockFn;
-constexpr int64_t k_streamed_tokens = int8_avx2::k_streamed_tokens;
+constexpr int64_t k_unpack_from = int8_avx2::k_unpack_from;
 
 bool has_vnni() {
     static const bool yes = has_avx2_fma() && __builtin_cpu_supports("avx512vnni") &&
@@ -189,12 +195,17 @@ void matmul_int8_rows(const Int8Rows& a, const Matrix& w, int64_t r0_all, int64_
     const int64_t cols = w.cols, n16 = cols / 16, nb = cols / values;
     const uint64_t row_bytes = w.row_bytes();
     thread_local Unpacked u;  // (streamed batches unpack a block at a time instead)
-    if (a.n_tokens > k_streamed_tokens) {
+    if (a.n_tokens >= k_unpack_from) {
         u.codes.resize(size_t(k_rows_per_block * cols));
         u.sc.resize(size_t(k_rows_per_block * n16));
         u.mn.resize(size_t(k_rows_per_block * n16));
         u.dw.resize(size_t(k_rows_per_block * nb));
         u.dm.resize(size_t(k_rows_per_block * nb));
+        u.il.resize(size_t(k_rows_per_block * cols));
+        u.sc32.resize(size_t(k_rows_per_block * n16));
+        u.mp.resize(size_t(k_rows_per_block * (cols / 32)));
+        u.dwv.resize(size_t(k_rows_per_block * nb));
+        u.dmv.resize(size_t(k_rows_per_block * nb));
     }
     for (int64_t r0 = r0_all; r0 < r1_all; r0 += k_rows_per_block) {
         const int64_t r1 = std::min(r1_all, r0 + k_rows_per_block);
