@@ -353,18 +353,16 @@ uint64_t PrefixDisk::file_bytes(size_t n_ids, size_t tag_bytes, uint64_t payload
     return cpx::k_fixed_head_bytes + m_identity.size() + tag_bytes + 4 * uint64_t(n_ids) + 4 + payload + 4;
 }
 
-// A file larger than the budget is never written. Nothing queued and nothing being
-// written: a prefix waits alone, whatever its size (one copy of the rows). Behind others,
-// the queue and the write under way keep to min(budget, 1 GiB) together; queued
-// prefixes these ids extend would be replaced, so they do not count.
+// A file larger than the budget is never written. Nothing being written: a prefix
+// waits alone if need be, whatever its size (one copy of the rows). Behind a write,
+// the queue and the write under way keep to min(budget, 1 GiB) together, the oldest
+// queued prefixes giving way to a newer one (the folder's least recently used would go
+// first anyway); queued prefixes these ids extend would be replaced, so they do not
+// count. Refused (Behind) only when the write under way leaves no room for this one.
 PrefixDisk::Room PrefixDisk::room_for(const std::vector<int32_t>& ids, size_t tag_bytes, uint64_t bytes) const {
     if (file_bytes(ids.size(), tag_bytes, bytes) > m_budget) return Room::OverBudget;
-    uint64_t queued = m_queued_bytes;
-    for (const auto& q : m_queue)
-        if (extends(ids, q->ids)) queued -= q->bytes();
-    if (queued == 0 && !m_in_flight) return Room::Yes;
-    const uint64_t writing = m_in_flight ? m_in_flight->bytes() : 0;
-    return queued + writing + bytes <= std::min(m_budget, k_max_queued_bytes) ? Room::Yes : Room::Behind;
+    if (!m_in_flight) return Room::Yes;
+    return m_in_flight->bytes() + bytes <= std::min(m_budget, k_max_queued_bytes) ? Room::Yes : Room::Behind;
 }
 
 bool PrefixDisk::would_queue(const std::vector<int32_t>& ids, size_t tag_bytes, uint64_t bytes) const {
@@ -403,6 +401,15 @@ bool PrefixDisk::store(std::shared_ptr<const SavedPrefix> p) {
             m_queued_bytes -= q->bytes();
             return true;
         });
+        // Over the limit behind a slow disk: the oldest queued prefixes give way.
+        const uint64_t limit = std::min(m_budget, k_max_queued_bytes);
+        const uint64_t writing = m_in_flight ? m_in_flight->bytes() : 0;
+        while (!m_queue.empty() && m_queued_bytes + writing + p->bytes() > limit) {
+            engine_log().warn("prefix cache {}: the disk is behind; a queued prefix of {} tokens gives way to a newer one "
+                              "and is not written", m_dir.string(), m_queue.front()->ids.size());
+            m_queued_bytes -= m_queue.front()->bytes();
+            m_queue.pop_front();
+        }
         m_queued_bytes += p->bytes();
         m_queue.push_back(std::move(p));
     }

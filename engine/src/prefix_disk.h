@@ -107,8 +107,10 @@ public:
     // used instead; or it is being written). Files whose ids p extends are removed once
     // it is written, and queued prefixes it extends are dropped. At most min(budget,
     // 1 GiB) waits in the queue and is being written, except that a prefix may wait
-    // alone whatever its size; a file larger than the budget is not written. Returns
-    // whether p is on disk, being written or queued (false: refused).
+    // alone whatever its size: the oldest queued prefixes make room for p (with a
+    // warning), and p is refused only when the write under way leaves it none. A file
+    // larger than the budget is not written. Returns whether p is on disk, being
+    // written or queued (false: refused).
     bool store(std::shared_ptr<const SavedPrefix> p);
     // Whether store() would take a prefix with these ids, tag length and bytes
     // (SavedPrefix::bytes) now, so that one need not be copied out of the cache for nothing.

@@ -18,6 +18,8 @@
 
 #include <zlib.h>
 
+#include <dlfcn.h>
+
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -493,7 +495,13 @@ private slots:
                                    "What is the opposite of ancient?", "Name a large animal."};
         {
             auto e = load(k_demo, dir, cetus::KvCacheType::F32, budget);
-            for (const char* q : questions) e->generate(chat({{"user", q + padding}}, false, 0.0f));
+            for (const char* q : questions) {
+                QVERIFY(e->generate(chat({{"user", q + padding}}, false, 0.0f)).stats.prefix_saved);
+                // Each answer's file written before the next question: a disk slower than the
+                // answers would keep the queue over this small budget, and the newest
+                // conversations would be refused ("the disk is behind") instead.
+                e->persist_prefixes();
+            }
         }
         const auto files = prefix_files(dir);
         QVERIFY2(files.size() == 2, qPrintable(QString::number(files.size())));
@@ -519,6 +527,27 @@ private slots:
         const auto r = no_disk->generate(chat({{"user", "What is the capital of France?" + k_padding}}, false, 0.0f));
         QVERIFY(!r.ids.empty() && !r.stats.prefix_from_disk);
         QVERIFY2(warnings().contains(QString::fromStdString(blocked.string())), qPrintable(warnings()));
+    }
+
+    // Behind a slow disk (run by test_prefix_disk_slow_disk, fsync slowed by a preloaded
+    // shim): prefixes come faster than they are written, more than the budget waits, and
+    // the oldest queued ones give way (with a warning) so that the newest is written.
+    void slowDiskKeepsTheNewest() {
+        if (!qEnvironmentVariableIsSet("CETUS_TEST_SLOW_FSYNC_MS"))
+            QSKIP("needs a slow disk: the test_prefix_disk_slow_disk run preloads one");
+        auto slowed = reinterpret_cast<int (*)()>(dlsym(RTLD_DEFAULT, "cetus_test_slow_fsync_ms"));
+        QVERIFY2(slowed && slowed() >= 100, "the slow_fsync shim is not preloaded");
+        QTemporaryDir tmp;
+        const fs::path dir = tmp.path().toStdString();
+        std::vector<std::shared_ptr<cetus::SavedPrefix>> ps;
+        for (uint32_t seed : {21u, 22u, 23u, 24u}) ps.push_back(std::make_shared<cetus::SavedPrefix>(sample_prefix(40, 16, 2, seed)));
+        const uint64_t file = encode_file("an identity", *ps[0]).size();
+        cetus::PrefixDisk disk(dir, "an identity", file * 5 / 2, 16, 2);  // two files, not three
+        for (const auto& p : ps) QVERIFY(disk.store(p));  // each taken, the newest last
+        disk.flush();
+        QVERIFY(disk.take(ps[3]->ids, 0, 1000).has_value());
+        QVERIFY(folder_bytes(dir) <= file * 5 / 2);
+        QVERIFY2(warnings().contains(QStringLiteral("gives way to a newer one")), qPrintable(warnings()));
     }
 
     void formatRoundTrip() {
