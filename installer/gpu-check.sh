@@ -246,7 +246,11 @@ bench_figures() {
     if [ -n "$demo" ]; then
         step bench-mtp-cuda 60 "$cli" bench --device cuda --model "$demo" --gen 64 --mtp both --repeat 2 --json
         step bench-mtp-cpu 60 "$cli" bench --device cpu --threads 1 --model "$demo" --gen 64 --mtp both --repeat 2 --json
-        for f in bench-mtp-cuda bench-mtp-cpu; do
+        # Drafts looked up in the context instead (verify batches of up to 5 where the demo's
+        # short answers rarely repeat: mostly what a wrong guess costs on the GPU).
+        step bench-lookup-cuda 60 "$cli" bench --device cuda --model "$demo" --gen 64 --mtp both --lookup --draft 4 \
+            --repeat 2 --json
+        for f in bench-mtp-cuda bench-mtp-cpu bench-lookup-cuda; do
             python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print(sys.argv[1].split('/')[-1], 'speedup', j.get('speedup'), 'acceptance', j.get('mtp_on',{}).get('acceptance_rate'), 'decode off/on', j.get('mtp_off',{}).get('decode_tokens_per_s'), j.get('mtp_on',{}).get('decode_tokens_per_s'))" "$out/$f.out" 2>/dev/null || echo "$f: no JSON"
         done
     fi

@@ -28,7 +28,7 @@ void add_bench_command(CLI::App& app) {
         int64_t prompt = 128, gen = 32, followup = 0, layers = 0;
         int repeat = 3, threads = 0, draft = 1, conversations = 0, logprobs = -1;
         std::string mtp, text_file, prompts_file, format = "text";
-        bool tokenizer = false, restart = false, json_mask = false;
+        bool tokenizer = false, restart = false, json_mask = false, lookup = false;
         bool json = false;
     };
     auto o = std::make_shared<Opts>();
@@ -49,6 +49,9 @@ void add_bench_command(CLI::App& app) {
     cmd->add_option("--mtp", o->mtp, "Greedy generation with MTP drafts: on, off, or both (side by side)")
         ->check(CLI::IsMember({"on", "off", "both"}));
     cmd->add_option("--draft", o->draft, "Draft tokens per step with --mtp");
+    cmd->add_flag("--lookup", o->lookup,
+                  "With --mtp: the drafts looked up in the prompt and answer so far instead of the MTP module's "
+                  "(any model; mtp_on then means with those drafts)");
     cmd->add_option("--logprobs", o->logprobs,
                     "With --mtp: each mode again asking for log-probabilities and the N most likely tokens per "
                     "step, side by side (with_logprobs, decode_ratio; run without, with, with, without, each pair "
@@ -139,6 +142,7 @@ void add_bench_command(CLI::App& app) {
         bo.n_gen = o->gen;
         bo.n_followup = o->followup;
         bo.repeats = o->repeat;
+        bo.lookup = o->lookup;
         const ModelInfo& i = e->info();
         if (o->restart) {
             const RestartBenchResult r = run_restart_bench(*e, bo);
@@ -195,6 +199,7 @@ void add_bench_command(CLI::App& app) {
             auto one = [&](bool on) {
                 GenerationBenchResult g = run_generation_bench(*e, bo, on, o->draft);
                 nlohmann::json j{{"mtp", on},
+                                 {"drafts", on ? (o->lookup ? "lookup" : "mtp") : "none"},
                                  {"n_draft", g.n_draft},
                                  {"prefill_tokens_per_s", g.prefill_tokens_per_s},
                                  {"decode_tokens_per_s", g.decode_tokens_per_s},

@@ -54,8 +54,9 @@ void add_chat_command(CLI::App& app) {
         std::string model, db, system, device = "auto", mtp = "on";
         int64_t conversation = 0, context = 4096;
         float temperature = 0.7f, top_p = 1.0f;
-        int max_tokens = 512, threads = 0, alternatives = 5;
+        int max_tokens = 512, threads = 0, alternatives = 5, draft = 1;
         uint64_t seed = 0;
+        bool lookup = false;
     };
     auto o = std::make_shared<Opts>();
     cmd->add_option("--model", o->model, "Model folder or .gguf file (default: the bundled model)");
@@ -67,6 +68,8 @@ void add_chat_command(CLI::App& app) {
     cmd->add_option("--seed", o->seed, "Random seed");
     cmd->add_option("--max-tokens", o->max_tokens, "Most tokens per answer");
     cmd->add_option("--mtp", o->mtp, "on or off")->check(CLI::IsMember({"on", "off"}));
+    cmd->add_flag("--lookup", o->lookup, "Speculative decoding with drafts looked up in the prompt and answer so far (the ids that followed the latest earlier occurrence of the last 4 to 1 ids; any model, instead of MTP; pays where the answer repeats text, e.g. code being edited; try --draft 4)");
+    cmd->add_option("--draft", o->draft, "Draft tokens per step (MTP or --lookup)");
     cmd->add_option("--alternatives", o->alternatives,
                     "Token probabilities kept with each answer, as the app keeps them: each token's and its step's N "
                     "most likely tokens (-1: none)")
@@ -115,6 +118,8 @@ void add_chat_command(CLI::App& app) {
             req.sampling.seed = o->seed;
             req.max_new_tokens = o->max_tokens;
             req.mtp = o->mtp == "on";
+            req.lookup = o->lookup;
+            req.n_draft = o->draft;
             req.logprobs = o->alternatives;
             // As the app tags a conversation's cache rows (ChatController::cacheTag), so that
             // deleting the conversation there also removes what --prefix-cache kept of it.
@@ -196,8 +201,11 @@ void add_chat_command(CLI::App& app) {
             last = answer_id;
             std::fprintf(stderr, "\n[%lld tokens, %.1f tok/s%s]\n", (long long)r.stats.generated_tokens,
                          r.stats.decode_tokens_per_s,
-                         r.mtp_used ? (", MTP " + std::to_string(int(100 * r.stats.acceptance_rate())) + "% accepted").c_str()
-                                    : "");
+                         r.mtp_used || r.lookup_used
+                             ? (std::string(r.mtp_used ? ", MTP " : ", looked-up drafts ") +
+                                std::to_string(int(100 * r.stats.acceptance_rate())) + "% accepted")
+                                   .c_str()
+                             : "");
         }
     });
 }

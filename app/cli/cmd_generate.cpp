@@ -20,7 +20,8 @@ nlohmann::json summary_json(const GenerateResult& r) {
     nlohmann::json j = {{"text", r.text},
                         {"finish_reason", finish_reason_name(r.finish)},
                         {"n_tokens", r.stats.generated_tokens},
-                        {"mtp", r.mtp_used}};
+                        {"mtp", r.mtp_used},
+                        {"lookup", r.lookup_used}};
     j.update(stats_json(r.stats));
     return j;
 }
@@ -36,7 +37,7 @@ void add_generate_command(CLI::App& app) {
         int64_t context = 4096;
         uint64_t seed = 0;
         std::vector<std::string> stop, attach;
-        bool json = false;
+        bool json = false, lookup = false;
     };
     auto o = std::make_shared<Opts>();
     cmd->add_option("--model", o->model, "Model folder or .gguf file (default: the bundled model)");
@@ -65,6 +66,7 @@ void add_generate_command(CLI::App& app) {
                     "text, or json: the answer is one JSON object (each token keeps it one; it ends once closed)")
         ->check(CLI::IsMember({"text", "json"}));
     cmd->add_option("--mtp", o->mtp, "MTP speculative decoding: on or off")->check(CLI::IsMember({"on", "off"}));
+    cmd->add_flag("--lookup", o->lookup, "Speculative decoding with drafts looked up in the prompt and answer so far (the ids that followed the latest earlier occurrence of the last 4 to 1 ids; any model, instead of MTP; pays where the answer repeats text, e.g. code being edited; try --draft 4)");
     cmd->add_option("--draft", o->draft, "Draft tokens per step");
     cmd->add_option("--device", o->device, "auto, cpu or cuda");
     add_load_flags(cmd, o->load);
@@ -104,6 +106,7 @@ void add_generate_command(CLI::App& app) {
         req.max_new_tokens = o->max_tokens;
         req.stop = o->stop;
         req.mtp = o->mtp == "on";
+        req.lookup = o->lookup;
         if (o->format == "json") req.response_format = ResponseFormat::JsonObject;
         req.n_draft = o->draft;
         const bool json = o->json;
@@ -145,8 +148,11 @@ void add_generate_command(CLI::App& app) {
             std::fprintf(stderr, "[%lld tokens, %s; prefill %.1f tok/s, decode %.1f tok/s%s]\n",
                          (long long)r.stats.generated_tokens, finish_reason_name(r.finish),
                          r.stats.prefill_tokens_per_s, r.stats.decode_tokens_per_s,
-                         r.mtp_used ? (", MTP acceptance " + std::to_string(int(100 * r.stats.acceptance_rate())) + "%").c_str()
-                                    : (", " + r.mtp_note).c_str());
+                         r.mtp_used || r.lookup_used
+                             ? (std::string(r.mtp_used ? ", MTP" : ", looked-up drafts") + " acceptance " +
+                                std::to_string(int(100 * r.stats.acceptance_rate())) + "%")
+                                   .c_str()
+                             : (", " + r.mtp_note).c_str());
         }
     });
 }

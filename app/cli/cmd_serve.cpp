@@ -247,6 +247,7 @@ json cetus_final_json(const GenerateResult& r) {
     return {{"stats", stats_json(r.stats)},
             {"finish", finish_reason_name(r.finish)},
             {"mtp", r.mtp_used},
+            {"lookup", r.lookup_used},
             {"n_moe_layers", r.n_moe_layers},
             {"n_routed_experts", r.n_routed_experts}};
 }

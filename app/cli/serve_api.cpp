@@ -188,6 +188,7 @@ std::optional<ApiError> parse_options(const json& j, ChatRequest& r, uint64_t ra
         if (auto e = boolean(*it, "routing", r.cetus_routing, "cetus.routing")) return *e;
         if (auto e = boolean(*it, "stats", r.cetus_stats, "cetus.stats")) return *e;
         if (auto e = boolean(*it, "mtp", r.gen.mtp, "cetus.mtp")) return *e;
+        if (auto e = boolean(*it, "lookup", r.gen.lookup, "cetus.lookup")) return *e;
         int64_t d = r.gen.n_draft;
         bool g = false;
         if (auto e = integer(*it, "n_draft", 1, 8, d, g)) return *e;

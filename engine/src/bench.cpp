@@ -149,7 +149,8 @@ GenerationBenchResult run_generation_bench(Engine& engine, const BenchOptions& o
         GenerateRequest r;
         r.sampling.temperature = 0.0f;
         r.max_new_tokens = int32_t(std::max<int64_t>(o.n_gen, 1));
-        r.mtp = mtp;
+        r.mtp = mtp && !o.lookup;
+        r.lookup = mtp && o.lookup;
         r.n_draft = n_draft;
         r.logprobs = o.logprobs;
         r.response_format = o.response_format;

@@ -4,11 +4,14 @@
 // greedy is exact match. With sampling, drafts are drawn from the MTP's
 // processed distribution q and accepted with min(1, p/q), else replaced from
 // normalise(max(0, p - q)) (Leviathan et al.), which leaves the output
-// distribution that of plain sampling.
+// distribution that of plain sampling. Drafts looked up in the context
+// (GenerateRequest::lookup, lookup_drafts.h) take the same verification, their q
+// all on the drafted id.
 #include "generator.h"
 
 #include "cetus/error.h"
 #include "log.h"
+#include "lookup_drafts.h"
 #include "sampler.h"
 
 #include <algorithm>
@@ -440,9 +443,13 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
     r.history = ids;
     r.max_new = std::min<int64_t>(req.max_new_tokens, cap - n + 1);
     r.res.stats.prompt_tokens = n;
-    const bool use_mtp = req.mtp && m_model.n_mtp() > 0;
+    // Drafts from the context (prompt lookup) or from the MTP module; lookup when asked.
+    const bool use_lookup = req.lookup;
+    const bool use_mtp = !use_lookup && req.mtp && m_model.n_mtp() > 0;
     r.res.mtp_used = use_mtp;
-    if (req.mtp && m_model.n_mtp() == 0) r.res.mtp_note = "this model has no MTP layers; decoding plainly";
+    r.res.lookup_used = use_lookup;
+    if (use_lookup) r.res.mtp_note = "drafts looked up in the context instead of MTP";
+    else if (req.mtp && m_model.n_mtp() == 0) r.res.mtp_note = "this model has no MTP layers; decoding plainly";
     else if (!req.mtp) r.res.mtp_note = "MTP switched off";
 
     // Prefix reuse: keep cache rows of the longest common prefix (at least one
@@ -464,8 +471,10 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
     auto cancelled = [&] { return req.cancel && req.cancel->load(std::memory_order_relaxed); };
     // The device's token choice knows no frequency or presence penalty: such requests
     // choose on the host (the rows come over, as for a CPU).
-    // Nor does it know a grammar (JSON mode).
-    const bool on_device = m_backend.samples_on_device() && !has_count_penalties(req.sampling) && !r.json;
+    // Nor does it know a grammar (JSON mode), nor, when sampling, looked-up drafts (their
+    // q, one id's certainty, is not in its slots).
+    const bool on_device = m_backend.samples_on_device() && !has_count_penalties(req.sampling) && !r.json &&
+                           !(use_lookup && !r.sampler.greedy());
     // Log-probabilities come from the logits on the host: a device that samples copies
     // the rows of the main model's steps too (its choices stay where they were made).
     const bool logits_on_host = !on_device || (req.logprobs >= 0 && sink);
@@ -557,6 +566,11 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
     mopt.argmax_n_valid = fo.argmax_n_valid;
     std::vector<float> entry_hidden;
     std::vector<int32_t> batch, drafts, next_ids, greedy_ids;  // reused every step
+    // Looked-up drafts per step: one at first, doubled after a step that accepted all (up
+    // to n_draft), halved after one that accepted none; a miss at one draft skips the
+    // lookup for 1, 2, 4 .. 16 steps (until a draft is accepted again), so that text that
+    // does not repeat costs little: a row of the verify batch now and then.
+    int64_t lookup_budget = 1, lookup_misses = 0, lookup_skip = 0;
     while (!r.done) {
         if (cancelled()) {
             r.res.finish = FinishReason::Cancelled;
@@ -569,12 +583,38 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
             r.done = true;
             break;
         }
-        int64_t D = use_mtp ? std::min<int64_t>(req.n_draft, cap - 1 - cur) : 0;
+        int64_t D = use_mtp || use_lookup ? std::min<int64_t>(req.n_draft, cap - 1 - cur) : 0;
         D = std::min<int64_t>(D, r.max_new - int64_t(r.res.ids.size()) - 1);  // no drafts past the budget
         drafts.clear();
         // JSON mode: the grammar's state after the pending token, then after each draft.
         JsonGrammar::State grammar = r.json ? r.json->state() : JsonGrammar::State{};
-        if (D > 0) {
+        if (D > 0 && use_lookup) {
+            // The history ends with the pending token. Each draft is a certainty (q = 1 on
+            // its id): accepted with the target's probability of it, else replaced from the
+            // rest of the target distribution (verify_rows with one-hot q).
+            if (lookup_skip > 0) --lookup_skip;
+            else lookup_drafts(r.history, std::min(D, lookup_budget), drafts);
+            for (size_t j = 0; j < drafts.size(); ++j) {
+                const int32_t d = drafts[j];
+                bool keep = d >= 0 && d < r.sampler.n_valid();  // ids past the tokenizer are never chosen
+                if (keep && r.json) {  // a draft the grammar refuses ends the drafts
+                    set_mask(grammar, j);
+                    keep = r.masks[j][size_t(d)] != 0;
+                    if (keep) r.json->step(grammar, d);
+                }
+                if (!keep) {
+                    drafts.resize(j);
+                    break;
+                }
+                if (!r.sampler.greedy()) {
+                    std::vector<float>& q = choices.q[j];
+                    q.assign(size_t(c.vocab_size), 0.0f);
+                    q[size_t(d)] = 1.0f;
+                }
+            }
+            D = int64_t(drafts.size());
+            r.res.stats.drafts_proposed += D;
+        } else if (D > 0) {
             // Bring the MTP cache up to date: entries (h_j, id_{j+1}) for j < cur, the
             // last pairing h_{cur-1} with `pending`; its output drafts position cur+1.
             const int64_t from = m_mtp_valid, T = cur - from;
@@ -633,6 +673,12 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
             next = v.next;
         }
         r.res.stats.drafts_accepted += a;
+        if (use_lookup && D > 0) {
+            if (a > 0) lookup_misses = 0;
+            if (a == 0 && lookup_budget == 1) lookup_skip = int64_t(1) << std::min<int64_t>(lookup_misses++, 4);
+            if (a == 0) lookup_budget = std::max<int64_t>(1, lookup_budget / 2);
+            else if (a == D) lookup_budget = std::min<int64_t>(req.n_draft, 2 * lookup_budget);
+        }
         // Commit: pending and the accepted drafts stay in the cache, the rest is truncated.
         m_backend.truncate(cur + a + 1);
         m_cached_ids.push_back(pending);

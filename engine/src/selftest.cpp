@@ -545,14 +545,17 @@ Pass run_script(Backend& b, const Model& model, const std::vector<int32_t>& prom
     return p;
 }
 
-std::vector<int32_t> greedy(const Model& model, Backend& b, const std::vector<int32_t>& prompt, bool mtp) {
+// With lookup: drafts looked up in the context (up to 4 a step) instead of MTP's.
+std::vector<int32_t> greedy(const Model& model, Backend& b, const std::vector<int32_t>& prompt, bool mtp,
+                            bool lookup = false) {
     Generator g(model, b, nullptr);
     GenerateRequest req;
     req.prompt_ids = prompt;
     req.sampling.temperature = 0.0f;
     req.max_new_tokens = 24;
     req.mtp = mtp;
-    req.n_draft = 2;
+    req.lookup = lookup;
+    req.n_draft = lookup ? 4 : 2;
     return g.run(req, {}).ids;
 }
 
@@ -987,6 +990,16 @@ void compare_backends(const RandomModelOptions& ro, KvCacheType kv, const std::s
                 const auto g_off = greedy(*model, *gpu, prompt, false), g_on = greedy(*model, *gpu, prompt, true);
                 r.check(tag + "greedy MTP on == off", g_on == g_off, 0, 0,
                         std::to_string(g_on.size()) + " vs " + std::to_string(g_off.size()) + " tokens");
+            }
+            if (std::string(m.name) == "fast" && whole_runs) {
+                // Drafts looked up in the context (verify batches of up to 5 tokens that no MTP
+                // module made, any model): the same tokens. The prompt and its first half again,
+                // so that the context repeats.
+                std::vector<int32_t> twice = prompt;
+                twice.insert(twice.end(), prompt.begin(), prompt.begin() + int64_t(prompt.size()) / 2);
+                const auto l_off = greedy(*model, *gpu, twice, false), l_on = greedy(*model, *gpu, twice, false, true);
+                r.check(tag + "greedy looked-up drafts on == off", l_on == l_off, 0, 0,
+                        std::to_string(l_on.size()) + " vs " + std::to_string(l_off.size()) + " tokens");
             }
             if (std::string(m.name) == "exact") {
                 // Decode steps replay CUDA graphs (step 1 runs directly, step 2 is

@@ -226,6 +226,27 @@ private slots:
         }
         run({"generate", "--model", m, "--prompt", "Hi", "--json", "--logprobs", "21"}, {}, &code);
         QVERIFY(code != 0);  // beyond the limit of 20
+        // --lookup: drafts looked up in the context; the same greedy tokens, and the summary
+        // says which drafts ran. A prompt that repeats itself, so that some are proposed.
+        const QString again = QStringLiteral("one two three four five one two three four five one two three");
+        QByteArray plain_out, lookup_out;
+        for (bool lookup : {false, true}) {
+            QStringList args = {"generate", "--model", m, "--prompt", again, "--temperature", "0", "--max-tokens",
+                                "24", "--json", "--draft", "4"};
+            if (lookup) args << "--lookup";
+            (lookup ? lookup_out : plain_out) = run(args, {}, &code);
+            QCOMPARE(code, 0);
+        }
+        const QList<QByteArray> plain_lines = plain_out.trimmed().split('\n'), lookup_lines = lookup_out.trimmed().split('\n');
+        QCOMPARE(lookup_lines.size(), plain_lines.size());
+        for (qsizetype i = 0; i + 1 < plain_lines.size(); ++i)
+            QCOMPARE(nlohmann::json::parse(lookup_lines[i].toStdString())["id"],
+                     nlohmann::json::parse(plain_lines[i].toStdString())["id"]);
+        const auto ls = nlohmann::json::parse(lookup_lines.last().toStdString());
+        const auto ps = nlohmann::json::parse(plain_lines.last().toStdString());
+        QVERIFY(ls["lookup"].get<bool>() && !ls["mtp"].get<bool>());
+        QVERIFY(!ps["lookup"].get<bool>());
+        QVERIFY(ls["drafts_proposed"].get<int>() > 0);
     }
 
     // --attach reads a text file into the message in the app's form: the same prompt and

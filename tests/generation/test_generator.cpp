@@ -1,7 +1,9 @@
 // Generation on the golden fixture models (ids only; they have no tokenizer):
 // MTP greedy equals plain greedy token for token, sampled MTP keeps the output
-// distribution (chi-square), prefix reuse, cancellation, context limits.
+// distribution (chi-square), the same for drafts looked up in the context, prefix
+// reuse, cancellation, context limits.
 #include "cetus/engine.h"
+#include "lookup_drafts.h"
 #include "safetensors.h"
 
 #include <QtTest>
@@ -135,6 +137,59 @@ private slots:
                 QVERIFY(spec.stats.verify_steps <= plain.stats.verify_steps);
             }
         }
+    }
+
+    // lookup_drafts against its definition: the latest earlier occurrence of the longest
+    // suffix of 4 down to 1 ids, the ids after it up to the end.
+    void lookupDraftsFollowTheLatestLongestMatch() {
+        std::vector<int32_t> d;
+        auto drafts = [&](std::vector<int32_t> ctx, int64_t max) {
+            cetus::lookup_drafts(ctx, max, d);
+            return d;
+        };
+        using V = std::vector<int32_t>;
+        QCOMPARE(drafts({1, 2, 3, 9, 1, 2, 3, 7, 5, 2, 3}, 3), V({7, 5, 2}));  // 2,3 latest at 5 (not 1,2,3's 9)
+        QCOMPARE(drafts({1, 2, 3, 9, 8, 1, 2, 3}, 3), V({9, 8, 1}));          // the 3-gram, not a later 1-gram
+        QCOMPARE(drafts({1, 2, 3, 9, 8, 1, 2, 3}, 8), V({9, 8, 1, 2, 3}));    // stops at the end
+        QCOMPARE(drafts({4, 4, 4, 4, 4, 4}, 3), V({4}));  // the 4-gram at 1 overlaps the suffix: one id after it
+        QCOMPARE(drafts({5, 6, 7, 8}, 4), V());                               // nothing repeats
+        QCOMPARE(drafts({5, 6, 5}, 4), V({6, 5}));                            // a 1-gram
+        QCOMPARE(drafts({5, 6, 5}, 0), V());
+        QCOMPARE(drafts({5}, 4), V());
+        QCOMPARE(drafts({}, 4), V());
+        QCOMPARE(drafts({1, 2, 3, 4, 5, 9, 2, 3, 4, 5, 8, 1, 2, 3, 4, 5}, 2), V({8, 1}));  // 4-gram 2,3,4,5 latest at 6
+    }
+
+    // Drafts looked up in the context (GenerateRequest::lookup): the greedy tokens of
+    // plain decoding, with fewer steps where the answer repeats; on a model with an MTP
+    // module too, which the lookup then replaces. The prompts repeat a pattern, as the
+    // fixtures' own answers soon do.
+    void greedyLookupEqualsPlain() {
+        int64_t accepted = 0;
+        for (const char* name : {"v2-greedy", "v3-noaux", "v3-fp8"}) {
+            const std::string dir = fixture(name);
+            auto e = load(dir);
+            for (int k = 0; k < 3; ++k) {
+                std::vector<int32_t> ids = golden_ids(dir, k);
+                const std::vector<int32_t> once = ids;
+                ids.insert(ids.end(), once.begin(), once.end());
+                ids.resize(ids.size() - once.size() / 2);  // the second copy cut half-way
+                e->reset_cache();
+                const auto plain = e->generate(greedy(ids, 48, false));
+                for (int draft : {1, 2, 4, 8}) {
+                    auto req = greedy(ids, 48, draft % 2 == 0, draft);  // MTP asked for too, half the time
+                    req.lookup = true;
+                    e->reset_cache();
+                    const auto spec = e->generate(req);
+                    QVERIFY(spec.lookup_used && !spec.mtp_used);
+                    QCOMPARE(spec.ids, plain.ids);
+                    QVERIFY(spec.stats.drafts_proposed > 0);
+                    QCOMPARE(spec.stats.verify_steps, plain.stats.verify_steps - spec.stats.drafts_accepted);
+                    accepted += spec.stats.drafts_accepted;
+                }
+            }
+        }
+        QVERIFY2(accepted > 50, qPrintable(QStringLiteral("%1 drafts accepted").arg(accepted)));
     }
 
     void bf16CacheGeneration() {
@@ -461,6 +516,53 @@ private slots:
         const double zc = chi_square_z(plain.second, cooler.second, n);
         qInfo("temperature 1.0 vs 0.6: z = %.2f", zc);
         QVERIFY(zc > 3.09);
+    }
+
+    // Sampling with looked-up drafts (q all on the drafted id): the same distribution
+    // of the answer's tokens as plain sampling. The prompt repeats itself, so that a
+    // token drawn from the prompt's ids finds drafts.
+    void sampledLookupKeepsDistribution() {
+        const std::string dir = fixture("v3-noaux");
+        auto e = load(dir);
+        // The prompt, the model's greedy answer to it, the prompt again: what the model is
+        // likely to draw next stands in the context, with what followed it.
+        const std::vector<int32_t> once = golden_ids(dir, 1);
+        std::vector<int32_t> ids = once;
+        const auto answer = e->generate(greedy(once, 16, false)).ids;
+        ids.insert(ids.end(), answer.begin(), answer.end());
+        ids.insert(ids.end(), once.begin(), once.end());
+        const int n = 1500;
+        int64_t proposed = 0, accepted = 0;
+        using Counts = std::pair<std::map<int32_t, int>, std::map<int32_t, int>>;
+        auto draw = [&](bool lookup) -> Counts {
+            std::map<int32_t, int> second, third;
+            for (int s = 0; s < n; ++s) {
+                cetus::GenerateRequest r;
+                r.prompt_ids = ids;
+                r.sampling.temperature = 0.6f;
+                r.sampling.top_k = 12;
+                r.sampling.seed = uint64_t(s) * 7919 + (lookup ? 5 : 6);
+                r.max_new_tokens = 3;
+                r.mtp = false;
+                r.lookup = lookup;
+                r.n_draft = 2;
+                auto res = e->generate(r);
+                second[res.ids.size() > 1 ? res.ids[1] : -1]++;
+                third[res.ids.size() > 2 ? res.ids[2] : -1]++;
+                proposed += res.stats.drafts_proposed;
+                accepted += res.stats.drafts_accepted;
+            }
+            return {second, third};
+        };
+        auto plain = draw(false);
+        QCOMPARE(proposed, int64_t(0));
+        auto spec = draw(true);
+        qInfo("looked-up drafts: %lld proposed, %lld accepted", (long long)proposed, (long long)accepted);
+        QVERIFY(proposed > n / 4 && accepted > n / 30);  // (685 and 71: a random model repeats itself little)
+        const double z2 = chi_square_z(plain.first, spec.first, n), z3 = chi_square_z(plain.second, spec.second, n);
+        qInfo("looked-up drafts vs plain sampling: chi-square z = %.2f (2nd token), %.2f (3rd token); reject above 3.09",
+              z2, z3);
+        QVERIFY2(z2 < 3.09 && z3 < 3.09, "sampling with looked-up drafts differs in distribution from plain sampling");
     }
 
     void prefixIsReused() {

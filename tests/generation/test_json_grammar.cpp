@@ -15,6 +15,7 @@
 #include <cctype>
 #include <filesystem>
 #include <random>
+#include <tuple>
 
 using cetus::JsonConstraint;
 using cetus::JsonGrammar;
@@ -372,12 +373,15 @@ private slots:
             r.max_new_tokens = 32;
             r.response_format = cetus::ResponseFormat::JsonObject;
             std::vector<int32_t> plain;
-            for (const auto& [mtp, draft] : {std::pair{false, 1}, std::pair{true, 1}, std::pair{true, 3}}) {
+            // Plain, MTP's drafts, and drafts looked up in the context (cut where the grammar refuses one).
+            for (const auto& [mtp, lookup, draft] : {std::tuple{false, false, 1}, std::tuple{true, false, 1},
+                                                     std::tuple{true, false, 3}, std::tuple{false, true, 4}}) {
                 r.mtp = mtp;
+                r.lookup = lookup;
                 r.n_draft = draft;
                 e->reset_cache();
                 const auto got = e->generate(r);
-                if (!mtp) plain = got.ids;
+                if (!mtp && !lookup) plain = got.ids;
                 else QCOMPARE(got.ids, plain);
                 if (got.finish == cetus::FinishReason::Eos) {
                     ++ended;
@@ -407,7 +411,7 @@ private slots:
                 if (all[i] != eos) text += tok.token_bytes(all[i]);
             }
         }
-        qInfo("%d of 12 greedy answers closed their object", ended);
+        qInfo("%d of 16 greedy answers closed their object", ended);
     }
 
     // Sampled JSON mode, with MTP drafts: every answer is an object or the start of one.
@@ -423,6 +427,7 @@ private slots:
             r.sampling.top_p = seed % 2 ? 1.0f : 0.9f;
             r.max_new_tokens = 60;
             r.mtp = seed % 3 != 0;
+            r.lookup = seed % 3 == 2;  // drafts looked up in the context instead
             r.n_draft = 2;
             r.response_format = cetus::ResponseFormat::JsonObject;
             const auto got = e->generate(r);

@@ -1067,8 +1067,8 @@ void TestMainWindow::composerCountsTokens() {
     QVERIFY(QTest::qWaitFor([&] { return !m_window->controller().isGenerating(); }, 5000));
 }
 
-// Conversation > Settings: min-p and the three penalties are offered beside the rest, kept
-// with the conversation, and sent with its next request.
+// Conversation > Settings: min-p, the three penalties, JSON mode and looked-up drafts are
+// offered beside the rest, kept with the conversation, and sent with its next request.
 void TestMainWindow::settingsDialogSetsSampling() {
     loadFake();
     QTest::keyClicks(m_window->composer(), QStringLiteral("Hi"));
@@ -1099,6 +1099,13 @@ void TestMainWindow::settingsDialogSetsSampling() {
         }
         QVERIFY(!json_object->isChecked());
         json_object->setChecked(true);
+        auto* lookup = dialog->findChild<QCheckBox*>(QStringLiteral("lookupSetting"));
+        if (!lookup) {
+            qobject_cast<QDialog*>(dialog)->reject();
+            return;
+        }
+        QVERIFY(!lookup->isChecked());
+        lookup->setChecked(true);
         filled = true;
         dialog->findChild<QDialogButtonBox*>()->button(QDialogButtonBox::Ok)->click();
     });
@@ -1110,6 +1117,7 @@ void TestMainWindow::settingsDialogSetsSampling() {
     QCOMPARE(s.frequency_penalty, 0.7);
     QCOMPARE(s.presence_penalty, -0.4);
     QVERIFY(s.json_object);
+    QVERIFY(s.lookup);
     // Kept: the conversation opened again has them.
     const qint64 id = *m_window->controller().currentConversation();
     m_window->controller().newConversation();
@@ -1123,6 +1131,7 @@ void TestMainWindow::settingsDialogSetsSampling() {
     QCOMPARE(m_service->last_params.sampling.repetition_penalty, 1.15);
     QCOMPARE(m_service->last_params.sampling.min_p, 0.05);
     QVERIFY(m_service->last_params.sampling.json_object);
+    QVERIFY(m_service->last_params.sampling.lookup);
     // A JSON answer is shown as its text (not as Markdown), fixed-pitch; the first answer,
     // from before JSON mode, stays Markdown.
     const auto widgets = m_window->chatView()->messageWidgets();

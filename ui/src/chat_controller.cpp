@@ -36,6 +36,7 @@ QJsonObject samplingToJson(const SamplingSettings& s) {
                        {"max_new_tokens", s.max_new_tokens},
                        {"mtp", s.mtp},
                        {"n_draft", s.n_draft},
+                       {"lookup", s.lookup},
                        {"json_object", s.json_object}};
 }
 
@@ -64,6 +65,7 @@ SamplingSettings samplingFromJson(const QString& text, const SamplingSettings& d
     s.max_new_tokens = whole("max_new_tokens", 1, 32768, s.max_new_tokens);
     s.mtp = o.value("mtp").toBool(s.mtp);
     s.n_draft = whole("n_draft", 1, 8, s.n_draft);
+    s.lookup = o.value("lookup").toBool(s.lookup);
     s.json_object = o.value("json_object").toBool(s.json_object);
     return s;
 }
@@ -74,7 +76,11 @@ QString statsLine(const QJsonObject& o) {
     if (n > 0) parts << ChatController::tr("%n token(s)", nullptr, n);
     if (const double tps = o.value("decode_tokens_per_s").toDouble(); tps > 0) parts << QStringLiteral("%1 tok/s").arg(tps, 0, 'f', 1);
     if (const int p = o.value("n_draft_proposed").toInt(); p > 0) {
-        parts << ChatController::tr("MTP %1 % accepted").arg(100.0 * o.value("n_draft_accepted").toDouble() / p, 0, 'f', 0);
+        const double share = 100.0 * o.value("n_draft_accepted").toDouble() / p;
+        if (o.value("drafts").toString() == QLatin1String("lookup"))
+            parts << ChatController::tr("looked-up drafts %1 % accepted").arg(share, 0, 'f', 0);
+        else
+            parts << ChatController::tr("MTP %1 % accepted").arg(share, 0, 'f', 0);
     }
     const QString finish = o.value("finish").toString();
     if (finish == QLatin1String("stopped")) parts << ChatController::tr("stopped");
@@ -505,6 +511,7 @@ QString ChatController::statsJson(const GenerationOutcome& o) const {
     if (m_model) j.insert("model", m_model->name);
     if (!o.error.isEmpty()) j.insert("error", o.error);
     if (!o.mtp_note.isEmpty()) j.insert("mtp_note", o.mtp_note);
+    if (o.lookup_used) j.insert("drafts", QStringLiteral("lookup"));
     if (o.turns_left_out > 0) j.insert("n_turns_left_out", o.turns_left_out);
     if (m_answer_text_begin > 0) j.insert("token_text_begin", m_answer_text_begin);
     if (!m_answer_reasoning.isEmpty()) j.insert("reasoning", m_answer_reasoning);

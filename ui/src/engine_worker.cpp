@@ -96,7 +96,9 @@ cetus::GenerateRequest toRequest(const GenerationParams& p, const std::atomic<bo
     r.sampling.seed = p.sampling.seed;
     r.max_new_tokens = p.sampling.max_new_tokens;
     r.mtp = p.sampling.mtp;
-    r.n_draft = p.sampling.n_draft;
+    r.lookup = p.sampling.lookup;
+    // Looked-up drafts: up to 4 a step (fewer after a miss: the generator halves them).
+    r.n_draft = p.sampling.lookup ? std::max(p.sampling.n_draft, 4) : p.sampling.n_draft;
     r.continue_final_message = p.continue_final;
     if (p.sampling.json_object) r.response_format = cetus::ResponseFormat::JsonObject;
     r.logprobs = std::clamp(p.token_alternatives, -1, int(cetus::k_max_top_logprobs));
@@ -267,6 +269,7 @@ void EngineWorker::generate(quint64 request_id, const GenerationParams& params,
         outcome.finish = finishKind(result.finish);
         outcome.stats = copyStats(result.stats);
         outcome.mtp_used = result.mtp_used;
+        outcome.lookup_used = result.lookup_used;
         outcome.mtp_note = QString::fromStdString(result.mtp_note);
         outcome.n_moe_layers = result.n_moe_layers;
         outcome.n_routed_experts = result.n_routed_experts;

@@ -1258,6 +1258,12 @@ void MainWindow::editSettings() {
     max_tokens->setValue(s.sampling.max_new_tokens);
     auto* mtp = new QCheckBox(tr("Speculative decoding with the model's MTP module"));
     mtp->setChecked(s.sampling.mtp);
+    auto* lookup = new QCheckBox(tr("Speculative decoding with drafts from the conversation's own text"));
+    lookup->setObjectName(QStringLiteral("lookupSetting"));
+    lookup->setToolTip(tr("Guesses the next tokens from what followed the last few tokens earlier in the "
+                          "conversation, and checks them in one step: faster where the answer repeats text "
+                          "(code being edited, quotes, lists); the same answers. For any model, instead of MTP"));
+    lookup->setChecked(s.sampling.lookup);
     auto* json_object = new QCheckBox(tr("Answer with one JSON object"));
     json_object->setObjectName(QStringLiteral("jsonObjectSetting"));
     json_object->setToolTip(tr("JSON mode: every token keeps the answer the start of one JSON object, and it ends "
@@ -1274,6 +1280,7 @@ void MainWindow::editSettings() {
     form->addRow(tr("Presence penalty (0 = off)"), presence);
     form->addRow(tr("Max new tokens"), max_tokens);
     form->addRow(QString(), mtp);
+    form->addRow(QString(), lookup);
     form->addRow(QString(), json_object);
     auto* box = new QDialogButtonBox(QDialogButtonBox::Ok | QDialogButtonBox::Cancel);
     form->addRow(box);
@@ -1291,6 +1298,7 @@ void MainWindow::editSettings() {
     n.sampling.presence_penalty = presence->value();
     n.sampling.max_new_tokens = max_tokens->value();
     n.sampling.mtp = mtp->isChecked();
+    n.sampling.lookup = lookup->isChecked();
     n.sampling.json_object = json_object->isChecked();
     m_controller->applySettings(n);
 }

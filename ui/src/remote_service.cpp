@@ -375,7 +375,8 @@ quint64 RemoteGenerationService::generate(const GenerationParams& params) {
     }
     if (m_cetus) {
         QJsonObject cetus{{"routing", true}, {"stats", true}, {"mtp", s.mtp}};
-        if (s.mtp) cetus.insert("n_draft", s.n_draft);  // read inside "cetus" (serve_api.cpp)
+        if (s.lookup) cetus.insert("lookup", true);
+        if (s.mtp || s.lookup) cetus.insert("n_draft", s.lookup ? std::max(s.n_draft, 4) : s.n_draft);  // read inside "cetus" (serve_api.cpp)
         body.insert("cetus", cetus);
     }
     // Token probabilities: a Cetus server sends one entry per token inside its extension;
@@ -395,6 +396,7 @@ quint64 RemoteGenerationService::generate(const GenerationParams& params) {
     m_pending.request_id = id;
     m_outcome = GenerationOutcome{};
     m_outcome.request_id = id;
+    m_outcome.lookup_used = m_cetus && s.lookup;  // a Cetus server takes it (its drafts' figures come back)
     m_stats = StepStats{};
     m_finish_reason.clear();
     m_cetus_finish.clear();

@@ -82,11 +82,11 @@ void SpeculativePanel::setHistory(const std::vector<StepStats>& history) {
         const StepStats& s = history.back();
         lines << tr("Prefill %1 tok/s · decode %2 tok/s").arg(s.prefill_tokens_per_s, 0, 'f', 1).arg(s.decode_tokens_per_s, 0, 'f', 1);
         if (s.drafts_proposed > 0)
-            lines << tr("MTP drafts: %1 of %2 accepted (%3 %), %4 tokens per step")
+            lines << tr("Drafts: %1 of %2 accepted (%3 %), %4 tokens per step")
                          .arg(s.drafts_accepted).arg(s.drafts_proposed).arg(100.0 * s.acceptanceRate(), 0, 'f', 0)
                          .arg(s.tokensPerStep(), 0, 'f', 2);
         else
-            lines << tr("No MTP drafts in this answer.");
+            lines << tr("No drafts in this answer.");
         lines << tr("Prompt %1 tokens (%2 reused from cache)").arg(s.prompt_tokens).arg(s.reused_prefix_tokens);
     } else {
         lines << tr("Statistics appear while the model answers.");

@@ -24,6 +24,9 @@ struct BenchOptions {
     // Generation bench: GenerateRequest::logprobs (-1: none), read by a token sink.
     int32_t logprobs = -1;
     ResponseFormat response_format = ResponseFormat::Text;  // generation bench: JSON mode's cost
+    // Generation bench: speculation's drafts looked up in the context (GenerateRequest::lookup)
+    // instead of the MTP module's.
+    bool lookup = false;
 };
 
 // A few everyday questions for the generation bench on chat models.
@@ -60,7 +63,8 @@ struct TokenWeightCost {
 TokenWeightCost token_weight_cost(Engine& engine);
 
 // Greedy generation through Engine::generate (prefill + decode, with or without
-// MTP drafts) on a random prompt; medians over repeats after a warm-up.
+// drafts: the MTP module's, or with BenchOptions::lookup looked up) on a random prompt;
+// medians over repeats after a warm-up. mtp: drafts on.
 struct GenerationBenchResult {
     bool mtp = false;
     int32_t n_draft = 1;

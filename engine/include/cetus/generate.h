@@ -32,6 +32,13 @@ struct GenerateRequest {
     std::vector<std::string> stop;      // stop strings; the text ends before the first match
     bool mtp = true;                    // speculative decoding with the model's MTP module(s)
     int32_t n_draft = 1;                // draft tokens per step (1..8); > 1 chains the module
+    // Speculative decoding with drafts looked up in the context instead (prompt lookup:
+    // the ids that followed the latest earlier occurrence of its last 4, 3, 2 or 1 ids;
+    // one a step at first, doubling while all are accepted up to n_draft, fewer and then
+    // none for a while after misses), for any model, MTP module or not; takes precedence
+    // over mtp. Pays where the answer repeats the prompt or itself (code, quotes, lists).
+    // The same tokens as without it when greedy, the same distribution when sampling.
+    bool lookup = false;
     // Log-probabilities of the chosen tokens under the model itself: log-softmax of the
     // raw logits over the tokenizer's vocabulary, before temperature, penalties and
     // truncation (what vLLM reports by default), so they do not depend on the sampling
@@ -94,7 +101,7 @@ struct TokenLogprob {
 struct TokenEvent {
     int32_t id = 0;
     std::string_view text;  // complete UTF-8 (empty while a character or a possible stop string is pending)
-    bool drafted = false;   // an accepted MTP draft
+    bool drafted = false;   // an accepted draft (MTP's, or looked up)
     bool end_of_sequence = false;  // the model's end-of-sequence token (not part of the answer)
     int32_t n_moe_layers = 0, top_k = 0;
     std::span<const int32_t> expert_ids;
@@ -113,6 +120,7 @@ struct GenerateResult {
     FinishReason finish = FinishReason::Length;
     GenerationStats stats;
     bool mtp_used = false;
+    bool lookup_used = false;  // drafts looked up in the context (GenerateRequest::lookup)
     std::string mtp_note;  // why speculation was off, when it was
     // Per MoE layer and routed expert, how often it was chosen for this answer's tokens.
     int32_t n_moe_layers = 0, n_routed_experts = 0;

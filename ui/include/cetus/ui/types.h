@@ -67,6 +67,9 @@ struct SamplingSettings {
     int max_new_tokens = 512;
     bool mtp = true;
     int n_draft = 1;
+    // Drafts looked up in the conversation's own text instead of the MTP module's (any
+    // model; GenerateRequest::lookup), up to 4 a step.
+    bool lookup = false;
     quint64 seed = 0;
     bool json_object = false;  // JSON mode: the answer is one JSON object (response_format)
 };
@@ -175,6 +178,7 @@ struct GenerationOutcome {
     QString error;  // for Error: what went wrong, in words
     StepStats stats;
     bool mtp_used = false;
+    bool lookup_used = false;  // the drafts were looked up in the conversation's text
     QString mtp_note;
     int n_moe_layers = 0, n_routed_experts = 0;
     std::vector<qint64> expert_counts;  // [n_moe_layers x n_routed_experts]
