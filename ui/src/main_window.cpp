@@ -1258,18 +1258,25 @@ void MainWindow::editSettings() {
     max_tokens->setValue(s.sampling.max_new_tokens);
     auto* mtp = new QCheckBox(tr("Speculative decoding with the model's MTP module"));
     mtp->setChecked(s.sampling.mtp);
-    auto* lookup = new QCheckBox(tr("Speculative decoding with drafts from the conversation's own text"));
-    lookup->setObjectName(QStringLiteral("lookupSetting"));
-    lookup->setToolTip(tr("Guesses the next tokens from what followed the last few tokens earlier in the "
-                          "conversation, and checks them in one step: faster where the answer repeats text "
-                          "(code being edited, quotes, lists); the same answers. For any model, instead of MTP"));
-    lookup->setChecked(s.sampling.lookup);
-    auto* json_object = new QCheckBox(tr("Answer with one JSON object"));
-    json_object->setObjectName(QStringLiteral("jsonObjectSetting"));
-    json_object->setToolTip(tr("JSON mode: every token keeps the answer the start of one JSON object, and it ends "
-                               "once the object is closed. Ask for the keys you want in the message; OpenAI's own "
-                               "API also wants the word \u201cJSON\u201d in it"));
-    json_object->setChecked(s.sampling.json_object);
+    // A switch: its text, the name tests find it by, its tooltip and state.
+    auto check = [](const QString& text, const char* name, const QString& tip, bool checked) {
+        auto* box = new QCheckBox(text);
+        box->setObjectName(QLatin1String(name));
+        box->setToolTip(tip);
+        box->setChecked(checked);
+        return box;
+    };
+    auto* lookup = check(tr("Speculative decoding with drafts from the conversation's own text"), "lookupSetting",
+                         tr("Guesses the next tokens from what followed the last few tokens earlier in the "
+                            "conversation, and checks them in one step: faster where the answer repeats text "
+                            "(code being edited, quotes, lists); the same answers. For any model, instead of MTP"),
+                         s.sampling.lookup);
+    auto* json_object =
+        check(tr("Answer with one JSON object"), "jsonObjectSetting",
+              tr("JSON mode: every token keeps the answer the start of one JSON object, and it ends once the object "
+                 "is closed. Ask for the keys you want in the message; OpenAI's own API also wants the word "
+                 "\u201cJSON\u201d in it"),
+              s.sampling.json_object);
     form->addRow(tr("System prompt"), system);
     form->addRow(tr("Temperature (0 = greedy)"), temperature);
     form->addRow(tr("Top-p"), top_p);
