@@ -26,7 +26,7 @@ void add_bench_command(CLI::App& app) {
         LoadFlags load;
         std::string model, random, device = "cpu", dtype = "bf16";
         int64_t prompt = 128, gen = 32, followup = 0, layers = 0;
-        int repeat = 3, threads = 0, draft = 1, conversations = 0, logprobs = -1;
+        int repeat = 3, threads = 0, draft = 0, conversations = 0, logprobs = -1;
         std::string mtp, text_file, prompts_file, format = "text";
         bool tokenizer = false, restart = false, json_mask = false, lookup = false;
         bool json = false;
@@ -48,7 +48,7 @@ void add_bench_command(CLI::App& app) {
     cmd->add_option("--threads", o->threads, "CPU threads (default: all)");
     cmd->add_option("--mtp", o->mtp, "Greedy generation with MTP drafts: on, off, or both (side by side)")
         ->check(CLI::IsMember({"on", "off", "both"}));
-    cmd->add_option("--draft", o->draft, "Draft tokens per step with --mtp");
+    cmd->add_option("--draft", o->draft, "Draft tokens per step with --mtp (default 1, with --lookup 4)")->check(CLI::Range(1, 8));
     cmd->add_flag("--lookup", o->lookup,
                   "With --mtp: the drafts looked up in the prompt and answer so far instead of the MTP module's "
                   "(any model; mtp_on then means with those drafts)");
@@ -94,6 +94,9 @@ void add_bench_command(CLI::App& app) {
                             r.build_ms);
             return;
         }
+        if (o->lookup && o->mtp.empty())
+            throw Error(ErrorCode::BadRequest, "bench --lookup compares generation with and without looked-up "
+                                               "drafts: give --mtp on, off or both");
         if (o->format == "json" && o->mtp.empty())
             throw Error(ErrorCode::BadRequest, "bench --format json compares generation with and without JSON mode: "
                                                "give --mtp on, off or both");
@@ -143,6 +146,7 @@ void add_bench_command(CLI::App& app) {
         bo.n_followup = o->followup;
         bo.repeats = o->repeat;
         bo.lookup = o->lookup;
+        if (o->draft <= 0) o->draft = o->lookup ? 4 : 1;
         const ModelInfo& i = e->info();
         if (o->restart) {
             const RestartBenchResult r = run_restart_bench(*e, bo);

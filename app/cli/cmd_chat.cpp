@@ -54,7 +54,7 @@ void add_chat_command(CLI::App& app) {
         std::string model, db, system, device = "auto", mtp = "on";
         int64_t conversation = 0, context = 4096;
         float temperature = 0.7f, top_p = 1.0f;
-        int max_tokens = 512, threads = 0, alternatives = 5, draft = 1;
+        int max_tokens = 512, threads = 0, alternatives = 5, draft = 0;
         uint64_t seed = 0;
         bool lookup = false;
     };
@@ -69,7 +69,7 @@ void add_chat_command(CLI::App& app) {
     cmd->add_option("--max-tokens", o->max_tokens, "Most tokens per answer");
     cmd->add_option("--mtp", o->mtp, "on or off")->check(CLI::IsMember({"on", "off"}));
     cmd->add_flag("--lookup", o->lookup, "Speculative decoding with drafts looked up in the prompt and answer so far (the ids that followed the latest earlier occurrence of the last 4 to 1 ids; any model, instead of MTP; pays where the answer repeats text, e.g. code being edited; try --draft 4)");
-    cmd->add_option("--draft", o->draft, "Draft tokens per step (MTP or --lookup)");
+    cmd->add_option("--draft", o->draft, "Draft tokens per step, MTP's or looked up (1 to 8; default 1, with --lookup 4)")->check(CLI::Range(1, 8));
     cmd->add_option("--alternatives", o->alternatives,
                     "Token probabilities kept with each answer, as the app keeps them: each token's and its step's N "
                     "most likely tokens (-1: none)")
@@ -119,7 +119,7 @@ void add_chat_command(CLI::App& app) {
             req.max_new_tokens = o->max_tokens;
             req.mtp = o->mtp == "on";
             req.lookup = o->lookup;
-            req.n_draft = o->draft;
+            req.n_draft = o->draft > 0 ? o->draft : o->lookup ? 4 : 1;  // as the app asks
             req.logprobs = o->alternatives;
             // As the app tags a conversation's cache rows (ChatController::cacheTag), so that
             // deleting the conversation there also removes what --prefix-cache kept of it.
@@ -191,6 +191,7 @@ void add_chat_command(CLI::App& app) {
                                     {"reused_prefix_tokens", r.stats.reused_prefix_tokens},
                                     {"finish", s["finish_reason"]}};
             if (left_out > 0) stats["n_turns_left_out"] = left_out;  // as the app records it
+            if (r.lookup_used) stats["drafts"] = "lookup";
             stats["token_text_ends"] = ends;
             store.finish_message(answer_id, text, storage::MessageState::Complete, stats.dump());  // = r.text
             if (trace.n_layers > 0) store.set_routing_trace(answer_id, trace);

@@ -33,7 +33,7 @@ void add_generate_command(CLI::App& app) {
         std::string model, prompt, system, device = "auto", mtp = "on", ids, format = "text";
         float temperature = 0.7f, top_p = 1.0f, min_p = 0.0f, repetition_penalty = 1.0f;
         float frequency_penalty = 0.0f, presence_penalty = 0.0f;
-        int top_k = 0, max_tokens = 256, draft = 1, threads = 0, logprobs = -1;
+        int top_k = 0, max_tokens = 256, draft = 0, threads = 0, logprobs = -1;
         int64_t context = 4096;
         uint64_t seed = 0;
         std::vector<std::string> stop, attach;
@@ -67,7 +67,7 @@ void add_generate_command(CLI::App& app) {
         ->check(CLI::IsMember({"text", "json"}));
     cmd->add_option("--mtp", o->mtp, "MTP speculative decoding: on or off")->check(CLI::IsMember({"on", "off"}));
     cmd->add_flag("--lookup", o->lookup, "Speculative decoding with drafts looked up in the prompt and answer so far (the ids that followed the latest earlier occurrence of the last 4 to 1 ids; any model, instead of MTP; pays where the answer repeats text, e.g. code being edited; try --draft 4)");
-    cmd->add_option("--draft", o->draft, "Draft tokens per step");
+    cmd->add_option("--draft", o->draft, "Draft tokens per step (1 to 8; default 1, with --lookup 4)")->check(CLI::Range(1, 8));
     cmd->add_option("--device", o->device, "auto, cpu or cuda");
     add_load_flags(cmd, o->load);
     cmd->add_option("--threads", o->threads, "CPU threads");
@@ -108,7 +108,7 @@ void add_generate_command(CLI::App& app) {
         req.mtp = o->mtp == "on";
         req.lookup = o->lookup;
         if (o->format == "json") req.response_format = ResponseFormat::JsonObject;
-        req.n_draft = o->draft;
+        req.n_draft = o->draft > 0 ? o->draft : o->lookup ? 4 : 1;
         const bool json = o->json;
         if (json) req.logprobs = o->logprobs;
         const Tokenizer* tok = e->tokenizer();

@@ -192,7 +192,9 @@ std::optional<ApiError> parse_options(const json& j, ChatRequest& r, uint64_t ra
         int64_t d = r.gen.n_draft;
         bool g = false;
         if (auto e = integer(*it, "n_draft", 1, 8, d, g)) return *e;
-        r.gen.n_draft = int32_t(d);
+        // Looked-up drafts: up to 4 a step unless the request says (the generator starts
+        // at one and doubles while they are accepted).
+        r.gen.n_draft = int32_t(!g && r.gen.lookup ? 4 : d);
     }
     return std::nullopt;
 }

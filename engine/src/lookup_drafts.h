@@ -18,8 +18,9 @@ constexpr int64_t k_lookup_min_ngram = 1;
 
 // Up to max_drafts ids that followed the latest earlier occurrence of the last m ids of
 // ctx, for the largest m in [k_lookup_min_ngram, k_lookup_max_ngram] that occurs
-// earlier (the occurrence at the end itself excluded); empty when none does. The ids
-// taken stop at the end of ctx (an occurrence may overlap the suffix it matches).
+// earlier (the occurrence at the end itself excluded); empty when none does. Past the
+// end of ctx the copy reads its own drafts, as if the text went on repeating (an
+// occurrence close to the end: a run of one id, a short period).
 inline void lookup_drafts(std::span<const int32_t> ctx, int64_t max_drafts, std::vector<int32_t>& drafts) {
     drafts.clear();
     const int64_t n = int64_t(ctx.size());
@@ -31,8 +32,8 @@ inline void lookup_drafts(std::span<const int32_t> ctx, int64_t max_drafts, std:
             int64_t k = 0;
             while (k < m && ctx[size_t(i + k)] == key[k]) ++k;
             if (k < m) continue;
-            const int64_t end = std::min(n, i + m + max_drafts);
-            drafts.assign(ctx.begin() + (i + m), ctx.begin() + end);
+            for (int64_t k = i + m; k < i + m + max_drafts; ++k)
+                drafts.push_back(k < n ? ctx[size_t(k)] : drafts[size_t(k - n)]);
             return;
         }
     }

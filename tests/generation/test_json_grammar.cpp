@@ -365,6 +365,7 @@ private slots:
         const int64_t n_valid = std::min<int64_t>(V, tok.vocab_size());
         const int32_t eos = tok.eos_id();
         int ended = 0;
+        int64_t looked_up = 0;  // drafts the lookup proposed
         for (const char* question : {"Give me a JSON object with your name.", "List three animals as JSON.",
                                      "What is the capital of France? Answer in JSON.", "Hi"}) {
             cetus::GenerateRequest r;
@@ -383,6 +384,7 @@ private slots:
                 const auto got = e->generate(r);
                 if (!mtp && !lookup) plain = got.ids;
                 else QCOMPARE(got.ids, plain);
+                if (lookup) looked_up += got.stats.drafts_proposed;
                 if (got.finish == cetus::FinishReason::Eos) {
                     ++ended;
                     QVERIFY2(nlohmann::json::parse(got.text).is_object(), got.text.c_str());
@@ -411,7 +413,8 @@ private slots:
                 if (all[i] != eos) text += tok.token_bytes(all[i]);
             }
         }
-        qInfo("%d of 16 greedy answers closed their object", ended);
+        qInfo("%d of 16 greedy answers closed their object; %lld drafts looked up", ended, (long long)looked_up);
+        QVERIFY(looked_up > 0);
     }
 
     // Sampled JSON mode, with MTP drafts: every answer is an object or the start of one.

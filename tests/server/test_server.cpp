@@ -616,6 +616,22 @@ private slots:
         QCOMPARE(r.j["cetus"]["tokens"].size(), size_t(10));
         QCOMPARE(r.j["cetus"]["tokens"][0]["routing"].size(), size_t(2));
         QCOMPARE(r.j["cetus"]["stats"]["generated_tokens"].get<int>(), 10);
+        QVERIFY(!r.j["cetus"]["lookup"].get<bool>());
+
+        // "lookup": drafts looked up in the context (up to 4 a step unless n_draft says): the
+        // same greedy answer, and the final figures say which drafts ran.
+        json g = chat("abc abc abc abc abc abc", 24);
+        g["temperature"] = 0;
+        g["cetus"] = {{"stats", true}, {"mtp", false}};
+        const HttpResult plain = post(g);
+        g["cetus"]["lookup"] = true;
+        const HttpResult looked = post(g);
+        QCOMPARE(plain.status, 200);
+        QCOMPARE(looked.status, 200);
+        QCOMPARE(looked.j["choices"][0]["message"]["content"], plain.j["choices"][0]["message"]["content"]);
+        QVERIFY(looked.j["cetus"]["lookup"].get<bool>() && !plain.j["cetus"]["lookup"].get<bool>());
+        QVERIFY(looked.j["cetus"]["stats"]["drafts_proposed"].get<int>() > 0);
+        QCOMPARE(plain.j["cetus"]["stats"]["drafts_proposed"].get<int>(), 0);
     }
 
     void errors() {

@@ -1269,7 +1269,8 @@ void MainWindow::editSettings() {
     auto* lookup = check(tr("Speculative decoding with drafts from the conversation's own text"), "lookupSetting",
                          tr("Guesses the next tokens from what followed the last few tokens earlier in the "
                             "conversation, and checks them in one step: faster where the answer repeats text "
-                            "(code being edited, quotes, lists); the same answers. For any model, instead of MTP"),
+                            "(code being edited, quotes, lists); the same answers when greedy, equally likely ones when "
+                            "sampling. For any model, instead of MTP"),
                          s.sampling.lookup);
     auto* json_object =
         check(tr("Answer with one JSON object"), "jsonObjectSetting",

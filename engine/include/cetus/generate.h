@@ -121,7 +121,7 @@ struct GenerateResult {
     GenerationStats stats;
     bool mtp_used = false;
     bool lookup_used = false;  // drafts looked up in the context (GenerateRequest::lookup)
-    std::string mtp_note;  // why speculation was off, when it was
+    std::string mtp_note;  // why MTP was not used: speculation off, or looked-up drafts instead
     // Per MoE layer and routed expert, how often it was chosen for this answer's tokens.
     int32_t n_moe_layers = 0, n_routed_experts = 0;
     std::vector<int64_t> expert_counts;  // [n_moe_layers x n_routed_experts]
