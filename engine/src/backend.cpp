@@ -159,6 +159,16 @@ void CpuBackend::choose(int64_t row0, int64_t n, const ChoiceSpec& spec, const d
                 ids);
 }
 
+void CpuBackend::certain_draft(int64_t slot, int32_t id) {
+    const int64_t V = m_model.config().vocab_size;
+    if (!m_device_sampling) throw Error(ErrorCode::Unsupported, "cpu backend: device sampling is off");
+    if (slot < 0 || slot >= k_max_choice_rows || id < 0 || id >= V)
+        throw Error(ErrorCode::BadRequest, "cpu backend: draft slot " + std::to_string(slot) + " with id " +
+                                               std::to_string(id) + " out of range");
+    m_q[size_t(slot)].assign(size_t(V), 0.0f);
+    m_q[size_t(slot)][size_t(id)] = 1.0f;
+}
+
 VerifyResult CpuBackend::verify(const ChoiceSpec& spec, const int32_t* drafts, int64_t D, const double* u) {
     const float* rows = kept_rows(0, D + 1);
     Sampler math(spec.params, m_model.config().vocab_size, spec.n_valid);

@@ -84,6 +84,11 @@ public:
     virtual VerifyResult verify(const ChoiceSpec&, const int32_t*, int64_t, const double*) {
         throw Error(ErrorCode::Unsupported, name() + " backend: no sampling on the device");
     }
+    // Draft distribution `slot` (< k_max_choice_rows) all on id: a draft that is a
+    // certainty (looked up in the context, GenerateRequest::lookup), for verify().
+    virtual void certain_draft(int64_t, int32_t) {
+        throw Error(ErrorCode::Unsupported, name() + " backend: no sampling on the device");
+    }
     static constexpr int64_t k_max_choice_rows = 16;
     // A call that returns every row's logits leaves its last chunk of this many rows
     // for choose() (the CUDA backend's logit buffers hold that many).
@@ -148,6 +153,7 @@ public:
     void choose(int64_t row0, int64_t n, const ChoiceSpec& spec, const double* u, int64_t q_slot,
                 int32_t* ids) override;
     VerifyResult verify(const ChoiceSpec& spec, const int32_t* drafts, int64_t D, const double* u) override;
+    void certain_draft(int64_t slot, int32_t id) override;
 
 private:
     static void check_argmax_rows(int64_t argmax_n_valid, int64_t rows);

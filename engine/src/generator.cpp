@@ -471,10 +471,8 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
     auto cancelled = [&] { return req.cancel && req.cancel->load(std::memory_order_relaxed); };
     // The device's token choice knows no frequency or presence penalty: such requests
     // choose on the host (the rows come over, as for a CPU).
-    // Nor does it know a grammar (JSON mode), nor, when sampling, looked-up drafts (their
-    // q, one id's certainty, is not in its slots).
-    const bool on_device = m_backend.samples_on_device() && !has_count_penalties(req.sampling) && !r.json &&
-                           !(use_lookup && !r.sampler.greedy());
+    // Nor does it know a grammar (JSON mode).
+    const bool on_device = m_backend.samples_on_device() && !has_count_penalties(req.sampling) && !r.json;
     // Log-probabilities come from the logits on the host: a device that samples copies
     // the rows of the main model's steps too (its choices stay where they were made).
     const bool logits_on_host = !on_device || (req.logprobs >= 0 && sink);
@@ -606,10 +604,14 @@ GenerateResult Generator::run(const GenerateRequest& req, const TokenSink& sink)
                     drafts.resize(j);
                     break;
                 }
-                if (!r.sampler.greedy()) {
-                    std::vector<float>& q = choices.q[j];
-                    q.assign(size_t(c.vocab_size), 0.0f);
-                    q[size_t(d)] = 1.0f;
+                if (!r.sampler.greedy()) {  // q where verify() reads it: the backend's slots, or the host's
+                    if (on_device) {
+                        m_backend.certain_draft(int64_t(j), d);
+                    } else {
+                        std::vector<float>& q = choices.q[j];
+                        q.assign(size_t(c.vocab_size), 0.0f);
+                        q[size_t(d)] = 1.0f;
+                    }
                 }
             }
             D = int64_t(drafts.size());

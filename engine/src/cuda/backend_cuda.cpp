@@ -189,6 +189,7 @@ public:
     void choose(int64_t row0, int64_t n, const ChoiceSpec& spec, const double* u, int64_t q_slot,
                 int32_t* ids) override;
     VerifyResult verify(const ChoiceSpec& spec, const int32_t* drafts, int64_t D, const double* u) override;
+    void certain_draft(int64_t slot, int32_t id) override;
     double copy_bandwidth_gbs() override;
     double peak_bf16_tflops() override;
     uint64_t held_weight_bytes(const Matrix& w) const override {
@@ -1092,6 +1093,18 @@ void CudaBackend::choose(int64_t row0, int64_t n, const ChoiceSpec& spec, const 
         launch_choice_draw(probs, n, p.vocab, m_s.choice_u, m_s.choice_out, s);
     });
     std::memcpy(ids, m_h.choice_out, size_t(n) * sizeof(int32_t));
+}
+
+void CudaBackend::certain_draft(int64_t slot, int32_t id) {
+    const int64_t V = m_config.vocab_size;
+    if (slot < 0 || slot >= k_max_choice_rows || id < 0 || id >= V)
+        throw Error(ErrorCode::BadRequest, "CUDA backend: draft slot " + std::to_string(slot) + " with id " +
+                                               std::to_string(id) + " out of range");
+    // The slot's row zeroed and its one 1 copied in, in stream order before verify()'s kernels.
+    static const float one = 1.0f;
+    float* q = m_s.choice_q + slot * V;
+    CETUS_CUDA(cudaMemsetAsync(q, 0, size_t(V) * sizeof(float), m_stream.get()));
+    CETUS_CUDA(cudaMemcpyAsync(q + id, &one, sizeof(float), cudaMemcpyHostToDevice, m_stream.get()));
 }
 
 VerifyResult CudaBackend::verify(const ChoiceSpec& spec, const int32_t* drafts, int64_t D, const double* u) {
