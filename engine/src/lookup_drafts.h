@@ -21,21 +21,30 @@ constexpr int64_t k_lookup_min_ngram = 1;
 // earlier (the occurrence at the end itself excluded); empty when none does. Past the
 // end of ctx the copy reads its own drafts, as if the text went on repeating (an
 // occurrence close to the end: a run of one id, a short period).
+//
+// One pass backwards over the earlier positions j holding ctx's last id: the match
+// ending at j is as long as ctx's suffix agrees backwards from there (the latest j
+// of each length is the first seen), and a match of the longest length ends the pass.
+// (A pass per length, as the definition reads, took 0.56 ms a step at 128k ids.)
 inline void lookup_drafts(std::span<const int32_t> ctx, int64_t max_drafts, std::vector<int32_t>& drafts) {
     drafts.clear();
     const int64_t n = int64_t(ctx.size());
-    if (max_drafts <= 0) return;
-    for (int64_t m = std::min(k_lookup_max_ngram, n - 1); m >= k_lookup_min_ngram; --m) {
-        const int32_t* key = ctx.data() + n - m;
-        // Occurrences starting at i < n - m, latest first; each has a next id (i + m < n).
-        for (int64_t i = n - m - 1; i >= 0; --i) {
-            int64_t k = 0;
-            while (k < m && ctx[size_t(i + k)] == key[k]) ++k;
-            if (k < m) continue;
-            for (int64_t k = i + m; k < i + m + max_drafts; ++k)
-                drafts.push_back(k < n ? ctx[size_t(k)] : drafts[size_t(k - n)]);
-            return;
-        }
+    if (max_drafts <= 0 || n < 2) return;
+    const int32_t* c = ctx.data();
+    const int32_t last = c[n - 1];
+    int64_t latest[k_lookup_max_ngram + 1] = {};  // latest[m]: end of the latest match of m ids, + 1
+    for (int64_t j = n - 2; j >= 0; --j) {
+        if (c[j] != last) continue;
+        int64_t m = 1;
+        while (m < k_lookup_max_ngram && m <= j && c[j - m] == c[n - 1 - m]) ++m;
+        for (int64_t k = m; k >= k_lookup_min_ngram && latest[k] == 0; --k) latest[k] = j + 1;
+        if (m == k_lookup_max_ngram) break;
+    }
+    for (int64_t m = k_lookup_max_ngram; m >= k_lookup_min_ngram; --m) {
+        if (latest[m] == 0) continue;
+        for (int64_t k = latest[m]; k < latest[m] + max_drafts; ++k)  // from the id after the match
+            drafts.push_back(k < n ? c[k] : drafts[size_t(k - n)]);
+        return;
     }
 }
 

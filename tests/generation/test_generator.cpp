@@ -14,6 +14,7 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <random>
 
 namespace {
 
@@ -159,6 +160,32 @@ private slots:
         QCOMPARE(drafts({5}, 4), V());
         QCOMPARE(drafts({}, 4), V());
         QCOMPARE(drafts({1, 2, 3, 4, 5, 9, 2, 3, 4, 5, 8, 1, 2, 3, 4, 5}, 2), V({8, 1}));  // 4-gram 2,3,4,5 latest at 6
+        // Against the definition read literally (a pass per length, longest first, each from
+        // the end), on random contexts over small alphabets, so that matches of every
+        // length occur, near the end and far from it.
+        auto definition = [](const V& ctx, int64_t max) {
+            V out;
+            const int64_t n = int64_t(ctx.size());
+            for (int64_t m = std::min<int64_t>(cetus::k_lookup_max_ngram, n - 1); m >= cetus::k_lookup_min_ngram; --m)
+                for (int64_t i = n - m - 1; i >= 0; --i) {
+                    if (!std::equal(ctx.begin() + i, ctx.begin() + i + m, ctx.end() - m)) continue;
+                    for (int64_t k = i + m; k < i + m + max; ++k) out.push_back(k < n ? ctx[size_t(k)] : out[size_t(k - n)]);
+                    return out;
+                }
+            return out;
+        };
+        std::mt19937 rng(5);
+        int with_drafts = 0;
+        for (int trial = 0; trial < 3000; ++trial) {
+            V ctx(size_t(rng() % 200));
+            const uint32_t alphabet = 2 + rng() % 12;
+            for (auto& t : ctx) t = int32_t(rng() % alphabet);
+            const int64_t max = int64_t(rng() % 9);
+            const V want = definition(ctx, max);
+            with_drafts += !want.empty();
+            QCOMPARE(drafts(ctx, max), want);
+        }
+        QVERIFY(with_drafts > 2000);
     }
 
     // Drafts looked up in the context (GenerateRequest::lookup): the greedy tokens of
