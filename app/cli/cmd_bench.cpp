@@ -146,7 +146,7 @@ void add_bench_command(CLI::App& app) {
         bo.n_followup = o->followup;
         bo.repeats = o->repeat;
         bo.lookup = o->lookup;
-        if (o->draft <= 0) o->draft = o->lookup ? 4 : 1;
+        if (o->draft <= 0) o->draft = o->lookup ? k_lookup_default_drafts : 1;
         const ModelInfo& i = e->info();
         if (o->restart) {
             const RestartBenchResult r = run_restart_bench(*e, bo);

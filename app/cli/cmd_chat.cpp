@@ -119,7 +119,7 @@ void add_chat_command(CLI::App& app) {
             req.max_new_tokens = o->max_tokens;
             req.mtp = o->mtp == "on";
             req.lookup = o->lookup;
-            req.n_draft = o->draft > 0 ? o->draft : o->lookup ? 4 : 1;  // as the app asks
+            req.n_draft = o->draft > 0 ? o->draft : o->lookup ? k_lookup_default_drafts : 1;  // as the app asks
             req.logprobs = o->alternatives;
             // As the app tags a conversation's cache rows (ChatController::cacheTag), so that
             // deleting the conversation there also removes what --prefix-cache kept of it.

@@ -108,7 +108,7 @@ void add_generate_command(CLI::App& app) {
         req.mtp = o->mtp == "on";
         req.lookup = o->lookup;
         if (o->format == "json") req.response_format = ResponseFormat::JsonObject;
-        req.n_draft = o->draft > 0 ? o->draft : o->lookup ? 4 : 1;
+        req.n_draft = o->draft > 0 ? o->draft : o->lookup ? k_lookup_default_drafts : 1;
         const bool json = o->json;
         if (json) req.logprobs = o->logprobs;
         const Tokenizer* tok = e->tokenizer();

@@ -194,7 +194,7 @@ std::optional<ApiError> parse_options(const json& j, ChatRequest& r, uint64_t ra
         if (auto e = integer(*it, "n_draft", 1, 8, d, g)) return *e;
         // Looked-up drafts: up to 4 a step unless the request says (the generator starts
         // at one and doubles while they are accepted).
-        r.gen.n_draft = int32_t(!g && r.gen.lookup ? 4 : d);
+        r.gen.n_draft = int32_t(!g && r.gen.lookup ? k_lookup_default_drafts : d);
     }
     return std::nullopt;
 }

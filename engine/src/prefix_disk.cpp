@@ -353,16 +353,18 @@ uint64_t PrefixDisk::file_bytes(size_t n_ids, size_t tag_bytes, uint64_t payload
     return cpx::k_fixed_head_bytes + m_identity.size() + tag_bytes + 4 * uint64_t(n_ids) + 4 + payload + 4;
 }
 
+// What waits to be written and the write under way keep to this together.
+uint64_t PrefixDisk::queue_limit() const { return std::min(m_budget, k_max_queued_bytes); }
+
 // A file larger than the budget is never written. Nothing being written: a prefix
-// waits alone if need be, whatever its size (one copy of the rows). Behind a write,
-// the queue and the write under way keep to min(budget, 1 GiB) together, the oldest
-// queued prefixes giving way to a newer one (the folder's least recently used would go
-// first anyway); queued prefixes these ids extend would be replaced, so they do not
-// count. Refused (Behind) only when the write under way leaves no room for this one.
+// waits alone if need be, whatever its size (one copy of the rows). Behind a write, the
+// queued prefixes do not count: the oldest give way to a newer one in store() (the
+// folder's least recently used would go first anyway). Refused (Behind) only when the
+// write under way leaves no room within queue_limit() for this one.
 PrefixDisk::Room PrefixDisk::room_for(const std::vector<int32_t>& ids, size_t tag_bytes, uint64_t bytes) const {
     if (file_bytes(ids.size(), tag_bytes, bytes) > m_budget) return Room::OverBudget;
     if (!m_in_flight) return Room::Yes;
-    return m_in_flight->bytes() + bytes <= std::min(m_budget, k_max_queued_bytes) ? Room::Yes : Room::Behind;
+    return m_in_flight->bytes() + bytes <= queue_limit() ? Room::Yes : Room::Behind;
 }
 
 bool PrefixDisk::would_queue(const std::vector<int32_t>& ids, size_t tag_bytes, uint64_t bytes) const {
@@ -402,9 +404,8 @@ bool PrefixDisk::store(std::shared_ptr<const SavedPrefix> p) {
             return true;
         });
         // Over the limit behind a slow disk: the oldest queued prefixes give way.
-        const uint64_t limit = std::min(m_budget, k_max_queued_bytes);
         const uint64_t writing = m_in_flight ? m_in_flight->bytes() : 0;
-        while (!m_queue.empty() && m_queued_bytes + writing + p->bytes() > limit) {
+        while (!m_queue.empty() && m_queued_bytes + writing + p->bytes() > queue_limit()) {
             engine_log().warn("prefix cache {}: the disk is behind; a queued prefix of {} tokens gives way to a newer one "
                               "and is not written", m_dir.string(), m_queue.front()->ids.size());
             m_queued_bytes -= m_queue.front()->bytes();

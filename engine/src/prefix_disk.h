@@ -163,6 +163,7 @@ private:
     void scan(bool only_new);  // m_mutex not held; reads the files it has not seen
     enum class Room { Yes, OverBudget, Behind };
     Room room_for(const std::vector<int32_t>& ids, size_t tag_bytes, uint64_t bytes) const;  // m_mutex held
+    uint64_t queue_limit() const;  // min(budget, 1 GiB)
     uint64_t file_bytes(size_t n_ids, size_t tag_bytes, uint64_t payload) const;  // a file's whole size
     // m_mutex held: this identity's files whose ids `ids` extends, the file `own` aside.
     std::vector<std::filesystem::path> superseded_by(const std::vector<int32_t>& ids,

@@ -98,7 +98,7 @@ cetus::GenerateRequest toRequest(const GenerationParams& p, const std::atomic<bo
     r.mtp = p.sampling.mtp;
     r.lookup = p.sampling.lookup;
     // Looked-up drafts: up to 4 a step (fewer after a miss: the generator halves them).
-    r.n_draft = p.sampling.lookup ? std::max(p.sampling.n_draft, 4) : p.sampling.n_draft;
+    r.n_draft = p.sampling.lookup ? std::max(p.sampling.n_draft, int(cetus::k_lookup_default_drafts)) : p.sampling.n_draft;
     r.continue_final_message = p.continue_final;
     if (p.sampling.json_object) r.response_format = cetus::ResponseFormat::JsonObject;
     r.logprobs = std::clamp(p.token_alternatives, -1, int(cetus::k_max_top_logprobs));

@@ -1,6 +1,7 @@
 // Remote engines over the OpenAI chat completions API: the lenient SSE and chunk
 // parsers, the HTTP GenerationService, and the local/remote switch.
 #include "cetus/ui/remote_service.h"
+#include "cetus/generate.h"
 
 #include "log.h"
 
@@ -376,7 +377,7 @@ quint64 RemoteGenerationService::generate(const GenerationParams& params) {
     if (m_cetus) {
         QJsonObject cetus{{"routing", true}, {"stats", true}, {"mtp", s.mtp}};
         if (s.lookup) cetus.insert("lookup", true);
-        if (s.mtp || s.lookup) cetus.insert("n_draft", s.lookup ? std::max(s.n_draft, 4) : s.n_draft);  // read inside "cetus" (serve_api.cpp)
+        if (s.mtp || s.lookup) cetus.insert("n_draft", s.lookup ? std::max(s.n_draft, int(::cetus::k_lookup_default_drafts)) : s.n_draft);  // read inside "cetus" (serve_api.cpp)
         body.insert("cetus", cetus);
     }
     // Token probabilities: a Cetus server sends one entry per token inside its extension;

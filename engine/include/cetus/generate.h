@@ -55,6 +55,8 @@ struct GenerateRequest {
 };
 
 constexpr int32_t k_max_top_logprobs = 20;
+// n_draft for looked-up drafts where the caller names none (the CLI, the server, the app).
+constexpr int32_t k_lookup_default_drafts = 4;
 
 enum class FinishReason { Eos, Stop, Length, ContextFull, Cancelled };
 const char* finish_reason_name(FinishReason r) noexcept;
