@@ -32,7 +32,8 @@
 #   decode (~6 min): the tiny comparison, the experts' and attention's own checks, V2-Lite decode in BF16, FP8 and
 #         Q4_K_M and at 4 layers (also without the decode fusions, CETUS_CUDA_FUSE=0, and with
 #         programmatic dependent launch, CETUS_CUDA_PDL=1; at 8192 cached tokens with and
-#         without the fusions; BF16 and Q4_K_M with the L2 prefetch of rows, CETUS_CUDA_PREFETCH=1), and the Nsight Compute profiles of decode (with each kernel's busiest multiprocessor over the
+#         without the fusions; BF16 and Q4_K_M with the L2 prefetch of rows, CETUS_CUDA_PREFETCH=1; Q4_K_M with
+#         its decode rows staged in shared memory, CETUS_CUDA_GGUF_STAGE=1), and the Nsight Compute profiles of decode (with each kernel's busiest multiprocessor over the
 #         mean: a last block's tail) and of the GGUF products: the loop of work on decode speed.
 #   full: the four-layer V3 comparison, racecheck on the tiny comparison and an Nsight Compute
 #         profile of decode.
@@ -405,17 +406,18 @@ ncu_attention() {
 # The GGUF decode products alone (4 V2-Lite layers in Q4_K_M's mix, launched directly):
 # DRAM, first-level cache and SM throughput as shares of their peaks say whether the
 # weights' bytes, the staged activations or the decoders' arithmetic bound them.
-ncu_gguf() {
+ncu_gguf() {  # ncu_gguf SECONDS [TAG VAR=VALUE]: with VAR=VALUE set, the step and its files named -TAG
     command -v ncu >/dev/null || { echo "== ncu-gguf: skipped (ncu not on the PATH)"; return 0; }
     local metrics=gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed
     metrics=$metrics,l1tex__throughput.avg.pct_of_peak_sustained_active,sm__throughput.avg.pct_of_peak_sustained_elapsed
-    step ncu-gguf "$1" ncu --clock-control none --metrics "$metrics" --kernel-name regex:"matvec_kernel|experts_kernel" \
-        --launch-skip 60 --launch-count 60 -o "$out/gguf" env CETUS_CUDA_GRAPHS=0 "$cli" bench --device cuda \
+    local tag=${2:+-$2} setting=${3:-CETUS_CUDA_GRAPHS=0}
+    step "ncu-gguf$tag" "$1" ncu --clock-control none --metrics "$metrics" --kernel-name regex:"matvec_kernel|experts_kernel" \
+        --launch-skip 60 --launch-count 60 -o "$out/gguf$tag" env CETUS_CUDA_GRAPHS=0 "$setting" "$cli" bench --device cuda \
         --random-model v2-lite --dtype q4_k_m --layers 4 --prompt 64 --gen 8
-    [ -f "$out/gguf.ncu-rep" ] || return 0
-    timeout -k 5 20 ncu --import "$out/gguf.ncu-rep" --page raw --csv --print-units base --metrics "$metrics" \
-        > "$out/ncu-gguf.csv" 2>/dev/null
-    ncu_summary "$out/ncu-gguf.csv" "ncu GGUF decode products (Q4_K_M's mix)"
+    [ -f "$out/gguf$tag.ncu-rep" ] || return 0
+    timeout -k 5 20 ncu --import "$out/gguf$tag.ncu-rep" --page raw --csv --print-units base --metrics "$metrics" \
+        > "$out/ncu-gguf$tag.csv" 2>/dev/null
+    ncu_summary "$out/ncu-gguf$tag.csv" "ncu GGUF decode products (Q4_K_M's mix)${2:+, $2}"
 }
 
 run_mode() {
@@ -497,6 +499,11 @@ decode)  # decode work's loop (~6 min): the tiny conformance, decode at V2-Lite'
     grep -E "FAIL|failed" "$out/experts-check.out" | head -8
     step attention-check 30 "$(dirname "$cli")/cetus-attention-check"
     grep -E "FAIL|failed" "$out/attention-check.out" | head -8
+    # The GGUF model comparison with the decode products' rows staged (CETUS_CUDA_GGUF_STAGE=1;
+    # the experts check above holds the staged launches to the unstaged ones bit for bit).
+    step selftest-tiny-gguf-stage 40 env CETUS_CUDA_GGUF_STAGE=1 "$cli" selftest --device cuda --compare tiny-gguf \
+        --compare-only --json
+    summarise_selftest "$out/selftest-tiny-gguf-stage.out"
     step bench-v2lite-cuda 120 "$cli" bench --device cuda --random-model v2-lite --prompt 512 --gen 128 --json
     step bench-v2lite-fp8-cuda 90 "$cli" bench --device cuda --random-model v2-lite --dtype fp8 --prompt 512 --gen 64 --json
     step bench-v2lite-q4km-cuda 90 "$cli" bench --device cuda --random-model v2-lite --dtype q4_k_m --prompt 512 --gen 64 \
@@ -524,14 +531,23 @@ decode)  # decode work's loop (~6 min): the tiny conformance, decode at V2-Lite'
         --layers 4 --prompt 64 --gen 64 --repeat 3 --json
     step bench-v2lite-4layers-q4km-prefetch 40 env CETUS_CUDA_PREFETCH=1 "$cli" bench --device cuda \
         --random-model v2-lite --dtype q4_k_m --layers 4 --prompt 64 --gen 64 --repeat 3 --json
+    # The GGUF decode products' rows staged in shared memory (CETUS_CUDA_GGUF_STAGE=1, an
+    # experiment: each warp's rows copied with cp.async, then decoded from the copy; the same
+    # sums): at 4 layers and for the whole model, against the two runs above and
+    # bench-v2lite-q4km-cuda.
+    step bench-v2lite-4layers-q4km-stage 40 env CETUS_CUDA_GGUF_STAGE=1 "$cli" bench --device cuda \
+        --random-model v2-lite --dtype q4_k_m --layers 4 --prompt 64 --gen 64 --repeat 3 --json
+    step bench-v2lite-q4km-stage 90 env CETUS_CUDA_GGUF_STAGE=1 "$cli" bench --device cuda --random-model v2-lite \
+        --dtype q4_k_m --prompt 512 --gen 64 --json
     local runs="bench-v2lite-cuda bench-v2lite-fp8-cuda bench-v2lite-q4km-cuda bench-v2lite-4layers"
     runs="$runs bench-v2lite-4layers-nofuse bench-v2lite-4layers-pdl bench-v2lite-4layers-8k"
     runs="$runs bench-v2lite-4layers-8k-nofuse bench-v2lite-4layers-prefetch bench-v2lite-4layers-q4km"
-    runs="$runs bench-v2lite-4layers-q4km-prefetch"
+    runs="$runs bench-v2lite-4layers-q4km-prefetch bench-v2lite-4layers-q4km-stage bench-v2lite-q4km-stage"
     summarise_bench $runs
     figures_table $runs
     ncu_decode 120
     ncu_gguf 90
+    ncu_gguf 60 staged CETUS_CUDA_GGUF_STAGE=1  # (their rows staged: what holds the products then)
     ;;
 full)
     step selftest-cuda-full 400 "$cli" selftest --device cuda --compare full --json

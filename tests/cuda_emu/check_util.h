@@ -87,6 +87,10 @@ inline int64_t round_up(int64_t v, int64_t m) {
     return (v + m - 1) / m * m;
 }
 
+inline bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
+}
+
 // One weight matrix as the kernels see it, and the values they compute with:
 // exact (the fp32 kernels: FP8 code times scale in fp32) and rounded to bf16 (the
 // tensor-core kernels' operand).

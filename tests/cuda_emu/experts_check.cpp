@@ -117,10 +117,6 @@ Worst compare(const std::vector<float>& got, const std::vector<double>& want, do
     return w;
 }
 
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
-}
-
 // The fused down launch's combine and norm (the decode path, n <= k_fused_tail_max_tokens)
 // against the down launch alone followed by launch_moe_combine: the same bits for x and
 // out. The shared experts are an MLP of expert 0's matrices, in the launches or not.
@@ -241,6 +237,64 @@ void check_fused_add_norm(DeviceDtype dt, int64_t rows, int64_t cols) {
         for (void* p : std::initializer_list<void*>{x_d, nw_d, ra, rb, ya, yb, oa, ob, done}) cudaFree(p);
     }
     for (void* p : owned) cudaFree(p);
+}
+
+// GGUF rows staged in shared memory for one token (DeviceMatrix::ggml_stage, the decode
+// products' copies), in exact and fast sums: the gate/up and down launches with the
+// shared experts (expert 0's matrices) riding along give the bits of the same launches
+// reading the rows, and the staged down launch with the fused combine the bits of the
+// staged down and launch_moe_combine (check_fused_combine).
+void check_staged(const std::string& name, const DeviceExperts& ex, const std::vector<DeviceMatrix>& gm,
+                  const std::vector<DeviceMatrix>& um, const std::vector<DeviceMatrix>& dm, const ExpertPairs& pairs,
+                  const float* x_d, float* h_d, float* y_d, int64_t n, int64_t K, int64_t H, int64_t E, int64_t I,
+                  std::mt19937& rng) {
+    const int64_t P = n * K;
+    for (const bool fast : {false, true}) {
+        DeviceExperts e[2];
+        std::vector<DeviceMatrix> t[2][3];
+        std::vector<float> got[2][4];
+        float* sh_h = device_copy(std::vector<float>(size_t(n * I), -7.0f));
+        float* sh_out = device_copy(std::vector<float>(size_t(n * H), -7.0f));
+        for (int s = 0; s < 2; ++s) {
+            t[s][0] = gm;
+            t[s][1] = um;
+            t[s][2] = dm;
+            for (auto& v : t[s])
+                for (DeviceMatrix& m : v) {
+                    m.ggml_fast = fast;
+                    m.ggml_stage = s == 1;
+                }
+            e[s] = ex;
+            e[s].gate = device_copy(t[s][0]);
+            e[s].up = device_copy(t[s][1]);
+            e[s].down = device_copy(t[s][2]);
+            e[s].ggml_fast = fast;
+            e[s].ggml_stage = s == 1;
+            const SharedExpertLaunch shared{t[s][0][0], t[s][1][0], t[s][2][0], sh_h, sh_out};
+            check(experts_shared_fusable(e[s], shared.gate, shared.up, shared.down, H),
+                  name + ": expert 0's matrices can ride along as the shared experts");
+            const uint64_t before = ggml_staged_launches();
+            launch_experts_gate_up(e[s], pairs, x_d, n, int32_t(K), H, int32_t(E), h_d, nullptr, &shared, nullptr);
+            launch_experts_down(e[s], pairs, h_d, n, int32_t(K), H, int32_t(E), y_d, nullptr, &shared, nullptr, nullptr);
+            check(ggml_staged_launches() - before == (s == 1 ? 2u : 0u),
+                  name + ": both launches staged their rows when asked, none otherwise");
+            got[s][0] = host_copy(h_d, size_t(P * I));
+            got[s][1] = host_copy(y_d, size_t(P * H));
+            got[s][2] = host_copy(sh_h, size_t(n * I));
+            got[s][3] = host_copy(sh_out, size_t(n * H));
+        }
+        bool same = true;
+        for (int k = 0; k < 4; ++k) same = same && same_bits(got[0][k], got[1][k]);
+        check(same, name + (fast ? ", fast sums" : ", exact sums") +
+                        ", 1 token: rows staged in shared memory == read from the rows, bit for bit (gate/up, down, "
+                        "the shared experts')");
+        check_fused_combine(name + (fast ? ", fast sums" : ", exact sums") + ", rows staged", e[1], pairs, t[1][0][0],
+                            t[1][1][0], t[1][2][0], x_d, h_d, y_d, n, K, H, E, rng);
+        for (int s = 0; s < 2; ++s)
+            for (const DeviceMatrix* p : {e[s].gate, e[s].up, e[s].down}) cudaFree(const_cast<DeviceMatrix*>(p));
+        cudaFree(sh_h);
+        cudaFree(sh_out);
+    }
 }
 
 void run_case(const Case& c, DeviceDtype dt) {
@@ -393,6 +447,7 @@ void run_case(const Case& c, DeviceDtype dt) {
     }
     if (n <= k_fused_tail_max_tokens)
         check_fused_combine(name, ex, pairs, gm[0], um[0], dm[0], x_d, h_d, y_d, n, K, H, E, rng);
+    if (dt == DeviceDtype::Ggml && n == 1) check_staged(name, ex, gm, um, dm, pairs, x_d, h_d, y_d, n, K, H, E, I, rng);
     if (dt == DeviceDtype::Ggml) {
         // The fp32 kernel with the fast mode's sums of GGUF blocks (DeviceMatrix::ggml_fast:
         // codes times activations, then scales and offsets): the same bound.
@@ -471,7 +526,12 @@ int main(int argc, char** argv) {
         run_case({"1024 wide, 352 inner, 2 tokens", 1024, 352, 6, 3, 2, 12, 12, 6}, DeviceDtype::Ggml);
         // 32-value types throughout; the down products' 800 rows end inside a tile too.
         run_case({"800 wide, 288 inner", 800, 288, 4, 2, 24, 6, 8, 6}, DeviceDtype::Ggml);
+        // One token of 32-value types, as V2-Lite's Q4_K_M down projections (1,408 values:
+        // 44 blocks, a tile of 32 and one of 12).
+        run_case({"256 wide, 1408 inner, 1 token", 256, 1408, 3, 2, 1, 8, 8, 6}, DeviceDtype::Ggml);
         if (v2_lite) run_case({"V2-Lite's 2048 wide, 1408 inner", 2048, 1408, 8, 6, 24, 12, 12, 6}, DeviceDtype::Ggml);
+        if (v2_lite)
+            run_case({"V2-Lite's 2048 wide, 1408 inner, 1 token", 2048, 1408, 8, 6, 1, 12, 12, 6}, DeviceDtype::Ggml);
     } catch (const std::exception& e) {
         check(false, e.what());
     }

@@ -15,7 +15,9 @@
 //   several passes of tokens; narrow matrices split over warps, wide ones not, rows
 //   of several tiles of staged activations) the double-precision sums of the host's
 //   values within fp32 rounding, and the kernel's order of sums taken on the host bit
-//   for bit (also two products in one launch; gate and up with the SwiGLU within 1e-6);
+//   for bit (also two products in one launch; gate and up with the SwiGLU within 1e-6),
+//   and one token's products with the rows staged in shared memory
+//   (DeviceMatrix::ggml_stage) the same bits as read from the rows, in both modes;
 // - the query absorption from a kv_b_proj in blocks, bit for bit against the
 //   host's own multiply-adds in the CPU's order.
 // Built for the CUDA emulator and, by the gpu-check preset, for a GPU.
@@ -167,6 +169,60 @@ double biased_scale(uint32_t id, const std::byte* row, int bytes, int values, in
     }
 }
 
+// One token's products of m with its rows staged in shared memory (DeviceMatrix::ggml_stage,
+// the decode products' copies) against the same launches reading the rows: a product, and
+// with a matrix of another block type (Q6_K, or Q4_K beside Q6_K, as Q4_K_M files mix
+// them) a pair of products in one launch and gate and up with the SwiGLU, bit for bit,
+// the padding untouched, each staged launch counted as staged. x: the token's
+// activations on the device.
+void check_staged(const cetus::cuda::DeviceMatrix& m, const float* x, int64_t ldx, int64_t ldy,
+                  const std::string& shape, std::mt19937& rng) {
+    check(cetus::cuda::ggml_stage_fits_type(m.ggml_type), shape + "the block type fits a warp's slot");
+    const int64_t rows = m.rows, cols = m.cols;
+    const bool q6 = m.ggml_type == 14;
+    const uint32_t other_id = q6 ? 12 : 14;
+    const int other_bytes = q6 ? 144 : 210;
+    const int64_t blocks = cols / 256, other_ld = (blocks * other_bytes + 15) / 16 * 16;
+    check(cols % 256 == 0, shape + "rows of whole 256-value blocks (for the second matrix)");
+    std::vector<std::byte> src(size_t(rows * other_ld), std::byte{0});
+    for (int64_t r = 0; r < rows; ++r) random_ggml_blocks(other_id, other_bytes, blocks, src.data() + r * other_ld, rng);
+    std::byte* d_o = device_copy(device_layout(other_id, src, rows, cols, other_ld));
+    cetus::cuda::DeviceMatrix other = cetus::cuda::ggml_device_matrix(other_id, rows, cols, d_o, other_ld);
+    other.ggml_fast = m.ggml_fast;
+    std::vector<float> out[2][3];
+    uint64_t staged_launches[2] = {};
+    for (int s = 0; s < 2; ++s) {
+        cetus::cuda::DeviceMatrix w = m, o = other;
+        w.ggml_stage = o.ggml_stage = s == 1;
+        const uint64_t before = cetus::cuda::ggml_staged_launches();
+        float* d_a = device_copy(std::vector<float>(size_t(ldy), -7.0f));
+        float* d_b = device_copy(std::vector<float>(size_t(ldy), -7.0f));
+        float* d_c = device_copy(std::vector<float>(size_t(ldy), -7.0f));
+        cetus::cuda::launch_matvec(w, x, ldx, 1, d_a, ldy, cetus::cuda::RowGroups{1, rows, 0, 0, 0, 0}, nullptr);
+        cetus::cuda::launch_matvec_pair(w, d_b, ldy, o, d_c, ldy, x, ldx, 1, nullptr);
+        out[s][0] = host_copy(d_a, size_t(ldy));
+        out[s][1] = host_copy(d_b, size_t(ldy));
+        std::vector<float> c = host_copy(d_c, size_t(ldy));
+        out[s][1].insert(out[s][1].end(), c.begin(), c.end());
+        cetus::cuda::launch_matvec_gate_up(w, o, x, ldx, 1, d_a, ldy, nullptr);
+        out[s][2] = host_copy(d_a, size_t(ldy));
+        staged_launches[s] = cetus::cuda::ggml_staged_launches() - before;
+        for (float* p : {d_a, d_b, d_c}) cudaFree(p);
+    }
+    cudaFree(d_o);
+    int64_t padding = 0;
+    for (int k = 0; k < 3; ++k)
+        for (size_t i = 0; i < out[1][k].size(); ++i) padding += i % size_t(ldy) >= size_t(rows) && out[1][k][i] != -7.0f;
+    check(staged_launches[0] == 0 && staged_launches[1] == 3,
+          shape + "1 token: the 3 launches staged their rows when asked (" + std::to_string(staged_launches[1]) +
+              "), none otherwise (" + std::to_string(staged_launches[0]) + ")");
+    check(same_bits(out[0][0], out[1][0]) && same_bits(out[0][1], out[1][1]) && same_bits(out[0][2], out[1][2]) &&
+              padding == 0,
+          shape + "1 token, rows staged in shared memory == read from the rows, bit for bit (a product; with " +
+              (q6 ? "Q4_K" : "Q6_K") + " a pair, gate and up with the SwiGLU; " + std::to_string(padding) +
+              " padding values written)");
+}
+
 // The fast mode's products (DeviceMatrix::ggml_fast: codes times the activations, then
 // scales and offsets times those sums and the activations' sums, GgmlCodes): the
 // double-precision sums of the host's values within 64 roundings of the terms the
@@ -222,6 +278,7 @@ void check_fast(const Type& t, const cetus::cuda::DeviceMatrix& exact, const std
     char buf[64];
     std::snprintf(buf, sizeof buf, " (worst %.3g of the bound)", worst);
     check(worst <= 1.0, shape + "fast sums, one token at a time == the host's sums within fp32 rounding" + buf);
+    for (int64_t tk : {int64_t(0), int64_t(1)}) check_staged(m, d_x + tk * ldx, ldx, ldy, shape + "fast sums, ", rng);
     for (int64_t n : {2, 3, 11}) {
         float* d_b = device_copy(std::vector<float>(size_t(n * ldy), -7.0f));
         cetus::cuda::launch_matvec(m, d_x, ldx, n, d_b, ldy, all, nullptr);
@@ -332,6 +389,7 @@ void check_kept(const Type& t, int64_t rows, int64_t blocks, std::mt19937& rng) 
                   std::to_string(differ_order) + " differ, " + std::to_string(padding) + " padding values written)");
         // Two matrices of one input in one launch (rows from the first, then the
         // second: here the same matrix), and an MLP's gate and up with the SwiGLU.
+        if (n == 1) check_staged(m, d_x, ldx, ldy, shape + "exact sums, ", rng);
         if (n <= 2) {
             float* d_y2 = device_copy(std::vector<float>(size_t(n * ldy), -7.0f));
             cetus::cuda::launch_matvec_pair(m, d_y, ldy, m, d_y2, ldy, d_x, ldx, n, nullptr);

@@ -178,27 +178,52 @@ __device__ __forceinline__ void load_piece(const uint4* wrow, const float* srow,
     decode_piece<DT>(__ldg(wrow + v), srow, v, wf);
 }
 
+// Where the block decoders below read: kShared = false, a weight row in global memory
+// (__ldg, the read-only path); kShared = true, a warp's copy of it in shared memory
+// (ggml_stage_range), through plain loads. The emulator checks that each pointer lies
+// in the space its loads name (a read-only global load of a shared address faults on
+// a GPU).
+template <bool kShared>
+__device__ __forceinline__ void check_space(const void* p) {
+#ifdef CETUS_CUDA_EMU
+    const auto* b = static_cast<const unsigned char*>(p);
+    const ::cuda_emu::Block* blk = ::cuda_emu::g_block;
+    const bool in = blk && b >= blk->dynamic_smem && b < blk->dynamic_smem + blk->dynamic_bytes;
+    if (in != kShared) __trap();
+#else
+    (void)p;
+#endif
+}
+template <bool kShared, class T>
+__device__ __forceinline__ T load_from(const T* p) {
+    check_space<kShared>(p);
+    if constexpr (kShared) return *p;
+    else return __ldg(p);
+}
+
 // A 16-byte load from p, which must be 16-byte aligned (the emulator checks).
+template <bool kShared = false>
 __device__ __forceinline__ uint4 load16(const std::byte* p) {
 #ifdef CETUS_CUDA_EMU
     if (reinterpret_cast<uintptr_t>(p) % 16 != 0) __trap();
 #endif
-    return __ldg(reinterpret_cast<const uint4*>(p));
+    return load_from<kShared>(reinterpret_cast<const uint4*>(p));
 }
 
 // A 2-byte load from p, which must be 2-byte aligned (the emulator checks).
+template <bool kShared = false>
 __device__ __forceinline__ uint32_t load2(const std::byte* p) {
 #ifdef CETUS_CUDA_EMU
     if (reinterpret_cast<uintptr_t>(p) % 2 != 0) __trap();
 #endif
-    return __ldg(reinterpret_cast<const uint16_t*>(p));
+    return load_from<kShared>(reinterpret_cast<const uint16_t*>(p));
 }
 
 // Bytes [p, p + len) (p 2-byte aligned, len <= 4 N) as N words, word i holding bytes
 // 4 i .. 4 i + 3 (bytes past len undefined): the aligned 4-byte words that hold them,
 // shifted into place. Only words holding one of the bytes are read, so a row's padding
 // to 16 bytes covers every read of its blocks.
-template <int N>
+template <bool kShared = false, int N>
 __device__ __forceinline__ void load_bytes(const std::byte* p, int len, uint32_t (&out)[N]) {
     const uintptr_t a = reinterpret_cast<uintptr_t>(p);
 #ifdef CETUS_CUDA_EMU
@@ -206,10 +231,10 @@ __device__ __forceinline__ void load_bytes(const std::byte* p, int len, uint32_t
 #endif
     const uint32_t* w = reinterpret_cast<const uint32_t*>(a & ~uintptr_t(3));
     const int off = int(a & 3), n_words = (off + len + 3) / 4;
-    uint32_t cur = __ldg(w);
+    uint32_t cur = load_from<kShared>(w);
 #pragma unroll
     for (int i = 0; i < N; ++i) {
-        const uint32_t next = i + 1 < n_words ? __ldg(w + i + 1) : 0u;
+        const uint32_t next = i + 1 < n_words ? load_from<kShared>(w + i + 1) : 0u;
         out[i] = uint32_t(((uint64_t(next) << 32) | cur) >> (8 * off));
         cur = next;
     }
@@ -239,9 +264,10 @@ __device__ __forceinline__ float code_of_byte(uint32_t word, int b, float c) {
 
 // Q8_0 (d, 32 int8 codes; 34-byte blocks, 2-byte aligned): ggml_blocks::chunk_q8_0's
 // values from 9 word loads instead of 34 byte loads.
+template <bool S = false>
 __device__ __forceinline__ void chunk_q8_0_wide(const std::byte* b, float (&y)[32]) {
     uint32_t w[9];
-    load_bytes(b, 34, w);
+    load_bytes<S>(b, 34, w);
     const float d = half_to_f32(w[0] & 0xFFFFu);
 #pragma unroll
     for (int j = 0; j < 32; ++j) y[j] = small_uint_to_f32(byte_of(w, 2 + j) ^ 0x80u, 128.0f) * d;
@@ -249,9 +275,10 @@ __device__ __forceinline__ void chunk_q8_0_wide(const std::byte* b, float (&y)[3
 
 // Q5_0 (d, 32 fifth bits, 16 bytes of nibbles; 22-byte blocks): chunk_q5_0's values
 // from 6 word loads.
+template <bool S = false>
 __device__ __forceinline__ void chunk_q5_0_wide(const std::byte* b, float (&y)[32]) {
     uint32_t w[6];
-    load_bytes(b, 22, w);
+    load_bytes<S>(b, 22, w);
     const float d = half_to_f32(w[0] & 0xFFFFu);
     const uint32_t qh = (w[0] >> 16) | (w[1] << 16);
 #pragma unroll
@@ -264,9 +291,10 @@ __device__ __forceinline__ void chunk_q5_0_wide(const std::byte* b, float (&y)[3
 
 // Q4_0 (d, 16 bytes of nibbles; 18-byte blocks): chunk_q4_0's values from 5 word loads
 // instead of 17 byte loads (code - 8 exactly, as the host's int arithmetic gives it).
+template <bool S = false>
 __device__ __forceinline__ void chunk_q4_0_wide(const std::byte* b, float (&y)[32]) {
     uint32_t w[5];
-    load_bytes(b, 18, w);
+    load_bytes<S>(b, 18, w);
     const float d = half_to_f32(w[0] & 0xFFFFu);
 #pragma unroll
     for (int j = 0; j < 16; ++j) {
@@ -277,9 +305,10 @@ __device__ __forceinline__ void chunk_q4_0_wide(const std::byte* b, float (&y)[3
 }
 
 // Q4_1 (d, m, 16 bytes of nibbles; 20-byte blocks): chunk_q4_1's values from 5 word loads.
+template <bool S = false>
 __device__ __forceinline__ void chunk_q4_1_wide(const std::byte* b, float (&y)[32]) {
     uint32_t w[5];
-    load_bytes(b, 20, w);
+    load_bytes<S>(b, 20, w);
     const float d = half_to_f32(w[0] & 0xFFFFu), m = half_to_f32(w[0] >> 16);
 #pragma unroll
     for (int j = 0; j < 16; ++j) {
@@ -291,9 +320,10 @@ __device__ __forceinline__ void chunk_q4_1_wide(const std::byte* b, float (&y)[3
 
 // Q5_1 (d, m, 32 fifth bits, 16 bytes of nibbles; 24-byte blocks): chunk_q5_1's values
 // from 6 word loads.
+template <bool S = false>
 __device__ __forceinline__ void chunk_q5_1_wide(const std::byte* b, float (&y)[32]) {
     uint32_t w[6];
-    load_bytes(b, 24, w);
+    load_bytes<S>(b, 24, w);
     const float d = half_to_f32(w[0] & 0xFFFFu), m = half_to_f32(w[0] >> 16);
     const uint32_t qh = w[1];
 #pragma unroll
@@ -307,13 +337,14 @@ __device__ __forceinline__ void chunk_q5_1_wide(const std::byte* b, float (&y)[3
 // Q2_K (scales[16], qs[64], d, dmin; 84-byte blocks, 4-byte aligned): chunk_q2_k's
 // values from 8 word loads of codes, one of d and dmin and a 2-byte load of the two
 // runs' scales, instead of about 36 byte loads.
+template <bool S = false>
 __device__ __forceinline__ void chunk_q2_k_wide(const std::byte* b, int k, float (&y)[32]) {
     const int n = k / 4, shift = 2 * (k % 4);
     uint32_t q[8];
-    load_bytes(b + 16 + 32 * n, 32, q);
-    const uint32_t sc = load2(b + 8 * n + 2 * (k % 4));
+    load_bytes<S>(b + 16 + 32 * n, 32, q);
+    const uint32_t sc = load2<S>(b + 8 * n + 2 * (k % 4));
     uint32_t dm[1];
-    load_bytes(b + 80, 4, dm);
+    load_bytes<S>(b + 80, 4, dm);
     const float d = half_to_f32(dm[0] & 0xFFFFu), dmin = half_to_f32(dm[0] >> 16);
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
@@ -330,13 +361,14 @@ __device__ __forceinline__ void chunk_q2_k_wide(const std::byte* b, int k, float
 // chunk_q3_k's values from 8 word loads of third bits, 8 of codes, 3 of scales and a
 // 2-byte load of d, instead of about 70 byte loads. A code less 4 where its third bit
 // is clear: (code | third bit << 2) - 4, exactly.
+template <bool S = false>
 __device__ __forceinline__ void chunk_q3_k_wide(const std::byte* b, int k, float (&y)[32]) {
     const int n = k / 4, r = k % 4, shift = 2 * r, bit = 4 * n + r;
     uint32_t hm[8], q[8], sw[3];
-    load_bytes(b, 32, hm);
-    load_bytes(b + 32 + 32 * n, 32, q);
-    load_bytes(b + 96, 12, sw);
-    const float d_all = half_to_f32(load2(b + 108));
+    load_bytes<S>(b, 32, hm);
+    load_bytes<S>(b + 32 + 32 * n, 32, q);
+    load_bytes<S>(b + 96, 12, sw);
+    const float d_all = half_to_f32(load2<S>(b + 108));
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
         // Scale j (ggml_blocks::q3_k_scale); j is known at run time only, so its bytes
@@ -375,18 +407,20 @@ __device__ __forceinline__ void iq4_codes_wide(const uint32_t* w, float d, float
 }
 
 // IQ4_NL (d, 16 bytes of indices; 18-byte blocks): chunk_iq4_nl's values from 5 word loads.
+template <bool S = false>
 __device__ __forceinline__ void chunk_iq4_nl_wide(const std::byte* b, float (&y)[32]) {
     uint32_t w[5];
-    load_bytes(b + 2, 16, w);
-    iq4_codes_wide(w, half_to_f32(load2(b)), y);
+    load_bytes<S>(b + 2, 16, w);
+    iq4_codes_wide(w, half_to_f32(load2<S>(b)), y);
 }
 
 // IQ4_XS (d, scales_h, scales_l[4], qs[128]; 136-byte blocks, 8-byte aligned):
 // chunk_iq4_xs's values from 2 word loads of the head and 4 of the chunk's indices.
+template <bool S = false>
 __device__ __forceinline__ void chunk_iq4_xs_wide(const std::byte* b, int k, float (&y)[32]) {
     uint32_t head[2], w[4];
-    load_bytes(b, 8, head);
-    load_bytes(b + 8 + 16 * k, 16, w);
+    load_bytes<S>(b, 8, head);
+    load_bytes<S>(b + 8 + 16 * k, 16, w);
     const float d = half_to_f32(head[0] & 0xFFFFu);
     const uint32_t scales_h = head[0] >> 16;
     const uint32_t ls = ((head[1] >> (8 * (k / 2) + 4 * (k % 2))) & 0xFu) | (((scales_h >> (2 * k)) & 3u) << 4);
@@ -409,11 +443,12 @@ __device__ __forceinline__ Q6kAt q6_k_at(const std::byte* wrow, int64_t cols, in
     return {wrow + q6_k_place(cols / 256, b, 0), wrow + q6_k_place(cols / 256, b, 192)};
 }
 // Chunk k's 32 bytes of low nibbles (ql) and of high bits (qh) as words.
+template <bool S = false>
 __device__ __forceinline__ void q6_k_words(const std::byte* q, int k, uint32_t (&lo)[8], uint32_t (&hi)[8]) {
     const int n = k / 4, K = k % 4;
     const std::byte* l = q + 64 * n + 32 * (K % 2);
     const std::byte* h = q + 128 + 32 * n;
-    const uint4 l0 = load16(l), l1 = load16(l + 16), h0 = load16(h), h1 = load16(h + 16);
+    const uint4 l0 = load16<S>(l), l1 = load16<S>(l + 16), h0 = load16<S>(h), h1 = load16<S>(h + 16);
     const uint32_t lw[8] = {l0.x, l0.y, l0.z, l0.w, l1.x, l1.y, l1.z, l1.w};
     const uint32_t hw[8] = {h0.x, h0.y, h0.z, h0.w, h1.x, h1.y, h1.z, h1.w};
 #pragma unroll
@@ -424,12 +459,13 @@ __device__ __forceinline__ void q6_k_words(const std::byte* q, int k, uint32_t (
 }
 
 // chunk_q6_k's values, bit for bit, from four 16-byte loads of codes and two 2-byte loads.
+template <bool S = false>
 __device__ __forceinline__ void chunk_q6_k_wide(const std::byte* q, const std::byte* tail, int k, float (&y)[32]) {
     const int n = k / 4, K = k % 4, shift = 4 * (K / 2);
     uint32_t lo[8], hi[8];
-    q6_k_words(q, k, lo, hi);
-    const uint32_t sc = load2(tail + 8 * n + 2 * K);
-    const float d = half_to_f32(load2(tail + 16));
+    q6_k_words<S>(q, k, lo, hi);
+    const uint32_t sc = load2<S>(tail + 8 * n + 2 * K);
+    const float d = half_to_f32(load2<S>(tail + 16));
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
         const float s = d * float(int8_t(uint8_t(sc >> (8 * half))));
@@ -462,10 +498,11 @@ __device__ __forceinline__ void k4_scale_min(const uint4& head, int k, float& dl
 // ggml_blocks::chunk_q4_k's values, bit for bit, from three 16-byte loads instead of
 // about 40 byte loads: the block's head and the chunk's 32 bytes of nibbles. A Q4_K
 // block is 144 bytes and rows start 16-byte aligned, so every block does.
+template <bool S = false>
 __device__ __forceinline__ void chunk_q4_k_wide(const std::byte* b, int k, float (&y)[32]) {
-    const uint4 head = load16(b);
+    const uint4 head = load16<S>(b);
     const std::byte* q = b + 16 + 32 * (k / 2);
-    const uint4 lo = load16(q), hi = load16(q + 16);
+    const uint4 lo = load16<S>(q), hi = load16<S>(q + 16);
     float dl, ml;
     k4_scale_min(head, k, dl, ml);
     const uint32_t words[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
@@ -478,10 +515,11 @@ __device__ __forceinline__ void chunk_q4_k_wide(const std::byte* b, int k, float
 // ggml_blocks::chunk_q5_k's values, bit for bit, from five 16-byte loads: the head,
 // the 32 bytes of fifth bits (chunk k's at bit k of each) and the chunk's 32 bytes of
 // nibbles. A Q5_K block is 176 bytes, so every block is 16-byte aligned too.
+template <bool S = false>
 __device__ __forceinline__ void chunk_q5_k_wide(const std::byte* b, int k, float (&y)[32]) {
-    const uint4 head = load16(b), h0 = load16(b + 16), h1 = load16(b + 32);
+    const uint4 head = load16<S>(b), h0 = load16<S>(b + 16), h1 = load16<S>(b + 32);
     const std::byte* q = b + 48 + 32 * (k / 2);
-    const uint4 lo = load16(q), hi = load16(q + 16);
+    const uint4 lo = load16<S>(q), hi = load16<S>(q + 16);
     float dl, ml;
     k4_scale_min(head, k, dl, ml);
     const uint32_t words[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
@@ -505,38 +543,57 @@ __device__ __forceinline__ GgmlChunkAt ggml_chunk_at(const DeviceMatrix& w, int6
     return {c >> shift, int(c & ((1 << shift) - 1))};
 }
 
+// Where chunk c's bytes lie: its block (Q6_K: the block's codes), Q6_K's scales and d
+// (tail), and k, the chunk's index in its block; in a row in global memory
+// (ggml_block_at) or in a warp's copy of part of one (ggml_staged_at).
+struct GgmlBlockAt {
+    const std::byte* block;
+    const std::byte* tail;
+    int k;
+};
+// Chunk c of the row at wrow (global memory, the device's layout: kernels.h,
+// ggml_device_row).
+__device__ __forceinline__ GgmlBlockAt ggml_block_at(const DeviceMatrix& w, const std::byte* wrow, int64_t c) {
+    const GgmlChunkAt at = ggml_chunk_at(w, c);
+    if (w.ggml_type == ggml_blocks::k_type_q6_k) {
+        const Q6kAt q6 = q6_k_at(wrow, w.cols, at.block);
+        return {q6.q, q6.tail, at.k};
+    }
+    return {wrow + at.block * w.ggml_bytes, nullptr, at.k};
+}
+
 // Values [32 c, 32 c + 32) of a row of GGUF blocks (DeviceDtype::Ggml): the values
 // ggml_blocks::decode_chunk gives (those ggml_dequantize gives the CPU), every type
 // through its *_wide version above, the same bits from fewer, wider loads. The byte
 // decoders are not compiled in: their arrays indexed at run time gave every kernel
-// with this path a stack frame, and more registers. wrow: the row's first byte, the
-// row in the device's layout (kernels.h: ggml_device_row). Blocks hold 32 or 256
-// values, so a chunk never straddles two.
-__device__ __forceinline__ void ggml_chunk(const DeviceMatrix& w, const std::byte* wrow, int64_t c, float (&y)[32]) {
-    const GgmlChunkAt at = ggml_chunk_at(w, c);
-    const std::byte* block = wrow + at.block * w.ggml_bytes;
+// with this path a stack frame, and more registers. at: the chunk's bytes
+// (ggml_block_at, or with S ggml_staged_at). Blocks hold 32 or 256 values, so a chunk
+// never straddles two.
+template <bool S = false>
+__device__ __forceinline__ void ggml_chunk_from(uint32_t type, const GgmlBlockAt& at, float (&y)[32]) {
+    const std::byte* block = at.block;
     const int k = at.k;
-    switch (w.ggml_type) {
-    case ggml_blocks::k_type_q4_k: chunk_q4_k_wide(block, k, y); break;
-    case ggml_blocks::k_type_q5_k: chunk_q5_k_wide(block, k, y); break;
-    case ggml_blocks::k_type_q6_k: {
-        const Q6kAt q6 = q6_k_at(wrow, w.cols, at.block);
-        chunk_q6_k_wide(q6.q, q6.tail, k, y);
-        break;
-    }
-    case ggml_blocks::k_type_q5_0: chunk_q5_0_wide(block, y); break;
-    case ggml_blocks::k_type_q8_0: chunk_q8_0_wide(block, y); break;
-    case ggml_blocks::k_type_q4_0: chunk_q4_0_wide(block, y); break;
-    case ggml_blocks::k_type_q4_1: chunk_q4_1_wide(block, y); break;
-    case ggml_blocks::k_type_q5_1: chunk_q5_1_wide(block, y); break;
-    case ggml_blocks::k_type_q2_k: chunk_q2_k_wide(block, k, y); break;
-    case ggml_blocks::k_type_q3_k: chunk_q3_k_wide(block, k, y); break;
-    case ggml_blocks::k_type_iq4_nl: chunk_iq4_nl_wide(block, y); break;
-    case ggml_blocks::k_type_iq4_xs: chunk_iq4_xs_wide(block, k, y); break;
+    switch (type) {
+    case ggml_blocks::k_type_q4_k: chunk_q4_k_wide<S>(block, k, y); break;
+    case ggml_blocks::k_type_q5_k: chunk_q5_k_wide<S>(block, k, y); break;
+    case ggml_blocks::k_type_q6_k: chunk_q6_k_wide<S>(block, at.tail, k, y); break;
+    case ggml_blocks::k_type_q5_0: chunk_q5_0_wide<S>(block, y); break;
+    case ggml_blocks::k_type_q8_0: chunk_q8_0_wide<S>(block, y); break;
+    case ggml_blocks::k_type_q4_0: chunk_q4_0_wide<S>(block, y); break;
+    case ggml_blocks::k_type_q4_1: chunk_q4_1_wide<S>(block, y); break;
+    case ggml_blocks::k_type_q5_1: chunk_q5_1_wide<S>(block, y); break;
+    case ggml_blocks::k_type_q2_k: chunk_q2_k_wide<S>(block, k, y); break;
+    case ggml_blocks::k_type_q3_k: chunk_q3_k_wide<S>(block, k, y); break;
+    case ggml_blocks::k_type_iq4_nl: chunk_iq4_nl_wide<S>(block, y); break;
+    case ggml_blocks::k_type_iq4_xs: chunk_iq4_xs_wide<S>(block, k, y); break;
     default:  // not a block type (device_weights uploads none such): NaN, loudly wrong
 #pragma unroll
         for (int l = 0; l < 32; ++l) y[l] = __int_as_float(0x7FC00000);
     }
+}
+// The same for chunk c of the row at wrow (global memory).
+__device__ __forceinline__ void ggml_chunk(const DeviceMatrix& w, const std::byte* wrow, int64_t c, float (&y)[32]) {
+    ggml_chunk_from(w.ggml_type, ggml_block_at(w, wrow, c), y);
 }
 
 // The fast mode's form of a chunk (DeviceMatrix::ggml_fast): value l is s[h] * q[l] +
@@ -581,10 +638,11 @@ __device__ __forceinline__ void biased_runs(GgmlCodes& g, float s, float o, floa
 __device__ __forceinline__ uint32_t nibble_to_byte_bit4(uint32_t v) { return ((v & 0xFu) * 0x02040810u) & 0x10101010u; }
 
 // Q4_K: chunk_q4_k_wide's loads; value = dl * code - ml.
+template <bool S = false>
 __device__ __forceinline__ void codes_q4_k(const std::byte* b, int k, GgmlCodes& c) {
-    const uint4 head = load16(b);
+    const uint4 head = load16<S>(b);
     const std::byte* q = b + 16 + 32 * (k / 2);
-    const uint4 lo = load16(q), hi = load16(q + 16);
+    const uint4 lo = load16<S>(q), hi = load16<S>(q + 16);
     float dl, ml;
     k4_scale_min(head, k, dl, ml);
     const uint32_t words[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
@@ -595,10 +653,11 @@ __device__ __forceinline__ void codes_q4_k(const std::byte* b, int k, GgmlCodes&
 }
 
 // Q5_K: chunk_q5_k_wide's loads; value = dl * code - ml, the fifth bits at bit k.
+template <bool S = false>
 __device__ __forceinline__ void codes_q5_k(const std::byte* b, int k, GgmlCodes& c) {
-    const uint4 head = load16(b), h0 = load16(b + 16), h1 = load16(b + 32);
+    const uint4 head = load16<S>(b), h0 = load16<S>(b + 16), h1 = load16<S>(b + 32);
     const std::byte* q = b + 48 + 32 * (k / 2);
-    const uint4 lo = load16(q), hi = load16(q + 16);
+    const uint4 lo = load16<S>(q), hi = load16<S>(q + 16);
     float dl, ml;
     k4_scale_min(head, k, dl, ml);
     const uint32_t words[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
@@ -613,12 +672,13 @@ __device__ __forceinline__ void codes_q5_k(const std::byte* b, int k, GgmlCodes&
 // Q6_K: chunk_q6_k_wide's loads; value = (d * scale) * (code - 32), a scale a run. The
 // high bits 2 K, 2 K + 1 of each byte of qh go to bits 4 and 5 by one rotation of the
 // word (right by 2 K - 4, mod 32); what wraps around lands outside the mask.
+template <bool S = false>
 __device__ __forceinline__ void codes_q6_k(const std::byte* q, const std::byte* tail, int k, GgmlCodes& c) {
     const int n = k / 4, K = k % 4, shift = 4 * (K / 2), rot = (2 * K + 28) & 31;
     uint32_t lo[8], hi[8];
-    q6_k_words(q, k, lo, hi);
-    const uint32_t sc = load2(tail + 8 * n + 2 * K);
-    const float d = half_to_f32(load2(tail + 16));
+    q6_k_words<S>(q, k, lo, hi);
+    const uint32_t sc = load2<S>(tail + 8 * n + 2 * K);
+    const float d = half_to_f32(load2<S>(tail + 16));
 #pragma unroll
     for (int i = 0; i < 8; ++i)
         biased_codes_of_word(((lo[i] >> shift) & 0x0F0F0F0Fu) | (__funnelshift_r(hi[i], hi[i], rot) & 0x30303030u), i,
@@ -628,21 +688,23 @@ __device__ __forceinline__ void codes_q6_k(const std::byte* q, const std::byte* 
 }
 
 // Q4_0: value = d * (code - 8); the low nibbles of the 16 bytes first.
+template <bool S = false>
 __device__ __forceinline__ void codes_q4_0(const std::byte* b, GgmlCodes& c) {
     uint32_t w[4];
-    load_bytes(b + 2, 16, w);
+    load_bytes<S>(b + 2, 16, w);
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
         biased_codes_of_word(w[i] & 0x0F0F0F0Fu, i, c.q);
         biased_codes_of_word((w[i] >> 4) & 0x0F0F0F0Fu, 4 + i, c.q);
     }
-    biased_runs(c, half_to_f32(load2(b)), 0.0f, 8.0f);
+    biased_runs(c, half_to_f32(load2<S>(b)), 0.0f, 8.0f);
 }
 
 // Q4_1: value = d * code + m.
+template <bool S = false>
 __device__ __forceinline__ void codes_q4_1(const std::byte* b, GgmlCodes& c) {
     uint32_t w[5];
-    load_bytes(b, 20, w);
+    load_bytes<S>(b, 20, w);
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
         biased_codes_of_word(w[1 + i] & 0x0F0F0F0Fu, i, c.q);
@@ -652,9 +714,10 @@ __device__ __forceinline__ void codes_q4_1(const std::byte* b, GgmlCodes& c) {
 }
 
 // Q5_0: value = d * (code - 16), element j's fifth bit at bit j of qh.
+template <bool S = false>
 __device__ __forceinline__ void codes_q5_0(const std::byte* b, GgmlCodes& c) {
     uint32_t w[6];
-    load_bytes(b, 22, w);
+    load_bytes<S>(b, 22, w);
     const uint32_t qh = (w[0] >> 16) | (w[1] << 16);
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
@@ -666,9 +729,10 @@ __device__ __forceinline__ void codes_q5_0(const std::byte* b, GgmlCodes& c) {
 }
 
 // Q5_1: value = d * code + m.
+template <bool S = false>
 __device__ __forceinline__ void codes_q5_1(const std::byte* b, GgmlCodes& c) {
     uint32_t w[6];
-    load_bytes(b, 24, w);
+    load_bytes<S>(b, 24, w);
     const uint32_t qh = w[1];
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
@@ -680,44 +744,45 @@ __device__ __forceinline__ void codes_q5_1(const std::byte* b, GgmlCodes& c) {
 
 // Q8_0: value = d * code, the int8 codes offset by 128 (a byte's top bit flipped) and
 // taken less 128 exactly (codes of 8 bits leave no room for the bias).
+template <bool S = false>
 __device__ __forceinline__ void codes_q8_0(const std::byte* b, GgmlCodes& c) {
     uint32_t w[9];
-    load_bytes(b, 34, w);
+    load_bytes<S>(b, 34, w);
 #pragma unroll
     for (int i = 0; i < 8; ++i) codes_of_word(((w[i] >> 16) | (w[i + 1] << 16)) ^ 0x80808080u, i, 128.0f, c.q);
     c.s[0] = c.s[1] = half_to_f32(w[0] & 0xFFFFu);
     c.o[0] = c.o[1] = 0.0f;
 }
 
-// A chunk as codes (ggml_chunk's blocks). Q2_K, Q3_K and the IQ4 types have no form
-// here: their values, as codes of scale 1.
-__device__ __forceinline__ void ggml_codes(const DeviceMatrix& w, const std::byte* wrow, int64_t c, GgmlCodes& out) {
-    const GgmlChunkAt at = ggml_chunk_at(w, c);
-    const std::byte* block = wrow + at.block * w.ggml_bytes;
+// A chunk as codes (ggml_chunk_from's blocks). Q2_K, Q3_K and the IQ4 types have no
+// form here: their values, as codes of scale 1.
+template <bool S = false>
+__device__ __forceinline__ void ggml_codes_from(uint32_t type, const GgmlBlockAt& at, GgmlCodes& out) {
+    const std::byte* block = at.block;
     const int k = at.k;
-    switch (w.ggml_type) {
-    case ggml_blocks::k_type_q4_k: codes_q4_k(block, k, out); return;
-    case ggml_blocks::k_type_q5_k: codes_q5_k(block, k, out); return;
-    case ggml_blocks::k_type_q6_k: {
-        const Q6kAt q6 = q6_k_at(wrow, w.cols, at.block);
-        codes_q6_k(q6.q, q6.tail, k, out);
-        return;
-    }
-    case ggml_blocks::k_type_q5_0: codes_q5_0(block, out); return;
-    case ggml_blocks::k_type_q8_0: codes_q8_0(block, out); return;
-    case ggml_blocks::k_type_q4_0: codes_q4_0(block, out); return;
-    case ggml_blocks::k_type_q4_1: codes_q4_1(block, out); return;
-    case ggml_blocks::k_type_q5_1: codes_q5_1(block, out); return;
-    case ggml_blocks::k_type_q2_k: chunk_q2_k_wide(block, k, out.q); break;
-    case ggml_blocks::k_type_q3_k: chunk_q3_k_wide(block, k, out.q); break;
-    case ggml_blocks::k_type_iq4_nl: chunk_iq4_nl_wide(block, out.q); break;
-    case ggml_blocks::k_type_iq4_xs: chunk_iq4_xs_wide(block, k, out.q); break;
+    switch (type) {
+    case ggml_blocks::k_type_q4_k: codes_q4_k<S>(block, k, out); return;
+    case ggml_blocks::k_type_q5_k: codes_q5_k<S>(block, k, out); return;
+    case ggml_blocks::k_type_q6_k: codes_q6_k<S>(block, at.tail, k, out); return;
+    case ggml_blocks::k_type_q5_0: codes_q5_0<S>(block, out); return;
+    case ggml_blocks::k_type_q8_0: codes_q8_0<S>(block, out); return;
+    case ggml_blocks::k_type_q4_0: codes_q4_0<S>(block, out); return;
+    case ggml_blocks::k_type_q4_1: codes_q4_1<S>(block, out); return;
+    case ggml_blocks::k_type_q5_1: codes_q5_1<S>(block, out); return;
+    case ggml_blocks::k_type_q2_k: chunk_q2_k_wide<S>(block, k, out.q); break;
+    case ggml_blocks::k_type_q3_k: chunk_q3_k_wide<S>(block, k, out.q); break;
+    case ggml_blocks::k_type_iq4_nl: chunk_iq4_nl_wide<S>(block, out.q); break;
+    case ggml_blocks::k_type_iq4_xs: chunk_iq4_xs_wide<S>(block, k, out.q); break;
     default:
 #pragma unroll
         for (int l = 0; l < 32; ++l) out.q[l] = __int_as_float(0x7FC00000);
     }
     out.s[0] = out.s[1] = 1.0f;
     out.o[0] = out.o[1] = 0.0f;
+}
+// The same for chunk c of the row at wrow (global memory).
+__device__ __forceinline__ void ggml_codes(const DeviceMatrix& w, const std::byte* wrow, int64_t c, GgmlCodes& out) {
+    ggml_codes_from(w.ggml_type, ggml_block_at(w, wrow, c), out);
 }
 
 // One token's sum over a chunk in the fast form: x the chunk's activations, xsum
@@ -787,6 +852,96 @@ __host__ __device__ constexpr size_t ggml_stage_bytes(int nt, int k_split, int64
                   k_ggml_x_stride * 4);
 }
 
+// The decode products' copies of their weight rows (ggml_rows_dot with kStageW, an
+// experiment switched on with CETUS_CUDA_GGUF_STAGE=1: DeviceMatrix::ggml_stage). A
+// lane decoding its chunk straight from global memory has one chunk's loads in flight
+// when it waits (ptxas places them next to their use, as in the BF16 products before
+// their copies were staged), so a warp's row is a chain of memory round trips; the GGUF
+// decode products read at 5-17 % of the DRAM's peak on an H200 (2026-12-04). Staged, a
+// warp copies the bytes of its 32 chunks of each of its rows at once into its own slot
+// of shared memory (cp.async, coalesced 16-byte pieces: the copies cannot be sunk to
+// their use), they travel while the block copies the activations, and the lanes then
+// decode from the copy with the same decoders (the same values, the same sums).
+//
+// Chunks [cw, cw + 32) of a row take two ranges of its bytes: part a (the blocks; for
+// Q6_K their codes) and part t (Q6_K's scales and d), each copied in whole 16-byte
+// pieces of the row from the one holding its first byte (rows start 16-byte aligned
+// and are padded to 16 bytes, so no piece leaves the row), part t's pieces after part
+// a's in the slot; every address keeps its offset modulo 16, so the decoders' aligned
+// loads stay aligned. Chunks past the row's end are left out.
+struct GgmlStageRange {
+    int64_t b0 = 0;          // the first block
+    int64_t a0 = 0, t0 = 0;  // each part's first piece: its offset in the row
+    int na = 0, nt = 0;      // pieces of each part
+    int lead_a = 0, lead_t = 0;  // the part's first byte in its first piece
+};
+__host__ __device__ inline GgmlStageRange ggml_stage_range(uint32_t type, int32_t values, int32_t bytes, int64_t cols,
+                                                            int64_t cw) {
+    GgmlStageRange r;
+    const int64_t n_chunks = cols / 32;
+    if (cw >= n_chunks || (values != 32 && values != 256)) return r;
+    const int shift = values == 256 ? 3 : 0;  // chunks a block: 8 or 1 (as ggml_chunk_at; no division)
+    const int64_t end = cw + 32 < n_chunks ? cw + 32 : n_chunks;
+    const bool q6 = type == ggml_blocks::k_type_q6_k;
+    const int64_t stride = q6 ? 192 : bytes;  // part a's bytes a block
+    r.b0 = cw >> shift;
+    const int64_t b1 = (end + (int64_t(1) << shift) - 1) >> shift;
+    const auto part = [](int64_t begin, int64_t stop, int64_t& first, int& lead, int& pieces) {
+        first = begin & ~int64_t(15);
+        lead = int(begin - first);
+        pieces = int((((stop + 15) & ~int64_t(15)) - first) >> 4);
+    };
+    part(stride * r.b0, stride * b1, r.a0, r.lead_a, r.na);
+    if (q6) {
+        const int64_t tails = 192 * (cols / 256);
+        part(tails + 18 * r.b0, tails + 18 * b1, r.t0, r.lead_t, r.nt);
+    }
+    return r;
+}
+// A warp's slot for one row: the most pieces any block type's 32 chunks take with their
+// ends (part a's bytes over 16, rounded up, plus one, and the same for part t): Q8_0's
+// 32 blocks of 34 bytes, 69 pieces.
+inline constexpr int k_ggml_slot_bytes = 69 * 16;
+// Whether a matrix's copies fit a slot (every block type of ggml_blocks.h does; the
+// launchers ask before they stage).
+__host__ __device__ inline bool ggml_stage_fits(uint32_t type, int32_t values, int32_t bytes) {
+    if ((values != 32 && values != 256) || bytes <= 0) return false;
+    const bool q6 = type == ggml_blocks::k_type_q6_k;
+    const int64_t blocks = 32 / (values / 32);  // 32 chunks: 32 blocks of 32 values or 4 of 256
+    const int64_t a = (q6 ? 192 : bytes) * blocks, t = q6 ? 18 * blocks : 0;
+    return ((a + 15) / 16 + 1 + (q6 ? (t + 15) / 16 + 1 : 0)) * 16 <= k_ggml_slot_bytes;
+}
+// The dynamic shared memory a launch that stages its weights may take: what a launch
+// gets without opting in (48 KiB), less 1 KiB for the kernels' own static arrays.
+inline constexpr size_t k_ggml_launch_smem = 47 * 1024;
+// The weight slots' shared memory, after ggml_stage_bytes': a slot for each of a
+// warp's rows (kAcc matrices times R rows) in each of k_row_dot_warps warps.
+__host__ __device__ constexpr size_t ggml_weight_stage_bytes(int k_acc, int r) {
+    return size_t(8) * k_acc * r * k_ggml_slot_bytes;
+}
+
+// Issues the copies of range rg of row `row` of w into slot (the whole warp, the same
+// range); the caller commits them.
+__device__ __forceinline__ void ggml_stage_copy(const DeviceMatrix& w, int64_t row, const GgmlStageRange& rg,
+                                                std::byte* slot) {
+#ifdef CETUS_CUDA_EMU
+    if ((rg.na + rg.nt) * 16 > k_ggml_slot_bytes) __trap();
+#endif
+    const std::byte* wrow = ggml_row(w, row);
+    for (int p = threadIdx.x & 31; p < rg.na + rg.nt; p += 32)
+        __pipeline_memcpy_async(slot + 16 * p, p < rg.na ? wrow + rg.a0 + 16 * p : wrow + rg.t0 + 16 * (p - rg.na), 16);
+}
+
+// Where chunk c (in range rg) lies in a slot that ggml_stage_copy filled.
+__device__ __forceinline__ GgmlBlockAt ggml_staged_at(const DeviceMatrix& w, const GgmlStageRange& rg,
+                                                      const std::byte* slot, int64_t c) {
+    const GgmlChunkAt at = ggml_chunk_at(w, c);
+    const int64_t b = at.block - rg.b0;
+    if (w.ggml_type == ggml_blocks::k_type_q6_k)
+        return {slot + rg.lead_a + 192 * b, slot + 16 * rg.na + rg.lead_t + 18 * b, at.k};
+    return {slot + rg.lead_a + b * w.ggml_bytes, nullptr, at.k};
+}
+
 // acc[m][i][j] += row (m, i) . xs[j] over this lane's chunks of the row, for the first
 // n (<= NT) tokens, then summed over the warp (every lane gets the sums). Called by
 // every thread of the block with the same cols, xs and n (the copies need the whole
@@ -797,20 +952,44 @@ __host__ __device__ constexpr size_t ggml_stage_bytes(int nt, int k_split, int64
 // runs' sums of activations in its pad (floats 32 and 33), each taken as ((x0 + x1) +
 // x2) + x3 by a thread of four values and added over its run's four threads by
 // shuffles; a token's sums are the same whatever NT, R, kAcc and the grouping.
-template <int NT, int R, int kAcc, int kSplit, bool kFast, class Visit>
+// kStageW: the warp's rows staged (ggml_stage_copy; stage then also holds
+// ggml_weight_stage_bytes(kAcc, R) after ggml_stage_bytes(NT, kSplit, cols), and the
+// block has at most k_row_dot_warps warps), the same sums.
+template <int NT, int R, int kAcc, int kSplit, bool kFast, bool kStageW, class Visit>
 __device__ __forceinline__ void ggml_rows_dot(Visit visit, int64_t cols, const float* const (&xs)[NT], int n,
                                               float (&acc)[kAcc][R][NT], int part, float* stage) {
     constexpr int kTile = 32 * kSplit;
     constexpr int G = NT < k_ggml_group ? NT : k_ggml_group;
     // What a lane holds of its chunk of a row: values, or codes and scales.
     using Chunk = std::conditional_t<kFast, GgmlCodes, float[32]>;
-    const auto decode = [](const DeviceMatrix& w, int64_t row, int64_t c, Chunk& out) {
-        if constexpr (kFast) ggml_codes(w, ggml_row(w, row), c, out);
-        else ggml_chunk(w, ggml_row(w, row), c, out);
-    };
     const int lane = threadIdx.x & 31;
     const int64_t n_chunks = cols / 32;
     const int64_t stride = ggml_stage_chunks(kSplit, n_chunks) * k_ggml_x_stride;  // floats per staged token
+    // The warp's weight slots (kStageW): row (m, i)'s at slot m * R + i.
+    std::byte* const slots = kStageW ? reinterpret_cast<std::byte*>(stage) + ggml_stage_bytes(NT, kSplit, cols) +
+                                           size_t(threadIdx.x >> 5) * kAcc * R * k_ggml_slot_bytes
+                                     : nullptr;
+    int64_t cw = 0;  // the tile's first chunk of this warp's (kStageW)
+    // Chunk c of row (m, i): from the row, or from its slot.
+    const auto decode = [&](int m, int i, const DeviceMatrix& w, int64_t row, int64_t c, Chunk& out) {
+        if constexpr (kStageW) {
+            const GgmlBlockAt at = ggml_staged_at(w, ggml_stage_range(w.ggml_type, w.ggml_values, w.ggml_bytes, w.cols, cw),
+                                                  slots + (m * R + i) * k_ggml_slot_bytes, c);
+            if constexpr (kFast) ggml_codes_from<true>(w.ggml_type, at, out);
+            else ggml_chunk_from<true>(w.ggml_type, at, out);
+        } else if constexpr (kFast) {
+            ggml_codes(w, ggml_row(w, row), c, out);
+        } else {
+            ggml_chunk(w, ggml_row(w, row), c, out);
+        }
+    };
+    // Waits for the warp's copies (every lane's: each lane reads pieces others copied).
+    const auto landed = [] {
+        if constexpr (kStageW) {
+            __pipeline_wait_prior(0);
+            __syncwarp();
+        }
+    };
     if (part == 0) {  // the warp's rows asked for whole (DeviceMatrix::l2_prefetch)
 #pragma unroll
         for (int m = 0; m < kAcc; ++m)
@@ -824,16 +1003,30 @@ __device__ __forceinline__ void ggml_rows_dot(Visit visit, int64_t cols, const f
     for (int64_t c0 = 0; c0 < n_chunks; c0 += kTile) {
         const int tile_values = 32 * int(min(int64_t(kTile), n_chunks - c0));
         const int64_t c = c0 + part * 32 + lane;  // this lane's chunk
+        if constexpr (kStageW) {  // the warp's rows' bytes of the tile on their way
+            cw = c0 + part * 32;
+            __syncwarp();  // every lane is done with the slots' previous copies
+#pragma unroll
+            for (int m = 0; m < kAcc; ++m)
+#pragma unroll
+                for (int i = 0; i < R; ++i)
+                    visit(m, i, [&](const DeviceMatrix& w, int64_t row) {
+                        ggml_stage_copy(w, row, ggml_stage_range(w.ggml_type, w.ggml_values, w.ggml_bytes, w.cols, cw),
+                                        slots + (m * R + i) * k_ggml_slot_bytes);
+                    });
+            __pipeline_commit();
+        }
         // One row and more tokens than a group: its chunk decoded once for all of them.
         constexpr bool kOnce = R == 1 && NT > G;
         Chunk wone[kOnce ? kAcc : 1];
         bool have[kAcc] = {};
         if constexpr (kOnce) {
+            landed();
             if (c < n_chunks) {
 #pragma unroll
                 for (int m = 0; m < kAcc; ++m) {
                     visit(m, 0, [&](const DeviceMatrix& w, int64_t row) {
-                        decode(w, row, c, wone[m]);
+                        decode(m, 0, w, row, c, wone[m]);
                         have[m] = true;
                     });
                 }
@@ -877,6 +1070,9 @@ __device__ __forceinline__ void ggml_rows_dot(Visit visit, int64_t cols, const f
                     }
                 }
                 __syncthreads();
+            }
+            if constexpr (!kOnce) {
+                if (j0 == 0) landed();  // (after the activations' copy: the weights traveled meanwhile)
             }
             if (c >= n_chunks) continue;
             float xv[G][32];
@@ -923,7 +1119,7 @@ __device__ __forceinline__ void ggml_rows_dot(Visit visit, int64_t cols, const f
                     for (int i = 0; i < R; ++i) {
                         visit(m, i, [&](const DeviceMatrix& w, int64_t row) {
                             Chunk wf;
-                            decode(w, row, c, wf);
+                            decode(m, i, w, row, c, wf);
                             take(m, i, wf);
                         });
                     }
@@ -954,6 +1150,8 @@ __device__ __forceinline__ void double_buffered(int64_t batches, Issue&& issue, 
 
 // Warps per block that warp_rows_dot's staging serves (its callers' blocks: 256 threads).
 constexpr int k_row_dot_warps = 8;
+static_assert(ggml_weight_stage_bytes(1, 1) == size_t(k_row_dot_warps) * k_ggml_slot_bytes,
+              "a weight slot for each warp of the decode products' blocks");
 
 // acc[r][j] = sum_c W_r[c] * xs[j][c] for R weight rows of cols values each (wrows[r]:
 // the row's first 16-byte piece; srows[r]: an FP8 row's block scales) and the first n

@@ -49,8 +49,8 @@ struct CopyJob {
 class Layout {
 public:
     // ggml_fast: the GGUF matrices' DeviceMatrix::ggml_fast (and their experts').
-    Layout(const ModelConfig& c, char* base, bool ggml_fast = false, bool l2_prefetch = false)
-        : m_config(c), m_carver(base), m_ggml_fast(ggml_fast), m_l2_prefetch(l2_prefetch) {}
+    Layout(const ModelConfig& c, char* base, bool ggml_fast = false, bool l2_prefetch = false, bool ggml_stage = false)
+        : m_config(c), m_carver(base), m_ggml_fast(ggml_fast), m_l2_prefetch(l2_prefetch), m_ggml_stage(ggml_stage) {}
 
     size_t bytes() const { return m_carver.bytes(); }
     std::vector<CopyJob>& jobs() { return m_jobs; }
@@ -142,6 +142,7 @@ public:
         m_jobs.back().drawn = m.drawn;
         DeviceMatrix d = ggml_device_matrix(m.ggml_type, m.rows, m.cols, p, ld);
         d.ggml_fast = m_ggml_fast;
+        d.ggml_stage = m_ggml_stage && ggml_stage_fits_type(m.ggml_type);
         return d;
     }
     // Bytes of one of m's rows of blocks; throws for a type the device cannot decode.
@@ -195,9 +196,15 @@ public:
         }
         const DeviceDtype gate_up_dtype = E ? table[0].dtype : DeviceDtype::F32;
         const DeviceDtype down_dtype = E ? table[2 * E].dtype : DeviceDtype::F32;
+        // (every expert's blocks staged, or none: a launch is one kernel; matrices of other
+        // dtypes never take the GGUF kernels)
+        const bool stage = std::all_of(table.begin(), table.end(), [](const DeviceMatrix& x) {
+            return x.dtype != DeviceDtype::Ggml || x.ggml_stage;
+        });
         const DeviceMatrix* t = descriptors(std::move(table));
         d.experts = DeviceExperts{t, t + E, t + 2 * E, gate_up_dtype, down_dtype, m_config.moe_intermediate_size,
                                   m_ggml_fast};
+        d.experts.ggml_stage = stage;
         d.has_shared = m.has_shared;
         if (m.has_shared) d.shared = mlp(m.shared);
         return d;
@@ -219,6 +226,7 @@ private:
     Carver m_carver;
     bool m_ggml_fast;
     bool m_l2_prefetch;
+    bool m_ggml_stage;
     std::map<Key, DeviceMatrix> m_seen;
     std::map<const void*, uint64_t> m_read_bytes;
     std::deque<std::vector<DeviceMatrix>> m_tables;
@@ -415,7 +423,7 @@ DeviceWeights upload_weights(const Model& model, const float* rope_table, int64_
     DeviceBuffer memory(measure.bytes());
     // Row padding is never read, but zeroed all the same so the allocation holds no stale data.
     CETUS_CUDA(cudaMemsetAsync(memory.get(), 0, memory.bytes(), o.stream));
-    Layout layout(model.config(), memory.get(), o.ggml_fast, o.l2_prefetch);
+    Layout layout(model.config(), memory.get(), o.ggml_fast, o.l2_prefetch, o.ggml_stage);
     DeviceWeights w = lay_out(model, rope_table, capacity, layout);
     size_t total = 0;
     for (const CopyJob& j : layout.jobs()) total += j.n_rows * j.src_row_bytes;

@@ -13,6 +13,7 @@
 #include "kernels.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 
 namespace cetus::cuda {
@@ -93,6 +94,17 @@ int64_t ggml_row_bytes(uint32_t type, int64_t cols) {
 }
 
 bool ggml_row_rearranged(uint32_t type) { return type == ggml_blocks::k_type_q6_k; }
+
+namespace {
+std::atomic<uint64_t> g_staged_launches{0};
+}  // namespace
+uint64_t ggml_staged_launches() { return g_staged_launches.load(std::memory_order_relaxed); }
+void count_ggml_staged_launch() { g_staged_launches.fetch_add(1, std::memory_order_relaxed); }
+
+bool ggml_stage_fits_type(uint32_t type) {
+    int values = 0, bytes = 0;
+    return ggml_blocks::block_shape(type, values, bytes) && ggml_stage_fits(type, values, bytes);
+}
 
 void ggml_device_row(uint32_t type, const void* src, void* dst, int64_t cols) {
     const int64_t bytes = ggml_row_bytes(type, cols);

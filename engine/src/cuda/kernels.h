@@ -40,6 +40,10 @@ struct DeviceMatrix {
     // they are about to read whole when a warp starts on it (device_math.cuh: prefetch_l2),
     // an experiment switched on with CETUS_CUDA_PREFETCH=1. The sums are the same either way.
     bool l2_prefetch = false;
+    // The GGUF decode products of one token copy each warp's rows into shared memory
+    // before decoding them (device_math.cuh: ggml_stage_copy), an experiment switched on
+    // with CETUS_CUDA_GGUF_STAGE=1. The sums are the same either way.
+    bool ggml_stage = false;
 };
 
 // A matrix-vector product over groups of rows, for the per-head products of
@@ -150,6 +154,13 @@ int64_t ggml_row_bytes(uint32_t type, int64_t cols);
 // aligned, then every block's 18 bytes of scales and d (device_math.cuh: q6_k_at). The
 // bytes are the same in number.
 bool ggml_row_rearranged(uint32_t type);
+// Whether the GGUF decode products can stage rows of this block type (device_math.cuh:
+// ggml_stage_fits; every type the device decodes can).
+bool ggml_stage_fits_type(uint32_t type);
+// Launches that staged their rows so far (the kernel checks ask whether a launch did),
+// and the count's increment, by the launchers.
+uint64_t ggml_staged_launches();
+void count_ggml_staged_launch();
 // One row of cols values of type's blocks (host memory, the file's layout) written to dst
 // (host memory, ggml_row_bytes(type, cols) bytes) in the device's layout.
 void ggml_device_row(uint32_t type, const void* src, void* dst, int64_t cols);
@@ -313,6 +324,7 @@ struct DeviceExperts {
     DeviceDtype gate_up_dtype = DeviceDtype::F32, down_dtype = DeviceDtype::F32;
     int64_t inter = 0;  // moe_intermediate_size
     bool ggml_fast = false;  // GGUF experts: DeviceMatrix::ggml_fast (all of them alike)
+    bool ggml_stage = false;  // GGUF experts: every one's DeviceMatrix::ggml_stage
 };
 // The end of a MoE layer (launch_moe_combine): x += the routed experts' weighted
 // outputs + shared, then out = rmsnorm(x) with norm_w.

@@ -65,8 +65,9 @@ inline constexpr int k_rows_per_warp =
 // kSplit warps per output row, k_warps_per_block / kSplit rows per block (times
 // k_rows_per_warp). With kSplit > 1 the warps' partial sums are added in warp order.
 // x, y and y2 also come as separate restricted parameters: loads of x take the read-only path.
-// kFast (GGUF blocks only): the fast mode's sums (DeviceMatrix::ggml_fast).
-template <DeviceDtype DT, int NT, bool kXVec, int kSplit, Fuse kFuse, bool kFast>
+// kFast (GGUF blocks only): the fast mode's sums (DeviceMatrix::ggml_fast); kStageW
+// (GGUF blocks only): their rows staged (DeviceMatrix::ggml_stage), the same sums.
+template <DeviceDtype DT, int NT, bool kXVec, int kSplit, Fuse kFuse, bool kFast, bool kStageW = false>
 __global__ void __launch_bounds__(32 * k_warps_per_block)
     matvec_kernel(MatvecArgs a, const float* __restrict__ x, float* __restrict__ y, float* __restrict__ y2) {
     pdl_wait();  // first: see pdl.cuh
@@ -74,7 +75,7 @@ __global__ void __launch_bounds__(32 * k_warps_per_block)
     constexpr int R = k_rows_per_warp<DT, NT, kSplit, kFuse>;
     constexpr int kAcc = kFuse == Fuse::GateUp ? 2 : 1;
     __shared__ float partial[kSplit > 1 ? k_warps_per_block * NT * kAcc * R : 1];
-    extern __shared__ __align__(16) float stage[];  // GGUF: ggml_stage_bytes
+    extern __shared__ __align__(16) float stage[];  // GGUF: ggml_stage_bytes (and the weights' slots)
     const RowGroups& g = a.g;
     const int warp = threadIdx.x >> 5, part = warp % kSplit;
     // The warp's first row.
@@ -104,7 +105,7 @@ __global__ void __launch_bounds__(32 * k_warps_per_block)
                 f(a.w, g.w_row0 + grp * g.w_row_step + r);
             }
         };
-        ggml_rows_dot<NT, R, kAcc, kSplit, kFast>(visit, a.w.cols, xs, a.n, acc, part, stage);
+        ggml_rows_dot<NT, R, kAcc, kSplit, kFast, kStageW>(visit, a.w.cols, xs, a.n, acc, part, stage);
     } else if (active) {
         const int64_t rw = g.w_row0 + grp * g.w_row_step + r0;  // a plain product's (or the gate's) weight row
         if constexpr (kFuse == Fuse::Pair) {
@@ -185,14 +186,42 @@ __global__ void __launch_bounds__(32 * k_warps_per_block)
 static_assert(k_ggml_group * 32 * k_matvec_narrow_split * k_ggml_x_stride * 4 <= k_ggml_stage_budget,
               "a copy of k_ggml_group tokens' tiles must fit the shared-memory budget");
 
+// Whether a GGUF launch of nt tokens stages its weight rows: asked for
+// (DeviceMatrix::ggml_stage, on both matrices of a fused pair), one token (decode), every
+// matrix's copies fit a slot, and the shared memory stays within what a launch gets
+// without opting in.
+bool ggml_stage_launch(const MatvecArgs& a, int nt, int k_split, int k_acc, int r, bool pair) {
+    const auto fits = [](const DeviceMatrix& w) {
+        return w.ggml_stage && ggml_stage_fits(w.ggml_type, w.ggml_values, w.ggml_bytes);
+    };
+    return nt == 1 && fits(a.w) && (!pair || fits(a.w2)) &&
+           ggml_stage_bytes(nt, k_split, a.w.cols) + ggml_weight_stage_bytes(k_acc, r) <= k_ggml_launch_smem;
+}
+
 // One launch with kSplit warps a row: the fast mode's sums for GGUF blocks that take
-// them (no fast instance of the other dtypes is compiled).
+// them (no fast instance of the other dtypes is compiled), and for one token their rows
+// staged where asked (ggml_stage_launch).
 template <DeviceDtype DT, int NT, bool kXVec, int kSplit, Fuse kFuse>
 void launch_split(const MatvecArgs& a, cudaStream_t s) {
-    constexpr int kRows = k_warps_per_block / kSplit * k_rows_per_warp<DT, NT, kSplit, kFuse>;
+    constexpr int R = k_rows_per_warp<DT, NT, kSplit, kFuse>;
+    constexpr int kRows = k_warps_per_block / kSplit * R;
     const dim3 grid(unsigned((a.g.rows + kRows - 1) / kRows), unsigned(a.g.n_groups));
     if constexpr (DT == DeviceDtype::Ggml) {
-        const size_t smem = ggml_stage_bytes(NT, kSplit, a.w.cols);
+        constexpr int kAcc = kFuse == Fuse::GateUp ? 2 : 1;
+        size_t smem = ggml_stage_bytes(NT, kSplit, a.w.cols);
+        if constexpr (NT == 1) {
+            if (ggml_stage_launch(a, NT, kSplit, kAcc, R, kFuse == Fuse::GateUp || kFuse == Fuse::Pair)) {
+                count_ggml_staged_launch();
+                smem += ggml_weight_stage_bytes(kAcc, R);
+                if (a.w.ggml_fast)
+                    launch_pdl(matvec_kernel<DT, NT, kXVec, kSplit, kFuse, true, true>, grid, 32 * k_warps_per_block,
+                               smem, s, a, a.x, a.y, a.y2);
+                else
+                    launch_pdl(matvec_kernel<DT, NT, kXVec, kSplit, kFuse, false, true>, grid, 32 * k_warps_per_block,
+                               smem, s, a, a.x, a.y, a.y2);
+                return;
+            }
+        }
         if (a.w.ggml_fast)
             launch_pdl(matvec_kernel<DT, NT, kXVec, kSplit, kFuse, true>, grid, 32 * k_warps_per_block, smem, s, a,
                        a.x, a.y, a.y2);

@@ -34,7 +34,8 @@ inline constexpr int k_rows_per_warp = DT == DeviceDtype::Ggml ? k_ggml_rows_per
 // with few registers; more pairs take several passes. A pair's sum does not depend on
 // NT or on the other pairs. GGUF blocks: every warp of the block calls this with the
 // same count and pairs (n_rows may be 0), as ggml_rows_dot's copies need.
-template <DeviceDtype DT, int NT, bool kXVec, bool kGateUp, bool kFast, class PairAt, class InputOf, class OutputOf>
+template <DeviceDtype DT, int NT, bool kXVec, bool kGateUp, bool kFast, bool kStageW, class PairAt, class InputOf,
+          class OutputOf>
 __device__ __forceinline__ void rows_for_pairs(const DeviceMatrix& w1, const DeviceMatrix& w2, int64_t row0,
                                                int n_rows, int count, PairAt pair_at, InputOf x_of, OutputOf out_of,
                                                float* stage) {
@@ -54,7 +55,7 @@ __device__ __forceinline__ void rows_for_pairs(const DeviceMatrix& w1, const Dev
             const auto visit = [&](int m, int i, auto&& f) {
                 if (i < n_rows) f(m == 0 ? w1 : w2, row0 + i);
             };
-            ggml_rows_dot<NT, R, kAcc, 1, kFast>(visit, w1.cols, xs, np, v, 0, stage);
+            ggml_rows_dot<NT, R, kAcc, 1, kFast, kStageW>(visit, w1.cols, xs, np, v, 0, stage);
         } else if constexpr (kGateUp) {  // gate's row and up's in one pass
             warp_row_pair_dot<DT, NT, kXVec>(w1, row0, w2, row0, xs, np, reinterpret_cast<float (&)[2][NT]>(v));
         } else {
@@ -87,14 +88,15 @@ __device__ __forceinline__ void rows_for_pairs(const DeviceMatrix& w1, const Dev
 // returns early. The last block of each column of the grid (the routed and shared
 // experts' blocks of the same rows) adds those rows up for every token
 // (combine_elems), and the launch's last block then takes the norms.
-// kFast (GGUF blocks only): the fast mode's sums (DeviceMatrix::ggml_fast).
-template <DeviceDtype DT, int NT, bool kXVec, bool kGateUp, bool kCombine, bool kFast>
+// kFast (GGUF blocks only): the fast mode's sums (DeviceMatrix::ggml_fast); kStageW (GGUF
+// blocks only): their rows staged (DeviceMatrix::ggml_stage), the same sums.
+template <DeviceDtype DT, int NT, bool kXVec, bool kGateUp, bool kCombine, bool kFast, bool kStageW = false>
 __global__ void __launch_bounds__(32 * k_expert_rows) experts_kernel(ExpertLaunch a) {
     static_assert(!kCombine || 32 * k_expert_rows == k_row_threads, "norm_row_l2 needs a block of k_row_threads");
     pdl_wait();  // first: see pdl.cuh
     constexpr bool kGgml = DT == DeviceDtype::Ggml;
     constexpr int R = k_rows_per_warp<DT, NT, kGateUp>;
-    extern __shared__ __align__(16) float stage[];  // GGUF: ggml_stage_bytes
+    extern __shared__ __align__(16) float stage[];  // GGUF: ggml_stage_bytes (and the weights' slots)
     const int warp = threadIdx.x >> 5;
     // The launch's fields are read where they are used (kernel parameters, not registers
     // held across the products); only the weights and the block's pair list are kept.
@@ -133,7 +135,7 @@ __global__ void __launch_bounds__(32 * k_expert_rows) experts_kernel(ExpertLaunc
         if (!work || (!kGgml && n_rows == 0)) return;  // (GGUF: every warp takes part in the copies)
     }
     if (work && (kGgml || n_rows > 0)) {
-        rows_for_pairs<DT, NT, kXVec, kGateUp, kFast>(
+        rows_for_pairs<DT, NT, kXVec, kGateUp, kFast, kStageW>(
             w1, w2, row0, n_rows, count, [&](int i) { return shared ? i : list[i]; },
             [&](int p) {
                 return shared ? a.s_x + int64_t(p) * a.s_cols : a.x + int64_t(kGateUp ? p / a.top_k : p) * a.cols;
@@ -162,22 +164,34 @@ __global__ void __launch_bounds__(32 * k_expert_rows) experts_kernel(ExpertLaunc
     }
 }
 
-template <DeviceDtype DT, int NT, bool kXVec, bool kGateUp, bool kFast>
+template <DeviceDtype DT, int NT, bool kXVec, bool kGateUp, bool kFast, bool kStageW = false>
 void launch_experts_vec(const ExpertLaunch& a, const dim3& grid, cudaStream_t s) {
     constexpr int threads = 32 * k_expert_rows;
     static_assert(k_fused_tail_max_tokens <= 2, "the fused combine is compiled for 1 and 2 tokens");
     // (blocks of the shared experts' rows, when they ride along, stage s_cols values)
-    const size_t smem =
+    size_t smem =
         DT != DeviceDtype::Ggml
             ? 0
             : std::max(ggml_stage_bytes(NT, 1, a.cols), a.s_rows > 0 ? ggml_stage_bytes(NT, 1, a.s_cols) : 0);
+    if constexpr (kStageW) smem += ggml_weight_stage_bytes(kGateUp ? 2 : 1, k_rows_per_warp<DT, NT, kGateUp>);
     if constexpr (!kGateUp && NT <= 2) {
         if (a.combine.done) {
-            launch_pdl(experts_kernel<DT, NT, kXVec, false, true, kFast>, grid, threads, smem, s, a);
+            launch_pdl(experts_kernel<DT, NT, kXVec, false, true, kFast, kStageW>, grid, threads, smem, s, a);
             return;
         }
     }
-    launch_pdl(experts_kernel<DT, NT, kXVec, kGateUp, false, kFast>, grid, threads, smem, s, a);
+    launch_pdl(experts_kernel<DT, NT, kXVec, kGateUp, false, kFast, kStageW>, grid, threads, smem, s, a);
+}
+
+// Whether a GGUF launch of NT tokens stages its weight rows: asked for (every expert's
+// matrices, DeviceExperts::ggml_stage, and the shared experts' riding along), one token
+// (decode), and the shared memory within what a launch gets without opting in.
+template <int NT, bool kGateUp>
+bool ggml_stage_launch(const ExpertLaunch& a) {
+    constexpr int R = k_rows_per_warp<DeviceDtype::Ggml, NT, kGateUp>;
+    const size_t x_bytes = std::max(ggml_stage_bytes(NT, 1, a.cols), a.s_rows > 0 ? ggml_stage_bytes(NT, 1, a.s_cols) : 0);
+    const bool shared = a.s_rows == 0 || (a.s_first.ggml_stage && (!kGateUp || a.s_second.ggml_stage));
+    return NT == 1 && a.ggml_stage && shared && x_bytes + ggml_weight_stage_bytes(kGateUp ? 2 : 1, R) <= k_ggml_launch_smem;
 }
 
 // The grid: blocks of k_expert_rows * R rows. Blocks past the active count return at
@@ -193,6 +207,14 @@ void launch_experts_nt(ExpertLaunch a, int64_t n, int32_t n_experts, bool x_vec,
     a.s_slots = a.s_rows > 0 ? int32_t((a.s_rows + blocks * kRows - 1) / (blocks * kRows)) : 0;
     const dim3 grid(unsigned(blocks), unsigned(std::min<int64_t>(n_experts, n * a.top_k) + a.s_slots));
     if constexpr (DT == DeviceDtype::Ggml) {
+        if constexpr (NT == 1) {
+            if (ggml_stage_launch<NT, kGateUp>(a)) {
+                count_ggml_staged_launch();
+                if (a.ggml_fast) launch_experts_vec<DT, NT, false, kGateUp, true, true>(a, grid, s);
+                else launch_experts_vec<DT, NT, false, kGateUp, false, true>(a, grid, s);
+                return;
+            }
+        }
         if (a.ggml_fast) launch_experts_vec<DT, NT, false, kGateUp, true>(a, grid, s);
         else launch_experts_vec<DT, NT, false, kGateUp, false>(a, grid, s);
     } else if (x_vec) {
@@ -229,7 +251,9 @@ void launch_experts(const ExpertLaunch& a, DeviceDtype dtype, int64_t n, int32_t
 
 bool experts_shared_fusable(const DeviceExperts& e, const DeviceMatrix& gate, const DeviceMatrix& up,
                             const DeviceMatrix& down, int64_t hidden) {
-    const auto sums = [&](const DeviceMatrix& m) { return m.dtype != DeviceDtype::Ggml || m.ggml_fast == e.ggml_fast; };
+    const auto sums = [&](const DeviceMatrix& m) {
+        return m.dtype != DeviceDtype::Ggml || (m.ggml_fast == e.ggml_fast && m.ggml_stage == e.ggml_stage);
+    };
     return gate.dtype == e.gate_up_dtype && up.dtype == e.gate_up_dtype && down.dtype == e.down_dtype &&
            sums(gate) && sums(up) && sums(down) &&
            gate.rows == up.rows && gate.cols == hidden && up.cols == hidden && down.rows == hidden &&
@@ -256,6 +280,7 @@ void launch_experts_gate_up(const DeviceExperts& e, const ExpertPairs& pairs, co
     ExpertLaunch a{e.gate, e.up, pairs, x, h, top_k, e.inter, hidden};
     a.n_tokens = int32_t(n);
     a.ggml_fast = e.ggml_fast;
+    a.ggml_stage = e.ggml_stage;
     if (mma) {
         if (shared) throw Error(ErrorCode::Device, "experts: shared experts on the tensor-core kernel (internal error)");
         launch_to_bf16(x, hidden, n, hidden, mma->x_bf16, mma->ld_x, s);
@@ -277,6 +302,7 @@ void launch_experts_down(const DeviceExperts& e, const ExpertPairs& pairs, const
     ExpertLaunch a{e.down, nullptr, pairs, h, y, top_k, hidden, e.inter};
     a.n_tokens = int32_t(n);
     a.ggml_fast = e.ggml_fast;
+    a.ggml_stage = e.ggml_stage;
     if (mma) {
         if (shared || combine)
             throw Error(ErrorCode::Device, "experts: a fused part on the tensor-core kernel (internal error)");

@@ -24,6 +24,7 @@ struct ExpertLaunch {
     int32_t s_slots = 0;
     int32_t n_tokens = 0;  // tokens of the launch
     bool ggml_fast = false;  // GGUF blocks: the fast mode's sums (DeviceExperts::ggml_fast)
+    bool ggml_stage = false;  // GGUF blocks: rows staged for one token (DeviceExperts::ggml_stage)
     // The MoE combine in the launch (down launches of the fp32 kernel; combine.done set):
     // by each column's last block, the norm by the launch's last block.
     MoeCombine combine{};
