@@ -532,9 +532,9 @@ decode)  # decode work's loop (~6 min): the tiny conformance, decode at V2-Lite'
     step bench-v2lite-4layers-q4km-prefetch 40 env CETUS_CUDA_PREFETCH=1 "$cli" bench --device cuda \
         --random-model v2-lite --dtype q4_k_m --layers 4 --prompt 64 --gen 64 --repeat 3 --json
     # The GGUF decode products' rows staged in shared memory (CETUS_CUDA_GGUF_STAGE=1, an
-    # experiment: each warp's rows copied with cp.async, then decoded from the copy; the same
-    # sums): at 4 layers and for the whole model, against the two runs above and
-    # bench-v2lite-q4km-cuda.
+    # experiment: for one or two tokens each warp's rows copied with cp.async, then decoded
+    # from the copy; the same sums): at 4 layers and for the whole model, against the two
+    # runs above and bench-v2lite-q4km-cuda.
     step bench-v2lite-4layers-q4km-stage 40 env CETUS_CUDA_GGUF_STAGE=1 "$cli" bench --device cuda \
         --random-model v2-lite --dtype q4_k_m --layers 4 --prompt 64 --gen 64 --repeat 3 --json
     step bench-v2lite-q4km-stage 90 env CETUS_CUDA_GGUF_STAGE=1 "$cli" bench --device cuda --random-model v2-lite \

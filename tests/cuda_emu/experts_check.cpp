@@ -239,7 +239,7 @@ void check_fused_add_norm(DeviceDtype dt, int64_t rows, int64_t cols) {
     for (void* p : owned) cudaFree(p);
 }
 
-// GGUF rows staged in shared memory for one token (DeviceMatrix::ggml_stage, the decode
+// GGUF rows staged in shared memory for one or two tokens (DeviceMatrix::ggml_stage, the decode
 // products' copies), in exact and fast sums: the gate/up and down launches with the
 // shared experts (expert 0's matrices) riding along give the bits of the same launches
 // reading the rows, and the staged down launch with the fused combine the bits of the
@@ -285,8 +285,8 @@ void check_staged(const std::string& name, const DeviceExperts& ex, const std::v
         }
         bool same = true;
         for (int k = 0; k < 4; ++k) same = same && same_bits(got[0][k], got[1][k]);
-        check(same, name + (fast ? ", fast sums" : ", exact sums") +
-                        ", 1 token: rows staged in shared memory == read from the rows, bit for bit (gate/up, down, "
+        check(same, name + (fast ? ", fast sums" : ", exact sums") + ", " + std::to_string(n) +
+                        " token(s): rows staged in shared memory == read from the rows, bit for bit (gate/up, down, "
                         "the shared experts')");
         check_fused_combine(name + (fast ? ", fast sums" : ", exact sums") + ", rows staged", e[1], pairs, t[1][0][0],
                             t[1][1][0], t[1][2][0], x_d, h_d, y_d, n, K, H, E, rng);
@@ -447,7 +447,7 @@ void run_case(const Case& c, DeviceDtype dt) {
     }
     if (n <= k_fused_tail_max_tokens)
         check_fused_combine(name, ex, pairs, gm[0], um[0], dm[0], x_d, h_d, y_d, n, K, H, E, rng);
-    if (dt == DeviceDtype::Ggml && n == 1) check_staged(name, ex, gm, um, dm, pairs, x_d, h_d, y_d, n, K, H, E, I, rng);
+    if (dt == DeviceDtype::Ggml && n <= 2) check_staged(name, ex, gm, um, dm, pairs, x_d, h_d, y_d, n, K, H, E, I, rng);
     if (dt == DeviceDtype::Ggml) {
         // The fp32 kernel with the fast mode's sums of GGUF blocks (DeviceMatrix::ggml_fast:
         // codes times activations, then scales and offsets): the same bound.

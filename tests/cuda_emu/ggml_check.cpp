@@ -169,14 +169,15 @@ double biased_scale(uint32_t id, const std::byte* row, int bytes, int values, in
     }
 }
 
-// One token's products of m with its rows staged in shared memory (DeviceMatrix::ggml_stage,
-// the decode products' copies) against the same launches reading the rows: a product, and
-// with a matrix of another block type (Q6_K, or Q4_K beside Q6_K, as Q4_K_M files mix
-// them) a pair of products in one launch and gate and up with the SwiGLU, bit for bit,
-// the padding untouched, each staged launch counted as staged. x: the token's
-// activations on the device.
-void check_staged(const cetus::cuda::DeviceMatrix& m, const float* x, int64_t ldx, int64_t ldy,
-                  const std::string& shape, std::mt19937& rng) {
+// The products of n (1 or 2) tokens of m with its rows staged in shared memory
+// (DeviceMatrix::ggml_stage, the decode products' copies) against the same launches
+// reading the rows: a product, and with a matrix of another block type (Q6_K, or Q4_K
+// beside Q6_K, as Q4_K_M files mix them) a pair of products in one launch and gate and up
+// with the SwiGLU, bit for bit, the padding untouched; `staged` of the three launches
+// counted as staged (a launch whose copies would not fit the shared memory reads the
+// rows). x: the tokens' activations on the device, ldx apart.
+void check_staged(const cetus::cuda::DeviceMatrix& m, const float* x, int64_t ldx, int64_t n, int64_t ldy,
+                  uint64_t staged, const std::string& shape, std::mt19937& rng) {
     check(cetus::cuda::ggml_stage_fits_type(m.ggml_type), shape + "the block type fits a warp's slot");
     const int64_t rows = m.rows, cols = m.cols;
     const bool q6 = m.ggml_type == 14;
@@ -195,17 +196,18 @@ void check_staged(const cetus::cuda::DeviceMatrix& m, const float* x, int64_t ld
         cetus::cuda::DeviceMatrix w = m, o = other;
         w.ggml_stage = o.ggml_stage = s == 1;
         const uint64_t before = cetus::cuda::ggml_staged_launches();
-        float* d_a = device_copy(std::vector<float>(size_t(ldy), -7.0f));
-        float* d_b = device_copy(std::vector<float>(size_t(ldy), -7.0f));
-        float* d_c = device_copy(std::vector<float>(size_t(ldy), -7.0f));
-        cetus::cuda::launch_matvec(w, x, ldx, 1, d_a, ldy, cetus::cuda::RowGroups{1, rows, 0, 0, 0, 0}, nullptr);
-        cetus::cuda::launch_matvec_pair(w, d_b, ldy, o, d_c, ldy, x, ldx, 1, nullptr);
-        out[s][0] = host_copy(d_a, size_t(ldy));
-        out[s][1] = host_copy(d_b, size_t(ldy));
-        std::vector<float> c = host_copy(d_c, size_t(ldy));
+        const size_t len = size_t(n * ldy);
+        float* d_a = device_copy(std::vector<float>(len, -7.0f));
+        float* d_b = device_copy(std::vector<float>(len, -7.0f));
+        float* d_c = device_copy(std::vector<float>(len, -7.0f));
+        cetus::cuda::launch_matvec(w, x, ldx, n, d_a, ldy, cetus::cuda::RowGroups{1, rows, 0, 0, 0, 0}, nullptr);
+        cetus::cuda::launch_matvec_pair(w, d_b, ldy, o, d_c, ldy, x, ldx, n, nullptr);
+        out[s][0] = host_copy(d_a, len);
+        out[s][1] = host_copy(d_b, len);
+        std::vector<float> c = host_copy(d_c, len);
         out[s][1].insert(out[s][1].end(), c.begin(), c.end());
-        cetus::cuda::launch_matvec_gate_up(w, o, x, ldx, 1, d_a, ldy, nullptr);
-        out[s][2] = host_copy(d_a, size_t(ldy));
+        cetus::cuda::launch_matvec_gate_up(w, o, x, ldx, n, d_a, ldy, nullptr);
+        out[s][2] = host_copy(d_a, len);
         staged_launches[s] = cetus::cuda::ggml_staged_launches() - before;
         for (float* p : {d_a, d_b, d_c}) cudaFree(p);
     }
@@ -213,12 +215,13 @@ void check_staged(const cetus::cuda::DeviceMatrix& m, const float* x, int64_t ld
     int64_t padding = 0;
     for (int k = 0; k < 3; ++k)
         for (size_t i = 0; i < out[1][k].size(); ++i) padding += i % size_t(ldy) >= size_t(rows) && out[1][k][i] != -7.0f;
-    check(staged_launches[0] == 0 && staged_launches[1] == 3,
-          shape + "1 token: the 3 launches staged their rows when asked (" + std::to_string(staged_launches[1]) +
-              "), none otherwise (" + std::to_string(staged_launches[0]) + ")");
+    const std::string tokens = std::to_string(n) + (n == 1 ? " token" : " tokens");
+    check(staged_launches[0] == 0 && staged_launches[1] == staged,
+          shape + tokens + ": " + std::to_string(staged) + " of the 3 launches staged their rows when asked (" +
+              std::to_string(staged_launches[1]) + "), none otherwise (" + std::to_string(staged_launches[0]) + ")");
     check(same_bits(out[0][0], out[1][0]) && same_bits(out[0][1], out[1][1]) && same_bits(out[0][2], out[1][2]) &&
               padding == 0,
-          shape + "1 token, rows staged in shared memory == read from the rows, bit for bit (a product; with " +
+          shape + tokens + ", rows staged in shared memory == read from the rows, bit for bit (a product; with " +
               (q6 ? "Q4_K" : "Q6_K") + " a pair, gate and up with the SwiGLU; " + std::to_string(padding) +
               " padding values written)");
 }
@@ -278,7 +281,12 @@ void check_fast(const Type& t, const cetus::cuda::DeviceMatrix& exact, const std
     char buf[64];
     std::snprintf(buf, sizeof buf, " (worst %.3g of the bound)", worst);
     check(worst <= 1.0, shape + "fast sums, one token at a time == the host's sums within fp32 rounding" + buf);
-    for (int64_t tk : {int64_t(0), int64_t(1)}) check_staged(m, d_x + tk * ldx, ldx, ldy, shape + "fast sums, ", rng);
+    // One token (decode; the second's activations not 16-byte aligned) and two (a one-draft
+    // verify batch; rows over four warps: gate and up's copies with two tokens' activations
+    // would not fit, and it reads the rows).
+    const uint64_t staged_2 = rows < cetus::cuda::k_matvec_narrow_rows ? 2 : 3;
+    for (int64_t tk : {int64_t(0), int64_t(1)}) check_staged(m, d_x + tk * ldx, ldx, 1, ldy, 3, shape + "fast sums, ", rng);
+    check_staged(m, d_x, ldx, 2, ldy, staged_2, shape + "fast sums, ", rng);
     for (int64_t n : {2, 3, 11}) {
         float* d_b = device_copy(std::vector<float>(size_t(n * ldy), -7.0f));
         cetus::cuda::launch_matvec(m, d_x, ldx, n, d_b, ldy, all, nullptr);
@@ -389,7 +397,8 @@ void check_kept(const Type& t, int64_t rows, int64_t blocks, std::mt19937& rng) 
                   std::to_string(differ_order) + " differ, " + std::to_string(padding) + " padding values written)");
         // Two matrices of one input in one launch (rows from the first, then the
         // second: here the same matrix), and an MLP's gate and up with the SwiGLU.
-        if (n == 1) check_staged(m, d_x, ldx, ldy, shape + "exact sums, ", rng);
+        if (n <= 2)  // (two tokens over four warps: see check_fast)
+            check_staged(m, d_x, ldx, n, ldy, n == 1 || split == 1 ? 3 : 2, shape + "exact sums, ", rng);
         if (n <= 2) {
             float* d_y2 = device_copy(std::vector<float>(size_t(n * ldy), -7.0f));
             cetus::cuda::launch_matvec_pair(m, d_y, ldy, m, d_y2, ldy, d_x, ldx, n, nullptr);

@@ -911,6 +911,9 @@ __host__ __device__ inline bool ggml_stage_fits(uint32_t type, int32_t values, i
     const int64_t a = (q6 ? 192 : bytes) * blocks, t = q6 ? 18 * blocks : 0;
     return ((a + 15) / 16 + 1 + (q6 ? (t + 15) / 16 + 1 : 0)) * 16 <= k_ggml_slot_bytes;
 }
+// The most tokens a staged launch takes: decode, and a verify batch of one draft (MTP's,
+// or a looked-up one); larger batches read the rows as before.
+inline constexpr int k_ggml_stage_max_tokens = 2;
 // The dynamic shared memory a launch that stages its weights may take: what a launch
 // gets without opting in (48 KiB), less 1 KiB for the kernels' own static arrays.
 inline constexpr size_t k_ggml_launch_smem = 47 * 1024;

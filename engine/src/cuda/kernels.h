@@ -40,7 +40,7 @@ struct DeviceMatrix {
     // they are about to read whole when a warp starts on it (device_math.cuh: prefetch_l2),
     // an experiment switched on with CETUS_CUDA_PREFETCH=1. The sums are the same either way.
     bool l2_prefetch = false;
-    // The GGUF decode products of one token copy each warp's rows into shared memory
+    // The GGUF decode products of one or two tokens copy each warp's rows into shared memory
     // before decoding them (device_math.cuh: ggml_stage_copy), an experiment switched on
     // with CETUS_CUDA_GGUF_STAGE=1. The sums are the same either way.
     bool ggml_stage = false;

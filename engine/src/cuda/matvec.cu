@@ -187,20 +187,21 @@ static_assert(k_ggml_group * 32 * k_matvec_narrow_split * k_ggml_x_stride * 4 <=
               "a copy of k_ggml_group tokens' tiles must fit the shared-memory budget");
 
 // Whether a GGUF launch of nt tokens stages its weight rows: asked for
-// (DeviceMatrix::ggml_stage, on both matrices of a fused pair), one token (decode), every
+// (DeviceMatrix::ggml_stage, on both matrices of a fused pair), at most
+// k_ggml_stage_max_tokens tokens (decode, a one-draft verify batch), every
 // matrix's copies fit a slot, and the shared memory stays within what a launch gets
 // without opting in.
 bool ggml_stage_launch(const MatvecArgs& a, int nt, int k_split, int k_acc, int r, bool pair) {
     const auto fits = [](const DeviceMatrix& w) {
         return w.ggml_stage && ggml_stage_fits(w.ggml_type, w.ggml_values, w.ggml_bytes);
     };
-    return nt == 1 && fits(a.w) && (!pair || fits(a.w2)) &&
+    return nt <= k_ggml_stage_max_tokens && fits(a.w) && (!pair || fits(a.w2)) &&
            ggml_stage_bytes(nt, k_split, a.w.cols) + ggml_weight_stage_bytes(k_acc, r) <= k_ggml_launch_smem;
 }
 
 // One launch with kSplit warps a row: the fast mode's sums for GGUF blocks that take
-// them (no fast instance of the other dtypes is compiled), and for one token their rows
-// staged where asked (ggml_stage_launch).
+// them (no fast instance of the other dtypes is compiled), and for one or two tokens
+// their rows staged where asked and where they fit (ggml_stage_launch).
 template <DeviceDtype DT, int NT, bool kXVec, int kSplit, Fuse kFuse>
 void launch_split(const MatvecArgs& a, cudaStream_t s) {
     constexpr int R = k_rows_per_warp<DT, NT, kSplit, kFuse>;
@@ -209,7 +210,7 @@ void launch_split(const MatvecArgs& a, cudaStream_t s) {
     if constexpr (DT == DeviceDtype::Ggml) {
         constexpr int kAcc = kFuse == Fuse::GateUp ? 2 : 1;
         size_t smem = ggml_stage_bytes(NT, kSplit, a.w.cols);
-        if constexpr (NT == 1) {
+        if constexpr (NT <= k_ggml_stage_max_tokens) {
             if (ggml_stage_launch(a, NT, kSplit, kAcc, R, kFuse == Fuse::GateUp || kFuse == Fuse::Pair)) {
                 count_ggml_staged_launch();
                 smem += ggml_weight_stage_bytes(kAcc, R);

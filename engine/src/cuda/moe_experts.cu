@@ -184,14 +184,16 @@ void launch_experts_vec(const ExpertLaunch& a, const dim3& grid, cudaStream_t s)
 }
 
 // Whether a GGUF launch of NT tokens stages its weight rows: asked for (every expert's
-// matrices, DeviceExperts::ggml_stage, and the shared experts' riding along), one token
-// (decode), and the shared memory within what a launch gets without opting in.
+// matrices, DeviceExperts::ggml_stage, and the shared experts' riding along), at most
+// k_ggml_stage_max_tokens tokens (decode, a one-draft verify batch), and the shared memory
+// within what a launch gets without opting in.
 template <int NT, bool kGateUp>
 bool ggml_stage_launch(const ExpertLaunch& a) {
     constexpr int R = k_rows_per_warp<DeviceDtype::Ggml, NT, kGateUp>;
     const size_t x_bytes = std::max(ggml_stage_bytes(NT, 1, a.cols), a.s_rows > 0 ? ggml_stage_bytes(NT, 1, a.s_cols) : 0);
     const bool shared = a.s_rows == 0 || (a.s_first.ggml_stage && (!kGateUp || a.s_second.ggml_stage));
-    return NT == 1 && a.ggml_stage && shared && x_bytes + ggml_weight_stage_bytes(kGateUp ? 2 : 1, R) <= k_ggml_launch_smem;
+    return NT <= k_ggml_stage_max_tokens && a.ggml_stage && shared &&
+           x_bytes + ggml_weight_stage_bytes(kGateUp ? 2 : 1, R) <= k_ggml_launch_smem;
 }
 
 // The grid: blocks of k_expert_rows * R rows. Blocks past the active count return at
@@ -207,7 +209,7 @@ void launch_experts_nt(ExpertLaunch a, int64_t n, int32_t n_experts, bool x_vec,
     a.s_slots = a.s_rows > 0 ? int32_t((a.s_rows + blocks * kRows - 1) / (blocks * kRows)) : 0;
     const dim3 grid(unsigned(blocks), unsigned(std::min<int64_t>(n_experts, n * a.top_k) + a.s_slots));
     if constexpr (DT == DeviceDtype::Ggml) {
-        if constexpr (NT == 1) {
+        if constexpr (NT <= k_ggml_stage_max_tokens) {
             if (ggml_stage_launch<NT, kGateUp>(a)) {
                 count_ggml_staged_launch();
                 if (a.ggml_fast) launch_experts_vec<DT, NT, false, kGateUp, true, true>(a, grid, s);
