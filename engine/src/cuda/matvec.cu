@@ -16,6 +16,7 @@
 #include "row_kernels.cuh"
 
 #include <algorithm>
+#include <type_traits>
 
 namespace cetus::cuda {
 namespace {
@@ -188,14 +189,11 @@ static_assert(k_ggml_group * 32 * k_matvec_narrow_split * k_ggml_x_stride * 4 <=
 
 // Whether a GGUF launch of nt tokens stages its weight rows: asked for
 // (DeviceMatrix::ggml_stage, on both matrices of a fused pair), at most
-// k_ggml_stage_max_tokens tokens (decode, a one-draft verify batch), every
-// matrix's copies fit a slot, and the shared memory stays within what a launch gets
-// without opting in.
+// k_ggml_stage_max_tokens tokens (decode, a one-draft verify batch), and the shared
+// memory within what a launch gets without opting in. (The upload asks only where a
+// matrix's copies fit a slot.)
 bool ggml_stage_launch(const MatvecArgs& a, int nt, int k_split, int k_acc, int r, bool pair) {
-    const auto fits = [](const DeviceMatrix& w) {
-        return w.ggml_stage && ggml_stage_fits(w.ggml_type, w.ggml_values, w.ggml_bytes);
-    };
-    return nt <= k_ggml_stage_max_tokens && fits(a.w) && (!pair || fits(a.w2)) &&
+    return nt <= k_ggml_stage_max_tokens && a.w.ggml_stage && (!pair || a.w2.ggml_stage) &&
            ggml_stage_bytes(nt, k_split, a.w.cols) + ggml_weight_stage_bytes(k_acc, r) <= k_ggml_launch_smem;
 }
 
@@ -210,25 +208,24 @@ void launch_split(const MatvecArgs& a, cudaStream_t s) {
     if constexpr (DT == DeviceDtype::Ggml) {
         constexpr int kAcc = kFuse == Fuse::GateUp ? 2 : 1;
         size_t smem = ggml_stage_bytes(NT, kSplit, a.w.cols);
-        if constexpr (NT <= k_ggml_stage_max_tokens) {
+        const auto go = [&](auto staged) {  // the fast mode's sums or the exact ones
+            constexpr bool kStageW = decltype(staged)::value;
+            if (a.w.ggml_fast)
+                launch_pdl(matvec_kernel<DT, NT, kXVec, kSplit, kFuse, true, kStageW>, grid, 32 * k_warps_per_block,
+                           smem, s, a, a.x, a.y, a.y2);
+            else
+                launch_pdl(matvec_kernel<DT, NT, kXVec, kSplit, kFuse, false, kStageW>, grid, 32 * k_warps_per_block,
+                           smem, s, a, a.x, a.y, a.y2);
+        };
+        if constexpr (NT <= k_ggml_stage_max_tokens) {  // (no staged instance for more tokens)
             if (ggml_stage_launch(a, NT, kSplit, kAcc, R, kFuse == Fuse::GateUp || kFuse == Fuse::Pair)) {
                 count_ggml_staged_launch();
                 smem += ggml_weight_stage_bytes(kAcc, R);
-                if (a.w.ggml_fast)
-                    launch_pdl(matvec_kernel<DT, NT, kXVec, kSplit, kFuse, true, true>, grid, 32 * k_warps_per_block,
-                               smem, s, a, a.x, a.y, a.y2);
-                else
-                    launch_pdl(matvec_kernel<DT, NT, kXVec, kSplit, kFuse, false, true>, grid, 32 * k_warps_per_block,
-                               smem, s, a, a.x, a.y, a.y2);
+                go(std::true_type{});
                 return;
             }
         }
-        if (a.w.ggml_fast)
-            launch_pdl(matvec_kernel<DT, NT, kXVec, kSplit, kFuse, true>, grid, 32 * k_warps_per_block, smem, s, a,
-                       a.x, a.y, a.y2);
-        else
-            launch_pdl(matvec_kernel<DT, NT, kXVec, kSplit, kFuse, false>, grid, 32 * k_warps_per_block, smem, s, a,
-                       a.x, a.y, a.y2);
+        go(std::false_type{});
     } else {
         launch_pdl(matvec_kernel<DT, NT, kXVec, kSplit, kFuse, false>, grid, 32 * k_warps_per_block, 0, s, a, a.x,
                    a.y, a.y2);

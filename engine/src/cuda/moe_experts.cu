@@ -16,6 +16,7 @@
 #include "pdl.cuh"
 
 #include <algorithm>
+#include <type_traits>
 
 namespace cetus::cuda {
 namespace {
@@ -164,15 +165,18 @@ __global__ void __launch_bounds__(32 * k_expert_rows) experts_kernel(ExpertLaunc
     }
 }
 
+// GGUF blocks: the shared memory of NT tokens' activations (blocks of the shared experts'
+// rows, when they ride along, stage s_cols values).
+template <int NT>
+size_t ggml_x_bytes(const ExpertLaunch& a) {
+    return std::max(ggml_stage_bytes(NT, 1, a.cols), a.s_rows > 0 ? ggml_stage_bytes(NT, 1, a.s_cols) : 0);
+}
+
 template <DeviceDtype DT, int NT, bool kXVec, bool kGateUp, bool kFast, bool kStageW = false>
 void launch_experts_vec(const ExpertLaunch& a, const dim3& grid, cudaStream_t s) {
     constexpr int threads = 32 * k_expert_rows;
     static_assert(k_fused_tail_max_tokens <= 2, "the fused combine is compiled for 1 and 2 tokens");
-    // (blocks of the shared experts' rows, when they ride along, stage s_cols values)
-    size_t smem =
-        DT != DeviceDtype::Ggml
-            ? 0
-            : std::max(ggml_stage_bytes(NT, 1, a.cols), a.s_rows > 0 ? ggml_stage_bytes(NT, 1, a.s_cols) : 0);
+    size_t smem = DT != DeviceDtype::Ggml ? 0 : ggml_x_bytes<NT>(a);
     if constexpr (kStageW) smem += ggml_weight_stage_bytes(kGateUp ? 2 : 1, k_rows_per_warp<DT, NT, kGateUp>);
     if constexpr (!kGateUp && NT <= 2) {
         if (a.combine.done) {
@@ -190,10 +194,9 @@ void launch_experts_vec(const ExpertLaunch& a, const dim3& grid, cudaStream_t s)
 template <int NT, bool kGateUp>
 bool ggml_stage_launch(const ExpertLaunch& a) {
     constexpr int R = k_rows_per_warp<DeviceDtype::Ggml, NT, kGateUp>;
-    const size_t x_bytes = std::max(ggml_stage_bytes(NT, 1, a.cols), a.s_rows > 0 ? ggml_stage_bytes(NT, 1, a.s_cols) : 0);
     const bool shared = a.s_rows == 0 || (a.s_first.ggml_stage && (!kGateUp || a.s_second.ggml_stage));
     return NT <= k_ggml_stage_max_tokens && a.ggml_stage && shared &&
-           x_bytes + ggml_weight_stage_bytes(kGateUp ? 2 : 1, R) <= k_ggml_launch_smem;
+           ggml_x_bytes<NT>(a) + ggml_weight_stage_bytes(kGateUp ? 2 : 1, R) <= k_ggml_launch_smem;
 }
 
 // The grid: blocks of k_expert_rows * R rows. Blocks past the active count return at
@@ -209,16 +212,19 @@ void launch_experts_nt(ExpertLaunch a, int64_t n, int32_t n_experts, bool x_vec,
     a.s_slots = a.s_rows > 0 ? int32_t((a.s_rows + blocks * kRows - 1) / (blocks * kRows)) : 0;
     const dim3 grid(unsigned(blocks), unsigned(std::min<int64_t>(n_experts, n * a.top_k) + a.s_slots));
     if constexpr (DT == DeviceDtype::Ggml) {
-        if constexpr (NT <= k_ggml_stage_max_tokens) {
+        const auto go = [&](auto staged) {  // the fast mode's sums or the exact ones
+            constexpr bool kStageW = decltype(staged)::value;
+            if (a.ggml_fast) launch_experts_vec<DT, NT, false, kGateUp, true, kStageW>(a, grid, s);
+            else launch_experts_vec<DT, NT, false, kGateUp, false, kStageW>(a, grid, s);
+        };
+        if constexpr (NT <= k_ggml_stage_max_tokens) {  // (no staged instance for more tokens)
             if (ggml_stage_launch<NT, kGateUp>(a)) {
                 count_ggml_staged_launch();
-                if (a.ggml_fast) launch_experts_vec<DT, NT, false, kGateUp, true, true>(a, grid, s);
-                else launch_experts_vec<DT, NT, false, kGateUp, false, true>(a, grid, s);
+                go(std::true_type{});
                 return;
             }
         }
-        if (a.ggml_fast) launch_experts_vec<DT, NT, false, kGateUp, true>(a, grid, s);
-        else launch_experts_vec<DT, NT, false, kGateUp, false>(a, grid, s);
+        go(std::false_type{});
     } else if (x_vec) {
         launch_experts_vec<DT, NT, true, kGateUp, false>(a, grid, s);
     } else {
