@@ -33,7 +33,7 @@
 #         Q4_K_M and at 4 layers (also without the decode fusions, CETUS_CUDA_FUSE=0, and with
 #         programmatic dependent launch, CETUS_CUDA_PDL=1; at 8192 cached tokens with and
 #         without the fusions; BF16 and Q4_K_M with the L2 prefetch of rows, CETUS_CUDA_PREFETCH=1; Q4_K_M with
-#         its decode rows staged in shared memory, CETUS_CUDA_GGUF_STAGE=1), and the Nsight Compute profiles of decode (with each kernel's busiest multiprocessor over the
+#         its decode rows staged in shared memory, CETUS_CUDA_GGUF_STAGE=1, and with two tiles in flight, =2), and the Nsight Compute profiles of decode (with each kernel's busiest multiprocessor over the
 #         mean: a last block's tail) and of the GGUF products: the loop of work on decode speed.
 #   full: the four-layer V3 comparison, racecheck on the tiny comparison and an Nsight Compute
 #         profile of decode.
@@ -539,15 +539,23 @@ decode)  # decode work's loop (~6 min): the tiny conformance, decode at V2-Lite'
         --random-model v2-lite --dtype q4_k_m --layers 4 --prompt 64 --gen 64 --repeat 3 --json
     step bench-v2lite-q4km-stage 90 env CETUS_CUDA_GGUF_STAGE=1 "$cli" bench --device cuda --random-model v2-lite \
         --dtype q4_k_m --prompt 512 --gen 64 --json
+    # The same with the next tile's copies in flight while a tile is decoded (CETUS_CUDA_GGUF_STAGE=2:
+    # two buffers a slot; V2-Lite's rows of 2,048 and 1,408 values are two tiles, so whole rows at once).
+    step bench-v2lite-4layers-q4km-stage2 40 env CETUS_CUDA_GGUF_STAGE=2 "$cli" bench --device cuda \
+        --random-model v2-lite --dtype q4_k_m --layers 4 --prompt 64 --gen 64 --repeat 3 --json
+    step bench-v2lite-q4km-stage2 90 env CETUS_CUDA_GGUF_STAGE=2 "$cli" bench --device cuda --random-model v2-lite \
+        --dtype q4_k_m --prompt 512 --gen 64 --json
     local runs="bench-v2lite-cuda bench-v2lite-fp8-cuda bench-v2lite-q4km-cuda bench-v2lite-4layers"
     runs="$runs bench-v2lite-4layers-nofuse bench-v2lite-4layers-pdl bench-v2lite-4layers-8k"
     runs="$runs bench-v2lite-4layers-8k-nofuse bench-v2lite-4layers-prefetch bench-v2lite-4layers-q4km"
     runs="$runs bench-v2lite-4layers-q4km-prefetch bench-v2lite-4layers-q4km-stage bench-v2lite-q4km-stage"
+    runs="$runs bench-v2lite-4layers-q4km-stage2 bench-v2lite-q4km-stage2"
     summarise_bench $runs
     figures_table $runs
     ncu_decode 120
     ncu_gguf 90
     ncu_gguf 60 staged CETUS_CUDA_GGUF_STAGE=1  # (their rows staged: what holds the products then)
+    ncu_gguf 60 staged2 CETUS_CUDA_GGUF_STAGE=2  # (and with two tiles in flight)
     ;;
 full)
     step selftest-cuda-full 400 "$cli" selftest --device cuda --compare full --json

@@ -69,6 +69,9 @@ struct Case {
     const char* name;
     int64_t hidden, inter, n_experts, top_k, n;
     uint32_t gate_type = 0, up_type = 0, down_type = 0;  // GGUF block types (DeviceDtype::Ggml)
+    // GGUF, one or two tokens: the launches (of gate/up and down) that take two tiles in
+    // flight when asked (rows of more than 32 chunks whose slots fit; check_staged).
+    uint64_t doubled = 0;
 };
 
 const char* ggml_name(uint32_t id) {
@@ -243,54 +246,66 @@ void check_fused_add_norm(DeviceDtype dt, int64_t rows, int64_t cols) {
 // products' copies), in exact and fast sums: the gate/up and down launches with the
 // shared experts (expert 0's matrices) riding along give the bits of the same launches
 // reading the rows, and the staged down launch with the fused combine the bits of the
-// staged down and launch_moe_combine (check_fused_combine).
+// staged down and launch_moe_combine (check_fused_combine). The same with two tiles in
+// flight (ggml_stage 2, the slots the size of the experts' block types): a launch whose
+// rows are more than one tile takes two buffers (`doubled` of the two launches).
 void check_staged(const std::string& name, const DeviceExperts& ex, const std::vector<DeviceMatrix>& gm,
                   const std::vector<DeviceMatrix>& um, const std::vector<DeviceMatrix>& dm, const ExpertPairs& pairs,
                   const float* x_d, float* h_d, float* y_d, int64_t n, int64_t K, int64_t H, int64_t E, int64_t I,
-                  std::mt19937& rng) {
+                  uint64_t doubled, std::mt19937& rng) {
     const int64_t P = n * K;
     for (const bool fast : {false, true}) {
-        DeviceExperts e[2];
-        std::vector<DeviceMatrix> t[2][3];
-        std::vector<float> got[2][4];
+        DeviceExperts e[3];
+        std::vector<DeviceMatrix> t[3][3];
+        std::vector<float> got[3][4];
         float* sh_h = device_copy(std::vector<float>(size_t(n * I), -7.0f));
         float* sh_out = device_copy(std::vector<float>(size_t(n * H), -7.0f));
-        for (int s = 0; s < 2; ++s) {
+        for (int s = 0; s < 3; ++s) {
             t[s][0] = gm;
             t[s][1] = um;
             t[s][2] = dm;
             for (auto& v : t[s])
                 for (DeviceMatrix& m : v) {
                     m.ggml_fast = fast;
-                    m.ggml_stage = s == 1;
+                    m.ggml_stage = uint8_t(s);
                 }
             e[s] = ex;
             e[s].gate = device_copy(t[s][0]);
             e[s].up = device_copy(t[s][1]);
             e[s].down = device_copy(t[s][2]);
             e[s].ggml_fast = fast;
-            e[s].ggml_stage = s == 1;
+            e[s].ggml_stage = uint8_t(s);
+            if (s == 2) {  // (as the upload sets them; 0 stands for the largest slot of any type)
+                e[s].ggml_slot_gate_up = std::max(ggml_stage_slot_bytes(gm[0].ggml_type), ggml_stage_slot_bytes(um[0].ggml_type));
+                e[s].ggml_slot_down = ggml_stage_slot_bytes(dm[0].ggml_type);
+            }
             const SharedExpertLaunch shared{t[s][0][0], t[s][1][0], t[s][2][0], sh_h, sh_out};
             check(experts_shared_fusable(e[s], shared.gate, shared.up, shared.down, H),
                   name + ": expert 0's matrices can ride along as the shared experts");
-            const uint64_t before = ggml_staged_launches();
+            const uint64_t before = ggml_staged_launches(), before2 = ggml_staged_launches(2);
             launch_experts_gate_up(e[s], pairs, x_d, n, int32_t(K), H, int32_t(E), h_d, nullptr, &shared, nullptr);
             launch_experts_down(e[s], pairs, h_d, n, int32_t(K), H, int32_t(E), y_d, nullptr, &shared, nullptr, nullptr);
-            check(ggml_staged_launches() - before == (s == 1 ? 2u : 0u),
+            check(ggml_staged_launches() - before == (s > 0 ? 2u : 0u),
                   name + ": both launches staged their rows when asked, none otherwise");
+            const uint64_t two = ggml_staged_launches(2) - before2;
+            check(two == (s == 2 ? doubled : 0u), name + ": " + std::to_string(two) + " launches took two tiles in flight (" +
+                                                      std::to_string(s == 2 ? doubled : 0u) + " expected)");
             got[s][0] = host_copy(h_d, size_t(P * I));
             got[s][1] = host_copy(y_d, size_t(P * H));
             got[s][2] = host_copy(sh_h, size_t(n * I));
             got[s][3] = host_copy(sh_out, size_t(n * H));
         }
-        bool same = true;
-        for (int k = 0; k < 4; ++k) same = same && same_bits(got[0][k], got[1][k]);
-        check(same, name + (fast ? ", fast sums" : ", exact sums") + ", " + std::to_string(n) +
-                        " token(s): rows staged in shared memory == read from the rows, bit for bit (gate/up, down, "
-                        "the shared experts')");
-        check_fused_combine(name + (fast ? ", fast sums" : ", exact sums") + ", rows staged", e[1], pairs, t[1][0][0],
-                            t[1][1][0], t[1][2][0], x_d, h_d, y_d, n, K, H, E, rng);
-        for (int s = 0; s < 2; ++s)
+        for (int s = 1; s < 3; ++s) {
+            bool same = true;
+            for (int k = 0; k < 4; ++k) same = same && same_bits(got[0][k], got[s][k]);
+            check(same, name + (fast ? ", fast sums" : ", exact sums") + ", " + std::to_string(n) +
+                            " token(s): rows staged in shared memory" + (s == 2 ? " (two tiles in flight)" : "") +
+                            " == read from the rows, bit for bit (gate/up, down, the shared experts')");
+            check_fused_combine(name + (fast ? ", fast sums" : ", exact sums") + ", rows staged" +
+                                    (s == 2 ? " (two tiles in flight)" : ""),
+                                e[s], pairs, t[s][0][0], t[s][1][0], t[s][2][0], x_d, h_d, y_d, n, K, H, E, rng);
+        }
+        for (int s = 0; s < 3; ++s)
             for (const DeviceMatrix* p : {e[s].gate, e[s].up, e[s].down}) cudaFree(const_cast<DeviceMatrix*>(p));
         cudaFree(sh_h);
         cudaFree(sh_out);
@@ -447,7 +462,8 @@ void run_case(const Case& c, DeviceDtype dt) {
     }
     if (n <= k_fused_tail_max_tokens)
         check_fused_combine(name, ex, pairs, gm[0], um[0], dm[0], x_d, h_d, y_d, n, K, H, E, rng);
-    if (dt == DeviceDtype::Ggml && n <= 2) check_staged(name, ex, gm, um, dm, pairs, x_d, h_d, y_d, n, K, H, E, I, rng);
+    if (dt == DeviceDtype::Ggml && n <= 2)
+        check_staged(name, ex, gm, um, dm, pairs, x_d, h_d, y_d, n, K, H, E, I, c.doubled, rng);
     if (dt == DeviceDtype::Ggml) {
         // The fp32 kernel with the fast mode's sums of GGUF blocks (DeviceMatrix::ggml_fast:
         // codes times activations, then scales and offsets): the same bound.
@@ -528,10 +544,14 @@ int main(int argc, char** argv) {
         run_case({"800 wide, 288 inner", 800, 288, 4, 2, 24, 6, 8, 6}, DeviceDtype::Ggml);
         // One token of 32-value types, as V2-Lite's Q4_K_M down projections (1,408 values:
         // 44 blocks, a tile of 32 and one of 12).
-        run_case({"256 wide, 1408 inner, 1 token", 256, 1408, 3, 2, 1, 8, 8, 6}, DeviceDtype::Ggml);
+        run_case({"256 wide, 1408 inner, 1 token", 256, 1408, 3, 2, 1, 8, 8, 6, 1}, DeviceDtype::Ggml);
+        // Gate and up rows of three tiles (72 chunks), staged with two buffers: the first
+        // buffer's slots are copied into again for the third tile.
+        run_case({"2304 wide, 96 inner, 1 token", 2304, 96, 4, 2, 1, 12, 12, 8, 1}, DeviceDtype::Ggml);
+        run_case({"2304 wide, 96 inner, 2 tokens", 2304, 96, 4, 2, 2, 12, 12, 8, 1}, DeviceDtype::Ggml);
         if (v2_lite) run_case({"V2-Lite's 2048 wide, 1408 inner", 2048, 1408, 8, 6, 24, 12, 12, 6}, DeviceDtype::Ggml);
         if (v2_lite)
-            run_case({"V2-Lite's 2048 wide, 1408 inner, 1 token", 2048, 1408, 8, 6, 1, 12, 12, 6}, DeviceDtype::Ggml);
+            run_case({"V2-Lite's 2048 wide, 1408 inner, 1 token", 2048, 1408, 8, 6, 1, 12, 12, 6, 2}, DeviceDtype::Ggml);
     } catch (const std::exception& e) {
         check(false, e.what());
     }

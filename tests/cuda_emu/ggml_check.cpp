@@ -33,6 +33,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cmath>
+#include <map>
 #include <cstdio>
 #include <cstring>
 #include <random>
@@ -175,7 +176,11 @@ double biased_scale(uint32_t id, const std::byte* row, int bytes, int values, in
 // beside Q6_K, as Q4_K_M files mix them) a pair of products in one launch and gate and up
 // with the SwiGLU, bit for bit, the padding untouched; `staged` of the three launches
 // counted as staged (a launch whose copies would not fit the shared memory reads the
-// rows). x: the tokens' activations on the device, ldx apart.
+// rows). Also with two tiles in flight (ggml_stage 2): the same bits, the same launches
+// staged, those of rows of more than one tile with two buffers where they fit (counted
+// per block type in g_double_staged: main asks that every type had some). x: the
+// tokens' activations on the device, ldx apart.
+std::map<std::string, uint64_t> g_double_staged;
 void check_staged(const cetus::cuda::DeviceMatrix& m, const float* x, int64_t ldx, int64_t n, int64_t ldy,
                   uint64_t staged, const std::string& shape, std::mt19937& rng) {
     check(cetus::cuda::ggml_stage_fits_type(m.ggml_type), shape + "the block type fits a warp's slot");
@@ -190,12 +195,12 @@ void check_staged(const cetus::cuda::DeviceMatrix& m, const float* x, int64_t ld
     std::byte* d_o = device_copy(device_layout(other_id, src, rows, cols, other_ld));
     cetus::cuda::DeviceMatrix other = cetus::cuda::ggml_device_matrix(other_id, rows, cols, d_o, other_ld);
     other.ggml_fast = m.ggml_fast;
-    std::vector<float> out[2][3];
-    uint64_t staged_launches[2] = {};
-    for (int s = 0; s < 2; ++s) {
+    std::vector<float> out[3][3];
+    uint64_t staged_launches[3] = {}, doubled = 0;
+    for (int s = 0; s < 3; ++s) {
         cetus::cuda::DeviceMatrix w = m, o = other;
-        w.ggml_stage = o.ggml_stage = s == 1;
-        const uint64_t before = cetus::cuda::ggml_staged_launches();
+        w.ggml_stage = o.ggml_stage = uint8_t(s);
+        const uint64_t before = cetus::cuda::ggml_staged_launches(), before2 = cetus::cuda::ggml_staged_launches(2);
         const size_t len = size_t(n * ldy);
         float* d_a = device_copy(std::vector<float>(len, -7.0f));
         float* d_b = device_copy(std::vector<float>(len, -7.0f));
@@ -209,21 +214,31 @@ void check_staged(const cetus::cuda::DeviceMatrix& m, const float* x, int64_t ld
         cetus::cuda::launch_matvec_gate_up(w, o, x, ldx, n, d_a, ldy, nullptr);
         out[s][2] = host_copy(d_a, len);
         staged_launches[s] = cetus::cuda::ggml_staged_launches() - before;
+        if (s == 2) doubled = cetus::cuda::ggml_staged_launches(2) - before2;
         for (float* p : {d_a, d_b, d_c}) cudaFree(p);
     }
     cudaFree(d_o);
-    int64_t padding = 0;
-    for (int k = 0; k < 3; ++k)
-        for (size_t i = 0; i < out[1][k].size(); ++i) padding += i % size_t(ldy) >= size_t(rows) && out[1][k][i] != -7.0f;
     const std::string tokens = std::to_string(n) + (n == 1 ? " token" : " tokens");
-    check(staged_launches[0] == 0 && staged_launches[1] == staged,
+    check(staged_launches[0] == 0 && staged_launches[1] == staged && staged_launches[2] == staged,
           shape + tokens + ": " + std::to_string(staged) + " of the 3 launches staged their rows when asked (" +
-              std::to_string(staged_launches[1]) + "), none otherwise (" + std::to_string(staged_launches[0]) + ")");
-    check(same_bits(out[0][0], out[1][0]) && same_bits(out[0][1], out[1][1]) && same_bits(out[0][2], out[1][2]) &&
-              padding == 0,
-          shape + tokens + ", rows staged in shared memory == read from the rows, bit for bit (a product; with " +
-              (q6 ? "Q4_K" : "Q6_K") + " a pair, gate and up with the SwiGLU; " + std::to_string(padding) +
-              " padding values written)");
+              std::to_string(staged_launches[1]) + ", with two tiles in flight " + std::to_string(staged_launches[2]) +
+              "), none otherwise (" + std::to_string(staged_launches[0]) + ")");
+    const int split = rows < cetus::cuda::k_matvec_narrow_rows ? cetus::cuda::k_matvec_narrow_split : 1;
+    check(m.cols / 32 > 32 * split || doubled == 0,
+          shape + tokens + ": rows of one tile take one buffer (" + std::to_string(doubled) + " launches took two)");
+    g_double_staged[shape.substr(0, shape.find(' '))] += doubled;
+    for (int s = 1; s < 3; ++s) {
+        int64_t padding = 0;
+        for (int k = 0; k < 3; ++k)
+            for (size_t i = 0; i < out[s][k].size(); ++i)
+                padding += i % size_t(ldy) >= size_t(rows) && out[s][k][i] != -7.0f;
+        check(same_bits(out[0][0], out[s][0]) && same_bits(out[0][1], out[s][1]) && same_bits(out[0][2], out[s][2]) &&
+                  padding == 0,
+              shape + tokens + ", rows staged in shared memory" + (s == 2 ? " (two tiles in flight: " +
+              std::to_string(doubled) + " launches)" : "") + " == read from the rows, bit for bit (a product; with " +
+                  (q6 ? "Q4_K" : "Q6_K") + " a pair, gate and up with the SwiGLU; " + std::to_string(padding) +
+                  " padding values written)");
+    }
 }
 
 // The fast mode's products (DeviceMatrix::ggml_fast: codes times the activations, then
@@ -502,13 +517,18 @@ int main() {
         check_type(t, 3, rng);
     }
     for (const Type& t : types) {
-        // Narrow: a row over several warps, 136 chunks of 32 values (two tiles of 128
-        // chunks, the second partial). Wide: a warp on two rows for up to 2 tokens (an odd
-        // number of rows: the last warp has one), 40 chunks (two tiles of 32).
-        check_kept(t, 24, t.values == 32 ? 136 : 17, rng);
+        // Narrow: a row over several warps, 264 chunks of 32 values (three tiles of 128
+        // chunks, the third partial: staged with two buffers, the first buffer's copies
+        // are taken again). Wide: a warp on two rows for up to 2 tokens (an odd number of
+        // rows: the last warp has one), 40 chunks (two tiles of 32).
+        check_kept(t, 24, t.values == 32 ? 264 : 33, rng);
         check_kept(t, cetus::cuda::k_matvec_narrow_rows + 9, t.values == 32 ? 40 : 5, rng);
     }
     for (const Type& t : types) check_absorb(t, rng);
+    // Every type's products took two buffers somewhere (rows of two and three tiles).
+    for (const Type& t : types)
+        check(g_double_staged[t.name] > 0, std::string(t.name) + ": " + std::to_string(g_double_staged[t.name]) +
+                                               " staged launches took two tiles in flight");
     // A type without a decoder: no row size, so the upload refuses it by name.
     check(cetus::cuda::ggml_row_bytes(1, 64) == 0 && cetus::cuda::ggml_row_bytes(12, 255) == 0,
           "F16 (not a block type) and a Q4_K row of 255 values: no row size");

@@ -314,7 +314,7 @@ private:
     int m_expert_tile_rows = 64;  // the tensor-core experts' tile width (CETUS_CUDA_EXPERT_TILE_ROWS=128)
     bool m_interleave, m_exact, m_expert_mma = true, m_attention_gemm = true, m_device_sampling = true;
     bool m_l2_prefetch = false;  // CETUS_CUDA_PREFETCH=1 (DeviceMatrix::l2_prefetch)
-    bool m_ggml_stage = false;   // CETUS_CUDA_GGUF_STAGE=1 (DeviceMatrix::ggml_stage)
+    uint8_t m_ggml_stage = 0;    // CETUS_CUDA_GGUF_STAGE=1 or 2 (DeviceMatrix::ggml_stage)
     bool m_fuse = true;  // the decode fusions (CETUS_CUDA_FUSE=0: off), handed to m_gemm as its counter
     bool m_cache_bf16;   // the latent cache's values in bf16 (else fp32)
     std::vector<int32_t> m_history_on_device;  // what m_s.choice_history holds
@@ -406,8 +406,9 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
     m_fuse = !env_is("CETUS_CUDA_FUSE", "0");
     // The GGUF decode products' L2 prefetch of their rows: an experiment, off unless asked for.
     m_l2_prefetch = env_is("CETUS_CUDA_PREFETCH", "1");
-    // The GGUF decode products' weight rows staged in shared memory: an experiment, off unless asked for.
-    m_ggml_stage = env_is("CETUS_CUDA_GGUF_STAGE", "1");
+    // The GGUF decode products' weight rows staged in shared memory: an experiment, off unless asked
+    // for, a tile at a time (1) or with the next tile's copies in flight (2).
+    m_ggml_stage = env_is("CETUS_CUDA_GGUF_STAGE", "1") ? 1 : env_is("CETUS_CUDA_GGUF_STAGE", "2") ? 2 : 0;
 
     // What the kernels hold in registers and shared memory.
     const int64_t width = c.kv_lora_rank + c.qk_rope_head_dim;
@@ -531,7 +532,9 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
                         (m_graphs ? ", decode steps as CUDA graphs" : ", CUDA graphs off (" + m_graphs_off + ")") +
                         (programmatic_launch() ? ", programmatic dependent launch" : "") +
                         (m_l2_prefetch ? ", L2 prefetch of weight rows" : "") +
-                        (m_ggml_stage ? ", GGUF decode rows staged" : ""));
+                        (m_ggml_stage == 1   ? ", GGUF decode rows staged"
+                         : m_ggml_stage == 2 ? ", GGUF decode rows staged, two tiles in flight"
+                                             : ""));
 }
 
 CudaBackend::~CudaBackend() {

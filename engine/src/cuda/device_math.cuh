@@ -898,18 +898,23 @@ __host__ __device__ inline GgmlStageRange ggml_stage_range(uint32_t type, int32_
     }
     return r;
 }
-// A warp's slot for one row: the most pieces any block type's 32 chunks take with their
-// ends (part a's bytes over 16, rounded up, plus one, and the same for part t): Q8_0's
-// 32 blocks of 34 bytes, 69 pieces.
+// A warp's slot for one row of a block type: the pieces its 32 chunks take with their
+// ends (part a's bytes over 16, rounded up, plus one, and the same for part t), in
+// bytes; 0 for a shape with no slot. Q4_K 592, Q6_K 880, Q5_0 720, Q8_0 1,104 (32 blocks
+// of 34 bytes: the most of any type, k_ggml_slot_bytes).
+__host__ __device__ inline int ggml_slot_bytes(uint32_t type, int32_t values, int32_t bytes) {
+    if ((values != 32 && values != 256) || bytes <= 0) return 0;
+    const bool q6 = type == ggml_blocks::k_type_q6_k;
+    const int64_t blocks = 32 / (values / 32);  // 32 chunks: 32 blocks of 32 values or 4 of 256
+    const int64_t a = (q6 ? 192 : bytes) * blocks, t = q6 ? 18 * blocks : 0;
+    return int(((a + 15) / 16 + 1 + (q6 ? (t + 15) / 16 + 1 : 0)) * 16);
+}
 inline constexpr int k_ggml_slot_bytes = 69 * 16;
 // Whether a matrix's copies fit a slot (every block type of ggml_blocks.h does; the
 // launchers ask before they stage).
 __host__ __device__ inline bool ggml_stage_fits(uint32_t type, int32_t values, int32_t bytes) {
-    if ((values != 32 && values != 256) || bytes <= 0) return false;
-    const bool q6 = type == ggml_blocks::k_type_q6_k;
-    const int64_t blocks = 32 / (values / 32);  // 32 chunks: 32 blocks of 32 values or 4 of 256
-    const int64_t a = (q6 ? 192 : bytes) * blocks, t = q6 ? 18 * blocks : 0;
-    return ((a + 15) / 16 + 1 + (q6 ? (t + 15) / 16 + 1 : 0)) * 16 <= k_ggml_slot_bytes;
+    const int slot = ggml_slot_bytes(type, values, bytes);
+    return slot > 0 && slot <= k_ggml_slot_bytes;
 }
 // The most tokens a staged launch takes: decode, and a verify batch of one draft (MTP's,
 // or a looked-up one); larger batches read the rows as before.
@@ -917,18 +922,29 @@ inline constexpr int k_ggml_stage_max_tokens = 2;
 // The dynamic shared memory a launch that stages its weights may take: what a launch
 // gets without opting in (48 KiB), less 1 KiB for the kernels' own static arrays.
 inline constexpr size_t k_ggml_launch_smem = 47 * 1024;
+// A staged launch's weight slots (the same in every block): `bytes` a slot (the largest
+// ggml_slot_bytes of the launch's matrices) and `buffers` tiles of copies in flight: 1
+// (CETUS_CUDA_GGUF_STAGE=1: a warp copies a tile's bytes, waits, decodes, then copies the
+// next) or 2 (CETUS_CUDA_GGUF_STAGE=2: the next tile's copies are issued before the
+// current tile is waited for, into the other half, so a warp always has a tile on its
+// way while it decodes; for V2-Lite's rows of 2,048 and 1,408 values, two tiles, the
+// whole row at once).
+struct GgmlSlots {
+    int32_t bytes = k_ggml_slot_bytes;  // (with one buffer always k_ggml_slot_bytes)
+    int32_t buffers = 1;
+};
 // The weight slots' shared memory, after ggml_stage_bytes': a slot for each of a
-// warp's rows (kAcc matrices times R rows) in each of k_row_dot_warps warps.
-__host__ __device__ constexpr size_t ggml_weight_stage_bytes(int k_acc, int r) {
-    return size_t(8) * k_acc * r * k_ggml_slot_bytes;
+// warp's rows (kAcc matrices times R rows) and buffer in each of k_row_dot_warps warps.
+__host__ __device__ constexpr size_t ggml_weight_stage_bytes(int k_acc, int r, GgmlSlots s = {}) {
+    return size_t(8) * k_acc * r * size_t(s.buffers) * size_t(s.bytes);
 }
 
 // Issues the copies of range rg of row `row` of w into slot (the whole warp, the same
 // range); the caller commits them.
 __device__ __forceinline__ void ggml_stage_copy(const DeviceMatrix& w, int64_t row, const GgmlStageRange& rg,
-                                                std::byte* slot) {
+                                                std::byte* slot, int slot_bytes) {
 #ifdef CETUS_CUDA_EMU
-    if ((rg.na + rg.nt) * 16 > k_ggml_slot_bytes) __trap();
+    if ((rg.na + rg.nt) * 16 > slot_bytes) __trap();
 #endif
     const std::byte* wrow = ggml_row(w, row);
     for (int p = threadIdx.x & 31; p < rg.na + rg.nt; p += 32)
@@ -956,11 +972,15 @@ __device__ __forceinline__ GgmlBlockAt ggml_staged_at(const DeviceMatrix& w, con
 // x2) + x3 by a thread of four values and added over its run's four threads by
 // shuffles; a token's sums are the same whatever NT, R, kAcc and the grouping.
 // kStageW: the warp's rows staged (ggml_stage_copy; stage then also holds
-// ggml_weight_stage_bytes(kAcc, R) after ggml_stage_bytes(NT, kSplit, cols), and the
-// block has at most k_row_dot_warps warps), the same sums.
-template <int NT, int R, int kAcc, int kSplit, bool kFast, bool kStageW, class Visit>
+// ggml_weight_stage_bytes(kAcc, R, st) after ggml_stage_bytes(NT, kSplit, cols), and the
+// block has at most k_row_dot_warps warps; st: the launch's slots, GgmlSlots, whose
+// buffers kStageW is: 1 or 2, compiled apart so that a tile at a time keeps its own
+// registers, and with one buffer slots of k_ggml_slot_bytes, a constant: a stride known at
+// run time cost the experts' gate/up 20-40 more bytes of spills), the same sums.
+template <int NT, int R, int kAcc, int kSplit, bool kFast, int kStageW, class Visit>
 __device__ __forceinline__ void ggml_rows_dot(Visit visit, int64_t cols, const float* const (&xs)[NT], int n,
-                                              float (&acc)[kAcc][R][NT], int part, float* stage) {
+                                              float (&acc)[kAcc][R][NT], int part, float* stage,
+                                              GgmlSlots st = {}) {
     constexpr int kTile = 32 * kSplit;
     constexpr int G = NT < k_ggml_group ? NT : k_ggml_group;
     // What a lane holds of its chunk of a row: values, or codes and scales.
@@ -968,16 +988,20 @@ __device__ __forceinline__ void ggml_rows_dot(Visit visit, int64_t cols, const f
     const int lane = threadIdx.x & 31;
     const int64_t n_chunks = cols / 32;
     const int64_t stride = ggml_stage_chunks(kSplit, n_chunks) * k_ggml_x_stride;  // floats per staged token
-    // The warp's weight slots (kStageW): row (m, i)'s at slot m * R + i.
+    // The warp's weight slots (kStageW): row (m, i)'s in buffer b at slot (b * kAcc + m) * R + i.
+    const int slot_bytes = kStageW == 2 ? st.bytes : k_ggml_slot_bytes;
     std::byte* const slots = kStageW ? reinterpret_cast<std::byte*>(stage) + ggml_stage_bytes(NT, kSplit, cols) +
-                                           size_t(threadIdx.x >> 5) * kAcc * R * k_ggml_slot_bytes
+                                           size_t(threadIdx.x >> 5) * kAcc * R * kStageW * slot_bytes
                                      : nullptr;
+    const auto slot_of = [&](int b, int m, int i) { return slots + ((b * kAcc + m) * R + i) * slot_bytes; };
     int64_t cw = 0;  // the tile's first chunk of this warp's (kStageW)
+    int buf = 0;     // the tile's buffer (kStageW)
+    bool ahead = false;  // the next tile's copies issued (kStageW, two buffers)
     // Chunk c of row (m, i): from the row, or from its slot.
     const auto decode = [&](int m, int i, const DeviceMatrix& w, int64_t row, int64_t c, Chunk& out) {
         if constexpr (kStageW) {
             const GgmlBlockAt at = ggml_staged_at(w, ggml_stage_range(w.ggml_type, w.ggml_values, w.ggml_bytes, w.cols, cw),
-                                                  slots + (m * R + i) * k_ggml_slot_bytes, c);
+                                                  slot_of(buf, m, i), c);
             if constexpr (kFast) ggml_codes_from<true>(w.ggml_type, at, out);
             else ggml_chunk_from<true>(w.ggml_type, at, out);
         } else if constexpr (kFast) {
@@ -986,11 +1010,30 @@ __device__ __forceinline__ void ggml_rows_dot(Visit visit, int64_t cols, const f
             ggml_chunk(w, ggml_row(w, row), c, out);
         }
     };
-    // Waits for the warp's copies (every lane's: each lane reads pieces others copied).
-    const auto landed = [] {
+    // Waits for the tile's copies (every lane's: each lane reads pieces others copied);
+    // the next tile's, issued after them, may stay in flight.
+    const auto landed = [&] {
         if constexpr (kStageW) {
-            __pipeline_wait_prior(0);
+            if (ahead) __pipeline_wait_prior(1);
+            else __pipeline_wait_prior(0);
             __syncwarp();
+        }
+    };
+    // Issues the copies of the warp's rows' bytes of the tile at chunk c0 into buffer b
+    // and commits them as one group.
+    const auto issue = [&](int64_t c0, int b) {
+        if constexpr (kStageW) {
+            const int64_t first = c0 + part * 32;
+            __syncwarp();  // every lane is done with the buffer's previous copies
+#pragma unroll
+            for (int m = 0; m < kAcc; ++m)
+#pragma unroll
+                for (int i = 0; i < R; ++i)
+                    visit(m, i, [&](const DeviceMatrix& w, int64_t row) {
+                        ggml_stage_copy(w, row, ggml_stage_range(w.ggml_type, w.ggml_values, w.ggml_bytes, w.cols, first),
+                                        slot_of(b, m, i), slot_bytes);
+                    });
+            __pipeline_commit();
         }
     };
     if (part == 0) {  // the warp's rows asked for whole (DeviceMatrix::l2_prefetch)
@@ -1003,21 +1046,19 @@ __device__ __forceinline__ void ggml_rows_dot(Visit visit, int64_t cols, const f
                 });
     }
     const int per_copy = ggml_stage_tokens(NT, kSplit, n_chunks);                   // a multiple of G, or NT
-    for (int64_t c0 = 0; c0 < n_chunks; c0 += kTile) {
+    if constexpr (kStageW == 2) issue(0, 0);  // (the first tile's bytes, before the loop)
+    for (int64_t c0 = 0, tile = 0; c0 < n_chunks; c0 += kTile, ++tile) {
         const int tile_values = 32 * int(min(int64_t(kTile), n_chunks - c0));
         const int64_t c = c0 + part * 32 + lane;  // this lane's chunk
-        if constexpr (kStageW) {  // the warp's rows' bytes of the tile on their way
+        if constexpr (kStageW) {  // the warp's rows' bytes of the tile on their way (and the next tile's)
             cw = c0 + part * 32;
-            __syncwarp();  // every lane is done with the slots' previous copies
-#pragma unroll
-            for (int m = 0; m < kAcc; ++m)
-#pragma unroll
-                for (int i = 0; i < R; ++i)
-                    visit(m, i, [&](const DeviceMatrix& w, int64_t row) {
-                        ggml_stage_copy(w, row, ggml_stage_range(w.ggml_type, w.ggml_values, w.ggml_bytes, w.cols, cw),
-                                        slots + (m * R + i) * k_ggml_slot_bytes);
-                    });
-            __pipeline_commit();
+            if constexpr (kStageW == 2) {
+                buf = int(tile & 1);
+                ahead = c0 + kTile < n_chunks;
+                if (ahead) issue(c0 + kTile, buf ^ 1);  // (the other buffer: the last tile's, decoded)
+            } else {
+                issue(c0, 0);
+            }
         }
         // One row and more tokens than a group: its chunk decoded once for all of them.
         constexpr bool kOnce = R == 1 && NT > G;

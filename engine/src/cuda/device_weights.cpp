@@ -49,7 +49,7 @@ struct CopyJob {
 class Layout {
 public:
     // ggml_fast: the GGUF matrices' DeviceMatrix::ggml_fast (and their experts').
-    Layout(const ModelConfig& c, char* base, bool ggml_fast = false, bool l2_prefetch = false, bool ggml_stage = false)
+    Layout(const ModelConfig& c, char* base, bool ggml_fast = false, bool l2_prefetch = false, uint8_t ggml_stage = 0)
         : m_config(c), m_carver(base), m_ggml_fast(ggml_fast), m_l2_prefetch(l2_prefetch), m_ggml_stage(ggml_stage) {}
 
     size_t bytes() const { return m_carver.bytes(); }
@@ -142,7 +142,7 @@ public:
         m_jobs.back().drawn = m.drawn;
         DeviceMatrix d = ggml_device_matrix(m.ggml_type, m.rows, m.cols, p, ld);
         d.ggml_fast = m_ggml_fast;
-        d.ggml_stage = m_ggml_stage && ggml_stage_fits_type(m.ggml_type);
+        d.ggml_stage = ggml_stage_fits_type(m.ggml_type) ? m_ggml_stage : uint8_t(0);
         return d;
     }
     // Bytes of one of m's rows of blocks; throws for a type the device cannot decode.
@@ -197,14 +197,22 @@ public:
         const DeviceDtype gate_up_dtype = E ? table[0].dtype : DeviceDtype::F32;
         const DeviceDtype down_dtype = E ? table[2 * E].dtype : DeviceDtype::F32;
         // (every expert's blocks staged, or none: a launch is one kernel; matrices of other
-        // dtypes never take the GGUF kernels)
-        const bool stage = std::all_of(table.begin(), table.end(), [](const DeviceMatrix& x) {
-            return x.dtype != DeviceDtype::Ggml || x.ggml_stage;
-        });
+        // dtypes never take the GGUF kernels), each launch's slots the size of its largest
+        uint8_t stage = m_ggml_stage;
+        int32_t slot[2] = {};  // gate and up, down
+        for (size_t i = 0; i < table.size(); ++i) {
+            const DeviceMatrix& x = table[i];
+            if (x.dtype != DeviceDtype::Ggml) continue;
+            stage = std::min(stage, x.ggml_stage);
+            int32_t& s = slot[i < 2 * E ? 0 : 1];
+            s = std::max(s, ggml_stage_slot_bytes(x.ggml_type));
+        }
         const DeviceMatrix* t = descriptors(std::move(table));
         d.experts = DeviceExperts{t, t + E, t + 2 * E, gate_up_dtype, down_dtype, m_config.moe_intermediate_size,
                                   m_ggml_fast};
         d.experts.ggml_stage = stage;
+        d.experts.ggml_slot_gate_up = slot[0];
+        d.experts.ggml_slot_down = slot[1];
         d.has_shared = m.has_shared;
         if (m.has_shared) d.shared = mlp(m.shared);
         return d;
@@ -226,7 +234,7 @@ private:
     Carver m_carver;
     bool m_ggml_fast;
     bool m_l2_prefetch;
-    bool m_ggml_stage;
+    uint8_t m_ggml_stage;
     std::map<Key, DeviceMatrix> m_seen;
     std::map<const void*, uint64_t> m_read_bytes;
     std::deque<std::vector<DeviceMatrix>> m_tables;

@@ -69,7 +69,7 @@ struct UploadOptions {
     std::string stage;  // progress text
     bool ggml_fast = false;  // GGUF blocks take the fast mode's sums (DeviceMatrix::ggml_fast)
     bool l2_prefetch = false;  // DeviceMatrix::l2_prefetch for every weight
-    bool ggml_stage = false;   // DeviceMatrix::ggml_stage for the GGUF matrices whose blocks take it
+    uint8_t ggml_stage = 0;    // DeviceMatrix::ggml_stage for the GGUF matrices whose blocks take it
 };
 
 // Device bytes upload_weights takes. Throws Error(Unsupported) for weights it cannot hold.

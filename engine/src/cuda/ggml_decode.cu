@@ -96,14 +96,26 @@ int64_t ggml_row_bytes(uint32_t type, int64_t cols) {
 bool ggml_row_rearranged(uint32_t type) { return type == ggml_blocks::k_type_q6_k; }
 
 namespace {
-std::atomic<uint64_t> g_staged_launches{0};
+std::atomic<uint64_t> g_staged_launches[2] = {};  // one buffer, two
 }  // namespace
-uint64_t ggml_staged_launches() { return g_staged_launches.load(std::memory_order_relaxed); }
-void count_ggml_staged_launch() { g_staged_launches.fetch_add(1, std::memory_order_relaxed); }
+uint64_t ggml_staged_launches(int buffers) {
+    if (buffers == 1 || buffers == 2) return g_staged_launches[buffers - 1].load(std::memory_order_relaxed);
+    return ggml_staged_launches(1) + ggml_staged_launches(2);
+}
+void count_ggml_staged_launch(int buffers) {
+    g_staged_launches[buffers == 2 ? 1 : 0].fetch_add(1, std::memory_order_relaxed);
+}
 
 bool ggml_stage_fits_type(uint32_t type) {
     int values = 0, bytes = 0;
     return ggml_blocks::block_shape(type, values, bytes) && ggml_stage_fits(type, values, bytes);
+}
+
+int32_t ggml_stage_slot_bytes(uint32_t type) {
+    int values = 0, bytes = 0;
+    return ggml_stage_fits_type(type) && ggml_blocks::block_shape(type, values, bytes)
+               ? ggml_slot_bytes(type, values, bytes)
+               : 0;
 }
 
 void ggml_device_row(uint32_t type, const void* src, void* dst, int64_t cols) {

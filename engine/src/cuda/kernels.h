@@ -42,8 +42,10 @@ struct DeviceMatrix {
     bool l2_prefetch = false;
     // The GGUF decode products of one or two tokens copy each warp's rows into shared memory
     // before decoding them (device_math.cuh: ggml_stage_copy), an experiment switched on
-    // with CETUS_CUDA_GGUF_STAGE=1. The sums are the same either way.
-    bool ggml_stage = false;
+    // with CETUS_CUDA_GGUF_STAGE=1 (1: a tile of each row at a time) or 2 (the next tile's
+    // copies in flight while a tile is decoded). 0 reads the rows. The sums are the same
+    // either way.
+    uint8_t ggml_stage = 0;
 };
 
 // A matrix-vector product over groups of rows, for the per-head products of
@@ -157,10 +159,13 @@ bool ggml_row_rearranged(uint32_t type);
 // Whether the GGUF decode products can stage rows of this block type (device_math.cuh:
 // ggml_stage_fits; every type the device decodes can).
 bool ggml_stage_fits_type(uint32_t type);
-// Launches that staged their rows so far (the kernel checks ask whether a launch did),
-// and the count's increment, by the launchers.
-uint64_t ggml_staged_launches();
-void count_ggml_staged_launch();
+// The shared memory a warp's copy of a tile of a row of this block type takes
+// (device_math.cuh: ggml_slot_bytes), 0 for a type with none.
+int32_t ggml_stage_slot_bytes(uint32_t type);
+// Launches that staged their rows so far with `buffers` tiles in flight (0: either), the
+// kernel checks asking whether a launch did, and the count's increment, by the launchers.
+uint64_t ggml_staged_launches(int buffers = 0);
+void count_ggml_staged_launch(int buffers);
 // One row of cols values of type's blocks (host memory, the file's layout) written to dst
 // (host memory, ggml_row_bytes(type, cols) bytes) in the device's layout.
 void ggml_device_row(uint32_t type, const void* src, void* dst, int64_t cols);
@@ -324,7 +329,10 @@ struct DeviceExperts {
     DeviceDtype gate_up_dtype = DeviceDtype::F32, down_dtype = DeviceDtype::F32;
     int64_t inter = 0;  // moe_intermediate_size
     bool ggml_fast = false;  // GGUF experts: DeviceMatrix::ggml_fast (all of them alike)
-    bool ggml_stage = false;  // GGUF experts: every one's DeviceMatrix::ggml_stage
+    uint8_t ggml_stage = 0;  // GGUF experts: the least of every one's DeviceMatrix::ggml_stage
+    // GGUF experts: the largest slot (ggml_stage_slot_bytes) of their gate and up, and of
+    // their down; 0: the largest of any block type.
+    int32_t ggml_slot_gate_up = 0, ggml_slot_down = 0;
 };
 // The end of a MoE layer (launch_moe_combine): x += the routed experts' weighted
 // outputs + shared, then out = rmsnorm(x) with norm_w.

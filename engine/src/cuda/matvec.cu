@@ -56,6 +56,7 @@ struct MatvecArgs {
     float eps = 0.0f;
     float* norm_out = nullptr;
     uint32_t* done = nullptr;
+    GgmlSlots ggml_slots{};  // GGUF blocks staged: the launch's weight slots
 };
 
 // Rows each warp computes: GGUF blocks take several (device_math.cuh: ggml_rows_dot).
@@ -67,8 +68,9 @@ inline constexpr int k_rows_per_warp =
 // k_rows_per_warp). With kSplit > 1 the warps' partial sums are added in warp order.
 // x, y and y2 also come as separate restricted parameters: loads of x take the read-only path.
 // kFast (GGUF blocks only): the fast mode's sums (DeviceMatrix::ggml_fast); kStageW
-// (GGUF blocks only): their rows staged (DeviceMatrix::ggml_stage), the same sums.
-template <DeviceDtype DT, int NT, bool kXVec, int kSplit, Fuse kFuse, bool kFast, bool kStageW = false>
+// (GGUF blocks only): their rows staged with kStageW tiles in flight (1 or 2;
+// DeviceMatrix::ggml_stage), the same sums.
+template <DeviceDtype DT, int NT, bool kXVec, int kSplit, Fuse kFuse, bool kFast, int kStageW = 0>
 __global__ void __launch_bounds__(32 * k_warps_per_block)
     matvec_kernel(MatvecArgs a, const float* __restrict__ x, float* __restrict__ y, float* __restrict__ y2) {
     pdl_wait();  // first: see pdl.cuh
@@ -106,7 +108,7 @@ __global__ void __launch_bounds__(32 * k_warps_per_block)
                 f(a.w, g.w_row0 + grp * g.w_row_step + r);
             }
         };
-        ggml_rows_dot<NT, R, kAcc, kSplit, kFast, kStageW>(visit, a.w.cols, xs, a.n, acc, part, stage);
+        ggml_rows_dot<NT, R, kAcc, kSplit, kFast, kStageW>(visit, a.w.cols, xs, a.n, acc, part, stage, a.ggml_slots);
     } else if (active) {
         const int64_t rw = g.w_row0 + grp * g.w_row_step + r0;  // a plain product's (or the gate's) weight row
         if constexpr (kFuse == Fuse::Pair) {
@@ -187,19 +189,29 @@ __global__ void __launch_bounds__(32 * k_warps_per_block)
 static_assert(k_ggml_group * 32 * k_matvec_narrow_split * k_ggml_x_stride * 4 <= k_ggml_stage_budget,
               "a copy of k_ggml_group tokens' tiles must fit the shared-memory budget");
 
-// Whether a GGUF launch of nt tokens stages its weight rows: asked for
-// (DeviceMatrix::ggml_stage, on both matrices of a fused pair), at most
-// k_ggml_stage_max_tokens tokens (decode, a one-draft verify batch), and the shared
-// memory within what a launch gets without opting in. (The upload asks only where a
-// matrix's copies fit a slot.)
-bool ggml_stage_launch(const MatvecArgs& a, int nt, int k_split, int k_acc, int r, bool pair) {
-    return nt <= k_ggml_stage_max_tokens && a.w.ggml_stage && (!pair || a.w2.ggml_stage) &&
-           ggml_stage_bytes(nt, k_split, a.w.cols) + ggml_weight_stage_bytes(k_acc, r) <= k_ggml_launch_smem;
+// The weight slots of a GGUF launch of nt tokens; buffers 0 where it reads the rows.
+// Staged where asked for (DeviceMatrix::ggml_stage, on both matrices of a fused pair),
+// for at most k_ggml_stage_max_tokens tokens (decode, a one-draft verify batch), with
+// the buffers asked for (two only for rows of more than one tile) where the shared
+// memory stays within what a launch gets without opting in, else one. (The upload asks
+// only where a matrix's copies fit a slot.)
+GgmlSlots ggml_stage_slots(const MatvecArgs& a, int nt, int k_split, int k_acc, int r, bool pair) {
+    GgmlSlots s{0, 0};
+    if (nt > k_ggml_stage_max_tokens || !a.w.ggml_stage || (pair && !a.w2.ggml_stage)) return s;
+    s.bytes = ggml_slot_bytes(a.w.ggml_type, a.w.ggml_values, a.w.ggml_bytes);
+    if (pair) s.bytes = std::max(s.bytes, ggml_slot_bytes(a.w2.ggml_type, a.w2.ggml_values, a.w2.ggml_bytes));
+    const bool tiles = a.w.cols / 32 > 32 * k_split;  // (a pair's matrices have the same width)
+    s.buffers = tiles ? std::min<int>(a.w.ggml_stage, pair ? a.w2.ggml_stage : 2) : 1;
+    for (; s.buffers > 0; --s.buffers) {
+        if (s.buffers == 1) s.bytes = k_ggml_slot_bytes;  // (ggml_rows_dot: one buffer's slots, a constant)
+        if (ggml_stage_bytes(nt, k_split, a.w.cols) + ggml_weight_stage_bytes(k_acc, r, s) <= k_ggml_launch_smem) break;
+    }
+    return s;
 }
 
 // One launch with kSplit warps a row: the fast mode's sums for GGUF blocks that take
 // them (no fast instance of the other dtypes is compiled), and for one or two tokens
-// their rows staged where asked and where they fit (ggml_stage_launch).
+// their rows staged where asked and where they fit (ggml_stage_slots).
 template <DeviceDtype DT, int NT, bool kXVec, int kSplit, Fuse kFuse>
 void launch_split(const MatvecArgs& a, cudaStream_t s) {
     constexpr int R = k_rows_per_warp<DT, NT, kSplit, kFuse>;
@@ -208,24 +220,28 @@ void launch_split(const MatvecArgs& a, cudaStream_t s) {
     if constexpr (DT == DeviceDtype::Ggml) {
         constexpr int kAcc = kFuse == Fuse::GateUp ? 2 : 1;
         size_t smem = ggml_stage_bytes(NT, kSplit, a.w.cols);
-        const auto go = [&](auto staged) {  // the fast mode's sums or the exact ones
-            constexpr bool kStageW = decltype(staged)::value;
+        const auto go = [&](auto staged, const MatvecArgs& args) {  // the fast mode's sums or the exact ones
+            constexpr int kStageW = decltype(staged)::value;
             if (a.w.ggml_fast)
                 launch_pdl(matvec_kernel<DT, NT, kXVec, kSplit, kFuse, true, kStageW>, grid, 32 * k_warps_per_block,
-                           smem, s, a, a.x, a.y, a.y2);
+                           smem, s, args, a.x, a.y, a.y2);
             else
                 launch_pdl(matvec_kernel<DT, NT, kXVec, kSplit, kFuse, false, kStageW>, grid, 32 * k_warps_per_block,
-                           smem, s, a, a.x, a.y, a.y2);
+                           smem, s, args, a.x, a.y, a.y2);
         };
         if constexpr (NT <= k_ggml_stage_max_tokens) {  // (no staged instance for more tokens)
-            if (ggml_stage_launch(a, NT, kSplit, kAcc, R, kFuse == Fuse::GateUp || kFuse == Fuse::Pair)) {
-                count_ggml_staged_launch();
-                smem += ggml_weight_stage_bytes(kAcc, R);
-                go(std::true_type{});
+            const GgmlSlots slots = ggml_stage_slots(a, NT, kSplit, kAcc, R, kFuse == Fuse::GateUp || kFuse == Fuse::Pair);
+            if (slots.buffers > 0) {
+                count_ggml_staged_launch(slots.buffers);
+                smem += ggml_weight_stage_bytes(kAcc, R, slots);
+                MatvecArgs staged = a;
+                staged.ggml_slots = slots;
+                if (slots.buffers == 2) go(std::integral_constant<int, 2>{}, staged);
+                else go(std::integral_constant<int, 1>{}, staged);
                 return;
             }
         }
-        go(std::false_type{});
+        go(std::integral_constant<int, 0>{}, a);
     } else {
         launch_pdl(matvec_kernel<DT, NT, kXVec, kSplit, kFuse, false>, grid, 32 * k_warps_per_block, 0, s, a, a.x,
                    a.y, a.y2);

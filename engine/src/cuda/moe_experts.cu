@@ -35,11 +35,11 @@ inline constexpr int k_rows_per_warp = DT == DeviceDtype::Ggml ? k_ggml_rows_per
 // with few registers; more pairs take several passes. A pair's sum does not depend on
 // NT or on the other pairs. GGUF blocks: every warp of the block calls this with the
 // same count and pairs (n_rows may be 0), as ggml_rows_dot's copies need.
-template <DeviceDtype DT, int NT, bool kXVec, bool kGateUp, bool kFast, bool kStageW, class PairAt, class InputOf,
+template <DeviceDtype DT, int NT, bool kXVec, bool kGateUp, bool kFast, int kStageW, class PairAt, class InputOf,
           class OutputOf>
 __device__ __forceinline__ void rows_for_pairs(const DeviceMatrix& w1, const DeviceMatrix& w2, int64_t row0,
                                                int n_rows, int count, PairAt pair_at, InputOf x_of, OutputOf out_of,
-                                               float* stage) {
+                                               float* stage, GgmlSlots slots) {
     constexpr int R = k_rows_per_warp<DT, NT, kGateUp>;
     constexpr int kAcc = kGateUp ? 2 : 1;
     for (int c0 = 0; c0 < count; c0 += NT) {
@@ -56,7 +56,7 @@ __device__ __forceinline__ void rows_for_pairs(const DeviceMatrix& w1, const Dev
             const auto visit = [&](int m, int i, auto&& f) {
                 if (i < n_rows) f(m == 0 ? w1 : w2, row0 + i);
             };
-            ggml_rows_dot<NT, R, kAcc, 1, kFast, kStageW>(visit, w1.cols, xs, np, v, 0, stage);
+            ggml_rows_dot<NT, R, kAcc, 1, kFast, kStageW>(visit, w1.cols, xs, np, v, 0, stage, slots);
         } else if constexpr (kGateUp) {  // gate's row and up's in one pass
             warp_row_pair_dot<DT, NT, kXVec>(w1, row0, w2, row0, xs, np, reinterpret_cast<float (&)[2][NT]>(v));
         } else {
@@ -90,9 +90,10 @@ __device__ __forceinline__ void rows_for_pairs(const DeviceMatrix& w1, const Dev
 // experts' blocks of the same rows) adds those rows up for every token
 // (combine_elems), and the launch's last block then takes the norms.
 // kFast (GGUF blocks only): the fast mode's sums (DeviceMatrix::ggml_fast); kStageW (GGUF
-// blocks only): their rows staged (DeviceMatrix::ggml_stage), the same sums.
-template <DeviceDtype DT, int NT, bool kXVec, bool kGateUp, bool kCombine, bool kFast, bool kStageW = false>
-__global__ void __launch_bounds__(32 * k_expert_rows) experts_kernel(ExpertLaunch a) {
+// blocks only): their rows staged with kStageW tiles in flight (1 or 2;
+// DeviceMatrix::ggml_stage), the same sums.
+template <DeviceDtype DT, int NT, bool kXVec, bool kGateUp, bool kCombine, bool kFast, int kStageW = 0>
+__global__ void __launch_bounds__(32 * k_expert_rows, NT == 1 && !(kStageW == 2 && kGateUp) ? 2 : 1) experts_kernel(ExpertLaunch a) {
     static_assert(!kCombine || 32 * k_expert_rows == k_row_threads, "norm_row_l2 needs a block of k_row_threads");
     pdl_wait();  // first: see pdl.cuh
     constexpr bool kGgml = DT == DeviceDtype::Ggml;
@@ -144,7 +145,7 @@ __global__ void __launch_bounds__(32 * k_expert_rows) experts_kernel(ExpertLaunc
             [&](int p, int64_t r) {
                 return shared ? a.s_out + int64_t(p) * a.s_rows + r : a.out + int64_t(p) * a.rows + r;
             },
-            stage);
+            stage, GgmlSlots{a.ggml_slot_bytes, a.ggml_buffers});
     }
     if constexpr (kCombine) {
         // (A shared block covers the rows of the routed blocks beside it: the shared
@@ -172,12 +173,14 @@ size_t ggml_x_bytes(const ExpertLaunch& a) {
     return std::max(ggml_stage_bytes(NT, 1, a.cols), a.s_rows > 0 ? ggml_stage_bytes(NT, 1, a.s_cols) : 0);
 }
 
-template <DeviceDtype DT, int NT, bool kXVec, bool kGateUp, bool kFast, bool kStageW = false>
+template <DeviceDtype DT, int NT, bool kXVec, bool kGateUp, bool kFast, int kStageW = 0>
 void launch_experts_vec(const ExpertLaunch& a, const dim3& grid, cudaStream_t s) {
     constexpr int threads = 32 * k_expert_rows;
     static_assert(k_fused_tail_max_tokens <= 2, "the fused combine is compiled for 1 and 2 tokens");
     size_t smem = DT != DeviceDtype::Ggml ? 0 : ggml_x_bytes<NT>(a);
-    if constexpr (kStageW) smem += ggml_weight_stage_bytes(kGateUp ? 2 : 1, k_rows_per_warp<DT, NT, kGateUp>);
+    if constexpr (kStageW)
+        smem += ggml_weight_stage_bytes(kGateUp ? 2 : 1, k_rows_per_warp<DT, NT, kGateUp>,
+                                        GgmlSlots{a.ggml_slot_bytes, a.ggml_buffers});
     if constexpr (!kGateUp && NT <= 2) {
         if (a.combine.done) {
             launch_pdl(experts_kernel<DT, NT, kXVec, false, true, kFast, kStageW>, grid, threads, smem, s, a);
@@ -187,16 +190,34 @@ void launch_experts_vec(const ExpertLaunch& a, const dim3& grid, cudaStream_t s)
     launch_pdl(experts_kernel<DT, NT, kXVec, kGateUp, false, kFast, kStageW>, grid, threads, smem, s, a);
 }
 
-// Whether a GGUF launch of NT tokens stages its weight rows: asked for (every expert's
-// matrices, DeviceExperts::ggml_stage, and the shared experts' riding along), at most
-// k_ggml_stage_max_tokens tokens (decode, a one-draft verify batch), and the shared memory
-// within what a launch gets without opting in.
+// The weight slots of a GGUF launch of NT tokens; buffers 0 where it reads the rows.
+// Staged where asked for (every expert's matrices, DeviceExperts::ggml_stage, and the
+// shared experts' riding along), for at most k_ggml_stage_max_tokens tokens (decode, a
+// one-draft verify batch), with the buffers asked for (two only for rows of more than one
+// tile) where the shared memory stays within what a launch gets without opting in, else
+// one. a.ggml_slot_bytes: the routed experts' largest slot (0: k_ggml_slot_bytes).
 template <int NT, bool kGateUp>
-bool ggml_stage_launch(const ExpertLaunch& a) {
+GgmlSlots ggml_stage_slots(const ExpertLaunch& a) {
     constexpr int R = k_rows_per_warp<DeviceDtype::Ggml, NT, kGateUp>;
+    GgmlSlots s{0, 0};
     const bool shared = a.s_rows == 0 || (a.s_first.ggml_stage && (!kGateUp || a.s_second.ggml_stage));
-    return NT <= k_ggml_stage_max_tokens && a.ggml_stage && shared &&
-           ggml_x_bytes<NT>(a) + ggml_weight_stage_bytes(kGateUp ? 2 : 1, R) <= k_ggml_launch_smem;
+    if (NT > k_ggml_stage_max_tokens || !a.ggml_stage || !shared) return s;
+    int ask = a.ggml_stage;
+    s.bytes = a.ggml_slot_bytes > 0 ? a.ggml_slot_bytes : k_ggml_slot_bytes;
+    if (a.s_rows > 0) {
+        for (const DeviceMatrix* m : {&a.s_first, &a.s_second}) {
+            if (m == &a.s_second && !kGateUp) break;
+            s.bytes = std::max(s.bytes, ggml_slot_bytes(m->ggml_type, m->ggml_values, m->ggml_bytes));
+            ask = std::min<int>(ask, m->ggml_stage);
+        }
+    }
+    const bool tiles = a.cols / 32 > 32 || (a.s_rows > 0 && a.s_cols / 32 > 32);
+    s.buffers = tiles ? std::min(ask, 2) : 1;
+    for (; s.buffers > 0; --s.buffers) {
+        if (s.buffers == 1) s.bytes = k_ggml_slot_bytes;  // (ggml_rows_dot: one buffer's slots, a constant)
+        if (ggml_x_bytes<NT>(a) + ggml_weight_stage_bytes(kGateUp ? 2 : 1, R, s) <= k_ggml_launch_smem) break;
+    }
+    return s;
 }
 
 // The grid: blocks of k_expert_rows * R rows. Blocks past the active count return at
@@ -213,18 +234,22 @@ void launch_experts_nt(ExpertLaunch a, int64_t n, int32_t n_experts, bool x_vec,
     const dim3 grid(unsigned(blocks), unsigned(std::min<int64_t>(n_experts, n * a.top_k) + a.s_slots));
     if constexpr (DT == DeviceDtype::Ggml) {
         const auto go = [&](auto staged) {  // the fast mode's sums or the exact ones
-            constexpr bool kStageW = decltype(staged)::value;
+            constexpr int kStageW = decltype(staged)::value;
             if (a.ggml_fast) launch_experts_vec<DT, NT, false, kGateUp, true, kStageW>(a, grid, s);
             else launch_experts_vec<DT, NT, false, kGateUp, false, kStageW>(a, grid, s);
         };
         if constexpr (NT <= k_ggml_stage_max_tokens) {  // (no staged instance for more tokens)
-            if (ggml_stage_launch<NT, kGateUp>(a)) {
-                count_ggml_staged_launch();
-                go(std::true_type{});
+            const GgmlSlots slots = ggml_stage_slots<NT, kGateUp>(a);
+            if (slots.buffers > 0) {
+                count_ggml_staged_launch(slots.buffers);
+                a.ggml_slot_bytes = slots.bytes;
+                a.ggml_buffers = slots.buffers;
+                if (slots.buffers == 2) go(std::integral_constant<int, 2>{});
+                else go(std::integral_constant<int, 1>{});
                 return;
             }
         }
-        go(std::false_type{});
+        go(std::integral_constant<int, 0>{});
     } else if (x_vec) {
         launch_experts_vec<DT, NT, true, kGateUp, false>(a, grid, s);
     } else {
@@ -289,6 +314,7 @@ void launch_experts_gate_up(const DeviceExperts& e, const ExpertPairs& pairs, co
     a.n_tokens = int32_t(n);
     a.ggml_fast = e.ggml_fast;
     a.ggml_stage = e.ggml_stage;
+    a.ggml_slot_bytes = e.ggml_slot_gate_up;
     if (mma) {
         if (shared) throw Error(ErrorCode::Device, "experts: shared experts on the tensor-core kernel (internal error)");
         launch_to_bf16(x, hidden, n, hidden, mma->x_bf16, mma->ld_x, s);
@@ -311,6 +337,7 @@ void launch_experts_down(const DeviceExperts& e, const ExpertPairs& pairs, const
     a.n_tokens = int32_t(n);
     a.ggml_fast = e.ggml_fast;
     a.ggml_stage = e.ggml_stage;
+    a.ggml_slot_bytes = e.ggml_slot_down;
     if (mma) {
         if (shared || combine)
             throw Error(ErrorCode::Device, "experts: a fused part on the tensor-core kernel (internal error)");

@@ -24,7 +24,11 @@ struct ExpertLaunch {
     int32_t s_slots = 0;
     int32_t n_tokens = 0;  // tokens of the launch
     bool ggml_fast = false;  // GGUF blocks: the fast mode's sums (DeviceExperts::ggml_fast)
-    bool ggml_stage = false;  // GGUF blocks: rows staged for one token (DeviceExperts::ggml_stage)
+    uint8_t ggml_stage = 0;  // GGUF blocks: rows staged, as asked (DeviceExperts::ggml_stage)
+    // The launch's weight slots (device_math.cuh: GgmlSlots; ggml_buffers set by the launcher
+    // where it stages): ggml_slot_bytes the launcher's input, the routed experts' largest
+    // slot (0: the largest of any type), then the launch's.
+    int32_t ggml_slot_bytes = 0, ggml_buffers = 0;
     // The MoE combine in the launch (down launches of the fp32 kernel; combine.done set):
     // by each column's last block, the norm by the launch's last block.
     MoeCombine combine{};
