@@ -975,8 +975,7 @@ __device__ __forceinline__ GgmlBlockAt ggml_staged_at(const DeviceMatrix& w, con
 // ggml_weight_stage_bytes(kAcc, R, st) after ggml_stage_bytes(NT, kSplit, cols), and the
 // block has at most k_row_dot_warps warps; st: the launch's slots, GgmlSlots, whose
 // buffers kStageW is: 1 or 2, compiled apart so that a tile at a time keeps its own
-// registers, and with one buffer slots of k_ggml_slot_bytes, a constant: a stride known at
-// run time cost the experts' gate/up 20-40 more bytes of spills), the same sums.
+// registers; one buffer's slots keep the constant size k_ggml_slot_bytes), the same sums.
 template <int NT, int R, int kAcc, int kSplit, bool kFast, int kStageW, class Visit>
 __device__ __forceinline__ void ggml_rows_dot(Visit visit, int64_t cols, const float* const (&xs)[NT], int n,
                                               float (&acc)[kAcc][R][NT], int part, float* stage,

@@ -92,8 +92,15 @@ __device__ __forceinline__ void rows_for_pairs(const DeviceMatrix& w1, const Dev
 // kFast (GGUF blocks only): the fast mode's sums (DeviceMatrix::ggml_fast); kStageW (GGUF
 // blocks only): their rows staged with kStageW tiles in flight (1 or 2;
 // DeviceMatrix::ggml_stage), the same sums.
+// Blocks a multiprocessor it is compiled for (at most 128 registers for two): two for one
+// token, where ptxas otherwise moved between about 128 and 200 registers on small changes
+// of the code (sm_90, 2026-12-07), but for gate and up with two tiles in flight (255
+// registers, none spilled; bound to two blocks they spilled 132 and 164 bytes).
+template <int NT, bool kGateUp, int kStageW>
+inline constexpr int k_expert_min_blocks = NT == 1 && !(kStageW == 2 && kGateUp) ? 2 : 1;
 template <DeviceDtype DT, int NT, bool kXVec, bool kGateUp, bool kCombine, bool kFast, int kStageW = 0>
-__global__ void __launch_bounds__(32 * k_expert_rows, NT == 1 && !(kStageW == 2 && kGateUp) ? 2 : 1) experts_kernel(ExpertLaunch a) {
+__global__ void __launch_bounds__(32 * k_expert_rows, (k_expert_min_blocks<NT, kGateUp, kStageW>))
+    experts_kernel(ExpertLaunch a) {
     static_assert(!kCombine || 32 * k_expert_rows == k_row_threads, "norm_row_l2 needs a block of k_row_threads");
     pdl_wait();  // first: see pdl.cuh
     constexpr bool kGgml = DT == DeviceDtype::Ggml;
