@@ -938,6 +938,19 @@ struct GgmlSlots {
 __host__ __device__ constexpr size_t ggml_weight_stage_bytes(int k_acc, int r, GgmlSlots s = {}) {
     return size_t(8) * k_acc * r * size_t(s.buffers) * size_t(s.bytes);
 }
+// The launchers' choice of a staged launch's slots: the buffers asked for (1 or 2,
+// DeviceMatrix::ggml_stage; two only where a row is more than one tile), slots of
+// slot_bytes (the launch's largest ggml_slot_bytes) with two and of k_ggml_slot_bytes with
+// one (ggml_rows_dot's constant), as many as fit k_ggml_launch_smem beside x_bytes of
+// activations; buffers 0 where none fit (the launch reads the rows).
+inline GgmlSlots ggml_fit_slots(int ask, bool tiles, int slot_bytes, size_t x_bytes, int k_acc, int r) {
+    GgmlSlots s{slot_bytes, tiles && ask >= 2 ? 2 : 1};
+    for (; s.buffers > 0; --s.buffers) {
+        if (s.buffers == 1) s.bytes = k_ggml_slot_bytes;
+        if (x_bytes + ggml_weight_stage_bytes(k_acc, r, s) <= k_ggml_launch_smem) break;
+    }
+    return s;
+}
 
 // Issues the copies of range rg of row `row` of w into slot (the whole warp, the same
 // range); the caller commits them.

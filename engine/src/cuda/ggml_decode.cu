@@ -106,17 +106,13 @@ void count_ggml_staged_launch(int buffers) {
     g_staged_launches[buffers == 2 ? 1 : 0].fetch_add(1, std::memory_order_relaxed);
 }
 
-bool ggml_stage_fits_type(uint32_t type) {
-    int values = 0, bytes = 0;
-    return ggml_blocks::block_shape(type, values, bytes) && ggml_stage_fits(type, values, bytes);
-}
-
 int32_t ggml_stage_slot_bytes(uint32_t type) {
     int values = 0, bytes = 0;
-    return ggml_stage_fits_type(type) && ggml_blocks::block_shape(type, values, bytes)
-               ? ggml_slot_bytes(type, values, bytes)
-               : 0;
+    if (!ggml_blocks::block_shape(type, values, bytes) || !ggml_stage_fits(type, values, bytes)) return 0;
+    return ggml_slot_bytes(type, values, bytes);
 }
+
+bool ggml_stage_fits_type(uint32_t type) { return ggml_stage_slot_bytes(type) > 0; }
 
 void ggml_device_row(uint32_t type, const void* src, void* dst, int64_t cols) {
     const int64_t bytes = ggml_row_bytes(type, cols);

@@ -196,17 +196,12 @@ static_assert(k_ggml_group * 32 * k_matvec_narrow_split * k_ggml_x_stride * 4 <=
 // memory stays within what a launch gets without opting in, else one. (The upload asks
 // only where a matrix's copies fit a slot.)
 GgmlSlots ggml_stage_slots(const MatvecArgs& a, int nt, int k_split, int k_acc, int r, bool pair) {
-    GgmlSlots s{0, 0};
-    if (nt > k_ggml_stage_max_tokens || !a.w.ggml_stage || (pair && !a.w2.ggml_stage)) return s;
-    s.bytes = ggml_slot_bytes(a.w.ggml_type, a.w.ggml_values, a.w.ggml_bytes);
-    if (pair) s.bytes = std::max(s.bytes, ggml_slot_bytes(a.w2.ggml_type, a.w2.ggml_values, a.w2.ggml_bytes));
+    if (nt > k_ggml_stage_max_tokens || !a.w.ggml_stage || (pair && !a.w2.ggml_stage)) return {0, 0};
+    int bytes = ggml_slot_bytes(a.w.ggml_type, a.w.ggml_values, a.w.ggml_bytes);
+    if (pair) bytes = std::max(bytes, ggml_slot_bytes(a.w2.ggml_type, a.w2.ggml_values, a.w2.ggml_bytes));
+    const int ask = pair ? std::min(a.w.ggml_stage, a.w2.ggml_stage) : a.w.ggml_stage;
     const bool tiles = a.w.cols / 32 > 32 * k_split;  // (a pair's matrices have the same width)
-    s.buffers = tiles ? std::min<int>(a.w.ggml_stage, pair ? a.w2.ggml_stage : 2) : 1;
-    for (; s.buffers > 0; --s.buffers) {
-        if (s.buffers == 1) s.bytes = k_ggml_slot_bytes;  // (ggml_rows_dot: one buffer's slots, a constant)
-        if (ggml_stage_bytes(nt, k_split, a.w.cols) + ggml_weight_stage_bytes(k_acc, r, s) <= k_ggml_launch_smem) break;
-    }
-    return s;
+    return ggml_fit_slots(ask, tiles, bytes, ggml_stage_bytes(nt, k_split, a.w.cols), k_acc, r);
 }
 
 // One launch with kSplit warps a row: the fast mode's sums for GGUF blocks that take

@@ -206,25 +206,19 @@ void launch_experts_vec(const ExpertLaunch& a, const dim3& grid, cudaStream_t s)
 template <int NT, bool kGateUp>
 GgmlSlots ggml_stage_slots(const ExpertLaunch& a) {
     constexpr int R = k_rows_per_warp<DeviceDtype::Ggml, NT, kGateUp>;
-    GgmlSlots s{0, 0};
     const bool shared = a.s_rows == 0 || (a.s_first.ggml_stage && (!kGateUp || a.s_second.ggml_stage));
-    if (NT > k_ggml_stage_max_tokens || !a.ggml_stage || !shared) return s;
+    if (NT > k_ggml_stage_max_tokens || !a.ggml_stage || !shared) return {0, 0};
     int ask = a.ggml_stage;
-    s.bytes = a.ggml_slot_bytes > 0 ? a.ggml_slot_bytes : k_ggml_slot_bytes;
-    if (a.s_rows > 0) {
+    int bytes = a.ggml_slot_bytes > 0 ? a.ggml_slot_bytes : k_ggml_slot_bytes;
+    if (a.s_rows > 0) {  // the shared experts' matrices riding along
         for (const DeviceMatrix* m : {&a.s_first, &a.s_second}) {
             if (m == &a.s_second && !kGateUp) break;
-            s.bytes = std::max(s.bytes, ggml_slot_bytes(m->ggml_type, m->ggml_values, m->ggml_bytes));
+            bytes = std::max(bytes, ggml_slot_bytes(m->ggml_type, m->ggml_values, m->ggml_bytes));
             ask = std::min<int>(ask, m->ggml_stage);
         }
     }
     const bool tiles = a.cols / 32 > 32 || (a.s_rows > 0 && a.s_cols / 32 > 32);
-    s.buffers = tiles ? std::min(ask, 2) : 1;
-    for (; s.buffers > 0; --s.buffers) {
-        if (s.buffers == 1) s.bytes = k_ggml_slot_bytes;  // (ggml_rows_dot: one buffer's slots, a constant)
-        if (ggml_x_bytes<NT>(a) + ggml_weight_stage_bytes(kGateUp ? 2 : 1, R, s) <= k_ggml_launch_smem) break;
-    }
-    return s;
+    return ggml_fit_slots(ask, tiles, bytes, ggml_x_bytes<NT>(a), kGateUp ? 2 : 1, R);
 }
 
 // The grid: blocks of k_expert_rows * R rows. Blocks past the active count return at
