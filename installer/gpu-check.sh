@@ -29,8 +29,10 @@
 #                (GPU, CPU); figures.md holds the README rows; with the time left, Nsight Compute
 #                profiles of the decode attention at 8192 tokens (tensor cores, CUDA cores) and of
 #                the GGUF decode products.
-#   decode (~6 min): the tiny comparison, the experts' and attention's own checks, V2-Lite decode in BF16, FP8 and
-#         Q4_K_M and at 4 layers (also without the decode fusions, CETUS_CUDA_FUSE=0, and with
+#   decode (~6 min): the tiny comparison, the experts' and attention's own checks, the GGUF comparison
+#         with the rows staged and with int8 activations, V2-Lite decode in BF16, FP8 and Q4_K_M (and
+#         Q4_K_M with int8 activations, --int8-activations, whole and at 4 layers, also staged) and at
+#         4 layers (also without the decode fusions, CETUS_CUDA_FUSE=0, and with
 #         programmatic dependent launch, CETUS_CUDA_PDL=1; at 8192 cached tokens with and
 #         without the fusions; BF16 and Q4_K_M with the L2 prefetch of rows, CETUS_CUDA_PREFETCH=1; Q4_K_M with
 #         its decode rows staged in shared memory, CETUS_CUDA_GGUF_STAGE=1, and with two tiles in flight, =2), and the Nsight Compute profiles of decode (with each kernel's busiest multiprocessor over the
@@ -406,14 +408,16 @@ ncu_attention() {
 # The GGUF decode products alone (4 V2-Lite layers in Q4_K_M's mix, launched directly):
 # DRAM, first-level cache and SM throughput as shares of their peaks say whether the
 # weights' bytes, the staged activations or the decoders' arithmetic bound them.
-ncu_gguf() {  # ncu_gguf SECONDS [TAG VAR=VALUE]: with VAR=VALUE set, the step and its files named -TAG
+ncu_gguf() {  # ncu_gguf SECONDS [TAG VAR=VALUE [BENCH ARGS...]]: with VAR=VALUE set (and the bench's
+    # further arguments), the step and its files named -TAG
     command -v ncu >/dev/null || { echo "== ncu-gguf: skipped (ncu not on the PATH)"; return 0; }
     local metrics=gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed
     metrics=$metrics,l1tex__throughput.avg.pct_of_peak_sustained_active,sm__throughput.avg.pct_of_peak_sustained_elapsed
-    local tag=${2:+-$2} setting=${3:-CETUS_CUDA_GRAPHS=0}
-    step "ncu-gguf$tag" "$1" ncu --clock-control none --metrics "$metrics" --kernel-name regex:"matvec_kernel|experts_kernel" \
+    local limit=$1 tag=${2:+-$2} setting=${3:-CETUS_CUDA_GRAPHS=0}
+    shift $(( $# < 3 ? $# : 3 ))
+    step "ncu-gguf$tag" "$limit" ncu --clock-control none --metrics "$metrics" --kernel-name regex:"matvec_kernel|experts_kernel" \
         --launch-skip 60 --launch-count 60 -o "$out/gguf$tag" env CETUS_CUDA_GRAPHS=0 "$setting" "$cli" bench --device cuda \
-        --random-model v2-lite --dtype q4_k_m --layers 4 --prompt 64 --gen 8
+        --random-model v2-lite --dtype q4_k_m --layers 4 --prompt 64 --gen 8 "$@"
     [ -f "$out/gguf$tag.ncu-rep" ] || return 0
     timeout -k 5 20 ncu --import "$out/gguf$tag.ncu-rep" --page raw --csv --print-units base --metrics "$metrics" \
         > "$out/ncu-gguf$tag.csv" 2>/dev/null
@@ -504,10 +508,22 @@ decode)  # decode work's loop (~6 min): the tiny conformance, decode at V2-Lite'
     step selftest-tiny-gguf-stage 40 env CETUS_CUDA_GGUF_STAGE=1 "$cli" selftest --device cuda --compare tiny-gguf \
         --compare-only --json
     summarise_selftest "$out/selftest-tiny-gguf-stage.out"
+    # And with int8 activations on both backends (the GPU's decode products in the int8 form).
+    step selftest-tiny-gguf-int8 40 "$cli" selftest --device cuda --compare tiny-gguf --compare-only --int8-activations \
+        --json
+    summarise_selftest "$out/selftest-tiny-gguf-int8.out"
     step bench-v2lite-cuda 120 "$cli" bench --device cuda --random-model v2-lite --prompt 512 --gen 128 --json
     step bench-v2lite-fp8-cuda 90 "$cli" bench --device cuda --random-model v2-lite --dtype fp8 --prompt 512 --gen 64 --json
     step bench-v2lite-q4km-cuda 90 "$cli" bench --device cuda --random-model v2-lite --dtype q4_k_m --prompt 512 --gen 64 \
         --json
+    # The GGUF decode products in the int8 form (--int8-activations: activations quantised per
+    # block, dp4a integer sums), then also with their rows staged with two tiles in flight.
+    step bench-v2lite-q4km-int8 90 "$cli" bench --device cuda --random-model v2-lite --dtype q4_k_m --prompt 512 --gen 64 \
+        --int8-activations --json
+    step bench-v2lite-4layers-q4km-int8 40 "$cli" bench --device cuda --random-model v2-lite --dtype q4_k_m \
+        --layers 4 --prompt 64 --gen 64 --repeat 3 --int8-activations --json
+    step bench-v2lite-4layers-q4km-int8-stage2 40 env CETUS_CUDA_GGUF_STAGE=2 "$cli" bench --device cuda \
+        --random-model v2-lite --dtype q4_k_m --layers 4 --prompt 64 --gen 64 --repeat 3 --int8-activations --json
     step bench-v2lite-4layers 40 "$cli" bench --device cuda --random-model v2-lite --layers 4 --prompt 64 --gen 64 \
         --repeat 3 --json
     # The same without the decode fusions (their launches and tails apart): what the fusions give;
@@ -545,7 +561,8 @@ decode)  # decode work's loop (~6 min): the tiny conformance, decode at V2-Lite'
         --random-model v2-lite --dtype q4_k_m --layers 4 --prompt 64 --gen 64 --repeat 3 --json
     step bench-v2lite-q4km-stage2 90 env CETUS_CUDA_GGUF_STAGE=2 "$cli" bench --device cuda --random-model v2-lite \
         --dtype q4_k_m --prompt 512 --gen 64 --json
-    local runs="bench-v2lite-cuda bench-v2lite-fp8-cuda bench-v2lite-q4km-cuda bench-v2lite-4layers"
+    local runs="bench-v2lite-cuda bench-v2lite-fp8-cuda bench-v2lite-q4km-cuda bench-v2lite-q4km-int8"
+    runs="$runs bench-v2lite-4layers-q4km-int8 bench-v2lite-4layers-q4km-int8-stage2 bench-v2lite-4layers"
     runs="$runs bench-v2lite-4layers-nofuse bench-v2lite-4layers-pdl bench-v2lite-4layers-8k"
     runs="$runs bench-v2lite-4layers-8k-nofuse bench-v2lite-4layers-prefetch bench-v2lite-4layers-q4km"
     runs="$runs bench-v2lite-4layers-q4km-prefetch bench-v2lite-4layers-q4km-stage bench-v2lite-q4km-stage"
@@ -554,6 +571,7 @@ decode)  # decode work's loop (~6 min): the tiny conformance, decode at V2-Lite'
     figures_table $runs
     ncu_decode 120
     ncu_gguf 90
+    ncu_gguf 60 int8 CETUS_CUDA_GRAPHS=0 --int8-activations  # (the int8 form: what holds the products then)
     ncu_gguf 60 staged CETUS_CUDA_GGUF_STAGE=1  # (their rows staged: what holds the products then)
     ncu_gguf 60 staged2 CETUS_CUDA_GGUF_STAGE=2  # (and with two tiles in flight)
     ;;

@@ -73,9 +73,9 @@ void add_load_flags(CLI::App* cmd, LoadFlags& flags) {
                   "Expand a GGUF file's block-quantised matrices to BF16 while loading (more memory; the CPU's "
                   "products then skip decoding them)");
     cmd->add_flag("--int8-activations", flags.int8_activations,
-                  "CPU: multiply GGUF blocks with integer dot products, each token's activations quantised to int8 "
+                  "Multiply GGUF blocks with integer dot products, each token's activations quantised to int8 "
                   "per block of the weights (faster; a product moves by at most half an activation step times the "
-                  "sum of its weights' magnitudes)");
+                  "sum of its weights' magnitudes); on the GPU its decode and verify products");
     cmd->add_option("--kv-cache", flags.kv_cache,
                     "Latent cache values: f32 (as computed) or bf16 (half the cache memory, each value rounded)")
         ->check(CLI::IsMember({"f32", "bf16"}))

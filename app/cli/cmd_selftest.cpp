@@ -15,7 +15,7 @@ void add_selftest_command(CLI::App& app) {
     auto* cmd = app.add_subcommand("selftest", "Run the conformance suite over the golden fixtures");
     struct Opts {
         std::string device = "cpu", fixtures, only, compare = "small", kv_cache = "f32", modes = "both";
-        bool json = false, compare_only = false;
+        bool json = false, compare_only = false, int8 = false;
     };
     auto o = std::make_shared<Opts>();
     cmd->add_option("--device", o->device, "cpu or cuda");
@@ -35,6 +35,8 @@ void add_selftest_command(CLI::App& app) {
                     "default mode) or both")
         ->check(CLI::IsMember({"exact", "fast", "both"}))
         ->capture_default_str();
+    cmd->add_flag("--int8-activations", o->int8,
+                  "With --device cuda: both backends' GGUF products with int8 activations in the comparison");
     cmd->add_flag("--json", o->json, "JSON output");
     cmd->callback([o] {
         SelftestOptions so;
@@ -45,6 +47,7 @@ void add_selftest_command(CLI::App& app) {
         so.compare_only = o->compare_only;
         so.kv_cache = kv_cache_type_from_name(o->kv_cache);
         so.modes = o->modes;
+        so.int8_activations = o->int8;
         auto results = run_selftest(so);
         int failed = 0;
         nlohmann::json j = nlohmann::json::array();

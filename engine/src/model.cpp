@@ -196,8 +196,11 @@ void Model::use_int8_activations(bool on) {
         mark(w.down);
     };
     auto mark_layer = [&](LayerWeights& l) {
+        // (Not the router, l.moe.gate: its scores choose the experts, where a quantisation
+        // step flips near ties; llama.cpp leaves it unquantised in GGUF files, and the CUDA
+        // backend decodes it to fp32 for its routing kernels.)
         for (Matrix* m : {&l.attn.q_proj, &l.attn.q_a_proj, &l.attn.q_b_proj, &l.attn.kv_a_proj_with_mqa,
-                          &l.attn.kv_b_proj, &l.attn.o_proj, &l.moe.gate})
+                          &l.attn.kv_b_proj, &l.attn.o_proj})
             mark(*m);
         mark_mlp(l.mlp);
         mark_mlp(l.moe.shared);

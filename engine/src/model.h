@@ -158,8 +158,9 @@ public:
     // backend has its own copy; forward() and mtp_forward() then throw. Metadata
     // (config, parameter and byte counts, dtypes) stays.
     void release_host_weights();
-    // Marks every block-quantised matrix (Matrix::int8_activations) for the CPU's
-    // integer products, or back to the exact ones.
+    // Marks every block-quantised matrix but the MoE routers (Matrix::int8_activations)
+    // for the CPU's integer products and the CUDA backend's int8 form, or back to the
+    // exact ones.
     void use_int8_activations(bool on);
     bool int8_activations() const { return m_int8_activations; }  // some matrix is marked
     bool host_weights_released() const { return m_host_released; }

@@ -17,6 +17,7 @@
 // launch_moe_combine, and the product with the residual add and norm against launch_matvec and
 // launch_add_rmsnorm; the combine's result is also held to a double-precision sum.
 #include "check_util.h"
+#include "cpu/ggml_int8.h"
 #include "ggml_blocks.h"
 #include "gguf.h"
 #include "kernels.h"
@@ -243,18 +244,23 @@ void check_fused_add_norm(DeviceDtype dt, int64_t rows, int64_t cols) {
 }
 
 // GGUF rows staged in shared memory for one or two tokens (DeviceMatrix::ggml_stage, the decode
-// products' copies), in exact and fast sums: the gate/up and down launches with the
-// shared experts (expert 0's matrices) riding along give the bits of the same launches
-// reading the rows, and the staged down launch with the fused combine the bits of the
-// staged down and launch_moe_combine (check_fused_combine). The same with two tiles in
-// flight (ggml_stage 2, the slots the size of the experts' block types): a launch whose
+// products' copies), in exact, fast and (where the block types have it) int8 sums: the gate/up
+// and down launches with the shared experts (expert 0's matrices) riding along give the bits
+// of the same launches reading the rows, and the staged down launch with the fused combine the
+// bits of the staged down and launch_moe_combine (check_fused_combine). The same with two tiles
+// in flight (ggml_stage 2, the slots the size of the experts' block types): a launch whose
 // rows are more than one tile takes two buffers (`doubled` of the two launches).
 void check_staged(const std::string& name, const DeviceExperts& ex, const std::vector<DeviceMatrix>& gm,
                   const std::vector<DeviceMatrix>& um, const std::vector<DeviceMatrix>& dm, const ExpertPairs& pairs,
                   const float* x_d, float* h_d, float* y_d, int64_t n, int64_t K, int64_t H, int64_t E, int64_t I,
                   uint64_t doubled, std::mt19937& rng) {
     const int64_t P = n * K;
-    for (const bool fast : {false, true}) {
+    const bool int8 = ggml_int8_fits_type(gm[0].ggml_type) && ggml_int8_fits_type(um[0].ggml_type) &&
+                      ggml_int8_fits_type(dm[0].ggml_type) && gm[0].ggml_values == um[0].ggml_values;
+    for (const int form : {0, 1, 2}) {
+        if (form == 2 && !int8) continue;
+        const bool fast = form == 1;
+        const std::string sums = form == 2 ? ", int8 sums" : fast ? ", fast sums" : ", exact sums";
         DeviceExperts e[3];
         std::vector<DeviceMatrix> t[3][3];
         std::vector<float> got[3][4];
@@ -268,6 +274,7 @@ void check_staged(const std::string& name, const DeviceExperts& ex, const std::v
                 for (DeviceMatrix& m : v) {
                     m.ggml_fast = fast;
                     m.ggml_stage = uint8_t(s);
+                    m.ggml_int8 = form == 2;
                 }
             e[s] = ex;
             e[s].gate = device_copy(t[s][0]);
@@ -275,6 +282,8 @@ void check_staged(const std::string& name, const DeviceExperts& ex, const std::v
             e[s].down = device_copy(t[s][2]);
             e[s].ggml_fast = fast;
             e[s].ggml_stage = uint8_t(s);
+            e[s].ggml_int8_gate_up = form == 2 ? gm[0].ggml_values : 0;
+            e[s].ggml_int8_down = form == 2 ? dm[0].ggml_values : 0;
             if (s == 2) {  // (as the upload sets them; 0 stands for the largest slot of any type)
                 e[s].ggml_slot_gate_up = std::max(ggml_stage_slot_bytes(gm[0].ggml_type), ggml_stage_slot_bytes(um[0].ggml_type));
                 e[s].ggml_slot_down = ggml_stage_slot_bytes(dm[0].ggml_type);
@@ -283,10 +292,13 @@ void check_staged(const std::string& name, const DeviceExperts& ex, const std::v
             check(experts_shared_fusable(e[s], shared.gate, shared.up, shared.down, H),
                   name + ": expert 0's matrices can ride along as the shared experts");
             const uint64_t before = ggml_staged_launches(), before2 = ggml_staged_launches(2);
+            const uint64_t before8 = ggml_int8_launches();
             launch_experts_gate_up(e[s], pairs, x_d, n, int32_t(K), H, int32_t(E), h_d, nullptr, &shared, nullptr);
             launch_experts_down(e[s], pairs, h_d, n, int32_t(K), H, int32_t(E), y_d, nullptr, &shared, nullptr, nullptr);
             check(ggml_staged_launches() - before == (s > 0 ? 2u : 0u),
                   name + ": both launches staged their rows when asked, none otherwise");
+            check(ggml_int8_launches() - before8 == (form == 2 ? 2u : 0u),
+                  name + sums + ": both launches took the int8 form where asked, none otherwise");
             const uint64_t two = ggml_staged_launches(2) - before2;
             check(two == (s == 2 ? doubled : 0u), name + ": " + std::to_string(two) + " launches took two tiles in flight (" +
                                                       std::to_string(s == 2 ? doubled : 0u) + " expected)");
@@ -298,10 +310,10 @@ void check_staged(const std::string& name, const DeviceExperts& ex, const std::v
         for (int s = 1; s < 3; ++s) {
             bool same = true;
             for (int k = 0; k < 4; ++k) same = same && same_bits(got[0][k], got[s][k]);
-            check(same, name + (fast ? ", fast sums" : ", exact sums") + ", " + std::to_string(n) +
+            check(same, name + sums + ", " + std::to_string(n) +
                             " token(s): rows staged in shared memory" + (s == 2 ? " (two tiles in flight)" : "") +
                             " == read from the rows, bit for bit (gate/up, down, the shared experts')");
-            check_fused_combine(name + (fast ? ", fast sums" : ", exact sums") + ", rows staged" +
+            check_fused_combine(name + sums + ", rows staged" +
                                     (s == 2 ? " (two tiles in flight)" : ""),
                                 e[s], pairs, t[s][0][0], t[s][1][0], t[s][2][0], x_d, h_d, y_d, n, K, H, E, rng);
         }
@@ -485,6 +497,69 @@ void run_case(const Case& c, DeviceDtype dt) {
                       name.c_str(), wh.rel, wy.rel);
         check(wh.err == 0.0 && wy.err == 0.0, line);
         for (const DeviceMatrix* p : {fast.gate, fast.up, fast.down}) cudaFree(const_cast<DeviceMatrix*>(p));
+    }
+    if (dt == DeviceDtype::Ggml && ggml_int8_fits_type(c.gate_type) && ggml_int8_fits_type(c.up_type) &&
+        ggml_int8_fits_type(c.down_type) && gm[0].ggml_values == um[0].ggml_values) {
+        // The fp32 kernel in the int8 form (DeviceMatrix::ggml_int8: each pair's activations
+        // quantised per block of the weights, integer dot products): against the double sums of
+        // the host's values times the activations as cpu::quantise_int8 quantises them (x for
+        // gate/up, the kernel's own h for down), within the fp32 kernel's bound.
+        DeviceExperts q8 = ex;
+        std::vector<DeviceMatrix> qg = gm, qu = um, qd = dm;
+        for (auto* t : {&qg, &qu, &qd})
+            for (DeviceMatrix& m : *t) m.ggml_int8 = true;
+        q8.gate = device_copy(qg);
+        q8.up = device_copy(qu);
+        q8.down = device_copy(qd);
+        q8.ggml_int8_gate_up = gm[0].ggml_values;
+        q8.ggml_int8_down = dm[0].ggml_values;
+        const uint64_t before = ggml_int8_launches();
+        launch_experts_gate_up(q8, pairs, x_d, n, int32_t(K), H, int32_t(E), h_d, nullptr, nullptr, nullptr);
+        launch_experts_down(q8, pairs, h_d, n, int32_t(K), H, int32_t(E), y_d, nullptr, nullptr, nullptr, nullptr);
+        check(ggml_int8_launches() - before == 2, name + ", fp32 kernel, int8 sums: both launches took the int8 form");
+        const std::vector<float> h = host_copy(h_d, size_t(P * I));
+        const auto dequantised = [](const std::vector<float>& v, int64_t rows, int64_t cols, int block) {
+            cetus::cpu::Int8Rows a;
+            cetus::cpu::quantise_int8(v.data(), cols, rows, cols, block, a);
+            std::vector<double> out(size_t(rows * cols));
+            for (int64_t r = 0; r < rows; ++r)
+                for (int64_t i = 0; i < cols; ++i)
+                    out[size_t(r * cols + i)] =
+                        double(a.d[size_t(r * (cols / block) + i / block)]) * double(a.q[size_t(r * cols + i)]);
+            return out;
+        };
+        const std::vector<double> xq = dequantised(x, n, H, gm[0].ggml_values);
+        const std::vector<double> hq = dequantised(h, P, I, dm[0].ggml_values);
+        std::vector<double> hw(size_t(P * I)), yw(size_t(P * H));
+        for (int64_t p = 0; p < P; ++p) {
+            const int64_t t = p / K, e = ids[size_t(p)];
+            for (int64_t r = 0; r < I; ++r) {
+                double g = 0.0, u = 0.0;
+                for (int64_t i = 0; i < H; ++i) {
+                    g += xq[size_t(t * H + i)] * gate[size_t(e)].exact[size_t(r * H + i)];
+                    u += xq[size_t(t * H + i)] * up[size_t(e)].exact[size_t(r * H + i)];
+                }
+                hw[size_t(p * I + r)] = g / (1.0 + std::exp(-g)) * u;
+            }
+            for (int64_t r = 0; r < H; ++r) {
+                double sum = 0.0;
+                for (int64_t i = 0; i < I; ++i) sum += hq[size_t(p * I + i)] * down[size_t(e)].exact[size_t(r * I + i)];
+                yw[size_t(p * H + r)] = sum;
+            }
+        }
+        const Worst wh = compare(h, hw, 0.0, 1e-5);
+        const Worst wy = compare(host_copy(y_d, size_t(P * H)), yw, 0.0, 1e-5);
+        std::snprintf(line, sizeof line,
+                      "%s, fp32 kernel, int8 sums: gate/up within %.3g, down within %.3g of the largest (bound 1e-5)",
+                      name.c_str(), wh.rel, wy.rel);
+        check(wh.err == 0.0 && wy.err == 0.0, line);
+        // The int8 activations move the products from the unquantised ones by at most half a
+        // step of each value (d / 2) times the weights: here within 2 % of the largest.
+        const Worst loose = compare(h, gate_up_ref(false), 0.0, 2e-2);
+        check(loose.err == 0.0 && loose.rel > 1e-6,
+              name + ", fp32 kernel, int8 sums: gate/up near the unquantised products (" + std::to_string(loose.rel) +
+                  " of the largest, not the same)");
+        for (const DeviceMatrix* p : {q8.gate, q8.up, q8.down}) cudaFree(const_cast<DeviceMatrix*>(p));
     }
     if (cudaDeviceSynchronize() != cudaSuccess)
         check(false, name + ": kernels: " + cudaGetErrorString(cudaGetLastError()));

@@ -23,10 +23,12 @@
 // Built for the CUDA emulator and, by the gpu-check preset, for a GPU.
 #include "cetus/error.h"
 #include "check_util.h"
+#include "cpu/ggml_int8.h"
 #include "dtype.h"
 #include "ggml_blocks.h"
 #include "gguf.h"
 #include "kernels.h"
+#include "weights.h"
 
 #include <cuda_runtime.h>
 
@@ -195,6 +197,7 @@ void check_staged(const cetus::cuda::DeviceMatrix& m, const float* x, int64_t ld
     std::byte* d_o = device_copy(device_layout(other_id, src, rows, cols, other_ld));
     cetus::cuda::DeviceMatrix other = cetus::cuda::ggml_device_matrix(other_id, rows, cols, d_o, other_ld);
     other.ggml_fast = m.ggml_fast;
+    other.ggml_int8 = m.ggml_int8;
     std::vector<float> out[3][3];
     uint64_t staged_launches[3] = {}, doubled = 0;
     for (int s = 0; s < 3; ++s) {
@@ -344,6 +347,210 @@ void check_fast(const Type& t, const cetus::cuda::DeviceMatrix& exact, const std
     cudaFree(d_y);
 }
 
+// The int8 form's products (DeviceMatrix::ggml_int8: each token's activations quantised
+// per block of the weights, integer dot products, GgmlInt8) for the types that have it:
+// - against the double-precision sums of the host's values times the activations' int8
+//   values, d q, as cpu::quantise_int8 makes them (the same quantisation on the device,
+//   so the same integers), within 64 roundings of the terms the kernel adds (the codes'
+//   products' magnitude: at most the values' plus twice the offset's);
+// - against the CPU backend's own int8 products (cpu::matmul_int8_rows, AVX2), within
+//   the sum of both bounds (the CPU adds its blocks' terms one after another);
+// - each token's sums the same bits alone as in batches of 2, 3 and 11, activations an
+//   odd number of floats apart; a pair of products in one launch and gate and up with the
+//   SwiGLU as each product alone; and for the 256-value types the rows staged in shared
+//   memory (check_staged) the same bits as read from the rows;
+// - every launch counted as taking the int8 form.
+void check_int8(const Type& t, const cetus::cuda::DeviceMatrix& exact, const std::vector<std::byte>& src, int64_t ld,
+                const std::vector<float>& w, const std::string& shape, std::mt19937& rng) {
+    cetus::cuda::DeviceMatrix m = exact;
+    m.ggml_int8 = true;
+    const int64_t rows = m.rows, cols = m.cols, nb = cols / t.values;
+    const int64_t n_max = 11, ldx = cols + 1, ldy = rows + 3;
+    std::vector<float> x(size_t(n_max * ldx));
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    for (auto& v : x) v = u(rng);
+    // Blocks of other magnitudes: one all zeros (d = 0), one large, one tiny.
+    for (int64_t c = 0; c < t.values; ++c) {
+        x[size_t(1 * ldx + c)] = 0.0f;
+        x[size_t(2 * ldx + c)] *= 3.0e4f;
+        x[size_t(3 * ldx + (nb - 1) * t.values + c)] *= 1.0e-30f;
+    }
+    cetus::cpu::Int8Rows a;
+    cetus::cpu::quantise_int8(x.data(), ldx, n_max, cols, t.values, a);
+    float* d_x = device_copy(x);
+    float* d_y = device_copy(std::vector<float>(size_t(n_max * ldy), -7.0f));
+    const cetus::cuda::RowGroups all{1, rows, 0, 0, 0, 0};
+    const uint64_t launches0 = cetus::cuda::ggml_int8_launches();
+    for (int64_t tk = 0; tk < n_max; ++tk)
+        cetus::cuda::launch_matvec(m, d_x + tk * ldx, ldx, 1, d_y + tk * ldy, ldy, all, nullptr);
+    const std::vector<float> alone = host_copy(d_y, size_t(n_max * ldy));
+    check(cetus::cuda::ggml_int8_launches() - launches0 == uint64_t(n_max),
+          shape + "int8 sums: every launch took the int8 form");
+    // The CPU's int8 products (rows of blocks one after another, as a file holds them).
+    const bool cpu = cetus::cpu::int8_product_available(t.id);
+    std::vector<float> y_cpu(size_t(n_max * rows));
+    if (cpu) {
+        std::vector<std::byte> packed(size_t(rows * nb * t.bytes));
+        for (int64_t r = 0; r < rows; ++r)
+            std::memcpy(&packed[size_t(r * nb * t.bytes)], &src[size_t(r * ld)], size_t(nb * t.bytes));
+        cetus::Matrix cm;
+        cm.dtype = cetus::Dtype::Ggml;
+        cm.rows = rows;
+        cm.cols = cols;
+        cm.data = packed.data();
+        cm.ggml_type = t.id;
+        cm.int8_activations = true;
+        cetus::cpu::matmul_int8_rows(a, cm, 0, rows, y_cpu.data(), rows);
+    }
+    double worst = 0.0, worst_cpu = 0.0;
+    for (int64_t tk = 0; tk < n_max; ++tk)
+        for (int64_t r = 0; r < rows; ++r) {
+            double sum = 0.0, mag = 0.0;
+            const std::byte* row = src.data() + r * ld;
+            for (int64_t c = 0; c < cols; c += 32) {
+                double xs = 0.0;
+                for (int64_t i = c; i < c + 32; ++i) {
+                    const double xq = double(a.d[size_t(tk * nb + i / t.values)]) * double(a.q[size_t(tk * cols + i)]);
+                    const double p = double(w[size_t(r * cols + i)]) * xq;
+                    sum += p;
+                    mag += std::fabs(p);
+                    xs += std::fabs(xq);
+                }
+                mag += 2.0 * std::fabs(chunk_offset(t.id, row, t.bytes, t.values, c / 32)) * xs;
+            }
+            const double unit = mag * 0x1p-24 + 1e-300;
+            worst = std::max(worst, std::fabs(double(alone[size_t(tk * ldy + r)]) - sum) / (64.0 * unit));
+            if (cpu)
+                worst_cpu = std::max(worst_cpu, std::fabs(double(alone[size_t(tk * ldy + r)]) -
+                                                          double(y_cpu[size_t(tk * rows + r)])) /
+                                                    ((64.0 + 4.0 * double(nb)) * unit));
+        }
+    char buf[96];
+    std::snprintf(buf, sizeof buf, " (worst %.3g of the bound)", worst);
+    check(worst <= 1.0, shape + "int8 sums, one token at a time == the host's values times the CPU's int8 "
+                                "activations, in doubles, within fp32 rounding" + buf);
+    if (cpu) {
+        std::snprintf(buf, sizeof buf, " (worst %.3g of the bound)", worst_cpu);
+        check(worst_cpu <= 1.0, shape + "int8 sums == the CPU backend's int8 products within both roundings" + buf);
+    } else {
+        std::printf("skip: %sthe CPU's int8 products (no AVX2 here)\n", shape.c_str());
+    }
+    if (t.values == 256) {  // (check_staged pairs the matrix with Q4_K or Q6_K rows)
+        for (int64_t tk : {int64_t(0), int64_t(1)})
+            check_staged(m, d_x + tk * ldx, ldx, 1, ldy, 3, shape + "int8 sums, ", rng);
+        check_staged(m, d_x, ldx, 2, ldy, rows < cetus::cuda::k_matvec_narrow_rows ? 2 : 3, shape + "int8 sums, ", rng);
+    }
+    for (int64_t n : {2, 3, 11}) {
+        float* d_b = device_copy(std::vector<float>(size_t(n * ldy), -7.0f));
+        cetus::cuda::launch_matvec(m, d_x, ldx, n, d_b, ldy, all, nullptr);
+        const std::vector<float> y = host_copy(d_b, size_t(n * ldy));
+        int64_t differ = 0, padding = 0;
+        for (int64_t tk = 0; tk < n; ++tk) {
+            differ += std::memcmp(&y[size_t(tk * ldy)], &alone[size_t(tk * ldy)], size_t(rows) * 4) != 0;
+            for (int64_t r = rows; r < ldy; ++r) padding += y[size_t(tk * ldy + r)] != -7.0f;
+        }
+        check(differ == 0 && padding == 0, shape + "int8 sums of " + std::to_string(n) +
+                                               " tokens in one batch == each token alone, bit for bit (" +
+                                               std::to_string(differ) + " tokens differ, " + std::to_string(padding) +
+                                               " padding values written)");
+        if (n == 2) {
+            float* d_y2 = device_copy(std::vector<float>(size_t(n * ldy), -7.0f));
+            cetus::cuda::launch_matvec_pair(m, d_b, ldy, m, d_y2, ldy, d_x, ldx, n, nullptr);
+            const std::vector<float> y1 = host_copy(d_b, size_t(n * ldy)), y2 = host_copy(d_y2, size_t(n * ldy));
+            int64_t differ_pair = 0, off_silu = 0;
+            for (int64_t tk = 0; tk < n; ++tk) {
+                differ_pair += std::memcmp(&y1[size_t(tk * ldy)], &alone[size_t(tk * ldy)], size_t(rows) * 4) != 0;
+                differ_pair += std::memcmp(&y2[size_t(tk * ldy)], &alone[size_t(tk * ldy)], size_t(rows) * 4) != 0;
+            }
+            check(differ_pair == 0, shape + "int8 sums, a pair of products in one launch == each alone, bit for bit (" +
+                                        std::to_string(differ_pair) + " rows of tokens differ)");
+            cetus::cuda::launch_matvec_gate_up(m, m, d_x, ldx, n, d_b, ldy, nullptr);
+            const std::vector<float> h = host_copy(d_b, size_t(n * ldy));
+            for (int64_t tk = 0; tk < n; ++tk)
+                for (int64_t r = 0; r < rows; ++r) {
+                    const double z = alone[size_t(tk * ldy + r)];
+                    const double want = z / (1.0 + std::exp(-z)) * z;
+                    off_silu += std::fabs(h[size_t(tk * ldy + r)] - want) > 1e-6 * (1.0 + std::fabs(want));
+                }
+            check(off_silu == 0, shape + "int8 sums, gate and up with the SwiGLU in one launch == silu(gate) * up "
+                                         "of each product within 1e-6 (" + std::to_string(off_silu) + " off)");
+            cudaFree(d_y2);
+        }
+        cudaFree(d_b);
+    }
+    cudaFree(d_x);
+    cudaFree(d_y);
+}
+
+// The int8 form's quantisation of the activations, value by value: "identity" matrices
+// (Q8_0: d = 1 and code 1 at column r of row r; Q4_K: d = 1, every scale 1, minimums 0
+// and code 1 at column r) give row r's output d q of the token's value r, the product of
+// one multiply-add (float(q) * d): the CPU's quantise_int8's codes and scales times each
+// other, bit for bit, for blocks of 32 and 256 values, tokens with an all-zero block,
+// large and tiny values and rows an odd number of floats apart. A token holding a NaN or
+// an infinity gives NaN throughout (its block's d is NaN, which meets every row).
+void check_int8_quantisation(uint32_t id, std::mt19937& rng) {
+    const bool k = id == 12;
+    const int values = k ? 256 : 32, bytes = k ? 144 : 34;
+    const int64_t cols = k ? 512 : 96, nb = cols / values, rows = cols;
+    const int64_t row_bytes = nb * bytes, ld = (row_bytes + 15) / 16 * 16;
+    std::vector<std::byte> src(size_t(rows * ld), std::byte{0});
+    for (int64_t r = 0; r < rows; ++r) {
+        std::byte* b = src.data() + r * ld + (r / values) * bytes;
+        b[0] = std::byte(0x00);
+        b[1] = std::byte(0x3C);  // d = 1 (f16)
+        const int p = int(r % values);
+        if (k) {
+            for (int j : {4, 5, 6, 7, 12, 13, 14, 15}) b[j] = std::byte(1);  // scales 1, minimums 0, dmin 0
+            const int chunk = p / 32;
+            std::byte& q = b[16 + 32 * (chunk / 2) + p % 32];
+            q = std::byte(chunk % 2 ? 0x10 : 0x01);
+        } else {
+            b[2 + p] = std::byte(1);
+        }
+    }
+    std::byte* d_w = device_copy(device_layout(id, src, rows, cols, ld));
+    cetus::cuda::DeviceMatrix m = cetus::cuda::ggml_device_matrix(id, rows, cols, d_w, ld);
+    m.ggml_int8 = true;
+    const int64_t n = 5, ldx = cols + 3, ldy = rows + 1;
+    std::vector<float> x(size_t(n * ldx));
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    for (auto& v : x) v = u(rng);
+    for (int64_t c = 0; c < values; ++c) {
+        x[size_t(0 * ldx + c)] = 0.0f;                  // a block of zeros
+        x[size_t(1 * ldx + values + c)] *= 1.0e-30f;     // tiny values
+        x[size_t(2 * ldx + c)] = float(int(c % 5) - 2);  // ties at halves: round(x 127 / 2)
+    }
+    x[size_t(3 * ldx + 7)] = std::nanf("");
+    x[size_t(4 * ldx + cols - 1)] = -INFINITY;
+    cetus::cpu::Int8Rows a;
+    cetus::cpu::quantise_int8(x.data(), ldx, n, cols, values, a);
+    float* d_x = device_copy(x);
+    float* d_y = device_copy(std::vector<float>(size_t(n * ldy), -7.0f));
+    cetus::cuda::launch_matvec(m, d_x, ldx, n, d_y, ldy, cetus::cuda::RowGroups{1, rows, 0, 0, 0, 0}, nullptr);
+    const std::vector<float> y = host_copy(d_y, size_t(n * ldy));
+    int64_t differ = 0, not_nan = 0;
+    for (int64_t tk = 0; tk < n; ++tk)
+        for (int64_t r = 0; r < rows; ++r) {
+            const float got = y[size_t(tk * ldy + r)];
+            if (tk >= 3) {
+                not_nan += !std::isnan(got);
+                continue;
+            }
+            const float want = float(a.q[size_t(tk * cols + r)]) * a.d[size_t(tk * nb + r / values)];
+            differ += std::memcmp(&got, &want, 4) != 0;
+        }
+    const std::string name = k ? "Q4_K" : "Q8_0";
+    check(differ == 0, name + " identity " + std::to_string(rows) + " x " + std::to_string(cols) +
+                           ": the int8 form's activations == the CPU's quantise_int8 (d q), bit for bit (" +
+                           std::to_string(differ) + " differ)");
+    check(not_nan == 0, name + " identity: a token with a NaN, one with an infinity: NaN throughout (" +
+                            std::to_string(not_nan) + " outputs not NaN)");
+    cudaFree(d_w);
+    cudaFree(d_x);
+    cudaFree(d_y);
+}
+
 // Blocks kept as blocks, with finite scales between 2^-9 and 2^-3: the embedding,
 // the bf16 expansion and the products against the host's values.
 void check_kept(const Type& t, int64_t rows, int64_t blocks, std::mt19937& rng) {
@@ -446,6 +653,7 @@ void check_kept(const Type& t, int64_t rows, int64_t blocks, std::mt19937& rng) 
         cudaFree(d_y);
     }
     check_fast(t, m, src, ld, w, shape, rng);
+    if (cetus::cuda::ggml_int8_fits_type(t.id)) check_int8(t, m, src, ld, w, shape, rng);
     cudaFree(d_w);
     cudaFree(d_ids);
     cudaFree(d_e);
@@ -525,6 +733,8 @@ int main() {
         check_kept(t, cetus::cuda::k_matvec_narrow_rows + 9, t.values == 32 ? 40 : 5, rng);
     }
     for (const Type& t : types) check_absorb(t, rng);
+    check_int8_quantisation(8, rng);
+    check_int8_quantisation(12, rng);
     // Every type's products took two buffers somewhere (rows of two and three tiles).
     for (const Type& t : types)
         check(g_double_staged[t.name] > 0, std::string(t.name) + ": " + std::to_string(g_double_staged[t.name]) +

@@ -59,7 +59,9 @@ struct EngineOptions {
     // run of 32 values) and use integer dot products, as llama.cpp does, instead of
     // decoding every weight to fp32: faster where decoding limits a step, at a small
     // cost in precision (a product moves by at most half an activation step times the
-    // sum of its |weights|). Other weight types, and the CUDA backend, are unaffected.
+    // sum of its |weights|). Other weight types are unaffected. On the CUDA backend the
+    // decode and verify products of GGUF blocks take the same quantisation and integer
+    // sums (dp4a); its prefill products are unaffected.
     bool int8_activations = false;
     KvCacheType kv_cache = KvCacheType::F32;
     // Host memory for the prefixes of recent conversations (their latent-cache rows,

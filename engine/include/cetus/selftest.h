@@ -44,6 +44,10 @@ struct SelftestOptions {
     // The CUDA backend's modes the comparison runs: "exact" (fp32 products), "fast"
     // (the default mode's bf16 prefill products) or "both".
     std::string modes = "both";
+    // Both backends' products of GGUF blocks with int8 activations (EngineOptions::
+    // int8_activations; the CUDA backend's decode and verify products): the comparison's
+    // models in GGUF blocks (tiny-gguf) so, within the same bounds.
+    bool int8_activations = false;
 };
 
 // Checks and tolerances. Fixtures: logits, hidden states and router weights

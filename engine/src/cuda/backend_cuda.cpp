@@ -167,8 +167,9 @@ public:
     std::string name() const override { return "cuda"; }
     std::string description() const override;
     std::string rows_identity() const override {
+        // (rows decoded with int8 activations kept apart from the others)
         return "cuda, " + m_info.name + ", sm_" + std::to_string(m_info.major) + std::to_string(m_info.minor) + ", CUDA " +
-               cuda_version(m_info.runtime_version);
+               cuda_version(m_info.runtime_version) + (m_int8 ? ", int8 activations" : "");
     }
     int64_t capacity() const override { return m_capacity; }
     int64_t prefill_chunk() const override { return m_chunk; }
@@ -315,6 +316,7 @@ private:
     bool m_interleave, m_exact, m_expert_mma = true, m_attention_gemm = true, m_device_sampling = true;
     bool m_l2_prefetch = false;  // CETUS_CUDA_PREFETCH=1 (DeviceMatrix::l2_prefetch)
     uint8_t m_ggml_stage = 0;    // CETUS_CUDA_GGUF_STAGE=1 or 2 (DeviceMatrix::ggml_stage)
+    bool m_int8 = false;         // the model's int8 activations (DeviceMatrix::ggml_int8)
     bool m_fuse = true;  // the decode fusions (CETUS_CUDA_FUSE=0: off), handed to m_gemm as its counter
     bool m_cache_bf16;   // the latent cache's values in bf16 (else fp32)
     std::vector<int32_t> m_history_on_device;  // what m_s.choice_history holds
@@ -409,6 +411,9 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
     // The GGUF decode products' weight rows staged in shared memory: an experiment, off unless asked
     // for, a tile at a time (1) or with the next tile's copies in flight (2).
     m_ggml_stage = env_is("CETUS_CUDA_GGUF_STAGE", "1") ? 1 : env_is("CETUS_CUDA_GGUF_STAGE", "2") ? 2 : 0;
+    // GGUF blocks marked for int8 activations (cetus-cli --int8-activations) take the decode
+    // products' int8 form (the upload reads Matrix::int8_activations).
+    m_int8 = model.int8_activations();
 
     // What the kernels hold in registers and shared memory.
     const int64_t width = c.kv_lora_rank + c.qk_rope_head_dim;
@@ -534,7 +539,8 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
                         (m_l2_prefetch ? ", L2 prefetch of weight rows" : "") +
                         (m_ggml_stage == 1   ? ", GGUF decode rows staged"
                          : m_ggml_stage == 2 ? ", GGUF decode rows staged, two tiles in flight"
-                                             : ""));
+                                             : "") +
+                        (m_int8 ? ", int8 activations (dp4a) in the GGUF decode products" : ""));
 }
 
 CudaBackend::~CudaBackend() {
@@ -705,7 +711,8 @@ std::string CudaBackend::description() const {
                 ? ", expert tiles of " + std::to_string(m_expert_tile_rows) + " rows"
                 : "") +
            (!m_exact && !m_attention_gemm ? ", prefill attention on the flash-decoding kernel" : "") +
-           (!m_fuse ? ", decode fusions off" : "");
+           (!m_fuse ? ", decode fusions off" : "") +
+           (m_int8 ? ", int8 activations (dp4a) in the GGUF decode products" : "");
 }
 
 void CudaBackend::check_span(int64_t T, int64_t start_pos) const {

@@ -800,6 +800,249 @@ __device__ __forceinline__ float codes_dot(const GgmlCodes& c, const float (&x)[
     return fmaf(c.o[1], xsum[1], t);
 }
 
+// The int8 form of a chunk (DeviceMatrix::ggml_int8, the model's int8 activations:
+// cpu/ggml_int8.h): the chunk's 32 codes as bytes in eight words (value l at byte l % 4
+// of word l / 4; codes below 128 or Q8_0's signed ones, so every byte reads as a signed
+// int8), and per run of 16 an integer scale and minimum, so that value l is
+// dw * sc[h] * (code[l] - bias) + dm * mn[h] (h = l / 16), the same integers and floats
+// as the CPU's unpacked blocks (ggml_int8_kernels.inc: dw * sc * code + dm * mn; Q6_K's
+// and the signed 32-value types' offsets are taken here as a bias on the codes, which
+// the run's sum of activation codes takes out exactly). A token's part of the row is
+// then sc[0] * (codes . q)[0, 16) + sc[1] * (codes . q)[16, 32), less the bias times
+// the runs' sums of q, in integers (dp4a), times dw dx, plus mn . (the runs' sums of q)
+// times dm dx: two multiply-adds in fp32 a chunk instead of 32.
+struct GgmlInt8 {
+    uint32_t q[8];
+    int sc[2], mn[2];
+    int bias;
+    float dw, dm;
+};
+// The block types that have an int8 form here: those of the CPU's int8 products but
+// Q2_K, Q3_K and the IQ4 types (their products keep the fast or exact sums).
+__host__ __device__ constexpr bool ggml_int8_type(uint32_t type) {
+    return type == ggml_blocks::k_type_q4_0 || type == ggml_blocks::k_type_q4_1 ||
+           type == ggml_blocks::k_type_q5_0 || type == ggml_blocks::k_type_q5_1 ||
+           type == ggml_blocks::k_type_q8_0 || type == ggml_blocks::k_type_q4_k ||
+           type == ggml_blocks::k_type_q5_k || type == ggml_blocks::k_type_q6_k;
+}
+// Whether a launch of w (and w2, the other matrix of a fused pair) takes the int8 form:
+// both marked, their blocks of one size (the activations' blocks are the weights').
+inline bool ggml_int8_launch(const DeviceMatrix& w, const DeviceMatrix* w2 = nullptr) {
+    return w.dtype == DeviceDtype::Ggml && w.ggml_int8 &&
+           (!w2 || (w2->dtype == DeviceDtype::Ggml && w2->ggml_int8 && w2->ggml_values == w.ggml_values));
+}
+__device__ __forceinline__ void int8_runs(GgmlInt8& c, int sc, int mn, int bias, float dw, float dm) {
+    c.sc[0] = c.sc[1] = sc;
+    c.mn[0] = c.mn[1] = mn;
+    c.bias = bias;
+    c.dw = dw;
+    c.dm = dm;
+}
+// Q4_K and Q5_K's chunk k's 6-bit scale and minimum as integers (k4_scale_min's words).
+__device__ __forceinline__ void k4_scale_min_ints(const uint4& head, int k, int& sc, int& m) {
+    const bool upper = k >= 4;
+    const int top = upper ? 2 : 0;
+    const uint32_t s = ((upper ? head.w : head.y) & 0x0F0F0F0Fu) | ((head.y >> top) & 0x30303030u);
+    const uint32_t n = ((upper ? head.w >> 4 : head.z) & 0x0F0F0F0Fu) | ((head.z >> top) & 0x30303030u);
+    sc = int((s >> (8 * (k % 4))) & 0xFFu);
+    m = int((n >> (8 * (k % 4))) & 0xFFu);
+}
+// Q4_K (codes_q4_k's loads): dw = d, dm = -dmin, a scale and minimum for the chunk.
+template <bool S = false>
+__device__ __forceinline__ void int8_q4_k(const std::byte* b, int k, GgmlInt8& c) {
+    const uint4 head = load16<S>(b);
+    const std::byte* q = b + 16 + 32 * (k / 2);
+    const uint4 lo = load16<S>(q), hi = load16<S>(q + 16);
+    const uint32_t words[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+    const int shift = 4 * (k % 2);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) c.q[i] = (words[i] >> shift) & 0x0F0F0F0Fu;
+    int sc, m;
+    k4_scale_min_ints(head, k, sc, m);
+    int8_runs(c, sc, m, 0, half_to_f32(head.x & 0xFFFFu), -half_to_f32(head.x >> 16));
+}
+// Q5_K (codes_q5_k's loads): Q4_K's with bit k of each byte of qh as the fifth bit.
+template <bool S = false>
+__device__ __forceinline__ void int8_q5_k(const std::byte* b, int k, GgmlInt8& c) {
+    const uint4 head = load16<S>(b), h0 = load16<S>(b + 16), h1 = load16<S>(b + 32);
+    const std::byte* q = b + 48 + 32 * (k / 2);
+    const uint4 lo = load16<S>(q), hi = load16<S>(q + 16);
+    const uint32_t words[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+    const uint32_t high[8] = {h0.x, h0.y, h0.z, h0.w, h1.x, h1.y, h1.z, h1.w};
+    const int shift = 4 * (k % 2);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) c.q[i] = ((words[i] >> shift) & 0x0F0F0F0Fu) | (((high[i] >> k) & 0x01010101u) << 4);
+    int sc, m;
+    k4_scale_min_ints(head, k, sc, m);
+    int8_runs(c, sc, m, 0, half_to_f32(head.x & 0xFFFFu), -half_to_f32(head.x >> 16));
+}
+// Q6_K (codes_q6_k's loads): codes 0..63 with a bias of 32, an int8 scale a run.
+template <bool S = false>
+__device__ __forceinline__ void int8_q6_k(const std::byte* q, const std::byte* tail, int k, GgmlInt8& c) {
+    const int n = k / 4, K = k % 4, shift = 4 * (K / 2), rot = (2 * K + 28) & 31;
+    uint32_t lo[8], hi[8];
+    q6_k_words<S>(q, k, lo, hi);
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+        c.q[i] = ((lo[i] >> shift) & 0x0F0F0F0Fu) | (__funnelshift_r(hi[i], hi[i], rot) & 0x30303030u);
+    const uint32_t sc = load2<S>(tail + 8 * n + 2 * K);
+    int8_runs(c, 0, 0, 32, half_to_f32(load2<S>(tail + 16)), 0.0f);
+    c.sc[0] = int(int8_t(uint8_t(sc)));
+    c.sc[1] = int(int8_t(uint8_t(sc >> 8)));
+}
+// Q4_0: codes less 8, the low nibbles of the 16 bytes first.
+template <bool S = false>
+__device__ __forceinline__ void int8_q4_0(const std::byte* b, GgmlInt8& c) {
+    uint32_t w[4];
+    load_bytes<S>(b + 2, 16, w);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        c.q[i] = w[i] & 0x0F0F0F0Fu;
+        c.q[4 + i] = (w[i] >> 4) & 0x0F0F0F0Fu;
+    }
+    int8_runs(c, 1, 0, 8, half_to_f32(load2<S>(b)), 0.0f);
+}
+// Q4_1: d * code + m.
+template <bool S = false>
+__device__ __forceinline__ void int8_q4_1(const std::byte* b, GgmlInt8& c) {
+    uint32_t w[5];
+    load_bytes<S>(b, 20, w);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        c.q[i] = w[1 + i] & 0x0F0F0F0Fu;
+        c.q[4 + i] = (w[1 + i] >> 4) & 0x0F0F0F0Fu;
+    }
+    int8_runs(c, 1, 1, 0, half_to_f32(w[0] & 0xFFFFu), half_to_f32(w[0] >> 16));
+}
+// Q5_0: codes less 16, element j's fifth bit at bit j of qh.
+template <bool S = false>
+__device__ __forceinline__ void int8_q5_0(const std::byte* b, GgmlInt8& c) {
+    uint32_t w[6];
+    load_bytes<S>(b, 22, w);
+    const uint32_t qh = (w[0] >> 16) | (w[1] << 16);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const uint32_t qs = (w[1 + i] >> 16) | (w[2 + i] << 16);  // bytes 6 + 4 i .. 9 + 4 i
+        c.q[i] = (qs & 0x0F0F0F0Fu) | nibble_to_byte_bit4(qh >> (4 * i));
+        c.q[4 + i] = ((qs >> 4) & 0x0F0F0F0Fu) | nibble_to_byte_bit4(qh >> (16 + 4 * i));
+    }
+    int8_runs(c, 1, 0, 16, half_to_f32(w[0] & 0xFFFFu), 0.0f);
+}
+// Q5_1: d * code + m.
+template <bool S = false>
+__device__ __forceinline__ void int8_q5_1(const std::byte* b, GgmlInt8& c) {
+    uint32_t w[6];
+    load_bytes<S>(b, 24, w);
+    const uint32_t qh = w[1];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        c.q[i] = (w[2 + i] & 0x0F0F0F0Fu) | nibble_to_byte_bit4(qh >> (4 * i));
+        c.q[4 + i] = ((w[2 + i] >> 4) & 0x0F0F0F0Fu) | nibble_to_byte_bit4(qh >> (16 + 4 * i));
+    }
+    int8_runs(c, 1, 1, 0, half_to_f32(w[0] & 0xFFFFu), half_to_f32(w[0] >> 16));
+}
+// Q8_0: the signed codes as they are.
+template <bool S = false>
+__device__ __forceinline__ void int8_q8_0(const std::byte* b, GgmlInt8& c) {
+    uint32_t w[9];
+    load_bytes<S>(b, 34, w);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) c.q[i] = (w[i] >> 16) | (w[i + 1] << 16);
+    int8_runs(c, 1, 0, 0, half_to_f32(w[0] & 0xFFFFu), 0.0f);
+}
+// A chunk in the int8 form (a type ggml_int8_type takes; others: codes 0 and dw NaN).
+template <bool S = false>
+__device__ __forceinline__ void ggml_int8_from(uint32_t type, const GgmlBlockAt& at, GgmlInt8& out) {
+    const std::byte* block = at.block;
+    const int k = at.k;
+    switch (type) {
+    case ggml_blocks::k_type_q4_k: int8_q4_k<S>(block, k, out); return;
+    case ggml_blocks::k_type_q5_k: int8_q5_k<S>(block, k, out); return;
+    case ggml_blocks::k_type_q6_k: int8_q6_k<S>(at.block, at.tail, k, out); return;
+    case ggml_blocks::k_type_q5_0: int8_q5_0<S>(block, out); return;
+    case ggml_blocks::k_type_q8_0: int8_q8_0<S>(block, out); return;
+    case ggml_blocks::k_type_q4_0: int8_q4_0<S>(block, out); return;
+    case ggml_blocks::k_type_q4_1: int8_q4_1<S>(block, out); return;
+    case ggml_blocks::k_type_q5_1: int8_q5_1<S>(block, out); return;
+    default:
+#pragma unroll
+        for (int i = 0; i < 8; ++i) out.q[i] = 0u;
+        int8_runs(out, 0, 0, 0, __int_as_float(0x7FC00000), 0.0f);
+    }
+}
+// A token's activations for one chunk in the int8 form, as the copies stage them: the
+// 32 codes q (round(x / d), nearest even, |q| <= 127), the scale d of the activations'
+// block (32 or 256 values, the weights' block: cpu::quantise_int8's, the same bits) and
+// the sums of q over the chunk's two runs of 16.
+struct Int8X {
+    uint32_t q[8];
+    float d;
+    int sum[2];
+};
+// One token's part of a row over a chunk in the int8 form (see GgmlInt8): the integer
+// sums exact (at most 63 * 2 * 16 * 128 * 127 in magnitude), then two multiply-adds.
+__device__ __forceinline__ float int8_dot(const GgmlInt8& c, const Int8X& x, float acc) {
+    int s0 = 0, s1 = 0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        s0 = __dp4a(int(c.q[i]), int(x.q[i]), s0);
+        s1 = __dp4a(int(c.q[4 + i]), int(x.q[4 + i]), s1);
+    }
+    const int dot = c.sc[0] * (s0 - c.bias * x.sum[0]) + c.sc[1] * (s1 - c.bias * x.sum[1]);
+    const int mins = c.mn[0] * x.sum[0] + c.mn[1] * x.sum[1];
+    acc = fmaf(float(dot), __fmul_rn(c.dw, x.d), acc);
+    return fmaf(float(mins), __fmul_rn(c.dm, x.d), acc);
+}
+// Values v .. v + 7 of a token's activations (8 at a lane) quantised into the staged
+// chunk at `chunk` (k_ggml_x_stride floats: bytes 0..31 the codes, 32 the block's d, 36
+// and 40 the runs' sums): the block's amax over its qblock / 8 lanes (xor shuffles:
+// every lane of the warp calls this, the same qblock), the codes as cpu::quantise_int8
+// takes them (127 / amax and amax / 127 IEEE-rounded, the products rounded to nearest
+// even), a block holding a NaN or an infinity d = NaN and codes 0. `in`: the lane's
+// values lie in the tile (whole runs of lanes: the callers' tiles hold whole blocks).
+__device__ __forceinline__ void quantise_int8_lane(const float (&f)[8], bool in, int qblock, std::byte* chunk,
+                                                   int offset) {
+    float amax = 0.0f;
+    int finite = 1;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+        finite &= int((__float_as_uint(f[e]) & 0x7F800000u) != 0x7F800000u);  // not NaN or infinite
+        amax = fmaxf(amax, fabsf(f[e]));
+    }
+    for (int o = 1; o < qblock / 8; o <<= 1) {
+        amax = fmaxf(amax, __shfl_xor_sync(k_full_mask, amax, o));
+        finite &= __shfl_xor_sync(k_full_mask, finite, o);
+    }
+    const float inv = amax > 0.0f ? __fdiv_rn(127.0f, amax) : 0.0f;
+    uint32_t words[2] = {0u, 0u};
+    int sum = 0;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+        const int q = finite ? max(-127, min(127, __float2int_rn(__fmul_rn(f[e], inv)))) : 0;
+        sum += q;
+        words[e / 4] |= (uint32_t(q) & 0xFFu) << (8 * (e % 4));
+    }
+    sum += __shfl_xor_sync(k_full_mask, sum, 1);  // a run of 16: two lanes
+    if (!in) return;
+#ifdef CETUS_CUDA_EMU
+    if (reinterpret_cast<uintptr_t>(chunk) % 16 != 0 || offset % 8 != 0) __trap();
+#endif
+    *reinterpret_cast<uint2*>(chunk + offset) = make_uint2(words[0], words[1]);
+    if (offset % 16 == 0) reinterpret_cast<int*>(chunk + 36)[offset / 16] = sum;
+    if (offset == 0)
+        *reinterpret_cast<float*>(chunk + 32) = finite ? __fdiv_rn(amax, 127.0f) : __int_as_float(0x7FC00000);
+}
+// The staged activations of a chunk (quantise_int8_lane's layout).
+__device__ __forceinline__ void load_int8_x(const std::byte* chunk, Int8X& x) {
+    const uint4 a = *reinterpret_cast<const uint4*>(chunk), b = *reinterpret_cast<const uint4*>(chunk + 16);
+    const uint4 m = *reinterpret_cast<const uint4*>(chunk + 32);
+    x.q[0] = a.x, x.q[1] = a.y, x.q[2] = a.z, x.q[3] = a.w;
+    x.q[4] = b.x, x.q[5] = b.y, x.q[6] = b.z, x.q[7] = b.w;
+    x.d = __uint_as_float(m.x);
+    x.sum[0] = int(m.y);
+    x.sum[1] = int(m.z);
+}
+
 __device__ __forceinline__ const std::byte* ggml_row(const DeviceMatrix& w, int64_t row) {
     return static_cast<const std::byte*>(w.data) + row * w.ld;
 }
@@ -824,6 +1067,9 @@ __device__ __forceinline__ const std::byte* ggml_row(const DeviceMatrix& w, int6
 // chunk's sums in codes_dot's order, chunk after chunk; either way a row's bits depend
 // neither on R nor on how the tokens are staged and grouped.
 inline constexpr int k_ggml_x_stride = 36;
+// ggml_rows_dot's forms of the sums (kForm): the CPU's exact ones, the fast mode's
+// (GgmlCodes) and the int8 form's (GgmlInt8).
+inline constexpr int k_ggml_exact = 0, k_ggml_fast = 1, k_ggml_int8 = 2;
 inline constexpr int k_ggml_group = 2;  // tokens in registers at a time
 // Dynamic shared memory for the copies: at most k_ggml_stage_budget bytes (within the
 // 48 KiB a launch gets without opting in, beside the kernels' own few static bytes).
@@ -980,23 +1226,28 @@ __device__ __forceinline__ GgmlBlockAt ggml_staged_at(const DeviceMatrix& w, con
 // block; a warp with no rows still takes part). visit(m, i, f) calls f(matrix, row)
 // for row (m, i) of this warp, or nothing where it has none; every row has cols values.
 // stage: ggml_stage_bytes(NT, kSplit, cols) of shared memory, 16-byte aligned.
-// kFast: the fast mode's sums (GgmlCodes), the copies also staging each chunk's two
-// runs' sums of activations in its pad (floats 32 and 33), each taken as ((x0 + x1) +
-// x2) + x3 by a thread of four values and added over its run's four threads by
-// shuffles; a token's sums are the same whatever NT, R, kAcc and the grouping.
+// kForm: k_ggml_exact, or k_ggml_fast: the fast mode's sums (GgmlCodes), the copies
+// also staging each chunk's two runs' sums of activations in its pad (floats 32 and 33),
+// each taken as ((x0 + x1) + x2) + x3 by a thread of four values and added over its
+// run's four threads by shuffles; or k_ggml_int8: the int8 form's (GgmlInt8), the copies
+// quantising each token's activations per block of qblock values (the weights' block,
+// the same in every matrix of the launch; quantise_int8_lane) into each chunk's slot,
+// and each lane adding its chunks' two multiply-adds (int8_dot) in its order. A token's
+// sums are the same whatever NT, R, kAcc and the grouping.
 // kStageW: the warp's rows staged (ggml_stage_copy; stage then also holds
 // ggml_weight_stage_bytes(kAcc, R, st) after ggml_stage_bytes(NT, kSplit, cols), and the
 // block has at most k_row_dot_warps warps; st: the launch's slots, GgmlSlots, whose
 // buffers kStageW is: 1 or 2, compiled apart so that a tile at a time keeps its own
 // registers; one buffer's slots keep the constant size k_ggml_slot_bytes), the same sums.
-template <int NT, int R, int kAcc, int kSplit, bool kFast, int kStageW, class Visit>
+template <int NT, int R, int kAcc, int kSplit, int kForm, int kStageW, class Visit>
 __device__ __forceinline__ void ggml_rows_dot(Visit visit, int64_t cols, const float* const (&xs)[NT], int n,
                                               float (&acc)[kAcc][R][NT], int part, float* stage,
-                                              GgmlSlots st = {}) {
+                                              GgmlSlots st = {}, int qblock = 256) {
+    constexpr bool kFast = kForm == k_ggml_fast, kInt8 = kForm == k_ggml_int8;
     constexpr int kTile = 32 * kSplit;
     constexpr int G = NT < k_ggml_group ? NT : k_ggml_group;
-    // What a lane holds of its chunk of a row: values, or codes and scales.
-    using Chunk = std::conditional_t<kFast, GgmlCodes, float[32]>;
+    // What a lane holds of its chunk of a row: values, codes and scales, or the int8 form.
+    using Chunk = std::conditional_t<kInt8, GgmlInt8, std::conditional_t<kFast, GgmlCodes, float[32]>>;
     const int lane = threadIdx.x & 31;
     const int64_t n_chunks = cols / 32;
     const int64_t stride = ggml_stage_chunks(kSplit, n_chunks) * k_ggml_x_stride;  // floats per staged token
@@ -1014,8 +1265,11 @@ __device__ __forceinline__ void ggml_rows_dot(Visit visit, int64_t cols, const f
         if constexpr (kStageW) {
             const GgmlBlockAt at = ggml_staged_at(w, ggml_stage_range(w.ggml_type, w.ggml_values, w.ggml_bytes, w.cols, cw),
                                                   slot_of(buf, m, i), c);
-            if constexpr (kFast) ggml_codes_from<true>(w.ggml_type, at, out);
+            if constexpr (kInt8) ggml_int8_from<true>(w.ggml_type, at, out);
+            else if constexpr (kFast) ggml_codes_from<true>(w.ggml_type, at, out);
             else ggml_chunk_from<true>(w.ggml_type, at, out);
+        } else if constexpr (kInt8) {
+            ggml_int8_from(w.ggml_type, ggml_block_at(w, ggml_row(w, row), c), out);
         } else if constexpr (kFast) {
             ggml_codes(w, ggml_row(w, row), c, out);
         } else {
@@ -1101,27 +1355,52 @@ __device__ __forceinline__ void ggml_rows_dot(Visit visit, int64_t cols, const f
                     const float* x = xs[j0 + t] + c0 * 32;
                     float* dst = stage + t * stride;
                     const bool vec = reinterpret_cast<uintptr_t>(x) % 16 == 0;
-                    // Four values a thread, a warp's 128 at a time (the loop the same in
-                    // the whole warp, for the shuffles).
-                    for (int v0 = 4 * (threadIdx.x & ~31); v0 < tile_values; v0 += 4 * blockDim.x) {
-                        const int v = v0 + 4 * lane;
-                        float4 f = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-                        float* to = dst + (v / 32) * k_ggml_x_stride + v % 32;
-                        if (v < tile_values) {
-#ifdef CETUS_CUDA_EMU
-                            if ((vec && reinterpret_cast<uintptr_t>(x + v) % 16 != 0) ||
-                                reinterpret_cast<uintptr_t>(to) % 16 != 0)
-                                __trap();  // (a GPU's 16-byte accesses must be aligned)
-#endif
-                            f = vec ? *reinterpret_cast<const float4*>(x + v)
-                                    : make_float4(x[v], x[v + 1], x[v + 2], x[v + 3]);
-                            *reinterpret_cast<float4*>(to) = f;
+                    if constexpr (kInt8) {
+                        // Eight values a thread, a warp's 256 at a time (whole blocks of
+                        // the activations: tiles start at multiples of 1,024 values and
+                        // hold whole blocks of the weights'), quantised into the chunk.
+                        for (int v0 = 8 * (threadIdx.x & ~31); v0 < tile_values; v0 += 8 * blockDim.x) {
+                            const int v = v0 + 8 * lane;
+                            const bool in = v < tile_values;
+                            float f[8] = {};
+                            if (in) {
+                                if (vec) {
+                                    const float4 a = *reinterpret_cast<const float4*>(x + v);
+                                    const float4 b = *reinterpret_cast<const float4*>(x + v + 4);
+                                    f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w;
+                                    f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
+                                } else {
+#pragma unroll
+                                    for (int e = 0; e < 8; ++e) f[e] = x[v + e];
+                                }
+                            }
+                            quantise_int8_lane(f, in, qblock,
+                                               reinterpret_cast<std::byte*>(dst + (v / 32) * k_ggml_x_stride), v % 32);
                         }
-                        if constexpr (kFast) {
-                            float sum = ((f.x + f.y) + f.z) + f.w;
-                            sum += __shfl_xor_sync(k_full_mask, sum, 1);
-                            sum += __shfl_xor_sync(k_full_mask, sum, 2);
-                            if (v < tile_values && lane % 4 == 0) dst[(v / 32) * k_ggml_x_stride + 32 + v % 32 / 16] = sum;
+                    } else {
+                        // Four values a thread, a warp's 128 at a time (the loop the same in
+                        // the whole warp, for the shuffles).
+                        for (int v0 = 4 * (threadIdx.x & ~31); v0 < tile_values; v0 += 4 * blockDim.x) {
+                            const int v = v0 + 4 * lane;
+                            float4 f = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                            float* to = dst + (v / 32) * k_ggml_x_stride + v % 32;
+                            if (v < tile_values) {
+#ifdef CETUS_CUDA_EMU
+                                if ((vec && reinterpret_cast<uintptr_t>(x + v) % 16 != 0) ||
+                                    reinterpret_cast<uintptr_t>(to) % 16 != 0)
+                                    __trap();  // (a GPU's 16-byte accesses must be aligned)
+#endif
+                                f = vec ? *reinterpret_cast<const float4*>(x + v)
+                                        : make_float4(x[v], x[v + 1], x[v + 2], x[v + 3]);
+                                *reinterpret_cast<float4*>(to) = f;
+                            }
+                            if constexpr (kFast) {
+                                float sum = ((f.x + f.y) + f.z) + f.w;
+                                sum += __shfl_xor_sync(k_full_mask, sum, 1);
+                                sum += __shfl_xor_sync(k_full_mask, sum, 2);
+                                if (v < tile_values && lane % 4 == 0)
+                                    dst[(v / 32) * k_ggml_x_stride + 32 + v % 32 / 16] = sum;
+                            }
                         }
                     }
                 }
@@ -1133,18 +1412,23 @@ __device__ __forceinline__ void ggml_rows_dot(Visit visit, int64_t cols, const f
             if (c >= n_chunks) continue;
             float xv[G][32];
             float xsum[G][2];
+            Int8X xq[kInt8 ? G : 1];
 #pragma unroll
             for (int g = 0; g < G; ++g) {
                 if (j0 + g < n) {
                     const float* at = stage + (slot + g) * stride + (part * 32 + lane) * k_ggml_x_stride;
-                    const float4* src = reinterpret_cast<const float4*>(at);
+                    if constexpr (kInt8) {
+                        load_int8_x(reinterpret_cast<const std::byte*>(at), xq[g]);
+                    } else {
+                        const float4* src = reinterpret_cast<const float4*>(at);
 #pragma unroll
-                    for (int q = 0; q < 8; ++q) {
-                        const float4 v = src[q];
-                        xv[g][4 * q] = v.x;
-                        xv[g][4 * q + 1] = v.y;
-                        xv[g][4 * q + 2] = v.z;
-                        xv[g][4 * q + 3] = v.w;
+                        for (int q = 0; q < 8; ++q) {
+                            const float4 v = src[q];
+                            xv[g][4 * q] = v.x;
+                            xv[g][4 * q + 1] = v.y;
+                            xv[g][4 * q + 2] = v.z;
+                            xv[g][4 * q + 3] = v.w;
+                        }
                     }
                     if constexpr (kFast) {
                         const float2 s2 = *reinterpret_cast<const float2*>(at + 32);
@@ -1157,7 +1441,9 @@ __device__ __forceinline__ void ggml_rows_dot(Visit visit, int64_t cols, const f
 #pragma unroll
                 for (int g = 0; g < G; ++g) {
                     if (j0 + g < n) {
-                        if constexpr (kFast) {
+                        if constexpr (kInt8) {
+                            acc[m][i][j0 + g] = int8_dot(wf, xq[g], acc[m][i][j0 + g]);
+                        } else if constexpr (kFast) {
                             acc[m][i][j0 + g] += codes_dot(wf, xv[g], xsum[g]);
                         } else {
 #pragma unroll

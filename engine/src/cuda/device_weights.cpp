@@ -143,6 +143,7 @@ public:
         DeviceMatrix d = ggml_device_matrix(m.ggml_type, m.rows, m.cols, p, ld);
         d.ggml_fast = m_ggml_fast;
         d.ggml_stage = ggml_stage_fits_type(m.ggml_type) ? m_ggml_stage : uint8_t(0);
+        d.ggml_int8 = m.int8_activations && ggml_int8_fits_type(m.ggml_type);
         return d;
     }
     // Bytes of one of m's rows of blocks; throws for a type the device cannot decode.
@@ -200,8 +201,13 @@ public:
         // dtypes never take the GGUF kernels), each launch's slots the size of its largest
         uint8_t stage = m_ggml_stage;
         int32_t slot[2] = {};  // gate and up, down
+        // (the int8 form where every matrix of a launch has it, with blocks of one size)
+        int32_t int8_block[2] = {-1, -1};
         for (size_t i = 0; i < table.size(); ++i) {
             const DeviceMatrix& x = table[i];
+            int32_t& q = int8_block[i < 2 * E ? 0 : 1];
+            const int32_t values = x.dtype == DeviceDtype::Ggml && x.ggml_int8 ? x.ggml_values : 0;
+            q = q < 0 || q == values ? values : 0;
             if (x.dtype != DeviceDtype::Ggml) continue;
             stage = std::min(stage, x.ggml_stage);
             int32_t& s = slot[i < 2 * E ? 0 : 1];
@@ -213,6 +219,8 @@ public:
         d.experts.ggml_stage = stage;
         d.experts.ggml_slot_gate_up = slot[0];
         d.experts.ggml_slot_down = slot[1];
+        d.experts.ggml_int8_gate_up = std::max(int8_block[0], 0);
+        d.experts.ggml_int8_down = std::max(int8_block[1], 0);
         d.has_shared = m.has_shared;
         if (m.has_shared) d.shared = mlp(m.shared);
         return d;

@@ -114,6 +114,14 @@ int32_t ggml_stage_slot_bytes(uint32_t type) {
 
 bool ggml_stage_fits_type(uint32_t type) { return ggml_stage_slot_bytes(type) > 0; }
 
+bool ggml_int8_fits_type(uint32_t type) { return ggml_int8_type(type); }
+
+namespace {
+std::atomic<uint64_t> g_int8_launches{0};
+}  // namespace
+uint64_t ggml_int8_launches() { return g_int8_launches.load(std::memory_order_relaxed); }
+void count_ggml_int8_launch() { g_int8_launches.fetch_add(1, std::memory_order_relaxed); }
+
 void ggml_device_row(uint32_t type, const void* src, void* dst, int64_t cols) {
     const int64_t bytes = ggml_row_bytes(type, cols);
     if (bytes <= 0)  // device_weights refuses such matrices by name before staging a row

@@ -46,6 +46,13 @@ struct DeviceMatrix {
     // copies in flight while a tile is decoded). 0 reads the rows. The sums are the same
     // either way.
     uint8_t ggml_stage = 0;
+    // The GGUF products of matvec.cu and moe_experts.cu (decode and verify batches: what
+    // gemm.h calls small) quantise their activations to int8 per block of the weights' type and take
+    // integer dot products (device_math.cuh: GgmlInt8), for a model whose matrices are marked
+    // for int8 activations (Matrix::int8_activations, cetus-cli --int8-activations) and a
+    // block type that has the form (ggml_int8_type). Not the CPU's bits: the same integers,
+    // the fp32 steps in another order.
+    bool ggml_int8 = false;
 };
 
 // A matrix-vector product over groups of rows, for the per-head products of
@@ -162,6 +169,12 @@ bool ggml_stage_fits_type(uint32_t type);
 // The shared memory a warp's copy of a tile of a row of this block type takes
 // (device_math.cuh: ggml_slot_bytes), 0 for a type with none.
 int32_t ggml_stage_slot_bytes(uint32_t type);
+// Whether the GGUF decode products have an int8 form of this block type (device_math.cuh:
+// ggml_int8_type: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K).
+bool ggml_int8_fits_type(uint32_t type);
+// Launches that took the int8 form so far (the kernel checks ask whether a launch did).
+uint64_t ggml_int8_launches();
+void count_ggml_int8_launch();
 // Launches that staged their rows so far with `buffers` tiles in flight (0: either), the
 // kernel checks asking whether a launch did, and the count's increment, by the launchers.
 uint64_t ggml_staged_launches(int buffers = 0);
@@ -330,6 +343,10 @@ struct DeviceExperts {
     int64_t inter = 0;  // moe_intermediate_size
     bool ggml_fast = false;  // GGUF experts: DeviceMatrix::ggml_fast (all of them alike)
     uint8_t ggml_stage = 0;  // GGUF experts: the least of every one's DeviceMatrix::ggml_stage
+    // GGUF experts: where every expert's gate and up (and, apart, down) is
+    // DeviceMatrix::ggml_int8 with blocks of one size, that size in values (32 or 256),
+    // else 0.
+    int32_t ggml_int8_gate_up = 0, ggml_int8_down = 0;
     // GGUF experts: the largest slot (ggml_stage_slot_bytes) of their gate and up, and of
     // their down; 0: the largest of any block type.
     int32_t ggml_slot_gate_up = 0, ggml_slot_down = 0;

@@ -67,10 +67,11 @@ inline constexpr int k_rows_per_warp =
 // kSplit warps per output row, k_warps_per_block / kSplit rows per block (times
 // k_rows_per_warp). With kSplit > 1 the warps' partial sums are added in warp order.
 // x, y and y2 also come as separate restricted parameters: loads of x take the read-only path.
-// kFast (GGUF blocks only): the fast mode's sums (DeviceMatrix::ggml_fast); kStageW
+// kForm (GGUF blocks only): ggml_rows_dot's form of the sums (k_ggml_fast:
+// DeviceMatrix::ggml_fast; k_ggml_int8: DeviceMatrix::ggml_int8); kStageW
 // (GGUF blocks only): their rows staged with kStageW tiles in flight (1 or 2;
 // DeviceMatrix::ggml_stage), the same sums.
-template <DeviceDtype DT, int NT, bool kXVec, int kSplit, Fuse kFuse, bool kFast, int kStageW = 0>
+template <DeviceDtype DT, int NT, bool kXVec, int kSplit, Fuse kFuse, int kForm, int kStageW = 0>
 __global__ void __launch_bounds__(32 * k_warps_per_block)
     matvec_kernel(MatvecArgs a, const float* __restrict__ x, float* __restrict__ y, float* __restrict__ y2) {
     pdl_wait();  // first: see pdl.cuh
@@ -108,7 +109,8 @@ __global__ void __launch_bounds__(32 * k_warps_per_block)
                 f(a.w, g.w_row0 + grp * g.w_row_step + r);
             }
         };
-        ggml_rows_dot<NT, R, kAcc, kSplit, kFast, kStageW>(visit, a.w.cols, xs, a.n, acc, part, stage, a.ggml_slots);
+        ggml_rows_dot<NT, R, kAcc, kSplit, kForm, kStageW>(visit, a.w.cols, xs, a.n, acc, part, stage, a.ggml_slots,
+                                                           a.w.ggml_values);
     } else if (active) {
         const int64_t rw = g.w_row0 + grp * g.w_row_step + r0;  // a plain product's (or the gate's) weight row
         if constexpr (kFuse == Fuse::Pair) {
@@ -215,17 +217,23 @@ void launch_split(const MatvecArgs& a, cudaStream_t s) {
     if constexpr (DT == DeviceDtype::Ggml) {
         constexpr int kAcc = kFuse == Fuse::GateUp ? 2 : 1;
         size_t smem = ggml_stage_bytes(NT, kSplit, a.w.cols);
-        const auto go = [&](auto staged, const MatvecArgs& args) {  // the fast mode's sums or the exact ones
+        const bool pair = kFuse == Fuse::GateUp || kFuse == Fuse::Pair;
+        const bool int8 = ggml_int8_launch(a.w, pair ? &a.w2 : nullptr);
+        if (int8) count_ggml_int8_launch();
+        const auto go = [&](auto staged, const MatvecArgs& args) {  // the int8, fast or exact sums
             constexpr int kStageW = decltype(staged)::value;
-            if (a.w.ggml_fast)
-                launch_pdl(matvec_kernel<DT, NT, kXVec, kSplit, kFuse, true, kStageW>, grid, 32 * k_warps_per_block,
-                           smem, s, args, a.x, a.y, a.y2);
+            if (int8)
+                launch_pdl(matvec_kernel<DT, NT, kXVec, kSplit, kFuse, k_ggml_int8, kStageW>, grid,
+                           32 * k_warps_per_block, smem, s, args, a.x, a.y, a.y2);
+            else if (a.w.ggml_fast)
+                launch_pdl(matvec_kernel<DT, NT, kXVec, kSplit, kFuse, k_ggml_fast, kStageW>, grid,
+                           32 * k_warps_per_block, smem, s, args, a.x, a.y, a.y2);
             else
-                launch_pdl(matvec_kernel<DT, NT, kXVec, kSplit, kFuse, false, kStageW>, grid, 32 * k_warps_per_block,
-                           smem, s, args, a.x, a.y, a.y2);
+                launch_pdl(matvec_kernel<DT, NT, kXVec, kSplit, kFuse, k_ggml_exact, kStageW>, grid,
+                           32 * k_warps_per_block, smem, s, args, a.x, a.y, a.y2);
         };
         if constexpr (NT <= k_ggml_stage_max_tokens) {  // (no staged instance for more tokens)
-            const GgmlSlots slots = ggml_stage_slots(a, NT, kSplit, kAcc, R, kFuse == Fuse::GateUp || kFuse == Fuse::Pair);
+            const GgmlSlots slots = ggml_stage_slots(a, NT, kSplit, kAcc, R, pair);
             if (slots.buffers > 0) {
                 count_ggml_staged_launch(slots.buffers);
                 smem += ggml_weight_stage_bytes(kAcc, R, slots);
@@ -238,8 +246,8 @@ void launch_split(const MatvecArgs& a, cudaStream_t s) {
         }
         go(std::integral_constant<int, 0>{}, a);
     } else {
-        launch_pdl(matvec_kernel<DT, NT, kXVec, kSplit, kFuse, false>, grid, 32 * k_warps_per_block, 0, s, a, a.x,
-                   a.y, a.y2);
+        launch_pdl(matvec_kernel<DT, NT, kXVec, kSplit, kFuse, k_ggml_exact>, grid, 32 * k_warps_per_block, 0, s, a,
+                   a.x, a.y, a.y2);
     }
 }
 
@@ -320,8 +328,10 @@ void launch_matvec_add_rmsnorm(const DeviceMatrix& w, const float* x, int64_t ld
 }
 
 bool matvec_fusable(const DeviceMatrix& a, const DeviceMatrix& b) {
-    // (two Ggml matrices may be of different block types, not of different sums)
-    return a.dtype == b.dtype && a.cols == b.cols && a.ggml_fast == b.ggml_fast;
+    // (two Ggml matrices may be of different block types, not of different sums; in the
+    // int8 form blocks of one size)
+    return a.dtype == b.dtype && a.cols == b.cols && a.ggml_fast == b.ggml_fast && a.ggml_int8 == b.ggml_int8 &&
+           (!a.ggml_int8 || a.ggml_values == b.ggml_values);
 }
 
 void launch_matvec_gate_up(const DeviceMatrix& gate, const DeviceMatrix& up, const float* x, int64_t ldx, int64_t n,

@@ -35,11 +35,11 @@ inline constexpr int k_rows_per_warp = DT == DeviceDtype::Ggml ? k_ggml_rows_per
 // with few registers; more pairs take several passes. A pair's sum does not depend on
 // NT or on the other pairs. GGUF blocks: every warp of the block calls this with the
 // same count and pairs (n_rows may be 0), as ggml_rows_dot's copies need.
-template <DeviceDtype DT, int NT, bool kXVec, bool kGateUp, bool kFast, int kStageW, class PairAt, class InputOf,
+template <DeviceDtype DT, int NT, bool kXVec, bool kGateUp, int kForm, int kStageW, class PairAt, class InputOf,
           class OutputOf>
 __device__ __forceinline__ void rows_for_pairs(const DeviceMatrix& w1, const DeviceMatrix& w2, int64_t row0,
                                                int n_rows, int count, PairAt pair_at, InputOf x_of, OutputOf out_of,
-                                               float* stage, GgmlSlots slots) {
+                                               float* stage, GgmlSlots slots, int qblock) {
     constexpr int R = k_rows_per_warp<DT, NT, kGateUp>;
     constexpr int kAcc = kGateUp ? 2 : 1;
     for (int c0 = 0; c0 < count; c0 += NT) {
@@ -56,7 +56,7 @@ __device__ __forceinline__ void rows_for_pairs(const DeviceMatrix& w1, const Dev
             const auto visit = [&](int m, int i, auto&& f) {
                 if (i < n_rows) f(m == 0 ? w1 : w2, row0 + i);
             };
-            ggml_rows_dot<NT, R, kAcc, 1, kFast, kStageW>(visit, w1.cols, xs, np, v, 0, stage, slots);
+            ggml_rows_dot<NT, R, kAcc, 1, kForm, kStageW>(visit, w1.cols, xs, np, v, 0, stage, slots, qblock);
         } else if constexpr (kGateUp) {  // gate's row and up's in one pass
             warp_row_pair_dot<DT, NT, kXVec>(w1, row0, w2, row0, xs, np, reinterpret_cast<float (&)[2][NT]>(v));
         } else {
@@ -89,7 +89,8 @@ __device__ __forceinline__ void rows_for_pairs(const DeviceMatrix& w1, const Dev
 // returns early. The last block of each column of the grid (the routed and shared
 // experts' blocks of the same rows) adds those rows up for every token
 // (combine_elems), and the launch's last block then takes the norms.
-// kFast (GGUF blocks only): the fast mode's sums (DeviceMatrix::ggml_fast); kStageW (GGUF
+// kForm (GGUF blocks only): ggml_rows_dot's form of the sums (k_ggml_fast:
+// DeviceMatrix::ggml_fast; k_ggml_int8: ExpertLaunch::ggml_int8_block); kStageW (GGUF
 // blocks only): their rows staged with kStageW tiles in flight (1 or 2;
 // DeviceMatrix::ggml_stage), the same sums.
 // Blocks a multiprocessor it is compiled for (at most 128 registers for two): two for one
@@ -98,7 +99,7 @@ __device__ __forceinline__ void rows_for_pairs(const DeviceMatrix& w1, const Dev
 // registers, none spilled; bound to two blocks they spilled 132 and 164 bytes).
 template <int NT, bool kGateUp, int kStageW>
 inline constexpr int k_expert_min_blocks = NT == 1 && !(kStageW == 2 && kGateUp) ? 2 : 1;
-template <DeviceDtype DT, int NT, bool kXVec, bool kGateUp, bool kCombine, bool kFast, int kStageW = 0>
+template <DeviceDtype DT, int NT, bool kXVec, bool kGateUp, bool kCombine, int kForm, int kStageW = 0>
 __global__ void __launch_bounds__(32 * k_expert_rows, (k_expert_min_blocks<NT, kGateUp, kStageW>))
     experts_kernel(ExpertLaunch a) {
     static_assert(!kCombine || 32 * k_expert_rows == k_row_threads, "norm_row_l2 needs a block of k_row_threads");
@@ -144,7 +145,7 @@ __global__ void __launch_bounds__(32 * k_expert_rows, (k_expert_min_blocks<NT, k
         if (!work || (!kGgml && n_rows == 0)) return;  // (GGUF: every warp takes part in the copies)
     }
     if (work && (kGgml || n_rows > 0)) {
-        rows_for_pairs<DT, NT, kXVec, kGateUp, kFast, kStageW>(
+        rows_for_pairs<DT, NT, kXVec, kGateUp, kForm, kStageW>(
             w1, w2, row0, n_rows, count, [&](int i) { return shared ? i : list[i]; },
             [&](int p) {
                 return shared ? a.s_x + int64_t(p) * a.s_cols : a.x + int64_t(kGateUp ? p / a.top_k : p) * a.cols;
@@ -152,7 +153,7 @@ __global__ void __launch_bounds__(32 * k_expert_rows, (k_expert_min_blocks<NT, k
             [&](int p, int64_t r) {
                 return shared ? a.s_out + int64_t(p) * a.s_rows + r : a.out + int64_t(p) * a.rows + r;
             },
-            stage, GgmlSlots{a.ggml_slot_bytes, a.ggml_buffers});
+            stage, GgmlSlots{a.ggml_slot_bytes, a.ggml_buffers}, a.ggml_int8_block);
     }
     if constexpr (kCombine) {
         // (A shared block covers the rows of the routed blocks beside it: the shared
@@ -180,7 +181,7 @@ size_t ggml_x_bytes(const ExpertLaunch& a) {
     return std::max(ggml_stage_bytes(NT, 1, a.cols), a.s_rows > 0 ? ggml_stage_bytes(NT, 1, a.s_cols) : 0);
 }
 
-template <DeviceDtype DT, int NT, bool kXVec, bool kGateUp, bool kFast, int kStageW = 0>
+template <DeviceDtype DT, int NT, bool kXVec, bool kGateUp, int kForm, int kStageW = 0>
 void launch_experts_vec(const ExpertLaunch& a, const dim3& grid, cudaStream_t s) {
     constexpr int threads = 32 * k_expert_rows;
     static_assert(k_fused_tail_max_tokens <= 2, "the fused combine is compiled for 1 and 2 tokens");
@@ -190,11 +191,11 @@ void launch_experts_vec(const ExpertLaunch& a, const dim3& grid, cudaStream_t s)
                                         GgmlSlots{a.ggml_slot_bytes, a.ggml_buffers});
     if constexpr (!kGateUp && NT <= 2) {
         if (a.combine.done) {
-            launch_pdl(experts_kernel<DT, NT, kXVec, false, true, kFast, kStageW>, grid, threads, smem, s, a);
+            launch_pdl(experts_kernel<DT, NT, kXVec, false, true, kForm, kStageW>, grid, threads, smem, s, a);
             return;
         }
     }
-    launch_pdl(experts_kernel<DT, NT, kXVec, kGateUp, false, kFast, kStageW>, grid, threads, smem, s, a);
+    launch_pdl(experts_kernel<DT, NT, kXVec, kGateUp, false, kForm, kStageW>, grid, threads, smem, s, a);
 }
 
 // The weight slots of a GGUF launch of NT tokens; buffers 0 where it reads the rows.
@@ -234,10 +235,12 @@ void launch_experts_nt(ExpertLaunch a, int64_t n, int32_t n_experts, bool x_vec,
     a.s_slots = a.s_rows > 0 ? int32_t((a.s_rows + blocks * kRows - 1) / (blocks * kRows)) : 0;
     const dim3 grid(unsigned(blocks), unsigned(std::min<int64_t>(n_experts, n * a.top_k) + a.s_slots));
     if constexpr (DT == DeviceDtype::Ggml) {
-        const auto go = [&](auto staged) {  // the fast mode's sums or the exact ones
+        if (a.ggml_int8_block) count_ggml_int8_launch();
+        const auto go = [&](auto staged) {  // the int8, fast or exact sums
             constexpr int kStageW = decltype(staged)::value;
-            if (a.ggml_fast) launch_experts_vec<DT, NT, false, kGateUp, true, kStageW>(a, grid, s);
-            else launch_experts_vec<DT, NT, false, kGateUp, false, kStageW>(a, grid, s);
+            if (a.ggml_int8_block) launch_experts_vec<DT, NT, false, kGateUp, k_ggml_int8, kStageW>(a, grid, s);
+            else if (a.ggml_fast) launch_experts_vec<DT, NT, false, kGateUp, k_ggml_fast, kStageW>(a, grid, s);
+            else launch_experts_vec<DT, NT, false, kGateUp, k_ggml_exact, kStageW>(a, grid, s);
         };
         if constexpr (NT <= k_ggml_stage_max_tokens) {  // (no staged instance for more tokens)
             const GgmlSlots slots = ggml_stage_slots<NT, kGateUp>(a);
@@ -252,9 +255,9 @@ void launch_experts_nt(ExpertLaunch a, int64_t n, int32_t n_experts, bool x_vec,
         }
         go(std::integral_constant<int, 0>{});
     } else if (x_vec) {
-        launch_experts_vec<DT, NT, true, kGateUp, false>(a, grid, s);
+        launch_experts_vec<DT, NT, true, kGateUp, k_ggml_exact>(a, grid, s);
     } else {
-        launch_experts_vec<DT, NT, false, kGateUp, false>(a, grid, s);
+        launch_experts_vec<DT, NT, false, kGateUp, k_ggml_exact>(a, grid, s);
     }
 }
 
@@ -285,11 +288,13 @@ void launch_experts(const ExpertLaunch& a, DeviceDtype dtype, int64_t n, int32_t
 
 bool experts_shared_fusable(const DeviceExperts& e, const DeviceMatrix& gate, const DeviceMatrix& up,
                             const DeviceMatrix& down, int64_t hidden) {
-    const auto sums = [&](const DeviceMatrix& m) {
-        return m.dtype != DeviceDtype::Ggml || (m.ggml_fast == e.ggml_fast && m.ggml_stage == e.ggml_stage);
+    const auto sums = [&](const DeviceMatrix& m, int32_t int8_block) {  // (the routed experts' int8 blocks)
+        return m.dtype != DeviceDtype::Ggml ||
+               (m.ggml_fast == e.ggml_fast && m.ggml_stage == e.ggml_stage &&
+                (int8_block ? m.ggml_int8 && m.ggml_values == int8_block : !m.ggml_int8));
     };
     return gate.dtype == e.gate_up_dtype && up.dtype == e.gate_up_dtype && down.dtype == e.down_dtype &&
-           sums(gate) && sums(up) && sums(down) &&
+           sums(gate, e.ggml_int8_gate_up) && sums(up, e.ggml_int8_gate_up) && sums(down, e.ggml_int8_down) &&
            gate.rows == up.rows && gate.cols == hidden && up.cols == hidden && down.rows == hidden &&
            down.cols == gate.rows && gate.rows > 0;
 }
@@ -316,6 +321,7 @@ void launch_experts_gate_up(const DeviceExperts& e, const ExpertPairs& pairs, co
     a.ggml_fast = e.ggml_fast;
     a.ggml_stage = e.ggml_stage;
     a.ggml_slot_bytes = e.ggml_slot_gate_up;
+    a.ggml_int8_block = e.ggml_int8_gate_up;
     if (mma) {
         if (shared) throw Error(ErrorCode::Device, "experts: shared experts on the tensor-core kernel (internal error)");
         launch_to_bf16(x, hidden, n, hidden, mma->x_bf16, mma->ld_x, s);
@@ -339,6 +345,7 @@ void launch_experts_down(const DeviceExperts& e, const ExpertPairs& pairs, const
     a.ggml_fast = e.ggml_fast;
     a.ggml_stage = e.ggml_stage;
     a.ggml_slot_bytes = e.ggml_slot_down;
+    a.ggml_int8_block = e.ggml_int8_down;
     if (mma) {
         if (shared || combine)
             throw Error(ErrorCode::Device, "experts: a fused part on the tensor-core kernel (internal error)");

@@ -25,6 +25,9 @@ struct ExpertLaunch {
     int32_t n_tokens = 0;  // tokens of the launch
     bool ggml_fast = false;  // GGUF blocks: the fast mode's sums (DeviceExperts::ggml_fast)
     uint8_t ggml_stage = 0;  // GGUF blocks: rows staged, as asked (DeviceExperts::ggml_stage)
+    // GGUF blocks: the int8 form's block of activations (DeviceExperts::ggml_int8_gate_up or
+    // ggml_int8_down; the shared experts riding along have it too), 0: not the int8 form.
+    int32_t ggml_int8_block = 0;
     // The launch's weight slots (device_math.cuh: GgmlSlots; ggml_buffers set by the launcher
     // where it stages): ggml_slot_bytes the launcher's input, the routed experts' largest
     // slot (0: the largest of any type), then the launch's.

@@ -294,7 +294,14 @@ inline float __fsub_rn(float a, float b) { return emu_unfused(a) - emu_unfused(b
 inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
 inline double __dmul_rn(double a, double b) { return a * b; }
 inline double __dadd_rn(double a, double b) { return a + b; }
+inline float __fdiv_rn(float a, float b) { return emu_unfused(a) / emu_unfused(b); }
 inline int __float2int_rn(float x) { return int(std::nearbyint(x)); }
+// The four signed bytes of a times those of b, summed into c (DP4A, signed form).
+inline int __dp4a(int a, int b, int c) {
+    int64_t s = c;
+    for (int i = 0; i < 4; ++i) s += int64_t(int8_t(uint32_t(a) >> (8 * i))) * int8_t(uint32_t(b) >> (8 * i));
+    return int(uint32_t(uint64_t(s)));
+}
 inline int __float_as_int(float x) { return ::cuda_emu::from_bits<int>(::cuda_emu::to_bits(x)); }
 inline unsigned __float_as_uint(float x) { return ::cuda_emu::from_bits<unsigned>(::cuda_emu::to_bits(x)); }
 inline float __int_as_float(int x) { return ::cuda_emu::from_bits<float>(::cuda_emu::to_bits(x)); }
