@@ -44,7 +44,7 @@ std::vector<int32_t> parse_ids(const std::string& text) {
 void LoadFlags::apply(EngineOptions& o) const {
     o.fp8_on_load = fp8;
     o.expand_gguf = expand_gguf;
-    o.int8_activations = int8_activations;
+    o.int8_activations = o.gpu_int8_activations = int8_activations;
     o.kv_cache = kv_cache_type_from_name(kv_cache);
     o.prefix_cache_dir = prefix_cache;
     o.prefix_cache_bytes = prefix_cache_mib << 20;

@@ -328,7 +328,7 @@ void Engine::make_backend(const EngineOptions& o, bool use_cuda, const LoadProgr
                           const std::function<std::unique_ptr<Model>()>& host_model) {
     const int64_t ctx = std::min<int64_t>(o.max_context, m_model->config().max_position_embeddings);
     if (use_cuda) {
-        m_model->use_int8_activations(o.int8_activations);  // (the upload reads the marks)
+        m_model->use_int8_activations(o.gpu_int8_activations);  // (the upload reads the marks)
         try {
             m_backend = create_cuda_backend(*m_model, ctx, o.kv_cache, progress);
             // The GPU holds its own copy: bytes the host owns (FP8 on load, random

@@ -1066,8 +1066,11 @@ void compare_backends(const RandomModelOptions& ro, KvCacheType kv, const std::s
                 }
                 if (whole_runs) {
                     const auto g_off = greedy(*model, *gpu, prompt, false);
-                    r.check(tag + "greedy generation == CPU", g_off == cpu_greedy, 0, 0,
-                            std::to_string(g_off.size()) + " vs " + std::to_string(cpu_greedy.size()) + " tokens");
+                    // (Not with int8 activations: a logit 1 % from the CPU's may take another
+                    // token where two are that close; the emulator's tiny run gave the CPU's 24.)
+                    if (!int8)
+                        r.check(tag + "greedy generation == CPU", g_off == cpu_greedy, 0, 0,
+                                std::to_string(g_off.size()) + " vs " + std::to_string(cpu_greedy.size()) + " tokens");
                     if (model->n_mtp() > 0) {
                         const auto g_on = greedy(*model, *gpu, prompt, true);
                         r.check(tag + "greedy MTP on == off", g_on == g_off, 0, 0, "");

@@ -695,7 +695,10 @@ void MainWindow::buildMenus() {
         QStringList args{QStringLiteral("--context"), QString::number(std::max<qint64>(1, m->context_length))};
         if (!m->kv_cache_type.isEmpty()) args << QStringLiteral("--kv-cache") << m->kv_cache_type;
         if (m_loaded_request.fp8_on_load) args << QStringLiteral("--fp8");
-        if (m_loaded_request.int8_activations) args << QStringLiteral("--int8-activations");
+        // (the menu's integer products are the CPU's: the flag would also give a server on the
+        // GPU the CUDA backend's int8 form)
+        if (m_loaded_request.int8_activations && m->backend.startsWith(QLatin1String("cpu")))
+            args << QStringLiteral("--int8-activations");
         if (m_loaded_request.n_threads > 0) args << QStringLiteral("--threads") << QString::number(m_loaded_request.n_threads);
         // Its clients' conversations go on after a restart too, in the same folder (one
         // budget; Clear conversation caches removes them with the app's).

@@ -59,10 +59,12 @@ struct EngineOptions {
     // run of 32 values) and use integer dot products, as llama.cpp does, instead of
     // decoding every weight to fp32: faster where decoding limits a step, at a small
     // cost in precision (a product moves by at most half an activation step times the
-    // sum of its |weights|). Other weight types are unaffected. On the CUDA backend the
-    // decode and verify products of GGUF blocks take the same quantisation and integer
-    // sums (dp4a); its prefill products are unaffected.
+    // sum of its |weights|). Other weight types, and the CUDA backend, are unaffected.
     bool int8_activations = false;
+    // The same for the CUDA backend's decode and verify products of GGUF blocks (the same
+    // quantisation and integer sums, with dp4a; its prefill products are unaffected), apart
+    // from the CPU's: not yet measured on a GPU (cetus-cli --int8-activations sets both).
+    bool gpu_int8_activations = false;
     KvCacheType kv_cache = KvCacheType::F32;
     // Host memory for the prefixes of recent conversations (their latent-cache rows,
     // small with MLA): a request that goes on with one of them after others ran gets
