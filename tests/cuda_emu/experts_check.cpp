@@ -324,6 +324,89 @@ void check_staged(const std::string& name, const DeviceExperts& ex, const std::v
     }
 }
 
+// Activations quantised as cpu::quantise_int8 quantises them (per block of `block` values),
+// as doubles d q: [rows, cols].
+std::vector<double> int8_dequantised(const std::vector<float>& v, int64_t rows, int64_t cols, int block) {
+    cetus::cpu::Int8Rows a;
+    cetus::cpu::quantise_int8(v.data(), cols, rows, cols, block, a);
+    std::vector<double> out(size_t(rows * cols));
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t i = 0; i < cols; ++i)
+            out[size_t(r * cols + i)] =
+                double(a.d[size_t(r * (cols / block) + i / block)]) * double(a.q[size_t(r * cols + i)]);
+    return out;
+}
+
+// The int8 form with shared experts riding along whose blocks differ in size from the
+// routed experts' (V2-Lite's Q4_K_M: routed down rows of 1,408 values in 32-value blocks,
+// the shared experts' of 2,816 in K-quants): here Q4_K gate and up and Q6_K down over 512
+// shared rows. Their launch blocks stage their own activations, each per its own block
+// size: the pair is fusable, the routed experts' outputs are the bits of the launches
+// without them, and the shared experts' are within the fp32 kernel's bound of double sums
+// of their values times activations quantised per 256 values (x, then their own h).
+void check_int8_mixed_shared(const std::string& name, const DeviceExperts& ex, const std::vector<DeviceMatrix>& gm,
+                             const std::vector<DeviceMatrix>& um, const std::vector<DeviceMatrix>& dm,
+                             const ExpertPairs& pairs, const std::vector<float>& x, const float* x_d, float* h_d,
+                             float* y_d, int64_t n, int64_t K, int64_t H, int64_t E, int64_t I, std::mt19937& rng) {
+    const int64_t P = n * K, Is = 512;
+    std::vector<void*> owned;
+    Weight sg = make_ggml_weight(12, Is, H, rng, owned), su = make_ggml_weight(12, Is, H, rng, owned),
+           sd = make_ggml_weight(14, H, Is, rng, owned);
+    for (Weight* w : {&sg, &su, &sd}) w->m.ggml_int8 = true;
+    DeviceExperts e = ex;
+    std::vector<DeviceMatrix> t[3] = {gm, um, dm};
+    for (auto& v : t)
+        for (DeviceMatrix& m : v) m.ggml_int8 = true;
+    e.gate = device_copy(t[0]);
+    e.up = device_copy(t[1]);
+    e.down = device_copy(t[2]);
+    e.ggml_int8_gate_up = gm[0].ggml_values;
+    e.ggml_int8_down = dm[0].ggml_values;
+    const std::string what = name + ", int8 sums, shared experts in 256-value blocks beside routed ones of " +
+                             std::to_string(gm[0].ggml_values) + " and " + std::to_string(dm[0].ggml_values);
+    check(experts_shared_fusable(e, sg.m, su.m, sd.m, H), what + ": fusable");
+    launch_experts_gate_up(e, pairs, x_d, n, int32_t(K), H, int32_t(E), h_d, nullptr, nullptr, nullptr);
+    const std::vector<float> h0 = host_copy(h_d, size_t(P * I));
+    launch_experts_down(e, pairs, h_d, n, int32_t(K), H, int32_t(E), y_d, nullptr, nullptr, nullptr, nullptr);
+    const std::vector<float> y0 = host_copy(y_d, size_t(P * H));
+    float* sh_h = device_copy(std::vector<float>(size_t(n * Is), -7.0f));
+    float* sh_out = device_copy(std::vector<float>(size_t(n * H), -7.0f));
+    const SharedExpertLaunch shared{sg.m, su.m, sd.m, sh_h, sh_out};
+    const uint64_t before = ggml_int8_launches();
+    launch_experts_gate_up(e, pairs, x_d, n, int32_t(K), H, int32_t(E), h_d, nullptr, &shared, nullptr);
+    launch_experts_down(e, pairs, h_d, n, int32_t(K), H, int32_t(E), y_d, nullptr, &shared, nullptr, nullptr);
+    check(ggml_int8_launches() - before == 2, what + ": both launches took the int8 form");
+    check(same_bits(h0, host_copy(h_d, size_t(P * I))) && same_bits(y0, host_copy(y_d, size_t(P * H))),
+          what + ": the routed experts' outputs == without the shared experts, bit for bit");
+    const std::vector<float> sh = host_copy(sh_h, size_t(n * Is));
+    const std::vector<double> xq = int8_dequantised(x, n, H, 256), hq = int8_dequantised(sh, n, Is, 256);
+    std::vector<double> hw(size_t(n * Is)), yw(size_t(n * H));
+    for (int64_t t = 0; t < n; ++t) {
+        for (int64_t r = 0; r < Is; ++r) {
+            double g = 0.0, u = 0.0;
+            for (int64_t i = 0; i < H; ++i) {
+                g += xq[size_t(t * H + i)] * sg.exact[size_t(r * H + i)];
+                u += xq[size_t(t * H + i)] * su.exact[size_t(r * H + i)];
+            }
+            hw[size_t(t * Is + r)] = g / (1.0 + std::exp(-g)) * u;
+        }
+        for (int64_t r = 0; r < H; ++r) {
+            double s = 0.0;
+            for (int64_t i = 0; i < Is; ++i) s += hq[size_t(t * Is + i)] * sd.exact[size_t(r * Is + i)];
+            yw[size_t(t * H + r)] = s;
+        }
+    }
+    const Worst wh = compare(sh, hw, 0.0, 1e-5), wy = compare(host_copy(sh_out, size_t(n * H)), yw, 0.0, 1e-5);
+    char line[400];
+    std::snprintf(line, sizeof line, "%s: theirs within %.3g (gate/up) and %.3g (down) of the largest (bound 1e-5)",
+                  what.c_str(), wh.rel, wy.rel);
+    check(wh.err == 0.0 && wy.err == 0.0, line);
+    for (const DeviceMatrix* p : {e.gate, e.up, e.down}) cudaFree(const_cast<DeviceMatrix*>(p));
+    cudaFree(sh_h);
+    cudaFree(sh_out);
+    for (void* p : owned) cudaFree(p);
+}
+
 void run_case(const Case& c, DeviceDtype dt) {
     const std::string name = std::string(c.name) +
                              (dt == DeviceDtype::BF16      ? ", BF16"
@@ -518,18 +601,8 @@ void run_case(const Case& c, DeviceDtype dt) {
         launch_experts_down(q8, pairs, h_d, n, int32_t(K), H, int32_t(E), y_d, nullptr, nullptr, nullptr, nullptr);
         check(ggml_int8_launches() - before == 2, name + ", fp32 kernel, int8 sums: both launches took the int8 form");
         const std::vector<float> h = host_copy(h_d, size_t(P * I));
-        const auto dequantised = [](const std::vector<float>& v, int64_t rows, int64_t cols, int block) {
-            cetus::cpu::Int8Rows a;
-            cetus::cpu::quantise_int8(v.data(), cols, rows, cols, block, a);
-            std::vector<double> out(size_t(rows * cols));
-            for (int64_t r = 0; r < rows; ++r)
-                for (int64_t i = 0; i < cols; ++i)
-                    out[size_t(r * cols + i)] =
-                        double(a.d[size_t(r * (cols / block) + i / block)]) * double(a.q[size_t(r * cols + i)]);
-            return out;
-        };
-        const std::vector<double> xq = dequantised(x, n, H, gm[0].ggml_values);
-        const std::vector<double> hq = dequantised(h, P, I, dm[0].ggml_values);
+        const std::vector<double> xq = int8_dequantised(x, n, H, gm[0].ggml_values);
+        const std::vector<double> hq = int8_dequantised(h, P, I, dm[0].ggml_values);
         std::vector<double> hw(size_t(P * I)), yw(size_t(P * H));
         for (int64_t p = 0; p < P; ++p) {
             const int64_t t = p / K, e = ids[size_t(p)];
@@ -560,6 +633,8 @@ void run_case(const Case& c, DeviceDtype dt) {
               name + ", fp32 kernel, int8 sums: gate/up near the unquantised products (" + std::to_string(loose.rel) +
                   " of the largest, not the same)");
         for (const DeviceMatrix* p : {q8.gate, q8.up, q8.down}) cudaFree(const_cast<DeviceMatrix*>(p));
+        if (n <= 2 && H % 256 == 0 && (gm[0].ggml_values != 256 || dm[0].ggml_values != 256))
+            check_int8_mixed_shared(name, ex, gm, um, dm, pairs, x, x_d, h_d, y_d, n, K, H, E, I, rng);
     }
     if (cudaDeviceSynchronize() != cudaSuccess)
         check(false, name + ": kernels: " + cudaGetErrorString(cudaGetLastError()));

@@ -153,7 +153,7 @@ __global__ void __launch_bounds__(32 * k_expert_rows, (k_expert_min_blocks<NT, k
             [&](int p, int64_t r) {
                 return shared ? a.s_out + int64_t(p) * a.s_rows + r : a.out + int64_t(p) * a.rows + r;
             },
-            stage, GgmlSlots{a.ggml_slot_bytes, a.ggml_buffers}, a.ggml_int8_block);
+            stage, GgmlSlots{a.ggml_slot_bytes, a.ggml_buffers}, shared ? a.s_int8_block : a.ggml_int8_block);
     }
     if constexpr (kCombine) {
         // (A shared block covers the rows of the routed blocks beside it: the shared
@@ -288,13 +288,16 @@ void launch_experts(const ExpertLaunch& a, DeviceDtype dtype, int64_t n, int32_t
 
 bool experts_shared_fusable(const DeviceExperts& e, const DeviceMatrix& gate, const DeviceMatrix& up,
                             const DeviceMatrix& down, int64_t hidden) {
-    const auto sums = [&](const DeviceMatrix& m, int32_t int8_block) {  // (the routed experts' int8 blocks)
+    // (In the int8 form as the routed experts' launch, their own block size: gate and up
+    // of one, as a warp's two rows share the staged activations.)
+    const auto sums = [&](const DeviceMatrix& m, bool int8) {
         return m.dtype != DeviceDtype::Ggml ||
-               (m.ggml_fast == e.ggml_fast && m.ggml_stage == e.ggml_stage &&
-                (int8_block ? m.ggml_int8 && m.ggml_values == int8_block : !m.ggml_int8));
+               (m.ggml_fast == e.ggml_fast && m.ggml_stage == e.ggml_stage && m.ggml_int8 == int8);
     };
+    const bool int8_gate_up = e.ggml_int8_gate_up != 0;
     return gate.dtype == e.gate_up_dtype && up.dtype == e.gate_up_dtype && down.dtype == e.down_dtype &&
-           sums(gate, e.ggml_int8_gate_up) && sums(up, e.ggml_int8_gate_up) && sums(down, e.ggml_int8_down) &&
+           sums(gate, int8_gate_up) && sums(up, int8_gate_up) && sums(down, e.ggml_int8_down != 0) &&
+           (!int8_gate_up || gate.ggml_values == up.ggml_values) &&
            gate.rows == up.rows && gate.cols == hidden && up.cols == hidden && down.rows == hidden &&
            down.cols == gate.rows && gate.rows > 0;
 }
@@ -309,6 +312,7 @@ void add_shared(ExpertLaunch& a, const DeviceMatrix& w1, const DeviceMatrix& w2,
     a.s_out = out;
     a.s_rows = w1.rows;
     a.s_cols = w1.cols;
+    a.s_int8_block = w1.ggml_int8 ? w1.ggml_values : 0;
 }
 }  // namespace
 

@@ -26,8 +26,11 @@ struct ExpertLaunch {
     bool ggml_fast = false;  // GGUF blocks: the fast mode's sums (DeviceExperts::ggml_fast)
     uint8_t ggml_stage = 0;  // GGUF blocks: rows staged, as asked (DeviceExperts::ggml_stage)
     // GGUF blocks: the int8 form's block of activations (DeviceExperts::ggml_int8_gate_up or
-    // ggml_int8_down; the shared experts riding along have it too), 0: not the int8 form.
-    int32_t ggml_int8_block = 0;
+    // ggml_int8_down), 0: not the int8 form; s_int8_block the shared experts' riding along
+    // (their blocks stage their own activations, so their block size may differ: V2-Lite's
+    // routed down rows of 1,408 values are 32-value blocks, the shared experts' of 2,816
+    // K-quants).
+    int32_t ggml_int8_block = 0, s_int8_block = 0;
     // The launch's weight slots (device_math.cuh: GgmlSlots; ggml_buffers set by the launcher
     // where it stages): ggml_slot_bytes the launcher's input, the routed experts' largest
     // slot (0: the largest of any type), then the launch's.
