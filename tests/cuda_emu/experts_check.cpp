@@ -324,6 +324,40 @@ void check_staged(const std::string& name, const DeviceExperts& ex, const std::v
     }
 }
 
+// ex with device copies of the experts' descriptors, each as mark leaves it (the caller
+// frees the copies).
+template <class Mark>
+DeviceExperts experts_marked(const DeviceExperts& ex, std::vector<DeviceMatrix> gm, std::vector<DeviceMatrix> um,
+                             std::vector<DeviceMatrix> dm, Mark mark) {
+    for (auto* t : {&gm, &um, &dm})
+        for (DeviceMatrix& m : *t) mark(m);
+    DeviceExperts e = ex;
+    e.gate = device_copy(gm);
+    e.up = device_copy(um);
+    e.down = device_copy(dm);
+    return e;
+}
+
+// Double references of an MLP for one row: h[r] = silu(gate_r . x) * (up_r . x) over x's H
+// values for the I rows of gate and up (I x H), and y[r] = down_r . hin over hin's I values
+// (down: H x I; hin the kernel's own h, quantised).
+void mlp_reference_row(const double* x, const std::vector<float>& gate, const std::vector<float>& up, int64_t I,
+                       int64_t H, double* h, const double* hin, const std::vector<float>& down, double* y) {
+    for (int64_t r = 0; r < I; ++r) {
+        double g = 0.0, u = 0.0;
+        for (int64_t i = 0; i < H; ++i) {
+            g += x[i] * gate[size_t(r * H + i)];
+            u += x[i] * up[size_t(r * H + i)];
+        }
+        h[r] = g / (1.0 + std::exp(-g)) * u;
+    }
+    for (int64_t r = 0; r < H; ++r) {
+        double sum = 0.0;
+        for (int64_t i = 0; i < I; ++i) sum += hin[i] * down[size_t(r * I + i)];
+        y[r] = sum;
+    }
+}
+
 // Activations quantised as cpu::quantise_int8 quantises them (per block of `block` values),
 // as doubles d q: [rows, cols].
 std::vector<double> int8_dequantised(const std::vector<float>& v, int64_t rows, int64_t cols, int block) {
@@ -353,13 +387,7 @@ void check_int8_mixed_shared(const std::string& name, const DeviceExperts& ex, c
     Weight sg = make_ggml_weight(12, Is, H, rng, owned), su = make_ggml_weight(12, Is, H, rng, owned),
            sd = make_ggml_weight(14, H, Is, rng, owned);
     for (Weight* w : {&sg, &su, &sd}) w->m.ggml_int8 = true;
-    DeviceExperts e = ex;
-    std::vector<DeviceMatrix> t[3] = {gm, um, dm};
-    for (auto& v : t)
-        for (DeviceMatrix& m : v) m.ggml_int8 = true;
-    e.gate = device_copy(t[0]);
-    e.up = device_copy(t[1]);
-    e.down = device_copy(t[2]);
+    DeviceExperts e = experts_marked(ex, gm, um, dm, [](DeviceMatrix& m) { m.ggml_int8 = true; });
     e.ggml_int8_gate_up = gm[0].ggml_values;
     e.ggml_int8_down = dm[0].ggml_values;
     const std::string what = name + ", int8 sums, shared experts in 256-value blocks beside routed ones of " +
@@ -381,21 +409,9 @@ void check_int8_mixed_shared(const std::string& name, const DeviceExperts& ex, c
     const std::vector<float> sh = host_copy(sh_h, size_t(n * Is));
     const std::vector<double> xq = int8_dequantised(x, n, H, 256), hq = int8_dequantised(sh, n, Is, 256);
     std::vector<double> hw(size_t(n * Is)), yw(size_t(n * H));
-    for (int64_t t = 0; t < n; ++t) {
-        for (int64_t r = 0; r < Is; ++r) {
-            double g = 0.0, u = 0.0;
-            for (int64_t i = 0; i < H; ++i) {
-                g += xq[size_t(t * H + i)] * sg.exact[size_t(r * H + i)];
-                u += xq[size_t(t * H + i)] * su.exact[size_t(r * H + i)];
-            }
-            hw[size_t(t * Is + r)] = g / (1.0 + std::exp(-g)) * u;
-        }
-        for (int64_t r = 0; r < H; ++r) {
-            double s = 0.0;
-            for (int64_t i = 0; i < Is; ++i) s += hq[size_t(t * Is + i)] * sd.exact[size_t(r * Is + i)];
-            yw[size_t(t * H + r)] = s;
-        }
-    }
+    for (int64_t t = 0; t < n; ++t)
+        mlp_reference_row(&xq[size_t(t * H)], sg.exact, su.exact, Is, H, &hw[size_t(t * Is)], &hq[size_t(t * Is)],
+                          sd.exact, &yw[size_t(t * H)]);
     const Worst wh = compare(sh, hw, 0.0, 1e-5), wy = compare(host_copy(sh_out, size_t(n * H)), yw, 0.0, 1e-5);
     char line[400];
     std::snprintf(line, sizeof line, "%s: theirs within %.3g (gate/up) and %.3g (down) of the largest (bound 1e-5)",
@@ -562,13 +578,7 @@ void run_case(const Case& c, DeviceDtype dt) {
     if (dt == DeviceDtype::Ggml) {
         // The fp32 kernel with the fast mode's sums of GGUF blocks (DeviceMatrix::ggml_fast:
         // codes times activations, then scales and offsets): the same bound.
-        DeviceExperts fast = ex;
-        std::vector<DeviceMatrix> fg = gm, fu = um, fd = dm;
-        for (auto* t : {&fg, &fu, &fd})
-            for (DeviceMatrix& m : *t) m.ggml_fast = true;
-        fast.gate = device_copy(fg);
-        fast.up = device_copy(fu);
-        fast.down = device_copy(fd);
+        DeviceExperts fast = experts_marked(ex, gm, um, dm, [](DeviceMatrix& m) { m.ggml_fast = true; });
         fast.ggml_fast = true;
         launch_experts_gate_up(fast, pairs, x_d, n, int32_t(K), H, int32_t(E), h_d, nullptr, nullptr, nullptr);
         launch_experts_down(fast, pairs, h_d, n, int32_t(K), H, int32_t(E), y_d, nullptr, nullptr, nullptr, nullptr);
@@ -587,13 +597,7 @@ void run_case(const Case& c, DeviceDtype dt) {
         // quantised per block of the weights, integer dot products): against the double sums of
         // the host's values times the activations as cpu::quantise_int8 quantises them (x for
         // gate/up, the kernel's own h for down), within the fp32 kernel's bound.
-        DeviceExperts q8 = ex;
-        std::vector<DeviceMatrix> qg = gm, qu = um, qd = dm;
-        for (auto* t : {&qg, &qu, &qd})
-            for (DeviceMatrix& m : *t) m.ggml_int8 = true;
-        q8.gate = device_copy(qg);
-        q8.up = device_copy(qu);
-        q8.down = device_copy(qd);
+        DeviceExperts q8 = experts_marked(ex, gm, um, dm, [](DeviceMatrix& m) { m.ggml_int8 = true; });
         q8.ggml_int8_gate_up = gm[0].ggml_values;
         q8.ggml_int8_down = dm[0].ggml_values;
         const uint64_t before = ggml_int8_launches();
@@ -606,19 +610,8 @@ void run_case(const Case& c, DeviceDtype dt) {
         std::vector<double> hw(size_t(P * I)), yw(size_t(P * H));
         for (int64_t p = 0; p < P; ++p) {
             const int64_t t = p / K, e = ids[size_t(p)];
-            for (int64_t r = 0; r < I; ++r) {
-                double g = 0.0, u = 0.0;
-                for (int64_t i = 0; i < H; ++i) {
-                    g += xq[size_t(t * H + i)] * gate[size_t(e)].exact[size_t(r * H + i)];
-                    u += xq[size_t(t * H + i)] * up[size_t(e)].exact[size_t(r * H + i)];
-                }
-                hw[size_t(p * I + r)] = g / (1.0 + std::exp(-g)) * u;
-            }
-            for (int64_t r = 0; r < H; ++r) {
-                double sum = 0.0;
-                for (int64_t i = 0; i < I; ++i) sum += hq[size_t(p * I + i)] * down[size_t(e)].exact[size_t(r * I + i)];
-                yw[size_t(p * H + r)] = sum;
-            }
+            mlp_reference_row(&xq[size_t(t * H)], gate[size_t(e)].exact, up[size_t(e)].exact, I, H,
+                              &hw[size_t(p * I)], &hq[size_t(p * I)], down[size_t(e)].exact, &yw[size_t(p * H)]);
         }
         const Worst wh = compare(h, hw, 0.0, 1e-5);
         const Worst wy = compare(host_copy(y_d, size_t(P * H)), yw, 0.0, 1e-5);

@@ -244,6 +244,54 @@ void check_staged(const cetus::cuda::DeviceMatrix& m, const float* x, int64_t ld
     }
 }
 
+// Each token's sums the same bits alone (alone: each of 11 tokens' outputs, ldy apart)
+// as in batches of 2, 3 and 11 (a verify batch: MTP on == off), the padding untouched;
+// two products in one launch and gate and up with the SwiGLU as each product alone.
+// what: the shape and the form of the sums.
+void check_batches(const cetus::cuda::DeviceMatrix& m, const float* d_x, int64_t ldx, int64_t ldy,
+                   const std::vector<float>& alone, const std::string& what) {
+    const int64_t rows = m.rows;
+    const cetus::cuda::RowGroups all{1, rows, 0, 0, 0, 0};
+    for (int64_t n : {2, 3, 11}) {
+        float* d_b = device_copy(std::vector<float>(size_t(n * ldy), -7.0f));
+        cetus::cuda::launch_matvec(m, d_x, ldx, n, d_b, ldy, all, nullptr);
+        const std::vector<float> y = host_copy(d_b, size_t(n * ldy));
+        int64_t differ = 0, padding = 0;
+        for (int64_t tk = 0; tk < n; ++tk) {
+            differ += std::memcmp(&y[size_t(tk * ldy)], &alone[size_t(tk * ldy)], size_t(rows) * 4) != 0;
+            for (int64_t r = rows; r < ldy; ++r) padding += y[size_t(tk * ldy + r)] != -7.0f;
+        }
+        check(differ == 0 && padding == 0, what + " of " + std::to_string(n) +
+                                               " tokens in one batch == each token alone, bit for bit (" +
+                                               std::to_string(differ) + " tokens differ, " + std::to_string(padding) +
+                                               " padding values written)");
+        if (n == 2) {
+            float* d_y2 = device_copy(std::vector<float>(size_t(n * ldy), -7.0f));
+            cetus::cuda::launch_matvec_pair(m, d_b, ldy, m, d_y2, ldy, d_x, ldx, n, nullptr);
+            const std::vector<float> y1 = host_copy(d_b, size_t(n * ldy)), y2 = host_copy(d_y2, size_t(n * ldy));
+            int64_t differ_pair = 0, off_silu = 0;
+            for (int64_t tk = 0; tk < n; ++tk) {
+                differ_pair += std::memcmp(&y1[size_t(tk * ldy)], &alone[size_t(tk * ldy)], size_t(rows) * 4) != 0;
+                differ_pair += std::memcmp(&y2[size_t(tk * ldy)], &alone[size_t(tk * ldy)], size_t(rows) * 4) != 0;
+            }
+            check(differ_pair == 0, what + ", a pair of products in one launch == each alone, bit for bit (" +
+                                        std::to_string(differ_pair) + " rows of tokens differ)");
+            cetus::cuda::launch_matvec_gate_up(m, m, d_x, ldx, n, d_b, ldy, nullptr);
+            const std::vector<float> h = host_copy(d_b, size_t(n * ldy));
+            for (int64_t tk = 0; tk < n; ++tk)
+                for (int64_t r = 0; r < rows; ++r) {
+                    const double z = alone[size_t(tk * ldy + r)];
+                    const double want = z / (1.0 + std::exp(-z)) * z;
+                    off_silu += std::fabs(h[size_t(tk * ldy + r)] - want) > 1e-6 * (1.0 + std::fabs(want));
+                }
+            check(off_silu == 0, what + ", gate and up with the SwiGLU in one launch == silu(gate) * up "
+                                         "of each product within 1e-6 (" + std::to_string(off_silu) + " off)");
+            cudaFree(d_y2);
+        }
+        cudaFree(d_b);
+    }
+}
+
 // The fast mode's products (DeviceMatrix::ggml_fast: codes times the activations, then
 // scales and offsets times those sums and the activations' sums, GgmlCodes): the
 // double-precision sums of the host's values within 64 roundings of the terms the
@@ -305,44 +353,7 @@ void check_fast(const Type& t, const cetus::cuda::DeviceMatrix& exact, const std
     const uint64_t staged_2 = rows < cetus::cuda::k_matvec_narrow_rows ? 2 : 3;
     for (int64_t tk : {int64_t(0), int64_t(1)}) check_staged(m, d_x + tk * ldx, ldx, 1, ldy, 3, shape + "fast sums, ", rng);
     check_staged(m, d_x, ldx, 2, ldy, staged_2, shape + "fast sums, ", rng);
-    for (int64_t n : {2, 3, 11}) {
-        float* d_b = device_copy(std::vector<float>(size_t(n * ldy), -7.0f));
-        cetus::cuda::launch_matvec(m, d_x, ldx, n, d_b, ldy, all, nullptr);
-        const std::vector<float> y = host_copy(d_b, size_t(n * ldy));
-        int64_t differ = 0, padding = 0;
-        for (int64_t tk = 0; tk < n; ++tk) {
-            differ += std::memcmp(&y[size_t(tk * ldy)], &alone[size_t(tk * ldy)], size_t(rows) * 4) != 0;
-            for (int64_t r = rows; r < ldy; ++r) padding += y[size_t(tk * ldy + r)] != -7.0f;
-        }
-        check(differ == 0 && padding == 0, shape + "fast sums of " + std::to_string(n) +
-                                               " tokens in one batch == each token alone, bit for bit (" +
-                                               std::to_string(differ) + " tokens differ, " + std::to_string(padding) +
-                                               " padding values written)");
-        if (n == 2) {
-            float* d_y2 = device_copy(std::vector<float>(size_t(n * ldy), -7.0f));
-            cetus::cuda::launch_matvec_pair(m, d_b, ldy, m, d_y2, ldy, d_x, ldx, n, nullptr);
-            const std::vector<float> y1 = host_copy(d_b, size_t(n * ldy)), y2 = host_copy(d_y2, size_t(n * ldy));
-            int64_t differ_pair = 0, off_silu = 0;
-            for (int64_t tk = 0; tk < n; ++tk) {
-                differ_pair += std::memcmp(&y1[size_t(tk * ldy)], &alone[size_t(tk * ldy)], size_t(rows) * 4) != 0;
-                differ_pair += std::memcmp(&y2[size_t(tk * ldy)], &alone[size_t(tk * ldy)], size_t(rows) * 4) != 0;
-            }
-            check(differ_pair == 0, shape + "fast sums, a pair of products in one launch == each alone, bit for bit (" +
-                                        std::to_string(differ_pair) + " rows of tokens differ)");
-            cetus::cuda::launch_matvec_gate_up(m, m, d_x, ldx, n, d_b, ldy, nullptr);
-            const std::vector<float> h = host_copy(d_b, size_t(n * ldy));
-            for (int64_t tk = 0; tk < n; ++tk)
-                for (int64_t r = 0; r < rows; ++r) {
-                    const double z = alone[size_t(tk * ldy + r)];
-                    const double want = z / (1.0 + std::exp(-z)) * z;
-                    off_silu += std::fabs(h[size_t(tk * ldy + r)] - want) > 1e-6 * (1.0 + std::fabs(want));
-                }
-            check(off_silu == 0, shape + "fast sums, gate and up with the SwiGLU in one launch == silu(gate) * up "
-                                         "of each product within 1e-6 (" + std::to_string(off_silu) + " off)");
-            cudaFree(d_y2);
-        }
-        cudaFree(d_b);
-    }
+    check_batches(m, d_x, ldx, ldy, alone, shape + "fast sums");
     cudaFree(d_x);
     cudaFree(d_y);
 }
@@ -440,44 +451,7 @@ void check_int8(const Type& t, const cetus::cuda::DeviceMatrix& exact, const std
             check_staged(m, d_x + tk * ldx, ldx, 1, ldy, 3, shape + "int8 sums, ", rng);
         check_staged(m, d_x, ldx, 2, ldy, rows < cetus::cuda::k_matvec_narrow_rows ? 2 : 3, shape + "int8 sums, ", rng);
     }
-    for (int64_t n : {2, 3, 11}) {
-        float* d_b = device_copy(std::vector<float>(size_t(n * ldy), -7.0f));
-        cetus::cuda::launch_matvec(m, d_x, ldx, n, d_b, ldy, all, nullptr);
-        const std::vector<float> y = host_copy(d_b, size_t(n * ldy));
-        int64_t differ = 0, padding = 0;
-        for (int64_t tk = 0; tk < n; ++tk) {
-            differ += std::memcmp(&y[size_t(tk * ldy)], &alone[size_t(tk * ldy)], size_t(rows) * 4) != 0;
-            for (int64_t r = rows; r < ldy; ++r) padding += y[size_t(tk * ldy + r)] != -7.0f;
-        }
-        check(differ == 0 && padding == 0, shape + "int8 sums of " + std::to_string(n) +
-                                               " tokens in one batch == each token alone, bit for bit (" +
-                                               std::to_string(differ) + " tokens differ, " + std::to_string(padding) +
-                                               " padding values written)");
-        if (n == 2) {
-            float* d_y2 = device_copy(std::vector<float>(size_t(n * ldy), -7.0f));
-            cetus::cuda::launch_matvec_pair(m, d_b, ldy, m, d_y2, ldy, d_x, ldx, n, nullptr);
-            const std::vector<float> y1 = host_copy(d_b, size_t(n * ldy)), y2 = host_copy(d_y2, size_t(n * ldy));
-            int64_t differ_pair = 0, off_silu = 0;
-            for (int64_t tk = 0; tk < n; ++tk) {
-                differ_pair += std::memcmp(&y1[size_t(tk * ldy)], &alone[size_t(tk * ldy)], size_t(rows) * 4) != 0;
-                differ_pair += std::memcmp(&y2[size_t(tk * ldy)], &alone[size_t(tk * ldy)], size_t(rows) * 4) != 0;
-            }
-            check(differ_pair == 0, shape + "int8 sums, a pair of products in one launch == each alone, bit for bit (" +
-                                        std::to_string(differ_pair) + " rows of tokens differ)");
-            cetus::cuda::launch_matvec_gate_up(m, m, d_x, ldx, n, d_b, ldy, nullptr);
-            const std::vector<float> h = host_copy(d_b, size_t(n * ldy));
-            for (int64_t tk = 0; tk < n; ++tk)
-                for (int64_t r = 0; r < rows; ++r) {
-                    const double z = alone[size_t(tk * ldy + r)];
-                    const double want = z / (1.0 + std::exp(-z)) * z;
-                    off_silu += std::fabs(h[size_t(tk * ldy + r)] - want) > 1e-6 * (1.0 + std::fabs(want));
-                }
-            check(off_silu == 0, shape + "int8 sums, gate and up with the SwiGLU in one launch == silu(gate) * up "
-                                         "of each product within 1e-6 (" + std::to_string(off_silu) + " off)");
-            cudaFree(d_y2);
-        }
-        cudaFree(d_b);
-    }
+    check_batches(m, d_x, ldx, ldy, alone, shape + "int8 sums");
     cudaFree(d_x);
     cudaFree(d_y);
 }

@@ -637,120 +637,191 @@ __device__ __forceinline__ void biased_runs(GgmlCodes& g, float s, float o, floa
 // nibble land each bit i at 4 + 8 i and the rest at distinct bits, so nothing carries).
 __device__ __forceinline__ uint32_t nibble_to_byte_bit4(uint32_t v) { return ((v & 0xFu) * 0x02040810u) & 0x10101010u; }
 
-// Q4_K: chunk_q4_k_wide's loads; value = dl * code - ml.
+// A chunk's codes as eight words of bytes (value l at byte l % 4 of word l / 4), from
+// chunk_*_wide's loads, as the fast form (GgmlCodes, through biased_codes_of_word) and
+// the int8 form (GgmlInt8, as they are) take them; each returns what else its block's
+// scales need.
+// Q4_K: the nibbles at bit 4 (k % 2) of the chunk's 32 bytes; returns the block's head
+// (d, dmin, the scales and minimums: k4_scale_min).
 template <bool S = false>
-__device__ __forceinline__ void codes_q4_k(const std::byte* b, int k, GgmlCodes& c) {
+__device__ __forceinline__ uint4 q4_k_code_words(const std::byte* b, int k, uint32_t (&q)[8]) {
     const uint4 head = load16<S>(b);
-    const std::byte* q = b + 16 + 32 * (k / 2);
-    const uint4 lo = load16<S>(q), hi = load16<S>(q + 16);
-    float dl, ml;
-    k4_scale_min(head, k, dl, ml);
+    const std::byte* p = b + 16 + 32 * (k / 2);
+    const uint4 lo = load16<S>(p), hi = load16<S>(p + 16);
     const uint32_t words[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
     const int shift = 4 * (k % 2);
 #pragma unroll
-    for (int i = 0; i < 8; ++i) biased_codes_of_word((words[i] >> shift) & 0x0F0F0F0Fu, i, c.q);
-    biased_runs(c, dl, -ml, 0.0f);
+    for (int i = 0; i < 8; ++i) q[i] = (words[i] >> shift) & 0x0F0F0F0Fu;
+    return head;
 }
-
-// Q5_K: chunk_q5_k_wide's loads; value = dl * code - ml, the fifth bits at bit k.
+// Q5_K: Q4_K's nibbles with bit k of each byte of qh as the fifth bit; returns the head.
 template <bool S = false>
-__device__ __forceinline__ void codes_q5_k(const std::byte* b, int k, GgmlCodes& c) {
+__device__ __forceinline__ uint4 q5_k_code_words(const std::byte* b, int k, uint32_t (&q)[8]) {
     const uint4 head = load16<S>(b), h0 = load16<S>(b + 16), h1 = load16<S>(b + 32);
-    const std::byte* q = b + 48 + 32 * (k / 2);
-    const uint4 lo = load16<S>(q), hi = load16<S>(q + 16);
-    float dl, ml;
-    k4_scale_min(head, k, dl, ml);
+    const std::byte* p = b + 48 + 32 * (k / 2);
+    const uint4 lo = load16<S>(p), hi = load16<S>(p + 16);
     const uint32_t words[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
     const uint32_t high[8] = {h0.x, h0.y, h0.z, h0.w, h1.x, h1.y, h1.z, h1.w};
     const int shift = 4 * (k % 2);
 #pragma unroll
-    for (int i = 0; i < 8; ++i)
-        biased_codes_of_word(((words[i] >> shift) & 0x0F0F0F0Fu) | (((high[i] >> k) & 0x01010101u) << 4), i, c.q);
-    biased_runs(c, dl, -ml, 0.0f);
+    for (int i = 0; i < 8; ++i) q[i] = ((words[i] >> shift) & 0x0F0F0F0Fu) | (((high[i] >> k) & 0x01010101u) << 4);
+    return head;
 }
-
-// Q6_K: chunk_q6_k_wide's loads; value = (d * scale) * (code - 32), a scale a run. The
-// high bits 2 K, 2 K + 1 of each byte of qh go to bits 4 and 5 by one rotation of the
-// word (right by 2 K - 4, mod 32); what wraps around lands outside the mask.
+// Q6_K: codes 0 .. 63. The high bits 2 K, 2 K + 1 of each byte of qh go to bits 4 and 5
+// by one rotation of the word (right by 2 K - 4, mod 32); what wraps around lands outside
+// the mask.
 template <bool S = false>
-__device__ __forceinline__ void codes_q6_k(const std::byte* q, const std::byte* tail, int k, GgmlCodes& c) {
-    const int n = k / 4, K = k % 4, shift = 4 * (K / 2), rot = (2 * K + 28) & 31;
+__device__ __forceinline__ void q6_k_code_words(const std::byte* qb, int k, uint32_t (&q)[8]) {
+    const int K = k % 4, shift = 4 * (K / 2), rot = (2 * K + 28) & 31;
     uint32_t lo[8], hi[8];
-    q6_k_words<S>(q, k, lo, hi);
-    const uint32_t sc = load2<S>(tail + 8 * n + 2 * K);
-    const float d = half_to_f32(load2<S>(tail + 16));
+    q6_k_words<S>(qb, k, lo, hi);
 #pragma unroll
-    for (int i = 0; i < 8; ++i)
-        biased_codes_of_word(((lo[i] >> shift) & 0x0F0F0F0Fu) | (__funnelshift_r(hi[i], hi[i], rot) & 0x30303030u), i,
-                             c.q);
-#pragma unroll
-    for (int h = 0; h < 2; ++h) biased_run(c, h, d * float(int8_t(uint8_t(sc >> (8 * h)))), 0.0f, 32.0f);
+    for (int i = 0; i < 8; ++i) q[i] = ((lo[i] >> shift) & 0x0F0F0F0Fu) | (__funnelshift_r(hi[i], hi[i], rot) & 0x30303030u);
 }
-
-// Q4_0: value = d * (code - 8); the low nibbles of the 16 bytes first.
+// Q4_0: the low nibbles of the 16 bytes first (the block's d: its first two bytes).
 template <bool S = false>
-__device__ __forceinline__ void codes_q4_0(const std::byte* b, GgmlCodes& c) {
+__device__ __forceinline__ void q4_0_code_words(const std::byte* b, uint32_t (&q)[8]) {
     uint32_t w[4];
     load_bytes<S>(b + 2, 16, w);
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-        biased_codes_of_word(w[i] & 0x0F0F0F0Fu, i, c.q);
-        biased_codes_of_word((w[i] >> 4) & 0x0F0F0F0Fu, 4 + i, c.q);
+        q[i] = w[i] & 0x0F0F0F0Fu;
+        q[4 + i] = (w[i] >> 4) & 0x0F0F0F0Fu;
     }
-    biased_runs(c, half_to_f32(load2<S>(b)), 0.0f, 8.0f);
 }
-
-// Q4_1: value = d * code + m.
+// Q4_1: as Q4_0's after d and m; returns the block's first word (d, m).
 template <bool S = false>
-__device__ __forceinline__ void codes_q4_1(const std::byte* b, GgmlCodes& c) {
+__device__ __forceinline__ uint32_t q4_1_code_words(const std::byte* b, uint32_t (&q)[8]) {
     uint32_t w[5];
     load_bytes<S>(b, 20, w);
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-        biased_codes_of_word(w[1 + i] & 0x0F0F0F0Fu, i, c.q);
-        biased_codes_of_word((w[1 + i] >> 4) & 0x0F0F0F0Fu, 4 + i, c.q);
+        q[i] = w[1 + i] & 0x0F0F0F0Fu;
+        q[4 + i] = (w[1 + i] >> 4) & 0x0F0F0F0Fu;
     }
-    biased_runs(c, half_to_f32(w[0] & 0xFFFFu), half_to_f32(w[0] >> 16), 0.0f);
+    return w[0];
 }
-
-// Q5_0: value = d * (code - 16), element j's fifth bit at bit j of qh.
+// Q5_0: element j's fifth bit at bit j of qh; returns the block's first word (d below).
 template <bool S = false>
-__device__ __forceinline__ void codes_q5_0(const std::byte* b, GgmlCodes& c) {
+__device__ __forceinline__ uint32_t q5_0_code_words(const std::byte* b, uint32_t (&q)[8]) {
     uint32_t w[6];
     load_bytes<S>(b, 22, w);
     const uint32_t qh = (w[0] >> 16) | (w[1] << 16);
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
         const uint32_t qs = (w[1 + i] >> 16) | (w[2 + i] << 16);  // bytes 6 + 4 i .. 9 + 4 i
-        biased_codes_of_word((qs & 0x0F0F0F0Fu) | nibble_to_byte_bit4(qh >> (4 * i)), i, c.q);
-        biased_codes_of_word(((qs >> 4) & 0x0F0F0F0Fu) | nibble_to_byte_bit4(qh >> (16 + 4 * i)), 4 + i, c.q);
+        q[i] = (qs & 0x0F0F0F0Fu) | nibble_to_byte_bit4(qh >> (4 * i));
+        q[4 + i] = ((qs >> 4) & 0x0F0F0F0Fu) | nibble_to_byte_bit4(qh >> (16 + 4 * i));
     }
-    biased_runs(c, half_to_f32(w[0] & 0xFFFFu), 0.0f, 16.0f);
+    return w[0];
 }
-
-// Q5_1: value = d * code + m.
+// Q5_1: as Q5_0's after d, m and qh; returns the block's first word (d, m).
 template <bool S = false>
-__device__ __forceinline__ void codes_q5_1(const std::byte* b, GgmlCodes& c) {
+__device__ __forceinline__ uint32_t q5_1_code_words(const std::byte* b, uint32_t (&q)[8]) {
     uint32_t w[6];
     load_bytes<S>(b, 24, w);
     const uint32_t qh = w[1];
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-        biased_codes_of_word((w[2 + i] & 0x0F0F0F0Fu) | nibble_to_byte_bit4(qh >> (4 * i)), i, c.q);
-        biased_codes_of_word(((w[2 + i] >> 4) & 0x0F0F0F0Fu) | nibble_to_byte_bit4(qh >> (16 + 4 * i)), 4 + i, c.q);
+        q[i] = (w[2 + i] & 0x0F0F0F0Fu) | nibble_to_byte_bit4(qh >> (4 * i));
+        q[4 + i] = ((w[2 + i] >> 4) & 0x0F0F0F0Fu) | nibble_to_byte_bit4(qh >> (16 + 4 * i));
     }
-    biased_runs(c, half_to_f32(w[0] & 0xFFFFu), half_to_f32(w[0] >> 16), 0.0f);
+    return w[0];
+}
+// Q8_0: the signed codes as they are; returns the block's first word (d below).
+template <bool S = false>
+__device__ __forceinline__ uint32_t q8_0_code_words(const std::byte* b, uint32_t (&q)[8]) {
+    uint32_t w[9];
+    load_bytes<S>(b, 34, w);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) q[i] = (w[i] >> 16) | (w[i + 1] << 16);
+    return w[0];
+}
+// The fast form's codes of eight words (each byte below 128), biased.
+__device__ __forceinline__ void biased_codes_of_words(const uint32_t (&w)[8], float (&q)[32]) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) biased_codes_of_word(w[i], i, q);
+}
+
+// Q4_K: value = dl * code - ml.
+template <bool S = false>
+__device__ __forceinline__ void codes_q4_k(const std::byte* b, int k, GgmlCodes& c) {
+    uint32_t q[8];
+    const uint4 head = q4_k_code_words<S>(b, k, q);
+    float dl, ml;
+    k4_scale_min(head, k, dl, ml);
+    biased_codes_of_words(q, c.q);
+    biased_runs(c, dl, -ml, 0.0f);
+}
+
+// Q5_K: value = dl * code - ml.
+template <bool S = false>
+__device__ __forceinline__ void codes_q5_k(const std::byte* b, int k, GgmlCodes& c) {
+    uint32_t q[8];
+    const uint4 head = q5_k_code_words<S>(b, k, q);
+    float dl, ml;
+    k4_scale_min(head, k, dl, ml);
+    biased_codes_of_words(q, c.q);
+    biased_runs(c, dl, -ml, 0.0f);
+}
+
+// Q6_K: value = (d * scale) * (code - 32), a scale a run.
+template <bool S = false>
+__device__ __forceinline__ void codes_q6_k(const std::byte* qb, const std::byte* tail, int k, GgmlCodes& c) {
+    uint32_t q[8];
+    q6_k_code_words<S>(qb, k, q);
+    const uint32_t sc = load2<S>(tail + 8 * (k / 4) + 2 * (k % 4));
+    const float d = half_to_f32(load2<S>(tail + 16));
+    biased_codes_of_words(q, c.q);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) biased_run(c, h, d * float(int8_t(uint8_t(sc >> (8 * h)))), 0.0f, 32.0f);
+}
+
+// Q4_0: value = d * (code - 8).
+template <bool S = false>
+__device__ __forceinline__ void codes_q4_0(const std::byte* b, GgmlCodes& c) {
+    uint32_t q[8];
+    q4_0_code_words<S>(b, q);
+    biased_codes_of_words(q, c.q);
+    biased_runs(c, half_to_f32(load2<S>(b)), 0.0f, 8.0f);
+}
+
+// Q4_1: value = d * code + m.
+template <bool S = false>
+__device__ __forceinline__ void codes_q4_1(const std::byte* b, GgmlCodes& c) {
+    uint32_t q[8];
+    const uint32_t dm = q4_1_code_words<S>(b, q);
+    biased_codes_of_words(q, c.q);
+    biased_runs(c, half_to_f32(dm & 0xFFFFu), half_to_f32(dm >> 16), 0.0f);
+}
+
+// Q5_0: value = d * (code - 16).
+template <bool S = false>
+__device__ __forceinline__ void codes_q5_0(const std::byte* b, GgmlCodes& c) {
+    uint32_t q[8];
+    const uint32_t w0 = q5_0_code_words<S>(b, q);
+    biased_codes_of_words(q, c.q);
+    biased_runs(c, half_to_f32(w0 & 0xFFFFu), 0.0f, 16.0f);
+}
+
+// Q5_1: value = d * code + m.
+template <bool S = false>
+__device__ __forceinline__ void codes_q5_1(const std::byte* b, GgmlCodes& c) {
+    uint32_t q[8];
+    const uint32_t dm = q5_1_code_words<S>(b, q);
+    biased_codes_of_words(q, c.q);
+    biased_runs(c, half_to_f32(dm & 0xFFFFu), half_to_f32(dm >> 16), 0.0f);
 }
 
 // Q8_0: value = d * code, the int8 codes offset by 128 (a byte's top bit flipped) and
 // taken less 128 exactly (codes of 8 bits leave no room for the bias).
 template <bool S = false>
 __device__ __forceinline__ void codes_q8_0(const std::byte* b, GgmlCodes& c) {
-    uint32_t w[9];
-    load_bytes<S>(b, 34, w);
+    uint32_t q[8];
+    const uint32_t w0 = q8_0_code_words<S>(b, q);
 #pragma unroll
-    for (int i = 0; i < 8; ++i) codes_of_word(((w[i] >> 16) | (w[i + 1] << 16)) ^ 0x80808080u, i, 128.0f, c.q);
-    c.s[0] = c.s[1] = half_to_f32(w[0] & 0xFFFFu);
+    for (int i = 0; i < 8; ++i) codes_of_word(q[i] ^ 0x80808080u, i, 128.0f, c.q);
+    c.s[0] = c.s[1] = half_to_f32(w0 & 0xFFFFu);
     c.o[0] = c.o[1] = 0.0f;
 }
 
@@ -847,108 +918,60 @@ __device__ __forceinline__ void k4_scale_min_ints(const uint4& head, int k, int&
     sc = int((s >> (8 * (k % 4))) & 0xFFu);
     m = int((n >> (8 * (k % 4))) & 0xFFu);
 }
-// Q4_K (codes_q4_k's loads): dw = d, dm = -dmin, a scale and minimum for the chunk.
+// Q4_K: dw = d, dm = -dmin, a scale and minimum for the chunk.
 template <bool S = false>
 __device__ __forceinline__ void int8_q4_k(const std::byte* b, int k, GgmlInt8& c) {
-    const uint4 head = load16<S>(b);
-    const std::byte* q = b + 16 + 32 * (k / 2);
-    const uint4 lo = load16<S>(q), hi = load16<S>(q + 16);
-    const uint32_t words[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
-    const int shift = 4 * (k % 2);
-#pragma unroll
-    for (int i = 0; i < 8; ++i) c.q[i] = (words[i] >> shift) & 0x0F0F0F0Fu;
+    const uint4 head = q4_k_code_words<S>(b, k, c.q);
     int sc, m;
     k4_scale_min_ints(head, k, sc, m);
     int8_runs(c, sc, m, 0, half_to_f32(head.x & 0xFFFFu), -half_to_f32(head.x >> 16));
 }
-// Q5_K (codes_q5_k's loads): Q4_K's with bit k of each byte of qh as the fifth bit.
+// Q5_K: as Q4_K.
 template <bool S = false>
 __device__ __forceinline__ void int8_q5_k(const std::byte* b, int k, GgmlInt8& c) {
-    const uint4 head = load16<S>(b), h0 = load16<S>(b + 16), h1 = load16<S>(b + 32);
-    const std::byte* q = b + 48 + 32 * (k / 2);
-    const uint4 lo = load16<S>(q), hi = load16<S>(q + 16);
-    const uint32_t words[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
-    const uint32_t high[8] = {h0.x, h0.y, h0.z, h0.w, h1.x, h1.y, h1.z, h1.w};
-    const int shift = 4 * (k % 2);
-#pragma unroll
-    for (int i = 0; i < 8; ++i) c.q[i] = ((words[i] >> shift) & 0x0F0F0F0Fu) | (((high[i] >> k) & 0x01010101u) << 4);
+    const uint4 head = q5_k_code_words<S>(b, k, c.q);
     int sc, m;
     k4_scale_min_ints(head, k, sc, m);
     int8_runs(c, sc, m, 0, half_to_f32(head.x & 0xFFFFu), -half_to_f32(head.x >> 16));
 }
-// Q6_K (codes_q6_k's loads): codes 0..63 with a bias of 32, an int8 scale a run.
+// Q6_K: codes 0..63 with a bias of 32, an int8 scale a run.
 template <bool S = false>
-__device__ __forceinline__ void int8_q6_k(const std::byte* q, const std::byte* tail, int k, GgmlInt8& c) {
-    const int n = k / 4, K = k % 4, shift = 4 * (K / 2), rot = (2 * K + 28) & 31;
-    uint32_t lo[8], hi[8];
-    q6_k_words<S>(q, k, lo, hi);
-#pragma unroll
-    for (int i = 0; i < 8; ++i)
-        c.q[i] = ((lo[i] >> shift) & 0x0F0F0F0Fu) | (__funnelshift_r(hi[i], hi[i], rot) & 0x30303030u);
-    const uint32_t sc = load2<S>(tail + 8 * n + 2 * K);
+__device__ __forceinline__ void int8_q6_k(const std::byte* qb, const std::byte* tail, int k, GgmlInt8& c) {
+    q6_k_code_words<S>(qb, k, c.q);
+    const uint32_t sc = load2<S>(tail + 8 * (k / 4) + 2 * (k % 4));
     int8_runs(c, 0, 0, 32, half_to_f32(load2<S>(tail + 16)), 0.0f);
     c.sc[0] = int(int8_t(uint8_t(sc)));
     c.sc[1] = int(int8_t(uint8_t(sc >> 8)));
 }
-// Q4_0: codes less 8, the low nibbles of the 16 bytes first.
+// Q4_0: codes less 8.
 template <bool S = false>
 __device__ __forceinline__ void int8_q4_0(const std::byte* b, GgmlInt8& c) {
-    uint32_t w[4];
-    load_bytes<S>(b + 2, 16, w);
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        c.q[i] = w[i] & 0x0F0F0F0Fu;
-        c.q[4 + i] = (w[i] >> 4) & 0x0F0F0F0Fu;
-    }
+    q4_0_code_words<S>(b, c.q);
     int8_runs(c, 1, 0, 8, half_to_f32(load2<S>(b)), 0.0f);
 }
 // Q4_1: d * code + m.
 template <bool S = false>
 __device__ __forceinline__ void int8_q4_1(const std::byte* b, GgmlInt8& c) {
-    uint32_t w[5];
-    load_bytes<S>(b, 20, w);
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        c.q[i] = w[1 + i] & 0x0F0F0F0Fu;
-        c.q[4 + i] = (w[1 + i] >> 4) & 0x0F0F0F0Fu;
-    }
-    int8_runs(c, 1, 1, 0, half_to_f32(w[0] & 0xFFFFu), half_to_f32(w[0] >> 16));
+    const uint32_t dm = q4_1_code_words<S>(b, c.q);
+    int8_runs(c, 1, 1, 0, half_to_f32(dm & 0xFFFFu), half_to_f32(dm >> 16));
 }
-// Q5_0: codes less 16, element j's fifth bit at bit j of qh.
+// Q5_0: codes less 16.
 template <bool S = false>
 __device__ __forceinline__ void int8_q5_0(const std::byte* b, GgmlInt8& c) {
-    uint32_t w[6];
-    load_bytes<S>(b, 22, w);
-    const uint32_t qh = (w[0] >> 16) | (w[1] << 16);
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        const uint32_t qs = (w[1 + i] >> 16) | (w[2 + i] << 16);  // bytes 6 + 4 i .. 9 + 4 i
-        c.q[i] = (qs & 0x0F0F0F0Fu) | nibble_to_byte_bit4(qh >> (4 * i));
-        c.q[4 + i] = ((qs >> 4) & 0x0F0F0F0Fu) | nibble_to_byte_bit4(qh >> (16 + 4 * i));
-    }
-    int8_runs(c, 1, 0, 16, half_to_f32(w[0] & 0xFFFFu), 0.0f);
+    const uint32_t w0 = q5_0_code_words<S>(b, c.q);
+    int8_runs(c, 1, 0, 16, half_to_f32(w0 & 0xFFFFu), 0.0f);
 }
 // Q5_1: d * code + m.
 template <bool S = false>
 __device__ __forceinline__ void int8_q5_1(const std::byte* b, GgmlInt8& c) {
-    uint32_t w[6];
-    load_bytes<S>(b, 24, w);
-    const uint32_t qh = w[1];
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        c.q[i] = (w[2 + i] & 0x0F0F0F0Fu) | nibble_to_byte_bit4(qh >> (4 * i));
-        c.q[4 + i] = ((w[2 + i] >> 4) & 0x0F0F0F0Fu) | nibble_to_byte_bit4(qh >> (16 + 4 * i));
-    }
-    int8_runs(c, 1, 1, 0, half_to_f32(w[0] & 0xFFFFu), half_to_f32(w[0] >> 16));
+    const uint32_t dm = q5_1_code_words<S>(b, c.q);
+    int8_runs(c, 1, 1, 0, half_to_f32(dm & 0xFFFFu), half_to_f32(dm >> 16));
 }
 // Q8_0: the signed codes as they are.
 template <bool S = false>
 __device__ __forceinline__ void int8_q8_0(const std::byte* b, GgmlInt8& c) {
-    uint32_t w[9];
-    load_bytes<S>(b, 34, w);
-#pragma unroll
-    for (int i = 0; i < 8; ++i) c.q[i] = (w[i] >> 16) | (w[i + 1] << 16);
-    int8_runs(c, 1, 0, 0, half_to_f32(w[0] & 0xFFFFu), 0.0f);
+    const uint32_t w0 = q8_0_code_words<S>(b, c.q);
+    int8_runs(c, 1, 0, 0, half_to_f32(w0 & 0xFFFFu), 0.0f);
 }
 // A chunk in the int8 form (a type ggml_int8_type takes; others: codes 0 and dw NaN).
 template <bool S = false>

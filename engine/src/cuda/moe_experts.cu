@@ -95,12 +95,13 @@ __device__ __forceinline__ void rows_for_pairs(const DeviceMatrix& w1, const Dev
 // DeviceMatrix::ggml_stage), the same sums.
 // Blocks a multiprocessor it is compiled for (at most 128 registers for two): two for one
 // token, where ptxas otherwise moved between about 128 and 200 registers on small changes
-// of the code (sm_90, 2026-12-07), but for gate and up with two tiles in flight (255
-// registers, none spilled; bound to two blocks they spilled 132 and 164 bytes).
-template <int NT, bool kGateUp, int kStageW>
-inline constexpr int k_expert_min_blocks = NT == 1 && !(kStageW == 2 && kGateUp) ? 2 : 1;
+// of the code (sm_90, 2026-12-07), but for gate and up with two tiles in flight in the
+// exact and fast forms (255 registers, none spilled; bound to two blocks they spilled 132
+// and 164 bytes; the int8 form's took 129 unbound).
+template <int NT, bool kGateUp, int kForm, int kStageW>
+inline constexpr int k_expert_min_blocks = NT == 1 && !(kStageW == 2 && kGateUp && kForm != k_ggml_int8) ? 2 : 1;
 template <DeviceDtype DT, int NT, bool kXVec, bool kGateUp, bool kCombine, int kForm, int kStageW = 0>
-__global__ void __launch_bounds__(32 * k_expert_rows, (k_expert_min_blocks<NT, kGateUp, kStageW>))
+__global__ void __launch_bounds__(32 * k_expert_rows, (k_expert_min_blocks<NT, kGateUp, kForm, kStageW>))
     experts_kernel(ExpertLaunch a) {
     static_assert(!kCombine || 32 * k_expert_rows == k_row_threads, "norm_row_l2 needs a block of k_row_threads");
     pdl_wait();  // first: see pdl.cuh
