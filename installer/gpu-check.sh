@@ -2,7 +2,7 @@
 # The GPU check (README, "CUDA backend"), run on the GPU machine from the repository
 # root with the Qt-free build-gpu/ folder (cetus-cli + libcetus-cuda.so) carried over:
 #   cmake --preset gpu-check && cmake --build --preset gpu-check    # on a development machine
-#   installer/gpu-check.sh pack                                       # carry gpu-carry/ (13 MB packed)
+#   installer/gpu-check.sh pack                                       # carry gpu-carry/ (8 MB packed)
 #   installer/gpu-check.sh all                                        # on the GPU machine: one call
 # or, when the machine stays for a second call, `conformance` then `bench`.
 # Each mode fits one device call (under 10 minutes; every step has its own time
@@ -49,7 +49,7 @@ out=gpu-out
 mkdir -p "$out"
 cli=build-gpu/cetus-cli
 # `pack` (here, after the build) puts the CLI, the plug-in, the attention, expert, prefill and GGUF checks
-# and the OpenMP runtime, stripped, into gpu-carry/cetus-gpu.tar.xz (about 13 MB; 69 MB unpacked); carry
+# and the OpenMP runtime, stripped, into gpu-carry/cetus-gpu.tar.xz (about 8 MB; 59 MB unpacked); carry
 # gpu-carry/, and the checks unpack it into gpu-carry/bin/ and use it (with xz, or Python's tarfile where
 # the image has no xz).
 carried=gpu-carry/cetus-gpu.tar.xz
@@ -448,8 +448,10 @@ pack)
     pack_carry() { (cd gpu-carry/stage && tar -cf - $files) | xz -9 -T1 > "$carried"; }
     pack_carry || return 1
     # The device call takes 64 MiB of tracked files, untracked ones git does not ignore and
-    # the carry (2026-12-06: 41.6 MB + 13.1 MB). Over it, the expert and prefill checks stay
-    # behind (the kernel_checks step then fails on them, the rest runs).
+    # the carry (2026-12-07: 41.9 MB + 8.2 MB, the kernels built without line tables,
+    # CETUS_CUDA_LINEINFO=OFF in the gpu-check preset; with them 25.4 MB, over). Over it, the
+    # prefill and GGUF checks stay behind (the kernel_checks step then fails on them, the rest
+    # runs; xz finds most of their kernels in the plug-in, so that saves little).
     local tree carry limit=$((64 * 1024 * 1024 - 512 * 1024))
     tree=$( { git ls-files -z; git ls-files -z --others --exclude-standard; } | xargs -0 stat -c %s 2>/dev/null |
         awk '{s += $1} END {print s + 0}')
@@ -457,7 +459,7 @@ pack)
     if [ $((tree + carry)) -gt "$limit" ]; then
         echo "pack: $tree bytes of files and a $carry-byte carry are over the device call's 64 MiB;" \
             "leaving cetus-prefill-check and cetus-ggml-check out" >&2
-        files=$(echo "$files" | grep -v -e cetus-prefill-check -e cetus-ggml-check)
+        files=$(echo "$files" | tr ' ' '\n' | grep -v -e cetus-prefill-check -e cetus-ggml-check | tr '\n' ' ')
         pack_carry || return 1
         carry=$(stat -c %s "$carried")
     fi
