@@ -30,7 +30,10 @@
 #                profiles of the decode attention at 8192 tokens (tensor cores, CUDA cores) and of
 #                the GGUF decode products.
 #   decode (~6 min): the tiny comparison, the experts' and attention's own checks, the GGUF comparison
-#         with the rows staged and with int8 activations, V2-Lite decode in BF16, FP8 and Q4_K_M (and
+#         with the rows staged and with int8 activations, the tiny comparison with the shared experts on a
+#         second stream (CETUS_CUDA_OVERLAP=1) and the L2 prefetch ahead of the output projection
+#         (CETUS_CUDA_PREFETCH_AHEAD=1): V2-Lite BF16 whole with both, at 4 layers with each and both,
+#         Q4_K_M int8 at 4 layers with the first), V2-Lite decode in BF16, FP8 and Q4_K_M (and
 #         Q4_K_M with int8 activations, --int8-activations, whole and at 4 layers, also staged) and at
 #         4 layers (also without the decode fusions, CETUS_CUDA_FUSE=0, and with
 #         programmatic dependent launch, CETUS_CUDA_PDL=1; at 8192 cached tokens with and
@@ -514,7 +517,16 @@ decode)  # decode work's loop (~6 min): the tiny conformance, decode at V2-Lite'
     step selftest-tiny-gguf-int8 40 "$cli" selftest --device cuda --compare tiny-gguf --compare-only --int8-activations \
         --json
     summarise_selftest "$out/selftest-tiny-gguf-int8.out"
+    # The shared experts on a second stream beside the routing (CETUS_CUDA_OVERLAP=1, an
+    # experiment): the fast mode's comparison with the two streams really side by side.
+    # And the output projection's and router's rows asked of the L2 during the attention
+    # (CETUS_CUDA_PREFETCH_AHEAD=1, the same second stream).
+    step selftest-tiny-overlap 60 env CETUS_CUDA_OVERLAP=1 CETUS_CUDA_PREFETCH_AHEAD=1 "$cli" selftest --device cuda \
+        --compare tiny --compare-only --modes fast --json
+    summarise_selftest "$out/selftest-tiny-overlap.out"
     step bench-v2lite-cuda 120 "$cli" bench --device cuda --random-model v2-lite --prompt 512 --gen 128 --json
+    step bench-v2lite-overlap 120 env CETUS_CUDA_OVERLAP=1 CETUS_CUDA_PREFETCH_AHEAD=1 "$cli" bench --device cuda \
+        --random-model v2-lite --prompt 512 --gen 128 --json
     step bench-v2lite-fp8-cuda 90 "$cli" bench --device cuda --random-model v2-lite --dtype fp8 --prompt 512 --gen 64 --json
     step bench-v2lite-q4km-cuda 90 "$cli" bench --device cuda --random-model v2-lite --dtype q4_k_m --prompt 512 --gen 64 \
         --json
@@ -528,6 +540,14 @@ decode)  # decode work's loop (~6 min): the tiny conformance, decode at V2-Lite'
         --random-model v2-lite --dtype q4_k_m --layers 4 --prompt 64 --gen 64 --repeat 3 --int8-activations --json
     step bench-v2lite-4layers 40 "$cli" bench --device cuda --random-model v2-lite --layers 4 --prompt 64 --gen 64 \
         --repeat 3 --json
+    step bench-v2lite-4layers-overlap 40 env CETUS_CUDA_OVERLAP=1 "$cli" bench --device cuda --random-model v2-lite \
+        --layers 4 --prompt 64 --gen 64 --repeat 3 --json
+    step bench-v2lite-4layers-ahead 40 env CETUS_CUDA_PREFETCH_AHEAD=1 "$cli" bench --device cuda \
+        --random-model v2-lite --layers 4 --prompt 64 --gen 64 --repeat 3 --json
+    step bench-v2lite-4layers-overlap-ahead 40 env CETUS_CUDA_OVERLAP=1 CETUS_CUDA_PREFETCH_AHEAD=1 "$cli" bench \
+        --device cuda --random-model v2-lite --layers 4 --prompt 64 --gen 64 --repeat 3 --json
+    step bench-v2lite-4layers-q4km-int8-overlap 40 env CETUS_CUDA_OVERLAP=1 "$cli" bench --device cuda \
+        --random-model v2-lite --dtype q4_k_m --layers 4 --prompt 64 --gen 64 --repeat 3 --int8-activations --json
     # The same without the decode fusions (their launches and tails apart): what the fusions give;
     # and with programmatic dependent launch (the next launch scheduled during the fused tails).
     step bench-v2lite-4layers-nofuse 40 env CETUS_CUDA_FUSE=0 "$cli" bench --device cuda --random-model v2-lite \
@@ -563,8 +583,10 @@ decode)  # decode work's loop (~6 min): the tiny conformance, decode at V2-Lite'
         --random-model v2-lite --dtype q4_k_m --layers 4 --prompt 64 --gen 64 --repeat 3 --json
     step bench-v2lite-q4km-stage2 90 env CETUS_CUDA_GGUF_STAGE=2 "$cli" bench --device cuda --random-model v2-lite \
         --dtype q4_k_m --prompt 512 --gen 64 --json
-    local runs="bench-v2lite-cuda bench-v2lite-fp8-cuda bench-v2lite-q4km-cuda bench-v2lite-q4km-int8"
+    local runs="bench-v2lite-cuda bench-v2lite-overlap bench-v2lite-fp8-cuda bench-v2lite-q4km-cuda bench-v2lite-q4km-int8"
     runs="$runs bench-v2lite-4layers-q4km-int8 bench-v2lite-4layers-q4km-int8-stage2 bench-v2lite-4layers"
+    runs="$runs bench-v2lite-4layers-overlap bench-v2lite-4layers-ahead bench-v2lite-4layers-overlap-ahead"
+    runs="$runs bench-v2lite-4layers-q4km-int8-overlap"
     runs="$runs bench-v2lite-4layers-nofuse bench-v2lite-4layers-pdl bench-v2lite-4layers-8k"
     runs="$runs bench-v2lite-4layers-8k-nofuse bench-v2lite-4layers-prefetch bench-v2lite-4layers-q4km"
     runs="$runs bench-v2lite-4layers-q4km-prefetch bench-v2lite-4layers-q4km-stage bench-v2lite-q4km-stage"

@@ -644,6 +644,44 @@ void run_case(const Case& c, DeviceDtype dt) {
 
 } // namespace
 
+// device_matrix_bytes (the L2 prefetch's ranges, CETUS_CUDA_PREFETCH_AHEAD=1) against the
+// bytes each weight's upload allocated, in every weight type, at widths that pad their
+// rows; then the prefetch launched over them (the emulator checks each range).
+void check_matrix_bytes() {
+    std::mt19937 rng(5);
+    std::vector<void*> owned;
+    std::vector<Weight> ws;
+    for (DeviceDtype dt : {DeviceDtype::F32, DeviceDtype::BF16, DeviceDtype::F8_E4M3})
+        ws.push_back(make_weight(dt, 37, 203, rng, owned));
+    ws.push_back(make_ggml_weight(12, 37, 512, rng, owned));  // Q4_K
+    ws.push_back(make_ggml_weight(14, 9, 768, rng, owned));   // Q6_K
+    ws.push_back(make_ggml_weight(6, 5, 96, rng, owned));     // Q5_0, rows of 66 bytes
+    L2Ranges r;
+    bool ok = true;
+    std::string sizes;
+    for (const Weight& w : ws) {
+        const int64_t bytes = device_matrix_bytes(w.m);
+#ifdef CETUS_CUDA_EMU
+        const size_t allocated = cuda_emu::allocation_bytes(w.m.data);
+#else  // (on a GPU: the bytes make_weight and make_ggml_weight copy)
+        const size_t allocated = size_t(w.m.rows * w.m.ld) * (w.m.dtype == DeviceDtype::F32    ? 4
+                                                              : w.m.dtype == DeviceDtype::BF16 ? 2
+                                                                                               : 1);
+#endif
+        ok = ok && bytes > 0 && size_t(bytes) == allocated;
+        sizes += " " + std::to_string(bytes) + "/" + std::to_string(allocated);
+        if (r.n < L2Ranges::k_max) {
+            r.p[r.n] = w.m.data;
+            r.bytes[r.n++] = bytes;
+        }
+    }
+    check(ok, "device_matrix_bytes == the bytes allocated (F32, BF16, FP8, Q4_K, Q6_K, Q5_0):" + sizes);
+    launch_l2_prefetch(r, 132, nullptr);
+    cudaDeviceSynchronize();
+    check(cudaGetLastError() == cudaSuccess, "the L2 prefetch over them launches");
+    for (void* p : owned) cudaFree(p);
+}
+
 int main(int argc, char** argv) {
     const bool v2_lite = argc > 1 && std::strcmp(argv[1], "--v2-lite") == 0;
     int devices = 0;
@@ -663,6 +701,7 @@ int main(int argc, char** argv) {
         const Case one{"203 wide, 75 inner", 203, 75, 6, 2, 1}, two{"264 wide, 96 inner", 264, 96, 6, 3, 2};
         // A row wider than the 8 x 256 values the fused norm keeps in registers.
         const Case wide{"2100 wide, 40 inner", 2100, 40, 4, 2, 1};
+        check_matrix_bytes();
         std::vector<Case> cases{odd, whole, one, two, wide};
         if (v2_lite) cases.push_back(v2);
         if (v2_lite) cases.push_back({"V2-Lite's 2048 wide, 1408 inner", 2048, 1408, 8, 6, 1});

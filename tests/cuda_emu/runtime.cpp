@@ -17,6 +17,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -805,10 +806,28 @@ struct Graph {
     std::vector<std::function<void()>> ops;
 };
 
+// A stream's work runs (or joins its capture's graph) at once, in the order the host
+// enqueues it; with CETUS_EMU_STREAMS=lazy each stream's work waits in a queue until
+// something needs it: a stream waiting on one of its events (the waiting stream's own
+// queue goes first), a synchronisation, a synchronous copy or a free. Between a fork
+// and its join the second stream's work then runs after everything the first enqueued
+// meanwhile, where at once runs it before: a result that differs between the two shows
+// work on the two streams touching the same memory.
+// Captures follow the runtime's rules: a stream waiting on an event recorded in a capture
+// joins that capture, and ending it fails (cudaErrorStreamCaptureUnjoined) while a
+// joined stream has work that no stream of the capture waited for (fatal here: the
+// backend would quietly fall back to direct launches).
 namespace {
 struct StreamState {
     bool capturing = false;
-    std::unique_ptr<Graph> graph;
+    std::unique_ptr<Graph> graph;  // the capture begun on this stream
+    Graph* into = nullptr;         // while capturing: the graph its work joins (its own or the origin's)
+    cudaStream_t origin = nullptr;  // the stream whose capture it joined (itself when it began it)
+    // A stream that joined a capture: its work in it (the fork counted as one), and how much
+    // of that another stream of the capture has waited for.
+    uint64_t captured = 0, joined = 0;
+    std::deque<std::function<void()>> queue;  // lazy: enqueued, not yet run (all in or all out of a capture)
+    uint64_t enqueued = 0, done = 0;          // counts of work enqueued and run (or recorded)
 };
 std::map<cudaStream_t, StreamState>& streams() {
     static std::map<cudaStream_t, StreamState> m;
@@ -819,15 +838,45 @@ bool any_capture() {
         if (st.capturing) return true;
     return false;
 }
+bool lazy_streams() {
+    static const bool on = [] {
+        const char* e = std::getenv("CETUS_EMU_STREAMS");
+        return e && std::strcmp(e, "lazy") == 0;
+    }();
+    return on;
+}
+// Runs (or records into its capture) what the stream enqueued, up to `upto` of its count.
+void run_queue(StreamState& st, uint64_t upto) {
+    while (st.done < upto && !st.queue.empty()) {
+        std::function<void()> op = std::move(st.queue.front());
+        st.queue.pop_front();
+        ++st.done;
+        if (st.capturing) st.into->ops.push_back(std::move(op));
+        else op();
+    }
+}
+void run_all_queues() {
+    for (auto& [s, st] : streams()) run_queue(st, st.enqueued);
+}
 }  // namespace
 
 void record_or_run(cudaStream_t s, std::function<void()> op) {
     auto it = streams().find(s);
-    if (it != streams().end() && it->second.capturing) {
-        it->second.graph->ops.push_back(std::move(op));
+    if (it == streams().end()) {  // the default stream: after everything enqueued before it
+        run_all_queues();
+        op();
         return;
     }
-    op();
+    StreamState& st = it->second;
+    ++st.enqueued;
+    if (st.capturing) ++st.captured;
+    if (lazy_streams()) {
+        st.queue.push_back(std::move(op));
+        return;
+    }
+    ++st.done;
+    if (st.capturing) st.into->ops.push_back(std::move(op));
+    else op();
 }
 
 cudaError_t segmented_sort_pairs_descending(void* temp, size_t& temp_bytes, const float* keys_in, float* keys_out,
@@ -883,6 +932,11 @@ std::map<void*, size_t>& allocations() {  // device pointer -> bytes
 size_t g_used = 0;
 
 }  // namespace
+
+size_t cuda_emu::allocation_bytes(const void* p) {
+    const auto it = allocations().find(const_cast<void*>(p));
+    return it == allocations().end() ? 0 : it->second;
+}
 
 // (Kernels only read the map: the host allocates and frees between launches.)
 void cuda_emu::check_device_range(const void* p, size_t bytes, const char* what) {
@@ -947,7 +1001,10 @@ size_t device_bytes() {
 }
 
 cudaError_t capture_forbids(const char* what) {
-    if (!cuda_emu::any_capture()) return cudaSuccess;
+    if (!cuda_emu::any_capture()) {
+        cuda_emu::run_all_queues();  // (synchronous calls see everything enqueued before them)
+        return cudaSuccess;
+    }
     std::fprintf(stderr, "cuda emulator: %s while a stream is being captured\n", what);
     return cudaErrorStreamCaptureUnsupported;
 }
@@ -1006,6 +1063,9 @@ const char* cudaGetErrorString(cudaError_t e) {
     case cudaErrorInvalidDevice: return "invalid device ordinal";
     case cudaErrorNotSupported: return "operation not supported";
     case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureUnjoined: return "capture unjoined";
+    case cudaErrorStreamCaptureIsolation: return "dependency created on uncaptured work in another stream";
+    case cudaErrorIllegalState: return "the operation cannot be performed in the present state";
     default: return "emulated CUDA error";
     }
 }
@@ -1026,6 +1086,7 @@ cudaError_t cudaMalloc(void** p, size_t bytes) {
 }
 cudaError_t cudaFree(void* p) {
     if (!p) return cudaSuccess;
+    cuda_emu::run_all_queues();  // (cudaFree waits for the device)
     auto it = allocations().find(p);
     if (it == allocations().end()) return cudaErrorInvalidValue;
     g_used -= it->second;
@@ -1044,6 +1105,7 @@ cudaError_t cudaHostAlloc(void** p, size_t bytes, unsigned int) {
 }
 cudaError_t cudaMallocHost(void** p, size_t bytes) { return cudaHostAlloc(p, bytes, 0); }
 cudaError_t cudaFreeHost(void* p) {
+    cuda_emu::run_all_queues();
     std::free(p);
     return cudaSuccess;
 }
@@ -1086,6 +1148,7 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int) {
 }
 cudaError_t cudaStreamCreate(cudaStream_t* s) { return cudaStreamCreateWithFlags(s, 0); }
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
+    cuda_emu::run_all_queues();
     cuda_emu::streams().erase(s);
     return cudaSuccess;
 }
@@ -1095,20 +1158,40 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s) {
         std::fprintf(stderr, "cuda emulator: cudaStreamSynchronize on a capturing stream\n");
         return cudaErrorStreamCaptureUnsupported;
     }
+    cuda_emu::run_all_queues();
     return cudaSuccess;
 }
 cudaError_t cudaDeviceSynchronize() { return capture_forbids("cudaDeviceSynchronize"); }
 cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode) {
     auto& st = cuda_emu::streams()[s];
     if (st.capturing) return cudaErrorIllegalState;
+    cuda_emu::run_queue(st, st.enqueued);  // (work enqueued before the capture is not part of it)
     st.capturing = true;
     st.graph = std::make_unique<cuda_emu::Graph>();
+    st.into = st.graph.get();
+    st.origin = s;
+    st.captured = st.joined = 0;
     return cudaSuccess;
 }
+// Ends the capture begun on s: the streams that joined it leave it; each must have had
+// its last captured work waited for by another stream of the capture (the runtime's
+// cudaErrorStreamCaptureUnjoined, fatal here).
 cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* graph) {
     auto& st = cuda_emu::streams()[s];
-    if (!st.capturing) return cudaErrorIllegalState;
+    if (!st.capturing || st.origin != s) return cudaErrorIllegalState;
+    cuda_emu::run_queue(st, st.enqueued);
+    for (auto& [other, os] : cuda_emu::streams()) {
+        if (other == s || !os.capturing || os.origin != s) continue;
+        cuda_emu::run_queue(os, os.enqueued);
+        // (The runtime's error would turn the backend's graphs off quietly; here it stops.)
+        if (os.captured > os.joined) cuda_emu::fail("a stream forked in a capture was not joined back before its end");
+        os.capturing = false;
+        os.into = nullptr;
+        os.origin = nullptr;
+    }
     st.capturing = false;
+    st.into = nullptr;
+    st.origin = nullptr;
     *graph = reinterpret_cast<cudaGraph_t>(st.graph.release());
     return cudaSuccess;
 }
@@ -1123,9 +1206,14 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsig
     return cudaSuccess;
 }
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
-    if (capture_forbids("cudaGraphLaunch") != cudaSuccess) return cudaErrorStreamCaptureUnsupported;
-    (void)s;
-    for (auto& op : reinterpret_cast<cuda_emu::Graph*>(exec)->ops) op();
+    if (cuda_emu::any_capture()) {
+        std::fprintf(stderr, "cuda emulator: cudaGraphLaunch while a stream is being captured\n");
+        return cudaErrorStreamCaptureUnsupported;
+    }
+    const cuda_emu::Graph* g = reinterpret_cast<cuda_emu::Graph*>(exec);
+    record_or_run(s, [g] {
+        for (auto& op : g->ops) op();
+    });
     return cudaSuccess;
 }
 cudaError_t cudaGraphDestroy(cudaGraph_t g) {
@@ -1140,6 +1228,11 @@ cudaError_t cudaGraphExecDestroy(cudaGraphExec_t g) {
 namespace {
 struct Event {
     std::chrono::steady_clock::time_point at;
+    bool recorded = false;
+    cudaStream_t stream = nullptr;  // where it was last recorded
+    uint64_t enqueued = 0;          // lazy: that stream's count of work at the record
+    cuda_emu::Graph* capture = nullptr;  // the capture it was recorded in (null: outside any)
+    uint64_t captured = 0;               // that stream's work in the capture at the record
 };
 }  // namespace
 cudaError_t cudaEventCreate(cudaEvent_t* e) {
@@ -1152,12 +1245,70 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
     return cudaSuccess;
 }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
-    record_or_run(s, [e] { reinterpret_cast<Event*>(e)->at = std::chrono::steady_clock::now(); });
+    Event* ev = reinterpret_cast<Event*>(e);
+    auto it = cuda_emu::streams().find(s);
+    ev->recorded = true;
+    ev->stream = s;
+    ev->capture = nullptr;
+    ev->enqueued = ev->captured = 0;
+    if (it != cuda_emu::streams().end()) {
+        cuda_emu::StreamState& st = it->second;
+        if (st.capturing) {  // (in a capture an event marks the stream's work so far; nothing runs)
+            ev->capture = st.into;
+            ev->captured = st.captured;
+            ev->enqueued = st.enqueued;
+            return cudaSuccess;
+        }
+        ev->enqueued = st.enqueued + 1;  // (its own record included)
+    }
+    record_or_run(s, [ev] { ev->at = std::chrono::steady_clock::now(); });
     return cudaSuccess;
 }
-cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
-cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
-cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned int) { return cudaSuccess; }
+cudaError_t cudaEventSynchronize(cudaEvent_t) {
+    cuda_emu::run_all_queues();
+    return cudaSuccess;
+}
+cudaError_t cudaEventQuery(cudaEvent_t) {
+    cuda_emu::run_all_queues();
+    return cudaSuccess;
+}
+// w's later work follows what the event's stream had enqueued at its record. An event
+// recorded in a capture brings w into that capture (a fork) or, when w is in it already,
+// marks the recording stream's work so far as joined.
+cudaError_t cudaStreamWaitEvent(cudaStream_t w, cudaEvent_t e, unsigned int) {
+    Event* ev = reinterpret_cast<Event*>(e);
+    auto& streams = cuda_emu::streams();
+    auto wi = streams.find(w);
+    if (wi == streams.end()) {  // the default stream: after everything enqueued before
+        if (ev->capture) cuda_emu::fail("the default stream waits on an event recorded in a capture");
+        cuda_emu::run_all_queues();
+        return cudaSuccess;
+    }
+    cuda_emu::StreamState& ws = wi->second;
+    auto src = streams.find(ev->stream);
+    if (ev->capture) {
+        if (ws.capturing && ws.into != ev->capture) cuda_emu::fail("a stream waits on an event of another capture");
+        if (!ws.capturing) {  // a fork
+            cuda_emu::run_queue(ws, ws.enqueued);  // (its earlier work is not part of the capture)
+            ws.capturing = true;
+            ws.into = ev->capture;
+            ws.origin = src->second.origin;
+            ws.captured = 1;
+            ws.joined = 0;
+        } else if (ev->stream != w) {  // a join (lazy: the waiting stream's work first)
+            cuda_emu::run_queue(ws, ws.enqueued);
+            cuda_emu::run_queue(src->second, ev->enqueued);
+            src->second.joined = std::max(src->second.joined, ev->captured);
+        }
+        return cudaSuccess;
+    }
+    if (ws.capturing && ev->recorded) cuda_emu::fail("a capturing stream waits on an event recorded outside its capture");
+    if (src != streams.end() && ev->stream != w) {
+        cuda_emu::run_queue(ws, ws.enqueued);      // the waiting stream's own work first,
+        cuda_emu::run_queue(src->second, ev->enqueued);  // then what it waits for
+    }
+    return cudaSuccess;
+}
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
     *ms = std::chrono::duration<float, std::milli>(reinterpret_cast<Event*>(b)->at - reinterpret_cast<Event*>(a)->at)
               .count();

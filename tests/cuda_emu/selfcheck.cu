@@ -52,6 +52,11 @@ __global__ void sum_kernel(const float* in, float* block_sums, float* total, uin
     }
 }
 
+// Appends tag to the log (log[0]: the count).
+__global__ void tag_kernel(int* log, int tag) {
+    if (threadIdx.x == 0) log[++log[0]] = tag;
+}
+
 // Every thread counts into one word from every block.
 __global__ void count_kernel(unsigned* count) { atomicAdd(count, 1u); }
 
@@ -408,6 +413,59 @@ void check_together() {
     check(h[0] == 1 && h[1] == 1, "two blocks run side by side (each sees the other arrive)");
 }
 
+// Tags 1 and 3 on stream a, 2 on stream b forked from a after 1 and joined back before 4.
+void fork_join(cudaStream_t a, cudaStream_t b, cudaEvent_t fork, cudaEvent_t join, int* log, bool joined = true) {
+    tag_kernel<<<1, 32, 0, a>>>(log, 1);
+    cudaEventRecord(fork, a);
+    cudaStreamWaitEvent(b, fork, 0);
+    tag_kernel<<<1, 32, 0, b>>>(log, 2);
+    cudaEventRecord(join, b);
+    tag_kernel<<<1, 32, 0, a>>>(log, 3);
+    if (joined) cudaStreamWaitEvent(a, join, 0);
+    tag_kernel<<<1, 32, 0, a>>>(log, 4);
+}
+
+// Work on two streams, directly and as a captured graph: in the order enqueued (1 2 3 4),
+// or with CETUS_EMU_STREAMS=lazy the forked stream's work after what the other enqueued
+// until the join (1 3 2 4).
+void check_streams() {
+    const char* mode = std::getenv("CETUS_EMU_STREAMS");
+    const bool lazy = mode && std::string(mode) == "lazy";
+    const std::vector<int> want = lazy ? std::vector<int>{4, 1, 3, 2, 4} : std::vector<int>{4, 1, 2, 3, 4};
+    cudaStream_t a = nullptr, b = nullptr;
+    cudaEvent_t fork = nullptr, join = nullptr;
+    cudaStreamCreateWithFlags(&a, cudaStreamNonBlocking);
+    cudaStreamCreateWithFlags(&b, cudaStreamNonBlocking);
+    cudaEventCreateWithFlags(&fork, cudaEventDisableTiming);
+    cudaEventCreateWithFlags(&join, cudaEventDisableTiming);
+    int* log = device_alloc<int>(8);
+    const auto order = [&](const char* how) {
+        const std::vector<int> h = to_host(log, 5);
+        char buf[160];
+        std::snprintf(buf, sizeof buf, "two streams %s, %s: tags %d %d %d %d (%d)", how, lazy ? "lazy" : "at once",
+                      h[1], h[2], h[3], h[4], h[0]);
+        check(h == want, buf);
+    };
+    cudaMemsetAsync(log, 0, 8 * sizeof(int), a);
+    fork_join(a, b, fork, join, log);
+    cudaStreamSynchronize(a);
+    order("launched directly");
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    const bool begun = cudaStreamBeginCapture(a, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
+    fork_join(a, b, fork, join, log);
+    const bool ended = begun && cudaStreamEndCapture(a, &graph) == cudaSuccess &&
+                       cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
+    check(ended, "a fork joined back is captured");
+    if (!ended) return;
+    cudaMemsetAsync(log, 0, 8 * sizeof(int), a);
+    cudaGraphLaunch(exec, a);
+    cudaStreamSynchronize(a);
+    order("as a captured graph");
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+}
+
 int run_case(const std::string& name) {
     int* out = device_alloc<int>(64);
     if (name == "deadlock") deadlock_kernel<<<1, 32>>>(out);
@@ -415,7 +473,18 @@ int run_case(const std::string& name) {
     else if (name == "mask-mismatch") mask_mismatch_kernel<<<1, 32>>>(out);
     else if (name == "too-much-shared") too_much_shared_kernel<<<1, 32, 20 * 1024>>>(out);
     else if (name == "wmma-divergent") wmma_divergent_kernel<<<1, 32>>>(out);
-    else {
+    else if (name == "unjoined-fork") {
+        cudaStream_t a = nullptr, b = nullptr;
+        cudaEvent_t fork = nullptr, join = nullptr;
+        cudaStreamCreateWithFlags(&a, cudaStreamNonBlocking);
+        cudaStreamCreateWithFlags(&b, cudaStreamNonBlocking);
+        cudaEventCreateWithFlags(&fork, cudaEventDisableTiming);
+        cudaEventCreateWithFlags(&join, cudaEventDisableTiming);
+        cudaGraph_t graph = nullptr;
+        cudaStreamBeginCapture(a, cudaStreamCaptureModeThreadLocal);
+        fork_join(a, b, fork, join, out, false);
+        cudaStreamEndCapture(a, &graph);
+    } else {
         std::fprintf(stderr, "cuda_emu_selfcheck: no case %s\n", name.c_str());
         return 2;
     }
@@ -456,6 +525,7 @@ int main(int argc, char** argv) {
     check_fault(argv[0], "mask-mismatch", "different masks");
     check_fault(argv[0], "too-much-shared", "shared memory exceed the 49152 bytes");
     check_fault(argv[0], "wmma-divergent", "must be the same in the whole warp");
+    check_fault(argv[0], "unjoined-fork", "not joined back");
     check_sum();
     check_count();
     check_neighbours();
@@ -465,6 +535,7 @@ int main(int argc, char** argv) {
     check_warp_reductions();
     check_bits();
     check_together();
+    check_streams();
     std::printf("cuda emulator selfcheck: %d failed\n", g_failed);
     return g_failed == 0 ? 0 : 1;
 }

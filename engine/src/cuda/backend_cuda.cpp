@@ -91,7 +91,7 @@ int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 struct DeviceInfo {
     std::string name;
     int major = 0, minor = 0, n_sm = 0, runtime_version = 0;
-    size_t total_bytes = 0, max_shared_optin = 0;
+    size_t total_bytes = 0, max_shared_optin = 0, l2_bytes = 0;
 };
 
 DeviceInfo query_device(int device) {
@@ -104,6 +104,7 @@ DeviceInfo query_device(int device) {
     d.n_sm = p.multiProcessorCount;
     d.total_bytes = p.totalGlobalMem;
     d.max_shared_optin = p.sharedMemPerBlockOptin;
+    d.l2_bytes = size_t(std::max(p.l2CacheSize, 0));
     CETUS_CUDA(cudaRuntimeGetVersion(&d.runtime_version));
     return d;
 }
@@ -297,7 +298,8 @@ private:
     // block's input norm into a, or the final norm into hn).
     void block(const DeviceLayer& l, int64_t cache_layer, int64_t n, int32_t* route_ids, float* route_w,
                int64_t route_stride, const float* next_norm, float* out);
-    void attention(const DeviceLayer& l, int64_t cache_layer, int64_t n);
+    bool attention(const DeviceLayer& l, int64_t cache_layer, int64_t n);
+    bool prefetch_ahead(const DeviceLayer& l, int64_t n);
     void moe(const DeviceLayer& l, int64_t n, int32_t* route_ids, float* route_w, int64_t route_stride,
              const float* next_norm, float* out);
     void mlp(const DeviceMlp& w, const float* in, int64_t n, float* out, const float* next_norm = nullptr,
@@ -318,6 +320,8 @@ private:
     uint8_t m_ggml_stage = 0;    // CETUS_CUDA_GGUF_STAGE=1 or 2 (DeviceMatrix::ggml_stage)
     bool m_int8 = false;         // the model's int8 activations (DeviceMatrix::ggml_int8)
     bool m_fuse = true;  // the decode fusions (CETUS_CUDA_FUSE=0: off), handed to m_gemm as its counter
+    bool m_overlap = false;  // CETUS_CUDA_OVERLAP=1: decode's shared experts on m_side (moe)
+    bool m_prefetch_ahead = false;  // CETUS_CUDA_PREFETCH_AHEAD=1: attention's L2 prefetch on m_side
     bool m_cache_bf16;   // the latent cache's values in bf16 (else fp32)
     std::vector<int32_t> m_history_on_device;  // what m_s.choice_history holds
     float m_scale;
@@ -327,6 +331,11 @@ private:
     GemmExtent m_extent;
 
     Stream m_stream;
+    // The second stream of decode and verify batches (CETUS_CUDA_OVERLAP=1,
+    // CETUS_CUDA_PREFETCH_AHEAD=1), forked from m_stream at m_fork and joined back at m_join
+    // within each MoE layer, and at m_ahead_fork and m_ahead_join within each attention.
+    Stream m_side;
+    Event m_fork, m_join, m_ahead_fork, m_ahead_join;
     DeviceWeights m_weights;
     DeviceBuffer m_cache;
     DeviceBuffer m_scratch_memory;
@@ -406,6 +415,12 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
     set_programmatic_launch(m_info.major >= 9 && env_is("CETUS_CUDA_PDL", "1") && programmatic_launch_compiled());
     m_device_sampling = !env_is("CETUS_CUDA_SAMPLING", "host");
     m_fuse = !env_is("CETUS_CUDA_FUSE", "0");
+    // Decode's shared experts on a second stream, beside the routing and the routed experts'
+    // gate/up: an experiment, off unless asked for (fast mode only).
+    m_overlap = !m_exact && env_is("CETUS_CUDA_OVERLAP", "1");
+    // The output projection's and the router's rows asked of the L2 during the attention's
+    // launches, on the same second stream: an experiment, off unless asked for.
+    m_prefetch_ahead = !m_exact && env_is("CETUS_CUDA_PREFETCH_AHEAD", "1");
     // The GGUF decode products' L2 prefetch of their rows: an experiment, off unless asked for.
     m_l2_prefetch = env_is("CETUS_CUDA_PREFETCH", "1");
     // The GGUF decode products' weight rows staged in shared memory: an experiment, off unless asked
@@ -500,6 +515,13 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
                         m_info.name + " has " + fixed1(gib(free_bytes)) + " GiB free");
 
     m_stream = make_stream();
+    if (m_overlap || m_prefetch_ahead) {
+        m_side = make_stream();
+        m_fork = make_event();
+        m_join = make_event();
+        m_ahead_fork = make_event();
+        m_ahead_join = make_event();
+    }
     UploadOptions up;
     up.stream = m_stream.get();
     up.progress = args.progress;
@@ -540,12 +562,17 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
                         (m_ggml_stage == 1   ? ", GGUF decode rows staged"
                          : m_ggml_stage == 2 ? ", GGUF decode rows staged, two tiles in flight"
                                              : "") +
-                        (m_int8 ? ", int8 activations (dp4a) in the GGUF decode products" : ""));
+                        (m_int8 ? ", int8 activations (dp4a) in the GGUF decode products" : "") +
+                        (m_overlap ? ", shared experts on a second stream in decode" : "") +
+                        (m_prefetch_ahead ? ", L2 prefetch of the output projection during attention" : ""));
 }
 
 CudaBackend::~CudaBackend() {
     // Kernels still in flight may use the buffers freed by the members' destructors.
-    if (cudaSetDevice(m_device) == cudaSuccess && m_stream.get()) cudaStreamSynchronize(m_stream.get());
+    if (cudaSetDevice(m_device) == cudaSuccess) {
+        if (m_stream.get()) cudaStreamSynchronize(m_stream.get());
+        if (m_side.get()) cudaStreamSynchronize(m_side.get());
+    }
 }
 
 CudaBackend::Scratch CudaBackend::carve_scratch(Carver& cv) const {
@@ -712,7 +739,9 @@ std::string CudaBackend::description() const {
                 : "") +
            (!m_exact && !m_attention_gemm ? ", prefill attention on the flash-decoding kernel" : "") +
            (!m_fuse ? ", decode fusions off" : "") +
-           (m_int8 ? ", int8 activations (dp4a) in the GGUF decode products" : "");
+           (m_int8 ? ", int8 activations (dp4a) in the GGUF decode products" : "") +
+           (m_overlap ? ", shared experts on a second stream in decode" : "") +
+           (m_prefetch_ahead ? ", L2 prefetch of the output projection during attention" : "");
 }
 
 void CudaBackend::check_span(int64_t T, int64_t start_pos) const {
@@ -933,6 +962,7 @@ void CudaBackend::run_and_wait(const GraphKey& key, const std::function<void()>&
         run(key, enqueue);
     } catch (...) {
         (void)cudaStreamSynchronize(m_stream.get());
+        if (m_side.get()) (void)cudaStreamSynchronize(m_side.get());  // (a step that failed between fork and join)
         throw;
     }
     CETUS_CUDA(cudaStreamSynchronize(m_stream.get()));
@@ -1205,15 +1235,45 @@ double CudaBackend::peak_bf16_tflops() {
 void CudaBackend::block(const DeviceLayer& l, int64_t cache_layer, int64_t n, int32_t* route_ids, float* route_w,
                         int64_t route_stride, const float* next_norm, float* out) {
     const float eps = float(m_config.rms_norm_eps);
-    attention(l, cache_layer, n);  // a -> o: [n, n_h * d_v]
+    const bool forked = attention(l, cache_layer, n);  // a -> o: [n, n_h * d_v]
+    if (forked) CETUS_CUDA(cudaStreamWaitEvent(m_stream.get(), m_ahead_join.get(), 0));  // (the prefetch's join)
     // The output projection (o -> r), x += r and a = post_norm(x) (one launch in decode).
     m_gemm->matmul_add_rmsnorm(l.o, m_s.o, m_shape.n_h * m_shape.d_v, n, m_s.r, m_s.x, l.post_norm, eps, m_s.a);
     if (l.is_moe) moe(l, n, route_ids, route_w, route_stride, next_norm, out);  // adds into x, then out = next_norm(x)
     else mlp(l.mlp, m_s.a, n, m_s.r, next_norm, out);                          // the same for a dense MLP
 }
 
+// CETUS_CUDA_PREFETCH_AHEAD=1, decode and verify batches: m_side, forked after the query and
+// latent projections, asks the L2 for the output projection's rows and the router's while
+// this stream's attention launches (latency-bound, reading a few MB) leave the memory idle;
+// block() joins it back before the output projection. Within a quarter of the L2 (V3's
+// 235 MB output projection is left out, its router not). Whether it forked.
+bool CudaBackend::prefetch_ahead(const DeviceLayer& l, int64_t n) {
+    if (!m_prefetch_ahead || !m_gemm->small(n) || !m_side.get()) return false;
+    L2Ranges r;
+    int64_t total = 0;
+    const int64_t budget = int64_t(m_info.l2_bytes / 4);
+    for (const DeviceMatrix* w : {&l.o, l.is_moe ? &l.router : nullptr}) {
+        if (!w || !w->data) continue;
+        const int64_t bytes = device_matrix_bytes(*w);
+        if (bytes <= 0 || total + bytes > budget) continue;
+        r.p[r.n] = w->data;
+        r.bytes[r.n] = bytes;
+        ++r.n;
+        total += bytes;
+    }
+    if (r.n == 0) return false;
+    cudaStream_t s = m_stream.get();
+    CETUS_CUDA(cudaEventRecord(m_ahead_fork.get(), s));
+    CETUS_CUDA(cudaStreamWaitEvent(m_side.get(), m_ahead_fork.get(), 0));
+    launch_l2_prefetch(r, m_info.n_sm, m_side.get());
+    CETUS_CUDA(cudaEventRecord(m_ahead_join.get(), m_side.get()));
+    return true;
+}
+
 // mla_forward, absorbed, up to the heads' outputs: a -> o, at the positions in m_s.start_pos.
-void CudaBackend::attention(const DeviceLayer& l, int64_t cache_layer, int64_t n) {
+// Whether it forked m_side (prefetch_ahead), which the caller joins back.
+bool CudaBackend::attention(const DeviceLayer& l, int64_t cache_layer, int64_t n) {
     const ModelConfig& c = m_config;
     const MlaShape& m = m_shape;
     const int64_t H = c.hidden_size, d_q = c.q_lora_rank, d_qk = m.d_n + m.d_r;
@@ -1227,6 +1287,7 @@ void CudaBackend::attention(const DeviceLayer& l, int64_t cache_layer, int64_t n
     } else {
         gemm.matmul_pair(l.q_proj, m_s.q, m.n_h * d_qk, l.kv_a, m_s.kv, m.d_c + m.d_r, m_s.a, H, n);
     }
+    const bool forked = prefetch_ahead(l, n);
     void* cache = cache_rows(cache_layer);
     // The cache rows and the queries' rope, and q_abs [n, n_h, d_c] (one launch in decode).
     const LatentCacheArgs latent{m_s.kv, l.kv_a_norm, k_latent_norm_eps, m_weights.rope_table, m_interleave,
@@ -1234,7 +1295,7 @@ void CudaBackend::attention(const DeviceLayer& l, int64_t cache_layer, int64_t n
     if (gemm.prefill_expanded(l.kv_b, n, *m_h.start_pos, m, m_cache_bf16)) {  // keys and values expanded
         launch_latent_cache(latent, n, s);
         gemm.mla_prefill_expanded(l.kv_b, m_s.q, cache, m_cache_bf16, n, *m_h.start_pos, m, m_scale, m_s.o);
-        return;
+        return forked;
     }
     gemm.latent_cache_absorb_q(latent, l.kv_b, m_s.q, n, m, m_s.q_abs);
     bool absorbed = false;  // o written with the splits' merge (decode and verify batches, one launch)
@@ -1245,6 +1306,7 @@ void CudaBackend::attention(const DeviceLayer& l, int64_t cache_layer, int64_t n
                                         m_info.n_sm, m_s.parts, m_s.ctx, s,
                                         AbsorbV{gemm.fused_tail() ? &l.kv_b : nullptr, m_s.o});
     if (!absorbed) gemm.absorb_v(l.kv_b, m_s.ctx, n, m, m_s.o);  // [n, n_h, d_v]; block() projects it back to H
+    return forked;
 }
 
 // moe_forward: x += sum_k w_k expert_k(a) + shared(a), all on the device.
@@ -1254,6 +1316,22 @@ void CudaBackend::moe(const DeviceLayer& l, int64_t n, int32_t* route_ids, float
     const int64_t H = c.hidden_size, E = c.n_routed_experts;
     const int32_t K = int32_t(c.num_experts_per_tok);
     cudaStream_t s = m_stream.get();
+    // CETUS_CUDA_OVERLAP=1: decode and verify batches run the shared experts (gate/up, then
+    // down into m_s.shared_out, the non-fused path's launches) on m_side, forked here, while
+    // this stream routes (a launch that reads 0.3 MB and leaves the memory idle) and runs the
+    // routed experts' gate/up; the down launch, whose combine adds m_s.shared_out, waits for
+    // them. Their buffers (m_s.a read, m_s.g, m_s.u and m_s.shared_out written) are not
+    // touched by this stream between the fork and the join.
+    const bool overlap = m_overlap && l.has_shared && m_gemm->small(n) && m_side.get();
+    if (overlap) {
+        CETUS_CUDA(cudaEventRecord(m_fork.get(), s));
+        CETUS_CUDA(cudaStreamWaitEvent(m_side.get(), m_fork.get(), 0));
+        {
+            const StreamScope side(*m_gemm, m_side.get());
+            mlp(l.shared, m_s.a, n, m_s.shared_out);  // [n, H]
+        }
+        CETUS_CUDA(cudaEventRecord(m_join.get(), m_side.get()));
+    }
     RouteParams p = m_route;
     p.bias = l.bias;
     if (m_gemm->fused_tail() && router_route_group_fits(n, p, l.router)) {  // decode and verify batches: one launch
@@ -1280,16 +1358,17 @@ void CudaBackend::moe(const DeviceLayer& l, int64_t n, int32_t* route_ids, float
     const ExpertMma* on_mma = mma ? &mma_args : nullptr;
     // Decode and verify batches (every batch in exact mode, so a token's sums never
     // depend on its batch): the shared experts join the routed experts' two launches.
-    const bool fuse_shared = l.has_shared && m_gemm->fused_tail() && m_gemm->small(n) &&
+    const bool fuse_shared = l.has_shared && !overlap && m_gemm->fused_tail() && m_gemm->small(n) &&
                              experts_shared_fusable(l.experts, l.shared.gate, l.shared.up, l.shared.down, H);
     const SharedExpertLaunch shared{l.shared.gate, l.shared.up, l.shared.down, m_s.g, m_s.shared_out};
     const SharedExpertLaunch* with = fuse_shared ? &shared : nullptr;
-    if (l.has_shared && !fuse_shared) mlp(l.shared, m_s.a, n, m_s.shared_out);  // [n, H]
+    if (l.has_shared && !fuse_shared && !overlap) mlp(l.shared, m_s.a, n, m_s.shared_out);  // [n, H]
     // The combine: in the down launch for decode batches (the same bits).
     const MoeCombine combine{m_s.x,     route_w, route_stride, l.has_shared ? m_s.shared_out : nullptr,
                              next_norm, float(c.rms_norm_eps), out, m_gemm->fused_tail(), m_s.grid_counters};
     const bool fuse_combine = combine.done && n <= k_fused_tail_max_tokens;  // (such batches are small: no mma)
     launch_experts_gate_up(l.experts, m_s.pairs, m_s.a, n, K, H, int32_t(E), m_s.h, on_mma, with, s);  // [n * K, I]
+    if (overlap) CETUS_CUDA(cudaStreamWaitEvent(s, m_join.get(), 0));  // m_s.shared_out written
     launch_experts_down(l.experts, m_s.pairs, m_s.h, n, K, H, int32_t(E), m_s.y, on_mma, with,
                         fuse_combine ? &combine : nullptr, s);  // [n * K, H]
     if (!fuse_combine) launch_moe_combine(combine, m_s.y, n, K, H, s);

@@ -52,6 +52,11 @@ Gemm::~Gemm() {
     if (m_handle) cublasDestroy(m_handle);
 }
 
+void Gemm::set_stream(cudaStream_t s) {
+    if (m_handle) CETUS_CUBLAS(cublasSetStream(m_handle, s));
+    m_stream = s;
+}
+
 const uint16_t* Gemm::weights_bf16(const DeviceMatrix& w, int64_t& ld) {
     ld = w.ld;
     if (w.dtype == DeviceDtype::BF16) return static_cast<const uint16_t*>(w.data);

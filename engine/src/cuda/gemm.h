@@ -62,6 +62,10 @@ public:
 
     bool exact() const { return m_exact; }
     uint32_t* fused_tail() const { return m_fused_tail; }
+    // The stream the products are enqueued on (and cuBLAS's): decode's second stream for a
+    // while (CudaBackend::moe, through StreamScope).
+    cudaStream_t stream() const { return m_stream; }
+    void set_stream(cudaStream_t s);
 
     // y[t, r] = sum_c W[r, c] x[t, c] for n tokens.  x: [n, ldx]; y: [n, ldy]
     void matmul(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy);
@@ -138,6 +142,25 @@ private:
     Scratch m_scratch;
     PrefillForm m_form = PrefillForm::Auto;
     cublasContext* m_handle = nullptr;
+};
+
+// Gemm's launches go to another stream while this lives (products without a fused tail:
+// the tails' counters are the main stream's).
+class StreamScope {
+public:
+    StreamScope(Gemm& gemm, cudaStream_t s) : m_gemm(gemm), m_old(gemm.stream()) { gemm.set_stream(s); }
+    ~StreamScope() {
+        try {
+            m_gemm.set_stream(m_old);
+        } catch (...) {  // (cuBLAS refusing a stream it took before)
+        }
+    }
+    StreamScope(const StreamScope&) = delete;
+    StreamScope& operator=(const StreamScope&) = delete;
+
+private:
+    Gemm& m_gemm;
+    cudaStream_t m_old;
 };
 
 }  // namespace cetus::cuda

@@ -55,6 +55,19 @@ struct DeviceMatrix {
     bool ggml_int8 = false;
 };
 
+// Bytes of w's rows on the device (FP8: without its scales).
+int64_t device_matrix_bytes(const DeviceMatrix& w);
+// Ranges of device memory for launch_l2_prefetch (16-byte aligned, whole padded rows).
+struct L2Ranges {
+    static constexpr int k_max = 4;
+    const void* p[k_max] = {};
+    int64_t bytes[k_max] = {};
+    int n = 0;
+};
+// Asks the L2 to fetch the ranges now (l2_prefetch.cu): a hint, nothing is written.
+// A grid of single warps, at most two a multiprocessor.
+void launch_l2_prefetch(const L2Ranges& r, int n_sm, cudaStream_t s);
+
 // A matrix-vector product over groups of rows, for the per-head products of
 // absorbed attention: group g uses weight rows w_row0 + g * w_row_step + [0, rows),
 // input x + g * x_step and output y + g * y_step. A plain product is one group.

@@ -88,6 +88,8 @@ void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b
 // Fails unless [p, p + bytes) lies inside one live cudaMalloc allocation (a prefetch's
 // range: on a GPU it reads nothing the kernel sees, so only its address can be wrong).
 void check_device_range(const void* p, size_t bytes, const char* what);
+// Bytes of the live cudaMalloc allocation that starts at p (0: none starts there).
+size_t allocation_bytes(const void* p);
 unsigned char* dynamic_smem();
 
 int lane();
