@@ -413,17 +413,28 @@ void check_together() {
     check(h[0] == 1 && h[1] == 1, "two blocks run side by side (each sees the other arrive)");
 }
 
-// Tags 1 and 3 on stream a, 2 on stream b forked from a after 1 and joined back before 4.
-void fork_join(cudaStream_t a, cudaStream_t b, cudaEvent_t fork, cudaEvent_t join, int* log, bool joined = true) {
-    tag_kernel<<<1, 32, 0, a>>>(log, 1);
-    cudaEventRecord(fork, a);
-    cudaStreamWaitEvent(b, fork, 0);
-    tag_kernel<<<1, 32, 0, b>>>(log, 2);
-    cudaEventRecord(join, b);
-    tag_kernel<<<1, 32, 0, a>>>(log, 3);
-    if (joined) cudaStreamWaitEvent(a, join, 0);
-    tag_kernel<<<1, 32, 0, a>>>(log, 4);
-}
+// Two streams and the events of a fork and its join.
+struct TwoStreams {
+    cudaStream_t a = nullptr, b = nullptr;
+    cudaEvent_t fork = nullptr, join = nullptr;
+    TwoStreams() {
+        cudaStreamCreateWithFlags(&a, cudaStreamNonBlocking);
+        cudaStreamCreateWithFlags(&b, cudaStreamNonBlocking);
+        cudaEventCreateWithFlags(&fork, cudaEventDisableTiming);
+        cudaEventCreateWithFlags(&join, cudaEventDisableTiming);
+    }
+    // Tags 1 and 3 on stream a, 2 on stream b forked from a after 1 and joined back before 4.
+    void fork_join(int* log, bool joined = true) const {
+        tag_kernel<<<1, 32, 0, a>>>(log, 1);
+        cudaEventRecord(fork, a);
+        cudaStreamWaitEvent(b, fork, 0);
+        tag_kernel<<<1, 32, 0, b>>>(log, 2);
+        cudaEventRecord(join, b);
+        tag_kernel<<<1, 32, 0, a>>>(log, 3);
+        if (joined) cudaStreamWaitEvent(a, join, 0);
+        tag_kernel<<<1, 32, 0, a>>>(log, 4);
+    }
+};
 
 // Work on two streams, directly and as a captured graph: in the order enqueued (1 2 3 4),
 // or with CETUS_EMU_STREAMS=lazy the forked stream's work after what the other enqueued
@@ -432,12 +443,8 @@ void check_streams() {
     const char* mode = std::getenv("CETUS_EMU_STREAMS");
     const bool lazy = mode && std::string(mode) == "lazy";
     const std::vector<int> want = lazy ? std::vector<int>{4, 1, 3, 2, 4} : std::vector<int>{4, 1, 2, 3, 4};
-    cudaStream_t a = nullptr, b = nullptr;
-    cudaEvent_t fork = nullptr, join = nullptr;
-    cudaStreamCreateWithFlags(&a, cudaStreamNonBlocking);
-    cudaStreamCreateWithFlags(&b, cudaStreamNonBlocking);
-    cudaEventCreateWithFlags(&fork, cudaEventDisableTiming);
-    cudaEventCreateWithFlags(&join, cudaEventDisableTiming);
+    const TwoStreams two;
+    cudaStream_t a = two.a;
     int* log = device_alloc<int>(8);
     const auto order = [&](const char* how) {
         const std::vector<int> h = to_host(log, 5);
@@ -447,13 +454,13 @@ void check_streams() {
         check(h == want, buf);
     };
     cudaMemsetAsync(log, 0, 8 * sizeof(int), a);
-    fork_join(a, b, fork, join, log);
+    two.fork_join(log);
     cudaStreamSynchronize(a);
     order("launched directly");
     cudaGraph_t graph = nullptr;
     cudaGraphExec_t exec = nullptr;
     const bool begun = cudaStreamBeginCapture(a, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
-    fork_join(a, b, fork, join, log);
+    two.fork_join(log);
     const bool ended = begun && cudaStreamEndCapture(a, &graph) == cudaSuccess &&
                        cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
     check(ended, "a fork joined back is captured");
@@ -474,16 +481,11 @@ int run_case(const std::string& name) {
     else if (name == "too-much-shared") too_much_shared_kernel<<<1, 32, 20 * 1024>>>(out);
     else if (name == "wmma-divergent") wmma_divergent_kernel<<<1, 32>>>(out);
     else if (name == "unjoined-fork") {
-        cudaStream_t a = nullptr, b = nullptr;
-        cudaEvent_t fork = nullptr, join = nullptr;
-        cudaStreamCreateWithFlags(&a, cudaStreamNonBlocking);
-        cudaStreamCreateWithFlags(&b, cudaStreamNonBlocking);
-        cudaEventCreateWithFlags(&fork, cudaEventDisableTiming);
-        cudaEventCreateWithFlags(&join, cudaEventDisableTiming);
+        const TwoStreams two;
         cudaGraph_t graph = nullptr;
-        cudaStreamBeginCapture(a, cudaStreamCaptureModeThreadLocal);
-        fork_join(a, b, fork, join, out, false);
-        cudaStreamEndCapture(a, &graph);
+        cudaStreamBeginCapture(two.a, cudaStreamCaptureModeThreadLocal);
+        two.fork_join(out, false);
+        cudaStreamEndCapture(two.a, &graph);
     } else {
         std::fprintf(stderr, "cuda_emu_selfcheck: no case %s\n", name.c_str());
         return 2;
