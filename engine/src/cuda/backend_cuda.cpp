@@ -298,7 +298,7 @@ private:
     // block's input norm into a, or the final norm into hn).
     void block(const DeviceLayer& l, int64_t cache_layer, int64_t n, int32_t* route_ids, float* route_w,
                int64_t route_stride, const float* next_norm, float* out);
-    bool attention(const DeviceLayer& l, int64_t cache_layer, int64_t n);
+    void attention(const DeviceLayer& l, int64_t cache_layer, int64_t n);
     bool prefetch_ahead(const DeviceLayer& l, int64_t n);
     void moe(const DeviceLayer& l, int64_t n, int32_t* route_ids, float* route_w, int64_t route_stride,
              const float* next_norm, float* out);
@@ -1235,8 +1235,7 @@ double CudaBackend::peak_bf16_tflops() {
 void CudaBackend::block(const DeviceLayer& l, int64_t cache_layer, int64_t n, int32_t* route_ids, float* route_w,
                         int64_t route_stride, const float* next_norm, float* out) {
     const float eps = float(m_config.rms_norm_eps);
-    const bool forked = attention(l, cache_layer, n);  // a -> o: [n, n_h * d_v]
-    if (forked) CETUS_CUDA(cudaStreamWaitEvent(m_stream.get(), m_ahead_join.get(), 0));  // (the prefetch's join)
+    attention(l, cache_layer, n);  // a -> o: [n, n_h * d_v]
     // The output projection (o -> r), x += r and a = post_norm(x) (one launch in decode).
     m_gemm->matmul_add_rmsnorm(l.o, m_s.o, m_shape.n_h * m_shape.d_v, n, m_s.r, m_s.x, l.post_norm, eps, m_s.a);
     if (l.is_moe) moe(l, n, route_ids, route_w, route_stride, next_norm, out);  // adds into x, then out = next_norm(x)
@@ -1246,10 +1245,10 @@ void CudaBackend::block(const DeviceLayer& l, int64_t cache_layer, int64_t n, in
 // CETUS_CUDA_PREFETCH_AHEAD=1, decode and verify batches: m_side, forked after the query and
 // latent projections, asks the L2 for the output projection's rows and the router's while
 // this stream's attention launches (latency-bound, reading a few MB) leave the memory idle;
-// block() joins it back before the output projection. Within a quarter of the L2 (V3's
+// attention() joins it back at its end, before the output projection. Within a quarter of the L2 (V3's
 // 235 MB output projection is left out, its router not). Whether it forked.
 bool CudaBackend::prefetch_ahead(const DeviceLayer& l, int64_t n) {
-    if (!m_prefetch_ahead || !m_gemm->small(n) || !m_side.get()) return false;
+    if (!m_prefetch_ahead || !m_gemm->small(n)) return false;
     L2Ranges r;
     int64_t total = 0;
     const int64_t budget = int64_t(m_info.l2_bytes / 4);
@@ -1272,8 +1271,7 @@ bool CudaBackend::prefetch_ahead(const DeviceLayer& l, int64_t n) {
 }
 
 // mla_forward, absorbed, up to the heads' outputs: a -> o, at the positions in m_s.start_pos.
-// Whether it forked m_side (prefetch_ahead), which the caller joins back.
-bool CudaBackend::attention(const DeviceLayer& l, int64_t cache_layer, int64_t n) {
+void CudaBackend::attention(const DeviceLayer& l, int64_t cache_layer, int64_t n) {
     const ModelConfig& c = m_config;
     const MlaShape& m = m_shape;
     const int64_t H = c.hidden_size, d_q = c.q_lora_rank, d_qk = m.d_n + m.d_r;
@@ -1295,18 +1293,18 @@ bool CudaBackend::attention(const DeviceLayer& l, int64_t cache_layer, int64_t n
     if (gemm.prefill_expanded(l.kv_b, n, *m_h.start_pos, m, m_cache_bf16)) {  // keys and values expanded
         launch_latent_cache(latent, n, s);
         gemm.mla_prefill_expanded(l.kv_b, m_s.q, cache, m_cache_bf16, n, *m_h.start_pos, m, m_scale, m_s.o);
-        return forked;
+    } else {
+        gemm.latent_cache_absorb_q(latent, l.kv_b, m_s.q, n, m, m_s.q_abs);
+        bool absorbed = false;  // o written with the splits' merge (decode and verify batches, one launch)
+        if (gemm.prefill_attention(n))  // prefill chunks on the tensor cores; the host knows their position
+            gemm.mla_prefill(m_s.q_abs, m_s.q, cache, m_cache_bf16, n, *m_h.start_pos, m, m_scale, m_s.ctx);
+        else
+            absorbed = launch_mla_attention(m_s.q_abs, m_s.q, cache, m_cache_bf16, n, m_s.start_pos, m, m_scale,
+                                            m_info.n_sm, m_s.parts, m_s.ctx, s,
+                                            AbsorbV{gemm.fused_tail() ? &l.kv_b : nullptr, m_s.o});
+        if (!absorbed) gemm.absorb_v(l.kv_b, m_s.ctx, n, m, m_s.o);  // [n, n_h, d_v]; block() projects it back to H
     }
-    gemm.latent_cache_absorb_q(latent, l.kv_b, m_s.q, n, m, m_s.q_abs);
-    bool absorbed = false;  // o written with the splits' merge (decode and verify batches, one launch)
-    if (gemm.prefill_attention(n))  // prefill chunks on the tensor cores; the host knows their position
-        gemm.mla_prefill(m_s.q_abs, m_s.q, cache, m_cache_bf16, n, *m_h.start_pos, m, m_scale, m_s.ctx);
-    else
-        absorbed = launch_mla_attention(m_s.q_abs, m_s.q, cache, m_cache_bf16, n, m_s.start_pos, m, m_scale,
-                                        m_info.n_sm, m_s.parts, m_s.ctx, s,
-                                        AbsorbV{gemm.fused_tail() ? &l.kv_b : nullptr, m_s.o});
-    if (!absorbed) gemm.absorb_v(l.kv_b, m_s.ctx, n, m, m_s.o);  // [n, n_h, d_v]; block() projects it back to H
-    return forked;
+    if (forked) CETUS_CUDA(cudaStreamWaitEvent(s, m_ahead_join.get(), 0));  // the prefetch's join
 }
 
 // moe_forward: x += sum_k w_k expert_k(a) + shared(a), all on the device.
@@ -1322,7 +1320,7 @@ void CudaBackend::moe(const DeviceLayer& l, int64_t n, int32_t* route_ids, float
     // routed experts' gate/up; the down launch, whose combine adds m_s.shared_out, waits for
     // them. Their buffers (m_s.a read, m_s.g, m_s.u and m_s.shared_out written) are not
     // touched by this stream between the fork and the join.
-    const bool overlap = m_overlap && l.has_shared && m_gemm->small(n) && m_side.get();
+    const bool overlap = m_overlap && l.has_shared && m_gemm->small(n);
     if (overlap) {
         CETUS_CUDA(cudaEventRecord(m_fork.get(), s));
         CETUS_CUDA(cudaStreamWaitEvent(m_side.get(), m_fork.get(), 0));
