@@ -30,7 +30,9 @@
 #                profiles of the decode attention at 8192 tokens (tensor cores, CUDA cores) and of
 #                the GGUF decode products.
 #   decode (~6 min): the tiny comparison, the experts' and attention's own checks, the GGUF comparison
-#         with the rows staged and with int8 activations, the tiny comparison with the shared experts on a
+#         with the rows staged and with int8 activations, the step tuner (--tune-steps) on V2-Lite BF16
+#         and Q4_K_M with int8 activations (every switch's setting timed side by side in one process,
+#         its logits checked against the built ones), the tiny comparison with the shared experts on a
 #         second stream (CETUS_CUDA_OVERLAP=1) and the L2 prefetch ahead of the output projection
 #         (CETUS_CUDA_PREFETCH_AHEAD=1): V2-Lite BF16 whole with both, at 4 layers with each and both,
 #         Q4_K_M int8 at 4 layers with the first), V2-Lite decode in BF16, FP8 and Q4_K_M (and
@@ -122,6 +124,18 @@ for r in rows:
 for k, v in sorted(worst.items()):
     print(f"  worst {k[0]} {k[1]}: {v:.3g}")
 PY
+}
+summarise_tuning() {  # the step tuner's trials (bench --tune-steps): each setting's time a step
+    for f in "$@"; do
+        python3 - "$out/$f.out" 2>/dev/null <<'PY' || echo "$f: no step tuning"
+import json, sys
+t = json.load(open(sys.argv[1]))["step_tuning"]
+print(f"{sys.argv[1].split('/')[-1]}: step tuning at {t['context']} cached tokens, {t['rounds']} rounds of {t['steps']} steps, {t['seconds']:.1f} s")
+for x in t["trials"]:
+    print(f"  {x['setting']:<40} {x['step_ms']:8.3f} ms  logits {x['logit_error']:.2g}{'' if x['valid'] else '  BEYOND THE BOUND'}")
+print(f"  {t['note']}")
+PY
+    done
 }
 summarise_bench() {
     for f in "$@"; do
@@ -524,6 +538,15 @@ decode)  # decode work's loop (~6 min): the tiny conformance, decode at V2-Lite'
     step selftest-tiny-overlap 60 env CETUS_CUDA_OVERLAP=1 CETUS_CUDA_PREFETCH_AHEAD=1 "$cli" selftest --device cuda \
         --compare tiny --compare-only --modes fast --json
     summarise_selftest "$out/selftest-tiny-overlap.out"
+    # The step tuner: every switch (the shared experts on a second stream, the L2 prefetch ahead,
+    # programmatic dependent launch, GGUF rows staged) timed side by side in one process after
+    # 256 cached tokens, each setting's logits checked against the built ones; the bench then runs
+    # with the setting it chose.
+    step bench-v2lite-tune 120 "$cli" bench --device cuda --random-model v2-lite --prompt 512 --gen 128 \
+        --tune-steps --json
+    step bench-v2lite-q4km-int8-tune 90 "$cli" bench --device cuda --random-model v2-lite --dtype q4_k_m --prompt 512 \
+        --gen 64 --int8-activations --tune-steps --json
+    summarise_tuning bench-v2lite-tune bench-v2lite-q4km-int8-tune
     step bench-v2lite-cuda 120 "$cli" bench --device cuda --random-model v2-lite --prompt 512 --gen 128 --json
     step bench-v2lite-overlap 120 env CETUS_CUDA_OVERLAP=1 CETUS_CUDA_PREFETCH_AHEAD=1 "$cli" bench --device cuda \
         --random-model v2-lite --prompt 512 --gen 128 --json
@@ -583,7 +606,7 @@ decode)  # decode work's loop (~6 min): the tiny conformance, decode at V2-Lite'
         --random-model v2-lite --dtype q4_k_m --layers 4 --prompt 64 --gen 64 --repeat 3 --json
     step bench-v2lite-q4km-stage2 90 env CETUS_CUDA_GGUF_STAGE=2 "$cli" bench --device cuda --random-model v2-lite \
         --dtype q4_k_m --prompt 512 --gen 64 --json
-    local runs="bench-v2lite-cuda bench-v2lite-overlap bench-v2lite-fp8-cuda bench-v2lite-q4km-cuda bench-v2lite-q4km-int8"
+    local runs="bench-v2lite-tune bench-v2lite-q4km-int8-tune bench-v2lite-cuda bench-v2lite-overlap bench-v2lite-fp8-cuda bench-v2lite-q4km-cuda bench-v2lite-q4km-int8"
     runs="$runs bench-v2lite-4layers-q4km-int8 bench-v2lite-4layers-q4km-int8-stage2 bench-v2lite-4layers"
     runs="$runs bench-v2lite-4layers-overlap bench-v2lite-4layers-ahead bench-v2lite-4layers-overlap-ahead"
     runs="$runs bench-v2lite-4layers-q4km-int8-overlap"

@@ -48,6 +48,7 @@ void LoadFlags::apply(EngineOptions& o) const {
     o.kv_cache = kv_cache_type_from_name(kv_cache);
     o.prefix_cache_dir = prefix_cache;
     o.prefix_cache_bytes = prefix_cache_mib << 20;
+    o.tune_steps = tune_steps;
 }
 
 std::unique_ptr<Engine> load_engine(const std::string& model_dir, const std::string& device, int threads,
@@ -86,6 +87,10 @@ void add_load_flags(CLI::App* cmd, LoadFlags& flags) {
     cmd->add_option("--prefix-cache-mib", flags.prefix_cache_mib, "Budget of the --prefix-cache folder in MiB")
         ->check(CLI::Range(uint64_t(1), uint64_t(1) << 24))
         ->capture_default_str();
+    cmd->add_flag("--tune-steps", flags.tune_steps,
+                  "After loading, time the GPU's alternative ways of running a decode step (a second stream, L2 "
+                  "prefetches, programmatic dependent launch, staged GGUF rows) and keep the fastest that gives "
+                  "the same logits (a second or so; the CPU has none)");
 }
 
 uint64_t peak_rss_bytes() {
@@ -111,6 +116,17 @@ std::string model_or_bundled(const std::string& given) {
                                                app::bundled_model_roots_text() + ")");
     if (auto l = spdlog::get("cli")) l->info("using the bundled model {}", dir);
     return dir;
+}
+
+nlohmann::json step_tuning_json(const StepTuning& t) {
+    nlohmann::json trials = nlohmann::json::array();
+    for (const StepTrial& x : t.trials)
+        trials.push_back({{"setting", x.setting}, {"step_ms", x.step_ms}, {"logit_error", x.logit_error},
+                          {"valid", x.valid}});
+    return {{"ran", t.ran},           {"note", t.note},         {"context", t.context},
+            {"rounds", t.rounds},     {"steps", t.steps},       {"trials", trials},
+            {"chosen", t.chosen},     {"built_ms", t.built_ms}, {"chosen_ms", t.chosen_ms},
+            {"seconds", t.seconds}};
 }
 
 nlohmann::json stats_json(const GenerationStats& s) {

@@ -18,7 +18,7 @@ Device parse_device(const std::string& name);  // auto | cpu | cuda
 std::vector<int32_t> parse_ids(const std::string& text);  // "1,2,3" (spaces allowed)
 // What the commands that load a model share: --fp8 (EngineOptions::fp8_on_load),
 // --expand-gguf (EngineOptions::expand_gguf), --int8-activations (EngineOptions::int8_activations), --kv-cache (EngineOptions::kv_cache) and
-// --prefix-cache / --prefix-cache-mib (EngineOptions::prefix_cache_dir and prefix_cache_bytes).
+// --prefix-cache / --prefix-cache-mib (EngineOptions::prefix_cache_dir and prefix_cache_bytes), --tune-steps.
 struct LoadFlags {
     bool fp8 = false;
     bool expand_gguf = false;
@@ -26,6 +26,7 @@ struct LoadFlags {
     std::string kv_cache = "f32";
     std::string prefix_cache;
     uint64_t prefix_cache_mib = 2048;
+    bool tune_steps = false;  // --tune-steps (EngineOptions::tune_steps)
     void apply(EngineOptions& o) const;
 };
 void add_load_flags(CLI::App* cmd, LoadFlags& flags);
@@ -39,6 +40,8 @@ std::string model_or_bundled(const std::string& given);
 // A generation's statistics as JSON (serve's "stats" object, generate's and chat's
 // summaries): tokens, speeds, MTP drafts and acceptance, cache bytes.
 nlohmann::json stats_json(const GenerationStats& s);
+// Engine::step_tuning as JSON (bench's "step_tuning").
+nlohmann::json step_tuning_json(const StepTuning& t);
 
 // A log-probability for JSON, which has no -infinity: OpenAI's -9999 for a token the
 // model gives no mass.

@@ -253,6 +253,7 @@ void add_bench_command(CLI::App& app) {
                 j["speedup"] = j["mtp_on"]["decode_tokens_per_s"].get<double>() /
                                std::max(1e-9, j["mtp_off"]["decode_tokens_per_s"].get<double>());
             j["peak_rss_bytes"] = peak_rss_bytes();
+            if (const StepTuning& t = e->step_tuning(); t.ran || !t.note.empty()) j["step_tuning"] = step_tuning_json(t);
             if (o->json) {
                 std::printf("%s\n", j.dump(2).c_str());
             } else {
@@ -297,6 +298,7 @@ void add_bench_command(CLI::App& app) {
                             {"device_peak_bf16_tflops", r.device_peak_tflops},
                             {"compute_fraction", r.compute_fraction},
                             {"peak_rss_bytes", peak_rss_bytes()}};
+        if (const StepTuning& t = e->step_tuning(); t.ran || !t.note.empty()) j["step_tuning"] = step_tuning_json(t);
         if (o->json) {
             std::printf("%s\n", j.dump(2).c_str());
         } else {
@@ -314,6 +316,9 @@ void add_bench_command(CLI::App& app) {
             if (r.compute_fraction > 0)
                 std::printf(" = %.1f%% of the measured bf16 peak %.0f TFLOP/s", 100 * r.compute_fraction, r.device_peak_tflops);
             std::printf("\n");
+            if (const StepTuning& t = e->step_tuning(); t.ran || !t.note.empty())
+                std::printf("step tuning: %s (%.3f ms a step against %.3f as built)\n", t.note.c_str(), t.chosen_ms,
+                            t.built_ms);
         }
     });
 }

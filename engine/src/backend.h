@@ -115,6 +115,27 @@ public:
     // last row's are asked for (prompt prefill, the MTP module's pass over a
     // prompt). Calls may be of any length; this is where splitting them costs nothing.
     virtual int64_t prefill_chunk() const { return 256; }
+
+    // Alternative ways of enqueueing the same decode step, which one machine runs faster
+    // than another (the CUDA backend's: the shared experts on a second stream, the
+    // L2 asked for the next rows ahead, programmatic dependent launch, GGUF rows staged
+    // in shared memory): each switch's name, what it does, the values it takes and its
+    // value now. The tuner (tune.h) times them on the machine at hand. A switch changes
+    // how a step's work is enqueued, not what it computes beyond the order of a sum.
+    struct StepSwitch {
+        std::string name, description;
+        std::vector<int> values;
+        int value = 0;
+    };
+    virtual std::vector<StepSwitch> step_switches() const { return {}; }
+    // Sets switch `name` of step_switches() to one of its values; Error(BadRequest) otherwise.
+    virtual void set_step_switch(const std::string& name, int value) {
+        throw Error(ErrorCode::BadRequest, name + ": " + this->name() + " backend has no step switch of that name (value " +
+                                               std::to_string(value) + ")");
+    }
+    // Drops what was prepared for other switch values than the present ones (the CUDA
+    // backend's captured graphs), after tuning.
+    virtual void keep_present_step_only() {}
 };
 
 // The CPU backend: the model's own forward pass over a host cache.

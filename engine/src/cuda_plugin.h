@@ -15,7 +15,7 @@
 
 namespace cetus {
 
-inline constexpr int k_cuda_plugin_abi = 11;
+inline constexpr int k_cuda_plugin_abi = 12;
 
 struct CudaBackendArgs {
     int abi = k_cuda_plugin_abi;

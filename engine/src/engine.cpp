@@ -11,6 +11,7 @@
 #include "kv_cache.h"
 #include "log.h"
 #include "model.h"
+#include "tune.h"
 
 #include <omp.h>
 
@@ -278,12 +279,35 @@ void Engine::finish_init(const std::string& name, const EngineOptions& o, const 
     }
     m_generator = std::make_unique<Generator>(*m_model, *m_backend, tokenizer());
     m_generator->set_prefix_store_bytes(prefix_store_bytes);
+    if (o.tune_steps) {  // (before anything is cached: the tuner leaves the cache empty)
+        try {
+            m_tuning = tune_steps(*m_backend, c.vocab_size);
+            if (m_tuning.ran) {
+                for (const StepTrial& t : m_tuning.trials)
+                    engine_log().info("step tuning: {}: {} (logits {:.2g} from as built{})", t.setting,
+                                      t.step_ms > 0 ? fmt::format("{:.3f} ms a step", t.step_ms) : "not timed",
+                                      t.logit_error, t.valid ? "" : ", beyond the bound");
+                engine_log().info("step tuning: {} ({:.3f} ms against {:.3f} as built; {:.1f} s)", m_tuning.note,
+                                  m_tuning.chosen_ms, m_tuning.built_ms, m_tuning.seconds);
+            } else {
+                engine_log().info("step tuning: {}", m_tuning.note);
+            }
+        } catch (const std::exception& e) {  // the switches are back as built; the model still runs
+            m_tuning = StepTuning{};
+            m_tuning.note = std::string("failed, kept as built: ") + e.what();
+            engine_log().warn("step tuning {}", m_tuning.note);
+        }
+        i.device = m_backend->description();
+    }
     if (!o.prefix_cache_dir.empty() && o.prefix_cache_bytes > 0) {
         // Bump the rows format when a change alters what the kernels compute without a
         // new version number, so that no engine takes rows computed the old way.
         const std::string identity = "Cetus " CETUS_VERSION " prefix rows, format 1\n" + model_identity + "weights " +
                                      i.weight_dtype + "\nbackend " + m_backend->rows_identity() + "\n" +
-                                     numerics_switches() + "cache " + i.kv_cache_type + ", " +
+                                     numerics_switches() +
+                                     (m_tuning.ran && m_tuning.chosen != "as built" ? "steps " + m_tuning.chosen + "\n"
+                                                                                   : std::string()) +
+                                     "cache " + i.kv_cache_type + ", " +
                                      std::to_string(i.kv_bytes_per_token_held) + " bytes per token\n";
         try {
             m_generator->set_prefix_disk(std::make_unique<PrefixDisk>(o.prefix_cache_dir, identity, o.prefix_cache_bytes,

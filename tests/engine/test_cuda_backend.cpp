@@ -11,6 +11,7 @@
 #include "dtype.h"
 #include "model.h"
 #include "random_draws.h"
+#include "tune.h"
 
 #include <QtTest>
 
@@ -229,6 +230,62 @@ private slots:
     // the largest, the selftest's fast-mode bound for BF16 weights (selftest.cpp:
     // bf16 operands of the products; measured on the emulator: 0.75%). On the CUDA
     // emulator: the ctest cuda_emulator_gguf.
+    // The step tuner on the GPU's switches (tune.cpp; its choices are tested in test_tune
+    // with a clock of its own): each switch is offered where it applies, each setting
+    // gives the built logits (the same bits where only the loads' order or a prefetch
+    // changes, within the fast mode's rounding with the shared experts' sums apart), and
+    // the engine runs on with whatever was chosen.
+    void stepTuningOnTheGpu() {
+        const cetus::CudaProbe p = cetus::probe_cuda();
+        if (!p.usable) QSKIP(qPrintable("no usable GPU: " + QString::fromStdString(p.text)));
+        cetus::EngineOptions o;
+        o.device = cetus::Device::Cuda;
+        o.max_context = 64;
+        o.prefix_store_bytes = 0;
+        auto e = cetus::Engine::create_random({"tiny", "q4_k_m", 0, 3}, o);
+        cetus::Backend& b = e->backend();
+        std::vector<std::string> names;
+        for (const cetus::Backend::StepSwitch& w : b.step_switches()) {
+            names.push_back(w.name);
+            QCOMPARE(w.value, w.values.front());  // off as built (no switch in the environment)
+        }
+        for (const char* n : {"overlap", "prefetch_ahead", "gguf_stage"})
+            QVERIFY2(std::find(names.begin(), names.end(), n) != names.end(), n);
+        QVERIFY_THROWS_EXCEPTION(cetus::Error, b.set_step_switch("gguf_stage", 3));
+        QVERIFY_THROWS_EXCEPTION(cetus::Error, b.set_step_switch("no such switch", 1));
+        b.set_step_switch("overlap", 1);
+        QVERIFY2(b.description().find("shared experts on a second stream") != std::string::npos, b.description().c_str());
+        b.set_step_switch("overlap", 0);
+        cetus::TuneOptions to;
+        to.context = 8;
+        to.rounds = 1;
+        to.steps = 1;
+        const cetus::StepTuning t = cetus::tune_steps(b, e->info().vocab_size, to);
+        QVERIFY(t.ran);
+        QCOMPARE(t.context, int64_t(8));
+        QVERIFY(t.trials.size() >= 5);
+        for (const cetus::StepTrial& x : t.trials) {
+            qInfo("%s: logits %.3g from as built, %.3f ms", x.setting.c_str(), x.logit_error, x.step_ms);
+            QVERIFY2(x.valid && x.step_ms > 0.0, x.setting.c_str());
+            if (x.setting.find("overlap") == std::string::npos) QCOMPARE(x.logit_error, 0.0);
+            else QVERIFY2(x.logit_error < 1e-4, x.setting.c_str());
+        }
+        QCOMPARE(b.n_tokens(), int64_t(0));
+        qInfo("%s", t.note.c_str());
+        // On with the chosen setting: the CPU's logits within the fast mode's bound.
+        const std::vector<int32_t> ids = {1, 2, 3, 4};
+        const std::vector<float> a = e->logits(ids);
+        o.device = cetus::Device::Cpu;
+        const std::vector<float> c = cetus::Engine::create_random({"tiny", "q4_k_m", 0, 3}, o)->logits(ids);
+        QCOMPARE(a.size(), c.size());
+        float scale = 0.0f, err = 0.0f;
+        for (size_t i = 0; i < a.size(); ++i) {
+            scale = std::max(scale, std::fabs(c[i]));
+            err = std::max(err, std::fabs(a[i] - c[i]));
+        }
+        QVERIFY2(err <= 0.05f * scale, qPrintable(QString("%1 of %2").arg(err).arg(scale)));
+    }
+
     void ggufBlocksOnTheGpu_data() {
         QTest::addColumn<bool>("fp8");
         QTest::addColumn<bool>("exact");

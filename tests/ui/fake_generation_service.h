@@ -24,6 +24,7 @@ public:
     bool last_fp8 = false;
     bool last_kv_bf16 = false;
     bool last_int8 = false;
+    bool last_tune = false;
     qint64 last_context = 0;
     int last_threads = -1;
     int loads = 0;
@@ -38,6 +39,7 @@ public:
         last_fp8 = r.fp8_on_load;
         last_kv_bf16 = r.kv_cache_bf16;
         last_int8 = r.int8_activations;
+        last_tune = r.tune_steps;
         last_context = r.max_context;
         last_threads = r.n_threads;
         QTimer::singleShot(0, this, [this, r] {

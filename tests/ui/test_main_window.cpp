@@ -71,6 +71,7 @@ private slots:
     void fp8WeightsOption();
     void bf16CacheOption();
     void int8ActivationsOption();
+    void tuneStepsOption();
     void gpuOutOfMemoryOffersFp8();
     void contextLengthAndThreads();
     void pluralsAreTranslated();
@@ -234,6 +235,13 @@ void TestMainWindow::int8ActivationsOption() {
                          [this] { return m_service->last_int8; }, /*on_by_default=*/true);
     QVERIFY(!m_service->last_fp8);
     QVERIFY(!m_service->last_kv_bf16);
+}
+
+void TestMainWindow::tuneStepsOption() {
+    // Model > Tune GPU decode steps when loading, off unless turned on.
+    checkSavedLoadOption(QStringLiteral("tuneStepsAction"), QStringLiteral("model/tune_steps"),
+                         [this] { return m_service->last_tune; });
+    QVERIFY(!m_service->last_fp8);
 }
 
 void TestMainWindow::fp8WeightsOption() {

@@ -123,6 +123,7 @@ void EngineWorker::load(const LoadRequest& request, std::shared_ptr<std::atomic<
     options.fp8_on_load = request.fp8_on_load;
     options.kv_cache = request.kv_cache_bf16 ? cetus::KvCacheType::BF16 : cetus::KvCacheType::F32;
     options.int8_activations = request.int8_activations;
+    options.tune_steps = request.tune_steps;
     options.prefix_cache_dir = request.prefix_cache_dir.toStdString();
     auto last = Clock::now() - std::chrono::seconds(1);
     cetus::LoadProgress progress;

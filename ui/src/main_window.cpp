@@ -629,6 +629,13 @@ void MainWindow::buildMenus() {
            "and the results differ slightly from the exact products (off). No effect on the GPU or on other weight "
            "types."),
         tr("Integer products"), /*on_by_default=*/true);
+    m_tune_action = saved_option(
+        tr("&Tune GPU decode steps when loading"), "tuneStepsAction", QStringLiteral("model/tune_steps"),
+        tr("After loading on the GPU, time the engine's alternative ways of running a decode step on this card "
+           "(the shared experts on a second stream, weights asked of the cache ahead, programmatic launch, staged "
+           "GGUF rows) and keep the fastest that gives the same results. Takes a second or so; no effect on the "
+           "CPU."),
+        tr("Tuning the GPU's decode steps"));
     m_disk_cache_action = saved_option(
         tr("Keep conversation caches on &disk"), "diskCacheAction", QStringLiteral("model/disk_cache"),
         tr("Write each conversation's attention cache to disk (small with multi-head latent attention), so that a "
@@ -699,6 +706,7 @@ void MainWindow::buildMenus() {
         // GPU the CUDA backend's int8 form)
         if (m_loaded_request.int8_activations && m->backend.startsWith(QLatin1String("cpu")))
             args << QStringLiteral("--int8-activations");
+        if (m_loaded_request.tune_steps) args << QStringLiteral("--tune-steps");
         if (m_loaded_request.n_threads > 0) args << QStringLiteral("--threads") << QString::number(m_loaded_request.n_threads);
         // Its clients' conversations go on after a restart too, in the same folder (one
         // budget; Clear conversation caches removes them with the app's).
@@ -1033,6 +1041,7 @@ void MainWindow::openModel(const QString& dir, DeviceChoice device) {
     r.fp8_on_load = m_fp8_action && m_fp8_action->isChecked();
     r.kv_cache_bf16 = m_kv_bf16_action && m_kv_bf16_action->isChecked();
     r.int8_activations = m_int8_action && m_int8_action->isChecked();
+    r.tune_steps = m_tune_action && m_tune_action->isChecked();
     if (m_disk_cache_action && m_disk_cache_action->isChecked())
         r.prefix_cache_dir = conversationCacheFolder();  // empty: none
     r.max_context = savedContextLength();

@@ -79,6 +79,31 @@ struct EngineOptions {
     std::filesystem::path prefix_cache_dir;
     // The folder's budget, shared by every model's files there (least recently used go first).
     uint64_t prefix_cache_bytes = uint64_t(2) << 30;
+    // Time the backend's alternative ways of enqueueing a decode step (the CUDA backend's:
+    // the shared experts on a second stream, L2 prefetches ahead, programmatic dependent
+    // launch, GGUF rows staged) on this machine after loading, and keep the fastest that
+    // gives the logits of the backend as built (Engine::step_tuning says what was timed).
+    // A second or so on a GPU; nothing on the CPU backend, which has no such switches.
+    bool tune_steps = false;
+};
+
+// What EngineOptions::tune_steps timed and chose: decode steps of one token after
+// `context` cached ones, `rounds` rounds over the settings in turn, each of `steps` steps.
+struct StepTrial {
+    std::string setting;       // e.g. "overlap=1, pdl=1"; "as built" for the backend's own
+    double step_ms = 0.0;      // median over the rounds of a step's mean time (0: not timed)
+    double logit_error = 0.0;  // largest |logit - as built's| over the largest |logit| as built
+    bool valid = true;         // logit_error within the bound (else never chosen, nor timed)
+};
+struct StepTuning {
+    bool ran = false;
+    std::string note;  // what was chosen, or why nothing was timed
+    int64_t context = 0;
+    int rounds = 0, steps = 0;
+    std::vector<StepTrial> trials;  // the first: as built
+    std::string chosen;             // a trial's setting
+    double built_ms = 0.0, chosen_ms = 0.0;
+    double seconds = 0.0;  // the tuning's own time
 };
 
 struct LoadProgress {
@@ -187,6 +212,8 @@ public:
     static std::vector<PrefixFileInfo> list_prefix_files(const std::filesystem::path& dir);
     // EngineOptions::prefix_store_bytes, changed on a loaded engine (benchmarks).
     void set_prefix_store_bytes(uint64_t bytes);
+    // EngineOptions::tune_steps's findings (ran = false when it was not asked for).
+    const StepTuning& step_tuning() const { return m_tuning; }
 
     // The model folder's tokenizer; null when it has no tokenizer.json (random models).
     const Tokenizer* tokenizer() const { return m_tokenizer ? &*m_tokenizer : nullptr; }
@@ -208,6 +235,7 @@ private:
     std::optional<Tokenizer> m_tokenizer;
     std::unique_ptr<class Generator> m_generator;
     ModelInfo m_info;
+    StepTuning m_tuning;
 };
 
 }  // namespace cetus

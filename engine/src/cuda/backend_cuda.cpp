@@ -155,6 +155,7 @@ struct GraphKey {
     bool all_logits = false, want_hidden = false, want_routing = false;
     bool logits_to_host = true;
     int64_t argmax_n_valid = 0;
+    int variant = 0;  // the step switches' values (CudaBackend::step_variant)
     bool operator==(const GraphKey&) const = default;
 };
 
@@ -198,6 +199,9 @@ public:
         const auto it = m_weights.read_bytes.find(w.key());
         return it != m_weights.read_bytes.end() ? it->second : 0;
     }
+    std::vector<StepSwitch> step_switches() const override;
+    void set_step_switch(const std::string& name, int value) override;
+    void keep_present_step_only() override;
 
 private:
     // Device work buffers for one chunk of m_chunk tokens.
@@ -292,6 +296,12 @@ private:
     // Captures and instantiates `enqueue`; empty (and graphs off) on any failure.
     GraphExec capture(const std::function<void()>& enqueue);
     void disable_graphs(const std::string& why);
+    // The step switches' values in one number (GraphKey::variant), and what they say.
+    int step_variant() const;
+    std::string step_text() const;
+    // Every GGUF matrix's (and experts' launch's) rows staged as asked (0, 1, 2) where
+    // their blocks can be (the host's descriptors: the launchers decide from them).
+    void set_ggml_stage(uint8_t stage);
 
     // One decoder block on x, with a = input_norm(x) on entry; its last residual
     // add is fused with the norm that follows it: out = next_norm(x) (the next
@@ -322,6 +332,8 @@ private:
     bool m_fuse = true;  // the decode fusions (CETUS_CUDA_FUSE=0: off), handed to m_gemm as its counter
     bool m_overlap = false;  // CETUS_CUDA_OVERLAP=1: decode's shared experts on m_side (moe)
     bool m_prefetch_ahead = false;  // CETUS_CUDA_PREFETCH_AHEAD=1: attention's L2 prefetch on m_side
+    bool m_has_shared = false;      // some MoE layer has shared experts (the overlap's switch applies)
+    bool m_has_ggml_stage = false;  // some GGUF matrix can be staged (the staging's switch applies)
     bool m_cache_bf16;   // the latent cache's values in bf16 (else fp32)
     std::vector<int32_t> m_history_on_device;  // what m_s.choice_history holds
     float m_scale;
@@ -515,7 +527,7 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
                         m_info.name + " has " + fixed1(gib(free_bytes)) + " GiB free");
 
     m_stream = make_stream();
-    if (m_overlap || m_prefetch_ahead) {
+    if (!m_exact) {  // (the step switches may turn either on later)
         m_side = make_stream();
         m_fork = make_event();
         m_join = make_event();
@@ -531,6 +543,17 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
     up.l2_prefetch = m_l2_prefetch;
     up.ggml_stage = m_ggml_stage;
     m_weights = upload_weights(model, args.rope_table, m_capacity, up);
+    const auto scan = [&](const DeviceLayer& l) {
+        m_has_shared = m_has_shared || (l.is_moe && l.has_shared);
+        for (const DeviceMatrix* w : {&l.q_proj, &l.q_a, &l.q_b, &l.kv_a, &l.o, &l.mlp.gate, &l.mlp.up, &l.mlp.down,
+                                      &l.shared.gate, &l.shared.up, &l.shared.down})
+            m_has_ggml_stage = m_has_ggml_stage || (w->dtype == DeviceDtype::Ggml && ggml_stage_fits_type(w->ggml_type));
+        m_has_ggml_stage = m_has_ggml_stage || (l.is_moe && l.experts_stage_fits &&
+                                                (l.experts.gate_up_dtype == DeviceDtype::Ggml ||
+                                                 l.experts.down_dtype == DeviceDtype::Ggml));
+    };
+    for (const DeviceLayer& l : m_weights.layers) scan(l);
+    for (const DeviceMtp& m : m_weights.mtp) scan(m.block);
 
     m_cache = DeviceBuffer(cache_bytes);
     m_scratch_memory = DeviceBuffer(scratch_bytes);
@@ -557,14 +580,81 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
                         fixed1(gib(scratch_bytes)) + " GiB" + (m_exact ? ", exact fp32 products" : "") +
                         (m_attention.mma ? ", cache attention on tensor cores" : "") +
                         (m_graphs ? ", decode steps as CUDA graphs" : ", CUDA graphs off (" + m_graphs_off + ")") +
-                        (programmatic_launch() ? ", programmatic dependent launch" : "") +
                         (m_l2_prefetch ? ", L2 prefetch of weight rows" : "") +
-                        (m_ggml_stage == 1   ? ", GGUF decode rows staged"
-                         : m_ggml_stage == 2 ? ", GGUF decode rows staged, two tiles in flight"
-                                             : "") +
-                        (m_int8 ? ", int8 activations (dp4a) in the GGUF decode products" : "") +
-                        (m_overlap ? ", shared experts on a second stream in decode" : "") +
-                        (m_prefetch_ahead ? ", L2 prefetch of the output projection during attention" : ""));
+                        (m_int8 ? ", int8 activations (dp4a) in the GGUF decode products" : "") + step_text());
+}
+
+int CudaBackend::step_variant() const {
+    return int(m_overlap) | int(m_prefetch_ahead) << 1 | int(programmatic_launch()) << 2 | int(m_ggml_stage) << 3;
+}
+
+std::string CudaBackend::step_text() const {
+    return std::string(programmatic_launch() ? ", programmatic dependent launch" : "") +
+           (m_ggml_stage == 1   ? ", GGUF decode rows staged"
+            : m_ggml_stage == 2 ? ", GGUF decode rows staged, two tiles in flight"
+                                : "") +
+           (m_overlap ? ", shared experts on a second stream in decode" : "") +
+           (m_prefetch_ahead ? ", L2 prefetch of the output projection during attention" : "");
+}
+
+std::vector<Backend::StepSwitch> CudaBackend::step_switches() const {
+    std::vector<StepSwitch> out;
+    if (!m_exact && m_has_shared)
+        out.push_back({"overlap", "the shared experts on a second stream, beside the routing (CETUS_CUDA_OVERLAP)",
+                       {0, 1}, int(m_overlap)});
+    if (!m_exact)
+        out.push_back({"prefetch_ahead",
+                       "the output projection's and router's rows asked of the L2 during the attention "
+                       "(CETUS_CUDA_PREFETCH_AHEAD)",
+                       {0, 1}, int(m_prefetch_ahead)});
+    if (m_info.major >= 9 && programmatic_launch_compiled())
+        out.push_back({"pdl", "programmatic dependent launch (CETUS_CUDA_PDL)", {0, 1}, int(programmatic_launch())});
+    if (m_has_ggml_stage)
+        out.push_back({"gguf_stage",
+                       "the GGUF decode products' rows staged in shared memory, a tile at a time (1) or with the "
+                       "next in flight (2) (CETUS_CUDA_GGUF_STAGE)",
+                       {0, 1, 2}, int(m_ggml_stage)});
+    return out;
+}
+
+void CudaBackend::set_step_switch(const std::string& name, int value) {
+    for (const StepSwitch& w : step_switches()) {
+        if (w.name != name) continue;
+        if (std::find(w.values.begin(), w.values.end(), value) == w.values.end()) break;
+        if (name == "overlap") m_overlap = value != 0;
+        else if (name == "prefetch_ahead") m_prefetch_ahead = value != 0;
+        else if (name == "pdl") set_programmatic_launch(value != 0);
+        else if (name == "gguf_stage") set_ggml_stage(uint8_t(value));
+        return;  // (graphs are kept by variant: GraphKey::variant)
+    }
+    throw Error(ErrorCode::BadRequest, "CUDA backend: no step switch " + name + " taking the value " +
+                                           std::to_string(value) + " on this model and device");
+}
+
+void CudaBackend::keep_present_step_only() {
+    const int v = step_variant();
+    std::erase_if(m_graph_cache, [&](const CachedGraph& g) { return g.key.variant != v; });
+}
+
+void CudaBackend::set_ggml_stage(uint8_t stage) {
+    const auto mark = [&](DeviceMatrix& w) {
+        if (w.dtype == DeviceDtype::Ggml) w.ggml_stage = ggml_stage_fits_type(w.ggml_type) ? stage : uint8_t(0);
+    };
+    const auto layer = [&](DeviceLayer& l) {
+        for (DeviceMatrix* w : {&l.q_proj, &l.q_a, &l.q_b, &l.kv_a, &l.kv_b, &l.o, &l.mlp.gate, &l.mlp.up,
+                                &l.mlp.down, &l.shared.gate, &l.shared.up, &l.shared.down})
+            mark(*w);
+        // (the experts' own descriptors, in device memory, are read for their data only)
+        if (l.is_moe) l.experts.ggml_stage = l.experts_stage_fits ? stage : uint8_t(0);
+    };
+    for (DeviceLayer& l : m_weights.layers) layer(l);
+    for (DeviceMtp& m : m_weights.mtp) {
+        layer(m.block);
+        mark(m.eh_proj);
+        mark(m.head);
+    }
+    mark(m_weights.lm_head);
+    m_ggml_stage = stage;
 }
 
 CudaBackend::~CudaBackend() {
@@ -730,7 +820,6 @@ std::string CudaBackend::description() const {
     return m_info.name + ", sm_" + std::to_string(m_info.major) + std::to_string(m_info.minor) + ", " + memory +
            ", CUDA " + cuda_version(m_info.runtime_version) +
            (m_graphs ? ", decode graphs" : ", decode graphs off (" + m_graphs_off + ")") +
-           (programmatic_launch() ? ", programmatic dependent launch" : "") +
            (m_exact ? ", exact fp32 products" : "") +
            (m_attention.mma ? ", cache attention on tensor cores" : "") +
            (!m_exact && !m_expert_mma ? ", prefill experts on fp32 kernels" : "") +
@@ -739,9 +828,7 @@ std::string CudaBackend::description() const {
                 : "") +
            (!m_exact && !m_attention_gemm ? ", prefill attention on the flash-decoding kernel" : "") +
            (!m_fuse ? ", decode fusions off" : "") +
-           (m_int8 ? ", int8 activations (dp4a) in the GGUF decode products" : "") +
-           (m_overlap ? ", shared experts on a second stream in decode" : "") +
-           (m_prefetch_ahead ? ", L2 prefetch of the output projection during attention" : "");
+           (m_int8 ? ", int8 activations (dp4a) in the GGUF decode products" : "") + step_text();
 }
 
 void CudaBackend::check_span(int64_t T, int64_t start_pos) const {
@@ -786,7 +873,7 @@ void CudaBackend::forward(const int32_t* ids, int64_t T, int64_t start_pos, cons
         std::memcpy(m_h.ids, ids + t0, size_t(n) * sizeof(int32_t));
         // Only calls of up to k_graph_max_tokens replay; they are one chunk (n == T).
         const GraphKey key{-1, T, opt.all_logits, opt.want_hidden, opt.want_routing, opt.logits_to_host,
-                           opt.argmax_n_valid};
+                           opt.argmax_n_valid, step_variant()};
         m_logit_rows = 0;  // the buffer is rewritten from here on
         run_and_wait(key, [&] { enqueue_forward(n, rows, opt); });
         m_logit_rows = rows;
@@ -872,7 +959,8 @@ void CudaBackend::mtp_forward(int64_t k, const float* hidden, const int32_t* nex
         *m_h.start_pos = start_pos + t0;
         std::memcpy(m_h.ids, next_ids + t0, size_t(n) * sizeof(int32_t));
         std::memcpy(m_h.hidden_in, hidden + t0 * H, size_t(n * H) * sizeof(float));
-        const GraphKey key{k, T, opt.logits != MtpLogits::None, opt.want_hidden, false, to_host, argmax_n_valid};
+        const GraphKey key{k,       T, opt.logits != MtpLogits::None, opt.want_hidden, false, to_host, argmax_n_valid,
+                           step_variant()};
         m_logit_rows = 0;
         run_and_wait(key, [&] { enqueue_mtp(k, n, opt.want_hidden, opt.logits, argmax_n_valid); });
         m_logit_rows = opt.logits == MtpLogits::None ? 0 : n;

@@ -200,6 +200,7 @@ public:
         // (every expert's blocks staged, or none: a launch is one kernel; matrices of other
         // dtypes never take the GGUF kernels), each launch's slots the size of its largest
         uint8_t stage = m_ggml_stage;
+        bool stage_fits = true;
         int32_t slot[2] = {};  // gate and up, down
         // (the int8 form where every matrix of a launch has it, with blocks of one size)
         int32_t int8_block[2] = {-1, -1};
@@ -210,6 +211,7 @@ public:
             q = q < 0 || q == values ? values : 0;
             if (x.dtype != DeviceDtype::Ggml) continue;
             stage = std::min(stage, x.ggml_stage);
+            stage_fits = stage_fits && ggml_stage_fits_type(x.ggml_type);
             int32_t& s = slot[i < 2 * E ? 0 : 1];
             s = std::max(s, ggml_stage_slot_bytes(x.ggml_type));
         }
@@ -217,6 +219,7 @@ public:
         d.experts = DeviceExperts{t, t + E, t + 2 * E, gate_up_dtype, down_dtype, m_config.moe_intermediate_size,
                                   m_ggml_fast};
         d.experts.ggml_stage = stage;
+        d.experts_stage_fits = stage_fits;
         d.experts.ggml_slot_gate_up = slot[0];
         d.experts.ggml_slot_down = slot[1];
         d.experts.ggml_int8_gate_up = std::max(int8_block[0], 0);

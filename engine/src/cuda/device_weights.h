@@ -37,6 +37,9 @@ struct DeviceLayer {
     DeviceMatrix router;
     const float* bias = nullptr;  // e_score_correction_bias or null
     DeviceExperts experts;
+    // Every GGUF matrix of the experts can be staged (ggml_stage_fits_type): what
+    // experts.ggml_stage may be set to at run time (the backend's step switch).
+    bool experts_stage_fits = false;
     bool has_shared = false;
     DeviceMlp shared;
 };

@@ -224,6 +224,7 @@ private:
     QAction* m_fp8_action = nullptr;  // Model > FP8 weights (saved as model/fp8)
     QAction* m_kv_bf16_action = nullptr;  // Model > BF16 latent cache (saved as model/kv_cache_bf16)
     QAction* m_int8_action = nullptr;  // Model > Integer products for GGUF on the CPU (saved as model/int8_activations)
+    QAction* m_tune_action = nullptr;  // Model > Tune GPU decode steps when loading (saved as model/tune_steps)
     QAction* m_disk_cache_action = nullptr;  // Model > Keep conversation caches on disk (model/disk_cache)
     std::function<bool(const QString&)> m_confirm;
     QString m_loading_dir;

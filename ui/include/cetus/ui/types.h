@@ -25,6 +25,7 @@ struct LoadRequest {
     bool fp8_on_load = false;  // quantise BF16/F16/F32 linear layers to FP8 (EngineOptions)
     bool kv_cache_bf16 = false;  // latent cache in bf16 (EngineOptions::kv_cache): half the cache memory
     bool int8_activations = false;  // the CPU's GGUF block products with int8 activations (EngineOptions)
+    bool tune_steps = false;  // the GPU's decode steps timed and the fastest kept (EngineOptions::tune_steps)
     // Conversations' cache rows kept on disk between runs (EngineOptions::prefix_cache_dir); empty: none.
     QString prefix_cache_dir;
 };
