@@ -89,8 +89,8 @@ void add_load_flags(CLI::App* cmd, LoadFlags& flags) {
         ->capture_default_str();
     cmd->add_flag("--tune-steps", flags.tune_steps,
                   "After loading, time the GPU's alternative ways of running a decode step (a second stream, L2 "
-                  "prefetches, programmatic dependent launch, staged GGUF rows) and keep the fastest that gives "
-                  "the same logits (a second or so; the CPU has none)");
+                  "prefetches, programmatic dependent launch, the decode fusions, staged GGUF rows) and keep the "
+                  "fastest that gives the same logits (a second or so; the CPU has none)");
 }
 
 uint64_t peak_rss_bytes() {

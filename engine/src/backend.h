@@ -118,7 +118,7 @@ public:
 
     // Alternative ways of enqueueing the same decode step, which one machine runs faster
     // than another (the CUDA backend's: the shared experts on a second stream, the
-    // L2 asked for the next rows ahead, programmatic dependent launch, GGUF rows staged
+    // L2 asked for the next rows ahead, programmatic dependent launch, the decode fusions, GGUF rows staged
     // in shared memory): each switch's name, what it does, the values it takes and its
     // value now. The tuner (tune.h) times them on the machine at hand. A switch changes
     // how a step's work is enqueued, not what it computes beyond the order of a sum.

@@ -81,7 +81,7 @@ struct EngineOptions {
     uint64_t prefix_cache_bytes = uint64_t(2) << 30;
     // Time the backend's alternative ways of enqueueing a decode step (the CUDA backend's:
     // the shared experts on a second stream, L2 prefetches ahead, programmatic dependent
-    // launch, GGUF rows staged) on this machine after loading, and keep the fastest that
+    // launch, the decode fusions, GGUF rows staged) on this machine after loading, and keep the fastest that
     // gives the logits of the backend as built (Engine::step_tuning says what was timed).
     // A second or so on a GPU; nothing on the CPU backend, which has no such switches.
     bool tune_steps = false;

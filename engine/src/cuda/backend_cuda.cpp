@@ -585,11 +585,13 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
 }
 
 int CudaBackend::step_variant() const {
-    return int(m_overlap) | int(m_prefetch_ahead) << 1 | int(programmatic_launch()) << 2 | int(m_ggml_stage) << 3;
+    return int(m_overlap) | int(m_prefetch_ahead) << 1 | int(programmatic_launch()) << 2 | int(m_ggml_stage) << 3 |
+           int(!m_fuse) << 5;
 }
 
 std::string CudaBackend::step_text() const {
-    return std::string(programmatic_launch() ? ", programmatic dependent launch" : "") +
+    return std::string(!m_fuse ? ", decode fusions off" : "") +
+           (programmatic_launch() ? ", programmatic dependent launch" : "") +
            (m_ggml_stage == 1   ? ", GGUF decode rows staged"
             : m_ggml_stage == 2 ? ", GGUF decode rows staged, two tiles in flight"
                                 : "") +
@@ -609,6 +611,11 @@ std::vector<Backend::StepSwitch> CudaBackend::step_switches() const {
                        {0, 1}, int(m_prefetch_ahead)});
     if (m_info.major >= 9 && programmatic_launch_compiled())
         out.push_back({"pdl", "programmatic dependent launch (CETUS_CUDA_PDL)", {0, 1}, int(programmatic_launch())});
+    if (!m_exact)
+        out.push_back({"fuse",
+                       "the decode fusions: the residual adds, norms and the MoE combine in the products' last "
+                       "blocks, the attention's merge in the value absorption (CETUS_CUDA_FUSE)",
+                       {0, 1}, int(m_fuse)});
     if (m_has_ggml_stage)
         out.push_back({"gguf_stage",
                        "the GGUF decode products' rows staged in shared memory, a tile at a time (1) or with the "
@@ -625,6 +632,10 @@ void CudaBackend::set_step_switch(const std::string& name, int value) {
         else if (name == "prefetch_ahead") m_prefetch_ahead = value != 0;
         else if (name == "pdl") set_programmatic_launch(value != 0);
         else if (name == "gguf_stage") set_ggml_stage(uint8_t(value));
+        else if (name == "fuse") {
+            m_fuse = value != 0;
+            m_gemm->set_fused_tail(m_fuse ? m_s.grid_done : nullptr);
+        }
         return;  // (graphs are kept by variant: GraphKey::variant)
     }
     throw Error(ErrorCode::BadRequest, "CUDA backend: no step switch " + name + " taking the value " +
@@ -827,7 +838,6 @@ std::string CudaBackend::description() const {
                 ? ", expert tiles of " + std::to_string(m_expert_tile_rows) + " rows"
                 : "") +
            (!m_exact && !m_attention_gemm ? ", prefill attention on the flash-decoding kernel" : "") +
-           (!m_fuse ? ", decode fusions off" : "") +
            (m_int8 ? ", int8 activations (dp4a) in the GGUF decode products" : "") + step_text();
 }
 

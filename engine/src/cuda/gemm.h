@@ -62,6 +62,7 @@ public:
 
     bool exact() const { return m_exact; }
     uint32_t* fused_tail() const { return m_fused_tail; }
+    void set_fused_tail(uint32_t* counter) { m_fused_tail = counter; }  // (the backend's step switch)
     // The stream the products are enqueued on (and cuBLAS's): decode's second stream for a
     // while (CudaBackend::moe, through StreamScope).
     cudaStream_t stream() const { return m_stream; }
