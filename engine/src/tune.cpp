@@ -26,11 +26,9 @@ public:
     Tuner(Backend& b, int64_t vocab, const TuneOptions& o) : m_b(b), m_o(o), m_switches(b.step_switches()) {
         for (const Backend::StepSwitch& w : m_switches) m_built.push_back(w.value);
         m_now = m_built;
-        const int64_t cap = b.capacity();
-        m_context = std::clamp<int64_t>(o.context, 1, std::max<int64_t>(cap - 1, 1));
+        m_context = std::clamp<int64_t>(o.context, 1, std::max<int64_t>(b.capacity() - 1, 1));
         m_ids.resize(size_t(m_context + 1));
-        const int64_t span = std::max<int64_t>(vocab - 3, 1);
-        for (size_t j = 0; j < m_ids.size(); ++j) m_ids[j] = int32_t(3 + int64_t(j * 7919 + 13) % span);
+        for (size_t j = 0; j < m_ids.size(); ++j) m_ids[j] = int32_t(int64_t(j * 7919 + 13) % std::max<int64_t>(vocab, 1));
         // The generator's greedy decode step (its logits stay where they are, the argmax
         // taken with them, the routing traced), and the same step's logits for the check.
         m_step.all_logits = false;
@@ -152,6 +150,10 @@ StepTuning tune_steps(Backend& backend, int64_t vocab_size, const TuneOptions& o
     Tuner t(backend, vocab_size, o);
     if (t.empty()) {
         r.note = backend.name() + " backend: no alternative decode steps to time";
+        return r;
+    }
+    if (backend.capacity() < 2 || vocab_size < 1) {
+        r.note = "a context of " + std::to_string(backend.capacity()) + " tokens leaves no room for a decode step";
         return r;
     }
     r.ran = true;

@@ -256,7 +256,7 @@ private slots:
             names.push_back(w.name);
             QCOMPARE(w.value, w.name == "fuse" ? 1 : 0);  // as built (no switch in the environment)
         }
-        for (const char* n : {"overlap", "prefetch_ahead", "gguf_stage", "fuse"})
+        for (const char* n : {"overlap", "prefetch_ahead", "gguf_stage", "fuse", "l2_prefetch"})
             QCOMPARE(std::find(names.begin(), names.end(), n) != names.end(),
                      std::string(n) != "gguf_stage" || dt == "q4_k_m");  // (staging: GGUF blocks only)
         QVERIFY_THROWS_EXCEPTION(cetus::Error, b.set_step_switch("gguf_stage", 3));
@@ -271,7 +271,7 @@ private slots:
         const cetus::StepTuning t = cetus::tune_steps(b, e->info().vocab_size, to);
         QVERIFY(t.ran);
         QCOMPARE(t.context, int64_t(8));
-        QVERIFY(t.trials.size() >= (dt == "q4_k_m" ? 6u : 4u));
+        QVERIFY(t.trials.size() >= (dt == "q4_k_m" ? 7u : 5u));
         for (const cetus::StepTrial& x : t.trials) {
             qInfo("%s: logits %.3g from as built, %.3f ms", x.setting.c_str(), x.logit_error, x.step_ms);
             QVERIFY2(x.valid && x.step_ms > 0.0, x.setting.c_str());

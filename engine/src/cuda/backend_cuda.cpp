@@ -302,6 +302,8 @@ private:
     // Every GGUF matrix's (and experts' launch's) rows staged as asked (0, 1, 2) where
     // their blocks can be (the host's descriptors: the launchers decide from them).
     void set_ggml_stage(uint8_t stage);
+    // Every weight's DeviceMatrix::l2_prefetch, the experts' descriptors in device memory too.
+    void set_l2_prefetch(bool on);
 
     // One decoder block on x, with a = input_norm(x) on entry; its last residual
     // add is fused with the norm that follows it: out = next_norm(x) (the next
@@ -580,17 +582,16 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
                         fixed1(gib(scratch_bytes)) + " GiB" + (m_exact ? ", exact fp32 products" : "") +
                         (m_attention.mma ? ", cache attention on tensor cores" : "") +
                         (m_graphs ? ", decode steps as CUDA graphs" : ", CUDA graphs off (" + m_graphs_off + ")") +
-                        (m_l2_prefetch ? ", L2 prefetch of weight rows" : "") +
                         (m_int8 ? ", int8 activations (dp4a) in the GGUF decode products" : "") + step_text());
 }
 
 int CudaBackend::step_variant() const {
     return int(m_overlap) | int(m_prefetch_ahead) << 1 | int(programmatic_launch()) << 2 | int(m_ggml_stage) << 3 |
-           int(!m_fuse) << 5;
+           int(!m_fuse) << 5 | int(m_l2_prefetch) << 6;
 }
 
 std::string CudaBackend::step_text() const {
-    return std::string(!m_fuse ? ", decode fusions off" : "") +
+    return std::string(!m_fuse ? ", decode fusions off" : "") + (m_l2_prefetch ? ", L2 prefetch of weight rows" : "") +
            (programmatic_launch() ? ", programmatic dependent launch" : "") +
            (m_ggml_stage == 1   ? ", GGUF decode rows staged"
             : m_ggml_stage == 2 ? ", GGUF decode rows staged, two tiles in flight"
@@ -616,6 +617,10 @@ std::vector<Backend::StepSwitch> CudaBackend::step_switches() const {
                        "the decode fusions: the residual adds, norms and the MoE combine in the products' last "
                        "blocks, the attention's merge in the value absorption (CETUS_CUDA_FUSE)",
                        {0, 1}, int(m_fuse)});
+    out.push_back({"l2_prefetch",
+                   "the L2 asked for a GGUF decode product's rows, and the value rows of the attention's merge, "
+                   "before they are read (CETUS_CUDA_PREFETCH)",
+                   {0, 1}, int(m_l2_prefetch)});
     if (m_has_ggml_stage)
         out.push_back({"gguf_stage",
                        "the GGUF decode products' rows staged in shared memory, a tile at a time (1) or with the "
@@ -632,6 +637,7 @@ void CudaBackend::set_step_switch(const std::string& name, int value) {
         else if (name == "prefetch_ahead") m_prefetch_ahead = value != 0;
         else if (name == "pdl") set_programmatic_launch(value != 0);
         else if (name == "gguf_stage") set_ggml_stage(uint8_t(value));
+        else if (name == "l2_prefetch") set_l2_prefetch(value != 0);
         else if (name == "fuse") {
             m_fuse = value != 0;
             m_gemm->set_fused_tail(m_fuse ? m_s.grid_done : nullptr);
@@ -645,6 +651,36 @@ void CudaBackend::set_step_switch(const std::string& name, int value) {
 void CudaBackend::keep_present_step_only() {
     const int v = step_variant();
     std::erase_if(m_graph_cache, [&](const CachedGraph& g) { return g.key.variant != v; });
+}
+
+void CudaBackend::set_l2_prefetch(bool on) {
+    if (on == m_l2_prefetch) return;
+    cudaStream_t s = m_stream.get();
+    CETUS_CUDA(cudaStreamSynchronize(s));  // (no launch reads the descriptors while they change)
+    std::vector<DeviceMatrix> table;
+    const auto layer = [&](DeviceLayer& l) {
+        for (DeviceMatrix* w : {&l.q_proj, &l.q_a, &l.q_b, &l.kv_a, &l.kv_b, &l.o, &l.mlp.gate, &l.mlp.up,
+                                &l.mlp.down, &l.router, &l.shared.gate, &l.shared.up, &l.shared.down})
+            w->l2_prefetch = on;
+        if (!l.is_moe || !l.experts.gate) return;
+        // The upload's table of the experts' gate [E], up [E] and down [E], one after another.
+        table.resize(size_t(3 * m_config.n_routed_experts));
+        const size_t bytes = table.size() * sizeof(DeviceMatrix);
+        DeviceMatrix* d = const_cast<DeviceMatrix*>(l.experts.gate);
+        CETUS_CUDA(cudaMemcpyAsync(table.data(), d, bytes, cudaMemcpyDeviceToHost, s));
+        CETUS_CUDA(cudaStreamSynchronize(s));
+        for (DeviceMatrix& x : table) x.l2_prefetch = on;
+        CETUS_CUDA(cudaMemcpyAsync(d, table.data(), bytes, cudaMemcpyHostToDevice, s));
+        CETUS_CUDA(cudaStreamSynchronize(s));  // (table is reused by the next layer)
+    };
+    for (DeviceLayer& l : m_weights.layers) layer(l);
+    for (DeviceMtp& m : m_weights.mtp) {
+        layer(m.block);
+        for (DeviceMatrix* w : {&m.embed, &m.eh_proj, &m.head}) w->l2_prefetch = on;
+    }
+    m_weights.embed.l2_prefetch = on;
+    m_weights.lm_head.l2_prefetch = on;
+    m_l2_prefetch = on;
 }
 
 void CudaBackend::set_ggml_stage(uint8_t stage) {
