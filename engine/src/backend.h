@@ -126,6 +126,9 @@ public:
         std::string name, description;
         std::vector<int> values;
         int value = 0;
+        // Every value gives the same bits (the loads' order, prefetches, launch attributes);
+        // else some sums are taken in another order (the prefix cache keeps such rows apart).
+        bool same_bits = true;
     };
     virtual std::vector<StepSwitch> step_switches() const { return {}; }
     // Sets switch `name` of step_switches() to one of its values; Error(BadRequest) otherwise.
@@ -133,9 +136,9 @@ public:
         throw Error(ErrorCode::BadRequest, name + ": " + this->name() + " backend has no step switch of that name (value " +
                                                std::to_string(value) + ")");
     }
-    // Drops what was prepared for other switch values than the present ones (the CUDA
-    // backend's captured graphs), after tuning.
-    virtual void keep_present_step_only() {}
+    // Drops what was prepared while tuning (the CUDA backend's captured graphs, one set
+    // for each setting timed).
+    virtual void forget_prepared_steps() {}
 };
 
 // The CPU backend: the model's own forward pass over a host cache.

@@ -279,7 +279,9 @@ void Engine::finish_init(const std::string& name, const EngineOptions& o, const 
     }
     m_generator = std::make_unique<Generator>(*m_model, *m_backend, tokenizer());
     m_generator->set_prefix_store_bytes(prefix_store_bytes);
+    std::string steps_identity;  // the tuned switches whose values change bits (prefix cache's identity)
     if (o.tune_steps) {  // (before anything is cached: the tuner leaves the cache empty)
+        const std::vector<Backend::StepSwitch> built = m_backend->step_switches();
         try {
             m_tuning = tune_steps(*m_backend, c.vocab_size);
             if (m_tuning.ran) {
@@ -294,9 +296,14 @@ void Engine::finish_init(const std::string& name, const EngineOptions& o, const 
             }
         } catch (const std::exception& e) {  // the switches are back as built; the model still runs
             m_tuning = StepTuning{};
-            m_tuning.note = std::string("failed, kept as built: ") + e.what();
+            m_tuning.note = std::string("failed (the switches set back as built): ") + e.what();
             engine_log().warn("step tuning {}", m_tuning.note);
         }
+        for (const Backend::StepSwitch& w : m_backend->step_switches())
+            for (const Backend::StepSwitch& b : built)
+                if (b.name == w.name && !w.same_bits && b.value != w.value)
+                    steps_identity += (steps_identity.empty() ? "steps " : ", ") + w.name + "=" + std::to_string(w.value);
+        if (!steps_identity.empty()) steps_identity += "\n";
         i.device = m_backend->description();
     }
     if (!o.prefix_cache_dir.empty() && o.prefix_cache_bytes > 0) {
@@ -304,10 +311,7 @@ void Engine::finish_init(const std::string& name, const EngineOptions& o, const 
         // new version number, so that no engine takes rows computed the old way.
         const std::string identity = "Cetus " CETUS_VERSION " prefix rows, format 1\n" + model_identity + "weights " +
                                      i.weight_dtype + "\nbackend " + m_backend->rows_identity() + "\n" +
-                                     numerics_switches() +
-                                     (m_tuning.ran && m_tuning.chosen != "as built" ? "steps " + m_tuning.chosen + "\n"
-                                                                                   : std::string()) +
-                                     "cache " + i.kv_cache_type + ", " +
+                                     numerics_switches() + steps_identity + "cache " + i.kv_cache_type + ", " +
                                      std::to_string(i.kv_bytes_per_token_held) + " bytes per token\n";
         try {
             m_generator->set_prefix_disk(std::make_unique<PrefixDisk>(o.prefix_cache_dir, identity, o.prefix_cache_bytes,

@@ -83,9 +83,12 @@ public:
         m_b.forward(m_ids.data(), m_context, 0, o, out);
     }
 
+    // The step's logits with setting s, from the second of two calls: the CUDA backend
+    // captures its graph at the second call of a shape and launches that graph, which
+    // is what the timed steps and the generator replay.
     std::vector<float> logits(const Setting& s) {
         apply(s);
-        m_b.forward(&m_ids[size_t(m_context)], 1, m_context, m_check, m_out);
+        for (int k = 0; k < 2; ++k) m_b.forward(&m_ids[size_t(m_context)], 1, m_context, m_check, m_out);
         return m_out.logits;
     }
 
@@ -221,11 +224,12 @@ StepTuning tune_steps(Backend& backend, int64_t vocab_size, const TuneOptions& o
         r.note += best == 0 ? "kept as built: nothing was " + std::to_string(int(std::lround(o.min_gain * 100))) +
                                   " % faster"
                             : "chosen: " + r.chosen;
-        backend.keep_present_step_only();
+        backend.forget_prepared_steps();
         backend.truncate(0);
     } catch (...) {
-        try {
+        try {  // (a device fault may refuse this too; the original error says what happened)
             t.apply(t.built());
+            backend.forget_prepared_steps();
             backend.truncate(0);
         } catch (...) {
         }

@@ -4,14 +4,18 @@
 //
 // A decode step of one token after `context` cached ones (random ids) is run with each
 // setting: the backend as built, then each switch alone at each of its other values.
-// Each setting's logits are compared with the built one's first (a setting beyond the
-// bound is reported and never timed). The settings are then timed in turn, a round at a
+// Each setting's logits (from the second of two calls: the CUDA backend's captured graph)
+// are compared with the built one's first (a setting beyond the bound is reported and
+// never timed). The settings are then timed in turn, a round at a
 // time (`rounds` rounds of `steps` steps each, after two untimed steps: the CUDA backend
 // captures its graph at the second), so that a drift of the clock or the card's state
 // falls on all of them alike; a setting's time is its median over the rounds. Where
 // switches gained alone, their values together are checked and timed again beside the
 // built setting and the best one alone. A setting is chosen over the built one only when
-// that is at least min_gain faster. The cache is left empty.
+// that is at least min_gain faster. The cache is left empty, and what the backend
+// prepared for the settings (graphs) is dropped. The steps are one token each after the
+// context, the argmax over the whole vocabulary taken with the logits, as the generator's
+// greedy steps without drafts (its keys differ: the tokenizer's ids).
 #pragma once
 
 #include "backend.h"

@@ -15,7 +15,9 @@
 
 #include <QtTest>
 
+#include <algorithm>
 #include <cmath>
+#include <tuple>
 #include <filesystem>
 
 namespace cetus {
@@ -221,15 +223,6 @@ private slots:
         }
     }
 
-    // A GGUF file's block-quantised matrices stay in their blocks on the GPU (the
-    // router decoded to fp32 there, with the engine's decoders), their linear
-    // layers with FP8 on load as FP8: in exact mode the GPU gives the logits of the CPU
-    // reading the same file within the fixtures' fp32 bound, and its greedy tokens. In
-    // the fast mode a 40-token prompt takes the prefill paths (the blocks expanded to
-    // bf16 for cuBLAS, the routed experts on the fp32 kernel): its logits within 3% of
-    // the largest, the selftest's fast-mode bound for BF16 weights (selftest.cpp:
-    // bf16 operands of the products; measured on the emulator: 0.75%). On the CUDA
-    // emulator: the ctest cuda_emulator_gguf.
     // The step tuner on the GPU's switches (tune.cpp; its choices are tested in test_tune
     // with a clock of its own): each switch is offered where it applies, each setting
     // gives the built logits (the same bits where only the loads' order or a prefetch
@@ -256,14 +249,30 @@ private slots:
             names.push_back(w.name);
             QCOMPARE(w.value, w.name == "fuse" ? 1 : 0);  // as built (no switch in the environment)
         }
-        for (const char* n : {"overlap", "prefetch_ahead", "gguf_stage", "fuse", "l2_prefetch"})
+        // (the emulator reports sm_90, and the plug-in has programmatic launch's code)
+        for (const char* n : {"overlap", "prefetch_ahead", "pdl", "gguf_stage", "fuse", "l2_prefetch"})
             QCOMPARE(std::find(names.begin(), names.end(), n) != names.end(),
                      std::string(n) != "gguf_stage" || dt == "q4_k_m");  // (staging: GGUF blocks only)
         QVERIFY_THROWS_EXCEPTION(cetus::Error, b.set_step_switch("gguf_stage", 3));
         QVERIFY_THROWS_EXCEPTION(cetus::Error, b.set_step_switch("no such switch", 1));
-        b.set_step_switch("overlap", 1);
-        QVERIFY2(b.description().find("shared experts on a second stream") != std::string::npos, b.description().c_str());
-        b.set_step_switch("overlap", 0);
+        // Each switch's other values reach the backend (its description says what is on).
+        const std::vector<std::tuple<std::string, int, std::string>> says = {
+            {"overlap", 1, "shared experts on a second stream"},
+            {"prefetch_ahead", 1, "L2 prefetch of the output projection"},
+            {"pdl", 1, "programmatic dependent launch"},
+            {"fuse", 0, "decode fusions off"},
+            {"l2_prefetch", 1, "L2 prefetch of weight rows"},
+            {"gguf_stage", 1, "GGUF decode rows staged"},
+            {"gguf_stage", 2, "two tiles in flight"}};
+        const std::string plain = b.description();
+        for (const auto& [n, v, text] : says) {
+            if (n == "gguf_stage" && dt != "q4_k_m") continue;
+            QVERIFY2(plain.find(text) == std::string::npos, plain.c_str());
+            b.set_step_switch(n, v);
+            QVERIFY2(b.description().find(text) != std::string::npos, b.description().c_str());
+            b.set_step_switch(n, n == "fuse" ? 1 : 0);
+            QCOMPARE(b.description(), plain);
+        }
         cetus::TuneOptions to;
         to.context = 8;
         to.rounds = 1;
@@ -297,6 +306,15 @@ private slots:
         QVERIFY2(err <= 0.05f * scale, qPrintable(QString("%1 of %2").arg(err).arg(scale)));
     }
 
+    // A GGUF file's block-quantised matrices stay in their blocks on the GPU (the
+    // router decoded to fp32 there, with the engine's decoders), their linear
+    // layers with FP8 on load as FP8: in exact mode the GPU gives the logits of the CPU
+    // reading the same file within the fixtures' fp32 bound, and its greedy tokens. In
+    // the fast mode a 40-token prompt takes the prefill paths (the blocks expanded to
+    // bf16 for cuBLAS, the routed experts on the fp32 kernel): its logits within 3% of
+    // the largest, the selftest's fast-mode bound for BF16 weights (selftest.cpp:
+    // bf16 operands of the products; measured on the emulator: 0.75%). On the CUDA
+    // emulator: the ctest cuda_emulator_gguf.
     void ggufBlocksOnTheGpu_data() {
         QTest::addColumn<bool>("fp8");
         QTest::addColumn<bool>("exact");

@@ -14,18 +14,21 @@
 namespace {
 
 // Switch "a" {0, 1}, "b" {0, 1, 2} and "broken" {0, 1}; a step costs cost(a, b, broken)
-// milliseconds of the wrapper's clock. "broken" = 1 adds `offset` to every logit.
+// milliseconds of the wrapper's clock. Where wrong(a, b, broken) (by default broken = 1),
+// every logit is off by `offset`.
 class SwitchedBackend final : public cetus::Backend {
 public:
     using Cost = std::function<double(int a, int b, int broken)>;
-    SwitchedBackend(cetus::Backend& inner, Cost cost, float offset = 1.0f)
-        : m_in(inner), m_cost(std::move(cost)), m_offset(offset) {}
+    using Wrong = std::function<bool(int a, int b, int broken)>;
+    SwitchedBackend(cetus::Backend& inner, Cost cost, float offset = 1.0f,
+                    Wrong wrong = [](int, int, int broken) { return broken != 0; })
+        : m_in(inner), m_cost(std::move(cost)), m_offset(offset), m_wrong(std::move(wrong)) {}
 
     double clock() const { return m_now; }
     int value(const std::string& n) const { return m_values.at(n); }
     int64_t steps = 0;                      // one-token calls
     std::map<std::string, int> set_calls;   // switch -> times set
-    int kept = 0;                           // keep_present_step_only calls
+    int forgotten = 0;                      // forget_prepared_steps calls
 
     std::string name() const override { return "switched"; }
     std::string description() const override { return "a CPU backend with switches"; }
@@ -44,7 +47,7 @@ public:
             ++steps;
             m_now += 1e-3 * m_cost(m_values["a"], m_values["b"], m_values["broken"]);
         }
-        if (m_values["broken"])
+        if (m_wrong(m_values["a"], m_values["b"], m_values["broken"]))
             for (float& v : out.logits) v += m_offset;
     }
     void mtp_forward(int64_t k, const float* h, const int32_t* next, int64_t T, int64_t start,
@@ -61,12 +64,13 @@ public:
         m_values[n] = v;
         ++set_calls[n];
     }
-    void keep_present_step_only() override { ++kept; }
+    void forget_prepared_steps() override { ++forgotten; }
 
 private:
     cetus::Backend& m_in;
     Cost m_cost;
     float m_offset;
+    Wrong m_wrong;
     std::map<std::string, int> m_values{{"a", 0}, {"b", 0}, {"broken", 0}};
     double m_now = 0.0;
 };
@@ -132,11 +136,11 @@ private slots:
         QCOMPARE(b.value("a"), 1);
         QCOMPARE(b.value("b"), 2);
         QCOMPARE(b.value("broken"), 0);
-        QCOMPARE(b.kept, 1);
+        QCOMPARE(b.forgotten, 1);
         QCOMPARE(b.n_tokens(), int64_t(0));
         // Timed: 4 valid settings x (2 warm-up + 3 rounds x 2) steps, then 3 x (2 + 3 x 2);
-        // checked: 6 settings' one step each.
-        QCOMPARE(b.steps, int64_t(4 * 8 + 3 * 8 + 6));
+        // checked: 6 settings' two steps each.
+        QCOMPARE(b.steps, int64_t(4 * 8 + 3 * 8 + 6 * 2));
     }
 
     // Nothing gains half the margin alone (1 %): the built setting stays, with no second timing.
@@ -163,6 +167,47 @@ private slots:
         QCOMPARE(t.chosen, std::string("b=1"));
         QCOMPARE(b.value("b"), 1);
         QCOMPARE(t.chosen_ms, 9.0);
+    }
+
+    // The switches that gained alone give wrong logits together: that setting is reported,
+    // not timed, and the choice is made among the first timing's settings.
+    void wrongTogetherIsNotChosen() {
+        auto e = tiny();
+        SwitchedBackend b(
+            e->backend(), [](int a, int bb, int) { return 10.0 - (a ? 1.0 : 0.0) - (bb == 2 ? 0.6 : 0.0); }, 1.0f,
+            [](int a, int bb, int) { return a == 1 && bb == 2; });
+        const cetus::StepTuning t = cetus::tune_steps(b, e->info().vocab_size, options(b));
+        const cetus::StepTrial* together = trial(t, "a=1, b=2");
+        QVERIFY(together && !together->valid && together->step_ms == 0.0);
+        QCOMPARE(t.chosen, std::string("a=1"));
+        QCOMPARE(t.chosen_ms, 9.0);
+        QCOMPARE(b.value("a"), 1);
+        QCOMPARE(b.value("b"), 0);
+        // checked 6 settings (the last, together, refused), timed the other 5 once
+        QCOMPARE(b.steps, int64_t(5 * 8 + 6 * 2));
+    }
+
+    // The context is capped by the capacity (a step after it must fit), and a capacity of
+    // one token leaves no room for a step: nothing is run.
+    void contextFitsTheCapacity() {
+        auto e = tiny();  // a 64-token cache
+        SwitchedBackend b(e->backend(), [](int, int, int) { return 10.0; });
+        cetus::TuneOptions o = options(b);
+        o.context = 1000;
+        QCOMPARE(cetus::tune_steps(b, e->info().vocab_size, o).context, int64_t(63));
+        cetus::RandomModelOptions r;
+        r.preset = "tiny";
+        cetus::EngineOptions eo;
+        eo.device = cetus::Device::Cpu;
+        eo.max_context = 1;
+        eo.prefix_store_bytes = 0;
+        auto one = cetus::Engine::create_random(r, eo);
+        QCOMPARE(one->backend().capacity(), int64_t(1));
+        SwitchedBackend b1(one->backend(), [](int, int, int) { return 10.0; });
+        const cetus::StepTuning t = cetus::tune_steps(b1, one->info().vocab_size, options(b1));
+        QVERIFY(!t.ran);
+        QVERIFY2(t.note.find("no room") != std::string::npos, t.note.c_str());
+        QCOMPARE(b1.steps, int64_t(0));
     }
 
     // A slower setting is never chosen, and a switch that loses leaves its value as built.

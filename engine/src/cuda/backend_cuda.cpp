@@ -201,7 +201,7 @@ public:
     }
     std::vector<StepSwitch> step_switches() const override;
     void set_step_switch(const std::string& name, int value) override;
-    void keep_present_step_only() override;
+    void forget_prepared_steps() override;
 
 private:
     // Device work buffers for one chunk of m_chunk tokens.
@@ -334,6 +334,7 @@ private:
     bool m_fuse = true;  // the decode fusions (CETUS_CUDA_FUSE=0: off), handed to m_gemm as its counter
     bool m_overlap = false;  // CETUS_CUDA_OVERLAP=1: decode's shared experts on m_side (moe)
     bool m_prefetch_ahead = false;  // CETUS_CUDA_PREFETCH_AHEAD=1: attention's L2 prefetch on m_side
+    bool m_pdl = false;             // CETUS_CUDA_PDL=1: programmatic dependent launch (run_and_wait)
     bool m_has_shared = false;      // some MoE layer has shared experts (the overlap's switch applies)
     bool m_has_ggml_stage = false;  // some GGUF matrix can be staged (the staging's switch applies)
     bool m_cache_bf16;   // the latent cache's values in bf16 (else fp32)
@@ -426,7 +427,8 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
                         "CETUS_CUDA_PREFILL_FORM must be auto, absorbed or expanded, not '" + f + "'");
     }
     // Programmatic dependent launch: an experiment, off unless asked for (Hopper and later).
-    set_programmatic_launch(m_info.major >= 9 && env_is("CETUS_CUDA_PDL", "1") && programmatic_launch_compiled());
+    m_pdl = m_info.major >= 9 && env_is("CETUS_CUDA_PDL", "1") && programmatic_launch_compiled();
+    set_programmatic_launch(m_pdl);
     m_device_sampling = !env_is("CETUS_CUDA_SAMPLING", "host");
     m_fuse = !env_is("CETUS_CUDA_FUSE", "0");
     // Decode's shared experts on a second stream, beside the routing and the routed experts'
@@ -545,17 +547,26 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
     up.l2_prefetch = m_l2_prefetch;
     up.ggml_stage = m_ggml_stage;
     m_weights = upload_weights(model, args.rope_table, m_capacity, up);
+    // (the matrices set_ggml_stage marks)
+    const auto stages = [&](const DeviceMatrix& w) {
+        m_has_ggml_stage = m_has_ggml_stage || (w.dtype == DeviceDtype::Ggml && ggml_stage_fits_type(w.ggml_type));
+    };
     const auto scan = [&](const DeviceLayer& l) {
         m_has_shared = m_has_shared || (l.is_moe && l.has_shared);
-        for (const DeviceMatrix* w : {&l.q_proj, &l.q_a, &l.q_b, &l.kv_a, &l.o, &l.mlp.gate, &l.mlp.up, &l.mlp.down,
-                                      &l.shared.gate, &l.shared.up, &l.shared.down})
-            m_has_ggml_stage = m_has_ggml_stage || (w->dtype == DeviceDtype::Ggml && ggml_stage_fits_type(w->ggml_type));
+        for (const DeviceMatrix* w : {&l.q_proj, &l.q_a, &l.q_b, &l.kv_a, &l.kv_b, &l.o, &l.mlp.gate, &l.mlp.up,
+                                      &l.mlp.down, &l.shared.gate, &l.shared.up, &l.shared.down})
+            stages(*w);
         m_has_ggml_stage = m_has_ggml_stage || (l.is_moe && l.experts_stage_fits &&
                                                 (l.experts.gate_up_dtype == DeviceDtype::Ggml ||
                                                  l.experts.down_dtype == DeviceDtype::Ggml));
     };
     for (const DeviceLayer& l : m_weights.layers) scan(l);
-    for (const DeviceMtp& m : m_weights.mtp) scan(m.block);
+    for (const DeviceMtp& m : m_weights.mtp) {
+        scan(m.block);
+        stages(m.eh_proj);
+        stages(m.head);
+    }
+    stages(m_weights.lm_head);
 
     m_cache = DeviceBuffer(cache_bytes);
     m_scratch_memory = DeviceBuffer(scratch_bytes);
@@ -586,13 +597,13 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
 }
 
 int CudaBackend::step_variant() const {
-    return int(m_overlap) | int(m_prefetch_ahead) << 1 | int(programmatic_launch()) << 2 | int(m_ggml_stage) << 3 |
+    return int(m_overlap) | int(m_prefetch_ahead) << 1 | int(m_pdl) << 2 | int(m_ggml_stage) << 3 |
            int(!m_fuse) << 5 | int(m_l2_prefetch) << 6;
 }
 
 std::string CudaBackend::step_text() const {
     return std::string(!m_fuse ? ", decode fusions off" : "") + (m_l2_prefetch ? ", L2 prefetch of weight rows" : "") +
-           (programmatic_launch() ? ", programmatic dependent launch" : "") +
+           (m_pdl ? ", programmatic dependent launch" : "") +
            (m_ggml_stage == 1   ? ", GGUF decode rows staged"
             : m_ggml_stage == 2 ? ", GGUF decode rows staged, two tiles in flight"
                                 : "") +
@@ -604,19 +615,19 @@ std::vector<Backend::StepSwitch> CudaBackend::step_switches() const {
     std::vector<StepSwitch> out;
     if (!m_exact && m_has_shared)
         out.push_back({"overlap", "the shared experts on a second stream, beside the routing (CETUS_CUDA_OVERLAP)",
-                       {0, 1}, int(m_overlap)});
+                       {0, 1}, int(m_overlap), /*same_bits=*/false});  // (the dense kernels' sums)
     if (!m_exact)
         out.push_back({"prefetch_ahead",
                        "the output projection's and router's rows asked of the L2 during the attention "
                        "(CETUS_CUDA_PREFETCH_AHEAD)",
                        {0, 1}, int(m_prefetch_ahead)});
     if (m_info.major >= 9 && programmatic_launch_compiled())
-        out.push_back({"pdl", "programmatic dependent launch (CETUS_CUDA_PDL)", {0, 1}, int(programmatic_launch())});
+        out.push_back({"pdl", "programmatic dependent launch (CETUS_CUDA_PDL)", {0, 1}, int(m_pdl)});
     if (!m_exact)
         out.push_back({"fuse",
                        "the decode fusions: the residual adds, norms and the MoE combine in the products' last "
                        "blocks, the attention's merge in the value absorption (CETUS_CUDA_FUSE)",
-                       {0, 1}, int(m_fuse)});
+                       {0, 1}, int(m_fuse), /*same_bits=*/false});  // (the merge's value rows over one warp)
     out.push_back({"l2_prefetch",
                    "the L2 asked for a GGUF decode product's rows, and the value rows of the attention's merge, "
                    "before they are read (CETUS_CUDA_PREFETCH)",
@@ -635,7 +646,7 @@ void CudaBackend::set_step_switch(const std::string& name, int value) {
         if (std::find(w.values.begin(), w.values.end(), value) == w.values.end()) break;
         if (name == "overlap") m_overlap = value != 0;
         else if (name == "prefetch_ahead") m_prefetch_ahead = value != 0;
-        else if (name == "pdl") set_programmatic_launch(value != 0);
+        else if (name == "pdl") set_programmatic_launch(m_pdl = value != 0);
         else if (name == "gguf_stage") set_ggml_stage(uint8_t(value));
         else if (name == "l2_prefetch") set_l2_prefetch(value != 0);
         else if (name == "fuse") {
@@ -648,9 +659,9 @@ void CudaBackend::set_step_switch(const std::string& name, int value) {
                                            std::to_string(value) + " on this model and device");
 }
 
-void CudaBackend::keep_present_step_only() {
-    const int v = step_variant();
-    std::erase_if(m_graph_cache, [&](const CachedGraph& g) { return g.key.variant != v; });
+void CudaBackend::forget_prepared_steps() {
+    // (the generator's keys differ from the tuner's anyway: its argmax over the tokenizer's ids)
+    m_graph_cache.clear();
 }
 
 void CudaBackend::set_l2_prefetch(bool on) {
@@ -1092,6 +1103,16 @@ void CudaBackend::run(const GraphKey& key, const std::function<void()>& enqueue)
 // run() and the wait for its results. On an error, work already queued is
 // waited for too, so the next call can reuse the staging buffers.
 void CudaBackend::run_and_wait(const GraphKey& key, const std::function<void()>& enqueue) {
+    // Programmatic dependent launch is the launchers' process-wide switch: this backend's
+    // (another backend in the process may have set it otherwise). A launch the driver
+    // refused switched it off for good (pdl.cuh), and so it stays off here.
+    if (programmatic_launch() != m_pdl) set_programmatic_launch(m_pdl);
+    struct PdlRefused {
+        bool& on;
+        ~PdlRefused() {
+            if (on && !programmatic_launch()) on = false;
+        }
+    } refused{m_pdl};
     try {
         run(key, enqueue);
     } catch (...) {
