@@ -75,13 +75,14 @@ private:
     double m_now = 0.0;
 };
 
-std::unique_ptr<cetus::Engine> tiny() {
+std::unique_ptr<cetus::Engine> tiny(int64_t context = 64, bool tune_steps = false) {
     cetus::RandomModelOptions r;
     r.preset = "tiny";
     cetus::EngineOptions o;
     o.device = cetus::Device::Cpu;
-    o.max_context = 64;
+    o.max_context = context;
     o.prefix_store_bytes = 0;
+    o.tune_steps = tune_steps;
     return cetus::Engine::create_random(r, o);
 }
 
@@ -195,13 +196,7 @@ private slots:
         cetus::TuneOptions o = options(b);
         o.context = 1000;
         QCOMPARE(cetus::tune_steps(b, e->info().vocab_size, o).context, int64_t(63));
-        cetus::RandomModelOptions r;
-        r.preset = "tiny";
-        cetus::EngineOptions eo;
-        eo.device = cetus::Device::Cpu;
-        eo.max_context = 1;
-        eo.prefix_store_bytes = 0;
-        auto one = cetus::Engine::create_random(r, eo);
+        auto one = tiny(1);
         QCOMPARE(one->backend().capacity(), int64_t(1));
         SwitchedBackend b1(one->backend(), [](int, int, int) { return 10.0; });
         const cetus::StepTuning t = cetus::tune_steps(b1, one->info().vocab_size, options(b1));
@@ -238,13 +233,7 @@ private slots:
         QVERIFY(!t.ran);
         QVERIFY2(t.note.find("no alternative decode steps") != std::string::npos, t.note.c_str());
         QVERIFY(t.trials.empty());
-        cetus::RandomModelOptions r;
-        r.preset = "tiny";
-        cetus::EngineOptions o;
-        o.device = cetus::Device::Cpu;
-        o.max_context = 64;
-        o.tune_steps = true;
-        auto tuned = cetus::Engine::create_random(r, o);
+        auto tuned = tiny(64, /*tune_steps=*/true);
         QVERIFY(!tuned->step_tuning().ran);
         QVERIFY(!tuned->step_tuning().note.empty());
     }
