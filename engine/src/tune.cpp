@@ -126,7 +126,6 @@ public:
     }
 
     const Setting& built() const { return m_built; }
-    const std::vector<Backend::StepSwitch>& switches() const { return m_switches; }
 
 private:
     void step() { m_b.forward(&m_ids[size_t(m_context)], 1, m_context, m_step, m_out); }
