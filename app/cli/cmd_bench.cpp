@@ -316,9 +316,16 @@ void add_bench_command(CLI::App& app) {
             if (r.compute_fraction > 0)
                 std::printf(" = %.1f%% of the measured bf16 peak %.0f TFLOP/s", 100 * r.compute_fraction, r.device_peak_tflops);
             std::printf("\n");
-            if (const StepTuning& t = e->step_tuning(); t.ran || !t.note.empty())
-                std::printf("step tuning: %s (%.3f ms a step against %.3f as built)\n", t.note.c_str(), t.chosen_ms,
-                            t.built_ms);
+            if (const StepTuning& t = e->step_tuning(); t.ran || !t.note.empty()) {
+                for (const StepTrial& x : t.trials)
+                    std::printf("step tuning: %-40s %8.3f ms a step, logits %.2g from as built%s\n", x.setting.c_str(),
+                                x.step_ms, x.logit_error, x.valid ? "" : " (beyond the bound: not timed)");
+                if (t.ran)
+                    std::printf("step tuning: %s (%.3f ms a step against %.3f as built)\n", t.note.c_str(),
+                                t.chosen_ms, t.built_ms);
+                else
+                    std::printf("step tuning: %s\n", t.note.c_str());
+            }
         }
     });
 }
