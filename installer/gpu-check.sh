@@ -19,8 +19,8 @@
 #                on small random shapes, graphs vs direct launches, token choices), the tiny comparison
 #                with programmatic dependent launch and with a bf16 latent cache, a bisect of the fast paths on failures, memcheck
 #                on the tiny comparison.
-#   bench (~5-7 min, estimated): V2-Lite BF16 (as built, without the decode fusions, with
-#                programmatic dependent launch) and FP8 decode/prefill with their fractions of the measured limits, FP8
+#   bench (~5-7 min, estimated): V2-Lite BF16 (as built, and with the step tuner's choice after its
+#                trials: the decode fusions apart, programmatic dependent launch, ...) and FP8 decode/prefill with their fractions of the measured limits, FP8
 #                without CUDA graphs, decode at 8192 tokens with an fp32 and a bf16 cache (and the
 #                bf16 one with its attention on the CUDA cores, CETUS_CUDA_ATTENTION_MMA=0), a 2048-token
 #                prefill with the tensor-core experts and attention and without (and with expert tiles
@@ -277,10 +277,13 @@ bench_figures() {
 }
 # Side-by-side runs of the switches, then every bench run as README rows.
 bench_comparisons() {
-    # Side by side with the first run (same command): without the decode fusions
-    # (CETUS_CUDA_FUSE=0), then with programmatic dependent launch.
-    step bench-v2lite-nofuse 150 env CETUS_CUDA_FUSE=0 "$cli" bench --device cuda --random-model v2-lite --prompt 512 --gen 128 --json
-    step bench-v2lite-pdl 150 env CETUS_CUDA_PDL=1 "$cli" bench --device cuda --random-model v2-lite --prompt 512 --gen 128 --json
+    # The step tuner (--tune-steps): the decode step with each switch (the decode fusions apart,
+    # programmatic dependent launch, the shared experts on a second stream, the L2 prefetches)
+    # timed side by side in one process, its logits checked against the built ones; then the
+    # same bench as the first run with the setting it chose.
+    step bench-v2lite-tune 170 "$cli" bench --device cuda --random-model v2-lite --prompt 512 --gen 128 \
+        --tune-steps --json
+    summarise_tuning bench-v2lite-tune
     step bench-prefill-2048-fp32 90 env CETUS_CUDA_EXPERT_MMA=0 CETUS_CUDA_ATTENTION_GEMM=0 \
         "$cli" bench --device cuda --random-model v2-lite --layers 4 --prompt 2048 --gen 0 --json
     # The tensor-core experts in tiles of 128 weight rows instead of 64 (the same bits).
@@ -336,7 +339,7 @@ bench_comparisons() {
     # 8 active; 128 heads; 7168 wide) in FP8, about 17 GB (16,176 MiB), drawn on the device.
     step bench-v3layers-fp8 120 "$cli" bench --device cuda --random-model v3-layers --dtype fp8 --prompt 512 --gen 64 \
         --json
-    runs="bench-v2lite-cuda bench-v2lite-nofuse bench-v2lite-pdl bench-prefill-2048 bench-prefill-2048-fp32"
+    runs="bench-v2lite-cuda bench-v2lite-tune bench-prefill-2048 bench-prefill-2048-fp32"
     runs="$runs bench-prefill-2048-tile128 bench-prefill-2048-absorbed"
     runs="$runs bench-v2lite-fp8-cuda bench-v2lite-q4km-cuda bench-v2lite-q4km-exact bench-prefill-2048-q4km"
     runs="$runs bench-prefill-2048-q4km-fp32"
