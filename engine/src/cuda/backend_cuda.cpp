@@ -304,6 +304,12 @@ private:
     void set_ggml_stage(uint8_t stage);
     // Every weight's DeviceMatrix::l2_prefetch, the experts' descriptors in device memory too.
     void set_l2_prefetch(bool on);
+    // The host's descriptors of every product's weights, which the launchers read: on_layer
+    // for each layer (main, then the MTP modules' blocks), on_matrix for each of its
+    // matrices (not the experts', whose descriptors are in device memory), the MTP
+    // modules' own products and the output head.
+    template <class OnLayer, class OnMatrix>
+    void each_weight(OnLayer&& on_layer, OnMatrix&& on_matrix);
 
     // One decoder block on x, with a = input_norm(x) on entry; its last residual
     // add is fused with the norm that follows it: out = next_norm(x) (the next
@@ -547,26 +553,16 @@ CudaBackend::CudaBackend(const CudaBackendArgs& args)
     up.l2_prefetch = m_l2_prefetch;
     up.ggml_stage = m_ggml_stage;
     m_weights = upload_weights(model, args.rope_table, m_capacity, up);
-    // (the matrices set_ggml_stage marks)
-    const auto stages = [&](const DeviceMatrix& w) {
-        m_has_ggml_stage = m_has_ggml_stage || (w.dtype == DeviceDtype::Ggml && ggml_stage_fits_type(w.ggml_type));
-    };
-    const auto scan = [&](const DeviceLayer& l) {
-        m_has_shared = m_has_shared || (l.is_moe && l.has_shared);
-        for (const DeviceMatrix* w : {&l.q_proj, &l.q_a, &l.q_b, &l.kv_a, &l.kv_b, &l.o, &l.mlp.gate, &l.mlp.up,
-                                      &l.mlp.down, &l.shared.gate, &l.shared.up, &l.shared.down})
-            stages(*w);
-        m_has_ggml_stage = m_has_ggml_stage || (l.is_moe && l.experts_stage_fits &&
-                                                (l.experts.gate_up_dtype == DeviceDtype::Ggml ||
-                                                 l.experts.down_dtype == DeviceDtype::Ggml));
-    };
-    for (const DeviceLayer& l : m_weights.layers) scan(l);
-    for (const DeviceMtp& m : m_weights.mtp) {
-        scan(m.block);
-        stages(m.eh_proj);
-        stages(m.head);
-    }
-    stages(m_weights.lm_head);
+    each_weight(
+        [&](const DeviceLayer& l) {
+            m_has_shared = m_has_shared || (l.is_moe && l.has_shared);
+            m_has_ggml_stage = m_has_ggml_stage || (l.is_moe && l.experts_stage_fits &&
+                                                    (l.experts.gate_up_dtype == DeviceDtype::Ggml ||
+                                                     l.experts.down_dtype == DeviceDtype::Ggml));
+        },
+        [&](const DeviceMatrix& w) {
+            m_has_ggml_stage = m_has_ggml_stage || (w.dtype == DeviceDtype::Ggml && ggml_stage_fits_type(w.ggml_type));
+        });
 
     m_cache = DeviceBuffer(cache_bytes);
     m_scratch_memory = DeviceBuffer(scratch_bytes);
@@ -664,15 +660,29 @@ void CudaBackend::forget_prepared_steps() {
     m_graph_cache.clear();
 }
 
+template <class OnLayer, class OnMatrix>
+void CudaBackend::each_weight(OnLayer&& on_layer, OnMatrix&& on_matrix) {
+    const auto layer = [&](DeviceLayer& l) {
+        on_layer(l);
+        for (DeviceMatrix* w : {&l.q_proj, &l.q_a, &l.q_b, &l.kv_a, &l.kv_b, &l.o, &l.mlp.gate, &l.mlp.up,
+                                &l.mlp.down, &l.router, &l.shared.gate, &l.shared.up, &l.shared.down})
+            on_matrix(*w);
+    };
+    for (DeviceLayer& l : m_weights.layers) layer(l);
+    for (DeviceMtp& m : m_weights.mtp) {
+        layer(m.block);
+        on_matrix(m.eh_proj);
+        on_matrix(m.head);
+    }
+    on_matrix(m_weights.lm_head);
+}
+
 void CudaBackend::set_l2_prefetch(bool on) {
     if (on == m_l2_prefetch) return;
     cudaStream_t s = m_stream.get();
     CETUS_CUDA(cudaStreamSynchronize(s));  // (no launch reads the descriptors while they change)
     std::vector<DeviceMatrix> table;
     const auto layer = [&](DeviceLayer& l) {
-        for (DeviceMatrix* w : {&l.q_proj, &l.q_a, &l.q_b, &l.kv_a, &l.kv_b, &l.o, &l.mlp.gate, &l.mlp.up,
-                                &l.mlp.down, &l.router, &l.shared.gate, &l.shared.up, &l.shared.down})
-            w->l2_prefetch = on;
         if (!l.is_moe || !l.experts.gate) return;
         // The upload's table of the experts' gate [E], up [E] and down [E], one after another.
         table.resize(size_t(3 * m_config.n_routed_experts));
@@ -684,34 +694,20 @@ void CudaBackend::set_l2_prefetch(bool on) {
         CETUS_CUDA(cudaMemcpyAsync(d, table.data(), bytes, cudaMemcpyHostToDevice, s));
         CETUS_CUDA(cudaStreamSynchronize(s));  // (table is reused by the next layer)
     };
-    for (DeviceLayer& l : m_weights.layers) layer(l);
-    for (DeviceMtp& m : m_weights.mtp) {
-        layer(m.block);
-        for (DeviceMatrix* w : {&m.embed, &m.eh_proj, &m.head}) w->l2_prefetch = on;
-    }
+    each_weight(layer, [&](DeviceMatrix& w) { w.l2_prefetch = on; });
+    for (DeviceMtp& m : m_weights.mtp) m.embed.l2_prefetch = on;  // (the embeddings, as the upload marks them)
     m_weights.embed.l2_prefetch = on;
-    m_weights.lm_head.l2_prefetch = on;
     m_l2_prefetch = on;
 }
 
 void CudaBackend::set_ggml_stage(uint8_t stage) {
-    const auto mark = [&](DeviceMatrix& w) {
-        if (w.dtype == DeviceDtype::Ggml) w.ggml_stage = ggml_stage_fits_type(w.ggml_type) ? stage : uint8_t(0);
-    };
-    const auto layer = [&](DeviceLayer& l) {
-        for (DeviceMatrix* w : {&l.q_proj, &l.q_a, &l.q_b, &l.kv_a, &l.kv_b, &l.o, &l.mlp.gate, &l.mlp.up,
-                                &l.mlp.down, &l.shared.gate, &l.shared.up, &l.shared.down})
-            mark(*w);
-        // (the experts' own descriptors, in device memory, are read for their data only)
-        if (l.is_moe) l.experts.ggml_stage = l.experts_stage_fits ? stage : uint8_t(0);
-    };
-    for (DeviceLayer& l : m_weights.layers) layer(l);
-    for (DeviceMtp& m : m_weights.mtp) {
-        layer(m.block);
-        mark(m.eh_proj);
-        mark(m.head);
-    }
-    mark(m_weights.lm_head);
+    each_weight(
+        [&](DeviceLayer& l) {  // (the experts' own descriptors, in device memory, are read for their data only)
+            if (l.is_moe) l.experts.ggml_stage = l.experts_stage_fits ? stage : uint8_t(0);
+        },
+        [&](DeviceMatrix& w) {  // (the router is fp32 on the device: unmarked)
+            if (w.dtype == DeviceDtype::Ggml) w.ggml_stage = ggml_stage_fits_type(w.ggml_type) ? stage : uint8_t(0);
+        });
     m_ggml_stage = stage;
 }
 
